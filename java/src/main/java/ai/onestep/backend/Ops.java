@@ -1,0 +1,675 @@
+package ai.onestep.backend;
+
+import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorException;
+
+/**
+ * The operations the U-Net and its training loops need, forward and backward, on one backend.
+ *
+ * <p>Every public method validates its arguments (ranks, shapes, layouts, open arenas) and then calls the
+ * backend's kernel, so every backend rejects bad input with the same message, naming the op and the shapes.
+ * Kernels may assume valid arguments.
+ *
+ * <h2>Conventions (written once, followed everywhere)</h2>
+ * <ul>
+ *   <li>Feature maps are NHWC: (batch, height, width, channels). Conv weights are HWIO: (kh, kw, in, out).
+ *       Linear weights are (in, out). Token sequences are (batch, tokens, channels).</li>
+ *   <li>Backward: gradients of <b>parameters</b> (weights, biases, gamma, beta) ACCUMULATE ({@code +=}), so a
+ *       parameter used twice, or several micro-batches, sum naturally. Gradients of <b>inputs</b> (activations)
+ *       are ASSIGNED ({@code =}); a caller that needs to add into an existing gradient (a skip connection) uses
+ *       {@link #axpy}. Any gradient argument may be {@code null} when the caller does not need it.</li>
+ *   <li>Outputs never alias inputs unless the method says so.</li>
+ *   <li>For a given input, results are bit-identical whatever the number of threads.</li>
+ * </ul>
+ */
+public abstract class Ops {
+
+    /** {@code naive}, {@code cpu}, later {@code cuda}. */
+    public abstract String name();
+
+    // ------------------------------------------------------------------------------------------------
+    // GEMM, linear, convolution
+    // ------------------------------------------------------------------------------------------------
+
+    /**
+     * {@code c = alpha * op(a) * op(b) + beta * c}, where {@code op(a)} is (M, K): {@code a} is (M, K), or (K, M)
+     * when {@code transA}; {@code op(b)} is (K, N): {@code b} is (K, N), or (N, K) when {@code transB}. All rank 2.
+     * With {@code beta == 0} the old contents of {@code c} are ignored (even NaN).
+     */
+    public final void matmul(Tensor a, boolean transA, Tensor b, boolean transB, Tensor c, float alpha, float beta) {
+        String op = "matmul";
+        alive(op, a, b, c);
+        rank(op, "a", a, 2);
+        rank(op, "b", b, 2);
+        rank(op, "c", c, 2);
+        int m = transA ? a.dim(1) : a.dim(0);
+        int k = transA ? a.dim(0) : a.dim(1);
+        int kb = transB ? b.dim(1) : b.dim(0);
+        int n = transB ? b.dim(0) : b.dim(1);
+        if (k != kb || c.dim(0) != m || c.dim(1) != n) {
+            throw new TensorException(op + ": op(a) is " + m + "x" + k + ", op(b) is " + kb + "x" + n + ", c is "
+                    + c.dim(0) + "x" + c.dim(1) + " (a " + a.describe() + (transA ? " transposed" : "") + ", b "
+                    + b.describe() + (transB ? " transposed" : "") + ", c " + c.describe() + ")");
+        }
+        matmulKernel(a, transA, b, transB, c, m, n, k, alpha, beta);
+    }
+
+    protected abstract void matmulKernel(Tensor a, boolean transA, Tensor b, boolean transB, Tensor c,
+                                         int m, int n, int k, float alpha, float beta);
+
+    /**
+     * {@code y = x w + b}: x is (..., K) (any rank >= 1; leading dimensions are rows), w is (K, N), b is (N) or
+     * null, y is (..., N) with the same leading dimensions.
+     */
+    public final void linear(Tensor x, Tensor w, Tensor b, Tensor y) {
+        String op = "linear";
+        alive(op, x, w, b, y);
+        int rows = linearRows(op, x, w, y);
+        if (b != null) {
+            shape(op, "bias b", b, w.dim(1));
+        }
+        linearKernel(x, w, b, y, rows, w.dim(0), w.dim(1));
+    }
+
+    protected abstract void linearKernel(Tensor x, Tensor w, Tensor b, Tensor y, int rows, int in, int out);
+
+    /** Backward of {@link #linear}: {@code dx = dy w^T} (assigned), {@code dw += x^T dy}, {@code db += sum(dy)}. */
+    public final void linearBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, Tensor dw, Tensor db) {
+        String op = "linearBackward";
+        alive(op, x, w, dy, dx, dw, db);
+        int rows = linearRows(op, x, w, dy);
+        sameShape(op, "dx", dx, "x", x);
+        sameShape(op, "dw", dw, "w", w);
+        if (db != null) {
+            shape(op, "db", db, w.dim(1));
+        }
+        linearBackwardKernel(x, w, dy, dx, dw, db, rows, w.dim(0), w.dim(1));
+    }
+
+    protected abstract void linearBackwardKernel(Tensor x, Tensor w, Tensor dy, Tensor dx, Tensor dw, Tensor db,
+                                                 int rows, int in, int out);
+
+    private static int linearRows(String op, Tensor x, Tensor w, Tensor y) {
+        rank(op, "weight w", w, 2);
+        if (x.rank() < 1 || x.dim(-1) != w.dim(0)) {
+            throw new TensorException(op + ": x " + x.describe() + " must end in " + w.dim(0)
+                    + " features to match w " + w.describe() + " (in, out)");
+        }
+        int[] ys = x.shape();
+        ys[ys.length - 1] = w.dim(1);
+        shape(op, "y", y, ys);
+        return (int) (x.size() / w.dim(0));
+    }
+
+    /**
+     * 2-D convolution (cross-correlation, as in PyTorch): x (N, H, W, Cin) NHWC, w (KH, KW, Cin, Cout) HWIO,
+     * b (Cout) or null, y (N, Ho, Wo, Cout) NHWC with {@code Ho = (H + 2 padding - KH) / stride + 1}.
+     * Zero padding on all four sides.
+     */
+    public final void conv2d(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y) {
+        String op = "conv2d";
+        alive(op, x, w, b, y);
+        int[] o = convShapes(op, x, w, stride, padding);
+        shape(op, "y", y, o);
+        if (b != null) {
+            shape(op, "bias b", b, w.dim(3));
+        }
+        convKernel(x, w, b, stride, padding, y);
+    }
+
+    protected abstract void convKernel(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y);
+
+    /** Backward of {@link #conv2d}: dx assigned; dw and db accumulate. */
+    public final void conv2dBackward(Tensor x, Tensor w, Tensor dy, int stride, int padding,
+                                     Tensor dx, Tensor dw, Tensor db) {
+        String op = "conv2dBackward";
+        alive(op, x, w, dy, dx, dw, db);
+        int[] o = convShapes(op, x, w, stride, padding);
+        shape(op, "dy", dy, o);
+        sameShape(op, "dx", dx, "x", x);
+        sameShape(op, "dw", dw, "w", w);
+        if (db != null) {
+            shape(op, "db", db, w.dim(3));
+        }
+        convBackwardKernel(x, w, dy, stride, padding, dx, dw, db);
+    }
+
+    protected abstract void convBackwardKernel(Tensor x, Tensor w, Tensor dy, int stride, int padding,
+                                               Tensor dx, Tensor dw, Tensor db);
+
+    /** The output shape of a convolution, after checking its inputs. */
+    public static int[] convOutputShape(Tensor x, Tensor w, int stride, int padding) {
+        return convShapes("conv2d", x, w, stride, padding);
+    }
+
+    private static int[] convShapes(String op, Tensor x, Tensor w, int stride, int padding) {
+        featureMap(op, "x", x);
+        rank(op, "weight w", w, 4);
+        layout(op, "weight w", w, Layout.HWIO);
+        if (w.dim(2) != x.dim(3)) {
+            throw new TensorException(op + ": weight w " + w.describe() + " expects " + w.dim(2)
+                    + " input channels but x " + x.describe() + " has " + x.dim(3));
+        }
+        if (stride < 1 || padding < 0) {
+            throw new TensorException(op + ": stride " + stride + " and padding " + padding
+                    + " must be >= 1 and >= 0");
+        }
+        int ho = Math.floorDiv(x.dim(1) + 2 * padding - w.dim(0), stride) + 1;
+        int wo = Math.floorDiv(x.dim(2) + 2 * padding - w.dim(1), stride) + 1;
+        if (ho < 1 || wo < 1) {
+            throw new TensorException(op + ": kernel " + w.dim(0) + "x" + w.dim(1) + " with padding " + padding
+                    + " does not fit x " + x.describe());
+        }
+        return new int[] {x.dim(0), ho, wo, w.dim(3)};
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Normalization and activations
+    // ------------------------------------------------------------------------------------------------
+
+    /**
+     * Group norm (Wu & He 2018) over NHWC, with the fusions the U-Net's ResnetBlock2D uses:
+     * <pre>
+     *   h = (x - mean[n,g]) * rstd[n,g] * gamma[c] + beta[c]          (statistics over H, W and the group's channels)
+     *   h = h * (1 + scale[n,c]) + shift[n,c]                          (only when scale/shift are given)
+     *   y = silu ? h * sigmoid(h) : h
+     * </pre>
+     * x and y are (N, H, W, C), C divisible by {@code groups}; gamma and beta are (C); scale and shift are both
+     * (N, C) or both null. {@code mean} and {@code rstd} (N, groups) receive the statistics for the backward pass;
+     * {@code rstd = 1 / sqrt(var + eps)} with the biased variance, as in PyTorch.
+     */
+    public final void groupNorm(Tensor x, Tensor gamma, Tensor beta, Tensor scale, Tensor shift, int groups,
+                                float eps, boolean silu, Tensor y, Tensor mean, Tensor rstd) {
+        String op = silu ? "groupNormSilu" : "groupNorm";
+        alive(op, x, gamma, beta, scale, shift, y, mean, rstd);
+        checkGroupNorm(op, x, gamma, beta, scale, shift, groups, mean, rstd);
+        sameShape(op, "y", y, "x", x);
+        if (!(eps > 0)) {
+            throw new TensorException(op + ": eps must be > 0, got " + eps);
+        }
+        groupNormKernel(x, gamma, beta, scale, shift, groups, eps, silu, y, mean, rstd);
+    }
+
+    protected abstract void groupNormKernel(Tensor x, Tensor gamma, Tensor beta, Tensor scale, Tensor shift,
+                                            int groups, float eps, boolean silu, Tensor y, Tensor mean, Tensor rstd);
+
+    /**
+     * Backward of {@link #groupNorm} from the saved {@code mean} and {@code rstd}. dx, dscale and dshift are
+     * assigned (inputs); dgamma and dbeta accumulate (parameters).
+     */
+    public final void groupNormBackward(Tensor x, Tensor gamma, Tensor beta, Tensor scale, Tensor shift, int groups,
+                                        boolean silu, Tensor mean, Tensor rstd, Tensor dy,
+                                        Tensor dx, Tensor dgamma, Tensor dbeta, Tensor dscale, Tensor dshift) {
+        String op = silu ? "groupNormSiluBackward" : "groupNormBackward";
+        alive(op, x, gamma, beta, scale, shift, mean, rstd, dy, dx, dgamma, dbeta, dscale, dshift);
+        checkGroupNorm(op, x, gamma, beta, scale, shift, groups, mean, rstd);
+        sameShape(op, "dy", dy, "x", x);
+        sameShape(op, "dx", dx, "x", x);
+        sameShape(op, "dgamma", dgamma, "gamma", gamma);
+        sameShape(op, "dbeta", dbeta, "beta", beta);
+        if (scale == null && (dscale != null || dshift != null)) {
+            throw new TensorException(op + ": dscale/dshift given but the forward had no scale/shift");
+        }
+        if (scale != null) {
+            sameShape(op, "dscale", dscale, "scale", scale);
+            sameShape(op, "dshift", dshift, "shift", shift);
+        }
+        groupNormBackwardKernel(x, gamma, beta, scale, shift, groups, silu, mean, rstd, dy, dx, dgamma, dbeta,
+                dscale, dshift);
+    }
+
+    protected abstract void groupNormBackwardKernel(Tensor x, Tensor gamma, Tensor beta, Tensor scale, Tensor shift,
+                                                    int groups, boolean silu, Tensor mean, Tensor rstd, Tensor dy,
+                                                    Tensor dx, Tensor dgamma, Tensor dbeta, Tensor dscale,
+                                                    Tensor dshift);
+
+    private static void checkGroupNorm(String op, Tensor x, Tensor gamma, Tensor beta, Tensor scale, Tensor shift,
+                                       int groups, Tensor mean, Tensor rstd) {
+        featureMap(op, "x", x);
+        int c = x.dim(3);
+        if (groups < 1 || c % groups != 0) {
+            throw new TensorException(op + ": " + c + " channels of x " + x.describe()
+                    + " do not divide into " + groups + " groups");
+        }
+        shape(op, "gamma", gamma, c);
+        shape(op, "beta", beta, c);
+        if ((scale == null) != (shift == null)) {
+            throw new TensorException(op + ": give both scale and shift or neither");
+        }
+        if (scale != null) {
+            shape(op, "scale", scale, x.dim(0), c);
+            shape(op, "shift", shift, x.dim(0), c);
+        }
+        shape(op, "mean", mean, x.dim(0), groups);
+        shape(op, "rstd", rstd, x.dim(0), groups);
+    }
+
+    /** {@code y = x * sigmoid(x)} elementwise (SiLU, Elfwing et al. 2018); any shape. y may alias x. */
+    public final void silu(Tensor x, Tensor y) {
+        alive("silu", x, y);
+        sameSize("silu", "y", y, "x", x);
+        siluKernel(x, y);
+    }
+
+    protected abstract void siluKernel(Tensor x, Tensor y);
+
+    /** {@code dx = dy * silu'(x)} (assigned). */
+    public final void siluBackward(Tensor x, Tensor dy, Tensor dx) {
+        alive("siluBackward", x, dy, dx);
+        sameSize("siluBackward", "dy", dy, "x", x);
+        sameSize("siluBackward", "dx", dx, "x", x);
+        siluBackwardKernel(x, dy, dx);
+    }
+
+    protected abstract void siluBackwardKernel(Tensor x, Tensor dy, Tensor dx);
+
+    // ------------------------------------------------------------------------------------------------
+    // Attention
+    // ------------------------------------------------------------------------------------------------
+
+    /**
+     * Multi-head scaled-dot-product self-attention (Vaswani et al. 2017) over token sequences:
+     * q, k, v and o are (N, T, C) with {@code C = heads * headDim}; head h uses channels
+     * [h*headDim, (h+1)*headDim). {@code o = softmax(q k^T / sqrt(headDim)) v} per head. {@code lse} (N, heads, T)
+     * receives each row's log-sum-exp of the scaled scores, which is all the backward pass needs
+     * (FlashAttention, Dao et al. 2022): the attention matrix is never stored.
+     */
+    public final void attention(Tensor q, Tensor k, Tensor v, int heads, Tensor o, Tensor lse) {
+        String op = "attention";
+        alive(op, q, k, v, o, lse);
+        checkAttention(op, q, k, v, heads, lse);
+        sameShape(op, "o", o, "q", q);
+        attentionKernel(q, k, v, heads, o, lse);
+    }
+
+    protected abstract void attentionKernel(Tensor q, Tensor k, Tensor v, int heads, Tensor o, Tensor lse);
+
+    /** Backward of {@link #attention} from its output {@code o} and {@code lse}; dq, dk, dv are assigned. */
+    public final void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor dO, int heads,
+                                        Tensor dq, Tensor dk, Tensor dv) {
+        String op = "attentionBackward";
+        alive(op, q, k, v, o, lse, dO, dq, dk, dv);
+        checkAttention(op, q, k, v, heads, lse);
+        sameShape(op, "o", o, "q", q);
+        sameShape(op, "dO", dO, "q", q);
+        sameShape(op, "dq", dq, "q", q);
+        sameShape(op, "dk", dk, "k", k);
+        sameShape(op, "dv", dv, "v", v);
+        attentionBackwardKernel(q, k, v, o, lse, dO, heads, dq, dk, dv);
+    }
+
+    protected abstract void attentionBackwardKernel(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor dO,
+                                                    int heads, Tensor dq, Tensor dk, Tensor dv);
+
+    private static void checkAttention(String op, Tensor q, Tensor k, Tensor v, int heads, Tensor lse) {
+        rank(op, "q", q, 3);
+        sameShape(op, "k", k, "q", q);
+        sameShape(op, "v", v, "q", q);
+        if (heads < 1 || q.dim(2) % heads != 0) {
+            throw new TensorException(op + ": " + q.dim(2) + " channels of q " + q.describe()
+                    + " do not divide into " + heads + " heads");
+        }
+        shape(op, "lse", lse, q.dim(0), heads, q.dim(1));
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Elementwise and data movement
+    // ------------------------------------------------------------------------------------------------
+
+    /** {@code y = a + b}, same sizes; y may alias a or b. */
+    public final void add(Tensor a, Tensor b, Tensor y) {
+        alive("add", a, b, y);
+        sameSize("add", "b", b, "a", a);
+        sameSize("add", "y", y, "a", a);
+        addKernel(a, b, y);
+    }
+
+    protected abstract void addKernel(Tensor a, Tensor b, Tensor y);
+
+    /** {@code y = a * b} elementwise, same sizes; y may alias a or b. */
+    public final void mul(Tensor a, Tensor b, Tensor y) {
+        alive("mul", a, b, y);
+        sameSize("mul", "b", b, "a", a);
+        sameSize("mul", "y", y, "a", a);
+        mulKernel(a, b, y);
+    }
+
+    protected abstract void mulKernel(Tensor a, Tensor b, Tensor y);
+
+    /** {@code y += alpha * x}, same sizes. Used to add a gradient into one that is already there. */
+    public final void axpy(float alpha, Tensor x, Tensor y) {
+        alive("axpy", x, y);
+        sameSize("axpy", "y", y, "x", x);
+        axpyKernel(alpha, x, y);
+    }
+
+    protected abstract void axpyKernel(float alpha, Tensor x, Tensor y);
+
+    /** {@code y = alpha * x}; y may alias x. */
+    public final void scale(Tensor x, float alpha, Tensor y) {
+        alive("scale", x, y);
+        sameSize("scale", "y", y, "x", x);
+        scaleKernel(x, alpha, y);
+    }
+
+    protected abstract void scaleKernel(Tensor x, float alpha, Tensor y);
+
+    /**
+     * {@code y[n, ..., c] = x[n, ..., c] + v[n, c]}: adds one vector per sample to every position (the
+     * ResnetBlock2D time-embedding add). x and y (N, ..., C), v (N, C); y may alias x.
+     */
+    public final void addPerChannel(Tensor x, Tensor v, Tensor y) {
+        String op = "addPerChannel";
+        alive(op, x, v, y);
+        perChannel(op, x, v);
+        sameShape(op, "y", y, "x", x);
+        addPerChannelKernel(x, v, y);
+    }
+
+    protected abstract void addPerChannelKernel(Tensor x, Tensor v, Tensor y);
+
+    /** Backward of {@link #addPerChannel} for v: {@code dv[n, c] = sum over positions of dy[n, ..., c]} (assigned). */
+    public final void sumPerChannel(Tensor dy, Tensor dv) {
+        String op = "sumPerChannel";
+        alive(op, dy, dv);
+        perChannel(op, dy, dv);
+        sumPerChannelKernel(dy, dv);
+    }
+
+    protected abstract void sumPerChannelKernel(Tensor dy, Tensor dv);
+
+    private static void perChannel(String op, Tensor x, Tensor v) {
+        if (x.rank() < 2) {
+            throw new TensorException(op + ": x " + x.describe() + " must have rank >= 2 (N, ..., C)");
+        }
+        shape(op, "v", v, x.dim(0), x.dim(-1));
+    }
+
+    /** {@code y = concat(a, b)} along channels: a (N, H, W, Ca), b (N, H, W, Cb), y (N, H, W, Ca + Cb). */
+    public final void concatChannels(Tensor a, Tensor b, Tensor y) {
+        String op = "concatChannels";
+        alive(op, a, b, y);
+        checkConcat(op, a, b, y, "y");
+        concatChannelsKernel(a, b, y);
+    }
+
+    protected abstract void concatChannelsKernel(Tensor a, Tensor b, Tensor y);
+
+    /** Backward of {@link #concatChannels}: splits dy into da and db (assigned; either may be null). */
+    public final void splitChannels(Tensor dy, Tensor da, Tensor db) {
+        String op = "splitChannels";
+        alive(op, dy, da, db);
+        if (da == null || db == null) {
+            throw new TensorException(op + ": da and db are both required (they give the split point)");
+        }
+        checkConcat(op, da, db, dy, "dy");
+        splitChannelsKernel(dy, da, db);
+    }
+
+    protected abstract void splitChannelsKernel(Tensor dy, Tensor da, Tensor db);
+
+    private static void checkConcat(String op, Tensor a, Tensor b, Tensor y, String yName) {
+        featureMap(op, "a", a);
+        featureMap(op, "b", b);
+        if (a.dim(0) != b.dim(0) || a.dim(1) != b.dim(1) || a.dim(2) != b.dim(2)) {
+            throw new TensorException(op + ": a " + a.describe() + " and b " + b.describe()
+                    + " differ outside the channel dimension");
+        }
+        shape(op, yName, y, a.dim(0), a.dim(1), a.dim(2), a.dim(3) + b.dim(3));
+    }
+
+    /** Nearest-neighbour 2x upsampling: x (N, H, W, C) to y (N, 2H, 2W, C). */
+    public final void upsampleNearest2x(Tensor x, Tensor y) {
+        String op = "upsampleNearest2x";
+        alive(op, x, y);
+        featureMap(op, "x", x);
+        shape(op, "y", y, x.dim(0), 2 * x.dim(1), 2 * x.dim(2), x.dim(3));
+        upsampleKernel(x, y);
+    }
+
+    protected abstract void upsampleKernel(Tensor x, Tensor y);
+
+    /** Backward of {@link #upsampleNearest2x}: each dx is the sum of its 2x2 block of dy (assigned). */
+    public final void upsampleNearest2xBackward(Tensor dy, Tensor dx) {
+        String op = "upsampleNearest2xBackward";
+        alive(op, dy, dx);
+        featureMap(op, "dx", dx);
+        shape(op, "dy", dy, dx.dim(0), 2 * dx.dim(1), 2 * dx.dim(2), dx.dim(3));
+        upsampleBackwardKernel(dy, dx);
+    }
+
+    protected abstract void upsampleBackwardKernel(Tensor dy, Tensor dx);
+
+    // ------------------------------------------------------------------------------------------------
+    // Losses (they return the loss and write its gradient; a NaN or infinity in the input is an error)
+    // ------------------------------------------------------------------------------------------------
+
+    /**
+     * Weighted mean squared error over a batch: with D elements per sample,
+     * {@code L = (1/N) sum_n w[n] (1/D) sum_i (pred - target)^2}. {@code weights} (N) or null for all ones
+     * (EDM's lambda(sigma), Karras et al. 2022 eq. 8). {@code dpred = dL/dpred} (assigned) unless null.
+     */
+    public final double mseLoss(Tensor pred, Tensor target, Tensor weights, Tensor dpred) {
+        String op = "mseLoss";
+        checkLoss(op, pred, target, weights, dpred);
+        return mseLossKernel(pred, target, weights, dpred);
+    }
+
+    protected abstract double mseLossKernel(Tensor pred, Tensor target, Tensor weights, Tensor dpred);
+
+    /**
+     * Weighted pseudo-Huber loss (Song & Dhariwal 2023, "Improved Techniques for Training Consistency Models",
+     * eq. 10): per sample {@code d_n = sqrt(||pred_n - target_n||^2 + c^2) - c}, and
+     * {@code L = (1/N) sum_n w[n] d_n}. {@code c > 0}; the paper uses {@code c = 0.00054 sqrt(D)}.
+     */
+    public final double pseudoHuberLoss(Tensor pred, Tensor target, Tensor weights, float c, Tensor dpred) {
+        String op = "pseudoHuberLoss";
+        checkLoss(op, pred, target, weights, dpred);
+        if (!(c > 0) || !Float.isFinite(c)) {
+            throw new TensorException(op + ": c must be a finite number > 0, got " + c);
+        }
+        return pseudoHuberLossKernel(pred, target, weights, c, dpred);
+    }
+
+    protected abstract double pseudoHuberLossKernel(Tensor pred, Tensor target, Tensor weights, float c,
+                                                    Tensor dpred);
+
+    private static void checkLoss(String op, Tensor pred, Tensor target, Tensor weights, Tensor dpred) {
+        alive(op, pred, target, weights, dpred);
+        if (pred.rank() < 1) {
+            throw new TensorException(op + ": pred " + pred.describe() + " needs a batch dimension");
+        }
+        sameShape(op, "target", target, "pred", pred);
+        sameShape(op, "dpred", dpred, "pred", pred);
+        if (weights != null) {
+            shape(op, "weights", weights, pred.dim(0));
+        }
+        finite(op, "pred", pred);
+        finite(op, "target", target);
+        if (weights != null) {
+            finite(op, "weights", weights);
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Time embeddings (forward only: their inputs are noise levels, which need no gradient)
+    // ------------------------------------------------------------------------------------------------
+
+    /**
+     * The sinusoidal timestep embedding of diffusers' {@code get_timestep_embedding} (Vaswani et al. 2017, sec.
+     * 3.5, as used by DDPM): for {@code half = D / 2}, {@code freq_j = exp(-ln(maxPeriod) j / (half - shift))},
+     * {@code arg = scale * t[n] freq_j}, {@code y[n] = [sin(arg), cos(arg)]}, or {@code [cos, sin]} when
+     * {@code flipSinToCos}; an odd D gets one trailing zero. t (N), y (N, D).
+     */
+    public final void sinusoidalEmbedding(Tensor t, boolean flipSinToCos, float downscaleFreqShift, float scale,
+                                          float maxPeriod, Tensor y) {
+        String op = "sinusoidalEmbedding";
+        alive(op, t, y);
+        rank(op, "t", t, 1);
+        rank(op, "y", y, 2);
+        if (y.dim(0) != t.dim(0) || y.dim(1) < 2) {
+            throw new TensorException(op + ": y " + y.describe() + " must be (N, D>=2) for t " + t.describe());
+        }
+        if (y.dim(1) / 2 - downscaleFreqShift == 0) {
+            throw new TensorException(op + ": half the embedding size minus downscale_freq_shift is 0 (D = "
+                    + y.dim(1) + ")");
+        }
+        sinusoidalEmbeddingKernel(t, flipSinToCos, downscaleFreqShift, scale, maxPeriod, y);
+    }
+
+    protected abstract void sinusoidalEmbeddingKernel(Tensor t, boolean flipSinToCos, float downscaleFreqShift,
+                                                      float scale, float maxPeriod, Tensor y);
+
+    /**
+     * Random Fourier features (Tancik et al. 2020; diffusers' {@code GaussianFourierProjection}, used by
+     * score-SDE/NCSN++): {@code arg = 2 pi (log ? ln t[n] : t[n]) weight[j]},
+     * {@code y[n] = [sin(arg), cos(arg)]}, or {@code [cos, sin]} when {@code flipSinToCos}. t (N), weight (D/2),
+     * y (N, D).
+     */
+    public final void fourierEmbedding(Tensor t, Tensor weight, boolean log, boolean flipSinToCos, Tensor y) {
+        String op = "fourierEmbedding";
+        alive(op, t, weight, y);
+        rank(op, "t", t, 1);
+        rank(op, "weight", weight, 1);
+        shape(op, "y", y, t.dim(0), 2 * weight.dim(0));
+        fourierEmbeddingKernel(t, weight, log, flipSinToCos, y);
+    }
+
+    protected abstract void fourierEmbeddingKernel(Tensor t, Tensor weight, boolean log, boolean flipSinToCos,
+                                                   Tensor y);
+
+    // ------------------------------------------------------------------------------------------------
+    // Optimizer steps and reductions (elementwise over a parameter tensor)
+    // ------------------------------------------------------------------------------------------------
+
+    /**
+     * One Adam step (Kingma & Ba 2015, Algorithm 1) on one parameter tensor, step {@code t >= 1}:
+     * {@code m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)}.
+     * Weight decay: {@code decoupled} (AdamW, Loshchilov & Hutter 2019) multiplies p by {@code 1 - lr wd} first;
+     * otherwise (L2, classic Adam) adds {@code wd p} to g.
+     */
+    public final void adamStep(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1, float beta2,
+                               float eps, float weightDecay, boolean decoupled) {
+        checkOptim("adamStep", p, g, m, v, t);
+        adamStepKernel(p, g, m, v, t, lr, beta1, beta2, eps, weightDecay, decoupled);
+    }
+
+    protected abstract void adamStepKernel(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1,
+                                           float beta2, float eps, float weightDecay, boolean decoupled);
+
+    /**
+     * One RAdam step (Liu et al. 2020, "On the Variance of the Adaptive Learning Rate and Beyond", Algorithm 2):
+     * Adam's moments, but while the variance of the adaptive rate is intractable ({@code rho_t <= 5}) the step is
+     * plain bias-corrected momentum; afterwards it is rectified by {@code r_t}. Weight decay as in
+     * {@link #adamStep}. Used by consistency distillation (Song et al. 2023).
+     */
+    public final void radamStep(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1, float beta2,
+                                float eps, float weightDecay, boolean decoupled) {
+        checkOptim("radamStep", p, g, m, v, t);
+        radamStepKernel(p, g, m, v, t, lr, beta1, beta2, eps, weightDecay, decoupled);
+    }
+
+    protected abstract void radamStepKernel(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1,
+                                            float beta2, float eps, float weightDecay, boolean decoupled);
+
+    private static void checkOptim(String op, Tensor p, Tensor g, Tensor m, Tensor v, int t) {
+        alive(op, p, g, m, v);
+        sameShape(op, "grad", g, "param", p);
+        sameShape(op, "m", m, "param", p);
+        sameShape(op, "v", v, "param", p);
+        if (t < 1) {
+            throw new TensorException(op + ": step must be >= 1, got " + t);
+        }
+    }
+
+    /** {@code sum(x^2)} accumulated in double (for gradient-norm clipping). */
+    public final double sumOfSquares(Tensor x) {
+        alive("sumOfSquares", x);
+        return sumOfSquaresKernel(x);
+    }
+
+    protected abstract double sumOfSquaresKernel(Tensor x);
+
+    /** Exponential moving average {@code target = mu target + (1 - mu) source} (the EMA / consistency target). */
+    public final void ema(Tensor target, Tensor source, float mu) {
+        alive("ema", target, source);
+        sameShape("ema", "source", source, "target", target);
+        if (!(mu >= 0 && mu <= 1)) {
+            throw new TensorException("ema: rate mu must lie in [0, 1], got " + mu);
+        }
+        emaKernel(target, source, mu);
+    }
+
+    protected abstract void emaKernel(Tensor target, Tensor source, float mu);
+
+    // ------------------------------------------------------------------------------------------------
+    // Validation helpers: every message names the op, the argument and the shapes.
+    // ------------------------------------------------------------------------------------------------
+
+    protected static void alive(String op, Tensor... ts) {
+        for (Tensor t : ts) {
+            if (t != null && !t.isAlive()) {
+                throw new TensorException(op + ": tensor " + t.describe()
+                        + " is closed (its arena was closed before this call)");
+            }
+        }
+    }
+
+    protected static void rank(String op, String name, Tensor t, int rank) {
+        if (t == null) {
+            throw new TensorException(op + ": " + name + " is required");
+        }
+        if (t.rank() != rank) {
+            throw new TensorException(op + ": " + name + " " + t.describe() + " must have rank " + rank);
+        }
+    }
+
+    protected static void shape(String op, String name, Tensor t, int... expected) {
+        if (t == null) {
+            throw new TensorException(op + ": " + name + " is required");
+        }
+        if (!t.hasShape(expected)) {
+            throw new TensorException(op + ": " + name + " has shape " + t.describe() + ", expected "
+                    + java.util.Arrays.toString(expected));
+        }
+    }
+
+    /** Checks {@code t} (if given) has the shape of {@code ref}. */
+    protected static void sameShape(String op, String name, Tensor t, String refName, Tensor ref) {
+        if (t != null && !t.hasShape(ref.shape())) {
+            throw new TensorException(op + ": " + name + " " + t.describe() + " must have the shape of "
+                    + refName + " " + ref.describe());
+        }
+    }
+
+    protected static void sameSize(String op, String name, Tensor t, String refName, Tensor ref) {
+        if (t.size() != ref.size()) {
+            throw new TensorException(op + ": " + name + " " + t.describe() + " must have as many elements as "
+                    + refName + " " + ref.describe());
+        }
+    }
+
+    protected static void layout(String op, String name, Tensor t, Layout l) {
+        if (t.layout() != l) {
+            throw new TensorException(op + ": " + name + " " + t.describe() + " must be in layout " + l
+                    + (l == Layout.HWIO && t.layout() == Layout.OIHW
+                    ? " (PyTorch's OIHW weights are converted once at load)" : ""));
+        }
+    }
+
+    /** Rank 4 and NHWC (ROWS is accepted too: a reshaped view of NHWC data keeps its meaning). */
+    protected static void featureMap(String op, String name, Tensor t) {
+        rank(op, name, t, 4);
+        if (t.layout() != Layout.NHWC && t.layout() != Layout.ROWS) {
+            throw new TensorException(op + ": " + name + " " + t.describe()
+                    + " must be an NHWC feature map (batch, height, width, channels)");
+        }
+    }
+
+    protected static void finite(String op, String name, Tensor t) {
+        if (!t.allFinite()) {
+            throw new TensorException(op + ": " + name + " " + t.describe() + " contains NaN or infinity");
+        }
+    }
+}
