@@ -19,11 +19,11 @@ final class SystemInfo implements Callable<Integer> {
 
     @Override
     public Integer call() {
+        Ops ops = Backends.byName("cpu", threads);
         System.out.println("java      " + Runtime.version() + " at " + System.getProperty("java.home"));
         System.out.println("cpus      " + Runtime.getRuntime().availableProcessors());
         System.out.println("simd      " + FloatVector.SPECIES_PREFERRED.vectorBitSize() + "-bit ("
                 + FloatVector.SPECIES_PREFERRED.length() + " floats)");
-        Ops ops = Backends.byName("cpu", threads);
         System.out.println("backend   " + ops.name() + " with " + threads + " thread(s); naive (oracle) available");
         System.out.println("cuda      not built into this version");
         return 0;

@@ -1,0 +1,51 @@
+package ai.onestep.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import org.junit.jupiter.api.Test;
+
+class MainTest {
+    private static String[] capture(String... args) {
+        PrintStream out = System.out;
+        PrintStream err = System.err;
+        ByteArrayOutputStream o = new ByteArrayOutputStream();
+        ByteArrayOutputStream e = new ByteArrayOutputStream();
+        int code;
+        try {
+            System.setOut(new PrintStream(o, true, StandardCharsets.UTF_8));
+            System.setErr(new PrintStream(e, true, StandardCharsets.UTF_8));
+            code = Main.run(args);
+        } finally {
+            System.setOut(out);
+            System.setErr(err);
+        }
+        return new String[] {String.valueOf(code), o.toString(StandardCharsets.UTF_8), e.toString(StandardCharsets.UTF_8)};
+    }
+
+    @Test
+    void versionNamesTheProjectAndTheJdk() {
+        String[] r = capture("--version");
+        assertEquals("0", r[0]);
+        assertTrue(r[1].startsWith("onestep "), r[1]);
+        assertTrue(r[1].contains("Java " + Runtime.version().feature()), r[1]);
+    }
+
+    @Test
+    void helpListsTheCommands() {
+        String[] r = capture("--help");
+        assertEquals("0", r[0]);
+        assertTrue(r[1].contains("system"), r[1]);
+    }
+
+    @Test
+    void badOptionGivesOneLineAndExitCode2() {
+        String[] r = capture("system", "--threads", "0");
+        assertEquals("2", r[0]);
+        assertTrue(r[2].contains("thread count must be >= 1"), r[2]);
+        assertTrue(!r[2].contains("\tat "), "no stack trace without --verbose: " + r[2]);
+    }
+}
