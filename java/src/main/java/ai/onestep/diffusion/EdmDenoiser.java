@@ -1,0 +1,77 @@
+package ai.onestep.diffusion;
+
+import ai.onestep.backend.Ops;
+import ai.onestep.model.Context;
+import ai.onestep.model.UNet;
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.Workspace;
+
+/**
+ * The teacher's denoiser: EDM preconditioning ({@link Edm}) around the raw U-Net,
+ * {@code D(x; s) = c_skip(s) x + c_out(s) F(c_in(s) x; 1000 c_noise(s))} (Karras et al. 2022, eq. 7).
+ * For a Fourier-embedding U-Net the timestep input is s itself (diffusers takes its log), see {@link #timestep}.
+ */
+public final class EdmDenoiser implements Denoiser {
+    private final UNet net;
+    private final Ops ops;
+    private final Workspace ws;
+
+    public EdmDenoiser(UNet net, Ops ops, Workspace ws) {
+        this.net = net;
+        this.ops = ops;
+        this.ws = ws;
+    }
+
+    /** The U-Net timestep input for noise level s: 1000 c_noise(s) = 250 ln s (positional), or s (Fourier). */
+    public static double timestep(UNet net, double s) {
+        return net.config().fourier() ? s : Edm.timestep(s);
+    }
+
+    @Override
+    public void denoise(Tensor x, double[] sigma, int[] classLabels, Tensor out) {
+        ws.reset();
+        Tensor f = forward(Context.inference(ops, ws), x, sigma, classLabels);
+        combine(ops, x, f, sigma, out);
+    }
+
+    /** F(c_in x; t(s)) in {@code c}'s workspace (kept for a later {@link #backward}). */
+    public Tensor forward(Context c, Tensor x, double[] sigma, int[] classLabels) {
+        int n = x.dim(0);
+        Tensor xin = c.ws.allocate(x.layout(), x.shape());
+        double[] t = new double[n];
+        for (int i = 0; i < n; i++) {
+            check(sigma[i]);
+            c.ops.scale(x.slice(i, i + 1), (float) Edm.cIn(sigma[i]), xin.slice(i, i + 1));
+            t[i] = timestep(net, sigma[i]);
+        }
+        return net.forward(c, xin, t, classLabels);
+    }
+
+    /** out = c_skip(s) x + c_out(s) F, sample by sample. */
+    public static void combine(Ops ops, Tensor x, Tensor f, double[] sigma, Tensor out) {
+        for (int i = 0; i < x.dim(0); i++) {
+            Tensor o = out.slice(i, i + 1);
+            ops.scale(x.slice(i, i + 1), (float) Edm.cSkip(sigma[i]), o);
+            ops.axpy((float) Edm.cOut(sigma[i]), f.slice(i, i + 1), o);
+        }
+    }
+
+    /** Given dL/dD, runs the network's backward (dL/dF = c_out dL/dD) and accumulates parameter gradients. */
+    public void backward(Context c, Tensor dD, double[] sigma) {
+        Tensor dF = c.ws.allocate(dD.layout(), dD.shape());
+        for (int i = 0; i < dD.dim(0); i++) {
+            c.ops.scale(dD.slice(i, i + 1), (float) Edm.cOut(sigma[i]), dF.slice(i, i + 1));
+        }
+        net.backward(c, dF);
+    }
+
+    public UNet net() {
+        return net;
+    }
+
+    private static void check(double s) {
+        if (!(s > 0) || !Double.isFinite(s)) {
+            throw new IllegalArgumentException("denoiser: noise level sigma must be a finite number > 0, got " + s);
+        }
+    }
+}

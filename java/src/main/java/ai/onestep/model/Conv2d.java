@@ -1,0 +1,51 @@
+package ai.onestep.model;
+
+import ai.onestep.nn.Parameter;
+import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Tensor;
+
+/** {@code torch.nn.Conv2d} with square kernels, zero padding and a bias (state-dict names {@code .weight}, {@code .bias}). */
+public final class Conv2d {
+    final Parameter weight;
+    final Parameter bias;
+    final int kernel;
+    final int stride;
+    final int padding;
+    private Tensor x; // saved input (N, H, W, Cin)
+
+    Conv2d(ParamBuilder pb, String name, int in, int out, int kernel, int stride, int padding) {
+        this.weight = pb.conv(name + ".weight", kernel, in, out);
+        this.bias = pb.plain(name + ".bias", out);
+        this.kernel = kernel;
+        this.stride = stride;
+        this.padding = padding;
+    }
+
+    int outChannels() {
+        return weight.value().dim(3);
+    }
+
+    int inChannels() {
+        return weight.value().dim(2);
+    }
+
+    Tensor forward(Context c, Tensor x) {
+        this.x = x;
+        Tensor y = c.alloc(Layout.NHWC, ai.onestep.backend.Ops.convOutputShape(x, weight.value(), stride, padding));
+        c.ops.conv2d(x, weight.value(), bias.value(), stride, padding, y);
+        return y;
+    }
+
+    /** Returns dx; accumulates the weight and bias gradients. */
+    Tensor backward(Context c, Tensor dy) {
+        Tensor dx = c.like(x);
+        c.ops.conv2dBackward(x, weight.value(), dy, stride, padding, dx, weight.grad(), bias.grad());
+        return dx;
+    }
+
+    /** FLOPs of one forward pass on an input of this height and width (a multiply-add counts 2). */
+    long flops(int n, int h, int w) {
+        int ho = (h + 2 * padding - kernel) / stride + 1, wo = (w + 2 * padding - kernel) / stride + 1;
+        return 2L * n * ho * wo * outChannels() * kernel * kernel * inChannels();
+    }
+}

@@ -1,0 +1,56 @@
+package ai.onestep.model;
+
+import ai.onestep.nn.Parameter;
+import ai.onestep.tensor.Tensor;
+
+/**
+ * {@code torch.nn.GroupNorm} (affine) over NHWC, optionally fused with the SiLU that follows it and with the
+ * ResnetBlock2D "scale_shift" time conditioning (one pass instead of three; see Ops.groupNorm).
+ */
+public final class GroupNorm {
+    final Parameter gamma;
+    final Parameter beta;
+    final int groups;
+    final float eps;
+    final boolean silu;
+    private Tensor x, scale, shift, mean, rstd;
+
+    GroupNorm(ParamBuilder pb, String name, int channels, int groups, float eps, boolean silu) {
+        if (channels % groups != 0) {
+            throw new IllegalArgumentException(name + ": " + channels + " channels do not divide into " + groups
+                    + " groups (norm_num_groups)");
+        }
+        this.gamma = pb.plain(name + ".weight", channels);
+        this.beta = pb.plain(name + ".bias", channels);
+        this.groups = groups;
+        this.eps = eps;
+        this.silu = silu;
+    }
+
+    Tensor forward(Context c, Tensor x, Tensor scale, Tensor shift) {
+        this.x = x;
+        this.scale = scale;
+        this.shift = shift;
+        this.mean = c.alloc(ai.onestep.tensor.Layout.ROWS, x.dim(0), groups);
+        this.rstd = c.alloc(ai.onestep.tensor.Layout.ROWS, x.dim(0), groups);
+        Tensor y = c.like(x);
+        c.ops.groupNorm(x, gamma.value(), beta.value(), scale, shift, groups, eps, silu, y, mean, rstd);
+        return y;
+    }
+
+    Tensor forward(Context c, Tensor x) {
+        return forward(c, x, null, null);
+    }
+
+    /** Returns dx; writes dscale/dshift when the forward had them (else pass null); accumulates dgamma/dbeta. */
+    Tensor backward(Context c, Tensor dy, Tensor dscale, Tensor dshift) {
+        Tensor dx = c.like(x);
+        c.ops.groupNormBackward(x, gamma.value(), beta.value(), scale, shift, groups, silu, mean, rstd, dy, dx,
+                gamma.grad(), beta.grad(), dscale, dshift);
+        return dx;
+    }
+
+    Tensor backward(Context c, Tensor dy) {
+        return backward(c, dy, null, null);
+    }
+}

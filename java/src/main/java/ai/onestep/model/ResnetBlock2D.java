@@ -1,0 +1,131 @@
+package ai.onestep.model;
+
+import ai.onestep.diffusion.Noise;
+import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Tensor;
+import java.lang.foreign.MemorySegment;
+import java.util.SplittableRandom;
+
+/**
+ * diffusers' {@code ResnetBlock2D} (Ho et al. 2020's residual block with time conditioning):
+ * <pre>
+ *   h = conv1(silu(norm1(x)))
+ *   default:      h = silu(norm2(h + time_emb_proj(silu(temb))))
+ *   scale_shift:  scale, shift = chunk(time_emb_proj(silu(temb)), 2);  h = silu(norm2(h) (1 + scale) + shift)
+ *   h = conv2(dropout(h))
+ *   y = (shortcut(x) + h) / output_scale_factor          shortcut = 1x1 conv_shortcut when channels change
+ * </pre>
+ * silu(temb) is the same for every block, so the U-Net computes it once and passes it in. Group norm and the
+ * SiLU (and the scale/shift) after it run as one fused op.
+ */
+final class ResnetBlock2D {
+    final GroupNorm norm1;
+    final Conv2d conv1;
+    final Linear timeEmbProj;
+    final GroupNorm norm2;
+    final Conv2d conv2;
+    final Conv2d convShortcut;
+    final boolean scaleShift;
+    final double dropout;
+    final double outputScale;
+    final int outChannels;
+    final long id;
+    private Tensor mask;
+
+    ResnetBlock2D(ParamBuilder pb, String name, int in, int out, int tembChannels, int groups, float eps,
+                  boolean scaleShift, double dropout, double outputScale, long id) {
+        this.norm1 = new GroupNorm(pb, name + ".norm1", in, groups, eps, true);
+        this.conv1 = new Conv2d(pb, name + ".conv1", in, out, 3, 1, 1);
+        this.timeEmbProj = new Linear(pb, name + ".time_emb_proj", tembChannels, scaleShift ? 2 * out : out);
+        this.norm2 = new GroupNorm(pb, name + ".norm2", out, groups, eps, true);
+        this.conv2 = new Conv2d(pb, name + ".conv2", out, out, 3, 1, 1);
+        this.convShortcut = in != out ? new Conv2d(pb, name + ".conv_shortcut", in, out, 1, 1, 0) : null;
+        this.scaleShift = scaleShift;
+        this.dropout = dropout;
+        this.outputScale = outputScale;
+        this.outChannels = out;
+        this.id = id;
+    }
+
+    Tensor forward(Context c, Tensor x, Tensor tembAct) {
+        int n = x.dim(0);
+        Tensor h = conv1.forward(c, norm1.forward(c, x));
+        Tensor tp = timeEmbProj.forward(c, tembAct);
+        Tensor g;
+        if (scaleShift) {
+            Tensor scale = c.alloc(Layout.NHWC, n, 1, 1, outChannels);
+            Tensor shift = c.alloc(Layout.NHWC, n, 1, 1, outChannels);
+            c.ops.splitChannels(tp.reshape(Layout.NHWC, n, 1, 1, 2 * outChannels), scale, shift);
+            g = norm2.forward(c, h, scale.reshape(Layout.ROWS, n, outChannels), shift.reshape(Layout.ROWS, n, outChannels));
+        } else {
+            Tensor h2 = c.like(h);
+            c.ops.addPerChannel(h, tp, h2);
+            g = norm2.forward(c, h2);
+        }
+        mask = null;
+        if (c.training && dropout > 0) {
+            mask = dropoutMask(c, g);
+            c.ops.mul(g, mask, g);
+        }
+        Tensor y = conv2.forward(c, g);
+        Tensor sc = convShortcut != null ? convShortcut.forward(c, x) : x;
+        c.ops.add(sc, y, y);
+        if (outputScale != 1) {
+            c.ops.scale(y, (float) (1 / outputScale), y);
+        }
+        return y;
+    }
+
+    /** Returns dx; adds this block's contribution to {@code dTembAct} (the gradient of silu(temb)). */
+    Tensor backward(Context c, Tensor dy, Tensor dTembAct) {
+        int n = dy.dim(0);
+        Tensor dys = dy;
+        if (outputScale != 1) {
+            dys = c.like(dy);
+            c.ops.scale(dy, (float) (1 / outputScale), dys);
+        }
+        Tensor dg = conv2.backward(c, dys);
+        if (mask != null) {
+            c.ops.mul(dg, mask, dg);
+        }
+        Tensor dh;
+        Tensor dtp;
+        if (scaleShift) {
+            Tensor dscale = c.alloc(Layout.ROWS, n, outChannels);
+            Tensor dshift = c.alloc(Layout.ROWS, n, outChannels);
+            dh = norm2.backward(c, dg, dscale, dshift);
+            dtp = c.alloc(Layout.ROWS, n, 2 * outChannels);
+            c.ops.concatChannels(dscale.reshape(Layout.NHWC, n, 1, 1, outChannels),
+                    dshift.reshape(Layout.NHWC, n, 1, 1, outChannels), dtp.reshape(Layout.NHWC, n, 1, 1, 2 * outChannels));
+        } else {
+            dh = norm2.backward(c, dg);
+            dtp = c.alloc(Layout.ROWS, n, outChannels);
+            c.ops.sumPerChannel(dh, dtp);
+        }
+        c.ops.axpy(1f, timeEmbProj.backward(c, dtp), dTembAct);
+        Tensor dx = norm1.backward(c, conv1.backward(c, dh));
+        c.ops.axpy(1f, convShortcut != null ? convShortcut.backward(c, dys) : dys, dx);
+        return dx;
+    }
+
+    /** Inverted dropout (Srivastava et al. 2014): keep with probability 1 - p and scale by 1 / (1 - p). */
+    private Tensor dropoutMask(Context c, Tensor like) {
+        Tensor m = c.like(like);
+        MemorySegment s = m.segment();
+        float keep = (float) (1 / (1 - dropout));
+        int n = like.dim(0);
+        long per = like.size() / n;
+        for (int b = 0; b < n; b++) {
+            SplittableRandom r = Noise.stream(c.dropoutSeed ^ (id * 0x632BE59BD9B4E019L), b);
+            for (long i = 0; i < per; i++) {
+                s.setAtIndex(Tensor.F32, b * per + i, r.nextDouble() < dropout ? 0f : keep);
+            }
+        }
+        return m;
+    }
+
+    long flops(int n, int h, int w) {
+        long f = conv1.flops(n, h, w) + conv2.flops(n, h, w) + timeEmbProj.flops(n);
+        return convShortcut == null ? f : f + convShortcut.flops(n, h, w);
+    }
+}

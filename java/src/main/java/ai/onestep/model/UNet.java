@@ -1,0 +1,300 @@
+package ai.onestep.model;
+
+import ai.onestep.nn.Parameter;
+import ai.onestep.nn.ParameterSet;
+import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorArena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The raw network F of EDM (no preconditioning): diffusers' {@code UNet2DModel} with the same forward semantics
+ * and state-dict names, on NHWC tensors, with an explicit backward pass.
+ * <pre>
+ *   temb  = time_embedding(time_proj(t)) [+ class_embedding(label)]        (N, 4 C0)
+ *   h     = conv_in(x);             skips = [h]
+ *   down  : h = down_blocks[i](h, silu(temb)); skips += their outputs
+ *   mid   : h = mid_block(h, silu(temb))
+ *   up    : h = up_blocks[i](h, skips popped from the end, silu(temb))
+ *   y     = conv_out(silu(conv_norm_out(h)))          and, for fourier time embeddings, y / t
+ * </pre>
+ * One forward is in flight at a time per instance: each module keeps what its backward needs from the last
+ * forward (no autograd tape).
+ */
+public final class UNet implements AutoCloseable {
+    private final UNetConfig config;
+    private final ParameterSet params;
+    private final Map<String, TorchLayout> layouts;
+    private final TensorArena bufferArena = new TensorArena();
+    /** Non-trainable state in the state dict: the fixed random Fourier frequencies. */
+    private final Map<String, Tensor> buffers = new LinkedHashMap<>();
+
+    private final Tensor fourierWeight;
+    private final Linear linear1;
+    private final Linear linear2;
+    private final Parameter classEmbedding;
+    private final Conv2d convIn;
+    private final List<DownBlock> down = new ArrayList<>();
+    private final MidBlock mid;
+    private final List<UpBlock> up = new ArrayList<>();
+    private final GroupNorm convNormOut;
+    private final Conv2d convOut;
+
+    // Saved by forward for backward.
+    private Tensor tIn, h1, emb, tembAct, yRaw;
+    private int[] labels;
+    private double[] timesteps;
+    private final List<Integer> upLast = new ArrayList<>();
+
+    /** Builds the network with zeroed parameters (load a checkpoint or call {@link Init}); {@code withGradients} for training. */
+    public UNet(UNetConfig cfg, boolean withGradients) {
+        this.config = cfg;
+        this.params = withGradients ? new ParameterSet() : ParameterSet.withoutGradients();
+        ParamBuilder pb = new ParamBuilder(params);
+        int c0 = cfg.blockOutChannels()[0];
+        int tembDim = cfg.timeEmbedDim();
+        if (cfg.fourier()) {
+            fourierWeight = bufferArena.allocate(Layout.ROWS, c0);
+            buffers.put("time_proj.weight", fourierWeight);
+        } else {
+            fourierWeight = null;
+        }
+        int tInDim = cfg.fourier() ? 2 * c0 : c0;
+        linear1 = new Linear(pb, "time_embedding.linear_1", tInDim, tembDim);
+        linear2 = new Linear(pb, "time_embedding.linear_2", tembDim, tembDim);
+        classEmbedding = cfg.numClassEmbeds() != null ? pb.plain("class_embedding.weight", cfg.numClassEmbeds(), tembDim) : null;
+        convIn = new Conv2d(pb, "conv_in", cfg.inChannels(), c0, 3, 1, 1);
+        int[] ch = cfg.blockOutChannels();
+        int levels = ch.length;
+        long[] ids = {0};
+        int out = c0;
+        for (int i = 0; i < levels; i++) {
+            int in = out;
+            out = ch[i];
+            down.add(new DownBlock(pb, "down_blocks." + i, cfg, in, out, cfg.downBlockTypes().get(i).startsWith("Attn"),
+                    i < levels - 1, ids));
+        }
+        mid = new MidBlock(pb, cfg, ch[levels - 1], ids);
+        out = ch[levels - 1];
+        for (int i = 0; i < levels; i++) {
+            int prev = out;
+            out = ch[levels - 1 - i];
+            int in = ch[Math.max(0, levels - 2 - i)];
+            up.add(new UpBlock(pb, "up_blocks." + i, cfg, in, prev, out, cfg.upBlockTypes().get(i).startsWith("Attn"),
+                    i < levels - 1, ids));
+        }
+        convNormOut = new GroupNorm(pb, "conv_norm_out", c0, cfg.normNumGroups(), (float) cfg.normEps(), true);
+        convOut = new Conv2d(pb, "conv_out", c0, cfg.outChannels(), 3, 1, 1);
+        this.layouts = Collections.unmodifiableMap(pb.layouts);
+    }
+
+    public UNetConfig config() {
+        return config;
+    }
+
+    public ParameterSet parameters() {
+        return params;
+    }
+
+    /** Each trainable parameter's PyTorch layout, by state-dict name. */
+    public Map<String, TorchLayout> torchLayouts() {
+        return layouts;
+    }
+
+    /** Non-trainable tensors of the state dict (by name). */
+    public Map<String, Tensor> buffers() {
+        return Collections.unmodifiableMap(buffers);
+    }
+
+    /**
+     * y = F(x; t, label): x (N, H, W, in_channels) NHWC, one timestep per sample, labels (N) or null.
+     * The result lives in {@code c}'s workspace.
+     */
+    public Tensor forward(Context c, Tensor x, double[] timesteps, int[] classLabels) {
+        int n = x.dim(0);
+        checkInput(x, timesteps, classLabels);
+        this.timesteps = timesteps.clone();
+        this.labels = classLabels == null ? null : classLabels.clone();
+        int c0 = config.blockOutChannels()[0];
+        Tensor t = c.alloc(Layout.ROWS, n);
+        for (int i = 0; i < n; i++) {
+            t.set(i, (float) timesteps[i]);
+        }
+        if (config.fourier()) {
+            tIn = c.alloc(Layout.ROWS, n, 2 * c0);
+            // UNet2DModel builds GaussianFourierProjection(embedding_size=C0, scale=16) with log=True and
+            // flip_sin_to_cos=False.
+            c.ops.fourierEmbedding(t, fourierWeight, true, false, tIn);
+        } else {
+            tIn = c.alloc(Layout.ROWS, n, c0);
+            c.ops.sinusoidalEmbedding(t, config.flipSinToCos(), (float) config.freqShift(), 1f, 10000f, tIn);
+        }
+        h1 = linear1.forward(c, tIn);
+        Tensor a1 = c.like(h1);
+        c.ops.silu(h1, a1);
+        emb = linear2.forward(c, a1);
+        if (classEmbedding != null) {
+            MemorySegment e = emb.segment(), w = classEmbedding.value().segment();
+            int d = emb.dim(1);
+            for (int i = 0; i < n; i++) {
+                for (int j = 0; j < d; j++) {
+                    long o = (long) i * d + j;
+                    e.setAtIndex(Tensor.F32, o, e.getAtIndex(Tensor.F32, o) + w.getAtIndex(Tensor.F32, (long) classLabels[i] * d + j));
+                }
+            }
+        }
+        tembAct = c.like(emb);
+        c.ops.silu(emb, tembAct);
+
+        Tensor h = convIn.forward(c, x);
+        List<Tensor> skips = new ArrayList<>();
+        skips.add(h);
+        for (DownBlock b : down) {
+            h = b.forward(c, h, tembAct, skips);
+        }
+        h = mid.forward(c, h, tembAct);
+        upLast.clear();
+        for (UpBlock b : up) {
+            upLast.add(skips.size() - 1);
+            h = b.forward(c, h, tembAct, skips);
+        }
+        h = convNormOut.forward(c, h);
+        Tensor y = convOut.forward(c, h);
+        if (config.fourier()) {
+            // diffusers divides the output by the timesteps for Fourier embeddings (score-SDE's NCSN++ convention).
+            yRaw = y;
+            Tensor scaled = c.like(y);
+            int per = (int) (y.size() / n);
+            for (int i = 0; i < n; i++) {
+                c.ops.scale(y.slice(i, i + 1), (float) (1 / timesteps[i]), scaled.slice(i, i + 1));
+            }
+            y = scaled;
+            assert per > 0;
+        }
+        return y;
+    }
+
+    /** Backward of the last {@link #forward}: returns dL/dx and accumulates every parameter's gradient. */
+    public Tensor backward(Context c, Tensor dy) {
+        int n = dy.dim(0);
+        if (params.list().get(0).grad() == null) {
+            throw new IllegalStateException("unet: this instance was built without gradients (inference only)");
+        }
+        Tensor g = dy;
+        if (config.fourier()) {
+            g = c.like(dy);
+            for (int i = 0; i < n; i++) {
+                c.ops.scale(dy.slice(i, i + 1), (float) (1 / timesteps[i]), g.slice(i, i + 1));
+            }
+        }
+        Tensor dTembAct = c.ws.allocateZeroed(Layout.ROWS, tembAct.shape());
+        g = convNormOut.backward(c, convOut.backward(c, g));
+        int totalSkips = 1;
+        for (DownBlock b : down) {
+            totalSkips += b.skips();
+        }
+        Tensor[] dSkips = new Tensor[totalSkips];
+        for (int i = up.size() - 1; i >= 0; i--) {
+            g = up.get(i).backward(c, g, dSkips, upLast.get(i), dTembAct);
+        }
+        g = mid.backward(c, g, dTembAct);
+        int first = totalSkips;
+        for (int i = down.size() - 1; i >= 0; i--) {
+            first -= down.get(i).skips();
+            g = down.get(i).backward(c, g, dSkips, first, dTembAct);
+        }
+        g = DownBlock.merge(c, g, dSkips[0]);
+        Tensor dx = convIn.backward(c, g);
+
+        Tensor dEmb = c.like(emb);
+        c.ops.siluBackward(emb, dTembAct, dEmb);
+        if (classEmbedding != null) {
+            MemorySegment gw = classEmbedding.grad().segment(), de = dEmb.segment();
+            int d = dEmb.dim(1);
+            for (int i = 0; i < n; i++) {
+                for (int j = 0; j < d; j++) {
+                    long o = (long) labels[i] * d + j;
+                    gw.setAtIndex(Tensor.F32, o, gw.getAtIndex(Tensor.F32, o) + de.getAtIndex(Tensor.F32, (long) i * d + j));
+                }
+            }
+        }
+        Tensor dA1 = linear2.backward(c, dEmb);
+        Tensor dH1 = c.like(h1);
+        c.ops.siluBackward(h1, dA1, dH1);
+        linear1.backward(c, dH1);
+        return dx;
+    }
+
+    private void checkInput(Tensor x, double[] timesteps, int[] classLabels) {
+        int n = x.dim(0);
+        if (x.rank() != 4 || x.dim(3) != config.inChannels()) {
+            throw new IllegalArgumentException("unet: input " + x.describe() + " must be (N, H, W, " + config.inChannels()
+                    + ") NHWC");
+        }
+        int div = 1 << (config.blockOutChannels().length - 1);
+        if (x.dim(1) % div != 0 || x.dim(2) % div != 0) {
+            throw new IllegalArgumentException("unet: input " + x.describe() + " height and width must be divisible by "
+                    + div + " (one halving per down block but the last)");
+        }
+        if (timesteps.length != n) {
+            throw new IllegalArgumentException("unet: " + timesteps.length + " timesteps for a batch of " + n);
+        }
+        if (config.fourier()) {
+            for (double t : timesteps) {
+                if (!(t > 0)) {
+                    throw new IllegalArgumentException("unet: Fourier time embeddings take log(t): timestep " + t
+                            + " must be > 0");
+                }
+            }
+        }
+        if (classEmbedding == null && classLabels != null) {
+            throw new IllegalArgumentException("unet: class labels given but the model has no class embedding"
+                    + " (num_class_embeds is null)");
+        }
+        if (classEmbedding != null) {
+            if (classLabels == null || classLabels.length != n) {
+                throw new IllegalArgumentException("unet: the model is class-conditional (num_class_embeds = "
+                        + config.numClassEmbeds() + "): give one class label per sample");
+            }
+            for (int l : classLabels) {
+                if (l < 0 || l >= config.numClassEmbeds()) {
+                    throw new IllegalArgumentException("unet: class label " + l + " is outside [0, "
+                            + config.numClassEmbeds() + ")");
+                }
+            }
+        }
+    }
+
+    /** FLOPs of one forward pass for a batch of n at h x w (convolutions, linears and attention; a multiply-add counts 2). */
+    public long flops(int n, int h, int w) {
+        long f = convIn.flops(n, h, w) + convOut.flops(n, h, w) + linear1.flops(n) + linear2.flops(n);
+        int hh = h, ww = w;
+        for (DownBlock b : down) {
+            f += b.flops(n, hh, ww);
+            if (b.downsampler != null) {
+                hh /= 2;
+                ww /= 2;
+            }
+        }
+        f += mid.flops(n, hh, ww);
+        for (UpBlock b : up) {
+            f += b.flops(n, hh, ww);
+            if (b.upsampler != null) {
+                hh *= 2;
+                ww *= 2;
+            }
+        }
+        return f;
+    }
+
+    @Override
+    public void close() {
+        params.close();
+        bufferArena.close();
+    }
+}
