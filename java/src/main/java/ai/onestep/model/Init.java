@@ -2,6 +2,7 @@ package ai.onestep.model;
 
 import ai.onestep.diffusion.Noise;
 import ai.onestep.nn.Parameter;
+import ai.onestep.nn.ParameterSet;
 import ai.onestep.tensor.Tensor;
 import java.util.SplittableRandom;
 
@@ -16,34 +17,38 @@ public final class Init {
     }
 
     public static void pytorchDefault(UNet net, long seed) {
-        for (Parameter p : net.parameters()) {
+        pytorchDefault(net.parameters(), net.torchLayouts(), seed);
+        for (var b : net.buffers().entrySet()) {
+            gaussian(b.getValue(), Noise.stream(seed, b.getKey().hashCode()), 16.0);
+        }
+    }
+
+    /** Initializes any parameter set whose layouts are known (the U-Net, the classifier). */
+    public static void pytorchDefault(ParameterSet params, java.util.Map<String, TorchLayout> layouts, long seed) {
+        for (Parameter p : params) {
             SplittableRandom r = Noise.stream(seed, p.name().hashCode());
             Tensor v = p.value();
             String n = p.name();
             boolean norm = n.contains("norm") && !n.contains("to_");
-            TorchLayout tl = net.torchLayouts().get(n);
             if (norm) {
                 v.fill(n.endsWith(".weight") ? 1f : 0f);
             } else if (n.startsWith("class_embedding")) {
                 gaussian(v, r, 1.0);
             } else {
-                int fanIn = fanIn(net, n, tl);
+                int fanIn = fanIn(params, layouts, n);
                 double bound = 1 / Math.sqrt(fanIn);
                 for (long i = 0; i < v.size(); i++) {
                     v.set(i, (float) ((r.nextDouble() * 2 - 1) * bound));
                 }
             }
         }
-        for (var b : net.buffers().entrySet()) {
-            gaussian(b.getValue(), Noise.stream(seed, b.getKey().hashCode()), 16.0);
-        }
     }
 
     /** fan_in of a weight, or of the weight that a bias belongs to. */
-    private static int fanIn(UNet net, String name, TorchLayout tl) {
+    private static int fanIn(ParameterSet params, java.util.Map<String, TorchLayout> layouts, String name) {
         String weight = name.endsWith(".bias") ? name.substring(0, name.length() - 5) + ".weight" : name;
-        Tensor w = net.parameters().get(weight).value();
-        TorchLayout wl = net.torchLayouts().get(weight);
+        Tensor w = params.get(weight).value();
+        TorchLayout wl = layouts.get(weight);
         return switch (wl) {
             case CONV -> w.dim(0) * w.dim(1) * w.dim(2);
             case LINEAR -> w.dim(0);

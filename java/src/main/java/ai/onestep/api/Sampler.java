@@ -1,0 +1,119 @@
+package ai.onestep.api;
+
+import ai.onestep.backend.Backends;
+import ai.onestep.backend.Ops;
+import ai.onestep.diffusion.ConsistencyDenoiser;
+import ai.onestep.diffusion.ConsistencyParameterization;
+import ai.onestep.diffusion.ConsistencySampler;
+import ai.onestep.diffusion.EdmDenoiser;
+import ai.onestep.diffusion.EdmSampler;
+import ai.onestep.diffusion.KarrasSchedule;
+import ai.onestep.diffusion.Noise;
+import ai.onestep.model.UNet;
+import ai.onestep.model.UNetCheckpoint;
+import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorArena;
+import ai.onestep.tensor.Workspace;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.function.IntConsumer;
+
+/**
+ * What an application embeds: load a teacher or student checkpoint once, then draw samples.
+ * <pre>{@code
+ * try (Sampler s = Sampler.load(Path.of("models/fmnist-teacher.safetensors"), "cpu")) {
+ *     Tensor images = s.sample(16, 18, 42, arena);   // (16, 28, 28, 1) in [-1, 1]
+ * }
+ * }</pre>
+ * A teacher samples with EDM's Heun method ({@code steps} noise levels, 2 steps - 1 network evaluations); a
+ * consistency student with Algorithm 1 of Song et al. 2023 ({@code steps} evaluations, at the time points stored
+ * in its checkpoint).
+ */
+public final class Sampler implements AutoCloseable {
+    /** Checkpoint metadata key for a student's multistep time points: "2:0.8;4:2.5,0.8,0.2" style (steps:taus). */
+    public static final String TIMEPOINTS = "onestep.consistency.timepoints";
+
+    private final UNetCheckpoint.Loaded model;
+    private final Ops ops;
+    private final Workspace ws = new Workspace();
+
+    private Sampler(UNetCheckpoint.Loaded model, Ops ops) {
+        this.model = model;
+        this.ops = ops;
+    }
+
+    public static Sampler load(Path checkpoint, String backend) {
+        return new Sampler(UNetCheckpoint.load(checkpoint, false), Backends.byName(backend,
+                Runtime.getRuntime().availableProcessors()));
+    }
+
+    public boolean isStudent() {
+        return model.role().equals("student");
+    }
+
+    public UNet net() {
+        return model.net();
+    }
+
+    public Ops ops() {
+        return ops;
+    }
+
+    /** Network evaluations per sample for a number of steps. */
+    public int nfe(int steps) {
+        return isStudent() ? steps : EdmSampler.nfe(EdmSampler.Method.HEUN, steps);
+    }
+
+    /** Draws {@code n} samples (N, H, W, C) into {@code into}; sample i depends only on (seed, i). */
+    public Tensor sample(int n, int steps, long seed, int[] classLabels, TensorArena into, IntConsumer onStep) {
+        var cfg = model.net().config();
+        if (cfg.sampleSize() <= 0) {
+            throw new IllegalArgumentException("sample: the checkpoint's config has no sample_size");
+        }
+        if (steps < 1) {
+            throw new IllegalArgumentException("sample: --steps must be >= 1, got " + steps);
+        }
+        Tensor x = into.allocate(Layout.NHWC, n, cfg.sampleSize(), cfg.sampleSize(), cfg.inChannels());
+        Noise.gaussian(x, seed, 0);
+        if (isStudent()) {
+            ops.scale(x, (float) ConsistencyParameterization.T_MAX, x);
+            ConsistencySampler.sample(ops, new ConsistencyDenoiser(model.net(), ops, ws), x, timepoints(steps),
+                    classLabels, seed, 0);
+        } else {
+            double[] sigmas = KarrasSchedule.sigmas(steps);
+            ops.scale(x, (float) sigmas[0], x);
+            EdmSampler.sample(ops, new EdmDenoiser(model.net(), ops, ws), EdmSampler.Method.HEUN, x, sigmas,
+                    classLabels, onStep);
+        }
+        return x;
+    }
+
+    public Tensor sample(int n, int steps, long seed, TensorArena into) {
+        return sample(n, steps, seed, null, into, null);
+    }
+
+    /** The re-noising times for a student's {@code steps}-step sampling (from its metadata). */
+    public double[] timepoints(int steps) {
+        if (steps == 1) {
+            return new double[0];
+        }
+        String spec = model.metadata().get(TIMEPOINTS);
+        if (spec != null) {
+            for (String part : spec.split(";")) {
+                String[] kv = part.split(":");
+                if (kv.length == 2 && Integer.parseInt(kv[0].trim()) == steps) {
+                    return Arrays.stream(kv[1].split(",")).mapToDouble(s -> Double.parseDouble(s.trim())).toArray();
+                }
+            }
+        }
+        throw new IllegalArgumentException("sample: " + model.path() + " stores no time points for " + steps
+                + " steps (it has: " + (spec == null ? "none" : spec) + ")");
+    }
+
+    @Override
+    public void close() {
+        ws.close();
+        model.net().close();
+    }
+}

@@ -1,0 +1,50 @@
+package ai.onestep.diffusion;
+
+import ai.onestep.backend.Ops;
+import ai.onestep.model.Context;
+import ai.onestep.model.UNet;
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.Workspace;
+
+/**
+ * A consistency model's function {@code f(x, t) = c_skip(t) x + c_out(t) F(c_in(t) x; c_noise(t))}
+ * (Song et al. 2023, eq. 3 and Appendix C) with the boundary-condition scalings of
+ * {@link ConsistencyParameterization} and the teacher's network F (EDM's c_in and timestep input).
+ */
+public final class ConsistencyDenoiser implements Denoiser {
+    private final UNet net;
+    private final Ops ops;
+    private final Workspace ws;
+    private final EdmDenoiser inner;
+
+    public ConsistencyDenoiser(UNet net, Ops ops, Workspace ws) {
+        this.net = net;
+        this.ops = ops;
+        this.ws = ws;
+        this.inner = new EdmDenoiser(net, ops, ws);
+    }
+
+    @Override
+    public void denoise(Tensor x, double[] t, int[] classLabels, Tensor out) {
+        ws.reset();
+        Tensor f = inner.forward(Context.inference(ops, ws), x, t, classLabels);
+        combine(ops, x, f, t, out);
+    }
+
+    /** out = c_skip(t) x + c_out(t) F, with the consistency scalings. */
+    public static void combine(Ops ops, Tensor x, Tensor f, double[] t, Tensor out) {
+        for (int i = 0; i < x.dim(0); i++) {
+            Tensor o = out.slice(i, i + 1);
+            ops.scale(x.slice(i, i + 1), (float) ConsistencyParameterization.cSkip(t[i]), o);
+            ops.axpy((float) ConsistencyParameterization.cOut(t[i]), f.slice(i, i + 1), o);
+        }
+    }
+
+    public EdmDenoiser network() {
+        return inner;
+    }
+
+    public UNet net() {
+        return net;
+    }
+}

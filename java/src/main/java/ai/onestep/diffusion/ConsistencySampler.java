@@ -1,0 +1,50 @@
+package ai.onestep.diffusion;
+
+import ai.onestep.backend.Ops;
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorArena;
+import java.util.Arrays;
+
+/**
+ * Multistep consistency sampling (Song et al. 2023, Algorithm 1): {@code x = f(T z, T)}; then for each tau in a
+ * decreasing list, re-noise {@code x <- x + sqrt(tau^2 - eps^2) z} and denoise {@code x <- f(x, tau)}. One network
+ * evaluation per step.
+ */
+public final class ConsistencySampler {
+    private ConsistencySampler() {
+    }
+
+    /**
+     * On entry {@code x} holds T z (z ~ N(0, I)); on return the sample. {@code taus} are the re-noising times after
+     * the first step (empty for one step), strictly decreasing, each in (eps, T). Noise for step k comes from the
+     * stream (seed, k) so a seed fixes the result.
+     */
+    public static void sample(Ops ops, Denoiser f, Tensor x, double[] taus, int[] classLabels, long seed, long firstSample) {
+        double prev = ConsistencyParameterization.T_MAX;
+        for (double tau : taus) {
+            if (!(tau > ConsistencyParameterization.EPS && tau < prev)) {
+                throw new IllegalArgumentException("consistency sampler: time points " + Arrays.toString(taus)
+                        + " must decrease strictly inside (" + ConsistencyParameterization.EPS + ", "
+                        + ConsistencyParameterization.T_MAX + ")");
+            }
+            prev = tau;
+        }
+        int n = x.dim(0);
+        try (TensorArena scratch = new TensorArena()) {
+            Tensor out = scratch.allocate(x.layout(), x.shape());
+            Tensor z = scratch.allocate(x.layout(), x.shape());
+            double[] t = new double[n];
+            Arrays.fill(t, ConsistencyParameterization.T_MAX);
+            f.denoise(x, t, classLabels, out);
+            x.copyFrom(out);
+            for (int k = 0; k < taus.length; k++) {
+                double tau = taus[k];
+                Noise.gaussian(z, seed + 1_000_003L * (k + 1), firstSample);
+                ops.axpy((float) Math.sqrt(tau * tau - ConsistencyParameterization.EPS * ConsistencyParameterization.EPS), z, x);
+                Arrays.fill(t, tau);
+                f.denoise(x, t, classLabels, out);
+                x.copyFrom(out);
+            }
+        }
+    }
+}
