@@ -139,78 +139,96 @@ class OptimTest {
         }
     }
 
+    private static final double LR = 0.1, B1 = 0.9, B2 = 0.999, WD = 0.2;
+
     /**
-     * Three steps from p = 1 with gradients 0.5, -2, 0.25, computed here from Kingma &amp; Ba 2015 Algorithm 1
-     * (and its decoupled and L2 variants) with nothing shared with the implementations.
+     * p after each step from p = 1, worked out here from Kingma &amp; Ba 2015 Algorithm 1 (with the decoupled or
+     * the L2 weight decay) and nothing shared with the implementations.
      */
+    private static double[] handAdam(double[] grads, double eps, boolean decoupled) {
+        double p = 1, m = 0, v = 0;
+        double[] out = new double[grads.length];
+        for (int t = 1; t <= grads.length; t++) {
+            double g = decoupled ? grads[t - 1] : grads[t - 1] + WD * p;
+            if (decoupled) {
+                p = p * (1 - LR * WD);
+            }
+            m = B1 * m + (1 - B1) * g;
+            v = B2 * v + (1 - B2) * g * g;
+            p = p - LR * (m / (1 - Math.pow(B1, t))) / (Math.sqrt(v / (1 - Math.pow(B2, t))) + eps);
+            out[t - 1] = p;
+        }
+        return out;
+    }
+
+    /**
+     * The same for RAdam (Liu et al. 2020, Algorithm 2, as in torch.optim.RAdam): with beta2 = 0.999 the first
+     * five steps are plain bias-corrected momentum and step 6 is the first rectified one.
+     */
+    private static double[] handRadam(double[] grads, double eps, boolean decoupled) {
+        double rhoInf = 2 / (1 - B2) - 1;
+        double p = 1, m = 0, v = 0;
+        double[] out = new double[grads.length];
+        for (int t = 1; t <= grads.length; t++) {
+            double g = decoupled ? grads[t - 1] : grads[t - 1] + WD * p;
+            if (decoupled) {
+                p = p * (1 - LR * WD);
+            }
+            m = B1 * m + (1 - B1) * g;
+            v = B2 * v + (1 - B2) * g * g;
+            double mHat = m / (1 - Math.pow(B1, t));
+            double rho = rhoInf - 2 * t * Math.pow(B2, t) / (1 - Math.pow(B2, t));
+            assertEquals(t > 5, rho > 5, "rho_" + t + " = " + rho);
+            if (rho > 5) {
+                double l = Math.sqrt(1 - Math.pow(B2, t)) / (Math.sqrt(v) + eps);
+                double r = Math.sqrt((rho - 4) * (rho - 2) * rhoInf / ((rhoInf - 4) * (rhoInf - 2) * rho));
+                p = p - LR * mHat * r * l;
+            } else {
+                p = p - LR * mHat;
+            }
+            out[t - 1] = p;
+        }
+        return out;
+    }
+
+    /** A tiny eps as in training, and a large one that pins where eps is added (it differs between the two). */
+    private static final double[] EPS = {1e-8, 0.25};
+
     @Test
     void adamFirstStepsMatchHandComputedValues() {
         double[] grads = {0.5, -2, 0.25};
-        double lr = 0.1, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.2;
-        for (boolean decoupled : new boolean[] {true, false}) {
-            double p = 1, m = 0, v = 0;
-            double[] expected = new double[3];
-            for (int t = 1; t <= 3; t++) {
-                double g = decoupled ? grads[t - 1] : grads[t - 1] + wd * p;
-                if (decoupled) {
-                    p = p * (1 - lr * wd);
+        for (double eps : EPS) {
+            for (boolean decoupled : new boolean[] {true, false}) {
+                double[] expected = handAdam(grads, eps, decoupled);
+                // Step 1 moves p by lr g / (|g| + eps) (m_hat = g, v_hat = g^2): lr sign(g) for a tiny eps.
+                double g1 = decoupled ? 0.5 : 0.5 + WD;
+                assertEquals((decoupled ? 1 - LR * WD : 1) - LR * g1 / (g1 + eps), expected[0], 1e-12);
+                for (Ops ops : new Ops[] {NAIVE, CPU}) {
+                    assertArrayEquals(expected, run(ops, grads, false, eps, decoupled), 2e-6,
+                            ops.name() + " adam eps=" + eps + " decoupled=" + decoupled);
                 }
-                m = b1 * m + (1 - b1) * g;
-                v = b2 * v + (1 - b2) * g * g;
-                p = p - lr * (m / (1 - Math.pow(b1, t))) / (Math.sqrt(v / (1 - Math.pow(b2, t))) + eps);
-                expected[t - 1] = p;
-            }
-            // Step 1 of Adam moves by lr * sign(g) whatever |g| (m_hat = g, v_hat = g^2).
-            double first = decoupled ? 1 - lr * wd - lr : 1 - lr;
-            assertEquals(first, expected[0], 1e-7);
-            for (Ops ops : new Ops[] {NAIVE, CPU}) {
-                assertArrayEquals(expected, run(ops, grads, false, (float) lr, (float) wd, decoupled), 2e-6,
-                        ops.name() + " adam decoupled=" + decoupled);
             }
         }
     }
 
-    /**
-     * RAdam (Liu et al. 2020, Algorithm 2, PyTorch's variant): with beta2 = 0.999 the first five steps are plain
-     * bias-corrected momentum, step 6 is the first rectified one. Values worked out here from the formulas.
-     */
     @Test
     void radamFirstStepsMatchHandComputedValues() {
         double[] grads = {0.5, -2, 0.25, 1, 0.75, -0.5, 0.3};
-        double lr = 0.1, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.2;
-        double rhoInf = 2 / (1 - b2) - 1;
-        for (boolean decoupled : new boolean[] {true, false}) {
-            double p = 1, m = 0, v = 0;
-            double[] expected = new double[grads.length];
-            for (int t = 1; t <= grads.length; t++) {
-                double g = decoupled ? grads[t - 1] : grads[t - 1] + wd * p;
-                if (decoupled) {
-                    p = p * (1 - lr * wd);
+        for (double eps : EPS) {
+            for (boolean decoupled : new boolean[] {true, false}) {
+                double[] expected = handRadam(grads, eps, decoupled);
+                double g1 = decoupled ? 0.5 : 0.5 + WD;
+                assertEquals((decoupled ? 1 - LR * WD : 1) - LR * g1, expected[0], 1e-12, "momentum step 1");
+                for (Ops ops : new Ops[] {NAIVE, CPU}) {
+                    assertArrayEquals(expected, run(ops, grads, true, eps, decoupled), 2e-6,
+                            ops.name() + " radam eps=" + eps + " decoupled=" + decoupled);
                 }
-                m = b1 * m + (1 - b1) * g;
-                v = b2 * v + (1 - b2) * g * g;
-                double mHat = m / (1 - Math.pow(b1, t));
-                double rho = rhoInf - 2 * t * Math.pow(b2, t) / (1 - Math.pow(b2, t));
-                if (t <= 5) {
-                    assertTrue(rho <= 5, "rho_" + t + " = " + rho);
-                    p = p - lr * mHat;
-                } else {
-                    assertTrue(rho > 5, "rho_" + t + " = " + rho);
-                    double l = Math.sqrt(1 - Math.pow(b2, t)) / (Math.sqrt(v) + eps);
-                    double r = Math.sqrt((rho - 4) * (rho - 2) * rhoInf / ((rhoInf - 4) * (rhoInf - 2) * rho));
-                    p = p - lr * mHat * r * l;
-                }
-                expected[t - 1] = p;
-            }
-            for (Ops ops : new Ops[] {NAIVE, CPU}) {
-                assertArrayEquals(expected, run(ops, grads, true, (float) lr, (float) wd, decoupled), 2e-6,
-                        ops.name() + " radam decoupled=" + decoupled);
             }
         }
     }
 
     /** Runs the given gradients through one element (p0 = 1) and returns p after each step. */
-    private static double[] run(Ops ops, double[] grads, boolean radam, float lr, float wd, boolean decoupled) {
+    private static double[] run(Ops ops, double[] grads, boolean radam, double eps, boolean decoupled) {
         try (TensorArena a = new TensorArena()) {
             Tensor p = a.of(ai.onestep.tensor.Layout.ROWS, new float[] {1}, 1);
             Tensor g = a.allocate(1);
@@ -220,9 +238,11 @@ class OptimTest {
             for (int t = 1; t <= grads.length; t++) {
                 g.set(0, (float) grads[t - 1]);
                 if (radam) {
-                    ops.radamStep(p, g, m, v, t, lr, 0.9f, 0.999f, 1e-8f, wd, decoupled);
+                    ops.radamStep(p, g, m, v, t, (float) LR, (float) B1, (float) B2, (float) eps, (float) WD,
+                            decoupled);
                 } else {
-                    ops.adamStep(p, g, m, v, t, lr, 0.9f, 0.999f, 1e-8f, wd, decoupled);
+                    ops.adamStep(p, g, m, v, t, (float) LR, (float) B1, (float) B2, (float) eps, (float) WD,
+                            decoupled);
                 }
                 out[t - 1] = p.get(0);
             }
