@@ -12,9 +12,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.onestep.backend.cpu.CpuOps;
 import ai.onestep.backend.naive.NaiveOptim;
+import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
 import ai.onestep.tensor.TensorException;
+import java.util.Arrays;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 
@@ -32,10 +34,14 @@ class OptimTest {
         void apply(Ops ops, Tensor p, Tensor g, Tensor m, Tensor v, int t);
     }
 
-    private static final Step ADAMW = (o, p, g, m, v, t) -> o.adamStep(p, g, m, v, t, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.05f, true);
-    private static final Step ADAM_L2 = (o, p, g, m, v, t) -> o.adamStep(p, g, m, v, t, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.05f, false);
-    private static final Step RADAMW = (o, p, g, m, v, t) -> o.radamStep(p, g, m, v, t, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.05f, true);
-    private static final Step RADAM_L2 = (o, p, g, m, v, t) -> o.radamStep(p, g, m, v, t, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.05f, false);
+    private static final Step ADAMW =
+            (o, p, g, m, v, t) -> o.adamStep(p, g, m, v, t, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.05f, true);
+    private static final Step ADAM_L2 =
+            (o, p, g, m, v, t) -> o.adamStep(p, g, m, v, t, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.05f, false);
+    private static final Step RADAMW =
+            (o, p, g, m, v, t) -> o.radamStep(p, g, m, v, t, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.05f, true);
+    private static final Step RADAM_L2 =
+            (o, p, g, m, v, t) -> o.radamStep(p, g, m, v, t, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.05f, false);
 
     /** Runs {@code steps} steps with fresh gradients on both backends and compares p, m and v after each run. */
     private static void cpuMatchesNaive(String what, Step step, int steps) {
@@ -52,7 +58,7 @@ class OptimTest {
                     step.apply(NAIVE, pRef, g, mRef, vRef, t);
                     step.apply(CPU, p, g, m, v, t);
                 }
-                String s = what + " " + java.util.Arrays.toString(shape) + " after " + steps + " steps";
+                String s = what + " " + Arrays.toString(shape) + " after " + steps + " steps";
                 assertClose(s + " p", p, pRef, CPU_VS_NAIVE);
                 assertClose(s + " m", m, mRef, CPU_VS_NAIVE);
                 assertClose(s + " v", v, vRef, CPU_VS_NAIVE);
@@ -230,7 +236,7 @@ class OptimTest {
     /** Runs the given gradients through one element (p0 = 1) and returns p after each step. */
     private static double[] run(Ops ops, double[] grads, boolean radam, double eps, boolean decoupled) {
         try (TensorArena a = new TensorArena()) {
-            Tensor p = a.of(ai.onestep.tensor.Layout.ROWS, new float[] {1}, 1);
+            Tensor p = a.of(Layout.ROWS, new float[] {1}, 1);
             Tensor g = a.allocate(1);
             Tensor m = a.allocate(1);
             Tensor v = a.allocate(1);

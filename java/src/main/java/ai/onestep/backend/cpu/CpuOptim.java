@@ -45,7 +45,8 @@ final class CpuOptim {
                   float weightDecay, boolean decoupled) {
         double bc1 = 1 - Math.pow(beta1, t);
         double bc2 = 1 - Math.pow(beta2, t);
-        // lr m_hat / (sqrt(v_hat) + eps) = (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps), as torch.optim.Adam computes it.
+        // lr m_hat / (sqrt(v_hat) + eps) = (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps), as torch.optim.Adam
+        // computes it: the per-step scalars stay out of the loop.
         adaptive(p, g, m, v, beta1, beta2, (float) (1 / Math.sqrt(bc2)), eps, (float) (lr / bc1),
                 decoupled ? 0f : weightDecay, decoupled ? 1f - lr * weightDecay : 1f);
     }
@@ -230,7 +231,8 @@ final class CpuOptim {
                 tv.fma(muv, sv.mul(omu)).intoMemorySegment(ts, off, ORDER);
             }
             for (; i < to; i++) {
-                ts.setAtIndex(Tensor.F32, i, Math.fma(ts.getAtIndex(Tensor.F32, i), mu, ss.getAtIndex(Tensor.F32, i) * omu));
+                float ti = ts.getAtIndex(Tensor.F32, i);
+                ts.setAtIndex(Tensor.F32, i, Math.fma(ti, mu, ss.getAtIndex(Tensor.F32, i) * omu));
             }
         });
     }
