@@ -92,10 +92,7 @@ final class CpuNorm {
         int blockGroups = width / cg;
 
         // Pass 1: the mean of each group.
-        double[] sum = new double[width];
-        double[] unused = new double[width];
-        float[] zero = new float[width];
-        channelSums(xs, base, c, c0, width, hw, zero, zero, sum, unused);
+        double[] sum = channelSums(xs, base, c, c0, width, hw);
         double[] groupMean = new double[blockGroups];
         for (int j = 0; j < blockGroups; j++) {
             double s = 0;
@@ -111,7 +108,7 @@ final class CpuNorm {
         splitMean(groupMean, cg, mHi, mLo);
         double[] dev = new double[width];
         double[] dev2 = new double[width];
-        channelSums(xs, base, c, c0, width, hw, mHi, mLo, dev, dev2);
+        deviationSums(xs, base, c, c0, width, hw, mHi, mLo, dev, dev2);
         double[] groupRstd = new double[blockGroups];
         for (int j = 0; j < blockGroups; j++) {
             double s1 = 0;
@@ -171,12 +168,36 @@ final class CpuNorm {
         }
     }
 
+    /** For each channel k of the block, {@code sum_p x}, in float over CHUNK pixels at a time and then in double. */
+    private static double[] channelSums(MemorySegment xs, long base, int c, int c0, int width, int hw) {
+        double[] s = new double[width];
+        float[] lanes = new float[L];
+        long step = (long) c * Float.BYTES;
+        for (int k = 0; k < width; k += L) {
+            VectorMask<Float> m = S.indexInRange(k, width);
+            int used = Math.min(L, width - k);
+            for (int p0 = 0; p0 < hw; p0 += CHUNK) {
+                int p1 = Math.min(hw, p0 + CHUNK);
+                FloatVector acc = FloatVector.zero(S);
+                long off = (base + (long) p0 * c + c0 + k) * Float.BYTES;
+                for (int p = p0; p < p1; p++, off += step) {
+                    acc = acc.add(FloatVector.fromMemorySegment(S, xs, off, NATIVE, m));
+                }
+                acc.intoArray(lanes, 0);
+                for (int l = 0; l < used; l++) {
+                    s[k + l] += lanes[l];
+                }
+            }
+        }
+        return s;
+    }
+
     /**
      * For each channel k of the block, {@code s1[k] = sum_p d} and {@code s2[k] = sum_p d^2} with
      * {@code d = (x - mHi[k]) - mLo[k]}, summed in float over CHUNK pixels at a time and then in double.
      */
-    private static void channelSums(MemorySegment xs, long base, int c, int c0, int width, int hw, float[] mHi,
-                                    float[] mLo, double[] s1, double[] s2) {
+    private static void deviationSums(MemorySegment xs, long base, int c, int c0, int width, int hw, float[] mHi,
+                                      float[] mLo, double[] s1, double[] s2) {
         float[] lanes = new float[L];
         long step = (long) c * Float.BYTES;
         for (int k = 0; k < width; k += L) {
