@@ -123,17 +123,20 @@ public class GroupNormBench {
 
     /**
      * Memory-bound: the floor is the bytes. Forward reads x and writes y; backward reads x and dy and writes dx;
-     * copy reads x and writes y (the per-channel vectors and statistics are negligible). FLOPs per element, counted
-     * with an exp as one: forward 2 (mean) + 3 (variance) + 3 (normalize, affine) + 4 (SiLU) = 12; backward
-     * 4 (recompute h) + 6 (SiLU') + 3 (sums) in the reduction pass, the same 10 again plus 3 for dx = 26.
+     * copy reads x and writes y (the per-channel vectors and statistics are negligible). FLOPs per element, an exp
+     * counted as one: forward 1 (mean) + 3 (variance) + 3 (normalize, affine) + 4 (SiLU); backward, in each of its
+     * two passes, 2 (xhat) + 10 with SiLU (4 to recompute h, 6 for SiLU') + 3 (the sums, or dx).
      */
     public static Work work(String method, Map<String, String> params) {
         int[] hwc = parseMap(params.get("map"));
+        boolean silu = Boolean.parseBoolean(params.getOrDefault("silu", "true"));
         double elements = Double.parseDouble(params.get("batch")) * hwc[0] * hwc[1] * hwc[2];
         double tensor = elements * Float.BYTES;
+        double forwardFlops = (7 + (silu ? 4 : 0)) * elements;
+        double backwardFlops = 2 * (2 + (silu ? 10 : 0) + 3) * elements;
         return switch (method) {
-            case "forward" -> Work.memory(12 * elements, 2 * tensor);
-            case "backward" -> Work.memory(26 * elements, 3 * tensor);
+            case "forward" -> Work.memory(forwardFlops, 2 * tensor);
+            case "backward" -> Work.memory(backwardFlops, 3 * tensor);
             case "copy" -> Work.memory(0, 2 * tensor);
             default -> throw new IllegalArgumentException("GroupNormBench has no method " + method);
         };
