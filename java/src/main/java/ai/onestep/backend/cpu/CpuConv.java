@@ -29,8 +29,11 @@ import jdk.incubator.vector.VectorMask;
  * fixed order, so results are bit-identical for any thread count.
  */
 final class CpuConv {
-    /** Pixels per partial sum of a weight gradient: float32 sums of at most this many terms, then summed in order. */
-    private static final int CHUNK = 256;
+    /**
+     * Pixels per partial sum of a weight gradient: float32 sums of at most this many terms, then summed in order.
+     * 128 pixels of one dy panel are 16 KB, which stay in L1 while the row tiles of a task sweep them.
+     */
+    private static final int CHUNK = 128;
     /** Micro-tiles of rows per forward task: a task reuses one packed B panel (L2-resident) over MB tiles. */
     private static final int MB = 8;
     private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
@@ -86,13 +89,12 @@ final class CpuConv {
                     new float[GemmKernels.paddedCols(in)], dx.segment(), 1f, 0f);
         }
         if (dw != null) {
-            int ldb = GemmKernels.paddedCols(out);
-            float[] dyp = padColumns(dyv, rows, out, ldb, 0);
+            float[] dyp = packPanels(dyv, rows, out, 0);
             int[] rowOff = new int[in];
             for (int i = 0; i < in; i++) {
                 rowOff[i] = i;
             }
-            weightGrad(x.toArray(), stridedRows(rows, in), rows, rowOff, dyp, ldb, out, dw.segment());
+            weightGrad(x.toArray(), stridedRows(rows, in), rows, rowOff, dyp, out, dw.segment());
         }
         if (db != null) {
             biasGrad(dy.segment(), rows, out, db.segment());
@@ -135,9 +137,8 @@ final class CpuConv {
         }
         if (dw != null) {
             float[] xp = padInput(x, g, 0);
-            int ldb = GemmKernels.paddedCols(g.cout);
             int pixels = g.n * g.ho * g.wo;
-            float[] dyp = padColumns(dy.toArray(), pixels, g.cout, ldb, 1);
+            float[] dyp = packPanels(dy.toArray(), pixels, g.cout, 1);
             int[] taps = g.tapOffsets();
             int[] rowOff = new int[taps.length * g.cin];
             for (int t = 0; t < taps.length; t++) {
@@ -145,7 +146,7 @@ final class CpuConv {
                     rowOff[t * g.cin + ci] = taps[t] + ci;
                 }
             }
-            weightGrad(xp, g.outputPixelBases(), pixels, rowOff, dyp, ldb, g.cout, dw.segment());
+            weightGrad(xp, g.outputPixelBases(), pixels, rowOff, dyp, g.cout, dw.segment());
         }
         if (db != null) {
             biasGrad(dy.segment(), g.n * g.ho * g.wo, g.cout, db.segment());
@@ -232,15 +233,20 @@ final class CpuConv {
         return xp;
     }
 
-    /** A (rows, cols) matrix copied into rows of {@code ld >= cols} floats, zeros beyond column cols. */
-    private static float[] padColumns(float[] v, int rows, int cols, int ld, int slot) {
-        if (ld == cols) {
-            return v;
-        }
-        float[] r = scratch(slot, rows * ld);
-        for (int i = 0; i < rows; i++) {
-            System.arraycopy(v, i * cols, r, i * ld, cols);
-            Arrays.fill(r, i * ld + cols, (i + 1) * ld, 0f);
+    /**
+     * A (rows, cols) matrix repacked as panels of NR columns, each panel (rows, NR) contiguous, zeros beyond
+     * column cols: {@code r[(q rows + i) NR + j] = v[i cols + q NR + j]}.
+     */
+    private static float[] packPanels(float[] v, int rows, int cols, int slot) {
+        int panels = GemmKernels.paddedCols(cols) / NR;
+        float[] r = scratch(slot, panels * rows * NR);
+        for (int q = 0; q < panels; q++) {
+            int w = Math.min(NR, cols - q * NR);
+            for (int i = 0; i < rows; i++) {
+                int d = (q * rows + i) * NR;
+                System.arraycopy(v, i * cols + q * NR, r, d, w);
+                Arrays.fill(r, d + w, d + NR, 0f);
+            }
         }
         return r;
     }
@@ -313,16 +319,17 @@ final class CpuConv {
     }
 
     /**
-     * {@code dw[k, j] += sum_p a[pixBase[p] + rowOff[k]] dyp[p ldb + j]} for k < rowOff.length, j < ncols: the
+     * {@code dw[k, j] += sum_p a[pixBase[p] + rowOff[k]] dy[p, j]} for k < rowOff.length, j < ncols (dy packed
+     * in panels by {@link #packPanels}): the
      * weight gradient im2col(x)^T dy. Each micro-tile sums fixed chunks of CHUNK pixels in registers and adds the
      * chunks in order (two-level summation keeps the float32 error near CHUNK + P/CHUNK terms instead of P).
      * Tasks are (group of row tiles, panel); a task walks the pixels once, so its dy chunk stays in cache while
      * every row tile of the group uses it.
      */
-    private void weightGrad(float[] a, int[] pixBase, int pixels, int[] rowOff, float[] dyp, int ldb, int ncols,
+    private void weightGrad(float[] a, int[] pixBase, int pixels, int[] rowOff, float[] dyp, int ncols,
                             MemorySegment dw) {
         int rowsK = rowOff.length;
-        int panels = ldb / NR;
+        int panels = GemmKernels.paddedCols(ncols) / NR;
         int tiles = (rowsK + MR - 1) / MR;
         int groups = Math.min(tiles, Math.max(1, (4 * pool.threads() + panels - 1) / panels));
         int perGroup = (tiles + groups - 1) / groups;
@@ -342,7 +349,7 @@ final class CpuConv {
             for (int p0 = 0; p0 < pixels; p0 += CHUNK) {
                 int p1 = Math.min(pixels, p0 + CHUNK);
                 for (int t = t0; t < t1; t++) {
-                    GemmKernels.tileT(a, pixBase, p0, p1, offs[t - t0], dyp, ldb, q * NR, part);
+                    GemmKernels.tileT(a, pixBase, p0, p1, offs[t - t0], dyp, q * pixels * NR, part);
                     int so = (t - t0) * MR * NR;
                     for (int e = 0; e < MR * NR; e += L) {
                         FloatVector.fromArray(S, sums, so + e).add(FloatVector.fromArray(S, part, e))

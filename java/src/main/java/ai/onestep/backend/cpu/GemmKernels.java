@@ -91,18 +91,18 @@ final class GemmKernels {
 
     /**
      * Transposed-A tile for weight gradients, a reduction over positions p in [p0, p1):
-     * {@code out[r NR + j] = sum_p a[pixBase[p] + rowOff[r]] * b[p ldb + col0 + j]}. Rows r are weight rows
-     * (a tap and an input channel, or an input feature), B is dy with {@code ldb} a multiple of NR.
+     * {@code out[r NR + j] = sum_p a[pixBase[p] + rowOff[r]] * b[bOff + p NR + j]}. Rows r are weight rows
+     * (a tap and an input channel, or an input feature); B is one NR-column panel of dy, packed contiguously so
+     * that a chunk of it stays in L1 (rows of dy itself lie a power-of-two stride apart and thrash a few sets).
      */
-    static void tileT(float[] a, int[] pixBase, int p0, int p1, int[] rowOff, float[] b, int ldb, int col0,
-                      float[] out) {
+    static void tileT(float[] a, int[] pixBase, int p0, int p1, int[] rowOff, float[] b, int bOff, float[] out) {
         FloatVector z = FloatVector.zero(S);
         FloatVector c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
         FloatVector c40 = z, c41 = z, c50 = z, c51 = z, c60 = z, c61 = z, c70 = z, c71 = z;
         int o0 = rowOff[0], o1 = rowOff[1], o2 = rowOff[2], o3 = rowOff[3];
         int o4 = rowOff[4], o5 = rowOff[5], o6 = rowOff[6], o7 = rowOff[7];
         for (int p = p0; p < p1; p++) {
-            int kb = p * ldb + col0;
+            int kb = bOff + p * NR;
             int base = pixBase[p];
             FloatVector b0 = FloatVector.fromArray(S, b, kb);
             FloatVector b1 = FloatVector.fromArray(S, b, kb + L);
