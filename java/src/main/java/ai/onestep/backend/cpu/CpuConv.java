@@ -1,32 +1,440 @@
 package ai.onestep.backend.cpu;
 
-import ai.onestep.tensor.Tensor;
+import static ai.onestep.backend.cpu.GemmKernels.L;
+import static ai.onestep.backend.cpu.GemmKernels.MR;
+import static ai.onestep.backend.cpu.GemmKernels.NR;
+import static ai.onestep.backend.cpu.GemmKernels.S;
 
-/** PLACEHOLDER: filled by the Conv work. */
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorException;
+import java.lang.foreign.MemorySegment;
+import java.nio.ByteOrder;
+import java.util.Arrays;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorMask;
+
+/**
+ * GEMM, linear layers and 2-D convolution on the shared {@link GemmKernels} micro-kernels.
+ *
+ * <p>Convolution is an implicit GEMM in NHWC (no im2col buffer): M = output pixels (N Ho Wo), N = Cout,
+ * K = KH KW Cin. The input is copied once into a zero-padded NHWC buffer, so that every tap (kh, kw) of every
+ * output pixel is an in-bounds, contiguous run of Cin floats and the micro-kernel needs no bounds branch; the HWIO
+ * weights already are the (K, Cout) matrix and are packed once per call into NR-column panels.
+ *
+ * <p>Backward: dx is the stride-1 correlation of dy, dilated by the stride and padded by KH-1-p, with the
+ * spatially flipped, in/out-transposed weights (the adjoint of the forward sum); dw = im2col(x)^T dy is a
+ * reduction over pixels that runs in fixed chunks of {@link #CHUNK} pixels, summed in order.
+ *
+ * <p>Determinism: work is split over tiles of the output only; every output element is reduced by one task in a
+ * fixed order, so results are bit-identical for any thread count.
+ */
 final class CpuConv {
+    /**
+     * Pixels per partial sum of a weight gradient: float32 sums of at most this many terms, then summed in order.
+     * 128 pixels of one dy panel are 16 KB, which stay in L1 while the row tiles of a task sweep them.
+     */
+    private static final int CHUNK = 128;
+    /** Micro-tiles of rows per forward task: a task reuses one packed B panel (L2-resident) over MB tiles. */
+    private static final int MB = 8;
+    private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
+
+    /** Grow-only scratch buffers of the calling thread (the workers only read them during the call). */
+    private static final ThreadLocal<float[][]> SCRATCH = ThreadLocal.withInitial(() -> new float[3][]);
+
     private final CpuPool pool;
 
     CpuConv(CpuPool pool) {
         this.pool = pool;
     }
 
-    void matmul(Tensor a, boolean transA, Tensor b, boolean transB, Tensor c, int m, int n, int k, float alpha, float beta) {
-        throw new UnsupportedOperationException("cpu matmul: not implemented yet");
+    // ------------------------------------------------------------------------------------------------
+    // GEMM and linear
+    // ------------------------------------------------------------------------------------------------
+
+    void matmul(Tensor a, boolean transA, Tensor b, boolean transB, Tensor c, int m, int n, int k, float alpha,
+                float beta) {
+        float[] av = a.toArray();
+        float[] ar;
+        if (transA) {
+            ar = new float[m * k];
+            for (int p = 0; p < k; p++) {
+                for (int i = 0; i < m; i++) {
+                    ar[i * k + p] = av[p * m + i];
+                }
+            }
+        } else {
+            ar = av;
+        }
+        float[] bv = b.toArray();
+        float[] bp = transB ? GemmKernels.packB(k, n, (p, j) -> bv[j * k + p])
+                : GemmKernels.packB(k, n, (p, j) -> bv[p * n + j]);
+        gemm(m, n, ar, stridedRows(m, k), new int[] {0}, 1, k, bp, new float[GemmKernels.paddedCols(n)],
+                c.segment(), alpha, beta);
     }
 
     void linear(Tensor x, Tensor w, Tensor b, Tensor y, int rows, int in, int out) {
-        throw new UnsupportedOperationException("cpu linear: not implemented yet");
+        float[] wv = w.toArray();
+        float[] bp = GemmKernels.packB(in, out, (p, j) -> wv[p * out + j]);
+        gemm(rows, out, x.toArray(), stridedRows(rows, in), new int[] {0}, 1, in, bp, paddedBias(b, out),
+                y.segment(), 1f, 0f);
     }
 
     void linearBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, Tensor dw, Tensor db, int rows, int in, int out) {
-        throw new UnsupportedOperationException("cpu linearBackward: not implemented yet");
+        float[] dyv = dy.toArray();
+        if (dx != null) {
+            float[] wv = w.toArray();
+            // dx = dy w^T: B = w^T, (out, in).
+            float[] bp = GemmKernels.packB(out, in, (p, j) -> wv[j * out + p]);
+            gemm(rows, in, dyv, stridedRows(rows, out), new int[] {0}, 1, out, bp,
+                    new float[GemmKernels.paddedCols(in)], dx.segment(), 1f, 0f);
+        }
+        if (dw != null) {
+            float[] dyp = packPanels(dyv, rows, out, 0);
+            int[] rowOff = new int[in];
+            for (int i = 0; i < in; i++) {
+                rowOff[i] = i;
+            }
+            weightGrad(x.toArray(), stridedRows(rows, in), rows, rowOff, dyp, out, dw.segment());
+        }
+        if (db != null) {
+            biasGrad(dy.segment(), rows, out, db.segment());
+        }
     }
 
+    private static int[] stridedRows(int rows, int stride) {
+        int[] r = new int[rows];
+        for (int i = 0; i < rows; i++) {
+            r[i] = i * stride;
+        }
+        return r;
+    }
+
+    private static float[] paddedBias(Tensor b, int n) {
+        float[] init = new float[GemmKernels.paddedCols(n)];
+        if (b != null) {
+            MemorySegment.copy(b.segment(), Tensor.F32, 0, init, 0, n);
+        }
+        return init;
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Convolution
+    // ------------------------------------------------------------------------------------------------
+
     void conv(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y) {
-        throw new UnsupportedOperationException("cpu conv: not implemented yet");
+        Geometry g = new Geometry(x, w, stride, padding);
+        float[] xp = padInput(x, g, 0);
+        float[] wv = w.toArray();
+        float[] bp = GemmKernels.packB(g.kh * g.kw * g.cin, g.cout, (p, j) -> wv[p * g.cout + j]);
+        gemm(g.n * g.ho * g.wo, g.cout, xp, g.outputPixelBases(), g.tapOffsets(), g.kh * g.kw, g.cin, bp,
+                paddedBias(b, g.cout), y.segment(), 1f, 0f);
     }
 
     void convBackward(Tensor x, Tensor w, Tensor dy, int stride, int padding, Tensor dx, Tensor dw, Tensor db) {
-        throw new UnsupportedOperationException("cpu convBackward: not implemented yet");
+        Geometry g = new Geometry(x, w, stride, padding);
+        if (dx != null) {
+            inputGrad(g, w, dy, dx);
+        }
+        if (dw != null) {
+            float[] xp = padInput(x, g, 0);
+            int pixels = g.n * g.ho * g.wo;
+            float[] dyp = packPanels(dy.toArray(), pixels, g.cout, 1);
+            int[] taps = g.tapOffsets();
+            int[] rowOff = new int[taps.length * g.cin];
+            for (int t = 0; t < taps.length; t++) {
+                for (int ci = 0; ci < g.cin; ci++) {
+                    rowOff[t * g.cin + ci] = taps[t] + ci;
+                }
+            }
+            weightGrad(xp, g.outputPixelBases(), pixels, rowOff, dyp, g.cout, dw.segment());
+        }
+        if (db != null) {
+            biasGrad(dy.segment(), g.n * g.ho * g.wo, g.cout, db.segment());
+        }
+    }
+
+    /**
+     * {@code dx[n,ih,iw,ci] = sum_{kh,kw,co} dy[n,oh,ow,co] w[kh,kw,ci,co]} over the (oh, ow) with
+     * {@code oh s + kh - p = ih}: placing dy[oh] at {@code oh s + KH - 1 - p} of a zero buffer of height
+     * H + KH - 1 turns this into a stride-1 correlation with {@code w'[kh',kw',co,ci] = w[KH-1-kh', KW-1-kw', ci, co]}.
+     * For stride 2 three quarters of that buffer are zeros, which costs FLOPs but keeps one kernel for all cases.
+     */
+    private void inputGrad(Geometry g, Tensor w, Tensor dy, Tensor dx) {
+        int hq = g.h + g.kh - 1, wq = g.w + g.kw - 1;
+        long size = (long) g.n * hq * wq * g.cout;
+        checkIndexable(size, "conv2dBackward");
+        float[] dp = scratch(1, (int) size);
+        Arrays.fill(dp, 0, (int) size, 0f);
+        MemorySegment dys = dy.segment();
+        int offH = g.kh - 1 - g.padding, offW = g.kw - 1 - g.padding;
+        pool.parallelFor(g.n, n -> {
+            for (int oh = 0; oh < g.ho; oh++) {
+                int qh = oh * g.stride + offH;
+                if (qh < 0 || qh >= hq) {
+                    continue;
+                }
+                for (int ow = 0; ow < g.wo; ow++) {
+                    int qw = ow * g.stride + offW;
+                    if (qw < 0 || qw >= wq) {
+                        continue;
+                    }
+                    long src = (((long) n * g.ho + oh) * g.wo + ow) * g.cout * Float.BYTES;
+                    MemorySegment.copy(dys, Tensor.F32, src, dp, ((n * hq + qh) * wq + qw) * g.cout, g.cout);
+                }
+            }
+        });
+        float[] wv = w.toArray();
+        int kk = g.kh * g.kw * g.cout;
+        float[] bp = GemmKernels.packB(kk, g.cin, (p, j) -> {
+            int t = p / g.cout, co = p % g.cout;
+            int fh = g.kh - 1 - t / g.kw, fw = g.kw - 1 - t % g.kw;
+            return wv[((fh * g.kw + fw) * g.cin + j) * g.cout + co];
+        });
+        int pixels = g.n * g.h * g.w;
+        int[] rowBase = new int[pixels];
+        for (int n = 0, i = 0; n < g.n; n++) {
+            for (int ih = 0; ih < g.h; ih++) {
+                for (int iw = 0; iw < g.w; iw++, i++) {
+                    rowBase[i] = ((n * hq + ih) * wq + iw) * g.cout;
+                }
+            }
+        }
+        int[] taps = new int[g.kh * g.kw];
+        for (int a = 0; a < g.kh; a++) {
+            for (int c = 0; c < g.kw; c++) {
+                taps[a * g.kw + c] = (a * wq + c) * g.cout;
+            }
+        }
+        gemm(pixels, g.cin, dp, rowBase, taps, taps.length, g.cout, bp, new float[GemmKernels.paddedCols(g.cin)],
+                dx.segment(), 1f, 0f);
+    }
+
+    /** The input copied into a zero-padded (N, H + 2p, W + 2p, Cin) buffer: every tap of the kernel is in bounds. */
+    private float[] padInput(Tensor x, Geometry g, int slot) {
+        int hp = g.hp(), wp = g.wp();
+        long size = (long) g.n * hp * wp * g.cin;
+        checkIndexable(size, "conv2d");
+        float[] xp = scratch(slot, (int) size);
+        MemorySegment xs = x.segment();
+        int row = g.w * g.cin, pad = g.padding * g.cin, prow = wp * g.cin;
+        pool.parallelFor(g.n, n -> {
+            for (int hh = 0; hh < hp; hh++) {
+                int dst = (n * hp + hh) * prow;
+                int ih = hh - g.padding;
+                if (ih < 0 || ih >= g.h) {
+                    Arrays.fill(xp, dst, dst + prow, 0f);
+                    continue;
+                }
+                Arrays.fill(xp, dst, dst + pad, 0f);
+                MemorySegment.copy(xs, Tensor.F32, ((long) n * g.h + ih) * row * Float.BYTES, xp, dst + pad, row);
+                Arrays.fill(xp, dst + pad + row, dst + prow, 0f);
+            }
+        });
+        return xp;
+    }
+
+    /**
+     * A (rows, cols) matrix repacked as panels of NR columns, each panel (rows, NR) contiguous, zeros beyond
+     * column cols: {@code r[(q rows + i) NR + j] = v[i cols + q NR + j]}.
+     */
+    private static float[] packPanels(float[] v, int rows, int cols, int slot) {
+        int panels = GemmKernels.paddedCols(cols) / NR;
+        float[] r = scratch(slot, panels * rows * NR);
+        for (int q = 0; q < panels; q++) {
+            int w = Math.min(NR, cols - q * NR);
+            for (int i = 0; i < rows; i++) {
+                int d = (q * rows + i) * NR;
+                System.arraycopy(v, i * cols + q * NR, r, d, w);
+                Arrays.fill(r, d + w, d + NR, 0f);
+            }
+        }
+        return r;
+    }
+
+    private static float[] scratch(int slot, int size) {
+        float[][] s = SCRATCH.get();
+        if (s[slot] == null || s[slot].length < size) {
+            s[slot] = new float[size];
+        }
+        return s[slot];
+    }
+
+    private static void checkIndexable(long size, String op) {
+        if (size > Integer.MAX_VALUE - 2L * NR) {
+            throw new TensorException(op + ": the padded buffer of " + size
+                    + " floats is too large for the cpu backend's int indexing; split the batch");
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Drivers
+    // ------------------------------------------------------------------------------------------------
+
+    /**
+     * {@code C[i, j] = alpha (init[j] + sum_t sum_c a[rowBase[i] + tapOff[t] + c] bp[...]) + beta C[i, j]} for
+     * i < m, j < n, C row-major (m, n) in {@code cs}. Tasks are (block of MB micro-tiles of rows, panel of NR
+     * columns); each computes its outputs over the full K, so no reduction is split.
+     */
+    private void gemm(int m, int n, float[] a, int[] rowBase, int[] tapOff, int taps, int cin, float[] bp,
+                      float[] init, MemorySegment cs, float alpha, float beta) {
+        int panels = GemmKernels.paddedCols(n) / NR;
+        int tiles = (m + MR - 1) / MR;
+        int blocks = (tiles + MB - 1) / MB;
+        int kdim = taps * cin;
+        pool.parallelFor(blocks * panels, task -> {
+            int blk = task / panels, q = task % panels;
+            float[] acc = new float[MR * NR];
+            float[] in0 = Arrays.copyOfRange(init, q * NR, q * NR + NR);
+            int[] rb = new int[MR];
+            int cols = Math.min(NR, n - q * NR);
+            for (int tIdx = blk * MB; tIdx < Math.min(tiles, blk * MB + MB); tIdx++) {
+                int i0 = tIdx * MR;
+                int rows = Math.min(MR, m - i0);
+                for (int r = 0; r < MR; r++) {
+                    rb[r] = rowBase[i0 + (r < rows ? r : 0)];
+                }
+                GemmKernels.tile(a, rb, tapOff, taps, cin, bp, q * kdim * NR, in0, acc);
+                store(acc, rows, cols, cs, (long) i0 * n + (long) q * NR, n, alpha, beta);
+            }
+        });
+    }
+
+    /** Writes {@code rows x cols} of a micro-tile into C at element {@code off} (row stride {@code ldc}). */
+    private static void store(float[] acc, int rows, int cols, MemorySegment cs, long off, int ldc, float alpha,
+                              float beta) {
+        for (int r = 0; r < rows; r++) {
+            for (int c = 0; c < cols; c += L) {
+                VectorMask<Float> mask = S.indexInRange(c, cols);
+                long byteOff = (off + (long) r * ldc + c) * Float.BYTES;
+                FloatVector v = FloatVector.fromArray(S, acc, r * NR + c);
+                if (alpha != 1f) {
+                    v = v.mul(alpha);
+                }
+                if (beta != 0f) {
+                    v = v.add(FloatVector.fromMemorySegment(S, cs, byteOff, NATIVE, mask).mul(beta));
+                }
+                v.intoMemorySegment(cs, byteOff, NATIVE, mask);
+            }
+        }
+    }
+
+    /**
+     * {@code dw[k, j] += sum_p a[pixBase[p] + rowOff[k]] dy[p, j]} for k < rowOff.length, j < ncols (dy packed
+     * in panels by {@link #packPanels}): the
+     * weight gradient im2col(x)^T dy. Each micro-tile sums fixed chunks of CHUNK pixels in registers and adds the
+     * chunks in order (two-level summation keeps the float32 error near CHUNK + P/CHUNK terms instead of P).
+     * Tasks are (group of row tiles, panel); a task walks the pixels once, so its dy chunk stays in cache while
+     * every row tile of the group uses it.
+     */
+    private void weightGrad(float[] a, int[] pixBase, int pixels, int[] rowOff, float[] dyp, int ncols,
+                            MemorySegment dw) {
+        int rowsK = rowOff.length;
+        int panels = GemmKernels.paddedCols(ncols) / NR;
+        int tiles = (rowsK + MR - 1) / MR;
+        int groups = Math.min(tiles, Math.max(1, (4 * pool.threads() + panels - 1) / panels));
+        int perGroup = (tiles + groups - 1) / groups;
+        int tasks = ((tiles + perGroup - 1) / perGroup) * panels;
+        pool.parallelFor(tasks, task -> {
+            int grp = task / panels, q = task % panels;
+            int t0 = grp * perGroup, t1 = Math.min(tiles, t0 + perGroup);
+            float[] sums = new float[(t1 - t0) * MR * NR];
+            float[] part = new float[MR * NR];
+            int[][] offs = new int[t1 - t0][MR];
+            for (int t = t0; t < t1; t++) {
+                for (int r = 0; r < MR; r++) {
+                    int k = t * MR + r;
+                    offs[t - t0][r] = rowOff[k < rowsK ? k : t * MR];
+                }
+            }
+            for (int p0 = 0; p0 < pixels; p0 += CHUNK) {
+                int p1 = Math.min(pixels, p0 + CHUNK);
+                for (int t = t0; t < t1; t++) {
+                    GemmKernels.tileT(a, pixBase, p0, p1, offs[t - t0], dyp, q * pixels * NR, part);
+                    int so = (t - t0) * MR * NR;
+                    for (int e = 0; e < MR * NR; e += L) {
+                        FloatVector.fromArray(S, sums, so + e).add(FloatVector.fromArray(S, part, e))
+                                .intoArray(sums, so + e);
+                    }
+                }
+            }
+            int cols = Math.min(NR, ncols - q * NR);
+            for (int t = t0; t < t1; t++) {
+                int rows = Math.min(MR, rowsK - t * MR);
+                store(Arrays.copyOfRange(sums, (t - t0) * MR * NR, (t - t0 + 1) * MR * NR), rows, cols, dw,
+                        (long) t * MR * ncols + (long) q * NR, ncols, 1f, 1f);
+            }
+        });
+    }
+
+    /** {@code db[j] += sum_p dy[p, j]}, in fixed chunks of CHUNK pixels summed in order; tasks own column vectors. */
+    private void biasGrad(MemorySegment dy, int pixels, int cols, MemorySegment db) {
+        int vecs = (cols + L - 1) / L;
+        pool.parallelFor(vecs, vi -> {
+            int c = vi * L;
+            VectorMask<Float> mask = S.indexInRange(c, cols);
+            FloatVector total = FloatVector.zero(S);
+            for (int p0 = 0; p0 < pixels; p0 += CHUNK) {
+                FloatVector part = FloatVector.zero(S);
+                for (int p = p0; p < Math.min(pixels, p0 + CHUNK); p++) {
+                    part = part.add(FloatVector.fromMemorySegment(S, dy, ((long) p * cols + c) * Float.BYTES,
+                            NATIVE, mask));
+                }
+                total = total.add(part);
+            }
+            long off = (long) c * Float.BYTES;
+            total.add(FloatVector.fromMemorySegment(S, db, off, NATIVE, mask)).intoMemorySegment(db, off, NATIVE,
+                    mask);
+        });
+    }
+
+    /** Sizes of one convolution and the offsets of its implicit GEMM in the padded input. */
+    private static final class Geometry {
+        final int n, h, w, cin, kh, kw, cout, stride, padding, ho, wo;
+
+        Geometry(Tensor x, Tensor wt, int stride, int padding) {
+            n = x.dim(0);
+            h = x.dim(1);
+            w = x.dim(2);
+            cin = x.dim(3);
+            kh = wt.dim(0);
+            kw = wt.dim(1);
+            cout = wt.dim(3);
+            this.stride = stride;
+            this.padding = padding;
+            ho = (h + 2 * padding - kh) / stride + 1;
+            wo = (w + 2 * padding - kw) / stride + 1;
+        }
+
+        int hp() {
+            return h + 2 * padding;
+        }
+
+        int wp() {
+            return w + 2 * padding;
+        }
+
+        /** Offset in the padded input of tap (0, 0) of each output pixel (n, oh, ow), in GEMM row order. */
+        int[] outputPixelBases() {
+            int[] r = new int[n * ho * wo];
+            for (int b = 0, i = 0; b < n; b++) {
+                for (int oh = 0; oh < ho; oh++) {
+                    for (int ow = 0; ow < wo; ow++, i++) {
+                        r[i] = ((b * hp() + oh * stride) * wp() + ow * stride) * cin;
+                    }
+                }
+            }
+            return r;
+        }
+
+        /** Offset of tap (kh, kw) relative to tap (0, 0), in the order of the HWIO weight rows. */
+        int[] tapOffsets() {
+            int[] t = new int[kh * kw];
+            for (int a = 0; a < kh; a++) {
+                for (int c = 0; c < kw; c++) {
+                    t[a * kw + c] = (a * wp() + c) * cin;
+                }
+            }
+            return t;
+        }
     }
 }
