@@ -1,0 +1,553 @@
+// cuda_emu.h: a CPU emulation of the small CUDA subset that onestep's kernels use, so that the SAME
+// kernel source compiles with g++ (-DONESTEP_EMULATION) and its logic is tested where no GPU exists.
+//
+// Execution model (why it is faithful enough for kernel logic):
+//   * Blocks run one after another on the calling OS thread, in blockIdx order (x fastest).
+//   * The threads of one block are cooperative fibers (ucontext) on that one OS thread. A fiber runs
+//     until it reaches a barrier (__syncthreads, __syncwarp, or any *_sync warp primitive) or exits;
+//     the scheduler then runs the next fiber. A barrier is released once every thread it names has
+//     arrived, so code that is only correct with barriers (shared-memory tiles, warp shuffles) is
+//     only correct here with barriers as well; code that races without one still runs in a fixed
+//     order here, so races are not detected.
+//   * Misuse aborts with a message instead of hanging: a __syncthreads that some threads never reach
+//     (they exited, or wait at a different barrier), a warp primitive whose mask names a lane that
+//     exited, waits elsewhere, or does not exist, a shuffle reading a lane outside the mask, and
+//     launch configurations the hardware rejects (block > 1024 threads, grid.y/z > 65535, dynamic
+//     shared memory > 48 KiB without cudaFuncSetAttribute, > 227 KiB at all).
+//   * `__shared__` is `static thread_local`: one instance per OS thread, hence per running block.
+//     Dynamic shared memory (ONESTEP_DYNAMIC_SHARED) is a per-launch buffer filled with 0xFF bytes
+//     (NaN as float) before every block, so reading a tile before writing it shows up in results.
+//   * Memory: cudaMalloc is aligned host memory; device and host pointers are the same thing.
+//   * Not emulated: half/bfloat16 types and math, tensor cores (mma/wmma), cooperative groups,
+//     streams as concurrency (every call is synchronous), textures, clusters. Kernels that need those
+//     keep a portable fp32 path that this emulation runs.
+#pragma once
+#ifndef ONESTEP_EMULATION
+#error "cuda_emu.h is the host emulation; build with -DONESTEP_EMULATION (nvcc builds use the real CUDA)"
+#endif
+
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#include <cmath>
+#include <cstdarg>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <type_traits>
+#include <vector>
+
+// ---- execution-space and qualifier macros ---------------------------------------------------------
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline __attribute__((always_inline))
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+#define __shared__ static thread_local
+#define __constant__ static
+// Dynamic shared memory: `extern __shared__ T name[]` has no host spelling, so kernels declare it with
+// this macro (kernels/src/cuda_compat.cuh gives the nvcc spelling).
+#define ONESTEP_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(::emu::dynamic_shared())
+
+// ---- vector types ------------------------------------------------------------------------------------
+struct uint3 { unsigned x, y, z; };
+struct dim3 {
+    unsigned x, y, z;
+    constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct alignas(8) float2 { float x, y; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) int2 { int x, y; };
+struct alignas(16) int4 { int x, y, z, w; };
+inline float2 make_float2(float x, float y) { return {x, y}; }
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+
+// ---- runtime API subset --------------------------------------------------------------------------------
+enum cudaError_t {
+    cudaSuccess = 0,
+    cudaErrorInvalidValue = 1,
+    cudaErrorMemoryAllocation = 2,
+    cudaErrorInvalidConfiguration = 9,
+    cudaErrorLaunchFailure = 719,
+};
+typedef cudaError_t cudaError;
+struct CUstream_st;
+typedef struct CUstream_st* cudaStream_t;
+enum cudaMemcpyKind {
+    cudaMemcpyHostToHost = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2,
+    cudaMemcpyDeviceToDevice = 3, cudaMemcpyDefault = 4
+};
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+
+// The fiber switch. On x86-64 a hand-written switch saves only the callee-saved registers and the FP
+// control words (a few ns); glibc's swapcontext also saves the signal mask with a system call on every
+// switch, which made the emulated tests ~10x slower. Other architectures use ucontext.
+#if defined(__x86_64__) && !defined(ONESTEP_EMU_USE_UCONTEXT)
+#define ONESTEP_EMU_FAST_SWITCH 1
+// emu_switch_context(save, next): pushes rbp rbx r12-r15 and mxcsr/x87 control word, stores rsp in *save,
+// loads next as rsp and pops the same. Weak, so every translation unit may carry the definition.
+asm(R"(
+    .text
+    .weak emu_switch_context
+    .type emu_switch_context, @function
+emu_switch_context:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch_context, .-emu_switch_context
+)");
+extern "C" void emu_switch_context(void** save, void* next);
+#else
+#define ONESTEP_EMU_FAST_SWITCH 0
+#endif
+
+namespace emu {
+
+constexpr int kWarpSize = 32;
+constexpr size_t kDefaultDynamicSharedLimit = 48 * 1024;  // without the opt-in attribute
+constexpr size_t kMaxDynamicShared = 227 * 1024;          // sm_90 opt-in maximum per block
+constexpr size_t kFiberStack = 128 * 1024;
+
+[[noreturn]] inline void die(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    std::fprintf(stderr, "cuda_emu: fatal: ");
+    std::vfprintf(stderr, fmt, ap);
+    std::fprintf(stderr, "\n");
+    va_end(ap);
+    std::fflush(stderr);
+    std::abort();
+}
+
+enum class Wait { None, Block, Warp, Done };
+
+struct Fiber {
+    void* sp = nullptr;        // saved stack pointer while suspended (x86-64 switch)
+#if !ONESTEP_EMU_FAST_SWITCH
+    ucontext_t ctx;
+#endif
+    unsigned char* stack = nullptr;
+    uint3 tid;
+    Wait wait = Wait::None;
+    unsigned mask = 0;  // the mask given to the warp primitive it waits at
+};
+
+struct WarpExchange { uint64_t slot[kWarpSize]; };
+
+struct BlockState {
+    std::vector<Fiber> fibers;
+    std::vector<WarpExchange> warps;
+    void* scheduler_sp = nullptr;
+#if !ONESTEP_EMU_FAST_SWITCH
+    ucontext_t scheduler;
+#endif
+    int current = -1;
+    int nthreads = 0;
+    uint3 block_idx{0, 0, 0};
+    std::function<void()> body;  // calls the kernel with the launch's arguments
+    std::vector<unsigned char> dynamic_shared;
+};
+
+inline thread_local BlockState* g_block = nullptr;
+inline thread_local cudaError_t g_last_error = cudaSuccess;
+inline std::map<const void*, int>& func_max_dynamic_shared() {
+    static std::map<const void*, int> m;
+    return m;
+}
+
+}  // namespace emu
+
+// The built-in variables. The scheduler rewrites threadIdx before resuming each fiber, which is enough
+// because a fiber can only be suspended inside an emulated barrier call.
+inline thread_local uint3 threadIdx{0, 0, 0};
+inline thread_local uint3 blockIdx{0, 0, 0};
+inline thread_local dim3 blockDim{1, 1, 1};
+inline thread_local dim3 gridDim{1, 1, 1};
+constexpr int warpSize = emu::kWarpSize;
+
+namespace emu {
+
+inline void* dynamic_shared() {
+    if (!g_block) die("dynamic shared memory used outside a kernel");
+    return g_block->dynamic_shared.data();
+}
+
+inline int linear_tid() {
+    return int(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
+}
+
+inline void yield_to_scheduler(Wait why, unsigned mask) {
+    BlockState* b = g_block;
+    if (!b || b->current < 0) die("barrier or warp primitive called outside a kernel");
+    Fiber& f = b->fibers[b->current];
+    f.wait = why;
+    f.mask = mask;
+#if ONESTEP_EMU_FAST_SWITCH
+    emu_switch_context(&f.sp, b->scheduler_sp);
+#else
+    swapcontext(&f.ctx, &b->scheduler);
+#endif
+}
+
+// Fiber stacks are mapped once per OS thread and reused by every launch (pages are touched lazily).
+inline unsigned char* fiber_stack(int i) {
+    static thread_local std::vector<unsigned char*> pool;
+    while ((int)pool.size() <= i) {
+        void* p = mmap(nullptr, kFiberStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED) die("cannot map a %zu-byte fiber stack", kFiberStack);
+        pool.push_back(static_cast<unsigned char*>(p));
+    }
+    return pool[i];
+}
+
+inline void fiber_entry() {
+    BlockState* b = g_block;
+    b->body();
+    b->fibers[b->current].wait = Wait::Done;
+#if ONESTEP_EMU_FAST_SWITCH
+    emu_switch_context(&b->fibers[b->current].sp, b->scheduler_sp);  // never resumed
+    die("a finished fiber was resumed");
+#endif
+    // with ucontext, returning switches to uc_link (the scheduler)
+}
+
+inline unsigned lanes_present(int warp, int nthreads) {
+    int n = nthreads - warp * kWarpSize;
+    return n >= kWarpSize ? 0xffffffffu : ((1u << n) - 1u);
+}
+
+[[noreturn]] inline void deadlock(BlockState& b, const char* why) {
+    int at_block = 0, at_warp = 0, done = 0, running = 0;
+    for (auto& f : b.fibers) {
+        if (f.wait == Wait::Block) at_block++;
+        else if (f.wait == Wait::Warp) at_warp++;
+        else if (f.wait == Wait::Done) done++;
+        else running++;
+    }
+    die("%s in block (%u,%u,%u) of %d threads: %d wait at __syncthreads, %d wait at a warp primitive, "
+        "%d exited, %d running",
+        why, b.block_idx.x, b.block_idx.y, b.block_idx.z, b.nthreads, at_block, at_warp, done, running);
+}
+
+// Releases every barrier whose participants have all arrived; returns whether anything was released.
+inline bool release_barriers(BlockState& b) {
+    bool released = false;
+    int nwarps = (b.nthreads + kWarpSize - 1) / kWarpSize;
+    for (int w = 0; w < nwarps; w++) {
+        // A warp barrier is ready when every lane named by the masks of its waiting lanes waits there
+        // with the same mask.
+        unsigned waiting = 0, mask = 0;
+        bool any = false;
+        for (int l = 0; l < kWarpSize && w * kWarpSize + l < b.nthreads; l++) {
+            Fiber& f = b.fibers[w * kWarpSize + l];
+            if (f.wait != Wait::Warp) continue;
+            if (any && f.mask != mask)
+                die("warp %d of block (%u,%u,%u): lanes wait at warp primitives with different masks "
+                    "(0x%08x and 0x%08x)", w, b.block_idx.x, b.block_idx.y, b.block_idx.z, mask, f.mask);
+            mask = f.mask;
+            any = true;
+            waiting |= 1u << l;
+        }
+        if (!any) continue;
+        unsigned present = lanes_present(w, b.nthreads);
+        if (mask & ~present)
+            die("warp %d of block (%u,%u,%u): mask 0x%08x names lanes that do not exist (present 0x%08x); "
+                "use a block size that is a multiple of 32 or a partial mask",
+                w, b.block_idx.x, b.block_idx.y, b.block_idx.z, mask, present);
+        if (waiting == mask) {
+            for (int l = 0; l < kWarpSize; l++)
+                if (mask & (1u << l)) b.fibers[w * kWarpSize + l].wait = Wait::None;
+            released = true;
+        } else {
+            for (int l = 0; l < kWarpSize; l++) {
+                if (!(mask & (1u << l))) continue;
+                if (b.fibers[w * kWarpSize + l].wait == Wait::Done)
+                    die("warp %d of block (%u,%u,%u): lane %d exited but mask 0x%08x of a warp primitive names it",
+                        w, b.block_idx.x, b.block_idx.y, b.block_idx.z, l, mask);
+            }
+        }
+    }
+    if (released) return true;
+    int at_block = 0, done = 0;
+    for (auto& f : b.fibers) {
+        if (f.wait == Wait::Block) at_block++;
+        else if (f.wait == Wait::Done) done++;
+    }
+    if (at_block > 0 && at_block + done == b.nthreads) {
+        if (done > 0) deadlock(b, "__syncthreads not reached by every thread (some exited)");
+        for (auto& f : b.fibers) f.wait = Wait::None;
+        return true;
+    }
+    return false;
+}
+
+inline void run_block(BlockState& b) {
+    for (int i = 0; i < b.nthreads; i++) {
+        Fiber& f = b.fibers[i];
+        f.wait = Wait::None;
+#if ONESTEP_EMU_FAST_SWITCH
+        // The frame emu_switch_context pops: FP control words, r15 r14 r13 r12 rbx rbp, then the return
+        // address fiber_entry, placed so that rsp + 8 is 16-byte aligned at its first instruction.
+        uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + kFiberStack) & ~uintptr_t(15);
+        uint64_t* frame = reinterpret_cast<uint64_t*>(top) - 9;
+        uint32_t fpcw[2] = {0x1F80u, 0x037Fu};  // default MXCSR (no FTZ, round to nearest) and x87 word
+        std::memcpy(&frame[0], fpcw, 8);
+        for (int r = 1; r <= 6; r++) frame[r] = 0;
+        frame[7] = reinterpret_cast<uint64_t>(&fiber_entry);
+        frame[8] = 0;  // fake return address of fiber_entry, which never returns
+        f.sp = frame;
+#else
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = f.stack;
+        f.ctx.uc_stack.ss_size = kFiberStack;
+        f.ctx.uc_link = &b.scheduler;
+        makecontext(&f.ctx, fiber_entry, 0);
+#endif
+    }
+    std::memset(b.dynamic_shared.data(), 0xFF, b.dynamic_shared.size());
+    int done = 0;
+    while (done < b.nthreads) {
+        bool ran = false;
+        for (int i = 0; i < b.nthreads; i++) {
+            Fiber& f = b.fibers[i];
+            if (f.wait != Wait::None) continue;
+            b.current = i;
+            threadIdx = f.tid;
+#if ONESTEP_EMU_FAST_SWITCH
+            emu_switch_context(&b.scheduler_sp, f.sp);
+#else
+            swapcontext(&b.scheduler, &f.ctx);
+#endif
+            b.current = -1;
+            if (f.wait == Wait::Done) done++;
+            ran = true;
+        }
+        if (done == b.nthreads) break;
+        if (!release_barriers(b) && !ran) deadlock(b, "deadlock: no thread can proceed");
+    }
+}
+
+// Launches `kernel` over the grid, synchronously. Returns the error a real launch would report for an
+// invalid configuration (and records it for cudaGetLastError).
+template <typename... KArgs, typename... Args>
+cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t shared_bytes, Args... args) {
+    static_assert(sizeof...(KArgs) == sizeof...(Args), "kernel launched with the wrong number of arguments");
+    unsigned long threads = (unsigned long)block.x * block.y * block.z;
+    cudaError_t err = cudaSuccess;
+    if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+        grid.y > 65535 || grid.z > 65535)
+        err = cudaErrorInvalidConfiguration;
+    if (shared_bytes > kMaxDynamicShared) err = cudaErrorInvalidValue;
+    if (shared_bytes > kDefaultDynamicSharedLimit) {
+        auto it = func_max_dynamic_shared().find((const void*)kernel);
+        if (it == func_max_dynamic_shared().end() || (size_t)it->second < shared_bytes) err = cudaErrorInvalidValue;
+    }
+    if (err != cudaSuccess) {
+        g_last_error = err;
+        return err;
+    }
+    if (g_block) die("kernel launched from inside a kernel (dynamic parallelism is not emulated)");
+    BlockState b;
+    b.nthreads = int(threads);
+    b.fibers.resize(threads);
+    for (unsigned long i = 0; i < threads; i++) {
+        b.fibers[i].stack = fiber_stack(int(i));
+        b.fibers[i].tid = uint3{unsigned(i % block.x), unsigned((i / block.x) % block.y),
+                                unsigned(i / ((unsigned long)block.x * block.y))};
+    }
+    b.warps.resize((threads + kWarpSize - 1) / kWarpSize);
+    b.dynamic_shared.resize(shared_bytes + 16);
+    b.body = [=]() { kernel(args...); };
+    g_block = &b;
+    blockDim = block;
+    gridDim = grid;
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                b.block_idx = uint3{x, y, z};
+                blockIdx = b.block_idx;
+                run_block(b);
+            }
+    g_block = nullptr;
+    return cudaSuccess;
+}
+
+// ---- warp primitives: exchange through the warp's slots between two warp barriers ------------------
+inline void warp_barrier(unsigned mask) { yield_to_scheduler(Wait::Warp, mask); }
+
+template <typename T>
+inline T shuffle_from(unsigned mask, T v, int src_lane_in_warp) {
+    static_assert(sizeof(T) <= sizeof(uint64_t) && std::is_trivially_copyable<T>::value,
+                  "shuffle of a type wider than 64 bits");
+    int tid = linear_tid();
+    int lane = tid % kWarpSize;
+    if (!(mask & (1u << lane))) die("thread %d calls a warp primitive with a mask 0x%08x that excludes it", tid, mask);
+    WarpExchange& w = g_block->warps[tid / kWarpSize];
+    uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof(T));
+    w.slot[lane] = bits;
+    warp_barrier(mask);
+    if (!(mask & (1u << src_lane_in_warp)))
+        die("thread %d reads lane %d, outside the shuffle mask 0x%08x (undefined on the GPU)", tid,
+            src_lane_in_warp, mask);
+    bits = w.slot[src_lane_in_warp];
+    warp_barrier(mask);
+    T r;
+    std::memcpy(&r, &bits, sizeof(T));
+    return r;
+}
+
+}  // namespace emu
+
+inline void __syncthreads() { emu::yield_to_scheduler(emu::Wait::Block, 0); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { emu::warp_barrier(mask); }
+
+template <typename T>
+inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+    int lane = emu::linear_tid() % 32;
+    return emu::shuffle_from(mask, v, (lane & ~(width - 1)) + (src & (width - 1)));
+}
+template <typename T>
+inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+    int lane = emu::linear_tid() % 32;
+    int src = lane ^ lane_mask;
+    if (src >= (lane & ~(width - 1)) + width) src = lane;
+    return emu::shuffle_from(mask, v, src);
+}
+template <typename T>
+inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+    int lane = emu::linear_tid() % 32;
+    int src = ((lane & (width - 1)) + int(delta) < width) ? lane + int(delta) : lane;
+    return emu::shuffle_from(mask, v, src);
+}
+template <typename T>
+inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+    int lane = emu::linear_tid() % 32;
+    int src = ((lane & (width - 1)) >= int(delta)) ? lane - int(delta) : lane;
+    return emu::shuffle_from(mask, v, src);
+}
+inline unsigned __ballot_sync(unsigned mask, int pred) {
+    int tid = emu::linear_tid();
+    int lane = tid % 32;
+    emu::WarpExchange& w = emu::g_block->warps[tid / 32];
+    w.slot[lane] = pred ? 1 : 0;
+    emu::warp_barrier(mask);
+    unsigned r = 0;
+    for (int l = 0; l < 32; l++)
+        if ((mask & (1u << l)) && w.slot[l]) r |= 1u << l;
+    emu::warp_barrier(mask);
+    return r;
+}
+inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
+inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == mask; }
+
+// ---- atomics (real atomics, so they stay correct if blocks ever run on several OS threads) ---------
+inline float atomicAdd(float* p, float v) {
+    float old;
+    __atomic_load(p, &old, __ATOMIC_RELAXED);
+    float next = old + v;
+    while (!__atomic_compare_exchange(p, &old, &next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) next = old + v;
+    return old;
+}
+inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+inline int atomicMax(int* p, int v) {
+    int old = __atomic_load_n(p, __ATOMIC_RELAXED);
+    while (old < v && !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return old;
+}
+inline int atomicMin(int* p, int v) {
+    int old = __atomic_load_n(p, __ATOMIC_RELAXED);
+    while (old > v && !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return old;
+}
+
+// ---- fast-math intrinsics: the emulation computes them exactly (the GPU versions are approximations
+// within a few ulp, which the tests' tolerances cover) ------------------------------------------------
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __frcp_rn(float x) { return 1.0f / x; }
+inline float __saturatef(float x) { return x < 0.f ? 0.f : (x > 1.f ? 1.f : x); }
+template <typename T>
+inline T __ldg(const T* p) { return *p; }
+
+// ---- runtime API functions ---------------------------------------------------------------------------
+inline cudaError_t cudaGetLastError() {
+    cudaError_t e = emu::g_last_error;
+    emu::g_last_error = cudaSuccess;
+    return e;
+}
+inline cudaError_t cudaPeekAtLastError() { return emu::g_last_error; }
+inline const char* cudaGetErrorName(cudaError_t e) {
+    switch (e) {
+        case cudaSuccess: return "cudaSuccess";
+        case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+        case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+        case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+        case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    }
+    return "cudaErrorUnknown";
+}
+inline const char* cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+        case cudaSuccess: return "no error";
+        case cudaErrorInvalidValue: return "invalid argument";
+        case cudaErrorMemoryAllocation: return "out of memory";
+        case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+        case cudaErrorLaunchFailure: return "unspecified launch failure";
+    }
+    return "unknown error";
+}
+inline cudaError_t cudaMalloc(void** p, size_t bytes) {
+    *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
+    return *p ? cudaSuccess : (emu::g_last_error = cudaErrorMemoryAllocation);
+}
+template <typename T>
+inline cudaError_t cudaMalloc(T** p, size_t bytes) { return cudaMalloc(reinterpret_cast<void**>(p), bytes); }
+inline cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
+inline cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+    std::memmove(dst, src, bytes);
+    return cudaSuccess;
+}
+inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind k, cudaStream_t = nullptr) {
+    return cudaMemcpy(dst, src, bytes, k);
+}
+inline cudaError_t cudaMemset(void* p, int v, size_t bytes) { std::memset(p, v, bytes); return cudaSuccess; }
+inline cudaError_t cudaMemsetAsync(void* p, int v, size_t bytes, cudaStream_t = nullptr) { return cudaMemset(p, v, bytes); }
+inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+template <typename... KArgs>
+inline cudaError_t cudaFuncSetAttribute(void (*kernel)(KArgs...), cudaFuncAttribute attr, int value) {
+    if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || (size_t)value > emu::kMaxDynamicShared)
+        return emu::g_last_error = cudaErrorInvalidValue;
+    emu::func_max_dynamic_shared()[(const void*)kernel] = value;
+    return cudaSuccess;
+}

@@ -1,0 +1,101 @@
+/* onestep_kernels.h: the C API of libonestep_kernels.so (hand-written CUDA kernels for the U-Net and
+ * the samplers). Plain C so that Java (FFM / JavaCPP) can bind it without a C++ layer.
+ *
+ * Conventions, once for every function:
+ *  - All tensors are fp32, contiguous, on the device; images are NHWC, (N, HW, C) with HW = H * W.
+ *  - Every call is asynchronous on `stream` (NULL = the legacy default stream) and returns an
+ *    onestep_status. On failure, onestep_last_error_message() names the function, the shapes and the
+ *    reason (argument check or the CUDA error); the message is per calling thread.
+ *  - Gradients: parameter gradients (dgamma, dbeta) ACCUMULATE (+=) so a caller can sum over several
+ *    uses of a parameter; activation gradients (dx, dscale, dshift, ...) are ASSIGNED (llm.c's rule).
+ *  - Scalars of the samplers (sigmas, t, tau, eps) are double: the coefficients are formed on the host
+ *    in double (as NVlabs/edm builds its time grid in float64) and passed to the kernels as fp32.
+ */
+#ifndef ONESTEP_KERNELS_H
+#define ONESTEP_KERNELS_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The CUDA runtime's own spelling of a stream handle, so this header needs no CUDA include. */
+struct CUstream_st;
+typedef struct CUstream_st* cudaStream_t;
+
+typedef enum onestep_status {
+    ONESTEP_OK = 0,
+    ONESTEP_ERROR_INVALID_ARGUMENT = 1, /* a shape, pointer or scalar the kernel cannot accept */
+    ONESTEP_ERROR_UNSUPPORTED = 2,      /* a valid request this library has no kernel for (e.g. head dim 96) */
+    ONESTEP_ERROR_CUDA = 3              /* the launch failed; the message carries cudaGetErrorName/String */
+} onestep_status;
+
+/* The message of the last failed call on this thread ("" if none failed yet). */
+const char* onestep_last_error_message(void);
+
+/* ---- group norm over NHWC (Wu & He 2018), fused with the U-Net's time-embedding modulation -----------
+ * y = act( (xhat * gamma[c] + beta[c]) * (1 + scale[n,c]) + shift[n,c] ),  xhat = (x - mean[n,g]) * rstd[n,g]
+ * over groups of C/G consecutive channels; mean/rstd (N, G) are written for the backward pass.
+ * scale/shift (N, C) are both NULL (no modulation) or both given; act is SiLU if apply_silu, else identity. */
+onestep_status onestep_groupnorm_forward(const float* x, const float* gamma, const float* beta,
+                                         const float* scale, const float* shift, float* y, float* mean,
+                                         float* rstd, int N, int HW, int C, int G, float eps, int apply_silu,
+                                         cudaStream_t stream);
+
+/* Backward of onestep_groupnorm_forward with the same flags. dx (N,HW,C) is assigned; dgamma, dbeta (C)
+ * accumulate; dscale, dshift (N,C) are assigned and must be given iff scale/shift were. */
+onestep_status onestep_groupnorm_backward(const float* dy, const float* x, const float* mean, const float* rstd,
+                                          const float* gamma, const float* beta, const float* scale,
+                                          const float* shift, float* dx, float* dgamma, float* dbeta,
+                                          float* dscale, float* dshift, int N, int HW, int C, int G,
+                                          int apply_silu, cudaStream_t stream);
+
+/* ---- denoising updates (Karras et al. 2022, Alg. 1; Song et al. 2023, Alg. 1) ------------------------
+ * n is the element count of every tensor. In-place use (out == an input) is allowed. */
+
+/* Euler step of the EDM ODE from sigma to sigma_next: d = (x - denoised) / sigma, x_next = x + h d,
+ * h = sigma_next - sigma. d_out may be NULL; keep it for the Heun correction. */
+onestep_status onestep_edm_euler_step(const float* x, const float* denoised, float* x_next, float* d_out, long long n,
+                                      double sigma, double sigma_next, cudaStream_t stream);
+
+/* Heun's second stage: d' = (x_euler - denoised_next) / sigma_next, x_next = x + h (d + d') / 2.
+ * sigma_next must be > 0 (the last step to 0 is Euler only). */
+onestep_status onestep_edm_heun_step(const float* x, const float* d, const float* x_euler, const float* denoised_next,
+                                     float* x_next, long long n, double sigma, double sigma_next, cudaStream_t stream);
+
+/* Consistency-model output f = c_skip(t) x + c_out(t) F with c_skip = sd^2 / ((t - eps)^2 + sd^2),
+ * c_out = sd (t - eps) / sqrt(sd^2 + t^2) (Song et al. 2023, Sec. 3 and App. C); f(x, eps) = x. */
+onestep_status onestep_consistency_output(const float* x, const float* F, float* out, long long n, double t,
+                                          double eps, double sigma_data, cudaStream_t stream);
+
+/* Multistep consistency sampling re-noising (Song et al. 2023, Alg. 1): out = x + sqrt(tau^2 - eps^2) z.
+ * Requires tau >= eps. */
+onestep_status onestep_consistency_renoise(const float* x, const float* z, float* out, long long n, double tau,
+                                           double eps, cudaStream_t stream);
+
+/* ---- small elementwise ops ---------------------------------------------------------------------------- */
+onestep_status onestep_add(const float* a, const float* b, float* out, long long n, cudaStream_t stream);
+/* y = alpha * x + y */
+onestep_status onestep_axpy(float alpha, const float* x, float* y, long long n, cudaStream_t stream);
+/* out = alpha * x */
+onestep_status onestep_scale(float alpha, const float* x, float* out, long long n, cudaStream_t stream);
+/* out = x * sigmoid(x) */
+onestep_status onestep_silu_forward(const float* x, float* out, long long n, cudaStream_t stream);
+/* dx = dout * sigmoid(x) * (1 + x (1 - sigmoid(x))) (assigned) */
+onestep_status onestep_silu_backward(const float* x, const float* dout, float* dx, long long n, cudaStream_t stream);
+
+/* ---- fused attention forward (Dao 2023, FlashAttention-2, Alg. 1), fp32 -------------------------------
+ * q (B, H, Tq, D), k and v (B, H, Tk, D), o (B, H, Tq, D), lse (B, H, Tq) natural-log log-sum-exp of the
+ * scaled scores (for the backward pass; -inf for a fully masked row). D in {32, 64, 128}.
+ * kv_len: NULL, or B ints on the device: batch b attends to keys [0, kv_len[b]) only; a row with no key
+ * gives o = 0 and lse = -inf. softmax_scale <= 0 means 1 / sqrt(D). */
+onestep_status onestep_attention_forward(const float* q, const float* k, const float* v, float* o, float* lse,
+                                         int B, int H, int Tq, int Tk, int D, const int* kv_len,
+                                         float softmax_scale, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ONESTEP_KERNELS_H */

@@ -1,0 +1,185 @@
+// attention.cu: fused multi-head attention forward in fp32 with the structure of FlashAttention-2
+// (Dao 2023, "FlashAttention-2", Algorithm 1): one block per (query tile, batch*head), a loop over key/value
+// tiles staged in shared memory, and the online softmax of Milakov & Gimelshein 2018 (running row max m and
+// running denominator l kept in registers, the output accumulator rescaled by exp(m_old - m_new) whenever
+// the max grows), with the output divided by l once at the end, never per tile (FA2's first tweak).
+//
+// exp2 instead of exp: the softmax scale and log2(e) are folded into Q when it is loaded, so every score
+// is already in base-2 units and each probability is one exp2f (FA2, Sec. 3.1; one FMUL fewer per score).
+// The log-sum-exp saved for the backward pass is converted back to natural log: lse = ln2 * (m + log2 l).
+//
+// Masking: keys at or beyond kv_len[b] get score -inf. A row with no key (kv_len[b] = 0) never enters the
+// tile loop and keeps l = 0: it writes o = 0 and lse = -inf instead of 0/0. Inside the loop, a row whose
+// keys so far are all masked would have m = -inf; the kernel then uses 0 as the reference max so that
+// exp2(-inf - 0) = 0 instead of exp2(-inf + inf) = NaN. With prefix masks every visited tile holds a valid
+// key, so that guard only matters for masks that are not prefixes; it costs one select per row and tile.
+//
+// Work split inside a block (4 warps, 32 query rows, 32-key tiles): warp w owns rows 8w..8w+7. Scoring:
+// lane j computes the 8 dot products of its rows with key j (K staged with a padded row pitch D+1 so the
+// 32 lanes hit 32 different banks); the row max and row sum are warp shuffles. Accumulating P V: lane j
+// owns output columns j, j+32, ... of its 8 rows, reading P from shared memory as a broadcast.
+// This is the portable fp32 path (it runs in the CPU emulation too); tensor-core versions are not here.
+#include "attention.cuh"
+#include "onestep_kernels.h"
+#include "reduce.cuh"
+#include "status.cuh"
+
+#include <cmath>
+#include <cstdio>
+
+namespace onestep {
+namespace attention {
+
+constexpr int kRowsPerWarp = kRowsPerBlock / kWarps;
+
+size_t shared_bytes(int D) {
+    return sizeof(float) * (size_t(kRowsPerBlock) * D            // Q tile, pre-scaled
+                            + size_t(kKeysPerTile) * (D + 1)     // K tile, padded pitch
+                            + size_t(kKeysPerTile) * D           // V tile
+                            + size_t(kRowsPerBlock) * kKeysPerTile);  // P tile
+}
+
+template <int D>
+__global__ void __launch_bounds__(kWarps * 32)
+    forward_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                   float* __restrict__ o, float* __restrict__ lse, int Tq, int Tk, const int* __restrict__ kv_len,
+                   int H, float scale_log2) {
+    static_assert(D % 32 == 0, "head dim must be a multiple of the warp size");
+    constexpr int kCols = D / 32;  // output columns per lane
+    ONESTEP_DYNAMIC_SHARED(float, smem);
+    float* Qs = smem;                                 // [kRowsPerBlock][D]
+    float* Ks = Qs + kRowsPerBlock * D;               // [kKeysPerTile][D + 1]
+    float* Vs = Ks + kKeysPerTile * (D + 1);          // [kKeysPerTile][D]
+    float* Ps = Vs + kKeysPerTile * D;                // [kRowsPerBlock][kKeysPerTile]
+
+    const int bh = blockIdx.y, b = bh / H;
+    const int q0 = blockIdx.x * kRowsPerBlock;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const long long head_q = (long long)bh * Tq * D, head_k = (long long)bh * Tk * D;
+    int kv_end = Tk;
+    if (kv_len) {
+        const int len = kv_len[b];
+        kv_end = len < 0 ? 0 : (len < Tk ? len : Tk);
+    }
+
+    // Q tile, scaled into base-2 score units; rows past Tq are zeros (computed, never stored).
+    for (int i = threadIdx.x; i < kRowsPerBlock * D / 4; i += blockDim.x) {
+        const int r = i / (D / 4), c = (i % (D / 4)) * 4;
+        float4 val = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (q0 + r < Tq) val = *reinterpret_cast<const float4*>(q + head_q + (long long)(q0 + r) * D + c);
+        Qs[r * D + c + 0] = val.x * scale_log2;
+        Qs[r * D + c + 1] = val.y * scale_log2;
+        Qs[r * D + c + 2] = val.z * scale_log2;
+        Qs[r * D + c + 3] = val.w * scale_log2;
+    }
+
+    float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][kCols];
+    for (int r = 0; r < kRowsPerWarp; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+        for (int c = 0; c < kCols; c++) acc[r][c] = 0.0f;
+    }
+
+    for (int k0 = 0; k0 < kv_end; k0 += kKeysPerTile) {
+        __syncthreads();  // the previous tile's readers (and the Q tile's writers) are done
+        for (int i = threadIdx.x; i < kKeysPerTile * D / 4; i += blockDim.x) {
+            const int j = i / (D / 4), c = (i % (D / 4)) * 4;
+            float4 kk = make_float4(0.f, 0.f, 0.f, 0.f), vv = kk;
+            if (k0 + j < kv_end) {
+                kk = *reinterpret_cast<const float4*>(k + head_k + (long long)(k0 + j) * D + c);
+                vv = *reinterpret_cast<const float4*>(v + head_k + (long long)(k0 + j) * D + c);
+            }
+            float* kr = Ks + j * (D + 1) + c;
+            kr[0] = kk.x, kr[1] = kk.y, kr[2] = kk.z, kr[3] = kk.w;
+            *reinterpret_cast<float4*>(Vs + j * D + c) = vv;
+        }
+        __syncthreads();
+
+        const bool key_valid = k0 + lane < kv_end;
+        for (int r = 0; r < kRowsPerWarp; r++) {
+            const int row = warp * kRowsPerWarp + r;
+            const float* qr = Qs + row * D;
+            const float* kr = Ks + lane * (D + 1);
+            float s = 0.0f;
+#pragma unroll 8
+            for (int d = 0; d < D; d++) s += qr[d] * kr[d];
+            s = key_valid ? s : -INFINITY;
+            const float m_new = fmaxf(m[r], warp_max(s));
+            const float m_ref = m_new == -INFINITY ? 0.0f : m_new;  // all masked so far: avoid inf - inf
+            const float p = exp2f(s - m_ref);
+            const float alpha = exp2f(m[r] - m_ref);
+            l[r] = l[r] * alpha + warp_sum(p);
+            m[r] = m_new;
+            for (int c = 0; c < kCols; c++) acc[r][c] *= alpha;
+            Ps[row * kKeysPerTile + lane] = p;
+        }
+        __syncwarp();  // this warp's P rows are written before its lanes read them
+        for (int r = 0; r < kRowsPerWarp; r++) {
+            const float* pr = Ps + (warp * kRowsPerWarp + r) * kKeysPerTile;
+            for (int j = 0; j < kKeysPerTile; j++) {
+                const float pj = pr[j];
+                for (int c = 0; c < kCols; c++) acc[r][c] += pj * Vs[j * D + lane + 32 * c];
+            }
+        }
+    }
+
+    for (int r = 0; r < kRowsPerWarp; r++) {
+        const int row = q0 + warp * kRowsPerWarp + r;
+        if (row >= Tq) continue;
+        const float inv_l = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        float* orow = o + head_q + (long long)row * D;
+        for (int c = 0; c < kCols; c++) orow[lane + 32 * c] = acc[r][c] * inv_l;
+        if (lane == 0) lse[(long long)bh * Tq + row] = l[r] > 0.0f ? 0.69314718056f * (m[r] + log2f(l[r])) : -INFINITY;
+    }
+}
+
+template <int D>
+static cudaError_t launch_d(const float* q, const float* k, const float* v, float* o, float* lse, int B, int H, int Tq,
+                            int Tk, const int* kv_len, float scale, cudaStream_t stream) {
+    const size_t smem = shared_bytes(D);
+    if (smem > 48 * 1024) {
+        // Above 48 KiB a kernel must opt in (sm_80: up to 163 KiB, sm_90: 227 KiB).
+        cudaError_t e = cudaFuncSetAttribute(forward_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+        if (e != cudaSuccess) return e;
+    }
+    const dim3 grid(ceil_div(Tq, kRowsPerBlock), unsigned(B * H));
+    const float scale_log2 = scale * 1.4426950408889634f;  // log2(e)
+    return launch(forward_kernel<D>, grid, dim3(kWarps * 32), smem, stream, q, k, v, o, lse, Tq, Tk, kv_len, H,
+                  scale_log2);
+}
+
+cudaError_t launch_forward(const float* q, const float* k, const float* v, float* o, float* lse, int B, int H, int Tq,
+                           int Tk, int D, const int* kv_len, float scale, cudaStream_t stream) {
+    switch (D) {
+        case 32: return launch_d<32>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream);
+        case 64: return launch_d<64>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream);
+        case 128: return launch_d<128>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream);
+    }
+    return cudaErrorInvalidValue;
+}
+
+}  // namespace attention
+}  // namespace onestep
+
+using namespace onestep;
+
+extern "C" onestep_status onestep_attention_forward(const float* q, const float* k, const float* v, float* o,
+                                                    float* lse, int B, int H, int Tq, int Tk, int D,
+                                                    const int* kv_len, float softmax_scale, cudaStream_t stream) {
+    const char* fn = "onestep_attention_forward";
+    char shapes[128];
+    std::snprintf(shapes, sizeof shapes, "B=%d, H=%d, Tq=%d, Tk=%d, D=%d", B, H, Tq, Tk, D);
+    if (B <= 0 || H <= 0 || Tq <= 0 || Tk <= 0)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "B, H, Tq and Tk must be positive");
+    if (D != 32 && D != 64 && D != 128)
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "head dim must be 32, 64 or 128");
+    if ((long long)B * H > 65535) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "B * H exceeds 65535");
+    if (!q || !k || !v || !o || !lse) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "q, k, v, o and lse must be non-null");
+    const auto misaligned = [](const void* p) { return (reinterpret_cast<unsigned long long>(p) & 15u) != 0; };
+    if (misaligned(q) || misaligned(k) || misaligned(v))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "q, k and v must be 16-byte aligned (float4 loads)");
+    if (!std::isfinite(softmax_scale))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "softmax_scale must be finite");
+    const float scale = softmax_scale > 0.0f ? softmax_scale : 1.0f / std::sqrt(float(D));
+    return check_launch(attention::launch_forward(q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, scale, stream), fn, shapes);
+}

@@ -1,0 +1,20 @@
+// attention.cuh: the internal launcher of attention.cu, for the dev file's validation and timing.
+#pragma once
+#include "cuda_compat.cuh"
+
+namespace onestep {
+namespace attention {
+
+constexpr int kRowsPerBlock = 32;  // query rows per block (Br)
+constexpr int kKeysPerTile = 32;   // keys per K/V tile (Bc): one key per lane when scoring
+constexpr int kWarps = 4;          // each warp owns kRowsPerBlock / kWarps query rows
+
+// Dynamic shared memory the kernel needs for head dim D.
+size_t shared_bytes(int D);
+
+// q (B,H,Tq,D), k/v (B,H,Tk,D), o (B,H,Tq,D), lse (B,H,Tq); softmax_scale already resolved (> 0).
+cudaError_t launch_forward(const float* q, const float* k, const float* v, float* o, float* lse, int B, int H, int Tq,
+                           int Tk, int D, const int* kv_len, float softmax_scale, cudaStream_t stream);
+
+}  // namespace attention
+}  // namespace onestep

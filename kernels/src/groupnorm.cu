@@ -1,0 +1,323 @@
+// groupnorm.cu: group normalization over NHWC activations (Wu & He 2018, "Group Normalization", Eq. 1-4),
+// fused with the U-Net's time-embedding modulation and SiLU, forward and backward.
+//
+// Forward (the winner of kernels/dev/groupnorm_forward.cu, version 3): two kernels.
+//   1. statistics: one block per (n, g) streams the group's HW * C/G values once, each thread keeping a
+//      Welford accumulator, merged across the warp by shuffles and across warps through shared memory
+//      (Chan et al. pairwise merge); writes mean and rstd = 1/sqrt(var + eps), var the biased variance
+//      as in the paper's Eq. 3-4. fp32 throughout: Welford keeps it accurate where E[x^2] - E[x]^2 cancels.
+//   2. normalize + affine (+ scale/shift, + SiLU): one grid-stride elementwise pass over all N*HW*C values,
+//      float4 loads when C % 4 == 0 and the pointers are 16-byte aligned. A separate pass parallelizes over
+//      the whole tensor instead of over the N*G groups, which on small batches leaves most SMs idle.
+//   u = (xhat * gamma + beta) * (1 + scale[n,c]) + shift[n,c];  y = SiLU(u) or u.
+//
+// Backward (the winner of kernels/dev/groupnorm_backward.cu, version 2): one block per (n, g); threads form
+// a (channel, pixel-row) grid so each thread keeps per-channel partial sums in registers. With
+// dxhat = dyp * gamma, the input gradient is (Wu & He's normalization differentiated):
+//   dx = rstd * (dxhat - mean_g(dxhat) - xhat * mean_g(dxhat * xhat)),
+// and the parameter/modulation gradients are sums over pixels:
+//   du = dy * SiLU'(u),  dshift[n,c] = sum_p du,  dscale[n,c] = sum_p du * yp,  dyp = du * (1 + scale[n,c]),
+//   dbeta[c] += sum_{n,p} dyp,  dgamma[c] += sum_{n,p} dyp * xhat     (yp = xhat * gamma + beta).
+// dgamma/dbeta accumulate across the N blocks of a group with atomicAdd (summation order therefore varies
+// run to run within fp32 rounding); dx, dscale, dshift are assigned.
+#include "groupnorm.cuh"
+#include "reduce.cuh"
+#include "status.cuh"
+
+#include <cstdint>
+#include <cstdio>
+
+namespace onestep {
+namespace groupnorm {
+
+__device__ __forceinline__ float sigmoid(float u) { return 1.0f / (1.0f + __expf(-u)); }
+
+// ---- forward, pass 1: statistics ---------------------------------------------------------------------
+template <bool VEC4>
+__global__ void stats_kernel(const float* __restrict__ x, float* __restrict__ mean, float* __restrict__ rstd,
+                             int HW, int C, int G, float eps) {
+    __shared__ Welford scratch[32];
+    const int n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
+    const float* base = x + (long long)n * HW * C + (long long)g * Cg;
+    Welford w{0.0f, 0.0f, 0.0f};
+    if (VEC4) {
+        const int cv = Cg / 4;
+        const long long m = (long long)HW * cv;
+        for (long long i = threadIdx.x; i < m; i += blockDim.x) {
+            const long long p = i / cv;
+            const int c = int(i - p * cv) * 4;
+            const float4 v = *reinterpret_cast<const float4*>(base + p * C + c);
+            welford_add(w, v.x);
+            welford_add(w, v.y);
+            welford_add(w, v.z);
+            welford_add(w, v.w);
+        }
+    } else {
+        const long long m = (long long)HW * Cg;
+        for (long long i = threadIdx.x; i < m; i += blockDim.x) {
+            const long long p = i / Cg;
+            const int c = int(i - p * Cg);
+            welford_add(w, base[p * C + c]);
+        }
+    }
+    w = block_welford(w, scratch);
+    if (threadIdx.x == 0) {
+        mean[blockIdx.x] = w.mean;
+        rstd[blockIdx.x] = rsqrtf(w.m2 / w.n + eps);
+    }
+}
+
+// ---- forward, pass 2: normalize, affine, modulation, activation --------------------------------------
+template <bool EMB, bool SILU>
+__device__ __forceinline__ float apply_one(float x, int n, int c, int C, int G, int Cg, const float* mean,
+                                           const float* rstd, const float* gamma, const float* beta,
+                                           const float* scale, const float* shift) {
+    const int ng = n * G + c / Cg;
+    float u = (x - mean[ng]) * rstd[ng] * gamma[c] + beta[c];
+    if (EMB) u = u * (1.0f + scale[(long long)n * C + c]) + shift[(long long)n * C + c];
+    if (SILU) u = u * sigmoid(u);
+    return u;
+}
+
+template <bool EMB, bool SILU, bool VEC4>
+__global__ void apply_kernel(const float* __restrict__ x, const float* __restrict__ mean,
+                             const float* __restrict__ rstd, const float* __restrict__ gamma,
+                             const float* __restrict__ beta, const float* __restrict__ scale,
+                             const float* __restrict__ shift, float* __restrict__ y, int N, int HW, int C, int G) {
+    const int Cg = C / G;
+    const long long total = (long long)N * HW * C;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    if (VEC4) {
+        for (long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 4; i < total; i += stride * 4) {
+            const int n = int(i / ((long long)HW * C));
+            const int c = int(i % C);
+            const float4 v = *reinterpret_cast<const float4*>(x + i);
+            float4 r;
+            r.x = apply_one<EMB, SILU>(v.x, n, c + 0, C, G, Cg, mean, rstd, gamma, beta, scale, shift);
+            r.y = apply_one<EMB, SILU>(v.y, n, c + 1, C, G, Cg, mean, rstd, gamma, beta, scale, shift);
+            r.z = apply_one<EMB, SILU>(v.z, n, c + 2, C, G, Cg, mean, rstd, gamma, beta, scale, shift);
+            r.w = apply_one<EMB, SILU>(v.w, n, c + 3, C, G, Cg, mean, rstd, gamma, beta, scale, shift);
+            *reinterpret_cast<float4*>(y + i) = r;
+        }
+    } else {
+        for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+            const int n = int(i / ((long long)HW * C));
+            const int c = int(i % C);
+            y[i] = apply_one<EMB, SILU>(x[i], n, c, C, G, Cg, mean, rstd, gamma, beta, scale, shift);
+        }
+    }
+}
+
+static bool aligned16(const void* p) { return p == nullptr || (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+static unsigned grid_for(long long work, int block) {
+    // Enough blocks to fill any current GPU several times over; the grid-stride loop covers the rest.
+    const long long blocks = (work + block - 1) / block;
+    return unsigned(blocks < (1 << 16) ? (blocks > 0 ? blocks : 1) : (1 << 16));
+}
+
+template <bool EMB, bool SILU>
+static cudaError_t launch_apply(const float* x, const float* mean, const float* rstd, const float* gamma,
+                                const float* beta, const float* scale, const float* shift, float* y, int N, int HW,
+                                int C, int G, int block, cudaStream_t stream) {
+    const long long total = (long long)N * HW * C;
+    const bool vec4 = C % 4 == 0 && aligned16(x) && aligned16(y);
+    if (vec4)
+        return launch(apply_kernel<EMB, SILU, true>, dim3(grid_for(total / 4, block)), dim3(block), 0, stream, x,
+                      mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G);
+    return launch(apply_kernel<EMB, SILU, false>, dim3(grid_for(total, block)), dim3(block), 0, stream, x, mean,
+                  rstd, gamma, beta, scale, shift, y, N, HW, C, G);
+}
+
+cudaError_t launch_forward(const float* x, const float* gamma, const float* beta, const float* scale,
+                           const float* shift, float* y, float* mean, float* rstd, int N, int HW, int C, int G,
+                           float eps, bool silu, int stats_block, int apply_block, cudaStream_t stream) {
+    const int Cg = C / G;
+    const bool vec4 = Cg % 4 == 0 && aligned16(x);
+    cudaError_t e = vec4 ? launch(stats_kernel<true>, dim3(N * G), dim3(stats_block), 0, stream, x, mean, rstd,
+                                  HW, C, G, eps)
+                         : launch(stats_kernel<false>, dim3(N * G), dim3(stats_block), 0, stream, x, mean, rstd,
+                                  HW, C, G, eps);
+    if (e != cudaSuccess) return e;
+    const bool emb = scale != nullptr;
+    if (emb && silu) return launch_apply<true, true>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, stream);
+    if (emb) return launch_apply<true, false>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, stream);
+    if (silu) return launch_apply<false, true>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, stream);
+    return launch_apply<false, false>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, stream);
+}
+
+// ---- backward ----------------------------------------------------------------------------------------
+constexpr int kBackwardMaxBlock = 1024;
+
+// Recomputes the forward's intermediates for one element and returns dyp (gradient of yp = xhat*gamma+beta)
+// and du (gradient of u, the pre-activation).
+template <bool EMB, bool SILU>
+__device__ __forceinline__ void backward_one(float dy, float xhat, float gm, float bt, float s, float sh, float& du,
+                                             float& dyp, float& yp) {
+    yp = xhat * gm + bt;
+    du = dy;
+    if (SILU) {
+        const float u = EMB ? yp * (1.0f + s) + sh : yp;
+        const float sg = sigmoid(u);
+        du = dy * sg * (1.0f + u * (1.0f - sg));
+    }
+    dyp = EMB ? du * (1.0f + s) : du;
+}
+
+template <bool EMB, bool SILU>
+__global__ void backward_kernel(const float* __restrict__ dy, const float* __restrict__ x,
+                                const float* __restrict__ mean, const float* __restrict__ rstd,
+                                const float* __restrict__ gamma, const float* __restrict__ beta,
+                                const float* __restrict__ scale, const float* __restrict__ shift,
+                                float* __restrict__ dx, float* __restrict__ dgamma, float* __restrict__ dbeta,
+                                float* __restrict__ dscale, float* __restrict__ dshift, int HW, int C, int G) {
+    __shared__ float part[4][kBackwardMaxBlock];
+    __shared__ float scratch[32];
+    const int n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
+    const int bx = Cg < 32 ? Cg : 32;  // threads across channels: coalesced when the group is wide
+    const int rows = blockDim.x / bx;  // threads across pixels
+    const int tx = threadIdx.x % bx, ty = threadIdx.x / bx;
+    const bool row_active = ty < rows;
+    const long long base = (long long)n * HW * C + (long long)g * Cg;
+    const float mu = mean[blockIdx.x], rs = rstd[blockIdx.x];
+
+    float sum_dxhat = 0.0f, sum_dxhat_xhat = 0.0f;
+    for (int c0 = 0; c0 < Cg; c0 += bx) {
+        const int c = c0 + tx;
+        const int cc = g * Cg + c;
+        float a_dshift = 0.0f, a_dscale = 0.0f, a_dbeta = 0.0f, a_dgamma = 0.0f;
+        if (row_active && c < Cg) {
+            const float gm = gamma[cc], bt = beta[cc];
+            const float s = EMB ? scale[(long long)n * C + cc] : 0.0f;
+            const float sh = EMB ? shift[(long long)n * C + cc] : 0.0f;
+            for (int p = ty; p < HW; p += rows) {
+                const long long i = base + (long long)p * C + c;
+                const float xhat = (x[i] - mu) * rs;
+                float du, dyp, yp;
+                backward_one<EMB, SILU>(dy[i], xhat, gm, bt, s, sh, du, dyp, yp);
+                a_dshift += du;
+                a_dscale += du * yp;
+                a_dbeta += dyp;
+                a_dgamma += dyp * xhat;
+                const float dxhat = dyp * gm;
+                sum_dxhat += dxhat;
+                sum_dxhat_xhat += dxhat * xhat;
+            }
+        }
+        __syncthreads();  // the previous chunk's readers are done with part[]
+        part[0][threadIdx.x] = a_dshift;
+        part[1][threadIdx.x] = a_dscale;
+        part[2][threadIdx.x] = a_dbeta;
+        part[3][threadIdx.x] = a_dgamma;
+        __syncthreads();
+        if (ty == 0 && c < Cg) {
+            float r0 = 0.0f, r1 = 0.0f, r2 = 0.0f, r3 = 0.0f;
+            for (int r = 0; r < rows; r++) {
+                r0 += part[0][r * bx + tx];
+                r1 += part[1][r * bx + tx];
+                r2 += part[2][r * bx + tx];
+                r3 += part[3][r * bx + tx];
+            }
+            if (EMB) {
+                dshift[(long long)n * C + cc] = r0;
+                dscale[(long long)n * C + cc] = r1;
+            }
+            atomicAdd(dbeta + cc, r2);
+            atomicAdd(dgamma + cc, r3);
+        }
+    }
+    const float inv_m = 1.0f / ((float)HW * (float)Cg);
+    const float mean_dxhat = block_sum(sum_dxhat, scratch) * inv_m;
+    const float mean_dxhat_xhat = block_sum(sum_dxhat_xhat, scratch) * inv_m;
+
+    for (int c0 = 0; c0 < Cg; c0 += bx) {
+        const int c = c0 + tx;
+        if (!row_active || c >= Cg) continue;
+        const int cc = g * Cg + c;
+        const float gm = gamma[cc], bt = beta[cc];
+        const float s = EMB ? scale[(long long)n * C + cc] : 0.0f;
+        const float sh = EMB ? shift[(long long)n * C + cc] : 0.0f;
+        for (int p = ty; p < HW; p += rows) {
+            const long long i = base + (long long)p * C + c;
+            const float xhat = (x[i] - mu) * rs;
+            float du, dyp, yp;
+            backward_one<EMB, SILU>(dy[i], xhat, gm, bt, s, sh, du, dyp, yp);
+            dx[i] = rs * (dyp * gm - mean_dxhat - xhat * mean_dxhat_xhat);
+        }
+    }
+}
+
+cudaError_t launch_backward(const float* dy, const float* x, const float* mean, const float* rstd,
+                            const float* gamma, const float* beta, const float* scale, const float* shift, float* dx,
+                            float* dgamma, float* dbeta, float* dscale, float* dshift, int N, int HW, int C, int G,
+                            bool silu, int block, cudaStream_t stream) {
+    const dim3 grid(N * G), threads(block);
+    const bool emb = scale != nullptr;
+    if (emb && silu)
+        return launch(backward_kernel<true, true>, grid, threads, 0, stream, dy, x, mean, rstd, gamma, beta, scale,
+                      shift, dx, dgamma, dbeta, dscale, dshift, HW, C, G);
+    if (emb)
+        return launch(backward_kernel<true, false>, grid, threads, 0, stream, dy, x, mean, rstd, gamma, beta, scale,
+                      shift, dx, dgamma, dbeta, dscale, dshift, HW, C, G);
+    if (silu)
+        return launch(backward_kernel<false, true>, grid, threads, 0, stream, dy, x, mean, rstd, gamma, beta, scale,
+                      shift, dx, dgamma, dbeta, dscale, dshift, HW, C, G);
+    return launch(backward_kernel<false, false>, grid, threads, 0, stream, dy, x, mean, rstd, gamma, beta, scale,
+                  shift, dx, dgamma, dbeta, dscale, dshift, HW, C, G);
+}
+
+// Common shape checks of forward and backward; returns ONESTEP_OK or records the error.
+static onestep_status check_shape(const char* fn, const char* shapes, int N, int HW, int C, int G) {
+    if (N <= 0 || HW <= 0 || C <= 0 || G <= 0)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "every dimension must be positive");
+    if (C % G != 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "C must be a multiple of G");
+    if ((long long)N * G > 0x7fffffffLL)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "N * G exceeds the grid limit");
+    return ONESTEP_OK;
+}
+
+}  // namespace groupnorm
+}  // namespace onestep
+
+using namespace onestep;
+
+extern "C" onestep_status onestep_groupnorm_forward(const float* x, const float* gamma, const float* beta,
+                                                    const float* scale, const float* shift, float* y, float* mean,
+                                                    float* rstd, int N, int HW, int C, int G, float eps,
+                                                    int apply_silu, cudaStream_t stream) {
+    const char* fn = "onestep_groupnorm_forward";
+    char shapes[96];
+    std::snprintf(shapes, sizeof shapes, "N=%d, HW=%d, C=%d, G=%d", N, HW, C, G);
+    if (onestep_status s = groupnorm::check_shape(fn, shapes, N, HW, C, G)) return s;
+    if (!x || !gamma || !beta || !y || !mean || !rstd)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "x, gamma, beta, y, mean and rstd must be non-null");
+    if ((scale == nullptr) != (shift == nullptr))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "scale and shift must both be given or both be NULL");
+    if (!(eps > 0.0f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be positive (got %g)", eps);
+    return check_launch(groupnorm::launch_forward(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps,
+                                                  apply_silu != 0, groupnorm::kStatsBlock, groupnorm::kApplyBlock,
+                                                  stream),
+                        fn, shapes);
+}
+
+extern "C" onestep_status onestep_groupnorm_backward(const float* dy, const float* x, const float* mean,
+                                                     const float* rstd, const float* gamma, const float* beta,
+                                                     const float* scale, const float* shift, float* dx, float* dgamma,
+                                                     float* dbeta, float* dscale, float* dshift, int N, int HW, int C,
+                                                     int G, int apply_silu, cudaStream_t stream) {
+    const char* fn = "onestep_groupnorm_backward";
+    char shapes[96];
+    std::snprintf(shapes, sizeof shapes, "N=%d, HW=%d, C=%d, G=%d", N, HW, C, G);
+    if (onestep_status s = groupnorm::check_shape(fn, shapes, N, HW, C, G)) return s;
+    if (!dy || !x || !mean || !rstd || !gamma || !beta || !dx || !dgamma || !dbeta)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
+                    "dy, x, mean, rstd, gamma, beta, dx, dgamma and dbeta must be non-null");
+    const bool emb = scale != nullptr;
+    if (emb != (shift != nullptr) || emb != (dscale != nullptr) || emb != (dshift != nullptr))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
+                    "scale, shift, dscale and dshift must all be given or all be NULL");
+    return check_launch(groupnorm::launch_backward(dy, x, mean, rstd, gamma, beta, scale, shift, dx, dgamma, dbeta,
+                                                   dscale, dshift, N, HW, C, G, apply_silu != 0,
+                                                   groupnorm::kBackwardBlock, stream),
+                        fn, shapes);
+}

@@ -1,0 +1,24 @@
+// groupnorm.cuh: the internal launchers of groupnorm.cu, with the block sizes as parameters so the
+// dev files (kernels/dev/groupnorm_*.cu) can sweep them; the C API uses the defaults below.
+#pragma once
+#include "cuda_compat.cuh"
+
+namespace onestep {
+namespace groupnorm {
+
+constexpr int kStatsBlock = 256;     // chosen by the sweep in kernels/dev/groupnorm_forward.cu
+constexpr int kApplyBlock = 256;
+constexpr int kBackwardBlock = 256;  // chosen by the sweep in kernels/dev/groupnorm_backward.cu
+
+// Block sizes: multiples of 32 up to 1024.
+cudaError_t launch_forward(const float* x, const float* gamma, const float* beta, const float* scale,
+                           const float* shift, float* y, float* mean, float* rstd, int N, int HW, int C, int G,
+                           float eps, bool silu, int stats_block, int apply_block, cudaStream_t stream);
+
+cudaError_t launch_backward(const float* dy, const float* x, const float* mean, const float* rstd,
+                            const float* gamma, const float* beta, const float* scale, const float* shift, float* dx,
+                            float* dgamma, float* dbeta, float* dscale, float* dshift, int N, int HW, int C, int G,
+                            bool silu, int block, cudaStream_t stream);
+
+}  // namespace groupnorm
+}  // namespace onestep

@@ -1,0 +1,79 @@
+// reduce.cuh: warp and block reductions used by several kernels (sum, max, Welford statistics).
+// Block reductions assume blockDim.x is a multiple of 32 and at most 1024 and that every thread of
+// the block calls them (they contain __syncthreads).
+#pragma once
+#include "cuda_compat.cuh"
+
+namespace onestep {
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+
+// Sum over the block, returned to every thread. `scratch` holds >= 32 floats of shared memory; the
+// leading __syncthreads lets a caller reuse the same scratch for consecutive reductions.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? scratch[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+// Running statistics of a stream of values: count, mean and the sum of squared deviations M2
+// (Welford 1962). Merging two of them is Chan, Golub & LeVeque's pairwise update, which keeps the
+// variance accurate where E[x^2] - E[x]^2 would cancel catastrophically (large mean, small spread).
+struct Welford {
+    float n, mean, m2;
+};
+
+__device__ __forceinline__ void welford_add(Welford& w, float x) {
+    w.n += 1.0f;
+    const float d = x - w.mean;
+    w.mean += __fdividef(d, w.n);
+    w.m2 += d * (x - w.mean);
+}
+
+__device__ __forceinline__ Welford welford_merge(Welford a, Welford b) {
+    const float n = a.n + b.n;
+    if (n == 0.0f) return a;
+    const float d = b.mean - a.mean;
+    const float fb = __fdividef(b.n, n);
+    Welford r;
+    r.n = n;
+    r.mean = a.mean + d * fb;
+    r.m2 = a.m2 + b.m2 + d * d * a.n * fb;
+    return r;
+}
+
+__device__ __forceinline__ Welford warp_welford(Welford w) {
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        Welford o;
+        o.n = __shfl_xor_sync(0xffffffffu, w.n, offset);
+        o.mean = __shfl_xor_sync(0xffffffffu, w.mean, offset);
+        o.m2 = __shfl_xor_sync(0xffffffffu, w.m2, offset);
+        w = welford_merge(w, o);
+    }
+    return w;
+}
+
+// Welford statistics over the whole block, returned to every thread. `scratch` holds >= 32 Welfords.
+__device__ __forceinline__ Welford block_welford(Welford w, Welford* scratch) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+    w = warp_welford(w);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = w;
+    __syncthreads();
+    w = lane < nwarps ? scratch[lane] : Welford{0.0f, 0.0f, 0.0f};
+    return warp_welford(w);
+}
+
+}  // namespace onestep

@@ -1,0 +1,25 @@
+// status.cu: the per-thread last-error message behind onestep_last_error_message().
+#include "status.cuh"
+
+#include <cstdarg>
+#include <cstdio>
+
+namespace {
+thread_local char g_message[512] = "";
+}
+
+namespace onestep {
+
+onestep_status fail(onestep_status code, const char* function, const char* shapes, const char* fmt, ...) {
+    int n = std::snprintf(g_message, sizeof g_message, "%s(%s): ", function, shapes);
+    if (n < 0 || n >= (int)sizeof g_message) return code;
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(g_message + n, sizeof g_message - n, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+}  // namespace onestep
+
+extern "C" const char* onestep_last_error_message(void) { return g_message; }

@@ -1,0 +1,19 @@
+// status.cuh: error reporting shared by the API functions. Each function checks its arguments first
+// (so a bad shape is reported by name, not as an illegal address later) and turns a launch error into
+// ONESTEP_ERROR_CUDA with the CUDA error's name in the message.
+#pragma once
+#include "onestep_kernels.h"
+#include "cuda_compat.cuh"
+
+namespace onestep {
+
+// Records "<function>(<shapes>): <reason>" as this thread's last error and returns `code`.
+onestep_status fail(onestep_status code, const char* function, const char* shapes, const char* fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+inline onestep_status check_launch(cudaError_t e, const char* function, const char* shapes) {
+    if (e == cudaSuccess) return ONESTEP_OK;
+    return fail(ONESTEP_ERROR_CUDA, function, shapes, "%s: %s", cudaGetErrorName(e), cudaGetErrorString(e));
+}
+
+}  // namespace onestep

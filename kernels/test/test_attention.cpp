@@ -1,0 +1,131 @@
+// test_attention.cpp: the fused attention forward of kernels/src/attention.cu, through the CUDA emulation,
+// against a double-precision softmax(Q K^T * scale) V on random shapes: every supported head dim, token
+// counts that are not multiples of the 32-row / 32-key tiles, cross attention (Tq != Tk), per-batch key
+// lengths including 0 (a fully masked row must give o = 0 and lse = -inf, not NaN), and scores large
+// enough that a softmax without the running max would overflow.
+#include "onestep_kernels.h"
+#include "test_common.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+using ktest::expect;
+using ktest::expect_close;
+using std::vector;
+
+namespace {
+
+struct Case {
+    int B, H, Tq, Tk, D;
+    double qk_std;  // spread of q and k: large values give large scores
+    bool use_kv_len;
+};
+
+void reference(const Case& c, const vector<float>& q, const vector<float>& k, const vector<float>& v,
+               const vector<int>& kv_len, double scale, vector<double>& o, vector<double>& lse) {
+    o.assign(size_t(c.B) * c.H * c.Tq * c.D, 0.0);
+    lse.assign(size_t(c.B) * c.H * c.Tq, -INFINITY);
+    vector<double> s(c.Tk);
+    for (int b = 0; b < c.B; b++)
+        for (int h = 0; h < c.H; h++) {
+            const size_t bh = size_t(b) * c.H + h;
+            const int len = c.use_kv_len ? std::max(0, std::min(kv_len[b], c.Tk)) : c.Tk;
+            for (int i = 0; i < c.Tq; i++) {
+                if (len == 0) continue;  // o = 0, lse = -inf
+                double mx = -INFINITY;
+                for (int j = 0; j < len; j++) {
+                    double dot = 0;
+                    for (int d = 0; d < c.D; d++)
+                        dot += double(q[(bh * c.Tq + i) * c.D + d]) * double(k[(bh * c.Tk + j) * c.D + d]);
+                    s[j] = dot * scale;
+                    mx = std::max(mx, s[j]);
+                }
+                double sum = 0;
+                for (int j = 0; j < len; j++) sum += std::exp(s[j] - mx);
+                for (int j = 0; j < len; j++) {
+                    const double p = std::exp(s[j] - mx) / sum;
+                    for (int d = 0; d < c.D; d++) o[(bh * c.Tq + i) * c.D + d] += p * double(v[(bh * c.Tk + j) * c.D + d]);
+                }
+                lse[bh * c.Tq + i] = mx + std::log(sum);
+            }
+        }
+}
+
+// cudaMalloc-like 256-byte-aligned copies, as the kernel's float4 loads require.
+struct Buf {
+    float* p;
+    size_t n;
+    explicit Buf(const vector<float>& v) : p(static_cast<float*>(std::aligned_alloc(256, (v.size() * 4 + 255) / 256 * 256))), n(v.size()) {
+        std::memcpy(p, v.data(), v.size() * 4);
+    }
+    explicit Buf(size_t count, float fill) : p(static_cast<float*>(std::aligned_alloc(256, (count * 4 + 255) / 256 * 256))), n(count) {
+        for (size_t i = 0; i < count; i++) p[i] = fill;
+    }
+    ~Buf() { std::free(p); }
+};
+
+void check_case(const Case& c, uint64_t seed) {
+    std::printf("  B=%d H=%d Tq=%d Tk=%d D=%d qk_std=%g kv_len=%d\n", c.B, c.H, c.Tq, c.Tk, c.D, c.qk_std, c.use_kv_len);
+    ktest::Rng rng(seed);
+    vector<float> q = rng.normals(size_t(c.B) * c.H * c.Tq * c.D, 0, c.qk_std);
+    vector<float> k = rng.normals(size_t(c.B) * c.H * c.Tk * c.D, 0, c.qk_std);
+    vector<float> v = rng.normals(size_t(c.B) * c.H * c.Tk * c.D);
+    vector<int> kv_len(c.B);
+    // Batch 0 sees no key at all when lengths are used; the others see random prefixes, some past Tk.
+    for (int b = 0; b < c.B; b++) kv_len[b] = b == 0 ? 0 : rng.range(1, c.Tk + 40);
+    Buf dq(q), dk(k), dv(v), dout(q.size(), NAN), dlse(size_t(c.B) * c.H * c.Tq, NAN);
+    const double scale = 1.0 / std::sqrt(double(c.D));
+    const onestep_status st = onestep_attention_forward(dq.p, dk.p, dv.p, dout.p, dlse.p, c.B, c.H, c.Tq, c.Tk, c.D,
+                                                        c.use_kv_len ? kv_len.data() : nullptr, 0.0f, nullptr);
+    if (!expect(st == ONESTEP_OK, "attention returned an error: %s", onestep_last_error_message())) return;
+    vector<double> o, lse;
+    reference(c, q, k, v, kv_len, scale, o, lse);
+    expect_close("o", dout.p, o.data(), o.size(), 2e-5, 2e-4);
+    // lse: equal infinities compare equal; finite values by tolerance.
+    vector<double> lse_cmp(lse);
+    vector<float> got(dlse.p, dlse.p + dlse.n);
+    for (size_t i = 0; i < lse.size(); i++)
+        if (std::isinf(lse[i]) && got[i] == float(lse[i])) lse_cmp[i] = 0, got[i] = 0;
+    expect_close("lse", got.data(), lse_cmp.data(), got.size(), 2e-5, 2e-5);
+}
+
+void check_argument_errors() {
+    Buf b(4096, 0.0f);
+    expect(onestep_attention_forward(b.p, b.p, b.p, b.p, b.p, 1, 1, 4, 4, 96, nullptr, 0.f, nullptr) == ONESTEP_ERROR_UNSUPPORTED,
+           "head dim 96 was accepted%s");
+    expect(std::strstr(onestep_last_error_message(), "onestep_attention_forward(B=1, H=1, Tq=4, Tk=4, D=96)") != nullptr,
+           "message does not name the kernel and shapes: %s", onestep_last_error_message());
+    expect(onestep_attention_forward(b.p + 1, b.p, b.p, b.p, b.p, 1, 1, 4, 4, 32, nullptr, 0.f, nullptr) ==
+               ONESTEP_ERROR_INVALID_ARGUMENT,
+           "a misaligned q was accepted%s");
+    expect(onestep_attention_forward(b.p, b.p, b.p, b.p, b.p, 1, 1, 0, 4, 32, nullptr, 0.f, nullptr) ==
+               ONESTEP_ERROR_INVALID_ARGUMENT,
+           "Tq = 0 was accepted%s");
+}
+
+}  // namespace
+
+int main() {
+    const auto start = std::chrono::steady_clock::now();
+    check_argument_errors();
+    const Case cases[] = {
+        {1, 1, 1, 1, 32, 1.0, false},      // one token
+        {2, 3, 17, 45, 32, 1.0, false},    // ragged query and key tiles, cross attention
+        {1, 2, 64, 64, 64, 1.0, false},    // whole tiles
+        {1, 1, 33, 100, 128, 1.0, false},  // D = 128 (above 48 KiB of shared memory)
+        {3, 2, 50, 70, 64, 1.0, true},     // per-batch key lengths, batch 0 fully masked
+        {2, 1, 40, 33, 32, 4.0, true},     // scores of order +-100: overflows without the running max
+        {1, 1, 20, 1100, 32, 1.0, false},  // many key tiles
+    };
+    uint64_t seed = 100;
+    for (const Case& c : cases) check_case(c, seed++);
+    ktest::Rng rng(77);
+    const int dims[] = {32, 64, 128};
+    for (int i = 0; i < 4; i++)
+        check_case(Case{rng.range(1, 2), rng.range(1, 3), rng.range(1, 90), rng.range(1, 90), dims[rng.range(0, 2)], 1.0,
+                        rng.range(0, 1) == 1},
+                   seed++);
+    return ktest::finish("test_attention", start);
+}

@@ -1,0 +1,196 @@
+// test_emu.cpp: the CUDA emulation itself. Each check is a kernel whose result on a GPU is known
+// (shuffle and ballot semantics, shared-memory tiles behind barriers, index coverage of 3-D grids,
+// atomics, launch-configuration errors), plus misuse that must abort with a message rather than hang:
+// run in a forked child whose exit signal and stderr are inspected.
+#include "cuda_compat.cuh"
+#include "test_common.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+using ktest::expect;
+
+namespace {
+
+__global__ void shuffle_kernel(int* out) {
+    const int t = threadIdx.x, lane = t % 32;
+    int* o = out + t * 6;
+    o[0] = __shfl_xor_sync(0xffffffffu, t, 5);
+    o[1] = __shfl_down_sync(0xffffffffu, t, 3);
+    o[2] = __shfl_up_sync(0xffffffffu, t, 2);
+    o[3] = __shfl_sync(0xffffffffu, t, 7);
+    o[4] = __shfl_xor_sync(0xffffffffu, t, 1, 8);  // width 8 segments
+    o[5] = (int)__ballot_sync(0xffffffffu, lane % 3 == 0);
+}
+
+void check_shuffles() {
+    std::vector<int> out(64 * 6, -1);
+    onestep::launch(shuffle_kernel, dim3(1), dim3(64), 0, nullptr, out.data());
+    bool ok = true;
+    unsigned ballot = 0;
+    for (int l = 0; l < 32; l++)
+        if (l % 3 == 0) ballot |= 1u << l;
+    for (int t = 0; t < 64; t++) {
+        const int lane = t % 32, w = t - lane;
+        const int* o = out.data() + t * 6;
+        ok &= o[0] == (w + (lane ^ 5));
+        ok &= o[1] == (lane + 3 < 32 ? t + 3 : t);
+        ok &= o[2] == (lane >= 2 ? t - 2 : t);
+        ok &= o[3] == w + 7;
+        ok &= o[4] == w + (lane ^ 1);
+        ok &= (unsigned)o[5] == ballot;
+    }
+    expect(ok, "warp shuffles/ballot returned values a GPU would not%s");
+}
+
+// Reverses each block's 256-element slice through shared memory: wrong without the barrier.
+__global__ void reverse_kernel(const float* in, float* out) {
+    __shared__ float tile[256];
+    const int i = blockIdx.x * 256 + threadIdx.x;
+    tile[threadIdx.x] = in[i];
+    __syncthreads();
+    out[i] = tile[255 - threadIdx.x];
+}
+
+void check_shared_and_barrier() {
+    std::vector<float> in(1024), out(1024, -1.0f);
+    for (int i = 0; i < 1024; i++) in[i] = float(i);
+    onestep::launch(reverse_kernel, dim3(4), dim3(256), 0, nullptr, in.data(), out.data());
+    bool ok = true;
+    for (int b = 0; b < 4; b++)
+        for (int t = 0; t < 256; t++) ok &= out[b * 256 + t] == in[b * 256 + 255 - t];
+    expect(ok, "shared-memory reversal across a barrier is wrong%s");
+}
+
+__global__ void dynamic_shared_kernel(float* out, int write_first) {
+    ONESTEP_DYNAMIC_SHARED(float, buf);
+    if (write_first) buf[threadIdx.x] = float(threadIdx.x);
+    __syncthreads();
+    out[threadIdx.x] = buf[(threadIdx.x + 1) % blockDim.x];
+}
+
+void check_dynamic_shared() {
+    std::vector<float> out(64);
+    onestep::launch(dynamic_shared_kernel, dim3(1), dim3(64), 64 * sizeof(float), nullptr, out.data(), 1);
+    bool ok = true;
+    for (int t = 0; t < 64; t++) ok &= out[t] == float((t + 1) % 64);
+    expect(ok, "dynamic shared memory does not hold what the block wrote%s");
+    onestep::launch(dynamic_shared_kernel, dim3(1), dim3(64), 64 * sizeof(float), nullptr, out.data(), 0);
+    expect(std::isnan(out[0]), "unwritten dynamic shared memory is not poisoned with NaN%s");
+}
+
+__global__ void coverage_kernel(int* hits, int nx, int ny) {
+    const int x = blockIdx.x * blockDim.x + threadIdx.x;
+    const int y = blockIdx.y * blockDim.y + threadIdx.y;
+    const int z = blockIdx.z * blockDim.z + threadIdx.z;
+    atomicAdd(hits + (z * ny + y) * nx + x, 1);
+}
+
+__global__ void atomic_kernel(float* sum, int* mx) {
+    atomicAdd(sum, 0.5f);
+    atomicMax(mx, int(blockIdx.x * blockDim.x + threadIdx.x));
+}
+
+void check_indices_and_atomics() {
+    const int nx = 2 * 8, ny = 3 * 4, nz = 2 * 2;
+    std::vector<int> hits(nx * ny * nz, 0);
+    onestep::launch(coverage_kernel, dim3(2, 3, 2), dim3(8, 4, 2), 0, nullptr, hits.data(), nx, ny);
+    bool ok = true;
+    for (int h : hits) ok &= h == 1;
+    expect(ok, "a 3-D grid of 3-D blocks does not visit every index exactly once%s");
+    float sum = 0.0f;
+    int mx = -1;
+    onestep::launch(atomic_kernel, dim3(5), dim3(96), 0, nullptr, &sum, &mx);
+    expect(sum == 240.0f && mx == 479, "atomicAdd/atomicMax results are wrong%s");
+}
+
+__global__ void big_shared_kernel(float* out) {
+    ONESTEP_DYNAMIC_SHARED(float, buf);
+    buf[threadIdx.x] = 1.0f;
+    out[0] = buf[0];
+}
+
+void check_launch_errors() {
+    float out = 0.0f;
+    cudaError_t e = onestep::launch(big_shared_kernel, dim3(1), dim3(1025), 0, nullptr, &out);
+    expect(e == cudaErrorInvalidConfiguration, "a 1025-thread block was accepted%s");
+    e = onestep::launch(big_shared_kernel, dim3(1), dim3(32), 64 * 1024, nullptr, &out);
+    expect(e == cudaErrorInvalidValue, "64 KiB of dynamic shared memory without the opt-in was accepted%s");
+    cudaFuncSetAttribute(big_shared_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024);
+    e = onestep::launch(big_shared_kernel, dim3(1), dim3(32), 64 * 1024, nullptr, &out);
+    expect(e == cudaSuccess && out == 1.0f, "64 KiB of dynamic shared memory after the opt-in failed%s");
+}
+
+// ---- misuse: each must abort with a message naming the problem --------------------------------------
+__global__ void divergent_barrier_kernel() {
+    if (threadIdx.x < 16) __syncthreads();
+}
+__global__ void exited_before_barrier_kernel() {
+    if (threadIdx.x >= 32) return;
+    __syncthreads();
+}
+__global__ void mixed_barrier_kernel(float* out) {
+    if (threadIdx.x % 32 < 16) out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+    else __syncthreads();
+}
+__global__ void partial_warp_kernel(float* out) { out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 16); }
+__global__ void outside_mask_kernel(float* out) {
+    if (threadIdx.x < 16) out[threadIdx.x] = __shfl_xor_sync(0x0000ffffu, 1.0f, 16);
+}
+
+void expect_abort(const char* what, const char* needle, const std::function<void()>& body) {
+    std::fflush(stdout);
+    int fds[2];
+    if (pipe(fds) != 0) std::abort();
+    const pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        alarm(20);  // a hang fails the check instead of the whole CTest run
+        body();
+        _exit(0);
+    }
+    close(fds[1]);
+    std::string err;
+    char buf[512];
+    ssize_t k;
+    while ((k = read(fds[0], buf, sizeof buf)) > 0) err.append(buf, size_t(k));
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    const bool aborted = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+    const bool named = err.find(needle) != std::string::npos;
+    expect(aborted && named, "%s", (std::string(what) + ": did not abort with \"" + needle + "\"; stderr: " + err).c_str());
+}
+
+void check_misuse() {
+    float out[64];
+    expect_abort("__syncthreads in a branch", "not reached by every thread",
+                 [] { onestep::launch(divergent_barrier_kernel, dim3(1), dim3(64), 0, nullptr); });
+    expect_abort("__syncthreads after some threads exited", "not reached by every thread",
+                 [] { onestep::launch(exited_before_barrier_kernel, dim3(1), dim3(64), 0, nullptr); });
+    expect_abort("half a warp at a shuffle, half at __syncthreads", "deadlock",
+                 [&] { onestep::launch(mixed_barrier_kernel, dim3(1), dim3(64), 0, nullptr, out); });
+    expect_abort("full-mask shuffle in a 48-thread block", "do not exist",
+                 [&] { onestep::launch(partial_warp_kernel, dim3(1), dim3(48), 0, nullptr, out); });
+    expect_abort("shuffle reading a lane outside its mask", "outside the shuffle mask",
+                 [&] { onestep::launch(outside_mask_kernel, dim3(1), dim3(32), 0, nullptr, out); });
+}
+
+}  // namespace
+
+int main() {
+    const auto start = std::chrono::steady_clock::now();
+    check_shuffles();
+    check_shared_and_barrier();
+    check_dynamic_shared();
+    check_indices_and_atomics();
+    check_launch_errors();
+    check_misuse();
+    return ktest::finish("test_emu", start);
+}
