@@ -32,9 +32,15 @@ public final class UNetCheckpoint {
     }
 
     /** A loaded network and the checkpoint's metadata. */
-    public record Loaded(UNet net, Map<String, String> metadata, Path path) {
+    public record Loaded(UNet net, Map<String, String> metadata, Path path) implements AutoCloseable {
         public String role() {
             return metadata.getOrDefault(ROLE, "teacher");
+        }
+
+        /** Frees the network's parameters. */
+        @Override
+        public void close() {
+            net.close();
         }
     }
 

@@ -40,7 +40,7 @@ public record UNetConfig(
             "up_block_types", "block_out_channels", "layers_per_block", "mid_block_scale_factor", "downsample_padding",
             "downsample_type", "upsample_type", "dropout", "act_fn", "attention_head_dim", "norm_num_groups",
             "attn_norm_num_groups", "norm_eps", "resnet_time_scale_shift", "add_attention", "class_embed_type",
-            "num_class_embeds", "num_train_timesteps", "attention_legacy_order");
+            "num_class_embeds", "num_train_timesteps", "attention_legacy_order", "mid_block_type", "time_embedding_dim");
 
     /** Bookkeeping keys diffusers writes; ignored. */
     private static final Set<String> IGNORED = Set.of("_class_name", "_diffusers_version", "_name_or_path");
@@ -142,6 +142,8 @@ public record UNetConfig(
         require(m, "act_fn", "silu");
         require(m, "class_embed_type", null);
         require(m, "attention_legacy_order", false);
+        require(m, "mid_block_type", "UNetMidBlock2D");
+        require(m, "time_embedding_dim", null);
         Object sample = m.getOrDefault("sample_size", null);
         int sampleSize = sample == null ? 0 : sample instanceof List<?> l
                 ? (l.size() == 2 && l.get(0).equals(l.get(1)) ? intOf("sample_size", l.get(0))
