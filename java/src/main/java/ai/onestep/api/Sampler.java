@@ -31,8 +31,8 @@ import java.util.function.IntConsumer;
  * in its checkpoint).
  */
 public final class Sampler implements AutoCloseable {
-    /** Checkpoint metadata key for a student's multistep time points: "2:0.8;4:2.5,0.8,0.2" style (steps:taus). */
-    public static final String TIMEPOINTS = "onestep.consistency.timepoints";
+    /** See {@link ConsistencySampler#TIMEPOINTS}. */
+    public static final String TIMEPOINTS = ConsistencySampler.TIMEPOINTS;
 
     private final UNetCheckpoint.Loaded model;
     private final Ops ops;

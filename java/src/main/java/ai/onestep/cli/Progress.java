@@ -2,19 +2,33 @@ package ai.onestep.cli;
 
 import ai.onestep.diffusion.TrainingProgress;
 import java.util.Locale;
+import me.tongfei.progressbar.ConsoleProgressBarConsumer;
 import me.tongfei.progressbar.ProgressBar;
 import me.tongfei.progressbar.ProgressBarBuilder;
 import me.tongfei.progressbar.ProgressBarStyle;
 
-/** A terminal progress bar (me.tongfei:progressbar) with the loss, steps/s, ETA and the last note. */
+/**
+ * Progress of long work. On a terminal: a progress bar (me.tongfei:progressbar) with the loss, steps/s, ETA and
+ * the last note. Otherwise (a log file, CI): one plain line about every 5% or 30 seconds, so logs stay readable.
+ */
 final class Progress implements TrainingProgress, AutoCloseable {
     private final ProgressBar bar;
+    private final String task;
+    private final long max;
+    private final long t0 = System.nanoTime();
+    private long start = -1;
+    private long lastLine;
+    private long lastStep;
     private String lastNote = "";
 
     Progress(String task, long max, long start) {
-        bar = new ProgressBarBuilder().setTaskName(task).setInitialMax(max).startsFrom(start, java.time.Duration.ZERO)
-                .setStyle(ProgressBarStyle.ASCII).setUpdateIntervalMillis(500).showSpeed()
-                .setConsumer(new me.tongfei.progressbar.ConsoleProgressBarConsumer(System.err)).build();
+        this.task = task;
+        this.max = max;
+        boolean terminal = System.console() != null && System.console().isTerminal();
+        bar = terminal ? new ProgressBarBuilder().setTaskName(task).setInitialMax(max)
+                .startsFrom(start, java.time.Duration.ZERO).setStyle(ProgressBarStyle.ASCII)
+                .setUpdateIntervalMillis(500).showSpeed().setConsumer(new ConsoleProgressBarConsumer(System.err))
+                .build() : null;
     }
 
     @Override
@@ -22,12 +36,31 @@ final class Progress implements TrainingProgress, AutoCloseable {
         if (note != null) {
             lastNote = note;
         }
-        bar.stepTo(step);
-        bar.setExtraMessage(String.format(Locale.ROOT, "loss %.4f %s", loss, lastNote));
+        if (start < 0) {
+            start = step - 1;
+        }
+        if (bar != null) {
+            bar.stepTo(step);
+            bar.setExtraMessage(String.format(Locale.ROOT, "loss %.4f %s", loss, lastNote));
+            return;
+        }
+        long now = System.nanoTime();
+        boolean due = step == max || step - lastStep >= Math.max(1, max / 20) || now - lastLine > 30_000_000_000L;
+        if (due) {
+            double secs = (now - t0) / 1e9;
+            double rate = (step - start) / Math.max(secs, 1e-9);
+            long eta = rate > 0 ? (long) ((max - step) / rate) : 0;
+            System.err.printf(Locale.ROOT, "%s %d/%d  loss %.4f  %.2f steps/s  ETA %d:%02d:%02d  %s%n", task, step, max,
+                    loss, rate, eta / 3600, eta / 60 % 60, eta % 60, lastNote);
+            lastLine = now;
+            lastStep = step;
+        }
     }
 
     @Override
     public void close() {
-        bar.close();
+        if (bar != null) {
+            bar.close();
+        }
     }
 }

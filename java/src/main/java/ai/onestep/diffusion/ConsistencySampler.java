@@ -11,6 +11,9 @@ import java.util.Arrays;
  * evaluation per step.
  */
 public final class ConsistencySampler {
+    /** Checkpoint metadata key for a student's multistep re-noising times: {@code "2:0.82;4:5.2,1.1,0.3"} (steps:taus). */
+    public static final String TIMEPOINTS = "onestep.consistency.timepoints";
+
     private ConsistencySampler() {
     }
 

@@ -1,0 +1,313 @@
+package ai.onestep.diffusion;
+
+import ai.onestep.backend.Ops;
+import ai.onestep.data.ImageDataset;
+import ai.onestep.model.Classifier;
+import ai.onestep.model.Context;
+import ai.onestep.model.UNet;
+import ai.onestep.model.UNetCheckpoint;
+import ai.onestep.nn.AdamSettings;
+import ai.onestep.nn.AdamW;
+import ai.onestep.nn.GradientClipping;
+import ai.onestep.nn.LearningRateSchedule;
+import ai.onestep.nn.Optimizer;
+import ai.onestep.nn.Parameter;
+import ai.onestep.nn.RAdam;
+import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorArena;
+import ai.onestep.tensor.TensorException;
+import ai.onestep.tensor.Workspace;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.SplittableRandom;
+import java.util.function.ToDoubleFunction;
+
+/**
+ * Consistency distillation (Song, Dhariwal, Chen & Sutskever 2023, "Consistency Models", Algorithm 2), per step:
+ * <pre>
+ *   x ~ data;  n ~ U{1, ..., N-1};  z ~ N(0, I);  x_{n+1} = x + t_{n+1} z
+ *   x_hat_n = one Heun step of the teacher from t_{n+1} to t_n                       (2 teacher evaluations)
+ *   L = lambda(t_n) d( f_theta(x_{n+1}, t_{n+1}), stopgrad f_theta-(x_hat_n, t_n) )
+ *   theta <- optimizer step on L;   theta- <- mu theta- + (1 - mu) theta            (the EMA target)
+ * </pre>
+ * with the grid t_1 = eps < ... < t_N = T of EDM's formula ({@link KarrasSchedule#consistencyGrid}). The student
+ * and the target see the same dropout masks (one seed per step). The distance d is l2, pseudo-Huber (Song &amp;
+ * Dhariwal 2023, c = 0.00054 sqrt(dim)) or an LPIPS-like distance on the in-domain classifier's activations;
+ * lambda is 1 or 1 / (t_{n+1} - t_n) (Song &amp; Dhariwal 2023).
+ *
+ * <p>Every {@code validateEvery} steps the student's 1- and 2-step samples from a fixed noise set are scored by a
+ * caller-given FID; the best checkpoint is kept (consistency distillation is known to degrade if run too long) and
+ * training stops after {@code patience} validations without improvement.
+ */
+public final class ConsistencyDistiller {
+    public enum Distance { L2, PSEUDO_HUBER, FEATURE }
+
+    public enum Weighting { UNIFORM, INVERSE_STEP }
+
+    public record Options(long steps, int batch, int gridN, double mu, Distance distance, Weighting weighting,
+                          boolean radam, double lr, double clip, long seed, long validateEvery, int patience,
+                          int validationSamples) {
+        public static Options defaults() {
+            return new Options(2000, 16, 18, 0.95, Distance.PSEUDO_HUBER, Weighting.UNIFORM, true, 1e-4, 1.0, 1, 200, 4, 256);
+        }
+    }
+
+    /** Scores a set of samples (N, H, W, C) in [-1, 1]; lower is better (FID-FMNIST in practice). */
+    public interface Validator extends ToDoubleFunction<Tensor> {
+    }
+
+    /** What a validation saw. */
+    public record Validation(long step, double fid1, double fid2) {
+        double score() {
+            return (fid1 + fid2) / 2;
+        }
+    }
+
+    private final Ops ops;
+    private final UNet student;
+    private final UNet target;
+    private final EdmDenoiser teacher;
+    private final ImageDataset data;
+    private final Classifier features;
+    private final Options o;
+    private final Path out;
+    private final Map<String, String> meta;
+    private final List<Validation> history = new ArrayList<>();
+
+    /**
+     * @param student trainable (with gradients), initialized (from the teacher's weights, or sliced from them)
+     * @param target  the EMA target, same config as the student, initialized to the student's weights
+     * @param features the classifier for the feature distance (null unless {@link Distance#FEATURE})
+     */
+    public ConsistencyDistiller(Ops ops, UNet student, UNet target, EdmDenoiser teacher, ImageDataset data,
+                                Classifier features, Options options, Path out, Map<String, String> metadata) {
+        this.ops = ops;
+        this.student = student;
+        this.target = target;
+        this.teacher = teacher;
+        this.data = data;
+        this.features = features;
+        this.o = options;
+        this.out = out;
+        this.meta = metadata;
+        var tc = teacher.net().config();
+        var sc = student.config();
+        if (sc.inChannels() != tc.inChannels() || sc.sampleSize() != tc.sampleSize()) {
+            throw new IllegalArgumentException("distill: the student (" + sc.inChannels() + " channels, size "
+                    + sc.sampleSize() + ") does not produce the teacher's images (" + tc.inChannels() + ", " + tc.sampleSize() + ")");
+        }
+        if (data.channels() != tc.inChannels() || data.height() != tc.sampleSize() || data.width() != tc.sampleSize()) {
+            throw new IllegalArgumentException("distill: " + data.source() + " has " + data.height() + "x" + data.width()
+                    + "x" + data.channels() + " images but the teacher's config expects " + tc.sampleSize() + "x"
+                    + tc.sampleSize() + "x" + tc.inChannels());
+        }
+        if (options.distance() == Distance.FEATURE && features == null) {
+            throw new IllegalArgumentException("distill: the feature distance needs the in-domain classifier");
+        }
+        if (options.gridN() < 2) {
+            throw new IllegalArgumentException("distill: N must be >= 2, got " + options.gridN());
+        }
+    }
+
+    public List<Validation> history() {
+        return history;
+    }
+
+    /** Runs the distillation; returns the best validation (or null when validation is off). */
+    public Validation run(Validator fid, TrainingProgress progress) {
+        double[] t = KarrasSchedule.consistencyGrid(o.gridN());
+        int b = o.batch();
+        int[] shape = {b, data.height(), data.width(), data.channels()};
+        int dim = data.height() * data.width() * data.channels();
+        float huberC = (float) (0.00054 * Math.sqrt(dim));
+        LearningRateSchedule schedule = LearningRateSchedule.constant(o.lr());
+        Validation best = null;
+        int stale = 0;
+        try (Optimizer opt = o.radam() ? new RAdam(ops, student.parameters(), AdamSettings.adam(0f))
+                : new AdamW(ops, student.parameters(), AdamSettings.adam(0f));
+             Workspace ws = new Workspace(); Workspace tws = new Workspace(); Workspace fws = new Workspace();
+             TensorArena scratch = new TensorArena()) {
+            EdmDenoiser teacherDen = new EdmDenoiser(teacher.net(), ops, tws);
+            Tensor weights = scratch.allocate(Layout.ROWS, b);
+            Tensor xn1 = scratch.allocate(Layout.NHWC, shape);
+            Tensor xhat = scratch.allocate(Layout.NHWC, shape);
+            Tensor xp = scratch.allocate(Layout.NHWC, shape);
+            Tensor den = scratch.allocate(Layout.NHWC, shape);
+            Tensor d1 = scratch.allocate(Layout.NHWC, shape);
+            Tensor fTarget = scratch.allocate(Layout.NHWC, shape);
+            for (long step = 0; step < o.steps(); step++) {
+                SplittableRandom r = Noise.stream(o.seed(), step);
+                int[] idx = new int[b];
+                double[] tn = new double[b], tn1 = new double[b];
+                for (int i = 0; i < b; i++) {
+                    idx[i] = r.nextInt(data.count());
+                    int n = r.nextInt(o.gridN() - 1);
+                    tn[i] = t[n];
+                    tn1[i] = t[n + 1];
+                    weights.set(i, (float) (o.weighting() == Weighting.UNIFORM ? 1 : 1 / (tn1[i] - tn[i])));
+                }
+                Tensor x0 = scratch.allocate(Layout.NHWC, shape);
+                data.batch(idx, false, r, x0);
+                // x_{n+1} = x + t_{n+1} z
+                Noise.gaussian(xn1, r.nextLong(), 0);
+                for (int i = 0; i < b; i++) {
+                    Tensor s = xn1.slice(i, i + 1);
+                    ops.scale(s, (float) tn1[i], s);
+                }
+                ops.add(xn1, x0, xn1);
+                // One Heun step of the teacher from t_{n+1} to t_n (Karras et al. 2022, Algorithm 1, lines 5-8).
+                teacherDen.denoise(xn1, tn1, null, den);
+                for (int i = 0; i < b; i++) {
+                    double h = tn[i] - tn1[i];
+                    Tensor xi = xn1.slice(i, i + 1), di = d1.slice(i, i + 1), pi = xp.slice(i, i + 1);
+                    ops.scale(xi, (float) (1 / tn1[i]), di);
+                    ops.axpy((float) (-1 / tn1[i]), den.slice(i, i + 1), di);
+                    pi.copyFrom(xi);
+                    ops.axpy((float) h, di, pi);
+                }
+                teacherDen.denoise(xp, tn, null, den);
+                for (int i = 0; i < b; i++) {
+                    double h = tn[i] - tn1[i];
+                    Tensor hi = xhat.slice(i, i + 1);
+                    hi.copyFrom(xn1.slice(i, i + 1));
+                    ops.axpy((float) (h / 2), d1.slice(i, i + 1), hi);
+                    ops.axpy((float) (h / 2 / tn[i]), xp.slice(i, i + 1), hi);
+                    ops.axpy((float) (-h / 2 / tn[i]), den.slice(i, i + 1), hi);
+                }
+                long dropoutSeed = r.nextLong();
+                // The target f_theta-(x_hat_n, t_n), with the student's dropout masks, no gradient.
+                tws.reset();
+                Context tc = new Context(ops, tws, true, dropoutSeed);
+                Tensor ft = new EdmDenoiser(target, ops, tws).forward(tc, xhat, tn, null);
+                ConsistencyDenoiser.combine(ops, xhat, ft, tn, fTarget);
+                // The student f_theta(x_{n+1}, t_{n+1}), with gradients.
+                ws.reset();
+                student.parameters().zeroGrad();
+                Context sc = new Context(ops, ws, true, dropoutSeed);
+                EdmDenoiser sd = new EdmDenoiser(student, ops, ws);
+                Tensor fs = sd.forward(sc, xn1, tn1, null);
+                Tensor fOut = ws.allocate(Layout.NHWC, shape);
+                ConsistencyDenoiser.combine(ops, xn1, fs, tn1, fOut);
+                Tensor dOut = ws.allocate(Layout.NHWC, shape);
+                double loss;
+                try {
+                    loss = switch (o.distance()) {
+                        case L2 -> ops.mseLoss(fOut, fTarget, weights, dOut);
+                        case PSEUDO_HUBER -> ops.pseudoHuberLoss(fOut, fTarget, weights, huberC, dOut);
+                        case FEATURE -> featureLoss(fws, ws, fOut, fTarget, weights, dOut);
+                    };
+                } catch (TensorException e) {
+                    throw new TrainingStopped(step, "distillation stopped at step " + (step + 1)
+                            + ": the student's output is not finite; " + (best != null
+                            ? "the best checkpoint " + out + " (step " + best.step() + ") is kept" : "no checkpoint was written"));
+                }
+                // dL/dF = c_out(t_{n+1}) dL/df (the consistency scaling), then the network's backward.
+                Tensor dF = ws.allocate(Layout.NHWC, shape);
+                for (int i = 0; i < b; i++) {
+                    ops.scale(dOut.slice(i, i + 1), (float) ConsistencyParameterization.cOut(tn1[i]), dF.slice(i, i + 1));
+                }
+                student.backward(sc, dF);
+                double norm = GradientClipping.clipByGlobalNorm(student.parameters(), o.clip(), ops);
+                if (!Double.isFinite(norm) || !Double.isFinite(loss)) {
+                    throw new TrainingStopped(step, "distillation stopped at step " + (step + 1) + ": loss " + loss
+                            + ", gradient norm " + norm + "; " + (best != null ? "the best checkpoint " + out
+                            + " (step " + best.step() + ") is kept" : "no checkpoint was written"));
+                }
+                opt.step(schedule.lr(step + 1));
+                // theta- <- mu theta- + (1 - mu) theta: the target follows the student (Algorithm 2, last line).
+                for (Parameter p : target.parameters()) {
+                    ops.ema(p.value(), student.parameters().get(p.name()).value(), (float) o.mu());
+                }
+                long done = step + 1;
+                String note = null;
+                boolean last = done == o.steps();
+                if (fid != null && o.validateEvery() > 0 && (done % o.validateEvery() == 0 || last)) {
+                    Validation v = validate(fid, done);
+                    history.add(v);
+                    note = String.format(Locale.ROOT, "FID 1-step %.2f 2-step %.2f", v.fid1(), v.fid2());
+                    if (best == null || v.score() < best.score()) {
+                        best = v;
+                        stale = 0;
+                        save(done, v);
+                        note += " (best, saved)";
+                    } else if (++stale >= o.patience()) {
+                        progress.step(done, loss, note + " (no improvement in " + stale + ": early stop)");
+                        break;
+                    }
+                } else if (fid == null && (last || done % Math.max(1, o.validateEvery()) == 0)) {
+                    save(done, null);
+                    note = "saved";
+                }
+                progress.step(done, loss, note);
+            }
+            return best;
+        }
+    }
+
+    /** The default 2-step time point: the middle of the consistency grid (cf. the ImageNet-64 choice 22 of 40). */
+    public static double defaultTau(int gridN) {
+        return KarrasSchedule.consistencyGrid(gridN)[gridN / 2];
+    }
+
+    private Validation validate(Validator fid, long step) {
+        int n = o.validationSamples();
+        try (Workspace vws = new Workspace(); TensorArena a = new TensorArena()) {
+            ConsistencyDenoiser f = new ConsistencyDenoiser(student, ops, vws);
+            Tensor x = a.allocate(Layout.NHWC, n, data.height(), data.width(), data.channels());
+            Noise.gaussian(x, 12345, 0);
+            ops.scale(x, (float) ConsistencyParameterization.T_MAX, x);
+            Tensor x2 = a.copyOf(x);
+            ConsistencySampler.sample(ops, f, x, new double[0], null, 12345, 0);
+            double fid1 = fid.applyAsDouble(x);
+            ConsistencySampler.sample(ops, f, x2, new double[] {defaultTau(o.gridN())}, null, 12345, 0);
+            double fid2 = fid.applyAsDouble(x2);
+            return new Validation(step, fid1, fid2);
+        }
+    }
+
+    /**
+     * An LPIPS-like distance (Zhang et al. 2018) on the in-domain classifier: the mean squared difference of the
+     * four GN+SiLU stages' activations, plus the pixel l2, each stage weighted equally; weighted per sample.
+     */
+    private double featureLoss(Workspace fws, Workspace ws, Tensor pred, Tensor tgt, Tensor weights, Tensor dPred) {
+        fws.reset();
+        Context infer = Context.inference(ops, fws);
+        Classifier.Activations at = features.forward(infer, tgt);
+        List<Tensor> targetStages = new ArrayList<>();
+        for (Tensor s : at.stages()) {
+            Tensor copy = ws.allocate(s.layout(), s.shape());
+            copy.copyFrom(s);
+            targetStages.add(copy);
+        }
+        Context train = new Context(ops, ws, true, 0);
+        Classifier.Activations ap = features.forward(train, pred);
+        double loss = ops.mseLoss(pred, tgt, weights, dPred);
+        List<Tensor> dStages = new ArrayList<>();
+        for (int i = 0; i < targetStages.size(); i++) {
+            Tensor d = ws.allocate(ap.stages().get(i).layout(), ap.stages().get(i).shape());
+            loss += ops.mseLoss(ap.stages().get(i), targetStages.get(i), weights, d);
+            dStages.add(d);
+        }
+        Tensor dLogits = ws.allocateZeroed(Layout.ROWS, ap.logits().shape());
+        Tensor dx = features.backward(train, dLogits, dStages);
+        ops.axpy(1f, dx, dPred);
+        return loss;
+    }
+
+    private void save(long step, Validation v) {
+        Map<String, String> m = new LinkedHashMap<>(meta);
+        m.put(UNetCheckpoint.ROLE, "student");
+        m.put("onestep.train.step", Long.toString(step));
+        m.put("onestep.distill.options", o.toString());
+        if (v != null) {
+            m.put("onestep.distill.fid", String.format(Locale.ROOT, "1-step %.4f, 2-step %.4f", v.fid1(), v.fid2()));
+        }
+        m.putIfAbsent(ConsistencySampler.TIMEPOINTS, "2:" + defaultTau(o.gridN()));
+        UNetCheckpoint.save(out, student, m, null);
+    }
+}
