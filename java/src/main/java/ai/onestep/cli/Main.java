@@ -9,7 +9,8 @@ import picocli.CommandLine.Command;
 /** The {@code onestep} command line. Each subcommand is one class in this package. */
 @Command(name = "onestep", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = "Distil diffusion models into consistency models and sample them with minimal latency.",
-        subcommands = {TrainTeacher.class, Distill.class, Sample.class, Eval.class, Info.class, Denoise.class, TrainClassifier.class,
+        subcommands = {Demo.class, TrainTeacher.class, Distill.class, Timepoints.class, Sample.class, Eval.class, ReportCmd.class,
+            Info.class, Denoise.class, TrainClassifier.class,
             SystemInfo.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @CommandLine.Spec

@@ -1,0 +1,51 @@
+package ai.onestep.cli;
+
+import ai.onestep.diffusion.ConsistencySampler;
+import ai.onestep.eval.FeatureNet;
+import ai.onestep.eval.FidStats;
+import ai.onestep.eval.Frechet;
+import ai.onestep.eval.TimepointSearch;
+import ai.onestep.model.UNetCheckpoint;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+
+@Command(name = "timepoints", mixinStandardHelpOptions = true,
+        description = "Greedy search of a student's 2- and 4-step re-noising times by validation FID-FMNIST; stores them "
+                + "in the checkpoint's metadata (used by default by sample, eval and report).")
+final class Timepoints implements Callable<Integer> {
+    @Mixin
+    Common common;
+
+    @Option(names = "--model", required = true) Path model;
+    @Option(names = "--N", defaultValue = "18", description = "The grid the candidates come from.") int gridN;
+    @Option(names = "--n", defaultValue = "256", description = "Samples per candidate FID.") int n;
+    @Option(names = "--max-steps", defaultValue = "4") int maxSteps;
+
+    @Override
+    public Integer call() {
+        System.out.println(search(common, model, gridN, n, maxSteps));
+        return 0;
+    }
+
+    static String search(Common common, Path model, int gridN, int n, int maxSteps) {
+        Common.requireFile(model, "student");
+        var ops = common.ops();
+        Frechet.Stats ref = FidStats.load(Common.requireFile(Common.model("fmnist-fid-stats.safetensors"), "FID statistics"));
+        try (UNetCheckpoint.Loaded l = UNetCheckpoint.load(model, false);
+             FeatureNet f = FeatureNet.load(Common.requireFile(Common.model("fmnist-classifier.safetensors"), "classifier"), ops)) {
+            if (!l.role().equals("student")) {
+                throw new IllegalArgumentException(model + " is a " + l.role() + "; time points belong to students");
+            }
+            String spec = TimepointSearch.search(ops, l.net(), gridN, maxSteps, n, 777,
+                    x -> Frechet.distance(Frechet.stats(f.features(x)), ref), System.err::println);
+            var meta = new LinkedHashMap<>(l.metadata());
+            meta.put(ConsistencySampler.TIMEPOINTS, spec);
+            UNetCheckpoint.save(model, l.net(), meta, null);
+            return spec;
+        }
+    }
+}
