@@ -211,7 +211,7 @@ public final class ConsistencyDistiller {
                 for (int i = 0; i < b; i++) {
                     ops.scale(dOut.slice(i, i + 1), (float) ConsistencyParameterization.cOut(tn1[i]), dF.slice(i, i + 1));
                 }
-                student.backward(sc, dF);
+                student.backward(sc, dF, false);
                 double norm = GradientClipping.clipByGlobalNorm(student.parameters(), o.clip(), ops);
                 if (!Double.isFinite(norm) || !Double.isFinite(loss)) {
                     throw new TrainingStopped(step, "distillation stopped at step " + (step + 1) + ": loss " + loss
@@ -294,7 +294,7 @@ public final class ConsistencyDistiller {
             dStages.add(d);
         }
         Tensor dLogits = ws.allocateZeroed(Layout.ROWS, ap.logits().shape());
-        Tensor dx = features.backward(train, dLogits, dStages);
+        Tensor dx = features.backward(train, dLogits, dStages, true);
         ops.axpy(1f, dx, dPred);
         return loss;
     }

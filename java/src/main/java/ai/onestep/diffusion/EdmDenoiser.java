@@ -62,7 +62,7 @@ public final class EdmDenoiser implements Denoiser {
         for (int i = 0; i < dD.dim(0); i++) {
             c.ops.scale(dD.slice(i, i + 1), (float) Edm.cOut(sigma[i]), dF.slice(i, i + 1));
         }
-        net.backward(c, dF);
+        net.backward(c, dF, false);
     }
 
     public UNet net() {

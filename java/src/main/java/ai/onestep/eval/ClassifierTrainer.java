@@ -41,7 +41,7 @@ public final class ClassifierTrainer {
                 Classifier.Activations a = net.forward(c, x);
                 Tensor dLogits = ws.allocate(Layout.ROWS, a.logits().shape());
                 double loss = Classifier.crossEntropy(a.logits(), labels, dLogits);
-                net.backward(c, dLogits, null);
+                net.backward(c, dLogits, null, false);
                 opt.step(schedule.lr(step + 1));
                 progress.step(step + 1, loss, null);
             }

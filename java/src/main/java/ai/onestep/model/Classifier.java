@@ -95,8 +95,11 @@ public final class Classifier implements AutoCloseable {
         return new Activations(stages, feat, logits);
     }
 
-    /** Backward from the logits' gradient (and optionally extra gradients on the stages, null for none). */
-    public Tensor backward(Context c, Tensor dLogits, List<Tensor> dStages) {
+    /**
+     * Backward from the logits' gradient (and optionally extra gradients on the stages, null for none); returns the
+     * image gradient when {@code needDx}, else null.
+     */
+    public Tensor backward(Context c, Tensor dLogits, List<Tensor> dStages, boolean needDx) {
         Tensor dFeat = fc.backward(c, dLogits);
         Tensor h = pooledIn;
         Tensor dh = c.like(h);
@@ -107,7 +110,7 @@ public final class Classifier implements AutoCloseable {
             if (dStages != null && dStages.get(i) != null) {
                 c.ops.axpy(1f, dStages.get(i), dh);
             }
-            dh = convs.get(i).backward(c, norms.get(i).backward(c, dh));
+            dh = convs.get(i).backward(c, norms.get(i).backward(c, dh), i > 0 || needDx);
         }
         return dh;
     }

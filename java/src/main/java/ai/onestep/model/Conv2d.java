@@ -38,7 +38,12 @@ public final class Conv2d {
 
     /** Returns dx; accumulates the weight and bias gradients. */
     Tensor backward(Context c, Tensor dy) {
-        Tensor dx = c.like(x);
+        return backward(c, dy, true);
+    }
+
+    /** As {@link #backward(Context, Tensor)}; with {@code needDx} false only the parameter gradients (returns null). */
+    Tensor backward(Context c, Tensor dy, boolean needDx) {
+        Tensor dx = needDx ? c.like(x) : null;
         c.ops.conv2dBackward(x, weight.value(), dy, stride, padding, dx, weight.grad(), bias.grad());
         return dx;
     }

@@ -181,6 +181,11 @@ public final class UNet implements AutoCloseable {
 
     /** Backward of the last {@link #forward}: returns dL/dx and accumulates every parameter's gradient. */
     public Tensor backward(Context c, Tensor dy) {
+        return backward(c, dy, true);
+    }
+
+    /** As {@link #backward(Context, Tensor)}; training passes {@code needDx = false} and skips the input gradient. */
+    public Tensor backward(Context c, Tensor dy, boolean needDx) {
         int n = dy.dim(0);
         if (params.list().get(0).grad() == null) {
             throw new IllegalStateException("unet: this instance was built without gradients (inference only)");
@@ -209,7 +214,7 @@ public final class UNet implements AutoCloseable {
             g = down.get(i).backward(c, g, dSkips, first, dTembAct);
         }
         g = DownBlock.merge(c, g, dSkips[0]);
-        Tensor dx = convIn.backward(c, g);
+        Tensor dx = convIn.backward(c, g, needDx);
 
         Tensor dEmb = c.like(emb);
         c.ops.siluBackward(emb, dTembAct, dEmb);
