@@ -17,7 +17,7 @@ final class Progress implements TrainingProgress, AutoCloseable {
     private final long max;
     private final long t0 = System.nanoTime();
     private long start = -1;
-    private long lastLine;
+    private long lastLine = System.nanoTime();
     private long lastStep;
     private String lastNote = "";
 
@@ -45,7 +45,7 @@ final class Progress implements TrainingProgress, AutoCloseable {
             return;
         }
         long now = System.nanoTime();
-        boolean due = step == max || step - lastStep >= Math.max(1, max / 20) || now - lastLine > 30_000_000_000L;
+        boolean due = lastStep == 0 || step == max || step - lastStep >= Math.max(1, max / 20) || now - lastLine > 30_000_000_000L;
         if (due) {
             double secs = (now - t0) / 1e9;
             double rate = (step - start) / Math.max(secs, 1e-9);
