@@ -4,6 +4,7 @@ import ai.onestep.tensor.Tensor;
 import java.lang.foreign.MemorySegment;
 import java.util.Arrays;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -31,9 +32,11 @@ import jdk.incubator.vector.VectorSpecies;
 final class CpuAttention {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
     private static final int L = F.length();
-    /** Key tile width: the widest micro-kernel (4 vectors), so a score row block is one 4 x 4L kernel call. */
+    /** Key tile: in the backward pass the widest micro-kernel (4 vectors); in the forward pass 64 key rows. */
     private static final int BK = 4 * L;
-    /** Query tile height in the backward pass (and the largest in the forward pass). */
+    /** Query tile in the forward pass, on the vector lanes: the widest micro-kernel, 4 vectors. */
+    private static final int BQ_FWD = 4 * L;
+    /** Query tile height in the backward pass. */
     private static final int BQ = 64;
     private static final float NEG_INF = Float.NEGATIVE_INFINITY;
 
@@ -78,89 +81,93 @@ final class CpuAttention {
 
     void attention(Tensor q, Tensor k, Tensor v, int heads, Tensor o, Tensor lse) {
         int n = q.dim(0), t = q.dim(1), c = q.dim(2), hd = c / heads;
-        int tq = roundUp(t, 4), tk = roundUp(t, L), hdp = roundUp(hd, L);
-        // Split the padded query rows into equal tiles of at most BQ rows (a multiple of 4) for balance.
-        int tiles = (tq + BQ - 1) / BQ;
-        int bq = roundUp((tq + tiles - 1) / tiles, 4);
-        int qTiles = (tq + bq - 1) / bq;
+        int tq = roundUp(t, L), qTiles = (tq + BQ_FWD - 1) / BQ_FWD;
         float scale = (float) (1.0 / Math.sqrt(hd));
         MemorySegment qs = q.segment(), ks = k.segment(), vs = v.segment(), os = o.segment(), ls = lse.segment();
         pool.parallelFor(n * heads * qTiles, task -> {
-            int qt = task % qTiles, bh = task / qTiles, b = bh / heads, h = bh % heads;
-            int i0 = qt * bq, qr = Math.min(bq, tq - i0);
-            forwardTile(qs, ks, vs, os, ls, b, h, heads, t, c, hd, hdp, tk, i0, qr, scale);
+            int qt = task % qTiles, bh = task / qTiles;
+            int i0 = qt * BQ_FWD;
+            forwardTile(qs, ks, vs, os, ls, bh / heads, bh % heads, heads, t, c, hd, i0,
+                    Math.min(BQ_FWD, tq - i0), scale);
         });
     }
 
+    /**
+     * Queries {@code [i0, i0 + qw)} of head h of sample b. The tile is computed transposed, queries along the
+     * vector lanes: {@code S^T = K (Q/sqrt(hd))^T} and {@code O^T += V^T P^T}. Then each query's running max and
+     * sum are vectors, the online softmax needs no horizontal reductions, and only the small query tile is
+     * transposed when packing (K and V are copied row by row).
+     */
     private static void forwardTile(MemorySegment qSeg, MemorySegment kSeg, MemorySegment vSeg, MemorySegment oSeg,
-                                    MemorySegment lseSeg, int b, int h, int heads, int t, int c, int hd, int hdp,
-                                    int tk, int i0, int qr, float scale) {
+                                    MemorySegment lseSeg, int b, int h, int heads, int t, int c, int hd, int i0,
+                                    int qw, float scale) {
+        int tk = roundUp(t, 4), hd4 = roundUp(hd, 4);
         Scratch sc = SCRATCH.get();
-        float[] q = sc.q = grow(sc.q, qr * hdp);
-        float[] kt = sc.kt = grow(sc.kt, hd * tk);
-        float[] v = sc.v = grow(sc.v, tk * hdp);
-        float[] s = sc.s = grow(sc.s, qr * BK);
-        float[] acc = sc.acc = grow(sc.acc, qr * hdp);
-        float[] m = sc.m = grow(sc.m, qr);
-        float[] l = sc.l = grow(sc.l, qr);
-        float[] row = sc.row = grow(sc.row, hdp);
+        float[] qT = sc.q = grow(sc.q, hd * qw);
+        float[] k = sc.ks = grow(sc.ks, tk * hd);
+        float[] v = sc.v = grow(sc.v, tk * hd4);
+        float[] s = sc.s = grow(sc.s, BK * qw);
+        float[] acc = sc.acc = grow(sc.acc, hd4 * qw);
+        float[] m = sc.m = grow(sc.m, qw);
+        float[] l = sc.l = grow(sc.l, qw);
+        float[] row = sc.row = grow(sc.row, hd4);
         int col0 = h * hd;
         // The scale goes into Q once instead of into every score.
-        packRows(qSeg, b, t, c, col0, hd, i0, qr, scale, q, hdp);
-        packTransposed(kSeg, b, t, c, col0, hd, kt, tk, row);
-        packRows(vSeg, b, t, c, col0, hd, 0, tk, 1f, v, hdp);
-        Arrays.fill(m, 0, qr, NEG_INF);
-        Arrays.fill(l, 0, qr, 0f);
-        Arrays.fill(acc, 0, qr * hdp, 0f);
+        packTransposed(qSeg, b, t, c, col0, hd, i0, qw, scale, qT, qw, row);
+        packRows(kSeg, b, t, c, col0, hd, 0, tk, 1f, k, hd);
+        packRows(vSeg, b, t, c, col0, hd, 0, tk, 1f, v, hd4);
+        Arrays.fill(m, 0, qw, NEG_INF);
+        Arrays.fill(l, 0, qw, 0f);
+        Arrays.fill(acc, 0, hd4 * qw, 0f);
         for (int j0 = 0; j0 < tk; j0 += BK) {
             int kw = Math.min(BK, tk - j0);
-            scoreTile(q, 0, hdp, kt, j0, tk, s, qr, kw, hd, t);
-            for (int r = 0; r < qr; r++) {
-                onlineSoftmaxRow(s, r * BK, kw, m, l, r, acc, r * hdp, hdp);
+            Arrays.fill(s, 0, kw * qw, 0f);
+            gemm(k, j0 * hd, hd, 1, qT, 0, qw, s, 0, qw, kw, qw, hd);
+            // Padded keys get -inf, so probability 0. Set after the product: 0 * an infinite query would be NaN.
+            if (j0 + kw > t) {
+                Arrays.fill(s, (t - j0) * qw, kw * qw, NEG_INF);
             }
-            gemm(s, 0, BK, 1, v, j0 * hdp, hdp, acc, 0, hdp, qr, hdp, kw);
+            onlineSoftmaxColumns(s, kw, qw, m, l, acc, hd4);
+            gemm(v, j0 * hd4, 1, hd4, s, 0, qw, acc, 0, qw, hd4, qw, kw);
         }
-        int rows = Math.min(qr, t - i0);
-        for (int r = 0; r < rows; r++) {
-            float inv = l[r] == 0f ? 0f : 1f / l[r];
+        int rows = Math.min(qw, t - i0);
+        for (int i = 0; i < rows; i++) {
+            float inv = l[i] == 0f ? 0f : 1f / l[i];
             for (int d = 0; d < hd; d++) {
-                row[d] = acc[r * hdp + d] * inv;
+                row[d] = acc[d * qw + i] * inv;
             }
-            long at = ((long) (b * t + i0 + r) * c + col0) * Float.BYTES;
-            MemorySegment.copy(row, 0, oSeg, Tensor.F32, at, hd);
-            float lse = l[r] == 0f ? NEG_INF : (float) (m[r] + Math.log(l[r]));
-            lseSeg.setAtIndex(Tensor.F32, (long) (b * heads + h) * t + i0 + r, lse);
+            MemorySegment.copy(row, 0, oSeg, Tensor.F32, ((long) (b * t + i0 + i) * c + col0) * Float.BYTES, hd);
+            float lse = l[i] == 0f ? NEG_INF : (float) (m[i] + Math.log(l[i]));
+            lseSeg.setAtIndex(Tensor.F32, (long) (b * heads + h) * t + i0 + i, lse);
         }
     }
 
     /**
-     * One query row's online-softmax step over a new block of scores (FlashAttention-2, Algorithm 1, lines 8-10):
-     * overwrites the scores with {@code exp(s - m_new)}, rescales the running sum and the output row by
-     * {@code exp(m_old - m_new)}. While every score seen is -inf, exponents are taken relative to 0 instead of
-     * the max, so the row stays 0 rather than becoming {@code exp(-inf + inf) = NaN}.
+     * The online-softmax step (FlashAttention-2, Algorithm 1, lines 8-10) for a transposed score tile
+     * {@code s[key * qw + query]}, L queries at a time: {@code m_new = max(m_old, max_j s_j)}, the scores become
+     * {@code exp(s - m_new)}, and the running sum and the output columns are rescaled by {@code exp(m_old - m_new)}.
+     * While every score a query has seen is -inf, exponents are taken relative to 0 instead of the max, so the
+     * query's weights stay 0 rather than becoming {@code exp(-inf + inf) = NaN}.
      */
-    private static void onlineSoftmaxRow(float[] s, int off, int kw, float[] m, float[] l, int r,
-                                         float[] acc, int accOff, int hdp) {
-        FloatVector mx = FloatVector.broadcast(F, NEG_INF);
-        for (int j = 0; j < kw; j += L) {
-            mx = mx.max(FloatVector.fromArray(F, s, off + j));
-        }
-        float mOld = m[r];
-        float mNew = Math.max(mOld, mx.reduceLanes(VectorOperators.MAX));
-        float base = mNew == NEG_INF ? 0f : mNew;
-        FloatVector bv = FloatVector.broadcast(F, base);
-        FloatVector sum = FloatVector.zero(F);
-        for (int j = 0; j < kw; j += L) {
-            FloatVector p = FloatVector.fromArray(F, s, off + j).sub(bv).lanewise(VectorOperators.EXP);
-            p.intoArray(s, off + j);
-            sum = sum.add(p);
-        }
-        float alpha = (float) Math.exp(mOld - base);
-        l[r] = l[r] * alpha + sum.reduceLanes(VectorOperators.ADD);
-        m[r] = mNew;
-        if (alpha != 1f) {
-            for (int d = 0; d < hdp; d += L) {
-                FloatVector.fromArray(F, acc, accOff + d).mul(alpha).intoArray(acc, accOff + d);
+    private static void onlineSoftmaxColumns(float[] s, int kw, int qw, float[] m, float[] l, float[] acc, int hd4) {
+        for (int g = 0; g < qw; g += L) {
+            FloatVector mOld = FloatVector.fromArray(F, m, g);
+            FloatVector mNew = mOld;
+            for (int j = 0; j < kw; j++) {
+                mNew = mNew.max(FloatVector.fromArray(F, s, j * qw + g));
+            }
+            FloatVector base = mNew.blend(0f, mNew.eq(NEG_INF));
+            FloatVector sum = FloatVector.zero(F);
+            for (int j = 0; j < kw; j++) {
+                FloatVector p = exp(FloatVector.fromArray(F, s, j * qw + g).sub(base));
+                p.intoArray(s, j * qw + g);
+                sum = sum.add(p);
+            }
+            FloatVector alpha = exp(mOld.sub(base));
+            alpha.fma(FloatVector.fromArray(F, l, g), sum).intoArray(l, g);
+            mNew.intoArray(m, g);
+            for (int d = 0; d < hd4; d++) {
+                FloatVector.fromArray(F, acc, d * qw + g).mul(alpha).intoArray(acc, d * qw + g);
             }
         }
     }
@@ -197,9 +204,9 @@ final class CpuAttention {
         int col0 = h * hd;
         // Q and K enter dK and dQ scaled (dK = dS^T Q / sqrt(hd), dQ = dS K / sqrt(hd)), and S = (Q / sqrt(hd)) K^T.
         packRows(qSeg, b, t, c, col0, hd, 0, tq, scale, q, hdp);
-        packTransposed(kSeg, b, t, c, col0, hd, kt, tk, row);
+        packTransposed(kSeg, b, t, c, col0, hd, 0, tk, 1f, kt, tk, row);
         packRows(kSeg, b, t, c, col0, hd, 0, tk, scale, ks, hdp);
-        packTransposed(vSeg, b, t, c, col0, hd, vt, tk, row);
+        packTransposed(vSeg, b, t, c, col0, hd, 0, tk, 1f, vt, tk, row);
         packRows(dOSeg, b, t, c, col0, hd, 0, tq, 1f, dOp, hdp);
         // D_i = rowsum(dO_i * O_i) (FlashAttention-2, Algorithm 2, line 4), stored negated so that dP starts at -D.
         for (int i = 0; i < t; i++) {
@@ -260,7 +267,7 @@ final class CpuAttention {
         }
         FloatVector lv = FloatVector.broadcast(F, lse);
         for (int j = 0; j < kw; j += L) {
-            FloatVector.fromArray(F, s, off + j).sub(lv).lanewise(VectorOperators.EXP).intoArray(s, off + j);
+            exp(FloatVector.fromArray(F, s, off + j).sub(lv)).intoArray(s, off + j);
         }
     }
 
@@ -284,18 +291,58 @@ final class CpuAttention {
         Arrays.fill(dst, real * ld, rows * ld, 0f);
     }
 
-    /** Gathers the head's T rows transposed: {@code dst[d * ld + j] = x[b, j, col0 + d]}, columns past T zero. */
-    private static void packTransposed(MemorySegment seg, int b, int t, int c, int col0, int hd, float[] dst, int ld,
-                                       float[] row) {
-        for (int j = 0; j < t; j++) {
-            MemorySegment.copy(seg, Tensor.F32, ((long) (b * t + j) * c + col0) * Float.BYTES, row, 0, hd);
+    /**
+     * Gathers rows {@code [r0, r0 + rows)} of the head transposed and times {@code scale}:
+     * {@code dst[d * ld + r] = scale * x[b, r0 + r, col0 + d]}, columns past T zero.
+     */
+    private static void packTransposed(MemorySegment seg, int b, int t, int c, int col0, int hd, int r0, int rows,
+                                       float scale, float[] dst, int ld, float[] row) {
+        int real = Math.max(0, Math.min(rows, t - r0));
+        for (int r = 0; r < real; r++) {
+            MemorySegment.copy(seg, Tensor.F32, ((long) (b * t + r0 + r) * c + col0) * Float.BYTES, row, 0, hd);
             for (int d = 0; d < hd; d++) {
-                dst[d * ld + j] = row[d];
+                dst[d * ld + r] = row[d] * scale;
             }
         }
         for (int d = 0; d < hd; d++) {
-            Arrays.fill(dst, d * ld + t, d * ld + ld, 0f);
+            Arrays.fill(dst, d * ld + real, d * ld + rows, 0f);
         }
+    }
+
+    private static final float LOG2E = 1.44269504088896341f;
+    /** ln 2 split so that {@code n * LN2_HI} is exact for |n| < 2^9 (Cody and Waite 1980). */
+    private static final float LN2_HI = 0.693359375f;
+    private static final float LN2_LO = -2.12194440e-4f;
+    /** 1.5 * 2^23: adding it rounds a float of magnitude < 2^22 to an integer, which lands in the low mantissa bits. */
+    private static final float ROUND = 12582912f;
+    /** Below this exp(x) is under the smallest normal float (2^-126); those lanes are flushed to 0. */
+    private static final float EXP_MIN = -87.33654f;
+    private static final float EXP_MAX = 88f;
+
+    /**
+     * {@code exp(x)} in float to about 1 ulp, branch-free and inline (the library's vector exp is a call, about
+     * twice as slow here). Cody-Waite reduction {@code x = n ln2 + r}, |r| <= ln2/2, then Cephes' expf minimax
+     * polynomial for {@code e^r}, then {@code 2^n} built in the exponent bits. Lanes below EXP_MIN, -inf included,
+     * give exactly 0, which is what masked and padded scores need.
+     */
+    static FloatVector exp(FloatVector x) {
+        FloatVector xc = x.max(EXP_MIN).min(EXP_MAX);
+        FloatVector shifted = xc.fma(LOG2E, ROUND);
+        FloatVector n = shifted.sub(ROUND);
+        FloatVector r = n.fma(FloatVector.broadcast(F, -LN2_HI), xc);
+        r = n.fma(FloatVector.broadcast(F, -LN2_LO), r);
+        FloatVector p = FloatVector.broadcast(F, 1.9875691500e-4f);
+        p = p.fma(r, FloatVector.broadcast(F, 1.3981999507e-3f));
+        p = p.fma(r, FloatVector.broadcast(F, 8.3334519073e-3f));
+        p = p.fma(r, FloatVector.broadcast(F, 4.1665795894e-2f));
+        p = p.fma(r, FloatVector.broadcast(F, 1.6666665459e-1f));
+        p = p.fma(r, FloatVector.broadcast(F, 5.0000001201e-1f));
+        p = p.mul(r.mul(r)).add(r).add(1f);
+        // The integer n sits in the low mantissa bits of shifted; moving it to the exponent field gives 2^n.
+        IntVector bits = shifted.reinterpretAsInts().sub(Float.floatToRawIntBits(ROUND) - 127)
+                .lanewise(VectorOperators.LSHL, 23);
+        FloatVector result = p.mul(bits.reinterpretAsFloats());
+        return result.blend(0f, x.lt(EXP_MIN));
     }
 
     /**
