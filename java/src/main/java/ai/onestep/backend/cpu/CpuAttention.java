@@ -82,40 +82,56 @@ final class CpuAttention {
     void attention(Tensor q, Tensor k, Tensor v, int heads, Tensor o, Tensor lse) {
         int n = q.dim(0), t = q.dim(1), c = q.dim(2), hd = c / heads;
         int tq = roundUp(t, L), qTiles = (tq + BQ_FWD - 1) / BQ_FWD;
+        // A task packs its head's K and V once for all of its query tiles, so a head is split over several tasks
+        // only as far as needed to give every thread two tasks. The tiles themselves are fixed, and each query's
+        // result depends only on its tile, so the split does not change a bit of the output.
+        int perTask = Math.max(1, qTiles * n * heads / (2 * pool.threads()));
+        int groups = (qTiles + perTask - 1) / perTask;
         float scale = (float) (1.0 / Math.sqrt(hd));
         MemorySegment qs = q.segment(), ks = k.segment(), vs = v.segment(), os = o.segment(), ls = lse.segment();
-        pool.parallelFor(n * heads * qTiles, task -> {
-            int qt = task % qTiles, bh = task / qTiles;
-            int i0 = qt * BQ_FWD;
-            forwardTile(qs, ks, vs, os, ls, bh / heads, bh % heads, heads, t, c, hd, i0,
-                    Math.min(BQ_FWD, tq - i0), scale);
+        pool.parallelFor(n * heads * groups, task -> {
+            int g = task % groups, bh = task / groups;
+            forwardTask(qs, ks, vs, os, ls, bh / heads, bh % heads, heads, t, c, hd, g * perTask,
+                    Math.min(qTiles, (g + 1) * perTask), scale);
         });
     }
 
     /**
-     * Queries {@code [i0, i0 + qw)} of head h of sample b. The tile is computed transposed, queries along the
-     * vector lanes: {@code S^T = K (Q/sqrt(hd))^T} and {@code O^T += V^T P^T}. Then each query's running max and
-     * sum are vectors, the online softmax needs no horizontal reductions, and only the small query tile is
-     * transposed when packing (K and V are copied row by row).
+     * Query tiles {@code [qt0, qt1)} (of BQ_FWD queries each) of head h of sample b. Each tile is computed
+     * transposed, queries along the vector lanes: {@code S^T = K (Q/sqrt(hd))^T} and {@code O^T += V^T P^T}. Then
+     * each query's running max and sum are vectors, the online softmax needs no horizontal reductions, and only the
+     * small query tile is transposed when packing (K and V are copied row by row).
      */
-    private static void forwardTile(MemorySegment qSeg, MemorySegment kSeg, MemorySegment vSeg, MemorySegment oSeg,
-                                    MemorySegment lseSeg, int b, int h, int heads, int t, int c, int hd, int i0,
-                                    int qw, float scale) {
-        int tk = roundUp(t, 4), hd4 = roundUp(hd, 4);
+    private static void forwardTask(MemorySegment qSeg, MemorySegment kSeg, MemorySegment vSeg, MemorySegment oSeg,
+                                    MemorySegment lseSeg, int b, int h, int heads, int t, int c, int hd, int qt0,
+                                    int qt1, float scale) {
+        int tk = roundUp(t, 4), hd4 = roundUp(hd, 4), tq = roundUp(t, L);
         Scratch sc = SCRATCH.get();
-        float[] qT = sc.q = grow(sc.q, hd * qw);
+        float[] qT = sc.q = grow(sc.q, hd * BQ_FWD);
         float[] k = sc.ks = grow(sc.ks, tk * hd);
         float[] v = sc.v = grow(sc.v, tk * hd4);
-        float[] s = sc.s = grow(sc.s, BK * qw);
-        float[] acc = sc.acc = grow(sc.acc, hd4 * qw);
-        float[] m = sc.m = grow(sc.m, qw);
-        float[] l = sc.l = grow(sc.l, qw);
+        float[] s = sc.s = grow(sc.s, BK * BQ_FWD);
+        float[] acc = sc.acc = grow(sc.acc, hd4 * BQ_FWD);
+        float[] m = sc.m = grow(sc.m, BQ_FWD);
+        float[] l = sc.l = grow(sc.l, BQ_FWD);
         float[] row = sc.row = grow(sc.row, hd4);
+        int col0 = h * hd;
+        packRows(kSeg, b, t, c, col0, hd, 0, tk, 1f, k, hd);
+        packRows(vSeg, b, t, c, col0, hd, 0, tk, 1f, v, hd4);
+        for (int qt = qt0; qt < qt1; qt++) {
+            int i0 = qt * BQ_FWD;
+            forwardTile(qSeg, oSeg, lseSeg, b, h, heads, t, c, hd, hd4, tk, i0, Math.min(BQ_FWD, tq - i0), scale,
+                    qT, k, v, s, acc, m, l, row);
+        }
+    }
+
+    private static void forwardTile(MemorySegment qSeg, MemorySegment oSeg, MemorySegment lseSeg, int b, int h,
+                                    int heads, int t, int c, int hd, int hd4, int tk, int i0, int qw, float scale,
+                                    float[] qT, float[] k, float[] v, float[] s, float[] acc, float[] m, float[] l,
+                                    float[] row) {
         int col0 = h * hd;
         // The scale goes into Q once instead of into every score.
         packTransposed(qSeg, b, t, c, col0, hd, i0, qw, scale, qT, qw, row);
-        packRows(kSeg, b, t, c, col0, hd, 0, tk, 1f, k, hd);
-        packRows(vSeg, b, t, c, col0, hd, 0, tk, 1f, v, hd4);
         Arrays.fill(m, 0, qw, NEG_INF);
         Arrays.fill(l, 0, qw, 0f);
         Arrays.fill(acc, 0, hd4 * qw, 0f);
