@@ -10,13 +10,14 @@ import jdk.incubator.vector.VectorSpecies;
 
 /**
  * Multi-head self-attention on the CPU, structured like FlashAttention-2 (Dao 2023): the T x T attention matrix is
- * never stored; scores exist only one (query tile x key tile) block at a time.
+ * never stored; scores exist only one (key tile x query tile) block at a time.
  *
- * <p>Forward (Algorithm 1): one task per (sample, head, query tile). The task gathers its head's strided slices of
- * q, k, v into contiguous packed tiles, then walks the key tiles keeping each query row's running max {@code m} and
- * running sum {@code l} (online softmax, Milakov and Gimelshein 2018); the output accumulator is rescaled by
- * {@code exp(m_old - m_new)} whenever the max grows and is divided by {@code l} once at the end, and
- * {@code lse = m + log l} is kept for the backward pass.
+ * <p>Forward (Algorithm 1): tasks over (sample, head, query tiles). A task copies its head's strided slices of K and
+ * V into packed rows once, then for each query tile walks the key tiles keeping each query's running max {@code m}
+ * and running sum {@code l} (online softmax, Milakov and Gimelshein 2018); the output accumulator is rescaled by
+ * {@code exp(m_old - m_new)} whenever the max grows and divided by {@code l} once at the end, and
+ * {@code lse = m + log l} is kept for the backward pass. The tile is held transposed (queries on the vector lanes),
+ * so the softmax statistics are plain vector operations.
  *
  * <p>Backward (Algorithm 2): one task per (sample, head). It walks key tiles and, inside, query tiles, recomputing
  * {@code P = exp(S - lse)}, and accumulates dV, dK (per key tile) and dQ (per query row) in its own buffers. Putting
@@ -24,10 +25,11 @@ import jdk.incubator.vector.VectorSpecies;
  * every accumulation on one thread, in a fixed order, so the result is bit-identical for any thread count; N*heads
  * tasks (at least 2 for every U-Net shape) keep the cores busy.
  *
- * <p>Packing pads the head dimension to a multiple of the vector length with zeros (they add nothing to dot
- * products), query rows to a multiple of 4 (the micro-kernel's row block) and keys to a multiple of the vector
- * length; padded keys get a score of -inf so their probability is exactly 0, and padded query rows get
- * {@code lse = +inf} in the backward pass for the same reason. No edge case needs a branch in a micro-kernel.
+ * <p>All products go through one register-blocked kernel family, {@link #gemm}, whose A operand is read with
+ * arbitrary row and column strides (so transposed operands cost nothing). Packing pads with zeros to the kernels'
+ * multiples (rows of 4 or 8, columns of the vector length); padded keys get a score of -inf so their probability
+ * is exactly 0, and padded query rows get {@code lse = +inf} in the backward pass for the same reason. No edge case
+ * needs a branch in a micro-kernel.
  */
 final class CpuAttention {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
@@ -59,24 +61,6 @@ final class CpuAttention {
 
     private static int roundUp(int x, int m) {
         return (x + m - 1) / m * m;
-    }
-
-    /**
-     * The score tile {@code S = Qs K^T} for key columns {@code [j0, j0 + kw)} into {@code s} (leading dimension BK).
-     * Padded keys (index >= t) are set to -inf afterwards, not by the product: a zero-padded key times an
-     * infinite query would be NaN.
-     */
-    private static void scoreTile(float[] q, int qOff, int hdp, float[] kt, int j0, int tk, float[] s, int qr,
-                                  int kw, int hd, int t) {
-        for (int r = 0; r < qr; r++) {
-            Arrays.fill(s, r * BK, r * BK + kw, 0f);
-        }
-        gemm(q, qOff, hdp, 1, kt, j0, tk, s, 0, BK, qr, kw, hd);
-        if (j0 + kw > t) {
-            for (int r = 0; r < qr; r++) {
-                Arrays.fill(s, r * BK + t - j0, r * BK + kw, NEG_INF);
-            }
-        }
     }
 
     void attention(Tensor q, Tensor k, Tensor v, int heads, Tensor o, Tensor lse) {
@@ -191,7 +175,8 @@ final class CpuAttention {
     void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor dO, int heads,
                            Tensor dq, Tensor dk, Tensor dv) {
         int n = q.dim(0), t = q.dim(1), c = q.dim(2), hd = c / heads;
-        int tq = roundUp(t, 4), tk = roundUp(t, L), hdp = roundUp(hd, L);
+        // Query rows padded to a multiple of 8, so that dQ = dS K also gets the 8-row kernels.
+        int tq = roundUp(t, 8), tk = roundUp(t, L), hdp = roundUp(hd, L);
         float scale = (float) (1.0 / Math.sqrt(hd));
         MemorySegment qs = q.segment(), ks = k.segment(), vs = v.segment(), os = o.segment(), ls = lse.segment();
         MemorySegment dos = dO.segment(), dqs = dq.segment(), dks = dk.segment(), dvs = dv.segment();
@@ -269,6 +254,24 @@ final class CpuAttention {
             MemorySegment.copy(dqa, i * hdp, dqSeg, Tensor.F32, at, hd);
             MemorySegment.copy(dka, i * hdp, dkSeg, Tensor.F32, at, hd);
             MemorySegment.copy(dva, i * hdp, dvSeg, Tensor.F32, at, hd);
+        }
+    }
+
+    /**
+     * Backward pass: the score tile {@code S = Qs K^T} for key columns {@code [j0, j0 + kw)} into {@code s} (leading
+     * dimension BK). Padded keys (index >= t) are set to -inf afterwards, not by the product: a zero-padded key
+     * times an infinite query would be NaN.
+     */
+    private static void scoreTile(float[] q, int qOff, int hdp, float[] kt, int j0, int tk, float[] s, int qr,
+                                  int kw, int hd, int t) {
+        for (int r = 0; r < qr; r++) {
+            Arrays.fill(s, r * BK, r * BK + kw, 0f);
+        }
+        gemm(q, qOff, hdp, 1, kt, j0, tk, s, 0, BK, qr, kw, hd);
+        if (j0 + kw > t) {
+            for (int r = 0; r < qr; r++) {
+                Arrays.fill(s, r * BK + t - j0, r * BK + kw, NEG_INF);
+            }
         }
     }
 
@@ -369,7 +372,24 @@ final class CpuAttention {
      */
     static void gemm(float[] a, int aOff, int ars, int aks, float[] b, int bOff, int ldb,
                      float[] c, int cOff, int ldc, int rows, int width, int kc) {
-        for (int r = 0; r < rows; r += 4) {
+        int r = 0;
+        for (; r + 8 <= rows; r += 8) {
+            int ar = aOff + r * ars, cr = cOff + r * ldc;
+            int w = 0;
+            for (; w + 4 * L <= width; w += 4 * L) {
+                kernel4x4(a, ar, ars, aks, b, bOff + w, ldb, c, cr + w, ldc, kc);
+                kernel4x4(a, ar + 4 * ars, ars, aks, b, bOff + w, ldb, c, cr + 4 * ldc + w, ldc, kc);
+            }
+            if (w + 2 * L <= width) {
+                kernel8x2(a, ar, ars, aks, b, bOff + w, ldb, c, cr + w, ldc, kc);
+                w += 2 * L;
+            }
+            if (w + L <= width) {
+                kernel4x1(a, ar, ars, aks, b, bOff + w, ldb, c, cr + w, ldc, kc);
+                kernel4x1(a, ar + 4 * ars, ars, aks, b, bOff + w, ldb, c, cr + 4 * ldc + w, ldc, kc);
+            }
+        }
+        for (; r < rows; r += 4) {
             int ar = aOff + r * ars, cr = cOff + r * ldc;
             int w = 0;
             for (; w + 4 * L <= width; w += 4 * L) {
@@ -438,6 +458,68 @@ final class CpuAttention {
         x31.intoArray(c, c3 + L);
         x32.intoArray(c, c3 + 2 * L);
         x33.intoArray(c, c3 + 3 * L);
+    }
+
+    /**
+     * 8 rows x 2 vectors, for 2L-wide products (headDim 32 with 16 lanes): 16 accumulators and 10 loads per 16 FMAs,
+     * where 4 x 2 has only 8 accumulators, too few to cover the FMA latency on two pipes.
+     */
+    private static void kernel8x2(float[] a, int aOff, int ars, int aks, float[] b, int bOff, int ldb,
+                                  float[] c, int cOff, int ldc, int kc) {
+        int c0 = cOff, c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc, c4 = c3 + ldc, c5 = c4 + ldc, c6 = c5 + ldc;
+        int c7 = c6 + ldc;
+        FloatVector x00 = FloatVector.fromArray(F, c, c0), x01 = FloatVector.fromArray(F, c, c0 + L);
+        FloatVector x10 = FloatVector.fromArray(F, c, c1), x11 = FloatVector.fromArray(F, c, c1 + L);
+        FloatVector x20 = FloatVector.fromArray(F, c, c2), x21 = FloatVector.fromArray(F, c, c2 + L);
+        FloatVector x30 = FloatVector.fromArray(F, c, c3), x31 = FloatVector.fromArray(F, c, c3 + L);
+        FloatVector x40 = FloatVector.fromArray(F, c, c4), x41 = FloatVector.fromArray(F, c, c4 + L);
+        FloatVector x50 = FloatVector.fromArray(F, c, c5), x51 = FloatVector.fromArray(F, c, c5 + L);
+        FloatVector x60 = FloatVector.fromArray(F, c, c6), x61 = FloatVector.fromArray(F, c, c6 + L);
+        FloatVector x70 = FloatVector.fromArray(F, c, c7), x71 = FloatVector.fromArray(F, c, c7 + L);
+        for (int k = 0; k < kc; k++) {
+            int bo = bOff + k * ldb, ao = aOff + k * aks;
+            FloatVector b0 = FloatVector.fromArray(F, b, bo), b1 = FloatVector.fromArray(F, b, bo + L);
+            FloatVector a0 = FloatVector.broadcast(F, a[ao]);
+            x00 = a0.fma(b0, x00);
+            x01 = a0.fma(b1, x01);
+            FloatVector a1 = FloatVector.broadcast(F, a[ao + ars]);
+            x10 = a1.fma(b0, x10);
+            x11 = a1.fma(b1, x11);
+            FloatVector a2 = FloatVector.broadcast(F, a[ao + 2 * ars]);
+            x20 = a2.fma(b0, x20);
+            x21 = a2.fma(b1, x21);
+            FloatVector a3 = FloatVector.broadcast(F, a[ao + 3 * ars]);
+            x30 = a3.fma(b0, x30);
+            x31 = a3.fma(b1, x31);
+            FloatVector a4 = FloatVector.broadcast(F, a[ao + 4 * ars]);
+            x40 = a4.fma(b0, x40);
+            x41 = a4.fma(b1, x41);
+            FloatVector a5 = FloatVector.broadcast(F, a[ao + 5 * ars]);
+            x50 = a5.fma(b0, x50);
+            x51 = a5.fma(b1, x51);
+            FloatVector a6 = FloatVector.broadcast(F, a[ao + 6 * ars]);
+            x60 = a6.fma(b0, x60);
+            x61 = a6.fma(b1, x61);
+            FloatVector a7 = FloatVector.broadcast(F, a[ao + 7 * ars]);
+            x70 = a7.fma(b0, x70);
+            x71 = a7.fma(b1, x71);
+        }
+        x00.intoArray(c, c0);
+        x01.intoArray(c, c0 + L);
+        x10.intoArray(c, c1);
+        x11.intoArray(c, c1 + L);
+        x20.intoArray(c, c2);
+        x21.intoArray(c, c2 + L);
+        x30.intoArray(c, c3);
+        x31.intoArray(c, c3 + L);
+        x40.intoArray(c, c4);
+        x41.intoArray(c, c4 + L);
+        x50.intoArray(c, c5);
+        x51.intoArray(c, c5 + L);
+        x60.intoArray(c, c6);
+        x61.intoArray(c, c6 + L);
+        x70.intoArray(c, c7);
+        x71.intoArray(c, c7 + L);
     }
 
     private static void kernel4x2(float[] a, int aOff, int ars, int aks, float[] b, int bOff, int ldb,
