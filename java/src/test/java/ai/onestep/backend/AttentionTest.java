@@ -27,18 +27,10 @@ import org.junit.jupiter.params.provider.CsvSource;
 class AttentionTest {
 
     /** q, k, v, dO of one shape, random from a seed. */
-    private record Inputs(Tensor q, Tensor k, Tensor v, Tensor dO, int heads) {
-        static Inputs of(TensorArena arena, long seed, int n, int t, int c, int heads) {
+    private record Inputs(Tensor q, Tensor k, Tensor v, Tensor dO) {
+        static Inputs of(TensorArena arena, long seed, int n, int t, int c) {
             return new Inputs(randn(arena, seed, n, t, c), randn(arena, seed + 1, n, t, c),
-                    randn(arena, seed + 2, n, t, c), randn(arena, seed + 3, n, t, c), heads);
-        }
-
-        int n() {
-            return q.dim(0);
-        }
-
-        int t() {
-            return q.dim(1);
+                    randn(arena, seed + 2, n, t, c), randn(arena, seed + 3, n, t, c));
         }
     }
 
@@ -58,7 +50,7 @@ class AttentionTest {
     })
     void cpuMatchesNaiveForwardAndBackward(int n, int t, int c, int heads) {
         try (TensorArena arena = new TensorArena()) {
-            Inputs in = Inputs.of(arena, 10L * t + c + heads, n, t, c, heads);
+            Inputs in = Inputs.of(arena, 10L * t + c + heads, n, t, c);
             Tensor oRef = arena.allocate(n, t, c), lseRef = arena.allocate(n, heads, t);
             Tensor o = arena.allocate(n, t, c), lse = arena.allocate(n, heads, t);
             NAIVE.attention(in.q, in.k, in.v, heads, oRef, lseRef);
@@ -137,7 +129,7 @@ class AttentionTest {
     })
     void cpuIsBitIdenticalForOneTwoThreeThreads(int n, int t, int c, int heads) {
         try (TensorArena arena = new TensorArena()) {
-            Inputs in = Inputs.of(arena, 77, n, t, c, heads);
+            Inputs in = Inputs.of(arena, 77, n, t, c);
             float[][] first = null;
             for (int threads = 1; threads <= 3; threads++) {
                 CpuOps ops = new CpuOps(threads);
@@ -163,7 +155,7 @@ class AttentionTest {
         int n = 2, t = 9, c = 16, heads = 2;
         for (Ops ops : new Ops[] {NAIVE, CPU}) {
             try (TensorArena arena = new TensorArena()) {
-                Inputs in = Inputs.of(arena, 31, n, t, c, heads);
+                Inputs in = Inputs.of(arena, 31, n, t, c);
                 Tensor o = arena.allocate(n, t, c), lse = arena.allocate(n, heads, t);
                 ops.attention(in.q, in.k, in.v, heads, o, lse);
                 Tensor[] clean = grads(arena, in);
@@ -188,7 +180,7 @@ class AttentionTest {
     void rowOfMinusInfinityScoresGivesZeroNotNaN() {
         int n = 1, t = 20, c = 16, heads = 2, badRow = 3;
         try (TensorArena arena = new TensorArena()) {
-            Inputs in = Inputs.of(arena, 41, n, t, c, heads);
+            Inputs in = Inputs.of(arena, 41, n, t, c);
             for (int j = 0; j < t; j++) {
                 in.k.set((long) j * c, -Math.abs(in.k.get((long) j * c)));
             }
@@ -216,7 +208,7 @@ class AttentionTest {
     void backwardOfMinusInfinityRowIsFinite() {
         int n = 1, t = 20, c = 16, heads = 2, badRow = 5;
         try (TensorArena arena = new TensorArena()) {
-            Inputs in = Inputs.of(arena, 43, n, t, c, heads);
+            Inputs in = Inputs.of(arena, 43, n, t, c);
             Tensor o = arena.allocate(n, t, c), lse = arena.allocate(n, heads, t);
             NAIVE.attention(in.q, in.k, in.v, heads, o, lse);
             lse.set(badRow, Float.NEGATIVE_INFINITY);

@@ -4,18 +4,20 @@ import ai.onestep.tensor.Tensor;
 import java.lang.foreign.MemorySegment;
 import java.util.Arrays;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
  * Multi-head self-attention on the CPU, structured like FlashAttention-2 (Dao 2023): the T x T attention matrix is
- * never stored; scores exist only one (query tile x key tile) block at a time.
+ * never stored; scores exist only one (key tile x query tile) block at a time.
  *
- * <p>Forward (Algorithm 1): one task per (sample, head, query tile). The task gathers its head's strided slices of
- * q, k, v into contiguous packed tiles, then walks the key tiles keeping each query row's running max {@code m} and
- * running sum {@code l} (online softmax, Milakov and Gimelshein 2018); the output accumulator is rescaled by
- * {@code exp(m_old - m_new)} whenever the max grows and is divided by {@code l} once at the end, and
- * {@code lse = m + log l} is kept for the backward pass.
+ * <p>Forward (Algorithm 1): tasks over (sample, head, query tiles). A task copies its head's strided slices of K and
+ * V into packed rows once, then for each query tile walks the key tiles keeping each query's running max {@code m}
+ * and running sum {@code l} (online softmax, Milakov and Gimelshein 2018); the output accumulator is rescaled by
+ * {@code exp(m_old - m_new)} whenever the max grows and divided by {@code l} once at the end, and
+ * {@code lse = m + log l} is kept for the backward pass. The tile is held transposed (queries on the vector lanes),
+ * so the softmax statistics are plain vector operations.
  *
  * <p>Backward (Algorithm 2): one task per (sample, head). It walks key tiles and, inside, query tiles, recomputing
  * {@code P = exp(S - lse)}, and accumulates dV, dK (per key tile) and dQ (per query row) in its own buffers. Putting
@@ -23,17 +25,20 @@ import jdk.incubator.vector.VectorSpecies;
  * every accumulation on one thread, in a fixed order, so the result is bit-identical for any thread count; N*heads
  * tasks (at least 2 for every U-Net shape) keep the cores busy.
  *
- * <p>Packing pads the head dimension to a multiple of the vector length with zeros (they add nothing to dot
- * products), query rows to a multiple of 4 (the micro-kernel's row block) and keys to a multiple of the vector
- * length; padded keys get a score of -inf so their probability is exactly 0, and padded query rows get
- * {@code lse = +inf} in the backward pass for the same reason. No edge case needs a branch in a micro-kernel.
+ * <p>All products go through one register-blocked kernel family, {@link #gemm}, whose A operand is read with
+ * arbitrary row and column strides (so transposed operands cost nothing). Packing pads with zeros to the kernels'
+ * multiples (rows of 4 or 8, columns of the vector length); padded keys get a score of -inf so their probability
+ * is exactly 0, and padded query rows get {@code lse = +inf} in the backward pass for the same reason. No edge case
+ * needs a branch in a micro-kernel.
  */
 final class CpuAttention {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
     private static final int L = F.length();
-    /** Key tile width: the widest micro-kernel (4 vectors), so a score row block is one 4 x 4L kernel call. */
+    /** Key tile: in the backward pass the widest micro-kernel (4 vectors); in the forward pass 64 key rows. */
     private static final int BK = 4 * L;
-    /** Query tile height in the backward pass (and the largest in the forward pass). */
+    /** Query tile in the forward pass, on the vector lanes: the widest micro-kernel, 4 vectors. */
+    private static final int BQ_FWD = 4 * L;
+    /** Query tile height in the backward pass. */
     private static final int BQ = 64;
     private static final float NEG_INF = Float.NEGATIVE_INFINITY;
 
@@ -58,109 +63,111 @@ final class CpuAttention {
         return (x + m - 1) / m * m;
     }
 
-    /**
-     * The score tile {@code S = Qs K^T} for key columns {@code [j0, j0 + kw)} into {@code s} (leading dimension BK).
-     * Padded keys (index >= t) are set to -inf afterwards, not by the product: a zero-padded key times an
-     * infinite query would be NaN.
-     */
-    private static void scoreTile(float[] q, int qOff, int hdp, float[] kt, int j0, int tk, float[] s, int qr,
-                                  int kw, int hd, int t) {
-        for (int r = 0; r < qr; r++) {
-            Arrays.fill(s, r * BK, r * BK + kw, 0f);
-        }
-        gemm(q, qOff, hdp, 1, kt, j0, tk, s, 0, BK, qr, kw, hd);
-        if (j0 + kw > t) {
-            for (int r = 0; r < qr; r++) {
-                Arrays.fill(s, r * BK + t - j0, r * BK + kw, NEG_INF);
-            }
-        }
-    }
-
     void attention(Tensor q, Tensor k, Tensor v, int heads, Tensor o, Tensor lse) {
         int n = q.dim(0), t = q.dim(1), c = q.dim(2), hd = c / heads;
-        int tq = roundUp(t, 4), tk = roundUp(t, L), hdp = roundUp(hd, L);
-        // Split the padded query rows into equal tiles of at most BQ rows (a multiple of 4) for balance.
-        int tiles = (tq + BQ - 1) / BQ;
-        int bq = roundUp((tq + tiles - 1) / tiles, 4);
-        int qTiles = (tq + bq - 1) / bq;
+        int tq = roundUp(t, L), qTiles = (tq + BQ_FWD - 1) / BQ_FWD;
+        // A task packs its head's K and V once for all of its query tiles, so a head is split over several tasks
+        // only as far as needed to give every thread two tasks. The tiles themselves are fixed, and each query's
+        // result depends only on its tile, so the split does not change a bit of the output.
+        int perTask = Math.max(1, qTiles * n * heads / (2 * pool.threads()));
+        int groups = (qTiles + perTask - 1) / perTask;
         float scale = (float) (1.0 / Math.sqrt(hd));
         MemorySegment qs = q.segment(), ks = k.segment(), vs = v.segment(), os = o.segment(), ls = lse.segment();
-        pool.parallelFor(n * heads * qTiles, task -> {
-            int qt = task % qTiles, bh = task / qTiles, b = bh / heads, h = bh % heads;
-            int i0 = qt * bq, qr = Math.min(bq, tq - i0);
-            forwardTile(qs, ks, vs, os, ls, b, h, heads, t, c, hd, hdp, tk, i0, qr, scale);
+        pool.parallelFor(n * heads * groups, task -> {
+            int g = task % groups, bh = task / groups;
+            forwardTask(qs, ks, vs, os, ls, bh / heads, bh % heads, heads, t, c, hd, g * perTask,
+                    Math.min(qTiles, (g + 1) * perTask), scale);
         });
     }
 
-    private static void forwardTile(MemorySegment qSeg, MemorySegment kSeg, MemorySegment vSeg, MemorySegment oSeg,
-                                    MemorySegment lseSeg, int b, int h, int heads, int t, int c, int hd, int hdp,
-                                    int tk, int i0, int qr, float scale) {
+    /**
+     * Query tiles {@code [qt0, qt1)} (of BQ_FWD queries each) of head h of sample b. Each tile is computed
+     * transposed, queries along the vector lanes: {@code S^T = K (Q/sqrt(hd))^T} and {@code O^T += V^T P^T}. Then
+     * each query's running max and sum are vectors, the online softmax needs no horizontal reductions, and only the
+     * small query tile is transposed when packing (K and V are copied row by row).
+     */
+    private static void forwardTask(MemorySegment qSeg, MemorySegment kSeg, MemorySegment vSeg, MemorySegment oSeg,
+                                    MemorySegment lseSeg, int b, int h, int heads, int t, int c, int hd, int qt0,
+                                    int qt1, float scale) {
+        int tk = roundUp(t, 4), hd4 = roundUp(hd, 4), tq = roundUp(t, L);
         Scratch sc = SCRATCH.get();
-        float[] q = sc.q = grow(sc.q, qr * hdp);
-        float[] kt = sc.kt = grow(sc.kt, hd * tk);
-        float[] v = sc.v = grow(sc.v, tk * hdp);
-        float[] s = sc.s = grow(sc.s, qr * BK);
-        float[] acc = sc.acc = grow(sc.acc, qr * hdp);
-        float[] m = sc.m = grow(sc.m, qr);
-        float[] l = sc.l = grow(sc.l, qr);
-        float[] row = sc.row = grow(sc.row, hdp);
+        float[] qT = sc.q = grow(sc.q, hd * BQ_FWD);
+        float[] k = sc.ks = grow(sc.ks, tk * hd);
+        float[] v = sc.v = grow(sc.v, tk * hd4);
+        float[] s = sc.s = grow(sc.s, BK * BQ_FWD);
+        float[] acc = sc.acc = grow(sc.acc, hd4 * BQ_FWD);
+        float[] m = sc.m = grow(sc.m, BQ_FWD);
+        float[] l = sc.l = grow(sc.l, BQ_FWD);
+        float[] row = sc.row = grow(sc.row, hd4);
+        int col0 = h * hd;
+        packRows(kSeg, b, t, c, col0, hd, 0, tk, 1f, k, hd);
+        packRows(vSeg, b, t, c, col0, hd, 0, tk, 1f, v, hd4);
+        for (int qt = qt0; qt < qt1; qt++) {
+            int i0 = qt * BQ_FWD;
+            forwardTile(qSeg, oSeg, lseSeg, b, h, heads, t, c, hd, hd4, tk, i0, Math.min(BQ_FWD, tq - i0), scale,
+                    qT, k, v, s, acc, m, l, row);
+        }
+    }
+
+    private static void forwardTile(MemorySegment qSeg, MemorySegment oSeg, MemorySegment lseSeg, int b, int h,
+                                    int heads, int t, int c, int hd, int hd4, int tk, int i0, int qw, float scale,
+                                    float[] qT, float[] k, float[] v, float[] s, float[] acc, float[] m, float[] l,
+                                    float[] row) {
         int col0 = h * hd;
         // The scale goes into Q once instead of into every score.
-        packRows(qSeg, b, t, c, col0, hd, i0, qr, scale, q, hdp);
-        packTransposed(kSeg, b, t, c, col0, hd, kt, tk, row);
-        packRows(vSeg, b, t, c, col0, hd, 0, tk, 1f, v, hdp);
-        Arrays.fill(m, 0, qr, NEG_INF);
-        Arrays.fill(l, 0, qr, 0f);
-        Arrays.fill(acc, 0, qr * hdp, 0f);
+        packTransposed(qSeg, b, t, c, col0, hd, i0, qw, scale, qT, qw, row);
+        Arrays.fill(m, 0, qw, NEG_INF);
+        Arrays.fill(l, 0, qw, 0f);
+        Arrays.fill(acc, 0, hd4 * qw, 0f);
         for (int j0 = 0; j0 < tk; j0 += BK) {
             int kw = Math.min(BK, tk - j0);
-            scoreTile(q, 0, hdp, kt, j0, tk, s, qr, kw, hd, t);
-            for (int r = 0; r < qr; r++) {
-                onlineSoftmaxRow(s, r * BK, kw, m, l, r, acc, r * hdp, hdp);
+            Arrays.fill(s, 0, kw * qw, 0f);
+            gemm(k, j0 * hd, hd, 1, qT, 0, qw, s, 0, qw, kw, qw, hd);
+            // Padded keys get -inf, so probability 0. Set after the product: 0 * an infinite query would be NaN.
+            if (j0 + kw > t) {
+                Arrays.fill(s, (t - j0) * qw, kw * qw, NEG_INF);
             }
-            gemm(s, 0, BK, 1, v, j0 * hdp, hdp, acc, 0, hdp, qr, hdp, kw);
+            onlineSoftmaxColumns(s, kw, qw, m, l, acc, hd4);
+            gemm(v, j0 * hd4, 1, hd4, s, 0, qw, acc, 0, qw, hd4, qw, kw);
         }
-        int rows = Math.min(qr, t - i0);
-        for (int r = 0; r < rows; r++) {
-            float inv = l[r] == 0f ? 0f : 1f / l[r];
+        int rows = Math.min(qw, t - i0);
+        for (int i = 0; i < rows; i++) {
+            float inv = l[i] == 0f ? 0f : 1f / l[i];
             for (int d = 0; d < hd; d++) {
-                row[d] = acc[r * hdp + d] * inv;
+                row[d] = acc[d * qw + i] * inv;
             }
-            long at = ((long) (b * t + i0 + r) * c + col0) * Float.BYTES;
-            MemorySegment.copy(row, 0, oSeg, Tensor.F32, at, hd);
-            float lse = l[r] == 0f ? NEG_INF : (float) (m[r] + Math.log(l[r]));
-            lseSeg.setAtIndex(Tensor.F32, (long) (b * heads + h) * t + i0 + r, lse);
+            MemorySegment.copy(row, 0, oSeg, Tensor.F32, ((long) (b * t + i0 + i) * c + col0) * Float.BYTES, hd);
+            float lse = l[i] == 0f ? NEG_INF : (float) (m[i] + Math.log(l[i]));
+            lseSeg.setAtIndex(Tensor.F32, (long) (b * heads + h) * t + i0 + i, lse);
         }
     }
 
     /**
-     * One query row's online-softmax step over a new block of scores (FlashAttention-2, Algorithm 1, lines 8-10):
-     * overwrites the scores with {@code exp(s - m_new)}, rescales the running sum and the output row by
-     * {@code exp(m_old - m_new)}. While every score seen is -inf, exponents are taken relative to 0 instead of
-     * the max, so the row stays 0 rather than becoming {@code exp(-inf + inf) = NaN}.
+     * The online-softmax step (FlashAttention-2, Algorithm 1, lines 8-10) for a transposed score tile
+     * {@code s[key * qw + query]}, L queries at a time: {@code m_new = max(m_old, max_j s_j)}, the scores become
+     * {@code exp(s - m_new)}, and the running sum and the output columns are rescaled by {@code exp(m_old - m_new)}.
+     * While every score a query has seen is -inf, exponents are taken relative to 0 instead of the max, so the
+     * query's weights stay 0 rather than becoming {@code exp(-inf + inf) = NaN}.
      */
-    private static void onlineSoftmaxRow(float[] s, int off, int kw, float[] m, float[] l, int r,
-                                         float[] acc, int accOff, int hdp) {
-        FloatVector mx = FloatVector.broadcast(F, NEG_INF);
-        for (int j = 0; j < kw; j += L) {
-            mx = mx.max(FloatVector.fromArray(F, s, off + j));
-        }
-        float mOld = m[r];
-        float mNew = Math.max(mOld, mx.reduceLanes(VectorOperators.MAX));
-        float base = mNew == NEG_INF ? 0f : mNew;
-        FloatVector bv = FloatVector.broadcast(F, base);
-        FloatVector sum = FloatVector.zero(F);
-        for (int j = 0; j < kw; j += L) {
-            FloatVector p = FloatVector.fromArray(F, s, off + j).sub(bv).lanewise(VectorOperators.EXP);
-            p.intoArray(s, off + j);
-            sum = sum.add(p);
-        }
-        float alpha = (float) Math.exp(mOld - base);
-        l[r] = l[r] * alpha + sum.reduceLanes(VectorOperators.ADD);
-        m[r] = mNew;
-        if (alpha != 1f) {
-            for (int d = 0; d < hdp; d += L) {
-                FloatVector.fromArray(F, acc, accOff + d).mul(alpha).intoArray(acc, accOff + d);
+    private static void onlineSoftmaxColumns(float[] s, int kw, int qw, float[] m, float[] l, float[] acc, int hd4) {
+        for (int g = 0; g < qw; g += L) {
+            FloatVector mOld = FloatVector.fromArray(F, m, g);
+            FloatVector mNew = mOld;
+            for (int j = 0; j < kw; j++) {
+                mNew = mNew.max(FloatVector.fromArray(F, s, j * qw + g));
+            }
+            FloatVector base = mNew.blend(0f, mNew.eq(NEG_INF));
+            FloatVector sum = FloatVector.zero(F);
+            for (int j = 0; j < kw; j++) {
+                FloatVector p = exp(FloatVector.fromArray(F, s, j * qw + g).sub(base));
+                p.intoArray(s, j * qw + g);
+                sum = sum.add(p);
+            }
+            FloatVector alpha = exp(mOld.sub(base));
+            alpha.fma(FloatVector.fromArray(F, l, g), sum).intoArray(l, g);
+            mNew.intoArray(m, g);
+            for (int d = 0; d < hd4; d++) {
+                FloatVector.fromArray(F, acc, d * qw + g).mul(alpha).intoArray(acc, d * qw + g);
             }
         }
     }
@@ -168,7 +175,8 @@ final class CpuAttention {
     void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor dO, int heads,
                            Tensor dq, Tensor dk, Tensor dv) {
         int n = q.dim(0), t = q.dim(1), c = q.dim(2), hd = c / heads;
-        int tq = roundUp(t, 4), tk = roundUp(t, L), hdp = roundUp(hd, L);
+        // Query rows padded to a multiple of 8, so that dQ = dS K also gets the 8-row kernels.
+        int tq = roundUp(t, 8), tk = roundUp(t, L), hdp = roundUp(hd, L);
         float scale = (float) (1.0 / Math.sqrt(hd));
         MemorySegment qs = q.segment(), ks = k.segment(), vs = v.segment(), os = o.segment(), ls = lse.segment();
         MemorySegment dos = dO.segment(), dqs = dq.segment(), dks = dk.segment(), dvs = dv.segment();
@@ -197,9 +205,9 @@ final class CpuAttention {
         int col0 = h * hd;
         // Q and K enter dK and dQ scaled (dK = dS^T Q / sqrt(hd), dQ = dS K / sqrt(hd)), and S = (Q / sqrt(hd)) K^T.
         packRows(qSeg, b, t, c, col0, hd, 0, tq, scale, q, hdp);
-        packTransposed(kSeg, b, t, c, col0, hd, kt, tk, row);
+        packTransposed(kSeg, b, t, c, col0, hd, 0, tk, 1f, kt, tk, row);
         packRows(kSeg, b, t, c, col0, hd, 0, tk, scale, ks, hdp);
-        packTransposed(vSeg, b, t, c, col0, hd, vt, tk, row);
+        packTransposed(vSeg, b, t, c, col0, hd, 0, tk, 1f, vt, tk, row);
         packRows(dOSeg, b, t, c, col0, hd, 0, tq, 1f, dOp, hdp);
         // D_i = rowsum(dO_i * O_i) (FlashAttention-2, Algorithm 2, line 4), stored negated so that dP starts at -D.
         for (int i = 0; i < t; i++) {
@@ -250,6 +258,24 @@ final class CpuAttention {
     }
 
     /**
+     * Backward pass: the score tile {@code S = Qs K^T} for key columns {@code [j0, j0 + kw)} into {@code s} (leading
+     * dimension BK). Padded keys (index >= t) are set to -inf afterwards, not by the product: a zero-padded key
+     * times an infinite query would be NaN.
+     */
+    private static void scoreTile(float[] q, int qOff, int hdp, float[] kt, int j0, int tk, float[] s, int qr,
+                                  int kw, int hd, int t) {
+        for (int r = 0; r < qr; r++) {
+            Arrays.fill(s, r * BK, r * BK + kw, 0f);
+        }
+        gemm(q, qOff, hdp, 1, kt, j0, tk, s, 0, BK, qr, kw, hd);
+        if (j0 + kw > t) {
+            for (int r = 0; r < qr; r++) {
+                Arrays.fill(s, r * BK + t - j0, r * BK + kw, NEG_INF);
+            }
+        }
+    }
+
+    /**
      * {@code P = exp(S - lse)} for one row of a score tile, in place. A row with {@code lse = -inf} had every score
      * -inf (its output is 0), so it gets P = 0 rather than {@code exp(-inf + inf) = NaN}.
      */
@@ -260,7 +286,7 @@ final class CpuAttention {
         }
         FloatVector lv = FloatVector.broadcast(F, lse);
         for (int j = 0; j < kw; j += L) {
-            FloatVector.fromArray(F, s, off + j).sub(lv).lanewise(VectorOperators.EXP).intoArray(s, off + j);
+            exp(FloatVector.fromArray(F, s, off + j).sub(lv)).intoArray(s, off + j);
         }
     }
 
@@ -284,18 +310,58 @@ final class CpuAttention {
         Arrays.fill(dst, real * ld, rows * ld, 0f);
     }
 
-    /** Gathers the head's T rows transposed: {@code dst[d * ld + j] = x[b, j, col0 + d]}, columns past T zero. */
-    private static void packTransposed(MemorySegment seg, int b, int t, int c, int col0, int hd, float[] dst, int ld,
-                                       float[] row) {
-        for (int j = 0; j < t; j++) {
-            MemorySegment.copy(seg, Tensor.F32, ((long) (b * t + j) * c + col0) * Float.BYTES, row, 0, hd);
+    /**
+     * Gathers rows {@code [r0, r0 + rows)} of the head transposed and times {@code scale}:
+     * {@code dst[d * ld + r] = scale * x[b, r0 + r, col0 + d]}, columns past T zero.
+     */
+    private static void packTransposed(MemorySegment seg, int b, int t, int c, int col0, int hd, int r0, int rows,
+                                       float scale, float[] dst, int ld, float[] row) {
+        int real = Math.max(0, Math.min(rows, t - r0));
+        for (int r = 0; r < real; r++) {
+            MemorySegment.copy(seg, Tensor.F32, ((long) (b * t + r0 + r) * c + col0) * Float.BYTES, row, 0, hd);
             for (int d = 0; d < hd; d++) {
-                dst[d * ld + j] = row[d];
+                dst[d * ld + r] = row[d] * scale;
             }
         }
         for (int d = 0; d < hd; d++) {
-            Arrays.fill(dst, d * ld + t, d * ld + ld, 0f);
+            Arrays.fill(dst, d * ld + real, d * ld + rows, 0f);
         }
+    }
+
+    private static final float LOG2E = 1.44269504088896341f;
+    /** ln 2 split so that {@code n * LN2_HI} is exact for |n| < 2^9 (Cody and Waite 1980). */
+    private static final float LN2_HI = 0.693359375f;
+    private static final float LN2_LO = -2.12194440e-4f;
+    /** 1.5 * 2^23: adding it rounds a float of magnitude < 2^22 to an integer, which lands in the low mantissa bits. */
+    private static final float ROUND = 12582912f;
+    /** Below this exp(x) is under the smallest normal float (2^-126); those lanes are flushed to 0. */
+    private static final float EXP_MIN = -87.33654f;
+    private static final float EXP_MAX = 88f;
+
+    /**
+     * {@code exp(x)} in float to about 1 ulp, branch-free and inline (the library's vector exp is a call, about
+     * twice as slow here). Cody-Waite reduction {@code x = n ln2 + r}, |r| <= ln2/2, then Cephes' expf minimax
+     * polynomial for {@code e^r}, then {@code 2^n} built in the exponent bits. Lanes below EXP_MIN, -inf included,
+     * give exactly 0, which is what masked and padded scores need.
+     */
+    static FloatVector exp(FloatVector x) {
+        FloatVector xc = x.max(EXP_MIN).min(EXP_MAX);
+        FloatVector shifted = xc.fma(LOG2E, ROUND);
+        FloatVector n = shifted.sub(ROUND);
+        FloatVector r = n.fma(FloatVector.broadcast(F, -LN2_HI), xc);
+        r = n.fma(FloatVector.broadcast(F, -LN2_LO), r);
+        FloatVector p = FloatVector.broadcast(F, 1.9875691500e-4f);
+        p = p.fma(r, FloatVector.broadcast(F, 1.3981999507e-3f));
+        p = p.fma(r, FloatVector.broadcast(F, 8.3334519073e-3f));
+        p = p.fma(r, FloatVector.broadcast(F, 4.1665795894e-2f));
+        p = p.fma(r, FloatVector.broadcast(F, 1.6666665459e-1f));
+        p = p.fma(r, FloatVector.broadcast(F, 5.0000001201e-1f));
+        p = p.mul(r.mul(r)).add(r).add(1f);
+        // The integer n sits in the low mantissa bits of shifted; moving it to the exponent field gives 2^n.
+        IntVector bits = shifted.reinterpretAsInts().sub(Float.floatToRawIntBits(ROUND) - 127)
+                .lanewise(VectorOperators.LSHL, 23);
+        FloatVector result = p.mul(bits.reinterpretAsFloats());
+        return result.blend(0f, x.lt(EXP_MIN));
     }
 
     /**
@@ -306,7 +372,24 @@ final class CpuAttention {
      */
     static void gemm(float[] a, int aOff, int ars, int aks, float[] b, int bOff, int ldb,
                      float[] c, int cOff, int ldc, int rows, int width, int kc) {
-        for (int r = 0; r < rows; r += 4) {
+        int r = 0;
+        for (; r + 8 <= rows; r += 8) {
+            int ar = aOff + r * ars, cr = cOff + r * ldc;
+            int w = 0;
+            for (; w + 4 * L <= width; w += 4 * L) {
+                kernel4x4(a, ar, ars, aks, b, bOff + w, ldb, c, cr + w, ldc, kc);
+                kernel4x4(a, ar + 4 * ars, ars, aks, b, bOff + w, ldb, c, cr + 4 * ldc + w, ldc, kc);
+            }
+            if (w + 2 * L <= width) {
+                kernel8x2(a, ar, ars, aks, b, bOff + w, ldb, c, cr + w, ldc, kc);
+                w += 2 * L;
+            }
+            if (w + L <= width) {
+                kernel4x1(a, ar, ars, aks, b, bOff + w, ldb, c, cr + w, ldc, kc);
+                kernel4x1(a, ar + 4 * ars, ars, aks, b, bOff + w, ldb, c, cr + 4 * ldc + w, ldc, kc);
+            }
+        }
+        for (; r < rows; r += 4) {
             int ar = aOff + r * ars, cr = cOff + r * ldc;
             int w = 0;
             for (; w + 4 * L <= width; w += 4 * L) {
@@ -375,6 +458,68 @@ final class CpuAttention {
         x31.intoArray(c, c3 + L);
         x32.intoArray(c, c3 + 2 * L);
         x33.intoArray(c, c3 + 3 * L);
+    }
+
+    /**
+     * 8 rows x 2 vectors, for 2L-wide products (headDim 32 with 16 lanes): 16 accumulators and 10 loads per 16 FMAs,
+     * where 4 x 2 has only 8 accumulators, too few to cover the FMA latency on two pipes.
+     */
+    private static void kernel8x2(float[] a, int aOff, int ars, int aks, float[] b, int bOff, int ldb,
+                                  float[] c, int cOff, int ldc, int kc) {
+        int c0 = cOff, c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc, c4 = c3 + ldc, c5 = c4 + ldc, c6 = c5 + ldc;
+        int c7 = c6 + ldc;
+        FloatVector x00 = FloatVector.fromArray(F, c, c0), x01 = FloatVector.fromArray(F, c, c0 + L);
+        FloatVector x10 = FloatVector.fromArray(F, c, c1), x11 = FloatVector.fromArray(F, c, c1 + L);
+        FloatVector x20 = FloatVector.fromArray(F, c, c2), x21 = FloatVector.fromArray(F, c, c2 + L);
+        FloatVector x30 = FloatVector.fromArray(F, c, c3), x31 = FloatVector.fromArray(F, c, c3 + L);
+        FloatVector x40 = FloatVector.fromArray(F, c, c4), x41 = FloatVector.fromArray(F, c, c4 + L);
+        FloatVector x50 = FloatVector.fromArray(F, c, c5), x51 = FloatVector.fromArray(F, c, c5 + L);
+        FloatVector x60 = FloatVector.fromArray(F, c, c6), x61 = FloatVector.fromArray(F, c, c6 + L);
+        FloatVector x70 = FloatVector.fromArray(F, c, c7), x71 = FloatVector.fromArray(F, c, c7 + L);
+        for (int k = 0; k < kc; k++) {
+            int bo = bOff + k * ldb, ao = aOff + k * aks;
+            FloatVector b0 = FloatVector.fromArray(F, b, bo), b1 = FloatVector.fromArray(F, b, bo + L);
+            FloatVector a0 = FloatVector.broadcast(F, a[ao]);
+            x00 = a0.fma(b0, x00);
+            x01 = a0.fma(b1, x01);
+            FloatVector a1 = FloatVector.broadcast(F, a[ao + ars]);
+            x10 = a1.fma(b0, x10);
+            x11 = a1.fma(b1, x11);
+            FloatVector a2 = FloatVector.broadcast(F, a[ao + 2 * ars]);
+            x20 = a2.fma(b0, x20);
+            x21 = a2.fma(b1, x21);
+            FloatVector a3 = FloatVector.broadcast(F, a[ao + 3 * ars]);
+            x30 = a3.fma(b0, x30);
+            x31 = a3.fma(b1, x31);
+            FloatVector a4 = FloatVector.broadcast(F, a[ao + 4 * ars]);
+            x40 = a4.fma(b0, x40);
+            x41 = a4.fma(b1, x41);
+            FloatVector a5 = FloatVector.broadcast(F, a[ao + 5 * ars]);
+            x50 = a5.fma(b0, x50);
+            x51 = a5.fma(b1, x51);
+            FloatVector a6 = FloatVector.broadcast(F, a[ao + 6 * ars]);
+            x60 = a6.fma(b0, x60);
+            x61 = a6.fma(b1, x61);
+            FloatVector a7 = FloatVector.broadcast(F, a[ao + 7 * ars]);
+            x70 = a7.fma(b0, x70);
+            x71 = a7.fma(b1, x71);
+        }
+        x00.intoArray(c, c0);
+        x01.intoArray(c, c0 + L);
+        x10.intoArray(c, c1);
+        x11.intoArray(c, c1 + L);
+        x20.intoArray(c, c2);
+        x21.intoArray(c, c2 + L);
+        x30.intoArray(c, c3);
+        x31.intoArray(c, c3 + L);
+        x40.intoArray(c, c4);
+        x41.intoArray(c, c4 + L);
+        x50.intoArray(c, c5);
+        x51.intoArray(c, c5 + L);
+        x60.intoArray(c, c6);
+        x61.intoArray(c, c6 + L);
+        x70.intoArray(c, c7);
+        x71.intoArray(c, c7 + L);
     }
 
     private static void kernel4x2(float[] a, int aOff, int ars, int aks, float[] b, int bOff, int ldb,
