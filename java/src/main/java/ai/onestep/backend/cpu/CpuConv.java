@@ -38,8 +38,12 @@ final class CpuConv {
     private static final int MB = 8;
     private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
 
-    /** Grow-only scratch buffers of the calling thread (the workers only read them during the call). */
-    private static final ThreadLocal<float[][]> SCRATCH = ThreadLocal.withInitial(() -> new float[3][]);
+    /**
+     * Grow-only scratch buffers of the calling thread, reused across calls so that a training step does not
+     * allocate (and zero) megabytes per convolution; the workers only read them during the call. Slot 0 holds the
+     * padded input, slot 1 the margined or panel-packed dy.
+     */
+    private static final ThreadLocal<float[][]> SCRATCH = ThreadLocal.withInitial(() -> new float[2][]);
 
     private final CpuPool pool;
 
