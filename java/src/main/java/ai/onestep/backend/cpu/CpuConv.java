@@ -31,7 +31,7 @@ import jdk.incubator.vector.VectorMask;
 final class CpuConv {
     /**
      * Pixels per partial sum of a weight gradient: float32 sums of at most this many terms, then summed in order.
-     * 128 pixels of one dy panel are 16 KB, which stay in L1 while the row tiles of a task sweep them.
+     * 128 pixels of one dy panel are 16 KB, small enough to stay in L1 while the row tiles of a task sweep them.
      */
     private static final int CHUNK = 128;
     /** Micro-tiles of rows per forward task: a task reuses one packed B panel (L2-resident) over MB tiles. */

@@ -92,8 +92,8 @@ final class GemmKernels {
     /**
      * Transposed-A tile for weight gradients, a reduction over positions p in [p0, p1):
      * {@code out[r NR + j] = sum_p a[pixBase[p] + rowOff[r]] * b[bOff + p NR + j]}. Rows r are weight rows
-     * (a tap and an input channel, or an input feature); B is one NR-column panel of dy, packed contiguously so
-     * that a chunk of it stays in L1 (rows of dy itself lie a power-of-two stride apart and thrash a few sets).
+     * (a tap and an input channel, or an input feature); B is one NR-column panel of dy, packed contiguously
+     * (a chunk of CpuConv.CHUNK pixels is then one unit-stride 16 KB block, and Cout need not be a multiple of NR).
      */
     static void tileT(float[] a, int[] pixBase, int p0, int p1, int[] rowOff, float[] b, int bOff, float[] out) {
         FloatVector z = FloatVector.zero(S);
