@@ -69,16 +69,19 @@ final class CpuConv {
         } else {
             ar = av;
         }
-        float[] bv = b.toArray();
-        float[] bp = transB ? GemmKernels.packB(k, n, (p, j) -> bv[j * k + p])
-                : GemmKernels.packB(k, n, (p, j) -> bv[p * n + j]);
+        float[] bp;
+        if (transB) {
+            float[] bv = b.toArray();
+            bp = GemmKernels.packB(k, n, (p, j) -> bv[j * k + p]);
+        } else {
+            bp = GemmKernels.packRows(b.segment(), k, n);
+        }
         gemm(m, n, ar, stridedRows(m, k), new int[] {0}, 1, k, bp, new float[GemmKernels.paddedCols(n)],
                 c.segment(), alpha, beta);
     }
 
     void linear(Tensor x, Tensor w, Tensor b, Tensor y, int rows, int in, int out) {
-        float[] wv = w.toArray();
-        float[] bp = GemmKernels.packB(in, out, (p, j) -> wv[p * out + j]);
+        float[] bp = GemmKernels.packRows(w.segment(), in, out);
         gemm(rows, out, x.toArray(), stridedRows(rows, in), new int[] {0}, 1, in, bp, paddedBias(b, out),
                 y.segment(), 1f, 0f);
     }
@@ -128,8 +131,7 @@ final class CpuConv {
     void conv(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y) {
         Geometry g = new Geometry(x, w, stride, padding);
         float[] xp = padInput(x, g, 0);
-        float[] wv = w.toArray();
-        float[] bp = GemmKernels.packB(g.kh * g.kw * g.cin, g.cout, (p, j) -> wv[p * g.cout + j]);
+        float[] bp = GemmKernels.packRows(w.segment(), g.kh * g.kw * g.cin, g.cout);
         gemm(g.n * g.ho * g.wo, g.cout, xp, g.outputPixelBases(), g.tapOffsets(), g.kh * g.kw, g.cin, bp,
                 paddedBias(b, g.cout), y.segment(), 1f, 0f);
     }

@@ -1,5 +1,7 @@
 package ai.onestep.backend.cpu;
 
+import ai.onestep.tensor.Tensor;
+import java.lang.foreign.MemorySegment;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -168,6 +170,23 @@ final class GemmKernels {
                 for (int j = 0; j < cols; j++) {
                     bp[o + j] = get.at(p, q * NR + j);
                 }
+            }
+        }
+        return bp;
+    }
+
+    /**
+     * {@link #packB} for a row-major (k, n) matrix in a segment, by whole runs of NR floats: the common case
+     * (conv and linear weights, an untransposed B), cheap enough to redo on every call even at batch 1.
+     */
+    static float[] packRows(MemorySegment seg, int k, int n) {
+        int panels = paddedCols(n) / NR;
+        float[] bp = new float[panels * k * NR];
+        for (int q = 0; q < panels; q++) {
+            int cols = Math.min(NR, n - q * NR);
+            for (int p = 0; p < k; p++) {
+                MemorySegment.copy(seg, Tensor.F32, ((long) p * n + (long) q * NR) * Float.BYTES, bp,
+                        (q * k + p) * NR, cols);
             }
         }
         return bp;
