@@ -366,6 +366,16 @@ final class CpuConv {
     /** Writes {@code rows x cols} of a micro-tile into C at element {@code off} (row stride {@code ldc}). */
     private static void store(float[] acc, int rows, int cols, MemorySegment cs, long off, int ldc, float alpha,
                               float beta) {
+        if (cols == NR && alpha == 1f && beta == 0f) {
+            // The common case (a whole tile of a convolution or linear layer): plain unmasked stores.
+            for (int r = 0; r < rows; r++) {
+                long byteOff = (off + (long) r * ldc) * Float.BYTES;
+                FloatVector.fromArray(S, acc, r * NR).intoMemorySegment(cs, byteOff, NATIVE);
+                FloatVector.fromArray(S, acc, r * NR + L).intoMemorySegment(cs, byteOff + (long) L * Float.BYTES,
+                        NATIVE);
+            }
+            return;
+        }
         for (int r = 0; r < rows; r++) {
             for (int c = 0; c < cols; c += L) {
                 VectorMask<Float> mask = S.indexInRange(c, cols);
