@@ -54,6 +54,8 @@ class ConvTest {
             "2, 6, 5, 20, 1, 7, 2, 0",
             "1, 4, 4, 64, 3, 64, 1, 1",
             "2, 7, 9, 5, 3, 19, 1, 2",
+            "1, 11, 10, 6, 5, 9, 3, 2",
+            "2, 7, 8, 4, 2, 6, 2, 0",
     })
     void cpuMatchesNaive(int n, int h, int w, int cin, int k, int cout, int stride, int pad) {
         try (TensorArena arena = new TensorArena()) {

@@ -21,8 +21,8 @@ import jdk.incubator.vector.VectorMask;
  * output pixel is an in-bounds, contiguous run of Cin floats and the micro-kernel needs no bounds branch; the HWIO
  * weights already are the (K, Cout) matrix and are packed once per call into NR-column panels.
  *
- * <p>Backward: dx is the stride-1 correlation of dy, dilated by the stride and padded by KH-1-p, with the
- * spatially flipped, in/out-transposed weights (the adjoint of the forward sum); dw = im2col(x)^T dy is a
+ * <p>Backward: dx is, per stride phase of its pixels, a stride-1 correlation of dy with that phase's taps of the
+ * in/out-transposed weights (the adjoint of the forward sum); dw = im2col(x)^T dy is a
  * reduction over pixels that runs in fixed chunks of {@link #CHUNK} pixels, summed in order.
  *
  * <p>Determinism: work is split over tiles of the output only; every output element is reduced by one task in a
@@ -31,15 +31,19 @@ import jdk.incubator.vector.VectorMask;
 final class CpuConv {
     /**
      * Pixels per partial sum of a weight gradient: float32 sums of at most this many terms, then summed in order.
-     * 128 pixels of one dy panel are 16 KB, which stay in L1 while the row tiles of a task sweep them.
+     * 128 pixels of one dy panel are 16 KB, small enough to stay in L1 while the row tiles of a task sweep them.
      */
     private static final int CHUNK = 128;
     /** Micro-tiles of rows per forward task: a task reuses one packed B panel (L2-resident) over MB tiles. */
     private static final int MB = 8;
     private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
 
-    /** Grow-only scratch buffers of the calling thread (the workers only read them during the call). */
-    private static final ThreadLocal<float[][]> SCRATCH = ThreadLocal.withInitial(() -> new float[3][]);
+    /**
+     * Grow-only scratch buffers of the calling thread, reused across calls so that a training step does not
+     * allocate (and zero) megabytes per convolution; the workers only read them during the call. Slot 0 holds the
+     * padded input, slot 1 the margined or panel-packed dy.
+     */
+    private static final ThreadLocal<float[][]> SCRATCH = ThreadLocal.withInitial(() -> new float[2][]);
 
     private final CpuPool pool;
 
@@ -65,16 +69,19 @@ final class CpuConv {
         } else {
             ar = av;
         }
-        float[] bv = b.toArray();
-        float[] bp = transB ? GemmKernels.packB(k, n, (p, j) -> bv[j * k + p])
-                : GemmKernels.packB(k, n, (p, j) -> bv[p * n + j]);
+        float[] bp;
+        if (transB) {
+            float[] bv = b.toArray();
+            bp = GemmKernels.packB(k, n, (p, j) -> bv[j * k + p]);
+        } else {
+            bp = GemmKernels.packRows(b.segment(), k, n);
+        }
         gemm(m, n, ar, stridedRows(m, k), new int[] {0}, 1, k, bp, new float[GemmKernels.paddedCols(n)],
                 c.segment(), alpha, beta);
     }
 
     void linear(Tensor x, Tensor w, Tensor b, Tensor y, int rows, int in, int out) {
-        float[] wv = w.toArray();
-        float[] bp = GemmKernels.packB(in, out, (p, j) -> wv[p * out + j]);
+        float[] bp = GemmKernels.packRows(w.segment(), in, out);
         gemm(rows, out, x.toArray(), stridedRows(rows, in), new int[] {0}, 1, in, bp, paddedBias(b, out),
                 y.segment(), 1f, 0f);
     }
@@ -124,8 +131,7 @@ final class CpuConv {
     void conv(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y) {
         Geometry g = new Geometry(x, w, stride, padding);
         float[] xp = padInput(x, g, 0);
-        float[] wv = w.toArray();
-        float[] bp = GemmKernels.packB(g.kh * g.kw * g.cin, g.cout, (p, j) -> wv[p * g.cout + j]);
+        float[] bp = GemmKernels.packRows(w.segment(), g.kh * g.kw * g.cin, g.cout);
         gemm(g.n * g.ho * g.wo, g.cout, xp, g.outputPixelBases(), g.tapOffsets(), g.kh * g.kw, g.cin, bp,
                 paddedBias(b, g.cout), y.segment(), 1f, 0f);
     }
@@ -154,59 +160,104 @@ final class CpuConv {
     }
 
     /**
-     * {@code dx[n,ih,iw,ci] = sum_{kh,kw,co} dy[n,oh,ow,co] w[kh,kw,ci,co]} over the (oh, ow) with
-     * {@code oh s + kh - p = ih}: placing dy[oh] at {@code oh s + KH - 1 - p} of a zero buffer of height
-     * H + KH - 1 turns this into a stride-1 correlation with {@code w'[kh',kw',co,ci] = w[KH-1-kh', KW-1-kw', ci, co]}.
-     * For stride 2 three quarters of that buffer are zeros, which costs FLOPs but keeps one kernel for all cases.
+     * {@code dx[n,ih,iw,ci] = sum_{kh,kw,co} dy[n,oh,ow,co] w[kh,kw,ci,co]} over the taps with
+     * {@code oh s + kh - p = ih} (the adjoint of the forward sum). Split dx by stride phase
+     * {@code (ih mod s, iw mod s)}: within a phase only the taps with {@code kh = ih + p (mod s)} contribute, and
+     * they read {@code oh = ih / s + (ph + p - kh) / s}, a stride-1 correlation of dy with that phase's taps. So
+     * each phase is one implicit GEMM (rows: its dx pixels, K: its taps x Cout, N: Cin) over dy copied into a
+     * zero-margined buffer, and a stride-2 backward does no multiply by the zeros a dilated dy would hold.
      */
     private void inputGrad(Geometry g, Tensor w, Tensor dy, Tensor dx) {
-        int hq = g.h + g.kh - 1, wq = g.w + g.kw - 1;
+        int s = g.stride;
+        // Margins of the dy buffer: the lowest and highest oh (and ow) any phase's tap reads.
+        int lo = 0, hi = g.ho - 1, loW = 0, hiW = g.wo - 1;
+        for (int ph = 0; ph < s; ph++) {
+            int rows = phaseCount(g.h, ph, s), cols = phaseCount(g.w, ph, s);
+            for (int k = 0; k < g.kh; k++) {
+                if (Math.floorMod(ph + g.padding - k, s) == 0 && rows > 0) {
+                    int d = Math.floorDiv(ph + g.padding - k, s);
+                    lo = Math.min(lo, d);
+                    hi = Math.max(hi, rows - 1 + d);
+                }
+            }
+            for (int k = 0; k < g.kw; k++) {
+                if (Math.floorMod(ph + g.padding - k, s) == 0 && cols > 0) {
+                    int d = Math.floorDiv(ph + g.padding - k, s);
+                    loW = Math.min(loW, d);
+                    hiW = Math.max(hiW, cols - 1 + d);
+                }
+            }
+        }
+        int mh = -lo, mw = -loW, hq = hi - lo + 1, wq = hiW - loW + 1;
         long size = (long) g.n * hq * wq * g.cout;
         checkIndexable(size, "conv2dBackward");
         float[] dp = scratch(1, (int) size);
-        Arrays.fill(dp, 0, (int) size, 0f);
         MemorySegment dys = dy.segment();
-        int offH = g.kh - 1 - g.padding, offW = g.kw - 1 - g.padding;
+        int rowLen = g.wo * g.cout;
         pool.parallelFor(g.n, n -> {
+            int base = n * hq * wq * g.cout;
+            Arrays.fill(dp, base, base + hq * wq * g.cout, 0f);
             for (int oh = 0; oh < g.ho; oh++) {
-                int qh = oh * g.stride + offH;
-                if (qh < 0 || qh >= hq) {
-                    continue;
-                }
-                for (int ow = 0; ow < g.wo; ow++) {
-                    int qw = ow * g.stride + offW;
-                    if (qw < 0 || qw >= wq) {
-                        continue;
-                    }
-                    long src = (((long) n * g.ho + oh) * g.wo + ow) * g.cout * Float.BYTES;
-                    MemorySegment.copy(dys, Tensor.F32, src, dp, ((n * hq + qh) * wq + qw) * g.cout, g.cout);
-                }
+                long src = ((long) n * g.ho + oh) * rowLen * Float.BYTES;
+                MemorySegment.copy(dys, Tensor.F32, src, dp, base + ((oh + mh) * wq + mw) * g.cout, rowLen);
             }
         });
         float[] wv = w.toArray();
-        int kk = g.kh * g.kw * g.cout;
-        float[] bp = GemmKernels.packB(kk, g.cin, (p, j) -> {
-            int t = p / g.cout, co = p % g.cout;
-            int fh = g.kh - 1 - t / g.kw, fw = g.kw - 1 - t % g.kw;
-            return wv[((fh * g.kw + fw) * g.cin + j) * g.cout + co];
-        });
-        int pixels = g.n * g.h * g.w;
-        int[] rowBase = new int[pixels];
-        for (int n = 0, i = 0; n < g.n; n++) {
-            for (int ih = 0; ih < g.h; ih++) {
-                for (int iw = 0; iw < g.w; iw++, i++) {
-                    rowBase[i] = ((n * hq + ih) * wq + iw) * g.cout;
+        MemorySegment dxs = dx.segment();
+        for (int ph = 0; ph < s; ph++) {
+            for (int pw = 0; pw < s; pw++) {
+                int rows = phaseCount(g.h, ph, s), cols = phaseCount(g.w, pw, s);
+                if (rows == 0 || cols == 0) {
+                    continue;
                 }
+                int[] khs = phaseTaps(g.kh, ph, g.padding, s), kws = phaseTaps(g.kw, pw, g.padding, s);
+                int m = g.n * rows * cols;
+                int[] rowBase = new int[m], outRow = new int[m];
+                for (int n = 0, i = 0; n < g.n; n++) {
+                    for (int r = 0; r < rows; r++) {
+                        for (int c = 0; c < cols; c++, i++) {
+                            rowBase[i] = ((n * hq + r + mh) * wq + c + mw) * g.cout;
+                            outRow[i] = ((n * g.h + ph + r * s) * g.w + pw + c * s) * g.cin;
+                        }
+                    }
+                }
+                int taps = khs.length * kws.length;
+                if (taps == 0) {
+                    // No tap reaches these pixels (a 1x1 kernel with stride 2 skips odd rows): their dx is 0.
+                    for (int o : outRow) {
+                        MemorySegment.copy(new float[g.cin], 0, dxs, Tensor.F32, (long) o * Float.BYTES, g.cin);
+                    }
+                    continue;
+                }
+                int[] tapOff = new int[taps];
+                for (int a = 0; a < khs.length; a++) {
+                    for (int b = 0; b < kws.length; b++) {
+                        int dh = Math.floorDiv(ph + g.padding - khs[a], s);
+                        int dw = Math.floorDiv(pw + g.padding - kws[b], s);
+                        tapOff[a * kws.length + b] = (dh * wq + dw) * g.cout;
+                    }
+                }
+                float[] bp = GemmKernels.packB(taps * g.cout, g.cin, (k, j) -> {
+                    int t = k / g.cout, co = k % g.cout;
+                    int kh = khs[t / kws.length], kw = kws[t % kws.length];
+                    return wv[((kh * g.kw + kw) * g.cin + j) * g.cout + co];
+                });
+                // With stride 1 the single phase is all of dx in order: rows are contiguous.
+                gemm(m, g.cin, dp, rowBase, tapOff, taps, g.cout, bp, new float[GemmKernels.paddedCols(g.cin)], dxs,
+                        s == 1 ? null : outRow, 1f, 0f);
             }
         }
-        int[] taps = new int[g.kh * g.kw];
-        for (int a = 0; a < g.kh; a++) {
-            for (int c = 0; c < g.kw; c++) {
-                taps[a * g.kw + c] = (a * wq + c) * g.cout;
-            }
-        }
-        gemm(pixels, g.cin, dp, rowBase, taps, taps.length, g.cout, bp, new float[GemmKernels.paddedCols(g.cin)],
-                dx.segment(), 1f, 0f);
+    }
+
+    /** How many of {@code 0..size-1} are congruent to {@code phase} modulo {@code s}. */
+    private static int phaseCount(int size, int phase, int s) {
+        return phase >= size ? 0 : (size - phase + s - 1) / s;
+    }
+
+    /** The kernel taps {@code k} that reach input positions of this phase: {@code k = phase + p (mod s)}. */
+    private static int[] phaseTaps(int kernel, int phase, int padding, int s) {
+        return java.util.stream.IntStream.range(0, kernel)
+                .filter(k -> Math.floorMod(phase + padding - k, s) == 0).toArray();
     }
 
     /** The input copied into a zero-padded (N, H + 2p, W + 2p, Cin) buffer: every tap of the kernel is in bounds. */
@@ -277,6 +328,12 @@ final class CpuConv {
      */
     private void gemm(int m, int n, float[] a, int[] rowBase, int[] tapOff, int taps, int cin, float[] bp,
                       float[] init, MemorySegment cs, float alpha, float beta) {
+        gemm(m, n, a, rowBase, tapOff, taps, cin, bp, init, cs, null, alpha, beta);
+    }
+
+    /** As above, with row i of the result written at element {@code outRow[i]} of {@code cs} (null: {@code i n}). */
+    private void gemm(int m, int n, float[] a, int[] rowBase, int[] tapOff, int taps, int cin, float[] bp,
+                      float[] init, MemorySegment cs, int[] outRow, float alpha, float beta) {
         int panels = GemmKernels.paddedCols(n) / NR;
         int tiles = (m + MR - 1) / MR;
         int blocks = (tiles + MB - 1) / MB;
@@ -294,7 +351,14 @@ final class CpuConv {
                     rb[r] = rowBase[i0 + (r < rows ? r : 0)];
                 }
                 GemmKernels.tile(a, rb, tapOff, taps, cin, bp, q * kdim * NR, in0, acc);
-                store(acc, rows, cols, cs, (long) i0 * n + (long) q * NR, n, alpha, beta);
+                if (outRow == null) {
+                    store(acc, rows, cols, cs, (long) i0 * n + (long) q * NR, n, alpha, beta);
+                } else {
+                    for (int r = 0; r < rows; r++) {
+                        store(Arrays.copyOfRange(acc, r * NR, r * NR + NR), 1, cols, cs,
+                                (long) outRow[i0 + r] + (long) q * NR, n, alpha, beta);
+                    }
+                }
             }
         });
     }
@@ -302,6 +366,16 @@ final class CpuConv {
     /** Writes {@code rows x cols} of a micro-tile into C at element {@code off} (row stride {@code ldc}). */
     private static void store(float[] acc, int rows, int cols, MemorySegment cs, long off, int ldc, float alpha,
                               float beta) {
+        if (cols == NR && alpha == 1f && beta == 0f) {
+            // The common case (a whole tile of a convolution or linear layer): plain unmasked stores.
+            for (int r = 0; r < rows; r++) {
+                long byteOff = (off + (long) r * ldc) * Float.BYTES;
+                FloatVector.fromArray(S, acc, r * NR).intoMemorySegment(cs, byteOff, NATIVE);
+                FloatVector.fromArray(S, acc, r * NR + L).intoMemorySegment(cs, byteOff + (long) L * Float.BYTES,
+                        NATIVE);
+            }
+            return;
+        }
         for (int r = 0; r < rows; r++) {
             for (int c = 0; c < cols; c += L) {
                 VectorMask<Float> mask = S.indexInRange(c, cols);

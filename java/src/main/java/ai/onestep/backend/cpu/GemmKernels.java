@@ -1,5 +1,7 @@
 package ai.onestep.backend.cpu;
 
+import ai.onestep.tensor.Tensor;
+import java.lang.foreign.MemorySegment;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -92,8 +94,8 @@ final class GemmKernels {
     /**
      * Transposed-A tile for weight gradients, a reduction over positions p in [p0, p1):
      * {@code out[r NR + j] = sum_p a[pixBase[p] + rowOff[r]] * b[bOff + p NR + j]}. Rows r are weight rows
-     * (a tap and an input channel, or an input feature); B is one NR-column panel of dy, packed contiguously so
-     * that a chunk of it stays in L1 (rows of dy itself lie a power-of-two stride apart and thrash a few sets).
+     * (a tap and an input channel, or an input feature); B is one NR-column panel of dy, packed contiguously
+     * (a chunk of CpuConv.CHUNK pixels is then one unit-stride 16 KB block, and Cout need not be a multiple of NR).
      */
     static void tileT(float[] a, int[] pixBase, int p0, int p1, int[] rowOff, float[] b, int bOff, float[] out) {
         FloatVector z = FloatVector.zero(S);
@@ -168,6 +170,23 @@ final class GemmKernels {
                 for (int j = 0; j < cols; j++) {
                     bp[o + j] = get.at(p, q * NR + j);
                 }
+            }
+        }
+        return bp;
+    }
+
+    /**
+     * {@link #packB} for a row-major (k, n) matrix in a segment, by whole runs of NR floats: the common case
+     * (conv and linear weights, an untransposed B), cheap enough to redo on every call even at batch 1.
+     */
+    static float[] packRows(MemorySegment seg, int k, int n) {
+        int panels = paddedCols(n) / NR;
+        float[] bp = new float[panels * k * NR];
+        for (int q = 0; q < panels; q++) {
+            int cols = Math.min(NR, n - q * NR);
+            for (int p = 0; p < k; p++) {
+                MemorySegment.copy(seg, Tensor.F32, ((long) p * n + (long) q * NR) * Float.BYTES, bp,
+                        (q * k + p) * NR, cols);
             }
         }
         return bp;
