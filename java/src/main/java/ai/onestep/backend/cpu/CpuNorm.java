@@ -337,8 +337,8 @@ final class CpuNorm {
             for (int p0 = 0; p0 < hw; p0 += CHUNK) {
                 int p1 = Math.min(hw, p0 + CHUNK);
                 long off = (base + (long) p0 * c + c0 + k) * Float.BYTES;
-                // Each branch owns its accumulators: a vector assigned in both arms of a branch and used after it
-                // is a phi that C2 boxes (shared/ENVIRONMENT.md: a 7x slowdown), here measured 6x on this pass.
+                // Each branch owns its accumulators, so no vector is merged across the branch (the pattern
+                // shared/ENVIRONMENT.md saw boxed, 7x slower, in a GEMM kernel).
                 if (silu) {
                     FloatVector a1 = FloatVector.zero(S);
                     FloatVector a2 = FloatVector.zero(S);
