@@ -128,31 +128,54 @@ final class CpuNorm {
             a[k] = (float) (groupRstd[k / cg] * gamma[ch] * onePlusScale);
             bb[k] = (float) (beta[ch] * onePlusScale + sh);
         }
+        if (silu) {
+            normalizeSilu(xs, ys, base, c, c0, width, hw, mHi, mLo, a, bb);
+        } else {
+            normalize(xs, ys, base, c, c0, width, hw, mHi, mLo, a, bb);
+        }
+    }
+
+    /** {@code y = silu((x - mHi - mLo) a + b)} for the block's channels at every pixel. */
+    private static void normalizeSilu(MemorySegment xs, MemorySegment ys, long base, int c, int c0, int width, int hw,
+                                      float[] mHi, float[] mLo, float[] a, float[] b) {
+        long step = (long) c * Float.BYTES;
         for (int k = 0; k < width; k += L) {
             VectorMask<Float> m = S.indexInRange(k, width);
             FloatVector hi = FloatVector.fromArray(S, mHi, k, m);
             FloatVector lo = FloatVector.fromArray(S, mLo, k, m);
             FloatVector av = FloatVector.fromArray(S, a, k, m);
-            FloatVector bv = FloatVector.fromArray(S, bb, k, m);
+            FloatVector bv = FloatVector.fromArray(S, b, k, m);
             long off = (base + c0 + k) * Float.BYTES;
-            long step = (long) c * Float.BYTES;
-            if (silu) {
-                for (int p = 0; p < hw; p++, off += step) {
-                    FloatVector h = FloatVector.fromMemorySegment(S, xs, off, NATIVE, m).sub(hi).sub(lo).fma(av, bv);
-                    silu(h).intoMemorySegment(ys, off, NATIVE, m);
-                }
-            } else {
-                for (int p = 0; p < hw; p++, off += step) {
-                    FloatVector h = FloatVector.fromMemorySegment(S, xs, off, NATIVE, m).sub(hi).sub(lo).fma(av, bv);
-                    h.intoMemorySegment(ys, off, NATIVE, m);
-                }
+            for (int p = 0; p < hw; p++, off += step) {
+                FloatVector h = FloatVector.fromMemorySegment(S, xs, off, NATIVE, m).sub(hi).sub(lo).fma(av, bv);
+                h.mul(sigmoid(h)).intoMemorySegment(ys, off, NATIVE, m);
             }
         }
     }
 
-    /** Adds the first {@code used} lanes of a float partial sum into {@code s[k..]}, in double. */
-    private static void flush(FloatVector acc, float[] lanes, double[] s, int k, int used) {
-        acc.intoArray(lanes, 0);
+    /** {@code y = (x - mHi - mLo) a + b} for the block's channels at every pixel. */
+    private static void normalize(MemorySegment xs, MemorySegment ys, long base, int c, int c0, int width, int hw,
+                                  float[] mHi, float[] mLo, float[] a, float[] b) {
+        long step = (long) c * Float.BYTES;
+        for (int k = 0; k < width; k += L) {
+            VectorMask<Float> m = S.indexInRange(k, width);
+            FloatVector hi = FloatVector.fromArray(S, mHi, k, m);
+            FloatVector lo = FloatVector.fromArray(S, mLo, k, m);
+            FloatVector av = FloatVector.fromArray(S, a, k, m);
+            FloatVector bv = FloatVector.fromArray(S, b, k, m);
+            long off = (base + c0 + k) * Float.BYTES;
+            for (int p = 0; p < hw; p++, off += step) {
+                FloatVector.fromMemorySegment(S, xs, off, NATIVE, m).sub(hi).sub(lo).fma(av, bv)
+                        .intoMemorySegment(ys, off, NATIVE, m);
+            }
+        }
+    }
+
+    /**
+     * Adds the first {@code used} lanes of a float partial sum (already stored into {@code lanes}) into
+     * {@code s[k..]}, in double. It takes no vector, so it costs no boxing when C2 does not inline it.
+     */
+    private static void flush(float[] lanes, double[] s, int k, int used) {
         for (int l = 0; l < used; l++) {
             s[k + l] += lanes[l];
         }
@@ -182,7 +205,8 @@ final class CpuNorm {
                 for (int p = p0; p < p1; p++, off += step) {
                     acc = acc.add(FloatVector.fromMemorySegment(S, xs, off, NATIVE, m));
                 }
-                flush(acc, lanes, s, k, used);
+                acc.intoArray(lanes, 0);
+                flush(lanes, s, k, used);
             }
         }
         return s;
@@ -211,8 +235,10 @@ final class CpuNorm {
                     a1 = a1.add(d);
                     a2 = d.fma(d, a2);
                 }
-                flush(a1, lanes, s1, k, used);
-                flush(a2, lanes, s2, k, used);
+                a1.intoArray(lanes, 0);
+                flush(lanes, s1, k, used);
+                a2.intoArray(lanes, 0);
+                flush(lanes, s2, k, used);
             }
         }
     }
@@ -296,65 +322,29 @@ final class CpuNorm {
         double count = (double) hw * cg;
         long base = (long) nb * hw * c;
         int firstGroup = c0 / cg;
+        // Per channel: the saved statistics, and h2 = (gamma xhat + beta)(1 + scale) + shift = xhat ga + ba.
         float[] m = new float[width];
         float[] r = new float[width];
         float[] gm = new float[width];
-        float[] bt = new float[width];
         float[] ops = new float[width];
-        float[] sh = new float[width];
+        float[] ga = new float[width];
+        float[] ba = new float[width];
         for (int k = 0; k < width; k++) {
             int ch = c0 + k;
             m[k] = mean[nb * groups + firstGroup + k / cg];
             r[k] = rstd[nb * groups + firstGroup + k / cg];
             gm[k] = gamma[ch];
-            bt[k] = beta[ch];
             ops[k] = scale == null ? 1f : 1f + scale[nb * c + ch];
-            sh[k] = shift == null ? 0f : shift[nb * c + ch];
+            double sh = shift == null ? 0 : shift[nb * c + ch];
+            ga[k] = (float) ((double) gamma[ch] * ops[k]);
+            ba[k] = (float) ((double) beta[ch] * ops[k] + sh);
         }
-        // Pass A: per-channel sums of dL/dh2 and dL/dh2 * xhat.
         double[] s1 = new double[width];
         double[] s2 = new double[width];
-        float[] lanes = new float[L];
-        long step = (long) c * Float.BYTES;
-        for (int k = 0; k < width; k += L) {
-            VectorMask<Float> mk = S.indexInRange(k, width);
-            FloatVector mv = FloatVector.fromArray(S, m, k, mk);
-            FloatVector rv = FloatVector.fromArray(S, r, k, mk);
-            FloatVector gv = FloatVector.fromArray(S, gm, k, mk);
-            FloatVector bv = FloatVector.fromArray(S, bt, k, mk);
-            FloatVector ov = FloatVector.fromArray(S, ops, k, mk);
-            FloatVector sv = FloatVector.fromArray(S, sh, k, mk);
-            int used = Math.min(L, width - k);
-            for (int p0 = 0; p0 < hw; p0 += CHUNK) {
-                int p1 = Math.min(hw, p0 + CHUNK);
-                long off = (base + (long) p0 * c + c0 + k) * Float.BYTES;
-                // Each branch owns its accumulators, so no vector is merged across the branch (the pattern
-                // shared/ENVIRONMENT.md saw boxed, 7x slower, in a GEMM kernel).
-                if (silu) {
-                    FloatVector a1 = FloatVector.zero(S);
-                    FloatVector a2 = FloatVector.zero(S);
-                    for (int p = p0; p < p1; p++, off += step) {
-                        FloatVector xhat = FloatVector.fromMemorySegment(S, xs, off, NATIVE, mk).sub(mv).mul(rv);
-                        FloatVector dh2 = FloatVector.fromMemorySegment(S, dys, off, NATIVE, mk)
-                                .mul(siluGrad(xhat.fma(gv, bv).fma(ov, sv)));
-                        a1 = a1.add(dh2);
-                        a2 = dh2.fma(xhat, a2);
-                    }
-                    flush(a1, lanes, s1, k, used);
-                    flush(a2, lanes, s2, k, used);
-                } else {
-                    FloatVector a1 = FloatVector.zero(S);
-                    FloatVector a2 = FloatVector.zero(S);
-                    for (int p = p0; p < p1; p++, off += step) {
-                        FloatVector xhat = FloatVector.fromMemorySegment(S, xs, off, NATIVE, mk).sub(mv).mul(rv);
-                        FloatVector dh2 = FloatVector.fromMemorySegment(S, dys, off, NATIVE, mk);
-                        a1 = a1.add(dh2);
-                        a2 = dh2.fma(xhat, a2);
-                    }
-                    flush(a1, lanes, s1, k, used);
-                    flush(a2, lanes, s2, k, used);
-                }
-            }
+        if (silu) {
+            gradientSumsSilu(xs, dys, base, c, c0, width, hw, m, r, ga, ba, s1, s2);
+        } else {
+            gradientSums(xs, dys, base, c, c0, width, hw, m, r, s1, s2);
         }
         System.arraycopy(s1, 0, sumDh2, nb * c + c0, width);
         System.arraycopy(s2, 0, sumDh2Xhat, nb * c + c0, width);
@@ -369,7 +359,7 @@ final class CpuNorm {
             meanGg[k / cg] += (double) gm[k] * ops[k] * s1[k] / count;
             meanGgx[k / cg] += (double) gm[k] * ops[k] * s2[k] / count;
         }
-        // Pass B: dx = rstd (gamma (1 + scale) dL/dh2 - meanGg - xhat meanGgx) = dh2 kf - (q + xhat u).
+        // dx = rstd (gamma (1 + scale) dL/dh2 - meanGg - xhat meanGgx) = dh2 kf - (q + xhat u).
         float[] kf = new float[width];
         float[] q = new float[width];
         float[] u = new float[width];
@@ -378,31 +368,127 @@ final class CpuNorm {
             q[k] = (float) (r[k] * meanGg[k / cg]);
             u[k] = (float) (r[k] * meanGgx[k / cg]);
         }
+        if (silu) {
+            dxSilu(xs, dys, dxs, base, c, c0, width, hw, m, r, ga, ba, kf, q, u);
+        } else {
+            dx(xs, dys, dxs, base, c, c0, width, hw, m, r, kf, q, u);
+        }
+    }
+
+    /*
+     * Each pass, with and without SiLU, is a small method of its own that takes and returns no vectors. A vector
+     * crossing a call that C2 does not inline is boxed; and C1 gave up on the larger two-variant methods ("out of
+     * virtual registers", -XX:+PrintCompilation), which left them in the interpreter, ~40 ns per element, until C2
+     * caught up seconds later.
+     */
+
+    /** Pass A with SiLU: {@code s1[k] += sum_p dL/dh2}, {@code s2[k] += sum_p dL/dh2 xhat}. */
+    private static void gradientSumsSilu(MemorySegment xs, MemorySegment dys, long base, int c, int c0, int width,
+                                         int hw, float[] m, float[] r, float[] ga, float[] ba, double[] s1,
+                                         double[] s2) {
+        float[] lanes = new float[L];
+        long step = (long) c * Float.BYTES;
         for (int k = 0; k < width; k += L) {
             VectorMask<Float> mk = S.indexInRange(k, width);
             FloatVector mv = FloatVector.fromArray(S, m, k, mk);
             FloatVector rv = FloatVector.fromArray(S, r, k, mk);
-            FloatVector gv = FloatVector.fromArray(S, gm, k, mk);
-            FloatVector bv = FloatVector.fromArray(S, bt, k, mk);
-            FloatVector ov = FloatVector.fromArray(S, ops, k, mk);
-            FloatVector sv = FloatVector.fromArray(S, sh, k, mk);
+            FloatVector gv = FloatVector.fromArray(S, ga, k, mk);
+            FloatVector bv = FloatVector.fromArray(S, ba, k, mk);
+            int used = Math.min(L, width - k);
+            for (int p0 = 0; p0 < hw; p0 += CHUNK) {
+                int p1 = Math.min(hw, p0 + CHUNK);
+                long off = (base + (long) p0 * c + c0 + k) * Float.BYTES;
+                FloatVector a1 = FloatVector.zero(S);
+                FloatVector a2 = FloatVector.zero(S);
+                for (int p = p0; p < p1; p++, off += step) {
+                    FloatVector xhat = FloatVector.fromMemorySegment(S, xs, off, NATIVE, mk).sub(mv).mul(rv);
+                    FloatVector h2 = xhat.fma(gv, bv);
+                    FloatVector sg = sigmoid(h2);
+                    // dL/dh2 = dy silu'(h2), silu'(h) = s (1 + h (1 - s)) with s = sigmoid(h).
+                    FloatVector dh2 = FloatVector.fromMemorySegment(S, dys, off, NATIVE, mk)
+                            .mul(sg.mul(h2.mul(ONE.sub(sg)).add(1f)));
+                    a1 = a1.add(dh2);
+                    a2 = dh2.fma(xhat, a2);
+                }
+                a1.intoArray(lanes, 0);
+                flush(lanes, s1, k, used);
+                a2.intoArray(lanes, 0);
+                flush(lanes, s2, k, used);
+            }
+        }
+    }
+
+    /** Pass A without SiLU: dL/dh2 is dy. */
+    private static void gradientSums(MemorySegment xs, MemorySegment dys, long base, int c, int c0, int width,
+                                     int hw, float[] m, float[] r, double[] s1, double[] s2) {
+        float[] lanes = new float[L];
+        long step = (long) c * Float.BYTES;
+        for (int k = 0; k < width; k += L) {
+            VectorMask<Float> mk = S.indexInRange(k, width);
+            FloatVector mv = FloatVector.fromArray(S, m, k, mk);
+            FloatVector rv = FloatVector.fromArray(S, r, k, mk);
+            int used = Math.min(L, width - k);
+            for (int p0 = 0; p0 < hw; p0 += CHUNK) {
+                int p1 = Math.min(hw, p0 + CHUNK);
+                long off = (base + (long) p0 * c + c0 + k) * Float.BYTES;
+                FloatVector a1 = FloatVector.zero(S);
+                FloatVector a2 = FloatVector.zero(S);
+                for (int p = p0; p < p1; p++, off += step) {
+                    FloatVector xhat = FloatVector.fromMemorySegment(S, xs, off, NATIVE, mk).sub(mv).mul(rv);
+                    FloatVector dh2 = FloatVector.fromMemorySegment(S, dys, off, NATIVE, mk);
+                    a1 = a1.add(dh2);
+                    a2 = dh2.fma(xhat, a2);
+                }
+                a1.intoArray(lanes, 0);
+                flush(lanes, s1, k, used);
+                a2.intoArray(lanes, 0);
+                flush(lanes, s2, k, used);
+            }
+        }
+    }
+
+    /** Pass B with SiLU: {@code dx = dL/dh2 kf - (q + xhat u)}, recomputing dL/dh2 as pass A does. */
+    private static void dxSilu(MemorySegment xs, MemorySegment dys, MemorySegment dxs, long base, int c, int c0,
+                               int width, int hw, float[] m, float[] r, float[] ga, float[] ba, float[] kf,
+                               float[] q, float[] u) {
+        long step = (long) c * Float.BYTES;
+        for (int k = 0; k < width; k += L) {
+            VectorMask<Float> mk = S.indexInRange(k, width);
+            FloatVector mv = FloatVector.fromArray(S, m, k, mk);
+            FloatVector rv = FloatVector.fromArray(S, r, k, mk);
+            FloatVector gv = FloatVector.fromArray(S, ga, k, mk);
+            FloatVector bv = FloatVector.fromArray(S, ba, k, mk);
             FloatVector kv = FloatVector.fromArray(S, kf, k, mk);
             FloatVector qv = FloatVector.fromArray(S, q, k, mk);
             FloatVector uv = FloatVector.fromArray(S, u, k, mk);
             long off = (base + c0 + k) * Float.BYTES;
-            if (silu) {
-                for (int p = 0; p < hw; p++, off += step) {
-                    FloatVector xhat = FloatVector.fromMemorySegment(S, xs, off, NATIVE, mk).sub(mv).mul(rv);
-                    FloatVector dh2 = FloatVector.fromMemorySegment(S, dys, off, NATIVE, mk)
-                            .mul(siluGrad(xhat.fma(gv, bv).fma(ov, sv)));
-                    dh2.fma(kv, xhat.fma(uv, qv).neg()).intoMemorySegment(dxs, off, NATIVE, mk);
-                }
-            } else {
-                for (int p = 0; p < hw; p++, off += step) {
-                    FloatVector xhat = FloatVector.fromMemorySegment(S, xs, off, NATIVE, mk).sub(mv).mul(rv);
-                    FloatVector dh2 = FloatVector.fromMemorySegment(S, dys, off, NATIVE, mk);
-                    dh2.fma(kv, xhat.fma(uv, qv).neg()).intoMemorySegment(dxs, off, NATIVE, mk);
-                }
+            for (int p = 0; p < hw; p++, off += step) {
+                FloatVector xhat = FloatVector.fromMemorySegment(S, xs, off, NATIVE, mk).sub(mv).mul(rv);
+                FloatVector h2 = xhat.fma(gv, bv);
+                FloatVector sg = sigmoid(h2);
+                FloatVector dh2 = FloatVector.fromMemorySegment(S, dys, off, NATIVE, mk)
+                        .mul(sg.mul(h2.mul(ONE.sub(sg)).add(1f)));
+                dh2.fma(kv, xhat.fma(uv, qv).neg()).intoMemorySegment(dxs, off, NATIVE, mk);
+            }
+        }
+    }
+
+    /** Pass B without SiLU. */
+    private static void dx(MemorySegment xs, MemorySegment dys, MemorySegment dxs, long base, int c, int c0,
+                           int width, int hw, float[] m, float[] r, float[] kf, float[] q, float[] u) {
+        long step = (long) c * Float.BYTES;
+        for (int k = 0; k < width; k += L) {
+            VectorMask<Float> mk = S.indexInRange(k, width);
+            FloatVector mv = FloatVector.fromArray(S, m, k, mk);
+            FloatVector rv = FloatVector.fromArray(S, r, k, mk);
+            FloatVector kv = FloatVector.fromArray(S, kf, k, mk);
+            FloatVector qv = FloatVector.fromArray(S, q, k, mk);
+            FloatVector uv = FloatVector.fromArray(S, u, k, mk);
+            long off = (base + c0 + k) * Float.BYTES;
+            for (int p = 0; p < hw; p++, off += step) {
+                FloatVector xhat = FloatVector.fromMemorySegment(S, xs, off, NATIVE, mk).sub(mv).mul(rv);
+                FloatVector.fromMemorySegment(S, dys, off, NATIVE, mk).fma(kv, xhat.fma(uv, qv).neg())
+                        .intoMemorySegment(dxs, off, NATIVE, mk);
             }
         }
     }
@@ -417,15 +503,14 @@ final class CpuNorm {
      * SiLU on a loaded 2-core machine, within its noise, so the library exp stays and no polynomial is kept.
      */
 
-    /** {@code h sigmoid(h) = h / (1 + exp(-h))}; exp overflows to +inf for h < -88, which gives -0, not NaN. */
-    static FloatVector silu(FloatVector h) {
-        return h.div(h.neg().lanewise(VectorOperators.EXP).add(1f));
-    }
+    private static final FloatVector ONE = FloatVector.broadcast(S, 1f);
 
-    /** {@code silu'(h) = s (1 + h (1 - s))} with {@code s = sigmoid(h)}; s = 0 for h < -88, not NaN. */
-    static FloatVector siluGrad(FloatVector h) {
-        FloatVector s = FloatVector.broadcast(S, 1f).div(h.neg().lanewise(VectorOperators.EXP).add(1f));
-        return s.mul(h.mul(s.neg().add(1f)).add(1f));
+    /**
+     * {@code 1 / (1 + exp(-h))}, kept under C2's always-inline bytecode size (35) so it inlines into every loop. For
+     * h < -88 exp overflows to +inf and the sigmoid is 0 (silu -0, silu' 0), never NaN.
+     */
+    static FloatVector sigmoid(FloatVector h) {
+        return ONE.div(h.neg().lanewise(VectorOperators.EXP).add(1f));
     }
 
     void silu(Tensor x, Tensor y) {
@@ -434,17 +519,18 @@ final class CpuNorm {
         pool.parallelRange(x.size(), 1 << 14, (from, to) -> {
             long i = from;
             for (; i + L <= to; i += L) {
-                silu(FloatVector.fromMemorySegment(S, xs, i * Float.BYTES, NATIVE))
-                        .intoMemorySegment(ys, i * Float.BYTES, NATIVE);
+                FloatVector h = FloatVector.fromMemorySegment(S, xs, i * Float.BYTES, NATIVE);
+                h.mul(sigmoid(h)).intoMemorySegment(ys, i * Float.BYTES, NATIVE);
             }
             if (i < to) {
                 VectorMask<Float> m = S.indexInRange(0, (int) (to - i));
-                silu(FloatVector.fromMemorySegment(S, xs, i * Float.BYTES, NATIVE, m))
-                        .intoMemorySegment(ys, i * Float.BYTES, NATIVE, m);
+                FloatVector h = FloatVector.fromMemorySegment(S, xs, i * Float.BYTES, NATIVE, m);
+                h.mul(sigmoid(h)).intoMemorySegment(ys, i * Float.BYTES, NATIVE, m);
             }
         });
     }
 
+    /** {@code dx = dy silu'(x)} with {@code silu'(x) = s (1 + x (1 - s))}, {@code s = sigmoid(x)}. */
     void siluBackward(Tensor x, Tensor dy, Tensor dx) {
         MemorySegment xs = x.segment();
         MemorySegment dys = dy.segment();
@@ -453,15 +539,17 @@ final class CpuNorm {
             long i = from;
             for (; i + L <= to; i += L) {
                 long off = i * Float.BYTES;
-                FloatVector.fromMemorySegment(S, dys, off, NATIVE)
-                        .mul(siluGrad(FloatVector.fromMemorySegment(S, xs, off, NATIVE)))
+                FloatVector h = FloatVector.fromMemorySegment(S, xs, off, NATIVE);
+                FloatVector sg = sigmoid(h);
+                FloatVector.fromMemorySegment(S, dys, off, NATIVE).mul(sg.mul(h.mul(ONE.sub(sg)).add(1f)))
                         .intoMemorySegment(dxs, off, NATIVE);
             }
             if (i < to) {
                 long off = i * Float.BYTES;
                 VectorMask<Float> m = S.indexInRange(0, (int) (to - i));
-                FloatVector.fromMemorySegment(S, dys, off, NATIVE, m)
-                        .mul(siluGrad(FloatVector.fromMemorySegment(S, xs, off, NATIVE, m)))
+                FloatVector h = FloatVector.fromMemorySegment(S, xs, off, NATIVE, m);
+                FloatVector sg = sigmoid(h);
+                FloatVector.fromMemorySegment(S, dys, off, NATIVE, m).mul(sg.mul(h.mul(ONE.sub(sg)).add(1f)))
                         .intoMemorySegment(dxs, off, NATIVE, m);
             }
         });
