@@ -12,7 +12,9 @@ import jdk.incubator.vector.VectorSpecies;
  * The CPU's elementwise and data-movement ops, the losses and the time embeddings (called through
  * {@link CpuNorm}). All of them are memory-bound: one vector loop per row or range, a masked tail, and work split
  * over output elements. The two reductions (sumPerChannel, the losses) sum fixed pieces and combine them in a
- * fixed order, so they are bit-identical for any thread count.
+ * fixed order, so they are bit-identical for any thread count. Each elementwise op spells out its own loop rather
+ * than passing an operator lambda to a shared one: that shared call site would go megamorphic, and a vector passed
+ * through a call C2 does not inline is boxed.
  */
 final class PointwiseKernels {
     private static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
@@ -33,7 +35,6 @@ final class PointwiseKernels {
         MemorySegment xs = a.segment();
         MemorySegment bs = b.segment();
         MemorySegment ys = y.segment();
-        // Each op has its own loop (no shared lambda): a shared call site would go megamorphic and box the vectors.
         pool.parallelRange(a.size(), GRAIN, (from, to) -> {
             long i = from;
             for (; i + L <= to; i += L) {
@@ -57,7 +58,6 @@ final class PointwiseKernels {
         MemorySegment xs = a.segment();
         MemorySegment bs = b.segment();
         MemorySegment ys = y.segment();
-        // Each op has its own loop (no shared lambda): a shared call site would go megamorphic and box the vectors.
         pool.parallelRange(a.size(), GRAIN, (from, to) -> {
             long i = from;
             for (; i + L <= to; i += L) {
@@ -81,7 +81,6 @@ final class PointwiseKernels {
         MemorySegment xs = x.segment();
         MemorySegment bs = y.segment();
         MemorySegment ys = y.segment();
-        // Each op has its own loop (no shared lambda): a shared call site would go megamorphic and box the vectors.
         pool.parallelRange(x.size(), GRAIN, (from, to) -> {
             long i = from;
             for (; i + L <= to; i += L) {
