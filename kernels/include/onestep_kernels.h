@@ -94,6 +94,14 @@ onestep_status onestep_attention_forward(const float* q, const float* k, const f
                                          int B, int H, int Tq, int Tk, int D, const int* kv_len,
                                          float softmax_scale, cudaStream_t stream);
 
+/* Backward of onestep_attention_forward (Dao 2023, FlashAttention-2, Alg. 2) with the same shapes, kv_len and
+ * softmax_scale; o and lse are the forward's outputs, dout the gradient of o. dq, dk, dv are assigned (keys
+ * beyond kv_len[b] get dk = dv = 0). delta: a (B, H, Tq) fp32 workspace (it receives rowsum(dout * o)). */
+onestep_status onestep_attention_backward(const float* q, const float* k, const float* v, const float* o,
+                                          const float* dout, const float* lse, float* delta, float* dq, float* dk,
+                                          float* dv, int B, int H, int Tq, int Tk, int D, const int* kv_len,
+                                          float softmax_scale, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif
