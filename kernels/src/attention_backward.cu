@@ -69,6 +69,7 @@ __device__ __forceinline__ void scores_and_ds(const float* Qs, const float* dOs,
                                               const float* lse_s, const float* delta_s, float* Ps, float* dSs,
                                               bool pair_valid_key, int q0, int Tq, float scale_log2) {
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    #pragma unroll
     for (int r = 0; r < kRowsPerWarpB; r++) {
         const int i = warp * kRowsPerWarpB + r;
         float s = 0.0f, dp = 0.0f;
@@ -108,7 +109,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int kv_end = key_end(kv_len, b, Tk);
 
     float adk[kRowsPerWarpB][kCols], adv[kRowsPerWarpB][kCols];
+    #pragma unroll
     for (int r = 0; r < kRowsPerWarpB; r++)
+        #pragma unroll
         for (int c = 0; c < kCols; c++) adk[r][c] = adv[r][c] = 0.0f;
 
     if (k0 < kv_end) {
@@ -128,10 +131,12 @@ __global__ void __launch_bounds__(kWarps * 32)
             scores_and_ds<D>(Qs, dOs, Ks, Vs, lse_s, delta_s, Ps, dSs, key_valid, q0, Tq, scale_log2);
             __syncthreads();
             // dV[j] += sum_i P[i][j] dO[i];  dK[j] += scale * sum_i dS[i][j] Q[i]  (this warp's 8 keys j)
+            #pragma unroll
             for (int r = 0; r < kRowsPerWarpB; r++) {
                 const int j = warp * kRowsPerWarpB + r;
                 for (int i = 0; i < kTile; i++) {
                     const float p = Ps[i * kTile + j], ds = dSs[i * kTile + j];
+                    #pragma unroll
                     for (int c = 0; c < kCols; c++) {
                         adv[r][c] += p * dOs[i * D + lane + 32 * c];
                         adk[r][c] += ds * Qs[i * D + lane + 32 * c];
@@ -140,9 +145,11 @@ __global__ void __launch_bounds__(kWarps * 32)
             }
         }
     }
+    #pragma unroll
     for (int r = 0; r < kRowsPerWarpB; r++) {
         const int j = k0 + warp * kRowsPerWarpB + r;
         if (j >= Tk) continue;
+        #pragma unroll
         for (int c = 0; c < kCols; c++) {
             dk[head_k + (long long)j * D + lane + 32 * c] = adk[r][c] * scale;
             dv[head_k + (long long)j * D + lane + 32 * c] = adv[r][c];
@@ -180,7 +187,9 @@ __global__ void __launch_bounds__(kWarps * 32)
         delta_s[threadIdx.x] = in ? delta[(long long)bh * Tq + q0 + threadIdx.x] : 0.0f;
     }
     float adq[kRowsPerWarpB][kCols];
+    #pragma unroll
     for (int r = 0; r < kRowsPerWarpB; r++)
+        #pragma unroll
         for (int c = 0; c < kCols; c++) adq[r][c] = 0.0f;
 
     for (int k0 = 0; k0 < kv_end; k0 += kTile) {
@@ -190,17 +199,21 @@ __global__ void __launch_bounds__(kWarps * 32)
         __syncthreads();
         scores_and_ds<D>(Qs, dOs, Ks, Vs, lse_s, delta_s, Ps, dSs, k0 + lane < kv_end, q0, Tq, scale_log2);
         __syncwarp();  // each warp reads only its own dS rows
+        #pragma unroll
         for (int r = 0; r < kRowsPerWarpB; r++) {
             const int i = warp * kRowsPerWarpB + r;
             for (int j = 0; j < kTile; j++) {
                 const float ds = dSs[i * kTile + j];
+                #pragma unroll
                 for (int c = 0; c < kCols; c++) adq[r][c] += ds * Ks[j * (D + 1) + lane + 32 * c];
             }
         }
     }
+    #pragma unroll
     for (int r = 0; r < kRowsPerWarpB; r++) {
         const int i = q0 + warp * kRowsPerWarpB + r;
         if (i >= Tq) continue;
+        #pragma unroll
         for (int c = 0; c < kCols; c++) dq[head_q + (long long)i * D + lane + 32 * c] = adq[r][c] * scale;
     }
 }
