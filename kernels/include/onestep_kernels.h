@@ -34,6 +34,9 @@ typedef enum onestep_status {
 /* The message of the last failed call on this thread ("" if none failed yet). */
 const char* onestep_last_error_message(void);
 
+/* Waits for the work queued on `stream`; an asynchronous kernel fault surfaces here as ONESTEP_ERROR_CUDA. */
+onestep_status onestep_synchronize(cudaStream_t stream);
+
 /* ---- group norm over NHWC (Wu & He 2018), fused with the U-Net's time-embedding modulation -----------
  * y = act( (xhat * gamma[c] + beta[c]) * (1 + scale[n,c]) + shift[n,c] ),  xhat = (x - mean[n,g]) * rstd[n,g]
  * over groups of C/G consecutive channels; mean/rstd (N, G) are written for the backward pass.

@@ -124,7 +124,7 @@ void check_case(const Case& c, uint64_t seed) {
     const double scale = 1.0 / std::sqrt(double(c.D));
     const onestep_status st = onestep_attention_forward(bq.p, bk.p, bv.p, bo.p, blse.p, c.B, c.H, c.Tq, c.Tk, c.D,
                                                         c.use_kv_len ? kv_len.data() : nullptr, 0.0f, nullptr);
-    if (!expect(st == ONESTEP_OK, "attention returned an error: %s", onestep_last_error_message())) return;
+    if (!expect(st == ONESTEP_OK, "attention returned an error: %s", onestep_last_error_message()) || !ktest::sync()) return;
     vector<double> o, lse;
     reference(c, q, k, v, kv_len, scale, o, lse);
     expect_close("o", bo.p, o.data(), o.size(), 2e-5, 2e-4);
@@ -140,7 +140,7 @@ void check_case(const Case& c, uint64_t seed) {
     const onestep_status sb = onestep_attention_backward(bq.p, bk.p, bv.p, bo.p, ddout.p, blse.p, ddelta.p, ddq.p,
                                                          ddk.p, ddv.p, c.B, c.H, c.Tq, c.Tk, c.D,
                                                          c.use_kv_len ? kv_len.data() : nullptr, 0.0f, nullptr);
-    if (!expect(sb == ONESTEP_OK, "attention backward returned an error: %s", onestep_last_error_message())) return;
+    if (!expect(sb == ONESTEP_OK, "attention backward returned an error: %s", onestep_last_error_message()) || !ktest::sync()) return;
     vector<double> gq, gk, gv;
     reference_backward(c, q, k, v, dout, kv_len, scale, gq, gk, gv);
     const double tol = 5e-5 * std::sqrt(double(c.Tq > c.Tk ? c.Tq : c.Tk)) * c.qk_std * c.qk_std;
