@@ -191,6 +191,8 @@ void check_argument_errors() {
     const char* msg = onestep_last_error_message();
     expect(std::strstr(msg, "onestep_groupnorm_forward(N=1, HW=2, C=12, G=5)") != nullptr,
            "message does not name the kernel and shapes: %s", msg);
+    st = onestep_groupnorm_forward(buf, buf, buf, nullptr, nullptr, buf, buf, buf, 1, 1 << 20, 2048, 32, 1e-5f, 0, nullptr);
+    expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "HW * C > 2^30 was accepted%s");
     st = onestep_groupnorm_forward(buf, buf, buf, buf, nullptr, buf, buf, buf, 1, 2, 4, 2, 1e-5f, 0, nullptr);
     expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "scale without shift was accepted%s");
     st = onestep_groupnorm_backward(buf, buf, buf, buf, buf, buf, nullptr, nullptr, buf, buf, buf, nullptr, nullptr, 0,
