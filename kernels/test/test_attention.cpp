@@ -213,6 +213,7 @@ int main() {
         {3, 2, 50, 70, 64, 1.0, true},     // per-batch key lengths, batch 0 fully masked
         {2, 1, 40, 33, 32, 4.0, true},     // scores of order +-100: overflows without the running max
         {1, 1, 20, 1100, 32, 1.0, false},  // many key tiles
+        {1, 1, 16, 4096, 64, 1.0, false},  // the longest sequence the U-Net uses (64x64 tokens)
     };
     uint64_t seed = 100;
     for (const Case& c : cases) check_case(c, seed++);
