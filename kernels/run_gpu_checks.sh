@@ -13,7 +13,7 @@ status=0
 mkdir -p "$build"
 cmake -S cmake -B "$build" -DCMAKE_BUILD_TYPE=Release > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 2; }
 cmake --build "$build" -j"$jobs" > "$build/build.log" 2>&1 || { tail -50 "$build/build.log"; exit 2; }
-for bin in dev_groupnorm_forward dev_groupnorm_backward dev_attention_forward; do
+for bin in dev_groupnorm_forward dev_groupnorm_backward dev_attention_forward dev_attention_backward; do
     [ -x "$build/$bin" ] || { echo "missing $build/$bin: was nvcc found? see $build/configure.log"; exit 2; }
 done
 ctest --test-dir "$build" --output-on-failure || status=1
@@ -42,6 +42,8 @@ run "group norm backward, 8x32x32x256, G=32" "$build/dev_groupnorm_backward"
 run "attention forward, B=8 H=8 T=1024 D=64" "$build/dev_attention_forward"
 run "attention forward, B=2 H=4 T=4096 D=32 (version 2 only)" "$build/dev_attention_forward" 2 2 4 4096 32
 run "attention forward, B=8 H=4 T=256 D=128" "$build/dev_attention_forward" 0 8 4 256 128
+run "attention backward, B=8 H=8 T=1024 D=64" "$build/dev_attention_backward"
+run "attention backward, B=8 H=4 T=256 D=128" "$build/dev_attention_backward" 0 8 4 256 128
 
 echo
 echo "summary (fastest block size per version; MISMATCH lines are failures)"
