@@ -3,7 +3,8 @@
 //
 // Execution model (why it is faithful enough for kernel logic):
 //   * Blocks run one after another on the calling OS thread, in blockIdx order (x fastest).
-//   * The threads of one block are cooperative fibers (ucontext) on that one OS thread. A fiber runs
+//   * The threads of one block are cooperative fibers on that one OS thread (a hand-written x86-64
+//     context switch; ucontext elsewhere or with -DONESTEP_EMU_USE_UCONTEXT). A fiber runs
 //     until it reaches a barrier (__syncthreads, __syncwarp, or any *_sync warp primitive) or exits;
 //     the scheduler then runs the next fiber. A barrier is released once every thread it names has
 //     arrived, so code that is only correct with barriers (shared-memory tiles, warp shuffles) is

@@ -34,6 +34,9 @@ typedef enum onestep_status {
 /* The message of the last failed call on this thread ("" if none failed yet). */
 const char* onestep_last_error_message(void);
 
+/* Waits for the work queued on `stream`; an asynchronous kernel fault surfaces here as ONESTEP_ERROR_CUDA. */
+onestep_status onestep_synchronize(cudaStream_t stream);
+
 /* ---- group norm over NHWC (Wu & He 2018), fused with the U-Net's time-embedding modulation -----------
  * y = act( (xhat * gamma[c] + beta[c]) * (1 + scale[n,c]) + shift[n,c] ),  xhat = (x - mean[n,g]) * rstd[n,g]
  * over groups of C/G consecutive channels; mean/rstd (N, G) are written for the backward pass.
@@ -93,6 +96,14 @@ onestep_status onestep_silu_backward(const float* x, const float* dout, float* d
 onestep_status onestep_attention_forward(const float* q, const float* k, const float* v, float* o, float* lse,
                                          int B, int H, int Tq, int Tk, int D, const int* kv_len,
                                          float softmax_scale, cudaStream_t stream);
+
+/* Backward of onestep_attention_forward (Dao 2023, FlashAttention-2, Alg. 2) with the same shapes, kv_len and
+ * softmax_scale; o and lse are the forward's outputs, dout the gradient of o. dq, dk, dv are assigned (keys
+ * beyond kv_len[b] get dk = dv = 0). delta: a (B, H, Tq) fp32 workspace (it receives rowsum(dout * o)). */
+onestep_status onestep_attention_backward(const float* q, const float* k, const float* v, const float* o,
+                                          const float* dout, const float* lse, float* delta, float* dq, float* dk,
+                                          float* dv, int B, int H, int Tq, int Tk, int D, const int* kv_len,
+                                          float softmax_scale, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

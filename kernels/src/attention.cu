@@ -74,9 +74,11 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
 
     float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][kCols];
+    #pragma unroll
     for (int r = 0; r < kRowsPerWarp; r++) {
         m[r] = -INFINITY;
         l[r] = 0.0f;
+        #pragma unroll
         for (int c = 0; c < kCols; c++) acc[r][c] = 0.0f;
     }
 
@@ -96,6 +98,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         __syncthreads();
 
         const bool key_valid = k0 + lane < kv_end;
+        #pragma unroll
         for (int r = 0; r < kRowsPerWarp; r++) {
             const int row = warp * kRowsPerWarp + r;
             const float* qr = Qs + row * D;
@@ -110,24 +113,29 @@ __global__ void __launch_bounds__(kWarps * 32)
             const float alpha = exp2f(m[r] - m_ref);
             l[r] = l[r] * alpha + warp_sum(p);
             m[r] = m_new;
+            #pragma unroll
             for (int c = 0; c < kCols; c++) acc[r][c] *= alpha;
             Ps[row * kKeysPerTile + lane] = p;
         }
         __syncwarp();  // this warp's P rows are written before its lanes read them
+        #pragma unroll
         for (int r = 0; r < kRowsPerWarp; r++) {
             const float* pr = Ps + (warp * kRowsPerWarp + r) * kKeysPerTile;
             for (int j = 0; j < kKeysPerTile; j++) {
                 const float pj = pr[j];
+                #pragma unroll
                 for (int c = 0; c < kCols; c++) acc[r][c] += pj * Vs[j * D + lane + 32 * c];
             }
         }
     }
 
+    #pragma unroll
     for (int r = 0; r < kRowsPerWarp; r++) {
         const int row = q0 + warp * kRowsPerWarp + r;
         if (row >= Tq) continue;
         const float inv_l = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
         float* orow = o + head_q + (long long)row * D;
+        #pragma unroll
         for (int c = 0; c < kCols; c++) orow[lane + 32 * c] = acc[r][c] * inv_l;
         if (lane == 0) lse[(long long)bh * Tq + row] = l[r] > 0.0f ? 0.69314718056f * (m[r] + log2f(l[r])) : -INFINITY;
     }

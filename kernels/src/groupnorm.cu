@@ -6,8 +6,9 @@
 //      Welford accumulator, merged across the warp by shuffles and across warps through shared memory
 //      (Chan et al. pairwise merge); writes mean and rstd = 1/sqrt(var + eps), var the biased variance
 //      as in the paper's Eq. 3-4. fp32 throughout: Welford keeps it accurate where E[x^2] - E[x]^2 cancels.
-//   2. normalize + affine (+ scale/shift, + SiLU): one grid-stride elementwise pass over all N*HW*C values,
-//      float4 loads when C % 4 == 0 and the pointers are 16-byte aligned. A separate pass parallelizes over
+//   2. normalize + affine (+ scale/shift, + SiLU): one grid-stride elementwise pass over all N*HW*C values
+//      (grid.y = sample, so the only per-element index math is a 32-bit i % C), float4 loads when C % 4 == 0
+//      and the pointers are 16-byte aligned. A separate pass parallelizes over
 //      the whole tensor instead of over the N*G groups, which on small batches leaves most SMs idle.
 //   u = (xhat * gamma + beta) * (1 + scale[n,c]) + shift[n,c];  y = SiLU(u) or u.
 //
@@ -40,24 +41,25 @@ __global__ void stats_kernel(const float* __restrict__ x, float* __restrict__ me
     const int n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
     const float* base = x + (long long)n * HW * C + (long long)g * Cg;
     Welford w{0.0f, 0.0f, 0.0f};
+    // 32-bit index math: the API guarantees HW * C <= 2^30, and a 64-bit division per element would cost
+    // more than the load in this memory-bound loop.
     if (VEC4) {
         const int cv = Cg / 4;
-        const long long m = (long long)HW * cv;
-        for (long long i = threadIdx.x; i < m; i += blockDim.x) {
-            const long long p = i / cv;
-            const int c = int(i - p * cv) * 4;
-            const float4 v = *reinterpret_cast<const float4*>(base + p * C + c);
+        const int m = HW * cv;
+        for (int i = threadIdx.x; i < m; i += blockDim.x) {
+            const int p = i / cv;
+            const int c = (i - p * cv) * 4;
+            const float4 v = *reinterpret_cast<const float4*>(base + (long long)p * C + c);
             welford_add(w, v.x);
             welford_add(w, v.y);
             welford_add(w, v.z);
             welford_add(w, v.w);
         }
     } else {
-        const long long m = (long long)HW * Cg;
-        for (long long i = threadIdx.x; i < m; i += blockDim.x) {
-            const long long p = i / Cg;
-            const int c = int(i - p * Cg);
-            welford_add(w, base[p * C + c]);
+        const int m = HW * Cg;
+        for (int i = threadIdx.x; i < m; i += blockDim.x) {
+            const int p = i / Cg;
+            welford_add(w, base[(long long)p * C + (i - p * Cg)]);
         }
     }
     w = block_welford(w, scratch);
@@ -68,43 +70,57 @@ __global__ void stats_kernel(const float* __restrict__ x, float* __restrict__ me
 }
 
 // ---- forward, pass 2: normalize, affine, modulation, activation --------------------------------------
+// One value of channel c of sample n; the pointers are already offset to sample n.
 template <bool EMB, bool SILU>
-__device__ __forceinline__ float apply_one(float x, int n, int c, int C, int G, int Cg, const float* mean,
-                                           const float* rstd, const float* gamma, const float* beta,
-                                           const float* scale, const float* shift) {
-    const int ng = n * G + c / Cg;
-    float u = (x - mean[ng]) * rstd[ng] * gamma[c] + beta[c];
-    if (EMB) u = u * (1.0f + scale[(long long)n * C + c]) + shift[(long long)n * C + c];
+__device__ __forceinline__ float apply_c(float x, int c, int Cg, const float* mean_n, const float* rstd_n,
+                                         const float* gamma, const float* beta, const float* scale_n,
+                                         const float* shift_n) {
+    const int g = c / Cg;
+    float u = (x - mean_n[g]) * rstd_n[g] * gamma[c] + beta[c];
+    if (EMB) u = u * (1.0f + scale_n[c]) + shift_n[c];
     if (SILU) u = u * sigmoid(u);
     return u;
 }
 
+// The same with (n, c) indexing, for the dev file's earlier versions.
+template <bool EMB, bool SILU>
+__device__ __forceinline__ float apply_one(float x, int n, int c, int C, int G, int Cg, const float* mean,
+                                           const float* rstd, const float* gamma, const float* beta,
+                                           const float* scale, const float* shift) {
+    return apply_c<EMB, SILU>(x, c, Cg, mean + n * G, rstd + n * G, gamma, beta, EMB ? scale + (long long)n * C : nullptr,
+                              EMB ? shift + (long long)n * C : nullptr);
+}
+
+// grid.y = sample n; grid-stride over the sample's HW*C values (<= 2^30, so int indices).
 template <bool EMB, bool SILU, bool VEC4>
 __global__ void apply_kernel(const float* __restrict__ x, const float* __restrict__ mean,
                              const float* __restrict__ rstd, const float* __restrict__ gamma,
                              const float* __restrict__ beta, const float* __restrict__ scale,
-                             const float* __restrict__ shift, float* __restrict__ y, int N, int HW, int C, int G) {
-    const int Cg = C / G;
-    const long long total = (long long)N * HW * C;
-    const long long stride = (long long)gridDim.x * blockDim.x;
+                             const float* __restrict__ shift, float* __restrict__ y, int HW, int C, int G) {
+    const int n = blockIdx.y, Cg = C / G;
+    const int per_sample = HW * C;
+    const long long offset = (long long)n * per_sample;
+    const float* xs = x + offset;
+    float* ys = y + offset;
+    const float* mean_n = mean + n * G;
+    const float* rstd_n = rstd + n * G;
+    const float* scale_n = EMB ? scale + (long long)n * C : nullptr;
+    const float* shift_n = EMB ? shift + (long long)n * C : nullptr;
+    const int stride = gridDim.x * blockDim.x;
     if (VEC4) {
-        for (long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 4; i < total; i += stride * 4) {
-            const int n = int(i / ((long long)HW * C));
-            const int c = int(i % C);
-            const float4 v = *reinterpret_cast<const float4*>(x + i);
+        for (int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4; i < per_sample; i += stride * 4) {
+            const int c = i % C;  // C % 4 == 0: the 4 values share n and have channels c..c+3
+            const float4 v = *reinterpret_cast<const float4*>(xs + i);
             float4 r;
-            r.x = apply_one<EMB, SILU>(v.x, n, c + 0, C, G, Cg, mean, rstd, gamma, beta, scale, shift);
-            r.y = apply_one<EMB, SILU>(v.y, n, c + 1, C, G, Cg, mean, rstd, gamma, beta, scale, shift);
-            r.z = apply_one<EMB, SILU>(v.z, n, c + 2, C, G, Cg, mean, rstd, gamma, beta, scale, shift);
-            r.w = apply_one<EMB, SILU>(v.w, n, c + 3, C, G, Cg, mean, rstd, gamma, beta, scale, shift);
-            *reinterpret_cast<float4*>(y + i) = r;
+            r.x = apply_c<EMB, SILU>(v.x, c + 0, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
+            r.y = apply_c<EMB, SILU>(v.y, c + 1, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
+            r.z = apply_c<EMB, SILU>(v.z, c + 2, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
+            r.w = apply_c<EMB, SILU>(v.w, c + 3, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
+            *reinterpret_cast<float4*>(ys + i) = r;
         }
     } else {
-        for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-            const int n = int(i / ((long long)HW * C));
-            const int c = int(i % C);
-            y[i] = apply_one<EMB, SILU>(x[i], n, c, C, G, Cg, mean, rstd, gamma, beta, scale, shift);
-        }
+        for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < per_sample; i += stride)
+            ys[i] = apply_c<EMB, SILU>(xs[i], i % C, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
     }
 }
 
@@ -113,20 +129,21 @@ static bool aligned16(const void* p) { return p == nullptr || (reinterpret_cast<
 static unsigned grid_for(long long work, int block) {
     // Enough blocks to fill any current GPU several times over; the grid-stride loop covers the rest.
     const long long blocks = (work + block - 1) / block;
-    return unsigned(blocks < (1 << 16) ? (blocks > 0 ? blocks : 1) : (1 << 16));
+    return unsigned(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
 }
 
 template <bool EMB, bool SILU>
 static cudaError_t launch_apply(const float* x, const float* mean, const float* rstd, const float* gamma,
                                 const float* beta, const float* scale, const float* shift, float* y, int N, int HW,
                                 int C, int G, int block, cudaStream_t stream) {
-    const long long total = (long long)N * HW * C;
+    const long long per_sample = (long long)HW * C;
     const bool vec4 = C % 4 == 0 && aligned16(x) && aligned16(y);
+    const dim3 grid(grid_for(vec4 ? per_sample / 4 : per_sample, block), unsigned(N));
     if (vec4)
-        return launch(apply_kernel<EMB, SILU, true>, dim3(grid_for(total / 4, block)), dim3(block), 0, stream, x,
-                      mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G);
-    return launch(apply_kernel<EMB, SILU, false>, dim3(grid_for(total, block)), dim3(block), 0, stream, x, mean,
-                  rstd, gamma, beta, scale, shift, y, N, HW, C, G);
+        return launch(apply_kernel<EMB, SILU, true>, grid, dim3(block), 0, stream, x, mean, rstd, gamma, beta, scale,
+                      shift, y, HW, C, G);
+    return launch(apply_kernel<EMB, SILU, false>, grid, dim3(block), 0, stream, x, mean, rstd, gamma, beta, scale,
+                  shift, y, HW, C, G);
 }
 
 cudaError_t launch_forward(const float* x, const float* gamma, const float* beta, const float* scale,
@@ -271,8 +288,10 @@ static onestep_status check_shape(const char* fn, const char* shapes, int N, int
     if (N <= 0 || HW <= 0 || C <= 0 || G <= 0)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "every dimension must be positive");
     if (C % G != 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "C must be a multiple of G");
-    if ((long long)N * G > 0x7fffffffLL)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "N * G exceeds the grid limit");
+    if ((long long)N * G > 0x7fffffffLL || N > 65535)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "N * G or N exceeds the grid limits");
+    if ((long long)HW * C > (1LL << 30))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "HW * C exceeds 2^30 (32-bit indexing within a sample)");
     return ONESTEP_OK;
 }
 

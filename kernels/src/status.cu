@@ -23,3 +23,7 @@ onestep_status fail(onestep_status code, const char* function, const char* shape
 }  // namespace onestep
 
 extern "C" const char* onestep_last_error_message(void) { return g_message; }
+
+extern "C" onestep_status onestep_synchronize(cudaStream_t stream) {
+    return onestep::check_launch(cudaStreamSynchronize(stream), "onestep_synchronize", "");
+}

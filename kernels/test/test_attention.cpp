@@ -1,8 +1,9 @@
-// test_attention.cpp: the fused attention forward of kernels/src/attention.cu, through the CUDA emulation,
+// test_attention.cpp: the fused attention forward and backward (kernels/src/attention*.cu), through the CUDA emulation,
 // against a double-precision softmax(Q K^T * scale) V on random shapes: every supported head dim, token
 // counts that are not multiples of the 32-row / 32-key tiles, cross attention (Tq != Tk), per-batch key
 // lengths including 0 (a fully masked row must give o = 0 and lse = -inf, not NaN), and scores large
-// enough that a softmax without the running max would overflow.
+// enough that a softmax without the running max would overflow. The backward reference is checked against
+// finite differences of the forward reference first.
 #include "onestep_kernels.h"
 #include "test_common.h"
 
@@ -53,6 +54,50 @@ void reference(const Case& c, const vector<float>& q, const vector<float>& k, co
         }
 }
 
+// Backward reference: P recomputed in double, then dV = P^T dO, dP = dO V^T, dS = P o (dP - rowsum(P o dP)),
+// dQ = scale dS K, dK = scale dS^T Q.
+void reference_backward(const Case& c, const vector<float>& q, const vector<float>& k, const vector<float>& v,
+                        const vector<float>& dout, const vector<int>& kv_len, double scale, vector<double>& dq,
+                        vector<double>& dk, vector<double>& dv) {
+    dq.assign(q.size(), 0.0);
+    dk.assign(k.size(), 0.0);
+    dv.assign(v.size(), 0.0);
+    const int D = c.D;
+    vector<double> p(c.Tk), dp(c.Tk);
+    for (int b = 0; b < c.B; b++)
+        for (int h = 0; h < c.H; h++) {
+            const size_t bh = size_t(b) * c.H + h;
+            const int len = c.use_kv_len ? std::max(0, std::min(kv_len[b], c.Tk)) : c.Tk;
+            for (int i = 0; i < c.Tq && len > 0; i++) {
+                const float* qi = &q[(bh * c.Tq + i) * D];
+                const float* gi = &dout[(bh * c.Tq + i) * D];
+                double mx = -INFINITY, sum = 0, delta = 0;
+                for (int j = 0; j < len; j++) {
+                    double dot = 0;
+                    for (int d = 0; d < D; d++) dot += double(qi[d]) * k[(bh * c.Tk + j) * D + d];
+                    p[j] = dot * scale;
+                    mx = std::max(mx, p[j]);
+                }
+                for (int j = 0; j < len; j++) sum += (p[j] = std::exp(p[j] - mx));
+                for (int j = 0; j < len; j++) {
+                    p[j] /= sum;
+                    double g = 0;
+                    for (int d = 0; d < D; d++) g += double(gi[d]) * v[(bh * c.Tk + j) * D + d];
+                    dp[j] = g;
+                    delta += p[j] * g;
+                }
+                for (int j = 0; j < len; j++) {
+                    const double ds = p[j] * (dp[j] - delta);
+                    for (int d = 0; d < D; d++) {
+                        dv[(bh * c.Tk + j) * D + d] += p[j] * gi[d];
+                        dq[(bh * c.Tq + i) * D + d] += scale * ds * k[(bh * c.Tk + j) * D + d];
+                        dk[(bh * c.Tk + j) * D + d] += scale * ds * qi[d];
+                    }
+                }
+            }
+        }
+}
+
 // cudaMalloc-like 256-byte-aligned copies, as the kernel's float4 loads require.
 struct Buf {
     float* p;
@@ -75,20 +120,69 @@ void check_case(const Case& c, uint64_t seed) {
     vector<int> kv_len(c.B);
     // Batch 0 sees no key at all when lengths are used; the others see random prefixes, some past Tk.
     for (int b = 0; b < c.B; b++) kv_len[b] = b == 0 ? 0 : rng.range(1, c.Tk + 40);
-    Buf dq(q), dk(k), dv(v), dout(q.size(), NAN), dlse(size_t(c.B) * c.H * c.Tq, NAN);
+    Buf bq(q), bk(k), bv(v), bo(q.size(), NAN), blse(size_t(c.B) * c.H * c.Tq, NAN);
     const double scale = 1.0 / std::sqrt(double(c.D));
-    const onestep_status st = onestep_attention_forward(dq.p, dk.p, dv.p, dout.p, dlse.p, c.B, c.H, c.Tq, c.Tk, c.D,
+    const onestep_status st = onestep_attention_forward(bq.p, bk.p, bv.p, bo.p, blse.p, c.B, c.H, c.Tq, c.Tk, c.D,
                                                         c.use_kv_len ? kv_len.data() : nullptr, 0.0f, nullptr);
-    if (!expect(st == ONESTEP_OK, "attention returned an error: %s", onestep_last_error_message())) return;
+    if (!expect(st == ONESTEP_OK, "attention returned an error: %s", onestep_last_error_message()) || !ktest::sync()) return;
     vector<double> o, lse;
     reference(c, q, k, v, kv_len, scale, o, lse);
-    expect_close("o", dout.p, o.data(), o.size(), 2e-5, 2e-4);
+    expect_close("o", bo.p, o.data(), o.size(), 2e-5, 2e-4);
     // lse: equal infinities compare equal; finite values by tolerance.
     vector<double> lse_cmp(lse);
-    vector<float> got(dlse.p, dlse.p + dlse.n);
+    vector<float> got(blse.p, blse.p + blse.n);
     for (size_t i = 0; i < lse.size(); i++)
         if (std::isinf(lse[i]) && got[i] == float(lse[i])) lse_cmp[i] = 0, got[i] = 0;
     expect_close("lse", got.data(), lse_cmp.data(), got.size(), 2e-5, 2e-5);
+
+    vector<float> dout = rng.normals(q.size());
+    Buf ddout(dout), ddq(q.size(), NAN), ddk(k.size(), NAN), ddv(v.size(), NAN), ddelta(blse.n, NAN);
+    const onestep_status sb = onestep_attention_backward(bq.p, bk.p, bv.p, bo.p, ddout.p, blse.p, ddelta.p, ddq.p,
+                                                         ddk.p, ddv.p, c.B, c.H, c.Tq, c.Tk, c.D,
+                                                         c.use_kv_len ? kv_len.data() : nullptr, 0.0f, nullptr);
+    if (!expect(sb == ONESTEP_OK, "attention backward returned an error: %s", onestep_last_error_message()) || !ktest::sync()) return;
+    vector<double> gq, gk, gv;
+    reference_backward(c, q, k, v, dout, kv_len, scale, gq, gk, gv);
+    const double tol = 5e-5 * std::sqrt(double(c.Tq > c.Tk ? c.Tq : c.Tk)) * c.qk_std * c.qk_std;
+    expect_close("dq", ddq.p, gq.data(), gq.size(), tol, 1e-3);
+    expect_close("dk", ddk.p, gk.data(), gk.size(), tol, 1e-3);
+    expect_close("dv", ddv.p, gv.data(), gv.size(), tol, 1e-3);
+}
+
+// The backward reference against central differences of L = sum(dout * o) on a tiny case.
+void check_backward_reference_by_finite_differences() {
+    const Case c{1, 1, 3, 5, 32, 1.0, false};
+    ktest::Rng rng(9);
+    vector<float> q = rng.normals(3 * 32), k = rng.normals(5 * 32), v = rng.normals(5 * 32), dout = rng.normals(3 * 32);
+    const double scale = 1.0 / std::sqrt(32.0);
+    vector<double> gq, gk, gv;
+    vector<int> none;
+    reference_backward(c, q, k, v, dout, none, scale, gq, gk, gv);
+    auto loss = [&]() {
+        vector<double> o, lse;
+        reference(c, q, k, v, none, scale, o, lse);
+        double l = 0;
+        for (size_t i = 0; i < o.size(); i++) l += dout[i] * o[i];
+        return l;
+    };
+    auto fd = [&](vector<float>& x, const vector<double>& g, const char* name) {
+        vector<float> got;
+        vector<double> want;
+        for (size_t i = 0; i < x.size(); i += 7) {  // a sample of the entries
+            const float keep = x[i], h = 1e-2f;
+            x[i] = keep + h;
+            const double lp = loss();
+            x[i] = keep - h;
+            const double lm = loss();
+            x[i] = keep;
+            want.push_back((lp - lm) / (2.0 * h));
+            got.push_back(float(g[i]));
+        }
+        expect_close(name, got.data(), want.data(), got.size(), 2e-4, 1e-3);
+    };
+    fd(q, gq, "reference dq vs finite differences");
+    fd(k, gk, "reference dk vs finite differences");
+    fd(v, gv, "reference dv vs finite differences");
 }
 
 void check_argument_errors() {
@@ -110,6 +204,7 @@ void check_argument_errors() {
 int main() {
     const auto start = std::chrono::steady_clock::now();
     check_argument_errors();
+    check_backward_reference_by_finite_differences();
     const Case cases[] = {
         {1, 1, 1, 1, 32, 1.0, false},      // one token
         {2, 3, 17, 45, 32, 1.0, false},    // ragged query and key tiles, cross attention
@@ -118,6 +213,7 @@ int main() {
         {3, 2, 50, 70, 64, 1.0, true},     // per-batch key lengths, batch 0 fully masked
         {2, 1, 40, 33, 32, 4.0, true},     // scores of order +-100: overflows without the running max
         {1, 1, 20, 1100, 32, 1.0, false},  // many key tiles
+        {1, 1, 16, 4096, 64, 1.0, false},  // the longest sequence the U-Net uses (64x64 tokens)
     };
     uint64_t seed = 100;
     for (const Case& c : cases) check_case(c, seed++);

@@ -1,6 +1,8 @@
 // test_common.h: what every emulated kernel test shares: a seeded RNG, the comparison that prints the
 // first mismatches (llm.c's tol + |ref| * rel rule), and a pass/fail tally whose closing line CTest shows.
 #pragma once
+#include "onestep_kernels.h"
+
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -80,6 +82,13 @@ inline bool expect(bool cond, const char* fmt, const char* detail = "") {
         std::printf("\n");
     }
     return cond;
+}
+
+// Waits for the kernels just queued (a no-op in the emulation, where launches are synchronous; needed
+// when these tests run against the real library on a GPU).
+inline bool sync() {
+    const onestep_status s = onestep_synchronize(nullptr);
+    return expect(s == ONESTEP_OK, "onestep_synchronize: %s", onestep_last_error_message());
 }
 
 inline std::vector<double> to_double(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }

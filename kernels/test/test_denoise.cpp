@@ -41,7 +41,7 @@ void check_op(const char* name, int nin, const std::function<onestep_status(cons
             const onestep_status st = kernel(ptrs, dst, n);
             char what[96];
             std::snprintf(what, sizeof what, "%s n=%lld offset=%d%s", name, n, offset, in_place_on_first ? " in place" : "");
-            if (!expect(st == ONESTEP_OK, "%s returned an error", what)) continue;
+            if (!expect(st == ONESTEP_OK, "%s returned an error", what) || !ktest::sync()) continue;
             expect_close(what, dst, want.data(), size_t(n), 1e-6, 1e-5);
         }
 }
@@ -87,6 +87,7 @@ void check_ops() {
     for (int i = 0; i < 1001; i++) want[i] = (double(x[i]) - D[i]) / s;
     expect(onestep_edm_euler_step(x.data(), D.data(), xn.data(), d.data(), 1001, s, sn, nullptr) == ONESTEP_OK,
            "euler with d returned an error%s");
+    ktest::sync();
     expect_close("euler d", d.data(), want.data(), 1001, 1e-6, 1e-5);
 }
 
@@ -122,10 +123,12 @@ void check_edm_heun_sampler() {
         const double g = ideal_denoiser_gain(sig[i], sd);
         for (int k = 0; k < n; k++) D[k] = float(g * x[k]);
         ok &= onestep_edm_euler_step(x.data(), D.data(), xe.data(), d.data(), n, sig[i], sig[i + 1], nullptr) == ONESTEP_OK;
+        ok &= ktest::sync();
         if (sig[i + 1] > 0) {
             const double g2 = ideal_denoiser_gain(sig[i + 1], sd);
             for (int k = 0; k < n; k++) De[k] = float(g2 * xe[k]);
             ok &= onestep_edm_heun_step(x.data(), d.data(), xe.data(), De.data(), x.data(), n, sig[i], sig[i + 1], nullptr) == ONESTEP_OK;
+            ok &= ktest::sync();
         } else {
             x = xe;
         }
@@ -165,10 +168,12 @@ void check_multistep_consistency() {
     for (double t : {T, tau}) {
         if (t != T) {
             expect(onestep_consistency_renoise(x.data(), z2.data(), x.data(), n, t, eps, nullptr) == ONESTEP_OK, "renoise failed%s");
+            ktest::sync();
         }
         const double g = ideal_denoiser_gain(t, sd);
         for (int k = 0; k < n; k++) F[k] = float((g - cskip(t)) * x[k] / cout_(t));
         expect(onestep_consistency_output(x.data(), F.data(), x.data(), n, t, eps, sd, nullptr) == ONESTEP_OK, "output failed%s");
+        ktest::sync();
     }
     for (int k = 0; k < n; k++) {
         double v = ideal_denoiser_gain(T, sd) * T * double(z[k]);
@@ -178,7 +183,8 @@ void check_multistep_consistency() {
     expect_close("2-step consistency sampler", x.data(), xr.data(), n, 1e-5, 1e-4);
     // Boundary condition f(x, eps) = x whatever F is.
     vector<float> y(n);
-    onestep_consistency_output(z.data(), z2.data(), y.data(), n, eps, eps, sd, nullptr);
+    expect(onestep_consistency_output(z.data(), z2.data(), y.data(), n, eps, eps, sd, nullptr) == ONESTEP_OK, "boundary call failed%s");
+    ktest::sync();
     vector<double> zd(z.begin(), z.end());
     expect_close("consistency boundary f(x, eps) = x", y.data(), zd.data(), n, 0.0, 0.0);
 }

@@ -151,7 +151,7 @@ void check_case(const Shape& s, bool emb, bool silu, double x_mean, uint64_t see
     vector<float> y(nx, NAN), mean(size_t(s.N) * s.G, NAN), rstd(size_t(s.N) * s.G, NAN);
     onestep_status st = onestep_groupnorm_forward(x.data(), gamma.data(), beta.data(), sc, sh, y.data(), mean.data(),
                                                   rstd.data(), s.N, s.HW, s.C, s.G, eps, silu, nullptr);
-    if (!expect(st == ONESTEP_OK, "forward returned an error: %s", onestep_last_error_message())) return;
+    if (!expect(st == ONESTEP_OK, "forward returned an error: %s", onestep_last_error_message()) || !ktest::sync()) return;
 
     vector<double> xd = ktest::to_double(x), gd = ktest::to_double(gamma), bd = ktest::to_double(beta);
     vector<double> scd = ktest::to_double(scale), shd = ktest::to_double(shift), dyd = ktest::to_double(dy);
@@ -167,7 +167,7 @@ void check_case(const Shape& s, bool emb, bool silu, double x_mean, uint64_t see
     st = onestep_groupnorm_backward(dy.data(), x.data(), mean.data(), rstd.data(), gamma.data(), beta.data(), sc, sh,
                                     dx.data(), dgamma.data(), dbeta.data(), emb ? dscale.data() : nullptr,
                                     emb ? dshift.data() : nullptr, s.N, s.HW, s.C, s.G, silu, nullptr);
-    if (!expect(st == ONESTEP_OK, "backward returned an error: %s", onestep_last_error_message())) return;
+    if (!expect(st == ONESTEP_OK, "backward returned an error: %s", onestep_last_error_message()) || !ktest::sync()) return;
     vector<double> dxr, dgr, dbr, dscr, dshr;
     backward_ref(s, dyd, xd, gd, bd, emb ? scd.data() : nullptr, emb ? shd.data() : nullptr, silu, eps, dxr, dgr, dbr,
                  dscr, dshr);
@@ -191,6 +191,8 @@ void check_argument_errors() {
     const char* msg = onestep_last_error_message();
     expect(std::strstr(msg, "onestep_groupnorm_forward(N=1, HW=2, C=12, G=5)") != nullptr,
            "message does not name the kernel and shapes: %s", msg);
+    st = onestep_groupnorm_forward(buf, buf, buf, nullptr, nullptr, buf, buf, buf, 1, 1 << 20, 2048, 32, 1e-5f, 0, nullptr);
+    expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "HW * C > 2^30 was accepted%s");
     st = onestep_groupnorm_forward(buf, buf, buf, buf, nullptr, buf, buf, buf, 1, 2, 4, 2, 1e-5f, 0, nullptr);
     expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "scale without shift was accepted%s");
     st = onestep_groupnorm_backward(buf, buf, buf, buf, buf, buf, nullptr, nullptr, buf, buf, buf, nullptr, nullptr, 0,

@@ -1,0 +1,316 @@
+// attention_forward.cu: development record of the fused attention forward O = softmax(Q K^T * scale) V,
+// q (B,H,Tq,D), k/v (B,H,Tk,D), fp32, with the log-sum-exp per row saved for a backward pass.
+//
+//   nvcc build:  cmake target dev_attention_forward;  run: ./dev_attention_forward [version] [B H T D]
+//   emulated:    cmake target dev_attention_forward_emu (validation only, small shape; a CTest test)
+//
+// TFLOP/s counts the two matrix products, 4 * B * H * Tq * Tk * D flops (softmax not counted).
+#include "../src/status.cu"
+#include "../src/attention.cu"
+#include "dev_common.cuh"
+
+#include <cstdlib>
+#include <vector>
+#ifndef ONESTEP_EMULATION
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+#endif
+
+using namespace onestep;
+
+// ---- CPU reference (double) -----------------------------------------------------------------------------
+static void attention_forward_cpu(std::vector<double>& o, std::vector<double>& lse, const std::vector<float>& q,
+                                  const std::vector<float>& k, const std::vector<float>& v, int B, int H, int Tq,
+                                  int Tk, int D, double scale) {
+    std::vector<double> s(Tk);
+    for (long long bh = 0; bh < (long long)B * H; bh++)
+        for (int i = 0; i < Tq; i++) {
+            double mx = -INFINITY;
+            for (int j = 0; j < Tk; j++) {
+                double dot = 0;
+                for (int d = 0; d < D; d++) dot += double(q[(bh * Tq + i) * D + d]) * k[(bh * Tk + j) * D + d];
+                s[j] = dot * scale;
+                mx = std::max(mx, s[j]);
+            }
+            double sum = 0;
+            for (int j = 0; j < Tk; j++) sum += (s[j] = std::exp(s[j] - mx));
+            for (int d = 0; d < D; d++) o[(bh * Tq + i) * D + d] = 0;
+            for (int j = 0; j < Tk; j++)
+                for (int d = 0; d < D; d++) o[(bh * Tq + i) * D + d] += s[j] / sum * v[(bh * Tk + j) * D + d];
+            lse[bh * Tq + i] = mx + std::log(sum);
+        }
+}
+
+// ---- version 1: one thread per query row, three passes over all keys straight from global memory
+// (row max, denominator, weighted sum of V). Exact and simple; every thread re-reads all of K and V.
+__global__ void attention_forward_kernel1(const float* q, const float* k, const float* v, float* o, float* lse,
+                                          int BH, int Tq, int Tk, int D, float scale) {
+    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= (long long)BH * Tq) return;
+    const long long bh = t / Tq;
+    const float* qr = q + t * D;
+    const float* kh = k + bh * Tk * D;
+    const float* vh = v + bh * Tk * D;
+    float mx = -INFINITY;
+    for (int j = 0; j < Tk; j++) {
+        float s = 0;
+        for (int d = 0; d < D; d++) s += qr[d] * kh[(long long)j * D + d];
+        mx = fmaxf(mx, s * scale);
+    }
+    float sum = 0;
+    for (int j = 0; j < Tk; j++) {
+        float s = 0;
+        for (int d = 0; d < D; d++) s += qr[d] * kh[(long long)j * D + d];
+        sum += __expf(s * scale - mx);
+    }
+    for (int d = 0; d < D; d++) o[t * D + d] = 0.0f;
+    for (int j = 0; j < Tk; j++) {
+        float s = 0;
+        for (int d = 0; d < D; d++) s += qr[d] * kh[(long long)j * D + d];
+        const float p = __expf(s * scale - mx) / sum;
+        for (int d = 0; d < D; d++) o[t * D + d] += p * vh[(long long)j * D + d];
+    }
+    lse[t] = mx + logf(sum);
+}
+
+// ---- version 2 (production, src/attention.cu): FlashAttention-2 structure. One block of 4 warps per 32
+// query rows; K/V in 32-key tiles through shared memory (K with a padded pitch); online softmax with the
+// running max and sum in registers, exp2 with scale*log2(e) folded into Q; one normalization at the end.
+
+// ---- versions 3 and 4 (nvcc only, sm_80+; NOT YET RUN ON A GPU: written on a machine without one, compiled
+// for sm_80 and sm_90a, to be validated by kernels/run_gpu_checks.sh before any of it moves to src/):
+// version 2's FA2 structure with Q K^T and P V on tensor cores through WMMA 16x16x16 fragments, fp16
+// (version 3) or bf16 (version 4) inputs and P, fp32 accumulation, softmax statistics and output.
+// 4 warps x 16 query rows = 64 rows per block, 64-key tiles. WMMA accumulator fragments have no documented
+// row layout, so the per-row rescaling by alpha = exp2(m_old - m_new) is done on an fp32 copy of the
+// warp's output rows in shared memory: scale the rows, load them into the accumulator, P V on top, store.
+#ifndef ONESTEP_EMULATION
+namespace wmma_attention {
+namespace wmma = nvcuda::wmma;
+constexpr int kRows = 64, kKeys = 64, kWarps = 4;
+
+template <typename T> __device__ __forceinline__ T from_float(float f);
+template <> __device__ __forceinline__ __half from_float<__half>(float f) { return __float2half_rn(f); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float f) { return __float2bfloat16_rn(f); }
+
+__host__ size_t shared_bytes(int D, size_t elem) {
+    return 3 * size_t(kRows) * D * elem                      // Q, K, V tiles
+           + size_t(kWarps) * 16 * kKeys * sizeof(float)     // S, per warp
+           + size_t(kWarps) * 16 * kKeys * elem              // P, per warp
+           + size_t(kWarps) * 16 * D * sizeof(float);        // O, per warp
+}
+
+// Rows [r0, r0 + 64) of a (T, D) matrix into shared memory, 16-byte loads; rows >= end become zero.
+template <typename T, int D>
+__device__ __forceinline__ void load_rows(T* dst, const T* src, int r0, int end) {
+    constexpr int kVec = 16 / sizeof(T);  // elements per 16-byte load
+    for (int i = threadIdx.x; i < kRows * D / kVec; i += blockDim.x) {
+        const int r = i / (D / kVec), c = (i % (D / kVec)) * kVec;
+        int4 val = make_int4(0, 0, 0, 0);
+        if (r0 + r < end) val = *reinterpret_cast<const int4*>(src + (long long)(r0 + r) * D + c);
+        *reinterpret_cast<int4*>(dst + r * D + c) = val;
+    }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kWarps * 32)
+    forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, float* __restrict__ o,
+                   float* __restrict__ lse, int Tq, int Tk, float scale_log2) {
+    extern __shared__ __align__(128) unsigned char wmma_smem[];
+    T* Qs = reinterpret_cast<T*>(wmma_smem);
+    T* Ks = Qs + kRows * D;
+    T* Vs = Ks + kKeys * D;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    float* Ss = reinterpret_cast<float*>(Vs + kKeys * D) + warp * 16 * kKeys;  // this warp's 16 x 64 scores
+    T* Ps = reinterpret_cast<T*>(reinterpret_cast<float*>(Vs + kKeys * D) + kWarps * 16 * kKeys) + warp * 16 * kKeys;
+    float* Os = reinterpret_cast<float*>(reinterpret_cast<T*>(reinterpret_cast<float*>(Vs + kKeys * D) + kWarps * 16 * kKeys) +
+                                         kWarps * 16 * kKeys) + warp * 16 * D;
+    const int bh = blockIdx.y, q0 = blockIdx.x * kRows;
+    const long long head_q = (long long)bh * Tq * D, head_k = (long long)bh * Tk * D;
+
+    load_rows<T, D>(Qs, q + head_q, q0, Tq);
+    for (int i = lane; i < 16 * D; i += 32) Os[i] = 0.0f;
+    // Two lanes per row: lane 2r and 2r+1 share row r, each owning 32 of the 64 key columns and D/2 outputs.
+    const int r = lane / 2, half = lane % 2;
+    float m_run = -INFINITY, l_run = 0.0f;
+
+    for (int k0 = 0; k0 < Tk; k0 += kKeys) {
+        __syncthreads();  // previous tile's readers (and the Q loads) are done
+        load_rows<T, D>(Ks, k + head_k, k0, Tk);
+        load_rows<T, D>(Vs, v + head_k, k0, Tk);
+        __syncthreads();
+        // S (16 x 64) = Q_warp (16 x D) K^T (D x 64): K stored [key][d] is B = K^T in column-major order.
+        for (int n0 = 0; n0 < kKeys; n0 += 16) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> s_frag;
+            wmma::fill_fragment(s_frag, 0.0f);
+            for (int kk = 0; kk < D; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+                wmma::load_matrix_sync(a, Qs + warp * 16 * D + kk, D);
+                wmma::load_matrix_sync(b, Ks + n0 * D + kk, D);
+                wmma::mma_sync(s_frag, a, b, s_frag);
+            }
+            wmma::store_matrix_sync(Ss + n0, s_frag, kKeys, wmma::mem_row_major);
+        }
+        __syncwarp();
+        // Online softmax for row r over this tile (base-2 units, as in version 2).
+        float* srow = Ss + r * kKeys;
+        float mx = -INFINITY;
+        for (int c = half * 32; c < half * 32 + 32; c++) {
+            const float sv = k0 + c < Tk ? srow[c] * scale_log2 : -INFINITY;
+            srow[c] = sv;
+            mx = fmaxf(mx, sv);
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        const float m_new = fmaxf(m_run, mx);
+        const float m_ref = m_new == -INFINITY ? 0.0f : m_new;
+        float sum = 0.0f;
+        for (int c = half * 32; c < half * 32 + 32; c++) {
+            const float p = exp2f(srow[c] - m_ref);
+            Ps[r * kKeys + c] = from_float<T>(p);
+            sum += p;
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        const float alpha = exp2f(m_run - m_ref);
+        l_run = l_run * alpha + sum;
+        m_run = m_new;
+        for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++) Os[r * D + d] *= alpha;
+        __syncwarp();
+        // O_warp (16 x D) += P (16 x 64) V (64 x D), V stored [key][d] = row-major B.
+        for (int n0 = 0; n0 < D; n0 += 16) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> o_frag;
+            wmma::load_matrix_sync(o_frag, Os + n0, D, wmma::mem_row_major);
+            for (int kk = 0; kk < kKeys; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
+                wmma::load_matrix_sync(a, Ps + kk, kKeys);
+                wmma::load_matrix_sync(b, Vs + kk * D + n0, D);
+                wmma::mma_sync(o_frag, a, b, o_frag);
+            }
+            wmma::store_matrix_sync(Os + n0, o_frag, D, wmma::mem_row_major);
+        }
+        __syncwarp();
+    }
+    const int row = q0 + warp * 16 + r;
+    if (row < Tq) {
+        const float inv_l = l_run > 0.0f ? 1.0f / l_run : 0.0f;
+        for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++) o[head_q + (long long)row * D + d] = Os[r * D + d] * inv_l;
+        if (half == 0) lse[(long long)bh * Tq + row] = l_run > 0.0f ? 0.69314718056f * (m_run + log2f(l_run)) : -INFINITY;
+    }
+}
+
+template <typename T>
+cudaError_t launch_forward(const T* q, const T* k, const T* v, float* o, float* lse, int B, int H, int T_, int D,
+                           float scale) {
+    const size_t smem = shared_bytes(D, sizeof(T));
+    const dim3 grid((T_ + kRows - 1) / kRows, unsigned(B * H)), block(kWarps * 32);
+    const float scale_log2 = scale * 1.4426950408889634f;
+    cudaError_t e = cudaErrorInvalidValue;
+    switch (D) {
+#define ONESTEP_WMMA_CASE(DD)                                                                                     \
+    case DD:                                                                                                      \
+        e = cudaFuncSetAttribute(forward_kernel<T, DD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));  \
+        if (e != cudaSuccess) return e;                                                                           \
+        forward_kernel<T, DD><<<grid, block, smem>>>(q, k, v, o, lse, T_, T_, scale_log2);                        \
+        return cudaGetLastError();
+        ONESTEP_WMMA_CASE(32)
+        ONESTEP_WMMA_CASE(64)
+        ONESTEP_WMMA_CASE(128)
+#undef ONESTEP_WMMA_CASE
+    }
+    return e;
+}
+
+// Device copies of q, k, v in T, made once.
+template <typename T>
+struct Inputs {
+    T *q = nullptr, *k = nullptr, *v = nullptr;
+    void make(const std::vector<float>& hq, const std::vector<float>& hk, const std::vector<float>& hv) {
+        auto conv = [](const std::vector<float>& h) {
+            std::vector<T> t(h.size());
+            for (size_t i = 0; i < h.size(); i++) t[i] = T(h[i]);
+            return dev::to_device(t);
+        };
+        q = conv(hq), k = conv(hk), v = conv(hv);
+    }
+};
+Inputs<__half> f16;
+Inputs<__nv_bfloat16> bf16;
+}  // namespace wmma_attention
+#endif
+
+static cudaError_t run_version(int version, const float* q, const float* k, const float* v, float* o, float* lse,
+                               int B, int H, int T, int D, float scale, int block) {
+    switch (version) {
+        case 1:
+            return launch(attention_forward_kernel1, dim3(ceil_div((long long)B * H * T, block)), dim3(block), 0,
+                          nullptr, q, k, v, o, lse, B * H, T, T, D, scale);
+        case 2:
+            return attention::launch_forward(q, k, v, o, lse, B, H, T, T, D, nullptr, scale, nullptr);
+#ifndef ONESTEP_EMULATION
+        case 3:
+            return wmma_attention::launch_forward(wmma_attention::f16.q, wmma_attention::f16.k, wmma_attention::f16.v,
+                                                  o, lse, B, H, T, D, scale);
+        case 4:
+            return wmma_attention::launch_forward(wmma_attention::bf16.q, wmma_attention::bf16.k, wmma_attention::bf16.v,
+                                                  o, lse, B, H, T, D, scale);
+#endif
+    }
+    std::fprintf(stderr, "unknown version %d\n", version);
+    std::exit(2);
+}
+
+int main(int argc, char** argv) {
+#ifdef ONESTEP_EMULATION
+    int B = 1, H = 2, T = 70, D = 64;  // T not a multiple of the 32-token tiles
+#else
+    int B = 8, H = 8, T = 1024, D = 64;  // self-attention at a 32x32 U-Net level
+#endif
+    int only = 0;
+    if (argc > 1) only = std::atoi(argv[1]);
+    if (argc > 5) B = std::atoi(argv[2]), H = std::atoi(argv[3]), T = std::atoi(argv[4]), D = std::atoi(argv[5]);
+    std::printf("attention forward fp32, B=%d H=%d T=%d D=%d\n", B, H, T, D);
+    const size_t nq = size_t(B) * H * T * D, nl = size_t(B) * H * T;
+    const float scale = 1.0f / std::sqrt(float(D));
+    std::vector<float> q = dev::random_normal(nq, 1), k = dev::random_normal(nq, 2), v = dev::random_normal(nq, 3);
+    std::vector<double> o_ref(nq), lse_ref(nl);
+    attention_forward_cpu(o_ref, lse_ref, q, k, v, B, H, T, T, D, scale);
+    float *d_q = dev::to_device(q), *d_k = dev::to_device(k), *d_v = dev::to_device(v);
+    float *d_o = dev::device_filled(nq, 0.0f), *d_lse = dev::device_filled(nl, 0.0f);
+    bool all_ok = true;
+#ifdef ONESTEP_EMULATION
+    const int last_version = 2;  // versions 3 and 4 need tensor cores
+#else
+    const int last_version = 4;
+    wmma_attention::f16.make(q, k, v);
+    wmma_attention::bf16.make(q, k, v);
+#endif
+    for (int version = 1; version <= last_version; version++) {
+        if (only && version != only) continue;
+        // The block shapes of versions 2-4 are part of their design (4 warps); only version 1 is swept.
+        std::vector<int> blocks = version == 1 ? std::vector<int>{32, 64, 128, 256} : std::vector<int>{128};
+        // fp16 keeps 11 significant bits, bf16 8: inputs and P are rounded to them, accumulation is fp32.
+        const double tol = version == 3 ? 4e-3 : version == 4 ? 3e-2 : 2e-5;
+        const double rel = version == 3 ? 1e-2 : version == 4 ? 5e-2 : 2e-4;
+        for (int block : blocks) {
+            dev_check(cudaMemset(d_o, 0xFF, nq * 4));
+            dev_check(run_version(version, d_q, d_k, d_v, d_o, d_lse, B, H, T, D, scale, block));
+            dev_check(cudaDeviceSynchronize());
+            bool ok = dev::validate("o", d_o, o_ref, tol, rel);
+            ok &= dev::validate("lse", d_lse, lse_ref, tol, rel);
+            all_ok &= ok;
+#ifdef ONESTEP_EMULATION
+            std::printf("version %d block %4d: %s\n", version, block, ok ? "ok" : "MISMATCH");
+#else
+            const float ms = dev::time_ms([&] {
+                dev_check(run_version(version, d_q, d_k, d_v, d_o, d_lse, B, H, T, D, scale, block));
+            }, version == 1 ? 3 : 20);
+            const double tflops = 4.0 * B * H * double(T) * T * D / (ms * 1e-3) / 1e12;
+            std::printf("version %d block %4d: %s  %9.4f ms  %6.2f TFLOP/s\n", version, block, ok ? "ok      " : "MISMATCH", ms, tflops);
+#endif
+        }
+    }
+    std::printf(all_ok ? "all versions match the CPU reference\n" : "SOME VERSIONS DO NOT MATCH the CPU reference\n");
+    return all_ok ? 0 : 1;
+}

@@ -1,0 +1,173 @@
+// groupnorm_forward.cu: development record of the NHWC group norm forward (Wu & He 2018, Eq. 1-4) fused with
+// the U-Net ResBlock's time-embedding modulation and SiLU:
+//   y = SiLU((xhat * gamma + beta) * (1 + scale[n,c]) + shift[n,c]),  xhat = (x - mean[n,g]) * rstd[n,g].
+// A CPU reference in double, numbered kernel versions, validation of each against the reference for every
+// block size of the sweep, and (nvcc only) timing with an L2 flush and achieved bandwidth.
+//
+//   nvcc build:  cmake target dev_groupnorm_forward;  run: ./dev_groupnorm_forward [version] [N HW C G]
+//   emulated:    cmake target dev_groupnorm_forward_emu (validation only, small shape; a CTest test)
+//
+// GB/s counts the bytes the op must move at least once: read x, write y (params and stats are negligible).
+#include "../src/status.cu"
+#include "../src/groupnorm.cu"
+#include "dev_common.cuh"
+
+#include <cstdlib>
+#include <vector>
+
+using namespace onestep;
+using namespace onestep::groupnorm;
+
+// ---- CPU reference ---------------------------------------------------------------------------------------
+static void groupnorm_forward_cpu(std::vector<double>& y, std::vector<double>& mean, std::vector<double>& rstd,
+                                  const std::vector<float>& x, const std::vector<float>& gamma,
+                                  const std::vector<float>& beta, const std::vector<float>& scale,
+                                  const std::vector<float>& shift, int N, int HW, int C, int G, float eps) {
+    const int Cg = C / G;
+    for (int n = 0; n < N; n++)
+        for (int g = 0; g < G; g++) {
+            double s = 0, sq = 0;
+            for (int p = 0; p < HW; p++)
+                for (int c = g * Cg; c < (g + 1) * Cg; c++) s += x[(size_t(n) * HW + p) * C + c];
+            const double mu = s / (double(HW) * Cg);
+            for (int p = 0; p < HW; p++)
+                for (int c = g * Cg; c < (g + 1) * Cg; c++) {
+                    const double d = x[(size_t(n) * HW + p) * C + c] - mu;
+                    sq += d * d;
+                }
+            const double rs = 1.0 / std::sqrt(sq / (double(HW) * Cg) + eps);
+            mean[n * G + g] = mu;
+            rstd[n * G + g] = rs;
+            for (int p = 0; p < HW; p++)
+                for (int c = g * Cg; c < (g + 1) * Cg; c++) {
+                    const size_t i = (size_t(n) * HW + p) * C + c;
+                    const double u = ((x[i] - mu) * rs * gamma[c] + beta[c]) * (1.0 + scale[n * C + c]) + shift[n * C + c];
+                    y[i] = u / (1.0 + std::exp(-u));
+                }
+        }
+}
+
+// ---- version 1: one thread per (n, g) does everything serially: two passes over the group for mean and
+// variance, a third to normalize. Obviously correct, and slow: N*G threads, uncoalesced reads.
+__global__ void groupnorm_forward_kernel1(const float* x, const float* gamma, const float* beta, const float* scale,
+                                          const float* shift, float* y, float* mean, float* rstd, int N, int HW, int C,
+                                          int G, float eps) {
+    const int ng = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ng >= N * G) return;
+    const int n = ng / G, g = ng % G, Cg = C / G;
+    const long long base = (long long)n * HW * C + (long long)g * Cg;
+    float s = 0.0f;
+    for (int p = 0; p < HW; p++)
+        for (int c = 0; c < Cg; c++) s += x[base + (long long)p * C + c];
+    const float mu = s / (float(HW) * Cg);
+    float sq = 0.0f;
+    for (int p = 0; p < HW; p++)
+        for (int c = 0; c < Cg; c++) {
+            const float d = x[base + (long long)p * C + c] - mu;
+            sq += d * d;
+        }
+    const float rs = rsqrtf(sq / (float(HW) * Cg) + eps);
+    mean[ng] = mu;
+    rstd[ng] = rs;
+    for (int p = 0; p < HW; p++)
+        for (int c = 0; c < Cg; c++) {
+            const long long i = base + (long long)p * C + c;
+            y[i] = apply_one<true, true>(x[i], n, g * Cg + c, C, G, Cg, mean, rstd, gamma, beta, scale, shift);
+        }
+}
+
+// ---- version 2: one block per (n, g): Welford per thread, merged by warp shuffles and through shared memory
+// (one read of x for the statistics instead of two), then the same block normalizes its group.
+// Parallelism is still only N*G blocks, and each block reads its group twice.
+__global__ void groupnorm_forward_kernel2(const float* x, const float* gamma, const float* beta, const float* scale,
+                                          const float* shift, float* y, float* mean, float* rstd, int HW, int C, int G,
+                                          float eps) {
+    __shared__ Welford scratch[32];
+    const int n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
+    const long long base = (long long)n * HW * C + (long long)g * Cg;
+    const long long m = (long long)HW * Cg;
+    Welford w{0.0f, 0.0f, 0.0f};
+    for (long long i = threadIdx.x; i < m; i += blockDim.x) welford_add(w, x[base + (i / Cg) * C + i % Cg]);
+    w = block_welford(w, scratch);
+    if (threadIdx.x == 0) {
+        mean[blockIdx.x] = w.mean;
+        rstd[blockIdx.x] = rsqrtf(w.m2 / w.n + eps);
+    }
+    __syncthreads();
+    for (long long i = threadIdx.x; i < m; i += blockDim.x) {
+        const long long idx = base + (i / Cg) * C + i % Cg;
+        y[idx] = apply_one<true, true>(x[idx], n, g * Cg + int(i % Cg), C, G, Cg, mean, rstd, gamma, beta, scale, shift);
+    }
+}
+
+// ---- version 3 (production, src/groupnorm.cu): version 2's statistics with float4 loads, then a separate
+// grid-wide float4 normalize pass over all N*HW*C values, so the second pass is not limited to N*G blocks.
+
+struct Args {
+    const float *x, *gamma, *beta, *scale, *shift;
+    float *y, *mean, *rstd;
+    int N, HW, C, G;
+    float eps;
+};
+
+static cudaError_t run_version(int version, const Args& a, int block) {
+    switch (version) {
+        case 1:
+            return launch(groupnorm_forward_kernel1, dim3(ceil_div(a.N * a.G, block)), dim3(block), 0, nullptr, a.x,
+                          a.gamma, a.beta, a.scale, a.shift, a.y, a.mean, a.rstd, a.N, a.HW, a.C, a.G, a.eps);
+        case 2:
+            return launch(groupnorm_forward_kernel2, dim3(a.N * a.G), dim3(block), 0, nullptr, a.x, a.gamma, a.beta,
+                          a.scale, a.shift, a.y, a.mean, a.rstd, a.HW, a.C, a.G, a.eps);
+        case 3:
+            return launch_forward(a.x, a.gamma, a.beta, a.scale, a.shift, a.y, a.mean, a.rstd, a.N, a.HW, a.C, a.G,
+                                  a.eps, true, block, block, nullptr);
+    }
+    std::fprintf(stderr, "unknown version %d\n", version);
+    std::exit(2);
+}
+
+int main(int argc, char** argv) {
+#ifdef ONESTEP_EMULATION
+    int N = 2, HW = 36, C = 64, G = 8;  // small: every GPU thread is a fiber on one CPU core
+#else
+    int N = 8, HW = 32 * 32, C = 256, G = 32;  // a 32x32 U-Net level of a batch of 8
+#endif
+    int only = 0;
+    if (argc > 1) only = std::atoi(argv[1]);
+    if (argc > 5) N = std::atoi(argv[2]), HW = std::atoi(argv[3]), C = std::atoi(argv[4]), G = std::atoi(argv[5]);
+    std::printf("group norm forward (+scale/shift, +SiLU), N=%d HW=%d C=%d G=%d\n", N, HW, C, G);
+    const size_t nx = size_t(N) * HW * C;
+    const float eps = 1e-5f;
+    std::vector<float> x = dev::random_normal(nx, 1, 0.5f), gamma = dev::random_normal(C, 2, 1.0f, 0.3f),
+                       beta = dev::random_normal(C, 3, 0.0f, 0.3f), scale = dev::random_normal(size_t(N) * C, 4, 0.0f, 0.3f),
+                       shift = dev::random_normal(size_t(N) * C, 5, 0.0f, 0.3f);
+    std::vector<double> y_ref(nx), mean_ref(size_t(N) * G), rstd_ref(size_t(N) * G);
+    groupnorm_forward_cpu(y_ref, mean_ref, rstd_ref, x, gamma, beta, scale, shift, N, HW, C, G, eps);
+
+    Args a{dev::to_device(x), dev::to_device(gamma), dev::to_device(beta), dev::to_device(scale), dev::to_device(shift),
+           dev::device_filled(nx, 0.0f), dev::device_filled(size_t(N) * G, 0.0f), dev::device_filled(size_t(N) * G, 0.0f),
+           N, HW, C, G, eps};
+    const int block_sizes[] = {32, 64, 128, 256, 512, 1024};
+    bool all_ok = true;
+    for (int version = 1; version <= 3; version++) {
+        if (only && version != only) continue;
+        for (int block : block_sizes) {
+            dev_check(cudaMemset(a.y, 0xFF, nx * sizeof(float)));  // NaN: a value the kernel skips fails
+            dev_check(run_version(version, a, block));
+            dev_check(cudaDeviceSynchronize());
+            bool ok = dev::validate("y", a.y, y_ref, 1e-4, 1e-4);
+            ok &= dev::validate("mean", a.mean, mean_ref, 1e-5, 1e-5);
+            ok &= dev::validate("rstd", a.rstd, rstd_ref, 1e-5, 1e-4);
+            all_ok &= ok;
+#ifdef ONESTEP_EMULATION
+            std::printf("version %d block %4d: %s\n", version, block, ok ? "ok" : "MISMATCH");
+#else
+            const float ms = dev::time_ms([&] { dev_check(run_version(version, a, block)); });
+            const double gbs = 2.0 * nx * sizeof(float) / (ms * 1e-3) / 1e9;
+            std::printf("version %d block %4d: %s  %8.4f ms  %7.1f GB/s\n", version, block, ok ? "ok      " : "MISMATCH", ms, gbs);
+#endif
+        }
+    }
+    std::printf(all_ok ? "all versions match the CPU reference\n" : "SOME VERSIONS DO NOT MATCH the CPU reference\n");
+    return all_ok ? 0 : 1;
+}

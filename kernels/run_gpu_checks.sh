@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# run_gpu_checks.sh: the one script to run on a machine with an NVIDIA GPU (device time is scarce, so one
+# call does everything): builds kernels/ with nvcc, runs the emulated CTest suite, then every dev binary,
+# which validates each kernel version (the production one included) against its CPU reference ON THE GPU
+# and times it, and prints a short table last. Exit status is non-zero if any validation fails.
+#   usage: kernels/run_gpu_checks.sh [build-dir]      (from anywhere; default build/kernels-gpu)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build/kernels-gpu}
+jobs=$(nproc 2>/dev/null || echo 4)
+status=0
+
+mkdir -p "$build"
+cmake -S cmake -B "$build" -DCMAKE_BUILD_TYPE=Release > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 2; }
+cmake --build "$build" -j"$jobs" > "$build/build.log" 2>&1 || { tail -50 "$build/build.log"; exit 2; }
+for bin in dev_groupnorm_forward dev_groupnorm_backward dev_attention_forward dev_attention_backward; do
+    [ -x "$build/$bin" ] || { echo "missing $build/$bin: was nvcc found? see $build/configure.log"; exit 2; }
+done
+ctest --test-dir "$build" --output-on-failure || status=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+
+log="$build/gpu_checks.log"
+: > "$log"
+# The production API on the GPU through the same tests as the emulation (needs HMM: see cmake/CMakeLists.txt).
+if nvidia-smi -q 2>/dev/null | grep -qi "Addressing Mode *: *HMM"; then
+    for t in test_groupnorm test_denoise test_attention; do
+        echo "== ${t}_gpu" | tee -a "$log"
+        "$build/${t}_gpu" > "$build/${t}_gpu.log" 2>&1 || status=1
+        grep -E "FAIL|checks" "$build/${t}_gpu.log" | tail -8 | tee -a "$log"
+    done
+else
+    echo "== test_*_gpu skipped: nvidia-smi reports no HMM addressing mode (the tests pass malloc'd memory)" | tee -a "$log"
+fi
+run() {  # run <label> <binary> [args...]
+    local label=$1; shift
+    echo "== $label: $*" | tee -a "$log"
+    if ! "$@" 2>&1 | tee -a "$log"; then status=1; fi
+}
+run "group norm forward, 8x32x32x256, G=32" "$build/dev_groupnorm_forward"
+run "group norm forward, 8x16x16x512, G=32" "$build/dev_groupnorm_forward" 0 8 256 512 32
+run "group norm backward, 8x32x32x256, G=32" "$build/dev_groupnorm_backward"
+run "attention forward, B=8 H=8 T=1024 D=64" "$build/dev_attention_forward"
+run "attention forward, B=2 H=4 T=4096 D=32 (version 2 only)" "$build/dev_attention_forward" 2 2 4 4096 32
+run "attention forward, B=8 H=4 T=256 D=128" "$build/dev_attention_forward" 0 8 4 256 128
+run "attention backward, B=8 H=8 T=1024 D=64" "$build/dev_attention_backward"
+run "attention backward, B=8 H=4 T=256 D=128" "$build/dev_attention_backward" 0 8 4 256 128
+
+echo
+echo "summary (fastest block size per version; MISMATCH lines are failures)"
+awk '/^== /{label=substr($0, 4); sub(/:.*/, "", label)}
+     /^version [0-9]+ block/{
+        key=label " | v" $2; t=$6 + 0;
+        if ($5 == "MISMATCH") { bad[key]=1 }
+        if (!(key in best) || t < best[key]) { best[key]=t; line[key]=$0 }
+        order[key]=++n }
+     END { for (k in order) print order[k] "\t" k "\t" line[k] (bad[k] ? "   <-- MISMATCH" : "") }' "$log" |
+    sort -n | cut -f2- | awk -F'\t' '{printf "%-62s %s\n", $1, $2}'
+grep -q "SOME VERSIONS DO NOT MATCH" "$log" && status=1
+grep -E "^test_[a-z]+: " "$log" || true
+exit $status
