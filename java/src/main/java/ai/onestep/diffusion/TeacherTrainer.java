@@ -176,25 +176,28 @@ public final class TeacherTrainer {
     }
 
     private void save(long step, AdamW opt, Ema ema) {
-        Map<String, Tensor> extra = new LinkedHashMap<>();
-        if (o.keepTrainState()) {
-            for (Parameter p : net.parameters()) {
-                extra.put(RAW + p.name(), p.value());
+        try (TensorArena copies = new TensorArena()) {
+            Map<String, Tensor> extra = new LinkedHashMap<>();
+            if (o.keepTrainState()) {
+                // Copies, not the live tensors: the swap below puts the EMA into the live tensors for the save.
+                for (Parameter p : net.parameters()) {
+                    extra.put(RAW + p.name(), copies.copyOf(p.value()));
+                }
+                for (var e : opt.state().entrySet()) {
+                    extra.put(OPT + e.getKey(), e.getValue());
+                }
             }
-            for (var e : opt.state().entrySet()) {
-                extra.put(OPT + e.getKey(), e.getValue());
-            }
-        }
-        Map<String, String> meta = new LinkedHashMap<>();
-        meta.put(UNetCheckpoint.ROLE, "teacher");
-        meta.put(STEP, Long.toString(step));
-        meta.put("onestep.train.options", o.toString());
-        // The model weights of a checkpoint are the EMA: swap it in for the save, then back.
-        ema.swap();
-        try {
-            UNetCheckpoint.save(out, net, meta, extra);
-        } finally {
+            Map<String, String> meta = new LinkedHashMap<>();
+            meta.put(UNetCheckpoint.ROLE, "teacher");
+            meta.put(STEP, Long.toString(step));
+            meta.put("onestep.train.options", o.toString());
+            // The model weights of a checkpoint are the EMA: swap it in for the save, then back.
             ema.swap();
+            try {
+                UNetCheckpoint.save(out, net, meta, extra);
+            } finally {
+                ema.swap();
+            }
         }
     }
 

@@ -159,11 +159,11 @@ final class CpuAttention {
             FloatVector base = mNew.blend(0f, mNew.eq(NEG_INF));
             FloatVector sum = FloatVector.zero(F);
             for (int j = 0; j < kw; j++) {
-                FloatVector p = exp(FloatVector.fromArray(F, s, j * qw + g).sub(base));
+                FloatVector p = VectorMath.exp(FloatVector.fromArray(F, s, j * qw + g).sub(base));
                 p.intoArray(s, j * qw + g);
                 sum = sum.add(p);
             }
-            FloatVector alpha = exp(mOld.sub(base));
+            FloatVector alpha = VectorMath.exp(mOld.sub(base));
             alpha.fma(FloatVector.fromArray(F, l, g), sum).intoArray(l, g);
             mNew.intoArray(m, g);
             for (int d = 0; d < hd4; d++) {
@@ -286,7 +286,7 @@ final class CpuAttention {
         }
         FloatVector lv = FloatVector.broadcast(F, lse);
         for (int j = 0; j < kw; j += L) {
-            exp(FloatVector.fromArray(F, s, off + j).sub(lv)).intoArray(s, off + j);
+            VectorMath.exp(FloatVector.fromArray(F, s, off + j).sub(lv)).intoArray(s, off + j);
         }
     }
 
@@ -326,42 +326,6 @@ final class CpuAttention {
         for (int d = 0; d < hd; d++) {
             Arrays.fill(dst, d * ld + real, d * ld + rows, 0f);
         }
-    }
-
-    private static final float LOG2E = 1.44269504088896341f;
-    /** ln 2 split so that {@code n * LN2_HI} is exact for |n| < 2^9 (Cody and Waite 1980). */
-    private static final float LN2_HI = 0.693359375f;
-    private static final float LN2_LO = -2.12194440e-4f;
-    /** 1.5 * 2^23: adding it rounds a float of magnitude < 2^22 to an integer, which lands in the low mantissa bits. */
-    private static final float ROUND = 12582912f;
-    /** Below this exp(x) is under the smallest normal float (2^-126); those lanes are flushed to 0. */
-    private static final float EXP_MIN = -87.33654f;
-    private static final float EXP_MAX = 88f;
-
-    /**
-     * {@code exp(x)} in float to about 1 ulp, branch-free and inline (the library's vector exp is a call, about
-     * twice as slow here). Cody-Waite reduction {@code x = n ln2 + r}, |r| <= ln2/2, then Cephes' expf minimax
-     * polynomial for {@code e^r}, then {@code 2^n} built in the exponent bits. Lanes below EXP_MIN, -inf included,
-     * give exactly 0, which is what masked and padded scores need.
-     */
-    static FloatVector exp(FloatVector x) {
-        FloatVector xc = x.max(EXP_MIN).min(EXP_MAX);
-        FloatVector shifted = xc.fma(LOG2E, ROUND);
-        FloatVector n = shifted.sub(ROUND);
-        FloatVector r = n.fma(FloatVector.broadcast(F, -LN2_HI), xc);
-        r = n.fma(FloatVector.broadcast(F, -LN2_LO), r);
-        FloatVector p = FloatVector.broadcast(F, 1.9875691500e-4f);
-        p = p.fma(r, FloatVector.broadcast(F, 1.3981999507e-3f));
-        p = p.fma(r, FloatVector.broadcast(F, 8.3334519073e-3f));
-        p = p.fma(r, FloatVector.broadcast(F, 4.1665795894e-2f));
-        p = p.fma(r, FloatVector.broadcast(F, 1.6666665459e-1f));
-        p = p.fma(r, FloatVector.broadcast(F, 5.0000001201e-1f));
-        p = p.mul(r.mul(r)).add(r).add(1f);
-        // The integer n sits in the low mantissa bits of shifted; moving it to the exponent field gives 2^n.
-        IntVector bits = shifted.reinterpretAsInts().sub(Float.floatToRawIntBits(ROUND) - 127)
-                .lanewise(VectorOperators.LSHL, 23);
-        FloatVector result = p.mul(bits.reinterpretAsFloats());
-        return result.blend(0f, x.lt(EXP_MIN));
     }
 
     /**

@@ -498,19 +498,18 @@ final class CpuNorm {
     // ------------------------------------------------------------------------------------------------
 
     /*
-     * exp is VectorOperators.EXP (JDK 25 intrinsifies it on x86). Measured against a hand-written Cody-Waite +
-     * degree-7 polynomial exp (max relative error 7.8e-8 on [-87, 88]) in one process: 6.4 vs 5.8 ns per 16-lane
-     * SiLU on a loaded 2-core machine, within its noise, so the library exp stays and no polynomial is kept.
+     * exp is VectorMath.exp, not VectorOperators.EXP: the library's result differs between the interpreter and C2
+     * in the last bit, which made the same training step give different bits before and after JIT compilation.
      */
 
     private static final FloatVector ONE = FloatVector.broadcast(S, 1f);
 
     /**
-     * {@code 1 / (1 + exp(-h))}, kept under C2's always-inline bytecode size (35) so it inlines into every loop. For
-     * h < -88 exp overflows to +inf and the sigmoid is 0 (silu -0, silu' 0), never NaN.
+     * {@code 1 / (1 + exp(-h))}, kept small so it inlines into every loop. VectorMath.exp clamps its argument to
+     * [-87.3, 88], so for h < -88 the sigmoid is about 6e-39 (silu about -0, silu' about 0), never NaN.
      */
     static FloatVector sigmoid(FloatVector h) {
-        return ONE.div(h.neg().lanewise(VectorOperators.EXP).add(1f));
+        return ONE.div(VectorMath.exp(h.neg()).add(1f));
     }
 
     void silu(Tensor x, Tensor y) {
