@@ -13,7 +13,7 @@ import jdk.incubator.vector.VectorSpecies;
  * Optimizer steps, the sum of squares and the EMA on the CPU: one streaming pass over the tensors, vectorized
  * with the Vector API, parallel over fixed blocks.
  *
- * <p>These ops move 12 to 28 bytes per element for a handful of flops, so memory bandwidth sets their speed;
+ * <p>These ops move 4 to 28 bytes per element for a handful of flops, so memory bandwidth sets their speed;
  * the kernels read every stream once, keep all per-step scalars (bias corrections, rectification) out of the
  * loop, and run the whole update in registers.
  *
