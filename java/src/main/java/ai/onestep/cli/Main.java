@@ -10,7 +10,7 @@ import picocli.CommandLine.Command;
 @Command(name = "onestep", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = "Distil diffusion models into consistency models and sample them with minimal latency.",
         subcommands = {Demo.class, TrainTeacher.class, Distill.class, Timepoints.class, Sample.class, Eval.class, ReportCmd.class,
-            Info.class, Denoise.class, TrainClassifier.class,
+            Info.class, Denoise.class, Export.class, TrainClassifier.class,
             SystemInfo.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @CommandLine.Spec

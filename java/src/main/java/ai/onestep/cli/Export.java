@@ -1,0 +1,36 @@
+package ai.onestep.cli;
+
+import ai.onestep.model.UNetCheckpoint;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+@Command(name = "export", mixinStandardHelpOptions = true,
+        description = "Write a checkpoint's model weights and metadata without its training state (train/...): the "
+                + "small, diffusers-loadable file to ship. Optionally also a diffusers folder (config.json + "
+                + "diffusion_pytorch_model.safetensors).")
+final class Export implements Callable<Integer> {
+    @Option(names = "--model", required = true) Path model;
+    @Option(names = "--out", required = true, description = "The .safetensors file to write.") Path out;
+    @Option(names = "--diffusers", description = "Also write a diffusers model folder here.") Path diffusers;
+    @Option(names = "--verbose", description = "Print stack traces on errors.") boolean verbose;
+
+    @Override
+    public Integer call() throws Exception {
+        try (UNetCheckpoint.Loaded l = UNetCheckpoint.load(Common.requireFile(model, "checkpoint"), false)) {
+            UNetCheckpoint.save(out, l.net(), new LinkedHashMap<>(l.metadata()), null);
+            System.out.println("wrote " + out + " (" + Files.size(out) / 1024 + " KiB)");
+            if (diffusers != null) {
+                Files.createDirectories(diffusers);
+                UNetCheckpoint.save(diffusers.resolve("diffusion_pytorch_model.safetensors"), l.net(),
+                        java.util.Map.of("format", "pt"), null);
+                Files.writeString(diffusers.resolve("config.json"), l.net().config().toJson());
+                System.out.println("wrote " + diffusers + "/{config.json, diffusion_pytorch_model.safetensors}");
+            }
+        }
+        return 0;
+    }
+}

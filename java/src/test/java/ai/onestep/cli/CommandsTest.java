@@ -1,0 +1,166 @@
+package ai.onestep.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.onestep.backend.OpsTesting;
+import ai.onestep.diffusion.EdmDenoiser;
+import ai.onestep.diffusion.Noise;
+import ai.onestep.eval.FeatureNet;
+import ai.onestep.eval.FidStats;
+import ai.onestep.eval.Frechet;
+import ai.onestep.io.Json;
+import ai.onestep.io.Safetensors;
+import ai.onestep.model.Classifier;
+import ai.onestep.model.Init;
+import ai.onestep.model.UNet;
+import ai.onestep.model.UNetCheckpoint;
+import ai.onestep.model.UNetConfig;
+import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorArena;
+import ai.onestep.tensor.Workspace;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Map;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The CLI as a user runs it: exit codes, one-line errors, and the files each command writes. */
+class CommandsTest {
+    @TempDir
+    Path home;
+    Path teacher;
+
+    static final String CFG = "{\"sample_size\": 28, \"in_channels\": 1, \"out_channels\": 1,"
+            + "\"down_block_types\": [\"DownBlock2D\", \"AttnDownBlock2D\"], \"up_block_types\": [\"AttnUpBlock2D\", \"UpBlock2D\"],"
+            + "\"block_out_channels\": [8, 8], \"layers_per_block\": 1, \"attention_head_dim\": 4, \"norm_num_groups\": 4}";
+
+    record Run(int code, String out, String err) {
+    }
+
+    static Run run(String... args) {
+        PrintStream o = System.out, e = System.err;
+        ByteArrayOutputStream bo = new ByteArrayOutputStream(), be = new ByteArrayOutputStream();
+        int code;
+        try {
+            System.setOut(new PrintStream(bo, true, StandardCharsets.UTF_8));
+            System.setErr(new PrintStream(be, true, StandardCharsets.UTF_8));
+            code = Main.run(args);
+        } finally {
+            System.setOut(o);
+            System.setErr(e);
+        }
+        return new Run(code, bo.toString(StandardCharsets.UTF_8), be.toString(StandardCharsets.UTF_8));
+    }
+
+    @BeforeEach
+    void models() throws Exception {
+        System.setProperty("onestep.home", home.toString());
+        Path models = Files.createDirectories(home.resolve("models"));
+        teacher = models.resolve("fmnist-teacher.safetensors");
+        try (UNet net = new UNet(UNetConfig.parse(CFG, "test"), false)) {
+            Init.pytorchDefault(net, 1);
+            UNetCheckpoint.save(teacher, net, Map.of(UNetCheckpoint.ROLE, "teacher"), null);
+        }
+        try (Classifier c = new Classifier(1, 8, 10, false); TensorArena a = new TensorArena()) {
+            Init.pytorchDefault(c.parameters(), c.torchLayouts(), 2);
+            FeatureNet.save(c, models.resolve("fmnist-classifier.safetensors"), Map.of());
+            FeatureNet f = new FeatureNet(c, OpsTesting.CPU);
+            Tensor x = a.allocate(Layout.NHWC, 40, 28, 28, 1);
+            Noise.gaussian(x, 3, 0);
+            FidStats.save(Frechet.stats(f.features(x)), models.resolve("fmnist-fid-stats.safetensors"), Map.of());
+        }
+    }
+
+    @Test
+    void infoSampleAndEvalWork() throws Exception {
+        Run info = run("info", teacher.toString());
+        assertEquals(0, info.code(), info.err());
+        assertTrue(info.out().contains("role        teacher") && info.out().contains("flops"), info.out());
+        Path png = home.resolve("g.png");
+        Run sample = run("sample", "--steps", "2", "--n", "3", "--out", png.toString());
+        assertEquals(0, sample.code(), sample.err());
+        assertTrue(Files.size(png) > 100);
+        assertTrue(sample.out().contains("3 NFE"), sample.out());
+        Run eval = run("eval", "--steps", "2", "--n", "8", "--json");
+        assertEquals(0, eval.code(), eval.err());
+        var m = Json.parseObject(eval.out().trim());
+        for (String k : new String[] {"fid", "nfe", "n", "seconds"}) {
+            assertTrue(m.containsKey(k), k + " in " + eval.out());
+        }
+        assertEquals(3L, m.get("nfe"));
+        assertTrue(((Double) m.get("fid")) > 0);
+    }
+
+    @Test
+    void denoiseMatchesTheDenoiserInPyTorchLayout() throws Exception {
+        Path in = home.resolve("x.safetensors"), out = home.resolve("y.safetensors");
+        try (TensorArena a = new TensorArena()) {
+            Tensor nchw = a.allocate(Layout.NCHW, 2, 1, 28, 28);
+            SplittableRandom r = new SplittableRandom(4);
+            for (long i = 0; i < nchw.size(); i++) {
+                nchw.set(i, (float) r.nextGaussian());
+            }
+            Safetensors.write(in, Map.of("x", nchw), Map.of());
+            Run d = run("denoise", "--model", teacher.toString(), "--input", in.toString(), "--sigma", "1.5", "--out", out.toString());
+            assertEquals(0, d.code(), d.err());
+            try (Safetensors.Reader rd = Safetensors.open(out); UNetCheckpoint.Loaded l = UNetCheckpoint.load(teacher, false);
+                 Workspace ws = new Workspace()) {
+                Tensor y = rd.read("y", a, Layout.NCHW, 2, 1, 28, 28);
+                // One channel: NCHW and NHWC hold the same numbers, so the denoiser can run on a view.
+                Tensor x = nchw.reshape(Layout.NHWC, 2, 28, 28, 1);
+                Tensor ref = a.allocate(Layout.NHWC, 2, 28, 28, 1);
+                new EdmDenoiser(l.net(), OpsTesting.CPU, ws).denoise(x, new double[] {1.5, 1.5}, null, ref);
+                OpsTesting.assertClose("denoise CLI vs API", y.reshape(Layout.NHWC, 2, 28, 28, 1), ref, 1e-6);
+            }
+        }
+    }
+
+    @Test
+    void badInputGivesOneLineAndExitCode2() throws Exception {
+        Path corrupt = home.resolve("bad.safetensors");
+        Files.write(corrupt, new byte[] {9, 9, 9, 9, 9, 9, 9, 9, 1});
+        Run[] runs = {
+            run("info", home.resolve("missing.safetensors").toString()),
+            run("sample", "--model", corrupt.toString()),
+            run("train-teacher", "--data", home.resolve("nodata").toString(), "--out", home.resolve("t.safetensors").toString()),
+            run("train-teacher", "--data", home.toString(), "--config", "nope.json", "--out", home.resolve("t.safetensors").toString()),
+            run("denoise", "--model", teacher.toString(), "--input", teacher.toString(), "--sigma", "1", "--out", home.resolve("y").toString()),
+        };
+        String[] expect = {"missing.safetensors", "bad.safetensors", "nodata", "nope.json", "'x'"};
+        for (int i = 0; i < runs.length; i++) {
+            assertEquals(2, runs[i].code(), runs[i].err());
+            String err = runs[i].err().strip();
+            assertTrue(err.contains(expect[i]), err);
+            assertTrue(!err.contains("\tat ") && err.lines().count() == 1, "one line, no stack trace: " + err);
+        }
+    }
+
+    @Test
+    void distillRefusesAStudentAsTeacher() throws Exception {
+        Path student = home.resolve("s.safetensors");
+        try (UNetCheckpoint.Loaded l = UNetCheckpoint.load(teacher, false)) {
+            UNetCheckpoint.save(student, l.net(), Map.of(UNetCheckpoint.ROLE, "student"), null);
+        }
+        Run r = run("distill", "--teacher", student.toString(), "--out", home.resolve("o.safetensors").toString(), "--steps", "1");
+        assertEquals(2, r.code());
+        assertTrue(r.err().contains("is a student checkpoint; distill needs a teacher"), r.err());
+    }
+
+    @Test
+    void dataFreeDistillationWritesAStudentThatSamples() throws Exception {
+        Path student = home.resolve("s.safetensors");
+        Run r = run("distill", "--out", student.toString(), "--steps", "2", "--batch", "2", "--validate-every", "2",
+                "--val-n", "4", "--teacher-samples", "4", "--teacher-steps", "2");
+        assertEquals(0, r.code(), r.err());
+        Run s = run("sample", "--model", student.toString(), "--steps", "2", "--n", "2", "--out", home.resolve("s.png").toString());
+        assertEquals(0, s.code(), s.err());
+        assertTrue(s.out().contains("2 NFE"), s.out());
+    }
+}
