@@ -136,9 +136,7 @@ public final class ConsistencyDistiller {
             Tensor weights = scratch.allocate(Layout.ROWS, b);
             Tensor xn1 = scratch.allocate(Layout.NHWC, shape);
             Tensor xhat = scratch.allocate(Layout.NHWC, shape);
-            Tensor xp = scratch.allocate(Layout.NHWC, shape);
-            Tensor den = scratch.allocate(Layout.NHWC, shape);
-            Tensor d1 = scratch.allocate(Layout.NHWC, shape);
+            EdmSampler.Scratch heun = new EdmSampler.Scratch(scratch, xhat);
             Tensor fTarget = scratch.allocate(Layout.NHWC, shape);
             for (long step = 0; step < o.steps(); step++) {
                 SplittableRandom r = Noise.stream(o.seed(), step);
@@ -161,24 +159,8 @@ public final class ConsistencyDistiller {
                 }
                 ops.add(xn1, x0, xn1);
                 // One Heun step of the teacher from t_{n+1} to t_n (Karras et al. 2022, Algorithm 1, lines 5-8).
-                teacherDen.denoise(xn1, tn1, null, den);
-                for (int i = 0; i < b; i++) {
-                    double h = tn[i] - tn1[i];
-                    Tensor xi = xn1.slice(i, i + 1), di = d1.slice(i, i + 1), pi = xp.slice(i, i + 1);
-                    ops.scale(xi, (float) (1 / tn1[i]), di);
-                    ops.axpy((float) (-1 / tn1[i]), den.slice(i, i + 1), di);
-                    pi.copyFrom(xi);
-                    ops.axpy((float) h, di, pi);
-                }
-                teacherDen.denoise(xp, tn, null, den);
-                for (int i = 0; i < b; i++) {
-                    double h = tn[i] - tn1[i];
-                    Tensor hi = xhat.slice(i, i + 1);
-                    hi.copyFrom(xn1.slice(i, i + 1));
-                    ops.axpy((float) (h / 2), d1.slice(i, i + 1), hi);
-                    ops.axpy((float) (h / 2 / tn[i]), xp.slice(i, i + 1), hi);
-                    ops.axpy((float) (-h / 2 / tn[i]), den.slice(i, i + 1), hi);
-                }
+                xhat.copyFrom(xn1);
+                EdmSampler.step(ops, teacherDen, EdmSampler.Method.HEUN, xhat, tn1, tn, null, heun);
                 long dropoutSeed = r.nextLong();
                 // The target f_theta-(x_hat_n, t_n), with the student's dropout masks, no gradient.
                 tws.reset();

@@ -31,35 +31,62 @@ public final class EdmSampler {
                               IntConsumer onStep) {
         int n = x.dim(0);
         try (TensorArena scratch = new TensorArena()) {
-            Tensor den = scratch.allocate(x.layout(), x.shape());
-            Tensor dir = scratch.allocate(x.layout(), x.shape());
-            Tensor xNext = scratch.allocate(x.layout(), x.shape());
-            double[] sig = new double[n];
+            Scratch sc = new Scratch(scratch, x);
+            double[] s = new double[n], sNext = new double[n];
             for (int i = 0; i + 1 < sigmas.length; i++) {
-                double s = sigmas[i], sNext = sigmas[i + 1], h = sNext - s;
-                Arrays.fill(sig, s);
-                d.denoise(x, sig, classLabels, den);
-                // d_i = (x - D(x; s)) / s  (eq. 3 of Karras et al. 2022 with sigma(t) = t).
-                ops.scale(x, (float) (1 / s), dir);
-                ops.axpy((float) (-1 / s), den, dir);
-                // Euler: x' = x + (s_next - s) d_i.
-                xNext.copyFrom(x);
-                ops.axpy((float) h, dir, xNext);
-                if (method == Method.HEUN && sNext != 0) {
-                    // Heun's correction: average d_i with the slope at (x', s_next).
-                    Arrays.fill(sig, sNext);
-                    d.denoise(xNext, sig, classLabels, den);
-                    // x <- x + h/2 (d_i + d'), d' = (x' - D(x'; s_next)) / s_next.
-                    ops.axpy((float) (h / 2), dir, x);
-                    ops.axpy((float) (h / 2 / sNext), xNext, x);
-                    ops.axpy((float) (-h / 2 / sNext), den, x);
-                } else {
-                    x.copyFrom(xNext);
-                }
+                Arrays.fill(s, sigmas[i]);
+                Arrays.fill(sNext, sigmas[i + 1]);
+                step(ops, d, method, x, s, sNext, classLabels, sc);
                 if (onStep != null) {
                     onStep.accept(i);
                 }
             }
+        }
+    }
+
+    /** Work tensors for {@link #step}, shaped like x. */
+    public static final class Scratch {
+        final Tensor den, dir, xNext;
+
+        public Scratch(TensorArena arena, Tensor like) {
+            den = arena.allocate(like.layout(), like.shape());
+            dir = arena.allocate(like.layout(), like.shape());
+            xNext = arena.allocate(like.layout(), like.shape());
+        }
+    }
+
+    /**
+     * One step of Algorithm 1 (Karras et al. 2022) from noise level {@code s[b]} to {@code sNext[b]} for each
+     * sample b, in place: the Euler step, then for Heun (where {@code sNext[b] > 0}) the trapezoidal correction.
+     * Consistency distillation calls this with a different pair of grid points per sample.
+     */
+    public static void step(Ops ops, Denoiser d, Method method, Tensor x, double[] s, double[] sNext, int[] classLabels,
+                            Scratch sc) {
+        int n = x.dim(0);
+        d.denoise(x, s, classLabels, sc.den);
+        boolean heun = method == Method.HEUN;
+        for (int b = 0; b < n; b++) {
+            double h = sNext[b] - s[b];
+            Tensor xb = x.slice(b, b + 1), dirb = sc.dir.slice(b, b + 1), nb = sc.xNext.slice(b, b + 1);
+            // d_i = (x - D(x; s)) / s  (eq. 3 of Karras et al. 2022 with sigma(t) = t); Euler: x' = x + h d_i.
+            ops.scale(xb, (float) (1 / s[b]), dirb);
+            ops.axpy((float) (-1 / s[b]), sc.den.slice(b, b + 1), dirb);
+            nb.copyFrom(xb);
+            ops.axpy((float) h, dirb, nb);
+            heun &= sNext[b] != 0;
+        }
+        if (!heun) {
+            x.copyFrom(sc.xNext);
+            return;
+        }
+        // Heun's correction: average d_i with the slope d' = (x' - D(x'; s_next)) / s_next at the Euler point.
+        d.denoise(sc.xNext, sNext, classLabels, sc.den);
+        for (int b = 0; b < n; b++) {
+            double h = sNext[b] - s[b];
+            Tensor xb = x.slice(b, b + 1);
+            ops.axpy((float) (h / 2), sc.dir.slice(b, b + 1), xb);
+            ops.axpy((float) (h / 2 / sNext[b]), sc.xNext.slice(b, b + 1), xb);
+            ops.axpy((float) (-h / 2 / sNext[b]), sc.den.slice(b, b + 1), xb);
         }
     }
 }
