@@ -16,11 +16,26 @@ final class Export implements Callable<Integer> {
     @Option(names = "--model", required = true) Path model;
     @Option(names = "--out", required = true, description = "The .safetensors file to write.") Path out;
     @Option(names = "--diffusers", description = "Also write a diffusers model folder here.") Path diffusers;
+    @Option(names = "--raw", description = "Export the raw (non-EMA) weights of a training checkpoint (train/raw/...).")
+    boolean raw;
     @Option(names = "--verbose", description = "Print stack traces on errors.") boolean verbose;
 
     @Override
     public Integer call() throws Exception {
         try (UNetCheckpoint.Loaded l = UNetCheckpoint.load(Common.requireFile(model, "checkpoint"), false)) {
+            if (raw) {
+                try (ai.onestep.io.Safetensors.Reader r = ai.onestep.io.Safetensors.open(model);
+                     ai.onestep.tensor.TensorArena tmp = new ai.onestep.tensor.TensorArena()) {
+                    for (var p : l.net().parameters()) {
+                        String name = "train/raw/" + p.name();
+                        if (!r.entries().containsKey(name)) {
+                            throw new IllegalArgumentException(model + " has no training state (" + name + "); --raw needs a "
+                                    + "checkpoint written with it");
+                        }
+                        p.value().copyFrom(r.read(name, tmp, ai.onestep.tensor.Layout.ROWS, p.value().shape()));
+                    }
+                }
+            }
             UNetCheckpoint.save(out, l.net(), new LinkedHashMap<>(l.metadata()), null);
             System.out.println("wrote " + out + " (" + Files.size(out) / 1024 + " KiB)");
             if (diffusers != null) {

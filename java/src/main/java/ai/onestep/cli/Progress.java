@@ -41,7 +41,7 @@ final class Progress implements TrainingProgress, AutoCloseable {
         }
         if (bar != null) {
             bar.stepTo(step);
-            bar.setExtraMessage(String.format(Locale.ROOT, "loss %.4f %s", loss, lastNote));
+            bar.setExtraMessage((Double.isNaN(loss) ? "" : String.format(Locale.ROOT, "loss %.4f ", loss)) + lastNote);
             return;
         }
         long now = System.nanoTime();
@@ -50,8 +50,9 @@ final class Progress implements TrainingProgress, AutoCloseable {
             double secs = (now - t0) / 1e9;
             double rate = (step - start) / Math.max(secs, 1e-9);
             long eta = rate > 0 ? (long) ((max - step) / rate) : 0;
-            System.err.printf(Locale.ROOT, "%s %d/%d  loss %.4f  %.2f steps/s  ETA %d:%02d:%02d  %s%n", task, step, max,
-                    loss, rate, eta / 3600, eta / 60 % 60, eta % 60, lastNote);
+            String lossText = Double.isNaN(loss) ? "" : String.format(Locale.ROOT, "  loss %.4f", loss);
+            System.err.printf(Locale.ROOT, "%s %d/%d%s  %.2f steps/s  ETA %d:%02d:%02d  %s%n", task, step, max, lossText,
+                    rate, eta / 3600, eta / 60 % 60, eta % 60, lastNote);
             lastLine = now;
             lastStep = step;
         }

@@ -32,7 +32,8 @@ import java.util.SplittableRandom;
  * Trains the teacher with EDM's objective (Karras et al. 2022, eq. 8 and Table 1): for clean images y, noise
  * levels ln s ~ N(-1.2, 1.2^2) and n ~ N(0, I), minimize lambda(s) ||D(y + s n; s) - y||^2 with
  * lambda(s) = (s^2 + sd^2) / (s sd)^2, using AdamW with linear learning-rate warm-up, gradient-norm clipping
- * and an EMA of the weights (the EMA is what the checkpoint's model weights are, and what sampling uses).
+ * and an EMA of the weights with a warm-up of its rate ({@link #emaRate}; the EMA is what the checkpoint's model
+ * weights are, and what sampling uses).
  *
  * <p>Every random draw of step k (batch indices, flips, noise levels, noise, dropout) comes from the stream
  * (seed, k), so a run resumed from a checkpoint follows the same loss curve as an uninterrupted one.
@@ -149,7 +150,7 @@ public final class TeacherTrainer {
                 }
                 float lr = schedule.lr(step + 1);
                 opt.step(lr);
-                ema.update((float) o.ema());
+                ema.update((float) emaRate(o.ema(), step + 1));
                 long done = step + 1;
                 double secs = (System.nanoTime() - t0) / 1e9;
                 log(String.format(Locale.ROOT, "{\"step\":%d,\"loss\":%.6g,\"lr\":%.6g,\"grad_norm\":%.6g,"
@@ -240,6 +241,15 @@ public final class TeacherTrainer {
         } catch (IOException e) {
             throw new CheckpointException(metrics + ": cannot append metrics: " + e.getMessage(), e);
         }
+    }
+
+    /**
+     * The EMA rate for update {@code k} (1-based): {@code min(mu, (1 + k) / (10 + k))}. Without this ramp the
+     * average keeps 0.999^1000 = 37% of the random initial weights after 1,000 steps; with it the early average
+     * follows the model (the usual warm-up of parameter EMAs, e.g. in the consistency-models and diffusers code).
+     */
+    static double emaRate(double mu, long k) {
+        return Math.min(mu, (1.0 + k) / (10.0 + k));
     }
 
     static double gaussian(SplittableRandom r) {
