@@ -91,6 +91,19 @@ class TeacherTrainerTest {
     }
 
     @Test
+    void emaRateRampsUpToItsTarget() {
+        assertEquals(2.0 / 11, TeacherTrainer.emaRate(0.999, 1), 1e-15);
+        assertEquals(0.5, TeacherTrainer.emaRate(0.999, 8), 1e-15);
+        assertEquals(0.999, TeacherTrainer.emaRate(0.999, 1_000_000), 1e-15);
+        // After 1,000 updates the initial weights keep prod(rate) of their share: negligible with the ramp.
+        double keep = 1;
+        for (int k = 1; k <= 1000; k++) {
+            keep *= TeacherTrainer.emaRate(0.999, k);
+        }
+        assertTrue(keep < 1e-6, "share of the random init left in the EMA: " + keep);
+    }
+
+    @Test
     void dataThatDoesNotFitTheConfigIsRejected() {
         ImageDataset rgb = new ImageDataset("rgb", new byte[2 * 64 * 3], 2, 8, 8, 3, null, 0);
         try (UNet net = new UNet(cfg(), true)) {
