@@ -36,7 +36,8 @@ final class Demo implements Callable<Integer> {
         if (rc != 0) {
             return rc;
         }
-        System.err.println("demo 2/3: sample grids");
+        System.err.println("demo 2/3: 2- and 4-step time points by FID (greedy over the grid), then sample grids");
+        Timepoints.search(common, student, 18, 64, 4);
         try (Sampler t = Sampler.load(teacher, common.backend); Sampler s = Sampler.load(student, common.backend);
              TensorArena a = new TensorArena()) {
             Png.writeGrid(t.sample(16, 18, 7, a), 4, out.resolve("teacher-35nfe.png"));
