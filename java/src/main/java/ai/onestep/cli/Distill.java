@@ -36,8 +36,15 @@ final class Distill implements Callable<Integer> {
     @Option(names = "--data", description = "fashion-mnist or a folder; omitted: data-free (the teacher's own samples).") String data;
     @Option(names = "--steps", defaultValue = "2000") long steps;
     @Option(names = "--out", required = true) Path out;
-    @Option(names = "--student-width", defaultValue = "1.0", description = "Channel multiplier of the student.") double width;
+    @Option(names = "--student-width", description = "Channel multiplier of the student (default 1.0).") Double width;
     @Option(names = "--student-layers", description = "Res blocks per level (default: the teacher's).") Integer layers;
+    @Option(names = "--init", description = "Start from this student checkpoint (continue a distillation) instead of the teacher's weights.") Path init;
+    @Option(names = "--feature-weight", description = "Weight of the feature distillation of the teacher's block outputs "
+            + "through 1x1 projections (default: ${DEFAULT-VALUE} for smaller students, 0 for a student of the teacher's size).",
+            defaultValue = "0.5") double featureWeight;
+    @Option(names = "--feature-decay", defaultValue = "linear", description = "none, linear or cosine decay of that weight to 0 at --steps.") String featureDecay;
+    @Option(names = "--ema", defaultValue = "0.999", description = "Rate of the student's evaluation EMA, which validation scores and checkpoints hold (0: off).") double ema;
+    @Option(names = "--lr-schedule", defaultValue = "constant", description = "constant, or cosine (decay to 0 at --steps).") String lrSchedule;
     @Option(names = "--loss", defaultValue = "pseudo-huber", description = "l2, pseudo-huber or feature.") String loss;
     @Option(names = "--weighting", defaultValue = "uniform", description = "uniform or inverse-step (1/(t_{n+1}-t_n)).") String weighting;
     @Option(names = "--optimizer", defaultValue = "radam", description = "radam or adam.") String optimizer;
@@ -55,8 +62,6 @@ final class Distill implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        Path tpath = Common.requireFile(teacher != null ? teacher : Common.model("fmnist-teacher.safetensors"), "teacher");
-        Ops ops = common.ops();
         var dist = switch (loss) {
             case "l2" -> ConsistencyDistiller.Distance.L2;
             case "pseudo-huber" -> ConsistencyDistiller.Distance.PSEUDO_HUBER;
@@ -74,13 +79,60 @@ final class Distill implements Callable<Integer> {
         if (!(mu >= 0 && mu < 1)) {
             throw new IllegalArgumentException("--mu must lie in [0, 1), got " + mu);
         }
+        if (!(ema >= 0 && ema < 1)) {
+            throw new IllegalArgumentException("--ema must lie in [0, 1), got " + ema);
+        }
+        if (!(featureWeight >= 0) || !Double.isFinite(featureWeight)) {
+            throw new IllegalArgumentException("--feature-weight must be a finite number >= 0, got " + featureWeight);
+        }
+        var decay = switch (featureDecay) {
+            case "none" -> ConsistencyDistiller.Decay.NONE;
+            case "linear" -> ConsistencyDistiller.Decay.LINEAR;
+            case "cosine" -> ConsistencyDistiller.Decay.COSINE;
+            default -> throw new IllegalArgumentException("--feature-decay " + featureDecay + ": choose none, linear or cosine");
+        };
+        if (!lrSchedule.equals("constant") && !lrSchedule.equals("cosine")) {
+            throw new IllegalArgumentException("--lr-schedule " + lrSchedule + ": choose constant or cosine");
+        }
+        if (init != null && (width != null || layers != null)) {
+            throw new IllegalArgumentException("--init takes the student's shape from its checkpoint: drop --student-width/--student-layers");
+        }
+        UNetCheckpoint.Loaded initial = null;
+        if (init != null) {
+            initial = UNetCheckpoint.load(Common.requireFile(init, "--init"), false);
+            if (!initial.role().equals("student")) {
+                String role = initial.role();
+                initial.close();
+                throw new IllegalArgumentException(init + " is a " + role + " checkpoint; --init needs a student");
+            }
+        }
+        try (UNetCheckpoint.Loaded ini = initial) {
+            return run(ini, dist, weight, decay);
+        }
+    }
+
+    private int run(UNetCheckpoint.Loaded initial, ConsistencyDistiller.Distance dist,
+                    ConsistencyDistiller.Weighting weight, ConsistencyDistiller.Decay decay) {
+        Ops ops = common.ops();
+        Path tpath = Common.requireFile(teacher != null ? teacher : Common.model("fmnist-teacher.safetensors"), "teacher");
         try (UNetCheckpoint.Loaded t = UNetCheckpoint.load(tpath, false)) {
             if (!t.role().equals("teacher")) {
                 throw new IllegalArgumentException(tpath + " is a " + t.role()
                         + " checkpoint; distill needs a teacher (onestep.role = teacher)");
             }
             UNetConfig tc = t.net().config();
-            UNetConfig sc = StudentInit.config(tc, width, layers == null ? tc.layersPerBlock() : layers);
+            UNetConfig sc = initial != null ? initial.net().config()
+                    : StudentInit.config(tc, width == null ? 1.0 : width, layers == null ? tc.layersPerBlock() : layers);
+            if (initial != null && (sc.inChannels() != tc.inChannels() || sc.sampleSize() != tc.sampleSize())) {
+                throw new IllegalArgumentException(init + " makes " + sc.sampleSize() + "x" + sc.sampleSize() + "x"
+                        + sc.inChannels() + " images but the teacher " + tpath + " makes " + tc.sampleSize() + "x"
+                        + tc.sampleSize() + "x" + tc.inChannels());
+            }
+            // Feature distillation is for students smaller than the teacher; a same-size student starts as the
+            // teacher itself, where the term is zero and only slows the step down.
+            boolean smaller = !java.util.Arrays.equals(sc.blockOutChannels(), tc.blockOutChannels())
+                    || sc.layersPerBlock() != tc.layersPerBlock();
+            double fw = smaller ? featureWeight : 0;
             Path classifierPath = Common.model("fmnist-classifier.safetensors");
             Path statsPath = Common.model("fmnist-fid-stats.safetensors");
             boolean canScore = Files.exists(classifierPath) && Files.exists(statsPath) && tc.inChannels() == 1
@@ -106,19 +158,29 @@ final class Distill implements Callable<Integer> {
                         + "validation off, the last checkpoint is kept");
             }
             var opts = new ConsistencyDistiller.Options(steps, batch, gridN, mu, dist, weight, optimizer.equals("radam"),
-                    lr, clip, seed, validateEvery, patience, valN);
+                    lr, clip, seed, validateEvery, patience, valN, fw, decay, ema, lrSchedule.equals("cosine"));
             Map<String, String> meta = new LinkedHashMap<>();
             meta.put("onestep.distill.teacher", tpath.toString());
             long t0 = System.nanoTime();
             try (UNet student = new UNet(sc, true); UNet target = new UNet(sc, false); Workspace tws = new Workspace()) {
                 Init.pytorchDefault(student, seed);
-                int copied = StudentInit.sliceFrom(t.net(), student);
+                int copied;
+                if (initial != null) {
+                    student.parameters().copyValuesFrom(initial.net().parameters());
+                    initial.net().buffers().forEach((k, v) -> student.buffers().get(k).copyFrom(v));
+                    copied = 0;
+                    meta.put("onestep.distill.init", init.toString());
+                } else {
+                    copied = StudentInit.sliceFrom(t.net(), student);
+                }
                 target.parameters().copyValuesFrom(student.parameters());
                 student.buffers().forEach((k, v) -> target.buffers().get(k).copyFrom(v));
-                System.err.printf(Locale.ROOT, "distill: student %s, %,d parameters (teacher %,d), %d tensors from the teacher; "
-                                + "FLOPs per step %.2f G (teacher %.2f G)%n", "width " + width + ", layers " + sc.layersPerBlock(),
-                        student.parameters().count(), t.net().parameters().count(), copied,
-                        student.flops(1, sc.sampleSize(), sc.sampleSize()) / 1e9, t.net().flops(1, tc.sampleSize(), tc.sampleSize()) / 1e9);
+                System.err.printf(Locale.ROOT, "distill: student %s, %,d parameters (teacher %,d), %s; "
+                                + "FLOPs per step %.2f G (teacher %.2f G)%s%n", "channels " + java.util.Arrays.toString(sc.blockOutChannels())
+                                + ", layers " + sc.layersPerBlock(), student.parameters().count(), t.net().parameters().count(),
+                        initial != null ? "weights from " + init : copied + " tensors from the teacher",
+                        student.flops(1, sc.sampleSize(), sc.sampleSize()) / 1e9, t.net().flops(1, tc.sampleSize(), tc.sampleSize()) / 1e9,
+                        fw > 0 ? String.format(Locale.ROOT, "; feature distillation weight %.3g (%s decay)", fw, featureDecay) : "");
                 var d = new ConsistencyDistiller(ops, student, target, new EdmDenoiser(t.net(), ops, tws), ds,
                         fnet == null ? null : fnet.net(), opts, out, meta);
                 ConsistencyDistiller.Validation best;

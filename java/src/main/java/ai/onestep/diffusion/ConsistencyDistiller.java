@@ -4,10 +4,12 @@ import ai.onestep.backend.Ops;
 import ai.onestep.data.ImageDataset;
 import ai.onestep.model.Classifier;
 import ai.onestep.model.Context;
+import ai.onestep.model.FeatureProjections;
 import ai.onestep.model.UNet;
 import ai.onestep.model.UNetCheckpoint;
 import ai.onestep.nn.AdamSettings;
 import ai.onestep.nn.AdamW;
+import ai.onestep.nn.Ema;
 import ai.onestep.nn.GradientClipping;
 import ai.onestep.nn.LearningRateSchedule;
 import ai.onestep.nn.Optimizer;
@@ -49,11 +51,48 @@ public final class ConsistencyDistiller {
 
     public enum Weighting { UNIFORM, INVERSE_STEP }
 
+    /** How the feature-distillation weight falls from its initial value to the end of training. */
+    public enum Decay { NONE, LINEAR, COSINE }
+
+    /**
+     * @param featureWeight weight of the feature-distillation term for smaller students (0: off), see {@link #run}
+     * @param featureDecay  how that weight decays over the {@code steps}
+     * @param emaRate       rate of the evaluation EMA of the student (0: off); validation and checkpoints use it
+     * @param cosineLr      a half-cosine decay of the learning rate to 0 at {@code steps} (else constant)
+     */
     public record Options(long steps, int batch, int gridN, double mu, Distance distance, Weighting weighting,
                           boolean radam, double lr, double clip, long seed, long validateEvery, int patience,
-                          int validationSamples) {
+                          int validationSamples, double featureWeight, Decay featureDecay, double emaRate,
+                          boolean cosineLr) {
+        /** The options of Algorithm 2 alone: no feature distillation, no evaluation EMA, a constant learning rate. */
+        public Options(long steps, int batch, int gridN, double mu, Distance distance, Weighting weighting,
+                       boolean radam, double lr, double clip, long seed, long validateEvery, int patience,
+                       int validationSamples) {
+            this(steps, batch, gridN, mu, distance, weighting, radam, lr, clip, seed, validateEvery, patience,
+                    validationSamples, 0, Decay.NONE, 0, false);
+        }
+
+        public Options {
+            if (!(featureWeight >= 0) || !Double.isFinite(featureWeight)) {
+                throw new IllegalArgumentException("distill: the feature weight must be a finite number >= 0, got " + featureWeight);
+            }
+            if (!(emaRate >= 0 && emaRate < 1)) {
+                throw new IllegalArgumentException("distill: the evaluation EMA rate must lie in [0, 1), got " + emaRate);
+            }
+        }
+
         public static Options defaults() {
             return new Options(2000, 16, 18, 0.95, Distance.PSEUDO_HUBER, Weighting.UNIFORM, true, 1e-4, 1.0, 1, 200, 4, 256);
+        }
+
+        /** The feature-distillation weight for the update after {@code step} completed updates. */
+        public double featureWeightAt(long step) {
+            double p = Math.min(1.0, (double) step / Math.max(1, steps));
+            return featureWeight * switch (featureDecay) {
+                case NONE -> 1.0;
+                case LINEAR -> 1 - p;
+                case COSINE -> 0.5 * (1 + Math.cos(Math.PI * p));
+            };
         }
     }
 
@@ -78,6 +117,7 @@ public final class ConsistencyDistiller {
     private final Path out;
     private final Map<String, String> meta;
     private final List<Validation> history = new ArrayList<>();
+    private final List<Double> featureLosses = new ArrayList<>();
 
     /**
      * @param student trainable (with gradients), initialized (from the teacher's weights, or sliced from them)
@@ -109,6 +149,10 @@ public final class ConsistencyDistiller {
         if (options.distance() == Distance.FEATURE && features == null) {
             throw new IllegalArgumentException("distill: the feature distance needs the in-domain classifier");
         }
+        if (options.featureWeight() > 0 && !student.tapNames().equals(teacher.net().tapNames())) {
+            throw new IllegalArgumentException("distill: feature distillation needs the teacher's block structure; the"
+                    + " student has blocks " + student.tapNames() + ", the teacher " + teacher.net().tapNames());
+        }
         if (options.gridN() < 2) {
             throw new IllegalArgumentException("distill: N must be >= 2, got " + options.gridN());
         }
@@ -118,21 +162,47 @@ public final class ConsistencyDistiller {
         return history;
     }
 
-    /** Runs the distillation; returns the best validation (or null when validation is off). */
+    /** The feature-distillation term of each step's loss (before its weight), empty when that term is off. */
+    public List<Double> featureLosses() {
+        return featureLosses;
+    }
+
+    /**
+     * Runs the distillation; returns the best validation (or null when validation is off).
+     *
+     * <p>With {@code featureWeight > 0} (smaller students) the loss gains a feature-distillation term, FitNets-style
+     * (Romero et al. 2015): the student's block outputs ({@link UNet#taps()}), mapped by trainable 1x1 convolutions
+     * ({@link FeatureProjections}) to the teacher's channels, regress the teacher's block outputs on the same input
+     * (x_{n+1}, t_{n+1}), which the teacher computes anyway as the first evaluation of its Heun step. Each tap's
+     * mean squared error is divided by the mean square of the teacher's activation there, so every block counts
+     * alike whatever its scale; the sum is weighted by {@code featureWeightAt(step) / taps}. The weight decays so
+     * that training ends on the consistency loss alone.
+     *
+     * <p>With {@code emaRate > 0} an EMA of the student (warm-up min(rate, (1+k)/(10+k)), as for the teacher) is
+     * what validation scores and what checkpoints hold: the usual evaluation EMA of consistency models (Song et al.
+     * 2023, Appendix C), separate from the target network theta- whose rate is mu.
+     */
     public Validation run(Validator fid, TrainingProgress progress) {
         double[] t = KarrasSchedule.consistencyGrid(o.gridN());
         int b = o.batch();
         int[] shape = {b, data.height(), data.width(), data.channels()};
         int dim = data.height() * data.width() * data.channels();
         float huberC = (float) (0.00054 * Math.sqrt(dim));
-        LearningRateSchedule schedule = LearningRateSchedule.constant(o.lr());
+        LearningRateSchedule schedule = o.cosineLr() ? LearningRateSchedule.warmupCosine(o.lr(), 0, o.steps())
+                : LearningRateSchedule.constant(o.lr());
+        boolean distillFeatures = o.featureWeight() > 0;
         Validation best = null;
         int stale = 0;
         try (Optimizer opt = o.radam() ? new RAdam(ops, student.parameters(), AdamSettings.adam(0f))
                 : new AdamW(ops, student.parameters(), AdamSettings.adam(0f));
+             FeatureProjections proj = distillFeatures ? new FeatureProjections(student, teacher.net()) : null;
+             Optimizer projOpt = distillFeatures ? new AdamW(ops, proj.parameters(), AdamSettings.adam(0f)) : null;
+             Ema ema = o.emaRate() > 0 ? new Ema(ops, student.parameters()) : null;
              Workspace ws = new Workspace(); Workspace tws = new Workspace(); Workspace fws = new Workspace();
              TensorArena scratch = new TensorArena()) {
-            EdmDenoiser teacherDen = new EdmDenoiser(teacher.net(), ops, tws);
+            TapCapture capture = distillFeatures ? new TapCapture(teacher.net(), tws, scratch) : null;
+            Denoiser teacherDen = distillFeatures ? capture : new EdmDenoiser(teacher.net(), ops, tws);
+            Tensor featureWeights = scratch.allocate(Layout.ROWS, b);
             Tensor weights = scratch.allocate(Layout.ROWS, b);
             Tensor xn1 = scratch.allocate(Layout.NHWC, shape);
             Tensor xhat = scratch.allocate(Layout.NHWC, shape);
@@ -160,6 +230,9 @@ public final class ConsistencyDistiller {
                 ops.add(xn1, x0, xn1);
                 // One Heun step of the teacher from t_{n+1} to t_n (Karras et al. 2022, Algorithm 1, lines 5-8).
                 xhat.copyFrom(xn1);
+                if (capture != null) {
+                    capture.armed = true; // keep the taps of the first evaluation, the one at (x_{n+1}, t_{n+1})
+                }
                 EdmSampler.step(ops, teacherDen, EdmSampler.Method.HEUN, xhat, tn1, tn, null, heun);
                 long dropoutSeed = r.nextLong();
                 // The target f_theta-(x_hat_n, t_n), with the student's dropout masks, no gradient.
@@ -193,41 +266,137 @@ public final class ConsistencyDistiller {
                 for (int i = 0; i < b; i++) {
                     ops.scale(dOut.slice(i, i + 1), (float) ConsistencyParameterization.cOut(tn1[i]), dF.slice(i, i + 1));
                 }
-                student.backward(sc, dF, false);
+                List<Tensor> dTaps = null;
+                if (distillFeatures) {
+                    proj.parameters().zeroGrad();
+                    List<Tensor> projected = proj.forward(sc, student.taps());
+                    List<Tensor> dProjected = new ArrayList<>();
+                    double fl = 0, w = o.featureWeightAt(step) / projected.size();
+                    for (int k = 0; k < projected.size(); k++) {
+                        Tensor tt = capture.taps.get(k);
+                        double ms = meanSquare(tt);
+                        for (int i = 0; i < b; i++) {
+                            featureWeights.set(i, (float) (w / (ms + 1e-8)));
+                        }
+                        Tensor d = ws.allocate(Layout.NHWC, projected.get(k).shape());
+                        double lk = ops.mseLoss(projected.get(k), tt, featureWeights, d);
+                        fl += lk / (w / (ms + 1e-8)) / projected.size();
+                        loss += lk;
+                        dProjected.add(d);
+                    }
+                    featureLosses.add(fl);
+                    dTaps = proj.backward(sc, dProjected);
+                }
+                student.backward(sc, dF, false, dTaps);
                 double norm = GradientClipping.clipByGlobalNorm(student.parameters(), o.clip(), ops);
+                if (distillFeatures) {
+                    GradientClipping.clipByGlobalNorm(proj.parameters(), o.clip(), ops);
+                }
                 if (!Double.isFinite(norm) || !Double.isFinite(loss)) {
                     throw new TrainingStopped(step, "distillation stopped at step " + (step + 1) + ": loss " + loss
                             + ", gradient norm " + norm + "; " + (best != null ? "the best checkpoint " + out
                             + " (step " + best.step() + ") is kept" : "no checkpoint was written"));
                 }
-                opt.step(schedule.lr(step + 1));
+                opt.step(schedule.lr(step));
+                if (projOpt != null) {
+                    projOpt.step(schedule.lr(step));
+                }
                 // theta- <- mu theta- + (1 - mu) theta: the target follows the student (Algorithm 2, last line).
                 for (Parameter p : target.parameters()) {
                     ops.ema(p.value(), student.parameters().get(p.name()).value(), (float) o.mu());
+                }
+                if (ema != null) {
+                    ema.update((float) Math.min(o.emaRate(), (1.0 + step) / (10.0 + step)));
                 }
                 long done = step + 1;
                 String note = null;
                 boolean last = done == o.steps();
                 if (fid != null && o.validateEvery() > 0 && (done % o.validateEvery() == 0 || last)) {
-                    Validation v = validate(fid, done);
-                    history.add(v);
-                    note = String.format(Locale.ROOT, "FID 1-step %.2f 2-step %.2f", v.fid1(), v.fid2());
-                    if (best == null || v.score() < best.score()) {
-                        best = v;
-                        stale = 0;
-                        save(done, v);
-                        note += " (best, saved)";
-                    } else if (++stale >= o.patience()) {
+                    swap(ema); // score (and save) the evaluation EMA when there is one
+                    Validation v;
+                    try {
+                        v = validate(fid, done);
+                        history.add(v);
+                        note = String.format(Locale.ROOT, "FID 1-step %.2f 2-step %.2f", v.fid1(), v.fid2());
+                        if (best == null || v.score() < best.score()) {
+                            best = v;
+                            stale = 0;
+                            save(done, v);
+                            note += " (best, saved)";
+                        } else {
+                            stale++;
+                        }
+                    } finally {
+                        swap(ema);
+                    }
+                    if (stale >= o.patience()) {
                         progress.step(done, loss, note + " (no improvement in " + stale + ": early stop)");
                         break;
                     }
                 } else if (fid == null && (last || done % Math.max(1, o.validateEvery()) == 0)) {
-                    save(done, null);
+                    swap(ema);
+                    try {
+                        save(done, null);
+                    } finally {
+                        swap(ema);
+                    }
                     note = "saved";
                 }
                 progress.step(done, loss, note);
             }
             return best;
+        }
+    }
+
+    private static void swap(Ema ema) {
+        if (ema != null) {
+            ema.swap();
+        }
+    }
+
+    private static double meanSquare(Tensor x) {
+        double s = 0;
+        for (float v : x.toArray()) {
+            s += (double) v * v;
+        }
+        return s / x.size();
+    }
+
+    /**
+     * The teacher's denoiser, which keeps a copy of the U-Net's {@link UNet#taps()} from the first evaluation after
+     * it is armed: the Heun step's first evaluation is the teacher at exactly the student's input (x_{n+1},
+     * t_{n+1}), so feature distillation costs no extra teacher pass.
+     */
+    private final class TapCapture implements Denoiser {
+        final EdmDenoiser den;
+        final UNet net;
+        final Workspace ws;
+        final TensorArena arena;
+        final List<Tensor> taps = new ArrayList<>();
+        boolean armed;
+
+        TapCapture(UNet net, Workspace ws, TensorArena arena) {
+            this.den = new EdmDenoiser(net, ops, ws);
+            this.net = net;
+            this.ws = ws;
+            this.arena = arena;
+        }
+
+        @Override
+        public void denoise(Tensor x, double[] sigma, int[] classLabels, Tensor out) {
+            den.denoise(x, sigma, classLabels, out);
+            if (armed) {
+                armed = false;
+                List<Tensor> live = net.taps();
+                if (taps.isEmpty()) {
+                    for (Tensor s : live) {
+                        taps.add(arena.allocate(s.layout(), s.shape()));
+                    }
+                }
+                for (int k = 0; k < live.size(); k++) {
+                    taps.get(k).copyFrom(live.get(k));
+                }
+            }
         }
     }
 

@@ -50,6 +50,8 @@ public final class UNet implements AutoCloseable {
     private int[] labels;
     private double[] timesteps;
     private final List<Integer> upLast = new ArrayList<>();
+    /** The outputs of every down block, the mid block and every up block, in that order (see {@link #taps}). */
+    private final List<Tensor> taps = new ArrayList<>();
 
     /** Builds the network with zeroed parameters (load a checkpoint or call {@link Init}); {@code withGradients} for training. */
     public UNet(UNetConfig cfg, boolean withGradients) {
@@ -154,14 +156,18 @@ public final class UNet implements AutoCloseable {
         Tensor h = convIn.forward(c, x);
         List<Tensor> skips = new ArrayList<>();
         skips.add(h);
+        taps.clear();
         for (DownBlock b : down) {
             h = b.forward(c, h, tembAct, skips);
+            taps.add(h);
         }
         h = mid.forward(c, h, tembAct);
+        taps.add(h);
         upLast.clear();
         for (UpBlock b : up) {
             upLast.add(skips.size() - 1);
             h = b.forward(c, h, tembAct, skips);
+            taps.add(h);
         }
         h = convNormOut.forward(c, h);
         Tensor y = convOut.forward(c, h);
@@ -186,7 +192,44 @@ public final class UNet implements AutoCloseable {
 
     /** As {@link #backward(Context, Tensor)}; training passes {@code needDx = false} and skips the input gradient. */
     public Tensor backward(Context c, Tensor dy, boolean needDx) {
+        return backward(c, dy, needDx, null);
+    }
+
+    /**
+     * The intermediate activations of the last forward, for feature distillation: the output of each down block,
+     * of the mid block and of each up block, in that order, named by {@link #tapNames()}. They live in the
+     * forward's workspace, so they are valid until it is reset.
+     */
+    public List<Tensor> taps() {
+        return Collections.unmodifiableList(taps);
+    }
+
+    /** The names of {@link #taps()}: {@code down_blocks.i}, {@code mid_block}, {@code up_blocks.i}. */
+    public List<String> tapNames() {
+        List<String> names = new ArrayList<>();
+        for (int i = 0; i < down.size(); i++) {
+            names.add("down_blocks." + i);
+        }
+        names.add("mid_block");
+        for (int i = 0; i < up.size(); i++) {
+            names.add("up_blocks." + i);
+        }
+        return names;
+    }
+
+    /**
+     * As {@link #backward(Context, Tensor, boolean)}, with extra loss gradients on the {@link #taps()} of the last
+     * forward ({@code dTaps} parallel to them; null entries, or a null list, add nothing). Each is added to the
+     * gradient that reaches that block's output from above before the block's own backward runs: a tap is one more
+     * consumer of the activation, so its gradient sums with the others (the convention of nn/: input gradients
+     * from several consumers add).
+     */
+    public Tensor backward(Context c, Tensor dy, boolean needDx, List<Tensor> dTaps) {
         int n = dy.dim(0);
+        if (dTaps != null && dTaps.size() != taps.size()) {
+            throw new IllegalArgumentException("unet: " + dTaps.size() + " tap gradients for " + taps.size() + " taps "
+                    + tapNames());
+        }
         if (params.list().get(0).grad() == null) {
             throw new IllegalStateException("unet: this instance was built without gradients (inference only)");
         }
@@ -204,13 +247,17 @@ public final class UNet implements AutoCloseable {
             totalSkips += b.skips();
         }
         Tensor[] dSkips = new Tensor[totalSkips];
+        int midTap = down.size();
         for (int i = up.size() - 1; i >= 0; i--) {
+            g = addTap(c, g, dTaps, midTap + 1 + i);
             g = up.get(i).backward(c, g, dSkips, upLast.get(i), dTembAct);
         }
+        g = addTap(c, g, dTaps, midTap);
         g = mid.backward(c, g, dTembAct);
         int first = totalSkips;
         for (int i = down.size() - 1; i >= 0; i--) {
             first -= down.get(i).skips();
+            g = addTap(c, g, dTaps, i);
             g = down.get(i).backward(c, g, dSkips, first, dTembAct);
         }
         g = DownBlock.merge(c, g, dSkips[0]);
@@ -233,6 +280,21 @@ public final class UNet implements AutoCloseable {
         c.ops.siluBackward(h1, dA1, dH1);
         linear1.backward(c, dH1);
         return dx;
+    }
+
+    /** g + dTaps[i] in a new tensor (g may be a module's saved state), or g itself when there is no tap gradient. */
+    private Tensor addTap(Context c, Tensor g, List<Tensor> dTaps, int i) {
+        Tensor d = dTaps == null ? null : dTaps.get(i);
+        if (d == null) {
+            return g;
+        }
+        if (!java.util.Arrays.equals(d.shape(), g.shape())) {
+            throw new IllegalArgumentException("unet: the gradient of tap " + tapNames().get(i) + " is " + d.describe()
+                    + " but the activation is " + java.util.Arrays.toString(g.shape()));
+        }
+        Tensor sum = c.like(g);
+        c.ops.add(g, d, sum);
+        return sum;
     }
 
     private void checkInput(Tensor x, double[] timesteps, int[] classLabels) {

@@ -1,5 +1,6 @@
 package ai.onestep.cli;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -162,5 +163,36 @@ class CommandsTest {
         Run s = run("sample", "--model", student.toString(), "--steps", "2", "--n", "2", "--out", home.resolve("s.png").toString());
         assertEquals(0, s.code(), s.err());
         assertTrue(s.out().contains("2 NFE"), s.out());
+    }
+
+    @Test
+    void halfWidthStudentWithFeatureDistillationThenContinuedWithInit() throws Exception {
+        Path half = home.resolve("half.safetensors"), more = home.resolve("more.safetensors");
+        Run r = run("distill", "--out", half.toString(), "--student-width", "0.5", "--feature-weight", "0.5",
+                "--steps", "2", "--batch", "2", "--validate-every", "2", "--val-n", "4", "--teacher-samples", "4",
+                "--teacher-steps", "2");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.err().contains("feature distillation weight 0.500 (linear decay)"), r.err());
+        Run c = run("distill", "--init", half.toString(), "--out", more.toString(), "--steps", "2", "--batch", "2",
+                "--validate-every", "2", "--val-n", "4", "--teacher-samples", "4", "--teacher-steps", "2");
+        assertEquals(0, c.code(), c.err());
+        assertTrue(c.err().contains("weights from " + half), c.err());
+        try (UNetCheckpoint.Loaded h = UNetCheckpoint.load(half, false); UNetCheckpoint.Loaded m = UNetCheckpoint.load(more, false)) {
+            assertArrayEquals(h.net().config().blockOutChannels(), m.net().config().blockOutChannels(),
+                    "--init keeps the student's shape");
+            try (UNetCheckpoint.Loaded t = UNetCheckpoint.load(teacher, false)) {
+                int[] tc = t.net().config().blockOutChannels(), sc = m.net().config().blockOutChannels();
+                for (int i = 0; i < tc.length; i++) {
+                    assertEquals(tc[i] / 2, sc[i], "half the teacher's channels at level " + i);
+                }
+            }
+            assertEquals(half.toString(), m.metadata().get("onestep.distill.init"));
+        }
+        Run wrongRole = run("distill", "--init", teacher.toString(), "--out", more.toString(), "--steps", "1");
+        assertEquals(2, wrongRole.code());
+        assertTrue(wrongRole.err().contains("--init needs a student"), wrongRole.err());
+        Run both = run("distill", "--init", half.toString(), "--student-width", "0.5", "--out", more.toString());
+        assertEquals(2, both.code());
+        assertTrue(both.err().contains("drop --student-width"), both.err());
     }
 }

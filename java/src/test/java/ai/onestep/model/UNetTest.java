@@ -156,6 +156,70 @@ class UNetTest {
         return l;
     }
 
+    /** L = sum_k sum(tap_k(x) * r_k): the feature-distillation taps alone, in double. */
+    private static double tapLoss(Ops ops, UNet net, Tensor x, double[] t, java.util.List<float[]> dirs) {
+        try (Workspace ws = new Workspace()) {
+            net.forward(Context.inference(ops, ws), x, t, null);
+            double s = 0;
+            for (int k = 0; k < dirs.size(); k++) {
+                float[] v = net.taps().get(k).toArray();
+                for (int i = 0; i < v.length; i++) {
+                    s += (double) v[i] * dirs.get(k)[i];
+                }
+            }
+            return s;
+        }
+    }
+
+    /**
+     * Gradients given on the taps (every block's output) flow back to the input as central finite differences of
+     * L = sum_k <tap_k, r_k> say, with a zero output gradient: each tap's gradient enters at its own block.
+     */
+    @Test
+    void tapGradientsMatchFiniteDifferences() {
+        Ops ops = OpsTesting.NAIVE;
+        try (UNet net = new UNet(tiny("positional", "default", null), true); TensorArena a = new TensorArena();
+             Workspace ws = new Workspace()) {
+            randomize(net, 4);
+            Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            Noise.gaussian(x, 6, 0);
+            double[] t = {0.7, 3.0};
+            Context c = new Context(ops, ws, true, 0);
+            Tensor y = net.forward(c, x, t, null);
+            assertEquals(java.util.List.of("down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1"),
+                    net.tapNames());
+            java.util.List<Tensor> dTaps = new java.util.ArrayList<>();
+            java.util.List<float[]> dirs = new java.util.ArrayList<>();
+            for (int k = 0; k < net.taps().size(); k++) {
+                Tensor d = a.allocate(Layout.NHWC, net.taps().get(k).shape());
+                Noise.gaussian(d, 20 + k, 0);
+                dTaps.add(d);
+                dirs.add(d.toArray());
+            }
+            assertArrayEquals(new int[] {2, 4, 4, 8}, net.taps().get(0).shape(), "down block 0 ends with its downsampler");
+            assertArrayEquals(new int[] {2, 8, 8, 8}, net.taps().get(4).shape(), "the last up block is at full size");
+            Tensor dy = a.allocate(Layout.NHWC, y.shape()); // zero: only the taps carry a loss
+            net.parameters().zeroGrad();
+            float[] dx = net.backward(c, dy, true, dTaps).toArray();
+            SplittableRandom r = new SplittableRandom(12);
+            float[] xv = x.toArray();
+            double analytic = 0, h = 1e-3;
+            Tensor xp = a.allocate(Layout.NHWC, x.shape()), xm = a.allocate(Layout.NHWC, x.shape());
+            for (int i = 0; i < xv.length; i++) {
+                double d = r.nextDouble() * 2 - 1;
+                analytic += d * dx[i];
+                xp.set(i, (float) (xv[i] + h * d));
+                xm.set(i, (float) (xv[i] - h * d));
+            }
+            double fd = (tapLoss(ops, net, xp, t, dirs) - tapLoss(ops, net, xm, t, dirs)) / (2 * h);
+            assertTrue(Math.abs(analytic) > 1e-2, "a direction with a measurable derivative: " + analytic);
+            assertEquals(fd, analytic, 2e-2 * Math.max(1, Math.abs(fd)), "input direction");
+            // A tap list of the wrong length is refused by name.
+            var e = assertThrows(IllegalArgumentException.class, () -> net.backward(c, dy, true, dTaps.subList(0, 2)));
+            assertTrue(e.getMessage().contains("2 tap gradients for 5 taps"), e.getMessage());
+        }
+    }
+
     @Test
     void backwardMatchesFiniteDifferencesPositionalDefault() {
         checkGradients(tiny("positional", "default", null), null);
