@@ -15,7 +15,10 @@ public final class StudentInit {
     private StudentInit() {
     }
 
-    /** The teacher's config with channels scaled by {@code width} (kept a multiple of the group count) and {@code layers} res blocks per level. */
+    /**
+     * The teacher's config with channels scaled by {@code width} (kept a multiple of the group count, and of the head
+     * size at levels with attention), the group count scaled alike, and {@code layers} res blocks per level.
+     */
     public static UNetConfig config(UNetConfig t, double width, int layers) {
         if (!(width > 0 && width <= 1)) {
             throw new IllegalArgumentException("--student-width must lie in (0, 1], got " + width);
@@ -24,13 +27,34 @@ public final class StudentInit {
             throw new IllegalArgumentException("--student-layers must lie in [1, " + t.layersPerBlock() + "], got " + layers);
         }
         Map<String, Object> m = new LinkedHashMap<>(t.toMap());
+        int[] tc = t.blockOutChannels();
+        int levels = tc.length;
+        // Fewer channels need fewer groups: keep the teacher's channels per group (the group count scales with the
+        // width, kept a divisor of the teacher's so the statistics nest), else a 0.5-width level 0 of 32 channels in
+        // 32-channel units could not shrink at all.
         int g = t.normNumGroups();
-        int unit = t.attentionHeadDim() == null ? g : lcm(g, t.attentionHeadDim());
+        int gs = Math.max(1, (int) Math.round(g * width));
+        while (g % gs != 0) {
+            gs--;
+        }
         java.util.List<Object> ch = new java.util.ArrayList<>();
-        for (int c : t.blockOutChannels()) {
-            ch.add((long) Math.max(unit, Math.round(c * width / unit) * unit));
+        for (int i = 0; i < levels; i++) {
+            // A level with attention also needs whole heads; the last level feeds the mid block's attention.
+            boolean attention = t.downBlockTypes().get(i).startsWith("Attn")
+                    || t.upBlockTypes().get(levels - 1 - i).startsWith("Attn") || (i == levels - 1 && t.addAttention());
+            int unit = attention && t.attentionHeadDim() != null ? lcm(gs, t.attentionHeadDim()) : gs;
+            ch.add((long) Math.max(unit, Math.round(tc[i] * width / unit) * unit));
         }
         m.put("block_out_channels", ch);
+        m.put("norm_num_groups", (long) gs);
+        if (t.attnNormNumGroups() != null) {
+            int ag = t.attnNormNumGroups();
+            int as = Math.max(1, (int) Math.round(ag * width));
+            while (ag % as != 0) {
+                as--;
+            }
+            m.put("attn_norm_num_groups", (long) as);
+        }
         m.put("layers_per_block", (long) layers);
         return UNetConfig.fromMap(m);
     }

@@ -69,14 +69,21 @@ public record UNetConfig(
             throw new ConfigException("resnet_time_scale_shift: '" + resnetTimeScaleShift
                     + "' is not supported (default, scale_shift)");
         }
-        for (int ch : blockOutChannels) {
+        for (int i = 0; i < blockOutChannels.length; i++) {
+            int ch = blockOutChannels[i];
             if (ch < 1 || ch % normNumGroups != 0) {
                 throw new ConfigException("block_out_channels: " + ch + " is not a positive multiple of norm_num_groups "
                         + normNumGroups);
             }
-            if (attentionHeadDim != null && ch % attentionHeadDim != 0) {
+            // Only the levels that run attention need whole heads (as in diffusers): level i's down block, its
+            // mirror up block, and the mid block at the last level.
+            int levels = blockOutChannels.length;
+            boolean attention = (i < downBlockTypes.size() && downBlockTypes.get(i).startsWith("Attn"))
+                    || (levels - 1 - i < upBlockTypes.size() && upBlockTypes.get(levels - 1 - i).startsWith("Attn"))
+                    || (i == levels - 1 && addAttention);
+            if (attention && attentionHeadDim != null && ch % attentionHeadDim != 0) {
                 throw new ConfigException("attention_head_dim: " + attentionHeadDim + " does not divide the "
-                        + ch + " channels of a block");
+                        + ch + " channels of block " + i + ", which has attention");
             }
         }
         if (layersPerBlock < 1 || inChannels < 1 || outChannels < 1 || normNumGroups < 1) {

@@ -119,7 +119,7 @@ class ConsistencyDistillerTest {
     }
 
     @Test
-    void smallerStudentConfigAndSlicedInit() {
+    void smallerStudentConfigAndSlicedInit() throws java.io.IOException {
         UNetConfig t = TeacherTrainerTest.cfg();
         UNetConfig s = StudentInit.config(t, 0.5, 1);
         assertArrayEquals(new int[] {4, 4}, s.blockOutChannels());
@@ -132,5 +132,18 @@ class ConsistencyDistillerTest {
             assertEquals(tw.at(1, 2, 0, 3), sw.at(1, 2, 0, 3));
         }
         assertThrows(IllegalArgumentException.class, () -> StudentInit.config(t, 1.5, 1));
+        // The committed teacher's config: level 0 has no attention, so it halves too (with half the groups), and
+        // the student needs >= 3x fewer FLOPs (issue: the 0.5-width student).
+        UNetConfig small;
+        try (var in = UNetConfig.class.getResourceAsStream("/ai/onestep/configs/fmnist-small.json")) {
+            small = UNetConfig.parse(new String(in.readAllBytes(), java.nio.charset.StandardCharsets.UTF_8), "fmnist-small");
+        }
+        UNetConfig half = StudentInit.config(small, 0.5, 1);
+        assertArrayEquals(new int[] {16, 32, 64}, half.blockOutChannels());
+        assertEquals(4, half.normNumGroups());
+        try (UNet teacher = new UNet(small, false); UNet student = new UNet(half, false)) {
+            double ratio = (double) teacher.flops(1, 28, 28) / student.flops(1, 28, 28);
+            assertTrue(ratio >= 3, "FLOPs ratio " + ratio);
+        }
     }
 }
