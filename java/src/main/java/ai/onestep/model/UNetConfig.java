@@ -77,10 +77,10 @@ public record UNetConfig(
             }
             // Only the levels that run attention need whole heads (as in diffusers): level i's down block, its
             // mirror up block, and the mid block at the last level.
-            int levels = blockOutChannels.length;
+            int levelCount = blockOutChannels.length;
             boolean attention = (i < downBlockTypes.size() && downBlockTypes.get(i).startsWith("Attn"))
-                    || (levels - 1 - i < upBlockTypes.size() && upBlockTypes.get(levels - 1 - i).startsWith("Attn"))
-                    || (i == levels - 1 && addAttention);
+                    || (levelCount - 1 - i < upBlockTypes.size() && upBlockTypes.get(levelCount - 1 - i).startsWith("Attn"))
+                    || (i == levelCount - 1 && addAttention);
             if (attention && attentionHeadDim != null && ch % attentionHeadDim != 0) {
                 throw new ConfigException("attention_head_dim: " + attentionHeadDim + " does not divide the "
                         + ch + " channels of block " + i + ", which has attention");
