@@ -32,11 +32,7 @@ public final class StudentInit {
         // Fewer channels need fewer groups: keep the teacher's channels per group (the group count scales with the
         // width, kept a divisor of the teacher's so the statistics nest), else a 0.5-width level 0 of 32 channels in
         // 32-channel units could not shrink at all.
-        int g = t.normNumGroups();
-        int gs = Math.max(1, (int) Math.round(g * width));
-        while (g % gs != 0) {
-            gs--;
-        }
+        int gs = scaledGroups(t.normNumGroups(), width);
         java.util.List<Object> ch = new java.util.ArrayList<>();
         for (int i = 0; i < levels; i++) {
             // A level with attention also needs whole heads; the last level feeds the mid block's attention.
@@ -48,15 +44,19 @@ public final class StudentInit {
         m.put("block_out_channels", ch);
         m.put("norm_num_groups", (long) gs);
         if (t.attnNormNumGroups() != null) {
-            int ag = t.attnNormNumGroups();
-            int as = Math.max(1, (int) Math.round(ag * width));
-            while (ag % as != 0) {
-                as--;
-            }
-            m.put("attn_norm_num_groups", (long) as);
+            m.put("attn_norm_num_groups", (long) scaledGroups(t.attnNormNumGroups(), width));
         }
         m.put("layers_per_block", (long) layers);
         return UNetConfig.fromMap(m);
+    }
+
+    /** round(groups x width), at least 1, lowered to a divisor of {@code groups}. */
+    private static int scaledGroups(int groups, double width) {
+        int g = Math.max(1, (int) Math.round(groups * width));
+        while (groups % g != 0) {
+            g--;
+        }
+        return g;
     }
 
     private static int lcm(int a, int b) {
