@@ -44,6 +44,8 @@ final class Distill implements Callable<Integer> {
             defaultValue = "0.5") double featureWeight;
     @Option(names = "--feature-decay", defaultValue = "linear", description = "none, linear or cosine decay of that weight to 0 at --steps.") String featureDecay;
     @Option(names = "--ema", defaultValue = "0.999", description = "Rate of the student's evaluation EMA, which validation scores and checkpoints hold (0: off).") double ema;
+    @Option(names = "--denoiser-warmup", description = "Steps that first regress the teacher's denoiser (default: a quarter "
+            + "of --steps for smaller students, 0 for a student of the teacher's size, which starts as the teacher).") Long warmup;
     @Option(names = "--lr-schedule", defaultValue = "constant", description = "constant, or cosine (decay to 0 at --steps).") String lrSchedule;
     @Option(names = "--loss", defaultValue = "pseudo-huber", description = "l2, pseudo-huber or feature.") String loss;
     @Option(names = "--weighting", defaultValue = "uniform", description = "uniform or inverse-step (1/(t_{n+1}-t_n)).") String weighting;
@@ -133,6 +135,7 @@ final class Distill implements Callable<Integer> {
             boolean smaller = !java.util.Arrays.equals(sc.blockOutChannels(), tc.blockOutChannels())
                     || sc.layersPerBlock() != tc.layersPerBlock();
             double fw = smaller ? featureWeight : 0;
+            long warm = warmup != null ? warmup : smaller && initial == null ? steps / 4 : 0;
             Path classifierPath = Common.model("fmnist-classifier.safetensors");
             Path statsPath = Common.model("fmnist-fid-stats.safetensors");
             boolean canScore = Files.exists(classifierPath) && Files.exists(statsPath) && tc.inChannels() == 1
@@ -158,7 +161,7 @@ final class Distill implements Callable<Integer> {
                         + "validation off, the last checkpoint is kept");
             }
             var opts = new ConsistencyDistiller.Options(steps, batch, gridN, mu, dist, weight, optimizer.equals("radam"),
-                    lr, clip, seed, validateEvery, patience, valN, fw, decay, ema, lrSchedule.equals("cosine"));
+                    lr, clip, seed, validateEvery, patience, valN, fw, decay, ema, lrSchedule.equals("cosine"), warm);
             Map<String, String> meta = new LinkedHashMap<>();
             meta.put("onestep.distill.teacher", tpath.toString());
             long t0 = System.nanoTime();
@@ -180,7 +183,8 @@ final class Distill implements Callable<Integer> {
                                 + ", layers " + sc.layersPerBlock(), student.parameters().count(), t.net().parameters().count(),
                         initial != null ? "weights from " + init : copied + " tensors from the teacher",
                         student.flops(1, sc.sampleSize(), sc.sampleSize()) / 1e9, t.net().flops(1, tc.sampleSize(), tc.sampleSize()) / 1e9,
-                        fw > 0 ? String.format(Locale.ROOT, "; feature distillation weight %.3g (%s decay)", fw, featureDecay) : "");
+                        (fw > 0 ? String.format(Locale.ROOT, "; feature distillation weight %.3g (%s decay)", fw, featureDecay) : "")
+                                + (warm > 0 ? "; denoiser warm-up " + warm + " steps" : ""));
                 var d = new ConsistencyDistiller(ops, student, target, new EdmDenoiser(t.net(), ops, tws), ds,
                         fnet == null ? null : fnet.net(), opts, out, meta);
                 ConsistencyDistiller.Validation best;

@@ -59,22 +59,27 @@ public final class ConsistencyDistiller {
      * @param featureDecay  how that weight decays over the {@code steps}
      * @param emaRate       rate of the evaluation EMA of the student (0: off); validation and checkpoints use it
      * @param cosineLr      a half-cosine decay of the learning rate to 0 at {@code steps} (else constant)
+     * @param denoiserWarmup steps at the start that regress the teacher's denoiser instead (see {@link #run})
      */
     public record Options(long steps, int batch, int gridN, double mu, Distance distance, Weighting weighting,
                           boolean radam, double lr, double clip, long seed, long validateEvery, int patience,
                           int validationSamples, double featureWeight, Decay featureDecay, double emaRate,
-                          boolean cosineLr) {
+                          boolean cosineLr, long denoiserWarmup) {
         /** The options of Algorithm 2 alone: no feature distillation, no evaluation EMA, a constant learning rate. */
         public Options(long steps, int batch, int gridN, double mu, Distance distance, Weighting weighting,
                        boolean radam, double lr, double clip, long seed, long validateEvery, int patience,
                        int validationSamples) {
             this(steps, batch, gridN, mu, distance, weighting, radam, lr, clip, seed, validateEvery, patience,
-                    validationSamples, 0, Decay.NONE, 0, false);
+                    validationSamples, 0, Decay.NONE, 0, false, 0);
         }
 
         public Options {
             if (!(featureWeight >= 0) || !Double.isFinite(featureWeight)) {
                 throw new IllegalArgumentException("distill: the feature weight must be a finite number >= 0, got " + featureWeight);
+            }
+            if (denoiserWarmup < 0 || denoiserWarmup >= steps && steps > 0) {
+                throw new IllegalArgumentException("distill: the denoiser warm-up must lie in [0, steps), got "
+                        + denoiserWarmup + " of " + steps);
             }
             if (!(emaRate >= 0 && emaRate < 1)) {
                 throw new IllegalArgumentException("distill: the evaluation EMA rate must lie in [0, 1), got " + emaRate);
@@ -178,6 +183,15 @@ public final class ConsistencyDistiller {
      * alike whatever its scale; the sum is weighted by {@code featureWeightAt(step) / taps}. The weight decays so
      * that training ends on the consistency loss alone.
      *
+     * <p>With {@code denoiserWarmup = K > 0} the first K steps regress the teacher's denoiser instead of the
+     * consistency target: d(f_theta(x_{n+1}, t_{n+1}), D_teacher(x_{n+1}, t_{n+1})), one teacher evaluation and no
+     * target pass. A student of the teacher's size starts as the teacher, i.e. as a good denoiser, which is what
+     * makes consistency distillation converge fast (Song et al. 2023, Section 4, initialize from the diffusion
+     * model); a smaller student sliced from the teacher is no denoiser at all, and this is the cheapest way to give
+     * it the same starting point (direct distillation of the denoiser, as in Luhman &amp; Luhman 2021 but at every
+     * noise level). The consistency parameterization's c_skip, c_out are close to EDM's away from eps, so the same
+     * network serves both. Validation starts after the warm-up.
+     *
      * <p>With {@code emaRate > 0} an EMA of the student (warm-up min(rate, (1+k)/(10+k)), as for the teacher) is
      * what validation scores and what checkpoints hold: the usual evaluation EMA of consistency models (Song et al.
      * 2023, Appendix C), separate from the target network theta- whose rate is mu.
@@ -208,6 +222,7 @@ public final class ConsistencyDistiller {
             Tensor xhat = scratch.allocate(Layout.NHWC, shape);
             EdmSampler.Scratch heun = new EdmSampler.Scratch(scratch, xhat);
             Tensor fTarget = scratch.allocate(Layout.NHWC, shape);
+            Tensor x0 = scratch.allocate(Layout.NHWC, shape);
             for (long step = 0; step < o.steps(); step++) {
                 SplittableRandom r = Noise.stream(o.seed(), step);
                 int[] idx = new int[b];
@@ -219,7 +234,6 @@ public final class ConsistencyDistiller {
                     tn1[i] = t[n + 1];
                     weights.set(i, (float) (o.weighting() == Weighting.UNIFORM ? 1 : 1 / (tn1[i] - tn[i])));
                 }
-                Tensor x0 = scratch.allocate(Layout.NHWC, shape);
                 data.batch(idx, false, r, x0);
                 // x_{n+1} = x + t_{n+1} z
                 Noise.gaussian(xn1, r.nextLong(), 0);
@@ -229,17 +243,22 @@ public final class ConsistencyDistiller {
                 }
                 ops.add(xn1, x0, xn1);
                 // One Heun step of the teacher from t_{n+1} to t_n (Karras et al. 2022, Algorithm 1, lines 5-8).
-                xhat.copyFrom(xn1);
                 if (capture != null) {
                     capture.armed = true; // keep the taps of the first evaluation, the one at (x_{n+1}, t_{n+1})
                 }
-                EdmSampler.step(ops, teacherDen, EdmSampler.Method.HEUN, xhat, tn1, tn, null, heun);
                 long dropoutSeed = r.nextLong();
-                // The target f_theta-(x_hat_n, t_n), with the student's dropout masks, no gradient.
-                tws.reset();
-                Context tc = new Context(ops, tws, true, dropoutSeed);
-                Tensor ft = new EdmDenoiser(target, ops, tws).forward(tc, xhat, tn, null);
-                ConsistencyDenoiser.combine(ops, xhat, ft, tn, fTarget);
+                if (step < o.denoiserWarmup()) {
+                    // Warm-up: the target is the teacher's denoised estimate at the student's own input.
+                    teacherDen.denoise(xn1, tn1, null, fTarget);
+                } else {
+                    xhat.copyFrom(xn1);
+                    EdmSampler.step(ops, teacherDen, EdmSampler.Method.HEUN, xhat, tn1, tn, null, heun);
+                    // The target f_theta-(x_hat_n, t_n), with the student's dropout masks, no gradient.
+                    tws.reset();
+                    Context tc = new Context(ops, tws, true, dropoutSeed);
+                    Tensor ft = new EdmDenoiser(target, ops, tws).forward(tc, xhat, tn, null);
+                    ConsistencyDenoiser.combine(ops, xhat, ft, tn, fTarget);
+                }
                 // The student f_theta(x_{n+1}, t_{n+1}), with gradients.
                 ws.reset();
                 student.parameters().zeroGrad();
@@ -311,7 +330,8 @@ public final class ConsistencyDistiller {
                 long done = step + 1;
                 String note = null;
                 boolean last = done == o.steps();
-                if (fid != null && o.validateEvery() > 0 && (done % o.validateEvery() == 0 || last)) {
+                if (fid != null && o.validateEvery() > 0 && done > o.denoiserWarmup()
+                        && (done % o.validateEvery() == 0 || last)) {
                     swap(ema); // score (and save) the evaluation EMA when there is one
                     Validation v;
                     try {
@@ -342,7 +362,7 @@ public final class ConsistencyDistiller {
                     }
                     note = "saved";
                 }
-                progress.step(done, loss, note);
+                progress.step(done, loss, note == null && done <= o.denoiserWarmup() ? "denoiser warm-up" : note);
             }
             return best;
         }

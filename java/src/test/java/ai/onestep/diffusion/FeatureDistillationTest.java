@@ -37,12 +37,23 @@ class FeatureDistillationTest {
 
     static ConsistencyDistiller.Options opts(long steps, double featureWeight, ConsistencyDistiller.Decay decay,
                                              double ema, boolean cosine) {
+        return opts(steps, featureWeight, decay, ema, cosine, 0, 0);
+    }
+
+    static ConsistencyDistiller.Options opts(long steps, double featureWeight, ConsistencyDistiller.Decay decay,
+                                             double ema, boolean cosine, long warmup, long validateEvery) {
         return new ConsistencyDistiller.Options(steps, 2, 6, 0.95, ConsistencyDistiller.Distance.L2,
-                ConsistencyDistiller.Weighting.UNIFORM, false, 1e-2, 1.0, 3, 0, 1, 4, featureWeight, decay, ema, cosine);
+                ConsistencyDistiller.Weighting.UNIFORM, false, 1e-2, 1.0, 3, validateEvery, 10, 4, featureWeight, decay,
+                ema, cosine, warmup);
     }
 
     /** Distills a student of this width from a random teacher; returns the distiller (its histories) after the run. */
     private ConsistencyDistiller run(double width, ConsistencyDistiller.Options o, float[][] liveOut) {
+        return run(width, o, liveOut, null);
+    }
+
+    private ConsistencyDistiller run(double width, ConsistencyDistiller.Options o, float[][] liveOut,
+                                     ConsistencyDistiller.Validator fid) {
         UNetConfig tc = cfg();
         UNetConfig sc = StudentInit.config(tc, width, 1);
         try (UNet teacher = new UNet(tc, false); UNet student = new UNet(sc, true); UNet target = new UNet(sc, false);
@@ -53,7 +64,7 @@ class FeatureDistillationTest {
             target.parameters().copyValuesFrom(student.parameters());
             var d = new ConsistencyDistiller(OpsTesting.CPU, student, target, new EdmDenoiser(teacher, OpsTesting.CPU, tws),
                     TeacherTrainerTest.data(), null, o, dir.resolve("s.safetensors"), Map.of());
-            d.run(null, (s, l, n) -> assertTrue(Double.isFinite(l), "loss at step " + s + ": " + l));
+            d.run(fid, (s, l, n) -> assertTrue(Double.isFinite(l), "loss at step " + s + ": " + l));
             if (liveOut != null) {
                 liveOut[0] = student.parameters().get("conv_in.weight").value().toArray();
             }
@@ -148,5 +159,40 @@ class FeatureDistillationTest {
             }
             assertTrue(moved, "the update changed the weights");
         }
+    }
+
+    @Test
+    void denoiserWarmupRegressesTheTeacherAndDefersValidation() {
+        // A half-width student regressing the teacher's denoiser: the loss (no consistency target yet) falls clearly.
+        List<Double> losses = new java.util.ArrayList<>();
+        UNetConfig tc = cfg();
+        UNetConfig sc = StudentInit.config(tc, 0.5, 1);
+        try (UNet teacher = new UNet(tc, false); UNet student = new UNet(sc, true); UNet target = new UNet(sc, false);
+             Workspace tws = new Workspace()) {
+            Init.pytorchDefault(teacher, 1);
+            Init.pytorchDefault(student, 2);
+            StudentInit.sliceFrom(teacher, student);
+            target.parameters().copyValuesFrom(student.parameters());
+            List<Long> validatedAt = new java.util.ArrayList<>();
+            long[] step = {0};
+            var d = new ConsistencyDistiller(OpsTesting.CPU, student, target, new EdmDenoiser(teacher, OpsTesting.CPU, tws),
+                    TeacherTrainerTest.data(), null, opts(32, 0, ConsistencyDistiller.Decay.NONE, 0, false, 30, 1),
+                    dir.resolve("s.safetensors"), Map.of());
+            List<String> notes = new java.util.ArrayList<>();
+            d.run(x -> {
+                validatedAt.add(step[0] + 1);
+                return 1.0;
+            }, (s, l, n) -> {
+                step[0] = s;
+                losses.add(l);
+                notes.add(n);
+            });
+            assertEquals(List.of(31L, 32L), validatedAt.stream().distinct().toList(), "no validation during the warm-up");
+            assertEquals("denoiser warm-up", notes.get(0));
+            double first = losses.get(0) + losses.get(1) + losses.get(2), last = losses.get(27) + losses.get(28) + losses.get(29);
+            assertTrue(last < 0.5 * first, "the denoiser regression converges: " + losses.subList(0, 30));
+        }
+        assertThrows(IllegalArgumentException.class, () -> opts(4, 0, ConsistencyDistiller.Decay.NONE, 0, false, 4, 0),
+                "a warm-up as long as the run leaves no distillation");
     }
 }
