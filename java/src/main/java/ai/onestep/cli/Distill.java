@@ -40,8 +40,7 @@ final class Distill implements Callable<Integer> {
     @Option(names = "--student-layers", description = "Res blocks per level (default: the teacher's).") Integer layers;
     @Option(names = "--init", description = "Start from this student checkpoint (continue a distillation) instead of the teacher's weights.") Path init;
     @Option(names = "--feature-weight", description = "Weight of the feature distillation of the teacher's block outputs "
-            + "through 1x1 projections (default: ${DEFAULT-VALUE} for smaller students, 0 for a student of the teacher's size).",
-            defaultValue = "0.5") double featureWeight;
+            + "through 1x1 projections (default: 0.5 for smaller students, 0 for a student of the teacher's size).") Double featureWeight;
     @Option(names = "--feature-decay", defaultValue = "linear", description = "none, linear or cosine decay of that weight to 0 at --steps.") String featureDecay;
     @Option(names = "--ema", defaultValue = "0.999", description = "Rate of the student's evaluation EMA, which validation scores and checkpoints hold (0: off).") double ema;
     @Option(names = "--denoiser-warmup", description = "Steps that first regress the teacher's denoiser (default: a quarter "
@@ -84,7 +83,7 @@ final class Distill implements Callable<Integer> {
         if (!(ema >= 0 && ema < 1)) {
             throw new IllegalArgumentException("--ema must lie in [0, 1), got " + ema);
         }
-        if (!(featureWeight >= 0) || !Double.isFinite(featureWeight)) {
+        if (featureWeight != null && (!(featureWeight >= 0) || !Double.isFinite(featureWeight))) {
             throw new IllegalArgumentException("--feature-weight must be a finite number >= 0, got " + featureWeight);
         }
         var decay = switch (featureDecay) {
@@ -131,10 +130,10 @@ final class Distill implements Callable<Integer> {
                         + tc.sampleSize() + "x" + tc.inChannels());
             }
             // Feature distillation is for students smaller than the teacher; a same-size student starts as the
-            // teacher itself, where the term is zero and only slows the step down.
+            // teacher itself, where the term starts at zero, so by default it is off there.
             boolean smaller = !java.util.Arrays.equals(sc.blockOutChannels(), tc.blockOutChannels())
                     || sc.layersPerBlock() != tc.layersPerBlock();
-            double fw = smaller ? featureWeight : 0;
+            double fw = featureWeight != null ? featureWeight : smaller ? 0.5 : 0;
             long warm = warmup != null ? warmup : smaller && initial == null ? steps / 4 : 0;
             Path classifierPath = Common.model("fmnist-classifier.safetensors");
             Path statsPath = Common.model("fmnist-fid-stats.safetensors");
