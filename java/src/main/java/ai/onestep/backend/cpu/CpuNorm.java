@@ -40,8 +40,11 @@ final class CpuNorm {
     private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
     /** Pixels per partial sum (and per unit of work): bounds float round-off, and a chunk's data fits L1. */
     private static final int CHUNK = 64;
-    /** Chunks per task when the batch is split below whole samples: 256 pixels, a few tasks per thread. */
-    private static final int SLAB = 4;
+    /**
+     * Chunks per task when the batch is split below whole samples: 128 pixels, so a 14x14 map still gives two tasks
+     * and a 28x28 map seven (balanced within one chunk on two threads).
+     */
+    private static final int SLAB = 2;
     /** Samples per thread from which a task is a whole sample (both passes while it is in L2). */
     private static final int SAMPLES_PER_THREAD = 4;
 
