@@ -111,7 +111,7 @@ final class CpuNorm {
         schedule(f.n, f.chunks, f);
     }
 
-    /** The forward pass's per-call state; arrays indexed by sample are (sample, channel) or (sample, chunk, ...). */
+    /** The forward pass's per-call state; per-channel arrays are indexed (sample, channel). */
     private static final class Forward implements Passes {
         final int n, hw, c, groups, chunks;
         final float eps;
@@ -120,8 +120,11 @@ final class CpuNorm {
         final float[] gamma, beta, scale, shift;
         /** Per (sample, channel): the shift K, then the normalization's mHi, mLo, a and b. */
         final float[] k, mHi, mLo, a, b;
-        /** Per (sample, chunk): C sums of d, then C sums of d^2. */
-        final float[] part;
+        /**
+         * Per sample, per chunk: C sums of d, then C sums of d^2. Allocated by prepare, so that with whole samples
+         * per task each task allocates (and the JVM zeroes) its own small slice in parallel.
+         */
+        final float[][] part;
 
         Forward(Tensor x, Tensor gamma, Tensor beta, Tensor scale, Tensor shift, int groups, float eps, boolean silu,
                 Tensor y, Tensor mean, Tensor rstd) {
@@ -145,12 +148,13 @@ final class CpuNorm {
             mLo = new float[n * c];
             a = new float[n * c];
             b = new float[n * c];
-            part = new float[n * chunks * 2 * c];
+            part = new float[n][];
         }
 
         /** K = the mean of the first chunk's pixels, per channel (any value near the mean will do). */
         @Override
         public void prepare(int nb) {
+            part[nb] = new float[chunks * 2 * c];
             int pixels = Math.min(hw, CHUNK);
             for (int kc = 0; kc < c; kc += L) {
                 columnMean(xs, (long) nb * hw * c, c, kc, pixels, k, nb * c);
@@ -163,9 +167,9 @@ final class CpuNorm {
                 int p0 = ch * CHUNK;
                 int pixels = Math.min(hw, p0 + CHUNK) - p0;
                 long base = ((long) nb * hw + p0) * c;
-                int o = (nb * chunks + ch) * 2 * c;
+                int o = ch * 2 * c;
                 for (int kc = 0; kc < c; kc += L) {
-                    shiftedSums(xs, base, c, kc, pixels, k, nb * c, part, o);
+                    shiftedSums(xs, base, c, kc, pixels, k, nb * c, part[nb], o);
                 }
             }
         }
@@ -175,11 +179,12 @@ final class CpuNorm {
             // Per channel: the chunk sums in double, in chunk order.
             double[] s1 = new double[c];
             double[] s2 = new double[c];
+            float[] sums = part[nb];
             for (int ch = 0; ch < chunks; ch++) {
-                int o = (nb * chunks + ch) * 2 * c;
+                int o = ch * 2 * c;
                 for (int i = 0; i < c; i++) {
-                    s1[i] += part[o + i];
-                    s2[i] += part[o + c + i];
+                    s1[i] += sums[o + i];
+                    s2[i] += sums[o + c + i];
                 }
             }
             // Per group: mean and M2 (sum of squared deviations) merged from its channels' (Chan et al.).
@@ -416,8 +421,8 @@ final class CpuNorm {
         final float[] gamma, scale;
         /** Per (sample, channel): mean, rstd, h2 = xhat ga + ba; then dx = dh2 kf - (q + xhat u). */
         final float[] m, r, ga, ba, kf, q, u;
-        /** Per (sample, chunk): C sums of dL/dh2, then C sums of dL/dh2 xhat. */
-        final float[] part;
+        /** Per sample, per chunk: C sums of dL/dh2, then C sums of dL/dh2 xhat (allocated by prepare). */
+        final float[][] part;
         final double[] sumDh2, sumDh2Xhat;
 
         Backward(Tensor x, Tensor gamma, Tensor beta, Tensor scale, Tensor shift, int groups, boolean silu,
@@ -456,13 +461,14 @@ final class CpuNorm {
                     ba[o] = (float) ((double) bt[ch] * ops + s);
                 }
             }
-            part = new float[n * chunks * 2 * c];
+            part = new float[n][];
             sumDh2 = new double[n * c];
             sumDh2Xhat = new double[n * c];
         }
 
         @Override
         public void prepare(int nb) {
+            part[nb] = new float[chunks * 2 * c];
         }
 
         @Override
@@ -471,12 +477,12 @@ final class CpuNorm {
                 int p0 = ch * CHUNK;
                 int pixels = Math.min(hw, p0 + CHUNK) - p0;
                 long base = ((long) nb * hw + p0) * c;
-                int o = (nb * chunks + ch) * 2 * c;
+                int o = ch * 2 * c;
                 for (int kc = 0; kc < c; kc += L) {
                     if (!silu) {
-                        gradientSums(xs, dys, base, c, kc, pixels, m, r, nb * c, part, o);
+                        gradientSums(xs, dys, base, c, kc, pixels, m, r, nb * c, part[nb], o);
                     } else {
-                        gradientSumsSilu(xs, dys, dxs, base, c, kc, pixels, m, r, ga, ba, nb * c, part, o);
+                        gradientSumsSilu(xs, dys, dxs, base, c, kc, pixels, m, r, ga, ba, nb * c, part[nb], o);
                     }
                 }
             }
@@ -485,11 +491,12 @@ final class CpuNorm {
         @Override
         public void finish(int nb) {
             int o0 = nb * c;
+            float[] sums = part[nb];
             for (int ch = 0; ch < chunks; ch++) {
-                int o = (nb * chunks + ch) * 2 * c;
+                int o = ch * 2 * c;
                 for (int i = 0; i < c; i++) {
-                    sumDh2[o0 + i] += part[o + i];
-                    sumDh2Xhat[o0 + i] += part[o + c + i];
+                    sumDh2[o0 + i] += sums[o + i];
+                    sumDh2Xhat[o0 + i] += sums[o + c + i];
                 }
             }
             if (dxs == null) {
