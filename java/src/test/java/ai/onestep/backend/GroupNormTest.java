@@ -123,6 +123,8 @@ class GroupNormTest {
         "1, 7, 7, 128, 32, true, true",     // 4 channels per group, batch 1
         "2, 3, 3, 40, 2, true, true",       // a group (20) wider than a vector: masked tail inside a group
         "2, 9, 10, 6, 3, false, true",      // 90 pixels: more than one 64-pixel chunk, 2 channels
+        "1, 20, 21, 40, 4, true, true",     // batch 1 split into slabs of chunks, the last ragged; a channel tail
+        "5, 17, 17, 32, 8, false, false",   // 289 pixels, a batch of 5: whole samples or slabs by thread count
     })
     void cpuMatchesNaive(int n, int h, int w, int c, int groups, boolean scaleShift, boolean silu) {
         try (TensorArena a = new TensorArena()) {
@@ -167,6 +169,53 @@ class GroupNormTest {
                 assertArrayEquals(one.dscale.toArray(), r.dscale.toArray(), "dscale, " + t);
                 assertArrayEquals(one.dshift.toArray(), r.dshift.toArray(), "dshift, " + t);
             }
+        }
+    }
+
+    /**
+     * The schedule depends on the thread count (whole samples per task for a large enough batch, else slabs of
+     * pixels of one sample, the passes as parallel sweeps); the bits must not. Batch 1 and 5 with 1 to 3 threads
+     * cover both schedules, several slabs per sample, a ragged last chunk and a masked channel tail.
+     */
+    @ParameterizedTest(name = "n={0} {1}x{2}x{3} groups={4}")
+    @CsvSource({"1, 20, 21, 40, 4", "5, 17, 17, 64, 32", "1, 9, 9, 128, 32"})
+    void bitIdenticalAcrossSchedules(int n, int h, int w, int c, int groups) {
+        try (TensorArena a = new TensorArena()) {
+            for (boolean silu : new boolean[] {true, false}) {
+                Case k = new Case(a, 31 + c, n, h, w, c, groups, true, silu, 0f);
+                Result one = run(new CpuOps(1), a, k, null);
+                for (int threads : new int[] {2, 3}) {
+                    Result r = run(new CpuOps(threads), a, k, null);
+                    String t = threads + " threads, silu " + silu;
+                    assertArrayEquals(one.y.toArray(), r.y.toArray(), "y, " + t);
+                    assertArrayEquals(one.mean.toArray(), r.mean.toArray(), "mean, " + t);
+                    assertArrayEquals(one.rstd.toArray(), r.rstd.toArray(), "rstd, " + t);
+                    assertArrayEquals(one.dx.toArray(), r.dx.toArray(), "dx, " + t);
+                    assertArrayEquals(one.dgamma.toArray(), r.dgamma.toArray(), "dgamma, " + t);
+                    assertArrayEquals(one.dbeta.toArray(), r.dbeta.toArray(), "dbeta, " + t);
+                    assertArrayEquals(one.dscale.toArray(), r.dscale.toArray(), "dscale, " + t);
+                }
+            }
+        }
+    }
+
+    /**
+     * A sample whose first 64 pixels (the chunk the shift K is taken from) sit 50 sigma away from the rest, so K is
+     * far from the group mean. The shifted sums stay well conditioned: K can be at most sqrt(pixels / 64) standard
+     * deviations from the mean (Cauchy-Schwarz over that chunk), here 1.5.
+     */
+    @Test
+    void shiftFarFromTheMeanIsStable() {
+        try (TensorArena a = new TensorArena()) {
+            Case k = new Case(a, 7, 2, 12, 12, 32, 8, false, true, 0f);
+            float[] v = k.x.toArray();
+            for (int i = 0; i < 64 * 32; i++) {
+                v[i] += 50f;        // the first 64 pixels of sample 0 (its first chunk) shifted by 50 sigma
+            }
+            k.x.copyFrom(v);
+            Result ref = run(NAIVE, a, k, null);
+            Result cpu = run(CPU, a, k, ref);
+            assertResultsClose("groupNorm with an outlying first chunk", cpu, ref, CPU_VS_NAIVE);
         }
     }
 

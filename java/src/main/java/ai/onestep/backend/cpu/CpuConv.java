@@ -132,7 +132,11 @@ final class CpuConv {
         Geometry g = new Geometry(x, w, stride, padding);
         float[] xp = padInput(x, g, 0);
         float[] bp = GemmKernels.packRows(w.segment(), g.kh * g.kw * g.cin, g.cout);
-        gemm(g.n * g.ho * g.wo, g.cout, xp, g.outputPixelBases(), g.tapOffsets(), g.kh * g.kw, g.cin, bp,
+        // The KW taps of one kernel row are adjacent pixels of the padded input, so (kw, ci) is one contiguous run
+        // of KW Cin floats, in the HWIO weights' K order too: the GEMM sees KH "taps" of KW Cin channels each. Its
+        // inner loop then runs 3x longer per tap (192 iterations instead of 64 at Cin = 64: less loop entry and
+        // exit per FMA) over the same K order, so the result has the same bits.
+        gemm(g.n * g.ho * g.wo, g.cout, xp, g.outputPixelBases(), g.rowTapOffsets(), g.kh, g.kw * g.cin, bp,
                 paddedBias(b, g.cout), y.segment(), 1f, 0f);
     }
 
@@ -498,6 +502,15 @@ final class CpuConv {
                 }
             }
             return r;
+        }
+
+        /** Offset of tap row (kh, 0) relative to tap (0, 0): the start of its run of KW Cin contiguous floats. */
+        int[] rowTapOffsets() {
+            int[] t = new int[kh];
+            for (int a = 0; a < kh; a++) {
+                t[a] = a * wp() * cin;
+            }
+            return t;
         }
 
         /** Offset of tap (kh, kw) relative to tap (0, 0), in the order of the HWIO weight rows. */
