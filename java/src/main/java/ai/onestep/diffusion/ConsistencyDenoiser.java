@@ -26,9 +26,17 @@ public final class ConsistencyDenoiser implements Denoiser {
 
     @Override
     public void denoise(Tensor x, double[] t, int[] classLabels, Tensor out) {
-        ws.reset();
-        Tensor f = inner.forward(Context.inference(ops, ws), x, t, classLabels);
-        combine(ops, x, f, t, out);
+        Runnable pass = () -> {
+            ws.reset();
+            Tensor f = inner.forward(Context.inference(ops, ws), x, t, classLabels);
+            combine(ops, x, f, t, out);
+        };
+        if (classLabels != null) {
+            pass.run();  // the class embedding is added on the host, so this pass cannot stay on a device
+        } else {
+            // One device pass (a CUDA graph on the cuda backend) per time point: t is baked into its launches.
+            ops.runPass("consistency t=" + java.util.Arrays.toString(t), new Tensor[] {x}, new Tensor[] {out}, pass);
+        }
     }
 
     /** out = c_skip(t) x + c_out(t) F, with the consistency scalings. */

@@ -29,9 +29,17 @@ public final class EdmDenoiser implements Denoiser {
 
     @Override
     public void denoise(Tensor x, double[] sigma, int[] classLabels, Tensor out) {
-        ws.reset();
-        Tensor f = forward(Context.inference(ops, ws), x, sigma, classLabels);
-        combine(ops, x, f, sigma, out);
+        Runnable pass = () -> {
+            ws.reset();
+            Tensor f = forward(Context.inference(ops, ws), x, sigma, classLabels);
+            combine(ops, x, f, sigma, out);
+        };
+        if (classLabels != null) {
+            pass.run();  // the class embedding is added on the host, so this pass cannot stay on a device
+        } else {
+            // One device pass (a CUDA graph on the cuda backend) per noise level: sigma is baked into its launches.
+            ops.runPass("edm sigma=" + java.util.Arrays.toString(sigma), new Tensor[] {x}, new Tensor[] {out}, pass);
+        }
     }
 
     /** F(c_in x; t(s)) in {@code c}'s workspace (kept for a later {@link #backward}). */
