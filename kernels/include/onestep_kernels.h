@@ -128,6 +128,11 @@ onestep_status onestep_add_per_channel(const float* x, const float* v, float* y,
 /* y (rows, ca + cb) = [a (rows, ca), b (rows, cb)] along the last dimension. */
 onestep_status onestep_concat_channels(const float* a, const float* b, float* y, long long rows, int ca, int cb,
                                        cudaStream_t stream);
+/* The inverse: a (rows, ca) and b (rows, cb) from y (rows, ca + cb). */
+onestep_status onestep_split_channels(const float* y, float* a, float* b, long long rows, int ca, int cb,
+                                      cudaStream_t stream);
+/* v[n, c] = sum over P positions of x[n, p, c] (assigned; one thread per (n, c), positions in order). */
+onestep_status onestep_sum_per_channel(const float* x, float* v, int N, long long P, int C, cudaStream_t stream);
 /* Nearest-neighbour 2x: x (N, H, W, C) to y (N, 2H, 2W, C). */
 onestep_status onestep_upsample_nearest2x(const float* x, float* y, int N, int H, int W, int C, cudaStream_t stream);
 /* Attention layouts: split (N, T, H*D) into (N, H, T, D), and merge back. */

@@ -94,6 +94,26 @@ __global__ void concat_kernel(const float* a, const float* b, float* y, long lon
     }
 }
 
+__global__ void split_kernel(const float* y, float* a, float* b, long long rows, int ca, int cb) {
+    const int ct = ca + cb;
+    ONESTEP_GRID_STRIDE(i, rows * ct) {
+        long long r = i / ct;
+        int c = int(i % ct);
+        if (c < ca) a[r * ca + c] = y[i];
+        else b[r * cb + (c - ca)] = y[i];
+    }
+}
+
+__global__ void sum_per_channel_kernel(const float* x, float* v, int N, long long P, int C) {
+    ONESTEP_GRID_STRIDE(i, (long long)N * C) {
+        long long n = i / C;
+        int c = int(i % C);
+        float acc = 0.f;
+        for (long long p = 0; p < P; p++) acc += x[(n * P + p) * C + c];
+        v[i] = acc;
+    }
+}
+
 __global__ void upsample_kernel(const float* x, float* y, int N, int H, int W, int C) {
     const int H2 = 2 * H, W2 = 2 * W;
     ONESTEP_GRID_STRIDE(i, (long long)N * H2 * W2 * C) {
@@ -225,6 +245,28 @@ extern "C" onestep_status onestep_concat_channels(const float* a, const float* b
     return check_launch(launch(L::concat_kernel, L::grid_for(rows * (ca + cb)), dim3(L::kBlock), 0, stream, a, b, y,
                                rows, ca, cb),
                         "onestep_concat_channels", shapes);
+}
+
+extern "C" onestep_status onestep_split_channels(const float* y, float* a, float* b, long long rows, int ca, int cb,
+                                                 cudaStream_t stream) {
+    ONESTEP_SHAPES("rows=%lld, ca=%d, cb=%d", rows, ca, cb);
+    if (rows < 0 || ca < 1 || cb < 1 || !a || !b || !y)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_split_channels", shapes, "bad size or NULL pointer");
+    if (rows == 0) return ONESTEP_OK;
+    return check_launch(launch(L::split_kernel, L::grid_for(rows * (ca + cb)), dim3(L::kBlock), 0, stream, y, a, b,
+                               rows, ca, cb),
+                        "onestep_split_channels", shapes);
+}
+
+extern "C" onestep_status onestep_sum_per_channel(const float* x, float* v, int N, long long P, int C,
+                                                  cudaStream_t stream) {
+    ONESTEP_SHAPES("N=%d, P=%lld, C=%d", N, P, C);
+    if (N < 0 || P < 0 || C < 1 || !x || !v)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_sum_per_channel", shapes, "bad size or NULL pointer");
+    if ((long long)N * C == 0) return ONESTEP_OK;
+    return check_launch(launch(L::sum_per_channel_kernel, L::grid_for((long long)N * C), dim3(L::kBlock), 0, stream, x,
+                               v, N, P, C),
+                        "onestep_sum_per_channel", shapes);
 }
 
 extern "C" onestep_status onestep_upsample_nearest2x(const float* x, float* y, int N, int H, int W, int C,

@@ -164,6 +164,13 @@ public final class OnestepKernels {
                                                      @Cast("float*") long y, long rows, int ca, int cb,
                                                      @Cast("cudaStream_t") long stream);
 
+    public static native int onestep_split_channels(@Cast("const float*") long y, @Cast("float*") long a,
+                                                    @Cast("float*") long b, long rows, int ca, int cb,
+                                                    @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_sum_per_channel(@Cast("const float*") long x, @Cast("float*") long v, int n, long p,
+                                                     int c, @Cast("cudaStream_t") long stream);
+
     public static native int onestep_upsample_nearest2x(@Cast("const float*") long x, @Cast("float*") long y, int n,
                                                         int h, int w, int c, @Cast("cudaStream_t") long stream);
 

@@ -28,8 +28,8 @@ import java.util.function.Supplier;
  *
  * <p>Inference ops run on the device: conv2d, linear and matmul (cuBLAS or our portable kernels, see the device),
  * group norm (+SiLU, +scale/shift), SiLU, attention (head dims 32/64/128), add, mul, axpy, scale, addPerChannel,
- * concatChannels, upsampleNearest2x and the sinusoidal embedding. Training ops (every backward except SiLU's and
- * group norm's, losses, optimizer steps, EMA, sumOfSquares, the Fourier embedding, and attention with another head
+ * sumPerChannel, concatChannels, splitChannels, upsampleNearest2x and the sinusoidal embedding. Training ops (every
+ * backward except SiLU's and group norm's, losses, optimizer steps, EMA, sumOfSquares, the Fourier embedding, and attention with another head
  * dim) run on the host through {@link CpuOps} in eager mode; inside a pass they make the pass fall back to eager
  * mode (logged once per pass key).
  */
@@ -421,7 +421,12 @@ public final class CudaOps extends Ops {
 
     @Override
     protected void sumPerChannelKernel(Tensor dy, Tensor dv) {
-        hostOnly("sumPerChannel", () -> host.sumPerChannel(dy, dv));
+        run("sumPerChannel", () -> {
+            int n = dy.dim(0), c = dy.dim(-1);
+            long pdy = in(dy, "sumPerChannel");
+            Device.check(onestep_sum_per_channel(pdy, out(dv, "sumPerChannel"), n, dy.size() / ((long) n * c), c,
+                    stream()), "sumPerChannel", what(dy, dv));
+        });
     }
 
     @Override
@@ -436,7 +441,13 @@ public final class CudaOps extends Ops {
 
     @Override
     protected void splitChannelsKernel(Tensor dy, Tensor da, Tensor db) {
-        hostOnly("splitChannels", () -> host.splitChannels(dy, da, db));
+        run("splitChannels", () -> {
+            long pdy = in(dy, "splitChannels");
+            long rows = (long) da.dim(0) * da.dim(1) * da.dim(2);
+            long pa = out(da, "splitChannels"), pb = out(db, "splitChannels");
+            Device.check(onestep_split_channels(pdy, pa, pb, rows, da.dim(3), db.dim(3), stream()), "splitChannels",
+                    what(dy, da, db));
+        });
     }
 
     @Override

@@ -202,6 +202,16 @@ class EmulatedDeviceTest {
             OpsTesting.CPU.concatChannels(x, x2, cc2);
             close("concatChannels", cc1, cc2);
             Tensor u1 = h.allocate(Layout.NHWC, 2, 10, 6, 16), u2 = h.allocate(Layout.NHWC, 2, 10, 6, 16);
+            Tensor sa1 = h.allocate(Layout.NHWC, 2, 5, 3, 16), sb1 = h.allocate(Layout.NHWC, 2, 5, 3, 7);
+            Tensor sa2 = h.allocate(Layout.NHWC, 2, 5, 3, 16), sb2 = h.allocate(Layout.NHWC, 2, 5, 3, 7);
+            ops.splitChannels(cc1, sa1, sb1);
+            OpsTesting.CPU.splitChannels(cc2, sa2, sb2);
+            close("splitChannels a", sa1, sa2);
+            close("splitChannels b", sb1, sb2);
+            Tensor s1 = h.allocate(2, 16), s2 = h.allocate(2, 16);
+            ops.sumPerChannel(x, s1);
+            OpsTesting.CPU.sumPerChannel(x, s2);
+            close("sumPerChannel", s1, s2);
             ops.upsampleNearest2x(x, u1);
             OpsTesting.CPU.upsampleNearest2x(x, u2);
             close("upsample", u1, u2);
