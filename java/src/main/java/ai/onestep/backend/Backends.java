@@ -2,13 +2,15 @@ package ai.onestep.backend;
 
 import ai.onestep.backend.cpu.CpuOps;
 import ai.onestep.backend.cuda.CudaBackend;
+import ai.onestep.backend.cuda.CudaOps;
 import ai.onestep.backend.naive.NaiveOps;
 import java.util.function.Consumer;
 
 /**
  * Chooses a backend by name: {@code cpu} (the default), {@code naive} (the oracle; slow), {@code cuda} (a GPU
  * through our kernels; an error when there is none) or {@code auto} (CUDA when a device and the libraries load,
- * otherwise cpu, saying why in one log line).
+ * otherwise cpu, saying why in one log line). {@code cuda-emulated} runs the CUDA backend on the emulated kernel
+ * library (build/kernels/emu), to check the device path without a GPU.
  */
 public final class Backends {
     private static String autoDecision;
@@ -33,6 +35,15 @@ public final class Backends {
                 }
             }
             case "auto" -> auto(threads, log);
+            case "cuda-emulated" -> {
+                // The CUDA backend on the emulated kernel library: for checking the device path end to end on a
+                // machine without a GPU (slow: every GPU thread is a fiber on one core).
+                try {
+                    yield CudaBackend.openEmulated(CudaBackend.emulatedLibrary(), CudaOps.DEFAULT_ARENA_BYTES, threads);
+                } catch (CudaBackend.Unavailable e) {
+                    throw new IllegalArgumentException("backend cuda-emulated: " + e.getMessage());
+                }
+            }
             default -> throw new IllegalArgumentException("unknown backend '" + name
                     + "': choose cpu, cuda, auto or naive");
         };
@@ -42,8 +53,7 @@ public final class Backends {
         String reason;
         try {
             Ops cuda = CudaBackend.open(threads);
-            sayOnce(log, "backend auto: using cuda (" + ((ai.onestep.backend.cuda.CudaOps) cuda).device().describe()
-                    + ")");
+            sayOnce(log, "backend auto: using cuda (" + ((CudaOps) cuda).device().describe() + ")");
             return cuda;
         } catch (CudaBackend.Unavailable e) {
             reason = e.getMessage();
