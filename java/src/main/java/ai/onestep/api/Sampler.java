@@ -115,5 +115,12 @@ public final class Sampler implements AutoCloseable {
     public void close() {
         ws.close();
         model.net().close();
+        if (ops instanceof AutoCloseable device) {
+            try {
+                device.close();  // the CUDA backend's graphs and device memory
+            } catch (Exception e) {
+                throw new IllegalStateException("closing backend " + ops.name() + ": " + e.getMessage(), e);
+            }
+        }
     }
 }

@@ -33,7 +33,7 @@ import java.util.function.Supplier;
  * dim) run on the host through {@link CpuOps} in eager mode; inside a pass they make the pass fall back to eager
  * mode (logged once per pass key).
  */
-public final class CudaOps extends Ops {
+public final class CudaOps extends Ops implements AutoCloseable {
     /** Default size of each device arena (eager, and each captured pass's constants and activations). */
     public static final long DEFAULT_ARENA_BYTES = Long.getLong("onestep.cuda.arenaMiB", 1024L) << 20;
 
@@ -97,6 +97,8 @@ public final class CudaOps extends Ops {
         eagerOnly.clear();
     }
 
+    /** Frees the graphs, the arenas and the device's stream (and cuBLAS/cuDNN handles). */
+    @Override
     public void close() {
         forgetCapturedPasses();
         if (measureConstants != null) {
@@ -274,7 +276,7 @@ public final class CudaOps extends Ops {
         run("conv2d", () -> {
             long px = in(x, "conv2d"), pw = in(w, "conv2d"), pb = in(b, "conv2d");
             device.conv2d(px, pw, pb, out(y, "conv2d"), x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(1),
-                    w.dim(3), stride, padding, what(x, w, b, y));
+                    w.dim(3), stride, padding, (bytes, why) -> res().scratch((bytes + 3) / 4, why), what(x, w, b, y));
         });
     }
 

@@ -24,6 +24,7 @@ import org.bytedeco.javacpp.LongPointer;
 public abstract class Device implements AutoCloseable {
     private final String library;
     private long stream;
+    private boolean capturing;
 
     Device(String library) {
         this.library = library;
@@ -57,9 +58,15 @@ public abstract class Device implements AutoCloseable {
     /** {@code y (rows, out) = x (rows, in) w (in, out) + bias}; bias may be 0 (none). */
     public abstract void linear(long x, long w, long bias, long y, long rows, int in, int out, Supplier<String> what);
 
-    /** NHWC x, HWIO w, bias or 0, NHWC y. */
+    /** NHWC x, HWIO w, bias or 0, NHWC y; {@code scratch} lends device memory for the current op. */
     public abstract void conv2d(long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh, int kw,
-                                int cout, int stride, int padding, Supplier<String> what);
+                                int cout, int stride, int padding, Scratch scratch, Supplier<String> what);
+
+    /** Device memory that lives until the end of the current op (eager) or pass. */
+    @FunctionalInterface
+    public interface Scratch {
+        long allocate(long bytes, String what);
+    }
 
     // ---- memory ----------------------------------------------------------------------------------------------
 
@@ -100,11 +107,18 @@ public abstract class Device implements AutoCloseable {
 
     public void beginCapture() {
         check(onestep_graph_begin_capture(stream), "beginCapture", () -> "");
+        capturing = true;
+    }
+
+    /** True between {@link #beginCapture} and {@link #endCapture}: launches are recorded, not run. */
+    public boolean capturing() {
+        return capturing;
     }
 
     /** Ends the capture and returns the instantiated graph's handle. */
     public long endCapture() {
         LongPointer p = new LongPointer(1);
+        capturing = false;
         try {
             check(onestep_graph_end_capture(stream, p), "endCapture", () -> "");
             return p.get();

@@ -38,7 +38,7 @@ public final class EmulatedDevice extends Device {
 
     @Override
     public void conv2d(long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh, int kw, int cout,
-                       int stride, int padding, Supplier<String> what) {
+                       int stride, int padding, Scratch scratch, Supplier<String> what) {
         check(onestep_conv2d_nhwc(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, stream()), "conv2d",
                 what);
     }
