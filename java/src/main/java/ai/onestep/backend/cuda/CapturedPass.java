@@ -7,11 +7,12 @@ import ai.onestep.tensor.Tensor;
  * graph for one key: the caller's key (which carries every scalar baked into the launches, such as the time point)
  * plus the input and output shapes.
  *
- * <p>The first call runs the pass on the device op by op (the warm-up: it uploads every constant, such as the
- * weights, into this pass's constants arena and fixes the activations' layout in its activations arena) and
- * returns that result. It then rewinds the activations arena, binds the inputs and outputs to the same addresses,
- * and runs the pass again under stream capture: nothing executes, every launch and device copy is recorded. Later
- * calls copy the inputs in, launch the graph once, and copy the outputs out.
+ * <p>{@link #measure} runs a key's first call on the device in shared arenas and reports the bytes it needed. The
+ * second call builds a CapturedPass with arenas of exactly that size, runs the pass in them (the warm-up: it
+ * uploads every constant, such as the weights, and fixes the activations' layout) and returns that result; it then
+ * rewinds the activations arena, binds the inputs and outputs to the same addresses, and runs the pass again under
+ * stream capture: nothing executes, every launch and device copy is recorded. Later calls copy the inputs in,
+ * launch the graph once, and copy the outputs out.
  *
  * <p>Constants are uploaded once: a graph keeps using the weights it was captured with (see
  * {@link CudaOps#forgetCapturedPasses()}).

@@ -7,7 +7,6 @@ import ai.onestep.backend.cpu.CpuOps;
 import ai.onestep.backend.cuda.Residency.Access;
 import ai.onestep.tensor.Tensor;
 import java.lang.foreign.MemorySegment;
-import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Set;
@@ -22,8 +21,9 @@ import java.util.function.Supplier;
  *       on the device's stream, the outputs are copied back, and the arena is rewound. Correct for every op, slow
  *       (two copies per op).</li>
  *   <li><b>pass</b> ({@link #runPass}, used by the denoisers for a whole sampling step): tensors stay on the device
- *       for the whole pass ({@link Residency}), only the declared outputs come back, and the pass is captured as a
- *       CUDA graph once per key and replayed ({@link CapturedPass}).</li>
+ *       for the whole pass ({@link Residency}), only the declared outputs come back. The first call of a key runs
+ *       uncaptured (and measures the memory it needs); the second captures it as a CUDA graph; later calls replay
+ *       it ({@link CapturedPass}). Parameter updates through this backend drop the graphs.</li>
  * </ul>
  *
  * <p>Inference ops run on the device: conv2d, linear and matmul (cuBLAS or our portable kernels, see the device),
@@ -48,7 +48,11 @@ public final class CudaOps extends Ops implements AutoCloseable {
     /** Most graphs kept at once; later passes run op by op (each graph holds its own copy of the weights). */
     private static final int MAX_GRAPHS = Integer.getInteger("onestep.cuda.maxGraphs", 64);
     private final Map<String, CapturedPass> passes = new LinkedHashMap<>();
-    private final Set<String> eagerOnly = new HashSet<>();
+    /** Keys run once (resident, not captured) and the arena bytes they needed; bounded, least recent dropped. */
+    private final Map<String, long[]> seenOnce = bounded(256);
+    /** Keys whose pass needs a host-only op; bounded (training draws new keys every step). */
+    private final Set<String> eagerOnly = java.util.Collections.newSetFromMap(bounded(1024));
+    private boolean warnedFull;
     private long deviceOps;
 
     /** A backend on {@code device} with arenas of {@code arenaBytes} each; it owns (and closes) the device. */
@@ -88,13 +92,26 @@ public final class CudaOps extends Ops implements AutoCloseable {
         return Set.copyOf(eagerOnly);
     }
 
-    /** Drops every captured graph (call after changing weights: a graph keeps the weights it was captured with). */
+    /**
+     * Drops every captured graph. A graph keeps the weights it was captured with, so this runs by itself on every
+     * parameter update that goes through this backend (adamStep, radamStep, ema); call it after changing weights
+     * any other way.
+     */
     public void forgetCapturedPasses() {
         for (CapturedPass p : passes.values()) {
             p.close();
         }
         passes.clear();
-        eagerOnly.clear();
+        seenOnce.clear();
+    }
+
+    private static <K, V> Map<K, V> bounded(int max) {
+        return new LinkedHashMap<>(16, 0.75f, true) {
+            @Override
+            protected boolean removeEldestEntry(Map.Entry<K, V> eldest) {
+                return size() > max;
+            }
+        };
     }
 
     /** Frees the graphs, the arenas and the device's stream (and cuBLAS/cuDNN handles). */
@@ -129,21 +146,29 @@ public final class CudaOps extends Ops implements AutoCloseable {
             body.run();
             return;
         }
-        if (passes.size() >= MAX_GRAPHS) {
-            passOpByOp(full, key, "already " + MAX_GRAPHS + " graphs (-Donestep.cuda.maxGraphs)", body);
-            return;
-        }
         if (measureConstants == null) {
             measureConstants = new DeviceArena(device, "measuring constants", arenaBytes);
             measureActivations = new DeviceArena(device, "measuring activations", arenaBytes);
         }
-        long[] need;
-        try {
-            need = CapturedPass.measure(this, device, measureConstants, measureActivations, inputs, outputs, body);
-        } catch (NoDeviceKernel e) {
-            passOpByOp(full, key, e.getMessage(), body);
+        long[] need = seenOnce.remove(full);
+        if (need == null || passes.size() >= MAX_GRAPHS) {
+            // First use of this key (training draws fresh noise levels every step, and most keys never come
+            // back), or no room for another graph: run the pass on the device, uncaptured, and remember its size.
+            if (need != null && !warnedFull) {
+                warnedFull = true;
+                System.err.println("cuda: " + MAX_GRAPHS + " graphs captured (-Donestep.cuda.maxGraphs): further "
+                        + "passes run on the device without capture");
+            }
+            try {
+                need = CapturedPass.measure(this, device, measureConstants, measureActivations, inputs, outputs, body);
+            } catch (NoDeviceKernel e) {
+                passOpByOp(full, key, e.getMessage(), body);
+                return;
+            }
+            seenOnce.put(full, need);
             return;
         }
+        // Second use: capture it (in arenas of exactly the measured size) and replay from now on.
         p = new CapturedPass(device, full, need[0], need[1]);
         try {
             p.warmUpAndCapture(this, inputs, outputs, body);
@@ -506,12 +531,14 @@ public final class CudaOps extends Ops implements AutoCloseable {
     protected void adamStepKernel(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1, float beta2,
                                   float eps, float weightDecay, boolean decoupled) {
         hostOnly("adamStep", () -> host.adamStep(p, g, m, v, t, lr, beta1, beta2, eps, weightDecay, decoupled));
+        forgetCapturedPasses();
     }
 
     @Override
     protected void radamStepKernel(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1, float beta2,
                                    float eps, float weightDecay, boolean decoupled) {
         hostOnly("radamStep", () -> host.radamStep(p, g, m, v, t, lr, beta1, beta2, eps, weightDecay, decoupled));
+        forgetCapturedPasses();
     }
 
     @Override
@@ -525,6 +552,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     protected void emaKernel(Tensor target, Tensor source, float mu) {
         hostOnly("ema", () -> host.ema(target, source, mu));
+        forgetCapturedPasses();
     }
 
     /** An op the device cannot run inside a pass; the pass then runs op by op. */

@@ -107,12 +107,16 @@ class CudaGraphTest {
             eagerConsistency(net, ws, x, t, eager);
 
             int graphs = ops.capturedPasses().size();
-            f.denoise(x, t, null, first);  // measure, warm up, capture
+            f.denoise(x, t, null, first);  // first use: on the device, not captured
+            assertEquals(graphs, ops.capturedPasses().size(), "a key seen once is not captured");
+            Tensor captured = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            f.denoise(x, t, null, captured);  // second use: warm-up in exact arenas, then capture
             assertEquals(graphs + 1, ops.capturedPasses().size());
             long opsBefore = ops.deviceOps();
             f.denoise(x, t, null, replay);  // replay: no op is issued from Java
             assertEquals(opsBefore, ops.deviceOps(), "a replay issues no op from Java");
             assertArrayEquals(eager.toArray(), first.toArray(), "pass vs eager");
+            assertArrayEquals(first.toArray(), captured.toArray(), "warm-up vs first run");
             assertArrayEquals(first.toArray(), replay.toArray(), "replay vs first run");
 
             Tensor cpu = a.allocate(Layout.NHWC, 2, 8, 8, 2);
@@ -133,14 +137,23 @@ class CudaGraphTest {
             assertTrue(stats != null, "captured keys: " + ops.capturedPasses().keySet());
             assertTrue(stats[1] > 20 && stats[0] >= stats[1], "graph nodes " + stats[0] + ", ops " + stats[1]);
 
-            // A new batch size and a new time point each get a graph of their own.
+            // A new batch size and a new time point each get a graph of their own (on their second use).
             Tensor x1 = noise(a, 1, 7), y1 = a.allocate(Layout.NHWC, 1, 8, 8, 2);
-            f.denoise(x1, new double[] {2.5}, null, y1);
-            f.denoise(x, new double[] {0.8, 0.8}, null, replay);
+            for (int i = 0; i < 3; i++) {
+                f.denoise(x1, new double[] {2.5}, null, y1);
+                f.denoise(x, new double[] {0.8, 0.8}, null, replay);
+            }
             assertEquals(graphs + 3, ops.capturedPasses().size());
             Tensor e1 = a.allocate(Layout.NHWC, 1, 8, 8, 2);
             eagerConsistency(net, ws, x1, new double[] {2.5}, e1);
             assertArrayEquals(e1.toArray(), y1.toArray(), "batch-1 graph vs eager");
+
+            // A parameter update through the backend drops every graph (they hold the old weights).
+            try (TensorArena p = new TensorArena()) {
+                Tensor target = p.allocate(3), source = p.allocate(3);
+                ops.ema(target, source, 0.5f);
+            }
+            assertEquals(0, ops.capturedPasses().size());
         }
     }
 
@@ -155,7 +168,8 @@ class CudaGraphTest {
             Tensor x = noise(a, 2, 8);
             Tensor first = a.allocate(Layout.NHWC, 2, 8, 8, 2), replay = a.allocate(Layout.NHWC, 2, 8, 8, 2);
             d.denoise(x, sigma, null, first);
-            d.denoise(x, sigma, null, replay);
+            d.denoise(x, sigma, null, replay);  // captured
+            d.denoise(x, sigma, null, replay);  // replayed
             assertArrayEquals(first.toArray(), replay.toArray());
             Tensor cpu = a.allocate(Layout.NHWC, 2, 8, 8, 2);
             new EdmDenoiser(net, OpsTesting.CPU, wsCpu).denoise(x, sigma, null, cpu);
