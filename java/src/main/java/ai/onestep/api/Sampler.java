@@ -41,6 +41,11 @@ public final class Sampler implements AutoCloseable {
     private Sampler(UNetCheckpoint.Loaded model, Ops ops) {
         this.model = model;
         this.ops = ops;
+        // The weights never change after loading: a device backend keeps one copy of them for every pass.
+        java.util.List<Tensor> constants = new java.util.ArrayList<>();
+        model.net().parameters().forEach(p -> constants.add(p.value()));
+        constants.addAll(model.net().buffers().values());
+        ops.registerParameters(constants);
     }
 
     public static Sampler load(Path checkpoint, String backend) {

@@ -40,6 +40,14 @@ public abstract class Ops {
         body.run();
     }
 
+    /**
+     * Declares {@code tensors} as a model's parameters: they change only through this backend's optimizer and EMA
+     * ops (or before registration). A device backend keeps one copy of them on the device, shared by every pass;
+     * host backends ignore this.
+     */
+    public void registerParameters(java.util.List<Tensor> tensors) {
+    }
+
     // ------------------------------------------------------------------------------------------------
     // GEMM, linear, convolution
     // ------------------------------------------------------------------------------------------------

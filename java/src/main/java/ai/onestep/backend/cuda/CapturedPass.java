@@ -29,7 +29,7 @@ final class CapturedPass implements AutoCloseable {
     private long capturedOps;
 
     /** A pass whose arenas hold exactly what {@link #measure} found it needs. */
-    CapturedPass(Device device, String key, long constantsBytes, long activationsBytes) {
+    CapturedPass(Device device, ParameterStore parameters, String key, long constantsBytes, long activationsBytes) {
         this.device = device;
         this.key = key;
         this.constants = new DeviceArena(device, "pass constants", Math.max(DeviceArena.ALIGN, constantsBytes));
@@ -41,18 +41,18 @@ final class CapturedPass implements AutoCloseable {
             throw e;
         }
         this.activations = a;
-        this.residency = new Residency(device, constants, activations);
+        this.residency = new Residency(device, parameters, constants, activations);
     }
 
     /**
      * Runs the pass once on the device in the shared measuring arenas (rewound first) and returns the bytes of
      * constants and of activations it used; its results land in {@code outputs}.
      */
-    static long[] measure(CudaOps ops, Device device, DeviceArena constants, DeviceArena activations, Tensor[] inputs,
-                          Tensor[] outputs, Runnable body) {
+    static long[] measure(CudaOps ops, Device device, ParameterStore parameters, DeviceArena constants,
+                          DeviceArena activations, Tensor[] inputs, Tensor[] outputs, Runnable body) {
         constants.reset();
         activations.reset();
-        Residency r = new Residency(device, constants, activations);
+        Residency r = new Residency(device, parameters, constants, activations);
         for (Tensor t : inputs) {
             long d = r.bind(t, "pass input");
             device.upload(d, t.segment(), t.size() * Float.BYTES, () -> "pass input " + t.describe());
@@ -140,6 +140,11 @@ final class CapturedPass implements AutoCloseable {
 
     String key() {
         return key;
+    }
+
+    /** False once the host memory of a constant or parameter it was captured from has been freed. */
+    boolean valid() {
+        return residency.hostConstantsAlive();
     }
 
     /** Kernels and copies in the graph (as the library counts them). */

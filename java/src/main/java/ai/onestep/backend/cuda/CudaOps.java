@@ -41,6 +41,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
     private final CpuOps host;
     private final long arenaBytes;
     private final DeviceArena eagerArena;
+    private final ParameterStore parameters;
     private final Residency eager;
     private Residency pass;
     private DeviceArena measureConstants;
@@ -61,7 +62,8 @@ public final class CudaOps extends Ops implements AutoCloseable {
         this.arenaBytes = arenaBytes;
         this.host = new CpuOps(hostThreads);
         this.eagerArena = new DeviceArena(device, "eager", arenaBytes);
-        this.eager = new Residency(device, eagerArena, eagerArena);
+        this.parameters = new ParameterStore(device);
+        this.eager = new Residency(device, parameters, eagerArena, eagerArena);
     }
 
     @Override
@@ -92,10 +94,32 @@ public final class CudaOps extends Ops implements AutoCloseable {
         return Set.copyOf(eagerOnly);
     }
 
+    @Override
+    public void registerParameters(java.util.List<Tensor> tensors) {
+        parameters.register(tensors);
+    }
+
+    /** Registered parameters (count) and their device bytes. */
+    public long[] registeredParameters() {
+        return new long[] {parameters.size(), parameters.bytes()};
+    }
+
     /**
-     * Drops every captured graph. A graph keeps the weights it was captured with, so this runs by itself on every
-     * parameter update that goes through this backend (adamStep, radamStep, ema); call it after changing weights
-     * any other way.
+     * After a host-side update of {@code t}: a registered parameter is copied to the device again (graphs read it in
+     * place, so they stay valid); any other tensor may be a constant baked into a graph, so every graph is dropped.
+     */
+    private void updated(Tensor t) {
+        if (parameters.touches(t.segment().address(), t.size() * Float.BYTES)) {
+            parameters.refresh(t);
+        } else {
+            forgetCapturedPasses();
+        }
+    }
+
+    /**
+     * Drops every captured graph. A graph keeps the constants it was captured with (weights that were not
+     * registered with {@link #registerParameters}), so this runs by itself when an update through this backend
+     * (adamStep, radamStep, ema) changes an unregistered tensor; call it after changing such weights any other way.
      */
     public void forgetCapturedPasses() {
         for (CapturedPass p : passes.values()) {
@@ -118,6 +142,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     public void close() {
         forgetCapturedPasses();
+        parameters.close();
         if (measureConstants != null) {
             measureConstants.close();
             measureActivations.close();
@@ -138,6 +163,12 @@ public final class CudaOps extends Ops implements AutoCloseable {
         }
         String full = key + " " + shapes(inputs) + " -> " + shapes(outputs);
         CapturedPass p = passes.get(full);
+        if (p != null && !p.valid()) {
+            // Its weights were freed (a closed model): a new model at the same addresses must not replay it.
+            p.close();
+            passes.remove(full);
+            p = null;
+        }
         if (p != null) {
             p.replay(inputs, outputs);
             return;
@@ -160,7 +191,8 @@ public final class CudaOps extends Ops implements AutoCloseable {
                         + "passes run on the device without capture");
             }
             try {
-                need = CapturedPass.measure(this, device, measureConstants, measureActivations, inputs, outputs, body);
+                need = CapturedPass.measure(this, device, parameters, measureConstants, measureActivations, inputs, outputs,
+                        body);
             } catch (NoDeviceKernel e) {
                 passOpByOp(full, key, e.getMessage(), body);
                 return;
@@ -169,13 +201,18 @@ public final class CudaOps extends Ops implements AutoCloseable {
             return;
         }
         // Second use: capture it (in arenas of exactly the measured size) and replay from now on.
-        p = new CapturedPass(device, full, need[0], need[1]);
+        p = new CapturedPass(device, parameters, full, need[0], need[1]);
         try {
             p.warmUpAndCapture(this, inputs, outputs, body);
             passes.put(full, p);
         } catch (NoDeviceKernel | Residency.HostDataDuringCapture e) {
             p.close();
             passOpByOp(full, key, e.getMessage(), body);
+        } catch (DeviceArena.OutOfMemory e) {
+            // The pass needs more than its first run did (another model now answers to this key): measure again.
+            p.close();
+            seenOnce.put(full, CapturedPass.measure(this, device, parameters, measureConstants, measureActivations,
+                    inputs, outputs, body));
         } catch (RuntimeException | Error e) {
             p.close();
             throw e;
@@ -221,6 +258,9 @@ public final class CudaOps extends Ops implements AutoCloseable {
             for (Residency.Entry e : eager.written()) {
                 MemorySegment hostSeg = MemorySegment.ofAddress(e.host).reinterpret(e.bytes);
                 device.download(hostSeg, e.dev, e.bytes, () -> op + " output");
+                if (parameters.touches(e.host, e.bytes)) {
+                    parameters.refresh(Tensor.wrap(hostSeg, ai.onestep.tensor.Layout.ROWS, (int) (e.bytes / Float.BYTES)));
+                }
             }
         } finally {
             eager.clear();
@@ -531,14 +571,14 @@ public final class CudaOps extends Ops implements AutoCloseable {
     protected void adamStepKernel(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1, float beta2,
                                   float eps, float weightDecay, boolean decoupled) {
         hostOnly("adamStep", () -> host.adamStep(p, g, m, v, t, lr, beta1, beta2, eps, weightDecay, decoupled));
-        forgetCapturedPasses();
+        updated(p);
     }
 
     @Override
     protected void radamStepKernel(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1, float beta2,
                                    float eps, float weightDecay, boolean decoupled) {
         hostOnly("radamStep", () -> host.radamStep(p, g, m, v, t, lr, beta1, beta2, eps, weightDecay, decoupled));
-        forgetCapturedPasses();
+        updated(p);
     }
 
     @Override
@@ -552,7 +592,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     protected void emaKernel(Tensor target, Tensor source, float mu) {
         hostOnly("ema", () -> host.ema(target, source, mu));
-        forgetCapturedPasses();
+        updated(target);
     }
 
     /** An op the device cannot run inside a pass; the pass then runs op by op. */

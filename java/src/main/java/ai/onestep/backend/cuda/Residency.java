@@ -12,7 +12,8 @@ import java.util.TreeMap;
  * ranges to device addresses. The engine's tensors are host memory; this is how the CUDA backend runs behind the
  * same {@code Ops} interface.
  *
- * <p>Two kinds of entries:
+ * <p>Registered parameters ({@link ParameterStore}) are read where they already are. Besides them, two kinds of
+ * entries:
  * <ul>
  *   <li><b>constants</b>: host data first met as an op's input (weights, a host-filled timestep tensor). Uploaded
  *       once into the constants arena and never written on the device: an op that writes one gets a private copy
@@ -29,6 +30,9 @@ final class Residency {
     private final DeviceArena constants;
     private final DeviceArena activations;
     private final TreeMap<Long, Entry> map = new TreeMap<>();
+    private final ParameterStore parameters;
+    /** Lifetimes of the host memory behind every constant and parameter this residency read. */
+    private final java.util.Set<java.lang.foreign.MemorySegment.Scope> usedScopes = new java.util.HashSet<>();
     private boolean capturing;
 
     static final class Entry {
@@ -52,8 +56,9 @@ final class Residency {
 
     enum Access { IN, OUT, IN_OUT }
 
-    Residency(Device device, DeviceArena constants, DeviceArena activations) {
+    Residency(Device device, ParameterStore parameters, DeviceArena constants, DeviceArena activations) {
         this.device = device;
+        this.parameters = parameters;
         this.constants = constants;
         this.activations = activations;
     }
@@ -93,6 +98,13 @@ final class Residency {
         }
         long end = addr + bytes;
         List<Entry> over = overlapping(addr, end);
+        if (access == Access.IN && over.isEmpty()) {
+            long p = parameters.find(addr, bytes);  // a registered parameter: already on the device, shared
+            if (p != 0) {
+                usedScopes.add(parameters.scopeOf(addr));
+                return p;
+            }
+        }
         if (over.size() == 1 && over.get(0).host <= addr && end <= over.get(0).end()) {
             Entry e = over.get(0);
             if (access != Access.IN) {
@@ -110,6 +122,7 @@ final class Residency {
                 return e.dev;
             }
             requireHostReadable(op, t);
+            usedScopes.add(t.segment().scope());
             Entry c = add(addr, bytes, constants.allocate(bytes, op + " input " + t.describe()), true);
             device.upload(c.dev, t.segment(), bytes, () -> op + " input " + t.describe());
             if (access == Access.IN) {
@@ -120,6 +133,19 @@ final class Residency {
             return w.dev;
         }
         return coalesce(t, addr, end, over, access, op);
+    }
+
+    /**
+     * True while the host memory of every constant and parameter read so far is alive. A graph is keyed by host
+     * addresses; once one of them is freed, a new tensor at that address must not be mistaken for it.
+     */
+    boolean hostConstantsAlive() {
+        for (java.lang.foreign.MemorySegment.Scope s : usedScopes) {
+            if (!s.isAlive()) {
+                return false;
+            }
+        }
+        return true;
     }
 
     /** Scratch device memory for the current op or pass (not mapped to any host tensor). */
@@ -155,6 +181,7 @@ final class Residency {
 
     void clear() {
         map.clear();
+        usedScopes.clear();
     }
 
     private Entry add(long host, long bytes, long dev, boolean constant) {

@@ -158,6 +158,59 @@ class CudaGraphTest {
     }
 
     @Test
+    void registeredParametersAreSharedAndRefreshedInPlaceUnderGraphs() {
+        try (UNet net = randomNet(config(32), 5); TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
+            List<Tensor> params = new java.util.ArrayList<>();
+            net.parameters().forEach(p -> params.add(p.value()));
+            ops.registerParameters(params);
+            long[] reg = ops.registeredParameters();
+            assertTrue(reg[0] >= params.size() && reg[1] > 0, java.util.Arrays.toString(reg));
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws);
+            double[] t = {3.5};
+            Tensor x = noise(a, 1, 11), y = a.allocate(Layout.NHWC, 1, 8, 8, 2), e = a.allocate(Layout.NHWC, 1, 8, 8, 2);
+            for (int i = 0; i < 3; i++) {
+                f.denoise(x, t, null, y);  // run, capture, replay
+            }
+            int graphs = ops.capturedPasses().size();
+            // An EMA update of a registered parameter (through the backend) refreshes its one device copy: the
+            // graph stays and its replay sees the new weights.
+            Tensor w = net.parameters().list().get(0).value();
+            try (TensorArena s = new TensorArena()) {
+                Tensor src = s.allocate(w.shape());
+                src.fill(0.5f);
+                ops.ema(w, src, 0.25f);
+            }
+            assertEquals(graphs, ops.capturedPasses().size(), "a registered parameter's update keeps the graphs");
+            f.denoise(x, t, null, y);
+            eagerConsistency(net, ws, x, t, e);
+            assertArrayEquals(e.toArray(), y.toArray(), "replay after the update vs eager with the new weights");
+        }
+    }
+
+    @Test
+    void aClosedModelsGraphIsNeverReplayedForTheNextOne() {
+        // Graphs and registered parameters are found by host address; once a model is closed, a new model may sit
+        // at the same addresses and must get its own results.
+        double[] t = {4.5};
+        try (TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
+            Tensor x = noise(a, 1, 12), y = a.allocate(Layout.NHWC, 1, 8, 8, 2), e = a.allocate(Layout.NHWC, 1, 8, 8, 2);
+            for (long seed : new long[] {6, 7}) {
+                try (UNet net = randomNet(config(32), seed)) {
+                    List<Tensor> params = new java.util.ArrayList<>();
+                    net.parameters().forEach(p -> params.add(p.value()));
+                    ops.registerParameters(params);
+                    ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws);
+                    for (int i = 0; i < 3; i++) {
+                        f.denoise(x, t, null, y);
+                    }
+                    eagerConsistency(net, ws, x, t, e);
+                    assertArrayEquals(e.toArray(), y.toArray(), "model " + seed + ": replay vs eager");
+                }
+            }
+        }
+    }
+
+    @Test
     void edmPassJoinsPerSampleSlicesOnTheDevice() {
         // The EDM denoiser scales each sample into its own slice of c_in x, then the U-Net reads the whole batch:
         // the residency joins the slices by device copies, inside the graph.
