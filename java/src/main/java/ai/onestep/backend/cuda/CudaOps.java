@@ -54,6 +54,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
     /** Keys whose pass needs a host-only op; bounded (training draws new keys every step). */
     private final Set<String> eagerOnly = java.util.Collections.newSetFromMap(bounded(1024));
     private boolean warnedFull;
+    private boolean warnedOpByOp;
     private long deviceOps;
 
     /** A backend on {@code device} with arenas of {@code arenaBytes} each; it owns (and closes) the device. */
@@ -221,7 +222,11 @@ public final class CudaOps extends Ops implements AutoCloseable {
 
     private void passOpByOp(String full, String key, String why, Runnable body) {
         eagerOnly.add(full);
-        System.err.println("cuda: pass '" + key + "' runs op by op, not as a graph: " + why);
+        if (!warnedOpByOp) {  // once: training can meet a new key every step
+            warnedOpByOp = true;
+            System.err.println("cuda: pass '" + key + "' runs op by op, not as a graph: " + why
+                    + " (said once; CudaOps.eagerOnlyPasses() lists every such pass)");
+        }
         body.run();
     }
 
