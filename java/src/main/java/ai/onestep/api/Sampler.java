@@ -83,12 +83,12 @@ public final class Sampler implements AutoCloseable {
         Noise.gaussian(x, seed, 0);
         if (isStudent()) {
             ops.scale(x, (float) ConsistencyParameterization.T_MAX, x);
-            ConsistencySampler.sample(ops, new ConsistencyDenoiser(model.net(), ops, ws), x, timepoints(steps),
+            ConsistencySampler.sample(ops, new ConsistencyDenoiser(model.net(), ops, ws, true), x, timepoints(steps),
                     classLabels, seed, 0);
         } else {
             double[] sigmas = KarrasSchedule.sigmas(steps);
             ops.scale(x, (float) sigmas[0], x);
-            EdmSampler.sample(ops, new EdmDenoiser(model.net(), ops, ws), EdmSampler.Method.HEUN, x, sigmas,
+            EdmSampler.sample(ops, new EdmDenoiser(model.net(), ops, ws, true), EdmSampler.Method.HEUN, x, sigmas,
                     classLabels, onStep);
         }
         return x;

@@ -15,11 +15,22 @@ public final class EdmDenoiser implements Denoiser {
     private final UNet net;
     private final Ops ops;
     private final Workspace ws;
+    private final boolean devicePasses;
 
     public EdmDenoiser(UNet net, Ops ops, Workspace ws) {
+        this(net, ops, ws, false);
+    }
+
+    /**
+     * With {@code devicePasses}, each {@link #denoise} call is one {@link Ops#runPass} (a CUDA graph on the cuda
+     * backend): only {@code out} comes back to the host, so use it for sampling, never where the caller reads the
+     * network's intermediate tensors afterwards (training's feature taps).
+     */
+    public EdmDenoiser(UNet net, Ops ops, Workspace ws, boolean devicePasses) {
         this.net = net;
         this.ops = ops;
         this.ws = ws;
+        this.devicePasses = devicePasses;
     }
 
     /** The U-Net timestep input for noise level s: 1000 c_noise(s) = 250 ln s (positional), or s (Fourier). */
@@ -34,8 +45,8 @@ public final class EdmDenoiser implements Denoiser {
             Tensor f = forward(Context.inference(ops, ws), x, sigma, classLabels);
             combine(ops, x, f, sigma, out);
         };
-        if (classLabels != null) {
-            pass.run();  // the class embedding is added on the host, so this pass cannot stay on a device
+        if (!devicePasses || classLabels != null) {
+            pass.run();  // (the class embedding is added on the host, so a labelled pass cannot stay on a device)
         } else {
             // One device pass (a CUDA graph on the cuda backend) per noise level: sigma is baked into its launches.
             ops.runPass("edm sigma=" + java.util.Arrays.toString(sigma), new Tensor[] {x}, new Tensor[] {out}, pass);

@@ -204,7 +204,7 @@ public final class DeviceCheck {
             };
             Tensor e = a.allocate(Layout.NHWC, 2, 16, 16, 3);
             eager.accept(e);
-            ConsistencyDenoiser f = new ConsistencyDenoiser(net, dev, wd);
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, dev, wd, true);
             Tensor first = a.allocate(Layout.NHWC, 2, 16, 16, 3), second = a.allocate(Layout.NHWC, 2, 16, 16, 3);
             Tensor replay = a.allocate(Layout.NHWC, 2, 16, 16, 3);
             f.denoise(x, tau, null, first);

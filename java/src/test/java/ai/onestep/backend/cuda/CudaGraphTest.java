@@ -98,7 +98,7 @@ class CudaGraphTest {
     void capturedPassReplaysBitForBitAndRecapturesOnANewShapeOrTimePoint() {
         try (UNet net = randomNet(config(32), 2); TensorArena a = new TensorArena(); Workspace ws = new Workspace();
              Workspace wsCpu = new Workspace()) {
-            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws);
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
             double[] t = {2.5, 2.5};
             Tensor x = noise(a, 2, 5);
             Tensor eager = a.allocate(Layout.NHWC, 2, 8, 8, 2);
@@ -165,7 +165,7 @@ class CudaGraphTest {
             ops.registerParameters(params);
             long[] reg = ops.registeredParameters();
             assertTrue(reg[0] >= params.size() && reg[1] > 0, java.util.Arrays.toString(reg));
-            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws);
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
             double[] t = {3.5};
             Tensor x = noise(a, 1, 11), y = a.allocate(Layout.NHWC, 1, 8, 8, 2), e = a.allocate(Layout.NHWC, 1, 8, 8, 2);
             for (int i = 0; i < 3; i++) {
@@ -199,7 +199,7 @@ class CudaGraphTest {
                     List<Tensor> params = new java.util.ArrayList<>();
                     net.parameters().forEach(p -> params.add(p.value()));
                     ops.registerParameters(params);
-                    ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws);
+                    ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
                     for (int i = 0; i < 3; i++) {
                         f.denoise(x, t, null, y);
                     }
@@ -211,12 +211,32 @@ class CudaGraphTest {
     }
 
     @Test
+    void denoisersRunOpByOpUnlessAskedForDevicePasses() {
+        // Training may read the network's intermediate tensors after a denoiser call, so only samplers (api.Sampler)
+        // ask for device passes; a plain denoiser runs op by op and keeps every tensor current on the host.
+        try (UNet net = randomNet(config(32), 8); TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
+            EdmDenoiser d = new EdmDenoiser(net, ops, ws);
+            Tensor x = noise(a, 1, 13), y = a.allocate(Layout.NHWC, 1, 8, 8, 2);
+            int graphs = ops.capturedPasses().size();
+            long[] issued = new long[3];
+            for (int i = 0; i < 3; i++) {
+                long before = ops.deviceOps();
+                d.denoise(x, new double[] {0.9}, null, y);
+                issued[i] = ops.deviceOps() - before;
+            }
+            assertEquals(graphs, ops.capturedPasses().size());
+            assertTrue(issued[0] > 20 && issued[1] == issued[0] && issued[2] == issued[0],
+                    "every call runs its ops: " + java.util.Arrays.toString(issued));
+        }
+    }
+
+    @Test
     void edmPassJoinsPerSampleSlicesOnTheDevice() {
         // The EDM denoiser scales each sample into its own slice of c_in x, then the U-Net reads the whole batch:
         // the residency joins the slices by device copies, inside the graph.
         try (UNet net = randomNet(config(32), 3); TensorArena a = new TensorArena(); Workspace ws = new Workspace();
              Workspace wsCpu = new Workspace()) {
-            EdmDenoiser d = new EdmDenoiser(net, ops, ws);
+            EdmDenoiser d = new EdmDenoiser(net, ops, ws, true);
             double[] sigma = {0.5, 7.0};
             Tensor x = noise(a, 2, 8);
             Tensor first = a.allocate(Layout.NHWC, 2, 8, 8, 2), replay = a.allocate(Layout.NHWC, 2, 8, 8, 2);
@@ -236,7 +256,7 @@ class CudaGraphTest {
         // op (attention on the host) and still gives the CPU backend's answer.
         try (UNet net = randomNet(config(4), 4); TensorArena a = new TensorArena(); Workspace ws = new Workspace();
              Workspace wsCpu = new Workspace()) {
-            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws);
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
             double[] t = {1.25};
             Tensor x = noise(a, 1, 9), y = a.allocate(Layout.NHWC, 1, 8, 8, 2), cpu = a.allocate(Layout.NHWC, 1, 8, 8, 2);
             int graphs = ops.capturedPasses().size();
