@@ -105,6 +105,45 @@ onestep_status onestep_attention_backward(const float* q, const float* k, const 
                                           float* dv, int B, int H, int Tq, int Tk, int D, const int* kv_len,
                                           float softmax_scale, cudaStream_t stream);
 
+/* ---- the layers around the fused kernels: portable fp32 kernels (one thread per output, grid-stride) ------
+ * The emulated build runs the whole U-Net with these; on a GPU the Java backend uses cuBLAS and cuDNN for
+ * GEMM and convolution when they load, and these otherwise. Row-major, NHWC, HWIO as in the Java engine. */
+
+/* c (M, N) = alpha op(a) op(b) + beta c; op(a) is (M, K): a is (M, K), or (K, M) if trans_a; likewise b.
+ * beta == 0 ignores the old c (even NaN). */
+onestep_status onestep_gemm(const float* a, int trans_a, const float* b, int trans_b, float* c, int M, int N, int K,
+                            float alpha, float beta, cudaStream_t stream);
+/* y (rows, out) = x (rows, in) w (in, out) + bias (out, or NULL). */
+onestep_status onestep_linear(const float* x, const float* w, const float* bias, float* y, long long rows, int in,
+                              int out, cudaStream_t stream);
+/* Cross-correlation with zero padding: x (N, H, W, Cin), w (KH, KW, Cin, Cout), bias (Cout) or NULL,
+ * y (N, Ho, Wo, Cout) with Ho = (H + 2 padding - KH) / stride + 1 (Wo likewise). */
+onestep_status onestep_conv2d_nhwc(const float* x, const float* w, const float* bias, float* y, int N, int H, int W,
+                                   int Cin, int KH, int KW, int Cout, int stride, int padding, cudaStream_t stream);
+/* out = a * b elementwise. */
+onestep_status onestep_mul(const float* a, const float* b, float* out, long long n, cudaStream_t stream);
+/* y[n, p, c] = x[n, p, c] + v[n, c] for P positions per sample (y may alias x). */
+onestep_status onestep_add_per_channel(const float* x, const float* v, float* y, int N, long long P, int C,
+                                       cudaStream_t stream);
+/* y (rows, ca + cb) = [a (rows, ca), b (rows, cb)] along the last dimension. */
+onestep_status onestep_concat_channels(const float* a, const float* b, float* y, long long rows, int ca, int cb,
+                                       cudaStream_t stream);
+/* The inverse: a (rows, ca) and b (rows, cb) from y (rows, ca + cb). */
+onestep_status onestep_split_channels(const float* y, float* a, float* b, long long rows, int ca, int cb,
+                                      cudaStream_t stream);
+/* v[n, c] = sum over P positions of x[n, p, c] (assigned; one thread per (n, c), positions in order). */
+onestep_status onestep_sum_per_channel(const float* x, float* v, int N, long long P, int C, cudaStream_t stream);
+/* Nearest-neighbour 2x: x (N, H, W, C) to y (N, 2H, 2W, C). */
+onestep_status onestep_upsample_nearest2x(const float* x, float* y, int N, int H, int W, int C, cudaStream_t stream);
+/* Attention layouts: split (N, T, H*D) into (N, H, T, D), and merge back. */
+onestep_status onestep_split_heads(const float* x, float* y, int N, int T, int H, int D, cudaStream_t stream);
+onestep_status onestep_merge_heads(const float* x, float* y, int N, int T, int H, int D, cudaStream_t stream);
+/* diffusers' get_timestep_embedding: half = D / 2, freq_j = exp(-ln(max_period) j / (half - shift)),
+ * arg = scale t[n] freq_j, y[n] = [sin, cos] (or [cos, sin] if flip); an odd D gets a trailing 0. t (N), y (N, D). */
+onestep_status onestep_sinusoidal_embedding(const float* t, float* y, int N, int D, int flip_sin_to_cos,
+                                            float downscale_freq_shift, float scale, float max_period,
+                                            cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

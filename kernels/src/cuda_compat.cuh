@@ -5,6 +5,34 @@
 
 #ifdef ONESTEP_EMULATION
 #include "cuda_emu.h"
+
+#include <functional>
+#include <map>
+#include <mutex>
+#include <vector>
+
+namespace emu {
+// Stream capture, emulated: while a stream is under capture (onestep_graph_begin_capture), every launch,
+// device copy and memset queued on it is appended to its list instead of running; the graph made from the
+// list replays it in order. The legacy stream (NULL) is never under capture, as on the GPU.
+struct CaptureList {
+    std::vector<std::function<cudaError_t()>> ops;
+};
+inline std::mutex& capture_mutex() {
+    static std::mutex m;
+    return m;
+}
+inline std::map<cudaStream_t, CaptureList*>& captures() {
+    static std::map<cudaStream_t, CaptureList*> m;
+    return m;
+}
+inline CaptureList* capture_of(cudaStream_t stream) {
+    if (!stream) return nullptr;
+    std::lock_guard<std::mutex> lock(capture_mutex());
+    auto it = captures().find(stream);
+    return it == captures().end() ? nullptr : it->second;
+}
+}  // namespace emu
 #else
 #include <cuda_runtime.h>
 #define ONESTEP_DYNAMIC_SHARED(T, name)                                  \
@@ -19,7 +47,10 @@ template <typename... KArgs, typename... Args>
 inline cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
                           Args... args) {
 #ifdef ONESTEP_EMULATION
-    (void)stream;
+    if (emu::CaptureList* capture = emu::capture_of(stream)) {
+        capture->ops.push_back([=]() { return emu::launch(kernel, grid, block, shared_bytes, static_cast<KArgs>(args)...); });
+        return cudaSuccess;
+    }
     return emu::launch(kernel, grid, block, shared_bytes, static_cast<KArgs>(args)...);
 #else
     kernel<<<grid, block, shared_bytes, stream>>>(static_cast<KArgs>(args)...);

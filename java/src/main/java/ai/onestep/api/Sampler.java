@@ -41,6 +41,11 @@ public final class Sampler implements AutoCloseable {
     private Sampler(UNetCheckpoint.Loaded model, Ops ops) {
         this.model = model;
         this.ops = ops;
+        // The weights never change after loading: a device backend keeps one copy of them for every pass.
+        java.util.List<Tensor> constants = new java.util.ArrayList<>();
+        model.net().parameters().forEach(p -> constants.add(p.value()));
+        constants.addAll(model.net().buffers().values());
+        ops.registerParameters(constants);
     }
 
     public static Sampler load(Path checkpoint, String backend) {
@@ -78,12 +83,12 @@ public final class Sampler implements AutoCloseable {
         Noise.gaussian(x, seed, 0);
         if (isStudent()) {
             ops.scale(x, (float) ConsistencyParameterization.T_MAX, x);
-            ConsistencySampler.sample(ops, new ConsistencyDenoiser(model.net(), ops, ws), x, timepoints(steps),
+            ConsistencySampler.sample(ops, new ConsistencyDenoiser(model.net(), ops, ws, true), x, timepoints(steps),
                     classLabels, seed, 0);
         } else {
             double[] sigmas = KarrasSchedule.sigmas(steps);
             ops.scale(x, (float) sigmas[0], x);
-            EdmSampler.sample(ops, new EdmDenoiser(model.net(), ops, ws), EdmSampler.Method.HEUN, x, sigmas,
+            EdmSampler.sample(ops, new EdmDenoiser(model.net(), ops, ws, true), EdmSampler.Method.HEUN, x, sigmas,
                     classLabels, onStep);
         }
         return x;
@@ -115,5 +120,12 @@ public final class Sampler implements AutoCloseable {
     public void close() {
         ws.close();
         model.net().close();
+        if (ops instanceof AutoCloseable device) {
+            try {
+                device.close();  // the CUDA backend's graphs and device memory
+            } catch (Exception e) {
+                throw new IllegalStateException("closing backend " + ops.name() + ": " + e.getMessage(), e);
+            }
+        }
     }
 }

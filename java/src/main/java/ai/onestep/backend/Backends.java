@@ -1,19 +1,74 @@
 package ai.onestep.backend;
 
 import ai.onestep.backend.cpu.CpuOps;
+import ai.onestep.backend.cuda.CudaBackend;
+import ai.onestep.backend.cuda.CudaOps;
 import ai.onestep.backend.naive.NaiveOps;
+import java.util.function.Consumer;
 
-/** Chooses a backend by name: {@code cpu} (the default), {@code naive} (the oracle; slow). */
+/**
+ * Chooses a backend by name: {@code cpu} (the default), {@code naive} (the oracle; slow), {@code cuda} (a GPU
+ * through our kernels; an error when there is none) or {@code auto} (CUDA when a device and the libraries load,
+ * otherwise cpu, saying why in one log line). {@code cuda-emulated} runs the CUDA backend on the emulated kernel
+ * library (build/kernels/emu), to check the device path without a GPU.
+ */
 public final class Backends {
+    private static String autoDecision;
+
     private Backends() {
     }
 
     public static Ops byName(String name, int threads) {
+        return byName(name, threads, System.err::println);
+    }
+
+    /** As {@link #byName(String, int)}, with {@code auto}'s one line going to {@code log}. */
+    public static Ops byName(String name, int threads, Consumer<String> log) {
         return switch (name) {
-            case "cpu", "auto" -> new CpuOps(threads);
+            case "cpu" -> new CpuOps(threads);
             case "naive" -> new NaiveOps();
+            case "cuda" -> {
+                try {
+                    yield CudaBackend.open(threads);
+                } catch (CudaBackend.Unavailable e) {
+                    throw new IllegalArgumentException("backend cuda: " + e.getMessage());
+                }
+            }
+            case "auto" -> auto(threads, log);
+            case "cuda-emulated" -> {
+                // The CUDA backend on the emulated kernel library: for checking the device path end to end on a
+                // machine without a GPU (slow: every GPU thread is a fiber on one core).
+                try {
+                    yield CudaBackend.openEmulated(CudaBackend.emulatedLibrary(), CudaOps.DEFAULT_ARENA_BYTES, threads);
+                } catch (CudaBackend.Unavailable e) {
+                    throw new IllegalArgumentException("backend cuda-emulated: " + e.getMessage());
+                }
+            }
             default -> throw new IllegalArgumentException("unknown backend '" + name
-                    + "': choose cpu or naive (cuda arrives with the CUDA backend)");
+                    + "': choose cpu, cuda, auto or naive");
         };
+    }
+
+    private static Ops auto(int threads, Consumer<String> log) {
+        String reason;
+        try {
+            Ops cuda = CudaBackend.open(threads);
+            sayOnce(log, "backend auto: using cuda (" + ((CudaOps) cuda).device().describe() + ")");
+            return cuda;
+        } catch (CudaBackend.Unavailable e) {
+            reason = e.getMessage();
+        } catch (UnsatisfiedLinkError | NoClassDefFoundError e) {
+            reason = "the CUDA bindings did not load (" + e.getMessage() + ")";
+        }
+        sayOnce(log, "backend auto: " + reason + ": using cpu");
+        return new CpuOps(threads);
+    }
+
+    /** auto reports its choice once per process, however many models a command loads. */
+    private static synchronized void sayOnce(Consumer<String> log, String line) {
+        if (!line.equals(autoDecision)) {
+            autoDecision = line;
+            log.accept(line);
+        }
     }
 }

@@ -25,8 +25,28 @@ import ai.onestep.tensor.TensorException;
  */
 public abstract class Ops {
 
-    /** {@code naive}, {@code cpu}, later {@code cuda}. */
+    /** {@code naive}, {@code cpu}, {@code cuda} (or {@code cuda-emulated}). */
     public abstract String name();
+
+    /**
+     * Runs {@code body}, one pass that reads {@code inputs} and leaves its results in {@code outputs} (for example
+     * one denoiser call). A host backend just runs it. The CUDA backend keeps every tensor on the device for the
+     * whole pass and captures it as a CUDA graph once per key and shapes, then replays the graph; so {@code key}
+     * must carry every scalar that the body bakes into its ops (time points, for example), and the body must issue
+     * the same ops for the same key and shapes, read no host tensor written by an op, and write no tensor on the
+     * host after an op used it.
+     */
+    public void runPass(String key, Tensor[] inputs, Tensor[] outputs, Runnable body) {
+        body.run();
+    }
+
+    /**
+     * Declares {@code tensors} as a model's parameters: they change only through this backend's optimizer and EMA
+     * ops (or before registration). A device backend keeps one copy of them on the device, shared by every pass;
+     * host backends ignore this.
+     */
+    public void registerParameters(java.util.List<Tensor> tensors) {
+    }
 
     // ------------------------------------------------------------------------------------------------
     // GEMM, linear, convolution

@@ -8,7 +8,8 @@ import picocli.CommandLine.Option;
 
 /** Options every command shares: the backend, its threads, and --verbose (stack traces on errors). */
 final class Common {
-    @Option(names = "--backend", defaultValue = "cpu", description = "cpu (default), naive (the slow oracle).")
+    @Option(names = "--backend", defaultValue = "cpu",
+            description = "cpu (default), cuda (a GPU; an error without one), auto (cuda when a GPU and its libraries load, else cpu), naive (the slow oracle), cuda-emulated (the CUDA path on the CPU, for checks).")
     String backend;
 
     @Option(names = "--threads", description = "Threads for the cpu backend (default: all cores).")

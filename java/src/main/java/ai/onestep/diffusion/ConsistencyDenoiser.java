@@ -16,19 +16,34 @@ public final class ConsistencyDenoiser implements Denoiser {
     private final Ops ops;
     private final Workspace ws;
     private final EdmDenoiser inner;
+    private final boolean devicePasses;
 
     public ConsistencyDenoiser(UNet net, Ops ops, Workspace ws) {
+        this(net, ops, ws, false);
+    }
+
+    /** With {@code devicePasses}, each {@link #denoise} call is one {@link Ops#runPass}; see {@link EdmDenoiser}. */
+    public ConsistencyDenoiser(UNet net, Ops ops, Workspace ws, boolean devicePasses) {
         this.net = net;
         this.ops = ops;
         this.ws = ws;
         this.inner = new EdmDenoiser(net, ops, ws);
+        this.devicePasses = devicePasses;
     }
 
     @Override
     public void denoise(Tensor x, double[] t, int[] classLabels, Tensor out) {
-        ws.reset();
-        Tensor f = inner.forward(Context.inference(ops, ws), x, t, classLabels);
-        combine(ops, x, f, t, out);
+        Runnable pass = () -> {
+            ws.reset();
+            Tensor f = inner.forward(Context.inference(ops, ws), x, t, classLabels);
+            combine(ops, x, f, t, out);
+        };
+        if (!devicePasses || classLabels != null) {
+            pass.run();  // (the class embedding is added on the host, so a labelled pass cannot stay on a device)
+        } else {
+            // One device pass (a CUDA graph on the cuda backend) per time point: t is baked into its launches.
+            ops.runPass("consistency t=" + java.util.Arrays.toString(t), new Tensor[] {x}, new Tensor[] {out}, pass);
+        }
     }
 
     /** out = c_skip(t) x + c_out(t) F, with the consistency scalings. */

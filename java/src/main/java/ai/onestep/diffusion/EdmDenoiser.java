@@ -15,11 +15,22 @@ public final class EdmDenoiser implements Denoiser {
     private final UNet net;
     private final Ops ops;
     private final Workspace ws;
+    private final boolean devicePasses;
 
     public EdmDenoiser(UNet net, Ops ops, Workspace ws) {
+        this(net, ops, ws, false);
+    }
+
+    /**
+     * With {@code devicePasses}, each {@link #denoise} call is one {@link Ops#runPass} (a CUDA graph on the cuda
+     * backend): only {@code out} comes back to the host, so use it for sampling, never where the caller reads the
+     * network's intermediate tensors afterwards (training's feature taps).
+     */
+    public EdmDenoiser(UNet net, Ops ops, Workspace ws, boolean devicePasses) {
         this.net = net;
         this.ops = ops;
         this.ws = ws;
+        this.devicePasses = devicePasses;
     }
 
     /** The U-Net timestep input for noise level s: 1000 c_noise(s) = 250 ln s (positional), or s (Fourier). */
@@ -29,9 +40,17 @@ public final class EdmDenoiser implements Denoiser {
 
     @Override
     public void denoise(Tensor x, double[] sigma, int[] classLabels, Tensor out) {
-        ws.reset();
-        Tensor f = forward(Context.inference(ops, ws), x, sigma, classLabels);
-        combine(ops, x, f, sigma, out);
+        Runnable pass = () -> {
+            ws.reset();
+            Tensor f = forward(Context.inference(ops, ws), x, sigma, classLabels);
+            combine(ops, x, f, sigma, out);
+        };
+        if (!devicePasses || classLabels != null) {
+            pass.run();  // (the class embedding is added on the host, so a labelled pass cannot stay on a device)
+        } else {
+            // One device pass (a CUDA graph on the cuda backend) per noise level: sigma is baked into its launches.
+            ops.runPass("edm sigma=" + java.util.Arrays.toString(sigma), new Tensor[] {x}, new Tensor[] {out}, pass);
+        }
     }
 
     /** F(c_in x; t(s)) in {@code c}'s workspace (kept for a later {@link #backward}). */

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The Java CUDA backend on a GPU machine, which has no Java: carry a jlink runtime and the engine's jar there.
+#
+#   bench/gpu/java_cuda_check.sh prepare   (here) builds build/gpu-carry/: runtime.tgz (jlink, ~25 MB) and
+#                                          onestep.jar (~8 MB); the device tool's carry limit is 64 MiB
+#   bench/gpu/java_cuda_check.sh run       (on the GPU machine, carrying build/gpu-carry) builds kernels/ with
+#                                          nvcc if needed, puts the pip nvidia-* libraries (cudart, cuBLAS, cuDNN)
+#                                          on LD_LIBRARY_PATH, and runs ai.onestep.backend.cuda.DeviceCheck: every
+#                                          device op vs the cpu backend, a U-Net forward, graph capture and replay;
+#                                          a table last, exit status 1 on any failure
+#   bench/gpu/java_cuda_check.sh emulated  (here) the same check against the emulated kernel library
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+carry=build/gpu-carry
+flags=(--enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -Dorg.bytedeco.javacpp.cachedir=build/javacpp-cache)
+case "${1:-}" in
+  prepare)
+    JAVA_HOME=$(bin/find-jdk)
+    (mvn -B -q -pl java -am package -DskipTests)
+    rm -rf "$carry" && mkdir -p "$carry"
+    "$JAVA_HOME/bin/jlink" --add-modules java.base,java.logging,jdk.incubator.vector,jdk.unsupported \
+      --strip-debug --no-man-pages --no-header-files --compress=zip-9 --output "$carry/runtime"
+    tar -C "$carry" -czf "$carry/runtime.tgz" runtime && rm -rf "$carry/runtime"
+    cp java/target/onestep.jar "$carry/"
+    du -sh "$carry"/*
+    ;;
+  run)
+    [ -f "$carry/runtime.tgz" ] || { echo "no $carry/runtime.tgz: run '$0 prepare' first and carry $carry"; exit 2; }
+    tar -C "$carry" -xzf "$carry/runtime.tgz"
+    build=build/kernels-gpu
+    if [ ! -f "$build/libonestep_kernels.so" ]; then
+      cmake -S cmake -B "$build" -DCMAKE_BUILD_TYPE=Release > /dev/null
+      cmake --build "$build" -j"$(nproc)" --target onestep_kernels > "$build-build.log" 2>&1 || { tail -30 "$build-build.log"; exit 2; }
+    fi
+    # cuBLAS / cuDNN / cudart for org.bytedeco:cuda come from the pip nvidia-* packages next to PyTorch.
+    libs=$(python3 -c 'import glob, nvidia; print(":".join(d for p in nvidia.__path__ for d in glob.glob(p + "/*/lib")))' 2>/dev/null || true)
+    export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+    "$carry/runtime/bin/java" "${flags[@]}" -cp "$carry/onestep.jar" ai.onestep.backend.cuda.DeviceCheck \
+      --library "$build/libonestep_kernels.so"
+    ;;
+  emulated)
+    JAVA_HOME=$(bin/find-jdk)
+    [ -f java/target/onestep.jar ] || (mvn -B -q -pl java -am package -DskipTests)
+    "$JAVA_HOME/bin/java" "${flags[@]}" -cp java/target/onestep.jar ai.onestep.backend.cuda.DeviceCheck --emulated \
+      --library build/kernels/emu/libonestep_kernels.so
+    ;;
+  *)
+    sed -n '2,13p' "$0"
+    exit 2
+    ;;
+esac

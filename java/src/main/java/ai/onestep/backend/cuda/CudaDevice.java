@@ -1,0 +1,282 @@
+package ai.onestep.backend.cuda;
+
+import static ai.onestep.kernels.OnestepKernels.*;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.function.Supplier;
+import org.bytedeco.cuda.cublas.cublasContext;
+import org.bytedeco.cuda.cudart.CUstream_st;
+import org.bytedeco.cuda.cudnn.cudnnContext;
+import org.bytedeco.cuda.cudnn.cudnnConvolutionFwdAlgoPerf_t;
+import org.bytedeco.cuda.cudnn.cudnnConvolutionStruct;
+import org.bytedeco.cuda.cudnn.cudnnFilterStruct;
+import org.bytedeco.cuda.cudnn.cudnnTensorStruct;
+import org.bytedeco.cuda.global.cublas;
+import org.bytedeco.cuda.global.cudnn;
+import org.bytedeco.javacpp.FloatPointer;
+import org.bytedeco.javacpp.IntPointer;
+import org.bytedeco.javacpp.Loader;
+import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.SizeTPointer;
+
+/**
+ * A real GPU through the nvcc-built {@code libonestep_kernels.so}. GEMM and linear layers go through cuBLAS and
+ * convolution through cuDNN (NHWC, implicit-GEMM algorithms chosen by cuDNN's heuristics), both from
+ * org.bytedeco:cuda, on this device's stream; when one does not load, the library's portable kernels run instead
+ * (correct, not fast), and {@link #describe()} says why.
+ *
+ * <p>Each new convolution shape is checked once against the portable kernel before cuDNN is trusted with it (a
+ * layout mistake shows as an O(1) error; TF32 rounding stays far below the 2e-2 bound); on a mismatch cuDNN is
+ * dropped for that shape with one log line. The check needs a normal (uncaptured) run, which every captured pass
+ * has first.
+ *
+ * <p>Never run on this project's development machines (no GPU there): it compiles, and shares every line except
+ * the cuBLAS/cuDNN calls with the emulated device's path, which the tests run.
+ */
+public final class CudaDevice extends Device {
+    private final cublasContext cublasHandle;
+    private final String cublasMissing;
+    private final cudnnContext cudnnHandle;
+    private final String cudnnMissing;
+    /** Per convolution shape: its descriptors and algorithm, or null where cuDNN disagreed with our kernel. */
+    private final Map<String, ConvPlan> convPlans = new HashMap<>();
+    private final FloatPointer alphaHost = new FloatPointer(1);
+    private final FloatPointer betaHost = new FloatPointer(1);
+
+    CudaDevice(String library) {
+        super(library);
+        cublasContext handle = null;
+        String missing = null;
+        try {
+            Loader.load(cublas.class);
+            handle = new cublasContext();
+            int s = cublas.cublasCreate_v2(handle);
+            if (s != 0) {
+                missing = "cublasCreate failed with status " + s;
+                handle = null;
+            } else {
+                cublas.cublasSetStream_v2(handle, new CUstream_st(address(stream())));
+            }
+        } catch (UnsatisfiedLinkError | NoClassDefFoundError e) {
+            missing = "cuBLAS did not load (" + e.getMessage() + ")";
+            handle = null;
+        }
+        this.cublasHandle = handle;
+        this.cublasMissing = missing;
+        cudnnContext dnn = null;
+        String dnnMissing = null;
+        try {
+            Loader.load(cudnn.class);
+            dnn = new cudnnContext();
+            int s = cudnn.cudnnCreate(dnn);
+            if (s != 0) {
+                dnnMissing = "cudnnCreate failed: " + cudnn.cudnnGetErrorString(s).getString();
+                dnn = null;
+            } else {
+                cudnn.cudnnSetStream(dnn, new CUstream_st(address(stream())));
+            }
+        } catch (UnsatisfiedLinkError | NoClassDefFoundError e) {
+            dnnMissing = "cuDNN did not load (" + e.getMessage() + ")";
+            dnn = null;
+        }
+        this.cudnnHandle = dnn;
+        this.cudnnMissing = dnnMissing;
+    }
+
+    @Override
+    public String kind() {
+        return "cuda";
+    }
+
+    @Override
+    String denseRoute() {
+        return (cublasHandle != null ? "cuBLAS GEMM" : "portable GEMM: " + cublasMissing) + "; "
+                + (cudnnHandle != null ? "cuDNN convolution" : "portable convolution: " + cudnnMissing);
+    }
+
+    private static Pointer address(long a) {
+        return new Pointer() {
+            {
+                address = a;
+            }
+        };
+    }
+
+    private static FloatPointer floats(long a) {
+        return new FloatPointer(address(a));
+    }
+
+    @Override
+    public void gemm(long a, boolean transA, long b, boolean transB, long c, int m, int n, int k, float alpha, float beta,
+                     Supplier<String> what) {
+        if (cublasHandle == null) {
+            check(onestep_gemm(a, transA ? 1 : 0, b, transB ? 1 : 0, c, m, n, k, alpha, beta, stream()), "matmul", what);
+            return;
+        }
+        // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands, keep the flags.
+        alphaHost.put(0, alpha);
+        betaHost.put(0, beta);
+        int s = cublas.cublasSgemm_v2(cublasHandle, transB ? cublas.CUBLAS_OP_T : cublas.CUBLAS_OP_N,
+                transA ? cublas.CUBLAS_OP_T : cublas.CUBLAS_OP_N, n, m, k, alphaHost, floats(b),
+                transB ? k : n, floats(a), transA ? m : k, betaHost, floats(c), n);
+        if (s != 0) {
+            throw new CudaException("matmul: cublasSgemm failed with status " + s + " (m=" + m + ", n=" + n + ", k="
+                    + k + ") [" + what.get() + "]", ERROR_CUDA);
+        }
+    }
+
+    @Override
+    public void linear(long x, long w, long bias, long y, long rows, int in, int out, Supplier<String> what) {
+        if (cublasHandle == null || rows > Integer.MAX_VALUE) {
+            check(onestep_linear(x, w, bias, y, rows, in, out, stream()), "linear", what);
+            return;
+        }
+        gemm(x, false, w, false, y, (int) rows, out, in, 1f, 0f, what);
+        if (bias != 0) {
+            check(onestep_add_per_channel(y, bias, y, 1, rows, out, stream()), "linear", what);
+        }
+    }
+
+    @Override
+    public void conv2d(long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh, int kw, int cout,
+                       int stride, int padding, Scratch scratch, Supplier<String> what) {
+        String key = n + "," + h + "," + wd + "," + cin + "," + kh + "," + kw + "," + cout + "," + stride + "," + padding;
+        ConvPlan plan = cudnnHandle == null ? null : convPlans.computeIfAbsent(key,
+                k -> ConvPlan.create(cudnnHandle, n, h, wd, cin, kh, kw, cout, stride, padding));
+        boolean verify = plan != null && !plan.verified;
+        if (plan == null || (verify && capturing())) {
+            portableConv(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, what);
+            return;
+        }
+        cudnnConv(plan, x, w, bias, y, n, h, wd, cin, kh, kw, cout, scratch, what);
+        if (verify) {
+            long outFloats = (long) n * plan.ho * plan.wo * cout;
+            long ref = scratch.allocate(outFloats * Float.BYTES, "conv2d check");
+            portableConv(x, w, bias, ref, n, h, wd, cin, kh, kw, cout, stride, padding, what);
+            double err = relativeError(y, ref, outFloats, what);
+            if (err > 2e-2) {
+                System.err.println("cuda: cuDNN convolution " + key + " disagrees with the portable kernel (relative"
+                        + " error " + err + "): using the portable kernel for this shape");
+                convPlans.put(key, null);
+                copy(y, ref, outFloats * Float.BYTES, what);
+            } else {
+                plan.verified = true;
+            }
+        }
+    }
+
+    private void portableConv(long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh, int kw,
+                              int cout, int stride, int padding, Supplier<String> what) {
+        check(onestep_conv2d_nhwc(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, stream()), "conv2d",
+                what);
+    }
+
+    private void cudnnConv(ConvPlan p, long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh,
+                           int kw, int cout, Scratch scratch, Supplier<String> what) {
+        // Our weights are HWIO, i.e. a (KH*KW*Cin, Cout) matrix; cuDNN's NHWC filter is KRSC = its transpose.
+        long rows = (long) kh * kw * cin;
+        long wt = scratch.allocate(rows * cout * Float.BYTES, "conv2d KRSC weights");
+        check(onestep_split_heads(w, wt, 1, (int) rows, cout, 1, stream()), "conv2d", what);
+        long ws = p.workspaceBytes == 0 ? 0 : scratch.allocate(p.workspaceBytes, "conv2d cuDNN workspace");
+        alphaHost.put(0, 1f);
+        betaHost.put(0, 0f);
+        int s = cudnn.cudnnConvolutionForward(cudnnHandle, alphaHost, p.x, address(x), p.w, address(wt), p.conv, p.algo,
+                address(ws), p.workspaceBytes, betaHost, p.y, address(y));
+        if (s != 0) {
+            throw new CudaException("conv2d: cudnnConvolutionForward failed: " + cudnn.cudnnGetErrorString(s).getString()
+                    + " [" + what.get() + "]", ERROR_CUDA);
+        }
+        if (bias != 0) {
+            check(onestep_add_per_channel(y, bias, y, 1, (long) n * p.ho * p.wo, cout, stream()), "conv2d", what);
+        }
+    }
+
+    /** ||a - b|| / ||b|| of two device vectors (waits for the stream). */
+    private double relativeError(long a, long b, long floats, Supplier<String> what) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment ha = arena.allocate(floats * Float.BYTES), hb = arena.allocate(floats * Float.BYTES);
+            download(ha, a, floats * Float.BYTES, what);
+            download(hb, b, floats * Float.BYTES, what);
+            double num = 0, den = 0;
+            for (long i = 0; i < floats; i++) {
+                double va = ha.getAtIndex(ValueLayout.JAVA_FLOAT, i), vb = hb.getAtIndex(ValueLayout.JAVA_FLOAT, i);
+                num += (va - vb) * (va - vb);
+                den += vb * vb;
+            }
+            return Math.sqrt(num / Math.max(den, 1e-30));
+        }
+    }
+
+    /** cuDNN descriptors and the chosen algorithm for one convolution shape. */
+    private static final class ConvPlan {
+        cudnnTensorStruct x;
+        cudnnTensorStruct y;
+        cudnnFilterStruct w;
+        cudnnConvolutionStruct conv;
+        int algo;
+        long workspaceBytes;
+        int ho;
+        int wo;
+        boolean verified;
+
+        /** The plan, or null when cuDNN refuses the shape (the portable kernel runs it then). */
+        static ConvPlan create(cudnnContext handle, int n, int h, int wd, int cin, int kh, int kw, int cout, int stride,
+                               int padding) {
+            ConvPlan p = new ConvPlan();
+            p.ho = (h + 2 * padding - kh) / stride + 1;
+            p.wo = (wd + 2 * padding - kw) / stride + 1;
+            p.x = new cudnnTensorStruct();
+            p.y = new cudnnTensorStruct();
+            p.w = new cudnnFilterStruct();
+            p.conv = new cudnnConvolutionStruct();
+            int f = cudnn.CUDNN_DATA_FLOAT, nhwc = cudnn.CUDNN_TENSOR_NHWC;
+            int s = cudnn.cudnnCreateTensorDescriptor(p.x);
+            s |= cudnn.cudnnCreateTensorDescriptor(p.y);
+            s |= cudnn.cudnnCreateFilterDescriptor(p.w);
+            s |= cudnn.cudnnCreateConvolutionDescriptor(p.conv);
+            s |= cudnn.cudnnSetTensor4dDescriptor(p.x, nhwc, f, n, cin, h, wd);
+            s |= cudnn.cudnnSetTensor4dDescriptor(p.y, nhwc, f, n, cout, p.ho, p.wo);
+            s |= cudnn.cudnnSetFilter4dDescriptor(p.w, f, nhwc, cout, cin, kh, kw);
+            s |= cudnn.cudnnSetConvolution2dDescriptor(p.conv, padding, padding, stride, stride, 1, 1,
+                    cudnn.CUDNN_CROSS_CORRELATION, f);
+            if (s != 0) {
+                return null;
+            }
+            cudnnConvolutionFwdAlgoPerf_t perf = new cudnnConvolutionFwdAlgoPerf_t(8);
+            IntPointer count = new IntPointer(1);
+            if (cudnn.cudnnGetConvolutionForwardAlgorithm_v7(handle, p.x, p.w, p.conv, p.y, 8, count, perf) != 0) {
+                return null;
+            }
+            for (int i = 0; i < count.get(); i++) {
+                cudnnConvolutionFwdAlgoPerf_t r = perf.getPointer(i);
+                if (r.status() == 0) {
+                    p.algo = r.algo();
+                    SizeTPointer bytes = new SizeTPointer(1);
+                    if (cudnn.cudnnGetConvolutionForwardWorkspaceSize(handle, p.x, p.w, p.conv, p.y, p.algo, bytes) != 0) {
+                        return null;
+                    }
+                    p.workspaceBytes = bytes.get();
+                    return p;
+                }
+            }
+            return null;
+        }
+    }
+
+    @Override
+    public void close() {
+        if (cublasHandle != null) {
+            cublas.cublasDestroy_v2(cublasHandle);
+        }
+        if (cudnnHandle != null) {
+            cudnn.cudnnDestroy(cudnnHandle);
+        }
+        alphaHost.close();
+        betaHost.close();
+        super.close();
+    }
+}

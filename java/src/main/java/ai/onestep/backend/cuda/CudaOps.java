@@ -1,0 +1,609 @@
+package ai.onestep.backend.cuda;
+
+import static ai.onestep.kernels.OnestepKernels.*;
+
+import ai.onestep.backend.Ops;
+import ai.onestep.backend.cpu.CpuOps;
+import ai.onestep.backend.cuda.Residency.Access;
+import ai.onestep.tensor.Tensor;
+import java.lang.foreign.MemorySegment;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.Set;
+import java.util.function.Supplier;
+
+/**
+ * The CUDA backend: {@link Ops} on a {@link Device} (a GPU, or the emulated library in tests).
+ *
+ * <p>The engine's tensors live in host memory, so the backend works in one of two modes:
+ * <ul>
+ *   <li><b>eager</b> (any op called on its own): the op's inputs are copied into the device arena, the kernels run
+ *       on the device's stream, the outputs are copied back, and the arena is rewound. Correct for every op, slow
+ *       (two copies per op).</li>
+ *   <li><b>pass</b> ({@link #runPass}, used by the denoisers for a whole sampling step): tensors stay on the device
+ *       for the whole pass ({@link Residency}), only the declared outputs come back. The first call of a key runs
+ *       uncaptured (and measures the memory it needs); the second captures it as a CUDA graph; later calls replay
+ *       it ({@link CapturedPass}). Parameter updates through this backend drop the graphs.</li>
+ * </ul>
+ *
+ * <p>Inference ops run on the device: conv2d, linear and matmul (cuBLAS or our portable kernels, see the device),
+ * group norm (+SiLU, +scale/shift), SiLU, attention (head dims 32/64/128), add, mul, axpy, scale, addPerChannel,
+ * sumPerChannel, concatChannels, splitChannels, upsampleNearest2x and the sinusoidal embedding. Training ops (every
+ * backward except SiLU's and group norm's, losses, optimizer steps, EMA, sumOfSquares, the Fourier embedding, and attention with another head
+ * dim) run on the host through {@link CpuOps} in eager mode; inside a pass they make the pass fall back to eager
+ * mode (logged once per pass key).
+ */
+public final class CudaOps extends Ops implements AutoCloseable {
+    /** Default size of each device arena (eager, and each captured pass's constants and activations). */
+    public static final long DEFAULT_ARENA_BYTES = Long.getLong("onestep.cuda.arenaMiB", 1024L) << 20;
+
+    private final Device device;
+    private final CpuOps host;
+    private final long arenaBytes;
+    private final DeviceArena eagerArena;
+    private final ParameterStore parameters;
+    private final Residency eager;
+    private Residency pass;
+    private DeviceArena measureConstants;
+    private DeviceArena measureActivations;
+    /** Most graphs kept at once; later passes run op by op (each graph holds its own copy of the weights). */
+    private static final int MAX_GRAPHS = Integer.getInteger("onestep.cuda.maxGraphs", 64);
+    private final Map<String, CapturedPass> passes = new LinkedHashMap<>();
+    /** Keys run once (resident, not captured) and the arena bytes they needed; bounded, least recent dropped. */
+    private final Map<String, long[]> seenOnce = bounded(256);
+    /** Keys whose pass needs a host-only op; bounded (training draws new keys every step). */
+    private final Set<String> eagerOnly = java.util.Collections.newSetFromMap(bounded(1024));
+    private boolean warnedFull;
+    private boolean warnedOpByOp;
+    private long deviceOps;
+
+    /** A backend on {@code device} with arenas of {@code arenaBytes} each; it owns (and closes) the device. */
+    public CudaOps(Device device, long arenaBytes, int hostThreads) {
+        this.device = device;
+        this.arenaBytes = arenaBytes;
+        this.host = new CpuOps(hostThreads);
+        this.eagerArena = new DeviceArena(device, "eager", arenaBytes);
+        this.parameters = new ParameterStore(device);
+        this.eager = new Residency(device, parameters, eagerArena, eagerArena);
+    }
+
+    @Override
+    public String name() {
+        return device.kind().equals("cuda") ? "cuda" : "cuda-emulated";
+    }
+
+    public Device device() {
+        return device;
+    }
+
+    /** Device ops issued so far (each Ops call that ran on the device counts once). */
+    public long deviceOps() {
+        return deviceOps;
+    }
+
+    /** Captured passes by key: graph nodes, device ops issued while capturing. */
+    public Map<String, long[]> capturedPasses() {
+        Map<String, long[]> out = new LinkedHashMap<>();
+        for (CapturedPass p : passes.values()) {
+            out.put(p.key(), new long[] {p.graphNodes(), p.capturedOps()});
+        }
+        return out;
+    }
+
+    /** Pass keys that could not be captured and run op by op. */
+    public Set<String> eagerOnlyPasses() {
+        return Set.copyOf(eagerOnly);
+    }
+
+    @Override
+    public void registerParameters(java.util.List<Tensor> tensors) {
+        parameters.register(tensors);
+    }
+
+    /** Registered parameters (count) and their device bytes. */
+    public long[] registeredParameters() {
+        return new long[] {parameters.size(), parameters.bytes()};
+    }
+
+    /**
+     * After a host-side update of {@code t}: a registered parameter is copied to the device again (graphs read it in
+     * place, so they stay valid); any other tensor may be a constant baked into a graph, so every graph is dropped.
+     */
+    private void updated(Tensor t) {
+        if (parameters.touches(t.segment().address(), t.size() * Float.BYTES)) {
+            parameters.refresh(t);
+        } else {
+            forgetCapturedPasses();
+        }
+    }
+
+    /**
+     * Drops every captured graph. A graph keeps the constants it was captured with (weights that were not
+     * registered with {@link #registerParameters}), so this runs by itself when an update through this backend
+     * (adamStep, radamStep, ema) changes an unregistered tensor; call it after changing such weights any other way.
+     */
+    public void forgetCapturedPasses() {
+        for (CapturedPass p : passes.values()) {
+            p.close();
+        }
+        passes.clear();
+        seenOnce.clear();
+    }
+
+    private static <K, V> Map<K, V> bounded(int max) {
+        return new LinkedHashMap<>(16, 0.75f, true) {
+            @Override
+            protected boolean removeEldestEntry(Map.Entry<K, V> eldest) {
+                return size() > max;
+            }
+        };
+    }
+
+    /** Frees the graphs, the arenas and the device's stream (and cuBLAS/cuDNN handles). */
+    @Override
+    public void close() {
+        forgetCapturedPasses();
+        parameters.close();
+        if (measureConstants != null) {
+            measureConstants.close();
+            measureActivations.close();
+        }
+        eagerArena.close();
+        device.close();
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Passes and graphs
+    // ------------------------------------------------------------------------------------------------
+
+    @Override
+    public void runPass(String key, Tensor[] inputs, Tensor[] outputs, Runnable body) {
+        if (pass != null) {
+            body.run();  // nested: part of the enclosing pass
+            return;
+        }
+        String full = key + " " + shapes(inputs) + " -> " + shapes(outputs);
+        CapturedPass p = passes.get(full);
+        if (p != null && !p.valid()) {
+            // Its weights were freed (a closed model): a new model at the same addresses must not replay it.
+            p.close();
+            passes.remove(full);
+            p = null;
+        }
+        if (p != null) {
+            p.replay(inputs, outputs);
+            return;
+        }
+        if (eagerOnly.contains(full)) {
+            body.run();
+            return;
+        }
+        if (measureConstants == null) {
+            measureConstants = new DeviceArena(device, "measuring constants", arenaBytes);
+            measureActivations = new DeviceArena(device, "measuring activations", arenaBytes);
+        }
+        long[] need = seenOnce.remove(full);
+        if (need == null || passes.size() >= MAX_GRAPHS) {
+            // First use of this key (training draws fresh noise levels every step, and most keys never come
+            // back), or no room for another graph: run the pass on the device, uncaptured, and remember its size.
+            if (need != null && !warnedFull) {
+                warnedFull = true;
+                System.err.println("cuda: " + MAX_GRAPHS + " graphs captured (-Donestep.cuda.maxGraphs): further "
+                        + "passes run on the device without capture");
+            }
+            try {
+                need = CapturedPass.measure(this, device, parameters, measureConstants, measureActivations, inputs, outputs,
+                        body);
+            } catch (NoDeviceKernel e) {
+                passOpByOp(full, key, e.getMessage(), body);
+                return;
+            }
+            seenOnce.put(full, need);
+            return;
+        }
+        // Second use: capture it (in arenas of exactly the measured size) and replay from now on.
+        p = new CapturedPass(device, parameters, full, need[0], need[1]);
+        try {
+            p.warmUpAndCapture(this, inputs, outputs, body);
+            passes.put(full, p);
+        } catch (NoDeviceKernel | Residency.HostDataDuringCapture e) {
+            p.close();
+            passOpByOp(full, key, e.getMessage(), body);
+        } catch (DeviceArena.OutOfMemory e) {
+            // The pass needs more than its first run did (another model now answers to this key): measure again.
+            p.close();
+            seenOnce.put(full, CapturedPass.measure(this, device, parameters, measureConstants, measureActivations,
+                    inputs, outputs, body));
+        } catch (RuntimeException | Error e) {
+            p.close();
+            throw e;
+        }
+    }
+
+    private void passOpByOp(String full, String key, String why, Runnable body) {
+        eagerOnly.add(full);
+        if (!warnedOpByOp) {  // once: training can meet a new key every step
+            warnedOpByOp = true;
+            System.err.println("cuda: pass '" + key + "' runs op by op, not as a graph: " + why
+                    + " (said once; CudaOps.eagerOnlyPasses() lists every such pass)");
+        }
+        body.run();
+    }
+
+    void enterPass(Residency r) {
+        pass = r;
+    }
+
+    void exitPass() {
+        pass = null;
+    }
+
+    private static String shapes(Tensor[] ts) {
+        StringBuilder sb = new StringBuilder();
+        for (Tensor t : ts) {
+            sb.append(sb.isEmpty() ? "" : ", ").append(java.util.Arrays.toString(t.shape()));
+        }
+        return "(" + sb + ")";
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // The launch sequence of one op
+    // ------------------------------------------------------------------------------------------------
+
+    /** Runs {@code body} (which resolves its tensors and launches) as one device op. */
+    private void run(String op, Runnable body) {
+        deviceOps++;
+        if (pass != null) {
+            body.run();
+            return;
+        }
+        try {
+            body.run();
+            device.synchronize();
+            for (Residency.Entry e : eager.written()) {
+                MemorySegment hostSeg = MemorySegment.ofAddress(e.host).reinterpret(e.bytes);
+                device.download(hostSeg, e.dev, e.bytes, () -> op + " output");
+                if (parameters.touches(e.host, e.bytes)) {
+                    parameters.refresh(Tensor.wrap(hostSeg, ai.onestep.tensor.Layout.ROWS, (int) (e.bytes / Float.BYTES)));
+                }
+            }
+        } finally {
+            eager.clear();
+            eagerArena.reset();
+        }
+    }
+
+    /** An op with no device kernel: the CPU backend runs it in eager mode; inside a pass it is an error. */
+    private void hostOnly(String op, Runnable cpu) {
+        if (pass != null) {
+            throw new NoDeviceKernel(op + ": has no device kernel yet, so it cannot run inside a device pass");
+        }
+        cpu.run();
+    }
+
+    private Residency res() {
+        return pass != null ? pass : eager;
+    }
+
+    private long in(Tensor t, String op) {
+        return t == null ? 0 : res().resolve(t, Access.IN, op);
+    }
+
+    private long out(Tensor t, String op) {
+        return t == null ? 0 : res().resolve(t, Access.OUT, op);
+    }
+
+    private long inOut(Tensor t, String op) {
+        return t == null ? 0 : res().resolve(t, Access.IN_OUT, op);
+    }
+
+    private static Supplier<String> what(Tensor... ts) {
+        return () -> {
+            StringBuilder sb = new StringBuilder();
+            for (Tensor t : ts) {
+                if (t != null) {
+                    sb.append(sb.isEmpty() ? "" : ", ").append(t.describe());
+                }
+            }
+            return sb.toString();
+        };
+    }
+
+    private long stream() {
+        return device.stream();
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // GEMM, linear, convolution
+    // ------------------------------------------------------------------------------------------------
+
+    @Override
+    protected void matmulKernel(Tensor a, boolean transA, Tensor b, boolean transB, Tensor c, int m, int n, int k,
+                                float alpha, float beta) {
+        run("matmul", () -> {
+            long pa = in(a, "matmul"), pb = in(b, "matmul");
+            long pc = beta == 0f ? out(c, "matmul") : inOut(c, "matmul");
+            device.gemm(pa, transA, pb, transB, pc, m, n, k, alpha, beta, what(a, b, c));
+        });
+    }
+
+    @Override
+    protected void linearKernel(Tensor x, Tensor w, Tensor b, Tensor y, int rows, int in, int out) {
+        run("linear", () -> {
+            long px = in(x, "linear"), pw = in(w, "linear"), pb = in(b, "linear");
+            device.linear(px, pw, pb, out(y, "linear"), rows, in, out, what(x, w, b, y));
+        });
+    }
+
+    @Override
+    protected void linearBackwardKernel(Tensor x, Tensor w, Tensor dy, Tensor dx, Tensor dw, Tensor db, int rows,
+                                        int in, int out) {
+        hostOnly("linearBackward", () -> host.linearBackward(x, w, dy, dx, dw, db));
+    }
+
+    @Override
+    protected void convKernel(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y) {
+        run("conv2d", () -> {
+            long px = in(x, "conv2d"), pw = in(w, "conv2d"), pb = in(b, "conv2d");
+            device.conv2d(px, pw, pb, out(y, "conv2d"), x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(1),
+                    w.dim(3), stride, padding, (bytes, why) -> res().scratch((bytes + 3) / 4, why), what(x, w, b, y));
+        });
+    }
+
+    @Override
+    protected void convBackwardKernel(Tensor x, Tensor w, Tensor dy, int stride, int padding, Tensor dx, Tensor dw,
+                                      Tensor db) {
+        hostOnly("conv2dBackward", () -> host.conv2dBackward(x, w, dy, stride, padding, dx, dw, db));
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Normalization, activations, attention
+    // ------------------------------------------------------------------------------------------------
+
+    @Override
+    protected void groupNormKernel(Tensor x, Tensor gamma, Tensor beta, Tensor scale, Tensor shift, int groups,
+                                   float eps, boolean silu, Tensor y, Tensor mean, Tensor rstd) {
+        String op = silu ? "groupNormSilu" : "groupNorm";
+        run(op, () -> {
+            long px = in(x, op), pg = in(gamma, op), pb = in(beta, op), ps = in(scale, op), pt = in(shift, op);
+            long py = out(y, op), pm = out(mean, op), pr = out(rstd, op);
+            Device.check(onestep_groupnorm_forward(px, pg, pb, ps, pt, py, pm, pr, x.dim(0), x.dim(1) * x.dim(2),
+                    x.dim(3), groups, eps, silu ? 1 : 0, stream()), op, what(x, y));
+        });
+    }
+
+    @Override
+    protected void groupNormBackwardKernel(Tensor x, Tensor gamma, Tensor beta, Tensor scale, Tensor shift, int groups,
+                                           boolean silu, Tensor mean, Tensor rstd, Tensor dy, Tensor dx,
+                                           Tensor dgamma, Tensor dbeta, Tensor dscale, Tensor dshift) {
+        // The kernel wants every gradient buffer; optional ones (null here) stay on the host path.
+        if (dx == null || dgamma == null || dbeta == null || (scale != null && (dscale == null || dshift == null))) {
+            hostOnly("groupNormBackward", () -> host.groupNormBackward(x, gamma, beta, scale, shift, groups, silu,
+                    mean, rstd, dy, dx, dgamma, dbeta, dscale, dshift));
+            return;
+        }
+        String op = silu ? "groupNormSiluBackward" : "groupNormBackward";
+        run(op, () -> {
+            long px = in(x, op), pg = in(gamma, op), pb = in(beta, op), ps = in(scale, op), pt = in(shift, op);
+            long pm = in(mean, op), pr = in(rstd, op), pdy = in(dy, op);
+            long pdx = out(dx, op), pdg = inOut(dgamma, op), pdb = inOut(dbeta, op);
+            long pds = out(dscale, op), pdt = out(dshift, op);
+            Device.check(onestep_groupnorm_backward(pdy, px, pm, pr, pg, pb, ps, pt, pdx, pdg, pdb, pds, pdt,
+                    x.dim(0), x.dim(1) * x.dim(2), x.dim(3), groups, silu ? 1 : 0, stream()), op, what(x, dy));
+        });
+    }
+
+    @Override
+    protected void siluKernel(Tensor x, Tensor y) {
+        run("silu", () -> {
+            long px = in(x, "silu");
+            Device.check(onestep_silu_forward(px, out(y, "silu"), x.size(), stream()), "silu", what(x, y));
+        });
+    }
+
+    @Override
+    protected void siluBackwardKernel(Tensor x, Tensor dy, Tensor dx) {
+        run("siluBackward", () -> {
+            long px = in(x, "siluBackward"), pdy = in(dy, "siluBackward");
+            Device.check(onestep_silu_backward(px, pdy, out(dx, "siluBackward"), x.size(), stream()), "siluBackward",
+                    what(x, dy, dx));
+        });
+    }
+
+    /** Head dims our fused attention kernel has (kernels/src/attention.cu). */
+    static boolean attentionHeadDimSupported(int d) {
+        return d == 32 || d == 64 || d == 128;
+    }
+
+    @Override
+    protected void attentionKernel(Tensor q, Tensor k, Tensor v, int heads, Tensor o, Tensor lse) {
+        int n = q.dim(0), t = q.dim(1), d = q.dim(2) / heads;
+        if (!attentionHeadDimSupported(d)) {
+            hostOnly("attention (head dim " + d + ")", () -> host.attention(q, k, v, heads, o, lse));
+            return;
+        }
+        run("attention", () -> {
+            String op = "attention";
+            long pq = in(q, op), pk = in(k, op), pv = in(v, op);
+            long po = out(o, op), pl = out(lse, op);
+            long size = q.size();
+            // Our kernel takes (B, H, T, D); the engine's tokens are (N, T, H*D): split heads, attend, merge.
+            long qh = res().scratch(size, "attention q heads"), kh = res().scratch(size, "attention k heads");
+            long vh = res().scratch(size, "attention v heads"), oh = res().scratch(size, "attention o heads");
+            Supplier<String> w = what(q, o, lse);
+            Device.check(onestep_split_heads(pq, qh, n, t, heads, d, stream()), op, w);
+            Device.check(onestep_split_heads(pk, kh, n, t, heads, d, stream()), op, w);
+            Device.check(onestep_split_heads(pv, vh, n, t, heads, d, stream()), op, w);
+            Device.check(onestep_attention_forward(qh, kh, vh, oh, pl, n, heads, t, t, d, 0L, 0f, stream()), op, w);
+            Device.check(onestep_merge_heads(oh, po, n, t, heads, d, stream()), op, w);
+        });
+    }
+
+    @Override
+    protected void attentionBackwardKernel(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor dO, int heads,
+                                           Tensor dq, Tensor dk, Tensor dv) {
+        hostOnly("attentionBackward", () -> host.attentionBackward(q, k, v, o, lse, dO, heads, dq, dk, dv));
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Elementwise and data movement
+    // ------------------------------------------------------------------------------------------------
+
+    @Override
+    protected void addKernel(Tensor a, Tensor b, Tensor y) {
+        run("add", () -> {
+            long pa = in(a, "add"), pb = in(b, "add");
+            Device.check(onestep_add(pa, pb, out(y, "add"), a.size(), stream()), "add", what(a, b, y));
+        });
+    }
+
+    @Override
+    protected void mulKernel(Tensor a, Tensor b, Tensor y) {
+        run("mul", () -> {
+            long pa = in(a, "mul"), pb = in(b, "mul");
+            Device.check(onestep_mul(pa, pb, out(y, "mul"), a.size(), stream()), "mul", what(a, b, y));
+        });
+    }
+
+    @Override
+    protected void axpyKernel(float alpha, Tensor x, Tensor y) {
+        run("axpy", () -> {
+            long px = in(x, "axpy");
+            Device.check(onestep_axpy(alpha, px, inOut(y, "axpy"), x.size(), stream()), "axpy", what(x, y));
+        });
+    }
+
+    @Override
+    protected void scaleKernel(Tensor x, float alpha, Tensor y) {
+        run("scale", () -> {
+            long px = in(x, "scale");
+            Device.check(onestep_scale(alpha, px, out(y, "scale"), x.size(), stream()), "scale", what(x, y));
+        });
+    }
+
+    @Override
+    protected void addPerChannelKernel(Tensor x, Tensor v, Tensor y) {
+        run("addPerChannel", () -> {
+            int n = x.dim(0), c = x.dim(-1);
+            long px = in(x, "addPerChannel"), pv = in(v, "addPerChannel");
+            Device.check(onestep_add_per_channel(px, pv, out(y, "addPerChannel"), n, x.size() / ((long) n * c), c,
+                    stream()), "addPerChannel", what(x, v, y));
+        });
+    }
+
+    @Override
+    protected void sumPerChannelKernel(Tensor dy, Tensor dv) {
+        run("sumPerChannel", () -> {
+            int n = dy.dim(0), c = dy.dim(-1);
+            long pdy = in(dy, "sumPerChannel");
+            Device.check(onestep_sum_per_channel(pdy, out(dv, "sumPerChannel"), n, dy.size() / ((long) n * c), c,
+                    stream()), "sumPerChannel", what(dy, dv));
+        });
+    }
+
+    @Override
+    protected void concatChannelsKernel(Tensor a, Tensor b, Tensor y) {
+        run("concatChannels", () -> {
+            long pa = in(a, "concatChannels"), pb = in(b, "concatChannels");
+            long rows = (long) a.dim(0) * a.dim(1) * a.dim(2);
+            Device.check(onestep_concat_channels(pa, pb, out(y, "concatChannels"), rows, a.dim(3), b.dim(3),
+                    stream()), "concatChannels", what(a, b, y));
+        });
+    }
+
+    @Override
+    protected void splitChannelsKernel(Tensor dy, Tensor da, Tensor db) {
+        run("splitChannels", () -> {
+            long pdy = in(dy, "splitChannels");
+            long rows = (long) da.dim(0) * da.dim(1) * da.dim(2);
+            long pa = out(da, "splitChannels"), pb = out(db, "splitChannels");
+            Device.check(onestep_split_channels(pdy, pa, pb, rows, da.dim(3), db.dim(3), stream()), "splitChannels",
+                    what(dy, da, db));
+        });
+    }
+
+    @Override
+    protected void upsampleKernel(Tensor x, Tensor y) {
+        run("upsampleNearest2x", () -> {
+            long px = in(x, "upsampleNearest2x");
+            Device.check(onestep_upsample_nearest2x(px, out(y, "upsampleNearest2x"), x.dim(0), x.dim(1), x.dim(2),
+                    x.dim(3), stream()), "upsampleNearest2x", what(x, y));
+        });
+    }
+
+    @Override
+    protected void upsampleBackwardKernel(Tensor dy, Tensor dx) {
+        hostOnly("upsampleNearest2xBackward", () -> host.upsampleNearest2xBackward(dy, dx));
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Losses, embeddings, optimizers
+    // ------------------------------------------------------------------------------------------------
+
+    @Override
+    protected double mseLossKernel(Tensor pred, Tensor target, Tensor weights, Tensor dpred) {
+        if (pass != null) {
+            throw new NoDeviceKernel("mseLoss: has no device kernel yet, so it cannot run inside a device pass");
+        }
+        return host.mseLoss(pred, target, weights, dpred);
+    }
+
+    @Override
+    protected double pseudoHuberLossKernel(Tensor pred, Tensor target, Tensor weights, float c, Tensor dpred) {
+        if (pass != null) {
+            throw new NoDeviceKernel("pseudoHuberLoss: has no device kernel yet, so it cannot run inside a device pass");
+        }
+        return host.pseudoHuberLoss(pred, target, weights, c, dpred);
+    }
+
+    @Override
+    protected void sinusoidalEmbeddingKernel(Tensor t, boolean flipSinToCos, float downscaleFreqShift, float scale,
+                                             float maxPeriod, Tensor y) {
+        run("sinusoidalEmbedding", () -> {
+            long pt = in(t, "sinusoidalEmbedding");
+            Device.check(onestep_sinusoidal_embedding(pt, out(y, "sinusoidalEmbedding"), y.dim(0), y.dim(1),
+                    flipSinToCos ? 1 : 0, downscaleFreqShift, scale, maxPeriod, stream()), "sinusoidalEmbedding",
+                    what(t, y));
+        });
+    }
+
+    @Override
+    protected void fourierEmbeddingKernel(Tensor t, Tensor weight, boolean log, boolean flipSinToCos, Tensor y) {
+        hostOnly("fourierEmbedding", () -> host.fourierEmbedding(t, weight, log, flipSinToCos, y));
+    }
+
+    @Override
+    protected void adamStepKernel(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1, float beta2,
+                                  float eps, float weightDecay, boolean decoupled) {
+        hostOnly("adamStep", () -> host.adamStep(p, g, m, v, t, lr, beta1, beta2, eps, weightDecay, decoupled));
+        updated(p);
+    }
+
+    @Override
+    protected void radamStepKernel(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1, float beta2,
+                                   float eps, float weightDecay, boolean decoupled) {
+        hostOnly("radamStep", () -> host.radamStep(p, g, m, v, t, lr, beta1, beta2, eps, weightDecay, decoupled));
+        updated(p);
+    }
+
+    @Override
+    protected double sumOfSquaresKernel(Tensor x) {
+        if (pass != null) {
+            throw new NoDeviceKernel("sumOfSquares: has no device kernel yet, so it cannot run inside a device pass");
+        }
+        return host.sumOfSquares(x);
+    }
+
+    @Override
+    protected void emaKernel(Tensor target, Tensor source, float mu) {
+        hostOnly("ema", () -> host.ema(target, source, mu));
+        updated(target);
+    }
+
+    /** An op the device cannot run inside a pass; the pass then runs op by op. */
+    static final class NoDeviceKernel extends CudaException {
+        NoDeviceKernel(String message) {
+            super(message);
+        }
+    }
+}

@@ -1,0 +1,180 @@
+package ai.onestep.backend.cuda;
+
+import static ai.onestep.kernels.OnestepKernels.*;
+
+import ai.onestep.kernels.OnestepKernels;
+import java.lang.foreign.MemorySegment;
+import java.util.function.Supplier;
+import org.bytedeco.javacpp.IntPointer;
+import org.bytedeco.javacpp.LongPointer;
+
+/**
+ * One device as the CUDA backend sees it: memory, a stream, graph capture, and the dense layers (GEMM, linear,
+ * convolution). Everything except the dense layers goes through our library ({@code onestep_runtime.h} and the
+ * kernels), so the backend's logic is the same on both implementations:
+ * <ul>
+ *   <li>{@link CudaDevice}: the nvcc-built library on a GPU; GEMM through cuBLAS and convolution through cuDNN
+ *       when those load, our portable kernels otherwise;</li>
+ *   <li>{@link EmulatedDevice}: the emulated library (kernels/emu): device memory is host memory, launches run at
+ *       once on the calling thread, a captured stream records its launches and a graph replays them.</li>
+ * </ul>
+ * Pointers and handles are raw addresses ({@code long}). Every failed call becomes a {@link CudaException} that
+ * names the Java op, the C function and the shapes.
+ */
+public abstract class Device implements AutoCloseable {
+    private final String library;
+    private long stream;
+    private boolean capturing;
+
+    Device(String library) {
+        this.library = library;
+        LongPointer p = new LongPointer(1);
+        check(onestep_stream_create(p), "stream", () -> "");
+        this.stream = p.get();
+        p.close();
+    }
+
+    /** "cuda" or "emulated". */
+    public abstract String kind();
+
+    /** One line for logs: the kind, the library file, and how GEMM and convolution run. */
+    public String describe() {
+        return kind() + " (" + library + "; GEMM and convolution: " + denseRoute() + ")";
+    }
+
+    abstract String denseRoute();
+
+    /** The stream every launch of this device goes to. */
+    public long stream() {
+        return stream;
+    }
+
+    // ---- dense layers: device-specific -------------------------------------------------------------------
+
+    /** Row-major {@code c (m, n) = alpha op(a) op(b) + beta c} on device pointers. */
+    public abstract void gemm(long a, boolean transA, long b, boolean transB, long c, int m, int n, int k, float alpha,
+                              float beta, Supplier<String> what);
+
+    /** {@code y (rows, out) = x (rows, in) w (in, out) + bias}; bias may be 0 (none). */
+    public abstract void linear(long x, long w, long bias, long y, long rows, int in, int out, Supplier<String> what);
+
+    /** NHWC x, HWIO w, bias or 0, NHWC y; {@code scratch} lends device memory for the current op. */
+    public abstract void conv2d(long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh, int kw,
+                                int cout, int stride, int padding, Scratch scratch, Supplier<String> what);
+
+    /** Device memory that lives until the end of the current op (eager) or pass. */
+    @FunctionalInterface
+    public interface Scratch {
+        long allocate(long bytes, String what);
+    }
+
+    // ---- memory ----------------------------------------------------------------------------------------------
+
+    public long malloc(long bytes, Supplier<String> what) {
+        LongPointer p = new LongPointer(1);
+        try {
+            check(onestep_malloc(p, bytes), "malloc", what);
+            return p.get();
+        } finally {
+            p.close();
+        }
+    }
+
+    public void free(long ptr) {
+        check(onestep_free(ptr), "free", () -> "");
+    }
+
+    /** Host to device, waits. */
+    public void upload(long dst, MemorySegment src, long bytes, Supplier<String> what) {
+        check(onestep_memcpy_htod(dst, src.address(), bytes, stream), "upload", what);
+    }
+
+    /** Device to host, waits. */
+    public void download(MemorySegment dst, long src, long bytes, Supplier<String> what) {
+        check(onestep_memcpy_dtoh(dst.address(), src, bytes, stream), "download", what);
+    }
+
+    /** Device to device, queued (captured under capture). */
+    public void copy(long dst, long src, long bytes, Supplier<String> what) {
+        check(onestep_memcpy_dtod(dst, src, bytes, stream), "copy", what);
+    }
+
+    public void synchronize() {
+        check(onestep_synchronize(stream), "synchronize", () -> "");
+    }
+
+    // ---- graphs ----------------------------------------------------------------------------------------------
+
+    public void beginCapture() {
+        check(onestep_graph_begin_capture(stream), "beginCapture", () -> "");
+        capturing = true;
+    }
+
+    /** True between {@link #beginCapture} and {@link #endCapture}: launches are recorded, not run. */
+    public boolean capturing() {
+        return capturing;
+    }
+
+    /** Ends the capture and returns the instantiated graph's handle. */
+    public long endCapture() {
+        LongPointer p = new LongPointer(1);
+        capturing = false;
+        try {
+            check(onestep_graph_end_capture(stream, p), "endCapture", () -> "");
+            return p.get();
+        } finally {
+            p.close();
+        }
+    }
+
+    public void launchGraph(long graph) {
+        check(onestep_graph_launch(graph, stream), "launchGraph", () -> "");
+    }
+
+    public long graphNodes(long graph) {
+        LongPointer p = new LongPointer(1);
+        try {
+            check(onestep_graph_node_count(graph, p), "graphNodes", () -> "");
+            return p.get();
+        } finally {
+            p.close();
+        }
+    }
+
+    public void destroyGraph(long graph) {
+        check(onestep_graph_destroy(graph), "destroyGraph", () -> "");
+    }
+
+    @Override
+    public void close() {
+        if (stream != 0) {
+            onestep_stream_destroy(stream);
+            stream = 0;
+        }
+    }
+
+    // ---- errors ----------------------------------------------------------------------------------------------
+
+    /**
+     * Throws a {@link CudaException} unless {@code status} is OK: "{op}: {the library's message} [{what}]", where
+     * the library's message names the C function and its shapes.
+     */
+    public static void check(int status, String op, Supplier<String> what) {
+        if (status != OnestepKernels.OK) {
+            String msg = onestep_last_error_message().getString();
+            String extra = what.get();
+            throw new CudaException(op + ": " + msg + (extra.isEmpty() ? "" : " [" + extra + "]"), status);
+        }
+    }
+
+    /** Devices the loaded library sees (throws with the driver's message when there is none). */
+    static int deviceCount() {
+        IntPointer p = new IntPointer(1);
+        try {
+            check(onestep_device_count(p), "deviceCount", () -> "");
+            return p.get();
+        } finally {
+            p.close();
+        }
+    }
+}

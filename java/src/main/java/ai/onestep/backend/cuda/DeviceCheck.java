@@ -1,0 +1,225 @@
+package ai.onestep.backend.cuda;
+
+import ai.onestep.backend.Ops;
+import ai.onestep.backend.cpu.CpuOps;
+import ai.onestep.diffusion.ConsistencyDenoiser;
+import ai.onestep.diffusion.EdmDenoiser;
+import ai.onestep.diffusion.Noise;
+import ai.onestep.model.Context;
+import ai.onestep.model.UNet;
+import ai.onestep.model.UNetConfig;
+import ai.onestep.nn.Parameter;
+import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorArena;
+import ai.onestep.tensor.Workspace;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+import java.util.function.Consumer;
+
+/**
+ * The CUDA backend checked against the cpu backend, op by op and on a whole U-Net, plus graph capture and replay:
+ * the one Java check to run where a GPU is lent (bench/gpu/java_cuda_check.sh carries a JDK runtime there), and
+ * runnable here against the emulated library with {@code --emulated}. Prints one row per check and a summary
+ * last; exits 1 if any check fails.
+ *
+ * <pre>java -cp onestep.jar ai.onestep.backend.cuda.DeviceCheck [--emulated] [--library PATH]</pre>
+ *
+ * Tolerances are relative L2 errors: 1e-4 for our fp32 kernels, 5e-3 where cuBLAS or cuDNN may use TF32 on a GPU.
+ */
+public final class DeviceCheck {
+    private final CudaOps dev;
+    private final CpuOps cpu = new CpuOps(Runtime.getRuntime().availableProcessors());
+    private final List<String> rows = new ArrayList<>();
+    private int failures;
+
+    private DeviceCheck(CudaOps dev) {
+        this.dev = dev;
+    }
+
+    public static void main(String[] args) throws Exception {
+        boolean emulated = Arrays.asList(args).contains("--emulated");
+        int li = Arrays.asList(args).indexOf("--library");
+        CudaOps ops;
+        try {
+            if (emulated) {
+                Path lib = li >= 0 ? Path.of(args[li + 1]) : CudaBackend.emulatedLibrary();
+                ops = CudaBackend.openEmulated(lib, 256L << 20, 2);
+            } else {
+                if (li >= 0) {
+                    System.setProperty("onestep.kernels.library", args[li + 1]);
+                }
+                ops = CudaBackend.open(Runtime.getRuntime().availableProcessors());
+            }
+        } catch (CudaBackend.Unavailable e) {
+            System.err.println("DeviceCheck: " + e.getMessage());
+            System.exit(2);
+            return;
+        }
+        try (ops) {
+            DeviceCheck c = new DeviceCheck(ops);
+            System.out.println("device: " + ops.device().describe());
+            c.run();
+            System.out.printf("%-46s %12s %10s  %s%n", "check", "rel. error", "tolerance", "result");
+            c.rows.forEach(System.out::println);
+            System.out.println("DeviceCheck: " + (c.failures == 0 ? "all " + c.rows.size() + " checks passed"
+                    : c.failures + " of " + c.rows.size() + " checks FAILED") + " on " + ops.name());
+            System.exit(c.failures == 0 ? 0 : 1);
+        }
+    }
+
+    private void record(String name, double err, double tol) {
+        boolean ok = err <= tol;  // false for NaN
+        failures += ok ? 0 : 1;
+        rows.add(String.format("%-46s %12.3e %10.1e  %s", name, err, tol, ok ? "ok" : "FAIL"));
+    }
+
+    private void fact(String name, boolean ok) {
+        failures += ok ? 0 : 1;
+        rows.add(String.format("%-46s %12s %10s  %s", name, "", "", ok ? "ok" : "FAIL"));
+    }
+
+    private void exact(String name, boolean same) {
+        failures += same ? 0 : 1;
+        rows.add(String.format("%-46s %12s %10s  %s", name, same ? "identical" : "differ", "bits", same ? "ok" : "FAIL"));
+    }
+
+    static double relErr(Tensor got, Tensor want) {
+        float[] a = got.toArray(), b = want.toArray();
+        double num = 0, den = 0;
+        for (int i = 0; i < a.length; i++) {
+            num += ((double) a[i] - b[i]) * ((double) a[i] - b[i]);
+            den += (double) b[i] * b[i];
+        }
+        return Math.sqrt(num / Math.max(den, 1e-30));
+    }
+
+    private static Tensor randn(TensorArena a, long seed, Layout l, int... shape) {
+        Tensor t = a.allocate(l, shape);
+        SplittableRandom r = new SplittableRandom(seed);
+        for (long i = 0; i < t.size(); i++) {
+            t.set(i, (float) (r.nextDouble() * 2 - 1));
+        }
+        return t;
+    }
+
+    /** Runs {@code op} on the device and on the cpu into fresh outputs of {@code shape} and compares. */
+    private void compare(String name, double tol, TensorArena a, Layout l, int[] shape, OpCall op) {
+        Tensor d = a.allocate(l, shape), c = a.allocate(l, shape);
+        op.run(dev, d);
+        op.run(cpu, c);
+        record(name, relErr(d, c), tol);
+    }
+
+    @FunctionalInterface
+    private interface OpCall {
+        void run(Ops ops, Tensor out);
+    }
+
+    private void run() {
+        try (TensorArena a = new TensorArena()) {
+            ops(a);
+        }
+        network();
+    }
+
+    private void ops(TensorArena a) {
+        double lib = 5e-3, ours = 1e-4;
+        Tensor m1 = randn(a, 1, Layout.ROWS, 67, 129), m2 = randn(a, 2, Layout.ROWS, 129, 45);
+        compare("matmul 67x129 . 129x45", lib, a, Layout.ROWS, new int[] {67, 45},
+                (o, y) -> o.matmul(m1, false, m2, false, y, 1f, 0f));
+        Tensor x = randn(a, 3, Layout.ROWS, 4, 256), w = randn(a, 4, Layout.ROWS, 256, 512), b = randn(a, 5, Layout.ROWS, 512);
+        compare("linear 4x256 -> 512 + bias", lib, a, Layout.ROWS, new int[] {4, 512}, (o, y) -> o.linear(x, w, b, y));
+        Tensor f = randn(a, 6, Layout.NHWC, 2, 32, 32, 64);
+        Tensor k3 = randn(a, 7, Layout.HWIO, 3, 3, 64, 128), kb = randn(a, 8, Layout.ROWS, 128);
+        compare("conv2d 3x3 64->128 on 32x32, pad 1", lib, a, Layout.NHWC, new int[] {2, 32, 32, 128},
+                (o, y) -> o.conv2d(f, k3, kb, 1, 1, y));
+        compare("conv2d 3x3 stride 2 (downsample)", lib, a, Layout.NHWC, new int[] {2, 16, 16, 128},
+                (o, y) -> o.conv2d(f, k3, kb, 2, 1, y));
+        Tensor g = randn(a, 9, Layout.ROWS, 64), be = randn(a, 10, Layout.ROWS, 64);
+        Tensor sc = randn(a, 11, Layout.ROWS, 2, 64), sh = randn(a, 12, Layout.ROWS, 2, 64);
+        compare("groupNorm 32 groups + scale/shift + SiLU", ours, a, Layout.NHWC, new int[] {2, 32, 32, 64},
+                (o, y) -> o.groupNorm(f, g, be, sc, sh, 32, 1e-5f, true, y, a.allocate(2, 32), a.allocate(2, 32)));
+        for (int d : new int[] {32, 64, 128}) {
+            Tensor q = randn(a, 13, Layout.ROWS, 2, 256, 2 * d), kk = randn(a, 14, Layout.ROWS, 2, 256, 2 * d);
+            Tensor v = randn(a, 15, Layout.ROWS, 2, 256, 2 * d);
+            compare("attention 2 heads of " + d + ", 256 tokens", ours, a, Layout.ROWS, new int[] {2, 256, 2 * d},
+                    (o, y) -> o.attention(q, kk, v, 2, y, a.allocate(2, 2, 256)));
+        }
+        Tensor p = randn(a, 16, Layout.NHWC, 2, 16, 16, 64), p2 = randn(a, 17, Layout.NHWC, 2, 16, 16, 32);
+        compare("upsampleNearest2x", ours, a, Layout.NHWC, new int[] {2, 32, 32, 64}, (o, y) -> o.upsampleNearest2x(p, y));
+        compare("concatChannels", ours, a, Layout.NHWC, new int[] {2, 16, 16, 96}, (o, y) -> o.concatChannels(p, p2, y));
+        compare("addPerChannel", ours, a, Layout.NHWC, new int[] {2, 16, 16, 64}, (o, y) -> o.addPerChannel(p, sc, y));
+        compare("silu", ours, a, Layout.NHWC, new int[] {2, 16, 16, 64}, (o, y) -> o.silu(p, y));
+        compare("add", ours, a, Layout.NHWC, new int[] {2, 16, 16, 64}, (o, y) -> o.add(p, p, y));
+        Tensor t = a.of(Layout.ROWS, new float[] {-2.1f, 0.3f, 250f}, 3);
+        compare("sinusoidalEmbedding", ours, a, Layout.ROWS, new int[] {3, 128},
+                (o, y) -> o.sinusoidalEmbedding(t, true, 0f, 1f, 10000f, y));
+    }
+
+    /** The CIFAR-size shape family on a small scale: two levels, attention at the lower one. */
+    private static UNetConfig config() {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("sample_size", 16L);
+        m.put("in_channels", 3L);
+        m.put("out_channels", 3L);
+        m.put("time_embedding_type", "positional");
+        m.put("down_block_types", List.of("DownBlock2D", "AttnDownBlock2D"));
+        m.put("up_block_types", List.of("AttnUpBlock2D", "UpBlock2D"));
+        m.put("block_out_channels", List.of(64L, 128L));
+        m.put("layers_per_block", 2L);
+        m.put("attention_head_dim", 64L);
+        m.put("norm_num_groups", 32L);
+        m.put("resnet_time_scale_shift", "scale_shift");
+        return UNetConfig.fromMap(m);
+    }
+
+    private void network() {
+        try (UNet net = new UNet(config(), false); TensorArena a = new TensorArena(); Workspace wd = new Workspace();
+             Workspace wc = new Workspace()) {
+            SplittableRandom r = new SplittableRandom(1);
+            for (Parameter p : net.parameters()) {
+                boolean gain = p.name().contains("norm") && p.name().endsWith("weight");
+                for (long i = 0; i < p.value().size(); i++) {
+                    p.value().set(i, (float) ((r.nextDouble() * 2 - 1) * 0.2 + (gain ? 1 : 0)));
+                }
+            }
+            Tensor x = a.allocate(Layout.NHWC, 2, 16, 16, 3);
+            Noise.gaussian(x, 3, 0);
+            double[] t = {20, 700};
+            Tensor yd = net.forward(Context.inference(dev, wd), x, t, null);
+            Tensor yc = net.forward(Context.inference(cpu, wc), x, t, null);
+            record("U-Net forward, eager, vs cpu", relErr(yd, yc), 5e-3);
+
+            double[] tau = {1.7, 1.7};
+            Consumer<Tensor> eager = out -> {
+                wd.reset();
+                Tensor fd = new EdmDenoiser(net, dev, wd).forward(Context.inference(dev, wd), x, tau, null);
+                ConsistencyDenoiser.combine(dev, x, fd, tau, out);
+            };
+            Tensor e = a.allocate(Layout.NHWC, 2, 16, 16, 3);
+            eager.accept(e);
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, dev, wd, true);
+            Tensor first = a.allocate(Layout.NHWC, 2, 16, 16, 3), second = a.allocate(Layout.NHWC, 2, 16, 16, 3);
+            Tensor replay = a.allocate(Layout.NHWC, 2, 16, 16, 3);
+            f.denoise(x, tau, null, first);
+            f.denoise(x, tau, null, second);
+            f.denoise(x, tau, null, replay);
+            exact("consistency pass, first call vs eager", Arrays.equals(first.toArray(), e.toArray()));
+            exact("captured warm-up vs first call", Arrays.equals(second.toArray(), first.toArray()));
+            exact("graph replay vs first call", Arrays.equals(replay.toArray(), first.toArray()));
+            Tensor c = a.allocate(Layout.NHWC, 2, 16, 16, 3);
+            try (Workspace w = new Workspace()) {
+                new ConsistencyDenoiser(net, cpu, w).denoise(x, tau, null, c);
+            }
+            record("consistency graph replay vs cpu", relErr(replay, c), 5e-3);
+            long[] g = dev.capturedPasses().values().stream().findFirst().orElse(new long[] {0, 0});
+            fact("graph: " + g[0] + " nodes for " + g[1] + " backend ops", g[0] >= g[1] && g[1] > 0);
+        }
+    }
+}

@@ -1,0 +1,272 @@
+package ai.onestep.backend.cuda;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.onestep.backend.OpsTesting;
+import ai.onestep.diffusion.ConsistencyDenoiser;
+import ai.onestep.diffusion.EdmDenoiser;
+import ai.onestep.diffusion.Noise;
+import ai.onestep.model.Context;
+import ai.onestep.model.UNet;
+import ai.onestep.model.UNetConfig;
+import ai.onestep.nn.Parameter;
+import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorArena;
+import ai.onestep.tensor.Workspace;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Whole-network runs on the emulated CUDA backend: one U-Net forward's launch sequence against the CPU backend,
+ * and the denoisers' passes captured as graphs (replay bit-identical to the uncaptured run, inputs re-read on
+ * every replay, a new capture for a new shape or time point, op-by-op fallback when a pass cannot be captured).
+ */
+class CudaGraphTest {
+    private CudaOps ops;
+
+    @BeforeEach
+    void needsBackend() {
+        ops = EmulatedDeviceTest.require();
+    }
+
+    /** A small U-Net whose attention (32 channels) has heads of {@code headDim}: 32 uses the fused kernel. */
+    static UNetConfig config(long headDim) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("sample_size", 8L);
+        m.put("in_channels", 2L);
+        m.put("out_channels", 2L);
+        m.put("time_embedding_type", "positional");
+        m.put("down_block_types", List.of("DownBlock2D", "AttnDownBlock2D"));
+        m.put("up_block_types", List.of("AttnUpBlock2D", "UpBlock2D"));
+        m.put("block_out_channels", List.of(32L, 32L));
+        m.put("layers_per_block", 1L);
+        m.put("attention_head_dim", headDim);
+        m.put("norm_num_groups", 8L);
+        m.put("resnet_time_scale_shift", "scale_shift");
+        return UNetConfig.fromMap(m);
+    }
+
+    static UNet randomNet(UNetConfig cfg, long seed) {
+        UNet net = new UNet(cfg, false);
+        SplittableRandom r = new SplittableRandom(seed);
+        for (Parameter p : net.parameters()) {
+            boolean gain = p.name().contains("norm") && p.name().endsWith("weight");
+            for (long i = 0; i < p.value().size(); i++) {
+                p.value().set(i, (float) ((r.nextDouble() * 2 - 1) * 0.3 + (gain ? 1 : 0)));
+            }
+        }
+        return net;
+    }
+
+    private static Tensor noise(TensorArena a, int n, long seed) {
+        Tensor x = a.allocate(Layout.NHWC, n, 8, 8, 2);
+        Noise.gaussian(x, seed, 0);
+        return x;
+    }
+
+    @Test
+    void unetForwardMatchesTheCpuBackend() {
+        try (UNet net = randomNet(config(32), 1); TensorArena a = new TensorArena(); Workspace w1 = new Workspace();
+             Workspace w2 = new Workspace()) {
+            Tensor x = noise(a, 2, 3);
+            double[] t = {10, 900};
+            long before = ops.deviceOps();
+            Tensor yc = net.forward(Context.inference(ops, w1), x, t, null);
+            long launched = ops.deviceOps() - before;
+            Tensor yr = net.forward(Context.inference(OpsTesting.CPU, w2), x, t, null);
+            OpsTesting.assertClose("unet forward cuda-emulated vs cpu", yc, yr, 1e-4);
+            assertTrue(launched > 20, "the forward ran " + launched + " device ops");
+        }
+    }
+
+    /** The consistency denoiser without a pass: the same ops, each one eager. */
+    private void eagerConsistency(UNet net, Workspace ws, Tensor x, double[] t, Tensor out) {
+        ws.reset();
+        Tensor f = new EdmDenoiser(net, ops, ws).forward(Context.inference(ops, ws), x, t, null);
+        ConsistencyDenoiser.combine(ops, x, f, t, out);
+    }
+
+    @Test
+    void capturedPassReplaysBitForBitAndRecapturesOnANewShapeOrTimePoint() {
+        try (UNet net = randomNet(config(32), 2); TensorArena a = new TensorArena(); Workspace ws = new Workspace();
+             Workspace wsCpu = new Workspace()) {
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
+            double[] t = {2.5, 2.5};
+            Tensor x = noise(a, 2, 5);
+            Tensor eager = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            Tensor first = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            Tensor replay = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            eagerConsistency(net, ws, x, t, eager);
+
+            int graphs = ops.capturedPasses().size();
+            f.denoise(x, t, null, first);  // first use: on the device, not captured
+            assertEquals(graphs, ops.capturedPasses().size(), "a key seen once is not captured");
+            Tensor captured = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            f.denoise(x, t, null, captured);  // second use: warm-up in exact arenas, then capture
+            assertEquals(graphs + 1, ops.capturedPasses().size());
+            long opsBefore = ops.deviceOps();
+            f.denoise(x, t, null, replay);  // replay: no op is issued from Java
+            assertEquals(opsBefore, ops.deviceOps(), "a replay issues no op from Java");
+            assertArrayEquals(eager.toArray(), first.toArray(), "pass vs eager");
+            assertArrayEquals(first.toArray(), captured.toArray(), "warm-up vs first run");
+            assertArrayEquals(first.toArray(), replay.toArray(), "replay vs first run");
+
+            Tensor cpu = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            new ConsistencyDenoiser(net, OpsTesting.CPU, wsCpu).denoise(x, t, null, cpu);
+            OpsTesting.assertClose("consistency denoiser cuda-emulated graph vs cpu", replay, cpu, 1e-4);
+
+            // New noise in a new tensor: the replay reads the input again.
+            Tensor x2 = noise(a, 2, 6);
+            Tensor eager2 = a.allocate(Layout.NHWC, 2, 8, 8, 2), replay2 = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            f.denoise(x2, t, null, replay2);
+            eagerConsistency(net, ws, x2, t, eager2);
+            assertArrayEquals(eager2.toArray(), replay2.toArray(), "replay on new input vs eager");
+            assertFalse(java.util.Arrays.equals(replay.toArray(), replay2.toArray()));
+            assertEquals(graphs + 1, ops.capturedPasses().size(), "same key and shapes: no new capture");
+
+            String key = "consistency t=[2.5, 2.5] ([2, 8, 8, 2]) -> ([2, 8, 8, 2])";
+            long[] stats = ops.capturedPasses().get(key);
+            assertTrue(stats != null, "captured keys: " + ops.capturedPasses().keySet());
+            assertTrue(stats[1] > 20 && stats[0] >= stats[1], "graph nodes " + stats[0] + ", ops " + stats[1]);
+
+            // A new batch size and a new time point each get a graph of their own (on their second use).
+            Tensor x1 = noise(a, 1, 7), y1 = a.allocate(Layout.NHWC, 1, 8, 8, 2);
+            for (int i = 0; i < 3; i++) {
+                f.denoise(x1, new double[] {2.5}, null, y1);
+                f.denoise(x, new double[] {0.8, 0.8}, null, replay);
+            }
+            assertEquals(graphs + 3, ops.capturedPasses().size());
+            Tensor e1 = a.allocate(Layout.NHWC, 1, 8, 8, 2);
+            eagerConsistency(net, ws, x1, new double[] {2.5}, e1);
+            assertArrayEquals(e1.toArray(), y1.toArray(), "batch-1 graph vs eager");
+
+            // A parameter update through the backend drops every graph (they hold the old weights).
+            try (TensorArena p = new TensorArena()) {
+                Tensor target = p.allocate(3), source = p.allocate(3);
+                ops.ema(target, source, 0.5f);
+            }
+            assertEquals(0, ops.capturedPasses().size());
+        }
+    }
+
+    @Test
+    void registeredParametersAreSharedAndRefreshedInPlaceUnderGraphs() {
+        try (UNet net = randomNet(config(32), 5); TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
+            List<Tensor> params = new java.util.ArrayList<>();
+            net.parameters().forEach(p -> params.add(p.value()));
+            ops.registerParameters(params);
+            long[] reg = ops.registeredParameters();
+            assertTrue(reg[0] >= params.size() && reg[1] > 0, java.util.Arrays.toString(reg));
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
+            double[] t = {3.5};
+            Tensor x = noise(a, 1, 11), y = a.allocate(Layout.NHWC, 1, 8, 8, 2), e = a.allocate(Layout.NHWC, 1, 8, 8, 2);
+            for (int i = 0; i < 3; i++) {
+                f.denoise(x, t, null, y);  // run, capture, replay
+            }
+            int graphs = ops.capturedPasses().size();
+            // An EMA update of a registered parameter (through the backend) refreshes its one device copy: the
+            // graph stays and its replay sees the new weights.
+            Tensor w = net.parameters().list().get(0).value();
+            try (TensorArena s = new TensorArena()) {
+                Tensor src = s.allocate(w.shape());
+                src.fill(0.5f);
+                ops.ema(w, src, 0.25f);
+            }
+            assertEquals(graphs, ops.capturedPasses().size(), "a registered parameter's update keeps the graphs");
+            f.denoise(x, t, null, y);
+            eagerConsistency(net, ws, x, t, e);
+            assertArrayEquals(e.toArray(), y.toArray(), "replay after the update vs eager with the new weights");
+        }
+    }
+
+    @Test
+    void aClosedModelsGraphIsNeverReplayedForTheNextOne() {
+        // Graphs and registered parameters are found by host address; once a model is closed, a new model may sit
+        // at the same addresses and must get its own results.
+        double[] t = {4.5};
+        try (TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
+            Tensor x = noise(a, 1, 12), y = a.allocate(Layout.NHWC, 1, 8, 8, 2), e = a.allocate(Layout.NHWC, 1, 8, 8, 2);
+            for (long seed : new long[] {6, 7}) {
+                try (UNet net = randomNet(config(32), seed)) {
+                    List<Tensor> params = new java.util.ArrayList<>();
+                    net.parameters().forEach(p -> params.add(p.value()));
+                    ops.registerParameters(params);
+                    ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
+                    for (int i = 0; i < 3; i++) {
+                        f.denoise(x, t, null, y);
+                    }
+                    eagerConsistency(net, ws, x, t, e);
+                    assertArrayEquals(e.toArray(), y.toArray(), "model " + seed + ": replay vs eager");
+                }
+            }
+        }
+    }
+
+    @Test
+    void denoisersRunOpByOpUnlessAskedForDevicePasses() {
+        // Training may read the network's intermediate tensors after a denoiser call, so only samplers (api.Sampler)
+        // ask for device passes; a plain denoiser runs op by op and keeps every tensor current on the host.
+        try (UNet net = randomNet(config(32), 8); TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
+            EdmDenoiser d = new EdmDenoiser(net, ops, ws);
+            Tensor x = noise(a, 1, 13), y = a.allocate(Layout.NHWC, 1, 8, 8, 2);
+            int graphs = ops.capturedPasses().size();
+            long[] issued = new long[3];
+            for (int i = 0; i < 3; i++) {
+                long before = ops.deviceOps();
+                d.denoise(x, new double[] {0.9}, null, y);
+                issued[i] = ops.deviceOps() - before;
+            }
+            assertEquals(graphs, ops.capturedPasses().size());
+            assertTrue(issued[0] > 20 && issued[1] == issued[0] && issued[2] == issued[0],
+                    "every call runs its ops: " + java.util.Arrays.toString(issued));
+        }
+    }
+
+    @Test
+    void edmPassJoinsPerSampleSlicesOnTheDevice() {
+        // The EDM denoiser scales each sample into its own slice of c_in x, then the U-Net reads the whole batch:
+        // the residency joins the slices by device copies, inside the graph.
+        try (UNet net = randomNet(config(32), 3); TensorArena a = new TensorArena(); Workspace ws = new Workspace();
+             Workspace wsCpu = new Workspace()) {
+            EdmDenoiser d = new EdmDenoiser(net, ops, ws, true);
+            double[] sigma = {0.5, 7.0};
+            Tensor x = noise(a, 2, 8);
+            Tensor first = a.allocate(Layout.NHWC, 2, 8, 8, 2), replay = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            d.denoise(x, sigma, null, first);
+            d.denoise(x, sigma, null, replay);  // captured
+            d.denoise(x, sigma, null, replay);  // replayed
+            assertArrayEquals(first.toArray(), replay.toArray());
+            Tensor cpu = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            new EdmDenoiser(net, OpsTesting.CPU, wsCpu).denoise(x, sigma, null, cpu);
+            OpsTesting.assertClose("edm denoiser cuda-emulated graph vs cpu", replay, cpu, 1e-4);
+        }
+    }
+
+    @Test
+    void aPassWithAHostOnlyOpRunsOpByOp() {
+        // Heads of 4 channels have no fused attention kernel: the pass cannot stay on the device, so it runs op by
+        // op (attention on the host) and still gives the CPU backend's answer.
+        try (UNet net = randomNet(config(4), 4); TensorArena a = new TensorArena(); Workspace ws = new Workspace();
+             Workspace wsCpu = new Workspace()) {
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
+            double[] t = {1.25};
+            Tensor x = noise(a, 1, 9), y = a.allocate(Layout.NHWC, 1, 8, 8, 2), cpu = a.allocate(Layout.NHWC, 1, 8, 8, 2);
+            int graphs = ops.capturedPasses().size();
+            f.denoise(x, t, null, y);
+            f.denoise(x, t, null, y);
+            assertEquals(graphs, ops.capturedPasses().size());
+            assertTrue(ops.eagerOnlyPasses().stream().anyMatch(k -> k.startsWith("consistency t=[1.25]")),
+                    ops.eagerOnlyPasses().toString());
+            new ConsistencyDenoiser(net, OpsTesting.CPU, wsCpu).denoise(x, t, null, cpu);
+            OpsTesting.assertClose("op-by-op pass vs cpu", y, cpu, 1e-4);
+        }
+    }
+}

@@ -1,0 +1,276 @@
+package ai.onestep.backend.cuda;
+
+import static ai.onestep.kernels.OnestepKernels.onestep_groupnorm_forward;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import ai.onestep.backend.OpsTesting;
+import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorArena;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The CUDA backend's own logic against the emulated kernel library (kernels/emu, built by cmake): device arena,
+ * each op's launch sequence against the CPU backend, errors. {@link CudaGraphTest} covers passes and graphs.
+ * Skips (with the reason) when the emulated library or the JNI bindings were not built, unless
+ * {@code -Donestep.cuda.requireEmulated=true} (bin/test sets it when it built them) makes that a failure.
+ */
+class EmulatedDeviceTest {
+    static CudaOps ops;
+    static String unavailable;
+
+    static CudaOps open() {
+        if (ops == null && unavailable == null) {
+            try {
+                ops = CudaBackend.openEmulated(CudaBackend.emulatedLibrary(), 64L << 20, 2);
+            } catch (CudaBackend.Unavailable e) {
+                unavailable = e.getMessage();
+            }
+        }
+        return ops;
+    }
+
+    /** Skips the calling test when the emulated backend is not there (fails instead when it is required). */
+    static CudaOps require() {
+        CudaOps o = open();
+        if (o == null && Boolean.getBoolean("onestep.cuda.requireEmulated")) {
+            fail("the emulated CUDA backend is required but did not open: " + unavailable);
+        }
+        assumeTrue(o != null, "emulated CUDA backend not available: " + unavailable);
+        return o;
+    }
+
+    @BeforeAll
+    static void openOnce() {
+        open();
+    }
+
+    @AfterAll
+    static void closeDown() {
+        // The backend stays open for CudaGraphTest in the same JVM; the JVM's exit frees it.
+    }
+
+    @BeforeEach
+    void needsBackend() {
+        require();
+    }
+
+    @Test
+    void arenaAlignsRewindsAndReportsOutOfMemory() {
+        try (DeviceArena a = new DeviceArena(ops.device(), "test", 4096)) {
+            long p1 = a.allocate(4, "one float");
+            long p2 = a.allocate(300, "300 bytes");
+            long p3 = a.allocate(1, "one byte");
+            assertEquals(0, p1 % DeviceArena.ALIGN);
+            assertEquals(p1 + 256, p2);
+            assertEquals(p2 + 512, p3);
+            assertEquals(1024, a.used());
+            a.reset();
+            assertEquals(p1, a.allocate(8, "again"), "after reset the first slice is handed out again");
+            CudaException e = assertThrows(CudaException.class, () -> a.allocate(8000, "conv2d output [1, 40, 50, 1]"));
+            assertTrue(e.getMessage().contains("out of memory") && e.getMessage().contains("conv2d output [1, 40, 50, 1]")
+                    && e.getMessage().contains("256 of 4096"), e.getMessage());
+            assertEquals(4096, a.capacity());
+        }
+    }
+
+    @Test
+    void dataRoundTripsThroughDeviceMemory() {
+        try (TensorArena h = new TensorArena(); DeviceArena a = new DeviceArena(ops.device(), "copy", 1 << 16)) {
+            Tensor x = OpsTesting.randn(h, 1, 1000);
+            Tensor y = h.allocate(1000);
+            long d1 = a.allocate(4000, "x"), d2 = a.allocate(4000, "y");
+            ops.device().upload(d1, x.segment(), 4000, () -> "x");
+            ops.device().copy(d2, d1, 4000, () -> "x");
+            ops.device().download(y.segment(), d2, 4000, () -> "y");
+            assertArrayEquals(x.toArray(), y.toArray());
+        }
+    }
+
+    private static void close(String what, Tensor got, Tensor want) {
+        OpsTesting.assertClose(what + " on " + ops.name() + " vs cpu", got, want, 1e-5);
+    }
+
+    @Test
+    void denseLayersMatchTheCpuBackend() {
+        try (TensorArena h = new TensorArena()) {
+            // matmul in all four transpose combinations, with beta = 0 over NaN and beta != 0.
+            for (int f = 0; f < 4; f++) {
+                boolean ta = (f & 1) != 0, tb = (f & 2) != 0;
+                int m = 13, n = 7, k = 19;
+                Tensor a = ta ? OpsTesting.randn(h, 2 + f, k, m) : OpsTesting.randn(h, 2 + f, m, k);
+                Tensor b = tb ? OpsTesting.randn(h, 9 + f, n, k) : OpsTesting.randn(h, 9 + f, k, n);
+                Tensor c0 = OpsTesting.randn(h, 20 + f, m, n);
+                Tensor c1 = h.copyOf(c0), c2 = h.copyOf(c0);
+                ops.matmul(a, ta, b, tb, c1, 0.5f, 0.25f);
+                OpsTesting.CPU.matmul(a, ta, b, tb, c2, 0.5f, 0.25f);
+                close("matmul trans " + ta + "/" + tb, c1, c2);
+                c1.fill(Float.NaN);
+                ops.matmul(a, ta, b, tb, c1, 1f, 0f);
+                OpsTesting.CPU.matmul(a, ta, b, tb, c2, 1f, 0f);
+                close("matmul beta 0", c1, c2);
+            }
+            Tensor x = OpsTesting.randn(h, 3, 2, 5, 24);
+            Tensor w = OpsTesting.randn(h, 4, 24, 33);
+            Tensor bias = OpsTesting.randn(h, 5, 33);
+            Tensor y1 = h.allocate(2, 5, 33), y2 = h.allocate(2, 5, 33);
+            ops.linear(x, w, bias, y1);
+            OpsTesting.CPU.linear(x, w, bias, y2);
+            close("linear", y1, y2);
+            // conv2d: 3x3 pad 1, stride 2 pad 1 (downsample), 1x1 without bias; ragged sizes.
+            int[][] cases = {{3, 1, 1, 1}, {3, 2, 1, 1}, {1, 1, 0, 0}};
+            for (int[] cs : cases) {
+                int kk = cs[0], stride = cs[1], pad = cs[2];
+                Tensor xi = OpsTesting.randn(h, 6, Layout.NHWC, 2, 9, 7, 5);
+                Tensor wi = OpsTesting.randn(h, 7, Layout.HWIO, kk, kk, 5, 6);
+                Tensor bi = cs[3] == 1 ? OpsTesting.randn(h, 8, 6) : null;
+                int[] os = ai.onestep.backend.Ops.convOutputShape(xi, wi, stride, pad);
+                Tensor o1 = h.allocate(Layout.NHWC, os), o2 = h.allocate(Layout.NHWC, os);
+                ops.conv2d(xi, wi, bi, stride, pad, o1);
+                OpsTesting.CPU.conv2d(xi, wi, bi, stride, pad, o2);
+                close("conv2d " + kk + "x" + kk + " stride " + stride, o1, o2);
+            }
+        }
+    }
+
+    @Test
+    void normAttentionAndElementwiseOpsMatchTheCpuBackend() {
+        try (TensorArena h = new TensorArena()) {
+            Tensor x = OpsTesting.randn(h, 11, Layout.NHWC, 2, 5, 3, 16);
+            Tensor g = OpsTesting.randn(h, 12, 16), b = OpsTesting.randn(h, 13, 16);
+            Tensor sc = OpsTesting.randn(h, 14, 2, 16), sh = OpsTesting.randn(h, 15, 2, 16);
+            for (boolean silu : new boolean[] {false, true}) {
+                Tensor y1 = h.allocate(Layout.NHWC, 2, 5, 3, 16), y2 = h.allocate(Layout.NHWC, 2, 5, 3, 16);
+                Tensor m1 = h.allocate(2, 4), r1 = h.allocate(2, 4), m2 = h.allocate(2, 4), r2 = h.allocate(2, 4);
+                ops.groupNorm(x, g, b, silu ? sc : null, silu ? sh : null, 4, 1e-5f, silu, y1, m1, r1);
+                OpsTesting.CPU.groupNorm(x, g, b, silu ? sc : null, silu ? sh : null, 4, 1e-5f, silu, y2, m2, r2);
+                close("groupNorm silu=" + silu, y1, y2);
+                close("groupNorm mean", m1, m2);
+                close("groupNorm rstd", r1, r2);
+            }
+            // attention: 2 heads of 32 (the fused kernel), 13 tokens.
+            Tensor q = OpsTesting.randn(h, 21, 2, 13, 64), k = OpsTesting.randn(h, 22, 2, 13, 64);
+            Tensor v = OpsTesting.randn(h, 23, 2, 13, 64);
+            Tensor o1 = h.allocate(2, 13, 64), o2 = h.allocate(2, 13, 64);
+            Tensor l1 = h.allocate(2, 2, 13), l2 = h.allocate(2, 2, 13);
+            ops.attention(q, k, v, 2, o1, l1);
+            OpsTesting.CPU.attention(q, k, v, 2, o2, l2);
+            close("attention", o1, o2);
+            close("attention lse", l1, l2);
+
+            Tensor a = OpsTesting.randn(h, 31, 3, 7), c = OpsTesting.randn(h, 32, 3, 7);
+            Tensor r1 = h.allocate(3, 7), r2 = h.allocate(3, 7);
+            ops.add(a, c, r1);
+            OpsTesting.CPU.add(a, c, r2);
+            close("add", r1, r2);
+            ops.mul(a, c, r1);
+            OpsTesting.CPU.mul(a, c, r2);
+            close("mul", r1, r2);
+            ops.scale(a, -1.5f, r1);
+            OpsTesting.CPU.scale(a, -1.5f, r2);
+            close("scale", r1, r2);
+            ops.axpy(0.3f, c, r1);
+            OpsTesting.CPU.axpy(0.3f, c, r2);
+            close("axpy", r1, r2);
+            ops.silu(a, r1);
+            OpsTesting.CPU.silu(a, r2);
+            close("silu", r1, r2);
+            ops.siluBackward(a, c, r1);
+            OpsTesting.CPU.siluBackward(a, c, r2);
+            close("siluBackward", r1, r2);
+            ops.scale(r1, 2f, r1);  // in place
+            OpsTesting.CPU.scale(r2, 2f, r2);
+            close("scale in place", r1, r2);
+
+            Tensor pv = OpsTesting.randn(h, 33, 2, 16);
+            Tensor p1 = h.allocate(Layout.NHWC, 2, 5, 3, 16), p2 = h.allocate(Layout.NHWC, 2, 5, 3, 16);
+            ops.addPerChannel(x, pv, p1);
+            OpsTesting.CPU.addPerChannel(x, pv, p2);
+            close("addPerChannel", p1, p2);
+            Tensor x2 = OpsTesting.randn(h, 34, Layout.NHWC, 2, 5, 3, 7);
+            Tensor cc1 = h.allocate(Layout.NHWC, 2, 5, 3, 23), cc2 = h.allocate(Layout.NHWC, 2, 5, 3, 23);
+            ops.concatChannels(x, x2, cc1);
+            OpsTesting.CPU.concatChannels(x, x2, cc2);
+            close("concatChannels", cc1, cc2);
+            Tensor u1 = h.allocate(Layout.NHWC, 2, 10, 6, 16), u2 = h.allocate(Layout.NHWC, 2, 10, 6, 16);
+            Tensor sa1 = h.allocate(Layout.NHWC, 2, 5, 3, 16), sb1 = h.allocate(Layout.NHWC, 2, 5, 3, 7);
+            Tensor sa2 = h.allocate(Layout.NHWC, 2, 5, 3, 16), sb2 = h.allocate(Layout.NHWC, 2, 5, 3, 7);
+            ops.splitChannels(cc1, sa1, sb1);
+            OpsTesting.CPU.splitChannels(cc2, sa2, sb2);
+            close("splitChannels a", sa1, sa2);
+            close("splitChannels b", sb1, sb2);
+            Tensor s1 = h.allocate(2, 16), s2 = h.allocate(2, 16);
+            ops.sumPerChannel(x, s1);
+            OpsTesting.CPU.sumPerChannel(x, s2);
+            close("sumPerChannel", s1, s2);
+            ops.upsampleNearest2x(x, u1);
+            OpsTesting.CPU.upsampleNearest2x(x, u2);
+            close("upsample", u1, u2);
+            Tensor t = h.of(Layout.ROWS, new float[] {-3f, 0.5f, 700f}, 3);
+            Tensor e1 = h.allocate(3, 33), e2 = h.allocate(3, 33);
+            ops.sinusoidalEmbedding(t, true, 1f, 1f, 10000f, e1);
+            OpsTesting.NAIVE.sinusoidalEmbedding(t, true, 1f, 1f, 10000f, e2);
+            close("sinusoidalEmbedding", e1, e2);
+        }
+    }
+
+    @Test
+    void opsWithoutADeviceKernelRunOnTheHostInEagerMode() {
+        try (TensorArena h = new TensorArena()) {
+            // Head dim 4 has no fused kernel: eager mode gives the CPU backend's answer.
+            Tensor q = OpsTesting.randn(h, 41, 1, 9, 8), k = OpsTesting.randn(h, 42, 1, 9, 8);
+            Tensor v = OpsTesting.randn(h, 43, 1, 9, 8);
+            Tensor o1 = h.allocate(1, 9, 8), o2 = h.allocate(1, 9, 8), l1 = h.allocate(1, 2, 9), l2 = h.allocate(1, 2, 9);
+            long before = ops.deviceOps();
+            ops.attention(q, k, v, 2, o1, l1);
+            assertEquals(before, ops.deviceOps(), "head dim 4 must not reach the device");
+            OpsTesting.CPU.attention(q, k, v, 2, o2, l2);
+            assertArrayEquals(o2.toArray(), o1.toArray());
+        }
+    }
+
+    @Test
+    void libraryErrorsBecomeExceptionsNamingKernelAndShapes() {
+        try (DeviceArena a = new DeviceArena(ops.device(), "errors", 1 << 12)) {
+            long p = a.allocate(1024, "buffer");
+            CudaException e = assertThrows(CudaException.class, () -> Device.check(onestep_groupnorm_forward(p, p, p, 0,
+                    0, p, p, p, 1, 2, 12, 5, 1e-5f, 0, ops.device().stream()), "groupNorm", () -> "x [1, 1, 2, 12] NHWC"));
+            assertEquals(1, e.status());
+            assertTrue(e.getMessage().startsWith("groupNorm: onestep_groupnorm_forward(N=1, HW=2, C=12, G=5)")
+                    && e.getMessage().contains("[x [1, 1, 2, 12] NHWC]"), e.getMessage());
+
+            CudaException c = assertThrows(CudaException.class, () -> ops.device().conv2d(p, p, 0, p, 1, 2, 2, 1, 5, 5,
+                    1, 1, 0, a::allocate, () -> "x [1, 2, 2, 1] NHWC"));
+            assertTrue(c.getMessage().contains("onestep_conv2d_nhwc(N=1, H=2, W=2, Cin=1, KH=5, KW=5, Cout=1")
+                    && c.getMessage().contains("does not fit"), c.getMessage());
+
+            // A host copy while capturing would make a graph read host memory that later changes: refused.
+            try (TensorArena h = new TensorArena()) {
+                Tensor t = h.allocate(4);
+                ops.device().beginCapture();
+                CudaException u = assertThrows(CudaException.class,
+                        () -> ops.device().upload(p, t.segment(), 16, () -> "t [4]"));
+                ops.device().destroyGraph(ops.device().endCapture());
+                assertTrue(u.getMessage().contains("onestep_memcpy_htod") && u.getMessage().contains("under capture"),
+                        u.getMessage());
+            }
+        }
+    }
+
+    @Test
+    void describesItself() {
+        assertEquals("cuda-emulated", ops.name());
+        assertEquals("emulated", ops.device().kind());
+        assertTrue(ops.device().describe().contains("portable kernels"), ops.device().describe());
+        assertNotEquals(0, ops.device().stream());
+    }
+}

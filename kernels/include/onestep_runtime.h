@@ -1,0 +1,61 @@
+/* onestep_runtime.h: the small slice of the CUDA runtime that the Java CUDA backend needs, exported by
+ * libonestep_kernels.so next to the kernels (onestep_kernels.h). Java binds this library only, so memory,
+ * streams and graphs go through the same cudart as the kernels (the library links cudart statically).
+ *
+ * Two builds share this API:
+ *  - the CUDA build (nvcc): thin wrappers of cudaMalloc, cudaMemcpy, cudaStreamCreate, stream capture,
+ *    cudaGraphInstantiate / cudaGraphLaunch;
+ *  - the emulated build (host compiler, kernels/emu): device memory is host memory, every launch runs at
+ *    once on the calling thread, and a stream under capture RECORDS each launch, memset and device copy in
+ *    order instead of running it; launching the graph replays that list. See kernels/README.md.
+ *
+ * Status codes and onestep_last_error_message() work as in onestep_kernels.h.
+ */
+#ifndef ONESTEP_RUNTIME_H
+#define ONESTEP_RUNTIME_H
+
+#include <stddef.h>
+#include "onestep_kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct onestep_graph_st* onestep_graph;
+
+/* "cuda" or "emulated": which build of the library was loaded. */
+const char* onestep_runtime_kind(void);
+
+/* Number of usable devices. Without a driver the CUDA build returns ONESTEP_ERROR_CUDA (error 35, driver
+ * insufficient) and the message says so; the emulated build reports one device. */
+onestep_status onestep_device_count(int* count);
+
+/* Device memory. onestep_malloc aligns to at least 256 bytes. */
+onestep_status onestep_malloc(void** ptr, size_t bytes);
+onestep_status onestep_free(void* ptr);
+
+/* Copies between host (pageable) and device memory; these two wait for `stream` and are never captured. */
+onestep_status onestep_memcpy_htod(void* dst, const void* src, size_t bytes, cudaStream_t stream);
+onestep_status onestep_memcpy_dtoh(void* dst, const void* src, size_t bytes, cudaStream_t stream);
+/* Device-to-device copy and memset: asynchronous on `stream`, and captured into a graph like a kernel. */
+onestep_status onestep_memcpy_dtod(void* dst, const void* src, size_t bytes, cudaStream_t stream);
+onestep_status onestep_memset(void* dst, int value, size_t bytes, cudaStream_t stream);
+
+/* A non-blocking stream of its own (the legacy default stream cannot be captured). */
+onestep_status onestep_stream_create(cudaStream_t* stream);
+onestep_status onestep_stream_destroy(cudaStream_t stream);
+
+/* Stream capture: between begin and end, work queued on `stream` is recorded, not run. end_capture
+ * instantiates the recorded work as *graph; graph_launch replays it on `stream`. */
+onestep_status onestep_graph_begin_capture(cudaStream_t stream);
+onestep_status onestep_graph_end_capture(cudaStream_t stream, onestep_graph* graph);
+onestep_status onestep_graph_launch(onestep_graph graph, cudaStream_t stream);
+onestep_status onestep_graph_destroy(onestep_graph graph);
+/* The number of nodes (kernels, copies, memsets) the graph holds. */
+onestep_status onestep_graph_node_count(onestep_graph graph, long long* count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ONESTEP_RUNTIME_H */

@@ -1,0 +1,312 @@
+// layers.cu: the portable fp32 kernels around the fused ones (GEMM, linear, direct convolution, layout and
+// elementwise ops, the sinusoidal time embedding). One thread per output element in a grid-stride loop:
+// simple and obviously correct, because their job is to let the emulated build run a whole U-Net and to be
+// the fallback when cuBLAS/cuDNN do not load. Accumulation is fp32 FMA in a fixed order (k, or ky/kx/ci).
+#include "cuda_compat.cuh"
+#include "onestep_kernels.h"
+#include "status.cuh"
+
+#include <cmath>
+#include <cstdio>
+
+namespace onestep {
+namespace layers {
+
+constexpr int kBlock = 256;
+
+inline dim3 grid_for(long long n) {
+    long long blocks = (n + kBlock - 1) / kBlock;
+    if (blocks > (1 << 16)) blocks = 1 << 16;  // grid-stride beyond that
+    return dim3(unsigned(blocks < 1 ? 1 : blocks));
+}
+
+#define ONESTEP_GRID_STRIDE(i, n)                                                        \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
+         i += (long long)gridDim.x * blockDim.x)
+
+__global__ void gemm_kernel(const float* a, int ta, const float* b, int tb, float* c, int M, int N, int K,
+                            float alpha, float beta) {
+    ONESTEP_GRID_STRIDE(idx, (long long)M * N) {
+        int i = int(idx / N), j = int(idx % N);
+        float acc = 0.f;
+        for (int k = 0; k < K; k++) {
+            float av = ta ? a[(long long)k * M + i] : a[(long long)i * K + k];
+            float bv = tb ? b[(long long)j * K + k] : b[(long long)k * N + j];
+            acc = fmaf(av, bv, acc);
+        }
+        c[idx] = beta == 0.f ? alpha * acc : alpha * acc + beta * c[idx];
+    }
+}
+
+__global__ void linear_kernel(const float* x, const float* w, const float* bias, float* y, long long rows, int in,
+                              int out) {
+    ONESTEP_GRID_STRIDE(idx, rows * out) {
+        long long r = idx / out;
+        int j = int(idx % out);
+        float acc = 0.f;
+        for (int k = 0; k < in; k++) acc = fmaf(x[r * in + k], w[(long long)k * out + j], acc);
+        y[idx] = bias ? acc + bias[j] : acc;
+    }
+}
+
+__global__ void conv_kernel(const float* x, const float* w, const float* bias, float* y, int N, int H, int W, int Cin,
+                            int KH, int KW, int Cout, int stride, int pad, int Ho, int Wo) {
+    ONESTEP_GRID_STRIDE(idx, (long long)N * Ho * Wo * Cout) {
+        int co = int(idx % Cout);
+        long long p = idx / Cout;
+        int ox = int(p % Wo);
+        int oy = int((p / Wo) % Ho);
+        int n = int(p / ((long long)Wo * Ho));
+        float acc = 0.f;
+        for (int ky = 0; ky < KH; ky++) {
+            int iy = oy * stride - pad + ky;
+            if (iy < 0 || iy >= H) continue;
+            for (int kx = 0; kx < KW; kx++) {
+                int ix = ox * stride - pad + kx;
+                if (ix < 0 || ix >= W) continue;
+                const float* xp = x + (((long long)n * H + iy) * W + ix) * Cin;
+                const float* wp = w + ((long long)ky * KW + kx) * Cin * Cout + co;
+                for (int ci = 0; ci < Cin; ci++) acc = fmaf(xp[ci], wp[(long long)ci * Cout], acc);
+            }
+        }
+        y[idx] = bias ? acc + bias[co] : acc;
+    }
+}
+
+__global__ void mul_kernel(const float* a, const float* b, float* out, long long n) {
+    ONESTEP_GRID_STRIDE(i, n) { out[i] = a[i] * b[i]; }
+}
+
+__global__ void add_per_channel_kernel(const float* x, const float* v, float* y, long long P, int C, long long total) {
+    ONESTEP_GRID_STRIDE(i, total) {
+        long long n = i / (P * C);
+        int c = int(i % C);
+        y[i] = x[i] + v[n * C + c];
+    }
+}
+
+__global__ void concat_kernel(const float* a, const float* b, float* y, long long rows, int ca, int cb) {
+    const int ct = ca + cb;
+    ONESTEP_GRID_STRIDE(i, rows * ct) {
+        long long r = i / ct;
+        int c = int(i % ct);
+        y[i] = c < ca ? a[r * ca + c] : b[r * cb + (c - ca)];
+    }
+}
+
+__global__ void split_kernel(const float* y, float* a, float* b, long long rows, int ca, int cb) {
+    const int ct = ca + cb;
+    ONESTEP_GRID_STRIDE(i, rows * ct) {
+        long long r = i / ct;
+        int c = int(i % ct);
+        if (c < ca) a[r * ca + c] = y[i];
+        else b[r * cb + (c - ca)] = y[i];
+    }
+}
+
+__global__ void sum_per_channel_kernel(const float* x, float* v, int N, long long P, int C) {
+    ONESTEP_GRID_STRIDE(i, (long long)N * C) {
+        long long n = i / C;
+        int c = int(i % C);
+        float acc = 0.f;
+        for (long long p = 0; p < P; p++) acc += x[(n * P + p) * C + c];
+        v[i] = acc;
+    }
+}
+
+__global__ void upsample_kernel(const float* x, float* y, int N, int H, int W, int C) {
+    const int H2 = 2 * H, W2 = 2 * W;
+    ONESTEP_GRID_STRIDE(i, (long long)N * H2 * W2 * C) {
+        int c = int(i % C);
+        long long p = i / C;
+        int ox = int(p % W2);
+        int oy = int((p / W2) % H2);
+        long long n = p / ((long long)W2 * H2);
+        y[i] = x[((n * H + oy / 2) * W + ox / 2) * C + c];
+    }
+}
+
+// (N, T, H, D) <-> (N, H, T, D): `to_heads` chooses the direction; i indexes the destination.
+__global__ void heads_kernel(const float* x, float* y, int N, int T, int H, int D, int to_heads) {
+    ONESTEP_GRID_STRIDE(i, (long long)N * T * H * D) {
+        int d = int(i % D);
+        if (to_heads) {  // destination (n, h, t, d)
+            int t = int((i / D) % T);
+            int h = int((i / ((long long)D * T)) % H);
+            long long n = i / ((long long)D * T * H);
+            y[i] = x[((n * T + t) * H + h) * D + d];
+        } else {  // destination (n, t, h, d)
+            int h = int((i / D) % H);
+            int t = int((i / ((long long)D * H)) % T);
+            long long n = i / ((long long)D * H * T);
+            y[i] = x[((n * H + h) * T + t) * D + d];
+        }
+    }
+}
+
+__global__ void sinusoidal_kernel(const float* t, float* y, int N, int D, int flip, float shift, float scale,
+                                  float max_period) {
+    const int half = D / 2;
+    ONESTEP_GRID_STRIDE(i, (long long)N * D) {
+        int n = int(i / D), j = int(i % D);
+        if (j >= 2 * half) {
+            y[i] = 0.f;  // the odd D's trailing zero
+            continue;
+        }
+        int f = j < half ? j : j - half;
+        // Formed in double like the Java oracle, then rounded once: keeps high frequencies within fp32 rounding.
+        double freq = exp(-log((double)max_period) * f / (half - (double)shift));
+        double arg = (double)scale * (double)t[n] * freq;
+        bool first = j < half;
+        y[i] = float((first != (flip != 0)) ? sin(arg) : cos(arg));
+    }
+}
+
+}  // namespace layers
+}  // namespace onestep
+
+using onestep::fail;
+using onestep::check_launch;
+using onestep::launch;
+namespace L = onestep::layers;
+
+#define ONESTEP_SHAPES(...)                            \
+    char shapes[160];                                  \
+    std::snprintf(shapes, sizeof shapes, __VA_ARGS__)
+
+extern "C" onestep_status onestep_gemm(const float* a, int trans_a, const float* b, int trans_b, float* c, int M,
+                                       int N, int K, float alpha, float beta, cudaStream_t stream) {
+    ONESTEP_SHAPES("M=%d, N=%d, K=%d, trans_a=%d, trans_b=%d", M, N, K, trans_a, trans_b);
+    if (M < 0 || N < 0 || K < 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_gemm", shapes, "negative size");
+    if ((long long)M * N > 0 && (!a || !b || !c) && K > 0)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_gemm", shapes, "NULL pointer");
+    if ((long long)M * N == 0) return ONESTEP_OK;
+    return check_launch(launch(L::gemm_kernel, L::grid_for((long long)M * N), dim3(L::kBlock), 0, stream, a, trans_a,
+                               b, trans_b, c, M, N, K, alpha, beta),
+                        "onestep_gemm", shapes);
+}
+
+extern "C" onestep_status onestep_linear(const float* x, const float* w, const float* bias, float* y, long long rows,
+                                         int in, int out, cudaStream_t stream) {
+    ONESTEP_SHAPES("rows=%lld, in=%d, out=%d", rows, in, out);
+    if (rows < 0 || in < 1 || out < 1)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_linear", shapes, "rows >= 0, in >= 1 and out >= 1 needed");
+    if (rows > 0 && (!x || !w || !y)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_linear", shapes, "NULL pointer");
+    if (rows == 0) return ONESTEP_OK;
+    return check_launch(launch(L::linear_kernel, L::grid_for(rows * out), dim3(L::kBlock), 0, stream, x, w, bias, y, rows,
+                               in, out),
+                        "onestep_linear", shapes);
+}
+
+extern "C" onestep_status onestep_conv2d_nhwc(const float* x, const float* w, const float* bias, float* y, int N,
+                                              int H, int W, int Cin, int KH, int KW, int Cout, int stride, int padding,
+                                              cudaStream_t stream) {
+    ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d, KH=%d, KW=%d, Cout=%d, stride=%d, padding=%d", N, H, W, Cin, KH, KW, Cout,
+                   stride, padding);
+    if (N < 1 || H < 1 || W < 1 || Cin < 1 || KH < 1 || KW < 1 || Cout < 1 || stride < 1 || padding < 0)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_conv2d_nhwc", shapes, "sizes must be >= 1, padding >= 0");
+    int Ho = (H + 2 * padding - KH) / stride + 1, Wo = (W + 2 * padding - KW) / stride + 1;
+    if (H + 2 * padding < KH || W + 2 * padding < KW)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_conv2d_nhwc", shapes, "the kernel does not fit the input");
+    if (!x || !w || !y) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_conv2d_nhwc", shapes, "NULL pointer");
+    long long total = (long long)N * Ho * Wo * Cout;
+    return check_launch(launch(L::conv_kernel, L::grid_for(total), dim3(L::kBlock), 0, stream, x, w, bias, y, N, H, W,
+                               Cin, KH, KW, Cout, stride, padding, Ho, Wo),
+                        "onestep_conv2d_nhwc", shapes);
+}
+
+extern "C" onestep_status onestep_mul(const float* a, const float* b, float* out, long long n, cudaStream_t stream) {
+    ONESTEP_SHAPES("n=%lld", n);
+    if (n < 0 || (n > 0 && (!a || !b || !out)))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_mul", shapes, "negative n or NULL pointer");
+    if (n == 0) return ONESTEP_OK;
+    return check_launch(launch(L::mul_kernel, L::grid_for(n), dim3(L::kBlock), 0, stream, a, b, out, n), "onestep_mul",
+                        shapes);
+}
+
+extern "C" onestep_status onestep_add_per_channel(const float* x, const float* v, float* y, int N, long long P, int C,
+                                                  cudaStream_t stream) {
+    ONESTEP_SHAPES("N=%d, P=%lld, C=%d", N, P, C);
+    if (N < 0 || P < 0 || C < 1 || !x || !v || !y)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_add_per_channel", shapes, "bad size or NULL pointer");
+    long long total = (long long)N * P * C;
+    if (total == 0) return ONESTEP_OK;
+    return check_launch(launch(L::add_per_channel_kernel, L::grid_for(total), dim3(L::kBlock), 0, stream, x, v, y, P, C,
+                               total),
+                        "onestep_add_per_channel", shapes);
+}
+
+extern "C" onestep_status onestep_concat_channels(const float* a, const float* b, float* y, long long rows, int ca,
+                                                  int cb, cudaStream_t stream) {
+    ONESTEP_SHAPES("rows=%lld, ca=%d, cb=%d", rows, ca, cb);
+    if (rows < 0 || ca < 1 || cb < 1 || !a || !b || !y)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_concat_channels", shapes, "bad size or NULL pointer");
+    if (rows == 0) return ONESTEP_OK;
+    return check_launch(launch(L::concat_kernel, L::grid_for(rows * (ca + cb)), dim3(L::kBlock), 0, stream, a, b, y,
+                               rows, ca, cb),
+                        "onestep_concat_channels", shapes);
+}
+
+extern "C" onestep_status onestep_split_channels(const float* y, float* a, float* b, long long rows, int ca, int cb,
+                                                 cudaStream_t stream) {
+    ONESTEP_SHAPES("rows=%lld, ca=%d, cb=%d", rows, ca, cb);
+    if (rows < 0 || ca < 1 || cb < 1 || !a || !b || !y)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_split_channels", shapes, "bad size or NULL pointer");
+    if (rows == 0) return ONESTEP_OK;
+    return check_launch(launch(L::split_kernel, L::grid_for(rows * (ca + cb)), dim3(L::kBlock), 0, stream, y, a, b,
+                               rows, ca, cb),
+                        "onestep_split_channels", shapes);
+}
+
+extern "C" onestep_status onestep_sum_per_channel(const float* x, float* v, int N, long long P, int C,
+                                                  cudaStream_t stream) {
+    ONESTEP_SHAPES("N=%d, P=%lld, C=%d", N, P, C);
+    if (N < 0 || P < 0 || C < 1 || !x || !v)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_sum_per_channel", shapes, "bad size or NULL pointer");
+    if ((long long)N * C == 0) return ONESTEP_OK;
+    return check_launch(launch(L::sum_per_channel_kernel, L::grid_for((long long)N * C), dim3(L::kBlock), 0, stream, x,
+                               v, N, P, C),
+                        "onestep_sum_per_channel", shapes);
+}
+
+extern "C" onestep_status onestep_upsample_nearest2x(const float* x, float* y, int N, int H, int W, int C,
+                                                     cudaStream_t stream) {
+    ONESTEP_SHAPES("N=%d, H=%d, W=%d, C=%d", N, H, W, C);
+    if (N < 1 || H < 1 || W < 1 || C < 1 || !x || !y)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_upsample_nearest2x", shapes, "bad size or NULL pointer");
+    return check_launch(launch(L::upsample_kernel, L::grid_for(4LL * N * H * W * C), dim3(L::kBlock), 0, stream, x, y, N,
+                               H, W, C),
+                        "onestep_upsample_nearest2x", shapes);
+}
+
+static onestep_status heads(const char* name, const float* x, float* y, int N, int T, int H, int D, int to_heads,
+                            cudaStream_t stream) {
+    ONESTEP_SHAPES("N=%d, T=%d, H=%d, D=%d", N, T, H, D);
+    if (N < 1 || T < 1 || H < 1 || D < 1 || !x || !y)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, name, shapes, "bad size or NULL pointer");
+    return check_launch(launch(L::heads_kernel, L::grid_for((long long)N * T * H * D), dim3(L::kBlock), 0, stream, x, y,
+                               N, T, H, D, to_heads),
+                        name, shapes);
+}
+
+extern "C" onestep_status onestep_split_heads(const float* x, float* y, int N, int T, int H, int D, cudaStream_t s) {
+    return heads("onestep_split_heads", x, y, N, T, H, D, 1, s);
+}
+
+extern "C" onestep_status onestep_merge_heads(const float* x, float* y, int N, int T, int H, int D, cudaStream_t s) {
+    return heads("onestep_merge_heads", x, y, N, T, H, D, 0, s);
+}
+
+extern "C" onestep_status onestep_sinusoidal_embedding(const float* t, float* y, int N, int D, int flip_sin_to_cos,
+                                                       float downscale_freq_shift, float scale, float max_period,
+                                                       cudaStream_t stream) {
+    ONESTEP_SHAPES("N=%d, D=%d", N, D);
+    if (N < 1 || D < 2 || !t || !y)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_sinusoidal_embedding", shapes, "bad size or NULL pointer");
+    if (D / 2 - downscale_freq_shift == 0.f)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_sinusoidal_embedding", shapes,
+                    "half the size minus downscale_freq_shift is 0");
+    return check_launch(launch(L::sinusoidal_kernel, L::grid_for((long long)N * D), dim3(L::kBlock), 0, stream, t, y, N,
+                               D, flip_sin_to_cos, downscale_freq_shift, scale, max_period),
+                        "onestep_sinusoidal_embedding", shapes);
+}

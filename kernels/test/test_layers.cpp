@@ -1,0 +1,170 @@
+// test_layers.cpp: the portable layer kernels of kernels/src/layers.cu against double references on ragged
+// shapes, and the runtime of kernels/src/runtime.cu: memory, copies, and stream capture (recorded, not run,
+// until the graph is launched; replayed in order; host copies refused while capturing).
+#include "onestep_kernels.h"
+#include "onestep_runtime.h"
+#include "test_common.h"
+
+#include <cstring>
+#include <vector>
+
+using ktest::expect;
+using ktest::expect_close;
+using std::vector;
+
+namespace {
+
+bool ok(onestep_status s, const char* what) {
+    return expect(s == ONESTEP_OK, what, onestep_last_error_message());
+}
+
+void check_gemm() {
+    ktest::Rng rng(1);
+    const int M = 7, N = 13, K = 19;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            vector<float> a = rng.normals(size_t(M) * K), b = rng.normals(size_t(K) * N), c = rng.normals(size_t(M) * N);
+            vector<double> want(size_t(M) * N);
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double acc = 0;
+                    for (int k = 0; k < K; k++)
+                        acc += double(ta ? a[size_t(k) * M + i] : a[size_t(i) * K + k]) *
+                               double(tb ? b[size_t(j) * K + k] : b[size_t(k) * N + j]);
+                    want[size_t(i) * N + j] = 0.5 * acc + 0.25 * c[size_t(i) * N + j];
+                }
+            ok(onestep_gemm(a.data(), ta, b.data(), tb, c.data(), M, N, K, 0.5f, 0.25f, nullptr), "gemm: %s");
+            ktest::sync();
+            expect_close(ta ? (tb ? "gemm TT" : "gemm TN") : (tb ? "gemm NT" : "gemm NN"), c.data(), want.data(),
+                         want.size(), 1e-5, 1e-5);
+        }
+}
+
+void check_conv() {
+    ktest::Rng rng(2);
+    const int cases[][4] = {{3, 1, 1, 1}, {3, 2, 1, 1}, {1, 1, 0, 0}, {3, 2, 0, 1}};
+    for (const auto& cs : cases) {
+        const int KH = cs[0], stride = cs[1], pad = cs[2], N = 2, H = 9, W = 7, Ci = 5, Co = 6;
+        const int Ho = (H + 2 * pad - KH) / stride + 1, Wo = (W + 2 * pad - KH) / stride + 1;
+        vector<float> x = rng.normals(size_t(N) * H * W * Ci), w = rng.normals(size_t(KH) * KH * Ci * Co),
+                      b = rng.normals(Co), y(size_t(N) * Ho * Wo * Co, NAN);
+        vector<double> want(y.size());
+        for (int n = 0; n < N; n++)
+            for (int oy = 0; oy < Ho; oy++)
+                for (int ox = 0; ox < Wo; ox++)
+                    for (int co = 0; co < Co; co++) {
+                        double acc = cs[3] ? b[co] : 0.0;
+                        for (int ky = 0; ky < KH; ky++)
+                            for (int kx = 0; kx < KH; kx++) {
+                                int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                for (int ci = 0; ci < Ci; ci++)
+                                    acc += double(x[((size_t(n) * H + iy) * W + ix) * Ci + ci]) *
+                                           double(w[((size_t(ky) * KH + kx) * Ci + ci) * Co + co]);
+                            }
+                        want[((size_t(n) * Ho + oy) * Wo + ox) * Co + co] = acc;
+                    }
+        ok(onestep_conv2d_nhwc(x.data(), w.data(), cs[3] ? b.data() : nullptr, y.data(), N, H, W, Ci, KH, KH, Co, stride,
+                               pad, nullptr),
+           "conv2d: %s");
+        ktest::sync();
+        expect_close("conv2d", y.data(), want.data(), want.size(), 1e-5, 1e-5);
+    }
+    expect(onestep_conv2d_nhwc(nullptr, nullptr, nullptr, nullptr, 1, 2, 2, 1, 5, 5, 1, 1, 0, nullptr) ==
+               ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "onestep_conv2d_nhwc(N=1, H=2, W=2, Cin=1, KH=5") != nullptr,
+           "conv2d with a kernel larger than the input: %s", onestep_last_error_message());
+}
+
+void check_layout_ops() {
+    ktest::Rng rng(3);
+    const int N = 2, H = 3, W = 5, Ca = 7, Cb = 4;
+    const long long rows = (long long)N * H * W;
+    vector<float> a = rng.normals(size_t(rows) * Ca), b = rng.normals(size_t(rows) * Cb), y(size_t(rows) * (Ca + Cb));
+    ok(onestep_concat_channels(a.data(), b.data(), y.data(), rows, Ca, Cb, nullptr), "concat: %s");
+    vector<float> a2(a.size(), NAN), b2(b.size(), NAN);
+    ok(onestep_split_channels(y.data(), a2.data(), b2.data(), rows, Ca, Cb, nullptr), "split: %s");
+    ktest::sync();
+    expect_close("concat then split (a)", a2.data(), ktest::to_double(a).data(), a.size(), 0, 0);
+    expect_close("concat then split (b)", b2.data(), ktest::to_double(b).data(), b.size(), 0, 0);
+    expect(y[size_t(Ca)] == b[0] && y[size_t(Ca + Cb)] == a[size_t(Ca)], "concat interleaves rows%s");
+
+    vector<float> up(size_t(N) * 2 * H * 2 * W * Ca);
+    ok(onestep_upsample_nearest2x(a.data(), up.data(), N, H, W, Ca, nullptr), "upsample: %s");
+    vector<double> want(up.size());
+    for (int n = 0; n < N; n++)
+        for (int yy = 0; yy < 2 * H; yy++)
+            for (int xx = 0; xx < 2 * W; xx++)
+                for (int c = 0; c < Ca; c++)
+                    want[((size_t(n) * 2 * H + yy) * 2 * W + xx) * Ca + c] = a[((size_t(n) * H + yy / 2) * W + xx / 2) * Ca + c];
+    ktest::sync();
+    expect_close("upsample", up.data(), want.data(), want.size(), 0, 0);
+
+    // Heads: (N, T, H*D) -> (N, H, T, D) -> back is the identity, and one element lands where it should.
+    const int T = 5, Hh = 3, D = 4;
+    vector<float> q = rng.normals(size_t(N) * T * Hh * D), qh(q.size()), back(q.size());
+    ok(onestep_split_heads(q.data(), qh.data(), N, T, Hh, D, nullptr), "split heads: %s");
+    ok(onestep_merge_heads(qh.data(), back.data(), N, T, Hh, D, nullptr), "merge heads: %s");
+    ktest::sync();
+    expect_close("split then merge heads", back.data(), ktest::to_double(q).data(), q.size(), 0, 0);
+    expect(qh[((size_t(1) * Hh + 2) * T + 3) * D + 1] == q[((size_t(1) * T + 3) * Hh + 2) * D + 1], "split heads layout%s");
+
+    vector<float> v(size_t(N) * Ca);
+    ok(onestep_sum_per_channel(a.data(), v.data(), N, (long long)H * W, Ca, nullptr), "sum per channel: %s");
+    vector<double> sums(v.size(), 0.0);
+    for (int n = 0; n < N; n++)
+        for (int p = 0; p < H * W; p++)
+            for (int c = 0; c < Ca; c++) sums[size_t(n) * Ca + c] += a[(size_t(n) * H * W + p) * Ca + c];
+    ktest::sync();
+    expect_close("sum per channel", v.data(), sums.data(), sums.size(), 1e-5, 1e-5);
+}
+
+void check_capture() {
+    // Recorded while capturing, run only by the launch, and as often as launched.
+    cudaStream_t s = nullptr;
+    if (!ok(onestep_stream_create(&s), "stream: %s")) return;
+    const long long n = 1000;
+    float *x = nullptr, *y = nullptr;
+    ok(onestep_malloc(reinterpret_cast<void**>(&x), n * sizeof(float)), "malloc: %s");
+    ok(onestep_malloc(reinterpret_cast<void**>(&y), n * sizeof(float)), "malloc: %s");
+    vector<float> host(n, 1.0f), out(n);
+    ok(onestep_memcpy_htod(x, host.data(), n * sizeof(float), s), "htod: %s");
+    ok(onestep_memset(y, 0, n * sizeof(float), s), "memset: %s");
+    ok(onestep_graph_begin_capture(s), "begin capture: %s");
+    ok(onestep_axpy(2.0f, x, y, n, s), "axpy: %s");         // y += 2 x
+    ok(onestep_memcpy_dtod(x, y, n * sizeof(float), s), "dtod: %s");  // x = y
+    expect(onestep_memcpy_dtoh(out.data(), y, n * sizeof(float), s) == ONESTEP_ERROR_INVALID_ARGUMENT,
+           "a host copy while capturing is refused%s");
+    onestep_graph g = nullptr;
+    ok(onestep_graph_end_capture(s, &g), "end capture: %s");
+    long long nodes = 0;
+    ok(onestep_graph_node_count(g, &nodes), "node count: %s");
+    expect(nodes == 2, "the graph holds the kernel and the copy%s");
+    ok(onestep_memcpy_dtoh(out.data(), y, n * sizeof(float), s), "dtoh: %s");
+    expect(out[0] == 0.0f && out[n - 1] == 0.0f, "nothing ran during capture%s");
+    ok(onestep_graph_launch(g, s), "launch: %s");
+    ok(onestep_graph_launch(g, s), "launch again: %s");  // y = 2 + 2*2 = 6 after two replays
+    ok(onestep_memcpy_dtoh(out.data(), y, n * sizeof(float), s), "dtoh: %s");
+    vector<double> six(n, 6.0);
+    expect_close("two replays of y += 2x; x = y", out.data(), six.data(), n, 0, 0);
+    expect(onestep_graph_begin_capture(nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT, "the legacy stream cannot be captured%s");
+    ok(onestep_graph_destroy(g), "destroy: %s");
+    ok(onestep_free(x), "free: %s");
+    ok(onestep_free(y), "free: %s");
+    ok(onestep_stream_destroy(s), "stream destroy: %s");
+    int devices = 0;
+    ok(onestep_device_count(&devices), "device count: %s");
+    const bool emulated = std::strcmp(onestep_runtime_kind(), "emulated") == 0;
+    expect(emulated ? devices == 1 : devices >= 1, "the emulation has one device, a GPU build at least one%s");
+}
+
+}  // namespace
+
+int main() {
+    const auto start = std::chrono::steady_clock::now();
+    check_gemm();
+    check_conv();
+    check_layout_ops();
+    check_capture();
+    return ktest::finish("test_layers", start);
+}

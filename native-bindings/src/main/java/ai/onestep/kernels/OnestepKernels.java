@@ -1,0 +1,187 @@
+package ai.onestep.kernels;
+
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.IntPointer;
+import org.bytedeco.javacpp.LongPointer;
+import org.bytedeco.javacpp.annotation.Cast;
+import org.bytedeco.javacpp.annotation.Platform;
+
+/**
+ * JavaCPP binding of {@code kernels/include/onestep_kernels.h} and {@code onestep_runtime.h}: one static native
+ * method per C function, same name, same argument order.
+ *
+ * <p>Device pointers and stream/graph handles travel as {@code long} addresses (cast back to their C type in the
+ * generated JNI code), so the Java backend can sub-allocate an arena by plain arithmetic. Every function returns
+ * an {@code onestep_status} ({@link #OK} ... {@link #ERROR_CUDA}); {@link #onestep_last_error_message()} names
+ * the function and shapes of the last failure on the calling thread.
+ *
+ * <p>Loading: call {@link KernelLibrary#load} rather than {@code Loader.load} directly. It loads the chosen
+ * {@code libonestep_kernels.so} (CUDA or emulated build, same SONAME) by absolute path first, so the JNI library,
+ * which was linked against that SONAME, binds to it wherever the jar lives (native-bindings/README.md).
+ */
+@Platform(include = {"onestep_kernels.h", "onestep_runtime.h"}, link = "onestep_kernels")
+public final class OnestepKernels {
+    public static final int OK = 0;
+    public static final int ERROR_INVALID_ARGUMENT = 1;
+    public static final int ERROR_UNSUPPORTED = 2;
+    public static final int ERROR_CUDA = 3;
+
+    private OnestepKernels() {
+    }
+
+    // ---- status ----
+    public static native @Cast("const char*") BytePointer onestep_last_error_message();
+
+    public static native int onestep_synchronize(@Cast("cudaStream_t") long stream);
+
+    // ---- runtime (onestep_runtime.h) ----
+    public static native @Cast("const char*") BytePointer onestep_runtime_kind();
+
+    public static native int onestep_device_count(IntPointer count);
+
+    public static native int onestep_malloc(@Cast("void**") LongPointer ptr, @Cast("size_t") long bytes);
+
+    public static native int onestep_free(@Cast("void*") long ptr);
+
+    public static native int onestep_memcpy_htod(@Cast("void*") long dst, @Cast("const void*") long src,
+                                                 @Cast("size_t") long bytes, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_memcpy_dtoh(@Cast("void*") long dst, @Cast("const void*") long src,
+                                                 @Cast("size_t") long bytes, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_memcpy_dtod(@Cast("void*") long dst, @Cast("const void*") long src,
+                                                 @Cast("size_t") long bytes, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_memset(@Cast("void*") long dst, int value, @Cast("size_t") long bytes,
+                                            @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_stream_create(@Cast("cudaStream_t*") LongPointer stream);
+
+    public static native int onestep_stream_destroy(@Cast("cudaStream_t") long stream);
+
+    public static native int onestep_graph_begin_capture(@Cast("cudaStream_t") long stream);
+
+    public static native int onestep_graph_end_capture(@Cast("cudaStream_t") long stream,
+                                                       @Cast("onestep_graph*") LongPointer graph);
+
+    public static native int onestep_graph_launch(@Cast("onestep_graph") long graph, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_graph_destroy(@Cast("onestep_graph") long graph);
+
+    public static native int onestep_graph_node_count(@Cast("onestep_graph") long graph,
+                                                      @Cast("long long*") LongPointer count);
+
+    // ---- group norm ----
+    public static native int onestep_groupnorm_forward(@Cast("const float*") long x, @Cast("const float*") long gamma,
+                                                       @Cast("const float*") long beta, @Cast("const float*") long scale,
+                                                       @Cast("const float*") long shift, @Cast("float*") long y,
+                                                       @Cast("float*") long mean, @Cast("float*") long rstd, int n,
+                                                       int hw, int c, int g, float eps, int applySilu,
+                                                       @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_groupnorm_backward(@Cast("const float*") long dy, @Cast("const float*") long x,
+                                                        @Cast("const float*") long mean, @Cast("const float*") long rstd,
+                                                        @Cast("const float*") long gamma, @Cast("const float*") long beta,
+                                                        @Cast("const float*") long scale,
+                                                        @Cast("const float*") long shift, @Cast("float*") long dx,
+                                                        @Cast("float*") long dgamma, @Cast("float*") long dbeta,
+                                                        @Cast("float*") long dscale, @Cast("float*") long dshift,
+                                                        int n, int hw, int c, int g, int applySilu,
+                                                        @Cast("cudaStream_t") long stream);
+
+    // ---- denoising updates ----
+    public static native int onestep_edm_euler_step(@Cast("const float*") long x, @Cast("const float*") long denoised,
+                                                    @Cast("float*") long xNext, @Cast("float*") long dOut, long n,
+                                                    double sigma, double sigmaNext, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_edm_heun_step(@Cast("const float*") long x, @Cast("const float*") long d,
+                                                   @Cast("const float*") long xEuler,
+                                                   @Cast("const float*") long denoisedNext, @Cast("float*") long xNext,
+                                                   long n, double sigma, double sigmaNext,
+                                                   @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_consistency_output(@Cast("const float*") long x, @Cast("const float*") long f,
+                                                        @Cast("float*") long out, long n, double t, double eps,
+                                                        double sigmaData, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_consistency_renoise(@Cast("const float*") long x, @Cast("const float*") long z,
+                                                         @Cast("float*") long out, long n, double tau, double eps,
+                                                         @Cast("cudaStream_t") long stream);
+
+    // ---- elementwise ----
+    public static native int onestep_add(@Cast("const float*") long a, @Cast("const float*") long b,
+                                         @Cast("float*") long out, long n, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_axpy(float alpha, @Cast("const float*") long x, @Cast("float*") long y, long n,
+                                          @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_scale(float alpha, @Cast("const float*") long x, @Cast("float*") long out, long n,
+                                           @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_silu_forward(@Cast("const float*") long x, @Cast("float*") long out, long n,
+                                                  @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_silu_backward(@Cast("const float*") long x, @Cast("const float*") long dout,
+                                                   @Cast("float*") long dx, long n, @Cast("cudaStream_t") long stream);
+
+    // ---- attention ----
+    public static native int onestep_attention_forward(@Cast("const float*") long q, @Cast("const float*") long k,
+                                                       @Cast("const float*") long v, @Cast("float*") long o,
+                                                       @Cast("float*") long lse, int b, int h, int tq, int tk, int d,
+                                                       @Cast("const int*") long kvLen, float softmaxScale,
+                                                       @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_attention_backward(@Cast("const float*") long q, @Cast("const float*") long k,
+                                                        @Cast("const float*") long v, @Cast("const float*") long o,
+                                                        @Cast("const float*") long dout, @Cast("const float*") long lse,
+                                                        @Cast("float*") long delta, @Cast("float*") long dq,
+                                                        @Cast("float*") long dk, @Cast("float*") long dv, int b, int h,
+                                                        int tq, int tk, int d, @Cast("const int*") long kvLen,
+                                                        float softmaxScale, @Cast("cudaStream_t") long stream);
+
+    // ---- layers (portable kernels) ----
+    public static native int onestep_gemm(@Cast("const float*") long a, int transA, @Cast("const float*") long b,
+                                          int transB, @Cast("float*") long c, int m, int n, int k, float alpha,
+                                          float beta, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_linear(@Cast("const float*") long x, @Cast("const float*") long w,
+                                            @Cast("const float*") long bias, @Cast("float*") long y, long rows, int in,
+                                            int out, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_conv2d_nhwc(@Cast("const float*") long x, @Cast("const float*") long w,
+                                                 @Cast("const float*") long bias, @Cast("float*") long y, int n, int h,
+                                                 int wd, int cin, int kh, int kw, int cout, int stride, int padding,
+                                                 @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_mul(@Cast("const float*") long a, @Cast("const float*") long b,
+                                         @Cast("float*") long out, long n, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_add_per_channel(@Cast("const float*") long x, @Cast("const float*") long v,
+                                                     @Cast("float*") long y, int n, long p, int c,
+                                                     @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_concat_channels(@Cast("const float*") long a, @Cast("const float*") long b,
+                                                     @Cast("float*") long y, long rows, int ca, int cb,
+                                                     @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_split_channels(@Cast("const float*") long y, @Cast("float*") long a,
+                                                    @Cast("float*") long b, long rows, int ca, int cb,
+                                                    @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_sum_per_channel(@Cast("const float*") long x, @Cast("float*") long v, int n, long p,
+                                                     int c, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_upsample_nearest2x(@Cast("const float*") long x, @Cast("float*") long y, int n,
+                                                        int h, int w, int c, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_split_heads(@Cast("const float*") long x, @Cast("float*") long y, int n, int t,
+                                                 int h, int d, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_merge_heads(@Cast("const float*") long x, @Cast("float*") long y, int n, int t,
+                                                 int h, int d, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_sinusoidal_embedding(@Cast("const float*") long t, @Cast("float*") long y, int n,
+                                                          int d, int flipSinToCos, float downscaleFreqShift,
+                                                          float scale, float maxPeriod,
+                                                          @Cast("cudaStream_t") long stream);
+}
