@@ -43,9 +43,11 @@ final class Timepoints implements Callable<Integer> {
             String spec = TimepointSearch.search(ops, l.net(), gridN, maxSteps, n, 777,
                     x -> Frechet.distance(Frechet.stats(f.features(x)), ref), System.err::println);
             var meta = new LinkedHashMap<>(l.metadata());
-            meta.put(ConsistencySampler.TIMEPOINTS, spec);
+            // Keep stored points for step counts beyond this search (e.g. --max-steps 2 with more samples).
+            String merged = ConsistencySampler.mergeTimepoints(meta.get(ConsistencySampler.TIMEPOINTS), spec);
+            meta.put(ConsistencySampler.TIMEPOINTS, merged);
             UNetCheckpoint.save(model, l.net(), meta, null);
-            return spec;
+            return merged;
         }
     }
 }

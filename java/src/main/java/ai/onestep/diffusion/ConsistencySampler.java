@@ -18,6 +18,30 @@ public final class ConsistencySampler {
     }
 
     /**
+     * Joins two {@link #TIMEPOINTS} specs: the entries of {@code fresh} replace those of {@code old} with the same
+     * step count, the others are kept (a search up to 2 steps keeps the stored 3- and 4-step points). Ordered by
+     * step count.
+     */
+    public static String mergeTimepoints(String old, String fresh) {
+        java.util.TreeMap<Integer, String> m = new java.util.TreeMap<>();
+        for (String spec : new String[] {old, fresh}) {
+            if (spec == null || spec.isBlank()) {
+                continue;
+            }
+            for (String part : spec.split(";")) {
+                String[] kv = part.split(":");
+                if (kv.length != 2) {
+                    throw new IllegalArgumentException(TIMEPOINTS + ": '" + part + "' is not steps:tau[,tau...]");
+                }
+                m.put(Integer.parseInt(kv[0].trim()), kv[1].trim());
+            }
+        }
+        StringBuilder b = new StringBuilder();
+        m.forEach((k, v) -> b.append(b.isEmpty() ? "" : ";").append(k).append(':').append(v));
+        return b.toString();
+    }
+
+    /**
      * On entry {@code x} holds T z (z ~ N(0, I)); on return the sample. {@code taus} are the re-noising times after
      * the first step (empty for one step), strictly decreasing, each in (eps, T). Noise for step k comes from the
      * stream (seed, k) so a seed fixes the result.

@@ -146,4 +146,12 @@ class ConsistencyDistillerTest {
             assertTrue(ratio >= 3, "FLOPs ratio " + ratio);
         }
     }
+
+    @Test
+    void timepointSpecsMergeByStepCount() {
+        assertEquals("2:1.5;3:8.4,1.9;4:8.4,1.9,0.06",
+                ConsistencySampler.mergeTimepoints("2:8.4;3:8.4,1.9;4:8.4,1.9,0.06", "2:1.5"));
+        assertEquals("2:1.5", ConsistencySampler.mergeTimepoints(null, "2:1.5"));
+        assertThrows(IllegalArgumentException.class, () -> ConsistencySampler.mergeTimepoints("2-1.5", "2:1"));
+    }
 }
