@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# run_gpu_checks.sh: the one script to run on a machine with an NVIDIA GPU (device time is scarce, so one
-# call does everything): builds kernels/ with nvcc, runs the emulated CTest suite, then every dev binary,
+# run_gpu_checks.sh: the kernels' part of bench/gpu/run.sh, which is the one script to run on a GPU machine
+# (it calls this first, then the Java CUDA check, the step timings and the PyTorch peers; see bench/gpu/README.md).
+# On its own: builds kernels/ with nvcc, runs the emulated CTest suite, then every dev binary,
 # which validates each kernel version (the production one included) against its CPU reference ON THE GPU
 # and times it, and prints a short table last. Exit status is non-zero if any validation fails.
 #   usage: kernels/run_gpu_checks.sh [build-dir]      (from anywhere; default build/kernels-gpu)

@@ -572,6 +572,47 @@ def print_table(res):
             print(f"  {k[0] + ' ' + k[1] + ' b' + str(k[2]):34s}" + "".join(f"{c:>20s}" for c in cells))
 
 
+def summary(paths):
+    """The combined U-Net table of run.sh: our engine's step (StepTiming's JSON lines) next to PyTorch's modes."""
+    rows = []
+    for p in paths:
+        if os.path.exists(p):
+            rows += [json.loads(l) for l in open(p) if l.strip()]
+    ours = {(r["model"], r["batch"]): r for r in rows if r.get("bench") == "engine-step" and "Heun" not in r["step"]}
+    heun = {(r["model"], r["batch"]): r for r in rows if r.get("bench") == "engine-step" and "Heun" in r["step"]}
+    torch_rows = [r for r in rows if r.get("bench") == "unet" and r.get("dtype") == "fp32"]
+    modes = list(dict.fromkeys(r["mode"] for r in torch_rows))
+    keys = list(dict.fromkeys(list(ours) + [(r["model"], r["batch"]) for r in torch_rows]))
+    if keys:
+        backend = next((r["backend"] for r in ours.values()), "-")
+        print(f"one denoiser evaluation, fp32, microseconds (median; student at t=80, teacher at sigma=1.5); "
+              f"ours = engine, {backend} backend, host to host")
+        print(f"  {'model':16s} {'batch':>5s} {'ours':>10s}" + "".join(f"{m:>19s}" for m in modes)
+              + f"{'eager/ours':>11s}{'best torch/ours':>16s}")
+        for k in keys:
+            o = ours.get(k, {}).get("us")
+            t = {r["mode"]: r["us"] for r in torch_rows if (r["model"], r["batch"]) == k}
+            cells = "".join(f"{t[m]:19.1f}" if t.get(m) is not None else f"{'-':>19s}" for m in modes)
+            done = [v for v in t.values() if v is not None]
+            r1 = f"{t['eager'] / o:11.2f}" if o and t.get("eager") else f"{'-':>11s}"
+            r2 = f"{min(done) / o:16.2f}" if o and done else f"{'-':>16s}"
+            print(f"  {k[0]:16s} {k[1]:5d} " + (f"{o:10.1f}" if o else f"{'-':>10s}") + cells + r1 + r2)
+        for k, r in heun.items():
+            print(f"  {k[0]} batch {k[1]}: one Heun step (2 NFE + update), ours: {r['us']:.1f} us")
+    sd = [r for r in rows if r.get("bench") == "sdpa"]
+    if sd:
+        print("PyTorch SDPA, fastest backend (us): " + "; ".join(
+            f"{r['model']} b{r['batch']} T{r['tokens']} H{r['heads']} D{r['head_dim']} {r['dtype']} {r['us']:.1f}"
+            for r in sd))
+    gn = [r for r in rows if r.get("bench") == "groupnorm"]
+    if gn:
+        print("PyTorch group norm (GB/s): " + "; ".join(f"{r['variant']} {r['shape']} {r['gbs']:.0f}" for r in gn))
+    bad = [r for r in rows if r.get("finite") is False or str(r.get("note", "")).startswith("failed")]
+    for r in bad:
+        print("  problem:", json.dumps(r))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -591,7 +632,10 @@ def main():
     ap.add_argument("--check-cpu", action="store_true")
     ap.add_argument("--sigmas", default="1.5,80", help="for --check-cpu")
     ap.add_argument("--write-cifar", metavar="PATH")
+    ap.add_argument("--summary", nargs="+", metavar="JSONL", help="print run.sh's combined table from these files")
     args = ap.parse_args()
+    if args.summary:
+        return summary(args.summary)
     if args.write_cifar:
         write_cifar(args.write_cifar)
         return 0
