@@ -100,6 +100,8 @@ if has steps; then
     fi
     libs=$("$py" -c 'import glob, nvidia; print(":".join(d for p in nvidia.__path__ for d in glob.glob(p + "/*/lib")))' 2>/dev/null || true)
     export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # Each device arena (eager, and two for measuring a pass) is allocated whole: CIFAR at batch 64 needs a few GiB.
+    flags+=(-Donestep.cuda.arenaMiB="${ONESTEP_ARENA_MIB:-6144}")
     args=(--backend cuda --library "$lib" --batches 1,64 --reps 50 --warmup 5
           models/fmnist-student.safetensors models/fmnist-teacher.safetensors)
     [ -f "$cifar" ] && args+=("$cifar")
