@@ -44,10 +44,10 @@ run "attention forward, B=8 H=8 T=1024 D=64" "$build/dev_attention_forward"
 run "attention forward, B=2 H=4 T=4096 D=32 (version 2 only)" "$build/dev_attention_forward" 2 2 4 4096 32
 run "attention forward, B=8 H=4 T=256 D=128" "$build/dev_attention_forward" 0 8 4 256 128
 # At the U-Nets' own shapes, batch 64 (and 1 for CIFAR), next to torch_peers.py's SDPA and group norm rows.
-run "attention forward, fmnist 14x14: B=64 H=2 T=196 D=32 (v2)" "$build/dev_attention_forward" 2 64 2 196 32
-run "attention forward, fmnist 7x7: B=64 H=4 T=49 D=32 (v2)" "$build/dev_attention_forward" 2 64 4 49 32
-run "attention forward, CIFAR 16x16: B=64 H=4 T=256 D=64" "$build/dev_attention_forward" 0 64 4 256 64
-run "attention forward, CIFAR 16x16: B=1 H=4 T=256 D=64" "$build/dev_attention_forward" 0 1 4 256 64
+run "attention forward, fmnist 14x14, B=64 H=2 T=196 D=32 (v2)" "$build/dev_attention_forward" 2 64 2 196 32
+run "attention forward, fmnist 7x7, B=64 H=4 T=49 D=32 (v2)" "$build/dev_attention_forward" 2 64 4 49 32
+run "attention forward, CIFAR 16x16, B=64 H=4 T=256 D=64" "$build/dev_attention_forward" 0 64 4 256 64
+run "attention forward, CIFAR 16x16, B=1 H=4 T=256 D=64" "$build/dev_attention_forward" 0 1 4 256 64
 run "group norm forward, fmnist 64x28x28x32, G=8" "$build/dev_groupnorm_forward" 0 64 784 32 8
 run "group norm forward, CIFAR 64x32x32x128, G=32" "$build/dev_groupnorm_forward" 0 64 1024 128 32
 run "attention backward, B=8 H=8 T=1024 D=64" "$build/dev_attention_backward"
