@@ -137,7 +137,8 @@ echo "==== 5. summary on ${card}"
     echo "kernel checks and timings (kernels/run_gpu_checks.sh; full log kernels.log)"
     sed -n '/^summary (fastest block size/,$p' "$out/kernels.log" | sed 1d
   fi
-  has java && grep -E "^DeviceCheck:" "$out/java_check.log"
+  if has java; then grep -E "^DeviceCheck:" "$out/java_check.log" || echo "DeviceCheck: did not finish: $(tail -1 "$out/java_check.log")"; fi
+  if has steps; then grep -E "^StepTiming:|FAIL|NON-FINITE" "$out/steps.log" || echo "StepTiming: did not finish: $(tail -1 "$out/steps.log")"; fi
   "$py" bench/gpu/torch_peers.py --summary "$out/steps.jsonl" "$out/torch.jsonl"
   echo "overall: $([ $status = 0 ] && echo 'all checks passed' || echo "FAILED (exit $status)")"
 } 2>&1 | tee "$out/summary.txt"
