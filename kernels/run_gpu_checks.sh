@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# run_gpu_checks.sh: the one script to run on a machine with an NVIDIA GPU (device time is scarce, so one
-# call does everything): builds kernels/ with nvcc, runs the emulated CTest suite, then every dev binary,
+# run_gpu_checks.sh: the kernels' part of bench/gpu/run.sh, which is the one script to run on a GPU machine
+# (it calls this first, then the Java CUDA check, the step timings and the PyTorch peers; see bench/gpu/README.md).
+# On its own: builds kernels/ with nvcc, runs the emulated CTest suite, then every dev binary,
 # which validates each kernel version (the production one included) against its CPU reference ON THE GPU
 # and times it, and prints a short table last. Exit status is non-zero if any validation fails.
 #   usage: kernels/run_gpu_checks.sh [build-dir]      (from anywhere; default build/kernels-gpu)
@@ -42,6 +43,13 @@ run "group norm backward, 8x32x32x256, G=32" "$build/dev_groupnorm_backward"
 run "attention forward, B=8 H=8 T=1024 D=64" "$build/dev_attention_forward"
 run "attention forward, B=2 H=4 T=4096 D=32 (version 2 only)" "$build/dev_attention_forward" 2 2 4 4096 32
 run "attention forward, B=8 H=4 T=256 D=128" "$build/dev_attention_forward" 0 8 4 256 128
+# At the U-Nets' own shapes, batch 64 (and 1 for CIFAR), next to torch_peers.py's SDPA and group norm rows.
+run "attention forward, fmnist 14x14, B=64 H=2 T=196 D=32 (v2)" "$build/dev_attention_forward" 2 64 2 196 32
+run "attention forward, fmnist 7x7, B=64 H=4 T=49 D=32 (v2)" "$build/dev_attention_forward" 2 64 4 49 32
+run "attention forward, CIFAR 16x16, B=64 H=4 T=256 D=64" "$build/dev_attention_forward" 0 64 4 256 64
+run "attention forward, CIFAR 16x16, B=1 H=4 T=256 D=64" "$build/dev_attention_forward" 0 1 4 256 64
+run "group norm forward, fmnist 64x28x28x32, G=8" "$build/dev_groupnorm_forward" 0 64 784 32 8
+run "group norm forward, CIFAR 64x32x32x128, G=32" "$build/dev_groupnorm_forward" 0 64 1024 128 32
 run "attention backward, B=8 H=8 T=1024 D=64" "$build/dev_attention_backward"
 run "attention backward, B=8 H=4 T=256 D=128" "$build/dev_attention_backward" 0 8 4 256 128
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The Java CUDA backend on a GPU machine, which has no Java: carry a jlink runtime and the engine's jar there.
+# Part of bench/gpu/run.sh, the one script for a GPU machine (its `prepare` calls this one's; its step 2 is `run`).
 #
 #   bench/gpu/java_cuda_check.sh prepare   (here) builds build/gpu-carry/: runtime.tgz (jlink, ~25 MB) and
 #                                          onestep.jar (~8 MB); the device tool's carry limit is 64 MiB
@@ -46,7 +47,7 @@ case "${1:-}" in
       --library build/kernels/emu/libonestep_kernels.so
     ;;
   *)
-    sed -n '2,13p' "$0"
+    sed -n '2,14p' "$0"
     exit 2
     ;;
 esac

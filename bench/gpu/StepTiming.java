@@ -1,0 +1,199 @@
+import ai.onestep.api.Sampler;
+import ai.onestep.diffusion.ConsistencyDenoiser;
+import ai.onestep.diffusion.Denoiser;
+import ai.onestep.diffusion.EdmDenoiser;
+import ai.onestep.diffusion.EdmSampler;
+import ai.onestep.diffusion.KarrasSchedule;
+import ai.onestep.diffusion.Noise;
+import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorArena;
+import ai.onestep.tensor.Workspace;
+import java.io.FileWriter;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+
+/**
+ * Times one sampling step of the engine on a backend, host to host (input on the host, output back on the host,
+ * as {@code bin/onestep sample} sees it): for a student, its 1-step sample (one consistency evaluation at T = 80);
+ * for a teacher, one denoiser evaluation (1 NFE, sigma 1.5) and one Heun step (2 NFE, from the first to the second
+ * Karras noise level of an 18-level schedule, plus the update). Both with the denoisers' device passes (one
+ * CUDA graph per noise level on the cuda backend, captured on the second call), at each batch size; median and
+ * minimum of {@code --reps} calls after {@code --warmup}. With a backend other than cpu, batch 1's output is
+ * compared with the cpu backend's (relative L2) and a difference over 5e-3 (TF32 in cuBLAS/cuDNN) fails.
+ *
+ * <p>Not part of the engine: bench/gpu/run.sh compiles it against onestep.jar (no Maven module, so the GPU
+ * machine needs only the jlink runtime). Exit status 1 on a failed comparison or a non-finite output.
+ *
+ * <pre>java -cp onestep.jar:classes StepTiming --backend cuda --batches 1,64 --jsonl out.jsonl MODEL...</pre>
+ */
+public final class StepTiming {
+    private static final List<String> rows = new ArrayList<>();
+    private static int failures;
+
+    public static void main(String[] args) throws IOException {
+        String backend = "cpu", jsonl = null;
+        int reps = 30, warmup = 3;
+        int[] batches = {1, 64};
+        boolean compare = true, forceCompare = false;
+        List<Path> models = new ArrayList<>();
+        for (int i = 0; i < args.length; i++) {
+            switch (args[i]) {
+                case "--backend" -> backend = args[++i];
+                case "--batches" -> batches = Arrays.stream(args[++i].split(",")).mapToInt(Integer::parseInt).toArray();
+                case "--reps" -> reps = Integer.parseInt(args[++i]);
+                case "--warmup" -> warmup = Integer.parseInt(args[++i]);
+                case "--jsonl" -> jsonl = args[++i];
+                case "--library" -> System.setProperty("onestep.kernels.library", args[++i]);
+                case "--no-compare" -> compare = false;
+                case "--compare" -> forceCompare = true;
+                default -> models.add(Path.of(args[i]));
+            }
+        }
+        if (models.isEmpty()) {
+            System.err.println("usage: StepTiming [--backend B] [--batches 1,64] [--reps N] [--warmup N] [--jsonl F] "
+                    + "[--library libonestep_kernels.so] [--no-compare | --compare] MODEL...");
+            System.exit(2);
+        }
+        FileWriter out = jsonl == null ? null : new FileWriter(jsonl, true);
+        for (Path model : models) {
+            try (Sampler s = Sampler.load(model, backend)) {
+                String device = s.ops() instanceof ai.onestep.backend.cuda.CudaOps c ? c.device().describe() : backend;
+                for (int n : batches) {
+                    time(s, model, backend, device, n, reps, warmup, forceCompare || compare && n == 1 && !backend.equals("cpu"), out);
+                }
+            }
+        }
+        if (out != null) {
+            out.close();
+        }
+        System.out.printf("%n%-56s %6s %12s %12s %10s%n", "engine step (" + backend + ")", "batch", "median us",
+                "min us", "img/s");
+        rows.forEach(System.out::println);
+        System.out.println("StepTiming: " + (failures == 0 ? "ok" : failures + " FAILED"));
+        System.exit(failures == 0 ? 0 : 1);
+    }
+
+    private static void time(Sampler s, Path model, String backend, String device, int n, int reps, int warmup,
+                             boolean compare, FileWriter jsonl) throws IOException {
+        var cfg = s.net().config();
+        int hw = cfg.sampleSize(), c = cfg.inChannels();
+        String name = model.getFileName().toString().replace(".safetensors", "");
+        try (TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
+            Tensor x0 = a.allocate(Layout.NHWC, n, hw, hw, c), x = a.allocate(Layout.NHWC, n, hw, hw, c);
+            Tensor y = a.allocate(Layout.NHWC, n, hw, hw, c);
+            Noise.gaussian(x0, 7, 0);
+            List<Runnable> steps = new ArrayList<>();
+            List<String> labels = new ArrayList<>();
+            if (s.isStudent()) {
+                scale(x0, 80.0);
+                double[] t = filled(n, 80.0);
+                Denoiser f = new ConsistencyDenoiser(s.net(), s.ops(), ws, true);
+                labels.add("student 1-step sample (1 NFE)");
+                steps.add(() -> f.denoise(x0, t, null, y));
+            } else {
+                double[] sig = KarrasSchedule.sigmas(18);
+                scale(x0, sig[0]);
+                Denoiser d = new EdmDenoiser(s.net(), s.ops(), ws, true);
+                double[] one = filled(n, 1.5), s0 = filled(n, sig[0]), s1 = filled(n, sig[1]);
+                labels.add("teacher denoiser D(x; 1.5) (1 NFE)");
+                steps.add(() -> d.denoise(x0, one, null, y));
+                EdmSampler.Scratch sc = new EdmSampler.Scratch(a, x0);
+                labels.add("teacher Heun step (2 NFE)");
+                steps.add(() -> {
+                    x.copyFrom(x0);
+                    EdmSampler.step(s.ops(), d, EdmSampler.Method.HEUN, x, s0, s1, null, sc);
+                });
+            }
+            for (int k = 0; k < steps.size(); k++) {
+                Runnable step = steps.get(k);
+                long first = System.nanoTime();
+                step.run();
+                double firstUs = (System.nanoTime() - first) / 1e3;
+                for (int i = 0; i < warmup; i++) {
+                    step.run();
+                }
+                double[] t = new double[reps];
+                for (int i = 0; i < reps; i++) {
+                    long t0 = System.nanoTime();
+                    step.run();
+                    t[i] = (System.nanoTime() - t0) / 1e3;
+                }
+                Tensor result = k == 1 ? x : y;
+                boolean finite = allFinite(result);
+                if (!finite) {
+                    failures++;
+                }
+                Arrays.sort(t);
+                double med = t[reps / 2], min = t[0];
+                String label = name + ": " + labels.get(k);
+                rows.add(String.format(Locale.ROOT, "%-56s %6d %12.1f %12.1f %10.1f%s", label, n, med, min,
+                        n / med * 1e6, finite ? "" : "  NON-FINITE OUTPUT"));
+                if (jsonl != null) {
+                    jsonl.write(String.format(Locale.ROOT, "{\"bench\":\"engine-step\",\"backend\":\"%s\",\"device\":\"%s\","
+                            + "\"model\":\"%s\",\"step\":\"%s\",\"batch\":%d,\"us\":%.2f,\"min_us\":%.2f,\"first_call_us\":%.1f,"
+                            + "\"finite\":%b}%n", backend, device.replace("\"", "'"), name, labels.get(k), n, med, min,
+                            firstUs, finite));
+                    jsonl.flush();
+                }
+                if (compare) {
+                    try (Sampler ref = Sampler.load(model, "cpu"); Workspace w = new Workspace(); TensorArena b = new TensorArena()) {
+                        Tensor want = b.allocate(Layout.NHWC, n, hw, hw, c), got = k == 1 ? x : y;
+                        Tensor xr = b.allocate(Layout.NHWC, n, hw, hw, c);
+                        xr.copyFrom(x0);
+                        if (k == 1) {
+                            double[] sig = KarrasSchedule.sigmas(18);
+                            EdmSampler.step(ref.ops(), new EdmDenoiser(ref.net(), ref.ops(), w), EdmSampler.Method.HEUN,
+                                    xr, filled(n, sig[0]), filled(n, sig[1]), null, new EdmSampler.Scratch(b, xr));
+                            want.copyFrom(xr);
+                        } else if (s.isStudent()) {
+                            new ConsistencyDenoiser(ref.net(), ref.ops(), w).denoise(xr, filled(n, 80.0), null, want);
+                        } else {
+                            new EdmDenoiser(ref.net(), ref.ops(), w).denoise(xr, filled(n, 1.5), null, want);
+                        }
+                        double err = relErr(got, want);
+                        boolean ok = err <= 5e-3;
+                        failures += ok ? 0 : 1;
+                        rows.add(String.format(Locale.ROOT, "%-56s %6d   rel. L2 error vs cpu backend %.3e  %s",
+                                "  (check) " + labels.get(k), n, err, ok ? "ok" : "FAIL"));
+                    }
+                }
+            }
+        }
+    }
+
+    private static double[] filled(int n, double v) {
+        double[] a = new double[n];
+        Arrays.fill(a, v);
+        return a;
+    }
+
+    private static void scale(Tensor t, double s) {
+        for (long i = 0; i < t.size(); i++) {
+            t.set(i, (float) (t.get(i) * s));
+        }
+    }
+
+    private static boolean allFinite(Tensor t) {
+        for (float v : t.toArray()) {
+            if (!Float.isFinite(v)) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private static double relErr(Tensor got, Tensor want) {
+        float[] a = got.toArray(), b = want.toArray();
+        double num = 0, den = 0;
+        for (int i = 0; i < a.length; i++) {
+            num += ((double) a[i] - b[i]) * ((double) a[i] - b[i]);
+            den += (double) b[i] * b[i];
+        }
+        return Math.sqrt(num / Math.max(den, 1e-30));
+    }
+}

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# bench/gpu/run.sh: THE one script for a GPU machine (see bench/gpu/README.md). One call does everything:
+#   1. kernels/run_gpu_checks.sh: builds kernels/ with nvcc, CTest, every kernel version checked against its CPU
+#      reference on the GPU and timed (block-size sweep), the kernel table;
+#   2. bench/gpu/java_cuda_check.sh run: the Java CUDA backend's DeviceCheck (every device op vs the cpu backend,
+#      a U-Net forward, graph capture and replay) on the carried jlink runtime;
+#   3. StepTiming: one sampling step of the engine on the cuda backend (student 1-step sample; teacher denoiser
+#      call and Heun step) at batch 1 and 64 for the fmnist teacher and student and the issue's CIFAR-size config
+#      (random weights, written on the machine), batch 1 checked against the cpu backend;
+#   4. torch_peers.py: PyTorch on the same card: SDPA, group norm (+SiLU), and the same U-Net with the same
+#      weights in eager, CUDA-graph, torch.compile and compile+CUDA-graphs modes;
+#   5. a combined table, last.
+# Logs and JSON lines go to $OUT (the device tool's folder; build/gpu-results when unset): 8 files at most.
+# Exit status: 0 when every check passed, 1 when any failed, 2 when something could not be built or run.
+#
+#   bench/gpu/run.sh prepare             (here, once) build/gpu-carry/: jlink runtime.tgz, onestep.jar, classes/
+#   bench/gpu/run.sh [--only LIST]       (on the GPU machine, carrying build/gpu-carry) LIST: kernels,java,steps,torch
+#   bench/gpu/run.sh --dry-run           (here, no GPU) steps 3-5 on the cpu backend and CPU torch, tiny sizes:
+#                                        exercises the plumbing; PYTHON=/path/to/venv/python if python3 has no torch
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+carry=build/gpu-carry
+py=${PYTHON:-python3}
+only=kernels,java,steps,torch
+dry=0
+limit=${ONESTEP_GPU_LIMIT_S:-570}   # the device tool kills a command at 600 s: keep the table inside that
+case "${1:-}" in
+  prepare)
+    bench/gpu/java_cuda_check.sh prepare || exit 2
+    JAVA_HOME=$(bin/find-jdk) || exit 2
+    rm -rf "$carry/classes" && mkdir -p "$carry/classes"
+    "$JAVA_HOME/bin/javac" --release 25 -cp "$carry/onestep.jar" -d "$carry/classes" bench/gpu/StepTiming.java || exit 2
+    du -sh "$carry"
+    echo "carry $carry (and nothing else that is ignored); the tracked tree travels too: git ls-files | xargs du -cb | tail -1"
+    exit 0
+    ;;
+  --dry-run) dry=1; only=steps,torch ;;
+  --only) only=${2:?--only needs a list}; ;;
+  "") ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
+esac
+has() { [[ ",$only," == *",$1,"* ]]; }
+out=${OUT:-build/gpu-results}
+mkdir -p "$out" build/gpu-run
+status=0
+fail() { [ "$status" -ge "${1}" ] || status=$1; }
+flags=(--enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -Dorg.bytedeco.javacpp.cachedir=build/javacpp-cache)
+lib=build/kernels-gpu/libonestep_kernels.so
+card="(dry run: no GPU)"
+if [ $dry = 0 ]; then
+  card=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
+  echo "card: ${card:-nvidia-smi failed}" | tee "$out/card.txt"
+fi
+
+if has kernels; then
+  echo "==== 1. kernels: build, check, time (kernels/run_gpu_checks.sh)"
+  kernels/run_gpu_checks.sh build/kernels-gpu > "$out/kernels.log" 2>&1
+  rc=$?; [ $rc = 0 ] || fail $((rc == 2 ? 2 : 1))
+  tail -40 "$out/kernels.log"
+  echo "kernels: exit $rc"
+fi
+
+if has java; then
+  echo "==== 2. Java CUDA backend: DeviceCheck (bench/gpu/java_cuda_check.sh run)"
+  bench/gpu/java_cuda_check.sh run > "$out/java_check.log" 2>&1
+  rc=$?; [ $rc = 0 ] || fail $((rc == 1 ? 1 : 2))
+  tail -30 "$out/java_check.log"
+  echo "java check: exit $rc"
+fi
+
+cifar=build/gpu-run/cifar-random.safetensors
+if has steps || has torch; then
+  if [ ! -f "$cifar" ] && [ $dry = 0 ]; then
+    "$py" bench/gpu/torch_peers.py --write-cifar "$cifar" || fail 2
+  fi
+fi
+export ONESTEP_CIFAR_CHECKPOINT=$cifar   # the same random weights for our engine and for PyTorch
+
+if has steps; then
+  echo "==== 3. one sampling step of the engine (StepTiming)"
+  : > "$out/steps.jsonl"
+  if [ $dry = 1 ]; then
+    JAVA_HOME=$(bin/find-jdk) || exit 2
+    java="$JAVA_HOME/bin/java"
+    [ -f java/target/onestep.jar ] || (JAVA_HOME=$JAVA_HOME mvn -B -q -pl java -am package -DskipTests) || exit 2
+    mkdir -p build/gpu-run/classes
+    "$JAVA_HOME/bin/javac" -cp java/target/onestep.jar -d build/gpu-run/classes bench/gpu/StepTiming.java || exit 2
+    cp=java/target/onestep.jar:build/gpu-run/classes
+    args=(--backend cpu --batches 1,2 --reps 3 --warmup 1 --compare
+          models/fmnist-student.safetensors models/fmnist-teacher.safetensors)
+  else
+    [ -f "$carry/classes/StepTiming.class" ] || { echo "no $carry/classes/StepTiming.class: run '$0 prepare' here and carry $carry"; exit 2; }
+    [ -x "$carry/runtime/bin/java" ] || tar -C "$carry" -xzf "$carry/runtime.tgz" || exit 2
+    java="$carry/runtime/bin/java"
+    cp=$carry/onestep.jar:$carry/classes
+    if [ ! -f "$lib" ]; then  # --only steps without the kernels step
+      cmake -S cmake -B build/kernels-gpu -DCMAKE_BUILD_TYPE=Release > /dev/null &&
+        cmake --build build/kernels-gpu -j"$(nproc)" --target onestep_kernels > build/gpu-run/lib-build.log 2>&1 ||
+        { tail -30 build/gpu-run/lib-build.log; exit 2; }
+    fi
+    libs=$("$py" -c 'import glob, nvidia; print(":".join(d for p in nvidia.__path__ for d in glob.glob(p + "/*/lib")))' 2>/dev/null || true)
+    export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # Each device arena (eager, and two for measuring a pass) is allocated whole: CIFAR at batch 64 needs a few GiB.
+    flags+=(-Donestep.cuda.arenaMiB="${ONESTEP_ARENA_MIB:-6144}")
+    args=(--backend cuda --library "$lib" --batches 1,64 --reps 50 --warmup 5
+          models/fmnist-student.safetensors models/fmnist-teacher.safetensors)
+    [ -f "$cifar" ] && args+=("$cifar")
+  fi
+  "$java" "${flags[@]}" -cp "$cp" StepTiming --jsonl "$out/steps.jsonl" "${args[@]}" > "$out/steps.log" 2>&1
+  rc=$?; [ $rc = 0 ] || fail $((rc == 1 ? 1 : 2))
+  grep -v "^WARNING" "$out/steps.log" | tail -25
+  echo "steps: exit $rc"
+fi
+
+if has torch; then
+  echo "==== 4. PyTorch peers (torch_peers.py)"
+  left=$((limit - SECONDS - 30))
+  if [ $dry = 1 ]; then
+    targs=(--device cpu --quick --no-compile)
+  else
+    export TORCHINDUCTOR_CACHE_DIR=$PWD/build/gpu-run/inductor-cache   # a second call on a warm machine reuses it
+    targs=(--device cuda --budget-s $((left * 2 / 3)))
+  fi
+  if [ $left -lt 30 ]; then
+    echo "torch peers skipped: only ${left}s left of ${limit}s (run again with --only torch)"
+  else
+    PYTHONUNBUFFERED=1 timeout "$left" "$py" bench/gpu/torch_peers.py "${targs[@]}" --jsonl "$out/torch.jsonl" > "$out/torch.log" 2>&1
+    rc=$?
+    [ $rc = 0 ] || { echo "torch peers: exit $rc$([ $rc = 124 ] && echo ' (time limit: rerun with --only torch)')"; fail 2; }
+    grep -v "^  {\|NNPACK" "$out/torch.log" | tail -45
+  fi
+fi
+
+echo "==== 5. summary on ${card}"
+{
+  if has kernels; then
+    echo "kernel checks and timings (kernels/run_gpu_checks.sh; full log kernels.log)"
+    sed -n '/^summary (fastest block size/,$p' "$out/kernels.log" | sed 1d
+  fi
+  if has java; then grep -E "^DeviceCheck:" "$out/java_check.log" || echo "DeviceCheck: did not finish: $(tail -1 "$out/java_check.log")"; fi
+  if has steps; then grep -E "^StepTiming:|FAIL|NON-FINITE" "$out/steps.log" || echo "StepTiming: did not finish: $(tail -1 "$out/steps.log")"; fi
+  "$py" bench/gpu/torch_peers.py --summary "$out/steps.jsonl" "$out/torch.jsonl"
+  echo "overall: $([ $status = 0 ] && echo 'all checks passed' || echo "FAILED (exit $status)")"
+} 2>&1 | tee "$out/summary.txt"
+exit $status
