@@ -546,46 +546,66 @@ final class CpuNorm {
     private static void gradientSumsSilu(MemorySegment xs, MemorySegment dys, MemorySegment dhs, long base, int c,
                                          int kc, int pixels, float[] m, float[] r, float[] ga, float[] ba, int co,
                                          float[] part, int o) {
+        // Two small loop methods rather than one with both loops: as one 457-byte method it was too large for C2 to
+        // inline and C1 ran out of registers compiling it, so it stayed in C1's tier-2 code (no Vector API
+        // intrinsics) and the backward ran 8x slower (bench/README.md, second run).
         VectorMask<Float> mk = S.indexInRange(kc, c);
         FloatVector mv = FloatVector.fromArray(S, m, co + kc, mk);
         FloatVector rv = FloatVector.fromArray(S, r, co + kc, mk);
         FloatVector gv = FloatVector.fromArray(S, ga, co + kc, mk);
         FloatVector bv = FloatVector.fromArray(S, ba, co + kc, mk);
-        long step = (long) c * Float.BYTES;
         long off = (base + kc) * Float.BYTES;
-        boolean store = dhs != null;
+        if (kc + L <= c) {
+            siluSumsFull(xs, dys, dhs, off, (long) c * Float.BYTES, pixels, mv, rv, gv, bv, part, o + kc, o + c + kc);
+        } else {
+            siluSumsMasked(xs, dys, dhs, off, (long) c * Float.BYTES, pixels, mv, rv, gv, bv, mk, part, o + kc,
+                    o + c + kc);
+        }
+    }
+
+    /** The full-vector loop of {@link #gradientSumsSilu}; dL/dh2 = dy silu'(h2), silu'(h) = s (1 + h (1 - s)). */
+    private static void siluSumsFull(MemorySegment xs, MemorySegment dys, MemorySegment dhs, long off, long step,
+                                     int pixels, FloatVector mv, FloatVector rv, FloatVector gv, FloatVector bv,
+                                     float[] part, int o1, int o2) {
         FloatVector a1 = FloatVector.zero(S);
         FloatVector a2 = a1;
-        if (kc + L <= c) {
-            for (int p = 0; p < pixels; p++, off += step) {
-                FloatVector xhat = FloatVector.fromMemorySegment(S, xs, off, NATIVE).sub(mv).mul(rv);
-                FloatVector h2 = xhat.fma(gv, bv);
-                FloatVector sg = sigmoid(h2);
-                // dL/dh2 = dy silu'(h2), silu'(h) = s (1 + h (1 - s)) with s = sigmoid(h).
-                FloatVector dh2 = FloatVector.fromMemorySegment(S, dys, off, NATIVE)
-                        .mul(sg.mul(h2.mul(ONE.sub(sg)).add(1f)));
-                if (store) {
-                    dh2.intoMemorySegment(dhs, off, NATIVE);
-                }
-                a1 = a1.add(dh2);
-                a2 = dh2.fma(xhat, a2);
+        boolean store = dhs != null;
+        for (int p = 0; p < pixels; p++, off += step) {
+            FloatVector xhat = FloatVector.fromMemorySegment(S, xs, off, NATIVE).sub(mv).mul(rv);
+            FloatVector h2 = xhat.fma(gv, bv);
+            FloatVector sg = sigmoid(h2);
+            FloatVector dh2 = FloatVector.fromMemorySegment(S, dys, off, NATIVE).mul(sg.mul(h2.mul(ONE.sub(sg)).add(1f)));
+            if (store) {
+                dh2.intoMemorySegment(dhs, off, NATIVE);
             }
-        } else {
-            for (int p = 0; p < pixels; p++, off += step) {
-                FloatVector xhat = FloatVector.fromMemorySegment(S, xs, off, NATIVE, mk).sub(mv).mul(rv);
-                FloatVector h2 = xhat.fma(gv, bv);
-                FloatVector sg = sigmoid(h2);
-                FloatVector dh2 = FloatVector.fromMemorySegment(S, dys, off, NATIVE, mk)
-                        .mul(sg.mul(h2.mul(ONE.sub(sg)).add(1f)));
-                if (store) {
-                    dh2.intoMemorySegment(dhs, off, NATIVE, mk);
-                }
-                a1 = a1.add(dh2);
-                a2 = dh2.fma(xhat, a2);
-            }
+            a1 = a1.add(dh2);
+            a2 = dh2.fma(xhat, a2);
         }
-        a1.intoArray(part, o + kc, mk);
-        a2.intoArray(part, o + c + kc, mk);
+        a1.intoArray(part, o1);
+        a2.intoArray(part, o2);
+    }
+
+    /** The masked loop of {@link #gradientSumsSilu}, for a last channel vector that is not full. */
+    private static void siluSumsMasked(MemorySegment xs, MemorySegment dys, MemorySegment dhs, long off, long step,
+                                       int pixels, FloatVector mv, FloatVector rv, FloatVector gv, FloatVector bv,
+                                       VectorMask<Float> mk, float[] part, int o1, int o2) {
+        FloatVector a1 = FloatVector.zero(S);
+        FloatVector a2 = a1;
+        boolean store = dhs != null;
+        for (int p = 0; p < pixels; p++, off += step) {
+            FloatVector xhat = FloatVector.fromMemorySegment(S, xs, off, NATIVE, mk).sub(mv).mul(rv);
+            FloatVector h2 = xhat.fma(gv, bv);
+            FloatVector sg = sigmoid(h2);
+            FloatVector dh2 = FloatVector.fromMemorySegment(S, dys, off, NATIVE, mk)
+                    .mul(sg.mul(h2.mul(ONE.sub(sg)).add(1f)));
+            if (store) {
+                dh2.intoMemorySegment(dhs, off, NATIVE, mk);
+            }
+            a1 = a1.add(dh2);
+            a2 = dh2.fma(xhat, a2);
+        }
+        a1.intoArray(part, o1, mk);
+        a2.intoArray(part, o2, mk);
     }
 
     /** Pass A without SiLU: dL/dh2 is dy. */
