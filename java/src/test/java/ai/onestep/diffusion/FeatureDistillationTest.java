@@ -49,11 +49,11 @@ class FeatureDistillationTest {
 
     /** Distills a student of this width from a random teacher; returns the distiller (its histories) after the run. */
     private ConsistencyDistiller run(double width, ConsistencyDistiller.Options o, float[][] liveOut) {
-        return run(width, o, liveOut, null);
+        return run(width, o, liveOut, null, (s, l, n) -> assertTrue(Double.isFinite(l), "loss at step " + s + ": " + l));
     }
 
     private ConsistencyDistiller run(double width, ConsistencyDistiller.Options o, float[][] liveOut,
-                                     ConsistencyDistiller.Validator fid) {
+                                     ConsistencyDistiller.Validator fid, TrainingProgress progress) {
         UNetConfig tc = cfg();
         UNetConfig sc = StudentInit.config(tc, width, 1);
         try (UNet teacher = new UNet(tc, false); UNet student = new UNet(sc, true); UNet target = new UNet(sc, false);
@@ -64,7 +64,7 @@ class FeatureDistillationTest {
             target.parameters().copyValuesFrom(student.parameters());
             var d = new ConsistencyDistiller(OpsTesting.CPU, student, target, new EdmDenoiser(teacher, OpsTesting.CPU, tws),
                     TeacherTrainerTest.data(), null, o, dir.resolve("s.safetensors"), Map.of());
-            d.run(fid, (s, l, n) -> assertTrue(Double.isFinite(l), "loss at step " + s + ": " + l));
+            d.run(fid, progress);
             if (liveOut != null) {
                 liveOut[0] = student.parameters().get("conv_in.weight").value().toArray();
             }
@@ -165,21 +165,11 @@ class FeatureDistillationTest {
     void denoiserWarmupRegressesTheTeacherAndDefersValidation() {
         // A half-width student regressing the teacher's denoiser: the loss (no consistency target yet) falls clearly.
         List<Double> losses = new java.util.ArrayList<>();
-        UNetConfig tc = cfg();
-        UNetConfig sc = StudentInit.config(tc, 0.5, 1);
-        try (UNet teacher = new UNet(tc, false); UNet student = new UNet(sc, true); UNet target = new UNet(sc, false);
-             Workspace tws = new Workspace()) {
-            Init.pytorchDefault(teacher, 1);
-            Init.pytorchDefault(student, 2);
-            StudentInit.sliceFrom(teacher, student);
-            target.parameters().copyValuesFrom(student.parameters());
+        {
             List<Long> validatedAt = new java.util.ArrayList<>();
             long[] step = {0};
-            var d = new ConsistencyDistiller(OpsTesting.CPU, student, target, new EdmDenoiser(teacher, OpsTesting.CPU, tws),
-                    TeacherTrainerTest.data(), null, opts(32, 0, ConsistencyDistiller.Decay.NONE, 0, false, 30, 1),
-                    dir.resolve("s.safetensors"), Map.of());
             List<String> notes = new java.util.ArrayList<>();
-            d.run(x -> {
+            run(0.5, opts(32, 0, ConsistencyDistiller.Decay.NONE, 0, false, 30, 1), null, x -> {
                 validatedAt.add(step[0] + 1);
                 return 1.0;
             }, (s, l, n) -> {
