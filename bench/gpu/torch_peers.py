@@ -345,7 +345,7 @@ class Results:
 def bench_sdpa(args, res, shapes, run):
     from torch.nn.attention import sdpa_kernel, SDPBackend
     backends = [b for b in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH") if hasattr(SDPBackend, b)]
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     for (model, tokens, heads, d) in shapes:
         for batch in args.batches:
             for dname in args.dtypes:
@@ -626,7 +626,7 @@ def main():
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--batches", default="1,64")
-    ap.add_argument("--dtypes", default="fp32,bf16", help="for sdpa")
+    ap.add_argument("--dtypes", default="fp32,fp16,bf16", help="for sdpa")
     ap.add_argument("--unet-dtypes", default="fp32")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 in fp32 matmuls (cuDNN convs use it by default)")
     ap.add_argument("--cifar", action="store_true", default=True)

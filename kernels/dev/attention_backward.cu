@@ -108,7 +108,7 @@ static cudaError_t run_version(int version, const Args& a, int block) {
     switch (version) {
         case 1: {
             const long long rows = (long long)BH * a.T;
-            cudaError_t e = launch(attention::delta_kernel, dim3(ceil_div(rows, 8)), dim3(256), 0, nullptr, a.o, a.dout,
+            cudaError_t e = launch(attention::delta_kernel<float>, dim3(ceil_div(rows, 8)), dim3(256), 0, nullptr, a.o, a.dout,
                                    a.delta, rows, a.D);
             if (e != cudaSuccess) return e;
             e = launch(attention_backward_dq_kernel1, dim3(ceil_div(rows, block)), dim3(block), 0, nullptr, a.q, a.k,

@@ -2,11 +2,13 @@
 // q (B,H,Tq,D), k/v (B,H,Tk,D), fp32, with the log-sum-exp per row saved for a backward pass.
 //
 //   nvcc build:  cmake target dev_attention_forward;  run: ./dev_attention_forward [version] [B H T D]
+//   versions: 1 naive, 2 production fp32, 3/4 WMMA fp16/bf16 (nvcc only), 5/6 production fp16/bf16 storage
 //   emulated:    cmake target dev_attention_forward_emu (validation only, small shape; a CTest test)
 //
 // TFLOP/s counts the two matrix products, 4 * B * H * Tq * Tk * D flops (softmax not counted).
 #include "../src/status.cu"
 #include "../src/attention.cu"
+#include "../src/convert.cu"
 #include "dev_common.cuh"
 
 #include <cstdlib>
@@ -240,6 +242,28 @@ Inputs<__nv_bfloat16> bf16;
 }  // namespace wmma_attention
 #endif
 
+// ---- versions 5 and 6 (production, src/attention.cu instantiated for __half / __nv_bfloat16): version 2 with
+// 16-bit storage of Q, K, V and O (widened to fp32 in shared memory, fp32 arithmetic, O rounded once). Half the
+// bytes of version 2 and the same FLOPs on the same CUDA cores: the baseline that versions 3 and 4 (tensor cores)
+// must beat, and what onestep_attention_forward_typed runs. They run in the emulation too.
+template <typename T>
+struct Typed {
+    T *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+    // Narrowed on the device by onestep_convert (tested exhaustively in kernels/test/test_denoise.cpp).
+    void make(const float* dq, const float* dk, const float* dv, size_t n, onestep_dtype t) {
+        for (T** p : {&q, &k, &v, &o}) dev_check(cudaMalloc(reinterpret_cast<void**>(p), n * sizeof(T)));
+        const float* src[3] = {dq, dk, dv};
+        T* dst[3] = {q, k, v};
+        for (int i = 0; i < 3; i++)
+            if (onestep_convert(src[i], ONESTEP_FLOAT32, dst[i], t, (long long)n, nullptr) != ONESTEP_OK) {
+                std::fprintf(stderr, "%s\n", onestep_last_error_message());
+                std::exit(1);
+            }
+    }
+};
+static Typed<__half> typed_f16;
+static Typed<__nv_bfloat16> typed_bf16;
+
 static cudaError_t run_version(int version, const float* q, const float* k, const float* v, float* o, float* lse,
                                int B, int H, int T, int D, float scale, int block) {
     switch (version) {
@@ -248,6 +272,12 @@ static cudaError_t run_version(int version, const float* q, const float* k, cons
                           nullptr, q, k, v, o, lse, B * H, T, T, D, scale);
         case 2:
             return attention::launch_forward(q, k, v, o, lse, B, H, T, T, D, nullptr, scale, nullptr);
+        case 5:
+            return attention::launch_forward<__half>(typed_f16.q, typed_f16.k, typed_f16.v, typed_f16.o, lse, B, H, T,
+                                                     T, D, nullptr, scale, nullptr);
+        case 6:
+            return attention::launch_forward<__nv_bfloat16>(typed_bf16.q, typed_bf16.k, typed_bf16.v, typed_bf16.o,
+                                                            lse, B, H, T, T, D, nullptr, scale, nullptr);
 #ifndef ONESTEP_EMULATION
         case 3:
             return wmma_attention::launch_forward(wmma_attention::f16.q, wmma_attention::f16.k, wmma_attention::f16.v,
@@ -270,7 +300,7 @@ int main(int argc, char** argv) {
     int only = 0;
     if (argc > 1) only = std::atoi(argv[1]);
     if (argc > 5) B = std::atoi(argv[2]), H = std::atoi(argv[3]), T = std::atoi(argv[4]), D = std::atoi(argv[5]);
-    std::printf("attention forward fp32, B=%d H=%d T=%d D=%d\n", B, H, T, D);
+    std::printf("attention forward, B=%d H=%d T=%d D=%d\n", B, H, T, D);
     const size_t nq = size_t(B) * H * T * D, nl = size_t(B) * H * T;
     const float scale = 1.0f / std::sqrt(float(D));
     std::vector<float> q = dev::random_normal(nq, 1), k = dev::random_normal(nq, 2), v = dev::random_normal(nq, 3);
@@ -279,24 +309,35 @@ int main(int argc, char** argv) {
     float *d_q = dev::to_device(q), *d_k = dev::to_device(k), *d_v = dev::to_device(v);
     float *d_o = dev::device_filled(nq, 0.0f), *d_lse = dev::device_filled(nl, 0.0f);
     bool all_ok = true;
+    typed_f16.make(d_q, d_k, d_v, nq, ONESTEP_FLOAT16);
+    typed_bf16.make(d_q, d_k, d_v, nq, ONESTEP_BFLOAT16);
 #ifdef ONESTEP_EMULATION
-    const int last_version = 2;  // versions 3 and 4 need tensor cores
+    const bool tensor_cores = false;  // versions 3 and 4
 #else
-    const int last_version = 4;
+    const bool tensor_cores = true;
     wmma_attention::f16.make(q, k, v);
     wmma_attention::bf16.make(q, k, v);
 #endif
-    for (int version = 1; version <= last_version; version++) {
+    for (int version = 1; version <= 6; version++) {
         if (only && version != only) continue;
+        if (!tensor_cores && (version == 3 || version == 4)) continue;
         // The block shapes of versions 2-4 are part of their design (4 warps); only version 1 is swept.
         std::vector<int> blocks = version == 1 ? std::vector<int>{32, 64, 128, 256} : std::vector<int>{128};
         // fp16 keeps 11 significant bits, bf16 8: inputs and P are rounded to them, accumulation is fp32.
-        const double tol = version == 3 ? 4e-3 : version == 4 ? 3e-2 : 2e-5;
-        const double rel = version == 3 ? 1e-2 : version == 4 ? 5e-2 : 2e-4;
+        const bool f16 = version == 3 || version == 5, bf16 = version == 4 || version == 6;
+        const double tol = f16 ? 4e-3 : bf16 ? 3e-2 : 2e-5;
+        const double rel = f16 ? 1e-2 : bf16 ? 5e-2 : 2e-4;
         for (int block : blocks) {
             dev_check(cudaMemset(d_o, 0xFF, nq * 4));
             dev_check(run_version(version, d_q, d_k, d_v, d_o, d_lse, B, H, T, D, scale, block));
             dev_check(cudaDeviceSynchronize());
+            if (version >= 5) {  // O in 16 bits: widened into d_o for the comparison
+                const void* o16 = version == 5 ? static_cast<const void*>(typed_f16.o) : typed_bf16.o;
+                if (onestep_convert(o16, version == 5 ? ONESTEP_FLOAT16 : ONESTEP_BFLOAT16, d_o, ONESTEP_FLOAT32,
+                                    (long long)nq, nullptr) != ONESTEP_OK)
+                    std::exit(1);
+                dev_check(cudaDeviceSynchronize());
+            }
             bool ok = dev::validate("o", d_o, o_ref, tol, rel);
             ok &= dev::validate("lse", d_lse, lse_ref, tol, rel);
             all_ok &= ok;

@@ -69,6 +69,52 @@ struct alignas(16) int4 { int x, y, z, w; };
 inline float2 make_float2(float x, float y) { return {x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 
+// ---- 16-bit storage types: IEEE binary16 (cuda_fp16.h) and bfloat16 (cuda_bf16.h) ------------------------
+// Only the storage types and the conversions the kernels use: the kernels load 16-bit values, compute in
+// float and round once when they store, so no half arithmetic is emulated. Conversions round to nearest
+// even, including subnormals, as __float2half_rn / __float2bfloat16_rn do; NaN stays NaN.
+struct __half { unsigned short x; };
+struct __nv_bfloat16 { unsigned short x; };
+
+inline uint32_t emu_float_bits(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+}
+inline float emu_bits_float(uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+inline float __half2float(__half h) {
+    const uint32_t sign = uint32_t(h.x & 0x8000u) << 16, exp = (h.x >> 10) & 0x1fu, mant = h.x & 0x3ffu;
+    if (exp == 0) {  // zero or subnormal: mant * 2^-24, exact in float
+        const float mag = std::ldexp(float(mant), -24);
+        return emu_bits_float(emu_float_bits(mag) | sign);
+    }
+    if (exp == 31) return emu_bits_float(sign | 0x7f800000u | (mant << 13));  // inf, NaN (payload kept)
+    return emu_bits_float(sign | ((exp + 112u) << 23) | (mant << 13));          // rebias 15 -> 127
+}
+inline __half __float2half_rn(float f) {
+    uint32_t x = emu_float_bits(f);
+    const unsigned short sign = (unsigned short)((x >> 16) & 0x8000u);
+    x &= 0x7fffffffu;
+    if (x >= 0x7f800000u) return {(unsigned short)(sign | (x > 0x7f800000u ? 0x7e00u : 0x7c00u))};
+    if (x >= 0x477ff000u) return {(unsigned short)(sign | 0x7c00u)};  // >= 65520 rounds (to even) to inf
+    if (x < 0x38800000u) {  // below 2^-14: a subnormal half (or 0); f * 2^24 is exact, rint rounds to even
+        const float units = std::nearbyint(emu_bits_float(x) * 16777216.0f);
+        return {(unsigned short)(sign | (unsigned short)units)};  // 1024 units is the smallest normal's encoding
+    }
+    x += 0xfffu + ((x >> 13) & 1u);  // round the 13 dropped bits to nearest even (a carry bumps the exponent)
+    return {(unsigned short)(sign | ((x - 0x38000000u) >> 13))};
+}
+inline float __bfloat162float(__nv_bfloat16 b) { return emu_bits_float(uint32_t(b.x) << 16); }
+inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+    const uint32_t x = emu_float_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return {(unsigned short)((x >> 16) | 0x40u)};  // quiet NaN
+    return {(unsigned short)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16)};
+}
+
 // ---- runtime API subset --------------------------------------------------------------------------------
 enum cudaError_t {
     cudaSuccess = 0,

@@ -2,7 +2,9 @@
  * the samplers). Plain C so that Java (FFM / JavaCPP) can bind it without a C++ layer.
  *
  * Conventions, once for every function:
- *  - All tensors are fp32, contiguous, on the device; images are NHWC, (N, HW, C) with HW = H * W.
+ *  - All tensors are fp32, contiguous, on the device; images are NHWC, (N, HW, C) with HW = H * W. The
+ *    exceptions take an onestep_dtype: the attention kernels' *_typed variants (fp16/bf16 storage, fp32
+ *    arithmetic) and onestep_convert.
  *  - Every call is asynchronous on `stream` (NULL = the legacy default stream) and returns an
  *    onestep_status. On failure, onestep_last_error_message() names the function, the shapes and the
  *    reason (argument check or the CUDA error); the message is per calling thread.
@@ -30,6 +32,14 @@ typedef enum onestep_status {
     ONESTEP_ERROR_UNSUPPORTED = 2,      /* a valid request this library has no kernel for (e.g. head dim 96) */
     ONESTEP_ERROR_CUDA = 3              /* the launch failed; the message carries cudaGetErrorName/String */
 } onestep_status;
+
+/* Element types of the *_typed entry points. 16-bit values are storage only: kernels widen them to fp32 as they
+ * load and round to nearest even once as they store (FlashAttention-2's fp16/bf16 inputs, fp32 accumulation). */
+typedef enum onestep_dtype {
+    ONESTEP_FLOAT32 = 0,
+    ONESTEP_FLOAT16 = 1, /* IEEE binary16 (__half) */
+    ONESTEP_BFLOAT16 = 2 /* bfloat16 (__nv_bfloat16) */
+} onestep_dtype;
 
 /* The message of the last failed call on this thread ("" if none failed yet). */
 const char* onestep_last_error_message(void);
@@ -104,6 +114,22 @@ onestep_status onestep_attention_backward(const float* q, const float* k, const 
                                           const float* dout, const float* lse, float* delta, float* dq, float* dk,
                                           float* dv, int B, int H, int Tq, int Tk, int D, const int* kv_len,
                                           float softmax_scale, cudaStream_t stream);
+
+/* The same two kernels for any onestep_dtype: q, k, v, o (and dout, dq, dk, dv) hold `dtype` elements; lse and
+ * delta stay fp32. Every product, sum, max and exp runs in fp32; o, dq, dk, dv are rounded once when stored.
+ * onestep_attention_forward/_backward are these with ONESTEP_FLOAT32. */
+onestep_status onestep_attention_forward_typed(const void* q, const void* k, const void* v, void* o, float* lse, int B,
+                                               int H, int Tq, int Tk, int D, const int* kv_len, float softmax_scale,
+                                               onestep_dtype dtype, cudaStream_t stream);
+onestep_status onestep_attention_backward_typed(const void* q, const void* k, const void* v, const void* o,
+                                                const void* dout, const float* lse, float* delta, void* dq, void* dk,
+                                                void* dv, int B, int H, int Tq, int Tk, int D, const int* kv_len,
+                                                float softmax_scale, onestep_dtype dtype, cudaStream_t stream);
+
+/* y (n elements of type `to`) = x (n elements of type `from`), rounding to nearest even when narrowing
+ * (NaN stays NaN, overflow gives inf); from == to copies. */
+onestep_status onestep_convert(const void* x, onestep_dtype from, void* y, onestep_dtype to, long long n,
+                               cudaStream_t stream);
 
 /* ---- the layers around the fused kernels: portable fp32 kernels (one thread per output, grid-stride) ------
  * The emulated build runs the whole U-Net with these; on a GPU the Java backend uses cuBLAS and cuDNN for

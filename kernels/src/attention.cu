@@ -18,8 +18,12 @@
 // lane j computes the 8 dot products of its rows with key j (K staged with a padded row pitch D+1 so the
 // 32 lanes hit 32 different banks); the row max and row sum are warp shuffles. Accumulating P V: lane j
 // owns output columns j, j+32, ... of its 8 rows, reading P from shared memory as a broadcast.
-// This is the portable fp32 path (it runs in the CPU emulation too); tensor-core versions are not here.
+// Storage type T: float, __half or __nv_bfloat16 (dtype.cuh). Q, K, V are widened to fp32 as they are staged
+// in shared memory and O is rounded to T once at the end, so the 16-bit instantiations do all arithmetic in
+// fp32 and differ from the fp32 kernel only by the rounding of their inputs and of O.
+// This is the portable path (it runs in the CPU emulation too); tensor-core versions are not here.
 #include "attention.cuh"
+#include "dtype.cuh"
 #include "onestep_kernels.h"
 #include "reduce.cuh"
 #include "status.cuh"
@@ -39,10 +43,10 @@ size_t shared_bytes(int D) {
                             + size_t(kRowsPerBlock) * kKeysPerTile);  // P tile
 }
 
-template <int D>
+template <typename T, int D>
 __global__ void __launch_bounds__(kWarps * 32)
-    forward_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                   float* __restrict__ o, float* __restrict__ lse, int Tq, int Tk, const int* __restrict__ kv_len,
+    forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                   T* __restrict__ o, float* __restrict__ lse, int Tq, int Tk, const int* __restrict__ kv_len,
                    int H, float scale_log2) {
     static_assert(D % 32 == 0, "head dim must be a multiple of the warp size");
     constexpr int kCols = D / 32;  // output columns per lane
@@ -66,7 +70,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int i = threadIdx.x; i < kRowsPerBlock * D / 4; i += blockDim.x) {
         const int r = i / (D / 4), c = (i % (D / 4)) * 4;
         float4 val = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (q0 + r < Tq) val = *reinterpret_cast<const float4*>(q + head_q + (long long)(q0 + r) * D + c);
+        if (q0 + r < Tq) val = load4(q + head_q + (long long)(q0 + r) * D + c);
         Qs[r * D + c + 0] = val.x * scale_log2;
         Qs[r * D + c + 1] = val.y * scale_log2;
         Qs[r * D + c + 2] = val.z * scale_log2;
@@ -88,8 +92,8 @@ __global__ void __launch_bounds__(kWarps * 32)
             const int j = i / (D / 4), c = (i % (D / 4)) * 4;
             float4 kk = make_float4(0.f, 0.f, 0.f, 0.f), vv = kk;
             if (k0 + j < kv_end) {
-                kk = *reinterpret_cast<const float4*>(k + head_k + (long long)(k0 + j) * D + c);
-                vv = *reinterpret_cast<const float4*>(v + head_k + (long long)(k0 + j) * D + c);
+                kk = load4(k + head_k + (long long)(k0 + j) * D + c);
+                vv = load4(v + head_k + (long long)(k0 + j) * D + c);
             }
             float* kr = Ks + j * (D + 1) + c;
             kr[0] = kk.x, kr[1] = kk.y, kr[2] = kk.z, kr[3] = kk.w;
@@ -134,49 +138,62 @@ __global__ void __launch_bounds__(kWarps * 32)
         const int row = q0 + warp * kRowsPerWarp + r;
         if (row >= Tq) continue;
         const float inv_l = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        float* orow = o + head_q + (long long)row * D;
+        T* orow = o + head_q + (long long)row * D;
         #pragma unroll
-        for (int c = 0; c < kCols; c++) orow[lane + 32 * c] = acc[r][c] * inv_l;
+        for (int c = 0; c < kCols; c++) orow[lane + 32 * c] = from_f32<T>(acc[r][c] * inv_l);
         if (lane == 0) lse[(long long)bh * Tq + row] = l[r] > 0.0f ? 0.69314718056f * (m[r] + log2f(l[r])) : -INFINITY;
     }
 }
 
-template <int D>
-static cudaError_t launch_d(const float* q, const float* k, const float* v, float* o, float* lse, int B, int H, int Tq,
+template <typename T, int D>
+static cudaError_t launch_d(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq,
                             int Tk, const int* kv_len, float scale, cudaStream_t stream) {
     const size_t smem = shared_bytes(D);
     if (smem > 48 * 1024) {
         // Above 48 KiB a kernel must opt in (sm_80: up to 163 KiB, sm_90: 227 KiB).
-        cudaError_t e = cudaFuncSetAttribute(forward_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+        cudaError_t e = cudaFuncSetAttribute(forward_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
         if (e != cudaSuccess) return e;
     }
     const dim3 grid(ceil_div(Tq, kRowsPerBlock), unsigned(B * H));
     const float scale_log2 = scale * 1.4426950408889634f;  // log2(e)
-    return launch(forward_kernel<D>, grid, dim3(kWarps * 32), smem, stream, q, k, v, o, lse, Tq, Tk, kv_len, H,
+    return launch(forward_kernel<T, D>, grid, dim3(kWarps * 32), smem, stream, q, k, v, o, lse, Tq, Tk, kv_len, H,
                   scale_log2);
 }
 
-cudaError_t launch_forward(const float* q, const float* k, const float* v, float* o, float* lse, int B, int H, int Tq,
-                           int Tk, int D, const int* kv_len, float scale, cudaStream_t stream) {
+template <typename T>
+cudaError_t launch_forward(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk, int D,
+                           const int* kv_len, float scale, cudaStream_t stream) {
     switch (D) {
-        case 32: return launch_d<32>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream);
-        case 64: return launch_d<64>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream);
-        case 128: return launch_d<128>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream);
+        case 32: return launch_d<T, 32>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream);
+        case 64: return launch_d<T, 64>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream);
+        case 128: return launch_d<T, 128>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream);
     }
     return cudaErrorInvalidValue;
 }
+template cudaError_t launch_forward<float>(const float*, const float*, const float*, float*, float*, int, int, int, int,
+                                           int, const int*, float, cudaStream_t);
+template cudaError_t launch_forward<__half>(const __half*, const __half*, const __half*, __half*, float*, int, int, int,
+                                            int, int, const int*, float, cudaStream_t);
+template cudaError_t launch_forward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
+                                                   __nv_bfloat16*, float*, int, int, int, int, int, const int*, float,
+                                                   cudaStream_t);
 
 }  // namespace attention
 }  // namespace onestep
 
 using namespace onestep;
 
-extern "C" onestep_status onestep_attention_forward(const float* q, const float* k, const float* v, float* o,
-                                                    float* lse, int B, int H, int Tq, int Tk, int D,
-                                                    const int* kv_len, float softmax_scale, cudaStream_t stream) {
-    const char* fn = "onestep_attention_forward";
-    char shapes[128];
-    std::snprintf(shapes, sizeof shapes, "B=%d, H=%d, Tq=%d, Tk=%d, D=%d", B, H, Tq, Tk, D);
+extern "C" onestep_status onestep_attention_forward_typed(const void* q, const void* k, const void* v, void* o,
+                                                          float* lse, int B, int H, int Tq, int Tk, int D,
+                                                          const int* kv_len, float softmax_scale, onestep_dtype dtype,
+                                                          cudaStream_t stream) {
+    const char* fn = dtype == ONESTEP_FLOAT32 ? "onestep_attention_forward" : "onestep_attention_forward_typed";
+    char shapes[160];
+    if (dtype == ONESTEP_FLOAT32)
+        std::snprintf(shapes, sizeof shapes, "B=%d, H=%d, Tq=%d, Tk=%d, D=%d", B, H, Tq, Tk, D);
+    else
+        std::snprintf(shapes, sizeof shapes, "B=%d, H=%d, Tq=%d, Tk=%d, D=%d, dtype=%s", B, H, Tq, Tk, D, dtype_name(dtype));
+    if (dtype_bytes(dtype) == 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
     if (B <= 0 || H <= 0 || Tq <= 0 || Tk <= 0)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "B, H, Tq and Tk must be positive");
     if (D != 32 && D != 64 && D != 128)
@@ -185,9 +202,34 @@ extern "C" onestep_status onestep_attention_forward(const float* q, const float*
     if (!q || !k || !v || !o || !lse) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "q, k, v, o and lse must be non-null");
     const auto misaligned = [](const void* p) { return (reinterpret_cast<unsigned long long>(p) & 15u) != 0; };
     if (misaligned(q) || misaligned(k) || misaligned(v))
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "q, k and v must be 16-byte aligned (float4 loads)");
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "q, k and v must be 16-byte aligned (vector loads)");
     if (!std::isfinite(softmax_scale))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "softmax_scale must be finite");
     const float scale = softmax_scale > 0.0f ? softmax_scale : 1.0f / std::sqrt(float(D));
-    return check_launch(attention::launch_forward(q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, scale, stream), fn, shapes);
+    cudaError_t e = cudaErrorInvalidValue;
+    switch (dtype) {
+        case ONESTEP_FLOAT32:
+            e = attention::launch_forward(static_cast<const float*>(q), static_cast<const float*>(k),
+                                          static_cast<const float*>(v), static_cast<float*>(o), lse, B, H, Tq, Tk, D,
+                                          kv_len, scale, stream);
+            break;
+        case ONESTEP_FLOAT16:
+            e = attention::launch_forward(static_cast<const __half*>(q), static_cast<const __half*>(k),
+                                          static_cast<const __half*>(v), static_cast<__half*>(o), lse, B, H, Tq, Tk, D,
+                                          kv_len, scale, stream);
+            break;
+        case ONESTEP_BFLOAT16:
+            e = attention::launch_forward(static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_bfloat16*>(k),
+                                          static_cast<const __nv_bfloat16*>(v), static_cast<__nv_bfloat16*>(o), lse, B,
+                                          H, Tq, Tk, D, kv_len, scale, stream);
+            break;
+    }
+    return check_launch(e, fn, shapes);
+}
+
+extern "C" onestep_status onestep_attention_forward(const float* q, const float* k, const float* v, float* o,
+                                                    float* lse, int B, int H, int Tq, int Tk, int D,
+                                                    const int* kv_len, float softmax_scale, cudaStream_t stream) {
+    return onestep_attention_forward_typed(q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, softmax_scale, ONESTEP_FLOAT32,
+                                           stream);
 }

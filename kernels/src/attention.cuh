@@ -1,6 +1,7 @@
 // attention.cuh: the internal launcher of attention.cu, for the dev file's validation and timing.
 #pragma once
 #include "cuda_compat.cuh"
+#include "dtype.cuh"
 
 namespace onestep {
 namespace attention {
@@ -13,8 +14,10 @@ constexpr int kWarps = 4;          // each warp owns kRowsPerBlock / kWarps quer
 size_t shared_bytes(int D);
 
 // q (B,H,Tq,D), k/v (B,H,Tk,D), o (B,H,Tq,D), lse (B,H,Tq); softmax_scale already resolved (> 0).
-cudaError_t launch_forward(const float* q, const float* k, const float* v, float* o, float* lse, int B, int H, int Tq,
-                           int Tk, int D, const int* kv_len, float softmax_scale, cudaStream_t stream);
+// T: float, __half or __nv_bfloat16 (instantiated in attention.cu).
+template <typename T>
+cudaError_t launch_forward(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk, int D,
+                           const int* kv_len, float softmax_scale, cudaStream_t stream);
 
 }  // namespace attention
 }  // namespace onestep

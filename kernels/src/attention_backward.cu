@@ -1,4 +1,6 @@
-// attention_backward.cu: backward of the fused attention (Dao 2023, FlashAttention-2, Algorithm 2), fp32.
+// attention_backward.cu: backward of the fused attention (Dao 2023, FlashAttention-2, Algorithm 2), for the
+// storage types of dtype.cuh (fp32, fp16, bf16): tiles are widened to fp32 in shared memory, every sum is fp32,
+// and dq, dk, dv are rounded to the storage type once when stored; lse and Delta are always fp32.
 // With S = scale * Q K^T, P = softmax(S) recomputed from the saved lse (P = exp(S - lse), no Tq x Tk
 // matrix is ever stored) and O = P V:
 //   dV = P^T dO,  dP = dO V^T,  dS = P o (dP - Delta),  Delta_i = sum_j P_ij dP_ij = rowsum(dO o O),
@@ -15,6 +17,7 @@
 // Keys at or beyond kv_len[b] have P = 0: their dK and dV are written as 0, and rows without any key
 // (lse = -inf) get dQ = 0.
 #include "attention.cuh"
+#include "dtype.cuh"
 #include "onestep_kernels.h"
 #include "reduce.cuh"
 #include "status.cuh"
@@ -34,12 +37,13 @@ __device__ __forceinline__ int key_end(const int* kv_len, int b, int Tk) {
     return len < 0 ? 0 : (len < Tk ? len : Tk);
 }
 
-__global__ void delta_kernel(const float* __restrict__ o, const float* __restrict__ dout, float* __restrict__ delta,
+template <typename T>
+__global__ void delta_kernel(const T* __restrict__ o, const T* __restrict__ dout, float* __restrict__ delta,
                              long long rows, int D) {
     const long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (row >= rows) return;  // whole warps exit together: no shuffle is left waiting on them
     float s = 0.0f;
-    for (int d = threadIdx.x % 32; d < D; d += 32) s += o[row * D + d] * dout[row * D + d];
+    for (int d = threadIdx.x % 32; d < D; d += 32) s += to_f32(o[row * D + d]) * to_f32(dout[row * D + d]);
     s = warp_sum(s);
     if (threadIdx.x % 32 == 0) delta[row] = s;
 }
@@ -51,12 +55,12 @@ size_t backward_shared_bytes(int D) {
 }
 
 // Loads rows [r0, r0 + 32) of a (T, D) matrix into a tile with row pitch `pitch`; rows >= end become 0.
-template <int D>
-__device__ __forceinline__ void load_tile(float* tile, int pitch, const float* src, int r0, int end) {
+template <int D, typename T>
+__device__ __forceinline__ void load_tile(float* tile, int pitch, const T* src, int r0, int end) {
     for (int i = threadIdx.x; i < kTile * D / 4; i += blockDim.x) {
         const int r = i / (D / 4), c = (i % (D / 4)) * 4;
         float4 val = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (r0 + r < end) val = *reinterpret_cast<const float4*>(src + (long long)(r0 + r) * D + c);
+        if (r0 + r < end) val = load4(src + (long long)(r0 + r) * D + c);
         float* t = tile + r * pitch + c;
         t[0] = val.x, t[1] = val.y, t[2] = val.z, t[3] = val.w;
     }
@@ -86,11 +90,11 @@ __device__ __forceinline__ void scores_and_ds(const float* Qs, const float* dOs,
     }
 }
 
-template <int D>
+template <typename T, int D>
 __global__ void __launch_bounds__(kWarps * 32)
-    dk_dv_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                 const float* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
-                 float* __restrict__ dk, float* __restrict__ dv, int Tq, int Tk, const int* __restrict__ kv_len, int H,
+    dk_dv_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                 const T* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                 T* __restrict__ dk, T* __restrict__ dv, int Tq, int Tk, const int* __restrict__ kv_len, int H,
                  float scale, float scale_log2) {
     constexpr int kCols = D / 32;
     ONESTEP_DYNAMIC_SHARED(float, smem);
@@ -151,17 +155,17 @@ __global__ void __launch_bounds__(kWarps * 32)
         if (j >= Tk) continue;
         #pragma unroll
         for (int c = 0; c < kCols; c++) {
-            dk[head_k + (long long)j * D + lane + 32 * c] = adk[r][c] * scale;
-            dv[head_k + (long long)j * D + lane + 32 * c] = adv[r][c];
+            dk[head_k + (long long)j * D + lane + 32 * c] = from_f32<T>(adk[r][c] * scale);
+            dv[head_k + (long long)j * D + lane + 32 * c] = from_f32<T>(adv[r][c]);
         }
     }
 }
 
-template <int D>
+template <typename T, int D>
 __global__ void __launch_bounds__(kWarps * 32)
-    dq_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-              const float* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
-              float* __restrict__ dq, int Tq, int Tk, const int* __restrict__ kv_len, int H, float scale,
+    dq_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+              const T* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+              T* __restrict__ dq, int Tq, int Tk, const int* __restrict__ kv_len, int H, float scale,
               float scale_log2) {
     constexpr int kCols = D / 32;
     ONESTEP_DYNAMIC_SHARED(float, smem);
@@ -214,28 +218,43 @@ __global__ void __launch_bounds__(kWarps * 32)
         const int i = q0 + warp * kRowsPerWarpB + r;
         if (i >= Tq) continue;
         #pragma unroll
-        for (int c = 0; c < kCols; c++) dq[head_q + (long long)i * D + lane + 32 * c] = adq[r][c] * scale;
+        for (int c = 0; c < kCols; c++) dq[head_q + (long long)i * D + lane + 32 * c] = from_f32<T>(adq[r][c] * scale);
     }
 }
 
-template <int D>
-static cudaError_t launch_backward_d(const float* q, const float* k, const float* v, const float* o, const float* dout,
-                                     const float* lse, float* delta, float* dq, float* dk, float* dv, int B, int H,
+template <typename T, int D>
+static cudaError_t launch_backward_d(const T* q, const T* k, const T* v, const T* o, const T* dout,
+                                     const float* lse, float* delta, T* dq, T* dk, T* dv, int B, int H,
                                      int Tq, int Tk, const int* kv_len, float scale, cudaStream_t stream) {
     const long long rows = (long long)B * H * Tq;
-    cudaError_t e = launch(delta_kernel, dim3(ceil_div(rows, 8)), dim3(256), 0, stream, o, dout, delta, rows, D);
+    cudaError_t e = launch(delta_kernel<T>, dim3(ceil_div(rows, 8)), dim3(256), 0, stream, o, dout, delta, rows, D);
     if (e != cudaSuccess) return e;
     const size_t smem = backward_shared_bytes(D);
     if (smem > 48 * 1024) {
-        if ((e = cudaFuncSetAttribute(dk_dv_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem))) != cudaSuccess) return e;
-        if ((e = cudaFuncSetAttribute(dq_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem))) != cudaSuccess) return e;
+        if ((e = cudaFuncSetAttribute(dk_dv_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem))) != cudaSuccess) return e;
+        if ((e = cudaFuncSetAttribute(dq_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem))) != cudaSuccess) return e;
     }
     const float scale_log2 = scale * 1.4426950408889634f;
-    e = launch(dk_dv_kernel<D>, dim3(ceil_div(Tk, kTile), unsigned(B * H)), dim3(kWarps * 32), smem, stream, q, k, v,
+    e = launch(dk_dv_kernel<T, D>, dim3(ceil_div(Tk, kTile), unsigned(B * H)), dim3(kWarps * 32), smem, stream, q, k, v,
                dout, lse, delta, dk, dv, Tq, Tk, kv_len, H, scale, scale_log2);
     if (e != cudaSuccess) return e;
-    return launch(dq_kernel<D>, dim3(ceil_div(Tq, kTile), unsigned(B * H)), dim3(kWarps * 32), smem, stream, q, k, v,
+    return launch(dq_kernel<T, D>, dim3(ceil_div(Tq, kTile), unsigned(B * H)), dim3(kWarps * 32), smem, stream, q, k, v,
                   dout, lse, delta, dq, Tq, Tk, kv_len, H, scale, scale_log2);
+}
+
+template <typename T>
+static cudaError_t launch_backward(const void* q, const void* k, const void* v, const void* o, const void* dout,
+                                   const float* lse, float* delta, void* dq, void* dk, void* dv, int B, int H, int Tq,
+                                   int Tk, int D, const int* kv_len, float scale, cudaStream_t stream) {
+    const T *tq = static_cast<const T*>(q), *tk = static_cast<const T*>(k), *tv = static_cast<const T*>(v);
+    const T *to = static_cast<const T*>(o), *tdo = static_cast<const T*>(dout);
+    T *tdq = static_cast<T*>(dq), *tdk = static_cast<T*>(dk), *tdv = static_cast<T*>(dv);
+    switch (D) {
+        case 32: return launch_backward_d<T, 32>(tq, tk, tv, to, tdo, lse, delta, tdq, tdk, tdv, B, H, Tq, Tk, kv_len, scale, stream);
+        case 64: return launch_backward_d<T, 64>(tq, tk, tv, to, tdo, lse, delta, tdq, tdk, tdv, B, H, Tq, Tk, kv_len, scale, stream);
+        case 128: return launch_backward_d<T, 128>(tq, tk, tv, to, tdo, lse, delta, tdq, tdk, tdv, B, H, Tq, Tk, kv_len, scale, stream);
+    }
+    return cudaErrorInvalidValue;
 }
 
 }  // namespace attention
@@ -243,13 +262,19 @@ static cudaError_t launch_backward_d(const float* q, const float* k, const float
 
 using namespace onestep;
 
-extern "C" onestep_status onestep_attention_backward(const float* q, const float* k, const float* v, const float* o,
-                                                     const float* dout, const float* lse, float* delta, float* dq,
-                                                     float* dk, float* dv, int B, int H, int Tq, int Tk, int D,
-                                                     const int* kv_len, float softmax_scale, cudaStream_t stream) {
-    const char* fn = "onestep_attention_backward";
-    char shapes[128];
-    std::snprintf(shapes, sizeof shapes, "B=%d, H=%d, Tq=%d, Tk=%d, D=%d", B, H, Tq, Tk, D);
+extern "C" onestep_status onestep_attention_backward_typed(const void* q, const void* k, const void* v,
+                                                           const void* o, const void* dout, const float* lse,
+                                                           float* delta, void* dq, void* dk, void* dv, int B, int H,
+                                                           int Tq, int Tk, int D, const int* kv_len,
+                                                           float softmax_scale, onestep_dtype dtype,
+                                                           cudaStream_t stream) {
+    const char* fn = dtype == ONESTEP_FLOAT32 ? "onestep_attention_backward" : "onestep_attention_backward_typed";
+    char shapes[160];
+    if (dtype == ONESTEP_FLOAT32)
+        std::snprintf(shapes, sizeof shapes, "B=%d, H=%d, Tq=%d, Tk=%d, D=%d", B, H, Tq, Tk, D);
+    else
+        std::snprintf(shapes, sizeof shapes, "B=%d, H=%d, Tq=%d, Tk=%d, D=%d, dtype=%s", B, H, Tq, Tk, D, dtype_name(dtype));
+    if (dtype_bytes(dtype) == 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
     if (B <= 0 || H <= 0 || Tq <= 0 || Tk <= 0)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "B, H, Tq and Tk must be positive");
     if (D != 32 && D != 64 && D != 128)
@@ -259,15 +284,29 @@ extern "C" onestep_status onestep_attention_backward(const float* q, const float
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "every tensor and the delta workspace must be non-null");
     const auto misaligned = [](const void* p) { return (reinterpret_cast<unsigned long long>(p) & 15u) != 0; };
     if (misaligned(q) || misaligned(k) || misaligned(v) || misaligned(dout))
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "q, k, v and dout must be 16-byte aligned (float4 loads)");
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "q, k, v and dout must be 16-byte aligned (vector loads)");
     if (!std::isfinite(softmax_scale))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "softmax_scale must be finite");
     const float scale = softmax_scale > 0.0f ? softmax_scale : 1.0f / std::sqrt(float(D));
     cudaError_t e = cudaErrorInvalidValue;
-    switch (D) {
-        case 32: e = attention::launch_backward_d<32>(q, k, v, o, dout, lse, delta, dq, dk, dv, B, H, Tq, Tk, kv_len, scale, stream); break;
-        case 64: e = attention::launch_backward_d<64>(q, k, v, o, dout, lse, delta, dq, dk, dv, B, H, Tq, Tk, kv_len, scale, stream); break;
-        case 128: e = attention::launch_backward_d<128>(q, k, v, o, dout, lse, delta, dq, dk, dv, B, H, Tq, Tk, kv_len, scale, stream); break;
+    switch (dtype) {
+        case ONESTEP_FLOAT32:
+            e = attention::launch_backward<float>(q, k, v, o, dout, lse, delta, dq, dk, dv, B, H, Tq, Tk, D, kv_len, scale, stream);
+            break;
+        case ONESTEP_FLOAT16:
+            e = attention::launch_backward<__half>(q, k, v, o, dout, lse, delta, dq, dk, dv, B, H, Tq, Tk, D, kv_len, scale, stream);
+            break;
+        case ONESTEP_BFLOAT16:
+            e = attention::launch_backward<__nv_bfloat16>(q, k, v, o, dout, lse, delta, dq, dk, dv, B, H, Tq, Tk, D, kv_len, scale, stream);
+            break;
     }
     return check_launch(e, fn, shapes);
+}
+
+extern "C" onestep_status onestep_attention_backward(const float* q, const float* k, const float* v, const float* o,
+                                                     const float* dout, const float* lse, float* delta, float* dq,
+                                                     float* dk, float* dv, int B, int H, int Tq, int Tk, int D,
+                                                     const int* kv_len, float softmax_scale, cudaStream_t stream) {
+    return onestep_attention_backward_typed(q, k, v, o, dout, lse, delta, dq, dk, dv, B, H, Tq, Tk, D, kv_len,
+                                            softmax_scale, ONESTEP_FLOAT32, stream);
 }

@@ -58,7 +58,7 @@ void reference(const Case& c, const vector<float>& q, const vector<float>& k, co
 // dQ = scale dS K, dK = scale dS^T Q.
 void reference_backward(const Case& c, const vector<float>& q, const vector<float>& k, const vector<float>& v,
                         const vector<float>& dout, const vector<int>& kv_len, double scale, vector<double>& dq,
-                        vector<double>& dk, vector<double>& dv) {
+                        vector<double>& dk, vector<double>& dv, const vector<float>* o_given = nullptr) {
     dq.assign(q.size(), 0.0);
     dk.assign(k.size(), 0.0);
     dv.assign(v.size(), 0.0);
@@ -85,6 +85,13 @@ void reference_backward(const Case& c, const vector<float>& q, const vector<floa
                     for (int d = 0; d < D; d++) g += double(gi[d]) * v[(bh * c.Tk + j) * D + d];
                     dp[j] = g;
                     delta += p[j] * g;
+                }
+                if (o_given) {
+                    // Delta as the kernel forms it, rowsum(dO o O) of the O it is given (FA2, Alg. 2 line 4): the
+                    // same value as rowsum(P o dP) when O is exact; with a rounded (16-bit) O it differs by O's
+                    // rounding, which the kernel cannot undo.
+                    delta = 0;
+                    for (int d = 0; d < D; d++) delta += double(gi[d]) * (*o_given)[(bh * c.Tq + i) * D + d];
                 }
                 for (int j = 0; j < len; j++) {
                     const double ds = p[j] * (dp[j] - delta);
@@ -149,6 +156,87 @@ void check_case(const Case& c, uint64_t seed) {
     expect_close("dv", ddv.p, gv.data(), gv.size(), tol, 1e-3);
 }
 
+// 256-byte-aligned 16-bit buffers (fp16 or bf16 bits).
+struct Buf16 {
+    uint16_t* p;
+    size_t n;
+    explicit Buf16(const vector<uint16_t>& v)
+        : p(static_cast<uint16_t*>(std::aligned_alloc(256, (v.size() * 2 + 255) / 256 * 256))), n(v.size()) {
+        std::memcpy(p, v.data(), v.size() * 2);
+    }
+    explicit Buf16(size_t count) : p(static_cast<uint16_t*>(std::aligned_alloc(256, (count * 2 + 255) / 256 * 256))), n(count) {
+        std::memset(p, 0xFF, count * 2);  // NaN in both formats: an unwritten element shows
+    }
+    ~Buf16() { std::free(p); }
+};
+
+// Rounds v to the 16-bit format in place (so the double reference sees exactly the kernel's inputs) and returns
+// the bits.
+vector<uint16_t> narrow(const ktest::Format16& f, vector<float>& v) {
+    vector<uint16_t> bits(v.size());
+    for (size_t i = 0; i < v.size(); i++) {
+        const double r = ktest::round_to(f, v[i]);
+        v[i] = float(r);
+        bits[i] = ktest::encode16(f, r);
+    }
+    return bits;
+}
+
+vector<float> widen(const ktest::Format16& f, const uint16_t* bits, size_t n) {
+    vector<float> v(n);
+    for (size_t i = 0; i < n; i++) v[i] = float(ktest::decode16(f, bits[i]));
+    return v;
+}
+
+// The fp16 / bf16 instantiations: inputs are rounded to the format first, so the double reference computes on
+// exactly what the kernel reads; the kernel's arithmetic is fp32, so its only extra error is the final rounding
+// of o, dq, dk, dv (one unit roundoff relative, on top of the fp32 tolerances).
+void check_case_typed(const Case& c, onestep_dtype dtype, uint64_t seed) {
+    const ktest::Format16& f = dtype == ONESTEP_FLOAT16 ? ktest::kHalf : ktest::kBf16;
+    const char* name = dtype == ONESTEP_FLOAT16 ? "fp16" : "bf16";
+    std::printf("  %s B=%d H=%d Tq=%d Tk=%d D=%d qk_std=%g kv_len=%d\n", name, c.B, c.H, c.Tq, c.Tk, c.D, c.qk_std,
+                c.use_kv_len);
+    ktest::Rng rng(seed);
+    vector<float> q = rng.normals(size_t(c.B) * c.H * c.Tq * c.D, 0, c.qk_std);
+    vector<float> k = rng.normals(size_t(c.B) * c.H * c.Tk * c.D, 0, c.qk_std);
+    vector<float> v = rng.normals(size_t(c.B) * c.H * c.Tk * c.D);
+    vector<int> kv_len(c.B);
+    for (int b = 0; b < c.B; b++) kv_len[b] = b == 0 ? 0 : rng.range(1, c.Tk + 40);
+    Buf16 bq(narrow(f, q)), bk(narrow(f, k)), bv(narrow(f, v)), bo(q.size());
+    Buf blse(size_t(c.B) * c.H * c.Tq, NAN);
+    const double scale = 1.0 / std::sqrt(double(c.D)), u = ktest::unit_roundoff(f);
+    const int* lens = c.use_kv_len ? kv_len.data() : nullptr;
+    const onestep_status st = onestep_attention_forward_typed(bq.p, bk.p, bv.p, bo.p, blse.p, c.B, c.H, c.Tq, c.Tk,
+                                                              c.D, lens, 0.0f, dtype, nullptr);
+    if (!expect(st == ONESTEP_OK, "typed attention returned an error: %s", onestep_last_error_message()) || !ktest::sync()) return;
+    vector<double> o, lse;
+    reference(c, q, k, v, kv_len, scale, o, lse);
+    vector<float> got_o = widen(f, bo.p, bo.n);
+    expect_close(dtype == ONESTEP_FLOAT16 ? "fp16 o" : "bf16 o", got_o.data(), o.data(), o.size(), 2e-5, 2e-4 + u);
+    vector<double> lse_cmp(lse);
+    vector<float> got(blse.p, blse.p + blse.n);
+    for (size_t i = 0; i < lse.size(); i++)
+        if (std::isinf(lse[i]) && got[i] == float(lse[i])) lse_cmp[i] = 0, got[i] = 0;
+    expect_close(dtype == ONESTEP_FLOAT16 ? "fp16 lse" : "bf16 lse", got.data(), lse_cmp.data(), got.size(), 2e-5, 2e-5);
+
+    vector<float> dout = rng.normals(q.size());
+    Buf16 ddout(narrow(f, dout)), ddq(q.size()), ddk(k.size()), ddv(v.size());
+    Buf ddelta(blse.n, NAN);
+    const onestep_status sb = onestep_attention_backward_typed(bq.p, bk.p, bv.p, bo.p, ddout.p, blse.p, ddelta.p,
+                                                               ddq.p, ddk.p, ddv.p, c.B, c.H, c.Tq, c.Tk, c.D, lens,
+                                                               0.0f, dtype, nullptr);
+    if (!expect(sb == ONESTEP_OK, "typed attention backward returned an error: %s", onestep_last_error_message()) ||
+        !ktest::sync())
+        return;
+    vector<double> gq, gk, gv;
+    reference_backward(c, q, k, v, dout, kv_len, scale, gq, gk, gv, &got_o);
+    const double tol = 5e-5 * std::sqrt(double(c.Tq > c.Tk ? c.Tq : c.Tk)) * c.qk_std * c.qk_std;
+    vector<float> wq = widen(f, ddq.p, ddq.n), wk = widen(f, ddk.p, ddk.n), wv = widen(f, ddv.p, ddv.n);
+    expect_close(dtype == ONESTEP_FLOAT16 ? "fp16 dq" : "bf16 dq", wq.data(), gq.data(), gq.size(), tol, 1e-3 + u);
+    expect_close(dtype == ONESTEP_FLOAT16 ? "fp16 dk" : "bf16 dk", wk.data(), gk.data(), gk.size(), tol, 1e-3 + u);
+    expect_close(dtype == ONESTEP_FLOAT16 ? "fp16 dv" : "bf16 dv", wv.data(), gv.data(), gv.size(), tol, 1e-3 + u);
+}
+
 // The backward reference against central differences of L = sum(dout * o) on a tiny case.
 void check_backward_reference_by_finite_differences() {
     const Case c{1, 1, 3, 5, 32, 1.0, false};
@@ -197,6 +285,15 @@ void check_argument_errors() {
     expect(onestep_attention_forward(b.p, b.p, b.p, b.p, b.p, 1, 1, 0, 4, 32, nullptr, 0.f, nullptr) ==
                ONESTEP_ERROR_INVALID_ARGUMENT,
            "Tq = 0 was accepted%s");
+    expect(onestep_attention_forward_typed(b.p, b.p, b.p, b.p, b.p, 1, 1, 4, 4, 32, nullptr, 0.f, onestep_dtype(7),
+                                           nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT,
+           "an unknown dtype was accepted%s");
+    expect(onestep_attention_forward_typed(b.p, b.p, b.p, b.p, b.p, 1, 1, 4, 4, 96, nullptr, 0.f, ONESTEP_BFLOAT16,
+                                           nullptr) == ONESTEP_ERROR_UNSUPPORTED,
+           "bf16 head dim 96 was accepted%s");
+    expect(std::strstr(onestep_last_error_message(),
+                       "onestep_attention_forward_typed(B=1, H=1, Tq=4, Tk=4, D=96, dtype=bfloat16)") != nullptr,
+           "message does not name the kernel, shapes and dtype: %s", onestep_last_error_message());
 }
 
 }  // namespace
@@ -223,5 +320,16 @@ int main() {
         check_case(Case{rng.range(1, 2), rng.range(1, 3), rng.range(1, 90), rng.range(1, 90), dims[rng.range(0, 2)], 1.0,
                         rng.range(0, 1) == 1},
                    seed++);
+    // fp16 and bf16 storage: ragged tiles, masks (a fully masked batch), large scores, every head dim.
+    const Case typed[] = {
+        {2, 3, 17, 45, 32, 1.0, false},
+        {3, 2, 50, 70, 64, 1.0, true},
+        {2, 1, 40, 33, 32, 4.0, true},
+        {1, 1, 33, 100, 128, 1.0, false},
+    };
+    for (const Case& c : typed) {
+        check_case_typed(c, ONESTEP_FLOAT16, seed++);
+        check_case_typed(c, ONESTEP_BFLOAT16, seed++);
+    }
     return ktest::finish("test_attention", start);
 }

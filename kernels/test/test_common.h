@@ -3,6 +3,7 @@
 #pragma once
 #include "onestep_kernels.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -92,6 +93,56 @@ inline bool sync() {
 }
 
 inline std::vector<double> to_double(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
+
+// ---- 16-bit oracles, in double, written independently of the library's conversions (by value, not by bit
+// tricks): the nearest representable value with ties to the even significand, for IEEE binary16 (11-bit
+// significand, normal exponents -14..15, subnormal unit 2^-24) and bfloat16 (8-bit significand, float's exponent
+// range, subnormal unit 2^-133). Overflow: a value at or past the midpoint above the largest finite rounds to inf.
+struct Format16 {
+    int mant_bits, min_exp, max_exp, bias;  // significand bits after the point; normal exponent range
+};
+constexpr Format16 kHalf{10, -14, 15, 15};
+constexpr Format16 kBf16{7, -126, 127, 127};
+
+inline double round_to(const Format16& f, double x) {
+    if (std::isnan(x) || std::isinf(x) || x == 0) return x;
+    int e;
+    std::frexp(std::fabs(x), &e);  // |x| = m 2^e, m in [0.5, 1): the leading bit has weight 2^(e-1)
+    const int lead = std::max(e - 1, f.min_exp);
+    const double unit = std::ldexp(1.0, lead - f.mant_bits);
+    const double r = std::nearbyint(x / unit) * unit;  // x / unit is exact; nearbyint rounds ties to even
+    const double largest = std::ldexp(2.0 - std::ldexp(1.0, -f.mant_bits), f.max_exp);
+    if (std::fabs(r) > largest) return std::copysign(INFINITY, x);
+    return r;
+}
+
+inline double decode16(const Format16& f, uint16_t bits) {
+    const int exp_bits = f.mant_bits == 10 ? 5 : 8;
+    const int sign = bits >> 15, exp = (bits >> f.mant_bits) & ((1 << exp_bits) - 1);
+    const int mant = bits & ((1 << f.mant_bits) - 1);
+    double v;
+    if (exp == (1 << exp_bits) - 1) v = mant ? NAN : INFINITY;
+    else if (exp == 0) v = std::ldexp(double(mant), f.min_exp - f.mant_bits);
+    else v = std::ldexp(1.0 + std::ldexp(double(mant), -f.mant_bits), exp - f.bias);
+    return sign ? -v : v;
+}
+
+// Bits of a value already representable in the format (as round_to returns it).
+inline uint16_t encode16(const Format16& f, double v) {
+    const int exp_bits = f.mant_bits == 10 ? 5 : 8;
+    const uint16_t sign = std::signbit(v) ? 0x8000 : 0;
+    v = std::fabs(v);
+    if (std::isnan(v)) return uint16_t(sign | (((1 << exp_bits) - 1) << f.mant_bits) | (1 << (f.mant_bits - 1)));
+    if (std::isinf(v)) return uint16_t(sign | (((1 << exp_bits) - 1) << f.mant_bits));
+    int e;
+    std::frexp(v, &e);
+    if (v == 0 || e - 1 < f.min_exp) return uint16_t(sign | uint16_t(v / std::ldexp(1.0, f.min_exp - f.mant_bits)));
+    const int mant = int((std::ldexp(v, -(e - 1)) - 1.0) * (1 << f.mant_bits));
+    return uint16_t(sign | ((e - 1 + f.bias) << f.mant_bits) | mant);
+}
+
+// The format's unit roundoff (half an ulp relative): 2^-11 for binary16, 2^-8 for bfloat16.
+inline double unit_roundoff(const Format16& f) { return std::ldexp(1.0, -f.mant_bits - 1); }
 
 // The closing line, and the exit status CTest reads.
 inline int finish(const char* name, std::chrono::steady_clock::time_point start) {

@@ -189,6 +189,102 @@ void check_multistep_consistency() {
     expect_close("consistency boundary f(x, eps) = x", y.data(), zd.data(), n, 0.0, 0.0);
 }
 
+// onestep_convert against the by-value oracles of test_common.h: every one of the 65,536 bit patterns of each
+// 16-bit format widened to fp32 (exact), and fp32 values narrowed: exact ties (which must go to the even
+// significand), the overflow edge, subnormal and underflow edges, signed zeros, infinities, NaN, and random
+// values spread over every exponent. Then one chained fp16 -> bf16 conversion and the argument errors.
+void check_convert() {
+    const struct {
+        onestep_dtype t;
+        const ktest::Format16* f;
+        const char* name;
+    } formats[] = {{ONESTEP_FLOAT16, &ktest::kHalf, "fp16"}, {ONESTEP_BFLOAT16, &ktest::kBf16, "bf16"}};
+    for (const auto& fm : formats) {
+        const ktest::Format16& f = *fm.f;
+        char what[64];
+        // widen: all bit patterns
+        uint16_t* bits = static_cast<uint16_t*>(std::aligned_alloc(256, 65536 * 2));
+        float* wide = static_cast<float*>(std::aligned_alloc(256, 65536 * 4));
+        for (int i = 0; i < 65536; i++) bits[i] = uint16_t(i);
+        expect(onestep_convert(bits, fm.t, wide, ONESTEP_FLOAT32, 65536, nullptr) == ONESTEP_OK, "convert: %s",
+               onestep_last_error_message());
+        ktest::sync();
+        int bad = 0;
+        for (int i = 0; i < 65536; i++) {
+            const double want = ktest::decode16(f, uint16_t(i));
+            const bool ok = std::isnan(want) ? std::isnan(wide[i]) : (double(wide[i]) == want &&
+                                                                      std::signbit(wide[i]) == std::signbit(want));
+            if (!ok && bad++ < 5) std::printf("    MISMATCH %s widen 0x%04x: got %.9g, want %.9g\n", fm.name, i, wide[i], want);
+        }
+        std::snprintf(what, sizeof what, "%s widened exactly (%%s)", fm.name);
+        expect(bad == 0, what, bad ? "mismatches" : "");
+
+        // narrow: edge cases and random values
+        vector<float> x;
+        const double largest = std::ldexp(2.0 - std::ldexp(1.0, -f.mant_bits), f.max_exp);
+        const double ulp_top = std::ldexp(1.0, f.max_exp - f.mant_bits);
+        const double sub_unit = std::ldexp(1.0, f.min_exp - f.mant_bits);
+        for (double v : {0.0, -0.0, 1.0, -1.0, largest, largest + ulp_top / 2, largest + ulp_top / 4,
+                         largest + ulp_top / 2 * 0.999, sub_unit, sub_unit / 2, sub_unit / 2 * 1.001, sub_unit * 1.5,
+                         sub_unit * 2.5, std::ldexp(1.0, f.min_exp), std::ldexp(1.0, f.min_exp) * (1 - 1e-3),
+                         double(INFINITY), double(-INFINITY)}) {
+            x.push_back(float(v));
+            x.push_back(float(-v));
+        }
+        // exact ties between neighbours in several binades: 1 + (k + 1/2) ulp for odd and even k
+        for (int e : {-10, 0, 3, 9})
+            for (int k = 0; k < 4; k++) x.push_back(float(std::ldexp(1.0 + (k + 0.5) * std::ldexp(1.0, -f.mant_bits), e)));
+        ktest::Rng rng(2026);
+        for (int i = 0; i < 20000; i++) {
+            const int e = rng.range(f.min_exp - f.mant_bits - 2, f.max_exp + 1);
+            x.push_back(float(std::ldexp(rng.uniform(-2.0, 2.0), e)));
+        }
+        x.push_back(NAN);
+        const size_t n = x.size();
+        float* dx = static_cast<float*>(std::aligned_alloc(256, (n * 4 + 255) / 256 * 256));
+        uint16_t* dy = static_cast<uint16_t*>(std::aligned_alloc(256, (n * 2 + 255) / 256 * 256));
+        std::memcpy(dx, x.data(), n * 4);
+        expect(onestep_convert(dx, ONESTEP_FLOAT32, dy, fm.t, (long long)n, nullptr) == ONESTEP_OK, "convert: %s",
+               onestep_last_error_message());
+        ktest::sync();
+        bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            const double want = ktest::round_to(f, x[i]), got = ktest::decode16(f, dy[i]);
+            const bool ok = std::isnan(want) ? std::isnan(got) : (got == want && std::signbit(got) == std::signbit(want));
+            if (!ok && bad++ < 5)
+                std::printf("    MISMATCH %s narrow %.9g: got %.9g (0x%04x), want %.9g\n", fm.name, x[i], got, dy[i], want);
+        }
+        std::snprintf(what, sizeof what, "%s narrowed to nearest even (%%s)", fm.name);
+        expect(bad == 0, what, bad ? "mismatches" : "");
+        std::free(dx), std::free(dy), std::free(bits), std::free(wide);
+    }
+
+    // fp16 -> bf16: one rounding of the (exact) widened value
+    uint16_t* h = static_cast<uint16_t*>(std::aligned_alloc(256, 65536 * 2));
+    uint16_t* b = static_cast<uint16_t*>(std::aligned_alloc(256, 65536 * 2));
+    for (int i = 0; i < 65536; i++) h[i] = uint16_t(i);
+    expect(onestep_convert(h, ONESTEP_FLOAT16, b, ONESTEP_BFLOAT16, 65536, nullptr) == ONESTEP_OK, "convert: %s",
+           onestep_last_error_message());
+    ktest::sync();
+    int bad = 0;
+    for (int i = 0; i < 65536; i++) {
+        const double want = ktest::round_to(ktest::kBf16, ktest::decode16(ktest::kHalf, uint16_t(i)));
+        const double got = ktest::decode16(ktest::kBf16, b[i]);
+        if (!(std::isnan(want) ? std::isnan(got) : got == want) && bad++ < 5)
+            std::printf("    MISMATCH fp16 0x%04x -> bf16: got %.9g, want %.9g\n", i, got, want);
+    }
+    expect(bad == 0, "fp16 -> bf16 (%s)", bad ? "mismatches" : "");
+    std::free(h), std::free(b);
+
+    float one = 1.0f;
+    expect(onestep_convert(&one, onestep_dtype(9), &one, ONESTEP_FLOAT32, 1, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT,
+           "an unknown dtype was accepted%s");
+    expect(std::strstr(onestep_last_error_message(), "onestep_convert(n=1, unknown -> float32)") != nullptr,
+           "message does not name the function and types: %s", onestep_last_error_message());
+    expect(onestep_convert(nullptr, ONESTEP_FLOAT32, &one, ONESTEP_FLOAT16, 1, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT,
+           "a null x was accepted%s");
+}
+
 }  // namespace
 
 int main() {
@@ -197,5 +293,6 @@ int main() {
     check_argument_errors();
     check_edm_heun_sampler();
     check_multistep_consistency();
+    check_convert();
     return ktest::finish("test_denoise", start);
 }

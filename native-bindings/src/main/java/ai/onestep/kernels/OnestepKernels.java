@@ -26,6 +26,11 @@ public final class OnestepKernels {
     public static final int ERROR_UNSUPPORTED = 2;
     public static final int ERROR_CUDA = 3;
 
+    /** {@code onestep_dtype}: the element types of the {@code *_typed} functions and {@link #onestep_convert}. */
+    public static final int FLOAT32 = 0;
+    public static final int FLOAT16 = 1;
+    public static final int BFLOAT16 = 2;
+
     private OnestepKernels() {
     }
 
@@ -138,6 +143,30 @@ public final class OnestepKernels {
                                                         @Cast("float*") long dk, @Cast("float*") long dv, int b, int h,
                                                         int tq, int tk, int d, @Cast("const int*") long kvLen,
                                                         float softmaxScale, @Cast("cudaStream_t") long stream);
+
+    /** q, k, v, o in {@code dtype} ({@link #FLOAT32}, {@link #FLOAT16}, {@link #BFLOAT16}); lse fp32. */
+    public static native int onestep_attention_forward_typed(@Cast("const void*") long q, @Cast("const void*") long k,
+                                                             @Cast("const void*") long v, @Cast("void*") long o,
+                                                             @Cast("float*") long lse, int b, int h, int tq, int tk,
+                                                             int d, @Cast("const int*") long kvLen, float softmaxScale,
+                                                             @Cast("onestep_dtype") int dtype,
+                                                             @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_attention_backward_typed(@Cast("const void*") long q, @Cast("const void*") long k,
+                                                              @Cast("const void*") long v, @Cast("const void*") long o,
+                                                              @Cast("const void*") long dout,
+                                                              @Cast("const float*") long lse,
+                                                              @Cast("float*") long delta, @Cast("void*") long dq,
+                                                              @Cast("void*") long dk, @Cast("void*") long dv, int b,
+                                                              int h, int tq, int tk, int d,
+                                                              @Cast("const int*") long kvLen, float softmaxScale,
+                                                              @Cast("onestep_dtype") int dtype,
+                                                              @Cast("cudaStream_t") long stream);
+
+    /** y (n elements of type {@code to}) = x (n elements of type {@code from}), rounding to nearest even. */
+    public static native int onestep_convert(@Cast("const void*") long x, @Cast("onestep_dtype") int from,
+                                             @Cast("void*") long y, @Cast("onestep_dtype") int to, long n,
+                                             @Cast("cudaStream_t") long stream);
 
     // ---- layers (portable kernels) ----
     public static native int onestep_gemm(@Cast("const float*") long a, int transA, @Cast("const float*") long b,

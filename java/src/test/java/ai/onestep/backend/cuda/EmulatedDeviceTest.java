@@ -10,6 +10,7 @@ import static org.junit.jupiter.api.Assertions.fail;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import ai.onestep.backend.OpsTesting;
+import ai.onestep.kernels.OnestepKernels;
 import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
@@ -262,6 +263,78 @@ class EmulatedDeviceTest {
                 ops.device().destroyGraph(ops.device().endCapture());
                 assertTrue(u.getMessage().contains("onestep_memcpy_htod") && u.getMessage().contains("under capture"),
                         u.getMessage());
+            }
+        }
+    }
+
+    /**
+     * The fp16 and bf16 attention through the bindings: q, k, v uploaded in fp32, narrowed on the device with
+     * {@code onestep_convert}, attended in 16-bit storage, widened back, and compared with a float64 softmax over
+     * the narrowed inputs (read back too, so the reference sees exactly what the kernel read). The kernels' own
+     * exhaustive checks are kernels/test; this covers the Java signatures, the dtype constants and the casts.
+     */
+    @Test
+    void halfPrecisionAttentionThroughTheBindings() {
+        int b = 1, h = 2, t = 40, d = 32;
+        int n = b * h * t * d;
+        java.util.SplittableRandom r = new java.util.SplittableRandom(5);
+        for (int dtype : new int[] {OnestepKernels.FLOAT16, OnestepKernels.BFLOAT16}) {
+            try (DeviceArena a = new DeviceArena(ops.device(), "typed attention", 1 << 20);
+                 TensorArena host = new TensorArena()) {
+                long stream = ops.device().stream();
+                Tensor hq = host.allocate(n), hk = host.allocate(n), hv = host.allocate(n), ho = host.allocate(n);
+                for (Tensor x : new Tensor[] {hq, hk, hv}) {
+                    for (int i = 0; i < n; i++) {
+                        x.segment().setAtIndex(Tensor.F32, i, (float) r.nextGaussian());
+                    }
+                }
+                long[] wide = new long[3], narrow = new long[3];
+                Tensor[] in = {hq, hk, hv};
+                for (int i = 0; i < 3; i++) {
+                    wide[i] = a.allocate(4L * n, "fp32 input");
+                    narrow[i] = a.allocate(2L * n, "16-bit input");
+                    ops.device().upload(wide[i], in[i].segment(), 4L * n, () -> "input");
+                    Device.check(OnestepKernels.onestep_convert(wide[i], OnestepKernels.FLOAT32, narrow[i], dtype, n,
+                            stream), "convert", () -> "input");
+                    Device.check(OnestepKernels.onestep_convert(narrow[i], dtype, wide[i], OnestepKernels.FLOAT32, n,
+                            stream), "convert", () -> "input");
+                    ops.device().download(in[i].segment(), wide[i], 4L * n, () -> "rounded input");
+                }
+                long o = a.allocate(2L * n, "o"), lse = a.allocate(4L * b * h * t, "lse"), o32 = a.allocate(4L * n, "o32");
+                Device.check(OnestepKernels.onestep_attention_forward_typed(narrow[0], narrow[1], narrow[2], o, lse, b,
+                        h, t, t, d, 0, 0f, dtype, stream), "attention", () -> "typed");
+                Device.check(OnestepKernels.onestep_convert(o, dtype, o32, OnestepKernels.FLOAT32, n, stream),
+                        "convert", () -> "o");
+                ops.device().download(ho.segment(), o32, 4L * n, () -> "o");
+                float[] q = hq.toArray(), k = hk.toArray(), v = hv.toArray(), got = ho.toArray();
+                double u = dtype == OnestepKernels.FLOAT16 ? 0x1p-11 : 0x1p-8;
+                double scale = 1 / Math.sqrt(d);
+                for (int bh = 0; bh < b * h; bh++) {
+                    for (int i = 0; i < t; i++) {
+                        double[] p = new double[t];
+                        double max = Double.NEGATIVE_INFINITY, sum = 0;
+                        for (int j = 0; j < t; j++) {
+                            double dot = 0;
+                            for (int c = 0; c < d; c++) {
+                                dot += (double) q[(bh * t + i) * d + c] * k[(bh * t + j) * d + c];
+                            }
+                            p[j] = dot * scale;
+                            max = Math.max(max, p[j]);
+                        }
+                        for (int j = 0; j < t; j++) {
+                            sum += p[j] = Math.exp(p[j] - max);
+                        }
+                        for (int c = 0; c < d; c++) {
+                            double want = 0;
+                            for (int j = 0; j < t; j++) {
+                                want += p[j] / sum * v[(bh * t + j) * d + c];
+                            }
+                            float g = got[(bh * t + i) * d + c];
+                            assertTrue(Math.abs(g - want) <= 2e-5 + (2e-4 + u) * Math.abs(want),
+                                    "dtype " + dtype + " o[" + bh + "," + i + "," + c + "] = " + g + ", want " + want);
+                        }
+                    }
+                }
             }
         }
     }

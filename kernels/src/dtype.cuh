@@ -1,0 +1,62 @@
+// dtype.cuh: the storage types a kernel may be instantiated for (float, __half, __nv_bfloat16) and the few
+// operations the kernels need on them. The 16-bit types are storage only: values are widened to float as they
+// are loaded and rounded once (to nearest even) when a result is stored, so every sum, max and exp runs in
+// fp32 (FlashAttention-2's "fp16/bf16 inputs, fp32 accumulation"). The emulation supplies the same two types
+// and conversions (emu/cuda_emu.h), so the 16-bit instantiations are tested on machines without a GPU.
+#pragma once
+#include "cuda_compat.cuh"
+#include "onestep_kernels.h"
+
+#ifndef ONESTEP_EMULATION
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
+
+namespace onestep {
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T>
+__device__ __forceinline__ T from_f32(float x);
+template <>
+__device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+// Four consecutive elements widened to float: one 16-byte load for float, one 8-byte load for 16-bit types.
+// p must be aligned to 4 elements.
+template <typename T>
+struct alignas(4 * sizeof(T)) Pack4 {
+    T v[4];
+};
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+template <typename T>
+__device__ __forceinline__ float4 load4(const T* p) {
+    const Pack4<T> pk = *reinterpret_cast<const Pack4<T>*>(p);
+    return make_float4(to_f32(pk.v[0]), to_f32(pk.v[1]), to_f32(pk.v[2]), to_f32(pk.v[3]));
+}
+
+// Bytes per element of a C API dtype (0 for a value outside the enum).
+inline size_t dtype_bytes(onestep_dtype t) {
+    switch (t) {
+        case ONESTEP_FLOAT32: return 4;
+        case ONESTEP_FLOAT16:
+        case ONESTEP_BFLOAT16: return 2;
+    }
+    return 0;
+}
+
+inline const char* dtype_name(onestep_dtype t) {
+    switch (t) {
+        case ONESTEP_FLOAT32: return "float32";
+        case ONESTEP_FLOAT16: return "float16";
+        case ONESTEP_BFLOAT16: return "bfloat16";
+    }
+    return "unknown";
+}
+
+}  // namespace onestep
