@@ -178,6 +178,27 @@ template cudaError_t launch_forward<__nv_bfloat16>(const __nv_bfloat16*, const _
                                                    __nv_bfloat16*, float*, int, int, int, int, int, const int*, float,
                                                    cudaStream_t);
 
+void describe(char* out, size_t size, int B, int H, int Tq, int Tk, int D, onestep_dtype dtype) {
+    if (dtype == ONESTEP_FLOAT32)
+        std::snprintf(out, size, "B=%d, H=%d, Tq=%d, Tk=%d, D=%d", B, H, Tq, Tk, D);
+    else
+        std::snprintf(out, size, "B=%d, H=%d, Tq=%d, Tk=%d, D=%d, dtype=%s", B, H, Tq, Tk, D, dtype_name(dtype));
+}
+
+onestep_status check_shapes(const char* fn, const char* shapes, int B, int H, int Tq, int Tk, int D, onestep_dtype dtype) {
+    if (dtype_bytes(dtype) == 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
+    if (B <= 0 || H <= 0 || Tq <= 0 || Tk <= 0)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "B, H, Tq and Tk must be positive");
+    if (D != 32 && D != 64 && D != 128)
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "head dim must be 32, 64 or 128");
+    if ((long long)B * H > 65535) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "B * H exceeds 65535");
+    return ONESTEP_OK;
+}
+
+float resolve_scale(float softmax_scale, int D) {
+    return softmax_scale > 0.0f ? softmax_scale : 1.0f / std::sqrt(float(D));
+}
+
 }  // namespace attention
 }  // namespace onestep
 
@@ -189,23 +210,15 @@ extern "C" onestep_status onestep_attention_forward_typed(const void* q, const v
                                                           cudaStream_t stream) {
     const char* fn = dtype == ONESTEP_FLOAT32 ? "onestep_attention_forward" : "onestep_attention_forward_typed";
     char shapes[160];
-    if (dtype == ONESTEP_FLOAT32)
-        std::snprintf(shapes, sizeof shapes, "B=%d, H=%d, Tq=%d, Tk=%d, D=%d", B, H, Tq, Tk, D);
-    else
-        std::snprintf(shapes, sizeof shapes, "B=%d, H=%d, Tq=%d, Tk=%d, D=%d, dtype=%s", B, H, Tq, Tk, D, dtype_name(dtype));
-    if (dtype_bytes(dtype) == 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
-    if (B <= 0 || H <= 0 || Tq <= 0 || Tk <= 0)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "B, H, Tq and Tk must be positive");
-    if (D != 32 && D != 64 && D != 128)
-        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "head dim must be 32, 64 or 128");
-    if ((long long)B * H > 65535) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "B * H exceeds 65535");
+    attention::describe(shapes, sizeof shapes, B, H, Tq, Tk, D, dtype);
+    if (const onestep_status s = attention::check_shapes(fn, shapes, B, H, Tq, Tk, D, dtype)) return s;
     if (!q || !k || !v || !o || !lse) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "q, k, v, o and lse must be non-null");
     const auto misaligned = [](const void* p) { return (reinterpret_cast<unsigned long long>(p) & 15u) != 0; };
     if (misaligned(q) || misaligned(k) || misaligned(v))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "q, k and v must be 16-byte aligned (vector loads)");
     if (!std::isfinite(softmax_scale))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "softmax_scale must be finite");
-    const float scale = softmax_scale > 0.0f ? softmax_scale : 1.0f / std::sqrt(float(D));
+    const float scale = attention::resolve_scale(softmax_scale, D);
     cudaError_t e = cudaErrorInvalidValue;
     switch (dtype) {
         case ONESTEP_FLOAT32:

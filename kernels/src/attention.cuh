@@ -19,5 +19,11 @@ template <typename T>
 cudaError_t launch_forward(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk, int D,
                            const int* kv_len, float softmax_scale, cudaStream_t stream);
 
+// The C entry points' shared argument handling (attention.cu): the shapes text of error messages, the checks of
+// dtype and shapes (ONESTEP_OK or the failure, already reported), and softmax_scale <= 0 meaning 1 / sqrt(D).
+void describe(char* out, size_t size, int B, int H, int Tq, int Tk, int D, onestep_dtype dtype);
+onestep_status check_shapes(const char* fn, const char* shapes, int B, int H, int Tq, int Tk, int D, onestep_dtype dtype);
+float resolve_scale(float softmax_scale, int D);
+
 }  // namespace attention
 }  // namespace onestep

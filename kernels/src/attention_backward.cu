@@ -270,16 +270,8 @@ extern "C" onestep_status onestep_attention_backward_typed(const void* q, const 
                                                            cudaStream_t stream) {
     const char* fn = dtype == ONESTEP_FLOAT32 ? "onestep_attention_backward" : "onestep_attention_backward_typed";
     char shapes[160];
-    if (dtype == ONESTEP_FLOAT32)
-        std::snprintf(shapes, sizeof shapes, "B=%d, H=%d, Tq=%d, Tk=%d, D=%d", B, H, Tq, Tk, D);
-    else
-        std::snprintf(shapes, sizeof shapes, "B=%d, H=%d, Tq=%d, Tk=%d, D=%d, dtype=%s", B, H, Tq, Tk, D, dtype_name(dtype));
-    if (dtype_bytes(dtype) == 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
-    if (B <= 0 || H <= 0 || Tq <= 0 || Tk <= 0)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "B, H, Tq and Tk must be positive");
-    if (D != 32 && D != 64 && D != 128)
-        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "head dim must be 32, 64 or 128");
-    if ((long long)B * H > 65535) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "B * H exceeds 65535");
+    attention::describe(shapes, sizeof shapes, B, H, Tq, Tk, D, dtype);
+    if (const onestep_status s = attention::check_shapes(fn, shapes, B, H, Tq, Tk, D, dtype)) return s;
     if (!q || !k || !v || !o || !dout || !lse || !delta || !dq || !dk || !dv)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "every tensor and the delta workspace must be non-null");
     const auto misaligned = [](const void* p) { return (reinterpret_cast<unsigned long long>(p) & 15u) != 0; };
@@ -287,7 +279,7 @@ extern "C" onestep_status onestep_attention_backward_typed(const void* q, const 
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "q, k, v and dout must be 16-byte aligned (vector loads)");
     if (!std::isfinite(softmax_scale))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "softmax_scale must be finite");
-    const float scale = softmax_scale > 0.0f ? softmax_scale : 1.0f / std::sqrt(float(D));
+    const float scale = attention::resolve_scale(softmax_scale, D);
     cudaError_t e = cudaErrorInvalidValue;
     switch (dtype) {
         case ONESTEP_FLOAT32:

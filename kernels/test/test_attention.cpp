@@ -118,15 +118,32 @@ struct Buf {
     ~Buf() { std::free(p); }
 };
 
+// Random q, k (spread qk_std), v and key lengths: batch 0 sees no key at all when lengths are used; the others
+// see random prefixes, some past Tk.
+void make_inputs(const Case& c, ktest::Rng& rng, vector<float>& q, vector<float>& k, vector<float>& v,
+                 vector<int>& kv_len) {
+    q = rng.normals(size_t(c.B) * c.H * c.Tq * c.D, 0, c.qk_std);
+    k = rng.normals(size_t(c.B) * c.H * c.Tk * c.D, 0, c.qk_std);
+    v = rng.normals(size_t(c.B) * c.H * c.Tk * c.D);
+    kv_len.assign(c.B, 0);
+    for (int b = 1; b < c.B; b++) kv_len[b] = rng.range(1, c.Tk + 40);
+}
+
+// lse: equal infinities (rows without keys) compare equal; finite values by tolerance.
+void expect_lse(const char* what, const Buf& got_buf, const vector<double>& lse) {
+    vector<double> want(lse);
+    vector<float> got(got_buf.p, got_buf.p + got_buf.n);
+    for (size_t i = 0; i < lse.size(); i++)
+        if (std::isinf(lse[i]) && got[i] == float(lse[i])) want[i] = 0, got[i] = 0;
+    expect_close(what, got.data(), want.data(), got.size(), 2e-5, 2e-5);
+}
+
 void check_case(const Case& c, uint64_t seed) {
     std::printf("  B=%d H=%d Tq=%d Tk=%d D=%d qk_std=%g kv_len=%d\n", c.B, c.H, c.Tq, c.Tk, c.D, c.qk_std, c.use_kv_len);
     ktest::Rng rng(seed);
-    vector<float> q = rng.normals(size_t(c.B) * c.H * c.Tq * c.D, 0, c.qk_std);
-    vector<float> k = rng.normals(size_t(c.B) * c.H * c.Tk * c.D, 0, c.qk_std);
-    vector<float> v = rng.normals(size_t(c.B) * c.H * c.Tk * c.D);
-    vector<int> kv_len(c.B);
-    // Batch 0 sees no key at all when lengths are used; the others see random prefixes, some past Tk.
-    for (int b = 0; b < c.B; b++) kv_len[b] = b == 0 ? 0 : rng.range(1, c.Tk + 40);
+    vector<float> q, k, v;
+    vector<int> kv_len;
+    make_inputs(c, rng, q, k, v, kv_len);
     Buf bq(q), bk(k), bv(v), bo(q.size(), NAN), blse(size_t(c.B) * c.H * c.Tq, NAN);
     const double scale = 1.0 / std::sqrt(double(c.D));
     const onestep_status st = onestep_attention_forward(bq.p, bk.p, bv.p, bo.p, blse.p, c.B, c.H, c.Tq, c.Tk, c.D,
@@ -135,12 +152,7 @@ void check_case(const Case& c, uint64_t seed) {
     vector<double> o, lse;
     reference(c, q, k, v, kv_len, scale, o, lse);
     expect_close("o", bo.p, o.data(), o.size(), 2e-5, 2e-4);
-    // lse: equal infinities compare equal; finite values by tolerance.
-    vector<double> lse_cmp(lse);
-    vector<float> got(blse.p, blse.p + blse.n);
-    for (size_t i = 0; i < lse.size(); i++)
-        if (std::isinf(lse[i]) && got[i] == float(lse[i])) lse_cmp[i] = 0, got[i] = 0;
-    expect_close("lse", got.data(), lse_cmp.data(), got.size(), 2e-5, 2e-5);
+    expect_lse("lse", blse, lse);
 
     vector<float> dout = rng.normals(q.size());
     Buf ddout(dout), ddq(q.size(), NAN), ddk(k.size(), NAN), ddv(v.size(), NAN), ddelta(blse.n, NAN);
@@ -197,11 +209,9 @@ void check_case_typed(const Case& c, onestep_dtype dtype, uint64_t seed) {
     std::printf("  %s B=%d H=%d Tq=%d Tk=%d D=%d qk_std=%g kv_len=%d\n", name, c.B, c.H, c.Tq, c.Tk, c.D, c.qk_std,
                 c.use_kv_len);
     ktest::Rng rng(seed);
-    vector<float> q = rng.normals(size_t(c.B) * c.H * c.Tq * c.D, 0, c.qk_std);
-    vector<float> k = rng.normals(size_t(c.B) * c.H * c.Tk * c.D, 0, c.qk_std);
-    vector<float> v = rng.normals(size_t(c.B) * c.H * c.Tk * c.D);
-    vector<int> kv_len(c.B);
-    for (int b = 0; b < c.B; b++) kv_len[b] = b == 0 ? 0 : rng.range(1, c.Tk + 40);
+    vector<float> q, k, v;
+    vector<int> kv_len;
+    make_inputs(c, rng, q, k, v, kv_len);
     Buf16 bq(narrow(f, q)), bk(narrow(f, k)), bv(narrow(f, v)), bo(q.size());
     Buf blse(size_t(c.B) * c.H * c.Tq, NAN);
     const double scale = 1.0 / std::sqrt(double(c.D)), u = ktest::unit_roundoff(f);
@@ -213,11 +223,7 @@ void check_case_typed(const Case& c, onestep_dtype dtype, uint64_t seed) {
     reference(c, q, k, v, kv_len, scale, o, lse);
     vector<float> got_o = widen(f, bo.p, bo.n);
     expect_close(dtype == ONESTEP_FLOAT16 ? "fp16 o" : "bf16 o", got_o.data(), o.data(), o.size(), 2e-5, 2e-4 + u);
-    vector<double> lse_cmp(lse);
-    vector<float> got(blse.p, blse.p + blse.n);
-    for (size_t i = 0; i < lse.size(); i++)
-        if (std::isinf(lse[i]) && got[i] == float(lse[i])) lse_cmp[i] = 0, got[i] = 0;
-    expect_close(dtype == ONESTEP_FLOAT16 ? "fp16 lse" : "bf16 lse", got.data(), lse_cmp.data(), got.size(), 2e-5, 2e-5);
+    expect_lse(dtype == ONESTEP_FLOAT16 ? "fp16 lse" : "bf16 lse", blse, lse);
 
     vector<float> dout = rng.normals(q.size());
     Buf16 ddout(narrow(f, dout)), ddq(q.size()), ddk(k.size()), ddv(v.size());
