@@ -113,9 +113,14 @@ public final class Report {
         }
     }
 
-    /** FID against latency (log scale), one colour per model, each point labelled with its NFE. */
+    /**
+     * FID against latency (log scale), one colour per model, each point labelled with its NFE. The legend is a
+     * row per model under the axis label, so a long file name is never cut off at the image's edge.
+     */
     static BufferedImage plot(List<Row> rows) {
-        int w = 900, h = 560, left = 80, right = 220, top = 40, bottom = 60;
+        List<String> models = rows.stream().map(Row::model).distinct().toList();
+        int w = 900, left = 80, right = 30, top = 40, ph = 460, legendTop = top + ph + 50;
+        int h = legendTop + 20 * models.size() + 10;
         BufferedImage img = new BufferedImage(w, h, BufferedImage.TYPE_INT_RGB);
         Graphics2D g = img.createGraphics();
         g.setRenderingHint(RenderingHints.KEY_ANTIALIASING, RenderingHints.VALUE_ANTIALIAS_ON);
@@ -124,11 +129,11 @@ public final class Report {
         double minL = rows.stream().mapToDouble(Row::latencyMs).min().orElse(1) / 1.5;
         double maxL = rows.stream().mapToDouble(Row::latencyMs).max().orElse(10) * 1.5;
         double maxF = rows.stream().mapToDouble(Row::fid).max().orElse(1) * 1.15;
-        int pw = w - left - right, ph = h - top - bottom;
+        int pw = w - left - right;
         g.setColor(Color.DARK_GRAY);
         g.drawRect(left, top, pw, ph);
         g.setFont(new Font(Font.SANS_SERIF, Font.PLAIN, 13));
-        g.drawString("latency per sample, ms (batch 1, log scale)", left + pw / 2 - 130, h - 15);
+        g.drawString("latency per sample, ms (batch 1, log scale)", left + pw / 2 - 130, top + ph + 38);
         g.drawString("FID-FMNIST", 10, top - 12);
         for (double tick = Math.pow(10, Math.floor(Math.log10(minL))); tick <= maxL; tick *= 10) {
             for (double m : new double[] {1, 2, 5}) {
@@ -150,7 +155,6 @@ public final class Report {
         }
         Color[] palette = {new Color(31, 119, 180), new Color(214, 39, 40), new Color(44, 160, 44), new Color(148, 103, 189),
             new Color(255, 127, 14), new Color(140, 86, 75)};
-        List<String> models = rows.stream().map(Row::model).distinct().toList();
         for (int mi = 0; mi < models.size(); mi++) {
             Color c = palette[mi % palette.length];
             g.setColor(c);
@@ -170,8 +174,8 @@ public final class Report {
                 px = x;
                 py = y;
             }
-            g.fillRect(w - right + 15, top + 20 * mi, 12, 12);
-            g.drawString(models.get(mi), w - right + 32, top + 11 + 20 * mi);
+            g.fillRect(left, legendTop + 20 * mi, 12, 12);
+            g.drawString(models.get(mi), left + 18, legendTop + 11 + 20 * mi);
         }
         g.dispose();
         return img;
