@@ -91,6 +91,10 @@ onestep_status onestep_consistency_renoise(const float* x, const float* z, float
 onestep_status onestep_add(const float* a, const float* b, float* out, long long n, cudaStream_t stream);
 /* y = alpha * x + y */
 onestep_status onestep_axpy(float alpha, const float* x, float* y, long long n, cudaStream_t stream);
+/* y = a * x + b * z, computed as fmaf(b, z, a * x) (the Java CPU backend rounds the same way); y may alias x or
+ * z. The denoiser output c_skip x + c_out F of a whole batch at one noise level in one pass. */
+onestep_status onestep_axpby(float a, const float* x, float b, const float* z, float* y, long long n,
+                             cudaStream_t stream);
 /* out = alpha * x */
 onestep_status onestep_scale(float alpha, const float* x, float* out, long long n, cudaStream_t stream);
 /* out = x * sigmoid(x) */

@@ -69,6 +69,9 @@ void check_ops() {
                  [&](auto& a) { return a[0] + a[1]; }, inplace);
         check_op("scale", 1, [&](auto& p, float* o, long long n) { return onestep_scale(-0.3f, p[0], o, n, nullptr); },
                  [&](auto& a) { return double(-0.3f) * a[0]; }, inplace);
+        check_op("axpby", 2, [&](auto& p, float* o, long long n) {
+            return onestep_axpby(0.8f, p[0], -1.3f, p[1], o, n, nullptr);
+        }, [&](auto& a) { return double(0.8f) * a[0] + double(-1.3f) * a[1]; }, inplace);
         check_op("silu", 1, [&](auto& p, float* o, long long n) { return onestep_silu_forward(p[0], o, n, nullptr); },
                  [&](auto& a) { return a[0] * sigmoid(a[0]); }, inplace);
         check_op("silu backward", 2, [&](auto& p, float* o, long long n) {
@@ -80,8 +83,19 @@ void check_ops() {
         std::memcpy(o, p[1], size_t(n) * sizeof(float));  // y starts as the second input
         return onestep_axpy(0.75f, p[0], o, n, nullptr);
     }, [&](auto& a) { return 0.75 * a[0] + a[1]; }, false);
-    // The euler d output, checked on its own.
+    // axpby's rounding is part of its contract (fmaf(b, z, a x), as the Java CPU backend computes c_skip x + c_out F):
+    // bit-exact, not just close.
     ktest::Rng rng(5);
+    {
+        vector<float> ax = rng.normals(4099), az = rng.normals(4099), ay(4099, NAN);
+        expect(onestep_axpby(0.3f, ax.data(), 1.7f, az.data(), ay.data(), 4099, nullptr) == ONESTEP_OK, "axpby: %s",
+               onestep_last_error_message());
+        ktest::sync();
+        int bad = 0;
+        for (int i = 0; i < 4099; i++) bad += ay[i] != std::fmaf(1.7f, az[i], 0.3f * ax[i]);
+        expect(bad == 0, "axpby is not fmaf(b, z, a x) bit for bit%s");
+    }
+    // The euler d output, checked on its own.
     vector<float> x = rng.normals(1001), D = rng.normals(1001), xn(1001), d(1001, NAN);
     vector<double> want(1001);
     for (int i = 0; i < 1001; i++) want[i] = (double(x[i]) - D[i]) / s;

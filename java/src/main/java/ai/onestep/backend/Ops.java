@@ -366,6 +366,19 @@ public abstract class Ops {
 
     protected abstract void axpyKernel(float alpha, Tensor x, Tensor y);
 
+    /**
+     * {@code y = a x + b z}, rounded as {@code fma(b, z, a x)} by every backend (the same bits as {@link #scale}
+     * then {@link #axpy}); y may alias x or z. The denoisers' {@code c_skip x + c_out F} in one pass.
+     */
+    public final void axpby(float a, Tensor x, float b, Tensor z, Tensor y) {
+        alive("axpby", x, z, y);
+        sameSize("axpby", "z", z, "x", x);
+        sameSize("axpby", "y", y, "x", x);
+        axpbyKernel(a, x, b, z, y);
+    }
+
+    protected abstract void axpbyKernel(float a, Tensor x, float b, Tensor z, Tensor y);
+
     /** {@code y = alpha * x}; y may alias x. */
     public final void scale(Tensor x, float alpha, Tensor y) {
         alive("scale", x, y);

@@ -46,12 +46,15 @@ public final class ConsistencyDenoiser implements Denoiser {
         }
     }
 
-    /** out = c_skip(t) x + c_out(t) F, with the consistency scalings. */
+    /**
+     * out = c_skip(t) x + c_out(t) F, with the consistency scalings (Song et al. 2023, eq. 5 and App. C): one
+     * {@link Ops#axpby} per run of samples at the same t, so a sampler's batch is one op.
+     */
     public static void combine(Ops ops, Tensor x, Tensor f, double[] t, Tensor out) {
-        for (int i = 0; i < x.dim(0); i++) {
-            Tensor o = out.slice(i, i + 1);
-            ops.scale(x.slice(i, i + 1), (float) ConsistencyParameterization.cSkip(t[i]), o);
-            ops.axpy((float) ConsistencyParameterization.cOut(t[i]), f.slice(i, i + 1), o);
+        for (int i = 0, j; i < x.dim(0); i = j) {
+            j = EdmDenoiser.runEnd(t, i);
+            ops.axpby((float) ConsistencyParameterization.cSkip(t[i]), x.slice(i, j),
+                    (float) ConsistencyParameterization.cOut(t[i]), f.slice(i, j), out.slice(i, j));
         }
     }
 

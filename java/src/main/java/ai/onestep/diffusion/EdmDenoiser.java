@@ -60,19 +60,35 @@ public final class EdmDenoiser implements Denoiser {
         double[] t = new double[n];
         for (int i = 0; i < n; i++) {
             check(sigma[i]);
-            c.ops.scale(x.slice(i, i + 1), (float) Edm.cIn(sigma[i]), xin.slice(i, i + 1));
             t[i] = timestep(net, sigma[i]);
+        }
+        for (int i = 0, j; i < n; i = j) {
+            j = runEnd(sigma, i);
+            c.ops.scale(x.slice(i, j), (float) Edm.cIn(sigma[i]), xin.slice(i, j));
         }
         return net.forward(c, xin, t, classLabels);
     }
 
-    /** out = c_skip(s) x + c_out(s) F, sample by sample. */
+    /**
+     * out = c_skip(s) x + c_out(s) F, one {@link Ops#axpby} per run of samples at the same noise level: a sampler's
+     * whole batch is one op (one kernel, or one graph node, instead of two per sample); training's per-sample
+     * levels are one op each.
+     */
     public static void combine(Ops ops, Tensor x, Tensor f, double[] sigma, Tensor out) {
-        for (int i = 0; i < x.dim(0); i++) {
-            Tensor o = out.slice(i, i + 1);
-            ops.scale(x.slice(i, i + 1), (float) Edm.cSkip(sigma[i]), o);
-            ops.axpy((float) Edm.cOut(sigma[i]), f.slice(i, i + 1), o);
+        for (int i = 0, j; i < x.dim(0); i = j) {
+            j = runEnd(sigma, i);
+            ops.axpby((float) Edm.cSkip(sigma[i]), x.slice(i, j), (float) Edm.cOut(sigma[i]), f.slice(i, j),
+                    out.slice(i, j));
         }
+    }
+
+    /** The end (exclusive) of the run of samples from {@code i} that share the noise level {@code s[i]}. */
+    static int runEnd(double[] s, int i) {
+        int j = i + 1;
+        while (j < s.length && s[j] == s[i]) {
+            j++;
+        }
+        return j;
     }
 
     /** Given dL/dD, runs the network's backward (dL/dF = c_out dL/dD) and accumulates parameter gradients. */

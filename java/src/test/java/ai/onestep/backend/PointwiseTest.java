@@ -36,6 +36,7 @@ class PointwiseTest {
             compare(a, "add", x, (ops, y) -> ops.add(x, b, y));
             compare(a, "mul", x, (ops, y) -> ops.mul(x, b, y));
             compare(a, "scale", x, (ops, y) -> ops.scale(x, -1.7f, y));
+            compare(a, "axpby", x, (ops, y) -> ops.axpby(0.6f, x, -1.3f, b, y));
             compare(a, "axpy", x, (ops, y) -> {
                 y.copyFrom(b);
                 ops.axpy(0.3f, x, y);
@@ -85,6 +86,30 @@ class PointwiseTest {
             v[i] *= s;
         }
         return t.copyFrom(v);
+    }
+
+    /**
+     * The denoisers' output moved from scale-then-axpy to one axpby; its rounding is fma(b, z, a x), the same bits,
+     * so samples did not change. Also in place (y is x, or y is z), as a sampler uses it.
+     */
+    @Test
+    void axpbyHasTheBitsOfScaleThenAxpyAndMayAlias() {
+        try (TensorArena a = new TensorArena()) {
+            Tensor x = randn(a, 3, 40_003);
+            Tensor z = randn(a, 4, 40_003);
+            Tensor want = a.allocate(40_003);
+            CPU.scale(x, 0.37f, want);
+            CPU.axpy(-2.1f, z, want);
+            Tensor got = a.allocate(40_003);
+            CPU.axpby(0.37f, x, -2.1f, z, got);
+            assertArrayEquals(want.toArray(), got.toArray());
+            Tensor xi = a.allocate(40_003).copyFrom(x.toArray());
+            CPU.axpby(0.37f, xi, -2.1f, z, xi);
+            assertArrayEquals(want.toArray(), xi.toArray(), "y aliasing x");
+            Tensor zi = a.allocate(40_003).copyFrom(z.toArray());
+            CPU.axpby(0.37f, x, -2.1f, zi, zi);
+            assertArrayEquals(want.toArray(), zi.toArray(), "y aliasing z");
+        }
     }
 
     @Test

@@ -120,6 +120,10 @@ public final class OnestepKernels {
     public static native int onestep_axpy(float alpha, @Cast("const float*") long x, @Cast("float*") long y, long n,
                                           @Cast("cudaStream_t") long stream);
 
+    /** y = a x + b z, as fmaf(b, z, a x). */
+    public static native int onestep_axpby(float a, @Cast("const float*") long x, float b, @Cast("const float*") long z,
+                                           @Cast("float*") long y, long n, @Cast("cudaStream_t") long stream);
+
     public static native int onestep_scale(float alpha, @Cast("const float*") long x, @Cast("float*") long out, long n,
                                            @Cast("cudaStream_t") long stream);
 

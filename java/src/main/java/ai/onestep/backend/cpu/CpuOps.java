@@ -108,6 +108,11 @@ public final class CpuOps extends Ops {
     }
 
     @Override
+    protected void axpbyKernel(float a, Tensor x, float b, Tensor z, Tensor y) {
+        PointwiseKernels.axpby(pool, a, x, b, z, y);
+    }
+
+    @Override
     protected void scaleKernel(Tensor x, float alpha, Tensor y) {
         norm.scale(x, alpha, y);
     }

@@ -99,6 +99,29 @@ final class PointwiseKernels {
         });
     }
 
+    /** {@code y = fma(b, z, a x)}; y may alias x or z. */
+    static void axpby(CpuPool pool, float a, Tensor x, float b, Tensor z, Tensor y) {
+        MemorySegment xs = x.segment();
+        MemorySegment zs = z.segment();
+        MemorySegment ys = y.segment();
+        pool.parallelRange(x.size(), GRAIN, (from, to) -> {
+            long i = from;
+            for (; i + L <= to; i += L) {
+                long off = i * Float.BYTES;
+                FloatVector ax = FloatVector.fromMemorySegment(S, xs, off, NATIVE).mul(a);
+                FloatVector.fromMemorySegment(S, zs, off, NATIVE).fma(FloatVector.broadcast(S, b), ax)
+                        .intoMemorySegment(ys, off, NATIVE);
+            }
+            if (i < to) {
+                long off = i * Float.BYTES;
+                VectorMask<Float> m = S.indexInRange(0, (int) (to - i));
+                FloatVector ax = FloatVector.fromMemorySegment(S, xs, off, NATIVE, m).mul(a);
+                FloatVector.fromMemorySegment(S, zs, off, NATIVE, m).fma(FloatVector.broadcast(S, b), ax)
+                        .intoMemorySegment(ys, off, NATIVE, m);
+            }
+        });
+    }
+
     /** {@code y = alpha x}; y may alias x. */
     static void scale(CpuPool pool, Tensor x, float alpha, Tensor y) {
         MemorySegment xs = x.segment();

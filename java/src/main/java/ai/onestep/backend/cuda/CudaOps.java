@@ -474,6 +474,15 @@ public final class CudaOps extends Ops implements AutoCloseable {
     }
 
     @Override
+    protected void axpbyKernel(float a, Tensor x, float b, Tensor z, Tensor y) {
+        run("axpby", () -> {
+            long px = in(x, "axpby");
+            long pz = in(z, "axpby");
+            Device.check(onestep_axpby(a, px, b, pz, out(y, "axpby"), x.size(), stream()), "axpby", what(x, z, y));
+        });
+    }
+
+    @Override
     protected void scaleKernel(Tensor x, float alpha, Tensor y) {
         run("scale", () -> {
             long px = in(x, "scale");

@@ -434,6 +434,17 @@ public final class NaiveNorm {
         put(y, yd);
     }
 
+    /** {@code y = a x + b z} in double, rounded once. */
+    static void axpby(float a, Tensor x, float b, Tensor z, Tensor y) {
+        double[] xd = d(x);
+        double[] zd = d(z);
+        double[] yd = new double[xd.length];
+        for (int i = 0; i < xd.length; i++) {
+            yd[i] = (double) a * xd[i] + (double) b * zd[i];
+        }
+        put(y, yd);
+    }
+
     static void scale(Tensor x, float alpha, Tensor y) {
         double[] yd = new double[(int) x.size()];
         scale(d(x), alpha, yd);

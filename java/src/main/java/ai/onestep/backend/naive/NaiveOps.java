@@ -87,6 +87,11 @@ public final class NaiveOps extends Ops {
     }
 
     @Override
+    protected void axpbyKernel(float a, Tensor x, float b, Tensor z, Tensor y) {
+        NaiveNorm.axpby(a, x, b, z, y);
+    }
+
+    @Override
     protected void scaleKernel(Tensor x, float alpha, Tensor y) {
         NaiveNorm.scale(x, alpha, y);
     }

@@ -182,6 +182,9 @@ class EmulatedDeviceTest {
             ops.axpy(0.3f, c, r1);
             OpsTesting.CPU.axpy(0.3f, c, r2);
             close("axpy", r1, r2);
+            ops.axpby(0.3f, a, -1.7f, c, r1);
+            OpsTesting.CPU.axpby(0.3f, a, -1.7f, c, r2);
+            assertArrayEquals(r2.toArray(), r1.toArray(), "axpby rounds as fma(b, z, a x) on both backends");
             ops.silu(a, r1);
             OpsTesting.CPU.silu(a, r2);
             close("silu", r1, r2);
