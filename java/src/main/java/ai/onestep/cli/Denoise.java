@@ -24,11 +24,11 @@ final class Denoise implements Callable<Integer> {
     @Mixin
     Common common;
 
-    @Option(names = "--model", required = true) Path model;
+    @Option(names = "--model", required = true, description = "Teacher or student checkpoint.") Path model;
     @Option(names = "--input", required = true, description = "safetensors file with tensor 'x' (N, C, H, W).") Path input;
     @Option(names = "--sigma", required = true, description = "Noise level (> 0).") double sigma;
     @Option(names = "--class", description = "Class label for a class-conditional model.") Integer label;
-    @Option(names = "--out", required = true) Path out;
+    @Option(names = "--out", required = true, description = "safetensors file to write (tensor 'y').") Path out;
 
     @Override
     public Integer call() {

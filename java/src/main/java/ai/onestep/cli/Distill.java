@@ -34,8 +34,8 @@ final class Distill implements Callable<Integer> {
 
     @Option(names = "--teacher", description = "Teacher checkpoint (default: models/fmnist-teacher.safetensors).") Path teacher;
     @Option(names = "--data", description = "fashion-mnist or a folder; omitted: data-free (the teacher's own samples).") String data;
-    @Option(names = "--steps", defaultValue = "2000") long steps;
-    @Option(names = "--out", required = true) Path out;
+    @Option(names = "--steps", defaultValue = "2000", description = "Optimizer steps (default: ${DEFAULT-VALUE}).") long steps;
+    @Option(names = "--out", required = true, description = "Student checkpoint to write (.safetensors): the best validation so far.") Path out;
     @Option(names = "--student-width", description = "Channel multiplier of the student (default 1.0).") Double width;
     @Option(names = "--student-layers", description = "Res blocks per level (default: the teacher's).") Integer layers;
     @Option(names = "--init", description = "Start from this student checkpoint (continue a distillation) instead of the teacher's weights.") Path init;
@@ -49,14 +49,14 @@ final class Distill implements Callable<Integer> {
     @Option(names = "--loss", defaultValue = "pseudo-huber", description = "l2, pseudo-huber or feature.") String loss;
     @Option(names = "--weighting", defaultValue = "uniform", description = "uniform or inverse-step (1/(t_{n+1}-t_n)).") String weighting;
     @Option(names = "--optimizer", defaultValue = "radam", description = "radam or adam.") String optimizer;
-    @Option(names = "--lr", defaultValue = "1e-4") double lr;
-    @Option(names = "--batch", defaultValue = "16") int batch;
+    @Option(names = "--lr", defaultValue = "1e-4", description = "Learning rate (default: ${DEFAULT-VALUE}).") double lr;
+    @Option(names = "--batch", defaultValue = "16", description = "Batch size (default: ${DEFAULT-VALUE}).") int batch;
     @Option(names = "--N", defaultValue = "18", description = "Discretization steps of the consistency grid.") int gridN;
     @Option(names = "--mu", defaultValue = "0.95", description = "EMA rate of the target (0 allowed).") double mu;
-    @Option(names = "--clip", defaultValue = "1.0") double clip;
-    @Option(names = "--seed", defaultValue = "1") long seed;
-    @Option(names = "--validate-every", defaultValue = "200") long validateEvery;
-    @Option(names = "--patience", defaultValue = "4") int patience;
+    @Option(names = "--clip", defaultValue = "1.0", description = "Gradient-norm clipping threshold (default: ${DEFAULT-VALUE}).") double clip;
+    @Option(names = "--seed", defaultValue = "1", description = "Seed of the data order, noise and time steps (default: ${DEFAULT-VALUE}).") long seed;
+    @Option(names = "--validate-every", defaultValue = "200", description = "Steps between validation FIDs (default: ${DEFAULT-VALUE}).") long validateEvery;
+    @Option(names = "--patience", defaultValue = "4", description = "Stop after this many validations without improvement (default: ${DEFAULT-VALUE}).") int patience;
     @Option(names = "--val-n", defaultValue = "256", description = "Samples per validation FID.") int valN;
     @Option(names = "--teacher-samples", defaultValue = "512", description = "Data-free: teacher samples to cache.") int teacherSamples;
     @Option(names = "--teacher-steps", defaultValue = "18", description = "Data-free: Heun steps for those samples.") int teacherSteps;

@@ -26,7 +26,7 @@ final class Eval implements Callable<Integer> {
     @Option(names = "--model", description = "Checkpoint (default: models/fmnist-teacher.safetensors).") Path model;
     @Option(names = "--steps", description = "As for sample (teacher default 18, student default 1).") Integer steps;
     @Option(names = "--n", defaultValue = "1000", description = "Samples (default: ${DEFAULT-VALUE}).") int n;
-    @Option(names = "--seed", defaultValue = "0") long seed;
+    @Option(names = "--seed", defaultValue = "0", description = "Noise seed of the samples (default: ${DEFAULT-VALUE}).") long seed;
     @Option(names = "--json", description = "Print one JSON object.") boolean json;
     @Option(names = "--classifier", description = "Default: models/fmnist-classifier.safetensors.") Path classifier;
     @Option(names = "--stats", description = "Reference statistics (default: models/fmnist-fid-stats.safetensors).") Path stats;

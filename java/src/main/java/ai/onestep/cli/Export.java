@@ -13,7 +13,7 @@ import picocli.CommandLine.Option;
                 + "small, diffusers-loadable file to ship. Optionally also a diffusers folder (config.json + "
                 + "diffusion_pytorch_model.safetensors).")
 final class Export implements Callable<Integer> {
-    @Option(names = "--model", required = true) Path model;
+    @Option(names = "--model", required = true, description = "Checkpoint to export.") Path model;
     @Option(names = "--out", required = true, description = "The .safetensors file to write.") Path out;
     @Option(names = "--diffusers", description = "Also write a diffusers model folder here.") Path diffusers;
     @Option(names = "--raw", description = "Export the raw (non-EMA) weights of a training checkpoint (train/raw/...).")

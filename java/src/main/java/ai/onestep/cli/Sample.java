@@ -26,7 +26,7 @@ final class Sample implements Callable<Integer> {
     @Option(names = "--n", defaultValue = "16", description = "Number of samples (default: ${DEFAULT-VALUE}).")
     int n;
 
-    @Option(names = "--seed", defaultValue = "0") long seed;
+    @Option(names = "--seed", defaultValue = "0", description = "Noise seed; sample i uses its own stream, so it does not depend on --n (default: ${DEFAULT-VALUE}).") long seed;
 
     @Option(names = "--out", defaultValue = "samples.png", description = "PNG grid to write (default: ${DEFAULT-VALUE}).")
     Path out;

@@ -20,10 +20,10 @@ final class Timepoints implements Callable<Integer> {
     @Mixin
     Common common;
 
-    @Option(names = "--model", required = true) Path model;
+    @Option(names = "--model", required = true, description = "Student checkpoint; the time points are written into its metadata.") Path model;
     @Option(names = "--N", defaultValue = "18", description = "The grid the candidates come from.") int gridN;
     @Option(names = "--n", defaultValue = "256", description = "Samples per candidate FID.") int n;
-    @Option(names = "--max-steps", defaultValue = "4") int maxSteps;
+    @Option(names = "--max-steps", defaultValue = "4", description = "Search 2-step points, and 3 and 4 up to this (2, 3 or 4; default: ${DEFAULT-VALUE}); stored points for more steps are kept.") int maxSteps;
 
     @Override
     public Integer call() {

@@ -22,14 +22,14 @@ final class TrainClassifier implements Callable<Integer> {
     @Mixin
     Common common;
 
-    @Option(names = "--data", defaultValue = "fashion-mnist") String data;
-    @Option(names = "--steps", defaultValue = "3000") long steps;
-    @Option(names = "--batch", defaultValue = "128") int batch;
-    @Option(names = "--lr", defaultValue = "2e-3") double lr;
-    @Option(names = "--width", defaultValue = "32") int width;
-    @Option(names = "--seed", defaultValue = "1") long seed;
-    @Option(names = "--out", defaultValue = "models/fmnist-classifier.safetensors") Path out;
-    @Option(names = "--stats-out", defaultValue = "models/fmnist-fid-stats.safetensors") Path statsOut;
+    @Option(names = "--data", defaultValue = "fashion-mnist", description = "fashion-mnist, or a folder as for train-teacher (default: ${DEFAULT-VALUE}).") String data;
+    @Option(names = "--steps", defaultValue = "3000", description = "Optimizer steps (default: ${DEFAULT-VALUE}).") long steps;
+    @Option(names = "--batch", defaultValue = "128", description = "Batch size (default: ${DEFAULT-VALUE}).") int batch;
+    @Option(names = "--lr", defaultValue = "2e-3", description = "Learning rate (default: ${DEFAULT-VALUE}).") double lr;
+    @Option(names = "--width", defaultValue = "32", description = "Channels of the first conv layer (default: ${DEFAULT-VALUE}).") int width;
+    @Option(names = "--seed", defaultValue = "1", description = "Seed of the initialization and data order (default: ${DEFAULT-VALUE}).") long seed;
+    @Option(names = "--out", defaultValue = "models/fmnist-classifier.safetensors", description = "Classifier checkpoint to write (default: ${DEFAULT-VALUE}).") Path out;
+    @Option(names = "--stats-out", defaultValue = "models/fmnist-fid-stats.safetensors", description = "FID reference statistics of the test set to write (default: ${DEFAULT-VALUE}).") Path statsOut;
     @Option(names = "--floor-n", defaultValue = "1000", description = "Train images for the FID floor (default: ${DEFAULT-VALUE}).")
     int floorN;
 

@@ -40,14 +40,14 @@ final class TrainTeacher implements Callable<Integer> {
     @Option(names = "--resume", description = "Continue from this checkpoint's step, weights, optimizer and EMA.")
     Path resume;
 
-    @Option(names = "--batch", defaultValue = "32") int batch;
-    @Option(names = "--lr", defaultValue = "1e-3") double lr;
+    @Option(names = "--batch", defaultValue = "32", description = "Batch size (default: ${DEFAULT-VALUE}).") int batch;
+    @Option(names = "--lr", defaultValue = "1e-3", description = "Peak learning rate (default: ${DEFAULT-VALUE}).") double lr;
     @Option(names = "--warmup", defaultValue = "200", description = "Linear learning-rate warm-up steps.") long warmup;
     @Option(names = "--ema", defaultValue = "0.999", description = "EMA decay per step.") double ema;
     @Option(names = "--clip", defaultValue = "1.0", description = "Gradient-norm clipping threshold.") double clip;
-    @Option(names = "--weight-decay", defaultValue = "0") double weightDecay;
-    @Option(names = "--checkpoint-every", defaultValue = "500") long every;
-    @Option(names = "--seed", defaultValue = "1") long seed;
+    @Option(names = "--weight-decay", defaultValue = "0", description = "Decoupled weight decay (default: ${DEFAULT-VALUE}).") double weightDecay;
+    @Option(names = "--checkpoint-every", defaultValue = "500", description = "Steps between (atomic) checkpoints (default: ${DEFAULT-VALUE}).") long every;
+    @Option(names = "--seed", defaultValue = "1", description = "Seed of the initialization, data order and noise (default: ${DEFAULT-VALUE}).") long seed;
     @Option(names = "--flip", description = "Random horizontal flips.") boolean flip;
     @Option(names = "--no-train-state", description = "Save only the EMA weights (smaller; cannot be resumed).")
     boolean noTrainState;

@@ -34,6 +34,23 @@ class MainTest {
         assertTrue(r[1].contains("Java " + Runtime.version().feature()), r[1]);
     }
 
+    /** Every option of every command says what it does in --help (an empty description shows a bare flag). */
+    @Test
+    void everyOptionHasADescription() {
+        picocli.CommandLine root = new picocli.CommandLine(new Main());
+        java.util.List<String> bare = new java.util.ArrayList<>();
+        for (picocli.CommandLine sub : root.getSubcommands().values()) {
+            for (picocli.CommandLine.Model.OptionSpec o : sub.getCommandSpec().options()) {
+                String d = String.join(" ", o.description()).trim();
+                if (d.isEmpty()) {
+                    bare.add(sub.getCommandName() + " " + o.longestName());
+                }
+            }
+        }
+        assertTrue(root.getSubcommands().size() >= 10, "commands: " + root.getSubcommands().keySet());
+        assertTrue(bare.isEmpty(), "options without a description: " + bare);
+    }
+
     @Test
     void helpListsTheCommands() {
         String[] r = capture("--help");
