@@ -34,9 +34,17 @@ public final class Sampler implements AutoCloseable {
     /** See {@link ConsistencySampler#TIMEPOINTS}. */
     public static final String TIMEPOINTS = ConsistencySampler.TIMEPOINTS;
 
+    /**
+     * Samples per network batch by default. The workspace holds a batch's activations (about 8 MB per sample for
+     * the fmnist-small U-Net), so {@code sample(n)} runs in batches of at most this many: memory stays bounded
+     * whatever n is asked for (an unbatched {@code report --n 2000} was killed by the kernel's OOM killer at 24 GB).
+     */
+    public static final int DEFAULT_MAX_BATCH = 256;
+
     private final UNetCheckpoint.Loaded model;
     private final Ops ops;
     private final Workspace ws = new Workspace();
+    private int maxBatch = DEFAULT_MAX_BATCH;
 
     private Sampler(UNetCheckpoint.Loaded model, Ops ops) {
         this.model = model;
@@ -65,6 +73,18 @@ public final class Sampler implements AutoCloseable {
         return ops;
     }
 
+    /**
+     * Sets the largest batch one network evaluation gets (memory against throughput). The samples do not depend
+     * on it: sample i is a function of (seed, i) only.
+     */
+    public Sampler maxBatch(int max) {
+        if (max < 1) {
+            throw new IllegalArgumentException("sample: the batch limit must be >= 1, got " + max);
+        }
+        this.maxBatch = max;
+        return this;
+    }
+
     /** Network evaluations per sample for a number of steps. */
     public int nfe(int steps) {
         return isStudent() ? steps : EdmSampler.nfe(EdmSampler.Method.HEUN, steps);
@@ -79,17 +99,27 @@ public final class Sampler implements AutoCloseable {
         if (steps < 1) {
             throw new IllegalArgumentException("sample: --steps must be >= 1, got " + steps);
         }
+        if (classLabels != null && classLabels.length != n) {
+            throw new IllegalArgumentException("sample: " + classLabels.length + " class labels for " + n + " samples");
+        }
+        double[] taus = isStudent() ? timepoints(steps) : null;
         Tensor x = into.allocate(Layout.NHWC, n, cfg.sampleSize(), cfg.sampleSize(), cfg.inChannels());
-        Noise.gaussian(x, seed, 0);
-        if (isStudent()) {
-            ops.scale(x, (float) ConsistencyParameterization.T_MAX, x);
-            ConsistencySampler.sample(ops, new ConsistencyDenoiser(model.net(), ops, ws, true), x, timepoints(steps),
-                    classLabels, seed, 0);
-        } else {
-            double[] sigmas = KarrasSchedule.sigmas(steps);
-            ops.scale(x, (float) sigmas[0], x);
-            EdmSampler.sample(ops, new EdmDenoiser(model.net(), ops, ws, true), EdmSampler.Method.HEUN, x, sigmas,
-                    classLabels, onStep);
+        for (int from = 0; from < n; from += maxBatch) {
+            int to = Math.min(n, from + maxBatch);
+            Tensor xb = x.slice(from, to);
+            int[] labels = classLabels == null ? null : Arrays.copyOfRange(classLabels, from, to);
+            // Noise streams are indexed by the sample's position in the whole request, so batching changes no bit.
+            Noise.gaussian(xb, seed, from);
+            if (isStudent()) {
+                ops.scale(xb, (float) ConsistencyParameterization.T_MAX, xb);
+                ConsistencySampler.sample(ops, new ConsistencyDenoiser(model.net(), ops, ws, true), xb, taus, labels,
+                        seed, from);
+            } else {
+                double[] sigmas = KarrasSchedule.sigmas(steps);
+                ops.scale(xb, (float) sigmas[0], xb);
+                EdmSampler.sample(ops, new EdmDenoiser(model.net(), ops, ws, true), EdmSampler.Method.HEUN, xb, sigmas,
+                        labels, from == 0 ? onStep : null);
+            }
         }
         return x;
     }
