@@ -1,4 +1,5 @@
 import ai.onestep.api.Sampler;
+import ai.onestep.backend.cuda.DeviceCheck;
 import ai.onestep.diffusion.ConsistencyDenoiser;
 import ai.onestep.diffusion.Denoiser;
 import ai.onestep.diffusion.EdmDenoiser;
@@ -155,7 +156,7 @@ public final class StepTiming {
                         } else {
                             new EdmDenoiser(ref.net(), ref.ops(), w).denoise(xr, filled(n, 1.5), null, want);
                         }
-                        double err = relErr(got, want);
+                        double err = DeviceCheck.relErr(got, want);
                         boolean ok = err <= 5e-3;
                         failures += ok ? 0 : 1;
                         rows.add(String.format(Locale.ROOT, "%-56s %6d   rel. L2 error vs cpu backend %.3e  %s",
@@ -185,15 +186,5 @@ public final class StepTiming {
             }
         }
         return true;
-    }
-
-    private static double relErr(Tensor got, Tensor want) {
-        float[] a = got.toArray(), b = want.toArray();
-        double num = 0, den = 0;
-        for (int i = 0; i < a.length; i++) {
-            num += ((double) a[i] - b[i]) * ((double) a[i] - b[i]);
-            den += (double) b[i] * b[i];
-        }
-        return Math.sqrt(num / Math.max(den, 1e-30));
     }
 }

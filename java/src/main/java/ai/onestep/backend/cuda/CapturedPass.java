@@ -60,6 +60,12 @@ final class CapturedPass implements AutoCloseable {
         for (Tensor t : outputs) {
             r.bind(t, "pass output");
         }
+        runAndDownload(ops, device, r, outputs, body);
+        return new long[] {constants.used(), activations.used()};
+    }
+
+    /** Runs the body with {@code r} as the pass's residency, waits for the device, and brings the outputs back. */
+    private static void runAndDownload(CudaOps ops, Device device, Residency r, Tensor[] outputs, Runnable body) {
         ops.enterPass(r);
         try {
             body.run();
@@ -70,22 +76,12 @@ final class CapturedPass implements AutoCloseable {
         for (Tensor t : outputs) {
             r.download(t, "pass output");
         }
-        return new long[] {constants.used(), activations.used()};
     }
 
     /** Warm-up (its result lands in {@code outputs}), then capture. */
     void warmUpAndCapture(CudaOps ops, Tensor[] inputs, Tensor[] outputs, Runnable body) {
         bind(inputs, outputs);
-        ops.enterPass(residency);
-        try {
-            body.run();
-        } finally {
-            ops.exitPass();
-        }
-        device.synchronize();
-        for (Tensor t : outputs) {
-            residency.download(t, "pass output");
-        }
+        runAndDownload(ops, device, residency, outputs, body);
 
         residency.resetActivations();
         bind(inputs, outputs);

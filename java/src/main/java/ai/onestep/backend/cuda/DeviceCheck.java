@@ -89,7 +89,8 @@ public final class DeviceCheck {
         rows.add(String.format("%-46s %12s %10s  %s", name, same ? "identical" : "differ", "bits", same ? "ok" : "FAIL"));
     }
 
-    static double relErr(Tensor got, Tensor want) {
+    /** Relative L2 error ||got - want|| / ||want|| in float64 (StepTiming's GPU checks use it too). */
+    public static double relErr(Tensor got, Tensor want) {
         float[] a = got.toArray(), b = want.toArray();
         double num = 0, den = 0;
         for (int i = 0; i < a.length; i++) {
