@@ -39,6 +39,10 @@ final class Distill implements Callable<Integer> {
     @Option(names = "--student-width", description = "Channel multiplier of the student (default 1.0).") Double width;
     @Option(names = "--student-layers", description = "Res blocks per level (default: the teacher's).") Integer layers;
     @Option(names = "--init", description = "Start from this student checkpoint (continue a distillation) instead of the teacher's weights.") Path init;
+    @Option(names = "--guide", description = "A trained consistency student to distill from as well (e.g. the full-width "
+            + "one for a smaller student): the target mixes its output at the student's input with Algorithm 2's target.") Path guide;
+    @Option(names = "--guide-weight", defaultValue = "1.0", description = "Weight of the guide's output in the target, in (0, 1]; "
+            + "1 skips the teacher's Heun step (default: ${DEFAULT-VALUE}).") double guideWeight;
     @Option(names = "--feature-weight", description = "Weight of the feature distillation of the teacher's block outputs "
             + "through 1x1 projections (default: 0.5 for smaller students, 0 for a student of the teacher's size).") Double featureWeight;
     @Option(names = "--feature-decay", defaultValue = "linear", description = "none, linear or cosine decay of that weight to 0 at --steps.") String featureDecay;
@@ -95,6 +99,9 @@ final class Distill implements Callable<Integer> {
         if (!lrSchedule.equals("constant") && !lrSchedule.equals("cosine")) {
             throw new IllegalArgumentException("--lr-schedule " + lrSchedule + ": choose constant or cosine");
         }
+        if (!(guideWeight > 0 && guideWeight <= 1)) {
+            throw new IllegalArgumentException("--guide-weight must lie in (0, 1], got " + guideWeight);
+        }
         if (init != null && (width != null || layers != null)) {
             throw new IllegalArgumentException("--init takes the student's shape from its checkpoint: drop --student-width/--student-layers");
         }
@@ -107,12 +114,25 @@ final class Distill implements Callable<Integer> {
                 throw new IllegalArgumentException(init + " is a " + role + " checkpoint; --init needs a student");
             }
         }
-        try (UNetCheckpoint.Loaded ini = initial) {
-            return run(ini, dist, weight, decay);
+        try (UNetCheckpoint.Loaded ini = initial; UNetCheckpoint.Loaded g = loadGuide()) {
+            return run(ini, g, dist, weight, decay);
         }
     }
 
-    private int run(UNetCheckpoint.Loaded initial, ConsistencyDistiller.Distance dist,
+    private UNetCheckpoint.Loaded loadGuide() {
+        if (guide == null) {
+            return null;
+        }
+        UNetCheckpoint.Loaded g = UNetCheckpoint.load(Common.requireFile(guide, "--guide"), false);
+        if (!g.role().equals("student")) {
+            String role = g.role();
+            g.close();
+            throw new IllegalArgumentException(guide + " is a " + role + " checkpoint; --guide needs a consistency student");
+        }
+        return g;
+    }
+
+    private int run(UNetCheckpoint.Loaded initial, UNetCheckpoint.Loaded guideModel, ConsistencyDistiller.Distance dist,
                     ConsistencyDistiller.Weighting weight, ConsistencyDistiller.Decay decay) {
         Ops ops = common.ops();
         Path tpath = Common.requireFile(teacher != null ? teacher : Common.model("fmnist-teacher.safetensors"), "teacher");
@@ -134,7 +154,8 @@ final class Distill implements Callable<Integer> {
             boolean smaller = !java.util.Arrays.equals(sc.blockOutChannels(), tc.blockOutChannels())
                     || sc.layersPerBlock() != tc.layersPerBlock();
             double fw = featureWeight != null ? featureWeight : smaller ? 0.5 : 0;
-            long warm = warmup != null ? warmup : smaller && initial == null ? steps / 4 : 0;
+            // A guide is a consistency function from the first step, so it needs no denoiser warm-up.
+            long warm = warmup != null ? warmup : smaller && initial == null && guideModel == null ? steps / 4 : 0;
             Path classifierPath = Common.model("fmnist-classifier.safetensors");
             Path statsPath = Common.model("fmnist-fid-stats.safetensors");
             boolean canScore = Files.exists(classifierPath) && Files.exists(statsPath) && tc.inChannels() == 1
@@ -163,6 +184,9 @@ final class Distill implements Callable<Integer> {
                     lr, clip, seed, validateEvery, patience, valN, fw, decay, ema, lrSchedule.equals("cosine"), warm);
             Map<String, String> meta = new LinkedHashMap<>();
             meta.put("onestep.distill.teacher", tpath.toString());
+            if (guideModel != null) {
+                meta.put("onestep.distill.guide", guide + " (weight " + guideWeight + ")");
+            }
             long t0 = System.nanoTime();
             try (UNet student = new UNet(sc, true); UNet target = new UNet(sc, false); Workspace tws = new Workspace()) {
                 Init.pytorchDefault(student, seed);
@@ -183,9 +207,13 @@ final class Distill implements Callable<Integer> {
                         initial != null ? "weights from " + init : copied + " tensors from the teacher",
                         student.flops(1, sc.sampleSize(), sc.sampleSize()) / 1e9, t.net().flops(1, tc.sampleSize(), tc.sampleSize()) / 1e9,
                         (fw > 0 ? String.format(Locale.ROOT, "; feature distillation weight %.3g (%s decay)", fw, featureDecay) : "")
-                                + (warm > 0 ? "; denoiser warm-up " + warm + " steps" : ""));
+                                + (warm > 0 ? "; denoiser warm-up " + warm + " steps" : "")
+                                + (guideModel != null ? "; guide " + guide + " (weight " + guideWeight + ")" : ""));
                 var d = new ConsistencyDistiller(ops, student, target, new EdmDenoiser(t.net(), ops, tws), ds,
                         fnet == null ? null : fnet.net(), opts, out, meta);
+                if (guideModel != null) {
+                    d.guide(guideModel.net(), guideWeight);
+                }
                 ConsistencyDistiller.Validation best;
                 try (Progress p = new Progress("distill", steps, 0)) {
                     best = d.run(canScore ? x -> Frechet.distance(Frechet.stats(fnet.features(x)), ref) : null, p);

@@ -123,6 +123,8 @@ public final class ConsistencyDistiller {
     private final Map<String, String> meta;
     private final List<Validation> history = new ArrayList<>();
     private final List<Double> featureLosses = new ArrayList<>();
+    private UNet guide;
+    private double guideWeight;
 
     /**
      * @param student trainable (with gradients), initialized (from the teacher's weights, or sliced from them)
@@ -161,6 +163,40 @@ public final class ConsistencyDistiller {
         if (options.gridN() < 2) {
             throw new IllegalArgumentException("distill: N must be >= 2, got " + options.gridN());
         }
+    }
+
+    /**
+     * Distills from a trained consistency model (the guide, e.g. a full-width student) as well as from the teacher:
+     * the target becomes {@code w f_guide(x_{n+1}, t_{n+1}) + (1 - w) f_theta-(x_hat_n, t_n)}, and with feature
+     * distillation the block outputs regressed are the guide's at that same input. With {@code w = 1} it is plain
+     * output distillation (Hinton et al. 2015) of a consistency function at every grid time: the teacher's Heun
+     * step and the target pass are skipped, so a step costs about half as much, and the target carries no
+     * bootstrapping error (the EMA target of Algorithm 2 is the student's own, still inexact, estimate). Why: a
+     * 0.5-width student trained by Algorithm 2 alone stays well behind the full-width student at 2 steps (README,
+     * "The committed students"), and the full-width student already is the consistency function it should
+     * approximate.
+     *
+     * @param net    a consistency model (f = c_skip x + c_out F) of the student's image shape, without gradients;
+     *               evaluated without dropout
+     * @param weight w in (0, 1]
+     */
+    public ConsistencyDistiller guide(UNet net, double weight) {
+        if (!(weight > 0 && weight <= 1)) {
+            throw new IllegalArgumentException("distill: the guide weight must lie in (0, 1], got " + weight);
+        }
+        var gc = net.config();
+        var sc = student.config();
+        if (gc.inChannels() != sc.inChannels() || gc.sampleSize() != sc.sampleSize()) {
+            throw new IllegalArgumentException("distill: the guide (" + gc.inChannels() + " channels, size "
+                    + gc.sampleSize() + ") does not produce the student's images (" + sc.inChannels() + ", " + sc.sampleSize() + ")");
+        }
+        if (o.featureWeight() > 0 && !student.tapNames().equals(net.tapNames())) {
+            throw new IllegalArgumentException("distill: feature distillation from the guide needs its block structure; the"
+                    + " student has blocks " + student.tapNames() + ", the guide " + net.tapNames());
+        }
+        this.guide = net;
+        this.guideWeight = weight;
+        return this;
     }
 
     public List<Validation> history() {
@@ -205,17 +241,22 @@ public final class ConsistencyDistiller {
         LearningRateSchedule schedule = o.cosineLr() ? LearningRateSchedule.warmupCosine(o.lr(), 0, o.steps())
                 : LearningRateSchedule.constant(o.lr());
         boolean distillFeatures = o.featureWeight() > 0;
+        UNet featureSource = guide != null ? guide : teacher.net();
+        boolean needTeacherStep = guide == null || guideWeight < 1;
         Validation best = null;
         int stale = 0;
         try (Optimizer opt = o.radam() ? new RAdam(ops, student.parameters(), AdamSettings.adam(0f))
                 : new AdamW(ops, student.parameters(), AdamSettings.adam(0f));
-             FeatureProjections proj = distillFeatures ? new FeatureProjections(student, teacher.net()) : null;
+             FeatureProjections proj = distillFeatures ? new FeatureProjections(student, featureSource) : null;
              Optimizer projOpt = distillFeatures ? new AdamW(ops, proj.parameters(), AdamSettings.adam(0f)) : null;
              Ema ema = o.emaRate() > 0 ? new Ema(ops, student.parameters()) : null;
              Workspace ws = new Workspace(); Workspace tws = new Workspace(); Workspace fws = new Workspace();
-             TensorArena scratch = new TensorArena()) {
-            TapCapture capture = distillFeatures ? new TapCapture(teacher.net(), tws, scratch) : null;
-            Denoiser teacherDen = distillFeatures ? capture : new EdmDenoiser(teacher.net(), ops, tws);
+             Workspace gws = new Workspace(); TensorArena scratch = new TensorArena()) {
+            TapCapture capture = distillFeatures && guide == null ? new TapCapture(teacher.net(), tws, scratch) : null;
+            Denoiser teacherDen = capture != null ? capture : new EdmDenoiser(teacher.net(), ops, tws);
+            List<Tensor> guideTaps = new ArrayList<>();
+            List<Tensor> featureTargets = capture != null ? capture.taps : guideTaps;
+            Tensor fGuide = guide != null ? scratch.allocate(Layout.NHWC, shape) : null;
             Tensor featureWeights = scratch.allocate(Layout.ROWS, b);
             Tensor weights = scratch.allocate(Layout.ROWS, b);
             Tensor xn1 = scratch.allocate(Layout.NHWC, shape);
@@ -247,10 +288,19 @@ public final class ConsistencyDistiller {
                     capture.armed = true; // keep the taps of the first evaluation, the one at (x_{n+1}, t_{n+1})
                 }
                 long dropoutSeed = r.nextLong();
+                if (guide != null) {
+                    // The guide's consistency output at the student's own input (see guide()).
+                    gws.reset();
+                    Tensor fg = new EdmDenoiser(guide, ops, gws).forward(Context.inference(ops, gws), xn1, tn1, null);
+                    ConsistencyDenoiser.combine(ops, xn1, fg, tn1, fGuide);
+                    if (distillFeatures) {
+                        copyTaps(guide.taps(), guideTaps, scratch);
+                    }
+                }
                 if (step < o.denoiserWarmup()) {
                     // Warm-up: the target is the teacher's denoised estimate at the student's own input.
                     teacherDen.denoise(xn1, tn1, null, fTarget);
-                } else {
+                } else if (needTeacherStep) {
                     xhat.copyFrom(xn1);
                     EdmSampler.step(ops, teacherDen, EdmSampler.Method.HEUN, xhat, tn1, tn, null, heun);
                     // The target f_theta-(x_hat_n, t_n), with the student's dropout masks, no gradient.
@@ -258,6 +308,11 @@ public final class ConsistencyDistiller {
                     Context tc = new Context(ops, tws, true, dropoutSeed);
                     Tensor ft = new EdmDenoiser(target, ops, tws).forward(tc, xhat, tn, null);
                     ConsistencyDenoiser.combine(ops, xhat, ft, tn, fTarget);
+                    if (guide != null) {
+                        ops.axpby((float) (1 - guideWeight), fTarget, (float) guideWeight, fGuide, fTarget);
+                    }
+                } else {
+                    fTarget.copyFrom(fGuide);
                 }
                 // The student f_theta(x_{n+1}, t_{n+1}), with gradients.
                 ws.reset();
@@ -292,7 +347,7 @@ public final class ConsistencyDistiller {
                     List<Tensor> dProjected = new ArrayList<>();
                     double fl = 0, w = o.featureWeightAt(step) / projected.size();
                     for (int k = 0; k < projected.size(); k++) {
-                        Tensor tt = capture.taps.get(k);
+                        Tensor tt = featureTargets.get(k);
                         double ms = meanSquare(tt);
                         for (int i = 0; i < b; i++) {
                             featureWeights.set(i, (float) (w / (ms + 1e-8)));
@@ -368,6 +423,18 @@ public final class ConsistencyDistiller {
         }
     }
 
+    /** Copies live activations into kept tensors (allocated on the first call). */
+    private static void copyTaps(List<Tensor> live, List<Tensor> kept, TensorArena arena) {
+        if (kept.isEmpty()) {
+            for (Tensor s : live) {
+                kept.add(arena.allocate(s.layout(), s.shape()));
+            }
+        }
+        for (int k = 0; k < live.size(); k++) {
+            kept.get(k).copyFrom(live.get(k));
+        }
+    }
+
     private static void swap(Ema ema) {
         if (ema != null) {
             ema.swap();
@@ -407,15 +474,7 @@ public final class ConsistencyDistiller {
             den.denoise(x, sigma, classLabels, out);
             if (armed) {
                 armed = false;
-                List<Tensor> live = net.taps();
-                if (taps.isEmpty()) {
-                    for (Tensor s : live) {
-                        taps.add(arena.allocate(s.layout(), s.shape()));
-                    }
-                }
-                for (int k = 0; k < live.size(); k++) {
-                    taps.get(k).copyFrom(live.get(k));
-                }
+                copyTaps(net.taps(), taps, arena);
             }
         }
     }
