@@ -165,6 +165,9 @@ onestep_status onestep_split_channels(const float* y, float* a, float* b, long l
 onestep_status onestep_sum_per_channel(const float* x, float* v, int N, long long P, int C, cudaStream_t stream);
 /* Nearest-neighbour 2x: x (N, H, W, C) to y (N, 2H, 2W, C). */
 onestep_status onestep_upsample_nearest2x(const float* x, float* y, int N, int H, int W, int C, cudaStream_t stream);
+/* The adjoint of onestep_upsample_nearest2x: dx (N, H, W, C) = the sum of each 2x2 block of dy (N, 2H, 2W, C). */
+onestep_status onestep_upsample_nearest2x_backward(const float* dy, float* dx, int N, int H, int W, int C,
+                                                   cudaStream_t stream);
 /* Attention layouts: split (N, T, H*D) into (N, H, T, D), and merge back. */
 onestep_status onestep_split_heads(const float* x, float* y, int N, int T, int H, int D, cudaStream_t stream);
 onestep_status onestep_merge_heads(const float* x, float* y, int N, int T, int H, int D, cudaStream_t stream);
@@ -173,6 +176,17 @@ onestep_status onestep_merge_heads(const float* x, float* y, int N, int T, int H
 onestep_status onestep_sinusoidal_embedding(const float* t, float* y, int N, int D, int flip_sin_to_cos,
                                             float downscale_freq_shift, float scale, float max_period,
                                             cudaStream_t stream);
+
+/* ---- the optimizer update (kernels/src/optim.cu) ---------------------------------------------------------
+ * One Adam (Kingma & Ba 2015) or RAdam (Liu et al. 2020) step over n fp32 parameters, in place; g is read only.
+ * Per element:  g' = g + l2 p;  m = beta1 m + (1 - beta1) g';  v = beta2 v + (1 - beta2) g'^2;
+ *   adaptive != 0:  p = decay p - step m / (sqrt(v) v_scale + eps)
+ *   adaptive == 0:  p = decay p - step m          (RAdam's steps before the variance is tractable)
+ * The per-step scalars come from the caller: Adam has v_scale = 1 / sqrt(1 - beta2^t), step = lr / (1 - beta1^t);
+ * decoupled weight decay (AdamW) is l2 = 0, decay = 1 - lr wd; L2 decay is l2 = wd, decay = 1. */
+onestep_status onestep_adam_step(float* p, const float* g, float* m, float* v, long long n, float beta1, float beta2,
+                                 float v_scale, float eps, float step, float l2, float decay, int adaptive,
+                                 cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -43,8 +43,7 @@ using namespace onestep;
 extern "C" onestep_status onestep_convert(const void* x, onestep_dtype from, void* y, onestep_dtype to, long long n,
                                           cudaStream_t stream) {
     const char* fn = "onestep_convert";
-    char shapes[96];
-    std::snprintf(shapes, sizeof shapes, "n=%lld, %s -> %s", n, dtype_name(from), dtype_name(to));
+    ONESTEP_SHAPES("n=%lld, %s -> %s", n, dtype_name(from), dtype_name(to));
     if (dtype_bytes(from) == 0 || dtype_bytes(to) == 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
     if (n < 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "n must be >= 0");
     if (n == 0) return ONESTEP_OK;

@@ -132,10 +132,6 @@ struct SiluBackwardOp {
 using namespace onestep;
 using namespace onestep::denoise;
 
-#define ONESTEP_SHAPES(fmt, ...)                                    \
-    char shapes[128];                                               \
-    std::snprintf(shapes, sizeof shapes, fmt, __VA_ARGS__)
-
 static onestep_status check_n(const char* fn, const char* shapes, long long n) {
     if (n < 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "n must be >= 0");
     return ONESTEP_OK;

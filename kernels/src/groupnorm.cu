@@ -305,8 +305,7 @@ extern "C" onestep_status onestep_groupnorm_forward(const float* x, const float*
                                                     float* rstd, int N, int HW, int C, int G, float eps,
                                                     int apply_silu, cudaStream_t stream) {
     const char* fn = "onestep_groupnorm_forward";
-    char shapes[96];
-    std::snprintf(shapes, sizeof shapes, "N=%d, HW=%d, C=%d, G=%d", N, HW, C, G);
+    ONESTEP_SHAPES("N=%d, HW=%d, C=%d, G=%d", N, HW, C, G);
     if (onestep_status s = groupnorm::check_shape(fn, shapes, N, HW, C, G)) return s;
     if (!x || !gamma || !beta || !y || !mean || !rstd)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "x, gamma, beta, y, mean and rstd must be non-null");
@@ -325,8 +324,7 @@ extern "C" onestep_status onestep_groupnorm_backward(const float* dy, const floa
                                                      float* dbeta, float* dscale, float* dshift, int N, int HW, int C,
                                                      int G, int apply_silu, cudaStream_t stream) {
     const char* fn = "onestep_groupnorm_backward";
-    char shapes[96];
-    std::snprintf(shapes, sizeof shapes, "N=%d, HW=%d, C=%d, G=%d", N, HW, C, G);
+    ONESTEP_SHAPES("N=%d, HW=%d, C=%d, G=%d", N, HW, C, G);
     if (onestep_status s = groupnorm::check_shape(fn, shapes, N, HW, C, G)) return s;
     if (!dy || !x || !mean || !rstd || !gamma || !beta || !dx || !dgamma || !dbeta)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,

@@ -126,6 +126,23 @@ __global__ void upsample_kernel(const float* x, float* y, int N, int H, int W, i
     }
 }
 
+// The adjoint of upsample_kernel: each input pixel receives the sum of its 2x2 block of output gradients,
+// added as (top left + top right) + (bottom left + bottom right), the CPU backend's order, so both round alike.
+__global__ void upsample_backward_kernel(const float* dy, float* dx, int N, int H, int W, int C) {
+    const int W2 = 2 * W;
+    ONESTEP_GRID_STRIDE(i, (long long)N * H * W * C) {
+        int c = int(i % C);
+        long long p = i / C;
+        int x = int(p % W);
+        int y = int((p / W) % H);
+        long long n = p / ((long long)W * H);
+        const float* d = dy + ((n * 2 * H + 2 * y) * W2 + 2 * x) * C + c;
+        const float* e = d + (long long)W2 * C;
+        float top = d[0] + d[C], bottom = e[0] + e[C];
+        dx[i] = top + bottom;
+    }
+}
+
 // (N, T, H, D) <-> (N, H, T, D): `to_heads` chooses the direction; i indexes the destination.
 __global__ void heads_kernel(const float* x, float* y, int N, int T, int H, int D, int to_heads) {
     ONESTEP_GRID_STRIDE(i, (long long)N * T * H * D) {
@@ -169,10 +186,6 @@ using onestep::fail;
 using onestep::check_launch;
 using onestep::launch;
 namespace L = onestep::layers;
-
-#define ONESTEP_SHAPES(...)                            \
-    char shapes[160];                                  \
-    std::snprintf(shapes, sizeof shapes, __VA_ARGS__)
 
 extern "C" onestep_status onestep_gemm(const float* a, int trans_a, const float* b, int trans_b, float* c, int M,
                                        int N, int K, float alpha, float beta, cudaStream_t stream) {
@@ -277,6 +290,17 @@ extern "C" onestep_status onestep_upsample_nearest2x(const float* x, float* y, i
     return check_launch(launch(L::upsample_kernel, L::grid_for(4LL * N * H * W * C), dim3(L::kBlock), 0, stream, x, y, N,
                                H, W, C),
                         "onestep_upsample_nearest2x", shapes);
+}
+
+extern "C" onestep_status onestep_upsample_nearest2x_backward(const float* dy, float* dx, int N, int H, int W, int C,
+                                                              cudaStream_t stream) {
+    ONESTEP_SHAPES("N=%d, H=%d, W=%d, C=%d", N, H, W, C);
+    if (N < 1 || H < 1 || W < 1 || C < 1 || !dy || !dx)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_upsample_nearest2x_backward", shapes,
+                    "bad size or NULL pointer");
+    return check_launch(launch(L::upsample_backward_kernel, L::grid_for((long long)N * H * W * C), dim3(L::kBlock), 0,
+                               stream, dy, dx, N, H, W, C),
+                        "onestep_upsample_nearest2x_backward", shapes);
 }
 
 static onestep_status heads(const char* name, const float* x, float* y, int N, int T, int H, int D, int to_heads,

@@ -5,6 +5,13 @@
 #include "onestep_kernels.h"
 #include "cuda_compat.cuh"
 
+#include <cstdio>
+
+// Declares `char shapes[]` holding the printf-formatted arguments of an API call, for its error messages.
+#define ONESTEP_SHAPES(...)                \
+    char shapes[160];                      \
+    std::snprintf(shapes, sizeof shapes, __VA_ARGS__)
+
 namespace onestep {
 
 // Records "<function>(<shapes>): <reason>" as this thread's last error and returns `code`.

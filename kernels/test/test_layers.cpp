@@ -5,6 +5,7 @@
 #include "onestep_runtime.h"
 #include "test_common.h"
 
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -100,6 +101,18 @@ void check_layout_ops() {
     ktest::sync();
     expect_close("upsample", up.data(), want.data(), want.size(), 0, 0);
 
+    // Its adjoint: <upsample(a), g> = <a, upsample_backward(g)> for any g, and each dx is its 2x2 block's sum.
+    vector<float> g = rng.normals(up.size()), da(a.size(), NAN);
+    ok(onestep_upsample_nearest2x_backward(g.data(), da.data(), N, H, W, Ca, nullptr), "upsample backward: %s");
+    vector<double> dwant(da.size(), 0.0);
+    for (int n = 0; n < N; n++)
+        for (int yy = 0; yy < 2 * H; yy++)
+            for (int xx = 0; xx < 2 * W; xx++)
+                for (int c = 0; c < Ca; c++)
+                    dwant[((size_t(n) * H + yy / 2) * W + xx / 2) * Ca + c] += g[((size_t(n) * 2 * H + yy) * 2 * W + xx) * Ca + c];
+    ktest::sync();
+    expect_close("upsample backward", da.data(), dwant.data(), dwant.size(), 1e-6, 1e-6);
+
     // Heads: (N, T, H*D) -> (N, H, T, D) -> back is the identity, and one element lands where it should.
     const int T = 5, Hh = 3, D = 4;
     vector<float> q = rng.normals(size_t(N) * T * Hh * D), qh(q.size()), back(q.size());
@@ -117,6 +130,50 @@ void check_layout_ops() {
             for (int c = 0; c < Ca; c++) sums[size_t(n) * Ca + c] += a[(size_t(n) * H * W + p) * Ca + c];
     ktest::sync();
     expect_close("sum per channel", v.data(), sums.data(), sums.size(), 1e-5, 1e-5);
+}
+
+// The optimizer update against Kingma & Ba's Algorithm 1 (and RAdam's rectified / momentum forms) in double,
+// over several steps so that the moments matter; an odd n leaves a ragged last block.
+void check_adam() {
+    ktest::Rng rng(7);
+    const long long n = 1031;
+    const double b1 = 0.9, b2 = 0.999, eps = 1e-8, lr = 1e-2, wd = 0.1;
+    for (int variant = 0; variant < 4; variant++) {  // Adam+L2, AdamW, RAdam rectified, RAdam momentum
+        vector<float> p = rng.normals(n), m(n, 0.f), v(n, 0.f);
+        vector<double> pd(p.begin(), p.end()), md(n, 0.0), vd(n, 0.0);
+        const bool decoupled = variant == 1, adaptive = variant != 3;
+        for (int t = 1; t <= 3; t++) {
+            vector<float> g = rng.normals(n);
+            const double bc1 = 1 - std::pow(b1, t), bc2 = 1 - std::pow(b2, t);
+            // RAdam's rectified form: step = lr r sqrt(bc2) / bc1, v_scale = 1 (r = 0.5 stands in for r_t).
+            const double r = 0.5;
+            const double step = variant == 2 ? lr * r * std::sqrt(bc2) / bc1 : lr / bc1;
+            const double v_scale = variant == 2 ? 1.0 : 1 / std::sqrt(bc2);
+            const double l2 = decoupled ? 0 : wd, decay = decoupled ? 1 - lr * wd : 1;
+            ok(onestep_adam_step(p.data(), g.data(), m.data(), v.data(), n, float(b1), float(b2), float(v_scale),
+                                 float(eps), float(step), float(l2), float(decay), adaptive, nullptr),
+               "adam step: %s");
+            for (long long i = 0; i < n; i++) {
+                double gi = g[i] + l2 * pd[i];
+                md[i] = b1 * md[i] + (1 - b1) * gi;
+                vd[i] = b2 * vd[i] + (1 - b2) * gi * gi;
+                double upd = adaptive ? step * md[i] / (std::sqrt(vd[i]) * v_scale + eps) : step * md[i];
+                pd[i] = decay * pd[i] - upd;
+            }
+        }
+        ktest::sync();
+        const char* names[] = {"adam (L2 decay)", "adamw", "radam (rectified)", "radam (momentum)"};
+        expect_close(names[variant], p.data(), pd.data(), pd.size(), 1e-5, 1e-6);
+        expect_close("adam first moment m", m.data(), md.data(), md.size(), 1e-5, 1e-6);
+        expect_close("adam second moment v", v.data(), vd.data(), vd.size(), 1e-5, 1e-7);
+    }
+    float x = 0.f;
+    expect(onestep_adam_step(&x, &x, &x, &x, 1, 1.f, 0.9f, 1.f, 1e-8f, 1.f, 0.f, 1.f, 1, nullptr) ==
+               ONESTEP_ERROR_INVALID_ARGUMENT,
+           "adam step refuses beta1 = 1%s", "");
+    expect(onestep_adam_step(nullptr, &x, &x, &x, 1, 0.9f, 0.9f, 1.f, 1e-8f, 1.f, 0.f, 1.f, 1, nullptr) ==
+               ONESTEP_ERROR_INVALID_ARGUMENT,
+           "adam step refuses a NULL parameter pointer%s", "");
 }
 
 void check_capture() {
@@ -165,6 +222,7 @@ int main() {
     check_gemm();
     check_conv();
     check_layout_ops();
+    check_adam();
     check_capture();
     return ktest::finish("test_layers", start);
 }

@@ -207,6 +207,17 @@ public final class OnestepKernels {
     public static native int onestep_upsample_nearest2x(@Cast("const float*") long x, @Cast("float*") long y, int n,
                                                         int h, int w, int c, @Cast("cudaStream_t") long stream);
 
+    /** The adjoint of onestep_upsample_nearest2x: dx (n, h, w, c) = the sum of each 2x2 block of dy. */
+    public static native int onestep_upsample_nearest2x_backward(@Cast("const float*") long dy, @Cast("float*") long dx,
+                                                                 int n, int h, int w, int c,
+                                                                 @Cast("cudaStream_t") long stream);
+
+    /** One Adam/RAdam step in place (kernels/include/onestep_kernels.h; the scalars of ai.onestep.backend.AdamUpdate). */
+    public static native int onestep_adam_step(@Cast("float*") long p, @Cast("const float*") long g, @Cast("float*") long m,
+                                               @Cast("float*") long v, long n, float beta1, float beta2, float vScale,
+                                               float eps, float step, float l2, float decay, int adaptive,
+                                               @Cast("cudaStream_t") long stream);
+
     public static native int onestep_split_heads(@Cast("const float*") long x, @Cast("float*") long y, int n, int t,
                                                  int h, int d, @Cast("cudaStream_t") long stream);
 

@@ -1,5 +1,6 @@
 package ai.onestep.backend.cpu;
 
+import ai.onestep.backend.AdamUpdate;
 import ai.onestep.backend.Ops;
 import ai.onestep.tensor.Tensor;
 
@@ -169,12 +170,12 @@ public final class CpuOps extends Ops {
 
     @Override
     protected void adamStepKernel(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1, float beta2, float eps, float weightDecay, boolean decoupled) {
-        optim.adamStep(p, g, m, v, t, lr, beta1, beta2, eps, weightDecay, decoupled);
+        optim.step(p, g, m, v, beta1, beta2, eps, AdamUpdate.adam(t, lr, beta1, beta2, weightDecay, decoupled));
     }
 
     @Override
     protected void radamStepKernel(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1, float beta2, float eps, float weightDecay, boolean decoupled) {
-        optim.radamStep(p, g, m, v, t, lr, beta1, beta2, eps, weightDecay, decoupled);
+        optim.step(p, g, m, v, beta1, beta2, eps, AdamUpdate.radam(t, lr, beta1, beta2, weightDecay, decoupled));
     }
 
     @Override

@@ -1,5 +1,6 @@
 package ai.onestep.backend.cpu;
 
+import ai.onestep.backend.AdamUpdate;
 import ai.onestep.tensor.Tensor;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteOrder;
@@ -41,31 +42,12 @@ final class CpuOptim {
         return (int) ((n + BLOCK - 1) / BLOCK);
     }
 
-    void adamStep(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1, float beta2, float eps,
-                  float weightDecay, boolean decoupled) {
-        double bc1 = 1 - Math.pow(beta1, t);
-        double bc2 = 1 - Math.pow(beta2, t);
-        // lr m_hat / (sqrt(v_hat) + eps) = (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps), as torch.optim.Adam
-        // computes it: the per-step scalars stay out of the loop.
-        adaptive(p, g, m, v, beta1, beta2, (float) (1 / Math.sqrt(bc2)), eps, (float) (lr / bc1),
-                decoupled ? 0f : weightDecay, decoupled ? 1f - lr * weightDecay : 1f);
-    }
-
-    void radamStep(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1, float beta2, float eps,
-                   float weightDecay, boolean decoupled) {
-        double bc1 = 1 - Math.pow(beta1, t);
-        double bc2 = 1 - Math.pow(beta2, t);
-        float l2 = decoupled ? 0f : weightDecay;
-        float decay = decoupled ? 1f - lr * weightDecay : 1f;
-        // Liu et al. 2020, Algorithm 2, with PyTorch's threshold rho_t > 5.
-        double rhoInf = 2 / (1 - (double) beta2) - 1;
-        double rho = rhoInf - 2 * t * Math.pow(beta2, t) / bc2;
-        if (rho > 5) {
-            double r = Math.sqrt((rho - 4) * (rho - 2) * rhoInf / ((rhoInf - 4) * (rhoInf - 2) * rho));
-            // lr m_hat r sqrt(bc2) / (sqrt(v) + eps): eps on the uncorrected sqrt(v), as torch.optim.RAdam.
-            adaptive(p, g, m, v, beta1, beta2, 1f, eps, (float) (lr * r * Math.sqrt(bc2) / bc1), l2, decay);
+    /** One Adam or RAdam step with the scalars of {@link AdamUpdate}. */
+    void step(Tensor p, Tensor g, Tensor m, Tensor v, float beta1, float beta2, float eps, AdamUpdate u) {
+        if (u.adaptive()) {
+            adaptive(p, g, m, v, beta1, beta2, u.vScale(), eps, u.step(), u.l2(), u.decay());
         } else {
-            momentum(p, g, m, v, beta1, beta2, (float) (lr / bc1), l2, decay);
+            momentum(p, g, m, v, beta1, beta2, u.step(), u.l2(), u.decay());
         }
     }
 

@@ -2,6 +2,7 @@ package ai.onestep.backend.cuda;
 
 import static ai.onestep.kernels.OnestepKernels.*;
 
+import ai.onestep.backend.AdamUpdate;
 import ai.onestep.backend.Ops;
 import ai.onestep.backend.cpu.CpuOps;
 import ai.onestep.backend.cuda.Residency.Access;
@@ -26,12 +27,13 @@ import java.util.function.Supplier;
  *       it ({@link CapturedPass}). Parameter updates through this backend drop the graphs.</li>
  * </ul>
  *
- * <p>Inference ops run on the device: conv2d, linear and matmul (cuBLAS or our portable kernels, see the device),
- * group norm (+SiLU, +scale/shift), SiLU, attention (head dims 32/64/128), add, mul, axpy, scale, addPerChannel,
- * sumPerChannel, concatChannels, splitChannels, upsampleNearest2x and the sinusoidal embedding. Training ops (every
- * backward except SiLU's and group norm's, losses, optimizer steps, EMA, sumOfSquares, the Fourier embedding, and attention with another head
- * dim) run on the host through {@link CpuOps} in eager mode; inside a pass they make the pass fall back to eager
- * mode (logged once per pass key).
+ * <p>On the device: conv2d, linear and matmul (cuBLAS or our portable kernels, see the device), group norm
+ * (+SiLU, +scale/shift), SiLU, attention (head dims 32/64/128), add, mul, axpy, axpby, scale, addPerChannel,
+ * sumPerChannel, concatChannels, splitChannels, upsampleNearest2x, the sinusoidal embedding, and of the training
+ * ops the backward of linear, group norm, SiLU, attention (head dims 32/64/128) and upsampling, the Adam/RAdam
+ * steps and the EMA (these three eagerly only: a parameter update never runs inside a pass). Still on the host,
+ * through {@link CpuOps} in eager mode: the conv2d backward, the losses, sumOfSquares, the Fourier embedding and
+ * attention with another head dim; inside a pass they make the pass fall back to eager mode (logged once).
  */
 public final class CudaOps extends Ops implements AutoCloseable {
     /** Default size of each device arena (eager, and each captured pass's constants and activations). */
@@ -103,18 +105,6 @@ public final class CudaOps extends Ops implements AutoCloseable {
     /** Registered parameters (count) and their device bytes. */
     public long[] registeredParameters() {
         return new long[] {parameters.size(), parameters.bytes()};
-    }
-
-    /**
-     * After a host-side update of {@code t}: a registered parameter is copied to the device again (graphs read it in
-     * place, so they stay valid); any other tensor may be a constant baked into a graph, so every graph is dropped.
-     */
-    private void updated(Tensor t) {
-        if (parameters.touches(t.segment().address(), t.size() * Float.BYTES)) {
-            parameters.refresh(t);
-        } else {
-            forgetCapturedPasses();
-        }
     }
 
     /**
@@ -338,7 +328,20 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     protected void linearBackwardKernel(Tensor x, Tensor w, Tensor dy, Tensor dx, Tensor dw, Tensor db, int rows,
                                         int in, int out) {
-        hostOnly("linearBackward", () -> host.linearBackward(x, w, dy, dx, dw, db));
+        String op = "linearBackward";
+        run(op, () -> {
+            long px = in(x, op), pw = in(w, op), pdy = in(dy, op);
+            long pdx = out(dx, op), pdw = inOut(dw, op), pdb = inOut(db, op);
+            Supplier<String> wh = what(x, w, dy);
+            // dx (rows, in) = dy (rows, out) w^T, with w (in, out); dw (in, out) += x^T dy; db += column sums of dy.
+            device.gemm(pdy, false, pw, true, pdx, rows, in, out, 1f, 0f, wh);
+            device.gemm(px, true, pdy, false, pdw, in, out, rows, 1f, 1f, wh);
+            if (db != null) {
+                long sums = res().scratch(out, "linearBackward bias sums");
+                Device.check(onestep_sum_per_channel(pdy, sums, 1, rows, out, stream()), op, wh);
+                Device.check(onestep_axpy(1f, sums, pdb, out, stream()), op, wh);
+            }
+        });
     }
 
     @Override
@@ -442,7 +445,35 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     protected void attentionBackwardKernel(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor dO, int heads,
                                            Tensor dq, Tensor dk, Tensor dv) {
-        hostOnly("attentionBackward", () -> host.attentionBackward(q, k, v, o, lse, dO, heads, dq, dk, dv));
+        int n = q.dim(0), t = q.dim(1), d = q.dim(2) / heads;
+        if (!attentionHeadDimSupported(d)) {
+            hostOnly("attentionBackward (head dim " + d + ")",
+                    () -> host.attentionBackward(q, k, v, o, lse, dO, heads, dq, dk, dv));
+            return;
+        }
+        String op = "attentionBackward";
+        run(op, () -> {
+            long pq = in(q, op), pk = in(k, op), pv = in(v, op), po = in(o, op), pl = in(lse, op), pdo = in(dO, op);
+            long pdq = out(dq, op), pdk = out(dk, op), pdv = out(dv, op);
+            long size = q.size();
+            // As the forward: (N, T, H*D) tokens to (B, H, T, D) heads, the FlashAttention-2 backward, and back.
+            long[] h = new long[8];
+            String[] names = {"q", "k", "v", "o", "dO", "dq", "dk", "dv"};
+            for (int i = 0; i < h.length; i++) {
+                h[i] = res().scratch(size, "attentionBackward " + names[i] + " heads");
+            }
+            long delta = res().scratch((long) n * heads * t, "attentionBackward delta");
+            Supplier<String> w = what(q, dO);
+            long[] src = {pq, pk, pv, po, pdo};
+            for (int i = 0; i < src.length; i++) {
+                Device.check(onestep_split_heads(src[i], h[i], n, t, heads, d, stream()), op, w);
+            }
+            Device.check(onestep_attention_backward(h[0], h[1], h[2], h[3], h[4], pl, delta, h[5], h[6], h[7], n, heads,
+                    t, t, d, 0L, 0f, stream()), op, w);
+            Device.check(onestep_merge_heads(h[5], pdq, n, t, heads, d, stream()), op, w);
+            Device.check(onestep_merge_heads(h[6], pdk, n, t, heads, d, stream()), op, w);
+            Device.check(onestep_merge_heads(h[7], pdv, n, t, heads, d, stream()), op, w);
+        });
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -542,7 +573,12 @@ public final class CudaOps extends Ops implements AutoCloseable {
 
     @Override
     protected void upsampleBackwardKernel(Tensor dy, Tensor dx) {
-        hostOnly("upsampleNearest2xBackward", () -> host.upsampleNearest2xBackward(dy, dx));
+        String op = "upsampleNearest2xBackward";
+        run(op, () -> {
+            long pdy = in(dy, op);
+            Device.check(onestep_upsample_nearest2x_backward(pdy, out(dx, op), dx.dim(0), dx.dim(1), dx.dim(2),
+                    dx.dim(3), stream()), op, what(dy, dx));
+        });
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -584,15 +620,48 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     protected void adamStepKernel(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1, float beta2,
                                   float eps, float weightDecay, boolean decoupled) {
-        hostOnly("adamStep", () -> host.adamStep(p, g, m, v, t, lr, beta1, beta2, eps, weightDecay, decoupled));
-        updated(p);
+        optimizerStep("adamStep", p, g, m, v, beta1, beta2, eps,
+                AdamUpdate.adam(t, lr, beta1, beta2, weightDecay, decoupled));
     }
 
     @Override
     protected void radamStepKernel(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1, float beta2,
                                    float eps, float weightDecay, boolean decoupled) {
-        hostOnly("radamStep", () -> host.radamStep(p, g, m, v, t, lr, beta1, beta2, eps, weightDecay, decoupled));
-        updated(p);
+        optimizerStep("radamStep", p, g, m, v, beta1, beta2, eps,
+                AdamUpdate.radam(t, lr, beta1, beta2, weightDecay, decoupled));
+    }
+
+    /** {@link AdamUpdate}'s per-element update by onestep_adam_step, the same float operations as the CPU's. */
+    private void optimizerStep(String op, Tensor p, Tensor g, Tensor m, Tensor v, float beta1, float beta2, float eps,
+                               AdamUpdate u) {
+        eagerUpdate(op);
+        run(op, () -> {
+            long pg = in(g, op);
+            Device.check(onestep_adam_step(inOut(p, op), pg, inOut(m, op), inOut(v, op), p.size(), beta1, beta2,
+                    u.vScale(), eps, u.step(), u.l2(), u.decay(), u.adaptive() ? 1 : 0, stream()), op, what(p, g));
+        });
+        afterUpdate(p);
+    }
+
+    /**
+     * Parameter updates run eagerly, never inside a pass: a pass may have captured the old values as constants,
+     * and the host copy must hold the new ones when the op returns.
+     */
+    private void eagerUpdate(String op) {
+        if (pass != null) {
+            throw new NoDeviceKernel(op + ": parameter updates do not run inside a device pass");
+        }
+    }
+
+    /**
+     * After an eager update of {@code t} on the device (its host copy is already current, and a registered
+     * parameter's device copy was refreshed by the download): a graph may hold an unregistered {@code t} as a
+     * constant, so every graph is dropped then.
+     */
+    private void afterUpdate(Tensor t) {
+        if (!parameters.touches(t.segment().address(), t.size() * Float.BYTES)) {
+            forgetCapturedPasses();
+        }
     }
 
     @Override
@@ -605,8 +674,14 @@ public final class CudaOps extends Ops implements AutoCloseable {
 
     @Override
     protected void emaKernel(Tensor target, Tensor source, float mu) {
-        hostOnly("ema", () -> host.ema(target, source, mu));
-        updated(target);
+        eagerUpdate("ema");
+        // fmaf(mu, target, (1 - mu) source): the CPU backend's rounding (CpuOptim.ema), as axpby(1 - mu, source, mu, target).
+        run("ema", () -> {
+            long ps = in(source, "ema");
+            long pt = inOut(target, "ema");
+            Device.check(onestep_axpby(1f - mu, ps, mu, pt, pt, target.size(), stream()), "ema", what(target, source));
+        });
+        afterUpdate(target);
     }
 
     /** An op the device cannot run inside a pass; the pass then runs op by op. */

@@ -228,6 +228,83 @@ class EmulatedDeviceTest {
     }
 
     @Test
+    void trainingOpsMatchTheCpuBackend() {
+        try (TensorArena h = new TensorArena()) {
+            // linear backward: dx assigned, dw and db accumulated onto what they held.
+            Tensor x = OpsTesting.randn(h, 51, 2, 5, 24), w = OpsTesting.randn(h, 52, 24, 33);
+            Tensor dy = OpsTesting.randn(h, 53, 2, 5, 33);
+            Tensor dx1 = h.allocate(2, 5, 24), dx2 = h.allocate(2, 5, 24);
+            Tensor dw1 = OpsTesting.randn(h, 54, 24, 33), dw2 = h.copyOf(dw1);
+            Tensor db1 = OpsTesting.randn(h, 55, 33), db2 = h.copyOf(db1);
+            dx1.fill(Float.NaN);
+            long before = ops.deviceOps();
+            ops.linearBackward(x, w, dy, dx1, dw1, db1);
+            assertEquals(before + 1, ops.deviceOps(), "linearBackward runs on the device");
+            OpsTesting.CPU.linearBackward(x, w, dy, dx2, dw2, db2);
+            close("linearBackward dx", dx1, dx2);
+            close("linearBackward dw", dw1, dw2);
+            close("linearBackward db", db1, db2);
+            ops.linearBackward(x, w, dy, dx1, dw1, null);
+            OpsTesting.CPU.linearBackward(x, w, dy, dx2, dw2, null);
+            close("linearBackward without bias dw", dw1, dw2);
+
+            // attention backward: 2 heads of 32 and 1 head of 64, a ragged 13 tokens, from the forward's o and lse.
+            for (int heads : new int[] {2, 1}) {
+                Tensor q = OpsTesting.randn(h, 61, 2, 13, 64), k = OpsTesting.randn(h, 62, 2, 13, 64);
+                Tensor v = OpsTesting.randn(h, 63, 2, 13, 64), dO = OpsTesting.randn(h, 64, 2, 13, 64);
+                Tensor o = h.allocate(2, 13, 64), lse = h.allocate(2, heads, 13);
+                OpsTesting.CPU.attention(q, k, v, heads, o, lse);
+                Tensor[] g1 = {h.allocate(2, 13, 64), h.allocate(2, 13, 64), h.allocate(2, 13, 64)};
+                Tensor[] g2 = {h.allocate(2, 13, 64), h.allocate(2, 13, 64), h.allocate(2, 13, 64)};
+                before = ops.deviceOps();
+                ops.attentionBackward(q, k, v, o, lse, dO, heads, g1[0], g1[1], g1[2]);
+                assertEquals(before + 1, ops.deviceOps(), "attentionBackward runs on the device");
+                OpsTesting.CPU.attentionBackward(q, k, v, o, lse, dO, heads, g2[0], g2[1], g2[2]);
+                String[] names = {"dq", "dk", "dv"};
+                for (int i = 0; i < 3; i++) {
+                    OpsTesting.assertClose("attentionBackward " + names[i] + " (" + heads + " heads)", g1[i], g2[i], 1e-4);
+                }
+            }
+
+            // upsampling's backward: the sum of each 2x2 block, added in the CPU's order (same bits).
+            Tensor gu = OpsTesting.randn(h, 71, Layout.NHWC, 2, 10, 6, 19);
+            Tensor u1 = h.allocate(Layout.NHWC, 2, 5, 3, 19), u2 = h.allocate(Layout.NHWC, 2, 5, 3, 19);
+            ops.upsampleNearest2xBackward(gu, u1);
+            OpsTesting.CPU.upsampleNearest2xBackward(gu, u2);
+            assertArrayEquals(u2.toArray(), u1.toArray(), "upsampleNearest2xBackward");
+
+            // EMA: fma(mu, target, (1 - mu) source) on both backends, so the same bits.
+            Tensor t1 = OpsTesting.randn(h, 81, 1000), src = OpsTesting.randn(h, 82, 1000), t2 = h.copyOf(t1);
+            ops.ema(t1, src, 0.95f);
+            OpsTesting.CPU.ema(t2, src, 0.95f);
+            assertArrayEquals(t2.toArray(), t1.toArray(), "ema");
+
+            // Adam, AdamW and RAdam (its momentum steps, t <= 5 for beta2 = 0.999, then rectified ones) over seven
+            // steps against the CPU backend, which runs the same float operations (AdamUpdate).
+            for (int variant = 0; variant < 3; variant++) {
+                Tensor p1 = OpsTesting.randn(h, 91, 1031), p2 = h.copyOf(p1);
+                Tensor m1 = h.allocate(1031), m2 = h.allocate(1031);
+                Tensor v1 = h.allocate(1031), v2 = h.allocate(1031);
+                for (int t = 1; t <= 7; t++) {
+                    Tensor g = OpsTesting.randn(h, 100 + t, 1031);
+                    if (variant < 2) {
+                        ops.adamStep(p1, g, m1, v1, t, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, variant == 1);
+                        OpsTesting.CPU.adamStep(p2, g, m2, v2, t, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, variant == 1);
+                    } else {
+                        ops.radamStep(p1, g, m1, v1, t, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, true);
+                        OpsTesting.CPU.radamStep(p2, g, m2, v2, t, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, true);
+                    }
+                }
+                String name = new String[] {"adam", "adamw", "radam"}[variant];
+                close(name + " p", p1, p2);
+                close(name + " m", m1, m2);
+                close(name + " v", v1, v2);
+                assertNotEquals(0f, m1.get(0), name + " moved the moments");
+            }
+        }
+    }
+
+    @Test
     void opsWithoutADeviceKernelRunOnTheHostInEagerMode() {
         try (TensorArena h = new TensorArena()) {
             // Head dim 4 has no fused kernel: eager mode gives the CPU backend's answer.
