@@ -150,6 +150,11 @@ onestep_status onestep_linear(const float* x, const float* w, const float* bias,
  * y (N, Ho, Wo, Cout) with Ho = (H + 2 padding - KH) / stride + 1 (Wo likewise). */
 onestep_status onestep_conv2d_nhwc(const float* x, const float* w, const float* bias, float* y, int N, int H, int W,
                                    int Cin, int KH, int KW, int Cout, int stride, int padding, cudaStream_t stream);
+/* Backward of onestep_conv2d_nhwc for dy (N, Ho, Wo, Cout): dx (N, H, W, Cin) is assigned (NULL: not wanted),
+ * dw (KH, KW, Cin, Cout) accumulates (+=; NULL: not wanted). The bias gradient is onestep_sum_per_channel of dy. */
+onestep_status onestep_conv2d_nhwc_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
+                                            int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride,
+                                            int padding, cudaStream_t stream);
 /* out = a * b elementwise. */
 onestep_status onestep_mul(const float* a, const float* b, float* out, long long n, cudaStream_t stream);
 /* y[n, p, c] = x[n, p, c] + v[n, c] for P positions per sample (y may alias x). */

@@ -73,6 +73,59 @@ __global__ void conv_kernel(const float* x, const float* w, const float* bias, f
     }
 }
 
+// The convolution's input gradient (the transposed convolution of dy): one thread per dx element gathers every
+// (ky, kx, co) whose output position oy = (iy + pad - ky) / stride lands exactly on the grid. Assigned.
+__global__ void conv_backward_data_kernel(const float* w, const float* dy, float* dx, int N, int H, int W, int Cin,
+                                          int KH, int KW, int Cout, int stride, int pad, int Ho, int Wo) {
+    ONESTEP_GRID_STRIDE(idx, (long long)N * H * W * Cin) {
+        int ci = int(idx % Cin);
+        long long p = idx / Cin;
+        int ix = int(p % W);
+        int iy = int((p / W) % H);
+        int n = int(p / ((long long)W * H));
+        float acc = 0.f;
+        for (int ky = 0; ky < KH; ky++) {
+            int ty = iy + pad - ky;
+            if (ty < 0 || ty % stride != 0 || ty / stride >= Ho) continue;
+            int oy = ty / stride;
+            for (int kx = 0; kx < KW; kx++) {
+                int tx = ix + pad - kx;
+                if (tx < 0 || tx % stride != 0 || tx / stride >= Wo) continue;
+                int ox = tx / stride;
+                const float* dyp = dy + (((long long)n * Ho + oy) * Wo + ox) * Cout;
+                const float* wp = w + (((long long)ky * KW + kx) * Cin + ci) * Cout;
+                for (int co = 0; co < Cout; co++) acc = fmaf(dyp[co], wp[co], acc);
+            }
+        }
+        dx[idx] = acc;
+    }
+}
+
+// The convolution's weight gradient: one thread per dw (ky, kx, ci, co) element sums x * dy over every sample and
+// output position, then adds the sum to dw (parameter gradients accumulate).
+__global__ void conv_backward_filter_kernel(const float* x, const float* dy, float* dw, int N, int H, int W, int Cin,
+                                            int KH, int KW, int Cout, int stride, int pad, int Ho, int Wo) {
+    ONESTEP_GRID_STRIDE(idx, (long long)KH * KW * Cin * Cout) {
+        int co = int(idx % Cout);
+        int ci = int((idx / Cout) % Cin);
+        int kx = int((idx / ((long long)Cout * Cin)) % KW);
+        int ky = int(idx / ((long long)Cout * Cin * KW));
+        float acc = 0.f;
+        for (int n = 0; n < N; n++)
+            for (int oy = 0; oy < Ho; oy++) {
+                int iy = oy * stride - pad + ky;
+                if (iy < 0 || iy >= H) continue;
+                for (int ox = 0; ox < Wo; ox++) {
+                    int ix = ox * stride - pad + kx;
+                    if (ix < 0 || ix >= W) continue;
+                    acc = fmaf(x[(((long long)n * H + iy) * W + ix) * Cin + ci],
+                               dy[(((long long)n * Ho + oy) * Wo + ox) * Cout + co], acc);
+                }
+            }
+        dw[idx] += acc;
+    }
+}
+
 __global__ void mul_kernel(const float* a, const float* b, float* out, long long n) {
     ONESTEP_GRID_STRIDE(i, n) { out[i] = a[i] * b[i]; }
 }
@@ -226,6 +279,34 @@ extern "C" onestep_status onestep_conv2d_nhwc(const float* x, const float* w, co
     return check_launch(launch(L::conv_kernel, L::grid_for(total), dim3(L::kBlock), 0, stream, x, w, bias, y, N, H, W,
                                Cin, KH, KW, Cout, stride, padding, Ho, Wo),
                         "onestep_conv2d_nhwc", shapes);
+}
+
+extern "C" onestep_status onestep_conv2d_nhwc_backward(const float* x, const float* w, const float* dy, float* dx,
+                                                      float* dw, int N, int H, int W, int Cin, int KH, int KW, int Cout,
+                                                      int stride, int padding, cudaStream_t stream) {
+    ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d, KH=%d, KW=%d, Cout=%d, stride=%d, padding=%d", N, H, W, Cin, KH, KW, Cout,
+                   stride, padding);
+    const char* fn = "onestep_conv2d_nhwc_backward";
+    if (N < 1 || H < 1 || W < 1 || Cin < 1 || KH < 1 || KW < 1 || Cout < 1 || stride < 1 || padding < 0)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "bad size");
+    const int Ho = (H + 2 * padding - KH) / stride + 1, Wo = (W + 2 * padding - KW) / stride + 1;
+    if (H + 2 * padding < KH || W + 2 * padding < KW)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "the kernel is larger than the padded input");
+    if (!dy || (dx && !w) || (dw && !x))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "dy, and w for dx or x for dw, must be non-null");
+    if (dx) {
+        onestep_status s = check_launch(launch(L::conv_backward_data_kernel, L::grid_for((long long)N * H * W * Cin),
+                                               dim3(L::kBlock), 0, stream, w, dy, dx, N, H, W, Cin, KH, KW, Cout, stride,
+                                               padding, Ho, Wo),
+                                        fn, shapes);
+        if (s) return s;
+    }
+    if (dw)
+        return check_launch(launch(L::conv_backward_filter_kernel, L::grid_for((long long)KH * KW * Cin * Cout),
+                                   dim3(L::kBlock), 0, stream, x, dy, dw, N, H, W, Cin, KH, KW, Cout, stride, padding, Ho,
+                                   Wo),
+                            fn, shapes);
+    return ONESTEP_OK;
 }
 
 extern "C" onestep_status onestep_mul(const float* a, const float* b, float* out, long long n, cudaStream_t stream) {

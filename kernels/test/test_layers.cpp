@@ -6,6 +6,7 @@
 #include "test_common.h"
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -75,6 +76,56 @@ void check_conv() {
                ONESTEP_ERROR_INVALID_ARGUMENT &&
                std::strstr(onestep_last_error_message(), "onestep_conv2d_nhwc(N=1, H=2, W=2, Cin=1, KH=5") != nullptr,
            "conv2d with a kernel larger than the input: %s", onestep_last_error_message());
+}
+
+// The convolution's backward against the scatter form of its definition in double: every (output, tap) pair
+// adds dy * w to dx and x * dy to dw. Odd and even sizes with stride 2 leave rows that no output reads.
+void check_conv_backward() {
+    ktest::Rng rng(4);
+    const int cases[][3] = {{3, 1, 1}, {3, 2, 1}, {1, 1, 0}, {3, 2, 0}, {1, 2, 0}};
+    for (const auto& cs : cases)
+        for (int H : {7, 8}) {
+            const int KH = cs[0], stride = cs[1], pad = cs[2], N = 2, W = 5, Ci = 3, Co = 4;
+            const int Ho = (H + 2 * pad - KH) / stride + 1, Wo = (W + 2 * pad - KH) / stride + 1;
+            vector<float> x = rng.normals(size_t(N) * H * W * Ci), w = rng.normals(size_t(KH) * KH * Ci * Co),
+                          dy = rng.normals(size_t(N) * Ho * Wo * Co), dx(x.size(), NAN), dw = rng.normals(w.size());
+            vector<double> want_dx(x.size(), 0.0), want_dw(dw.begin(), dw.end());
+            for (int n = 0; n < N; n++)
+                for (int oy = 0; oy < Ho; oy++)
+                    for (int ox = 0; ox < Wo; ox++)
+                        for (int co = 0; co < Co; co++)
+                            for (int ky = 0; ky < KH; ky++)
+                                for (int kx = 0; kx < KH; kx++) {
+                                    int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+                                    if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                    for (int ci = 0; ci < Ci; ci++) {
+                                        size_t xi = ((size_t(n) * H + iy) * W + ix) * Ci + ci;
+                                        size_t wi = ((size_t(ky) * KH + kx) * Ci + ci) * Co + co;
+                                        double g = dy[((size_t(n) * Ho + oy) * Wo + ox) * Co + co];
+                                        want_dx[xi] += g * w[wi];
+                                        want_dw[wi] += g * x[xi];
+                                    }
+                                }
+            ok(onestep_conv2d_nhwc_backward(x.data(), w.data(), dy.data(), dx.data(), dw.data(), N, H, W, Ci, KH, KH, Co,
+                                            stride, pad, nullptr),
+               "conv2d backward: %s");
+            ktest::sync();
+            char what[64];
+            std::snprintf(what, sizeof what, "conv2d backward dx (%dx%d, stride %d, pad %d, H %d)", KH, KH, stride, pad, H);
+            expect_close(what, dx.data(), want_dx.data(), want_dx.size(), 1e-5, 1e-5);
+            std::snprintf(what, sizeof what, "conv2d backward dw (%dx%d, stride %d, pad %d, H %d)", KH, KH, stride, pad, H);
+            expect_close(what, dw.data(), want_dw.data(), want_dw.size(), 1e-5, 1e-5);
+        }
+    // dx alone (no weight gradient wanted) leaves dw untouched; a missing dy is refused by name.
+    vector<float> x(2 * 4 * 4 * 2, 1.f), w(9 * 2 * 3, 1.f), dy(2 * 4 * 4 * 3, 1.f), dx(x.size());
+    ok(onestep_conv2d_nhwc_backward(x.data(), w.data(), dy.data(), dx.data(), nullptr, 2, 4, 4, 2, 3, 3, 3, 1, 1, nullptr),
+       "conv2d backward without dw: %s");
+    ktest::sync();
+    expect(dx[0] == 4 * 3.f, "corner dx of a 3x3 all-ones convolution sums 4 taps of 3 channels%s");
+    expect(onestep_conv2d_nhwc_backward(x.data(), w.data(), nullptr, dx.data(), nullptr, 2, 4, 4, 2, 3, 3, 3, 1, 1,
+                                        nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "onestep_conv2d_nhwc_backward(N=2") != nullptr,
+           "conv2d backward without dy: %s", onestep_last_error_message());
 }
 
 void check_layout_ops() {
@@ -221,6 +272,7 @@ int main() {
     const auto start = std::chrono::steady_clock::now();
     check_gemm();
     check_conv();
+    check_conv_backward();
     check_layout_ops();
     check_adam();
     check_capture();

@@ -207,6 +207,13 @@ public final class OnestepKernels {
     public static native int onestep_upsample_nearest2x(@Cast("const float*") long x, @Cast("float*") long y, int n,
                                                         int h, int w, int c, @Cast("cudaStream_t") long stream);
 
+    /** Backward of onestep_conv2d_nhwc: dx assigned (0: not wanted), dw accumulated (0: not wanted). */
+    public static native int onestep_conv2d_nhwc_backward(@Cast("const float*") long x, @Cast("const float*") long w,
+                                                          @Cast("const float*") long dy, @Cast("float*") long dx,
+                                                          @Cast("float*") long dw, int n, int h, int wd, int cin, int kh,
+                                                          int kw, int cout, int stride, int padding,
+                                                          @Cast("cudaStream_t") long stream);
+
     /** The adjoint of onestep_upsample_nearest2x: dx (n, h, w, c) = the sum of each 2x2 block of dy. */
     public static native int onestep_upsample_nearest2x_backward(@Cast("const float*") long dy, @Cast("float*") long dx,
                                                                  int n, int h, int w, int c,

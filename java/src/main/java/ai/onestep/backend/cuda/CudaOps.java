@@ -30,10 +30,10 @@ import java.util.function.Supplier;
  * <p>On the device: conv2d, linear and matmul (cuBLAS or our portable kernels, see the device), group norm
  * (+SiLU, +scale/shift), SiLU, attention (head dims 32/64/128), add, mul, axpy, axpby, scale, addPerChannel,
  * sumPerChannel, concatChannels, splitChannels, upsampleNearest2x, the sinusoidal embedding, and of the training
- * ops the backward of linear, group norm, SiLU, attention (head dims 32/64/128) and upsampling, the Adam/RAdam
- * steps and the EMA (these three eagerly only: a parameter update never runs inside a pass). Still on the host,
- * through {@link CpuOps} in eager mode: the conv2d backward, the losses, sumOfSquares, the Fourier embedding and
- * attention with another head dim; inside a pass they make the pass fall back to eager mode (logged once).
+ * ops the backward of conv2d (portable kernels), linear, group norm, SiLU, attention (head dims 32/64/128) and
+ * upsampling, the Adam/RAdam steps and the EMA (these three eagerly only: a parameter update never runs inside a
+ * pass). Still on the host, through {@link CpuOps} in eager mode: the losses, sumOfSquares, the Fourier embedding
+ * and attention with another head dim; inside a pass they make the pass fall back to eager mode (logged once).
  */
 public final class CudaOps extends Ops implements AutoCloseable {
     /** Default size of each device arena (eager, and each captured pass's constants and activations). */
@@ -58,6 +58,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
     private boolean warnedFull;
     private boolean warnedOpByOp;
     private long deviceOps;
+    private long hostOps;
 
     /** A backend on {@code device} with arenas of {@code arenaBytes} each; it owns (and closes) the device. */
     public CudaOps(Device device, long arenaBytes, int hostThreads) {
@@ -81,6 +82,11 @@ public final class CudaOps extends Ops implements AutoCloseable {
     /** Device ops issued so far (each Ops call that ran on the device counts once). */
     public long deviceOps() {
         return deviceOps;
+    }
+
+    /** Ops that had no device kernel and ran on the host (CPU backend) so far. */
+    public long hostOps() {
+        return hostOps;
     }
 
     /** Captured passes by key: graph nodes, device ops issued while capturing. */
@@ -268,6 +274,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
         if (pass != null) {
             throw new NoDeviceKernel(op + ": has no device kernel yet, so it cannot run inside a device pass");
         }
+        hostOps++;
         cpu.run();
     }
 
@@ -356,7 +363,22 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     protected void convBackwardKernel(Tensor x, Tensor w, Tensor dy, int stride, int padding, Tensor dx, Tensor dw,
                                       Tensor db) {
-        hostOnly("conv2dBackward", () -> host.conv2dBackward(x, w, dy, stride, padding, dx, dw, db));
+        // Our portable kernels on every device (kernels/src/layers.cu): cuDNN's backward-data/-filter calls are not
+        // wired yet, so on a GPU this is correct but not fast.
+        String op = "conv2dBackward";
+        run(op, () -> {
+            long px = in(x, op), pw = in(w, op), pdy = in(dy, op);
+            long pdx = out(dx, op), pdw = inOut(dw, op), pdb = inOut(db, op);
+            Supplier<String> wh = what(x, w, dy);
+            Device.check(onestep_conv2d_nhwc_backward(px, pw, pdy, pdx, pdw, x.dim(0), x.dim(1), x.dim(2), x.dim(3),
+                    w.dim(0), w.dim(1), w.dim(3), stride, padding, stream()), op, wh);
+            if (db != null) {
+                int cout = w.dim(3);
+                long sums = res().scratch(cout, "conv2dBackward bias sums");
+                Device.check(onestep_sum_per_channel(pdy, sums, 1, dy.size() / cout, cout, stream()), op, wh);
+                Device.check(onestep_axpy(1f, sums, pdb, cout, stream()), op, wh);
+            }
+        });
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -590,6 +612,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
         if (pass != null) {
             throw new NoDeviceKernel("mseLoss: has no device kernel yet, so it cannot run inside a device pass");
         }
+        hostOps++;
         return host.mseLoss(pred, target, weights, dpred);
     }
 
@@ -598,6 +621,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
         if (pass != null) {
             throw new NoDeviceKernel("pseudoHuberLoss: has no device kernel yet, so it cannot run inside a device pass");
         }
+        hostOps++;
         return host.pseudoHuberLoss(pred, target, weights, c, dpred);
     }
 
@@ -669,6 +693,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
         if (pass != null) {
             throw new NoDeviceKernel("sumOfSquares: has no device kernel yet, so it cannot run inside a device pass");
         }
+        hostOps++;
         return host.sumOfSquares(x);
     }
 

@@ -248,6 +248,28 @@ class EmulatedDeviceTest {
             OpsTesting.CPU.linearBackward(x, w, dy, dx2, dw2, null);
             close("linearBackward without bias dw", dw1, dw2);
 
+            // conv2d backward: 3x3 pad 1, stride 2 (odd and even input), 1x1 without bias; dx assigned, dw/db accumulated.
+            int[][] cases = {{3, 1, 1, 9}, {3, 2, 1, 9}, {3, 2, 1, 8}, {1, 1, 0, 9}};
+            for (int[] cs : cases) {
+                int kk = cs[0], stride = cs[1], pad = cs[2];
+                Tensor xi = OpsTesting.randn(h, 56, Layout.NHWC, 2, cs[3], 7, 5);
+                Tensor wi = OpsTesting.randn(h, 57, Layout.HWIO, kk, kk, 5, 6);
+                int[] os = ai.onestep.backend.Ops.convOutputShape(xi, wi, stride, pad);
+                Tensor gy = OpsTesting.randn(h, 58, Layout.NHWC, os);
+                Tensor gx1 = h.allocate(Layout.NHWC, 2, cs[3], 7, 5), gx2 = h.allocate(Layout.NHWC, 2, cs[3], 7, 5);
+                Tensor gw1 = OpsTesting.randn(h, 59, Layout.HWIO, kk, kk, 5, 6), gw2 = h.copyOf(gw1);
+                Tensor gb1 = OpsTesting.randn(h, 60, 6), gb2 = h.copyOf(gb1);
+                gx1.fill(Float.NaN);
+                before = ops.deviceOps();
+                ops.conv2dBackward(xi, wi, gy, stride, pad, gx1, gw1, kk == 3 ? gb1 : null);
+                assertEquals(before + 1, ops.deviceOps(), "conv2dBackward runs on the device");
+                OpsTesting.CPU.conv2dBackward(xi, wi, gy, stride, pad, gx2, gw2, kk == 3 ? gb2 : null);
+                String c = kk + "x" + kk + " stride " + stride + " height " + cs[3];
+                close("conv2dBackward dx " + c, gx1, gx2);
+                close("conv2dBackward dw " + c, gw1, gw2);
+                close("conv2dBackward db " + c, gb1, gb2);
+            }
+
             // attention backward: 2 heads of 32 and 1 head of 64, a ragged 13 tokens, from the forward's o and lse.
             for (int heads : new int[] {2, 1}) {
                 Tensor q = OpsTesting.randn(h, 61, 2, 13, 64), k = OpsTesting.randn(h, 62, 2, 13, 64);
