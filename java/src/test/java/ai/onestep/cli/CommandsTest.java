@@ -2,6 +2,7 @@ package ai.onestep.cli;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.onestep.backend.OpsTesting;
@@ -194,5 +195,29 @@ class CommandsTest {
         Run both = run("distill", "--init", half.toString(), "--student-width", "0.5", "--out", more.toString());
         assertEquals(2, both.code());
         assertTrue(both.err().contains("drop --student-width"), both.err());
+    }
+
+    @Test
+    void aHalfWidthStudentDistilledFromAGuideStudent() throws Exception {
+        // The guide: a (2-step) full-size student; the half-width student learns its outputs (no warm-up needed).
+        Path guide = home.resolve("guide.safetensors"), half = home.resolve("half.safetensors");
+        Run g = run("distill", "--out", guide.toString(), "--steps", "2", "--batch", "2", "--validate-every", "2",
+                "--val-n", "4", "--teacher-samples", "4", "--teacher-steps", "2");
+        assertEquals(0, g.code(), g.err());
+        Run r = run("distill", "--out", half.toString(), "--student-width", "0.5", "--guide", guide.toString(),
+                "--steps", "2", "--batch", "2", "--validate-every", "2", "--val-n", "4", "--teacher-samples", "4",
+                "--teacher-steps", "2");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.err().contains("guide " + guide + " (weight 1.0)"), r.err());
+        assertFalse(r.err().contains("denoiser warm-up"), "a guided student needs no warm-up: " + r.err());
+        try (UNetCheckpoint.Loaded h = UNetCheckpoint.load(half, false)) {
+            assertEquals(guide + " (weight 1.0)", h.metadata().get("onestep.distill.guide"));
+        }
+        Run wrongRole = run("distill", "--guide", teacher.toString(), "--out", half.toString(), "--steps", "1");
+        assertEquals(2, wrongRole.code());
+        assertTrue(wrongRole.err().contains("--guide needs a consistency student"), wrongRole.err());
+        Run badWeight = run("distill", "--guide", guide.toString(), "--guide-weight", "0", "--out", half.toString());
+        assertEquals(2, badWeight.code());
+        assertTrue(badWeight.err().contains("--guide-weight must lie in (0, 1]"), badWeight.err());
     }
 }
