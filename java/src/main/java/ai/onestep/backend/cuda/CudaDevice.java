@@ -11,6 +11,8 @@ import java.util.function.Supplier;
 import org.bytedeco.cuda.cublas.cublasContext;
 import org.bytedeco.cuda.cudart.CUstream_st;
 import org.bytedeco.cuda.cudnn.cudnnContext;
+import org.bytedeco.cuda.cudnn.cudnnConvolutionBwdDataAlgoPerf_t;
+import org.bytedeco.cuda.cudnn.cudnnConvolutionBwdFilterAlgoPerf_t;
 import org.bytedeco.cuda.cudnn.cudnnConvolutionFwdAlgoPerf_t;
 import org.bytedeco.cuda.cudnn.cudnnConvolutionStruct;
 import org.bytedeco.cuda.cudnn.cudnnFilterStruct;
@@ -169,6 +171,83 @@ public final class CudaDevice extends Device {
         }
     }
 
+    /**
+     * cuDNN's backward-data and backward-filter on the forward's descriptors. Our HWIO weights are cuDNN's KRSC
+     * transposed: w goes in transposed, and the filter gradient comes out as KRSC, is transposed back and added to
+     * dw (ours accumulates). The first use of a shape also runs the portable kernels and compares (as the forward
+     * does); cuDNN is dropped for that shape if they disagree.
+     */
+    @Override
+    public void conv2dBackward(long x, long w, long dy, long dx, long dw, int n, int h, int wd, int cin, int kh, int kw,
+                               int cout, int stride, int padding, Scratch scratch, Supplier<String> what) {
+        String key = n + "," + h + "," + wd + "," + cin + "," + kh + "," + kw + "," + cout + "," + stride + "," + padding;
+        ConvPlan plan = cudnnHandle == null ? null : convPlans.computeIfAbsent(key,
+                k -> ConvPlan.create(cudnnHandle, n, h, wd, cin, kh, kw, cout, stride, padding));
+        if (plan != null && !plan.backwardPlanned) {
+            plan.planBackward(cudnnHandle);
+        }
+        boolean verify = plan != null && plan.backwardOk && !plan.backwardVerified;
+        if (plan == null || !plan.backwardOk || (verify && capturing())) {
+            super.conv2dBackward(x, w, dy, dx, dw, n, h, wd, cin, kh, kw, cout, stride, padding, scratch, what);
+            return;
+        }
+        long rows = (long) kh * kw * cin, wFloats = rows * cout, xFloats = (long) n * h * wd * cin;
+        long ws = Math.max(plan.bwdDataBytes, plan.bwdFilterBytes);
+        long work = ws == 0 ? 0 : scratch.allocate(ws, "conv2dBackward cuDNN workspace");
+        alphaHost.put(0, 1f);
+        betaHost.put(0, 0f);
+        long dxOut = dx == 0 ? 0 : verify ? scratch.allocate(xFloats * Float.BYTES, "conv2dBackward cuDNN dx") : dx;
+        if (dx != 0) {
+            long wt = scratch.allocate(wFloats * Float.BYTES, "conv2dBackward KRSC weights");
+            check(onestep_split_heads(w, wt, 1, (int) rows, cout, 1, stream()), "conv2dBackward", what);
+            cudnnCheck(cudnn.cudnnConvolutionBackwardData(cudnnHandle, alphaHost, plan.w, address(wt), plan.y,
+                    address(dy), plan.conv, plan.bwdDataAlgo, address(work), plan.bwdDataBytes, betaHost, plan.x,
+                    address(dxOut)), "cudnnConvolutionBackwardData", what);
+        }
+        long dwPart = 0;
+        if (dw != 0) {
+            long krsc = scratch.allocate(wFloats * Float.BYTES, "conv2dBackward KRSC weight gradient");
+            dwPart = scratch.allocate(wFloats * Float.BYTES, "conv2dBackward HWIO weight gradient");
+            cudnnCheck(cudnn.cudnnConvolutionBackwardFilter(cudnnHandle, alphaHost, plan.x, address(x), plan.y,
+                    address(dy), plan.conv, plan.bwdFilterAlgo, address(work), plan.bwdFilterBytes, betaHost, plan.w,
+                    address(krsc)), "cudnnConvolutionBackwardFilter", what);
+            check(onestep_split_heads(krsc, dwPart, 1, cout, (int) rows, 1, stream()), "conv2dBackward", what);
+        }
+        if (verify) {
+            // The portable kernels' answers: dx assigned into its own buffer, dw accumulated onto zeros.
+            long refDx = dx == 0 ? 0 : scratch.allocate(xFloats * Float.BYTES, "conv2dBackward check dx");
+            long refDw = dw == 0 ? 0 : scratch.allocate(wFloats * Float.BYTES, "conv2dBackward check dw");
+            if (refDw != 0) {
+                check(onestep_memset(refDw, 0, wFloats * Float.BYTES, stream()), "conv2dBackward", what);
+            }
+            super.conv2dBackward(x, w, dy, refDx, refDw, n, h, wd, cin, kh, kw, cout, stride, padding, scratch, what);
+            double err = Math.max(dx == 0 ? 0 : relativeError(dxOut, refDx, xFloats, what),
+                    dw == 0 ? 0 : relativeError(dwPart, refDw, wFloats, what));
+            if (err > 2e-2) {
+                System.err.println("cuda: cuDNN convolution backward " + key + " disagrees with the portable kernels"
+                        + " (relative error " + err + "): using the portable kernels for this shape");
+                plan.backwardOk = false;
+                dxOut = refDx;
+                dwPart = refDw;
+            } else {
+                plan.backwardVerified = true;
+            }
+            if (dx != 0) {
+                copy(dx, dxOut, xFloats * Float.BYTES, what);
+            }
+        }
+        if (dw != 0) {
+            check(onestep_axpy(1f, dwPart, dw, wFloats, stream()), "conv2dBackward", what);
+        }
+    }
+
+    private static void cudnnCheck(int status, String call, Supplier<String> what) {
+        if (status != 0) {
+            throw new CudaException("conv2dBackward: " + call + " failed: " + cudnn.cudnnGetErrorString(status).getString()
+                    + " [" + what.get() + "]", ERROR_CUDA);
+        }
+    }
+
     private void portableConv(long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh, int kw,
                               int cout, int stride, int padding, Supplier<String> what) {
         check(onestep_conv2d_nhwc(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, stream()), "conv2d",
@@ -222,6 +301,52 @@ public final class CudaDevice extends Device {
         int ho;
         int wo;
         boolean verified;
+        /** The backward algorithms (chosen on first use of the backward) and whether cuDNN may run it. */
+        boolean backwardPlanned;
+        boolean backwardOk;
+        boolean backwardVerified;
+        int bwdDataAlgo;
+        long bwdDataBytes;
+        int bwdFilterAlgo;
+        long bwdFilterBytes;
+
+        /** Picks cuDNN's first working backward-data and backward-filter algorithms; none: the portable kernels. */
+        void planBackward(cudnnContext handle) {
+            backwardPlanned = true;
+            IntPointer count = new IntPointer(1);
+            SizeTPointer bytes = new SizeTPointer(1);
+            cudnnConvolutionBwdDataAlgoPerf_t dPerf = new cudnnConvolutionBwdDataAlgoPerf_t(8);
+            if (cudnn.cudnnGetConvolutionBackwardDataAlgorithm_v7(handle, w, y, conv, x, 8, count, dPerf) != 0) {
+                return;
+            }
+            boolean found = false;
+            for (int i = 0; i < count.get() && !found; i++) {
+                cudnnConvolutionBwdDataAlgoPerf_t r = dPerf.getPointer(i);
+                if (r.status() == 0 && cudnn.cudnnGetConvolutionBackwardDataWorkspaceSize(handle, w, y, conv, x,
+                        r.algo(), bytes) == 0) {
+                    bwdDataAlgo = r.algo();
+                    bwdDataBytes = bytes.get();
+                    found = true;
+                }
+            }
+            if (!found) {
+                return;
+            }
+            cudnnConvolutionBwdFilterAlgoPerf_t fPerf = new cudnnConvolutionBwdFilterAlgoPerf_t(8);
+            if (cudnn.cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle, x, y, conv, w, 8, count, fPerf) != 0) {
+                return;
+            }
+            for (int i = 0; i < count.get(); i++) {
+                cudnnConvolutionBwdFilterAlgoPerf_t r = fPerf.getPointer(i);
+                if (r.status() == 0 && cudnn.cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, x, y, conv, w,
+                        r.algo(), bytes) == 0) {
+                    bwdFilterAlgo = r.algo();
+                    bwdFilterBytes = bytes.get();
+                    backwardOk = true;
+                    return;
+                }
+            }
+        }
 
         /** The plan, or null when cuDNN refuses the shape (the portable kernel runs it then). */
         static ConvPlan create(cudnnContext handle, int n, int h, int wd, int cin, int kh, int kw, int cout, int stride,

@@ -30,7 +30,7 @@ import java.util.function.Supplier;
  * <p>On the device: conv2d, linear and matmul (cuBLAS or our portable kernels, see the device), group norm
  * (+SiLU, +scale/shift), SiLU, attention (head dims 32/64/128), add, mul, axpy, axpby, scale, addPerChannel,
  * sumPerChannel, concatChannels, splitChannels, upsampleNearest2x, the sinusoidal embedding, and of the training
- * ops the backward of conv2d (portable kernels), linear, group norm, SiLU, attention (head dims 32/64/128) and
+ * ops the backward of conv2d (cuDNN, or our portable kernels), linear, group norm, SiLU, attention (head dims 32/64/128) and
  * upsampling, the Adam/RAdam steps and the EMA (these three eagerly only: a parameter update never runs inside a
  * pass). Still on the host, through {@link CpuOps} in eager mode: the losses, sumOfSquares, the Fourier embedding
  * and attention with another head dim; inside a pass they make the pass fall back to eager mode (logged once).
@@ -363,15 +363,14 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     protected void convBackwardKernel(Tensor x, Tensor w, Tensor dy, int stride, int padding, Tensor dx, Tensor dw,
                                       Tensor db) {
-        // Our portable kernels on every device (kernels/src/layers.cu): cuDNN's backward-data/-filter calls are not
-        // wired yet, so on a GPU this is correct but not fast.
+        // cuDNN's backward on a GPU (checked against our portable kernels on first use), the portable kernels otherwise.
         String op = "conv2dBackward";
         run(op, () -> {
             long px = in(x, op), pw = in(w, op), pdy = in(dy, op);
             long pdx = out(dx, op), pdw = inOut(dw, op), pdb = inOut(db, op);
             Supplier<String> wh = what(x, w, dy);
-            Device.check(onestep_conv2d_nhwc_backward(px, pw, pdy, pdx, pdw, x.dim(0), x.dim(1), x.dim(2), x.dim(3),
-                    w.dim(0), w.dim(1), w.dim(3), stride, padding, stream()), op, wh);
+            device.conv2dBackward(px, pw, pdy, pdx, pdw, x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(1),
+                    w.dim(3), stride, padding, (bytes, why) -> res().scratch((bytes + 3) / 4, why), wh);
             if (db != null) {
                 int cout = w.dim(3);
                 long sums = res().scratch(cout, "conv2dBackward bias sums");

@@ -62,6 +62,16 @@ public abstract class Device implements AutoCloseable {
     public abstract void conv2d(long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh, int kw,
                                 int cout, int stride, int padding, Scratch scratch, Supplier<String> what);
 
+    /**
+     * Backward of {@link #conv2d} (bias excluded): {@code dx} assigned, {@code dw} accumulated; either may be 0
+     * (not wanted). Here our portable kernels (onestep_conv2d_nhwc_backward); {@link CudaDevice} uses cuDNN.
+     */
+    public void conv2dBackward(long x, long w, long dy, long dx, long dw, int n, int h, int wd, int cin, int kh, int kw,
+                               int cout, int stride, int padding, Scratch scratch, Supplier<String> what) {
+        check(onestep_conv2d_nhwc_backward(x, w, dy, dx, dw, n, h, wd, cin, kh, kw,
+                cout, stride, padding, stream()), "conv2dBackward", what);
+    }
+
     /** Device memory that lives until the end of the current op (eager) or pass. */
     @FunctionalInterface
     public interface Scratch {

@@ -62,15 +62,23 @@ public final class DeviceCheck {
             return;
         }
         try (ops) {
-            DeviceCheck c = new DeviceCheck(ops);
             System.out.println("device: " + ops.device().describe());
-            c.run();
+            List<String> rows = new ArrayList<>();
+            int failures = checkAll(ops, rows);
             System.out.printf("%-46s %12s %10s  %s%n", "check", "rel. error", "tolerance", "result");
-            c.rows.forEach(System.out::println);
-            System.out.println("DeviceCheck: " + (c.failures == 0 ? "all " + c.rows.size() + " checks passed"
-                    : c.failures + " of " + c.rows.size() + " checks FAILED") + " on " + ops.name());
-            System.exit(c.failures == 0 ? 0 : 1);
+            rows.forEach(System.out::println);
+            System.out.println("DeviceCheck: " + (failures == 0 ? "all " + rows.size() + " checks passed"
+                    : failures + " of " + rows.size() + " checks FAILED") + " on " + ops.name());
+            System.exit(failures == 0 ? 0 : 1);
         }
+    }
+
+    /** Runs every check on {@code ops}; adds one printed row per check to {@code rows}; returns the failures. */
+    public static int checkAll(CudaOps ops, List<String> rows) {
+        DeviceCheck c = new DeviceCheck(ops);
+        c.run();
+        rows.addAll(c.rows);
+        return c.failures;
     }
 
     private void record(String name, double err, double tol) {
@@ -161,6 +169,54 @@ public final class DeviceCheck {
         Tensor t = a.of(Layout.ROWS, new float[] {-2.1f, 0.3f, 250f}, 3);
         compare("sinusoidalEmbedding", ours, a, Layout.ROWS, new int[] {3, 128},
                 (o, y) -> o.sinusoidalEmbedding(t, true, 0f, 1f, 10000f, y));
+        training(a, lib);
+    }
+
+    /** The training ops: each backward's outputs one at a time (fresh zeros for the accumulated ones), an Adam step. */
+    private void training(TensorArena a, double lib) {
+        double back = 1e-3;  // our fp32 backward kernels sum in other orders than the cpu's blocked ones
+        Tensor f = randn(a, 21, Layout.NHWC, 2, 32, 32, 64), k3 = randn(a, 22, Layout.HWIO, 3, 3, 64, 128);
+        Tensor dy1 = randn(a, 23, Layout.NHWC, 2, 32, 32, 128), dy2 = randn(a, 24, Layout.NHWC, 2, 16, 16, 128);
+        compare("conv2d 3x3 backward dx", lib, a, Layout.NHWC, new int[] {2, 32, 32, 64},
+                (o, y) -> o.conv2dBackward(f, k3, dy1, 1, 1, y, null, null));
+        compare("conv2d 3x3 backward dw", lib, a, Layout.HWIO, new int[] {3, 3, 64, 128},
+                (o, y) -> o.conv2dBackward(f, k3, dy1, 1, 1, null, y, null));
+        compare("conv2d 3x3 stride 2 backward dx", lib, a, Layout.NHWC, new int[] {2, 32, 32, 64},
+                (o, y) -> o.conv2dBackward(f, k3, dy2, 2, 1, y, null, null));
+        compare("conv2d 3x3 stride 2 backward dw", lib, a, Layout.HWIO, new int[] {3, 3, 64, 128},
+                (o, y) -> o.conv2dBackward(f, k3, dy2, 2, 1, null, y, null));
+        compare("conv2d backward db", back, a, Layout.ROWS, new int[] {128},
+                (o, y) -> o.conv2dBackward(f, k3, dy1, 1, 1, null, null, y));
+        Tensor x = randn(a, 25, Layout.ROWS, 64, 256), w = randn(a, 26, Layout.ROWS, 256, 512);
+        Tensor ly = randn(a, 27, Layout.ROWS, 64, 512);
+        compare("linear backward dx", lib, a, Layout.ROWS, new int[] {64, 256},
+                (o, y) -> o.linearBackward(x, w, ly, y, a.allocate(256, 512), null));
+        compare("linear backward dw", lib, a, Layout.ROWS, new int[] {256, 512},
+                (o, y) -> o.linearBackward(x, w, ly, a.allocate(64, 256), y, null));
+        for (int d : new int[] {32, 64, 128}) {
+            Tensor q = randn(a, 31, Layout.ROWS, 2, 256, 2 * d), k = randn(a, 32, Layout.ROWS, 2, 256, 2 * d);
+            Tensor v = randn(a, 33, Layout.ROWS, 2, 256, 2 * d), dO = randn(a, 34, Layout.ROWS, 2, 256, 2 * d);
+            Tensor out = a.allocate(2, 256, 2 * d), lse = a.allocate(2, 2, 256);
+            cpu.attention(q, k, v, 2, out, lse);
+            int[] sh = {2, 256, 2 * d};
+            compare("attention backward dq, heads of " + d, back, a, Layout.ROWS, sh,
+                    (o, y) -> o.attentionBackward(q, k, v, out, lse, dO, 2, y, a.allocate(sh), a.allocate(sh)));
+            compare("attention backward dk, heads of " + d, back, a, Layout.ROWS, sh,
+                    (o, y) -> o.attentionBackward(q, k, v, out, lse, dO, 2, a.allocate(sh), y, a.allocate(sh)));
+            compare("attention backward dv, heads of " + d, back, a, Layout.ROWS, sh,
+                    (o, y) -> o.attentionBackward(q, k, v, out, lse, dO, 2, a.allocate(sh), a.allocate(sh), y));
+        }
+        Tensor up = randn(a, 35, Layout.NHWC, 2, 32, 32, 64);
+        compare("upsampleNearest2x backward", 1e-6, a, Layout.NHWC, new int[] {2, 16, 16, 64},
+                (o, y) -> o.upsampleNearest2xBackward(up, y));
+        Tensor p0 = randn(a, 36, Layout.ROWS, 100_000), g = randn(a, 37, Layout.ROWS, 100_000);
+        compare("adamW step (3 steps)", 1e-5, a, Layout.ROWS, new int[] {100_000}, (o, y) -> {
+            y.copyFrom(p0);
+            Tensor m = a.allocate(100_000), v = a.allocate(100_000);
+            for (int t = 1; t <= 3; t++) {
+                o.adamStep(y, g, m, v, t, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, true);
+            }
+        });
     }
 
     /** The CIFAR-size shape family on a small scale: two levels, attention at the lower one. */

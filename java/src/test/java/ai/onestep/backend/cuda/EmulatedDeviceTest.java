@@ -327,6 +327,16 @@ class EmulatedDeviceTest {
     }
 
     @Test
+    void theGpuMachinesDeviceCheckPassesOnTheEmulatedLibrary() {
+        // bench/gpu runs DeviceCheck on a lent GPU; here the same checks run against the emulated library, so a
+        // check that is wrong in itself (not the GPU's fault) fails in CI first.
+        java.util.List<String> rows = new java.util.ArrayList<>();
+        int failures = DeviceCheck.checkAll(ops, rows);
+        assertEquals(0, failures, String.join("\n", rows));
+        assertTrue(rows.size() > 30, rows.size() + " checks");
+    }
+
+    @Test
     void opsWithoutADeviceKernelRunOnTheHostInEagerMode() {
         try (TensorArena h = new TensorArena()) {
             // Head dim 4 has no fused kernel: eager mode gives the CPU backend's answer.
