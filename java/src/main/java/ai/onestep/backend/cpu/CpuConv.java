@@ -41,14 +41,16 @@ final class CpuConv {
     /**
      * Grow-only scratch buffers of the calling thread, reused across calls so that a training step does not
      * allocate (and zero) megabytes per convolution; the workers only read them during the call. Slot 0 holds the
-     * padded input, slot 1 the margined or panel-packed dy.
+     * padded input, slot 1 the margined or panel-packed dy, slot 2 the forward's packed weights.
      */
-    private static final ThreadLocal<float[][]> SCRATCH = ThreadLocal.withInitial(() -> new float[2][]);
+    private static final ThreadLocal<float[][]> SCRATCH = ThreadLocal.withInitial(() -> new float[3][]);
 
     private final CpuPool pool;
+    private final PackedWeights cache;
 
-    CpuConv(CpuPool pool) {
+    CpuConv(CpuPool pool, PackedWeights cache) {
         this.pool = pool;
+        this.cache = cache;
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -81,7 +83,10 @@ final class CpuConv {
     }
 
     void linear(Tensor x, Tensor w, Tensor b, Tensor y, int rows, int in, int out) {
-        float[] bp = GemmKernels.packRows(w.segment(), in, out);
+        float[] bp = cache.panels(w, in, out);
+        if (bp == null) {
+            bp = GemmKernels.packRows(w.segment(), in, out);
+        }
         gemm(rows, out, x.toArray(), stridedRows(rows, in), new int[] {0}, 1, in, bp, paddedBias(b, out),
                 y.segment(), 1f, 0f);
     }
@@ -131,7 +136,11 @@ final class CpuConv {
     void conv(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y) {
         Geometry g = new Geometry(x, w, stride, padding);
         float[] xp = padInput(x, g, 0);
-        float[] bp = GemmKernels.packRows(w.segment(), g.kh * g.kw * g.cin, g.cout);
+        int k = g.kh * g.kw * g.cin;
+        float[] bp = cache.panels(w, k, g.cout);
+        if (bp == null) {
+            bp = packWeights(w.segment(), k, g.cout);
+        }
         // The KW taps of one kernel row are adjacent pixels of the padded input, so (kw, ci) is one contiguous run
         // of KW Cin floats, in the HWIO weights' K order too: the GEMM sees KH "taps" of KW Cin channels each. Its
         // inner loop then runs 3x longer per tap (192 iterations instead of 64 at Cin = 64: less loop entry and
@@ -286,6 +295,27 @@ final class CpuConv {
             }
         });
         return xp;
+    }
+
+    /**
+     * {@link GemmKernels#packRows} into this thread's scratch, one panel per task: the weights are repacked on every
+     * call (they change in training), and at small maps (7x7x128 at batch 64: 0.59 MB of weights for 0.9 GFLOP)
+     * a serial repack into a freshly zeroed array was a few percent of the call.
+     */
+    private float[] packWeights(MemorySegment seg, int k, int n) {
+        int panels = GemmKernels.paddedCols(n) / NR;
+        float[] bp = scratch(2, panels * k * NR);
+        pool.parallelFor(panels, q -> {
+            int cols = Math.min(NR, n - q * NR);
+            for (int p = 0; p < k; p++) {
+                int o = (q * k + p) * NR;
+                MemorySegment.copy(seg, Tensor.F32, ((long) p * n + (long) q * NR) * Float.BYTES, bp, o, cols);
+                if (cols < NR) {
+                    Arrays.fill(bp, o + cols, o + NR, 0f);
+                }
+            }
+        });
+        return bp;
     }
 
     /**

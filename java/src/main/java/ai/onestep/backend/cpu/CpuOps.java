@@ -15,6 +15,7 @@ public final class CpuOps extends Ops {
     private final CpuNorm norm;
     private final CpuAttention attention;
     private final CpuOptim optim;
+    private final PackedWeights packed = new PackedWeights();
 
     /** A backend on all available processors. */
     public CpuOps() {
@@ -23,7 +24,7 @@ public final class CpuOps extends Ops {
 
     public CpuOps(int threads) {
         this.pool = CpuPool.of(threads);
-        this.conv = new CpuConv(pool);
+        this.conv = new CpuConv(pool, packed);
         this.norm = new CpuNorm(pool);
         this.attention = new CpuAttention(pool);
         this.optim = new CpuOptim(pool);
@@ -32,6 +33,21 @@ public final class CpuOps extends Ops {
     @Override
     public String name() {
         return "cpu";
+    }
+
+    /**
+     * Keeps the repacked GEMM panels of these weights from their first conv2d or linear use on ({@link
+     * PackedWeights}): a sampler's weights never change, so each evaluation skips the repacking. Updates through
+     * {@link #adamStep}, {@link #radamStep} and {@link #ema} drop the panels of the tensors they change.
+     */
+    @Override
+    public void registerParameters(java.util.List<Tensor> tensors) {
+        packed.register(tensors);
+    }
+
+    /** Registered weights whose panels are cached now. */
+    public int cachedWeightPanels() {
+        return packed.packedCount();
     }
 
     public int threads() {
@@ -171,11 +187,13 @@ public final class CpuOps extends Ops {
     @Override
     protected void adamStepKernel(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1, float beta2, float eps, float weightDecay, boolean decoupled) {
         optim.step(p, g, m, v, beta1, beta2, eps, AdamUpdate.adam(t, lr, beta1, beta2, weightDecay, decoupled));
+        packed.updated(p);
     }
 
     @Override
     protected void radamStepKernel(Tensor p, Tensor g, Tensor m, Tensor v, int t, float lr, float beta1, float beta2, float eps, float weightDecay, boolean decoupled) {
         optim.step(p, g, m, v, beta1, beta2, eps, AdamUpdate.radam(t, lr, beta1, beta2, weightDecay, decoupled));
+        packed.updated(p);
     }
 
     @Override
@@ -186,5 +204,6 @@ public final class CpuOps extends Ops {
     @Override
     protected void emaKernel(Tensor target, Tensor source, float mu) {
         optim.ema(target, source, mu);
+        packed.updated(target);
     }
 }

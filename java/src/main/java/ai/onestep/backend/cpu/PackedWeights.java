@@ -1,0 +1,74 @@
+package ai.onestep.backend.cpu;
+
+import ai.onestep.tensor.Tensor;
+import java.lang.foreign.MemorySegment;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+
+/**
+ * Repacked GEMM panels ({@link GemmKernels#packRows}) of the weights a caller registered as constants
+ * ({@code Ops.registerParameters}: they change only through this backend's optimizer and EMA, which drop the
+ * panels). Every conv2d and linear call otherwise repacks its weights, which a training step needs (the weights
+ * move every step) but a sampler does not: the fmnist-small U-Net repacks 11 MB per evaluation, a sizeable part of
+ * a batch-1 network evaluation on this machine. The panels hold the same floats in the same order, so results are
+ * bit-identical with and without the cache.
+ *
+ * <p>Entries are keyed by the tensor's address and remember its segment: an entry whose memory was freed (a
+ * closed model) never answers again, even when a new tensor is later allocated at the same address.
+ */
+final class PackedWeights {
+    private record Entry(MemorySegment segment, int k, int n, float[] panels) {
+    }
+
+    private final Map<Long, Entry> entries = new ConcurrentHashMap<>();
+
+    /** Declares these tensors constant (entries of freed tensors are dropped on the way). */
+    void register(List<Tensor> tensors) {
+        entries.values().removeIf(e -> !e.segment().scope().isAlive());
+        for (Tensor t : tensors) {
+            MemorySegment s = t.segment();
+            Entry old = entries.get(s.address());
+            if (old == null || old.segment().scope() != s.scope() || old.segment().byteSize() != s.byteSize()) {
+                entries.put(s.address(), new Entry(s, 0, 0, null));
+            }
+        }
+    }
+
+    /**
+     * The panels of the registered (k, n) weight matrix {@code w}, packed on first use; null when {@code w} is not
+     * a registered, live tensor of that size (the caller packs it itself).
+     */
+    float[] panels(Tensor w, int k, int n) {
+        if (entries.isEmpty()) {
+            return null;
+        }
+        MemorySegment s = w.segment();
+        Entry e = entries.get(s.address());
+        if (e == null || !e.segment().scope().isAlive() || e.segment().scope() != s.scope()
+                || e.segment().byteSize() != (long) k * n * Float.BYTES || s.byteSize() != e.segment().byteSize()) {
+            return null;
+        }
+        if (e.panels() != null && e.k() == k && e.n() == n) {
+            return e.panels();
+        }
+        float[] p = GemmKernels.packRows(s, k, n);
+        entries.put(s.address(), new Entry(e.segment(), k, n, p));
+        return p;
+    }
+
+    /** After an update of {@code t} through the backend: drops the panels of any registered tensor it overlaps. */
+    void updated(Tensor t) {
+        if (entries.isEmpty()) {
+            return;
+        }
+        long lo = t.segment().address(), hi = lo + t.segment().byteSize();
+        entries.replaceAll((address, e) -> e.panels() != null && address < hi && address + e.segment().byteSize() > lo
+                ? new Entry(e.segment(), 0, 0, null) : e);
+    }
+
+    /** Registered tensors that hold packed panels now (for tests). */
+    int packedCount() {
+        return (int) entries.values().stream().filter(e -> e.panels() != null).count();
+    }
+}
