@@ -45,6 +45,8 @@ public class ConvBench {
 
     private TensorArena arena;
     private Ops ops;
+    /** A second backend to which w and b are registered constants, as a sampler's weights are. */
+    private Ops constOps;
     private Tensor x, w, b, y, dy, dx, dw, db;
     private int stride;
 
@@ -86,6 +88,8 @@ public class ConvBench {
         dx = arena.allocate(Layout.NHWC, batch, s.h(), s.w(), s.cin());
         dw = arena.allocate(Layout.HWIO, 3, 3, s.cin(), s.cout());
         db = arena.allocate(s.cout());
+        constOps = new CpuOps(threads);
+        constOps.registerParameters(java.util.List.of(w, b));
     }
 
     static Tensor random(Tensor t, SplittableRandom r) {
@@ -104,6 +108,16 @@ public class ConvBench {
     @Benchmark
     public Tensor forward() {
         ops.conv2d(x, w, b, stride, 1, y);
+        return y;
+    }
+
+    /**
+     * The forward with registered (constant) weights: the sampling case, where the cpu backend keeps the repacked
+     * weights from the first call (training, {@link #forward}, repacks them on every call).
+     */
+    @Benchmark
+    public Tensor forwardConstantWeights() {
+        constOps.conv2d(x, w, b, stride, 1, y);
         return y;
     }
 
