@@ -41,8 +41,9 @@ final class Distill implements Callable<Integer> {
     @Option(names = "--init", description = "Start from this student checkpoint (continue a distillation) instead of the teacher's weights.") Path init;
     @Option(names = "--guide", description = "A trained consistency student to distill from as well (e.g. the full-width "
             + "one for a smaller student): the target mixes its output at the student's input with Algorithm 2's target.") Path guide;
-    @Option(names = "--guide-weight", defaultValue = "1.0", description = "Weight of the guide's output in the target, in (0, 1]; "
-            + "1 skips the teacher's Heun step (default: ${DEFAULT-VALUE}).") double guideWeight;
+    @Option(names = "--guide-weight", description = "Weight of the guide's output in the target, in (0, 1]; "
+            + "1 skips the teacher's Heun step (default: 1 with --guide).") Double guideWeightOption;
+    double guideWeight = 1.0;
     @Option(names = "--feature-weight", description = "Weight of the feature distillation of the teacher's block outputs "
             + "through 1x1 projections (default: 0.5 for smaller students, 0 for a student of the teacher's size).") Double featureWeight;
     @Option(names = "--feature-decay", defaultValue = "linear", description = "none, linear or cosine decay of that weight to 0 at --steps.") String featureDecay;
@@ -99,8 +100,14 @@ final class Distill implements Callable<Integer> {
         if (!lrSchedule.equals("constant") && !lrSchedule.equals("cosine")) {
             throw new IllegalArgumentException("--lr-schedule " + lrSchedule + ": choose constant or cosine");
         }
-        if (!(guideWeight > 0 && guideWeight <= 1)) {
-            throw new IllegalArgumentException("--guide-weight must lie in (0, 1], got " + guideWeight);
+        if (guideWeightOption != null) {
+            if (guide == null) {
+                throw new IllegalArgumentException("--guide-weight needs --guide (the trained student whose output it weighs)");
+            }
+            if (!(guideWeightOption > 0 && guideWeightOption <= 1)) {
+                throw new IllegalArgumentException("--guide-weight must lie in (0, 1], got " + guideWeightOption);
+            }
+            guideWeight = guideWeightOption;
         }
         if (init != null && (width != null || layers != null)) {
             throw new IllegalArgumentException("--init takes the student's shape from its checkpoint: drop --student-width/--student-layers");

@@ -219,5 +219,8 @@ class CommandsTest {
         Run badWeight = run("distill", "--guide", guide.toString(), "--guide-weight", "0", "--out", half.toString());
         assertEquals(2, badWeight.code());
         assertTrue(badWeight.err().contains("--guide-weight must lie in (0, 1]"), badWeight.err());
+        Run noGuide = run("distill", "--guide-weight", "0.5", "--out", half.toString());
+        assertEquals(2, noGuide.code());
+        assertTrue(noGuide.err().contains("--guide-weight needs --guide"), noGuide.err());
     }
 }
