@@ -182,6 +182,17 @@ onestep_status onestep_sinusoidal_embedding(const float* t, float* y, int N, int
                                             float downscale_freq_shift, float scale, float max_period,
                                             cudaStream_t stream);
 
+/* ---- losses and norms (kernels/src/loss.cu): sums in double, in a fixed order ---------------------------
+ * onestep_row_sq_dist: out[n] (N doubles) = sum over d of (pred[n, d] - target[n, d])^2, rows of D floats.
+ * onestep_row_scaled_diff: out[n, d] = coef[n] (pred[n, d] - target[n, d]) (the losses' gradients; coef has N floats).
+ * onestep_sum_squares: partials[b] = sum of x[i]^2 over chunk b, i in [b chunk, min(n, (b + 1) chunk)); the caller
+ * adds the ceil(n / chunk) doubles in order. */
+onestep_status onestep_row_sq_dist(const float* pred, const float* target, double* out, int N, long long D,
+                                   cudaStream_t stream);
+onestep_status onestep_row_scaled_diff(const float* pred, const float* target, const float* coef, float* out, int N,
+                                       long long D, cudaStream_t stream);
+onestep_status onestep_sum_squares(const float* x, long long n, long long chunk, double* partials, cudaStream_t stream);
+
 /* ---- the optimizer update (kernels/src/optim.cu) ---------------------------------------------------------
  * One Adam (Kingma & Ba 2015) or RAdam (Liu et al. 2020) step over n fp32 parameters, in place; g is read only.
  * Per element:  g' = g + l2 p;  m = beta1 m + (1 - beta1) g';  v = beta2 v + (1 - beta2) g'^2;

@@ -28,6 +28,22 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     return warp_sum(v);
 }
 
+// The same two in double, for the losses' and the gradient norm's sums (kernels/src/loss.cu).
+__device__ __forceinline__ double warp_sum_d(double v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+__device__ __forceinline__ double block_sum_d(double v, double* scratch) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+    v = warp_sum_d(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? scratch[lane] : 0.0;
+    return warp_sum_d(v);
+}
+
 // Running statistics of a stream of values: count, mean and the sum of squared deviations M2
 // (Welford 1962). Merging two of them is Chan, Golub & LeVeque's pairwise update, which keeps the
 // variance accurate where E[x^2] - E[x]^2 would cancel catastrophically (large mean, small spread).

@@ -227,6 +227,45 @@ void check_adam() {
            "adam step refuses a NULL parameter pointer%s", "");
 }
 
+// The loss reductions against plain double loops: ragged rows (D not a multiple of the block), and a sum of
+// squares whose last chunk is short.
+void check_losses() {
+    ktest::Rng rng(8);
+    const int N = 3;
+    const long long D = 1000;
+    vector<float> p = rng.normals(size_t(N) * D), t = rng.normals(size_t(N) * D), coef = {0.5f, -2.f, 3.f};
+    vector<double> dist(N, -1.0);
+    ok(onestep_row_sq_dist(p.data(), t.data(), dist.data(), N, D, nullptr), "row_sq_dist: %s");
+    vector<float> g(p.size(), NAN);
+    ok(onestep_row_scaled_diff(p.data(), t.data(), coef.data(), g.data(), N, D, nullptr), "row_scaled_diff: %s");
+    ktest::sync();
+    vector<float> distf(N);
+    vector<double> want(N, 0.0), gwant(g.size());
+    for (int n = 0; n < N; n++)
+        for (long long d = 0; d < D; d++) {
+            double diff = double(p[n * D + d]) - t[n * D + d];
+            want[n] += diff * diff;
+            gwant[n * D + d] = coef[n] * diff;
+        }
+    for (int n = 0; n < N; n++) distf[n] = float(dist[n]);
+    expect_close("row squared distances", distf.data(), want.data(), N, 0, 1e-7);
+    expect_close("row scaled differences", g.data(), gwant.data(), gwant.size(), 1e-6, 1e-6);
+    const long long n = 10007, chunk = 4096;
+    vector<float> x = rng.normals(n);
+    vector<double> parts(3, -1.0);
+    ok(onestep_sum_squares(x.data(), n, chunk, parts.data(), nullptr), "sum_squares: %s");
+    ktest::sync();
+    double total = 0, ref = 0;
+    for (double v : parts) total += v;
+    for (float v : x) ref += double(v) * v;
+    expect(std::fabs(total - ref) <= 1e-9 * ref, "sum of squares in double%s");
+    double last = 0;
+    for (long long i = 2 * chunk; i < n; i++) last += double(x[i]) * x[i];
+    expect(std::fabs(parts[2] - last) <= 1e-9 * last, "the short last chunk%s");
+    expect(onestep_sum_squares(x.data(), n, 0, parts.data(), nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT,
+           "sum_squares refuses chunk 0%s");
+}
+
 void check_capture() {
     // Recorded while capturing, run only by the launch, and as often as launched.
     cudaStream_t s = nullptr;
@@ -275,6 +314,7 @@ int main() {
     check_conv_backward();
     check_layout_ops();
     check_adam();
+    check_losses();
     check_capture();
     return ktest::finish("test_layers", start);
 }

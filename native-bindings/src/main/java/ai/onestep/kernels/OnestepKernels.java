@@ -219,6 +219,20 @@ public final class OnestepKernels {
                                                                  int n, int h, int w, int c,
                                                                  @Cast("cudaStream_t") long stream);
 
+    /** out[n] (doubles) = sum over d of (pred - target)^2 per row of d floats (kernels/src/loss.cu). */
+    public static native int onestep_row_sq_dist(@Cast("const float*") long pred, @Cast("const float*") long target,
+                                                 @Cast("double*") long out, int n, long d,
+                                                 @Cast("cudaStream_t") long stream);
+
+    /** out[n, d] = coef[n] (pred - target). */
+    public static native int onestep_row_scaled_diff(@Cast("const float*") long pred, @Cast("const float*") long target,
+                                                     @Cast("const float*") long coef, @Cast("float*") long out, int n,
+                                                     long d, @Cast("cudaStream_t") long stream);
+
+    /** partials[b] (doubles) = sum of x^2 over chunk b. */
+    public static native int onestep_sum_squares(@Cast("const float*") long x, long n, long chunk,
+                                                 @Cast("double*") long partials, @Cast("cudaStream_t") long stream);
+
     /** One Adam/RAdam step in place (kernels/include/onestep_kernels.h; the scalars of ai.onestep.backend.AdamUpdate). */
     public static native int onestep_adam_step(@Cast("float*") long p, @Cast("const float*") long g, @Cast("float*") long m,
                                                @Cast("float*") long v, long n, float beta1, float beta2, float vScale,

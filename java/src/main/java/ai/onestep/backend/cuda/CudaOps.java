@@ -32,8 +32,9 @@ import java.util.function.Supplier;
  * sumPerChannel, concatChannels, splitChannels, upsampleNearest2x, the sinusoidal embedding, and of the training
  * ops the backward of conv2d (cuDNN, or our portable kernels), linear, group norm, SiLU, attention (head dims 32/64/128) and
  * upsampling, the Adam/RAdam steps and the EMA (these three eagerly only: a parameter update never runs inside a
- * pass). Still on the host, through {@link CpuOps} in eager mode: the losses, sumOfSquares, the Fourier embedding
- * and attention with another head dim; inside a pass they make the pass fall back to eager mode (logged once).
+ * pass), and the losses and sumOfSquares (their sums on the device, the few per-sample or per-chunk values added
+ * on the host: eager only, as they return a host value). Still on the host, through {@link CpuOps} in eager mode:
+ * the Fourier embedding and attention with another head dim; inside a pass they make the pass fall back to eager mode (logged once).
  */
 public final class CudaOps extends Ops implements AutoCloseable {
     /** Default size of each device arena (eager, and each captured pass's constants and activations). */
@@ -608,20 +609,69 @@ public final class CudaOps extends Ops implements AutoCloseable {
 
     @Override
     protected double mseLossKernel(Tensor pred, Tensor target, Tensor weights, Tensor dpred) {
-        if (pass != null) {
-            throw new NoDeviceKernel("mseLoss: has no device kernel yet, so it cannot run inside a device pass");
-        }
-        hostOps++;
-        return host.mseLoss(pred, target, weights, dpred);
+        return deviceLoss("mseLoss", pred, target, weights, 0f, dpred);
     }
 
     @Override
     protected double pseudoHuberLossKernel(Tensor pred, Tensor target, Tensor weights, float c, Tensor dpred) {
+        return deviceLoss("pseudoHuberLoss", pred, target, weights, c, dpred);
+    }
+
+    /**
+     * The losses of {@link Ops#mseLoss} and {@link Ops#pseudoHuberLoss} ({@code huberC > 0}): the device sums each
+     * sample's squared distance s_b in double (onestep_row_sq_dist); the host forms the loss and each sample's
+     * gradient coefficient, as NaiveNorm writes them (MSE: L = mean_b w_b s_b / D, dpred = 2 w_b (pred - target) /
+     * (N D); pseudo-Huber: L = mean_b w_b s_b / (sqrt(s_b + c^2) + c), dpred = w_b (pred - target) / (N sqrt(s_b +
+     * c^2))); the device writes dpred (onestep_row_scaled_diff). Eager only: the loss is a host value.
+     */
+    private double deviceLoss(String op, Tensor pred, Tensor target, Tensor weights, float huberC, Tensor dpred) {
         if (pass != null) {
-            throw new NoDeviceKernel("pseudoHuberLoss: has no device kernel yet, so it cannot run inside a device pass");
+            throw new NoDeviceKernel(op + ": returns its value to the host, so it cannot run inside a device pass");
         }
-        hostOps++;
-        return host.pseudoHuberLoss(pred, target, weights, c, dpred);
+        int n = pred.dim(0);
+        long d = pred.size() / n;
+        double[] loss = new double[1];
+        run(op, () -> {
+            long pp = in(pred, op), pt = in(target, op);
+            Supplier<String> w = what(pred, target);
+            long sums = res().scratch(2L * n, op + " per-sample sums");
+            Device.check(onestep_row_sq_dist(pp, pt, sums, n, d, stream()), op, w);
+            double[] s = downloadDoubles(sums, n, w);
+            float[] wt = weights == null ? null : weights.toArray();
+            float[] coef = new float[n];
+            double total = 0;
+            for (int b = 0; b < n; b++) {
+                double wb = wt == null ? 1 : wt[b];
+                if (huberC == 0f) {
+                    total += wb * s[b] / d;
+                    coef[b] = (float) (2 * wb / ((double) n * d));
+                } else {
+                    double norm = Math.sqrt(s[b] + (double) huberC * huberC);
+                    total += wb * s[b] / (norm + huberC);
+                    coef[b] = (float) (wb / (n * norm));
+                }
+            }
+            loss[0] = total / n;
+            if (dpred != null) {
+                long pc = res().scratch(n, op + " coefficients");
+                try (java.lang.foreign.Arena a = java.lang.foreign.Arena.ofConfined()) {
+                    MemorySegment hc = a.allocate((long) n * Float.BYTES);
+                    MemorySegment.copy(coef, 0, hc, java.lang.foreign.ValueLayout.JAVA_FLOAT, 0, n);
+                    device.upload(pc, hc, (long) n * Float.BYTES, w);
+                }
+                Device.check(onestep_row_scaled_diff(pp, pt, pc, out(dpred, op), n, d, stream()), op, w);
+            }
+        });
+        return loss[0];
+    }
+
+    /** {@code count} doubles from the device (waits for the stream). */
+    private double[] downloadDoubles(long src, int count, Supplier<String> what) {
+        try (java.lang.foreign.Arena a = java.lang.foreign.Arena.ofConfined()) {
+            MemorySegment h = a.allocate((long) count * Double.BYTES);
+            device.download(h, src, (long) count * Double.BYTES, what);
+            return h.toArray(java.lang.foreign.ValueLayout.JAVA_DOUBLE);
+        }
     }
 
     @Override
@@ -687,13 +737,29 @@ public final class CudaOps extends Ops implements AutoCloseable {
         }
     }
 
+    /** Chunk of onestep_sum_squares: the partials (one double per 16,384 floats) are added in order on the host. */
+    private static final long SUM_SQUARES_CHUNK = 1 << 14;
+
     @Override
     protected double sumOfSquaresKernel(Tensor x) {
         if (pass != null) {
-            throw new NoDeviceKernel("sumOfSquares: has no device kernel yet, so it cannot run inside a device pass");
+            throw new NoDeviceKernel("sumOfSquares: returns its value to the host, so it cannot run inside a device pass");
         }
-        hostOps++;
-        return host.sumOfSquares(x);
+        long n = x.size();
+        if (n == 0) {
+            return 0;
+        }
+        int parts = (int) ((n + SUM_SQUARES_CHUNK - 1) / SUM_SQUARES_CHUNK);
+        double[] total = new double[1];
+        run("sumOfSquares", () -> {
+            long px = in(x, "sumOfSquares");
+            long partials = res().scratch(2L * parts, "sumOfSquares partials");
+            Device.check(onestep_sum_squares(px, n, SUM_SQUARES_CHUNK, partials, stream()), "sumOfSquares", what(x));
+            for (double v : downloadDoubles(partials, parts, what(x))) {
+                total[0] += v;
+            }
+        });
+        return total[0];
     }
 
     @Override

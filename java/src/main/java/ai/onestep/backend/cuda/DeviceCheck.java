@@ -209,6 +209,14 @@ public final class DeviceCheck {
         Tensor up = randn(a, 35, Layout.NHWC, 2, 32, 32, 64);
         compare("upsampleNearest2x backward", 1e-6, a, Layout.NHWC, new int[] {2, 16, 16, 64},
                 (o, y) -> o.upsampleNearest2xBackward(up, y));
+        Tensor pr = randn(a, 38, Layout.NHWC, 16, 28, 28, 1), tg = randn(a, 39, Layout.NHWC, 16, 28, 28, 1);
+        compare("pseudoHuberLoss gradient", 1e-5, a, Layout.NHWC, new int[] {16, 28, 28, 1},
+                (o, y) -> o.pseudoHuberLoss(pr, tg, null, 0.0151f, y));
+        double lossDev = dev.mseLoss(pr, tg, null, null), lossCpu = cpu.mseLoss(pr, tg, null, null);
+        record("mseLoss value", Math.abs(lossDev - lossCpu) / lossCpu, 1e-6);
+        Tensor big = randn(a, 40, Layout.ROWS, 1_000_003);
+        double ssDev = dev.sumOfSquares(big), ssCpu = cpu.sumOfSquares(big);
+        record("sumOfSquares (gradient norm), 1M floats", Math.abs(ssDev - ssCpu) / ssCpu, 1e-9);
         Tensor p0 = randn(a, 36, Layout.ROWS, 100_000), g = randn(a, 37, Layout.ROWS, 100_000);
         compare("adamW step (3 steps)", 1e-5, a, Layout.ROWS, new int[] {100_000}, (o, y) -> {
             y.copyFrom(p0);

@@ -137,9 +137,16 @@ class CudaGraphTest {
             for (Parameter p : dev.parameters()) {
                 p.grad().copyFrom(cpu.parameters().get(p.name()).grad());
             }
+            // Global-norm clipping (sumOfSquares, scale) and a loss on the device as well.
+            double norm = ai.onestep.nn.GradientClipping.clipByGlobalNorm(dev.parameters(), 1e-3, ops);
+            double normCpu = ai.onestep.nn.GradientClipping.clipByGlobalNorm(cpu.parameters(), 1e-3, OpsTesting.CPU);
+            assertEquals(normCpu, norm, 1e-9 * normCpu, "gradient norm");
+            Tensor dl = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            double loss = ops.pseudoHuberLoss(dxDev, dxCpu, null, 0.01f, dl);
+            assertTrue(Double.isFinite(loss) && loss >= 0, "loss " + loss);
             optDev.step(1e-3f);
             optCpu.step(1e-3f);
-            assertEquals(host, ops.hostOps(), "the AdamW step ran on the host");
+            assertEquals(host, ops.hostOps(), "the loss, the clipping or the AdamW step ran on the host");
             for (Parameter p : dev.parameters()) {
                 OpsTesting.assertClose("updated " + p.name(), p.value(), cpu.parameters().get(p.name()).value(), 1e-6);
             }

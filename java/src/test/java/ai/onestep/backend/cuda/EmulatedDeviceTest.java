@@ -301,6 +301,26 @@ class EmulatedDeviceTest {
             OpsTesting.CPU.ema(t2, src, 0.95f);
             assertArrayEquals(t2.toArray(), t1.toArray(), "ema");
 
+            // Losses (with and without weights) and the sum of squares of a gradient norm: their sums on the device.
+            Tensor pr = OpsTesting.randn(h, 111, 4, 7, 7, 3), tg = OpsTesting.randn(h, 112, 4, 7, 7, 3);
+            Tensor wts = h.of(Layout.ROWS, new float[] {0.5f, 1f, 2f, 0.25f}, 4);
+            for (Tensor weights : new Tensor[] {null, wts}) {
+                Tensor dp1 = h.allocate(4, 7, 7, 3), dp2 = h.allocate(4, 7, 7, 3);
+                long hostBefore = ops.hostOps();
+                double l1 = ops.mseLoss(pr, tg, weights, dp1), l2 = OpsTesting.CPU.mseLoss(pr, tg, weights, dp2);
+                assertEquals(l2, l1, 1e-6 * l2, "mseLoss");
+                close("mseLoss gradient", dp1, dp2);
+                double h1 = ops.pseudoHuberLoss(pr, tg, weights, 0.03f, dp1);
+                double h2 = OpsTesting.CPU.pseudoHuberLoss(pr, tg, weights, 0.03f, dp2);
+                assertEquals(h2, h1, 1e-6 * h2, "pseudoHuberLoss");
+                close("pseudoHuberLoss gradient", dp1, dp2);
+                assertEquals(hostBefore, ops.hostOps(), "the losses ran on the device");
+            }
+            assertEquals(ops.mseLoss(pr, tg, null, null), OpsTesting.CPU.mseLoss(pr, tg, null, null), 1e-6);
+            Tensor big = OpsTesting.randn(h, 113, 40_000);
+            double ss = OpsTesting.CPU.sumOfSquares(big);
+            assertEquals(ss, ops.sumOfSquares(big), 1e-9 * ss, "sumOfSquares over three chunks");
+
             // Adam, AdamW and RAdam (its momentum steps, t <= 5 for beta2 = 0.999, then rectified ones) over seven
             // steps against the CPU backend, which runs the same float operations (AdamUpdate).
             for (int variant = 0; variant < 3; variant++) {
