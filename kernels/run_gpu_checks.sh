@@ -14,7 +14,7 @@ status=0
 mkdir -p "$build"
 cmake -S cmake -B "$build" -DCMAKE_BUILD_TYPE=Release > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 2; }
 cmake --build "$build" -j"$jobs" > "$build/build.log" 2>&1 || { tail -50 "$build/build.log"; exit 2; }
-for bin in dev_groupnorm_forward dev_groupnorm_backward dev_attention_forward dev_attention_backward; do
+for bin in dev_groupnorm_forward dev_groupnorm_backward dev_attention_forward dev_attention_backward dev_denoise_update; do
     [ -x "$build/$bin" ] || { echo "missing $build/$bin: was nvcc found? see $build/configure.log"; exit 2; }
 done
 ctest --test-dir "$build" --output-on-failure || status=1
@@ -52,6 +52,7 @@ run "group norm forward, fmnist 64x28x28x32, G=8" "$build/dev_groupnorm_forward"
 run "group norm forward, CIFAR 64x32x32x128, G=32" "$build/dev_groupnorm_forward" 0 64 1024 128 32
 run "attention backward, B=8 H=8 T=1024 D=64" "$build/dev_attention_backward"
 run "attention backward, B=8 H=4 T=256 D=128" "$build/dev_attention_backward" 0 8 4 256 128
+run "denoising updates, 12.6M floats (64 x 32x32x3, 64 times)" "$build/dev_denoise_update"
 
 echo
 echo "summary (fastest block size per version; MISMATCH lines are failures)"
