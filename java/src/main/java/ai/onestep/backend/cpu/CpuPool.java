@@ -2,35 +2,126 @@ package ai.onestep.backend.cpu;
 
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.ForkJoinPool;
-import java.util.concurrent.ForkJoinTask;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.locks.LockSupport;
+import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.IntConsumer;
 
 /**
- * The CPU backend's workers: a dedicated pool of {@code threads} threads (the caller is one of them).
+ * The CPU backend's workers: {@code threads - 1} dedicated helper threads plus the calling thread.
  *
  * <p>{@link #parallelFor} hands out task indices {@code 0..tasks-1}; which thread runs which task does not
  * matter for the result because kernels give each task its own outputs and never split a reduction across tasks
  * in a thread-count-dependent way. That is what makes the CPU backend bit-reproducible for any thread count.
  *
- * <p>A call made from inside a task (nested parallelism) runs serially on the calling thread.
+ * <p>Why not a ForkJoinPool: a network evaluation at batch 1 is about a hundred parallel ops of 10-150 us each,
+ * back to back. A parked worker takes tens of microseconds to wake (measured on this 2-core VM: two 5 us tasks
+ * took 76 us at the median after a 200 us pause, 25 us back to back), which is paid on almost every op. So after
+ * a job the helpers spin (Thread.onSpinWait) for {@code -Donestep.cpu.spinMicros} (default 300) before they park,
+ * as OpenMP runtimes do with an active wait policy: the next op of the same evaluation finds them awake. Set it to
+ * 0 to park at once (shared machines where an idle core must stay idle).
+ *
+ * <p>A call made from inside a task (nested parallelism) runs serially on the calling thread, and so does a call
+ * made while another thread's job holds the pool: two sampler threads sharing a pool never wait for each other,
+ * and a serial run gives the same bits.
  */
 public final class CpuPool {
     private static final Map<Integer, CpuPool> POOLS = new ConcurrentHashMap<>();
     private static final ThreadLocal<Boolean> IN_TASK = ThreadLocal.withInitial(() -> false);
+    /** How long an idle helper spins before it parks. */
+    static final long SPIN_NANOS = Long.getLong("onestep.cpu.spinMicros", 300L) * 1000L;
 
     private final int threads;
-    private final ForkJoinPool pool;
+    private final Helper[] helpers;
+    /** One job at a time; a caller that finds the pool busy runs its tasks itself. */
+    private final ReentrantLock submit = new ReentrantLock();
+    private volatile Job current;
+
+    /** One parallelFor: its task counter, the threads in it, and the first failure. */
+    private static final class Job {
+        final IntConsumer body;
+        final int tasks;
+        final AtomicInteger next = new AtomicInteger();
+        /** Threads working on the job (the caller counts from the start); -1 once the caller closed it. */
+        final AtomicInteger active = new AtomicInteger(1);
+        volatile Throwable failure;
+
+        Job(IntConsumer body, int tasks) {
+            this.body = body;
+            this.tasks = tasks;
+        }
+
+        /** Takes task indices until none are left; the first exception stops the others. */
+        void work() {
+            for (int i = next.getAndIncrement(); i < tasks; i = next.getAndIncrement()) {
+                try {
+                    body.accept(i);
+                } catch (RuntimeException | Error e) {
+                    if (failure == null) {
+                        failure = e;
+                    }
+                    next.set(tasks);
+                }
+            }
+        }
+
+        /** A helper joins unless the caller has closed the job (then the work is done anyway). */
+        boolean join() {
+            for (int a = active.get(); a >= 0; a = active.get()) {
+                if (active.compareAndSet(a, a + 1)) {
+                    return true;
+                }
+            }
+            return false;
+        }
+    }
+
+    private final class Helper extends Thread {
+        volatile boolean parked;
+
+        Helper(int index) {
+            super("onestep-cpu-" + index);
+            setDaemon(true);
+        }
+
+        @Override
+        public void run() {
+            IN_TASK.set(true);
+            Job seen = null;
+            while (true) {
+                Job j = current;
+                long spinUntil = System.nanoTime() + SPIN_NANOS;
+                while (j == null || j == seen) {
+                    if (System.nanoTime() < spinUntil) {
+                        Thread.onSpinWait();
+                    } else {
+                        // Dekker-style with submitJob: either this read sees the new job, or the submitter sees
+                        // parked and unparks us (a permit given before park makes park return at once).
+                        parked = true;
+                        if (current == seen) {
+                            LockSupport.park(this);
+                        }
+                        parked = false;
+                        spinUntil = System.nanoTime() + SPIN_NANOS;
+                    }
+                    j = current;
+                }
+                seen = j;
+                if (j.join()) {
+                    j.work();
+                    j.active.decrementAndGet();
+                }
+            }
+        }
+    }
 
     private CpuPool(int threads) {
         this.threads = threads;
-        this.pool = threads == 1 ? null : new ForkJoinPool(threads - 1, p -> {
-            var t = ForkJoinPool.defaultForkJoinWorkerThreadFactory.newThread(p);
-            t.setName("onestep-cpu-" + t.getPoolIndex());
-            t.setDaemon(true);
-            return t;
-        }, null, false);
+        this.helpers = new Helper[threads - 1];
+        for (int i = 0; i < helpers.length; i++) {
+            helpers[i] = new Helper(i + 1);
+            helpers[i].start();
+        }
     }
 
     /** The shared pool with this many threads (created once per count). */
@@ -50,47 +141,41 @@ public final class CpuPool {
         if (tasks <= 0) {
             return;
         }
-        if (threads == 1 || tasks == 1 || IN_TASK.get()) {
+        if (threads == 1 || tasks == 1 || IN_TASK.get() || !submit.tryLock()) {
             for (int i = 0; i < tasks; i++) {
                 body.accept(i);
             }
             return;
         }
-        AtomicInteger next = new AtomicInteger();
-        Runnable worker = () -> {
-            boolean outer = IN_TASK.get();
+        Job job = new Job(body, tasks);
+        try {
+            current = job;
+            for (Helper h : helpers) {
+                if (h.parked) {
+                    LockSupport.unpark(h);
+                }
+            }
             IN_TASK.set(true);
             try {
-                for (int i = next.getAndIncrement(); i < tasks; i = next.getAndIncrement()) {
-                    body.accept(i);
-                }
+                job.work();
             } finally {
-                IN_TASK.set(outer);
+                IN_TASK.set(false);
             }
-        };
-        int helpers = Math.min(threads, tasks) - 1;
-        ForkJoinTask<?>[] submitted = new ForkJoinTask<?>[helpers];
-        for (int h = 0; h < helpers; h++) {
-            submitted[h] = pool.submit(worker);
-        }
-        RuntimeException failure = null;
-        try {
-            worker.run();
-        } catch (RuntimeException | Error e) {
-            failure = e instanceof RuntimeException re ? re : new RuntimeException(e);
-            next.set(tasks);
-        }
-        for (ForkJoinTask<?> t : submitted) {
-            try {
-                t.join();
-            } catch (RuntimeException e) {
-                if (failure == null) {
-                    failure = e.getCause() instanceof RuntimeException re ? re : e;
-                }
+            // Close the job: wait for the helpers inside it to leave, then bar late ones (they would find no
+            // task left, but must not count as working on it after we return).
+            job.active.decrementAndGet();
+            while (!job.active.compareAndSet(0, -1)) {
+                Thread.onSpinWait();
             }
+        } finally {
+            submit.unlock();
         }
-        if (failure != null) {
-            throw failure;
+        Throwable f = job.failure;
+        if (f instanceof RuntimeException re) {
+            throw re;
+        }
+        if (f instanceof Error e) {
+            throw e;
         }
     }
 
