@@ -22,7 +22,7 @@ __global__ void row_sq_dist_kernel(const float* pred, const float* target, doubl
         const double diff = double(pred[row + d]) - double(target[row + d]);
         acc += diff * diff;
     }
-    acc = block_sum_d(acc, scratch);
+    acc = block_sum(acc, scratch);
     if (threadIdx.x == 0) out[blockIdx.x] = acc;
 }
 
@@ -41,7 +41,7 @@ __global__ void sum_squares_kernel(const float* x, long long n, long long chunk,
     const long long hi = lo + chunk < n ? lo + chunk : n;
     double acc = 0.0;
     for (long long i = lo + threadIdx.x; i < hi; i += blockDim.x) acc += double(x[i]) * double(x[i]);
-    acc = block_sum_d(acc, scratch);
+    acc = block_sum(acc, scratch);
     if (threadIdx.x == 0) partials[blockIdx.x] = acc;
 }
 

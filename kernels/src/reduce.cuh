@@ -6,7 +6,9 @@
 
 namespace onestep {
 
-__device__ __forceinline__ float warp_sum(float v) {
+// T is float, or double for the losses' and the gradient norm's sums (kernels/src/loss.cu).
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
     return v;
 }
@@ -16,32 +18,17 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// Sum over the block, returned to every thread. `scratch` holds >= 32 floats of shared memory; the
+// Sum over the block, returned to every thread. `scratch` holds >= 32 values of shared memory; the
 // leading __syncthreads lets a caller reuse the same scratch for consecutive reductions.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T* scratch) {
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
     v = warp_sum(v);
     __syncthreads();
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
-    v = lane < nwarps ? scratch[lane] : 0.0f;
+    v = lane < nwarps ? scratch[lane] : T(0);
     return warp_sum(v);
-}
-
-// The same two in double, for the losses' and the gradient norm's sums (kernels/src/loss.cu).
-__device__ __forceinline__ double warp_sum_d(double v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return v;
-}
-
-__device__ __forceinline__ double block_sum_d(double v, double* scratch) {
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
-    v = warp_sum_d(v);
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    v = lane < nwarps ? scratch[lane] : 0.0;
-    return warp_sum_d(v);
 }
 
 // Running statistics of a stream of values: count, mean and the sum of squared deviations M2
