@@ -11,9 +11,7 @@ import ai.onestep.tensor.TensorArena;
 import ai.onestep.tensor.Workspace;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import org.openjdk.jmh.annotations.Benchmark;
@@ -78,10 +76,7 @@ public class StepBench {
         loaded = UNetCheckpoint.load(modelPath(model), false);
         CpuOps ops = new CpuOps(threads);
         if (constantWeights) {
-            List<Tensor> c = new ArrayList<>();
-            loaded.net().parameters().forEach(p -> c.add(p.value()));
-            c.addAll(loaded.net().buffers().values());
-            ops.registerParameters(c);
+            ops.registerParameters(loaded.net().weightTensors());
         }
         arena = new TensorArena();
         ws = new Workspace();

@@ -50,10 +50,7 @@ public final class Sampler implements AutoCloseable {
         this.model = model;
         this.ops = ops;
         // The weights never change after loading: a device backend keeps one copy of them for every pass.
-        java.util.List<Tensor> constants = new java.util.ArrayList<>();
-        model.net().parameters().forEach(p -> constants.add(p.value()));
-        constants.addAll(model.net().buffers().values());
-        ops.registerParameters(constants);
+        ops.registerParameters(model.net().weightTensors());
     }
 
     public static Sampler load(Path checkpoint, String backend) {

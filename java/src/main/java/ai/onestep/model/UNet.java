@@ -114,6 +114,17 @@ public final class UNet implements AutoCloseable {
     }
 
     /**
+     * Every tensor the network reads but never writes while sampling: the parameters' values and the buffers. What
+     * a sampler registers as constants with its backend ({@code Ops.registerParameters}).
+     */
+    public List<Tensor> weightTensors() {
+        List<Tensor> all = new ArrayList<>();
+        parameters().forEach(p -> all.add(p.value()));
+        all.addAll(buffers().values());
+        return all;
+    }
+
+    /**
      * y = F(x; t, label): x (N, H, W, in_channels) NHWC, one timestep per sample, labels (N) or null.
      * The result lives in {@code c}'s workspace.
      */

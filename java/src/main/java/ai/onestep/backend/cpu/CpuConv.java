@@ -41,9 +41,9 @@ final class CpuConv {
     /**
      * Grow-only scratch buffers of the calling thread, reused across calls so that a training step does not
      * allocate (and zero) megabytes per convolution; the workers only read them during the call. Slot 0 holds the
-     * padded input, slot 1 the margined or panel-packed dy, slot 2 the forward's packed weights.
+     * padded input, slot 1 the margined or panel-packed dy.
      */
-    private static final ThreadLocal<float[][]> SCRATCH = ThreadLocal.withInitial(() -> new float[3][]);
+    private static final ThreadLocal<float[][]> SCRATCH = ThreadLocal.withInitial(() -> new float[2][]);
 
     private final CpuPool pool;
     private final PackedWeights cache;
@@ -139,7 +139,7 @@ final class CpuConv {
         int k = g.kh * g.kw * g.cin;
         float[] bp = cache.panels(w, k, g.cout);
         if (bp == null) {
-            bp = packWeights(w.segment(), k, g.cout);
+            bp = GemmKernels.packRows(w.segment(), k, g.cout);
         }
         // The KW taps of one kernel row are adjacent pixels of the padded input, so (kw, ci) is one contiguous run
         // of KW Cin floats, in the HWIO weights' K order too: the GEMM sees KH "taps" of KW Cin channels each. Its
@@ -295,27 +295,6 @@ final class CpuConv {
             }
         });
         return xp;
-    }
-
-    /**
-     * {@link GemmKernels#packRows} into this thread's scratch, one panel per task: the weights are repacked on every
-     * call (they change in training), and at small maps (7x7x128 at batch 64: 0.59 MB of weights for 0.9 GFLOP)
-     * a serial repack into a freshly zeroed array was a few percent of the call.
-     */
-    private float[] packWeights(MemorySegment seg, int k, int n) {
-        int panels = GemmKernels.paddedCols(n) / NR;
-        float[] bp = scratch(2, panels * k * NR);
-        pool.parallelFor(panels, q -> {
-            int cols = Math.min(NR, n - q * NR);
-            for (int p = 0; p < k; p++) {
-                int o = (q * k + p) * NR;
-                MemorySegment.copy(seg, Tensor.F32, ((long) p * n + (long) q * NR) * Float.BYTES, bp, o, cols);
-                if (cols < NR) {
-                    Arrays.fill(bp, o + cols, o + NR, 0f);
-                }
-            }
-        });
-        return bp;
     }
 
     /**

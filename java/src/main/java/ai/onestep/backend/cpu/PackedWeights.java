@@ -9,7 +9,8 @@ import java.util.concurrent.ConcurrentHashMap;
 /**
  * Repacked GEMM panels ({@link GemmKernels#packRows}) of the weights a caller registered as constants
  * ({@code Ops.registerParameters}: they change only through this backend's optimizer and EMA, which drop the
- * panels). Every conv2d and linear call otherwise repacks its weights, which a training step needs (the weights
+ * panels). Every conv2d and linear call otherwise repacks its weights (serially, into a fresh array: repacking
+ * in parallel into scratch measured no faster), which a training step needs (the weights
  * move every step) but a sampler does not: the fmnist-small U-Net repacks 11 MB per evaluation, a sizeable part of
  * a batch-1 network evaluation on this machine. The panels hold the same floats in the same order, so results are
  * bit-identical with and without the cache.

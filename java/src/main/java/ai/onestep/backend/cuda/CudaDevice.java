@@ -44,7 +44,7 @@ public final class CudaDevice extends Device {
     private final String cublasMissing;
     private final cudnnContext cudnnHandle;
     private final String cudnnMissing;
-    /** Per convolution shape: its descriptors and algorithm, or null where cuDNN disagreed with our kernel. */
+    /** Per convolution shape: its descriptors, algorithms and verdicts, or null where cuDNN refused the shape. */
     private final Map<String, ConvPlan> convPlans = new HashMap<>();
     private final FloatPointer alphaHost = new FloatPointer(1);
     private final FloatPointer betaHost = new FloatPointer(1);
@@ -143,14 +143,31 @@ public final class CudaDevice extends Device {
         }
     }
 
+    private static String convKey(int n, int h, int wd, int cin, int kh, int kw, int cout, int stride, int padding) {
+        return n + "," + h + "," + wd + "," + cin + "," + kh + "," + kw + "," + cout + "," + stride + "," + padding;
+    }
+
+    /**
+     * The shape's cuDNN plan, created on first use; null without cuDNN or where cuDNN refuses the shape (remembered,
+     * so a refused shape is not asked again). The forward and the backward share it; each keeps its own verdict.
+     */
+    private ConvPlan plan(String key, int n, int h, int wd, int cin, int kh, int kw, int cout, int stride, int padding) {
+        if (cudnnHandle == null) {
+            return null;
+        }
+        if (!convPlans.containsKey(key)) {
+            convPlans.put(key, ConvPlan.create(cudnnHandle, n, h, wd, cin, kh, kw, cout, stride, padding));
+        }
+        return convPlans.get(key);
+    }
+
     @Override
     public void conv2d(long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh, int kw, int cout,
                        int stride, int padding, Scratch scratch, Supplier<String> what) {
-        String key = n + "," + h + "," + wd + "," + cin + "," + kh + "," + kw + "," + cout + "," + stride + "," + padding;
-        ConvPlan plan = cudnnHandle == null ? null : convPlans.computeIfAbsent(key,
-                k -> ConvPlan.create(cudnnHandle, n, h, wd, cin, kh, kw, cout, stride, padding));
-        boolean verify = plan != null && !plan.verified;
-        if (plan == null || (verify && capturing())) {
+        String key = convKey(n, h, wd, cin, kh, kw, cout, stride, padding);
+        ConvPlan plan = plan(key, n, h, wd, cin, kh, kw, cout, stride, padding);
+        boolean verify = plan != null && plan.forwardOk && !plan.verified;
+        if (plan == null || !plan.forwardOk || (verify && capturing())) {
             portableConv(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, what);
             return;
         }
@@ -163,7 +180,7 @@ public final class CudaDevice extends Device {
             if (err > 2e-2) {
                 System.err.println("cuda: cuDNN convolution " + key + " disagrees with the portable kernel (relative"
                         + " error " + err + "): using the portable kernel for this shape");
-                convPlans.put(key, null);
+                plan.forwardOk = false;
                 copy(y, ref, outFloats * Float.BYTES, what);
             } else {
                 plan.verified = true;
@@ -180,9 +197,8 @@ public final class CudaDevice extends Device {
     @Override
     public void conv2dBackward(long x, long w, long dy, long dx, long dw, int n, int h, int wd, int cin, int kh, int kw,
                                int cout, int stride, int padding, Scratch scratch, Supplier<String> what) {
-        String key = n + "," + h + "," + wd + "," + cin + "," + kh + "," + kw + "," + cout + "," + stride + "," + padding;
-        ConvPlan plan = cudnnHandle == null ? null : convPlans.computeIfAbsent(key,
-                k -> ConvPlan.create(cudnnHandle, n, h, wd, cin, kh, kw, cout, stride, padding));
+        String key = convKey(n, h, wd, cin, kh, kw, cout, stride, padding);
+        ConvPlan plan = plan(key, n, h, wd, cin, kh, kw, cout, stride, padding);
         if (plan != null && !plan.backwardPlanned) {
             plan.planBackward(cudnnHandle);
         }
@@ -301,6 +317,8 @@ public final class CudaDevice extends Device {
         int ho;
         int wo;
         boolean verified;
+        /** False once cuDNN's forward disagreed with the portable kernel for this shape. */
+        boolean forwardOk = true;
         /** The backward algorithms (chosen on first use of the backward) and whether cuDNN may run it. */
         boolean backwardPlanned;
         boolean backwardOk;
