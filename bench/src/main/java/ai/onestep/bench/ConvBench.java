@@ -47,6 +47,8 @@ public class ConvBench {
     private Ops ops;
     /** A second backend to which w and b are registered constants, as a sampler's weights are. */
     private Ops constOps;
+    /** As constOps, with Winograd's F(2x2, 3x3) switched off: every forward is the direct implicit GEMM. */
+    private Ops directOps;
     private Tensor x, w, b, y, dy, dx, dw, db;
     private int stride;
 
@@ -90,6 +92,8 @@ public class ConvBench {
         db = arena.allocate(s.cout());
         constOps = new CpuOps(threads);
         constOps.registerParameters(java.util.List.of(w, b));
+        directOps = new CpuOps(threads, false);
+        directOps.registerParameters(java.util.List.of(w, b));
     }
 
     static Tensor random(Tensor t, SplittableRandom r) {
@@ -118,6 +122,17 @@ public class ConvBench {
     @Benchmark
     public Tensor forwardConstantWeights() {
         constOps.conv2d(x, w, b, stride, 1, y);
+        return y;
+    }
+
+    /**
+     * {@link #forwardConstantWeights} through the direct implicit GEMM: what a 3x3 stride-1 forward costs without
+     * Winograd's F(2x2, 3x3) (the other shapes run the same code in both). GFLOP/s are of the direct
+     * convolution's FLOPs for all three methods, so Winograd's are "effective" rates.
+     */
+    @Benchmark
+    public Tensor forwardDirect() {
+        directOps.conv2d(x, w, b, stride, 1, y);
         return y;
     }
 

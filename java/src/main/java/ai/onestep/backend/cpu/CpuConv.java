@@ -21,6 +21,12 @@ import jdk.incubator.vector.VectorMask;
  * output pixel is an in-bounds, contiguous run of Cin floats and the micro-kernel needs no bounds branch; the HWIO
  * weights already are the (K, Cout) matrix and are packed once per call into NR-column panels.
  *
+ * <p>3x3 stride-1 forwards with 8 or more channels in and out (all but the first of the U-Net's) go through
+ * {@link CpuWinograd} instead, 2.25x fewer FMAs; so do their dx, a forward with the rotated filters. The choice
+ * depends on the weight's shape only, never on the batch or on whether the weights are registered, so a sample has
+ * the same bits alone or in a batch. {@code -Donestep.cpu.winograd=false} (or {@code new CpuOps(threads, false)})
+ * keeps the direct path.
+ *
  * <p>Backward: dx is, per stride phase of its pixels, a stride-1 correlation of dy with that phase's taps of the
  * in/out-transposed weights (the adjoint of the forward sum); dw = im2col(x)^T dy is a
  * reduction over pixels that runs in fixed chunks of {@link #CHUNK} pixels, summed in order.
@@ -36,21 +42,36 @@ final class CpuConv {
     private static final int CHUNK = 128;
     /** Micro-tiles of rows per forward task: a task reuses one packed B panel (L2-resident) over MB tiles. */
     private static final int MB = 8;
+    /** Fewest input and output channels for which a 3x3 forward goes through {@link CpuWinograd}. */
+    static final int WINOGRAD_MIN_CHANNELS = 8;
     private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
 
     /**
      * Grow-only scratch buffers of the calling thread, reused across calls so that a training step does not
      * allocate (and zero) megabytes per convolution; the workers only read them during the call. Slot 0 holds the
-     * padded input, slot 1 the margined or panel-packed dy.
+     * padded input (or the padded dy of a Winograd dx), slot 1 the margined or panel-packed dy or the per-call
+     * Winograd filters, slot 2 the rotated filters of a Winograd dx.
      */
-    private static final ThreadLocal<float[][]> SCRATCH = ThreadLocal.withInitial(() -> new float[2][]);
+    private static final ThreadLocal<float[][]> SCRATCH = ThreadLocal.withInitial(() -> new float[3][]);
 
     private final CpuPool pool;
     private final PackedWeights cache;
+    /** The F(2x2, 3x3) path for 3x3 stride-1 forwards, or null where it is switched off. */
+    private final CpuWinograd winograd;
 
-    CpuConv(CpuPool pool, PackedWeights cache) {
+    CpuConv(CpuPool pool, PackedWeights cache, boolean winograd) {
         this.pool = pool;
         this.cache = cache;
+        this.winograd = winograd ? new CpuWinograd(pool) : null;
+    }
+
+    /**
+     * 3x3, stride 1, with enough channels that the transforms are small next to the GEMMs (the first layer's
+     * Cin = 1 gains nothing: its direct convolution is bound by the output writes).
+     */
+    private static boolean useWinograd(Geometry g) {
+        return g.kh == 3 && g.kw == 3 && g.stride == 1 && g.cin >= WINOGRAD_MIN_CHANNELS
+                && g.cout >= WINOGRAD_MIN_CHANNELS;
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -135,6 +156,22 @@ final class CpuConv {
 
     void conv(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y) {
         Geometry g = new Geometry(x, w, stride, padding);
+        float[] u = null;
+        if (winograd != null && useWinograd(g)) {
+            u = cache.packed(w, "winograd F(2x2,3x3)", s -> CpuWinograd.transformWeights(s, g.cin, g.cout,
+                    null, pool));
+            if (u == null) {
+                // Weights that move (training): transformed on every call, into scratch. Not skipped for small
+                // batches, although the direct path would be faster there: the choice of algorithm depends on the
+                // weight's shape only, so a sample has the same bits alone or in a batch, registered or not.
+                u = CpuWinograd.transformWeights(w.segment(), g.cin, g.cout,
+                        scratch(1, CpuWinograd.transformedSize(g.cin, g.cout)), pool);
+            }
+        }
+        if (u != null) {
+            winogradForward(x, g, u, paddedBias(b, g.cout), y.segment());
+            return;
+        }
         float[] xp = padInput(x, g, 0);
         int k = g.kh * g.kw * g.cin;
         float[] bp = cache.panels(w, k, g.cout);
@@ -147,6 +184,14 @@ final class CpuConv {
         // exit per FMA) over the same K order, so the result has the same bits.
         gemm(g.n * g.ho * g.wo, g.cout, xp, g.outputPixelBases(), g.rowTapOffsets(), g.kh, g.kw * g.cin, bp,
                 paddedBias(b, g.cout), y.segment(), 1f, 0f);
+    }
+
+    /** {@link CpuWinograd#forward} of x, with filters u already transformed. */
+    private void winogradForward(Tensor x, Geometry g, float[] u, float[] bias, MemorySegment y) {
+        // Every 2x2 output tile reads a 4x4 patch: an odd output size needs one more zero row (column).
+        int hp = g.hp() + (g.ho & 1), wp = g.wp() + (g.wo & 1);
+        float[] xp = padInput(x, g, hp, wp, 0);
+        winograd.forward(xp, g.n, hp, wp, g.cin, u, bias, g.cout, g.ho, g.wo, y);
     }
 
     void convBackward(Tensor x, Tensor w, Tensor dy, int stride, int padding, Tensor dx, Tensor dw, Tensor db) {
@@ -181,6 +226,27 @@ final class CpuConv {
      * zero-margined buffer, and a stride-2 backward does no multiply by the zeros a dilated dy would hold.
      */
     private void inputGrad(Geometry g, Tensor w, Tensor dy, Tensor dx) {
+        if (winograd != null && useWinograd(g) && g.padding <= 2) {
+            // With stride 1, dx is the correlation of dy (padded by 2 - p) with the filters rotated by 180 degrees
+            // and transposed, w'[kh, kw, co, ci] = w[2 - kh, 2 - kw, ci, co]: a 3x3 forward from Cout to Cin channels,
+            // as fast as the forward through Winograd.
+            float[] wv = w.toArray(), rot = scratch(2, wv.length);
+            for (int kh = 0; kh < 3; kh++) {
+                for (int kw = 0; kw < 3; kw++) {
+                    for (int ci = 0; ci < g.cin; ci++) {
+                        int src = ((kh * 3 + kw) * g.cin + ci) * g.cout, dst = ((8 - kh * 3 - kw) * g.cout) * g.cin + ci;
+                        for (int co = 0; co < g.cout; co++) {
+                            rot[dst + co * g.cin] = wv[src + co];
+                        }
+                    }
+                }
+            }
+            Geometry t = new Geometry(g.n, g.ho, g.wo, g.cout, 3, 3, g.cin, 1, 2 - g.padding);
+            float[] u = CpuWinograd.transformWeights(MemorySegment.ofArray(rot), g.cout, g.cin,
+                    scratch(1, CpuWinograd.transformedSize(g.cout, g.cin)), pool);
+            winogradForward(dy, t, u, new float[GemmKernels.paddedCols(g.cin)], dx.segment());
+            return;
+        }
         int s = g.stride;
         // Margins of the dy buffer: the lowest and highest oh (and ow) any phase's tap reads.
         int lo = 0, hi = g.ho - 1, loW = 0, hiW = g.wo - 1;
@@ -275,7 +341,11 @@ final class CpuConv {
 
     /** The input copied into a zero-padded (N, H + 2p, W + 2p, Cin) buffer: every tap of the kernel is in bounds. */
     private float[] padInput(Tensor x, Geometry g, int slot) {
-        int hp = g.hp(), wp = g.wp();
+        return padInput(x, g, g.hp(), g.wp(), slot);
+    }
+
+    /** As above into (N, hp, wp, Cin), hp >= H + 2p and wp >= W + 2p: the rows and columns beyond are zeros too. */
+    private float[] padInput(Tensor x, Geometry g, int hp, int wp, int slot) {
         long size = (long) g.n * hp * wp * g.cin;
         checkIndexable(size, "conv2d");
         float[] xp = scratch(slot, (int) size);
@@ -291,6 +361,7 @@ final class CpuConv {
                 }
                 Arrays.fill(xp, dst, dst + pad, 0f);
                 MemorySegment.copy(xs, Tensor.F32, ((long) n * g.h + ih) * row * Float.BYTES, xp, dst + pad, row);
+                // The right margin: p columns, plus any extra ones.
                 Arrays.fill(xp, dst + pad + row, dst + prow, 0f);
             }
         });
@@ -479,13 +550,17 @@ final class CpuConv {
         final int n, h, w, cin, kh, kw, cout, stride, padding, ho, wo;
 
         Geometry(Tensor x, Tensor wt, int stride, int padding) {
-            n = x.dim(0);
-            h = x.dim(1);
-            w = x.dim(2);
-            cin = x.dim(3);
-            kh = wt.dim(0);
-            kw = wt.dim(1);
-            cout = wt.dim(3);
+            this(x.dim(0), x.dim(1), x.dim(2), x.dim(3), wt.dim(0), wt.dim(1), wt.dim(3), stride, padding);
+        }
+
+        Geometry(int n, int h, int w, int cin, int kh, int kw, int cout, int stride, int padding) {
+            this.n = n;
+            this.h = h;
+            this.w = w;
+            this.cin = cin;
+            this.kh = kh;
+            this.kw = kw;
+            this.cout = cout;
             this.stride = stride;
             this.padding = padding;
             ho = (h + 2 * padding - kh) / stride + 1;

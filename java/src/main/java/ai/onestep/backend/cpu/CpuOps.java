@@ -23,8 +23,17 @@ public final class CpuOps extends Ops {
     }
 
     public CpuOps(int threads) {
+        this(threads, !"false".equals(System.getProperty("onestep.cpu.winograd")));
+    }
+
+    /**
+     * A backend on {@code threads} threads; {@code winograd} false runs every 3x3 stride-1 convolution forward
+     * as a direct implicit GEMM instead of Winograd's F(2x2, 3x3) (the default; {@code -Donestep.cpu.winograd=false}
+     * switches it off for the no-argument constructors).
+     */
+    public CpuOps(int threads, boolean winograd) {
         this.pool = CpuPool.of(threads);
-        this.conv = new CpuConv(pool, packed);
+        this.conv = new CpuConv(pool, packed, winograd);
         this.norm = new CpuNorm(pool);
         this.attention = new CpuAttention(pool);
         this.optim = new CpuOptim(pool);

@@ -33,6 +33,12 @@ final class GemmKernels {
      */
     static void tile(float[] a, int[] rowBase, int[] tapOff, int taps, int cin, float[] bp, int bOff, float[] init,
                      float[] out) {
+        tile(a, rowBase, tapOff, taps, cin, bp, bOff, init, out, 0);
+    }
+
+    /** {@link #tile} with the MR x NR result written at {@code out[outOff...]}. */
+    static void tile(float[] a, int[] rowBase, int[] tapOff, int taps, int cin, float[] bp, int bOff, float[] init,
+                     float[] out, int outOff) {
         FloatVector i0 = FloatVector.fromArray(S, init, 0);
         FloatVector i1 = FloatVector.fromArray(S, init, L);
         FloatVector c00 = i0, c01 = i1, c10 = i0, c11 = i1, c20 = i0, c21 = i1, c30 = i0, c31 = i1;
@@ -73,22 +79,22 @@ final class GemmKernels {
                 c71 = v.fma(b1, c71);
             }
         }
-        c00.intoArray(out, 0);
-        c01.intoArray(out, L);
-        c10.intoArray(out, NR);
-        c11.intoArray(out, NR + L);
-        c20.intoArray(out, 2 * NR);
-        c21.intoArray(out, 2 * NR + L);
-        c30.intoArray(out, 3 * NR);
-        c31.intoArray(out, 3 * NR + L);
-        c40.intoArray(out, 4 * NR);
-        c41.intoArray(out, 4 * NR + L);
-        c50.intoArray(out, 5 * NR);
-        c51.intoArray(out, 5 * NR + L);
-        c60.intoArray(out, 6 * NR);
-        c61.intoArray(out, 6 * NR + L);
-        c70.intoArray(out, 7 * NR);
-        c71.intoArray(out, 7 * NR + L);
+        c00.intoArray(out, outOff);
+        c01.intoArray(out, outOff + L);
+        c10.intoArray(out, outOff + NR);
+        c11.intoArray(out, outOff + NR + L);
+        c20.intoArray(out, outOff + 2 * NR);
+        c21.intoArray(out, outOff + 2 * NR + L);
+        c30.intoArray(out, outOff + 3 * NR);
+        c31.intoArray(out, outOff + 3 * NR + L);
+        c40.intoArray(out, outOff + 4 * NR);
+        c41.intoArray(out, outOff + 4 * NR + L);
+        c50.intoArray(out, outOff + 5 * NR);
+        c51.intoArray(out, outOff + 5 * NR + L);
+        c60.intoArray(out, outOff + 6 * NR);
+        c61.intoArray(out, outOff + 6 * NR + L);
+        c70.intoArray(out, outOff + 7 * NR);
+        c71.intoArray(out, outOff + 7 * NR + L);
     }
 
     /**

@@ -5,6 +5,7 @@ import java.lang.foreign.MemorySegment;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.function.Function;
 
 /**
  * Repacked GEMM panels ({@link GemmKernels#packRows}) of the weights a caller registered as constants
@@ -19,7 +20,8 @@ import java.util.concurrent.ConcurrentHashMap;
  * closed model) never answers again, even when a new tensor is later allocated at the same address.
  */
 final class PackedWeights {
-    private record Entry(MemorySegment segment, int k, int n, float[] panels) {
+    /** A registered tensor and, once used, one packed form of it ({@code form} names the layout and sizes). */
+    private record Entry(MemorySegment segment, String form, float[] panels) {
     }
 
     private final Map<Long, Entry> entries = new ConcurrentHashMap<>();
@@ -31,7 +33,7 @@ final class PackedWeights {
             MemorySegment s = t.segment();
             Entry old = entries.get(s.address());
             if (old == null || old.segment().scope() != s.scope() || old.segment().byteSize() != s.byteSize()) {
-                entries.put(s.address(), new Entry(s, 0, 0, null));
+                entries.put(s.address(), new Entry(s, null, null));
             }
         }
     }
@@ -41,20 +43,31 @@ final class PackedWeights {
      * a registered, live tensor of that size (the caller packs it itself).
      */
     float[] panels(Tensor w, int k, int n) {
+        if ((long) k * n * Float.BYTES != w.segment().byteSize()) {
+            return null;
+        }
+        return packed(w, "gemm " + k + "x" + n, s -> GemmKernels.packRows(s, k, n));
+    }
+
+    /**
+     * The packed form {@code form} of the registered tensor {@code w}, computed by {@code pack} on first use (and
+     * again when a different form is asked for); null when {@code w} is not a registered, live tensor.
+     */
+    float[] packed(Tensor w, String form, Function<MemorySegment, float[]> pack) {
         if (entries.isEmpty()) {
             return null;
         }
         MemorySegment s = w.segment();
         Entry e = entries.get(s.address());
         if (e == null || !e.segment().scope().isAlive() || e.segment().scope() != s.scope()
-                || e.segment().byteSize() != (long) k * n * Float.BYTES || s.byteSize() != e.segment().byteSize()) {
+                || s.byteSize() != e.segment().byteSize()) {
             return null;
         }
-        if (e.panels() != null && e.k() == k && e.n() == n) {
+        if (e.panels() != null && form.equals(e.form())) {
             return e.panels();
         }
-        float[] p = GemmKernels.packRows(s, k, n);
-        entries.put(s.address(), new Entry(e.segment(), k, n, p));
+        float[] p = pack.apply(s);
+        entries.put(s.address(), new Entry(e.segment(), form, p));
         return p;
     }
 
@@ -65,7 +78,7 @@ final class PackedWeights {
         }
         long lo = t.segment().address(), hi = lo + t.segment().byteSize();
         entries.replaceAll((address, e) -> e.panels() != null && address < hi && address + e.segment().byteSize() > lo
-                ? new Entry(e.segment(), 0, 0, null) : e);
+                ? new Entry(e.segment(), null, null) : e);
     }
 
     /** Registered tensors that hold packed panels now (for tests). */
