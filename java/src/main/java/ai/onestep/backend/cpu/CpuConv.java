@@ -22,7 +22,8 @@ import jdk.incubator.vector.VectorMask;
  * weights already are the (K, Cout) matrix and are packed once per call into NR-column panels.
  *
  * <p>3x3 stride-1 forwards with 8 or more channels in and out (all but the first of the U-Net's) go through
- * {@link CpuWinograd} instead, 2.25x fewer FMAs; so do their dx, a forward with the rotated filters. The choice
+ * {@link CpuWinograd} instead, 2.25x fewer FMAs; so do their dx, a forward with the rotated filters, and their dw
+ * (F(3x3, 2x2), the same saving). The choice
  * depends on the weight's shape only, never on the batch or on whether the weights are registered, so a sample has
  * the same bits alone or in a batch. {@code -Donestep.cpu.winograd=false} (or {@code new CpuOps(threads, false)})
  * keeps the direct path.
@@ -199,7 +200,11 @@ final class CpuConv {
         if (dx != null) {
             inputGrad(g, w, dy, dx);
         }
-        if (dw != null) {
+        if (dw != null && winograd != null && useWinograd(g)) {
+            int hp = g.hp() + (g.ho & 1), wp = g.wp() + (g.wo & 1);
+            winograd.weightGradient(padInput(x, g, hp, wp, 0), g.n, hp, wp, g.cin, dy.segment(), g.cout, g.ho, g.wo,
+                    dw.segment());
+        } else if (dw != null) {
             float[] xp = padInput(x, g, 0);
             int pixels = g.n * g.ho * g.wo;
             float[] dyp = packPanels(dy.toArray(), pixels, g.cout, 1);

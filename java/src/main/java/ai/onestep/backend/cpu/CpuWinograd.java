@@ -39,6 +39,8 @@ final class CpuWinograd {
     private static final int[] ONE_TAP = {0};
     /** Per thread: slot 0 the transformed inputs V, slot 1 the GEMM results M of its current block. */
     private static final ThreadLocal<float[][]> LOCAL = ThreadLocal.withInitial(() -> new float[2][]);
+    /** Per calling thread: the transformed inputs V and dy tiles E of a weight gradient's round of tiles. */
+    private static final ThreadLocal<float[][]> GRADIENT = ThreadLocal.withInitial(() -> new float[2][]);
 
     private final CpuPool pool;
 
@@ -284,6 +286,163 @@ final class CpuWinograd {
                 s10.add(s11).add(s12).add(bv).intoMemorySegment(y, off + row, NATIVE, mask);
                 if (right) {
                     s11.sub(s12).sub(s13).add(bv).intoMemorySegment(y, off + row + col, NATIVE, mask);
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Weight gradient: F(3x3, 2x2)
+    // ------------------------------------------------------------------------------------------------
+
+    /** Tiles per round of the weight gradient: bounds V and E to 16 x 1024 x C floats (8 MB at C = 128). */
+    private static final int ROUND_TILES = 1024;
+    /** Tiles per float partial sum of the weight gradient's GEMMs, which are then added in order (as CpuConv's). */
+    private static final int SUM_TILES = 128;
+
+    /**
+     * {@code dw[kh, kw, ci, co] += sum_{n, oh, ow} xp[n, oh + kh, ow + kw, ci] dy[n, oh, ow, co]} for a 3x3 stride-1
+     * convolution, by F(3x3, 2x2): over one 2x2 tile e of dy and the 4x4 patch d of the padded input under it, the
+     * 3x3 correlation of d with e is {@code A^T [(G e G^T) . (B^T d B)] A} with the same B as the forward and
+     * G = [[1, 0], [1/2, 1/2], [1/2, -1/2], [0, -1]], A^T = [[1, 1, 1, 0], [0, 1, -1, 0], [0, 1, 1, 1]] (Lavin and
+     * Gray's F(3, 2) with its last row of B^T negated, which G's last row undoes). Summed over tiles and kept in
+     * the transformed domain, it is 16 GEMMs M_p = V_p^T E_p reducing over tiles; one inverse transform per
+     * (ci, co) at the end. Tiles go in rounds of ROUND_TILES; inside a round each product sums SUM_TILES tiles in
+     * registers and adds the partial sums in order, so every float is reduced in the same order for any thread
+     * count. {@code xp} as for {@link #forward}; dy (n, ho, wo, cout); tiles past ho or wo read zeros of dy.
+     */
+    void weightGradient(float[] xp, int n, int hp, int wp, int cin, MemorySegment dy, int cout, int ho, int wo,
+                        MemorySegment dw) {
+        int th = (ho + 1) / 2, tw = (wo + 1) / 2, tiles = n * th * tw;
+        int panels = GemmKernels.paddedCols(cout) / NR, ciTiles = (cin + MR - 1) / MR;
+        int round = Math.min(ROUND_TILES, (tiles + SUM_TILES - 1) / SUM_TILES * SUM_TILES);
+        int vStep = round * cin + L, eStep = panels * round * NR + L;
+        float[][] local = GRADIENT.get();
+        float[] v = buffer(local, 0, POS * vStep), e = buffer(local, 1, POS * eStep);
+        // M_p in (ci, column) micro-tile order: sums[((p panels + q) ciTiles + r) MR NR + k NR + j].
+        float[] sums = new float[POS * panels * ciTiles * MR * NR];
+        int[] tileBase = new int[round];
+        for (int t = 0; t < round; t++) {
+            tileBase[t] = t * cin;
+        }
+        for (int t0 = 0; t0 < tiles; t0 += round) {
+            int first = t0, count = Math.min(round, tiles - t0);
+            pool.parallelFor((count + MR - 1) / MR, blk -> {
+                float[] rows = new float[4 * cout + L];
+                for (int i = blk * MR; i < Math.min(count, blk * MR + MR); i++) {
+                    int t = first + i, b = t / (th * tw), r = t % (th * tw);
+                    int oh = 2 * (r / tw), ow = 2 * (r % tw);
+                    inputTile(xp, ((b * hp + oh) * wp + ow) * cin, wp * cin, cin, v, i * cin, vStep);
+                    gradientTile(dy, b, oh, ow, ho, wo, cout, rows, e, i, round, eStep);
+                }
+            });
+            pool.parallelFor(POS * panels, task -> {
+                int p = task / panels, q = task % panels;
+                float[] part = new float[MR * NR];
+                int[] rowOff = new int[MR];
+                for (int s0 = 0; s0 < count; s0 += SUM_TILES) {
+                    int s1 = Math.min(count, s0 + SUM_TILES);
+                    for (int rt = 0; rt < ciTiles; rt++) {
+                        for (int k = 0; k < MR; k++) {
+                            // Rows past cin read row 0 of the tile; their sums are never stored.
+                            rowOff[k] = p * vStep + rt * MR + (rt * MR + k < cin ? k : 0);
+                        }
+                        GemmKernels.tileT(v, tileBase, s0, s1, rowOff, e, p * eStep + q * round * NR, part);
+                        int at = ((p * panels + q) * ciTiles + rt) * MR * NR;
+                        for (int x = 0; x < MR * NR; x += L) {
+                            FloatVector.fromArray(S, sums, at + x).add(FloatVector.fromArray(S, part, x))
+                                    .intoArray(sums, at + x);
+                        }
+                    }
+                }
+            });
+        }
+        pool.parallelFor(ciTiles, rt -> inverseWeightTile(sums, rt, ciTiles, panels, cin, cout, dw));
+    }
+
+    /**
+     * {@code E = G e G^T} of dy's 2x2 tile at (b, oh, ow) for every output channel (zeros past ho, wo), stored as
+     * row i of each position's panels: {@code e[p eStep + (q round + i) NR + j]}. {@code rows} (4 cout + L floats)
+     * holds the tile's four pixels; whole vectors are loaded from it, so panel columns past cout get whatever
+     * follows (their sums are never read).
+     */
+    private static void gradientTile(MemorySegment dy, int b, int oh, int ow, int ho, int wo, int cout, float[] rows,
+                                     float[] e, int i, int round, int eStep) {
+        for (int a = 0; a < 2; a++) {
+            for (int c = 0; c < 2; c++) {
+                int off = (2 * a + c) * cout;
+                if (oh + a < ho && ow + c < wo) {
+                    long src = (((long) b * ho + oh + a) * wo + ow + c) * cout * Float.BYTES;
+                    MemorySegment.copy(dy, Tensor.F32, src, rows, off, cout);
+                } else {
+                    java.util.Arrays.fill(rows, off, off + cout, 0f);
+                }
+            }
+        }
+        for (int co = 0; co < cout; co += L) {
+            FloatVector e00 = FloatVector.fromArray(S, rows, co), e01 = FloatVector.fromArray(S, rows, cout + co);
+            FloatVector e10 = FloatVector.fromArray(S, rows, 2 * cout + co);
+            FloatVector e11 = FloatVector.fromArray(S, rows, 3 * cout + co);
+            // Rows of G e: (e0., (e0. + e1.) / 2, (e0. - e1.) / 2, -e1.), then each row (x0, x1) times G^T:
+            // x0, (x0 + x1) / 2, (x0 - x1) / 2, -x1. Written out (see inputTile on helpers and boxing).
+            int o = ((co / NR) * round + i) * NR + co % NR;
+            FloatVector x0 = e00, x1 = e01;
+            x0.intoArray(e, o);
+            x0.add(x1).mul(0.5f).intoArray(e, o + eStep);
+            x0.sub(x1).mul(0.5f).intoArray(e, o + 2 * eStep);
+            x1.neg().intoArray(e, o + 3 * eStep);
+            o += 4 * eStep;
+            x0 = e00.add(e10).mul(0.5f);
+            x1 = e01.add(e11).mul(0.5f);
+            x0.intoArray(e, o);
+            x0.add(x1).mul(0.5f).intoArray(e, o + eStep);
+            x0.sub(x1).mul(0.5f).intoArray(e, o + 2 * eStep);
+            x1.neg().intoArray(e, o + 3 * eStep);
+            o += 4 * eStep;
+            x0 = e00.sub(e10).mul(0.5f);
+            x1 = e01.sub(e11).mul(0.5f);
+            x0.intoArray(e, o);
+            x0.add(x1).mul(0.5f).intoArray(e, o + eStep);
+            x0.sub(x1).mul(0.5f).intoArray(e, o + 2 * eStep);
+            x1.neg().intoArray(e, o + 3 * eStep);
+            o += 4 * eStep;
+            x0 = e10.neg();
+            x1 = e11.neg();
+            x0.intoArray(e, o);
+            x0.add(x1).mul(0.5f).intoArray(e, o + eStep);
+            x0.sub(x1).mul(0.5f).intoArray(e, o + 2 * eStep);
+            x1.neg().intoArray(e, o + 3 * eStep);
+        }
+    }
+
+    /** {@code dw[kh, kw, ci, co] += (A^T M A)[kh, kw]} for the input channels of row tile rt. */
+    private static void inverseWeightTile(float[] sums, int rt, int ciTiles, int panels, int cin, int cout,
+                                          MemorySegment dw) {
+        int step = panels * ciTiles * MR * NR;
+        float[] m = new float[POS], y = new float[9];
+        for (int k = 0; k < MR && rt * MR + k < cin; k++) {
+            int ci = rt * MR + k;
+            for (int co = 0; co < cout; co++) {
+                int at = (((co / NR) * ciTiles + rt) * MR + k) * NR + co % NR;
+                for (int p = 0; p < POS; p++) {
+                    m[p] = sums[p * step + at];
+                }
+                // s = A^T M over xi, then (A^T M) A over nu.
+                for (int nu = 0; nu < 4; nu++) {
+                    float m0 = m[nu], m1 = m[4 + nu], m2 = m[8 + nu], m3 = m[12 + nu];
+                    m[nu] = m0 + m1 + m2;
+                    m[4 + nu] = m1 - m2;
+                    m[8 + nu] = m1 + m2 + m3;
+                }
+                for (int kh = 0; kh < 3; kh++) {
+                    float s0 = m[4 * kh], s1 = m[4 * kh + 1], s2 = m[4 * kh + 2], s3 = m[4 * kh + 3];
+                    y[3 * kh] = s0 + s1 + s2;
+                    y[3 * kh + 1] = s1 - s2;
+                    y[3 * kh + 2] = s1 + s2 + s3;
+                }
+                for (int tap = 0; tap < 9; tap++) {
+                    long off = (((long) tap * cin + ci) * cout + co) * Float.BYTES;
+                    dw.set(Tensor.F32, off, dw.get(Tensor.F32, off) + y[tap]);
                 }
             }
         }

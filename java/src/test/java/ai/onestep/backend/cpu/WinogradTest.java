@@ -18,8 +18,9 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
 /**
- * The cpu backend's Winograd F(2x2, 3x3) forward and stride-1 dx (CpuWinograd) against its slow twins: the float64
- * naive backend and the direct implicit GEMM of the same backend ({@code new CpuOps(threads, false)}).
+ * The cpu backend's Winograd convolutions (CpuWinograd: F(2x2, 3x3) forward and dx, F(3x3, 2x2) dw) against their
+ * slow twins: the float64 naive backend and the direct implicit GEMM of the same backend
+ * ({@code new CpuOps(threads, false)}).
  */
 class WinogradTest {
 
@@ -68,6 +69,32 @@ class WinogradTest {
             Tensor got = inputGradient(wino, a, x, wt, dy, pad);
             assertClose("winograd dx vs naive", got, want, CPU_VS_NAIVE);
             assertClose("winograd dx vs direct", got, inputGradient(direct, a, x, wt, dy, pad), CPU_VS_NAIVE);
+            // dw by F(3x3, 2x2), accumulated onto what dw held (a parameter gradient adds up over calls).
+            Tensor dwWant = weightGradient(NAIVE, a, x, wt, dy, pad), dwGot = weightGradient(wino, a, x, wt, dy, pad);
+            assertClose("winograd dw vs naive", dwGot, dwWant, CPU_VS_NAIVE);
+            assertClose("winograd dw vs direct", dwGot, weightGradient(direct, a, x, wt, dy, pad), CPU_VS_NAIVE);
+        }
+    }
+
+    /** dw of a backward into a dw that starts at 1 (so a result that overwrote instead of adding would fail). */
+    private static Tensor weightGradient(Ops ops, TensorArena a, Tensor x, Tensor w, Tensor dy, int pad) {
+        Tensor dw = a.allocate(Layout.HWIO, w.shape()).fill(1f);
+        ops.conv2dBackward(x, w, dy, 1, pad, null, dw, null);
+        return dw;
+    }
+
+    @Test
+    void weightGradientOverSeveralRoundsOfTiles() {
+        // 3 x 20 x 20 = 1,200 tiles: two rounds of ROUND_TILES, the second partial, and a partial last tile sum.
+        try (TensorArena a = new TensorArena()) {
+            Tensor x = randn(a, 14, Layout.NHWC, 3, 39, 40, 8), w = randn(a, 15, Layout.HWIO, 3, 3, 8, 9);
+            Tensor dy = randn(a, 16, Layout.NHWC, 3, 39, 40, 9);
+            Tensor got = weightGradient(new CpuOps(2, true), a, x, w, dy, 1);
+            assertClose("dw vs naive", got, weightGradient(NAIVE, a, x, w, dy, 1), CPU_VS_NAIVE);
+            assertArrayEquals(got.toArray(), weightGradient(new CpuOps(1, true), a, x, w, dy, 1).toArray(),
+                    "one thread");
+            assertArrayEquals(got.toArray(), weightGradient(new CpuOps(3, true), a, x, w, dy, 1).toArray(),
+                    "three threads");
         }
     }
 
@@ -88,6 +115,8 @@ class WinogradTest {
             Tensor dy = randn(a, 6, Layout.NHWC, 2, 8, 8, 64);
             assertFalse(Arrays.equals(inputGradient(new CpuOps(2, true), a, x, w, dy, 1).toArray(),
                     inputGradient(new CpuOps(2, false), a, x, w, dy, 1).toArray()), "dx gave the direct path's bits");
+            assertFalse(Arrays.equals(weightGradient(new CpuOps(2, true), a, x, w, dy, 1).toArray(),
+                    weightGradient(new CpuOps(2, false), a, x, w, dy, 1).toArray()), "dw gave the direct path's bits");
         }
     }
 
