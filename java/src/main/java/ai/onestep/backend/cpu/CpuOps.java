@@ -45,16 +45,17 @@ public final class CpuOps extends Ops {
     }
 
     /**
-     * Keeps the repacked GEMM panels of these weights from their first conv2d or linear use on ({@link
-     * PackedWeights}): a sampler's weights never change, so each evaluation skips the repacking. Updates through
-     * {@link #adamStep}, {@link #radamStep} and {@link #ema} drop the panels of the tensors they change.
+     * Keeps the repacked GEMM panels (or the Winograd-transformed filters) of these weights from their first conv2d
+     * or linear use on ({@link PackedWeights}): a sampler's weights never change, so each evaluation skips that work.
+     * Updates through {@link #adamStep}, {@link #radamStep} and {@link #ema} drop the forms of the tensors they
+     * change.
      */
     @Override
     public void registerParameters(java.util.List<Tensor> tensors) {
         packed.register(tensors);
     }
 
-    /** Registered weights whose panels are cached now. */
+    /** Registered weights whose packed form (panels or Winograd filters) is cached now. */
     public int cachedWeightPanels() {
         return packed.packedCount();
     }

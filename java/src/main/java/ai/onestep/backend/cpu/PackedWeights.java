@@ -8,13 +8,13 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.function.Function;
 
 /**
- * Repacked GEMM panels ({@link GemmKernels#packRows}) of the weights a caller registered as constants
- * ({@code Ops.registerParameters}: they change only through this backend's optimizer and EMA, which drop the
- * panels). Every conv2d and linear call otherwise repacks its weights (serially, into a fresh array: repacking
- * in parallel into scratch measured no faster), which a training step needs (the weights
- * move every step) but a sampler does not: the fmnist-small U-Net repacks 11 MB per evaluation, a sizeable part of
- * a batch-1 network evaluation on this machine. The panels hold the same floats in the same order, so results are
- * bit-identical with and without the cache.
+ * Packed forms of the weights a caller registered as constants ({@code Ops.registerParameters}: they change only
+ * through this backend's optimizer and EMA, which drop the forms): the repacked GEMM panels of a linear or direct
+ * convolution weight ({@link GemmKernels#packRows}), or a 3x3 filter's Winograd transform
+ * ({@link CpuWinograd#transformWeights}). Every call otherwise redoes them, which a training step needs (the
+ * weights move every step) but a sampler does not: the fmnist-small U-Net repacks 11 MB per evaluation, a sizeable
+ * part of a batch-1 network evaluation on this machine. A cached form holds the same floats as a fresh one, so
+ * results are bit-identical with and without the cache.
  *
  * <p>Entries are keyed by the tensor's address and remember its segment: an entry whose memory was freed (a
  * closed model) never answers again, even when a new tensor is later allocated at the same address.
