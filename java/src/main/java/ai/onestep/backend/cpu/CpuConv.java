@@ -23,10 +23,9 @@ import jdk.incubator.vector.VectorMask;
  *
  * <p>3x3 stride-1 forwards with 8 or more channels in and out (all but the first of the U-Net's) go through
  * {@link CpuWinograd} instead, 2.25x fewer FMAs; so do their dx, a forward with the rotated filters, and their dw
- * (F(3x3, 2x2), the same saving). The choice
- * depends on the weight's shape only, never on the batch or on whether the weights are registered, so a sample has
- * the same bits alone or in a batch. {@code -Donestep.cpu.winograd=false} (or {@code new CpuOps(threads, false)})
- * keeps the direct path.
+ * (F(3x3, 2x2), the same saving). The choice depends on the weight's shape only, never on the batch or on whether
+ * the weights are registered, so a sample has the same bits alone or in a batch. {@code -Donestep.cpu.winograd=false}
+ * (or {@code new CpuOps(threads, false)}) keeps the direct path, the slow twin the tests compare with.
  *
  * <p>Backward: dx is, per stride phase of its pixels, a stride-1 correlation of dy with that phase's taps of the
  * in/out-transposed weights (the adjoint of the forward sum); dw = im2col(x)^T dy is a
@@ -57,7 +56,7 @@ final class CpuConv {
 
     private final CpuPool pool;
     private final PackedWeights cache;
-    /** The F(2x2, 3x3) path for 3x3 stride-1 forwards, or null where it is switched off. */
+    /** The Winograd path for 3x3 stride-1 convolutions (forward, dx, dw), or null where it is switched off. */
     private final CpuWinograd winograd;
 
     CpuConv(CpuPool pool, PackedWeights cache, boolean winograd) {
