@@ -70,8 +70,12 @@ final class CpuConv {
      * Cin = 1 gains nothing: its direct convolution is bound by the output writes).
      */
     private static boolean useWinograd(Geometry g) {
+        // The transformed filters (16 Cin x padded Cout floats, and Cout x Cin for dx) and the dw sums must fit a
+        // Java array; beyond that (thousands of channels) the direct path reports its own limits.
+        int c = Math.max(g.cin, g.cout);
+        long filters = 16L * (c + MR) * GemmKernels.paddedCols(c);
         return g.kh == 3 && g.kw == 3 && g.stride == 1 && g.cin >= WINOGRAD_MIN_CHANNELS
-                && g.cout >= WINOGRAD_MIN_CHANNELS;
+                && g.cout >= WINOGRAD_MIN_CHANNELS && filters < Integer.MAX_VALUE / 2;
     }
 
     // ------------------------------------------------------------------------------------------------
