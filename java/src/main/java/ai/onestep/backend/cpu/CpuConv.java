@@ -395,11 +395,7 @@ final class CpuConv {
     }
 
     private static float[] scratch(int slot, int size) {
-        float[][] s = SCRATCH.get();
-        if (s[slot] == null || s[slot].length < size) {
-            s[slot] = new float[size];
-        }
-        return s[slot];
+        return CpuWinograd.buffer(SCRATCH.get(), slot, size);
     }
 
     private static void checkIndexable(long size, String op) {

@@ -217,8 +217,8 @@ final class CpuWinograd {
             t2.sub(t1).intoArray(v, at + 2 * step);
             t1.sub(t3).intoArray(v, at + 3 * step);
         }
+        float[] d = c < cin ? new float[16] : null;
         for (; c < cin; c++) {
-            float[] d = new float[16];
             for (int k = 0; k < 16; k++) {
                 d[k] = xp[base + (k / 4) * rowStride + (k % 4) * cin + c];
             }
@@ -448,7 +448,8 @@ final class CpuWinograd {
         }
     }
 
-    private static float[] buffer(float[][] local, int slot, int size) {
+    /** Slot {@code slot} of a thread's grow-only scratch arrays, at least {@code size} floats (contents stale). */
+    static float[] buffer(float[][] local, int slot, int size) {
         if (local[slot] == null || local[slot].length < size) {
             local[slot] = new float[size];
         }
