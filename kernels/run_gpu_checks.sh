@@ -24,7 +24,7 @@ log="$build/gpu_checks.log"
 : > "$log"
 # The production API on the GPU through the same tests as the emulation (needs HMM: see cmake/CMakeLists.txt).
 if nvidia-smi -q 2>/dev/null | grep -qi "Addressing Mode *: *HMM"; then
-    for t in test_groupnorm test_denoise test_attention test_layers; do
+    for t in test_groupnorm test_denoise test_attention test_layers test_typed; do
         echo "== ${t}_gpu" | tee -a "$log"
         "$build/${t}_gpu" > "$build/${t}_gpu.log" 2>&1 || status=1
         grep -E "FAIL|checks" "$build/${t}_gpu.log" | tail -8 | tee -a "$log"

@@ -100,12 +100,12 @@ static cudaError_t run_version(int version, const Op& op, Ptrs<NIN> in, float* o
             if (blocks > (1 << 16)) blocks = 1 << 16;
             return launch(update_kernel2<Op, NIN>, dim3(unsigned(blocks)), dim3(block), 0, nullptr, op, in, out, n);
         case 3: {
-            bool vec4 = aligned16(out);
-            for (int j = 0; j < NIN; j++) vec4 &= aligned16(in.p[j]);
+            bool vec4 = aligned4(out);
+            for (int j = 0; j < NIN; j++) vec4 &= aligned4(in.p[j]);
             const long long work = vec4 ? n / 4 + 3 : n;
             blocks = (work + block - 1) / block;
             if (blocks > (1 << 16)) blocks = 1 << 16;
-            return launch(map_kernel<NIN, 1, Op>, dim3(unsigned(blocks)), dim3(block), 0, nullptr, op, in,
+            return launch(map_kernel<NIN, 1, Op, float>, dim3(unsigned(blocks)), dim3(block), 0, nullptr, op, in,
                           OutPtrs<1>{{out}}, n, int(vec4));
         }
     }

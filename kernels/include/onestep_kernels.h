@@ -3,8 +3,9 @@
  *
  * Conventions, once for every function:
  *  - All tensors are fp32, contiguous, on the device; images are NHWC, (N, HW, C) with HW = H * W. The
- *    exceptions take an onestep_dtype: the attention kernels' *_typed variants (fp16/bf16 storage, fp32
- *    arithmetic) and onestep_convert.
+ *    exceptions take an onestep_dtype: the *_typed variants (fp16/bf16 storage, fp32 arithmetic: values widen
+ *    as they are loaded and round to nearest even once when stored; statistics, lse and t stay fp32) and
+ *    onestep_convert. Each *_typed function with ONESTEP_FLOAT32 is its fp32 twin, bit for bit.
  *  - Every call is asynchronous on `stream` (NULL = the legacy default stream) and returns an
  *    onestep_status. On failure, onestep_last_error_message() names the function, the shapes and the
  *    reason (argument check or the CUDA error); the message is per calling thread.
@@ -102,6 +103,23 @@ onestep_status onestep_silu_forward(const float* x, float* out, long long n, cud
 /* dx = dout * sigmoid(x) * (1 + x (1 - sigmoid(x))) (assigned) */
 onestep_status onestep_silu_backward(const float* x, const float* dout, float* dx, long long n, cudaStream_t stream);
 
+/* The same for any onestep_dtype (the half-precision inference path): x, gamma, beta, scale, shift and y hold
+ * `dtype` elements; mean and rstd are fp32. */
+onestep_status onestep_groupnorm_forward_typed(const void* x, const void* gamma, const void* beta, const void* scale,
+                                               const void* shift, void* y, float* mean, float* rstd, int N, int HW,
+                                               int C, int G, float eps, int apply_silu, onestep_dtype dtype,
+                                               cudaStream_t stream);
+onestep_status onestep_add_typed(const void* a, const void* b, void* out, long long n, onestep_dtype dtype,
+                                 cudaStream_t stream);
+onestep_status onestep_axpy_typed(float alpha, const void* x, void* y, long long n, onestep_dtype dtype,
+                                  cudaStream_t stream);
+onestep_status onestep_axpby_typed(float a, const void* x, float b, const void* z, void* y, long long n,
+                                   onestep_dtype dtype, cudaStream_t stream);
+onestep_status onestep_scale_typed(float alpha, const void* x, void* out, long long n, onestep_dtype dtype,
+                                   cudaStream_t stream);
+onestep_status onestep_silu_forward_typed(const void* x, void* out, long long n, onestep_dtype dtype,
+                                          cudaStream_t stream);
+
 /* ---- fused attention forward (Dao 2023, FlashAttention-2, Alg. 1), fp32 -------------------------------
  * q (B, H, Tq, D), k and v (B, H, Tk, D), o (B, H, Tq, D), lse (B, H, Tq) natural-log log-sum-exp of the
  * scaled scores (for the backward pass; -inf for a fully masked row). D in {32, 64, 128}.
@@ -181,6 +199,30 @@ onestep_status onestep_merge_heads(const float* x, float* y, int N, int T, int H
 onestep_status onestep_sinusoidal_embedding(const float* t, float* y, int N, int D, int flip_sin_to_cos,
                                             float downscale_freq_shift, float scale, float max_period,
                                             cudaStream_t stream);
+
+/* The forward layers for any onestep_dtype: every tensor argument holds `dtype` elements, except t (fp32). */
+onestep_status onestep_gemm_typed(const void* a, int trans_a, const void* b, int trans_b, void* c, int M, int N, int K,
+                                  float alpha, float beta, onestep_dtype dtype, cudaStream_t stream);
+onestep_status onestep_linear_typed(const void* x, const void* w, const void* bias, void* y, long long rows, int in,
+                                    int out, onestep_dtype dtype, cudaStream_t stream);
+onestep_status onestep_conv2d_nhwc_typed(const void* x, const void* w, const void* bias, void* y, int N, int H, int W,
+                                         int Cin, int KH, int KW, int Cout, int stride, int padding,
+                                         onestep_dtype dtype, cudaStream_t stream);
+onestep_status onestep_mul_typed(const void* a, const void* b, void* out, long long n, onestep_dtype dtype,
+                                 cudaStream_t stream);
+onestep_status onestep_add_per_channel_typed(const void* x, const void* v, void* y, int N, long long P, int C,
+                                             onestep_dtype dtype, cudaStream_t stream);
+onestep_status onestep_concat_channels_typed(const void* a, const void* b, void* y, long long rows, int ca, int cb,
+                                             onestep_dtype dtype, cudaStream_t stream);
+onestep_status onestep_upsample_nearest2x_typed(const void* x, void* y, int N, int H, int W, int C,
+                                                onestep_dtype dtype, cudaStream_t stream);
+onestep_status onestep_split_heads_typed(const void* x, void* y, int N, int T, int H, int D, onestep_dtype dtype,
+                                         cudaStream_t stream);
+onestep_status onestep_merge_heads_typed(const void* x, void* y, int N, int T, int H, int D, onestep_dtype dtype,
+                                         cudaStream_t stream);
+onestep_status onestep_sinusoidal_embedding_typed(const float* t, void* y, int N, int D, int flip_sin_to_cos,
+                                                  float downscale_freq_shift, float scale, float max_period,
+                                                  onestep_dtype dtype, cudaStream_t stream);
 
 /* ---- losses and norms (kernels/src/loss.cu): sums in double, in a fixed order ---------------------------
  * onestep_row_sq_dist: out[n] (N doubles) = sum over d of (pred[n, d] - target[n, d])^2, rows of D floats.

@@ -7,6 +7,7 @@
 // is 16-byte aligned, then a scalar tail for the n % 4 leftovers (or the whole range when a pointer is not
 // aligned). Outputs may alias inputs: every element is read before it is written, by the same thread.
 #include "cuda_compat.cuh"
+#include "dtype.cuh"
 #include "onestep_kernels.h"
 #include "status.cuh"
 
@@ -17,13 +18,15 @@
 namespace onestep {
 namespace denoise {
 
-template <int N>
+// T: the storage type (dtype.cuh). The samplers' updates are fp32 only; the small elementwise ops also have
+// fp16/bf16 instantiations for the half-precision inference path (every op still computes in fp32).
+template <int N, typename T = float>
 struct Ptrs {
-    const float* p[N > 0 ? N : 1];
+    const T* p[N > 0 ? N : 1];
 };
-template <int N>
+template <int N, typename T = float>
 struct OutPtrs {
-    float* p[N > 0 ? N : 1];
+    T* p[N > 0 ? N : 1];
 };
 
 __device__ __forceinline__ float lane(const float4& v, int k) { return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w; }
@@ -35,45 +38,58 @@ __device__ __forceinline__ void set_lane(float4& v, int k, float f) {
 }
 
 // op(in[NIN], out[NOUT]) computes one element.
-template <int NIN, int NOUT, class Op>
-__global__ void map_kernel(Op op, Ptrs<NIN> in, OutPtrs<NOUT> out, long long n, int vec4) {
+template <int NIN, int NOUT, class Op, typename T>
+__global__ void map_kernel(Op op, Ptrs<NIN, T> in, OutPtrs<NOUT, T> out, long long n, int vec4) {
     const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const long long stride = (long long)gridDim.x * blockDim.x;
     const long long nvec = vec4 ? n / 4 : 0;
     for (long long i = tid; i < nvec; i += stride) {
-        float4 a[NIN > 0 ? NIN : 1], r[NOUT];
-        for (int j = 0; j < NIN; j++) a[j] = reinterpret_cast<const float4*>(in.p[j])[i];
+        float4 a[NIN > 0 ? NIN : 1], r[NOUT] = {};
+        for (int j = 0; j < NIN; j++) a[j] = load4(in.p[j] + 4 * i);
         for (int k = 0; k < 4; k++) {
             float xi[NIN > 0 ? NIN : 1], yo[NOUT];
             for (int j = 0; j < NIN; j++) xi[j] = lane(a[j], k);
             op(xi, yo);
             for (int j = 0; j < NOUT; j++) set_lane(r[j], k, yo[j]);
         }
-        for (int j = 0; j < NOUT; j++) reinterpret_cast<float4*>(out.p[j])[i] = r[j];
+        for (int j = 0; j < NOUT; j++) store4(out.p[j] + 4 * i, r[j]);
     }
     for (long long i = nvec * 4 + tid; i < n; i += stride) {
         float xi[NIN > 0 ? NIN : 1], yo[NOUT];
-        for (int j = 0; j < NIN; j++) xi[j] = in.p[j][i];
+        for (int j = 0; j < NIN; j++) xi[j] = to_f32(in.p[j][i]);
         op(xi, yo);
-        for (int j = 0; j < NOUT; j++) out.p[j][i] = yo[j];
+        for (int j = 0; j < NOUT; j++) out.p[j][i] = from_f32<T>(yo[j]);
     }
 }
 
 constexpr int kBlock = 256;
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+// Aligned for a 4-element vector of T (16 bytes for float, 8 for the 16-bit types).
+template <typename T>
+inline bool aligned4(const T* p) { return (reinterpret_cast<uintptr_t>(p) & (4 * sizeof(T) - 1)) == 0; }
 
-template <int NIN, int NOUT, class Op>
-cudaError_t run_map(const Op& op, Ptrs<NIN> in, OutPtrs<NOUT> out, long long n, cudaStream_t stream) {
+template <int NIN, int NOUT, class Op, typename T>
+cudaError_t run_map(const Op& op, Ptrs<NIN, T> in, OutPtrs<NOUT, T> out, long long n, cudaStream_t stream) {
     if (n == 0) return cudaSuccess;
     bool vec4 = true;
-    for (int j = 0; j < NIN; j++) vec4 &= aligned16(in.p[j]);
-    for (int j = 0; j < NOUT; j++) vec4 &= aligned16(out.p[j]);
+    for (int j = 0; j < NIN; j++) vec4 &= aligned4(in.p[j]);
+    for (int j = 0; j < NOUT; j++) vec4 &= aligned4(out.p[j]);
     const long long work = vec4 ? n / 4 + 3 : n;  // + 3: the tail threads
     long long blocks = (work + kBlock - 1) / kBlock;
     if (blocks > (1 << 16)) blocks = 1 << 16;  // grid-stride beyond that
-    return launch(map_kernel<NIN, NOUT, Op>, dim3(unsigned(blocks)), dim3(kBlock), 0, stream, op, in, out, n,
+    return launch(map_kernel<NIN, NOUT, Op, T>, dim3(unsigned(blocks)), dim3(kBlock), 0, stream, op, in, out, n,
                   int(vec4));
+}
+
+// One elementwise op on `dtype` storage: NIN inputs, one output, all of the same type.
+template <int NIN, class Op>
+cudaError_t run_map_typed(const Op& op, const void* const (&in)[NIN], void* out, long long n, onestep_dtype dtype,
+                          cudaStream_t stream) {
+    return ONESTEP_DISPATCH_DTYPE(dtype, T, [&]() {
+        Ptrs<NIN, T> p;
+        for (int j = 0; j < NIN; j++) p.p[j] = static_cast<const T*>(in[j]);
+        return run_map(op, p, OutPtrs<1, T>{{static_cast<T*>(out)}}, n, stream);
+    }());
 }
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + __expf(-x)); }
@@ -199,45 +215,101 @@ extern "C" onestep_status onestep_consistency_renoise(const float* x, const floa
     return check_launch(run_map(LinComb2Op{1.0f, float(k)}, Ptrs<2>{{x, z}}, OutPtrs<1>{{out}}, n, stream), fn, shapes);
 }
 
-extern "C" onestep_status onestep_add(const float* a, const float* b, float* out, long long n, cudaStream_t stream) {
-    const char* fn = "onestep_add";
+// The small elementwise ops, fp32 and typed, share one implementation; `fn` names the entry point called.
+static onestep_status add_impl(const char* fn, const void* a, const void* b, void* out, long long n,
+                               onestep_dtype dtype, cudaStream_t stream) {
     ONESTEP_SHAPES("n=%lld", n);
+    if (dtype_bytes(dtype) == 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
     if (onestep_status s = check_n(fn, shapes, n)) return s;
     if (!a || !b || !out) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "a, b and out must be non-null");
-    return check_launch(run_map(LinComb2Op{1.0f, 1.0f}, Ptrs<2>{{a, b}}, OutPtrs<1>{{out}}, n, stream), fn, shapes);
+    const void* in[2] = {a, b};
+    return check_launch(run_map_typed(LinComb2Op{1.0f, 1.0f}, in, out, n, dtype, stream), fn, shapes);
+}
+
+extern "C" onestep_status onestep_add(const float* a, const float* b, float* out, long long n, cudaStream_t stream) {
+    return add_impl("onestep_add", a, b, out, n, ONESTEP_FLOAT32, stream);
+}
+
+extern "C" onestep_status onestep_add_typed(const void* a, const void* b, void* out, long long n, onestep_dtype dtype,
+                                            cudaStream_t stream) {
+    return add_impl("onestep_add_typed", a, b, out, n, dtype, stream);
+}
+
+static onestep_status axpy_impl(const char* fn, float alpha, const void* x, void* y, long long n, onestep_dtype dtype,
+                                cudaStream_t stream) {
+    ONESTEP_SHAPES("n=%lld, alpha=%g", n, alpha);
+    if (dtype_bytes(dtype) == 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
+    if (onestep_status s = check_n(fn, shapes, n)) return s;
+    if (!x || !y) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "x and y must be non-null");
+    const void* in[2] = {x, y};
+    return check_launch(run_map_typed(LinComb2Op{alpha, 1.0f}, in, y, n, dtype, stream), fn, shapes);
 }
 
 extern "C" onestep_status onestep_axpy(float alpha, const float* x, float* y, long long n, cudaStream_t stream) {
-    const char* fn = "onestep_axpy";
-    ONESTEP_SHAPES("n=%lld, alpha=%g", n, alpha);
+    return axpy_impl("onestep_axpy", alpha, x, y, n, ONESTEP_FLOAT32, stream);
+}
+
+extern "C" onestep_status onestep_axpy_typed(float alpha, const void* x, void* y, long long n, onestep_dtype dtype,
+                                             cudaStream_t stream) {
+    return axpy_impl("onestep_axpy_typed", alpha, x, y, n, dtype, stream);
+}
+
+static onestep_status axpby_impl(const char* fn, float a, const void* x, float b, const void* z, void* y, long long n,
+                                 onestep_dtype dtype, cudaStream_t stream) {
+    ONESTEP_SHAPES("n=%lld, a=%g, b=%g", n, a, b);
+    if (dtype_bytes(dtype) == 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
     if (onestep_status s = check_n(fn, shapes, n)) return s;
-    if (!x || !y) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "x and y must be non-null");
-    return check_launch(run_map(LinComb2Op{alpha, 1.0f}, Ptrs<2>{{x, y}}, OutPtrs<1>{{y}}, n, stream), fn, shapes);
+    if (!x || !z || !y) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "x, z and y must be non-null");
+    const void* in[2] = {x, z};
+    return check_launch(run_map_typed(AxpbyOp{a, b}, in, y, n, dtype, stream), fn, shapes);
 }
 
 extern "C" onestep_status onestep_axpby(float a, const float* x, float b, const float* z, float* y, long long n,
                                         cudaStream_t stream) {
-    const char* fn = "onestep_axpby";
-    ONESTEP_SHAPES("n=%lld, a=%g, b=%g", n, a, b);
+    return axpby_impl("onestep_axpby", a, x, b, z, y, n, ONESTEP_FLOAT32, stream);
+}
+
+extern "C" onestep_status onestep_axpby_typed(float a, const void* x, float b, const void* z, void* y, long long n,
+                                              onestep_dtype dtype, cudaStream_t stream) {
+    return axpby_impl("onestep_axpby_typed", a, x, b, z, y, n, dtype, stream);
+}
+
+static onestep_status scale_impl(const char* fn, float alpha, const void* x, void* out, long long n,
+                                 onestep_dtype dtype, cudaStream_t stream) {
+    ONESTEP_SHAPES("n=%lld, alpha=%g", n, alpha);
+    if (dtype_bytes(dtype) == 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
     if (onestep_status s = check_n(fn, shapes, n)) return s;
-    if (!x || !z || !y) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "x, z and y must be non-null");
-    return check_launch(run_map(AxpbyOp{a, b}, Ptrs<2>{{x, z}}, OutPtrs<1>{{y}}, n, stream), fn, shapes);
+    if (!x || !out) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "x and out must be non-null");
+    const void* in[1] = {x};
+    return check_launch(run_map_typed(ScaleOp{alpha}, in, out, n, dtype, stream), fn, shapes);
 }
 
 extern "C" onestep_status onestep_scale(float alpha, const float* x, float* out, long long n, cudaStream_t stream) {
-    const char* fn = "onestep_scale";
-    ONESTEP_SHAPES("n=%lld, alpha=%g", n, alpha);
+    return scale_impl("onestep_scale", alpha, x, out, n, ONESTEP_FLOAT32, stream);
+}
+
+extern "C" onestep_status onestep_scale_typed(float alpha, const void* x, void* out, long long n, onestep_dtype dtype,
+                                              cudaStream_t stream) {
+    return scale_impl("onestep_scale_typed", alpha, x, out, n, dtype, stream);
+}
+
+static onestep_status silu_impl(const char* fn, const void* x, void* out, long long n, onestep_dtype dtype,
+                                cudaStream_t stream) {
+    ONESTEP_SHAPES("n=%lld", n);
+    if (dtype_bytes(dtype) == 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
     if (onestep_status s = check_n(fn, shapes, n)) return s;
     if (!x || !out) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "x and out must be non-null");
-    return check_launch(run_map(ScaleOp{alpha}, Ptrs<1>{{x}}, OutPtrs<1>{{out}}, n, stream), fn, shapes);
+    const void* in[1] = {x};
+    return check_launch(run_map_typed(SiluOp{}, in, out, n, dtype, stream), fn, shapes);
 }
 
 extern "C" onestep_status onestep_silu_forward(const float* x, float* out, long long n, cudaStream_t stream) {
-    const char* fn = "onestep_silu_forward";
-    ONESTEP_SHAPES("n=%lld", n);
-    if (onestep_status s = check_n(fn, shapes, n)) return s;
-    if (!x || !out) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "x and out must be non-null");
-    return check_launch(run_map(SiluOp{}, Ptrs<1>{{x}}, OutPtrs<1>{{out}}, n, stream), fn, shapes);
+    return silu_impl("onestep_silu_forward", x, out, n, ONESTEP_FLOAT32, stream);
+}
+
+extern "C" onestep_status onestep_silu_forward_typed(const void* x, void* out, long long n, onestep_dtype dtype,
+                                                     cudaStream_t stream) {
+    return silu_impl("onestep_silu_forward_typed", x, out, n, dtype, stream);
 }
 
 extern "C" onestep_status onestep_silu_backward(const float* x, const float* dout, float* dx, long long n,

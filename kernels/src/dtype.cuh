@@ -40,6 +40,38 @@ __device__ __forceinline__ float4 load4(const T* p) {
     return make_float4(to_f32(pk.v[0]), to_f32(pk.v[1]), to_f32(pk.v[2]), to_f32(pk.v[3]));
 }
 
+// Four consecutive elements narrowed from float and stored at once (the partner of load4).
+__device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+template <typename T>
+__device__ __forceinline__ void store4(T* p, float4 v) {
+    Pack4<T> pk;
+    pk.v[0] = from_f32<T>(v.x);
+    pk.v[1] = from_f32<T>(v.y);
+    pk.v[2] = from_f32<T>(v.z);
+    pk.v[3] = from_f32<T>(v.w);
+    *reinterpret_cast<Pack4<T>*>(p) = pk;
+}
+
+// Runs the expression after the dtype with T bound to the dtype's storage type; it must yield a cudaError_t.
+// The caller has already rejected an unknown dtype (dtype_bytes(dtype) == 0).
+#define ONESTEP_DISPATCH_DTYPE(dtype, T, ...)                    \
+    [&]() -> cudaError_t {                                       \
+        switch (dtype) {                                         \
+            case ONESTEP_FLOAT16: {                              \
+                using T = __half;                                \
+                return __VA_ARGS__;                              \
+            }                                                    \
+            case ONESTEP_BFLOAT16: {                             \
+                using T = __nv_bfloat16;                         \
+                return __VA_ARGS__;                              \
+            }                                                    \
+            default: {                                           \
+                using T = float;                                 \
+                return __VA_ARGS__;                              \
+            }                                                    \
+        }                                                        \
+    }()
+
 // Bytes per element of a C API dtype (0 for a value outside the enum).
 inline size_t dtype_bytes(onestep_dtype t) {
     switch (t) {

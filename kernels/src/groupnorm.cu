@@ -21,6 +21,7 @@
 //   dbeta[c] += sum_{n,p} dyp,  dgamma[c] += sum_{n,p} dyp * xhat     (yp = xhat * gamma + beta).
 // dgamma/dbeta accumulate across the N blocks of a group with atomicAdd (summation order therefore varies
 // run to run within fp32 rounding); dx, dscale, dshift are assigned.
+#include "dtype.cuh"
 #include "groupnorm.cuh"
 #include "reduce.cuh"
 #include "status.cuh"
@@ -34,12 +35,14 @@ namespace groupnorm {
 __device__ __forceinline__ float sigmoid(float u) { return 1.0f / (1.0f + __expf(-u)); }
 
 // ---- forward, pass 1: statistics ---------------------------------------------------------------------
-template <bool VEC4>
-__global__ void stats_kernel(const float* __restrict__ x, float* __restrict__ mean, float* __restrict__ rstd,
-                             int HW, int C, int G, float eps) {
+// T: the storage type of x (and of y, gamma, beta, scale, shift below; dtype.cuh). Statistics are fp32 for
+// every T: fp16/bf16 storage changes only how values are loaded and stored.
+template <bool VEC4, typename T = float>
+__global__ void stats_kernel(const T* __restrict__ x, float* __restrict__ mean, float* __restrict__ rstd, int HW, int C,
+                             int G, float eps) {
     __shared__ Welford scratch[32];
     const int n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
-    const float* base = x + (long long)n * HW * C + (long long)g * Cg;
+    const T* base = x + (long long)n * HW * C + (long long)g * Cg;
     Welford w{0.0f, 0.0f, 0.0f};
     // 32-bit index math: the API guarantees HW * C <= 2^30, and a 64-bit division per element would cost
     // more than the load in this memory-bound loop.
@@ -49,7 +52,7 @@ __global__ void stats_kernel(const float* __restrict__ x, float* __restrict__ me
         for (int i = threadIdx.x; i < m; i += blockDim.x) {
             const int p = i / cv;
             const int c = (i - p * cv) * 4;
-            const float4 v = *reinterpret_cast<const float4*>(base + (long long)p * C + c);
+            const float4 v = load4(base + (long long)p * C + c);
             welford_add(w, v.x);
             welford_add(w, v.y);
             welford_add(w, v.z);
@@ -59,7 +62,7 @@ __global__ void stats_kernel(const float* __restrict__ x, float* __restrict__ me
         const int m = HW * Cg;
         for (int i = threadIdx.x; i < m; i += blockDim.x) {
             const int p = i / Cg;
-            welford_add(w, base[(long long)p * C + (i - p * Cg)]);
+            welford_add(w, to_f32(base[(long long)p * C + (i - p * Cg)]));
         }
     }
     w = block_welford(w, scratch);
@@ -71,13 +74,12 @@ __global__ void stats_kernel(const float* __restrict__ x, float* __restrict__ me
 
 // ---- forward, pass 2: normalize, affine, modulation, activation --------------------------------------
 // One value of channel c of sample n; the pointers are already offset to sample n.
-template <bool EMB, bool SILU>
+template <bool EMB, bool SILU, typename T>
 __device__ __forceinline__ float apply_c(float x, int c, int Cg, const float* mean_n, const float* rstd_n,
-                                         const float* gamma, const float* beta, const float* scale_n,
-                                         const float* shift_n) {
+                                         const T* gamma, const T* beta, const T* scale_n, const T* shift_n) {
     const int g = c / Cg;
-    float u = (x - mean_n[g]) * rstd_n[g] * gamma[c] + beta[c];
-    if (EMB) u = u * (1.0f + scale_n[c]) + shift_n[c];
+    float u = (x - mean_n[g]) * rstd_n[g] * to_f32(gamma[c]) + to_f32(beta[c]);
+    if (EMB) u = u * (1.0f + to_f32(scale_n[c])) + to_f32(shift_n[c]);
     if (SILU) u = u * sigmoid(u);
     return u;
 }
@@ -92,39 +94,41 @@ __device__ __forceinline__ float apply_one(float x, int n, int c, int C, int G, 
 }
 
 // grid.y = sample n; grid-stride over the sample's HW*C values (<= 2^30, so int indices).
-template <bool EMB, bool SILU, bool VEC4>
-__global__ void apply_kernel(const float* __restrict__ x, const float* __restrict__ mean,
-                             const float* __restrict__ rstd, const float* __restrict__ gamma,
-                             const float* __restrict__ beta, const float* __restrict__ scale,
-                             const float* __restrict__ shift, float* __restrict__ y, int HW, int C, int G) {
+template <bool EMB, bool SILU, bool VEC4, typename T = float>
+__global__ void apply_kernel(const T* __restrict__ x, const float* __restrict__ mean, const float* __restrict__ rstd,
+                             const T* __restrict__ gamma, const T* __restrict__ beta, const T* __restrict__ scale,
+                             const T* __restrict__ shift, T* __restrict__ y, int HW, int C, int G) {
     const int n = blockIdx.y, Cg = C / G;
     const int per_sample = HW * C;
     const long long offset = (long long)n * per_sample;
-    const float* xs = x + offset;
-    float* ys = y + offset;
+    const T* xs = x + offset;
+    T* ys = y + offset;
     const float* mean_n = mean + n * G;
     const float* rstd_n = rstd + n * G;
-    const float* scale_n = EMB ? scale + (long long)n * C : nullptr;
-    const float* shift_n = EMB ? shift + (long long)n * C : nullptr;
+    const T* scale_n = EMB ? scale + (long long)n * C : nullptr;
+    const T* shift_n = EMB ? shift + (long long)n * C : nullptr;
     const int stride = gridDim.x * blockDim.x;
     if (VEC4) {
         for (int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4; i < per_sample; i += stride * 4) {
             const int c = i % C;  // C % 4 == 0: the 4 values share n and have channels c..c+3
-            const float4 v = *reinterpret_cast<const float4*>(xs + i);
+            const float4 v = load4(xs + i);
             float4 r;
             r.x = apply_c<EMB, SILU>(v.x, c + 0, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
             r.y = apply_c<EMB, SILU>(v.y, c + 1, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
             r.z = apply_c<EMB, SILU>(v.z, c + 2, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
             r.w = apply_c<EMB, SILU>(v.w, c + 3, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
-            *reinterpret_cast<float4*>(ys + i) = r;
+            store4(ys + i, r);
         }
     } else {
         for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < per_sample; i += stride)
-            ys[i] = apply_c<EMB, SILU>(xs[i], i % C, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
+            ys[i] = from_f32<T>(apply_c<EMB, SILU>(to_f32(xs[i]), i % C, Cg, mean_n, rstd_n, gamma, beta, scale_n,
+                                                   shift_n));
     }
 }
 
-static bool aligned16(const void* p) { return p == nullptr || (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+// Aligned for a 4-element vector of T (16 bytes for float, 8 for the 16-bit types).
+template <typename T>
+static bool aligned4(const T* p) { return p == nullptr || (reinterpret_cast<uintptr_t>(p) & (4 * sizeof(T) - 1)) == 0; }
 
 static unsigned grid_for(long long work, int block) {
     // Enough blocks to fill any current GPU several times over; the grid-stride loop covers the rest.
@@ -132,28 +136,29 @@ static unsigned grid_for(long long work, int block) {
     return unsigned(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
 }
 
-template <bool EMB, bool SILU>
-static cudaError_t launch_apply(const float* x, const float* mean, const float* rstd, const float* gamma,
-                                const float* beta, const float* scale, const float* shift, float* y, int N, int HW,
-                                int C, int G, int block, cudaStream_t stream) {
+template <bool EMB, bool SILU, typename T>
+static cudaError_t launch_apply(const T* x, const float* mean, const float* rstd, const T* gamma, const T* beta,
+                                const T* scale, const T* shift, T* y, int N, int HW, int C, int G, int block,
+                                cudaStream_t stream) {
     const long long per_sample = (long long)HW * C;
-    const bool vec4 = C % 4 == 0 && aligned16(x) && aligned16(y);
+    const bool vec4 = C % 4 == 0 && aligned4(x) && aligned4(y);
     const dim3 grid(grid_for(vec4 ? per_sample / 4 : per_sample, block), unsigned(N));
     if (vec4)
-        return launch(apply_kernel<EMB, SILU, true>, grid, dim3(block), 0, stream, x, mean, rstd, gamma, beta, scale,
-                      shift, y, HW, C, G);
-    return launch(apply_kernel<EMB, SILU, false>, grid, dim3(block), 0, stream, x, mean, rstd, gamma, beta, scale,
+        return launch(apply_kernel<EMB, SILU, true, T>, grid, dim3(block), 0, stream, x, mean, rstd, gamma, beta,
+                      scale, shift, y, HW, C, G);
+    return launch(apply_kernel<EMB, SILU, false, T>, grid, dim3(block), 0, stream, x, mean, rstd, gamma, beta, scale,
                   shift, y, HW, C, G);
 }
 
-cudaError_t launch_forward(const float* x, const float* gamma, const float* beta, const float* scale,
-                           const float* shift, float* y, float* mean, float* rstd, int N, int HW, int C, int G,
-                           float eps, bool silu, int stats_block, int apply_block, cudaStream_t stream) {
+template <typename T>
+cudaError_t launch_forward_t(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
+                             float* mean, float* rstd, int N, int HW, int C, int G, float eps, bool silu,
+                             int stats_block, int apply_block, cudaStream_t stream) {
     const int Cg = C / G;
-    const bool vec4 = Cg % 4 == 0 && aligned16(x);
-    cudaError_t e = vec4 ? launch(stats_kernel<true>, dim3(N * G), dim3(stats_block), 0, stream, x, mean, rstd,
+    const bool vec4 = Cg % 4 == 0 && aligned4(x);
+    cudaError_t e = vec4 ? launch(stats_kernel<true, T>, dim3(N * G), dim3(stats_block), 0, stream, x, mean, rstd,
                                   HW, C, G, eps)
-                         : launch(stats_kernel<false>, dim3(N * G), dim3(stats_block), 0, stream, x, mean, rstd,
+                         : launch(stats_kernel<false, T>, dim3(N * G), dim3(stats_block), 0, stream, x, mean, rstd,
                                   HW, C, G, eps);
     if (e != cudaSuccess) return e;
     const bool emb = scale != nullptr;
@@ -161,6 +166,13 @@ cudaError_t launch_forward(const float* x, const float* gamma, const float* beta
     if (emb) return launch_apply<true, false>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, stream);
     if (silu) return launch_apply<false, true>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, stream);
     return launch_apply<false, false>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, stream);
+}
+
+cudaError_t launch_forward(const float* x, const float* gamma, const float* beta, const float* scale,
+                           const float* shift, float* y, float* mean, float* rstd, int N, int HW, int C, int G,
+                           float eps, bool silu, int stats_block, int apply_block, cudaStream_t stream) {
+    return launch_forward_t<float>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps, silu, stats_block,
+                                   apply_block, stream);
 }
 
 // ---- backward ----------------------------------------------------------------------------------------
@@ -300,22 +312,46 @@ static onestep_status check_shape(const char* fn, const char* shapes, int N, int
 
 using namespace onestep;
 
-extern "C" onestep_status onestep_groupnorm_forward(const float* x, const float* gamma, const float* beta,
-                                                    const float* scale, const float* shift, float* y, float* mean,
-                                                    float* rstd, int N, int HW, int C, int G, float eps,
-                                                    int apply_silu, cudaStream_t stream) {
-    const char* fn = "onestep_groupnorm_forward";
-    ONESTEP_SHAPES("N=%d, HW=%d, C=%d, G=%d", N, HW, C, G);
+static onestep_status groupnorm_forward_impl(const char* fn, const void* x, const void* gamma, const void* beta,
+                                             const void* scale, const void* shift, void* y, float* mean, float* rstd,
+                                             int N, int HW, int C, int G, float eps, int apply_silu,
+                                             onestep_dtype dtype, cudaStream_t stream) {
+    char shapes[160];
+    if (dtype == ONESTEP_FLOAT32)
+        std::snprintf(shapes, sizeof shapes, "N=%d, HW=%d, C=%d, G=%d", N, HW, C, G);
+    else
+        std::snprintf(shapes, sizeof shapes, "N=%d, HW=%d, C=%d, G=%d, %s", N, HW, C, G, dtype_name(dtype));
+    if (dtype_bytes(dtype) == 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
     if (onestep_status s = groupnorm::check_shape(fn, shapes, N, HW, C, G)) return s;
     if (!x || !gamma || !beta || !y || !mean || !rstd)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "x, gamma, beta, y, mean and rstd must be non-null");
     if ((scale == nullptr) != (shift == nullptr))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "scale and shift must both be given or both be NULL");
     if (!(eps > 0.0f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be positive (got %g)", eps);
-    return check_launch(groupnorm::launch_forward(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps,
-                                                  apply_silu != 0, groupnorm::kStatsBlock, groupnorm::kApplyBlock,
-                                                  stream),
+    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
+                                               groupnorm::launch_forward_t<T>(
+                                                   static_cast<const T*>(x), static_cast<const T*>(gamma),
+                                                   static_cast<const T*>(beta), static_cast<const T*>(scale),
+                                                   static_cast<const T*>(shift), static_cast<T*>(y), mean, rstd, N, HW,
+                                                   C, G, eps, apply_silu != 0, groupnorm::kStatsBlock,
+                                                   groupnorm::kApplyBlock, stream)),
                         fn, shapes);
+}
+
+extern "C" onestep_status onestep_groupnorm_forward(const float* x, const float* gamma, const float* beta,
+                                                    const float* scale, const float* shift, float* y, float* mean,
+                                                    float* rstd, int N, int HW, int C, int G, float eps,
+                                                    int apply_silu, cudaStream_t stream) {
+    return groupnorm_forward_impl("onestep_groupnorm_forward", x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C,
+                                  G, eps, apply_silu, ONESTEP_FLOAT32, stream);
+}
+
+extern "C" onestep_status onestep_groupnorm_forward_typed(const void* x, const void* gamma, const void* beta,
+                                                          const void* scale, const void* shift, void* y, float* mean,
+                                                          float* rstd, int N, int HW, int C, int G, float eps,
+                                                          int apply_silu, onestep_dtype dtype, cudaStream_t stream) {
+    return groupnorm_forward_impl("onestep_groupnorm_forward_typed", x, gamma, beta, scale, shift, y, mean, rstd, N,
+                                  HW, C, G, eps, apply_silu, dtype, stream);
 }
 
 extern "C" onestep_status onestep_groupnorm_backward(const float* dy, const float* x, const float* mean,

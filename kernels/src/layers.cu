@@ -1,8 +1,12 @@
-// layers.cu: the portable fp32 kernels around the fused ones (GEMM, linear, direct convolution, layout and
+// layers.cu: the portable kernels around the fused ones (GEMM, linear, direct convolution, layout and
 // elementwise ops, the sinusoidal time embedding). One thread per output element in a grid-stride loop:
 // simple and obviously correct, because their job is to let the emulated build run a whole U-Net and to be
 // the fallback when cuBLAS/cuDNN do not load. Accumulation is fp32 FMA in a fixed order (k, or ky/kx/ci).
+// The forward kernels are templated on the storage type (dtype.cuh: float, __half, __nv_bfloat16) for the
+// *_typed entry points of the half-precision inference path: values widen to fp32 as they are loaded and
+// round once when stored, so fp16/bf16 differ from fp32 only by the rounding of inputs and outputs.
 #include "cuda_compat.cuh"
+#include "dtype.cuh"
 #include "onestep_kernels.h"
 #include "status.cuh"
 
@@ -24,33 +28,35 @@ inline dim3 grid_for(long long n) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
          i += (long long)gridDim.x * blockDim.x)
 
-__global__ void gemm_kernel(const float* a, int ta, const float* b, int tb, float* c, int M, int N, int K,
-                            float alpha, float beta) {
+template <typename T>
+__global__ void gemm_kernel(const T* a, int ta, const T* b, int tb, T* c, int M, int N, int K, float alpha,
+                            float beta) {
     ONESTEP_GRID_STRIDE(idx, (long long)M * N) {
         int i = int(idx / N), j = int(idx % N);
         float acc = 0.f;
         for (int k = 0; k < K; k++) {
-            float av = ta ? a[(long long)k * M + i] : a[(long long)i * K + k];
-            float bv = tb ? b[(long long)j * K + k] : b[(long long)k * N + j];
+            float av = to_f32(ta ? a[(long long)k * M + i] : a[(long long)i * K + k]);
+            float bv = to_f32(tb ? b[(long long)j * K + k] : b[(long long)k * N + j]);
             acc = fmaf(av, bv, acc);
         }
-        c[idx] = beta == 0.f ? alpha * acc : alpha * acc + beta * c[idx];
+        c[idx] = from_f32<T>(beta == 0.f ? alpha * acc : alpha * acc + beta * to_f32(c[idx]));
     }
 }
 
-__global__ void linear_kernel(const float* x, const float* w, const float* bias, float* y, long long rows, int in,
-                              int out) {
+template <typename T>
+__global__ void linear_kernel(const T* x, const T* w, const T* bias, T* y, long long rows, int in, int out) {
     ONESTEP_GRID_STRIDE(idx, rows * out) {
         long long r = idx / out;
         int j = int(idx % out);
         float acc = 0.f;
-        for (int k = 0; k < in; k++) acc = fmaf(x[r * in + k], w[(long long)k * out + j], acc);
-        y[idx] = bias ? acc + bias[j] : acc;
+        for (int k = 0; k < in; k++) acc = fmaf(to_f32(x[r * in + k]), to_f32(w[(long long)k * out + j]), acc);
+        y[idx] = from_f32<T>(bias ? acc + to_f32(bias[j]) : acc);
     }
 }
 
-__global__ void conv_kernel(const float* x, const float* w, const float* bias, float* y, int N, int H, int W, int Cin,
-                            int KH, int KW, int Cout, int stride, int pad, int Ho, int Wo) {
+template <typename T>
+__global__ void conv_kernel(const T* x, const T* w, const T* bias, T* y, int N, int H, int W, int Cin, int KH, int KW,
+                            int Cout, int stride, int pad, int Ho, int Wo) {
     ONESTEP_GRID_STRIDE(idx, (long long)N * Ho * Wo * Cout) {
         int co = int(idx % Cout);
         long long p = idx / Cout;
@@ -64,12 +70,12 @@ __global__ void conv_kernel(const float* x, const float* w, const float* bias, f
             for (int kx = 0; kx < KW; kx++) {
                 int ix = ox * stride - pad + kx;
                 if (ix < 0 || ix >= W) continue;
-                const float* xp = x + (((long long)n * H + iy) * W + ix) * Cin;
-                const float* wp = w + ((long long)ky * KW + kx) * Cin * Cout + co;
-                for (int ci = 0; ci < Cin; ci++) acc = fmaf(xp[ci], wp[(long long)ci * Cout], acc);
+                const T* xp = x + (((long long)n * H + iy) * W + ix) * Cin;
+                const T* wp = w + ((long long)ky * KW + kx) * Cin * Cout + co;
+                for (int ci = 0; ci < Cin; ci++) acc = fmaf(to_f32(xp[ci]), to_f32(wp[(long long)ci * Cout]), acc);
             }
         }
-        y[idx] = bias ? acc + bias[co] : acc;
+        y[idx] = from_f32<T>(bias ? acc + to_f32(bias[co]) : acc);
     }
 }
 
@@ -126,19 +132,23 @@ __global__ void conv_backward_filter_kernel(const float* x, const float* dy, flo
     }
 }
 
-__global__ void mul_kernel(const float* a, const float* b, float* out, long long n) {
-    ONESTEP_GRID_STRIDE(i, n) { out[i] = a[i] * b[i]; }
+template <typename T>
+__global__ void mul_kernel(const T* a, const T* b, T* out, long long n) {
+    ONESTEP_GRID_STRIDE(i, n) { out[i] = from_f32<T>(to_f32(a[i]) * to_f32(b[i])); }
 }
 
-__global__ void add_per_channel_kernel(const float* x, const float* v, float* y, long long P, int C, long long total) {
+template <typename T>
+__global__ void add_per_channel_kernel(const T* x, const T* v, T* y, long long P, int C, long long total) {
     ONESTEP_GRID_STRIDE(i, total) {
         long long n = i / (P * C);
         int c = int(i % C);
-        y[i] = x[i] + v[n * C + c];
+        y[i] = from_f32<T>(to_f32(x[i]) + to_f32(v[n * C + c]));
     }
 }
 
-__global__ void concat_kernel(const float* a, const float* b, float* y, long long rows, int ca, int cb) {
+// Concatenation, upsampling and the head layout only move elements, so one template serves every storage type.
+template <typename T>
+__global__ void concat_kernel(const T* a, const T* b, T* y, long long rows, int ca, int cb) {
     const int ct = ca + cb;
     ONESTEP_GRID_STRIDE(i, rows * ct) {
         long long r = i / ct;
@@ -167,7 +177,8 @@ __global__ void sum_per_channel_kernel(const float* x, float* v, int N, long lon
     }
 }
 
-__global__ void upsample_kernel(const float* x, float* y, int N, int H, int W, int C) {
+template <typename T>
+__global__ void upsample_kernel(const T* x, T* y, int N, int H, int W, int C) {
     const int H2 = 2 * H, W2 = 2 * W;
     ONESTEP_GRID_STRIDE(i, (long long)N * H2 * W2 * C) {
         int c = int(i % C);
@@ -197,7 +208,8 @@ __global__ void upsample_backward_kernel(const float* dy, float* dx, int N, int 
 }
 
 // (N, T, H, D) <-> (N, H, T, D): `to_heads` chooses the direction; i indexes the destination.
-__global__ void heads_kernel(const float* x, float* y, int N, int T, int H, int D, int to_heads) {
+template <typename E>
+__global__ void heads_kernel(const E* x, E* y, int N, int T, int H, int D, int to_heads) {
     ONESTEP_GRID_STRIDE(i, (long long)N * T * H * D) {
         int d = int(i % D);
         if (to_heads) {  // destination (n, h, t, d)
@@ -214,13 +226,16 @@ __global__ void heads_kernel(const float* x, float* y, int N, int T, int H, int 
     }
 }
 
-__global__ void sinusoidal_kernel(const float* t, float* y, int N, int D, int flip, float shift, float scale,
+// t stays fp32 in every instantiation: a noise level rounded to fp16 would move the embedding by more than
+// the rounding of its output.
+template <typename T>
+__global__ void sinusoidal_kernel(const float* t, T* y, int N, int D, int flip, float shift, float scale,
                                   float max_period) {
     const int half = D / 2;
     ONESTEP_GRID_STRIDE(i, (long long)N * D) {
         int n = int(i / D), j = int(i % D);
         if (j >= 2 * half) {
-            y[i] = 0.f;  // the odd D's trailing zero
+            y[i] = from_f32<T>(0.f);  // the odd D's trailing zero
             continue;
         }
         int f = j < half ? j : j - half;
@@ -228,7 +243,7 @@ __global__ void sinusoidal_kernel(const float* t, float* y, int N, int D, int fl
         double freq = exp(-log((double)max_period) * f / (half - (double)shift));
         double arg = (double)scale * (double)t[n] * freq;
         bool first = j < half;
-        y[i] = float((first != (flip != 0)) ? sin(arg) : cos(arg));
+        y[i] = from_f32<T>(float((first != (flip != 0)) ? sin(arg) : cos(arg)));
     }
 }
 
@@ -240,45 +255,95 @@ using onestep::check_launch;
 using onestep::launch;
 namespace L = onestep::layers;
 
+// Each typed entry point and its fp32 twin share one implementation; `fn` names the one the caller used.
+static bool bad_dtype(onestep_dtype dtype) { return onestep::dtype_bytes(dtype) == 0; }
+
+static onestep_status gemm_impl(const char* fn, const void* a, int trans_a, const void* b, int trans_b, void* c, int M,
+                                int N, int K, float alpha, float beta, onestep_dtype dtype, cudaStream_t stream) {
+    ONESTEP_SHAPES("M=%d, N=%d, K=%d, trans_a=%d, trans_b=%d, %s", M, N, K, trans_a, trans_b,
+                   onestep::dtype_name(dtype));
+    if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
+    if (M < 0 || N < 0 || K < 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "negative size");
+    if ((long long)M * N > 0 && (!a || !b || !c) && K > 0)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL pointer");
+    if ((long long)M * N == 0) return ONESTEP_OK;
+    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
+                                               launch(L::gemm_kernel<T>, L::grid_for((long long)M * N), dim3(L::kBlock),
+                                                      0, stream, static_cast<const T*>(a), trans_a,
+                                                      static_cast<const T*>(b), trans_b, static_cast<T*>(c), M, N, K,
+                                                      alpha, beta)),
+                        fn, shapes);
+}
+
 extern "C" onestep_status onestep_gemm(const float* a, int trans_a, const float* b, int trans_b, float* c, int M,
                                        int N, int K, float alpha, float beta, cudaStream_t stream) {
-    ONESTEP_SHAPES("M=%d, N=%d, K=%d, trans_a=%d, trans_b=%d", M, N, K, trans_a, trans_b);
-    if (M < 0 || N < 0 || K < 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_gemm", shapes, "negative size");
-    if ((long long)M * N > 0 && (!a || !b || !c) && K > 0)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_gemm", shapes, "NULL pointer");
-    if ((long long)M * N == 0) return ONESTEP_OK;
-    return check_launch(launch(L::gemm_kernel, L::grid_for((long long)M * N), dim3(L::kBlock), 0, stream, a, trans_a,
-                               b, trans_b, c, M, N, K, alpha, beta),
-                        "onestep_gemm", shapes);
+    return gemm_impl("onestep_gemm", a, trans_a, b, trans_b, c, M, N, K, alpha, beta, ONESTEP_FLOAT32, stream);
+}
+
+extern "C" onestep_status onestep_gemm_typed(const void* a, int trans_a, const void* b, int trans_b, void* c, int M,
+                                             int N, int K, float alpha, float beta, onestep_dtype dtype,
+                                             cudaStream_t stream) {
+    return gemm_impl("onestep_gemm_typed", a, trans_a, b, trans_b, c, M, N, K, alpha, beta, dtype, stream);
+}
+
+static onestep_status linear_impl(const char* fn, const void* x, const void* w, const void* bias, void* y,
+                                  long long rows, int in, int out, onestep_dtype dtype, cudaStream_t stream) {
+    ONESTEP_SHAPES("rows=%lld, in=%d, out=%d, %s", rows, in, out, onestep::dtype_name(dtype));
+    if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
+    if (rows < 0 || in < 1 || out < 1)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "rows >= 0, in >= 1 and out >= 1 needed");
+    if (rows > 0 && (!x || !w || !y)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL pointer");
+    if (rows == 0) return ONESTEP_OK;
+    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
+                                               launch(L::linear_kernel<T>, L::grid_for(rows * out), dim3(L::kBlock), 0,
+                                                      stream, static_cast<const T*>(x), static_cast<const T*>(w),
+                                                      static_cast<const T*>(bias), static_cast<T*>(y), rows, in, out)),
+                        fn, shapes);
 }
 
 extern "C" onestep_status onestep_linear(const float* x, const float* w, const float* bias, float* y, long long rows,
                                          int in, int out, cudaStream_t stream) {
-    ONESTEP_SHAPES("rows=%lld, in=%d, out=%d", rows, in, out);
-    if (rows < 0 || in < 1 || out < 1)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_linear", shapes, "rows >= 0, in >= 1 and out >= 1 needed");
-    if (rows > 0 && (!x || !w || !y)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_linear", shapes, "NULL pointer");
-    if (rows == 0) return ONESTEP_OK;
-    return check_launch(launch(L::linear_kernel, L::grid_for(rows * out), dim3(L::kBlock), 0, stream, x, w, bias, y, rows,
-                               in, out),
-                        "onestep_linear", shapes);
+    return linear_impl("onestep_linear", x, w, bias, y, rows, in, out, ONESTEP_FLOAT32, stream);
+}
+
+extern "C" onestep_status onestep_linear_typed(const void* x, const void* w, const void* bias, void* y, long long rows,
+                                               int in, int out, onestep_dtype dtype, cudaStream_t stream) {
+    return linear_impl("onestep_linear_typed", x, w, bias, y, rows, in, out, dtype, stream);
+}
+
+static onestep_status conv_impl(const char* fn, const void* x, const void* w, const void* bias, void* y, int N, int H,
+                                int W, int Cin, int KH, int KW, int Cout, int stride, int padding, onestep_dtype dtype,
+                                cudaStream_t stream) {
+    ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d, KH=%d, KW=%d, Cout=%d, stride=%d, padding=%d, %s", N, H, W, Cin, KH, KW,
+                   Cout, stride, padding, onestep::dtype_name(dtype));
+    if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
+    if (N < 1 || H < 1 || W < 1 || Cin < 1 || KH < 1 || KW < 1 || Cout < 1 || stride < 1 || padding < 0)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "sizes must be >= 1, padding >= 0");
+    int Ho = (H + 2 * padding - KH) / stride + 1, Wo = (W + 2 * padding - KW) / stride + 1;
+    if (H + 2 * padding < KH || W + 2 * padding < KW)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "the kernel does not fit the input");
+    if (!x || !w || !y) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL pointer");
+    long long total = (long long)N * Ho * Wo * Cout;
+    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
+                                               launch(L::conv_kernel<T>, L::grid_for(total), dim3(L::kBlock), 0, stream,
+                                                      static_cast<const T*>(x), static_cast<const T*>(w),
+                                                      static_cast<const T*>(bias), static_cast<T*>(y), N, H, W, Cin,
+                                                      KH, KW, Cout, stride, padding, Ho, Wo)),
+                        fn, shapes);
 }
 
 extern "C" onestep_status onestep_conv2d_nhwc(const float* x, const float* w, const float* bias, float* y, int N,
                                               int H, int W, int Cin, int KH, int KW, int Cout, int stride, int padding,
                                               cudaStream_t stream) {
-    ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d, KH=%d, KW=%d, Cout=%d, stride=%d, padding=%d", N, H, W, Cin, KH, KW, Cout,
-                   stride, padding);
-    if (N < 1 || H < 1 || W < 1 || Cin < 1 || KH < 1 || KW < 1 || Cout < 1 || stride < 1 || padding < 0)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_conv2d_nhwc", shapes, "sizes must be >= 1, padding >= 0");
-    int Ho = (H + 2 * padding - KH) / stride + 1, Wo = (W + 2 * padding - KW) / stride + 1;
-    if (H + 2 * padding < KH || W + 2 * padding < KW)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_conv2d_nhwc", shapes, "the kernel does not fit the input");
-    if (!x || !w || !y) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_conv2d_nhwc", shapes, "NULL pointer");
-    long long total = (long long)N * Ho * Wo * Cout;
-    return check_launch(launch(L::conv_kernel, L::grid_for(total), dim3(L::kBlock), 0, stream, x, w, bias, y, N, H, W,
-                               Cin, KH, KW, Cout, stride, padding, Ho, Wo),
-                        "onestep_conv2d_nhwc", shapes);
+    return conv_impl("onestep_conv2d_nhwc", x, w, bias, y, N, H, W, Cin, KH, KW, Cout, stride, padding,
+                     ONESTEP_FLOAT32, stream);
+}
+
+extern "C" onestep_status onestep_conv2d_nhwc_typed(const void* x, const void* w, const void* bias, void* y, int N,
+                                                    int H, int W, int Cin, int KH, int KW, int Cout, int stride,
+                                                    int padding, onestep_dtype dtype, cudaStream_t stream) {
+    return conv_impl("onestep_conv2d_nhwc_typed", x, w, bias, y, N, H, W, Cin, KH, KW, Cout, stride, padding, dtype,
+                     stream);
 }
 
 extern "C" onestep_status onestep_conv2d_nhwc_backward(const float* x, const float* w, const float* dy, float* dx,
@@ -309,36 +374,76 @@ extern "C" onestep_status onestep_conv2d_nhwc_backward(const float* x, const flo
     return ONESTEP_OK;
 }
 
-extern "C" onestep_status onestep_mul(const float* a, const float* b, float* out, long long n, cudaStream_t stream) {
-    ONESTEP_SHAPES("n=%lld", n);
+static onestep_status mul_impl(const char* fn, const void* a, const void* b, void* out, long long n,
+                               onestep_dtype dtype, cudaStream_t stream) {
+    ONESTEP_SHAPES("n=%lld, %s", n, onestep::dtype_name(dtype));
+    if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
     if (n < 0 || (n > 0 && (!a || !b || !out)))
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_mul", shapes, "negative n or NULL pointer");
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "negative n or NULL pointer");
     if (n == 0) return ONESTEP_OK;
-    return check_launch(launch(L::mul_kernel, L::grid_for(n), dim3(L::kBlock), 0, stream, a, b, out, n), "onestep_mul",
-                        shapes);
+    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
+                                               launch(L::mul_kernel<T>, L::grid_for(n), dim3(L::kBlock), 0, stream,
+                                                      static_cast<const T*>(a), static_cast<const T*>(b),
+                                                      static_cast<T*>(out), n)),
+                        fn, shapes);
+}
+
+extern "C" onestep_status onestep_mul(const float* a, const float* b, float* out, long long n, cudaStream_t stream) {
+    return mul_impl("onestep_mul", a, b, out, n, ONESTEP_FLOAT32, stream);
+}
+
+extern "C" onestep_status onestep_mul_typed(const void* a, const void* b, void* out, long long n, onestep_dtype dtype,
+                                            cudaStream_t stream) {
+    return mul_impl("onestep_mul_typed", a, b, out, n, dtype, stream);
+}
+
+static onestep_status add_per_channel_impl(const char* fn, const void* x, const void* v, void* y, int N, long long P,
+                                           int C, onestep_dtype dtype, cudaStream_t stream) {
+    ONESTEP_SHAPES("N=%d, P=%lld, C=%d, %s", N, P, C, onestep::dtype_name(dtype));
+    if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
+    if (N < 0 || P < 0 || C < 1 || !x || !v || !y)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "bad size or NULL pointer");
+    long long total = (long long)N * P * C;
+    if (total == 0) return ONESTEP_OK;
+    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
+                                               launch(L::add_per_channel_kernel<T>, L::grid_for(total), dim3(L::kBlock),
+                                                      0, stream, static_cast<const T*>(x), static_cast<const T*>(v),
+                                                      static_cast<T*>(y), P, C, total)),
+                        fn, shapes);
 }
 
 extern "C" onestep_status onestep_add_per_channel(const float* x, const float* v, float* y, int N, long long P, int C,
                                                   cudaStream_t stream) {
-    ONESTEP_SHAPES("N=%d, P=%lld, C=%d", N, P, C);
-    if (N < 0 || P < 0 || C < 1 || !x || !v || !y)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_add_per_channel", shapes, "bad size or NULL pointer");
-    long long total = (long long)N * P * C;
-    if (total == 0) return ONESTEP_OK;
-    return check_launch(launch(L::add_per_channel_kernel, L::grid_for(total), dim3(L::kBlock), 0, stream, x, v, y, P, C,
-                               total),
-                        "onestep_add_per_channel", shapes);
+    return add_per_channel_impl("onestep_add_per_channel", x, v, y, N, P, C, ONESTEP_FLOAT32, stream);
+}
+
+extern "C" onestep_status onestep_add_per_channel_typed(const void* x, const void* v, void* y, int N, long long P, int C,
+                                                        onestep_dtype dtype, cudaStream_t stream) {
+    return add_per_channel_impl("onestep_add_per_channel_typed", x, v, y, N, P, C, dtype, stream);
+}
+
+static onestep_status concat_impl(const char* fn, const void* a, const void* b, void* y, long long rows, int ca, int cb,
+                                  onestep_dtype dtype, cudaStream_t stream) {
+    ONESTEP_SHAPES("rows=%lld, ca=%d, cb=%d, %s", rows, ca, cb, onestep::dtype_name(dtype));
+    if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
+    if (rows < 0 || ca < 1 || cb < 1 || !a || !b || !y)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "bad size or NULL pointer");
+    if (rows == 0) return ONESTEP_OK;
+    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
+                                               launch(L::concat_kernel<T>, L::grid_for(rows * (ca + cb)),
+                                                      dim3(L::kBlock), 0, stream, static_cast<const T*>(a),
+                                                      static_cast<const T*>(b), static_cast<T*>(y), rows, ca, cb)),
+                        fn, shapes);
 }
 
 extern "C" onestep_status onestep_concat_channels(const float* a, const float* b, float* y, long long rows, int ca,
                                                   int cb, cudaStream_t stream) {
-    ONESTEP_SHAPES("rows=%lld, ca=%d, cb=%d", rows, ca, cb);
-    if (rows < 0 || ca < 1 || cb < 1 || !a || !b || !y)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_concat_channels", shapes, "bad size or NULL pointer");
-    if (rows == 0) return ONESTEP_OK;
-    return check_launch(launch(L::concat_kernel, L::grid_for(rows * (ca + cb)), dim3(L::kBlock), 0, stream, a, b, y,
-                               rows, ca, cb),
-                        "onestep_concat_channels", shapes);
+    return concat_impl("onestep_concat_channels", a, b, y, rows, ca, cb, ONESTEP_FLOAT32, stream);
+}
+
+extern "C" onestep_status onestep_concat_channels_typed(const void* a, const void* b, void* y, long long rows, int ca,
+                                                        int cb, onestep_dtype dtype, cudaStream_t stream) {
+    return concat_impl("onestep_concat_channels_typed", a, b, y, rows, ca, cb, dtype, stream);
 }
 
 extern "C" onestep_status onestep_split_channels(const float* y, float* a, float* b, long long rows, int ca, int cb,
@@ -363,14 +468,27 @@ extern "C" onestep_status onestep_sum_per_channel(const float* x, float* v, int 
                         "onestep_sum_per_channel", shapes);
 }
 
+static onestep_status upsample_impl(const char* fn, const void* x, void* y, int N, int H, int W, int C,
+                                    onestep_dtype dtype, cudaStream_t stream) {
+    ONESTEP_SHAPES("N=%d, H=%d, W=%d, C=%d, %s", N, H, W, C, onestep::dtype_name(dtype));
+    if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
+    if (N < 1 || H < 1 || W < 1 || C < 1 || !x || !y)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "bad size or NULL pointer");
+    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
+                                               launch(L::upsample_kernel<T>, L::grid_for(4LL * N * H * W * C),
+                                                      dim3(L::kBlock), 0, stream, static_cast<const T*>(x),
+                                                      static_cast<T*>(y), N, H, W, C)),
+                        fn, shapes);
+}
+
 extern "C" onestep_status onestep_upsample_nearest2x(const float* x, float* y, int N, int H, int W, int C,
                                                      cudaStream_t stream) {
-    ONESTEP_SHAPES("N=%d, H=%d, W=%d, C=%d", N, H, W, C);
-    if (N < 1 || H < 1 || W < 1 || C < 1 || !x || !y)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_upsample_nearest2x", shapes, "bad size or NULL pointer");
-    return check_launch(launch(L::upsample_kernel, L::grid_for(4LL * N * H * W * C), dim3(L::kBlock), 0, stream, x, y, N,
-                               H, W, C),
-                        "onestep_upsample_nearest2x", shapes);
+    return upsample_impl("onestep_upsample_nearest2x", x, y, N, H, W, C, ONESTEP_FLOAT32, stream);
+}
+
+extern "C" onestep_status onestep_upsample_nearest2x_typed(const void* x, void* y, int N, int H, int W, int C,
+                                                           onestep_dtype dtype, cudaStream_t stream) {
+    return upsample_impl("onestep_upsample_nearest2x_typed", x, y, N, H, W, C, dtype, stream);
 }
 
 extern "C" onestep_status onestep_upsample_nearest2x_backward(const float* dy, float* dx, int N, int H, int W, int C,
@@ -384,34 +502,63 @@ extern "C" onestep_status onestep_upsample_nearest2x_backward(const float* dy, f
                         "onestep_upsample_nearest2x_backward", shapes);
 }
 
-static onestep_status heads(const char* name, const float* x, float* y, int N, int T, int H, int D, int to_heads,
-                            cudaStream_t stream) {
-    ONESTEP_SHAPES("N=%d, T=%d, H=%d, D=%d", N, T, H, D);
+static onestep_status heads(const char* name, const void* x, void* y, int N, int T, int H, int D, int to_heads,
+                            onestep_dtype dtype, cudaStream_t stream) {
+    ONESTEP_SHAPES("N=%d, T=%d, H=%d, D=%d, %s", N, T, H, D, onestep::dtype_name(dtype));
+    if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, name, shapes, "unknown dtype");
     if (N < 1 || T < 1 || H < 1 || D < 1 || !x || !y)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, name, shapes, "bad size or NULL pointer");
-    return check_launch(launch(L::heads_kernel, L::grid_for((long long)N * T * H * D), dim3(L::kBlock), 0, stream, x, y,
-                               N, T, H, D, to_heads),
+    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, E,
+                                               launch(L::heads_kernel<E>, L::grid_for((long long)N * T * H * D),
+                                                      dim3(L::kBlock), 0, stream, static_cast<const E*>(x),
+                                                      static_cast<E*>(y), N, T, H, D, to_heads)),
                         name, shapes);
 }
 
 extern "C" onestep_status onestep_split_heads(const float* x, float* y, int N, int T, int H, int D, cudaStream_t s) {
-    return heads("onestep_split_heads", x, y, N, T, H, D, 1, s);
+    return heads("onestep_split_heads", x, y, N, T, H, D, 1, ONESTEP_FLOAT32, s);
 }
 
 extern "C" onestep_status onestep_merge_heads(const float* x, float* y, int N, int T, int H, int D, cudaStream_t s) {
-    return heads("onestep_merge_heads", x, y, N, T, H, D, 0, s);
+    return heads("onestep_merge_heads", x, y, N, T, H, D, 0, ONESTEP_FLOAT32, s);
+}
+
+extern "C" onestep_status onestep_split_heads_typed(const void* x, void* y, int N, int T, int H, int D,
+                                                    onestep_dtype dtype, cudaStream_t s) {
+    return heads("onestep_split_heads_typed", x, y, N, T, H, D, 1, dtype, s);
+}
+
+extern "C" onestep_status onestep_merge_heads_typed(const void* x, void* y, int N, int T, int H, int D,
+                                                    onestep_dtype dtype, cudaStream_t s) {
+    return heads("onestep_merge_heads_typed", x, y, N, T, H, D, 0, dtype, s);
+}
+
+static onestep_status sinusoidal_impl(const char* fn, const float* t, void* y, int N, int D, int flip_sin_to_cos,
+                                      float downscale_freq_shift, float scale, float max_period, onestep_dtype dtype,
+                                      cudaStream_t stream) {
+    ONESTEP_SHAPES("N=%d, D=%d, %s", N, D, onestep::dtype_name(dtype));
+    if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
+    if (N < 1 || D < 2 || !t || !y) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "bad size or NULL pointer");
+    if (D / 2 - downscale_freq_shift == 0.f)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "half the size minus downscale_freq_shift is 0");
+    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
+                                               launch(L::sinusoidal_kernel<T>, L::grid_for((long long)N * D),
+                                                      dim3(L::kBlock), 0, stream, t, static_cast<T*>(y), N, D,
+                                                      flip_sin_to_cos, downscale_freq_shift, scale, max_period)),
+                        fn, shapes);
 }
 
 extern "C" onestep_status onestep_sinusoidal_embedding(const float* t, float* y, int N, int D, int flip_sin_to_cos,
                                                        float downscale_freq_shift, float scale, float max_period,
                                                        cudaStream_t stream) {
-    ONESTEP_SHAPES("N=%d, D=%d", N, D);
-    if (N < 1 || D < 2 || !t || !y)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_sinusoidal_embedding", shapes, "bad size or NULL pointer");
-    if (D / 2 - downscale_freq_shift == 0.f)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_sinusoidal_embedding", shapes,
-                    "half the size minus downscale_freq_shift is 0");
-    return check_launch(launch(L::sinusoidal_kernel, L::grid_for((long long)N * D), dim3(L::kBlock), 0, stream, t, y, N,
-                               D, flip_sin_to_cos, downscale_freq_shift, scale, max_period),
-                        "onestep_sinusoidal_embedding", shapes);
+    return sinusoidal_impl("onestep_sinusoidal_embedding", t, y, N, D, flip_sin_to_cos, downscale_freq_shift, scale,
+                           max_period, ONESTEP_FLOAT32, stream);
+}
+
+extern "C" onestep_status onestep_sinusoidal_embedding_typed(const float* t, void* y, int N, int D,
+                                                             int flip_sin_to_cos, float downscale_freq_shift,
+                                                             float scale, float max_period, onestep_dtype dtype,
+                                                             cudaStream_t stream) {
+    return sinusoidal_impl("onestep_sinusoidal_embedding_typed", t, y, N, D, flip_sin_to_cos, downscale_freq_shift,
+                           scale, max_period, dtype, stream);
 }

@@ -14,6 +14,9 @@
 
 using ktest::expect;
 using ktest::expect_close;
+using ktest::Buf16;
+using ktest::narrow;
+using ktest::widen;
 using std::vector;
 
 namespace {
@@ -166,38 +169,6 @@ void check_case(const Case& c, uint64_t seed) {
     expect_close("dq", ddq.p, gq.data(), gq.size(), tol, 1e-3);
     expect_close("dk", ddk.p, gk.data(), gk.size(), tol, 1e-3);
     expect_close("dv", ddv.p, gv.data(), gv.size(), tol, 1e-3);
-}
-
-// 256-byte-aligned 16-bit buffers (fp16 or bf16 bits).
-struct Buf16 {
-    uint16_t* p;
-    size_t n;
-    explicit Buf16(const vector<uint16_t>& v)
-        : p(static_cast<uint16_t*>(std::aligned_alloc(256, (v.size() * 2 + 255) / 256 * 256))), n(v.size()) {
-        std::memcpy(p, v.data(), v.size() * 2);
-    }
-    explicit Buf16(size_t count) : p(static_cast<uint16_t*>(std::aligned_alloc(256, (count * 2 + 255) / 256 * 256))), n(count) {
-        std::memset(p, 0xFF, count * 2);  // NaN in both formats: an unwritten element shows
-    }
-    ~Buf16() { std::free(p); }
-};
-
-// Rounds v to the 16-bit format in place (so the double reference sees exactly the kernel's inputs) and returns
-// the bits.
-vector<uint16_t> narrow(const ktest::Format16& f, vector<float>& v) {
-    vector<uint16_t> bits(v.size());
-    for (size_t i = 0; i < v.size(); i++) {
-        const double r = ktest::round_to(f, v[i]);
-        v[i] = float(r);
-        bits[i] = ktest::encode16(f, r);
-    }
-    return bits;
-}
-
-vector<float> widen(const ktest::Format16& f, const uint16_t* bits, size_t n) {
-    vector<float> v(n);
-    for (size_t i = 0; i < n; i++) v[i] = float(ktest::decode16(f, bits[i]));
-    return v;
 }
 
 // The fp16 / bf16 instantiations: inputs are rounded to the format first, so the double reference computes on

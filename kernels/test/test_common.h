@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -143,6 +144,38 @@ inline uint16_t encode16(const Format16& f, double v) {
 
 // The format's unit roundoff (half an ulp relative): 2^-11 for binary16, 2^-8 for bfloat16.
 inline double unit_roundoff(const Format16& f) { return std::ldexp(1.0, -f.mant_bits - 1); }
+
+// 256-byte-aligned 16-bit buffers (fp16 or bf16 bits).
+struct Buf16 {
+    uint16_t* p;
+    size_t n;
+    explicit Buf16(const std::vector<uint16_t>& v)
+        : p(static_cast<uint16_t*>(std::aligned_alloc(256, (v.size() * 2 + 255) / 256 * 256))), n(v.size()) {
+        std::memcpy(p, v.data(), v.size() * 2);
+    }
+    explicit Buf16(size_t count) : p(static_cast<uint16_t*>(std::aligned_alloc(256, (count * 2 + 255) / 256 * 256))), n(count) {
+        std::memset(p, 0xFF, count * 2);  // NaN in both formats: an unwritten element shows
+    }
+    ~Buf16() { std::free(p); }
+};
+
+// Rounds v to the 16-bit format in place (so the double reference sees exactly the kernel's inputs) and returns
+// the bits.
+inline std::vector<uint16_t> narrow(const Format16& f, std::vector<float>& v) {
+    std::vector<uint16_t> bits(v.size());
+    for (size_t i = 0; i < v.size(); i++) {
+        const double r = round_to(f, v[i]);
+        v[i] = float(r);
+        bits[i] = encode16(f, r);
+    }
+    return bits;
+}
+
+inline std::vector<float> widen(const Format16& f, const uint16_t* bits, size_t n) {
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; i++) v[i] = float(decode16(f, bits[i]));
+    return v;
+}
 
 // The closing line, and the exit status CTest reads.
 inline int finish(const char* name, std::chrono::steady_clock::time_point start) {

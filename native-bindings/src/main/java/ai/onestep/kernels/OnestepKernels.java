@@ -219,6 +219,50 @@ public final class OnestepKernels {
                                                                  int n, int h, int w, int c,
                                                                  @Cast("cudaStream_t") long stream);
 
+    // ---- the forward ops for any onestep_dtype (the half-precision inference path; t and mean/rstd stay fp32) ----
+    public static native int onestep_gemm_typed(@Cast("const void*") long a, int transA, @Cast("const void*") long b, int transB, @Cast("void*") long c, int m, int n,
+                                                int k, float alpha, float beta, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_linear_typed(@Cast("const void*") long x, @Cast("const void*") long w, @Cast("const void*") long bias, @Cast("void*") long y, long rows, int in, int out,
+                                                  @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_conv2d_nhwc_typed(@Cast("const void*") long x, @Cast("const void*") long w, @Cast("const void*") long bias, @Cast("void*") long y, int n, int h, int wd,
+                                                       int cin, int kh, int kw, int cout, int stride, int padding,
+                                                       @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_groupnorm_forward_typed(@Cast("const void*") long x, @Cast("const void*") long gamma, @Cast("const void*") long beta, @Cast("const void*") long scale, @Cast("const void*") long shift,
+                                                             @Cast("void*") long y, @Cast("float*") long mean,
+                                                             @Cast("float*") long rstd, int n, int hw, int c, int g,
+                                                             float eps, int applySilu, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_add_typed(@Cast("const void*") long a, @Cast("const void*") long b, @Cast("void*") long out, long n, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_axpy_typed(float alpha, @Cast("const void*") long x, @Cast("void*") long y, long n, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_axpby_typed(float a, @Cast("const void*") long x, float b, @Cast("const void*") long z, @Cast("void*") long y, long n, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_scale_typed(float alpha, @Cast("const void*") long x, @Cast("void*") long out, long n, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_mul_typed(@Cast("const void*") long a, @Cast("const void*") long b, @Cast("void*") long out, long n, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_silu_forward_typed(@Cast("const void*") long x, @Cast("void*") long out, long n, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_add_per_channel_typed(@Cast("const void*") long x, @Cast("const void*") long v, @Cast("void*") long y, int n, long p, int c, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_concat_channels_typed(@Cast("const void*") long a, @Cast("const void*") long b, @Cast("void*") long y, long rows, int ca, int cb, @Cast("onestep_dtype") int dtype,
+                                                           @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_upsample_nearest2x_typed(@Cast("const void*") long x, @Cast("void*") long y, int n, int h, int w, int c, @Cast("onestep_dtype") int dtype,
+                                                              @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_split_heads_typed(@Cast("const void*") long x, @Cast("void*") long y, int n, int t, int h, int d, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_merge_heads_typed(@Cast("const void*") long x, @Cast("void*") long y, int n, int t, int h, int d, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_sinusoidal_embedding_typed(@Cast("const float*") long t, @Cast("void*") long y, int n, int d,
+                                                                int flipSinToCos, float downscaleFreqShift,
+                                                                float scale, float maxPeriod, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
     /** out[n] (doubles) = sum over d of (pred - target)^2 per row of d floats (kernels/src/loss.cu). */
     public static native int onestep_row_sq_dist(@Cast("const float*") long pred, @Cast("const float*") long target,
                                                  @Cast("double*") long out, int n, long d,

@@ -1,0 +1,275 @@
+// test_typed.cpp: the fp16 and bf16 instantiations of the forward kernels, the *_typed entry points of the
+// half-precision inference path (gemm, linear, conv2d, group norm, the elementwise and layout ops, the time
+// embedding).
+//
+// The oracle: a typed kernel widens its inputs exactly and runs its fp32 twin's arithmetic in the same order,
+// so on inputs already representable in the format its output must be exactly the fp32 twin's output rounded
+// once to nearest even. The fp32 twins are checked against double references in test_layers, test_groupnorm
+// and test_denoise; the rounding oracle (test_common.h) is written by value, independently of the library.
+// So each check here is bit for bit, on ragged shapes, and again on pointers that are not 4-element aligned
+// (the kernels' scalar paths). A kernel that rounded twice, read the wrong type or skipped an element fails.
+#include "onestep_kernels.h"
+#include "test_common.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+using ktest::Buf16;
+using ktest::expect;
+using ktest::Format16;
+using ktest::narrow;
+using std::vector;
+
+namespace {
+
+struct Type {
+    const Format16& f;
+    onestep_dtype dt;
+    const char* name;
+};
+
+bool ok(onestep_status s, const char* what) { return expect(s == ONESTEP_OK, what, onestep_last_error_message()); }
+
+// got (16-bit bits) must equal want32 (the fp32 twin's output) rounded to the format, element for element.
+void expect_rounded(const char* what, const Type& t, const uint16_t* got, const float* want32, size_t n) {
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++) {
+        const uint16_t want = ktest::encode16(t.f, ktest::round_to(t.f, want32[i]));
+        const bool both_nan = std::isnan(want32[i]) && std::isnan(ktest::decode16(t.f, got[i]));
+        if (got[i] != want && !both_nan) {
+            if (bad++ == 0) first = i;
+        }
+    }
+    char msg[200];
+    std::snprintf(msg, sizeof msg, "%s %s: %zu of %zu elements differ from the fp32 result rounded once (first at %zu:"
+                  " got %.8g, want %.8g)", t.name, what, bad, n, first,
+                  bad ? ktest::decode16(t.f, got[first]) : 0.0,
+                  bad ? ktest::round_to(t.f, want32[first]) : 0.0);
+    expect(bad == 0, "%s", msg);
+}
+
+// Random values already representable in the format: `v` is rounded in place, the bits go to the device buffer.
+struct Input {
+    vector<float> v;
+    Buf16 b;
+    Input(const Type& t, ktest::Rng& rng, size_t n, double stdev = 1.0)
+        : v(rng.normals(n, 0.0, stdev)), b(narrow(t.f, v)) {}
+};
+
+void check_gemm(const Type& t, ktest::Rng& rng) {
+    const int M = 9, N = 13, K = 21;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (float beta : {0.0f, 0.25f}) {
+                Input a(t, rng, size_t(M) * K), b(t, rng, size_t(K) * N), c(t, rng, size_t(M) * N);
+                vector<float> c32 = c.v;
+                ok(onestep_gemm(a.v.data(), ta, b.v.data(), tb, c32.data(), M, N, K, 0.5f, beta, nullptr), "gemm: %s");
+                ok(onestep_gemm_typed(a.b.p, ta, b.b.p, tb, c.b.p, M, N, K, 0.5f, beta, t.dt, nullptr), "gemm_typed: %s");
+                ktest::sync();
+                expect_rounded("gemm", t, c.b.p, c32.data(), c32.size());
+            }
+}
+
+void check_linear(const Type& t, ktest::Rng& rng) {
+    const long long rows = 7;
+    const int in = 19, out = 10;
+    for (int bias = 0; bias < 2; bias++) {
+        Input x(t, rng, size_t(rows) * in), w(t, rng, size_t(in) * out), b(t, rng, out);
+        vector<float> y32(size_t(rows) * out);
+        Buf16 y(y32.size());
+        ok(onestep_linear(x.v.data(), w.v.data(), bias ? b.v.data() : nullptr, y32.data(), rows, in, out, nullptr),
+           "linear: %s");
+        ok(onestep_linear_typed(x.b.p, w.b.p, bias ? b.b.p : nullptr, y.p, rows, in, out, t.dt, nullptr),
+           "linear_typed: %s");
+        ktest::sync();
+        expect_rounded("linear", t, y.p, y32.data(), y32.size());
+    }
+}
+
+void check_conv(const Type& t, ktest::Rng& rng) {
+    const int cases[][4] = {{3, 1, 1, 1}, {3, 2, 1, 0}, {1, 1, 0, 1}};  // kernel, stride, padding, bias
+    for (const auto& cs : cases) {
+        const int KH = cs[0], stride = cs[1], pad = cs[2], N = 2, H = 7, W = 5, Ci = 6, Co = 5;
+        const int Ho = (H + 2 * pad - KH) / stride + 1, Wo = (W + 2 * pad - KH) / stride + 1;
+        Input x(t, rng, size_t(N) * H * W * Ci), w(t, rng, size_t(KH) * KH * Ci * Co), b(t, rng, Co);
+        vector<float> y32(size_t(N) * Ho * Wo * Co);
+        Buf16 y(y32.size());
+        ok(onestep_conv2d_nhwc(x.v.data(), w.v.data(), cs[3] ? b.v.data() : nullptr, y32.data(), N, H, W, Ci, KH, KH, Co,
+                               stride, pad, nullptr),
+           "conv2d: %s");
+        ok(onestep_conv2d_nhwc_typed(x.b.p, w.b.p, cs[3] ? b.b.p : nullptr, y.p, N, H, W, Ci, KH, KH, Co, stride, pad,
+                                     t.dt, nullptr),
+           "conv2d_typed: %s");
+        ktest::sync();
+        expect_rounded("conv2d", t, y.p, y32.data(), y32.size());
+    }
+}
+
+// Group norm with every fused variant, C divisible by 4 and not, at an aligned and a misaligned x / y.
+void check_groupnorm(const Type& t, ktest::Rng& rng) {
+    const int shapes[][4] = {{2, 5, 16, 4}, {3, 7, 12, 3}, {1, 9, 10, 5}};  // N, HW, C, G
+    for (const auto& sh : shapes)
+        for (int emb = 0; emb < 2; emb++)
+            for (int silu = 0; silu < 2; silu++)
+                for (int off = 0; off < 2; off++) {
+                    const int N = sh[0], HW = sh[1], C = sh[2], G = sh[3];
+                    const size_t n = size_t(N) * HW * C;
+                    // Offset means, so the statistics are not trivially centred.
+                    Input x(t, rng, n + off, 2.0), g(t, rng, C), be(t, rng, C), sc(t, rng, size_t(N) * C, 0.3),
+                        sf(t, rng, size_t(N) * C);
+                    vector<float> y32(n), m32(size_t(N) * G), r32(size_t(N) * G), mt(m32.size()), rt(r32.size());
+                    Buf16 y(n + off);
+                    ok(onestep_groupnorm_forward(x.v.data() + off, g.v.data(), be.v.data(), emb ? sc.v.data() : nullptr,
+                                                 emb ? sf.v.data() : nullptr, y32.data(), m32.data(), r32.data(), N, HW,
+                                                 C, G, 1e-5f, silu, nullptr),
+                       "groupnorm: %s");
+                    ok(onestep_groupnorm_forward_typed(x.b.p + off, g.b.p, be.b.p, emb ? sc.b.p : nullptr,
+                                                       emb ? sf.b.p : nullptr, y.p + off, mt.data(), rt.data(), N, HW, C,
+                                                       G, 1e-5f, silu, t.dt, nullptr),
+                       "groupnorm_typed: %s");
+                    ktest::sync();
+                    char what[96];
+                    std::snprintf(what, sizeof what, "groupnorm N=%d HW=%d C=%d G=%d emb=%d silu=%d offset=%d", N, HW,
+                                  C, G, emb, silu, off);
+                    expect_rounded(what, t, y.p + off, y32.data(), n);
+                    expect(std::memcmp(m32.data(), mt.data(), m32.size() * 4) == 0 &&
+                               std::memcmp(r32.data(), rt.data(), r32.size() * 4) == 0,
+                           "%s", (std::string(t.name) + " " + what + ": fp32 mean/rstd differ from the fp32 kernel's").c_str());
+                }
+}
+
+// The elementwise ops at n = 1031 (a ragged tail after the 4-wide bulk), aligned and one element off.
+void check_elementwise(const Type& t, ktest::Rng& rng) {
+    for (int off = 0; off < 2; off++) {
+        const long long n = 1031;
+        Input a(t, rng, n + off), b(t, rng, n + off);
+        vector<float> y32(n + off);
+        Buf16 y(n + off);
+        const float* a32 = a.v.data() + off;
+        const float* b32 = b.v.data() + off;
+        const uint16_t* a16 = a.b.p + off;
+        const uint16_t* b16 = b.b.p + off;
+        char what[64];
+        auto done = [&](const char* op) {
+            ktest::sync();
+            std::snprintf(what, sizeof what, "%s offset=%d", op, off);
+            expect_rounded(what, t, y.p + off, y32.data() + off, n);
+        };
+        ok(onestep_add(a32, b32, y32.data() + off, n, nullptr), "add: %s");
+        ok(onestep_add_typed(a16, b16, y.p + off, n, t.dt, nullptr), "add_typed: %s");
+        done("add");
+        ok(onestep_mul(a32, b32, y32.data() + off, n, nullptr), "mul: %s");
+        ok(onestep_mul_typed(a16, b16, y.p + off, n, t.dt, nullptr), "mul_typed: %s");
+        done("mul");
+        ok(onestep_axpby(0.375f, a32, -1.25f, b32, y32.data() + off, n, nullptr), "axpby: %s");
+        ok(onestep_axpby_typed(0.375f, a16, -1.25f, b16, y.p + off, n, t.dt, nullptr), "axpby_typed: %s");
+        done("axpby");
+        ok(onestep_scale(0.7f, a32, y32.data() + off, n, nullptr), "scale: %s");
+        ok(onestep_scale_typed(0.7f, a16, y.p + off, n, t.dt, nullptr), "scale_typed: %s");
+        done("scale");
+        ok(onestep_silu_forward(a32, y32.data() + off, n, nullptr), "silu: %s");
+        ok(onestep_silu_forward_typed(a16, y.p + off, n, t.dt, nullptr), "silu_typed: %s");
+        done("silu");
+        // axpy updates y in place: start both from b.
+        std::memcpy(y32.data() + off, b32, n * 4);
+        std::memcpy(y.p + off, b16, n * 2);
+        ok(onestep_axpy(-0.5f, a32, y32.data() + off, n, nullptr), "axpy: %s");
+        ok(onestep_axpy_typed(-0.5f, a16, y.p + off, n, t.dt, nullptr), "axpy_typed: %s");
+        done("axpy");
+    }
+}
+
+// Layout ops and the embedding: moves are exact, so these are equalities with the rounded inputs.
+void check_layout(const Type& t, ktest::Rng& rng) {
+    const int N = 2, H = 3, W = 5, C = 6, ca = 6, cb = 3;
+    {
+        Input x(t, rng, size_t(N) * H * W * C), v(t, rng, size_t(N) * C);
+        vector<float> y32(x.v.size());
+        Buf16 y(y32.size());
+        ok(onestep_add_per_channel(x.v.data(), v.v.data(), y32.data(), N, (long long)H * W, C, nullptr), "apc: %s");
+        ok(onestep_add_per_channel_typed(x.b.p, v.b.p, y.p, N, (long long)H * W, C, t.dt, nullptr), "apc_typed: %s");
+        ktest::sync();
+        expect_rounded("add_per_channel", t, y.p, y32.data(), y32.size());
+    }
+    {
+        const long long rows = 17;
+        Input a(t, rng, size_t(rows) * ca), b(t, rng, size_t(rows) * cb);
+        vector<float> y32(size_t(rows) * (ca + cb));
+        Buf16 y(y32.size());
+        ok(onestep_concat_channels(a.v.data(), b.v.data(), y32.data(), rows, ca, cb, nullptr), "concat: %s");
+        ok(onestep_concat_channels_typed(a.b.p, b.b.p, y.p, rows, ca, cb, t.dt, nullptr), "concat_typed: %s");
+        ktest::sync();
+        expect_rounded("concat_channels", t, y.p, y32.data(), y32.size());
+    }
+    {
+        Input x(t, rng, size_t(N) * H * W * C);
+        vector<float> y32(x.v.size() * 4);
+        Buf16 y(y32.size());
+        ok(onestep_upsample_nearest2x(x.v.data(), y32.data(), N, H, W, C, nullptr), "upsample: %s");
+        ok(onestep_upsample_nearest2x_typed(x.b.p, y.p, N, H, W, C, t.dt, nullptr), "upsample_typed: %s");
+        ktest::sync();
+        expect_rounded("upsample_nearest2x", t, y.p, y32.data(), y32.size());
+    }
+    {
+        const int T = 7, Hd = 3, D = 5;
+        Input x(t, rng, size_t(N) * T * Hd * D);
+        vector<float> y32(x.v.size());
+        Buf16 y(y32.size());
+        ok(onestep_split_heads(x.v.data(), y32.data(), N, T, Hd, D, nullptr), "split: %s");
+        ok(onestep_split_heads_typed(x.b.p, y.p, N, T, Hd, D, t.dt, nullptr), "split_typed: %s");
+        ktest::sync();
+        expect_rounded("split_heads", t, y.p, y32.data(), y32.size());
+        ok(onestep_merge_heads(x.v.data(), y32.data(), N, T, Hd, D, nullptr), "merge: %s");
+        ok(onestep_merge_heads_typed(x.b.p, y.p, N, T, Hd, D, t.dt, nullptr), "merge_typed: %s");
+        ktest::sync();
+        expect_rounded("merge_heads", t, y.p, y32.data(), y32.size());
+    }
+    {
+        // t stays fp32: noise levels from 0.002 to 80, as the EDM schedule spans.
+        const int n = 5, D = 33;
+        const float ts[n] = {0.002f, 0.37f, 1.0f, 11.5f, 80.0f};
+        vector<float> y32(size_t(n) * D);
+        Buf16 y(y32.size());
+        ok(onestep_sinusoidal_embedding(ts, y32.data(), n, D, 1, 1.0f, 1000.0f, 10000.0f, nullptr), "sin: %s");
+        ok(onestep_sinusoidal_embedding_typed(ts, y.p, n, D, 1, 1.0f, 1000.0f, 10000.0f, t.dt, nullptr),
+           "sin_typed: %s");
+        ktest::sync();
+        expect_rounded("sinusoidal_embedding", t, y.p, y32.data(), y32.size());
+    }
+}
+
+void check_errors() {
+    float x[4] = {0, 0, 0, 0};
+    expect(onestep_add_typed(x, x, x, 4, onestep_dtype(7), nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "onestep_add_typed") != nullptr,
+           "an unknown dtype is refused and named: %s", onestep_last_error_message());
+    expect(onestep_conv2d_nhwc_typed(x, x, nullptr, x, 1, 2, 2, 1, 5, 5, 1, 1, 0, ONESTEP_FLOAT16, nullptr) ==
+                   ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "onestep_conv2d_nhwc_typed(N=1, H=2, W=2, Cin=1, KH=5") &&
+               std::strstr(onestep_last_error_message(), "float16"),
+           "conv2d_typed names its shapes and dtype: %s", onestep_last_error_message());
+    expect(onestep_groupnorm_forward_typed(x, x, x, nullptr, nullptr, x, x, x, 1, 2, 12, 5, 1e-5f, 0,
+                                           ONESTEP_BFLOAT16, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "onestep_groupnorm_forward_typed(N=1, HW=2, C=12, G=5, bfloat16)"),
+           "groupnorm_typed names its shapes and dtype: %s", onestep_last_error_message());
+}
+
+}  // namespace
+
+int main() {
+    const auto start = std::chrono::steady_clock::now();
+    const Type types[] = {{ktest::kHalf, ONESTEP_FLOAT16, "fp16"}, {ktest::kBf16, ONESTEP_BFLOAT16, "bf16"}};
+    for (const Type& t : types) {
+        ktest::Rng rng(t.dt == ONESTEP_FLOAT16 ? 11 : 12);
+        check_gemm(t, rng);
+        check_linear(t, rng);
+        check_conv(t, rng);
+        check_groupnorm(t, rng);
+        check_elementwise(t, rng);
+        check_layout(t, rng);
+    }
+    check_errors();
+    return ktest::finish("test_typed", start);
+}
