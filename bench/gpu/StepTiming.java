@@ -25,7 +25,8 @@ import java.util.Locale;
  * Karras noise level of an 18-level schedule, plus the update). Both with the denoisers' device passes (one
  * CUDA graph per noise level on the cuda backend, captured on the second call), at each batch size; median and
  * minimum of {@code --reps} calls after {@code --warmup}. With a backend other than cpu, batch 1's output is
- * compared with the cpu backend's (relative L2) and a difference over 5e-3 (TF32 in cuBLAS/cuDNN) fails.
+ * compared with the cpu backend's (relative L2) and a difference over 5e-3 (TF32 in cuBLAS/cuDNN; fp16 passes)
+ * or 3e-2 (bf16 passes) fails. {@code --precision fp16,fp32} times each pass precision in turn (cuda backends).
  *
  * <p>Not part of the engine: bench/gpu/run.sh compiles it against onestep.jar (no Maven module, so the GPU
  * machine needs only the jlink runtime). Exit status 1 on a failed comparison or a non-finite output.
@@ -38,6 +39,7 @@ public final class StepTiming {
 
     public static void main(String[] args) throws IOException {
         String backend = "cpu", jsonl = null;
+        String[] precisions = {null};  // null: the backend's default
         int reps = 30, warmup = 3;
         int[] batches = {1, 64};
         boolean compare = true, forceCompare = false;
@@ -52,20 +54,28 @@ public final class StepTiming {
                 case "--library" -> System.setProperty("onestep.kernels.library", args[++i]);
                 case "--no-compare" -> compare = false;
                 case "--compare" -> forceCompare = true;
+                case "--precision" -> precisions = args[++i].split(",");
                 default -> models.add(Path.of(args[i]));
             }
         }
         if (models.isEmpty()) {
             System.err.println("usage: StepTiming [--backend B] [--batches 1,64] [--reps N] [--warmup N] [--jsonl F] "
-                    + "[--library libonestep_kernels.so] [--no-compare | --compare] MODEL...");
+                    + "[--library libonestep_kernels.so] [--precision fp16,bf16,fp32] [--no-compare | --compare] MODEL...");
             System.exit(2);
         }
         FileWriter out = jsonl == null ? null : new FileWriter(jsonl, true);
-        for (Path model : models) {
-            try (Sampler s = Sampler.load(model, backend)) {
-                String device = s.ops() instanceof ai.onestep.backend.cuda.CudaOps c ? c.device().describe() : backend;
-                for (int n : batches) {
-                    time(s, model, backend, device, n, reps, warmup, forceCompare || compare && n == 1 && !backend.equals("cpu"), out);
+        for (String precision : precisions) {
+            if (precision != null) {
+                System.setProperty("onestep.cuda.precision", precision);
+            }
+            for (Path model : models) {
+                try (Sampler s = Sampler.load(model, backend)) {
+                    String device = s.ops() instanceof ai.onestep.backend.cuda.CudaOps c ? c.device().describe()
+                            + ", passes in " + c.precision().label() : backend;
+                    for (int n : batches) {
+                        time(s, model, backend, device, n, reps, warmup,
+                                forceCompare || compare && n == 1 && !backend.equals("cpu"), out);
+                    }
                 }
             }
         }
@@ -84,6 +94,11 @@ public final class StepTiming {
         var cfg = s.net().config();
         int hw = cfg.sampleSize(), c = cfg.inChannels();
         String name = model.getFileName().toString().replace(".safetensors", "");
+        ai.onestep.backend.cuda.Precision precision = s.ops() instanceof ai.onestep.backend.cuda.CudaOps co
+                ? co.precision() : ai.onestep.backend.cuda.Precision.FP32;
+        if (s.ops() instanceof ai.onestep.backend.cuda.CudaOps) {
+            name += " " + precision.label();
+        }
         try (TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
             Tensor x0 = a.allocate(Layout.NHWC, n, hw, hw, c), x = a.allocate(Layout.NHWC, n, hw, hw, c);
             Tensor y = a.allocate(Layout.NHWC, n, hw, hw, c);
@@ -136,9 +151,10 @@ public final class StepTiming {
                         n / med * 1e6, finite ? "" : "  NON-FINITE OUTPUT"));
                 if (jsonl != null) {
                     jsonl.write(String.format(Locale.ROOT, "{\"bench\":\"engine-step\",\"backend\":\"%s\",\"device\":\"%s\","
-                            + "\"model\":\"%s\",\"step\":\"%s\",\"batch\":%d,\"us\":%.2f,\"min_us\":%.2f,\"first_call_us\":%.1f,"
-                            + "\"finite\":%b}%n", backend, device.replace("\"", "'"), name, labels.get(k), n, med, min,
-                            firstUs, finite));
+                            + "\"model\":\"%s\",\"precision\":\"%s\",\"step\":\"%s\",\"batch\":%d,\"us\":%.2f,"
+                            + "\"min_us\":%.2f,\"first_call_us\":%.1f,\"finite\":%b}%n", backend,
+                            device.replace("\"", "'"), model.getFileName().toString().replace(".safetensors", ""),
+                            precision.label(), labels.get(k), n, med, min, firstUs, finite));
                     jsonl.flush();
                 }
                 if (compare) {
@@ -157,7 +173,7 @@ public final class StepTiming {
                             new EdmDenoiser(ref.net(), ref.ops(), w).denoise(xr, filled(n, 1.5), null, want);
                         }
                         double err = DeviceCheck.relErr(got, want);
-                        boolean ok = err <= 5e-3;
+                        boolean ok = err <= (precision == ai.onestep.backend.cuda.Precision.BF16 ? 3e-2 : 5e-3);
                         failures += ok ? 0 : 1;
                         rows.add(String.format(Locale.ROOT, "%-56s %6d   rel. L2 error vs cpu backend %.3e  %s",
                                 "  (check) " + labels.get(k), n, err, ok ? "ok" : "FAIL"));

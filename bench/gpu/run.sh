@@ -4,7 +4,7 @@
 #      reference on the GPU and timed (block-size sweep), the kernel table;
 #   2. bench/gpu/java_cuda_check.sh run: the Java CUDA backend's DeviceCheck (every device op vs the cpu backend,
 #      a U-Net forward, graph capture and replay) on the carried jlink runtime;
-#   3. StepTiming: one sampling step of the engine on the cuda backend (student 1-step sample; teacher denoiser
+#   3. StepTiming: one sampling step of the engine on the cuda backend in fp16, bf16 and fp32 passes (student 1-step sample; teacher denoiser
 #      call and Heun step) at batch 1 and 64 for the fmnist teacher and student and the CIFAR-size config
 #      (random weights, written on the machine), batch 1 checked against the cpu backend;
 #   4. torch_peers.py: PyTorch on the same card: SDPA, group norm (+SiLU), and the same U-Net with the same
@@ -102,7 +102,7 @@ if has steps; then
     export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     # Each device arena (eager, and two for measuring a pass) is allocated whole: CIFAR at batch 64 needs a few GiB.
     flags+=(-Donestep.cuda.arenaMiB="${ONESTEP_ARENA_MIB:-6144}")
-    args=(--backend cuda --library "$lib" --batches 1,64 --reps 50 --warmup 5
+    args=(--backend cuda --library "$lib" --batches 1,64 --reps 50 --warmup 5 --precision fp16,bf16,fp32
           models/fmnist-student.safetensors models/fmnist-teacher.safetensors)
     [ -f "$cifar" ] && args+=("$cifar")
   fi

@@ -53,7 +53,9 @@ public final class Backends {
         String reason;
         try {
             Ops cuda = CudaBackend.open(threads);
-            sayOnce(log, "backend auto: using cuda (" + ((CudaOps) cuda).device().describe() + ")");
+            CudaOps c = (CudaOps) cuda;
+            sayOnce(log, "backend auto: using cuda (" + c.device().describe() + "; sampling passes in "
+                    + c.precision().label() + ")");
             return cuda;
         } catch (CudaBackend.Unavailable e) {
             reason = e.getMessage();

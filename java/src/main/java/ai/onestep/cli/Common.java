@@ -15,10 +15,19 @@ final class Common {
     @Option(names = "--threads", description = "Threads for the cpu backend (default: all cores).")
     Integer threads;
 
+    @Option(names = "--precision",
+            description = "Storage type of the cuda backend's sampling passes: fp16 (the default on a GPU), bf16 or fp32 "
+                    + "(the default of cuda-emulated). Arithmetic stays fp32; training always runs in fp32; cpu ignores it.")
+    String precision;
+
     @Option(names = "--verbose", description = "Print stack traces on errors.")
     boolean verbose;
 
     Ops ops() {
+        if (precision != null) {
+            // Checked here so a typo fails before any work, whatever the backend.
+            System.setProperty("onestep.cuda.precision", ai.onestep.backend.cuda.Precision.parse(precision).label());
+        }
         return Backends.byName(backend, threads == null ? Runtime.getRuntime().availableProcessors() : threads);
     }
 

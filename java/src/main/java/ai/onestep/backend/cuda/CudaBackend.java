@@ -70,10 +70,14 @@ public final class CudaBackend {
         if (devices < 1) {
             throw new Unavailable("the CUDA driver reports no device");
         }
-        return new CudaOps(new CudaDevice(lib.toString()), CudaOps.DEFAULT_ARENA_BYTES, hostThreads);
+        return new CudaOps(new CudaDevice(lib.toString()), CudaOps.DEFAULT_ARENA_BYTES, hostThreads,
+                Precision.fromProperty(Precision.FP16));
     }
 
-    /** Opens the backend on the emulated library (kernels/emu): the backend's whole logic, on the CPU. */
+    /**
+     * Opens the backend on the emulated library (kernels/emu): the backend's whole logic, on the CPU. Its passes run
+     * in fp32 unless {@code onestep.cuda.precision} says otherwise (on a GPU, {@link #open} defaults to fp16).
+     */
     public static CudaOps openEmulated(Path library, long arenaBytes, int hostThreads) throws Unavailable {
         if (!Files.isRegularFile(library)) {
             throw new Unavailable("no emulated kernel library at " + library
@@ -83,7 +87,8 @@ public final class CudaBackend {
         if (!kind.equals("emulated")) {
             throw new Unavailable(library + " is the " + kind + " build, not the emulated one");
         }
-        return new CudaOps(new EmulatedDevice(library.toString()), arenaBytes, hostThreads);
+        return new CudaOps(new EmulatedDevice(library.toString()), arenaBytes, hostThreads,
+                Precision.fromProperty(Precision.FP32));
     }
 
     private static String load(Path lib) throws Unavailable {

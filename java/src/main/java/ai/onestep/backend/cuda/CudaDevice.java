@@ -36,6 +36,11 @@ import org.bytedeco.javacpp.SizeTPointer;
  * dropped for that shape with one log line. The check needs a normal (uncaptured) run, which every captured pass
  * has first.
  *
+ * <p>Half precision ({@link Precision#FP16}, {@link Precision#BF16}): GEMMs through {@code cublasGemmEx} with fp16/bf16
+ * operands and {@code CUBLAS_COMPUTE_32F}; convolutions with fp16/bf16 tensor and filter descriptors, an fp32
+ * compute type and tensor-op math; each shape checked against the portable {@code _typed} kernel on first use,
+ * as in fp32.
+ *
  * <p>Never run on this project's development machines (no GPU there): it compiles, and shares every line except
  * the cuBLAS/cuDNN calls with the emulated device's path, which the tests run.
  */
@@ -114,74 +119,90 @@ public final class CudaDevice extends Device {
 
     @Override
     public void gemm(long a, boolean transA, long b, boolean transB, long c, int m, int n, int k, float alpha, float beta,
-                     Supplier<String> what) {
+                     Precision type, Supplier<String> what) {
         if (cublasHandle == null) {
-            check(onestep_gemm(a, transA ? 1 : 0, b, transB ? 1 : 0, c, m, n, k, alpha, beta, stream()), "matmul", what);
+            check(onestep_gemm_typed(a, transA ? 1 : 0, b, transB ? 1 : 0, c, m, n, k, alpha, beta, type.code,
+                    stream()), "matmul", what);
             return;
         }
         // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands, keep the flags.
         alphaHost.put(0, alpha);
         betaHost.put(0, beta);
-        int s = cublas.cublasSgemm_v2(cublasHandle, transB ? cublas.CUBLAS_OP_T : cublas.CUBLAS_OP_N,
-                transA ? cublas.CUBLAS_OP_T : cublas.CUBLAS_OP_N, n, m, k, alphaHost, floats(b),
-                transB ? k : n, floats(a), transA ? m : k, betaHost, floats(c), n);
+        int opA = transA ? cublas.CUBLAS_OP_T : cublas.CUBLAS_OP_N, opB = transB ? cublas.CUBLAS_OP_T : cublas.CUBLAS_OP_N;
+        int s;
+        if (type == Precision.FP32) {
+            s = cublas.cublasSgemm_v2(cublasHandle, opB, opA, n, m, k, alphaHost, floats(b), transB ? k : n, floats(a),
+                    transA ? m : k, betaHost, floats(c), n);
+        } else {
+            // 16-bit operands and result, fp32 accumulation and scalars (tensor cores).
+            int t = type == Precision.FP16 ? org.bytedeco.cuda.global.cudart.CUDA_R_16F
+                    : org.bytedeco.cuda.global.cudart.CUDA_R_16BF;
+            s = cublas.cublasGemmEx(cublasHandle, opB, opA, n, m, k, alphaHost, address(b), t, transB ? k : n,
+                    address(a), t, transA ? m : k, betaHost, address(c), t, n, cublas.CUBLAS_COMPUTE_32F,
+                    cublas.CUBLAS_GEMM_DEFAULT);
+        }
         if (s != 0) {
-            throw new CudaException("matmul: cublasSgemm failed with status " + s + " (m=" + m + ", n=" + n + ", k="
-                    + k + ") [" + what.get() + "]", ERROR_CUDA);
+            throw new CudaException("matmul: cuBLAS " + (type == Precision.FP32 ? "Sgemm" : "GemmEx " + type.label())
+                    + " failed with status " + s + " (m=" + m + ", n=" + n + ", k=" + k + ") [" + what.get() + "]",
+                    ERROR_CUDA);
         }
     }
 
     @Override
-    public void linear(long x, long w, long bias, long y, long rows, int in, int out, Supplier<String> what) {
+    public void linear(long x, long w, long bias, long y, long rows, int in, int out, Precision type,
+                       Supplier<String> what) {
         if (cublasHandle == null || rows > Integer.MAX_VALUE) {
-            check(onestep_linear(x, w, bias, y, rows, in, out, stream()), "linear", what);
+            check(onestep_linear_typed(x, w, bias, y, rows, in, out, type.code, stream()), "linear", what);
             return;
         }
-        gemm(x, false, w, false, y, (int) rows, out, in, 1f, 0f, what);
+        gemm(x, false, w, false, y, (int) rows, out, in, 1f, 0f, type, what);
         if (bias != 0) {
-            check(onestep_add_per_channel(y, bias, y, 1, rows, out, stream()), "linear", what);
+            check(onestep_add_per_channel_typed(y, bias, y, 1, rows, out, type.code, stream()), "linear", what);
         }
     }
 
-    private static String convKey(int n, int h, int wd, int cin, int kh, int kw, int cout, int stride, int padding) {
-        return n + "," + h + "," + wd + "," + cin + "," + kh + "," + kw + "," + cout + "," + stride + "," + padding;
+    private static String convKey(int n, int h, int wd, int cin, int kh, int kw, int cout, int stride, int padding,
+                                  Precision type) {
+        return n + "," + h + "," + wd + "," + cin + "," + kh + "," + kw + "," + cout + "," + stride + "," + padding
+                + "," + type.label();
     }
 
     /**
      * The shape's cuDNN plan, created on first use; null without cuDNN or where cuDNN refuses the shape (remembered,
      * so a refused shape is not asked again). The forward and the backward share it; each keeps its own verdict.
      */
-    private ConvPlan plan(String key, int n, int h, int wd, int cin, int kh, int kw, int cout, int stride, int padding) {
+    private ConvPlan plan(String key, int n, int h, int wd, int cin, int kh, int kw, int cout, int stride, int padding,
+                          Precision type) {
         if (cudnnHandle == null) {
             return null;
         }
         if (!convPlans.containsKey(key)) {
-            convPlans.put(key, ConvPlan.create(cudnnHandle, n, h, wd, cin, kh, kw, cout, stride, padding));
+            convPlans.put(key, ConvPlan.create(cudnnHandle, n, h, wd, cin, kh, kw, cout, stride, padding, type));
         }
         return convPlans.get(key);
     }
 
     @Override
     public void conv2d(long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh, int kw, int cout,
-                       int stride, int padding, Scratch scratch, Supplier<String> what) {
-        String key = convKey(n, h, wd, cin, kh, kw, cout, stride, padding);
-        ConvPlan plan = plan(key, n, h, wd, cin, kh, kw, cout, stride, padding);
+                       int stride, int padding, Precision type, Scratch scratch, Supplier<String> what) {
+        String key = convKey(n, h, wd, cin, kh, kw, cout, stride, padding, type);
+        ConvPlan plan = plan(key, n, h, wd, cin, kh, kw, cout, stride, padding, type);
         boolean verify = plan != null && plan.forwardOk && !plan.verified;
         if (plan == null || !plan.forwardOk || (verify && capturing())) {
-            portableConv(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, what);
+            portableConv(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, what);
             return;
         }
-        cudnnConv(plan, x, w, bias, y, n, h, wd, cin, kh, kw, cout, scratch, what);
+        cudnnConv(plan, x, w, bias, y, n, h, wd, cin, kh, kw, cout, type, scratch, what);
         if (verify) {
-            long outFloats = (long) n * plan.ho * plan.wo * cout;
-            long ref = scratch.allocate(outFloats * Float.BYTES, "conv2d check");
-            portableConv(x, w, bias, ref, n, h, wd, cin, kh, kw, cout, stride, padding, what);
-            double err = relativeError(y, ref, outFloats, what);
+            long outElems = (long) n * plan.ho * plan.wo * cout;
+            long ref = scratch.allocate(outElems * type.bytes, "conv2d check");
+            portableConv(x, w, bias, ref, n, h, wd, cin, kh, kw, cout, stride, padding, type, what);
+            double err = relativeError(y, ref, outElems, type, scratch, what);
             if (err > 2e-2) {
                 System.err.println("cuda: cuDNN convolution " + key + " disagrees with the portable kernel (relative"
                         + " error " + err + "): using the portable kernel for this shape");
                 plan.forwardOk = false;
-                copy(y, ref, outFloats * Float.BYTES, what);
+                copy(y, ref, outElems * type.bytes, what);
             } else {
                 plan.verified = true;
             }
@@ -197,8 +218,8 @@ public final class CudaDevice extends Device {
     @Override
     public void conv2dBackward(long x, long w, long dy, long dx, long dw, int n, int h, int wd, int cin, int kh, int kw,
                                int cout, int stride, int padding, Scratch scratch, Supplier<String> what) {
-        String key = convKey(n, h, wd, cin, kh, kw, cout, stride, padding);
-        ConvPlan plan = plan(key, n, h, wd, cin, kh, kw, cout, stride, padding);
+        String key = convKey(n, h, wd, cin, kh, kw, cout, stride, padding, Precision.FP32);
+        ConvPlan plan = plan(key, n, h, wd, cin, kh, kw, cout, stride, padding, Precision.FP32);
         if (plan != null && !plan.backwardPlanned) {
             plan.planBackward(cudnnHandle);
         }
@@ -237,8 +258,8 @@ public final class CudaDevice extends Device {
                 check(onestep_memset(refDw, 0, wFloats * Float.BYTES, stream()), "conv2dBackward", what);
             }
             super.conv2dBackward(x, w, dy, refDx, refDw, n, h, wd, cin, kh, kw, cout, stride, padding, scratch, what);
-            double err = Math.max(dx == 0 ? 0 : relativeError(dxOut, refDx, xFloats, what),
-                    dw == 0 ? 0 : relativeError(dwPart, refDw, wFloats, what));
+            double err = Math.max(dx == 0 ? 0 : relativeError(dxOut, refDx, xFloats, Precision.FP32, scratch, what),
+                    dw == 0 ? 0 : relativeError(dwPart, refDw, wFloats, Precision.FP32, scratch, what));
             if (err > 2e-2) {
                 System.err.println("cuda: cuDNN convolution backward " + key + " disagrees with the portable kernels"
                         + " (relative error " + err + "): using the portable kernels for this shape");
@@ -265,17 +286,17 @@ public final class CudaDevice extends Device {
     }
 
     private void portableConv(long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh, int kw,
-                              int cout, int stride, int padding, Supplier<String> what) {
-        check(onestep_conv2d_nhwc(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, stream()), "conv2d",
-                what);
+                              int cout, int stride, int padding, Precision type, Supplier<String> what) {
+        check(onestep_conv2d_nhwc_typed(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type.code,
+                stream()), "conv2d", what);
     }
 
     private void cudnnConv(ConvPlan p, long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh,
-                           int kw, int cout, Scratch scratch, Supplier<String> what) {
+                           int kw, int cout, Precision type, Scratch scratch, Supplier<String> what) {
         // Our weights are HWIO, i.e. a (KH*KW*Cin, Cout) matrix; cuDNN's NHWC filter is KRSC = its transpose.
         long rows = (long) kh * kw * cin;
-        long wt = scratch.allocate(rows * cout * Float.BYTES, "conv2d KRSC weights");
-        check(onestep_split_heads(w, wt, 1, (int) rows, cout, 1, stream()), "conv2d", what);
+        long wt = scratch.allocate(rows * cout * type.bytes, "conv2d KRSC weights");
+        check(onestep_split_heads_typed(w, wt, 1, (int) rows, cout, 1, type.code, stream()), "conv2d", what);
         long ws = p.workspaceBytes == 0 ? 0 : scratch.allocate(p.workspaceBytes, "conv2d cuDNN workspace");
         alphaHost.put(0, 1f);
         betaHost.put(0, 0f);
@@ -286,12 +307,22 @@ public final class CudaDevice extends Device {
                     + " [" + what.get() + "]", ERROR_CUDA);
         }
         if (bias != 0) {
-            check(onestep_add_per_channel(y, bias, y, 1, (long) n * p.ho * p.wo, cout, stream()), "conv2d", what);
+            check(onestep_add_per_channel_typed(y, bias, y, 1, (long) n * p.ho * p.wo, cout, type.code, stream()),
+                    "conv2d", what);
         }
     }
 
-    /** ||a - b|| / ||b|| of two device vectors (waits for the stream). */
-    private double relativeError(long a, long b, long floats, Supplier<String> what) {
+    /** ||a - b|| / ||b|| of two device vectors of {@code type} (widened to fp32 in scratch; waits for the stream). */
+    private double relativeError(long a, long b, long elems, Precision type, Scratch scratch, Supplier<String> what) {
+        if (type != Precision.FP32) {
+            long fa = scratch.allocate(elems * Float.BYTES, "check fp32 copy"), fb = scratch.allocate(elems * Float.BYTES,
+                    "check fp32 copy");
+            check(onestep_convert(a, type.code, fa, FLOAT32, elems, stream()), "conv2d check", what);
+            check(onestep_convert(b, type.code, fb, FLOAT32, elems, stream()), "conv2d check", what);
+            a = fa;
+            b = fb;
+        }
+        long floats = elems;
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment ha = arena.allocate(floats * Float.BYTES), hb = arena.allocate(floats * Float.BYTES);
             download(ha, a, floats * Float.BYTES, what);
@@ -368,7 +399,7 @@ public final class CudaDevice extends Device {
 
         /** The plan, or null when cuDNN refuses the shape (the portable kernel runs it then). */
         static ConvPlan create(cudnnContext handle, int n, int h, int wd, int cin, int kh, int kw, int cout, int stride,
-                               int padding) {
+                               int padding, Precision type) {
             ConvPlan p = new ConvPlan();
             p.ho = (h + 2 * padding - kh) / stride + 1;
             p.wo = (wd + 2 * padding - kw) / stride + 1;
@@ -376,16 +407,25 @@ public final class CudaDevice extends Device {
             p.y = new cudnnTensorStruct();
             p.w = new cudnnFilterStruct();
             p.conv = new cudnnConvolutionStruct();
+            // Storage in the pass's type; accumulation in fp32 (the convolution's compute type) for every type.
             int f = cudnn.CUDNN_DATA_FLOAT, nhwc = cudnn.CUDNN_TENSOR_NHWC;
+            int d = switch (type) {
+                case FP32 -> cudnn.CUDNN_DATA_FLOAT;
+                case FP16 -> cudnn.CUDNN_DATA_HALF;
+                case BF16 -> cudnn.CUDNN_DATA_BFLOAT16;
+            };
             int s = cudnn.cudnnCreateTensorDescriptor(p.x);
             s |= cudnn.cudnnCreateTensorDescriptor(p.y);
             s |= cudnn.cudnnCreateFilterDescriptor(p.w);
             s |= cudnn.cudnnCreateConvolutionDescriptor(p.conv);
-            s |= cudnn.cudnnSetTensor4dDescriptor(p.x, nhwc, f, n, cin, h, wd);
-            s |= cudnn.cudnnSetTensor4dDescriptor(p.y, nhwc, f, n, cout, p.ho, p.wo);
-            s |= cudnn.cudnnSetFilter4dDescriptor(p.w, f, nhwc, cout, cin, kh, kw);
+            s |= cudnn.cudnnSetTensor4dDescriptor(p.x, nhwc, d, n, cin, h, wd);
+            s |= cudnn.cudnnSetTensor4dDescriptor(p.y, nhwc, d, n, cout, p.ho, p.wo);
+            s |= cudnn.cudnnSetFilter4dDescriptor(p.w, d, nhwc, cout, cin, kh, kw);
             s |= cudnn.cudnnSetConvolution2dDescriptor(p.conv, padding, padding, stride, stride, 1, 1,
                     cudnn.CUDNN_CROSS_CORRELATION, f);
+            if (type != Precision.FP32) {
+                s |= cudnn.cudnnSetConvolutionMathType(p.conv, cudnn.CUDNN_TENSOR_OP_MATH);
+            }
             if (s != 0) {
                 return null;
             }

@@ -35,12 +35,20 @@ import java.util.function.Supplier;
  * pass), and the losses and sumOfSquares (their sums on the device, the few per-sample or per-chunk values added
  * on the host: eager only, as they return a host value). Still on the host, through {@link CpuOps} in eager mode:
  * the Fourier embedding and attention with another head dim; inside a pass they make the pass fall back to eager mode (logged once).
+ *
+ * <p><b>Precision</b> ({@link Precision}, fixed per backend): inside a pass, the forward ops run on fp16 or bf16
+ * storage with fp32 arithmetic (the {@code *_typed} kernels, cuBLAS GemmEx and cuDNN with fp32 accumulation), and
+ * registered weights are read from 16-bit copies made once on the device. fp32 stays where precision needs it:
+ * group-norm mean/rstd and attention's lse, the time embedding's noise level, the pass's inputs and outputs, and
+ * every elementwise op (add, mul, axpy, axpby, scale) with an fp32 operand runs in fp32, so the denoisers' output
+ * c_skip x + c_out F reads the sample x unrounded. Eager ops (training, optimizer steps, losses) are always fp32.
  */
 public final class CudaOps extends Ops implements AutoCloseable {
     /** Default size of each device arena (eager, and each captured pass's constants and activations). */
     public static final long DEFAULT_ARENA_BYTES = Long.getLong("onestep.cuda.arenaMiB", 1024L) << 20;
 
     private final Device device;
+    private final Precision precision;
     private final CpuOps host;
     private final long arenaBytes;
     private final DeviceArena eagerArena;
@@ -61,9 +69,15 @@ public final class CudaOps extends Ops implements AutoCloseable {
     private long deviceOps;
     private long hostOps;
 
-    /** A backend on {@code device} with arenas of {@code arenaBytes} each; it owns (and closes) the device. */
+    /** A backend on {@code device} with arenas of {@code arenaBytes} each; it owns (and closes) the device. fp32. */
     public CudaOps(Device device, long arenaBytes, int hostThreads) {
+        this(device, arenaBytes, hostThreads, Precision.FP32);
+    }
+
+    /** The same, with passes in {@code precision}. */
+    public CudaOps(Device device, long arenaBytes, int hostThreads, Precision precision) {
         this.device = device;
+        this.precision = precision;
         this.arenaBytes = arenaBytes;
         this.host = new CpuOps(hostThreads);
         this.eagerArena = new DeviceArena(device, "eager", arenaBytes);
@@ -78,6 +92,11 @@ public final class CudaOps extends Ops implements AutoCloseable {
 
     public Device device() {
         return device;
+    }
+
+    /** The storage type of activations and weights inside a pass. */
+    public Precision precision() {
+        return precision;
     }
 
     /** Device ops issued so far (each Ops call that ran on the device counts once). */
@@ -252,10 +271,12 @@ public final class CudaOps extends Ops implements AutoCloseable {
         deviceOps++;
         if (pass != null) {
             body.run();
+            pass.flush();
             return;
         }
         try {
             body.run();
+            eager.flush();
             device.synchronize();
             for (Residency.Entry e : eager.written()) {
                 MemorySegment hostSeg = MemorySegment.ofAddress(e.host).reinterpret(e.bytes);
@@ -295,6 +316,41 @@ public final class CudaOps extends Ops implements AutoCloseable {
         return t == null ? 0 : res().resolve(t, Access.IN_OUT, op);
     }
 
+    private long in(Tensor t, String op, Precision type) {
+        return t == null ? 0 : res().resolve(t, Access.IN, op, type);
+    }
+
+    private long out(Tensor t, String op, Precision type) {
+        return t == null ? 0 : res().resolve(t, Access.OUT, op, type);
+    }
+
+    private long inOut(Tensor t, String op, Precision type) {
+        return t == null ? 0 : res().resolve(t, Access.IN_OUT, op, type);
+    }
+
+    /** The storage type of the current op's activations: the backend's precision inside a pass, else fp32. */
+    private Precision dt() {
+        return pass != null ? precision : Precision.FP32;
+    }
+
+    /**
+     * The type of an elementwise op: fp32 when any operand is held in fp32 on the device (a pass input such as the
+     * sample x, or the result of an earlier fp32 op), else the pass's type. This keeps c_skip x + c_out F and
+     * c_in x from rounding x.
+     */
+    private Precision elementwise(Tensor... operands) {
+        Precision p = dt();
+        if (p == Precision.FP32) {
+            return p;
+        }
+        for (Tensor t : operands) {
+            if (t != null && res().typeOf(t) == Precision.FP32) {
+                return Precision.FP32;
+            }
+        }
+        return p;
+    }
+
     private static Supplier<String> what(Tensor... ts) {
         return () -> {
             StringBuilder sb = new StringBuilder();
@@ -319,17 +375,19 @@ public final class CudaOps extends Ops implements AutoCloseable {
     protected void matmulKernel(Tensor a, boolean transA, Tensor b, boolean transB, Tensor c, int m, int n, int k,
                                 float alpha, float beta) {
         run("matmul", () -> {
-            long pa = in(a, "matmul"), pb = in(b, "matmul");
-            long pc = beta == 0f ? out(c, "matmul") : inOut(c, "matmul");
-            device.gemm(pa, transA, pb, transB, pc, m, n, k, alpha, beta, what(a, b, c));
+            Precision type = dt();
+            long pa = in(a, "matmul", type), pb = in(b, "matmul", type);
+            long pc = beta == 0f ? out(c, "matmul", type) : inOut(c, "matmul", type);
+            device.gemm(pa, transA, pb, transB, pc, m, n, k, alpha, beta, type, what(a, b, c));
         });
     }
 
     @Override
     protected void linearKernel(Tensor x, Tensor w, Tensor b, Tensor y, int rows, int in, int out) {
         run("linear", () -> {
-            long px = in(x, "linear"), pw = in(w, "linear"), pb = in(b, "linear");
-            device.linear(px, pw, pb, out(y, "linear"), rows, in, out, what(x, w, b, y));
+            Precision type = dt();
+            long px = in(x, "linear", type), pw = in(w, "linear", type), pb = in(b, "linear", type);
+            device.linear(px, pw, pb, out(y, "linear", type), rows, in, out, type, what(x, w, b, y));
         });
     }
 
@@ -355,9 +413,11 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     protected void convKernel(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y) {
         run("conv2d", () -> {
-            long px = in(x, "conv2d"), pw = in(w, "conv2d"), pb = in(b, "conv2d");
-            device.conv2d(px, pw, pb, out(y, "conv2d"), x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(1),
-                    w.dim(3), stride, padding, (bytes, why) -> res().scratch((bytes + 3) / 4, why), what(x, w, b, y));
+            Precision type = dt();
+            long px = in(x, "conv2d", type), pw = in(w, "conv2d", type), pb = in(b, "conv2d", type);
+            device.conv2d(px, pw, pb, out(y, "conv2d", type), x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0),
+                    w.dim(1), w.dim(3), stride, padding, type, (bytes, why) -> res().scratch((bytes + 3) / 4, why),
+                    what(x, w, b, y));
         });
     }
 
@@ -390,10 +450,12 @@ public final class CudaOps extends Ops implements AutoCloseable {
                                    float eps, boolean silu, Tensor y, Tensor mean, Tensor rstd) {
         String op = silu ? "groupNormSilu" : "groupNorm";
         run(op, () -> {
-            long px = in(x, op), pg = in(gamma, op), pb = in(beta, op), ps = in(scale, op), pt = in(shift, op);
-            long py = out(y, op), pm = out(mean, op), pr = out(rstd, op);
-            Device.check(onestep_groupnorm_forward(px, pg, pb, ps, pt, py, pm, pr, x.dim(0), x.dim(1) * x.dim(2),
-                    x.dim(3), groups, eps, silu ? 1 : 0, stream()), op, what(x, y));
+            Precision type = dt();  // mean and rstd stay fp32
+            long px = in(x, op, type), pg = in(gamma, op, type), pb = in(beta, op, type);
+            long ps = in(scale, op, type), pt = in(shift, op, type);
+            long py = out(y, op, type), pm = out(mean, op), pr = out(rstd, op);
+            Device.check(onestep_groupnorm_forward_typed(px, pg, pb, ps, pt, py, pm, pr, x.dim(0), x.dim(1) * x.dim(2),
+                    x.dim(3), groups, eps, silu ? 1 : 0, type.code, stream()), op, what(x, y));
         });
     }
 
@@ -421,8 +483,10 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     protected void siluKernel(Tensor x, Tensor y) {
         run("silu", () -> {
-            long px = in(x, "silu");
-            Device.check(onestep_silu_forward(px, out(y, "silu"), x.size(), stream()), "silu", what(x, y));
+            Precision type = dt();
+            long px = in(x, "silu", type);
+            Device.check(onestep_silu_forward_typed(px, out(y, "silu", type), x.size(), type.code, stream()), "silu",
+                    what(x, y));
         });
     }
 
@@ -449,18 +513,21 @@ public final class CudaOps extends Ops implements AutoCloseable {
         }
         run("attention", () -> {
             String op = "attention";
-            long pq = in(q, op), pk = in(k, op), pv = in(v, op);
-            long po = out(o, op), pl = out(lse, op);
+            Precision type = dt();  // lse stays fp32
+            long pq = in(q, op, type), pk = in(k, op, type), pv = in(v, op, type);
+            long po = out(o, op, type), pl = out(lse, op);
             long size = q.size();
+            int c = type.code;
             // Our kernel takes (B, H, T, D); the engine's tokens are (N, T, H*D): split heads, attend, merge.
-            long qh = res().scratch(size, "attention q heads"), kh = res().scratch(size, "attention k heads");
-            long vh = res().scratch(size, "attention v heads"), oh = res().scratch(size, "attention o heads");
+            long qh = res().scratch(size, type, "attention q heads"), kh = res().scratch(size, type, "attention k heads");
+            long vh = res().scratch(size, type, "attention v heads"), oh = res().scratch(size, type, "attention o heads");
             Supplier<String> w = what(q, o, lse);
-            Device.check(onestep_split_heads(pq, qh, n, t, heads, d, stream()), op, w);
-            Device.check(onestep_split_heads(pk, kh, n, t, heads, d, stream()), op, w);
-            Device.check(onestep_split_heads(pv, vh, n, t, heads, d, stream()), op, w);
-            Device.check(onestep_attention_forward(qh, kh, vh, oh, pl, n, heads, t, t, d, 0L, 0f, stream()), op, w);
-            Device.check(onestep_merge_heads(oh, po, n, t, heads, d, stream()), op, w);
+            Device.check(onestep_split_heads_typed(pq, qh, n, t, heads, d, c, stream()), op, w);
+            Device.check(onestep_split_heads_typed(pk, kh, n, t, heads, d, c, stream()), op, w);
+            Device.check(onestep_split_heads_typed(pv, vh, n, t, heads, d, c, stream()), op, w);
+            Device.check(onestep_attention_forward_typed(qh, kh, vh, oh, pl, n, heads, t, t, d, 0L, 0f, c, stream()), op,
+                    w);
+            Device.check(onestep_merge_heads_typed(oh, po, n, t, heads, d, c, stream()), op, w);
         });
     }
 
@@ -505,41 +572,51 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     protected void addKernel(Tensor a, Tensor b, Tensor y) {
         run("add", () -> {
-            long pa = in(a, "add"), pb = in(b, "add");
-            Device.check(onestep_add(pa, pb, out(y, "add"), a.size(), stream()), "add", what(a, b, y));
+            Precision type = elementwise(a, b);
+            long pa = in(a, "add", type), pb = in(b, "add", type);
+            Device.check(onestep_add_typed(pa, pb, out(y, "add", type), a.size(), type.code, stream()), "add",
+                    what(a, b, y));
         });
     }
 
     @Override
     protected void mulKernel(Tensor a, Tensor b, Tensor y) {
         run("mul", () -> {
-            long pa = in(a, "mul"), pb = in(b, "mul");
-            Device.check(onestep_mul(pa, pb, out(y, "mul"), a.size(), stream()), "mul", what(a, b, y));
+            Precision type = elementwise(a, b);
+            long pa = in(a, "mul", type), pb = in(b, "mul", type);
+            Device.check(onestep_mul_typed(pa, pb, out(y, "mul", type), a.size(), type.code, stream()), "mul",
+                    what(a, b, y));
         });
     }
 
     @Override
     protected void axpyKernel(float alpha, Tensor x, Tensor y) {
         run("axpy", () -> {
-            long px = in(x, "axpy");
-            Device.check(onestep_axpy(alpha, px, inOut(y, "axpy"), x.size(), stream()), "axpy", what(x, y));
+            Precision type = elementwise(x, y);
+            long px = in(x, "axpy", type);
+            Device.check(onestep_axpy_typed(alpha, px, inOut(y, "axpy", type), x.size(), type.code, stream()), "axpy",
+                    what(x, y));
         });
     }
 
     @Override
     protected void axpbyKernel(float a, Tensor x, float b, Tensor z, Tensor y) {
         run("axpby", () -> {
-            long px = in(x, "axpby");
-            long pz = in(z, "axpby");
-            Device.check(onestep_axpby(a, px, b, pz, out(y, "axpby"), x.size(), stream()), "axpby", what(x, z, y));
+            Precision type = elementwise(x, z);
+            long px = in(x, "axpby", type);
+            long pz = in(z, "axpby", type);
+            Device.check(onestep_axpby_typed(a, px, b, pz, out(y, "axpby", type), x.size(), type.code, stream()),
+                    "axpby", what(x, z, y));
         });
     }
 
     @Override
     protected void scaleKernel(Tensor x, float alpha, Tensor y) {
         run("scale", () -> {
-            long px = in(x, "scale");
-            Device.check(onestep_scale(alpha, px, out(y, "scale"), x.size(), stream()), "scale", what(x, y));
+            Precision type = elementwise(x);
+            long px = in(x, "scale", type);
+            Device.check(onestep_scale_typed(alpha, px, out(y, "scale", type), x.size(), type.code, stream()), "scale",
+                    what(x, y));
         });
     }
 
@@ -547,9 +624,10 @@ public final class CudaOps extends Ops implements AutoCloseable {
     protected void addPerChannelKernel(Tensor x, Tensor v, Tensor y) {
         run("addPerChannel", () -> {
             int n = x.dim(0), c = x.dim(-1);
-            long px = in(x, "addPerChannel"), pv = in(v, "addPerChannel");
-            Device.check(onestep_add_per_channel(px, pv, out(y, "addPerChannel"), n, x.size() / ((long) n * c), c,
-                    stream()), "addPerChannel", what(x, v, y));
+            Precision type = elementwise(x, v);
+            long px = in(x, "addPerChannel", type), pv = in(v, "addPerChannel", type);
+            Device.check(onestep_add_per_channel_typed(px, pv, out(y, "addPerChannel", type), n,
+                    x.size() / ((long) n * c), c, type.code, stream()), "addPerChannel", what(x, v, y));
         });
     }
 
@@ -566,10 +644,11 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     protected void concatChannelsKernel(Tensor a, Tensor b, Tensor y) {
         run("concatChannels", () -> {
-            long pa = in(a, "concatChannels"), pb = in(b, "concatChannels");
+            Precision type = dt();
+            long pa = in(a, "concatChannels", type), pb = in(b, "concatChannels", type);
             long rows = (long) a.dim(0) * a.dim(1) * a.dim(2);
-            Device.check(onestep_concat_channels(pa, pb, out(y, "concatChannels"), rows, a.dim(3), b.dim(3),
-                    stream()), "concatChannels", what(a, b, y));
+            Device.check(onestep_concat_channels_typed(pa, pb, out(y, "concatChannels", type), rows, a.dim(3), b.dim(3),
+                    type.code, stream()), "concatChannels", what(a, b, y));
         });
     }
 
@@ -587,9 +666,10 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     protected void upsampleKernel(Tensor x, Tensor y) {
         run("upsampleNearest2x", () -> {
-            long px = in(x, "upsampleNearest2x");
-            Device.check(onestep_upsample_nearest2x(px, out(y, "upsampleNearest2x"), x.dim(0), x.dim(1), x.dim(2),
-                    x.dim(3), stream()), "upsampleNearest2x", what(x, y));
+            Precision type = dt();
+            long px = in(x, "upsampleNearest2x", type);
+            Device.check(onestep_upsample_nearest2x_typed(px, out(y, "upsampleNearest2x", type), x.dim(0), x.dim(1),
+                    x.dim(2), x.dim(3), type.code, stream()), "upsampleNearest2x", what(x, y));
         });
     }
 
@@ -678,10 +758,11 @@ public final class CudaOps extends Ops implements AutoCloseable {
     protected void sinusoidalEmbeddingKernel(Tensor t, boolean flipSinToCos, float downscaleFreqShift, float scale,
                                              float maxPeriod, Tensor y) {
         run("sinusoidalEmbedding", () -> {
+            Precision type = dt();  // the noise level t stays fp32
             long pt = in(t, "sinusoidalEmbedding");
-            Device.check(onestep_sinusoidal_embedding(pt, out(y, "sinusoidalEmbedding"), y.dim(0), y.dim(1),
-                    flipSinToCos ? 1 : 0, downscaleFreqShift, scale, maxPeriod, stream()), "sinusoidalEmbedding",
-                    what(t, y));
+            Device.check(onestep_sinusoidal_embedding_typed(pt, out(y, "sinusoidalEmbedding", type), y.dim(0),
+                    y.dim(1), flipSinToCos ? 1 : 0, downscaleFreqShift, scale, maxPeriod, type.code, stream()),
+                    "sinusoidalEmbedding", what(t, y));
         });
     }
 

@@ -44,6 +44,11 @@ public abstract class Device implements AutoCloseable {
 
     abstract String denseRoute();
 
+    /** The library file this device's kernels come from. */
+    String library() {
+        return library;
+    }
+
     /** The stream every launch of this device goes to. */
     public long stream() {
         return stream;
@@ -51,16 +56,29 @@ public abstract class Device implements AutoCloseable {
 
     // ---- dense layers: device-specific -------------------------------------------------------------------
 
-    /** Row-major {@code c (m, n) = alpha op(a) op(b) + beta c} on device pointers. */
+    /**
+     * Row-major {@code c (m, n) = alpha op(a) op(b) + beta c} on device pointers holding {@code type} elements
+     * (accumulation in fp32 for every type).
+     */
     public abstract void gemm(long a, boolean transA, long b, boolean transB, long c, int m, int n, int k, float alpha,
-                              float beta, Supplier<String> what);
+                              float beta, Precision type, Supplier<String> what);
 
-    /** {@code y (rows, out) = x (rows, in) w (in, out) + bias}; bias may be 0 (none). */
-    public abstract void linear(long x, long w, long bias, long y, long rows, int in, int out, Supplier<String> what);
+    /** {@link #gemm} on fp32 data. */
+    public final void gemm(long a, boolean transA, long b, boolean transB, long c, int m, int n, int k, float alpha,
+                           float beta, Supplier<String> what) {
+        gemm(a, transA, b, transB, c, m, n, k, alpha, beta, Precision.FP32, what);
+    }
 
-    /** NHWC x, HWIO w, bias or 0, NHWC y; {@code scratch} lends device memory for the current op. */
+    /** {@code y (rows, out) = x (rows, in) w (in, out) + bias}; bias may be 0 (none); all {@code type}. */
+    public abstract void linear(long x, long w, long bias, long y, long rows, int in, int out, Precision type,
+                                Supplier<String> what);
+
+    /**
+     * NHWC x, HWIO w, bias or 0, NHWC y, all {@code type}; {@code scratch} lends device memory for the current op.
+     */
     public abstract void conv2d(long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh, int kw,
-                                int cout, int stride, int padding, Scratch scratch, Supplier<String> what);
+                                int cout, int stride, int padding, Precision type, Scratch scratch,
+                                Supplier<String> what);
 
     /**
      * Backward of {@link #conv2d} (bias excluded): {@code dx} assigned, {@code dw} accumulated; either may be 0

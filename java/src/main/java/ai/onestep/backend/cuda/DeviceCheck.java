@@ -46,6 +46,8 @@ public final class DeviceCheck {
         boolean emulated = Arrays.asList(args).contains("--emulated");
         int li = Arrays.asList(args).indexOf("--library");
         CudaOps ops;
+        // The checks compare fp32 passes with eager ops bit for bit; the fp16/bf16 passes get backends of their own.
+        System.setProperty("onestep.cuda.precision", "fp32");
         try {
             if (emulated) {
                 Path lib = li >= 0 ? Path.of(args[li + 1]) : CudaBackend.emulatedLibrary();
@@ -285,6 +287,48 @@ public final class DeviceCheck {
             record("consistency graph replay vs cpu", relErr(replay, c), 5e-3);
             long[] g = dev.capturedPasses().values().stream().findFirst().orElse(new long[] {0, 0});
             fact("graph: " + g[0] + " nodes for " + g[1] + " backend ops", g[0] >= g[1] && g[1] > 0);
+        }
+        halfPasses();
+    }
+
+    /**
+     * A consistency pass in fp16 and bf16 (a backend of each precision on a second stream of the same library):
+     * replay bit for bit, and close to the fp32 cpu result. The net has PyTorch's default initialization (weights
+     * ~ 1/sqrt(fan_in), as a trained net's scale), not the larger random weights above, which amplify each layer's
+     * rounding far more than a real model does. Bounds: 3x what the emulated library measures (fp16 9.8e-4, bf16
+     * 7.1e-3; the trained Fashion-MNIST student: 5.5e-4 and 7.7e-3).
+     */
+    private void halfPasses() {
+        boolean gpu = dev.device() instanceof CudaDevice;
+        try (UNet net = new UNet(config(), false); TensorArena a = new TensorArena(); Workspace wc = new Workspace()) {
+            ai.onestep.model.Init.pytorchDefault(net, 5);
+            Tensor x = a.allocate(Layout.NHWC, 2, 16, 16, 3);
+            Noise.gaussian(x, 6, 0);
+            cpu.scale(x, 1.7f, x);  // a sample at the noise level tau
+            double[] tau = {1.7, 1.7};
+            Tensor want = a.allocate(Layout.NHWC, 2, 16, 16, 3);
+            new ConsistencyDenoiser(net, cpu, wc).denoise(x, tau, null, want);
+            for (Precision p : new Precision[] {Precision.FP16, Precision.BF16}) {
+                halfPass(net, x, tau, want, p, gpu);
+            }
+        }
+    }
+
+    private void halfPass(UNet net, Tensor x, double[] tau, Tensor cpuResult, Precision p, boolean gpu) {
+        Device d = gpu ? new CudaDevice(dev.device().library()) : new EmulatedDevice(dev.device().library());
+        try (CudaOps h = new CudaOps(d, gpu ? CudaOps.DEFAULT_ARENA_BYTES : 256L << 20, 2, p);
+             TensorArena a = new TensorArena(); Workspace w = new Workspace()) {
+            h.registerParameters(net.weightTensors());
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, h, w, true);
+            Tensor first = a.allocate(Layout.NHWC, x.shape()), replay = a.allocate(Layout.NHWC, x.shape());
+            f.denoise(x, tau, null, first);   // on the device, uncaptured (and the 16-bit weight copies made)
+            f.denoise(x, tau, null, replay);  // captured
+            f.denoise(x, tau, null, replay);  // replayed
+            exact(p.label() + " graph replay vs first call", Arrays.equals(replay.toArray(), first.toArray()));
+            record(p.label() + " consistency graph replay vs cpu fp32", relErr(replay, cpuResult),
+                    p == Precision.FP16 ? 3e-3 : 2e-2);
+            fact(p.label() + " pass captured, nothing on the host", h.capturedPasses().size() == 1
+                    && h.eagerOnlyPasses().isEmpty() && h.hostOps() == 0);
         }
     }
 }

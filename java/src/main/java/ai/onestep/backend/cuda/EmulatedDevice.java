@@ -27,19 +27,21 @@ public final class EmulatedDevice extends Device {
 
     @Override
     public void gemm(long a, boolean transA, long b, boolean transB, long c, int m, int n, int k, float alpha, float beta,
-                     Supplier<String> what) {
-        check(onestep_gemm(a, transA ? 1 : 0, b, transB ? 1 : 0, c, m, n, k, alpha, beta, stream()), "matmul", what);
+                     Precision type, Supplier<String> what) {
+        check(onestep_gemm_typed(a, transA ? 1 : 0, b, transB ? 1 : 0, c, m, n, k, alpha, beta, type.code, stream()),
+                "matmul", what);
     }
 
     @Override
-    public void linear(long x, long w, long bias, long y, long rows, int in, int out, Supplier<String> what) {
-        check(onestep_linear(x, w, bias, y, rows, in, out, stream()), "linear", what);
+    public void linear(long x, long w, long bias, long y, long rows, int in, int out, Precision type,
+                       Supplier<String> what) {
+        check(onestep_linear_typed(x, w, bias, y, rows, in, out, type.code, stream()), "linear", what);
     }
 
     @Override
     public void conv2d(long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh, int kw, int cout,
-                       int stride, int padding, Scratch scratch, Supplier<String> what) {
-        check(onestep_conv2d_nhwc(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, stream()), "conv2d",
-                what);
+                       int stride, int padding, Precision type, Scratch scratch, Supplier<String> what) {
+        check(onestep_conv2d_nhwc_typed(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type.code,
+                stream()), "conv2d", what);
     }
 }

@@ -12,11 +12,17 @@ import java.util.TreeMap;
  * eager op and every captured pass: a graph reads them at their device address when it is replayed, so a
  * parameter refreshed in place (after an optimizer step) is seen by existing graphs, and N graphs do not hold N
  * copies of the weights. Each registration is one device allocation (a {@link DeviceArena} carved by the tensors).
+ *
+ * <p>Half-precision passes ({@link Precision}) read fp16 or bf16 copies: the first request of a type converts the
+ * whole registration on the device, once, into one more arena; {@link #refresh} converts them again.
  */
 final class ParameterStore implements AutoCloseable {
     private final Device device;
     private final List<DeviceArena> arenas = new ArrayList<>();
-    private final TreeMap<Long, long[]> map = new TreeMap<>();  // host address -> {bytes, device address}
+    /** Host address -> {bytes, fp32 device address, index of its registration in {@link #batches}}. */
+    private final TreeMap<Long, long[]> map = new TreeMap<>();
+    /** Per registration: its tensors' host addresses and, per {@link Precision}, the arena of converted copies. */
+    private final List<Batch> batches = new ArrayList<>();
     /** The host memory's lifetime: a parameter whose arena closed is forgotten (its address may be reused). */
     private final Map<Long, MemorySegment.Scope> scopes = new java.util.HashMap<>();
 
@@ -46,18 +52,38 @@ final class ParameterStore implements AutoCloseable {
         }
         DeviceArena a = new DeviceArena(device, "parameters", bytes);
         arenas.add(a);
+        Batch batch = new Batch();
+        batches.add(batch);
         for (Tensor t : fresh) {
             long size = t.size() * Float.BYTES;
             long dev = a.allocate(size, "parameter " + t.describe());
             device.upload(dev, t.segment(), size, () -> "parameter " + t.describe());
-            map.put(t.segment().address(), new long[] {size, dev});
+            map.put(t.segment().address(), new long[] {size, dev, batches.size() - 1});
             scopes.put(t.segment().address(), t.segment().scope());
+            batch.hosts.add(t.segment().address());
         }
         return fresh.size();
     }
 
+    /** The tensors of one registration and their converted copies (per precision; null until first asked for). */
+    private static final class Batch {
+        final List<Long> hosts = new ArrayList<>();
+        final DeviceArena[] arenas = new DeviceArena[Precision.values().length];
+        final Map<Long, long[]> typed = new java.util.HashMap<>();  // host -> device address per precision ordinal
+    }
+
     /** The device address of host range [addr, addr + bytes) if it lies inside one parameter, else 0. */
     long find(long addr, long bytes) {
+        return find(addr, bytes, Precision.FP32);
+    }
+
+    /**
+     * The device address of host range [addr, addr + bytes) as {@code type} elements if it lies inside one
+     * parameter, else 0. A 16-bit type's copies of the parameter's whole registration are made on first request
+     * (one conversion kernel per tensor, queued on the stream; never while the stream is being captured, when this
+     * throws {@link Residency.HostDataDuringCapture}: the pass then runs op by op).
+     */
+    long find(long addr, long bytes, Precision type) {
         Map.Entry<Long, long[]> e = map.floorEntry(addr);
         if (e == null || addr + bytes > e.getKey() + e.getValue()[0]) {
             return 0;
@@ -66,7 +92,45 @@ final class ParameterStore implements AutoCloseable {
             forget(e.getKey());
             return 0;
         }
-        return e.getValue()[1] + (addr - e.getKey());
+        long offsetElems = (addr - e.getKey()) / Float.BYTES;
+        if (type == Precision.FP32) {
+            return e.getValue()[1] + offsetElems * Float.BYTES;
+        }
+        Batch b = batches.get((int) e.getValue()[2]);
+        if (b.arenas[type.ordinal()] == null) {
+            convertBatch(b, type);
+        }
+        return b.typed.get(e.getKey())[type.ordinal()] + offsetElems * type.bytes;
+    }
+
+    private void convertBatch(Batch b, Precision type) {
+        if (device.capturing()) {
+            throw new Residency.HostDataDuringCapture("parameters: their " + type.label()
+                    + " copies would be made while the pass is being captured");
+        }
+        long bytes = 0;
+        for (long host : b.hosts) {
+            long elems = map.containsKey(host) ? map.get(host)[0] / Float.BYTES : 0;
+            bytes += Math.max(DeviceArena.ALIGN, (elems * type.bytes + DeviceArena.ALIGN - 1) / DeviceArena.ALIGN
+                    * DeviceArena.ALIGN);
+        }
+        DeviceArena a = new DeviceArena(device, "parameters " + type.label(), Math.max(DeviceArena.ALIGN, bytes));
+        b.arenas[type.ordinal()] = a;
+        for (long host : b.hosts) {
+            long[] v = map.get(host);
+            if (v == null) {
+                continue;  // forgotten (its host memory was freed)
+            }
+            long elems = v[0] / Float.BYTES;
+            long dev = a.allocate(elems * type.bytes, "parameter " + type.label() + " copy");
+            b.typed.computeIfAbsent(host, k -> new long[Precision.values().length])[type.ordinal()] = dev;
+            convert(v[1], dev, elems, type);
+        }
+    }
+
+    private void convert(long fp32, long dev, long elems, Precision type) {
+        Device.check(ai.onestep.kernels.OnestepKernels.onestep_convert(fp32, Precision.FP32.code, dev, type.code, elems,
+                device.stream()), "parameters", () -> type.label() + " copy of " + elems + " elements");
     }
 
     /** The lifetime of the parameter holding host address {@code addr} (call after a successful {@link #find}). */
@@ -107,6 +171,12 @@ final class ParameterStore implements AutoCloseable {
             }
             java.lang.foreign.MemorySegment seg = java.lang.foreign.MemorySegment.ofAddress(host).reinterpret(size);
             device.upload(dev, seg, size, () -> "parameter refresh " + t.describe());
+            long[] typed = batches.get((int) e.getValue()[2]).typed.get(host);
+            for (Precision p : Precision.values()) {
+                if (typed != null && typed[p.ordinal()] != 0) {
+                    convert(dev, typed[p.ordinal()], size / Float.BYTES, p);
+                }
+            }
         }
     }
 
@@ -114,8 +184,15 @@ final class ParameterStore implements AutoCloseable {
         return map.size();
     }
 
+    /** Device bytes of the fp32 parameters and of every converted copy. */
     long bytes() {
-        return arenas.stream().mapToLong(DeviceArena::used).sum();
+        long typed = 0;
+        for (Batch b : batches) {
+            for (DeviceArena a : b.arenas) {
+                typed += a == null ? 0 : a.used();
+            }
+        }
+        return arenas.stream().mapToLong(DeviceArena::used).sum() + typed;
     }
 
     @Override
@@ -123,7 +200,15 @@ final class ParameterStore implements AutoCloseable {
         for (DeviceArena a : arenas) {
             a.close();
         }
+        for (Batch b : batches) {
+            for (DeviceArena a : b.arenas) {
+                if (a != null) {
+                    a.close();
+                }
+            }
+        }
         arenas.clear();
+        batches.clear();
         map.clear();
         scopes.clear();
     }

@@ -24,6 +24,13 @@ import java.util.TreeMap;
  * A tensor that spans several entries (a whole batch after per-sample slices were written) is coalesced into one
  * new activation by device copies. Host data needed while the stream is under capture is an error: a graph cannot
  * depend on host memory that changes ({@link CapturedPass} then falls back to eager mode for that pass).
+ *
+ * <p>Element types ({@link Precision}): every entry holds fp32, fp16 or bf16 elements, one per host float (host
+ * ranges stay fp32-sized; device offsets scale by the element size). An op asks for each operand in the type its
+ * kernel takes. An input held in another type is converted into scratch for that op (a constant's conversion is
+ * kept, as it never changes); an output wanted in another type than its entry's is written to scratch and
+ * converted into the entry by {@link #flush} after the op's launch. So a pass may mix types and stays correct;
+ * the pass's own inputs and outputs and the host's constants are fp32.
  */
 final class Residency {
     private final Device device;
@@ -37,22 +44,42 @@ final class Residency {
 
     static final class Entry {
         final long host;
+        /** Host bytes (4 per element whatever the device type). */
         final long bytes;
         final long dev;
         final boolean constant;
+        final Precision type;
         boolean written;
+        /** A constant's converted copies, by precision ordinal (0: not made yet). */
+        long[] converted;
 
-        Entry(long host, long bytes, long dev, boolean constant) {
+        Entry(long host, long bytes, long dev, boolean constant, Precision type) {
             this.host = host;
             this.bytes = bytes;
             this.dev = dev;
             this.constant = constant;
+            this.type = type;
         }
 
         long end() {
             return host + bytes;
         }
+
+        /** The device address of host address {@code addr} inside this entry. */
+        long devAt(long addr) {
+            return dev + (addr - host) / Float.BYTES * type.bytes;
+        }
+
+        long devBytes() {
+            return bytes / Float.BYTES * type.bytes;
+        }
     }
+
+    /** An output written to scratch in the op's type, to be converted into its entry after the launch. */
+    private record Pending(long scratch, Precision from, long dev, Precision to, long elems) {
+    }
+
+    private final List<Pending> pending = new ArrayList<>();
 
     enum Access { IN, OUT, IN_OUT }
 
@@ -77,20 +104,44 @@ final class Residency {
         activations.reset();
     }
 
-    /** Maps {@code t} to a fresh activation without uploading (a pass's input or output buffer). */
+    /** Maps {@code t} to a fresh fp32 activation without uploading (a pass's input or output buffer). */
     long bind(Tensor t, String what) {
         long addr = t.segment().address();
         long bytes = t.size() * Float.BYTES;
         if (!overlapping(addr, addr + bytes).isEmpty()) {
             throw new CudaException(what + ": tensor " + t.describe() + " overlaps one already on the device");
         }
-        Entry e = new Entry(addr, bytes, activations.allocate(bytes, what + " " + t.describe()), false);
+        Entry e = new Entry(addr, bytes, activations.allocate(bytes, what + " " + t.describe()), false,
+                Precision.FP32);
         map.put(addr, e);
         return e.dev;
     }
 
-    /** The device address of {@code t} for an op that reads it, writes it, or both. */
+    /** The device address of {@code t} as fp32 elements, for an op that reads it, writes it, or both. */
     long resolve(Tensor t, Access access, String op) {
+        return resolve(t, access, op, Precision.FP32);
+    }
+
+    /**
+     * The type {@code t} is held in on the device when it lies inside one entry, else null (a parameter, host data
+     * not uploaded yet, or a tensor spread over several entries).
+     */
+    Precision typeOf(Tensor t) {
+        long addr = t.segment().address();
+        long end = addr + t.size() * Float.BYTES;
+        List<Entry> over = overlapping(addr, end);
+        if (over.size() == 1 && over.get(0).host <= addr && end <= over.get(0).end()) {
+            return over.get(0).type;
+        }
+        return null;
+    }
+
+    /**
+     * The device address of {@code t} as {@code type} elements, for an op that reads it, writes it, or both. Where
+     * the tensor is held in another type, the op gets a converted scratch copy (and an output's scratch is
+     * converted back by {@link #flush}, which the backend calls after every op).
+     */
+    long resolve(Tensor t, Access access, String op, Precision type) {
         long addr = t.segment().address();
         long bytes = t.size() * Float.BYTES;
         if (bytes == 0) {
@@ -99,40 +150,83 @@ final class Residency {
         long end = addr + bytes;
         List<Entry> over = overlapping(addr, end);
         if (access == Access.IN && over.isEmpty()) {
-            long p = parameters.find(addr, bytes);  // a registered parameter: already on the device, shared
+            long p = parameters.find(addr, bytes, type);  // a registered parameter: already on the device, shared
             if (p != 0) {
                 usedScopes.add(parameters.scopeOf(addr));
                 return p;
             }
         }
+        Entry e;
         if (over.size() == 1 && over.get(0).host <= addr && end <= over.get(0).end()) {
-            Entry e = over.get(0);
+            e = over.get(0);
             if (access != Access.IN) {
                 if (e.constant) {
                     e = privatize(e, op, t);
                 }
                 e.written = true;
             }
-            return e.dev + (addr - e.host);
-        }
-        if (over.isEmpty()) {
+        } else if (over.isEmpty()) {
             if (access == Access.OUT) {
-                Entry e = add(addr, bytes, activations.allocate(bytes, op + " output " + t.describe()), false);
+                e = add(addr, bytes, activations.allocate(bytes / Float.BYTES * type.bytes, op + " output "
+                        + t.describe()), false, type);
                 e.written = true;
                 return e.dev;
             }
             requireHostReadable(op, t);
             usedScopes.add(t.segment().scope());
-            Entry c = add(addr, bytes, constants.allocate(bytes, op + " input " + t.describe()), true);
-            device.upload(c.dev, t.segment(), bytes, () -> op + " input " + t.describe());
-            if (access == Access.IN) {
-                return c.dev;
+            e = add(addr, bytes, constants.allocate(bytes, op + " input " + t.describe()), true, Precision.FP32);
+            device.upload(e.dev, t.segment(), bytes, () -> op + " input " + t.describe());
+            if (access != Access.IN) {
+                e = privatize(e, op, t);
+                e.written = true;
             }
-            Entry w = privatize(c, op, t);
-            w.written = true;
-            return w.dev;
+        } else {
+            e = coalesce(t, addr, end, over, access, op);
         }
-        return coalesce(t, addr, end, over, access, op);
+        if (e.type == type) {
+            return e.devAt(addr);
+        }
+        return retype(e, addr, bytes / Float.BYTES, access, type, op, t);
+    }
+
+    /** {@code t} (elements from {@code addr} of entry {@code e}) as {@code type}: a converted scratch copy. */
+    private long retype(Entry e, long addr, long elems, Access access, Precision type, String op, Tensor t) {
+        if (access == Access.IN && e.constant) {
+            // Constants never change: convert the whole entry once and keep it (in the constants arena).
+            if (e.converted == null) {
+                e.converted = new long[Precision.values().length];
+            }
+            if (e.converted[type.ordinal()] == 0) {
+                long elemsAll = e.bytes / Float.BYTES;
+                long c = constants.allocate(elemsAll * type.bytes, op + " " + type.label() + " copy of " + t.describe());
+                convert(e.dev, e.type, c, type, elemsAll, op, t);
+                e.converted[type.ordinal()] = c;
+            }
+            return e.converted[type.ordinal()] + (addr - e.host) / Float.BYTES * type.bytes;
+        }
+        long scratch = activations.allocate(elems * type.bytes, op + " " + type.label() + " view of " + t.describe());
+        if (access != Access.OUT) {
+            convert(e.devAt(addr), e.type, scratch, type, elems, op, t);
+        }
+        if (access != Access.IN) {
+            pending.add(new Pending(scratch, type, e.devAt(addr), e.type, elems));
+        }
+        return scratch;
+    }
+
+    private void convert(long from, Precision fromType, long to, Precision toType, long elems, String op, Tensor t) {
+        Device.check(ai.onestep.kernels.OnestepKernels.onestep_convert(from, fromType.code, to, toType.code, elems,
+                device.stream()), op, () -> fromType.label() + " -> " + toType.label() + " " + t.describe());
+    }
+
+    /** Converts the outputs the last op wrote in another type than their entries' into those entries. */
+    void flush() {
+        for (Pending p : pending) {
+            Device.check(ai.onestep.kernels.OnestepKernels.onestep_convert(p.scratch(), p.from().code, p.dev(),
+                    p.to().code, p.elems(), device.stream()), "pass", () -> p.from().label() + " output written back as "
+                    + p.to().label());
+        }
+        pending.clear();
     }
 
     /**
@@ -151,6 +245,11 @@ final class Residency {
     /** Scratch device memory for the current op or pass (not mapped to any host tensor). */
     long scratch(long floats, String what) {
         return activations.allocate(floats * Float.BYTES, what);
+    }
+
+    /** Scratch for {@code elems} elements of {@code type}. */
+    long scratch(long elems, Precision type, String what) {
+        return activations.allocate(elems * type.bytes, what);
     }
 
     /** The entries whose contents the device wrote, for eager mode's download. */
@@ -176,60 +275,89 @@ final class Residency {
             throw new CudaException(what + ": tensor " + t.describe() + " is not on the device as one piece");
         }
         Entry e = over.get(0);
-        device.download(t.segment(), e.dev + (addr - e.host), bytes, () -> what + " " + t.describe());
+        long src = e.devAt(addr);
+        if (e.type != Precision.FP32) {
+            long f = activations.allocate(bytes, what + " fp32 copy of " + t.describe());
+            convert(src, e.type, f, Precision.FP32, bytes / Float.BYTES, what, t);
+            src = f;
+        }
+        device.download(t.segment(), src, bytes, () -> what + " " + t.describe());
     }
 
     void clear() {
         map.clear();
         usedScopes.clear();
+        pending.clear();
     }
 
-    private Entry add(long host, long bytes, long dev, boolean constant) {
-        Entry e = new Entry(host, bytes, dev, constant);
+    private Entry add(long host, long bytes, long dev, boolean constant, Precision type) {
+        Entry e = new Entry(host, bytes, dev, constant, type);
         map.put(host, e);
         return e;
     }
 
     /** A writable activation copy of constant {@code c}, replacing it in the map. */
     private Entry privatize(Entry c, String op, Tensor t) {
-        Entry w = new Entry(c.host, c.bytes, activations.allocate(c.bytes, op + " writes " + t.describe()), false);
-        device.copy(w.dev, c.dev, c.bytes, () -> op + " " + t.describe());
+        Entry w = new Entry(c.host, c.bytes, activations.allocate(c.devBytes(), op + " writes " + t.describe()), false,
+                c.type);
+        device.copy(w.dev, c.dev, c.devBytes(), () -> op + " " + t.describe());
         map.put(c.host, w);
         return w;
     }
 
-    private long coalesce(Tensor t, long addr, long end, List<Entry> over, Access access, String op) {
+    /**
+     * One new activation for a tensor spread over several entries (or partly on the host). It takes the entries'
+     * type when they share one, else fp32; entries of another type are converted into it, host gaps uploaded.
+     */
+    private Entry coalesce(Tensor t, long addr, long end, List<Entry> over, Access access, String op) {
         long lo = Math.min(addr, over.get(0).host);
         long hi = Math.max(end, over.get(over.size() - 1).end());
-        long dev = activations.allocate(hi - lo, op + " joins " + t.describe());
+        Precision type = over.get(0).type;
+        for (Entry e : over) {
+            if (e.type != type) {
+                type = Precision.FP32;
+            }
+        }
+        Entry joined = new Entry(lo, hi - lo, activations.allocate((hi - lo) / Float.BYTES * type.bytes, op + " joins "
+                + t.describe()), false, type);
         long cursor = lo;
         for (Entry e : over) {
             if (cursor < e.host) {
-                fillFromHost(t, op, dev, lo, cursor, e.host, addr, end, access);
+                fillFromHost(t, op, joined, cursor, e.host, addr, end, access);
             }
             boolean overwritten = access == Access.OUT && addr <= e.host && e.end() <= end;
             if (!overwritten) {
-                device.copy(dev + (e.host - lo), e.dev, e.bytes, () -> op + " joins " + t.describe());
+                if (e.type == type) {
+                    device.copy(joined.devAt(e.host), e.dev, e.devBytes(), () -> op + " joins " + t.describe());
+                } else {
+                    convert(e.dev, e.type, joined.devAt(e.host), type, e.bytes / Float.BYTES, op, t);
+                }
             }
             cursor = e.end();
             map.remove(e.host);
         }
         if (cursor < hi) {
-            fillFromHost(t, op, dev, lo, cursor, hi, addr, end, access);
+            fillFromHost(t, op, joined, cursor, hi, addr, end, access);
         }
-        Entry joined = add(lo, hi - lo, dev, false);
+        map.put(lo, joined);
         joined.written = over.stream().anyMatch(e -> e.written) || access != Access.IN;
-        return joined.dev + (addr - lo);
+        return joined;
     }
 
-    private void fillFromHost(Tensor t, String op, long dev, long lo, long from, long to, long addr, long end,
+    private void fillFromHost(Tensor t, String op, Entry joined, long from, long to, long addr, long end,
                               Access access) {
         if (access == Access.OUT && addr <= from && to <= end) {
             return;  // the op overwrites this gap
         }
         requireHostReadable(op, t);
         java.lang.foreign.MemorySegment seg = java.lang.foreign.MemorySegment.ofAddress(from).reinterpret(to - from);
-        device.upload(dev + (from - lo), seg, to - from, () -> op + " joins " + t.describe());
+        if (joined.type == Precision.FP32) {
+            device.upload(joined.devAt(from), seg, to - from, () -> op + " joins " + t.describe());
+        } else {
+            long staging = activations.allocate(to - from, op + " joins " + t.describe() + " (fp32 staging)");
+            device.upload(staging, seg, to - from, () -> op + " joins " + t.describe());
+            convert(staging, Precision.FP32, joined.devAt(from), joined.type, (to - from) / Float.BYTES, op, t);
+        }
     }
 
     private void requireHostReadable(String op, Tensor t) {
