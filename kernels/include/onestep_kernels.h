@@ -220,6 +220,19 @@ onestep_status onestep_split_heads_typed(const void* x, void* y, int N, int T, i
                                          cudaStream_t stream);
 onestep_status onestep_merge_heads_typed(const void* x, void* y, int N, int T, int H, int D, onestep_dtype dtype,
                                          cudaStream_t stream);
+/* Gaussian Fourier features (diffusers' GaussianFourierProjection): x = 2 pi t[n] (2 pi ln t[n] if use_log),
+ * y[n] = [sin(x weight), cos(x weight)] ([cos, sin] if flip); t (N) and weight (half) fp32, y (N, 2 half) `dtype`.
+ * The argument is formed in double (the weights are large frequencies). */
+onestep_status onestep_fourier_embedding_typed(const float* t, const float* weight, void* y, int N, int half,
+                                               int use_log, int flip_sin_to_cos, onestep_dtype dtype,
+                                               cudaStream_t stream);
+/* The same with each head padded to Dp >= D features: split writes (N, H, T, Dp) with zeros in [D, Dp), merge reads
+ * only the first D. A head dim the fused attention kernels lack runs on the next one they have (zero features
+ * change no score and give zero output columns; pass softmax_scale = 1 / sqrt(D)). */
+onestep_status onestep_split_heads_padded_typed(const void* x, void* y, int N, int T, int H, int D, int Dp,
+                                                onestep_dtype dtype, cudaStream_t stream);
+onestep_status onestep_merge_heads_padded_typed(const void* x, void* y, int N, int T, int H, int D, int Dp,
+                                                onestep_dtype dtype, cudaStream_t stream);
 onestep_status onestep_sinusoidal_embedding_typed(const float* t, void* y, int N, int D, int flip_sin_to_cos,
                                                   float downscale_freq_shift, float scale, float max_period,
                                                   onestep_dtype dtype, cudaStream_t stream);

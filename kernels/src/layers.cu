@@ -207,21 +207,26 @@ __global__ void upsample_backward_kernel(const float* dy, float* dx, int N, int 
     }
 }
 
-// (N, T, H, D) <-> (N, H, T, D): `to_heads` chooses the direction; i indexes the destination.
+// (N, T, H, D) <-> (N, H, T, Dp): `to_heads` chooses the direction; i indexes the destination. Dp >= D pads
+// each head with zeros (to_heads) or drops the padding (merge): a head dim the fused attention kernels lack runs
+// on the next one they have, since zero features add nothing to q.k and give zero output columns.
 template <typename E>
-__global__ void heads_kernel(const E* x, E* y, int N, int T, int H, int D, int to_heads) {
-    ONESTEP_GRID_STRIDE(i, (long long)N * T * H * D) {
-        int d = int(i % D);
-        if (to_heads) {  // destination (n, h, t, d)
-            int t = int((i / D) % T);
-            int h = int((i / ((long long)D * T)) % H);
-            long long n = i / ((long long)D * T * H);
-            y[i] = x[((n * T + t) * H + h) * D + d];
-        } else {  // destination (n, t, h, d)
+__global__ void heads_kernel(const E* x, E* y, int N, int T, int H, int D, int Dp, int to_heads) {
+    if (to_heads) {  // destination (n, h, t, dp)
+        ONESTEP_GRID_STRIDE(i, (long long)N * H * T * Dp) {
+            int d = int(i % Dp);
+            int t = int((i / Dp) % T);
+            int h = int((i / ((long long)Dp * T)) % H);
+            long long n = i / ((long long)Dp * T * H);
+            y[i] = d < D ? x[((n * T + t) * H + h) * D + d] : from_f32<E>(0.f);
+        }
+    } else {  // destination (n, t, h, d)
+        ONESTEP_GRID_STRIDE(i, (long long)N * T * H * D) {
+            int d = int(i % D);
             int h = int((i / D) % H);
             int t = int((i / ((long long)D * H)) % T);
             long long n = i / ((long long)D * H * T);
-            y[i] = x[((n * H + h) * T + t) * D + d];
+            y[i] = x[((n * H + h) * T + t) * Dp + d];
         }
     }
 }
@@ -242,6 +247,24 @@ __global__ void sinusoidal_kernel(const float* t, T* y, int N, int D, int flip, 
         // Formed in double like the Java oracle, then rounded once: keeps high frequencies within fp32 rounding.
         double freq = exp(-log((double)max_period) * f / (half - (double)shift));
         double arg = (double)scale * (double)t[n] * freq;
+        bool first = j < half;
+        y[i] = from_f32<T>(float((first != (flip != 0)) ? sin(arg) : cos(arg)));
+    }
+}
+
+// Gaussian Fourier features (NCSN++, Song et al. 2021; diffusers' GaussianFourierProjection): x = 2 pi t[n] (or
+// 2 pi ln t[n]), y[n] = [sin(x w_j), cos(x w_j)] (or [cos, sin] if flip). The weights w are large random
+// frequencies (scale 16), so the argument is formed and reduced in double, as the Java backends do, and the result
+// rounded once.
+template <typename T>
+__global__ void fourier_kernel(const float* t, const float* w, T* y, int N, int half, int use_log, int flip) {
+    const int D = 2 * half;
+    ONESTEP_GRID_STRIDE(i, (long long)N * D) {
+        int n = int(i / D), j = int(i % D);
+        int f = j < half ? j : j - half;
+        double tn = (double)t[n];
+        double x = 6.283185307179586 * (use_log ? log(tn) : tn);
+        double arg = x * (double)w[f];
         bool first = j < half;
         y[i] = from_f32<T>(float((first != (flip != 0)) ? sin(arg) : cos(arg)));
     }
@@ -502,35 +525,46 @@ extern "C" onestep_status onestep_upsample_nearest2x_backward(const float* dy, f
                         "onestep_upsample_nearest2x_backward", shapes);
 }
 
-static onestep_status heads(const char* name, const void* x, void* y, int N, int T, int H, int D, int to_heads,
-                            onestep_dtype dtype, cudaStream_t stream) {
-    ONESTEP_SHAPES("N=%d, T=%d, H=%d, D=%d, %s", N, T, H, D, onestep::dtype_name(dtype));
+static onestep_status heads(const char* name, const void* x, void* y, int N, int T, int H, int D, int Dp,
+                            int to_heads, onestep_dtype dtype, cudaStream_t stream) {
+    ONESTEP_SHAPES("N=%d, T=%d, H=%d, D=%d, Dp=%d, %s", N, T, H, D, Dp, onestep::dtype_name(dtype));
     if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, name, shapes, "unknown dtype");
-    if (N < 1 || T < 1 || H < 1 || D < 1 || !x || !y)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, name, shapes, "bad size or NULL pointer");
+    if (N < 1 || T < 1 || H < 1 || D < 1 || Dp < D || !x || !y)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, name, shapes, "bad size (Dp >= D >= 1) or NULL pointer");
+    const long long total = (long long)N * T * H * (to_heads ? Dp : D);
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, E,
-                                               launch(L::heads_kernel<E>, L::grid_for((long long)N * T * H * D),
-                                                      dim3(L::kBlock), 0, stream, static_cast<const E*>(x),
-                                                      static_cast<E*>(y), N, T, H, D, to_heads)),
+                                               launch(L::heads_kernel<E>, L::grid_for(total), dim3(L::kBlock), 0,
+                                                      stream, static_cast<const E*>(x), static_cast<E*>(y), N, T, H,
+                                                      D, Dp, to_heads)),
                         name, shapes);
 }
 
 extern "C" onestep_status onestep_split_heads(const float* x, float* y, int N, int T, int H, int D, cudaStream_t s) {
-    return heads("onestep_split_heads", x, y, N, T, H, D, 1, ONESTEP_FLOAT32, s);
+    return heads("onestep_split_heads", x, y, N, T, H, D, D, 1, ONESTEP_FLOAT32, s);
 }
 
 extern "C" onestep_status onestep_merge_heads(const float* x, float* y, int N, int T, int H, int D, cudaStream_t s) {
-    return heads("onestep_merge_heads", x, y, N, T, H, D, 0, ONESTEP_FLOAT32, s);
+    return heads("onestep_merge_heads", x, y, N, T, H, D, D, 0, ONESTEP_FLOAT32, s);
 }
 
 extern "C" onestep_status onestep_split_heads_typed(const void* x, void* y, int N, int T, int H, int D,
                                                     onestep_dtype dtype, cudaStream_t s) {
-    return heads("onestep_split_heads_typed", x, y, N, T, H, D, 1, dtype, s);
+    return heads("onestep_split_heads_typed", x, y, N, T, H, D, D, 1, dtype, s);
 }
 
 extern "C" onestep_status onestep_merge_heads_typed(const void* x, void* y, int N, int T, int H, int D,
                                                     onestep_dtype dtype, cudaStream_t s) {
-    return heads("onestep_merge_heads_typed", x, y, N, T, H, D, 0, dtype, s);
+    return heads("onestep_merge_heads_typed", x, y, N, T, H, D, D, 0, dtype, s);
+}
+
+extern "C" onestep_status onestep_split_heads_padded_typed(const void* x, void* y, int N, int T, int H, int D, int Dp,
+                                                           onestep_dtype dtype, cudaStream_t s) {
+    return heads("onestep_split_heads_padded_typed", x, y, N, T, H, D, Dp, 1, dtype, s);
+}
+
+extern "C" onestep_status onestep_merge_heads_padded_typed(const void* x, void* y, int N, int T, int H, int D, int Dp,
+                                                           onestep_dtype dtype, cudaStream_t s) {
+    return heads("onestep_merge_heads_padded_typed", x, y, N, T, H, D, Dp, 0, dtype, s);
 }
 
 static onestep_status sinusoidal_impl(const char* fn, const float* t, void* y, int N, int D, int flip_sin_to_cos,
@@ -561,4 +595,19 @@ extern "C" onestep_status onestep_sinusoidal_embedding_typed(const float* t, voi
                                                              cudaStream_t stream) {
     return sinusoidal_impl("onestep_sinusoidal_embedding_typed", t, y, N, D, flip_sin_to_cos, downscale_freq_shift,
                            scale, max_period, dtype, stream);
+}
+
+extern "C" onestep_status onestep_fourier_embedding_typed(const float* t, const float* weight, void* y, int N, int half,
+                                                          int use_log, int flip_sin_to_cos, onestep_dtype dtype,
+                                                          cudaStream_t stream) {
+    const char* fn = "onestep_fourier_embedding_typed";
+    ONESTEP_SHAPES("N=%d, half=%d, %s", N, half, onestep::dtype_name(dtype));
+    if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
+    if (N < 1 || half < 1 || !t || !weight || !y)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "bad size or NULL pointer");
+    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
+                                               launch(L::fourier_kernel<T>, L::grid_for(2LL * N * half),
+                                                      dim3(L::kBlock), 0, stream, t, weight, static_cast<T*>(y), N,
+                                                      half, use_log, flip_sin_to_cos)),
+                        fn, shapes);
 }

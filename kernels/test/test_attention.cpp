@@ -108,6 +108,8 @@ void reference_backward(const Case& c, const vector<float>& q, const vector<floa
         }
 }
 
+bool ok(onestep_status s, const char* what) { return expect(s == ONESTEP_OK, what, onestep_last_error_message()); }
+
 // cudaMalloc-like 256-byte-aligned copies, as the kernel's float4 loads require.
 struct Buf {
     float* p;
@@ -275,6 +277,75 @@ void check_argument_errors() {
 
 }  // namespace
 
+// A head dim the kernels lack (D = 8, 40, 100) through zero-padded heads: onestep_split_heads_padded_typed to
+// (B, H, T, Dp), the Dp kernels with softmax_scale 1/sqrt(D), onestep_merge_heads_padded_typed back to tokens; forward
+// and backward against the double reference at D. This is how the Java backend runs such heads on the device.
+void check_padded(int D, uint64_t seed) {
+    const Case c{2, 3, 29, 29, D, 1.0, false};
+    const int Dp = D <= 32 ? 32 : D <= 64 ? 64 : 128, T = c.Tq, N = c.B, H = c.H;
+    std::printf("  padded D=%d -> Dp=%d\n", D, Dp);
+    ktest::Rng rng(seed);
+    vector<float> q, k, v;
+    vector<int> kv_len;
+    make_inputs(c, rng, q, k, v, kv_len);
+    vector<float> dout = rng.normals(q.size());
+    // The engine's token layout (N, T, H*D) of the reference's (B, H, T, D) tensors, and back.
+    auto tokens = [&](const vector<float>& heads) {
+        vector<float> t(heads.size());
+        for (int n = 0; n < N; n++)
+            for (int h = 0; h < H; h++)
+                for (int i = 0; i < T; i++)
+                    for (int d = 0; d < D; d++)
+                        t[((size_t(n) * T + i) * H + h) * D + d] = heads[((size_t(n) * H + h) * T + i) * D + d];
+        return t;
+    };
+    auto heads_of = [&](const float* tok) {
+        vector<float> hd(size_t(N) * H * T * D);
+        for (int n = 0; n < N; n++)
+            for (int h = 0; h < H; h++)
+                for (int i = 0; i < T; i++)
+                    for (int d = 0; d < D; d++)
+                        hd[((size_t(n) * H + h) * T + i) * D + d] = tok[((size_t(n) * T + i) * H + h) * D + d];
+        return hd;
+    };
+    const size_t padded = size_t(N) * H * T * Dp;
+    Buf tq(tokens(q)), tk(tokens(k)), tv(tokens(v)), tdo(tokens(dout));
+    Buf pq(padded, NAN), pk(padded, NAN), pv(padded, NAN), po(padded, NAN), pdo(padded, NAN), lse(size_t(N) * H * T, NAN);
+    Buf pdq(padded, NAN), pdk(padded, NAN), pdv(padded, NAN), delta(lse.n, NAN), to(q.size(), NAN);
+    Buf tdq(q.size(), NAN), tdk(q.size(), NAN), tdv(q.size(), NAN);
+    const float scale = float(1.0 / std::sqrt(double(D)));
+    bool fine = true;
+    auto split = [&](const Buf& from, Buf& to_) {
+        fine &= ok(onestep_split_heads_padded_typed(from.p, to_.p, N, T, H, D, Dp, ONESTEP_FLOAT32, nullptr), "split: %s");
+    };
+    auto merge = [&](const Buf& from, Buf& to_) {
+        fine &= ok(onestep_merge_heads_padded_typed(from.p, to_.p, N, T, H, D, Dp, ONESTEP_FLOAT32, nullptr), "merge: %s");
+    };
+    split(tq, pq);
+    split(tk, pk);
+    split(tv, pv);
+    split(tdo, pdo);
+    fine &= ok(onestep_attention_forward(pq.p, pk.p, pv.p, po.p, lse.p, N, H, T, T, Dp, nullptr, scale, nullptr),
+               "padded forward: %s");
+    merge(po, to);
+    fine &= ok(onestep_attention_backward(pq.p, pk.p, pv.p, po.p, pdo.p, lse.p, delta.p, pdq.p, pdk.p, pdv.p, N, H, T, T,
+                                          Dp, nullptr, scale, nullptr),
+               "padded backward: %s");
+    merge(pdq, tdq);
+    merge(pdk, tdk);
+    merge(pdv, tdv);
+    if (!fine || !ktest::sync()) return;
+    vector<double> o, l, gq, gk, gv;
+    reference(c, q, k, v, kv_len, 1.0 / std::sqrt(double(D)), o, l);
+    reference_backward(c, q, k, v, dout, kv_len, 1.0 / std::sqrt(double(D)), gq, gk, gv);
+    expect_close("padded o", heads_of(to.p).data(), o.data(), o.size(), 2e-5, 2e-4);
+    expect_lse("padded lse", lse, l);
+    const double tol = 5e-5 * std::sqrt(double(T));
+    expect_close("padded dq", heads_of(tdq.p).data(), gq.data(), gq.size(), tol, 1e-3);
+    expect_close("padded dk", heads_of(tdk.p).data(), gk.data(), gk.size(), tol, 1e-3);
+    expect_close("padded dv", heads_of(tdv.p).data(), gv.data(), gv.size(), tol, 1e-3);
+}
+
 int main() {
     const auto start = std::chrono::steady_clock::now();
     check_argument_errors();
@@ -308,5 +379,6 @@ int main() {
         check_case_typed(c, ONESTEP_FLOAT16, seed++);
         check_case_typed(c, ONESTEP_BFLOAT16, seed++);
     }
+    for (int D : {8, 40, 100}) check_padded(D, seed++);
     return ktest::finish("test_attention", start);
 }

@@ -240,6 +240,35 @@ void check_layout(const Type& t, ktest::Rng& rng) {
     }
 }
 
+// The Fourier features: fp32 against a double reference (sin/cos of an argument formed in double), and the
+// 16-bit instantiations as the fp32 result rounded once. Frequencies ~ N(0, 16^2) as in NCSN++.
+void check_fourier(const Type& t, ktest::Rng& rng) {
+    const int n = 4, half = 24;
+    const float ts[n] = {0.002f, 0.5f, 3.0f, 80.0f};
+    vector<float> w = rng.normals(half, 0.0, 16.0);
+    for (int use_log = 0; use_log < 2; use_log++)
+        for (int flip = 0; flip < 2; flip++) {
+            vector<float> y32(size_t(n) * 2 * half);
+            Buf16 y(y32.size());
+            ok(onestep_fourier_embedding_typed(ts, w.data(), y32.data(), n, half, use_log, flip, ONESTEP_FLOAT32,
+                                               nullptr),
+               "fourier fp32: %s");
+            ok(onestep_fourier_embedding_typed(ts, w.data(), y.p, n, half, use_log, flip, t.dt, nullptr),
+               "fourier typed: %s");
+            ktest::sync();
+            vector<double> want(y32.size());
+            for (int b = 0; b < n; b++)
+                for (int j = 0; j < half; j++) {
+                    const double x = 2 * M_PI * (use_log ? std::log(double(ts[b])) : double(ts[b]));
+                    const double arg = x * double(w[j]);
+                    want[size_t(b) * 2 * half + j] = flip ? std::cos(arg) : std::sin(arg);
+                    want[size_t(b) * 2 * half + half + j] = flip ? std::sin(arg) : std::cos(arg);
+                }
+            ktest::expect_close("fourier fp32 vs double", y32.data(), want.data(), want.size(), 1e-6, 1e-6);
+            expect_rounded("fourier_embedding", t, y.p, y32.data(), y32.size());
+        }
+}
+
 void check_errors() {
     float x[4] = {0, 0, 0, 0};
     expect(onestep_add_typed(x, x, x, 4, onestep_dtype(7), nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
@@ -269,6 +298,7 @@ int main() {
         check_groupnorm(t, rng);
         check_elementwise(t, rng);
         check_layout(t, rng);
+        check_fourier(t, rng);
     }
     check_errors();
     return ktest::finish("test_typed", start);

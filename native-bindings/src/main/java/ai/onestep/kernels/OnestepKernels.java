@@ -259,6 +259,25 @@ public final class OnestepKernels {
 
     public static native int onestep_merge_heads_typed(@Cast("const void*") long x, @Cast("void*") long y, int n, int t, int h, int d, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
 
+    /** (n, t, h*d) to (n, h, t, dp) with each head zero-padded to dp >= d features. */
+    public static native int onestep_split_heads_padded_typed(@Cast("const void*") long x, @Cast("void*") long y, int n,
+                                                              int t, int h, int d, int dp,
+                                                              @Cast("onestep_dtype") int dtype,
+                                                              @Cast("cudaStream_t") long stream);
+
+    /** (n, h, t, dp) to (n, t, h*d): the first d features of each padded head. */
+    public static native int onestep_merge_heads_padded_typed(@Cast("const void*") long x, @Cast("void*") long y, int n,
+                                                              int t, int h, int d, int dp,
+                                                              @Cast("onestep_dtype") int dtype,
+                                                              @Cast("cudaStream_t") long stream);
+
+    /** Gaussian Fourier features: t (n) and weight (half) fp32, y (n, 2 half) in {@code dtype}. */
+    public static native int onestep_fourier_embedding_typed(@Cast("const float*") long t,
+                                                             @Cast("const float*") long weight, @Cast("void*") long y,
+                                                             int n, int half, int useLog, int flipSinToCos,
+                                                             @Cast("onestep_dtype") int dtype,
+                                                             @Cast("cudaStream_t") long stream);
+
     public static native int onestep_sinusoidal_embedding_typed(@Cast("const float*") long t, @Cast("void*") long y, int n, int d,
                                                                 int flipSinToCos, float downscaleFreqShift,
                                                                 float scale, float maxPeriod, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);

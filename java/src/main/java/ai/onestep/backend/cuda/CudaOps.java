@@ -28,13 +28,14 @@ import java.util.function.Supplier;
  * </ul>
  *
  * <p>On the device: conv2d, linear and matmul (cuBLAS or our portable kernels, see the device), group norm
- * (+SiLU, +scale/shift), SiLU, attention (head dims 32/64/128), add, mul, axpy, axpby, scale, addPerChannel,
- * sumPerChannel, concatChannels, splitChannels, upsampleNearest2x, the sinusoidal embedding, and of the training
- * ops the backward of conv2d (cuDNN, or our portable kernels), linear, group norm, SiLU, attention (head dims 32/64/128) and
- * upsampling, the Adam/RAdam steps and the EMA (these three eagerly only: a parameter update never runs inside a
- * pass), and the losses and sumOfSquares (their sums on the device, the few per-sample or per-chunk values added
- * on the host: eager only, as they return a host value). Still on the host, through {@link CpuOps} in eager mode:
- * the Fourier embedding and attention with another head dim; inside a pass they make the pass fall back to eager mode (logged once).
+ * (+SiLU, +scale/shift), SiLU, attention (heads of up to 128 features: 32, 64 and 128 natively, others zero-padded
+ * to the next of these), add, mul, axpy, axpby, scale, addPerChannel, sumPerChannel, concatChannels, splitChannels,
+ * upsampleNearest2x, the sinusoidal and Fourier embeddings, and of the training ops the backward of conv2d (cuDNN,
+ * or our portable kernels), linear, group norm, SiLU, attention and upsampling, the Adam/RAdam steps and the EMA
+ * (these three eagerly only: a parameter update never runs inside a pass), and the losses and sumOfSquares (their
+ * sums on the device, the few per-sample or per-chunk values added on the host: eager only, as they return a host
+ * value). Still on the host, through {@link CpuOps} in eager mode: attention with heads of more than 128 features;
+ * inside a pass it makes the pass fall back to eager mode (logged once).
  *
  * <p><b>Precision</b> ({@link Precision}, fixed per backend): inside a pass, the forward ops run on fp16 or bf16
  * storage with fp32 arithmetic (the {@code *_typed} kernels, cuBLAS GemmEx and cuDNN with fp32 accumulation), and
@@ -499,15 +500,24 @@ public final class CudaOps extends Ops implements AutoCloseable {
         });
     }
 
-    /** Head dims our fused attention kernel has (kernels/src/attention.cu). */
-    static boolean attentionHeadDimSupported(int d) {
-        return d == 32 || d == 64 || d == 128;
+    /**
+     * The head dim our fused attention kernels run a head of {@code d} features at (kernels/src/attention.cu has 32,
+     * 64 and 128): the next one up, the head zero-padded to it (zero features change no score and give zero output
+     * columns; the softmax scale stays 1/sqrt(d)); 0 above 128, which runs on the host.
+     */
+    static int paddedHeadDim(int d) {
+        return d <= 32 ? 32 : d <= 64 ? 64 : d <= 128 ? 128 : 0;
+    }
+
+    /** The softmax scale to pass the kernels: 0 (their own 1/sqrt(D)) when unpadded, else 1/sqrt(d). */
+    private static float softmaxScale(int d, int dp) {
+        return d == dp ? 0f : (float) (1.0 / Math.sqrt(d));
     }
 
     @Override
     protected void attentionKernel(Tensor q, Tensor k, Tensor v, int heads, Tensor o, Tensor lse) {
-        int n = q.dim(0), t = q.dim(1), d = q.dim(2) / heads;
-        if (!attentionHeadDimSupported(d)) {
+        int n = q.dim(0), t = q.dim(1), d = q.dim(2) / heads, dp = paddedHeadDim(d);
+        if (dp == 0) {
             hostOnly("attention (head dim " + d + ")", () -> host.attention(q, k, v, heads, o, lse));
             return;
         }
@@ -516,26 +526,26 @@ public final class CudaOps extends Ops implements AutoCloseable {
             Precision type = dt();  // lse stays fp32
             long pq = in(q, op, type), pk = in(k, op, type), pv = in(v, op, type);
             long po = out(o, op, type), pl = out(lse, op);
-            long size = q.size();
+            long size = (long) n * heads * t * dp;
             int c = type.code;
             // Our kernel takes (B, H, T, D); the engine's tokens are (N, T, H*D): split heads, attend, merge.
             long qh = res().scratch(size, type, "attention q heads"), kh = res().scratch(size, type, "attention k heads");
             long vh = res().scratch(size, type, "attention v heads"), oh = res().scratch(size, type, "attention o heads");
             Supplier<String> w = what(q, o, lse);
-            Device.check(onestep_split_heads_typed(pq, qh, n, t, heads, d, c, stream()), op, w);
-            Device.check(onestep_split_heads_typed(pk, kh, n, t, heads, d, c, stream()), op, w);
-            Device.check(onestep_split_heads_typed(pv, vh, n, t, heads, d, c, stream()), op, w);
-            Device.check(onestep_attention_forward_typed(qh, kh, vh, oh, pl, n, heads, t, t, d, 0L, 0f, c, stream()), op,
-                    w);
-            Device.check(onestep_merge_heads_typed(oh, po, n, t, heads, d, c, stream()), op, w);
+            Device.check(onestep_split_heads_padded_typed(pq, qh, n, t, heads, d, dp, c, stream()), op, w);
+            Device.check(onestep_split_heads_padded_typed(pk, kh, n, t, heads, d, dp, c, stream()), op, w);
+            Device.check(onestep_split_heads_padded_typed(pv, vh, n, t, heads, d, dp, c, stream()), op, w);
+            Device.check(onestep_attention_forward_typed(qh, kh, vh, oh, pl, n, heads, t, t, dp, 0L,
+                    softmaxScale(d, dp), c, stream()), op, w);
+            Device.check(onestep_merge_heads_padded_typed(oh, po, n, t, heads, d, dp, c, stream()), op, w);
         });
     }
 
     @Override
     protected void attentionBackwardKernel(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor dO, int heads,
                                            Tensor dq, Tensor dk, Tensor dv) {
-        int n = q.dim(0), t = q.dim(1), d = q.dim(2) / heads;
-        if (!attentionHeadDimSupported(d)) {
+        int n = q.dim(0), t = q.dim(1), d = q.dim(2) / heads, dp = paddedHeadDim(d);
+        if (dp == 0) {
             hostOnly("attentionBackward (head dim " + d + ")",
                     () -> host.attentionBackward(q, k, v, o, lse, dO, heads, dq, dk, dv));
             return;
@@ -544,8 +554,9 @@ public final class CudaOps extends Ops implements AutoCloseable {
         run(op, () -> {
             long pq = in(q, op), pk = in(k, op), pv = in(v, op), po = in(o, op), pl = in(lse, op), pdo = in(dO, op);
             long pdq = out(dq, op), pdk = out(dk, op), pdv = out(dv, op);
-            long size = q.size();
-            // As the forward: (N, T, H*D) tokens to (B, H, T, D) heads, the FlashAttention-2 backward, and back.
+            long size = (long) n * heads * t * dp;
+            int f32 = Precision.FP32.code;
+            // As the forward: (N, T, H*D) tokens to (B, H, T, Dp) heads, the FlashAttention-2 backward, and back.
             long[] h = new long[8];
             String[] names = {"q", "k", "v", "o", "dO", "dq", "dk", "dv"};
             for (int i = 0; i < h.length; i++) {
@@ -555,13 +566,13 @@ public final class CudaOps extends Ops implements AutoCloseable {
             Supplier<String> w = what(q, dO);
             long[] src = {pq, pk, pv, po, pdo};
             for (int i = 0; i < src.length; i++) {
-                Device.check(onestep_split_heads(src[i], h[i], n, t, heads, d, stream()), op, w);
+                Device.check(onestep_split_heads_padded_typed(src[i], h[i], n, t, heads, d, dp, f32, stream()), op, w);
             }
             Device.check(onestep_attention_backward(h[0], h[1], h[2], h[3], h[4], pl, delta, h[5], h[6], h[7], n, heads,
-                    t, t, d, 0L, 0f, stream()), op, w);
-            Device.check(onestep_merge_heads(h[5], pdq, n, t, heads, d, stream()), op, w);
-            Device.check(onestep_merge_heads(h[6], pdk, n, t, heads, d, stream()), op, w);
-            Device.check(onestep_merge_heads(h[7], pdv, n, t, heads, d, stream()), op, w);
+                    t, t, dp, 0L, softmaxScale(d, dp), stream()), op, w);
+            Device.check(onestep_merge_heads_padded_typed(h[5], pdq, n, t, heads, d, dp, f32, stream()), op, w);
+            Device.check(onestep_merge_heads_padded_typed(h[6], pdk, n, t, heads, d, dp, f32, stream()), op, w);
+            Device.check(onestep_merge_heads_padded_typed(h[7], pdv, n, t, heads, d, dp, f32, stream()), op, w);
         });
     }
 
@@ -768,7 +779,13 @@ public final class CudaOps extends Ops implements AutoCloseable {
 
     @Override
     protected void fourierEmbeddingKernel(Tensor t, Tensor weight, boolean log, boolean flipSinToCos, Tensor y) {
-        hostOnly("fourierEmbedding", () -> host.fourierEmbedding(t, weight, log, flipSinToCos, y));
+        run("fourierEmbedding", () -> {
+            Precision type = dt();  // t and the frequencies stay fp32
+            long pt = in(t, "fourierEmbedding"), pw = in(weight, "fourierEmbedding");
+            Device.check(onestep_fourier_embedding_typed(pt, pw, out(y, "fourierEmbedding", type), t.dim(0),
+                    weight.dim(0), log ? 1 : 0, flipSinToCos ? 1 : 0, type.code, stream()), "fourierEmbedding",
+                    what(t, weight, y));
+        });
     }
 
     @Override

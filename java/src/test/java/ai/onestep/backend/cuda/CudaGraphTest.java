@@ -39,16 +39,24 @@ class CudaGraphTest {
         ops = EmulatedDeviceTest.require();
     }
 
-    /** A small U-Net whose attention (32 channels) has heads of {@code headDim}: 32 uses the fused kernel. */
+    /**
+     * A small U-Net whose attention (32 channels) has heads of {@code headDim}: 32 uses the fused kernel as is, a
+     * smaller one pads each head to 32.
+     */
     static UNetConfig config(long headDim) {
+        return config(headDim, 32, "positional");
+    }
+
+    /** The same with {@code attnChannels} channels in the attention level and a time embedding of {@code time}. */
+    static UNetConfig config(long headDim, long attnChannels, String time) {
         Map<String, Object> m = new LinkedHashMap<>();
         m.put("sample_size", 8L);
         m.put("in_channels", 2L);
         m.put("out_channels", 2L);
-        m.put("time_embedding_type", "positional");
+        m.put("time_embedding_type", time);
         m.put("down_block_types", List.of("DownBlock2D", "AttnDownBlock2D"));
         m.put("up_block_types", List.of("AttnUpBlock2D", "UpBlock2D"));
-        m.put("block_out_channels", List.of(32L, 32L));
+        m.put("block_out_channels", List.of(32L, attnChannels));
         m.put("layers_per_block", 1L);
         m.put("attention_head_dim", headDim);
         m.put("norm_num_groups", 8L);
@@ -317,11 +325,37 @@ class CudaGraphTest {
     }
 
     @Test
+    void paddedHeadsAndFourierFeaturesStayOnTheDevice() {
+        // Heads of 4 features run on the 32-feature kernel, zero-padded; NCSN++'s Fourier time embedding has its own
+        // kernel: both passes become graphs with nothing on the host, and agree with the CPU backend.
+        List<UNetConfig> configs = List.of(config(4), config(32, 32, "fourier"));
+        for (int c = 0; c < configs.size(); c++) {
+            UNetConfig cfg = configs.get(c);
+            try (UNet net = randomNet(cfg, 12); TensorArena a = new TensorArena(); Workspace ws = new Workspace();
+                 Workspace wsCpu = new Workspace()) {
+                ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
+                double[] t = {0.75 + c, 3.5};  // a key of its own (the same key with a new model replaces a graph)
+                Tensor x = noise(a, 2, 13), y = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+                Tensor cpu = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+                int graphs = ops.capturedPasses().size();
+                long host = ops.hostOps();
+                f.denoise(x, t, null, y);
+                f.denoise(x, t, null, y);
+                f.denoise(x, t, null, y);
+                assertEquals(graphs + 1, ops.capturedPasses().size(), cfg.timeEmbeddingType() + ": captured");
+                assertEquals(host, ops.hostOps(), "nothing ran on the host");
+                new ConsistencyDenoiser(net, OpsTesting.CPU, wsCpu).denoise(x, t, null, cpu);
+                OpsTesting.assertClose("graph vs cpu (" + cfg.timeEmbeddingType() + ")", y, cpu, 1e-4);
+            }
+        }
+    }
+
+    @Test
     void aPassWithAHostOnlyOpRunsOpByOp() {
-        // Heads of 4 channels have no fused attention kernel: the pass cannot stay on the device, so it runs op by
-        // op (attention on the host) and still gives the CPU backend's answer.
-        try (UNet net = randomNet(config(4), 4); TensorArena a = new TensorArena(); Workspace ws = new Workspace();
-             Workspace wsCpu = new Workspace()) {
+        // A head of 160 features is beyond the fused kernels (128 at most): the pass cannot stay on the device, so it
+        // runs op by op (attention on the host) and still gives the CPU backend's answer.
+        try (UNet net = randomNet(config(160, 160, "positional"), 4); TensorArena a = new TensorArena();
+             Workspace ws = new Workspace(); Workspace wsCpu = new Workspace()) {
             ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
             double[] t = {1.25};
             Tensor x = noise(a, 1, 9), y = a.allocate(Layout.NHWC, 1, 8, 8, 2), cpu = a.allocate(Layout.NHWC, 1, 8, 8, 2);

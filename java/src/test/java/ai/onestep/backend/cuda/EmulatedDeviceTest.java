@@ -359,15 +359,44 @@ class EmulatedDeviceTest {
     @Test
     void opsWithoutADeviceKernelRunOnTheHostInEagerMode() {
         try (TensorArena h = new TensorArena()) {
-            // Head dim 4 has no fused kernel: eager mode gives the CPU backend's answer.
-            Tensor q = OpsTesting.randn(h, 41, 1, 9, 8), k = OpsTesting.randn(h, 42, 1, 9, 8);
-            Tensor v = OpsTesting.randn(h, 43, 1, 9, 8);
-            Tensor o1 = h.allocate(1, 9, 8), o2 = h.allocate(1, 9, 8), l1 = h.allocate(1, 2, 9), l2 = h.allocate(1, 2, 9);
+            // Heads of 136 features are beyond the fused kernels: eager mode gives the CPU backend's answer.
+            Tensor q = OpsTesting.randn(h, 41, 1, 9, 136), k = OpsTesting.randn(h, 42, 1, 9, 136);
+            Tensor v = OpsTesting.randn(h, 43, 1, 9, 136);
+            Tensor o1 = h.allocate(1, 9, 136), o2 = h.allocate(1, 9, 136), l1 = h.allocate(1, 1, 9);
+            Tensor l2 = h.allocate(1, 1, 9);
             long before = ops.deviceOps();
-            ops.attention(q, k, v, 2, o1, l1);
-            assertEquals(before, ops.deviceOps(), "head dim 4 must not reach the device");
-            OpsTesting.CPU.attention(q, k, v, 2, o2, l2);
+            ops.attention(q, k, v, 1, o1, l1);
+            assertEquals(before, ops.deviceOps(), "head dim 136 must not reach the device");
+            OpsTesting.CPU.attention(q, k, v, 1, o2, l2);
             assertArrayEquals(o2.toArray(), o1.toArray());
+        }
+    }
+
+    @Test
+    void headsOfOtherSizesRunPaddedOnTheDevice() {
+        // 4, 40 and 100 features per head: zero-padded to the fused kernels' 32, 64 and 128, forward and backward
+        // on the device, against the CPU backend.
+        int[][] cases = {{2, 4}, {3, 40}, {1, 100}};  // heads, head dim
+        try (TensorArena h = new TensorArena()) {
+            for (int[] c : cases) {
+                int heads = c[0], width = c[0] * c[1];
+                Tensor q = OpsTesting.randn(h, 51, 2, 11, width), k = OpsTesting.randn(h, 52, 2, 11, width);
+                Tensor v = OpsTesting.randn(h, 53, 2, 11, width), dO = OpsTesting.randn(h, 54, 2, 11, width);
+                Tensor[] dev = {h.allocate(2, 11, width), h.allocate(2, heads, 11), h.allocate(2, 11, width),
+                    h.allocate(2, 11, width), h.allocate(2, 11, width)};
+                Tensor[] cpu = {h.allocate(2, 11, width), h.allocate(2, heads, 11), h.allocate(2, 11, width),
+                    h.allocate(2, 11, width), h.allocate(2, 11, width)};
+                long hostBefore = ops.hostOps();
+                ops.attention(q, k, v, heads, dev[0], dev[1]);
+                ops.attentionBackward(q, k, v, dev[0], dev[1], dO, heads, dev[2], dev[3], dev[4]);
+                assertEquals(hostBefore, ops.hostOps(), "head dim " + c[1] + " ran on the host");
+                OpsTesting.CPU.attention(q, k, v, heads, cpu[0], cpu[1]);
+                OpsTesting.CPU.attentionBackward(q, k, v, cpu[0], cpu[1], dO, heads, cpu[2], cpu[3], cpu[4]);
+                String[] names = {"o", "lse", "dq", "dk", "dv"};
+                for (int i = 0; i < names.length; i++) {
+                    OpsTesting.assertClose("head dim " + c[1] + " " + names[i], dev[i], cpu[i], 1e-5);
+                }
+            }
         }
     }
 
