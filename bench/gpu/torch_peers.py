@@ -393,7 +393,7 @@ def bench_groupnorm(args, res, shapes, run):
 def bench_unet(args, res, models, run):
     for label, path in models:
         for dname in args.unet_dtypes:
-            dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dname]
+            dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dname]
             net, role = build(path, args.device, dt)
             params = sum(p.numel() for p in net.parameters())
             den = EdmDenoiser(net).eval()
@@ -582,27 +582,12 @@ def summary(paths):
     for p in paths:
         if os.path.exists(p):
             rows += [json.loads(l) for l in open(p) if l.strip()]
-    ours = {(r["model"], r["batch"]): r for r in rows if r.get("bench") == "engine-step" and "Heun" not in r["step"]}
-    heun = {(r["model"], r["batch"]): r for r in rows if r.get("bench") == "engine-step" and "Heun" in r["step"]}
-    torch_rows = [r for r in rows if r.get("bench") == "unet" and r.get("dtype") == "fp32"]
-    modes = list(dict.fromkeys(r["mode"] for r in torch_rows))
-    keys = list(dict.fromkeys(list(ours) + [(r["model"], r["batch"]) for r in torch_rows]))
-    if keys:
-        backend = next((r["backend"] for r in ours.values()), "-")
-        print(f"one denoiser evaluation, fp32, microseconds (median; student at t=80, teacher at sigma=1.5); "
-              f"ours = engine, {backend} backend, host to host")
-        print(f"  {'model':16s} {'batch':>5s} {'ours':>10s}" + "".join(f"{m:>19s}" for m in modes)
-              + f"{'eager/ours':>11s}{'best torch/ours':>16s}")
-        for k in keys:
-            o = ours.get(k, {}).get("us")
-            t = {r["mode"]: r["us"] for r in torch_rows if (r["model"], r["batch"]) == k}
-            cells = "".join(f"{t[m]:19.1f}" if t.get(m) is not None else f"{'-':>19s}" for m in modes)
-            done = [v for v in t.values() if v is not None]
-            r1 = f"{t['eager'] / o:11.2f}" if o and t.get("eager") else f"{'-':>11s}"
-            r2 = f"{min(done) / o:16.2f}" if o and done else f"{'-':>16s}"
-            print(f"  {k[0]:16s} {k[1]:5d} " + (f"{o:10.1f}" if o else f"{'-':>10s}") + cells + r1 + r2)
-        for k, r in heun.items():
-            print(f"  {k[0]} batch {k[1]}: one Heun step (2 NFE + update), ours: {r['us']:.1f} us")
+    steps = [r for r in rows if r.get("bench") == "engine-step"]
+    # One table per precision: our passes in fp16/bf16/fp32 (StepTiming's "precision"; older lines are fp32) next to
+    # PyTorch's U-Net in the same dtype.
+    for prec in dict.fromkeys([r.get("precision", "fp32") for r in steps] + ["fp32"]):
+        summary_table(prec, [r for r in steps if r.get("precision", "fp32") == prec],
+                      [r for r in rows if r.get("bench") == "unet" and r.get("dtype") == prec])
     sd = [r for r in rows if r.get("bench") == "sdpa"]
     if sd:
         print("PyTorch SDPA, fastest backend (us): " + "; ".join(
@@ -617,6 +602,32 @@ def summary(paths):
     return 0
 
 
+def summary_table(prec, steps, torch_rows):
+    ours = {(r["model"], r["batch"]): r for r in steps if "Heun" not in r["step"] and "2-step" not in r["step"]}
+    heun = {(r["model"], r["batch"]): r for r in steps if "Heun" in r["step"]}
+    two = {(r["model"], r["batch"]): r for r in steps if "2-step" in r["step"]}
+    modes = list(dict.fromkeys(r["mode"] for r in torch_rows))
+    keys = list(dict.fromkeys(list(ours) + [(r["model"], r["batch"]) for r in torch_rows]))
+    if keys:
+        backend = next((r["backend"] for r in ours.values()), "-")
+        print(f"one denoiser evaluation, {prec}, microseconds (median; student at t=80, teacher at sigma=1.5); "
+              f"ours = engine, {backend} backend, host to host")
+        print(f"  {'model':16s} {'batch':>5s} {'ours':>10s}" + "".join(f"{m:>19s}" for m in modes)
+              + f"{'eager/ours':>11s}{'best torch/ours':>16s}")
+        for k in keys:
+            o = ours.get(k, {}).get("us")
+            t = {r["mode"]: r["us"] for r in torch_rows if (r["model"], r["batch"]) == k}
+            cells = "".join(f"{t[m]:19.1f}" if t.get(m) is not None else f"{'-':>19s}" for m in modes)
+            done = [v for v in t.values() if v is not None]
+            r1 = f"{t['eager'] / o:11.2f}" if o and t.get("eager") else f"{'-':>11s}"
+            r2 = f"{min(done) / o:16.2f}" if o and done else f"{'-':>16s}"
+            print(f"  {k[0]:16s} {k[1]:5d} " + (f"{o:10.1f}" if o else f"{'-':>10s}") + cells + r1 + r2)
+        for k, r in heun.items():
+            print(f"  {k[0]} batch {k[1]}: one Heun step (2 NFE + update), ours: {r['us']:.1f} us")
+        for k, r in two.items():
+            print(f"  {k[0]} batch {k[1]}: whole 2-step sample (2 NFE + re-noising, one graph), ours: {r['us']:.1f} us")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -627,7 +638,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--batches", default="1,64")
     ap.add_argument("--dtypes", default="fp32,fp16,bf16", help="for sdpa")
-    ap.add_argument("--unet-dtypes", default="fp32")
+    ap.add_argument("--unet-dtypes", default="fp16,fp32", help="fp32, fp16, bf16 (our passes run in each)")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 in fp32 matmuls (cuDNN convs use it by default)")
     ap.add_argument("--cifar", action="store_true", default=True)
     ap.add_argument("--no-cifar", dest="cifar", action="store_false")
@@ -659,6 +670,7 @@ def main():
         name = torch.cuda.get_device_name()
     else:
         args.dtypes = [d for d in args.dtypes if d == "fp32"] or ["fp32"]
+        args.unet_dtypes = [d for d in args.unet_dtypes if d == "fp32"] or ["fp32"]
         name = "cpu (%d threads)" % torch.get_num_threads()
     name += f", torch {torch.__version__}"
     print(f"torch_peers on {name}; fp32 matmul tf32={torch.backends.cuda.matmul.allow_tf32}, "

@@ -110,7 +110,7 @@ public final class Sampler implements AutoCloseable {
             if (isStudent()) {
                 ops.scale(xb, (float) ConsistencyParameterization.T_MAX, xb);
                 ConsistencySampler.sample(ops, new ConsistencyDenoiser(model.net(), ops, ws, true), xb, taus, labels,
-                        seed, from);
+                        seed, from, true);
             } else {
                 double[] sigmas = KarrasSchedule.sigmas(steps);
                 ops.scale(xb, (float) sigmas[0], xb);

@@ -47,6 +47,17 @@ public final class ConsistencySampler {
      * stream (seed, k) so a seed fixes the result.
      */
     public static void sample(Ops ops, Denoiser f, Tensor x, double[] taus, int[] classLabels, long seed, long firstSample) {
+        sample(ops, f, x, taus, classLabels, seed, firstSample, false);
+    }
+
+    /**
+     * As above; with {@code onePass} the whole sampling, every network evaluation and re-noising, is one
+     * {@link Ops#runPass} (on the cuda backend one CUDA graph per time-point list and shape, replayed for every new
+     * noise: the noises are drawn on the host first and are the pass's inputs). The same operations in the same order
+     * either way, so the same bits.
+     */
+    public static void sample(Ops ops, Denoiser f, Tensor x, double[] taus, int[] classLabels, long seed, long firstSample,
+                              boolean onePass) {
         double prev = ConsistencyParameterization.T_MAX;
         for (double tau : taus) {
             if (!(tau > ConsistencyParameterization.EPS && tau < prev)) {
@@ -58,20 +69,42 @@ public final class ConsistencySampler {
         }
         int n = x.dim(0);
         try (TensorArena scratch = new TensorArena()) {
-            Tensor out = scratch.allocate(x.layout(), x.shape());
-            Tensor z = scratch.allocate(x.layout(), x.shape());
-            double[] t = new double[n];
-            Arrays.fill(t, ConsistencyParameterization.T_MAX);
-            f.denoise(x, t, classLabels, out);
-            x.copyFrom(out);
+            Tensor[] bufs = {scratch.allocate(x.layout(), x.shape()), scratch.allocate(x.layout(), x.shape())};
+            Tensor[] z = new Tensor[taus.length];
             for (int k = 0; k < taus.length; k++) {
-                double tau = taus[k];
-                Noise.gaussian(z, seed + 1_000_003L * (k + 1), firstSample);
-                ops.axpy((float) Math.sqrt(tau * tau - ConsistencyParameterization.EPS * ConsistencyParameterization.EPS), z, x);
-                Arrays.fill(t, tau);
-                f.denoise(x, t, classLabels, out);
-                x.copyFrom(out);
+                z[k] = scratch.allocate(x.layout(), x.shape());
+                Noise.gaussian(z[k], seed + 1_000_003L * (k + 1), firstSample);
             }
+            Tensor[] result = new Tensor[1];
+            Runnable body = () -> {
+                // Ping-pong between two buffers: no host copy inside the pass (it would not reach device memory).
+                double[] t = new double[n];
+                Arrays.fill(t, ConsistencyParameterization.T_MAX);
+                f.denoise(x, t, classLabels, bufs[0]);
+                int cur = 0;
+                for (int k = 0; k < taus.length; k++) {
+                    double tau = taus[k];
+                    // Algorithm 1 line 5: x <- x + sqrt(tau^2 - eps^2) z.
+                    ops.axpy((float) Math.sqrt(tau * tau - ConsistencyParameterization.EPS
+                            * ConsistencyParameterization.EPS), z[k], bufs[cur]);
+                    Arrays.fill(t, tau);
+                    f.denoise(bufs[cur], t, classLabels, bufs[1 - cur]);
+                    cur = 1 - cur;
+                }
+                result[0] = bufs[cur];
+            };
+            if (onePass && classLabels == null) {  // (a labelled denoiser adds its class embedding on the host)
+                Tensor[] inputs = new Tensor[1 + taus.length];
+                inputs[0] = x;
+                System.arraycopy(z, 0, inputs, 1, taus.length);
+                // The pass's output is the buffer the last step writes: bufs[taus.length % 2].
+                Tensor out = bufs[taus.length % 2];
+                ops.runPass("consistency sample taus=" + Arrays.toString(taus), inputs, new Tensor[] {out}, body);
+                result[0] = out;
+            } else {
+                body.run();
+            }
+            x.copyFrom(result[0]);
         }
     }
 }

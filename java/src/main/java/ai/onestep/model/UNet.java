@@ -45,6 +45,43 @@ public final class UNet implements AutoCloseable {
     private final GroupNorm convNormOut;
     private final Conv2d convOut;
 
+    /**
+     * Inference's host timestep tensors, one per distinct list of timesteps, never rewritten: a device pass (a CUDA
+     * graph) reads the values it was captured with, and one pass may evaluate the network at several time points
+     * (a whole multistep sample). In a workspace they would share one address and the later values would overwrite
+     * the earlier ones on the host after a device op had read them. At most 64 lists are kept, the least recently
+     * used one freed first (a graph that read it is then captured again: CudaOps checks its host data is alive).
+     */
+    private final java.util.LinkedHashMap<String, HostTimesteps> timestepTensors = new java.util.LinkedHashMap<>(16,
+            0.75f, true) {
+        @Override
+        protected boolean removeEldestEntry(java.util.Map.Entry<String, HostTimesteps> eldest) {
+            if (size() > 64) {
+                eldest.getValue().arena().close();
+                return true;
+            }
+            return false;
+        }
+    };
+
+    private record HostTimesteps(TensorArena arena, Tensor t) {
+    }
+
+    private Tensor inferenceTimesteps(double[] timesteps) {
+        String key = java.util.Arrays.toString(timesteps);
+        HostTimesteps h = timestepTensors.get(key);
+        if (h == null) {
+            TensorArena a = new TensorArena();
+            Tensor t = a.allocate(Layout.ROWS, timesteps.length);
+            for (int i = 0; i < timesteps.length; i++) {
+                t.set(i, (float) timesteps[i]);
+            }
+            h = new HostTimesteps(a, t);
+            timestepTensors.put(key, h);
+        }
+        return h.t();
+    }
+
     // Saved by forward for backward.
     private Tensor tIn, h1, emb, tembAct, yRaw;
     private int[] labels;
@@ -134,9 +171,11 @@ public final class UNet implements AutoCloseable {
         this.timesteps = timesteps.clone();
         this.labels = classLabels == null ? null : classLabels.clone();
         int c0 = config.blockOutChannels()[0];
-        Tensor t = c.alloc(Layout.ROWS, n);
-        for (int i = 0; i < n; i++) {
-            t.set(i, (float) timesteps[i]);
+        Tensor t = c.training ? c.alloc(Layout.ROWS, n) : inferenceTimesteps(timesteps);
+        if (c.training) {
+            for (int i = 0; i < n; i++) {
+                t.set(i, (float) timesteps[i]);
+            }
         }
         if (config.fourier()) {
             tIn = c.alloc(Layout.ROWS, n, 2 * c0);
@@ -374,5 +413,7 @@ public final class UNet implements AutoCloseable {
     public void close() {
         params.close();
         bufferArena.close();
+        timestepTensors.values().forEach(h -> h.arena().close());
+        timestepTensors.clear();
     }
 }

@@ -325,6 +325,33 @@ class CudaGraphTest {
     }
 
     @Test
+    void aWholeTwoStepSampleIsOneGraphWithTheSameBits() {
+        // ConsistencySampler with onePass (what api.Sampler uses): both network evaluations and the re-noising in one
+        // graph, the noises as its inputs. Same bits as a graph per evaluation, a new seed replays the same graph.
+        try (UNet net = randomNet(config(32), 21); TensorArena a = new TensorArena(); Workspace ws = new Workspace();
+             Workspace wsCpu = new Workspace()) {
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
+            double[] taus = {1.5};
+            for (long seed : new long[] {1, 2, 3}) {
+                Tensor whole = noise(a, 2, seed), perCall = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+                Tensor cpu = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+                OpsTesting.CPU.scale(whole, 80f, whole);
+                perCall.copyFrom(whole);
+                cpu.copyFrom(whole);
+                ai.onestep.diffusion.ConsistencySampler.sample(ops, f, whole, taus, null, seed, 0, true);
+                ai.onestep.diffusion.ConsistencySampler.sample(ops, f, perCall, taus, null, seed, 0, false);
+                ai.onestep.diffusion.ConsistencySampler.sample(OpsTesting.CPU, new ConsistencyDenoiser(net,
+                        OpsTesting.CPU, wsCpu), cpu, taus, null, seed, 0);
+                assertArrayEquals(perCall.toArray(), whole.toArray(), "seed " + seed + ": one graph vs one per call");
+                OpsTesting.assertClose("seed " + seed + ": one graph vs cpu", whole, cpu, 1e-4);
+            }
+            long sampleGraphs = ops.capturedPasses().keySet().stream()
+                    .filter(k -> k.startsWith("consistency sample taus=[1.5]")).count();
+            assertEquals(1, sampleGraphs, ops.capturedPasses().keySet().toString());
+        }
+    }
+
+    @Test
     void paddedHeadsAndFourierFeaturesStayOnTheDevice() {
         // Heads of 4 features run on the 32-feature kernel, zero-padded; NCSN++'s Fourier time embedding has its own
         // kernel: both passes become graphs with nothing on the host, and agree with the CPU backend.
