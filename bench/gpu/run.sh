@@ -4,10 +4,10 @@
 #      reference on the GPU and timed (block-size sweep), the kernel table;
 #   2. bench/gpu/java_cuda_check.sh run: the Java CUDA backend's DeviceCheck (every device op vs the cpu backend,
 #      a U-Net forward, graph capture and replay) on the carried jlink runtime;
-#   3. StepTiming: one sampling step of the engine on the cuda backend in fp16, bf16 and fp32 passes (student 1-step
-#      sample and whole 2-step sample; teacher denoiser
-#      call and Heun step) at batch 1 and 64 for the fmnist teacher and student and the CIFAR-size config
-#      (random weights, written on the machine), batch 1 checked against the cpu backend;
+#   3. StepTiming: one sampling step of the engine on the cuda backend, passes in fp16, bf16 and fp32 (student
+#      1-step sample and whole 2-step sample; teacher denoiser call and Heun step) at batch 1 and 64 for the fmnist
+#      teacher and student and the CIFAR-size config (random weights, written on the machine), batch 1
+#      checked against the cpu backend;
 #   4. torch_peers.py: PyTorch on the same card: SDPA, group norm (+SiLU), and the same U-Net with the same
 #      weights in eager, CUDA-graph, torch.compile and compile+CUDA-graphs modes;
 #   5. a combined table, last.

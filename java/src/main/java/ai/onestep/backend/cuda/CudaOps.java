@@ -209,8 +209,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
                         + "passes run on the device without capture");
             }
             try {
-                need = CapturedPass.measure(this, device, parameters, measureConstants, measureActivations, inputs, outputs,
-                        body);
+                need = measure(inputs, outputs, body);
             } catch (NoDeviceKernel e) {
                 passOpByOp(full, key, e.getMessage(), body);
                 return;
@@ -229,12 +228,69 @@ public final class CudaOps extends Ops implements AutoCloseable {
         } catch (DeviceArena.OutOfMemory e) {
             // The pass needs more than its first run did (another model now answers to this key): measure again.
             p.close();
-            seenOnce.put(full, CapturedPass.measure(this, device, parameters, measureConstants, measureActivations,
-                    inputs, outputs, body));
+            seenOnce.put(full, measure(inputs, outputs, body));
         } catch (RuntimeException | Error e) {
             p.close();
             throw e;
         }
+    }
+
+    /** Largest measuring arena {@link #measure} grows to. */
+    private static final long MAX_MEASURE_BYTES = 64L << 30;
+
+    /**
+     * A pass's first run in the shared measuring arenas (see {@link CapturedPass#measure}). A pass larger than an
+     * arena (a big batch: every activation of a pass stays allocated until its end) doubles that arena and runs
+     * again, so no default size has to fit every model and batch; the captured pass then gets exactly what it used.
+     */
+    private long[] measure(Tensor[] inputs, Tensor[] outputs, Runnable body) {
+        boolean grew = false;
+        while (true) {
+            try {
+                long[] need = CapturedPass.measure(this, device, parameters, measureConstants, measureActivations,
+                        inputs, outputs, body);
+                if (grew) {
+                    System.err.println("cuda: a pass outgrew the measuring arenas; they now hold "
+                            + mib(measureConstants.capacity()) + " of constants and " + mib(measureActivations.capacity())
+                            + " of activations (the pass used " + mib(need[0]) + " and " + mib(need[1]) + ")");
+                }
+                return need;
+            } catch (DeviceArena.OutOfMemory e) {
+                grew = true;
+                exitPass();
+                DeviceArena full = e.arena();
+                long grown = 2 * full.capacity();
+                if ((full != measureConstants && full != measureActivations) || grown > MAX_MEASURE_BYTES) {
+                    throw e;
+                }
+                boolean constants = full == measureConstants;
+                String name = constants ? "measuring constants" : "measuring activations";
+                full.close();
+                DeviceArena bigger;
+                try {
+                    bigger = new DeviceArena(device, name, grown);
+                } catch (CudaException noRoom) {
+                    // The device has no room for it: put back an arena of the old size and report the pass's need.
+                    DeviceArena old = new DeviceArena(device, name, grown / 2);
+                    if (constants) {
+                        measureConstants = old;
+                    } else {
+                        measureActivations = old;
+                    }
+                    throw new CudaException(e.getMessage() + "; growing it to " + (grown >> 20) + " MiB failed: "
+                            + noRoom.getMessage());
+                }
+                if (constants) {
+                    measureConstants = bigger;
+                } else {
+                    measureActivations = bigger;
+                }
+            }
+        }
+    }
+
+    private static String mib(long bytes) {
+        return String.format(java.util.Locale.ROOT, "%.1f MiB", bytes / 1048576.0);
     }
 
     private void passOpByOp(String full, String key, String why, Runnable body) {

@@ -37,7 +37,7 @@ public final class DeviceArena implements AutoCloseable {
         }
         long need = Math.max(ALIGN, (bytes + ALIGN - 1) / ALIGN * ALIGN);
         if (need > capacity - offset) {
-            throw new OutOfMemory("device arena " + name + ": out of memory: " + what + " needs " + bytes
+            throw new OutOfMemory(this, "device arena " + name + ": out of memory: " + what + " needs " + bytes
                     + " bytes, " + offset + " of " + capacity + " are in use (raise the arena size, "
                     + "-Donestep.cuda.arenaMiB)");
         }
@@ -70,8 +70,16 @@ public final class DeviceArena implements AutoCloseable {
 
     /** The arena is full: the request, the arena's name and its use are in the message. */
     public static final class OutOfMemory extends CudaException {
-        OutOfMemory(String message) {
+        private final transient DeviceArena arena;
+
+        OutOfMemory(DeviceArena arena, String message) {
             super(message);
+            this.arena = arena;
+        }
+
+        /** The arena that was full. */
+        public DeviceArena arena() {
+            return arena;
         }
     }
 

@@ -352,6 +352,25 @@ class CudaGraphTest {
     }
 
     @Test
+    void aPassLargerThanTheArenasGrowsThemAndIsCaptured() {
+        // Arenas of 64 KiB, far below one pass's activations (a big batch on a real model is the same story): the
+        // first run doubles the measuring arenas until the pass fits, then the pass is captured at its exact size.
+        try (CudaOps small = new CudaOps(new EmulatedDevice(CudaBackend.emulatedLibrary().toString()), 64L << 10, 2);
+             UNet net = randomNet(config(32), 31); TensorArena a = new TensorArena(); Workspace ws = new Workspace();
+             Workspace wsCpu = new Workspace()) {
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, small, ws, true);
+            double[] t = {4.0, 4.0};
+            Tensor x = noise(a, 2, 32), y = a.allocate(Layout.NHWC, 2, 8, 8, 2), cpu = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            f.denoise(x, t, null, y);
+            f.denoise(x, t, null, y);
+            f.denoise(x, t, null, y);
+            assertEquals(1, small.capturedPasses().size(), "captured after the arenas grew");
+            new ConsistencyDenoiser(net, OpsTesting.CPU, wsCpu).denoise(x, t, null, cpu);
+            OpsTesting.assertClose("grown pass vs cpu", y, cpu, 1e-4);
+        }
+    }
+
+    @Test
     void paddedHeadsAndFourierFeaturesStayOnTheDevice() {
         // Heads of 4 features run on the 32-feature kernel, zero-padded; NCSN++'s Fourier time embedding has its own
         // kernel: both passes become graphs with nothing on the host, and agree with the CPU backend.
