@@ -8,6 +8,7 @@
 //   emulated:    cmake target dev_groupnorm_forward_emu (validation only, small shape; a CTest test)
 //
 // GB/s counts the bytes the op must move at least once: read x, write y (params and stats are negligible).
+// Versions 4 and 5 are the production kernel on fp16 and bf16 storage (2 bytes per element moved).
 #include "../src/status.cu"
 #include "../src/groupnorm.cu"
 #include "dev_common.cuh"
@@ -110,6 +111,52 @@ struct Args {
     float eps;
 };
 
+// ---- versions 4 and 5 (production, src/groupnorm.cu's launch_forward_t): version 3 on fp16 and bf16 storage
+// (the half-precision inference path): half the bytes per element, statistics and arithmetic still fp32.
+template <typename T>
+struct Typed {
+    T *x, *gamma, *beta, *scale, *shift, *y;
+    std::vector<float> xr, gr, br, sr, hr;  // the inputs as rounded to T, widened (the reference's inputs)
+};
+
+template <typename T>
+static T* to_device_as(const std::vector<float>& v, std::vector<float>& rounded) {
+    std::vector<T> h(v.size());
+    rounded.resize(v.size());
+    for (size_t i = 0; i < v.size(); i++) {
+        h[i] = from_f32<T>(v[i]);
+        rounded[i] = to_f32(h[i]);
+    }
+    return dev::to_device(h);
+}
+
+template <typename T>
+static Typed<T> make_typed(const std::vector<float>& x, const std::vector<float>& gamma, const std::vector<float>& beta,
+                           const std::vector<float>& scale, const std::vector<float>& shift) {
+    Typed<T> t;
+    t.x = to_device_as<T>(x, t.xr);
+    t.gamma = to_device_as<T>(gamma, t.gr);
+    t.beta = to_device_as<T>(beta, t.br);
+    t.scale = to_device_as<T>(scale, t.sr);
+    t.shift = to_device_as<T>(shift, t.hr);
+    std::vector<float> unused;
+    t.y = to_device_as<T>(std::vector<float>(x.size(), 0.0f), unused);
+    return t;
+}
+
+// The typed output widened and compared as dev::validate does.
+template <typename T>
+static bool validate_typed(const char* name, const T* d_got, const std::vector<double>& ref, double tol, double rel) {
+    std::vector<T> got(ref.size());
+    dev_check(cudaMemcpy(got.data(), d_got, got.size() * sizeof(T), cudaMemcpyDeviceToHost));
+    std::vector<float> wide(ref.size());
+    for (size_t i = 0; i < ref.size(); i++) wide[i] = to_f32(got[i]);
+    float* d = dev::to_device(wide);
+    const bool ok = dev::validate(name, d, ref, tol, rel);
+    dev_check(cudaFree(d));
+    return ok;
+}
+
 static cudaError_t run_version(int version, const Args& a, int block) {
     switch (version) {
         case 1:
@@ -149,6 +196,19 @@ int main(int argc, char** argv) {
            N, HW, C, G, eps};
     const int block_sizes[] = {32, 64, 128, 256, 512, 1024};
     bool all_ok = true;
+    Typed<__half> h16 = make_typed<__half>(x, gamma, beta, scale, shift);
+    Typed<__nv_bfloat16> b16 = make_typed<__nv_bfloat16>(x, gamma, beta, scale, shift);
+    // References on the rounded inputs: the typed versions differ from them only by rounding y once.
+    std::vector<double> y16(nx), ybf(nx), m16(mean_ref.size()), r16(m16.size()), mbf(m16.size()), rbf(m16.size());
+    groupnorm_forward_cpu(y16, m16, r16, h16.xr, h16.gr, h16.br, h16.sr, h16.hr, N, HW, C, G, eps);
+    groupnorm_forward_cpu(ybf, mbf, rbf, b16.xr, b16.gr, b16.br, b16.sr, b16.hr, N, HW, C, G, eps);
+    auto run_typed = [&](int version, int block) -> cudaError_t {
+        if (version == 4)
+            return launch_forward_t<__half>(h16.x, h16.gamma, h16.beta, h16.scale, h16.shift, h16.y, a.mean, a.rstd,
+                                            N, HW, C, G, eps, true, block, block, nullptr);
+        return launch_forward_t<__nv_bfloat16>(b16.x, b16.gamma, b16.beta, b16.scale, b16.shift, b16.y, a.mean, a.rstd,
+                                               N, HW, C, G, eps, true, block, block, nullptr);
+    };
     for (int version = 1; version <= 3; version++) {
         if (only && version != only) continue;
         for (int block : block_sizes) {
@@ -165,6 +225,27 @@ int main(int argc, char** argv) {
             const float ms = dev::time_ms([&] { dev_check(run_version(version, a, block)); });
             const double gbs = 2.0 * nx * sizeof(float) / (ms * 1e-3) / 1e9;
             std::printf("version %d block %4d: %s  %8.4f ms  %7.1f GB/s\n", version, block, ok ? "ok      " : "MISMATCH", ms, gbs);
+#endif
+        }
+    }
+    for (int version = 4; version <= 5; version++) {
+        if (only && version != only) continue;
+        for (int block : block_sizes) {
+            dev_check(run_typed(version, block));
+            dev_check(cudaDeviceSynchronize());
+            // y: one rounding (2^-11 relative for fp16, 2^-8 for bf16) on top of fp32's error.
+            bool ok = version == 4 ? validate_typed("y fp16", h16.y, y16, 1e-4, 1e-3)
+                                   : validate_typed("y bf16", b16.y, ybf, 1e-4, 8e-3);
+            ok &= dev::validate("mean", a.mean, version == 4 ? m16 : mbf, 1e-5, 1e-5);
+            ok &= dev::validate("rstd", a.rstd, version == 4 ? r16 : rbf, 1e-5, 1e-4);
+            all_ok &= ok;
+#ifdef ONESTEP_EMULATION
+            std::printf("version %d block %4d: %s\n", version, block, ok ? "ok" : "MISMATCH");
+#else
+            const float ms = dev::time_ms([&] { dev_check(run_typed(version, block)); });
+            const double gbs = 2.0 * nx * 2 / (ms * 1e-3) / 1e9;  // 2 bytes per element read and written
+            std::printf("version %d block %4d: %s  %8.4f ms  %7.1f GB/s  (%s)\n", version, block,
+                        ok ? "ok      " : "MISMATCH", ms, gbs, version == 4 ? "fp16" : "bf16");
 #endif
         }
     }
