@@ -114,8 +114,10 @@ public final class Sampler implements AutoCloseable {
             } else {
                 double[] sigmas = KarrasSchedule.sigmas(steps);
                 ops.scale(xb, (float) sigmas[0], xb);
+                // One pass for the whole integration where passes are captured (cuda: one graph for 2N - 1 network
+                // evaluations); elsewhere step by step, so the progress report is live.
                 EdmSampler.sample(ops, new EdmDenoiser(model.net(), ops, ws, true), EdmSampler.Method.HEUN, xb, sigmas,
-                        labels, from == 0 ? onStep : null);
+                        labels, from == 0 ? onStep : null, ops.capturesPasses());
             }
         }
         return x;

@@ -41,6 +41,14 @@ public abstract class Ops {
     }
 
     /**
+     * True where {@link #runPass} records a pass and replays it without running the body again (the cuda
+     * backend): a caller then gets no callback from inside a replayed pass, so a progress report has to come after.
+     */
+    public boolean capturesPasses() {
+        return false;
+    }
+
+    /**
      * Declares {@code tensors} as a model's parameters: they change only through this backend's optimizer and EMA
      * ops (or before registration). A device backend keeps one copy of them on the device, shared by every pass;
      * host backends ignore this.

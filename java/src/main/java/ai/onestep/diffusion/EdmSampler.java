@@ -29,17 +29,45 @@ public final class EdmSampler {
      */
     public static void sample(Ops ops, Denoiser d, Method method, Tensor x, double[] sigmas, int[] classLabels,
                               IntConsumer onStep) {
+        sample(ops, d, method, x, sigmas, classLabels, onStep, false);
+    }
+
+    /**
+     * As above; with {@code onePass} the whole integration is one {@link Ops#runPass} (on the cuda backend one CUDA
+     * graph per noise schedule and shape: every network evaluation and update, nothing back on the host until the
+     * end). Then {@code onStep} hears of every step at the end. Same operations, same bits.
+     */
+    public static void sample(Ops ops, Denoiser d, Method method, Tensor x, double[] sigmas, int[] classLabels,
+                              IntConsumer onStep, boolean onePass) {
         int n = x.dim(0);
+        boolean whole = onePass && classLabels == null;  // (a labelled denoiser adds its class embedding on the host)
         try (TensorArena scratch = new TensorArena()) {
             Scratch sc = new Scratch(scratch, x);
             double[] s = new double[n], sNext = new double[n];
-            for (int i = 0; i + 1 < sigmas.length; i++) {
-                Arrays.fill(s, sigmas[i]);
-                Arrays.fill(sNext, sigmas[i + 1]);
-                step(ops, d, method, x, s, sNext, classLabels, sc);
-                if (onStep != null) {
-                    onStep.accept(i);
+            Runnable body = () -> {
+                for (int i = 0; i + 1 < sigmas.length; i++) {
+                    Arrays.fill(s, sigmas[i]);
+                    Arrays.fill(sNext, sigmas[i + 1]);
+                    step(ops, d, method, x, s, sNext, classLabels, sc);
+                    if (onStep != null && !whole) {
+                        onStep.accept(i);
+                    }
                 }
+            };
+            if (!whole) {
+                body.run();
+                return;
+            }
+            // x is the pass's input and is updated in place on the device; the result leaves through `out`.
+            Tensor out = scratch.allocate(x.layout(), x.shape());
+            ops.runPass("edm " + method + " sigmas=" + Arrays.toString(sigmas), new Tensor[] {x}, new Tensor[] {out},
+                    () -> {
+                        body.run();
+                        ops.scale(x, 1f, out);  // exact
+                    });
+            x.copyFrom(out);
+            for (int i = 0; onStep != null && i + 1 < sigmas.length; i++) {
+                onStep.accept(i);
             }
         }
     }
@@ -65,28 +93,41 @@ public final class EdmSampler {
         int n = x.dim(0);
         d.denoise(x, s, classLabels, sc.den);
         boolean heun = method == Method.HEUN;
-        for (int b = 0; b < n; b++) {
+        // One op per run of samples that share (s, s_next): a sampler's whole batch, or training's single samples.
+        // Only Ops calls, no host copies, so a step can run inside a device pass.
+        for (int b = 0, e; b < n; b = e) {
+            e = runEnd(s, sNext, b);
             double h = sNext[b] - s[b];
-            Tensor xb = x.slice(b, b + 1), dirb = sc.dir.slice(b, b + 1), nb = sc.xNext.slice(b, b + 1);
-            // d_i = (x - D(x; s)) / s  (eq. 3 of Karras et al. 2022 with sigma(t) = t); Euler: x' = x + h d_i.
+            Tensor xb = x.slice(b, e), dirb = sc.dir.slice(b, e), nb = sc.xNext.slice(b, e);
+            // d_i = (x - D(x; s)) / s  (eq. 3 of Karras et al. 2022 with sigma(t) = t); Euler: x' = x + h d_i as one
+            // fused multiply-add (fma(h, d_i, 1 * x)), the rounding of a copy followed by axpy.
             ops.scale(xb, (float) (1 / s[b]), dirb);
-            ops.axpy((float) (-1 / s[b]), sc.den.slice(b, b + 1), dirb);
-            nb.copyFrom(xb);
-            ops.axpy((float) h, dirb, nb);
+            ops.axpy((float) (-1 / s[b]), sc.den.slice(b, e), dirb);
+            ops.axpby(1f, xb, (float) h, dirb, nb);
             heun &= sNext[b] != 0;
         }
         if (!heun) {
-            x.copyFrom(sc.xNext);
+            ops.scale(sc.xNext, 1f, x);  // an exact copy through the backend
             return;
         }
         // Heun's correction: average d_i with the slope d' = (x' - D(x'; s_next)) / s_next at the Euler point.
         d.denoise(sc.xNext, sNext, classLabels, sc.den);
-        for (int b = 0; b < n; b++) {
+        for (int b = 0, e; b < n; b = e) {
+            e = runEnd(s, sNext, b);
             double h = sNext[b] - s[b];
-            Tensor xb = x.slice(b, b + 1);
-            ops.axpy((float) (h / 2), sc.dir.slice(b, b + 1), xb);
-            ops.axpy((float) (h / 2 / sNext[b]), sc.xNext.slice(b, b + 1), xb);
-            ops.axpy((float) (-h / 2 / sNext[b]), sc.den.slice(b, b + 1), xb);
+            Tensor xb = x.slice(b, e);
+            ops.axpy((float) (h / 2), sc.dir.slice(b, e), xb);
+            ops.axpy((float) (h / 2 / sNext[b]), sc.xNext.slice(b, e), xb);
+            ops.axpy((float) (-h / 2 / sNext[b]), sc.den.slice(b, e), xb);
         }
+    }
+
+    /** The end (exclusive) of the run of samples from {@code i} with the same pair (s, s_next). */
+    private static int runEnd(double[] s, double[] sNext, int i) {
+        int j = i + 1;
+        while (j < s.length && s[j] == s[i] && sNext[j] == sNext[i]) {
+            j++;
+        }
+        return j;
     }
 }

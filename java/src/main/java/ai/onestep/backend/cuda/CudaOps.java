@@ -174,6 +174,11 @@ public final class CudaOps extends Ops implements AutoCloseable {
     // ------------------------------------------------------------------------------------------------
 
     @Override
+    public boolean capturesPasses() {
+        return true;
+    }
+
+    @Override
     public void runPass(String key, Tensor[] inputs, Tensor[] outputs, Runnable body) {
         if (pass != null) {
             body.run();  // nested: part of the enclosing pass

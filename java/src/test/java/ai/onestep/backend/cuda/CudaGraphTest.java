@@ -352,6 +352,37 @@ class CudaGraphTest {
     }
 
     @Test
+    void aWholeHeunSampleIsOneGraphWithTheSameBits() {
+        // EdmSampler with onePass (what api.Sampler uses on cuda): 5 network evaluations and every update in one
+        // graph. Same bits as a graph per evaluation with eager updates; a second call replays it; close to the CPU.
+        try (UNet net = randomNet(config(32), 41); TensorArena a = new TensorArena(); Workspace ws = new Workspace();
+             Workspace wsCpu = new Workspace()) {
+            EdmDenoiser d = new EdmDenoiser(net, ops, ws, true);
+            double[] sigmas = ai.onestep.diffusion.KarrasSchedule.sigmas(3);
+            java.util.List<Integer> steps = new java.util.ArrayList<>();
+            for (long seed : new long[] {1, 2}) {
+                Tensor whole = noise(a, 2, seed), perCall = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+                Tensor cpu = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+                OpsTesting.CPU.scale(whole, (float) sigmas[0], whole);
+                perCall.copyFrom(whole);
+                cpu.copyFrom(whole);
+                steps.clear();
+                ai.onestep.diffusion.EdmSampler.sample(ops, d, ai.onestep.diffusion.EdmSampler.Method.HEUN, whole, sigmas,
+                        null, steps::add, true);
+                assertEquals(List.of(0, 1, 2), steps, "every step reported, after the pass");
+                ai.onestep.diffusion.EdmSampler.sample(ops, d, ai.onestep.diffusion.EdmSampler.Method.HEUN, perCall,
+                        sigmas, null, null, false);
+                ai.onestep.diffusion.EdmSampler.sample(OpsTesting.CPU, new EdmDenoiser(net, OpsTesting.CPU, wsCpu),
+                        ai.onestep.diffusion.EdmSampler.Method.HEUN, cpu, sigmas, null, null);
+                assertArrayEquals(perCall.toArray(), whole.toArray(), "seed " + seed + ": one graph vs one per call");
+                OpsTesting.assertClose("seed " + seed + ": one graph vs cpu", whole, cpu, 1e-4);
+            }
+            assertEquals(1, ops.capturedPasses().keySet().stream().filter(k -> k.startsWith("edm HEUN sigmas=")).count(),
+                    ops.capturedPasses().keySet().toString());
+        }
+    }
+
+    @Test
     void aPassLargerThanTheArenasGrowsThemAndIsCaptured() {
         // Arenas of 64 KiB, far below one pass's activations (a big batch on a real model is the same story): the
         // first run doubles the measuring arenas until the pass fits, then the pass is captured at its exact size.
