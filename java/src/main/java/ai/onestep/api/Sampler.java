@@ -2,6 +2,7 @@ package ai.onestep.api;
 
 import ai.onestep.backend.Backends;
 import ai.onestep.backend.Ops;
+import ai.onestep.backend.cuda.Precision;
 import ai.onestep.diffusion.ConsistencyDenoiser;
 import ai.onestep.diffusion.ConsistencyParameterization;
 import ai.onestep.diffusion.ConsistencySampler;
@@ -54,8 +55,17 @@ public final class Sampler implements AutoCloseable {
     }
 
     public static Sampler load(Path checkpoint, String backend) {
+        return load(checkpoint, backend, null);
+    }
+
+    /**
+     * As {@link #load(Path, String)}; on the cuda backend the sampling passes store activations and weights in
+     * {@code precision}: "fp16" (the default on a GPU), "bf16" or "fp32" (null: the default). Arithmetic stays fp32.
+     */
+    public static Sampler load(Path checkpoint, String backend, String precision) {
+        Precision p = precision == null ? null : Precision.parse(precision);
         return new Sampler(UNetCheckpoint.load(checkpoint, false), Backends.byName(backend,
-                Runtime.getRuntime().availableProcessors()));
+                Runtime.getRuntime().availableProcessors(), System.err::println, p));
     }
 
     public boolean isStudent() {

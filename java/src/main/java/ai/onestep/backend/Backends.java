@@ -3,6 +3,7 @@ package ai.onestep.backend;
 import ai.onestep.backend.cpu.CpuOps;
 import ai.onestep.backend.cuda.CudaBackend;
 import ai.onestep.backend.cuda.CudaOps;
+import ai.onestep.backend.cuda.Precision;
 import ai.onestep.backend.naive.NaiveOps;
 import java.util.function.Consumer;
 
@@ -24,22 +25,31 @@ public final class Backends {
 
     /** As {@link #byName(String, int)}, with {@code auto}'s one line going to {@code log}. */
     public static Ops byName(String name, int threads, Consumer<String> log) {
+        return byName(name, threads, log, null);
+    }
+
+    /**
+     * As above; a cuda backend runs its passes in {@code precision} (null: the system property
+     * {@code onestep.cuda.precision}, else fp16 on a GPU and fp32 on the emulated library). Host backends ignore it.
+     */
+    public static Ops byName(String name, int threads, Consumer<String> log, Precision precision) {
         return switch (name) {
             case "cpu" -> new CpuOps(threads);
             case "naive" -> new NaiveOps();
             case "cuda" -> {
                 try {
-                    yield CudaBackend.open(threads);
+                    yield CudaBackend.open(threads, precision);
                 } catch (CudaBackend.Unavailable e) {
                     throw new IllegalArgumentException("backend cuda: " + e.getMessage());
                 }
             }
-            case "auto" -> auto(threads, log);
+            case "auto" -> auto(threads, log, precision);
             case "cuda-emulated" -> {
                 // The CUDA backend on the emulated kernel library: for checking the device path end to end on a
                 // machine without a GPU (slow: every GPU thread is a fiber on one core).
                 try {
-                    yield CudaBackend.openEmulated(CudaBackend.emulatedLibrary(), CudaOps.DEFAULT_ARENA_BYTES, threads);
+                    yield CudaBackend.openEmulated(CudaBackend.emulatedLibrary(), CudaOps.DEFAULT_ARENA_BYTES, threads,
+                            precision);
                 } catch (CudaBackend.Unavailable e) {
                     throw new IllegalArgumentException("backend cuda-emulated: " + e.getMessage());
                 }
@@ -49,10 +59,10 @@ public final class Backends {
         };
     }
 
-    private static Ops auto(int threads, Consumer<String> log) {
+    private static Ops auto(int threads, Consumer<String> log, Precision precision) {
         String reason;
         try {
-            Ops cuda = CudaBackend.open(threads);
+            Ops cuda = CudaBackend.open(threads, precision);
             CudaOps c = (CudaOps) cuda;
             sayOnce(log, "backend auto: using cuda (" + c.device().describe() + "; sampling passes in "
                     + c.precision().label() + ")");

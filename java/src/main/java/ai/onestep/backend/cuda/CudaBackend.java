@@ -53,6 +53,11 @@ public final class CudaBackend {
      * build in its place) comes back as {@link Unavailable} with one line saying which.
      */
     public static CudaOps open(int hostThreads) throws Unavailable {
+        return open(hostThreads, null);
+    }
+
+    /** As {@link #open(int)}, its passes in {@code precision} (null: {@code onestep.cuda.precision}, else fp16). */
+    public static CudaOps open(int hostThreads, Precision precision) throws Unavailable {
         Path lib = cudaLibrary();
         if (!Files.isRegularFile(lib)) {
             throw new Unavailable("no CUDA kernel library at " + lib + " (built by cmake where nvcc exists)");
@@ -71,7 +76,7 @@ public final class CudaBackend {
             throw new Unavailable("the CUDA driver reports no device");
         }
         return new CudaOps(new CudaDevice(lib.toString()), CudaOps.DEFAULT_ARENA_BYTES, hostThreads,
-                Precision.fromProperty(Precision.FP16));
+                precision != null ? precision : Precision.fromProperty(Precision.FP16));
     }
 
     /**
@@ -79,6 +84,12 @@ public final class CudaBackend {
      * in fp32 unless {@code onestep.cuda.precision} says otherwise (on a GPU, {@link #open} defaults to fp16).
      */
     public static CudaOps openEmulated(Path library, long arenaBytes, int hostThreads) throws Unavailable {
+        return openEmulated(library, arenaBytes, hostThreads, null);
+    }
+
+    /** As above, its passes in {@code precision} (null: {@code onestep.cuda.precision}, else fp32). */
+    public static CudaOps openEmulated(Path library, long arenaBytes, int hostThreads, Precision precision)
+            throws Unavailable {
         if (!Files.isRegularFile(library)) {
             throw new Unavailable("no emulated kernel library at " + library
                     + " (cmake builds it: cmake -S cmake -B build/kernels && cmake --build build/kernels)");
@@ -88,7 +99,7 @@ public final class CudaBackend {
             throw new Unavailable(library + " is the " + kind + " build, not the emulated one");
         }
         return new CudaOps(new EmulatedDevice(library.toString()), arenaBytes, hostThreads,
-                Precision.fromProperty(Precision.FP32));
+                precision != null ? precision : Precision.fromProperty(Precision.FP32));
     }
 
     private static String load(Path lib) throws Unavailable {

@@ -153,6 +153,28 @@ class HalfPrecisionTest {
     }
 
     @Test
+    void backendsOpenInTheRequestedPrecision() {
+        // The embedding API's path (Sampler.load(path, backend, precision) -> Backends.byName): explicit, else the
+        // system property (--precision), else fp32 on the emulated library.
+        try (CudaOps b = (CudaOps) ai.onestep.backend.Backends.byName("cuda-emulated", 1, s -> { }, Precision.BF16);
+             CudaOps d = (CudaOps) ai.onestep.backend.Backends.byName("cuda-emulated", 1, s -> { }, null)) {
+            assertEquals(Precision.BF16, b.precision());
+            assertEquals(Precision.FP32, d.precision());
+        }
+        String saved = System.getProperty("onestep.cuda.precision");
+        System.setProperty("onestep.cuda.precision", "fp16");
+        try (CudaOps p = (CudaOps) ai.onestep.backend.Backends.byName("cuda-emulated", 1)) {
+            assertEquals(Precision.FP16, p.precision());
+        } finally {
+            if (saved == null) {
+                System.clearProperty("onestep.cuda.precision");
+            } else {
+                System.setProperty("onestep.cuda.precision", saved);
+            }
+        }
+    }
+
+    @Test
     void precisionNamesParseAndBadOnesSayWhatIsAccepted() {
         assertEquals(Precision.FP16, Precision.parse("fp16"));
         assertEquals(Precision.BF16, Precision.parse(" BF16 "));
