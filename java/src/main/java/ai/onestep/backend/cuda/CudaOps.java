@@ -201,7 +201,8 @@ public final class CudaOps extends Ops implements AutoCloseable {
             return;
         }
         if (measureConstants == null) {
-            measureConstants = new DeviceArena(device, "measuring constants", arenaBytes);
+            // Constants are small (registered weights are not constants): start at 64 MiB and grow if a pass needs more.
+            measureConstants = new DeviceArena(device, "measuring constants", Math.min(arenaBytes, 64L << 20));
             measureActivations = new DeviceArena(device, "measuring activations", arenaBytes);
         }
         long[] need = seenOnce.remove(full);
