@@ -63,9 +63,14 @@ public final class Sampler implements AutoCloseable {
      * {@code precision}: "fp16" (the default on a GPU), "bf16" or "fp32" (null: the default). Arithmetic stays fp32.
      */
     public static Sampler load(Path checkpoint, String backend, String precision) {
+        return load(checkpoint, backend, precision, Runtime.getRuntime().availableProcessors());
+    }
+
+    /** As above, with {@code threads} for the cpu backend (all cores by default). */
+    public static Sampler load(Path checkpoint, String backend, String precision, int threads) {
         Precision p = precision == null ? null : Precision.parse(precision);
-        return new Sampler(UNetCheckpoint.load(checkpoint, false), Backends.byName(backend,
-                Runtime.getRuntime().availableProcessors(), System.err::println, p));
+        UNetCheckpoint.Loaded model = UNetCheckpoint.load(checkpoint, false);
+        return new Sampler(model, Backends.byName(backend, threads, System.err::println, p));
     }
 
     public boolean isStudent() {

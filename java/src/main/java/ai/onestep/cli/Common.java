@@ -24,11 +24,38 @@ final class Common {
     boolean verbose;
 
     Ops ops() {
+        return Backends.byName(backend, threads(), System.err::println, precision());
+    }
+
+    /** A sampler for {@code model} on this command's backend and precision. */
+    ai.onestep.api.Sampler sampler(Path model) {
+        return ai.onestep.api.Sampler.load(model, backend, precision, threads());
+    }
+
+    private int threads() {
+        return threads == null ? Runtime.getRuntime().availableProcessors() : threads;
+    }
+
+    /** --precision parsed (a typo fails here, before any work, whatever the backend); null when not given. */
+    ai.onestep.backend.cuda.Precision precision() {
+        return precision == null ? null : ai.onestep.backend.cuda.Precision.parse(precision);
+    }
+
+    /** The options to hand a command run from this one (demo runs distill): the same backend and precision. */
+    java.util.List<String> forwarded() {
+        java.util.List<String> a = new java.util.ArrayList<>(java.util.List.of("--backend", backend));
         if (precision != null) {
-            // Checked here so a typo fails before any work, whatever the backend.
-            System.setProperty("onestep.cuda.precision", ai.onestep.backend.cuda.Precision.parse(precision).label());
+            a.addAll(java.util.List.of("--precision", precision));
         }
-        return Backends.byName(backend, threads == null ? Runtime.getRuntime().availableProcessors() : threads);
+        if (threads != null) {
+            a.addAll(java.util.List.of("--threads", threads.toString()));
+        }
+        return a;
+    }
+
+    /** The backend's name, and the precision of its passes where it has one ("cuda fp16"). */
+    static String describe(Ops ops) {
+        return ops instanceof ai.onestep.backend.cuda.CudaOps c ? ops.name() + " " + c.precision().label() : ops.name();
     }
 
     /** The repository (or installation) root: bin/onestep passes it; otherwise the working directory. */

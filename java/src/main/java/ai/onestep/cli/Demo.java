@@ -30,23 +30,25 @@ final class Demo implements Callable<Integer> {
         Path teacher = Common.requireFile(Common.model("fmnist-teacher.safetensors"), "the committed teacher");
         Path student = out.resolve("student.safetensors");
         System.err.println("demo 1/3: data-free consistency distillation of " + teacher.getFileName() + " (" + steps + " steps)");
-        int rc = new CommandLine(new Distill()).execute("--teacher", teacher.toString(), "--out", student.toString(),
-                "--steps", Long.toString(steps), "--batch", "8", "--validate-every", Long.toString(steps), "--val-n", "128",
-                "--teacher-samples", "256", "--teacher-steps", "9", "--lr", "2e-4", "--backend", common.backend);
+        java.util.List<String> args = new java.util.ArrayList<>(java.util.List.of("--teacher", teacher.toString(),
+                "--out", student.toString(), "--steps", Long.toString(steps), "--batch", "8", "--validate-every",
+                Long.toString(steps), "--val-n", "128", "--teacher-samples", "256", "--teacher-steps", "9", "--lr", "2e-4"));
+        args.addAll(common.forwarded());  // the same backend, precision and threads
+        int rc = new CommandLine(new Distill()).execute(args.toArray(String[]::new));
         if (rc != 0) {
             return rc;
         }
         System.err.println("demo 2/3: 2- and 4-step time points by FID (greedy over the grid), then sample grids");
         Timepoints.search(common, student, 18, 64, 4);
-        try (Sampler t = Sampler.load(teacher, common.backend); Sampler s = Sampler.load(student, common.backend);
+        try (Sampler t = common.sampler(teacher); Sampler s = common.sampler(student);
              TensorArena a = new TensorArena()) {
             Png.writeGrid(t.sample(16, 18, 7, a), 4, out.resolve("teacher-35nfe.png"));
             Png.writeGrid(s.sample(16, 1, 7, a), 4, out.resolve("student-1step.png"));
             Png.writeGrid(s.sample(16, 2, 7, a), 4, out.resolve("student-2step.png"));
         }
         System.err.println("demo 3/3: the report (FID-FMNIST over " + n + " samples, latency at batch 1)");
-        List<Report.Row> rows = ReportCmd.run(common, teacher, List.of(student), out, n, 3);
-        System.out.print(Report.markdown(rows, ReportCmd.machine()));
+        ReportCmd.Result report = ReportCmd.run(common, teacher, List.of(student), out, n, 3);
+        System.out.print(Report.markdown(report.rows(), report.machine()));
         System.out.printf(Locale.ROOT, "demo finished in %.0f s; grids, student and report in %s%n",
                 (System.nanoTime() - t0) / 1e9, out.toAbsolutePath());
         return 0;

@@ -33,7 +33,7 @@ final class Denoise implements Callable<Integer> {
     @Override
     public Integer call() {
         Common.requireFile(model, "model");
-        try (Sampler s = Sampler.load(model, common.backend); TensorArena a = new TensorArena();
+        try (Sampler s = common.sampler(model); TensorArena a = new TensorArena();
              Workspace ws = new Workspace(); Safetensors.Reader r = Safetensors.open(input)) {
             var cfg = s.net().config();
             Tensor nchw = r.read("x", a, Layout.NCHW);

@@ -40,7 +40,7 @@ final class Eval implements Callable<Integer> {
             throw new IllegalArgumentException("--n must be >= 2 for a covariance, got " + n);
         }
         Frechet.Stats ref = FidStats.load(st);
-        try (Sampler s = Sampler.load(m, common.backend); FeatureNet f = FeatureNet.load(c, s.ops());
+        try (Sampler s = common.sampler(m); FeatureNet f = FeatureNet.load(c, s.ops());
              TensorArena a = new TensorArena()) {
             int stp = steps != null ? steps : s.isStudent() ? 1 : 18;
             long t0 = System.nanoTime();
@@ -57,10 +57,13 @@ final class Eval implements Callable<Integer> {
                 o.put("n", (long) n);
                 o.put("seconds", secs);
                 o.put("backend", s.ops().name());
+                if (s.ops() instanceof ai.onestep.backend.cuda.CudaOps cuda) {
+                    o.put("precision", cuda.precision().label());  // of the sampling passes
+                }
                 System.out.println(Json.write(o));
             } else {
                 System.out.printf(Locale.ROOT, "FID-FMNIST %.3f  (%d samples, %d steps = %d NFE, %.2f s sampling on %s)%n",
-                        fid, n, stp, s.nfe(stp), secs, s.ops().name());
+                        fid, n, stp, s.nfe(stp), secs, Common.describe(s.ops()));
             }
         }
         return 0;

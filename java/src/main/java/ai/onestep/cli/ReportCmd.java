@@ -28,23 +28,30 @@ final class ReportCmd implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        System.out.print(Report.markdown(run(common, teacher, students, out, n, reps), machine()));
+        Result r = run(common, teacher, students, out, n, reps);
+        System.out.print(Report.markdown(r.rows(), r.machine()));
         System.out.println("wrote " + out.resolve("report.md") + ", report.json, report.png");
         return 0;
     }
 
-    static List<Report.Row> run(Common common, Path teacher, List<Path> students, Path out, int n, int reps) {
+    /** The report's rows and its machine line (which names the backend that ran them). */
+    record Result(List<Report.Row> rows, String machine) {
+    }
+
+    static Result run(Common common, Path teacher, List<Path> students, Path out, int n, int reps) {
         Path t = Common.requireFile(teacher != null ? teacher : Common.model("fmnist-teacher.safetensors"), "teacher");
         Path c = Common.requireFile(Common.model("fmnist-classifier.safetensors"), "classifier");
         Frechet.Stats ref = FidStats.load(Common.requireFile(Common.model("fmnist-fid-stats.safetensors"), "FID statistics"));
         List<Report.Row> rows = new ArrayList<>();
-        try (Sampler s = Sampler.load(t, common.backend); FeatureNet f = FeatureNet.load(c, s.ops())) {
+        String backend;
+        try (Sampler s = common.sampler(t); FeatureNet f = FeatureNet.load(c, s.ops())) {
+            backend = Common.describe(s.ops());
             if (s.isStudent()) {
                 throw new IllegalArgumentException(t + " is a student; --teacher needs a teacher checkpoint");
             }
             rows.addAll(Report.measure(s, "teacher " + t.getFileName(), new int[] {18, 9, 5}, f, ref, n, reps, System.err::println));
             for (Path sp : students) {
-                try (Sampler st = Sampler.load(Common.requireFile(sp, "student"), common.backend)) {
+                try (Sampler st = common.sampler(Common.requireFile(sp, "student"))) {
                     if (!st.isStudent()) {
                         throw new IllegalArgumentException(sp + " is a teacher; --student needs a consistency student");
                     }
@@ -53,11 +60,12 @@ final class ReportCmd implements Callable<Integer> {
                 }
             }
         }
-        Report.write(rows, out, machine());
-        return rows;
+        String machine = machine(backend);
+        Report.write(rows, out, machine);
+        return new Result(rows, machine);
     }
 
-    static String machine() {
+    static String machine(String backend) {
         String cpu = "unknown cpu";
         try {
             for (String line : java.nio.file.Files.readAllLines(Path.of("/proc/cpuinfo"))) {
@@ -70,6 +78,6 @@ final class ReportCmd implements Callable<Integer> {
             // Only a label.
         }
         return cpu + ", " + Runtime.getRuntime().availableProcessors() + " cpus, Java " + Runtime.version().feature()
-                + ", cpu backend, " + java.time.LocalDate.now();
+                + ", " + backend + " backend, " + java.time.LocalDate.now();
     }
 }

@@ -39,13 +39,14 @@ final class Sample implements Callable<Integer> {
         if (n < 1) {
             throw new IllegalArgumentException("--n must be >= 1, got " + n);
         }
-        try (Sampler s = Sampler.load(m, common.backend); TensorArena a = new TensorArena()) {
+        try (Sampler s = common.sampler(m); TensorArena a = new TensorArena()) {
             int st = steps != null ? steps : s.isStudent() ? 1 : 18;
             long t0 = System.nanoTime();
             Tensor x = s.sample(n, st, seed, null, a, null);
             double secs = (System.nanoTime() - t0) / 1e9;
             Png.writeGrid(x, cols != null ? cols : (int) Math.ceil(Math.sqrt(n)), out);
-            System.out.printf(Locale.ROOT, "%d samples, %d steps (%d NFE) in %.2f s; wrote %s%n", n, st, s.nfe(st), secs, out);
+            System.out.printf(Locale.ROOT, "%d samples, %d steps (%d NFE) in %.2f s on %s; wrote %s%n", n, st, s.nfe(st),
+                    secs, Common.describe(s.ops()), out);
         }
         return 0;
     }

@@ -81,6 +81,36 @@ class CommandsTest {
     }
 
     @Test
+    void precisionReachesTheSamplingBackend() {
+        // --precision travels to the backend that samples (it once stopped at Common.ops(), which eval, sample and
+        // report never called). The emulated library is the repository's build; its absence skips this test unless
+        // the build said it is there (bin/test sets onestep.cuda.requireEmulated).
+        Path lib = Path.of("..", "build", "kernels", "emu", "libonestep_kernels.so").toAbsolutePath().normalize();
+        if (!Boolean.getBoolean("onestep.cuda.requireEmulated")) {
+            org.junit.jupiter.api.Assumptions.assumeTrue(Files.isRegularFile(lib), "no emulated library at " + lib);
+        }
+        String saved = System.getProperty("onestep.kernels.emulated");
+        System.setProperty("onestep.kernels.emulated", lib.toString());
+        try {
+            Run eval = run("eval", "--backend", "cuda-emulated", "--precision", "bf16", "--steps", "2", "--n", "4",
+                    "--json");
+            assertEquals(0, eval.code(), eval.err());
+            var m = Json.parseObject(eval.out().trim());
+            assertEquals("cuda-emulated", m.get("backend"), eval.out());
+            assertEquals("bf16", m.get("precision"), eval.out());
+            Run bad = run("sample", "--precision", "fp8", "--n", "1", "--out", home.resolve("x.png").toString());
+            assertEquals(2, bad.code(), bad.err());
+            assertTrue(bad.err().contains("precision must be fp32, fp16 or bf16, got 'fp8'"), bad.err());
+        } finally {
+            if (saved == null) {
+                System.clearProperty("onestep.kernels.emulated");
+            } else {
+                System.setProperty("onestep.kernels.emulated", saved);
+            }
+        }
+    }
+
+    @Test
     void infoSampleAndEvalWork() throws Exception {
         Run info = run("info", teacher.toString());
         assertEquals(0, info.code(), info.err());
