@@ -317,8 +317,8 @@ public final class CudaDevice extends Device {
         if (type != Precision.FP32) {
             long fa = scratch.allocate(elems * Float.BYTES, "check fp32 copy"), fb = scratch.allocate(elems * Float.BYTES,
                     "check fp32 copy");
-            check(onestep_convert(a, type.code, fa, FLOAT32, elems, stream()), "conv2d check", what);
-            check(onestep_convert(b, type.code, fb, FLOAT32, elems, stream()), "conv2d check", what);
+            convert(a, type, fa, Precision.FP32, elems, "conv2d check", what);
+            convert(b, type, fb, Precision.FP32, elems, "conv2d check", what);
             a = fa;
             b = fb;
         }

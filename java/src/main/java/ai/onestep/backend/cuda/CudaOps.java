@@ -271,25 +271,23 @@ public final class CudaOps extends Ops implements AutoCloseable {
                 }
                 boolean constants = full == measureConstants;
                 String name = constants ? "measuring constants" : "measuring activations";
-                full.close();
-                DeviceArena bigger;
+                full.close();  // first, so the device has room for the bigger one
+                DeviceArena next;
+                CudaException failed = null;
                 try {
-                    bigger = new DeviceArena(device, name, grown);
+                    next = new DeviceArena(device, name, grown);
                 } catch (CudaException noRoom) {
-                    // The device has no room for it: put back an arena of the old size and report the pass's need.
-                    DeviceArena old = new DeviceArena(device, name, grown / 2);
-                    if (constants) {
-                        measureConstants = old;
-                    } else {
-                        measureActivations = old;
-                    }
-                    throw new CudaException(e.getMessage() + "; growing it to " + (grown >> 20) + " MiB failed: "
+                    next = new DeviceArena(device, name, grown / 2);  // put the old size back, then report
+                    failed = new CudaException(e.getMessage() + "; growing it to " + (grown >> 20) + " MiB failed: "
                             + noRoom.getMessage());
                 }
                 if (constants) {
-                    measureConstants = bigger;
+                    measureConstants = next;
                 } else {
-                    measureActivations = bigger;
+                    measureActivations = next;
+                }
+                if (failed != null) {
+                    throw failed;
                 }
             }
         }

@@ -127,6 +127,13 @@ public abstract class Device implements AutoCloseable {
         check(onestep_memcpy_dtod(dst, src, bytes, stream), "copy", what);
     }
 
+    /** {@code elems} elements from {@code from} (type {@code fromType}) to {@code to} as {@code toType}, queued. */
+    public void convert(long from, Precision fromType, long to, Precision toType, long elems, String op,
+                        Supplier<String> what) {
+        check(onestep_convert(from, fromType.code, to, toType.code, elems, stream), op,
+                () -> fromType.label() + " -> " + toType.label() + " " + what.get());
+    }
+
     public void synchronize() {
         check(onestep_synchronize(stream), "synchronize", () -> "");
     }

@@ -129,8 +129,7 @@ final class ParameterStore implements AutoCloseable {
     }
 
     private void convert(long fp32, long dev, long elems, Precision type) {
-        Device.check(ai.onestep.kernels.OnestepKernels.onestep_convert(fp32, Precision.FP32.code, dev, type.code, elems,
-                device.stream()), "parameters", () -> type.label() + " copy of " + elems + " elements");
+        device.convert(fp32, Precision.FP32, dev, type, elems, "parameters", () -> elems + " elements");
     }
 
     /** The lifetime of the parameter holding host address {@code addr} (call after a successful {@link #find}). */

@@ -215,16 +215,13 @@ final class Residency {
     }
 
     private void convert(long from, Precision fromType, long to, Precision toType, long elems, String op, Tensor t) {
-        Device.check(ai.onestep.kernels.OnestepKernels.onestep_convert(from, fromType.code, to, toType.code, elems,
-                device.stream()), op, () -> fromType.label() + " -> " + toType.label() + " " + t.describe());
+        device.convert(from, fromType, to, toType, elems, op, t::describe);
     }
 
     /** Converts the outputs the last op wrote in another type than their entries' into those entries. */
     void flush() {
         for (Pending p : pending) {
-            Device.check(ai.onestep.kernels.OnestepKernels.onestep_convert(p.scratch(), p.from().code, p.dev(),
-                    p.to().code, p.elems(), device.stream()), "pass", () -> p.from().label() + " output written back as "
-                    + p.to().label());
+            device.convert(p.scratch(), p.from(), p.dev(), p.to(), p.elems(), "pass", () -> "output written back");
         }
         pending.clear();
     }
