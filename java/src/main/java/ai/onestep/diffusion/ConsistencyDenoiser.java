@@ -38,11 +38,13 @@ public final class ConsistencyDenoiser implements Denoiser {
             Tensor f = inner.forward(Context.inference(ops, ws), x, t, classLabels);
             combine(ops, x, f, t, out);
         };
-        if (!devicePasses || classLabels != null) {
-            pass.run();  // (the class embedding is added on the host, so a labelled pass cannot stay on a device)
+        if (!devicePasses) {
+            pass.run();
         } else {
-            // One device pass (a CUDA graph on the cuda backend) per time point: t is baked into its launches.
-            ops.runPass("consistency t=" + java.util.Arrays.toString(t), new Tensor[] {x}, new Tensor[] {out}, pass);
+            // One device pass (a CUDA graph on the cuda backend) per time point and labels: both are baked into its
+            // launches.
+            ops.runPass("consistency t=" + java.util.Arrays.toString(t) + EdmDenoiser.labelsKey(classLabels),
+                    new Tensor[] {x}, new Tensor[] {out}, pass);
         }
     }
 

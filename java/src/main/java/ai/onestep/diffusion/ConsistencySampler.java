@@ -93,13 +93,14 @@ public final class ConsistencySampler {
                 }
                 result[0] = bufs[cur];
             };
-            if (onePass && classLabels == null) {  // (a labelled denoiser adds its class embedding on the host)
+            if (onePass) {
                 Tensor[] inputs = new Tensor[1 + taus.length];
                 inputs[0] = x;
                 System.arraycopy(z, 0, inputs, 1, taus.length);
                 // The pass's output is the buffer the last step writes: bufs[taus.length % 2].
                 Tensor out = bufs[taus.length % 2];
-                ops.runPass("consistency sample taus=" + Arrays.toString(taus), inputs, new Tensor[] {out}, body);
+                ops.runPass("consistency sample taus=" + Arrays.toString(taus) + EdmDenoiser.labelsKey(classLabels),
+                        inputs, new Tensor[] {out}, body);
                 result[0] = out;
             } else {
                 body.run();

@@ -45,12 +45,19 @@ public final class EdmDenoiser implements Denoiser {
             Tensor f = forward(Context.inference(ops, ws), x, sigma, classLabels);
             combine(ops, x, f, sigma, out);
         };
-        if (!devicePasses || classLabels != null) {
-            pass.run();  // (the class embedding is added on the host, so a labelled pass cannot stay on a device)
+        if (!devicePasses) {
+            pass.run();
         } else {
-            // One device pass (a CUDA graph on the cuda backend) per noise level: sigma is baked into its launches.
-            ops.runPass("edm sigma=" + java.util.Arrays.toString(sigma), new Tensor[] {x}, new Tensor[] {out}, pass);
+            // One device pass (a CUDA graph on the cuda backend) per noise level and labels: both are baked into its
+            // launches (the labels as the class embedding's one-hot matrix).
+            ops.runPass("edm sigma=" + java.util.Arrays.toString(sigma) + labelsKey(classLabels), new Tensor[] {x},
+                    new Tensor[] {out}, pass);
         }
+    }
+
+    /** The part of a pass's key that names its class labels ("" without labels). */
+    static String labelsKey(int[] classLabels) {
+        return classLabels == null ? "" : " labels=" + java.util.Arrays.toString(classLabels);
     }
 
     /** F(c_in x; t(s)) in {@code c}'s workspace (kept for a later {@link #backward}). */

@@ -40,7 +40,7 @@ public final class EdmSampler {
     public static void sample(Ops ops, Denoiser d, Method method, Tensor x, double[] sigmas, int[] classLabels,
                               IntConsumer onStep, boolean onePass) {
         int n = x.dim(0);
-        boolean whole = onePass && classLabels == null;  // (a labelled denoiser adds its class embedding on the host)
+        boolean whole = onePass;
         try (TensorArena scratch = new TensorArena()) {
             Scratch sc = new Scratch(scratch, x);
             double[] s = new double[n], sNext = new double[n];
@@ -60,7 +60,8 @@ public final class EdmSampler {
             }
             // x is the pass's input and is updated in place on the device; the result leaves through `out`.
             Tensor out = scratch.allocate(x.layout(), x.shape());
-            ops.runPass("edm " + method + " sigmas=" + Arrays.toString(sigmas), new Tensor[] {x}, new Tensor[] {out},
+            ops.runPass("edm " + method + " sigmas=" + Arrays.toString(sigmas) + EdmDenoiser.labelsKey(classLabels),
+                    new Tensor[] {x}, new Tensor[] {out},
                     () -> {
                         body.run();
                         ops.scale(x, 1f, out);  // exact

@@ -5,7 +5,6 @@ import ai.onestep.nn.ParameterSet;
 import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
-import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -84,7 +83,8 @@ public final class UNet implements AutoCloseable {
 
     // Saved by forward for backward.
     private Tensor tIn, h1, emb, tembAct, yRaw;
-    private int[] labels;
+    /** One-hot class labels (N, classes) of the last forward, for the class embedding's backward. */
+    private Tensor oneHot;
     private double[] timesteps;
     private final List<Integer> upLast = new ArrayList<>();
     /** The outputs of every down block, the mid block and every up block, in that order (see {@link #taps}). */
@@ -169,7 +169,6 @@ public final class UNet implements AutoCloseable {
         int n = x.dim(0);
         checkInput(x, timesteps, classLabels);
         this.timesteps = timesteps.clone();
-        this.labels = classLabels == null ? null : classLabels.clone();
         int c0 = config.blockOutChannels()[0];
         Tensor t = c.training ? c.alloc(Layout.ROWS, n) : inferenceTimesteps(timesteps);
         if (c.training) {
@@ -191,14 +190,14 @@ public final class UNet implements AutoCloseable {
         c.ops.silu(h1, a1);
         emb = linear2.forward(c, a1);
         if (classEmbedding != null) {
-            MemorySegment e = emb.segment(), w = classEmbedding.value().segment();
-            int d = emb.dim(1);
+            // emb += onehot(labels) W, the embedding lookup as a GEMM with beta = 1: each output is emb + W[label]
+            // rounded once, as a host loop would add them, but through the backend, so a device keeps emb where
+            // it is (a host loop would read and write a stale host copy inside a device pass or resident block).
+            oneHot = c.ws.allocateZeroed(Layout.ROWS, n, classEmbedding.value().dim(0));
             for (int i = 0; i < n; i++) {
-                for (int j = 0; j < d; j++) {
-                    long o = (long) i * d + j;
-                    e.setAtIndex(Tensor.F32, o, e.getAtIndex(Tensor.F32, o) + w.getAtIndex(Tensor.F32, (long) classLabels[i] * d + j));
-                }
+                oneHot.set((long) i * oneHot.dim(1) + classLabels[i], 1f);
             }
+            c.ops.matmul(oneHot, false, classEmbedding.value(), false, emb, 1f, 1f);
         }
         tembAct = c.like(emb);
         c.ops.silu(emb, tembAct);
@@ -316,14 +315,8 @@ public final class UNet implements AutoCloseable {
         Tensor dEmb = c.like(emb);
         c.ops.siluBackward(emb, dTembAct, dEmb);
         if (classEmbedding != null) {
-            MemorySegment gw = classEmbedding.grad().segment(), de = dEmb.segment();
-            int d = dEmb.dim(1);
-            for (int i = 0; i < n; i++) {
-                for (int j = 0; j < d; j++) {
-                    long o = (long) labels[i] * d + j;
-                    gw.setAtIndex(Tensor.F32, o, gw.getAtIndex(Tensor.F32, o) + de.getAtIndex(Tensor.F32, (long) i * d + j));
-                }
-            }
+            // dW += onehot^T dEmb: each class's rows of dEmb summed into its row (accumulated, as parameter grads are).
+            c.ops.matmul(oneHot, true, dEmb, false, classEmbedding.grad(), 1f, 1f);
         }
         Tensor dA1 = linear2.backward(c, dEmb);
         Tensor dH1 = c.like(h1);
