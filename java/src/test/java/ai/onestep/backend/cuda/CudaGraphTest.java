@@ -49,6 +49,14 @@ class CudaGraphTest {
 
     /** The same with {@code attnChannels} channels in the attention level and a time embedding of {@code time}. */
     static UNetConfig config(long headDim, long attnChannels, String time) {
+        return UNetConfig.fromMap(configMap(headDim, attnChannels, time));
+    }
+
+    static Map<String, Object> configMap(long headDim) {
+        return configMap(headDim, 32, "positional");
+    }
+
+    static Map<String, Object> configMap(long headDim, long attnChannels, String time) {
         Map<String, Object> m = new LinkedHashMap<>();
         m.put("sample_size", 8L);
         m.put("in_channels", 2L);
@@ -61,7 +69,7 @@ class CudaGraphTest {
         m.put("attention_head_dim", headDim);
         m.put("norm_num_groups", 8L);
         m.put("resnet_time_scale_shift", "scale_shift");
-        return UNetConfig.fromMap(m);
+        return m;
     }
 
     static UNet randomNet(UNetConfig cfg, long seed) {
@@ -281,6 +289,45 @@ class CudaGraphTest {
                     assertArrayEquals(e.toArray(), y.toArray(), "model " + seed + ": replay vs eager");
                 }
             }
+        }
+    }
+
+    @Test
+    void labelledPassesAreCapturedPerLabelSet() {
+        // The class embedding is a one-hot GEMM through the backend, so a class-conditional denoiser's pass stays on
+        // the device; its graph bakes in the labels, so the key carries them and other labels get another graph.
+        Map<String, Object> m = new LinkedHashMap<>(configMap(32));
+        m.put("num_class_embeds", 3L);
+        UNetConfig cfg = UNetConfig.fromMap(m);
+        try (UNet net = randomNet(cfg, 21); TensorArena a = new TensorArena(); Workspace ws = new Workspace();
+             Workspace wc = new Workspace()) {
+            ConsistencyDenoiser dev = new ConsistencyDenoiser(net, ops, ws, true);
+            ConsistencyDenoiser cpu = new ConsistencyDenoiser(net, OpsTesting.CPU, wc);
+            Tensor x = noise(a, 2, 17);
+            double[] t = {0.7, 0.7};
+            long hostBefore = ops.hostOps();
+            float[][] first = new float[2][];
+            int[][] labelSets = {{0, 2}, {1, 1}};
+            for (int k = 0; k < 2; k++) {
+                Tensor want = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+                cpu.denoise(x, t, labelSets[k], want);
+                for (int call = 0; call < 3; call++) {  // measured, captured, replayed
+                    Tensor y = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+                    dev.denoise(x, t, labelSets[k], y);
+                    OpsTesting.assertClose("labels " + java.util.Arrays.toString(labelSets[k]) + " call " + call, y,
+                            want, 1e-4);
+                    if (call == 0) {
+                        first[k] = y.toArray();
+                    } else {
+                        assertArrayEquals(first[k], y.toArray(), "replay of labels " + k + " call " + call);
+                    }
+                }
+            }
+            assertFalse(java.util.Arrays.equals(first[0], first[1]), "other labels, another output");
+            assertEquals(hostBefore, ops.hostOps(), "no op ran on the host");
+            assertTrue(ops.capturedPasses().keySet().stream().anyMatch(key -> key.contains("labels=[0, 2]"))
+                    && ops.capturedPasses().keySet().stream().anyMatch(key -> key.contains("labels=[1, 1]")),
+                    "a graph per label set: " + ops.capturedPasses().keySet());
         }
     }
 
