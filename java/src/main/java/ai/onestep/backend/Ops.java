@@ -41,6 +41,20 @@ public abstract class Ops {
     }
 
     /**
+     * Runs {@code body}, a block of ops whose only results the host needs afterwards are {@code results} (a
+     * training step's forward, loss and backward, whose results are the parameters' gradients). A host backend
+     * just runs it. The CUDA backend keeps every tensor the block touches on the device until its end and copies
+     * back only {@code results}: an op-by-op step copies every op's inputs to the device and its outputs back. Ops
+     * that return a host value (the losses, sumOfSquares) work inside. The body must read no tensor that an op of
+     * the block wrote except through ops (or {@code results}, after the block), must write no tensor on the host
+     * after an op of the block read it, and must change no host state except through ops' outputs (it may be
+     * started over op by op when it meets an op the device lacks). Parameter updates do not belong inside.
+     */
+    public void runResident(String key, Tensor[] results, Runnable body) {
+        body.run();
+    }
+
+    /**
      * True where {@link #runPass} records a pass and replays it without running the body again (the cuda
      * backend): a caller then gets no callback from inside a replayed pass, so a progress report has to come after.
      */
@@ -516,7 +530,7 @@ public abstract class Ops {
     protected abstract double pseudoHuberLossKernel(Tensor pred, Tensor target, Tensor weights, float c,
                                                     Tensor dpred);
 
-    private static void checkLoss(String op, Tensor pred, Tensor target, Tensor weights, Tensor dpred) {
+    private void checkLoss(String op, Tensor pred, Tensor target, Tensor weights, Tensor dpred) {
         alive(op, pred, target, weights, dpred);
         if (pred.rank() < 1) {
             throw new TensorException(op + ": pred " + pred.describe() + " needs a batch dimension");
@@ -632,6 +646,26 @@ public abstract class Ops {
 
     protected abstract double sumOfSquaresKernel(Tensor x);
 
+    /**
+     * The sums of squares of every tensor of {@code xs} added in order, each as {@link #sumOfSquares(Tensor)}
+     * gives it (so the same double as that loop): a gradient's global norm. A device backend answers it with one
+     * wait for the device instead of one per tensor.
+     */
+    public final double sumOfSquares(java.util.List<Tensor> xs) {
+        for (Tensor x : xs) {
+            alive("sumOfSquares", x);
+        }
+        return sumOfSquaresKernel(xs);
+    }
+
+    protected double sumOfSquaresKernel(java.util.List<Tensor> xs) {
+        double sum = 0;
+        for (Tensor x : xs) {
+            sum += sumOfSquaresKernel(x);
+        }
+        return sum;
+    }
+
     /** Exponential moving average {@code target = mu target + (1 - mu) source} (the EMA / consistency target). */
     public final void ema(Tensor target, Tensor source, float mu) {
         alive("ema", target, source);
@@ -708,9 +742,18 @@ public abstract class Ops {
         }
     }
 
-    protected static void finite(String op, String name, Tensor t) {
-        if (!t.allFinite()) {
-            throw new TensorException(op + ": " + name + " " + t.describe() + " contains NaN or infinity");
+    /**
+     * True when no element of {@code t} is NaN or infinite. A device backend overrides it to look where the values
+     * are: inside a resident block the host copy of an op's output is stale.
+     */
+    protected boolean allFinite(Tensor t) {
+        return t.allFinite();
+    }
+
+    protected final void finite(String op, String name, Tensor t) {
+        if (!allFinite(t)) {
+            throw new ai.onestep.tensor.NonFiniteException(op + ": " + name + " " + t.describe()
+                    + " contains NaN or infinity");
         }
     }
 }

@@ -18,7 +18,7 @@ import ai.onestep.nn.RAdam;
 import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
-import ai.onestep.tensor.TensorException;
+import ai.onestep.tensor.NonFiniteException;
 import ai.onestep.tensor.Workspace;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -251,13 +251,22 @@ public final class ConsistencyDistiller {
              Optimizer projOpt = distillFeatures ? new AdamW(ops, proj.parameters(), AdamSettings.adam(0f)) : null;
              Ema ema = o.emaRate() > 0 ? new Ema(ops, student.parameters()) : null;
              Workspace ws = new Workspace(); Workspace tws = new Workspace(); Workspace fws = new Workspace();
-             Workspace gws = new Workspace(); TensorArena scratch = new TensorArena()) {
+             Workspace gws = new Workspace(); Workspace tgtWs = new Workspace(); TensorArena scratch = new TensorArena()) {
             TapCapture capture = distillFeatures && guide == null ? new TapCapture(teacher.net(), tws, scratch) : null;
             Denoiser teacherDen = capture != null ? capture : new EdmDenoiser(teacher.net(), ops, tws);
             List<Tensor> guideTaps = new ArrayList<>();
             List<Tensor> featureTargets = capture != null ? capture.taps : guideTaps;
             Tensor fGuide = guide != null ? scratch.allocate(Layout.NHWC, shape) : null;
-            Tensor featureWeights = scratch.allocate(Layout.ROWS, b);
+            List<Tensor> tapWeights = new ArrayList<>();
+            for (int k = 0; distillFeatures && k < student.tapNames().size(); k++) {
+                tapWeights.add(scratch.allocate(Layout.ROWS, b));
+            }
+            List<Tensor> gradList = new ArrayList<>();
+            student.parameters().forEach(p -> gradList.add(p.grad()));
+            if (proj != null) {
+                proj.parameters().forEach(p -> gradList.add(p.grad()));
+            }
+            Tensor[] grads = gradList.toArray(Tensor[]::new);
             Tensor weights = scratch.allocate(Layout.ROWS, b);
             Tensor xn1 = scratch.allocate(Layout.NHWC, shape);
             Tensor xhat = scratch.allocate(Layout.NHWC, shape);
@@ -276,95 +285,33 @@ public final class ConsistencyDistiller {
                     weights.set(i, (float) (o.weighting() == Weighting.UNIFORM ? 1 : 1 / (tn1[i] - tn[i])));
                 }
                 data.batch(idx, false, r, x0);
-                // x_{n+1} = x + t_{n+1} z
                 Noise.gaussian(xn1, r.nextLong(), 0);
-                for (int i = 0; i < b; i++) {
-                    Tensor s = xn1.slice(i, i + 1);
-                    ops.scale(s, (float) tn1[i], s);
-                }
-                ops.add(xn1, x0, xn1);
-                // One Heun step of the teacher from t_{n+1} to t_n (Karras et al. 2022, Algorithm 1, lines 5-8).
-                if (capture != null) {
-                    capture.armed = true; // keep the taps of the first evaluation, the one at (x_{n+1}, t_{n+1})
-                }
                 long dropoutSeed = r.nextLong();
-                if (guide != null) {
-                    // The guide's consistency output at the student's own input (see guide()).
-                    gws.reset();
-                    Tensor fg = new EdmDenoiser(guide, ops, gws).forward(Context.inference(ops, gws), xn1, tn1, null);
-                    ConsistencyDenoiser.combine(ops, xn1, fg, tn1, fGuide);
-                    if (distillFeatures) {
-                        copyTaps(guide.taps(), guideTaps, scratch);
-                    }
-                }
-                if (step < o.denoiserWarmup()) {
-                    // Warm-up: the target is the teacher's denoised estimate at the student's own input.
-                    teacherDen.denoise(xn1, tn1, null, fTarget);
-                } else if (needTeacherStep) {
-                    xhat.copyFrom(xn1);
-                    EdmSampler.step(ops, teacherDen, EdmSampler.Method.HEUN, xhat, tn1, tn, null, heun);
-                    // The target f_theta-(x_hat_n, t_n), with the student's dropout masks, no gradient.
-                    tws.reset();
-                    Context tc = new Context(ops, tws, true, dropoutSeed);
-                    Tensor ft = new EdmDenoiser(target, ops, tws).forward(tc, xhat, tn, null);
-                    ConsistencyDenoiser.combine(ops, xhat, ft, tn, fTarget);
-                    if (guide != null) {
-                        ops.axpby((float) (1 - guideWeight), fTarget, (float) guideWeight, fGuide, fTarget);
-                    }
-                } else {
-                    fTarget.copyFrom(fGuide);
-                }
-                // The student f_theta(x_{n+1}, t_{n+1}), with gradients.
-                ws.reset();
-                student.parameters().zeroGrad();
-                Context sc = new Context(ops, ws, true, dropoutSeed);
-                EdmDenoiser sd = new EdmDenoiser(student, ops, ws);
-                Tensor fs = sd.forward(sc, xn1, tn1, null);
-                Tensor fOut = ws.allocate(Layout.NHWC, shape);
-                ConsistencyDenoiser.combine(ops, xn1, fs, tn1, fOut);
-                Tensor dOut = ws.allocate(Layout.NHWC, shape);
-                double loss;
+                long stepNo = step;
+                double[] lossNormFeature = new double[3];
+                // The whole step up to the parameter updates as one resident block: on the cuda backend every
+                // activation (teacher, target, student) stays on the device and only the gradients come back.
                 try {
-                    loss = switch (o.distance()) {
-                        case L2 -> ops.mseLoss(fOut, fTarget, weights, dOut);
-                        case PSEUDO_HUBER -> ops.pseudoHuberLoss(fOut, fTarget, weights, huberC, dOut);
-                        case FEATURE -> featureLoss(fws, ws, fOut, fTarget, weights, dOut);
-                    };
-                } catch (TensorException e) {
+                    ops.runResident("distillation step", grads, () -> {
+                        // x_{n+1} = x + t_{n+1} z
+                        for (int i = 0; i < b; i++) {
+                            Tensor s = xn1.slice(i, i + 1);
+                            ops.scale(s, (float) tn1[i], s);
+                        }
+                        ops.add(xn1, x0, xn1);
+                        targets(stepNo, capture, teacherDen, xn1, tn1, tn, dropoutSeed, fGuide, guideTaps, fTarget,
+                                heun, xhat, needTeacherStep, gws, tgtWs, scratch);
+                        studentStep(stepNo, xn1, tn1, dropoutSeed, fTarget, weights, huberC, proj, featureTargets,
+                                tapWeights, ws, fws, lossNormFeature);
+                    });
+                } catch (NonFiniteException e) {
                     throw new TrainingStopped(step, "distillation stopped at step " + (step + 1)
                             + ": the student's output is not finite; " + (best != null
                             ? "the best checkpoint " + out + " (step " + best.step() + ") is kept" : "no checkpoint was written"));
                 }
-                // dL/dF = c_out(t_{n+1}) dL/df (the consistency scaling), then the network's backward.
-                Tensor dF = ws.allocate(Layout.NHWC, shape);
-                for (int i = 0; i < b; i++) {
-                    ops.scale(dOut.slice(i, i + 1), (float) ConsistencyParameterization.cOut(tn1[i]), dF.slice(i, i + 1));
-                }
-                List<Tensor> dTaps = null;
+                double loss = lossNormFeature[0], norm = lossNormFeature[1];
                 if (distillFeatures) {
-                    proj.parameters().zeroGrad();
-                    List<Tensor> projected = proj.forward(sc, student.taps());
-                    List<Tensor> dProjected = new ArrayList<>();
-                    double fl = 0, w = o.featureWeightAt(step) / projected.size();
-                    for (int k = 0; k < projected.size(); k++) {
-                        Tensor tt = featureTargets.get(k);
-                        double ms = meanSquare(tt);
-                        for (int i = 0; i < b; i++) {
-                            featureWeights.set(i, (float) (w / (ms + 1e-8)));
-                        }
-                        Tensor d = ws.allocate(Layout.NHWC, projected.get(k).shape());
-                        double lk = ops.mseLoss(projected.get(k), tt, featureWeights, d);
-                        fl += lk / (w / (ms + 1e-8)) / projected.size();
-                        loss += lk;
-                        dProjected.add(d);
-                    }
-                    featureLosses.add(fl);
-                    dTaps = proj.backward(sc, dProjected);
-                }
-                student.backward(sc, dF, false, dTaps);
-                double norm = GradientClipping.clipByGlobalNorm(student.parameters(), o.clip(), ops);
-                if (distillFeatures) {
-                    GradientClipping.clipByGlobalNorm(proj.parameters(), o.clip(), ops);
+                    featureLosses.add(lossNormFeature[2]);
                 }
                 if (!Double.isFinite(norm) || !Double.isFinite(loss)) {
                     throw new TrainingStopped(step, "distillation stopped at step " + (step + 1) + ": loss " + loss
@@ -424,14 +371,15 @@ public final class ConsistencyDistiller {
     }
 
     /** Copies live activations into kept tensors (allocated on the first call). */
-    private static void copyTaps(List<Tensor> live, List<Tensor> kept, TensorArena arena) {
+    /** Copies the block outputs {@code live} into {@code kept} (made on first use) through the backend (exact). */
+    private static void copyTaps(Ops ops, List<Tensor> live, List<Tensor> kept, TensorArena arena) {
         if (kept.isEmpty()) {
             for (Tensor s : live) {
                 kept.add(arena.allocate(s.layout(), s.shape()));
             }
         }
         for (int k = 0; k < live.size(); k++) {
-            kept.get(k).copyFrom(live.get(k));
+            ops.scale(live.get(k), 1f, kept.get(k));
         }
     }
 
@@ -439,14 +387,6 @@ public final class ConsistencyDistiller {
         if (ema != null) {
             ema.swap();
         }
-    }
-
-    private static double meanSquare(Tensor x) {
-        double s = 0;
-        for (float v : x.toArray()) {
-            s += (double) v * v;
-        }
-        return s / x.size();
     }
 
     /**
@@ -474,7 +414,7 @@ public final class ConsistencyDistiller {
             den.denoise(x, sigma, classLabels, out);
             if (armed) {
                 armed = false;
-                copyTaps(net.taps(), taps, arena);
+                copyTaps(ops, net.taps(), taps, arena);
             }
         }
     }
@@ -504,6 +444,111 @@ public final class ConsistencyDistiller {
      * An LPIPS-like distance (Zhang et al. 2018) on the in-domain classifier: the mean squared difference of the
      * four GN+SiLU stages' activations, plus the pixel l2, each stage weighted equally; weighted per sample.
      */
+    /**
+     * The regression targets of one step: the guide's output (and block outputs) at (x_{n+1}, t_{n+1}) when there
+     * is a guide; then either the teacher's denoised estimate (warm-up), or one Heun step of the teacher from t_{n+1}
+     * to t_n (Karras et al. 2022, Algorithm 1, lines 5-8) followed by the target network f_theta-(x_hat_n, t_n) with
+     * the student's dropout masks (Song et al. 2023, Algorithm 2), mixed with the guide's output by its weight.
+     * Only ops, so it runs inside the step's resident block.
+     */
+    private void targets(long step, TapCapture capture, Denoiser teacherDen, Tensor xn1, double[] tn1, double[] tn,
+                         long dropoutSeed, Tensor fGuide, List<Tensor> guideTaps, Tensor fTarget,
+                         EdmSampler.Scratch heun, Tensor xhat, boolean needTeacherStep, Workspace gws, Workspace tgtWs,
+                         TensorArena scratch) {
+        if (capture != null) {
+            capture.armed = true; // keep the taps of the first evaluation, the one at (x_{n+1}, t_{n+1})
+        }
+        if (guide != null) {
+            // The guide's consistency output at the student's own input (see guide()).
+            gws.reset();
+            Tensor fg = new EdmDenoiser(guide, ops, gws).forward(Context.inference(ops, gws), xn1, tn1, null);
+            ConsistencyDenoiser.combine(ops, xn1, fg, tn1, fGuide);
+            if (o.featureWeight() > 0) {
+                copyTaps(ops, guide.taps(), guideTaps, scratch);
+            }
+        }
+        if (step < o.denoiserWarmup()) {
+            // Warm-up: the target is the teacher's denoised estimate at the student's own input.
+            teacherDen.denoise(xn1, tn1, null, fTarget);
+        } else if (needTeacherStep) {
+            ops.scale(xn1, 1f, xhat);  // an exact copy through the backend
+            EdmSampler.step(ops, teacherDen, EdmSampler.Method.HEUN, xhat, tn1, tn, null, heun);
+            // The target f_theta-(x_hat_n, t_n), with the student's dropout masks, no gradient. Its own workspace:
+            // the training forward writes its timestep tensor on the host, so it must not reuse memory that the
+            // teacher's evaluations used in the same block.
+            tgtWs.reset();
+            Context tc = new Context(ops, tgtWs, true, dropoutSeed);
+            Tensor ft = new EdmDenoiser(target, ops, tgtWs).forward(tc, xhat, tn, null);
+            ConsistencyDenoiser.combine(ops, xhat, ft, tn, fTarget);
+            if (guide != null) {
+                ops.axpby((float) (1 - guideWeight), fTarget, (float) guideWeight, fGuide, fTarget);
+            }
+        } else {
+            ops.scale(fGuide, 1f, fTarget);
+        }
+    }
+
+    /**
+     * The student's side of one step: f_theta(x_{n+1}, t_{n+1}) with gradients, the distance to the target (and
+     * the feature-distillation term), the backward and the gradient clipping. Leaves the loss, the gradient norm
+     * and the feature term (before its weight) in {@code out}. Only ops, so it runs inside the resident block.
+     */
+    private void studentStep(long step, Tensor xn1, double[] tn1, long dropoutSeed, Tensor fTarget, Tensor weights,
+                             float huberC, FeatureProjections proj, List<Tensor> featureTargets,
+                             List<Tensor> tapWeights, Workspace ws, Workspace fws, double[] out) {
+        ws.reset();
+        student.parameters().zeroGrad();
+        int b = xn1.dim(0);
+        int[] shape = xn1.shape();
+        Context sc = new Context(ops, ws, true, dropoutSeed);
+        EdmDenoiser sd = new EdmDenoiser(student, ops, ws);
+        Tensor fs = sd.forward(sc, xn1, tn1, null);
+        Tensor fOut = ws.allocate(Layout.NHWC, shape);
+        ConsistencyDenoiser.combine(ops, xn1, fs, tn1, fOut);
+        Tensor dOut = ws.allocate(Layout.NHWC, shape);
+        double loss = switch (o.distance()) {
+            case L2 -> ops.mseLoss(fOut, fTarget, weights, dOut);
+            case PSEUDO_HUBER -> ops.pseudoHuberLoss(fOut, fTarget, weights, huberC, dOut);
+            case FEATURE -> featureLoss(fws, ws, fOut, fTarget, weights, dOut);
+        };
+        // dL/dF = c_out(t_{n+1}) dL/df (the consistency scaling), then the network's backward.
+        Tensor dF = ws.allocate(Layout.NHWC, shape);
+        for (int i = 0; i < b; i++) {
+            ops.scale(dOut.slice(i, i + 1), (float) ConsistencyParameterization.cOut(tn1[i]), dF.slice(i, i + 1));
+        }
+        List<Tensor> dTaps = null;
+        double fl = 0;
+        if (proj != null) {
+            proj.parameters().zeroGrad();
+            List<Tensor> projected = proj.forward(sc, student.taps());
+            List<Tensor> dProjected = new ArrayList<>();
+            double w = o.featureWeightAt(step) / projected.size();
+            for (int k = 0; k < projected.size(); k++) {
+                Tensor tt = featureTargets.get(k);
+                double ms = ops.sumOfSquares(tt) / tt.size();
+                // One weights tensor per tap: the host writes it before any op reads it.
+                Tensor tw = tapWeights.get(k);
+                for (int i = 0; i < b; i++) {
+                    tw.set(i, (float) (w / (ms + 1e-8)));
+                }
+                Tensor d = ws.allocate(Layout.NHWC, projected.get(k).shape());
+                double lk = ops.mseLoss(projected.get(k), tt, tw, d);
+                fl += lk / (w / (ms + 1e-8)) / projected.size();
+                loss += lk;
+                dProjected.add(d);
+            }
+            dTaps = proj.backward(sc, dProjected);
+        }
+        student.backward(sc, dF, false, dTaps);
+        double norm = GradientClipping.clipByGlobalNorm(student.parameters(), o.clip(), ops);
+        if (proj != null) {
+            GradientClipping.clipByGlobalNorm(proj.parameters(), o.clip(), ops);
+        }
+        out[0] = loss;
+        out[1] = norm;
+        out[2] = fl;
+    }
+
     private double featureLoss(Workspace fws, Workspace ws, Tensor pred, Tensor tgt, Tensor weights, Tensor dPred) {
         fws.reset();
         Context infer = Context.inference(ops, fws);
@@ -511,7 +556,7 @@ public final class ConsistencyDistiller {
         List<Tensor> targetStages = new ArrayList<>();
         for (Tensor s : at.stages()) {
             Tensor copy = ws.allocate(s.layout(), s.shape());
-            copy.copyFrom(s);
+            ops.scale(s, 1f, copy);  // an exact copy through the backend (fws is reset by the next call)
             targetStages.add(copy);
         }
         Context train = new Context(ops, ws, true, 0);

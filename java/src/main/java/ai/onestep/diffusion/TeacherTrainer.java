@@ -16,7 +16,7 @@ import ai.onestep.nn.Parameter;
 import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
-import ai.onestep.tensor.TensorException;
+import ai.onestep.tensor.NonFiniteException;
 import ai.onestep.tensor.Workspace;
 import java.io.BufferedWriter;
 import java.io.IOException;
@@ -101,6 +101,7 @@ public final class TeacherTrainer {
                 start = restore(resume, opt, ema);
             }
             EdmDenoiser den = new EdmDenoiser(net, ops, ws);
+            Tensor[] grads = net.parameters().list().stream().map(Parameter::grad).toArray(Tensor[]::new);
             int b = o.batch();
             int[] shape = {b, data.height(), data.width(), data.channels()};
             Tensor weights = scratch.allocate(Layout.ROWS, b);
@@ -128,23 +129,32 @@ public final class TeacherTrainer {
                 }
                 Tensor x = ws.allocate(Layout.NHWC, shape);
                 Noise.gaussian(x, r.nextLong(), 0);
-                for (int i = 0; i < b; i++) {
-                    Tensor xi = x.slice(i, i + 1);
-                    ops.scale(xi, (float) sigma[i], xi);
-                }
-                ops.add(x, y, x);
-                Context c = new Context(ops, ws, true, r.nextLong());
-                Tensor f = den.forward(c, x, sigma, labels);
+                long dropoutSeed = r.nextLong();
                 Tensor d = ws.allocate(Layout.NHWC, shape);
-                EdmDenoiser.combine(ops, x, f, sigma, d);
                 Tensor dD = ws.allocate(Layout.NHWC, shape);
+                double[] lossAndNorm = new double[2];
+                // Noising, forward, loss, backward and clipping as one resident block: on the cuda backend the
+                // activations never leave the device and only the gradients come back (the optimizer and the EMA
+                // update the host's parameters after it).
                 try {
-                    loss = ops.mseLoss(d, y, weights, dD);
-                } catch (TensorException e) {
+                    ops.runResident("teacher step", grads, () -> {
+                        for (int i = 0; i < b; i++) {
+                            Tensor xi = x.slice(i, i + 1);
+                            ops.scale(xi, (float) sigma[i], xi);
+                        }
+                        ops.add(x, y, x);
+                        Context c = new Context(ops, ws, true, dropoutSeed);
+                        Tensor f = den.forward(c, x, sigma, labels);
+                        EdmDenoiser.combine(ops, x, f, sigma, d);
+                        lossAndNorm[0] = ops.mseLoss(d, y, weights, dD);
+                        den.backward(c, dD, sigma);
+                        lossAndNorm[1] = GradientClipping.clipByGlobalNorm(net.parameters(), o.clip(), ops);
+                    });
+                } catch (NonFiniteException e) {
                     throw stop(step, "the denoiser output is not finite", lastSave);
                 }
-                den.backward(c, dD, sigma);
-                double norm = GradientClipping.clipByGlobalNorm(net.parameters(), o.clip(), ops);
+                loss = lossAndNorm[0];
+                double norm = lossAndNorm[1];
                 if (!Double.isFinite(norm) || !Double.isFinite(loss)) {
                     throw stop(step, "loss " + loss + ", gradient norm " + norm, lastSave);
                 }

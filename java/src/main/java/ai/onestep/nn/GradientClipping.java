@@ -15,11 +15,11 @@ public final class GradientClipping {
      * the set's name order (so it is deterministic).
      */
     public static double globalNorm(ParameterSet params, Ops ops) {
-        double sum = 0;
+        java.util.List<ai.onestep.tensor.Tensor> grads = new java.util.ArrayList<>();
         for (Parameter p : params) {
-            sum += ops.sumOfSquares(p.grad());
+            grads.add(p.grad());
         }
-        return Math.sqrt(sum);
+        return Math.sqrt(ops.sumOfSquares(grads));
     }
 
     /**

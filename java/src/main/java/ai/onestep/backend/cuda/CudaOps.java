@@ -67,6 +67,20 @@ public final class CudaOps extends Ops implements AutoCloseable {
     private final Set<String> eagerOnly = java.util.Collections.newSetFromMap(bounded(1024));
     private boolean warnedFull;
     private boolean warnedOpByOp;
+    /** The current pass is a resident block ({@link #runResident}): uncaptured, fp32, host values allowed. */
+    private boolean resident;
+    /** The element type of the current pass's activations. */
+    private Precision passType = Precision.FP32;
+    /** Resident blocks' memory, made on first use and kept (rewound per block). */
+    private GrowingArena residentConstants;
+    private GrowingArena residentActivations;
+    /** Resident blocks on (the default; {@code -Donestep.cuda.resident=false} runs their ops one by one). */
+    private boolean residentBlocks = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.resident"));
+    /** Checking mode for resident blocks (see {@link Residency#checkHost}); {@code -Donestep.cuda.checkHost=true}. */
+    private boolean checkHost = Boolean.getBoolean("onestep.cuda.checkHost");
+    /** Resident-block keys that met an op without a device kernel: they run op by op. Bounded. */
+    private final Set<String> eagerBlocks = java.util.Collections.newSetFromMap(bounded(256));
+    private boolean warnedEagerBlock;
     private long deviceOps;
     private long hostOps;
 
@@ -309,10 +323,111 @@ public final class CudaOps extends Ops implements AutoCloseable {
 
     void enterPass(Residency r) {
         pass = r;
+        passType = precision;
     }
 
     void exitPass() {
         pass = null;
+        resident = false;
+        passType = Precision.FP32;
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Resident blocks (training steps)
+    // ------------------------------------------------------------------------------------------------
+
+    /** Turns resident blocks on or off (off: their ops run one by one, each with its copies). */
+    public void residentBlocks(boolean on) {
+        residentBlocks = on;
+    }
+
+    /**
+     * Turns checking mode on or off: host reads of device-written tensors in a resident block see NaN, and host
+     * writes to a tensor after an op of the block read it are errors (see {@link Residency#checkHost}). For tests.
+     */
+    public void checkHostAccess(boolean on) {
+        checkHost = on;
+    }
+
+    /** Keys of resident blocks that met an op without a device kernel and run op by op. */
+    public Set<String> eagerBlocks() {
+        return Set.copyOf(eagerBlocks);
+    }
+
+    /** Device memory the resident blocks hold (constants, activations), 0 before the first. */
+    public long residentBytes() {
+        return residentConstants == null ? 0 : residentConstants.capacity() + residentActivations.capacity();
+    }
+
+    /**
+     * A resident block: every tensor the body touches stays on the device from its first use to the block's end,
+     * so an op's inputs are uploaded once (host data) or never (what an earlier op of the block wrote), and only
+     * {@code results} come back, after one synchronization. Unlike a pass it is never captured (a training step's
+     * noise levels are new every step) and it runs in fp32 whatever this backend's precision (training), and the
+     * ops that return host values (losses, sumOfSquares) work inside: each waits for the device and copies back
+     * its few doubles. Its memory comes from arenas that grow by chunks (the body cannot be re-run to size them,
+     * as it returns values mid-way).
+     *
+     * <p>A body that meets an op without a device kernel (heads over 128 features; an optimizer step) is abandoned
+     * before anything came back to the host and runs again op by op, and its key does so from then on (said once):
+     * so it must not change host state except through ops' outputs.
+     */
+    @Override
+    public void runResident(String key, Tensor[] results, Runnable body) {
+        if (pass != null || !residentBlocks || eagerBlocks.contains(key)) {
+            body.run();
+            return;
+        }
+        if (residentConstants == null) {
+            residentConstants = new GrowingArena(device, "resident constants", Math.min(arenaBytes, 64L << 20));
+            residentActivations = new GrowingArena(device, "resident activations", arenaBytes);
+        }
+        residentConstants.reset();
+        residentActivations.reset();
+        Residency r = new Residency(device, parameters, residentConstants, residentActivations);
+        r.checkHost(checkHost);
+        pass = r;
+        resident = true;
+        passType = Precision.FP32;
+        boolean ran = false;
+        try {
+            body.run();
+            ran = true;
+        } catch (NoDeviceKernel e) {
+            eagerBlocks.add(key);
+            if (!warnedEagerBlock) {
+                warnedEagerBlock = true;
+                System.err.println("cuda: resident block '" + key + "' runs op by op: " + e.getMessage()
+                        + " (said once; CudaOps.eagerBlocks() lists every such block)");
+            }
+        } finally {
+            exitPass();
+            if (!ran) {
+                try {
+                    device.synchronize();  // let queued work finish before the arenas are reused
+                } catch (CudaException ignored) {
+                    // the body's own error is the one to report
+                }
+                r.clear();
+            }
+        }
+        if (!ran) {
+            body.run();  // nothing came back to the host: start over, op by op
+            return;
+        }
+        try {
+            device.synchronize();
+            r.verifyConstants("resident block '" + key + "'");
+            r.poisonWritten();
+            for (Tensor t : results) {
+                if (!r.untouched(t)) {  // an untouched result (a gradient this step did not reach) is current
+                    long src = r.resolve(t, Access.IN, key + " result");
+                    device.download(t.segment(), src, t.size() * Float.BYTES, () -> key + " result " + t.describe());
+                }
+            }
+        } finally {
+            r.clear();
+        }
     }
 
     private static String shapes(Tensor[] ts) {
@@ -389,9 +504,12 @@ public final class CudaOps extends Ops implements AutoCloseable {
         return t == null ? 0 : res().resolve(t, Access.IN_OUT, op, type);
     }
 
-    /** The storage type of the current op's activations: the backend's precision inside a pass, else fp32. */
+    /**
+     * The storage type of the current op's activations: the backend's precision inside a pass, else (eager ops,
+     * resident blocks) fp32.
+     */
     private Precision dt() {
-        return pass != null ? precision : Precision.FP32;
+        return passType;
     }
 
     /**
@@ -776,7 +894,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
      * c^2))); the device writes dpred (onestep_row_scaled_diff). Eager only: the loss is a host value.
      */
     private double deviceLoss(String op, Tensor pred, Tensor target, Tensor weights, float huberC, Tensor dpred) {
-        if (pass != null) {
+        if (pass != null && !resident) {
             throw new NoDeviceKernel(op + ": returns its value to the host, so it cannot run inside a device pass");
         }
         int n = pred.dim(0);
@@ -788,7 +906,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
             long sums = res().scratch(2L * n, op + " per-sample sums");
             Device.check(onestep_row_sq_dist(pp, pt, sums, n, d, stream()), op, w);
             double[] s = downloadDoubles(sums, n, w);
-            float[] wt = weights == null ? null : weights.toArray();
+            float[] wt = weights == null ? null : hostValues(weights, op);
             float[] coef = new float[n];
             double total = 0;
             for (int b = 0; b < n; b++) {
@@ -814,6 +932,31 @@ public final class CudaOps extends Ops implements AutoCloseable {
             }
         });
         return loss[0];
+    }
+
+    /**
+     * Where an op of the current pass wrote {@code t}, the check runs on the device: the sum of squares, in double,
+     * of float elements is finite exactly when every element is (the largest float squared is about 1e77).
+     */
+    @Override
+    protected boolean allFinite(Tensor t) {
+        if (pass == null || !pass.holdsWritten(t)) {
+            return t.allFinite();
+        }
+        return Double.isFinite(sumOfSquaresKernel(t));
+    }
+
+    /** {@code t}'s values: from the host, or from the device where an op of the current block wrote them. */
+    private float[] hostValues(Tensor t, String op) {
+        if (pass == null || !pass.holdsWritten(t)) {
+            return t.toArray();
+        }
+        long src = in(t, op);
+        try (java.lang.foreign.Arena a = java.lang.foreign.Arena.ofConfined()) {
+            MemorySegment h = a.allocate(t.size() * Float.BYTES);
+            device.download(h, src, t.size() * Float.BYTES, what(t));
+            return h.toArray(java.lang.foreign.ValueLayout.JAVA_FLOAT);
+        }
     }
 
     /** {@code count} doubles from the device (waits for the stream). */
@@ -900,7 +1043,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
 
     @Override
     protected double sumOfSquaresKernel(Tensor x) {
-        if (pass != null) {
+        if (pass != null && !resident) {
             throw new NoDeviceKernel("sumOfSquares: returns its value to the host, so it cannot run inside a device pass");
         }
         long n = x.size();
@@ -918,6 +1061,62 @@ public final class CudaOps extends Ops implements AutoCloseable {
             }
         });
         return total[0];
+    }
+
+    /**
+     * All the tensors' partial sums in one scratch buffer and one copy back (op by op: in groups that fit half the
+     * eager arena, since each group's inputs are uploaded together); added per tensor, then in order.
+     */
+    @Override
+    protected double sumOfSquaresKernel(java.util.List<Tensor> xs) {
+        if (pass != null && !resident) {
+            throw new NoDeviceKernel("sumOfSquares: returns its value to the host, so it cannot run inside a device pass");
+        }
+        double[] perTensor = new double[xs.size()];
+        for (int from = 0, to; from < xs.size(); from = to) {
+            long bytes = 0;
+            to = from;
+            do {
+                bytes += xs.get(to).size() * Float.BYTES;
+                to++;
+            } while (to < xs.size() && (pass != null || bytes + xs.get(to).size() * Float.BYTES <= arenaBytes / 2));
+            sumOfSquaresGroup(xs.subList(from, to), perTensor, from);
+        }
+        double total = 0;
+        for (double v : perTensor) {
+            total += v;
+        }
+        return total;
+    }
+
+    private void sumOfSquaresGroup(java.util.List<Tensor> xs, double[] perTensor, int offset) {
+        int[] first = new int[xs.size() + 1];
+        for (int i = 0; i < xs.size(); i++) {
+            long n = xs.get(i).size();
+            first[i + 1] = first[i] + (int) ((n + SUM_SQUARES_CHUNK - 1) / SUM_SQUARES_CHUNK);
+        }
+        int parts = first[xs.size()];
+        if (parts == 0) {
+            return;
+        }
+        run("sumOfSquares", () -> {
+            long partials = res().scratch(2L * parts, "sumOfSquares partials");
+            for (int i = 0; i < xs.size(); i++) {
+                Tensor x = xs.get(i);
+                if (x.size() > 0) {
+                    Device.check(onestep_sum_squares(in(x, "sumOfSquares"), x.size(), SUM_SQUARES_CHUNK,
+                            partials + (long) first[i] * Double.BYTES, stream()), "sumOfSquares", what(x));
+                }
+            }
+            double[] v = downloadDoubles(partials, parts, () -> xs.size() + " tensors");
+            for (int i = 0; i < xs.size(); i++) {
+                double s = 0;  // as sumOfSquaresKernel(Tensor) adds one tensor's partials
+                for (int j = first[i]; j < first[i + 1]; j++) {
+                    s += v[j];
+                }
+                perTensor[offset + i] = s;
+            }
+        });
     }
 
     @Override

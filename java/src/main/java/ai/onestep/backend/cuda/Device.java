@@ -115,11 +115,48 @@ public abstract class Device implements AutoCloseable {
     /** Host to device, waits. */
     public void upload(long dst, MemorySegment src, long bytes, Supplier<String> what) {
         check(onestep_memcpy_htod(dst, src.address(), bytes, stream), "upload", what);
+        uploads++;
+        uploadedBytes += bytes;
     }
 
     /** Device to host, waits. */
     public void download(MemorySegment dst, long src, long bytes, Supplier<String> what) {
         check(onestep_memcpy_dtoh(dst.address(), src, bytes, stream), "download", what);
+        downloads++;
+        downloadedBytes += bytes;
+    }
+
+    private long uploads;
+    private long uploadedBytes;
+    private long downloads;
+    private long downloadedBytes;
+    private long synchronizations;
+
+    /**
+     * Host-device traffic so far: each copy across the bus waits for the stream, so on a GPU these counts, not the
+     * kernels, bound an op-by-op training step. A snapshot; subtract two to measure a stretch of work.
+     */
+    public Traffic traffic() {
+        return new Traffic(uploads, uploadedBytes, downloads, downloadedBytes, synchronizations);
+    }
+
+    /** Copies to the device and their bytes, copies back and theirs, and explicit stream synchronizations. */
+    public record Traffic(long uploads, long uploadedBytes, long downloads, long downloadedBytes,
+                          long synchronizations) {
+        public Traffic minus(Traffic before) {
+            return new Traffic(uploads - before.uploads, uploadedBytes - before.uploadedBytes,
+                    downloads - before.downloads, downloadedBytes - before.downloadedBytes,
+                    synchronizations - before.synchronizations);
+        }
+
+        /** Host waits for the device: copies across the bus (each waits) and synchronizations. */
+        public long waits() {
+            return uploads + downloads + synchronizations;
+        }
+
+        public long bytes() {
+            return uploadedBytes + downloadedBytes;
+        }
     }
 
     /** Device to device, queued (captured under capture). */
@@ -136,6 +173,7 @@ public abstract class Device implements AutoCloseable {
 
     public void synchronize() {
         check(onestep_synchronize(stream), "synchronize", () -> "");
+        synchronizations++;
     }
 
     // ---- graphs ----------------------------------------------------------------------------------------------

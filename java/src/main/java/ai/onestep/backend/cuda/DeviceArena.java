@@ -6,7 +6,7 @@ package ai.onestep.backend.cuda;
  * allocates the same sequence every time therefore gets the same addresses every time, which is what lets a
  * captured CUDA graph be replayed. Running out is an error that names the request, never a silent growth.
  */
-public final class DeviceArena implements AutoCloseable {
+public final class DeviceArena implements DeviceAllocator, AutoCloseable {
     /** cudaMalloc's own alignment; enough for float4 loads and for cuBLAS/cuDNN. */
     public static final long ALIGN = 256;
 
@@ -28,6 +28,7 @@ public final class DeviceArena implements AutoCloseable {
     }
 
     /** A slice of {@code bytes} (at least one alignment unit), aligned to {@link #ALIGN}. */
+    @Override
     public long allocate(long bytes, String what) {
         if (base == 0) {
             throw new CudaException("device arena " + name + " is closed (allocating " + what + ")");
@@ -48,6 +49,7 @@ public final class DeviceArena implements AutoCloseable {
     }
 
     /** Rewinds to the start: every earlier slice will be handed out again. */
+    @Override
     public void reset() {
         offset = 0;
     }

@@ -34,13 +34,15 @@ import java.util.TreeMap;
  */
 final class Residency {
     private final Device device;
-    private final DeviceArena constants;
-    private final DeviceArena activations;
+    private final DeviceAllocator constants;
+    private final DeviceAllocator activations;
     private final TreeMap<Long, Entry> map = new TreeMap<>();
     private final ParameterStore parameters;
     /** Lifetimes of the host memory behind every constant and parameter this residency read. */
     private final java.util.Set<java.lang.foreign.MemorySegment.Scope> usedScopes = new java.util.HashSet<>();
     private boolean capturing;
+    /** Checking mode ({@link #checkHost}): snapshots of the constants' host bytes, by entry. */
+    private java.util.Map<Entry, java.lang.foreign.MemorySegment> snapshots;
 
     static final class Entry {
         final long host;
@@ -50,6 +52,10 @@ final class Residency {
         final boolean constant;
         final Precision type;
         boolean written;
+        /** The tensor and op that first put it here, for error messages. */
+        String origin;
+        /** Checking mode: its host memory was filled with NaN when an op first wrote it. */
+        boolean poisoned;
         /** A constant's converted copies, by precision ordinal (0: not made yet). */
         long[] converted;
 
@@ -83,7 +89,7 @@ final class Residency {
 
     enum Access { IN, OUT, IN_OUT }
 
-    Residency(Device device, ParameterStore parameters, DeviceArena constants, DeviceArena activations) {
+    Residency(Device device, ParameterStore parameters, DeviceAllocator constants, DeviceAllocator activations) {
         this.device = device;
         this.parameters = parameters;
         this.constants = constants;
@@ -96,6 +102,82 @@ final class Residency {
 
     boolean capturing() {
         return capturing;
+    }
+
+    /**
+     * Checking mode, for tests of code that runs in a resident block ({@link CudaOps#runResident}): every
+     * activation's host memory is filled with NaN when an op first writes it, so host code that reads it instead of
+     * asking the backend reads NaN; and every constant's host bytes are kept, so {@link #verifyConstants} can tell
+     * when host code wrote a tensor after an op had uploaded it.
+     */
+    void checkHost(boolean on) {
+        snapshots = on ? new java.util.HashMap<>() : null;
+    }
+
+    /** Throws, naming the tensor, when the host memory of a constant changed after it was uploaded. */
+    void verifyConstants(String block) {
+        if (snapshots == null) {
+            return;
+        }
+        for (var s : snapshots.entrySet()) {
+            Entry e = s.getKey();
+            java.lang.foreign.MemorySegment now = java.lang.foreign.MemorySegment.ofAddress(e.host).reinterpret(e.bytes);
+            if (now.mismatch(s.getValue()) != -1) {
+                throw new CudaException(block + ": " + e.origin + " was written on the host after an op of the "
+                        + "block had read it (the device kept the old values; write it through an op, or before the block)");
+            }
+        }
+    }
+
+    /** Checking mode: fills the host memory of every entry the device wrote with NaN (it is stale there). */
+    void poisonWritten() {
+        if (snapshots == null) {
+            return;
+        }
+        for (Entry e : map.values()) {
+            if (e.written) {
+                poison(e);
+            }
+        }
+    }
+
+    private void poison(Entry e) {
+        // 0xFFFFFFFF is a quiet NaN: any arithmetic on a stale host read shows up as NaN.
+        java.lang.foreign.MemorySegment.ofAddress(e.host).reinterpret(e.bytes).fill((byte) 0xFF);
+        e.poisoned = true;
+    }
+
+    /**
+     * Checking mode, an op reads part of a poisoned entry: its host memory must still be all NaN. Anything else
+     * means host code wrote there after an op did (a workspace reused inside the block, say), and the op would
+     * read the device's older values instead.
+     */
+    private void requireNoHostWrite(long addr, long bytes, String op, Tensor t) {
+        java.lang.foreign.MemorySegment h = java.lang.foreign.MemorySegment.ofAddress(addr).reinterpret(bytes);
+        for (long i = 0; i < bytes; i++) {
+            if (h.get(java.lang.foreign.ValueLayout.JAVA_BYTE, i) != (byte) 0xFF) {
+                throw new CudaException(op + ": tensor " + t.describe() + " was written on the host after an op "
+                        + "of the block had written it on the device (the op would read the device's values; write it "
+                        + "through an op, or use memory the block has not used)");
+            }
+        }
+    }
+
+    /** True when some part of {@code t} was written by an op of this residency (its host memory is stale). */
+    boolean holdsWritten(Tensor t) {
+        long addr = t.segment().address();
+        for (Entry e : overlapping(addr, addr + t.size() * Float.BYTES)) {
+            if (e.written) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** True when no part of {@code t} is on the device (its host memory is current). */
+    boolean untouched(Tensor t) {
+        long addr = t.segment().address();
+        return overlapping(addr, addr + t.size() * Float.BYTES).isEmpty();
     }
 
     /** Forgets every activation (and rewinds their arena); constants stay. */
@@ -159,6 +241,13 @@ final class Residency {
         Entry e;
         if (over.size() == 1 && over.get(0).host <= addr && end <= over.get(0).end()) {
             e = over.get(0);
+            if (snapshots != null && e.poisoned) {
+                if (access == Access.OUT) {
+                    java.lang.foreign.MemorySegment.ofAddress(addr).reinterpret(bytes).fill((byte) 0xFF);
+                } else {
+                    requireNoHostWrite(addr, bytes, op, t);
+                }
+            }
             if (access != Access.IN) {
                 if (e.constant) {
                     e = privatize(e, op, t);
@@ -170,12 +259,21 @@ final class Residency {
                 e = add(addr, bytes, activations.allocate(bytes / Float.BYTES * type.bytes, op + " output "
                         + t.describe()), false, type);
                 e.written = true;
+                if (snapshots != null) {
+                    poison(e);
+                }
                 return e.dev;
             }
             requireHostReadable(op, t);
             usedScopes.add(t.segment().scope());
             e = add(addr, bytes, constants.allocate(bytes, op + " input " + t.describe()), true, Precision.FP32);
             device.upload(e.dev, t.segment(), bytes, () -> op + " input " + t.describe());
+            if (snapshots != null) {
+                e.origin = "tensor " + t.describe() + " (first read by " + op + ")";
+                java.lang.foreign.MemorySegment copy = java.lang.foreign.Arena.ofAuto().allocate(bytes);
+                copy.copyFrom(t.segment().reinterpret(bytes));
+                snapshots.put(e, copy);
+            }
             if (access != Access.IN) {
                 e = privatize(e, op, t);
                 e.written = true;
@@ -285,6 +383,9 @@ final class Residency {
         map.clear();
         usedScopes.clear();
         pending.clear();
+        if (snapshots != null) {
+            snapshots.clear();
+        }
     }
 
     private Entry add(long host, long bytes, long dev, boolean constant, Precision type) {

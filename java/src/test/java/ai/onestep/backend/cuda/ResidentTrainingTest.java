@@ -1,0 +1,266 @@
+package ai.onestep.backend.cuda;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.onestep.backend.Ops;
+import ai.onestep.backend.OpsTesting;
+import ai.onestep.data.ImageDataset;
+import ai.onestep.diffusion.ConsistencyDistiller;
+import ai.onestep.diffusion.EdmDenoiser;
+import ai.onestep.diffusion.Noise;
+import ai.onestep.diffusion.TeacherTrainer;
+import ai.onestep.model.Init;
+import ai.onestep.model.StudentInit;
+import ai.onestep.model.UNet;
+import ai.onestep.model.UNetConfig;
+import ai.onestep.nn.Parameter;
+import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorArena;
+import ai.onestep.tensor.Workspace;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * Resident blocks ({@link CudaOps#runResident}): training steps whose activations stay on the device. Each run
+ * is compared with the same run op by op on the same backend (the same kernels in the same order: the same bits)
+ * and with the CPU backend, in checking mode, which turns any host read of a device-written tensor into NaN and any
+ * host write the device would miss into an error; and the host-device traffic is counted.
+ */
+class ResidentTrainingTest {
+    @TempDir
+    Path dir;
+
+    private CudaOps ops;
+
+    @BeforeEach
+    void needsBackend() {
+        ops = EmulatedDeviceTest.require();
+        ops.checkHostAccess(true);
+    }
+
+    @AfterEach
+    void restore() {
+        if (ops != null) {
+            ops.checkHostAccess(false);
+            ops.residentBlocks(true);
+        }
+    }
+
+    /** A small U-Net with dropout and attention (the training tests' net), class-conditional (3 classes) or not. */
+    static UNetConfig config(boolean labelled) {
+        return UNetConfig.parse("{\"sample_size\": 8, \"in_channels\": 1, \"out_channels\": 1,"
+                + "\"down_block_types\": [\"DownBlock2D\", \"AttnDownBlock2D\"], \"up_block_types\": [\"AttnUpBlock2D\", \"UpBlock2D\"],"
+                + "\"block_out_channels\": [8, 8], \"layers_per_block\": 1, \"attention_head_dim\": 4, \"norm_num_groups\": 4,"
+                + "\"dropout\": 0.1" + (labelled ? ", \"num_class_embeds\": 3" : "") + "}", "test");
+    }
+
+    static ImageDataset labelledData() {
+        byte[] px = new byte[20 * 64];
+        int[] labels = new int[20];
+        SplittableRandom r = new SplittableRandom(1);
+        for (int i = 0; i < px.length; i++) {
+            px[i] = (byte) r.nextInt(256);
+        }
+        for (int i = 0; i < labels.length; i++) {
+            labels[i] = r.nextInt(3);
+        }
+        return new ImageDataset("synthetic", px, 20, 8, 8, 1, labels, 3);
+    }
+
+    /** The losses, the final weights and the traffic of a short teacher training on {@code backend}. */
+    private record Run(List<Double> losses, Map<String, float[]> weights, Device.Traffic traffic) {
+    }
+
+    private Run trainTeacher(Ops backend, String name) {
+        List<Double> losses = new ArrayList<>();
+        Map<String, float[]> weights = new LinkedHashMap<>();
+        Device.Traffic before = ops.device().traffic();
+        try (UNet net = new UNet(config(true), true)) {
+            Init.pytorchDefault(net, 1);
+            var o = new TeacherTrainer.Options(3, 4, 1e-3, 1, 0.9, 0.05, 0.01, 3, 5, true, false);
+            new TeacherTrainer(backend, net, labelledData(), o, dir.resolve(name + ".safetensors"),
+                    dir.resolve(name + ".jsonl")).run(null, (s, loss, note) -> losses.add(loss));
+            for (Parameter p : net.parameters()) {
+                weights.put(p.name(), p.value().toArray());
+            }
+        }
+        return new Run(losses, weights, ops.device().traffic().minus(before));
+    }
+
+    @Test
+    void teacherTrainingMatchesOpByOpBitForBitWithAFractionOfTheTraffic() {
+        ops.residentBlocks(false);
+        Run eager = trainTeacher(ops, "eager");
+        ops.residentBlocks(true);
+        Run resident = trainTeacher(ops, "resident");
+        Run cpu = trainTeacher(OpsTesting.CPU, "cpu");
+        assertEquals(eager.losses(), resident.losses(), "losses, op by op vs resident");
+        for (String name : eager.weights().keySet()) {
+            assertArrayEquals(eager.weights().get(name), resident.weights().get(name), name + " after 3 steps");
+        }
+        for (int i = 0; i < cpu.losses().size(); i++) {
+            // Different summation orders than the CPU's blocked kernels; a wrong term would move the loss by O(1).
+            assertEquals(cpu.losses().get(i), resident.losses().get(i), 1e-4 * cpu.losses().get(i), "loss " + i);
+        }
+        // Op by op, every op copies its inputs in and its outputs back; a resident step copies the batch in and the
+        // gradients back, and the optimizer and EMA still copy the parameters and their state.
+        Device.Traffic e = eager.traffic(), r = resident.traffic();
+        System.out.printf("teacher, 3 steps at batch 4: op by op %d copies, %.2f MB; resident %d copies, %.2f MB%n",
+                e.uploads() + e.downloads(), e.bytes() / 1e6, r.uploads() + r.downloads(), r.bytes() / 1e6);
+        assertTrue(r.bytes() * 3 < e.bytes(), "bytes: resident " + r.bytes() + ", op by op " + e.bytes());
+        assertTrue(r.waits() < e.waits(), "waits: resident " + r.waits() + ", op by op " + e.waits());
+    }
+
+    private ConsistencyDistiller.Options distillOptions(double featureWeight) {
+        return new ConsistencyDistiller.Options(3, 2, 6, 0.95, ConsistencyDistiller.Distance.PSEUDO_HUBER,
+                ConsistencyDistiller.Weighting.INVERSE_STEP, false, 1e-2, 1.0, 3, 0, 10, 4, featureWeight,
+                ConsistencyDistiller.Decay.NONE, 0.9, false, 1);
+    }
+
+    private Run distill(Ops backend, String name, double width, double featureWeight) {
+        List<Double> losses = new ArrayList<>();
+        Map<String, float[]> weights = new LinkedHashMap<>();
+        Device.Traffic before = ops.device().traffic();
+        UNetConfig tc = config(false);
+        UNetConfig sc = StudentInit.config(tc, width, 1);
+        try (UNet teacher = new UNet(tc, false); UNet student = new UNet(sc, true); UNet target = new UNet(sc, false);
+             Workspace tws = new Workspace()) {
+            Init.pytorchDefault(teacher, 1);
+            Init.pytorchDefault(student, 2);
+            StudentInit.sliceFrom(teacher, student);
+            target.parameters().copyValuesFrom(student.parameters());
+            var d = new ConsistencyDistiller(backend, student, target, new EdmDenoiser(teacher, backend, tws),
+                    labelledData(), null, distillOptions(featureWeight),
+                    dir.resolve(name + ".safetensors"), Map.of());
+            d.run(null, (s, loss, note) -> losses.add(loss));
+            losses.addAll(d.featureLosses());
+            for (Parameter p : student.parameters()) {
+                weights.put(p.name(), p.value().toArray());
+            }
+        }
+        return new Run(losses, weights, ops.device().traffic().minus(before));
+    }
+
+    @Test
+    void distillationMatchesOpByOpBitForBit() {
+        // Full width (the teacher's Heun step, the target network, the denoiser warm-up step), and half width with
+        // feature distillation (taps captured from the teacher's first evaluation, projections, per-tap weights).
+        for (double[] c : new double[][] {{1.0, 0}, {0.5, 2.0}}) {
+            String what = "width " + c[0] + ", feature weight " + c[1];
+            ops.residentBlocks(false);
+            Run eager = distill(ops, "eager", c[0], c[1]);
+            ops.residentBlocks(true);
+            Run resident = distill(ops, "resident", c[0], c[1]);
+            Run cpu = distill(OpsTesting.CPU, "cpu", c[0], c[1]);
+            assertEquals(eager.losses(), resident.losses(), what + ": losses");
+            for (String name : eager.weights().keySet()) {
+                assertArrayEquals(eager.weights().get(name), resident.weights().get(name), what + ": " + name);
+            }
+            for (int i = 0; i < cpu.losses().size(); i++) {
+                assertEquals(cpu.losses().get(i), resident.losses().get(i), 1e-3 * Math.abs(cpu.losses().get(i)) + 1e-9,
+                        what + ": loss " + i + " vs the cpu");
+            }
+            Device.Traffic e = eager.traffic(), r = resident.traffic();
+            System.out.printf("distillation (%s), 3 steps at batch 2: op by op %.2f MB in %d waits; resident %.2f MB in"
+                    + " %d waits%n", what, e.bytes() / 1e6, e.waits(), r.bytes() / 1e6, r.waits());
+            assertTrue(r.bytes() * 2 < e.bytes(), what + ": bytes: resident " + r.bytes() + ", op by op " + e.bytes());
+            assertTrue(r.waits() < e.waits(), what + ": waits: resident " + r.waits() + ", op by op " + e.waits());
+        }
+    }
+
+    @Test
+    void checkingModeCatchesHostAccessThatTheDeviceWouldMiss() {
+        try (TensorArena a = new TensorArena()) {
+            Tensor x = a.allocate(Layout.ROWS, 64), y = a.allocate(Layout.ROWS, 64), z = a.allocate(Layout.ROWS, 64);
+            Noise.gaussian(x, 1, 0);
+            // A host read of what an op of the block wrote sees NaN (the device holds the value).
+            float[] seen = new float[1];
+            ops.runResident("read", new Tensor[] {z}, () -> {
+                ops.scale(x, 2f, y);
+                seen[0] = y.get(0);
+                ops.add(y, x, z);
+            });
+            assertTrue(Float.isNaN(seen[0]), "host read inside the block: " + seen[0]);
+            assertEquals(3 * x.get(5), z.get(5), 1e-6f, "the declared result came back");
+            assertTrue(Float.isNaN(y.get(5)), "an undeclared tensor stays stale on the host (NaN in checking mode)");
+            // A host write to a tensor an op already read: the device would keep the old values.
+            CudaException e = assertThrows(CudaException.class, () -> ops.runResident("write", new Tensor[] {z}, () -> {
+                ops.scale(x, 2f, z);
+                x.set(3, 7f);
+                ops.add(z, x, z);
+            }));
+            assertTrue(e.getMessage().contains("written on the host after an op") && e.getMessage().contains("[64]"),
+                    e.getMessage());
+            // A host write into memory an op wrote earlier in the block (a workspace reused), then read by an op.
+            Noise.gaussian(x, 2, 0);
+            e = assertThrows(CudaException.class, () -> ops.runResident("reuse", new Tensor[] {z}, () -> {
+                ops.scale(x, 2f, y);
+                y.set(0, 1f);
+                ops.add(y, x, z);
+            }));
+            assertTrue(e.getMessage().contains("written on the host after an op of the block had written it"),
+                    e.getMessage());
+        }
+    }
+
+    @Test
+    void aBlockThatMeetsAHostOnlyOpRunsAgainOpByOp() {
+        // Heads of 160 features have no device kernel: the block is abandoned before anything reached the host and
+        // runs again op by op, with the same result as a plain eager run.
+        try (TensorArena a = new TensorArena()) {
+            int t = 4, c = 160;
+            Tensor x = a.allocate(Layout.ROWS, 1, t, c), q = a.allocate(Layout.ROWS, 1, t, c);
+            Tensor o1 = a.allocate(Layout.ROWS, 1, t, c), o2 = a.allocate(Layout.ROWS, 1, t, c);
+            Tensor lse = a.allocate(Layout.ROWS, 1, 1, t);
+            Noise.gaussian(x, 3, 0);
+            Runnable eager = () -> {
+                ops.scale(x, 0.5f, q);
+                ops.attention(q, x, x, 1, o1, lse);
+            };
+            ops.residentBlocks(false);
+            eager.run();
+            ops.residentBlocks(true);
+            ops.checkHostAccess(false);
+            float[] want = o1.toArray();
+            ops.runResident("big heads", new Tensor[] {o2}, () -> {
+                ops.scale(x, 0.5f, q);
+                ops.attention(q, x, x, 1, o2, lse);
+            });
+            assertArrayEquals(want, o2.toArray());
+            assertTrue(ops.eagerBlocks().contains("big heads"), "listed: " + ops.eagerBlocks());
+        }
+    }
+
+    @Test
+    void residentMemoryGrowsByChunksInsteadOfFailing() {
+        // Arenas of 256 KiB: enough for any one op, but a training step needs more, so the resident arenas add
+        // chunks, and the result is the same as op by op.
+        try (CudaOps small = new CudaOps(new EmulatedDevice(CudaBackend.emulatedLibrary().toString()), 256L << 10, 2)) {
+            small.checkHostAccess(true);
+            small.residentBlocks(false);
+            CudaOps saved = ops;
+            ops = small;
+            try {
+                Run eager = trainTeacher(small, "small-eager");
+                small.residentBlocks(true);
+                Run resident = trainTeacher(small, "small-resident");
+                assertEquals(eager.losses(), resident.losses());
+                assertTrue(small.residentBytes() > 2 * (256L << 10), "resident bytes " + small.residentBytes());
+            } finally {
+                ops = saved;
+            }
+        }
+    }
+}
