@@ -55,6 +55,23 @@ public abstract class Ops {
     }
 
     /**
+     * Training state (parameters, gradients, optimizer moments, EMA copies): from now on only this backend's ops
+     * read and write these tensors, until {@link #release}. A device backend keeps them on the device, so an
+     * optimizer step moves no data; their host copies are then stale until {@link #syncToHost}. Host backends
+     * ignore this. Use {@code nn.TrainingState}, which pairs it with the release.
+     */
+    public void adopt(java.util.List<Tensor> tensors) {
+    }
+
+    /** Makes the host copies of adopted tensors current (before a checkpoint reads them). */
+    public void syncToHost(java.util.List<Tensor> tensors) {
+    }
+
+    /** Syncs adopted tensors to the host and gives them back to it. */
+    public void release(java.util.List<Tensor> tensors) {
+    }
+
+    /**
      * True where {@link #runPass} records a pass and replays it without running the body again (the cuda
      * backend): a caller then gets no callback from inside a replayed pass, so a progress report has to come after.
      */
@@ -636,6 +653,16 @@ public abstract class Ops {
         if (t < 1) {
             throw new TensorException(op + ": step must be >= 1, got " + t);
         }
+    }
+
+    /** Sets every element of {@code t} to +0 (a gradient before a new accumulation). */
+    public final void zero(Tensor t) {
+        alive("zero", t);
+        zeroKernel(t);
+    }
+
+    protected void zeroKernel(Tensor t) {
+        t.fill(0f);
     }
 
     /** {@code sum(x^2)} accumulated in double (for gradient-norm clipping). */

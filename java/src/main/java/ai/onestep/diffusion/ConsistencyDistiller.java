@@ -14,6 +14,7 @@ import ai.onestep.nn.GradientClipping;
 import ai.onestep.nn.LearningRateSchedule;
 import ai.onestep.nn.Optimizer;
 import ai.onestep.nn.Parameter;
+import ai.onestep.nn.TrainingState;
 import ai.onestep.nn.RAdam;
 import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
@@ -125,6 +126,8 @@ public final class ConsistencyDistiller {
     private final List<Double> featureLosses = new ArrayList<>();
     private UNet guide;
     private double guideWeight;
+    /** The run's training state while {@link #run} runs (its checkpoints sync it first), else null. */
+    private TrainingState state;
 
     /**
      * @param student trainable (with gradients), initialized (from the teacher's weights, or sliced from them)
@@ -245,11 +248,20 @@ public final class ConsistencyDistiller {
         boolean needTeacherStep = guide == null || guideWeight < 1;
         Validation best = null;
         int stale = 0;
+        // The networks that only read their weights: a device keeps one copy of them for the whole run.
+        ops.registerParameters(teacher.net().weightTensors());
+        if (guide != null) {
+            ops.registerParameters(guide.weightTensors());
+        }
+        if (features != null) {
+            ops.registerParameters(features.parameters().list().stream().map(Parameter::value).toList());
+        }
         try (Optimizer opt = o.radam() ? new RAdam(ops, student.parameters(), AdamSettings.adam(0f))
                 : new AdamW(ops, student.parameters(), AdamSettings.adam(0f));
              FeatureProjections proj = distillFeatures ? new FeatureProjections(student, featureSource) : null;
              Optimizer projOpt = distillFeatures ? new AdamW(ops, proj.parameters(), AdamSettings.adam(0f)) : null;
              Ema ema = o.emaRate() > 0 ? new Ema(ops, student.parameters()) : null;
+             TrainingState state = trainingState(opt, proj, projOpt, ema);
              Workspace ws = new Workspace(); Workspace tws = new Workspace(); Workspace fws = new Workspace();
              Workspace gws = new Workspace(); Workspace tgtWs = new Workspace(); TensorArena scratch = new TensorArena()) {
             TapCapture capture = distillFeatures && guide == null ? new TapCapture(teacher.net(), tws, scratch) : null;
@@ -383,6 +395,22 @@ public final class ConsistencyDistiller {
         }
     }
 
+    /**
+     * What every step updates, handed to the backend for the run (on the cuda backend: the device): the student's
+     * weights and gradients, the target network, the projections, the optimizers' moments, the EMA.
+     */
+    private TrainingState trainingState(Optimizer opt, FeatureProjections proj, Optimizer projOpt, Ema ema) {
+        TrainingState s = TrainingState.of(ops).add(student.parameters()).add(target.parameters()).add(opt);
+        if (proj != null) {
+            s.add(proj.parameters()).add(projOpt);
+        }
+        if (ema != null) {
+            s.add(ema);
+        }
+        this.state = s;
+        return s.adopt();
+    }
+
     private static void swap(Ema ema) {
         if (ema != null) {
             ema.swap();
@@ -441,10 +469,6 @@ public final class ConsistencyDistiller {
     }
 
     /**
-     * An LPIPS-like distance (Zhang et al. 2018) on the in-domain classifier: the mean squared difference of the
-     * four GN+SiLU stages' activations, plus the pixel l2, each stage weighted equally; weighted per sample.
-     */
-    /**
      * The regression targets of one step: the guide's output (and block outputs) at (x_{n+1}, t_{n+1}) when there
      * is a guide; then either the teacher's denoised estimate (warm-up), or one Heun step of the teacher from t_{n+1}
      * to t_n (Karras et al. 2022, Algorithm 1, lines 5-8) followed by the target network f_theta-(x_hat_n, t_n) with
@@ -497,7 +521,7 @@ public final class ConsistencyDistiller {
                              float huberC, FeatureProjections proj, List<Tensor> featureTargets,
                              List<Tensor> tapWeights, Workspace ws, Workspace fws, double[] out) {
         ws.reset();
-        student.parameters().zeroGrad();
+        student.parameters().zeroGrad(ops);
         int b = xn1.dim(0);
         int[] shape = xn1.shape();
         Context sc = new Context(ops, ws, true, dropoutSeed);
@@ -519,7 +543,7 @@ public final class ConsistencyDistiller {
         List<Tensor> dTaps = null;
         double fl = 0;
         if (proj != null) {
-            proj.parameters().zeroGrad();
+            proj.parameters().zeroGrad(ops);
             List<Tensor> projected = proj.forward(sc, student.taps());
             List<Tensor> dProjected = new ArrayList<>();
             double w = o.featureWeightAt(step) / projected.size();
@@ -549,6 +573,10 @@ public final class ConsistencyDistiller {
         out[2] = fl;
     }
 
+    /**
+     * An LPIPS-like distance (Zhang et al. 2018) on the in-domain classifier: the mean squared difference of the
+     * four GN+SiLU stages' activations, plus the pixel l2, each stage weighted equally; weighted per sample.
+     */
     private double featureLoss(Workspace fws, Workspace ws, Tensor pred, Tensor tgt, Tensor weights, Tensor dPred) {
         fws.reset();
         Context infer = Context.inference(ops, fws);
@@ -575,6 +603,9 @@ public final class ConsistencyDistiller {
     }
 
     private void save(long step, Validation v) {
+        if (state != null) {
+            state.syncToHost();  // the student's weights (the EMA's, when swapped in) live where the backend keeps them
+        }
         Map<String, String> m = new LinkedHashMap<>(meta);
         m.put(UNetCheckpoint.ROLE, "student");
         m.put("onestep.train.step", Long.toString(step));

@@ -13,6 +13,7 @@ import ai.onestep.nn.Ema;
 import ai.onestep.nn.GradientClipping;
 import ai.onestep.nn.LearningRateSchedule;
 import ai.onestep.nn.Parameter;
+import ai.onestep.nn.TrainingState;
 import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
@@ -91,15 +92,22 @@ public final class TeacherTrainer {
      * Returns the last loss.
      */
     public double run(Path resume, TrainingProgress progress) {
-        LearningRateSchedule schedule = LearningRateSchedule.linearWarmup(o.lr(), o.warmup());
         try (AdamW opt = new AdamW(ops, net.parameters(), AdamSettings.adamW((float) o.weightDecay()));
-             Ema ema = new Ema(ops, net.parameters());
-             Workspace ws = new Workspace();
-             TensorArena scratch = new TensorArena()) {
+             Ema ema = new Ema(ops, net.parameters())) {
             long start = 0;
             if (resume != null) {
                 start = restore(resume, opt, ema);
             }
+            // From here the backend owns the weights, gradients, moments and EMA (on the cuda backend: the device).
+            try (TrainingState state = TrainingState.of(ops).add(net.parameters()).add(opt).add(ema).adopt()) {
+                return train(start, opt, ema, state, progress);
+            }
+        }
+    }
+
+    private double train(long start, AdamW opt, Ema ema, TrainingState state, TrainingProgress progress) {
+        LearningRateSchedule schedule = LearningRateSchedule.linearWarmup(o.lr(), o.warmup());
+        try (Workspace ws = new Workspace(); TensorArena scratch = new TensorArena()) {
             EdmDenoiser den = new EdmDenoiser(net, ops, ws);
             Tensor[] grads = net.parameters().list().stream().map(Parameter::grad).toArray(Tensor[]::new);
             int b = o.batch();
@@ -109,7 +117,7 @@ public final class TeacherTrainer {
             long lastSave = -1;
             long t0 = System.nanoTime();
             for (long step = start; step < o.steps(); step++) {
-                net.parameters().zeroGrad();
+                net.parameters().zeroGrad(ops);
                 ws.reset();
                 SplittableRandom r = Noise.stream(o.seed(), step);
                 int[] idx = new int[b];
@@ -167,7 +175,7 @@ public final class TeacherTrainer {
                         + "\"images_per_s\":%.2f}", done, loss, lr, norm, (done - start) * b / Math.max(secs, 1e-9)));
                 String note = null;
                 if (done % o.checkpointEvery() == 0 || done == o.steps()) {
-                    save(done, opt, ema);
+                    save(done, opt, ema, state);
                     lastSave = done;
                     note = "saved " + out.getFileName() + " @" + done;
                 }
@@ -186,7 +194,8 @@ public final class TeacherTrainer {
                 : Files.exists(out) ? out + " was not overwritten" : "no checkpoint was written yet"));
     }
 
-    private void save(long step, AdamW opt, Ema ema) {
+    private void save(long step, AdamW opt, Ema ema, TrainingState state) {
+        state.syncToHost();  // the raw weights and the moments, read below
         try (TensorArena copies = new TensorArena()) {
             Map<String, Tensor> extra = new LinkedHashMap<>();
             if (o.keepTrainState()) {
@@ -205,6 +214,7 @@ public final class TeacherTrainer {
             // The model weights of a checkpoint are the EMA: swap it in for the save, then back.
             ema.swap();
             try {
+                state.syncToHost();  // the swap ran where the weights live
                 UNetCheckpoint.save(out, net, meta, extra);
             } finally {
                 ema.swap();

@@ -49,6 +49,11 @@ public final class Ema implements AutoCloseable {
         return shadow;
     }
 
+    /** The buffer {@link #swap} moves each parameter through (training state, like the shadow). */
+    Tensor swapBuffer() {
+        return scratch;
+    }
+
     /** Number of {@link #update} calls so far. */
     public long updates() {
         return updates;
@@ -61,15 +66,16 @@ public final class Ema implements AutoCloseable {
 
     /**
      * Exchanges the averaged and the live weights, so the model (which reads the source set) runs with the EMA
-     * weights; a second swap restores both exactly (it moves bits, no arithmetic).
+     * weights; a second swap restores both exactly. Through the backend (copies as {@code scale} by 1, which is
+     * exact), so it also swaps them where a device owns them ({@link TrainingState}).
      */
     public void swap() {
         for (Parameter p : shadow) {
             Tensor live = source.get(p.name()).value();
             Tensor tmp = scratch.slice(0, (int) p.size());
-            tmp.copyFrom(live);
-            live.copyFrom(p.value());
-            p.value().copyFrom(tmp);
+            ops.scale(live, 1f, tmp);
+            ops.scale(p.value(), 1f, live);
+            ops.scale(tmp, 1f, p.value());
         }
     }
 

@@ -129,6 +129,16 @@ public final class ParameterSet implements AutoCloseable, Iterable<Parameter> {
         }
     }
 
+    /** {@link #zeroGrad()} through {@code ops}: where a device owns the gradients, it zeroes them there. */
+    public void zeroGrad(ai.onestep.backend.Ops ops) {
+        if (grads == null) {
+            throw new IllegalStateException("zeroGrad: this parameter set keeps no gradients");
+        }
+        for (Parameter p : ordered) {
+            ops.zero(p.grad());
+        }
+    }
+
     /**
      * Copies every value of {@code source} into the parameter of the same name here; both sets must hold the
      * same names with the same shapes.

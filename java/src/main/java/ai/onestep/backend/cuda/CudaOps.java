@@ -347,6 +347,37 @@ public final class CudaOps extends Ops implements AutoCloseable {
      */
     public void checkHostAccess(boolean on) {
         checkHost = on;
+        parameters.owned.checkHost(on);
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Training state the device owns
+    // ------------------------------------------------------------------------------------------------
+
+    /**
+     * From now on the device owns these tensors (see {@link OwnedTensors}): uploaded once, then read and written
+     * only there, so an optimizer step, the EMA and the gradients' zeroing move no data across the bus.
+     */
+    @Override
+    public void adopt(java.util.List<Tensor> tensors) {
+        parameters.owned.adopt(tensors);
+    }
+
+    @Override
+    public void syncToHost(java.util.List<Tensor> tensors) {
+        parameters.owned.syncToHost(tensors);
+    }
+
+    /** Syncs and stops owning; graphs that read the tensors' device copies are dropped with them. */
+    @Override
+    public void release(java.util.List<Tensor> tensors) {
+        forgetCapturedPasses();
+        parameters.owned.release(tensors);
+    }
+
+    /** Owned tensors (count) and their device bytes. */
+    public long[] ownedTensors() {
+        return new long[] {parameters.owned.size(), parameters.owned.bytes()};
     }
 
     /** Keys of resident blocks that met an op without a device kernel and run op by op. */
@@ -420,6 +451,9 @@ public final class CudaOps extends Ops implements AutoCloseable {
             r.verifyConstants("resident block '" + key + "'");
             r.poisonWritten();
             for (Tensor t : results) {
+                if (parameters.owned.owns(t)) {
+                    continue;  // training state the device owns stays there
+                }
                 if (!r.untouched(t)) {  // an untouched result (a gradient this step did not reach) is current
                     long src = r.resolve(t, Access.IN, key + " result");
                     device.download(t.segment(), src, t.size() * Float.BYTES, () -> key + " result " + t.describe());
@@ -453,8 +487,11 @@ public final class CudaOps extends Ops implements AutoCloseable {
         try {
             body.run();
             eager.flush();
-            device.synchronize();
-            for (Residency.Entry e : eager.written()) {
+            java.util.List<Residency.Entry> written = eager.written();
+            if (!written.isEmpty()) {
+                device.synchronize();  // (an op that wrote only owned state returns without waiting)
+            }
+            for (Residency.Entry e : written) {
                 MemorySegment hostSeg = MemorySegment.ofAddress(e.host).reinterpret(e.bytes);
                 device.download(hostSeg, e.dev, e.bytes, () -> op + " output");
                 if (parameters.touches(e.host, e.bytes)) {
@@ -1033,7 +1070,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
      * constant, so every graph is dropped then.
      */
     private void afterUpdate(Tensor t) {
-        if (!parameters.touches(t.segment().address(), t.size() * Float.BYTES)) {
+        if (!parameters.touches(t.segment().address(), t.size() * Float.BYTES) && !parameters.owned.owns(t)) {
             forgetCapturedPasses();
         }
     }
@@ -1129,6 +1166,12 @@ public final class CudaOps extends Ops implements AutoCloseable {
             Device.check(onestep_axpby(1f - mu, ps, mu, pt, pt, target.size(), stream()), "ema", what(target, source));
         });
         afterUpdate(target);
+    }
+
+    @Override
+    protected void zeroKernel(Tensor t) {
+        run("zero", () -> Device.check(onestep_memset(out(t, "zero"), 0, t.size() * Float.BYTES, stream()), "zero",
+                what(t)));
     }
 
     /** An op the device cannot run inside a pass; the pass then runs op by op. */

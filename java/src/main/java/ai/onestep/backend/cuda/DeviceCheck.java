@@ -101,7 +101,10 @@ public final class DeviceCheck {
 
     /** Relative L2 error ||got - want|| / ||want|| in float64 (StepTiming's GPU checks use it too). */
     public static double relErr(Tensor got, Tensor want) {
-        float[] a = got.toArray(), b = want.toArray();
+        return relErr(got.toArray(), want.toArray());
+    }
+
+    static double relErr(float[] a, float[] b) {
         double num = 0, den = 0;
         for (int i = 0; i < a.length; i++) {
             num += ((double) a[i] - b[i]) * ((double) a[i] - b[i]);
@@ -137,6 +140,79 @@ public final class DeviceCheck {
             ops(a);
         }
         network();
+        training();
+    }
+
+    /** Losses, final weights and the traffic of one step between checkpoints of a short teacher training. */
+    private record TrainRun(List<Double> losses, float[] weights, Device.Traffic step) {
+    }
+
+    /**
+     * Three steps of teacher training (the CIFAR-shaped net, batch 8; 2 of 8x8 images emulated) op by op and as
+     * resident blocks with the training state on the device: the same losses and weights, close to the cpu backend's, and a step between
+     * checkpoints that waits for the device once and brings back no tensor.
+     */
+    private void training() {
+        // Batch 8 of 16x16 images on a GPU; 2 of 8x8 on the emulated library, whose backward kernels run at a few
+        // GFLOP/s on one thread.
+        boolean gpu = dev.device() instanceof CudaDevice;
+        int batch = gpu ? 8 : 2, size = gpu ? 16 : 8;
+        byte[] px = new byte[32 * size * size * 3];
+        new SplittableRandom(4).nextBytes(px);
+        var data = new ai.onestep.data.ImageDataset("synthetic", px, 32, size, size, 3, null, 0);
+        var o = new ai.onestep.diffusion.TeacherTrainer.Options(3, batch, 1e-3, 1, 0.9, 1.0, 0.0, 3, 5, false, false);
+        try {
+            Path dir = java.nio.file.Files.createTempDirectory("onestep-devicecheck");
+            dev.residentBlocks(false);
+            UNetConfig cfg = config(size);
+            TrainRun eager = train(dev, cfg, data, o, dir.resolve("eager"));
+            dev.residentBlocks(true);
+            TrainRun resident = train(dev, cfg, data, o, dir.resolve("resident"));
+            TrainRun host = train(cpu, cfg, data, o, dir.resolve("cpu"));
+            double lossErr = 0, hostErr = 0;
+            for (int i = 0; i < eager.losses().size(); i++) {
+                lossErr = Math.max(lossErr, Math.abs(resident.losses().get(i) - eager.losses().get(i)) / eager.losses().get(i));
+                hostErr = Math.max(hostErr, Math.abs(resident.losses().get(i) - host.losses().get(i)) / host.losses().get(i));
+            }
+            record("training: resident losses vs op by op", lossErr, 1e-5);
+            record("training: resident weights vs op by op", relErr(resident.weights(), eager.weights()), 1e-3);
+            record("training: resident losses vs cpu", hostErr, 5e-3);
+            Device.Traffic st = resident.step(), se = eager.step();
+            // Printed for the record: op by op, every op's operands cross the bus.
+            System.out.println("training step between checkpoints: resident " + st + "; op by op " + se);
+            fact("training step: " + st.waits() + " waits, " + st.downloadedBytes() + " B back",
+                    st.synchronizations() <= 2 && st.downloadedBytes() * 1000 < se.downloadedBytes());
+        } catch (java.io.IOException e) {
+            fact("training: temporary folder: " + e.getMessage(), false);
+        }
+    }
+
+    private static TrainRun train(Ops ops, UNetConfig cfg, ai.onestep.data.ImageDataset data,
+                                  ai.onestep.diffusion.TeacherTrainer.Options o, Path out) {
+        List<Double> losses = new ArrayList<>();
+        Device.Traffic[] marks = new Device.Traffic[2];
+        Device d = ops instanceof CudaOps c ? c.device() : null;
+        try (UNet net = new UNet(cfg, true)) {
+            ai.onestep.model.Init.pytorchDefault(net, 9);
+            new ai.onestep.diffusion.TeacherTrainer(ops, net, data, o, out, Path.of(out + ".jsonl")).run(null,
+                    (step, loss, note) -> {
+                        losses.add(loss);
+                        if (d != null && step <= 2) {
+                            marks[(int) step - 1] = d.traffic();  // after steps 1 and 2: step 2 between them
+                        }
+                    });
+            List<Float> w = new ArrayList<>();
+            for (Parameter p : net.parameters()) {
+                for (float v : p.value().toArray()) {
+                    w.add(v);
+                }
+            }
+            float[] weights = new float[w.size()];
+            for (int i = 0; i < weights.length; i++) {
+                weights[i] = w.get(i);
+            }
+            return new TrainRun(losses, weights, d == null ? null : marks[1].minus(marks[0]));
+        }
     }
 
     private void ops(TensorArena a) {
@@ -231,8 +307,12 @@ public final class DeviceCheck {
 
     /** The CIFAR-size shape family on a small scale: two levels, attention at the lower one. */
     private static UNetConfig config() {
+        return config(16);
+    }
+
+    private static UNetConfig config(long sampleSize) {
         Map<String, Object> m = new LinkedHashMap<>();
-        m.put("sample_size", 16L);
+        m.put("sample_size", sampleSize);
         m.put("in_channels", 3L);
         m.put("out_channels", 3L);
         m.put("time_embedding_type", "positional");

@@ -26,8 +26,12 @@ final class ParameterStore implements AutoCloseable {
     /** The host memory's lifetime: a parameter whose arena closed is forgotten (its address may be reused). */
     private final Map<Long, MemorySegment.Scope> scopes = new java.util.HashMap<>();
 
+    /** Training state the device owns ({@link CudaOps#adopt}), looked up by every residency like the parameters. */
+    final OwnedTensors owned;
+
     ParameterStore(Device device) {
         this.device = device;
+        this.owned = new OwnedTensors(device);
     }
 
     /** Uploads the tensors not registered yet; returns how many were new. */
@@ -196,6 +200,7 @@ final class ParameterStore implements AutoCloseable {
 
     @Override
     public void close() {
+        owned.close();
         for (DeviceArena a : arenas) {
             a.close();
         }

@@ -165,6 +165,9 @@ final class Residency {
 
     /** True when some part of {@code t} was written by an op of this residency (its host memory is stale). */
     boolean holdsWritten(Tensor t) {
+        if (parameters.owned.dirty(t)) {
+            return true;
+        }
         long addr = t.segment().address();
         for (Entry e : overlapping(addr, addr + t.size() * Float.BYTES)) {
             if (e.written) {
@@ -177,7 +180,7 @@ final class Residency {
     /** True when no part of {@code t} is on the device (its host memory is current). */
     boolean untouched(Tensor t) {
         long addr = t.segment().address();
-        return overlapping(addr, addr + t.size() * Float.BYTES).isEmpty();
+        return overlapping(addr, addr + t.size() * Float.BYTES).isEmpty() && !parameters.owned.dirty(t);
     }
 
     /** Forgets every activation (and rewinds their arena); constants stay. */
@@ -209,6 +212,9 @@ final class Residency {
      * not uploaded yet, or a tensor spread over several entries).
      */
     Precision typeOf(Tensor t) {
+        if (parameters.owned.owns(t)) {
+            return Precision.FP32;
+        }
         long addr = t.segment().address();
         long end = addr + t.size() * Float.BYTES;
         List<Entry> over = overlapping(addr, end);
@@ -230,6 +236,18 @@ final class Residency {
             return 0;
         }
         long end = addr + bytes;
+        long own = parameters.owned.find(addr, bytes, op, t);
+        if (own != 0) {
+            // Training state the device owns: read and written in place (fp32), never copied.
+            if (access != Access.IN) {
+                parameters.owned.wrote(addr, bytes);
+            }
+            if (type == Precision.FP32) {
+                return own;
+            }
+            return retype(new Entry(addr, bytes, own, false, Precision.FP32), addr, bytes / Float.BYTES, access, type,
+                    op, t);
+        }
         List<Entry> over = overlapping(addr, end);
         if (access == Access.IN && over.isEmpty()) {
             long p = parameters.find(addr, bytes, type);  // a registered parameter: already on the device, shared
