@@ -110,17 +110,35 @@ class ResidentTrainingTest {
             var o = new TeacherTrainer.Options(3, 4, 1e-3, 1, 0.9, 0.05, 0.01, 3, 5, true, false);
             new TeacherTrainer(backend, net, labelledData(), o, dir.resolve(name + ".safetensors"),
                     dir.resolve(name + ".jsonl")).run(null, steps);
-            for (Parameter p : net.parameters()) {
-                weights.put(p.name(), p.value().toArray());
-            }
+            keepWeights(net, weights);
         }
-        // And what the checkpoint holds (the EMA, swapped in where the weights live, then synced for the save).
+        return finish(name, steps, weights, before);
+    }
+
+    private static void keepWeights(UNet net, Map<String, float[]> into) {
+        for (Parameter p : net.parameters()) {
+            into.put(p.name(), p.value().toArray());
+        }
+    }
+
+    /** The run, with what its checkpoint holds as well (the EMA, swapped in where the weights live, then synced). */
+    private Run finish(String name, Steps steps, Map<String, float[]> weights, Device.Traffic before) {
         try (var r = ai.onestep.io.Safetensors.open(dir.resolve(name + ".safetensors")); TensorArena a = new TensorArena()) {
             for (String k : List.copyOf(weights.keySet())) {
                 weights.put("saved " + k, r.read(k, a, Layout.ROWS).toArray());
             }
         }
         return new Run(steps.losses, weights, ops.device().traffic().minus(before), steps.last);
+    }
+
+    /** Every weight (live and saved) finite and within {@code tol} of the cpu run's. */
+    private static void assertNearTheCpu(String what, Run cpu, Run got, double tol) {
+        for (String name : cpu.weights().keySet()) {
+            float[] g = got.weights().get(name), want = cpu.weights().get(name);
+            for (int i = 0; i < g.length; i++) {
+                assertEquals(want[i], g[i], tol, what + ": " + name + "[" + i + "]");
+            }
+        }
     }
 
     @Test
@@ -140,12 +158,7 @@ class ResidentTrainingTest {
         }
         // The weights that came back, and the checkpoint's: finite (a missed sync leaves NaN in checking mode) and
         // within 3 Adam steps of lr 1e-3 of the CPU's (its rounding noise can flip the sign of a tiny gradient).
-        for (String name : cpu.weights().keySet()) {
-            float[] got = resident.weights().get(name), want = cpu.weights().get(name);
-            for (int i = 0; i < got.length; i++) {
-                assertEquals(want[i], got[i], 3.5e-3, name + "[" + i + "]");
-            }
-        }
+        assertNearTheCpu("teacher", cpu, resident, 3.5e-3);
         // Op by op, every op copies its inputs in and its outputs back; a resident step copies the batch in and the
         // gradients back, and the optimizer and EMA still copy the parameters and their state.
         Device.Traffic e = eager.traffic(), r = resident.traffic();
@@ -191,16 +204,9 @@ class ResidentTrainingTest {
                     dir.resolve(name + ".safetensors"), Map.of());
             d.run(null, steps);
             steps.losses.addAll(d.featureLosses());
-            for (Parameter p : student.parameters()) {
-                weights.put(p.name(), p.value().toArray());
-            }
+            keepWeights(student, weights);
         }
-        try (var r = ai.onestep.io.Safetensors.open(dir.resolve(name + ".safetensors")); TensorArena a = new TensorArena()) {
-            for (String k : List.copyOf(weights.keySet())) {
-                weights.put("saved " + k, r.read(k, a, Layout.ROWS).toArray());
-            }
-        }
-        return new Run(steps.losses, weights, ops.device().traffic().minus(before), steps.last);
+        return finish(name, steps, weights, before);
     }
 
     @Test
@@ -223,12 +229,7 @@ class ResidentTrainingTest {
                         what + ": loss " + i + " vs the cpu");
             }
             // Live and saved (EMA) weights: finite, and within 3 Adam steps of lr 1e-2 of the CPU's.
-            for (String name : cpu.weights().keySet()) {
-                float[] got = resident.weights().get(name), want = cpu.weights().get(name);
-                for (int i = 0; i < got.length; i++) {
-                    assertEquals(want[i], got[i], 3.5e-2, what + ": " + name + "[" + i + "]");
-                }
-            }
+            assertNearTheCpu(what, cpu, resident, 3.5e-2);
             System.out.println("distillation (" + what + "), step 2: op by op " + eager.last() + "; resident "
                     + resident.last());
             Device.Traffic e = eager.traffic(), r = resident.traffic();
