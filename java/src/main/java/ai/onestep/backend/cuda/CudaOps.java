@@ -16,7 +16,7 @@ import java.util.function.Supplier;
 /**
  * The CUDA backend: {@link Ops} on a {@link Device} (a GPU, or the emulated library in tests).
  *
- * <p>The engine's tensors live in host memory, so the backend works in one of two modes:
+ * <p>The engine's tensors live in host memory, so the backend works in one of three modes:
  * <ul>
  *   <li><b>eager</b> (any op called on its own): the op's inputs are copied into the device arena, the kernels run
  *       on the device's stream, the outputs are copied back, and the arena is rewound. Correct for every op, slow
@@ -24,25 +24,31 @@ import java.util.function.Supplier;
  *   <li><b>pass</b> ({@link #runPass}, used by the denoisers for a whole sampling step): tensors stay on the device
  *       for the whole pass ({@link Residency}), only the declared outputs come back. The first call of a key runs
  *       uncaptured (and measures the memory it needs); the second captures it as a CUDA graph; later calls replay
- *       it ({@link CapturedPass}). Parameter updates through this backend drop the graphs.</li>
+ *       it ({@link CapturedPass}). Updates of unregistered, unowned tensors through this backend drop the graphs.</li>
+ *   <li><b>resident block</b> ({@link #runResident}, a training step up to its parameter updates): as a pass, but
+ *       never captured, in fp32, with ops that return host values allowed, and memory that grows by chunks.</li>
  * </ul>
+ * Two kinds of tensors live on the device across modes: registered weights ({@link #registerParameters}, read
+ * only, refreshed after an eager update) and adopted training state ({@link #adopt}: weights, gradients, moments,
+ * EMA; read and written in place, host copies stale until {@link #syncToHost}).
  *
  * <p>On the device: conv2d, linear and matmul (cuBLAS or our portable kernels, see the device), group norm
  * (+SiLU, +scale/shift), SiLU, attention (heads of up to 128 features: 32, 64 and 128 natively, others zero-padded
  * to the next of these), add, mul, axpy, axpby, scale, addPerChannel, sumPerChannel, concatChannels, splitChannels,
  * upsampleNearest2x, the sinusoidal and Fourier embeddings, and of the training ops the backward of conv2d (cuDNN,
  * or our portable kernels), linear, group norm, SiLU, attention and upsampling, the Adam/RAdam steps and the EMA
- * (these three eagerly only: a parameter update never runs inside a pass), and the losses and sumOfSquares (their
- * sums on the device, the few per-sample or per-chunk values added on the host: eager only, as they return a host
- * value). Still on the host, through {@link CpuOps} in eager mode: attention with heads of more than 128 features;
- * inside a pass it makes the pass fall back to eager mode (logged once).
+ * (these three eagerly only: a parameter update never runs inside a pass or block), the gradients' zeroing, and the
+ * losses and sumOfSquares (their sums on the device, the few per-sample or per-chunk values added on the host:
+ * eagerly or in a resident block, as they return a host value). Still on the host, through {@link CpuOps} in eager mode: attention with heads of more than 128 features;
+ * inside a pass it makes the pass fall back to eager mode, and a resident block start over in eager mode (each
+ * logged once).
  *
  * <p><b>Precision</b> ({@link Precision}, fixed per backend): inside a pass, the forward ops run on fp16 or bf16
  * storage with fp32 arithmetic (the {@code *_typed} kernels, cuBLAS GemmEx and cuDNN with fp32 accumulation), and
  * registered weights are read from 16-bit copies made once on the device. fp32 stays where precision needs it:
  * group-norm mean/rstd and attention's lse, the time embedding's noise level, the pass's inputs and outputs, and
  * every elementwise op (add, mul, axpy, axpby, scale) with an fp32 operand runs in fp32, so the denoisers' output
- * c_skip x + c_out F reads the sample x unrounded. Eager ops (training, optimizer steps, losses) are always fp32.
+ * c_skip x + c_out F reads the sample x unrounded. Eager ops and resident blocks (training) are always fp32.
  */
 public final class CudaOps extends Ops implements AutoCloseable {
     /** Default size of each device arena (eager, and each captured pass's constants and activations). */
