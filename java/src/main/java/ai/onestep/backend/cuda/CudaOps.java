@@ -39,9 +39,9 @@ import java.util.function.Supplier;
  * or our portable kernels), linear, group norm, SiLU, attention and upsampling, the Adam/RAdam steps and the EMA
  * (these three eagerly only: a parameter update never runs inside a pass or block), the gradients' zeroing, and the
  * losses and sumOfSquares (their sums on the device, the few per-sample or per-chunk values added on the host:
- * eagerly or in a resident block, as they return a host value). Still on the host, through {@link CpuOps} in eager mode: attention with heads of more than 128 features;
- * inside a pass it makes the pass fall back to eager mode, and a resident block start over in eager mode (each
- * logged once).
+ * eagerly or in a resident block, as they return a host value). Still on the host, through {@link CpuOps} in eager
+ * mode: attention with heads of more than 128 features; inside a pass it makes the pass fall back to eager mode,
+ * and a resident block start over in eager mode (each logged once).
  *
  * <p><b>Precision</b> ({@link Precision}, fixed per backend): inside a pass, the forward ops run on fp16 or bf16
  * storage with fp32 arithmetic (the {@code *_typed} kernels, cuBLAS GemmEx and cuDNN with fp32 accumulation), and
@@ -978,20 +978,24 @@ public final class CudaOps extends Ops implements AutoCloseable {
     }
 
     /**
-     * Where an op of the current pass wrote {@code t}, the check runs on the device: the sum of squares, in double,
+     * Where an op of the current pass wrote {@code t}, or {@code t} is owned training state an op changed, the
+     * check runs on the device: the sum of squares, in double,
      * of float elements is finite exactly when every element is (the largest float squared is about 1e77).
      */
     @Override
     protected boolean allFinite(Tensor t) {
-        if (pass == null || !pass.holdsWritten(t)) {
+        if (!res().holdsWritten(t)) {
             return t.allFinite();
         }
         return Double.isFinite(sumOfSquaresKernel(t));
     }
 
-    /** {@code t}'s values: from the host, or from the device where an op of the current block wrote them. */
+    /**
+     * {@code t}'s values: from the host, or from the device where an op of the current block wrote them (or an op
+     * changed owned training state).
+     */
     private float[] hostValues(Tensor t, String op) {
-        if (pass == null || !pass.holdsWritten(t)) {
+        if (!res().holdsWritten(t)) {
             return t.toArray();
         }
         long src = in(t, op);
@@ -1113,7 +1117,8 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     protected double sumOfSquaresKernel(java.util.List<Tensor> xs) {
         if (pass != null && !resident) {
-            throw new NoDeviceKernel("sumOfSquares: returns its value to the host, so it cannot run inside a device pass");
+            throw new NoDeviceKernel("sumOfSquares: returns its value to the host, so it cannot run inside a device "
+                    + "pass");
         }
         double[] perTensor = new double[xs.size()];
         for (int from = 0, to; from < xs.size(); from = to) {

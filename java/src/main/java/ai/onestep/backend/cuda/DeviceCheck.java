@@ -23,7 +23,8 @@ import java.util.SplittableRandom;
 import java.util.function.Consumer;
 
 /**
- * The CUDA backend checked against the cpu backend, op by op and on a whole U-Net, plus graph capture and replay:
+ * The CUDA backend checked against the cpu backend, op by op and on a whole U-Net, plus graph capture and replay,
+ * fp16/bf16 passes, and training steps as resident blocks:
  * the one Java check to run where a GPU is lent (bench/gpu/java_cuda_check.sh carries a JDK runtime there), and
  * runnable here against the emulated library with {@code --emulated}. Prints one row per check and a summary
  * last; exits 1 if any check fails.
@@ -149,8 +150,8 @@ public final class DeviceCheck {
 
     /**
      * Three steps of teacher training (the CIFAR-shaped net, batch 8; 2 of 8x8 images emulated) op by op and as
-     * resident blocks with the training state on the device: the same losses and weights, close to the cpu backend's, and a step between
-     * checkpoints that waits for the device once and brings back no tensor.
+     * resident blocks with the training state on the device: the same losses and weights, close to the cpu
+     * backend's, and a step between checkpoints that waits for the device once and brings back no tensor.
      */
     private void training() {
         // Batch 8 of 16x16 images on a GPU; 2 of 8x8 on the emulated library, whose backward kernels run at a few
@@ -171,8 +172,9 @@ public final class DeviceCheck {
             TrainRun host = train(cpu, cfg, data, o, dir.resolve("cpu"));
             double lossErr = 0, hostErr = 0;
             for (int i = 0; i < eager.losses().size(); i++) {
-                lossErr = Math.max(lossErr, Math.abs(resident.losses().get(i) - eager.losses().get(i)) / eager.losses().get(i));
-                hostErr = Math.max(hostErr, Math.abs(resident.losses().get(i) - host.losses().get(i)) / host.losses().get(i));
+                double got = resident.losses().get(i), op = eager.losses().get(i), cpuLoss = host.losses().get(i);
+                lossErr = Math.max(lossErr, Math.abs(got - op) / op);
+                hostErr = Math.max(hostErr, Math.abs(got - cpuLoss) / cpuLoss);
             }
             record("training: resident losses vs op by op", lossErr, 1e-5);
             record("training: resident weights vs op by op", relErr(resident.weights(), eager.weights()), 1e-3);
