@@ -7,7 +7,8 @@
 #   3. StepTiming: one sampling step of the engine on the cuda backend, passes in fp16, bf16 and fp32 (student
 #      1-step sample and whole 2-step sample; teacher denoiser call and Heun step) at batch 1 and 64 for the fmnist
 #      teacher and student and the issue's CIFAR-size config (random weights, written on the machine), batch 1
-#      checked against the cpu backend;
+#      checked against the cpu backend; then TrainTiming: teacher training steps (fmnist teacher, CIFAR-size config)
+#      at batch 64, op by op and as resident blocks, with each step's host-device traffic (appended to steps.log);
 #   4. torch_peers.py: PyTorch on the same card: SDPA, group norm (+SiLU), and the same U-Net with the same
 #      weights in eager, CUDA-graph, torch.compile and compile+CUDA-graphs modes;
 #   5. a combined table, last.
@@ -30,7 +31,8 @@ case "${1:-}" in
     bench/gpu/java_cuda_check.sh prepare || exit 2
     JAVA_HOME=$(bin/find-jdk) || exit 2
     rm -rf "$carry/classes" && mkdir -p "$carry/classes"
-    "$JAVA_HOME/bin/javac" --release 25 -cp "$carry/onestep.jar" -d "$carry/classes" bench/gpu/StepTiming.java || exit 2
+    "$JAVA_HOME/bin/javac" --release 25 -cp "$carry/onestep.jar" -d "$carry/classes" bench/gpu/StepTiming.java \
+      bench/gpu/TrainTiming.java || exit 2
     du -sh "$carry"
     echo "carry $carry (and nothing else that is ignored); the tracked tree travels too: git ls-files | xargs du -cb | tail -1"
     exit 0
@@ -85,12 +87,14 @@ if has steps; then
     java="$JAVA_HOME/bin/java"
     [ -f java/target/onestep.jar ] || (JAVA_HOME=$JAVA_HOME mvn -B -q -pl java -am package -DskipTests) || exit 2
     mkdir -p build/gpu-run/classes
-    "$JAVA_HOME/bin/javac" -cp java/target/onestep.jar -d build/gpu-run/classes bench/gpu/StepTiming.java || exit 2
+    "$JAVA_HOME/bin/javac" -cp java/target/onestep.jar -d build/gpu-run/classes bench/gpu/StepTiming.java \
+      bench/gpu/TrainTiming.java || exit 2
     cp=java/target/onestep.jar:build/gpu-run/classes
     args=(--backend cpu --batches 1,2 --reps 3 --warmup 1 --compare
           models/fmnist-student.safetensors models/fmnist-teacher.safetensors)
+    targs=(--backend cpu --batch 2 --steps 4 --warmup 1 models/fmnist-teacher.safetensors)
   else
-    [ -f "$carry/classes/StepTiming.class" ] || { echo "no $carry/classes/StepTiming.class: run '$0 prepare' here and carry $carry"; exit 2; }
+    [ -f "$carry/classes/TrainTiming.class" ] || { echo "no $carry/classes/TrainTiming.class: run '$0 prepare' here and carry $carry"; exit 2; }
     [ -x "$carry/runtime/bin/java" ] || tar -C "$carry" -xzf "$carry/runtime.tgz" || exit 2
     java="$carry/runtime/bin/java"
     cp=$carry/onestep.jar:$carry/classes
@@ -106,11 +110,18 @@ if has steps; then
     args=(--backend cuda --library "$lib" --batches 1,64 --reps 50 --warmup 5 --precision fp16,bf16,fp32
           models/fmnist-student.safetensors models/fmnist-teacher.safetensors)
     [ -f "$cifar" ] && args+=("$cifar")
+    targs=(--backend cuda --library "$lib" --batch 64 --steps 12 --warmup 2 models/fmnist-teacher.safetensors)
+    [ -f "$cifar" ] && targs+=("$cifar")
   fi
   "$java" "${flags[@]}" -cp "$cp" StepTiming --jsonl "$out/steps.jsonl" "${args[@]}" > "$out/steps.log" 2>&1
   rc=$?; [ $rc = 0 ] || fail $((rc == 1 ? 1 : 2))
   grep -v "^WARNING" "$out/steps.log" | tail -25
   echo "steps: exit $rc"
+  echo "==== 3b. teacher training steps, op by op and resident (TrainTiming)"
+  "$java" "${flags[@]}" -cp "$cp" TrainTiming --jsonl "$out/steps.jsonl" "${targs[@]}" > build/gpu-run/train.log 2>&1
+  rc=$?; [ $rc = 0 ] || fail $((rc == 1 ? 1 : 2))
+  grep -v "^WARNING" build/gpu-run/train.log | tee -a "$out/steps.log" | tail -8
+  echo "train steps: exit $rc"
 fi
 
 if has torch; then
@@ -139,7 +150,10 @@ echo "==== 5. summary on ${card}"
     sed -n '/^summary (fastest block size/,$p' "$out/kernels.log" | sed 1d
   fi
   if has java; then grep -E "^DeviceCheck:" "$out/java_check.log" || echo "DeviceCheck: did not finish: $(tail -1 "$out/java_check.log")"; fi
-  if has steps; then grep -E "^StepTiming:|FAIL|NON-FINITE" "$out/steps.log" || echo "StepTiming: did not finish: $(tail -1 "$out/steps.log")"; fi
+  if has steps; then
+    grep -E "^StepTiming:|FAIL|NON-FINITE" "$out/steps.log" || echo "StepTiming: did not finish: $(tail -1 "$out/steps.log")"
+    sed -n '/^teacher training step/,/^TrainTiming:/p' "$out/steps.log" | grep . || echo "TrainTiming: did not finish"
+  fi
   "$py" bench/gpu/torch_peers.py --summary "$out/steps.jsonl" "$out/torch.jsonl"
   echo "overall: $([ $status = 0 ] && echo 'all checks passed' || echo "FAILED (exit $status)")"
 } 2>&1 | tee "$out/summary.txt"
