@@ -10,6 +10,7 @@ import ai.onestep.model.Init;
 import ai.onestep.nn.AdamSettings;
 import ai.onestep.nn.AdamW;
 import ai.onestep.nn.LearningRateSchedule;
+import ai.onestep.nn.TrainingState;
 import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.Workspace;
@@ -24,10 +25,13 @@ public final class ClassifierTrainer {
                              TrainingProgress progress) {
         Init.pytorchDefault(net.parameters(), net.torchLayouts(), seed);
         LearningRateSchedule schedule = LearningRateSchedule.warmupCosine(lr, Math.min(200, steps / 10), steps);
-        try (AdamW opt = new AdamW(ops, net.parameters(), AdamSettings.adamW(1e-4f)); Workspace ws = new Workspace()) {
+        // The weights, gradients and moments stay with the backend for the run (on the cuda backend: the device; the
+        // cross-entropy is computed on the host from the logits, so the steps themselves run op by op).
+        try (AdamW opt = new AdamW(ops, net.parameters(), AdamSettings.adamW(1e-4f)); Workspace ws = new Workspace();
+             TrainingState state = TrainingState.of(ops).add(net.parameters()).add(opt).adopt()) {
             for (long step = 0; step < steps; step++) {
                 ws.reset();
-                net.parameters().zeroGrad();
+                net.parameters().zeroGrad(ops);
                 SplittableRandom r = Noise.stream(seed, step);
                 int[] idx = new int[batch];
                 int[] labels = new int[batch];

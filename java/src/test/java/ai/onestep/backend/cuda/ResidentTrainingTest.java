@@ -241,6 +241,46 @@ class ResidentTrainingTest {
     }
 
     @Test
+    void classifierTrainingKeepsItsStateOnTheDevice() {
+        // The FID classifier's training adopts its weights, gradients and moments (its cross-entropy is a host
+        // function of the logits, so its ops run one by one): the same losses and weights as the cpu backend.
+        List<List<Double>> losses = new ArrayList<>();
+        List<float[]> weights = new ArrayList<>();
+        long[] ownedDuring = new long[1];
+        for (Ops backend : new Ops[] {ops, OpsTesting.CPU}) {
+            List<Double> l = new ArrayList<>();
+            try (ai.onestep.model.Classifier c = new ai.onestep.model.Classifier(1, 8, 3, true)) {
+                ai.onestep.eval.ClassifierTrainer.train(backend, c, labelledData(), 3, 4, 1e-3, 7, (step, loss, note) -> {
+                    l.add(loss);
+                    if (backend == ops) {
+                        ownedDuring[0] = ops.ownedTensors()[0];
+                    }
+                });
+                List<Float> w = new ArrayList<>();
+                for (Parameter p : c.parameters()) {
+                    for (float v : p.value().toArray()) {
+                        w.add(v);
+                    }
+                }
+                float[] a = new float[w.size()];
+                for (int i = 0; i < a.length; i++) {
+                    a[i] = w.get(i);
+                }
+                weights.add(a);
+            }
+            losses.add(l);
+        }
+        for (int i = 0; i < 3; i++) {
+            assertEquals(losses.get(1).get(i), losses.get(0).get(i), 1e-4 * losses.get(1).get(i), "loss " + i);
+        }
+        for (int i = 0; i < weights.get(0).length; i++) {
+            assertEquals(weights.get(1)[i], weights.get(0)[i], 3.5e-3, "weight " + i);  // 3 AdamW steps of lr 1e-3
+        }
+        assertTrue(ownedDuring[0] > 0, "the device owned the state during the run");
+        assertEquals(0, ops.ownedTensors()[0], "and gave it back at the end");
+    }
+
+    @Test
     void checkingModeCatchesHostAccessThatTheDeviceWouldMiss() {
         try (TensorArena a = new TensorArena()) {
             Tensor x = a.allocate(Layout.ROWS, 64), y = a.allocate(Layout.ROWS, 64), z = a.allocate(Layout.ROWS, 64);
