@@ -16,7 +16,7 @@ carry=build/gpu-carry
 flags=(--enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -Dorg.bytedeco.javacpp.cachedir=build/javacpp-cache)
 case "${1:-}" in
   prepare)
-    JAVA_HOME=$(bin/find-jdk)
+    export JAVA_HOME; JAVA_HOME=$(bin/find-jdk)   # exported: mvn needs Java 25 too
     (mvn -B -q -pl java -am package -DskipTests)
     rm -rf "$carry" && mkdir -p "$carry"
     "$JAVA_HOME/bin/jlink" --add-modules java.base,java.logging,jdk.incubator.vector,jdk.unsupported \
@@ -41,7 +41,7 @@ case "${1:-}" in
       --library "$build/libonestep_kernels.so"
     ;;
   emulated)
-    JAVA_HOME=$(bin/find-jdk)
+    export JAVA_HOME; JAVA_HOME=$(bin/find-jdk)
     [ -f java/target/onestep.jar ] || (mvn -B -q -pl java -am package -DskipTests)
     "$JAVA_HOME/bin/java" "${flags[@]}" -cp java/target/onestep.jar ai.onestep.backend.cuda.DeviceCheck --emulated \
       --library build/kernels/emu/libonestep_kernels.so
