@@ -44,7 +44,8 @@ public abstract class Ops {
      * Runs {@code body}, a block of ops whose only results the host needs afterwards are {@code results} (a
      * training step's forward, loss and backward, whose results are the parameters' gradients). A host backend
      * just runs it. The CUDA backend keeps every tensor the block touches on the device until its end and copies
-     * back only {@code results}: an op-by-op step copies every op's inputs to the device and its outputs back. Ops
+     * back only those {@code results} it does not own ({@link #adopt}): an op-by-op step copies every op's inputs
+     * to the device and its outputs back. Ops
      * that return a host value (the losses, sumOfSquares) work inside. The body must read no tensor that an op of
      * the block wrote except through ops (or {@code results}, after the block), must write no tensor on the host
      * after an op of the block read it, and must change no host state except through ops' outputs (it may be

@@ -117,7 +117,6 @@ public final class TeacherTrainer {
             long lastSave = -1;
             long t0 = System.nanoTime();
             for (long step = start; step < o.steps(); step++) {
-                net.parameters().zeroGrad(ops);
                 ws.reset();
                 SplittableRandom r = Noise.stream(o.seed(), step);
                 int[] idx = new int[b];
@@ -142,10 +141,11 @@ public final class TeacherTrainer {
                 Tensor dD = ws.allocate(Layout.NHWC, shape);
                 double[] lossAndNorm = new double[2];
                 // Noising, forward, loss, backward and clipping as one resident block: on the cuda backend the
-                // activations never leave the device and only the gradients come back (the optimizer and the EMA
-                // update the host's parameters after it).
+                // activations never leave the device (and the gradients, like the weights, stay there: TrainingState).
+                // The gradients are zeroed inside: a block may be started over.
                 try {
                     ops.runResident("teacher step", grads, () -> {
+                        net.parameters().zeroGrad(ops);
                         for (int i = 0; i < b; i++) {
                             Tensor xi = x.slice(i, i + 1);
                             ops.scale(xi, (float) sigma[i], xi);

@@ -155,9 +155,10 @@ public final class CudaOps extends Ops implements AutoCloseable {
     }
 
     /**
-     * Drops every captured graph. A graph keeps the constants it was captured with (weights that were not
-     * registered with {@link #registerParameters}), so this runs by itself when an update through this backend
-     * (adamStep, radamStep, ema) changes an unregistered tensor; call it after changing such weights any other way.
+     * Drops every captured graph. A graph keeps the constants it was captured with (weights that were neither
+     * registered with {@link #registerParameters} nor adopted with {@link #adopt}), so this runs by itself when an
+     * update through this backend (adamStep, radamStep, ema) changes such a tensor, and when tensors are adopted or
+     * released; call it after changing such weights any other way.
      */
     public void forgetCapturedPasses() {
         for (CapturedPass p : passes.values()) {
@@ -184,6 +185,10 @@ public final class CudaOps extends Ops implements AutoCloseable {
         if (measureConstants != null) {
             measureConstants.close();
             measureActivations.close();
+        }
+        if (residentConstants != null) {
+            residentConstants.close();
+            residentActivations.close();
         }
         eagerArena.close();
         device.close();
@@ -366,6 +371,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
      */
     @Override
     public void adopt(java.util.List<Tensor> tensors) {
+        forgetCapturedPasses();  // a graph captured before may hold these tensors as constants
         parameters.owned.adopt(tensors);
     }
 
@@ -374,11 +380,19 @@ public final class CudaOps extends Ops implements AutoCloseable {
         parameters.owned.syncToHost(tensors);
     }
 
-    /** Syncs and stops owning; graphs that read the tensors' device copies are dropped with them. */
+    /**
+     * Syncs and stops owning; graphs that read the tensors' device copies are dropped with them, and a registered
+     * parameter among them gets its registered device copy refreshed (ops wrote the owned copy meanwhile).
+     */
     @Override
     public void release(java.util.List<Tensor> tensors) {
         forgetCapturedPasses();
         parameters.owned.release(tensors);
+        for (Tensor t : tensors) {
+            if (parameters.touches(t.segment().address(), t.size() * Float.BYTES)) {
+                parameters.refresh(t);
+            }
+        }
     }
 
     /** Owned tensors (count) and their device bytes. */
@@ -406,8 +420,9 @@ public final class CudaOps extends Ops implements AutoCloseable {
      * as it returns values mid-way).
      *
      * <p>A body that meets an op without a device kernel (heads over 128 features; an optimizer step) is abandoned
-     * before anything came back to the host and runs again op by op, and its key does so from then on (said once):
-     * so it must not change host state except through ops' outputs.
+     * before any tensor came back to the host (values such as a loss may have) and runs again op by op, and its
+     * key does so from then on (said once): so it must change no host state except through ops' outputs, and
+     * must set up every owned tensor it accumulates into (a gradient: zeroed inside the block) itself.
      */
     @Override
     public void runResident(String key, Tensor[] results, Runnable body) {
@@ -416,8 +431,14 @@ public final class CudaOps extends Ops implements AutoCloseable {
             return;
         }
         if (residentConstants == null) {
-            residentConstants = new GrowingArena(device, "resident constants", Math.min(arenaBytes, 64L << 20));
-            residentActivations = new GrowingArena(device, "resident activations", arenaBytes);
+            GrowingArena c = new GrowingArena(device, "resident constants", Math.min(arenaBytes, 64L << 20));
+            try {
+                residentActivations = new GrowingArena(device, "resident activations", arenaBytes);
+            } catch (RuntimeException e) {
+                c.close();
+                throw e;
+            }
+            residentConstants = c;  // both made, or neither
         }
         residentConstants.reset();
         residentActivations.reset();
@@ -510,13 +531,23 @@ public final class CudaOps extends Ops implements AutoCloseable {
         }
     }
 
-    /** An op with no device kernel: the CPU backend runs it in eager mode; inside a pass it is an error. */
+    /**
+     * An op with no device kernel: the CPU backend runs it in eager mode; inside a pass it is an error. Owned
+     * training state is brought to the host around it (and back: it may read or write any of it). Rare: heads over
+     * 128 features.
+     */
     private void hostOnly(String op, Runnable cpu) {
         if (pass != null) {
             throw new NoDeviceKernel(op + ": has no device kernel yet, so it cannot run inside a device pass");
         }
         hostOps++;
+        if (parameters.owned.size() == 0) {
+            cpu.run();
+            return;
+        }
+        parameters.owned.syncAllToHost();
         cpu.run();
+        parameters.owned.uploadAll();
     }
 
     private Residency res() {
@@ -1066,7 +1097,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
 
     /**
      * Parameter updates run eagerly, never inside a pass: a pass may have captured the old values as constants,
-     * and the host copy must hold the new ones when the op returns.
+     * and the host copy must hold the new ones when the op returns (unless the device owns the tensor).
      */
     private void eagerUpdate(String op) {
         if (pass != null) {
@@ -1075,9 +1106,9 @@ public final class CudaOps extends Ops implements AutoCloseable {
     }
 
     /**
-     * After an eager update of {@code t} on the device (its host copy is already current, and a registered
-     * parameter's device copy was refreshed by the download): a graph may hold an unregistered {@code t} as a
-     * constant, so every graph is dropped then.
+     * After an eager update of {@code t} on the device (its host copy is already current and a registered
+     * parameter's device copy was refreshed by the download, or the device owns it and graphs read it in place):
+     * a graph may hold any other {@code t} as a constant, so every graph is dropped then.
      */
     private void afterUpdate(Tensor t) {
         if (!parameters.touches(t.segment().address(), t.size() * Float.BYTES) && !parameters.owned.owns(t)) {

@@ -153,6 +153,32 @@ final class OwnedTensors implements AutoCloseable {
         }
     }
 
+    /** Brings every dirty owned tensor to the host (before a host-only op, which may read any of them). */
+    void syncAllToHost() {
+        boolean waited = false;
+        for (Owned o : new ArrayList<>(map.values())) {
+            if (live(o) != null && o.dirty) {
+                if (!waited) {
+                    device.synchronize();
+                    waited = true;
+                }
+                device.download(MemorySegment.ofAddress(o.host).reinterpret(o.bytes), o.dev, o.bytes,
+                        () -> "training state " + o.name);
+                o.dirty = false;
+            }
+        }
+    }
+
+    /** Uploads every owned tensor's host copy (after a host-only op, which may have written any of them). */
+    void uploadAll() {
+        for (Owned o : new ArrayList<>(map.values())) {
+            if (live(o) != null) {
+                device.upload(o.dev, MemorySegment.ofAddress(o.host).reinterpret(o.bytes), o.bytes,
+                        () -> "training state " + o.name);
+            }
+        }
+    }
+
     /** Syncs the tensors to the host and stops owning them; an adoption's memory is freed with its last tensor. */
     void release(List<Tensor> tensors) {
         syncToHost(tensors);

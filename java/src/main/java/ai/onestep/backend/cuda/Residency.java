@@ -238,7 +238,9 @@ final class Residency {
         long end = addr + bytes;
         long own = parameters.owned.find(addr, bytes, op, t);
         if (own != 0) {
-            // Training state the device owns: read and written in place (fp32), never copied.
+            // Training state the device owns: read and written in place (fp32), never copied. A graph that reads it
+            // is valid while its host memory lives (the owned copy is freed with it).
+            usedScopes.add(t.segment().scope());
             if (access != Access.IN) {
                 parameters.owned.wrote(addr, bytes);
             }

@@ -344,6 +344,63 @@ class ResidentTrainingTest {
     }
 
     @Test
+    void adoptingWeightsDropsGraphsThatHoldThemAsConstants() {
+        // A graph captured before training holds the (unregistered) weights as constants; once the device owns them
+        // and an op changes them, the next pass must see the new values, not replay the old graph.
+        ops.checkHostAccess(false);
+        try (UNet net = CudaGraphTest.randomNet(CudaGraphTest.config(32), 31); TensorArena a = new TensorArena();
+             Workspace ws = new Workspace(); Workspace wc = new Workspace()) {
+            var f = new ai.onestep.diffusion.ConsistencyDenoiser(net, ops, ws, true);
+            Tensor x = a.allocate(Layout.NHWC, 1, 8, 8, 2), y = a.allocate(Layout.NHWC, 1, 8, 8, 2);
+            Tensor want = a.allocate(Layout.NHWC, 1, 8, 8, 2);
+            Noise.gaussian(x, 9, 0);
+            double[] t = {0.9};
+            for (int i = 0; i < 3; i++) {
+                f.denoise(x, t, null, y);  // measured, captured, replayed
+            }
+            List<Tensor> weights = net.weightTensors();
+            ops.adopt(weights);
+            try {
+                Tensor w = net.parameters().get("conv_out.weight").value();
+                ops.scale(w, 0.5f, w);
+                f.denoise(x, t, null, y);
+            } finally {
+                ops.release(weights);
+            }
+            new ai.onestep.diffusion.ConsistencyDenoiser(net, OpsTesting.CPU, wc).denoise(x, t, null, want);
+            OpsTesting.assertClose("pass after the owned weights changed", y, want, 1e-4);
+        }
+    }
+
+    @Test
+    void aHostOnlyOpSeesAndUpdatesOwnedState() {
+        // An op without a device kernel runs on the host: owned inputs come to the host first, owned outputs go
+        // back to the device after it.
+        ops.checkHostAccess(false);
+        try (TensorArena a = new TensorArena()) {
+            int t = 4, c = 160;
+            Tensor q = a.allocate(Layout.ROWS, 1, t, c), o = a.allocate(Layout.ROWS, 1, t, c);
+            Tensor lse = a.allocate(Layout.ROWS, 1, 1, t), copy = a.allocate(Layout.ROWS, 1, t, c);
+            Tensor wantO = a.allocate(Layout.ROWS, 1, t, c), wantLse = a.allocate(Layout.ROWS, 1, 1, t);
+            Noise.gaussian(q, 5, 0);
+            Tensor q2 = a.copyOf(q);
+            OpsTesting.CPU.scale(q2, 0.5f, q2);
+            OpsTesting.CPU.attention(q2, q2, q2, 1, wantO, wantLse);
+            List<Tensor> owned = List.of(q, o);
+            ops.adopt(owned);
+            try {
+                ops.scale(q, 0.5f, q);                  // on the device: the host copy of q is stale now
+                ops.attention(q, q, q, 1, o, lse);      // heads of 160: on the host
+                ops.scale(o, 1f, copy);                 // reads o's device copy
+                assertArrayEquals(wantO.toArray(), copy.toArray(), "the host op saw q's device value, the device its o");
+            } finally {
+                ops.release(owned);
+            }
+            assertArrayEquals(wantO.toArray(), o.toArray());
+        }
+    }
+
+    @Test
     void residentMemoryGrowsByChunksInsteadOfFailing() {
         // Arenas of 256 KiB: enough for any one op, but a training step needs more, so the resident arenas add
         // chunks, and the result is the same as op by op.
