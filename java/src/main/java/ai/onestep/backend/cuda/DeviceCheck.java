@@ -100,6 +100,18 @@ public final class DeviceCheck {
         rows.add(String.format("%-46s %12s %10s  %s", name, same ? "identical" : "differ", "bits", same ? "ok" : "FAIL"));
     }
 
+    /** Every parameter's values, concatenated in the set's order. */
+    static float[] values(ai.onestep.nn.ParameterSet set) {
+        float[] all = new float[Math.toIntExact(set.count())];
+        int at = 0;
+        for (Parameter p : set) {
+            float[] v = p.value().toArray();
+            System.arraycopy(v, 0, all, at, v.length);
+            at += v.length;
+        }
+        return all;
+    }
+
     /** Relative L2 error ||got - want|| / ||want|| in float64 (StepTiming's GPU checks use it too). */
     public static double relErr(Tensor got, Tensor want) {
         return relErr(got.toArray(), want.toArray());
@@ -203,17 +215,7 @@ public final class DeviceCheck {
                             marks[(int) step - 1] = d.traffic();  // after steps 1 and 2: step 2 between them
                         }
                     });
-            List<Float> w = new ArrayList<>();
-            for (Parameter p : net.parameters()) {
-                for (float v : p.value().toArray()) {
-                    w.add(v);
-                }
-            }
-            float[] weights = new float[w.size()];
-            for (int i = 0; i < weights.length; i++) {
-                weights[i] = w.get(i);
-            }
-            return new TrainRun(losses, weights, d == null ? null : marks[1].minus(marks[0]));
+            return new TrainRun(losses, values(net.parameters()), d == null ? null : marks[1].minus(marks[0]));
         }
     }
 

@@ -137,27 +137,28 @@ final class OwnedTensors implements AutoCloseable {
 
     /** Brings the device values of every dirty owned tensor overlapping {@code tensors} to the host (waits). */
     void syncToHost(List<Tensor> tensors) {
-        boolean waited = false;
+        java.util.Set<Owned> these = new java.util.LinkedHashSet<>();
         for (Tensor t : tensors) {
-            for (Owned o : overlapping(t.segment().address(), t.size() * Float.BYTES)) {
-                if (o.dirty) {
-                    if (!waited) {
-                        device.synchronize();
-                        waited = true;
-                    }
-                    device.download(MemorySegment.ofAddress(o.host).reinterpret(o.bytes), o.dev, o.bytes,
-                            () -> "training state " + o.name);
-                    o.dirty = false;
-                }
-            }
+            these.addAll(overlapping(t.segment().address(), t.size() * Float.BYTES));
         }
+        download(these);
     }
 
     /** Brings every dirty owned tensor to the host (before a host-only op, which may read any of them). */
     void syncAllToHost() {
-        boolean waited = false;
+        List<Owned> all = new ArrayList<>();
         for (Owned o : new ArrayList<>(map.values())) {
-            if (live(o) != null && o.dirty) {
+            if (live(o) != null) {
+                all.add(o);
+            }
+        }
+        download(all);
+    }
+
+    private void download(java.util.Collection<Owned> owned) {
+        boolean waited = false;
+        for (Owned o : owned) {
+            if (o.dirty) {
                 if (!waited) {
                     device.synchronize();
                     waited = true;

@@ -256,17 +256,7 @@ class ResidentTrainingTest {
                         ownedDuring[0] = ops.ownedTensors()[0];
                     }
                 });
-                List<Float> w = new ArrayList<>();
-                for (Parameter p : c.parameters()) {
-                    for (float v : p.value().toArray()) {
-                        w.add(v);
-                    }
-                }
-                float[] a = new float[w.size()];
-                for (int i = 0; i < a.length; i++) {
-                    a[i] = w.get(i);
-                }
-                weights.add(a);
+                weights.add(DeviceCheck.values(c.parameters()));
             }
             losses.add(l);
         }
