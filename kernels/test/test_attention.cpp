@@ -289,25 +289,20 @@ void check_padded(int D, uint64_t seed) {
     vector<int> kv_len;
     make_inputs(c, rng, q, k, v, kv_len);
     vector<float> dout = rng.normals(q.size());
-    // The engine's token layout (N, T, H*D) of the reference's (B, H, T, D) tensors, and back.
-    auto tokens = [&](const vector<float>& heads) {
-        vector<float> t(heads.size());
+    // The engine's token layout (N, T, H*D) of the reference's (B, H, T, D) tensors (to_tokens), and back.
+    auto relayout = [&](const float* src, bool to_tokens) {
+        vector<float> out(size_t(N) * H * T * D);
         for (int n = 0; n < N; n++)
             for (int h = 0; h < H; h++)
                 for (int i = 0; i < T; i++)
-                    for (int d = 0; d < D; d++)
-                        t[((size_t(n) * T + i) * H + h) * D + d] = heads[((size_t(n) * H + h) * T + i) * D + d];
-        return t;
+                    for (int d = 0; d < D; d++) {
+                        size_t tok = ((size_t(n) * T + i) * H + h) * D + d, hd = ((size_t(n) * H + h) * T + i) * D + d;
+                        if (to_tokens) out[tok] = src[hd]; else out[hd] = src[tok];
+                    }
+        return out;
     };
-    auto heads_of = [&](const float* tok) {
-        vector<float> hd(size_t(N) * H * T * D);
-        for (int n = 0; n < N; n++)
-            for (int h = 0; h < H; h++)
-                for (int i = 0; i < T; i++)
-                    for (int d = 0; d < D; d++)
-                        hd[((size_t(n) * H + h) * T + i) * D + d] = tok[((size_t(n) * T + i) * H + h) * D + d];
-        return hd;
-    };
+    auto tokens = [&](const vector<float>& heads) { return relayout(heads.data(), true); };
+    auto heads_of = [&](const float* tok) { return relayout(tok, false); };
     const size_t padded = size_t(N) * H * T * Dp;
     Buf tq(tokens(q)), tk(tokens(k)), tv(tokens(v)), tdo(tokens(dout));
     Buf pq(padded, NAN), pk(padded, NAN), pv(padded, NAN), po(padded, NAN), pdo(padded, NAN), lse(size_t(N) * H * T, NAN);

@@ -968,9 +968,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
      * c^2))); the device writes dpred (onestep_row_scaled_diff). Eager only: the loss is a host value.
      */
     private double deviceLoss(String op, Tensor pred, Tensor target, Tensor weights, float huberC, Tensor dpred) {
-        if (pass != null && !resident) {
-            throw new NoDeviceKernel(op + ": returns its value to the host, so it cannot run inside a device pass");
-        }
+        requireHostValuesAllowed(op);
         int n = pred.dim(0);
         long d = pred.size() / n;
         double[] loss = new double[1];
@@ -1034,6 +1032,13 @@ public final class CudaOps extends Ops implements AutoCloseable {
             MemorySegment h = a.allocate(t.size() * Float.BYTES);
             device.download(h, src, t.size() * Float.BYTES, what(t));
             return h.toArray(java.lang.foreign.ValueLayout.JAVA_FLOAT);
+        }
+    }
+
+    /** An op that returns a value to the host: eagerly or in a resident block, never inside a (capturable) pass. */
+    private void requireHostValuesAllowed(String op) {
+        if (pass != null && !resident) {
+            throw new NoDeviceKernel(op + ": returns its value to the host, so it cannot run inside a device pass");
         }
     }
 
@@ -1121,24 +1126,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
 
     @Override
     protected double sumOfSquaresKernel(Tensor x) {
-        if (pass != null && !resident) {
-            throw new NoDeviceKernel("sumOfSquares: returns its value to the host, so it cannot run inside a device pass");
-        }
-        long n = x.size();
-        if (n == 0) {
-            return 0;
-        }
-        int parts = (int) ((n + SUM_SQUARES_CHUNK - 1) / SUM_SQUARES_CHUNK);
-        double[] total = new double[1];
-        run("sumOfSquares", () -> {
-            long px = in(x, "sumOfSquares");
-            long partials = res().scratch(2L * parts, "sumOfSquares partials");
-            Device.check(onestep_sum_squares(px, n, SUM_SQUARES_CHUNK, partials, stream()), "sumOfSquares", what(x));
-            for (double v : downloadDoubles(partials, parts, what(x))) {
-                total[0] += v;
-            }
-        });
-        return total[0];
+        return sumOfSquaresKernel(java.util.List.of(x));  // the same double: its partials added in order
     }
 
     /**
@@ -1147,10 +1135,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
      */
     @Override
     protected double sumOfSquaresKernel(java.util.List<Tensor> xs) {
-        if (pass != null && !resident) {
-            throw new NoDeviceKernel("sumOfSquares: returns its value to the host, so it cannot run inside a device "
-                    + "pass");
-        }
+        requireHostValuesAllowed("sumOfSquares");
         double[] perTensor = new double[xs.size()];
         for (int from = 0, to; from < xs.size(); from = to) {
             long bytes = 0;
