@@ -90,6 +90,35 @@ public final class StepTiming {
         System.exit(failures == 0 ? 0 : 1);
     }
 
+    /**
+     * The device memory of this batch's captured passes: their activations as planned (one block all graphs share,
+     * as large as the largest plan) against the bytes each graph held before plans and sharing (its activations one
+     * after another, in an arena of its own).
+     */
+    private static void passMemory(ai.onestep.backend.cuda.CudaOps co, String name, int n, int hw, FileWriter jsonl)
+            throws IOException {
+        long planned = 0, unplanned = 0, constants = 0;
+        int graphs = 0;
+        for (var e : co.passMemory().entrySet()) {
+            if (e.getKey().contains("([" + n + ", " + hw + ", ")) {
+                long[] m = e.getValue();
+                constants += m[0];
+                planned = Math.max(planned, m[1]);
+                unplanned += m[2];
+                graphs++;
+            }
+        }
+        rows.add(String.format(Locale.ROOT, "%-56s %6d   %d graphs: activations %.2f MiB shared (%.2f MiB one arena "
+                + "each, no reuse), constants %.2f MiB", "  (memory) " + name, n, graphs, planned / 1048576.0,
+                unplanned / 1048576.0, constants / 1048576.0));
+        if (jsonl != null) {
+            jsonl.write(String.format(Locale.ROOT, "{\"bench\":\"pass-memory\",\"model\":\"%s\",\"batch\":%d,"
+                    + "\"graphs\":%d,\"activations_bytes\":%d,\"unplanned_bytes\":%d,\"constants_bytes\":%d}%n",
+                    name, n, graphs, planned, unplanned, constants));
+            jsonl.flush();
+        }
+    }
+
     private static void time(Sampler s, Path model, String backend, String device, int n, int reps, int warmup,
                              boolean compare, FileWriter jsonl) throws IOException {
         var cfg = s.net().config();
@@ -169,6 +198,9 @@ public final class StepTiming {
                             device.replace("\"", "'"), model.getFileName().toString().replace(".safetensors", ""),
                             precision.label(), labels.get(k), n, med, min, firstUs, finite));
                     jsonl.flush();
+                }
+                if (k == steps.size() - 1 && s.ops() instanceof ai.onestep.backend.cuda.CudaOps co) {
+                    passMemory(co, name, n, hw, jsonl);
                 }
                 if (compare) {
                     try (Sampler ref = Sampler.load(model, "cpu"); Workspace w = new Workspace(); TensorArena b = new TensorArena()) {

@@ -7,11 +7,13 @@ import ai.onestep.tensor.Tensor;
  * graph for one key: the caller's key (which carries every scalar baked into the launches, such as the time point)
  * plus the input and output shapes.
  *
- * <p>{@link #measure} runs a key's first call on the device in shared arenas and reports the bytes it needed. The
- * second call builds a CapturedPass with arenas of exactly that size, runs the pass in them (the warm-up: it
- * uploads every constant, such as the weights, and fixes the activations' layout) and returns that result; it then
- * rewinds the activations arena, binds the inputs and outputs to the same addresses, and runs the pass again under
- * stream capture: nothing executes, every launch and device copy is recorded. Later calls copy the inputs in,
+ * <p>{@link #measure} runs a key's first call on the device in shared arenas and reports the bytes of constants it
+ * needed and the {@link ActivationPlan} of its activations (each one's size and lifetime, placed so that tensors
+ * never live at the same time share memory). The second call builds a CapturedPass with a constants arena of exactly
+ * that size and its activations at the plan's offsets in the memory every captured pass shares
+ * ({@link SharedActivations}), runs the pass there (the warm-up: it uploads every constant, such as the weights) and
+ * returns that result; it then rewinds, binds the inputs and outputs to the same addresses, and runs the pass again
+ * under stream capture: nothing executes, every launch and device copy is recorded. Later calls copy the inputs in,
  * launch the graph once, and copy the outputs out.
  *
  * <p>Constants are uploaded once: a graph keeps using the weights it was captured with (see
@@ -21,38 +23,55 @@ final class CapturedPass implements AutoCloseable {
     private final Device device;
     private final String key;
     private final DeviceArena constants;
-    private final DeviceArena activations;
+    private final ActivationPlan plan;
+    private final SharedActivations.Lease lease;
     private final Residency residency;
     private long graph;
     private long[] inDev;
     private long[] outDev;
     private long capturedOps;
 
-    /** A pass whose arenas hold exactly what {@link #measure} found it needs. */
-    CapturedPass(Device device, ParameterStore parameters, String key, long constantsBytes, long activationsBytes) {
+    /** What a pass's first run found it needs: bytes of constants, and where its activations go. */
+    record Measured(long constantsBytes, ActivationPlan plan) {
+    }
+
+    /**
+     * A pass with a constants arena of exactly what {@link #measure} found and its activations planned in
+     * {@code shared}; {@code poison} (checking mode) fills each activation with NaN before the warm-up writes it.
+     */
+    CapturedPass(Device device, ParameterStore parameters, String key, Measured need, SharedActivations shared,
+                 boolean poison) {
         this.device = device;
         this.key = key;
-        this.constants = new DeviceArena(device, "pass constants", Math.max(DeviceArena.ALIGN, constantsBytes));
-        DeviceArena a;
+        this.plan = need.plan();
+        this.constants = new DeviceArena(device, "pass constants", Math.max(DeviceArena.ALIGN, need.constantsBytes()));
+        SharedActivations.Lease l;
         try {
-            a = new DeviceArena(device, "pass activations", Math.max(DeviceArena.ALIGN, activationsBytes));
+            l = shared.acquire(plan.peak(), key);
         } catch (RuntimeException e) {
             constants.close();
             throw e;
         }
-        this.activations = a;
+        this.lease = l;
+        ActivationPlan.Planned activations = new ActivationPlan.Planned(device, plan, lease.base(), key);
+        activations.poison(poison);
         this.residency = new Residency(device, parameters, constants, activations);
+        residency.renewWholeWrites(plan.reuses());  // as the run the plan was recorded from
     }
 
     /**
-     * Runs the pass once on the device in the shared measuring arenas (rewound first) and returns the bytes of
-     * constants and of activations it used; its results land in {@code outputs}.
+     * Runs the pass once on the device in the shared measuring arenas (rewound first), recording its activations'
+     * sizes and lifetimes, and returns what it needs: its constants' bytes and the plan of its activations (reusing
+     * memory between tensors that never live at once, or with {@code reuse} false one after another, as the
+     * measuring run had them). Its results land in {@code outputs}.
      */
-    static long[] measure(CudaOps ops, Device device, ParameterStore parameters, DeviceArena constants,
-                          DeviceArena activations, Tensor[] inputs, Tensor[] outputs, Runnable body) {
+    static Measured measure(CudaOps ops, Device device, ParameterStore parameters, DeviceArena constants,
+                            DeviceArena activations, Tensor[] inputs, Tensor[] outputs, Runnable body, boolean reuse) {
         constants.reset();
-        activations.reset();
-        Residency r = new Residency(device, parameters, constants, activations);
+        ActivationPlan.Recorder recorder = new ActivationPlan.Recorder(activations);
+        recorder.reset();
+        Residency r = new Residency(device, parameters, constants, recorder);
+        r.renewWholeWrites(reuse);
         for (Tensor t : inputs) {
             long d = r.bind(t, "pass input");
             device.upload(d, t.segment(), t.size() * Float.BYTES, () -> "pass input " + t.describe());
@@ -61,7 +80,7 @@ final class CapturedPass implements AutoCloseable {
             r.bind(t, "pass output");
         }
         runAndDownload(ops, device, r, outputs, body);
-        return new long[] {constants.used(), activations.used()};
+        return new Measured(constants.used(), recorder.plan(reuse));
     }
 
     /** Runs the body with {@code r} as the pass's residency, waits for the device, and brings the outputs back. */
@@ -153,8 +172,12 @@ final class CapturedPass implements AutoCloseable {
         return capturedOps;
     }
 
-    long deviceBytes() {
-        return constants.highWater() + activations.highWater();
+    /**
+     * Device bytes of its own (constants), of its activations' plan (in the shared memory), and of a bump arena that
+     * keeps every tensor at one address to the pass's end (how it ran before plans).
+     */
+    long[] memory() {
+        return new long[] {constants.highWater(), plan.peak(), plan.bumpBytes()};
     }
 
     @Override
@@ -163,7 +186,7 @@ final class CapturedPass implements AutoCloseable {
             device.destroyGraph(graph);
             graph = 0;
         }
-        activations.close();
+        lease.close();
         constants.close();
     }
 }

@@ -23,8 +23,10 @@ import java.util.function.Supplier;
  *       (two copies per op).</li>
  *   <li><b>pass</b> ({@link #runPass}, used by the denoisers for a whole sampling step): tensors stay on the device
  *       for the whole pass ({@link Residency}), only the declared outputs come back. The first call of a key runs
- *       uncaptured (and measures the memory it needs); the second captures it as a CUDA graph; later calls replay
- *       it ({@link CapturedPass}). Updates of unregistered, unowned tensors through this backend drop the graphs.</li>
+ *       uncaptured (and measures the memory it needs, recording each activation's lifetime); the second captures
+ *       it as a CUDA graph whose activations reuse the memory of dead ones ({@link ActivationPlan}), in memory
+ *       every captured pass shares ({@link SharedActivations}); later calls replay it ({@link CapturedPass}).
+ *       Updates of unregistered, unowned tensors through this backend drop the graphs.</li>
  *   <li><b>resident block</b> ({@link #runResident}, a training step up to its parameter updates): as a pass, but
  *       never captured, in fp32, with ops that return host values allowed, and memory that grows by chunks.</li>
  * </ul>
@@ -67,8 +69,12 @@ public final class CudaOps extends Ops implements AutoCloseable {
     /** Most graphs kept at once; later passes run op by op (each graph holds its own copy of the weights). */
     private static final int MAX_GRAPHS = Integer.getInteger("onestep.cuda.maxGraphs", 64);
     private final Map<String, CapturedPass> passes = new LinkedHashMap<>();
-    /** Keys run once (resident, not captured) and the arena bytes they needed; bounded, least recent dropped. */
-    private final Map<String, long[]> seenOnce = bounded(256);
+    /** Keys run once (resident, not captured) and the memory they need; bounded, least recent dropped. */
+    private final Map<String, CapturedPass.Measured> seenOnce = bounded(256);
+    /** The activations of every captured pass (they run one at a time). */
+    private final SharedActivations sharedActivations;
+    /** Captured passes reuse the memory of dead activations ({@code -Donestep.cuda.planActivations=false}: not). */
+    private boolean planActivations = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.planActivations"));
     /** Keys whose pass needs a host-only op; bounded (training draws new keys every step). */
     private final Set<String> eagerOnly = java.util.Collections.newSetFromMap(bounded(1024));
     private boolean warnedFull;
@@ -104,6 +110,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
         this.eagerArena = new DeviceArena(device, "eager", arenaBytes);
         this.parameters = new ParameterStore(device);
         this.eager = new Residency(device, parameters, eagerArena, eagerArena);
+        this.sharedActivations = new SharedActivations(device);
     }
 
     @Override
@@ -137,6 +144,31 @@ public final class CudaOps extends Ops implements AutoCloseable {
             out.put(p.key(), new long[] {p.graphNodes(), p.capturedOps()});
         }
         return out;
+    }
+
+    /**
+     * Captured passes by key: device bytes of their constants, of their activations as planned, and of a bump
+     * arena that keeps every tensor at one address to the pass's end (how passes ran before plans).
+     */
+    public Map<String, long[]> passMemory() {
+        Map<String, long[]> out = new LinkedHashMap<>();
+        for (CapturedPass p : passes.values()) {
+            out.put(p.key(), p.memory());
+        }
+        return out;
+    }
+
+    /** Device bytes of the activation memory the captured passes share. */
+    public long sharedActivationBytes() {
+        return sharedActivations.bytes();
+    }
+
+    /**
+     * Turns the reuse of dead activations' memory in passes captured from now on on (the default) or off (every
+     * activation keeps its own memory to the pass's end). For comparisons; results are the same bits either way.
+     */
+    public void planActivations(boolean on) {
+        planActivations = on;
     }
 
     /** Pass keys that could not be captured and run op by op. */
@@ -181,6 +213,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     public void close() {
         forgetCapturedPasses();
+        sharedActivations.close();
         parameters.close();
         if (measureConstants != null) {
             measureConstants.close();
@@ -230,7 +263,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
             measureConstants = new DeviceArena(device, "measuring constants", Math.min(arenaBytes, 64L << 20));
             measureActivations = new DeviceArena(device, "measuring activations", arenaBytes);
         }
-        long[] need = seenOnce.remove(full);
+        CapturedPass.Measured need = seenOnce.remove(full);
         if (need == null || passes.size() >= MAX_GRAPHS) {
             // First use of this key (training draws fresh noise levels every step, and most keys never come
             // back), or no room for another graph: run the pass on the device, uncaptured, and remember its size.
@@ -248,16 +281,17 @@ public final class CudaOps extends Ops implements AutoCloseable {
             seenOnce.put(full, need);
             return;
         }
-        // Second use: capture it (in arenas of exactly the measured size) and replay from now on.
-        p = new CapturedPass(device, parameters, full, need[0], need[1]);
+        // Second use: capture it (constants in an arena of exactly the measured size, activations where the plan
+        // put them) and replay from now on.
+        p = new CapturedPass(device, parameters, full, need, sharedActivations, checkHost);
         try {
             p.warmUpAndCapture(this, inputs, outputs, body);
             passes.put(full, p);
         } catch (NoDeviceKernel | Residency.HostDataDuringCapture e) {
             p.close();
             passOpByOp(full, key, e.getMessage(), body);
-        } catch (DeviceArena.OutOfMemory e) {
-            // The pass needs more than its first run did (another model now answers to this key): measure again.
+        } catch (DeviceArena.OutOfMemory | ActivationPlan.Mismatch e) {
+            // The pass did not repeat its first run (another model now answers to this key): measure again.
             p.close();
             seenOnce.put(full, measure(inputs, outputs, body));
         } catch (RuntimeException | Error e) {
@@ -271,19 +305,21 @@ public final class CudaOps extends Ops implements AutoCloseable {
 
     /**
      * A pass's first run in the shared measuring arenas (see {@link CapturedPass#measure}). A pass larger than an
-     * arena (a big batch: every activation of a pass stays allocated until its end) doubles that arena and runs
-     * again, so no default size has to fit every model and batch; the captured pass then gets exactly what it used.
+     * arena (a big batch: while it is measured, every activation of a pass stays allocated until its end) doubles
+     * that arena and runs again, so no default size has to fit every model and batch; the captured pass then gets
+     * exactly what it used for constants, and its activations' plan.
      */
-    private long[] measure(Tensor[] inputs, Tensor[] outputs, Runnable body) {
+    private CapturedPass.Measured measure(Tensor[] inputs, Tensor[] outputs, Runnable body) {
         boolean grew = false;
         while (true) {
             try {
-                long[] need = CapturedPass.measure(this, device, parameters, measureConstants, measureActivations,
-                        inputs, outputs, body);
+                CapturedPass.Measured need = CapturedPass.measure(this, device, parameters, measureConstants,
+                        measureActivations, inputs, outputs, body, planActivations);
                 if (grew) {
                     System.err.println("cuda: a pass outgrew the measuring arenas; they now hold "
                             + mib(measureConstants.capacity()) + " of constants and " + mib(measureActivations.capacity())
-                            + " of activations (the pass used " + mib(need[0]) + " and " + mib(need[1]) + ")");
+                            + " of activations (the pass used " + mib(need.constantsBytes()) + " and "
+                            + mib(need.plan().total()) + ", " + mib(need.plan().peak()) + " once planned)");
                 }
                 return need;
             } catch (DeviceArena.OutOfMemory e) {

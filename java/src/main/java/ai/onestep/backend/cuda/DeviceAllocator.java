@@ -1,10 +1,37 @@
 package ai.onestep.backend.cuda;
 
-/** Where a {@link Residency} takes device memory from: a fixed {@link DeviceArena} or a {@link GrowingArena}. */
+/**
+ * Where a {@link Residency} takes device memory from: a fixed {@link DeviceArena}, a {@link GrowingArena}, or a
+ * captured pass's {@link ActivationPlan} (recording its first run, then replaying its plan).
+ */
 interface DeviceAllocator {
     /** A slice of at least {@code bytes}, aligned to {@link DeviceArena#ALIGN}; {@code what} names it in errors. */
     long allocate(long bytes, String what);
 
     /** Rewinds: every earlier slice will be handed out again. */
     void reset();
+
+    // Lifetimes, for an ActivationPlan: the Residency reports which allocation each op touches and where ops end.
+    // Bump allocators keep every slice until reset and ignore them.
+
+    /** The index of the latest allocation since {@link #reset}, or -1 where allocations are not tracked. */
+    default int lastAllocation() {
+        return -1;
+    }
+
+    /** The current op reads or writes allocation {@code allocation}. */
+    default void touch(int allocation) {
+    }
+
+    /** Allocation {@code allocation} lives to the end of the pass (a pass's input or output). */
+    default void pin(int allocation) {
+    }
+
+    /** Allocation {@code allocation} holds new contents of a tensor that already had one (a whole overwrite). */
+    default void renewal(int allocation) {
+    }
+
+    /** The current op is done (after its launches and its outputs' conversions). */
+    default void endOp() {
+    }
 }

@@ -41,6 +41,8 @@ final class Residency {
     /** Lifetimes of the host memory behind every constant and parameter this residency read. */
     private final java.util.Set<java.lang.foreign.MemorySegment.Scope> usedScopes = new java.util.HashSet<>();
     private boolean capturing;
+    /** A whole overwrite of an activation gets a new allocation (planned passes; see {@link #resolve}). */
+    private boolean renewWholeWrites;
     /** Checking mode ({@link #checkHost}): snapshots of the constants' host bytes, by entry. */
     private java.util.Map<Entry, java.lang.foreign.MemorySegment> snapshots;
 
@@ -58,6 +60,10 @@ final class Residency {
         boolean poisoned;
         /** A constant's converted copies, by precision ordinal (0: not made yet). */
         long[] converted;
+        /** Its allocation's index in the activations allocator, for lifetimes ({@link ActivationPlan}); -1: none. */
+        int alloc = -1;
+        /** A pass's input or output: bound to one device address for the whole pass. */
+        boolean pinned;
 
         Entry(long host, long bytes, long dev, boolean constant, Precision type) {
             this.host = host;
@@ -94,6 +100,11 @@ final class Residency {
         this.parameters = parameters;
         this.constants = constants;
         this.activations = activations;
+    }
+
+    /** Turns on new allocations for whole overwrites (a planned pass: lifetimes end where a tensor is overwritten). */
+    void renewWholeWrites(boolean on) {
+        renewWholeWrites = on;
     }
 
     void capturing(boolean on) {
@@ -198,6 +209,11 @@ final class Residency {
         }
         Entry e = new Entry(addr, bytes, activations.allocate(bytes, what + " " + t.describe()), false,
                 Precision.FP32);
+        e.alloc = activations.lastAllocation();
+        e.pinned = true;
+        if (e.alloc >= 0) {
+            activations.pin(e.alloc);  // copied in before the pass and out after it
+        }
         map.put(addr, e);
         return e.dev;
     }
@@ -259,7 +275,18 @@ final class Residency {
             }
         }
         Entry e;
-        if (over.size() == 1 && over.get(0).host <= addr && end <= over.get(0).end()) {
+        if (renewWholeWrites && over.size() == 1 && over.get(0).host == addr && over.get(0).bytes == bytes
+                && access == Access.OUT && over.get(0).alloc >= 0 && !over.get(0).pinned) {
+            // A planned pass's op overwrites a whole tensor: what it held is dead from here, so the new contents
+            // get an allocation (and a lifetime) of their own. Host memory reused by the next network evaluation
+            // of a multi-step pass (its workspace rewound) would otherwise keep every activation alive from the
+            // first evaluation to the last, and nothing could share memory.
+            e = add(addr, bytes, activations.allocate(bytes / Float.BYTES * type.bytes, op + " output "
+                    + t.describe()), false, type);
+            e.alloc = activations.lastAllocation();
+            activations.renewal(e.alloc);
+            e.written = true;
+        } else if (over.size() == 1 && over.get(0).host <= addr && end <= over.get(0).end()) {
             e = over.get(0);
             if (snapshots != null && e.poisoned) {
                 if (access == Access.OUT) {
@@ -278,6 +305,7 @@ final class Residency {
             if (access == Access.OUT) {
                 e = add(addr, bytes, activations.allocate(bytes / Float.BYTES * type.bytes, op + " output "
                         + t.describe()), false, type);
+                e.alloc = activations.lastAllocation();
                 e.written = true;
                 if (snapshots != null) {
                     poison(e);
@@ -301,6 +329,7 @@ final class Residency {
         } else {
             e = coalesce(t, addr, end, over, access, op);
         }
+        use(e);
         if (e.type == type) {
             return e.devAt(addr);
         }
@@ -342,6 +371,14 @@ final class Residency {
             device.convert(p.scratch(), p.from(), p.dev(), p.to(), p.elems(), "pass", () -> "output written back");
         }
         pending.clear();
+        activations.endOp();
+    }
+
+    /** The current op reads or writes entry {@code e}'s memory (its lifetime, for a planned pass). */
+    private void use(Entry e) {
+        if (e.alloc >= 0) {
+            activations.touch(e.alloc);
+        }
     }
 
     /**
@@ -390,6 +427,7 @@ final class Residency {
             throw new CudaException(what + ": tensor " + t.describe() + " is not on the device as one piece");
         }
         Entry e = over.get(0);
+        use(e);
         long src = e.devAt(addr);
         if (e.type != Precision.FP32) {
             long f = activations.allocate(bytes, what + " fp32 copy of " + t.describe());
@@ -418,6 +456,7 @@ final class Residency {
     private Entry privatize(Entry c, String op, Tensor t) {
         Entry w = new Entry(c.host, c.bytes, activations.allocate(c.devBytes(), op + " writes " + t.describe()), false,
                 c.type);
+        w.alloc = activations.lastAllocation();
         device.copy(w.dev, c.dev, c.devBytes(), () -> op + " " + t.describe());
         map.put(c.host, w);
         return w;
@@ -438,8 +477,10 @@ final class Residency {
         }
         Entry joined = new Entry(lo, hi - lo, activations.allocate((hi - lo) / Float.BYTES * type.bytes, op + " joins "
                 + t.describe()), false, type);
+        joined.alloc = activations.lastAllocation();
         long cursor = lo;
         for (Entry e : over) {
+            use(e);  // its last use: copied into the joined entry, then dropped
             if (cursor < e.host) {
                 fillFromHost(t, op, joined, cursor, e.host, addr, end, access);
             }

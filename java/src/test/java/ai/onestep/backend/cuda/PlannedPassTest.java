@@ -1,0 +1,152 @@
+package ai.onestep.backend.cuda;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.onestep.backend.OpsTesting;
+import ai.onestep.diffusion.ConsistencyDenoiser;
+import ai.onestep.diffusion.EdmDenoiser;
+import ai.onestep.diffusion.Noise;
+import ai.onestep.model.UNet;
+import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorArena;
+import ai.onestep.tensor.Workspace;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Captured passes whose activations reuse dead ones' memory ({@link ActivationPlan}) and share one block across
+ * passes ({@link SharedActivations}), on the emulated library: the same bits as passes without reuse, in checking
+ * mode (each activation filled with NaN before the warm-up writes it, so a read of memory no op of the pass wrote
+ * shows), with less memory; and a pass that does not repeat its first run is measured again, not replayed wrong.
+ */
+class PlannedPassTest {
+
+    private static CudaOps open() {
+        EmulatedDeviceTest.require();
+        return new CudaOps(new EmulatedDevice(CudaBackend.emulatedLibrary().toString()), 64L << 20, 2);
+    }
+
+    private static Tensor noise(TensorArena a, int n, long seed) {
+        Tensor x = a.allocate(Layout.NHWC, n, 8, 8, 2);
+        Noise.gaussian(x, seed, 0);
+        OpsTesting.CPU.scale(x, 20f, x);
+        return x;
+    }
+
+    /** Three calls per key (measure, capture, replay) of two keys, interleaved; the outputs of every call. */
+    private static float[][] run(CudaOps ops, UNet net, boolean student) {
+        try (TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
+            ai.onestep.diffusion.Denoiser d = student ? new ConsistencyDenoiser(net, ops, ws, true)
+                    : new EdmDenoiser(net, ops, ws, true);
+            double[][] levels = {{4.0, 4.0}, {0.5, 0.5}};
+            float[][] out = new float[6][];
+            for (int call = 0; call < 6; call++) {
+                Tensor x = noise(a, 2, 10 + call), y = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+                d.denoise(x, levels[call % 2], null, y);
+                out[call] = y.toArray();
+            }
+            return out;
+        }
+    }
+
+    @Test
+    void plannedPassesGiveTheSameBitsInLessMemory() {
+        for (boolean student : new boolean[] {true, false}) {
+            try (UNet net = CudaGraphTest.randomNet(CudaGraphTest.config(32), 5); CudaOps planned = open();
+                 CudaOps bump = open()) {
+                planned.checkHostAccess(true);  // NaN in every activation before the warm-up writes it
+                bump.planActivations(false);
+                float[][] p = run(planned, net, student), b = run(bump, net, student);
+                for (int call = 0; call < p.length; call++) {
+                    assertArrayEquals(b[call], p[call], (student ? "student" : "teacher") + " call " + call);
+                }
+                Map<String, long[]> mp = planned.passMemory(), mb = bump.passMemory();
+                assertEquals(2, mp.size(), "both keys captured: " + mp.keySet());
+                long peaks = 0, largest = 0, before = 0;
+                for (Map.Entry<String, long[]> e : mp.entrySet()) {
+                    long[] m = e.getValue(), u = mb.get(e.getKey());
+                    assertEquals(u[1], m[2], "a bump arena's bytes, as the unplanned pass has them");
+                    assertEquals(u[1], u[2]);
+                    assertTrue(2 * m[1] < u[1], e.getKey() + ": planned " + m[1] + " bytes, unplanned " + u[1]);
+                    peaks += m[1];
+                    before += u[1];
+                    largest = Math.max(largest, m[1]);
+                }
+                assertEquals(largest, planned.sharedActivationBytes(), "one block for both passes, not " + peaks);
+                System.out.printf("%s pass activations: %d bytes planned (shared by %d graphs), %d in one arena "
+                        + "each without reuse%n", student ? "student" : "teacher", planned.sharedActivationBytes(),
+                        mp.size(), before);
+            }
+        }
+    }
+
+    @Test
+    void aMultiStepPassReusesOneEvaluationsMemoryForTheNext() {
+        // The whole 2-step sample as one pass (what api.Sampler runs): its two network evaluations write the same
+        // host workspace, and each whole overwrite starts a new lifetime, so the second evaluation reuses the first
+        // one's memory: the pass needs about what one evaluation does, not twice. Same bits as a graph per call.
+        try (UNet net = CudaGraphTest.randomNet(CudaGraphTest.config(32), 9); CudaOps ops = open();
+             TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
+            ops.checkHostAccess(true);
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
+            double[] taus = {1.5};
+            for (long seed = 1; seed <= 3; seed++) {
+                Tensor whole = noise(a, 2, seed), perCall = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+                perCall.copyFrom(whole);
+                ai.onestep.diffusion.ConsistencySampler.sample(ops, f, whole, taus, null, seed, 0, true);
+                ai.onestep.diffusion.ConsistencySampler.sample(ops, f, perCall, taus, null, seed, 0, false);
+                assertArrayEquals(perCall.toArray(), whole.toArray(), "seed " + seed + ": one graph vs one per call");
+            }
+            long one = 0, two = 0, bumpTwo = 0;
+            for (Map.Entry<String, long[]> e : ops.passMemory().entrySet()) {
+                if (e.getKey().startsWith("consistency sample")) {
+                    two = e.getValue()[1];
+                    bumpTwo = e.getValue()[2];
+                } else {
+                    one = Math.max(one, e.getValue()[1]);
+                }
+            }
+            System.out.printf("2-step pass: %d bytes planned, one evaluation's pass %d, unplanned %d%n", two, one,
+                    bumpTwo);
+            assertTrue(one > 0 && two > 0, ops.passMemory().keySet().toString());
+            assertTrue(two < 1.25 * one, "2 evaluations in " + two + " bytes, one in " + one);
+        }
+    }
+
+    @Test
+    void aPassThatStraysFromItsFirstRunIsMeasuredAgain() {
+        // Against the runPass contract, the body adds an op from its second call on: the planned warm-up meets an
+        // allocation its plan lacks, and the pass is measured again (its result still right), then captured.
+        try (CudaOps ops = open(); TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
+            ops.checkHostAccess(true);
+            Tensor x = a.allocate(Layout.NHWC, 1, 4, 4, 8), y = a.allocate(Layout.NHWC, 1, 4, 4, 8);
+            Noise.gaussian(x, 3, 0);
+            int[] calls = {0};
+            float[] first = null;
+            for (int call = 0; call < 4; call++) {
+                ops.runPass("strays", new Tensor[] {x}, new Tensor[] {y}, () -> {
+                    ws.reset();
+                    Tensor h = x;
+                    int extra = calls[0]++ > 0 ? 1 : 0;
+                    for (int i = 0; i < 2 + extra; i++) {
+                        Tensor next = ws.allocate(Layout.NHWC, 1, 4, 4, 8);
+                        ops.scale(h, 1f, next);
+                        h = next;
+                    }
+                    ops.silu(h, y);
+                });
+                if (first == null) {
+                    Tensor want = a.allocate(Layout.NHWC, 1, 4, 4, 8);
+                    OpsTesting.CPU.silu(x, want);
+                    OpsTesting.assertClose("the first call vs cpu", y, want, 1e-6);
+                    first = y.toArray();
+                }
+                assertArrayEquals(first, y.toArray(), "call " + call + ": the same bits as the first");
+            }
+            assertEquals(1, ops.capturedPasses().size(), "captured once it repeated itself");
+        }
+    }
+}
