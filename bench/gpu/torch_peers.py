@@ -593,6 +593,11 @@ def summary(paths):
         print("PyTorch SDPA, fastest backend (us): " + "; ".join(
             f"{r['model']} b{r['batch']} T{r['tokens']} H{r['heads']} D{r['head_dim']} {r['dtype']} {r['us']:.1f}"
             for r in sd))
+    mem = [r for r in rows if r.get("bench") == "pass-memory"]
+    if mem:
+        print("captured passes' activations, MiB: planned and shared (one arena per graph, no reuse): " + "; ".join(
+            f"{r['model']} b{r['batch']} {r['activations_bytes'] / 2**20:.1f} ({r['unplanned_bytes'] / 2**20:.1f})"
+            for r in mem))
     gn = [r for r in rows if r.get("bench") == "groupnorm"]
     if gn:
         print("PyTorch group norm (GB/s): " + "; ".join(f"{r['variant']} {r['shape']} {r['gbs']:.0f}" for r in gn))
