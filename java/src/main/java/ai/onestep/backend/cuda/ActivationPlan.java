@@ -241,7 +241,7 @@ final class ActivationPlan {
 
     /**
      * A planned pass's allocator: the i-th allocation since {@link #reset} is at {@code base + offset(i)}, and it
-     * must be the recorded size; a touch after an allocation's recorded last op, or an allocation the plan does not
+     * must be the recorded size, made by the recorded op; a touch after an allocation's recorded last op, or an allocation the plan does not
      * have, throws {@link Mismatch} (the body did not repeat its first run). In checking mode every allocation is
      * first filled with NaN bytes, so an op that reads memory no op of the pass wrote shows up as NaN.
      */
@@ -267,10 +267,11 @@ final class ActivationPlan {
 
         @Override
         public long allocate(long bytes, String what) {
-            if (next >= plan.count() || aligned(bytes) != plan.size(next)) {
+            if (next >= plan.count() || aligned(bytes) != plan.size(next) || op != plan.first(next)) {
                 throw new Mismatch("pass '" + pass + "': allocation " + next + " (" + what + ", " + bytes
-                        + " bytes) is not the one its first run made ("
-                        + (next < plan.count() ? plan.size(next) + " bytes" : "it made " + plan.count()) + ")");
+                        + " bytes, op " + op + ") is not the one its first run made ("
+                        + (next < plan.count() ? plan.size(next) + " bytes at op " + plan.first(next)
+                        : "it made " + plan.count()) + ")");
             }
             long p = base + plan.offset(next);
             if (poison && !device.capturing()) {

@@ -194,17 +194,42 @@ public final class CudaDevice extends Device {
         }
         cudnnConv(plan, x, w, bias, y, n, h, wd, cin, kh, kw, cout, type, scratch, what);
         if (verify) {
-            long outElems = (long) n * plan.ho * plan.wo * cout;
-            long ref = scratch.allocate(outElems * type.bytes, "conv2d check");
-            portableConv(x, w, bias, ref, n, h, wd, cin, kh, kw, cout, stride, padding, type, what);
-            double err = relativeError(y, ref, outElems, type, scratch, what);
-            if (err > 2e-2) {
-                System.err.println("cuda: cuDNN convolution " + key + " disagrees with the portable kernel (relative"
-                        + " error " + err + "): using the portable kernel for this shape");
-                plan.forwardOk = false;
-                copy(y, ref, outElems * type.bytes, what);
-            } else {
-                plan.verified = true;
+            // The check's buffers are allocated here and freed, not taken from the pass's scratch: only a shape's
+            // first use makes them, so a pass's later runs (its warm-up and capture) would not, and its
+            // activation plan would not repeat.
+            try (Temporary tmp = new Temporary()) {
+                long outElems = (long) n * plan.ho * plan.wo * cout;
+                long ref = tmp.allocate(outElems * type.bytes, "conv2d check");
+                portableConv(x, w, bias, ref, n, h, wd, cin, kh, kw, cout, stride, padding, type, what);
+                double err = relativeError(y, ref, outElems, type, tmp, what);
+                if (err > 2e-2) {
+                    System.err.println("cuda: cuDNN convolution " + key + " disagrees with the portable kernel "
+                            + "(relative error " + err + "): using the portable kernel for this shape");
+                    plan.forwardOk = false;
+                    copy(y, ref, outElems * type.bytes, what);
+                } else {
+                    plan.verified = true;
+                }
+            }
+        }
+    }
+
+    /** Device memory for one check, freed (after the device is done with it) on close. */
+    private final class Temporary implements Scratch, AutoCloseable {
+        private final java.util.List<Long> blocks = new java.util.ArrayList<>();
+
+        @Override
+        public long allocate(long bytes, String what) {
+            long p = malloc(Math.max(bytes, 1), () -> what);
+            blocks.add(p);
+            return p;
+        }
+
+        @Override
+        public void close() {
+            synchronize();
+            for (long p : blocks) {
+                free(p);
             }
         }
     }

@@ -276,11 +276,12 @@ final class Residency {
         }
         Entry e;
         if (renewWholeWrites && over.size() == 1 && over.get(0).host == addr && over.get(0).bytes == bytes
-                && access == Access.OUT && over.get(0).alloc >= 0 && !over.get(0).pinned) {
+                && access == Access.OUT && over.get(0).alloc >= 0 && !over.get(0).pinned && over.get(0).type == type) {
             // A planned pass's op overwrites a whole tensor: what it held is dead from here, so the new contents
             // get an allocation (and a lifetime) of their own. Host memory reused by the next network evaluation
             // of a multi-step pass (its workspace rewound) would otherwise keep every activation alive from the
-            // first evaluation to the last, and nothing could share memory.
+            // first evaluation to the last, and nothing could share memory. Only in the entry's own type: an
+            // entry written in another type keeps its type (the op's output is converted into it), as unplanned.
             e = add(addr, bytes, activations.allocate(bytes / Float.BYTES * type.bytes, op + " output "
                     + t.describe()), false, type);
             e.alloc = activations.lastAllocation();

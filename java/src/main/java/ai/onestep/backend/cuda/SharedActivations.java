@@ -8,8 +8,9 @@ package ai.onestep.backend.cuda;
  * reading it (checking mode fills the memory with NaN to prove it). So the teacher's graphs, one per noise level,
  * cost one pass's activations, not one each.
  *
- * <p>A pass that needs more than the current block gets a new one of its size, which later passes share; a block
- * that is no longer current is freed when the last pass using it closes.
+ * <p>A pass that needs more than the current block gets a new one, 25% larger than it needs (the passes of one
+ * sampler differ by a little: a whole 2-step sample needs a few percent more than one evaluation), which later
+ * passes share; a block that is no longer current is freed when the last pass using it closes.
  */
 final class SharedActivations implements AutoCloseable {
     private final Device device;
@@ -38,9 +39,11 @@ final class SharedActivations implements AutoCloseable {
             if (current != null && current.users == 0) {
                 free(current);  // first, so the device has room for the bigger one
             }
-            current = new Block(device.malloc(need, () -> "activations of pass '" + pass + "' (" + need + " bytes)"),
-                    need);
-            liveBytes += need;
+            current = null;  // (a failed malloc below must leave no freed block behind)
+            long size = ActivationPlan.aligned(need + need / 4);
+            current = new Block(device.malloc(size, () -> "activations of pass '" + pass + "' (" + size + " bytes)"),
+                    size);
+            liveBytes += size;
         }
         current.users++;
         return new Lease(current);

@@ -129,6 +129,9 @@ class ActivationPlanTest {
         assertThrows(ActivationPlan.Mismatch.class, () -> planned.allocate(3 * A, "b"), "another size");
         planned.reset();
         planned.allocate(A, "a");
+        assertThrows(ActivationPlan.Mismatch.class, () -> planned.allocate(2 * A, "b"), "made by another op");
+        planned.reset();
+        planned.allocate(A, "a");
         planned.endOp();
         planned.allocate(2 * A, "b");
         planned.touch(0);                                     // op 1: its recorded last use

@@ -75,7 +75,9 @@ class PlannedPassTest {
                     before += u[1];
                     largest = Math.max(largest, m[1]);
                 }
-                assertEquals(largest, planned.sharedActivationBytes(), "one block for both passes, not " + peaks);
+                long block = planned.sharedActivationBytes();
+                assertTrue(block >= largest && block <= ActivationPlan.aligned(largest + largest / 4),
+                        "one block for both passes (" + block + " bytes), not " + peaks);
                 System.out.printf("%s pass activations: %d bytes planned (shared by %d graphs), %d in one arena "
                         + "each without reuse%n", student ? "student" : "teacher", planned.sharedActivationBytes(),
                         mp.size(), before);
@@ -113,6 +115,67 @@ class PlannedPassTest {
                     bumpTwo);
             assertTrue(one > 0 && two > 0, ops.passMemory().keySet().toString());
             assertTrue(two < 1.25 * one, "2 evaluations in " + two + " bytes, one in " + one);
+            assertTrue(ops.sharedActivationBytes() <= ActivationPlan.aligned(Math.max(one, two) * 5 / 4),
+                    "the 1-evaluation and the 2-step graphs share one block: " + ops.sharedActivationBytes() + " bytes");
+        }
+    }
+
+    @Test
+    void halfPrecisionPassesGiveTheSameBitsPlannedOrNot() {
+        // fp16 passes: a tensor first written in fp16 and then wholly overwritten by an fp32 op (an elementwise op
+        // with the fp32 pass input) stays fp16, planned or not; and the whole 2-step sample is the same bits.
+        String lib = CudaBackend.emulatedLibrary().toString();
+        EmulatedDeviceTest.require();
+        try (CudaOps planned = new CudaOps(new EmulatedDevice(lib), 64L << 20, 2, Precision.FP16);
+             CudaOps bump = new CudaOps(new EmulatedDevice(lib), 64L << 20, 2, Precision.FP16);
+             UNet net = CudaGraphTest.randomNet(CudaGraphTest.config(32), 13)) {
+            bump.planActivations(false);
+            float[][] got = new float[2][];
+            CudaOps[] both = {planned, bump};
+            for (int k = 0; k < 2; k++) {
+                CudaOps ops = both[k];
+                try (TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
+                    Tensor x = noise(a, 1, 4), y = a.allocate(Layout.NHWC, 1, 8, 8, 2);
+                    for (int call = 0; call < 3; call++) {
+                        ops.runPass("retyped", new Tensor[] {x}, new Tensor[] {y}, () -> {
+                            ws.reset();
+                            Tensor t = ws.allocate(Layout.NHWC, 1, 8, 8, 2);
+                            ops.silu(x, t);       // fp16 (the pass's type)
+                            ops.scale(t, 3.7f, t);
+                            ops.add(x, t, t);     // fp32 (x is): converted into t's fp16
+                            ops.scale(t, 0.3f, y);
+                        });
+                    }
+                    got[k] = y.toArray();
+                    Tensor z = noise(a, 2, 5);
+                    ai.onestep.diffusion.ConsistencySampler.sample(ops, new ConsistencyDenoiser(net, ops, ws, true), z,
+                            new double[] {1.5}, null, 5, 0, true);
+                    ai.onestep.diffusion.ConsistencySampler.sample(ops, new ConsistencyDenoiser(net, ops, ws, true), z,
+                            new double[] {1.5}, null, 6, 0, true);
+                    float[] zs = z.toArray(), all = java.util.Arrays.copyOf(got[k], got[k].length + zs.length);
+                    System.arraycopy(zs, 0, all, got[k].length, zs.length);
+                    got[k] = all;
+                }
+            }
+            assertArrayEquals(got[1], got[0], "fp16, planned vs unplanned");
+            assertEquals(2, planned.passMemory().size(), planned.passMemory().keySet().toString());
+        }
+    }
+
+    @Test
+    void aFailedGrowthLeavesNoFreedBlockBehind() {
+        EmulatedDeviceTest.require();
+        try (EmulatedDevice d = new EmulatedDevice(CudaBackend.emulatedLibrary().toString());
+             SharedActivations shared = new SharedActivations(d)) {
+            shared.acquire(1 << 20, "small").close();  // kept as the current block, unused
+            assertTrue(shared.bytes() > 0);
+            org.junit.jupiter.api.Assertions.assertThrows(CudaException.class,
+                    () -> shared.acquire(1L << 50, "too large for any device"));
+            assertEquals(0, shared.bytes(), "the unused block was freed for the larger one, which failed");
+            try (SharedActivations.Lease l = shared.acquire(1 << 20, "small again")) {
+                assertEquals(ActivationPlan.aligned((1 << 20) * 5L / 4), shared.bytes(), "a new block");
+                assertTrue(l.base() != 0);
+            }
         }
     }
 
