@@ -183,8 +183,13 @@ public final class CudaDevice extends Device {
     }
 
     @Override
-    public void conv2d(long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh, int kw, int cout,
-                       int stride, int padding, Precision type, Scratch scratch, Supplier<String> what) {
+    public boolean convUsesKrsc() {
+        return cudnnHandle != null;
+    }
+
+    @Override
+    public void conv2d(long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin, int kh, int kw,
+                       int cout, int stride, int padding, Precision type, Scratch scratch, Supplier<String> what) {
         String key = convKey(n, h, wd, cin, kh, kw, cout, stride, padding, type);
         ConvPlan plan = plan(key, n, h, wd, cin, kh, kw, cout, stride, padding, type);
         boolean verify = plan != null && plan.forwardOk && !plan.verified;
@@ -192,7 +197,7 @@ public final class CudaDevice extends Device {
             portableConv(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, what);
             return;
         }
-        cudnnConv(plan, x, w, bias, y, n, h, wd, cin, kh, kw, cout, type, scratch, what);
+        cudnnConv(plan, x, w, wKrsc, bias, y, n, h, wd, cin, kh, kw, cout, type, scratch, what);
         if (verify) {
             // The check's buffers are allocated here and freed, not taken from the pass's scratch: only a shape's
             // first use makes them, so a pass's later runs (its warm-up and capture) would not, and its
@@ -316,12 +321,17 @@ public final class CudaDevice extends Device {
                 stream()), "conv2d", what);
     }
 
-    private void cudnnConv(ConvPlan p, long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh,
-                           int kw, int cout, Precision type, Scratch scratch, Supplier<String> what) {
-        // Our weights are HWIO, i.e. a (KH*KW*Cin, Cout) matrix; cuDNN's NHWC filter is KRSC = its transpose.
+    private void cudnnConv(ConvPlan p, long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin,
+                           int kh, int kw, int cout, Precision type, Scratch scratch, Supplier<String> what) {
+        // Our weights are HWIO, i.e. a (KH*KW*Cin, Cout) matrix; cuDNN's NHWC filter is KRSC = its transpose. A
+        // registered parameter comes with its transposed copy, kept by the backend; anything else is transposed
+        // here, into scratch (a kernel and a read and write of the weights per call).
         long rows = (long) kh * kw * cin;
-        long wt = scratch.allocate(rows * cout * type.bytes, "conv2d KRSC weights");
-        check(onestep_split_heads_typed(w, wt, 1, (int) rows, cout, 1, type.code, stream()), "conv2d", what);
+        long wt = wKrsc;
+        if (wt == 0) {
+            wt = scratch.allocate(rows * cout * type.bytes, "conv2d KRSC weights");
+            transpose(w, wt, rows, cout, type, what);
+        }
         long ws = p.workspaceBytes == 0 ? 0 : scratch.allocate(p.workspaceBytes, "conv2d cuDNN workspace");
         alphaHost.put(0, 1f);
         betaHost.put(0, 0f);

@@ -704,7 +704,13 @@ public final class CudaOps extends Ops implements AutoCloseable {
         run("conv2d", () -> {
             Precision type = dt();
             long px = in(x, "conv2d", type), pw = in(w, "conv2d", type), pb = in(b, "conv2d", type);
-            device.conv2d(px, pw, pb, out(y, "conv2d", type), x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0),
+            // Registered weights come with a KRSC copy for cuDNN (kept, not transposed per call); only where w is
+            // read from the registered copy itself (not a tensor an op of this pass wrote).
+            long wk = 0;
+            if (device.convUsesKrsc() && pw == parameters.find(w.segment().address(), w.size() * Float.BYTES, type)) {
+                wk = parameters.krsc(w, type, (long) w.dim(0) * w.dim(1) * w.dim(2), w.dim(3));
+            }
+            device.conv2d(px, pw, wk, pb, out(y, "conv2d", type), x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0),
                     w.dim(1), w.dim(3), stride, padding, type, (bytes, why) -> res().scratch((bytes + 3) / 4, why),
                     what(x, w, b, y));
         });

@@ -75,10 +75,23 @@ public abstract class Device implements AutoCloseable {
 
     /**
      * NHWC x, HWIO w, bias or 0, NHWC y, all {@code type}; {@code scratch} lends device memory for the current op.
+     * {@code wKrsc}: the same weights already transposed to cuDNN's KRSC layout ({@link #transpose}; a registered
+     * parameter's copy kept by the backend), or 0 to let the device transpose w itself if it needs to.
      */
-    public abstract void conv2d(long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh, int kw,
-                                int cout, int stride, int padding, Precision type, Scratch scratch,
+    public abstract void conv2d(long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin, int kh,
+                                int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
                                 Supplier<String> what);
+
+    /** True when {@link #conv2d} would use weights in KRSC layout (cuDNN), so a kept transposed copy saves work. */
+    public boolean convUsesKrsc() {
+        return false;
+    }
+
+    /** {@code dst} (cols, rows) = {@code src} (rows, cols) transposed, {@code type} elements, queued. */
+    public void transpose(long src, long dst, long rows, int cols, Precision type, Supplier<String> what) {
+        check(onestep_split_heads_typed(src, dst, 1, Math.toIntExact(rows), cols, 1, type.code, stream), "transpose",
+                what);
+    }
 
     /**
      * Backward of {@link #conv2d} (bias excluded): {@code dx} assigned, {@code dw} accumulated; either may be 0

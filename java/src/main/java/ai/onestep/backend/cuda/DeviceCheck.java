@@ -379,6 +379,23 @@ public final class DeviceCheck {
             long[] m = dev.passMemory().values().stream().findFirst().orElse(new long[] {0, 0, 0});
             fact(String.format(java.util.Locale.ROOT, "activations planned: %.0f of %.0f KiB", m[1] / 1024.0,
                     m[2] / 1024.0), m[1] > 0 && 2 * m[1] < m[2]);
+
+            // Registered weights, as api.Sampler has them: on cuDNN the convolutions read kept KRSC copies. An
+            // eager update of the weights refreshes them, and the graph replays with the new values.
+            dev.registerParameters(net.weightTensors());
+            dev.forgetCapturedPasses();
+            for (int i = 0; i < 3; i++) {
+                f.denoise(x, tau, null, replay);
+            }
+            record("graph on registered weights vs cpu", relErr(replay, c), 5e-3);
+            for (Parameter p : net.parameters()) {
+                dev.scale(p.value(), 0.9f, p.value());
+            }
+            f.denoise(x, tau, null, replay);
+            try (Workspace w = new Workspace()) {
+                new ConsistencyDenoiser(net, cpu, w).denoise(x, tau, null, c);
+            }
+            record("the same after a weight update vs cpu", relErr(replay, c), 5e-3);
         }
         halfPasses();
     }

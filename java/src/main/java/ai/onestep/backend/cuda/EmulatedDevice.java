@@ -11,8 +11,25 @@ import java.util.function.Supplier;
  * graph capture, errors) and our kernels' numerics without a GPU.
  */
 public final class EmulatedDevice extends Device {
+    private final boolean krsc;
+
     EmulatedDevice(String library) {
+        this(library, false);
+    }
+
+    /**
+     * With {@code krsc}, a device whose convolutions take cuDNN's KRSC weights, as {@link CudaDevice}'s do: each
+     * conv2d given a KRSC copy transposes it back into scratch and runs the portable kernel on that, so a stale or
+     * wrong copy shows in the result (for tests of the backend's kept copies).
+     */
+    EmulatedDevice(String library, boolean krsc) {
         super(library);
+        this.krsc = krsc;
+    }
+
+    @Override
+    public boolean convUsesKrsc() {
+        return krsc;
     }
 
     @Override
@@ -39,9 +56,15 @@ public final class EmulatedDevice extends Device {
     }
 
     @Override
-    public void conv2d(long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh, int kw, int cout,
-                       int stride, int padding, Precision type, Scratch scratch, Supplier<String> what) {
-        check(onestep_conv2d_nhwc_typed(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type.code,
+    public void conv2d(long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin, int kh, int kw,
+                       int cout, int stride, int padding, Precision type, Scratch scratch, Supplier<String> what) {
+        long weights = w;
+        if (krsc && wKrsc != 0) {
+            long rows = (long) kh * kw * cin;
+            weights = scratch.allocate(rows * cout * type.bytes, "conv2d HWIO weights from KRSC");
+            transpose(wKrsc, weights, cout, Math.toIntExact(rows), type, what);
+        }
+        check(onestep_conv2d_nhwc_typed(x, weights, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type.code,
                 stream()), "conv2d", what);
     }
 }

@@ -14,7 +14,9 @@ import java.util.TreeMap;
  * copies of the weights. Each registration is one device allocation (a {@link DeviceArena} carved by the tensors).
  *
  * <p>Half-precision passes ({@link Precision}) read fp16 or bf16 copies: the first request of a type converts the
- * whole registration on the device, once, into one more arena; {@link #refresh} converts them again.
+ * whole registration on the device, once, into one more arena; {@link #refresh} converts them again. Convolution
+ * weights get, on a device whose convolutions want them so (cuDNN), a copy transposed to KRSC per type
+ * ({@link #krsc}), made once and refreshed with the rest, instead of a transpose in every call.
  */
 final class ParameterStore implements AutoCloseable {
     private final Device device;
@@ -25,6 +27,13 @@ final class ParameterStore implements AutoCloseable {
     private final List<Batch> batches = new ArrayList<>();
     /** The host memory's lifetime: a parameter whose arena closed is forgotten (its address may be reused). */
     private final Map<Long, MemorySegment.Scope> scopes = new java.util.HashMap<>();
+
+    /** Per parameter (host address): its KRSC copies by precision ordinal (0: not made), and their shape. */
+    private final Map<Long, long[]> krsc = new java.util.HashMap<>();
+    private final Map<Long, long[]> krscShape = new java.util.HashMap<>();
+    /** The device allocations of every KRSC copy, freed on close (a graph may point at one until then). */
+    private final List<Long> krscBlocks = new ArrayList<>();
+    private long krscBytes;
 
     /** Training state the device owns ({@link CudaOps#adopt}), looked up by every residency like the parameters. */
     final OwnedTensors owned;
@@ -107,6 +116,36 @@ final class ParameterStore implements AutoCloseable {
         return b.typed.get(e.getKey())[type.ordinal()] + offsetElems * type.bytes;
     }
 
+    /**
+     * The device address of registered convolution weights {@code w} (HWIO: a (rows, cols) matrix with rows =
+     * KH*KW*Cin, cols = Cout) transposed to KRSC, as {@code type} elements; made on the first request and
+     * refreshed with the parameter. 0 when {@code w} is not a whole registered parameter, is owned training state
+     * (written in place by ops: its registered copy is stale), or the copy would have to be made while the stream
+     * is being captured (the pass's first run makes it; a graph captured without it transposes in each replay).
+     */
+    long krsc(Tensor w, Precision type, long rows, int cols) {
+        long addr = w.segment().address();
+        long bytes = w.size() * Float.BYTES;
+        if (owned.owns(w) || find(addr, bytes) == 0 || map.get(addr) == null || map.get(addr)[0] != bytes) {
+            return 0;
+        }
+        long[] copies = krsc.computeIfAbsent(addr, k -> new long[Precision.values().length]);
+        if (copies[type.ordinal()] == 0) {
+            if (device.capturing()) {
+                return 0;
+            }
+            long src = find(addr, bytes, type);
+            long size = bytes / Float.BYTES * type.bytes;
+            long dst = device.malloc(size, () -> "KRSC copy of parameter " + w.describe());
+            krscBlocks.add(dst);
+            krscBytes += size;
+            device.transpose(src, dst, rows, cols, type, () -> "KRSC copy of parameter " + w.describe());
+            copies[type.ordinal()] = dst;
+            krscShape.put(addr, new long[] {rows, cols});
+        }
+        return copies[type.ordinal()];
+    }
+
     private void convertBatch(Batch b, Precision type) {
         if (device.capturing()) {
             throw new Residency.HostDataDuringCapture("parameters: their " + type.label()
@@ -145,6 +184,8 @@ final class ParameterStore implements AutoCloseable {
     private void forget(long host) {
         map.remove(host);
         scopes.remove(host);
+        krsc.remove(host);
+        krscShape.remove(host);
     }
 
     private boolean overlaps(long addr, long bytes) {
@@ -180,6 +221,15 @@ final class ParameterStore implements AutoCloseable {
                     convert(dev, typed[p.ordinal()], size / Float.BYTES, p);
                 }
             }
+            long[] copies = krsc.get(host);
+            for (Precision p : Precision.values()) {
+                if (copies != null && copies[p.ordinal()] != 0) {
+                    long[] shape = krscShape.get(host);
+                    long src = p == Precision.FP32 ? dev : typed[p.ordinal()];
+                    device.transpose(src, copies[p.ordinal()], shape[0], (int) shape[1], p,
+                            () -> "KRSC copy refresh " + t.describe());
+                }
+            }
         }
     }
 
@@ -195,7 +245,7 @@ final class ParameterStore implements AutoCloseable {
                 typed += a == null ? 0 : a.used();
             }
         }
-        return arenas.stream().mapToLong(DeviceArena::used).sum() + typed;
+        return arenas.stream().mapToLong(DeviceArena::used).sum() + typed + krscBytes;
     }
 
     @Override
@@ -211,6 +261,13 @@ final class ParameterStore implements AutoCloseable {
                 }
             }
         }
+        for (long p : krscBlocks) {
+            device.free(p);
+        }
+        krscBlocks.clear();
+        krsc.clear();
+        krscShape.clear();
+        krscBytes = 0;
         arenas.clear();
         batches.clear();
         map.clear();

@@ -410,7 +410,7 @@ class EmulatedDeviceTest {
             assertTrue(e.getMessage().startsWith("groupNorm: onestep_groupnorm_forward(N=1, HW=2, C=12, G=5)")
                     && e.getMessage().contains("[x [1, 1, 2, 12] NHWC]"), e.getMessage());
 
-            CudaException c = assertThrows(CudaException.class, () -> ops.device().conv2d(p, p, 0, p, 1, 2, 2, 1, 5, 5,
+            CudaException c = assertThrows(CudaException.class, () -> ops.device().conv2d(p, p, 0, 0, p, 1, 2, 2, 1, 5, 5,
                     1, 1, 0, Precision.FP32, a::allocate, () -> "x [1, 2, 2, 1] NHWC"));
             assertTrue(c.getMessage().contains("onestep_conv2d_nhwc_typed(N=1, H=2, W=2, Cin=1, KH=5, KW=5, Cout=1")
                     && c.getMessage().contains("does not fit"), c.getMessage());
