@@ -148,6 +148,13 @@ onestep_status onestep_attention_backward_typed(const void* q, const void* k, co
                                                 void* dv, int B, int H, int Tq, int Tk, int D, const int* kv_len,
                                                 float softmax_scale, onestep_dtype dtype, cudaStream_t stream);
 
+/* onestep_attention_forward_typed on the engine's token layout: q and o are (B, Tq, H*D), k and v (B, Tk, H*D),
+ * head h of a token being its D features from h*D (lse stays (B, H, Tq)). The same arithmetic, hence the same
+ * bits, as splitting the heads into (B, H, T, D) first, without the split and merge kernels. */
+onestep_status onestep_attention_forward_tokens_typed(const void* q, const void* k, const void* v, void* o, float* lse,
+                                                      int B, int H, int Tq, int Tk, int D, const int* kv_len,
+                                                      float softmax_scale, onestep_dtype dtype, cudaStream_t stream);
+
 /* y (n elements of type `to`) = x (n elements of type `from`), rounding to nearest even when narrowing
  * (NaN stays NaN, overflow gives inf); from == to copies. */
 onestep_status onestep_convert(const void* x, onestep_dtype from, void* y, onestep_dtype to, long long n,

@@ -21,6 +21,9 @@
 // Storage type T: float, __half or __nv_bfloat16 (dtype.cuh). Q, K, V are widened to fp32 as they are staged
 // in shared memory and O is rounded to T once at the end, so the 16-bit instantiations do all arithmetic in
 // fp32 and differ from the fp32 kernel only by the rounding of their inputs and of O.
+// Layouts: the heads as (B, H, T, D) blocks, or the engine's tokens (B, T, H*D), where head h of a token is the D
+// features at h*D and a row's stride is H*D. Only the two base offsets and the row stride differ, so both give the
+// same bits; the token layout saves the four head split/merge kernels (and their memory traffic) around each call.
 // This is the portable path (it runs in the CPU emulation too); tensor-core versions are not here.
 #include "attention.cuh"
 #include "dtype.cuh"
@@ -47,7 +50,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kWarps * 32)
     forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                    T* __restrict__ o, float* __restrict__ lse, int Tq, int Tk, const int* __restrict__ kv_len,
-                   int H, float scale_log2) {
+                   int H, float scale_log2, bool tokens) {
     static_assert(D % 32 == 0, "head dim must be a multiple of the warp size");
     constexpr int kCols = D / 32;  // output columns per lane
     ONESTEP_DYNAMIC_SHARED(float, smem);
@@ -59,7 +62,11 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int bh = blockIdx.y, b = bh / H;
     const int q0 = blockIdx.x * kRowsPerBlock;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const long long head_q = (long long)bh * Tq * D, head_k = (long long)bh * Tk * D;
+    const int h = bh - b * H;
+    // Where head (b, h) starts and the stride between its rows, in elements (see Layouts above).
+    const long long head_q = tokens ? (long long)b * Tq * H * D + (long long)h * D : (long long)bh * Tq * D;
+    const long long head_k = tokens ? (long long)b * Tk * H * D + (long long)h * D : (long long)bh * Tk * D;
+    const long long ld = tokens ? (long long)H * D : D;
     int kv_end = Tk;
     if (kv_len) {
         const int len = kv_len[b];
@@ -70,7 +77,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int i = threadIdx.x; i < kRowsPerBlock * D / 4; i += blockDim.x) {
         const int r = i / (D / 4), c = (i % (D / 4)) * 4;
         float4 val = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (q0 + r < Tq) val = load4(q + head_q + (long long)(q0 + r) * D + c);
+        if (q0 + r < Tq) val = load4(q + head_q + (q0 + r) * ld + c);
         Qs[r * D + c + 0] = val.x * scale_log2;
         Qs[r * D + c + 1] = val.y * scale_log2;
         Qs[r * D + c + 2] = val.z * scale_log2;
@@ -92,8 +99,8 @@ __global__ void __launch_bounds__(kWarps * 32)
             const int j = i / (D / 4), c = (i % (D / 4)) * 4;
             float4 kk = make_float4(0.f, 0.f, 0.f, 0.f), vv = kk;
             if (k0 + j < kv_end) {
-                kk = load4(k + head_k + (long long)(k0 + j) * D + c);
-                vv = load4(v + head_k + (long long)(k0 + j) * D + c);
+                kk = load4(k + head_k + (k0 + j) * ld + c);
+                vv = load4(v + head_k + (k0 + j) * ld + c);
             }
             float* kr = Ks + j * (D + 1) + c;
             kr[0] = kk.x, kr[1] = kk.y, kr[2] = kk.z, kr[3] = kk.w;
@@ -138,7 +145,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         const int row = q0 + warp * kRowsPerWarp + r;
         if (row >= Tq) continue;
         const float inv_l = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        T* orow = o + head_q + (long long)row * D;
+        T* orow = o + head_q + row * ld;
         #pragma unroll
         for (int c = 0; c < kCols; c++) orow[lane + 32 * c] = from_f32<T>(acc[r][c] * inv_l);
         if (lane == 0) lse[(long long)bh * Tq + row] = l[r] > 0.0f ? 0.69314718056f * (m[r] + log2f(l[r])) : -INFINITY;
@@ -147,7 +154,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <typename T, int D>
 static cudaError_t launch_d(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq,
-                            int Tk, const int* kv_len, float scale, cudaStream_t stream) {
+                            int Tk, const int* kv_len, float scale, cudaStream_t stream, bool tokens) {
     const size_t smem = shared_bytes(D);
     if (smem > 48 * 1024) {
         // Above 48 KiB a kernel must opt in (sm_80: up to 163 KiB, sm_90: 227 KiB).
@@ -157,26 +164,26 @@ static cudaError_t launch_d(const T* q, const T* k, const T* v, T* o, float* lse
     const dim3 grid(ceil_div(Tq, kRowsPerBlock), unsigned(B * H));
     const float scale_log2 = scale * 1.4426950408889634f;  // log2(e)
     return launch(forward_kernel<T, D>, grid, dim3(kWarps * 32), smem, stream, q, k, v, o, lse, Tq, Tk, kv_len, H,
-                  scale_log2);
+                  scale_log2, tokens);
 }
 
 template <typename T>
 cudaError_t launch_forward(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk, int D,
-                           const int* kv_len, float scale, cudaStream_t stream) {
+                           const int* kv_len, float scale, cudaStream_t stream, bool tokens) {
     switch (D) {
-        case 32: return launch_d<T, 32>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream);
-        case 64: return launch_d<T, 64>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream);
-        case 128: return launch_d<T, 128>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream);
+        case 32: return launch_d<T, 32>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream, tokens);
+        case 64: return launch_d<T, 64>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream, tokens);
+        case 128: return launch_d<T, 128>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream, tokens);
     }
     return cudaErrorInvalidValue;
 }
 template cudaError_t launch_forward<float>(const float*, const float*, const float*, float*, float*, int, int, int, int,
-                                           int, const int*, float, cudaStream_t);
+                                           int, const int*, float, cudaStream_t, bool);
 template cudaError_t launch_forward<__half>(const __half*, const __half*, const __half*, __half*, float*, int, int, int,
-                                            int, int, const int*, float, cudaStream_t);
+                                            int, int, const int*, float, cudaStream_t, bool);
 template cudaError_t launch_forward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
                                                    __nv_bfloat16*, float*, int, int, int, int, int, const int*, float,
-                                                   cudaStream_t);
+                                                   cudaStream_t, bool);
 
 void describe(char* out, size_t size, int B, int H, int Tq, int Tk, int D, onestep_dtype dtype) {
     if (dtype == ONESTEP_FLOAT32)
@@ -204,11 +211,10 @@ float resolve_scale(float softmax_scale, int D) {
 
 using namespace onestep;
 
-extern "C" onestep_status onestep_attention_forward_typed(const void* q, const void* k, const void* v, void* o,
-                                                          float* lse, int B, int H, int Tq, int Tk, int D,
-                                                          const int* kv_len, float softmax_scale, onestep_dtype dtype,
-                                                          cudaStream_t stream) {
-    const char* fn = dtype == ONESTEP_FLOAT32 ? "onestep_attention_forward" : "onestep_attention_forward_typed";
+// The forward's C entry points: heads as (B, H, T, D) blocks, or (tokens) the engine's (B, T, H*D) rows.
+static onestep_status forward(const char* fn, const void* q, const void* k, const void* v, void* o, float* lse, int B,
+                              int H, int Tq, int Tk, int D, const int* kv_len, float softmax_scale,
+                              onestep_dtype dtype, cudaStream_t stream, bool tokens) {
     char shapes[160];
     attention::describe(shapes, sizeof shapes, B, H, Tq, Tk, D, dtype);
     if (const onestep_status s = attention::check_shapes(fn, shapes, B, H, Tq, Tk, D, dtype)) return s;
@@ -224,20 +230,36 @@ extern "C" onestep_status onestep_attention_forward_typed(const void* q, const v
         case ONESTEP_FLOAT32:
             e = attention::launch_forward(static_cast<const float*>(q), static_cast<const float*>(k),
                                           static_cast<const float*>(v), static_cast<float*>(o), lse, B, H, Tq, Tk, D,
-                                          kv_len, scale, stream);
+                                          kv_len, scale, stream, tokens);
             break;
         case ONESTEP_FLOAT16:
             e = attention::launch_forward(static_cast<const __half*>(q), static_cast<const __half*>(k),
                                           static_cast<const __half*>(v), static_cast<__half*>(o), lse, B, H, Tq, Tk, D,
-                                          kv_len, scale, stream);
+                                          kv_len, scale, stream, tokens);
             break;
         case ONESTEP_BFLOAT16:
             e = attention::launch_forward(static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_bfloat16*>(k),
                                           static_cast<const __nv_bfloat16*>(v), static_cast<__nv_bfloat16*>(o), lse, B,
-                                          H, Tq, Tk, D, kv_len, scale, stream);
+                                          H, Tq, Tk, D, kv_len, scale, stream, tokens);
             break;
     }
     return check_launch(e, fn, shapes);
+}
+
+extern "C" onestep_status onestep_attention_forward_typed(const void* q, const void* k, const void* v, void* o,
+                                                          float* lse, int B, int H, int Tq, int Tk, int D,
+                                                          const int* kv_len, float softmax_scale, onestep_dtype dtype,
+                                                          cudaStream_t stream) {
+    return forward(dtype == ONESTEP_FLOAT32 ? "onestep_attention_forward" : "onestep_attention_forward_typed", q, k, v,
+                   o, lse, B, H, Tq, Tk, D, kv_len, softmax_scale, dtype, stream, false);
+}
+
+extern "C" onestep_status onestep_attention_forward_tokens_typed(const void* q, const void* k, const void* v, void* o,
+                                                                 float* lse, int B, int H, int Tq, int Tk, int D,
+                                                                 const int* kv_len, float softmax_scale,
+                                                                 onestep_dtype dtype, cudaStream_t stream) {
+    return forward("onestep_attention_forward_tokens_typed", q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, softmax_scale,
+                   dtype, stream, true);
 }
 
 extern "C" onestep_status onestep_attention_forward(const float* q, const float* k, const float* v, float* o,

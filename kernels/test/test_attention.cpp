@@ -341,6 +341,70 @@ void check_padded(int D, uint64_t seed) {
     expect_close("padded dv", heads_of(tdv.p).data(), gv.data(), gv.size(), tol, 1e-3);
 }
 
+// The token-layout forward (onestep_attention_forward_tokens_typed) against the head layout: the same inputs relaid
+// to (B, T, H*D) must give the same bits (o relaid back, lse as is) in every dtype, on ragged tiles, cross attention
+// and key lengths. The head layout is itself checked against the double reference above.
+template <typename E>
+vector<E> relaid(const vector<E>& src, int B, int H, int T, int D, bool to_tokens) {
+    vector<E> out(src.size());
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < T; t++)
+                for (int d = 0; d < D; d++) {
+                    const size_t tok = ((size_t(b) * T + t) * H + h) * D + d, hd = ((size_t(b) * H + h) * T + t) * D + d;
+                    if (to_tokens) out[tok] = src[hd]; else out[hd] = src[tok];
+                }
+    return out;
+}
+
+void check_tokens(const Case& c, onestep_dtype dtype, uint64_t seed) {
+    std::printf("  tokens %s B=%d H=%d Tq=%d Tk=%d D=%d kv_len=%d\n", dtype == ONESTEP_FLOAT32 ? "fp32"
+                : dtype == ONESTEP_FLOAT16 ? "fp16" : "bf16", c.B, c.H, c.Tq, c.Tk, c.D, c.use_kv_len);
+    ktest::Rng rng(seed);
+    vector<float> q, k, v;
+    vector<int> kv_len;
+    make_inputs(c, rng, q, k, v, kv_len);
+    const int* lens = c.use_kv_len ? kv_len.data() : nullptr;
+    Buf lse_heads(size_t(c.B) * c.H * c.Tq, NAN), lse_tokens(lse_heads.n, NAN);
+    vector<uint32_t> o_heads, o_tokens;  // the outputs' bits (16-bit values widened bit for bit)
+    if (dtype == ONESTEP_FLOAT32) {
+        Buf bq(q), bk(k), bv(v), bo(q.size(), NAN);
+        Buf tq(relaid(q, c.B, c.H, c.Tq, c.D, true)), tk(relaid(k, c.B, c.H, c.Tk, c.D, true));
+        Buf tv(relaid(v, c.B, c.H, c.Tk, c.D, true)), to(q.size(), NAN);
+        if (!ok(onestep_attention_forward_typed(bq.p, bk.p, bv.p, bo.p, lse_heads.p, c.B, c.H, c.Tq, c.Tk, c.D, lens,
+                                                0.f, dtype, nullptr), "heads: %s") ||
+            !ok(onestep_attention_forward_tokens_typed(tq.p, tk.p, tv.p, to.p, lse_tokens.p, c.B, c.H, c.Tq, c.Tk, c.D,
+                                                       lens, 0.f, dtype, nullptr), "tokens: %s") ||
+            !ktest::sync())
+            return;
+        vector<float> back = relaid(vector<float>(to.p, to.p + to.n), c.B, c.H, c.Tq, c.D, false);
+        for (size_t i = 0; i < back.size(); i++) {
+            uint32_t a, b;
+            std::memcpy(&a, &bo.p[i], 4);
+            std::memcpy(&b, &back[i], 4);
+            o_heads.push_back(a);
+            o_tokens.push_back(b);
+        }
+    } else {
+        const ktest::Format16& f = dtype == ONESTEP_FLOAT16 ? ktest::kHalf : ktest::kBf16;
+        vector<uint16_t> hq = narrow(f, q), hk = narrow(f, k), hv = narrow(f, v);
+        Buf16 bq(hq), bk(hk), bv(hv), bo(q.size());
+        Buf16 tq(relaid(hq, c.B, c.H, c.Tq, c.D, true)), tk(relaid(hk, c.B, c.H, c.Tk, c.D, true));
+        Buf16 tv(relaid(hv, c.B, c.H, c.Tk, c.D, true)), to(q.size());
+        if (!ok(onestep_attention_forward_typed(bq.p, bk.p, bv.p, bo.p, lse_heads.p, c.B, c.H, c.Tq, c.Tk, c.D, lens,
+                                                0.f, dtype, nullptr), "heads: %s") ||
+            !ok(onestep_attention_forward_tokens_typed(tq.p, tk.p, tv.p, to.p, lse_tokens.p, c.B, c.H, c.Tq, c.Tk, c.D,
+                                                       lens, 0.f, dtype, nullptr), "tokens: %s") ||
+            !ktest::sync())
+            return;
+        vector<uint16_t> back = relaid(vector<uint16_t>(to.p, to.p + to.n), c.B, c.H, c.Tq, c.D, false);
+        o_heads.assign(bo.p, bo.p + bo.n);
+        o_tokens.assign(back.begin(), back.end());
+    }
+    expect(o_heads == o_tokens, "tokens layout: o differs from the head layout's%s", "");
+    expect(std::memcmp(lse_heads.p, lse_tokens.p, lse_heads.n * 4) == 0, "tokens layout: lse differs%s", "");
+}
+
 int main() {
     const auto start = std::chrono::steady_clock::now();
     check_argument_errors();
@@ -375,5 +439,13 @@ int main() {
         check_case_typed(c, ONESTEP_BFLOAT16, seed++);
     }
     for (int D : {8, 40, 100}) check_padded(D, seed++);
+    const Case tokens[] = {
+        {2, 3, 17, 45, 32, 1.0, false},   // ragged tiles, cross attention
+        {3, 2, 50, 70, 64, 1.0, true},    // key lengths, batch 0 fully masked
+        {1, 4, 64, 64, 64, 1.0, false},   // the CIFAR config's heads (4 x 64 at 16x16 tokens, here 8x8)
+        {2, 2, 33, 100, 128, 1.0, false},
+    };
+    for (const Case& c : tokens)
+        for (onestep_dtype t : {ONESTEP_FLOAT32, ONESTEP_FLOAT16, ONESTEP_BFLOAT16}) check_tokens(c, t, seed++);
     return ktest::finish("test_attention", start);
 }

@@ -156,6 +156,19 @@ public final class OnestepKernels {
                                                              @Cast("onestep_dtype") int dtype,
                                                              @Cast("cudaStream_t") long stream);
 
+    /**
+     * The same on the engine's token layout: q, o (B, Tq, H*D) and k, v (B, Tk, H*D); lse (B, H, Tq). Same bits as
+     * splitting the heads first, without the split and merge kernels.
+     */
+    public static native int onestep_attention_forward_tokens_typed(@Cast("const void*") long q,
+                                                                    @Cast("const void*") long k,
+                                                                    @Cast("const void*") long v, @Cast("void*") long o,
+                                                                    @Cast("float*") long lse, int b, int h, int tq,
+                                                                    int tk, int d, @Cast("const int*") long kvLen,
+                                                                    float softmaxScale,
+                                                                    @Cast("onestep_dtype") int dtype,
+                                                                    @Cast("cudaStream_t") long stream);
+
     public static native int onestep_attention_backward_typed(@Cast("const void*") long q, @Cast("const void*") long k,
                                                               @Cast("const void*") long v, @Cast("const void*") long o,
                                                               @Cast("const void*") long dout,

@@ -822,7 +822,15 @@ public final class CudaOps extends Ops implements AutoCloseable {
             long po = out(o, op, type), pl = out(lse, op);
             long size = (long) n * heads * t * dp;
             int c = type.code;
-            // Our kernel takes (B, H, T, D); the engine's tokens are (N, T, H*D): split heads, attend, merge.
+            Supplier<String> w0 = what(q, o, lse);
+            if (d == dp) {
+                // Heads of 32, 64 or 128 features: the kernel reads and writes the engine's (N, T, H*D) tokens in
+                // place (one launch; the same bits as the split/attend/merge below).
+                Device.check(onestep_attention_forward_tokens_typed(pq, pk, pv, po, pl, n, heads, t, t, d, 0L, 0f, c,
+                        stream()), op, w0);
+                return;
+            }
+            // Padded heads: the kernel takes (B, H, T, Dp); split the tokens into zero-padded heads, attend, merge.
             long qh = res().scratch(size, type, "attention q heads"), kh = res().scratch(size, type, "attention k heads");
             long vh = res().scratch(size, type, "attention v heads"), oh = res().scratch(size, type, "attention o heads");
             Supplier<String> w = what(q, o, lse);
