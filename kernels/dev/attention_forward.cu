@@ -2,7 +2,8 @@
 // q (B,H,Tq,D), k/v (B,H,Tk,D), fp32, with the log-sum-exp per row saved for a backward pass.
 //
 //   nvcc build:  cmake target dev_attention_forward;  run: ./dev_attention_forward [version] [B H T D]
-//   versions: 1 naive, 2 production fp32, 3/4 WMMA fp16/bf16 (nvcc only), 5/6 production fp16/bf16 storage
+//   versions: 1 naive, 2 production fp32, 3/4 WMMA fp16/bf16 (nvcc only), 5/6 production fp16/bf16 storage,
+//             7 production fp16 on the engine's token layout (B, T, H*D), what the Java backend launches
 //   emulated:    cmake target dev_attention_forward_emu (validation only, small shape; a CTest test)
 //
 // TFLOP/s counts the two matrix products, 4 * B * H * Tq * Tk * D flops (softmax not counted).
@@ -264,6 +265,46 @@ struct Typed {
 static Typed<__half> typed_f16;
 static Typed<__nv_bfloat16> typed_bf16;
 
+// ---- version 7 (production, onestep_attention_forward_tokens_typed): version 5 reading Q, K, V and writing O in
+// the engine's token layout (B, T, H*D), rows H*D elements apart, instead of (B, H, T, D) blocks; the Java backend
+// launches this (no split/merge kernels around it). It measures what the strided rows cost (a row of D halves is
+// still one contiguous 2D-byte run). Validated by widening O, relaying it out to heads and comparing as the others.
+static std::vector<float> relaid(const std::vector<float>& src, int B, int H, int T, int D, bool to_tokens) {
+    std::vector<float> out(src.size());
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < T; t++)
+                for (int d = 0; d < D; d++) {
+                    const size_t tok = ((size_t(b) * T + t) * H + h) * D + d, hd = ((size_t(b) * H + h) * T + t) * D + d;
+                    if (to_tokens) out[tok] = src[hd]; else out[hd] = src[tok];
+                }
+    return out;
+}
+
+struct Tokens {
+    Typed<__half> t;
+    void make(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v, int B, int H, int T,
+              int D) {
+        float *dq = dev::to_device(relaid(q, B, H, T, D, true)), *dk = dev::to_device(relaid(k, B, H, T, D, true));
+        float* dv = dev::to_device(relaid(v, B, H, T, D, true));
+        t.make(dq, dk, dv, q.size(), ONESTEP_FLOAT16);
+        dev_check(cudaDeviceSynchronize());
+        dev_check(cudaFree(dq));
+        dev_check(cudaFree(dk));
+        dev_check(cudaFree(dv));
+    }
+    // O widened to fp32 and relaid out to (B, H, T, D) in d_o, for dev::validate.
+    void heads_into(float* d_o, size_t n, int B, int H, int T, int D) {
+        if (onestep_convert(t.o, ONESTEP_FLOAT16, d_o, ONESTEP_FLOAT32, (long long)n, nullptr) != ONESTEP_OK) std::exit(1);
+        dev_check(cudaDeviceSynchronize());
+        std::vector<float> host(n);
+        dev_check(cudaMemcpy(host.data(), d_o, n * 4, cudaMemcpyDeviceToHost));
+        std::vector<float> heads = relaid(host, B, H, T, D, false);
+        dev_check(cudaMemcpy(d_o, heads.data(), n * 4, cudaMemcpyHostToDevice));
+    }
+};
+static Tokens tokens_f16;
+
 static cudaError_t run_version(int version, const float* q, const float* k, const float* v, float* o, float* lse,
                                int B, int H, int T, int D, float scale, int block) {
     switch (version) {
@@ -278,6 +319,9 @@ static cudaError_t run_version(int version, const float* q, const float* k, cons
         case 6:
             return attention::launch_forward<__nv_bfloat16>(typed_bf16.q, typed_bf16.k, typed_bf16.v, typed_bf16.o,
                                                             lse, B, H, T, T, D, nullptr, scale, nullptr);
+        case 7:
+            return attention::launch_forward<__half>(tokens_f16.t.q, tokens_f16.t.k, tokens_f16.t.v, tokens_f16.t.o,
+                                                     lse, B, H, T, T, D, nullptr, scale, nullptr, true);
 #ifndef ONESTEP_EMULATION
         case 3:
             return wmma_attention::launch_forward(wmma_attention::f16.q, wmma_attention::f16.k, wmma_attention::f16.v,
@@ -311,6 +355,7 @@ int main(int argc, char** argv) {
     bool all_ok = true;
     typed_f16.make(d_q, d_k, d_v, nq, ONESTEP_FLOAT16);
     typed_bf16.make(d_q, d_k, d_v, nq, ONESTEP_BFLOAT16);
+    tokens_f16.make(q, k, v, B, H, T, D);
 #ifdef ONESTEP_EMULATION
     const bool tensor_cores = false;  // versions 3 and 4
 #else
@@ -318,20 +363,22 @@ int main(int argc, char** argv) {
     wmma_attention::f16.make(q, k, v);
     wmma_attention::bf16.make(q, k, v);
 #endif
-    for (int version = 1; version <= 6; version++) {
+    for (int version = 1; version <= 7; version++) {
         if (only && version != only) continue;
         if (!tensor_cores && (version == 3 || version == 4)) continue;
         // The block shapes of versions 2-4 are part of their design (4 warps); only version 1 is swept.
         std::vector<int> blocks = version == 1 ? std::vector<int>{32, 64, 128, 256} : std::vector<int>{128};
         // fp16 keeps 11 significant bits, bf16 8: inputs and P are rounded to them, accumulation is fp32.
-        const bool f16 = version == 3 || version == 5, bf16 = version == 4 || version == 6;
+        const bool f16 = version == 3 || version == 5 || version == 7, bf16 = version == 4 || version == 6;
         const double tol = f16 ? 4e-3 : bf16 ? 3e-2 : 2e-5;
         const double rel = f16 ? 1e-2 : bf16 ? 5e-2 : 2e-4;
         for (int block : blocks) {
             dev_check(cudaMemset(d_o, 0xFF, nq * 4));
             dev_check(run_version(version, d_q, d_k, d_v, d_o, d_lse, B, H, T, D, scale, block));
             dev_check(cudaDeviceSynchronize());
-            if (version >= 5) {  // O in 16 bits: widened into d_o for the comparison
+            if (version == 7) {
+                tokens_f16.heads_into(d_o, nq, B, H, T, D);
+            } else if (version >= 5) {  // O in 16 bits: widened into d_o for the comparison
                 const void* o16 = version == 5 ? static_cast<const void*>(typed_f16.o) : typed_bf16.o;
                 if (onestep_convert(o16, version == 5 ? ONESTEP_FLOAT16 : ONESTEP_BFLOAT16, d_o, ONESTEP_FLOAT32,
                                     (long long)nq, nullptr) != ONESTEP_OK)
