@@ -1,7 +1,13 @@
 // groupnorm.cu: group normalization over NHWC activations (Wu & He 2018, "Group Normalization", Eq. 1-4),
 // fused with the U-Net's time-embedding modulation and SiLU, forward and backward.
 //
-// Forward (the winner of kernels/dev/groupnorm_forward.cu, version 3): two kernels.
+// Forward (the winner of kernels/dev/groupnorm_forward.cu, version 3): two kernels; for a small tensor (at most
+// kFusedMaxElems values: batch-1 inference) one (version 6, below).
+// A small tensor's two passes move a few hundred KB, far less than a kernel launch costs in time, so
+// there one block per (n, g) computes its group's statistics and then normalizes the group itself (version 2's
+// structure with version 3's vector loads): one launch instead of two, i.e. one graph node fewer per group norm
+// of a sampling pass. The same Welford loop and block size, and the same per-element formula, give the same
+// bits as the two-kernel path.
 //   1. statistics: one block per (n, g) streams the group's HW * C/G values once, each thread keeping a
 //      Welford accumulator, merged across the warp by shuffles and across warps through shared memory
 //      (Chan et al. pairwise merge); writes mean and rstd = 1/sqrt(var + eps), var the biased variance
@@ -73,15 +79,22 @@ __global__ void stats_kernel(const T* __restrict__ x, float* __restrict__ mean, 
 }
 
 // ---- forward, pass 2: normalize, affine, modulation, activation --------------------------------------
+// One value of channel c given its group's statistics; scale_n and shift_n are offset to the sample.
+template <bool EMB, bool SILU, typename T>
+__device__ __forceinline__ float apply_v(float x, int c, float mean, float rstd, const T* gamma, const T* beta,
+                                         const T* scale_n, const T* shift_n) {
+    float u = (x - mean) * rstd * to_f32(gamma[c]) + to_f32(beta[c]);
+    if (EMB) u = u * (1.0f + to_f32(scale_n[c])) + to_f32(shift_n[c]);
+    if (SILU) u = u * sigmoid(u);
+    return u;
+}
+
 // One value of channel c of sample n; the pointers are already offset to sample n.
 template <bool EMB, bool SILU, typename T>
 __device__ __forceinline__ float apply_c(float x, int c, int Cg, const float* mean_n, const float* rstd_n,
                                          const T* gamma, const T* beta, const T* scale_n, const T* shift_n) {
     const int g = c / Cg;
-    float u = (x - mean_n[g]) * rstd_n[g] * to_f32(gamma[c]) + to_f32(beta[c]);
-    if (EMB) u = u * (1.0f + to_f32(scale_n[c])) + to_f32(shift_n[c]);
-    if (SILU) u = u * sigmoid(u);
-    return u;
+    return apply_v<EMB, SILU>(x, c, mean_n[g], rstd_n[g], gamma, beta, scale_n, shift_n);
 }
 
 // The same with (n, c) indexing, for the dev file's earlier versions.
@@ -126,6 +139,71 @@ __global__ void apply_kernel(const T* __restrict__ x, const float* __restrict__ 
     }
 }
 
+// ---- forward in one kernel (version 6), for small tensors --------------------------------------------
+// One block per (n, g): the statistics exactly as stats_kernel computes them (block_welford leaves the merged
+// accumulator in every thread), then the block normalizes its own group with apply_v. VEC4: Cg % 4 == 0 and x, y
+// aligned, so each pixel's slice of the group is whole 4-vectors.
+template <bool EMB, bool SILU, bool VEC4, typename T = float>
+__global__ void fused_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
+                             const T* __restrict__ scale, const T* __restrict__ shift, T* __restrict__ y,
+                             float* __restrict__ mean, float* __restrict__ rstd, int HW, int C, int G, float eps) {
+    __shared__ Welford scratch[32];
+    const int n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
+    const long long offset = (long long)n * HW * C + (long long)g * Cg;
+    const T* base = x + offset;
+    T* out = y + offset;
+    Welford w{0.0f, 0.0f, 0.0f};
+    const int cv = Cg / 4;
+    if (VEC4) {
+        const int m = HW * cv;
+        for (int i = threadIdx.x; i < m; i += blockDim.x) {
+            const int p = i / cv;
+            const int c = (i - p * cv) * 4;
+            const float4 v = load4(base + (long long)p * C + c);
+            welford_add(w, v.x);
+            welford_add(w, v.y);
+            welford_add(w, v.z);
+            welford_add(w, v.w);
+        }
+    } else {
+        const int m = HW * Cg;
+        for (int i = threadIdx.x; i < m; i += blockDim.x) {
+            const int p = i / Cg;
+            welford_add(w, to_f32(base[(long long)p * C + (i - p * Cg)]));
+        }
+    }
+    w = block_welford(w, scratch);
+    const float mu = w.mean, rs = rsqrtf(w.m2 / w.n + eps);
+    if (threadIdx.x == 0) {
+        mean[blockIdx.x] = mu;
+        rstd[blockIdx.x] = rs;
+    }
+    const T* scale_n = EMB ? scale + (long long)n * C : nullptr;
+    const T* shift_n = EMB ? shift + (long long)n * C : nullptr;
+    const int c0 = g * Cg;
+    if (VEC4) {
+        const int m = HW * cv;
+        for (int i = threadIdx.x; i < m; i += blockDim.x) {
+            const int p = i / cv;
+            const int c = (i - p * cv) * 4;
+            const float4 v = load4(base + (long long)p * C + c);
+            float4 r;
+            r.x = apply_v<EMB, SILU>(v.x, c0 + c + 0, mu, rs, gamma, beta, scale_n, shift_n);
+            r.y = apply_v<EMB, SILU>(v.y, c0 + c + 1, mu, rs, gamma, beta, scale_n, shift_n);
+            r.z = apply_v<EMB, SILU>(v.z, c0 + c + 2, mu, rs, gamma, beta, scale_n, shift_n);
+            r.w = apply_v<EMB, SILU>(v.w, c0 + c + 3, mu, rs, gamma, beta, scale_n, shift_n);
+            store4(out + (long long)p * C + c, r);
+        }
+    } else {
+        const int m = HW * Cg;
+        for (int i = threadIdx.x; i < m; i += blockDim.x) {
+            const int p = i / Cg, c = i - p * Cg;
+            const long long at = (long long)p * C + c;
+            out[at] = from_f32<T>(apply_v<EMB, SILU>(to_f32(base[at]), c0 + c, mu, rs, gamma, beta, scale_n, shift_n));
+        }
+    }
+}
+
 // Aligned for a 4-element vector of T (16 bytes for float, 8 for the 16-bit types).
 template <typename T>
 static bool aligned4(const T* p) { return p == nullptr || (reinterpret_cast<uintptr_t>(p) & (4 * sizeof(T) - 1)) == 0; }
@@ -150,10 +228,30 @@ static cudaError_t launch_apply(const T* x, const float* mean, const float* rstd
                   shift, y, HW, C, G);
 }
 
+template <bool EMB, bool SILU, typename T>
+static cudaError_t launch_fused(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
+                                float* mean, float* rstd, int N, int HW, int C, int G, float eps, int block,
+                                cudaStream_t stream) {
+    const bool vec4 = (C / G) % 4 == 0 && aligned4(x) && aligned4(y);
+    if (vec4)
+        return launch(fused_kernel<EMB, SILU, true, T>, dim3(N * G), dim3(block), 0, stream, x, gamma, beta, scale,
+                      shift, y, mean, rstd, HW, C, G, eps);
+    return launch(fused_kernel<EMB, SILU, false, T>, dim3(N * G), dim3(block), 0, stream, x, gamma, beta, scale, shift,
+                  y, mean, rstd, HW, C, G, eps);
+}
+
 template <typename T>
 cudaError_t launch_forward_t(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
                              float* mean, float* rstd, int N, int HW, int C, int G, float eps, bool silu,
-                             int stats_block, int apply_block, cudaStream_t stream) {
+                             int stats_block, int apply_block, cudaStream_t stream, int fused = -1) {
+    const bool emb = scale != nullptr;
+    if (fused > 0 || (fused < 0 && (long long)N * HW * C <= kFusedMaxElems)) {
+        // Version 6 (the block size of the statistics, so they are the two-kernel path's bits).
+        if (emb && silu) return launch_fused<true, true>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps, stats_block, stream);
+        if (emb) return launch_fused<true, false>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps, stats_block, stream);
+        if (silu) return launch_fused<false, true>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps, stats_block, stream);
+        return launch_fused<false, false>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps, stats_block, stream);
+    }
     const int Cg = C / G;
     const bool vec4 = Cg % 4 == 0 && aligned4(x);
     cudaError_t e = vec4 ? launch(stats_kernel<true, T>, dim3(N * G), dim3(stats_block), 0, stream, x, mean, rstd,
@@ -161,7 +259,6 @@ cudaError_t launch_forward_t(const T* x, const T* gamma, const T* beta, const T*
                          : launch(stats_kernel<false, T>, dim3(N * G), dim3(stats_block), 0, stream, x, mean, rstd,
                                   HW, C, G, eps);
     if (e != cudaSuccess) return e;
-    const bool emb = scale != nullptr;
     if (emb && silu) return launch_apply<true, true>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, stream);
     if (emb) return launch_apply<true, false>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, stream);
     if (silu) return launch_apply<false, true>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, stream);
@@ -170,9 +267,9 @@ cudaError_t launch_forward_t(const T* x, const T* gamma, const T* beta, const T*
 
 cudaError_t launch_forward(const float* x, const float* gamma, const float* beta, const float* scale,
                            const float* shift, float* y, float* mean, float* rstd, int N, int HW, int C, int G,
-                           float eps, bool silu, int stats_block, int apply_block, cudaStream_t stream) {
+                           float eps, bool silu, int stats_block, int apply_block, cudaStream_t stream, int fused) {
     return launch_forward_t<float>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps, silu, stats_block,
-                                   apply_block, stream);
+                                   apply_block, stream, fused);
 }
 
 // ---- backward ----------------------------------------------------------------------------------------

@@ -9,11 +9,15 @@ namespace groupnorm {
 constexpr int kStatsBlock = 256;     // chosen by the sweep in kernels/dev/groupnorm_forward.cu
 constexpr int kApplyBlock = 256;
 constexpr int kBackwardBlock = 256;  // chosen by the sweep in kernels/dev/groupnorm_backward.cu
+// Tensors of at most this many values take the one-kernel forward (version 6): batch-1 inference, where the
+// second launch costs more than both passes' memory traffic (the CIFAR config's largest is 32x32x128 = 131K).
+constexpr long long kFusedMaxElems = 1 << 20;
 
-// Block sizes: multiples of 32 up to 1024.
+// Block sizes: multiples of 32 up to 1024. fused: -1 by size (kFusedMaxElems), 0 two kernels, 1 one kernel.
 cudaError_t launch_forward(const float* x, const float* gamma, const float* beta, const float* scale,
                            const float* shift, float* y, float* mean, float* rstd, int N, int HW, int C, int G,
-                           float eps, bool silu, int stats_block, int apply_block, cudaStream_t stream);
+                           float eps, bool silu, int stats_block, int apply_block, cudaStream_t stream,
+                           int fused = -1);
 
 cudaError_t launch_backward(const float* dy, const float* x, const float* mean, const float* rstd,
                             const float* gamma, const float* beta, const float* scale, const float* shift, float* dx,

@@ -226,6 +226,11 @@ int main() {
             for (int silu = 0; silu < 2; silu++) check_case(s, emb, silu, 0.5, seed++);
     // A large mean with a unit spread: the case where E[x^2] - E[x]^2 loses the variance in fp32.
     check_case(Shape{2, 100, 32, 4}, false, false, 300.0, seed++);
+    // Above kFusedMaxElems (2^20 values) the forward is two kernels, below it one: both paths, each with the
+    // float4 (Cg % 4 == 0) and the scalar statistics.
+    check_case(Shape{2, 4100, 128, 32}, true, true, 0.5, seed++);   // 1,049,600 values: two kernels
+    check_case(Shape{1, 8200, 130, 13}, false, true, 0.5, seed++);  // 1,066,000, groups of 10: two kernels, scalar
+    check_case(Shape{1, 1024, 128, 32}, true, true, 0.5, seed++);   // the CIFAR config's 32x32 level at batch 1
     ktest::Rng rng(2024);
     for (int k = 0; k < 6; k++) {
         const int G = rng.range(1, 8), Cg = rng.range(1, 40);
