@@ -140,21 +140,25 @@ __global__ void apply_kernel(const T* __restrict__ x, const float* __restrict__ 
 }
 
 // ---- forward in one kernel (version 6), for small tensors --------------------------------------------
-// One block per (n, g): the statistics exactly as stats_kernel computes them (block_welford leaves the merged
-// accumulator in every thread), then the block normalizes its own group with apply_v. VEC4: Cg % 4 == 0 and x, y
-// aligned, so each pixel's slice of the group is whole 4-vectors.
-template <bool EMB, bool SILU, bool VEC4, typename T = float>
+// One block per (n, g): the statistics exactly as stats_kernel computes them, then the block normalizes its own
+// group with apply_v. STATS4: stats_kernel's float4 loop (Cg % 4 == 0, x aligned), so the Welford order is its
+// order; VEC4: also y aligned, so the normalize pass moves whole 4-vectors. Every thread normalizes with thread
+// 0's statistics, broadcast through shared memory: the butterfly merge of block_welford leaves each thread a
+// total that may differ from thread 0's in the last bit (the pairwise merge is not symmetric in floating point),
+// and thread 0's is what stats_kernel stores.
+template <bool EMB, bool SILU, bool STATS4, bool VEC4, typename T = float>
 __global__ void fused_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
                              const T* __restrict__ scale, const T* __restrict__ shift, T* __restrict__ y,
                              float* __restrict__ mean, float* __restrict__ rstd, int HW, int C, int G, float eps) {
     __shared__ Welford scratch[32];
+    __shared__ float stats[2];
     const int n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
     const long long offset = (long long)n * HW * C + (long long)g * Cg;
     const T* base = x + offset;
     T* out = y + offset;
     Welford w{0.0f, 0.0f, 0.0f};
     const int cv = Cg / 4;
-    if (VEC4) {
+    if (STATS4) {
         const int m = HW * cv;
         for (int i = threadIdx.x; i < m; i += blockDim.x) {
             const int p = i / cv;
@@ -173,11 +177,14 @@ __global__ void fused_kernel(const T* __restrict__ x, const T* __restrict__ gamm
         }
     }
     w = block_welford(w, scratch);
-    const float mu = w.mean, rs = rsqrtf(w.m2 / w.n + eps);
     if (threadIdx.x == 0) {
-        mean[blockIdx.x] = mu;
-        rstd[blockIdx.x] = rs;
+        stats[0] = w.mean;
+        stats[1] = rsqrtf(w.m2 / w.n + eps);
+        mean[blockIdx.x] = stats[0];
+        rstd[blockIdx.x] = stats[1];
     }
+    __syncthreads();
+    const float mu = stats[0], rs = stats[1];
     const T* scale_n = EMB ? scale + (long long)n * C : nullptr;
     const T* shift_n = EMB ? shift + (long long)n * C : nullptr;
     const int c0 = g * Cg;
@@ -232,12 +239,15 @@ template <bool EMB, bool SILU, typename T>
 static cudaError_t launch_fused(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
                                 float* mean, float* rstd, int N, int HW, int C, int G, float eps, int block,
                                 cudaStream_t stream) {
-    const bool vec4 = (C / G) % 4 == 0 && aligned4(x) && aligned4(y);
-    if (vec4)
-        return launch(fused_kernel<EMB, SILU, true, T>, dim3(N * G), dim3(block), 0, stream, x, gamma, beta, scale,
-                      shift, y, mean, rstd, HW, C, G, eps);
-    return launch(fused_kernel<EMB, SILU, false, T>, dim3(N * G), dim3(block), 0, stream, x, gamma, beta, scale, shift,
-                  y, mean, rstd, HW, C, G, eps);
+    const bool stats4 = (C / G) % 4 == 0 && aligned4(x);  // as launch_forward_t chooses stats_kernel's loop
+    if (stats4 && aligned4(y))
+        return launch(fused_kernel<EMB, SILU, true, true, T>, dim3(N * G), dim3(block), 0, stream, x, gamma, beta,
+                      scale, shift, y, mean, rstd, HW, C, G, eps);
+    if (stats4)
+        return launch(fused_kernel<EMB, SILU, true, false, T>, dim3(N * G), dim3(block), 0, stream, x, gamma, beta,
+                      scale, shift, y, mean, rstd, HW, C, G, eps);
+    return launch(fused_kernel<EMB, SILU, false, false, T>, dim3(N * G), dim3(block), 0, stream, x, gamma, beta, scale,
+                  shift, y, mean, rstd, HW, C, G, eps);
 }
 
 template <typename T>

@@ -146,6 +146,23 @@ final class ParameterStore implements AutoCloseable {
         return copies[type.ordinal()];
     }
 
+    /**
+     * Like {@link #find(long, long, Precision)}, but never makes anything: 0 also when the parameter's copies of
+     * {@code type} do not exist yet.
+     */
+    long peek(long addr, long bytes, Precision type) {
+        Map.Entry<Long, long[]> e = map.floorEntry(addr);
+        if (e == null || addr + bytes > e.getKey() + e.getValue()[0] || !scopes.get(e.getKey()).isAlive()) {
+            return 0;
+        }
+        long offsetElems = (addr - e.getKey()) / Float.BYTES;
+        if (type == Precision.FP32) {
+            return e.getValue()[1] + offsetElems * Float.BYTES;
+        }
+        long[] typed = batches.get((int) e.getValue()[2]).typed.get(e.getKey());
+        return typed == null || typed[type.ordinal()] == 0 ? 0 : typed[type.ordinal()] + offsetElems * type.bytes;
+    }
+
     private void convertBatch(Batch b, Precision type) {
         if (device.capturing()) {
             throw new Residency.HostDataDuringCapture("parameters: their " + type.label()
