@@ -37,6 +37,11 @@ onestep_status onestep_free(void* ptr);
 /* Copies between host (pageable) and device memory; these two wait for `stream` and are never captured. */
 onestep_status onestep_memcpy_htod(void* dst, const void* src, size_t bytes, cudaStream_t stream);
 onestep_status onestep_memcpy_dtoh(void* dst, const void* src, size_t bytes, cudaStream_t stream);
+/* The same two queued on `stream` without the wait, for a graph replay's inputs and outputs (one wait after all).
+ * With pageable host memory the copy from the host has taken the data when this returns, and the copy to the
+ * host returns only once it is done (CUDA's rules for pageable memory); never captured either. */
+onestep_status onestep_memcpy_htod_async(void* dst, const void* src, size_t bytes, cudaStream_t stream);
+onestep_status onestep_memcpy_dtoh_async(void* dst, const void* src, size_t bytes, cudaStream_t stream);
 /* Device-to-device copy and memset: asynchronous on `stream`, and captured into a graph like a kernel. */
 onestep_status onestep_memcpy_dtod(void* dst, const void* src, size_t bytes, cudaStream_t stream);
 onestep_status onestep_memset(void* dst, int value, size_t bytes, cudaStream_t stream);

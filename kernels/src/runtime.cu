@@ -57,8 +57,8 @@ extern "C" onestep_status onestep_malloc(void** ptr, size_t bytes) {
 
 extern "C" onestep_status onestep_free(void* ptr) { return check_launch(cudaFree(ptr), "onestep_free", ""); }
 
-static onestep_status copy_sync(const char* name, void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
-                                cudaStream_t stream) {
+static onestep_status copy_host(const char* name, void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                                cudaStream_t stream, bool wait) {
     if (bytes && (!dst || !src)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, name, bytes_shape(bytes), "NULL pointer");
 #ifdef ONESTEP_EMULATION
     if (emu::capture_of(stream))
@@ -71,16 +71,24 @@ static onestep_status copy_sync(const char* name, void* dst, const void* src, si
                     "host copy on a stream under capture (copy inputs in before capture, results out after)");
 #endif
     onestep_status s = check_launch(cudaMemcpyAsync(dst, src, bytes, kind, stream), name, bytes_shape(bytes));
-    if (s != ONESTEP_OK) return s;
+    if (s != ONESTEP_OK || !wait) return s;
     return check_launch(cudaStreamSynchronize(stream), name, bytes_shape(bytes));
 }
 
 extern "C" onestep_status onestep_memcpy_htod(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
-    return copy_sync("onestep_memcpy_htod", dst, src, bytes, cudaMemcpyHostToDevice, stream);
+    return copy_host("onestep_memcpy_htod", dst, src, bytes, cudaMemcpyHostToDevice, stream, true);
 }
 
 extern "C" onestep_status onestep_memcpy_dtoh(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
-    return copy_sync("onestep_memcpy_dtoh", dst, src, bytes, cudaMemcpyDeviceToHost, stream);
+    return copy_host("onestep_memcpy_dtoh", dst, src, bytes, cudaMemcpyDeviceToHost, stream, true);
+}
+
+extern "C" onestep_status onestep_memcpy_htod_async(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+    return copy_host("onestep_memcpy_htod_async", dst, src, bytes, cudaMemcpyHostToDevice, stream, false);
+}
+
+extern "C" onestep_status onestep_memcpy_dtoh_async(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+    return copy_host("onestep_memcpy_dtoh_async", dst, src, bytes, cudaMemcpyDeviceToHost, stream, false);
 }
 
 extern "C" onestep_status onestep_memcpy_dtod(void* dst, const void* src, size_t bytes, cudaStream_t stream) {

@@ -54,6 +54,13 @@ public final class OnestepKernels {
     public static native int onestep_memcpy_dtoh(@Cast("void*") long dst, @Cast("const void*") long src,
                                                  @Cast("size_t") long bytes, @Cast("cudaStream_t") long stream);
 
+    /** The two above without their wait (a graph replay's copies; one wait after all of them). */
+    public static native int onestep_memcpy_htod_async(@Cast("void*") long dst, @Cast("const void*") long src,
+                                                       @Cast("size_t") long bytes, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_memcpy_dtoh_async(@Cast("void*") long dst, @Cast("const void*") long src,
+                                                       @Cast("size_t") long bytes, @Cast("cudaStream_t") long stream);
+
     public static native int onestep_memcpy_dtod(@Cast("void*") long dst, @Cast("const void*") long src,
                                                  @Cast("size_t") long bytes, @Cast("cudaStream_t") long stream);
 

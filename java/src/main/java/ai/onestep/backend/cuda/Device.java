@@ -139,6 +139,26 @@ public abstract class Device implements AutoCloseable {
         downloadedBytes += bytes;
     }
 
+    /**
+     * Host to device, queued on the stream without a wait (the host memory may be reused when this returns); for
+     * a graph replay's inputs, which the replay's one {@link #synchronize} follows.
+     */
+    public void uploadQueued(long dst, MemorySegment src, long bytes, Supplier<String> what) {
+        check(onestep_memcpy_htod_async(dst, src.address(), bytes, stream), "upload", what);
+        uploads++;
+        uploadedBytes += bytes;
+    }
+
+    /**
+     * Device to host in stream order without a separate wait (to pageable memory CUDA returns once it is done); a
+     * graph replay's outputs, then one {@link #synchronize}.
+     */
+    public void downloadQueued(MemorySegment dst, long src, long bytes, Supplier<String> what) {
+        check(onestep_memcpy_dtoh_async(dst.address(), src, bytes, stream), "download", what);
+        downloads++;
+        downloadedBytes += bytes;
+    }
+
     private long uploads;
     private long uploadedBytes;
     private long downloads;

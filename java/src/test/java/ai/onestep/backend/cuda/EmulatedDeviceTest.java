@@ -424,6 +424,15 @@ class EmulatedDeviceTest {
                 ops.device().destroyGraph(ops.device().endCapture());
                 assertTrue(u.getMessage().contains("onestep_memcpy_htod") && u.getMessage().contains("under capture"),
                         u.getMessage());
+                // The queued copies a replay makes are refused the same way.
+                ops.device().beginCapture();
+                CudaException q = assertThrows(CudaException.class,
+                        () -> ops.device().uploadQueued(p, t.segment(), 16, () -> "t [4]"));
+                CudaException d = assertThrows(CudaException.class,
+                        () -> ops.device().downloadQueued(t.segment(), p, 16, () -> "t [4]"));
+                ops.device().destroyGraph(ops.device().endCapture());
+                assertTrue(q.getMessage().contains("onestep_memcpy_htod_async") && q.getMessage().contains("under capture")
+                        && d.getMessage().contains("onestep_memcpy_dtoh_async"), q.getMessage() + " / " + d.getMessage());
             }
         }
     }
