@@ -43,15 +43,13 @@ __device__ __forceinline__ float sigmoid(float u) { return 1.0f / (1.0f + __expf
 // ---- forward, pass 1: statistics ---------------------------------------------------------------------
 // T: the storage type of x (and of y, gamma, beta, scale, shift below; dtype.cuh). Statistics are fp32 for
 // every T: fp16/bf16 storage changes only how values are loaded and stored.
-template <bool VEC4, typename T = float>
-__global__ void stats_kernel(const T* __restrict__ x, float* __restrict__ mean, float* __restrict__ rstd, int HW, int C,
-                             int G, float eps) {
-    __shared__ Welford scratch[32];
-    const int n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
-    const T* base = x + (long long)n * HW * C + (long long)g * Cg;
+// This thread's Welford accumulator over its share of one group (base: the group's first channel of the sample's
+// first pixel), in the order both forward paths use. VEC4: Cg % 4 == 0 and base aligned for 4-element loads.
+// 32-bit index math: the API guarantees HW * C <= 2^30, and a 64-bit division per element would cost more than
+// the load in this memory-bound loop.
+template <bool VEC4, typename T>
+__device__ __forceinline__ Welford group_welford(const T* base, int HW, int C, int Cg) {
     Welford w{0.0f, 0.0f, 0.0f};
-    // 32-bit index math: the API guarantees HW * C <= 2^30, and a 64-bit division per element would cost
-    // more than the load in this memory-bound loop.
     if (VEC4) {
         const int cv = Cg / 4;
         const int m = HW * cv;
@@ -71,7 +69,16 @@ __global__ void stats_kernel(const T* __restrict__ x, float* __restrict__ mean, 
             welford_add(w, to_f32(base[(long long)p * C + (i - p * Cg)]));
         }
     }
-    w = block_welford(w, scratch);
+    return w;
+}
+
+template <bool VEC4, typename T = float>
+__global__ void stats_kernel(const T* __restrict__ x, float* __restrict__ mean, float* __restrict__ rstd, int HW, int C,
+                             int G, float eps) {
+    __shared__ Welford scratch[32];
+    const int n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
+    const T* base = x + (long long)n * HW * C + (long long)g * Cg;
+    const Welford w = block_welford(group_welford<VEC4>(base, HW, C, Cg), scratch);
     if (threadIdx.x == 0) {
         mean[blockIdx.x] = w.mean;
         rstd[blockIdx.x] = rsqrtf(w.m2 / w.n + eps);
@@ -156,27 +163,8 @@ __global__ void fused_kernel(const T* __restrict__ x, const T* __restrict__ gamm
     const long long offset = (long long)n * HW * C + (long long)g * Cg;
     const T* base = x + offset;
     T* out = y + offset;
-    Welford w{0.0f, 0.0f, 0.0f};
     const int cv = Cg / 4;
-    if (STATS4) {
-        const int m = HW * cv;
-        for (int i = threadIdx.x; i < m; i += blockDim.x) {
-            const int p = i / cv;
-            const int c = (i - p * cv) * 4;
-            const float4 v = load4(base + (long long)p * C + c);
-            welford_add(w, v.x);
-            welford_add(w, v.y);
-            welford_add(w, v.z);
-            welford_add(w, v.w);
-        }
-    } else {
-        const int m = HW * Cg;
-        for (int i = threadIdx.x; i < m; i += blockDim.x) {
-            const int p = i / Cg;
-            welford_add(w, to_f32(base[(long long)p * C + (i - p * Cg)]));
-        }
-    }
-    w = block_welford(w, scratch);
+    const Welford w = block_welford(group_welford<STATS4>(base, HW, C, Cg), scratch);
     if (threadIdx.x == 0) {
         stats[0] = w.mean;
         stats[1] = rsqrtf(w.m2 / w.n + eps);
