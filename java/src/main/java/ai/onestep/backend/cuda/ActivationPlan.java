@@ -165,10 +165,13 @@ final class ActivationPlan {
 
     /**
      * The first run of a pass: allocations come from {@code backing} one after another (a bump arena), and each
-     * one's size and lifetime are recorded. {@link Residency} reports the touches and the ends of ops.
+     * one's size and lifetime are recorded. {@link Residency} reports the touches and the ends of ops. A renewal
+     * ({@link #renew}) is recorded as an allocation of its own but runs in the memory of the one it renews, as the
+     * pass ran before plans: the measuring arena needs the bump bytes of {@link #bumpBytes}, not the total.
      */
     static final class Recorder implements DeviceAllocator {
         private final DeviceAllocator backing;
+        private long[] addresses = new long[256];
         private long[] sizes = new long[256];
         private int[] first = new int[256];
         private int[] last = new int[256];
@@ -181,23 +184,33 @@ final class ActivationPlan {
         }
 
         @Override
-        public void renewal(int allocation) {
-            renewed += sizes[allocation];
+        public long allocate(long bytes, String what) {
+            return record(backing.allocate(bytes, what), bytes);
         }
 
         @Override
-        public long allocate(long bytes, String what) {
-            long p = backing.allocate(bytes, what);
+        public long renew(int old, long bytes, String what) {
+            if (aligned(bytes) != sizes[old]) {
+                throw new IllegalStateException("renewal of " + what + ": " + bytes + " bytes, the tensor had "
+                        + sizes[old]);
+            }
+            renewed += sizes[old];
+            return record(addresses[old], bytes);
+        }
+
+        private long record(long address, long bytes) {
             if (n == sizes.length) {
+                addresses = Arrays.copyOf(addresses, 2 * n);
                 sizes = Arrays.copyOf(sizes, 2 * n);
                 first = Arrays.copyOf(first, 2 * n);
                 last = Arrays.copyOf(last, 2 * n);
             }
+            addresses[n] = address;
             sizes[n] = aligned(bytes);
             first[n] = op;
             last[n] = op;
             n++;
-            return p;
+            return address;
         }
 
         @Override

@@ -158,6 +158,11 @@ public final class CudaOps extends Ops implements AutoCloseable {
         return out;
     }
 
+    /** The most activation bytes a pass's measuring (first) run has used so far. */
+    public long measuringBytes() {
+        return measureActivations == null ? 0 : measureActivations.highWater();
+    }
+
     /** Device bytes of the activation memory the captured passes share. */
     public long sharedActivationBytes() {
         return sharedActivations.bytes();
@@ -319,7 +324,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
                     System.err.println("cuda: a pass outgrew the measuring arenas; they now hold "
                             + mib(measureConstants.capacity()) + " of constants and " + mib(measureActivations.capacity())
                             + " of activations (the pass used " + mib(need.constantsBytes()) + " and "
-                            + mib(need.plan().total()) + ", " + mib(need.plan().peak()) + " once planned)");
+                            + mib(need.plan().bumpBytes()) + ", " + mib(need.plan().peak()) + " once planned)");
                 }
                 return need;
             } catch (DeviceArena.OutOfMemory e) {

@@ -27,8 +27,13 @@ interface DeviceAllocator {
     default void pin(int allocation) {
     }
 
-    /** Allocation {@code allocation} holds new contents of a tensor that already had one (a whole overwrite). */
-    default void renewal(int allocation) {
+    /**
+     * A new allocation for new contents of the tensor that allocation {@code old} held (a whole overwrite, the same
+     * size): {@link #allocate} by default. A recording may hand back {@code old}'s own memory, whose contents are
+     * dead from this op on, so that recording a multi-step pass needs one evaluation's memory, not one per step.
+     */
+    default long renew(int old, long bytes, String what) {
+        return allocate(bytes, what);
     }
 
     /** The current op is done (after its launches and its outputs' conversions). */

@@ -282,10 +282,9 @@ final class Residency {
             // of a multi-step pass (its workspace rewound) would otherwise keep every activation alive from the
             // first evaluation to the last, and nothing could share memory. Only in the entry's own type: an
             // entry written in another type keeps its type (the op's output is converted into it), as unplanned.
-            e = add(addr, bytes, activations.allocate(bytes / Float.BYTES * type.bytes, op + " output "
-                    + t.describe()), false, type);
+            e = add(addr, bytes, activations.renew(over.get(0).alloc, bytes / Float.BYTES * type.bytes, op
+                    + " output " + t.describe()), false, type);
             e.alloc = activations.lastAllocation();
-            activations.renewal(e.alloc);
             e.written = true;
         } else if (over.size() == 1 && over.get(0).host <= addr && end <= over.get(0).end()) {
             e = over.get(0);

@@ -180,6 +180,33 @@ class PlannedPassTest {
     }
 
     @Test
+    void aWholeHeunIntegrationIsMeasuredInOneEvaluationsMemory() {
+        // 5 network evaluations in one pass: its measuring run (bump-allocated) renews each evaluation's tensors in
+        // the memory they had, so it needs about one evaluation's bytes, not five; the plan about as much again.
+        try (UNet net = CudaGraphTest.randomNet(CudaGraphTest.config(32), 23); CudaOps ops = open();
+             TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
+            EdmDenoiser d = new EdmDenoiser(net, ops, ws, true);
+            double[] sigmas = ai.onestep.diffusion.KarrasSchedule.sigmas(3);
+            float[] first = null;
+            for (long call = 0; call < 3; call++) {
+                Tensor x = noise(a, 2, 31);
+                ai.onestep.diffusion.EdmSampler.sample(ops, d, ai.onestep.diffusion.EdmSampler.Method.HEUN, x, sigmas,
+                        null, null, true);
+                if (first == null) {
+                    first = x.toArray();
+                }
+                assertArrayEquals(first, x.toArray(), "call " + call + " (measure, capture, replay)");
+            }
+            long[] m = ops.passMemory().values().iterator().next();
+            System.out.printf("whole Heun pass (5 NFE): measured in %d bytes, bump %d, planned %d%n",
+                    ops.measuringBytes(), m[2], m[1]);
+            assertTrue(ops.measuringBytes() <= ActivationPlan.aligned(m[2]) + 64 * DeviceArena.ALIGN,
+                    "measuring run used " + ops.measuringBytes() + " bytes, one evaluation's bump is " + m[2]);
+            assertTrue(2 * m[1] < m[2], "planned " + m[1] + " of " + m[2]);
+        }
+    }
+
+    @Test
     void aPassThatStraysFromItsFirstRunIsMeasuredAgain() {
         // Against the runPass contract, the body adds an op from its second call on: the planned warm-up meets an
         // allocation its plan lacks, and the pass is measured again (its result still right), then captured.
