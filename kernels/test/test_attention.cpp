@@ -357,6 +357,33 @@ vector<E> relaid(const vector<E>& src, int B, int H, int T, int D, bool to_token
     return out;
 }
 
+// Both layouts on the same elements E (a float's bits, or a 16-bit value): o must match bit for bit, lse too.
+template <typename E>
+void compare_layouts(const Case& c, onestep_dtype dtype, const vector<E>& q, const vector<E>& k, const vector<E>& v,
+                     const int* lens) {
+    struct Bits {  // a 256-byte-aligned device-like copy (the kernels' vector loads need 16 bytes)
+        E* p;
+        size_t n;
+        explicit Bits(const vector<E>& from) : p(static_cast<E*>(std::aligned_alloc(256, (from.size() * sizeof(E) + 255) / 256 * 256))), n(from.size()) {
+            std::memcpy(p, from.data(), n * sizeof(E));
+        }
+        ~Bits() { std::free(p); }
+    };
+    Bits bq(q), bk(k), bv(v), bo(vector<E>(q.size(), E(~E(0))));  // all-ones: NaN in every format
+    Bits tq(relaid(q, c.B, c.H, c.Tq, c.D, true)), tk(relaid(k, c.B, c.H, c.Tk, c.D, true));
+    Bits tv(relaid(v, c.B, c.H, c.Tk, c.D, true)), to(vector<E>(q.size(), E(~E(0))));
+    Buf lse_heads(size_t(c.B) * c.H * c.Tq, NAN), lse_tokens(lse_heads.n, NAN);
+    if (!ok(onestep_attention_forward_typed(bq.p, bk.p, bv.p, bo.p, lse_heads.p, c.B, c.H, c.Tq, c.Tk, c.D, lens, 0.f,
+                                            dtype, nullptr), "heads: %s") ||
+        !ok(onestep_attention_forward_tokens_typed(tq.p, tk.p, tv.p, to.p, lse_tokens.p, c.B, c.H, c.Tq, c.Tk, c.D,
+                                                   lens, 0.f, dtype, nullptr), "tokens: %s") ||
+        !ktest::sync())
+        return;
+    const vector<E> back = relaid(vector<E>(to.p, to.p + to.n), c.B, c.H, c.Tq, c.D, false);
+    expect(vector<E>(bo.p, bo.p + bo.n) == back, "tokens layout: o differs from the head layout's%s", "");
+    expect(std::memcmp(lse_heads.p, lse_tokens.p, lse_heads.n * 4) == 0, "tokens layout: lse differs%s", "");
+}
+
 void check_tokens(const Case& c, onestep_dtype dtype, uint64_t seed) {
     std::printf("  tokens %s B=%d H=%d Tq=%d Tk=%d D=%d kv_len=%d\n", dtype == ONESTEP_FLOAT32 ? "fp32"
                 : dtype == ONESTEP_FLOAT16 ? "fp16" : "bf16", c.B, c.H, c.Tq, c.Tk, c.D, c.use_kv_len);
@@ -365,44 +392,17 @@ void check_tokens(const Case& c, onestep_dtype dtype, uint64_t seed) {
     vector<int> kv_len;
     make_inputs(c, rng, q, k, v, kv_len);
     const int* lens = c.use_kv_len ? kv_len.data() : nullptr;
-    Buf lse_heads(size_t(c.B) * c.H * c.Tq, NAN), lse_tokens(lse_heads.n, NAN);
-    vector<uint32_t> o_heads, o_tokens;  // the outputs' bits (16-bit values widened bit for bit)
     if (dtype == ONESTEP_FLOAT32) {
-        Buf bq(q), bk(k), bv(v), bo(q.size(), NAN);
-        Buf tq(relaid(q, c.B, c.H, c.Tq, c.D, true)), tk(relaid(k, c.B, c.H, c.Tk, c.D, true));
-        Buf tv(relaid(v, c.B, c.H, c.Tk, c.D, true)), to(q.size(), NAN);
-        if (!ok(onestep_attention_forward_typed(bq.p, bk.p, bv.p, bo.p, lse_heads.p, c.B, c.H, c.Tq, c.Tk, c.D, lens,
-                                                0.f, dtype, nullptr), "heads: %s") ||
-            !ok(onestep_attention_forward_tokens_typed(tq.p, tk.p, tv.p, to.p, lse_tokens.p, c.B, c.H, c.Tq, c.Tk, c.D,
-                                                       lens, 0.f, dtype, nullptr), "tokens: %s") ||
-            !ktest::sync())
-            return;
-        vector<float> back = relaid(vector<float>(to.p, to.p + to.n), c.B, c.H, c.Tq, c.D, false);
-        for (size_t i = 0; i < back.size(); i++) {
-            uint32_t a, b;
-            std::memcpy(&a, &bo.p[i], 4);
-            std::memcpy(&b, &back[i], 4);
-            o_heads.push_back(a);
-            o_tokens.push_back(b);
-        }
+        auto bits = [](const vector<float>& x) {
+            vector<uint32_t> out(x.size());
+            std::memcpy(out.data(), x.data(), x.size() * 4);
+            return out;
+        };
+        compare_layouts(c, dtype, bits(q), bits(k), bits(v), lens);
     } else {
         const ktest::Format16& f = dtype == ONESTEP_FLOAT16 ? ktest::kHalf : ktest::kBf16;
-        vector<uint16_t> hq = narrow(f, q), hk = narrow(f, k), hv = narrow(f, v);
-        Buf16 bq(hq), bk(hk), bv(hv), bo(q.size());
-        Buf16 tq(relaid(hq, c.B, c.H, c.Tq, c.D, true)), tk(relaid(hk, c.B, c.H, c.Tk, c.D, true));
-        Buf16 tv(relaid(hv, c.B, c.H, c.Tk, c.D, true)), to(q.size());
-        if (!ok(onestep_attention_forward_typed(bq.p, bk.p, bv.p, bo.p, lse_heads.p, c.B, c.H, c.Tq, c.Tk, c.D, lens,
-                                                0.f, dtype, nullptr), "heads: %s") ||
-            !ok(onestep_attention_forward_tokens_typed(tq.p, tk.p, tv.p, to.p, lse_tokens.p, c.B, c.H, c.Tq, c.Tk, c.D,
-                                                       lens, 0.f, dtype, nullptr), "tokens: %s") ||
-            !ktest::sync())
-            return;
-        vector<uint16_t> back = relaid(vector<uint16_t>(to.p, to.p + to.n), c.B, c.H, c.Tq, c.D, false);
-        o_heads.assign(bo.p, bo.p + bo.n);
-        o_tokens.assign(back.begin(), back.end());
+        compare_layouts(c, dtype, narrow(f, q), narrow(f, k), narrow(f, v), lens);
     }
-    expect(o_heads == o_tokens, "tokens layout: o differs from the head layout's%s", "");
-    expect(std::memcmp(lse_heads.p, lse_tokens.p, lse_heads.n * 4) == 0, "tokens layout: lse differs%s", "");
 }
 
 int main() {
