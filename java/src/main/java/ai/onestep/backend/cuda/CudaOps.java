@@ -66,7 +66,10 @@ public final class CudaOps extends Ops implements AutoCloseable {
     private Residency pass;
     private DeviceArena measureConstants;
     private DeviceArena measureActivations;
-    /** Most graphs kept at once; later passes run op by op (each graph holds its own copy of the weights). */
+    /**
+     * Most graphs kept at once; later keys run on the device uncaptured. A graph holds its own constants (weights
+     * that were not registered, host-filled tensors); registered weights and the activations are shared.
+     */
     private static final int MAX_GRAPHS = Integer.getInteger("onestep.cuda.maxGraphs", 64);
     private final Map<String, CapturedPass> passes = new LinkedHashMap<>();
     /** Keys run once (resident, not captured) and the memory they need; bounded, least recent dropped. */
