@@ -41,10 +41,7 @@ class ConsistencyDistillerTest {
         List<Double> losses = new ArrayList<>();
         try (UNet teacher = new UNet(cfg, false); UNet student = new UNet(cfg, true); UNet target = new UNet(cfg, false);
              Workspace tws = new Workspace()) {
-            Init.pytorchDefault(teacher, 1);
-            Init.pytorchDefault(student, 2);
-            StudentInit.sliceFrom(teacher, student);
-            target.parameters().copyValuesFrom(student.parameters());
+            DistillationNets.randomTeacherSlicedStudent(teacher, student, target);
             var d = new ConsistencyDistiller(OpsTesting.CPU, student, target, new EdmDenoiser(teacher, OpsTesting.CPU, tws),
                     TeacherTrainerTest.data(), c, o, dir.resolve("s.safetensors"), Map.of());
             d.run(fid, (s, l, n) -> losses.add(l));

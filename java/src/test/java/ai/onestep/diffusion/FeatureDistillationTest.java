@@ -58,10 +58,7 @@ class FeatureDistillationTest {
         UNetConfig sc = StudentInit.config(tc, width, 1);
         try (UNet teacher = new UNet(tc, false); UNet student = new UNet(sc, true); UNet target = new UNet(sc, false);
              Workspace tws = new Workspace()) {
-            Init.pytorchDefault(teacher, 1);
-            Init.pytorchDefault(student, 2);
-            StudentInit.sliceFrom(teacher, student);
-            target.parameters().copyValuesFrom(student.parameters());
+            DistillationNets.randomTeacherSlicedStudent(teacher, student, target);
             var d = new ConsistencyDistiller(OpsTesting.CPU, student, target, new EdmDenoiser(teacher, OpsTesting.CPU, tws),
                     TeacherTrainerTest.data(), null, o, dir.resolve("s.safetensors"), Map.of());
             d.run(fid, progress);

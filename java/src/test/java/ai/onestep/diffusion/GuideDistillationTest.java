@@ -35,11 +35,8 @@ class GuideDistillationTest {
         UNetConfig sc = StudentInit.config(tc, width, 1);
         try (UNet teacher = new UNet(tc, false); UNet guide = new UNet(tc, false); UNet student = new UNet(sc, true);
              UNet target = new UNet(sc, false); Workspace tws = new Workspace()) {
-            Init.pytorchDefault(teacher, 1);
+            DistillationNets.randomTeacherSlicedStudent(teacher, student, target);
             Init.pytorchDefault(guide, guideSeed);
-            Init.pytorchDefault(student, 2);
-            StudentInit.sliceFrom(teacher, student);
-            target.parameters().copyValuesFrom(student.parameters());
             var d = new ConsistencyDistiller(OpsTesting.CPU, student, target, new EdmDenoiser(teacher, OpsTesting.CPU, tws),
                     TeacherTrainerTest.data(), null, o, dir.resolve("s.safetensors"), Map.of());
             if (guideWeight > 0) {

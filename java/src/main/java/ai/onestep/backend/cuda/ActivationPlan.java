@@ -27,15 +27,17 @@ final class ActivationPlan {
     private final long[] offsets;
     private final long peak;
     /** Bytes of the renewals (new contents of a tensor that had memory already), which a bump arena did not need. */
-    private long renewedBytes;
+    private final long renewedBytes;
     /** Made by {@link #of} (reuse), not {@link #bump}. */
-    private boolean reuses;
+    private final boolean reuses;
 
-    private ActivationPlan(long[] sizes, int[] first, int[] last, long[] offsets) {
-        this.sizes = sizes;
-        this.first = first;
-        this.last = last;
+    private ActivationPlan(long[] sizes, int[] first, int[] last, long[] offsets, boolean reuses, long renewedBytes) {
+        this.sizes = sizes.clone();
+        this.first = first.clone();
+        this.last = last.clone();
         this.offsets = offsets;
+        this.reuses = reuses;
+        this.renewedBytes = renewedBytes;
         long p = DeviceArena.ALIGN;
         for (int i = 0; i < sizes.length; i++) {
             p = Math.max(p, offsets[i] + sizes[i]);
@@ -45,6 +47,11 @@ final class ActivationPlan {
 
     /** The greedy-by-size placement of allocations with these aligned sizes and lifetimes. */
     static ActivationPlan of(long[] sizes, int[] first, int[] last) {
+        return of(sizes, first, last, 0);
+    }
+
+    /** The same, for a record whose renewals took {@code renewedBytes} (see {@link #bumpBytes}). */
+    private static ActivationPlan of(long[] sizes, int[] first, int[] last, long renewedBytes) {
         int n = sizes.length;
         Integer[] order = new Integer[n];
         for (int i = 0; i < n; i++) {
@@ -76,20 +83,22 @@ final class ActivationPlan {
             placed[at] = i;
             count++;
         }
-        ActivationPlan p = new ActivationPlan(sizes.clone(), first.clone(), last.clone(), offsets);
-        p.reuses = true;
-        return p;
+        return new ActivationPlan(sizes, first, last, offsets, true, renewedBytes);
     }
 
     /** Every allocation after the previous one, as a bump arena does (the plan with no reuse). */
     static ActivationPlan bump(long[] sizes, int[] first, int[] last) {
+        return bump(sizes, first, last, 0);
+    }
+
+    private static ActivationPlan bump(long[] sizes, int[] first, int[] last, long renewedBytes) {
         long[] offsets = new long[sizes.length];
         long cursor = 0;
         for (int i = 0; i < sizes.length; i++) {
             offsets[i] = cursor;
             cursor += sizes[i];
         }
-        return new ActivationPlan(sizes.clone(), first.clone(), last.clone(), offsets);
+        return new ActivationPlan(sizes, first, last, offsets, false, renewedBytes);
     }
 
     /** Bytes of the arena the plan needs. */
@@ -178,6 +187,8 @@ final class ActivationPlan {
         private long renewed;
         private int n;
         private int op;
+        /** The last plan made from this record, and whether it reuses memory. */
+        private ActivationPlan plan;
 
         Recorder(DeviceAllocator backing) {
             this.backing = backing;
@@ -219,6 +230,7 @@ final class ActivationPlan {
             n = 0;
             op = 0;
             renewed = 0;
+            plan = null;
         }
 
         @Override
@@ -243,12 +255,14 @@ final class ActivationPlan {
 
         /** The plan for what was recorded: greedy reuse, or ({@code reuse} false) one allocation after another. */
         ActivationPlan plan(boolean reuse) {
+            if (plan != null && plan.reuses() == reuse) {
+                return plan;
+            }
             long[] s = Arrays.copyOf(sizes, n);
             int[] f = Arrays.copyOf(first, n);
             int[] l = Arrays.copyOf(last, n);
-            ActivationPlan p = reuse ? of(s, f, l) : bump(s, f, l);
-            p.renewedBytes = renewed;
-            return p;
+            plan = reuse ? of(s, f, l, renewed) : bump(s, f, l, renewed);
+            return plan;
         }
     }
 

@@ -32,7 +32,14 @@ final class CapturedPass implements AutoCloseable {
     private long capturedOps;
 
     /** What a pass's first run found it needs: bytes of constants, and where its activations go. */
-    record Measured(long constantsBytes, ActivationPlan plan) {
+    record Measured(long constantsBytes, ActivationPlan.Recorder record, boolean reuse) {
+        /**
+         * Where the activations go: computed on first use, i.e. when the key comes back to be captured (most keys
+         * met once, such as a validation pass's, never do).
+         */
+        ActivationPlan plan() {
+            return record.plan(reuse);
+        }
     }
 
     /**
@@ -80,7 +87,7 @@ final class CapturedPass implements AutoCloseable {
             r.bind(t, "pass output");
         }
         runAndDownload(ops, device, r, outputs, body);
-        return new Measured(constants.used(), recorder.plan(reuse));
+        return new Measured(constants.used(), recorder, reuse);
     }
 
     /** Runs the body with {@code r} as the pass's residency, waits for the device, and brings the outputs back. */

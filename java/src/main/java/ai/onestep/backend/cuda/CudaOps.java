@@ -713,10 +713,9 @@ public final class CudaOps extends Ops implements AutoCloseable {
             Precision type = dt();
             long px = in(x, "conv2d", type), pw = in(w, "conv2d", type), pb = in(b, "conv2d", type);
             // Registered weights come with a KRSC copy for cuDNN (kept, not transposed per call); only where w is
-            // read from the registered copy itself (not a tensor an op of this pass wrote).
+            // read from the registered copy itself (not owned training state, not a tensor an op of this pass wrote).
             long wk = 0;
-            if (device.convUsesKrsc() && !parameters.owned.owns(w)
-                    && pw == parameters.peek(w.segment().address(), w.size() * Float.BYTES, type)) {
+            if (device.convUsesKrsc() && pw == parameters.peek(w.segment().address(), w.size() * Float.BYTES, type)) {
                 wk = parameters.krsc(w, type, (long) w.dim(0) * w.dim(1) * w.dim(2), w.dim(3));
             }
             device.conv2d(px, pw, wk, pb, out(y, "conv2d", type), x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0),

@@ -127,16 +127,12 @@ public abstract class Device implements AutoCloseable {
 
     /** Host to device, waits. */
     public void upload(long dst, MemorySegment src, long bytes, Supplier<String> what) {
-        check(onestep_memcpy_htod(dst, src.address(), bytes, stream), "upload", what);
-        uploads++;
-        uploadedBytes += bytes;
+        upload(dst, src, bytes, what, true);
     }
 
     /** Device to host, waits. */
     public void download(MemorySegment dst, long src, long bytes, Supplier<String> what) {
-        check(onestep_memcpy_dtoh(dst.address(), src, bytes, stream), "download", what);
-        downloads++;
-        downloadedBytes += bytes;
+        download(dst, src, bytes, what, true);
     }
 
     /**
@@ -144,9 +140,7 @@ public abstract class Device implements AutoCloseable {
      * a graph replay's inputs, which the replay's one {@link #synchronize} follows.
      */
     public void uploadQueued(long dst, MemorySegment src, long bytes, Supplier<String> what) {
-        check(onestep_memcpy_htod_async(dst, src.address(), bytes, stream), "upload", what);
-        uploads++;
-        uploadedBytes += bytes;
+        upload(dst, src, bytes, what, false);
     }
 
     /**
@@ -154,7 +148,19 @@ public abstract class Device implements AutoCloseable {
      * graph replay's outputs, then one {@link #synchronize}.
      */
     public void downloadQueued(MemorySegment dst, long src, long bytes, Supplier<String> what) {
-        check(onestep_memcpy_dtoh_async(dst.address(), src, bytes, stream), "download", what);
+        download(dst, src, bytes, what, false);
+    }
+
+    private void upload(long dst, MemorySegment src, long bytes, Supplier<String> what, boolean wait) {
+        check(wait ? onestep_memcpy_htod(dst, src.address(), bytes, stream)
+                : onestep_memcpy_htod_async(dst, src.address(), bytes, stream), "upload", what);
+        uploads++;
+        uploadedBytes += bytes;
+    }
+
+    private void download(MemorySegment dst, long src, long bytes, Supplier<String> what, boolean wait) {
+        check(wait ? onestep_memcpy_dtoh(dst.address(), src, bytes, stream)
+                : onestep_memcpy_dtoh_async(dst.address(), src, bytes, stream), "download", what);
         downloads++;
         downloadedBytes += bytes;
     }

@@ -126,7 +126,8 @@ final class ParameterStore implements AutoCloseable {
     long krsc(Tensor w, Precision type, long rows, int cols) {
         long addr = w.segment().address();
         long bytes = w.size() * Float.BYTES;
-        if (owned.owns(w) || find(addr, bytes) == 0 || map.get(addr) == null || map.get(addr)[0] != bytes) {
+        long[] entry = map.get(addr);  // a whole parameter starts at addr and has exactly these bytes
+        if (entry == null || entry[0] != bytes || !scopes.get(addr).isAlive() || owned.owns(w)) {
             return 0;
         }
         long[] copies = krsc.computeIfAbsent(addr, k -> new long[Precision.values().length]);

@@ -195,10 +195,7 @@ class ResidentTrainingTest {
         UNetConfig sc = StudentInit.config(tc, width, 1);
         try (UNet teacher = new UNet(tc, false); UNet student = new UNet(sc, true); UNet target = new UNet(sc, false);
              Workspace tws = new Workspace()) {
-            Init.pytorchDefault(teacher, 1);
-            Init.pytorchDefault(student, 2);
-            StudentInit.sliceFrom(teacher, student);
-            target.parameters().copyValuesFrom(student.parameters());
+            ai.onestep.diffusion.DistillationNets.randomTeacherSlicedStudent(teacher, student, target);
             var d = new ConsistencyDistiller(backend, student, target, new EdmDenoiser(teacher, backend, tws),
                     labelledData(), null, distillOptions(featureWeight),
                     dir.resolve(name + ".safetensors"), Map.of());
