@@ -10,6 +10,9 @@
 // GB/s counts the bytes the op must move at least once: read x, write y (params and stats are negligible).
 // Versions 4 and 5 are the production kernel on fp16 and bf16 storage (2 bytes per element moved). Version 6 is
 // production's one-kernel path for small tensors (src/groupnorm.cu takes it up to kFusedMaxElems values).
+// Version 7 is production's pre-add variant, ResnetBlock2D's norm2(h + time_emb_proj(temb)) with the conv's and
+// the projection's biases: x' = (x + x_bias[c]) + (add[n,c] + add_bias[c]) added on the fly, timed against what
+// it replaces (an add_per_channel-style kernel writing x', then version 3 on it).
 #include "../src/status.cu"
 #include "../src/groupnorm.cu"
 #include "dev_common.cuh"
@@ -163,6 +166,13 @@ static bool validate_typed(const char* name, const T* d_got, const std::vector<d
     return ok;
 }
 
+// ---- version 7's baseline: the unfused pair, x' = x + v[n,c] written out (add_per_channel), then version 3.
+__global__ void add_per_channel_kernel(const float* x, const float* v, float* y, long long per_sample, int C,
+                                       long long total) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x)
+        y[i] = x[i] + v[(i / per_sample) * C + i % C];
+}
+
 static cudaError_t run_version(int version, const Args& a, int block) {
     switch (version) {
         case 1:
@@ -272,6 +282,54 @@ int main(int argc, char** argv) {
                         ok ? "ok      " : "MISMATCH", ms, gbs, version == 4 ? "fp16" : "bf16");
 #endif
         }
+    }
+    if (!only || only == 7) {
+        // Version 7: the pre-add terms as ResnetBlock2D's inference pass has them (conv1's bias, the time
+        // projection and its bias), no scale/shift, SiLU. Reference: the plain CPU reference on x' formed in
+        // float in the kernel's order.
+        std::vector<float> xb = dev::random_normal(C, 6, 0.0f, 0.5f), add = dev::random_normal(size_t(N) * C, 7, 0.0f, 1.0f),
+                           ab = dev::random_normal(C, 8, 0.0f, 0.5f), xp(nx), vsum(size_t(N) * C);
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < C; c++) vsum[size_t(n) * C + c] = add[size_t(n) * C + c] + ab[c];
+        for (size_t i = 0; i < nx; i++) {
+            const int c = int(i % C), n = int(i / (size_t(HW) * C));
+            xp[i] = (x[i] + xb[c]) + vsum[size_t(n) * C + c];
+        }
+        const std::vector<float> none(size_t(N) * C, 0.0f);  // scale = shift = 0: no modulation
+        std::vector<double> y7(nx), m7(mean_ref.size()), r7(m7.size());
+        groupnorm_forward_cpu(y7, m7, r7, xp, gamma, beta, none, none, N, HW, C, G, eps);
+        float *d_xb = dev::to_device(xb), *d_add = dev::to_device(add), *d_ab = dev::to_device(ab);
+        float *d_vsum = dev::to_device(vsum), *d_xp = dev::device_filled(nx, 0.0f);
+        const PreAdd<float> pre{d_xb, d_add, d_ab};
+        for (int block : block_sizes) {
+            auto fused = [&] {
+                return launch_forward_t<float>(a.x, a.gamma, a.beta, nullptr, nullptr, a.y, a.mean, a.rstd, N, HW, C, G,
+                                               eps, true, block, block, nullptr, -1, pre);
+            };
+            dev_check(cudaMemset(a.y, 0xFF, nx * sizeof(float)));
+            dev_check(fused());
+            dev_check(cudaDeviceSynchronize());
+            bool ok = dev::validate("y", a.y, y7, 1e-4, 1e-4);
+            ok &= dev::validate("mean", a.mean, m7, 1e-5, 1e-5);
+            ok &= dev::validate("rstd", a.rstd, r7, 1e-5, 1e-4);
+            all_ok &= ok;
+#ifdef ONESTEP_EMULATION
+            std::printf("version 7 block %4d: %s\n", block, ok ? "ok" : "MISMATCH");
+#else
+            auto unfused = [&] {
+                dev_check(launch(add_per_channel_kernel, dim3(unsigned(std::min<long long>(65535, ceil_div(nx, 256)))),
+                                 dim3(256), 0, nullptr, a.x, d_vsum, d_xp, (long long)HW * C, C, (long long)nx));
+                return launch_forward(d_xp, a.gamma, a.beta, nullptr, nullptr, a.y, a.mean, a.rstd, N, HW, C, G, eps,
+                                      true, block, block, nullptr, -1);
+            };
+            const float ms = dev::time_ms([&] { dev_check(fused()); });
+            const float ms_pair = dev::time_ms([&] { dev_check(unfused()); });
+            const double gbs = 2.0 * nx * sizeof(float) / (ms * 1e-3) / 1e9;
+            std::printf("version 7 block %4d: %s  %8.4f ms  %7.1f GB/s  (unfused add + version 3: %8.4f ms)\n", block,
+                        ok ? "ok      " : "MISMATCH", ms, gbs, ms_pair);
+#endif
+        }
+        for (float* p : {d_xb, d_add, d_ab, d_vsum, d_xp}) dev_check(cudaFree(p));
     }
     std::printf(all_ok ? "all versions match the CPU reference\n" : "SOME VERSIONS DO NOT MATCH the CPU reference\n");
     return all_ok ? 0 : 1;

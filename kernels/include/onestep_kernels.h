@@ -109,6 +109,14 @@ onestep_status onestep_groupnorm_forward_typed(const void* x, const void* gamma,
                                                const void* shift, void* y, float* mean, float* rstd, int N, int HW,
                                                int C, int G, float eps, int apply_silu, onestep_dtype dtype,
                                                cudaStream_t stream);
+/* The same on x' = (x + x_bias[c]) + (add[n,c] + add_bias[c]) instead of x, without storing x' (each term may be
+ * NULL; add_bias only with add; all in `dtype`, added in fp32 in that order). ResnetBlock2D's h + time_emb_proj(temb)
+ * at inference, and the biases the CUDA backend leaves to the consumer of a cuDNN convolution or cuBLAS GEMM. */
+onestep_status onestep_groupnorm_forward_add_typed(const void* x, const void* x_bias, const void* add,
+                                                   const void* add_bias, const void* gamma, const void* beta,
+                                                   const void* scale, const void* shift, void* y, float* mean,
+                                                   float* rstd, int N, int HW, int C, int G, float eps, int apply_silu,
+                                                   onestep_dtype dtype, cudaStream_t stream);
 onestep_status onestep_add_typed(const void* a, const void* b, void* out, long long n, onestep_dtype dtype,
                                  cudaStream_t stream);
 onestep_status onestep_axpy_typed(float alpha, const void* x, void* y, long long n, onestep_dtype dtype,
@@ -219,6 +227,10 @@ onestep_status onestep_mul_typed(const void* a, const void* b, void* out, long l
                                  cudaStream_t stream);
 onestep_status onestep_add_per_channel_typed(const void* x, const void* v, void* y, int N, long long P, int C,
                                              onestep_dtype dtype, cudaStream_t stream);
+/* out = (a + a_bias[c]) + (b + b_bias[c]) over (rows, C); either bias may be NULL; in-place use allowed. The residual
+ * add that takes the biases the CUDA backend left pending on its operands. */
+onestep_status onestep_add_biased_typed(const void* a, const void* a_bias, const void* b, const void* b_bias, void* out,
+                                        long long rows, int C, onestep_dtype dtype, cudaStream_t stream);
 onestep_status onestep_concat_channels_typed(const void* a, const void* b, void* y, long long rows, int ca, int cb,
                                              onestep_dtype dtype, cudaStream_t stream);
 onestep_status onestep_upsample_nearest2x_typed(const void* x, void* y, int N, int H, int W, int C,

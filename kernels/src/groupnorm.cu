@@ -17,6 +17,12 @@
 //      and the pointers are 16-byte aligned. A separate pass parallelizes over
 //      the whole tensor instead of over the N*G groups, which on small batches leaves most SMs idle.
 //   u = (xhat * gamma + beta) * (1 + scale[n,c]) + shift[n,c];  y = SiLU(u) or u.
+// Pre-add (onestep_groupnorm_forward_add_typed; inference only): the values normalized are
+//   x'[n,p,c] = (x + x_bias[c]) + (add[n,c] + add_bias[c])                       (each term optional)
+// ResnetBlock2D's "h + time_emb_proj(temb)" (Ho et al. 2020's time conditioning; diffusers' default
+// time_embedding_norm) and the biases the CUDA backend leaves to the consumer of a cuDNN convolution or a cuBLAS
+// GEMM (CudaOps defers them). x' is never stored: statistics and normalization both add it on the fly, in fp32, in
+// the order the unfused ops use, so fp32 results are the unfused ops' bits. Both paths (one kernel, two) take it.
 //
 // Backward (the winner of kernels/dev/groupnorm_backward.cu, version 2): one block per (n, g); threads form
 // a (channel, pixel-row) grid so each thread keeps per-channel partial sums in registers. With
@@ -40,6 +46,31 @@ namespace groupnorm {
 
 __device__ __forceinline__ float sigmoid(float u) { return 1.0f / (1.0f + __expf(-u)); }
 
+// The pre-add terms of one sample (add already offset to it): x' = (x + x_bias[c]) + (add[c] + add_bias[c]). PRE
+// false compiles every use away (the plain group norm); with PRE each pointer may still be null.
+template <typename T>
+struct PreAdd {
+    const T* x_bias;
+    const T* add;
+    const T* add_bias;
+
+    __device__ __forceinline__ PreAdd sample(int n, int C) const {
+        return PreAdd{x_bias, add ? add + (long long)n * C : nullptr, add_bias};
+    }
+};
+
+template <bool PRE, typename T>
+__device__ __forceinline__ float pre_add(const PreAdd<T>& p, float x, int c) {
+    if (!PRE) return x;
+    if (p.x_bias) x += to_f32(p.x_bias[c]);
+    if (p.add) {
+        float a = to_f32(p.add[c]);
+        if (p.add_bias) a += to_f32(p.add_bias[c]);
+        x += a;
+    }
+    return x;
+}
+
 // ---- forward, pass 1: statistics ---------------------------------------------------------------------
 // T: the storage type of x (and of y, gamma, beta, scale, shift below; dtype.cuh). Statistics are fp32 for
 // every T: fp16/bf16 storage changes only how values are loaded and stored.
@@ -47,8 +78,10 @@ __device__ __forceinline__ float sigmoid(float u) { return 1.0f / (1.0f + __expf
 // first pixel), in the order both forward paths use. VEC4: Cg % 4 == 0 and base aligned for 4-element loads.
 // 32-bit index math: the API guarantees HW * C <= 2^30, and a 64-bit division per element would cost more than
 // the load in this memory-bound loop.
-template <bool VEC4, typename T>
-__device__ __forceinline__ Welford group_welford(const T* base, int HW, int C, int Cg) {
+// pre: the sample's pre-add terms; c0: the group's first channel (pre's channel index of base's first value).
+template <bool VEC4, bool PRE = false, typename T>
+__device__ __forceinline__ Welford group_welford(const T* base, int HW, int C, int Cg, PreAdd<T> pre = {},
+                                                 int c0 = 0) {
     Welford w{0.0f, 0.0f, 0.0f};
     if (VEC4) {
         const int cv = Cg / 4;
@@ -57,28 +90,28 @@ __device__ __forceinline__ Welford group_welford(const T* base, int HW, int C, i
             const int p = i / cv;
             const int c = (i - p * cv) * 4;
             const float4 v = load4(base + (long long)p * C + c);
-            welford_add(w, v.x);
-            welford_add(w, v.y);
-            welford_add(w, v.z);
-            welford_add(w, v.w);
+            welford_add(w, pre_add<PRE>(pre, v.x, c0 + c + 0));
+            welford_add(w, pre_add<PRE>(pre, v.y, c0 + c + 1));
+            welford_add(w, pre_add<PRE>(pre, v.z, c0 + c + 2));
+            welford_add(w, pre_add<PRE>(pre, v.w, c0 + c + 3));
         }
     } else {
         const int m = HW * Cg;
         for (int i = threadIdx.x; i < m; i += blockDim.x) {
-            const int p = i / Cg;
-            welford_add(w, to_f32(base[(long long)p * C + (i - p * Cg)]));
+            const int p = i / Cg, c = i - p * Cg;
+            welford_add(w, pre_add<PRE>(pre, to_f32(base[(long long)p * C + c]), c0 + c));
         }
     }
     return w;
 }
 
-template <bool VEC4, typename T = float>
+template <bool VEC4, bool PRE = false, typename T = float>
 __global__ void stats_kernel(const T* __restrict__ x, float* __restrict__ mean, float* __restrict__ rstd, int HW, int C,
-                             int G, float eps) {
+                             int G, float eps, PreAdd<T> pre = {}) {
     __shared__ Welford scratch[32];
     const int n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
     const T* base = x + (long long)n * HW * C + (long long)g * Cg;
-    const Welford w = block_welford(group_welford<VEC4>(base, HW, C, Cg), scratch);
+    const Welford w = block_welford(group_welford<VEC4, PRE>(base, HW, C, Cg, pre.sample(n, C), g * Cg), scratch);
     if (threadIdx.x == 0) {
         mean[blockIdx.x] = w.mean;
         rstd[blockIdx.x] = rsqrtf(w.m2 / w.n + eps);
@@ -114,10 +147,11 @@ __device__ __forceinline__ float apply_one(float x, int n, int c, int C, int G, 
 }
 
 // grid.y = sample n; grid-stride over the sample's HW*C values (<= 2^30, so int indices).
-template <bool EMB, bool SILU, bool VEC4, typename T = float>
+template <bool EMB, bool SILU, bool VEC4, bool PRE = false, typename T = float>
 __global__ void apply_kernel(const T* __restrict__ x, const float* __restrict__ mean, const float* __restrict__ rstd,
                              const T* __restrict__ gamma, const T* __restrict__ beta, const T* __restrict__ scale,
-                             const T* __restrict__ shift, T* __restrict__ y, int HW, int C, int G) {
+                             const T* __restrict__ shift, T* __restrict__ y, int HW, int C, int G,
+                             PreAdd<T> pre_all = {}) {
     const int n = blockIdx.y, Cg = C / G;
     const int per_sample = HW * C;
     const long long offset = (long long)n * per_sample;
@@ -127,22 +161,25 @@ __global__ void apply_kernel(const T* __restrict__ x, const float* __restrict__ 
     const float* rstd_n = rstd + n * G;
     const T* scale_n = EMB ? scale + (long long)n * C : nullptr;
     const T* shift_n = EMB ? shift + (long long)n * C : nullptr;
+    const PreAdd<T> pre = pre_all.sample(n, C);
     const int stride = gridDim.x * blockDim.x;
     if (VEC4) {
         for (int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4; i < per_sample; i += stride * 4) {
             const int c = i % C;  // C % 4 == 0: the 4 values share n and have channels c..c+3
             const float4 v = load4(xs + i);
             float4 r;
-            r.x = apply_c<EMB, SILU>(v.x, c + 0, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
-            r.y = apply_c<EMB, SILU>(v.y, c + 1, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
-            r.z = apply_c<EMB, SILU>(v.z, c + 2, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
-            r.w = apply_c<EMB, SILU>(v.w, c + 3, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
+            r.x = apply_c<EMB, SILU>(pre_add<PRE>(pre, v.x, c + 0), c + 0, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
+            r.y = apply_c<EMB, SILU>(pre_add<PRE>(pre, v.y, c + 1), c + 1, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
+            r.z = apply_c<EMB, SILU>(pre_add<PRE>(pre, v.z, c + 2), c + 2, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
+            r.w = apply_c<EMB, SILU>(pre_add<PRE>(pre, v.w, c + 3), c + 3, Cg, mean_n, rstd_n, gamma, beta, scale_n, shift_n);
             store4(ys + i, r);
         }
     } else {
-        for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < per_sample; i += stride)
-            ys[i] = from_f32<T>(apply_c<EMB, SILU>(to_f32(xs[i]), i % C, Cg, mean_n, rstd_n, gamma, beta, scale_n,
-                                                   shift_n));
+        for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < per_sample; i += stride) {
+            const int c = i % C;
+            ys[i] = from_f32<T>(apply_c<EMB, SILU>(pre_add<PRE>(pre, to_f32(xs[i]), c), c, Cg, mean_n, rstd_n, gamma,
+                                                   beta, scale_n, shift_n));
+        }
     }
 }
 
@@ -153,10 +190,11 @@ __global__ void apply_kernel(const T* __restrict__ x, const float* __restrict__ 
 // 0's statistics, broadcast through shared memory: the butterfly merge of block_welford leaves each thread a
 // total that may differ from thread 0's in the last bit (the pairwise merge is not symmetric in floating point),
 // and thread 0's is what stats_kernel stores.
-template <bool EMB, bool SILU, bool STATS4, bool VEC4, typename T = float>
+template <bool EMB, bool SILU, bool STATS4, bool VEC4, bool PRE = false, typename T = float>
 __global__ void fused_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
                              const T* __restrict__ scale, const T* __restrict__ shift, T* __restrict__ y,
-                             float* __restrict__ mean, float* __restrict__ rstd, int HW, int C, int G, float eps) {
+                             float* __restrict__ mean, float* __restrict__ rstd, int HW, int C, int G, float eps,
+                             PreAdd<T> pre_all = {}) {
     __shared__ Welford scratch[32];
     __shared__ float stats[2];
     const int n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
@@ -164,7 +202,9 @@ __global__ void fused_kernel(const T* __restrict__ x, const T* __restrict__ gamm
     const T* base = x + offset;
     T* out = y + offset;
     const int cv = Cg / 4;
-    const Welford w = block_welford(group_welford<STATS4>(base, HW, C, Cg), scratch);
+    const int c0 = g * Cg;
+    const PreAdd<T> pre = pre_all.sample(n, C);
+    const Welford w = block_welford(group_welford<STATS4, PRE>(base, HW, C, Cg, pre, c0), scratch);
     if (threadIdx.x == 0) {
         stats[0] = w.mean;
         stats[1] = rsqrtf(w.m2 / w.n + eps);
@@ -175,7 +215,6 @@ __global__ void fused_kernel(const T* __restrict__ x, const T* __restrict__ gamm
     const float mu = stats[0], rs = stats[1];
     const T* scale_n = EMB ? scale + (long long)n * C : nullptr;
     const T* shift_n = EMB ? shift + (long long)n * C : nullptr;
-    const int c0 = g * Cg;
     if (VEC4) {
         const int m = HW * cv;
         for (int i = threadIdx.x; i < m; i += blockDim.x) {
@@ -183,10 +222,10 @@ __global__ void fused_kernel(const T* __restrict__ x, const T* __restrict__ gamm
             const int c = (i - p * cv) * 4;
             const float4 v = load4(base + (long long)p * C + c);
             float4 r;
-            r.x = apply_v<EMB, SILU>(v.x, c0 + c + 0, mu, rs, gamma, beta, scale_n, shift_n);
-            r.y = apply_v<EMB, SILU>(v.y, c0 + c + 1, mu, rs, gamma, beta, scale_n, shift_n);
-            r.z = apply_v<EMB, SILU>(v.z, c0 + c + 2, mu, rs, gamma, beta, scale_n, shift_n);
-            r.w = apply_v<EMB, SILU>(v.w, c0 + c + 3, mu, rs, gamma, beta, scale_n, shift_n);
+            r.x = apply_v<EMB, SILU>(pre_add<PRE>(pre, v.x, c0 + c + 0), c0 + c + 0, mu, rs, gamma, beta, scale_n, shift_n);
+            r.y = apply_v<EMB, SILU>(pre_add<PRE>(pre, v.y, c0 + c + 1), c0 + c + 1, mu, rs, gamma, beta, scale_n, shift_n);
+            r.z = apply_v<EMB, SILU>(pre_add<PRE>(pre, v.z, c0 + c + 2), c0 + c + 2, mu, rs, gamma, beta, scale_n, shift_n);
+            r.w = apply_v<EMB, SILU>(pre_add<PRE>(pre, v.w, c0 + c + 3), c0 + c + 3, mu, rs, gamma, beta, scale_n, shift_n);
             store4(out + (long long)p * C + c, r);
         }
     } else {
@@ -194,7 +233,8 @@ __global__ void fused_kernel(const T* __restrict__ x, const T* __restrict__ gamm
         for (int i = threadIdx.x; i < m; i += blockDim.x) {
             const int p = i / Cg, c = i - p * Cg;
             const long long at = (long long)p * C + c;
-            out[at] = from_f32<T>(apply_v<EMB, SILU>(to_f32(base[at]), c0 + c, mu, rs, gamma, beta, scale_n, shift_n));
+            out[at] = from_f32<T>(apply_v<EMB, SILU>(pre_add<PRE>(pre, to_f32(base[at]), c0 + c), c0 + c, mu, rs, gamma,
+                                                     beta, scale_n, shift_n));
         }
     }
 }
@@ -209,58 +249,77 @@ static unsigned grid_for(long long work, int block) {
     return unsigned(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
 }
 
-template <bool EMB, bool SILU, typename T>
+template <bool EMB, bool SILU, bool PRE, typename T>
 static cudaError_t launch_apply(const T* x, const float* mean, const float* rstd, const T* gamma, const T* beta,
                                 const T* scale, const T* shift, T* y, int N, int HW, int C, int G, int block,
-                                cudaStream_t stream) {
+                                PreAdd<T> pre, cudaStream_t stream) {
     const long long per_sample = (long long)HW * C;
+    // (the pre-add vectors are read per element: the float4 path needs only x and y aligned)
     const bool vec4 = C % 4 == 0 && aligned4(x) && aligned4(y);
     const dim3 grid(grid_for(vec4 ? per_sample / 4 : per_sample, block), unsigned(N));
     if (vec4)
-        return launch(apply_kernel<EMB, SILU, true, T>, grid, dim3(block), 0, stream, x, mean, rstd, gamma, beta,
-                      scale, shift, y, HW, C, G);
-    return launch(apply_kernel<EMB, SILU, false, T>, grid, dim3(block), 0, stream, x, mean, rstd, gamma, beta, scale,
-                  shift, y, HW, C, G);
+        return launch(apply_kernel<EMB, SILU, true, PRE, T>, grid, dim3(block), 0, stream, x, mean, rstd, gamma, beta,
+                      scale, shift, y, HW, C, G, pre);
+    return launch(apply_kernel<EMB, SILU, false, PRE, T>, grid, dim3(block), 0, stream, x, mean, rstd, gamma, beta,
+                  scale, shift, y, HW, C, G, pre);
 }
 
-template <bool EMB, bool SILU, typename T>
+template <bool EMB, bool SILU, bool PRE, typename T>
 static cudaError_t launch_fused(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
                                 float* mean, float* rstd, int N, int HW, int C, int G, float eps, int block,
-                                cudaStream_t stream) {
+                                PreAdd<T> pre, cudaStream_t stream) {
     const bool stats4 = (C / G) % 4 == 0 && aligned4(x);  // as launch_forward_t chooses stats_kernel's loop
     if (stats4 && aligned4(y))
-        return launch(fused_kernel<EMB, SILU, true, true, T>, dim3(N * G), dim3(block), 0, stream, x, gamma, beta,
-                      scale, shift, y, mean, rstd, HW, C, G, eps);
+        return launch(fused_kernel<EMB, SILU, true, true, PRE, T>, dim3(N * G), dim3(block), 0, stream, x, gamma,
+                      beta, scale, shift, y, mean, rstd, HW, C, G, eps, pre);
     if (stats4)
-        return launch(fused_kernel<EMB, SILU, true, false, T>, dim3(N * G), dim3(block), 0, stream, x, gamma, beta,
-                      scale, shift, y, mean, rstd, HW, C, G, eps);
-    return launch(fused_kernel<EMB, SILU, false, false, T>, dim3(N * G), dim3(block), 0, stream, x, gamma, beta, scale,
-                  shift, y, mean, rstd, HW, C, G, eps);
+        return launch(fused_kernel<EMB, SILU, true, false, PRE, T>, dim3(N * G), dim3(block), 0, stream, x, gamma,
+                      beta, scale, shift, y, mean, rstd, HW, C, G, eps, pre);
+    return launch(fused_kernel<EMB, SILU, false, false, PRE, T>, dim3(N * G), dim3(block), 0, stream, x, gamma, beta,
+                  scale, shift, y, mean, rstd, HW, C, G, eps, pre);
 }
 
+// One variant's launch: version 6 (one kernel) up to kFusedMaxElems values (fused = -1), else version 3.
+template <bool EMB, bool SILU, bool PRE, typename T>
+static cudaError_t launch_variant(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
+                                  float* mean, float* rstd, int N, int HW, int C, int G, float eps, int stats_block,
+                                  int apply_block, PreAdd<T> pre, cudaStream_t stream, int fused) {
+    if (fused > 0 || (fused < 0 && (long long)N * HW * C <= kFusedMaxElems))
+        // The block size of the statistics, so they are the two-kernel path's bits.
+        return launch_fused<EMB, SILU, PRE>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps,
+                                            stats_block, pre, stream);
+    const bool vec4 = (C / G) % 4 == 0 && aligned4(x);
+    cudaError_t e = vec4 ? launch(stats_kernel<true, PRE, T>, dim3(N * G), dim3(stats_block), 0, stream, x, mean,
+                                  rstd, HW, C, G, eps, pre)
+                         : launch(stats_kernel<false, PRE, T>, dim3(N * G), dim3(stats_block), 0, stream, x, mean,
+                                  rstd, HW, C, G, eps, pre);
+    if (e != cudaSuccess) return e;
+    return launch_apply<EMB, SILU, PRE>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, pre,
+                                        stream);
+}
+
+// pre: x_bias, add, add_bias (any may be null; all null is the plain group norm, which compiles without them).
 template <typename T>
 cudaError_t launch_forward_t(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
                              float* mean, float* rstd, int N, int HW, int C, int G, float eps, bool silu,
-                             int stats_block, int apply_block, cudaStream_t stream, int fused = -1) {
+                             int stats_block, int apply_block, cudaStream_t stream, int fused = -1,
+                             PreAdd<T> pre = {}) {
     const bool emb = scale != nullptr;
-    if (fused > 0 || (fused < 0 && (long long)N * HW * C <= kFusedMaxElems)) {
-        // Version 6 (the block size of the statistics, so they are the two-kernel path's bits).
-        if (emb && silu) return launch_fused<true, true>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps, stats_block, stream);
-        if (emb) return launch_fused<true, false>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps, stats_block, stream);
-        if (silu) return launch_fused<false, true>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps, stats_block, stream);
-        return launch_fused<false, false>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps, stats_block, stream);
+    const bool pa = pre.x_bias || pre.add;
+#define ONESTEP_GN_VARIANT(E, S, P)                                                                              \
+    return launch_variant<E, S, P>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps, stats_block, \
+                                   apply_block, pre, stream, fused)
+    if (pa) {
+        if (emb && silu) ONESTEP_GN_VARIANT(true, true, true);
+        if (emb) ONESTEP_GN_VARIANT(true, false, true);
+        if (silu) ONESTEP_GN_VARIANT(false, true, true);
+        ONESTEP_GN_VARIANT(false, false, true);
     }
-    const int Cg = C / G;
-    const bool vec4 = Cg % 4 == 0 && aligned4(x);
-    cudaError_t e = vec4 ? launch(stats_kernel<true, T>, dim3(N * G), dim3(stats_block), 0, stream, x, mean, rstd,
-                                  HW, C, G, eps)
-                         : launch(stats_kernel<false, T>, dim3(N * G), dim3(stats_block), 0, stream, x, mean, rstd,
-                                  HW, C, G, eps);
-    if (e != cudaSuccess) return e;
-    if (emb && silu) return launch_apply<true, true>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, stream);
-    if (emb) return launch_apply<true, false>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, stream);
-    if (silu) return launch_apply<false, true>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, stream);
-    return launch_apply<false, false>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, stream);
+    if (emb && silu) ONESTEP_GN_VARIANT(true, true, false);
+    if (emb) ONESTEP_GN_VARIANT(true, false, false);
+    if (silu) ONESTEP_GN_VARIANT(false, true, false);
+    ONESTEP_GN_VARIANT(false, false, false);
+#undef ONESTEP_GN_VARIANT
 }
 
 cudaError_t launch_forward(const float* x, const float* gamma, const float* beta, const float* scale,
@@ -407,7 +466,8 @@ static onestep_status check_shape(const char* fn, const char* shapes, int N, int
 
 using namespace onestep;
 
-static onestep_status groupnorm_forward_impl(const char* fn, const void* x, const void* gamma, const void* beta,
+static onestep_status groupnorm_forward_impl(const char* fn, const void* x, const void* x_bias, const void* add,
+                                             const void* add_bias, const void* gamma, const void* beta,
                                              const void* scale, const void* shift, void* y, float* mean, float* rstd,
                                              int N, int HW, int C, int G, float eps, int apply_silu,
                                              onestep_dtype dtype, cudaStream_t stream) {
@@ -422,6 +482,7 @@ static onestep_status groupnorm_forward_impl(const char* fn, const void* x, cons
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "x, gamma, beta, y, mean and rstd must be non-null");
     if ((scale == nullptr) != (shift == nullptr))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "scale and shift must both be given or both be NULL");
+    if (add_bias && !add) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "add_bias is given without add");
     if (!(eps > 0.0f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be positive (got %g)", eps);
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                groupnorm::launch_forward_t<T>(
@@ -429,7 +490,10 @@ static onestep_status groupnorm_forward_impl(const char* fn, const void* x, cons
                                                    static_cast<const T*>(beta), static_cast<const T*>(scale),
                                                    static_cast<const T*>(shift), static_cast<T*>(y), mean, rstd, N, HW,
                                                    C, G, eps, apply_silu != 0, groupnorm::kStatsBlock,
-                                                   groupnorm::kApplyBlock, stream)),
+                                                   groupnorm::kApplyBlock, stream, -1,
+                                                   groupnorm::PreAdd<T>{static_cast<const T*>(x_bias),
+                                                                        static_cast<const T*>(add),
+                                                                        static_cast<const T*>(add_bias)})),
                         fn, shapes);
 }
 
@@ -437,7 +501,7 @@ extern "C" onestep_status onestep_groupnorm_forward(const float* x, const float*
                                                     const float* scale, const float* shift, float* y, float* mean,
                                                     float* rstd, int N, int HW, int C, int G, float eps,
                                                     int apply_silu, cudaStream_t stream) {
-    return groupnorm_forward_impl("onestep_groupnorm_forward", x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C,
+    return groupnorm_forward_impl("onestep_groupnorm_forward", x, nullptr, nullptr, nullptr, gamma, beta, scale, shift, y, mean, rstd, N, HW, C,
                                   G, eps, apply_silu, ONESTEP_FLOAT32, stream);
 }
 
@@ -445,8 +509,18 @@ extern "C" onestep_status onestep_groupnorm_forward_typed(const void* x, const v
                                                           const void* scale, const void* shift, void* y, float* mean,
                                                           float* rstd, int N, int HW, int C, int G, float eps,
                                                           int apply_silu, onestep_dtype dtype, cudaStream_t stream) {
-    return groupnorm_forward_impl("onestep_groupnorm_forward_typed", x, gamma, beta, scale, shift, y, mean, rstd, N,
-                                  HW, C, G, eps, apply_silu, dtype, stream);
+    return groupnorm_forward_impl("onestep_groupnorm_forward_typed", x, nullptr, nullptr, nullptr, gamma, beta, scale,
+                                  shift, y, mean, rstd, N, HW, C, G, eps, apply_silu, dtype, stream);
+}
+
+extern "C" onestep_status onestep_groupnorm_forward_add_typed(const void* x, const void* x_bias, const void* add,
+                                                              const void* add_bias, const void* gamma, const void* beta,
+                                                              const void* scale, const void* shift, void* y,
+                                                              float* mean, float* rstd, int N, int HW, int C, int G,
+                                                              float eps, int apply_silu, onestep_dtype dtype,
+                                                              cudaStream_t stream) {
+    return groupnorm_forward_impl("onestep_groupnorm_forward_add_typed", x, x_bias, add, add_bias, gamma, beta, scale,
+                                  shift, y, mean, rstd, N, HW, C, G, eps, apply_silu, dtype, stream);
 }
 
 extern "C" onestep_status onestep_groupnorm_backward(const float* dy, const float* x, const float* mean,

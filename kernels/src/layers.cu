@@ -146,6 +146,21 @@ __global__ void add_per_channel_kernel(const T* x, const T* v, T* y, long long P
     }
 }
 
+// out = (a + a_bias[c]) + (b + b_bias[c]): a residual add that also adds the biases CudaOps left pending on its
+// operands (a cuDNN convolution's or a cuBLAS GEMM's, whose bias is otherwise a kernel of its own). fp32 sums in
+// the order of the unfused ops, so fp32 results are their bits.
+template <typename T>
+__global__ void add_biased_kernel(const T* a, const T* a_bias, const T* b, const T* b_bias, T* out, int C,
+                                  long long total) {
+    ONESTEP_GRID_STRIDE(i, total) {
+        const int c = int(i % C);
+        float x = to_f32(a[i]), y = to_f32(b[i]);
+        if (a_bias) x += to_f32(a_bias[c]);
+        if (b_bias) y += to_f32(b_bias[c]);
+        out[i] = from_f32<T>(x + y);
+    }
+}
+
 // Concatenation, upsampling and the head layout only move elements, so one template serves every storage type.
 template <typename T>
 __global__ void concat_kernel(const T* a, const T* b, T* y, long long rows, int ca, int cb) {
@@ -443,6 +458,23 @@ extern "C" onestep_status onestep_add_per_channel(const float* x, const float* v
 extern "C" onestep_status onestep_add_per_channel_typed(const void* x, const void* v, void* y, int N, long long P, int C,
                                                         onestep_dtype dtype, cudaStream_t stream) {
     return add_per_channel_impl("onestep_add_per_channel_typed", x, v, y, N, P, C, dtype, stream);
+}
+
+extern "C" onestep_status onestep_add_biased_typed(const void* a, const void* a_bias, const void* b,
+                                                   const void* b_bias, void* out, long long rows, int C,
+                                                   onestep_dtype dtype, cudaStream_t stream) {
+    const char* fn = "onestep_add_biased_typed";
+    ONESTEP_SHAPES("rows=%lld, C=%d, %s", rows, C, onestep::dtype_name(dtype));
+    if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
+    if (rows < 0 || C < 1 || !a || !b || !out) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "bad size or NULL pointer");
+    const long long total = rows * C;
+    if (total == 0) return ONESTEP_OK;
+    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
+                                               launch(L::add_biased_kernel<T>, L::grid_for(total), dim3(L::kBlock), 0,
+                                                      stream, static_cast<const T*>(a), static_cast<const T*>(a_bias),
+                                                      static_cast<const T*>(b), static_cast<const T*>(b_bias),
+                                                      static_cast<T*>(out), C, total)),
+                        fn, shapes);
 }
 
 static onestep_status concat_impl(const char* fn, const void* a, const void* b, void* y, long long rows, int ca, int cb,

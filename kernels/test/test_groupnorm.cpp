@@ -183,6 +183,58 @@ void check_case(const Shape& s, bool emb, bool silu, double x_mean, uint64_t see
     }
 }
 
+// The pre-add variant (onestep_groupnorm_forward_add_typed): x' = (x + x_bias[c]) + (add[n,c] + add_bias[c]) is
+// never stored, yet the result must be exactly the plain kernel's on x' materialized in fp32 in that order (the
+// unfused ops' bits), and close to the double reference on x'. Every subset of the three terms, on both paths.
+void check_pre_add(const Shape& s, bool emb, bool silu, uint64_t seed) {
+    ktest::Rng rng(seed);
+    const size_t nx = size_t(s.N) * s.HW * s.C, nc = size_t(s.N) * s.C;
+    vector<float> x = rng.normals(nx, 0.5, 1.0), gamma = rng.normals(s.C, 1.0, 0.3), beta = rng.normals(s.C, 0, 0.3);
+    vector<float> scale = rng.normals(nc, 0, 0.3), shift = rng.normals(nc, 0, 0.3);
+    vector<float> xb = rng.normals(s.C, 0, 0.5), add = rng.normals(nc, 0, 1.0), ab = rng.normals(s.C, 0, 0.5);
+    const float* sc = emb ? scale.data() : nullptr;
+    const float* sh = emb ? shift.data() : nullptr;
+    for (int terms = 1; terms < 8; terms++) {
+        const bool use_xb = terms & 1, use_add = terms & 2, use_ab = (terms & 4) && use_add;
+        if ((terms & 4) && !use_add) continue;
+        vector<float> xp(nx);
+        for (int n = 0; n < s.N; n++)
+            for (int p = 0; p < s.HW; p++)
+                for (int c = 0; c < s.C; c++) {
+                    const size_t i = (size_t(n) * s.HW + p) * s.C + c;
+                    float v = x[i];
+                    if (use_xb) v += xb[c];
+                    if (use_add) {
+                        float a = add[size_t(n) * s.C + c];
+                        if (use_ab) a += ab[c];
+                        v += a;
+                    }
+                    xp[i] = v;
+                }
+        vector<float> y(nx, NAN), mean(size_t(s.N) * s.G, NAN), rstd(size_t(s.N) * s.G, NAN);
+        vector<float> y0(nx, NAN), mean0(mean.size(), NAN), rstd0(rstd.size(), NAN);
+        onestep_status st = onestep_groupnorm_forward_add_typed(
+            x.data(), use_xb ? xb.data() : nullptr, use_add ? add.data() : nullptr, use_ab ? ab.data() : nullptr,
+            gamma.data(), beta.data(), sc, sh, y.data(), mean.data(), rstd.data(), s.N, s.HW, s.C, s.G, 1e-5f, silu,
+            ONESTEP_FLOAT32, nullptr);
+        if (!expect(st == ONESTEP_OK, "pre-add forward returned an error: %s", onestep_last_error_message())) return;
+        st = onestep_groupnorm_forward(xp.data(), gamma.data(), beta.data(), sc, sh, y0.data(), mean0.data(),
+                                       rstd0.data(), s.N, s.HW, s.C, s.G, 1e-5f, silu, nullptr);
+        if (!expect(st == ONESTEP_OK, "forward returned an error: %s", onestep_last_error_message()) || !ktest::sync())
+            return;
+        char what[160];
+        std::snprintf(what, sizeof what, "N=%d HW=%d C=%d G=%d emb=%d silu=%d terms=%d", s.N, s.HW, s.C, s.G, emb, silu,
+                      terms);
+        expect(std::memcmp(y.data(), y0.data(), nx * 4) == 0 && std::memcmp(mean.data(), mean0.data(), mean.size() * 4) == 0 &&
+                   std::memcmp(rstd.data(), rstd0.data(), rstd.size() * 4) == 0,
+               "%s: pre-add result is not the plain kernel's on x' materialized", what);
+        vector<double> yr, mr, rr, scd = ktest::to_double(scale), shd = ktest::to_double(shift);
+        forward_ref(s, ktest::to_double(xp), ktest::to_double(gamma), ktest::to_double(beta),
+                    emb ? scd.data() : nullptr, emb ? shd.data() : nullptr, silu, 1e-5, yr, mr, rr);
+        expect_close("pre-add y", y.data(), yr.data(), yr.size(), 2e-4, 2e-4);
+    }
+}
+
 void check_argument_errors() {
     float buf[64] = {};
     onestep_status st =
@@ -195,6 +247,11 @@ void check_argument_errors() {
     expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "HW * C > 2^30 was accepted%s");
     st = onestep_groupnorm_forward(buf, buf, buf, buf, nullptr, buf, buf, buf, 1, 2, 4, 2, 1e-5f, 0, nullptr);
     expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "scale without shift was accepted%s");
+    st = onestep_groupnorm_forward_add_typed(buf, nullptr, nullptr, buf, buf, buf, nullptr, nullptr, buf, buf, buf, 1, 2,
+                                             4, 2, 1e-5f, 0, ONESTEP_FLOAT32, nullptr);
+    expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "add_bias without add was accepted%s");
+    expect(std::strstr(onestep_last_error_message(), "onestep_groupnorm_forward_add_typed(N=1, HW=2, C=4, G=2)") != nullptr,
+           "pre-add message does not name the kernel and shapes: %s", onestep_last_error_message());
     st = onestep_groupnorm_backward(buf, buf, buf, buf, buf, buf, nullptr, nullptr, buf, buf, buf, nullptr, nullptr, 0,
                                     2, 4, 2, 0, nullptr);
     expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "N = 0 was accepted%s");
@@ -231,6 +288,12 @@ int main() {
     check_case(Shape{2, 4100, 128, 32}, true, true, 0.5, seed++);   // 1,049,600 values: two kernels
     check_case(Shape{1, 8200, 130, 13}, false, true, 0.5, seed++);  // 1,066,000, groups of 10: two kernels, scalar
     check_case(Shape{1, 1024, 128, 32}, true, true, 0.5, seed++);   // the CIFAR config's 32x32 level at batch 1
+    std::printf("pre-add variant vs the plain kernel on x' and the reference\n");
+    const Shape pre_shapes[] = {{2, 7, 12, 4}, {1, 9, 330, 33}, {2, 16, 128, 32}, {3, 33, 40, 8}};
+    for (const Shape& s : pre_shapes)
+        for (int emb = 0; emb < 2; emb++) check_pre_add(s, emb, true, seed++);
+    check_pre_add(Shape{1, 64, 256, 32}, false, false, seed++);
+    check_pre_add(Shape{2, 4100, 128, 32}, false, true, seed++);  // above kFusedMaxElems: the two-kernel path
     ktest::Rng rng(2024);
     for (int k = 0; k < 6; k++) {
         const int G = rng.range(1, 8), Cg = rng.range(1, 40);

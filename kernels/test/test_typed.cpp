@@ -140,6 +140,63 @@ void check_groupnorm(const Type& t, ktest::Rng& rng) {
                 }
 }
 
+// The pre-add group norm and the biased residual add: each typed result is its fp32 twin's rounded once (the
+// pre-add terms are widened and summed in fp32, never rounded to the format on the way).
+void check_pre_add(const Type& t, ktest::Rng& rng) {
+    const int shapes[][4] = {{2, 5, 16, 4}, {1, 9, 10, 5}};  // N, HW, C, G
+    for (const auto& sh : shapes)
+        for (int off = 0; off < 2; off++) {
+            const int N = sh[0], HW = sh[1], C = sh[2], G = sh[3];
+            const size_t n = size_t(N) * HW * C;
+            Input x(t, rng, n + off, 2.0), g(t, rng, C), be(t, rng, C), xb(t, rng, C), ad(t, rng, size_t(N) * C),
+                ab(t, rng, C);
+            vector<float> y32(n), m32(size_t(N) * G), r32(size_t(N) * G), mt(m32.size()), rt(r32.size());
+            Buf16 y(n + off);
+            ok(onestep_groupnorm_forward_add_typed(x.v.data() + off, xb.v.data(), ad.v.data(), ab.v.data(), g.v.data(),
+                                                   be.v.data(), nullptr, nullptr, y32.data(), m32.data(), r32.data(), N,
+                                                   HW, C, G, 1e-5f, 1, ONESTEP_FLOAT32, nullptr),
+               "groupnorm_add fp32: %s");
+            ok(onestep_groupnorm_forward_add_typed(x.b.p + off, xb.b.p, ad.b.p, ab.b.p, g.b.p, be.b.p, nullptr, nullptr,
+                                                   y.p + off, mt.data(), rt.data(), N, HW, C, G, 1e-5f, 1, t.dt, nullptr),
+               "groupnorm_add typed: %s");
+            ktest::sync();
+            char what[96];
+            std::snprintf(what, sizeof what, "groupnorm pre-add N=%d HW=%d C=%d G=%d offset=%d", N, HW, C, G, off);
+            expect_rounded(what, t, y.p + off, y32.data(), n);
+
+            const long long rows = (long long)N * HW;
+            Input a(t, rng, n + off), b(t, rng, n + off);
+            vector<float> s32(n);
+            Buf16 s(n + off);
+            for (int which = 0; which < 3; which++) {  // a's bias, b's bias, both
+                const float* a32b = which != 1 ? xb.v.data() : nullptr;
+                const float* b32b = which != 0 ? ab.v.data() : nullptr;
+                ok(onestep_add_biased_typed(a.v.data() + off, a32b, b.v.data() + off, b32b, s32.data(), rows, C,
+                                            ONESTEP_FLOAT32, nullptr),
+                   "add_biased fp32: %s");
+                ok(onestep_add_biased_typed(a.b.p + off, which != 1 ? xb.b.p : nullptr, b.b.p + off,
+                                            which != 0 ? ab.b.p : nullptr, s.p + off, rows, C, t.dt, nullptr),
+                   "add_biased typed: %s");
+                ktest::sync();
+                std::snprintf(what, sizeof what, "add_biased rows=%lld C=%d biases=%d offset=%d", rows, C, which, off);
+                expect_rounded(what, t, s.p + off, s32.data(), n);
+                // The fp32 twin against its definition, summed in the same order.
+                size_t bad = 0;
+                for (long long r = 0; r < rows; r++)
+                    for (int c = 0; c < C; c++) {
+                        const size_t i = size_t(r) * C + c;
+                        float u = a.v[off + i], v = b.v[off + i];
+                        if (a32b) u += a32b[c];
+                        if (b32b) v += b32b[c];
+                        if (s32[i] != u + v) bad++;
+                    }
+                std::snprintf(what, sizeof what, "add_biased fp32: %zu elements differ from (a + a_bias) + (b + b_bias)",
+                              bad);
+                expect(bad == 0, "%s", what);
+            }
+        }
+}
+
 // The elementwise ops at n = 1031 (a ragged tail after the 4-wide bulk), aligned and one element off.
 void check_elementwise(const Type& t, ktest::Rng& rng) {
     for (int off = 0; off < 2; off++) {
@@ -296,6 +353,7 @@ int main() {
         check_linear(t, rng);
         check_conv(t, rng);
         check_groupnorm(t, rng);
+        check_pre_add(t, rng);
         check_elementwise(t, rng);
         check_layout(t, rng);
         check_fourier(t, rng);
