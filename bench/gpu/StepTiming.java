@@ -117,6 +117,23 @@ public final class StepTiming {
                     name, n, graphs, planned, unplanned, constants));
             jsonl.flush();
         }
+        // What each graph launches: its nodes, the backend ops that made them, and the bias kernels of cuDNN
+        // convolutions and cuBLAS linears it did not launch (left to the group norm or residual add that reads
+        // the result; 0 on the emulated device, whose portable kernels add their bias themselves).
+        StringBuilder sb = new StringBuilder();
+        for (var e : co.capturedPasses().entrySet()) {
+            if (e.getKey().contains("([" + n + ", " + hw + ", ")) {
+                long[] g = e.getValue();
+                sb.append(sb.isEmpty() ? "" : "; ").append(g[0]).append(" nodes for ").append(g[1]).append(" ops, ")
+                        .append(g[2]).append(" bias kernels left to readers");
+                if (jsonl != null) {
+                    jsonl.write(String.format(Locale.ROOT, "{\"bench\":\"pass-graph\",\"model\":\"%s\",\"batch\":%d,"
+                            + "\"nodes\":%d,\"ops\":%d,\"bias_kernels_saved\":%d}%n", name, n, g[0], g[1], g[2]));
+                    jsonl.flush();
+                }
+            }
+        }
+        rows.add(String.format(Locale.ROOT, "%-56s %6d   %s", "  (graphs) " + name, n, sb));
     }
 
     private static void time(Sampler s, Path model, String backend, String device, int n, int reps, int warmup,

@@ -237,22 +237,40 @@ public abstract class Ops {
      * </pre>
      * x and y are (N, H, W, C), C divisible by {@code groups}; gamma and beta are (C); scale and shift are both
      * (N, C) or both null. {@code mean} and {@code rstd} (N, groups) receive the statistics for the backward pass;
-     * {@code rstd = 1 / sqrt(var + eps)} with the biased variance, as in PyTorch.
+     * {@code rstd = 1 / sqrt(var + eps)} with the biased variance, as in PyTorch. y may alias x.
      */
     public final void groupNorm(Tensor x, Tensor gamma, Tensor beta, Tensor scale, Tensor shift, int groups,
                                 float eps, boolean silu, Tensor y, Tensor mean, Tensor rstd) {
+        groupNorm(x, null, gamma, beta, scale, shift, groups, eps, silu, y, mean, rstd);
+    }
+
+    /**
+     * {@link #groupNorm} of {@code x + add[n, c]}, with {@code add} (N, C) or null: ResnetBlock2D's
+     * {@code norm2(h + time_emb_proj(temb))} (Ho et al. 2020's time conditioning, diffusers' default
+     * time_embedding_norm) in one op, where a backend can fuse it (CUDA adds it on the fly and never stores the sum).
+     * A forward-only fusion: mean and rstd are those of x + add, and {@link #groupNormBackward} wants the sum itself,
+     * so a training pass materializes it ({@link #addPerChannel}) and normalizes that.
+     */
+    public final void groupNorm(Tensor x, Tensor add, Tensor gamma, Tensor beta, Tensor scale, Tensor shift,
+                                int groups, float eps, boolean silu, Tensor y, Tensor mean, Tensor rstd) {
         String op = silu ? "groupNormSilu" : "groupNorm";
-        alive(op, x, gamma, beta, scale, shift, y, mean, rstd);
+        alive(op, x, add, gamma, beta, scale, shift, y, mean, rstd);
         checkGroupNorm(op, x, gamma, beta, scale, shift, groups, mean, rstd);
+        if (add != null) {
+            shape(op, "add", add, x.dim(0), x.dim(3));
+        }
         sameShape(op, "y", y, "x", x);
         if (!(eps > 0)) {
             throw new TensorException(op + ": eps must be > 0, got " + eps);
         }
-        groupNormKernel(x, gamma, beta, scale, shift, groups, eps, silu, y, mean, rstd);
+        groupNormKernel(x, add, gamma, beta, scale, shift, groups, eps, silu, y, mean, rstd);
     }
 
-    protected abstract void groupNormKernel(Tensor x, Tensor gamma, Tensor beta, Tensor scale, Tensor shift,
-                                            int groups, float eps, boolean silu, Tensor y, Tensor mean, Tensor rstd);
+    /** add: (N, C) or null (see {@link #groupNorm(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int, float,
+     * boolean, Tensor, Tensor, Tensor)}). */
+    protected abstract void groupNormKernel(Tensor x, Tensor add, Tensor gamma, Tensor beta, Tensor scale,
+                                            Tensor shift, int groups, float eps, boolean silu, Tensor y, Tensor mean,
+                                            Tensor rstd);
 
     /**
      * Backward of {@link #groupNorm} from the saved {@code mean} and {@code rstd}. dx, dscale and dshift are

@@ -42,8 +42,32 @@ public final class GroupNorm {
         return forward(c, x, null, null);
     }
 
+    /**
+     * The norm of {@code x + add[n, c]} (add (N, C)): at inference one fused op that never stores the sum; a
+     * training pass stores it, since the backward reads it (see Ops.groupNorm).
+     */
+    Tensor forwardAdded(Context c, Tensor x, Tensor add) {
+        if (c.training) {
+            Tensor sum = c.like(x);
+            c.ops.addPerChannel(x, add, sum);
+            return forward(c, sum);
+        }
+        this.x = null;  // no backward after an inference pass
+        this.scale = null;
+        this.shift = null;
+        this.mean = c.alloc(ai.onestep.tensor.Layout.ROWS, x.dim(0), groups);
+        this.rstd = c.alloc(ai.onestep.tensor.Layout.ROWS, x.dim(0), groups);
+        Tensor y = c.like(x);
+        c.ops.groupNorm(x, add, gamma.value(), beta.value(), null, null, groups, eps, silu, y, mean, rstd);
+        return y;
+    }
+
     /** Returns dx; writes dscale/dshift when the forward had them (else pass null); accumulates dgamma/dbeta. */
     Tensor backward(Context c, Tensor dy, Tensor dscale, Tensor dshift) {
+        if (x == null) {
+            throw new IllegalStateException("group norm backward without a training forward (an inference pass keeps "
+                    + "no input for it)");
+        }
         Tensor dx = c.like(x);
         c.ops.groupNormBackward(x, gamma.value(), beta.value(), scale, shift, groups, silu, mean, rstd, dy, dx,
                 gamma.grad(), beta.grad(), dscale, dshift);

@@ -16,7 +16,8 @@ import java.util.SplittableRandom;
  *   y = (shortcut(x) + h) / output_scale_factor          shortcut = 1x1 conv_shortcut when channels change
  * </pre>
  * silu(temb) is the same for every block, so the U-Net computes it once and passes it in. Group norm and the
- * SiLU (and the scale/shift) after it run as one fused op.
+ * SiLU (and the scale/shift) after it run as one fused op, and at inference so does the default mode's
+ * h + time_emb_proj(temb) before it (GroupNorm.forwardAdded).
  */
 final class ResnetBlock2D {
     final GroupNorm norm1;
@@ -58,9 +59,7 @@ final class ResnetBlock2D {
             c.ops.splitChannels(tp.reshape(Layout.NHWC, n, 1, 1, 2 * outChannels), scale, shift);
             g = norm2.forward(c, h, scale.reshape(Layout.ROWS, n, outChannels), shift.reshape(Layout.ROWS, n, outChannels));
         } else {
-            Tensor h2 = c.like(h);
-            c.ops.addPerChannel(h, tp, h2);
-            g = norm2.forward(c, h2);
+            g = norm2.forwardAdded(c, h, tp);
         }
         mask = null;
         if (c.training && dropout > 0) {

@@ -260,6 +260,56 @@ class GroupNormTest {
         }
     }
 
+    /**
+     * The time-embedding add fused in front (ResnetBlock2D's norm2(h + time_emb_proj(temb)) at inference): the CPU
+     * against the oracle (the sum formed in double), and exactly the unfused ops (addPerChannel, then groupNorm).
+     * In place too (y = x), as the CPU path normalizes the sum where it stored it.
+     */
+    @ParameterizedTest(name = "n={0} {1}x{2}x{3} groups={4} silu={5}")
+    @CsvSource({
+        "1, 5, 7, 12, 3, true",
+        "2, 4, 4, 64, 32, true",
+        "3, 3, 5, 40, 4, false",
+    })
+    void addedInFrontMatchesNaiveAndTheUnfusedOps(int n, int h, int w, int c, int groups, boolean silu) {
+        try (TensorArena a = new TensorArena()) {
+            Case k = new Case(a, 7 * c + h, n, h, w, c, groups, false, silu, 0f);
+            Tensor add = randn(a, 99, n, c);
+            Tensor[] ref = groupNormAdded(NAIVE, a, k, add, false);
+            Tensor[] cpu = groupNormAdded(CPU, a, k, add, false);
+            for (int i = 0; i < 3; i++) {
+                assertClose("groupNorm(x + add) cpu vs naive, output " + i, cpu[i], ref[i], CPU_VS_NAIVE);
+            }
+            Tensor sum = a.allocate(Layout.NHWC, k.x.shape());
+            CPU.addPerChannel(k.x, add, sum);
+            Tensor y = a.allocate(Layout.NHWC, k.x.shape()), mean = a.allocate(n, groups), rstd = a.allocate(n, groups);
+            CPU.groupNorm(sum, k.gamma, k.beta, null, null, groups, 1e-5f, silu, y, mean, rstd);
+            assertArrayEquals(y.toArray(), cpu[0].toArray(), "the unfused ops' bits");
+            assertArrayEquals(rstd.toArray(), cpu[2].toArray(), "the unfused ops' rstd");
+            Tensor[] inPlace = groupNormAdded(CPU, a, k, add, true);
+            assertArrayEquals(y.toArray(), inPlace[0].toArray(), "y = x");
+            // The oracle's sum really is added: without it the statistics differ.
+            CPU.groupNorm(k.x, k.gamma, k.beta, null, null, groups, 1e-5f, silu, y, mean, rstd);
+            assertTrue(!java.util.Arrays.equals(y.toArray(), cpu[0].toArray()), "add changed nothing");
+            TensorException e = assertThrows(TensorException.class, () -> CPU.groupNorm(k.x, randn(a, 5, n, c + 1),
+                    k.gamma, k.beta, null, null, groups, 1e-5f, silu, y, mean, rstd));
+            assertTrue(e.getMessage().contains("add"), e.getMessage());
+        }
+    }
+
+    /** y, mean, rstd of groupNorm(x + add); with {@code inPlace}, y is a copy of x normalized where it lies. */
+    private static Tensor[] groupNormAdded(Ops ops, TensorArena a, Case k, Tensor add, boolean inPlace) {
+        Tensor x = k.x;
+        Tensor y = a.allocate(Layout.NHWC, x.shape());
+        if (inPlace) {
+            y.copyFrom(x.toArray());
+            x = y;
+        }
+        Tensor mean = a.allocate(k.n(), k.groups), rstd = a.allocate(k.n(), k.groups);
+        ops.groupNorm(x, add, k.gamma, k.beta, null, null, k.groups, 1e-5f, k.silu, y, mean, rstd);
+        return new Tensor[] {y, mean, rstd};
+    }
+
     @Test
     void badInputNamesTheOp() {
         try (TensorArena a = new TensorArena()) {

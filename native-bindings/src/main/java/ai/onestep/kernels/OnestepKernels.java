@@ -255,6 +255,16 @@ public final class OnestepKernels {
                                                              @Cast("float*") long rstd, int n, int hw, int c, int g,
                                                              float eps, int applySilu, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
 
+    /** Group norm of (x + xBias[c]) + (add[n,c] + addBias[c]), never stored; each term may be 0 (NULL). */
+    public static native int onestep_groupnorm_forward_add_typed(@Cast("const void*") long x, @Cast("const void*") long xBias,
+                                                                 @Cast("const void*") long add, @Cast("const void*") long addBias,
+                                                                 @Cast("const void*") long gamma, @Cast("const void*") long beta,
+                                                                 @Cast("const void*") long scale, @Cast("const void*") long shift,
+                                                                 @Cast("void*") long y, @Cast("float*") long mean,
+                                                                 @Cast("float*") long rstd, int n, int hw, int c, int g,
+                                                                 float eps, int applySilu, @Cast("onestep_dtype") int dtype,
+                                                                 @Cast("cudaStream_t") long stream);
+
     public static native int onestep_add_typed(@Cast("const void*") long a, @Cast("const void*") long b, @Cast("void*") long out, long n, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
 
     public static native int onestep_axpy_typed(float alpha, @Cast("const void*") long x, @Cast("void*") long y, long n, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
@@ -268,6 +278,11 @@ public final class OnestepKernels {
     public static native int onestep_silu_forward_typed(@Cast("const void*") long x, @Cast("void*") long out, long n, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
 
     public static native int onestep_add_per_channel_typed(@Cast("const void*") long x, @Cast("const void*") long v, @Cast("void*") long y, int n, long p, int c, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
+    /** out = (a + aBias[c]) + (b + bBias[c]) over (rows, c); either bias may be 0 (NULL). */
+    public static native int onestep_add_biased_typed(@Cast("const void*") long a, @Cast("const void*") long aBias, @Cast("const void*") long b,
+                                                      @Cast("const void*") long bBias, @Cast("void*") long out, long rows, int c,
+                                                      @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
 
     public static native int onestep_concat_channels_typed(@Cast("const void*") long a, @Cast("const void*") long b, @Cast("void*") long y, long rows, int ca, int cb, @Cast("onestep_dtype") int dtype,
                                                            @Cast("cudaStream_t") long stream);

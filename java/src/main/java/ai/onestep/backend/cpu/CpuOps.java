@@ -90,7 +90,13 @@ public final class CpuOps extends Ops {
     }
 
     @Override
-    protected void groupNormKernel(Tensor x, Tensor gamma, Tensor beta, Tensor scale, Tensor shift, int groups, float eps, boolean silu, Tensor y, Tensor mean, Tensor rstd) {
+    protected void groupNormKernel(Tensor x, Tensor add, Tensor gamma, Tensor beta, Tensor scale, Tensor shift, int groups, float eps, boolean silu, Tensor y, Tensor mean, Tensor rstd) {
+        if (add != null) {
+            // x + add goes through y (normalized in place there): the same two passes over memory as the unfused ops
+            // and no temporary. (The CUDA kernel never stores the sum; here the add is a cheap streaming pass.)
+            norm.addPerChannel(x, add, y);
+            x = y;
+        }
         norm.groupNorm(x, gamma, beta, scale, shift, groups, eps, silu, y, mean, rstd);
     }
 

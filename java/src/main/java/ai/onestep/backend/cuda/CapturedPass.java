@@ -30,6 +30,12 @@ final class CapturedPass implements AutoCloseable {
     private long[] inDev;
     private long[] outDev;
     private long capturedOps;
+    /** Bias kernels the captured run left to readers that took them (none launched; see CudaOps.biasDeferrals). */
+    private long biasKernelsSaved;
+
+    long biasKernelsSaved() {
+        return biasKernelsSaved;
+    }
 
     /** What a pass's first run found it needs: bytes of constants, and where its activations go. */
     record Measured(long constantsBytes, ActivationPlan.Recorder record, boolean reuse) {
@@ -112,6 +118,7 @@ final class CapturedPass implements AutoCloseable {
         residency.resetActivations();
         bind(inputs, outputs);
         long before = ops.deviceOps();
+        long[] biasBefore = ops.biasDeferrals();
         residency.capturing(true);
         device.beginCapture();
         ops.enterPass(residency);
@@ -132,6 +139,8 @@ final class CapturedPass implements AutoCloseable {
             }
         }
         capturedOps = ops.deviceOps() - before;
+        long[] biasAfter = ops.biasDeferrals();
+        biasKernelsSaved = (biasAfter[0] - biasBefore[0]) - (biasAfter[1] - biasBefore[1]);
     }
 
     /**

@@ -98,7 +98,12 @@ public final class CudaBackend {
         if (!kind.equals("emulated")) {
             throw new Unavailable(library + " is the " + kind + " build, not the emulated one");
         }
-        return new CudaOps(new EmulatedDevice(library.toString()), arenaBytes, hostThreads,
+        // onestep.cuda.emulateCudnnBias: the emulated device reports its convolutions' and linears' biases as
+        // kernels of their own, as cuDNN's and cuBLAS's routes on a GPU do, so the backend leaves them to their
+        // readers as it would there; then a pass's graph counts (capturedPasses, StepTiming's "(graphs)" rows) show
+        // the bias kernels a GPU graph leaves out. (Its portable kernels still add any bias they are given.)
+        boolean cudnnBias = Boolean.getBoolean("onestep.cuda.emulateCudnnBias");
+        return new CudaOps(new EmulatedDevice(library.toString(), false, cudnnBias), arenaBytes, hostThreads,
                 precision != null ? precision : Precision.fromProperty(Precision.FP32));
     }
 

@@ -188,6 +188,16 @@ public final class CudaDevice extends Device {
     }
 
     @Override
+    public boolean convBiasSeparate() {
+        return cudnnHandle != null;  // cudnnConv adds the bias with a kernel of its own
+    }
+
+    @Override
+    public boolean linearBiasSeparate(long rows) {
+        return cublasHandle != null && rows <= Integer.MAX_VALUE;  // the GEMM route of linear(), then the bias
+    }
+
+    @Override
     public void conv2d(long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin, int kh, int kw,
                        int cout, int stride, int padding, Precision type, Scratch scratch, Supplier<String> what) {
         String key = convKey(n, h, wd, cin, kh, kw, cout, stride, padding, type);

@@ -140,11 +140,14 @@ public final class CudaOps extends Ops implements AutoCloseable {
         return hostOps;
     }
 
-    /** Captured passes by key: graph nodes, device ops issued while capturing. */
+    /**
+     * Captured passes by key: graph nodes, device ops issued while capturing, and bias kernels the capture did not
+     * launch (biases left to readers that added them on the fly; see {@link #biasDeferrals}).
+     */
     public Map<String, long[]> capturedPasses() {
         Map<String, long[]> out = new LinkedHashMap<>();
         for (CapturedPass p : passes.values()) {
-            out.put(p.key(), new long[] {p.graphNodes(), p.capturedOps()});
+            out.put(p.key(), new long[] {p.graphNodes(), p.capturedOps(), p.biasKernelsSaved()});
         }
         return out;
     }
@@ -382,6 +385,9 @@ public final class CudaOps extends Ops implements AutoCloseable {
     }
 
     void exitPass() {
+        if (pass != null) {
+            biasesAddedInPlace += pass.takeBiasFlushes();
+        }
         pass = null;
         resident = false;
         passType = Precision.FP32;
@@ -623,6 +629,45 @@ public final class CudaOps extends Ops implements AutoCloseable {
     }
 
     /**
+     * An input the op reads whole and can add a pending bias to on the fly: its address in {@code [0]} and the bias
+     * left on it by the op that wrote it ({@link Residency#deferBias}) in {@code [1]}, or 0 where there is none (or
+     * its channels are not {@code t}'s last dimension: then it is added in place first, as for any reader).
+     */
+    private long[] inTakingBias(Tensor t, String op, Precision type) {
+        if (t == null) {
+            return new long[2];
+        }
+        long bias = pass != null ? pass.pendingBias(t, type) : 0;
+        return new long[] {pass != null ? pass.resolve(t, Access.IN, op, type, bias != 0) : in(t, op, type), bias};
+    }
+
+    /**
+     * After the op resolved {@code y} as its whole output: true when it should write y without {@code bias} and leave
+     * the bias to y's readers. Only inside a pass (eager ops bring every result back to the host) and only where
+     * the device would have spent a kernel of its own on the bias ({@code separate}).
+     */
+    private boolean deferBias(boolean separate, Tensor y, long bias, Precision type) {
+        boolean deferred = separate && bias != 0 && pass != null && pass.deferBias(y, bias, type, y.dim(-1));
+        if (deferred) {
+            biasesDeferred++;
+        }
+        return deferred;
+    }
+
+    private long biasesDeferred;
+    private long biasesAddedInPlace;
+
+    /**
+     * Biases of convolutions and linears left to their readers (where the device would spend a kernel of its own on
+     * each: cuDNN, cuBLAS), and how many of those a reader still had to add in place, summed over every pass run so
+     * far. The difference is the bias kernels the passes did not launch; on the emulated device (whose portable
+     * kernels add the bias themselves) both are 0.
+     */
+    public long[] biasDeferrals() {
+        return new long[] {biasesDeferred, biasesAddedInPlace};
+    }
+
+    /**
      * The storage type of the current op's activations: the backend's precision inside a pass, else (eager ops,
      * resident blocks) fp32.
      */
@@ -684,7 +729,10 @@ public final class CudaOps extends Ops implements AutoCloseable {
         run("linear", () -> {
             Precision type = dt();
             long px = in(x, "linear", type), pw = in(w, "linear", type), pb = in(b, "linear", type);
-            device.linear(px, pw, pb, out(y, "linear", type), rows, in, out, type, what(x, w, b, y));
+            long py = out(y, "linear", type);
+            // cuBLAS's GEMM then a bias kernel: the bias goes to y's readers instead where they can take it.
+            boolean deferred = deferBias(device.linearBiasSeparate(rows), y, pb, type);
+            device.linear(px, pw, deferred ? 0 : pb, py, rows, in, out, type, what(x, w, b, y));
         });
     }
 
@@ -718,7 +766,11 @@ public final class CudaOps extends Ops implements AutoCloseable {
             if (device.convUsesKrsc() && pw == parameters.peek(w.segment().address(), w.size() * Float.BYTES, type)) {
                 wk = parameters.krsc(w, type, (long) w.dim(0) * w.dim(1) * w.dim(2), w.dim(3));
             }
-            device.conv2d(px, pw, wk, pb, out(y, "conv2d", type), x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0),
+            long py = out(y, "conv2d", type);
+            // cuDNN's convolution then a bias kernel: the bias goes to y's readers instead where they can take it
+            // (a group norm or a residual add adds it on the fly; ResnetBlock2D's conv1 and conv2 both feed one).
+            boolean deferred = deferBias(device.convBiasSeparate(), y, pb, type);
+            device.conv2d(px, pw, wk, deferred ? 0 : pb, py, x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0),
                     w.dim(1), w.dim(3), stride, padding, type, (bytes, why) -> res().scratch((bytes + 3) / 4, why),
                     what(x, w, b, y));
         });
@@ -749,16 +801,25 @@ public final class CudaOps extends Ops implements AutoCloseable {
     // ------------------------------------------------------------------------------------------------
 
     @Override
-    protected void groupNormKernel(Tensor x, Tensor gamma, Tensor beta, Tensor scale, Tensor shift, int groups,
-                                   float eps, boolean silu, Tensor y, Tensor mean, Tensor rstd) {
+    protected void groupNormKernel(Tensor x, Tensor add, Tensor gamma, Tensor beta, Tensor scale, Tensor shift,
+                                   int groups, float eps, boolean silu, Tensor y, Tensor mean, Tensor rstd) {
         String op = silu ? "groupNormSilu" : "groupNorm";
         run(op, () -> {
             Precision type = dt();  // mean and rstd stay fp32
-            long px = in(x, op, type), pg = in(gamma, op, type), pb = in(beta, op, type);
+            // x and add may carry biases their producers left (a conv's, the time projection's): the kernel adds
+            // them with add on the fly, (x + x_bias) + (add + add_bias), and never stores the sum.
+            long[] x2 = inTakingBias(x, op, type), a2 = inTakingBias(add, op, type);
+            long pg = in(gamma, op, type), pb = in(beta, op, type);
             long ps = in(scale, op, type), pt = in(shift, op, type);
             long py = out(y, op, type), pm = out(mean, op), pr = out(rstd, op);
-            Device.check(onestep_groupnorm_forward_typed(px, pg, pb, ps, pt, py, pm, pr, x.dim(0), x.dim(1) * x.dim(2),
-                    x.dim(3), groups, eps, silu ? 1 : 0, type.code, stream()), op, what(x, y));
+            int n = x.dim(0), hw = x.dim(1) * x.dim(2), c = x.dim(3);
+            if (add == null && x2[1] == 0) {
+                Device.check(onestep_groupnorm_forward_typed(x2[0], pg, pb, ps, pt, py, pm, pr, n, hw, c, groups, eps,
+                        silu ? 1 : 0, type.code, stream()), op, what(x, y));
+            } else {
+                Device.check(onestep_groupnorm_forward_add_typed(x2[0], x2[1], a2[0], a2[1], pg, pb, ps, pt, py, pm,
+                        pr, n, hw, c, groups, eps, silu ? 1 : 0, type.code, stream()), op, what(x, add, y));
+            }
         });
     }
 
@@ -894,9 +955,19 @@ public final class CudaOps extends Ops implements AutoCloseable {
     protected void addKernel(Tensor a, Tensor b, Tensor y) {
         run("add", () -> {
             Precision type = elementwise(a, b);
-            long pa = in(a, "add", type), pb = in(b, "add", type);
-            Device.check(onestep_add_typed(pa, pb, out(y, "add", type), a.size(), type.code, stream()), "add",
-                    what(a, b, y));
+            // A residual add takes the biases its operands' producers left (conv2's, the shortcut's, an attention
+            // block's output projection) when both operands index channels alike; otherwise they are added first.
+            boolean rows = a.rank() > 0 && b.rank() > 0 && a.dim(-1) == b.dim(-1);
+            long[] a2 = rows ? inTakingBias(a, "add", type) : new long[] {in(a, "add", type), 0};
+            long[] b2 = rows ? inTakingBias(b, "add", type) : new long[] {in(b, "add", type), 0};
+            long py = out(y, "add", type);
+            if (a2[1] == 0 && b2[1] == 0) {
+                Device.check(onestep_add_typed(a2[0], b2[0], py, a.size(), type.code, stream()), "add", what(a, b, y));
+            } else {
+                int c = a.dim(-1);
+                Device.check(onestep_add_biased_typed(a2[0], a2[1], b2[0], b2[1], py, a.size() / c, c, type.code,
+                        stream()), "add", what(a, b, y));
+            }
         });
     }
 

@@ -82,6 +82,19 @@ public abstract class Device implements AutoCloseable {
                                 int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
                                 Supplier<String> what);
 
+    /**
+     * True when {@link #conv2d}'s bias would be a kernel of its own (cuDNN's convolution has no bias epilogue outside
+     * IMPLICIT_PRECOMP_GEMM), so the backend had better leave the bias to the op that reads the result.
+     */
+    public boolean convBiasSeparate() {
+        return false;
+    }
+
+    /** The same for {@link #linear} over {@code rows} rows (a cuBLAS GEMM, then the bias). */
+    public boolean linearBiasSeparate(long rows) {
+        return false;
+    }
+
     /** True when {@link #conv2d} would use weights in KRSC layout (cuDNN), so a kept transposed copy saves work. */
     public boolean convUsesKrsc() {
         return false;

@@ -23,13 +23,35 @@ public final class EmulatedDevice extends Device {
      * wrong copy shows in the result (for tests of the backend's kept copies).
      */
     EmulatedDevice(String library, boolean krsc) {
+        this(library, krsc, false);
+    }
+
+    /**
+     * With {@code separateBias} also, one whose convolutions and linears report their bias as a kernel of its own, as
+     * cuDNN's and cuBLAS's routes do, so the backend leaves biases to the ops that read the results (for tests of
+     * the pending-bias bookkeeping: the portable kernels then run without the bias, and a lost bias shows).
+     */
+    EmulatedDevice(String library, boolean krsc, boolean separateBias) {
         super(library);
         this.krsc = krsc;
+        this.separateBias = separateBias;
     }
+
+    private final boolean separateBias;
 
     @Override
     public boolean convUsesKrsc() {
         return krsc;
+    }
+
+    @Override
+    public boolean convBiasSeparate() {
+        return separateBias;
+    }
+
+    @Override
+    public boolean linearBiasSeparate(long rows) {
+        return separateBias;
     }
 
     @Override

@@ -64,6 +64,13 @@ final class Residency {
         int alloc = -1;
         /** A pass's input or output: bound to one device address for the whole pass. */
         boolean pinned;
+        /**
+         * A per-channel bias (device address, {@link #type} elements, {@link #biasChannels} of them) that the op
+         * which wrote this entry left for its readers to add: a consumer that can add it on the fly takes it
+         * ({@link #pendingBias}), any other read adds it in place first ({@link #flushBias}). 0: none.
+         */
+        long bias;
+        int biasChannels;
 
         Entry(long host, long bytes, long dev, boolean constant, Precision type) {
             this.host = host;
@@ -246,6 +253,14 @@ final class Residency {
      * converted back by {@link #flush}, which the backend calls after every op).
      */
     long resolve(Tensor t, Access access, String op, Precision type) {
+        return resolve(t, access, op, type, false);
+    }
+
+    /**
+     * {@link #resolve} for an op that reads {@code t} and adds its pending bias itself ({@code takesBias}; it asked
+     * {@link #pendingBias} first): the bias stays pending for later readers.
+     */
+    long resolve(Tensor t, Access access, String op, Precision type, boolean takesBias) {
         long addr = t.segment().address();
         long bytes = t.size() * Float.BYTES;
         if (bytes == 0) {
@@ -288,6 +303,13 @@ final class Residency {
             e.written = true;
         } else if (over.size() == 1 && over.get(0).host <= addr && end <= over.get(0).end()) {
             e = over.get(0);
+            if (e.bias != 0) {
+                if (access == Access.OUT && e.host == addr && e.bytes == bytes) {
+                    e.bias = 0;  // overwritten whole: what it held (bias or not) is dead. Ops resolve inputs first.
+                } else if (!(takesBias && access == Access.IN && e.host == addr && e.bytes == bytes && e.type == type)) {
+                    flushBias(e, op);
+                }
+            }
             if (snapshots != null && e.poisoned) {
                 if (access == Access.OUT) {
                     java.lang.foreign.MemorySegment.ofAddress(addr).reinterpret(bytes).fill((byte) 0xFF);
@@ -365,6 +387,60 @@ final class Residency {
         device.convert(from, fromType, to, toType, elems, op, t::describe);
     }
 
+    /**
+     * Leaves {@code bias} ({@code channels} elements of {@code type}, a device address that outlives the pass) for
+     * the readers of {@code t}, which the current op has just resolved as its whole output but not yet written:
+     * true where {@code t} is one whole activation held in {@code type} and not a pass input or output (those are
+     * copied to and from the host around the pass), and the caller must then write it without the bias. The
+     * bias kernel of a cuDNN convolution or cuBLAS GEMM is a graph node of its own; a group norm or residual add
+     * that reads the result adds the bias on the fly instead, and any other reader adds it in place first
+     * ({@link #resolve}), so every reader sees the biased values.
+     */
+    boolean deferBias(Tensor t, long bias, Precision type, int channels) {
+        long addr = t.segment().address();
+        long bytes = t.size() * Float.BYTES;
+        Entry e = map.get(addr);
+        if (e == null || e.bytes != bytes || e.type != type || e.pinned || e.constant || bias == 0
+                || (bytes / Float.BYTES) % channels != 0) {
+            return false;
+        }
+        e.bias = bias;
+        e.biasChannels = channels;
+        return true;
+    }
+
+    /**
+     * The bias pending on {@code t} for an op that reads it whole in {@code type} and can add it itself
+     * ({@link #deferBias}), else 0. The op then resolves {@code t} with {@code takesBias}.
+     */
+    long pendingBias(Tensor t, Precision type) {
+        Entry e = map.get(t.segment().address());
+        if (e == null || e.bias == 0 || e.bytes != t.size() * Float.BYTES || e.type != type || t.rank() == 0
+                || t.dim(-1) != e.biasChannels) {
+            return 0;
+        }
+        return e.bias;
+    }
+
+    /** Adds {@code e}'s pending bias to its contents in place (for a reader that does not take it). */
+    private void flushBias(Entry e, String op) {
+        long elems = e.bytes / Float.BYTES;
+        Device.check(ai.onestep.kernels.OnestepKernels.onestep_add_per_channel_typed(e.dev, e.bias, e.dev, 1,
+                elems / e.biasChannels, e.biasChannels, e.type.code, device.stream()), op,
+                () -> "pending bias of " + elems + " values read by " + op);
+        e.bias = 0;
+        biasFlushes++;
+    }
+
+    /** How many pending biases a reader had to add in place (a kernel each) since the last call. */
+    long takeBiasFlushes() {
+        long n = biasFlushes;
+        biasFlushes = 0;
+        return n;
+    }
+
+    private long biasFlushes;
+
     /** Converts the outputs the last op wrote in another type than their entries' into those entries. */
     void flush() {
         for (Pending p : pending) {
@@ -428,6 +504,10 @@ final class Residency {
         }
         Entry e = over.get(0);
         use(e);
+        if (e.bias != 0) {
+            flushBias(e, what);
+            device.synchronize();  // the download below may not be ordered after the stream's kernels
+        }
         long src = e.devAt(addr);
         if (e.type != Precision.FP32) {
             long f = activations.allocate(bytes, what + " fp32 copy of " + t.describe());
@@ -486,6 +566,9 @@ final class Residency {
             }
             boolean overwritten = access == Access.OUT && addr <= e.host && e.end() <= end;
             if (!overwritten) {
+                if (e.bias != 0) {
+                    flushBias(e, op);
+                }
                 if (e.type == type) {
                     device.copy(joined.devAt(e.host), e.dev, e.devBytes(), () -> op + " joins " + t.describe());
                 } else {

@@ -372,12 +372,21 @@ public final class NaiveNorm {
         }
     }
 
-    static void groupNorm(Tensor x, Tensor gamma, Tensor beta, Tensor scale, Tensor shift, int groups, float eps,
-                          boolean silu, Tensor y, Tensor mean, Tensor rstd) {
+    /** add (N, C) or null: normalizes x + add[n, c], the sum formed in double. */
+    static void groupNorm(Tensor x, Tensor add, Tensor gamma, Tensor beta, Tensor scale, Tensor shift, int groups,
+                          float eps, boolean silu, Tensor y, Tensor mean, Tensor rstd) {
         double[] yd = new double[(int) x.size()];
         double[] md = new double[x.dim(0) * groups];
         double[] rd = new double[x.dim(0) * groups];
-        groupNorm(d(x), x.dim(0), x.dim(1) * x.dim(2), x.dim(3), d(gamma), d(beta), d(scale), d(shift), groups, eps,
+        double[] xd = d(x);
+        if (add != null) {
+            double[] ad = d(add);
+            int c = x.dim(3), perSample = x.dim(1) * x.dim(2) * c;
+            for (int i = 0; i < xd.length; i++) {
+                xd[i] += ad[i / perSample * c + i % c];
+            }
+        }
+        groupNorm(xd, x.dim(0), x.dim(1) * x.dim(2), x.dim(3), d(gamma), d(beta), d(scale), d(shift), groups, eps,
                 silu, yd, md, rd);
         put(y, yd);
         put(mean, md);

@@ -42,8 +42,8 @@ public final class NaiveOps extends Ops {
     }
 
     @Override
-    protected void groupNormKernel(Tensor x, Tensor gamma, Tensor beta, Tensor scale, Tensor shift, int groups, float eps, boolean silu, Tensor y, Tensor mean, Tensor rstd) {
-        NaiveNorm.groupNorm(x, gamma, beta, scale, shift, groups, eps, silu, y, mean, rstd);
+    protected void groupNormKernel(Tensor x, Tensor add, Tensor gamma, Tensor beta, Tensor scale, Tensor shift, int groups, float eps, boolean silu, Tensor y, Tensor mean, Tensor rstd) {
+        NaiveNorm.groupNorm(x, add, gamma, beta, scale, shift, groups, eps, silu, y, mean, rstd);
     }
 
     @Override

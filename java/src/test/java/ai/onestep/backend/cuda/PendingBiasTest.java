@@ -1,0 +1,178 @@
+package ai.onestep.backend.cuda;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.onestep.backend.OpsTesting;
+import ai.onestep.diffusion.ConsistencyDenoiser;
+import ai.onestep.diffusion.Noise;
+import ai.onestep.model.UNet;
+import ai.onestep.model.UNetConfig;
+import ai.onestep.nn.Parameter;
+import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorArena;
+import ai.onestep.tensor.Workspace;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Biases left to their readers ({@link Residency#deferBias}): where a device spends a kernel of its own on a
+ * convolution's or linear's bias (cuDNN, cuBLAS), a pass writes the result without it, a group norm or residual
+ * add that reads the result adds it on the fly, and any other reader adds it in place first. Checked on an
+ * emulated device that reports its biases as separate (its portable kernels then run without them, so a bias lost
+ * on the way shows): every result has the plain route's bits in fp32 and stays close in fp16, where the fused ops
+ * round once fewer.
+ */
+class PendingBiasTest {
+
+    /** CudaGraphTest's small U-Net (attention, skip concatenations, samplers) in diffusers' default time mode. */
+    static UNetConfig defaultTimeMode() {
+        Map<String, Object> m = CudaGraphTest.configMap(16);
+        m.put("resnet_time_scale_shift", "default");
+        return UNetConfig.fromMap(m);
+    }
+
+    private static CudaOps open(boolean separateBias, Precision p) {
+        return new CudaOps(new EmulatedDevice(CudaBackend.emulatedLibrary().toString(), false, separateBias), 64L << 20,
+                2, p);
+    }
+
+    /** Three calls of a captured consistency pass (measure, capture, replay), weights changed by an eager op between. */
+    private static float[] run(CudaOps ops, UNet net) {
+        ops.registerParameters(net.weightTensors());
+        try (TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
+            Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2), y = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            Noise.gaussian(x, 8, 0);
+            float[] all = new float[0];
+            for (int round = 0; round < 2; round++) {
+                for (int call = 0; call < 3; call++) {
+                    f.denoise(x, new double[] {2.5, 0.7}, null, y);
+                    float[] v = y.toArray(), joined = java.util.Arrays.copyOf(all, all.length + v.length);
+                    System.arraycopy(v, 0, joined, all.length, v.length);
+                    all = joined;
+                }
+                for (Parameter p : net.parameters()) {
+                    ops.scale(p.value(), 0.9f, p.value());  // eager: refreshes the registered biases too
+                }
+            }
+            return all;
+        }
+    }
+
+    @Test
+    void uNetPassesTakingBiasesGiveThePlainBits() {
+        EmulatedDeviceTest.require();
+        float[] plain, taking;
+        long[] plainCounts, counts;
+        long saved = 0;
+        try (UNet net = CudaGraphTest.randomNet(defaultTimeMode(), 23); CudaOps ops = open(false, Precision.FP32)) {
+            plain = run(ops, net);
+            plainCounts = ops.biasDeferrals();
+        }
+        try (UNet net = CudaGraphTest.randomNet(defaultTimeMode(), 23); CudaOps ops = open(true, Precision.FP32)) {
+            taking = run(ops, net);
+            counts = ops.biasDeferrals();
+            for (long[] g : ops.capturedPasses().values()) {
+                saved += g[2];
+            }
+            assertEquals(1, ops.capturedPasses().size(), ops.capturedPasses().keySet().toString());
+        }
+        assertArrayEquals(plain, taking, "fp32: the same bits with biases left to readers");
+        assertArrayEquals(new long[] {0, 0}, plainCounts, "a device that adds its biases itself defers none");
+        assertTrue(counts[0] > counts[1] && counts[1] > 0, "deferred " + counts[0] + ", added in place " + counts[1]
+                + ": readers took some and added others (skip connections, the time embedding's SiLU)");
+        assertTrue(saved > 0, "the captured graph left out bias kernels: " + saved);
+    }
+
+    @Test
+    void halfPrecisionStaysClose() {
+        EmulatedDeviceTest.require();
+        float[] plain, taking;
+        try (UNet net = CudaGraphTest.randomNet(defaultTimeMode(), 29); CudaOps ops = open(false, Precision.FP16)) {
+            plain = run(ops, net);
+        }
+        try (UNet net = CudaGraphTest.randomNet(defaultTimeMode(), 29); CudaOps ops = open(true, Precision.FP16)) {
+            taking = run(ops, net);
+        }
+        double maxDiff = 0, maxAbs = 0;
+        for (int i = 0; i < plain.length; i++) {
+            maxDiff = Math.max(maxDiff, Math.abs(plain[i] - taking[i]));
+            maxAbs = Math.max(maxAbs, Math.abs(plain[i]));
+        }
+        // One fp16 rounding fewer per fused op (the biased sum stays fp32 inside the kernel): differences of a few
+        // fp16 ulps of the activations, far below what a lost bias (an O(0.3) shift per channel here) would make.
+        assertTrue(maxDiff <= 1e-2 * maxAbs, "fp16: max difference " + maxDiff + " of max |value| " + maxAbs);
+    }
+
+    /**
+     * Every kind of reader on a hand-written pass: a group norm takes the conv's bias, and the linear's through its
+     * add operand; a residual add takes it from both operands (the same tensor twice); a scale adds it in place
+     * first; a tensor overwritten whole drops it; and the conv that writes a pass output never defers (outputs are
+     * copied out after the pass).
+     */
+    @Test
+    void everyReaderSeesTheBias() {
+        EmulatedDeviceTest.require();
+        float[][] got = new float[2][];
+        long[][] counts = new long[2][];
+        for (int k = 0; k < 2; k++) {
+            try (CudaOps ops = open(k == 1, Precision.FP32); TensorArena a = new TensorArena();
+                 Workspace ws = new Workspace()) {
+                Tensor x = a.allocate(Layout.NHWC, 2, 4, 4, 8), t = a.allocate(Layout.ROWS, 2, 6);
+                Noise.gaussian(x, 3, 0);
+                Noise.gaussian(t, 4, 0);
+                Tensor w = OpsTesting.randn(a, 5, Layout.HWIO, 3, 3, 8, 8), b = OpsTesting.randn(a, 6, 8);
+                Tensor lw = OpsTesting.randn(a, 7, 6, 8), lb = OpsTesting.randn(a, 8, 8);
+                Tensor gamma = OpsTesting.randn(a, 9, 8), beta = OpsTesting.randn(a, 10, 8);
+                Tensor o1 = a.allocate(Layout.NHWC, 2, 4, 4, 8), o2 = a.allocate(Layout.NHWC, 2, 4, 4, 8);
+                Tensor o3 = a.allocate(Layout.NHWC, 2, 4, 4, 8), o4 = a.allocate(Layout.NHWC, 2, 4, 4, 8);
+                Tensor o5 = a.allocate(Layout.NHWC, 2, 4, 4, 8);
+                float[] all = new float[0];
+                for (int call = 0; call < 3; call++) {
+                    ops.runPass("readers", new Tensor[] {x, t}, new Tensor[] {o1, o2, o3, o4, o5}, () -> {
+                        ws.reset();
+                        Tensor h = ws.allocate(Layout.NHWC, 2, 4, 4, 8), p = ws.allocate(Layout.ROWS, 2, 8);
+                        ops.conv2d(x, w, b, 1, 1, h);
+                        ops.linear(t, lw, lb, p);
+                        Tensor mean = ws.allocate(Layout.ROWS, 2, 4), rstd = ws.allocate(Layout.ROWS, 2, 4);
+                        ops.groupNorm(h, p, gamma, beta, null, null, 4, 1e-5f, true, o1, mean, rstd);
+                        ops.add(h, h, o2);
+                        ops.scale(h, 0.5f, o3);
+                        Tensor dead = ws.allocate(Layout.NHWC, 2, 4, 4, 8);
+                        ops.conv2d(o1, w, b, 1, 1, dead);
+                        ops.silu(x, dead);            // overwritten whole: its pending bias must not reach o4
+                        ops.add(dead, o3, o4);
+                        ops.conv2d(x, w, b, 1, 1, o5);  // a pass output
+                    });
+                    float[] v = concat(o1.toArray(), o2.toArray(), o3.toArray(), o4.toArray(), o5.toArray());
+                    all = concat(all, v);
+                }
+                got[k] = all;
+                counts[k] = ops.biasDeferrals();
+            }
+        }
+        assertArrayEquals(got[0], got[1], "every reader, with and without pending biases");
+        // Each run: conv h, linear p and conv dead deferred (the output conv not); only the scale's read of h added
+        // one in place (o1 and o2 took theirs, dead's died).
+        assertTrue(counts[1][1] > 0 && counts[1][0] == 3 * counts[1][1], "deferred " + counts[1][0]
+                + ", added in place " + counts[1][1]);
+        assertArrayEquals(new long[] {0, 0}, counts[0], "the plain device defers nothing");
+    }
+
+    private static float[] concat(float[]... parts) {
+        int n = 0;
+        for (float[] p : parts) {
+            n += p.length;
+        }
+        float[] out = new float[n];
+        int at = 0;
+        for (float[] p : parts) {
+            System.arraycopy(p, 0, out, at, p.length);
+            at += p.length;
+        }
+        return out;
+    }
+}
