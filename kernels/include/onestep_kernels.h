@@ -231,6 +231,11 @@ onestep_status onestep_add_per_channel_typed(const void* x, const void* v, void*
  * add that takes the biases the CUDA backend left pending on its operands. */
 onestep_status onestep_add_biased_typed(const void* a, const void* a_bias, const void* b, const void* b_bias, void* out,
                                         long long rows, int C, onestep_dtype dtype, cudaStream_t stream);
+/* concat_channels_typed of (a + a_bias[c]) and (b + b_bias[c]) (either bias NULL): a biased value is rounded once,
+ * as its producer's bias add would have rounded it. The skip connection that takes a conv's pending bias. */
+onestep_status onestep_concat_channels_biased_typed(const void* a, const void* a_bias, const void* b,
+                                                    const void* b_bias, void* y, long long rows, int ca, int cb,
+                                                    onestep_dtype dtype, cudaStream_t stream);
 onestep_status onestep_concat_channels_typed(const void* a, const void* b, void* y, long long rows, int ca, int cb,
                                              onestep_dtype dtype, cudaStream_t stream);
 onestep_status onestep_upsample_nearest2x_typed(const void* x, void* y, int N, int H, int W, int C,

@@ -172,6 +172,23 @@ __global__ void concat_kernel(const T* a, const T* b, T* y, long long rows, int 
     }
 }
 
+// The same taking per-channel biases its inputs' producers left out (a skip connection's conv output): a biased
+// value is widened, added in fp32 and rounded once, the very rounding the producer's own bias add would have done,
+// so every storage type gives the unfused bits.
+template <typename T>
+__global__ void concat_biased_kernel(const T* a, const T* a_bias, const T* b, const T* b_bias, T* y, long long rows,
+                                     int ca, int cb) {
+    const int ct = ca + cb;
+    ONESTEP_GRID_STRIDE(i, rows * ct) {
+        long long r = i / ct;
+        int c = int(i % ct);
+        if (c < ca)
+            y[i] = a_bias ? from_f32<T>(to_f32(a[r * ca + c]) + to_f32(a_bias[c])) : a[r * ca + c];
+        else
+            y[i] = b_bias ? from_f32<T>(to_f32(b[r * cb + (c - ca)]) + to_f32(b_bias[c - ca])) : b[r * cb + (c - ca)];
+    }
+}
+
 __global__ void split_kernel(const float* y, float* a, float* b, long long rows, int ca, int cb) {
     const int ct = ca + cb;
     ONESTEP_GRID_STRIDE(i, rows * ct) {
@@ -499,6 +516,23 @@ extern "C" onestep_status onestep_concat_channels(const float* a, const float* b
 extern "C" onestep_status onestep_concat_channels_typed(const void* a, const void* b, void* y, long long rows, int ca,
                                                         int cb, onestep_dtype dtype, cudaStream_t stream) {
     return concat_impl("onestep_concat_channels_typed", a, b, y, rows, ca, cb, dtype, stream);
+}
+
+extern "C" onestep_status onestep_concat_channels_biased_typed(const void* a, const void* a_bias, const void* b,
+                                                               const void* b_bias, void* y, long long rows, int ca,
+                                                               int cb, onestep_dtype dtype, cudaStream_t stream) {
+    const char* fn = "onestep_concat_channels_biased_typed";
+    ONESTEP_SHAPES("rows=%lld, ca=%d, cb=%d, %s", rows, ca, cb, onestep::dtype_name(dtype));
+    if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
+    if (rows < 0 || ca < 1 || cb < 1 || !a || !b || !y)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "bad size or NULL pointer");
+    if (rows == 0) return ONESTEP_OK;
+    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
+                                               launch(L::concat_biased_kernel<T>, L::grid_for(rows * (ca + cb)),
+                                                      dim3(L::kBlock), 0, stream, static_cast<const T*>(a),
+                                                      static_cast<const T*>(a_bias), static_cast<const T*>(b),
+                                                      static_cast<const T*>(b_bias), static_cast<T*>(y), rows, ca, cb)),
+                        fn, shapes);
 }
 
 extern "C" onestep_status onestep_split_channels(const float* y, float* a, float* b, long long rows, int ca, int cb,

@@ -197,6 +197,31 @@ void check_pre_add(const Type& t, ktest::Rng& rng) {
         }
 }
 
+// The concat that takes its inputs' biases: bit for bit the unfused route in every storage type (the bias added
+// into the input by add_per_channel, rounded once, then the plain concat).
+void check_concat_biased(const Type& t, ktest::Rng& rng) {
+    const long long rows = 13;
+    const int ca = 6, cb = 5;
+    Input a(t, rng, size_t(rows) * ca), b(t, rng, size_t(rows) * cb), ab(t, rng, ca), bb(t, rng, cb);
+    for (int which = 0; which < 3; which++) {
+        const void* pab = which != 1 ? ab.b.p : nullptr;
+        const void* pbb = which != 0 ? bb.b.p : nullptr;
+        Buf16 got(size_t(rows) * (ca + cb)), want(size_t(rows) * (ca + cb)), a2(size_t(rows) * ca), b2(size_t(rows) * cb);
+        std::memcpy(a2.p, a.b.p, size_t(rows) * ca * 2);
+        std::memcpy(b2.p, b.b.p, size_t(rows) * cb * 2);
+        if (pab) ok(onestep_add_per_channel_typed(a.b.p, pab, a2.p, 1, rows, ca, t.dt, nullptr), "add_per_channel: %s");
+        if (pbb) ok(onestep_add_per_channel_typed(b.b.p, pbb, b2.p, 1, rows, cb, t.dt, nullptr), "add_per_channel: %s");
+        ok(onestep_concat_channels_typed(a2.p, b2.p, want.p, rows, ca, cb, t.dt, nullptr), "concat: %s");
+        ok(onestep_concat_channels_biased_typed(a.b.p, pab, b.b.p, pbb, got.p, rows, ca, cb, t.dt, nullptr),
+           "concat_biased: %s");
+        ktest::sync();
+        char what[96];
+        std::snprintf(what, sizeof what, "%s concat_biased biases=%d: differs from add_per_channel + concat", t.name,
+                      which);
+        expect(std::memcmp(got.p, want.p, size_t(rows) * (ca + cb) * 2) == 0, "%s", what);
+    }
+}
+
 // The elementwise ops at n = 1031 (a ragged tail after the 4-wide bulk), aligned and one element off.
 void check_elementwise(const Type& t, ktest::Rng& rng) {
     for (int off = 0; off < 2; off++) {
@@ -354,6 +379,7 @@ int main() {
         check_conv(t, rng);
         check_groupnorm(t, rng);
         check_pre_add(t, rng);
+        check_concat_biased(t, rng);
         check_elementwise(t, rng);
         check_layout(t, rng);
         check_fourier(t, rng);

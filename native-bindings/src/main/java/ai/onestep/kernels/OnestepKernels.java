@@ -284,6 +284,12 @@ public final class OnestepKernels {
                                                       @Cast("const void*") long bBias, @Cast("void*") long out, long rows, int c,
                                                       @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
 
+    /** concat of (a + aBias[c]) and (b + bBias[c]); either bias may be 0 (NULL). */
+    public static native int onestep_concat_channels_biased_typed(@Cast("const void*") long a, @Cast("const void*") long aBias,
+                                                                  @Cast("const void*") long b, @Cast("const void*") long bBias,
+                                                                  @Cast("void*") long y, long rows, int ca, int cb,
+                                                                  @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
     public static native int onestep_concat_channels_typed(@Cast("const void*") long a, @Cast("const void*") long b, @Cast("void*") long y, long rows, int ca, int cb, @Cast("onestep_dtype") int dtype,
                                                            @Cast("cudaStream_t") long stream);
 

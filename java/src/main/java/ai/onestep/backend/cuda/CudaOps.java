@@ -1037,10 +1037,18 @@ public final class CudaOps extends Ops implements AutoCloseable {
     protected void concatChannelsKernel(Tensor a, Tensor b, Tensor y) {
         run("concatChannels", () -> {
             Precision type = dt();
-            long pa = in(a, "concatChannels", type), pb = in(b, "concatChannels", type);
+            // A skip connection takes the bias its conv left (conv_in's, a sampler's): rounded once, as its own
+            // bias kernel would have rounded it, so the same bits in every type.
+            long[] a2 = inTakingBias(a, "concatChannels", type), b2 = inTakingBias(b, "concatChannels", type);
+            long py = out(y, "concatChannels", type);
             long rows = (long) a.dim(0) * a.dim(1) * a.dim(2);
-            Device.check(onestep_concat_channels_typed(pa, pb, out(y, "concatChannels", type), rows, a.dim(3), b.dim(3),
-                    type.code, stream()), "concatChannels", what(a, b, y));
+            if (a2[1] == 0 && b2[1] == 0) {
+                Device.check(onestep_concat_channels_typed(a2[0], b2[0], py, rows, a.dim(3), b.dim(3), type.code,
+                        stream()), "concatChannels", what(a, b, y));
+            } else {
+                Device.check(onestep_concat_channels_biased_typed(a2[0], a2[1], b2[0], b2[1], py, rows, a.dim(3),
+                        b.dim(3), type.code, stream()), "concatChannels", what(a, b, y));
+            }
         });
     }
 

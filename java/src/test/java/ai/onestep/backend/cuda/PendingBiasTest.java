@@ -109,7 +109,8 @@ class PendingBiasTest {
 
     /**
      * Every kind of reader on a hand-written pass: a group norm takes the conv's bias, and the linear's through its
-     * add operand; a residual add takes it from both operands (the same tensor twice); a scale adds it in place
+     * add operand; a residual add takes it from both operands (the same tensor twice), a concat from its second
+     * input; a scale adds it in place
      * first; a tensor overwritten whole drops it; and the conv that writes a pass output never defers (outputs are
      * copied out after the pass).
      */
@@ -129,10 +130,10 @@ class PendingBiasTest {
                 Tensor gamma = OpsTesting.randn(a, 9, 8), beta = OpsTesting.randn(a, 10, 8);
                 Tensor o1 = a.allocate(Layout.NHWC, 2, 4, 4, 8), o2 = a.allocate(Layout.NHWC, 2, 4, 4, 8);
                 Tensor o3 = a.allocate(Layout.NHWC, 2, 4, 4, 8), o4 = a.allocate(Layout.NHWC, 2, 4, 4, 8);
-                Tensor o5 = a.allocate(Layout.NHWC, 2, 4, 4, 8);
+                Tensor o5 = a.allocate(Layout.NHWC, 2, 4, 4, 8), o6 = a.allocate(Layout.NHWC, 2, 4, 4, 16);
                 float[] all = new float[0];
                 for (int call = 0; call < 3; call++) {
-                    ops.runPass("readers", new Tensor[] {x, t}, new Tensor[] {o1, o2, o3, o4, o5}, () -> {
+                    ops.runPass("readers", new Tensor[] {x, t}, new Tensor[] {o1, o2, o3, o4, o5, o6}, () -> {
                         ws.reset();
                         Tensor h = ws.allocate(Layout.NHWC, 2, 4, 4, 8), p = ws.allocate(Layout.ROWS, 2, 8);
                         ops.conv2d(x, w, b, 1, 1, h);
@@ -140,6 +141,7 @@ class PendingBiasTest {
                         Tensor mean = ws.allocate(Layout.ROWS, 2, 4), rstd = ws.allocate(Layout.ROWS, 2, 4);
                         ops.groupNorm(h, p, gamma, beta, null, null, 4, 1e-5f, true, o1, mean, rstd);
                         ops.add(h, h, o2);
+                        ops.concatChannels(x, h, o6);   // a skip connection takes it too
                         ops.scale(h, 0.5f, o3);
                         Tensor dead = ws.allocate(Layout.NHWC, 2, 4, 4, 8);
                         ops.conv2d(o1, w, b, 1, 1, dead);
@@ -147,7 +149,8 @@ class PendingBiasTest {
                         ops.add(dead, o3, o4);
                         ops.conv2d(x, w, b, 1, 1, o5);  // a pass output
                     });
-                    float[] v = concat(o1.toArray(), o2.toArray(), o3.toArray(), o4.toArray(), o5.toArray());
+                    float[] v = concat(o1.toArray(), o2.toArray(), o3.toArray(), o4.toArray(), o5.toArray(),
+                            o6.toArray());
                     all = concat(all, v);
                 }
                 got[k] = all;
