@@ -598,6 +598,11 @@ def summary(paths):
         print("captured passes' activations, MiB: planned and shared (one arena per graph, no reuse): " + "; ".join(
             f"{r['model']} b{r['batch']} {r['activations_bytes'] / 2**20:.1f} ({r['unplanned_bytes'] / 2**20:.1f})"
             for r in mem))
+    graphs = [r for r in rows if r.get("bench") == "pass-graph"]
+    if graphs:
+        print("captured graphs: nodes / backend ops / bias kernels left to the readers of cuDNN and cuBLAS results: "
+              + "; ".join(f"{r['model']} b{r['batch']} {r['nodes']}/{r['ops']}/{r['bias_kernels_saved']}"
+                          for r in graphs))
     gn = [r for r in rows if r.get("bench") == "groupnorm"]
     if gn:
         print("PyTorch group norm (GB/s): " + "; ".join(f"{r['variant']} {r['shape']} {r['gbs']:.0f}" for r in gn))
