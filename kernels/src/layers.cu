@@ -494,45 +494,43 @@ extern "C" onestep_status onestep_add_biased_typed(const void* a, const void* a_
                         fn, shapes);
 }
 
-static onestep_status concat_impl(const char* fn, const void* a, const void* b, void* y, long long rows, int ca, int cb,
-                                  onestep_dtype dtype, cudaStream_t stream) {
+// a_bias / b_bias: NULL, or the per-channel bias the input's producer left out (the biased kernel).
+static onestep_status concat_impl(const char* fn, const void* a, const void* a_bias, const void* b, const void* b_bias,
+                                  void* y, long long rows, int ca, int cb, onestep_dtype dtype, cudaStream_t stream) {
     ONESTEP_SHAPES("rows=%lld, ca=%d, cb=%d, %s", rows, ca, cb, onestep::dtype_name(dtype));
     if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
     if (rows < 0 || ca < 1 || cb < 1 || !a || !b || !y)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "bad size or NULL pointer");
     if (rows == 0) return ONESTEP_OK;
+    const dim3 grid = L::grid_for(rows * (ca + cb)), block(L::kBlock);
+    if (!a_bias && !b_bias)
+        return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
+                                                   launch(L::concat_kernel<T>, grid, block, 0, stream,
+                                                          static_cast<const T*>(a), static_cast<const T*>(b),
+                                                          static_cast<T*>(y), rows, ca, cb)),
+                            fn, shapes);
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
-                                               launch(L::concat_kernel<T>, L::grid_for(rows * (ca + cb)),
-                                                      dim3(L::kBlock), 0, stream, static_cast<const T*>(a),
-                                                      static_cast<const T*>(b), static_cast<T*>(y), rows, ca, cb)),
+                                               launch(L::concat_biased_kernel<T>, grid, block, 0, stream,
+                                                      static_cast<const T*>(a), static_cast<const T*>(a_bias),
+                                                      static_cast<const T*>(b), static_cast<const T*>(b_bias),
+                                                      static_cast<T*>(y), rows, ca, cb)),
                         fn, shapes);
 }
 
 extern "C" onestep_status onestep_concat_channels(const float* a, const float* b, float* y, long long rows, int ca,
                                                   int cb, cudaStream_t stream) {
-    return concat_impl("onestep_concat_channels", a, b, y, rows, ca, cb, ONESTEP_FLOAT32, stream);
+    return concat_impl("onestep_concat_channels", a, nullptr, b, nullptr, y, rows, ca, cb, ONESTEP_FLOAT32, stream);
 }
 
 extern "C" onestep_status onestep_concat_channels_typed(const void* a, const void* b, void* y, long long rows, int ca,
                                                         int cb, onestep_dtype dtype, cudaStream_t stream) {
-    return concat_impl("onestep_concat_channels_typed", a, b, y, rows, ca, cb, dtype, stream);
+    return concat_impl("onestep_concat_channels_typed", a, nullptr, b, nullptr, y, rows, ca, cb, dtype, stream);
 }
 
 extern "C" onestep_status onestep_concat_channels_biased_typed(const void* a, const void* a_bias, const void* b,
                                                                const void* b_bias, void* y, long long rows, int ca,
                                                                int cb, onestep_dtype dtype, cudaStream_t stream) {
-    const char* fn = "onestep_concat_channels_biased_typed";
-    ONESTEP_SHAPES("rows=%lld, ca=%d, cb=%d, %s", rows, ca, cb, onestep::dtype_name(dtype));
-    if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
-    if (rows < 0 || ca < 1 || cb < 1 || !a || !b || !y)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "bad size or NULL pointer");
-    if (rows == 0) return ONESTEP_OK;
-    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
-                                               launch(L::concat_biased_kernel<T>, L::grid_for(rows * (ca + cb)),
-                                                      dim3(L::kBlock), 0, stream, static_cast<const T*>(a),
-                                                      static_cast<const T*>(a_bias), static_cast<const T*>(b),
-                                                      static_cast<const T*>(b_bias), static_cast<T*>(y), rows, ca, cb)),
-                        fn, shapes);
+    return concat_impl("onestep_concat_channels_biased_typed", a, a_bias, b, b_bias, y, rows, ca, cb, dtype, stream);
 }
 
 extern "C" onestep_status onestep_split_channels(const float* y, float* a, float* b, long long rows, int ca, int cb,

@@ -93,8 +93,11 @@ class KrscWeightsTest {
         }
     }
 
-    /** Three calls of a captured consistency pass (measure, capture, replay), weights scaled by an eager op between. */
-    private static float[] run(CudaOps ops, UNet net) {
+    /**
+     * Three calls of a captured consistency pass (measure, capture, replay), weights scaled by an eager op between
+     * (which refreshes the registered copies); every output, in order. Shared with PendingBiasTest.
+     */
+    static float[] run(CudaOps ops, UNet net) {
         ops.registerParameters(net.weightTensors());
         try (TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
             ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);

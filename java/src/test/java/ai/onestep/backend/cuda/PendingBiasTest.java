@@ -5,11 +5,9 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.onestep.backend.OpsTesting;
-import ai.onestep.diffusion.ConsistencyDenoiser;
 import ai.onestep.diffusion.Noise;
 import ai.onestep.model.UNet;
 import ai.onestep.model.UNetConfig;
-import ai.onestep.nn.Parameter;
 import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
@@ -39,27 +37,9 @@ class PendingBiasTest {
                 2, p);
     }
 
-    /** Three calls of a captured consistency pass (measure, capture, replay), weights changed by an eager op between. */
+    /** Three calls of a captured consistency pass, weights changed by an eager op between (KrscWeightsTest's). */
     private static float[] run(CudaOps ops, UNet net) {
-        ops.registerParameters(net.weightTensors());
-        try (TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
-            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
-            Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2), y = a.allocate(Layout.NHWC, 2, 8, 8, 2);
-            Noise.gaussian(x, 8, 0);
-            float[] all = new float[0];
-            for (int round = 0; round < 2; round++) {
-                for (int call = 0; call < 3; call++) {
-                    f.denoise(x, new double[] {2.5, 0.7}, null, y);
-                    float[] v = y.toArray(), joined = java.util.Arrays.copyOf(all, all.length + v.length);
-                    System.arraycopy(v, 0, joined, all.length, v.length);
-                    all = joined;
-                }
-                for (Parameter p : net.parameters()) {
-                    ops.scale(p.value(), 0.9f, p.value());  // eager: refreshes the registered biases too
-                }
-            }
-            return all;
-        }
+        return KrscWeightsTest.run(ops, net);
     }
 
     @Test
