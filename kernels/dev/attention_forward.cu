@@ -11,6 +11,7 @@
 #include "../src/attention.cu"
 #include "../src/convert.cu"
 #include "dev_common.cuh"
+#include "../test/layout_ref.h"
 
 #include <cstdlib>
 #include <vector>
@@ -269,17 +270,7 @@ static Typed<__nv_bfloat16> typed_bf16;
 // the engine's token layout (B, T, H*D), rows H*D elements apart, instead of (B, H, T, D) blocks; the Java backend
 // launches this (no split/merge kernels around it). It measures what the strided rows cost (a row of D halves is
 // still one contiguous 2D-byte run). Validated by widening O, relaying it out to heads and comparing as the others.
-static std::vector<float> relaid(const std::vector<float>& src, int B, int H, int T, int D, bool to_tokens) {
-    std::vector<float> out(src.size());
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            for (int t = 0; t < T; t++)
-                for (int d = 0; d < D; d++) {
-                    const size_t tok = ((size_t(b) * T + t) * H + h) * D + d, hd = ((size_t(b) * H + h) * T + t) * D + d;
-                    if (to_tokens) out[tok] = src[hd]; else out[hd] = src[tok];
-                }
-    return out;
-}
+using layout_ref::relaid;  // (kernels/test/layout_ref.h, shared with test_attention)
 
 struct Tokens {
     Typed<__half> t;

@@ -5,6 +5,7 @@
 // enough that a softmax without the running max would overflow. The backward reference is checked against
 // finite differences of the forward reference first.
 #include "onestep_kernels.h"
+#include "layout_ref.h"
 #include "test_common.h"
 
 #include <cmath>
@@ -344,18 +345,7 @@ void check_padded(int D, uint64_t seed) {
 // The token-layout forward (onestep_attention_forward_tokens_typed) against the head layout: the same inputs relaid
 // to (B, T, H*D) must give the same bits (o relaid back, lse as is) in every dtype, on ragged tiles, cross attention
 // and key lengths. The head layout is itself checked against the double reference above.
-template <typename E>
-vector<E> relaid(const vector<E>& src, int B, int H, int T, int D, bool to_tokens) {
-    vector<E> out(src.size());
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            for (int t = 0; t < T; t++)
-                for (int d = 0; d < D; d++) {
-                    const size_t tok = ((size_t(b) * T + t) * H + h) * D + d, hd = ((size_t(b) * H + h) * T + t) * D + d;
-                    if (to_tokens) out[tok] = src[hd]; else out[hd] = src[tok];
-                }
-    return out;
-}
+using layout_ref::relaid;
 
 // Both layouts on the same elements E (a float's bits, or a 16-bit value): o must match bit for bit, lse too.
 template <typename E>

@@ -28,14 +28,7 @@ public final class GroupNorm {
     }
 
     Tensor forward(Context c, Tensor x, Tensor scale, Tensor shift) {
-        this.x = x;
-        this.scale = scale;
-        this.shift = shift;
-        this.mean = c.alloc(ai.onestep.tensor.Layout.ROWS, x.dim(0), groups);
-        this.rstd = c.alloc(ai.onestep.tensor.Layout.ROWS, x.dim(0), groups);
-        Tensor y = c.like(x);
-        c.ops.groupNorm(x, gamma.value(), beta.value(), scale, shift, groups, eps, silu, y, mean, rstd);
-        return y;
+        return normalize(c, x, null, scale, shift);
     }
 
     Tensor forward(Context c, Tensor x) {
@@ -52,13 +45,18 @@ public final class GroupNorm {
             c.ops.addPerChannel(x, add, sum);
             return forward(c, sum);
         }
-        this.x = null;  // no backward after an inference pass
-        this.scale = null;
-        this.shift = null;
+        return normalize(c, x, add, null, null);
+    }
+
+    /** Keeps what the backward reads; with {@code add} there is none (an inference pass: x + add is never stored). */
+    private Tensor normalize(Context c, Tensor x, Tensor add, Tensor scale, Tensor shift) {
+        this.x = add == null ? x : null;
+        this.scale = scale;
+        this.shift = shift;
         this.mean = c.alloc(ai.onestep.tensor.Layout.ROWS, x.dim(0), groups);
         this.rstd = c.alloc(ai.onestep.tensor.Layout.ROWS, x.dim(0), groups);
         Tensor y = c.like(x);
-        c.ops.groupNorm(x, add, gamma.value(), beta.value(), null, null, groups, eps, silu, y, mean, rstd);
+        c.ops.groupNorm(x, add, gamma.value(), beta.value(), scale, shift, groups, eps, silu, y, mean, rstd);
         return y;
     }
 
