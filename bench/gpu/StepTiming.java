@@ -36,6 +36,13 @@ import java.util.Locale;
  */
 public final class StepTiming {
     private static final List<String> rows = new ArrayList<>();
+
+    /** A table row: printed now too (prefixed "row:"), so a run stopped at its time cap still shows it. */
+    private static void row(String line) {
+        rows.add(line);
+        System.out.println("row: " + line);
+    }
+
     private static int failures;
 
     public static void main(String[] args) throws IOException {
@@ -108,7 +115,7 @@ public final class StepTiming {
                 graphs++;
             }
         }
-        rows.add(String.format(Locale.ROOT, "%-56s %6d   %d graphs: activations %.2f MiB shared (%.2f MiB one arena "
+        row(String.format(Locale.ROOT, "%-56s %6d   %d graphs: activations %.2f MiB shared (%.2f MiB one arena "
                 + "each, no reuse), constants %.2f MiB", "  (memory) " + name, n, graphs, planned / 1048576.0,
                 unplanned / 1048576.0, constants / 1048576.0));
         if (jsonl != null) {
@@ -133,7 +140,7 @@ public final class StepTiming {
                 }
             }
         }
-        rows.add(String.format(Locale.ROOT, "%-56s %6d   %s", "  (graphs) " + name, n, sb));
+        row(String.format(Locale.ROOT, "%-56s %6d   %s", "  (graphs) " + name, n, sb));
     }
 
     private static void time(Sampler s, Path model, String backend, String device, int n, int reps, int warmup,
@@ -206,7 +213,7 @@ public final class StepTiming {
                 Arrays.sort(t);
                 double med = t[reps / 2], min = t[0];
                 String label = name + ": " + labels.get(k);
-                rows.add(String.format(Locale.ROOT, "%-56s %6d %12.1f %12.1f %10.1f%s", label, n, med, min,
+                row(String.format(Locale.ROOT, "%-56s %6d %12.1f %12.1f %10.1f%s", label, n, med, min,
                         n / med * 1e6, finite ? "" : "  NON-FINITE OUTPUT"));
                 if (jsonl != null) {
                     jsonl.write(String.format(Locale.ROOT, "{\"bench\":\"engine-step\",\"backend\":\"%s\",\"device\":\"%s\","
@@ -241,7 +248,7 @@ public final class StepTiming {
                         double err = DeviceCheck.relErr(got, want);
                         boolean ok = err <= (precision == ai.onestep.backend.cuda.Precision.BF16 ? 3e-2 : 5e-3);
                         failures += ok ? 0 : 1;
-                        rows.add(String.format(Locale.ROOT, "%-56s %6d   rel. L2 error vs cpu backend %.3e  %s",
+                        row(String.format(Locale.ROOT, "%-56s %6d   rel. L2 error vs cpu backend %.3e  %s",
                                 "  (check) " + labels.get(k), n, err, ok ? "ok" : "FAIL"));
                     }
                 }

@@ -31,6 +31,13 @@ import java.util.SplittableRandom;
  */
 public final class TrainTiming {
     private static final List<String> rows = new ArrayList<>();
+
+    /** A table row: printed now too (prefixed "row:"), so a run stopped at its time cap still shows it. */
+    private static void row(String line) {
+        rows.add(line);
+        System.out.println("row: " + line);
+    }
+
     private static int failures;
 
     public static void main(String[] args) throws IOException {
@@ -69,7 +76,7 @@ public final class TrainTiming {
                     double rel = Math.abs(resident[0] - opByOp[0]) / Math.abs(opByOp[0]);
                     if (!(rel <= 1e-4)) {
                         failures++;
-                        rows.add(String.format(Locale.ROOT, "FAIL %s: first loss %.6g resident vs %.6g op by op", name,
+                        row(String.format(Locale.ROOT, "FAIL %s: first loss %.6g resident vs %.6g op by op", name,
                                 resident[0], opByOp[0]));
                     }
                 } else {
@@ -127,7 +134,7 @@ public final class TrainTiming {
         for (double l : losses) {
             if (!Double.isFinite(l)) {
                 failures++;
-                rows.add("NON-FINITE loss: " + label + " " + losses);
+                row("NON-FINITE loss: " + label + " " + losses);
                 break;
             }
         }
@@ -141,7 +148,7 @@ public final class TrainTiming {
             copies = String.valueOf((t.uploads() + t.downloads()) / n);
             mb = String.format(Locale.ROOT, "%.2f", t.bytes() / 1e6 / n);
         }
-        rows.add(String.format(Locale.ROOT, "%-44s %6d %12.2f %12.2f %9.1f %12s %8s", label, batch, median, min,
+        row(String.format(Locale.ROOT, "%-44s %6d %12.2f %12.2f %9.1f %12s %8s", label, batch, median, min,
                 batch / (median / 1e3), copies, mb));
         if (jsonl != null) {
             jsonl.write(String.format(Locale.ROOT, "{\"bench\":\"train-step\",\"what\":\"%s\",\"batch\":%d,"

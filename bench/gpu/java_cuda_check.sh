@@ -2,8 +2,10 @@
 # The Java CUDA backend on a GPU machine, which has no Java: carry a jlink runtime and the engine's jar there.
 # Part of bench/gpu/run.sh, the one script for a GPU machine (its `prepare` calls this one's; its step 2 is `run`).
 #
-#   bench/gpu/java_cuda_check.sh prepare   (here) builds build/gpu-carry/: runtime.tgz (jlink, ~25 MB) and
-#                                          onestep.jar (~8 MB); the device tool's carry limit is 64 MiB
+#   bench/gpu/java_cuda_check.sh prepare   (here) builds build/gpu-carry/: runtime.txz (jlink, ~13 MB: stored
+#                                          uncompressed by jlink, then xz, which packs it ~40% smaller than jlink's
+#                                          zip-9 under gzip) and onestep.jar (~8 MB); the device tool's carry limit
+#                                          is 64 MiB
 #   bench/gpu/java_cuda_check.sh run       (on the GPU machine, carrying build/gpu-carry) builds kernels/ with
 #                                          nvcc if needed, puts the pip nvidia-* libraries (cudart, cuBLAS, cuDNN)
 #                                          on LD_LIBRARY_PATH, and runs ai.onestep.backend.cuda.DeviceCheck: every
@@ -13,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 carry=build/gpu-carry
+source bench/gpu/carry.sh   # unpack, unpack_kernels
 flags=(--enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -Dorg.bytedeco.javacpp.cachedir=build/javacpp-cache)
 case "${1:-}" in
   prepare)
@@ -20,15 +23,16 @@ case "${1:-}" in
     (mvn -B -q -pl java -am package -DskipTests)
     rm -rf "$carry" && mkdir -p "$carry"
     "$JAVA_HOME/bin/jlink" --add-modules java.base,java.logging,jdk.incubator.vector,jdk.unsupported \
-      --strip-debug --no-man-pages --no-header-files --compress=zip-9 --output "$carry/runtime"
-    tar -C "$carry" -czf "$carry/runtime.tgz" runtime && rm -rf "$carry/runtime"
+      --strip-debug --no-man-pages --no-header-files --compress=zip-0 --output "$carry/runtime"
+    XZ_OPT="-9 -T0" tar -C "$carry" -cJf "$carry/runtime.txz" runtime && rm -rf "$carry/runtime"
     cp java/target/onestep.jar "$carry/"
     du -sh "$carry"/*
     ;;
   run)
-    [ -f "$carry/runtime.tgz" ] || { echo "no $carry/runtime.tgz: run '$0 prepare' first and carry $carry"; exit 2; }
-    tar -C "$carry" -xzf "$carry/runtime.tgz"
+    [ -f "$carry/runtime.txz" ] || { echo "no $carry/runtime.txz: run '$0 prepare' first and carry $carry"; exit 2; }
+    [ -x "$carry/runtime/bin/java" ] || unpack "$carry/runtime.txz" "$carry"
     build=build/kernels-gpu
+    [ -f "$build/libonestep_kernels.so" ] || [ ! -f "$carry/kernels.txz" ] || unpack_kernels "$carry/kernels.txz" "$build"
     if [ ! -f "$build/libonestep_kernels.so" ]; then
       cmake -S cmake -B "$build" -DCMAKE_BUILD_TYPE=Release > /dev/null
       cmake --build "$build" -j"$(nproc)" --target onestep_kernels > "$build-build.log" 2>&1 || { tail -30 "$build-build.log"; exit 2; }

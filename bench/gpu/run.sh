@@ -15,12 +15,14 @@
 # Logs and JSON lines go to $OUT (the device tool's folder; build/gpu-results when unset): 8 files at most.
 # Exit status: 0 when every check passed, 1 when any failed, 2 when something could not be built or run.
 #
-#   bench/gpu/run.sh prepare             (here, once) build/gpu-carry/: jlink runtime.tgz, onestep.jar, classes/
+#   bench/gpu/run.sh prepare             (here, once) build/gpu-carry/: jlink runtime.txz, onestep.jar, classes/,
+#                                        kernels.txz (the nvcc build)
 #   bench/gpu/run.sh [--only LIST]       (on the GPU machine, carrying build/gpu-carry) LIST: kernels,java,steps,torch
 #   bench/gpu/run.sh --dry-run           (here, no GPU) steps 3-5 on the cpu backend and CPU torch, tiny sizes:
 #                                        exercises the plumbing; PYTHON=/path/to/venv/python if python3 has no torch
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+source bench/gpu/carry.sh   # unpack, unpack_kernels, pack_kernels
 carry=build/gpu-carry
 py=${PYTHON:-python3}
 only=kernels,java,steps,torch
@@ -33,8 +35,25 @@ case "${1:-}" in
     rm -rf "$carry/classes" && mkdir -p "$carry/classes"
     "$JAVA_HOME/bin/javac" --release 25 -cp "$carry/onestep.jar" -d "$carry/classes" bench/gpu/StepTiming.java \
       bench/gpu/TrainTiming.java || exit 2
-    du -sh "$carry"
-    echo "carry $carry (and nothing else that is ignored); the tracked tree travels too: git ls-files | xargs du -cb | tail -1"
+    # The kernels too, with nvcc here (the GPU machine's version, 13.0): about 4 minutes on 2 cores here, which
+    # the GPU machine would otherwise spend from its device time. Without nvcc here it builds them itself.
+    if command -v nvcc > /dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
+      kb=build/gpu-kernels-build
+      targets=(onestep_kernels dev_groupnorm_forward dev_groupnorm_backward dev_attention_forward
+               dev_attention_backward dev_denoise_update test_groupnorm_gpu test_denoise_gpu test_attention_gpu
+               test_layers_gpu test_typed_gpu)
+      cmake -S cmake -B "$kb" -DCMAKE_BUILD_TYPE=Release > /dev/null &&
+        cmake --build "$kb" -j"$(nproc)" --target "${targets[@]}" > "$kb.log" 2>&1 ||
+        { tail -30 "$kb.log"; exit 2; }
+      pack_kernels "$kb" "$carry/kernels.txz" || exit 2
+    else
+      echo "no nvcc here: the GPU machine will build the kernels itself (a minute or two of its device time)"
+    fi
+    du -sh "$carry"/*
+    tracked=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+    carried=$(du -sb "$carry" | cut -f1)
+    echo "travels: tracked tree $((tracked / 1048576)) MiB + $carry $((carried / 1048576)) MiB =" \
+         "$(((tracked + carried) / 1048576)) MiB of the device tool's 64 MiB (untracked files not ignored travel too)"
     exit 0
     ;;
   --dry-run) dry=1; only=steps,torch ;;
@@ -50,23 +69,34 @@ fail() { [ "$status" -ge "${1}" ] || status=$1; }
 flags=(--enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -Dorg.bytedeco.javacpp.cachedir=build/javacpp-cache)
 lib=build/kernels-gpu/libonestep_kernels.so
 card="(dry run: no GPU)"
+# cap DEFAULT RESERVE: seconds for the next step, at most DEFAULT, leaving RESERVE for the steps after it, so that one
+# slow or hung step cannot eat the call (GNU timeout signals the step's whole process group).
+# rows LOG PROGRAM: a timing program's output, its table when it finished, else the rows it printed as it went.
+rows() {
+  if grep -q "^$2:" "$1"; then grep -v "^WARNING\|^row: " "$1"; else grep "^row: " "$1"; echo "$2: did not finish"; fi
+}
+cap() { local c=$((limit - SECONDS - $2)); [ $c -lt $1 ] || c=$1; [ $c -gt 10 ] || c=10; echo $c; }
 if [ $dry = 0 ]; then
+  [ -f $lib ] || [ ! -f "$carry/kernels.txz" ] || unpack_kernels "$carry/kernels.txz" build/kernels-gpu
   card=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
   echo "card: ${card:-nvidia-smi failed}" | tee "$out/card.txt"
+  { nvidia-smi -q | grep -iE "addressing mode|^ +(graphics|sm|memory) +: [0-9]+ MHz" | sort -u
+    "$py" -c 'import torch; print("torch", torch.__version__, "cudnn", torch.backends.cudnn.version())'
+    "$py" bench/gpu/torch_peers.py --bandwidth; } 2>&1 | tee -a "$out/card.txt"
 fi
 
 if has kernels; then
   echo "==== 1. kernels: build, check, time (kernels/run_gpu_checks.sh)"
-  kernels/run_gpu_checks.sh build/kernels-gpu > "$out/kernels.log" 2>&1
-  rc=$?; [ $rc = 0 ] || fail $((rc == 2 ? 2 : 1))
+  timeout "$(cap 150 300)" kernels/run_gpu_checks.sh build/kernels-gpu > "$out/kernels.log" 2>&1
+  rc=$?; [ $rc != 124 ] || echo "kernels: stopped at its time cap" >> "$out/kernels.log"; [ $rc = 0 ] || fail $((rc == 2 ? 2 : 1))
   tail -40 "$out/kernels.log"
   echo "kernels: exit $rc"
 fi
 
 if has java; then
   echo "==== 2. Java CUDA backend: DeviceCheck (bench/gpu/java_cuda_check.sh run)"
-  bench/gpu/java_cuda_check.sh run > "$out/java_check.log" 2>&1
-  rc=$?; [ $rc = 0 ] || fail $((rc == 1 ? 1 : 2))
+  timeout "$(cap 100 220)" bench/gpu/java_cuda_check.sh run > "$out/java_check.log" 2>&1
+  rc=$?; [ $rc != 124 ] || echo "java check: stopped at its time cap" >> "$out/java_check.log"; [ $rc = 0 ] || fail $((rc == 1 ? 1 : 2))
   tail -30 "$out/java_check.log"
   echo "java check: exit $rc"
 fi
@@ -95,7 +125,7 @@ if has steps; then
     targs=(--backend cpu --batch 2 --steps 4 --warmup 1 models/fmnist-teacher.safetensors)
   else
     [ -f "$carry/classes/TrainTiming.class" ] || { echo "no $carry/classes/TrainTiming.class: run '$0 prepare' here and carry $carry"; exit 2; }
-    [ -x "$carry/runtime/bin/java" ] || tar -C "$carry" -xzf "$carry/runtime.tgz" || exit 2
+    [ -x "$carry/runtime/bin/java" ] || unpack "$carry/runtime.txz" "$carry" || exit 2
     java="$carry/runtime/bin/java"
     cp=$carry/onestep.jar:$carry/classes
     if [ ! -f "$lib" ]; then  # --only steps without the kernels step
@@ -107,20 +137,21 @@ if has steps; then
     export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     # Each device arena (eager, and two for measuring a pass) is allocated whole: CIFAR at batch 64 needs a few GiB.
     flags+=(-Donestep.cuda.arenaMiB="${ONESTEP_ARENA_MIB:-6144}")
-    args=(--backend cuda --library "$lib" --batches 1,64 --reps 50 --warmup 5 --precision fp16,bf16,fp32
-          models/fmnist-student.safetensors models/fmnist-teacher.safetensors)
+    # The CIFAR-size config first: its batch-1 1-step sample is the issue's 300 us target.
+    args=(--backend cuda --library "$lib" --batches 1,64 --reps 50 --warmup 5 --precision fp16,bf16,fp32)
     [ -f "$cifar" ] && args+=("$cifar")
+    args+=(models/fmnist-student.safetensors models/fmnist-teacher.safetensors)
     targs=(--backend cuda --library "$lib" --batch 64 --steps 12 --warmup 2 models/fmnist-teacher.safetensors)
     [ -f "$cifar" ] && targs+=("$cifar")
   fi
-  "$java" "${flags[@]}" -cp "$cp" StepTiming --jsonl "$out/steps.jsonl" "${args[@]}" > "$out/steps.log" 2>&1
+  timeout "$(cap 150 130)" "$java" "${flags[@]}" -cp "$cp" StepTiming --jsonl "$out/steps.jsonl" "${args[@]}" > "$out/steps.log" 2>&1
   rc=$?; [ $rc = 0 ] || fail $((rc == 1 ? 1 : 2))
-  grep -v "^WARNING" "$out/steps.log" | tail -25
+  rows "$out/steps.log" StepTiming | tail -25
   echo "steps: exit $rc"
   echo "==== 3b. teacher training steps, op by op and resident (TrainTiming)"
-  "$java" "${flags[@]}" -cp "$cp" TrainTiming --jsonl "$out/steps.jsonl" "${targs[@]}" > build/gpu-run/train.log 2>&1
+  timeout "$(cap 60 100)" "$java" "${flags[@]}" -cp "$cp" TrainTiming --jsonl "$out/steps.jsonl" "${targs[@]}" > build/gpu-run/train.log 2>&1
   rc=$?; [ $rc = 0 ] || fail $((rc == 1 ? 1 : 2))
-  grep -v "^WARNING" build/gpu-run/train.log | tee -a "$out/steps.log" | tail -8
+  rows build/gpu-run/train.log TrainTiming | tee -a "$out/steps.log" | tail -8
   echo "train steps: exit $rc"
 fi
 
@@ -145,13 +176,14 @@ fi
 
 echo "==== 5. summary on ${card}"
 {
+  cat "$out/card.txt" 2>/dev/null
   if has kernels; then
     echo "kernel checks and timings (kernels/run_gpu_checks.sh; full log kernels.log)"
     sed -n '/^summary (fastest block size/,$p' "$out/kernels.log" | sed 1d
   fi
   if has java; then grep -E "^DeviceCheck:" "$out/java_check.log" || echo "DeviceCheck: did not finish: $(tail -1 "$out/java_check.log")"; fi
   if has steps; then
-    grep -E "^StepTiming:|FAIL|NON-FINITE" "$out/steps.log" || echo "StepTiming: did not finish: $(tail -1 "$out/steps.log")"
+    grep -v "^row: " "$out/steps.log" | grep -E "^StepTiming:|FAIL|NON-FINITE" || echo "StepTiming: did not finish: $(tail -1 "$out/steps.log")"
     sed -n '/^teacher training step/,/^TrainTiming:/p' "$out/steps.log" | grep . || echo "TrainTiming: did not finish"
   fi
   "$py" bench/gpu/torch_peers.py --summary "$out/steps.jsonl" "$out/torch.jsonl"

@@ -326,6 +326,19 @@ def timer(device, reps, warmup):
     return run
 
 
+def bandwidth(device):
+    """The memory-bandwidth ceiling the kernel targets are measured against (METHOD.md: measure it, don't take the
+    datasheet's): a 2 GiB device-to-device copy, bytes read plus bytes written, median of 20 after 3 warm-ups."""
+    n = (1 << 31) // 4 if device == "cuda" else (1 << 26) // 4
+    x = torch.rand(n, device=device)
+    y = torch.empty_like(x)
+    med, mn = timer(device, 20, 3)(lambda: y.copy_(x))
+    assert torch.equal(x[-1000:], y[-1000:]), "copy did not copy"
+    print(f"memory bandwidth ({device}): {2 * x.numel() * 4 / med / 1e3:.0f} GB/s "
+          f"(median of 20 copies of {x.numel() * 4 >> 20} MiB, read + written; best {2 * x.numel() * 4 / mn / 1e3:.0f})")
+    return 0
+
+
 class Results:
     def __init__(self, jsonl, device_name):
         self.rows, self.jsonl, self.device_name = [], jsonl, device_name
@@ -657,6 +670,7 @@ def main():
     ap.add_argument("--check-cpu", action="store_true")
     ap.add_argument("--sigmas", default="1.5,80", help="for --check-cpu")
     ap.add_argument("--write-cifar", metavar="PATH")
+    ap.add_argument("--bandwidth", action="store_true", help="measure the device's copy bandwidth and exit")
     ap.add_argument("--summary", nargs="+", metavar="JSONL", help="print run.sh's combined table from these files")
     args = ap.parse_args()
     if args.summary:
@@ -664,6 +678,8 @@ def main():
     if args.write_cifar:
         write_cifar(args.write_cifar)
         return 0
+    if args.bandwidth:
+        return bandwidth(args.device)
     args.sigmas = [float(s) for s in args.sigmas.split(",")]
     if args.check_cpu:
         torch.set_num_threads(1)
