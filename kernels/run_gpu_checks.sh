@@ -5,6 +5,7 @@
 # which validates each kernel version (the production one included) against its CPU reference ON THE GPU
 # and times it, and prints a short table last. Exit status is non-zero if any validation fails.
 #   usage: kernels/run_gpu_checks.sh [build-dir]      (from anywhere; default build/kernels-gpu)
+#   ONESTEP_KERNEL_FILTER=REGEX runs only the dev runs whose label matches (e.g. 'group norm forward')
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build/kernels-gpu}
@@ -39,10 +40,19 @@ if nvidia-smi -q 2>/dev/null | grep -qi "Addressing Mode *: *HMM"; then
 else
     echo "== test_*_gpu skipped: nvidia-smi reports no HMM addressing mode (the tests pass malloc'd memory)" | tee -a "$log"
 fi
+# Line-buffered (stdbuf): a binary that dies on a signal would otherwise take its buffered rows with it, and
+# its exit status is printed, since a crash that prints nothing is otherwise indistinguishable from no output.
+line=(); command -v stdbuf > /dev/null && line=(stdbuf -oL -eL)
 run() {  # run <label> <binary> [args...]
     local label=$1; shift
+    [[ -z "${ONESTEP_KERNEL_FILTER:-}" || "$label" =~ $ONESTEP_KERNEL_FILTER ]] || return 0
     echo "== $label: $*" | tee -a "$log"
-    if ! "$@" 2>&1 | tee -a "$log"; then status=1; fi
+    "${line[@]}" "$@" 2>&1 | tee -a "$log"
+    local rc=${PIPESTATUS[0]}
+    if [ "$rc" != 0 ]; then
+        status=1
+        echo "   exit status $rc$([ "$rc" -gt 128 ] && echo " (signal $((rc - 128)))")" | tee -a "$log"
+    fi
 }
 run "group norm forward, 8x32x32x256, G=32" "$build/dev_groupnorm_forward"
 run "group norm forward, 8x16x16x512, G=32" "$build/dev_groupnorm_forward" 0 8 256 512 32
@@ -52,7 +62,9 @@ run "attention forward, B=2 H=4 T=4096 D=32 (version 2 only)" "$build/dev_attent
 run "attention forward, B=8 H=4 T=256 D=128" "$build/dev_attention_forward" 0 8 4 256 128
 # At the U-Nets' own shapes, batch 64 (and 1 for CIFAR), next to torch_peers.py's SDPA and group norm rows.
 run "attention forward, fmnist 14x14, B=64 H=2 T=196 D=32 (v2)" "$build/dev_attention_forward" 2 64 2 196 32
+run "attention forward, fmnist 14x14, B=64 H=2 T=196 D=32 (v8)" "$build/dev_attention_forward" 8 64 2 196 32
 run "attention forward, fmnist 7x7, B=64 H=4 T=49 D=32 (v2)" "$build/dev_attention_forward" 2 64 4 49 32
+run "attention forward, fmnist 7x7, B=64 H=4 T=49 D=32 (v8)" "$build/dev_attention_forward" 8 64 4 49 32
 run "attention forward, CIFAR 16x16, B=64 H=4 T=256 D=64" "$build/dev_attention_forward" 0 64 4 256 64
 run "attention forward, CIFAR 16x16, B=1 H=4 T=256 D=64" "$build/dev_attention_forward" 0 1 4 256 64
 run "group norm forward, fmnist 64x28x28x32, G=8" "$build/dev_groupnorm_forward" 0 64 784 32 8

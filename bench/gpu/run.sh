@@ -17,7 +17,7 @@
 #
 #   bench/gpu/run.sh prepare             (here, once) build/gpu-carry/: jlink runtime.txz, onestep.jar, classes/,
 #                                        kernels.txz (the nvcc build)
-#   bench/gpu/run.sh [--only LIST]       (on the GPU machine, carrying build/gpu-carry) LIST: kernels,java,steps,torch
+#   bench/gpu/run.sh [--only LIST]       (on the GPU machine, carrying build/gpu-carry) LIST: kernels,java,steps,train,torch
 #   bench/gpu/run.sh --dry-run           (here, no GPU) steps 3-5 on the cpu backend and CPU torch, tiny sizes:
 #                                        exercises the plumbing; PYTHON=/path/to/venv/python if python3 has no torch
 set -uo pipefail
@@ -25,7 +25,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source bench/gpu/carry.sh   # unpack, unpack_kernels, pack_kernels
 carry=build/gpu-carry
 py=${PYTHON:-python3}
-only=kernels,java,steps,torch
+only=kernels,java,steps,train,torch
 dry=0
 limit=${ONESTEP_GPU_LIMIT_S:-570}   # the device tool kills a command at 600 s: keep the table inside that
 case "${1:-}" in
@@ -56,7 +56,7 @@ case "${1:-}" in
          "$(((tracked + carried) / 1048576)) MiB of the device tool's 64 MiB (untracked files not ignored travel too)"
     exit 0
     ;;
-  --dry-run) dry=1; only=steps,torch ;;
+  --dry-run) dry=1; only=steps,train,torch ;;
   --only) only=${2:?--only needs a list}; ;;
   "") ;;
   *) sed -n '2,20p' "$0"; exit 2 ;;
@@ -103,14 +103,11 @@ fi
 
 cifar=build/gpu-run/cifar-random.safetensors
 if has steps || has torch; then
-  if [ ! -f "$cifar" ] && [ $dry = 0 ]; then
-    "$py" bench/gpu/torch_peers.py --write-cifar "$cifar" || fail 2
-  fi
+  [ -f "$cifar" ] || "$py" bench/gpu/torch_peers.py --write-cifar "$cifar" || fail 2
 fi
 export ONESTEP_CIFAR_CHECKPOINT=$cifar   # the same random weights for our engine and for PyTorch
 
-if has steps; then
-  echo "==== 3. one sampling step of the engine (StepTiming)"
+if has steps || has train; then  # the Java runtime and the arguments of StepTiming and TrainTiming
   : > "$out/steps.jsonl"
   if [ $dry = 1 ]; then
     JAVA_HOME=$(bin/find-jdk) || exit 2
@@ -120,8 +117,9 @@ if has steps; then
     "$JAVA_HOME/bin/javac" -cp java/target/onestep.jar -d build/gpu-run/classes bench/gpu/StepTiming.java \
       bench/gpu/TrainTiming.java || exit 2
     cp=java/target/onestep.jar:build/gpu-run/classes
-    args=(--backend cpu --batches 1,2 --reps 3 --warmup 1 --compare
-          models/fmnist-student.safetensors models/fmnist-teacher.safetensors)
+    args=(--backend cpu --batches 1,2 --reps 3 --warmup 1 --compare)
+    [ -f "$cifar" ] && args+=("$cifar")
+    args+=(models/fmnist-student.safetensors models/fmnist-teacher.safetensors)
     targs=(--backend cpu --batch 2 --steps 4 --warmup 1 models/fmnist-teacher.safetensors)
   else
     [ -f "$carry/classes/TrainTiming.class" ] || { echo "no $carry/classes/TrainTiming.class: run '$0 prepare' here and carry $carry"; exit 2; }
@@ -144,10 +142,15 @@ if has steps; then
     targs=(--backend cuda --library "$lib" --batch 64 --steps 12 --warmup 2 models/fmnist-teacher.safetensors)
     [ -f "$cifar" ] && targs+=("$cifar")
   fi
+fi
+if has steps; then
+  echo "==== 3. one sampling step of the engine (StepTiming)"
   timeout "$(cap 150 130)" "$java" "${flags[@]}" -cp "$cp" StepTiming --jsonl "$out/steps.jsonl" "${args[@]}" > "$out/steps.log" 2>&1
   rc=$?; [ $rc = 0 ] || fail $((rc == 1 ? 1 : 2))
   rows "$out/steps.log" StepTiming | tail -25
   echo "steps: exit $rc"
+fi
+if has train; then
   echo "==== 3b. teacher training steps, op by op and resident (TrainTiming)"
   timeout "$(cap 60 100)" "$java" "${flags[@]}" -cp "$cp" TrainTiming --jsonl "$out/steps.jsonl" "${targs[@]}" > build/gpu-run/train.log 2>&1
   rc=$?; [ $rc = 0 ] || fail $((rc == 1 ? 1 : 2))
@@ -162,7 +165,7 @@ if has torch; then
     targs=(--device cpu --quick --no-compile)
   else
     export TORCHINDUCTOR_CACHE_DIR=$PWD/build/gpu-run/inductor-cache   # a second call on a warm machine reuses it
-    targs=(--device cuda --budget-s $((left * 2 / 3)))
+    targs=(--device cuda --budget-s $((left * 2 / 3)) ${ONESTEP_TORCH_ARGS:-})   # e.g. "--only unet --no-compile"
   fi
   if [ $left -lt 30 ]; then
     echo "torch peers skipped: only ${left}s left of ${limit}s (run again with --only torch)"

@@ -561,8 +561,12 @@ def write_cifar(path):
             elif name.endswith("bias"):
                 p.copy_(0.05 * torch.randn_like(p))
     sd = {k: v.float().contiguous() for k, v in net.state_dict().items()}
+    # A student's checkpoint stores its multistep re-noising times (api.Sampler reads them; StepTiming's 2-step
+    # sample needs one): the 9th of 18 Karras levels (rho 7, sigma 80 to 0.002), where distilled students put it.
+    lo, hi, rho = 0.002 ** (1 / 7), 80.0 ** (1 / 7), 7
+    tau = (hi + 9 / 17 * (lo - hi)) ** rho
     save_file(sd, path, metadata={"config": json.dumps(CIFAR_CONFIG), "onestep.role": "student",
-                                  "onestep.format": "1"})
+                                  "onestep.consistency.timepoints": f"2:{tau:.6g}", "onestep.format": "1"})
     print(f"wrote {path}: {sum(v.numel() for v in sd.values())} parameters (random weights)")
 
 

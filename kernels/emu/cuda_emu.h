@@ -19,8 +19,11 @@
 //     Dynamic shared memory (ONESTEP_DYNAMIC_SHARED) is a per-launch buffer filled with 0xFF bytes
 //     (NaN as float) before every block, so reading a tile before writing it shows up in results.
 //   * Memory: cudaMalloc is aligned host memory; device and host pointers are the same thing.
-//   * Not emulated: half/bfloat16 types and math, tensor cores (mma/wmma), cooperative groups,
-//     streams as concurrency (every call is synchronous), textures, clusters. Kernels that need those
+//   * Tensor cores: only mma.sync.m16n8k16 with fp16 or bf16 A/B and fp32 C/D (emu::mma_m16n8k16, the
+//     PTX ISA's fragment layouts), as a warp collective. A kernel spells it through its own wrapper: inline
+//     PTX under nvcc, this function here.
+//   * Not emulated: half/bfloat16 math (storage and conversions only), WMMA, wgmma, ldmatrix, cooperative
+//     groups, streams as concurrency (every call is synchronous), textures, clusters. Kernels that need those
 //     keep a portable fp32 path that this emulation runs.
 #pragma once
 #ifndef ONESTEP_EMULATION
@@ -68,6 +71,7 @@ struct alignas(8) int2 { int x, y; };
 struct alignas(16) int4 { int x, y, z, w; };
 inline float2 make_float2(float x, float y) { return {x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
 
 // ---- 16-bit storage types: IEEE binary16 (cuda_fp16.h) and bfloat16 (cuda_bf16.h) ------------------------
 // Only the storage types and the conversions the kernels use: the kernels load 16-bit values, compute in
@@ -75,6 +79,8 @@ inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z,
 // even, including subnormals, as __float2half_rn / __float2bfloat16_rn do; NaN stays NaN.
 struct __half { unsigned short x; };
 struct __nv_bfloat16 { unsigned short x; };
+inline unsigned short __half_as_ushort(__half h) { return h.x; }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.x; }
 
 inline uint32_t emu_float_bits(float f) {
     uint32_t u;
@@ -510,6 +516,51 @@ inline unsigned __ballot_sync(unsigned mask, int pred) {
     return r;
 }
 inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
+
+// ---- mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}: D (16x8) = A (16x16) B (16x8) + C, fp32 accumulation --------
+// Fragment layouts of the PTX ISA ("Matrix Fragments for mma.m16n8k16 with floating point type"), lane = 4 g + t:
+//   A, 4 registers of two 16-bit values (the lower column in the low half): register r holds row g + 8 (r % 2),
+//     columns 2t, 2t + 1 (+ 8 when r >= 2);
+//   B, 2 registers: register r holds rows 2t, 2t + 1 (+ 8 when r == 1) of column g;
+//   C and D, 4 floats: element i is row g + 8 (i / 2), column 2t + i % 2.
+// Every lane of the warp must call it (it is a full-warp collective on the GPU too). Products of 16-bit values are
+// exact in fp32; the hardware's summation order is not specified, so results agree to fp32 rounding, not bits.
+namespace emu {
+template <typename T>
+inline float mma_element(uint32_t word, int high) {
+    const unsigned short bits = static_cast<unsigned short>(high ? word >> 16 : word & 0xffffu);
+    if constexpr (std::is_same_v<T, __half>) return __half2float(__half{bits});
+    else return __bfloat162float(__nv_bfloat16{bits});
+}
+template <typename T>
+inline void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>, "fp16 or bf16 operands");
+    const int tid = linear_tid(), lane = tid % kWarpSize;
+    WarpExchange& w = g_block->warps[tid / kWarpSize];
+    uint32_t A[kWarpSize][4], B[kWarpSize][2];
+    const uint64_t mine[3] = {a[0] | uint64_t(a[1]) << 32, a[2] | uint64_t(a[3]) << 32, b0 | uint64_t(b1) << 32};
+    for (int round = 0; round < 3; round++) {
+        w.slot[lane] = mine[round];
+        warp_barrier(0xffffffffu);
+        for (int l = 0; l < kWarpSize; l++) {
+            uint32_t* dst = round < 2 ? &A[l][2 * round] : B[l];
+            dst[0] = uint32_t(w.slot[l]), dst[1] = uint32_t(w.slot[l] >> 32);
+        }
+        warp_barrier(0xffffffffu);
+    }
+    const int g = lane / 4, t = lane % 4;
+    for (int i = 0; i < 4; i++) {
+        const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+        float acc = c[i];
+        for (int k = 0; k < 16; k++) {
+            const float av = mma_element<T>(A[(row % 8) * 4 + (k % 8) / 2][row / 8 + 2 * (k / 8)], k % 2);
+            const float bv = mma_element<T>(B[col * 4 + (k % 8) / 2][k / 8], k % 2);
+            acc += av * bv;
+        }
+        c[i] = acc;
+    }
+}
+}  // namespace emu
 inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == mask; }
 
 // ---- atomics (real atomics, so they stay correct if blocks ever run on several OS threads) ---------

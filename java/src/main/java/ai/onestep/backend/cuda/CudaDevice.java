@@ -31,8 +31,15 @@ import org.bytedeco.javacpp.SizeTPointer;
  * org.bytedeco:cuda, on this device's stream; when one does not load, the library's portable kernels run instead
  * (correct, not fast), and {@link #describe()} says why.
  *
+ * <p>fp32 passes are fp32: their convolutions ask cuDNN for {@code CUDNN_FMA_MATH}. cuDNN's default math lets an fp32
+ * convolution run on TF32 tensor cores, which drop the operands' low 13 mantissa bits by truncation; the bias that
+ * truncation gives every product adds up through a U-Net's ~40 convolutions (an H100, 2026-11-26: relative error
+ * 1.0e-2 against the cpu backend for the fmnist student's consistency pass, against 9.3e-4 for an fp16 pass, whose
+ * rounding is unbiased). {@code -Donestep.cuda.tf32=true} allows TF32, as PyTorch's
+ * {@code torch.backends.cudnn.allow_tf32} does by default, for speed where that error is acceptable (training).
+ *
  * <p>Each new convolution shape is checked once against the portable kernel before cuDNN is trusted with it (a
- * layout mistake shows as an O(1) error; TF32 rounding stays far below the 2e-2 bound); on a mismatch cuDNN is
+ * layout mistake shows as an O(1) error; TF32 rounding stays below the 2e-2 bound); on a mismatch cuDNN is
  * dropped for that shape with one log line. The check needs a normal (uncaptured) run, which every captured pass
  * has first.
  *
@@ -45,6 +52,8 @@ import org.bytedeco.javacpp.SizeTPointer;
  * the cuBLAS/cuDNN calls with the emulated device's path, which the tests run.
  */
 public final class CudaDevice extends Device {
+    /** Whether fp32 convolutions may run on TF32 tensor cores (see the class comment). */
+    static final boolean TF32 = Boolean.getBoolean("onestep.cuda.tf32");
     private final cublasContext cublasHandle;
     private final String cublasMissing;
     private final cudnnContext cudnnHandle;
@@ -102,7 +111,8 @@ public final class CudaDevice extends Device {
     @Override
     String denseRoute() {
         return (cublasHandle != null ? "cuBLAS GEMM" : "portable GEMM: " + cublasMissing) + "; "
-                + (cudnnHandle != null ? "cuDNN convolution" : "portable convolution: " + cudnnMissing);
+                + (cudnnHandle != null ? "cuDNN convolution" + (TF32 ? " (fp32 on TF32 tensor cores)" : "")
+                : "portable convolution: " + cudnnMissing);
     }
 
     private static Pointer address(long a) {
@@ -468,9 +478,8 @@ public final class CudaDevice extends Device {
             s |= cudnn.cudnnSetFilter4dDescriptor(p.w, d, nhwc, cout, cin, kh, kw);
             s |= cudnn.cudnnSetConvolution2dDescriptor(p.conv, padding, padding, stride, stride, 1, 1,
                     cudnn.CUDNN_CROSS_CORRELATION, f);
-            if (type != Precision.FP32) {
-                s |= cudnn.cudnnSetConvolutionMathType(p.conv, cudnn.CUDNN_TENSOR_OP_MATH);
-            }
+            s |= cudnn.cudnnSetConvolutionMathType(p.conv, type != Precision.FP32 ? cudnn.CUDNN_TENSOR_OP_MATH
+                    : TF32 ? cudnn.CUDNN_DEFAULT_MATH : cudnn.CUDNN_FMA_MATH);
             if (s != 0) {
                 return null;
             }

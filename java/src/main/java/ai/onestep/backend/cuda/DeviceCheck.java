@@ -31,13 +31,17 @@ import java.util.function.Consumer;
  *
  * <pre>java -cp onestep.jar ai.onestep.backend.cuda.DeviceCheck [--emulated] [--library PATH]</pre>
  *
- * Tolerances are relative L2 errors: 1e-4 for our fp32 kernels, 5e-3 where cuBLAS or cuDNN may use TF32 on a GPU.
+ * Tolerances are relative L2 errors: 1e-4 for our fp32 kernels, 5e-3 for single cuBLAS/cuDNN ops and whole fp32
+ * U-Net passes; 2e-2 for those passes under {@code -Donestep.cuda.tf32=true}, whose truncation bias adds up over the
+ * convolutions (1.0e-2 measured on an H100, see {@link CudaDevice}).
  */
 public final class DeviceCheck {
     private final CudaOps dev;
     private final CpuOps cpu = new CpuOps(Runtime.getRuntime().availableProcessors());
     private final List<String> rows = new ArrayList<>();
     private int failures;
+    /** The bound for a whole fp32 U-Net pass against the cpu backend. */
+    private final double unet = CudaDevice.TF32 ? 2e-2 : 5e-3;
 
     private DeviceCheck(CudaOps dev) {
         this.dev = dev;
@@ -350,7 +354,7 @@ public final class DeviceCheck {
             double[] t = {20, 700};
             Tensor yd = net.forward(Context.inference(dev, wd), x, t, null);
             Tensor yc = net.forward(Context.inference(cpu, wc), x, t, null);
-            record("U-Net forward, eager, vs cpu", relErr(yd, yc), 5e-3);
+            record("U-Net forward, eager, vs cpu", relErr(yd, yc), unet);
 
             double[] tau = {1.7, 1.7};
             Consumer<Tensor> eager = out -> {
@@ -378,7 +382,7 @@ public final class DeviceCheck {
             try (Workspace w = new Workspace()) {
                 new ConsistencyDenoiser(net, cpu, w).denoise(x, tau, null, c);
             }
-            record("consistency graph replay vs cpu", relErr(replay, c), 5e-3);
+            record("consistency graph replay vs cpu", relErr(replay, c), unet);
             long[] g = dev.capturedPasses().values().stream().findFirst().orElse(new long[] {0, 0, 0});
             // On cuDNN the group norms and residual adds take the convolutions' biases (Residency.deferBias).
             fact("graph: " + g[0] + " nodes for " + g[1] + " backend ops, " + g[2] + " bias kernels left out",
@@ -394,7 +398,7 @@ public final class DeviceCheck {
             for (int i = 0; i < 3; i++) {
                 f.denoise(x, tau, null, replay);
             }
-            record("graph on registered weights vs cpu", relErr(replay, c), 5e-3);
+            record("graph on registered weights vs cpu", relErr(replay, c), unet);
             for (Parameter p : net.parameters()) {
                 dev.scale(p.value(), 0.9f, p.value());
             }
@@ -402,7 +406,7 @@ public final class DeviceCheck {
             try (Workspace w = new Workspace()) {
                 new ConsistencyDenoiser(net, cpu, w).denoise(x, tau, null, c);
             }
-            record("the same after a weight update vs cpu", relErr(replay, c), 5e-3);
+            record("the same after a weight update vs cpu", relErr(replay, c), unet);
         }
         halfPasses();
     }
