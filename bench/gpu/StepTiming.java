@@ -44,6 +44,8 @@ public final class StepTiming {
     }
 
     private static int failures;
+    /** Only the first step of each model (the 1-step sample, the teacher's denoiser call): for a profiler. */
+    private static boolean firstStepOnly;
 
     public static void main(String[] args) throws IOException {
         String backend = "cpu", jsonl = null;
@@ -62,13 +64,15 @@ public final class StepTiming {
                 case "--library" -> System.setProperty("onestep.kernels.library", args[++i]);
                 case "--no-compare" -> compare = false;
                 case "--compare" -> forceCompare = true;
+                case "--first-step-only" -> firstStepOnly = true;
                 case "--precision" -> precisions = args[++i].split(",");
                 default -> models.add(Path.of(args[i]));
             }
         }
         if (models.isEmpty()) {
             System.err.println("usage: StepTiming [--backend B] [--batches 1,64] [--reps N] [--warmup N] [--jsonl F] "
-                    + "[--library libonestep_kernels.so] [--precision fp16,bf16,fp32] [--no-compare | --compare] MODEL...");
+                    + "[--library libonestep_kernels.so] [--precision fp16,bf16,fp32] [--no-compare | --compare] "
+                    + "[--first-step-only] MODEL...");
             System.exit(2);
         }
         FileWriter out = jsonl == null ? null : new FileWriter(jsonl, true);
@@ -191,7 +195,7 @@ public final class StepTiming {
                 });
                 results.add(x);
             }
-            for (int k = 0; k < steps.size(); k++) {
+            for (int k = 0; k < (firstStepOnly ? 1 : steps.size()); k++) {
                 Runnable step = steps.get(k);
                 long first = System.nanoTime();
                 step.run();

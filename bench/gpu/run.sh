@@ -17,7 +17,7 @@
 #
 #   bench/gpu/run.sh prepare             (here, once) build/gpu-carry/: jlink runtime.txz, onestep.jar, classes/,
 #                                        kernels.txz (the nvcc build)
-#   bench/gpu/run.sh [--only LIST]       (on the GPU machine, carrying build/gpu-carry) LIST: kernels,java,steps,train,torch
+#   bench/gpu/run.sh [--only LIST]       (on the GPU machine, carrying build/gpu-carry) LIST: kernels,java,steps,train,torch,profile
 #   bench/gpu/run.sh --dry-run           (here, no GPU) steps 3-5 on the cpu backend and CPU torch, tiny sizes:
 #                                        exercises the plumbing; PYTHON=/path/to/venv/python if python3 has no torch
 set -uo pipefail
@@ -136,7 +136,8 @@ if has steps || has train; then  # the Java runtime and the arguments of StepTim
     # Each device arena (eager, and two for measuring a pass) is allocated whole: CIFAR at batch 64 needs a few GiB.
     flags+=(-Donestep.cuda.arenaMiB="${ONESTEP_ARENA_MIB:-6144}")
     # The CIFAR-size config first: its batch-1 1-step sample is the issue's 300 us target.
-    args=(--backend cuda --library "$lib" --batches 1,64 --reps 50 --warmup 5 --precision fp16,bf16,fp32)
+    args=(--backend cuda --library "$lib" --batches 1,64 --reps 50 --warmup 5
+          --precision "${ONESTEP_STEP_PRECISIONS:-fp16,bf16,fp32}")
     [ -f "$cifar" ] && args+=("$cifar")
     args+=(models/fmnist-student.safetensors models/fmnist-teacher.safetensors)
     targs=(--backend cuda --library "$lib" --batch 64 --steps 12 --warmup 2 models/fmnist-teacher.safetensors)
@@ -156,6 +157,36 @@ if has train; then
   rc=$?; [ $rc = 0 ] || fail $((rc == 1 ? 1 : 2))
   rows build/gpu-run/train.log TrainTiming | tee -a "$out/steps.log" | tail -8
   echo "train steps: exit $rc"
+fi
+
+if has profile; then  # opt-in (--only ...,profile): where a batch-1 CIFAR sample's time goes, kernel by kernel
+  echo "==== 3c. Nsight Compute: every kernel of one CIFAR-size fp16 1-step sample at batch 1 (ncu.csv)"
+  # The first call runs the pass op by op (measuring it), the second captures and replays it: the same kernels,
+  # so the first call's rows are the graph's nodes. --clock-control none: the card's own clocks, as timed above.
+  if command -v ncu > /dev/null && [ -f "$cifar" ]; then
+    timeout "$(cap 80 30)" ncu --clock-control none --metrics gpu__time_duration.sum --csv --log-file "$out/ncu.csv" \
+      --launch-count 2000 "$java" "${flags[@]}" -cp "$cp" StepTiming --backend cuda --library "$lib" --batches 1 \
+      --reps 1 --warmup 0 --precision fp16 --no-compare --first-step-only "$cifar" > build/gpu-run/ncu-run.log 2>&1
+    echo "ncu: exit $?, $(grep -c '"gpu__time_duration.sum"' "$out/ncu.csv" 2>/dev/null) kernels profiled"
+    "$py" - "$out/ncu.csv" <<'PY' || true
+import csv, sys, collections
+rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"')) if r.get("Metric Name") == "gpu__time_duration.sum"]
+scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}
+us = [(r["Kernel Name"], float(r["Metric Value"].replace(",", "")) * scale.get(r["Metric Unit"], 1.0)) for r in rows]
+first = us[:len(us) // 2]  # two calls, the same kernels: op by op (measured), then the graph replaying them
+agg = collections.defaultdict(lambda: [0, 0.0])
+for name, t in first:
+    key = name.split("(")[0].split("<")[0][:60]
+    agg[key][0] += 1
+    agg[key][1] += t
+total = sum(t for _, t in first)
+print(f"kernel time of the first call: {total:.1f} us in {len(first)} kernels (of {len(us)} profiled)")
+for key, (n, t) in sorted(agg.items(), key=lambda kv: -kv[1][1])[:14]:
+    print(f"  {t:9.1f} us {100 * t / total:5.1f}%  {n:4d} x  {key}")
+PY
+  else
+    echo "ncu or the CIFAR checkpoint missing: no profile"
+  fi
 fi
 
 if has torch; then

@@ -4,7 +4,8 @@
 //   nvcc build:  cmake target dev_attention_forward;  run: ./dev_attention_forward [version] [B H T D]
 //   versions: 1 naive, 2 production fp32, 3/4 WMMA fp16/bf16 (nvcc only), 5/6 production fp16/bf16 storage,
 //             7 production fp16 on the engine's token layout (B, T, H*D), what the Java backend launches,
-//             8/9 mma.sync fp16/bf16, FA2's register-resident tiles (emulated too: emu::mma_m16n8k16)
+//             8/9 production fp16/bf16 on tensor cores (mma.sync, FA2's register-resident tiles; emulated too),
+//             10 version 8 on the token layout
 //   emulated:    cmake target dev_attention_forward_emu (validation only, small shape; a CTest test)
 //
 // TFLOP/s counts the two matrix products, 4 * B * H * Tq * Tk * D flops (softmax not counted).
@@ -14,10 +15,7 @@
 #include "dev_common.cuh"
 #include "../test/layout_ref.h"
 
-#include <cstdint>
 #include <cstdlib>
-#include <cstring>
-#include <type_traits>
 #include <vector>
 #ifndef ONESTEP_EMULATION
 #include <cuda_bf16.h>
@@ -248,214 +246,16 @@ Inputs<__nv_bfloat16> bf16;
 }  // namespace wmma_attention
 #endif
 
-// ---- versions 8 and 9 (sm_80+): the FA2 structure on mma.sync.m16n8k16 (inline PTX), fp16
-// (version 8) or bf16 (version 9) Q, K, V and P, fp32 accumulation, statistics and output. Why versions 3 and 4 lost
-// to version 2 on an H100 (2026-11-26: 6.5 against 13.8 TFLOP/s at B=8 H=8 T=1024 D=64): WMMA's accumulator layout
-// is opaque, so every 64-key tile went S -> shared -> registers -> P -> shared and O -> shared and back for the
-// rescale. With mma.sync the PTX ISA fixes the fragment layouts (lane = 4 * group + t: A and C rows group and
-// group + 8, columns 2t, 2t + 1 (+ 8)), so the whole tile stays in registers, as in FlashAttention-2:
-//   - each warp keeps its 16 query rows of Q as A fragments for the whole kernel (loaded once);
-//   - S = Q K^T for 64 keys is 8 accumulator tiles (16 x 8), 4 floats a lane: two rows, two columns each;
-//   - the row max and the rescale need only the 4 lanes of a row group (two xor shuffles);
-//   - P's accumulators ARE the A fragments of P V after packing pairs to 16 bits (tiles 2j, 2j + 1 -> key step j);
-//   - O (16 x D) lives in D / 8 accumulator tiles, rescaled by alpha in registers.
-// Shared memory holds only the K tile ([key][d], pitch D + 8 so a B fragment's 8 rows x 4 words hit 32 banks) and
-// V transposed ([d][key], pitch 72), so both B fragments are single 32-bit loads. 4 warps = 64 query rows a block.
-// The emulation runs it too (emu::mma_m16n8k16 models the instruction with the ISA's layouts), so CTest checks
-// its indexing, masking and online softmax; the GPU run checks the layouts themselves against the hardware.
-namespace mma_attention {
-constexpr int kWarps = 4, kRows = 16 * kWarps, kKeys = 64;
-
-// D += A B on the tensor cores (fp32 C/D; A, B as packed 16-bit pairs); T: __half or __nv_bfloat16.
-template <typename T>
-__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#ifdef ONESTEP_EMULATION
-    emu::mma_m16n8k16<T>(c, a, b0, b1);
-#else
-    if constexpr (std::is_same_v<T, __half>)
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                     "{%0,%1,%2,%3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    else
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                     "{%0,%1,%2,%3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-
-// Two values rounded to T and packed as one fragment register, lo (the lower column or row) in the low 16 bits.
-template <typename T>
-__device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    if constexpr (std::is_same_v<T, __half>)
-        return uint32_t(__half_as_ushort(__float2half_rn(lo))) | uint32_t(__half_as_ushort(__float2half_rn(hi))) << 16;
-    else
-        return uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
-               uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16;
-}
-
-// 32-bit and 16-byte moves of 16-bit data. Under nvcc, plain typed loads and stores (one LDS/LDG each); the host
-// compiler of the emulation would treat them as strict-aliasing violations and may drop or reorder them, so there
-// they are memcpy.
-__device__ __forceinline__ uint32_t word(const void* p) {
-#ifdef ONESTEP_EMULATION
-    uint32_t w;
-    std::memcpy(&w, p, 4);
-    return w;
-#else
-    return *reinterpret_cast<const uint32_t*>(p);
-#endif
-}
-__device__ __forceinline__ int4 load16(const void* src) {
-#ifdef ONESTEP_EMULATION
-    int4 v;
-    std::memcpy(&v, src, 16);
-    return v;
-#else
-    return *reinterpret_cast<const int4*>(src);
-#endif
-}
-__device__ __forceinline__ void store16(void* dst, int4 v) {
-#ifdef ONESTEP_EMULATION
-    std::memcpy(dst, &v, 16);
-#else
-    *reinterpret_cast<int4*>(dst) = v;
-#endif
-}
-
-template <typename T, int D>
-__global__ void __launch_bounds__(kWarps * 32)
-    forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, float* __restrict__ o,
-                   float* __restrict__ lse, int Tq, int Tk, float scale_log2) {
-    constexpr int kPitchK = D + 8, kPitchV = kKeys + 8, kVec = 8;  // kVec: 16-bit elements per 16-byte load
-    __shared__ __align__(16) T Ks[kKeys * kPitchK];
-    __shared__ __align__(16) T Vt[D * kPitchV];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int bh = blockIdx.y, r_lo = blockIdx.x * kRows + warp * 16 + g, r_hi = r_lo + 8;
-    const long long head_q = (long long)bh * Tq * D, head_k = (long long)bh * Tk * D;
-
-    uint32_t qa[D / 16][4];  // A fragments of this warp's 16 rows of Q, one per 16-wide step over d
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-        const int c = 16 * kk + 2 * t;
-        qa[kk][0] = r_lo < Tq ? word(q + head_q + (long long)r_lo * D + c) : 0u;
-        qa[kk][1] = r_hi < Tq ? word(q + head_q + (long long)r_hi * D + c) : 0u;
-        qa[kk][2] = r_lo < Tq ? word(q + head_q + (long long)r_lo * D + c + 8) : 0u;
-        qa[kk][3] = r_hi < Tq ? word(q + head_q + (long long)r_hi * D + c + 8) : 0u;
-    }
-    float oacc[D / 8][4];
-#pragma unroll
-    for (int dn = 0; dn < D / 8; dn++) oacc[dn][0] = oacc[dn][1] = oacc[dn][2] = oacc[dn][3] = 0.0f;
-    // Running max (base-2 units) and this lane's part of the running sum, for rows r_lo and r_hi.
-    float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
-
-    for (int k0 = 0; k0 < Tk; k0 += kKeys) {
-        __syncthreads();  // the previous tile's readers are done
-        // K: a warp reads whole rows (coalesced); V: a warp reads one 16-byte column chunk of 32 consecutive keys,
-        // so its transposed 16-bit stores fall in 16 consecutive words (no bank conflicts). Keys >= Tk are zero.
-        for (int i = threadIdx.x; i < kKeys * D / kVec; i += blockDim.x) {
-            const int r = i / (D / kVec), c = (i % (D / kVec)) * kVec;
-            int4 kv = make_int4(0, 0, 0, 0), vv = kv;
-            if (k0 + r < Tk) kv = load16(k + head_k + (long long)(k0 + r) * D + c);
-            store16(Ks + r * kPitchK + c, kv);
-            const int rv = i % kKeys, cv = (i / kKeys) * kVec;
-            if (k0 + rv < Tk) vv = load16(v + head_k + (long long)(k0 + rv) * D + cv);
-#ifdef ONESTEP_EMULATION
-            T ve[kVec];
-            std::memcpy(ve, &vv, 16);
-#else
-            const T* ve = reinterpret_cast<const T*>(&vv);
-#endif
-#pragma unroll
-            for (int j = 0; j < kVec; j++) Vt[(cv + j) * kPitchV + rv] = ve[j];
-        }
-        __syncthreads();
-
-        float s[kKeys / 8][4];  // S tile n: keys n*8 + 2t, +1 of rows r_lo (0, 1) and r_hi (2, 3)
-#pragma unroll
-        for (int n = 0; n < kKeys / 8; n++) {
-            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-            const T* kr = Ks + (n * 8 + g) * kPitchK + 2 * t;  // B = K^T: column g of the tile is key n*8 + g
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) mma<T>(s[n], qa[kk], word(kr + 16 * kk), word(kr + 16 * kk + 8));
-        }
-        float mx_lo = -INFINITY, mx_hi = -INFINITY;
-#pragma unroll
-        for (int n = 0; n < kKeys / 8; n++)
-#pragma unroll
-            for (int j = 0; j < 2; j++) {
-                const bool in = k0 + n * 8 + 2 * t + j < Tk;
-                s[n][j] = in ? s[n][j] * scale_log2 : -INFINITY;
-                s[n][2 + j] = in ? s[n][2 + j] * scale_log2 : -INFINITY;
-                mx_lo = fmaxf(mx_lo, s[n][j]);
-                mx_hi = fmaxf(mx_hi, s[n][2 + j]);
-            }
-        // A row's 64 scores are spread over the 4 lanes of its group (lanes 4g .. 4g + 3).
-        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
-        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
-        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
-        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
-        const float new_lo = fmaxf(m_lo, mx_lo), new_hi = fmaxf(m_hi, mx_hi);
-        const float ref_lo = new_lo == -INFINITY ? 0.0f : new_lo, ref_hi = new_hi == -INFINITY ? 0.0f : new_hi;
-        const float alpha_lo = exp2f(m_lo - ref_lo), alpha_hi = exp2f(m_hi - ref_hi);
-        m_lo = new_lo, m_hi = new_hi;
-        l_lo *= alpha_lo, l_hi *= alpha_hi;
-#pragma unroll
-        for (int dn = 0; dn < D / 8; dn++) {
-            oacc[dn][0] *= alpha_lo, oacc[dn][1] *= alpha_lo;
-            oacc[dn][2] *= alpha_hi, oacc[dn][3] *= alpha_hi;
-        }
-        uint32_t pa[kKeys / 16][4];  // P as A fragments: tiles 2j and 2j + 1 are keys [16j, 16j + 16)
-#pragma unroll
-        for (int n = 0; n < kKeys / 8; n++) {
-            const float p0 = exp2f(s[n][0] - ref_lo), p1 = exp2f(s[n][1] - ref_lo);
-            const float p2 = exp2f(s[n][2] - ref_hi), p3 = exp2f(s[n][3] - ref_hi);
-            l_lo += p0 + p1, l_hi += p2 + p3;
-            pa[n / 2][(n % 2) * 2 + 0] = pack<T>(p0, p1);  // row g: registers 0 (keys 2t..) and 2 (keys 8 + 2t..)
-            pa[n / 2][(n % 2) * 2 + 1] = pack<T>(p2, p3);  // row g + 8: registers 1 and 3
-        }
-#pragma unroll
-        for (int dn = 0; dn < D / 8; dn++) {
-            const T* vr = Vt + (dn * 8 + g) * kPitchV + 2 * t;  // B = V: column g of the tile is d = dn*8 + g
-#pragma unroll
-            for (int j = 0; j < kKeys / 16; j++) mma<T>(oacc[dn], pa[j], word(vr + 16 * j), word(vr + 16 * j + 8));
-        }
-    }
-    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
-    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
-    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
-    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
-    const float inv_lo = l_lo > 0.0f ? 1.0f / l_lo : 0.0f, inv_hi = l_hi > 0.0f ? 1.0f / l_hi : 0.0f;
-#pragma unroll
-    for (int dn = 0; dn < D / 8; dn++) {
-        const int c = dn * 8 + 2 * t;
-        if (r_lo < Tq)
-            *reinterpret_cast<float2*>(o + head_q + (long long)r_lo * D + c) =
-                make_float2(oacc[dn][0] * inv_lo, oacc[dn][1] * inv_lo);
-        if (r_hi < Tq)
-            *reinterpret_cast<float2*>(o + head_q + (long long)r_hi * D + c) =
-                make_float2(oacc[dn][2] * inv_hi, oacc[dn][3] * inv_hi);
-    }
-    if (t == 0) {
-        if (r_lo < Tq) lse[(long long)bh * Tq + r_lo] = l_lo > 0.0f ? 0.69314718056f * (m_lo + log2f(l_lo)) : -INFINITY;
-        if (r_hi < Tq) lse[(long long)bh * Tq + r_hi] = l_hi > 0.0f ? 0.69314718056f * (m_hi + log2f(l_hi)) : -INFINITY;
-    }
-}
-
-template <typename T>
-cudaError_t launch_forward(const T* q, const T* k, const T* v, float* o, float* lse, int B, int H, int T_, int D,
-                           float scale) {
-    const dim3 grid((T_ + kRows - 1) / kRows, unsigned(B * H)), block(kWarps * 32);
-    const float scale_log2 = scale * 1.4426950408889634f;
-    switch (D) {
-        case 32: return launch(forward_kernel<T, 32>, grid, block, 0, nullptr, q, k, v, o, lse, T_, T_, scale_log2);
-        case 64: return launch(forward_kernel<T, 64>, grid, block, 0, nullptr, q, k, v, o, lse, T_, T_, scale_log2);
-        case 128: return launch(forward_kernel<T, 128>, grid, block, 0, nullptr, q, k, v, o, lse, T_, T_, scale_log2);
-    }
-    return cudaErrorInvalidValue;
-}
-}  // namespace mma_attention
+// ---- versions 8, 9 and 10 (production, src/attention.cu's tc namespace; sm_80+): the FA2 structure on
+// mma.sync.m16n8k16 (inline PTX), fp16 (8) or bf16 (9) Q, K, V and P, fp32 accumulation, statistics and output,
+// O rounded once; version 10 is version 8 on the engine's token layout, what the Java backend launches. Why versions
+// 3 and 4 lost to version 2 on an H100 (2026-11-26: 6.5 against 13.8 TFLOP/s at B=8 H=8 T=1024 D=64): WMMA's
+// accumulator layout is opaque, so every 64-key tile went S -> shared -> registers -> P -> shared, and O -> shared and
+// back for the rescale. mma.sync's layouts are fixed by the PTX ISA, so the tile stays in registers (the kernel's
+// comment has the details). First GPU run of these (H100, 2026-11-26): 114.5 TFLOP/s at B=8 H=8 T=1024 D=64, 8.3x
+// version 5; 51.7 us at the CIFAR U-Net's B=64 H=4 T=256 D=64 against 36.6 us for PyTorch's fastest fp16 SDPA.
+// The emulation runs them too (emu::mma_m16n8k16 models the instruction with the ISA's layouts), so CTest checks
+// their indexing, masking and online softmax; this file on a GPU checks the layouts against the hardware.
 
 // ---- versions 5 and 6 (production, src/attention.cu instantiated for __half / __nv_bfloat16): version 2 with
 // 16-bit storage of Q, K, V and O (widened to fp32 in shared memory, fp32 arithmetic, O rounded once). Half the
@@ -509,6 +309,11 @@ struct Tokens {
 };
 static Tokens tokens_f16;
 
+// Versions 5-7 are the portable kernel on 16-bit storage, 8-10 the same calls on the tensor-core path.
+static attention::Path path(int version) {
+    return version >= 8 ? attention::Path::TensorCores : attention::Path::Portable;
+}
+
 static cudaError_t run_version(int version, const float* q, const float* k, const float* v, float* o, float* lse,
                                int B, int H, int T, int D, float scale, int block) {
     switch (version) {
@@ -518,14 +323,18 @@ static cudaError_t run_version(int version, const float* q, const float* k, cons
         case 2:
             return attention::launch_forward(q, k, v, o, lse, B, H, T, T, D, nullptr, scale, nullptr);
         case 5:
+        case 8:
             return attention::launch_forward<__half>(typed_f16.q, typed_f16.k, typed_f16.v, typed_f16.o, lse, B, H, T,
-                                                     T, D, nullptr, scale, nullptr);
+                                                     T, D, nullptr, scale, nullptr, false, path(version));
         case 6:
+        case 9:
             return attention::launch_forward<__nv_bfloat16>(typed_bf16.q, typed_bf16.k, typed_bf16.v, typed_bf16.o,
-                                                            lse, B, H, T, T, D, nullptr, scale, nullptr);
+                                                            lse, B, H, T, T, D, nullptr, scale, nullptr, false,
+                                                            path(version));
         case 7:
+        case 10:
             return attention::launch_forward<__half>(tokens_f16.t.q, tokens_f16.t.k, tokens_f16.t.v, tokens_f16.t.o,
-                                                     lse, B, H, T, T, D, nullptr, scale, nullptr, true);
+                                                     lse, B, H, T, T, D, nullptr, scale, nullptr, true, path(version));
 #ifndef ONESTEP_EMULATION
         case 3:
             return wmma_attention::launch_forward(wmma_attention::f16.q, wmma_attention::f16.k, wmma_attention::f16.v,
@@ -534,10 +343,6 @@ static cudaError_t run_version(int version, const float* q, const float* k, cons
             return wmma_attention::launch_forward(wmma_attention::bf16.q, wmma_attention::bf16.k, wmma_attention::bf16.v,
                                                   o, lse, B, H, T, D, scale);
 #endif
-        case 8:
-            return mma_attention::launch_forward(typed_f16.q, typed_f16.k, typed_f16.v, o, lse, B, H, T, D, scale);
-        case 9:
-            return mma_attention::launch_forward(typed_bf16.q, typed_bf16.k, typed_bf16.v, o, lse, B, H, T, D, scale);
     }
     std::fprintf(stderr, "unknown version %d\n", version);
     std::exit(2);
@@ -571,13 +376,13 @@ int main(int argc, char** argv) {
     wmma_attention::f16.make(q, k, v);
     wmma_attention::bf16.make(q, k, v);
 #endif
-    for (int version = 1; version <= 9; version++) {
+    for (int version = 1; version <= 10; version++) {
         if (only && version != only) continue;
         if (!tensor_cores && (version == 3 || version == 4)) continue;
         // The block shapes of versions 2-4 are part of their design (4 warps); only version 1 is swept.
         std::vector<int> blocks = version == 1 ? std::vector<int>{32, 64, 128, 256} : std::vector<int>{128};
         // fp16 keeps 11 significant bits, bf16 8: inputs and P are rounded to them, accumulation is fp32.
-        const bool f16 = version == 3 || version == 5 || version == 7 || version == 8;
+        const bool f16 = version == 3 || version == 5 || version == 7 || version == 8 || version == 10;
         const bool bf16 = version == 4 || version == 6 || version == 9;
         const double tol = f16 ? 4e-3 : bf16 ? 3e-2 : 2e-5;
         const double rel = f16 ? 1e-2 : bf16 ? 5e-2 : 2e-4;
@@ -585,11 +390,11 @@ int main(int argc, char** argv) {
             dev_check(cudaMemset(d_o, 0xFF, nq * 4));
             dev_check(run_version(version, d_q, d_k, d_v, d_o, d_lse, B, H, T, D, scale, block));
             dev_check(cudaDeviceSynchronize());
-            if (version == 7) {
+            if (version == 7 || version == 10) {
                 tokens_f16.heads_into(d_o, nq, B, H, T, D);
-            } else if (version == 5 || version == 6) {  // O in 16 bits: widened into d_o for the comparison
-                const void* o16 = version == 5 ? static_cast<const void*>(typed_f16.o) : typed_bf16.o;
-                if (onestep_convert(o16, version == 5 ? ONESTEP_FLOAT16 : ONESTEP_BFLOAT16, d_o, ONESTEP_FLOAT32,
+            } else if (version >= 5) {  // O in 16 bits: widened into d_o for the comparison
+                const void* o16 = f16 ? static_cast<const void*>(typed_f16.o) : typed_bf16.o;
+                if (onestep_convert(o16, f16 ? ONESTEP_FLOAT16 : ONESTEP_BFLOAT16, d_o, ONESTEP_FLOAT32,
                                     (long long)nq, nullptr) != ONESTEP_OK)
                     std::exit(1);
                 dev_check(cudaDeviceSynchronize());

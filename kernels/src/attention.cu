@@ -24,7 +24,8 @@
 // Layouts: the heads as (B, H, T, D) blocks, or the engine's tokens (B, T, H*D), where head h of a token is the D
 // features at h*D and a row's stride is H*D. Only the two base offsets and the row stride differ, so both give the
 // same bits; the token layout saves the four head split/merge kernels (and their memory traffic) around each call.
-// This is the portable path (it runs in the CPU emulation too); tensor-core versions are not here.
+// This is the portable path, and fp32's. fp16 and bf16 take the tensor-core path (namespace tc below) unless a caller
+// asks for the portable one; both run in the CPU emulation.
 #include "attention.cuh"
 #include "dtype.cuh"
 #include "onestep_kernels.h"
@@ -32,7 +33,10 @@
 #include "status.cuh"
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <type_traits>
 
 namespace onestep {
 namespace attention {
@@ -152,6 +156,232 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
 }
 
+// ---- the tensor-core path (16-bit storage; sm_80+) -------------------------------------------------------------
+// FlashAttention-2 with both products on mma.sync.m16n8k16 (fp16 or bf16 operands, fp32 accumulation). The PTX ISA
+// fixes the fragment layouts (lane = 4 g + t: A and C rows g and g + 8, columns 2t, 2t + 1, and + 8 for A's second
+// half; B rows 2t, 2t + 1 (+ 8) of column g), so a 64-key tile stays in registers, as in FA2:
+//   - each warp keeps its 16 query rows of Q as A fragments for the whole kernel (loaded once);
+//   - S = Q K^T for 64 keys is 8 accumulator tiles (16 x 8), 4 floats a lane: two rows, two keys each;
+//   - a row's max and sum need only the 4 lanes of its group (two xor shuffles);
+//   - P's accumulators are the A fragments of P V once pairs are packed to 16 bits (tiles 2j, 2j + 1 -> keys 16j..);
+//   - O (16 x D) lives in D / 8 accumulator tiles, rescaled by alpha in registers.
+// Shared memory holds only the K tile ([key][d], pitch D + 8: a B fragment's 8 rows x 4 words hit 32 banks) and V
+// transposed ([d][key], pitch 72), so every B fragment is one 32-bit load. 4 warps, 64 query rows a block.
+// Differences from the portable path: P is rounded to T before P V (FA2 does the same), so results agree with it to
+// T's rounding, not bits. Development record, timings and the WMMA attempt it replaces: kernels/dev/attention_forward.cu
+// versions 3, 4, 8-10. The emulation runs it through emu::mma_m16n8k16, so CTest covers its indexing, masking and
+// softmax on machines without a GPU; run_gpu_checks.sh checks the layouts against the hardware.
+namespace tc {
+constexpr int kWarps = 4, kRows = 16 * kWarps, kKeys = 64, kVec = 8;  // kVec: 16-bit elements per 16-byte move
+
+// D += A B (fp32 C/D; A, B as packed 16-bit pairs); T: __half or __nv_bfloat16.
+template <typename T>
+__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#ifdef ONESTEP_EMULATION
+    emu::mma_m16n8k16<T>(c, a, b0, b1);
+#else
+    if constexpr (std::is_same_v<T, __half>)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+// Two values rounded to T and packed as one fragment register, lo (the lower column) in the low 16 bits.
+template <typename T>
+__device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    if constexpr (std::is_same_v<T, __half>)
+        return uint32_t(__half_as_ushort(__float2half_rn(lo))) | uint32_t(__half_as_ushort(__float2half_rn(hi))) << 16;
+    else
+        return uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
+               uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16;
+}
+
+// 32-bit and 16-byte moves of 16-bit data: plain typed accesses under nvcc (one LDS/LDG/STG each); memcpy in the
+// emulation, whose host compiler would take the typed ones as strict-aliasing violations and may reorder them.
+__device__ __forceinline__ uint32_t load32(const void* p) {
+#ifdef ONESTEP_EMULATION
+    uint32_t w;
+    std::memcpy(&w, p, 4);
+    return w;
+#else
+    return *reinterpret_cast<const uint32_t*>(p);
+#endif
+}
+__device__ __forceinline__ void store32(void* p, uint32_t w) {
+#ifdef ONESTEP_EMULATION
+    std::memcpy(p, &w, 4);
+#else
+    *reinterpret_cast<uint32_t*>(p) = w;
+#endif
+}
+__device__ __forceinline__ int4 load16(const void* p) {
+#ifdef ONESTEP_EMULATION
+    int4 v;
+    std::memcpy(&v, p, 16);
+    return v;
+#else
+    return *reinterpret_cast<const int4*>(p);
+#endif
+}
+__device__ __forceinline__ void store16(void* p, int4 v) {
+#ifdef ONESTEP_EMULATION
+    std::memcpy(p, &v, 16);
+#else
+    *reinterpret_cast<int4*>(p) = v;
+#endif
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kWarps * 32)
+    forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
+                   float* __restrict__ lse, int Tq, int Tk, const int* __restrict__ kv_len, int H, float scale_log2,
+                   bool tokens) {
+    constexpr int kPitchK = D + 8, kPitchV = kKeys + 8;
+    __shared__ __align__(16) T Ks[kKeys * kPitchK];
+    __shared__ __align__(16) T Vt[D * kPitchV];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int bh = blockIdx.y, b = bh / H, h = bh - b * H;
+    const int r_lo = blockIdx.x * kRows + warp * 16 + g, r_hi = r_lo + 8;
+    // Where head (b, h) starts and the stride between its rows, in elements (as in the portable kernel).
+    const long long head_q = tokens ? (long long)b * Tq * H * D + (long long)h * D : (long long)bh * Tq * D;
+    const long long head_k = tokens ? (long long)b * Tk * H * D + (long long)h * D : (long long)bh * Tk * D;
+    const long long ld = tokens ? (long long)H * D : D;
+    int kv_end = Tk;
+    if (kv_len) {
+        const int len = kv_len[b];
+        kv_end = len < 0 ? 0 : (len < Tk ? len : Tk);
+    }
+
+    uint32_t qa[D / 16][4];  // A fragments of this warp's 16 rows of Q, one per 16-wide step over d
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        const int c = 16 * kk + 2 * t;
+        qa[kk][0] = r_lo < Tq ? load32(q + head_q + r_lo * ld + c) : 0u;
+        qa[kk][1] = r_hi < Tq ? load32(q + head_q + r_hi * ld + c) : 0u;
+        qa[kk][2] = r_lo < Tq ? load32(q + head_q + r_lo * ld + c + 8) : 0u;
+        qa[kk][3] = r_hi < Tq ? load32(q + head_q + r_hi * ld + c + 8) : 0u;
+    }
+    float oacc[D / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) oacc[dn][0] = oacc[dn][1] = oacc[dn][2] = oacc[dn][3] = 0.0f;
+    // Running max (base-2 units) and this lane's part of the running sum, for rows r_lo and r_hi.
+    float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
+
+    for (int k0 = 0; k0 < kv_end; k0 += kKeys) {
+        __syncthreads();  // the previous tile's readers are done
+        // K: a warp reads whole rows (coalesced); V: a warp reads one 16-byte column chunk of 32 consecutive keys,
+        // so its transposed 16-bit stores fall in 16 consecutive words (no bank conflicts). Keys >= kv_end are zero.
+        for (int i = threadIdx.x; i < kKeys * D / kVec; i += blockDim.x) {
+            const int r = i / (D / kVec), c = (i % (D / kVec)) * kVec;
+            int4 kv = make_int4(0, 0, 0, 0), vv = kv;
+            if (k0 + r < kv_end) kv = load16(k + head_k + (k0 + r) * ld + c);
+            store16(Ks + r * kPitchK + c, kv);
+            const int rv = i % kKeys, cv = (i / kKeys) * kVec;
+            if (k0 + rv < kv_end) vv = load16(v + head_k + (k0 + rv) * ld + cv);
+#ifdef ONESTEP_EMULATION
+            T ve[kVec];
+            std::memcpy(ve, &vv, 16);
+#else
+            const T* ve = reinterpret_cast<const T*>(&vv);
+#endif
+#pragma unroll
+            for (int j = 0; j < kVec; j++) Vt[(cv + j) * kPitchV + rv] = ve[j];
+        }
+        __syncthreads();
+
+        float s[kKeys / 8][4];  // S tile n: keys n*8 + 2t, +1 of rows r_lo (0, 1) and r_hi (2, 3)
+#pragma unroll
+        for (int n = 0; n < kKeys / 8; n++) {
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+            const T* kr = Ks + (n * 8 + g) * kPitchK + 2 * t;  // B = K^T: column g of the tile is key n*8 + g
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) mma<T>(s[n], qa[kk], load32(kr + 16 * kk), load32(kr + 16 * kk + 8));
+        }
+        float mx_lo = -INFINITY, mx_hi = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < kKeys / 8; n++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const bool in = k0 + n * 8 + 2 * t + j < kv_end;
+                s[n][j] = in ? s[n][j] * scale_log2 : -INFINITY;
+                s[n][2 + j] = in ? s[n][2 + j] * scale_log2 : -INFINITY;
+                mx_lo = fmaxf(mx_lo, s[n][j]);
+                mx_hi = fmaxf(mx_hi, s[n][2 + j]);
+            }
+        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
+        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
+        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
+        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
+        const float new_lo = fmaxf(m_lo, mx_lo), new_hi = fmaxf(m_hi, mx_hi);
+        // All keys masked so far: 0 as the reference, so exp2(-inf - 0) = 0 instead of NaN (as the portable path).
+        const float ref_lo = new_lo == -INFINITY ? 0.0f : new_lo, ref_hi = new_hi == -INFINITY ? 0.0f : new_hi;
+        const float alpha_lo = exp2f(m_lo - ref_lo), alpha_hi = exp2f(m_hi - ref_hi);
+        m_lo = new_lo, m_hi = new_hi;
+        l_lo *= alpha_lo, l_hi *= alpha_hi;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; dn++) {
+            oacc[dn][0] *= alpha_lo, oacc[dn][1] *= alpha_lo;
+            oacc[dn][2] *= alpha_hi, oacc[dn][3] *= alpha_hi;
+        }
+        uint32_t pa[kKeys / 16][4];  // P as A fragments: tiles 2j and 2j + 1 are keys [16j, 16j + 16)
+#pragma unroll
+        for (int n = 0; n < kKeys / 8; n++) {
+            const float p0 = exp2f(s[n][0] - ref_lo), p1 = exp2f(s[n][1] - ref_lo);
+            const float p2 = exp2f(s[n][2] - ref_hi), p3 = exp2f(s[n][3] - ref_hi);
+            l_lo += p0 + p1, l_hi += p2 + p3;
+            pa[n / 2][(n % 2) * 2 + 0] = pack<T>(p0, p1);  // row g: registers 0 (keys 2t..) and 2 (keys 8 + 2t..)
+            pa[n / 2][(n % 2) * 2 + 1] = pack<T>(p2, p3);  // row g + 8: registers 1 and 3
+        }
+#pragma unroll
+        for (int dn = 0; dn < D / 8; dn++) {
+            const T* vr = Vt + (dn * 8 + g) * kPitchV + 2 * t;  // B = V: column g of the tile is d = dn*8 + g
+#pragma unroll
+            for (int j = 0; j < kKeys / 16; j++) mma<T>(oacc[dn], pa[j], load32(vr + 16 * j), load32(vr + 16 * j + 8));
+        }
+    }
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
+    const float inv_lo = l_lo > 0.0f ? 1.0f / l_lo : 0.0f, inv_hi = l_hi > 0.0f ? 1.0f / l_hi : 0.0f;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) {
+        const int c = dn * 8 + 2 * t;
+        if (r_lo < Tq) store32(o + head_q + r_lo * ld + c, pack<T>(oacc[dn][0] * inv_lo, oacc[dn][1] * inv_lo));
+        if (r_hi < Tq) store32(o + head_q + r_hi * ld + c, pack<T>(oacc[dn][2] * inv_hi, oacc[dn][3] * inv_hi));
+    }
+    if (t == 0) {
+        if (r_lo < Tq) lse[(long long)bh * Tq + r_lo] = l_lo > 0.0f ? 0.69314718056f * (m_lo + log2f(l_lo)) : -INFINITY;
+        if (r_hi < Tq) lse[(long long)bh * Tq + r_hi] = l_hi > 0.0f ? 0.69314718056f * (m_hi + log2f(l_hi)) : -INFINITY;
+    }
+}
+
+template <typename T>
+static cudaError_t launch(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk, int D,
+                          const int* kv_len, float scale, cudaStream_t stream, bool tokens) {
+    const dim3 grid(ceil_div(Tq, kRows), unsigned(B * H)), block(kWarps * 32);
+    const float scale_log2 = scale * 1.4426950408889634f;  // log2(e)
+    switch (D) {
+#define ONESTEP_TC_CASE(DD)                                                                                         \
+    case DD:                                                                                                        \
+        return ::onestep::launch(forward_kernel<T, DD>, grid, block, 0, stream, q, k, v, o, lse, Tq, Tk, kv_len, H, \
+                                 scale_log2, tokens);
+        ONESTEP_TC_CASE(32)
+        ONESTEP_TC_CASE(64)
+        ONESTEP_TC_CASE(128)
+#undef ONESTEP_TC_CASE
+    }
+    return cudaErrorInvalidValue;
+}
+}  // namespace tc
+
 template <typename T, int D>
 static cudaError_t launch_d(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq,
                             int Tk, const int* kv_len, float scale, cudaStream_t stream, bool tokens) {
@@ -169,7 +399,16 @@ static cudaError_t launch_d(const T* q, const T* k, const T* v, T* o, float* lse
 
 template <typename T>
 cudaError_t launch_forward(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk, int D,
-                           const int* kv_len, float scale, cudaStream_t stream, bool tokens) {
+                           const int* kv_len, float scale, cudaStream_t stream, bool tokens, Path path) {
+    if constexpr (!std::is_same_v<T, float>) {
+        // The tensor-core path stores o as 32-bit pairs; q, k, v need 16 bytes, which the C entry points check.
+        const bool o_pairs = (reinterpret_cast<unsigned long long>(o) & 3u) == 0;
+        if (path == Path::TensorCores || (path == Path::Auto && o_pairs))
+            return o_pairs ? tc::launch(q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, scale, stream, tokens)
+                           : cudaErrorInvalidValue;
+    } else if (path == Path::TensorCores) {
+        return cudaErrorInvalidValue;  // fp32 has no tensor-core path here (the portable kernel is exact fp32)
+    }
     switch (D) {
         case 32: return launch_d<T, 32>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream, tokens);
         case 64: return launch_d<T, 64>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream, tokens);
@@ -178,12 +417,12 @@ cudaError_t launch_forward(const T* q, const T* k, const T* v, T* o, float* lse,
     return cudaErrorInvalidValue;
 }
 template cudaError_t launch_forward<float>(const float*, const float*, const float*, float*, float*, int, int, int, int,
-                                           int, const int*, float, cudaStream_t, bool);
+                                           int, const int*, float, cudaStream_t, bool, Path);
 template cudaError_t launch_forward<__half>(const __half*, const __half*, const __half*, __half*, float*, int, int, int,
-                                            int, int, const int*, float, cudaStream_t, bool);
+                                            int, int, const int*, float, cudaStream_t, bool, Path);
 template cudaError_t launch_forward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
                                                    __nv_bfloat16*, float*, int, int, int, int, int, const int*, float,
-                                                   cudaStream_t, bool);
+                                                   cudaStream_t, bool, Path);
 
 void describe(char* out, size_t size, int B, int H, int Tq, int Tk, int D, onestep_dtype dtype) {
     if (dtype == ONESTEP_FLOAT32)

@@ -13,13 +13,18 @@ constexpr int kWarps = 4;          // each warp owns kRowsPerBlock / kWarps quer
 // Dynamic shared memory the kernel needs for head dim D.
 size_t shared_bytes(int D);
 
+// Which kernel a 16-bit forward runs: Auto is the tensor-core one (mma.sync; o 4-byte aligned), Portable the CUDA-core
+// one that fp32 uses (the dev file compares the two). fp32 always runs the portable kernel.
+enum class Path { Auto, Portable, TensorCores };
+
 // q (B,H,Tq,D), k/v (B,H,Tk,D), o (B,H,Tq,D), lse (B,H,Tq); softmax_scale already resolved (> 0). With tokens,
 // q and o are the engine's token layout (B,Tq,H*D) and k, v (B,Tk,H*D) instead (lse unchanged): the same
 // arithmetic, so the same bits, without splitting heads into (B,H,T,D) copies first.
 // T: float, __half or __nv_bfloat16 (instantiated in attention.cu).
 template <typename T>
 cudaError_t launch_forward(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk, int D,
-                           const int* kv_len, float softmax_scale, cudaStream_t stream, bool tokens = false);
+                           const int* kv_len, float softmax_scale, cudaStream_t stream, bool tokens = false,
+                           Path path = Path::Auto);
 
 // The C entry points' shared argument handling (attention.cu): the shapes text of error messages, the checks of
 // dtype and shapes (ONESTEP_OK or the failure, already reported), and softmax_scale <= 0 meaning 1 / sqrt(D).

@@ -14,18 +14,21 @@
 
 namespace onestep {
 
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+// __host__ too: the dev files' host code narrows and widens its inputs and references with these. (A plain
+// __device__ function called from host code compiles under nvcc, but cudafe replaces its host body with exit(1):
+// dev_groupnorm_forward printed its header and exited 1 on the first GPU run, 2026-11-26, for that reason.)
+__host__ __device__ __forceinline__ float to_f32(float x) { return x; }
+__host__ __device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
+__host__ __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 template <typename T>
-__device__ __forceinline__ T from_f32(float x);
+__host__ __device__ __forceinline__ T from_f32(float x);
 template <>
-__device__ __forceinline__ float from_f32<float>(float x) { return x; }
+__host__ __device__ __forceinline__ float from_f32<float>(float x) { return x; }
 template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
+__host__ __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
 template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+__host__ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
 // Four consecutive elements widened to float: one 16-byte load for float, one 8-byte load for 16-bit types.
 // p must be aligned to 4 elements.

@@ -175,8 +175,10 @@ void check_case(const Case& c, uint64_t seed) {
 }
 
 // The fp16 / bf16 instantiations: inputs are rounded to the format first, so the double reference computes on
-// exactly what the kernel reads; the kernel's arithmetic is fp32, so its only extra error is the final rounding
-// of o, dq, dk, dv (one unit roundoff relative, on top of the fp32 tolerances).
+// exactly what the kernel reads. The backward's arithmetic is fp32, so its only extra error is the final rounding
+// of dq, dk, dv (one unit roundoff u relative, on top of the fp32 tolerances). The forward runs on tensor cores
+// (attention.cu's tc path), which also round P to the format before P V, as FlashAttention-2 does: that adds at
+// most u * sum_j p_j |v_j| / l <= u * max |v| to each element of o (absolute), and o's own rounding adds u relative.
 void check_case_typed(const Case& c, onestep_dtype dtype, uint64_t seed) {
     const ktest::Format16& f = dtype == ONESTEP_FLOAT16 ? ktest::kHalf : ktest::kBf16;
     const char* name = dtype == ONESTEP_FLOAT16 ? "fp16" : "bf16";
@@ -196,7 +198,10 @@ void check_case_typed(const Case& c, onestep_dtype dtype, uint64_t seed) {
     vector<double> o, lse;
     reference(c, q, k, v, kv_len, scale, o, lse);
     vector<float> got_o = widen(f, bo.p, bo.n);
-    expect_close(dtype == ONESTEP_FLOAT16 ? "fp16 o" : "bf16 o", got_o.data(), o.data(), o.size(), 2e-5, 2e-4 + u);
+    double vmax = 0;
+    for (float x : widen(f, bv.p, bv.n)) vmax = std::max(vmax, double(std::fabs(x)));
+    expect_close(dtype == ONESTEP_FLOAT16 ? "fp16 o" : "bf16 o", got_o.data(), o.data(), o.size(), 2e-5 + u * vmax,
+                 2e-4 + u);
     expect_lse(dtype == ONESTEP_FLOAT16 ? "fp16 lse" : "bf16 lse", blse, lse);
 
     vector<float> dout = rng.normals(q.size());
