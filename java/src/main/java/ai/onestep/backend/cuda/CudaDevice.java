@@ -48,8 +48,9 @@ import org.bytedeco.javacpp.SizeTPointer;
  * compute type and tensor-op math; each shape checked against the portable {@code _typed} kernel on first use,
  * as in fp32.
  *
- * <p>Never run on this project's development machines (no GPU there): it compiles, and shares every line except
- * the cuBLAS/cuDNN calls with the emulated device's path, which the tests run.
+ * <p>The development machines have no GPU: there it compiles, and shares every line except the cuBLAS/cuDNN calls
+ * with the emulated device's path, which the tests run. On a lent H100 (2026-11-26) DeviceCheck passes all its
+ * checks through it (bench/gpu/run.sh; bench/README.md has the numbers).
  */
 public final class CudaDevice extends Device {
     /** Whether fp32 convolutions may run on TF32 tensor cores (see the class comment). */
