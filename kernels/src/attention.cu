@@ -203,38 +203,25 @@ __device__ __forceinline__ uint32_t pack(float lo, float hi) {
                uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16;
 }
 
-// 32-bit and 16-byte moves of 16-bit data: plain typed accesses under nvcc (one LDS/LDG/STG each); memcpy in the
-// emulation, whose host compiler would take the typed ones as strict-aliasing violations and may reorder them.
-__device__ __forceinline__ uint32_t load32(const void* p) {
+// 32-bit (W = uint32_t) and 16-byte (W = int4) moves of 16-bit data: plain typed accesses under nvcc (one
+// LDS/LDG/STG each); memcpy in the emulation, whose host compiler would take the typed ones as strict-aliasing
+// violations and may reorder them.
+template <typename W>
+__device__ __forceinline__ W load_as(const void* p) {
 #ifdef ONESTEP_EMULATION
-    uint32_t w;
-    std::memcpy(&w, p, 4);
+    W w;
+    std::memcpy(&w, p, sizeof(W));
     return w;
 #else
-    return *reinterpret_cast<const uint32_t*>(p);
+    return *reinterpret_cast<const W*>(p);
 #endif
 }
-__device__ __forceinline__ void store32(void* p, uint32_t w) {
+template <typename W>
+__device__ __forceinline__ void store_as(void* p, W w) {
 #ifdef ONESTEP_EMULATION
-    std::memcpy(p, &w, 4);
+    std::memcpy(p, &w, sizeof(W));
 #else
-    *reinterpret_cast<uint32_t*>(p) = w;
-#endif
-}
-__device__ __forceinline__ int4 load16(const void* p) {
-#ifdef ONESTEP_EMULATION
-    int4 v;
-    std::memcpy(&v, p, 16);
-    return v;
-#else
-    return *reinterpret_cast<const int4*>(p);
-#endif
-}
-__device__ __forceinline__ void store16(void* p, int4 v) {
-#ifdef ONESTEP_EMULATION
-    std::memcpy(p, &v, 16);
-#else
-    *reinterpret_cast<int4*>(p) = v;
+    *reinterpret_cast<W*>(p) = w;
 #endif
 }
 
@@ -263,10 +250,10 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
         const int c = 16 * kk + 2 * t;
-        qa[kk][0] = r_lo < Tq ? load32(q + head_q + r_lo * ld + c) : 0u;
-        qa[kk][1] = r_hi < Tq ? load32(q + head_q + r_hi * ld + c) : 0u;
-        qa[kk][2] = r_lo < Tq ? load32(q + head_q + r_lo * ld + c + 8) : 0u;
-        qa[kk][3] = r_hi < Tq ? load32(q + head_q + r_hi * ld + c + 8) : 0u;
+        qa[kk][0] = r_lo < Tq ? load_as<uint32_t>(q + head_q + r_lo * ld + c) : 0u;
+        qa[kk][1] = r_hi < Tq ? load_as<uint32_t>(q + head_q + r_hi * ld + c) : 0u;
+        qa[kk][2] = r_lo < Tq ? load_as<uint32_t>(q + head_q + r_lo * ld + c + 8) : 0u;
+        qa[kk][3] = r_hi < Tq ? load_as<uint32_t>(q + head_q + r_hi * ld + c + 8) : 0u;
     }
     float oacc[D / 8][4];
 #pragma unroll
@@ -281,10 +268,10 @@ __global__ void __launch_bounds__(kWarps * 32)
         for (int i = threadIdx.x; i < kKeys * D / kVec; i += blockDim.x) {
             const int r = i / (D / kVec), c = (i % (D / kVec)) * kVec;
             int4 kv = make_int4(0, 0, 0, 0), vv = kv;
-            if (k0 + r < kv_end) kv = load16(k + head_k + (k0 + r) * ld + c);
-            store16(Ks + r * kPitchK + c, kv);
+            if (k0 + r < kv_end) kv = load_as<int4>(k + head_k + (k0 + r) * ld + c);
+            store_as<int4>(Ks + r * kPitchK + c, kv);
             const int rv = i % kKeys, cv = (i / kKeys) * kVec;
-            if (k0 + rv < kv_end) vv = load16(v + head_k + (k0 + rv) * ld + cv);
+            if (k0 + rv < kv_end) vv = load_as<int4>(v + head_k + (k0 + rv) * ld + cv);
 #ifdef ONESTEP_EMULATION
             T ve[kVec];
             std::memcpy(ve, &vv, 16);
@@ -302,7 +289,7 @@ __global__ void __launch_bounds__(kWarps * 32)
             s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
             const T* kr = Ks + (n * 8 + g) * kPitchK + 2 * t;  // B = K^T: column g of the tile is key n*8 + g
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) mma<T>(s[n], qa[kk], load32(kr + 16 * kk), load32(kr + 16 * kk + 8));
+            for (int kk = 0; kk < D / 16; kk++) mma<T>(s[n], qa[kk], load_as<uint32_t>(kr + 16 * kk), load_as<uint32_t>(kr + 16 * kk + 8));
         }
         float mx_lo = -INFINITY, mx_hi = -INFINITY;
 #pragma unroll
@@ -343,7 +330,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         for (int dn = 0; dn < D / 8; dn++) {
             const T* vr = Vt + (dn * 8 + g) * kPitchV + 2 * t;  // B = V: column g of the tile is d = dn*8 + g
 #pragma unroll
-            for (int j = 0; j < kKeys / 16; j++) mma<T>(oacc[dn], pa[j], load32(vr + 16 * j), load32(vr + 16 * j + 8));
+            for (int j = 0; j < kKeys / 16; j++) mma<T>(oacc[dn], pa[j], load_as<uint32_t>(vr + 16 * j), load_as<uint32_t>(vr + 16 * j + 8));
         }
     }
     l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
@@ -354,8 +341,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int dn = 0; dn < D / 8; dn++) {
         const int c = dn * 8 + 2 * t;
-        if (r_lo < Tq) store32(o + head_q + r_lo * ld + c, pack<T>(oacc[dn][0] * inv_lo, oacc[dn][1] * inv_lo));
-        if (r_hi < Tq) store32(o + head_q + r_hi * ld + c, pack<T>(oacc[dn][2] * inv_hi, oacc[dn][3] * inv_hi));
+        if (r_lo < Tq) store_as<uint32_t>(o + head_q + r_lo * ld + c, pack<T>(oacc[dn][0] * inv_lo, oacc[dn][1] * inv_lo));
+        if (r_hi < Tq) store_as<uint32_t>(o + head_q + r_hi * ld + c, pack<T>(oacc[dn][2] * inv_hi, oacc[dn][3] * inv_hi));
     }
     if (t == 0) {
         if (r_lo < Tq) lse[(long long)bh * Tq + r_lo] = l_lo > 0.0f ? 0.69314718056f * (m_lo + log2f(l_lo)) : -INFINITY;
