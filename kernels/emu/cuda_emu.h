@@ -81,6 +81,8 @@ struct __half { unsigned short x; };
 struct __nv_bfloat16 { unsigned short x; };
 inline unsigned short __half_as_ushort(__half h) { return h.x; }
 inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.x; }
+inline __half __ushort_as_half(unsigned short u) { return __half{u}; }
+inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) { return __nv_bfloat16{u}; }
 
 inline uint32_t emu_float_bits(float f) {
     uint32_t u;

@@ -162,6 +162,15 @@ onestep_status onestep_attention_backward_typed(const void* q, const void* k, co
 onestep_status onestep_attention_forward_tokens_typed(const void* q, const void* k, const void* v, void* o, float* lse,
                                                       int B, int H, int Tq, int Tk, int D, const int* kv_len,
                                                       float softmax_scale, onestep_dtype dtype, cudaStream_t stream);
+/* onestep_attention_forward_tokens_typed on q + q_bias, k + k_bias, v + v_bias: per-feature biases of H*D `dtype`
+ * elements (each may be NULL; 16-byte aligned), added as the values are read and rounded to dtype once, so the bits
+ * are those of adding them first with onestep_add_per_channel_typed, without that kernel and its traffic. The
+ * attention that takes the biases the CUDA backend leaves pending on the q, k, v projections (cuBLAS GEMMs). */
+onestep_status onestep_attention_forward_tokens_biased_typed(const void* q, const void* q_bias, const void* k,
+                                                             const void* k_bias, const void* v, const void* v_bias,
+                                                             void* o, float* lse, int B, int H, int Tq, int Tk, int D,
+                                                             const int* kv_len, float softmax_scale,
+                                                             onestep_dtype dtype, cudaStream_t stream);
 
 /* y (n elements of type `to`) = x (n elements of type `from`), rounding to nearest even when narrowing
  * (NaN stays NaN, overflow gives inf); from == to copies. */

@@ -43,6 +43,16 @@ namespace attention {
 
 constexpr int kRowsPerWarp = kRowsPerBlock / kWarps;
 
+// Four values at features f .. f + 3 with their biases added, each rounded to T once (the bits the unfused bias add,
+// onestep_add_per_channel_typed, would have stored); no bias: the values as they are.
+template <typename T>
+__device__ __forceinline__ float4 biased(float4 v, const T* b, int f) {
+    if (!b) return v;
+    const float4 c = load4(b + f);
+    return make_float4(to_f32(from_f32<T>(v.x + c.x)), to_f32(from_f32<T>(v.y + c.y)), to_f32(from_f32<T>(v.z + c.z)),
+                       to_f32(from_f32<T>(v.w + c.w)));
+}
+
 size_t shared_bytes(int D) {
     return sizeof(float) * (size_t(kRowsPerBlock) * D            // Q tile, pre-scaled
                             + size_t(kKeysPerTile) * (D + 1)     // K tile, padded pitch
@@ -54,7 +64,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kWarps * 32)
     forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                    T* __restrict__ o, float* __restrict__ lse, int Tq, int Tk, const int* __restrict__ kv_len,
-                   int H, float scale_log2, bool tokens) {
+                   int H, float scale_log2, bool tokens, Biases<T> bias) {
     static_assert(D % 32 == 0, "head dim must be a multiple of the warp size");
     constexpr int kCols = D / 32;  // output columns per lane
     ONESTEP_DYNAMIC_SHARED(float, smem);
@@ -81,7 +91,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int i = threadIdx.x; i < kRowsPerBlock * D / 4; i += blockDim.x) {
         const int r = i / (D / 4), c = (i % (D / 4)) * 4;
         float4 val = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (q0 + r < Tq) val = load4(q + head_q + (q0 + r) * ld + c);
+        if (q0 + r < Tq) val = biased<T>(load4(q + head_q + (q0 + r) * ld + c), bias.q, h * D + c);
         Qs[r * D + c + 0] = val.x * scale_log2;
         Qs[r * D + c + 1] = val.y * scale_log2;
         Qs[r * D + c + 2] = val.z * scale_log2;
@@ -103,8 +113,8 @@ __global__ void __launch_bounds__(kWarps * 32)
             const int j = i / (D / 4), c = (i % (D / 4)) * 4;
             float4 kk = make_float4(0.f, 0.f, 0.f, 0.f), vv = kk;
             if (k0 + j < kv_end) {
-                kk = load4(k + head_k + (k0 + j) * ld + c);
-                vv = load4(v + head_k + (k0 + j) * ld + c);
+                kk = biased<T>(load4(k + head_k + (k0 + j) * ld + c), bias.k, h * D + c);
+                vv = biased<T>(load4(v + head_k + (k0 + j) * ld + c), bias.v, h * D + c);
             }
             float* kr = Ks + j * (D + 1) + c;
             kr[0] = kk.x, kr[1] = kk.y, kr[2] = kk.z, kr[3] = kk.w;
@@ -225,11 +235,39 @@ __device__ __forceinline__ void store_as(void* p, W w) {
 #endif
 }
 
+// The 16-bit value with these bits (the inverse of __half_as_ushort / __bfloat16_as_ushort).
+template <typename T>
+__device__ __forceinline__ T from_bits(unsigned short u) {
+    if constexpr (std::is_same_v<T, __half>) return __ushort_as_half(u);
+    else return __ushort_as_bfloat16(u);
+}
+
+// A packed pair of T at features f, f + 1 with their biases added and rounded to T once (as the unfused bias add
+// would have stored them); no bias: the pair as it is.
+template <typename T>
+__device__ __forceinline__ uint32_t biased_pair(uint32_t w, const T* b, int f) {
+    if (!b) return w;
+    return pack<T>(to_f32(from_bits<T>(static_cast<unsigned short>(w & 0xffffu))) + to_f32(b[f]),
+                   to_f32(from_bits<T>(static_cast<unsigned short>(w >> 16))) + to_f32(b[f + 1]));
+}
+
+// The same for 8 consecutive values (one 16-byte move) at features f .. f + 7.
+template <typename T>
+__device__ __forceinline__ int4 biased8(int4 v, const T* b, int f) {
+    if (!b) return v;
+    uint32_t w[4];
+    std::memcpy(w, &v, 16);
+#pragma unroll
+    for (int j = 0; j < 4; j++) w[j] = biased_pair<T>(w[j], b, f + 2 * j);
+    std::memcpy(&v, w, 16);
+    return v;
+}
+
 template <typename T, int D>
 __global__ void __launch_bounds__(kWarps * 32)
     forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
                    float* __restrict__ lse, int Tq, int Tk, const int* __restrict__ kv_len, int H, float scale_log2,
-                   bool tokens) {
+                   bool tokens, Biases<T> bias) {
     constexpr int kPitchK = D + 8, kPitchV = kKeys + 8;
     __shared__ __align__(16) T Ks[kKeys * kPitchK];
     __shared__ __align__(16) T Vt[D * kPitchV];
@@ -250,10 +288,11 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
         const int c = 16 * kk + 2 * t;
-        qa[kk][0] = r_lo < Tq ? load_as<uint32_t>(q + head_q + r_lo * ld + c) : 0u;
-        qa[kk][1] = r_hi < Tq ? load_as<uint32_t>(q + head_q + r_hi * ld + c) : 0u;
-        qa[kk][2] = r_lo < Tq ? load_as<uint32_t>(q + head_q + r_lo * ld + c + 8) : 0u;
-        qa[kk][3] = r_hi < Tq ? load_as<uint32_t>(q + head_q + r_hi * ld + c + 8) : 0u;
+        const int f = h * D + c;  // the feature within the token, for the bias
+        qa[kk][0] = r_lo < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_lo * ld + c), bias.q, f) : 0u;
+        qa[kk][1] = r_hi < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_hi * ld + c), bias.q, f) : 0u;
+        qa[kk][2] = r_lo < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_lo * ld + c + 8), bias.q, f + 8) : 0u;
+        qa[kk][3] = r_hi < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_hi * ld + c + 8), bias.q, f + 8) : 0u;
     }
     float oacc[D / 8][4];
 #pragma unroll
@@ -268,10 +307,10 @@ __global__ void __launch_bounds__(kWarps * 32)
         for (int i = threadIdx.x; i < kKeys * D / kVec; i += blockDim.x) {
             const int r = i / (D / kVec), c = (i % (D / kVec)) * kVec;
             int4 kv = make_int4(0, 0, 0, 0), vv = kv;
-            if (k0 + r < kv_end) kv = load_as<int4>(k + head_k + (k0 + r) * ld + c);
+            if (k0 + r < kv_end) kv = biased8<T>(load_as<int4>(k + head_k + (k0 + r) * ld + c), bias.k, h * D + c);
             store_as<int4>(Ks + r * kPitchK + c, kv);
             const int rv = i % kKeys, cv = (i / kKeys) * kVec;
-            if (k0 + rv < kv_end) vv = load_as<int4>(v + head_k + (k0 + rv) * ld + cv);
+            if (k0 + rv < kv_end) vv = biased8<T>(load_as<int4>(v + head_k + (k0 + rv) * ld + cv), bias.v, h * D + cv);
 #ifdef ONESTEP_EMULATION
             T ve[kVec];
             std::memcpy(ve, &vv, 16);
@@ -352,14 +391,14 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <typename T>
 static cudaError_t launch(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk, int D,
-                          const int* kv_len, float scale, cudaStream_t stream, bool tokens) {
+                          const int* kv_len, float scale, cudaStream_t stream, bool tokens, Biases<T> bias) {
     const dim3 grid(ceil_div(Tq, kRows), unsigned(B * H)), block(kWarps * 32);
     const float scale_log2 = scale * 1.4426950408889634f;  // log2(e)
     switch (D) {
 #define ONESTEP_TC_CASE(DD)                                                                                         \
     case DD:                                                                                                        \
         return ::onestep::launch(forward_kernel<T, DD>, grid, block, 0, stream, q, k, v, o, lse, Tq, Tk, kv_len, H, \
-                                 scale_log2, tokens);
+                                 scale_log2, tokens, bias);
         ONESTEP_TC_CASE(32)
         ONESTEP_TC_CASE(64)
         ONESTEP_TC_CASE(128)
@@ -371,7 +410,7 @@ static cudaError_t launch(const T* q, const T* k, const T* v, T* o, float* lse, 
 
 template <typename T, int D>
 static cudaError_t launch_d(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq,
-                            int Tk, const int* kv_len, float scale, cudaStream_t stream, bool tokens) {
+                            int Tk, const int* kv_len, float scale, cudaStream_t stream, bool tokens, Biases<T> bias) {
     const size_t smem = shared_bytes(D);
     if (smem > 48 * 1024) {
         // Above 48 KiB a kernel must opt in (sm_80: up to 163 KiB, sm_90: 227 KiB).
@@ -381,35 +420,36 @@ static cudaError_t launch_d(const T* q, const T* k, const T* v, T* o, float* lse
     const dim3 grid(ceil_div(Tq, kRowsPerBlock), unsigned(B * H));
     const float scale_log2 = scale * 1.4426950408889634f;  // log2(e)
     return launch(forward_kernel<T, D>, grid, dim3(kWarps * 32), smem, stream, q, k, v, o, lse, Tq, Tk, kv_len, H,
-                  scale_log2, tokens);
+                  scale_log2, tokens, bias);
 }
 
 template <typename T>
 cudaError_t launch_forward(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk, int D,
-                           const int* kv_len, float scale, cudaStream_t stream, bool tokens, Path path) {
+                           const int* kv_len, float scale, cudaStream_t stream, bool tokens, Path path,
+                           Biases<T> bias) {
     if constexpr (!std::is_same_v<T, float>) {
         // The tensor-core path stores o as 32-bit pairs; q, k, v need 16 bytes, which the C entry points check.
         const bool o_pairs = (reinterpret_cast<unsigned long long>(o) & 3u) == 0;
         if (path == Path::TensorCores || (path == Path::Auto && o_pairs))
-            return o_pairs ? tc::launch(q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, scale, stream, tokens)
+            return o_pairs ? tc::launch(q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, scale, stream, tokens, bias)
                            : cudaErrorInvalidValue;
     } else if (path == Path::TensorCores) {
         return cudaErrorInvalidValue;  // fp32 has no tensor-core path here (the portable kernel is exact fp32)
     }
     switch (D) {
-        case 32: return launch_d<T, 32>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream, tokens);
-        case 64: return launch_d<T, 64>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream, tokens);
-        case 128: return launch_d<T, 128>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream, tokens);
+        case 32: return launch_d<T, 32>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream, tokens, bias);
+        case 64: return launch_d<T, 64>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream, tokens, bias);
+        case 128: return launch_d<T, 128>(q, k, v, o, lse, B, H, Tq, Tk, kv_len, scale, stream, tokens, bias);
     }
     return cudaErrorInvalidValue;
 }
 template cudaError_t launch_forward<float>(const float*, const float*, const float*, float*, float*, int, int, int, int,
-                                           int, const int*, float, cudaStream_t, bool, Path);
+                                           int, const int*, float, cudaStream_t, bool, Path, Biases<float>);
 template cudaError_t launch_forward<__half>(const __half*, const __half*, const __half*, __half*, float*, int, int, int,
-                                            int, int, const int*, float, cudaStream_t, bool, Path);
+                                            int, int, const int*, float, cudaStream_t, bool, Path, Biases<__half>);
 template cudaError_t launch_forward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
                                                    __nv_bfloat16*, float*, int, int, int, int, int, const int*, float,
-                                                   cudaStream_t, bool, Path);
+                                                   cudaStream_t, bool, Path, Biases<__nv_bfloat16>);
 
 void describe(char* out, size_t size, int B, int H, int Tq, int Tk, int D, onestep_dtype dtype) {
     if (dtype == ONESTEP_FLOAT32)
@@ -437,10 +477,16 @@ float resolve_scale(float softmax_scale, int D) {
 
 using namespace onestep;
 
+template <typename T>
+static attention::Biases<T> biases(const void* q, const void* k, const void* v) {
+    return {static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v)};
+}
+
 // The forward's C entry points: heads as (B, H, T, D) blocks, or (tokens) the engine's (B, T, H*D) rows.
 static onestep_status forward(const char* fn, const void* q, const void* k, const void* v, void* o, float* lse, int B,
                               int H, int Tq, int Tk, int D, const int* kv_len, float softmax_scale,
-                              onestep_dtype dtype, cudaStream_t stream, bool tokens) {
+                              onestep_dtype dtype, cudaStream_t stream, bool tokens, const void* q_bias = nullptr,
+                              const void* k_bias = nullptr, const void* v_bias = nullptr) {
     char shapes[160];
     attention::describe(shapes, sizeof shapes, B, H, Tq, Tk, D, dtype);
     if (const onestep_status s = attention::check_shapes(fn, shapes, B, H, Tq, Tk, D, dtype)) return s;
@@ -448,6 +494,8 @@ static onestep_status forward(const char* fn, const void* q, const void* k, cons
     const auto misaligned = [](const void* p) { return (reinterpret_cast<unsigned long long>(p) & 15u) != 0; };
     if (misaligned(q) || misaligned(k) || misaligned(v))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "q, k and v must be 16-byte aligned (vector loads)");
+    if (misaligned(q_bias) || misaligned(k_bias) || misaligned(v_bias))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "q_bias, k_bias and v_bias must be 16-byte aligned");
     if (!std::isfinite(softmax_scale))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "softmax_scale must be finite");
     const float scale = attention::resolve_scale(softmax_scale, D);
@@ -456,17 +504,20 @@ static onestep_status forward(const char* fn, const void* q, const void* k, cons
         case ONESTEP_FLOAT32:
             e = attention::launch_forward(static_cast<const float*>(q), static_cast<const float*>(k),
                                           static_cast<const float*>(v), static_cast<float*>(o), lse, B, H, Tq, Tk, D,
-                                          kv_len, scale, stream, tokens);
+                                          kv_len, scale, stream, tokens, attention::Path::Auto,
+                                          biases<float>(q_bias, k_bias, v_bias));
             break;
         case ONESTEP_FLOAT16:
             e = attention::launch_forward(static_cast<const __half*>(q), static_cast<const __half*>(k),
                                           static_cast<const __half*>(v), static_cast<__half*>(o), lse, B, H, Tq, Tk, D,
-                                          kv_len, scale, stream, tokens);
+                                          kv_len, scale, stream, tokens, attention::Path::Auto,
+                                          biases<__half>(q_bias, k_bias, v_bias));
             break;
         case ONESTEP_BFLOAT16:
             e = attention::launch_forward(static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_bfloat16*>(k),
                                           static_cast<const __nv_bfloat16*>(v), static_cast<__nv_bfloat16*>(o), lse, B,
-                                          H, Tq, Tk, D, kv_len, scale, stream, tokens);
+                                          H, Tq, Tk, D, kv_len, scale, stream, tokens, attention::Path::Auto,
+                                          biases<__nv_bfloat16>(q_bias, k_bias, v_bias));
             break;
     }
     return check_launch(e, fn, shapes);
@@ -486,6 +537,14 @@ extern "C" onestep_status onestep_attention_forward_tokens_typed(const void* q, 
                                                                  onestep_dtype dtype, cudaStream_t stream) {
     return forward("onestep_attention_forward_tokens_typed", q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, softmax_scale,
                    dtype, stream, true);
+}
+
+extern "C" onestep_status onestep_attention_forward_tokens_biased_typed(
+    const void* q, const void* q_bias, const void* k, const void* k_bias, const void* v, const void* v_bias, void* o,
+    float* lse, int B, int H, int Tq, int Tk, int D, const int* kv_len, float softmax_scale, onestep_dtype dtype,
+    cudaStream_t stream) {
+    return forward("onestep_attention_forward_tokens_biased_typed", q, k, v, o, lse, B, H, Tq, Tk, D, kv_len,
+                   softmax_scale, dtype, stream, true, q_bias, k_bias, v_bias);
 }
 
 extern "C" onestep_status onestep_attention_forward(const float* q, const float* k, const float* v, float* o,

@@ -17,6 +17,15 @@ size_t shared_bytes(int D);
 // one that fp32 uses (the dev file compares the two). fp32 always runs the portable kernel.
 enum class Path { Auto, Portable, TensorCores };
 
+// Per-feature biases (H*D each, or null) added to q, k, v as they are read, each sum rounded to T once: the bits of
+// adding them first (onestep_add_per_channel_typed), without that kernel.
+template <typename T>
+struct Biases {
+    const T* q = nullptr;
+    const T* k = nullptr;
+    const T* v = nullptr;
+};
+
 // q (B,H,Tq,D), k/v (B,H,Tk,D), o (B,H,Tq,D), lse (B,H,Tq); softmax_scale already resolved (> 0). With tokens,
 // q and o are the engine's token layout (B,Tq,H*D) and k, v (B,Tk,H*D) instead (lse unchanged): the same
 // arithmetic, so the same bits, without splitting heads into (B,H,T,D) copies first.
@@ -24,7 +33,7 @@ enum class Path { Auto, Portable, TensorCores };
 template <typename T>
 cudaError_t launch_forward(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk, int D,
                            const int* kv_len, float softmax_scale, cudaStream_t stream, bool tokens = false,
-                           Path path = Path::Auto);
+                           Path path = Path::Auto, Biases<T> bias = {});
 
 // The C entry points' shared argument handling (attention.cu): the shapes text of error messages, the checks of
 // dtype and shapes (ONESTEP_OK or the failure, already reported), and softmax_scale <= 0 meaning 1 / sqrt(D).

@@ -352,18 +352,26 @@ void check_padded(int D, uint64_t seed) {
 // and key lengths. The head layout is itself checked against the double reference above.
 using layout_ref::relaid;
 
-// Both layouts on the same elements E (a float's bits, or a 16-bit value): o must match bit for bit, lse too.
+// A 256-byte-aligned device-like copy of elements E (a float's bits, or a 16-bit value): the kernels' vector loads
+// need 16 bytes.
+template <typename E>
+struct Bits {
+    E* p;
+    size_t n;
+    explicit Bits(const vector<E>& from)
+        : p(static_cast<E*>(std::aligned_alloc(256, (from.size() * sizeof(E) + 255) / 256 * 256))), n(from.size()) {
+        std::memcpy(p, from.data(), n * sizeof(E));
+    }
+    Bits(const Bits&) = delete;
+    Bits& operator=(const Bits&) = delete;
+    ~Bits() { std::free(p); }
+};
+
+// Both layouts on the same elements E: o must match bit for bit, lse too.
 template <typename E>
 void compare_layouts(const Case& c, onestep_dtype dtype, const vector<E>& q, const vector<E>& k, const vector<E>& v,
                      const int* lens) {
-    struct Bits {  // a 256-byte-aligned device-like copy (the kernels' vector loads need 16 bytes)
-        E* p;
-        size_t n;
-        explicit Bits(const vector<E>& from) : p(static_cast<E*>(std::aligned_alloc(256, (from.size() * sizeof(E) + 255) / 256 * 256))), n(from.size()) {
-            std::memcpy(p, from.data(), n * sizeof(E));
-        }
-        ~Bits() { std::free(p); }
-    };
+    using Bits = ::Bits<E>;
     Bits bq(q), bk(k), bv(v), bo(vector<E>(q.size(), E(~E(0))));  // all-ones: NaN in every format
     Bits tq(relaid(q, c.B, c.H, c.Tq, c.D, true)), tk(relaid(k, c.B, c.H, c.Tk, c.D, true));
     Bits tv(relaid(v, c.B, c.H, c.Tk, c.D, true)), to(vector<E>(q.size(), E(~E(0))));
@@ -397,6 +405,65 @@ void check_tokens(const Case& c, onestep_dtype dtype, uint64_t seed) {
     } else {
         const ktest::Format16& f = dtype == ONESTEP_FLOAT16 ? ktest::kHalf : ktest::kBf16;
         compare_layouts(c, dtype, narrow(f, q), narrow(f, k), narrow(f, v), lens);
+    }
+}
+
+// The attention that takes q, k, v's pending biases (onestep_attention_forward_tokens_biased_typed) against adding
+// them first with onestep_add_per_channel_typed and attending on the sums: the same bits of o and lse, in every
+// dtype (fp32 on the portable kernel, fp16/bf16 on tensor cores), for every subset of the three biases.
+template <typename E>
+void compare_biased(const Case& c, onestep_dtype dtype, const vector<E>& q, const vector<E>& k, const vector<E>& v,
+                    const vector<E> (&bias)[3], const int* lens) {
+    const int HD = c.H * c.D;
+    const long long rows[3] = {(long long)c.B * c.Tq, (long long)c.B * c.Tk, (long long)c.B * c.Tk};
+    for (int subset = 1; subset < 8; subset++) {
+        Bits<E> x[3] = {Bits<E>(q), Bits<E>(k), Bits<E>(v)}, summed[3] = {Bits<E>(q), Bits<E>(k), Bits<E>(v)};
+        Bits<E> b[3] = {Bits<E>(bias[0]), Bits<E>(bias[1]), Bits<E>(bias[2])};
+        for (int i = 0; i < 3; i++)
+            if (subset >> i & 1)
+                ok(onestep_add_per_channel_typed(x[i].p, b[i].p, summed[i].p, 1, rows[i], HD, dtype, nullptr),
+                   "add_per_channel: %s");
+        Bits<E> o_ref(vector<E>(q.size(), E(~E(0)))), o(vector<E>(q.size(), E(~E(0))));
+        Buf lse_ref(size_t(c.B) * c.H * c.Tq, NAN), lse(lse_ref.n, NAN);
+        const void* bp[3];
+        for (int i = 0; i < 3; i++) bp[i] = subset >> i & 1 ? b[i].p : nullptr;
+        if (!ok(onestep_attention_forward_tokens_typed(summed[0].p, summed[1].p, summed[2].p, o_ref.p, lse_ref.p, c.B,
+                                                       c.H, c.Tq, c.Tk, c.D, lens, 0.f, dtype, nullptr), "unfused: %s") ||
+            !ok(onestep_attention_forward_tokens_biased_typed(x[0].p, bp[0], x[1].p, bp[1], x[2].p, bp[2], o.p, lse.p,
+                                                              c.B, c.H, c.Tq, c.Tk, c.D, lens, 0.f, dtype, nullptr),
+                "biased: %s") ||
+            !ktest::sync())
+            return;
+        const char* which[8] = {"", "q", "k", "q, k", "v", "q, v", "k, v", "q, k, v"};
+        expect(std::memcmp(o.p, o_ref.p, q.size() * sizeof(E)) == 0, "biased attention (biases of %s): o differs",
+               which[subset]);
+        expect(std::memcmp(lse.p, lse_ref.p, lse.n * 4) == 0, "biased attention (biases of %s): lse differs",
+               which[subset]);
+    }
+}
+
+void check_biased(const Case& c, onestep_dtype dtype, uint64_t seed) {
+    std::printf("  biased %s B=%d H=%d Tq=%d Tk=%d D=%d kv_len=%d\n", dtype == ONESTEP_FLOAT32 ? "fp32"
+                : dtype == ONESTEP_FLOAT16 ? "fp16" : "bf16", c.B, c.H, c.Tq, c.Tk, c.D, c.use_kv_len);
+    ktest::Rng rng(seed);
+    vector<float> q, k, v;
+    vector<int> kv_len;
+    make_inputs(c, rng, q, k, v, kv_len);
+    vector<float> b[3];
+    for (auto& x : b) x = rng.normals(size_t(c.H) * c.D);
+    const int* lens = c.use_kv_len ? kv_len.data() : nullptr;
+    if (dtype == ONESTEP_FLOAT32) {
+        auto bits = [](const vector<float>& x) {
+            vector<uint32_t> out(x.size());
+            std::memcpy(out.data(), x.data(), x.size() * 4);
+            return out;
+        };
+        const vector<uint32_t> bb[3] = {bits(b[0]), bits(b[1]), bits(b[2])};
+        compare_biased(c, dtype, bits(q), bits(k), bits(v), bb, lens);
+    } else {
+        const ktest::Format16& f = dtype == ONESTEP_FLOAT16 ? ktest::kHalf : ktest::kBf16;
+        const vector<uint16_t> bb[3] = {narrow(f, b[0]), narrow(f, b[1]), narrow(f, b[2])};
+        compare_biased(c, dtype, narrow(f, q), narrow(f, k), narrow(f, v), bb, lens);
     }
 }
 
@@ -442,5 +509,7 @@ int main() {
     };
     for (const Case& c : tokens)
         for (onestep_dtype t : {ONESTEP_FLOAT32, ONESTEP_FLOAT16, ONESTEP_BFLOAT16}) check_tokens(c, t, seed++);
+    for (const Case& c : {tokens[0], tokens[1], tokens[3]})
+        for (onestep_dtype t : {ONESTEP_FLOAT32, ONESTEP_FLOAT16, ONESTEP_BFLOAT16}) check_biased(c, t, seed++);
     return ktest::finish("test_attention", start);
 }

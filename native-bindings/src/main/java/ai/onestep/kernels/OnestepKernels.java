@@ -176,6 +176,25 @@ public final class OnestepKernels {
                                                                     @Cast("onestep_dtype") int dtype,
                                                                     @Cast("cudaStream_t") long stream);
 
+    /**
+     * The token-layout forward on q + qBias, k + kBias, v + vBias (per-feature biases of H*D elements, each 0 for
+     * none; each sum rounded once, so the bits of adding them first): the attention that takes the q/k/v projections'
+     * pending biases.
+     */
+    public static native int onestep_attention_forward_tokens_biased_typed(@Cast("const void*") long q,
+                                                                           @Cast("const void*") long qBias,
+                                                                           @Cast("const void*") long k,
+                                                                           @Cast("const void*") long kBias,
+                                                                           @Cast("const void*") long v,
+                                                                           @Cast("const void*") long vBias,
+                                                                           @Cast("void*") long o,
+                                                                           @Cast("float*") long lse, int b, int h,
+                                                                           int tq, int tk, int d,
+                                                                           @Cast("const int*") long kvLen,
+                                                                           float softmaxScale,
+                                                                           @Cast("onestep_dtype") int dtype,
+                                                                           @Cast("cudaStream_t") long stream);
+
     public static native int onestep_attention_backward_typed(@Cast("const void*") long q, @Cast("const void*") long k,
                                                               @Cast("const void*") long v, @Cast("const void*") long o,
                                                               @Cast("const void*") long dout,

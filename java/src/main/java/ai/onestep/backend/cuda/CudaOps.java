@@ -887,18 +887,24 @@ public final class CudaOps extends Ops implements AutoCloseable {
         run("attention", () -> {
             String op = "attention";
             Precision type = dt();  // lse stays fp32
-            long pq = in(q, op, type), pk = in(k, op, type), pv = in(v, op, type);
-            long po = out(o, op, type), pl = out(lse, op);
-            long size = (long) n * heads * t * dp;
             int c = type.code;
             Supplier<String> w0 = what(q, o, lse);
             if (d == dp) {
                 // Heads of 32, 64 or 128 features: the kernel reads and writes the engine's (N, T, H*D) tokens in
-                // place (one launch; the same bits as the split/attend/merge below).
-                Device.check(onestep_attention_forward_tokens_typed(pq, pk, pv, po, pl, n, heads, t, t, d, 0L, 0f, c,
-                        stream()), op, w0);
+                // place (one launch; the same bits as the split/attend/merge below), and adds the biases the q, k,
+                // v projections left pending as it reads them (the bits of adding them first).
+                long[] q2 = inTakingBias(q, op, type), k2 = inTakingBias(k, op, type), v2 = inTakingBias(v, op, type);
+                long po = out(o, op, type), pl = out(lse, op);
+                Device.check(q2[1] == 0 && k2[1] == 0 && v2[1] == 0
+                        ? onestep_attention_forward_tokens_typed(q2[0], k2[0], v2[0], po, pl, n, heads, t, t, d, 0L, 0f,
+                                c, stream())
+                        : onestep_attention_forward_tokens_biased_typed(q2[0], q2[1], k2[0], k2[1], v2[0], v2[1], po,
+                                pl, n, heads, t, t, d, 0L, 0f, c, stream()), op, w0);
                 return;
             }
+            long pq = in(q, op, type), pk = in(k, op, type), pv = in(v, op, type);
+            long po = out(o, op, type), pl = out(lse, op);
+            long size = (long) n * heads * t * dp;
             // Padded heads: the kernel takes (B, H, T, Dp); split the tokens into zero-padded heads, attend, merge.
             long qh = res().scratch(size, type, "attention q heads"), kh = res().scratch(size, type, "attention k heads");
             long vh = res().scratch(size, type, "attention v heads"), oh = res().scratch(size, type, "attention o heads");
