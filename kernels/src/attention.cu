@@ -167,9 +167,10 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 // ---- the tensor-core path (16-bit storage; sm_80+) -------------------------------------------------------------
-// FlashAttention-2 with both products on mma.sync.m16n8k16 (fp16 or bf16 operands, fp32 accumulation). The PTX ISA
-// fixes the fragment layouts (lane = 4 g + t: A and C rows g and g + 8, columns 2t, 2t + 1, and + 8 for A's second
-// half; B rows 2t, 2t + 1 (+ 8) of column g), so a 64-key tile stays in registers, as in FA2:
+// FlashAttention-2 (Dao 2023, Alg. 1 and Sec. 3.3's split of the query rows over warps) with both products on
+// mma.sync.m16n8k16 (fp16 or bf16 operands, fp32 accumulation). The PTX ISA ("Matrix Fragments for mma.m16n8k16
+// with floating point type") fixes the fragment layouts (lane = 4 g + t: A and C rows g and g + 8, columns 2t, 2t + 1,
+// and + 8 for A's second half; B rows 2t, 2t + 1 (+ 8) of column g), so a 64-key tile stays in registers, as in FA2:
 //   - each warp keeps its 16 query rows of Q as A fragments for the whole kernel (loaded once);
 //   - S = Q K^T for 64 keys is 8 accumulator tiles (16 x 8), 4 floats a lane: two rows, two keys each;
 //   - a row's max and sum need only the 4 lanes of its group (two xor shuffles);
@@ -179,8 +180,9 @@ __global__ void __launch_bounds__(kWarps * 32)
 // transposed ([d][key], pitch 72), so every B fragment is one 32-bit load. 4 warps, 64 query rows a block.
 // Differences from the portable path: P is rounded to T before P V (FA2 does the same), so results agree with it to
 // T's rounding, not bits. Development record, timings and the WMMA attempt it replaces: kernels/dev/attention_forward.cu
-// versions 3, 4, 8-10. The emulation runs it through emu::mma_m16n8k16, so CTest covers its indexing, masking and
-// softmax on machines without a GPU; run_gpu_checks.sh checks the layouts against the hardware.
+// versions 3, 4, 8-10 (H100, 2026-11-26: 114.5 TFLOP/s at B=8 H=8 T=1024 D=64, 7.9x the portable kernel; 47 us at
+// the CIFAR U-Net's B=64 H=4 T=256 D=64). The emulation runs it through emu::mma_m16n8k16, so CTest covers its
+// indexing, masking and softmax on machines without a GPU; run_gpu_checks.sh checks the layouts against the hardware.
 namespace tc {
 constexpr int kWarps = 4, kRows = 16 * kWarps, kKeys = 64, kVec = 8;  // kVec: 16-bit elements per 16-byte move
 
