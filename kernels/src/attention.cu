@@ -43,6 +43,24 @@ namespace attention {
 
 constexpr int kRowsPerWarp = kRowsPerBlock / kWarps;
 
+// This block's head (blockIdx.y = b * H + h): where its rows of q/o and of k/v start and the stride between rows,
+// in elements (see Layouts above), and how many of its keys it attends to (kv_len[b], clamped; Tk without).
+struct Head {
+    int h, kv_end;
+    long long q, k, ld;
+};
+__device__ __forceinline__ Head head(int H, int D, int Tq, int Tk, const int* kv_len, bool tokens) {
+    const int bh = blockIdx.y, b = bh / H, h = bh - b * H;
+    int kv_end = Tk;
+    if (kv_len) {
+        const int len = kv_len[b];
+        kv_end = len < 0 ? 0 : (len < Tk ? len : Tk);
+    }
+    return {h, kv_end, tokens ? (long long)b * Tq * H * D + (long long)h * D : (long long)bh * Tq * D,
+            tokens ? (long long)b * Tk * H * D + (long long)h * D : (long long)bh * Tk * D,
+            tokens ? (long long)H * D : D};
+}
+
 // Four values at features f .. f + 3 with their biases added, each rounded to T once (the bits the unfused bias add,
 // onestep_add_per_channel_typed, would have stored); no bias: the values as they are.
 template <typename T>
@@ -73,19 +91,11 @@ __global__ void __launch_bounds__(kWarps * 32)
     float* Vs = Ks + kKeysPerTile * (D + 1);          // [kKeysPerTile][D]
     float* Ps = Vs + kKeysPerTile * D;                // [kRowsPerBlock][kKeysPerTile]
 
-    const int bh = blockIdx.y, b = bh / H;
     const int q0 = blockIdx.x * kRowsPerBlock;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int h = bh - b * H;
-    // Where head (b, h) starts and the stride between its rows, in elements (see Layouts above).
-    const long long head_q = tokens ? (long long)b * Tq * H * D + (long long)h * D : (long long)bh * Tq * D;
-    const long long head_k = tokens ? (long long)b * Tk * H * D + (long long)h * D : (long long)bh * Tk * D;
-    const long long ld = tokens ? (long long)H * D : D;
-    int kv_end = Tk;
-    if (kv_len) {
-        const int len = kv_len[b];
-        kv_end = len < 0 ? 0 : (len < Tk ? len : Tk);
-    }
+    const Head hd = head(H, D, Tq, Tk, kv_len, tokens);
+    const int h = hd.h, bh = blockIdx.y, kv_end = hd.kv_end;
+    const long long head_q = hd.q, head_k = hd.k, ld = hd.ld;
 
     // Q tile, scaled into base-2 score units; rows past Tq are zeros (computed, never stored).
     for (int i = threadIdx.x; i < kRowsPerBlock * D / 4; i += blockDim.x) {
@@ -274,17 +284,10 @@ __global__ void __launch_bounds__(kWarps * 32)
     __shared__ __align__(16) T Ks[kKeys * kPitchK];
     __shared__ __align__(16) T Vt[D * kPitchV];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int bh = blockIdx.y, b = bh / H, h = bh - b * H;
     const int r_lo = blockIdx.x * kRows + warp * 16 + g, r_hi = r_lo + 8;
-    // Where head (b, h) starts and the stride between its rows, in elements (as in the portable kernel).
-    const long long head_q = tokens ? (long long)b * Tq * H * D + (long long)h * D : (long long)bh * Tq * D;
-    const long long head_k = tokens ? (long long)b * Tk * H * D + (long long)h * D : (long long)bh * Tk * D;
-    const long long ld = tokens ? (long long)H * D : D;
-    int kv_end = Tk;
-    if (kv_len) {
-        const int len = kv_len[b];
-        kv_end = len < 0 ? 0 : (len < Tk ? len : Tk);
-    }
+    const Head hd = head(H, D, Tq, Tk, kv_len, tokens);
+    const int h = hd.h, bh = blockIdx.y, kv_end = hd.kv_end;
+    const long long head_q = hd.q, head_k = hd.k, ld = hd.ld;
 
     uint32_t qa[D / 16][4];  // A fragments of this warp's 16 rows of Q, one per 16-wide step over d
 #pragma unroll

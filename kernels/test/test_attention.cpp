@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 using ktest::expect;
@@ -387,8 +388,11 @@ void compare_layouts(const Case& c, onestep_dtype dtype, const vector<E>& q, con
     expect(std::memcmp(lse_heads.p, lse_tokens.p, lse_heads.n * 4) == 0, "tokens layout: lse differs%s", "");
 }
 
-void check_tokens(const Case& c, onestep_dtype dtype, uint64_t seed) {
-    std::printf("  tokens %s B=%d H=%d Tq=%d Tk=%d D=%d kv_len=%d\n", dtype == ONESTEP_FLOAT32 ? "fp32"
+// A case's inputs in the dtype's elements (a float's bits, or 16-bit values): body(as, q, k, v, lens, rng), where
+// as(x) converts further vectors the same way and rng has drawn the inputs.
+template <class Body>
+void in_dtype(const char* what, const Case& c, onestep_dtype dtype, uint64_t seed, Body&& body) {
+    std::printf("  %s %s B=%d H=%d Tq=%d Tk=%d D=%d kv_len=%d\n", what, dtype == ONESTEP_FLOAT32 ? "fp32"
                 : dtype == ONESTEP_FLOAT16 ? "fp16" : "bf16", c.B, c.H, c.Tq, c.Tk, c.D, c.use_kv_len);
     ktest::Rng rng(seed);
     vector<float> q, k, v;
@@ -396,16 +400,22 @@ void check_tokens(const Case& c, onestep_dtype dtype, uint64_t seed) {
     make_inputs(c, rng, q, k, v, kv_len);
     const int* lens = c.use_kv_len ? kv_len.data() : nullptr;
     if (dtype == ONESTEP_FLOAT32) {
-        auto bits = [](const vector<float>& x) {
+        auto as = [](vector<float>& x) {
             vector<uint32_t> out(x.size());
             std::memcpy(out.data(), x.data(), x.size() * 4);
             return out;
         };
-        compare_layouts(c, dtype, bits(q), bits(k), bits(v), lens);
+        body(as, as(q), as(k), as(v), lens, rng);
     } else {
         const ktest::Format16& f = dtype == ONESTEP_FLOAT16 ? ktest::kHalf : ktest::kBf16;
-        compare_layouts(c, dtype, narrow(f, q), narrow(f, k), narrow(f, v), lens);
+        auto as = [&f](vector<float>& x) { return narrow(f, x); };
+        body(as, as(q), as(k), as(v), lens, rng);
     }
+}
+
+void check_tokens(const Case& c, onestep_dtype dtype, uint64_t seed) {
+    in_dtype("tokens", c, dtype, seed, [&](auto, const auto& q, const auto& k, const auto& v, const int* lens,
+                                           ktest::Rng&) { compare_layouts(c, dtype, q, k, v, lens); });
 }
 
 // The attention that takes q, k, v's pending biases (onestep_attention_forward_tokens_biased_typed) against adding
@@ -443,28 +453,14 @@ void compare_biased(const Case& c, onestep_dtype dtype, const vector<E>& q, cons
 }
 
 void check_biased(const Case& c, onestep_dtype dtype, uint64_t seed) {
-    std::printf("  biased %s B=%d H=%d Tq=%d Tk=%d D=%d kv_len=%d\n", dtype == ONESTEP_FLOAT32 ? "fp32"
-                : dtype == ONESTEP_FLOAT16 ? "fp16" : "bf16", c.B, c.H, c.Tq, c.Tk, c.D, c.use_kv_len);
-    ktest::Rng rng(seed);
-    vector<float> q, k, v;
-    vector<int> kv_len;
-    make_inputs(c, rng, q, k, v, kv_len);
-    vector<float> b[3];
-    for (auto& x : b) x = rng.normals(size_t(c.H) * c.D);
-    const int* lens = c.use_kv_len ? kv_len.data() : nullptr;
-    if (dtype == ONESTEP_FLOAT32) {
-        auto bits = [](const vector<float>& x) {
-            vector<uint32_t> out(x.size());
-            std::memcpy(out.data(), x.data(), x.size() * 4);
-            return out;
-        };
-        const vector<uint32_t> bb[3] = {bits(b[0]), bits(b[1]), bits(b[2])};
-        compare_biased(c, dtype, bits(q), bits(k), bits(v), bb, lens);
-    } else {
-        const ktest::Format16& f = dtype == ONESTEP_FLOAT16 ? ktest::kHalf : ktest::kBf16;
-        const vector<uint16_t> bb[3] = {narrow(f, b[0]), narrow(f, b[1]), narrow(f, b[2])};
-        compare_biased(c, dtype, narrow(f, q), narrow(f, k), narrow(f, v), bb, lens);
-    }
+    in_dtype("biased", c, dtype, seed, [&](auto as, const auto& q, const auto& k, const auto& v, const int* lens,
+                                           ktest::Rng& rng) {
+        vector<float> b[3];
+        for (auto& x : b) x = rng.normals(size_t(c.H) * c.D);
+        using Elems = std::decay_t<decltype(q)>;
+        const Elems bias[3] = {as(b[0]), as(b[1]), as(b[2])};
+        compare_biased(c, dtype, q, k, v, bias, lens);
+    });
 }
 
 int main() {
