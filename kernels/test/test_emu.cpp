@@ -1,6 +1,7 @@
 // test_emu.cpp: the CUDA emulation itself. Each check is a kernel whose result on a GPU is known
 // (shuffle and ballot semantics, shared-memory tiles behind barriers, index coverage of 3-D grids,
-// atomics, launch-configuration errors), plus misuse that must abort with a message rather than hang:
+// atomics, launch-configuration errors, the one tensor-core instruction), plus misuse that must abort with a
+// message rather than hang:
 // run in a forked child whose exit signal and stderr are inspected.
 #include "cuda_compat.cuh"
 #include "test_common.h"
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 using ktest::expect;
@@ -109,6 +111,55 @@ void check_indices_and_atomics() {
     expect(sum == 240.0f && mx == 479, "atomicAdd/atomicMax results are wrong%s");
 }
 
+// emu::mma_m16n8k16 against a plain matrix product, its fragments built with the PTX ISA's element formulas as the
+// ISA states them ("Matrix Fragments for mma.m16n8k16 with floating point type": a_i, b_i, c_i per lane), spelled
+// independently of the emulation's own index arithmetic. Each warp multiplies its own matrices. Small integers
+// make every product and sum exact, so D must equal A B + C exactly.
+template <typename T>
+__global__ void mma_kernel(const float* a, const float* b, const float* c, float* d) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, group = lane >> 2, tig = lane % 4;
+    a += warp * 16 * 16, b += warp * 16 * 8, c += warp * 16 * 8, d += warp * 16 * 8;
+    unsigned short ah[8], bh[4];
+    for (int i = 0; i < 8; i++) {
+        const int row = (i < 2 || (i >= 4 && i < 6)) ? group : group + 8;
+        const int col = tig * 2 + (i & 1) + (i >= 4 ? 8 : 0);
+        ah[i] = std::is_same_v<T, __half> ? __half_as_ushort(__float2half_rn(a[row * 16 + col]))
+                                          : __bfloat16_as_ushort(__float2bfloat16_rn(a[row * 16 + col]));
+    }
+    for (int i = 0; i < 4; i++) {
+        const int row = tig * 2 + (i & 1) + (i >= 2 ? 8 : 0), col = group;
+        bh[i] = std::is_same_v<T, __half> ? __half_as_ushort(__float2half_rn(b[row * 8 + col]))
+                                          : __bfloat16_as_ushort(__float2bfloat16_rn(b[row * 8 + col]));
+    }
+    uint32_t ar[4], b0 = bh[0] | uint32_t(bh[1]) << 16, b1 = bh[2] | uint32_t(bh[3]) << 16;
+    for (int r = 0; r < 4; r++) ar[r] = ah[2 * r] | uint32_t(ah[2 * r + 1]) << 16;
+    float acc[4];
+    for (int i = 0; i < 4; i++) acc[i] = c[(i < 2 ? group : group + 8) * 8 + tig * 2 + (i & 1)];
+    emu::mma_m16n8k16<T>(acc, ar, b0, b1);
+    for (int i = 0; i < 4; i++) d[(i < 2 ? group : group + 8) * 8 + tig * 2 + (i & 1)] = acc[i];
+}
+
+template <typename T>
+void check_mma(const char* name) {
+    const int warps = 2;
+    std::vector<float> a(warps * 256), b(warps * 128), c(warps * 128), d(warps * 128, NAN);
+    unsigned s = 12345;
+    auto small = [&s]() { s = s * 1103515245u + 12345u; return float(int(s >> 16) % 9 - 4); };  // -4 .. 4
+    for (float& x : a) x = small();
+    for (float& x : b) x = small() * 0.5f;
+    for (float& x : c) x = small();
+    onestep::launch(mma_kernel<T>, dim3(1), dim3(32 * warps), 0, nullptr, a.data(), b.data(), c.data(), d.data());
+    size_t bad = 0;
+    for (int w = 0; w < warps; w++)
+        for (int i = 0; i < 16; i++)
+            for (int j = 0; j < 8; j++) {
+                double want = c[w * 128 + i * 8 + j];
+                for (int k = 0; k < 16; k++) want += double(a[w * 256 + i * 16 + k]) * b[w * 128 + k * 8 + j];
+                bad += d[w * 128 + i * 8 + j] != float(want);
+            }
+    expect(bad == 0, "emu::mma_m16n8k16<%s> differs from A B + C", name);
+}
+
 __global__ void big_shared_kernel(float* out) {
     ONESTEP_DYNAMIC_SHARED(float, buf);
     buf[threadIdx.x] = 1.0f;
@@ -191,6 +242,8 @@ int main() {
     check_dynamic_shared();
     check_indices_and_atomics();
     check_launch_errors();
+    check_mma<__half>("__half");
+    check_mma<__nv_bfloat16>("__nv_bfloat16");
     check_misuse();
     return ktest::finish("test_emu", start);
 }
