@@ -23,3 +23,10 @@ pack_kernels() {
     date -u +%FT%TZ; } > "$build/PREBUILT"
   XZ_OPT="-9 -T0" tar -C "$build" -cJf "$archive" PREBUILT "${files[@]}"
 }
+
+# nvidia_libs PYTHON: the lib folders of the pip nvidia-* packages next to PyTorch (cudart, cuBLAS, cuDNN for
+# org.bytedeco:cuda), joined for LD_LIBRARY_PATH; empty where there are none.
+nvidia_libs() {
+  "$1" -c 'import glob, nvidia; print(":".join(d for p in nvidia.__path__ for d in glob.glob(p + "/*/lib")))' \
+    2>/dev/null || true
+}

@@ -38,7 +38,7 @@ case "${1:-}" in
       cmake --build "$build" -j"$(nproc)" --target onestep_kernels > "$build-build.log" 2>&1 || { tail -30 "$build-build.log"; exit 2; }
     fi
     # cuBLAS / cuDNN / cudart for org.bytedeco:cuda come from the pip nvidia-* packages next to PyTorch.
-    libs=$(python3 -c 'import glob, nvidia; print(":".join(d for p in nvidia.__path__ for d in glob.glob(p + "/*/lib")))' 2>/dev/null || true)
+    libs=$(nvidia_libs python3)
     export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     "$carry/runtime/bin/java" "${flags[@]}" -cp "$carry/onestep.jar" ai.onestep.backend.cuda.DeviceCheck \

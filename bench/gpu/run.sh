@@ -131,7 +131,7 @@ if has steps || has train; then  # the Java runtime and the arguments of StepTim
         cmake --build build/kernels-gpu -j"$(nproc)" --target onestep_kernels > build/gpu-run/lib-build.log 2>&1 ||
         { tail -30 build/gpu-run/lib-build.log; exit 2; }
     fi
-    libs=$("$py" -c 'import glob, nvidia; print(":".join(d for p in nvidia.__path__ for d in glob.glob(p + "/*/lib")))' 2>/dev/null || true)
+    libs=$(nvidia_libs "$py")
     export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     # Each device arena (eager, and two for measuring a pass) is allocated whole: CIFAR at batch 64 needs a few GiB.
     flags+=(-Donestep.cuda.arenaMiB="${ONESTEP_ARENA_MIB:-6144}")

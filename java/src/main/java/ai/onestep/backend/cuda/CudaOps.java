@@ -812,14 +812,10 @@ public final class CudaOps extends Ops implements AutoCloseable {
             long pg = in(gamma, op, type), pb = in(beta, op, type);
             long ps = in(scale, op, type), pt = in(shift, op, type);
             long py = out(y, op, type), pm = out(mean, op), pr = out(rstd, op);
-            int n = x.dim(0), hw = x.dim(1) * x.dim(2), c = x.dim(3);
-            if (add == null && x2[1] == 0) {
-                Device.check(onestep_groupnorm_forward_typed(x2[0], pg, pb, ps, pt, py, pm, pr, n, hw, c, groups, eps,
-                        silu ? 1 : 0, type.code, stream()), op, what(x, y));
-            } else {
-                Device.check(onestep_groupnorm_forward_add_typed(x2[0], x2[1], a2[0], a2[1], pg, pb, ps, pt, py, pm,
-                        pr, n, hw, c, groups, eps, silu ? 1 : 0, type.code, stream()), op, what(x, add, y));
-            }
+            // With no terms to add, the library runs the plain group norm (the same kernels, the pre-add compiled out).
+            Device.check(onestep_groupnorm_forward_add_typed(x2[0], x2[1], a2[0], a2[1], pg, pb, ps, pt, py, pm, pr,
+                    x.dim(0), x.dim(1) * x.dim(2), x.dim(3), groups, eps, silu ? 1 : 0, type.code, stream()), op,
+                    what(x, add, y));
         });
     }
 
@@ -895,11 +891,8 @@ public final class CudaOps extends Ops implements AutoCloseable {
                 // v projections left pending as it reads them (the bits of adding them first).
                 long[] q2 = inTakingBias(q, op, type), k2 = inTakingBias(k, op, type), v2 = inTakingBias(v, op, type);
                 long po = out(o, op, type), pl = out(lse, op);
-                Device.check(q2[1] == 0 && k2[1] == 0 && v2[1] == 0
-                        ? onestep_attention_forward_tokens_typed(q2[0], k2[0], v2[0], po, pl, n, heads, t, t, d, 0L, 0f,
-                                c, stream())
-                        : onestep_attention_forward_tokens_biased_typed(q2[0], q2[1], k2[0], k2[1], v2[0], v2[1], po,
-                                pl, n, heads, t, t, d, 0L, 0f, c, stream()), op, w0);
+                Device.check(onestep_attention_forward_tokens_biased_typed(q2[0], q2[1], k2[0], k2[1], v2[0], v2[1], po,
+                        pl, n, heads, t, t, d, 0L, 0f, c, stream()), op, w0);  // a 0 bias: none added
                 return;
             }
             long pq = in(q, op, type), pk = in(k, op, type), pv = in(v, op, type);
@@ -1048,13 +1041,9 @@ public final class CudaOps extends Ops implements AutoCloseable {
             long[] a2 = inTakingBias(a, "concatChannels", type), b2 = inTakingBias(b, "concatChannels", type);
             long py = out(y, "concatChannels", type);
             long rows = (long) a.dim(0) * a.dim(1) * a.dim(2);
-            if (a2[1] == 0 && b2[1] == 0) {
-                Device.check(onestep_concat_channels_typed(a2[0], b2[0], py, rows, a.dim(3), b.dim(3), type.code,
-                        stream()), "concatChannels", what(a, b, y));
-            } else {
-                Device.check(onestep_concat_channels_biased_typed(a2[0], a2[1], b2[0], b2[1], py, rows, a.dim(3),
-                        b.dim(3), type.code, stream()), "concatChannels", what(a, b, y));
-            }
+            // Without biases the library runs the plain concat kernel.
+            Device.check(onestep_concat_channels_biased_typed(a2[0], a2[1], b2[0], b2[1], py, rows, a.dim(3), b.dim(3),
+                    type.code, stream()), "concatChannels", what(a, b, y));
         });
     }
 
