@@ -1,4 +1,5 @@
-# bench/gpu/carry.sh: what run.sh and java_cuda_check.sh share for the carried build/gpu-carry (sourced, not run).
+# bench/gpu/carry.sh: what run.sh and java_cuda_check.sh share (sourced, not run): the carried build/gpu-carry and the
+# pip nvidia-* libraries on the GPU machine.
 
 # unpack ARCHIVE DIR: tar's xz, or Python's lzma where the machine has no xz binary.
 unpack() {
