@@ -41,6 +41,21 @@ public abstract class Ops {
     }
 
     /**
+     * The backend for work inside a pass that depends only on what the pass's key fixes and on {@code reads}, the
+     * weights it reads (a U-Net's time path: the timestep embedding and every block's time projection, functions
+     * of the time points and labels). A host backend answers itself. The cuda backend, inside a captured pass
+     * ({@link #runPass}, not {@link #runResident}) and while none of {@code reads} is training state it owns
+     * ({@link #adopt}), answers with a host backend: the work then runs on the host each time the pass body runs
+     * (its measuring run, its warm-up and its capture; never on a replay), and its results enter the pass as
+     * constants, uploaded once, so the graph launches none of it (constant folding). The caller must keep those
+     * results in host memory that no other values overwrite while the pass may be replayed (the same memory for
+     * the same key), as a pass reads host data once.
+     */
+    public Ops passConstants(java.util.List<Tensor> reads) {
+        return this;
+    }
+
+    /**
      * Runs {@code body}, a block of ops whose only results the host needs afterwards are {@code results} (a
      * training step's forward, loss and backward, whose results are the parameters' gradients). A host backend
      * just runs it. The CUDA backend keeps every tensor the block touches on the device until its end and copies

@@ -34,10 +34,10 @@ final class DownBlock {
         return resnets.size() + (downsampler != null ? 1 : 0);
     }
 
-    Tensor forward(Context c, Tensor x, Tensor tembAct, List<Tensor> skips) {
+    Tensor forward(Context c, Tensor x, List<Tensor> skips) {
         Tensor h = x;
         for (int i = 0; i < resnets.size(); i++) {
-            h = resnets.get(i).forward(c, h, tembAct);
+            h = resnets.get(i).forward(c, h);
             if (!attentions.isEmpty()) {
                 h = attentions.get(i).forward(c, h);
             }

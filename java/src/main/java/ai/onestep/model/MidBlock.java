@@ -26,12 +26,12 @@ final class MidBlock {
                 cfg.scaleShift(), cfg.dropout(), scale, ids[0]++);
     }
 
-    Tensor forward(Context c, Tensor x, Tensor tembAct) {
-        Tensor h = resnet0.forward(c, x, tembAct);
+    Tensor forward(Context c, Tensor x) {
+        Tensor h = resnet0.forward(c, x);
         if (attention != null) {
             h = attention.forward(c, h);
         }
-        return resnet1.forward(c, h, tembAct);
+        return resnet1.forward(c, h);
     }
 
     Tensor backward(Context c, Tensor dy, Tensor dTembAct) {

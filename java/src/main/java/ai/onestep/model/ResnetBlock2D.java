@@ -15,9 +15,11 @@ import java.util.SplittableRandom;
  *   h = conv2(dropout(h))
  *   y = (shortcut(x) + h) / output_scale_factor          shortcut = 1x1 conv_shortcut when channels change
  * </pre>
- * silu(temb) is the same for every block, so the U-Net computes it once and passes it in. Group norm and the
- * SiLU (and the scale/shift) after it run as one fused op, and at inference so does the default mode's
- * h + time_emb_proj(temb) before it (GroupNorm.forwardAdded).
+ * silu(temb) is the same for every block, so the U-Net computes it once, and every block's time_emb_proj of it
+ * ({@link #condition}) before the first block runs: all of it depends on the time points and labels alone, which
+ * lets a captured device pass take it as constants (UNet#forward). Group norm and the SiLU (and the scale/shift)
+ * after it run as one fused op, and at inference so does the default mode's h + time_emb_proj(temb) before it
+ * (GroupNorm.forwardAdded).
  */
 final class ResnetBlock2D {
     final GroupNorm norm1;
@@ -32,6 +34,8 @@ final class ResnetBlock2D {
     final int outChannels;
     final long id;
     private Tensor mask;
+    /** This forward's time conditioning ({@link #condition}): time_emb_proj(silu(temb)), or its two halves. */
+    private Tensor tp, scale, shift;
 
     ResnetBlock2D(ParamBuilder pb, String name, int in, int out, int tembChannels, int groups, float eps,
                   boolean scaleShift, double dropout, double outputScale, long id) {
@@ -48,15 +52,29 @@ final class ResnetBlock2D {
         this.id = id;
     }
 
-    Tensor forward(Context c, Tensor x, Tensor tembAct) {
+    /**
+     * Computes this block's time conditioning for the next {@link #forward}: time_emb_proj(silu(temb)) and, in
+     * scale_shift mode, its split into scale and shift, with {@code tc}'s ops and memory (the U-Net's choice).
+     */
+    void condition(Context tc, Tensor tembAct) {
+        int n = tembAct.dim(0);
+        tp = timeEmbProj.forward(tc, tembAct);
+        if (scaleShift) {
+            scale = tc.alloc(Layout.NHWC, n, 1, 1, outChannels);
+            shift = tc.alloc(Layout.NHWC, n, 1, 1, outChannels);
+            tc.ops.splitChannels(tp.reshape(Layout.NHWC, n, 1, 1, 2 * outChannels), scale, shift);
+        }
+    }
+
+    /** The block on {@code x}, with the time conditioning {@link #condition} computed last. */
+    Tensor forward(Context c, Tensor x) {
         int n = x.dim(0);
+        if (tp == null || tp.dim(0) != n) {
+            throw new IllegalStateException("resnet block: forward of batch " + n + " without its time conditioning");
+        }
         Tensor h = conv1.forward(c, norm1.forward(c, x));
-        Tensor tp = timeEmbProj.forward(c, tembAct);
         Tensor g;
         if (scaleShift) {
-            Tensor scale = c.alloc(Layout.NHWC, n, 1, 1, outChannels);
-            Tensor shift = c.alloc(Layout.NHWC, n, 1, 1, outChannels);
-            c.ops.splitChannels(tp.reshape(Layout.NHWC, n, 1, 1, 2 * outChannels), scale, shift);
             g = norm2.forward(c, h, scale.reshape(Layout.ROWS, n, outChannels), shift.reshape(Layout.ROWS, n, outChannels));
         } else {
             g = norm2.forwardAdded(c, h, tp);

@@ -1,10 +1,12 @@
 package ai.onestep.model;
 
+import ai.onestep.backend.Ops;
 import ai.onestep.nn.Parameter;
 import ai.onestep.nn.ParameterSet;
 import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
+import ai.onestep.tensor.Workspace;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -45,41 +47,54 @@ public final class UNet implements AutoCloseable {
     private final Conv2d convOut;
 
     /**
-     * Inference's host timestep tensors, one per distinct list of timesteps, never rewritten: a device pass (a CUDA
-     * graph) reads the values it was captured with, and one pass may evaluate the network at several time points
-     * (a whole multistep sample). In a workspace they would share one address and the later values would overwrite
-     * the earlier ones on the host after a device op had read them. At most 64 lists are kept, the least recently
-     * used one freed first (a graph that read it is then captured again: CudaOps checks its host data is alive).
+     * Inference's host time conditioning, one per distinct list of timesteps and labels, never rewritten with other
+     * values: the timestep tensor and, where the backend folds the time path ({@link Ops#passConstants}),
+     * everything computed from it. A device pass (a CUDA graph) reads the values it was captured with, and one pass
+     * may evaluate the network at several time points (a whole multistep sample). In a workspace they would share
+     * one address and the later values would overwrite the earlier ones on the host after a device op had read
+     * them. At most 64 are kept, the least recently used one freed first (a graph that read it is then captured
+     * again: CudaOps checks its host data is alive).
      */
-    private final java.util.LinkedHashMap<String, HostTimesteps> timestepTensors = new java.util.LinkedHashMap<>(16,
+    private final java.util.LinkedHashMap<String, Conditioning> conditionings = new java.util.LinkedHashMap<>(16,
             0.75f, true) {
         @Override
-        protected boolean removeEldestEntry(java.util.Map.Entry<String, HostTimesteps> eldest) {
+        protected boolean removeEldestEntry(java.util.Map.Entry<String, Conditioning> eldest) {
             if (size() > 64) {
-                eldest.getValue().arena().close();
+                eldest.getValue().close();
                 return true;
             }
             return false;
         }
     };
 
-    private record HostTimesteps(TensorArena arena, Tensor t) {
+    /** The timesteps (in {@code arena}) and the memory of the folded time path computed from them ({@code folded}). */
+    private record Conditioning(TensorArena arena, Tensor t, Workspace folded) implements AutoCloseable {
+        @Override
+        public void close() {
+            arena.close();
+            folded.close();
+        }
     }
 
-    private Tensor inferenceTimesteps(double[] timesteps) {
-        String key = java.util.Arrays.toString(timesteps);
-        HostTimesteps h = timestepTensors.get(key);
+    private Conditioning inferenceConditioning(double[] timesteps, int[] classLabels) {
+        String key = java.util.Arrays.toString(timesteps) + " " + java.util.Arrays.toString(classLabels);
+        Conditioning h = conditionings.get(key);
         if (h == null) {
             TensorArena a = new TensorArena();
             Tensor t = a.allocate(Layout.ROWS, timesteps.length);
             for (int i = 0; i < timesteps.length; i++) {
                 t.set(i, (float) timesteps[i]);
             }
-            h = new HostTimesteps(a, t);
-            timestepTensors.put(key, h);
+            h = new Conditioning(a, t, new Workspace(64 << 10));
+            conditionings.put(key, h);
         }
-        return h.t();
+        return h;
     }
+
+    /** What the time path reads: the time embedding's weights, the class embedding and every time_emb_proj. */
+    private final List<Tensor> timeWeights = new ArrayList<>();
+    /** Every resnet block, in forward order. */
+    private final List<ResnetBlock2D> resnets = new ArrayList<>();
 
     // Saved by forward for backward.
     private Tensor tIn, h1, emb, tembAct, yRaw;
@@ -130,6 +145,24 @@ public final class UNet implements AutoCloseable {
         convNormOut = new GroupNorm(pb, "conv_norm_out", c0, cfg.normNumGroups(), (float) cfg.normEps(), true);
         convOut = new Conv2d(pb, "conv_out", c0, cfg.outChannels(), 3, 1, 1);
         this.layouts = Collections.unmodifiableMap(pb.layouts);
+        down.forEach(b -> resnets.addAll(b.resnets));
+        resnets.add(mid.resnet0);
+        resnets.add(mid.resnet1);
+        up.forEach(b -> resnets.addAll(b.resnets));
+        for (Linear l : List.of(linear1, linear2)) {
+            timeWeights.add(l.weight.value());
+            timeWeights.add(l.bias.value());
+        }
+        for (ResnetBlock2D r : resnets) {
+            timeWeights.add(r.timeEmbProj.weight.value());
+            timeWeights.add(r.timeEmbProj.bias.value());
+        }
+        if (classEmbedding != null) {
+            timeWeights.add(classEmbedding.value());
+        }
+        if (fourierWeight != null) {
+            timeWeights.add(fourierWeight);
+        }
     }
 
     public UNetConfig config() {
@@ -170,52 +203,69 @@ public final class UNet implements AutoCloseable {
         checkInput(x, timesteps, classLabels);
         this.timesteps = timesteps.clone();
         int c0 = config.blockOutChannels()[0];
-        Tensor t = c.training ? c.alloc(Layout.ROWS, n) : inferenceTimesteps(timesteps);
+        // The time path: everything below up to the blocks' time_emb_proj depends on the timesteps and labels
+        // alone. Inference runs it in tc, which a backend that folds it (Ops#passConstants: the cuda backend inside
+        // a captured pass) points at host ops and memory kept per timesteps and labels; the pass then reads the
+        // results as constants and its graph launches none of it.
+        Tensor t;
+        Context tc = c;
         if (c.training) {
+            t = c.alloc(Layout.ROWS, n);
             for (int i = 0; i < n; i++) {
                 t.set(i, (float) timesteps[i]);
             }
+        } else {
+            Conditioning cond = inferenceConditioning(timesteps, classLabels);
+            t = cond.t();
+            Ops k = c.ops.passConstants(timeWeights);
+            if (k != c.ops) {
+                cond.folded().reset();
+                tc = Context.inference(k, cond.folded());
+            }
         }
         if (config.fourier()) {
-            tIn = c.alloc(Layout.ROWS, n, 2 * c0);
+            tIn = tc.alloc(Layout.ROWS, n, 2 * c0);
             // UNet2DModel builds GaussianFourierProjection(embedding_size=C0, scale=16) with log=True and
             // flip_sin_to_cos=False.
-            c.ops.fourierEmbedding(t, fourierWeight, true, false, tIn);
+            tc.ops.fourierEmbedding(t, fourierWeight, true, false, tIn);
         } else {
-            tIn = c.alloc(Layout.ROWS, n, c0);
-            c.ops.sinusoidalEmbedding(t, config.flipSinToCos(), (float) config.freqShift(), 1f, 10000f, tIn);
+            tIn = tc.alloc(Layout.ROWS, n, c0);
+            tc.ops.sinusoidalEmbedding(t, config.flipSinToCos(), (float) config.freqShift(), 1f, 10000f, tIn);
         }
-        h1 = linear1.forward(c, tIn);
-        Tensor a1 = c.like(h1);
-        c.ops.silu(h1, a1);
-        emb = linear2.forward(c, a1);
+        h1 = linear1.forward(tc, tIn);
+        Tensor a1 = tc.like(h1);
+        tc.ops.silu(h1, a1);
+        emb = linear2.forward(tc, a1);
         if (classEmbedding != null) {
             // emb += onehot(labels) W, the embedding lookup as a GEMM with beta = 1: each output is emb + W[label]
             // rounded once, as a host loop would add them, but through the backend, so a device keeps emb where
             // it is (a host loop would read and write a stale host copy inside a device pass or resident block).
-            oneHot = c.ws.allocateZeroed(Layout.ROWS, n, classEmbedding.value().dim(0));
+            oneHot = tc.ws.allocateZeroed(Layout.ROWS, n, classEmbedding.value().dim(0));
             for (int i = 0; i < n; i++) {
                 oneHot.set((long) i * oneHot.dim(1) + classLabels[i], 1f);
             }
-            c.ops.matmul(oneHot, false, classEmbedding.value(), false, emb, 1f, 1f);
+            tc.ops.matmul(oneHot, false, classEmbedding.value(), false, emb, 1f, 1f);
         }
-        tembAct = c.like(emb);
-        c.ops.silu(emb, tembAct);
+        tembAct = tc.like(emb);
+        tc.ops.silu(emb, tembAct);
+        for (ResnetBlock2D r : resnets) {
+            r.condition(tc, tembAct);
+        }
 
         Tensor h = convIn.forward(c, x);
         List<Tensor> skips = new ArrayList<>();
         skips.add(h);
         taps.clear();
         for (DownBlock b : down) {
-            h = b.forward(c, h, tembAct, skips);
+            h = b.forward(c, h, skips);
             taps.add(h);
         }
-        h = mid.forward(c, h, tembAct);
+        h = mid.forward(c, h);
         taps.add(h);
         upLast.clear();
         for (UpBlock b : up) {
             upLast.add(skips.size() - 1);
-            h = b.forward(c, h, tembAct, skips);
+            h = b.forward(c, h, skips);
             taps.add(h);
         }
         h = convNormOut.forward(c, h);
@@ -406,7 +456,7 @@ public final class UNet implements AutoCloseable {
     public void close() {
         params.close();
         bufferArena.close();
-        timestepTensors.values().forEach(h -> h.arena().close());
-        timestepTensors.clear();
+        conditionings.values().forEach(Conditioning::close);
+        conditionings.clear();
     }
 }

@@ -37,7 +37,7 @@ final class UpBlock {
     }
 
     /** Consumes skips from the end of {@code skips} (removing them). */
-    Tensor forward(Context c, Tensor x, Tensor tembAct, List<Tensor> skips) {
+    Tensor forward(Context c, Tensor x, List<Tensor> skips) {
         hs.clear();
         skipIn.clear();
         Tensor h = x;
@@ -47,7 +47,7 @@ final class UpBlock {
             skipIn.add(skip);
             Tensor cat = c.alloc(Layout.NHWC, h.dim(0), h.dim(1), h.dim(2), h.dim(3) + skip.dim(3));
             c.ops.concatChannels(h, skip, cat);
-            h = resnets.get(i).forward(c, cat, tembAct);
+            h = resnets.get(i).forward(c, cat);
             if (!attentions.isEmpty()) {
                 h = attentions.get(i).forward(c, h);
             }

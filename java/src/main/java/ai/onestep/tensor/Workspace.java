@@ -18,11 +18,25 @@ public final class Workspace implements AutoCloseable {
     private static final long ALIGN = 64;
     private static final long MIN_CHUNK = 16L << 20;
 
+    private final long minChunk;
     private final Arena arena = Arena.ofShared();
     private final List<MemorySegment> chunks = new ArrayList<>();
     private int chunk;
     private long offset;
     private long high;
+
+    /** A workspace that reserves memory in chunks of at least 16 MiB (one pass's activations). */
+    public Workspace() {
+        this(MIN_CHUNK);
+    }
+
+    /** A workspace whose chunks are at least {@code minChunkBytes} (a small, long-lived one). */
+    public Workspace(long minChunkBytes) {
+        if (minChunkBytes <= 0) {
+            throw new IllegalArgumentException("workspace: chunk size " + minChunkBytes + " bytes");
+        }
+        this.minChunk = minChunkBytes;
+    }
 
     public Tensor allocate(Layout layout, int... shape) {
         long bytes = Math.max(1, Tensor.count(shape)) * Float.BYTES;
@@ -32,7 +46,7 @@ public final class Workspace implements AutoCloseable {
             offset = 0;
         }
         if (chunk == chunks.size()) {
-            chunks.add(arena.allocate(Math.max(MIN_CHUNK, need), ALIGN));
+            chunks.add(arena.allocate(Math.max(minChunk, need), ALIGN));
             offset = 0;
         }
         MemorySegment seg = chunks.get(chunk).asSlice(offset, Tensor.count(shape) * Float.BYTES);

@@ -30,6 +30,10 @@ final class CapturedPass implements AutoCloseable {
     private long[] inDev;
     private long[] outDev;
     private long capturedOps;
+    /** Host ranges (address to bytes) of the weights whose results this pass folded into constants. */
+    private final java.util.Map<Long, Long> folded = new java.util.HashMap<>();
+    /** The ops the capture issued, by name, in order of first use. */
+    private final java.util.Map<String, Long> opCounts = new java.util.LinkedHashMap<>();
     /** Bias kernels the captured run left to readers that took them (none launched; see CudaOps.biasDeferrals). */
     private long biasKernelsSaved;
 
@@ -122,12 +126,14 @@ final class CapturedPass implements AutoCloseable {
         residency.capturing(true);
         device.beginCapture();
         ops.enterPass(residency);
+        ops.countOps(opCounts);
         boolean ended = false;
         try {
             body.run();
             graph = device.endCapture();
             ended = true;
         } finally {
+            ops.countOps(null);
             ops.exitPass();
             residency.capturing(false);
             if (!ended) {
@@ -179,6 +185,23 @@ final class CapturedPass implements AutoCloseable {
     }
 
     /** False once the host memory of a constant or parameter it was captured from has been freed. */
+    /** Records that this pass folded work on {@code reads} into its constants ({@link CudaOps#passConstants}). */
+    void folded(java.util.List<Tensor> reads) {
+        for (Tensor t : reads) {
+            folded.merge(t.segment().address(), t.size() * Float.BYTES, Math::max);
+        }
+    }
+
+    /** True when this pass folded work on weights that overlap host bytes {@code [addr, addr + bytes)}. */
+    boolean foldedOn(long addr, long bytes) {
+        for (var e : folded.entrySet()) {
+            if (e.getKey() < addr + bytes && addr < e.getKey() + e.getValue()) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     boolean valid() {
         return residency.hostConstantsAlive();
     }
@@ -189,6 +212,10 @@ final class CapturedPass implements AutoCloseable {
     }
 
     /** Device ops the backend issued while capturing. */
+    java.util.Map<String, Long> opCounts() {
+        return java.util.Collections.unmodifiableMap(opCounts);
+    }
+
     long capturedOps() {
         return capturedOps;
     }

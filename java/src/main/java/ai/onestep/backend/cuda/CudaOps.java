@@ -26,7 +26,10 @@ import java.util.function.Supplier;
  *       uncaptured (and measures the memory it needs, recording each activation's lifetime); the second captures
  *       it as a CUDA graph whose activations reuse the memory of dead ones ({@link ActivationPlan}), in memory
  *       every captured pass shares ({@link SharedActivations}); later calls replay it ({@link CapturedPass}).
- *       Updates of unregistered, unowned tensors through this backend drop the graphs.</li>
+ *       Updates of unregistered, unowned tensors through this backend drop the graphs. Work on weights and the
+ *       key alone (the U-Net's time path) runs on the host while the pass is recorded and enters the graph as
+ *       constants ({@link #passConstants}: constant folding); an update of those weights drops the graphs that
+ *       folded them.</li>
  *   <li><b>resident block</b> ({@link #runResident}, a training step up to its parameter updates): as a pass, but
  *       never captured, in fp32, with ops that return host values allowed, and memory that grows by chunks.</li>
  * </ul>
@@ -153,6 +156,18 @@ public final class CudaOps extends Ops implements AutoCloseable {
     }
 
     /**
+     * Captured passes by key: the ops each capture issued, by name (in order of first use), for a profile of what a
+     * graph launches.
+     */
+    public Map<String, Map<String, Long>> capturedOpCounts() {
+        Map<String, Map<String, Long>> out = new LinkedHashMap<>();
+        for (CapturedPass p : passes.values()) {
+            out.put(p.key(), p.opCounts());
+        }
+        return out;
+    }
+
+    /**
      * Captured passes by key: device bytes of their constants, of their activations as planned, and of a bump
      * arena that keeps every tensor at one address to the pass's end (how passes ran before plans).
      */
@@ -247,6 +262,61 @@ public final class CudaOps extends Ops implements AutoCloseable {
         return true;
     }
 
+    /**
+     * Constant folding inside captured passes ({@code -Donestep.cuda.foldConstants=false}: off, every op of a pass
+     * on the device).
+     */
+    private boolean foldConstants = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.foldConstants"));
+
+    public boolean foldsConstants() {
+        return foldConstants;
+    }
+
+    /** Turns constant folding ({@link #passConstants}) on or off; passes captured before keep what they folded. */
+    public void foldConstants(boolean on) {
+        foldConstants = on;
+    }
+
+    /**
+     * The host backend inside a captured pass (see {@link Ops#passConstants}), so work on weights and the pass's
+     * key alone is done while the pass is recorded and replays as constants; this backend otherwise: eager ops,
+     * resident blocks (training), or a read the device owns (its host copy is stale).
+     */
+    @Override
+    public Ops passConstants(java.util.List<Tensor> reads) {
+        if (!foldConstants || pass == null || resident) {
+            return this;
+        }
+        for (Tensor t : reads) {
+            if (parameters.owned.owns(t)) {
+                return this;
+            }
+        }
+        if (capturing != null) {
+            capturing.folded(reads);  // an update of these weights must drop the graph (see forgetFoldedOn)
+        }
+        return host;
+    }
+
+    /** The pass being warmed up and captured (null: none), for the weights it folds. */
+    private CapturedPass capturing;
+
+    /**
+     * A registered parameter's device copy was refreshed (an eager update): graphs replay with the new values in
+     * place, except those that folded work on it into constants ({@link #passConstants}), which are dropped and
+     * captured again on later calls.
+     */
+    private void forgetFoldedOn(Tensor t) {
+        long addr = t.segment().address(), bytes = t.size() * Float.BYTES;
+        for (var it = passes.values().iterator(); it.hasNext(); ) {
+            CapturedPass p = it.next();
+            if (p.foldedOn(addr, bytes)) {
+                p.close();
+                it.remove();
+            }
+        }
+    }
+
     @Override
     public void runPass(String key, Tensor[] inputs, Tensor[] outputs, Runnable body) {
         if (pass != null) {
@@ -296,7 +366,12 @@ public final class CudaOps extends Ops implements AutoCloseable {
         // put them) and replay from now on.
         p = new CapturedPass(device, parameters, full, need, sharedActivations, checkHost);
         try {
-            p.warmUpAndCapture(this, inputs, outputs, body);
+            capturing = p;
+            try {
+                p.warmUpAndCapture(this, inputs, outputs, body);
+            } finally {
+                capturing = null;
+            }
             passes.put(full, p);
         } catch (NoDeviceKernel | Residency.HostDataDuringCapture e) {
             p.close();
@@ -553,9 +628,19 @@ public final class CudaOps extends Ops implements AutoCloseable {
     // The launch sequence of one op
     // ------------------------------------------------------------------------------------------------
 
+    /** Where {@link #run} counts ops by name while a pass is captured (null: not counting). */
+    private Map<String, Long> opCounts;
+
+    void countOps(Map<String, Long> into) {
+        opCounts = into;
+    }
+
     /** Runs {@code body} (which resolves its tensors and launches) as one device op. */
     private void run(String op, Runnable body) {
         deviceOps++;
+        if (opCounts != null) {
+            opCounts.merge(op, 1L, Long::sum);
+        }
         if (pass != null) {
             body.run();
             pass.flush();
@@ -572,7 +657,9 @@ public final class CudaOps extends Ops implements AutoCloseable {
                 MemorySegment hostSeg = MemorySegment.ofAddress(e.host).reinterpret(e.bytes);
                 device.download(hostSeg, e.dev, e.bytes, () -> op + " output");
                 if (parameters.touches(e.host, e.bytes)) {
-                    parameters.refresh(Tensor.wrap(hostSeg, ai.onestep.tensor.Layout.ROWS, (int) (e.bytes / Float.BYTES)));
+                    Tensor param = Tensor.wrap(hostSeg, ai.onestep.tensor.Layout.ROWS, (int) (e.bytes / Float.BYTES));
+                    parameters.refresh(param);
+                    forgetFoldedOn(param);
                 }
             }
         } finally {

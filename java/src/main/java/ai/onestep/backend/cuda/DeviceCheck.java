@@ -367,6 +367,9 @@ public final class DeviceCheck {
             ConsistencyDenoiser f = new ConsistencyDenoiser(net, dev, wd, true);
             Tensor first = a.allocate(Layout.NHWC, 2, 16, 16, 3), second = a.allocate(Layout.NHWC, 2, 16, 16, 3);
             Tensor replay = a.allocate(Layout.NHWC, 2, 16, 16, 3);
+            // First unfolded: a pass then runs the eager ops, so it has their bits. Folded below.
+            boolean folding = dev.foldsConstants();
+            dev.foldConstants(false);
             dev.checkHostAccess(true);  // each planned activation NaN until the warm-up writes it
             try {
                 f.denoise(x, tau, null, first);
@@ -390,6 +393,19 @@ public final class DeviceCheck {
             long[] m = dev.passMemory().values().stream().findFirst().orElse(new long[] {0, 0, 0});
             fact(String.format(java.util.Locale.ROOT, "activations planned: %.0f of %.0f KiB", m[1] / 1024.0,
                     m[2] / 1024.0), m[1] > 0 && 2 * m[1] < m[2]);
+
+            // Constant folding (CudaOps#passConstants): the time path computed on the host while the pass is
+            // captured, so the graph has its kernels fewer and rounds it once differently.
+            dev.forgetCapturedPasses();
+            dev.foldConstants(true);
+            Tensor folded = a.allocate(Layout.NHWC, 2, 16, 16, 3);
+            for (int i = 0; i < 3; i++) {
+                f.denoise(x, tau, null, folded);
+            }
+            record("folded graph replay vs cpu", relErr(folded, c), unet);
+            long[] gf = dev.capturedPasses().values().stream().findFirst().orElse(new long[] {0, 0, 0});
+            fact("folded graph: " + gf[0] + " nodes (" + (g[0] - gf[0]) + " fewer)", gf[0] > 0 && gf[0] < g[0]);
+            dev.foldConstants(folding);
 
             // Registered weights, as api.Sampler has them: on cuDNN the convolutions read kept KRSC copies. An
             // eager update of the weights refreshes them, and the graph replays with the new values.

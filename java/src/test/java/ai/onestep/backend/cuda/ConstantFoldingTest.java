@@ -1,0 +1,222 @@
+package ai.onestep.backend.cuda;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotSame;
+import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.onestep.backend.Ops;
+import ai.onestep.backend.cpu.CpuOps;
+import ai.onestep.diffusion.ConsistencyDenoiser;
+import ai.onestep.diffusion.ConsistencySampler;
+import ai.onestep.diffusion.Noise;
+import ai.onestep.model.UNet;
+import ai.onestep.model.UNetConfig;
+import ai.onestep.nn.Parameter;
+import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorArena;
+import ai.onestep.tensor.Workspace;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Constant folding in captured passes ({@link CudaOps#passConstants}): the U-Net's time path (timestep embedding,
+ * its MLP, every block's time projection) depends on the pass's time points and the weights alone, so a captured
+ * pass computes it on the host while it is recorded and its graph launches none of it. Checked on the emulated
+ * device: the folded graph has exactly the time path's kernels fewer, its results match the unfolded pass and the
+ * cpu backend, a multistep pass (two time points in one graph) keeps each point's conditioning apart, and weights
+ * the device owns (training state, stale on the host) are never folded.
+ */
+class ConstantFoldingTest {
+
+    private static CudaOps open(boolean fold) {
+        CudaOps ops = new CudaOps(new EmulatedDevice(CudaBackend.emulatedLibrary().toString(), false), 64L << 20, 2,
+                Precision.FP32);
+        ops.foldConstants(fold);
+        return ops;
+    }
+
+    /** The nodes of the only captured pass of {@code ops}. */
+    private static long nodes(CudaOps ops) {
+        assertEquals(1, ops.capturedPasses().size(), ops.capturedPasses().keySet().toString());
+        return ops.capturedPasses().values().iterator().next()[0];
+    }
+
+    /** Three calls of a captured 1-step pass at t = 2.5 (the third a replay); the last result. */
+    private static float[] denoise(Ops ops, UNet net, Tensor x) {
+        ops.registerParameters(net.weightTensors());
+        try (TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
+            Tensor y = a.allocate(Layout.NHWC, x.shape());
+            for (int call = 0; call < 3; call++) {
+                f.denoise(x, new double[] {2.5, 2.5}, null, y);
+            }
+            return y.toArray();
+        }
+    }
+
+    private static double relErr(float[] got, float[] want) {
+        double num = 0, den = 0;
+        for (int i = 0; i < got.length; i++) {
+            num += (double) (got[i] - want[i]) * (got[i] - want[i]);
+            den += (double) want[i] * want[i];
+        }
+        return Math.sqrt(num / den);
+    }
+
+    @Test
+    void theFoldedGraphLeavesOutTheTimePath() {
+        EmulatedDeviceTest.require();
+        UNetConfig cfg = CudaGraphTest.config(32);  // scale_shift: each block's projection is also split in two
+        float[] folded, plain, cpu;
+        long foldedNodes, plainNodes;
+        int resnets;
+        try (UNet net = CudaGraphTest.randomNet(cfg, 41); TensorArena a = new TensorArena()) {
+            Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            Noise.gaussian(x, 5, 0);
+            resnets = (int) net.parameters().list().stream().filter(p -> p.name().endsWith("time_emb_proj.weight"))
+                    .count();
+            try (CudaOps ops = open(true)) {
+                folded = denoise(ops, net, x);
+                foldedNodes = nodes(ops);
+            }
+            try (CudaOps ops = open(false)) {
+                plain = denoise(ops, net, x);
+                plainNodes = nodes(ops);
+            }
+            cpu = denoise(new CpuOps(2), net, x);
+        }
+        // The time path's kernels: the sinusoidal embedding, linear_1, SiLU, linear_2, SiLU, and per resnet block
+        // its time_emb_proj and the split into scale and shift (the emulated device adds biases in its GEMMs).
+        long timePath = 5 + 2L * resnets;
+        assertEquals(plainNodes - timePath, foldedNodes, "folded " + foldedNodes + " nodes, unfolded " + plainNodes
+                + ", " + resnets + " resnet blocks");
+        assertTrue(relErr(folded, plain) < 1e-5, "folded vs unfolded: " + relErr(folded, plain));
+        assertTrue(relErr(folded, cpu) < 1e-5, "folded vs cpu backend: " + relErr(folded, cpu));
+    }
+
+    @Test
+    void aMultistepPassKeepsEachTimePointsConditioning() {
+        EmulatedDeviceTest.require();
+        double[] taus = {20, 0.8};  // with T = 80: three evaluations, three time points, one graph
+        try (UNet net = CudaGraphTest.randomNet(PendingBiasTest.defaultTimeMode(), 43); CudaOps ops = open(true);
+             TensorArena a = new TensorArena(); Workspace ws = new Workspace(); Workspace cws = new Workspace()) {
+            ops.registerParameters(net.weightTensors());
+            Tensor x0 = a.allocate(Layout.NHWC, 2, 8, 8, 2), x = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            Noise.gaussian(x0, 9, 0);
+            new CpuOps(1).scale(x0, 80f, x0);
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
+            for (int call = 0; call < 3; call++) {  // measured, captured, replayed
+                x.copyFrom(x0);
+                ConsistencySampler.sample(ops, f, x, taus, null, 7, 0, true);
+            }
+            assertEquals(1, ops.capturedPasses().size(), ops.capturedPasses().keySet().toString());
+            Tensor want = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            want.copyFrom(x0);
+            CpuOps cpu = new CpuOps(2);
+            ConsistencySampler.sample(cpu, new ConsistencyDenoiser(net, cpu, cws), want, taus, null, 7, 0);
+            double err = relErr(x.toArray(), want.toArray());
+            assertTrue(err < 1e-5, "2-step sample in one folded graph vs cpu backend: " + err);
+        }
+    }
+
+    /**
+     * Registered weights updated by an eager op: graphs read them in place and replay with the new values, but a
+     * graph that folded work on them holds the old results, so it is dropped and the next calls capture anew.
+     */
+    @Test
+    void anEagerWeightUpdateDropsTheGraphsThatFoldedIt() {
+        EmulatedDeviceTest.require();
+        try (UNet net = CudaGraphTest.randomNet(PendingBiasTest.defaultTimeMode(), 53); CudaOps ops = open(true);
+             TensorArena a = new TensorArena(); Workspace ws = new Workspace(); Workspace cws = new Workspace()) {
+            Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2), y = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            Noise.gaussian(x, 13, 0);
+            ops.registerParameters(net.weightTensors());
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
+            for (int call = 0; call < 3; call++) {
+                f.denoise(x, new double[] {2.5, 2.5}, null, y);
+            }
+            assertEquals(1, ops.capturedPasses().size());
+            for (Parameter p : net.parameters()) {
+                if (p.name().contains("time_emb")) {
+                    ops.scale(p.value(), 0.5f, p.value());  // eager: the registered copy is refreshed in place
+                }
+            }
+            assertEquals(0, ops.capturedPasses().size(), "the folded graph is dropped");
+            Tensor want = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            CpuOps cpu = new CpuOps(2);
+            new ConsistencyDenoiser(net, cpu, cws).denoise(x, new double[] {2.5, 2.5}, null, want);
+            for (int call = 0; call < 3; call++) {  // measured, captured again, replayed
+                f.denoise(x, new double[] {2.5, 2.5}, null, y);
+                double err = relErr(y.toArray(), want.toArray());
+                assertTrue(err < 1e-5, "call " + call + " after the update vs cpu backend: " + err);
+            }
+            assertEquals(1, ops.capturedPasses().size());
+        }
+    }
+
+    @Test
+    void foldsOnlyInCapturedPassesOnWeightsTheHostHolds() {
+        EmulatedDeviceTest.require();
+        try (CudaOps ops = open(true); TensorArena a = new TensorArena()) {
+            Tensor w = a.allocate(Layout.ROWS, 4), x = a.allocate(Layout.ROWS, 4), y = a.allocate(Layout.ROWS, 4);
+            List<Tensor> reads = List.of(w);
+            Ops[] seen = new Ops[1];
+            assertSame(ops, ops.passConstants(reads), "eager ops: no pass to fold into");
+            ops.runPass("fold", new Tensor[] {x}, new Tensor[] {y}, () -> {
+                seen[0] = ops.passConstants(reads);
+                ops.scale(x, 2f, y);
+            });
+            assertNotSame(ops, seen[0], "inside a pass: the host backend");
+            assertEquals("cpu", seen[0].name());
+            ops.runResident("resident", new Tensor[] {y}, () -> {
+                seen[0] = ops.passConstants(reads);
+                ops.scale(x, 2f, y);
+            });
+            assertSame(ops, seen[0], "resident blocks (training) are not captured");
+            ops.adopt(List.of(w));
+            ops.runPass("owned", new Tensor[] {x}, new Tensor[] {y}, () -> {
+                seen[0] = ops.passConstants(reads);
+                ops.scale(x, 2f, y);
+            });
+            assertSame(ops, seen[0], "a weight the device owns is stale on the host");
+            ops.release(List.of(w));
+            ops.foldConstants(false);
+            ops.runPass("off", new Tensor[] {x}, new Tensor[] {y}, () -> {
+                seen[0] = ops.passConstants(reads);
+                ops.scale(x, 2f, y);
+            });
+            assertSame(ops, seen[0], "folding turned off");
+        }
+    }
+
+    /**
+     * Weights adopted by the device and changed there (an optimizer step): a pass must see the device's values,
+     * so their time path stays on the device (the host copies are stale until synced).
+     */
+    @Test
+    void passesOnOwnedWeightsSeeTheDevicesValues() {
+        EmulatedDeviceTest.require();
+        try (UNet net = CudaGraphTest.randomNet(PendingBiasTest.defaultTimeMode(), 47); CudaOps ops = open(true);
+             TensorArena a = new TensorArena(); Workspace ws = new Workspace(); Workspace cws = new Workspace()) {
+            List<Tensor> values = net.parameters().list().stream().map(Parameter::value).toList();
+            ops.adopt(values);
+            for (Tensor v : values) {
+                ops.scale(v, 1.5f, v);  // on the device only: the host keeps the old weights
+            }
+            Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2), y = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            Noise.gaussian(x, 11, 0);
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
+            for (int call = 0; call < 3; call++) {
+                f.denoise(x, new double[] {2.5, 2.5}, null, y);
+            }
+            ops.release(values);  // the device's weights back on the host
+            Tensor want = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            CpuOps cpu = new CpuOps(2);
+            new ConsistencyDenoiser(net, cpu, cws).denoise(x, new double[] {2.5, 2.5}, null, want);
+            double err = relErr(y.toArray(), want.toArray());
+            assertTrue(err < 1e-5, "pass on adopted, device-changed weights vs cpu backend on them: " + err);
+        }
+    }
+}
