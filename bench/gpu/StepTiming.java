@@ -46,6 +46,8 @@ public final class StepTiming {
     private static int failures;
     /** Only the first step of each model (the 1-step sample, the teacher's denoiser call): for a profiler. */
     private static boolean firstStepOnly;
+    /** Also time each model's first step with constant folding off (CudaOps#foldConstants): the fold's gain. */
+    private static boolean unfoldedToo;
 
     public static void main(String[] args) throws IOException {
         String backend = "cpu", jsonl = null;
@@ -65,6 +67,7 @@ public final class StepTiming {
                 case "--no-compare" -> compare = false;
                 case "--compare" -> forceCompare = true;
                 case "--first-step-only" -> firstStepOnly = true;
+                case "--unfolded-too" -> unfoldedToo = true;
                 case "--precision" -> precisions = args[++i].split(",");
                 default -> models.add(Path.of(args[i]));
             }
@@ -72,7 +75,7 @@ public final class StepTiming {
         if (models.isEmpty()) {
             System.err.println("usage: StepTiming [--backend B] [--batches 1,64] [--reps N] [--warmup N] [--jsonl F] "
                     + "[--library libonestep_kernels.so] [--precision fp16,bf16,fp32] [--no-compare | --compare] "
-                    + "[--first-step-only] MODEL...");
+                    + "[--first-step-only] [--unfolded-too] MODEL...");
             System.exit(2);
         }
         FileWriter out = jsonl == null ? null : new FileWriter(jsonl, true);
@@ -145,6 +148,12 @@ public final class StepTiming {
             }
         }
         row(String.format(Locale.ROOT, "%-56s %6d   %s", "  (graphs) " + name, n, sb));
+        // And the ops they were made of, by name (a profile of what to fuse next, also without a GPU).
+        for (var e : co.capturedOpCounts().entrySet()) {
+            if (e.getKey().contains("([" + n + ", " + hw + ", ")) {
+                row(String.format(Locale.ROOT, "%-56s %6d   %s", "  (ops) " + name, n, e.getValue()));
+            }
+        }
     }
 
     private static void time(Sampler s, Path model, String backend, String device, int n, int reps, int warmup,
@@ -227,7 +236,7 @@ public final class StepTiming {
                             precision.label(), labels.get(k), n, med, min, firstUs, finite));
                     jsonl.flush();
                 }
-                if (k == steps.size() - 1 && s.ops() instanceof ai.onestep.backend.cuda.CudaOps co) {
+                if (k == (firstStepOnly ? 0 : steps.size() - 1) && s.ops() instanceof ai.onestep.backend.cuda.CudaOps co) {
                     passMemory(co, name, n, hw, jsonl);
                 }
                 if (compare) {
@@ -255,6 +264,38 @@ public final class StepTiming {
                         row(String.format(Locale.ROOT, "%-56s %6d   rel. L2 error vs cpu backend %.3e  %s",
                                 "  (check) " + labels.get(k), n, err, ok ? "ok" : "FAIL"));
                     }
+                }
+            }
+            if (unfoldedToo && s.ops() instanceof ai.onestep.backend.cuda.CudaOps co) {
+                // The first step again, its graph captured anew without constant folding (the time path on the
+                // device, in the graph), then folding back on for the next batch.
+                boolean folding = co.foldsConstants();
+                co.foldConstants(false);
+                co.forgetCapturedPasses();
+                try {
+                    double[] t = new double[reps];
+                    for (int i = 0; i < warmup + 2 + reps; i++) {  // + 2: measured, then captured
+                        long t0 = System.nanoTime();
+                        steps.get(0).run();
+                        if (i >= warmup + 2) {
+                            t[i - warmup - 2] = (System.nanoTime() - t0) / 1e3;
+                        }
+                    }
+                    Arrays.sort(t);
+                    long nodes = co.capturedPasses().values().stream().mapToLong(g -> g[0]).max().orElse(0);
+                    String label = name + ": " + labels.get(0) + ", unfolded";
+                    row(String.format(Locale.ROOT, "%-56s %6d %12.1f %12.1f %10.1f  (%d nodes)", label, n, t[reps / 2],
+                            t[0], n / t[reps / 2] * 1e6, nodes));
+                    if (jsonl != null) {
+                        jsonl.write(String.format(Locale.ROOT, "{\"bench\":\"engine-step-unfolded\",\"model\":\"%s\","
+                                + "\"precision\":\"%s\",\"step\":\"%s\",\"batch\":%d,\"us\":%.2f,\"min_us\":%.2f,"
+                                + "\"nodes\":%d}%n", model.getFileName().toString().replace(".safetensors", ""),
+                                precision.label(), labels.get(0), n, t[reps / 2], t[0], nodes));
+                        jsonl.flush();
+                    }
+                } finally {
+                    co.foldConstants(folding);
+                    co.forgetCapturedPasses();
                 }
             }
         }

@@ -136,7 +136,8 @@ if has steps || has train; then  # the Java runtime and the arguments of StepTim
     # Each device arena (eager, and two for measuring a pass) is allocated whole: CIFAR at batch 64 needs a few GiB.
     flags+=(-Donestep.cuda.arenaMiB="${ONESTEP_ARENA_MIB:-6144}")
     # The CIFAR-size config first: its batch-1 1-step sample is the 300 us target.
-    args=(--backend cuda --library "$lib" --batches 1,64 --reps 50 --warmup 5
+    # --unfolded-too: each model's first step again without constant folding, the time path back in the graph.
+    args=(--backend cuda --library "$lib" --batches 1,64 --reps 50 --warmup 5 --unfolded-too
           --precision "${ONESTEP_STEP_PRECISIONS:-fp16,bf16,fp32}")
     [ -f "$cifar" ] && args+=("$cifar")
     args+=(models/fmnist-student.safetensors models/fmnist-teacher.safetensors)

@@ -620,6 +620,15 @@ def summary(paths):
         print("captured graphs: nodes / backend ops / bias kernels left to the readers of cuDNN and cuBLAS results: "
               + "; ".join(f"{r['model']} b{r['batch']} {r['nodes']}/{r['ops']}/{r['bias_kernels_saved']}"
                           for r in graphs))
+    unf = [r for r in rows if r.get("bench") == "engine-step-unfolded"]
+    if unf:
+        ours = {(r["model"], r.get("precision", "fp32"), r["batch"]): r["us"] for r in steps
+                if "Heun" not in r["step"] and "2-step" not in r["step"]}
+        print("first step without constant folding (the time path in the graph), us and nodes, vs folded: " + "; ".join(
+            f"{r['model']} {r['precision']} b{r['batch']} {r['us']:.1f} ({r['nodes']} nodes)"
+            + (f" vs {ours[(r['model'], r['precision'], r['batch'])]:.1f}"
+               if (r['model'], r['precision'], r['batch']) in ours else "")
+            for r in unf))
     gn = [r for r in rows if r.get("bench") == "groupnorm"]
     if gn:
         print("PyTorch group norm (GB/s): " + "; ".join(f"{r['variant']} {r['shape']} {r['gbs']:.0f}" for r in gn))
