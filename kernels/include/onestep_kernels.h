@@ -171,6 +171,13 @@ onestep_status onestep_attention_forward_tokens_biased_typed(const void* q, cons
                                                              void* o, float* lse, int B, int H, int Tq, int Tk, int D,
                                                              const int* kv_len, float softmax_scale,
                                                              onestep_dtype dtype, cudaStream_t stream);
+/* onestep_attention_forward_tokens_biased_typed with q, k and v packed in one (B, T, 3*H*D) tensor: each token's H*D
+ * q features, then its k and its v features (one GEMM's output against the concatenated to_q, to_k, to_v weights),
+ * and qkv_bias 3*H*D elements in the same order, or NULL. o is (B, T, H*D), lse (B, H, T). The same bits as the
+ * three-tensor entry on the thirds copied out, without the copies: the attention of CudaOps' packed projection. */
+onestep_status onestep_attention_forward_qkv_typed(const void* qkv, const void* qkv_bias, void* o, float* lse, int B,
+                                                   int H, int T, int D, const int* kv_len, float softmax_scale,
+                                                   onestep_dtype dtype, cudaStream_t stream);
 
 /* y (n elements of type `to`) = x (n elements of type `from`), rounding to nearest even when narrowing
  * (NaN stays NaN, overflow gives inf); from == to copies. */

@@ -43,22 +43,25 @@ namespace attention {
 
 constexpr int kRowsPerWarp = kRowsPerBlock / kWarps;
 
-// This block's head (blockIdx.y = b * H + h): where its rows of q/o and of k/v start and the stride between rows,
-// in elements (see Layouts above), and how many of its keys it attends to (kv_len[b], clamped; Tk without).
+// This block's head (blockIdx.y = b * H + h): where its rows of q, k/v and o start and the strides between rows, in
+// elements (see Layouts above), and how many of its keys it attends to (kv_len[b], clamped; Tk without). tokens: 0
+// for the (B, H, T, D) blocks; m >= 1 for the token layout with q, k, v rows m * H * D apart: 1 for three tensors,
+// 3 for one packed (B, T, 3 H D) projection (each token's q, k and v features in turn); o's rows stay H * D apart.
 struct Head {
     int h, kv_end;
-    long long q, k, ld;
+    long long q, k, o, ld, ld_o;
 };
-__device__ __forceinline__ Head head(int H, int D, int Tq, int Tk, const int* kv_len, bool tokens) {
+__device__ __forceinline__ Head head(int H, int D, int Tq, int Tk, const int* kv_len, int tokens) {
     const int bh = blockIdx.y, b = bh / H, h = bh - b * H;
     int kv_end = Tk;
     if (kv_len) {
         const int len = kv_len[b];
         kv_end = len < 0 ? 0 : (len < Tk ? len : Tk);
     }
-    return {h, kv_end, tokens ? (long long)b * Tq * H * D + (long long)h * D : (long long)bh * Tq * D,
-            tokens ? (long long)b * Tk * H * D + (long long)h * D : (long long)bh * Tk * D,
-            tokens ? (long long)H * D : D};
+    const long long hd = (long long)H * D, ld = tokens ? tokens * hd : D, ld_o = tokens ? hd : D;
+    return {h, kv_end, tokens ? (long long)b * Tq * ld + (long long)h * D : (long long)bh * Tq * D,
+            tokens ? (long long)b * Tk * ld + (long long)h * D : (long long)bh * Tk * D,
+            tokens ? (long long)b * Tq * ld_o + (long long)h * D : (long long)bh * Tq * D, ld, ld_o};
 }
 
 // Four values at features f .. f + 3 with their biases added, each rounded to T once (the bits the unfused bias add,
@@ -82,7 +85,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kWarps * 32)
     forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                    T* __restrict__ o, float* __restrict__ lse, int Tq, int Tk, const int* __restrict__ kv_len,
-                   int H, float scale_log2, bool tokens, Biases<T> bias) {
+                   int H, float scale_log2, int tokens, Biases<T> bias) {
     static_assert(D % 32 == 0, "head dim must be a multiple of the warp size");
     constexpr int kCols = D / 32;  // output columns per lane
     ONESTEP_DYNAMIC_SHARED(float, smem);
@@ -95,7 +98,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const Head hd = head(H, D, Tq, Tk, kv_len, tokens);
     const int h = hd.h, bh = blockIdx.y, kv_end = hd.kv_end;
-    const long long head_q = hd.q, head_k = hd.k, ld = hd.ld;
+    const long long head_q = hd.q, head_k = hd.k, head_o = hd.o, ld = hd.ld, ld_o = hd.ld_o;
 
     // Q tile, scaled into base-2 score units; rows past Tq are zeros (computed, never stored).
     for (int i = threadIdx.x; i < kRowsPerBlock * D / 4; i += blockDim.x) {
@@ -169,7 +172,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         const int row = q0 + warp * kRowsPerWarp + r;
         if (row >= Tq) continue;
         const float inv_l = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        T* orow = o + head_q + row * ld;
+        T* orow = o + head_o + row * ld_o;
         #pragma unroll
         for (int c = 0; c < kCols; c++) orow[lane + 32 * c] = from_f32<T>(acc[r][c] * inv_l);
         if (lane == 0) lse[(long long)bh * Tq + row] = l[r] > 0.0f ? 0.69314718056f * (m[r] + log2f(l[r])) : -INFINITY;
@@ -279,7 +282,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kWarps * 32)
     forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
                    float* __restrict__ lse, int Tq, int Tk, const int* __restrict__ kv_len, int H, float scale_log2,
-                   bool tokens, Biases<T> bias) {
+                   int tokens, Biases<T> bias) {
     constexpr int kPitchK = D + 8, kPitchV = kKeys + 8;
     __shared__ __align__(16) T Ks[kKeys * kPitchK];
     __shared__ __align__(16) T Vt[D * kPitchV];
@@ -287,7 +290,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int r_lo = blockIdx.x * kRows + warp * 16 + g, r_hi = r_lo + 8;
     const Head hd = head(H, D, Tq, Tk, kv_len, tokens);
     const int h = hd.h, bh = blockIdx.y, kv_end = hd.kv_end;
-    const long long head_q = hd.q, head_k = hd.k, ld = hd.ld;
+    const long long head_q = hd.q, head_k = hd.k, head_o = hd.o, ld = hd.ld, ld_o = hd.ld_o;
 
     uint32_t qa[D / 16][4];  // A fragments of this warp's 16 rows of Q, one per 16-wide step over d
 #pragma unroll
@@ -385,8 +388,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int dn = 0; dn < D / 8; dn++) {
         const int c = dn * 8 + 2 * t;
-        if (r_lo < Tq) store_as<uint32_t>(o + head_q + r_lo * ld + c, pack<T>(oacc[dn][0] * inv_lo, oacc[dn][1] * inv_lo));
-        if (r_hi < Tq) store_as<uint32_t>(o + head_q + r_hi * ld + c, pack<T>(oacc[dn][2] * inv_hi, oacc[dn][3] * inv_hi));
+        if (r_lo < Tq) store_as<uint32_t>(o + head_o + r_lo * ld_o + c, pack<T>(oacc[dn][0] * inv_lo, oacc[dn][1] * inv_lo));
+        if (r_hi < Tq) store_as<uint32_t>(o + head_o + r_hi * ld_o + c, pack<T>(oacc[dn][2] * inv_hi, oacc[dn][3] * inv_hi));
     }
     if (t == 0) {
         if (r_lo < Tq) lse[(long long)bh * Tq + r_lo] = l_lo > 0.0f ? 0.69314718056f * (m_lo + log2f(l_lo)) : -INFINITY;
@@ -396,7 +399,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <typename T>
 static cudaError_t launch(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk, int D,
-                          const int* kv_len, float scale, cudaStream_t stream, bool tokens, Biases<T> bias) {
+                          const int* kv_len, float scale, cudaStream_t stream, int tokens, Biases<T> bias) {
     const dim3 grid(ceil_div(Tq, kRows), unsigned(B * H)), block(kWarps * 32);
     const float scale_log2 = scale * 1.4426950408889634f;  // log2(e)
     switch (D) {
@@ -415,7 +418,7 @@ static cudaError_t launch(const T* q, const T* k, const T* v, T* o, float* lse, 
 
 template <typename T, int D>
 static cudaError_t launch_d(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq,
-                            int Tk, const int* kv_len, float scale, cudaStream_t stream, bool tokens, Biases<T> bias) {
+                            int Tk, const int* kv_len, float scale, cudaStream_t stream, int tokens, Biases<T> bias) {
     const size_t smem = shared_bytes(D);
     if (smem > 48 * 1024) {
         // Above 48 KiB a kernel must opt in (sm_80: up to 163 KiB, sm_90: 227 KiB).
@@ -430,7 +433,7 @@ static cudaError_t launch_d(const T* q, const T* k, const T* v, T* o, float* lse
 
 template <typename T>
 cudaError_t launch_forward(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk, int D,
-                           const int* kv_len, float scale, cudaStream_t stream, bool tokens, Path path,
+                           const int* kv_len, float scale, cudaStream_t stream, int tokens, Path path,
                            Biases<T> bias) {
     if constexpr (!std::is_same_v<T, float>) {
         // The tensor-core path stores o as 32-bit pairs; q, k, v need 16 bytes, which the C entry points check.
@@ -449,12 +452,12 @@ cudaError_t launch_forward(const T* q, const T* k, const T* v, T* o, float* lse,
     return cudaErrorInvalidValue;
 }
 template cudaError_t launch_forward<float>(const float*, const float*, const float*, float*, float*, int, int, int, int,
-                                           int, const int*, float, cudaStream_t, bool, Path, Biases<float>);
+                                           int, const int*, float, cudaStream_t, int, Path, Biases<float>);
 template cudaError_t launch_forward<__half>(const __half*, const __half*, const __half*, __half*, float*, int, int, int,
-                                            int, int, const int*, float, cudaStream_t, bool, Path, Biases<__half>);
+                                            int, int, const int*, float, cudaStream_t, int, Path, Biases<__half>);
 template cudaError_t launch_forward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
                                                    __nv_bfloat16*, float*, int, int, int, int, int, const int*, float,
-                                                   cudaStream_t, bool, Path, Biases<__nv_bfloat16>);
+                                                   cudaStream_t, int, Path, Biases<__nv_bfloat16>);
 
 void describe(char* out, size_t size, int B, int H, int Tq, int Tk, int D, onestep_dtype dtype) {
     if (dtype == ONESTEP_FLOAT32)
@@ -490,7 +493,7 @@ static attention::Biases<T> biases(const void* q, const void* k, const void* v) 
 // The forward's C entry points: heads as (B, H, T, D) blocks, or (tokens) the engine's (B, T, H*D) rows.
 static onestep_status forward(const char* fn, const void* q, const void* k, const void* v, void* o, float* lse, int B,
                               int H, int Tq, int Tk, int D, const int* kv_len, float softmax_scale,
-                              onestep_dtype dtype, cudaStream_t stream, bool tokens, const void* q_bias = nullptr,
+                              onestep_dtype dtype, cudaStream_t stream, int tokens, const void* q_bias = nullptr,
                               const void* k_bias = nullptr, const void* v_bias = nullptr) {
     char shapes[160];
     attention::describe(shapes, sizeof shapes, B, H, Tq, Tk, D, dtype);
@@ -533,7 +536,7 @@ extern "C" onestep_status onestep_attention_forward_typed(const void* q, const v
                                                           const int* kv_len, float softmax_scale, onestep_dtype dtype,
                                                           cudaStream_t stream) {
     return forward(dtype == ONESTEP_FLOAT32 ? "onestep_attention_forward" : "onestep_attention_forward_typed", q, k, v,
-                   o, lse, B, H, Tq, Tk, D, kv_len, softmax_scale, dtype, stream, false);
+                   o, lse, B, H, Tq, Tk, D, kv_len, softmax_scale, dtype, stream, 0);
 }
 
 extern "C" onestep_status onestep_attention_forward_tokens_typed(const void* q, const void* k, const void* v, void* o,
@@ -541,7 +544,7 @@ extern "C" onestep_status onestep_attention_forward_tokens_typed(const void* q, 
                                                                  const int* kv_len, float softmax_scale,
                                                                  onestep_dtype dtype, cudaStream_t stream) {
     return forward("onestep_attention_forward_tokens_typed", q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, softmax_scale,
-                   dtype, stream, true);
+                   dtype, stream, 1);
 }
 
 extern "C" onestep_status onestep_attention_forward_tokens_biased_typed(
@@ -549,7 +552,20 @@ extern "C" onestep_status onestep_attention_forward_tokens_biased_typed(
     float* lse, int B, int H, int Tq, int Tk, int D, const int* kv_len, float softmax_scale, onestep_dtype dtype,
     cudaStream_t stream) {
     return forward("onestep_attention_forward_tokens_biased_typed", q, k, v, o, lse, B, H, Tq, Tk, D, kv_len,
-                   softmax_scale, dtype, stream, true, q_bias, k_bias, v_bias);
+                   softmax_scale, dtype, stream, 1, q_bias, k_bias, v_bias);
+}
+
+extern "C" onestep_status onestep_attention_forward_qkv_typed(const void* qkv, const void* qkv_bias, void* o,
+                                                              float* lse, int B, int H, int T, int D,
+                                                              const int* kv_len, float softmax_scale,
+                                                              onestep_dtype dtype, cudaStream_t stream) {
+    // q, k and v are the three (H*D)-feature thirds of each packed row; so are the bias's thirds.
+    const size_t third = (size_t)H * D * dtype_bytes(dtype);
+    const char* p = static_cast<const char*>(qkv);
+    const char* b = static_cast<const char*>(qkv_bias);
+    return forward("onestep_attention_forward_qkv_typed", p, p ? p + third : nullptr, p ? p + 2 * third : nullptr, o,
+                   lse, B, H, T, T, D, kv_len, softmax_scale, dtype, stream, 3, b, b ? b + third : nullptr,
+                   b ? b + 2 * third : nullptr);
 }
 
 extern "C" onestep_status onestep_attention_forward(const float* q, const float* k, const float* v, float* o,

@@ -26,13 +26,14 @@ struct Biases {
     const T* v = nullptr;
 };
 
-// q (B,H,Tq,D), k/v (B,H,Tk,D), o (B,H,Tq,D), lse (B,H,Tq); softmax_scale already resolved (> 0). With tokens,
-// q and o are the engine's token layout (B,Tq,H*D) and k, v (B,Tk,H*D) instead (lse unchanged): the same
-// arithmetic, so the same bits, without splitting heads into (B,H,T,D) copies first.
+// q (B,H,Tq,D), k/v (B,H,Tk,D), o (B,H,Tq,D), lse (B,H,Tq); softmax_scale already resolved (> 0). With tokens
+// (1), q and o are the engine's token layout (B,Tq,H*D) and k, v (B,Tk,H*D) instead (lse unchanged): the same
+// arithmetic, so the same bits, without splitting heads into (B,H,T,D) copies first. tokens = 3: q, k, v are views
+// into one packed (B,T,3*H*D) projection (q = qkv, k = qkv + H*D, v = qkv + 2*H*D), their rows 3*H*D apart.
 // T: float, __half or __nv_bfloat16 (instantiated in attention.cu).
 template <typename T>
 cudaError_t launch_forward(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk, int D,
-                           const int* kv_len, float softmax_scale, cudaStream_t stream, bool tokens = false,
+                           const int* kv_len, float softmax_scale, cudaStream_t stream, int tokens = 0,
                            Path path = Path::Auto, Biases<T> bias = {});
 
 // The C entry points' shared argument handling (attention.cu): the shapes text of error messages, the checks of

@@ -280,6 +280,14 @@ void check_argument_errors() {
     expect(std::strstr(onestep_last_error_message(),
                        "onestep_attention_forward_typed(B=1, H=1, Tq=4, Tk=4, D=96, dtype=bfloat16)") != nullptr,
            "message does not name the kernel, shapes and dtype: %s", onestep_last_error_message());
+    expect(onestep_attention_forward_qkv_typed(nullptr, nullptr, b.p, b.p, 1, 1, 4, 32, nullptr, 0.f, ONESTEP_FLOAT32,
+                                               nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT,
+           "a null packed qkv was accepted%s");
+    expect(std::strstr(onestep_last_error_message(), "onestep_attention_forward_qkv_typed(B=1, H=1, Tq=4, Tk=4, D=32)")
+               != nullptr, "message does not name the packed kernel and shapes: %s", onestep_last_error_message());
+    expect(onestep_attention_forward_qkv_typed(b.p + 1, nullptr, b.p, b.p, 1, 1, 4, 32, nullptr, 0.f, ONESTEP_FLOAT32,
+                                               nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT,
+           "a misaligned packed qkv was accepted%s");
 }
 
 }  // namespace
@@ -463,6 +471,54 @@ void check_biased(const Case& c, onestep_dtype dtype, uint64_t seed) {
     });
 }
 
+// The attention on one packed (B, T, 3*H*D) projection (onestep_attention_forward_qkv_typed) against the
+// three-tensor entry on its thirds (and the packed bias's thirds): the same bits of o and lse, with and without the
+// bias. Self-attention only (Tq = Tk), as one projection gives all three.
+template <typename E>
+void compare_packed(const Case& c, onestep_dtype dtype, const vector<E>& q, const vector<E>& k, const vector<E>& v,
+                    const vector<E> (&bias)[3], const int* lens) {
+    const size_t HD = size_t(c.H) * c.D, rows = size_t(c.B) * c.Tq;
+    vector<E> packed(3 * rows * HD), packed_bias(3 * HD);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t f = 0; f < HD; f++) {
+            packed[(3 * r + 0) * HD + f] = q[r * HD + f];
+            packed[(3 * r + 1) * HD + f] = k[r * HD + f];
+            packed[(3 * r + 2) * HD + f] = v[r * HD + f];
+        }
+    for (int i = 0; i < 3; i++) std::copy(bias[i].begin(), bias[i].end(), packed_bias.begin() + i * HD);
+    for (bool with_bias : {false, true}) {
+        Bits<E> x[3] = {Bits<E>(q), Bits<E>(k), Bits<E>(v)}, b[3] = {Bits<E>(bias[0]), Bits<E>(bias[1]), Bits<E>(bias[2])};
+        Bits<E> qkv(packed), qkv_b(packed_bias);
+        Bits<E> o_ref(vector<E>(q.size(), E(~E(0)))), o(vector<E>(q.size(), E(~E(0))));
+        Buf lse_ref(size_t(c.B) * c.H * c.Tq, NAN), lse(lse_ref.n, NAN);
+        if (!ok(onestep_attention_forward_tokens_biased_typed(x[0].p, with_bias ? b[0].p : nullptr, x[1].p,
+                                                              with_bias ? b[1].p : nullptr, x[2].p,
+                                                              with_bias ? b[2].p : nullptr, o_ref.p, lse_ref.p, c.B,
+                                                              c.H, c.Tq, c.Tk, c.D, lens, 0.f, dtype, nullptr),
+                "three tensors: %s") ||
+            !ok(onestep_attention_forward_qkv_typed(qkv.p, with_bias ? qkv_b.p : nullptr, o.p, lse.p, c.B, c.H, c.Tq,
+                                                    c.D, lens, 0.f, dtype, nullptr),
+                "packed: %s") ||
+            !ktest::sync())
+            return;
+        expect(std::memcmp(o.p, o_ref.p, q.size() * sizeof(E)) == 0, "packed qkv attention (%s): o differs",
+               with_bias ? "with bias" : "no bias");
+        expect(std::memcmp(lse.p, lse_ref.p, lse.n * 4) == 0, "packed qkv attention (%s): lse differs",
+               with_bias ? "with bias" : "no bias");
+    }
+}
+
+void check_packed(const Case& c, onestep_dtype dtype, uint64_t seed) {
+    in_dtype("packed qkv", c, dtype, seed, [&](auto as, const auto& q, const auto& k, const auto& v, const int* lens,
+                                               ktest::Rng& rng) {
+        vector<float> b[3];
+        for (auto& x : b) x = rng.normals(size_t(c.H) * c.D);
+        using Elems = std::decay_t<decltype(q)>;
+        const Elems bias[3] = {as(b[0]), as(b[1]), as(b[2])};
+        compare_packed(c, dtype, q, k, v, bias, lens);
+    });
+}
+
 int main() {
     const auto start = std::chrono::steady_clock::now();
     check_argument_errors();
@@ -507,5 +563,13 @@ int main() {
         for (onestep_dtype t : {ONESTEP_FLOAT32, ONESTEP_FLOAT16, ONESTEP_BFLOAT16}) check_tokens(c, t, seed++);
     for (const Case& c : {tokens[0], tokens[1], tokens[3]})
         for (onestep_dtype t : {ONESTEP_FLOAT32, ONESTEP_FLOAT16, ONESTEP_BFLOAT16}) check_biased(c, t, seed++);
+    const Case packed[] = {
+        {2, 3, 45, 45, 32, 1.0, false},   // ragged tiles
+        {3, 2, 50, 50, 64, 1.0, true},    // key lengths, batch 0 fully masked
+        {1, 4, 64, 64, 64, 1.0, false},   // the CIFAR config's heads
+        {2, 2, 33, 33, 128, 1.0, false},
+    };
+    for (const Case& c : packed)
+        for (onestep_dtype t : {ONESTEP_FLOAT32, ONESTEP_FLOAT16, ONESTEP_BFLOAT16}) check_packed(c, t, seed++);
     return ktest::finish("test_attention", start);
 }

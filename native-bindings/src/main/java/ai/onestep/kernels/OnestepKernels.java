@@ -195,6 +195,18 @@ public final class OnestepKernels {
                                                                            @Cast("onestep_dtype") int dtype,
                                                                            @Cast("cudaStream_t") long stream);
 
+    /**
+     * The token-layout forward on one packed (B, T, 3*H*D) projection (each token's q, then k, then v features) plus
+     * its pending bias (3*H*D elements in the same order; 0 for none); o (B, T, H*D).
+     */
+    public static native int onestep_attention_forward_qkv_typed(@Cast("const void*") long qkv,
+                                                                 @Cast("const void*") long qkvBias,
+                                                                 @Cast("void*") long o, @Cast("float*") long lse,
+                                                                 int b, int h, int t, int d,
+                                                                 @Cast("const int*") long kvLen, float softmaxScale,
+                                                                 @Cast("onestep_dtype") int dtype,
+                                                                 @Cast("cudaStream_t") long stream);
+
     public static native int onestep_attention_backward_typed(@Cast("const void*") long q, @Cast("const void*") long k,
                                                               @Cast("const void*") long v, @Cast("const void*") long o,
                                                               @Cast("const void*") long dout,
