@@ -378,6 +378,55 @@ public abstract class Ops {
 
     protected abstract void attentionKernel(Tensor q, Tensor k, Tensor v, int heads, Tensor o, Tensor lse);
 
+    /**
+     * {@link #attention} on one packed projection: {@code qkv} is (N, T, 3C), each token's C query features, then its
+     * C key and its C value features (one linear against the concatenated to_q, to_k, to_v weights); o is (N, T, C),
+     * lse (N, heads, T). The same results as attention on the three thirds.
+     */
+    public final void attentionPacked(Tensor qkv, int heads, Tensor o, Tensor lse) {
+        String op = "attentionPacked";
+        alive(op, qkv, o, lse);
+        rank(op, "qkv", qkv, 3);
+        if (qkv.dim(2) % 3 != 0) {
+            throw new TensorException(op + ": qkv " + qkv.describe() + " has " + qkv.dim(2)
+                    + " channels, not 3 x the attention's");
+        }
+        int c = qkv.dim(2) / 3;
+        if (heads < 1 || c % heads != 0) {
+            throw new TensorException(op + ": " + c + " channels per projection of qkv " + qkv.describe()
+                    + " do not divide into " + heads + " heads");
+        }
+        shape(op, "o", o, qkv.dim(0), qkv.dim(1), c);
+        shape(op, "lse", lse, qkv.dim(0), heads, qkv.dim(1));
+        attentionPackedKernel(qkv, heads, o, lse);
+    }
+
+    /** Host backends: the thirds copied out, then {@link #attentionKernel}. */
+    protected void attentionPackedKernel(Tensor qkv, int heads, Tensor o, Tensor lse) {
+        int n = qkv.dim(0), t = qkv.dim(1), c = qkv.dim(2) / 3;
+        try (ai.onestep.tensor.TensorArena a = new ai.onestep.tensor.TensorArena()) {
+            Tensor[] parts = {a.allocate(Layout.ROWS, n, t, c), a.allocate(Layout.ROWS, n, t, c),
+                    a.allocate(Layout.ROWS, n, t, c)};
+            long rowBytes = (long) c * Float.BYTES;
+            for (long r = 0; r < (long) n * t; r++) {
+                for (int i = 0; i < 3; i++) {
+                    java.lang.foreign.MemorySegment.copy(qkv.segment(), (3 * r + i) * rowBytes, parts[i].segment(),
+                            r * rowBytes, rowBytes);
+                }
+            }
+            attentionKernel(parts[0], parts[1], parts[2], heads, o, lse);
+        }
+    }
+
+    /**
+     * True where {@link #attentionPacked} runs as one kernel on the packed tensor, for heads of {@code headDim}
+     * features (the cuda backend's fused attention: 32, 64, 128), so a model may project q, k and v with one GEMM;
+     * host backends answer false (they would copy the thirds out).
+     */
+    public boolean packsQkv(int headDim) {
+        return false;
+    }
+
     /** Backward of {@link #attention} from its output {@code o} and {@code lse}; dq, dk, dv are assigned. */
     public final void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor dO, int heads,
                                         Tensor dq, Tensor dk, Tensor dv) {

@@ -1,7 +1,10 @@
 package ai.onestep.model;
 
+import ai.onestep.backend.Ops;
 import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorArena;
+import java.util.List;
 
 /**
  * diffusers' spatial self-attention ({@code Attention} as built by the Attn* blocks): optional group norm, then
@@ -9,13 +12,21 @@ import ai.onestep.tensor.Tensor;
  * {@code to_out.0} projections (all with bias), a residual connection and a division by
  * {@code rescale_output_factor}. NHWC feature maps are already token-major, so (N, H, W, C) is viewed as
  * (N, H*W, C) without a copy.
+ *
+ * <p>At inference on a backend whose attention reads one packed projection ({@link Ops#packsQkv}), inside a pass
+ * that folds constants ({@link Ops#passConstants}), q, k and v come from one GEMM against the three weights
+ * concatenated, [W_q | W_k | W_v] (C, 3C), whose concatenation the fold does once per capture: one launch instead
+ * of three, the same products.
  */
-final class AttentionBlock {
+final class AttentionBlock implements AutoCloseable {
     final GroupNorm groupNorm;
     final Linear toQ, toK, toV, toOut;
     final int heads;
     final double rescale;
     private Tensor q, k, v, o, lse;
+    /** The concatenated projection [W_q | W_k | W_v] and its bias, made on the first packed forward. */
+    private TensorArena packedArena;
+    private Tensor packedWeight, packedBias;
 
     AttentionBlock(ParamBuilder pb, String name, int channels, int headDim, Integer normGroups, float eps,
                    double rescale) {
@@ -32,12 +43,23 @@ final class AttentionBlock {
         int n = x.dim(0), t = x.dim(1) * x.dim(2), ch = x.dim(3);
         Tensor h = groupNorm != null ? groupNorm.forward(c, x) : x;
         Tensor tokens = h.reshape(Layout.ROWS, n, t, ch);
-        q = toQ.forward(c, tokens);
-        k = toK.forward(c, tokens);
-        v = toV.forward(c, tokens);
         o = c.alloc(Layout.ROWS, n, t, ch);
         lse = c.alloc(Layout.ROWS, n, heads, t);
-        c.ops.attention(q, k, v, heads, o, lse);
+        Ops fold = c.training || !c.ops.packsQkv(ch / heads) ? c.ops : c.ops.passConstants(List.of(
+                toQ.weight.value(), toQ.bias.value(), toK.weight.value(), toK.bias.value(), toV.weight.value(),
+                toV.bias.value()));
+        if (fold != c.ops) {
+            pack(fold, ch);
+            Tensor qkv = c.alloc(Layout.ROWS, n, t, 3 * ch);
+            c.ops.linear(tokens, packedWeight, packedBias, qkv);
+            c.ops.attentionPacked(qkv, heads, o, lse);
+            q = k = v = null;  // (inference: no backward)
+        } else {
+            q = toQ.forward(c, tokens);
+            k = toK.forward(c, tokens);
+            v = toV.forward(c, tokens);
+            c.ops.attention(q, k, v, heads, o, lse);
+        }
         Tensor y = toOut.forward(c, o).reshape(Layout.NHWC, x.shape());
         c.ops.add(y, x, y);
         if (rescale != 1) {
@@ -63,6 +85,38 @@ final class AttentionBlock {
         Tensor dx = groupNorm != null ? groupNorm.backward(c, dhMap) : dhMap;
         c.ops.axpy(1f, dys, dx);
         return dx;
+    }
+
+    /**
+     * [W_q | W_k | W_v] and [b_q | b_k | b_v] with {@code fold}'s ops, into memory this block keeps: rewritten with
+     * the same values each time, so a pass that read them as constants stays right (a weight update drops it).
+     */
+    private void pack(Ops fold, int ch) {
+        if (packedArena == null) {
+            packedArena = new TensorArena();
+            packedWeight = packedArena.allocate(Layout.ROWS, ch, 3 * ch);
+            packedBias = packedArena.allocate(Layout.ROWS, 3 * ch);
+        }
+        try (TensorArena a = new TensorArena()) {
+            // Linear weights are (in, out): the concatenation runs along out, the channels of a (1, 1, in, out) map.
+            Tensor qk = a.allocate(Layout.NHWC, 1, 1, ch, 2 * ch), qkB = a.allocate(Layout.NHWC, 1, 1, 1, 2 * ch);
+            fold.concatChannels(toQ.weight.value().reshape(Layout.NHWC, 1, 1, ch, ch),
+                    toK.weight.value().reshape(Layout.NHWC, 1, 1, ch, ch), qk);
+            fold.concatChannels(qk, toV.weight.value().reshape(Layout.NHWC, 1, 1, ch, ch),
+                    packedWeight.reshape(Layout.NHWC, 1, 1, ch, 3 * ch));
+            fold.concatChannels(toQ.bias.value().reshape(Layout.NHWC, 1, 1, 1, ch),
+                    toK.bias.value().reshape(Layout.NHWC, 1, 1, 1, ch), qkB);
+            fold.concatChannels(qkB, toV.bias.value().reshape(Layout.NHWC, 1, 1, 1, ch),
+                    packedBias.reshape(Layout.NHWC, 1, 1, 1, 3 * ch));
+        }
+    }
+
+    @Override
+    public void close() {
+        if (packedArena != null) {
+            packedArena.close();
+            packedArena = null;
+        }
     }
 
     long flops(int n, int h, int w) {

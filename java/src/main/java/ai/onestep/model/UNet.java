@@ -95,6 +95,8 @@ public final class UNet implements AutoCloseable {
     private final List<Tensor> timeWeights = new ArrayList<>();
     /** Every resnet block, in forward order. */
     private final List<ResnetBlock2D> resnets = new ArrayList<>();
+    /** Every attention block (each may keep its packed projection). */
+    private final List<AttentionBlock> attentions = new ArrayList<>();
 
     // Saved by forward for backward.
     private Tensor tIn, h1, emb, tembAct, yRaw;
@@ -149,6 +151,11 @@ public final class UNet implements AutoCloseable {
         resnets.add(mid.resnet0);
         resnets.add(mid.resnet1);
         up.forEach(b -> resnets.addAll(b.resnets));
+        down.forEach(b -> attentions.addAll(b.attentions));
+        if (mid.attention != null) {
+            attentions.add(mid.attention);
+        }
+        up.forEach(b -> attentions.addAll(b.attentions));
         for (Linear l : List.of(linear1, linear2)) {
             timeWeights.add(l.weight.value());
             timeWeights.add(l.bias.value());
@@ -458,5 +465,6 @@ public final class UNet implements AutoCloseable {
         bufferArena.close();
         conditionings.values().forEach(Conditioning::close);
         conditionings.clear();
+        attentions.forEach(AttentionBlock::close);
     }
 }

@@ -226,6 +226,36 @@ class AttentionTest {
         }
     }
 
+    /** One packed (N, T, 3C) projection gives the bits of attention on its three thirds (naive and cpu). */
+    @Test
+    void packedProjectionMatchesTheThirds() {
+        try (TensorArena arena = new TensorArena()) {
+            int n = 2, t = 17, c = 48, heads = 2;
+            Tensor qkv = randn(arena, 71, n, t, 3 * c);
+            Tensor[] parts = {arena.allocate(n, t, c), arena.allocate(n, t, c), arena.allocate(n, t, c)};
+            for (int b = 0; b < n; b++) {
+                for (int i = 0; i < t; i++) {
+                    for (int j = 0; j < 3 * c; j++) {
+                        parts[j / c].set(((long) b * t + i) * c + j % c, qkv.at(b, i, j));
+                    }
+                }
+            }
+            for (Ops ops : new Ops[] {NAIVE, CPU}) {
+                Tensor oRef = arena.allocate(n, t, c), lseRef = arena.allocate(n, heads, t);
+                Tensor o = arena.allocate(n, t, c), lse = arena.allocate(n, heads, t);
+                ops.attention(parts[0], parts[1], parts[2], heads, oRef, lseRef);
+                ops.attentionPacked(qkv, heads, o, lse);
+                assertArrayEquals(oRef.toArray(), o.toArray(), ops.name() + ": o");
+                assertArrayEquals(lseRef.toArray(), lse.toArray(), ops.name() + ": lse");
+            }
+            TensorException e = assertThrows(TensorException.class, () -> CPU.attentionPacked(
+                    arena.allocate(1, 4, 13), 1, arena.allocate(1, 4, 4), arena.allocate(1, 1, 4)));
+            assertTrue(e.getMessage().startsWith("attentionPacked:") && e.getMessage().contains("3 x"),
+                    e.getMessage());
+            assertTrue(!CPU.packsQkv(32) && !NAIVE.packsQkv(32), "host backends project q, k, v apart");
+        }
+    }
+
     @Test
     void badArgumentsNameTheOp() {
         try (TensorArena arena = new TensorArena()) {

@@ -999,6 +999,30 @@ public final class CudaOps extends Ops implements AutoCloseable {
     }
 
     @Override
+    public boolean packsQkv(int headDim) {
+        return paddedHeadDim(headDim) == headDim;
+    }
+
+    @Override
+    protected void attentionPackedKernel(Tensor qkv, int heads, Tensor o, Tensor lse) {
+        int n = qkv.dim(0), t = qkv.dim(1), d = qkv.dim(2) / 3 / heads;
+        if (!packsQkv(d)) {
+            // Padded heads read q, k and v as whole tensors: on the host in eager mode; a pass runs op by op.
+            hostOnly("attentionPacked (head dim " + d + ")", () -> host.attentionPacked(qkv, heads, o, lse));
+            return;
+        }
+        run("attention", () -> {
+            String op = "attention";
+            Precision type = dt();  // lse stays fp32
+            // One packed projection's output and the bias its GEMM left pending (3C channels, in the same order).
+            long[] p = inTakingBias(qkv, op, type);
+            long po = out(o, op, type), pl = out(lse, op);
+            Device.check(onestep_attention_forward_qkv_typed(p[0], p[1], po, pl, n, heads, t, d, 0L, 0f, type.code,
+                    stream()), op, what(qkv, o, lse));  // a 0 bias: none added
+        });
+    }
+
+    @Override
     protected void attentionBackwardKernel(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor dO, int heads,
                                            Tensor dq, Tensor dk, Tensor dv) {
         int n = q.dim(0), t = q.dim(1), d = q.dim(2) / heads, dp = paddedHeadDim(d);

@@ -71,12 +71,13 @@ class ConstantFoldingTest {
         UNetConfig cfg = CudaGraphTest.config(32);  // scale_shift: each block's projection is also split in two
         float[] folded, plain, cpu;
         long foldedNodes, plainNodes;
-        int resnets;
+        int resnets, attentions;
         try (UNet net = CudaGraphTest.randomNet(cfg, 41); TensorArena a = new TensorArena()) {
             Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2);
             Noise.gaussian(x, 5, 0);
             resnets = (int) net.parameters().list().stream().filter(p -> p.name().endsWith("time_emb_proj.weight"))
                     .count();
+            attentions = (int) net.parameters().list().stream().filter(p -> p.name().endsWith("to_q.weight")).count();
             try (CudaOps ops = open(true)) {
                 folded = denoise(ops, net, x);
                 foldedNodes = nodes(ops);
@@ -88,12 +89,38 @@ class ConstantFoldingTest {
             cpu = denoise(new CpuOps(2), net, x);
         }
         // The time path's kernels: the sinusoidal embedding, linear_1, SiLU, linear_2, SiLU, and per resnet block
-        // its time_emb_proj and the split into scale and shift (the emulated device adds biases in its GEMMs).
-        long timePath = 5 + 2L * resnets;
-        assertEquals(plainNodes - timePath, foldedNodes, "folded " + foldedNodes + " nodes, unfolded " + plainNodes
-                + ", " + resnets + " resnet blocks");
+        // its time_emb_proj and the split into scale and shift (the emulated device adds biases in its GEMMs); and
+        // per attention block two of the q, k, v GEMMs (one against the folded [W_q | W_k | W_v] instead).
+        long saved = 5 + 2L * resnets + 2L * attentions;
+        assertTrue(attentions > 0, "the config has attention");
+        assertEquals(plainNodes - saved, foldedNodes, "folded " + foldedNodes + " nodes, unfolded " + plainNodes
+                + ", " + resnets + " resnet blocks, " + attentions + " attention blocks");
         assertTrue(relErr(folded, plain) < 1e-5, "folded vs unfolded: " + relErr(folded, plain));
         assertTrue(relErr(folded, cpu) < 1e-5, "folded vs cpu backend: " + relErr(folded, cpu));
+    }
+
+    /**
+     * On a device that adds GEMM biases with kernels of their own (cuBLAS), the packed q/k/v GEMM leaves its bias to
+     * the attention that reads it (onestep_attention_forward_qkv_typed takes it): the folded pass still matches.
+     */
+    @Test
+    void thePackedProjectionsBiasReachesTheAttention() {
+        EmulatedDeviceTest.require();
+        try (UNet net = CudaGraphTest.randomNet(CudaGraphTest.config(32), 59); TensorArena a = new TensorArena();
+             CudaOps ops = new CudaOps(new EmulatedDevice(CudaBackend.emulatedLibrary().toString(), false, true),
+                     64L << 20, 2, Precision.FP32)) {
+            Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            Noise.gaussian(x, 17, 0);
+            ops.foldConstants(true);
+            float[] folded = denoise(ops, net, x);
+            var counts = ops.capturedOpCounts().values().iterator().next();
+            long attention = counts.getOrDefault("attention", 0L);
+            assertTrue(attention > 0 && counts.get("linear") == 2 * attention, "packed: one q/k/v GEMM and to_out per "
+                    + "attention block: " + counts);
+            assertTrue(ops.biasDeferrals()[0] > ops.biasDeferrals()[1], "biases left to readers");
+            float[] cpu = denoise(new CpuOps(2), net, x);
+            assertTrue(relErr(folded, cpu) < 1e-5, "folded, biases left to readers, vs cpu: " + relErr(folded, cpu));
+        }
     }
 
     @Test

@@ -167,6 +167,21 @@ class EmulatedDeviceTest {
             OpsTesting.CPU.attention(q, k, v, 2, o2, l2);
             close("attention", o1, o2);
             close("attention lse", l1, l2);
+            // the same from one packed projection (N, T, 3C): its kernel reads the thirds in place
+            Tensor qkv = h.allocate(2, 13, 192);
+            for (int i = 0; i < 2 * 13; i++) {
+                for (int j = 0; j < 64; j++) {
+                    qkv.set(i * 192L + j, q.get(i * 64L + j));
+                    qkv.set(i * 192L + 64 + j, k.get(i * 64L + j));
+                    qkv.set(i * 192L + 128 + j, v.get(i * 64L + j));
+                }
+            }
+            assertTrue(ops.packsQkv(32) && !ops.packsQkv(40), "packs heads of 32, 64, 128");
+            long packedBefore = ops.deviceOps();
+            ops.attentionPacked(qkv, 2, o1, l1);
+            assertEquals(packedBefore + 1, ops.deviceOps(), "attentionPacked runs on the device");
+            close("attentionPacked", o1, o2);
+            close("attentionPacked lse", l1, l2);
 
             Tensor a = OpsTesting.randn(h, 31, 3, 7), c = OpsTesting.randn(h, 32, 3, 7);
             Tensor r1 = h.allocate(3, 7), r2 = h.allocate(3, 7);
