@@ -78,7 +78,7 @@ run "denoising updates, 12.6M floats (64 x 32x32x3, 64 times)" "$build/dev_denoi
 echo
 echo "summary (fastest block size per version; MISMATCH lines are failures)"
 awk '/^== /{label=substr($0, 4); sub(/:.*/, "", label)}
-     /^version [0-9]+ block/{
+     /^version [0-9]+ block/ && $5 != "n/a" {
         key=label " | v" $2; t=$6 + 0;
         if ($5 == "MISMATCH") { bad[key]=1 }
         if (!(key in best) || t < best[key]) { best[key]=t; line[key]=$0 }

@@ -12,7 +12,8 @@
 // production's one-kernel path for small tensors (src/groupnorm.cu takes it up to kFusedMaxElems values).
 // Version 7 is production's pre-add variant, ResnetBlock2D's norm2(h + time_emb_proj(temb)) with the conv's and
 // the projection's biases: x' = (x + x_bias[c]) + (add[n,c] + add_bias[c]) added on the fly, timed against what
-// it replaces (an add_per_channel-style kernel writing x', then version 3 on it).
+// it replaces (an add_per_channel-style kernel writing x', then version 3 on it). Version 8 reads x once (a block per
+// sample and 16-channel slab, held in registers) to reach the bandwidth version 3 misses at large shapes.
 #include "../src/status.cu"
 #include "../src/groupnorm.cu"
 #include "dev_common.cuh"
@@ -173,6 +174,114 @@ __global__ void add_per_channel_kernel(const float* x, const float* v, float* y,
         y[i] = x[i] + v[(i / per_sample) * C + i % C];
 }
 
+// ---- version 8: x read once. Versions 3 and 6 read each group twice (statistics, then normalize), and a block
+// of one (n, g) reads 4 of a pixel's channels: 16 bytes of each 32-byte sector, so half of what DRAM moves is
+// wasted at Cg = 4 (the tenth session measured version 3 at 36% of the H100's bandwidth, 64x32x32x128 fp32).
+// Here a block takes one sample's slab of kSlab8 = 16 channels (64 bytes per pixel: whole sectors) over every pixel
+// and keeps it in registers: ITERS float4 per thread, a thread's four channels fixed (quad q = thread % 4) and its
+// pixels strided by blockDim / 4. The statistics are two exact passes over the registers (the group's mean, then
+// its squared deviations: no Welford merge, no E[x^2] - E[x]^2 cancellation), each reduced per quad by warp
+// shuffles over the pixel lanes and across warps through shared memory, then summed over the quads of a group.
+// Normalization then reads the registers, so x crosses the bus once and y once: the bytes GB/s counts. Needs
+// Cg % 4 == 0 and kSlab8 % Cg == 0 (the U-Net's 128 to 512 channels in 32 groups), C % kSlab8 == 0, and
+// HW <= (blockDim / 4) * ITERS (the launcher picks the smallest ITERS that holds the sample).
+constexpr int kSlab8 = 16;
+
+template <int ITERS>
+__global__ void groupnorm_forward_kernel8(const float* __restrict__ x, const float* __restrict__ gamma,
+                                          const float* __restrict__ beta, const float* __restrict__ scale,
+                                          const float* __restrict__ shift, float* __restrict__ y,
+                                          float* __restrict__ mean, float* __restrict__ rstd, int HW, int C, int G,
+                                          float eps) {
+    constexpr int Q = kSlab8 / 4;  // quads per pixel of the slab
+    __shared__ float part[32][Q];  // per warp, per quad
+    __shared__ float group_stat[Q];  // per quad: its group's mean, then rstd
+    const int slabs = C / kSlab8, n = blockIdx.x / slabs, c0 = (blockIdx.x - n * slabs) * kSlab8;
+    const int q = threadIdx.x % Q, rows = blockDim.x / Q, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int Cg = C / G, quads_per_group = Cg / 4;
+    const long long offset = (long long)n * HW * C + c0 + 4 * q;
+    const float count = float(HW) * Cg;
+
+    float4 v[ITERS];
+#pragma unroll
+    for (int i = 0; i < ITERS; i++) {
+        const int p = threadIdx.x / Q + i * rows;
+        v[i] = p < HW ? load4(x + offset + (long long)p * C) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    // The sum over the block of each quad's per-thread partials, then over the quads of each group: every quad's
+    // group total in group_stat (a barrier before the next use of part).
+    auto group_total = [&](float t) {
+        for (int o = Q; o < 32; o *= 2) t += __shfl_xor_sync(0xffffffffu, t, o);  // lanes of the same quad
+        if (lane < Q) part[warp][lane] = t;
+        __syncthreads();
+        if (threadIdx.x < Q) {
+            float quad = 0.f;
+            for (int w = 0; w < int(blockDim.x / 32); w++) quad += part[w][threadIdx.x];
+            part[0][threadIdx.x] = quad;  // each reader's own slot: no other thread reads it before the barrier
+        }
+        __syncthreads();
+        if (threadIdx.x < Q) {
+            const int first = threadIdx.x / quads_per_group * quads_per_group;
+            float g = 0.f;
+            for (int j = 0; j < quads_per_group; j++) g += part[0][first + j];
+            group_stat[threadIdx.x] = g;
+        }
+        __syncthreads();
+    };
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < ITERS; i++) s += (v[i].x + v[i].y) + (v[i].z + v[i].w);
+    group_total(s);
+    const float mu = group_stat[q] / count;
+    __syncthreads();  // every thread has its mean before group_stat is reused
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < ITERS; i++) {
+        if (threadIdx.x / Q + i * rows < HW) {  // padding lanes hold zeros, not x - mu
+            const float a = v[i].x - mu, b = v[i].y - mu, c = v[i].z - mu, d = v[i].w - mu;
+            ss += (a * a + b * b) + (c * c + d * d);
+        }
+    }
+    group_total(ss);
+    const float rs = rsqrtf(group_stat[q] / count + eps);
+    if (threadIdx.x < Q && threadIdx.x % quads_per_group == 0) {
+        const int g = (c0 + 4 * threadIdx.x) / Cg;
+        mean[n * G + g] = mu;
+        rstd[n * G + g] = rs;
+    }
+    const float* scale_n = scale + (long long)n * C;
+    const float* shift_n = shift + (long long)n * C;
+    const int c = c0 + 4 * q;
+#pragma unroll
+    for (int i = 0; i < ITERS; i++) {
+        const int p = threadIdx.x / Q + i * rows;
+        if (p < HW) {
+            float4 r;
+            r.x = apply_v<true, true>(v[i].x, c + 0, mu, rs, gamma, beta, scale_n, shift_n);
+            r.y = apply_v<true, true>(v[i].y, c + 1, mu, rs, gamma, beta, scale_n, shift_n);
+            r.z = apply_v<true, true>(v[i].z, c + 2, mu, rs, gamma, beta, scale_n, shift_n);
+            r.w = apply_v<true, true>(v[i].w, c + 3, mu, rs, gamma, beta, scale_n, shift_n);
+            store4(y + offset + (long long)p * C, r);
+        }
+    }
+}
+
+// Version 8 where its shape conditions hold; cudaErrorNotSupported (the sweep skips that block size) elsewhere.
+static cudaError_t run_version8(const Args& a, int block) {
+    const int Cg = a.C / a.G, rows = block / (kSlab8 / 4);
+    if (Cg % 4 != 0 || kSlab8 % Cg != 0 || a.C % kSlab8 != 0 || block % 32 != 0) return cudaErrorNotSupported;
+    const dim3 grid(unsigned(a.N * (a.C / kSlab8)));
+    // ITERS float4 are 4 * ITERS registers a thread; with ~40 more (ptxas: 47 at ITERS 4, 168 at 32) a block must
+    // stay within the SM's 64K registers, or the launch fails.
+#define ONESTEP_V8(IT)                                                                                              \
+    if (a.HW <= rows * IT && (4 * IT + 40) * block <= 65536)                                                        \
+        return launch(groupnorm_forward_kernel8<IT>, grid, dim3(block), 0, nullptr, a.x, a.gamma, a.beta, a.scale, \
+                      a.shift, a.y, a.mean, a.rstd, a.HW, a.C, a.G, a.eps);
+    ONESTEP_V8(1) ONESTEP_V8(2) ONESTEP_V8(4) ONESTEP_V8(8) ONESTEP_V8(16) ONESTEP_V8(32)
+#undef ONESTEP_V8
+    return cudaErrorNotSupported;
+}
+
 static cudaError_t run_version(int version, const Args& a, int block) {
     switch (version) {
         case 1:
@@ -187,6 +296,8 @@ static cudaError_t run_version(int version, const Args& a, int block) {
         case 6:
             return launch_forward(a.x, a.gamma, a.beta, a.scale, a.shift, a.y, a.mean, a.rstd, a.N, a.HW, a.C, a.G,
                                   a.eps, true, block, block, nullptr, 1);
+        case 8:
+            return run_version8(a, block);
     }
     std::fprintf(stderr, "unknown version %d\n", version);
     std::exit(2);
@@ -230,14 +341,19 @@ int main(int argc, char** argv) {
     };
     // Version 3's y per block size: version 6 (production's other path) must give exactly its bits.
     std::vector<std::vector<float>> v3(sizeof block_sizes / sizeof block_sizes[0]);
-    for (int version : {1, 2, 3, 6}) {
+    for (int version : {1, 2, 3, 6, 8}) {
         if (only && version != only) continue;
         for (size_t bi = 0; bi < v3.size(); bi++) {
             const int block = block_sizes[bi];
             dev_check(cudaMemset(a.y, 0xFF, nx * sizeof(float)));  // NaN: a value the kernel skips fails
             dev_check(cudaMemset(a.mean, 0xFF, size_t(N) * G * sizeof(float)));
             dev_check(cudaMemset(a.rstd, 0xFF, size_t(N) * G * sizeof(float)));
-            dev_check(run_version(version, a, block));
+            const cudaError_t launched = run_version(version, a, block);
+            if (version == 8 && launched == cudaErrorNotSupported) {
+                std::printf("version 8 block %4d: n/a (shape or block outside its conditions)\n", block);
+                continue;
+            }
+            dev_check(launched);
             dev_check(cudaDeviceSynchronize());
             bool ok = dev::validate("y", a.y, y_ref, 1e-4, 1e-4);
             if (version == 3 || version == 6) {
