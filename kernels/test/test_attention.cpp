@@ -460,15 +460,23 @@ void compare_biased(const Case& c, onestep_dtype dtype, const vector<E>& q, cons
     }
 }
 
-void check_biased(const Case& c, onestep_dtype dtype, uint64_t seed) {
-    in_dtype("biased", c, dtype, seed, [&](auto as, const auto& q, const auto& k, const auto& v, const int* lens,
-                                           ktest::Rng& rng) {
+// A case's inputs (in_dtype) with three random per-feature biases of H*D values each, in the same elements:
+// compare(q, k, v, bias, lens).
+template <class Compare>
+void with_biases(const char* what, const Case& c, onestep_dtype dtype, uint64_t seed, Compare&& compare) {
+    in_dtype(what, c, dtype, seed, [&](auto as, const auto& q, const auto& k, const auto& v, const int* lens,
+                                       ktest::Rng& rng) {
         vector<float> b[3];
         for (auto& x : b) x = rng.normals(size_t(c.H) * c.D);
         using Elems = std::decay_t<decltype(q)>;
         const Elems bias[3] = {as(b[0]), as(b[1]), as(b[2])};
-        compare_biased(c, dtype, q, k, v, bias, lens);
+        compare(q, k, v, bias, lens);
     });
+}
+
+void check_biased(const Case& c, onestep_dtype dtype, uint64_t seed) {
+    with_biases("biased", c, dtype, seed, [&](const auto& q, const auto& k, const auto& v, const auto& bias,
+                                              const int* lens) { compare_biased(c, dtype, q, k, v, bias, lens); });
 }
 
 // The attention on one packed (B, T, 3*H*D) projection (onestep_attention_forward_qkv_typed) against the
@@ -509,14 +517,8 @@ void compare_packed(const Case& c, onestep_dtype dtype, const vector<E>& q, cons
 }
 
 void check_packed(const Case& c, onestep_dtype dtype, uint64_t seed) {
-    in_dtype("packed qkv", c, dtype, seed, [&](auto as, const auto& q, const auto& k, const auto& v, const int* lens,
-                                               ktest::Rng& rng) {
-        vector<float> b[3];
-        for (auto& x : b) x = rng.normals(size_t(c.H) * c.D);
-        using Elems = std::decay_t<decltype(q)>;
-        const Elems bias[3] = {as(b[0]), as(b[1]), as(b[2])};
-        compare_packed(c, dtype, q, k, v, bias, lens);
-    });
+    with_biases("packed qkv", c, dtype, seed, [&](const auto& q, const auto& k, const auto& v, const auto& bias,
+                                                  const int* lens) { compare_packed(c, dtype, q, k, v, bias, lens); });
 }
 
 int main() {
