@@ -13,7 +13,8 @@
 // Version 7 is production's pre-add variant, ResnetBlock2D's norm2(h + time_emb_proj(temb)) with the conv's and
 // the projection's biases: x' = (x + x_bias[c]) + (add[n,c] + add_bias[c]) added on the fly, timed against what
 // it replaces (an add_per_channel-style kernel writing x', then version 3 on it). Version 8 reads x once (a block per
-// sample and 16-channel slab, held in registers) to reach the bandwidth version 3 misses at large shapes.
+// sample and 16-channel slab, held in registers) to reach the bandwidth version 3 misses at large shapes; versions
+// 9 and 10 are version 8 on fp16 and bf16 storage, against versions 4 and 5.
 #include "../src/status.cu"
 #include "../src/groupnorm.cu"
 #include "dev_common.cuh"
@@ -187,10 +188,10 @@ __global__ void add_per_channel_kernel(const float* x, const float* v, float* y,
 // HW <= (blockDim / 4) * ITERS (the launcher picks the smallest ITERS that holds the sample).
 constexpr int kSlab8 = 16;
 
-template <int ITERS>
-__global__ void groupnorm_forward_kernel8(const float* __restrict__ x, const float* __restrict__ gamma,
-                                          const float* __restrict__ beta, const float* __restrict__ scale,
-                                          const float* __restrict__ shift, float* __restrict__ y,
+template <int ITERS, typename T = float>
+__global__ void groupnorm_forward_kernel8(const T* __restrict__ x, const T* __restrict__ gamma,
+                                          const T* __restrict__ beta, const T* __restrict__ scale,
+                                          const T* __restrict__ shift, T* __restrict__ y,
                                           float* __restrict__ mean, float* __restrict__ rstd, int HW, int C, int G,
                                           float eps) {
     constexpr int Q = kSlab8 / 4;  // quads per pixel of the slab
@@ -249,8 +250,8 @@ __global__ void groupnorm_forward_kernel8(const float* __restrict__ x, const flo
         mean[n * G + g] = mu;
         rstd[n * G + g] = rs;
     }
-    const float* scale_n = scale + (long long)n * C;
-    const float* shift_n = shift + (long long)n * C;
+    const T* scale_n = scale + (long long)n * C;
+    const T* shift_n = shift + (long long)n * C;
     const int c = c0 + 4 * q;
 #pragma unroll
     for (int i = 0; i < ITERS; i++) {
@@ -267,19 +268,27 @@ __global__ void groupnorm_forward_kernel8(const float* __restrict__ x, const flo
 }
 
 // Version 8 where its shape conditions hold; cudaErrorNotSupported (the sweep skips that block size) elsewhere.
-static cudaError_t run_version8(const Args& a, int block) {
-    const int Cg = a.C / a.G, rows = block / (kSlab8 / 4);
-    if (Cg % 4 != 0 || kSlab8 % Cg != 0 || a.C % kSlab8 != 0 || block % 32 != 0) return cudaErrorNotSupported;
-    const dim3 grid(unsigned(a.N * (a.C / kSlab8)));
+// Versions 9 and 10 are the same kernel on fp16 and bf16 storage (32 bytes a pixel of the slab: one sector).
+template <typename T>
+static cudaError_t launch_v8(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
+                             float* mean, float* rstd, int N, int HW, int C, int G, float eps, int block) {
+    const int Cg = C / G, rows = block / (kSlab8 / 4);
+    if (Cg % 4 != 0 || kSlab8 % Cg != 0 || C % kSlab8 != 0 || block % 32 != 0) return cudaErrorNotSupported;
+    const dim3 grid(unsigned(N * (C / kSlab8)));
     // ITERS float4 are 4 * ITERS registers a thread; with ~40 more (ptxas: 47 at ITERS 4, 168 at 32) a block must
     // stay within the SM's 64K registers, or the launch fails.
 #define ONESTEP_V8(IT)                                                                                              \
-    if (a.HW <= rows * IT && (4 * IT + 40) * block <= 65536)                                                        \
-        return launch(groupnorm_forward_kernel8<IT>, grid, dim3(block), 0, nullptr, a.x, a.gamma, a.beta, a.scale, \
-                      a.shift, a.y, a.mean, a.rstd, a.HW, a.C, a.G, a.eps);
+    if (HW <= rows * IT && (4 * IT + 40) * block <= 65536)                                                          \
+        return launch(groupnorm_forward_kernel8<IT, T>, grid, dim3(block), 0, nullptr, x, gamma, beta, scale, shift, \
+                      y, mean, rstd, HW, C, G, eps);
     ONESTEP_V8(1) ONESTEP_V8(2) ONESTEP_V8(4) ONESTEP_V8(8) ONESTEP_V8(16) ONESTEP_V8(32)
 #undef ONESTEP_V8
     return cudaErrorNotSupported;
+}
+
+static cudaError_t run_version8(const Args& a, int block) {
+    return launch_v8<float>(a.x, a.gamma, a.beta, a.scale, a.shift, a.y, a.mean, a.rstd, a.N, a.HW, a.C, a.G, a.eps,
+                            block);
 }
 
 static cudaError_t run_version(int version, const Args& a, int block) {
@@ -333,6 +342,12 @@ int main(int argc, char** argv) {
     groupnorm_forward_cpu(y16, m16, r16, h16.xr, h16.gr, h16.br, h16.sr, h16.hr, N, HW, C, G, eps);
     groupnorm_forward_cpu(ybf, mbf, rbf, b16.xr, b16.gr, b16.br, b16.sr, b16.hr, N, HW, C, G, eps);
     auto run_typed = [&](int version, int block) -> cudaError_t {
+        if (version == 9)
+            return launch_v8<__half>(h16.x, h16.gamma, h16.beta, h16.scale, h16.shift, h16.y, a.mean, a.rstd, N, HW, C,
+                                     G, eps, block);
+        if (version == 10)
+            return launch_v8<__nv_bfloat16>(b16.x, b16.gamma, b16.beta, b16.scale, b16.shift, b16.y, a.mean, a.rstd, N,
+                                            HW, C, G, eps, block);
         if (version == 4)
             return launch_forward_t<__half>(h16.x, h16.gamma, h16.beta, h16.scale, h16.shift, h16.y, a.mean, a.rstd,
                                             N, HW, C, G, eps, true, block, block, nullptr, 0);
@@ -378,16 +393,22 @@ int main(int argc, char** argv) {
 #endif
         }
     }
-    for (int version = 4; version <= 5; version++) {
+    for (int version : {4, 5, 9, 10}) {
         if (only && version != only) continue;
+        const bool half = version == 4 || version == 9;
         for (int block : block_sizes) {
-            dev_check(run_typed(version, block));
+            const cudaError_t launched = run_typed(version, block);
+            if (version >= 9 && launched == cudaErrorNotSupported) {
+                std::printf("version %d block %4d: n/a (shape or block outside its conditions)\n", version, block);
+                continue;
+            }
+            dev_check(launched);
             dev_check(cudaDeviceSynchronize());
             // y: one rounding (2^-11 relative for fp16, 2^-8 for bf16) on top of fp32's error.
-            bool ok = version == 4 ? validate_typed("y fp16", h16.y, y16, 1e-4, 1e-3)
-                                   : validate_typed("y bf16", b16.y, ybf, 1e-4, 8e-3);
-            ok &= dev::validate("mean", a.mean, version == 4 ? m16 : mbf, 1e-5, 1e-5);
-            ok &= dev::validate("rstd", a.rstd, version == 4 ? r16 : rbf, 1e-5, 1e-4);
+            bool ok = half ? validate_typed("y fp16", h16.y, y16, 1e-4, 1e-3)
+                           : validate_typed("y bf16", b16.y, ybf, 1e-4, 8e-3);
+            ok &= dev::validate("mean", a.mean, half ? m16 : mbf, 1e-5, 1e-5);
+            ok &= dev::validate("rstd", a.rstd, half ? r16 : rbf, 1e-5, 1e-4);
             all_ok &= ok;
 #ifdef ONESTEP_EMULATION
             std::printf("version %d block %4d: %s\n", version, block, ok ? "ok" : "MISMATCH");
@@ -395,7 +416,7 @@ int main(int argc, char** argv) {
             const float ms = dev::time_ms([&] { dev_check(run_typed(version, block)); });
             const double gbs = 2.0 * nx * 2 / (ms * 1e-3) / 1e9;  // 2 bytes per element read and written
             std::printf("version %d block %4d: %s  %8.4f ms  %7.1f GB/s  (%s)\n", version, block,
-                        ok ? "ok      " : "MISMATCH", ms, gbs, version == 4 ? "fp16" : "bf16");
+                        ok ? "ok      " : "MISMATCH", ms, gbs, half ? "fp16" : "bf16");
 #endif
         }
     }
