@@ -17,7 +17,8 @@ import java.util.TreeMap;
  * <ul>
  *   <li><b>constants</b>: host data first met as an op's input (weights, a host-filled timestep tensor). Uploaded
  *       once into the constants arena and never written on the device: an op that writes one gets a private copy
- *       in the activations arena (a device copy, so it can be captured).</li>
+ *       in the activations arena (a device copy, so it can be captured). A constant whose host memory is freed is
+ *       forgotten, so new data the host puts at the same addresses is read as new.</li>
  *   <li><b>activations</b>: anything an op writes, bump-allocated in the activations arena. Reads of them never
  *       touch the host.</li>
  * </ul>
@@ -64,6 +65,11 @@ final class Residency {
         int alloc = -1;
         /** A pass's input or output: bound to one device address for the whole pass. */
         boolean pinned;
+        /**
+         * A constant's host memory lifetime: once it ends, the entry is stale (the host may hand the same addresses
+         * to new data, such as a conditioning the U-Net allocated after freeing an older one mid-pass).
+         */
+        java.lang.foreign.MemorySegment.Scope scope;
         /**
          * A per-channel bias (device address, {@link #type} elements, {@link #biasChannels} of them) that the op
          * which wrote this entry left for its readers to add: a consumer that can add it on the fly takes it
@@ -337,6 +343,7 @@ final class Residency {
             requireHostReadable(op, t);
             usedScopes.add(t.segment().scope());
             e = add(addr, bytes, constants.allocate(bytes, op + " input " + t.describe()), true, Precision.FP32);
+            e.scope = t.segment().scope();
             device.upload(e.dev, t.segment(), bytes, () -> op + " input " + t.describe());
             if (snapshots != null) {
                 e.origin = "tensor " + t.describe() + " (first read by " + op + ")";
@@ -609,6 +616,11 @@ final class Residency {
         }
     }
 
+    /**
+     * The entries that overlap host bytes {@code [addr, end)}. A constant whose host memory was freed is dropped
+     * first: new host data at its addresses is not what it holds (the pass uploads that as a constant of its own,
+     * or, while capturing, runs op by op).
+     */
     private List<Entry> overlapping(long addr, long end) {
         List<Entry> out = new ArrayList<>();
         Map.Entry<Long, Entry> floor = map.floorEntry(addr);
@@ -618,6 +630,13 @@ final class Residency {
         Iterator<Entry> it = map.subMap(addr, false, end, false).values().iterator();
         while (it.hasNext()) {
             out.add(it.next());
+        }
+        for (Iterator<Entry> dead = out.iterator(); dead.hasNext(); ) {
+            Entry e = dead.next();
+            if (e.constant && e.scope != null && !e.scope.isAlive()) {
+                map.remove(e.host);
+                dead.remove();
+            }
         }
         return out;
     }

@@ -183,6 +183,43 @@ class ConstantFoldingTest {
         }
     }
 
+    /**
+     * Host data freed inside a pass and new data at the same addresses (the U-Net frees its least recently used
+     * conditioning when a pass evaluates more than 64 time points): the pass reads the new values, not the
+     * constant it uploaded from the old ones. The memory is kept by a backing arena, and each view of it has a
+     * scope of its own, so the address reuse is certain.
+     */
+    @Test
+    void aFreedConstantsAddressHoldsNewData() {
+        EmulatedDeviceTest.require();
+        try (CudaOps ops = open(true); java.lang.foreign.Arena backing = java.lang.foreign.Arena.ofConfined();
+             TensorArena a = new TensorArena()) {
+            java.lang.foreign.MemorySegment memory = backing.allocate(16 * Float.BYTES, 64);
+            Tensor x = a.allocate(Layout.ROWS, 16), y1 = a.allocate(Layout.ROWS, 16), y2 = a.allocate(Layout.ROWS, 16);
+            ops.runPass("reuse", new Tensor[] {x}, new Tensor[] {y1, y2}, () -> {
+                java.lang.foreign.Arena first = java.lang.foreign.Arena.ofConfined();
+                Tensor old = Tensor.wrap(memory.reinterpret(first, null), Layout.ROWS, 16);
+                old.segment().fill((byte) 0);
+                for (int i = 0; i < 16; i++) {
+                    old.set(i, i);
+                }
+                ops.add(x, old, y1);
+                first.close();  // freed: the next data at these addresses is new
+                try (java.lang.foreign.Arena second = java.lang.foreign.Arena.ofConfined()) {
+                    Tensor fresh = Tensor.wrap(memory.reinterpret(second, null), Layout.ROWS, 16);
+                    for (int i = 0; i < 16; i++) {
+                        fresh.set(i, 100 + i);
+                    }
+                    ops.add(x, fresh, y2);
+                }
+            });
+            for (int i = 0; i < 16; i++) {
+                assertEquals(i, y1.get(i), "the first data");
+                assertEquals(100 + i, y2.get(i), "element " + i + ": the new data, not the freed constant");
+            }
+        }
+    }
+
     @Test
     void foldsOnlyInCapturedPassesOnWeightsTheHostHolds() {
         EmulatedDeviceTest.require();
