@@ -43,13 +43,15 @@ namespace attention {
 
 constexpr int kRowsPerWarp = kRowsPerBlock / kWarps;
 
-// This block's head (blockIdx.y = b * H + h): where its rows of q, k/v and o start and the strides between rows, in
-// elements (see Layouts above), and how many of its keys it attends to (kv_len[b], clamped; Tk without). tokens: 0
-// for the (B, H, T, D) blocks; m >= 1 for the token layout with q, k, v rows m * H * D apart: 1 for three tensors,
-// 3 for one packed (B, T, 3 H D) projection (each token's q, k and v features in turn); o's rows stay H * D apart.
+// This block's head (blockIdx.y = b * H + h): where its rows of q and of k/v start and the stride between those
+// rows, in elements (see Layouts above), and how many of its keys it attends to (kv_len[b], clamped; Tk without).
+// tokens: 0 for the (B, H, T, D) blocks; m >= 1 for the token layout with q, k, v rows m * H * D apart: 1 for three
+// tensors, 3 for one packed (B, T, 3 H D) projection (each token's q, k and v features in turn). o's rows are
+// H * D apart whatever m is: out_base/out_ld give them at the store, so the main loop keeps no more live registers
+// than the three-tensor layout (the portable kernel at D = 64 spilled with two more 64-bit values in Head).
 struct Head {
     int h, kv_end;
-    long long q, k, o, ld, ld_o;
+    long long q, k, ld;
 };
 __device__ __forceinline__ Head head(int H, int D, int Tq, int Tk, const int* kv_len, int tokens) {
     const int bh = blockIdx.y, b = bh / H, h = bh - b * H;
@@ -58,11 +60,17 @@ __device__ __forceinline__ Head head(int H, int D, int Tq, int Tk, const int* kv
         const int len = kv_len[b];
         kv_end = len < 0 ? 0 : (len < Tk ? len : Tk);
     }
-    const long long hd = (long long)H * D, ld = tokens ? tokens * hd : D, ld_o = tokens ? hd : D;
+    const long long ld = tokens ? (long long)tokens * H * D : D;
     return {h, kv_end, tokens ? (long long)b * Tq * ld + (long long)h * D : (long long)bh * Tq * D,
-            tokens ? (long long)b * Tk * ld + (long long)h * D : (long long)bh * Tk * D,
-            tokens ? (long long)b * Tq * ld_o + (long long)h * D : (long long)bh * Tq * D, ld, ld_o};
+            tokens ? (long long)b * Tk * ld + (long long)h * D : (long long)bh * Tk * D, ld};
 }
+// Where this block's rows of o start and their stride, recomputed from the block index at the store (kernel
+// parameters and special registers: nothing extra stays live through the main loop).
+__device__ __forceinline__ long long out_base(int H, int D, int Tq, int tokens) {
+    const int bh = blockIdx.y, b = bh / H, h = bh - b * H;
+    return tokens ? (long long)b * Tq * H * D + (long long)h * D : (long long)bh * Tq * D;
+}
+__device__ __forceinline__ long long out_ld(int H, int D, int tokens) { return tokens ? (long long)H * D : D; }
 
 // Four values at features f .. f + 3 with their biases added, each rounded to T once (the bits the unfused bias add,
 // onestep_add_per_channel_typed, would have stored); no bias: the values as they are.
@@ -98,7 +106,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const Head hd = head(H, D, Tq, Tk, kv_len, tokens);
     const int h = hd.h, bh = blockIdx.y, kv_end = hd.kv_end;
-    const long long head_q = hd.q, head_k = hd.k, head_o = hd.o, ld = hd.ld, ld_o = hd.ld_o;
+    const long long head_q = hd.q, head_k = hd.k, ld = hd.ld;
 
     // Q tile, scaled into base-2 score units; rows past Tq are zeros (computed, never stored).
     for (int i = threadIdx.x; i < kRowsPerBlock * D / 4; i += blockDim.x) {
@@ -172,7 +180,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         const int row = q0 + warp * kRowsPerWarp + r;
         if (row >= Tq) continue;
         const float inv_l = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        T* orow = o + head_o + row * ld_o;
+        T* orow = o + out_base(H, D, Tq, tokens) + row * out_ld(H, D, tokens);
         #pragma unroll
         for (int c = 0; c < kCols; c++) orow[lane + 32 * c] = from_f32<T>(acc[r][c] * inv_l);
         if (lane == 0) lse[(long long)bh * Tq + row] = l[r] > 0.0f ? 0.69314718056f * (m[r] + log2f(l[r])) : -INFINITY;
@@ -290,7 +298,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int r_lo = blockIdx.x * kRows + warp * 16 + g, r_hi = r_lo + 8;
     const Head hd = head(H, D, Tq, Tk, kv_len, tokens);
     const int h = hd.h, bh = blockIdx.y, kv_end = hd.kv_end;
-    const long long head_q = hd.q, head_k = hd.k, head_o = hd.o, ld = hd.ld, ld_o = hd.ld_o;
+    const long long head_q = hd.q, head_k = hd.k, ld = hd.ld;
 
     uint32_t qa[D / 16][4];  // A fragments of this warp's 16 rows of Q, one per 16-wide step over d
 #pragma unroll
@@ -385,6 +393,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
     l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
     const float inv_lo = l_lo > 0.0f ? 1.0f / l_lo : 0.0f, inv_hi = l_hi > 0.0f ? 1.0f / l_hi : 0.0f;
+    const long long head_o = out_base(H, D, Tq, tokens), ld_o = out_ld(H, D, tokens);
 #pragma unroll
     for (int dn = 0; dn < D / 8; dn++) {
         const int c = dn * 8 + 2 * t;
