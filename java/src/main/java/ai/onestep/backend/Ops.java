@@ -43,7 +43,8 @@ public abstract class Ops {
     /**
      * The backend for work inside a pass that depends only on what the pass's key fixes and on {@code reads}, the
      * weights it reads (a U-Net's time path: the timestep embedding and every block's time projection, functions
-     * of the time points and labels). A host backend answers itself. The cuda backend, inside a captured pass
+     * of the time points and labels; an attention block's concatenated q/k/v weights, a function of the weights
+     * alone). A host backend answers itself. The cuda backend, inside a captured pass
      * ({@link #runPass}, not {@link #runResident}) and while none of {@code reads} is training state it owns
      * ({@link #adopt}), answers with a host backend: the work then runs on the host each time the pass body runs
      * (its measuring run, its warm-up and its capture; never on a replay), and its results enter the pass as
