@@ -402,20 +402,19 @@ public abstract class Ops {
         attentionPackedKernel(qkv, heads, o, lse);
     }
 
-    /** Host backends: the thirds copied out, then {@link #attentionKernel}. */
+    /**
+     * Host backends: the thirds split out with this backend's {@link #splitChannelsKernel} (the inverse of the
+     * concatenation that packed the weights), then {@link #attentionKernel}.
+     */
     protected void attentionPackedKernel(Tensor qkv, int heads, Tensor o, Tensor lse) {
         int n = qkv.dim(0), t = qkv.dim(1), c = qkv.dim(2) / 3;
         try (ai.onestep.tensor.TensorArena a = new ai.onestep.tensor.TensorArena()) {
-            Tensor[] parts = {a.allocate(Layout.ROWS, n, t, c), a.allocate(Layout.ROWS, n, t, c),
-                    a.allocate(Layout.ROWS, n, t, c)};
-            long rowBytes = (long) c * Float.BYTES;
-            for (long r = 0; r < (long) n * t; r++) {
-                for (int i = 0; i < 3; i++) {
-                    java.lang.foreign.MemorySegment.copy(qkv.segment(), (3 * r + i) * rowBytes, parts[i].segment(),
-                            r * rowBytes, rowBytes);
-                }
-            }
-            attentionKernel(parts[0], parts[1], parts[2], heads, o, lse);
+            Tensor q = a.allocate(Layout.NHWC, n, t, 1, c), kv = a.allocate(Layout.NHWC, n, t, 1, 2 * c);
+            Tensor k = a.allocate(Layout.NHWC, n, t, 1, c), v = a.allocate(Layout.NHWC, n, t, 1, c);
+            splitChannelsKernel(qkv.reshape(Layout.NHWC, n, t, 1, 3 * c), q, kv);
+            splitChannelsKernel(kv, k, v);
+            attentionKernel(q.reshape(Layout.ROWS, n, t, c), k.reshape(Layout.ROWS, n, t, c),
+                    v.reshape(Layout.ROWS, n, t, c), heads, o, lse);
         }
     }
 
