@@ -125,6 +125,12 @@ onestep_status onestep_axpby_typed(float a, const void* x, float b, const void* 
                                    onestep_dtype dtype, cudaStream_t stream);
 onestep_status onestep_scale_typed(float alpha, const void* x, void* out, long long n, onestep_dtype dtype,
                                    cudaStream_t stream);
+/* y (fp32) = a x (fp32) + b f', f' = f + f_bias[i % C] rounded once to f_dtype (f_bias NULL: f itself), widened:
+ * the bits of onestep_add_per_channel_typed in place, onestep_convert to fp32 and onestep_axpby, in one launch. The
+ * denoiser output c_skip x + c_out F on a half-precision network's output and its last convolution's pending bias.
+ * y may alias x. */
+onestep_status onestep_axpby_mixed_typed(float a, const float* x, float b, const void* f, const void* f_bias, int C,
+                                         float* y, long long n, onestep_dtype f_dtype, cudaStream_t stream);
 onestep_status onestep_silu_forward_typed(const void* x, void* out, long long n, onestep_dtype dtype,
                                           cudaStream_t stream);
 
@@ -239,6 +245,12 @@ onestep_status onestep_linear_typed(const void* x, const void* w, const void* bi
 onestep_status onestep_conv2d_nhwc_typed(const void* x, const void* w, const void* bias, void* y, int N, int H, int W,
                                          int Cin, int KH, int KW, int Cout, int stride, int padding,
                                          onestep_dtype dtype, cudaStream_t stream);
+/* y = conv2d(x, w) + bias + z, z (N, Ho, Wo, Cout) a residual summed in fp32 before y's one rounding (z may be y
+ * itself, and bias NULL): the ResnetBlock2D's conv2 and its shortcut sum in one launch, the portable twin of cuDNN's
+ * conv + bias + z fusion. */
+onestep_status onestep_conv2d_nhwc_residual_typed(const void* x, const void* w, const void* bias, const void* z,
+                                                  void* y, int N, int H, int W, int Cin, int KH, int KW, int Cout,
+                                                  int stride, int padding, onestep_dtype dtype, cudaStream_t stream);
 onestep_status onestep_mul_typed(const void* a, const void* b, void* out, long long n, onestep_dtype dtype,
                                  cudaStream_t stream);
 onestep_status onestep_add_per_channel_typed(const void* x, const void* v, void* y, int N, long long P, int C,

@@ -55,8 +55,8 @@ __global__ void linear_kernel(const T* x, const T* w, const T* bias, T* y, long 
 }
 
 template <typename T>
-__global__ void conv_kernel(const T* x, const T* w, const T* bias, T* y, int N, int H, int W, int Cin, int KH, int KW,
-                            int Cout, int stride, int pad, int Ho, int Wo) {
+__global__ void conv_kernel(const T* x, const T* w, const T* bias, const T* z, T* y, int N, int H, int W, int Cin,
+                            int KH, int KW, int Cout, int stride, int pad, int Ho, int Wo) {
     ONESTEP_GRID_STRIDE(idx, (long long)N * Ho * Wo * Cout) {
         int co = int(idx % Cout);
         long long p = idx / Cout;
@@ -75,7 +75,11 @@ __global__ void conv_kernel(const T* x, const T* w, const T* bias, T* y, int N, 
                 for (int ci = 0; ci < Cin; ci++) acc = fmaf(to_f32(xp[ci]), to_f32(wp[(long long)ci * Cout]), acc);
             }
         }
-        y[idx] = from_f32<T>(bias ? acc + to_f32(bias[co]) : acc);
+        if (bias) acc += to_f32(bias[co]);
+        // The residual z (same shape as y) joins the fp32 sum before the one rounding, as cuDNN's
+        // conv + bias + z epilogue does (cudnnConvolutionBiasActivationForward, identity activation).
+        if (z) acc += to_f32(z[idx]);
+        y[idx] = from_f32<T>(acc);
     }
 }
 
@@ -366,9 +370,9 @@ extern "C" onestep_status onestep_linear_typed(const void* x, const void* w, con
     return linear_impl("onestep_linear_typed", x, w, bias, y, rows, in, out, dtype, stream);
 }
 
-static onestep_status conv_impl(const char* fn, const void* x, const void* w, const void* bias, void* y, int N, int H,
-                                int W, int Cin, int KH, int KW, int Cout, int stride, int padding, onestep_dtype dtype,
-                                cudaStream_t stream) {
+static onestep_status conv_impl(const char* fn, const void* x, const void* w, const void* bias, const void* z, void* y,
+                                int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride, int padding,
+                                onestep_dtype dtype, cudaStream_t stream) {
     ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d, KH=%d, KW=%d, Cout=%d, stride=%d, padding=%d, %s", N, H, W, Cin, KH, KW,
                    Cout, stride, padding, onestep::dtype_name(dtype));
     if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
@@ -382,7 +386,8 @@ static onestep_status conv_impl(const char* fn, const void* x, const void* w, co
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                launch(L::conv_kernel<T>, L::grid_for(total), dim3(L::kBlock), 0, stream,
                                                       static_cast<const T*>(x), static_cast<const T*>(w),
-                                                      static_cast<const T*>(bias), static_cast<T*>(y), N, H, W, Cin,
+                                                      static_cast<const T*>(bias), static_cast<const T*>(z),
+                                                      static_cast<T*>(y), N, H, W, Cin,
                                                       KH, KW, Cout, stride, padding, Ho, Wo)),
                         fn, shapes);
 }
@@ -390,15 +395,28 @@ static onestep_status conv_impl(const char* fn, const void* x, const void* w, co
 extern "C" onestep_status onestep_conv2d_nhwc(const float* x, const float* w, const float* bias, float* y, int N,
                                               int H, int W, int Cin, int KH, int KW, int Cout, int stride, int padding,
                                               cudaStream_t stream) {
-    return conv_impl("onestep_conv2d_nhwc", x, w, bias, y, N, H, W, Cin, KH, KW, Cout, stride, padding,
+    return conv_impl("onestep_conv2d_nhwc", x, w, bias, nullptr, y, N, H, W, Cin, KH, KW, Cout, stride, padding,
                      ONESTEP_FLOAT32, stream);
 }
 
 extern "C" onestep_status onestep_conv2d_nhwc_typed(const void* x, const void* w, const void* bias, void* y, int N,
                                                     int H, int W, int Cin, int KH, int KW, int Cout, int stride,
                                                     int padding, onestep_dtype dtype, cudaStream_t stream) {
-    return conv_impl("onestep_conv2d_nhwc_typed", x, w, bias, y, N, H, W, Cin, KH, KW, Cout, stride, padding, dtype,
-                     stream);
+    return conv_impl("onestep_conv2d_nhwc_typed", x, w, bias, nullptr, y, N, H, W, Cin, KH, KW, Cout, stride, padding,
+                     dtype, stream);
+}
+
+extern "C" onestep_status onestep_conv2d_nhwc_residual_typed(const void* x, const void* w, const void* bias,
+                                                             const void* z, void* y, int N, int H, int W, int Cin,
+                                                             int KH, int KW, int Cout, int stride, int padding,
+                                                             onestep_dtype dtype, cudaStream_t stream) {
+    const char* fn = "onestep_conv2d_nhwc_residual_typed";
+    if (!z) {
+        ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d, KH=%d, KW=%d, Cout=%d, stride=%d, padding=%d, %s", N, H, W, Cin, KH,
+                       KW, Cout, stride, padding, onestep::dtype_name(dtype));
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL residual z");
+    }
+    return conv_impl(fn, x, w, bias, z, y, N, H, W, Cin, KH, KW, Cout, stride, padding, dtype, stream);
 }
 
 extern "C" onestep_status onestep_conv2d_nhwc_backward(const float* x, const float* w, const float* dy, float* dx,

@@ -71,7 +71,25 @@ void check_conv() {
            "conv2d: %s");
         ktest::sync();
         expect_close("conv2d", y.data(), want.data(), want.size(), 1e-5, 1e-5);
+        // The residual entry: + z summed before the store, once into a separate y and once in place (y is z).
+        vector<float> z = rng.normals(y.size()), yz(y.size(), NAN), inplace = z;
+        vector<double> wantz(want);
+        for (size_t i = 0; i < wantz.size(); i++) wantz[i] += z[i];
+        ok(onestep_conv2d_nhwc_residual_typed(x.data(), w.data(), cs[3] ? b.data() : nullptr, z.data(), yz.data(), N, H,
+                                              W, Ci, KH, KH, Co, stride, pad, ONESTEP_FLOAT32, nullptr),
+           "conv2d residual: %s");
+        ok(onestep_conv2d_nhwc_residual_typed(x.data(), w.data(), cs[3] ? b.data() : nullptr, inplace.data(),
+                                              inplace.data(), N, H, W, Ci, KH, KH, Co, stride, pad, ONESTEP_FLOAT32,
+                                              nullptr),
+           "conv2d residual in place: %s");
+        ktest::sync();
+        expect_close("conv2d residual", yz.data(), wantz.data(), wantz.size(), 1e-5, 1e-5);
+        expect_close("conv2d residual in place", inplace.data(), wantz.data(), wantz.size(), 1e-5, 1e-5);
     }
+    expect(onestep_conv2d_nhwc_residual_typed(nullptr, nullptr, nullptr, nullptr, nullptr, 1, 3, 3, 1, 3, 3, 1, 1, 1,
+                                              ONESTEP_FLOAT32, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "NULL residual z") != nullptr,
+           "conv2d residual without z: %s", onestep_last_error_message());
     expect(onestep_conv2d_nhwc(nullptr, nullptr, nullptr, nullptr, 1, 2, 2, 1, 5, 5, 1, 1, 0, nullptr) ==
                ONESTEP_ERROR_INVALID_ARGUMENT &&
                std::strstr(onestep_last_error_message(), "onestep_conv2d_nhwc(N=1, H=2, W=2, Cin=1, KH=5") != nullptr,

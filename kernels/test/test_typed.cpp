@@ -104,6 +104,23 @@ void check_conv(const Type& t, ktest::Rng& rng) {
            "conv2d_typed: %s");
         ktest::sync();
         expect_rounded("conv2d", t, y.p, y32.data(), y32.size());
+        // The residual entry: conv + bias + z in fp32, rounded once (into y, and in place into z's own buffer).
+        Input z(t, rng, y32.size());
+        vector<float> yz32(y32.size());
+        Buf16 yz(y32.size());
+        ok(onestep_conv2d_nhwc_residual_typed(x.v.data(), w.v.data(), cs[3] ? b.v.data() : nullptr, z.v.data(),
+                                              yz32.data(), N, H, W, Ci, KH, KH, Co, stride, pad, ONESTEP_FLOAT32,
+                                              nullptr),
+           "conv2d residual: %s");
+        ok(onestep_conv2d_nhwc_residual_typed(x.b.p, w.b.p, cs[3] ? b.b.p : nullptr, z.b.p, yz.p, N, H, W, Ci, KH, KH,
+                                              Co, stride, pad, t.dt, nullptr),
+           "conv2d residual typed: %s");
+        ok(onestep_conv2d_nhwc_residual_typed(x.b.p, w.b.p, cs[3] ? b.b.p : nullptr, z.b.p, z.b.p, N, H, W, Ci, KH, KH,
+                                              Co, stride, pad, t.dt, nullptr),
+           "conv2d residual typed in place: %s");
+        ktest::sync();
+        expect_rounded("conv2d residual", t, yz.p, yz32.data(), yz32.size());
+        expect_rounded("conv2d residual in place", t, z.b.p, yz32.data(), yz32.size());
     }
 }
 
@@ -263,6 +280,44 @@ void check_elementwise(const Type& t, ktest::Rng& rng) {
     }
 }
 
+// The denoiser output on a 16-bit network output: axpby_mixed_typed must give, bit for bit, what the three-launch
+// route gives (the pending bias added in place in the format, the conversion to fp32, the fp32 axpby), with and
+// without the bias, into a separate y and in place over x.
+void check_axpby_mixed(const Type& t, ktest::Rng& rng) {
+    const int C = 3;
+    const long long n = 37 * C;
+    Input f(t, rng, n), bias(t, rng, C);
+    vector<float> x = rng.normals(n, 0.0, 3.0);
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        Buf16 tmp(n);
+        std::memcpy(tmp.p, f.b.p, n * 2);
+        vector<float> wide(n), want(n), got(n, NAN), inplace = x;
+        if (with_bias)
+            ok(onestep_add_per_channel_typed(tmp.p, bias.b.p, tmp.p, 1, n / C, C, t.dt, nullptr), "bias: %s");
+        ok(onestep_convert(tmp.p, t.dt, wide.data(), ONESTEP_FLOAT32, n, nullptr), "convert: %s");
+        ok(onestep_axpby(0.625f, x.data(), -1.75f, wide.data(), want.data(), n, nullptr), "axpby: %s");
+        const void* b = with_bias ? bias.b.p : nullptr;
+        ok(onestep_axpby_mixed_typed(0.625f, x.data(), -1.75f, f.b.p, b, C, got.data(), n, t.dt, nullptr),
+           "axpby_mixed: %s");
+        ok(onestep_axpby_mixed_typed(0.625f, inplace.data(), -1.75f, f.b.p, b, C, inplace.data(), n, t.dt, nullptr),
+           "axpby_mixed in place: %s");
+        ktest::sync();
+        size_t bad = 0, bad_inplace = 0;
+        for (long long i = 0; i < n; i++) {
+            bad += std::memcmp(&got[i], &want[i], 4) != 0;
+            bad_inplace += std::memcmp(&inplace[i], &want[i], 4) != 0;
+        }
+        char msg[160];
+        std::snprintf(msg, sizeof msg, "%s axpby_mixed (bias %d): %zu and %zu (in place) of %lld elements differ from "
+                      "the three-launch route", t.name, with_bias, bad, bad_inplace, n);
+        expect(bad == 0 && bad_inplace == 0, "%s", msg);
+    }
+    float one[4] = {0, 0, 0, 0};
+    expect(onestep_axpby_mixed_typed(1, one, 1, one, one, 3, one, 4, t.dt, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "C >= 1 must divide n"),
+           "axpby_mixed refuses a bias whose C does not divide n: %s", onestep_last_error_message());
+}
+
 // Layout ops and the embedding: moves are exact, so these are equalities with the rounded inputs.
 void check_layout(const Type& t, ktest::Rng& rng) {
     const int N = 2, H = 3, W = 5, C = 6, ca = 6, cb = 3;
@@ -381,6 +436,7 @@ int main() {
         check_pre_add(t, rng);
         check_concat_biased(t, rng);
         check_elementwise(t, rng);
+        check_axpby_mixed(t, rng);
         check_layout(t, rng);
         check_fourier(t, rng);
     }

@@ -196,6 +196,38 @@ public abstract class Ops {
 
     protected abstract void convKernel(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y);
 
+    /**
+     * {@code y = conv2d(x, w, b) + z}: a convolution and a residual z of y's shape (ResnetBlock2D's conv2 and its
+     * shortcut); y must not alias z. Meant for inference graphs where {@link #fusesConvResidual} holds.
+     */
+    public final void conv2dResidual(Tensor x, Tensor w, Tensor b, Tensor z, int stride, int padding, Tensor y) {
+        String op = "conv2dResidual";
+        alive(op, x, w, b, z, y);
+        int[] o = convShapes(op, x, w, stride, padding);
+        shape(op, "y", y, o);
+        shape(op, "residual z", z, o);
+        if (b != null) {
+            shape(op, "bias b", b, w.dim(3));
+        }
+        convResidualKernel(x, w, b, z, stride, padding, y);
+    }
+
+    /** Host backends: {@link #convKernel}, then {@link #addKernel} of z (conv2d and then add's bits). */
+    protected void convResidualKernel(Tensor x, Tensor w, Tensor b, Tensor z, int stride, int padding, Tensor y) {
+        convKernel(x, w, b, stride, padding, y);
+        addKernel(z, y, y);
+    }
+
+    /**
+     * True where {@link #conv2dResidual} runs as one launch in the work being recorded now and a model should call it
+     * instead of conv2d then add, folding the shortcut convolution's bias into the convolution's with
+     * {@link #passConstants} (the cuda backend inside a captured pass that folds constants: cuDNN's conv + bias + z
+     * fusion). Host backends answer false: there the add is a small part of a convolution's time.
+     */
+    public boolean fusesConvResidual() {
+        return false;
+    }
+
     /** Backward of {@link #conv2d}: dx assigned; dw and db accumulate. */
     public final void conv2dBackward(Tensor x, Tensor w, Tensor dy, int stride, int padding,
                                      Tensor dx, Tensor dw, Tensor db) {

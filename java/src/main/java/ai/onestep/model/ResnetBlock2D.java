@@ -1,9 +1,12 @@
 package ai.onestep.model;
 
+import ai.onestep.backend.Ops;
 import ai.onestep.diffusion.Noise;
 import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorArena;
 import java.lang.foreign.MemorySegment;
+import java.util.List;
 import java.util.SplittableRandom;
 
 /**
@@ -20,8 +23,13 @@ import java.util.SplittableRandom;
  * lets a captured device pass take it as constants (UNet#forward). Group norm and the SiLU (and the scale/shift)
  * after it run as one fused op, and at inference so does the default mode's h + time_emb_proj(temb) before it
  * (GroupNorm.forwardAdded).
+ *
+ * <p>At inference where the backend fuses a residual into a convolution ({@link Ops#fusesConvResidual}: cuDNN's
+ * conv + bias + z inside a captured pass), conv2 and the residual add are one op, {@code conv2(h) + shortcut(x)}.
+ * A 1x1 conv_shortcut then runs without its bias, and conv2 takes the two biases' sum, which the pass folds into a
+ * constant: one launch where there were two.
  */
-final class ResnetBlock2D {
+final class ResnetBlock2D implements AutoCloseable {
     final GroupNorm norm1;
     final Conv2d conv1;
     final Linear timeEmbProj;
@@ -36,6 +44,9 @@ final class ResnetBlock2D {
     private Tensor mask;
     /** This forward's time conditioning ({@link #condition}): time_emb_proj(silu(temb)), or its two halves. */
     private Tensor tp, scale, shift;
+    /** conv2's bias plus conv_shortcut's, made on the first fused forward with a shortcut convolution. */
+    private TensorArena biasArena;
+    private Tensor biasSum;
 
     ResnetBlock2D(ParamBuilder pb, String name, int in, int out, int tembChannels, int groups, float eps,
                   boolean scaleShift, double dropout, double outputScale, long id) {
@@ -84,13 +95,53 @@ final class ResnetBlock2D {
             mask = dropoutMask(c, g);
             c.ops.mul(g, mask, g);
         }
-        Tensor y = conv2.forward(c, g);
-        Tensor sc = convShortcut != null ? convShortcut.forward(c, x) : x;
-        c.ops.add(sc, y, y);
+        Tensor y = c.training || !c.ops.fusesConvResidual() ? null : conv2Residual(c, x, g);
+        if (y == null) {
+            y = conv2.forward(c, g);
+            Tensor sc = convShortcut != null ? convShortcut.forward(c, x) : x;
+            c.ops.add(sc, y, y);
+        }
         if (outputScale != 1) {
             c.ops.scale(y, (float) (1 / outputScale), y);
         }
         return y;
+    }
+
+    /**
+     * conv2(g) + shortcut(x) as one {@link Ops#conv2dResidual}; with a conv_shortcut, that runs without its bias and
+     * conv2 takes b_conv2 + b_shortcut, computed with the pass's constant folding into memory this block keeps
+     * (rewritten with the same values each time, so a pass that read it as a constant stays right; a weight update
+     * drops such a pass). Null where the folding is refused (weights the device owns): then the two ops run as usual.
+     */
+    private Tensor conv2Residual(Context c, Tensor x, Tensor g) {
+        Tensor bias = conv2.bias.value(), sc = x;
+        if (convShortcut != null) {
+            Ops fold = c.ops.passConstants(List.of(conv2.bias.value(), convShortcut.bias.value()));
+            if (fold == c.ops) {
+                return null;
+            }
+            if (biasArena == null) {
+                biasArena = new TensorArena();
+                biasSum = biasArena.allocate(Layout.ROWS, outChannels);
+            }
+            fold.add(conv2.bias.value(), convShortcut.bias.value(), biasSum);
+            bias = biasSum;
+            Tensor w = convShortcut.weight.value();
+            sc = c.alloc(Layout.NHWC, Ops.convOutputShape(x, w, convShortcut.stride, convShortcut.padding));
+            c.ops.conv2d(x, w, null, convShortcut.stride, convShortcut.padding, sc);
+        }
+        Tensor w = conv2.weight.value();
+        Tensor y = c.alloc(Layout.NHWC, Ops.convOutputShape(g, w, conv2.stride, conv2.padding));
+        c.ops.conv2dResidual(g, w, bias, sc, conv2.stride, conv2.padding, y);
+        return y;
+    }
+
+    @Override
+    public void close() {
+        if (biasArena != null) {
+            biasArena.close();
+            biasArena = null;
+        }
     }
 
     /** Returns dx; adds this block's contribution to {@code dTembAct} (the gradient of silu(temb)). */

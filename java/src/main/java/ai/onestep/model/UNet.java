@@ -466,5 +466,6 @@ public final class UNet implements AutoCloseable {
         conditionings.values().forEach(Conditioning::close);
         conditionings.clear();
         attentions.forEach(AttentionBlock::close);
+        resnets.forEach(ResnetBlock2D::close);
     }
 }

@@ -73,6 +73,26 @@ class ConvTest {
         }
     }
 
+    /** conv2dResidual on a host backend: conv2d and then the add, bit for bit; a residual of a wrong shape refused. */
+    @Test
+    void residualIsTheConvolutionThenTheAdd() {
+        try (TensorArena arena = new TensorArena()) {
+            Problem p = Problem.of(arena, shape(2, 7, 6, 5, 3, 9, 1, 1), 71);
+            Tensor z = randn(arena, 72, Layout.NHWC, 2, 7, 6, 9);
+            for (Ops ops : new Ops[] {CPU, NAIVE}) {
+                Tensor fused = p.y(arena), want = p.y(arena);
+                ops.conv2dResidual(p.x(), p.w(), p.b(), z, 1, 1, fused);
+                ops.conv2d(p.x(), p.w(), p.b(), 1, 1, want);
+                ops.add(z, want, want);
+                assertArrayEquals(want.toArray(), fused.toArray(), ops.name());
+            }
+            Tensor wrong = arena.allocate(Layout.NHWC, 2, 7, 6, 8);
+            TensorException e = assertThrows(TensorException.class,
+                    () -> CPU.conv2dResidual(p.x(), p.w(), p.b(), wrong, 1, 1, p.y(arena)));
+            assertTrue(e.getMessage().contains("residual z"), e.getMessage());
+        }
+    }
+
     /** dx into a buffer of NaN (must be overwritten); dw and db into fresh zeros. */
     private static Tensor[] backward(Ops ops, Problem p, TensorArena arena) {
         Tensor dx = arena.allocate(Layout.NHWC, p.x().shape()).fill(Float.NaN);

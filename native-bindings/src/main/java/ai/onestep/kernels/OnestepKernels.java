@@ -281,6 +281,16 @@ public final class OnestepKernels {
                                                        int cin, int kh, int kw, int cout, int stride, int padding,
                                                        @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
 
+    /** y = conv2d(x, w) + bias + z, summed in fp32 and rounded once; z (N, Ho, Wo, Cout) may be y itself. */
+    public static native int onestep_conv2d_nhwc_residual_typed(@Cast("const void*") long x,
+                                                                @Cast("const void*") long w,
+                                                                @Cast("const void*") long bias,
+                                                                @Cast("const void*") long z, @Cast("void*") long y,
+                                                                int n, int h, int wd, int cin, int kh, int kw, int cout,
+                                                                int stride, int padding,
+                                                                @Cast("onestep_dtype") int dtype,
+                                                                @Cast("cudaStream_t") long stream);
+
     public static native int onestep_groupnorm_forward_typed(@Cast("const void*") long x, @Cast("const void*") long gamma, @Cast("const void*") long beta, @Cast("const void*") long scale, @Cast("const void*") long shift,
                                                              @Cast("void*") long y, @Cast("float*") long mean,
                                                              @Cast("float*") long rstd, int n, int hw, int c, int g,
@@ -301,6 +311,13 @@ public final class OnestepKernels {
     public static native int onestep_axpy_typed(float alpha, @Cast("const void*") long x, @Cast("void*") long y, long n, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
 
     public static native int onestep_axpby_typed(float a, @Cast("const void*") long x, float b, @Cast("const void*") long z, @Cast("void*") long y, long n, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
+
+    /** y (fp32) = a x (fp32) + b (f + fBias[c] rounded once to fDtype, or f), in one launch; y may alias x. */
+    public static native int onestep_axpby_mixed_typed(float a, @Cast("const float*") long x, float b,
+                                                       @Cast("const void*") long f, @Cast("const void*") long fBias,
+                                                       int c, @Cast("float*") long y, long n,
+                                                       @Cast("onestep_dtype") int fDtype,
+                                                       @Cast("cudaStream_t") long stream);
 
     public static native int onestep_scale_typed(float alpha, @Cast("const void*") long x, @Cast("void*") long out, long n, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
 

@@ -9,6 +9,7 @@ import java.util.HashMap;
 import java.util.Map;
 import java.util.function.Supplier;
 import org.bytedeco.cuda.cublas.cublasContext;
+import org.bytedeco.cuda.cudnn.cudnnActivationStruct;
 import org.bytedeco.cuda.cudart.CUstream_st;
 import org.bytedeco.cuda.cudnn.cudnnContext;
 import org.bytedeco.cuda.cudnn.cudnnConvolutionBwdDataAlgoPerf_t;
@@ -42,6 +43,12 @@ import org.bytedeco.javacpp.SizeTPointer;
  * layout mistake shows as an O(1) error; TF32 rounding stays below the 2e-2 bound); on a mismatch cuDNN is
  * dropped for that shape with one log line. The check needs a normal (uncaptured) run, which every captured pass
  * has first.
+ *
+ * <p>A convolution with a residual ({@link #conv2dResidual}, ResnetBlock2D's conv2 and its shortcut) runs as cuDNN's
+ * {@code cudnnConvolutionBiasActivationForward}, {@code y = conv(x) + z + bias} with the identity activation, which
+ * cuDNN allows only with {@code IMPLICIT_PRECOMP_GEMM}: one launch where the convolution and the add were two. It has
+ * plans of its own, checked on first use against our portable kernel with the residual; where cuDNN refuses the
+ * fusion or disagrees, that shape runs as the convolution and then the add.
  *
  * <p>Half precision ({@link Precision#FP16}, {@link Precision#BF16}): GEMMs through {@code cublasGemmEx} with fp16/bf16
  * operands and {@code CUBLAS_COMPUTE_32F}; convolutions with fp16/bf16 tensor and filter descriptors, an fp32
@@ -188,7 +195,8 @@ public final class CudaDevice extends Device {
             return null;
         }
         if (!convPlans.containsKey(key)) {
-            convPlans.put(key, ConvPlan.create(cudnnHandle, n, h, wd, cin, kh, kw, cout, stride, padding, type));
+            convPlans.put(key, ConvPlan.create(cudnnHandle, n, h, wd, cin, kh, kw, cout, stride, padding, type,
+                    false));
         }
         return convPlans.get(key);
     }
@@ -206,6 +214,71 @@ public final class CudaDevice extends Device {
     @Override
     public boolean linearBiasSeparate(long rows) {
         return cublasHandle != null && rows <= Integer.MAX_VALUE;  // the GEMM route of linear(), then the bias
+    }
+
+    @Override
+    public boolean convFusesResidual() {
+        return cudnnHandle != null;
+    }
+
+    @Override
+    public void conv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
+                               int kh, int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
+                               Supplier<String> what) {
+        String key = "residual," + convKey(n, h, wd, cin, kh, kw, cout, stride, padding, type);
+        ConvPlan plan = null;
+        if (cudnnHandle != null && bias != 0) {
+            if (!convPlans.containsKey(key)) {
+                convPlans.put(key, ConvPlan.create(cudnnHandle, n, h, wd, cin, kh, kw, cout, stride, padding, type,
+                        true));
+            }
+            plan = convPlans.get(key);
+        }
+        boolean verify = plan != null && plan.forwardOk && !plan.verified;
+        if (plan == null || !plan.forwardOk || (verify && capturing())) {
+            super.conv2dResidual(x, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch,
+                    what);
+            return;
+        }
+        long rows = (long) kh * kw * cin;
+        long wt = wKrsc;
+        if (wt == 0) {
+            wt = scratch.allocate(rows * cout * type.bytes, "conv2dResidual KRSC weights");
+            transpose(w, wt, rows, cout, type, what);
+        }
+        long ws = plan.workspaceBytes == 0 ? 0
+                : scratch.allocate(plan.workspaceBytes, "conv2dResidual cuDNN workspace");
+        alphaHost.put(0, 1f);
+        betaHost.put(0, 1f);  // alpha2, z's factor
+        int s = cudnn.cudnnConvolutionBiasActivationForward(cudnnHandle, alphaHost, plan.x, address(x), plan.w,
+                address(wt), plan.conv, plan.algo, address(ws), plan.workspaceBytes, betaHost, plan.y, address(z),
+                plan.bias, address(bias), plan.activation, plan.y, address(y));
+        if (s != 0) {
+            // Refused at the call (before any launch): this shape runs unfused from now on.
+            System.err.println("cuda: cuDNN's conv + bias + residual fusion " + key + " failed ("
+                    + cudnn.cudnnGetErrorString(s).getString() + "): a convolution and an add for this shape");
+            plan.forwardOk = false;
+            super.conv2dResidual(x, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch,
+                    what);
+            return;
+        }
+        if (verify) {
+            try (Temporary tmp = new Temporary()) {
+                long outElems = (long) n * plan.ho * plan.wo * cout;
+                long ref = tmp.allocate(outElems * type.bytes, "conv2dResidual check");
+                check(onestep_conv2d_nhwc_residual_typed(x, w, bias, z, ref, n, h, wd, cin, kh, kw, cout, stride,
+                        padding, type.code, stream()), "conv2dResidual", what);
+                double err = relativeError(y, ref, outElems, type, tmp, what);
+                if (err > 2e-2) {
+                    System.err.println("cuda: cuDNN's conv + bias + residual fusion " + key + " disagrees with the "
+                            + "portable kernel (relative error " + err + "): a convolution and an add for this shape");
+                    plan.forwardOk = false;
+                    copy(y, ref, outElems * type.bytes, what);
+                } else {
+                    plan.verified = true;
+                }
+            }
+        }
     }
 
     @Override
@@ -399,6 +472,9 @@ public final class CudaDevice extends Device {
         cudnnTensorStruct y;
         cudnnFilterStruct w;
         cudnnConvolutionStruct conv;
+        /** The fused plans' (conv + bias + residual) bias descriptor (1, Cout, 1, 1) and identity activation. */
+        cudnnTensorStruct bias;
+        cudnnActivationStruct activation;
         int algo;
         long workspaceBytes;
         int ho;
@@ -453,9 +529,13 @@ public final class CudaDevice extends Device {
             }
         }
 
-        /** The plan, or null when cuDNN refuses the shape (the portable kernel runs it then). */
+        /**
+         * The plan, or null when cuDNN refuses the shape (the portable kernel runs it then). {@code fused}: a plan for
+         * cudnnConvolutionBiasActivationForward with the identity activation, whose only algorithm is
+         * IMPLICIT_PRECOMP_GEMM (cuDNN's rule for that activation).
+         */
         static ConvPlan create(cudnnContext handle, int n, int h, int wd, int cin, int kh, int kw, int cout, int stride,
-                               int padding, Precision type) {
+                               int padding, Precision type, boolean fused) {
             ConvPlan p = new ConvPlan();
             p.ho = (h + 2 * padding - kh) / stride + 1;
             p.wo = (wd + 2 * padding - kw) / stride + 1;
@@ -483,6 +563,23 @@ public final class CudaDevice extends Device {
                     : TF32 ? cudnn.CUDNN_DEFAULT_MATH : cudnn.CUDNN_FMA_MATH);
             if (s != 0) {
                 return null;
+            }
+            if (fused) {
+                p.bias = new cudnnTensorStruct();
+                p.activation = new cudnnActivationStruct();
+                SizeTPointer bytes = new SizeTPointer(1);
+                p.algo = cudnn.CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
+                if (cudnn.cudnnCreateTensorDescriptor(p.bias) != 0
+                        || cudnn.cudnnSetTensor4dDescriptor(p.bias, nhwc, d, 1, cout, 1, 1) != 0
+                        || cudnn.cudnnCreateActivationDescriptor(p.activation) != 0
+                        || cudnn.cudnnSetActivationDescriptor(p.activation, cudnn.CUDNN_ACTIVATION_IDENTITY,
+                                cudnn.CUDNN_NOT_PROPAGATE_NAN, 0.0) != 0
+                        || cudnn.cudnnGetConvolutionForwardWorkspaceSize(handle, p.x, p.w, p.conv, p.y, p.algo,
+                                bytes) != 0) {
+                    return null;
+                }
+                p.workspaceBytes = bytes.get();
+                return p;
             }
             cudnnConvolutionFwdAlgoPerf_t perf = new cudnnConvolutionFwdAlgoPerf_t(8);
             IntPointer count = new IntPointer(1);

@@ -863,6 +863,39 @@ public final class CudaOps extends Ops implements AutoCloseable {
         });
     }
 
+    /** Inside a pass that folds constants, on a device that fuses the residual into the convolution. */
+    @Override
+    public boolean fusesConvResidual() {
+        return foldConstants && pass != null && !resident && device.convFusesResidual();
+    }
+
+    /**
+     * One launch (cuDNN's conv + bias + z; the emulated device's portable kernel) where z is held in the pass's type
+     * with no bias left pending on it; otherwise the convolution and then the residual add, which takes pending
+     * biases on the fly.
+     */
+    @Override
+    protected void convResidualKernel(Tensor x, Tensor w, Tensor b, Tensor z, int stride, int padding, Tensor y) {
+        Precision type = dt();
+        if (pass == null || resident || b == null || !device.convFusesResidual() || res().typeOf(z) != type
+                || pass.pendingBias(z, type) != 0) {
+            super.convResidualKernel(x, w, b, z, stride, padding, y);
+            return;
+        }
+        String op = "conv2dResidual";
+        run(op, () -> {
+            long px = in(x, op, type), pw = in(w, op, type), pb = in(b, op, type), pz = in(z, op, type);
+            long wk = 0;
+            if (device.convUsesKrsc() && pw == parameters.peek(w.segment().address(), w.size() * Float.BYTES, type)) {
+                wk = parameters.krsc(w, type, (long) w.dim(0) * w.dim(1) * w.dim(2), w.dim(3));
+            }
+            long py = out(y, op, type);
+            device.conv2dResidual(px, pw, wk, pb, pz, py, x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(1),
+                    w.dim(3), stride, padding, type, (bytes, why) -> res().scratch((bytes + 3) / 4, why),
+                    what(x, w, b, z, y));
+        });
+    }
+
     @Override
     protected void convBackwardKernel(Tensor x, Tensor w, Tensor dy, int stride, int padding, Tensor dx, Tensor dw,
                                       Tensor db) {
@@ -1105,6 +1138,17 @@ public final class CudaOps extends Ops implements AutoCloseable {
     protected void axpbyKernel(float a, Tensor x, float b, Tensor z, Tensor y) {
         run("axpby", () -> {
             Precision type = elementwise(x, z);
+            Precision zType = res().typeOf(z);
+            if (type == Precision.FP32 && zType != null && zType != Precision.FP32 && res().typeOf(x) == type) {
+                // The denoiser output c_skip x + c_out F, x fp32 and F the 16-bit network's output: F read in its
+                // own type with the bias its last convolution left pending, in one launch (the bits of adding the
+                // bias in place, converting F to fp32 and the fp32 axpby).
+                long[] f = z.rank() > 0 ? inTakingBias(z, "axpby", zType) : new long[] {in(z, "axpby", zType), 0};
+                long px = in(x, "axpby", type);
+                Device.check(onestep_axpby_mixed_typed(a, px, b, f[0], f[1], f[1] == 0 ? 1 : z.dim(-1),
+                        out(y, "axpby", type), x.size(), zType.code, stream()), "axpby", what(x, z, y));
+                return;
+            }
             long px = in(x, "axpby", type);
             long pz = in(z, "axpby", type);
             Device.check(onestep_axpby_typed(a, px, b, pz, out(y, "axpby", type), x.size(), type.code, stream()),

@@ -83,6 +83,36 @@ public abstract class Device implements AutoCloseable {
                                 Supplier<String> what);
 
     /**
+     * {@code y = conv2d(x, w) + bias + z} with z a residual of y's shape, never y itself (ResnetBlock2D's conv2 and its
+     * shortcut). Here the convolution, then the add: two launches. {@link EmulatedDevice} runs our portable kernel
+     * that sums z in its epilogue, and {@link CudaDevice} cuDNN's conv + bias + z fusion, one launch each
+     * ({@link #convFusesResidual}).
+     */
+    public void conv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
+                               int kh, int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
+                               Supplier<String> what) {
+        residualsUnfused++;
+        conv2d(x, w, wKrsc, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch, what);
+        long elems = (long) n * ((h + 2 * padding - kh) / stride + 1) * ((wd + 2 * padding - kw) / stride + 1) * cout;
+        check(onestep_add_typed(y, z, y, elems, type.code, stream()), "conv2dResidual", what);
+    }
+
+    private long residualsUnfused;
+
+    /**
+     * Calls of {@link #conv2dResidual} that ran as two launches: on a device that fuses, those cuDNN refused or
+     * disagreed on (or its first use of a shape inside a capture); DeviceCheck reports them.
+     */
+    public long residualsUnfused() {
+        return residualsUnfused;
+    }
+
+    /** True when {@link #conv2dResidual} is one launch, so a model gains by calling it instead of conv2d and add. */
+    public boolean convFusesResidual() {
+        return false;
+    }
+
+    /**
      * True when {@link #conv2d}'s bias would be a kernel of its own (cuDNN's convolution has no bias epilogue outside
      * IMPLICIT_PRECOMP_GEMM), so the backend had better leave the bias to the op that reads the result.
      */

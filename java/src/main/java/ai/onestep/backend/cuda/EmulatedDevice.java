@@ -80,13 +80,33 @@ public final class EmulatedDevice extends Device {
     @Override
     public void conv2d(long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin, int kh, int kw,
                        int cout, int stride, int padding, Precision type, Scratch scratch, Supplier<String> what) {
-        long weights = w;
-        if (krsc && wKrsc != 0) {
-            long rows = (long) kh * kw * cin;
-            weights = scratch.allocate(rows * cout * type.bytes, "conv2d HWIO weights from KRSC");
-            transpose(wKrsc, weights, cout, Math.toIntExact(rows), type, what);
-        }
+        long weights = hwio(w, wKrsc, (long) kh * kw * cin, cout, type, scratch, what);
         check(onestep_conv2d_nhwc_typed(x, weights, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type.code,
                 stream()), "conv2d", what);
+    }
+
+    @Override
+    public boolean convFusesResidual() {
+        return true;
+    }
+
+    /** The portable kernel with the residual in its epilogue: one launch, as cuDNN's fusion is on a GPU. */
+    @Override
+    public void conv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
+                               int kh, int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
+                               Supplier<String> what) {
+        long weights = hwio(w, wKrsc, (long) kh * kw * cin, cout, type, scratch, what);
+        check(onestep_conv2d_nhwc_residual_typed(x, weights, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding,
+                type.code, stream()), "conv2dResidual", what);
+    }
+
+    /** The weights the portable kernels read: w, or (a KRSC device) the kept KRSC copy transposed back. */
+    private long hwio(long w, long wKrsc, long rows, int cout, Precision type, Scratch scratch, Supplier<String> what) {
+        if (!krsc || wKrsc == 0) {
+            return w;
+        }
+        long weights = scratch.allocate(rows * cout * type.bytes, "conv2d HWIO weights from KRSC");
+        transpose(wKrsc, weights, cout, Math.toIntExact(rows), type, what);
+        return weights;
     }
 }

@@ -89,9 +89,10 @@ class ConstantFoldingTest {
             cpu = denoise(new CpuOps(2), net, x);
         }
         // The time path's kernels: the sinusoidal embedding, linear_1, SiLU, linear_2, SiLU, and per resnet block
-        // its time_emb_proj and the split into scale and shift (the emulated device adds biases in its GEMMs); and
-        // per attention block two of the q, k, v GEMMs (one against the folded [W_q | W_k | W_v] instead).
-        long saved = 5 + 2L * resnets + 2L * attentions;
+        // its time_emb_proj and the split into scale and shift (the emulated device adds biases in its GEMMs); per
+        // attention block two of the q, k, v GEMMs (one against the folded [W_q | W_k | W_v] instead); and per
+        // resnet block the residual add, which conv2 takes (no bias is left pending here, so every block fuses).
+        long saved = 5 + 3L * resnets + 2L * attentions;
         assertTrue(attentions > 0, "the config has attention");
         assertEquals(plainNodes - saved, foldedNodes, "folded " + foldedNodes + " nodes, unfolded " + plainNodes
                 + ", " + resnets + " resnet blocks, " + attentions + " attention blocks");
@@ -120,6 +121,50 @@ class ConstantFoldingTest {
             assertTrue(ops.biasDeferrals()[0] > ops.biasDeferrals()[1], "biases left to readers");
             float[] cpu = denoise(new CpuOps(2), net, x);
             assertTrue(relErr(folded, cpu) < 1e-5, "folded, biases left to readers, vs cpu: " + relErr(folded, cpu));
+        }
+    }
+
+    /**
+     * The residual add inside conv2 (Ops#conv2dResidual) on a device that leaves biases pending, as cuDNN's route
+     * does: blocks with a conv_shortcut run it without its bias and give conv2 the two biases' folded sum; a block
+     * whose residual input still carries a pending bias (after conv_in or a downsampler) keeps conv2 and the add,
+     * which takes it. Every block takes one route, and the sample matches the cpu backend (a lost shortcut bias
+     * would not).
+     */
+    @Test
+    void conv2TakesTheResidualWithTheShortcutsBiasFolded() {
+        EmulatedDeviceTest.require();
+        try (UNet net = CudaGraphTest.randomNet(PendingBiasTest.defaultTimeMode(), 61);
+             TensorArena a = new TensorArena();
+             CudaOps ops = new CudaOps(new EmulatedDevice(CudaBackend.emulatedLibrary().toString(), false, true),
+                     64L << 20, 2, Precision.FP32)) {
+            Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            Noise.gaussian(x, 19, 0);
+            long resnets = net.parameters().list().stream().filter(p -> p.name().endsWith("conv2.weight")).count();
+            long shortcuts = net.parameters().list().stream().filter(p -> p.name().endsWith("conv_shortcut.weight"))
+                    .count();
+            long attentions = net.parameters().list().stream().filter(p -> p.name().endsWith("to_q.weight")).count();
+            assertTrue(shortcuts > 0 && shortcuts < resnets, "the config has both kinds of shortcut");
+            ops.foldConstants(true);
+            float[] fused = denoise(ops, net, x);
+            var counts = ops.capturedOpCounts().values().iterator().next();
+            long viaConv = counts.getOrDefault("conv2dResidual", 0L), adds = counts.getOrDefault("add", 0L);
+            assertTrue(viaConv >= shortcuts, "every block with a conv_shortcut fuses: " + counts);
+            assertEquals(resnets + attentions, viaConv + adds, "each resnet block fuses or adds: " + counts);
+            float[] cpu = denoise(new CpuOps(2), net, x);
+            assertTrue(relErr(fused, cpu) < 1e-5, "conv2 with the residual vs cpu: " + relErr(fused, cpu));
+        }
+        try (CudaOps ops = open(false)) {
+            assertTrue(!ops.fusesConvResidual(), "eager ops do not fuse");
+            boolean[] seen = new boolean[1];
+            try (TensorArena a = new TensorArena()) {
+                Tensor x = a.allocate(Layout.ROWS, 4), y = a.allocate(Layout.ROWS, 4);
+                ops.runPass("unfolded", new Tensor[] {x}, new Tensor[] {y}, () -> {
+                    seen[0] = ops.fusesConvResidual();
+                    ops.scale(x, 2f, y);
+                });
+            }
+            assertTrue(!seen[0], "a pass that does not fold constants keeps conv2 and the add apart");
         }
     }
 
@@ -166,7 +211,8 @@ class ConstantFoldingTest {
             }
             assertEquals(1, ops.capturedPasses().size());
             for (Parameter p : net.parameters()) {
-                if (p.name().contains("time_emb")) {
+                // The time path's weights, and a shortcut's bias (folded into conv2's, where conv2 takes the residual).
+                if (p.name().contains("time_emb") || p.name().endsWith("conv_shortcut.bias")) {
                     ops.scale(p.value(), 0.5f, p.value());  // eager: the registered copy is refreshed in place
                 }
             }

@@ -202,6 +202,41 @@ class PendingBiasTest {
         }
     }
 
+    /**
+     * The denoiser output c_skip x + c_out F at the end of a 16-bit pass: x is fp32 and F the last convolution's
+     * 16-bit output, its bias pending on a cuDNN-like device. One launch reads both (onestep_axpby_mixed_typed, the
+     * bits of the bias add, the conversion and the fp32 axpby; test_typed checks those bits), so the graph holds
+     * the input's conversion, the convolution and the axpby, where it held two kernels more; and the result
+     * matches the cpu backend to fp16's precision.
+     */
+    @Test
+    void theDenoiserOutputReadsTheHalfOutputAndItsBias() {
+        EmulatedDeviceTest.require();
+        for (boolean separate : new boolean[] {false, true}) {
+            try (CudaOps ops = open(separate, Precision.FP16); TensorArena a = new TensorArena();
+                 Workspace ws = new Workspace()) {
+                Tensor in = OpsTesting.randn(a, 31, Layout.NHWC, 2, 5, 5, 8);
+                Tensor x = OpsTesting.randn(a, 32, Layout.NHWC, 2, 5, 5, 3), y = a.allocate(Layout.NHWC, 2, 5, 5, 3);
+                Tensor w = OpsTesting.randn(a, 33, Layout.HWIO, 3, 3, 8, 3), b = OpsTesting.randn(a, 34, 3);
+                for (int call = 0; call < 3; call++) {
+                    ops.runPass("denoiser output", new Tensor[] {in, x}, new Tensor[] {y}, () -> {
+                        ws.reset();
+                        Tensor f = ws.allocate(Layout.NHWC, 2, 5, 5, 3);
+                        ops.conv2d(in, w, b, 1, 1, f);
+                        ops.axpby(0.5f, x, 2f, f, y);
+                    });
+                }
+                long[] graph = ops.capturedPasses().values().iterator().next();
+                assertEquals(3, graph[0], (separate ? "bias pending: " : "") + "in's conversion, conv and axpby");
+                Tensor f = a.allocate(Layout.NHWC, 2, 5, 5, 3), want = a.allocate(Layout.NHWC, 2, 5, 5, 3);
+                OpsTesting.CPU.conv2d(in, w, b, 1, 1, f);
+                OpsTesting.CPU.axpby(0.5f, x, 2f, f, want);
+                double err = OpsTesting.relErr(y.toArray(), want.toArray());
+                assertTrue(err < 2e-3, "fp16 pass vs cpu: " + err);
+            }
+        }
+    }
+
     private static float[] concat(float[]... parts) {
         int n = 0;
         for (float[] p : parts) {
