@@ -75,7 +75,8 @@ public final class StepTiming {
         if (models.isEmpty()) {
             System.err.println("usage: StepTiming [--backend B] [--batches 1,64] [--reps N] [--warmup N] [--jsonl F] "
                     + "[--library libonestep_kernels.so] [--precision fp16,bf16,fp32] [--no-compare | --compare] "
-                    + "[--first-step-only] [--unfolded-too] MODEL...");
+                    + "[--first-step-only] [--unfolded-too] MODEL...   (--unfolded-too: the first step also without "
+                    + "constant folding, without the conv2 + residual fusion, and on a GPU with cuDNN's heuristics)");
             System.exit(2);
         }
         FileWriter out = jsonl == null ? null : new FileWriter(jsonl, true);
@@ -267,35 +268,53 @@ public final class StepTiming {
                 }
             }
             if (unfoldedToo && s.ops() instanceof ai.onestep.backend.cuda.CudaOps co) {
-                // The first step again, its graph captured anew without constant folding (the time path on the
-                // device, in the graph), then folding back on for the next batch.
+                // The first step again, its graph captured anew: without constant folding (the time path on the
+                // device, in the graph); folded but with conv2 and the residual add as two ops (cuDNN's
+                // conv + bias + z fusion runs IMPLICIT_PRECOMP_GEMM, which may be slower than the algorithm the
+                // plain convolution gets); and, on a GPU, with cuDNN's heuristic algorithms instead of its timed
+                // search. Then all back to the defaults for the next batch.
                 boolean folding = co.foldsConstants();
-                co.foldConstants(false);
-                co.forgetCapturedPasses();
-                try {
-                    double[] t = new double[reps];
-                    for (int i = 0; i < warmup + 2 + reps; i++) {  // + 2: measured, then captured
-                        long t0 = System.nanoTime();
-                        steps.get(0).run();
-                        if (i >= warmup + 2) {
-                            t[i - warmup - 2] = (System.nanoTime() - t0) / 1e3;
-                        }
+                var cudnnDevice = co.device() instanceof ai.onestep.backend.cuda.CudaDevice cd ? cd : null;
+                boolean searching = cudnnDevice != null && cudnnDevice.searchesConvolutions();
+                String[] variants = searching ? new String[] {"unfolded", "unfused residual", "heuristic convolutions"}
+                        : new String[] {"unfolded", "unfused residual"};
+                for (String variant : variants) {
+                    co.foldConstants(!variant.equals("unfolded") && folding);
+                    co.fuseConvResidual(!variant.equals("unfused residual"));
+                    if (searching) {
+                        cudnnDevice.searchConvolutions(!variant.equals("heuristic convolutions"));
                     }
-                    Arrays.sort(t);
-                    long nodes = co.capturedPasses().values().stream().mapToLong(g -> g[0]).max().orElse(0);
-                    String label = name + ": " + labels.get(0) + ", unfolded";
-                    row(String.format(Locale.ROOT, "%-56s %6d %12.1f %12.1f %10.1f  (%d nodes)", label, n, t[reps / 2],
-                            t[0], n / t[reps / 2] * 1e6, nodes));
-                    if (jsonl != null) {
-                        jsonl.write(String.format(Locale.ROOT, "{\"bench\":\"engine-step-unfolded\",\"model\":\"%s\","
-                                + "\"precision\":\"%s\",\"step\":\"%s\",\"batch\":%d,\"us\":%.2f,\"min_us\":%.2f,"
-                                + "\"nodes\":%d}%n", model.getFileName().toString().replace(".safetensors", ""),
-                                precision.label(), labels.get(0), n, t[reps / 2], t[0], nodes));
-                        jsonl.flush();
-                    }
-                } finally {
-                    co.foldConstants(folding);
                     co.forgetCapturedPasses();
+                    try {
+                        double[] t = new double[reps];
+                        for (int i = 0; i < warmup + 2 + reps; i++) {  // + 2: measured, then captured
+                            long t0 = System.nanoTime();
+                            steps.get(0).run();
+                            if (i >= warmup + 2) {
+                                t[i - warmup - 2] = (System.nanoTime() - t0) / 1e3;
+                            }
+                        }
+                        Arrays.sort(t);
+                        long nodes = co.capturedPasses().values().stream().mapToLong(g -> g[0]).max().orElse(0);
+                        String label = name + ": " + labels.get(0) + ", " + variant;
+                        row(String.format(Locale.ROOT, "%-56s %6d %12.1f %12.1f %10.1f  (%d nodes)", label, n,
+                                t[reps / 2], t[0], n / t[reps / 2] * 1e6, nodes));
+                        if (jsonl != null) {
+                            jsonl.write(String.format(Locale.ROOT, "{\"bench\":\"engine-step-unfolded\","
+                                    + "\"variant\":\"%s\",\"model\":\"%s\",\"precision\":\"%s\",\"step\":\"%s\","
+                                    + "\"batch\":%d,\"us\":%.2f,\"min_us\":%.2f,\"nodes\":%d}%n", variant,
+                                    model.getFileName().toString().replace(".safetensors", ""), precision.label(),
+                                    labels.get(0), n, t[reps / 2], t[0], nodes));
+                            jsonl.flush();
+                        }
+                    } finally {
+                        co.foldConstants(folding);
+                        co.fuseConvResidual(true);
+                        if (searching) {
+                            cudnnDevice.searchConvolutions(true);
+                        }
+                        co.forgetCapturedPasses();
+                    }
                 }
             }
         }

@@ -624,11 +624,16 @@ def summary(paths):
     if unf:
         ours = {(r["model"], r.get("precision", "fp32"), r["batch"]): r["us"] for r in steps
                 if "Heun" not in r["step"] and "2-step" not in r["step"]}
-        print("first step without constant folding (the time path in the graph), us and nodes, vs folded: " + "; ".join(
-            f"{r['model']} {r['precision']} b{r['batch']} {r['us']:.1f} ({r['nodes']} nodes)"
-            + (f" vs {ours[(r['model'], r['precision'], r['batch'])]:.1f}"
-               if (r['model'], r['precision'], r['batch']) in ours else "")
-            for r in unf))
+        for variant, what in (("unfolded", "without constant folding (the time path in the graph)"),
+                              ("unfused residual", "folded, conv2 and the residual add as two ops"),
+                              ("heuristic convolutions", "with cuDNN's heuristic algorithms, not its timed search")):
+            sel = [r for r in unf if r.get("variant", "unfolded") == variant]
+            if sel:
+                print(f"first step {what}, us and nodes, vs the default: " + "; ".join(
+                    f"{r['model']} {r['precision']} b{r['batch']} {r['us']:.1f} ({r['nodes']} nodes)"
+                    + (f" vs {ours[(r['model'], r['precision'], r['batch'])]:.1f}"
+                       if (r['model'], r['precision'], r['batch']) in ours else "")
+                    for r in sel))
     gn = [r for r in rows if r.get("bench") == "groupnorm"]
     if gn:
         print("PyTorch group norm (GB/s): " + "; ".join(f"{r['variant']} {r['shape']} {r['gbs']:.0f}" for r in gn))

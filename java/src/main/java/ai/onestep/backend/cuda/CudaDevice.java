@@ -28,7 +28,8 @@ import org.bytedeco.javacpp.SizeTPointer;
 
 /**
  * A real GPU through the nvcc-built {@code libonestep_kernels.so}. GEMM and linear layers go through cuBLAS and
- * convolution through cuDNN (NHWC, implicit-GEMM algorithms chosen by cuDNN's heuristics), both from
+ * convolution through cuDNN (NHWC; each shape's algorithm picked by cuDNN's timed search, or its heuristics with
+ * {@code -Donestep.cuda.convSearch=false}), both from
  * org.bytedeco:cuda, on this device's stream; when one does not load, the library's portable kernels run instead
  * (correct, not fast), and {@link #describe()} says why.
  *
@@ -69,6 +70,15 @@ public final class CudaDevice extends Device {
     /** Per convolution shape: its descriptors, algorithms and verdicts, or null where cuDNN refused the shape. */
     private final Map<String, ConvPlan> convPlans = new HashMap<>();
     private final FloatPointer alphaHost = new FloatPointer(1);
+    /** Whether new convolution plans rank cuDNN's algorithms by a timed search ({@link #searchConvolutions}). */
+    private boolean search = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.convSearch"));
+    /** The timed search skips algorithms that need more workspace than this (FFT variants can ask for GiBs). */
+    static final long SEARCH_MAX_WORKSPACE = 256L << 20;
+    /**
+     * How much slower than the fastest plain algorithm the residual fusion's IMPLICIT_PRECOMP_GEMM may be and still
+     * be used: about one small kernel at batch 1 (an H100, 2026-11-26: the residual adds took ~3.3 us each).
+     */
+    static final float FUSED_SLACK_MS = 0.003f;
     private final FloatPointer betaHost = new FloatPointer(1);
 
     CudaDevice(String library) {
@@ -196,7 +206,7 @@ public final class CudaDevice extends Device {
         }
         if (!convPlans.containsKey(key)) {
             convPlans.put(key, ConvPlan.create(cudnnHandle, n, h, wd, cin, kh, kw, cout, stride, padding, type,
-                    false));
+                    false, search && !capturing()));
         }
         return convPlans.get(key);
     }
@@ -216,6 +226,24 @@ public final class CudaDevice extends Device {
         return cublasHandle != null && rows <= Integer.MAX_VALUE;  // the GEMM route of linear(), then the bias
     }
 
+    /**
+     * Whether convolution plans made from now on pick cuDNN's algorithm by a timed search of every algorithm on the
+     * shape ({@code cudnnFindConvolutionForwardAlgorithm}, once per shape, the way PyTorch's
+     * {@code cudnn.benchmark} does) rather than by its heuristics; on by default, {@code
+     * -Donestep.cuda.convSearch=false} turns it off. A change forgets the plans made so far; captured graphs keep
+     * the algorithms they recorded until they are captured again.
+     */
+    public void searchConvolutions(boolean on) {
+        if (on != search) {
+            search = on;
+            convPlans.clear();
+        }
+    }
+
+    public boolean searchesConvolutions() {
+        return search;
+    }
+
     @Override
     public boolean convFusesResidual() {
         return cudnnHandle != null;
@@ -230,7 +258,7 @@ public final class CudaDevice extends Device {
         if (cudnnHandle != null && bias != 0) {
             if (!convPlans.containsKey(key)) {
                 convPlans.put(key, ConvPlan.create(cudnnHandle, n, h, wd, cin, kh, kw, cout, stride, padding, type,
-                        true));
+                        true, search && !capturing()));
             }
             plan = convPlans.get(key);
         }
@@ -532,10 +560,11 @@ public final class CudaDevice extends Device {
         /**
          * The plan, or null when cuDNN refuses the shape (the portable kernel runs it then). {@code fused}: a plan for
          * cudnnConvolutionBiasActivationForward with the identity activation, whose only algorithm is
-         * IMPLICIT_PRECOMP_GEMM (cuDNN's rule for that activation).
+         * IMPLICIT_PRECOMP_GEMM (cuDNN's rule for that activation). {@code search}: rank the algorithms by cuDNN's
+         * timed search, not its heuristics (see {@link #searchConvolutions}).
          */
         static ConvPlan create(cudnnContext handle, int n, int h, int wd, int cin, int kh, int kw, int cout, int stride,
-                               int padding, Precision type, boolean fused) {
+                               int padding, Precision type, boolean fused, boolean search) {
             ConvPlan p = new ConvPlan();
             p.ho = (h + 2 * padding - kh) / stride + 1;
             p.wo = (wd + 2 * padding - kw) / stride + 1;
@@ -564,10 +593,45 @@ public final class CudaDevice extends Device {
             if (s != 0) {
                 return null;
             }
+            // The candidates, best first: with search, cuDNN's timed search (each algorithm run once on this shape,
+            // as PyTorch's cudnn.benchmark does; its heuristics' first pick is often not the fastest at batch 1);
+            // without it, or where the search fails, its heuristics.
+            cudnnConvolutionFwdAlgoPerf_t perf = new cudnnConvolutionFwdAlgoPerf_t(8);
+            IntPointer count = new IntPointer(1);
+            boolean timed = search
+                    && cudnn.cudnnFindConvolutionForwardAlgorithm(handle, p.x, p.w, p.conv, p.y, 8, count, perf) == 0;
+            if (!timed && cudnn.cudnnGetConvolutionForwardAlgorithm_v7(handle, p.x, p.w, p.conv, p.y, 8, count, perf)
+                    != 0) {
+                return null;
+            }
+            boolean exact = type == Precision.FP32 && !TF32;
+            int best = -1;
+            float bestMs = Float.POSITIVE_INFINITY, precompMs = Float.NaN;
+            for (int i = 0; i < count.get(); i++) {
+                cudnnConvolutionFwdAlgoPerf_t r = perf.getPointer(i);
+                boolean tensorOps = r.mathType() == cudnn.CUDNN_TENSOR_OP_MATH
+                        || r.mathType() == cudnn.CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+                if (r.status() != 0 || (timed && r.memory() > SEARCH_MAX_WORKSPACE) || (exact && tensorOps)) {
+                    continue;
+                }
+                if (best < 0) {
+                    best = r.algo();
+                    bestMs = r.time();
+                }
+                if (r.algo() == cudnn.CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM && Float.isNaN(precompMs)) {
+                    precompMs = r.time();
+                }
+            }
+            SizeTPointer bytes = new SizeTPointer(1);
             if (fused) {
+                // The fusion runs IMPLICIT_PRECOMP_GEMM (the identity activation's only algorithm). Timed, it must
+                // not cost more than the add it saves over the fastest plain convolution; else null: the shape
+                // runs as that convolution and the add.
+                if (timed && !(precompMs <= bestMs + FUSED_SLACK_MS)) {
+                    return null;
+                }
                 p.bias = new cudnnTensorStruct();
                 p.activation = new cudnnActivationStruct();
-                SizeTPointer bytes = new SizeTPointer(1);
                 p.algo = cudnn.CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
                 if (cudnn.cudnnCreateTensorDescriptor(p.bias) != 0
                         || cudnn.cudnnSetTensor4dDescriptor(p.bias, nhwc, d, 1, cout, 1, 1) != 0
@@ -581,24 +645,15 @@ public final class CudaDevice extends Device {
                 p.workspaceBytes = bytes.get();
                 return p;
             }
-            cudnnConvolutionFwdAlgoPerf_t perf = new cudnnConvolutionFwdAlgoPerf_t(8);
-            IntPointer count = new IntPointer(1);
-            if (cudnn.cudnnGetConvolutionForwardAlgorithm_v7(handle, p.x, p.w, p.conv, p.y, 8, count, perf) != 0) {
+            if (best < 0) {
                 return null;
             }
-            for (int i = 0; i < count.get(); i++) {
-                cudnnConvolutionFwdAlgoPerf_t r = perf.getPointer(i);
-                if (r.status() == 0) {
-                    p.algo = r.algo();
-                    SizeTPointer bytes = new SizeTPointer(1);
-                    if (cudnn.cudnnGetConvolutionForwardWorkspaceSize(handle, p.x, p.w, p.conv, p.y, p.algo, bytes) != 0) {
-                        return null;
-                    }
-                    p.workspaceBytes = bytes.get();
-                    return p;
-                }
+            p.algo = best;
+            if (cudnn.cudnnGetConvolutionForwardWorkspaceSize(handle, p.x, p.w, p.conv, p.y, p.algo, bytes) != 0) {
+                return null;
             }
-            return null;
+            p.workspaceBytes = bytes.get();
+            return p;
         }
     }
 

@@ -863,10 +863,21 @@ public final class CudaOps extends Ops implements AutoCloseable {
         });
     }
 
+    /**
+     * Whether folding passes run conv2 and its residual add as one op ({@code -Donestep.cuda.fuseResidual=false}:
+     * never, for timing the fusion against the two ops).
+     */
+    private boolean fuseConvResidual = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.fuseResidual"));
+
+    /** Turns the residual fusion ({@link #fusesConvResidual}) on or off for passes captured from now on. */
+    public void fuseConvResidual(boolean on) {
+        fuseConvResidual = on;
+    }
+
     /** Inside a pass that folds constants, on a device that fuses the residual into the convolution. */
     @Override
     public boolean fusesConvResidual() {
-        return foldConstants && pass != null && !resident && device.convFusesResidual();
+        return fuseConvResidual && foldConstants && pass != null && !resident && device.convFusesResidual();
     }
 
     /**
