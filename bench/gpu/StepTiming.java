@@ -76,7 +76,7 @@ public final class StepTiming {
             System.err.println("usage: StepTiming [--backend B] [--batches 1,64] [--reps N] [--warmup N] [--jsonl F] "
                     + "[--library libonestep_kernels.so] [--precision fp16,bf16,fp32] [--no-compare | --compare] "
                     + "[--first-step-only] [--unfolded-too] MODEL...   (--unfolded-too: the first step also without "
-                    + "constant folding, without the conv2 + residual fusion, and on a GPU with cuDNN's heuristics)");
+                    + "constant folding, without the residual fusions, and on a GPU with cuDNN's heuristics)");
             System.exit(2);
         }
         FileWriter out = jsonl == null ? null : new FileWriter(jsonl, true);
@@ -269,7 +269,7 @@ public final class StepTiming {
             }
             if (unfoldedToo && s.ops() instanceof ai.onestep.backend.cuda.CudaOps co) {
                 // The first step again, its graph captured anew: without constant folding (the time path on the
-                // device, in the graph); folded but with conv2 and the residual add as two ops (cuDNN's
+                // device, in the graph); folded but with conv2 and to_out.0 apart from their residual adds (cuDNN's
                 // conv + bias + z fusion runs IMPLICIT_PRECOMP_GEMM, which may be slower than the algorithm the
                 // plain convolution gets); and, on a GPU, with cuDNN's heuristic algorithms instead of its timed
                 // search. Then all back to the defaults for the next batch.
@@ -280,7 +280,7 @@ public final class StepTiming {
                         : new String[] {"unfolded", "unfused residual"};
                 for (String variant : variants) {
                     co.foldConstants(!variant.equals("unfolded") && folding);
-                    co.fuseConvResidual(!variant.equals("unfused residual"));
+                    co.fuseResiduals(!variant.equals("unfused residual"));
                     if (searching) {
                         cudnnDevice.searchConvolutions(!variant.equals("heuristic convolutions"));
                     }
@@ -309,7 +309,7 @@ public final class StepTiming {
                         }
                     } finally {
                         co.foldConstants(folding);
-                        co.fuseConvResidual(true);
+                        co.fuseResiduals(true);
                         if (searching) {
                             cudnnDevice.searchConvolutions(true);
                         }

@@ -625,7 +625,7 @@ def summary(paths):
         ours = {(r["model"], r.get("precision", "fp32"), r["batch"]): r["us"] for r in steps
                 if "Heun" not in r["step"] and "2-step" not in r["step"]}
         for variant, what in (("unfolded", "without constant folding (the time path in the graph)"),
-                              ("unfused residual", "folded, conv2 and the residual add as two ops"),
+                              ("unfused residual", "folded, conv2 and to_out.0 apart from their residual adds"),
                               ("heuristic convolutions", "with cuDNN's heuristic algorithms, not its timed search")):
             sel = [r for r in unf if r.get("variant", "unfolded") == variant]
             if sel:

@@ -242,6 +242,11 @@ onestep_status onestep_gemm_typed(const void* a, int trans_a, const void* b, int
                                   float alpha, float beta, onestep_dtype dtype, cudaStream_t stream);
 onestep_status onestep_linear_typed(const void* x, const void* w, const void* bias, void* y, long long rows, int in,
                                     int out, onestep_dtype dtype, cudaStream_t stream);
+/* y = x w + bias + z, z (rows, out) a residual summed in fp32 before y's one rounding (z may be y itself): an
+ * attention block's output projection and residual in one launch, the portable twin of cuBLASLt's bias epilogue
+ * with C = z. */
+onestep_status onestep_linear_residual_typed(const void* x, const void* w, const void* bias, const void* z, void* y,
+                                             long long rows, int in, int out, onestep_dtype dtype, cudaStream_t stream);
 onestep_status onestep_conv2d_nhwc_typed(const void* x, const void* w, const void* bias, void* y, int N, int H, int W,
                                          int Cin, int KH, int KW, int Cout, int stride, int padding,
                                          onestep_dtype dtype, cudaStream_t stream);

@@ -44,13 +44,16 @@ __global__ void gemm_kernel(const T* a, int ta, const T* b, int tb, T* c, int M,
 }
 
 template <typename T>
-__global__ void linear_kernel(const T* x, const T* w, const T* bias, T* y, long long rows, int in, int out) {
+__global__ void linear_kernel(const T* x, const T* w, const T* bias, const T* z, T* y, long long rows, int in,
+                              int out) {
     ONESTEP_GRID_STRIDE(idx, rows * out) {
         long long r = idx / out;
         int j = int(idx % out);
         float acc = 0.f;
         for (int k = 0; k < in; k++) acc = fmaf(to_f32(x[r * in + k]), to_f32(w[(long long)k * out + j]), acc);
-        y[idx] = from_f32<T>(bias ? acc + to_f32(bias[j]) : acc);
+        if (bias) acc += to_f32(bias[j]);
+        if (z) acc += to_f32(z[idx]);  // a residual, before the one rounding (cuBLASLt's C with beta = 1)
+        y[idx] = from_f32<T>(acc);
     }
 }
 
@@ -345,8 +348,8 @@ extern "C" onestep_status onestep_gemm_typed(const void* a, int trans_a, const v
     return gemm_impl("onestep_gemm_typed", a, trans_a, b, trans_b, c, M, N, K, alpha, beta, dtype, stream);
 }
 
-static onestep_status linear_impl(const char* fn, const void* x, const void* w, const void* bias, void* y,
-                                  long long rows, int in, int out, onestep_dtype dtype, cudaStream_t stream) {
+static onestep_status linear_impl(const char* fn, const void* x, const void* w, const void* bias, const void* z,
+                                  void* y, long long rows, int in, int out, onestep_dtype dtype, cudaStream_t stream) {
     ONESTEP_SHAPES("rows=%lld, in=%d, out=%d, %s", rows, in, out, onestep::dtype_name(dtype));
     if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
     if (rows < 0 || in < 1 || out < 1)
@@ -356,18 +359,30 @@ static onestep_status linear_impl(const char* fn, const void* x, const void* w, 
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                launch(L::linear_kernel<T>, L::grid_for(rows * out), dim3(L::kBlock), 0,
                                                       stream, static_cast<const T*>(x), static_cast<const T*>(w),
-                                                      static_cast<const T*>(bias), static_cast<T*>(y), rows, in, out)),
+                                                      static_cast<const T*>(bias), static_cast<const T*>(z),
+                                                      static_cast<T*>(y), rows, in, out)),
                         fn, shapes);
 }
 
 extern "C" onestep_status onestep_linear(const float* x, const float* w, const float* bias, float* y, long long rows,
                                          int in, int out, cudaStream_t stream) {
-    return linear_impl("onestep_linear", x, w, bias, y, rows, in, out, ONESTEP_FLOAT32, stream);
+    return linear_impl("onestep_linear", x, w, bias, nullptr, y, rows, in, out, ONESTEP_FLOAT32, stream);
 }
 
 extern "C" onestep_status onestep_linear_typed(const void* x, const void* w, const void* bias, void* y, long long rows,
                                                int in, int out, onestep_dtype dtype, cudaStream_t stream) {
-    return linear_impl("onestep_linear_typed", x, w, bias, y, rows, in, out, dtype, stream);
+    return linear_impl("onestep_linear_typed", x, w, bias, nullptr, y, rows, in, out, dtype, stream);
+}
+
+extern "C" onestep_status onestep_linear_residual_typed(const void* x, const void* w, const void* bias, const void* z,
+                                                        void* y, long long rows, int in, int out, onestep_dtype dtype,
+                                                        cudaStream_t stream) {
+    const char* fn = "onestep_linear_residual_typed";
+    if (!z && rows > 0) {
+        ONESTEP_SHAPES("rows=%lld, in=%d, out=%d, %s", rows, in, out, onestep::dtype_name(dtype));
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL residual z");
+    }
+    return linear_impl(fn, x, w, bias, z, y, rows, in, out, dtype, stream);
 }
 
 static onestep_status conv_impl(const char* fn, const void* x, const void* w, const void* bias, const void* z, void* y,

@@ -42,6 +42,43 @@ void check_gemm() {
         }
 }
 
+// linear and its residual twin: y = x w + b (+ z), against double sums, with and without the bias, into a separate y
+// and in place over z.
+void check_linear() {
+    ktest::Rng rng(5);
+    const long long rows = 11;
+    const int in = 17, out = 6;
+    for (int bias = 0; bias < 2; bias++) {
+        vector<float> x = rng.normals(size_t(rows) * in), w = rng.normals(size_t(in) * out), b = rng.normals(out),
+                      z = rng.normals(size_t(rows) * out), y(z.size(), NAN), yz(z.size(), NAN), inplace = z;
+        vector<double> want(y.size()), wantz(y.size());
+        for (long long r = 0; r < rows; r++)
+            for (int j = 0; j < out; j++) {
+                double acc = bias ? b[j] : 0.0;
+                for (int k = 0; k < in; k++) acc += double(x[r * in + k]) * double(w[size_t(k) * out + j]);
+                want[r * out + j] = acc;
+                wantz[r * out + j] = acc + z[r * out + j];
+            }
+        const float* pb = bias ? b.data() : nullptr;
+        ok(onestep_linear(x.data(), w.data(), pb, y.data(), rows, in, out, nullptr), "linear: %s");
+        ok(onestep_linear_residual_typed(x.data(), w.data(), pb, z.data(), yz.data(), rows, in, out, ONESTEP_FLOAT32,
+                                         nullptr),
+           "linear residual: %s");
+        ok(onestep_linear_residual_typed(x.data(), w.data(), pb, inplace.data(), inplace.data(), rows, in, out,
+                                         ONESTEP_FLOAT32, nullptr),
+           "linear residual in place: %s");
+        ktest::sync();
+        expect_close("linear", y.data(), want.data(), want.size(), 1e-5, 1e-5);
+        expect_close("linear residual", yz.data(), wantz.data(), wantz.size(), 1e-5, 1e-5);
+        expect_close("linear residual in place", inplace.data(), wantz.data(), wantz.size(), 1e-5, 1e-5);
+    }
+    float one[4] = {0, 0, 0, 0};
+    expect(onestep_linear_residual_typed(one, one, nullptr, nullptr, one, 1, 2, 2, ONESTEP_FLOAT32, nullptr) ==
+                   ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "NULL residual z") != nullptr,
+           "linear residual without z: %s", onestep_last_error_message());
+}
+
 void check_conv() {
     ktest::Rng rng(2);
     const int cases[][4] = {{3, 1, 1, 1}, {3, 2, 1, 1}, {1, 1, 0, 0}, {3, 2, 0, 1}};
@@ -328,6 +365,7 @@ void check_capture() {
 int main() {
     const auto start = std::chrono::steady_clock::now();
     check_gemm();
+    check_linear();
     check_conv();
     check_conv_backward();
     check_layout_ops();

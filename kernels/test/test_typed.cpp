@@ -85,6 +85,18 @@ void check_linear(const Type& t, ktest::Rng& rng) {
            "linear_typed: %s");
         ktest::sync();
         expect_rounded("linear", t, y.p, y32.data(), y32.size());
+        // The residual twin: x w + b + z in fp32, rounded once.
+        Input z(t, rng, y32.size());
+        vector<float> yz32(y32.size());
+        Buf16 yz(y32.size());
+        ok(onestep_linear_residual_typed(x.v.data(), w.v.data(), bias ? b.v.data() : nullptr, z.v.data(), yz32.data(),
+                                         rows, in, out, ONESTEP_FLOAT32, nullptr),
+           "linear residual: %s");
+        ok(onestep_linear_residual_typed(x.b.p, w.b.p, bias ? b.b.p : nullptr, z.b.p, yz.p, rows, in, out, t.dt,
+                                         nullptr),
+           "linear residual typed: %s");
+        ktest::sync();
+        expect_rounded("linear residual", t, yz.p, yz32.data(), yz32.size());
     }
 }
 

@@ -150,6 +150,27 @@ public abstract class Ops {
 
     protected abstract void linearKernel(Tensor x, Tensor w, Tensor b, Tensor y, int rows, int in, int out);
 
+    /**
+     * {@code y = x w + b + z}: a linear and a residual z of y's shape (an attention block's output projection and its
+     * residual); y must not alias z. Meant for inference graphs where {@link #fusesResidual} holds.
+     */
+    public final void linearResidual(Tensor x, Tensor w, Tensor b, Tensor z, Tensor y) {
+        String op = "linearResidual";
+        alive(op, x, w, b, z, y);
+        int rows = linearRows(op, x, w, y);
+        sameShape(op, "residual z", z, "y", y);
+        if (b != null) {
+            shape(op, "bias b", b, w.dim(1));
+        }
+        linearResidualKernel(x, w, b, z, y, rows, w.dim(0), w.dim(1));
+    }
+
+    /** Host backends: {@link #linearKernel}, then {@link #addKernel} of z (linear and then add's bits). */
+    protected void linearResidualKernel(Tensor x, Tensor w, Tensor b, Tensor z, Tensor y, int rows, int in, int out) {
+        linearKernel(x, w, b, y, rows, in, out);
+        addKernel(z, y, y);
+    }
+
     /** Backward of {@link #linear}: {@code dx = dy w^T} (assigned), {@code dw += x^T dy}, {@code db += sum(dy)}. */
     public final void linearBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, Tensor dw, Tensor db) {
         String op = "linearBackward";
@@ -198,7 +219,7 @@ public abstract class Ops {
 
     /**
      * {@code y = conv2d(x, w, b) + z}: a convolution and a residual z of y's shape (ResnetBlock2D's conv2 and its
-     * shortcut); y must not alias z. Meant for inference graphs where {@link #fusesConvResidual} holds.
+     * shortcut); y must not alias z. Meant for inference graphs where {@link #fusesResidual} holds.
      */
     public final void conv2dResidual(Tensor x, Tensor w, Tensor b, Tensor z, int stride, int padding, Tensor y) {
         String op = "conv2dResidual";
@@ -219,12 +240,13 @@ public abstract class Ops {
     }
 
     /**
-     * True where {@link #conv2dResidual} runs as one launch in the work being recorded now and a model should call it
-     * instead of conv2d then add, folding the shortcut convolution's bias into the convolution's with
-     * {@link #passConstants} (the cuda backend inside a captured pass that folds constants: cuDNN's conv + bias + z
-     * fusion). Host backends answer false: there the add is a small part of a convolution's time.
+     * True where {@link #conv2dResidual} and {@link #linearResidual} run as one launch each in the work being recorded
+     * now, so a model should call them instead of the op then add (folding a shortcut convolution's bias into the
+     * convolution's with {@link #passConstants}): the cuda backend inside a captured pass that folds constants
+     * (cuDNN's conv + bias + z, cuBLASLt's bias epilogue with C = z). Host backends answer false: there the add is a
+     * small part of the op's time.
      */
-    public boolean fusesConvResidual() {
+    public boolean fusesResidual() {
         return false;
     }
 

@@ -16,7 +16,8 @@ import java.util.List;
  * <p>At inference on a backend whose attention reads one packed projection ({@link Ops#packsQkv}), inside a pass
  * that folds constants ({@link Ops#passConstants}), q, k and v come from one GEMM against the three weights
  * concatenated, [W_q | W_k | W_v] (C, 3C), whose concatenation the fold does once per capture: one launch instead
- * of three, the same products.
+ * of three, the same products. There too ({@link Ops#fusesResidual}), to_out.0 and the residual run as one
+ * {@link Ops#linearResidual}.
  */
 final class AttentionBlock implements AutoCloseable {
     final GroupNorm groupNorm;
@@ -60,8 +61,16 @@ final class AttentionBlock implements AutoCloseable {
             v = toV.forward(c, tokens);
             c.ops.attention(q, k, v, heads, o, lse);
         }
-        Tensor y = toOut.forward(c, o).reshape(Layout.NHWC, x.shape());
-        c.ops.add(y, x, y);
+        Tensor y;
+        if (!c.training && c.ops.fusesResidual()) {
+            // to_out.0 and the residual in one op (cuBLASLt's bias epilogue with C = x inside a captured pass).
+            y = c.alloc(Layout.ROWS, n, t, ch);
+            c.ops.linearResidual(o, toOut.weight.value(), toOut.bias.value(), x.reshape(Layout.ROWS, n, t, ch), y);
+            y = y.reshape(Layout.NHWC, x.shape());
+        } else {
+            y = toOut.forward(c, o).reshape(Layout.NHWC, x.shape());
+            c.ops.add(y, x, y);
+        }
         if (rescale != 1) {
             c.ops.scale(y, (float) (1 / rescale), y);
         }

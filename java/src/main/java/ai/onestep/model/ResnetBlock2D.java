@@ -24,7 +24,7 @@ import java.util.SplittableRandom;
  * after it run as one fused op, and at inference so does the default mode's h + time_emb_proj(temb) before it
  * (GroupNorm.forwardAdded).
  *
- * <p>At inference where the backend fuses a residual into a convolution ({@link Ops#fusesConvResidual}: cuDNN's
+ * <p>At inference where the backend fuses a residual into a convolution ({@link Ops#fusesResidual}: cuDNN's
  * conv + bias + z inside a captured pass), conv2 and the residual add are one op, {@code conv2(h) + shortcut(x)}.
  * A 1x1 conv_shortcut then runs without its bias, and conv2 takes the two biases' sum, which the pass folds into a
  * constant: one launch where there were two.
@@ -95,7 +95,7 @@ final class ResnetBlock2D implements AutoCloseable {
             mask = dropoutMask(c, g);
             c.ops.mul(g, mask, g);
         }
-        Tensor y = c.training || !c.ops.fusesConvResidual() ? null : conv2Residual(c, x, g);
+        Tensor y = c.training || !c.ops.fusesResidual() ? null : conv2Residual(c, x, g);
         if (y == null) {
             y = conv2.forward(c, g);
             Tensor sc = convShortcut != null ? convShortcut.forward(c, x) : x;

@@ -21,6 +21,25 @@ import org.junit.jupiter.params.provider.CsvSource;
 /** linear and linearBackward: cpu against naive, naive against finite differences, semantics, determinism. */
 class LinearTest {
 
+    /** linearResidual on a host backend: linear and then the add, bit for bit; a residual of a wrong shape refused. */
+    @Test
+    void residualIsTheLinearThenTheAdd() {
+        try (TensorArena arena = new TensorArena()) {
+            Tensor x = randn(arena, 81, 2, 5, 7), w = randn(arena, 82, 7, 9), b = randn(arena, 83, 9);
+            Tensor z = randn(arena, 84, 2, 5, 9);
+            for (Ops ops : new Ops[] {CPU, NAIVE}) {
+                Tensor fused = arena.allocate(2, 5, 9), want = arena.allocate(2, 5, 9);
+                ops.linearResidual(x, w, b, z, fused);
+                ops.linear(x, w, b, want);
+                ops.add(z, want, want);
+                assertArrayEquals(want.toArray(), fused.toArray(), ops.name());
+            }
+            TensorException e = assertThrows(TensorException.class,
+                    () -> CPU.linearResidual(x, w, b, arena.allocate(2, 5, 8), arena.allocate(2, 5, 9)));
+            assertTrue(e.getMessage().contains("residual z"), e.getMessage());
+        }
+    }
+
     // x is (batch, tokens, in): leading dimensions are rows. Ragged sizes around the 8 x 32 micro-tile.
     @ParameterizedTest
     @CsvSource({"1, 1, 3, 5", "2, 7, 33, 19", "3, 5, 64, 130", "1, 9, 17, 32"})

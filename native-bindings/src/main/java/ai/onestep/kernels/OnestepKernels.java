@@ -277,6 +277,13 @@ public final class OnestepKernels {
     public static native int onestep_linear_typed(@Cast("const void*") long x, @Cast("const void*") long w, @Cast("const void*") long bias, @Cast("void*") long y, long rows, int in, int out,
                                                   @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
 
+    /** y = x w + bias + z, summed in fp32 and rounded once; z (rows, out) may be y itself. */
+    public static native int onestep_linear_residual_typed(@Cast("const void*") long x, @Cast("const void*") long w,
+                                                           @Cast("const void*") long bias, @Cast("const void*") long z,
+                                                           @Cast("void*") long y, long rows, int in, int out,
+                                                           @Cast("onestep_dtype") int dtype,
+                                                           @Cast("cudaStream_t") long stream);
+
     public static native int onestep_conv2d_nhwc_typed(@Cast("const void*") long x, @Cast("const void*") long w, @Cast("const void*") long bias, @Cast("void*") long y, int n, int h, int wd,
                                                        int cin, int kh, int kw, int cout, int stride, int padding,
                                                        @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);

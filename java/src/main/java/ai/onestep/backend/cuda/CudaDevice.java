@@ -9,6 +9,11 @@ import java.util.HashMap;
 import java.util.Map;
 import java.util.function.Supplier;
 import org.bytedeco.cuda.cublas.cublasContext;
+import org.bytedeco.cuda.cublas.cublasLtContext;
+import org.bytedeco.cuda.cublas.cublasLtMatmulDescOpaque_t;
+import org.bytedeco.cuda.cublas.cublasLtMatmulHeuristicResult_t;
+import org.bytedeco.cuda.cublas.cublasLtMatmulPreferenceOpaque_t;
+import org.bytedeco.cuda.cublas.cublasLtMatrixLayoutOpaque_t;
 import org.bytedeco.cuda.cudnn.cudnnActivationStruct;
 import org.bytedeco.cuda.cudart.CUstream_st;
 import org.bytedeco.cuda.cudnn.cudnnContext;
@@ -23,7 +28,9 @@ import org.bytedeco.cuda.global.cudnn;
 import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.IntPointer;
 import org.bytedeco.javacpp.Loader;
+import org.bytedeco.javacpp.LongPointer;
 import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.PointerPointer;
 import org.bytedeco.javacpp.SizeTPointer;
 
 /**
@@ -70,6 +77,14 @@ public final class CudaDevice extends Device {
     /** Per convolution shape: its descriptors, algorithms and verdicts, or null where cuDNN refused the shape. */
     private final Map<String, ConvPlan> convPlans = new HashMap<>();
     private final FloatPointer alphaHost = new FloatPointer(1);
+    private final FloatPointer betaHost = new FloatPointer(1);
+    /** cuBLASLt, for a linear with its bias and a residual in one GEMM ({@link #linearResidual}); null: not loaded. */
+    private final cublasLtContext ltHandle;
+    private final CUstream_st ltStream;
+    /** Per (rows, in, out, type): cuBLASLt's descriptors and algorithm, or null where it has none for the shape. */
+    private final Map<String, LtPlan> ltPlans = new HashMap<>();
+    /** The most workspace a cuBLASLt algorithm may ask for (its heuristics then pick among those that fit). */
+    static final long LT_MAX_WORKSPACE = 32L << 20;
     /** Whether new convolution plans rank cuDNN's algorithms by a timed search ({@link #searchConvolutions}). */
     private boolean search = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.convSearch"));
     /** The timed search skips algorithms that need more workspace than this (FFT variants can ask for GiBs). */
@@ -79,7 +94,6 @@ public final class CudaDevice extends Device {
      * be used: about one small kernel at batch 1 (an H100, 2026-11-26: the residual adds took ~3.3 us each).
      */
     static final float FUSED_SLACK_MS = 0.003f;
-    private final FloatPointer betaHost = new FloatPointer(1);
 
     CudaDevice(String library) {
         super(library);
@@ -119,6 +133,19 @@ public final class CudaDevice extends Device {
         }
         this.cudnnHandle = dnn;
         this.cudnnMissing = dnnMissing;
+        cublasLtContext lt = null;
+        if (cublasHandle != null) {
+            try {
+                lt = new cublasLtContext();
+                if (cublas.cublasLtCreate(lt) != 0) {
+                    lt = null;
+                }
+            } catch (UnsatisfiedLinkError | NoClassDefFoundError e) {
+                lt = null;
+            }
+        }
+        this.ltHandle = lt;
+        this.ltStream = new CUstream_st(address(stream()));
     }
 
     @Override
@@ -242,6 +269,133 @@ public final class CudaDevice extends Device {
 
     public boolean searchesConvolutions() {
         return search;
+    }
+
+    @Override
+    public boolean linearFusesResidual() {
+        return ltHandle != null;
+    }
+
+    /**
+     * cuBLASLt's matmul with the bias epilogue and C = z, beta = 1: {@code y = x w + bias + z} in one kernel (cuBLAS's
+     * GEMM cannot take a C other than its output). Row-major y (rows, out) = x (rows, in) w (in, out) is, column-major,
+     * y^T (out, rows) = w^T (out, in) x^T (in, rows), with no transposes; the bias runs along y^T's rows, the output
+     * channels. Checked once per shape against the portable kernel, as the convolutions are; where cuBLASLt has no
+     * algorithm or disagrees, the GEMM and then the add.
+     */
+    @Override
+    public void linearResidual(long x, long w, long bias, long z, long y, long rows, int in, int out, Precision type,
+                               Supplier<String> what) {
+        LtPlan plan = null;
+        String key = rows + "," + in + "," + out + "," + type.label();
+        if (ltHandle != null && bias != 0 && rows <= Integer.MAX_VALUE) {
+            if (!ltPlans.containsKey(key)) {
+                ltPlans.put(key, LtPlan.create(ltHandle, rows, in, out, type));
+            }
+            plan = ltPlans.get(key);
+        }
+        boolean verify = plan != null && plan.ok && !plan.verified;
+        if (plan == null || !plan.ok || (verify && capturing())) {
+            super.linearResidual(x, w, bias, z, y, rows, in, out, type, what);
+            return;
+        }
+        try (Temporary tmp = new Temporary()) {
+            // The workspace is the device's own for this call, not the pass's: a graph keeps the address it recorded,
+            // so it is allocated once per plan and kept.
+            if (plan.workspaceBytes > 0 && plan.workspace == 0) {
+                plan.workspace = malloc(plan.workspaceBytes, () -> "cuBLASLt workspace " + key);
+            }
+            plan.biasPointer.put(0, bias);
+            int s = cublas.cublasLtMatmulDescSetAttribute(plan.desc, cublas.CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                    plan.biasPointer, 8);
+            alphaHost.put(0, 1f);
+            betaHost.put(0, 1f);
+            if (s == 0) {
+                s = cublas.cublasLtMatmul(ltHandle, plan.desc, alphaHost, address(w), plan.a, address(x), plan.b,
+                        betaHost, address(z), plan.c, address(y), plan.c, plan.heuristic.algo(),
+                        address(plan.workspace), plan.workspaceBytes, ltStream);
+            }
+            if (s != 0) {
+                System.err.println("cuda: cuBLASLt's bias + residual matmul " + key + " failed with status " + s
+                        + ": a GEMM and an add for this shape");
+                plan.ok = false;
+                super.linearResidual(x, w, bias, z, y, rows, in, out, type, what);
+                return;
+            }
+            if (verify) {
+                long elems = rows * out;
+                long ref = tmp.allocate(elems * type.bytes, "linearResidual check");
+                check(onestep_linear_residual_typed(x, w, bias, z, ref, rows, in, out, type.code, stream()),
+                        "linearResidual", what);
+                double err = relativeError(y, ref, elems, type, tmp, what);
+                if (err > 2e-2) {
+                    System.err.println("cuda: cuBLASLt's bias + residual matmul " + key + " disagrees with the "
+                            + "portable kernel (relative error " + err + "): a GEMM and an add for this shape");
+                    plan.ok = false;
+                    copy(y, ref, elems * type.bytes, what);
+                } else {
+                    plan.verified = true;
+                }
+            }
+        }
+    }
+
+    /** cuBLASLt's descriptors and chosen algorithm for one linear-with-residual shape. */
+    private static final class LtPlan {
+        cublasLtMatmulDescOpaque_t desc;
+        /** w^T (out, in), x^T (in, rows), and z^T = y^T (out, rows), column-major. */
+        cublasLtMatrixLayoutOpaque_t a, b, c;
+        cublasLtMatmulHeuristicResult_t heuristic;
+        long workspaceBytes;
+        long workspace;
+        final LongPointer biasPointer = new LongPointer(1);
+        boolean ok = true;
+        boolean verified;
+
+        static LtPlan create(cublasLtContext lt, long rows, int in, int out, Precision type) {
+            int t = switch (type) {
+                case FP32 -> org.bytedeco.cuda.global.cudart.CUDA_R_32F;
+                case FP16 -> org.bytedeco.cuda.global.cudart.CUDA_R_16F;
+                case BF16 -> org.bytedeco.cuda.global.cudart.CUDA_R_16BF;
+            };
+            LtPlan p = new LtPlan();
+            PointerPointer<Pointer> pp = new PointerPointer<>(1);
+            // fp32 compute and scale for every storage type (fp32 exact: no TF32, as the cuBLAS GEMMs).
+            if (cublas.cublasLtMatmulDescCreate(pp, cublas.CUBLAS_COMPUTE_32F,
+                    org.bytedeco.cuda.global.cudart.CUDA_R_32F) != 0) {
+                return null;
+            }
+            p.desc = new cublasLtMatmulDescOpaque_t(pp.get(0));
+            IntPointer epilogue = new IntPointer(1).put(0, cublas.CUBLASLT_EPILOGUE_BIAS);
+            if (cublas.cublasLtMatmulDescSetAttribute(p.desc, cublas.CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue, 4) != 0) {
+                return null;
+            }
+            p.a = layout(pp, t, out, in);
+            p.b = layout(pp, t, in, rows);
+            p.c = layout(pp, t, out, rows);
+            if (p.a == null || p.b == null || p.c == null || cublas.cublasLtMatmulPreferenceCreate(pp) != 0) {
+                return null;
+            }
+            cublasLtMatmulPreferenceOpaque_t pref = new cublasLtMatmulPreferenceOpaque_t(pp.get(0));
+            LongPointer max = new LongPointer(1).put(0, LT_MAX_WORKSPACE);
+            IntPointer found = new IntPointer(1);
+            p.heuristic = new cublasLtMatmulHeuristicResult_t(1);
+            if (cublas.cublasLtMatmulPreferenceSetAttribute(pref, cublas.CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, max,
+                    8) != 0 || cublas.cublasLtMatmulAlgoGetHeuristic(lt, p.desc, p.a, p.b, p.c, p.c, pref, 1,
+                    p.heuristic, found) != 0 || found.get() == 0 || p.heuristic.state() != 0) {
+                return null;
+            }
+            p.workspaceBytes = p.heuristic.workspaceSize();
+            return p;
+        }
+
+        /** A column-major (rows, cols) matrix of {@code type}, leading dimension rows; null if refused. */
+        private static cublasLtMatrixLayoutOpaque_t layout(PointerPointer<Pointer> pp, int type, long rows, long cols) {
+            if (cublas.cublasLtMatrixLayoutCreate(pp, type, rows, cols, rows) != 0) {
+                return null;
+            }
+            return new cublasLtMatrixLayoutOpaque_t(pp.get(0));
+        }
     }
 
     @Override
@@ -659,6 +813,14 @@ public final class CudaDevice extends Device {
 
     @Override
     public void close() {
+        for (LtPlan p : ltPlans.values()) {
+            if (p != null && p.workspace != 0) {
+                free(p.workspace);
+            }
+        }
+        if (ltHandle != null) {
+            cublas.cublasLtDestroy(ltHandle);
+        }
         if (cublasHandle != null) {
             cublas.cublasDestroy_v2(cublasHandle);
         }

@@ -823,6 +823,25 @@ public final class CudaOps extends Ops implements AutoCloseable {
         });
     }
 
+    /**
+     * One launch (cuBLASLt's bias epilogue with C = z; the emulated device's portable kernel) where z is held in the
+     * pass's type with no bias left pending on it; otherwise the linear and then the residual add.
+     */
+    @Override
+    protected void linearResidualKernel(Tensor x, Tensor w, Tensor b, Tensor z, Tensor y, int rows, int in, int out) {
+        Precision type = dt();
+        if (pass == null || resident || b == null || !device.linearFusesResidual() || res().typeOf(z) != type
+                || pass.pendingBias(z, type) != 0) {
+            super.linearResidualKernel(x, w, b, z, y, rows, in, out);
+            return;
+        }
+        String op = "linearResidual";
+        run(op, () -> {
+            long px = in(x, op, type), pw = in(w, op, type), pb = in(b, op, type), pz = in(z, op, type);
+            device.linearResidual(px, pw, pb, pz, out(y, op, type), rows, in, out, type, what(x, w, b, z, y));
+        });
+    }
+
     @Override
     protected void linearBackwardKernel(Tensor x, Tensor w, Tensor dy, Tensor dx, Tensor dw, Tensor db, int rows,
                                         int in, int out) {
@@ -864,20 +883,21 @@ public final class CudaOps extends Ops implements AutoCloseable {
     }
 
     /**
-     * Whether folding passes run conv2 and its residual add as one op ({@code -Donestep.cuda.fuseResidual=false}:
-     * never, for timing the fusion against the two ops).
+     * Whether folding passes run conv2 and to_out.0 with their residual adds as one op each
+     * ({@code -Donestep.cuda.fuseResidual=false}: never, for timing the fusions against the two ops).
      */
-    private boolean fuseConvResidual = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.fuseResidual"));
+    private boolean fuseResiduals = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.fuseResidual"));
 
-    /** Turns the residual fusion ({@link #fusesConvResidual}) on or off for passes captured from now on. */
-    public void fuseConvResidual(boolean on) {
-        fuseConvResidual = on;
+    /** Turns the residual fusion ({@link #fusesResidual}) on or off for passes captured from now on. */
+    public void fuseResiduals(boolean on) {
+        fuseResiduals = on;
     }
 
-    /** Inside a pass that folds constants, on a device that fuses the residual into the convolution. */
+    /** Inside a pass that folds constants, on a device that fuses residuals into convolutions and GEMMs. */
     @Override
-    public boolean fusesConvResidual() {
-        return fuseConvResidual && foldConstants && pass != null && !resident && device.convFusesResidual();
+    public boolean fusesResidual() {
+        return fuseResiduals && foldConstants && pass != null && !resident && device.convFusesResidual()
+                && device.linearFusesResidual();
     }
 
     /**

@@ -97,11 +97,30 @@ public abstract class Device implements AutoCloseable {
         check(onestep_add_typed(y, z, y, elems, type.code, stream()), "conv2dResidual", what);
     }
 
+    /**
+     * {@code y (rows, out) = x (rows, in) w (in, out) + bias + z} with z a residual of y's shape, never y itself (an
+     * attention block's output projection and its residual). Here the linear, then the add: two launches.
+     * {@link EmulatedDevice} runs our portable kernel that sums z before its store, {@link CudaDevice} cuBLASLt's
+     * bias epilogue with C = z, one launch each ({@link #linearFusesResidual}).
+     */
+    public void linearResidual(long x, long w, long bias, long z, long y, long rows, int in, int out, Precision type,
+                               Supplier<String> what) {
+        residualsUnfused++;
+        linear(x, w, bias, y, rows, in, out, type, what);
+        check(onestep_add_typed(y, z, y, rows * out, type.code, stream()), "linearResidual", what);
+    }
+
+    /** True when {@link #linearResidual} is one launch. */
+    public boolean linearFusesResidual() {
+        return false;
+    }
+
     private long residualsUnfused;
 
     /**
-     * Calls of {@link #conv2dResidual} that ran as two launches: on a device that fuses, those cuDNN refused or
-     * disagreed on (or its first use of a shape inside a capture); DeviceCheck reports them.
+     * Calls of {@link #conv2dResidual} and {@link #linearResidual} that ran as two launches: on a device that fuses,
+     * those cuDNN or cuBLASLt refused or disagreed on, or found slower, or a shape's first use inside a capture;
+     * DeviceCheck reports them.
      */
     public long residualsUnfused() {
         return residualsUnfused;

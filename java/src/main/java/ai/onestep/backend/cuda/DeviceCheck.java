@@ -405,12 +405,15 @@ public final class DeviceCheck {
             record("folded graph replay vs cpu", relErr(folded, c), unet);
             long[] gf = dev.capturedPasses().values().stream().findFirst().orElse(new long[] {0, 0, 0});
             fact("folded graph: " + gf[0] + " nodes (" + (g[0] - gf[0]) + " fewer)", gf[0] > 0 && gf[0] < g[0]);
-            // Inside folded passes conv2 takes the residual (cuDNN's conv + bias + z, Ops#conv2dResidual); a device
-            // that could not fuse a shape ran it as two launches (correct, and reported here).
-            long fusedConvs = dev.capturedOpCounts().values().stream().findFirst().orElse(java.util.Map.of())
-                    .getOrDefault("conv2dResidual", 0L);
-            fact("folded graph: " + fusedConvs + " convolutions took their residual, " + dev.device().residualsUnfused()
-                    + " calls as two launches", fusedConvs > 0);
+            // Inside folded passes conv2 and to_out.0 take the residual (cuDNN's conv + bias + z, cuBLASLt's bias
+            // epilogue with C = z); a device that could not fuse a shape ran it as two launches (correct, and
+            // reported here).
+            java.util.Map<String, Long> ops = dev.capturedOpCounts().values().stream().findFirst()
+                    .orElse(java.util.Map.of());
+            long fusedConvs = ops.getOrDefault("conv2dResidual", 0L);
+            long fusedGemms = ops.getOrDefault("linearResidual", 0L);
+            fact("folded graph: " + fusedConvs + " convolutions and " + fusedGemms + " GEMMs took their residual, "
+                    + dev.device().residualsUnfused() + " calls as two launches", fusedConvs > 0 && fusedGemms > 0);
             dev.foldConstants(folding);
 
             // Registered weights, as api.Sampler has them: on cuDNN the convolutions read kept KRSC copies. An

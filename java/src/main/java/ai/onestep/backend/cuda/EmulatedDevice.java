@@ -90,6 +90,19 @@ public final class EmulatedDevice extends Device {
         return true;
     }
 
+    @Override
+    public boolean linearFusesResidual() {
+        return true;
+    }
+
+    /** The portable linear with the residual summed before its store: one launch, as cuBLASLt's is on a GPU. */
+    @Override
+    public void linearResidual(long x, long w, long bias, long z, long y, long rows, int in, int out, Precision type,
+                               Supplier<String> what) {
+        check(onestep_linear_residual_typed(x, w, bias, z, y, rows, in, out, type.code, stream()), "linearResidual",
+                what);
+    }
+
     /** The portable kernel with the residual in its epilogue: one launch, as cuDNN's fusion is on a GPU. */
     @Override
     public void conv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,

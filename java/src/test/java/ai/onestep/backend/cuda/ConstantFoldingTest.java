@@ -90,9 +90,10 @@ class ConstantFoldingTest {
         }
         // The time path's kernels: the sinusoidal embedding, linear_1, SiLU, linear_2, SiLU, and per resnet block
         // its time_emb_proj and the split into scale and shift (the emulated device adds biases in its GEMMs); per
-        // attention block two of the q, k, v GEMMs (one against the folded [W_q | W_k | W_v] instead); and per
-        // resnet block the residual add, which conv2 takes (no bias is left pending here, so every block fuses).
-        long saved = 5 + 3L * resnets + 2L * attentions;
+        // attention block two of the q, k, v GEMMs (one against the folded [W_q | W_k | W_v] instead) and the
+        // residual add, which to_out.0 takes; and per resnet block the residual add, which conv2 takes (no bias is
+        // left pending here, so every block fuses).
+        long saved = 5 + 3L * resnets + 3L * attentions;
         assertTrue(attentions > 0, "the config has attention");
         assertEquals(plainNodes - saved, foldedNodes, "folded " + foldedNodes + " nodes, unfolded " + plainNodes
                 + ", " + resnets + " resnet blocks, " + attentions + " attention blocks");
@@ -116,8 +117,8 @@ class ConstantFoldingTest {
             float[] folded = denoise(ops, net, x);
             var counts = ops.capturedOpCounts().values().iterator().next();
             long attention = counts.getOrDefault("attention", 0L);
-            assertTrue(attention > 0 && counts.get("linear") == 2 * attention, "packed: one q/k/v GEMM and to_out per "
-                    + "attention block: " + counts);
+            assertTrue(attention > 0 && counts.get("linear") == attention && counts.get("linearResidual") == attention,
+                    "packed: one q/k/v GEMM, and to_out with the residual, per attention block: " + counts);
             assertTrue(ops.biasDeferrals()[0] > ops.biasDeferrals()[1], "biases left to readers");
             float[] cpu = denoise(new CpuOps(2), net, x);
             assertTrue(relErr(folded, cpu) < 1e-5, "folded, biases left to readers, vs cpu: " + relErr(folded, cpu));
@@ -128,11 +129,11 @@ class ConstantFoldingTest {
      * The residual add inside conv2 (Ops#conv2dResidual) on a device that leaves biases pending, as cuDNN's route
      * does: blocks with a conv_shortcut run it without its bias and give conv2 the two biases' folded sum; a block
      * whose residual input still carries a pending bias (after conv_in or a downsampler) keeps conv2 and the add,
-     * which takes it. Every block takes one route, and the sample matches the cpu backend (a lost shortcut bias
-     * would not).
+     * which takes it. Every block takes one route; every attention block's to_out.0 takes its residual
+     * (Ops#linearResidual); and the sample matches the cpu backend (a lost shortcut bias would not).
      */
     @Test
-    void conv2TakesTheResidualWithTheShortcutsBiasFolded() {
+    void residualAddsJoinConv2AndToOut() {
         EmulatedDeviceTest.require();
         try (UNet net = CudaGraphTest.randomNet(PendingBiasTest.defaultTimeMode(), 61);
              TensorArena a = new TensorArena();
@@ -150,21 +151,23 @@ class ConstantFoldingTest {
             var counts = ops.capturedOpCounts().values().iterator().next();
             long viaConv = counts.getOrDefault("conv2dResidual", 0L), adds = counts.getOrDefault("add", 0L);
             assertTrue(viaConv >= shortcuts, "every block with a conv_shortcut fuses: " + counts);
-            assertEquals(resnets + attentions, viaConv + adds, "each resnet block fuses or adds: " + counts);
+            assertEquals(resnets, viaConv + adds, "each resnet block fuses or adds: " + counts);
+            assertEquals(attentions, (long) counts.getOrDefault("linearResidual", 0L), "to_out.0 takes the residual: "
+                    + counts);
             float[] cpu = denoise(new CpuOps(2), net, x);
             assertTrue(relErr(fused, cpu) < 1e-5, "conv2 with the residual vs cpu: " + relErr(fused, cpu));
         }
         try (CudaOps ops = open(false)) {
-            assertTrue(!ops.fusesConvResidual(), "eager ops do not fuse");
+            assertTrue(!ops.fusesResidual(), "eager ops do not fuse");
             boolean[] seen = new boolean[1];
             try (TensorArena a = new TensorArena()) {
                 Tensor x = a.allocate(Layout.ROWS, 4), y = a.allocate(Layout.ROWS, 4);
                 ops.runPass("unfolded", new Tensor[] {x}, new Tensor[] {y}, () -> {
-                    seen[0] = ops.fusesConvResidual();
+                    seen[0] = ops.fusesResidual();
                     ops.scale(x, 2f, y);
                 });
             }
-            assertTrue(!seen[0], "a pass that does not fold constants keeps conv2 and the add apart");
+            assertTrue(!seen[0], "a pass that does not fold constants keeps the residual adds apart");
         }
     }
 
