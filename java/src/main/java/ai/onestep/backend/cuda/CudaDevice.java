@@ -327,15 +327,8 @@ public final class CudaDevice extends Device {
                 long ref = tmp.allocate(elems * type.bytes, "linearResidual check");
                 check(onestep_linear_residual_typed(x, w, bias, z, ref, rows, in, out, type.code, stream()),
                         "linearResidual", what);
-                double err = relativeError(y, ref, elems, type, tmp, what);
-                if (err > 2e-2) {
-                    System.err.println("cuda: cuBLASLt's bias + residual matmul " + key + " disagrees with the "
-                            + "portable kernel (relative error " + err + "): a GEMM and an add for this shape");
-                    plan.ok = false;
-                    copy(y, ref, elems * type.bytes, what);
-                } else {
-                    plan.verified = true;
-                }
+                plan.ok = plan.verified = agrees(y, ref, elems, type, tmp, what,
+                        "cuBLASLt's bias + residual matmul " + key, "a GEMM and an add for this shape");
             }
         }
     }
@@ -450,15 +443,8 @@ public final class CudaDevice extends Device {
                 long ref = tmp.allocate(outElems * type.bytes, "conv2dResidual check");
                 check(onestep_conv2d_nhwc_residual_typed(x, w, bias, z, ref, n, h, wd, cin, kh, kw, cout, stride,
                         padding, type.code, stream()), "conv2dResidual", what);
-                double err = relativeError(y, ref, outElems, type, tmp, what);
-                if (err > 2e-2) {
-                    System.err.println("cuda: cuDNN's conv + bias + residual fusion " + key + " disagrees with the "
-                            + "portable kernel (relative error " + err + "): a convolution and an add for this shape");
-                    plan.forwardOk = false;
-                    copy(y, ref, outElems * type.bytes, what);
-                } else {
-                    plan.verified = true;
-                }
+                plan.forwardOk = plan.verified = agrees(y, ref, outElems, type, tmp, what,
+                        "cuDNN's conv + bias + residual fusion " + key, "a convolution and an add for this shape");
             }
         }
     }
@@ -482,17 +468,27 @@ public final class CudaDevice extends Device {
                 long outElems = (long) n * plan.ho * plan.wo * cout;
                 long ref = tmp.allocate(outElems * type.bytes, "conv2d check");
                 portableConv(x, w, bias, ref, n, h, wd, cin, kh, kw, cout, stride, padding, type, what);
-                double err = relativeError(y, ref, outElems, type, tmp, what);
-                if (err > 2e-2) {
-                    System.err.println("cuda: cuDNN convolution " + key + " disagrees with the portable kernel "
-                            + "(relative error " + err + "): using the portable kernel for this shape");
-                    plan.forwardOk = false;
-                    copy(y, ref, outElems * type.bytes, what);
-                } else {
-                    plan.verified = true;
-                }
+                plan.forwardOk = plan.verified = agrees(y, ref, outElems, type, tmp, what,
+                        "cuDNN convolution " + key, "using the portable kernel for this shape");
             }
         }
+    }
+
+    /**
+     * A library route's first result on a shape, y, against the portable kernel's, ref: true if they agree (a layout
+     * mistake shows as an O(1) error; TF32 rounding stays below the 2e-2 bound); else one log line naming the route
+     * and what runs instead, and y takes ref's values.
+     */
+    private boolean agrees(long y, long ref, long elems, Precision type, Temporary tmp, Supplier<String> what,
+                           String route, String instead) {
+        double err = relativeError(y, ref, elems, type, tmp, what);
+        if (err <= 2e-2) {
+            return true;
+        }
+        System.err.println("cuda: " + route + " disagrees with the portable kernel (relative error " + err + "): "
+                + instead);
+        copy(y, ref, elems * type.bytes, what);
+        return false;
     }
 
     /** Device memory for one check, freed (after the device is done with it) on close. */
