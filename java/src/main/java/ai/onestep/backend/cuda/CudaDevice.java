@@ -216,9 +216,10 @@ public final class CudaDevice extends Device {
         }
     }
 
-    private static String convKey(int n, int h, int wd, int cin, int kh, int kw, int cout, int stride, int padding,
-                                  Precision type) {
-        return n + "," + h + "," + wd + "," + cin + "," + kh + "," + kw + "," + cout + "," + stride + "," + padding
+    /** A convolution shape's plan key; plans made with and without the timed search are kept apart. */
+    private String convKey(int n, int h, int wd, int cin, int kh, int kw, int cout, int stride, int padding,
+                           Precision type) {
+        return (search ? "" : "heuristic,") + n + "," + h + "," + wd + "," + cin + "," + kh + "," + kw + "," + cout + "," + stride + "," + padding
                 + "," + type.label();
     }
 
@@ -257,14 +258,11 @@ public final class CudaDevice extends Device {
      * Whether convolution plans made from now on pick cuDNN's algorithm by a timed search of every algorithm on the
      * shape ({@code cudnnFindConvolutionForwardAlgorithm}, once per shape, the way PyTorch's
      * {@code cudnn.benchmark} does) rather than by its heuristics; on by default, {@code
-     * -Donestep.cuda.convSearch=false} turns it off. A change forgets the plans made so far; captured graphs keep
-     * the algorithms they recorded until they are captured again.
+     * -Donestep.cuda.convSearch=false} turns it off. The plans of both kinds are kept, so switching back and forth
+     * searches each shape once; captured graphs keep the algorithms they recorded until they are captured again.
      */
     public void searchConvolutions(boolean on) {
-        if (on != search) {
-            search = on;
-            convPlans.clear();
-        }
+        search = on;
     }
 
     public boolean searchesConvolutions() {
@@ -299,30 +297,31 @@ public final class CudaDevice extends Device {
             super.linearResidual(x, w, bias, z, y, rows, in, out, type, what);
             return;
         }
-        try (Temporary tmp = new Temporary()) {
-            // The workspace is the device's own for this call, not the pass's: a graph keeps the address it recorded,
-            // so it is allocated once per plan and kept.
-            if (plan.workspaceBytes > 0 && plan.workspace == 0) {
-                plan.workspace = malloc(plan.workspaceBytes, () -> "cuBLASLt workspace " + key);
-            }
-            plan.biasPointer.put(0, bias);
-            int s = cublas.cublasLtMatmulDescSetAttribute(plan.desc, cublas.CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                    plan.biasPointer, 8);
-            alphaHost.put(0, 1f);
-            betaHost.put(0, 1f);
-            if (s == 0) {
-                s = cublas.cublasLtMatmul(ltHandle, plan.desc, alphaHost, address(w), plan.a, address(x), plan.b,
-                        betaHost, address(z), plan.c, address(y), plan.c, plan.heuristic.algo(),
-                        address(plan.workspace), plan.workspaceBytes, ltStream);
-            }
-            if (s != 0) {
-                System.err.println("cuda: cuBLASLt's bias + residual matmul " + key + " failed with status " + s
-                        + ": a GEMM and an add for this shape");
-                plan.ok = false;
-                super.linearResidual(x, w, bias, z, y, rows, in, out, type, what);
-                return;
-            }
-            if (verify) {
+        // The workspace is the device's own, not the pass's scratch: a graph keeps the address it recorded, so it is
+        // allocated once per plan (on the shape's first, checking, call, never inside a capture) and kept.
+        if (plan.workspaceBytes > 0 && plan.workspace == 0) {
+            plan.workspace = malloc(plan.workspaceBytes, () -> "cuBLASLt workspace " + key);
+        }
+        plan.biasPointer.put(0, bias);
+        int s = cublas.cublasLtMatmulDescSetAttribute(plan.desc, cublas.CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                plan.biasPointer, 8);
+        alphaHost.put(0, 1f);
+        betaHost.put(0, 1f);
+        if (s == 0) {
+            s = cublas.cublasLtMatmul(ltHandle, plan.desc, alphaHost, address(w), plan.a, address(x), plan.b, betaHost,
+                    address(z), plan.c, address(y), plan.c, plan.heuristic.algo(), address(plan.workspace),
+                    plan.workspaceBytes, ltStream);
+        }
+        if (s != 0) {
+            System.err.println("cuda: cuBLASLt's bias + residual matmul " + key + " failed with status " + s
+                    + ": a GEMM and an add for this shape");
+            plan.ok = false;
+            super.linearResidual(x, w, bias, z, y, rows, in, out, type, what);
+            return;
+        }
+        if (verify) {
+            // (a Temporary waits for the device when it closes: only here, outside captures)
+            try (Temporary tmp = new Temporary()) {
                 long elems = rows * out;
                 long ref = tmp.allocate(elems * type.bytes, "linearResidual check");
                 check(onestep_linear_residual_typed(x, w, bias, z, ref, rows, in, out, type.code, stream()),
@@ -359,8 +358,12 @@ public final class CudaDevice extends Device {
                 return null;
             }
             p.desc = new cublasLtMatmulDescOpaque_t(pp.get(0));
+            // The bias epilogue, its vector in the storage type (the pass's biases are), not left to the default.
             IntPointer epilogue = new IntPointer(1).put(0, cublas.CUBLASLT_EPILOGUE_BIAS);
-            if (cublas.cublasLtMatmulDescSetAttribute(p.desc, cublas.CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue, 4) != 0) {
+            IntPointer biasType = new IntPointer(1).put(0, t);
+            if (cublas.cublasLtMatmulDescSetAttribute(p.desc, cublas.CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue, 4) != 0
+                    || cublas.cublasLtMatmulDescSetAttribute(p.desc, cublas.CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                    biasType, 4) != 0) {
                 return null;
             }
             p.a = layout(pp, t, out, in);
