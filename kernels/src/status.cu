@@ -25,5 +25,17 @@ onestep_status fail(onestep_status code, const char* function, const char* shape
 extern "C" const char* onestep_last_error_message(void) { return g_message; }
 
 extern "C" onestep_status onestep_synchronize(cudaStream_t stream) {
+    // A wait on a stream under capture is an error in CUDA that also invalidates the capture; refused here with a
+    // message that says so, in both builds, so the emulated device fails where the GPU would.
+#ifdef ONESTEP_EMULATION
+    const bool capturing = emu::capture_of(stream) != nullptr;
+#else
+    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    const bool capturing = stream && cudaStreamIsCapturing(stream, &st) == cudaSuccess &&
+                           st != cudaStreamCaptureStatusNone;
+#endif
+    if (capturing)
+        return onestep::fail(ONESTEP_ERROR_UNSUPPORTED, "onestep_synchronize", "",
+                             "the stream is under capture (a wait there would invalidate the capture)");
     return onestep::check_launch(cudaStreamSynchronize(stream), "onestep_synchronize", "");
 }

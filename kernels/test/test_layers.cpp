@@ -337,6 +337,9 @@ void check_capture() {
     ok(onestep_memcpy_dtod(x, y, n * sizeof(float), s), "dtod: %s");  // x = y
     expect(onestep_memcpy_dtoh(out.data(), y, n * sizeof(float), s) == ONESTEP_ERROR_INVALID_ARGUMENT,
            "a host copy while capturing is refused%s");
+    expect(onestep_synchronize(s) == ONESTEP_ERROR_UNSUPPORTED &&
+               std::strstr(onestep_last_error_message(), "under capture") != nullptr,
+           "a wait while capturing is refused: %s", onestep_last_error_message());
     onestep_graph g = nullptr;
     ok(onestep_graph_end_capture(s, &g), "end capture: %s");
     long long nodes = 0;
