@@ -218,6 +218,27 @@ public abstract class Ops {
     protected abstract void convKernel(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y);
 
     /**
+     * {@link #conv2d} whose bias the convolution applies itself, never left for the result's readers to add: for
+     * results that a residual op reads, where a bias left pending would cost a kernel ({@link #fusesResidual}: the
+     * U-Net's conv_in and downsamplers, whose outputs are the next block's residual). Host backends: conv2d.
+     */
+    public final void conv2dBiased(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y) {
+        String op = "conv2d";
+        alive(op, x, w, b, y);
+        int[] o = convShapes(op, x, w, stride, padding);
+        shape(op, "y", y, o);
+        if (b != null) {
+            shape(op, "bias b", b, w.dim(3));
+        }
+        convBiasedKernel(x, w, b, stride, padding, y);
+    }
+
+    /** Host backends: {@link #convKernel} (they add a bias as they compute anyway). */
+    protected void convBiasedKernel(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y) {
+        convKernel(x, w, b, stride, padding, y);
+    }
+
+    /**
      * {@code y = conv2d(x, w, b) + z}: a convolution and a residual z of y's shape (ResnetBlock2D's conv2 and its
      * shortcut); y must not alias z. Meant for inference graphs where {@link #fusesResidual} holds.
      */

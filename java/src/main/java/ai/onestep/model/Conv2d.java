@@ -30,9 +30,21 @@ public final class Conv2d {
     }
 
     Tensor forward(Context c, Tensor x) {
+        return forward(c, x, false);
+    }
+
+    /**
+     * With {@code biasApplied}, through {@link ai.onestep.backend.Ops#conv2dBiased}: the bias is applied by the
+     * convolution itself, for a result the next block reads as its residual (see there).
+     */
+    Tensor forward(Context c, Tensor x, boolean biasApplied) {
         this.x = x;
         Tensor y = c.alloc(Layout.NHWC, ai.onestep.backend.Ops.convOutputShape(x, weight.value(), stride, padding));
-        c.ops.conv2d(x, weight.value(), bias.value(), stride, padding, y);
+        if (biasApplied) {
+            c.ops.conv2dBiased(x, weight.value(), bias.value(), stride, padding, y);
+        } else {
+            c.ops.conv2d(x, weight.value(), bias.value(), stride, padding, y);
+        }
         return y;
     }
 

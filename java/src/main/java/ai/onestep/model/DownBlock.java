@@ -44,7 +44,7 @@ final class DownBlock {
             skips.add(h);
         }
         if (downsampler != null) {
-            h = downsampler.forward(c, h);
+            h = downsampler.forward(c, h, !c.training && c.ops.fusesResidual());  // (see UNet#forward)
             skips.add(h);
         }
         return h;

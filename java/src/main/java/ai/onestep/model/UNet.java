@@ -259,7 +259,10 @@ public final class UNet implements AutoCloseable {
             r.condition(tc, tembAct);
         }
 
-        Tensor h = convIn.forward(c, x);
+        // Where residual adds fuse into the next ops (Ops#fusesResidual), conv_in and the downsamplers apply their
+        // biases themselves: their outputs are the next resnet block's residual, which a pending bias would keep
+        // from fusing.
+        Tensor h = convIn.forward(c, x, !c.training && c.ops.fusesResidual());
         List<Tensor> skips = new ArrayList<>();
         skips.add(h);
         taps.clear();

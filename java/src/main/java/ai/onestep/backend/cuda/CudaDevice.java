@@ -427,10 +427,10 @@ public final class CudaDevice extends Device {
         long ws = plan.workspaceBytes == 0 ? 0
                 : scratch.allocate(plan.workspaceBytes, "conv2dResidual cuDNN workspace");
         alphaHost.put(0, 1f);
-        betaHost.put(0, 1f);  // alpha2, z's factor
+        betaHost.put(0, z == 0 ? 0f : 1f);  // alpha2, z's factor (no residual: 0, and z = y, which cuDNN allows)
         int s = cudnn.cudnnConvolutionBiasActivationForward(cudnnHandle, alphaHost, plan.x, address(x), plan.w,
-                address(wt), plan.conv, plan.algo, address(ws), plan.workspaceBytes, betaHost, plan.y, address(z),
-                plan.bias, address(bias), plan.activation, plan.y, address(y));
+                address(wt), plan.conv, plan.algo, address(ws), plan.workspaceBytes, betaHost, plan.y,
+                address(z == 0 ? y : z), plan.bias, address(bias), plan.activation, plan.y, address(y));
         if (s != 0) {
             // Refused at the call (before any launch): this shape runs unfused from now on.
             System.err.println("cuda: cuDNN's conv + bias + residual fusion " + key + " failed ("
@@ -444,8 +444,9 @@ public final class CudaDevice extends Device {
             try (Temporary tmp = new Temporary()) {
                 long outElems = (long) n * plan.ho * plan.wo * cout;
                 long ref = tmp.allocate(outElems * type.bytes, "conv2dResidual check");
-                check(onestep_conv2d_nhwc_residual_typed(x, w, bias, z, ref, n, h, wd, cin, kh, kw, cout, stride,
-                        padding, type.code, stream()), "conv2dResidual", what);
+                check(z == 0 ? onestep_conv2d_nhwc_typed(x, w, bias, ref, n, h, wd, cin, kh, kw, cout, stride, padding,
+                        type.code, stream()) : onestep_conv2d_nhwc_residual_typed(x, w, bias, z, ref, n, h, wd, cin,
+                        kh, kw, cout, stride, padding, type.code, stream()), "conv2dResidual", what);
                 plan.forwardOk = plan.verified = agrees(y, ref, outElems, type, tmp, what,
                         "cuDNN's conv + bias + residual fusion " + key, "a convolution and an add for this shape");
             }

@@ -913,7 +913,25 @@ public final class CudaOps extends Ops implements AutoCloseable {
             super.convResidualKernel(x, w, b, z, stride, padding, y);
             return;
         }
-        String op = "conv2dResidual";
+        fusedConv("conv2dResidual", x, w, b, z, stride, padding, y, type);
+    }
+
+    /**
+     * Inside a pass on a device that fuses: the bias in the convolution's own launch (cuDNN's conv + bias with no
+     * residual), never pending; otherwise {@link #convKernel}, which leaves it to the readers where it can.
+     */
+    @Override
+    protected void convBiasedKernel(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y) {
+        if (pass == null || resident || b == null || !device.convFusesResidual()) {
+            convKernel(x, w, b, stride, padding, y);
+            return;
+        }
+        fusedConv("conv2d", x, w, b, null, stride, padding, y, dt());
+    }
+
+    /** Device.conv2dResidual on resolved tensors: y = conv(x, w) + b (+ z, unless null), one op named {@code op}. */
+    private void fusedConv(String op, Tensor x, Tensor w, Tensor b, Tensor z, int stride, int padding, Tensor y,
+                           Precision type) {
         run(op, () -> {
             long px = in(x, op, type), pw = in(w, op, type), pb = in(b, op, type), pz = in(z, op, type);
             long wk = 0;

@@ -84,15 +84,19 @@ public abstract class Device implements AutoCloseable {
 
     /**
      * {@code y = conv2d(x, w) + bias + z} with z a residual of y's shape, never y itself (ResnetBlock2D's conv2 and its
-     * shortcut). Here the convolution, then the add: two launches. {@link EmulatedDevice} runs our portable kernel
-     * that sums z in its epilogue, and {@link CudaDevice} cuDNN's conv + bias + z fusion, one launch each
-     * ({@link #convFusesResidual}).
+     * shortcut); z = 0: none, the bias applied by the convolution itself (a result a residual op reads next). Here
+     * the convolution, then the add: two launches ({@link #conv2d} itself where z = 0, which on cuDNN adds the bias
+     * with a kernel of its own). {@link EmulatedDevice} runs our portable kernel that sums z in its epilogue, and
+     * {@link CudaDevice} cuDNN's conv + bias + z fusion, one launch each ({@link #convFusesResidual}).
      */
     public void conv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
                                int kh, int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
                                Supplier<String> what) {
         residualsUnfused++;
         conv2d(x, w, wKrsc, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch, what);
+        if (z == 0) {
+            return;
+        }
         long elems = (long) n * ((h + 2 * padding - kh) / stride + 1) * ((wd + 2 * padding - kw) / stride + 1) * cout;
         check(onestep_add_typed(y, z, y, elems, type.code, stream()), "conv2dResidual", what);
     }

@@ -103,14 +103,15 @@ public final class EmulatedDevice extends Device {
                 what);
     }
 
-    /** The portable kernel with the residual in its epilogue: one launch, as cuDNN's fusion is on a GPU. */
+    /** The portable kernel with the residual (or just the bias) in its epilogue: one launch, as cuDNN's is. */
     @Override
     public void conv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
                                int kh, int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
                                Supplier<String> what) {
         long weights = hwio(w, wKrsc, (long) kh * kw * cin, cout, type, scratch, what);
-        check(onestep_conv2d_nhwc_residual_typed(x, weights, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding,
-                type.code, stream()), "conv2dResidual", what);
+        check(z == 0 ? onestep_conv2d_nhwc_typed(x, weights, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding,
+                type.code, stream()) : onestep_conv2d_nhwc_residual_typed(x, weights, bias, z, y, n, h, wd, cin, kh, kw,
+                cout, stride, padding, type.code, stream()), "conv2dResidual", what);
     }
 
     /** The weights the portable kernels read: w, or (a KRSC device) the kept KRSC copy transposed back. */

@@ -237,6 +237,50 @@ class PendingBiasTest {
         }
     }
 
+    /**
+     * A residual that arrives with a bias pending (a convolution's result on a cuDNN-like device) keeps the
+     * convolution and the add, which takes the bias, instead of fusing: the same values as the cpu backend, and
+     * no conv2dResidual in the graph. A convolution through conv2dBiased leaves nothing pending, and the residual
+     * op that reads its result fuses.
+     */
+    @Test
+    void aResidualWithAPendingBiasKeepsTheAdd() {
+        EmulatedDeviceTest.require();
+        for (boolean biased : new boolean[] {false, true}) {
+            try (CudaOps ops = open(true, Precision.FP32); TensorArena a = new TensorArena();
+                 Workspace ws = new Workspace()) {
+                ops.foldConstants(true);  // (fusesResidual is the folding passes')
+                Tensor x = OpsTesting.randn(a, 41, Layout.NHWC, 2, 5, 5, 8), y = a.allocate(Layout.NHWC, 2, 5, 5, 8);
+                Tensor w1 = OpsTesting.randn(a, 42, Layout.HWIO, 3, 3, 8, 8), b1 = OpsTesting.randn(a, 43, 8);
+                Tensor w2 = OpsTesting.randn(a, 44, Layout.HWIO, 3, 3, 8, 8), b2 = OpsTesting.randn(a, 45, 8);
+                boolean[] fuses = new boolean[1];
+                for (int call = 0; call < 3; call++) {
+                    ops.runPass("residual", new Tensor[] {x}, new Tensor[] {y}, () -> {
+                        ws.reset();
+                        fuses[0] = ops.fusesResidual();
+                        Tensor h = ws.allocate(Layout.NHWC, 2, 5, 5, 8);
+                        if (biased) {
+                            ops.conv2dBiased(x, w1, b1, 1, 1, h);
+                        } else {
+                            ops.conv2d(x, w1, b1, 1, 1, h);
+                        }
+                        ops.conv2dResidual(x, w2, b2, h, 1, 1, y);
+                    });
+                }
+                assertTrue(fuses[0], "a folding pass on a fusing device");
+                var counts = ops.capturedOpCounts().values().iterator().next();
+                assertEquals(biased ? 1L : 0L, (long) counts.getOrDefault("conv2dResidual", 0L), counts.toString());
+                assertEquals(biased ? 0L : 1L, (long) counts.getOrDefault("add", 0L), counts.toString());
+                Tensor h = a.allocate(Layout.NHWC, 2, 5, 5, 8), want = a.allocate(Layout.NHWC, 2, 5, 5, 8);
+                OpsTesting.CPU.conv2d(x, w1, b1, 1, 1, h);
+                OpsTesting.CPU.conv2d(x, w2, b2, 1, 1, want);
+                OpsTesting.CPU.add(h, want, want);
+                double err = OpsTesting.relErr(y.toArray(), want.toArray());
+                assertTrue(err < 1e-5, (biased ? "biased" : "pending") + " residual vs cpu: " + err);
+            }
+        }
+    }
+
     private static float[] concat(float[]... parts) {
         int n = 0;
         for (float[] p : parts) {
