@@ -189,6 +189,10 @@ onestep_status onestep_attention_forward_qkv_typed(const void* qkv, const void* 
  * (NaN stays NaN, overflow gives inf); from == to copies. */
 onestep_status onestep_convert(const void* x, onestep_dtype from, void* y, onestep_dtype to, long long n,
                                cudaStream_t stream);
+/* y = alpha x, the product in fp32 and rounded once to `to`: the bits of onestep_scale_typed in `from` (fp32)
+ * followed by onestep_convert, in one launch. A denoiser's c_in x, x fp32, stored in a 16-bit network's type. */
+onestep_status onestep_convert_scaled(float alpha, const void* x, onestep_dtype from, void* y, onestep_dtype to,
+                                      long long n, cudaStream_t stream);
 
 /* ---- the layers around the fused kernels: portable fp32 kernels (one thread per output, grid-stride) ------
  * The emulated build runs the whole U-Net with these; on a GPU the Java backend uses cuBLAS and cuDNN for

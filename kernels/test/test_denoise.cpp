@@ -270,6 +270,22 @@ void check_convert() {
         }
         std::snprintf(what, sizeof what, "%s narrowed to nearest even (%%s)", fm.name);
         expect(bad == 0, what, bad ? "mismatches" : "");
+        // Scaled on the way (a denoiser's c_in x): the fp32 product, rounded once, as scale then convert give it.
+        const float alpha = 0.3712f;
+        expect(onestep_convert_scaled(alpha, dx, ONESTEP_FLOAT32, dy, fm.t, (long long)n, nullptr) == ONESTEP_OK,
+               "convert_scaled: %s", onestep_last_error_message());
+        ktest::sync();
+        bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            const float product = alpha * x[i];
+            const double want = ktest::round_to(f, product), got = ktest::decode16(f, dy[i]);
+            const bool ok = std::isnan(want) ? std::isnan(got) : (got == want && std::signbit(got) == std::signbit(want));
+            if (!ok && bad++ < 5)
+                std::printf("    MISMATCH %s scaled %.9g: got %.9g (0x%04x), want %.9g\n", fm.name, x[i], got, dy[i],
+                            want);
+        }
+        std::snprintf(what, sizeof what, "%s scaled, then narrowed once (%%s)", fm.name);
+        expect(bad == 0, what, bad ? "mismatches" : "");
         std::free(dx), std::free(dy), std::free(bits), std::free(wide);
     }
 

@@ -586,6 +586,21 @@ public abstract class Ops {
     protected abstract void scaleKernel(Tensor x, float alpha, Tensor y);
 
     /**
+     * {@link #scale} of a network's input ({@code c_in x}): y is read only by the network, so a backend may store it
+     * in the precision it runs the network in (the cuda backend's 16-bit passes: the product rounded once, in the
+     * launch that computes it, where scale and the network's first read took two). Host backends: scale.
+     */
+    public final void scaleNetworkInput(Tensor x, float alpha, Tensor y) {
+        alive("scale", x, y);
+        sameSize("scale", "y", y, "x", x);
+        scaleNetworkInputKernel(x, alpha, y);
+    }
+
+    protected void scaleNetworkInputKernel(Tensor x, float alpha, Tensor y) {
+        scaleKernel(x, alpha, y);
+    }
+
+    /**
      * {@code y[n, ..., c] = x[n, ..., c] + v[n, c]}: adds one vector per sample to every position (the
      * ResnetBlock2D time-embedding add). x and y (N, ..., C), v (N, C); y may alias x.
      */

@@ -71,7 +71,11 @@ public final class EdmDenoiser implements Denoiser {
         }
         for (int i = 0, j; i < n; i = j) {
             j = runEnd(sigma, i);
-            c.ops.scale(x.slice(i, j), (float) Edm.cIn(sigma[i]), xin.slice(i, j));
+            if (c.training) {
+                c.ops.scale(x.slice(i, j), (float) Edm.cIn(sigma[i]), xin.slice(i, j));
+            } else {
+                c.ops.scaleNetworkInput(x.slice(i, j), (float) Edm.cIn(sigma[i]), xin.slice(i, j));
+            }
         }
         return net.forward(c, xin, t, classLabels);
     }

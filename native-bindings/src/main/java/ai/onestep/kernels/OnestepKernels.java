@@ -223,6 +223,12 @@ public final class OnestepKernels {
                                              @Cast("void*") long y, @Cast("onestep_dtype") int to, long n,
                                              @Cast("cudaStream_t") long stream);
 
+    /** y = alpha x, the product in fp32 and rounded once to {@code to} (scale, then convert, in one launch). */
+    public static native int onestep_convert_scaled(float alpha, @Cast("const void*") long x,
+                                                    @Cast("onestep_dtype") int from, @Cast("void*") long y,
+                                                    @Cast("onestep_dtype") int to, long n,
+                                                    @Cast("cudaStream_t") long stream);
+
     // ---- layers (portable kernels) ----
     public static native int onestep_gemm(@Cast("const float*") long a, int transA, @Cast("const float*") long b,
                                           int transB, @Cast("float*") long c, int m, int n, int k, float alpha,

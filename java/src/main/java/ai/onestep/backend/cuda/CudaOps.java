@@ -1215,6 +1215,24 @@ public final class CudaOps extends Ops implements AutoCloseable {
         });
     }
 
+    /**
+     * In a 16-bit pass, an fp32 x scaled straight into the pass's type ({@code onestep_convert_scaled}: the bits of
+     * the fp32 scale and the conversion the network's first op would make, in one launch); otherwise scale.
+     */
+    @Override
+    protected void scaleNetworkInputKernel(Tensor x, float alpha, Tensor y) {
+        Precision type = dt();
+        if (pass == null || resident || type == Precision.FP32 || res().typeOf(x) != Precision.FP32) {
+            scaleKernel(x, alpha, y);
+            return;
+        }
+        run("scale", () -> {
+            long px = in(x, "scale", Precision.FP32);
+            Device.check(onestep_convert_scaled(alpha, px, Precision.FP32.code, out(y, "scale", type), type.code,
+                    x.size(), stream()), "scale", what(x, y));
+        });
+    }
+
     @Override
     protected void addPerChannelKernel(Tensor x, Tensor v, Tensor y) {
         run("addPerChannel", () -> {

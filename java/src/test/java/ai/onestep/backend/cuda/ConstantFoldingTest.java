@@ -171,6 +171,33 @@ class ConstantFoldingTest {
         }
     }
 
+    /**
+     * The whole folded fp16 pass on a device that leaves biases pending, as cuDNN's and cuBLAS's routes do: one graph
+     * node per backend op. No bias is added in place and nothing is converted apart: c_in x is scaled straight into
+     * fp16 (Ops#scaleNetworkInput), every residual joins its convolution or GEMM, and c_skip x + c_out F reads the
+     * network's fp16 output with conv_out's bias (onestep_axpby_mixed_typed); the attention (heads of 32, which it
+     * runs in the token layout) takes q, k and v's. The sample stays within fp16's precision of the cpu backend.
+     */
+    @Test
+    void aFoldedHalfPassIsOneNodePerOp() {
+        EmulatedDeviceTest.require();
+        java.util.Map<String, Object> cfg = CudaGraphTest.configMap(32);
+        cfg.put("resnet_time_scale_shift", "default");
+        try (UNet net = CudaGraphTest.randomNet(UNetConfig.fromMap(cfg), 67);
+             TensorArena a = new TensorArena();
+             CudaOps ops = new CudaOps(new EmulatedDevice(CudaBackend.emulatedLibrary().toString(), false, true),
+                     64L << 20, 2, Precision.FP16)) {
+            Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            Noise.gaussian(x, 23, 0);
+            ops.foldConstants(true);
+            float[] half = denoise(ops, net, x);
+            long[] graph = ops.capturedPasses().values().iterator().next();
+            assertEquals(graph[1], graph[0], "graph nodes = backend ops: " + ops.capturedOpCounts());
+            float[] cpu = denoise(new CpuOps(2), net, x);
+            assertTrue(relErr(half, cpu) < 3e-3, "fp16 folded pass vs cpu: " + relErr(half, cpu));
+        }
+    }
+
     @Test
     void aMultistepPassKeepsEachTimePointsConditioning() {
         EmulatedDeviceTest.require();
