@@ -156,6 +156,9 @@ public abstract class Ops {
      */
     public final void linearResidual(Tensor x, Tensor w, Tensor b, Tensor z, Tensor y) {
         String op = "linearResidual";
+        if (z == null) {
+            throw new TensorException(op + ": residual z is null");
+        }
         alive(op, x, w, b, z, y);
         int rows = linearRows(op, x, w, y);
         sameShape(op, "residual z", z, "y", y);
@@ -205,14 +208,22 @@ public abstract class Ops {
      * Zero padding on all four sides.
      */
     public final void conv2d(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y) {
-        String op = "conv2d";
-        alive(op, x, w, b, y);
+        checkConv("conv2d", x, w, b, null, stride, padding, y);
+        convKernel(x, w, b, stride, padding, y);
+    }
+
+    /** A convolution's operands, and a residual z of y's shape unless null. */
+    private static void checkConv(String op, Tensor x, Tensor w, Tensor b, Tensor z, int stride, int padding,
+                                  Tensor y) {
+        alive(op, x, w, b, z, y);
         int[] o = convShapes(op, x, w, stride, padding);
         shape(op, "y", y, o);
+        if (z != null) {
+            shape(op, "residual z", z, o);
+        }
         if (b != null) {
             shape(op, "bias b", b, w.dim(3));
         }
-        convKernel(x, w, b, stride, padding, y);
     }
 
     protected abstract void convKernel(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y);
@@ -223,13 +234,7 @@ public abstract class Ops {
      * U-Net's conv_in and downsamplers, whose outputs are the next block's residual). Host backends: conv2d.
      */
     public final void conv2dBiased(Tensor x, Tensor w, Tensor b, int stride, int padding, Tensor y) {
-        String op = "conv2d";
-        alive(op, x, w, b, y);
-        int[] o = convShapes(op, x, w, stride, padding);
-        shape(op, "y", y, o);
-        if (b != null) {
-            shape(op, "bias b", b, w.dim(3));
-        }
+        checkConv("conv2d", x, w, b, null, stride, padding, y);
         convBiasedKernel(x, w, b, stride, padding, y);
     }
 
@@ -243,14 +248,10 @@ public abstract class Ops {
      * shortcut); y must not alias z. Meant for inference graphs where {@link #fusesResidual} holds.
      */
     public final void conv2dResidual(Tensor x, Tensor w, Tensor b, Tensor z, int stride, int padding, Tensor y) {
-        String op = "conv2dResidual";
-        alive(op, x, w, b, z, y);
-        int[] o = convShapes(op, x, w, stride, padding);
-        shape(op, "y", y, o);
-        shape(op, "residual z", z, o);
-        if (b != null) {
-            shape(op, "bias b", b, w.dim(3));
+        if (z == null) {
+            throw new TensorException("conv2dResidual: residual z is null");
         }
+        checkConv("conv2dResidual", x, w, b, z, stride, padding, y);
         convResidualKernel(x, w, b, z, stride, padding, y);
     }
 

@@ -90,6 +90,9 @@ class ConvTest {
             TensorException e = assertThrows(TensorException.class,
                     () -> CPU.conv2dResidual(p.x(), p.w(), p.b(), wrong, 1, 1, p.y(arena)));
             assertTrue(e.getMessage().contains("residual z"), e.getMessage());
+            e = assertThrows(TensorException.class, () -> CPU.conv2dResidual(p.x(), p.w(), p.b(), null, 1, 1,
+                    p.y(arena)));
+            assertTrue(e.getMessage().contains("residual z is null"), e.getMessage());
         }
     }
 

@@ -37,6 +37,8 @@ class LinearTest {
             TensorException e = assertThrows(TensorException.class,
                     () -> CPU.linearResidual(x, w, b, arena.allocate(2, 5, 8), arena.allocate(2, 5, 9)));
             assertTrue(e.getMessage().contains("residual z"), e.getMessage());
+            e = assertThrows(TensorException.class, () -> CPU.linearResidual(x, w, b, null, arena.allocate(2, 5, 9)));
+            assertTrue(e.getMessage().contains("residual z is null"), e.getMessage());
         }
     }
 

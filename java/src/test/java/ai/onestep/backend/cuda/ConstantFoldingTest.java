@@ -37,6 +37,17 @@ class ConstantFoldingTest {
         return ops;
     }
 
+    /**
+     * A folding backend on an emulated device that leaves convolution and GEMM biases to their readers, as cuDNN's and
+     * cuBLAS's routes do (so its graphs count the nodes a GPU's would).
+     */
+    private static CudaOps openCudnnLike(Precision p) {
+        CudaOps ops = new CudaOps(new EmulatedDevice(CudaBackend.emulatedLibrary().toString(), false, true), 64L << 20,
+                2, p);
+        ops.foldConstants(true);
+        return ops;
+    }
+
     /** The nodes of the only captured pass of {@code ops}. */
     private static long nodes(CudaOps ops) {
         assertEquals(1, ops.capturedPasses().size(), ops.capturedPasses().keySet().toString());
@@ -109,11 +120,9 @@ class ConstantFoldingTest {
     void thePackedProjectionsBiasReachesTheAttention() {
         EmulatedDeviceTest.require();
         try (UNet net = CudaGraphTest.randomNet(CudaGraphTest.config(32), 59); TensorArena a = new TensorArena();
-             CudaOps ops = new CudaOps(new EmulatedDevice(CudaBackend.emulatedLibrary().toString(), false, true),
-                     64L << 20, 2, Precision.FP32)) {
+             CudaOps ops = openCudnnLike(Precision.FP32)) {
             Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2);
             Noise.gaussian(x, 17, 0);
-            ops.foldConstants(true);
             float[] folded = denoise(ops, net, x);
             var counts = ops.capturedOpCounts().values().iterator().next();
             long attention = counts.getOrDefault("attention", 0L);
@@ -137,8 +146,7 @@ class ConstantFoldingTest {
         EmulatedDeviceTest.require();
         try (UNet net = CudaGraphTest.randomNet(PendingBiasTest.defaultTimeMode(), 61);
              TensorArena a = new TensorArena();
-             CudaOps ops = new CudaOps(new EmulatedDevice(CudaBackend.emulatedLibrary().toString(), false, true),
-                     64L << 20, 2, Precision.FP32)) {
+             CudaOps ops = openCudnnLike(Precision.FP32)) {
             Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2);
             Noise.gaussian(x, 19, 0);
             long resnets = net.parameters().list().stream().filter(p -> p.name().endsWith("conv2.weight")).count();
@@ -146,7 +154,6 @@ class ConstantFoldingTest {
                     .count();
             long attentions = net.parameters().list().stream().filter(p -> p.name().endsWith("to_q.weight")).count();
             assertTrue(shortcuts > 0 && shortcuts < resnets, "the config has both kinds of shortcut");
-            ops.foldConstants(true);
             float[] fused = denoise(ops, net, x);
             var counts = ops.capturedOpCounts().values().iterator().next();
             long viaConv = counts.getOrDefault("conv2dResidual", 0L), adds = counts.getOrDefault("add", 0L);
@@ -185,11 +192,9 @@ class ConstantFoldingTest {
         cfg.put("resnet_time_scale_shift", "default");
         try (UNet net = CudaGraphTest.randomNet(UNetConfig.fromMap(cfg), 67);
              TensorArena a = new TensorArena();
-             CudaOps ops = new CudaOps(new EmulatedDevice(CudaBackend.emulatedLibrary().toString(), false, true),
-                     64L << 20, 2, Precision.FP16)) {
+             CudaOps ops = openCudnnLike(Precision.FP16)) {
             Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2);
             Noise.gaussian(x, 23, 0);
-            ops.foldConstants(true);
             float[] half = denoise(ops, net, x);
             long[] graph = ops.capturedPasses().values().iterator().next();
             assertEquals(graph[1], graph[0], "graph nodes = backend ops: " + ops.capturedOpCounts());
