@@ -138,7 +138,8 @@ if has steps || has train; then  # the Java runtime and the arguments of StepTim
     # The CIFAR-size config first: its batch-1 1-step sample is the issue's 300 us target.
     # --unfolded-too: each model's first step again without constant folding (the time path back in the graph),
     # again folded with conv2 and to_out.0 apart from their residual adds (the fusions' gain, or loss, in us), and
-    # again with cuDNN's heuristic algorithm choice instead of its timed search (that search's gain).
+    # again with cuDNN's heuristic algorithm choice instead of its timed search (that search's gain); in the first
+    # precision listed (fp16) only, so the other precisions' rows fit the step's time cap.
     args=(--backend cuda --library "$lib" --batches 1,64 --reps 50 --warmup 5 --unfolded-too
           --precision "${ONESTEP_STEP_PRECISIONS:-fp16,bf16,fp32}")
     [ -f "$cifar" ] && args+=("$cifar")
