@@ -234,7 +234,7 @@ public final class CudaDevice extends Device {
         }
         if (!convPlans.containsKey(key)) {
             convPlans.put(key, ConvPlan.create(cudnnHandle, n, h, wd, cin, kh, kw, cout, stride, padding, type,
-                    false, search && !capturing()));
+                    search && !capturing(), null));
         }
         return convPlans.get(key);
     }
@@ -403,12 +403,14 @@ public final class CudaDevice extends Device {
     public void conv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
                                int kh, int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
                                Supplier<String> what) {
-        String key = "residual," + convKey(n, h, wd, cin, kh, kw, cout, stride, padding, type);
+        String plainKey = convKey(n, h, wd, cin, kh, kw, cout, stride, padding, type), key = "residual," + plainKey;
         ConvPlan plan = null;
         if (cudnnHandle != null && bias != 0) {
             if (!convPlans.containsKey(key)) {
-                convPlans.put(key, ConvPlan.create(cudnnHandle, n, h, wd, cin, kh, kw, cout, stride, padding, type,
-                        true, search && !capturing()));
+                // Decided from the plain plan's ranking of the shape (searched once, for both).
+                ConvPlan ranking = plan(plainKey, n, h, wd, cin, kh, kw, cout, stride, padding, type);
+                convPlans.put(key, ranking == null ? null : ConvPlan.create(cudnnHandle, n, h, wd, cin, kh, kw, cout,
+                        stride, padding, type, false, ranking));
             }
             plan = convPlans.get(key);
         }
@@ -659,6 +661,10 @@ public final class CudaDevice extends Device {
         cudnnActivationStruct activation;
         int algo;
         long workspaceBytes;
+        /** Its ranking: timed (else heuristic), and the fastest's and IMPLICIT_PRECOMP_GEMM's milliseconds. */
+        boolean timed;
+        float bestMs = Float.POSITIVE_INFINITY;
+        float precompMs = Float.NaN;
         int ho;
         int wo;
         boolean verified;
@@ -712,13 +718,14 @@ public final class CudaDevice extends Device {
         }
 
         /**
-         * The plan, or null when cuDNN refuses the shape (the portable kernel runs it then). {@code fused}: a plan for
-         * cudnnConvolutionBiasActivationForward with the identity activation, whose only algorithm is
-         * IMPLICIT_PRECOMP_GEMM (cuDNN's rule for that activation). {@code search}: rank the algorithms by cuDNN's
-         * timed search, not its heuristics (see {@link #searchConvolutions}).
+         * The plan, or null when cuDNN refuses the shape (the portable kernel runs it then). {@code search}: rank the
+         * algorithms by cuDNN's timed search, not its heuristics (see {@link #searchConvolutions}). With
+         * {@code ranking}, the same shape's plain plan: a plan for cudnnConvolutionBiasActivationForward with the
+         * identity activation, whose only algorithm is IMPLICIT_PRECOMP_GEMM (cuDNN's rule for that activation),
+         * decided from that plan's ranking rather than a search of its own.
          */
         static ConvPlan create(cudnnContext handle, int n, int h, int wd, int cin, int kh, int kw, int cout, int stride,
-                               int padding, Precision type, boolean fused, boolean search) {
+                               int padding, Precision type, boolean search, ConvPlan ranking) {
             ConvPlan p = new ConvPlan();
             p.ho = (h + 2 * padding - kh) / stride + 1;
             p.wo = (wd + 2 * padding - kw) / stride + 1;
@@ -747,41 +754,11 @@ public final class CudaDevice extends Device {
             if (s != 0) {
                 return null;
             }
-            // The candidates, best first: with search, cuDNN's timed search (each algorithm run once on this shape,
-            // as PyTorch's cudnn.benchmark does; its heuristics' first pick is often not the fastest at batch 1);
-            // without it, or where the search fails, its heuristics.
-            cudnnConvolutionFwdAlgoPerf_t perf = new cudnnConvolutionFwdAlgoPerf_t(8);
-            IntPointer count = new IntPointer(1);
-            boolean timed = search
-                    && cudnn.cudnnFindConvolutionForwardAlgorithm(handle, p.x, p.w, p.conv, p.y, 8, count, perf) == 0;
-            if (!timed && cudnn.cudnnGetConvolutionForwardAlgorithm_v7(handle, p.x, p.w, p.conv, p.y, 8, count, perf)
-                    != 0) {
-                return null;
-            }
-            boolean exact = type == Precision.FP32 && !TF32;
-            int best = -1;
-            float bestMs = Float.POSITIVE_INFINITY, precompMs = Float.NaN;
-            for (int i = 0; i < count.get(); i++) {
-                cudnnConvolutionFwdAlgoPerf_t r = perf.getPointer(i);
-                boolean tensorOps = r.mathType() == cudnn.CUDNN_TENSOR_OP_MATH
-                        || r.mathType() == cudnn.CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
-                if (r.status() != 0 || (timed && r.memory() > SEARCH_MAX_WORKSPACE) || (exact && tensorOps)) {
-                    continue;
-                }
-                if (best < 0) {
-                    best = r.algo();
-                    bestMs = r.time();
-                }
-                if (r.algo() == cudnn.CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM && Float.isNaN(precompMs)) {
-                    precompMs = r.time();
-                }
-            }
             SizeTPointer bytes = new SizeTPointer(1);
-            if (fused) {
-                // The fusion runs IMPLICIT_PRECOMP_GEMM (the identity activation's only algorithm). Timed, it must
-                // not cost more than the add it saves over the fastest plain convolution; else null: the shape
-                // runs as that convolution and the add.
-                if (timed && !(precompMs <= bestMs + FUSED_SLACK_MS)) {
+            if (ranking != null) {
+                // The fusion runs IMPLICIT_PRECOMP_GEMM. Timed, it must not cost more than the add it saves over the
+                // fastest plain convolution; else null: the shape runs as that convolution and the add.
+                if (ranking.timed && !(ranking.precompMs <= ranking.bestMs + FUSED_SLACK_MS)) {
                     return null;
                 }
                 p.bias = new cudnnTensorStruct();
@@ -798,6 +775,34 @@ public final class CudaDevice extends Device {
                 }
                 p.workspaceBytes = bytes.get();
                 return p;
+            }
+            // The candidates, best first: with search, cuDNN's timed search (each algorithm run once on this shape,
+            // as PyTorch's cudnn.benchmark does; its heuristics' first pick is often not the fastest at batch 1);
+            // without it, or where the search fails, its heuristics.
+            cudnnConvolutionFwdAlgoPerf_t perf = new cudnnConvolutionFwdAlgoPerf_t(8);
+            IntPointer count = new IntPointer(1);
+            p.timed = search
+                    && cudnn.cudnnFindConvolutionForwardAlgorithm(handle, p.x, p.w, p.conv, p.y, 8, count, perf) == 0;
+            if (!p.timed && cudnn.cudnnGetConvolutionForwardAlgorithm_v7(handle, p.x, p.w, p.conv, p.y, 8, count, perf)
+                    != 0) {
+                return null;
+            }
+            boolean exact = type == Precision.FP32 && !TF32;
+            int best = -1;
+            for (int i = 0; i < count.get(); i++) {
+                cudnnConvolutionFwdAlgoPerf_t r = perf.getPointer(i);
+                boolean tensorOps = r.mathType() == cudnn.CUDNN_TENSOR_OP_MATH
+                        || r.mathType() == cudnn.CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+                if (r.status() != 0 || (p.timed && r.memory() > SEARCH_MAX_WORKSPACE) || (exact && tensorOps)) {
+                    continue;
+                }
+                if (best < 0) {
+                    best = r.algo();
+                    p.bestMs = r.time();
+                }
+                if (r.algo() == cudnn.CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM && Float.isNaN(p.precompMs)) {
+                    p.precompMs = r.time();
+                }
             }
             if (best < 0) {
                 return null;
