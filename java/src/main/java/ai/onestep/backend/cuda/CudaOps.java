@@ -830,8 +830,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     protected void linearResidualKernel(Tensor x, Tensor w, Tensor b, Tensor z, Tensor y, int rows, int in, int out) {
         Precision type = dt();
-        if (pass == null || resident || b == null || !device.linearFusesResidual() || res().typeOf(z) != type
-                || pass.pendingBias(z, type) != 0) {
+        if (!residualFuses(device.linearFusesResidual(), b, z, type)) {
             super.linearResidualKernel(x, w, b, z, y, rows, in, out);
             return;
         }
@@ -908,12 +907,20 @@ public final class CudaOps extends Ops implements AutoCloseable {
     @Override
     protected void convResidualKernel(Tensor x, Tensor w, Tensor b, Tensor z, int stride, int padding, Tensor y) {
         Precision type = dt();
-        if (pass == null || resident || b == null || !device.convFusesResidual() || res().typeOf(z) != type
-                || pass.pendingBias(z, type) != 0) {
+        if (!residualFuses(device.convFusesResidual(), b, z, type)) {
             super.convResidualKernel(x, w, b, z, stride, padding, y);
             return;
         }
         fusedConv("conv2dResidual", x, w, b, z, stride, padding, y, type);
+    }
+
+    /**
+     * Whether a convolution or GEMM takes the residual z in its launch: inside a pass (not resident blocks), on a
+     * device that fuses ({@code deviceFuses}), with a bias, and z held in the pass's type with no bias pending on it.
+     */
+    private boolean residualFuses(boolean deviceFuses, Tensor b, Tensor z, Precision type) {
+        return pass != null && !resident && b != null && deviceFuses && res().typeOf(z) == type
+                && pass.pendingBias(z, type) == 0;
     }
 
     /**
