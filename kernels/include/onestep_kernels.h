@@ -117,6 +117,15 @@ onestep_status onestep_groupnorm_forward_add_typed(const void* x, const void* x_
                                                    const void* scale, const void* shift, void* y, float* mean,
                                                    float* rstd, int N, int HW, int C, int G, float eps, int apply_silu,
                                                    onestep_dtype dtype, cudaStream_t stream);
+/* Group norm (+ SiLU) of the channel concatenation x = [a + a_bias, b + b_bias] (a (N,HW,Ca), b (N,HW,Cb); either
+ * bias may be NULL), which it also writes to cat (N,HW,Ca+Cb): cat is onestep_concat_channels_biased_typed's
+ * result and y, mean, rstd are onestep_groupnorm_forward_typed's on it, bit for bit, in one pass over a and b. A
+ * U-Net up block's cat(h, skip) and norm1 (cat stays for the conv_shortcut). cat and y must not alias a, b or each
+ * other. */
+onestep_status onestep_groupnorm_concat_typed(const void* a, const void* a_bias, const void* b, const void* b_bias,
+                                              const void* gamma, const void* beta, void* cat, void* y, float* mean,
+                                              float* rstd, int N, int HW, int Ca, int Cb, int G, float eps,
+                                              int apply_silu, onestep_dtype dtype, cudaStream_t stream);
 onestep_status onestep_add_typed(const void* a, const void* b, void* out, long long n, onestep_dtype dtype,
                                  cudaStream_t stream);
 onestep_status onestep_axpy_typed(float alpha, const void* x, void* y, long long n, onestep_dtype dtype,

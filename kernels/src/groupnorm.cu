@@ -329,6 +329,140 @@ cudaError_t launch_forward(const float* x, const float* gamma, const float* beta
                                    apply_block, stream, fused);
 }
 
+// ---- forward of a channel concatenation (onestep_groupnorm_concat_typed) -----------------------------
+// Each up block of the U-Net normalizes cat(h, skip) along channels (diffusers' UpBlock2D: torch.cat, then
+// ResnetBlock2D.norm1 + SiLU) and keeps the concatenation for its 1x1 conv_shortcut. These kernels read h and skip
+// and write both the concatenation and its norm: the concat's own launch (a graph node per up-block resnet, 12 in
+// the CIFAR config) is gone, and so is one read of the concatenation.
+// Bits: a value of the concatenation is what concat_biased_kernel stores (a pending producer bias added in fp32
+// and rounded once to T), and the statistics and the normalization read that stored value, in group_welford's
+// order and with apply_v, so cat, y, mean and rstd are exactly those of the concat followed by the group norm.
+template <typename T>
+struct ConcatSrc {
+    const T* a;       // (N*HW, Ca)
+    const T* a_bias;  // (Ca) or null
+    const T* b;       // (N*HW, Cb)
+    const T* b_bias;  // (Cb) or null
+    int Ca, Cb;
+
+    // Channel c of the concatenation at pixel p (counted over the whole batch), as concat_biased_kernel stores it.
+    __device__ __forceinline__ T at(long long p, int c) const {
+        if (c < Ca) {
+            const T v = a[p * Ca + c];
+            return a_bias ? from_f32<T>(to_f32(v) + to_f32(a_bias[c])) : v;
+        }
+        c -= Ca;
+        const T v = b[p * Cb + c];
+        return b_bias ? from_f32<T>(to_f32(v) + to_f32(b_bias[c])) : v;
+    }
+};
+
+// This thread's Welford accumulator over one group of one sample in group_welford's order: ORDER4 is its float4
+// loop (4 consecutive channels per step), taken where the group norm of the stored concatenation would take it.
+// p0: the sample's first pixel; c0: the group's first channel.
+template <bool ORDER4, typename T>
+__device__ __forceinline__ Welford concat_welford(const ConcatSrc<T>& s, long long p0, int HW, int Cg, int c0) {
+    constexpr int k = ORDER4 ? 4 : 1;
+    Welford w{0.0f, 0.0f, 0.0f};
+    const int cv = Cg / k, m = HW * cv;
+    for (int i = threadIdx.x; i < m; i += blockDim.x) {
+        const int p = i / cv, c = c0 + (i - p * cv) * k;
+        for (int j = 0; j < k; j++) welford_add(w, to_f32(s.at(p0 + p, c + j)));
+    }
+    return w;
+}
+
+// One block per (n, g): statistics, then the block writes its group of cat and y (fused_kernel's structure).
+template <bool SILU, bool ORDER4, typename T>
+__global__ void concat_fused_kernel(ConcatSrc<T> s, const T* __restrict__ gamma, const T* __restrict__ beta,
+                                    T* __restrict__ cat, T* __restrict__ y, float* __restrict__ mean,
+                                    float* __restrict__ rstd, int HW, int G, float eps) {
+    __shared__ Welford scratch[32];
+    __shared__ float stats[2];
+    const int C = s.Ca + s.Cb, n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G, c0 = g * Cg;
+    const long long p0 = (long long)n * HW;
+    const Welford w = block_welford(concat_welford<ORDER4>(s, p0, HW, Cg, c0), scratch);
+    if (threadIdx.x == 0) {
+        stats[0] = w.mean;
+        stats[1] = rsqrtf(w.m2 / w.n + eps);
+        mean[blockIdx.x] = stats[0];
+        rstd[blockIdx.x] = stats[1];
+    }
+    __syncthreads();
+    const float mu = stats[0], rs = stats[1];
+    const int m = HW * Cg;
+    for (int i = threadIdx.x; i < m; i += blockDim.x) {
+        const int p = i / Cg, c = c0 + i - p * Cg;
+        const T v = s.at(p0 + p, c);
+        const long long at = (p0 + p) * C + c;
+        cat[at] = v;
+        y[at] = from_f32<T>(apply_v<false, SILU, T>(to_f32(v), c, mu, rs, gamma, beta, nullptr, nullptr));
+    }
+}
+
+// Large tensors: stats_kernel's and apply_kernel's structure (one block per (n, g), then a grid-stride pass with
+// grid.y = sample).
+template <bool ORDER4, typename T>
+__global__ void concat_stats_kernel(ConcatSrc<T> s, float* __restrict__ mean, float* __restrict__ rstd, int HW,
+                                    int G, float eps) {
+    __shared__ Welford scratch[32];
+    const int C = s.Ca + s.Cb, n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
+    const Welford w = block_welford(concat_welford<ORDER4>(s, (long long)n * HW, HW, Cg, g * Cg), scratch);
+    if (threadIdx.x == 0) {
+        mean[blockIdx.x] = w.mean;
+        rstd[blockIdx.x] = rsqrtf(w.m2 / w.n + eps);
+    }
+}
+
+template <bool SILU, typename T>
+__global__ void concat_apply_kernel(ConcatSrc<T> s, const float* __restrict__ mean, const float* __restrict__ rstd,
+                                    const T* __restrict__ gamma, const T* __restrict__ beta, T* __restrict__ cat,
+                                    T* __restrict__ y, int HW, int G) {
+    const int n = blockIdx.y, C = s.Ca + s.Cb, Cg = C / G;
+    const int per_sample = HW * C;
+    const long long p0 = (long long)n * HW;
+    const float* mean_n = mean + n * G;
+    const float* rstd_n = rstd + n * G;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < per_sample; i += gridDim.x * blockDim.x) {
+        const int p = i / C, c = i - p * C;
+        const T v = s.at(p0 + p, c);
+        const long long at = (long long)n * per_sample + i;
+        cat[at] = v;
+        y[at] = from_f32<T>(apply_c<false, SILU, T>(to_f32(v), c, Cg, mean_n, rstd_n, gamma, beta, nullptr, nullptr));
+    }
+}
+
+// The one-kernel path up to kFusedMaxElems values, as launch_variant chooses for the plain group norm; the
+// Welford order is the one the group norm of cat would take (launch_variant: Cg % 4 == 0 and cat aligned).
+template <bool SILU, typename T>
+static cudaError_t launch_concat_silu(ConcatSrc<T> s, const T* gamma, const T* beta, T* cat, T* y, float* mean,
+                                      float* rstd, int N, int HW, int G, float eps, int block, cudaStream_t stream) {
+    const int C = s.Ca + s.Cb;
+    const bool order4 = (C / G) % 4 == 0 && aligned4(cat);
+    if ((long long)N * HW * C <= kFusedMaxElems) {
+        if (order4)
+            return launch(concat_fused_kernel<SILU, true, T>, dim3(N * G), dim3(block), 0, stream, s, gamma, beta, cat,
+                          y, mean, rstd, HW, G, eps);
+        return launch(concat_fused_kernel<SILU, false, T>, dim3(N * G), dim3(block), 0, stream, s, gamma, beta, cat, y,
+                      mean, rstd, HW, G, eps);
+    }
+    cudaError_t e = order4 ? launch(concat_stats_kernel<true, T>, dim3(N * G), dim3(block), 0, stream, s, mean, rstd,
+                                    HW, G, eps)
+                           : launch(concat_stats_kernel<false, T>, dim3(N * G), dim3(block), 0, stream, s, mean, rstd,
+                                    HW, G, eps);
+    if (e != cudaSuccess) return e;
+    const dim3 grid(grid_for((long long)HW * C, kApplyBlock), unsigned(N));
+    return launch(concat_apply_kernel<SILU, T>, grid, dim3(kApplyBlock), 0, stream, s, mean, rstd, gamma, beta, cat, y,
+                  HW, G);
+}
+
+template <typename T>
+cudaError_t launch_concat_t(ConcatSrc<T> s, const T* gamma, const T* beta, T* cat, T* y, float* mean, float* rstd,
+                            int N, int HW, int G, float eps, bool silu, cudaStream_t stream) {
+    if (silu) return launch_concat_silu<true>(s, gamma, beta, cat, y, mean, rstd, N, HW, G, eps, kStatsBlock, stream);
+    return launch_concat_silu<false>(s, gamma, beta, cat, y, mean, rstd, N, HW, G, eps, kStatsBlock, stream);
+}
+
 // ---- backward ----------------------------------------------------------------------------------------
 constexpr int kBackwardMaxBlock = 1024;
 
@@ -521,6 +655,35 @@ extern "C" onestep_status onestep_groupnorm_forward_add_typed(const void* x, con
                                                               cudaStream_t stream) {
     return groupnorm_forward_impl("onestep_groupnorm_forward_add_typed", x, x_bias, add, add_bias, gamma, beta, scale,
                                   shift, y, mean, rstd, N, HW, C, G, eps, apply_silu, dtype, stream);
+}
+
+extern "C" onestep_status onestep_groupnorm_concat_typed(const void* a, const void* a_bias, const void* b,
+                                                           const void* b_bias, const void* gamma, const void* beta,
+                                                           void* cat, void* y, float* mean, float* rstd, int N, int HW,
+                                                           int Ca, int Cb, int G, float eps, int apply_silu,
+                                                           onestep_dtype dtype, cudaStream_t stream) {
+    const char* fn = "onestep_groupnorm_concat_typed";
+    char shapes[160];
+    std::snprintf(shapes, sizeof shapes, "N=%d, HW=%d, Ca=%d, Cb=%d, G=%d, %s", N, HW, Ca, Cb, G, dtype_name(dtype));
+    if (dtype_bytes(dtype) == 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
+    if (Ca <= 0 || Cb <= 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "Ca and Cb must be positive");
+    if (onestep_status s = groupnorm::check_shape(fn, shapes, N, HW, Ca + Cb, G)) return s;
+    if (!a || !b || !gamma || !beta || !cat || !y || !mean || !rstd)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
+                    "a, b, gamma, beta, cat, y, mean and rstd must be non-null");
+    if (cat == y || cat == a || cat == b || y == a || y == b)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "cat and y must not alias each other, a or b");
+    if (!(eps > 0.0f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be positive (got %g)", eps);
+    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
+                                               groupnorm::launch_concat_t<T>(
+                                                   groupnorm::ConcatSrc<T>{static_cast<const T*>(a),
+                                                                           static_cast<const T*>(a_bias),
+                                                                           static_cast<const T*>(b),
+                                                                           static_cast<const T*>(b_bias), Ca, Cb},
+                                                   static_cast<const T*>(gamma), static_cast<const T*>(beta),
+                                                   static_cast<T*>(cat), static_cast<T*>(y), mean, rstd, N, HW, G, eps,
+                                                   apply_silu != 0, stream)),
+                        fn, shapes);
 }
 
 extern "C" onestep_status onestep_groupnorm_backward(const float* dy, const float* x, const float* mean,

@@ -235,6 +235,55 @@ void check_pre_add(const Shape& s, bool emb, bool silu, uint64_t seed) {
     }
 }
 
+// The concatenating forward (onestep_groupnorm_concat_typed): cat must be onestep_concat_channels_biased_typed's
+// result and y, mean, rstd the group norm's of it, bit for bit, and y close to the double reference. Groups that
+// straddle the a|b boundary, 4-channel groups whose vectors straddle it, both Welford orders and both paths.
+void check_concat(const Shape& s, int Ca, bool silu, uint64_t seed) {
+    const int Cb = s.C - Ca;
+    std::printf("  concat N=%d HW=%d Ca=%d Cb=%d G=%d silu=%d\n", s.N, s.HW, Ca, Cb, s.G, silu);
+    ktest::Rng rng(seed);
+    const long long rows = (long long)s.N * s.HW;
+    const size_t nx = size_t(rows) * s.C;
+    vector<float> a = rng.normals(size_t(rows) * Ca, 0.5, 1.0), b = rng.normals(size_t(rows) * Cb, -0.3, 2.0);
+    vector<float> ab = rng.normals(Ca, 0, 0.5), bb = rng.normals(Cb, 0, 0.5);
+    vector<float> gamma = rng.normals(s.C, 1.0, 0.3), beta = rng.normals(s.C, 0, 0.3);
+    for (int biases = 0; biases < 4; biases++) {
+        const float* pab = biases & 1 ? ab.data() : nullptr;
+        const float* pbb = biases & 2 ? bb.data() : nullptr;
+        vector<float> cat(nx, NAN), y(nx, NAN), mean(size_t(s.N) * s.G, NAN), rstd(mean.size(), NAN);
+        vector<float> cat0(nx, NAN), y0(nx, NAN), mean0(mean.size(), NAN), rstd0(mean.size(), NAN);
+        onestep_status st = onestep_groupnorm_concat_typed(a.data(), pab, b.data(), pbb, gamma.data(), beta.data(),
+                                                           cat.data(), y.data(), mean.data(), rstd.data(), s.N, s.HW,
+                                                           Ca, Cb, s.G, 1e-5f, silu, ONESTEP_FLOAT32, nullptr);
+        if (!expect(st == ONESTEP_OK, "concat forward returned an error: %s", onestep_last_error_message())) return;
+        st = onestep_concat_channels_biased_typed(a.data(), pab, b.data(), pbb, cat0.data(), rows, Ca, Cb,
+                                                  ONESTEP_FLOAT32, nullptr);
+        if (!expect(st == ONESTEP_OK, "concat returned an error: %s", onestep_last_error_message())) return;
+        st = onestep_groupnorm_forward(cat0.data(), gamma.data(), beta.data(), nullptr, nullptr, y0.data(),
+                                       mean0.data(), rstd0.data(), s.N, s.HW, s.C, s.G, 1e-5f, silu, nullptr);
+        if (!expect(st == ONESTEP_OK, "forward returned an error: %s", onestep_last_error_message()) || !ktest::sync())
+            return;
+        char what[64];
+        std::snprintf(what, sizeof what, "biases=%d", biases);
+        expect(std::memcmp(cat.data(), cat0.data(), nx * 4) == 0, "%s: cat differs from the concat's", what);
+        expect(std::memcmp(y.data(), y0.data(), nx * 4) == 0 &&
+                   std::memcmp(mean.data(), mean0.data(), mean.size() * 4) == 0 &&
+                   std::memcmp(rstd.data(), rstd0.data(), rstd.size() * 4) == 0,
+               "%s: y, mean or rstd differ from the group norm of the concatenation", what);
+        // The reference on the concatenation written out here (each biased value an fp32 sum).
+        vector<double> xd(nx);
+        for (long long r = 0; r < rows; r++)
+            for (int c = 0; c < s.C; c++)
+                xd[size_t(r) * s.C + c] = c < Ca ? double(a[size_t(r) * Ca + c] + (pab ? pab[c] : 0.0f))
+                                                 : double(b[size_t(r) * Cb + c - Ca] + (pbb ? pbb[c - Ca] : 0.0f));
+        vector<double> yr, mr, rr;
+        forward_ref(s, xd, ktest::to_double(gamma), ktest::to_double(beta), nullptr, nullptr, silu, 1e-5, yr, mr, rr);
+        expect_close("concat cat", cat.data(), xd.data(), nx, 0.0, 0.0);
+        expect_close("concat y", y.data(), yr.data(), yr.size(), 2e-4, 2e-4);
+        expect_close("concat rstd", rstd.data(), rr.data(), rr.size(), 1e-5, 2e-4);
+    }
+}
+
 void check_argument_errors() {
     float buf[64] = {};
     onestep_status st =
@@ -252,6 +301,17 @@ void check_argument_errors() {
     expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "add_bias without add was accepted%s");
     expect(std::strstr(onestep_last_error_message(), "onestep_groupnorm_forward_add_typed(N=1, HW=2, C=4, G=2)") != nullptr,
            "pre-add message does not name the kernel and shapes: %s", onestep_last_error_message());
+    st = onestep_groupnorm_concat_typed(buf, nullptr, buf + 8, nullptr, buf, buf, buf + 16, buf + 16, buf, buf, 1, 2, 4,
+                                        4, 2, 1e-5f, 1, ONESTEP_FLOAT32, nullptr);
+    expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "concat with cat aliasing y was accepted%s");
+    expect(std::strstr(onestep_last_error_message(), "onestep_groupnorm_concat_typed(N=1, HW=2, Ca=4, Cb=4, G=2") != nullptr,
+           "concat message does not name the kernel and shapes: %s", onestep_last_error_message());
+    st = onestep_groupnorm_concat_typed(buf, nullptr, buf + 8, nullptr, buf, buf, buf + 16, buf + 32, buf, buf, 1, 2, 4,
+                                        3, 2, 1e-5f, 1, ONESTEP_FLOAT32, nullptr);
+    expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "concat with Ca + Cb not divisible by G was accepted%s");
+    st = onestep_groupnorm_concat_typed(buf, nullptr, buf + 8, nullptr, buf, buf, buf + 16, buf + 32, buf, buf, 1, 2, 0,
+                                        4, 2, 1e-5f, 1, ONESTEP_FLOAT32, nullptr);
+    expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "concat with Ca = 0 was accepted%s");
     st = onestep_groupnorm_backward(buf, buf, buf, buf, buf, buf, nullptr, nullptr, buf, buf, buf, nullptr, nullptr, 0,
                                     2, 4, 2, 0, nullptr);
     expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "N = 0 was accepted%s");
@@ -294,6 +354,15 @@ int main() {
         for (int emb = 0; emb < 2; emb++) check_pre_add(s, emb, true, seed++);
     check_pre_add(Shape{1, 64, 256, 32}, false, false, seed++);
     check_pre_add(Shape{2, 4100, 128, 32}, false, true, seed++);  // above kFusedMaxElems: the two-kernel path
+    std::printf("concatenating forward vs concat + group norm and the reference\n");
+    for (int silu = 0; silu < 2; silu++) {
+        check_concat(Shape{2, 7, 12, 4}, 8, silu, seed++);    // groups of 3 straddle channel 8
+        check_concat(Shape{1, 16, 128, 32}, 64, silu, seed++);  // groups of 4: the float4 order
+    }
+    check_concat(Shape{3, 9, 16, 4}, 6, true, seed++);        // groups of 4, Ca = 6: a 4-group straddles a|b
+    check_concat(Shape{1, 9, 200, 20}, 130, true, seed++);    // groups of 10
+    check_concat(Shape{1, 4100, 256, 32}, 128, true, seed++); // 1,049,600 values: the two-kernel path
+    check_concat(Shape{1, 8200, 130, 13}, 65, false, seed++); // two kernels, groups of 10: scalar order
     ktest::Rng rng(2024);
     for (int k = 0; k < 6; k++) {
         const int G = rng.range(1, 8), Cg = rng.range(1, 40);

@@ -251,6 +251,44 @@ void check_concat_biased(const Type& t, ktest::Rng& rng) {
     }
 }
 
+// The concatenating group norm in 16 bits: the same bits as the concat (taking the pending biases) and then the
+// typed group norm, on aligned and misaligned operands, with groups straddling the a|b boundary.
+void check_groupnorm_concat(const Type& t, ktest::Rng& rng) {
+    const int shapes[][5] = {{2, 5, 8, 8, 4}, {1, 9, 6, 4, 5}, {1, 7, 6, 10, 4}};  // N, HW, Ca, Cb, G
+    for (const auto& sh : shapes)
+        for (int off = 0; off < 2; off++)
+            for (int biases = 0; biases < 4; biases++) {
+                const int N = sh[0], HW = sh[1], Ca = sh[2], Cb = sh[3], G = sh[4], C = Ca + Cb;
+                const long long rows = (long long)N * HW;
+                const size_t n = size_t(rows) * C;
+                Input a(t, rng, size_t(rows) * Ca + off, 2.0), b(t, rng, size_t(rows) * Cb + off), ab(t, rng, Ca),
+                    bb(t, rng, Cb), g(t, rng, C), be(t, rng, C);
+                const void* pab = biases & 1 ? ab.b.p : nullptr;
+                const void* pbb = biases & 2 ? bb.b.p : nullptr;
+                Buf16 cat(n + off), y(n + off), cat0(n + off), y0(n + off);
+                vector<float> m(size_t(N) * G), r(m.size()), m0(m.size()), r0(m.size());
+                ok(onestep_groupnorm_concat_typed(a.b.p + off, pab, b.b.p + off, pbb, g.b.p, be.b.p, cat.p + off,
+                                                  y.p + off, m.data(), r.data(), N, HW, Ca, Cb, G, 1e-5f, 1, t.dt,
+                                                  nullptr),
+                   "groupnorm_concat: %s");
+                ok(onestep_concat_channels_biased_typed(a.b.p + off, pab, b.b.p + off, pbb, cat0.p + off, rows, Ca, Cb,
+                                                        t.dt, nullptr),
+                   "concat_biased: %s");
+                ok(onestep_groupnorm_forward_typed(cat0.p + off, g.b.p, be.b.p, nullptr, nullptr, y0.p + off, m0.data(),
+                                                   r0.data(), N, HW, C, G, 1e-5f, 1, t.dt, nullptr),
+                   "groupnorm_typed: %s");
+                ktest::sync();
+                char what[112];
+                std::snprintf(what, sizeof what, "%s groupnorm_concat N=%d HW=%d Ca=%d Cb=%d G=%d offset=%d biases=%d",
+                              t.name, N, HW, Ca, Cb, G, off, biases);
+                expect(std::memcmp(cat.p + off, cat0.p + off, n * 2) == 0 &&
+                           std::memcmp(y.p + off, y0.p + off, n * 2) == 0 &&
+                           std::memcmp(m.data(), m0.data(), m.size() * 4) == 0 &&
+                           std::memcmp(r.data(), r0.data(), r.size() * 4) == 0,
+                       "%s: differs from concat + group norm", what);
+            }
+}
+
 // The elementwise ops at n = 1031 (a ragged tail after the 4-wide bulk), aligned and one element off.
 void check_elementwise(const Type& t, ktest::Rng& rng) {
     for (int off = 0; off < 2; off++) {
@@ -447,6 +485,7 @@ int main() {
         check_groupnorm(t, rng);
         check_pre_add(t, rng);
         check_concat_biased(t, rng);
+        check_groupnorm_concat(t, rng);
         check_elementwise(t, rng);
         check_axpby_mixed(t, rng);
         check_layout(t, rng);

@@ -358,6 +358,38 @@ public abstract class Ops {
         groupNormKernel(x, add, gamma, beta, scale, shift, groups, eps, silu, y, mean, rstd);
     }
 
+    /**
+     * {@link #concatChannels concat(a, b)} into {@code cat} and {@link #groupNorm} (+ SiLU) of it into {@code y}, as
+     * one op: a U-Net up block's {@code norm1(cat(h, skip))}, whose concatenation stays for the conv_shortcut. a is
+     * (N, H, W, Ca), b (N, H, W, Cb), cat and y (N, H, W, Ca + Cb), mean and rstd (N, groups); cat and y must not
+     * alias a, b or each other. The results are those of the two ops (the cuda backend runs one kernel that reads a
+     * and b once per pass and gives the same bits), so a training pass can save cat for the backward as usual.
+     */
+    public final void groupNormConcat(Tensor a, Tensor b, Tensor gamma, Tensor beta, int groups, float eps,
+                                      boolean silu, Tensor cat, Tensor y, Tensor mean, Tensor rstd) {
+        String op = silu ? "groupNormSiluConcat" : "groupNormConcat";
+        alive(op, a, b, gamma, beta, cat, y, mean, rstd);
+        checkConcat(op, a, b, cat, "cat");
+        checkGroupNorm(op, cat, gamma, beta, null, null, groups, mean, rstd);
+        sameShape(op, "y", y, "cat", cat);
+        if (!(eps > 0)) {
+            throw new TensorException(op + ": eps must be > 0, got " + eps);
+        }
+        disjoint(op, "cat", cat, "a", a);
+        disjoint(op, "cat", cat, "b", b);
+        disjoint(op, "y", y, "a", a);
+        disjoint(op, "y", y, "b", b);
+        disjoint(op, "y", y, "cat", cat);
+        groupNormConcatKernel(a, b, gamma, beta, groups, eps, silu, cat, y, mean, rstd);
+    }
+
+    /** Host backends: {@link #concatChannelsKernel}, then {@link #groupNormKernel} on cat. */
+    protected void groupNormConcatKernel(Tensor a, Tensor b, Tensor gamma, Tensor beta, int groups, float eps,
+                                         boolean silu, Tensor cat, Tensor y, Tensor mean, Tensor rstd) {
+        concatChannelsKernel(a, b, cat);
+        groupNormKernel(cat, null, gamma, beta, null, null, groups, eps, silu, y, mean, rstd);
+    }
+
     /** add: (N, C) or null (see {@link #groupNorm(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int, float,
      * boolean, Tensor, Tensor, Tensor)}). */
     protected abstract void groupNormKernel(Tensor x, Tensor add, Tensor gamma, Tensor beta, Tensor scale,
@@ -912,6 +944,15 @@ public abstract class Ops {
     }
 
     /** Checks {@code t} (if given) has the shape of {@code ref}. */
+    /** Refuses an output whose memory overlaps an operand's (a kernel that reads one while writing the other). */
+    private static void disjoint(String op, String name, Tensor t, String otherName, Tensor other) {
+        long p = t.segment().address(), q = other.segment().address();
+        if (p < q + other.segment().byteSize() && q < p + t.segment().byteSize()) {
+            throw new TensorException(op + ": " + name + " " + t.describe() + " overlaps " + otherName + " "
+                    + other.describe());
+        }
+    }
+
     protected static void sameShape(String op, String name, Tensor t, String refName, Tensor ref) {
         if (t != null && !t.hasShape(ref.shape())) {
             throw new TensorException(op + ": " + name + " " + t.describe() + " must have the shape of "

@@ -48,6 +48,21 @@ public final class GroupNorm {
         return normalize(c, x, add, null, null);
     }
 
+    /**
+     * The norm of {@code cat(a, b)} along channels, which it writes to {@code cat} (an up block's concatenated input,
+     * kept for its shortcut and for the backward), in one op (Ops.groupNormConcat).
+     */
+    Tensor forwardConcat(Context c, Tensor a, Tensor b, Tensor cat) {
+        this.x = cat;
+        this.scale = null;
+        this.shift = null;
+        this.mean = c.alloc(ai.onestep.tensor.Layout.ROWS, cat.dim(0), groups);
+        this.rstd = c.alloc(ai.onestep.tensor.Layout.ROWS, cat.dim(0), groups);
+        Tensor y = c.like(cat);
+        c.ops.groupNormConcat(a, b, gamma.value(), beta.value(), groups, eps, silu, cat, y, mean, rstd);
+        return y;
+    }
+
     /** Keeps what the backward reads; with {@code add} there is none (an inference pass: x + add is never stored). */
     private Tensor normalize(Context c, Tensor x, Tensor add, Tensor scale, Tensor shift) {
         this.x = add == null ? x : null;

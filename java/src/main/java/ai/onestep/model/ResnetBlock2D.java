@@ -79,11 +79,31 @@ final class ResnetBlock2D implements AutoCloseable {
 
     /** The block on {@code x}, with the time conditioning {@link #condition} computed last. */
     Tensor forward(Context c, Tensor x) {
-        int n = x.dim(0);
+        checkConditioned(x.dim(0));
+        return afterNorm1(c, x, norm1.forward(c, x));
+    }
+
+    /**
+     * The block on {@code cat(a, b)} along channels (an up block's [h, skip]), with the concatenation and norm1 as one
+     * op (Ops.groupNormConcat): the concatenation is still made, for the shortcut and the backward, but in the same
+     * pass as the norm.
+     */
+    Tensor forwardConcat(Context c, Tensor a, Tensor b) {
+        checkConditioned(a.dim(0));
+        Tensor cat = c.alloc(Layout.NHWC, a.dim(0), a.dim(1), a.dim(2), a.dim(3) + b.dim(3));
+        return afterNorm1(c, cat, norm1.forwardConcat(c, a, b, cat));
+    }
+
+    private void checkConditioned(int n) {
         if (tp == null || tp.dim(0) != n) {
             throw new IllegalStateException("resnet block: forward of batch " + n + " without its time conditioning");
         }
-        Tensor h = conv1.forward(c, norm1.forward(c, x));
+    }
+
+    /** The rest of the block on x, given norm1's output {@code n1} (silu(norm1(x))). */
+    private Tensor afterNorm1(Context c, Tensor x, Tensor n1) {
+        int n = x.dim(0);
+        Tensor h = conv1.forward(c, n1);
         Tensor g;
         if (scaleShift) {
             g = norm2.forward(c, h, scale.reshape(Layout.ROWS, n, outChannels), shift.reshape(Layout.ROWS, n, outChannels));

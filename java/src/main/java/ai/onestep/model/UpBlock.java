@@ -8,7 +8,8 @@ import java.util.List;
 /**
  * diffusers' {@code UpBlock2D} / {@code AttnUpBlock2D}: {@code layers + 1} residual blocks, each taking the
  * concatenation [h, skip] along channels (h first) of the running features and the most recent unused skip
- * connection (each followed by attention in the Attn variant), then a nearest-neighbour 2x upsampling and a 3x3
+ * connection (each followed by attention in the Attn variant; the concatenation is made by the resnet's norm1 op,
+ * see ResnetBlock2D#forwardConcat), then a nearest-neighbour 2x upsampling and a 3x3
  * convolution ({@code upsamplers.0.conv}, Upsample2D) unless it is the last level.
  */
 final class UpBlock {
@@ -45,9 +46,8 @@ final class UpBlock {
             Tensor skip = skips.remove(skips.size() - 1);
             hs.add(h);
             skipIn.add(skip);
-            Tensor cat = c.alloc(Layout.NHWC, h.dim(0), h.dim(1), h.dim(2), h.dim(3) + skip.dim(3));
-            c.ops.concatChannels(h, skip, cat);
-            h = resnets.get(i).forward(c, cat);
+            // cat(h, skip) and the resnet's norm1 as one op (Ops.groupNormConcat)
+            h = resnets.get(i).forwardConcat(c, h, skip);
             if (!attentions.isEmpty()) {
                 h = attentions.get(i).forward(c, h);
             }

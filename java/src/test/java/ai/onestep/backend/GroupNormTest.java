@@ -135,6 +135,57 @@ class GroupNormTest {
         }
     }
 
+    /**
+     * The concatenating norm (an up block's cat(h, skip) and norm1) on each host backend: cat is exactly the
+     * naive concatenation, and y, mean and rstd are the naive group norm's of it, with groups that straddle the
+     * a|b boundary.
+     */
+    @ParameterizedTest(name = "n={0} {1}x{2} ca={3} cb={4} groups={5}")
+    @CsvSource({
+        "2, 3, 5, 8, 4, 4",       // groups of 3 channels straddle channel 8
+        "1, 4, 4, 64, 64, 32",    // the U-Net's 32 groups of 4
+        "3, 2, 7, 6, 10, 4",      // groups of 4, one straddling
+    })
+    void concatenatingNormIsTheNormOfTheConcatenation(int n, int h, int w, int ca, int cb, int groups) {
+        try (TensorArena ar = new TensorArena()) {
+            Tensor a = randn(ar, 41, Layout.NHWC, n, h, w, ca), b = randn(ar, 42, Layout.NHWC, n, h, w, cb);
+            Tensor gamma = randn(ar, 43, ca + cb), beta = randn(ar, 44, ca + cb);
+            Tensor catRef = ar.allocate(Layout.NHWC, n, h, w, ca + cb);
+            NAIVE.concatChannels(a, b, catRef);
+            Tensor yRef = ar.allocate(Layout.NHWC, catRef.shape());
+            Tensor mRef = ar.allocate(n, groups), rRef = ar.allocate(n, groups);
+            NAIVE.groupNorm(catRef, gamma, beta, null, null, groups, 1e-5f, true, yRef, mRef, rRef);
+            for (Ops ops : new Ops[] {CPU, NAIVE}) {
+                Tensor cat = ar.allocate(Layout.NHWC, catRef.shape()).fill(Float.NaN);
+                Tensor y = ar.allocate(Layout.NHWC, catRef.shape()).fill(Float.NaN);
+                Tensor m = ar.allocate(n, groups), r = ar.allocate(n, groups);
+                ops.groupNormConcat(a, b, gamma, beta, groups, 1e-5f, true, cat, y, m, r);
+                String what = ops.getClass().getSimpleName() + " groupNormConcat";
+                assertArrayEquals(catRef.toArray(), cat.toArray(), what + ": cat is the concatenation");
+                assertClose(what + " y", y, yRef, CPU_VS_NAIVE);
+                assertClose(what + " mean", m, mRef, CPU_VS_NAIVE);
+                assertClose(what + " rstd", r, rRef, CPU_VS_NAIVE);
+            }
+        }
+    }
+
+    @Test
+    void concatenatingNormRefusesOverlapsAndMismatchedShapes() {
+        try (TensorArena ar = new TensorArena()) {
+            Tensor a = randn(ar, 1, Layout.NHWC, 1, 2, 2, 4), b = randn(ar, 2, Layout.NHWC, 1, 2, 2, 4);
+            Tensor g = randn(ar, 3, 8), be = randn(ar, 4, 8), m = ar.allocate(1, 2), r = ar.allocate(1, 2);
+            Tensor cat = ar.allocate(Layout.NHWC, 1, 2, 2, 8), y = ar.allocate(Layout.NHWC, 1, 2, 2, 8);
+            TensorException e = assertThrows(TensorException.class,
+                    () -> CPU.groupNormConcat(a, b, g, be, 2, 1e-5f, true, cat, cat, m, r));
+            assertTrue(e.getMessage().contains("groupNormSiluConcat: y [1, 2, 2, 8]") && e.getMessage().contains("overlaps cat"),
+                    e.getMessage());
+            Tensor b3 = randn(ar, 5, Layout.NHWC, 1, 2, 3, 4);
+            e = assertThrows(TensorException.class, () -> CPU.groupNormConcat(a, b3, g, be, 2, 1e-5f, false, cat, y, m, r));
+            assertTrue(e.getMessage().startsWith("groupNormConcat:") && e.getMessage().contains("[1, 2, 3, 4]"),
+                    e.getMessage());
+        }
+    }
+
     /** A large mean against a unit spread: E[x^2] - E[x]^2 in float would lose every digit of the variance. */
     @ParameterizedTest(name = "offset {0}")
     @CsvSource({"100", "10000"})

@@ -319,6 +319,19 @@ public final class OnestepKernels {
                                                                  float eps, int applySilu, @Cast("onestep_dtype") int dtype,
                                                                  @Cast("cudaStream_t") long stream);
 
+    /**
+     * Group norm (+ SiLU) of the channel concatenation [a + aBias, b + bBias] (either bias 0), which it also writes to
+     * cat: the concat's and the group norm's bits in one pass.
+     */
+    public static native int onestep_groupnorm_concat_typed(@Cast("const void*") long a, @Cast("const void*") long aBias,
+                                                            @Cast("const void*") long b, @Cast("const void*") long bBias,
+                                                            @Cast("const void*") long gamma, @Cast("const void*") long beta,
+                                                            @Cast("void*") long cat, @Cast("void*") long y,
+                                                            @Cast("float*") long mean, @Cast("float*") long rstd, int n,
+                                                            int hw, int ca, int cb, int g, float eps, int applySilu,
+                                                            @Cast("onestep_dtype") int dtype,
+                                                            @Cast("cudaStream_t") long stream);
+
     public static native int onestep_add_typed(@Cast("const void*") long a, @Cast("const void*") long b, @Cast("void*") long out, long n, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
 
     public static native int onestep_axpy_typed(float alpha, @Cast("const void*") long x, @Cast("void*") long y, long n, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);

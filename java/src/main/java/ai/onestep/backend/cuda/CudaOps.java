@@ -996,6 +996,23 @@ public final class CudaOps extends Ops implements AutoCloseable {
     }
 
     @Override
+    protected void groupNormConcatKernel(Tensor a, Tensor b, Tensor gamma, Tensor beta, int groups, float eps,
+                                         boolean silu, Tensor cat, Tensor y, Tensor mean, Tensor rstd) {
+        String op = silu ? "groupNormSiluConcat" : "groupNormConcat";
+        run(op, () -> {
+            Precision type = dt();
+            // a and b may carry the biases their producers left (the upsampler's conv, conv_in's): added and rounded
+            // once as the concat kernel does, so cat holds the bits concatChannels would have stored.
+            long[] a2 = inTakingBias(a, op, type), b2 = inTakingBias(b, op, type);
+            long pg = in(gamma, op, type), pb = in(beta, op, type);
+            long pc = out(cat, op, type), py = out(y, op, type), pm = out(mean, op), pr = out(rstd, op);
+            Device.check(onestep_groupnorm_concat_typed(a2[0], a2[1], b2[0], b2[1], pg, pb, pc, py, pm, pr, a.dim(0),
+                    a.dim(1) * a.dim(2), a.dim(3), b.dim(3), groups, eps, silu ? 1 : 0, type.code, stream()), op,
+                    what(a, b, cat));
+        });
+    }
+
+    @Override
     protected void groupNormBackwardKernel(Tensor x, Tensor gamma, Tensor beta, Tensor scale, Tensor shift, int groups,
                                            boolean silu, Tensor mean, Tensor rstd, Tensor dy, Tensor dx,
                                            Tensor dgamma, Tensor dbeta, Tensor dscale, Tensor dshift) {

@@ -220,6 +220,16 @@ class EmulatedDeviceTest {
             ops.concatChannels(x, x2, cc1);
             OpsTesting.CPU.concatChannels(x, x2, cc2);
             close("concatChannels", cc1, cc2);
+            Tensor cg = OpsTesting.randn(h, 35, 23), cbe = OpsTesting.randn(h, 36, 23);
+            Tensor cy1 = h.allocate(Layout.NHWC, 2, 5, 3, 23), cy2 = h.allocate(Layout.NHWC, 2, 5, 3, 23);
+            Tensor cm1 = h.allocate(2, 1), cm2 = h.allocate(2, 1), cr1 = h.allocate(2, 1), cr2 = h.allocate(2, 1);
+            Tensor cc3 = h.allocate(Layout.NHWC, 2, 5, 3, 23);
+            ops.groupNormConcat(x, x2, cg, cbe, 1, 1e-5f, true, cc3, cy1, cm1, cr1);
+            OpsTesting.CPU.groupNormConcat(x, x2, cg, cbe, 1, 1e-5f, true, cc2, cy2, cm2, cr2);
+            assertArrayEquals(cc2.toArray(), cc3.toArray(), "groupNormConcat's concatenation");
+            close("groupNormConcat", cy1, cy2);
+            close("groupNormConcat mean", cm1, cm2);
+            close("groupNormConcat rstd", cr1, cr2);
             Tensor u1 = h.allocate(Layout.NHWC, 2, 10, 6, 16), u2 = h.allocate(Layout.NHWC, 2, 10, 6, 16);
             Tensor sa1 = h.allocate(Layout.NHWC, 2, 5, 3, 16), sb1 = h.allocate(Layout.NHWC, 2, 5, 3, 7);
             Tensor sa2 = h.allocate(Layout.NHWC, 2, 5, 3, 16), sb2 = h.allocate(Layout.NHWC, 2, 5, 3, 7);

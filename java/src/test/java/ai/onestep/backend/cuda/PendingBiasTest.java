@@ -94,7 +94,7 @@ class PendingBiasTest {
     /**
      * Every kind of reader on a hand-written pass: a group norm takes the conv's bias, and the linear's through its
      * add operand; a residual add takes it from both operands (the same tensor twice), a concat from its second
-     * input; a scale adds it in place
+     * input and a concatenating group norm from its first; a scale adds it in place
      * first; a tensor overwritten whole drops it; and the conv that writes a pass output never defers (outputs are
      * copied out after the pass).
      */
@@ -115,9 +115,11 @@ class PendingBiasTest {
                 Tensor o1 = a.allocate(Layout.NHWC, 2, 4, 4, 8), o2 = a.allocate(Layout.NHWC, 2, 4, 4, 8);
                 Tensor o3 = a.allocate(Layout.NHWC, 2, 4, 4, 8), o4 = a.allocate(Layout.NHWC, 2, 4, 4, 8);
                 Tensor o5 = a.allocate(Layout.NHWC, 2, 4, 4, 8), o6 = a.allocate(Layout.NHWC, 2, 4, 4, 16);
+                Tensor o7 = a.allocate(Layout.NHWC, 2, 4, 4, 16), o8 = a.allocate(Layout.NHWC, 2, 4, 4, 16);
+                Tensor gamma2 = OpsTesting.randn(a, 11, 16), beta2 = OpsTesting.randn(a, 12, 16);
                 float[] all = new float[0];
                 for (int call = 0; call < 3; call++) {
-                    ops.runPass("readers", new Tensor[] {x, t}, new Tensor[] {o1, o2, o3, o4, o5, o6}, () -> {
+                    ops.runPass("readers", new Tensor[] {x, t}, new Tensor[] {o1, o2, o3, o4, o5, o6, o7, o8}, () -> {
                         ws.reset();
                         Tensor h = ws.allocate(Layout.NHWC, 2, 4, 4, 8), p = ws.allocate(Layout.ROWS, 2, 8);
                         ops.conv2d(x, w, b, 1, 1, h);
@@ -126,6 +128,8 @@ class PendingBiasTest {
                         ops.groupNorm(h, p, gamma, beta, null, null, 4, 1e-5f, true, o1, mean, rstd);
                         ops.add(h, h, o2);
                         ops.concatChannels(x, h, o6);   // a skip connection takes it too
+                        Tensor m2 = ws.allocate(Layout.ROWS, 2, 4), r2 = ws.allocate(Layout.ROWS, 2, 4);
+                        ops.groupNormConcat(h, x, gamma2, beta2, 4, 1e-5f, true, o7, o8, m2, r2);  // and an up block's norm1
                         ops.scale(h, 0.5f, o3);
                         Tensor dead = ws.allocate(Layout.NHWC, 2, 4, 4, 8);
                         ops.conv2d(o1, w, b, 1, 1, dead);
@@ -134,7 +138,7 @@ class PendingBiasTest {
                         ops.conv2d(x, w, b, 1, 1, o5);  // a pass output
                     });
                     float[] v = concat(o1.toArray(), o2.toArray(), o3.toArray(), o4.toArray(), o5.toArray(),
-                            o6.toArray());
+                            o6.toArray(), o7.toArray(), o8.toArray());
                     all = concat(all, v);
                 }
                 got[k] = all;
