@@ -276,16 +276,19 @@ public final class StepTiming {
                 // The first step again, its graph captured anew: without constant folding (the time path on the
                 // device, in the graph); folded but with conv2 and to_out.0 apart from their residual adds (cuDNN's
                 // conv + bias + z fusion runs IMPLICIT_PRECOMP_GEMM, which may be slower than the algorithm the
-                // plain convolution gets); and, on a GPU, with cuDNN's heuristic algorithms instead of its timed
-                // search. Then all back to the defaults for the next batch.
+                // plain convolution gets); folded but with the upsamplers as the upsampling and a 3x3 convolution
+                // instead of one transposed convolution; and, on a GPU, with cuDNN's heuristic algorithms instead of
+                // its timed search. Then all back to the defaults for the next batch.
                 boolean folding = co.foldsConstants();
                 var cudnnDevice = co.device() instanceof ai.onestep.backend.cuda.CudaDevice cd ? cd : null;
                 boolean searching = cudnnDevice != null && cudnnDevice.searchesConvolutions();
-                String[] variants = searching ? new String[] {"unfolded", "unfused residual", "heuristic convolutions"}
-                        : new String[] {"unfolded", "unfused residual"};
+                String[] variants = searching
+                        ? new String[] {"unfolded", "unfused residual", "unfused upsampling", "heuristic convolutions"}
+                        : new String[] {"unfolded", "unfused residual", "unfused upsampling"};
                 for (String variant : variants) {
                     co.foldConstants(!variant.equals("unfolded") && folding);
                     co.fuseResiduals(!variant.equals("unfused residual"));
+                    co.fuseUpsampling(!variant.equals("unfused upsampling"));
                     if (searching) {
                         cudnnDevice.searchConvolutions(!variant.equals("heuristic convolutions"));
                     }
@@ -315,6 +318,7 @@ public final class StepTiming {
                     } finally {
                         co.foldConstants(folding);
                         co.fuseResiduals(true);
+                        co.fuseUpsampling(true);
                         if (searching) {
                             cudnnDevice.searchConvolutions(true);
                         }

@@ -626,6 +626,7 @@ def summary(paths):
                 if "Heun" not in r["step"] and "2-step" not in r["step"]}
         for variant, what in (("unfolded", "without constant folding (the time path in the graph)"),
                               ("unfused residual", "folded, conv2 and to_out.0 apart from their residual adds"),
+                              ("unfused upsampling", "folded, the upsamplers as upsampling + 3x3 convolution"),
                               ("heuristic convolutions", "with cuDNN's heuristic algorithms, not its timed search")):
             sel = [r for r in unf if r.get("variant", "unfolded") == variant]
             if sel:

@@ -269,6 +269,17 @@ onestep_status onestep_conv2d_nhwc_typed(const void* x, const void* w, const voi
 onestep_status onestep_conv2d_nhwc_residual_typed(const void* x, const void* w, const void* bias, const void* z,
                                                   void* y, int N, int H, int W, int Cin, int KH, int KW, int Cout,
                                                   int stride, int padding, onestep_dtype dtype, cudaStream_t stream);
+/* k (Cin, 4, 4, Cout) from 3x3 weights w (3, 3, Cin, Cout) HWIO: the kernel of the stride-2 transposed convolution
+ * that equals a nearest 2x upsampling followed by the 3x3, padding-1 convolution with w (each of k's taps a sum of
+ * w's, in fp32, rounded once). k is also cuDNN's KRSC filter for cudnnConvolutionBackwardData with stride 2 and
+ * padding 1 (K = Cin, C = Cout). */
+onestep_status onestep_subpixel_weights_typed(const void* w, void* k, int Cin, int Cout, onestep_dtype dtype,
+                                              cudaStream_t stream);
+/* y (N, 2H, 2W, Cout) = conv2d(upsample_nearest2x(x), w, bias, stride 1, padding 1) for x (N, H, W, Cin), given k =
+ * onestep_subpixel_weights_typed(w): the transposed convolution, 4 multiply-adds per output instead of 9 and no
+ * upsampled tensor. bias may be NULL; y must not alias x. diffusers' Upsample2D in one launch. */
+onestep_status onestep_upsample_conv_typed(const void* x, const void* k, const void* bias, void* y, int N, int H,
+                                           int W, int Cin, int Cout, onestep_dtype dtype, cudaStream_t stream);
 onestep_status onestep_mul_typed(const void* a, const void* b, void* out, long long n, onestep_dtype dtype,
                                  cudaStream_t stream);
 onestep_status onestep_add_per_channel_typed(const void* x, const void* v, void* y, int N, long long P, int C,

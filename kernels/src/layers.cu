@@ -86,6 +86,62 @@ __global__ void conv_kernel(const T* x, const T* w, const T* bias, const T* z, T
     }
 }
 
+// ---- nearest 2x upsampling followed by a 3x3, padding-1 convolution (diffusers' Upsample2D) as one transposed
+// convolution. With U the upsampled x, y[o] = sum_d w[d] U[o - 1 + d] (rows; columns alike). For an even output
+// row o = 2i, U[2i-1] = x[i-1] and U[2i] = U[2i+1] = x[i]; for o = 2i + 1, U[2i] = U[2i+1] = x[i] and U[2i+2] =
+// x[i+1]. So each output parity is a 2-tap filter on x whose taps are sums of w's, which is exactly the transposed
+// convolution (stride 2, padding 1) with a 4-tap kernel k: y[o] = sum_{i, r: o = 2i - 1 + r} x[i] k[r], where
+//   k[0] = w[2],  k[1] = w[1] + w[2],  k[2] = w[0] + w[1],  k[3] = w[0]        (and the same in the other axis)
+// (Shi et al. 2016's sub-pixel view of an upsampling convolution). 4 multiply-adds per output where the upsampled
+// convolution does 9, and the upsampled tensor is never written. The 4x4 kernel is laid out (Cin, 4, 4, Cout):
+// cuDNN's KRSC filter of the forward convolution whose data gradient this is (K = our Cin, C = our Cout), so the
+// same copy serves cuDNN's cudnnConvolutionBackwardData and the portable kernel below.
+__host__ __device__ inline int subpixel_first_tap(int r) { return r == 0 ? 2 : r == 1 ? 1 : 0; }  // k[r] sums w[first..last]
+__host__ __device__ inline int subpixel_last_tap(int r) { return r == 3 ? 0 : r == 2 ? 1 : 2; }
+
+// k (Cin, 4, 4, Cout) from w (3, 3, Cin, Cout) HWIO: each tap's sum in fp32 (in ky, kx order), rounded once.
+template <typename T>
+__global__ void subpixel_weights_kernel(const T* w, T* k, int Cin, int Cout) {
+    ONESTEP_GRID_STRIDE(idx, (long long)Cin * 16 * Cout) {
+        const int co = int(idx % Cout);
+        const long long q = idx / Cout;
+        const int s = int(q % 4), r = int((q / 4) % 4), ci = int(q / 16);
+        float acc = 0.f;
+        for (int ky = subpixel_first_tap(r); ky <= subpixel_last_tap(r); ky++)
+            for (int kx = subpixel_first_tap(s); kx <= subpixel_last_tap(s); kx++)
+                acc += to_f32(w[(((long long)ky * 3 + kx) * Cin + ci) * Cout + co]);
+        k[idx] = from_f32<T>(acc);
+    }
+}
+
+// y (N, 2H, 2W, Cout) = the transposed convolution of x (N, H, W, Cin) with k (Cin, 4, 4, Cout), stride 2,
+// padding 1, + bias: the two input rows (and columns) under output row oy are i = (oy + 1 - r) / 2 for the two
+// taps r of oy's parity, the r with oy + 1 - r even.
+template <typename T>
+__global__ void upsample_conv_kernel(const T* x, const T* k, const T* bias, T* y, int N, int H, int W, int Cin,
+                                     int Cout) {
+    const int Ho = 2 * H, Wo = 2 * W;
+    ONESTEP_GRID_STRIDE(idx, (long long)N * Ho * Wo * Cout) {
+        const int co = int(idx % Cout);
+        const long long p = idx / Cout;
+        const int ox = int(p % Wo), oy = int((p / Wo) % Ho), n = int(p / ((long long)Wo * Ho));
+        float acc = 0.f;
+        for (int r = (oy + 1) % 2; r < 4; r += 2) {
+            const int iy = (oy + 1 - r) / 2;
+            if (iy < 0 || iy >= H) continue;
+            for (int s = (ox + 1) % 2; s < 4; s += 2) {
+                const int ix = (ox + 1 - s) / 2;
+                if (ix < 0 || ix >= W) continue;
+                const T* xp = x + (((long long)n * H + iy) * W + ix) * Cin;
+                const T* kp = k + ((long long)r * 4 + s) * Cout + co;
+                for (int ci = 0; ci < Cin; ci++) acc = fmaf(to_f32(xp[ci]), to_f32(kp[(long long)ci * 16 * Cout]), acc);
+            }
+        }
+        if (bias) acc += to_f32(bias[co]);
+        y[idx] = from_f32<T>(acc);
+    }
+}
+
 // The convolution's input gradient (the transposed convolution of dy): one thread per dx element gathers every
 // (ky, kx, co) whose output position oy = (iy + pad - ky) / stride lands exactly on the grid. Assigned.
 __global__ void conv_backward_data_kernel(const float* w, const float* dy, float* dx, int N, int H, int W, int Cin,
@@ -432,6 +488,39 @@ extern "C" onestep_status onestep_conv2d_nhwc_residual_typed(const void* x, cons
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL residual z");
     }
     return conv_impl(fn, x, w, bias, z, y, N, H, W, Cin, KH, KW, Cout, stride, padding, dtype, stream);
+}
+
+extern "C" onestep_status onestep_subpixel_weights_typed(const void* w, void* k, int Cin, int Cout, onestep_dtype dtype,
+                                                         cudaStream_t stream) {
+    const char* fn = "onestep_subpixel_weights_typed";
+    ONESTEP_SHAPES("Cin=%d, Cout=%d, %s", Cin, Cout, onestep::dtype_name(dtype));
+    if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
+    if (Cin < 1 || Cout < 1 || !w || !k) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "bad size or NULL pointer");
+    if (w == k) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "k must not alias w");
+    const long long total = (long long)Cin * 16 * Cout;
+    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
+                                               launch(L::subpixel_weights_kernel<T>, L::grid_for(total), dim3(L::kBlock),
+                                                      0, stream, static_cast<const T*>(w), static_cast<T*>(k), Cin,
+                                                      Cout)),
+                        fn, shapes);
+}
+
+extern "C" onestep_status onestep_upsample_conv_typed(const void* x, const void* k, const void* bias, void* y, int N,
+                                                      int H, int W, int Cin, int Cout, onestep_dtype dtype,
+                                                      cudaStream_t stream) {
+    const char* fn = "onestep_upsample_conv_typed";
+    ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d, Cout=%d, %s", N, H, W, Cin, Cout, onestep::dtype_name(dtype));
+    if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
+    if (N < 1 || H < 1 || W < 1 || Cin < 1 || Cout < 1 || !x || !k || !y)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "bad size or NULL pointer");
+    if (y == x) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "y must not alias x");
+    const long long total = (long long)N * 4 * H * W * Cout;
+    return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
+                                               launch(L::upsample_conv_kernel<T>, L::grid_for(total), dim3(L::kBlock),
+                                                      0, stream, static_cast<const T*>(x), static_cast<const T*>(k),
+                                                      static_cast<const T*>(bias), static_cast<T*>(y), N, H, W, Cin,
+                                                      Cout)),
+                        fn, shapes);
 }
 
 extern "C" onestep_status onestep_conv2d_nhwc_backward(const float* x, const float* w, const float* dy, float* dx,

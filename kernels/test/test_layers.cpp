@@ -133,6 +133,61 @@ void check_conv() {
            "conv2d with a kernel larger than the input: %s", onestep_last_error_message());
 }
 
+// The upsampling convolution (onestep_subpixel_weights_typed + onestep_upsample_conv_typed) against its
+// definition in double: the nearest 2x upsampling written out, then the 3x3 padding-1 convolution. Odd and even
+// sizes and 1-pixel inputs, where every output sits on a border.
+void check_upsample_conv() {
+    ktest::Rng rng(7);
+    const int cases[][5] = {{2, 5, 4, 3, 6}, {1, 1, 1, 4, 2}, {1, 3, 7, 8, 5}, {1, 2, 1, 1, 1}};  // N, H, W, Ci, Co
+    for (const auto& cs : cases) {
+        const int N = cs[0], H = cs[1], W = cs[2], Ci = cs[3], Co = cs[4], Ho = 2 * H, Wo = 2 * W;
+        vector<float> x = rng.normals(size_t(N) * H * W * Ci), w = rng.normals(size_t(9) * Ci * Co),
+                      b = rng.normals(Co), k(size_t(Ci) * 16 * Co, NAN), y(size_t(N) * Ho * Wo * Co, NAN);
+        vector<double> up(size_t(N) * Ho * Wo * Ci), want(y.size());
+        for (int n = 0; n < N; n++)
+            for (int oy = 0; oy < Ho; oy++)
+                for (int ox = 0; ox < Wo; ox++)
+                    for (int ci = 0; ci < Ci; ci++)
+                        up[((size_t(n) * Ho + oy) * Wo + ox) * Ci + ci] = x[((size_t(n) * H + oy / 2) * W + ox / 2) * Ci + ci];
+        for (int n = 0; n < N; n++)
+            for (int oy = 0; oy < Ho; oy++)
+                for (int ox = 0; ox < Wo; ox++)
+                    for (int co = 0; co < Co; co++) {
+                        double acc = b[co];
+                        for (int ky = 0; ky < 3; ky++)
+                            for (int kx = 0; kx < 3; kx++) {
+                                const int iy = oy - 1 + ky, ix = ox - 1 + kx;
+                                if (iy < 0 || iy >= Ho || ix < 0 || ix >= Wo) continue;
+                                for (int ci = 0; ci < Ci; ci++)
+                                    acc += up[((size_t(n) * Ho + iy) * Wo + ix) * Ci + ci] *
+                                           double(w[((size_t(ky) * 3 + kx) * Ci + ci) * Co + co]);
+                            }
+                        want[((size_t(n) * Ho + oy) * Wo + ox) * Co + co] = acc;
+                    }
+        ok(onestep_subpixel_weights_typed(w.data(), k.data(), Ci, Co, ONESTEP_FLOAT32, nullptr), "subpixel weights: %s");
+        ok(onestep_upsample_conv_typed(x.data(), k.data(), b.data(), y.data(), N, H, W, Ci, Co, ONESTEP_FLOAT32, nullptr),
+           "upsample conv: %s");
+        ktest::sync();
+        char what[80];
+        std::snprintf(what, sizeof what, "upsample conv N=%d H=%d W=%d Ci=%d Co=%d", N, H, W, Ci, Co);
+        expect_close(what, y.data(), want.data(), want.size(), 1e-5, 1e-5);
+        // Without a bias: the same less b.
+        ok(onestep_upsample_conv_typed(x.data(), k.data(), nullptr, y.data(), N, H, W, Ci, Co, ONESTEP_FLOAT32, nullptr),
+           "upsample conv without bias: %s");
+        ktest::sync();
+        for (size_t i = 0; i < want.size(); i++) want[i] -= b[i % Co];
+        expect_close("upsample conv without bias", y.data(), want.data(), want.size(), 1e-5, 1e-5);
+    }
+    float buf[16] = {};
+    expect(onestep_upsample_conv_typed(buf, buf, nullptr, buf, 1, 1, 1, 1, 1, ONESTEP_FLOAT32, nullptr) ==
+                   ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "onestep_upsample_conv_typed(N=1, H=1, W=1, Cin=1, Cout=1") !=
+                   nullptr,
+           "upsample conv in place: %s", onestep_last_error_message());
+    expect(onestep_subpixel_weights_typed(buf, nullptr, 2, 2, ONESTEP_FLOAT32, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT,
+           "subpixel weights without k: %s", onestep_last_error_message());
+}
+
 // The convolution's backward against the scatter form of its definition in double: every (output, tap) pair
 // adds dy * w to dx and x * dy to dw. Odd and even sizes with stride 2 leave rows that no output reads.
 void check_conv_backward() {
@@ -371,6 +426,7 @@ int main() {
     check_linear();
     check_conv();
     check_conv_backward();
+    check_upsample_conv();
     check_layout_ops();
     check_adam();
     check_losses();

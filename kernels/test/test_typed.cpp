@@ -289,6 +289,33 @@ void check_groupnorm_concat(const Type& t, ktest::Rng& rng) {
             }
 }
 
+// The upsampling convolution in 16 bits: k is the fp32 twin's k rounded once, and y, computed from k, is the fp32
+// kernel's output on the widened k rounded once.
+void check_upsample_conv(const Type& t, ktest::Rng& rng) {
+    const int N = 2, H = 3, W = 5, Ci = 6, Co = 7;
+    for (int off = 0; off < 2; off++) {
+        Input x(t, rng, size_t(N) * H * W * Ci + off), w(t, rng, size_t(9) * Ci * Co), b(t, rng, Co);
+        const size_t nk = size_t(Ci) * 16 * Co, ny = size_t(N) * 4 * H * W * Co;
+        vector<float> k32(nk), y32(ny);
+        Buf16 k(nk), y(ny + off);
+        ok(onestep_subpixel_weights_typed(w.v.data(), k32.data(), Ci, Co, ONESTEP_FLOAT32, nullptr), "subpixel fp32: %s");
+        ok(onestep_subpixel_weights_typed(w.b.p, k.p, Ci, Co, t.dt, nullptr), "subpixel typed: %s");
+        ktest::sync();
+        expect_rounded("subpixel weights", t, k.p, k32.data(), nk);
+        vector<float> kw(nk);
+        for (size_t i = 0; i < nk; i++) kw[i] = float(ktest::decode16(t.f, k.p[i]));
+        ok(onestep_upsample_conv_typed(x.v.data() + off, kw.data(), b.v.data(), y32.data(), N, H, W, Ci, Co,
+                                       ONESTEP_FLOAT32, nullptr),
+           "upsample conv fp32: %s");
+        ok(onestep_upsample_conv_typed(x.b.p + off, k.p, b.b.p, y.p + off, N, H, W, Ci, Co, t.dt, nullptr),
+           "upsample conv typed: %s");
+        ktest::sync();
+        char what[48];
+        std::snprintf(what, sizeof what, "upsample conv offset=%d", off);
+        expect_rounded(what, t, y.p + off, y32.data(), ny);
+    }
+}
+
 // The elementwise ops at n = 1031 (a ragged tail after the 4-wide bulk), aligned and one element off.
 void check_elementwise(const Type& t, ktest::Rng& rng) {
     for (int off = 0; off < 2; off++) {
@@ -486,6 +513,7 @@ int main() {
         check_pre_add(t, rng);
         check_concat_biased(t, rng);
         check_groupnorm_concat(t, rng);
+        check_upsample_conv(t, rng);
         check_elementwise(t, rng);
         check_axpby_mixed(t, rng);
         check_layout(t, rng);

@@ -272,6 +272,45 @@ public abstract class Ops {
         return false;
     }
 
+    /**
+     * {@code y = conv2d(upsampleNearest2x(x), w, b, 1, 1)} for 3x3 weights w (HWIO, Cin = x's channels): diffusers'
+     * Upsample2D as one op. x (N, H, W, Cin), b (Cout) or null, y (N, 2H, 2W, Cout), not overlapping x. The cuda
+     * backend runs it as the equivalent stride-2 transposed convolution (4 multiply-adds per output instead of 9, no
+     * upsampled tensor; kernels/src/layers.cu derives it), where {@link #fusesUpsampleConv} holds; results then
+     * differ from the two ops by the rounding of the summed weights.
+     */
+    public final void upsampleConv2d(Tensor x, Tensor w, Tensor b, Tensor y) {
+        String op = "upsampleConv2d";
+        alive(op, x, w, b, y);
+        int[] o = convShapes(op, x, w, 1, 1);
+        if (w.dim(0) != 3 || w.dim(1) != 3) {
+            throw new TensorException(op + ": weight w " + w.describe() + " must be 3x3");
+        }
+        shape(op, "y", y, o[0], 2 * o[1], 2 * o[2], o[3]);
+        if (b != null) {
+            shape(op, "bias b", b, w.dim(3));
+        }
+        disjoint(op, "y", y, "x", x);
+        upsampleConvKernel(x, w, b, y);
+    }
+
+    /** Host backends: {@link #upsampleKernel} into a temporary, then {@link #convKernel}. */
+    protected void upsampleConvKernel(Tensor x, Tensor w, Tensor b, Tensor y) {
+        try (ai.onestep.tensor.TensorArena tmp = new ai.onestep.tensor.TensorArena()) {
+            Tensor up = tmp.allocate(Layout.NHWC, x.dim(0), 2 * x.dim(1), 2 * x.dim(2), x.dim(3));
+            upsampleKernel(x, up);
+            convKernel(up, w, b, 1, 1, y);
+        }
+    }
+
+    /**
+     * True where {@link #upsampleConv2d} is one launch in the work being recorded now, so a model should call it
+     * instead of the upsampling and the convolution: the cuda backend inside a pass. Host backends answer false.
+     */
+    public boolean fusesUpsampleConv() {
+        return false;
+    }
+
     /** Backward of {@link #conv2d}: dx assigned; dw and db accumulate. */
     public final void conv2dBackward(Tensor x, Tensor w, Tensor dy, int stride, int padding,
                                      Tensor dx, Tensor dw, Tensor db) {

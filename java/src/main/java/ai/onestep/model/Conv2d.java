@@ -48,6 +48,18 @@ public final class Conv2d {
         return y;
     }
 
+    /**
+     * This (3x3, padding 1) convolution of the nearest 2x upsampling of {@code x}, as one op
+     * (Ops.upsampleConv2d): diffusers' Upsample2D at inference, where the backend fuses it. Keeps no input: there is
+     * no backward from here.
+     */
+    Tensor forwardUpsampled(Context c, Tensor x) {
+        this.x = null;
+        Tensor y = c.alloc(Layout.NHWC, x.dim(0), 2 * x.dim(1), 2 * x.dim(2), outChannels());
+        c.ops.upsampleConv2d(x, weight.value(), bias.value(), y);
+        return y;
+    }
+
     /** Returns dx; accumulates the weight and bias gradients. */
     Tensor backward(Context c, Tensor dy) {
         return backward(c, dy, true);
@@ -55,6 +67,10 @@ public final class Conv2d {
 
     /** As {@link #backward(Context, Tensor)}; with {@code needDx} false only the parameter gradients (returns null). */
     Tensor backward(Context c, Tensor dy, boolean needDx) {
+        if (x == null) {
+            throw new IllegalStateException("convolution backward without a training forward (an upsampling "
+                    + "convolution at inference keeps no input for it)");
+        }
         Tensor dx = needDx ? c.like(x) : null;
         c.ops.conv2dBackward(x, weight.value(), dy, stride, padding, dx, weight.grad(), bias.grad());
         return dx;

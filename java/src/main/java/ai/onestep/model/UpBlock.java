@@ -54,6 +54,9 @@ final class UpBlock {
         }
         if (upsampler != null) {
             preUpsample = h;
+            if (!c.training && c.ops.fusesUpsampleConv()) {
+                return upsampler.forwardUpsampled(c, h);  // one transposed convolution (Ops.upsampleConv2d)
+            }
             Tensor up = c.alloc(Layout.NHWC, h.dim(0), 2 * h.dim(1), 2 * h.dim(2), h.dim(3));
             c.ops.upsampleNearest2x(h, up);
             h = upsampler.forward(c, up);

@@ -332,6 +332,18 @@ public final class OnestepKernels {
                                                             @Cast("onestep_dtype") int dtype,
                                                             @Cast("cudaStream_t") long stream);
 
+    /** k (cin, 4, 4, cout): the stride-2 transposed-convolution kernel of an upsampling 3x3 convolution's w. */
+    public static native int onestep_subpixel_weights_typed(@Cast("const void*") long w, @Cast("void*") long k, int cin,
+                                                            int cout, @Cast("onestep_dtype") int dtype,
+                                                            @Cast("cudaStream_t") long stream);
+
+    /** y (n, 2h, 2w, cout) = conv3x3(upsample2x(x)) + bias from k = onestep_subpixel_weights_typed(w). */
+    public static native int onestep_upsample_conv_typed(@Cast("const void*") long x, @Cast("const void*") long k,
+                                                         @Cast("const void*") long bias, @Cast("void*") long y, int n,
+                                                         int h, int w, int cin, int cout,
+                                                         @Cast("onestep_dtype") int dtype,
+                                                         @Cast("cudaStream_t") long stream);
+
     public static native int onestep_add_typed(@Cast("const void*") long a, @Cast("const void*") long b, @Cast("void*") long out, long n, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);
 
     public static native int onestep_axpy_typed(float alpha, @Cast("const void*") long x, @Cast("void*") long y, long n, @Cast("onestep_dtype") int dtype, @Cast("cudaStream_t") long stream);

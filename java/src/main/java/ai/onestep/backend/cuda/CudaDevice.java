@@ -726,34 +726,11 @@ public final class CudaDevice extends Device {
          */
         static ConvPlan create(cudnnContext handle, int n, int h, int wd, int cin, int kh, int kw, int cout, int stride,
                                int padding, Precision type, boolean search, ConvPlan ranking) {
-            ConvPlan p = new ConvPlan();
-            p.ho = (h + 2 * padding - kh) / stride + 1;
-            p.wo = (wd + 2 * padding - kw) / stride + 1;
-            p.x = new cudnnTensorStruct();
-            p.y = new cudnnTensorStruct();
-            p.w = new cudnnFilterStruct();
-            p.conv = new cudnnConvolutionStruct();
-            // Storage in the pass's type; accumulation in fp32 (the convolution's compute type) for every type.
-            int f = cudnn.CUDNN_DATA_FLOAT, nhwc = cudnn.CUDNN_TENSOR_NHWC;
-            int d = switch (type) {
-                case FP32 -> cudnn.CUDNN_DATA_FLOAT;
-                case FP16 -> cudnn.CUDNN_DATA_HALF;
-                case BF16 -> cudnn.CUDNN_DATA_BFLOAT16;
-            };
-            int s = cudnn.cudnnCreateTensorDescriptor(p.x);
-            s |= cudnn.cudnnCreateTensorDescriptor(p.y);
-            s |= cudnn.cudnnCreateFilterDescriptor(p.w);
-            s |= cudnn.cudnnCreateConvolutionDescriptor(p.conv);
-            s |= cudnn.cudnnSetTensor4dDescriptor(p.x, nhwc, d, n, cin, h, wd);
-            s |= cudnn.cudnnSetTensor4dDescriptor(p.y, nhwc, d, n, cout, p.ho, p.wo);
-            s |= cudnn.cudnnSetFilter4dDescriptor(p.w, d, nhwc, cout, cin, kh, kw);
-            s |= cudnn.cudnnSetConvolution2dDescriptor(p.conv, padding, padding, stride, stride, 1, 1,
-                    cudnn.CUDNN_CROSS_CORRELATION, f);
-            s |= cudnn.cudnnSetConvolutionMathType(p.conv, type != Precision.FP32 ? cudnn.CUDNN_TENSOR_OP_MATH
-                    : TF32 ? cudnn.CUDNN_DEFAULT_MATH : cudnn.CUDNN_FMA_MATH);
-            if (s != 0) {
+            ConvPlan p = describe(n, h, wd, cin, kh, kw, cout, stride, padding, type);
+            if (p == null) {
                 return null;
             }
+            int nhwc = cudnn.CUDNN_TENSOR_NHWC, d = dataType(type);
             SizeTPointer bytes = new SizeTPointer(1);
             if (ranking != null) {
                 // The fusion runs IMPLICIT_PRECOMP_GEMM. Timed, it must not cost more than the add it saves over the
@@ -813,6 +790,137 @@ public final class CudaDevice extends Device {
             }
             p.workspaceBytes = bytes.get();
             return p;
+        }
+    }
+
+    /**
+     * The descriptors of the convolution x (n, cin, h, wd) * w (cout, cin, kh, kw) -> y, all NHWC in the storage type
+     * with fp32 accumulation; no algorithm yet. Null when cuDNN refuses them.
+     */
+    private static ConvPlan describe(int n, int h, int wd, int cin, int kh, int kw, int cout, int stride, int padding,
+                                     Precision type) {
+        ConvPlan p = new ConvPlan();
+        p.ho = (h + 2 * padding - kh) / stride + 1;
+        p.wo = (wd + 2 * padding - kw) / stride + 1;
+        p.x = new cudnnTensorStruct();
+        p.y = new cudnnTensorStruct();
+        p.w = new cudnnFilterStruct();
+        p.conv = new cudnnConvolutionStruct();
+        int nhwc = cudnn.CUDNN_TENSOR_NHWC, d = dataType(type);
+        int s = cudnn.cudnnCreateTensorDescriptor(p.x);
+        s |= cudnn.cudnnCreateTensorDescriptor(p.y);
+        s |= cudnn.cudnnCreateFilterDescriptor(p.w);
+        s |= cudnn.cudnnCreateConvolutionDescriptor(p.conv);
+        s |= cudnn.cudnnSetTensor4dDescriptor(p.x, nhwc, d, n, cin, h, wd);
+        s |= cudnn.cudnnSetTensor4dDescriptor(p.y, nhwc, d, n, cout, p.ho, p.wo);
+        s |= cudnn.cudnnSetFilter4dDescriptor(p.w, d, nhwc, cout, cin, kh, kw);
+        s |= cudnn.cudnnSetConvolution2dDescriptor(p.conv, padding, padding, stride, stride, 1, 1,
+                cudnn.CUDNN_CROSS_CORRELATION, cudnn.CUDNN_DATA_FLOAT);
+        s |= cudnn.cudnnSetConvolutionMathType(p.conv, type != Precision.FP32 ? cudnn.CUDNN_TENSOR_OP_MATH
+                : TF32 ? cudnn.CUDNN_DEFAULT_MATH : cudnn.CUDNN_FMA_MATH);
+        return s == 0 ? p : null;
+    }
+
+    /** Storage in the pass's type (accumulation is fp32, the convolutions' compute type, for every type). */
+    private static int dataType(Precision type) {
+        return switch (type) {
+            case FP32 -> cudnn.CUDNN_DATA_FLOAT;
+            case FP16 -> cudnn.CUDNN_DATA_HALF;
+            case BF16 -> cudnn.CUDNN_DATA_BFLOAT16;
+        };
+    }
+
+    /**
+     * The plan of the upsampling convolution {@link #upsampleConv} of x (n, h, wd, cin) into (n, 2h, 2wd, cout): the
+     * data gradient of the forward convolution (n, 2h, 2wd, cout) * (cin, cout, 4, 4), stride 2, padding 1 ->
+     * (n, h, wd, cin), i.e. PyTorch's ConvTranspose2d route. Its algorithm is the first of cuDNN's timed search
+     * (with {@code search}; else its heuristics) within the workspace bound. Null when cuDNN refuses the shape.
+     */
+    private static ConvPlan createTransposed(cudnnContext handle, int n, int h, int wd, int cin, int cout,
+                                             Precision type, boolean search) {
+        ConvPlan p = describe(n, 2 * h, 2 * wd, cout, 4, 4, cin, 2, 1, type);
+        if (p == null || p.ho != h || p.wo != wd) {
+            return null;
+        }
+        cudnnConvolutionBwdDataAlgoPerf_t perf = new cudnnConvolutionBwdDataAlgoPerf_t(8);
+        IntPointer count = new IntPointer(1);
+        p.timed = search && cudnn.cudnnFindConvolutionBackwardDataAlgorithm(handle, p.w, p.y, p.conv, p.x, 8, count,
+                perf) == 0;
+        if (!p.timed && cudnn.cudnnGetConvolutionBackwardDataAlgorithm_v7(handle, p.w, p.y, p.conv, p.x, 8, count,
+                perf) != 0) {
+            return null;
+        }
+        boolean exact = type == Precision.FP32 && !TF32;
+        SizeTPointer bytes = new SizeTPointer(1);
+        for (int i = 0; i < count.get(); i++) {
+            cudnnConvolutionBwdDataAlgoPerf_t r = perf.getPointer(i);
+            boolean tensorOps = r.mathType() == cudnn.CUDNN_TENSOR_OP_MATH
+                    || r.mathType() == cudnn.CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+            if (r.status() != 0 || r.memory() > SEARCH_MAX_WORKSPACE || (exact && tensorOps)
+                    || cudnn.cudnnGetConvolutionBackwardDataWorkspaceSize(handle, p.w, p.y, p.conv, p.x, r.algo(),
+                    bytes) != 0) {
+                continue;
+            }
+            p.bwdDataAlgo = r.algo();
+            p.bwdDataBytes = bytes.get();
+            p.bestMs = r.time();
+            return p;
+        }
+        return null;
+    }
+
+    /**
+     * cuDNN's backward-data convolution with the sub-pixel kernel k (already cuDNN's KRSC filter), then the bias
+     * kernel. Checked on a shape's first use against the portable kernel, as the convolutions are; a shape cuDNN
+     * refuses or gets wrong runs as the upsampling and cuDNN's forward convolution from then on, with one log line.
+     * Without cuDNN: the portable kernel.
+     */
+    @Override
+    public void upsampleConv(long x, long w, long wKrsc, long k, long bias, long y, int n, int h, int wd, int cin,
+                             int cout, Precision type, Scratch scratch, Supplier<String> what) {
+        if (cudnnHandle == null) {
+            super.upsampleConv(x, w, wKrsc, k, bias, y, n, h, wd, cin, cout, type, scratch, what);
+            return;
+        }
+        String key = "upsampling," + convKey(n, h, wd, cin, 3, 3, cout, 1, 1, type);
+        if (!convPlans.containsKey(key)) {
+            ConvPlan made = createTransposed(cudnnHandle, n, h, wd, cin, cout, type, search && !capturing());
+            if (made == null) {
+                System.err.println("cuda: cuDNN has no transposed convolution for " + key
+                        + ": the upsampling and a convolution for this shape");
+            }
+            convPlans.put(key, made);
+        }
+        ConvPlan plan = convPlans.get(key);
+        boolean verify = plan != null && plan.forwardOk && !plan.verified;
+        if (plan == null || !plan.forwardOk || (verify && capturing())) {
+            upsampleThenConv(x, w, wKrsc, bias, y, n, h, wd, cin, cout, type, scratch, what);
+            return;
+        }
+        long ws = plan.bwdDataBytes == 0 ? 0 : scratch.allocate(plan.bwdDataBytes, "upsampleConv2d cuDNN workspace");
+        alphaHost.put(0, 1f);
+        betaHost.put(0, 0f);
+        int s = cudnn.cudnnConvolutionBackwardData(cudnnHandle, alphaHost, plan.w, address(k), plan.y, address(x),
+                plan.conv, plan.bwdDataAlgo, address(ws), plan.bwdDataBytes, betaHost, plan.x, address(y));
+        long outElems = 4L * n * h * wd * cout;
+        if (s != 0) {
+            System.err.println("cuda: cuDNN's transposed convolution " + key + " failed ("
+                    + cudnn.cudnnGetErrorString(s).getString() + "): the upsampling and a convolution for this shape");
+            plan.forwardOk = false;
+            upsampleThenConv(x, w, wKrsc, bias, y, n, h, wd, cin, cout, type, scratch, what);
+            return;
+        }
+        if (bias != 0) {
+            check(onestep_add_per_channel_typed(y, bias, y, 1, outElems / cout, cout, type.code, stream()),
+                    "upsampleConv2d", what);
+        }
+        if (verify) {
+            try (Temporary tmp = new Temporary()) {
+                long ref = tmp.allocate(outElems * type.bytes, "upsampleConv2d check");
+                super.upsampleConv(x, w, wKrsc, k, bias, ref, n, h, wd, cin, cout, type, tmp, what);
+                plan.forwardOk = plan.verified = agrees(y, ref, outElems, type, tmp, what,
+                        "cuDNN's transposed convolution " + key, "the upsampling and a convolution for this shape");
+            }
         }
     }
 

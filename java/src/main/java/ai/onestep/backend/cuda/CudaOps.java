@@ -264,7 +264,8 @@ public final class CudaOps extends Ops implements AutoCloseable {
 
     /**
      * Constant folding inside captured passes ({@code -Donestep.cuda.foldConstants=false}: off, every op of a pass
-     * on the device).
+     * on the device). The fusions that round differently from the eager ops ({@link #fusesResidual},
+     * {@link #fusesUpsampleConv}) run only in folding passes, so a pass without folding gives the eager ops' bits.
      */
     private boolean foldConstants = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.foldConstants"));
 
@@ -897,6 +898,53 @@ public final class CudaOps extends Ops implements AutoCloseable {
     public boolean fusesResidual() {
         return fuseResiduals && foldConstants && pass != null && !resident && device.convFusesResidual()
                 && device.linearFusesResidual();
+    }
+
+    /** Whether passes run Upsample2D as one transposed convolution ({@code -Donestep.cuda.fuseUpsample=false}: never). */
+    private boolean fuseUpsampling = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.fuseUpsample"));
+
+    /** Turns {@link #fusesUpsampleConv} on or off for passes captured from now on. */
+    public void fuseUpsampling(boolean on) {
+        fuseUpsampling = on;
+    }
+
+    /**
+     * Inside a pass that folds constants (not a resident block): the upsampling convolution is one transposed
+     * convolution. Like the residual fusions it rounds differently from the eager ops, so a pass without folding
+     * keeps their bits.
+     */
+    @Override
+    public boolean fusesUpsampleConv() {
+        return fuseUpsampling && foldConstants && pass != null && !resident;
+    }
+
+    /**
+     * The transposed convolution from the weights' sub-pixel kernel, kept with the registered parameter
+     * ({@link ParameterStore#subpixel}): cuDNN's backward-data convolution on a GPU, our portable kernel otherwise.
+     * Weights that are not a registered parameter (or whose kernel would be made while capturing) run as the
+     * upsampling into scratch and the convolution, inside the same op. The bias goes to y's readers where the device
+     * would spend a kernel of its own on it.
+     */
+    @Override
+    protected void upsampleConvKernel(Tensor x, Tensor w, Tensor b, Tensor y) {
+        String op = "upsampleConv2d";
+        run(op, () -> {
+            Precision type = dt();
+            long px = in(x, op, type), pw = in(w, op, type), pb = in(b, op, type);
+            int n = x.dim(0), h = x.dim(1), wd = x.dim(2), cin = x.dim(3), cout = w.dim(3);
+            boolean registered = pw == parameters.peek(w.segment().address(), w.size() * Float.BYTES, type);
+            long k = registered ? parameters.subpixel(w, type, cin, cout) : 0;
+            long py = out(y, op, type);
+            Supplier<String> wh = what(x, w, b, y);
+            Device.Scratch scratch = (bytes, why) -> res().scratch((bytes + 3) / 4, why);
+            boolean deferred = deferBias(device.convBiasSeparate(), y, pb, type);
+            long wk = registered && device.convUsesKrsc() ? parameters.krsc(w, type, 9L * cin, cout) : 0;
+            if (k != 0) {
+                device.upsampleConv(px, pw, wk, k, deferred ? 0 : pb, py, n, h, wd, cin, cout, type, scratch, wh);
+            } else {
+                device.upsampleThenConv(px, pw, wk, deferred ? 0 : pb, py, n, h, wd, cin, cout, type, scratch, wh);
+            }
+        });
     }
 
     /**

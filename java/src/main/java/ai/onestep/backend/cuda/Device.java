@@ -102,6 +102,35 @@ public abstract class Device implements AutoCloseable {
     }
 
     /**
+     * {@code k} (cin, 4, 4, cout) = the stride-2 transposed-convolution kernel equal to a nearest 2x upsampling
+     * followed by the 3x3 convolution with {@code w} (3, 3, cin, cout) HWIO ({@code onestep_subpixel_weights_typed});
+     * also cuDNN's KRSC filter for that transposed convolution. Queued.
+     */
+    public void subpixelWeights(long w, long k, int cin, int cout, Precision type, Supplier<String> what) {
+        check(onestep_subpixel_weights_typed(w, k, cin, cout, type.code, stream), "subpixelWeights", what);
+    }
+
+    /**
+     * {@code y} (n, 2h, 2wd, cout) = conv3x3(upsample2x(x), w) + bias (bias may be 0) from {@code k} =
+     * {@link #subpixelWeights}(w): the transposed convolution in one launch. Here our portable kernel, with the
+     * bias in its epilogue; {@link CudaDevice} runs cuDNN's backward-data convolution, then the bias kernel, and
+     * where cuDNN refuses the shape {@link #upsampleThenConv} with w (HWIO; wKrsc as for {@link #conv2d}).
+     */
+    public void upsampleConv(long x, long w, long wKrsc, long k, long bias, long y, int n, int h, int wd, int cin,
+                             int cout, Precision type, Scratch scratch, Supplier<String> what) {
+        check(onestep_upsample_conv_typed(x, k, bias, y, n, h, wd, cin, cout, type.code, stream), "upsampleConv2d",
+                what);
+    }
+
+    /** The same as two launches: the upsampling into scratch, then {@link #conv2d} (3x3, padding 1) with w. */
+    public final void upsampleThenConv(long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin,
+                                       int cout, Precision type, Scratch scratch, Supplier<String> what) {
+        long up = scratch.allocate(4L * n * h * wd * cin * type.bytes, "upsampleConv2d upsampled input");
+        check(onestep_upsample_nearest2x_typed(x, up, n, h, wd, cin, type.code, stream), "upsampleConv2d", what);
+        conv2d(up, w, wKrsc, bias, y, n, 2 * h, 2 * wd, cin, 3, 3, cout, 1, 1, type, scratch, what);
+    }
+
+    /**
      * {@code y (rows, out) = x (rows, in) w (in, out) + bias + z} with z a residual of y's shape, never y itself (an
      * attention block's output projection and its residual). Here the linear, then the add: two launches.
      * {@link EmulatedDevice} runs our portable kernel that sums z before its store, {@link CudaDevice} cuBLASLt's

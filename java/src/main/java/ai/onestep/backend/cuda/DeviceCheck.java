@@ -424,6 +424,12 @@ public final class DeviceCheck {
                 f.denoise(x, tau, null, replay);
             }
             record("graph on registered weights vs cpu", relErr(replay, c), unet);
+            // The upsamplers read their weights' sub-pixel kernels (ParameterStore#subpixel): one transposed
+            // convolution each (cuDNN's backward-data on a GPU, checked on first use against the portable kernel).
+            long upsamplers = dev.capturedOpCounts().values().stream().findFirst().orElse(java.util.Map.of())
+                    .getOrDefault("upsampleConv2d", 0L);
+            fact("graph on registered weights: " + upsamplers + " upsampling convolutions as one transposed "
+                    + "convolution each", upsamplers > 0 || !dev.foldsConstants());
             for (Parameter p : net.parameters()) {
                 dev.scale(p.value(), 0.9f, p.value());
             }

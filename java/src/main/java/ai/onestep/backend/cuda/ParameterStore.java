@@ -6,6 +6,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.function.Supplier;
 
 /**
  * Parameters declared to the CUDA backend ({@link CudaOps#registerParameters}), uploaded once and shared by every
@@ -16,7 +17,8 @@ import java.util.TreeMap;
  * <p>Half-precision passes ({@link Precision}) read fp16 or bf16 copies: the first request of a type converts the
  * whole registration on the device, once, into one more arena; {@link #refresh} converts them again. Convolution
  * weights get, on a device whose convolutions want them so (cuDNN), a copy transposed to KRSC per type
- * ({@link #krsc}), made once and refreshed with the rest, instead of a transpose in every call.
+ * ({@link #krsc}), made once and refreshed with the rest, instead of a transpose in every call; an upsampler's
+ * weights, the kernel of the equivalent transposed convolution ({@link #subpixel}).
  */
 final class ParameterStore implements AutoCloseable {
     private final Device device;
@@ -28,12 +30,23 @@ final class ParameterStore implements AutoCloseable {
     /** The host memory's lifetime: a parameter whose arena closed is forgotten (its address may be reused). */
     private final Map<Long, MemorySegment.Scope> scopes = new java.util.HashMap<>();
 
-    /** Per parameter (host address): its KRSC copies by precision ordinal (0: not made), and their shape. */
-    private final Map<Long, long[]> krsc = new java.util.HashMap<>();
-    private final Map<Long, long[]> krscShape = new java.util.HashMap<>();
-    /** The device allocations of every KRSC copy, freed on close (a graph may point at one until then). */
-    private final List<Long> krscBlocks = new ArrayList<>();
-    private long krscBytes;
+    /** Weights in another layout, made on the device from a parameter's copy of the same precision. */
+    private enum Derived {
+        /** Convolution weights transposed to cuDNN's KRSC ({@link #krsc}). */
+        KRSC,
+        /** An upsampling 3x3 convolution's stride-2 transposed kernel ({@link #subpixel}). */
+        SUBPIXEL
+    }
+
+    private record DerivedKey(long host, Derived kind) {
+    }
+
+    /** Per parameter and kind: its derived copies by precision ordinal (0: not made), and their shape (a, b). */
+    private final Map<DerivedKey, long[]> derived = new java.util.HashMap<>();
+    private final Map<DerivedKey, long[]> derivedShape = new java.util.HashMap<>();
+    /** The device allocations of every derived copy, freed on close (a graph may point at one until then). */
+    private final List<Long> derivedBlocks = new ArrayList<>();
+    private long derivedBytes;
 
     /** Training state the device owns ({@link CudaOps#adopt}), looked up by every residency like the parameters. */
     final OwnedTensors owned;
@@ -124,27 +137,51 @@ final class ParameterStore implements AutoCloseable {
      * is being captured (the pass's first run makes it; a graph captured without it transposes in each replay).
      */
     long krsc(Tensor w, Precision type, long rows, int cols) {
+        return derived(w, type, Derived.KRSC, rows, cols, rows * cols);
+    }
+
+    /**
+     * The device address of registered 3x3 convolution weights {@code w} (3, 3, cin, cout) turned into the kernel
+     * (cin, 4, 4, cout) of the stride-2 transposed convolution that equals the nearest 2x upsampling followed by
+     * the convolution ({@link Device#subpixelWeights}), as {@code type} elements; made and refreshed like
+     * {@link #krsc}, and 0 in the same cases.
+     */
+    long subpixel(Tensor w, Precision type, int cin, int cout) {
+        return derived(w, type, Derived.SUBPIXEL, cin, cout, 16L * cin * cout);
+    }
+
+    /** A derived copy of {@code elems} elements with shape (a, b), made on first request (see {@link #krsc}). */
+    private long derived(Tensor w, Precision type, Derived kind, long a, int b, long elems) {
         long addr = w.segment().address();
         long bytes = w.size() * Float.BYTES;
         long[] entry = map.get(addr);  // a whole parameter starts at addr and has exactly these bytes
         if (entry == null || entry[0] != bytes || !scopes.get(addr).isAlive() || owned.owns(w)) {
             return 0;
         }
-        long[] copies = krsc.computeIfAbsent(addr, k -> new long[Precision.values().length]);
+        DerivedKey key = new DerivedKey(addr, kind);
+        long[] copies = derived.computeIfAbsent(key, k -> new long[Precision.values().length]);
         if (copies[type.ordinal()] == 0) {
             if (device.capturing()) {
                 return 0;
             }
             long src = find(addr, bytes, type);
-            long size = bytes / Float.BYTES * type.bytes;
-            long dst = device.malloc(size, () -> "KRSC copy of parameter " + w.describe());
-            krscBlocks.add(dst);
-            krscBytes += size;
-            device.transpose(src, dst, rows, cols, type, () -> "KRSC copy of parameter " + w.describe());
+            long size = elems * type.bytes;
+            Supplier<String> what = () -> kind + " copy of parameter " + w.describe();
+            long dst = device.malloc(size, what);
+            derivedBlocks.add(dst);
+            derivedBytes += size;
+            make(kind, src, dst, a, b, type, what);
             copies[type.ordinal()] = dst;
-            krscShape.put(addr, new long[] {rows, cols});
+            derivedShape.put(key, new long[] {a, b});
         }
         return copies[type.ordinal()];
+    }
+
+    private void make(Derived kind, long src, long dst, long a, int b, Precision type, Supplier<String> what) {
+        switch (kind) {
+            case KRSC -> device.transpose(src, dst, a, b, type, what);
+            case SUBPIXEL -> device.subpixelWeights(src, dst, Math.toIntExact(a), b, type, what);
+        }
     }
 
     /**
@@ -202,8 +239,10 @@ final class ParameterStore implements AutoCloseable {
     private void forget(long host) {
         map.remove(host);
         scopes.remove(host);
-        krsc.remove(host);
-        krscShape.remove(host);
+        for (Derived kind : Derived.values()) {
+            derived.remove(new DerivedKey(host, kind));
+            derivedShape.remove(new DerivedKey(host, kind));
+        }
     }
 
     private boolean overlaps(long addr, long bytes) {
@@ -239,13 +278,16 @@ final class ParameterStore implements AutoCloseable {
                     convert(dev, typed[p.ordinal()], size / Float.BYTES, p);
                 }
             }
-            long[] copies = krsc.get(host);
-            for (Precision p : Precision.values()) {
-                if (copies != null && copies[p.ordinal()] != 0) {
-                    long[] shape = krscShape.get(host);
-                    long src = p == Precision.FP32 ? dev : typed[p.ordinal()];
-                    device.transpose(src, copies[p.ordinal()], shape[0], (int) shape[1], p,
-                            () -> "KRSC copy refresh " + t.describe());
+            for (Derived kind : Derived.values()) {
+                DerivedKey key = new DerivedKey(host, kind);
+                long[] copies = derived.get(key);
+                for (Precision p : Precision.values()) {
+                    if (copies != null && copies[p.ordinal()] != 0) {
+                        long[] shape = derivedShape.get(key);
+                        long src = p == Precision.FP32 ? dev : typed[p.ordinal()];
+                        make(kind, src, copies[p.ordinal()], shape[0], (int) shape[1], p,
+                                () -> kind + " copy refresh " + t.describe());
+                    }
                 }
             }
         }
@@ -263,7 +305,7 @@ final class ParameterStore implements AutoCloseable {
                 typed += a == null ? 0 : a.used();
             }
         }
-        return arenas.stream().mapToLong(DeviceArena::used).sum() + typed + krscBytes;
+        return arenas.stream().mapToLong(DeviceArena::used).sum() + typed + derivedBytes;
     }
 
     @Override
@@ -279,13 +321,13 @@ final class ParameterStore implements AutoCloseable {
                 }
             }
         }
-        for (long p : krscBlocks) {
+        for (long p : derivedBlocks) {
             device.free(p);
         }
-        krscBlocks.clear();
-        krsc.clear();
-        krscShape.clear();
-        krscBytes = 0;
+        derivedBlocks.clear();
+        derived.clear();
+        derivedShape.clear();
+        derivedBytes = 0;
         arenas.clear();
         batches.clear();
         map.clear();
