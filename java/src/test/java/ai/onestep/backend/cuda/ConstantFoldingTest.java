@@ -82,13 +82,15 @@ class ConstantFoldingTest {
         UNetConfig cfg = CudaGraphTest.config(32);  // scale_shift: each block's projection is also split in two
         float[] folded, plain, cpu;
         long foldedNodes, plainNodes;
-        int resnets, attentions;
+        int resnets, attentions, upsamplers;
         try (UNet net = CudaGraphTest.randomNet(cfg, 41); TensorArena a = new TensorArena()) {
             Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2);
             Noise.gaussian(x, 5, 0);
             resnets = (int) net.parameters().list().stream().filter(p -> p.name().endsWith("time_emb_proj.weight"))
                     .count();
             attentions = (int) net.parameters().list().stream().filter(p -> p.name().endsWith("to_q.weight")).count();
+            upsamplers = (int) net.parameters().list().stream()
+                    .filter(p -> p.name().endsWith("upsamplers.0.conv.weight")).count();
             try (CudaOps ops = open(true)) {
                 folded = denoise(ops, net, x);
                 foldedNodes = nodes(ops);
@@ -103,11 +105,13 @@ class ConstantFoldingTest {
         // its time_emb_proj and the split into scale and shift (the emulated device adds biases in its GEMMs); per
         // attention block two of the q, k, v GEMMs (one against the folded [W_q | W_k | W_v] instead) and the
         // residual add, which to_out.0 takes; and per resnet block the residual add, which conv2 takes (no bias is
-        // left pending here, so every block fuses).
-        long saved = 5 + 3L * resnets + 3L * attentions;
-        assertTrue(attentions > 0, "the config has attention");
+        // left pending here, so every block fuses); per upsampler the upsampling, which its convolution takes
+        // (one transposed convolution).
+        long saved = 5 + 3L * resnets + 3L * attentions + upsamplers;
+        assertTrue(attentions > 0 && upsamplers > 0, "the config has attention and an upsampler");
         assertEquals(plainNodes - saved, foldedNodes, "folded " + foldedNodes + " nodes, unfolded " + plainNodes
-                + ", " + resnets + " resnet blocks, " + attentions + " attention blocks");
+                + ", " + resnets + " resnet blocks, " + attentions + " attention blocks, " + upsamplers
+                + " upsamplers");
         assertTrue(relErr(folded, plain) < 1e-5, "folded vs unfolded: " + relErr(folded, plain));
         assertTrue(relErr(folded, cpu) < 1e-5, "folded vs cpu backend: " + relErr(folded, cpu));
     }
