@@ -14,7 +14,9 @@
 // the projection's biases: x' = (x + x_bias[c]) + (add[n,c] + add_bias[c]) added on the fly, timed against what
 // it replaces (an add_per_channel-style kernel writing x', then version 3 on it). Version 8 reads x once (a block per
 // sample and 16-channel slab, held in registers) to reach the bandwidth version 3 misses at large shapes; versions
-// 9 and 10 are version 8 on fp16 and bf16 storage, against versions 4 and 5.
+// 9 and 10 are version 8 on fp16 and bf16 storage, against versions 4 and 5. Version 11 is production's
+// concatenating variant (an up block's norm1 over cat(h, skip), writing the concatenation too), against a concat
+// kernel followed by the group norm.
 #include "../src/status.cu"
 #include "../src/groupnorm.cu"
 #include "dev_common.cuh"
@@ -173,6 +175,16 @@ __global__ void add_per_channel_kernel(const float* x, const float* v, float* y,
                                        long long total) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x)
         y[i] = x[i] + v[(i / per_sample) * C + i % C];
+}
+
+// ---- version 11's baseline: the concat kernel of src/layers.cu (one thread per element of the concatenation).
+__global__ void concat_kernel(const float* a, const float* b, float* y, long long rows, int ca, int cb) {
+    const int ct = ca + cb;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < rows * ct; i += (long long)gridDim.x * blockDim.x) {
+        const long long r = i / ct;
+        const int c = int(i % ct);
+        y[i] = c < ca ? a[r * ca + c] : b[r * cb + (c - ca)];
+    }
 }
 
 // ---- version 8: x read once. Versions 3 and 6 read each group twice (statistics, then normalize), and a block
@@ -420,6 +432,17 @@ int main(int argc, char** argv) {
 #endif
         }
     }
+    // One launch of a variant on NaN-filled y, then y, mean and rstd against their references.
+    auto run_and_validate = [&](auto launch_fn, const std::vector<double>& yr, const std::vector<double>& mr,
+                                const std::vector<double>& rr) {
+        dev_check(cudaMemset(a.y, 0xFF, nx * sizeof(float)));
+        dev_check(launch_fn());
+        dev_check(cudaDeviceSynchronize());
+        bool ok = dev::validate("y", a.y, yr, 1e-4, 1e-4);
+        ok &= dev::validate("mean", a.mean, mr, 1e-5, 1e-5);
+        ok &= dev::validate("rstd", a.rstd, rr, 1e-5, 1e-4);
+        return ok;
+    };
     if (!only || only == 7) {
         // Version 7: the pre-add terms as ResnetBlock2D's inference pass has them (conv1's bias, the time
         // projection and its bias), no scale/shift, SiLU. Reference: the plain CPU reference on x' formed in
@@ -443,12 +466,7 @@ int main(int argc, char** argv) {
                 return launch_forward_t<float>(a.x, a.gamma, a.beta, nullptr, nullptr, a.y, a.mean, a.rstd, N, HW, C, G,
                                                eps, true, block, block, nullptr, -1, pre);
             };
-            dev_check(cudaMemset(a.y, 0xFF, nx * sizeof(float)));
-            dev_check(fused());
-            dev_check(cudaDeviceSynchronize());
-            bool ok = dev::validate("y", a.y, y7, 1e-4, 1e-4);
-            ok &= dev::validate("mean", a.mean, m7, 1e-5, 1e-5);
-            ok &= dev::validate("rstd", a.rstd, r7, 1e-5, 1e-4);
+            const bool ok = run_and_validate(fused, y7, m7, r7);
             all_ok &= ok;
 #ifdef ONESTEP_EMULATION
             std::printf("version 7 block %4d: %s\n", block, ok ? "ok" : "MISMATCH");
@@ -467,6 +485,46 @@ int main(int argc, char** argv) {
 #endif
         }
         for (float* p : {d_xb, d_add, d_ab, d_vsum, d_xp}) dev_check(cudaFree(p));
+    }
+    if (!only || only == 11) {
+        // Version 11: production's concatenating variant (onestep_groupnorm_concat_typed), an up block's
+        // norm1(cat(h, skip)) + SiLU: x's first C/2 channels come from one tensor and the rest from another, and
+        // the op writes the concatenation besides y. Timed against what it replaces: a concat kernel, then the
+        // group norm (versions 3/6 by size, as production picks) on the concatenation. GB/s counts reading both
+        // halves and writing cat and y.
+        const int Ca = C / 2, Cb = C - Ca;
+        std::vector<float> ha(size_t(N) * HW * Ca), hb(size_t(N) * HW * Cb);
+        for (size_t p = 0; p < size_t(N) * HW; p++)
+            for (int c = 0; c < C; c++) (c < Ca ? ha[p * Ca + c] : hb[p * Cb + c - Ca]) = x[p * C + c];
+        const std::vector<float> none(size_t(N) * C, 0.0f);
+        std::vector<double> y11(nx), m11(mean_ref.size()), r11(m11.size());
+        groupnorm_forward_cpu(y11, m11, r11, x, gamma, beta, none, none, N, HW, C, G, eps);
+        float *d_a = dev::to_device(ha), *d_b = dev::to_device(hb), *d_cat = dev::device_filled(nx, 0.0f);
+        const ConcatSrc<float> src{d_a, nullptr, d_b, nullptr, Ca, Cb};
+        auto fused = [&] {
+            return launch_concat_t<float>(src, a.gamma, a.beta, d_cat, a.y, a.mean, a.rstd, N, HW, G, eps, true,
+                                          nullptr);
+        };
+        bool ok = run_and_validate(fused, y11, m11, r11);
+        std::vector<double> xd(x.begin(), x.end());
+        ok &= dev::validate("cat", d_cat, xd, 0.0, 0.0);
+        all_ok &= ok;
+#ifdef ONESTEP_EMULATION
+        std::printf("version 11: %s\n", ok ? "ok" : "MISMATCH");
+#else
+        auto unfused = [&] {
+            dev_check(launch(concat_kernel, dim3(unsigned(std::min<long long>(65535, ceil_div(nx, 256)))), dim3(256), 0,
+                             nullptr, d_a, d_b, d_cat, (long long)N * HW, Ca, Cb));
+            return launch_forward(d_cat, a.gamma, a.beta, nullptr, nullptr, a.y, a.mean, a.rstd, N, HW, C, G, eps, true,
+                                  kStatsBlock, kApplyBlock, nullptr, -1);
+        };
+        const float ms = dev::time_ms([&] { dev_check(fused()); });
+        const float ms_pair = dev::time_ms([&] { dev_check(unfused()); });
+        const double gbs = 3.0 * nx * sizeof(float) / (ms * 1e-3) / 1e9;
+        std::printf("version 11: %s  %8.4f ms  %7.1f GB/s  (concat + group norm: %8.4f ms)\n", ok ? "ok      " : "MISMATCH",
+                    ms, gbs, ms_pair);
+#endif
+        for (float* p : {d_a, d_b, d_cat}) dev_check(cudaFree(p));
     }
     std::printf(all_ok ? "all versions match the CPU reference\n" : "SOME VERSIONS DO NOT MATCH the CPU reference\n");
     return all_ok ? 0 : 1;

@@ -183,6 +183,18 @@ __global__ void apply_kernel(const T* __restrict__ x, const float* __restrict__ 
     }
 }
 
+// A one-kernel forward's statistics: thread 0's merged group total (the values stats_kernel stores) into mean and
+// rstd at blockIdx.x, and into the block's shared stats[2] for every thread to normalize with.
+__device__ __forceinline__ void publish_stats(const Welford& w, float eps, float* mean, float* rstd, float* stats) {
+    if (threadIdx.x == 0) {
+        stats[0] = w.mean;
+        stats[1] = rsqrtf(w.m2 / w.n + eps);
+        mean[blockIdx.x] = stats[0];
+        rstd[blockIdx.x] = stats[1];
+    }
+    __syncthreads();
+}
+
 // ---- forward in one kernel (version 6), for small tensors --------------------------------------------
 // One block per (n, g): the statistics exactly as stats_kernel computes them, then the block normalizes its own
 // group with apply_v. STATS4: stats_kernel's float4 loop (Cg % 4 == 0, x aligned), so the Welford order is its
@@ -204,14 +216,8 @@ __global__ void fused_kernel(const T* __restrict__ x, const T* __restrict__ gamm
     const int cv = Cg / 4;
     const int c0 = g * Cg;
     const PreAdd<T> pre = pre_all.sample(n, C);
-    const Welford w = block_welford(group_welford<STATS4, PRE>(base, HW, C, Cg, pre, c0), scratch);
-    if (threadIdx.x == 0) {
-        stats[0] = w.mean;
-        stats[1] = rsqrtf(w.m2 / w.n + eps);
-        mean[blockIdx.x] = stats[0];
-        rstd[blockIdx.x] = stats[1];
-    }
-    __syncthreads();
+    publish_stats(block_welford(group_welford<STATS4, PRE>(base, HW, C, Cg, pre, c0), scratch), eps, mean, rstd,
+                  stats);
     const float mu = stats[0], rs = stats[1];
     const T* scale_n = EMB ? scale + (long long)n * C : nullptr;
     const T* shift_n = EMB ? shift + (long long)n * C : nullptr;
@@ -381,14 +387,7 @@ __global__ void concat_fused_kernel(ConcatSrc<T> s, const T* __restrict__ gamma,
     __shared__ float stats[2];
     const int C = s.Ca + s.Cb, n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G, c0 = g * Cg;
     const long long p0 = (long long)n * HW;
-    const Welford w = block_welford(concat_welford<ORDER4>(s, p0, HW, Cg, c0), scratch);
-    if (threadIdx.x == 0) {
-        stats[0] = w.mean;
-        stats[1] = rsqrtf(w.m2 / w.n + eps);
-        mean[blockIdx.x] = stats[0];
-        rstd[blockIdx.x] = stats[1];
-    }
-    __syncthreads();
+    publish_stats(block_welford(concat_welford<ORDER4>(s, p0, HW, Cg, c0), scratch), eps, mean, rstd, stats);
     const float mu = stats[0], rs = stats[1];
     const int m = HW * Cg;
     for (int i = threadIdx.x; i < m; i += blockDim.x) {

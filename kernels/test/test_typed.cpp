@@ -42,7 +42,7 @@ void expect_rounded(const char* what, const Type& t, const uint16_t* got, const 
             if (bad++ == 0) first = i;
         }
     }
-    char msg[200];
+    char msg[400];
     std::snprintf(msg, sizeof msg, "%s %s: %zu of %zu elements differ from the fp32 result rounded once (first at %zu:"
                   " got %.8g, want %.8g)", t.name, what, bad, n, first,
                   bad ? ktest::decode16(t.f, got[first]) : 0.0,
