@@ -37,8 +37,9 @@ import java.util.function.Supplier;
  * only, refreshed after an eager update) and adopted training state ({@link #adopt}: weights, gradients, moments,
  * EMA; read and written in place, host copies stale until {@link #syncToHost}).
  *
- * <p>On the device: conv2d, linear and matmul (cuBLAS or our portable kernels, see the device), group norm
- * (+SiLU, +scale/shift), SiLU, attention (heads of up to 128 features: 32, 64 and 128 natively, others zero-padded
+ * <p>On the device: conv2d, linear and matmul (cuBLAS or our portable kernels, see the device), the upsampling
+ * convolution (cuDNN's transposed convolution or our portable kernel), group norm (+SiLU, +scale/shift, + a
+ * channel concatenation), SiLU, attention (heads of up to 128 features: 32, 64 and 128 natively, others zero-padded
  * to the next of these), add, mul, axpy, axpby, scale, addPerChannel, sumPerChannel, concatChannels, splitChannels,
  * upsampleNearest2x, the sinusoidal and Fourier embeddings, and of the training ops the backward of conv2d (cuDNN,
  * or our portable kernels), linear, group norm, SiLU, attention and upsampling, the Adam/RAdam steps and the EMA
