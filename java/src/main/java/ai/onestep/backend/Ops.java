@@ -982,7 +982,6 @@ public abstract class Ops {
         }
     }
 
-    /** Checks {@code t} (if given) has the shape of {@code ref}. */
     /** Refuses an output whose memory overlaps an operand's (a kernel that reads one while writing the other). */
     private static void disjoint(String op, String name, Tensor t, String otherName, Tensor other) {
         long p = t.segment().address(), q = other.segment().address();
@@ -992,6 +991,7 @@ public abstract class Ops {
         }
     }
 
+    /** Checks {@code t} (if given) has the shape of {@code ref}. */
     protected static void sameShape(String op, String name, Tensor t, String refName, Tensor ref) {
         if (t != null && !t.hasShape(ref.shape())) {
             throw new TensorException(op + ": " + name + " " + t.describe() + " must have the shape of "
