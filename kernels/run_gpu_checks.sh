@@ -71,6 +71,7 @@ run "group norm forward, fmnist 64x28x28x32, G=8" "$build/dev_groupnorm_forward"
 run "group norm forward, CIFAR 64x32x32x128, G=32" "$build/dev_groupnorm_forward" 0 64 1024 128 32
 run "group norm forward, CIFAR 1x32x32x128, G=32 (batch 1: version 6 is production)" "$build/dev_groupnorm_forward" 0 1 1024 128 32
 run "group norm forward, CIFAR 1x16x16x256, G=32" "$build/dev_groupnorm_forward" 0 1 256 256 32
+run "group norm forward, CIFAR up block 1x32x32x384, G=32 (v11: the concat fused)" "$build/dev_groupnorm_forward" 11 1 1024 384 32
 run "attention backward, B=8 H=8 T=1024 D=64" "$build/dev_attention_backward"
 run "attention backward, B=8 H=4 T=256 D=128" "$build/dev_attention_backward" 0 8 4 256 128
 run "denoising updates, 12.6M floats (64 x 32x32x3, 64 times)" "$build/dev_denoise_update"
