@@ -6,8 +6,9 @@
 // A small tensor's two passes move a few hundred KB, far less than a kernel launch costs in time, so
 // there one block per (n, g) computes its group's statistics and then normalizes the group itself (version 2's
 // structure with version 3's vector loads): one launch instead of two, i.e. one graph node fewer per group norm
-// of a sampling pass. The same Welford loop and block size, and the same per-element formula, give the same
-// bits as the two-kernel path.
+// of a sampling pass. The same Welford loop and the same per-element formula give the two-kernel path's bits at
+// the same block size; production gives the one-kernel path's few blocks more threads
+// (groupnorm.cuh: production_stats_block).
 //   1. statistics: one block per (n, g) streams the group's HW * C/G values once, each thread keeping a
 //      Welford accumulator, merged across the warp by shuffles and across warps through shared memory
 //      (Chan et al. pairwise merge); writes mean and rstd = 1/sqrt(var + eps), var the biased variance
@@ -245,6 +246,14 @@ __global__ void fused_kernel(const T* __restrict__ x, const T* __restrict__ gamm
     }
 }
 
+int production_stats_block(int N, int HW, int C, int G) {
+    if ((long long)N * HW * C > kFusedMaxElems) return kStatsBlock;
+    const long long per_group = (long long)HW * (C / G);
+    int block = kStatsBlock;
+    while (block < 1024 && 4LL * block < per_group) block *= 2;
+    return block;
+}
+
 // Aligned for a 4-element vector of T (16 bytes for float, 8 for the 16-bit types).
 template <typename T>
 static bool aligned4(const T* p) { return p == nullptr || (reinterpret_cast<uintptr_t>(p) & (4 * sizeof(T) - 1)) == 0; }
@@ -458,8 +467,10 @@ static cudaError_t launch_concat_silu(ConcatSrc<T> s, const T* gamma, const T* b
 template <typename T>
 cudaError_t launch_concat_t(ConcatSrc<T> s, const T* gamma, const T* beta, T* cat, T* y, float* mean, float* rstd,
                             int N, int HW, int G, float eps, bool silu, cudaStream_t stream) {
-    if (silu) return launch_concat_silu<true>(s, gamma, beta, cat, y, mean, rstd, N, HW, G, eps, kStatsBlock, stream);
-    return launch_concat_silu<false>(s, gamma, beta, cat, y, mean, rstd, N, HW, G, eps, kStatsBlock, stream);
+    // The plain group norm's block for this shape, so the Welford order (and the bits) are its.
+    const int block = production_stats_block(N, HW, s.Ca + s.Cb, G);
+    if (silu) return launch_concat_silu<true>(s, gamma, beta, cat, y, mean, rstd, N, HW, G, eps, block, stream);
+    return launch_concat_silu<false>(s, gamma, beta, cat, y, mean, rstd, N, HW, G, eps, block, stream);
 }
 
 // ---- backward ----------------------------------------------------------------------------------------
@@ -622,7 +633,8 @@ static onestep_status groupnorm_forward_impl(const char* fn, const void* x, cons
                                                    static_cast<const T*>(x), static_cast<const T*>(gamma),
                                                    static_cast<const T*>(beta), static_cast<const T*>(scale),
                                                    static_cast<const T*>(shift), static_cast<T*>(y), mean, rstd, N, HW,
-                                                   C, G, eps, apply_silu != 0, groupnorm::kStatsBlock,
+                                                   C, G, eps, apply_silu != 0,
+                                                   groupnorm::production_stats_block(N, HW, C, G),
                                                    groupnorm::kApplyBlock, stream, -1,
                                                    groupnorm::PreAdd<T>{static_cast<const T*>(x_bias),
                                                                         static_cast<const T*>(add),

@@ -13,6 +13,13 @@ constexpr int kBackwardBlock = 256;  // chosen by the sweep in kernels/dev/group
 // second launch costs more than both passes' memory traffic (the CIFAR config's largest is 32x32x128 = 131K).
 constexpr long long kFusedMaxElems = 1 << 20;
 
+// The statistics block the C API launches for a tensor: kStatsBlock on the two-kernel path; on the one-kernel path,
+// which has only N*G blocks (32 at batch 1 in the U-Net), enough threads that each handles about one 4-vector of
+// its group per pass, from kStatsBlock up to 1024. On the H100 (tenth session, dev_groupnorm_forward) version 6's
+// fastest blocks were 1024 at 1x32x32x128 and 512 at 1x16x16x256, where production ran 256: what this picks there.
+// The block size sets the Welford merge order, so every entry that must give another's bits uses this.
+int production_stats_block(int N, int HW, int C, int G);
+
 // Block sizes: multiples of 32 up to 1024. fused: -1 by size (kFusedMaxElems), 0 two kernels, 1 one kernel.
 cudaError_t launch_forward(const float* x, const float* gamma, const float* beta, const float* scale,
                            const float* shift, float* y, float* mean, float* rstd, int N, int HW, int C, int G,

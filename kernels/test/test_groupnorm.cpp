@@ -361,6 +361,8 @@ int main() {
     }
     check_concat(Shape{3, 9, 16, 4}, 6, true, seed++);        // groups of 4, Ca = 6: a 4-group straddles a|b
     check_concat(Shape{1, 9, 200, 20}, 130, true, seed++);    // groups of 10
+    check_concat(Shape{1, 256, 256, 32}, 64, true, seed++);   // batch 1, 2048 values a group: blocks of 512
+    check_concat(Shape{1, 1024, 384, 32}, 256, true, seed++); // the CIFAR up block's 32x32 shape: blocks of 1024
     check_concat(Shape{1, 4100, 256, 32}, 128, true, seed++); // 1,049,600 values: the two-kernel path
     check_concat(Shape{1, 8200, 130, 13}, 65, false, seed++); // two kernels, groups of 10: scalar order
     ktest::Rng rng(2024);
