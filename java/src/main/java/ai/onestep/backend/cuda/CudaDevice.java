@@ -91,7 +91,8 @@ public final class CudaDevice extends Device {
     static final long SEARCH_MAX_WORKSPACE = 256L << 20;
     /**
      * How much slower than the fastest plain algorithm the residual fusion's IMPLICIT_PRECOMP_GEMM may be and still
-     * be used: about one small kernel at batch 1 (an H100, 2026-11-26: the residual adds took ~3.3 us each).
+     * be used, and the transposed upsampling convolution than the convolution after the upsampling: about one small
+     * kernel at batch 1 (an H100, 2026-11-26: the residual adds took ~3.3 us each).
      */
     static final float FUSED_SLACK_MS = 0.003f;
 
@@ -872,7 +873,8 @@ public final class CudaDevice extends Device {
     /**
      * cuDNN's backward-data convolution with the sub-pixel kernel k (already cuDNN's KRSC filter), then the bias
      * kernel. Checked on a shape's first use against the portable kernel, as the convolutions are; a shape cuDNN
-     * refuses or gets wrong runs as the upsampling and cuDNN's forward convolution from then on, with one log line.
+     * refuses, gets wrong, or (timed) runs slower than the upsampled convolution plus {@link #FUSED_SLACK_MS} runs
+     * as the upsampling and cuDNN's forward convolution from then on, with one log line.
      * Without cuDNN: the portable kernel.
      */
     @Override
@@ -885,9 +887,18 @@ public final class CudaDevice extends Device {
         String key = "upsampling," + convKey(n, h, wd, cin, 3, 3, cout, 1, 1, type);
         if (!convPlans.containsKey(key)) {
             ConvPlan made = createTransposed(cudnnHandle, n, h, wd, cin, cout, type, search && !capturing());
+            // Both routes timed: the transposed convolution must not cost more than the convolution of the upsampled
+            // tensor plus about the upsampling kernel it saves, else the shape runs as those two.
+            ConvPlan plain = plan(convKey(n, 2 * h, 2 * wd, cin, 3, 3, cout, 1, 1, type), n, 2 * h, 2 * wd, cin, 3, 3,
+                    cout, 1, 1, type);
             if (made == null) {
                 System.err.println("cuda: cuDNN has no transposed convolution for " + key
                         + ": the upsampling and a convolution for this shape");
+            } else if (made.timed && plain != null && plain.timed && made.bestMs > plain.bestMs + FUSED_SLACK_MS) {
+                System.err.printf(java.util.Locale.ROOT, "cuda: cuDNN's transposed convolution %s takes %.1f us, the "
+                        + "convolution after the upsampling %.1f us: the upsampling and a convolution for this shape%n",
+                        key, made.bestMs * 1e3, plain.bestMs * 1e3);
+                made = null;
             }
             convPlans.put(key, made);
         }
