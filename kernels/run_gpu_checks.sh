@@ -67,6 +67,8 @@ run "attention forward, fmnist 7x7, B=64 H=4 T=49 D=32 (v2)" "$build/dev_attenti
 run "attention forward, fmnist 7x7, B=64 H=4 T=49 D=32 (v8)" "$build/dev_attention_forward" 8 64 4 49 32
 run "attention forward, CIFAR 16x16, B=64 H=4 T=256 D=64" "$build/dev_attention_forward" 0 64 4 256 64
 run "attention forward, CIFAR 16x16, B=1 H=4 T=256 D=64" "$build/dev_attention_forward" 0 1 4 256 64
+run "attention forward, fmnist 14x14, B=1 H=2 T=196 D=32 (v10)" "$build/dev_attention_forward" 10 1 2 196 32
+run "attention forward, fmnist 14x14, B=1 H=2 T=196 D=32 (v11: keys split over the warps)" "$build/dev_attention_forward" 11 1 2 196 32
 run "group norm forward, fmnist 64x28x28x32, G=8" "$build/dev_groupnorm_forward" 0 64 784 32 8
 run "group norm forward, CIFAR 64x32x32x128, G=32" "$build/dev_groupnorm_forward" 0 64 1024 128 32
 run "group norm forward, CIFAR 1x32x32x128, G=32 (batch 1: version 6 is production)" "$build/dev_groupnorm_forward" 0 1 1024 128 32

@@ -5,7 +5,7 @@
 //   versions: 1 naive, 2 production fp32, 3/4 WMMA fp16/bf16 (nvcc only), 5/6 production fp16/bf16 storage,
 //             7 production fp16 on the engine's token layout (B, T, H*D), what the Java backend launches,
 //             8/9 production fp16/bf16 on tensor cores (mma.sync, FA2's register-resident tiles; emulated too),
-//             10 version 8 on the token layout
+//             10 version 8 on the token layout, 11 version 10 with the keys split over the block's warps (batch 1)
 //   emulated:    cmake target dev_attention_forward_emu (validation only, small shape; a CTest test)
 //
 // TFLOP/s counts the two matrix products, 4 * B * H * Tq * Tk * D flops (softmax not counted).
@@ -309,6 +309,189 @@ struct Tokens {
 };
 static Tokens tokens_f16;
 
+// ---- version 11: version 10 with the keys split over the block's warps (flash-decoding's split-KV, Dao et al.
+// 2023, inside one block). At batch 1 the U-Net's attention has few query tiles: CIFAR's 16x16 level is B=1 H=4
+// T=256, so version 10's 64-row blocks make 16 blocks for 132 SMs, and each warp walks all 256 keys in turn (the
+// tenth session's profile: 13.8 us per attention, 6 per sample). Here a block owns 16 query rows, and its 4 warps
+// each take every 4th 32-key tile with their own K/V tiles in shared memory (no block barrier in the loop): 4x
+// the blocks and a quarter of the serial chain. The warps' partial results (m, l, O unnormalized, base-2 units)
+// are then merged through shared memory, in the same block: O = sum_w 2^(m_w - m) O_w / sum_w 2^(m_w - m) l_w.
+// The fragment code is version 10's (src/attention.cu, namespace tc) with 32-key tiles. D <= 64 (the shared
+// memory of 4 warps' tiles; the U-Net's heads are 32 and 64).
+namespace splitkv {
+using namespace attention;
+using namespace attention::tc;
+constexpr int kSplit = 4, kKeys2 = 32;
+
+template <typename T, int D>
+struct Smem {
+    static constexpr int kPitchK = D + 8, kPitchV = kKeys2 + 8;
+    static constexpr int kTileBytes = (kKeys2 * kPitchK + D * kPitchV) * int(sizeof(T));  // one warp's K and V^T
+    static constexpr int kMergeBytes = (kSplit * 16 * D + 2 * kSplit * 16) * 4;           // O, m, l per warp
+    static constexpr int kBytes = kSplit * kTileBytes > kMergeBytes ? kSplit * kTileBytes : kMergeBytes;
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kSplit * 32)
+    forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
+                   float* __restrict__ lse, int Tq, int Tk, int H, float scale_log2, int tokens) {
+    using S = Smem<T, D>;
+    __shared__ __align__(16) unsigned char smem[S::kBytes];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    T* Ks = reinterpret_cast<T*>(smem + warp * S::kTileBytes);
+    T* Vt = Ks + kKeys2 * S::kPitchK;
+    const int r_lo = blockIdx.x * 16 + g, r_hi = r_lo + 8;
+    const Head hd = head(H, D, Tq, Tk, nullptr, tokens);
+    const int kv_end = hd.kv_end;
+    const long long head_q = hd.q, head_k = hd.k, ld = hd.ld;
+
+    uint32_t qa[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        const int c = 16 * kk + 2 * t;
+        qa[kk][0] = r_lo < Tq ? load_as<uint32_t>(q + head_q + r_lo * ld + c) : 0u;
+        qa[kk][1] = r_hi < Tq ? load_as<uint32_t>(q + head_q + r_hi * ld + c) : 0u;
+        qa[kk][2] = r_lo < Tq ? load_as<uint32_t>(q + head_q + r_lo * ld + c + 8) : 0u;
+        qa[kk][3] = r_hi < Tq ? load_as<uint32_t>(q + head_q + r_hi * ld + c + 8) : 0u;
+    }
+    float oacc[D / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) oacc[dn][0] = oacc[dn][1] = oacc[dn][2] = oacc[dn][3] = 0.0f;
+    float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
+
+    for (int k0 = warp * kKeys2; k0 < kv_end; k0 += kSplit * kKeys2) {
+        __syncwarp();  // this warp's previous tile is read
+        for (int i = lane; i < kKeys2 * D / kVec; i += 32) {
+            const int r = i / (D / kVec), c = (i % (D / kVec)) * kVec;
+            int4 kv = make_int4(0, 0, 0, 0), vv = kv;
+            if (k0 + r < kv_end) kv = load_as<int4>(k + head_k + (k0 + r) * ld + c);
+            store_as<int4>(Ks + r * S::kPitchK + c, kv);
+            const int rv = i % kKeys2, cv = (i / kKeys2) * kVec;
+            if (k0 + rv < kv_end) vv = load_as<int4>(v + head_k + (k0 + rv) * ld + cv);
+#ifdef ONESTEP_EMULATION
+            T ve[kVec];
+            std::memcpy(ve, &vv, 16);
+#else
+            const T* ve = reinterpret_cast<const T*>(&vv);
+#endif
+#pragma unroll
+            for (int j = 0; j < kVec; j++) Vt[(cv + j) * S::kPitchV + rv] = ve[j];
+        }
+        __syncwarp();
+
+        float sc[kKeys2 / 8][4];
+#pragma unroll
+        for (int n = 0; n < kKeys2 / 8; n++) {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+            const T* kr = Ks + (n * 8 + g) * S::kPitchK + 2 * t;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++)
+                mma<T>(sc[n], qa[kk], load_as<uint32_t>(kr + 16 * kk), load_as<uint32_t>(kr + 16 * kk + 8));
+        }
+        float mx_lo = -INFINITY, mx_hi = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < kKeys2 / 8; n++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const bool in = k0 + n * 8 + 2 * t + j < kv_end;
+                sc[n][j] = in ? sc[n][j] * scale_log2 : -INFINITY;
+                sc[n][2 + j] = in ? sc[n][2 + j] * scale_log2 : -INFINITY;
+                mx_lo = fmaxf(mx_lo, sc[n][j]);
+                mx_hi = fmaxf(mx_hi, sc[n][2 + j]);
+            }
+        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
+        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
+        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
+        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
+        const float new_lo = fmaxf(m_lo, mx_lo), new_hi = fmaxf(m_hi, mx_hi);
+        const float ref_lo = new_lo == -INFINITY ? 0.0f : new_lo, ref_hi = new_hi == -INFINITY ? 0.0f : new_hi;
+        const float alpha_lo = exp2f(m_lo - ref_lo), alpha_hi = exp2f(m_hi - ref_hi);
+        m_lo = new_lo, m_hi = new_hi;
+        l_lo *= alpha_lo, l_hi *= alpha_hi;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; dn++) {
+            oacc[dn][0] *= alpha_lo, oacc[dn][1] *= alpha_lo;
+            oacc[dn][2] *= alpha_hi, oacc[dn][3] *= alpha_hi;
+        }
+        uint32_t pa[kKeys2 / 16][4];
+#pragma unroll
+        for (int n = 0; n < kKeys2 / 8; n++) {
+            const float p0 = exp2f(sc[n][0] - ref_lo), p1 = exp2f(sc[n][1] - ref_lo);
+            const float p2 = exp2f(sc[n][2] - ref_hi), p3 = exp2f(sc[n][3] - ref_hi);
+            l_lo += p0 + p1, l_hi += p2 + p3;
+            pa[n / 2][(n % 2) * 2 + 0] = pack<T>(p0, p1);
+            pa[n / 2][(n % 2) * 2 + 1] = pack<T>(p2, p3);
+        }
+#pragma unroll
+        for (int dn = 0; dn < D / 8; dn++) {
+            const T* vr = Vt + (dn * 8 + g) * S::kPitchV + 2 * t;
+#pragma unroll
+            for (int j = 0; j < kKeys2 / 16; j++)
+                mma<T>(oacc[dn], pa[j], load_as<uint32_t>(vr + 16 * j), load_as<uint32_t>(vr + 16 * j + 8));
+        }
+    }
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
+
+    // The merge: every warp's (m, l, O) for the block's 16 rows into shared memory (over the tiles, now read), then
+    // each thread combines the warps' values of some (row, feature) pairs.
+    __syncthreads();
+    float* Om = reinterpret_cast<float*>(smem);  // [warp][row][d]
+    float* Mw = Om + kSplit * 16 * D;            // [warp][row]
+    float* Lw = Mw + kSplit * 16;                // [warp][row]
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) {
+        const int c = dn * 8 + 2 * t;
+        Om[(warp * 16 + g) * D + c] = oacc[dn][0];
+        Om[(warp * 16 + g) * D + c + 1] = oacc[dn][1];
+        Om[(warp * 16 + g + 8) * D + c] = oacc[dn][2];
+        Om[(warp * 16 + g + 8) * D + c + 1] = oacc[dn][3];
+    }
+    if (t == 0) {
+        Mw[warp * 16 + g] = m_lo, Mw[warp * 16 + g + 8] = m_hi;
+        Lw[warp * 16 + g] = l_lo, Lw[warp * 16 + g + 8] = l_hi;
+    }
+    __syncthreads();
+    const long long head_o = out_base(H, D, Tq, tokens), ld_o = out_ld(H, D, tokens);
+    for (int i = threadIdx.x; i < 16 * D / 2; i += blockDim.x) {
+        const int row = i / (D / 2), c = (i % (D / 2)) * 2, r = blockIdx.x * 16 + row;
+        float m = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kSplit; w++) m = fmaxf(m, Mw[w * 16 + row]);
+        const float ref = m == -INFINITY ? 0.0f : m;
+        float l = 0.0f, o0 = 0.0f, o1 = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kSplit; w++) {
+            const float a = exp2f(Mw[w * 16 + row] - ref);  // 0 for a warp that saw no key
+            l += a * Lw[w * 16 + row];
+            o0 += a * Om[(w * 16 + row) * D + c];
+            o1 += a * Om[(w * 16 + row) * D + c + 1];
+        }
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        if (r < Tq) {
+            store_as<uint32_t>(o + head_o + r * ld_o + c, pack<T>(o0 * inv, o1 * inv));
+            if (c == 0) lse[(long long)blockIdx.y * Tq + r] = l > 0.0f ? 0.69314718056f * (m + log2f(l)) : -INFINITY;
+        }
+    }
+}
+
+template <typename T>
+static cudaError_t launch(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int T_, int D,
+                          float scale, int tokens) {
+    const dim3 grid(ceil_div(T_, 16), unsigned(B * H)), block(kSplit * 32);
+    const float scale_log2 = scale * 1.4426950408889634f;
+    if (D == 32)
+        return ::onestep::launch(forward_kernel<T, 32>, grid, block, 0, nullptr, q, k, v, o, lse, T_, T_, H, scale_log2,
+                                 tokens);
+    if (D == 64)
+        return ::onestep::launch(forward_kernel<T, 64>, grid, block, 0, nullptr, q, k, v, o, lse, T_, T_, H, scale_log2,
+                                 tokens);
+    return cudaErrorNotSupported;
+}
+}  // namespace splitkv
+
 // Versions 5-7 are the portable kernel on 16-bit storage, 8-10 the same calls on the tensor-core path.
 static attention::Path path(int version) {
     return version >= 8 ? attention::Path::TensorCores : attention::Path::Portable;
@@ -335,6 +518,9 @@ static cudaError_t run_version(int version, const float* q, const float* k, cons
         case 10:
             return attention::launch_forward<__half>(tokens_f16.t.q, tokens_f16.t.k, tokens_f16.t.v, tokens_f16.t.o,
                                                      lse, B, H, T, T, D, nullptr, scale, nullptr, true, path(version));
+        case 11:
+            return splitkv::launch<__half>(tokens_f16.t.q, tokens_f16.t.k, tokens_f16.t.v, tokens_f16.t.o, lse, B, H,
+                                           T, D, scale, 1);
 #ifndef ONESTEP_EMULATION
         case 3:
             return wmma_attention::launch_forward(wmma_attention::f16.q, wmma_attention::f16.k, wmma_attention::f16.v,
@@ -376,13 +562,17 @@ int main(int argc, char** argv) {
     wmma_attention::f16.make(q, k, v);
     wmma_attention::bf16.make(q, k, v);
 #endif
-    for (int version = 1; version <= 10; version++) {
+    for (int version = 1; version <= 11; version++) {
         if (only && version != only) continue;
         if (!tensor_cores && (version == 3 || version == 4)) continue;
+        if (version == 11 && D > 64) {
+            std::printf("version 11: n/a (D > 64)\n");
+            continue;
+        }
         // The block shapes of versions 2-4 are part of their design (4 warps); only version 1 is swept.
         std::vector<int> blocks = version == 1 ? std::vector<int>{32, 64, 128, 256} : std::vector<int>{128};
         // fp16 keeps 11 significant bits, bf16 8: inputs and P are rounded to them, accumulation is fp32.
-        const bool f16 = version == 3 || version == 5 || version == 7 || version == 8 || version == 10;
+        const bool f16 = version == 3 || version == 5 || version == 7 || version == 8 || version == 10 || version == 11;
         const bool bf16 = version == 4 || version == 6 || version == 9;
         const double tol = f16 ? 4e-3 : bf16 ? 3e-2 : 2e-5;
         const double rel = f16 ? 1e-2 : bf16 ? 5e-2 : 2e-4;
@@ -390,7 +580,7 @@ int main(int argc, char** argv) {
             dev_check(cudaMemset(d_o, 0xFF, nq * 4));
             dev_check(run_version(version, d_q, d_k, d_v, d_o, d_lse, B, H, T, D, scale, block));
             dev_check(cudaDeviceSynchronize());
-            if (version == 7 || version == 10) {
+            if (version == 7 || version == 10 || version == 11) {
                 tokens_f16.heads_into(d_o, nq, B, H, T, D);
             } else if (version >= 5) {  // O in 16 bits: widened into d_o for the comparison
                 const void* o16 = f16 ? static_cast<const void*>(typed_f16.o) : typed_bf16.o;
