@@ -379,56 +379,8 @@ __global__ void __launch_bounds__(kSplit * 32)
         }
         __syncwarp();
 
-        float sc[kKeys2 / 8][4];
-#pragma unroll
-        for (int n = 0; n < kKeys2 / 8; n++) {
-            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
-            const T* kr = Ks + (n * 8 + g) * S::kPitchK + 2 * t;
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-                mma<T>(sc[n], qa[kk], load_as<uint32_t>(kr + 16 * kk), load_as<uint32_t>(kr + 16 * kk + 8));
-        }
-        float mx_lo = -INFINITY, mx_hi = -INFINITY;
-#pragma unroll
-        for (int n = 0; n < kKeys2 / 8; n++)
-#pragma unroll
-            for (int j = 0; j < 2; j++) {
-                const bool in = k0 + n * 8 + 2 * t + j < kv_end;
-                sc[n][j] = in ? sc[n][j] * scale_log2 : -INFINITY;
-                sc[n][2 + j] = in ? sc[n][2 + j] * scale_log2 : -INFINITY;
-                mx_lo = fmaxf(mx_lo, sc[n][j]);
-                mx_hi = fmaxf(mx_hi, sc[n][2 + j]);
-            }
-        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
-        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
-        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
-        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
-        const float new_lo = fmaxf(m_lo, mx_lo), new_hi = fmaxf(m_hi, mx_hi);
-        const float ref_lo = new_lo == -INFINITY ? 0.0f : new_lo, ref_hi = new_hi == -INFINITY ? 0.0f : new_hi;
-        const float alpha_lo = exp2f(m_lo - ref_lo), alpha_hi = exp2f(m_hi - ref_hi);
-        m_lo = new_lo, m_hi = new_hi;
-        l_lo *= alpha_lo, l_hi *= alpha_hi;
-#pragma unroll
-        for (int dn = 0; dn < D / 8; dn++) {
-            oacc[dn][0] *= alpha_lo, oacc[dn][1] *= alpha_lo;
-            oacc[dn][2] *= alpha_hi, oacc[dn][3] *= alpha_hi;
-        }
-        uint32_t pa[kKeys2 / 16][4];
-#pragma unroll
-        for (int n = 0; n < kKeys2 / 8; n++) {
-            const float p0 = exp2f(sc[n][0] - ref_lo), p1 = exp2f(sc[n][1] - ref_lo);
-            const float p2 = exp2f(sc[n][2] - ref_hi), p3 = exp2f(sc[n][3] - ref_hi);
-            l_lo += p0 + p1, l_hi += p2 + p3;
-            pa[n / 2][(n % 2) * 2 + 0] = pack<T>(p0, p1);
-            pa[n / 2][(n % 2) * 2 + 1] = pack<T>(p2, p3);
-        }
-#pragma unroll
-        for (int dn = 0; dn < D / 8; dn++) {
-            const T* vr = Vt + (dn * 8 + g) * S::kPitchV + 2 * t;
-#pragma unroll
-            for (int j = 0; j < kKeys2 / 16; j++)
-                mma<T>(oacc[dn], pa[j], load_as<uint32_t>(vr + 16 * j), load_as<uint32_t>(vr + 16 * j + 8));
-        }
+        tile_step<T, D, kKeys2, S::kPitchK, S::kPitchV>(qa, Ks, Vt, k0, kv_end, scale_log2, g, t, m_lo, m_hi, l_lo,
+                                                        l_hi, oacc);
     }
     l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
     l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);

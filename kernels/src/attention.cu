@@ -286,6 +286,65 @@ __device__ __forceinline__ int4 biased8(int4 v, const T* b, int f) {
     return v;
 }
 
+// One tile of NK keys (its first key k0) for this warp's 16 rows (g and g + 8 in this lane): S = Q K^T from the
+// Q fragments qa and the tile's K (Ks, [key][d] with pitch PK) on tensor cores, masked past kv_end and scaled
+// (base 2), the online softmax update of m, l and the O accumulator (FA2, Alg. 1, lines 8-10), and O += P V with
+// V^T in Vt ([d][key], pitch PV). Shared by the production kernel (64-key tiles) and the dev file's version 11.
+template <typename T, int D, int NK, int PK, int PV>
+__device__ __forceinline__ void tile_step(const uint32_t (&qa)[D / 16][4], const T* Ks, const T* Vt, int k0,
+                                          int kv_end, float scale_log2, int g, int t, float& m_lo, float& m_hi,
+                                          float& l_lo, float& l_hi, float (&oacc)[D / 8][4]) {
+    float s[NK / 8][4];  // S tile n: keys n*8 + 2t, +1 of rows r_lo (0, 1) and r_hi (2, 3)
+#pragma unroll
+    for (int n = 0; n < NK / 8; n++) {
+        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+        const T* kr = Ks + (n * 8 + g) * PK + 2 * t;  // B = K^T: column g of the tile is key n*8 + g
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) mma<T>(s[n], qa[kk], load_as<uint32_t>(kr + 16 * kk), load_as<uint32_t>(kr + 16 * kk + 8));
+    }
+    float mx_lo = -INFINITY, mx_hi = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < NK / 8; n++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const bool in = k0 + n * 8 + 2 * t + j < kv_end;
+            s[n][j] = in ? s[n][j] * scale_log2 : -INFINITY;
+            s[n][2 + j] = in ? s[n][2 + j] * scale_log2 : -INFINITY;
+            mx_lo = fmaxf(mx_lo, s[n][j]);
+            mx_hi = fmaxf(mx_hi, s[n][2 + j]);
+        }
+    mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
+    mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
+    mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
+    mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
+    const float new_lo = fmaxf(m_lo, mx_lo), new_hi = fmaxf(m_hi, mx_hi);
+    // All keys masked so far: 0 as the reference, so exp2(-inf - 0) = 0 instead of NaN (as the portable path).
+    const float ref_lo = new_lo == -INFINITY ? 0.0f : new_lo, ref_hi = new_hi == -INFINITY ? 0.0f : new_hi;
+    const float alpha_lo = exp2f(m_lo - ref_lo), alpha_hi = exp2f(m_hi - ref_hi);
+    m_lo = new_lo, m_hi = new_hi;
+    l_lo *= alpha_lo, l_hi *= alpha_hi;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) {
+        oacc[dn][0] *= alpha_lo, oacc[dn][1] *= alpha_lo;
+        oacc[dn][2] *= alpha_hi, oacc[dn][3] *= alpha_hi;
+    }
+    uint32_t pa[NK / 16][4];  // P as A fragments: tiles 2j and 2j + 1 are keys [16j, 16j + 16)
+#pragma unroll
+    for (int n = 0; n < NK / 8; n++) {
+        const float p0 = exp2f(s[n][0] - ref_lo), p1 = exp2f(s[n][1] - ref_lo);
+        const float p2 = exp2f(s[n][2] - ref_hi), p3 = exp2f(s[n][3] - ref_hi);
+        l_lo += p0 + p1, l_hi += p2 + p3;
+        pa[n / 2][(n % 2) * 2 + 0] = pack<T>(p0, p1);  // row g: registers 0 (keys 2t..) and 2 (keys 8 + 2t..)
+        pa[n / 2][(n % 2) * 2 + 1] = pack<T>(p2, p3);  // row g + 8: registers 1 and 3
+    }
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) {
+        const T* vr = Vt + (dn * 8 + g) * PV + 2 * t;  // B = V: column g of the tile is d = dn*8 + g
+#pragma unroll
+        for (int j = 0; j < NK / 16; j++) mma<T>(oacc[dn], pa[j], load_as<uint32_t>(vr + 16 * j), load_as<uint32_t>(vr + 16 * j + 8));
+    }
+}
+
 template <typename T, int D>
 __global__ void __launch_bounds__(kWarps * 32)
     forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
@@ -338,55 +397,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
         __syncthreads();
 
-        float s[kKeys / 8][4];  // S tile n: keys n*8 + 2t, +1 of rows r_lo (0, 1) and r_hi (2, 3)
-#pragma unroll
-        for (int n = 0; n < kKeys / 8; n++) {
-            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-            const T* kr = Ks + (n * 8 + g) * kPitchK + 2 * t;  // B = K^T: column g of the tile is key n*8 + g
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) mma<T>(s[n], qa[kk], load_as<uint32_t>(kr + 16 * kk), load_as<uint32_t>(kr + 16 * kk + 8));
-        }
-        float mx_lo = -INFINITY, mx_hi = -INFINITY;
-#pragma unroll
-        for (int n = 0; n < kKeys / 8; n++)
-#pragma unroll
-            for (int j = 0; j < 2; j++) {
-                const bool in = k0 + n * 8 + 2 * t + j < kv_end;
-                s[n][j] = in ? s[n][j] * scale_log2 : -INFINITY;
-                s[n][2 + j] = in ? s[n][2 + j] * scale_log2 : -INFINITY;
-                mx_lo = fmaxf(mx_lo, s[n][j]);
-                mx_hi = fmaxf(mx_hi, s[n][2 + j]);
-            }
-        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
-        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
-        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
-        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
-        const float new_lo = fmaxf(m_lo, mx_lo), new_hi = fmaxf(m_hi, mx_hi);
-        // All keys masked so far: 0 as the reference, so exp2(-inf - 0) = 0 instead of NaN (as the portable path).
-        const float ref_lo = new_lo == -INFINITY ? 0.0f : new_lo, ref_hi = new_hi == -INFINITY ? 0.0f : new_hi;
-        const float alpha_lo = exp2f(m_lo - ref_lo), alpha_hi = exp2f(m_hi - ref_hi);
-        m_lo = new_lo, m_hi = new_hi;
-        l_lo *= alpha_lo, l_hi *= alpha_hi;
-#pragma unroll
-        for (int dn = 0; dn < D / 8; dn++) {
-            oacc[dn][0] *= alpha_lo, oacc[dn][1] *= alpha_lo;
-            oacc[dn][2] *= alpha_hi, oacc[dn][3] *= alpha_hi;
-        }
-        uint32_t pa[kKeys / 16][4];  // P as A fragments: tiles 2j and 2j + 1 are keys [16j, 16j + 16)
-#pragma unroll
-        for (int n = 0; n < kKeys / 8; n++) {
-            const float p0 = exp2f(s[n][0] - ref_lo), p1 = exp2f(s[n][1] - ref_lo);
-            const float p2 = exp2f(s[n][2] - ref_hi), p3 = exp2f(s[n][3] - ref_hi);
-            l_lo += p0 + p1, l_hi += p2 + p3;
-            pa[n / 2][(n % 2) * 2 + 0] = pack<T>(p0, p1);  // row g: registers 0 (keys 2t..) and 2 (keys 8 + 2t..)
-            pa[n / 2][(n % 2) * 2 + 1] = pack<T>(p2, p3);  // row g + 8: registers 1 and 3
-        }
-#pragma unroll
-        for (int dn = 0; dn < D / 8; dn++) {
-            const T* vr = Vt + (dn * 8 + g) * kPitchV + 2 * t;  // B = V: column g of the tile is d = dn*8 + g
-#pragma unroll
-            for (int j = 0; j < kKeys / 16; j++) mma<T>(oacc[dn], pa[j], load_as<uint32_t>(vr + 16 * j), load_as<uint32_t>(vr + 16 * j + 8));
-        }
+        tile_step<T, D, kKeys, kPitchK, kPitchV>(qa, Ks, Vt, k0, kv_end, scale_log2, g, t, m_lo, m_hi, l_lo, l_hi, oacc);
     }
     l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
     l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
