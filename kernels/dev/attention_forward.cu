@@ -368,14 +368,7 @@ __global__ void __launch_bounds__(kSplit * 32)
             store_as<int4>(Ks + r * S::kPitchK + c, kv);
             const int rv = i % kKeys2, cv = (i / kKeys2) * kVec;
             if (k0 + rv < kv_end) vv = load_as<int4>(v + head_k + (k0 + rv) * ld + cv);
-#ifdef ONESTEP_EMULATION
-            T ve[kVec];
-            std::memcpy(ve, &vv, 16);
-#else
-            const T* ve = reinterpret_cast<const T*>(&vv);
-#endif
-#pragma unroll
-            for (int j = 0; j < kVec; j++) Vt[(cv + j) * S::kPitchV + rv] = ve[j];
+            store_column8<T>(Vt, S::kPitchV, cv, rv, vv);
         }
         __syncwarp();
 

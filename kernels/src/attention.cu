@@ -286,6 +286,19 @@ __device__ __forceinline__ int4 biased8(int4 v, const T* b, int f) {
     return v;
 }
 
+// Eight values of V (one 16-byte move: features cv .. cv + 7 of key rv) into column rv of V^T (row pitch `pitch`).
+template <typename T>
+__device__ __forceinline__ void store_column8(T* Vt, int pitch, int cv, int rv, int4 vv) {
+#ifdef ONESTEP_EMULATION
+    T ve[kVec];
+    std::memcpy(ve, &vv, 16);
+#else
+    const T* ve = reinterpret_cast<const T*>(&vv);
+#endif
+#pragma unroll
+    for (int j = 0; j < kVec; j++) Vt[(cv + j) * pitch + rv] = ve[j];
+}
+
 // One tile of NK keys (its first key k0) for this warp's 16 rows (g and g + 8 in this lane): S = Q K^T from the
 // Q fragments qa and the tile's K (Ks, [key][d] with pitch PK) on tensor cores, masked past kv_end and scaled
 // (base 2), the online softmax update of m, l and the O accumulator (FA2, Alg. 1, lines 8-10), and O += P V with
@@ -386,14 +399,7 @@ __global__ void __launch_bounds__(kWarps * 32)
             store_as<int4>(Ks + r * kPitchK + c, kv);
             const int rv = i % kKeys, cv = (i / kKeys) * kVec;
             if (k0 + rv < kv_end) vv = biased8<T>(load_as<int4>(v + head_k + (k0 + rv) * ld + cv), bias.v, h * D + cv);
-#ifdef ONESTEP_EMULATION
-            T ve[kVec];
-            std::memcpy(ve, &vv, 16);
-#else
-            const T* ve = reinterpret_cast<const T*>(&vv);
-#endif
-#pragma unroll
-            for (int j = 0; j < kVec; j++) Vt[(cv + j) * kPitchV + rv] = ve[j];
+            store_column8<T>(Vt, kPitchV, cv, rv, vv);
         }
         __syncthreads();
 
