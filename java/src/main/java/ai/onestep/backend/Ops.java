@@ -2,6 +2,7 @@ package ai.onestep.backend;
 
 import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
+import ai.onestep.tensor.TensorArena;
 import ai.onestep.tensor.TensorException;
 
 /**
@@ -296,7 +297,7 @@ public abstract class Ops {
 
     /** Host backends: {@link #upsampleKernel} into a temporary, then {@link #convKernel}. */
     protected void upsampleConvKernel(Tensor x, Tensor w, Tensor b, Tensor y) {
-        try (ai.onestep.tensor.TensorArena tmp = new ai.onestep.tensor.TensorArena()) {
+        try (TensorArena tmp = new TensorArena()) {
             Tensor up = tmp.allocate(Layout.NHWC, x.dim(0), 2 * x.dim(1), 2 * x.dim(2), x.dim(3));
             upsampleKernel(x, up);
             convKernel(up, w, b, 1, 1, y);
@@ -555,7 +556,7 @@ public abstract class Ops {
      */
     protected void attentionPackedKernel(Tensor qkv, int heads, Tensor o, Tensor lse) {
         int n = qkv.dim(0), t = qkv.dim(1), c = qkv.dim(2) / 3;
-        try (ai.onestep.tensor.TensorArena a = new ai.onestep.tensor.TensorArena()) {
+        try (TensorArena a = new TensorArena()) {
             Tensor q = a.allocate(Layout.NHWC, n, t, 1, c), kv = a.allocate(Layout.NHWC, n, t, 1, 2 * c);
             Tensor k = a.allocate(Layout.NHWC, n, t, 1, c), v = a.allocate(Layout.NHWC, n, t, 1, c);
             splitChannelsKernel(qkv.reshape(Layout.NHWC, n, t, 1, 3 * c), q, kv);

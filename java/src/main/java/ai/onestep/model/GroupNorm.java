@@ -53,26 +53,29 @@ public final class GroupNorm {
      * kept for its shortcut and for the backward), in one op (Ops.groupNormConcat).
      */
     Tensor forwardConcat(Context c, Tensor a, Tensor b, Tensor cat) {
-        this.x = cat;
-        this.scale = null;
-        this.shift = null;
-        this.mean = c.alloc(ai.onestep.tensor.Layout.ROWS, cat.dim(0), groups);
-        this.rstd = c.alloc(ai.onestep.tensor.Layout.ROWS, cat.dim(0), groups);
-        Tensor y = c.like(cat);
+        Tensor y = keep(c, cat, cat, null, null);
         c.ops.groupNormConcat(a, b, gamma.value(), beta.value(), groups, eps, silu, cat, y, mean, rstd);
         return y;
     }
 
     /** Keeps what the backward reads; with {@code add} there is none (an inference pass: x + add is never stored). */
     private Tensor normalize(Context c, Tensor x, Tensor add, Tensor scale, Tensor shift) {
-        this.x = add == null ? x : null;
+        Tensor y = keep(c, x, add == null ? x : null, scale, shift);
+        c.ops.groupNorm(x, add, gamma.value(), beta.value(), scale, shift, groups, eps, silu, y, mean, rstd);
+        return y;
+    }
+
+    /**
+     * Notes what the backward reads ({@code saved}: the normalized input, or null) and makes this forward's mean and
+     * rstd; returns the output, shaped like x.
+     */
+    private Tensor keep(Context c, Tensor x, Tensor saved, Tensor scale, Tensor shift) {
+        this.x = saved;
         this.scale = scale;
         this.shift = shift;
         this.mean = c.alloc(ai.onestep.tensor.Layout.ROWS, x.dim(0), groups);
         this.rstd = c.alloc(ai.onestep.tensor.Layout.ROWS, x.dim(0), groups);
-        Tensor y = c.like(x);
-        c.ops.groupNorm(x, add, gamma.value(), beta.value(), scale, shift, groups, eps, silu, y, mean, rstd);
-        return y;
+        return c.like(x);
     }
 
     /** Returns dx; writes dscale/dshift when the forward had them (else pass null); accumulates dgamma/dbeta. */

@@ -54,8 +54,8 @@ class ConstantFoldingTest {
         return ops.capturedPasses().values().iterator().next()[0];
     }
 
-    /** Three calls of a captured 1-step pass at t = 2.5 (the third a replay); the last result. */
-    private static float[] denoise(Ops ops, UNet net, Tensor x) {
+    /** Three calls of a captured 1-step pass at t = 2.5 (the third a replay); the last result. Shared with UpsampleConvTest. */
+    static float[] denoise(Ops ops, UNet net, Tensor x) {
         ops.registerParameters(net.weightTensors());
         try (TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
             ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);

@@ -14,6 +14,7 @@ import ai.onestep.kernels.OnestepKernels;
 import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
+import ai.onestep.tensor.Workspace;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
@@ -48,6 +49,20 @@ class EmulatedDeviceTest {
         }
         assumeTrue(o != null, "emulated CUDA backend not available: " + unavailable);
         return o;
+    }
+
+    /**
+     * Runs a hand-written pass three times, as repeated calls of one key do (measured, then captured, then replayed),
+     * each time with {@code ws} rewound before the body.
+     */
+    static void runPassThrice(CudaOps ops, String key, Tensor[] inputs, Tensor[] outputs, Workspace ws,
+                              Runnable body) {
+        for (int call = 0; call < 3; call++) {
+            ops.runPass(key, inputs, outputs, () -> {
+                ws.reset();
+                body.run();
+            });
+        }
     }
 
     @BeforeAll

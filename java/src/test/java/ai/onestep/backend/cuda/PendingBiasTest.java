@@ -222,14 +222,12 @@ class PendingBiasTest {
                 Tensor in = OpsTesting.randn(a, 31, Layout.NHWC, 2, 5, 5, 8);
                 Tensor x = OpsTesting.randn(a, 32, Layout.NHWC, 2, 5, 5, 3), y = a.allocate(Layout.NHWC, 2, 5, 5, 3);
                 Tensor w = OpsTesting.randn(a, 33, Layout.HWIO, 3, 3, 8, 3), b = OpsTesting.randn(a, 34, 3);
-                for (int call = 0; call < 3; call++) {
-                    ops.runPass("denoiser output", new Tensor[] {in, x}, new Tensor[] {y}, () -> {
-                        ws.reset();
-                        Tensor f = ws.allocate(Layout.NHWC, 2, 5, 5, 3);
-                        ops.conv2d(in, w, b, 1, 1, f);
-                        ops.axpby(0.5f, x, 2f, f, y);
-                    });
-                }
+                EmulatedDeviceTest.runPassThrice(ops, "denoiser output", new Tensor[] {in, x}, new Tensor[] {y}, ws,
+                        () -> {
+                            Tensor f = ws.allocate(Layout.NHWC, 2, 5, 5, 3);
+                            ops.conv2d(in, w, b, 1, 1, f);
+                            ops.axpby(0.5f, x, 2f, f, y);
+                        });
                 long[] graph = ops.capturedPasses().values().iterator().next();
                 assertEquals(3, graph[0], (separate ? "bias pending: " : "") + "in's conversion, conv and axpby");
                 Tensor f = a.allocate(Layout.NHWC, 2, 5, 5, 3), want = a.allocate(Layout.NHWC, 2, 5, 5, 3);
@@ -258,19 +256,16 @@ class PendingBiasTest {
                 Tensor w1 = OpsTesting.randn(a, 42, Layout.HWIO, 3, 3, 8, 8), b1 = OpsTesting.randn(a, 43, 8);
                 Tensor w2 = OpsTesting.randn(a, 44, Layout.HWIO, 3, 3, 8, 8), b2 = OpsTesting.randn(a, 45, 8);
                 boolean[] fuses = new boolean[1];
-                for (int call = 0; call < 3; call++) {
-                    ops.runPass("residual", new Tensor[] {x}, new Tensor[] {y}, () -> {
-                        ws.reset();
-                        fuses[0] = ops.fusesResidual();
-                        Tensor h = ws.allocate(Layout.NHWC, 2, 5, 5, 8);
-                        if (biased) {
-                            ops.conv2dBiased(x, w1, b1, 1, 1, h);
-                        } else {
-                            ops.conv2d(x, w1, b1, 1, 1, h);
-                        }
-                        ops.conv2dResidual(x, w2, b2, h, 1, 1, y);
-                    });
-                }
+                EmulatedDeviceTest.runPassThrice(ops, "residual", new Tensor[] {x}, new Tensor[] {y}, ws, () -> {
+                    fuses[0] = ops.fusesResidual();
+                    Tensor h = ws.allocate(Layout.NHWC, 2, 5, 5, 8);
+                    if (biased) {
+                        ops.conv2dBiased(x, w1, b1, 1, 1, h);
+                    } else {
+                        ops.conv2d(x, w1, b1, 1, 1, h);
+                    }
+                    ops.conv2dResidual(x, w2, b2, h, 1, 1, y);
+                });
                 assertTrue(fuses[0], "a folding pass on a fusing device");
                 var counts = ops.capturedOpCounts().values().iterator().next();
                 assertEquals(biased ? 1L : 0L, (long) counts.getOrDefault("conv2dResidual", 0L), counts.toString());

@@ -136,16 +136,13 @@ class PlannedPassTest {
                 CudaOps ops = both[k];
                 try (TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
                     Tensor x = noise(a, 1, 4), y = a.allocate(Layout.NHWC, 1, 8, 8, 2);
-                    for (int call = 0; call < 3; call++) {
-                        ops.runPass("retyped", new Tensor[] {x}, new Tensor[] {y}, () -> {
-                            ws.reset();
-                            Tensor t = ws.allocate(Layout.NHWC, 1, 8, 8, 2);
-                            ops.silu(x, t);       // fp16 (the pass's type)
-                            ops.scale(t, 3.7f, t);
-                            ops.add(x, t, t);     // fp32 (x is): converted into t's fp16
-                            ops.scale(t, 0.3f, y);
-                        });
-                    }
+                    EmulatedDeviceTest.runPassThrice(ops, "retyped", new Tensor[] {x}, new Tensor[] {y}, ws, () -> {
+                        Tensor t = ws.allocate(Layout.NHWC, 1, 8, 8, 2);
+                        ops.silu(x, t);       // fp16 (the pass's type)
+                        ops.scale(t, 3.7f, t);
+                        ops.add(x, t, t);     // fp32 (x is): converted into t's fp16
+                        ops.scale(t, 0.3f, y);
+                    });
                     got[k] = y.toArray();
                     Tensor z = noise(a, 2, 5);
                     ai.onestep.diffusion.ConsistencySampler.sample(ops, new ConsistencyDenoiser(net, ops, ws, true), z,

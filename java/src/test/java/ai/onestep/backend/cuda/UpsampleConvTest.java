@@ -7,7 +7,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import ai.onestep.backend.Ops;
 import ai.onestep.backend.OpsTesting;
 import ai.onestep.backend.cpu.CpuOps;
-import ai.onestep.diffusion.ConsistencyDenoiser;
 import ai.onestep.diffusion.Noise;
 import ai.onestep.model.UNet;
 import ai.onestep.tensor.Layout;
@@ -40,27 +39,22 @@ class UpsampleConvTest {
     private static Tensor inPass(CudaOps ops, TensorArena a, Tensor x, Tensor w, Tensor b) {
         Tensor out = a.allocate(Layout.NHWC, x.dim(0), 2 * x.dim(1), 2 * x.dim(2), w.dim(3));
         try (Workspace ws = new Workspace()) {
-            for (int call = 0; call < 3; call++) {  // measure, capture, replay
-                ops.runPass("upsample", new Tensor[] {x}, new Tensor[] {out}, () -> {
-                    ws.reset();
-                    Tensor y = ws.allocate(Layout.NHWC, out.shape());
-                    assertTrue(ops.fusesUpsampleConv(), "a pass fuses the upsampling convolution");
-                    ops.upsampleConv2d(x, w, b, y);
-                    ops.add(y, y, out);
-                });
-            }
+            EmulatedDeviceTest.runPassThrice(ops, "upsample", new Tensor[] {x}, new Tensor[] {out}, ws, () -> {
+                Tensor y = ws.allocate(Layout.NHWC, out.shape());
+                assertTrue(ops.fusesUpsampleConv(), "a pass fuses the upsampling convolution");
+                ops.upsampleConv2d(x, w, b, y);
+                ops.add(y, y, out);
+            });
         }
         return out;
     }
 
     private static void assertRelativelyClose(String what, Tensor want, Tensor got, double tol) {
-        float[] p = want.toArray(), q = got.toArray();
-        double num = 0, den = 0;
-        for (int i = 0; i < p.length; i++) {
-            num += (p[i] - q[i]) * (double) (p[i] - q[i]);
-            den += p[i] * (double) p[i];
-        }
-        double err = Math.sqrt(num / den);
+        assertRelativelyClose(what, want.toArray(), got.toArray(), tol);
+    }
+
+    private static void assertRelativelyClose(String what, float[] want, float[] got, double tol) {
+        double err = OpsTesting.relErr(got, want);
         assertTrue(err <= tol, what + ": relative L2 error " + err + " > " + tol);
     }
 
@@ -144,30 +138,18 @@ class UpsampleConvTest {
              TensorArena a = new TensorArena()) {
             Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2);
             Noise.gaussian(x, 8, 0);
-            Tensor cuda = denoise(ops, net, x, a), cpu = denoise(new CpuOps(2), net, x, a);
+            float[] cuda = ConstantFoldingTest.denoise(ops, net, x), cpu = ConstantFoldingTest.denoise(new CpuOps(2), net, x);
             assertRelativelyClose("1-step pass", cpu, cuda, 1e-5);
             Map<String, Long> counts = ops.capturedOpCounts().values().iterator().next();
             assertTrue(counts.getOrDefault("upsampleConv2d", 0L) > 0 && !counts.containsKey("upsampleNearest2x"),
                     counts.toString());
             ops.fuseUpsampling(false);
             ops.forgetCapturedPasses();
-            Tensor unfused = denoise(ops, net, x, a);
+            float[] unfused = ConstantFoldingTest.denoise(ops, net, x);
             counts = ops.capturedOpCounts().values().iterator().next();
             assertTrue(!counts.containsKey("upsampleConv2d") && counts.containsKey("upsampleNearest2x"),
                     counts.toString());
             assertRelativelyClose("1-step pass, upsampling unfused", cpu, unfused, 1e-5);
         }
-    }
-
-    private static Tensor denoise(Ops ops, UNet net, Tensor x, TensorArena a) {
-        ops.registerParameters(net.weightTensors());
-        Tensor y = a.allocate(Layout.NHWC, x.shape());
-        try (Workspace ws = new Workspace()) {
-            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
-            for (int call = 0; call < 3; call++) {
-                f.denoise(x, new double[] {2.5, 2.5}, null, y);
-            }
-        }
-        return y;
     }
 }
