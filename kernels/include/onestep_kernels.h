@@ -269,6 +269,21 @@ onestep_status onestep_conv2d_nhwc_typed(const void* x, const void* w, const voi
 onestep_status onestep_conv2d_nhwc_residual_typed(const void* x, const void* w, const void* bias, const void* z,
                                                   void* y, int N, int H, int W, int Cin, int KH, int KW, int Cout,
                                                   int stride, int padding, onestep_dtype dtype, cudaStream_t stream);
+/* y = conv2d(x, w) + bias + z on tensor cores (src/conv.cu: an implicit GEMM, mma.sync m16n8k16, fp32 accumulation,
+ * y rounded once), for fp16 and bf16 only (else ONESTEP_ERROR_UNSUPPORTED). x (N, H, W, Cin) NHWC; w_krsc
+ * (Cout, KH, KW, Cin): cuDNN's KRSC layout, NOT the HWIO of onestep_conv2d_nhwc_typed; bias (Cout) and z
+ * (N, Ho, Wo, Cout) may be NULL, and z may be y itself. Cin must be a multiple of 16 (ONESTEP_ERROR_UNSUPPORTED
+ * otherwise: the network's first convolution, Cin = 3, stays on cuDNN or the portable kernel); x and w_krsc 16-byte
+ * aligned; y must not alias x. config: 0 picks a tile by a cost model, 1 .. onestep_conv2d_igemm_configs() a fixed
+ * one (onestep_conv2d_igemm_config_name), for callers that time them (the CUDA backend does, against cuDNN). */
+onestep_status onestep_conv2d_igemm_typed(const void* x, const void* w_krsc, const void* bias, const void* z, void* y,
+                                          int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride,
+                                          int padding, int config, onestep_dtype dtype, cudaStream_t stream);
+int onestep_conv2d_igemm_configs(void);
+/* "auto" for 0, a tile's description for 1 .. onestep_conv2d_igemm_configs(), NULL otherwise. */
+const char* onestep_conv2d_igemm_config_name(int config);
+/* The config that 0 runs for this shape, or 0 where onestep_conv2d_igemm_typed refuses the shape. */
+int onestep_conv2d_igemm_choice(int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride, int padding);
 /* k (Cin, 4, 4, Cout) from 3x3 weights w (3, 3, Cin, Cout) HWIO: the kernel of the stride-2 transposed convolution
  * that equals a nearest 2x upsampling followed by the 3x3, padding-1 convolution with w (each of k's taps a sum of
  * w's, in fp32, rounded once). k is also cuDNN's KRSC filter for cudnnConvolutionBackwardData with stride 2 and

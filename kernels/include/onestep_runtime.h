@@ -22,6 +22,7 @@ extern "C" {
 #endif
 
 typedef struct onestep_graph_st* onestep_graph;
+typedef struct onestep_timer_st* onestep_timer;
 
 /* "cuda" or "emulated": which build of the library was loaded. */
 const char* onestep_runtime_kind(void);
@@ -58,6 +59,15 @@ onestep_status onestep_graph_launch(onestep_graph graph, cudaStream_t stream);
 onestep_status onestep_graph_destroy(onestep_graph graph);
 /* The number of nodes (kernels, copies, memsets) the graph holds. */
 onestep_status onestep_graph_node_count(onestep_graph graph, long long* count);
+
+/* Device time between two points of a stream's work: a pair of CUDA events (the emulated build, where work runs at
+ * once on the calling thread, reads the host's steady clock instead). The backend's timed choices between its own
+ * kernels and a library's (CudaDevice: our implicit-GEMM convolution against cuDNN's best algorithm) use it; it is
+ * not for a capturing stream. stop waits for the stream and writes the milliseconds since start. */
+onestep_status onestep_timer_create(onestep_timer* timer);
+onestep_status onestep_timer_start(onestep_timer timer, cudaStream_t stream);
+onestep_status onestep_timer_stop(onestep_timer timer, cudaStream_t stream, float* ms);
+onestep_status onestep_timer_destroy(onestep_timer timer);
 
 #ifdef __cplusplus
 }

@@ -31,6 +31,7 @@
 #include "onestep_kernels.h"
 #include "reduce.cuh"
 #include "status.cuh"
+#include "tensor_core.cuh"
 
 #include <cmath>
 #include <cstdint>
@@ -207,56 +208,11 @@ __global__ void __launch_bounds__(kWarps * 32)
 namespace tc {
 constexpr int kWarps = 4, kRows = 16 * kWarps, kKeys = 64, kVec = 8;  // kVec: 16-bit elements per 16-byte move
 
-// D += A B (fp32 C/D; A, B as packed 16-bit pairs); T: __half or __nv_bfloat16.
-template <typename T>
-__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#ifdef ONESTEP_EMULATION
-    emu::mma_m16n8k16<T>(c, a, b0, b1);
-#else
-    if constexpr (std::is_same_v<T, __half>)
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                     "{%0,%1,%2,%3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    else
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                     "{%0,%1,%2,%3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-
-// Two values rounded to T and packed as one fragment register, lo (the lower column) in the low 16 bits.
-template <typename T>
-__device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    if constexpr (std::is_same_v<T, __half>)
-        return uint32_t(__half_as_ushort(__float2half_rn(lo))) | uint32_t(__half_as_ushort(__float2half_rn(hi))) << 16;
-    else
-        return uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
-               uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16;
-}
-
-// 32-bit (W = uint32_t) and 16-byte (W = int4) moves of 16-bit data: plain typed accesses under nvcc (one
-// LDS/LDG/STG each); memcpy in the emulation, whose host compiler would take the typed ones as strict-aliasing
-// violations and may reorder them.
-template <typename W>
-__device__ __forceinline__ W load_as(const void* p) {
-#ifdef ONESTEP_EMULATION
-    W w;
-    std::memcpy(&w, p, sizeof(W));
-    return w;
-#else
-    return *reinterpret_cast<const W*>(p);
-#endif
-}
-template <typename W>
-__device__ __forceinline__ void store_as(void* p, W w) {
-#ifdef ONESTEP_EMULATION
-    std::memcpy(p, &w, sizeof(W));
-#else
-    *reinterpret_cast<W*>(p) = w;
-#endif
-}
+// The tensor-core primitives (mma.sync m16n8k16, fragment packing, 16-bit moves) shared with conv.cu.
+using tensor_core::load_as;
+using tensor_core::mma;
+using tensor_core::pack;
+using tensor_core::store_as;
 
 // The 16-bit value with these bits (the inverse of __half_as_ushort / __bfloat16_as_ushort).
 template <typename T>

@@ -5,6 +5,7 @@
 #include "cuda_compat.cuh"
 #include "status.cuh"
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 
@@ -233,4 +234,76 @@ extern "C" onestep_status onestep_graph_node_count(onestep_graph graph, long lon
     *count = (long long)n;
     return s;
 #endif
+}
+
+#ifdef ONESTEP_EMULATION
+struct onestep_timer_st {
+    std::chrono::steady_clock::time_point start;
+    bool started = false;
+};
+#else
+struct onestep_timer_st {
+    cudaEvent_t start, stop;
+    bool started;
+};
+#endif
+
+extern "C" onestep_status onestep_timer_create(onestep_timer* timer) {
+    if (!timer) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_timer_create", "", "timer is NULL");
+    *timer = nullptr;
+#ifdef ONESTEP_EMULATION
+    *timer = new onestep_timer_st();
+    return ONESTEP_OK;
+#else
+    cudaEvent_t a = nullptr, b = nullptr;
+    onestep_status s = check_launch(cudaEventCreate(&a), "onestep_timer_create", "");
+    if (s == ONESTEP_OK) s = check_launch(cudaEventCreate(&b), "onestep_timer_create", "");
+    if (s != ONESTEP_OK) {
+        if (a) cudaEventDestroy(a);
+        return s;
+    }
+    *timer = new onestep_timer_st{a, b, false};
+    return ONESTEP_OK;
+#endif
+}
+
+extern "C" onestep_status onestep_timer_start(onestep_timer timer, cudaStream_t stream) {
+    if (!timer) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_timer_start", "", "timer is NULL");
+#ifdef ONESTEP_EMULATION
+    if (emu::capture_of(stream))
+        return fail(ONESTEP_ERROR_UNSUPPORTED, "onestep_timer_start", "", "the stream is capturing");
+    timer->start = std::chrono::steady_clock::now();
+    timer->started = true;
+    return ONESTEP_OK;
+#else
+    const onestep_status s = check_launch(cudaEventRecord(timer->start, stream), "onestep_timer_start", "");
+    timer->started = s == ONESTEP_OK;
+    return s;
+#endif
+}
+
+extern "C" onestep_status onestep_timer_stop(onestep_timer timer, cudaStream_t stream, float* ms) {
+    if (!timer || !ms) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_timer_stop", "", "timer or ms is NULL");
+    if (!timer->started) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_timer_stop", "", "timer not started");
+    timer->started = false;
+#ifdef ONESTEP_EMULATION
+    (void)stream;
+    *ms = std::chrono::duration<float, std::milli>(std::chrono::steady_clock::now() - timer->start).count();
+    return ONESTEP_OK;
+#else
+    onestep_status s = check_launch(cudaEventRecord(timer->stop, stream), "onestep_timer_stop", "");
+    if (s == ONESTEP_OK) s = check_launch(cudaEventSynchronize(timer->stop), "onestep_timer_stop", "synchronize");
+    if (s == ONESTEP_OK) s = check_launch(cudaEventElapsedTime(ms, timer->start, timer->stop), "onestep_timer_stop", "");
+    return s;
+#endif
+}
+
+extern "C" onestep_status onestep_timer_destroy(onestep_timer timer) {
+    if (!timer) return ONESTEP_OK;
+#ifndef ONESTEP_EMULATION
+    cudaEventDestroy(timer->start);
+    cudaEventDestroy(timer->stop);
+#endif
+    delete timer;
+    return ONESTEP_OK;
 }

@@ -408,6 +408,19 @@ void check_capture() {
     vector<double> six(n, 6.0);
     expect_close("two replays of y += 2x; x = y", out.data(), six.data(), n, 0, 0);
     expect(onestep_graph_begin_capture(nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT, "the legacy stream cannot be captured%s");
+    // The timer: a non-negative time around real work; stop without start, and a NULL timer, are refused.
+    onestep_timer timer = nullptr;
+    ok(onestep_timer_create(&timer), "timer create: %s");
+    float ms = -1.0f;
+    expect(onestep_timer_stop(timer, s, &ms) == ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "not started") != nullptr,
+           "a timer stopped before it started is refused: %s", onestep_last_error_message());
+    ok(onestep_timer_start(timer, s), "timer start: %s");
+    ok(onestep_axpy(2.0f, x, y, n, s), "timed axpy: %s");
+    ok(onestep_timer_stop(timer, s, &ms), "timer stop: %s");
+    expect(ms >= 0.0f && std::isfinite(ms), "the timed span is finite and not negative%s");
+    expect(onestep_timer_start(nullptr, s) == ONESTEP_ERROR_INVALID_ARGUMENT, "a NULL timer is refused%s");
+    ok(onestep_timer_destroy(timer), "timer destroy: %s");
     ok(onestep_graph_destroy(g), "destroy: %s");
     ok(onestep_free(x), "free: %s");
     ok(onestep_free(y), "free: %s");

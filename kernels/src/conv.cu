@@ -1,0 +1,283 @@
+// conv.cu: 2D convolution (NHWC activations, KRSC weights) as an implicit GEMM on tensor cores, fp16 and bf16 with
+// fp32 accumulation; bias and a residual z summed in fp32 in the epilogue and y rounded once.
+//
+// Why our own when cuDNN is there: at batch 1 the CIFAR-size U-Net's convolutions are a few hundred MFLOP each, and
+// cuDNN's kernels for them take ~10 us each on an H100 (bench/results/2026-11-26-h100-run3.txt: 41 x 10.2 us
+// sm90_xmma_fprop_implicit_gemm; 30% of the 1-step sample), far above what their FLOPs and bytes need: too few blocks
+// for 132 SMs, each with a long serial K loop. This kernel is built for that regime: small output tiles, and the
+// GEMM's depth split over a block's warps (each warp its own K slice and its own cp.async pipeline; the partial sums
+// meet in shared memory once, in the same kernel), so a 32x32x128 convolution at batch 1 runs on 128 blocks x 4
+// warps instead of a few dozen. The CUDA backend (CudaDevice) times it against cuDNN's best algorithm on each shape's
+// first use and keeps the faster, so it can only replace cuDNN where it wins.
+//
+// The GEMM (Chetlur et al. 2014, "cuDNN", Sec. 3: convolution as a matrix product over implicitly gathered patches):
+//   rows  m = (n, oy, ox), M = N Ho Wo output pixels;   columns co, Cout;   depth k = (r, s, ci), K = KH KW Cin.
+//   A[m][k] = x[n][oy*stride - pad + r][ox*stride - pad + s][ci] (0 outside the image), B[k][co] = w[co][r][s][ci].
+// With Cin a multiple of 16, each 16-deep step of k lies inside one tap (r, s): its A rows are 16 contiguous
+// channels of one input pixel (two 16-byte moves) and its B columns 16 contiguous values of a KRSC filter row, so the
+// gather needs no im2col buffer and no per-element index math.
+//
+// Per warp and 16-deep step: cp.async moves the A tile (BM x 16) and B tile (BN x 16) into this warp's ring of STAGES
+// shared-memory buffers (rows of 32 bytes; the two 16-byte halves of rows 4..7 mod 8 swapped, so a fragment's 8 rows x
+// 4 words hit 32 distinct banks), then every fragment is one 32-bit shared load and (BM/16)(BN/8) mma.sync.m16n8k16.
+// Steps are dealt to the KSPLIT warps round robin. Development record and timings: kernels/dev/conv_forward.cu.
+#include "cuda_compat.cuh"
+#include "dtype.cuh"
+#include "onestep_kernels.h"
+#include "status.cuh"
+#include "tensor_core.cuh"
+
+#include <climits>
+
+namespace onestep {
+namespace igemm {
+
+using tensor_core::cp_async16;
+using tensor_core::cp_async_commit;
+using tensor_core::cp_async_wait;
+using tensor_core::load_as;
+using tensor_core::mma;
+
+struct Shape {
+    int N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo;
+    int M;      // N Ho Wo: the GEMM's rows
+    int K;      // KH KW Cin: its depth
+    int steps;  // K / 16
+};
+
+// A tile shape: BM output pixels x BN output channels a block, the depth split over KSPLIT warps, each with a ring of
+// STAGES cp.async buffers. The shared memory serves the pipeline, then the KSPLIT partial sums (fp32) for the epilogue.
+template <int BM_, int BN_, int KSPLIT_, int STAGES_>
+struct Tile {
+    static constexpr int BM = BM_, BN = BN_, KSPLIT = KSPLIT_, STAGES = STAGES_;
+    static_assert(BM % 16 == 0 && BN % 16 == 0 && STAGES >= 2, "m16n8k16 fragments; a ring of at least two");
+    static constexpr int kThreads = 32 * KSPLIT;
+    static constexpr int kAChunks = BM * 2 / 32, kBChunks = BN * 2 / 32;  // 16-byte moves per lane and step
+    static constexpr int kStageBytes = (BM + BN) * 32;
+    static constexpr int kPipeBytes = KSPLIT * STAGES * kStageBytes;
+    static constexpr int kReduceBytes = KSPLIT * BM * BN * 4;
+    static constexpr int kSharedBytes = kPipeBytes > kReduceBytes ? kPipeBytes : kReduceBytes;
+    static_assert(kSharedBytes <= 48 * 1024, "within the default dynamic shared memory (no opt-in attribute)");
+};
+
+// The configurations the API offers (onestep_conv2d_igemm_config_name); 0 is the heuristic's pick among them.
+using Tile1 = Tile<16, 32, 4, 4>;  // tiny M (the 4x4 and 8x8 levels at batch 1)
+using Tile2 = Tile<32, 32, 4, 4>;
+using Tile3 = Tile<32, 64, 4, 3>;
+using Tile4 = Tile<64, 32, 4, 3>;
+using Tile5 = Tile<32, 32, 8, 3>;  // deep K (Cin 256-512, 3x3)
+using Tile6 = Tile<64, 64, 2, 3>;  // large M (batch 64): fewer, fuller blocks
+using Tile7 = Tile<16, 32, 8, 3>;
+constexpr int kConfigs = 7;
+
+// Byte offset of 16-byte half `chunk` (0 or 1) of tile row `row` (rows of 32 bytes, halves swapped on rows 4..7 mod 8).
+__device__ __forceinline__ int swizzled(int row, int chunk) { return row * 32 + ((chunk ^ ((row >> 2) & 1)) << 4); }
+
+template <typename T, class C>
+__global__ void __launch_bounds__(C::kThreads)
+    conv_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, const T* z, T* y,
+                Shape s) {
+    ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
+    unsigned char* ring = smem + warp * C::STAGES * C::kStageBytes;
+
+    // The output pixels of this lane's A moves (move i: tile row (lane + 32 i) / 2, half (lane + 32 i) % 2): the
+    // sample's base offset and the top-left input coordinate of the window; rows past M get a coordinate no tap
+    // brings inside the image, so they load zeros.
+    long long a_base[C::kAChunks];
+    int a_iy[C::kAChunks], a_ix[C::kAChunks];
+#pragma unroll
+    for (int i = 0; i < C::kAChunks; i++) {
+        const int m = m0 + (lane + 32 * i) / 2;
+        a_base[i] = 0, a_iy[i] = INT_MIN / 2, a_ix[i] = 0;
+        if (m < s.M) {
+            const int hw = s.Ho * s.Wo, n = m / hw, rem = m - n * hw, oy = rem / s.Wo, ox = rem - oy * s.Wo;
+            a_base[i] = (long long)n * s.H * s.W * s.Cin + ((lane + 32 * i) % 2) * 8;
+            a_iy[i] = oy * s.stride - s.padding, a_ix[i] = ox * s.stride - s.padding;
+        }
+    }
+
+    // Queues step `step` (depth k0 = 16 step) into ring buffer `buf`.
+    auto load = [&](int step, int buf) {
+        unsigned char* a_tile = ring + buf * C::kStageBytes;
+        unsigned char* b_tile = a_tile + C::BM * 32;
+        const int k0 = step * 16, tap = k0 / s.Cin, c0 = k0 - tap * s.Cin, r = tap / s.KW, q = tap - r * s.KW;
+#pragma unroll
+        for (int i = 0; i < C::kAChunks; i++) {
+            const int id = lane + 32 * i, iy = a_iy[i] + r, ix = a_ix[i] + q;
+            const bool valid = unsigned(iy) < unsigned(s.H) && unsigned(ix) < unsigned(s.W);
+            const T* src = valid ? x + a_base[i] + ((long long)iy * s.W + ix) * s.Cin + c0 : x;
+            cp_async16(a_tile + swizzled(id / 2, id % 2), src, valid);
+        }
+#pragma unroll
+        for (int i = 0; i < C::kBChunks; i++) {
+            const int id = lane + 32 * i, co = n0 + id / 2;
+            const bool valid = co < s.Cout;
+            const T* src = valid ? w + (long long)co * s.K + k0 + (id % 2) * 8 : w;
+            cp_async16(b_tile + swizzled(id / 2, id % 2), src, valid);
+        }
+    };
+
+    float acc[C::BM / 16][C::BN / 8][4] = {};
+    const int mine = warp < s.steps ? (s.steps - warp + C::KSPLIT - 1) / C::KSPLIT : 0;  // warp-uniform
+#pragma unroll
+    for (int j = 0; j < C::STAGES - 1; j++) {
+        if (j < mine) load(warp + j * C::KSPLIT, j);
+        cp_async_commit();  // empty groups too: the wait below counts groups
+    }
+    for (int i = 0; i < mine; i++) {
+        cp_async_wait<C::STAGES - 2>();  // this lane's moves of step i have landed...
+        __syncwarp();                    // ...and everyone's; also, every lane is done reading step i - 1's buffer
+        const int next = i + C::STAGES - 1;
+        if (next < mine) load(warp + next * C::KSPLIT, next % C::STAGES);
+        cp_async_commit();
+        const unsigned char* a_tile = ring + (i % C::STAGES) * C::kStageBytes;
+        const unsigned char* b_tile = a_tile + C::BM * 32;
+        uint32_t b[C::BN / 8][2];
+#pragma unroll
+        for (int ni = 0; ni < C::BN / 8; ni++) {
+            b[ni][0] = load_as<uint32_t>(b_tile + swizzled(ni * 8 + g, 0) + 4 * t);
+            b[ni][1] = load_as<uint32_t>(b_tile + swizzled(ni * 8 + g, 1) + 4 * t);
+        }
+#pragma unroll
+        for (int mi = 0; mi < C::BM / 16; mi++) {
+            const uint32_t a[4] = {load_as<uint32_t>(a_tile + swizzled(mi * 16 + g, 0) + 4 * t),
+                                   load_as<uint32_t>(a_tile + swizzled(mi * 16 + g + 8, 0) + 4 * t),
+                                   load_as<uint32_t>(a_tile + swizzled(mi * 16 + g, 1) + 4 * t),
+                                   load_as<uint32_t>(a_tile + swizzled(mi * 16 + g + 8, 1) + 4 * t)};
+#pragma unroll
+            for (int ni = 0; ni < C::BN / 8; ni++) mma<T>(acc[mi][ni], a, b[ni][0], b[ni][1]);
+        }
+    }
+    cp_async_wait<0>();
+    __syncthreads();  // every warp is out of its ring: the shared memory now holds the partial sums
+
+    float* part = reinterpret_cast<float*>(smem);
+#pragma unroll
+    for (int mi = 0; mi < C::BM / 16; mi++)
+#pragma unroll
+        for (int ni = 0; ni < C::BN / 8; ni++) {
+            float* p = part + ((long long)warp * C::BM + mi * 16 + g) * C::BN + ni * 8 + 2 * t;
+            p[0] = acc[mi][ni][0], p[1] = acc[mi][ni][1];
+            p[8 * C::BN] = acc[mi][ni][2], p[8 * C::BN + 1] = acc[mi][ni][3];
+        }
+    __syncthreads();
+    // Epilogue: a block-wide pass over the tile, consecutive threads on consecutive output channels (coalesced).
+    for (int e = threadIdx.x; e < C::BM * C::BN; e += C::kThreads) {
+        const int row = e / C::BN, col = e - row * C::BN, m = m0 + row, co = n0 + col;
+        if (m >= s.M || co >= s.Cout) continue;
+        float v = 0.f;
+#pragma unroll
+        for (int k = 0; k < C::KSPLIT; k++) v += part[k * C::BM * C::BN + e];
+        const long long o = (long long)m * s.Cout + co;
+        if (bias) v += to_f32(bias[co]);
+        if (z) v += to_f32(z[o]);  // z may be y itself: read before the write, by the same thread
+        y[o] = from_f32<T>(v);
+    }
+}
+
+template <class C>
+long long blocks_of(const Shape& s) {
+    return (long long)((s.M + C::BM - 1) / C::BM) * ((s.Cout + C::BN - 1) / C::BN);
+}
+
+// A cost model for config 0, in units of one warp's mma step: waves of warps (assuming ~132 SMs x 8 resident warps)
+// times each warp's serial steps and mmas per step, plus the epilogue's pass. Rough on purpose: the backend times the
+// configurations on the device and keeps the fastest; this only serves callers that do not.
+template <class C>
+double modeled_cost(const Shape& s) {
+    const double warps = double(blocks_of<C>(s)) * C::KSPLIT, waves = warps / 1056.0 < 1 ? 1 : warps / 1056.0;
+    const double steps = (s.steps + C::KSPLIT - 1) / C::KSPLIT;
+    return waves * (steps * (C::BM / 16) * (C::BN / 8) + 4.0 * C::BM * C::BN / C::kThreads);
+}
+
+int pick(const Shape& s) {
+    const double cost[kConfigs] = {modeled_cost<Tile1>(s), modeled_cost<Tile2>(s), modeled_cost<Tile3>(s),
+                                   modeled_cost<Tile4>(s), modeled_cost<Tile5>(s), modeled_cost<Tile6>(s),
+                                   modeled_cost<Tile7>(s)};
+    int best = 0;
+    for (int c = 1; c < kConfigs; c++)
+        if (cost[c] < cost[best]) best = c;
+    return best + 1;
+}
+
+template <typename T, class C>
+cudaError_t run(const void* x, const void* w, const void* bias, const void* z, void* y, const Shape& s,
+                cudaStream_t stream) {
+    const dim3 grid(unsigned((s.M + C::BM - 1) / C::BM), unsigned((s.Cout + C::BN - 1) / C::BN));
+    return launch(conv_kernel<T, C>, grid, dim3(C::kThreads), size_t(C::kSharedBytes), stream,
+                  static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
+                  static_cast<const T*>(z), static_cast<T*>(y), s);
+}
+
+template <typename T>
+cudaError_t dispatch(int config, const void* x, const void* w, const void* bias, const void* z, void* y,
+                     const Shape& s, cudaStream_t stream) {
+    switch (config) {
+        case 1: return run<T, Tile1>(x, w, bias, z, y, s, stream);
+        case 2: return run<T, Tile2>(x, w, bias, z, y, s, stream);
+        case 3: return run<T, Tile3>(x, w, bias, z, y, s, stream);
+        case 4: return run<T, Tile4>(x, w, bias, z, y, s, stream);
+        case 5: return run<T, Tile5>(x, w, bias, z, y, s, stream);
+        case 6: return run<T, Tile6>(x, w, bias, z, y, s, stream);
+        default: return run<T, Tile7>(x, w, bias, z, y, s, stream);
+    }
+}
+
+}  // namespace igemm
+}  // namespace onestep
+
+using namespace onestep;
+
+extern "C" int onestep_conv2d_igemm_configs(void) { return igemm::kConfigs; }
+
+extern "C" const char* onestep_conv2d_igemm_config_name(int config) {
+    static const char* const names[igemm::kConfigs + 1] = {
+        "auto", "16x32 tile, 4 warps, 4 stages", "32x32 tile, 4 warps, 4 stages", "32x64 tile, 4 warps, 3 stages",
+        "64x32 tile, 4 warps, 3 stages", "32x32 tile, 8 warps, 3 stages", "64x64 tile, 2 warps, 3 stages",
+        "16x32 tile, 8 warps, 3 stages"};
+    return config >= 0 && config <= igemm::kConfigs ? names[config] : nullptr;
+}
+
+extern "C" int onestep_conv2d_igemm_choice(int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride,
+                                           int padding) {
+    if (N < 1 || H < 1 || W < 1 || Cin < 16 || Cin % 16 || KH < 1 || KW < 1 || Cout < 1 || stride < 1 || padding < 0 ||
+        H + 2 * padding < KH || W + 2 * padding < KW)
+        return 0;
+    const int Ho = (H + 2 * padding - KH) / stride + 1, Wo = (W + 2 * padding - KW) / stride + 1;
+    const igemm::Shape s{N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo, N * Ho * Wo, KH * KW * Cin,
+                         KH * KW * Cin / 16};
+    return igemm::pick(s);
+}
+
+extern "C" onestep_status onestep_conv2d_igemm_typed(const void* x, const void* w_krsc, const void* bias, const void* z,
+                                                     void* y, int N, int H, int W, int Cin, int KH, int KW, int Cout,
+                                                     int stride, int padding, int config, onestep_dtype dtype,
+                                                     cudaStream_t stream) {
+    const char* fn = "onestep_conv2d_igemm_typed";
+    ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d, KH=%d, KW=%d, Cout=%d, stride=%d, padding=%d, config=%d, %s", N, H, W,
+                   Cin, KH, KW, Cout, stride, padding, config, onestep::dtype_name(dtype));
+    if (dtype != ONESTEP_FLOAT16 && dtype != ONESTEP_BFLOAT16)
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "fp16 or bf16 only (tensor cores)");
+    if (N < 1 || H < 1 || W < 1 || Cin < 1 || KH < 1 || KW < 1 || Cout < 1 || stride < 1 || padding < 0)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "sizes must be >= 1, padding >= 0");
+    if (H + 2 * padding < KH || W + 2 * padding < KW)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "the kernel does not fit the input");
+    if (config < 0 || config > igemm::kConfigs)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "config must be 0 (auto) to %d", igemm::kConfigs);
+    if (Cin % 16) return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "Cin must be a multiple of 16");
+    if (!x || !w_krsc || !y) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL pointer");
+    if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w_krsc)) % 16)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "x and w must be 16-byte aligned (cp.async)");
+    const int Ho = (H + 2 * padding - KH) / stride + 1, Wo = (W + 2 * padding - KW) / stride + 1;
+    if ((long long)N * Ho * Wo > INT_MAX / 2 || (long long)KH * KW * Cin > INT_MAX / 2)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "too large");
+    const igemm::Shape s{N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo, N * Ho * Wo, KH * KW * Cin,
+                         KH * KW * Cin / 16};
+    if (config == 0) config = igemm::pick(s);
+    const cudaError_t e = dtype == ONESTEP_FLOAT16
+                              ? igemm::dispatch<__half>(config, x, w_krsc, bias, z, y, s, stream)
+                              : igemm::dispatch<__nv_bfloat16>(config, x, w_krsc, bias, z, y, s, stream);
+    return check_launch(e, fn, shapes);
+}

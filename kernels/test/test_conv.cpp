@@ -1,0 +1,188 @@
+// test_conv.cpp: the tensor-core implicit-GEMM convolution (src/conv.cu, onestep_conv2d_igemm_typed) against a
+// double reference, in fp16 and bf16, for every tile configuration.
+//
+// The oracle: the inputs are drawn already representable in the format, so the reference sum
+//   ref = sum_{r,s,ci} x[..] w[..] + bias + z
+// is exact in double. The kernel accumulates in fp32 in its own order (per warp, then across warps) and rounds once,
+// so each output must lie within u |ref| (the one rounding) + 2^-22 K S of it, where S is the sum of the terms'
+// magnitudes and K the number of fp32 additions (a forward-error bound far below any indexing mistake: a wrong tap,
+// channel or swizzle moves an output by O(S / K)). Shapes are ragged: M and Cout not multiples of any tile,
+// strides 1 and 2, 1x1, 3x3 and 1x3 kernels, padding 0 and 1, depths from 1 to many steps per warp.
+#include "onestep_kernels.h"
+#include "test_common.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+using ktest::Buf16;
+using ktest::expect;
+using ktest::Format16;
+using std::vector;
+
+namespace {
+
+struct Type {
+    const Format16& f;
+    onestep_dtype dt;
+    const char* name;
+};
+
+struct Case {
+    int N, H, W, Cin, KH, KW, Cout, stride, padding;
+};
+
+bool ok(onestep_status s, const char* what) { return expect(s == ONESTEP_OK, what, onestep_last_error_message()); }
+
+// Random values representable in the format: v holds them as floats, b their bits.
+struct Input {
+    vector<float> v;
+    Buf16 b;
+    Input(const Type& t, ktest::Rng& rng, size_t n) : v(rng.normals(n)), b(ktest::narrow(t.f, v)) {}
+};
+
+void check_case(const Type& t, ktest::Rng& rng, const Case& c) {
+    const int Ho = (c.H + 2 * c.padding - c.KH) / c.stride + 1, Wo = (c.W + 2 * c.padding - c.KW) / c.stride + 1;
+    const size_t nx = size_t(c.N) * c.H * c.W * c.Cin, nw = size_t(c.Cout) * c.KH * c.KW * c.Cin,
+                 ny = size_t(c.N) * Ho * Wo * c.Cout;
+    Input x(t, rng, nx), w(t, rng, nw), b(t, rng, c.Cout), z(t, rng, ny);
+    // The reference with and without bias and z, and each output's error bound.
+    vector<double> ref(ny), mag(ny);
+    for (int n = 0; n < c.N; n++)
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++)
+                for (int co = 0; co < c.Cout; co++) {
+                    double acc = 0, m = 0;
+                    for (int r = 0; r < c.KH; r++)
+                        for (int s = 0; s < c.KW; s++) {
+                            const int iy = oy * c.stride - c.padding + r, ix = ox * c.stride - c.padding + s;
+                            if (iy < 0 || iy >= c.H || ix < 0 || ix >= c.W) continue;
+                            for (int ci = 0; ci < c.Cin; ci++) {
+                                const double p = double(x.v[((size_t(n) * c.H + iy) * c.W + ix) * c.Cin + ci]) *
+                                                 w.v[((size_t(co) * c.KH + r) * c.KW + s) * c.Cin + ci];
+                                acc += p, m += std::fabs(p);
+                            }
+                        }
+                    const size_t o = ((size_t(n) * Ho + oy) * Wo + ox) * c.Cout + co;
+                    ref[o] = acc, mag[o] = m;
+                }
+    const double u = ktest::unit_roundoff(t.f), K = double(c.KH) * c.KW * c.Cin + 2;
+    for (int config = 0; config <= onestep_conv2d_igemm_configs(); config++)
+        for (int variant = 0; variant < 3; variant++) {  // plain; + bias + z; + bias + z in place (z is y)
+            Buf16 y(ny), zy(ny);
+            std::memcpy(zy.p, z.b.p, ny * 2);
+            uint16_t* out = variant == 2 ? zy.p : y.p;
+            ok(onestep_conv2d_igemm_typed(x.b.p, w.b.p, variant ? b.b.p : nullptr, variant == 0 ? nullptr
+                                          : variant == 1 ? z.b.p : zy.p, out, c.N, c.H, c.W, c.Cin, c.KH, c.KW, c.Cout,
+                                          c.stride, c.padding, config, t.dt, nullptr),
+               "conv2d_igemm: %s");
+            ktest::sync();
+            size_t bad = 0, first = 0;
+            double want_first = 0;
+            for (size_t o = 0; o < ny; o++) {
+                const int co = int(o % c.Cout);
+                double want = ref[o], m = mag[o];
+                if (variant) want += double(b.v[co]) + z.v[o], m += std::fabs(b.v[co]) + std::fabs(z.v[o]);
+                const double got = ktest::decode16(t.f, out[o]);
+                if (!(std::fabs(got - want) <= u * std::fabs(want) + std::ldexp(K * m, -22))) {
+                    if (bad++ == 0) first = o, want_first = want;
+                }
+            }
+            char msg[300];
+            std::snprintf(msg, sizeof msg,
+                          "%s igemm N=%d H=%d W=%d Cin=%d %dx%d Cout=%d stride=%d pad=%d config=%d (%s) variant=%d: "
+                          "%zu of %zu outputs off (first at %zu: got %.6g, want %.6g)",
+                          t.name, c.N, c.H, c.W, c.Cin, c.KH, c.KW, c.Cout, c.stride, c.padding, config,
+                          onestep_conv2d_igemm_config_name(config), variant, bad, ny, first,
+                          bad ? ktest::decode16(t.f, out[first]) : 0.0, want_first);
+            expect(bad == 0, "%s", msg);
+        }
+}
+
+// The portable kernel on the same inputs (HWIO weights) must agree with the tensor-core one to the same bound: the
+// pair the CUDA backend compares on a shape's first use.
+void check_against_portable(const Type& t, ktest::Rng& rng) {
+    const Case c{1, 6, 5, 32, 3, 3, 24, 1, 1};
+    const int Ho = 6, Wo = 5;
+    const size_t nx = size_t(c.N) * c.H * c.W * c.Cin, nw = size_t(c.Cout) * 9 * c.Cin, ny = size_t(Ho) * Wo * c.Cout;
+    Input x(t, rng, nx), w(t, rng, nw), b(t, rng, c.Cout);
+    Buf16 hwio(nw), y1(ny), y2(ny);
+    for (int co = 0; co < c.Cout; co++)
+        for (int k = 0; k < 9 * c.Cin; k++) hwio.p[size_t(k) * c.Cout + co] = w.b.p[size_t(co) * 9 * c.Cin + k];
+    ok(onestep_conv2d_igemm_typed(x.b.p, w.b.p, b.b.p, nullptr, y1.p, 1, 6, 5, 32, 3, 3, 24, 1, 1, 0, t.dt, nullptr),
+       "conv2d_igemm: %s");
+    ok(onestep_conv2d_nhwc_typed(x.b.p, hwio.p, b.b.p, y2.p, 1, 6, 5, 32, 3, 3, 24, 1, 1, t.dt, nullptr),
+       "conv2d_nhwc_typed: %s");
+    ktest::sync();
+    double worst = 0, scale = 0;
+    for (size_t o = 0; o < ny; o++) {
+        const double a = ktest::decode16(t.f, y1.p[o]), p = ktest::decode16(t.f, y2.p[o]);
+        worst = std::max(worst, std::fabs(a - p)), scale = std::max(scale, std::fabs(p));
+    }
+    char msg[160];
+    std::snprintf(msg, sizeof msg, "%s igemm vs portable conv: max difference %.3g of max |y| %.3g", t.name, worst,
+                  scale);
+    expect(worst <= 4 * ktest::unit_roundoff(t.f) * scale, "%s", msg);
+}
+
+void check_errors() {
+    alignas(16) uint16_t buf[4096] = {};
+    const char* msg = nullptr;
+    auto refused = [&](onestep_status want, onestep_status got, const char* needle) {
+        msg = onestep_last_error_message();
+        return got == want && std::strstr(msg, "onestep_conv2d_igemm_typed(") && std::strstr(msg, needle);
+    };
+    expect(refused(ONESTEP_ERROR_UNSUPPORTED,
+                   onestep_conv2d_igemm_typed(buf, buf, nullptr, nullptr, buf, 1, 4, 4, 16, 3, 3, 16, 1, 1, 0,
+                                              ONESTEP_FLOAT32, nullptr),
+                   "fp16 or bf16"),
+           "fp32 is refused by name: %s", msg);
+    expect(refused(ONESTEP_ERROR_UNSUPPORTED,
+                   onestep_conv2d_igemm_typed(buf, buf, nullptr, nullptr, buf, 1, 4, 4, 8, 3, 3, 16, 1, 1, 0,
+                                              ONESTEP_FLOAT16, nullptr),
+                   "Cin=8"),
+           "Cin = 8 is refused, naming the shape: %s", msg);
+    expect(refused(ONESTEP_ERROR_INVALID_ARGUMENT,
+                   onestep_conv2d_igemm_typed(buf + 1, buf, nullptr, nullptr, buf, 1, 4, 4, 16, 3, 3, 16, 1, 1, 0,
+                                              ONESTEP_FLOAT16, nullptr),
+                   "16-byte aligned"),
+           "a misaligned x is refused: %s", msg);
+    expect(refused(ONESTEP_ERROR_INVALID_ARGUMENT,
+                   onestep_conv2d_igemm_typed(buf, buf, nullptr, nullptr, buf, 1, 4, 4, 16, 3, 3, 16, 1, 1, 99,
+                                              ONESTEP_BFLOAT16, nullptr),
+                   "config=99"),
+           "an unknown config is refused: %s", msg);
+    expect(refused(ONESTEP_ERROR_INVALID_ARGUMENT,
+                   onestep_conv2d_igemm_typed(buf, buf, nullptr, nullptr, buf, 1, 2, 2, 16, 5, 5, 16, 1, 0, 0,
+                                              ONESTEP_FLOAT16, nullptr),
+                   "does not fit"),
+           "a kernel larger than the input is refused: %s", msg);
+    expect(onestep_conv2d_igemm_choice(1, 32, 32, 128, 3, 3, 128, 1, 1) >= 1 &&
+               onestep_conv2d_igemm_choice(1, 32, 32, 3, 3, 3, 128, 1, 1) == 0 &&
+               onestep_conv2d_igemm_config_name(onestep_conv2d_igemm_configs()) != nullptr &&
+               onestep_conv2d_igemm_config_name(onestep_conv2d_igemm_configs() + 1) == nullptr,
+           "the choice and the config names: %s", "");
+}
+
+}  // namespace
+
+int main() {
+    const auto start = std::chrono::steady_clock::now();
+    ktest::Rng rng(20261127);
+    const Type types[] = {{ktest::kHalf, ONESTEP_FLOAT16, "fp16"}, {ktest::kBf16, ONESTEP_BFLOAT16, "bf16"}};
+    const Case cases[] = {
+        {1, 5, 7, 16, 3, 3, 24, 1, 1},   // one step per tap; M = 35, Cout = 24: ragged for every tile
+        {2, 6, 5, 48, 3, 3, 40, 2, 1},   // the downsampler's stride 2, three steps per tap
+        {1, 4, 4, 64, 1, 1, 72, 1, 0},   // a 1x1 shortcut
+        {1, 3, 9, 32, 1, 3, 8, 1, 1},    // a non-square kernel, padding past the rows
+        {1, 8, 8, 128, 3, 3, 16, 1, 1},  // deep: 72 steps, several per warp for every split
+        {3, 2, 2, 16, 2, 2, 20, 1, 0},   // padding 0, a 2x2 window as large as the image: one output pixel each
+    };
+    for (const Type& t : types) {
+        for (const Case& c : cases) check_case(t, rng, c);
+        check_against_portable(t, rng);
+    }
+    check_errors();
+    return ktest::finish("test_conv", start);
+}
