@@ -1,6 +1,7 @@
 package ai.onestep.kernels;
 
 import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.IntPointer;
 import org.bytedeco.javacpp.LongPointer;
 import org.bytedeco.javacpp.annotation.Cast;
@@ -82,6 +83,16 @@ public final class OnestepKernels {
 
     public static native int onestep_graph_node_count(@Cast("onestep_graph") long graph,
                                                       @Cast("long long*") LongPointer count);
+
+    // Device timer (CUDA events; the emulated build: the host clock).
+    public static native int onestep_timer_create(@Cast("onestep_timer*") LongPointer timer);
+
+    public static native int onestep_timer_start(@Cast("onestep_timer") long timer, @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_timer_stop(@Cast("onestep_timer") long timer, @Cast("cudaStream_t") long stream,
+                                                FloatPointer ms);
+
+    public static native int onestep_timer_destroy(@Cast("onestep_timer") long timer);
 
     // ---- group norm ----
     public static native int onestep_groupnorm_forward(@Cast("const float*") long x, @Cast("const float*") long gamma,
@@ -338,6 +349,20 @@ public final class OnestepKernels {
                                                             @Cast("cudaStream_t") long stream);
 
     /** y (n, 2h, 2w, cout) = conv3x3(upsample2x(x)) + bias from k = onestep_subpixel_weights_typed(w). */
+    public static native int onestep_conv2d_igemm_typed(@Cast("const void*") long x, @Cast("const void*") long wKrsc,
+                                                        @Cast("const void*") long bias, @Cast("const void*") long z,
+                                                        @Cast("void*") long y, int n, int h, int wd, int cin, int kh,
+                                                        int kw, int cout, int stride, int padding, int config,
+                                                        @Cast("onestep_dtype") int dtype,
+                                                        @Cast("cudaStream_t") long stream);
+
+    public static native int onestep_conv2d_igemm_configs();
+
+    public static native @Cast("const char*") BytePointer onestep_conv2d_igemm_config_name(int config);
+
+    public static native int onestep_conv2d_igemm_choice(int n, int h, int wd, int cin, int kh, int kw, int cout,
+                                                         int stride, int padding);
+
     public static native int onestep_upsample_conv_typed(@Cast("const void*") long x, @Cast("const void*") long k,
                                                          @Cast("const void*") long bias, @Cast("void*") long y, int n,
                                                          int h, int w, int cin, int cout,

@@ -103,7 +103,10 @@ public final class CudaBackend {
         // readers as it would there; then a pass's graph counts (capturedPasses, StepTiming's "(graphs)" rows) show
         // the bias kernels a GPU graph leaves out. (Its portable kernels still add any bias they are given.)
         boolean cudnnBias = Boolean.getBoolean("onestep.cuda.emulateCudnnBias");
-        return new CudaOps(new EmulatedDevice(library.toString(), false, cudnnBias), arenaBytes, hostThreads,
+        // onestep.cuda.emulateIgemm: fp16/bf16 convolutions run our tensor-core implicit GEMM (kernels/src/conv.cu)
+        // wherever it takes the shape, as a GPU does where it timed faster than cuDNN (the emulated mma.sync: slow).
+        boolean igemm = Boolean.getBoolean("onestep.cuda.emulateIgemm");
+        return new CudaOps(new EmulatedDevice(library.toString(), false, cudnnBias, igemm), arenaBytes, hostThreads,
                 precision != null ? precision : Precision.fromProperty(Precision.FP32));
     }
 

@@ -95,6 +95,45 @@ public final class CudaDevice extends Device {
      * kernel at batch 1 (an H100, 2026-11-26: the residual adds took ~3.3 us each).
      */
     static final float FUSED_SLACK_MS = 0.003f;
+    /**
+     * Whether convolutions may run our tensor-core implicit GEMM ({@link #igemmConv}, kernels/src/conv.cu) where, timed
+     * on the shape's first use, it beats the route cuDNN would take ({@code -Donestep.cuda.igemm=false}: never).
+     */
+    private boolean ownConvolutions = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.igemm"));
+    /** Runs per timing in that choice (after two warm-up runs). */
+    static final int CHOICE_REPS = 10;
+    /** Per convolution shape (plain, or "residual," for conv2dResidual's): the timed choice, in first-use order. */
+    private final Map<String, OwnConv> ownConvs = new java.util.LinkedHashMap<>();
+
+    /**
+     * A shape's verdict between our implicit GEMM and the library route (cuDNN, or the portable kernel where cuDNN
+     * refuses the shape): {@code config} >= 1 runs ours with that tile, 0 keeps the library's. The times are per
+     * launch, measured back to back on the device ({@link #timeMs}); ownMs is our fastest tile's.
+     */
+    public record OwnConv(String shape, int config, float ownMs, float libraryMs, String verdict) {
+        @Override
+        public String toString() {
+            return String.format("%s: ours %.1f us (%s), library %.1f us: %s", shape, ownMs * 1e3,
+                    config > 0 ? igemmConfigName(config) : "not used", libraryMs * 1e3, verdict);
+        }
+    }
+
+    /**
+     * Whether convolutions may run our implicit GEMM where it timed faster (on by default; shapes already timed keep
+     * their verdicts, and run cuDNN's route while this is off). Takes effect for passes captured from now on.
+     */
+    public void ownConvolutions(boolean on) {
+        ownConvolutions = on;
+    }
+
+    public boolean ownsConvolutions() {
+        return ownConvolutions;
+    }
+
+    /** The timed choices made so far, in first-use order (DeviceCheck and the benchmarks print them). */
+    public java.util.List<OwnConv> ownConvolutionChoices() {
+        return java.util.List.copyOf(ownConvs.values());
+    }
 
     CudaDevice(String library) {
         super(library);
@@ -242,7 +281,7 @@ public final class CudaDevice extends Device {
 
     @Override
     public boolean convUsesKrsc() {
-        return cudnnHandle != null;
+        return cudnnHandle != null || ownConvolutions;  // both cuDNN and our implicit GEMM read KRSC weights
     }
 
     @Override
@@ -404,6 +443,23 @@ public final class CudaDevice extends Device {
     public void conv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
                                int kh, int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
                                Supplier<String> what) {
+        String ownKey = (z == 0 ? "biased," : "residual,") + convKey(n, h, wd, cin, kh, kw, cout, stride, padding, type);
+        if (ownConv(ownKey, x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, what,
+                s -> libraryConvResidual(x, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type,
+                        s, what),
+                ref -> check(z == 0 ? onestep_conv2d_nhwc_typed(x, w, bias, ref, n, h, wd, cin, kh, kw, cout, stride,
+                        padding, type.code, stream()) : onestep_conv2d_nhwc_residual_typed(x, w, bias, z, ref, n, h,
+                        wd, cin, kh, kw, cout, stride, padding, type.code, stream()), "conv2dResidual", what))) {
+            return;
+        }
+        libraryConvResidual(x, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch,
+                what);
+    }
+
+    /** conv2dResidual by cuDNN's conv + bias + z fusion where it holds, else as a convolution and an add. */
+    private void libraryConvResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd,
+                                     int cin, int kh, int kw, int cout, int stride, int padding, Precision type,
+                                     Scratch scratch, Supplier<String> what) {
         String plainKey = convKey(n, h, wd, cin, kh, kw, cout, stride, padding, type), key = "residual," + plainKey;
         ConvPlan plan = null;
         if (cudnnHandle != null && bias != 0) {
@@ -461,6 +517,20 @@ public final class CudaDevice extends Device {
                        int cout, int stride, int padding, Precision type, Scratch scratch, Supplier<String> what) {
         String key = convKey(n, h, wd, cin, kh, kw, cout, stride, padding, type);
         ConvPlan plan = plan(key, n, h, wd, cin, kh, kw, cout, stride, padding, type);
+        if (ownConv(key, x, wKrsc, bias, 0, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, what,
+                s -> libraryConv(plan, x, w, wKrsc, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, s,
+                        what),
+                ref -> portableConv(x, w, bias, ref, n, h, wd, cin, kh, kw, cout, stride, padding, type, what))) {
+            return;
+        }
+        libraryConv(plan, x, w, wKrsc, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch, what);
+    }
+
+    /** conv2d by cuDNN's plan, or the portable kernel where cuDNN has none or disagreed (checked on first use). */
+    private void libraryConv(ConvPlan plan, long x, long w, long wKrsc, long bias, long y, int n, int h, int wd,
+                             int cin, int kh, int kw, int cout, int stride, int padding, Precision type,
+                             Scratch scratch, Supplier<String> what) {
+        String key = convKey(n, h, wd, cin, kh, kw, cout, stride, padding, type);
         boolean verify = plan != null && plan.forwardOk && !plan.verified;
         if (plan == null || !plan.forwardOk || (verify && capturing())) {
             portableConv(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, what);
@@ -478,6 +548,81 @@ public final class CudaDevice extends Device {
                 plan.forwardOk = plan.verified = agrees(y, ref, outElems, type, tmp, what,
                         "cuDNN convolution " + key, "using the portable kernel for this shape");
             }
+        }
+    }
+
+    /**
+     * Runs the convolution by our implicit GEMM and returns true where that shape's timed choice went to it; false:
+     * the caller runs the library route. The choice is made on the shape's first use outside a capture, before the
+     * library route's own first run, so a pass's runs make the same scratch allocations every time: each eligible
+     * tile ({@link #igemmConfigs}) and the library route (its scratch lent by a temporary) are timed back to back
+     * ({@link #timeMs}); ours is kept only if its fastest tile is faster and its result agrees with the portable
+     * kernel's ({@code reference} writes that into its argument).
+     */
+    private boolean ownConv(String key, long x, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
+                            int kh, int kw, int cout, int stride, int padding, Precision type, Supplier<String> what,
+                            java.util.function.Consumer<Scratch> library, java.util.function.LongConsumer reference) {
+        if (!ownConvolutions || !igemmTakes(x, wKrsc, cin, type)) {
+            return false;
+        }
+        OwnConv own = ownConvs.get(key);
+        if (own == null) {
+            if (capturing()) {
+                return false;
+            }
+            own = chooseOwn(key, x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, what,
+                    library, reference);
+            ownConvs.put(key, own);
+        }
+        if (own.config() == 0) {
+            return false;
+        }
+        igemmConv(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, own.config(), type, what);
+        return true;
+    }
+
+    private OwnConv chooseOwn(String key, long x, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
+                              int kh, int kw, int cout, int stride, int padding, Precision type, Supplier<String> what,
+                              java.util.function.Consumer<Scratch> library,
+                              java.util.function.LongConsumer reference) {
+        long unfused = residualsUnfused;  // the library's timing runs are not the pass's launches
+        try (Temporary tmp = new Temporary()) {
+            // The library route asks for the same scratch (KRSC weights, cuDNN workspace) on every run: lend one
+            // block per request instead of a new one per timed run.
+            Map<String, long[]> lent = new HashMap<>();
+            Scratch reused = (bytes, label) -> {
+                long[] b = lent.get(label);
+                if (b == null || b[1] < bytes) {
+                    b = new long[] {tmp.allocate(bytes, label), bytes};
+                    lent.put(label, b);
+                }
+                return b[0];
+            };
+            float libraryMs = timeMs(() -> library.accept(reused), CHOICE_REPS);
+            int best = 0;
+            float bestMs = Float.POSITIVE_INFINITY;
+            for (int c = 1; c <= igemmConfigs(); c++) {
+                int config = c;
+                float ms = timeMs(() -> igemmConv(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding,
+                        config, type, what), CHOICE_REPS);
+                if (ms < bestMs) {
+                    best = c;
+                    bestMs = ms;
+                }
+            }
+            if (!(bestMs < libraryMs)) {
+                return new OwnConv(key, 0, bestMs, libraryMs, "library faster");
+            }
+            igemmConv(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, best, type, what);
+            long elems = (long) n * ((h + 2 * padding - kh) / stride + 1) * ((wd + 2 * padding - kw) / stride + 1)
+                    * cout;
+            long ref = tmp.allocate(elems * type.bytes, "implicit-GEMM convolution check");
+            reference.accept(ref);
+            boolean ok = agrees(y, ref, elems, type, tmp, what, "our implicit-GEMM convolution " + key,
+                    "the library route for this shape");
+            return new OwnConv(key, ok ? best : 0, bestMs, libraryMs, ok ? "ours faster" : "ours disagreed");
+        } finally {
+            residualsUnfused = unfused;
         }
     }
 

@@ -5,6 +5,8 @@ import static ai.onestep.kernels.OnestepKernels.*;
 import ai.onestep.kernels.OnestepKernels;
 import java.lang.foreign.MemorySegment;
 import java.util.function.Supplier;
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.IntPointer;
 import org.bytedeco.javacpp.LongPointer;
 
@@ -148,7 +150,7 @@ public abstract class Device implements AutoCloseable {
         return false;
     }
 
-    private long residualsUnfused;
+    long residualsUnfused;  // package-private: CudaDevice keeps it out of its timing runs
 
     /**
      * Calls of {@link #conv2dResidual} and {@link #linearResidual} that ran as two launches: on a device that fuses,
@@ -354,10 +356,89 @@ public abstract class Device implements AutoCloseable {
 
     @Override
     public void close() {
+        if (timer != 0) {
+            onestep_timer_destroy(timer);
+            timer = 0;
+        }
         if (stream != 0) {
             onestep_stream_destroy(stream);
             stream = 0;
         }
+    }
+
+    // ---- our tensor-core convolution and the timer that chooses it ------------------------------------------
+
+    private long timer;
+
+    /**
+     * Milliseconds per run of {@code work} (queued on this device's stream): two runs to warm up, then {@code reps}
+     * between a pair of device events ({@code onestep_timer_*}; the emulation's host clock). Not while capturing.
+     */
+    public float timeMs(Runnable work, int reps) {
+        if (capturing) {
+            throw new IllegalStateException("timeMs: the stream is capturing");
+        }
+        if (timer == 0) {
+            LongPointer p = new LongPointer(1);
+            try {
+                check(onestep_timer_create(p), "timer", () -> "");
+                timer = p.get();
+            } finally {
+                p.close();
+            }
+        }
+        work.run();
+        work.run();
+        FloatPointer ms = new FloatPointer(1);
+        try {
+            check(onestep_timer_start(timer, stream), "timer", () -> "");
+            for (int i = 0; i < reps; i++) {
+                work.run();
+            }
+            check(onestep_timer_stop(timer, stream, ms), "timer", () -> "");
+            return ms.get() / reps;
+        } finally {
+            ms.close();
+        }
+    }
+
+    /** The implicit-GEMM convolution's tile configurations, 1 .. this ({@code onestep_conv2d_igemm_configs}). */
+    public static int igemmConfigs() {
+        return onestep_conv2d_igemm_configs();
+    }
+
+    /** "auto" for 0, else the tile configuration's description. */
+    public static String igemmConfigName(int config) {
+        BytePointer name = onestep_conv2d_igemm_config_name(config);
+        return name == null || name.isNull() ? "config " + config : name.getString();
+    }
+
+    /**
+     * Whether {@link #igemmConv} takes this convolution: fp16/bf16 ({@code type}), Cin a multiple of 16, a kept KRSC
+     * copy of the weights, and 16-byte-aligned x and weights (its cp.async moves).
+     */
+    public static boolean igemmTakes(long x, long wKrsc, int cin, Precision type) {
+        return type != Precision.FP32 && cin % 16 == 0 && wKrsc != 0 && x % 16 == 0 && wKrsc % 16 == 0;
+    }
+
+    /**
+     * {@code y = conv2d(x, w) + bias + z} by our tensor-core implicit GEMM ({@code onestep_conv2d_igemm_typed},
+     * kernels/src/conv.cu) on the KRSC weights, bias and z optional (0); one launch. {@code config} 0 lets the library
+     * pick the tile; the devices that time it pass the fastest ({@link CudaDevice}).
+     */
+    public final void igemmConv(long x, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin, int kh,
+                                int kw, int cout, int stride, int padding, int config, Precision type,
+                                Supplier<String> what) {
+        check(onestep_conv2d_igemm_typed(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, config,
+                type.code, stream), z == 0 ? "conv2d" : "conv2dResidual", what);
+        igemmLaunches++;
+    }
+
+    private long igemmLaunches;
+
+    /** Launches of {@link #igemmConv} so far (timing runs included). */
+    public long igemmLaunches() {
+        return igemmLaunches;
     }
 
     // ---- errors ----------------------------------------------------------------------------------------------

@@ -469,7 +469,9 @@ public final class DeviceCheck {
     }
 
     private void halfPass(UNet net, Tensor x, double[] tau, Tensor cpuResult, Precision p, boolean gpu) {
-        Device d = gpu ? new CudaDevice(dev.device().library()) : new EmulatedDevice(dev.device().library());
+        // Emulated: the convolutions that take it run our implicit GEMM (what a GPU does where it times faster).
+        Device d = gpu ? new CudaDevice(dev.device().library())
+                : new EmulatedDevice(dev.device().library(), false, false, true);
         try (CudaOps h = new CudaOps(d, gpu ? CudaOps.DEFAULT_ARENA_BYTES : 256L << 20, 2, p);
              TensorArena a = new TensorArena(); Workspace w = new Workspace()) {
             h.registerParameters(net.weightTensors());
@@ -483,6 +485,17 @@ public final class DeviceCheck {
                     p == Precision.FP16 ? 3e-3 : 2e-2);
             fact(p.label() + " pass captured, nothing on the host", h.capturedPasses().size() == 1
                     && h.eagerOnlyPasses().isEmpty() && h.hostOps() == 0);
+            if (d instanceof CudaDevice cd) {
+                // Each shape's timed choice between our tensor-core implicit GEMM and cuDNN (kernels/src/conv.cu).
+                java.util.List<CudaDevice.OwnConv> choices = cd.ownConvolutionChoices();
+                fact(p.label() + " pass: " + choices.stream().filter(o -> o.config() > 0).count() + " of "
+                        + choices.size() + " convolution shapes on our implicit GEMM, timed against cuDNN",
+                        !choices.isEmpty() || !cd.ownsConvolutions());
+                choices.forEach(o -> System.out.println("    " + o));
+            } else {
+                fact(p.label() + " pass: " + d.igemmLaunches() + " convolutions by our implicit GEMM (emulated mma)",
+                        d.igemmLaunches() > 0);
+            }
         }
     }
 }

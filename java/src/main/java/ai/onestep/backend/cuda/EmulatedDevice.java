@@ -32,16 +32,28 @@ public final class EmulatedDevice extends Device {
      * the pending-bias bookkeeping: the portable kernels then run without the bias, and a lost bias shows).
      */
     EmulatedDevice(String library, boolean krsc, boolean separateBias) {
+        this(library, krsc, separateBias, false);
+    }
+
+    /**
+     * With {@code igemm}, one whose convolutions run our tensor-core implicit GEMM ({@link #igemmConv}, its tile
+     * picked by the library) wherever it takes the shape, on the kept KRSC weights, as {@link CudaDevice} does where
+     * that kernel timed faster than cuDNN: the Java side of that route, under the emulated mma.sync (slow; for tests
+     * and {@code -Donestep.cuda.emulateIgemm=true}).
+     */
+    EmulatedDevice(String library, boolean krsc, boolean separateBias, boolean igemm) {
         super(library);
         this.krsc = krsc;
         this.separateBias = separateBias;
+        this.igemm = igemm;
     }
 
     private final boolean separateBias;
+    private final boolean igemm;
 
     @Override
     public boolean convUsesKrsc() {
-        return krsc;
+        return krsc || igemm;
     }
 
     @Override
@@ -80,6 +92,10 @@ public final class EmulatedDevice extends Device {
     @Override
     public void conv2d(long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin, int kh, int kw,
                        int cout, int stride, int padding, Precision type, Scratch scratch, Supplier<String> what) {
+        if (igemm && igemmTakes(x, wKrsc, cin, type)) {
+            igemmConv(x, wKrsc, bias, 0, y, n, h, wd, cin, kh, kw, cout, stride, padding, 0, type, what);
+            return;
+        }
         long weights = hwio(w, wKrsc, (long) kh * kw * cin, cout, type, scratch, what);
         check(onestep_conv2d_nhwc_typed(x, weights, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type.code,
                 stream()), "conv2d", what);
@@ -108,6 +124,10 @@ public final class EmulatedDevice extends Device {
     public void conv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
                                int kh, int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
                                Supplier<String> what) {
+        if (igemm && igemmTakes(x, wKrsc, cin, type)) {
+            igemmConv(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, 0, type, what);
+            return;
+        }
         long weights = hwio(w, wKrsc, (long) kh * kw * cin, cout, type, scratch, what);
         check(z == 0 ? onestep_conv2d_nhwc_typed(x, weights, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding,
                 type.code, stream()) : onestep_conv2d_nhwc_residual_typed(x, weights, bias, z, y, n, h, wd, cin, kh, kw,
@@ -117,7 +137,7 @@ public final class EmulatedDevice extends Device {
     /** The weights the portable kernels read: w, or (a KRSC device) the kept KRSC copy transposed back. */
     private long hwio(long w, long wKrsc, long rows, int cout, Precision type, Scratch scratch, Supplier<String> what) {
         if (!krsc || wKrsc == 0) {
-            return w;
+            return w;  // (an igemm-only device keeps KRSC copies for igemmConv; its other convolutions read w)
         }
         long weights = scratch.allocate(rows * cout * type.bytes, "conv2d HWIO weights from KRSC");
         transpose(wKrsc, weights, cout, Math.toIntExact(rows), type, what);

@@ -1,0 +1,91 @@
+package ai.onestep.backend.cuda;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.onestep.kernels.OnestepKernels;
+import ai.onestep.model.UNet;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Our tensor-core implicit-GEMM convolution ({@code onestep_conv2d_igemm_typed}, kernels/src/conv.cu) as the Java CUDA
+ * backend runs it: whole captured fp16/bf16 passes on an emulated device that convolves with it (on the kept KRSC
+ * weights, refreshed when the weights change) agree with the portable route, and the device timer and the refusals
+ * behave. The kernel's own checks against a double reference are kernels/test/test_conv.cpp.
+ */
+class IgemmConvTest {
+
+    private static double relL2(float[] got, float[] want) {
+        double num = 0, den = 0;
+        for (int i = 0; i < want.length; i++) {
+            num += (got[i] - (double) want[i]) * (got[i] - (double) want[i]);
+            den += (double) want[i] * want[i];
+        }
+        return Math.sqrt(num / den);
+    }
+
+    @Test
+    void passesOnOurImplicitGemmAgreeWithThePortableRoute() {
+        EmulatedDeviceTest.require();
+        String lib = CudaBackend.emulatedLibrary().toString();
+        for (Precision p : new Precision[] {Precision.FP16, Precision.BF16}) {
+            float[] portable, ours;
+            long launches;
+            try (UNet net = CudaGraphTest.randomNet(CudaGraphTest.config(32), 23);
+                 CudaOps ops = new CudaOps(new EmulatedDevice(lib, false), 64L << 20, 2, p)) {
+                portable = KrscWeightsTest.run(ops, net);
+                assertEquals(0, ops.device().igemmLaunches(), "the portable device never runs it");
+            }
+            try (UNet net = CudaGraphTest.randomNet(CudaGraphTest.config(32), 23);
+                 CudaOps ops = new CudaOps(new EmulatedDevice(lib, false, false, true), 64L << 20, 2, p)) {
+                ours = KrscWeightsTest.run(ops, net);
+                launches = ops.device().igemmLaunches();
+            }
+            // Every convolution but the first (Cin = 2) takes it: some in each of the eager, captured and replayed
+            // calls (the graph replays count once each, at capture).
+            assertTrue(launches > 0, p.label() + ": no convolution ran on the implicit GEMM");
+            // Both round to the 16-bit type after each op, in different summation orders: the difference is a few
+            // units of the type's rounding through the network, and the same after the weights changed (a stale
+            // KRSC copy would give O(1)). Measured (emulated): fp16 1.3e-3, bf16 5.3e-3; the bounds are ~4x.
+            double err = relL2(ours, portable), bound = p == Precision.FP16 ? 5e-3 : 2e-2;
+            assertTrue(err < bound, p.label() + ": relative L2 difference " + err + " >= " + bound);
+            int half = portable.length / 2;  // the second round ran on the scaled weights
+            assertTrue(relL2(java.util.Arrays.copyOfRange(ours, half, ours.length),
+                    java.util.Arrays.copyOfRange(portable, half, portable.length)) < bound, p.label() + " after the update");
+        }
+    }
+
+    @Test
+    void timerAndRefusals() {
+        EmulatedDeviceTest.require();
+        try (EmulatedDevice d = new EmulatedDevice(CudaBackend.emulatedLibrary().toString());
+             DeviceArena a = new DeviceArena(d, "igemm test", 1 << 20)) {
+            long x = a.allocate(2L * 4 * 4 * 16, "x"), w = a.allocate(2L * 9 * 16 * 16, "w"),
+                    y = a.allocate(4L * 4 * 4 * 16, "y");
+            float ms = d.timeMs(() -> d.igemmConv(x, w, 0, 0, y, 1, 4, 4, 16, 3, 3, 16, 1, 1, 0, Precision.FP16,
+                    () -> "test"), 3);
+            assertTrue(ms >= 0 && Float.isFinite(ms), "time " + ms);
+            assertEquals(5, d.igemmLaunches(), "two warm-up runs and three timed");
+            assertTrue(Device.igemmConfigs() >= 1 && Device.igemmConfigName(0).equals("auto"));
+            assertTrue(Device.igemmTakes(x, w, 16, Precision.BF16));
+            assertFalse(Device.igemmTakes(x, w, 16, Precision.FP32), "fp32");
+            assertFalse(Device.igemmTakes(x, w, 24, Precision.FP16), "Cin not a multiple of 16");
+            assertFalse(Device.igemmTakes(x + 2, w, 16, Precision.FP16), "misaligned x");
+            assertFalse(Device.igemmTakes(x, 0, 16, Precision.FP16), "no KRSC copy");
+            CudaException e = assertThrows(CudaException.class, () -> d.igemmConv(x, w, 0, 0, y, 1, 4, 4, 16, 3, 3, 16,
+                    1, 1, 0, Precision.FP32, () -> "layer conv_in"));
+            assertTrue(e.getMessage().contains("onestep_conv2d_igemm_typed(N=1, H=4, W=4, Cin=16")
+                    && e.getMessage().contains("fp16 or bf16") && e.getMessage().contains("layer conv_in"),
+                    e.getMessage());
+            assertEquals(OnestepKernels.ERROR_UNSUPPORTED, e.status());
+            d.beginCapture();
+            try {
+                assertThrows(IllegalStateException.class, () -> d.timeMs(() -> { }, 1));
+            } finally {
+                OnestepKernels.onestep_graph_destroy(d.endCapture());
+            }
+        }
+    }
+}
