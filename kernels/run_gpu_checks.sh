@@ -22,7 +22,8 @@ else
     cmake -S cmake -B "$build" -DCMAKE_BUILD_TYPE=Release > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 2; }
     cmake --build "$build" -j"$jobs" > "$build/build.log" 2>&1 || { tail -50 "$build/build.log"; exit 2; }
 fi
-for bin in dev_groupnorm_forward dev_groupnorm_backward dev_attention_forward dev_attention_backward dev_denoise_update; do
+for bin in dev_groupnorm_forward dev_groupnorm_backward dev_attention_forward dev_attention_backward dev_denoise_update \
+           dev_conv_forward; do
     [ -x "$build/$bin" ] || { echo "missing $build/$bin: was nvcc found? see $build/configure.log"; exit 2; }
 done
 [ -f "$build/PREBUILT" ] || ctest --test-dir "$build" --output-on-failure || status=1
@@ -32,7 +33,7 @@ log="$build/gpu_checks.log"
 : > "$log"
 # The production API on the GPU through the same tests as the emulation (needs HMM: see cmake/CMakeLists.txt).
 if nvidia-smi -q 2>/dev/null | grep -qi "Addressing Mode *: *HMM"; then
-    for t in test_groupnorm test_denoise test_attention test_layers test_typed; do
+    for t in test_groupnorm test_denoise test_attention test_layers test_typed test_conv; do
         echo "== ${t}_gpu" | tee -a "$log"
         "$build/${t}_gpu" > "$build/${t}_gpu.log" 2>&1 || status=1
         grep -E "FAIL|checks" "$build/${t}_gpu.log" | tail -8 | tee -a "$log"
@@ -77,6 +78,8 @@ run "group norm forward, CIFAR up block 1x32x32x384, G=32 (v11: the concat fused
 run "attention backward, B=8 H=8 T=1024 D=64" "$build/dev_attention_backward"
 run "attention backward, B=8 H=4 T=256 D=128" "$build/dev_attention_backward" 0 8 4 256 128
 run "denoising updates, 12.6M floats (64 x 32x32x3, 64 times)" "$build/dev_denoise_update"
+run "convolution forward, the CIFAR U-Net's shapes at batch 1 and 64 (v1 portable, v2-9 the implicit GEMM)" \
+    "$build/dev_conv_forward"
 
 echo
 echo "summary (fastest block size per version; MISMATCH lines are failures)"
@@ -88,6 +91,13 @@ awk '/^== /{label=substr($0, 4); sub(/:.*/, "", label)}
         order[key]=++n }
      END { for (k in order) print order[k] "\t" k "\t" line[k] (bad[k] ? "   <-- MISMATCH" : "") }' "$log" |
     sort -n | cut -f2- | awk -F'\t' '{printf "%-62s %s\n", $1, $2}'
-grep -q "SOME VERSIONS DO NOT MATCH" "$log" && status=1
+# The convolutions: per shape, the portable kernel and the fastest implicit-GEMM tile (dev/conv_forward.cu).
+awk '/^== convolution forward/{on=1; next} /^== /{on=0}
+     on && / MFLOP\)$/ {if (shape != "") print shape "\t" p "\t" best; shape=$0; sub(/ \(.*/, "", shape); best="-"; bt=1e30; p="-"}
+     on && /^  v1 / && / us / {p=$(NF-3) " us"}
+     on && /^  v[2-9] / && / us / {t=$(NF-3)+0; if (t < bt) {bt=t; best=$1 " " $(NF-3) " us, " $(NF-1) " TFLOP/s"}}
+     END {if (shape != "") print shape "\t" p "\t" best}' "$log" |
+    awk -F'\t' 'NR==1{printf "%-60s %-14s %s\n", "convolution (fp16)", "portable", "fastest implicit GEMM"} {printf "%-60s %-14s %s\n", $1, $2, $3}'
+grep -q "SOME VERSIONS DO NOT MATCH\|SOME VERSIONS FAILED" "$log" && status=1
 grep -E "^test_[a-z]+: " "$log" || true
 exit $status

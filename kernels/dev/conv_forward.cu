@@ -1,0 +1,165 @@
+// conv_forward.cu: development record of the fp16 convolution forward (NHWC, 3x3 and 1x1), the U-Net's hot op at
+// batch 1 (bench/results/2026-11-26-h100-run3.txt: cuDNN's sm90_xmma_fprop_implicit_gemm kernels at 10.2 us each, 30%
+// of the CIFAR-size 1-step sample). llm.c's dev/cuda pattern: a CPU reference in double, numbered versions, each
+// validated against the reference, then (nvcc only) timed with an L2 flush, in us and TFLOP/s.
+//   version 1: the portable direct convolution (src/layers.cu, onestep_conv2d_nhwc_typed): one thread per output,
+//              fp32 FMAs on CUDA cores; the correctness twin.
+//   versions 2-8: the tensor-core implicit GEMM (src/conv.cu, onestep_conv2d_igemm_typed) with tile configurations
+//              1-7 (onestep_conv2d_igemm_config_name): output tiles of 16-64 pixels x 32-64 channels, the GEMM depth
+//              split over 2-8 warps of a block, each with its own cp.async ring of 3-4 stages.
+//   version 9: the same with config 0, the cost model's pick.
+// The CUDA backend times these tiles against cuDNN on each shape's first use (CudaDevice#ownConv); this file is where
+// to see which tile wins where, and how far from the tensor cores' peak each runs.
+//
+//   nvcc build:  cmake target dev_conv_forward;  run: ./dev_conv_forward [version]
+//   emulated:    cmake target dev_conv_forward_emu (validation only, small shapes; a CTest test)
+//
+// TFLOP/s counts 2 N Ho Wo Cout KH KW Cin (every multiply-add of the convolution, padding taps included).
+#include "../src/status.cu"
+#include "../src/layers.cu"
+#include "../src/conv.cu"
+#include "../src/convert.cu"
+#include "dev_common.cuh"
+
+#include <cstdlib>
+#include <vector>
+
+using namespace onestep;
+
+struct ConvShape {
+    const char* name;
+    int N, H, W, Cin, KH, KW, Cout, stride, padding;
+    int ho() const { return (H + 2 * padding - KH) / stride + 1; }
+    int wo() const { return (W + 2 * padding - KW) / stride + 1; }
+    double flops() const { return 2.0 * N * ho() * wo() * Cout * KH * KW * Cin; }
+};
+
+// ---- CPU reference (double, on the fp16-rounded inputs, KRSC weights) ----------------------------------------------
+static std::vector<double> conv_cpu(const ConvShape& s, const std::vector<float>& x, const std::vector<float>& w_krsc,
+                                    const std::vector<float>& bias) {
+    std::vector<double> y(size_t(s.N) * s.ho() * s.wo() * s.Cout);
+    for (int n = 0; n < s.N; n++)
+        for (int oy = 0; oy < s.ho(); oy++)
+            for (int ox = 0; ox < s.wo(); ox++)
+                for (int co = 0; co < s.Cout; co++) {
+                    double acc = bias[co];
+                    for (int r = 0; r < s.KH; r++)
+                        for (int q = 0; q < s.KW; q++) {
+                            const int iy = oy * s.stride - s.padding + r, ix = ox * s.stride - s.padding + q;
+                            if (iy < 0 || iy >= s.H || ix < 0 || ix >= s.W) continue;
+                            const float* xp = &x[((size_t(n) * s.H + iy) * s.W + ix) * s.Cin];
+                            const float* wp = &w_krsc[((size_t(co) * s.KH + r) * s.KW + q) * s.Cin];
+                            for (int ci = 0; ci < s.Cin; ci++) acc += double(xp[ci]) * wp[ci];
+                        }
+                    y[((size_t(n) * s.ho() + oy) * s.wo() + ox) * s.Cout + co] = acc;
+                }
+    return y;
+}
+
+static std::vector<float> rounded_half(std::vector<float> v) {
+    for (auto& x : v) x = __half2float(__float2half_rn(x));
+    return v;
+}
+
+static std::vector<__half> as_half(const std::vector<float>& v) {
+    std::vector<__half> h(v.size());
+    for (size_t i = 0; i < v.size(); i++) h[i] = __float2half_rn(v[i]);
+    return h;
+}
+
+constexpr int kVersions = 9;
+
+// Runs version v (1: portable on HWIO weights; 2-8: igemm config v - 1; 9: igemm config 0).
+static onestep_status run_version(int v, const ConvShape& s, const __half* x, const __half* w_krsc,
+                                  const __half* w_hwio, const __half* bias, __half* y) {
+    if (v == 1)
+        return onestep_conv2d_nhwc_typed(x, w_hwio, bias, y, s.N, s.H, s.W, s.Cin, s.KH, s.KW, s.Cout, s.stride,
+                                         s.padding, ONESTEP_FLOAT16, nullptr);
+    return onestep_conv2d_igemm_typed(x, w_krsc, bias, nullptr, y, s.N, s.H, s.W, s.Cin, s.KH, s.KW, s.Cout, s.stride,
+                                      s.padding, v == kVersions ? 0 : v - 1, ONESTEP_FLOAT16, nullptr);
+}
+
+static const char* version_name(int v) {
+    static char buf[96];
+    if (v == 1) return "portable direct (CUDA cores)";
+    std::snprintf(buf, sizeof buf, "igemm %s", onestep_conv2d_igemm_config_name(v == kVersions ? 0 : v - 1));
+    return buf;
+}
+
+// Validates every selected version on shape s; under nvcc also times them. Returns whether all passed.
+static bool run_shape(const ConvShape& s, int only, bool timing) {
+    const size_t nx = size_t(s.N) * s.H * s.W * s.Cin, nw = size_t(s.Cout) * s.KH * s.KW * s.Cin,
+                 ny = size_t(s.N) * s.ho() * s.wo() * s.Cout;
+    const float wscale = 1.0f / std::sqrt(float(s.KH * s.KW * s.Cin));  // outputs of order 1, as in a trained net
+    std::vector<float> x = rounded_half(dev::random_normal(nx, 1)), w = rounded_half(dev::random_normal(nw, 2, 0, wscale)),
+                       b = rounded_half(dev::random_normal(s.Cout, 3, 0, 0.1f));
+    std::vector<float> w_hwio(nw);
+    const int K = s.KH * s.KW * s.Cin;
+    for (int co = 0; co < s.Cout; co++)
+        for (int k = 0; k < K; k++) w_hwio[size_t(k) * s.Cout + co] = w[size_t(co) * K + k];
+    const std::vector<double> ref = conv_cpu(s, x, w, b);
+    __half *dx = dev::to_device(as_half(x)), *dw = dev::to_device(as_half(w)), *dwh = dev::to_device(as_half(w_hwio)),
+           *db = dev::to_device(as_half(b)), *dy = nullptr;
+    float* dy32 = nullptr;
+    dev_check(cudaMalloc(&dy, ny * sizeof(__half)));
+    dev_check(cudaMalloc(&dy32, ny * sizeof(float)));
+    std::printf("%s: N=%d %dx%dx%d -> %d, %dx%d stride %d (%.1f MFLOP)\n", s.name, s.N, s.H, s.W, s.Cin, s.Cout, s.KH,
+                s.KW, s.stride, s.flops() / 1e6);
+    bool all = true;
+    for (int v = 1; v <= kVersions; v++) {
+        if (only && v != only) continue;
+        dev_check(cudaMemset(dy, 0xFF, ny * sizeof(__half)));
+        if (run_version(v, s, dx, dw, dwh, db, dy) != ONESTEP_OK) {
+            std::printf("  v%d %-40s FAILED to launch: %s\n", v, version_name(v), onestep_last_error_message());
+            all = false;
+            continue;
+        }
+        dev_check(cudaDeviceSynchronize());
+        onestep_convert(dy, ONESTEP_FLOAT16, dy32, ONESTEP_FLOAT32, (long long)ny, nullptr);
+        dev_check(cudaDeviceSynchronize());
+        // fp16 output: one rounding (2^-11 relative) on top of fp32 accumulation over K terms of order 1/sqrt(K).
+        const bool ok = dev::validate(version_name(v), dy32, ref, 2e-3, 2e-3);
+        all = all && ok;
+#ifndef ONESTEP_EMULATION
+        if (timing && ok) {
+            const float ms = dev::time_ms([&] { run_version(v, s, dx, dw, dwh, db, dy); });
+            std::printf("  v%d %-40s %9.2f us  %7.2f TFLOP/s\n", v, version_name(v), ms * 1e3,
+                        s.flops() / (ms * 1e-3) / 1e12);
+        } else
+#endif
+            std::printf("  v%d %-40s %s\n", v, version_name(v), ok ? "ok" : "MISMATCH");
+    }
+    (void)timing;
+    cudaFree(dx), cudaFree(dw), cudaFree(dwh), cudaFree(db), cudaFree(dy), cudaFree(dy32);
+    return all;
+}
+
+int main(int argc, char** argv) {
+    const int only = argc > 1 ? std::atoi(argv[1]) : 0;
+#ifdef ONESTEP_EMULATION
+    // Small ragged shapes: the emulation runs every mma lane by lane.
+    const ConvShape shapes[] = {{"ragged 3x3", 1, 6, 5, 32, 3, 3, 24, 1, 1},
+                                {"ragged stride 2", 2, 5, 4, 48, 3, 3, 40, 2, 1},
+                                {"1x1 shortcut", 1, 4, 4, 64, 1, 1, 72, 1, 0}};
+    const bool timing = false;
+#else
+    // The CIFAR-size U-Net's convolutions (block_out_channels 128/256/256/256, two layers per block) at batch 1, in
+    // the order of a pass, then its busiest one at batch 64.
+    const ConvShape shapes[] = {{"down 32x32 conv", 1, 32, 32, 128, 3, 3, 128, 1, 1},
+                                {"downsample 32->16", 1, 32, 32, 128, 3, 3, 128, 2, 1},
+                                {"down 16x16 conv", 1, 16, 16, 256, 3, 3, 256, 1, 1},
+                                {"down 8x8 conv", 1, 8, 8, 256, 3, 3, 256, 1, 1},
+                                {"mid 4x4 conv", 1, 4, 4, 256, 3, 3, 256, 1, 1},
+                                {"up 4x4 conv, concat in", 1, 4, 4, 512, 3, 3, 256, 1, 1},
+                                {"up 4x4 shortcut 1x1", 1, 4, 4, 512, 1, 1, 256, 1, 0},
+                                {"up 16x16 conv, concat in", 1, 16, 16, 512, 3, 3, 256, 1, 1},
+                                {"up 32x32 conv, concat in", 1, 32, 32, 384, 3, 3, 128, 1, 1},
+                                {"up 32x32 shortcut 1x1", 1, 32, 32, 256, 1, 1, 128, 1, 0},
+                                {"down 32x32 conv, batch 64", 64, 32, 32, 128, 3, 3, 128, 1, 1}};
+    const bool timing = true;
+#endif
+    bool all = true;
+    for (const ConvShape& s : shapes) all = run_shape(s, only, timing) && all;
+    std::printf(all ? "all versions match the reference\n" : "SOME VERSIONS FAILED\n");
+    return all ? 0 : 1;
+}
