@@ -278,14 +278,15 @@ public final class StepTiming {
                 // conv + bias + z fusion runs IMPLICIT_PRECOMP_GEMM, which may be slower than the algorithm the
                 // plain convolution gets); folded but with the upsamplers as the upsampling and a 3x3 convolution
                 // instead of one transposed convolution; and, on a GPU, with cuDNN's heuristic algorithms instead of
-                // its timed search, and with every convolution on cuDNN (none on our implicit GEMM, even where it
-                // timed faster). Then all back to the defaults for the next batch.
+                // its timed search, with every convolution on cuDNN (none on our implicit GEMM, even where it timed
+                // faster), and with every attention on the default kernel (no split keys). Then all back to the
+                // defaults for the next batch.
                 boolean folding = co.foldsConstants();
                 var cudnnDevice = co.device() instanceof ai.onestep.backend.cuda.CudaDevice cd ? cd : null;
                 boolean searching = cudnnDevice != null && cudnnDevice.searchesConvolutions();
                 String[] variants = searching
                         ? new String[] {"unfolded", "unfused residual", "unfused upsampling", "heuristic convolutions",
-                                        "cuDNN convolutions only"}
+                                        "cuDNN convolutions only", "default attention only"}
                         : new String[] {"unfolded", "unfused residual", "unfused upsampling"};
                 for (String variant : variants) {
                     co.foldConstants(!variant.equals("unfolded") && folding);
@@ -294,6 +295,7 @@ public final class StepTiming {
                     if (searching) {
                         cudnnDevice.searchConvolutions(!variant.equals("heuristic convolutions"));
                         cudnnDevice.ownConvolutions(!variant.equals("cuDNN convolutions only"));
+                        cudnnDevice.splitKeys(!variant.equals("default attention only"));
                     }
                     co.forgetCapturedPasses();
                     try {
@@ -325,15 +327,16 @@ public final class StepTiming {
                         if (searching) {
                             cudnnDevice.searchConvolutions(true);
                             cudnnDevice.ownConvolutions(true);
+                            cudnnDevice.splitKeys(true);
                         }
                         co.forgetCapturedPasses();
                     }
                 }
                 if (cudnnDevice != null) {
-                    // Each convolution shape's timed choice so far: our implicit GEMM's best tile against the route
-                    // cuDNN would take (kernels/src/conv.cu; CudaDevice#ownConv).
-                    for (var choice : cudnnDevice.ownConvolutionChoices()) {
-                        row("  (conv) " + choice);
+                    // Each shape's timed choice so far: our implicit GEMM's best tile against the route cuDNN would
+                    // take (kernels/src/conv.cu; CudaDevice#ownConv), the split-keys attention against the default.
+                    for (var choice : cudnnDevice.timedChoices()) {
+                        row("  (choice) " + choice);
                     }
                 }
             }

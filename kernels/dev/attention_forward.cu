@@ -316,126 +316,9 @@ static Tokens tokens_f16;
 // each take every 4th 32-key tile with their own K/V tiles in shared memory (no block barrier in the loop): 4x
 // the blocks and a quarter of the serial chain. The warps' partial results (m, l, O unnormalized, base-2 units)
 // are then merged through shared memory, in the same block: O = sum_w 2^(m_w - m) O_w / sum_w 2^(m_w - m) l_w.
-// The fragment code is version 10's (src/attention.cu, namespace tc) with 32-key tiles. D <= 64 (the shared
-// memory of 4 warps' tiles; the U-Net's heads are 32 and 64).
-namespace splitkv {
-using namespace attention;
-using namespace attention::tc;
-constexpr int kSplit = 4, kKeys2 = 32;
-
-template <typename T, int D>
-struct Smem {
-    static constexpr int kPitchK = D + 8, kPitchV = kKeys2 + 8;
-    static constexpr int kTileBytes = (kKeys2 * kPitchK + D * kPitchV) * int(sizeof(T));  // one warp's K and V^T
-    static constexpr int kMergeBytes = (kSplit * 16 * D + 2 * kSplit * 16) * 4;           // O, m, l per warp
-    static constexpr int kBytes = kSplit * kTileBytes > kMergeBytes ? kSplit * kTileBytes : kMergeBytes;
-};
-
-template <typename T, int D>
-__global__ void __launch_bounds__(kSplit * 32)
-    forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
-                   float* __restrict__ lse, int Tq, int Tk, int H, float scale_log2, int tokens) {
-    using S = Smem<T, D>;
-    __shared__ __align__(16) unsigned char smem[S::kBytes];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    T* Ks = reinterpret_cast<T*>(smem + warp * S::kTileBytes);
-    T* Vt = Ks + kKeys2 * S::kPitchK;
-    const int r_lo = blockIdx.x * 16 + g, r_hi = r_lo + 8;
-    const Head hd = head(H, D, Tq, Tk, nullptr, tokens);
-    const int kv_end = hd.kv_end;
-    const long long head_q = hd.q, head_k = hd.k, ld = hd.ld;
-
-    uint32_t qa[D / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-        const int c = 16 * kk + 2 * t;
-        qa[kk][0] = r_lo < Tq ? load_as<uint32_t>(q + head_q + r_lo * ld + c) : 0u;
-        qa[kk][1] = r_hi < Tq ? load_as<uint32_t>(q + head_q + r_hi * ld + c) : 0u;
-        qa[kk][2] = r_lo < Tq ? load_as<uint32_t>(q + head_q + r_lo * ld + c + 8) : 0u;
-        qa[kk][3] = r_hi < Tq ? load_as<uint32_t>(q + head_q + r_hi * ld + c + 8) : 0u;
-    }
-    float oacc[D / 8][4];
-#pragma unroll
-    for (int dn = 0; dn < D / 8; dn++) oacc[dn][0] = oacc[dn][1] = oacc[dn][2] = oacc[dn][3] = 0.0f;
-    float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
-
-    for (int k0 = warp * kKeys2; k0 < kv_end; k0 += kSplit * kKeys2) {
-        __syncwarp();  // this warp's previous tile is read
-        for (int i = lane; i < kKeys2 * D / kVec; i += 32) {
-            const int r = i / (D / kVec), c = (i % (D / kVec)) * kVec;
-            int4 kv = make_int4(0, 0, 0, 0), vv = kv;
-            if (k0 + r < kv_end) kv = load_as<int4>(k + head_k + (k0 + r) * ld + c);
-            store_as<int4>(Ks + r * S::kPitchK + c, kv);
-            const int rv = i % kKeys2, cv = (i / kKeys2) * kVec;
-            if (k0 + rv < kv_end) vv = load_as<int4>(v + head_k + (k0 + rv) * ld + cv);
-            store_column8<T>(Vt, S::kPitchV, cv, rv, vv);
-        }
-        __syncwarp();
-
-        tile_step<T, D, kKeys2, S::kPitchK, S::kPitchV>(qa, Ks, Vt, k0, kv_end, scale_log2, g, t, m_lo, m_hi, l_lo,
-                                                        l_hi, oacc);
-    }
-    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
-    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
-    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
-    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
-
-    // The merge: every warp's (m, l, O) for the block's 16 rows into shared memory (over the tiles, now read), then
-    // each thread combines the warps' values of some (row, feature) pairs.
-    __syncthreads();
-    float* Om = reinterpret_cast<float*>(smem);  // [warp][row][d]
-    float* Mw = Om + kSplit * 16 * D;            // [warp][row]
-    float* Lw = Mw + kSplit * 16;                // [warp][row]
-#pragma unroll
-    for (int dn = 0; dn < D / 8; dn++) {
-        const int c = dn * 8 + 2 * t;
-        Om[(warp * 16 + g) * D + c] = oacc[dn][0];
-        Om[(warp * 16 + g) * D + c + 1] = oacc[dn][1];
-        Om[(warp * 16 + g + 8) * D + c] = oacc[dn][2];
-        Om[(warp * 16 + g + 8) * D + c + 1] = oacc[dn][3];
-    }
-    if (t == 0) {
-        Mw[warp * 16 + g] = m_lo, Mw[warp * 16 + g + 8] = m_hi;
-        Lw[warp * 16 + g] = l_lo, Lw[warp * 16 + g + 8] = l_hi;
-    }
-    __syncthreads();
-    const long long head_o = out_base(H, D, Tq, tokens), ld_o = out_ld(H, D, tokens);
-    for (int i = threadIdx.x; i < 16 * D / 2; i += blockDim.x) {
-        const int row = i / (D / 2), c = (i % (D / 2)) * 2, r = blockIdx.x * 16 + row;
-        float m = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < kSplit; w++) m = fmaxf(m, Mw[w * 16 + row]);
-        const float ref = m == -INFINITY ? 0.0f : m;
-        float l = 0.0f, o0 = 0.0f, o1 = 0.0f;
-#pragma unroll
-        for (int w = 0; w < kSplit; w++) {
-            const float a = exp2f(Mw[w * 16 + row] - ref);  // 0 for a warp that saw no key
-            l += a * Lw[w * 16 + row];
-            o0 += a * Om[(w * 16 + row) * D + c];
-            o1 += a * Om[(w * 16 + row) * D + c + 1];
-        }
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        if (r < Tq) {
-            store_as<uint32_t>(o + head_o + r * ld_o + c, pack<T>(o0 * inv, o1 * inv));
-            if (c == 0) lse[(long long)blockIdx.y * Tq + r] = l > 0.0f ? 0.69314718056f * (m + log2f(l)) : -INFINITY;
-        }
-    }
-}
-
-template <typename T>
-static cudaError_t launch(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int T_, int D,
-                          float scale, int tokens) {
-    const dim3 grid(ceil_div(T_, 16), unsigned(B * H)), block(kSplit * 32);
-    const float scale_log2 = scale * 1.4426950408889634f;
-    if (D == 32)
-        return ::onestep::launch(forward_kernel<T, 32>, grid, block, 0, nullptr, q, k, v, o, lse, T_, T_, H, scale_log2,
-                                 tokens);
-    if (D == 64)
-        return ::onestep::launch(forward_kernel<T, 64>, grid, block, 0, nullptr, q, k, v, o, lse, T_, T_, H, scale_log2,
-                                 tokens);
-    return cudaErrorNotSupported;
-}
-}  // namespace splitkv
+// It began here and is now production (src/attention.cu, tc::split_forward_kernel, attention::Path::SplitKeys; the
+// C entry onestep_attention_forward_qkv_kernel_typed with kernel 1, which the CUDA backend times against version 10
+// per shape); this version calls it on the token layout. D <= 64 (the shared memory of 4 warps' tiles).
 
 // Versions 5-7 are the portable kernel on 16-bit storage, 8-10 the same calls on the tensor-core path.
 static attention::Path path(int version) {
@@ -464,8 +347,9 @@ static cudaError_t run_version(int version, const float* q, const float* k, cons
             return attention::launch_forward<__half>(tokens_f16.t.q, tokens_f16.t.k, tokens_f16.t.v, tokens_f16.t.o,
                                                      lse, B, H, T, T, D, nullptr, scale, nullptr, true, path(version));
         case 11:
-            return splitkv::launch<__half>(tokens_f16.t.q, tokens_f16.t.k, tokens_f16.t.v, tokens_f16.t.o, lse, B, H,
-                                           T, D, scale, 1);
+            return attention::launch_forward<__half>(tokens_f16.t.q, tokens_f16.t.k, tokens_f16.t.v, tokens_f16.t.o,
+                                                     lse, B, H, T, T, D, nullptr, scale, nullptr, 1,
+                                                     attention::Path::SplitKeys);
 #ifndef ONESTEP_EMULATION
         case 3:
             return wmma_attention::launch_forward(wmma_attention::f16.q, wmma_attention::f16.k, wmma_attention::f16.v,

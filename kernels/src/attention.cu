@@ -379,6 +379,130 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
 }
 
+// ---- split keys: 16 query rows a block, the key tiles dealt to its warps (dev/attention_forward.cu version 11) ----
+// At batch 1 the kernel above makes ceil(T / 64) x B x H blocks (16 at the CIFAR U-Net's 16x16 level: B=1, H=4,
+// T=256) for 132 SMs, and each warp walks every key in turn. Here a block owns 16 rows and its 4 warps take every 4th
+// 32-key tile each, keeping their own (m, l, O); the four are merged through shared memory at the end (the split-KV
+// of flash-decoding, Dao et al. 2023, inside one block, so no second kernel). Same tile step, so the same arithmetic
+// per tile; the merge changes only the order of the sums.
+constexpr int kSplitWarps = 4, kSplitKeys = 32;
+
+template <typename T, int D>
+struct SplitSmem {
+    static constexpr int kPitchK = D + 8, kPitchV = kSplitKeys + 8;
+    static constexpr int kTileBytes = (kSplitKeys * kPitchK + D * kPitchV) * int(sizeof(T));  // one warp's K and V^T
+    static constexpr int kMergeBytes = (kSplitWarps * 16 * D + 2 * kSplitWarps * 16) * 4;      // O, m, l per warp
+    static constexpr int kBytes = kSplitWarps * kTileBytes > kMergeBytes ? kSplitWarps * kTileBytes : kMergeBytes;
+    static_assert(kBytes <= 48 * 1024, "static shared memory");
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kSplitWarps * 32)
+    split_forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
+                         float* __restrict__ lse, int Tq, int Tk, const int* __restrict__ kv_len, int H,
+                         float scale_log2, int tokens, Biases<T> bias) {
+    using S = SplitSmem<T, D>;
+    __shared__ __align__(16) unsigned char smem[S::kBytes];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    T* Ks = reinterpret_cast<T*>(smem + warp * S::kTileBytes);
+    T* Vt = Ks + kSplitKeys * S::kPitchK;
+    const int r_lo = blockIdx.x * 16 + g, r_hi = r_lo + 8;
+    const Head hd = head(H, D, Tq, Tk, kv_len, tokens);
+    const int h = hd.h, kv_end = hd.kv_end;
+    const long long head_q = hd.q, head_k = hd.k, ld = hd.ld;
+
+    uint32_t qa[D / 16][4];  // every warp holds the block's 16 rows of Q
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        const int c = 16 * kk + 2 * t, f = h * D + c;
+        qa[kk][0] = r_lo < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_lo * ld + c), bias.q, f) : 0u;
+        qa[kk][1] = r_hi < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_hi * ld + c), bias.q, f) : 0u;
+        qa[kk][2] = r_lo < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_lo * ld + c + 8), bias.q, f + 8) : 0u;
+        qa[kk][3] = r_hi < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_hi * ld + c + 8), bias.q, f + 8) : 0u;
+    }
+    float oacc[D / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) oacc[dn][0] = oacc[dn][1] = oacc[dn][2] = oacc[dn][3] = 0.0f;
+    float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
+
+    for (int k0 = warp * kSplitKeys; k0 < kv_end; k0 += kSplitWarps * kSplitKeys) {
+        __syncwarp();  // this warp's previous tile is read
+        for (int i = lane; i < kSplitKeys * D / kVec; i += 32) {
+            const int r = i / (D / kVec), c = (i % (D / kVec)) * kVec;
+            int4 kv = make_int4(0, 0, 0, 0), vv = kv;
+            if (k0 + r < kv_end) kv = biased8<T>(load_as<int4>(k + head_k + (k0 + r) * ld + c), bias.k, h * D + c);
+            store_as<int4>(Ks + r * S::kPitchK + c, kv);
+            const int rv = i % kSplitKeys, cv = (i / kSplitKeys) * kVec;
+            if (k0 + rv < kv_end) vv = biased8<T>(load_as<int4>(v + head_k + (k0 + rv) * ld + cv), bias.v, h * D + cv);
+            store_column8<T>(Vt, S::kPitchV, cv, rv, vv);
+        }
+        __syncwarp();
+        tile_step<T, D, kSplitKeys, S::kPitchK, S::kPitchV>(qa, Ks, Vt, k0, kv_end, scale_log2, g, t, m_lo, m_hi, l_lo,
+                                                            l_hi, oacc);
+    }
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
+
+    // The merge: every warp's (m, l, O) for the block's 16 rows into shared memory (over the tiles, now read), then
+    // each thread combines the warps' values of some (row, feature pairs); a warp that saw no key has m = -inf and
+    // weighs exp2(-inf) = 0.
+    __syncthreads();
+    float* Om = reinterpret_cast<float*>(smem);  // [warp][row][d]
+    float* Mw = Om + kSplitWarps * 16 * D;       // [warp][row]
+    float* Lw = Mw + kSplitWarps * 16;           // [warp][row]
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) {
+        const int c = dn * 8 + 2 * t;
+        Om[(warp * 16 + g) * D + c] = oacc[dn][0];
+        Om[(warp * 16 + g) * D + c + 1] = oacc[dn][1];
+        Om[(warp * 16 + g + 8) * D + c] = oacc[dn][2];
+        Om[(warp * 16 + g + 8) * D + c + 1] = oacc[dn][3];
+    }
+    if (t == 0) {
+        Mw[warp * 16 + g] = m_lo, Mw[warp * 16 + g + 8] = m_hi;
+        Lw[warp * 16 + g] = l_lo, Lw[warp * 16 + g + 8] = l_hi;
+    }
+    __syncthreads();
+    const long long head_o = out_base(H, D, Tq, tokens), ld_o = out_ld(H, D, tokens);
+    for (int i = threadIdx.x; i < 16 * D / 2; i += blockDim.x) {
+        const int row = i / (D / 2), c = (i % (D / 2)) * 2, r = blockIdx.x * 16 + row;
+        float m = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kSplitWarps; w++) m = fmaxf(m, Mw[w * 16 + row]);
+        const float ref = m == -INFINITY ? 0.0f : m;
+        float l = 0.0f, o0 = 0.0f, o1 = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kSplitWarps; w++) {
+            const float a = exp2f(Mw[w * 16 + row] - ref);
+            l += a * Lw[w * 16 + row];
+            o0 += a * Om[(w * 16 + row) * D + c];
+            o1 += a * Om[(w * 16 + row) * D + c + 1];
+        }
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        if (r < Tq) {
+            store_as<uint32_t>(o + head_o + r * ld_o + c, pack<T>(o0 * inv, o1 * inv));
+            if (c == 0) lse[(long long)blockIdx.y * Tq + r] = l > 0.0f ? 0.69314718056f * (m + log2f(l)) : -INFINITY;
+        }
+    }
+}
+
+template <typename T>
+static cudaError_t split_launch(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk,
+                                int D, const int* kv_len, float scale, cudaStream_t stream, int tokens,
+                                Biases<T> bias) {
+    const dim3 grid(ceil_div(Tq, 16), unsigned(B * H)), block(kSplitWarps * 32);
+    const float scale_log2 = scale * 1.4426950408889634f;  // log2(e)
+    if (D == 32)
+        return ::onestep::launch(split_forward_kernel<T, 32>, grid, block, 0, stream, q, k, v, o, lse, Tq, Tk, kv_len,
+                                 H, scale_log2, tokens, bias);
+    if (D == 64)
+        return ::onestep::launch(split_forward_kernel<T, 64>, grid, block, 0, stream, q, k, v, o, lse, Tq, Tk, kv_len,
+                                 H, scale_log2, tokens, bias);
+    return cudaErrorInvalidValue;  // D = 128: four warps' K and V^T tiles would not fit 48 KB
+}
+
 template <typename T>
 static cudaError_t launch(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk, int D,
                           const int* kv_len, float scale, cudaStream_t stream, int tokens, Biases<T> bias) {
@@ -420,10 +544,13 @@ cudaError_t launch_forward(const T* q, const T* k, const T* v, T* o, float* lse,
     if constexpr (!std::is_same_v<T, float>) {
         // The tensor-core path stores o as 32-bit pairs; q, k, v need 16 bytes, which the C entry points check.
         const bool o_pairs = (reinterpret_cast<unsigned long long>(o) & 3u) == 0;
+        if (path == Path::SplitKeys)
+            return o_pairs ? tc::split_launch(q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, scale, stream, tokens, bias)
+                           : cudaErrorInvalidValue;
         if (path == Path::TensorCores || (path == Path::Auto && o_pairs))
             return o_pairs ? tc::launch(q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, scale, stream, tokens, bias)
                            : cudaErrorInvalidValue;
-    } else if (path == Path::TensorCores) {
+    } else if (path == Path::TensorCores || path == Path::SplitKeys) {
         return cudaErrorInvalidValue;  // fp32 has no tensor-core path here (the portable kernel is exact fp32)
     }
     switch (D) {
@@ -476,7 +603,8 @@ static attention::Biases<T> biases(const void* q, const void* k, const void* v) 
 static onestep_status forward(const char* fn, const void* q, const void* k, const void* v, void* o, float* lse, int B,
                               int H, int Tq, int Tk, int D, const int* kv_len, float softmax_scale,
                               onestep_dtype dtype, cudaStream_t stream, int tokens, const void* q_bias = nullptr,
-                              const void* k_bias = nullptr, const void* v_bias = nullptr) {
+                              const void* k_bias = nullptr, const void* v_bias = nullptr,
+                              attention::Path path = attention::Path::Auto) {
     char shapes[160];
     attention::describe(shapes, sizeof shapes, B, H, Tq, Tk, D, dtype);
     if (const onestep_status s = attention::check_shapes(fn, shapes, B, H, Tq, Tk, D, dtype)) return s;
@@ -488,6 +616,8 @@ static onestep_status forward(const char* fn, const void* q, const void* k, cons
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "q_bias, k_bias and v_bias must be 16-byte aligned");
     if (!std::isfinite(softmax_scale))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "softmax_scale must be finite");
+    if (path == attention::Path::SplitKeys && (dtype == ONESTEP_FLOAT32 || D > 64))
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the split-keys kernel takes fp16 or bf16 with D 32 or 64");
     const float scale = attention::resolve_scale(softmax_scale, D);
     cudaError_t e = cudaErrorInvalidValue;
     switch (dtype) {
@@ -500,13 +630,13 @@ static onestep_status forward(const char* fn, const void* q, const void* k, cons
         case ONESTEP_FLOAT16:
             e = attention::launch_forward(static_cast<const __half*>(q), static_cast<const __half*>(k),
                                           static_cast<const __half*>(v), static_cast<__half*>(o), lse, B, H, Tq, Tk, D,
-                                          kv_len, scale, stream, tokens, attention::Path::Auto,
+                                          kv_len, scale, stream, tokens, path,
                                           biases<__half>(q_bias, k_bias, v_bias));
             break;
         case ONESTEP_BFLOAT16:
             e = attention::launch_forward(static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_bfloat16*>(k),
                                           static_cast<const __nv_bfloat16*>(v), static_cast<__nv_bfloat16*>(o), lse, B,
-                                          H, Tq, Tk, D, kv_len, scale, stream, tokens, attention::Path::Auto,
+                                          H, Tq, Tk, D, kv_len, scale, stream, tokens, path,
                                           biases<__nv_bfloat16>(q_bias, k_bias, v_bias));
             break;
     }
@@ -548,6 +678,25 @@ extern "C" onestep_status onestep_attention_forward_qkv_typed(const void* qkv, c
     return forward("onestep_attention_forward_qkv_typed", p, p ? p + third : nullptr, p ? p + 2 * third : nullptr, o,
                    lse, B, H, T, T, D, kv_len, softmax_scale, dtype, stream, 3, b, b ? b + third : nullptr,
                    b ? b + 2 * third : nullptr);
+}
+
+extern "C" onestep_status onestep_attention_forward_qkv_kernel_typed(const void* qkv, const void* qkv_bias, void* o,
+                                                                     float* lse, int B, int H, int T, int D,
+                                                                     const int* kv_len, float softmax_scale, int kernel,
+                                                                     onestep_dtype dtype, cudaStream_t stream) {
+    const char* fn = "onestep_attention_forward_qkv_kernel_typed";
+    if (kernel != 0 && kernel != 1) {
+        char shapes[160];
+        attention::describe(shapes, sizeof shapes, B, H, T, T, D, dtype);
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "kernel must be 0 (default) or 1 (split keys), not %d",
+                    kernel);
+    }
+    const size_t third = (size_t)H * D * dtype_bytes(dtype);
+    const char* p = static_cast<const char*>(qkv);
+    const char* b = static_cast<const char*>(qkv_bias);
+    return forward(fn, p, p ? p + third : nullptr, p ? p + 2 * third : nullptr, o, lse, B, H, T, T, D, kv_len,
+                   softmax_scale, dtype, stream, 3, b, b ? b + third : nullptr, b ? b + 2 * third : nullptr,
+                   kernel == 1 ? attention::Path::SplitKeys : attention::Path::Auto);
 }
 
 extern "C" onestep_status onestep_attention_forward(const float* q, const float* k, const float* v, float* o,

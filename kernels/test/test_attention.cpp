@@ -521,6 +521,81 @@ void check_packed(const Case& c, onestep_dtype dtype, uint64_t seed) {
                                                   const int* lens) { compare_packed(c, dtype, q, k, v, bias, lens); });
 }
 
+// The split-keys kernel (onestep_attention_forward_qkv_kernel_typed, kernel 1: 16 query rows a block, the key tiles
+// dealt to 4 warps and merged in shared memory) on a packed (B, T, 3*H*D) projection with its bias, against the double
+// reference on the biased inputs rounded to the format as the kernel rounds them (q + b in fp32, then once to T): the
+// typed forward's bound (P rounded before P V: u * max|v| absolute, o's rounding u relative). Also kernel 0 through
+// the same entry: the bits of onestep_attention_forward_qkv_typed.
+void check_split(const Case& c, onestep_dtype dtype, uint64_t seed) {
+    const ktest::Format16& f = dtype == ONESTEP_FLOAT16 ? ktest::kHalf : ktest::kBf16;
+    std::printf("  split keys %s B=%d H=%d T=%d D=%d qk_std=%g kv_len=%d\n", dtype == ONESTEP_FLOAT16 ? "fp16" : "bf16",
+                c.B, c.H, c.Tq, c.D, c.qk_std, c.use_kv_len);
+    ktest::Rng rng(seed);
+    vector<float> x[3];
+    vector<int> kv_len;
+    make_inputs(c, rng, x[0], x[1], x[2], kv_len);  // (B, H, T, D) each
+    const int HD = c.H * c.D, T = c.Tq;
+    vector<float> bias = rng.normals(3 * size_t(HD), 0, 0.5);
+    narrow(f, bias);
+    vector<float> packed(size_t(c.B) * T * 3 * HD);
+    for (int j = 0; j < 3; j++) {
+        narrow(f, x[j]);
+        for (int b = 0; b < c.B; b++)
+            for (int h = 0; h < c.H; h++)
+                for (int t = 0; t < T; t++)
+                    for (int d = 0; d < c.D; d++) {
+                        float& e = x[j][((size_t(b) * c.H + h) * T + t) * c.D + d];
+                        packed[(size_t(b) * T + t) * 3 * HD + j * HD + h * c.D + d] = e;
+                        e = float(ktest::round_to(f, double(e) + bias[j * HD + h * c.D + d]));  // what the kernel reads
+                    }
+    }
+    Buf16 qkv(narrow(f, packed)), qkv_b(narrow(f, bias)), o(size_t(c.B) * T * HD), o0(o.n);
+    Buf lse(size_t(c.B) * c.H * T, NAN), lse0(lse.n, NAN);
+    const int* lens = c.use_kv_len ? kv_len.data() : nullptr;
+    if (!ok(onestep_attention_forward_qkv_kernel_typed(qkv.p, qkv_b.p, o.p, lse.p, c.B, c.H, T, c.D, lens, 0.f, 1,
+                                                       dtype, nullptr), "split keys: %s") ||
+        !ok(onestep_attention_forward_qkv_kernel_typed(qkv.p, qkv_b.p, o0.p, lse0.p, c.B, c.H, T, c.D, lens, 0.f, 0,
+                                                       dtype, nullptr), "kernel 0: %s") ||
+        !ktest::sync())
+        return;
+    vector<double> want_o, want_lse;
+    reference(c, x[0], x[1], x[2], kv_len, 1.0 / std::sqrt(double(c.D)), want_o, want_lse);
+    vector<float> got = widen(f, o.p, o.n), heads(got.size());
+    for (int b = 0; b < c.B; b++)
+        for (int h = 0; h < c.H; h++)
+            for (int t = 0; t < T; t++)
+                for (int d = 0; d < c.D; d++)
+                    heads[((size_t(b) * c.H + h) * T + t) * c.D + d] = got[(size_t(b) * T + t) * HD + h * c.D + d];
+    double vmax = 0;
+    for (float e : x[2]) vmax = std::max(vmax, double(std::fabs(e)));
+    const double u = ktest::unit_roundoff(f);
+    expect_close("split keys o", heads.data(), want_o.data(), heads.size(), 2e-5 + u * vmax, 2e-4 + u);
+    expect_lse("split keys lse", lse, want_lse);
+    Buf16 o_ref(o.n);
+    Buf lse_ref(lse.n, NAN);
+    ok(onestep_attention_forward_qkv_typed(qkv.p, qkv_b.p, o_ref.p, lse_ref.p, c.B, c.H, T, c.D, lens, 0.f, dtype,
+                                           nullptr), "packed: %s");
+    ktest::sync();
+    expect(std::memcmp(o0.p, o_ref.p, o.n * 2) == 0 && std::memcmp(lse0.p, lse_ref.p, lse.n * 4) == 0,
+           "kernel 0 gives the bits of onestep_attention_forward_qkv_typed%s");
+}
+
+void check_split_refusals() {
+    Buf16 b(3 * 4 * 128);
+    Buf l(16, 0.f);
+    expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 128, nullptr, 0.f, 1,
+                                                      ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_UNSUPPORTED &&
+               std::strstr(onestep_last_error_message(), "D=128") && std::strstr(onestep_last_error_message(), "split"),
+           "split keys refuses D = 128 by name: %s", onestep_last_error_message());
+    expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 32, nullptr, 0.f, 1,
+                                                      ONESTEP_FLOAT32, nullptr) == ONESTEP_ERROR_UNSUPPORTED,
+           "split keys refuses fp32: %s", onestep_last_error_message());
+    expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 32, nullptr, 0.f, 2,
+                                                      ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "not 2"),
+           "an unknown kernel is refused: %s", onestep_last_error_message());
+}
+
 int main() {
     const auto start = std::chrono::steady_clock::now();
     check_argument_errors();
@@ -573,5 +648,15 @@ int main() {
     };
     for (const Case& c : packed)
         for (onestep_dtype t : {ONESTEP_FLOAT32, ONESTEP_FLOAT16, ONESTEP_BFLOAT16}) check_packed(c, t, seed++);
+    const Case split[] = {
+        {1, 1, 1, 1, 32, 1.0, false},      // one token: three warps see no key
+        {2, 3, 45, 45, 32, 1.0, false},    // ragged: the last tile partial, rows past T
+        {3, 2, 50, 50, 64, 1.0, true},     // key lengths, batch 0 fully masked
+        {2, 1, 70, 70, 32, 4.0, false},    // scores of order +-100: the merge's running max matters
+        {1, 4, 256, 256, 64, 1.0, false},  // the CIFAR U-Net's 16x16 level at batch 1
+    };
+    for (const Case& c : split)
+        for (onestep_dtype t : {ONESTEP_FLOAT16, ONESTEP_BFLOAT16}) check_split(c, t, seed++);
+    check_split_refusals();
     return ktest::finish("test_attention", start);
 }

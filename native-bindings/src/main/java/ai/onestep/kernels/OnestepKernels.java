@@ -218,6 +218,15 @@ public final class OnestepKernels {
                                                                  @Cast("onestep_dtype") int dtype,
                                                                  @Cast("cudaStream_t") long stream);
 
+    public static native int onestep_attention_forward_qkv_kernel_typed(@Cast("const void*") long qkv,
+                                                                        @Cast("const void*") long qkvBias,
+                                                                        @Cast("void*") long o, @Cast("float*") long lse,
+                                                                        int b, int h, int t, int d,
+                                                                        @Cast("const int*") long kvLen,
+                                                                        float softmaxScale, int kernel,
+                                                                        @Cast("onestep_dtype") int dtype,
+                                                                        @Cast("cudaStream_t") long stream);
+
     public static native int onestep_attention_backward_typed(@Cast("const void*") long q, @Cast("const void*") long k,
                                                               @Cast("const void*") long v, @Cast("const void*") long o,
                                                               @Cast("const void*") long dout,

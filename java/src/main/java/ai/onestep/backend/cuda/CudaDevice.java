@@ -102,19 +102,24 @@ public final class CudaDevice extends Device {
     private boolean ownConvolutions = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.igemm"));
     /** Runs per timing in that choice (after two warm-up runs). */
     static final int CHOICE_REPS = 10;
-    /** Per convolution shape (plain, or "residual," for conv2dResidual's): the timed choice, in first-use order. */
-    private final Map<String, OwnConv> ownConvs = new java.util.LinkedHashMap<>();
+    /**
+     * Per shape, in first-use order: the timed choices between one of our kernels and the route it would replace
+     * (convolutions: "conv," / "biased," / "residual," + the shape; attention: "attention," + the shape).
+     */
+    private final Map<String, Choice> choices = new java.util.LinkedHashMap<>();
 
     /**
-     * A shape's verdict between our implicit GEMM and the library route (cuDNN, or the portable kernel where cuDNN
-     * refuses the shape): {@code config} >= 1 runs ours with that tile, 0 keeps the library's. The times are per
-     * launch, measured back to back on the device ({@link #timeMs}); ownMs is our fastest tile's.
+     * A shape's verdict between a candidate kernel of ours and the incumbent route: {@code config} >= 1 runs the
+     * candidate (for convolutions, our implicit GEMM's tile {@code config}; for attention, the split-keys kernel), 0
+     * keeps the incumbent (cuDNN, the portable kernel where cuDNN refuses the shape, or the default attention kernel).
+     * Times are per launch, back to back on the device ({@link #timeMs}); candidateMs is the candidate's best.
      */
-    public record OwnConv(String shape, int config, float ownMs, float libraryMs, String verdict) {
+    public record Choice(String shape, int config, String candidate, float candidateMs, String incumbent,
+                         float incumbentMs, String verdict) {
         @Override
         public String toString() {
-            return String.format("%s: ours %.1f us (%s), library %.1f us: %s", shape, ownMs * 1e3,
-                    config > 0 ? igemmConfigName(config) : "not used", libraryMs * 1e3, verdict);
+            return String.format(java.util.Locale.ROOT, "%s: %s %.1f us, %s %.1f us: %s", shape, candidate,
+                    candidateMs * 1e3, incumbent, incumbentMs * 1e3, verdict);
         }
     }
 
@@ -131,8 +136,8 @@ public final class CudaDevice extends Device {
     }
 
     /** The timed choices made so far, in first-use order (DeviceCheck and the benchmarks print them). */
-    public java.util.List<OwnConv> ownConvolutionChoices() {
-        return java.util.List.copyOf(ownConvs.values());
+    public java.util.List<Choice> timedChoices() {
+        return java.util.List.copyOf(choices.values());
     }
 
     CudaDevice(String library) {
@@ -551,6 +556,48 @@ public final class CudaDevice extends Device {
         }
     }
 
+    /** Whether attention may run the split-keys kernel where it timed faster ({@code -Donestep.cuda.splitKeys=false}). */
+    private boolean splitKeys = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.splitKeys"));
+
+    public void splitKeys(boolean on) {
+        splitKeys = on;
+    }
+
+    /**
+     * The default tensor-core kernel (64 query rows a block), or the split-keys one (16 rows a block, the keys over
+     * its warps) where it timed faster on the shape's first use outside a capture and its result agreed with the
+     * default's. Neither asks for scratch, so the choice can be made inside a pass's first run.
+     */
+    @Override
+    public void attentionQkv(long qkv, long bias, long o, long lse, int n, int heads, int t, int d, Precision type,
+                             Supplier<String> what) {
+        String key = "attention,n=" + n + ",heads=" + heads + ",t=" + t + ",d=" + d + "," + type.label();
+        boolean eligible = splitKeys && type != Precision.FP32 && (d == 32 || d == 64);
+        Choice c = eligible ? choices.get(key) : null;
+        if (eligible && c == null && !capturing()) {
+            float defaultMs = timeMs(() -> attentionQkv(qkv, bias, o, lse, n, heads, t, d, 0, type, what),
+                    CHOICE_REPS);
+            float splitMs = timeMs(() -> attentionQkv(qkv, bias, o, lse, n, heads, t, d, 1, type, what), CHOICE_REPS);
+            String verdict = "default faster";
+            int kernel = 0;
+            if (splitMs < defaultMs) {
+                try (Temporary tmp = new Temporary()) {
+                    long elems = (long) n * t * heads * d;
+                    long ref = tmp.allocate(elems * type.bytes, "attention check");
+                    long refLse = tmp.allocate((long) n * heads * t * Float.BYTES, "attention check lse");
+                    attentionQkv(qkv, bias, ref, refLse, n, heads, t, d, 0, type, what);
+                    boolean ok = agrees(o, ref, elems, type, tmp, what, "the split-keys attention " + key,
+                            "the default kernel for this shape");
+                    kernel = ok ? 1 : 0;
+                    verdict = ok ? "split keys faster" : "split keys disagreed";
+                }
+            }
+            c = new Choice(key, kernel, "split keys", splitMs, "default kernel", defaultMs, verdict);
+            choices.put(key, c);
+        }
+        attentionQkv(qkv, bias, o, lse, n, heads, t, d, c != null ? c.config() : 0, type, what);
+    }
+
     /**
      * Runs the convolution by our implicit GEMM and returns true where that shape's timed choice went to it; false:
      * the caller runs the library route. The choice is made on the shape's first use outside a capture, before the
@@ -565,14 +612,14 @@ public final class CudaDevice extends Device {
         if (!ownConvolutions || !igemmTakes(x, wKrsc, cin, type)) {
             return false;
         }
-        OwnConv own = ownConvs.get(key);
+        Choice own = choices.get(key);
         if (own == null) {
             if (capturing()) {
                 return false;
             }
             own = chooseOwn(key, x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, what,
                     library, reference);
-            ownConvs.put(key, own);
+            choices.put(key, own);
         }
         if (own.config() == 0) {
             return false;
@@ -581,7 +628,7 @@ public final class CudaDevice extends Device {
         return true;
     }
 
-    private OwnConv chooseOwn(String key, long x, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
+    private Choice chooseOwn(String key, long x, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
                               int kh, int kw, int cout, int stride, int padding, Precision type, Supplier<String> what,
                               java.util.function.Consumer<Scratch> library,
                               java.util.function.LongConsumer reference) {
@@ -610,8 +657,9 @@ public final class CudaDevice extends Device {
                     bestMs = ms;
                 }
             }
+            String candidate = "implicit GEMM " + igemmConfigName(best), incumbent = "library route";
             if (!(bestMs < libraryMs)) {
-                return new OwnConv(key, 0, bestMs, libraryMs, "library faster");
+                return new Choice(key, 0, candidate, bestMs, incumbent, libraryMs, "library faster");
             }
             igemmConv(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, best, type, what);
             long elems = (long) n * ((h + 2 * padding - kh) / stride + 1) * ((wd + 2 * padding - kw) / stride + 1)
@@ -620,7 +668,8 @@ public final class CudaDevice extends Device {
             reference.accept(ref);
             boolean ok = agrees(y, ref, elems, type, tmp, what, "our implicit-GEMM convolution " + key,
                     "the library route for this shape");
-            return new OwnConv(key, ok ? best : 0, bestMs, libraryMs, ok ? "ours faster" : "ours disagreed");
+            return new Choice(key, ok ? best : 0, candidate, bestMs, incumbent, libraryMs,
+                    ok ? "ours faster" : "ours disagreed");
         } finally {
             residualsUnfused = unfused;
         }

@@ -1172,8 +1172,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
             // One packed projection's output and the bias its GEMM left pending (3C channels, in the same order).
             long[] p = inTakingBias(qkv, op, type);
             long po = out(o, op, type), pl = out(lse, op);
-            Device.check(onestep_attention_forward_qkv_typed(p[0], p[1], po, pl, n, heads, t, d, 0L, 0f, type.code,
-                    stream()), op, what(qkv, o, lse));  // a 0 bias: none added
+            device().attentionQkv(p[0], p[1], po, pl, n, heads, t, d, type, what(qkv, o, lse));  // a 0 bias: none
         });
     }
 

@@ -436,6 +436,24 @@ public abstract class Device implements AutoCloseable {
 
     private long igemmLaunches;
 
+    /**
+     * Self-attention on one packed (n, t, 3 heads d) projection with its pending bias (0: none), o (n, t, heads d),
+     * lse (n, heads, t) fp32: {@code onestep_attention_forward_qkv_kernel_typed} with {@code kernel} 0 (the default
+     * tensor-core kernel, 64 query rows a block) or 1 (split keys: 16 rows a block, the keys over its 4 warps; fp16/bf16,
+     * d 32 or 64). Here always 0; {@link CudaDevice} times the two per shape.
+     */
+    public void attentionQkv(long qkv, long bias, long o, long lse, int n, int heads, int t, int d, Precision type,
+                             Supplier<String> what) {
+        attentionQkv(qkv, bias, o, lse, n, heads, t, d, 0, type, what);
+    }
+
+    /** {@link #attentionQkv} with the kernel given. */
+    public final void attentionQkv(long qkv, long bias, long o, long lse, int n, int heads, int t, int d, int kernel,
+                                   Precision type, Supplier<String> what) {
+        check(onestep_attention_forward_qkv_kernel_typed(qkv, bias, o, lse, n, heads, t, d, 0L, 0f, kernel, type.code,
+                stream), "attention", what);
+    }
+
     /** Launches of {@link #igemmConv} so far (timing runs included). */
     public long igemmLaunches() {
         return igemmLaunches;

@@ -486,11 +486,14 @@ public final class DeviceCheck {
             fact(p.label() + " pass captured, nothing on the host", h.capturedPasses().size() == 1
                     && h.eagerOnlyPasses().isEmpty() && h.hostOps() == 0);
             if (d instanceof CudaDevice cd) {
-                // Each shape's timed choice between our tensor-core implicit GEMM and cuDNN (kernels/src/conv.cu).
-                java.util.List<CudaDevice.OwnConv> choices = cd.ownConvolutionChoices();
+                // Each shape's timed choice: our tensor-core implicit GEMM against cuDNN (kernels/src/conv.cu), the
+                // split-keys attention against the default kernel.
+                java.util.List<CudaDevice.Choice> choices = cd.timedChoices();
+                long convs = choices.stream().filter(o -> !o.shape().startsWith("attention,")).count();
                 fact(p.label() + " pass: " + choices.stream().filter(o -> o.config() > 0).count() + " of "
-                        + choices.size() + " convolution shapes on our implicit GEMM, timed against cuDNN",
-                        !choices.isEmpty() || !cd.ownsConvolutions());
+                        + choices.size() + " shapes on our candidate kernels (" + convs + " convolution shapes timed "
+                        + "against cuDNN, " + (choices.size() - convs) + " attention shapes)",
+                        convs > 0 || !cd.ownsConvolutions());
                 choices.forEach(o -> System.out.println("    " + o));
             } else {
                 fact(p.label() + " pass: " + d.igemmLaunches() + " convolutions by our implicit GEMM (emulated mma)",
