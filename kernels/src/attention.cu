@@ -255,6 +255,48 @@ __device__ __forceinline__ void store_column8(T* Vt, int pitch, int cv, int rv, 
     for (int j = 0; j < kVec; j++) Vt[(cv + j) * pitch + rv] = ve[j];
 }
 
+// The A fragments of 16 query rows of a head (r_lo = first row + g, r_hi = r_lo + 8 in this lane), one per 16-wide
+// step over d, with the q bias added (rows past Tq: zeros); and the zeroed O accumulator.
+template <typename T, int D>
+__device__ __forceinline__ void load_q(uint32_t (&qa)[D / 16][4], float (&oacc)[D / 8][4], const T* q, long long head_q,
+                                       long long ld, int r_lo, int r_hi, int Tq, int t, int h, const T* q_bias) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        const int c = 16 * kk + 2 * t;
+        const int f = h * D + c;  // the feature within the token, for the bias
+        qa[kk][0] = r_lo < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_lo * ld + c), q_bias, f) : 0u;
+        qa[kk][1] = r_hi < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_hi * ld + c), q_bias, f) : 0u;
+        qa[kk][2] = r_lo < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_lo * ld + c + 8), q_bias, f + 8) : 0u;
+        qa[kk][3] = r_hi < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_hi * ld + c + 8), q_bias, f + 8) : 0u;
+    }
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) oacc[dn][0] = oacc[dn][1] = oacc[dn][2] = oacc[dn][3] = 0.0f;
+}
+
+// Stages the NK-key tile at k0 into shared memory, biases added: K as [key][d] (pitch PK), V transposed as [d][key]
+// (pitch PV); keys >= kv_end are zero. Threads first, first + stride, ... share the work (a block, or one warp). K is
+// read a whole row at a time (coalesced); V one 16-byte column chunk of consecutive keys per thread, so the
+// transposed 16-bit stores of a warp fall in consecutive words (no bank conflicts).
+template <typename T, int D, int NK, int PK, int PV>
+__device__ __forceinline__ void stage_kv(T* Ks, T* Vt, const T* k, const T* v, long long head_k, long long ld, int k0,
+                                         int kv_end, int h, const Biases<T>& bias, int first, int stride) {
+    for (int i = first; i < NK * D / kVec; i += stride) {
+        const int r = i / (D / kVec), c = (i % (D / kVec)) * kVec;
+        int4 kv = make_int4(0, 0, 0, 0), vv = kv;
+        if (k0 + r < kv_end) kv = biased8<T>(load_as<int4>(k + head_k + (k0 + r) * ld + c), bias.k, h * D + c);
+        store_as<int4>(Ks + r * PK + c, kv);
+        const int rv = i % NK, cv = (i / NK) * kVec;
+        if (k0 + rv < kv_end) vv = biased8<T>(load_as<int4>(v + head_k + (k0 + rv) * ld + cv), bias.v, h * D + cv);
+        store_column8<T>(Vt, PV, cv, rv, vv);
+    }
+}
+
+// A row's sum over the 4 lanes of its quad (lanes 4g .. 4g + 3 hold parts of rows g and g + 8).
+__device__ __forceinline__ float quad_sum(float x) {
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
 // One tile of NK keys (its first key k0) for this warp's 16 rows (g and g + 8 in this lane): S = Q K^T from the
 // Q fragments qa and the tile's K (Ks, [key][d] with pitch PK) on tensor cores, masked past kv_end and scaled
 // (base 2), the online softmax update of m, l and the O accumulator (FA2, Alg. 1, lines 8-10), and O += P V with
@@ -329,42 +371,19 @@ __global__ void __launch_bounds__(kWarps * 32)
     const long long head_q = hd.q, head_k = hd.k, ld = hd.ld;
 
     uint32_t qa[D / 16][4];  // A fragments of this warp's 16 rows of Q, one per 16-wide step over d
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-        const int c = 16 * kk + 2 * t;
-        const int f = h * D + c;  // the feature within the token, for the bias
-        qa[kk][0] = r_lo < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_lo * ld + c), bias.q, f) : 0u;
-        qa[kk][1] = r_hi < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_hi * ld + c), bias.q, f) : 0u;
-        qa[kk][2] = r_lo < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_lo * ld + c + 8), bias.q, f + 8) : 0u;
-        qa[kk][3] = r_hi < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_hi * ld + c + 8), bias.q, f + 8) : 0u;
-    }
     float oacc[D / 8][4];
-#pragma unroll
-    for (int dn = 0; dn < D / 8; dn++) oacc[dn][0] = oacc[dn][1] = oacc[dn][2] = oacc[dn][3] = 0.0f;
+    load_q<T, D>(qa, oacc, q, head_q, ld, r_lo, r_hi, Tq, t, h, bias.q);
     // Running max (base-2 units) and this lane's part of the running sum, for rows r_lo and r_hi.
     float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
 
     for (int k0 = 0; k0 < kv_end; k0 += kKeys) {
         __syncthreads();  // the previous tile's readers are done
-        // K: a warp reads whole rows (coalesced); V: a warp reads one 16-byte column chunk of 32 consecutive keys,
-        // so its transposed 16-bit stores fall in 16 consecutive words (no bank conflicts). Keys >= kv_end are zero.
-        for (int i = threadIdx.x; i < kKeys * D / kVec; i += blockDim.x) {
-            const int r = i / (D / kVec), c = (i % (D / kVec)) * kVec;
-            int4 kv = make_int4(0, 0, 0, 0), vv = kv;
-            if (k0 + r < kv_end) kv = biased8<T>(load_as<int4>(k + head_k + (k0 + r) * ld + c), bias.k, h * D + c);
-            store_as<int4>(Ks + r * kPitchK + c, kv);
-            const int rv = i % kKeys, cv = (i / kKeys) * kVec;
-            if (k0 + rv < kv_end) vv = biased8<T>(load_as<int4>(v + head_k + (k0 + rv) * ld + cv), bias.v, h * D + cv);
-            store_column8<T>(Vt, kPitchV, cv, rv, vv);
-        }
+        stage_kv<T, D, kKeys, kPitchK, kPitchV>(Ks, Vt, k, v, head_k, ld, k0, kv_end, h, bias, threadIdx.x, blockDim.x);
         __syncthreads();
 
         tile_step<T, D, kKeys, kPitchK, kPitchV>(qa, Ks, Vt, k0, kv_end, scale_log2, g, t, m_lo, m_hi, l_lo, l_hi, oacc);
     }
-    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
-    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
-    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
-    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
+    l_lo = quad_sum(l_lo), l_hi = quad_sum(l_hi);
     const float inv_lo = l_lo > 0.0f ? 1.0f / l_lo : 0.0f, inv_hi = l_hi > 0.0f ? 1.0f / l_hi : 0.0f;
     const long long head_o = out_base(H, D, Tq, tokens), ld_o = out_ld(H, D, tokens);
 #pragma unroll
@@ -412,38 +431,18 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
     const long long head_q = hd.q, head_k = hd.k, ld = hd.ld;
 
     uint32_t qa[D / 16][4];  // every warp holds the block's 16 rows of Q
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-        const int c = 16 * kk + 2 * t, f = h * D + c;
-        qa[kk][0] = r_lo < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_lo * ld + c), bias.q, f) : 0u;
-        qa[kk][1] = r_hi < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_hi * ld + c), bias.q, f) : 0u;
-        qa[kk][2] = r_lo < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_lo * ld + c + 8), bias.q, f + 8) : 0u;
-        qa[kk][3] = r_hi < Tq ? biased_pair<T>(load_as<uint32_t>(q + head_q + r_hi * ld + c + 8), bias.q, f + 8) : 0u;
-    }
     float oacc[D / 8][4];
-#pragma unroll
-    for (int dn = 0; dn < D / 8; dn++) oacc[dn][0] = oacc[dn][1] = oacc[dn][2] = oacc[dn][3] = 0.0f;
+    load_q<T, D>(qa, oacc, q, head_q, ld, r_lo, r_hi, Tq, t, h, bias.q);
     float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
 
     for (int k0 = warp * kSplitKeys; k0 < kv_end; k0 += kSplitWarps * kSplitKeys) {
         __syncwarp();  // this warp's previous tile is read
-        for (int i = lane; i < kSplitKeys * D / kVec; i += 32) {
-            const int r = i / (D / kVec), c = (i % (D / kVec)) * kVec;
-            int4 kv = make_int4(0, 0, 0, 0), vv = kv;
-            if (k0 + r < kv_end) kv = biased8<T>(load_as<int4>(k + head_k + (k0 + r) * ld + c), bias.k, h * D + c);
-            store_as<int4>(Ks + r * S::kPitchK + c, kv);
-            const int rv = i % kSplitKeys, cv = (i / kSplitKeys) * kVec;
-            if (k0 + rv < kv_end) vv = biased8<T>(load_as<int4>(v + head_k + (k0 + rv) * ld + cv), bias.v, h * D + cv);
-            store_column8<T>(Vt, S::kPitchV, cv, rv, vv);
-        }
+        stage_kv<T, D, kSplitKeys, S::kPitchK, S::kPitchV>(Ks, Vt, k, v, head_k, ld, k0, kv_end, h, bias, lane, 32);
         __syncwarp();
         tile_step<T, D, kSplitKeys, S::kPitchK, S::kPitchV>(qa, Ks, Vt, k0, kv_end, scale_log2, g, t, m_lo, m_hi, l_lo,
                                                             l_hi, oacc);
     }
-    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
-    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
-    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
-    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
+    l_lo = quad_sum(l_lo), l_hi = quad_sum(l_hi);
 
     // The merge: every warp's (m, l, O) for the block's 16 rows into shared memory (over the tiles, now read), then
     // each thread combines the warps' values of some (row, feature pairs); a warp that saw no key has m = -inf and

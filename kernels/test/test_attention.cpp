@@ -110,7 +110,7 @@ void reference_backward(const Case& c, const vector<float>& q, const vector<floa
         }
 }
 
-bool ok(onestep_status s, const char* what) { return expect(s == ONESTEP_OK, what, onestep_last_error_message()); }
+using ktest::ok;
 
 // cudaMalloc-like 256-byte-aligned copies, as the kernel's float4 loads require.
 struct Buf {

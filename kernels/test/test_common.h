@@ -86,6 +86,9 @@ inline bool expect(bool cond, const char* fmt, const char* detail = "") {
     return cond;
 }
 
+// A library call that must succeed: on failure the check fails with `what` formatted with the library's message.
+inline bool ok(onestep_status s, const char* what) { return expect(s == ONESTEP_OK, what, onestep_last_error_message()); }
+
 // Waits for the kernels just queued (a no-op in the emulation, where launches are synchronous; needed
 // when these tests run against the real library on a GPU).
 inline bool sync() {
@@ -170,6 +173,20 @@ inline std::vector<uint16_t> narrow(const Format16& f, std::vector<float>& v) {
     }
     return bits;
 }
+
+// A 16-bit format as the typed tests name it: its oracle, its dtype and its name in messages.
+struct Type16 {
+    const Format16& f;
+    onestep_dtype dt;
+    const char* name;
+};
+
+// Random normal values already representable in the format: v holds them as floats, b their bits.
+struct Input16 {
+    std::vector<float> v;
+    Buf16 b;
+    Input16(const Type16& t, Rng& rng, size_t n, double stdev = 1.0) : v(rng.normals(n, 0.0, stdev)), b(narrow(t.f, v)) {}
+};
 
 inline std::vector<float> widen(const Format16& f, const uint16_t* bits, size_t n) {
     std::vector<float> v(n);

@@ -23,24 +23,15 @@ using std::vector;
 
 namespace {
 
-struct Type {
-    const Format16& f;
-    onestep_dtype dt;
-    const char* name;
-};
+using Type = ktest::Type16;
 
 struct Case {
     int N, H, W, Cin, KH, KW, Cout, stride, padding;
 };
 
-bool ok(onestep_status s, const char* what) { return expect(s == ONESTEP_OK, what, onestep_last_error_message()); }
+using ktest::ok;
 
-// Random values representable in the format: v holds them as floats, b their bits.
-struct Input {
-    vector<float> v;
-    Buf16 b;
-    Input(const Type& t, ktest::Rng& rng, size_t n) : v(rng.normals(n)), b(ktest::narrow(t.f, v)) {}
-};
+using Input = ktest::Input16;
 
 void check_case(const Type& t, ktest::Rng& rng, const Case& c) {
     const int Ho = (c.H + 2 * c.padding - c.KH) / c.stride + 1, Wo = (c.W + 2 * c.padding - c.KW) / c.stride + 1;

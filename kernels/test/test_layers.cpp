@@ -16,9 +16,7 @@ using std::vector;
 
 namespace {
 
-bool ok(onestep_status s, const char* what) {
-    return expect(s == ONESTEP_OK, what, onestep_last_error_message());
-}
+using ktest::ok;
 
 void check_gemm() {
     ktest::Rng rng(1);

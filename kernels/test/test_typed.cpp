@@ -24,13 +24,9 @@ using std::vector;
 
 namespace {
 
-struct Type {
-    const Format16& f;
-    onestep_dtype dt;
-    const char* name;
-};
+using Type = ktest::Type16;
 
-bool ok(onestep_status s, const char* what) { return expect(s == ONESTEP_OK, what, onestep_last_error_message()); }
+using ktest::ok;
 
 // got (16-bit bits) must equal want32 (the fp32 twin's output) rounded to the format, element for element.
 void expect_rounded(const char* what, const Type& t, const uint16_t* got, const float* want32, size_t n) {
@@ -50,13 +46,7 @@ void expect_rounded(const char* what, const Type& t, const uint16_t* got, const 
     expect(bad == 0, "%s", msg);
 }
 
-// Random values already representable in the format: `v` is rounded in place, the bits go to the device buffer.
-struct Input {
-    vector<float> v;
-    Buf16 b;
-    Input(const Type& t, ktest::Rng& rng, size_t n, double stdev = 1.0)
-        : v(rng.normals(n, 0.0, stdev)), b(narrow(t.f, v)) {}
-};
+using Input = ktest::Input16;
 
 void check_gemm(const Type& t, ktest::Rng& rng) {
     const int M = 9, N = 13, K = 21;
