@@ -356,10 +356,6 @@ public abstract class Device implements AutoCloseable {
 
     @Override
     public void close() {
-        if (timer != 0) {
-            onestep_timer_destroy(timer);
-            timer = 0;
-        }
         if (stream != 0) {
             onestep_stream_destroy(stream);
             stream = 0;
@@ -368,29 +364,24 @@ public abstract class Device implements AutoCloseable {
 
     // ---- our tensor-core convolution and the timer that chooses it ------------------------------------------
 
-    private long timer;
-
     /**
      * Milliseconds per run of {@code work} (queued on this device's stream): two runs to warm up, then {@code reps}
      * between a pair of device events ({@code onestep_timer_*}; the emulation's host clock). Not while capturing.
+     * Each call has its own timer, so {@code work} may time something itself (a timed choice whose library route
+     * makes another choice on its first run).
      */
     public float timeMs(Runnable work, int reps) {
         if (capturing) {
             throw new IllegalStateException("timeMs: the stream is capturing");
         }
-        if (timer == 0) {
-            LongPointer p = new LongPointer(1);
-            try {
-                check(onestep_timer_create(p), "timer", () -> "");
-                timer = p.get();
-            } finally {
-                p.close();
-            }
-        }
         work.run();
         work.run();
+        LongPointer p = new LongPointer(1);
         FloatPointer ms = new FloatPointer(1);
+        long timer = 0;
         try {
+            check(onestep_timer_create(p), "timer", () -> "");
+            timer = p.get();
             check(onestep_timer_start(timer, stream), "timer", () -> "");
             for (int i = 0; i < reps; i++) {
                 work.run();
@@ -398,6 +389,10 @@ public abstract class Device implements AutoCloseable {
             check(onestep_timer_stop(timer, stream, ms), "timer", () -> "");
             return ms.get() / reps;
         } finally {
+            if (timer != 0) {
+                onestep_timer_destroy(timer);
+            }
+            p.close();
             ms.close();
         }
     }
