@@ -650,14 +650,23 @@ public final class CudaDevice extends Device {
             float bestMs = Float.POSITIVE_INFINITY;
             for (int c = 1; c <= igemmConfigs(); c++) {
                 int config = c;
-                float ms = timeMs(() -> igemmConv(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding,
-                        config, type, what), CHOICE_REPS);
+                float ms;
+                try {
+                    ms = timeMs(() -> igemmConv(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding,
+                            config, type, what), CHOICE_REPS);
+                } catch (CudaException e) {
+                    // A tile this device cannot launch (registers, shared memory): the others still compete.
+                    System.err.println("cuda: implicit-GEMM tile " + igemmConfigName(config) + " on " + key
+                            + " did not run (" + e.getMessage() + ")");
+                    continue;
+                }
                 if (ms < bestMs) {
                     best = c;
                     bestMs = ms;
                 }
             }
-            String candidate = "implicit GEMM " + igemmConfigName(best), incumbent = "library route";
+            String candidate = best == 0 ? "implicit GEMM (no tile ran)" : "implicit GEMM " + igemmConfigName(best);
+            String incumbent = "library route";
             if (!(bestMs < libraryMs)) {
                 return new Choice(key, 0, candidate, bestMs, incumbent, libraryMs, "library faster");
             }
