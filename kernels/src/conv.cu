@@ -268,6 +268,7 @@ extern "C" onestep_status onestep_conv2d_igemm_typed(const void* x, const void* 
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "config must be 0 (auto) to %d", igemm::kConfigs);
     if (Cin % 16) return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "Cin must be a multiple of 16");
     if (!x || !w_krsc || !y) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL pointer");
+    if (y == x) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "y must not alias x");
     if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w_krsc)) % 16)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "x and w must be 16-byte aligned (cp.async)");
     const int Ho = (H + 2 * padding - KH) / stride + 1, Wo = (W + 2 * padding - KW) / stride + 1;

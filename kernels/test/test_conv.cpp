@@ -149,6 +149,11 @@ void check_errors() {
                                               ONESTEP_FLOAT16, nullptr),
                    "does not fit"),
            "a kernel larger than the input is refused: %s", msg);
+    expect(refused(ONESTEP_ERROR_INVALID_ARGUMENT,
+                   onestep_conv2d_igemm_typed(buf, buf + 512, nullptr, nullptr, buf, 1, 4, 4, 16, 3, 3, 16, 1, 1, 0,
+                                              ONESTEP_FLOAT16, nullptr),
+                   "alias"),
+           "y aliasing x is refused: %s", msg);
     expect(onestep_conv2d_igemm_choice(1, 32, 32, 128, 3, 3, 128, 1, 1) >= 1 &&
                onestep_conv2d_igemm_choice(1, 32, 32, 3, 3, 3, 128, 1, 1) == 0 &&
                onestep_conv2d_igemm_config_name(onestep_conv2d_igemm_configs()) != nullptr &&
