@@ -8,6 +8,8 @@
 //              1-7 (onestep_conv2d_igemm_config_name): output tiles of 16-64 pixels x 32-64 channels, the GEMM depth
 //              split over 2-8 warps of a block, each with its own cp.async ring of 3-4 stages.
 //   version 9: the same with config 0, the cost model's pick.
+// The upsamplers (nearest 2x, then the 3x3 convolution) run versions 2-9 as onestep_upsample_conv_igemm_typed, the
+// upsampled pixels gathered from x on the fly.
 // The CUDA backend times these tiles against cuDNN on each shape's first use (CudaDevice#ownConv); this file is where
 // to see which tile wins where, and how far from the tensor cores' peak each runs.
 //
@@ -26,11 +28,15 @@
 
 using namespace onestep;
 
+// up: an upsampler (diffusers' Upsample2D: nearest 2x, then the 3x3 convolution); H, W are then the upsampled sizes
+// and x holds (H / 2, W / 2) pixels. Version 1 has no such entry (it runs as two launches in the backend); versions
+// 2-9 run onestep_upsample_conv_igemm_typed.
 struct ConvShape {
     const char* name;
-    int N, H, W, Cin, KH, KW, Cout, stride, padding;
+    int N, H, W, Cin, KH, KW, Cout, stride, padding, up = 0;
     int ho() const { return (H + 2 * padding - KH) / stride + 1; }
     int wo() const { return (W + 2 * padding - KW) / stride + 1; }
+    size_t x_elems() const { return size_t(N) * (H >> up) * (W >> up) * Cin; }
     double flops() const { return 2.0 * N * ho() * wo() * Cout * KH * KW * Cin; }
 };
 
@@ -47,7 +53,8 @@ static std::vector<double> conv_cpu(const ConvShape& s, const std::vector<float>
                         for (int q = 0; q < s.KW; q++) {
                             const int iy = oy * s.stride - s.padding + r, ix = ox * s.stride - s.padding + q;
                             if (iy < 0 || iy >= s.H || ix < 0 || ix >= s.W) continue;
-                            const float* xp = &x[((size_t(n) * s.H + iy) * s.W + ix) * s.Cin];
+                            const float* xp =
+                                &x[((size_t(n) * (s.H >> s.up) + (iy >> s.up)) * (s.W >> s.up) + (ix >> s.up)) * s.Cin];
                             const float* wp = &w_krsc[((size_t(co) * s.KH + r) * s.KW + q) * s.Cin];
                             for (int ci = 0; ci < s.Cin; ci++) acc += double(xp[ci]) * wp[ci];
                         }
@@ -72,6 +79,10 @@ constexpr int kVersions = 9;
 // Runs version v (1: portable on HWIO weights; 2-8: igemm config v - 1; 9: igemm config 0).
 static onestep_status run_version(int v, const ConvShape& s, const __half* x, const __half* w_krsc,
                                   const __half* w_hwio, const __half* bias, __half* y) {
+    if (s.up)
+        return v == 1 ? ONESTEP_ERROR_UNSUPPORTED
+                      : onestep_upsample_conv_igemm_typed(x, w_krsc, bias, y, s.N, s.H / 2, s.W / 2, s.Cin, s.Cout,
+                                                          v == kVersions ? 0 : v - 1, ONESTEP_FLOAT16, nullptr);
     if (v == 1)
         return onestep_conv2d_nhwc_typed(x, w_hwio, bias, y, s.N, s.H, s.W, s.Cin, s.KH, s.KW, s.Cout, s.stride,
                                          s.padding, ONESTEP_FLOAT16, nullptr);
@@ -88,7 +99,7 @@ static const char* version_name(int v) {
 
 // Validates every selected version on shape s; under nvcc also times them. Returns whether all passed.
 static bool run_shape(const ConvShape& s, int only, bool timing) {
-    const size_t nx = size_t(s.N) * s.H * s.W * s.Cin, nw = size_t(s.Cout) * s.KH * s.KW * s.Cin,
+    const size_t nx = s.x_elems(), nw = size_t(s.Cout) * s.KH * s.KW * s.Cin,
                  ny = size_t(s.N) * s.ho() * s.wo() * s.Cout;
     const float wscale = 1.0f / std::sqrt(float(s.KH * s.KW * s.Cin));  // outputs of order 1, as in a trained net
     std::vector<float> x = rounded_half(dev::random_normal(nx, 1)), w = rounded_half(dev::random_normal(nw, 2, 0, wscale)),
@@ -108,6 +119,10 @@ static bool run_shape(const ConvShape& s, int only, bool timing) {
     bool all = true;
     for (int v = 1; v <= kVersions; v++) {
         if (only && v != only) continue;
+        if (s.up && v == 1) {
+            std::printf("  v%d %-40s n/a (an upsampler)\n", v, version_name(v));
+            continue;
+        }
         dev_check(cudaMemset(dy, 0xFF, ny * sizeof(__half)));
         if (run_version(v, s, dx, dw, dwh, db, dy) != ONESTEP_OK) {
             std::printf("  v%d %-40s FAILED to launch: %s\n", v, version_name(v), onestep_last_error_message());
@@ -140,7 +155,8 @@ int main(int argc, char** argv) {
     // Small ragged shapes: the emulation runs every mma lane by lane.
     const ConvShape shapes[] = {{"ragged 3x3", 1, 6, 5, 32, 3, 3, 24, 1, 1},
                                 {"ragged stride 2", 2, 5, 4, 48, 3, 3, 40, 2, 1},
-                                {"1x1 shortcut", 1, 4, 4, 64, 1, 1, 72, 1, 0}};
+                                {"1x1 shortcut", 1, 4, 4, 64, 1, 1, 72, 1, 0},
+                                {"upsampler 3x5 -> 6x10", 1, 6, 10, 32, 3, 3, 24, 1, 1, 1}};
     const bool timing = false;
 #else
     // The CIFAR-size U-Net's convolutions (block_out_channels 128/256/256/256, two layers per block) at batch 1, in
@@ -155,6 +171,8 @@ int main(int argc, char** argv) {
                                 {"up 16x16 conv, concat in", 1, 16, 16, 512, 3, 3, 256, 1, 1},
                                 {"up 32x32 conv, concat in", 1, 32, 32, 384, 3, 3, 128, 1, 1},
                                 {"up 32x32 shortcut 1x1", 1, 32, 32, 256, 1, 1, 128, 1, 0},
+                                {"upsampler 8x8 -> 16x16", 1, 16, 16, 256, 3, 3, 256, 1, 1, 1},
+                                {"upsampler 16x16 -> 32x32", 1, 32, 32, 256, 3, 3, 256, 1, 1, 1},
                                 {"down 32x32 conv, batch 64", 64, 32, 32, 128, 3, 3, 128, 1, 1}};
     const bool timing = true;
 #endif

@@ -288,6 +288,13 @@ onestep_status onestep_conv2d_nhwc_residual_typed(const void* x, const void* w, 
 onestep_status onestep_conv2d_igemm_typed(const void* x, const void* w_krsc, const void* bias, const void* z, void* y,
                                           int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride,
                                           int padding, int config, onestep_dtype dtype, cudaStream_t stream);
+/* y (N, 2H, 2W, Cout) = conv3x3(upsample_nearest2x(x), w, padding 1) + bias for x (N, H, W, Cin): the same kernel
+ * gathering each upsampled pixel from x (the upsampled tensor is never stored), on the 3x3 weights' KRSC layout (Cout,
+ * 3, 3, Cin): diffusers' Upsample2D in one launch, the tensor-core twin of onestep_upsample_conv_typed. bias may be
+ * NULL; the rest as onestep_conv2d_igemm_typed. */
+onestep_status onestep_upsample_conv_igemm_typed(const void* x, const void* w_krsc, const void* bias, void* y, int N,
+                                                 int H, int W, int Cin, int Cout, int config, onestep_dtype dtype,
+                                                 cudaStream_t stream);
 int onestep_conv2d_igemm_configs(void);
 /* "auto" for 0, a tile's description for 1 .. onestep_conv2d_igemm_configs(), NULL otherwise. */
 const char* onestep_conv2d_igemm_config_name(int config);

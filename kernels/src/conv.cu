@@ -43,6 +43,8 @@ struct Shape {
     int M;      // N Ho Wo: the GEMM's rows
     int K;      // KH KW Cin: its depth
     int steps;  // K / 16
+    int up;     // 1: the input is x upsampled 2x (nearest), never stored: H, W are the upsampled sizes, and pixel
+                // (iy, ix) reads x's (iy / 2, ix / 2) (diffusers' Upsample2D, then its 3x3 convolution, in one launch)
 };
 
 // A tile shape: BM output pixels x BN output channels a block, the depth split over KSPLIT warps, each with a ring of
@@ -93,7 +95,7 @@ __global__ void __launch_bounds__(C::kThreads)
         a_base[i] = 0, a_iy[i] = INT_MIN / 2, a_ix[i] = 0;
         if (m < s.M) {
             const int hw = s.Ho * s.Wo, n = m / hw, rem = m - n * hw, oy = rem / s.Wo, ox = rem - oy * s.Wo;
-            a_base[i] = (long long)n * s.H * s.W * s.Cin + ((lane + 32 * i) % 2) * 8;
+            a_base[i] = (long long)n * (s.H >> s.up) * (s.W >> s.up) * s.Cin + ((lane + 32 * i) % 2) * 8;
             a_iy[i] = oy * s.stride - s.padding, a_ix[i] = ox * s.stride - s.padding;
         }
     }
@@ -107,7 +109,8 @@ __global__ void __launch_bounds__(C::kThreads)
         for (int i = 0; i < C::kAChunks; i++) {
             const int id = lane + 32 * i, iy = a_iy[i] + r, ix = a_ix[i] + q;
             const bool valid = unsigned(iy) < unsigned(s.H) && unsigned(ix) < unsigned(s.W);
-            const T* src = valid ? x + a_base[i] + ((long long)iy * s.W + ix) * s.Cin + c0 : x;
+            const T* src =
+                valid ? x + a_base[i] + ((long long)(iy >> s.up) * (s.W >> s.up) + (ix >> s.up)) * s.Cin + c0 : x;
             cp_async16(a_tile + swizzled(id / 2, id % 2), src, valid);
         }
 #pragma unroll
@@ -247,17 +250,16 @@ extern "C" int onestep_conv2d_igemm_choice(int N, int H, int W, int Cin, int KH,
         return 0;
     const int Ho = (H + 2 * padding - KH) / stride + 1, Wo = (W + 2 * padding - KW) / stride + 1;
     const igemm::Shape s{N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo, N * Ho * Wo, KH * KW * Cin,
-                         KH * KW * Cin / 16};
+                         KH * KW * Cin / 16, 0};
     return igemm::pick(s);
 }
 
-extern "C" onestep_status onestep_conv2d_igemm_typed(const void* x, const void* w_krsc, const void* bias, const void* z,
-                                                     void* y, int N, int H, int W, int Cin, int KH, int KW, int Cout,
-                                                     int stride, int padding, int config, onestep_dtype dtype,
-                                                     cudaStream_t stream) {
-    const char* fn = "onestep_conv2d_igemm_typed";
-    ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d, KH=%d, KW=%d, Cout=%d, stride=%d, padding=%d, config=%d, %s", N, H, W,
-                   Cin, KH, KW, Cout, stride, padding, config, onestep::dtype_name(dtype));
+// The checks and launch of both entry points; `up`: x is (N, H / 2, W / 2, Cin), upsampled 2x on the fly.
+static onestep_status igemm_impl(const char* fn, const void* x, const void* w_krsc, const void* bias, const void* z,
+                                 void* y, int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride,
+                                 int padding, int up, int config, onestep_dtype dtype, cudaStream_t stream) {
+    ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d, KH=%d, KW=%d, Cout=%d, stride=%d, padding=%d, config=%d, %s", N,
+                   H >> up, W >> up, Cin, KH, KW, Cout, stride, padding, config, onestep::dtype_name(dtype));
     if (dtype != ONESTEP_FLOAT16 && dtype != ONESTEP_BFLOAT16)
         return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "fp16 or bf16 only (tensor cores)");
     if (N < 1 || H < 1 || W < 1 || Cin < 1 || KH < 1 || KW < 1 || Cout < 1 || stride < 1 || padding < 0)
@@ -275,10 +277,29 @@ extern "C" onestep_status onestep_conv2d_igemm_typed(const void* x, const void* 
     if ((long long)N * Ho * Wo > INT_MAX / 2 || (long long)KH * KW * Cin > INT_MAX / 2)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "too large");
     const igemm::Shape s{N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo, N * Ho * Wo, KH * KW * Cin,
-                         KH * KW * Cin / 16};
+                         KH * KW * Cin / 16, up};
     if (config == 0) config = igemm::pick(s);
     const cudaError_t e = dtype == ONESTEP_FLOAT16
                               ? igemm::dispatch<__half>(config, x, w_krsc, bias, z, y, s, stream)
                               : igemm::dispatch<__nv_bfloat16>(config, x, w_krsc, bias, z, y, s, stream);
     return check_launch(e, fn, shapes);
+}
+
+extern "C" onestep_status onestep_conv2d_igemm_typed(const void* x, const void* w_krsc, const void* bias, const void* z,
+                                                     void* y, int N, int H, int W, int Cin, int KH, int KW, int Cout,
+                                                     int stride, int padding, int config, onestep_dtype dtype,
+                                                     cudaStream_t stream) {
+    return igemm_impl("onestep_conv2d_igemm_typed", x, w_krsc, bias, z, y, N, H, W, Cin, KH, KW, Cout, stride,
+                      padding, 0, config, dtype, stream);
+}
+
+extern "C" onestep_status onestep_upsample_conv_igemm_typed(const void* x, const void* w_krsc, const void* bias,
+                                                            void* y, int N, int H, int W, int Cin, int Cout, int config,
+                                                            onestep_dtype dtype, cudaStream_t stream) {
+    if (H > INT_MAX / 4 || W > INT_MAX / 4) {
+        ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d, Cout=%d", N, H, W, Cin, Cout);
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_upsample_conv_igemm_typed", shapes, "too large");
+    }
+    return igemm_impl("onestep_upsample_conv_igemm_typed", x, w_krsc, bias, nullptr, y, N, 2 * H, 2 * W, Cin, 3, 3,
+                      Cout, 1, 1, 1, config, dtype, stream);
 }

@@ -91,6 +91,53 @@ void check_case(const Type& t, ktest::Rng& rng, const Case& c) {
         }
 }
 
+// The upsampling convolution (onestep_upsample_conv_igemm_typed): conv3x3(upsample2x(x)) + bias against the double
+// reference written out on the upsampled tensor, every tile, odd and 1-pixel inputs, with and without the bias.
+void check_upsample(const Type& t, ktest::Rng& rng, int N, int H, int W, int Cin, int Cout) {
+    const int Ho = 2 * H, Wo = 2 * W;
+    const size_t ny = size_t(N) * Ho * Wo * Cout;
+    Input x(t, rng, size_t(N) * H * W * Cin), w(t, rng, size_t(Cout) * 9 * Cin), b(t, rng, Cout);
+    vector<double> ref(ny), mag(ny);
+    for (int n = 0; n < N; n++)
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++)
+                for (int co = 0; co < Cout; co++) {
+                    double acc = 0, m = 0;
+                    for (int r = 0; r < 3; r++)
+                        for (int q = 0; q < 3; q++) {
+                            const int uy = oy - 1 + r, ux = ox - 1 + q;  // in the upsampled image
+                            if (uy < 0 || uy >= Ho || ux < 0 || ux >= Wo) continue;
+                            for (int ci = 0; ci < Cin; ci++) {
+                                const double p = double(x.v[((size_t(n) * H + uy / 2) * W + ux / 2) * Cin + ci]) *
+                                                 w.v[((size_t(co) * 3 + r) * 3 + q) * Cin + ci];
+                                acc += p, m += std::fabs(p);
+                            }
+                        }
+                    const size_t o = ((size_t(n) * Ho + oy) * Wo + ox) * Cout + co;
+                    ref[o] = acc, mag[o] = m;
+                }
+    const double u = ktest::unit_roundoff(t.f), K = 9.0 * Cin + 1;
+    for (int config = 0; config <= onestep_conv2d_igemm_configs(); config++)
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            Buf16 y(ny);
+            ok(onestep_upsample_conv_igemm_typed(x.b.p, w.b.p, with_bias ? b.b.p : nullptr, y.p, N, H, W, Cin, Cout,
+                                                 config, t.dt, nullptr),
+               "upsample_conv_igemm: %s");
+            ktest::sync();
+            size_t bad = 0, first = 0;
+            for (size_t o = 0; o < ny; o++) {
+                const double want = ref[o] + (with_bias ? double(b.v[o % Cout]) : 0.0);
+                const double m = mag[o] + (with_bias ? std::fabs(b.v[o % Cout]) : 0.0);
+                const double got = ktest::decode16(t.f, y.p[o]);
+                if (!(std::fabs(got - want) <= u * std::fabs(want) + std::ldexp(K * m, -22)) && bad++ == 0) first = o;
+            }
+            char msg[200];
+            std::snprintf(msg, sizeof msg, "%s upsample igemm N=%d %dx%dx%d -> %d config=%d bias=%d: %zu of %zu off "
+                          "(first at %zu)", t.name, N, H, W, Cin, Cout, config, with_bias, bad, ny, first);
+            expect(bad == 0, "%s", msg);
+        }
+}
+
 // The portable kernel on the same inputs (HWIO weights) must agree with the tensor-core one to the same bound: the
 // pair the CUDA backend compares on a shape's first use.
 void check_against_portable(const Type& t, ktest::Rng& rng) {
@@ -178,6 +225,8 @@ int main() {
     for (const Type& t : types) {
         for (const Case& c : cases) check_case(t, rng, c);
         check_against_portable(t, rng);
+        check_upsample(t, rng, 2, 3, 5, 32, 24);  // odd sizes: every parity of the gather
+        check_upsample(t, rng, 1, 1, 1, 16, 8);   // one pixel: a 2x2 output, every tap at an edge
     }
     check_errors();
     return ktest::finish("test_conv", start);

@@ -365,6 +365,13 @@ public final class OnestepKernels {
                                                         @Cast("onestep_dtype") int dtype,
                                                         @Cast("cudaStream_t") long stream);
 
+    public static native int onestep_upsample_conv_igemm_typed(@Cast("const void*") long x,
+                                                               @Cast("const void*") long wKrsc,
+                                                               @Cast("const void*") long bias, @Cast("void*") long y,
+                                                               int n, int h, int w, int cin, int cout, int config,
+                                                               @Cast("onestep_dtype") int dtype,
+                                                               @Cast("cudaStream_t") long stream);
+
     public static native int onestep_conv2d_igemm_configs();
 
     public static native @Cast("const char*") BytePointer onestep_conv2d_igemm_config_name(int config);

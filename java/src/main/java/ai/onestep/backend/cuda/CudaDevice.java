@@ -449,7 +449,9 @@ public final class CudaDevice extends Device {
                                int kh, int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
                                Supplier<String> what) {
         String ownKey = (z == 0 ? "biased," : "residual,") + convKey(n, h, wd, cin, kh, kw, cout, stride, padding, type);
-        if (ownConv(ownKey, x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, what,
+        if (ownConv(ownKey, igemmTakes(x, wKrsc, cin, type), y, outElems(n, h, wd, kh, kw, cout, stride, padding),
+                type, what, c -> igemmConv(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, c, type,
+                        what),
                 s -> libraryConvResidual(x, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type,
                         s, what),
                 ref -> check(z == 0 ? onestep_conv2d_nhwc_typed(x, w, bias, ref, n, h, wd, cin, kh, kw, cout, stride,
@@ -522,7 +524,8 @@ public final class CudaDevice extends Device {
                        int cout, int stride, int padding, Precision type, Scratch scratch, Supplier<String> what) {
         String key = convKey(n, h, wd, cin, kh, kw, cout, stride, padding, type);
         ConvPlan plan = plan(key, n, h, wd, cin, kh, kw, cout, stride, padding, type);
-        if (ownConv(key, x, wKrsc, bias, 0, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, what,
+        if (ownConv(key, igemmTakes(x, wKrsc, cin, type), y, outElems(n, h, wd, kh, kw, cout, stride, padding), type,
+                what, c -> igemmConv(x, wKrsc, bias, 0, y, n, h, wd, cin, kh, kw, cout, stride, padding, c, type, what),
                 s -> libraryConv(plan, x, w, wKrsc, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, s,
                         what),
                 ref -> portableConv(x, w, bias, ref, n, h, wd, cin, kh, kw, cout, stride, padding, type, what))) {
@@ -598,18 +601,23 @@ public final class CudaDevice extends Device {
         attentionQkv(qkv, bias, o, lse, n, heads, t, d, c != null ? c.config() : 0, type, what);
     }
 
+    /** Elements of a convolution's output. */
+    private static long outElems(int n, int h, int wd, int kh, int kw, int cout, int stride, int padding) {
+        return (long) n * ((h + 2 * padding - kh) / stride + 1) * ((wd + 2 * padding - kw) / stride + 1) * cout;
+    }
+
     /**
-     * Runs the convolution by our implicit GEMM and returns true where that shape's timed choice went to it; false:
-     * the caller runs the library route. The choice is made on the shape's first use outside a capture, before the
-     * library route's own first run, so a pass's runs make the same scratch allocations every time: each eligible
-     * tile ({@link #igemmConfigs}) and the library route (its scratch lent by a temporary) are timed back to back
-     * ({@link #timeMs}); ours is kept only if its fastest tile is faster and its result agrees with the portable
-     * kernel's ({@code reference} writes that into its argument).
+     * Runs a convolution by our implicit GEMM ({@code ours}, given the tile) and returns true where that shape's timed
+     * choice went to it; false: the caller runs the library route. The choice is made on the shape's first use outside
+     * a capture, before the library route's own first run, so a pass's runs make the same scratch allocations every
+     * time: each tile ({@link #igemmConfigs}) and the library route (its scratch lent by a temporary) are timed back
+     * to back ({@link #timeMs}); ours is kept only if its fastest tile is faster and its result y (outElems values)
+     * agrees with the portable kernel's ({@code reference} writes that into its argument).
      */
-    private boolean ownConv(String key, long x, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
-                            int kh, int kw, int cout, int stride, int padding, Precision type, Supplier<String> what,
-                            java.util.function.Consumer<Scratch> library, java.util.function.LongConsumer reference) {
-        if (!ownConvolutions || !igemmTakes(x, wKrsc, cin, type)) {
+    private boolean ownConv(String key, boolean takes, long y, long outElems, Precision type, Supplier<String> what,
+                            java.util.function.IntConsumer ours, java.util.function.Consumer<Scratch> library,
+                            java.util.function.LongConsumer reference) {
+        if (!ownConvolutions || !takes) {
             return false;
         }
         Choice own = choices.get(key);
@@ -617,21 +625,19 @@ public final class CudaDevice extends Device {
             if (capturing()) {
                 return false;
             }
-            own = chooseOwn(key, x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, what,
-                    library, reference);
+            own = chooseOwn(key, y, outElems, type, what, ours, library, reference);
             choices.put(key, own);
         }
         if (own.config() == 0) {
             return false;
         }
-        igemmConv(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, own.config(), type, what);
+        ours.accept(own.config());
         return true;
     }
 
-    private Choice chooseOwn(String key, long x, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
-                              int kh, int kw, int cout, int stride, int padding, Precision type, Supplier<String> what,
-                              java.util.function.Consumer<Scratch> library,
-                              java.util.function.LongConsumer reference) {
+    private Choice chooseOwn(String key, long y, long outElems, Precision type, Supplier<String> what,
+                             java.util.function.IntConsumer ours, java.util.function.Consumer<Scratch> library,
+                             java.util.function.LongConsumer reference) {
         long unfused = residualsUnfused;  // the library's timing runs are not the pass's launches
         try (Temporary tmp = new Temporary()) {
             // The library route asks for the same scratch (KRSC weights, cuDNN workspace) on every run: lend one
@@ -652,8 +658,7 @@ public final class CudaDevice extends Device {
                 int config = c;
                 float ms;
                 try {
-                    ms = timeMs(() -> igemmConv(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding,
-                            config, type, what), CHOICE_REPS);
+                    ms = timeMs(() -> ours.accept(config), CHOICE_REPS);
                 } catch (CudaException e) {
                     // A tile this device cannot launch (registers, shared memory): the others still compete.
                     System.err.println("cuda: implicit-GEMM tile " + igemmConfigName(config) + " on " + key
@@ -670,12 +675,10 @@ public final class CudaDevice extends Device {
             if (!(bestMs < libraryMs)) {
                 return new Choice(key, 0, candidate, bestMs, incumbent, libraryMs, "library faster");
             }
-            igemmConv(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, best, type, what);
-            long elems = (long) n * ((h + 2 * padding - kh) / stride + 1) * ((wd + 2 * padding - kw) / stride + 1)
-                    * cout;
-            long ref = tmp.allocate(elems * type.bytes, "implicit-GEMM convolution check");
+            ours.accept(best);
+            long ref = tmp.allocate(outElems * type.bytes, "implicit-GEMM convolution check");
             reference.accept(ref);
-            boolean ok = agrees(y, ref, elems, type, tmp, what, "our implicit-GEMM convolution " + key,
+            boolean ok = agrees(y, ref, outElems, type, tmp, what, "our implicit-GEMM convolution " + key,
                     "the library route for this shape");
             return new Choice(key, ok ? best : 0, candidate, bestMs, incumbent, libraryMs,
                     ok ? "ours faster" : "ours disagreed");
@@ -1078,11 +1081,25 @@ public final class CudaDevice extends Device {
      * kernel. Checked on a shape's first use against the portable kernel, as the convolutions are; a shape cuDNN
      * refuses, gets wrong, or (timed) runs slower than the upsampled convolution plus {@link #FUSED_SLACK_MS} runs
      * as the upsampling and cuDNN's forward convolution from then on, with one log line.
-     * Without cuDNN: the portable kernel.
+     * Without cuDNN: the portable kernel. In fp16/bf16 our implicit GEMM, gathering the upsampled pixels from x
+     * ({@link #igemmUpsampleConv}), competes with that route as the convolutions' does ({@link #ownConv}).
      */
     @Override
     public void upsampleConv(long x, long w, long wKrsc, long k, long bias, long y, int n, int h, int wd, int cin,
                              int cout, Precision type, Scratch scratch, Supplier<String> what) {
+        String ownKey = "upsample," + convKey(n, h, wd, cin, 3, 3, cout, 1, 1, type);
+        if (ownConv(ownKey, igemmTakes(x, wKrsc, cin, type), y, 4L * n * h * wd * cout, type, what,
+                c -> igemmUpsampleConv(x, wKrsc, bias, y, n, h, wd, cin, cout, c, type, what),
+                s -> libraryUpsampleConv(x, w, wKrsc, k, bias, y, n, h, wd, cin, cout, type, s, what),
+                ref -> super.upsampleConv(x, w, wKrsc, k, bias, ref, n, h, wd, cin, cout, type, scratch, what))) {
+            return;
+        }
+        libraryUpsampleConv(x, w, wKrsc, k, bias, y, n, h, wd, cin, cout, type, scratch, what);
+    }
+
+    /** The upsampling convolution by cuDNN's transposed convolution, or the upsampling and a convolution. */
+    private void libraryUpsampleConv(long x, long w, long wKrsc, long k, long bias, long y, int n, int h, int wd,
+                                     int cin, int cout, Precision type, Scratch scratch, Supplier<String> what) {
         if (cudnnHandle == null) {
             super.upsampleConv(x, w, wKrsc, k, bias, y, n, h, wd, cin, cout, type, scratch, what);
             return;

@@ -429,6 +429,17 @@ public abstract class Device implements AutoCloseable {
         igemmLaunches++;
     }
 
+    /**
+     * {@code y} (n, 2h, 2wd, cout) = conv3x3(upsample2x(x), w) + bias (0: none) by the same kernel, gathering the
+     * upsampled pixels from x ({@code onestep_upsample_conv_igemm_typed}) on the 3x3 weights' KRSC copy; one launch.
+     */
+    public final void igemmUpsampleConv(long x, long wKrsc, long bias, long y, int n, int h, int wd, int cin, int cout,
+                                        int config, Precision type, Supplier<String> what) {
+        check(onestep_upsample_conv_igemm_typed(x, wKrsc, bias, y, n, h, wd, cin, cout, config, type.code, stream),
+                "upsampleConv2d", what);
+        igemmLaunches++;
+    }
+
     private long igemmLaunches;
 
     /**

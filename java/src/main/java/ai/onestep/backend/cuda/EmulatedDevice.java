@@ -134,6 +134,17 @@ public final class EmulatedDevice extends Device {
                 cout, stride, padding, type.code, stream()), "conv2dResidual", what);
     }
 
+    /** The portable transposed convolution, or (an igemm device) our implicit GEMM on the 3x3 KRSC weights. */
+    @Override
+    public void upsampleConv(long x, long w, long wKrsc, long k, long bias, long y, int n, int h, int wd, int cin,
+                             int cout, Precision type, Scratch scratch, Supplier<String> what) {
+        if (igemm && igemmTakes(x, wKrsc, cin, type)) {
+            igemmUpsampleConv(x, wKrsc, bias, y, n, h, wd, cin, cout, 0, type, what);
+            return;
+        }
+        super.upsampleConv(x, w, wKrsc, k, bias, y, n, h, wd, cin, cout, type, scratch, what);
+    }
+
     /** The weights the portable kernels read: w, or (a KRSC device) the kept KRSC copy transposed back. */
     private long hwio(long w, long wKrsc, long rows, int cout, Precision type, Scratch scratch, Supplier<String> what) {
         if (!krsc || wKrsc == 0) {

@@ -43,13 +43,14 @@ class IgemmConvTest {
                 ours = KrscWeightsTest.run(ops, net);
                 launches = ops.device().igemmLaunches();
             }
-            // Every convolution but the first (Cin = 2) takes it: some in each of the eager, captured and replayed
-            // calls (the graph replays count once each, at capture).
+            // Every convolution but the first (Cin = 2) takes it, the upsampler's too: some in each of the eager,
+            // captured and replayed calls (the graph replays count once each, at capture).
             assertTrue(launches > 0, p.label() + ": no convolution ran on the implicit GEMM");
             // Both round to the 16-bit type after each op, in different summation orders: the difference is a few
             // units of the type's rounding through the network, and the same after the weights changed (a stale
-            // KRSC copy would give O(1)). Measured (emulated): fp16 1.3e-3, bf16 5.3e-3; the bounds are ~4x.
-            double err = relL2(ours, portable), bound = p == Precision.FP16 ? 5e-3 : 2e-2;
+            // KRSC copy would give O(1)). Measured (emulated, the upsampler on it too): fp16 1.4e-3, bf16 8.6e-3; the
+            // bounds are ~3.5x.
+            double err = relL2(ours, portable), bound = p == Precision.FP16 ? 5e-3 : 3e-2;
             assertTrue(err < bound, p.label() + ": relative L2 difference " + err + " >= " + bound);
             int half = portable.length / 2;  // the second round ran on the scaled weights
             assertTrue(relL2(java.util.Arrays.copyOfRange(ours, half, ours.length),
