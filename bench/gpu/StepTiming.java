@@ -334,7 +334,7 @@ public final class StepTiming {
                 }
                 if (cudnnDevice != null) {
                     // Each shape's timed choice so far: our implicit GEMM's best tile against the route cuDNN would
-                    // take (kernels/src/conv.cu; CudaDevice#ownConv), the split-keys attention against the default.
+                    // take (kernels/src/conv.cu; Device#ownConv), the split-keys attention against the default.
                     for (var choice : cudnnDevice.timedChoices()) {
                         row("  (choice) " + choice);
                     }

@@ -10,7 +10,7 @@
 //   version 9: the same with config 0, the cost model's pick.
 // The upsamplers (nearest 2x, then the 3x3 convolution) run versions 2-9 as onestep_upsample_conv_igemm_typed, the
 // upsampled pixels gathered from x on the fly.
-// The CUDA backend times these tiles against cuDNN on each shape's first use (CudaDevice#ownConv); this file is where
+// The CUDA backend times these tiles against cuDNN on each shape's first use (Device#ownConv); this file is where
 // to see which tile wins where, and how far from the tensor cores' peak each runs.
 //
 //   nvcc build:  cmake target dev_conv_forward;  run: ./dev_conv_forward [version]

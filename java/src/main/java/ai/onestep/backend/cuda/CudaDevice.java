@@ -2,9 +2,6 @@ package ai.onestep.backend.cuda;
 
 import static ai.onestep.kernels.OnestepKernels.*;
 
-import java.lang.foreign.Arena;
-import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.function.Supplier;
@@ -95,53 +92,10 @@ public final class CudaDevice extends Device {
      * kernel at batch 1 (an H100, 2026-11-26: the residual adds took ~3.3 us each).
      */
     static final float FUSED_SLACK_MS = 0.003f;
-    /**
-     * Whether convolutions may run our tensor-core implicit GEMM ({@link #igemmConv}, kernels/src/conv.cu) where, timed
-     * on the shape's first use, it beats the route cuDNN would take ({@code -Donestep.cuda.igemm=false}: never).
-     */
-    private boolean ownConvolutions = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.igemm"));
-    /** Runs per timing in that choice (after two warm-up runs). */
-    static final int CHOICE_REPS = 10;
-    /**
-     * Per shape, in first-use order: the timed choices between one of our kernels and the route it would replace
-     * (convolutions: "conv," / "biased," / "residual," + the shape; attention: "attention," + the shape).
-     */
-    private final Map<String, Choice> choices = new java.util.LinkedHashMap<>();
-
-    /**
-     * A shape's verdict between a candidate kernel of ours and the incumbent route: {@code config} >= 1 runs the
-     * candidate (for convolutions, our implicit GEMM's tile {@code config}; for attention, the split-keys kernel), 0
-     * keeps the incumbent (cuDNN, the portable kernel where cuDNN refuses the shape, or the default attention kernel).
-     * Times are per launch, back to back on the device ({@link #timeMs}); candidateMs is the candidate's best.
-     */
-    public record Choice(String shape, int config, String candidate, float candidateMs, String incumbent,
-                         float incumbentMs, String verdict) {
-        @Override
-        public String toString() {
-            return String.format(java.util.Locale.ROOT, "%s: %s %.1f us, %s %.1f us: %s", shape, candidate,
-                    candidateMs * 1e3, incumbent, incumbentMs * 1e3, verdict);
-        }
-    }
-
-    /**
-     * Whether convolutions may run our implicit GEMM where it timed faster (on by default; shapes already timed keep
-     * their verdicts, and run cuDNN's route while this is off). Takes effect for passes captured from now on.
-     */
-    public void ownConvolutions(boolean on) {
-        ownConvolutions = on;
-    }
-
-    public boolean ownsConvolutions() {
-        return ownConvolutions;
-    }
-
-    /** The timed choices made so far, in first-use order (DeviceCheck and the benchmarks print them). */
-    public java.util.List<Choice> timedChoices() {
-        return java.util.List.copyOf(choices.values());
-    }
-
     CudaDevice(String library) {
         super(library);
+        ownConvolutions(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.igemm")));
+        splitKeys(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.splitKeys")));
         cublasContext handle = null;
         String missing = null;
         try {
@@ -286,7 +240,7 @@ public final class CudaDevice extends Device {
 
     @Override
     public boolean convUsesKrsc() {
-        return cudnnHandle != null || ownConvolutions;  // both cuDNN and our implicit GEMM read KRSC weights
+        return cudnnHandle != null || ownsConvolutions();  // both cuDNN and our implicit GEMM read KRSC weights
     }
 
     @Override
@@ -559,169 +513,16 @@ public final class CudaDevice extends Device {
         }
     }
 
-    /** Whether attention may run the split-keys kernel where it timed faster ({@code -Donestep.cuda.splitKeys=false}). */
-    private boolean splitKeys = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.splitKeys"));
-
-    public void splitKeys(boolean on) {
-        splitKeys = on;
-    }
-
     /**
      * The default tensor-core kernel (64 query rows a block), or the split-keys one (16 rows a block, the keys over
      * its warps) where it timed faster on the shape's first use outside a capture and its result agreed with the
-     * default's. Neither asks for scratch, so the choice can be made inside a pass's first run.
+     * default's ({@link #attentionKernel}).
      */
     @Override
     public void attentionQkv(long qkv, long bias, long o, long lse, int n, int heads, int t, int d, Precision type,
                              Supplier<String> what) {
-        String key = "attention,n=" + n + ",heads=" + heads + ",t=" + t + ",d=" + d + "," + type.label();
-        boolean eligible = splitKeys && type != Precision.FP32 && (d == 32 || d == 64);
-        Choice c = eligible ? choices.get(key) : null;
-        if (eligible && c == null && !capturing()) {
-            float defaultMs = timeMs(() -> attentionQkv(qkv, bias, o, lse, n, heads, t, d, 0, type, what),
-                    CHOICE_REPS);
-            float splitMs = timeMs(() -> attentionQkv(qkv, bias, o, lse, n, heads, t, d, 1, type, what), CHOICE_REPS);
-            String verdict = "default faster";
-            int kernel = 0;
-            if (splitMs < defaultMs) {
-                try (Temporary tmp = new Temporary()) {
-                    long elems = (long) n * t * heads * d;
-                    long ref = tmp.allocate(elems * type.bytes, "attention check");
-                    long refLse = tmp.allocate((long) n * heads * t * Float.BYTES, "attention check lse");
-                    attentionQkv(qkv, bias, ref, refLse, n, heads, t, d, 0, type, what);
-                    boolean ok = agrees(o, ref, elems, type, tmp, what, "the split-keys attention " + key,
-                            "the default kernel for this shape");
-                    kernel = ok ? 1 : 0;
-                    verdict = ok ? "split keys faster" : "split keys disagreed";
-                }
-            }
-            c = new Choice(key, kernel, "split keys", splitMs, "default kernel", defaultMs, verdict);
-            choices.put(key, c);
-        }
-        attentionQkv(qkv, bias, o, lse, n, heads, t, d, c != null ? c.config() : 0, type, what);
-    }
-
-    /** Elements of a convolution's output. */
-    private static long outElems(int n, int h, int wd, int kh, int kw, int cout, int stride, int padding) {
-        return (long) n * ((h + 2 * padding - kh) / stride + 1) * ((wd + 2 * padding - kw) / stride + 1) * cout;
-    }
-
-    /**
-     * Runs a convolution by our implicit GEMM ({@code ours}, given the tile) and returns true where that shape's timed
-     * choice went to it; false: the caller runs the library route. The choice is made on the shape's first use outside
-     * a capture, before the library route's own first run, so a pass's runs make the same scratch allocations every
-     * time: each tile ({@link #igemmConfigs}) and the library route (its scratch lent by a temporary) are timed back
-     * to back ({@link #timeMs}); ours is kept only if its fastest tile is faster and its result y (outElems values)
-     * agrees with the portable kernel's ({@code reference} writes that into its argument).
-     */
-    private boolean ownConv(String key, boolean takes, long y, long outElems, Precision type, Supplier<String> what,
-                            java.util.function.IntConsumer ours, java.util.function.Consumer<Scratch> library,
-                            java.util.function.LongConsumer reference) {
-        if (!ownConvolutions || !takes) {
-            return false;
-        }
-        Choice own = choices.get(key);
-        if (own == null) {
-            if (capturing()) {
-                return false;
-            }
-            own = chooseOwn(key, y, outElems, type, what, ours, library, reference);
-            choices.put(key, own);
-        }
-        if (own.config() == 0) {
-            return false;
-        }
-        ours.accept(own.config());
-        return true;
-    }
-
-    private Choice chooseOwn(String key, long y, long outElems, Precision type, Supplier<String> what,
-                             java.util.function.IntConsumer ours, java.util.function.Consumer<Scratch> library,
-                             java.util.function.LongConsumer reference) {
-        long unfused = residualsUnfused;  // the library's timing runs are not the pass's launches
-        try (Temporary tmp = new Temporary()) {
-            // The library route asks for the same scratch (KRSC weights, cuDNN workspace) on every run: lend one
-            // block per request instead of a new one per timed run.
-            Map<String, long[]> lent = new HashMap<>();
-            Scratch reused = (bytes, label) -> {
-                long[] b = lent.get(label);
-                if (b == null || b[1] < bytes) {
-                    b = new long[] {tmp.allocate(bytes, label), bytes};
-                    lent.put(label, b);
-                }
-                return b[0];
-            };
-            float libraryMs = timeMs(() -> library.accept(reused), CHOICE_REPS);
-            int best = 0;
-            float bestMs = Float.POSITIVE_INFINITY;
-            for (int c = 1; c <= igemmConfigs(); c++) {
-                int config = c;
-                float ms;
-                try {
-                    ms = timeMs(() -> ours.accept(config), CHOICE_REPS);
-                } catch (CudaException e) {
-                    // A tile this device cannot launch (registers, shared memory): the others still compete.
-                    System.err.println("cuda: implicit-GEMM tile " + igemmConfigName(config) + " on " + key
-                            + " did not run (" + e.getMessage() + ")");
-                    continue;
-                }
-                if (ms < bestMs) {
-                    best = c;
-                    bestMs = ms;
-                }
-            }
-            String candidate = best == 0 ? "implicit GEMM (no tile ran)" : "implicit GEMM " + igemmConfigName(best);
-            String incumbent = "library route";
-            if (!(bestMs < libraryMs)) {
-                return new Choice(key, 0, candidate, bestMs, incumbent, libraryMs, "library faster");
-            }
-            ours.accept(best);
-            long ref = tmp.allocate(outElems * type.bytes, "implicit-GEMM convolution check");
-            reference.accept(ref);
-            boolean ok = agrees(y, ref, outElems, type, tmp, what, "our implicit-GEMM convolution " + key,
-                    "the library route for this shape");
-            return new Choice(key, ok ? best : 0, candidate, bestMs, incumbent, libraryMs,
-                    ok ? "ours faster" : "ours disagreed");
-        } finally {
-            residualsUnfused = unfused;
-        }
-    }
-
-    /**
-     * A library route's first result on a shape, y, against the portable kernel's, ref: true if they agree (a layout
-     * mistake shows as an O(1) error; TF32 rounding stays below the 2e-2 bound); else one log line naming the route
-     * and what runs instead, and y takes ref's values.
-     */
-    private boolean agrees(long y, long ref, long elems, Precision type, Temporary tmp, Supplier<String> what,
-                           String route, String instead) {
-        double err = relativeError(y, ref, elems, type, tmp, what);
-        if (err <= 2e-2) {
-            return true;
-        }
-        System.err.println("cuda: " + route + " disagrees with the portable kernel (relative error " + err + "): "
-                + instead);
-        copy(y, ref, elems * type.bytes, what);
-        return false;
-    }
-
-    /** Device memory for one check, freed (after the device is done with it) on close. */
-    private final class Temporary implements Scratch, AutoCloseable {
-        private final java.util.List<Long> blocks = new java.util.ArrayList<>();
-
-        @Override
-        public long allocate(long bytes, String what) {
-            long p = malloc(Math.max(bytes, 1), () -> what);
-            blocks.add(p);
-            return p;
-        }
-
-        @Override
-        public void close() {
-            synchronize();
-            for (long p : blocks) {
-                free(p);
-            }
-        }
+        attentionQkv(qkv, bias, o, lse, n, heads, t, d, attentionKernel(qkv, bias, o, lse, n, heads, t, d, type, what),
+                type, what);
     }
 
     /**
@@ -829,31 +630,6 @@ public final class CudaDevice extends Device {
         if (bias != 0) {
             check(onestep_add_per_channel_typed(y, bias, y, 1, (long) n * p.ho * p.wo, cout, type.code, stream()),
                     "conv2d", what);
-        }
-    }
-
-    /** ||a - b|| / ||b|| of two device vectors of {@code type} (widened to fp32 in scratch; waits for the stream). */
-    private double relativeError(long a, long b, long elems, Precision type, Scratch scratch, Supplier<String> what) {
-        if (type != Precision.FP32) {
-            long fa = scratch.allocate(elems * Float.BYTES, "check fp32 copy"), fb = scratch.allocate(elems * Float.BYTES,
-                    "check fp32 copy");
-            convert(a, type, fa, Precision.FP32, elems, "conv2d check", what);
-            convert(b, type, fb, Precision.FP32, elems, "conv2d check", what);
-            a = fa;
-            b = fb;
-        }
-        long floats = elems;
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment ha = arena.allocate(floats * Float.BYTES), hb = arena.allocate(floats * Float.BYTES);
-            download(ha, a, floats * Float.BYTES, what);
-            download(hb, b, floats * Float.BYTES, what);
-            double num = 0, den = 0;
-            for (long i = 0; i < floats; i++) {
-                double va = ha.getAtIndex(ValueLayout.JAVA_FLOAT, i), vb = hb.getAtIndex(ValueLayout.JAVA_FLOAT, i);
-                num += (va - vb) * (va - vb);
-                den += vb * vb;
-            }
-            return Math.sqrt(num / Math.max(den, 1e-30));
         }
     }
 

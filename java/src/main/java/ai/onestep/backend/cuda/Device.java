@@ -465,6 +465,261 @@ public abstract class Device implements AutoCloseable {
         return igemmLaunches;
     }
 
+    // ---- timed choices between our candidate kernels and the routes they would replace ---------------------------
+
+    /**
+     * Whether convolutions may run our implicit GEMM ({@link #igemmConv}) where {@link #ownConv} chose it, and
+     * attention the split-keys kernel where {@link #attentionKernel} did. Off here; {@link CudaDevice} turns both on
+     * (unless {@code -Donestep.cuda.igemm=false} / {@code -Donestep.cuda.splitKeys=false}), {@link EmulatedDevice}
+     * in its timed mode. Shapes already timed keep their verdicts and run the incumbent while this is off; it takes
+     * effect for passes captured from now on.
+     */
+    private boolean ownConvolutions;
+    private boolean splitKeys;
+
+    public void ownConvolutions(boolean on) {
+        ownConvolutions = on;
+    }
+
+    public boolean ownsConvolutions() {
+        return ownConvolutions;
+    }
+
+    public void splitKeys(boolean on) {
+        splitKeys = on;
+    }
+
+    /** Runs per timing in a choice (after two warm-up runs); the emulated device, whose clock says nothing, uses 1. */
+    int choiceReps = 10;
+
+    /**
+     * For tests: null decides each choice by time; TRUE takes the candidate wherever it agrees with the reference,
+     * FALSE never takes it (both still time, check and record as usual).
+     */
+    Boolean forceChoice;
+
+    /**
+     * Per shape, in first-use order: the timed choices between one of our kernels and the route it would replace
+     * (convolutions: "conv," / "biased," / "residual," / "upsample," + the shape; attention: "attention," + it).
+     */
+    private final java.util.Map<String, Choice> choices = new java.util.LinkedHashMap<>();
+
+    /**
+     * A shape's verdict between a candidate kernel of ours and the incumbent route: {@code config} >= 1 runs the
+     * candidate (for convolutions, our implicit GEMM's tile {@code config}; for attention, the split-keys kernel), 0
+     * keeps the incumbent (cuDNN, the portable kernel where cuDNN refuses the shape or there is none, or the default
+     * attention kernel). Times are per launch, back to back on the device ({@link #timeMs}); candidateMs is the
+     * candidate's best.
+     */
+    public record Choice(String shape, int config, String candidate, float candidateMs, String incumbent,
+                         float incumbentMs, String verdict) {
+        @Override
+        public String toString() {
+            return String.format(java.util.Locale.ROOT, "%s: %s %.1f us, %s %.1f us: %s", shape, candidate,
+                    candidateMs * 1e3, incumbent, incumbentMs * 1e3, verdict);
+        }
+    }
+
+    /** The timed choices made so far, in first-use order (DeviceCheck and the benchmarks print them). */
+    public java.util.List<Choice> timedChoices() {
+        return java.util.List.copyOf(choices.values());
+    }
+
+    /** A convolution's shape for a choice's key. */
+    static String shapeKey(int n, int h, int wd, int cin, int kh, int kw, int cout, int stride, int padding,
+                           Precision type) {
+        return n + "," + h + "," + wd + "," + cin + "," + kh + "," + kw + "," + cout + "," + stride + "," + padding + ","
+                + type.label();
+    }
+
+    /** Elements of a convolution's output. */
+    static long outElems(int n, int h, int wd, int kh, int kw, int cout, int stride, int padding) {
+        return (long) n * ((h + 2 * padding - kh) / stride + 1) * ((wd + 2 * padding - kw) / stride + 1) * cout;
+    }
+
+    /**
+     * Runs a convolution by our implicit GEMM ({@code ours}, given the tile) and returns true where that shape's timed
+     * choice went to it; false: the caller runs the incumbent ({@code library}). The choice is made on the shape's
+     * first use outside a capture, before the library route's own first run, so a pass's runs make the same scratch
+     * allocations every time: each tile ({@link #igemmConfigs}) and the library route (its scratch lent by a
+     * temporary) are timed back to back ({@link #timeMs}); ours is kept only if its fastest tile is faster and its
+     * result y (outElems values) agrees with the portable kernel's ({@code reference} writes that into its argument).
+     */
+    protected final boolean ownConv(String key, boolean takes, long y, long outElems, Precision type,
+                                    Supplier<String> what, java.util.function.IntConsumer ours,
+                                    java.util.function.Consumer<Scratch> library,
+                                    java.util.function.LongConsumer reference) {
+        if (!ownConvolutions || !takes) {
+            return false;
+        }
+        Choice own = choices.get(key);
+        if (own == null) {
+            if (capturing) {
+                return false;
+            }
+            own = chooseOwn(key, y, outElems, type, what, ours, library, reference);
+            choices.put(key, own);
+        }
+        if (own.config() == 0) {
+            return false;
+        }
+        ours.accept(own.config());
+        return true;
+    }
+
+    private Choice chooseOwn(String key, long y, long outElems, Precision type, Supplier<String> what,
+                             java.util.function.IntConsumer ours, java.util.function.Consumer<Scratch> library,
+                             java.util.function.LongConsumer reference) {
+        long unfused = residualsUnfused;  // the library's timing runs are not the pass's launches
+        try (Temporary tmp = new Temporary()) {
+            // The library route asks for the same scratch (KRSC weights, cuDNN workspace) on every run: lend one
+            // block per request instead of a new one per timed run.
+            java.util.Map<String, long[]> lent = new java.util.HashMap<>();
+            Scratch reused = (bytes, label) -> {
+                long[] b = lent.get(label);
+                if (b == null || b[1] < bytes) {
+                    b = new long[] {tmp.allocate(bytes, label), bytes};
+                    lent.put(label, b);
+                }
+                return b[0];
+            };
+            float libraryMs = timeMs(() -> library.accept(reused), choiceReps);
+            int best = 0;
+            float bestMs = Float.POSITIVE_INFINITY;
+            for (int c = 1; c <= igemmConfigs(); c++) {
+                int config = c;
+                float ms;
+                try {
+                    ms = timeMs(() -> ours.accept(config), choiceReps);
+                } catch (CudaException e) {
+                    // A tile this device cannot launch (registers, shared memory): the others still compete.
+                    System.err.println("cuda: implicit-GEMM tile " + igemmConfigName(config) + " on " + key
+                            + " did not run (" + e.getMessage() + ")");
+                    continue;
+                }
+                if (ms < bestMs) {
+                    best = c;
+                    bestMs = ms;
+                }
+            }
+            String candidate = best == 0 ? "implicit GEMM (no tile ran)" : "implicit GEMM " + igemmConfigName(best);
+            String incumbent = "library route";
+            if (best == 0 || Boolean.FALSE.equals(forceChoice) || (forceChoice == null && !(bestMs < libraryMs))) {
+                return new Choice(key, 0, candidate, bestMs, incumbent, libraryMs, "library faster");
+            }
+            ours.accept(best);
+            long ref = tmp.allocate(outElems * type.bytes, "implicit-GEMM convolution check");
+            reference.accept(ref);
+            boolean ok = agrees(y, ref, outElems, type, tmp, what, "our implicit-GEMM convolution " + key,
+                    "the library route for this shape");
+            return new Choice(key, ok ? best : 0, candidate, bestMs, incumbent, libraryMs,
+                    ok ? "ours faster" : "ours disagreed");
+        } finally {
+            residualsUnfused = unfused;
+        }
+    }
+
+    /**
+     * The kernel {@link #attentionQkv} runs a shape with: 1 (split keys) where, timed against the default kernel on the
+     * shape's first use outside a capture, it was faster and its result agreed with the default's; else 0. Neither
+     * kernel asks for scratch, so the choice can be made inside a pass's first run. Off ({@link #splitKeys}), fp32 or
+     * a head dim other than 32 and 64: 0.
+     */
+    protected final int attentionKernel(long qkv, long bias, long o, long lse, int n, int heads, int t, int d,
+                                        Precision type, Supplier<String> what) {
+        if (!splitKeys || type == Precision.FP32 || (d != 32 && d != 64)) {
+            return 0;
+        }
+        String key = "attention,n=" + n + ",heads=" + heads + ",t=" + t + ",d=" + d + "," + type.label();
+        Choice c = choices.get(key);
+        if (c == null && !capturing) {
+            float defaultMs = timeMs(() -> attentionQkv(qkv, bias, o, lse, n, heads, t, d, 0, type, what),
+                    choiceReps);
+            float splitMs = timeMs(() -> attentionQkv(qkv, bias, o, lse, n, heads, t, d, 1, type, what), choiceReps);
+            String verdict = "default faster";
+            int kernel = 0;
+            if (Boolean.TRUE.equals(forceChoice) || (forceChoice == null && splitMs < defaultMs)) {
+                try (Temporary tmp = new Temporary()) {
+                    long elems = (long) n * t * heads * d;
+                    long ref = tmp.allocate(elems * type.bytes, "attention check");
+                    long refLse = tmp.allocate((long) n * heads * t * Float.BYTES, "attention check lse");
+                    attentionQkv(qkv, bias, ref, refLse, n, heads, t, d, 0, type, what);
+                    attentionQkv(qkv, bias, o, lse, n, heads, t, d, 1, type, what);  // o: the candidate's, last
+                    boolean ok = agrees(o, ref, elems, type, tmp, what, "the split-keys attention " + key,
+                            "the default kernel for this shape");
+                    kernel = ok ? 1 : 0;
+                    verdict = ok ? "split keys faster" : "split keys disagreed";
+                }
+            }
+            c = new Choice(key, kernel, "split keys", splitMs, "default kernel", defaultMs, verdict);
+            choices.put(key, c);
+        }
+        return c == null ? 0 : c.config();
+    }
+
+    /**
+     * A route's first result on a shape, y, against the portable kernel's (or the incumbent's), ref: true if they
+     * agree (a layout mistake shows as an O(1) error; TF32 and 16-bit rounding stay below the 2e-2 bound); else one
+     * log line naming the route and what runs instead, and y takes ref's values.
+     */
+    protected final boolean agrees(long y, long ref, long elems, Precision type, Temporary tmp, Supplier<String> what,
+                                   String route, String instead) {
+        double err = relativeError(y, ref, elems, type, tmp, what);
+        if (err <= 2e-2) {
+            return true;
+        }
+        System.err.println("cuda: " + route + " disagrees with the portable kernel (relative error " + err + "): "
+                + instead);
+        copy(y, ref, elems * type.bytes, what);
+        return false;
+    }
+
+    /** Device memory for one check, freed (after the device is done with it) on close. */
+    protected final class Temporary implements Scratch, AutoCloseable {
+        private final java.util.List<Long> blocks = new java.util.ArrayList<>();
+
+        @Override
+        public long allocate(long bytes, String what) {
+            long p = malloc(Math.max(bytes, 1), () -> what);
+            blocks.add(p);
+            return p;
+        }
+
+        @Override
+        public void close() {
+            synchronize();
+            for (long p : blocks) {
+                free(p);
+            }
+        }
+    }
+
+    /** ||a - b|| / ||b|| of two device vectors of {@code type} (widened to fp32 in scratch; waits for the stream). */
+    protected final double relativeError(long a, long b, long elems, Precision type, Scratch scratch,
+                                         Supplier<String> what) {
+        if (type != Precision.FP32) {
+            long fa = scratch.allocate(elems * Float.BYTES, "check fp32 copy"), fb = scratch.allocate(elems * Float.BYTES,
+                    "check fp32 copy");
+            convert(a, type, fa, Precision.FP32, elems, "conv2d check", what);
+            convert(b, type, fb, Precision.FP32, elems, "conv2d check", what);
+            a = fa;
+            b = fb;
+        }
+        try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
+            MemorySegment ha = arena.allocate(elems * Float.BYTES), hb = arena.allocate(elems * Float.BYTES);
+            download(ha, a, elems * Float.BYTES, what);
+            download(hb, b, elems * Float.BYTES, what);
+            double num = 0, den = 0;
+            for (long i = 0; i < elems; i++) {
+                double va = ha.getAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT, i);
+                double vb = hb.getAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT, i);
+                num += (va - vb) * (va - vb);
+                den += vb * vb;
+            }
+            return Math.sqrt(num / Math.max(den, 1e-30));
+        }
+    }
+
     // ---- errors ----------------------------------------------------------------------------------------------
 
     /**

@@ -488,7 +488,7 @@ public final class DeviceCheck {
             if (d instanceof CudaDevice cd) {
                 // Each shape's timed choice: our tensor-core implicit GEMM against cuDNN (kernels/src/conv.cu), the
                 // split-keys attention against the default kernel.
-                java.util.List<CudaDevice.Choice> choices = cd.timedChoices();
+                java.util.List<Device.Choice> choices = cd.timedChoices();
                 long convs = choices.stream().filter(o -> !o.shape().startsWith("attention,")).count();
                 fact(p.label() + " pass: " + choices.stream().filter(o -> o.config() > 0).count() + " of "
                         + choices.size() + " shapes on our candidate kernels (" + convs + " convolution shapes timed "
