@@ -216,6 +216,11 @@ public final class CudaDevice extends Device {
     }
 
     /** A convolution shape's plan key; plans made with and without the timed search are kept apart. */
+    @Override
+    protected String incumbentTag() {
+        return search ? "" : "heuristic,";  // the timed choices made against cuDNN's heuristic algorithms, apart
+    }
+
     private String convKey(int n, int h, int wd, int cin, int kh, int kw, int cout, int stride, int padding,
                            Precision type) {
         return (search ? "" : "heuristic,") + n + "," + h + "," + wd + "," + cin + "," + kh + "," + kw + "," + cout + "," + stride + "," + padding
@@ -398,27 +403,9 @@ public final class CudaDevice extends Device {
         return cudnnHandle != null;
     }
 
-    @Override
-    public void conv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
-                               int kh, int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
-                               Supplier<String> what) {
-        String ownKey = (z == 0 ? "biased," : "residual,") + convKey(n, h, wd, cin, kh, kw, cout, stride, padding, type);
-        if (ownConv(ownKey, igemmTakes(x, wKrsc, cin, type), y, outElems(n, h, wd, kh, kw, cout, stride, padding),
-                type, what, c -> igemmConv(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, c, type,
-                        what),
-                s -> libraryConvResidual(x, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type,
-                        s, what),
-                ref -> check(z == 0 ? onestep_conv2d_nhwc_typed(x, w, bias, ref, n, h, wd, cin, kh, kw, cout, stride,
-                        padding, type.code, stream()) : onestep_conv2d_nhwc_residual_typed(x, w, bias, z, ref, n, h,
-                        wd, cin, kh, kw, cout, stride, padding, type.code, stream()), "conv2dResidual", what))) {
-            return;
-        }
-        libraryConvResidual(x, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch,
-                what);
-    }
-
     /** conv2dResidual by cuDNN's conv + bias + z fusion where it holds, else as a convolution and an add. */
-    private void libraryConvResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd,
+    @Override
+    protected void libraryConv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd,
                                      int cin, int kh, int kw, int cout, int stride, int padding, Precision type,
                                      Scratch scratch, Supplier<String> what) {
         String plainKey = convKey(n, h, wd, cin, kh, kw, cout, stride, padding, type), key = "residual," + plainKey;
@@ -434,7 +421,7 @@ public final class CudaDevice extends Device {
         }
         boolean verify = plan != null && plan.forwardOk && !plan.verified;
         if (plan == null || !plan.forwardOk || (verify && capturing())) {
-            super.conv2dResidual(x, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch,
+            super.libraryConv2dResidual(x, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch,
                     what);
             return;
         }
@@ -456,7 +443,7 @@ public final class CudaDevice extends Device {
             System.err.println("cuda: cuDNN's conv + bias + residual fusion " + key + " failed ("
                     + cudnn.cudnnGetErrorString(s).getString() + "): a convolution and an add for this shape");
             plan.forwardOk = false;
-            super.conv2dResidual(x, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch,
+            super.libraryConv2dResidual(x, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch,
                     what);
             return;
         }
@@ -464,38 +451,23 @@ public final class CudaDevice extends Device {
             try (Temporary tmp = new Temporary()) {
                 long outElems = (long) n * plan.ho * plan.wo * cout;
                 long ref = tmp.allocate(outElems * type.bytes, "conv2dResidual check");
-                check(z == 0 ? onestep_conv2d_nhwc_typed(x, w, bias, ref, n, h, wd, cin, kh, kw, cout, stride, padding,
-                        type.code, stream()) : onestep_conv2d_nhwc_residual_typed(x, w, bias, z, ref, n, h, wd, cin,
-                        kh, kw, cout, stride, padding, type.code, stream()), "conv2dResidual", what);
+                portableConv(x, w, bias, z, ref, n, h, wd, cin, kh, kw, cout, stride, padding, type, what);
                 plan.forwardOk = plan.verified = agrees(y, ref, outElems, type, tmp, what,
                         "cuDNN's conv + bias + residual fusion " + key, "a convolution and an add for this shape");
             }
         }
     }
 
+    /** conv2d by cuDNN's plan, or the portable kernel where cuDNN has none or disagreed (checked on first use). */
     @Override
-    public void conv2d(long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin, int kh, int kw,
-                       int cout, int stride, int padding, Precision type, Scratch scratch, Supplier<String> what) {
+    protected void libraryConv2d(long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin, int kh,
+                                 int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
+                                 Supplier<String> what) {
         String key = convKey(n, h, wd, cin, kh, kw, cout, stride, padding, type);
         ConvPlan plan = plan(key, n, h, wd, cin, kh, kw, cout, stride, padding, type);
-        if (ownConv(key, igemmTakes(x, wKrsc, cin, type), y, outElems(n, h, wd, kh, kw, cout, stride, padding), type,
-                what, c -> igemmConv(x, wKrsc, bias, 0, y, n, h, wd, cin, kh, kw, cout, stride, padding, c, type, what),
-                s -> libraryConv(plan, x, w, wKrsc, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, s,
-                        what),
-                ref -> portableConv(x, w, bias, ref, n, h, wd, cin, kh, kw, cout, stride, padding, type, what))) {
-            return;
-        }
-        libraryConv(plan, x, w, wKrsc, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch, what);
-    }
-
-    /** conv2d by cuDNN's plan, or the portable kernel where cuDNN has none or disagreed (checked on first use). */
-    private void libraryConv(ConvPlan plan, long x, long w, long wKrsc, long bias, long y, int n, int h, int wd,
-                             int cin, int kh, int kw, int cout, int stride, int padding, Precision type,
-                             Scratch scratch, Supplier<String> what) {
-        String key = convKey(n, h, wd, cin, kh, kw, cout, stride, padding, type);
         boolean verify = plan != null && plan.forwardOk && !plan.verified;
         if (plan == null || !plan.forwardOk || (verify && capturing())) {
-            portableConv(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, what);
+            portableConv(x, w, bias, 0, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, what);
             return;
         }
         cudnnConv(plan, x, w, wKrsc, bias, y, n, h, wd, cin, kh, kw, cout, type, scratch, what);
@@ -506,23 +478,11 @@ public final class CudaDevice extends Device {
             try (Temporary tmp = new Temporary()) {
                 long outElems = (long) n * plan.ho * plan.wo * cout;
                 long ref = tmp.allocate(outElems * type.bytes, "conv2d check");
-                portableConv(x, w, bias, ref, n, h, wd, cin, kh, kw, cout, stride, padding, type, what);
+                portableConv(x, w, bias, 0, ref, n, h, wd, cin, kh, kw, cout, stride, padding, type, what);
                 plan.forwardOk = plan.verified = agrees(y, ref, outElems, type, tmp, what,
                         "cuDNN convolution " + key, "using the portable kernel for this shape");
             }
         }
-    }
-
-    /**
-     * The default tensor-core kernel (64 query rows a block), or the split-keys one (16 rows a block, the keys over
-     * its warps) where it timed faster on the shape's first use outside a capture and its result agreed with the
-     * default's ({@link #attentionKernel}).
-     */
-    @Override
-    public void attentionQkv(long qkv, long bias, long o, long lse, int n, int heads, int t, int d, Precision type,
-                             Supplier<String> what) {
-        attentionQkv(qkv, bias, o, lse, n, heads, t, d, attentionKernel(qkv, bias, o, lse, n, heads, t, d, type, what),
-                type, what);
     }
 
     /**
@@ -599,12 +559,6 @@ public final class CudaDevice extends Device {
             throw new CudaException("conv2dBackward: " + call + " failed: " + cudnn.cudnnGetErrorString(status).getString()
                     + " [" + what.get() + "]", ERROR_CUDA);
         }
-    }
-
-    private void portableConv(long x, long w, long bias, long y, int n, int h, int wd, int cin, int kh, int kw,
-                              int cout, int stride, int padding, Precision type, Supplier<String> what) {
-        check(onestep_conv2d_nhwc_typed(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type.code,
-                stream()), "conv2d", what);
     }
 
     private void cudnnConv(ConvPlan p, long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin,
@@ -857,27 +811,14 @@ public final class CudaDevice extends Device {
      * kernel. Checked on a shape's first use against the portable kernel, as the convolutions are; a shape cuDNN
      * refuses, gets wrong, or (timed) runs slower than the upsampled convolution plus {@link #FUSED_SLACK_MS} runs
      * as the upsampling and cuDNN's forward convolution from then on, with one log line.
-     * Without cuDNN: the portable kernel. In fp16/bf16 our implicit GEMM, gathering the upsampled pixels from x
-     * ({@link #igemmUpsampleConv}), competes with that route as the convolutions' does ({@link #ownConv}).
+     * Without cuDNN: the portable kernel. This is the incumbent that our implicit GEMM, gathering the upsampled
+     * pixels from x ({@link #igemmUpsampleConv}), competes with in {@link #upsampleConv}.
      */
     @Override
-    public void upsampleConv(long x, long w, long wKrsc, long k, long bias, long y, int n, int h, int wd, int cin,
-                             int cout, Precision type, Scratch scratch, Supplier<String> what) {
-        String ownKey = "upsample," + convKey(n, h, wd, cin, 3, 3, cout, 1, 1, type);
-        if (ownConv(ownKey, igemmTakes(x, wKrsc, cin, type), y, 4L * n * h * wd * cout, type, what,
-                c -> igemmUpsampleConv(x, wKrsc, bias, y, n, h, wd, cin, cout, c, type, what),
-                s -> libraryUpsampleConv(x, w, wKrsc, k, bias, y, n, h, wd, cin, cout, type, s, what),
-                ref -> super.upsampleConv(x, w, wKrsc, k, bias, ref, n, h, wd, cin, cout, type, scratch, what))) {
-            return;
-        }
-        libraryUpsampleConv(x, w, wKrsc, k, bias, y, n, h, wd, cin, cout, type, scratch, what);
-    }
-
-    /** The upsampling convolution by cuDNN's transposed convolution, or the upsampling and a convolution. */
-    private void libraryUpsampleConv(long x, long w, long wKrsc, long k, long bias, long y, int n, int h, int wd,
+    protected void libraryUpsampleConv(long x, long w, long wKrsc, long k, long bias, long y, int n, int h, int wd,
                                      int cin, int cout, Precision type, Scratch scratch, Supplier<String> what) {
         if (cudnnHandle == null) {
-            super.upsampleConv(x, w, wKrsc, k, bias, y, n, h, wd, cin, cout, type, scratch, what);
+            super.libraryUpsampleConv(x, w, wKrsc, k, bias, y, n, h, wd, cin, cout, type, scratch, what);
             return;
         }
         String key = "upsampling," + convKey(n, h, wd, cin, 3, 3, cout, 1, 1, type);
@@ -924,7 +865,7 @@ public final class CudaDevice extends Device {
         if (verify) {
             try (Temporary tmp = new Temporary()) {
                 long ref = tmp.allocate(outElems * type.bytes, "upsampleConv2d check");
-                super.upsampleConv(x, w, wKrsc, k, bias, ref, n, h, wd, cin, cout, type, tmp, what);
+                super.libraryUpsampleConv(x, w, wKrsc, k, bias, ref, n, h, wd, cin, cout, type, tmp, what);
                 plan.forwardOk = plan.verified = agrees(y, ref, outElems, type, tmp, what,
                         "cuDNN's transposed convolution " + key, "the upsampling and a convolution for this shape");
             }

@@ -80,9 +80,30 @@ public abstract class Device implements AutoCloseable {
      * {@code wKrsc}: the same weights already transposed to cuDNN's KRSC layout ({@link #transpose}; a registered
      * parameter's copy kept by the backend), or 0 to let the device transpose w itself if it needs to.
      */
-    public abstract void conv2d(long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin, int kh,
-                                int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
-                                Supplier<String> what);
+    public final void conv2d(long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin, int kh,
+                             int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
+                             Supplier<String> what) {
+        if (!ownConv("conv," + shapeKey(n, h, wd, cin, kh, kw, cout, stride, padding, type),
+                igemmTakes(x, wKrsc, cin, type), y, outElems(n, h, wd, kh, kw, cout, stride, padding), type, what,
+                c -> igemmConv(x, wKrsc, bias, 0, y, n, h, wd, cin, kh, kw, cout, stride, padding, c, type, what),
+                s -> libraryConv2d(x, w, wKrsc, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, s, what),
+                ref -> portableConv(x, w, bias, 0, ref, n, h, wd, cin, kh, kw, cout, stride, padding, type, what))) {
+            libraryConv2d(x, w, wKrsc, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch, what);
+        }
+    }
+
+    /** {@link #conv2d} by the device's own route (cuDNN, or the portable kernel): the incumbent of {@link #ownConv}. */
+    protected abstract void libraryConv2d(long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin,
+                                          int kh, int kw, int cout, int stride, int padding, Precision type,
+                                          Scratch scratch, Supplier<String> what);
+
+    /** The portable kernel on HWIO w, with the residual z (or 0) summed before its one rounding. */
+    protected final void portableConv(long x, long w, long bias, long z, long y, int n, int h, int wd, int cin, int kh,
+                                      int kw, int cout, int stride, int padding, Precision type, Supplier<String> what) {
+        check(z == 0 ? onestep_conv2d_nhwc_typed(x, w, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding,
+                type.code, stream) : onestep_conv2d_nhwc_residual_typed(x, w, bias, z, y, n, h, wd, cin, kh, kw, cout,
+                stride, padding, type.code, stream), z == 0 ? "conv2d" : "conv2dResidual", what);
+    }
 
     /**
      * {@code y = conv2d(x, w) + bias + z} with z a residual of y's shape, never y itself (ResnetBlock2D's conv2 and its
@@ -91,9 +112,24 @@ public abstract class Device implements AutoCloseable {
      * with a kernel of its own). {@link EmulatedDevice} runs our portable kernel that sums z in its epilogue, and
      * {@link CudaDevice} cuDNN's conv + bias + z fusion, one launch each ({@link #convFusesResidual}).
      */
-    public void conv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
-                               int kh, int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
-                               Supplier<String> what) {
+    public final void conv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd,
+                                     int cin, int kh, int kw, int cout, int stride, int padding, Precision type,
+                                     Scratch scratch, Supplier<String> what) {
+        if (!ownConv((z == 0 ? "biased," : "residual,") + shapeKey(n, h, wd, cin, kh, kw, cout, stride, padding, type),
+                igemmTakes(x, wKrsc, cin, type), y, outElems(n, h, wd, kh, kw, cout, stride, padding), type, what,
+                c -> igemmConv(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, c, type, what),
+                s -> libraryConv2dResidual(x, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type,
+                        s, what),
+                ref -> portableConv(x, w, bias, z, ref, n, h, wd, cin, kh, kw, cout, stride, padding, type, what))) {
+            libraryConv2dResidual(x, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch,
+                    what);
+        }
+    }
+
+    /** {@link #conv2dResidual} by the device's own route; here {@link #conv2d}, then the add. */
+    protected void libraryConv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd,
+                                         int cin, int kh, int kw, int cout, int stride, int padding, Precision type,
+                                         Scratch scratch, Supplier<String> what) {
         residualsUnfused++;
         conv2d(x, w, wKrsc, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch, what);
         if (z == 0) {
@@ -118,8 +154,26 @@ public abstract class Device implements AutoCloseable {
      * bias in its epilogue; {@link CudaDevice} runs cuDNN's backward-data convolution, then the bias kernel, and
      * where cuDNN refuses the shape {@link #upsampleThenConv} with w (HWIO; wKrsc as for {@link #conv2d}).
      */
-    public void upsampleConv(long x, long w, long wKrsc, long k, long bias, long y, int n, int h, int wd, int cin,
-                             int cout, Precision type, Scratch scratch, Supplier<String> what) {
+    public final void upsampleConv(long x, long w, long wKrsc, long k, long bias, long y, int n, int h, int wd,
+                                   int cin, int cout, Precision type, Scratch scratch, Supplier<String> what) {
+        if (!ownConv("upsample," + shapeKey(n, h, wd, cin, 3, 3, cout, 1, 1, type), igemmTakes(x, wKrsc, cin, type), y,
+                4L * n * h * wd * cout, type, what,
+                c -> igemmUpsampleConv(x, wKrsc, bias, y, n, h, wd, cin, cout, c, type, what),
+                s -> libraryUpsampleConv(x, w, wKrsc, k, bias, y, n, h, wd, cin, cout, type, s, what),
+                ref -> portableUpsampleConv(x, k, bias, ref, n, h, wd, cin, cout, type, what))) {
+            libraryUpsampleConv(x, w, wKrsc, k, bias, y, n, h, wd, cin, cout, type, scratch, what);
+        }
+    }
+
+    /** {@link #upsampleConv} by the device's own route; here {@link #portableUpsampleConv}. */
+    protected void libraryUpsampleConv(long x, long w, long wKrsc, long k, long bias, long y, int n, int h, int wd,
+                                       int cin, int cout, Precision type, Scratch scratch, Supplier<String> what) {
+        portableUpsampleConv(x, k, bias, y, n, h, wd, cin, cout, type, what);
+    }
+
+    /** The portable transposed convolution on the sub-pixel kernel k, with the bias in its epilogue. */
+    protected final void portableUpsampleConv(long x, long k, long bias, long y, int n, int h, int wd, int cin, int cout,
+                                              Precision type, Supplier<String> what) {
         check(onestep_upsample_conv_typed(x, k, bias, y, n, h, wd, cin, cout, type.code, stream), "upsampleConv2d",
                 what);
     }
@@ -446,11 +500,12 @@ public abstract class Device implements AutoCloseable {
      * Self-attention on one packed (n, t, 3 heads d) projection with its pending bias (0: none), o (n, t, heads d),
      * lse (n, heads, t) fp32: {@code onestep_attention_forward_qkv_kernel_typed} with {@code kernel} 0 (the default
      * tensor-core kernel, 64 query rows a block) or 1 (split keys: 16 rows a block, the keys over its 4 warps; fp16/bf16,
-     * d 32 or 64). Here always 0; {@link CudaDevice} times the two per shape.
+     * d 32 or 64), as {@link #attentionKernel} chose for the shape (0 unless this device times the split-keys one).
      */
-    public void attentionQkv(long qkv, long bias, long o, long lse, int n, int heads, int t, int d, Precision type,
-                             Supplier<String> what) {
-        attentionQkv(qkv, bias, o, lse, n, heads, t, d, 0, type, what);
+    public final void attentionQkv(long qkv, long bias, long o, long lse, int n, int heads, int t, int d,
+                                   Precision type, Supplier<String> what) {
+        attentionQkv(qkv, bias, o, lse, n, heads, t, d, attentionKernel(qkv, bias, o, lse, n, heads, t, d, type, what),
+                type, what);
     }
 
     /** {@link #attentionQkv} with the kernel given. */
@@ -525,11 +580,16 @@ public abstract class Device implements AutoCloseable {
         return java.util.List.copyOf(choices.values());
     }
 
-    /** A convolution's shape for a choice's key. */
-    static String shapeKey(int n, int h, int wd, int cin, int kh, int kw, int cout, int stride, int padding,
-                           Precision type) {
-        return n + "," + h + "," + wd + "," + cin + "," + kh + "," + kw + "," + cout + "," + stride + "," + padding + ","
-                + type.label();
+    /** A convolution's shape for a choice's key, after {@link #incumbentTag}. */
+    final String shapeKey(int n, int h, int wd, int cin, int kh, int kw, int cout, int stride, int padding,
+                          Precision type) {
+        return incumbentTag() + n + "," + h + "," + wd + "," + cin + "," + kh + "," + kw + "," + cout + "," + stride
+                + "," + padding + "," + type.label();
+    }
+
+    /** Tells apart the choices made against different incumbents of a shape (CudaDevice: cuDNN's heuristics). */
+    protected String incumbentTag() {
+        return "";
     }
 
     /** Elements of a convolution's output. */

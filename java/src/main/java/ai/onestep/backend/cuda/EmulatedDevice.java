@@ -45,16 +45,17 @@ public final class EmulatedDevice extends Device {
         /** The portable kernels and the default attention kernel only. */
         NONE,
         /**
-         * Our tensor-core implicit GEMM ({@link #igemmConv}, its tile picked by the library) wherever it takes the
-         * shape, on the kept KRSC weights, as {@link CudaDevice} does where it timed faster than cuDNN: the Java side
-         * of that route under the emulated mma.sync (slow; for tests and {@code -Donestep.cuda.emulateIgemm=true}).
+         * Our tensor-core implicit GEMM ({@link #igemmConv}) for every convolution it takes, on the kept KRSC weights,
+         * as {@link CudaDevice} runs it where it timed faster than cuDNN: {@link #TIMED}'s choices for convolutions
+         * only, each decided for ours (the emulated mma.sync is slow; for tests and
+         * {@code -Donestep.cuda.emulateIgemm=true}).
          */
         ALWAYS,
         /**
-         * The timed choices of {@link CudaDevice} itself ({@link #ownConv}, {@link #attentionKernel}), with the
-         * portable kernels as the incumbents and the emulation's host clock as the timer: the same bookkeeping
-         * (first use outside a capture, scratch that repeats, the reference check, the recorded verdicts) that a GPU
-         * runs. {@code forceChoice} decides them in tests, where the clock says nothing.
+         * The timed choices a GPU makes ({@link #ownConv}, {@link #attentionKernel}), with the portable kernels as
+         * the incumbents and the emulation's host clock as the timer: the same bookkeeping (first use outside a
+         * capture, the reference check, the recorded verdicts). {@code forceChoice} decides them in tests, where the
+         * clock says nothing.
          */
         TIMED
     }
@@ -63,27 +64,21 @@ public final class EmulatedDevice extends Device {
         super(library);
         this.krsc = krsc;
         this.separateBias = separateBias;
-        this.igemm = candidates == Candidates.ALWAYS;
-        this.timed = candidates == Candidates.TIMED;
-        ownConvolutions(timed);
-        splitKeys(timed);
+        this.candidates = candidates != Candidates.NONE;
+        ownConvolutions(this.candidates);
+        splitKeys(candidates == Candidates.TIMED);
+        if (candidates == Candidates.ALWAYS) {
+            forceChoice = Boolean.TRUE;
+        }
         choiceReps = 1;  // the emulation's times decide nothing: run each candidate 3 times, not 12
     }
 
     private final boolean separateBias;
-    private final boolean igemm;
-    private final boolean timed;
+    private final boolean candidates;
 
     @Override
     public boolean convUsesKrsc() {
-        return krsc || igemm || timed;
-    }
-
-    @Override
-    public void attentionQkv(long qkv, long bias, long o, long lse, int n, int heads, int t, int d, Precision type,
-                             Supplier<String> what) {
-        attentionQkv(qkv, bias, o, lse, n, heads, t, d, attentionKernel(qkv, bias, o, lse, n, heads, t, d, type, what),
-                type, what);
+        return krsc || candidates;
     }
 
     @Override
@@ -119,32 +114,13 @@ public final class EmulatedDevice extends Device {
         check(onestep_linear_typed(x, w, bias, y, rows, in, out, type.code, stream()), "linear", what);
     }
 
+    /** The portable kernel on w, or (a KRSC device) on the kept KRSC copy transposed back. */
     @Override
-    public void conv2d(long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin, int kh, int kw,
-                       int cout, int stride, int padding, Precision type, Scratch scratch, Supplier<String> what) {
-        if (igemm && igemmTakes(x, wKrsc, cin, type)) {
-            igemmConv(x, wKrsc, bias, 0, y, n, h, wd, cin, kh, kw, cout, stride, padding, 0, type, what);
-            return;
-        }
-        if (ownConv("conv," + shapeKey(n, h, wd, cin, kh, kw, cout, stride, padding, type),
-                igemmTakes(x, wKrsc, cin, type), y, outElems(n, h, wd, kh, kw, cout, stride, padding), type, what,
-                c -> igemmConv(x, wKrsc, bias, 0, y, n, h, wd, cin, kh, kw, cout, stride, padding, c, type, what),
-                s -> portableConv(x, w, wKrsc, bias, 0, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, s, what),
-                ref -> portableConv(x, w, 0, bias, 0, ref, n, h, wd, cin, kh, kw, cout, stride, padding, type, null,
-                        what))) {
-            return;
-        }
-        portableConv(x, w, wKrsc, bias, 0, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch, what);
-    }
-
-    /** The portable kernel, with the residual z (or 0) in its epilogue; on w, or the KRSC copy transposed back. */
-    private void portableConv(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
-                              int kh, int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
-                              Supplier<String> what) {
-        long weights = hwio(w, wKrsc, (long) kh * kw * cin, cout, type, scratch, what);
-        check(z == 0 ? onestep_conv2d_nhwc_typed(x, weights, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding,
-                type.code, stream()) : onestep_conv2d_nhwc_residual_typed(x, weights, bias, z, y, n, h, wd, cin, kh, kw,
-                cout, stride, padding, type.code, stream()), z == 0 ? "conv2d" : "conv2dResidual", what);
+    protected void libraryConv2d(long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin, int kh,
+                                 int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
+                                 Supplier<String> what) {
+        portableConv(x, hwio(w, wKrsc, (long) kh * kw * cin, cout, type, scratch, what), bias, 0, y, n, h, wd, cin, kh,
+                kw, cout, stride, padding, type, what);
     }
 
     @Override
@@ -167,46 +143,17 @@ public final class EmulatedDevice extends Device {
 
     /** The portable kernel with the residual (or just the bias) in its epilogue: one launch, as cuDNN's is. */
     @Override
-    public void conv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd, int cin,
-                               int kh, int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
-                               Supplier<String> what) {
-        if (igemm && igemmTakes(x, wKrsc, cin, type)) {
-            igemmConv(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, 0, type, what);
-            return;
-        }
-        if (ownConv((z == 0 ? "biased," : "residual,") + shapeKey(n, h, wd, cin, kh, kw, cout, stride, padding, type),
-                igemmTakes(x, wKrsc, cin, type), y, outElems(n, h, wd, kh, kw, cout, stride, padding), type, what,
-                c -> igemmConv(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, c, type, what),
-                s -> portableConv(x, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, s, what),
-                ref -> portableConv(x, w, 0, bias, z, ref, n, h, wd, cin, kh, kw, cout, stride, padding, type, null,
-                        what))) {
-            return;
-        }
-        portableConv(x, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch, what);
-    }
-
-    /** The portable transposed convolution, or (an igemm device) our implicit GEMM on the 3x3 KRSC weights. */
-    @Override
-    public void upsampleConv(long x, long w, long wKrsc, long k, long bias, long y, int n, int h, int wd, int cin,
-                             int cout, Precision type, Scratch scratch, Supplier<String> what) {
-        if (igemm && igemmTakes(x, wKrsc, cin, type)) {
-            igemmUpsampleConv(x, wKrsc, bias, y, n, h, wd, cin, cout, 0, type, what);
-            return;
-        }
-        if (ownConv("upsample," + shapeKey(n, h, wd, cin, 3, 3, cout, 1, 1, type), igemmTakes(x, wKrsc, cin, type), y,
-                4L * n * h * wd * cout, type, what,
-                c -> igemmUpsampleConv(x, wKrsc, bias, y, n, h, wd, cin, cout, c, type, what),
-                s -> super.upsampleConv(x, w, wKrsc, k, bias, y, n, h, wd, cin, cout, type, s, what),
-                ref -> super.upsampleConv(x, w, wKrsc, k, bias, ref, n, h, wd, cin, cout, type, null, what))) {
-            return;
-        }
-        super.upsampleConv(x, w, wKrsc, k, bias, y, n, h, wd, cin, cout, type, scratch, what);
+    protected void libraryConv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd,
+                                         int cin, int kh, int kw, int cout, int stride, int padding, Precision type,
+                                         Scratch scratch, Supplier<String> what) {
+        portableConv(x, hwio(w, wKrsc, (long) kh * kw * cin, cout, type, scratch, what), bias, z, y, n, h, wd, cin, kh,
+                kw, cout, stride, padding, type, what);
     }
 
     /** The weights the portable kernels read: w, or (a KRSC device) the kept KRSC copy transposed back. */
     private long hwio(long w, long wKrsc, long rows, int cout, Precision type, Scratch scratch, Supplier<String> what) {
         if (!krsc || wKrsc == 0) {
-            return w;  // (an igemm-only device keeps KRSC copies for igemmConv; its other convolutions read w)
+            return w;  // (a device with candidates keeps KRSC copies for igemmConv; the portable kernels read w)
         }
         long weights = scratch.allocate(rows * cout * type.bytes, "conv2d HWIO weights from KRSC");
         transpose(wKrsc, weights, cout, Math.toIntExact(rows), type, what);

@@ -17,7 +17,8 @@ import org.junit.jupiter.api.Test;
  */
 class IgemmConvTest {
 
-    private static double relL2(float[] got, float[] want) {
+    /** ||got - want|| / ||want||, in double (shared by TimedChoiceTest and SplitKeysAttentionTest). */
+    static double relL2(float[] got, float[] want) {
         double num = 0, den = 0;
         for (int i = 0; i < want.length; i++) {
             num += (got[i] - (double) want[i]) * (got[i] - (double) want[i]);

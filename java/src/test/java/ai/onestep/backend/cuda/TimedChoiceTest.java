@@ -85,12 +85,7 @@ class TimedChoiceTest {
                 assertTrue(c.verdict().endsWith("faster"), c.toString());
             }
             assertTrue(launches[0] > 0);
-            double num = 0, den = 0;
-            for (int i = 0; i < plain.length; i++) {
-                num += (ours[i] - (double) plain[i]) * (ours[i] - (double) plain[i]);
-                den += (double) plain[i] * plain[i];
-            }
-            double err = Math.sqrt(num / den), bound = p == Precision.FP16 ? 5e-3 : 3e-2;  // as IgemmConvTest
+            double err = IgemmConvTest.relL2(ours, plain), bound = p == Precision.FP16 ? 5e-3 : 3e-2;  // as IgemmConvTest
             assertTrue(err < bound, p.label() + ": candidates vs portable, relative L2 " + err);
         }
     }
