@@ -78,7 +78,8 @@ public abstract class Device implements AutoCloseable {
     /**
      * NHWC x, HWIO w, bias or 0, NHWC y, all {@code type}; {@code scratch} lends device memory for the current op.
      * {@code wKrsc}: the same weights already transposed to cuDNN's KRSC layout ({@link #transpose}; a registered
-     * parameter's copy kept by the backend), or 0 to let the device transpose w itself if it needs to.
+     * parameter's copy kept by the backend), or 0 to let the device transpose w itself if it needs to. Our implicit
+     * GEMM where the shape's timed choice took it ({@link #ownConv}), else the device's {@link #libraryConv2d}.
      */
     public final void conv2d(long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin, int kh,
                              int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
@@ -107,9 +108,10 @@ public abstract class Device implements AutoCloseable {
 
     /**
      * {@code y = conv2d(x, w) + bias + z} with z a residual of y's shape, never y itself (ResnetBlock2D's conv2 and its
-     * shortcut); z = 0: none, the bias applied by the convolution itself (a result a residual op reads next). Here
-     * the convolution, then the add: two launches ({@link #conv2d} itself where z = 0, which on cuDNN adds the bias
-     * with a kernel of its own). {@link EmulatedDevice} runs our portable kernel that sums z in its epilogue, and
+     * shortcut); z = 0: none, the bias applied by the convolution itself (a result a residual op reads next). Our
+     * implicit GEMM where the shape's timed choice took it ({@link #ownConv}), else {@link #libraryConv2dResidual}:
+     * here the convolution, then the add (two launches; {@link #conv2d} itself where z = 0, which on cuDNN adds the
+     * bias with a kernel of its own); {@link EmulatedDevice} runs our portable kernel that sums z in its epilogue, and
      * {@link CudaDevice} cuDNN's conv + bias + z fusion, one launch each ({@link #convFusesResidual}).
      */
     public final void conv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd,
@@ -150,9 +152,11 @@ public abstract class Device implements AutoCloseable {
 
     /**
      * {@code y} (n, 2h, 2wd, cout) = conv3x3(upsample2x(x), w) + bias (bias may be 0) from {@code k} =
-     * {@link #subpixelWeights}(w): the transposed convolution in one launch. Here our portable kernel, with the
-     * bias in its epilogue; {@link CudaDevice} runs cuDNN's backward-data convolution, then the bias kernel, and
-     * where cuDNN refuses the shape {@link #upsampleThenConv} with w (HWIO; wKrsc as for {@link #conv2d}).
+     * {@link #subpixelWeights}(w): the transposed convolution in one launch. Our implicit GEMM with the upsampling in
+     * its gather where the shape's timed choice took it ({@link #ownConv}), else {@link #libraryUpsampleConv}: here
+     * our portable kernel, with the bias in its epilogue; {@link CudaDevice} runs cuDNN's backward-data convolution,
+     * then the bias kernel, and where cuDNN refuses the shape {@link #upsampleThenConv} with w (HWIO; wKrsc as for
+     * {@link #conv2d}).
      */
     public final void upsampleConv(long x, long w, long wKrsc, long k, long bias, long y, int n, int h, int wd,
                                    int cin, int cout, Precision type, Scratch scratch, Supplier<String> what) {
