@@ -19,6 +19,11 @@
 //     Dynamic shared memory (ONESTEP_DYNAMIC_SHARED) is a per-launch buffer filled with 0xFF bytes
 //     (NaN as float) before every block, so reading a tile before writing it shows up in results.
 //   * Memory: cudaMalloc is aligned host memory; device and host pointers are the same thing.
+//   * cp.async (emu::cp_async, behind tensor_core.cuh's cp_async16): the copy lands at the issuing thread's
+//     wait_group that retires its group, and until then the destination holds 0xFF bytes (NaN in every
+//     float type), as if still in flight. So a read before the wait, a wait on the wrong group count, or a
+//     read of another lane's data without the barrier after its wait sees NaN whenever the fiber order puts
+//     the reader first; a copy issued into a buffer other threads still read poisons their reads the same way.
 //   * Tensor cores: only mma.sync.m16n8k16 with fp16 or bf16 A/B and fp32 C/D (emu::mma_m16n8k16, the
 //     PTX ISA's fragment layouts), as a warp collective. A kernel spells it through its own wrapper: inline
 //     PTX under nvcc, this function here.
@@ -201,6 +206,14 @@ constexpr size_t kFiberStack = 128 * 1024;
 
 enum class Wait { None, Block, Warp, Done };
 
+// One 16-byte (or smaller) cp.async in flight: where it lands, what it reads, zero-fill when !valid.
+struct AsyncCopy {
+    void* dst;
+    const void* src;
+    unsigned bytes;
+    bool valid;
+};
+
 struct Fiber {
     void* sp = nullptr;        // saved stack pointer while suspended (x86-64 switch)
 #if !ONESTEP_EMU_FAST_SWITCH
@@ -210,6 +223,8 @@ struct Fiber {
     uint3 tid;
     Wait wait = Wait::None;
     unsigned mask = 0;  // the mask given to the warp primitive it waits at
+    std::vector<AsyncCopy> async_open;                   // cp.async issued since this thread's last commit
+    std::vector<std::vector<AsyncCopy>> async_groups;    // committed groups not yet waited for, oldest first
 };
 
 struct WarpExchange { uint64_t slot[kWarpSize]; };
@@ -280,9 +295,23 @@ inline unsigned char* fiber_stack(int i) {
     return pool[i];
 }
 
+inline void land(const std::vector<AsyncCopy>& group) {
+    for (const AsyncCopy& c : group) {
+        if (c.valid) std::memcpy(c.dst, c.src, c.bytes);
+        else std::memset(c.dst, 0, c.bytes);
+    }
+}
+
 inline void fiber_entry() {
     BlockState* b = g_block;
     b->body();
+    {  // copies still in flight at exit land anyway (no one can read them any more)
+        Fiber& f = b->fibers[b->current];
+        for (auto& group : f.async_groups) land(group);
+        land(f.async_open);
+        f.async_groups.clear();
+        f.async_open.clear();
+    }
     b->fibers[b->current].wait = Wait::Done;
 #if ONESTEP_EMU_FAST_SWITCH
     emu_switch_context(&b->fibers[b->current].sp, b->scheduler_sp);  // never resumed
@@ -365,6 +394,8 @@ inline void run_block(BlockState& b) {
     for (int i = 0; i < b.nthreads; i++) {
         Fiber& f = b.fibers[i];
         f.wait = Wait::None;
+        f.async_open.clear();
+        f.async_groups.clear();
 #if ONESTEP_EMU_FAST_SWITCH
         // The frame emu_switch_context pops: FP control words, r15 r14 r13 r12 rbx rbp, then the return
         // address fiber_entry, placed so that rsp + 8 is 16-byte aligned at its first instruction.
@@ -450,6 +481,32 @@ cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t share
             }
     g_block = nullptr;
     return cudaSuccess;
+}
+
+// ---- cp.async (PTX ISA, "cp.async", "cp.async.commit_group", "cp.async.wait_group") ---------------
+inline Fiber& current_fiber(const char* what) {
+    BlockState* b = g_block;
+    if (!b || b->current < 0) die("%s called outside a kernel", what);
+    return b->fibers[b->current];
+}
+// Issues a copy of `bytes` from global `src` to shared `dst` (zeros when !valid). The destination reads as
+// 0xFF bytes until the copy lands at the wait that retires its group.
+inline void cp_async(void* dst, const void* src, unsigned bytes, bool valid) {
+    Fiber& f = current_fiber("cp.async");
+    std::memset(dst, 0xFF, bytes);
+    f.async_open.push_back(AsyncCopy{dst, src, bytes, valid});
+}
+inline void cp_async_commit() {
+    Fiber& f = current_fiber("cp.async.commit_group");
+    f.async_groups.push_back(std::move(f.async_open));
+    f.async_open.clear();
+}
+// Lands this thread's committed groups but the newest `pending`; copies not yet committed stay in flight.
+inline void cp_async_wait(int pending) {
+    Fiber& f = current_fiber("cp.async.wait_group");
+    size_t retire = f.async_groups.size() > size_t(pending) ? f.async_groups.size() - size_t(pending) : 0;
+    for (size_t i = 0; i < retire; i++) land(f.async_groups[i]);
+    f.async_groups.erase(f.async_groups.begin(), f.async_groups.begin() + long(retire));
 }
 
 // ---- warp primitives: exchange through the warp's slots between two warp barriers ------------------

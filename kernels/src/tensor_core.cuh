@@ -67,25 +67,28 @@ __device__ __forceinline__ void store_as(void* p, W w) {
 // cp.async.cg.shared.global (sm_80+): 16 bytes from global memory to shared memory without a register round trip,
 // or 16 zero bytes when !valid (src-size 0: nothing is read; `src` must still be a valid address, so callers pass a
 // tensor's base). Completion is per thread: cp_async_wait<N> waits for this thread's groups but the newest N, and
-// a __syncwarp/__syncthreads after it publishes the data to the other threads. The emulation copies at once, so
-// there the waits are no-ops and only the barriers order anything.
+// a __syncwarp/__syncthreads after it publishes the data to the other threads. The emulation keeps the copy in
+// flight until that wait (the destination reads as NaN bytes before it), so a missing or miscounted wait fails there.
 __device__ __forceinline__ void cp_async16(void* smem, const void* src, bool valid) {
 #ifdef ONESTEP_EMULATION
-    if (valid) std::memcpy(smem, src, 16);
-    else std::memset(smem, 0, 16);
+    emu::cp_async(smem, src, 16, valid);
 #else
     const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
 #endif
 }
 __device__ __forceinline__ void cp_async_commit() {
-#ifndef ONESTEP_EMULATION
+#ifdef ONESTEP_EMULATION
+    emu::cp_async_commit();
+#else
     asm volatile("cp.async.commit_group;\n" ::);
 #endif
 }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
-#ifndef ONESTEP_EMULATION
+#ifdef ONESTEP_EMULATION
+    emu::cp_async_wait(N);
+#else
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 #endif
 }

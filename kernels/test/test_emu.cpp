@@ -1,9 +1,11 @@
 // test_emu.cpp: the CUDA emulation itself. Each check is a kernel whose result on a GPU is known
 // (shuffle and ballot semantics, shared-memory tiles behind barriers, index coverage of 3-D grids,
-// atomics, launch-configuration errors, the one tensor-core instruction), plus misuse that must abort with a
+// atomics, launch-configuration errors, the one tensor-core instruction, cp.async's in-flight and wait_group
+// semantics), plus misuse that must abort with a
 // message rather than hang:
 // run in a forked child whose exit signal and stderr are inspected.
 #include "cuda_compat.cuh"
+#include "tensor_core.cuh"
 #include "test_common.h"
 
 #include <sys/wait.h>
@@ -84,6 +86,54 @@ void check_dynamic_shared() {
     expect(ok, "dynamic shared memory does not hold what the block wrote%s");
     onestep::launch(dynamic_shared_kernel, dim3(1), dim3(64), 64 * sizeof(float), nullptr, out.data(), 0);
     expect(std::isnan(out[0]), "unwritten dynamic shared memory is not poisoned with NaN%s");
+}
+
+// Each lane queues three groups of one 16-byte cp.async each (slot g of its own row; group 2 zero-fills on odd
+// lanes) and records, as 0/1 flags, what its slots hold at each point: in flight they read as NaN, a wait lands
+// exactly the groups older than its count, and after the last wait and a __syncwarp a neighbour's data is there.
+__global__ void cp_async_kernel(const float* src, int* seen) {
+    namespace tc = onestep::tensor_core;
+    ONESTEP_DYNAMIC_SHARED(float, slots);  // [32 lanes][3 groups][4 floats]
+    const int lane = threadIdx.x;
+    float* mine = slots + lane * 12;
+    const float* from = src + lane * 12;
+    auto landed = [&](int g) { return mine[4 * g] == from[4 * g] && mine[4 * g + 3] == from[4 * g + 3]; };
+    int* o = seen + lane * 6;
+    tc::cp_async16(mine, from, true);
+    o[0] = std::isnan(mine[0]);  // issued, not committed
+    tc::cp_async_commit();
+    tc::cp_async16(mine + 4, from + 4, true);
+    tc::cp_async_commit();
+    tc::cp_async16(mine + 8, from + 8, lane % 2 == 0);
+    tc::cp_async_commit();
+    tc::cp_async_wait<2>();
+    o[1] = landed(0) && std::isnan(mine[4]) && std::isnan(mine[8]);
+    tc::cp_async_wait<1>();
+    o[2] = landed(1) && std::isnan(mine[8]);
+    tc::cp_async_wait<0>();
+    o[3] = lane % 2 == 0 ? landed(2) : (mine[8] == 0.f && mine[11] == 0.f);
+    __syncwarp();
+    const float* next = slots + ((lane + 1) % 32) * 12;
+    o[4] = next[4] == src[((lane + 1) % 32) * 12 + 4];
+    o[5] = 1;
+}
+
+void check_cp_async() {
+    std::vector<float> src(32 * 12);
+    for (size_t i = 0; i < src.size(); i++) src[i] = float(i) + 0.25f;
+    std::vector<int> seen(32 * 6, 0);
+    onestep::launch(cp_async_kernel, dim3(1), dim3(32), 32 * 12 * sizeof(float), nullptr, src.data(), seen.data());
+    const char* what[6] = {"an issued cp.async's destination is not poisoned until its wait%s",
+                           "wait_group 2 did not land exactly the oldest group%s",
+                           "wait_group 1 did not land exactly the second group%s",
+                           "wait_group 0 did not land the last group (or its zero fill)%s",
+                           "a neighbour's landed copy is not visible after __syncwarp%s",
+                           "the cp.async kernel did not run to its end%s"};
+    for (int k = 0; k < 6; k++) {
+        bool ok = true;
+        for (int lane = 0; lane < 32; lane++) ok &= seen[lane * 6 + k] == 1;
+        expect(ok, what[k]);
+    }
 }
 
 __global__ void coverage_kernel(int* hits, int nx, int ny) {
@@ -240,6 +290,7 @@ int main() {
     check_shuffles();
     check_shared_and_barrier();
     check_dynamic_shared();
+    check_cp_async();
     check_indices_and_atomics();
     check_launch_errors();
     check_mma<__half>("__half");
