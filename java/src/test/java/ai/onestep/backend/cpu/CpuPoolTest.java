@@ -53,11 +53,15 @@ class CpuPoolTest {
     void aFailureStopsTheJobAndReachesTheCaller() {
         CpuPool pool = CpuPool.of(2);
         AtomicInteger ran = new AtomicInteger();
+        // The other tasks take 0.2 ms each, so running all 999 would take the other thread 0.2 s: without that,
+        // a thread descheduled between taking task 3 and throwing could see the other one finish every task
+        // first (under CI load it did), and "the others stop" would be a race rather than a property.
         var e = assertThrows(IllegalStateException.class, () -> pool.parallelFor(1000, i -> {
             ran.incrementAndGet();
             if (i == 3) {
                 throw new IllegalStateException("task 3");
             }
+            java.util.concurrent.locks.LockSupport.parkNanos(200_000);
         }));
         assertEquals("task 3", e.getMessage());
         assertTrue(ran.get() < 1000, "the other tasks stop: " + ran.get());
