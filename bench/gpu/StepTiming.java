@@ -279,15 +279,19 @@ public final class StepTiming {
                 // plain convolution gets); folded but with the upsamplers as the upsampling and a 3x3 convolution
                 // instead of one transposed convolution; and, on a GPU, with cuDNN's heuristic algorithms instead of
                 // its timed search, with every convolution on cuDNN (none on our implicit GEMM, even where it timed
-                // faster), and with every attention on the default kernel (no split keys). Then all back to the
+                // faster), and with every attention on the default kernel (no split keys); and with programmatic
+                // dependent launch on (Device#programmaticLaunch: sm_90+, off by default). Then all back to the
                 // defaults for the next batch.
                 boolean folding = co.foldsConstants();
                 var cudnnDevice = co.device() instanceof ai.onestep.backend.cuda.CudaDevice cd ? cd : null;
                 boolean searching = cudnnDevice != null && cudnnDevice.searchesConvolutions();
                 String[] variants = searching
                         ? new String[] {"unfolded", "unfused residual", "unfused upsampling", "heuristic convolutions",
-                                        "cuDNN convolutions only", "default attention only"}
-                        : new String[] {"unfolded", "unfused residual", "unfused upsampling"};
+                                        "cuDNN convolutions only", "default attention only",
+                                        "programmatic dependent launch"}
+                        : new String[] {"unfolded", "unfused residual", "unfused upsampling",
+                                        "programmatic dependent launch"};
+                boolean pdlBefore = ai.onestep.backend.cuda.Device.programmaticLaunch();
                 for (String variant : variants) {
                     co.foldConstants(!variant.equals("unfolded") && folding);
                     co.fuseResiduals(!variant.equals("unfused residual"));
@@ -296,6 +300,15 @@ public final class StepTiming {
                         cudnnDevice.searchConvolutions(!variant.equals("heuristic convolutions"));
                         cudnnDevice.ownConvolutions(!variant.equals("cuDNN convolutions only"));
                         cudnnDevice.splitKeys(!variant.equals("default attention only"));
+                    }
+                    if (variant.equals("programmatic dependent launch")) {
+                        try {
+                            ai.onestep.backend.cuda.Device.programmaticLaunch(true);
+                        } catch (ai.onestep.backend.cuda.CudaException e) {
+                            row("  " + name + ": " + labels.get(0) + ", " + variant + ": skipped (" + e.getMessage()
+                                    + ")");
+                            continue;
+                        }
                     }
                     co.forgetCapturedPasses();
                     try {
@@ -329,6 +342,7 @@ public final class StepTiming {
                             cudnnDevice.ownConvolutions(true);
                             cudnnDevice.splitKeys(true);
                         }
+                        ai.onestep.backend.cuda.Device.programmaticLaunch(pdlBefore);
                         co.forgetCapturedPasses();
                     }
                 }

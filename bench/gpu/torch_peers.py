@@ -627,7 +627,10 @@ def summary(paths):
         for variant, what in (("unfolded", "without constant folding (the time path in the graph)"),
                               ("unfused residual", "folded, conv2 and to_out.0 apart from their residual adds"),
                               ("unfused upsampling", "folded, the upsamplers as upsampling + 3x3 convolution"),
-                              ("heuristic convolutions", "with cuDNN's heuristic algorithms, not its timed search")):
+                              ("heuristic convolutions", "with cuDNN's heuristic algorithms, not its timed search"),
+                              ("cuDNN convolutions only", "with every convolution on cuDNN (none on our implicit GEMM)"),
+                              ("default attention only", "with every attention on the default kernel (no split keys)"),
+                              ("programmatic dependent launch", "with programmatic dependent launch on")):
             sel = [r for r in unf if r.get("variant", "unfolded") == variant]
             if sel:
                 print(f"first step {what}, us and nodes, vs the default: " + "; ".join(

@@ -24,6 +24,9 @@
 //     float type), as if still in flight. So a read before the wait, a wait on the wrong group count, or a
 //     read of another lane's data without the barrier after its wait sees NaN whenever the fiber order puts
 //     the reader first; a copy issued into a buffer other threads still read poisons their reads the same way.
+//   * Programmatic dependent launch: a kernel launched by onestep::launch_dependent must call
+//     await_predecessors() (griddepcontrol.wait) in every thread before anything else; one that returns
+//     without it, or reaches a barrier, warp primitive or cp.async first, aborts with a message.
 //   * Tensor cores: only mma.sync.m16n8k16 with fp16 or bf16 A/B and fp32 C/D (emu::mma_m16n8k16, the
 //     PTX ISA's fragment layouts), as a warp collective. A kernel spells it through its own wrapper: inline
 //     PTX under nvcc, this function here.
@@ -225,6 +228,7 @@ struct Fiber {
     unsigned mask = 0;  // the mask given to the warp primitive it waits at
     std::vector<AsyncCopy> async_open;                   // cp.async issued since this thread's last commit
     std::vector<std::vector<AsyncCopy>> async_groups;    // committed groups not yet waited for, oldest first
+    bool awaited = false;  // called await_predecessors() (launch_dependent's kernels must, first)
 };
 
 struct WarpExchange { uint64_t slot[kWarpSize]; };
@@ -238,6 +242,7 @@ struct BlockState {
 #endif
     int current = -1;
     int nthreads = 0;
+    bool dependent = false;  // launched by onestep::launch_dependent (programmatic dependent launch on a GPU)
     uint3 block_idx{0, 0, 0};
     std::function<void()> body;  // calls the kernel with the launch's arguments
     std::vector<unsigned char> dynamic_shared;
@@ -275,6 +280,9 @@ inline void yield_to_scheduler(Wait why, unsigned mask) {
     BlockState* b = g_block;
     if (!b || b->current < 0) die("barrier or warp primitive called outside a kernel");
     Fiber& f = b->fibers[b->current];
+    if (b->dependent && !f.awaited)
+        die("a kernel launched by onestep::launch_dependent reached a barrier or warp primitive before "
+            "await_predecessors(), which must be its first statement");
     f.wait = why;
     f.mask = mask;
 #if ONESTEP_EMU_FAST_SWITCH
@@ -307,6 +315,11 @@ inline void fiber_entry() {
     b->body();
     {  // copies still in flight at exit land anyway (no one can read them any more)
         Fiber& f = b->fibers[b->current];
+        if (b->dependent && !f.awaited)
+            die("a kernel launched by onestep::launch_dependent returned without calling await_predecessors() "
+                "(thread %u of block %u): on a GPU with programmatic dependent launch it could read its inputs "
+                "before the kernel that writes them has finished",
+                f.tid.x, b->block_idx.x);
         for (auto& group : f.async_groups) land(group);
         land(f.async_open);
         f.async_groups.clear();
@@ -396,6 +409,7 @@ inline void run_block(BlockState& b) {
         f.wait = Wait::None;
         f.async_open.clear();
         f.async_groups.clear();
+        f.awaited = false;
 #if ONESTEP_EMU_FAST_SWITCH
         // The frame emu_switch_context pops: FP control words, r15 r14 r13 r12 rbx rbp, then the return
         // address fiber_entry, placed so that rsp + 8 is 16-byte aligned at its first instruction.
@@ -440,8 +454,11 @@ inline void run_block(BlockState& b) {
 
 // Launches `kernel` over the grid, synchronously. Returns the error a real launch would report for an
 // invalid configuration (and records it for cudaGetLastError).
+// `dependent`: launched as onestep::launch_dependent would be on a GPU with programmatic dependent launch,
+// so every thread must call await_predecessors() before anything else (checked: see Fiber::awaited).
 template <typename... KArgs, typename... Args>
-cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t shared_bytes, Args... args) {
+cudaError_t launch_as(bool dependent, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t shared_bytes,
+                      Args... args) {
     static_assert(sizeof...(KArgs) == sizeof...(Args), "kernel launched with the wrong number of arguments");
     unsigned long threads = (unsigned long)block.x * block.y * block.z;
     cudaError_t err = cudaSuccess;
@@ -460,6 +477,7 @@ cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t share
     if (g_block) die("kernel launched from inside a kernel (dynamic parallelism is not emulated)");
     BlockState b;
     b.nthreads = int(threads);
+    b.dependent = dependent;
     b.fibers.resize(threads);
     for (unsigned long i = 0; i < threads; i++) {
         b.fibers[i].stack = fiber_stack(int(i));
@@ -483,6 +501,19 @@ cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t share
     return cudaSuccess;
 }
 
+template <typename... KArgs, typename... Args>
+cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t shared_bytes, Args... args) {
+    return launch_as(false, kernel, grid, block, shared_bytes, args...);
+}
+
+// griddepcontrol.wait (PTX ISA, sm_90): on a GPU it waits until the grids this one depends on have completed
+// and their writes are visible. Blocks here run one launch after another, so it only records the call.
+inline void await_predecessors() {
+    BlockState* b = g_block;
+    if (!b || b->current < 0) die("await_predecessors() called outside a kernel");
+    b->fibers[b->current].awaited = true;
+}
+
 // ---- cp.async (PTX ISA, "cp.async", "cp.async.commit_group", "cp.async.wait_group") ---------------
 inline Fiber& current_fiber(const char* what) {
     BlockState* b = g_block;
@@ -493,6 +524,8 @@ inline Fiber& current_fiber(const char* what) {
 // 0xFF bytes until the copy lands at the wait that retires its group.
 inline void cp_async(void* dst, const void* src, unsigned bytes, bool valid) {
     Fiber& f = current_fiber("cp.async");
+    if (g_block->dependent && !f.awaited)
+        die("a kernel launched by onestep::launch_dependent issued cp.async before await_predecessors()");
     std::memset(dst, 0xFF, bytes);
     f.async_open.push_back(AsyncCopy{dst, src, bytes, valid});
 }

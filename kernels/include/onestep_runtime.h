@@ -69,6 +69,16 @@ onestep_status onestep_timer_start(onestep_timer timer, cudaStream_t stream);
 onestep_status onestep_timer_stop(onestep_timer timer, cudaStream_t stream, float* ms);
 onestep_status onestep_timer_destroy(onestep_timer timer);
 
+/* Programmatic dependent launch (sm_90+, CUDA programming guide "Programmatic Dependent Launch and
+ * Synchronization"). While on, the library's kernels are launched with the programmatic-serialization attribute:
+ * each may start while the kernel ahead of it on the stream is still running (its blocks wait at their first
+ * statement, griddepcontrol.wait, until that kernel has finished and its writes are visible), so a launch's latency
+ * hides behind its predecessor's tail, in captured graphs too. Off by default. Turning it on for a device below
+ * compute capability 9.0 returns ONESTEP_ERROR_UNSUPPORTED and leaves it off. The emulated build accepts it; there
+ * every kernel the library launches is checked to wait first whether it is on or not. */
+onestep_status onestep_set_programmatic_launch(int enabled);
+int onestep_programmatic_launch(void);
+
 #ifdef __cplusplus
 }
 #endif

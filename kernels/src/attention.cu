@@ -95,6 +95,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                    T* __restrict__ o, float* __restrict__ lse, int Tq, int Tk, const int* __restrict__ kv_len,
                    int H, float scale_log2, int tokens, Biases<T> bias) {
+    await_predecessors();
     static_assert(D % 32 == 0, "head dim must be a multiple of the warp size");
     constexpr int kCols = D / 32;  // output columns per lane
     ONESTEP_DYNAMIC_SHARED(float, smem);
@@ -361,6 +362,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
                    float* __restrict__ lse, int Tq, int Tk, const int* __restrict__ kv_len, int H, float scale_log2,
                    int tokens, Biases<T> bias) {
+    await_predecessors();
     constexpr int kPitchK = D + 8, kPitchV = kKeys + 8;
     __shared__ __align__(16) T Ks[kKeys * kPitchK];
     __shared__ __align__(16) T Vt[D * kPitchV];
@@ -420,6 +422,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
     split_forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
                          float* __restrict__ lse, int Tq, int Tk, const int* __restrict__ kv_len, int H,
                          float scale_log2, int tokens, Biases<T> bias) {
+    await_predecessors();
     using S = SplitSmem<T, D>;
     __shared__ __align__(16) unsigned char smem[S::kBytes];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -494,10 +497,10 @@ static cudaError_t split_launch(const T* q, const T* k, const T* v, T* o, float*
     const dim3 grid(ceil_div(Tq, 16), unsigned(B * H)), block(kSplitWarps * 32);
     const float scale_log2 = scale * 1.4426950408889634f;  // log2(e)
     if (D == 32)
-        return ::onestep::launch(split_forward_kernel<T, 32>, grid, block, 0, stream, q, k, v, o, lse, Tq, Tk, kv_len,
+        return ::onestep::launch_dependent(split_forward_kernel<T, 32>, grid, block, 0, stream, q, k, v, o, lse, Tq, Tk, kv_len,
                                  H, scale_log2, tokens, bias);
     if (D == 64)
-        return ::onestep::launch(split_forward_kernel<T, 64>, grid, block, 0, stream, q, k, v, o, lse, Tq, Tk, kv_len,
+        return ::onestep::launch_dependent(split_forward_kernel<T, 64>, grid, block, 0, stream, q, k, v, o, lse, Tq, Tk, kv_len,
                                  H, scale_log2, tokens, bias);
     return cudaErrorInvalidValue;  // D = 128: four warps' K and V^T tiles would not fit 48 KB
 }
@@ -510,7 +513,7 @@ static cudaError_t launch(const T* q, const T* k, const T* v, T* o, float* lse, 
     switch (D) {
 #define ONESTEP_TC_CASE(DD)                                                                                         \
     case DD:                                                                                                        \
-        return ::onestep::launch(forward_kernel<T, DD>, grid, block, 0, stream, q, k, v, o, lse, Tq, Tk, kv_len, H, \
+        return ::onestep::launch_dependent(forward_kernel<T, DD>, grid, block, 0, stream, q, k, v, o, lse, Tq, Tk, kv_len, H, \
                                  scale_log2, tokens, bias);
         ONESTEP_TC_CASE(32)
         ONESTEP_TC_CASE(64)
@@ -532,7 +535,7 @@ static cudaError_t launch_d(const T* q, const T* k, const T* v, T* o, float* lse
     }
     const dim3 grid(ceil_div(Tq, kRowsPerBlock), unsigned(B * H));
     const float scale_log2 = scale * 1.4426950408889634f;  // log2(e)
-    return launch(forward_kernel<T, D>, grid, dim3(kWarps * 32), smem, stream, q, k, v, o, lse, Tq, Tk, kv_len, H,
+    return launch_dependent(forward_kernel<T, D>, grid, dim3(kWarps * 32), smem, stream, q, k, v, o, lse, Tq, Tk, kv_len, H,
                   scale_log2, tokens, bias);
 }
 

@@ -40,6 +40,7 @@ __device__ __forceinline__ int key_end(const int* kv_len, int b, int Tk) {
 template <typename T>
 __global__ void delta_kernel(const T* __restrict__ o, const T* __restrict__ dout, float* __restrict__ delta,
                              long long rows, int D) {
+    await_predecessors();
     const long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (row >= rows) return;  // whole warps exit together: no shuffle is left waiting on them
     float s = 0.0f;
@@ -96,6 +97,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                  const T* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                  T* __restrict__ dk, T* __restrict__ dv, int Tq, int Tk, const int* __restrict__ kv_len, int H,
                  float scale, float scale_log2) {
+    await_predecessors();
     constexpr int kCols = D / 32;
     ONESTEP_DYNAMIC_SHARED(float, smem);
     float* Ks = smem;
@@ -167,6 +169,7 @@ __global__ void __launch_bounds__(kWarps * 32)
               const T* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
               T* __restrict__ dq, int Tq, int Tk, const int* __restrict__ kv_len, int H, float scale,
               float scale_log2) {
+    await_predecessors();
     constexpr int kCols = D / 32;
     ONESTEP_DYNAMIC_SHARED(float, smem);
     float* Ks = smem;
@@ -227,7 +230,7 @@ static cudaError_t launch_backward_d(const T* q, const T* k, const T* v, const T
                                      const float* lse, float* delta, T* dq, T* dk, T* dv, int B, int H,
                                      int Tq, int Tk, const int* kv_len, float scale, cudaStream_t stream) {
     const long long rows = (long long)B * H * Tq;
-    cudaError_t e = launch(delta_kernel<T>, dim3(ceil_div(rows, 8)), dim3(256), 0, stream, o, dout, delta, rows, D);
+    cudaError_t e = launch_dependent(delta_kernel<T>, dim3(ceil_div(rows, 8)), dim3(256), 0, stream, o, dout, delta, rows, D);
     if (e != cudaSuccess) return e;
     const size_t smem = backward_shared_bytes(D);
     if (smem > 48 * 1024) {
@@ -235,10 +238,10 @@ static cudaError_t launch_backward_d(const T* q, const T* k, const T* v, const T
         if ((e = cudaFuncSetAttribute(dq_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem))) != cudaSuccess) return e;
     }
     const float scale_log2 = scale * 1.4426950408889634f;
-    e = launch(dk_dv_kernel<T, D>, dim3(ceil_div(Tk, kTile), unsigned(B * H)), dim3(kWarps * 32), smem, stream, q, k, v,
+    e = launch_dependent(dk_dv_kernel<T, D>, dim3(ceil_div(Tk, kTile), unsigned(B * H)), dim3(kWarps * 32), smem, stream, q, k, v,
                dout, lse, delta, dk, dv, Tq, Tk, kv_len, H, scale, scale_log2);
     if (e != cudaSuccess) return e;
-    return launch(dq_kernel<T, D>, dim3(ceil_div(Tq, kTile), unsigned(B * H)), dim3(kWarps * 32), smem, stream, q, k, v,
+    return launch_dependent(dq_kernel<T, D>, dim3(ceil_div(Tq, kTile), unsigned(B * H)), dim3(kWarps * 32), smem, stream, q, k, v,
                   dout, lse, delta, dq, Tq, Tk, kv_len, H, scale, scale_log2);
 }
 

@@ -79,6 +79,7 @@ template <typename T, class C>
 __global__ void __launch_bounds__(C::kThreads)
     conv_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, const T* z, T* y,
                 Shape s) {
+    await_predecessors();
     ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
@@ -209,7 +210,7 @@ template <typename T, class C>
 cudaError_t run(const void* x, const void* w, const void* bias, const void* z, void* y, const Shape& s,
                 cudaStream_t stream) {
     const dim3 grid(unsigned((s.M + C::BM - 1) / C::BM), unsigned((s.Cout + C::BN - 1) / C::BN));
-    return launch(conv_kernel<T, C>, grid, dim3(C::kThreads), size_t(C::kSharedBytes), stream,
+    return launch_dependent(conv_kernel<T, C>, grid, dim3(C::kThreads), size_t(C::kSharedBytes), stream,
                   static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
                   static_cast<const T*>(z), static_cast<T*>(y), s);
 }

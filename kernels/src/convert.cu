@@ -15,6 +15,7 @@ namespace convert {
 // (1 * v is v exactly, signed zeros, infinities and NaN included).
 template <typename From, typename To>
 __global__ void convert_kernel(float alpha, const From* __restrict__ x, To* __restrict__ y, long long n) {
+    await_predecessors();
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
         y[i] = from_f32<To>(alpha * to_f32(x[i]));  // fp16 and bf16 widen to fp32 exactly, so one rounding at most
@@ -23,7 +24,7 @@ __global__ void convert_kernel(float alpha, const From* __restrict__ x, To* __re
 template <typename From, typename To>
 static cudaError_t run(float alpha, const void* x, void* y, long long n, cudaStream_t stream) {
     const long long blocks = (n + 255) / 256;
-    return launch(convert_kernel<From, To>, dim3(unsigned(blocks < 4096 ? blocks : 4096)), dim3(256), 0, stream,
+    return launch_dependent(convert_kernel<From, To>, dim3(unsigned(blocks < 4096 ? blocks : 4096)), dim3(256), 0, stream,
                   alpha, static_cast<const From*>(x), static_cast<To*>(y), n);
 }
 

@@ -1,7 +1,10 @@
 // cuda_compat.cuh: the one place where the kernel sources differ between nvcc and the host emulation.
 // Kernels include this instead of <cuda_runtime.h>, declare dynamic shared memory with
-// ONESTEP_DYNAMIC_SHARED and launch through onestep::launch (no <<<>>> in the sources, so g++ parses them).
+// ONESTEP_DYNAMIC_SHARED and launch through onestep::launch_dependent (the library's kernels, which begin with
+// await_predecessors()) or onestep::launch (the dev files' and tests' own); no <<<>>> in the sources, so g++ parses them.
 #pragma once
+
+#include <atomic>
 
 #ifdef ONESTEP_EMULATION
 #include "cuda_emu.h"
@@ -55,6 +58,55 @@ inline cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_
 #else
     kernel<<<grid, block, shared_bytes, stream>>>(static_cast<KArgs>(args)...);
     return cudaGetLastError();
+#endif
+}
+
+// Programmatic dependent launch (CUDA programming guide, "Programmatic Dependent Launch and Synchronization";
+// sm_90+). With it on, launch_dependent lets a kernel start while the kernel before it on the stream is still
+// running, so its launch latency and block scheduling overlap that kernel's tail (in a captured graph too, as a
+// programmatic edge). Every kernel the library launches that way calls await_predecessors() first: the wait for
+// the preceding grids' completion and memory, then the trigger that lets the next kernel start early in turn.
+// Off by default; onestep_set_programmatic_launch (onestep_runtime.h) turns it on.
+inline std::atomic<bool>& programmatic_launch_flag() {
+    static std::atomic<bool> on{false};
+    return on;
+}
+
+__device__ __forceinline__ void await_predecessors() {
+#ifdef ONESTEP_EMULATION
+    emu::await_predecessors();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// The library's launch: as launch, or with the programmatic-serialization attribute while
+// programmatic_launch_flag() is on. The kernel must begin with await_predecessors() (the emulation checks it).
+template <typename... KArgs, typename... Args>
+inline cudaError_t launch_dependent(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t shared_bytes,
+                                    cudaStream_t stream, Args... args) {
+#ifdef ONESTEP_EMULATION
+    if (emu::CaptureList* capture = emu::capture_of(stream)) {
+        capture->ops.push_back(
+            [=]() { return emu::launch_as(true, kernel, grid, block, shared_bytes, static_cast<KArgs>(args)...); });
+        return cudaSuccess;
+    }
+    return emu::launch_as(true, kernel, grid, block, shared_bytes, static_cast<KArgs>(args)...);
+#else
+    if (!programmatic_launch_flag().load(std::memory_order_relaxed))
+        return launch(kernel, grid, block, shared_bytes, stream, args...);
+    cudaLaunchAttribute attribute[1];
+    attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = shared_bytes;
+    config.stream = stream;
+    config.attrs = attribute;
+    config.numAttrs = 1;
+    return cudaLaunchKernelEx(&config, kernel, static_cast<KArgs>(args)...);
 #endif
 }
 

@@ -40,6 +40,7 @@ __device__ __forceinline__ void set_lane(float4& v, int k, float f) {
 // op(in[NIN], out[NOUT]) computes one element.
 template <int NIN, int NOUT, class Op, typename T>
 __global__ void map_kernel(Op op, Ptrs<NIN, T> in, OutPtrs<NOUT, T> out, long long n, int vec4) {
+    await_predecessors();
     const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const long long stride = (long long)gridDim.x * blockDim.x;
     const long long nvec = vec4 ? n / 4 : 0;
@@ -77,7 +78,7 @@ cudaError_t run_map(const Op& op, Ptrs<NIN, T> in, OutPtrs<NOUT, T> out, long lo
     const long long work = vec4 ? n / 4 + 3 : n;  // + 3: the tail threads
     long long blocks = (work + kBlock - 1) / kBlock;
     if (blocks > (1 << 16)) blocks = 1 << 16;  // grid-stride beyond that
-    return launch(map_kernel<NIN, NOUT, Op, T>, dim3(unsigned(blocks)), dim3(kBlock), 0, stream, op, in, out, n,
+    return launch_dependent(map_kernel<NIN, NOUT, Op, T>, dim3(unsigned(blocks)), dim3(kBlock), 0, stream, op, in, out, n,
                   int(vec4));
 }
 
@@ -150,6 +151,7 @@ struct SiluBackwardOp {
 template <typename T>
 __global__ void axpby_mixed_kernel(float a, const float* x, float b, const T* f, const T* bias, int C, float* y,
                                    long long n) {
+    await_predecessors();
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         float fi = to_f32(f[i]);
@@ -304,7 +306,7 @@ extern "C" onestep_status onestep_axpby_mixed_typed(float a, const float* x, flo
     long long blocks = (n + denoise::kBlock - 1) / denoise::kBlock;
     if (blocks > (1 << 16)) blocks = 1 << 16;
     return check_launch(ONESTEP_DISPATCH_DTYPE(f_dtype, T,
-                                               launch(denoise::axpby_mixed_kernel<T>, dim3(unsigned(blocks)),
+                                               launch_dependent(denoise::axpby_mixed_kernel<T>, dim3(unsigned(blocks)),
                                                       dim3(denoise::kBlock), 0, stream, a, x, b,
                                                       static_cast<const T*>(f), static_cast<const T*>(f_bias), C, y,
                                                       n)),

@@ -109,6 +109,7 @@ __device__ __forceinline__ Welford group_welford(const T* base, int HW, int C, i
 template <bool VEC4, bool PRE = false, typename T = float>
 __global__ void stats_kernel(const T* __restrict__ x, float* __restrict__ mean, float* __restrict__ rstd, int HW, int C,
                              int G, float eps, PreAdd<T> pre = {}) {
+    await_predecessors();
     __shared__ Welford scratch[32];
     const int n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
     const T* base = x + (long long)n * HW * C + (long long)g * Cg;
@@ -153,6 +154,7 @@ __global__ void apply_kernel(const T* __restrict__ x, const float* __restrict__ 
                              const T* __restrict__ gamma, const T* __restrict__ beta, const T* __restrict__ scale,
                              const T* __restrict__ shift, T* __restrict__ y, int HW, int C, int G,
                              PreAdd<T> pre_all = {}) {
+    await_predecessors();
     const int n = blockIdx.y, Cg = C / G;
     const int per_sample = HW * C;
     const long long offset = (long long)n * per_sample;
@@ -208,6 +210,7 @@ __global__ void fused_kernel(const T* __restrict__ x, const T* __restrict__ gamm
                              const T* __restrict__ scale, const T* __restrict__ shift, T* __restrict__ y,
                              float* __restrict__ mean, float* __restrict__ rstd, int HW, int C, int G, float eps,
                              PreAdd<T> pre_all = {}) {
+    await_predecessors();
     __shared__ Welford scratch[32];
     __shared__ float stats[2];
     const int n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
@@ -273,9 +276,9 @@ static cudaError_t launch_apply(const T* x, const float* mean, const float* rstd
     const bool vec4 = C % 4 == 0 && aligned4(x) && aligned4(y);
     const dim3 grid(grid_for(vec4 ? per_sample / 4 : per_sample, block), unsigned(N));
     if (vec4)
-        return launch(apply_kernel<EMB, SILU, true, PRE, T>, grid, dim3(block), 0, stream, x, mean, rstd, gamma, beta,
+        return launch_dependent(apply_kernel<EMB, SILU, true, PRE, T>, grid, dim3(block), 0, stream, x, mean, rstd, gamma, beta,
                       scale, shift, y, HW, C, G, pre);
-    return launch(apply_kernel<EMB, SILU, false, PRE, T>, grid, dim3(block), 0, stream, x, mean, rstd, gamma, beta,
+    return launch_dependent(apply_kernel<EMB, SILU, false, PRE, T>, grid, dim3(block), 0, stream, x, mean, rstd, gamma, beta,
                   scale, shift, y, HW, C, G, pre);
 }
 
@@ -285,12 +288,12 @@ static cudaError_t launch_fused(const T* x, const T* gamma, const T* beta, const
                                 PreAdd<T> pre, cudaStream_t stream) {
     const bool stats4 = (C / G) % 4 == 0 && aligned4(x);  // as launch_forward_t chooses stats_kernel's loop
     if (stats4 && aligned4(y))
-        return launch(fused_kernel<EMB, SILU, true, true, PRE, T>, dim3(N * G), dim3(block), 0, stream, x, gamma,
+        return launch_dependent(fused_kernel<EMB, SILU, true, true, PRE, T>, dim3(N * G), dim3(block), 0, stream, x, gamma,
                       beta, scale, shift, y, mean, rstd, HW, C, G, eps, pre);
     if (stats4)
-        return launch(fused_kernel<EMB, SILU, true, false, PRE, T>, dim3(N * G), dim3(block), 0, stream, x, gamma,
+        return launch_dependent(fused_kernel<EMB, SILU, true, false, PRE, T>, dim3(N * G), dim3(block), 0, stream, x, gamma,
                       beta, scale, shift, y, mean, rstd, HW, C, G, eps, pre);
-    return launch(fused_kernel<EMB, SILU, false, false, PRE, T>, dim3(N * G), dim3(block), 0, stream, x, gamma, beta,
+    return launch_dependent(fused_kernel<EMB, SILU, false, false, PRE, T>, dim3(N * G), dim3(block), 0, stream, x, gamma, beta,
                   scale, shift, y, mean, rstd, HW, C, G, eps, pre);
 }
 
@@ -304,9 +307,9 @@ static cudaError_t launch_variant(const T* x, const T* gamma, const T* beta, con
         return launch_fused<EMB, SILU, PRE>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps,
                                             stats_block, pre, stream);
     const bool vec4 = (C / G) % 4 == 0 && aligned4(x);
-    cudaError_t e = vec4 ? launch(stats_kernel<true, PRE, T>, dim3(N * G), dim3(stats_block), 0, stream, x, mean,
+    cudaError_t e = vec4 ? launch_dependent(stats_kernel<true, PRE, T>, dim3(N * G), dim3(stats_block), 0, stream, x, mean,
                                   rstd, HW, C, G, eps, pre)
-                         : launch(stats_kernel<false, PRE, T>, dim3(N * G), dim3(stats_block), 0, stream, x, mean,
+                         : launch_dependent(stats_kernel<false, PRE, T>, dim3(N * G), dim3(stats_block), 0, stream, x, mean,
                                   rstd, HW, C, G, eps, pre);
     if (e != cudaSuccess) return e;
     return launch_apply<EMB, SILU, PRE>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, pre,
@@ -392,6 +395,7 @@ template <bool SILU, bool ORDER4, typename T>
 __global__ void concat_fused_kernel(ConcatSrc<T> s, const T* __restrict__ gamma, const T* __restrict__ beta,
                                     T* __restrict__ cat, T* __restrict__ y, float* __restrict__ mean,
                                     float* __restrict__ rstd, int HW, int G, float eps) {
+    await_predecessors();
     __shared__ Welford scratch[32];
     __shared__ float stats[2];
     const int C = s.Ca + s.Cb, n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G, c0 = g * Cg;
@@ -413,6 +417,7 @@ __global__ void concat_fused_kernel(ConcatSrc<T> s, const T* __restrict__ gamma,
 template <bool ORDER4, typename T>
 __global__ void concat_stats_kernel(ConcatSrc<T> s, float* __restrict__ mean, float* __restrict__ rstd, int HW,
                                     int G, float eps) {
+    await_predecessors();
     __shared__ Welford scratch[32];
     const int C = s.Ca + s.Cb, n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
     const Welford w = block_welford(concat_welford<ORDER4>(s, (long long)n * HW, HW, Cg, g * Cg), scratch);
@@ -426,6 +431,7 @@ template <bool SILU, typename T>
 __global__ void concat_apply_kernel(ConcatSrc<T> s, const float* __restrict__ mean, const float* __restrict__ rstd,
                                     const T* __restrict__ gamma, const T* __restrict__ beta, T* __restrict__ cat,
                                     T* __restrict__ y, int HW, int G) {
+    await_predecessors();
     const int n = blockIdx.y, C = s.Ca + s.Cb, Cg = C / G;
     const int per_sample = HW * C;
     const long long p0 = (long long)n * HW;
@@ -449,18 +455,18 @@ static cudaError_t launch_concat_silu(ConcatSrc<T> s, const T* gamma, const T* b
     const bool order4 = (C / G) % 4 == 0 && aligned4(cat);
     if ((long long)N * HW * C <= kFusedMaxElems) {
         if (order4)
-            return launch(concat_fused_kernel<SILU, true, T>, dim3(N * G), dim3(block), 0, stream, s, gamma, beta, cat,
+            return launch_dependent(concat_fused_kernel<SILU, true, T>, dim3(N * G), dim3(block), 0, stream, s, gamma, beta, cat,
                           y, mean, rstd, HW, G, eps);
-        return launch(concat_fused_kernel<SILU, false, T>, dim3(N * G), dim3(block), 0, stream, s, gamma, beta, cat, y,
+        return launch_dependent(concat_fused_kernel<SILU, false, T>, dim3(N * G), dim3(block), 0, stream, s, gamma, beta, cat, y,
                       mean, rstd, HW, G, eps);
     }
-    cudaError_t e = order4 ? launch(concat_stats_kernel<true, T>, dim3(N * G), dim3(block), 0, stream, s, mean, rstd,
+    cudaError_t e = order4 ? launch_dependent(concat_stats_kernel<true, T>, dim3(N * G), dim3(block), 0, stream, s, mean, rstd,
                                     HW, G, eps)
-                           : launch(concat_stats_kernel<false, T>, dim3(N * G), dim3(block), 0, stream, s, mean, rstd,
+                           : launch_dependent(concat_stats_kernel<false, T>, dim3(N * G), dim3(block), 0, stream, s, mean, rstd,
                                     HW, G, eps);
     if (e != cudaSuccess) return e;
     const dim3 grid(grid_for((long long)HW * C, kApplyBlock), unsigned(N));
-    return launch(concat_apply_kernel<SILU, T>, grid, dim3(kApplyBlock), 0, stream, s, mean, rstd, gamma, beta, cat, y,
+    return launch_dependent(concat_apply_kernel<SILU, T>, grid, dim3(kApplyBlock), 0, stream, s, mean, rstd, gamma, beta, cat, y,
                   HW, G);
 }
 
@@ -498,6 +504,7 @@ __global__ void backward_kernel(const float* __restrict__ dy, const float* __res
                                 const float* __restrict__ scale, const float* __restrict__ shift,
                                 float* __restrict__ dx, float* __restrict__ dgamma, float* __restrict__ dbeta,
                                 float* __restrict__ dscale, float* __restrict__ dshift, int HW, int C, int G) {
+    await_predecessors();
     __shared__ float part[4][kBackwardMaxBlock];
     __shared__ float scratch[32];
     const int n = blockIdx.x / G, g = blockIdx.x % G, Cg = C / G;
@@ -581,15 +588,15 @@ cudaError_t launch_backward(const float* dy, const float* x, const float* mean, 
     const dim3 grid(N * G), threads(block);
     const bool emb = scale != nullptr;
     if (emb && silu)
-        return launch(backward_kernel<true, true>, grid, threads, 0, stream, dy, x, mean, rstd, gamma, beta, scale,
+        return launch_dependent(backward_kernel<true, true>, grid, threads, 0, stream, dy, x, mean, rstd, gamma, beta, scale,
                       shift, dx, dgamma, dbeta, dscale, dshift, HW, C, G);
     if (emb)
-        return launch(backward_kernel<true, false>, grid, threads, 0, stream, dy, x, mean, rstd, gamma, beta, scale,
+        return launch_dependent(backward_kernel<true, false>, grid, threads, 0, stream, dy, x, mean, rstd, gamma, beta, scale,
                       shift, dx, dgamma, dbeta, dscale, dshift, HW, C, G);
     if (silu)
-        return launch(backward_kernel<false, true>, grid, threads, 0, stream, dy, x, mean, rstd, gamma, beta, scale,
+        return launch_dependent(backward_kernel<false, true>, grid, threads, 0, stream, dy, x, mean, rstd, gamma, beta, scale,
                       shift, dx, dgamma, dbeta, dscale, dshift, HW, C, G);
-    return launch(backward_kernel<false, false>, grid, threads, 0, stream, dy, x, mean, rstd, gamma, beta, scale,
+    return launch_dependent(backward_kernel<false, false>, grid, threads, 0, stream, dy, x, mean, rstd, gamma, beta, scale,
                   shift, dx, dgamma, dbeta, dscale, dshift, HW, C, G);
 }
 

@@ -31,6 +31,7 @@ inline dim3 grid_for(long long n) {
 template <typename T>
 __global__ void gemm_kernel(const T* a, int ta, const T* b, int tb, T* c, int M, int N, int K, float alpha,
                             float beta) {
+    await_predecessors();
     ONESTEP_GRID_STRIDE(idx, (long long)M * N) {
         int i = int(idx / N), j = int(idx % N);
         float acc = 0.f;
@@ -46,6 +47,7 @@ __global__ void gemm_kernel(const T* a, int ta, const T* b, int tb, T* c, int M,
 template <typename T>
 __global__ void linear_kernel(const T* x, const T* w, const T* bias, const T* z, T* y, long long rows, int in,
                               int out) {
+    await_predecessors();
     ONESTEP_GRID_STRIDE(idx, rows * out) {
         long long r = idx / out;
         int j = int(idx % out);
@@ -60,6 +62,7 @@ __global__ void linear_kernel(const T* x, const T* w, const T* bias, const T* z,
 template <typename T>
 __global__ void conv_kernel(const T* x, const T* w, const T* bias, const T* z, T* y, int N, int H, int W, int Cin,
                             int KH, int KW, int Cout, int stride, int pad, int Ho, int Wo) {
+    await_predecessors();
     ONESTEP_GRID_STRIDE(idx, (long long)N * Ho * Wo * Cout) {
         int co = int(idx % Cout);
         long long p = idx / Cout;
@@ -102,6 +105,7 @@ __host__ __device__ inline int subpixel_last_tap(int r) { return r == 3 ? 0 : r 
 // k (Cin, 4, 4, Cout) from w (3, 3, Cin, Cout) HWIO: each tap's sum in fp32 (in ky, kx order), rounded once.
 template <typename T>
 __global__ void subpixel_weights_kernel(const T* w, T* k, int Cin, int Cout) {
+    await_predecessors();
     ONESTEP_GRID_STRIDE(idx, (long long)Cin * 16 * Cout) {
         const int co = int(idx % Cout);
         const long long q = idx / Cout;
@@ -120,6 +124,7 @@ __global__ void subpixel_weights_kernel(const T* w, T* k, int Cin, int Cout) {
 template <typename T>
 __global__ void upsample_conv_kernel(const T* x, const T* k, const T* bias, T* y, int N, int H, int W, int Cin,
                                      int Cout) {
+    await_predecessors();
     const int Ho = 2 * H, Wo = 2 * W;
     ONESTEP_GRID_STRIDE(idx, (long long)N * Ho * Wo * Cout) {
         const int co = int(idx % Cout);
@@ -146,6 +151,7 @@ __global__ void upsample_conv_kernel(const T* x, const T* k, const T* bias, T* y
 // (ky, kx, co) whose output position oy = (iy + pad - ky) / stride lands exactly on the grid. Assigned.
 __global__ void conv_backward_data_kernel(const float* w, const float* dy, float* dx, int N, int H, int W, int Cin,
                                           int KH, int KW, int Cout, int stride, int pad, int Ho, int Wo) {
+    await_predecessors();
     ONESTEP_GRID_STRIDE(idx, (long long)N * H * W * Cin) {
         int ci = int(idx % Cin);
         long long p = idx / Cin;
@@ -174,6 +180,7 @@ __global__ void conv_backward_data_kernel(const float* w, const float* dy, float
 // output position, then adds the sum to dw (parameter gradients accumulate).
 __global__ void conv_backward_filter_kernel(const float* x, const float* dy, float* dw, int N, int H, int W, int Cin,
                                             int KH, int KW, int Cout, int stride, int pad, int Ho, int Wo) {
+    await_predecessors();
     ONESTEP_GRID_STRIDE(idx, (long long)KH * KW * Cin * Cout) {
         int co = int(idx % Cout);
         int ci = int((idx / Cout) % Cin);
@@ -197,11 +204,13 @@ __global__ void conv_backward_filter_kernel(const float* x, const float* dy, flo
 
 template <typename T>
 __global__ void mul_kernel(const T* a, const T* b, T* out, long long n) {
+    await_predecessors();
     ONESTEP_GRID_STRIDE(i, n) { out[i] = from_f32<T>(to_f32(a[i]) * to_f32(b[i])); }
 }
 
 template <typename T>
 __global__ void add_per_channel_kernel(const T* x, const T* v, T* y, long long P, int C, long long total) {
+    await_predecessors();
     ONESTEP_GRID_STRIDE(i, total) {
         long long n = i / (P * C);
         int c = int(i % C);
@@ -215,6 +224,7 @@ __global__ void add_per_channel_kernel(const T* x, const T* v, T* y, long long P
 template <typename T>
 __global__ void add_biased_kernel(const T* a, const T* a_bias, const T* b, const T* b_bias, T* out, int C,
                                   long long total) {
+    await_predecessors();
     ONESTEP_GRID_STRIDE(i, total) {
         const int c = int(i % C);
         float x = to_f32(a[i]), y = to_f32(b[i]);
@@ -227,6 +237,7 @@ __global__ void add_biased_kernel(const T* a, const T* a_bias, const T* b, const
 // Concatenation, upsampling and the head layout only move elements, so one template serves every storage type.
 template <typename T>
 __global__ void concat_kernel(const T* a, const T* b, T* y, long long rows, int ca, int cb) {
+    await_predecessors();
     const int ct = ca + cb;
     ONESTEP_GRID_STRIDE(i, rows * ct) {
         long long r = i / ct;
@@ -241,6 +252,7 @@ __global__ void concat_kernel(const T* a, const T* b, T* y, long long rows, int 
 template <typename T>
 __global__ void concat_biased_kernel(const T* a, const T* a_bias, const T* b, const T* b_bias, T* y, long long rows,
                                      int ca, int cb) {
+    await_predecessors();
     const int ct = ca + cb;
     ONESTEP_GRID_STRIDE(i, rows * ct) {
         long long r = i / ct;
@@ -253,6 +265,7 @@ __global__ void concat_biased_kernel(const T* a, const T* a_bias, const T* b, co
 }
 
 __global__ void split_kernel(const float* y, float* a, float* b, long long rows, int ca, int cb) {
+    await_predecessors();
     const int ct = ca + cb;
     ONESTEP_GRID_STRIDE(i, rows * ct) {
         long long r = i / ct;
@@ -263,6 +276,7 @@ __global__ void split_kernel(const float* y, float* a, float* b, long long rows,
 }
 
 __global__ void sum_per_channel_kernel(const float* x, float* v, int N, long long P, int C) {
+    await_predecessors();
     ONESTEP_GRID_STRIDE(i, (long long)N * C) {
         long long n = i / C;
         int c = int(i % C);
@@ -274,6 +288,7 @@ __global__ void sum_per_channel_kernel(const float* x, float* v, int N, long lon
 
 template <typename T>
 __global__ void upsample_kernel(const T* x, T* y, int N, int H, int W, int C) {
+    await_predecessors();
     const int H2 = 2 * H, W2 = 2 * W;
     ONESTEP_GRID_STRIDE(i, (long long)N * H2 * W2 * C) {
         int c = int(i % C);
@@ -288,6 +303,7 @@ __global__ void upsample_kernel(const T* x, T* y, int N, int H, int W, int C) {
 // The adjoint of upsample_kernel: each input pixel receives the sum of its 2x2 block of output gradients,
 // added as (top left + top right) + (bottom left + bottom right), the CPU backend's order, so both round alike.
 __global__ void upsample_backward_kernel(const float* dy, float* dx, int N, int H, int W, int C) {
+    await_predecessors();
     const int W2 = 2 * W;
     ONESTEP_GRID_STRIDE(i, (long long)N * H * W * C) {
         int c = int(i % C);
@@ -307,6 +323,7 @@ __global__ void upsample_backward_kernel(const float* dy, float* dx, int N, int 
 // on the next one they have, since zero features add nothing to q.k and give zero output columns.
 template <typename E>
 __global__ void heads_kernel(const E* x, E* y, int N, int T, int H, int D, int Dp, int to_heads) {
+    await_predecessors();
     if (to_heads) {  // destination (n, h, t, dp)
         ONESTEP_GRID_STRIDE(i, (long long)N * H * T * Dp) {
             int d = int(i % Dp);
@@ -331,6 +348,7 @@ __global__ void heads_kernel(const E* x, E* y, int N, int T, int H, int D, int D
 template <typename T>
 __global__ void sinusoidal_kernel(const float* t, T* y, int N, int D, int flip, float shift, float scale,
                                   float max_period) {
+    await_predecessors();
     const int half = D / 2;
     ONESTEP_GRID_STRIDE(i, (long long)N * D) {
         int n = int(i / D), j = int(i % D);
@@ -353,6 +371,7 @@ __global__ void sinusoidal_kernel(const float* t, T* y, int N, int D, int flip, 
 // rounded once.
 template <typename T>
 __global__ void fourier_kernel(const float* t, const float* w, T* y, int N, int half, int use_log, int flip) {
+    await_predecessors();
     const int D = 2 * half;
     ONESTEP_GRID_STRIDE(i, (long long)N * D) {
         int n = int(i / D), j = int(i % D);
@@ -370,7 +389,7 @@ __global__ void fourier_kernel(const float* t, const float* w, T* y, int N, int 
 
 using onestep::fail;
 using onestep::check_launch;
-using onestep::launch;
+using onestep::launch_dependent;
 namespace L = onestep::layers;
 
 // Each typed entry point and its fp32 twin share one implementation; `fn` names the one the caller used.
@@ -386,7 +405,7 @@ static onestep_status gemm_impl(const char* fn, const void* a, int trans_a, cons
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL pointer");
     if ((long long)M * N == 0) return ONESTEP_OK;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
-                                               launch(L::gemm_kernel<T>, L::grid_for((long long)M * N), dim3(L::kBlock),
+                                               launch_dependent(L::gemm_kernel<T>, L::grid_for((long long)M * N), dim3(L::kBlock),
                                                       0, stream, static_cast<const T*>(a), trans_a,
                                                       static_cast<const T*>(b), trans_b, static_cast<T*>(c), M, N, K,
                                                       alpha, beta)),
@@ -413,7 +432,7 @@ static onestep_status linear_impl(const char* fn, const void* x, const void* w, 
     if (rows > 0 && (!x || !w || !y)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL pointer");
     if (rows == 0) return ONESTEP_OK;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
-                                               launch(L::linear_kernel<T>, L::grid_for(rows * out), dim3(L::kBlock), 0,
+                                               launch_dependent(L::linear_kernel<T>, L::grid_for(rows * out), dim3(L::kBlock), 0,
                                                       stream, static_cast<const T*>(x), static_cast<const T*>(w),
                                                       static_cast<const T*>(bias), static_cast<const T*>(z),
                                                       static_cast<T*>(y), rows, in, out)),
@@ -455,7 +474,7 @@ static onestep_status conv_impl(const char* fn, const void* x, const void* w, co
     if (!x || !w || !y) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL pointer");
     long long total = (long long)N * Ho * Wo * Cout;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
-                                               launch(L::conv_kernel<T>, L::grid_for(total), dim3(L::kBlock), 0, stream,
+                                               launch_dependent(L::conv_kernel<T>, L::grid_for(total), dim3(L::kBlock), 0, stream,
                                                       static_cast<const T*>(x), static_cast<const T*>(w),
                                                       static_cast<const T*>(bias), static_cast<const T*>(z),
                                                       static_cast<T*>(y), N, H, W, Cin,
@@ -499,7 +518,7 @@ extern "C" onestep_status onestep_subpixel_weights_typed(const void* w, void* k,
     if (w == k) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "k must not alias w");
     const long long total = (long long)Cin * 16 * Cout;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
-                                               launch(L::subpixel_weights_kernel<T>, L::grid_for(total), dim3(L::kBlock),
+                                               launch_dependent(L::subpixel_weights_kernel<T>, L::grid_for(total), dim3(L::kBlock),
                                                       0, stream, static_cast<const T*>(w), static_cast<T*>(k), Cin,
                                                       Cout)),
                         fn, shapes);
@@ -516,7 +535,7 @@ extern "C" onestep_status onestep_upsample_conv_typed(const void* x, const void*
     if (y == x) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "y must not alias x");
     const long long total = (long long)N * 4 * H * W * Cout;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
-                                               launch(L::upsample_conv_kernel<T>, L::grid_for(total), dim3(L::kBlock),
+                                               launch_dependent(L::upsample_conv_kernel<T>, L::grid_for(total), dim3(L::kBlock),
                                                       0, stream, static_cast<const T*>(x), static_cast<const T*>(k),
                                                       static_cast<const T*>(bias), static_cast<T*>(y), N, H, W, Cin,
                                                       Cout)),
@@ -537,14 +556,14 @@ extern "C" onestep_status onestep_conv2d_nhwc_backward(const float* x, const flo
     if (!dy || (dx && !w) || (dw && !x))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "dy, and w for dx or x for dw, must be non-null");
     if (dx) {
-        onestep_status s = check_launch(launch(L::conv_backward_data_kernel, L::grid_for((long long)N * H * W * Cin),
+        onestep_status s = check_launch(launch_dependent(L::conv_backward_data_kernel, L::grid_for((long long)N * H * W * Cin),
                                                dim3(L::kBlock), 0, stream, w, dy, dx, N, H, W, Cin, KH, KW, Cout, stride,
                                                padding, Ho, Wo),
                                         fn, shapes);
         if (s) return s;
     }
     if (dw)
-        return check_launch(launch(L::conv_backward_filter_kernel, L::grid_for((long long)KH * KW * Cin * Cout),
+        return check_launch(launch_dependent(L::conv_backward_filter_kernel, L::grid_for((long long)KH * KW * Cin * Cout),
                                    dim3(L::kBlock), 0, stream, x, dy, dw, N, H, W, Cin, KH, KW, Cout, stride, padding, Ho,
                                    Wo),
                             fn, shapes);
@@ -559,7 +578,7 @@ static onestep_status mul_impl(const char* fn, const void* a, const void* b, voi
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "negative n or NULL pointer");
     if (n == 0) return ONESTEP_OK;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
-                                               launch(L::mul_kernel<T>, L::grid_for(n), dim3(L::kBlock), 0, stream,
+                                               launch_dependent(L::mul_kernel<T>, L::grid_for(n), dim3(L::kBlock), 0, stream,
                                                       static_cast<const T*>(a), static_cast<const T*>(b),
                                                       static_cast<T*>(out), n)),
                         fn, shapes);
@@ -583,7 +602,7 @@ static onestep_status add_per_channel_impl(const char* fn, const void* x, const 
     long long total = (long long)N * P * C;
     if (total == 0) return ONESTEP_OK;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
-                                               launch(L::add_per_channel_kernel<T>, L::grid_for(total), dim3(L::kBlock),
+                                               launch_dependent(L::add_per_channel_kernel<T>, L::grid_for(total), dim3(L::kBlock),
                                                       0, stream, static_cast<const T*>(x), static_cast<const T*>(v),
                                                       static_cast<T*>(y), P, C, total)),
                         fn, shapes);
@@ -609,7 +628,7 @@ extern "C" onestep_status onestep_add_biased_typed(const void* a, const void* a_
     const long long total = rows * C;
     if (total == 0) return ONESTEP_OK;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
-                                               launch(L::add_biased_kernel<T>, L::grid_for(total), dim3(L::kBlock), 0,
+                                               launch_dependent(L::add_biased_kernel<T>, L::grid_for(total), dim3(L::kBlock), 0,
                                                       stream, static_cast<const T*>(a), static_cast<const T*>(a_bias),
                                                       static_cast<const T*>(b), static_cast<const T*>(b_bias),
                                                       static_cast<T*>(out), C, total)),
@@ -627,12 +646,12 @@ static onestep_status concat_impl(const char* fn, const void* a, const void* a_b
     const dim3 grid = L::grid_for(rows * (ca + cb)), block(L::kBlock);
     if (!a_bias && !b_bias)
         return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
-                                                   launch(L::concat_kernel<T>, grid, block, 0, stream,
+                                                   launch_dependent(L::concat_kernel<T>, grid, block, 0, stream,
                                                           static_cast<const T*>(a), static_cast<const T*>(b),
                                                           static_cast<T*>(y), rows, ca, cb)),
                             fn, shapes);
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
-                                               launch(L::concat_biased_kernel<T>, grid, block, 0, stream,
+                                               launch_dependent(L::concat_biased_kernel<T>, grid, block, 0, stream,
                                                       static_cast<const T*>(a), static_cast<const T*>(a_bias),
                                                       static_cast<const T*>(b), static_cast<const T*>(b_bias),
                                                       static_cast<T*>(y), rows, ca, cb)),
@@ -661,7 +680,7 @@ extern "C" onestep_status onestep_split_channels(const float* y, float* a, float
     if (rows < 0 || ca < 1 || cb < 1 || !a || !b || !y)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_split_channels", shapes, "bad size or NULL pointer");
     if (rows == 0) return ONESTEP_OK;
-    return check_launch(launch(L::split_kernel, L::grid_for(rows * (ca + cb)), dim3(L::kBlock), 0, stream, y, a, b,
+    return check_launch(launch_dependent(L::split_kernel, L::grid_for(rows * (ca + cb)), dim3(L::kBlock), 0, stream, y, a, b,
                                rows, ca, cb),
                         "onestep_split_channels", shapes);
 }
@@ -672,7 +691,7 @@ extern "C" onestep_status onestep_sum_per_channel(const float* x, float* v, int 
     if (N < 0 || P < 0 || C < 1 || !x || !v)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_sum_per_channel", shapes, "bad size or NULL pointer");
     if ((long long)N * C == 0) return ONESTEP_OK;
-    return check_launch(launch(L::sum_per_channel_kernel, L::grid_for((long long)N * C), dim3(L::kBlock), 0, stream, x,
+    return check_launch(launch_dependent(L::sum_per_channel_kernel, L::grid_for((long long)N * C), dim3(L::kBlock), 0, stream, x,
                                v, N, P, C),
                         "onestep_sum_per_channel", shapes);
 }
@@ -684,7 +703,7 @@ static onestep_status upsample_impl(const char* fn, const void* x, void* y, int 
     if (N < 1 || H < 1 || W < 1 || C < 1 || !x || !y)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "bad size or NULL pointer");
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
-                                               launch(L::upsample_kernel<T>, L::grid_for(4LL * N * H * W * C),
+                                               launch_dependent(L::upsample_kernel<T>, L::grid_for(4LL * N * H * W * C),
                                                       dim3(L::kBlock), 0, stream, static_cast<const T*>(x),
                                                       static_cast<T*>(y), N, H, W, C)),
                         fn, shapes);
@@ -706,7 +725,7 @@ extern "C" onestep_status onestep_upsample_nearest2x_backward(const float* dy, f
     if (N < 1 || H < 1 || W < 1 || C < 1 || !dy || !dx)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_upsample_nearest2x_backward", shapes,
                     "bad size or NULL pointer");
-    return check_launch(launch(L::upsample_backward_kernel, L::grid_for((long long)N * H * W * C), dim3(L::kBlock), 0,
+    return check_launch(launch_dependent(L::upsample_backward_kernel, L::grid_for((long long)N * H * W * C), dim3(L::kBlock), 0,
                                stream, dy, dx, N, H, W, C),
                         "onestep_upsample_nearest2x_backward", shapes);
 }
@@ -719,7 +738,7 @@ static onestep_status heads(const char* name, const void* x, void* y, int N, int
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, name, shapes, "bad size (Dp >= D >= 1) or NULL pointer");
     const long long total = (long long)N * T * H * (to_heads ? Dp : D);
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, E,
-                                               launch(L::heads_kernel<E>, L::grid_for(total), dim3(L::kBlock), 0,
+                                               launch_dependent(L::heads_kernel<E>, L::grid_for(total), dim3(L::kBlock), 0,
                                                       stream, static_cast<const E*>(x), static_cast<E*>(y), N, T, H,
                                                       D, Dp, to_heads)),
                         name, shapes);
@@ -762,7 +781,7 @@ static onestep_status sinusoidal_impl(const char* fn, const float* t, void* y, i
     if (D / 2 - downscale_freq_shift == 0.f)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "half the size minus downscale_freq_shift is 0");
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
-                                               launch(L::sinusoidal_kernel<T>, L::grid_for((long long)N * D),
+                                               launch_dependent(L::sinusoidal_kernel<T>, L::grid_for((long long)N * D),
                                                       dim3(L::kBlock), 0, stream, t, static_cast<T*>(y), N, D,
                                                       flip_sin_to_cos, downscale_freq_shift, scale, max_period)),
                         fn, shapes);
@@ -792,7 +811,7 @@ extern "C" onestep_status onestep_fourier_embedding_typed(const float* t, const 
     if (N < 1 || half < 1 || !t || !weight || !y)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "bad size or NULL pointer");
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
-                                               launch(L::fourier_kernel<T>, L::grid_for(2LL * N * half),
+                                               launch_dependent(L::fourier_kernel<T>, L::grid_for(2LL * N * half),
                                                       dim3(L::kBlock), 0, stream, t, weight, static_cast<T*>(y), N,
                                                       half, use_log, flip_sin_to_cos)),
                         fn, shapes);

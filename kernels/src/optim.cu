@@ -17,6 +17,7 @@ constexpr int kBlock = 256;
 
 __global__ void adam_kernel(float* p, const float* g, float* m, float* v, long long n, float b1, float b2,
                             float v_scale, float eps, float step, float l2, float decay, int adaptive) {
+    await_predecessors();
     const float c1 = 1.f - b1, c2 = 1.f - b2;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
@@ -37,7 +38,7 @@ __global__ void adam_kernel(float* p, const float* g, float* m, float* v, long l
 namespace O = onestep::optim;
 using onestep::check_launch;
 using onestep::fail;
-using onestep::launch;
+using onestep::launch_dependent;
 
 extern "C" onestep_status onestep_adam_step(float* p, const float* g, float* m, float* v, long long n, float beta1,
                                             float beta2, float v_scale, float eps, float step, float l2, float decay,
@@ -50,7 +51,7 @@ extern "C" onestep_status onestep_adam_step(float* p, const float* g, float* m, 
     if (n == 0) return ONESTEP_OK;
     long long blocks = (n + O::kBlock - 1) / O::kBlock;
     if (blocks > (1 << 16)) blocks = 1 << 16;
-    return check_launch(launch(O::adam_kernel, dim3(unsigned(blocks)), dim3(O::kBlock), 0, stream, p, g, m, v, n, beta1,
+    return check_launch(launch_dependent(O::adam_kernel, dim3(unsigned(blocks)), dim3(O::kBlock), 0, stream, p, g, m, v, n, beta1,
                                beta2, v_scale, eps, step, l2, decay, adaptive),
                         "onestep_adam_step", shapes);
 }

@@ -236,6 +236,27 @@ extern "C" onestep_status onestep_graph_node_count(onestep_graph graph, long lon
 #endif
 }
 
+extern "C" onestep_status onestep_set_programmatic_launch(int enabled) {
+#ifndef ONESTEP_EMULATION
+    if (enabled) {
+        int device = 0, major = 0;
+        onestep_status s = check_launch(cudaGetDevice(&device), "onestep_set_programmatic_launch", "");
+        if (s == ONESTEP_OK)
+            s = check_launch(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
+                             "onestep_set_programmatic_launch", "");
+        if (s != ONESTEP_OK) return s;
+        if (major < 9)
+            return fail(ONESTEP_ERROR_UNSUPPORTED, "onestep_set_programmatic_launch", "",
+                        "programmatic dependent launch needs compute capability 9.0 or newer; this device is %d.x",
+                        major);
+    }
+#endif
+    onestep::programmatic_launch_flag().store(enabled != 0);
+    return ONESTEP_OK;
+}
+
+extern "C" int onestep_programmatic_launch(void) { return onestep::programmatic_launch_flag().load() ? 1 : 0; }
+
 #ifdef ONESTEP_EMULATION
 struct onestep_timer_st {
     std::chrono::steady_clock::time_point start;

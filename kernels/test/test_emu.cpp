@@ -1,7 +1,7 @@
 // test_emu.cpp: the CUDA emulation itself. Each check is a kernel whose result on a GPU is known
 // (shuffle and ballot semantics, shared-memory tiles behind barriers, index coverage of 3-D grids,
 // atomics, launch-configuration errors, the one tensor-core instruction, cp.async's in-flight and wait_group
-// semantics), plus misuse that must abort with a
+// semantics, launch_dependent's kernels awaiting their predecessors first), plus misuse that must abort with a
 // message rather than hang:
 // run in a forked child whose exit signal and stderr are inspected.
 #include "cuda_compat.cuh"
@@ -244,6 +244,34 @@ __global__ void outside_mask_kernel(float* out) {
     if (threadIdx.x < 16) out[threadIdx.x] = __shfl_xor_sync(0x0000ffffu, 1.0f, 16);
 }
 
+// Programmatic dependent launch: launch_dependent's kernels must call await_predecessors() first, in every thread.
+__global__ void awaiting_kernel(float* out) {
+    onestep::await_predecessors();
+    out[threadIdx.x] = float(threadIdx.x);
+    __syncthreads();
+}
+__global__ void not_awaiting_kernel(float* out) { out[threadIdx.x] = 1.f; }
+__global__ void barrier_before_await_kernel(float* out) {
+    __syncthreads();
+    onestep::await_predecessors();
+    out[threadIdx.x] = 1.f;
+}
+__global__ void some_threads_return_early_kernel(float* out) {
+    if (threadIdx.x >= 16) return;
+    onestep::await_predecessors();
+    out[threadIdx.x] = 1.f;
+}
+
+void check_dependent_launch() {
+    std::vector<float> out(64, -1.f);
+    onestep::launch_dependent(awaiting_kernel, dim3(2), dim3(64), 0, nullptr, out.data());
+    bool ok = true;
+    for (int t = 0; t < 64; t++) ok &= out[t] == float(t);
+    expect(ok, "a kernel that awaits its predecessors did not run under launch_dependent%s");
+    onestep::launch(not_awaiting_kernel, dim3(1), dim3(64), 0, nullptr, out.data());
+    expect(out[0] == 1.f, "a plain launch does not need await_predecessors()%s");
+}
+
 void expect_abort(const char* what, const char* needle, const std::function<void()>& body) {
     std::fflush(stdout);
     int fds[2];
@@ -281,6 +309,12 @@ void check_misuse() {
                  [&] { onestep::launch(partial_warp_kernel, dim3(1), dim3(48), 0, nullptr, out); });
     expect_abort("shuffle reading a lane outside its mask", "outside the shuffle mask",
                  [&] { onestep::launch(outside_mask_kernel, dim3(1), dim3(32), 0, nullptr, out); });
+    expect_abort("launch_dependent kernel without await_predecessors()", "returned without calling await_predecessors",
+                 [&] { onestep::launch_dependent(not_awaiting_kernel, dim3(1), dim3(64), 0, nullptr, out); });
+    expect_abort("launch_dependent kernel whose threads return before awaiting", "returned without calling",
+                 [&] { onestep::launch_dependent(some_threads_return_early_kernel, dim3(1), dim3(64), 0, nullptr, out); });
+    expect_abort("barrier before await_predecessors()", "before await_predecessors()",
+                 [&] { onestep::launch_dependent(barrier_before_await_kernel, dim3(1), dim3(64), 0, nullptr, out); });
 }
 
 }  // namespace
@@ -291,6 +325,7 @@ int main() {
     check_shared_and_barrier();
     check_dynamic_shared();
     check_cp_async();
+    check_dependent_launch();
     check_indices_and_atomics();
     check_launch_errors();
     check_mma<__half>("__half");

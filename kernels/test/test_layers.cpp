@@ -406,6 +406,37 @@ void check_capture() {
     vector<double> six(n, 6.0);
     expect_close("two replays of y += 2x; x = y", out.data(), six.data(), n, 0, 0);
     expect(onestep_graph_begin_capture(nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT, "the legacy stream cannot be captured%s");
+    // Programmatic dependent launch: a chain of dependent kernels captured with it on replays to the chain's values
+    // (on a GPU the second kernel of each pair waits at its first statement for the first one's writes); a device
+    // below sm_90 refuses it and it stays off.
+    expect(onestep_programmatic_launch() == 0, "programmatic dependent launch is off by default%s");
+    const onestep_status pdl = onestep_set_programmatic_launch(1);
+    expect(pdl == ONESTEP_OK || (pdl == ONESTEP_ERROR_UNSUPPORTED &&
+                                 std::strstr(onestep_last_error_message(), "compute capability") != nullptr),
+           "turning programmatic dependent launch on: %s", onestep_last_error_message());
+    expect(onestep_programmatic_launch() == (pdl == ONESTEP_OK ? 1 : 0), "the flag reads back as set%s");
+    if (pdl == ONESTEP_OK) {  // x = y = 6 here
+        onestep_graph chain = nullptr;
+        ok(onestep_graph_begin_capture(s), "begin capture (dependent launch): %s");
+        for (int i = 0; i < 3; i++) {
+            ok(onestep_axpy(1.0f, y, x, n, s), "x += y: %s");
+            ok(onestep_axpy(2.0f, x, y, n, s), "y += 2 x: %s");
+        }
+        ok(onestep_graph_end_capture(s, &chain), "end capture (dependent launch): %s");
+        ok(onestep_graph_launch(chain, s), "launch (dependent launch): %s");
+        ok(onestep_graph_launch(chain, s), "launch again (dependent launch): %s");
+        double xr = 6, yr = 6;
+        for (int i = 0; i < 6; i++) xr += yr, yr += 2 * xr;
+        vector<float> xo(n), yo(n);
+        ok(onestep_memcpy_dtoh(xo.data(), x, n * sizeof(float), s), "dtoh: %s");
+        ok(onestep_memcpy_dtoh(yo.data(), y, n * sizeof(float), s), "dtoh: %s");
+        vector<double> xw(n, xr), yw(n, yr);
+        expect_close("12 dependent axpys replayed with programmatic launch (x)", xo.data(), xw.data(), n, 0, 1e-6);
+        expect_close("12 dependent axpys replayed with programmatic launch (y)", yo.data(), yw.data(), n, 0, 1e-6);
+        ok(onestep_graph_destroy(chain), "destroy (dependent launch): %s");
+        ok(onestep_set_programmatic_launch(0), "programmatic dependent launch off: %s");
+        expect(onestep_programmatic_launch() == 0, "the flag reads back as off%s");
+    }
     // The timer: a non-negative time around real work; stop without start, and a NULL timer, are refused.
     onestep_timer timer = nullptr;
     ok(onestep_timer_create(&timer), "timer create: %s");

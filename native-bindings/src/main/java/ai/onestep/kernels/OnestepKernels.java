@@ -94,6 +94,11 @@ public final class OnestepKernels {
 
     public static native int onestep_timer_destroy(@Cast("onestep_timer") long timer);
 
+    // Programmatic dependent launch of the library's kernels (sm_90+; off by default).
+    public static native int onestep_set_programmatic_launch(int enabled);
+
+    public static native int onestep_programmatic_launch();
+
     // ---- group norm ----
     public static native int onestep_groupnorm_forward(@Cast("const float*") long x, @Cast("const float*") long gamma,
                                                        @Cast("const float*") long beta, @Cast("const float*") long scale,

@@ -96,6 +96,13 @@ public final class CudaDevice extends Device {
         super(library);
         ownConvolutions(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.igemm")));
         splitKeys(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.splitKeys")));
+        if (Boolean.getBoolean("onestep.cuda.pdl")) {
+            try {
+                programmaticLaunch(true);
+            } catch (CudaException e) {
+                System.err.println("cuda: -Donestep.cuda.pdl=true ignored: " + e.getMessage());
+            }
+        }
         cublasContext handle = null;
         String missing = null;
         try {

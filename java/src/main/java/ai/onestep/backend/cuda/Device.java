@@ -455,6 +455,24 @@ public abstract class Device implements AutoCloseable {
         }
     }
 
+    /**
+     * Programmatic dependent launch of the library's kernels ({@code onestep_set_programmatic_launch}, sm_90+): each
+     * may start while the kernel ahead of it on the stream is still running, and waits at its first statement for
+     * that kernel's writes, so launch latency hides behind the predecessor's tail (in captured graphs as well). It
+     * is aimed at batch 1, where the graph is ~140 kernels of a few microseconds each. One flag per process (the
+     * library's); off by default ({@code -Donestep.cuda.pdl=true} turns it on in {@link CudaDevice}). Takes effect
+     * for launches and captures from now on.
+     *
+     * @throws CudaException naming the device's compute capability where it has no such launch
+     */
+    public static void programmaticLaunch(boolean on) {
+        check(onestep_set_programmatic_launch(on ? 1 : 0), "programmaticLaunch", () -> "enabled=" + on);
+    }
+
+    public static boolean programmaticLaunch() {
+        return onestep_programmatic_launch() != 0;
+    }
+
     /** The implicit-GEMM convolution's tile configurations, 1 .. this ({@code onestep_conv2d_igemm_configs}). */
     public static int igemmConfigs() {
         return onestep_conv2d_igemm_configs();

@@ -190,6 +190,38 @@ class CudaGraphTest {
     }
 
     @Test
+    void programmaticDependentLaunchIsOffByDefaultAndReplaysTheSameBits() {
+        // Device#programmaticLaunch: the library's one flag. The emulated library takes it (its kernels are checked
+        // to await their predecessors whether it is on or not); the pass captured with it on replays the bits of
+        // the one captured without it. On a GPU, DeviceCheck and test_layers check the same with real overlap.
+        assertFalse(Device.programmaticLaunch(), "off by default");
+        try (UNet net = randomNet(config(32), 3); TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
+            double[] t = {1.5, 1.5};
+            Tensor x = noise(a, 2, 8);
+            Tensor plain = a.allocate(Layout.NHWC, 2, 8, 8, 2), dependent = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            ops.forgetCapturedPasses();
+            for (int i = 0; i < 3; i++) {
+                f.denoise(x, t, null, plain);
+            }
+            try {
+                Device.programmaticLaunch(true);
+                assertTrue(Device.programmaticLaunch());
+                ops.forgetCapturedPasses();
+                for (int i = 0; i < 3; i++) {
+                    f.denoise(x, t, null, dependent);
+                }
+                assertEquals(1, ops.capturedPasses().size(), "captured with programmatic launch on");
+            } finally {
+                Device.programmaticLaunch(false);
+                ops.forgetCapturedPasses();
+            }
+            assertFalse(Device.programmaticLaunch());
+            assertArrayEquals(plain.toArray(), dependent.toArray(), "replay with programmatic launch vs without");
+        }
+    }
+
+    @Test
     void capturedPassReplaysBitForBitAndRecapturesOnANewShapeOrTimePoint() {
         try (UNet net = randomNet(config(32), 2); TensorArena a = new TensorArena(); Workspace ws = new Workspace();
              Workspace wsCpu = new Workspace()) {
