@@ -498,10 +498,10 @@ static cudaError_t split_launch(const T* q, const T* k, const T* v, T* o, float*
     const float scale_log2 = scale * 1.4426950408889634f;  // log2(e)
     if (D == 32)
         return ::onestep::launch_dependent(split_forward_kernel<T, 32>, grid, block, 0, stream, q, k, v, o, lse, Tq, Tk, kv_len,
-                                 H, scale_log2, tokens, bias);
+                                           H, scale_log2, tokens, bias);
     if (D == 64)
         return ::onestep::launch_dependent(split_forward_kernel<T, 64>, grid, block, 0, stream, q, k, v, o, lse, Tq, Tk, kv_len,
-                                 H, scale_log2, tokens, bias);
+                                           H, scale_log2, tokens, bias);
     return cudaErrorInvalidValue;  // D = 128: four warps' K and V^T tiles would not fit 48 KB
 }
 
@@ -514,7 +514,7 @@ static cudaError_t launch(const T* q, const T* k, const T* v, T* o, float* lse, 
 #define ONESTEP_TC_CASE(DD)                                                                                         \
     case DD:                                                                                                        \
         return ::onestep::launch_dependent(forward_kernel<T, DD>, grid, block, 0, stream, q, k, v, o, lse, Tq, Tk, kv_len, H, \
-                                 scale_log2, tokens, bias);
+                                           scale_log2, tokens, bias);
         ONESTEP_TC_CASE(32)
         ONESTEP_TC_CASE(64)
         ONESTEP_TC_CASE(128)
@@ -536,7 +536,7 @@ static cudaError_t launch_d(const T* q, const T* k, const T* v, T* o, float* lse
     const dim3 grid(ceil_div(Tq, kRowsPerBlock), unsigned(B * H));
     const float scale_log2 = scale * 1.4426950408889634f;  // log2(e)
     return launch_dependent(forward_kernel<T, D>, grid, dim3(kWarps * 32), smem, stream, q, k, v, o, lse, Tq, Tk, kv_len, H,
-                  scale_log2, tokens, bias);
+                            scale_log2, tokens, bias);
 }
 
 template <typename T>

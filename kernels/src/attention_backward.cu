@@ -239,10 +239,10 @@ static cudaError_t launch_backward_d(const T* q, const T* k, const T* v, const T
     }
     const float scale_log2 = scale * 1.4426950408889634f;
     e = launch_dependent(dk_dv_kernel<T, D>, dim3(ceil_div(Tk, kTile), unsigned(B * H)), dim3(kWarps * 32), smem, stream, q, k, v,
-               dout, lse, delta, dk, dv, Tq, Tk, kv_len, H, scale, scale_log2);
+                         dout, lse, delta, dk, dv, Tq, Tk, kv_len, H, scale, scale_log2);
     if (e != cudaSuccess) return e;
     return launch_dependent(dq_kernel<T, D>, dim3(ceil_div(Tq, kTile), unsigned(B * H)), dim3(kWarps * 32), smem, stream, q, k, v,
-                  dout, lse, delta, dq, Tq, Tk, kv_len, H, scale, scale_log2);
+                            dout, lse, delta, dq, Tq, Tk, kv_len, H, scale, scale_log2);
 }
 
 template <typename T>

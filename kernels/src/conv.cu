@@ -211,8 +211,8 @@ cudaError_t run(const void* x, const void* w, const void* bias, const void* z, v
                 cudaStream_t stream) {
     const dim3 grid(unsigned((s.M + C::BM - 1) / C::BM), unsigned((s.Cout + C::BN - 1) / C::BN));
     return launch_dependent(conv_kernel<T, C>, grid, dim3(C::kThreads), size_t(C::kSharedBytes), stream,
-                  static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
-                  static_cast<const T*>(z), static_cast<T*>(y), s);
+                            static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
+                            static_cast<const T*>(z), static_cast<T*>(y), s);
 }
 
 template <typename T>

@@ -25,7 +25,7 @@ template <typename From, typename To>
 static cudaError_t run(float alpha, const void* x, void* y, long long n, cudaStream_t stream) {
     const long long blocks = (n + 255) / 256;
     return launch_dependent(convert_kernel<From, To>, dim3(unsigned(blocks < 4096 ? blocks : 4096)), dim3(256), 0, stream,
-                  alpha, static_cast<const From*>(x), static_cast<To*>(y), n);
+                            alpha, static_cast<const From*>(x), static_cast<To*>(y), n);
 }
 
 template <typename From>

@@ -79,7 +79,7 @@ cudaError_t run_map(const Op& op, Ptrs<NIN, T> in, OutPtrs<NOUT, T> out, long lo
     long long blocks = (work + kBlock - 1) / kBlock;
     if (blocks > (1 << 16)) blocks = 1 << 16;  // grid-stride beyond that
     return launch_dependent(map_kernel<NIN, NOUT, Op, T>, dim3(unsigned(blocks)), dim3(kBlock), 0, stream, op, in, out, n,
-                  int(vec4));
+                            int(vec4));
 }
 
 // One elementwise op on `dtype` storage: NIN inputs, one output, all of the same type.
@@ -307,9 +307,9 @@ extern "C" onestep_status onestep_axpby_mixed_typed(float a, const float* x, flo
     if (blocks > (1 << 16)) blocks = 1 << 16;
     return check_launch(ONESTEP_DISPATCH_DTYPE(f_dtype, T,
                                                launch_dependent(denoise::axpby_mixed_kernel<T>, dim3(unsigned(blocks)),
-                                                      dim3(denoise::kBlock), 0, stream, a, x, b,
-                                                      static_cast<const T*>(f), static_cast<const T*>(f_bias), C, y,
-                                                      n)),
+                                                                dim3(denoise::kBlock), 0, stream, a, x, b,
+                                                                static_cast<const T*>(f), static_cast<const T*>(f_bias), C, y,
+                                                                n)),
                         fn, shapes);
 }
 

@@ -277,9 +277,9 @@ static cudaError_t launch_apply(const T* x, const float* mean, const float* rstd
     const dim3 grid(grid_for(vec4 ? per_sample / 4 : per_sample, block), unsigned(N));
     if (vec4)
         return launch_dependent(apply_kernel<EMB, SILU, true, PRE, T>, grid, dim3(block), 0, stream, x, mean, rstd, gamma, beta,
-                      scale, shift, y, HW, C, G, pre);
+                                scale, shift, y, HW, C, G, pre);
     return launch_dependent(apply_kernel<EMB, SILU, false, PRE, T>, grid, dim3(block), 0, stream, x, mean, rstd, gamma, beta,
-                  scale, shift, y, HW, C, G, pre);
+                            scale, shift, y, HW, C, G, pre);
 }
 
 template <bool EMB, bool SILU, bool PRE, typename T>
@@ -289,12 +289,12 @@ static cudaError_t launch_fused(const T* x, const T* gamma, const T* beta, const
     const bool stats4 = (C / G) % 4 == 0 && aligned4(x);  // as launch_forward_t chooses stats_kernel's loop
     if (stats4 && aligned4(y))
         return launch_dependent(fused_kernel<EMB, SILU, true, true, PRE, T>, dim3(N * G), dim3(block), 0, stream, x, gamma,
-                      beta, scale, shift, y, mean, rstd, HW, C, G, eps, pre);
+                                beta, scale, shift, y, mean, rstd, HW, C, G, eps, pre);
     if (stats4)
         return launch_dependent(fused_kernel<EMB, SILU, true, false, PRE, T>, dim3(N * G), dim3(block), 0, stream, x, gamma,
-                      beta, scale, shift, y, mean, rstd, HW, C, G, eps, pre);
+                                beta, scale, shift, y, mean, rstd, HW, C, G, eps, pre);
     return launch_dependent(fused_kernel<EMB, SILU, false, false, PRE, T>, dim3(N * G), dim3(block), 0, stream, x, gamma, beta,
-                  scale, shift, y, mean, rstd, HW, C, G, eps, pre);
+                            scale, shift, y, mean, rstd, HW, C, G, eps, pre);
 }
 
 // One variant's launch: version 6 (one kernel) up to kFusedMaxElems values (fused = -1), else version 3.
@@ -308,9 +308,9 @@ static cudaError_t launch_variant(const T* x, const T* gamma, const T* beta, con
                                             stats_block, pre, stream);
     const bool vec4 = (C / G) % 4 == 0 && aligned4(x);
     cudaError_t e = vec4 ? launch_dependent(stats_kernel<true, PRE, T>, dim3(N * G), dim3(stats_block), 0, stream, x, mean,
-                                  rstd, HW, C, G, eps, pre)
+                                            rstd, HW, C, G, eps, pre)
                          : launch_dependent(stats_kernel<false, PRE, T>, dim3(N * G), dim3(stats_block), 0, stream, x, mean,
-                                  rstd, HW, C, G, eps, pre);
+                                            rstd, HW, C, G, eps, pre);
     if (e != cudaSuccess) return e;
     return launch_apply<EMB, SILU, PRE>(x, mean, rstd, gamma, beta, scale, shift, y, N, HW, C, G, apply_block, pre,
                                         stream);
@@ -456,18 +456,18 @@ static cudaError_t launch_concat_silu(ConcatSrc<T> s, const T* gamma, const T* b
     if ((long long)N * HW * C <= kFusedMaxElems) {
         if (order4)
             return launch_dependent(concat_fused_kernel<SILU, true, T>, dim3(N * G), dim3(block), 0, stream, s, gamma, beta, cat,
-                          y, mean, rstd, HW, G, eps);
+                                    y, mean, rstd, HW, G, eps);
         return launch_dependent(concat_fused_kernel<SILU, false, T>, dim3(N * G), dim3(block), 0, stream, s, gamma, beta, cat, y,
-                      mean, rstd, HW, G, eps);
+                                mean, rstd, HW, G, eps);
     }
     cudaError_t e = order4 ? launch_dependent(concat_stats_kernel<true, T>, dim3(N * G), dim3(block), 0, stream, s, mean, rstd,
-                                    HW, G, eps)
+                                              HW, G, eps)
                            : launch_dependent(concat_stats_kernel<false, T>, dim3(N * G), dim3(block), 0, stream, s, mean, rstd,
-                                    HW, G, eps);
+                                              HW, G, eps);
     if (e != cudaSuccess) return e;
     const dim3 grid(grid_for((long long)HW * C, kApplyBlock), unsigned(N));
     return launch_dependent(concat_apply_kernel<SILU, T>, grid, dim3(kApplyBlock), 0, stream, s, mean, rstd, gamma, beta, cat, y,
-                  HW, G);
+                            HW, G);
 }
 
 template <typename T>
@@ -589,15 +589,15 @@ cudaError_t launch_backward(const float* dy, const float* x, const float* mean, 
     const bool emb = scale != nullptr;
     if (emb && silu)
         return launch_dependent(backward_kernel<true, true>, grid, threads, 0, stream, dy, x, mean, rstd, gamma, beta, scale,
-                      shift, dx, dgamma, dbeta, dscale, dshift, HW, C, G);
+                                shift, dx, dgamma, dbeta, dscale, dshift, HW, C, G);
     if (emb)
         return launch_dependent(backward_kernel<true, false>, grid, threads, 0, stream, dy, x, mean, rstd, gamma, beta, scale,
-                      shift, dx, dgamma, dbeta, dscale, dshift, HW, C, G);
+                                shift, dx, dgamma, dbeta, dscale, dshift, HW, C, G);
     if (silu)
         return launch_dependent(backward_kernel<false, true>, grid, threads, 0, stream, dy, x, mean, rstd, gamma, beta, scale,
-                      shift, dx, dgamma, dbeta, dscale, dshift, HW, C, G);
+                                shift, dx, dgamma, dbeta, dscale, dshift, HW, C, G);
     return launch_dependent(backward_kernel<false, false>, grid, threads, 0, stream, dy, x, mean, rstd, gamma, beta, scale,
-                  shift, dx, dgamma, dbeta, dscale, dshift, HW, C, G);
+                            shift, dx, dgamma, dbeta, dscale, dshift, HW, C, G);
 }
 
 // Common shape checks of forward and backward; returns ONESTEP_OK or records the error.

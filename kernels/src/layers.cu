@@ -406,9 +406,9 @@ static onestep_status gemm_impl(const char* fn, const void* a, int trans_a, cons
     if ((long long)M * N == 0) return ONESTEP_OK;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                launch_dependent(L::gemm_kernel<T>, L::grid_for((long long)M * N), dim3(L::kBlock),
-                                                      0, stream, static_cast<const T*>(a), trans_a,
-                                                      static_cast<const T*>(b), trans_b, static_cast<T*>(c), M, N, K,
-                                                      alpha, beta)),
+                                                                0, stream, static_cast<const T*>(a), trans_a,
+                                                                static_cast<const T*>(b), trans_b, static_cast<T*>(c), M, N, K,
+                                                                alpha, beta)),
                         fn, shapes);
 }
 
@@ -433,9 +433,9 @@ static onestep_status linear_impl(const char* fn, const void* x, const void* w, 
     if (rows == 0) return ONESTEP_OK;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                launch_dependent(L::linear_kernel<T>, L::grid_for(rows * out), dim3(L::kBlock), 0,
-                                                      stream, static_cast<const T*>(x), static_cast<const T*>(w),
-                                                      static_cast<const T*>(bias), static_cast<const T*>(z),
-                                                      static_cast<T*>(y), rows, in, out)),
+                                                                stream, static_cast<const T*>(x), static_cast<const T*>(w),
+                                                                static_cast<const T*>(bias), static_cast<const T*>(z),
+                                                                static_cast<T*>(y), rows, in, out)),
                         fn, shapes);
 }
 
@@ -475,10 +475,10 @@ static onestep_status conv_impl(const char* fn, const void* x, const void* w, co
     long long total = (long long)N * Ho * Wo * Cout;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                launch_dependent(L::conv_kernel<T>, L::grid_for(total), dim3(L::kBlock), 0, stream,
-                                                      static_cast<const T*>(x), static_cast<const T*>(w),
-                                                      static_cast<const T*>(bias), static_cast<const T*>(z),
-                                                      static_cast<T*>(y), N, H, W, Cin,
-                                                      KH, KW, Cout, stride, padding, Ho, Wo)),
+                                                                static_cast<const T*>(x), static_cast<const T*>(w),
+                                                                static_cast<const T*>(bias), static_cast<const T*>(z),
+                                                                static_cast<T*>(y), N, H, W, Cin,
+                                                                KH, KW, Cout, stride, padding, Ho, Wo)),
                         fn, shapes);
 }
 
@@ -519,8 +519,8 @@ extern "C" onestep_status onestep_subpixel_weights_typed(const void* w, void* k,
     const long long total = (long long)Cin * 16 * Cout;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                launch_dependent(L::subpixel_weights_kernel<T>, L::grid_for(total), dim3(L::kBlock),
-                                                      0, stream, static_cast<const T*>(w), static_cast<T*>(k), Cin,
-                                                      Cout)),
+                                                                0, stream, static_cast<const T*>(w), static_cast<T*>(k), Cin,
+                                                                Cout)),
                         fn, shapes);
 }
 
@@ -536,9 +536,9 @@ extern "C" onestep_status onestep_upsample_conv_typed(const void* x, const void*
     const long long total = (long long)N * 4 * H * W * Cout;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                launch_dependent(L::upsample_conv_kernel<T>, L::grid_for(total), dim3(L::kBlock),
-                                                      0, stream, static_cast<const T*>(x), static_cast<const T*>(k),
-                                                      static_cast<const T*>(bias), static_cast<T*>(y), N, H, W, Cin,
-                                                      Cout)),
+                                                                0, stream, static_cast<const T*>(x), static_cast<const T*>(k),
+                                                                static_cast<const T*>(bias), static_cast<T*>(y), N, H, W, Cin,
+                                                                Cout)),
                         fn, shapes);
 }
 
@@ -557,15 +557,15 @@ extern "C" onestep_status onestep_conv2d_nhwc_backward(const float* x, const flo
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "dy, and w for dx or x for dw, must be non-null");
     if (dx) {
         onestep_status s = check_launch(launch_dependent(L::conv_backward_data_kernel, L::grid_for((long long)N * H * W * Cin),
-                                               dim3(L::kBlock), 0, stream, w, dy, dx, N, H, W, Cin, KH, KW, Cout, stride,
-                                               padding, Ho, Wo),
+                                                         dim3(L::kBlock), 0, stream, w, dy, dx, N, H, W, Cin, KH, KW, Cout, stride,
+                                                         padding, Ho, Wo),
                                         fn, shapes);
         if (s) return s;
     }
     if (dw)
         return check_launch(launch_dependent(L::conv_backward_filter_kernel, L::grid_for((long long)KH * KW * Cin * Cout),
-                                   dim3(L::kBlock), 0, stream, x, dy, dw, N, H, W, Cin, KH, KW, Cout, stride, padding, Ho,
-                                   Wo),
+                                             dim3(L::kBlock), 0, stream, x, dy, dw, N, H, W, Cin, KH, KW, Cout, stride, padding, Ho,
+                                             Wo),
                             fn, shapes);
     return ONESTEP_OK;
 }
@@ -579,8 +579,8 @@ static onestep_status mul_impl(const char* fn, const void* a, const void* b, voi
     if (n == 0) return ONESTEP_OK;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                launch_dependent(L::mul_kernel<T>, L::grid_for(n), dim3(L::kBlock), 0, stream,
-                                                      static_cast<const T*>(a), static_cast<const T*>(b),
-                                                      static_cast<T*>(out), n)),
+                                                                static_cast<const T*>(a), static_cast<const T*>(b),
+                                                                static_cast<T*>(out), n)),
                         fn, shapes);
 }
 
@@ -603,8 +603,8 @@ static onestep_status add_per_channel_impl(const char* fn, const void* x, const 
     if (total == 0) return ONESTEP_OK;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                launch_dependent(L::add_per_channel_kernel<T>, L::grid_for(total), dim3(L::kBlock),
-                                                      0, stream, static_cast<const T*>(x), static_cast<const T*>(v),
-                                                      static_cast<T*>(y), P, C, total)),
+                                                                0, stream, static_cast<const T*>(x), static_cast<const T*>(v),
+                                                                static_cast<T*>(y), P, C, total)),
                         fn, shapes);
 }
 
@@ -629,9 +629,9 @@ extern "C" onestep_status onestep_add_biased_typed(const void* a, const void* a_
     if (total == 0) return ONESTEP_OK;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                launch_dependent(L::add_biased_kernel<T>, L::grid_for(total), dim3(L::kBlock), 0,
-                                                      stream, static_cast<const T*>(a), static_cast<const T*>(a_bias),
-                                                      static_cast<const T*>(b), static_cast<const T*>(b_bias),
-                                                      static_cast<T*>(out), C, total)),
+                                                                stream, static_cast<const T*>(a), static_cast<const T*>(a_bias),
+                                                                static_cast<const T*>(b), static_cast<const T*>(b_bias),
+                                                                static_cast<T*>(out), C, total)),
                         fn, shapes);
 }
 
@@ -647,14 +647,14 @@ static onestep_status concat_impl(const char* fn, const void* a, const void* a_b
     if (!a_bias && !b_bias)
         return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                    launch_dependent(L::concat_kernel<T>, grid, block, 0, stream,
-                                                          static_cast<const T*>(a), static_cast<const T*>(b),
-                                                          static_cast<T*>(y), rows, ca, cb)),
+                                                                    static_cast<const T*>(a), static_cast<const T*>(b),
+                                                                    static_cast<T*>(y), rows, ca, cb)),
                             fn, shapes);
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                launch_dependent(L::concat_biased_kernel<T>, grid, block, 0, stream,
-                                                      static_cast<const T*>(a), static_cast<const T*>(a_bias),
-                                                      static_cast<const T*>(b), static_cast<const T*>(b_bias),
-                                                      static_cast<T*>(y), rows, ca, cb)),
+                                                                static_cast<const T*>(a), static_cast<const T*>(a_bias),
+                                                                static_cast<const T*>(b), static_cast<const T*>(b_bias),
+                                                                static_cast<T*>(y), rows, ca, cb)),
                         fn, shapes);
 }
 
@@ -681,7 +681,7 @@ extern "C" onestep_status onestep_split_channels(const float* y, float* a, float
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_split_channels", shapes, "bad size or NULL pointer");
     if (rows == 0) return ONESTEP_OK;
     return check_launch(launch_dependent(L::split_kernel, L::grid_for(rows * (ca + cb)), dim3(L::kBlock), 0, stream, y, a, b,
-                               rows, ca, cb),
+                                         rows, ca, cb),
                         "onestep_split_channels", shapes);
 }
 
@@ -692,7 +692,7 @@ extern "C" onestep_status onestep_sum_per_channel(const float* x, float* v, int 
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_sum_per_channel", shapes, "bad size or NULL pointer");
     if ((long long)N * C == 0) return ONESTEP_OK;
     return check_launch(launch_dependent(L::sum_per_channel_kernel, L::grid_for((long long)N * C), dim3(L::kBlock), 0, stream, x,
-                               v, N, P, C),
+                                         v, N, P, C),
                         "onestep_sum_per_channel", shapes);
 }
 
@@ -704,8 +704,8 @@ static onestep_status upsample_impl(const char* fn, const void* x, void* y, int 
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "bad size or NULL pointer");
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                launch_dependent(L::upsample_kernel<T>, L::grid_for(4LL * N * H * W * C),
-                                                      dim3(L::kBlock), 0, stream, static_cast<const T*>(x),
-                                                      static_cast<T*>(y), N, H, W, C)),
+                                                                dim3(L::kBlock), 0, stream, static_cast<const T*>(x),
+                                                                static_cast<T*>(y), N, H, W, C)),
                         fn, shapes);
 }
 
@@ -726,7 +726,7 @@ extern "C" onestep_status onestep_upsample_nearest2x_backward(const float* dy, f
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_upsample_nearest2x_backward", shapes,
                     "bad size or NULL pointer");
     return check_launch(launch_dependent(L::upsample_backward_kernel, L::grid_for((long long)N * H * W * C), dim3(L::kBlock), 0,
-                               stream, dy, dx, N, H, W, C),
+                                         stream, dy, dx, N, H, W, C),
                         "onestep_upsample_nearest2x_backward", shapes);
 }
 
@@ -739,8 +739,8 @@ static onestep_status heads(const char* name, const void* x, void* y, int N, int
     const long long total = (long long)N * T * H * (to_heads ? Dp : D);
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, E,
                                                launch_dependent(L::heads_kernel<E>, L::grid_for(total), dim3(L::kBlock), 0,
-                                                      stream, static_cast<const E*>(x), static_cast<E*>(y), N, T, H,
-                                                      D, Dp, to_heads)),
+                                                                stream, static_cast<const E*>(x), static_cast<E*>(y), N, T, H,
+                                                                D, Dp, to_heads)),
                         name, shapes);
 }
 
@@ -782,8 +782,8 @@ static onestep_status sinusoidal_impl(const char* fn, const float* t, void* y, i
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "half the size minus downscale_freq_shift is 0");
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                launch_dependent(L::sinusoidal_kernel<T>, L::grid_for((long long)N * D),
-                                                      dim3(L::kBlock), 0, stream, t, static_cast<T*>(y), N, D,
-                                                      flip_sin_to_cos, downscale_freq_shift, scale, max_period)),
+                                                                dim3(L::kBlock), 0, stream, t, static_cast<T*>(y), N, D,
+                                                                flip_sin_to_cos, downscale_freq_shift, scale, max_period)),
                         fn, shapes);
 }
 
@@ -812,7 +812,7 @@ extern "C" onestep_status onestep_fourier_embedding_typed(const float* t, const 
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "bad size or NULL pointer");
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                launch_dependent(L::fourier_kernel<T>, L::grid_for(2LL * N * half),
-                                                      dim3(L::kBlock), 0, stream, t, weight, static_cast<T*>(y), N,
-                                                      half, use_log, flip_sin_to_cos)),
+                                                                dim3(L::kBlock), 0, stream, t, weight, static_cast<T*>(y), N,
+                                                                half, use_log, flip_sin_to_cos)),
                         fn, shapes);
 }

@@ -62,7 +62,7 @@ extern "C" onestep_status onestep_row_sq_dist(const float* pred, const float* ta
     if (N < 1 || D < 1 || !pred || !target || !out)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_row_sq_dist", shapes, "bad size or NULL pointer");
     return check_launch(launch_dependent(Ls::row_sq_dist_kernel, dim3(unsigned(N)), dim3(Ls::kBlock), 0, stream, pred, target,
-                               out, D),
+                                         out, D),
                         "onestep_row_sq_dist", shapes);
 }
 
@@ -74,7 +74,7 @@ extern "C" onestep_status onestep_row_scaled_diff(const float* pred, const float
     long long blocks = ((long long)N * D + Ls::kBlock - 1) / Ls::kBlock;
     if (blocks > (1 << 16)) blocks = 1 << 16;
     return check_launch(launch_dependent(Ls::row_scaled_diff_kernel, dim3(unsigned(blocks)), dim3(Ls::kBlock), 0, stream, pred,
-                               target, coef, out, N, D),
+                                         target, coef, out, N, D),
                         "onestep_row_scaled_diff", shapes);
 }
 
@@ -87,6 +87,6 @@ extern "C" onestep_status onestep_sum_squares(const float* x, long long n, long 
     if (parts > (1LL << 31) - 1)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_sum_squares", shapes, "too many chunks");
     return check_launch(launch_dependent(Ls::sum_squares_kernel, dim3(unsigned(parts)), dim3(Ls::kBlock), 0, stream, x, n, chunk,
-                               partials),
+                                         partials),
                         "onestep_sum_squares", shapes);
 }

@@ -52,6 +52,6 @@ extern "C" onestep_status onestep_adam_step(float* p, const float* g, float* m, 
     long long blocks = (n + O::kBlock - 1) / O::kBlock;
     if (blocks > (1 << 16)) blocks = 1 << 16;
     return check_launch(launch_dependent(O::adam_kernel, dim3(unsigned(blocks)), dim3(O::kBlock), 0, stream, p, g, m, v, n, beta1,
-                               beta2, v_scale, eps, step, l2, decay, adaptive),
+                                         beta2, v_scale, eps, step, l2, decay, adaptive),
                         "onestep_adam_step", shapes);
 }
