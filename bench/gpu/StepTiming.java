@@ -279,7 +279,8 @@ public final class StepTiming {
                 // plain convolution gets); folded but with the upsamplers as the upsampling and a 3x3 convolution
                 // instead of one transposed convolution; and, on a GPU, with cuDNN's heuristic algorithms instead of
                 // its timed search, with every convolution on cuDNN (none on our implicit GEMM, even where it timed
-                // faster), and with every attention on the default kernel (no split keys); and with programmatic
+                // faster), with every attention on the default kernel (no split keys), with every group norm on the
+                // default kernels (no slab kernel, which only large shapes time); and with programmatic
                 // dependent launch on (Device#programmaticLaunch: sm_90+, off by default). Then all back to the
                 // defaults for the next batch.
                 boolean folding = co.foldsConstants();
@@ -288,7 +289,7 @@ public final class StepTiming {
                 String[] variants = searching
                         ? new String[] {"unfolded", "unfused residual", "unfused upsampling", "heuristic convolutions",
                                         "cuDNN convolutions only", "default attention only",
-                                        "programmatic dependent launch"}
+                                        "default group norm only", "programmatic dependent launch"}
                         : new String[] {"unfolded", "unfused residual", "unfused upsampling",
                                         "programmatic dependent launch"};
                 boolean pdlBefore = ai.onestep.backend.cuda.Device.programmaticLaunch();
@@ -300,6 +301,7 @@ public final class StepTiming {
                         cudnnDevice.searchConvolutions(!variant.equals("heuristic convolutions"));
                         cudnnDevice.ownConvolutions(!variant.equals("cuDNN convolutions only"));
                         cudnnDevice.splitKeys(!variant.equals("default attention only"));
+                        cudnnDevice.slabGroupNorm(!variant.equals("default group norm only"));
                     }
                     if (variant.equals("programmatic dependent launch")) {
                         try {
@@ -341,6 +343,7 @@ public final class StepTiming {
                             cudnnDevice.searchConvolutions(true);
                             cudnnDevice.ownConvolutions(true);
                             cudnnDevice.splitKeys(true);
+                            cudnnDevice.slabGroupNorm(true);
                         }
                         ai.onestep.backend.cuda.Device.programmaticLaunch(pdlBefore);
                         co.forgetCapturedPasses();

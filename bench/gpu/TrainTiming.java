@@ -150,6 +150,12 @@ public final class TrainTiming {
         }
         row(String.format(Locale.ROOT, "%-44s %6d %12.2f %12.2f %9.1f %12s %8s", label, batch, median, min,
                 batch / (median / 1e3), copies, mb));
+        if (device != null) {
+            // The group norms' timed choices (fp32 training at batch 64 is above 2^20 values): the slab kernel, x
+            // read once, against the statistics and normalize kernels (Device#groupNormKernel).
+            device.timedChoices().stream().filter(ch -> ch.shape().startsWith("groupnorm,"))
+                    .forEach(ch -> row("  (choice) " + ch));
+        }
         if (jsonl != null) {
             jsonl.write(String.format(Locale.ROOT, "{\"bench\":\"train-step\",\"what\":\"%s\",\"batch\":%d,"
                     + "\"median_ms\":%.4f,\"min_ms\":%.4f,\"copies_per_step\":\"%s\",\"mb_per_step\":\"%s\"}%n",

@@ -630,6 +630,7 @@ def summary(paths):
                               ("heuristic convolutions", "with cuDNN's heuristic algorithms, not its timed search"),
                               ("cuDNN convolutions only", "with every convolution on cuDNN (none on our implicit GEMM)"),
                               ("default attention only", "with every attention on the default kernel (no split keys)"),
+                              ("default group norm only", "with every group norm on the default kernels (no slab kernel)"),
                               ("programmatic dependent launch", "with programmatic dependent launch on")):
             sel = [r for r in unf if r.get("variant", "unfolded") == variant]
             if sel:

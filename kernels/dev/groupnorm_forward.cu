@@ -190,112 +190,17 @@ __global__ void concat_kernel(const float* a, const float* b, float* y, long lon
 // ---- version 8: x read once. Versions 3 and 6 read each group twice (statistics, then normalize), and a block
 // of one (n, g) reads 4 of a pixel's channels: 16 bytes of each 32-byte sector, so half of what DRAM moves is
 // wasted at Cg = 4 (the tenth session measured version 3 at 36% of the H100's bandwidth, 64x32x32x128 fp32).
-// Here a block takes one sample's slab of kSlab8 = 16 channels (64 bytes per pixel: whole sectors) over every pixel
-// and keeps it in registers: ITERS float4 per thread, a thread's four channels fixed (quad q = thread % 4) and its
-// pixels strided by blockDim / 4. The statistics are two exact passes over the registers (the group's mean, then
-// its squared deviations: no Welford merge, no E[x^2] - E[x]^2 cancellation), each reduced per quad by warp
-// shuffles over the pixel lanes and across warps through shared memory, then summed over the quads of a group.
-// Normalization then reads the registers, so x crosses the bus once and y once: the bytes GB/s counts. Needs
-// Cg % 4 == 0 and kSlab8 % Cg == 0 (the U-Net's 128 to 512 channels in 32 groups), C % kSlab8 == 0, and
-// HW <= (blockDim / 4) * ITERS (the launcher picks the smallest ITERS that holds the sample).
-constexpr int kSlab8 = 16;
-
-template <int ITERS, typename T = float>
-__global__ void groupnorm_forward_kernel8(const T* __restrict__ x, const T* __restrict__ gamma,
-                                          const T* __restrict__ beta, const T* __restrict__ scale,
-                                          const T* __restrict__ shift, T* __restrict__ y,
-                                          float* __restrict__ mean, float* __restrict__ rstd, int HW, int C, int G,
-                                          float eps) {
-    constexpr int Q = kSlab8 / 4;  // quads per pixel of the slab
-    __shared__ float part[32][Q];  // per warp, per quad
-    __shared__ float group_stat[Q];  // per quad: its group's mean, then rstd
-    const int slabs = C / kSlab8, n = blockIdx.x / slabs, c0 = (blockIdx.x - n * slabs) * kSlab8;
-    const int q = threadIdx.x % Q, rows = blockDim.x / Q, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int Cg = C / G, quads_per_group = Cg / 4;
-    const long long offset = (long long)n * HW * C + c0 + 4 * q;
-    const float count = float(HW) * Cg;
-
-    float4 v[ITERS];
-#pragma unroll
-    for (int i = 0; i < ITERS; i++) {
-        const int p = threadIdx.x / Q + i * rows;
-        v[i] = p < HW ? load4(x + offset + (long long)p * C) : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-    // The sum over the block of each quad's per-thread partials, then over the quads of each group: every quad's
-    // group total in group_stat (a barrier before the next use of part).
-    auto group_total = [&](float t) {
-        for (int o = Q; o < 32; o *= 2) t += __shfl_xor_sync(0xffffffffu, t, o);  // lanes of the same quad
-        if (lane < Q) part[warp][lane] = t;
-        __syncthreads();
-        if (threadIdx.x < Q) {
-            float quad = 0.f;
-            for (int w = 0; w < int(blockDim.x / 32); w++) quad += part[w][threadIdx.x];
-            part[0][threadIdx.x] = quad;  // each reader's own slot: no other thread reads it before the barrier
-        }
-        __syncthreads();
-        if (threadIdx.x < Q) {
-            const int first = threadIdx.x / quads_per_group * quads_per_group;
-            float g = 0.f;
-            for (int j = 0; j < quads_per_group; j++) g += part[0][first + j];
-            group_stat[threadIdx.x] = g;
-        }
-        __syncthreads();
-    };
-    float s = 0.f;
-#pragma unroll
-    for (int i = 0; i < ITERS; i++) s += (v[i].x + v[i].y) + (v[i].z + v[i].w);
-    group_total(s);
-    const float mu = group_stat[q] / count;
-    __syncthreads();  // every thread has its mean before group_stat is reused
-    float ss = 0.f;
-#pragma unroll
-    for (int i = 0; i < ITERS; i++) {
-        if (threadIdx.x / Q + i * rows < HW) {  // padding lanes hold zeros, not x - mu
-            const float a = v[i].x - mu, b = v[i].y - mu, c = v[i].z - mu, d = v[i].w - mu;
-            ss += (a * a + b * b) + (c * c + d * d);
-        }
-    }
-    group_total(ss);
-    const float rs = rsqrtf(group_stat[q] / count + eps);
-    if (threadIdx.x < Q && threadIdx.x % quads_per_group == 0) {
-        const int g = (c0 + 4 * threadIdx.x) / Cg;
-        mean[n * G + g] = mu;
-        rstd[n * G + g] = rs;
-    }
-    const T* scale_n = scale + (long long)n * C;
-    const T* shift_n = shift + (long long)n * C;
-    const int c = c0 + 4 * q;
-#pragma unroll
-    for (int i = 0; i < ITERS; i++) {
-        const int p = threadIdx.x / Q + i * rows;
-        if (p < HW) {
-            float4 r;
-            r.x = apply_v<true, true>(v[i].x, c + 0, mu, rs, gamma, beta, scale_n, shift_n);
-            r.y = apply_v<true, true>(v[i].y, c + 1, mu, rs, gamma, beta, scale_n, shift_n);
-            r.z = apply_v<true, true>(v[i].z, c + 2, mu, rs, gamma, beta, scale_n, shift_n);
-            r.w = apply_v<true, true>(v[i].w, c + 3, mu, rs, gamma, beta, scale_n, shift_n);
-            store4(y + offset + (long long)p * C, r);
-        }
-    }
-}
-
-// Version 8 where its shape conditions hold; cudaErrorNotSupported (the sweep skips that block size) elsewhere.
+// Version 8 is production's slab kernel (src/groupnorm.cu's slab_kernel; the C API's kernel 1, which the CUDA
+// backend times against the default per shape): a block per sample and 16-channel slab (64 bytes a pixel: whole
+// sectors), held in registers, two exact passes for the statistics, normalized from the registers. Its launcher
+// answers cudaErrorNotSupported where the shape or block size is outside its conditions (the sweep skips those).
 // Versions 9 and 10 are the same kernel on fp16 and bf16 storage (32 bytes a pixel of the slab: one sector).
 template <typename T>
 static cudaError_t launch_v8(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
                              float* mean, float* rstd, int N, int HW, int C, int G, float eps, int block) {
-    const int Cg = C / G, rows = block / (kSlab8 / 4);
-    if (Cg % 4 != 0 || kSlab8 % Cg != 0 || C % kSlab8 != 0 || block % 32 != 0) return cudaErrorNotSupported;
-    const dim3 grid(unsigned(N * (C / kSlab8)));
-    // ITERS float4 are 4 * ITERS registers a thread; with ~40 more (ptxas: 47 at ITERS 4, 168 at 32) a block must
-    // stay within the SM's 64K registers, or the launch fails.
-#define ONESTEP_V8(IT)                                                                                              \
-    if (HW <= rows * IT && (4 * IT + 40) * block <= 65536)                                                          \
-        return launch(groupnorm_forward_kernel8<IT, T>, grid, dim3(block), 0, nullptr, x, gamma, beta, scale, shift, \
-                      y, mean, rstd, HW, C, G, eps);
-    ONESTEP_V8(1) ONESTEP_V8(2) ONESTEP_V8(4) ONESTEP_V8(8) ONESTEP_V8(16) ONESTEP_V8(32)
-#undef ONESTEP_V8
-    return cudaErrorNotSupported;
+    if (slab_iters(HW, C, G, block) == 0) return cudaErrorNotSupported;
+    return launch_forward_t<T>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps, true, block, block,
+                               nullptr, 2);
 }
 
 static cudaError_t run_version8(const Args& a, int block) {

@@ -117,6 +117,18 @@ onestep_status onestep_groupnorm_forward_add_typed(const void* x, const void* x_
                                                    const void* scale, const void* shift, void* y, float* mean,
                                                    float* rstd, int N, int HW, int C, int G, float eps, int apply_silu,
                                                    onestep_dtype dtype, cudaStream_t stream);
+/* The same with a choice of kernel: 0 as onestep_groupnorm_forward_add_typed; 1 the slab kernel, which reads x once
+ * (a block per sample and 16 channels, held in registers; two exact passes for the statistics) for large tensors,
+ * where the default runs a statistics kernel and a normalize kernel. It needs C/G of 4, 8 or 16, C a multiple of 16,
+ * HW <= 2048, x and y aligned to 4 elements and y apart from x and add (else ONESTEP_ERROR_UNSUPPORTED or
+ * INVALID_ARGUMENT); its sums run in another order, so its results differ from kernel 0's by rounding. The CUDA
+ * backend times both per shape and runs the faster where they agree. */
+onestep_status onestep_groupnorm_forward_add_kernel_typed(const void* x, const void* x_bias, const void* add,
+                                                          const void* add_bias, const void* gamma, const void* beta,
+                                                          const void* scale, const void* shift, void* y, float* mean,
+                                                          float* rstd, int N, int HW, int C, int G, float eps,
+                                                          int apply_silu, int kernel, onestep_dtype dtype,
+                                                          cudaStream_t stream);
 /* Group norm (+ SiLU) of the channel concatenation x = [a + a_bias, b + b_bias] (a (N,HW,Ca), b (N,HW,Cb); either
  * bias may be NULL), which it also writes to cat (N,HW,Ca+Cb): cat is onestep_concat_channels_biased_typed's
  * result and y, mean, rstd are onestep_groupnorm_forward_typed's on it, bit for bit, in one pass over a and b. A

@@ -249,6 +249,120 @@ __global__ void fused_kernel(const T* __restrict__ x, const T* __restrict__ gamm
     }
 }
 
+// ---- forward in one kernel that reads x once (version 8 of dev/groupnorm_forward.cu), for large tensors -----
+// The two-kernel path reads each group twice (statistics, then normalize), and its blocks of one (n, g) read 4 of a
+// pixel's channels at Cg = 4: 16 bytes of each 32-byte sector, so half of what DRAM moves is wasted (the tenth
+// session measured it at 36% of the H100's bandwidth, 64x32x32x128 fp32). Here a block takes one sample's slab of
+// kSlab = 16 channels (64 bytes a pixel in fp32: whole sectors) over every pixel and keeps it in registers: ITERS
+// 4-vectors a thread, the thread's four channels fixed (quad q = thread % 4), its pixels strided by blockDim / 4.
+// The statistics are two exact passes over the registers (the group's mean, then its squared deviations: no
+// Welford merge, no E[x^2] - E[x]^2 cancellation), each reduced per quad by warp shuffles over the pixel lanes and
+// across warps through shared memory, then summed over the quads of a group. Normalization reads the registers, so
+// x crosses the bus once and y once. The pre-add terms are added as x is loaded, as the other paths add them.
+// Needs Cg % 4 == 0 and kSlab % Cg == 0 (Cg 4, 8 or 16: the U-Net's 128 to 512 channels in 32 groups),
+// C % kSlab == 0, x and y aligned for 4-vectors, and HW <= (blockDim / 4) * ITERS. Its sums run in another order
+// than Welford's, so its bits differ from the other paths' in the last places: the CUDA backend runs it only where
+// a timed choice found it faster and its result agreed (Device.groupNormKernel).
+template <int ITERS, bool EMB, bool SILU, bool PRE, typename T>
+__global__ void slab_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
+                            const T* __restrict__ scale, const T* __restrict__ shift, T* __restrict__ y,
+                            float* __restrict__ mean, float* __restrict__ rstd, int HW, int C, int G, float eps,
+                            PreAdd<T> pre_all) {
+    await_predecessors();
+    constexpr int Q = kSlab / 4;     // quads per pixel of the slab
+    __shared__ float part[32][Q];    // per warp, per quad
+    __shared__ float group_stat[Q];  // per quad: its group's sum
+    const int slabs = C / kSlab, n = blockIdx.x / slabs, c0 = (blockIdx.x - n * slabs) * kSlab;
+    const int q = threadIdx.x % Q, rows = blockDim.x / Q, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int Cg = C / G, quads_per_group = Cg / 4, c = c0 + 4 * q;
+    const long long offset = (long long)n * HW * C + c;
+    const float count = float(HW) * float(Cg);
+    const PreAdd<T> pre = pre_all.sample(n, C);
+
+    float4 v[ITERS];
+#pragma unroll
+    for (int i = 0; i < ITERS; i++) {
+        const int p = threadIdx.x / Q + i * rows;
+        v[i] = make_float4(0.f, 0.f, 0.f, 0.f);  // pixels past HW stay 0: they add nothing to the sum
+        if (p < HW) {
+            const float4 r = load4(x + offset + (long long)p * C);
+            v[i] = make_float4(pre_add<PRE>(pre, r.x, c + 0), pre_add<PRE>(pre, r.y, c + 1),
+                               pre_add<PRE>(pre, r.z, c + 2), pre_add<PRE>(pre, r.w, c + 3));
+        }
+    }
+    // The sum over the block of each quad's per-thread partials, then over the quads of each group, into
+    // group_stat[q] for every quad q of the group (ending at a barrier, so the caller may read it).
+    auto group_total = [&](float t) {
+        for (int o = Q; o < 32; o *= 2) t += __shfl_xor_sync(0xffffffffu, t, o);  // the lanes of the same quad
+        if (lane < Q) part[warp][lane] = t;
+        __syncthreads();
+        if (threadIdx.x < Q) {
+            float quad = 0.f;
+            for (int w = 0; w < int(blockDim.x / 32); w++) quad += part[w][threadIdx.x];
+            part[0][threadIdx.x] = quad;  // each reader's own slot: no other thread reads it before the barrier
+        }
+        __syncthreads();
+        if (threadIdx.x < Q) {
+            const int first = threadIdx.x / quads_per_group * quads_per_group;
+            float g = 0.f;
+            for (int j = 0; j < quads_per_group; j++) g += part[0][first + j];
+            group_stat[threadIdx.x] = g;
+        }
+        __syncthreads();
+    };
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < ITERS; i++) s += (v[i].x + v[i].y) + (v[i].z + v[i].w);
+    group_total(s);
+    const float mu = group_stat[q] / count;
+    __syncthreads();  // every thread has its mean before group_stat is reused
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < ITERS; i++) {
+        if (int(threadIdx.x) / Q + i * rows < HW) {  // the padding holds zeros, not x - mu
+            const float a = v[i].x - mu, b = v[i].y - mu, d = v[i].z - mu, e = v[i].w - mu;
+            ss += (a * a + b * b) + (d * d + e * e);
+        }
+    }
+    group_total(ss);
+    const float rs = rsqrtf(group_stat[q] / count + eps);
+    if (threadIdx.x < Q && threadIdx.x % quads_per_group == 0) {
+        const int g = (c0 + 4 * threadIdx.x) / Cg;
+        mean[n * G + g] = mu;
+        rstd[n * G + g] = rs;
+    }
+    const T* scale_n = EMB ? scale + (long long)n * C : nullptr;
+    const T* shift_n = EMB ? shift + (long long)n * C : nullptr;
+#pragma unroll
+    for (int i = 0; i < ITERS; i++) {
+        const int p = threadIdx.x / Q + i * rows;
+        if (p < HW) {
+            float4 r;
+            r.x = apply_v<EMB, SILU>(v[i].x, c + 0, mu, rs, gamma, beta, scale_n, shift_n);
+            r.y = apply_v<EMB, SILU>(v[i].y, c + 1, mu, rs, gamma, beta, scale_n, shift_n);
+            r.z = apply_v<EMB, SILU>(v[i].z, c + 2, mu, rs, gamma, beta, scale_n, shift_n);
+            r.w = apply_v<EMB, SILU>(v[i].w, c + 3, mu, rs, gamma, beta, scale_n, shift_n);
+            store4(y + offset + (long long)p * C, r);
+        }
+    }
+}
+
+int slab_iters(int HW, int C, int G, int block) {
+    const int Cg = C / G, rows = block / (kSlab / 4);
+    if (Cg % 4 != 0 || kSlab % Cg != 0 || C % kSlab != 0 || block % 32 != 0 || block < 32 || block > 1024) return 0;
+    // ITERS 4-vectors are 4 * ITERS registers a thread, plus ~40 (ptxas, sm_90a: 47 at ITERS 4, 168 at 32); a block
+    // must stay within the SM's 64K registers, or the launch fails.
+    for (int it = 1; it <= 32; it *= 2)
+        if (HW <= rows * it && (4 * it + 40) * block <= 65536) return it;
+    return 0;
+}
+
+int slab_block(int HW, int C, int G) {
+    for (int block = 256; block <= 1024; block *= 2)
+        if (slab_iters(HW, C, G, block) > 0) return block;
+    return 256;
+}
+
 int production_stats_block(int N, int HW, int C, int G) {
     if ((long long)N * HW * C > kFusedMaxElems) return kStatsBlock;
     const long long per_group = (long long)HW * (C / G);
@@ -297,11 +411,35 @@ static cudaError_t launch_fused(const T* x, const T* gamma, const T* beta, const
                             scale, shift, y, mean, rstd, HW, C, G, eps, pre);
 }
 
-// One variant's launch: version 6 (one kernel) up to kFusedMaxElems values (fused = -1), else version 3.
+// The slab kernel where its conditions hold (slab_supported), else cudaErrorNotSupported. block 0: the smallest of
+// 256, 512 and 1024 threads whose ITERS holds the sample within the register budget.
+template <bool EMB, bool SILU, bool PRE, typename T>
+static cudaError_t launch_slab(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
+                               float* mean, float* rstd, int N, int HW, int C, int G, float eps, int block,
+                               PreAdd<T> pre, cudaStream_t stream) {
+    if (!aligned4(x) || !aligned4(y)) return cudaErrorNotSupported;
+    const int b = block > 0 ? block : slab_block(HW, C, G);
+    const int iters = slab_iters(HW, C, G, b);
+    if (iters == 0) return cudaErrorNotSupported;
+    const dim3 grid(unsigned(N * (C / kSlab)));
+#define ONESTEP_SLAB(IT)                                                                                            \
+    if (iters == IT)                                                                                                \
+        return launch_dependent(slab_kernel<IT, EMB, SILU, PRE, T>, grid, dim3(b), 0, stream, x, gamma, beta, scale, \
+                                shift, y, mean, rstd, HW, C, G, eps, pre);
+    ONESTEP_SLAB(1) ONESTEP_SLAB(2) ONESTEP_SLAB(4) ONESTEP_SLAB(8) ONESTEP_SLAB(16) ONESTEP_SLAB(32)
+#undef ONESTEP_SLAB
+    return cudaErrorNotSupported;
+}
+
+// One variant's launch: version 6 (one kernel) up to kFusedMaxElems values (fused = -1), else version 3; fused = 2:
+// the slab kernel (version 8; stats_block is its block, 0 to pick), which may answer cudaErrorNotSupported.
 template <bool EMB, bool SILU, bool PRE, typename T>
 static cudaError_t launch_variant(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
                                   float* mean, float* rstd, int N, int HW, int C, int G, float eps, int stats_block,
                                   int apply_block, PreAdd<T> pre, cudaStream_t stream, int fused) {
+    if (fused == 2)
+        return launch_slab<EMB, SILU, PRE>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps, stats_block,
+                                           pre, stream);
     if (fused > 0 || (fused < 0 && (long long)N * HW * C <= kFusedMaxElems))
         // The block size of the statistics, so they are the two-kernel path's bits.
         return launch_fused<EMB, SILU, PRE>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps,
@@ -621,7 +759,7 @@ static onestep_status groupnorm_forward_impl(const char* fn, const void* x, cons
                                              const void* add_bias, const void* gamma, const void* beta,
                                              const void* scale, const void* shift, void* y, float* mean, float* rstd,
                                              int N, int HW, int C, int G, float eps, int apply_silu,
-                                             onestep_dtype dtype, cudaStream_t stream) {
+                                             onestep_dtype dtype, cudaStream_t stream, int kernel = 0) {
     char shapes[160];
     if (dtype == ONESTEP_FLOAT32)
         std::snprintf(shapes, sizeof shapes, "N=%d, HW=%d, C=%d, G=%d", N, HW, C, G);
@@ -635,14 +773,28 @@ static onestep_status groupnorm_forward_impl(const char* fn, const void* x, cons
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "scale and shift must both be given or both be NULL");
     if (add_bias && !add) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "add_bias is given without add");
     if (!(eps > 0.0f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be positive (got %g)", eps);
+    if (kernel != 0 && kernel != 1)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "kernel must be 0 (default) or 1 (slab), got %d", kernel);
+    if (kernel == 1) {
+        if (y == x || (add && y == add))
+            return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "the slab kernel needs y apart from x and add");
+        if (groupnorm::slab_iters(HW, C, G, groupnorm::slab_block(HW, C, G)) == 0)
+            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
+                        "the slab kernel needs C/G of 4, 8 or 16, C a multiple of %d and HW at most %d",
+                        groupnorm::kSlab, groupnorm::kSlabMaxHW);
+        const int align = 4 * dtype_bytes(dtype) - 1;
+        if ((reinterpret_cast<uintptr_t>(x) & align) || (reinterpret_cast<uintptr_t>(y) & align))
+            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the slab kernel needs x and y aligned to %d bytes",
+                        align + 1);
+    }
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                groupnorm::launch_forward_t<T>(
                                                    static_cast<const T*>(x), static_cast<const T*>(gamma),
                                                    static_cast<const T*>(beta), static_cast<const T*>(scale),
                                                    static_cast<const T*>(shift), static_cast<T*>(y), mean, rstd, N, HW,
                                                    C, G, eps, apply_silu != 0,
-                                                   groupnorm::production_stats_block(N, HW, C, G),
-                                                   groupnorm::kApplyBlock, stream, -1,
+                                                   kernel == 1 ? 0 : groupnorm::production_stats_block(N, HW, C, G),
+                                                   groupnorm::kApplyBlock, stream, kernel == 1 ? 2 : -1,
                                                    groupnorm::PreAdd<T>{static_cast<const T*>(x_bias),
                                                                         static_cast<const T*>(add),
                                                                         static_cast<const T*>(add_bias)})),
@@ -673,6 +825,14 @@ extern "C" onestep_status onestep_groupnorm_forward_add_typed(const void* x, con
                                                               cudaStream_t stream) {
     return groupnorm_forward_impl("onestep_groupnorm_forward_add_typed", x, x_bias, add, add_bias, gamma, beta, scale,
                                   shift, y, mean, rstd, N, HW, C, G, eps, apply_silu, dtype, stream);
+}
+
+extern "C" onestep_status onestep_groupnorm_forward_add_kernel_typed(
+    const void* x, const void* x_bias, const void* add, const void* add_bias, const void* gamma, const void* beta,
+    const void* scale, const void* shift, void* y, float* mean, float* rstd, int N, int HW, int C, int G, float eps,
+    int apply_silu, int kernel, onestep_dtype dtype, cudaStream_t stream) {
+    return groupnorm_forward_impl("onestep_groupnorm_forward_add_kernel_typed", x, x_bias, add, add_bias, gamma, beta,
+                                  scale, shift, y, mean, rstd, N, HW, C, G, eps, apply_silu, dtype, stream, kernel);
 }
 
 extern "C" onestep_status onestep_groupnorm_concat_typed(const void* a, const void* a_bias, const void* b,

@@ -20,7 +20,16 @@ constexpr long long kFusedMaxElems = 1 << 20;
 // The block size sets the Welford merge order, so every entry that must give another's bits uses this.
 int production_stats_block(int N, int HW, int C, int G);
 
-// Block sizes: multiples of 32 up to 1024. fused: -1 by size (kFusedMaxElems), 0 two kernels, 1 one kernel.
+// The slab kernel (groupnorm.cu, version 8 of the dev file: x read once, a block per sample and 16-channel slab):
+// the 4-vectors a thread holds at this block size, 0 where the shape or block is outside its conditions; and the
+// block the C API gives it (the smallest of 256, 512, 1024 that holds the sample).
+constexpr int kSlab = 16;
+constexpr int kSlabMaxHW = 2048;  // 256 threads x 32 4-vectors, or 512 x 16: the register budget's largest sample
+int slab_iters(int HW, int C, int G, int block);
+int slab_block(int HW, int C, int G);
+
+// Block sizes: multiples of 32 up to 1024. fused: -1 by size (kFusedMaxElems), 0 two kernels, 1 one kernel, 2 the
+// slab kernel (stats_block is its block, 0 picks; cudaErrorNotSupported outside its conditions).
 cudaError_t launch_forward(const float* x, const float* gamma, const float* beta, const float* scale,
                            const float* shift, float* y, float* mean, float* rstd, int N, int HW, int C, int G,
                            float eps, bool silu, int stats_block, int apply_block, cudaStream_t stream,

@@ -183,6 +183,27 @@ void check_case(const Shape& s, bool emb, bool silu, double x_mean, uint64_t see
     }
 }
 
+// x' = (x + x_bias[c]) + (add[n,c] + add_bias[c]) materialized as the kernels form it on the fly: fp32 adds of the
+// stored values, in that order (a null term is left out).
+vector<float> pre_added(const Shape& s, const vector<float>& x, const vector<float>* xb, const vector<float>* add,
+                        const vector<float>* ab) {
+    vector<float> xp(x.size());
+    for (int n = 0; n < s.N; n++)
+        for (int p = 0; p < s.HW; p++)
+            for (int c = 0; c < s.C; c++) {
+                const size_t i = (size_t(n) * s.HW + p) * s.C + c;
+                float v = x[i];
+                if (xb) v += (*xb)[c];
+                if (add) {
+                    float a = (*add)[size_t(n) * s.C + c];
+                    if (ab) a += (*ab)[c];
+                    v += a;
+                }
+                xp[i] = v;
+            }
+    return xp;
+}
+
 // The pre-add variant (onestep_groupnorm_forward_add_typed): x' = (x + x_bias[c]) + (add[n,c] + add_bias[c]) is
 // never stored, yet the result must be exactly the plain kernel's on x' materialized in fp32 in that order (the
 // unfused ops' bits), and close to the double reference on x'. Every subset of the three terms, on both paths.
@@ -197,20 +218,7 @@ void check_pre_add(const Shape& s, bool emb, bool silu, uint64_t seed) {
     for (int terms = 1; terms < 8; terms++) {
         const bool use_xb = terms & 1, use_add = terms & 2, use_ab = (terms & 4) && use_add;
         if ((terms & 4) && !use_add) continue;
-        vector<float> xp(nx);
-        for (int n = 0; n < s.N; n++)
-            for (int p = 0; p < s.HW; p++)
-                for (int c = 0; c < s.C; c++) {
-                    const size_t i = (size_t(n) * s.HW + p) * s.C + c;
-                    float v = x[i];
-                    if (use_xb) v += xb[c];
-                    if (use_add) {
-                        float a = add[size_t(n) * s.C + c];
-                        if (use_ab) a += ab[c];
-                        v += a;
-                    }
-                    xp[i] = v;
-                }
+        const vector<float> xp = pre_added(s, x, use_xb ? &xb : nullptr, use_add ? &add : nullptr, use_ab ? &ab : nullptr);
         vector<float> y(nx, NAN), mean(size_t(s.N) * s.G, NAN), rstd(size_t(s.N) * s.G, NAN);
         vector<float> y0(nx, NAN), mean0(mean.size(), NAN), rstd0(rstd.size(), NAN);
         onestep_status st = onestep_groupnorm_forward_add_typed(
@@ -232,6 +240,62 @@ void check_pre_add(const Shape& s, bool emb, bool silu, uint64_t seed) {
         forward_ref(s, ktest::to_double(xp), ktest::to_double(gamma), ktest::to_double(beta),
                     emb ? scd.data() : nullptr, emb ? shd.data() : nullptr, silu, 1e-5, yr, mr, rr);
         expect_close("pre-add y", y.data(), yr.data(), yr.size(), 2e-4, 2e-4);
+    }
+}
+
+// The slab kernel (kernel 1 of onestep_groupnorm_forward_add_kernel_typed: a block per sample and 16-channel slab,
+// x held in registers, two exact passes for the statistics) against the double reference on x' = (x + x_bias) +
+// (add + add_bias), for the given pre-add terms, in fp32 and on fp16 and bf16 storage (inputs already representable,
+// so the reference sees the kernel's inputs; y rounded once more), with its mean and rstd; and against kernel 0.
+void check_slab(const Shape& s, bool emb, bool silu, int terms, uint64_t seed) {
+    const bool use_xb = terms & 1, use_add = terms & 2, use_ab = (terms & 4) && use_add;
+    const size_t nx = size_t(s.N) * s.HW * s.C, nc = size_t(s.N) * s.C, ng = size_t(s.N) * s.G;
+    const ktest::Type16 fp32{ktest::kHalf, ONESTEP_FLOAT32, "fp32"};
+    const ktest::Type16 types[] = {fp32, {ktest::kHalf, ONESTEP_FLOAT16, "fp16"}, {ktest::kBf16, ONESTEP_BFLOAT16, "bf16"}};
+    for (const ktest::Type16& t : types) {
+        ktest::Rng rng(seed);
+        const bool half = t.dt != ONESTEP_FLOAT32;
+        vector<float> x = rng.normals(nx, 0.5, 1.0), gamma = rng.normals(s.C, 1.0, 0.3), beta = rng.normals(s.C, 0, 0.3);
+        vector<float> scale = rng.normals(nc, 0, 0.3), shift = rng.normals(nc, 0, 0.3);
+        vector<float> xb = rng.normals(s.C, 0, 0.5), add = rng.normals(nc, 0, 1.0), ab = rng.normals(s.C, 0, 0.5);
+        vector<float>* all[] = {&x, &gamma, &beta, &scale, &shift, &xb, &add, &ab};
+        vector<ktest::Buf16*> bufs;
+        for (vector<float>* v : all) bufs.push_back(half ? new ktest::Buf16(ktest::narrow(t.f, *v)) : nullptr);
+        auto ptr = [&](int i, bool use) -> const void* {
+            if (!use) return nullptr;
+            return half ? static_cast<const void*>(bufs[i]->p) : static_cast<const void*>(all[i]->data());
+        };
+        const vector<float> xp = pre_added(s, x, use_xb ? &xb : nullptr, use_add ? &add : nullptr, use_ab ? &ab : nullptr);
+        vector<double> yr, mr, rr, scd = ktest::to_double(scale), shd = ktest::to_double(shift);
+        forward_ref(s, ktest::to_double(xp), ktest::to_double(gamma), ktest::to_double(beta), emb ? scd.data() : nullptr,
+                    emb ? shd.data() : nullptr, silu, 1e-5, yr, mr, rr);
+        char what[200];
+        std::snprintf(what, sizeof what, "slab %s N=%d HW=%d C=%d G=%d emb=%d silu=%d terms=%d", t.name, s.N, s.HW, s.C,
+                      s.G, emb, silu, terms);
+        vector<float> y32[2], mean[2], rstd[2];
+        for (int kernel = 0; kernel < 2; kernel++) {
+            vector<float> yf(half ? 0 : nx, NAN);
+            ktest::Buf16 y16(half ? nx : 1);
+            mean[kernel].assign(ng, NAN), rstd[kernel].assign(ng, NAN);
+            void* y = half ? static_cast<void*>(y16.p) : static_cast<void*>(yf.data());
+            const onestep_status st = onestep_groupnorm_forward_add_kernel_typed(
+                ptr(0, true), ptr(5, use_xb), ptr(6, use_add), ptr(7, use_ab), ptr(1, true), ptr(2, true),
+                ptr(3, emb), ptr(4, emb), y, mean[kernel].data(), rstd[kernel].data(), s.N, s.HW, s.C, s.G, 1e-5f, silu,
+                kernel, t.dt, nullptr);
+            if (!expect(st == ONESTEP_OK, "slab test: a kernel returned an error: %s", onestep_last_error_message()) ||
+                !ktest::sync())
+                break;
+            y32[kernel] = half ? ktest::widen(t.f, y16.p, nx) : yf;
+        }
+        for (ktest::Buf16* b : bufs) delete b;
+        if (y32[1].size() != nx) return;
+        // fp32: the reference to ~1e-4 (the sums' rounding); 16-bit: plus y's one rounding (half an ulp, relative).
+        const double rel = half ? 2 * ktest::unit_roundoff(t.f) : 2e-4;
+        expect_close(what, y32[1].data(), yr.data(), nx, 2e-4, rel);
+        expect_close("slab mean", mean[1].data(), mr.data(), ng, 1e-5, 1e-5);
+        expect_close("slab rstd", rstd[1].data(), rr.data(), ng, 1e-5, 1e-4);
+        vector<double> y0 = ktest::to_double(y32[0]);
+        expect_close("slab vs kernel 0", y32[1].data(), y0.data(), nx, 2e-4, half ? 2 * rel : 2e-4);
     }
 }
 
@@ -312,6 +376,31 @@ void check_argument_errors() {
     st = onestep_groupnorm_concat_typed(buf, nullptr, buf + 8, nullptr, buf, buf, buf + 16, buf + 32, buf, buf, 1, 2, 0,
                                         4, 2, 1e-5f, 1, ONESTEP_FLOAT32, nullptr);
     expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "concat with Ca = 0 was accepted%s");
+    // The slab kernel's conditions: C/G of 4, 8 or 16 (here 2), y apart from x, a kernel number it knows.
+    alignas(16) float abuf[256] = {};
+    st = onestep_groupnorm_forward_add_kernel_typed(abuf, nullptr, nullptr, nullptr, abuf, abuf, nullptr, nullptr,
+                                                    abuf + 64, abuf, abuf, 1, 2, 64, 32, 1e-5f, 0, 1, ONESTEP_FLOAT32,
+                                                    nullptr);
+    expect(st == ONESTEP_ERROR_UNSUPPORTED && std::strstr(onestep_last_error_message(), "C/G of 4, 8 or 16") != nullptr,
+           "the slab kernel took groups of 2: %s", onestep_last_error_message());
+    st = onestep_groupnorm_forward_add_kernel_typed(abuf, nullptr, nullptr, nullptr, abuf, abuf, nullptr, nullptr,
+                                                    abuf, abuf, abuf, 1, 2, 64, 16, 1e-5f, 0, 1, ONESTEP_FLOAT32, nullptr);
+    expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "the slab kernel took y == x%s");
+    st = onestep_groupnorm_forward_add_kernel_typed(abuf, nullptr, nullptr, nullptr, abuf, abuf, nullptr, nullptr,
+                                                    abuf + 1, abuf, abuf, 1, 2, 64, 16, 1e-5f, 0, 1, ONESTEP_FLOAT32,
+                                                    nullptr);
+    expect(st == ONESTEP_ERROR_UNSUPPORTED && std::strstr(onestep_last_error_message(), "aligned") != nullptr,
+           "the slab kernel took a misaligned y: %s", onestep_last_error_message());
+    st = onestep_groupnorm_forward_add_kernel_typed(abuf, nullptr, nullptr, nullptr, abuf, abuf, nullptr, nullptr,
+                                                    abuf + 64, abuf, abuf, 1, 2, 64, 16, 1e-5f, 0, 2, ONESTEP_FLOAT32,
+                                                    nullptr);
+    expect(st == ONESTEP_ERROR_INVALID_ARGUMENT && std::strstr(onestep_last_error_message(),
+                                                               "onestep_groupnorm_forward_add_kernel_typed(N=1") != nullptr,
+           "kernel 2 was accepted, or the message does not name the function: %s", onestep_last_error_message());
+    st = onestep_groupnorm_forward_add_kernel_typed(abuf, nullptr, nullptr, nullptr, abuf, abuf, nullptr, nullptr,
+                                                    abuf + 64, abuf, abuf, 1, 3000, 64, 16, 1e-5f, 0, 1,
+                                                    ONESTEP_FLOAT32, nullptr);
+    expect(st == ONESTEP_ERROR_UNSUPPORTED, "the slab kernel took HW = 3000 (more than its registers hold)%s");
     st = onestep_groupnorm_backward(buf, buf, buf, buf, buf, buf, nullptr, nullptr, buf, buf, buf, nullptr, nullptr, 0,
                                     2, 4, 2, 0, nullptr);
     expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "N = 0 was accepted%s");
@@ -354,6 +443,12 @@ int main() {
         for (int emb = 0; emb < 2; emb++) check_pre_add(s, emb, true, seed++);
     check_pre_add(Shape{1, 64, 256, 32}, false, false, seed++);
     check_pre_add(Shape{2, 4100, 128, 32}, false, true, seed++);  // above kFusedMaxElems: the two-kernel path
+    std::printf("slab kernel (kernel 1) vs the reference and kernel 0, fp32/fp16/bf16\n");
+    check_slab(Shape{2, 37, 128, 32}, true, true, 0, seed++);    // Cg 4, ragged HW (37 of 64 rows: ITERS 1)
+    check_slab(Shape{1, 300, 64, 8}, false, true, 3, seed++);    // Cg 8, x_bias and add; ITERS 8
+    check_slab(Shape{3, 129, 32, 2}, true, false, 7, seed++);    // Cg 16, every pre-add term; one past 128 rows
+    check_slab(Shape{1, 1024, 256, 32}, false, false, 1, seed++); // the CIFAR 32x32 level at the width of 256
+    check_slab(Shape{2, 2048, 16, 4}, true, true, 6, seed++);    // HW at the limit (256 threads x 32 4-vectors)
     std::printf("concatenating forward vs concat + group norm and the reference\n");
     for (int silu = 0; silu < 2; silu++) {
         check_concat(Shape{2, 7, 12, 4}, 8, silu, seed++);    // groups of 3 straddle channel 8

@@ -344,6 +344,21 @@ public final class OnestepKernels {
                                                                  float eps, int applySilu, @Cast("onestep_dtype") int dtype,
                                                                  @Cast("cudaStream_t") long stream);
 
+    // kernel 0: as onestep_groupnorm_forward_add_typed; 1: the slab kernel (x read once; large tensors).
+    public static native int onestep_groupnorm_forward_add_kernel_typed(@Cast("const void*") long x,
+                                                                        @Cast("const void*") long xBias,
+                                                                        @Cast("const void*") long add,
+                                                                        @Cast("const void*") long addBias,
+                                                                        @Cast("const void*") long gamma,
+                                                                        @Cast("const void*") long beta,
+                                                                        @Cast("const void*") long scale,
+                                                                        @Cast("const void*") long shift,
+                                                                        @Cast("void*") long y, @Cast("float*") long mean,
+                                                                        @Cast("float*") long rstd, int n, int hw, int c,
+                                                                        int g, float eps, int applySilu, int kernel,
+                                                                        @Cast("onestep_dtype") int dtype,
+                                                                        @Cast("cudaStream_t") long stream);
+
     /**
      * Group norm (+ SiLU) of the channel concatenation [a + aBias, b + bBias] (either bias 0), which it also writes to
      * cat: the concat's and the group norm's bits in one pass.

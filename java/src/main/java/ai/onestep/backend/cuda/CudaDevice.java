@@ -96,6 +96,7 @@ public final class CudaDevice extends Device {
         super(library);
         ownConvolutions(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.igemm")));
         splitKeys(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.splitKeys")));
+        slabGroupNorm(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.slabGroupNorm")));
         if (Boolean.getBoolean("onestep.cuda.pdl")) {
             try {
                 programmaticLaunch(true);

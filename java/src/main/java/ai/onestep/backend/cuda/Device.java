@@ -537,6 +537,29 @@ public abstract class Device implements AutoCloseable {
                 stream), "attention", what);
     }
 
+    /**
+     * Group norm (+ SiLU, the time modulation scale/shift, and the pre-add x' = (x + xBias) + (add + addBias); each of
+     * those pointers may be 0) by {@code onestep_groupnorm_forward_add_kernel_typed}, mean and rstd fp32: kernel 0 (a
+     * statistics kernel and a normalize kernel above 2^20 values, one kernel below) or 1 (the slab kernel, x read once),
+     * as {@link #groupNormKernel} chose for the shape.
+     */
+    public final void groupNorm(long x, long xBias, long add, long addBias, long gamma, long beta, long scale,
+                                long shift, long y, long mean, long rstd, int n, int hw, int c, int groups, float eps,
+                                boolean silu, Precision type, Supplier<String> what) {
+        int kernel = groupNormKernel(x, xBias, add, addBias, gamma, beta, scale, shift, y, mean, rstd, n, hw, c, groups,
+                eps, silu, type, what);
+        groupNorm(x, xBias, add, addBias, gamma, beta, scale, shift, y, mean, rstd, n, hw, c, groups, eps, silu, kernel,
+                type, what);
+    }
+
+    /** {@link #groupNorm} with the kernel given. */
+    public final void groupNorm(long x, long xBias, long add, long addBias, long gamma, long beta, long scale,
+                                long shift, long y, long mean, long rstd, int n, int hw, int c, int groups, float eps,
+                                boolean silu, int kernel, Precision type, Supplier<String> what) {
+        check(onestep_groupnorm_forward_add_kernel_typed(x, xBias, add, addBias, gamma, beta, scale, shift, y, mean, rstd,
+                n, hw, c, groups, eps, silu ? 1 : 0, kernel, type.code, stream), "groupNorm", what);
+    }
+
     /** Launches of {@link #igemmConv} so far (timing runs included). */
     public long igemmLaunches() {
         return igemmLaunches;
@@ -553,6 +576,7 @@ public abstract class Device implements AutoCloseable {
      */
     private boolean ownConvolutions;
     private boolean splitKeys;
+    private boolean slabGroupNorm;
 
     public void ownConvolutions(boolean on) {
         ownConvolutions = on;
@@ -566,6 +590,15 @@ public abstract class Device implements AutoCloseable {
         splitKeys = on;
     }
 
+    /**
+     * Whether group norms above 2^20 values may run the slab kernel where {@link #groupNormKernel} chose it. Off
+     * here; {@link CudaDevice} turns it on (unless {@code -Donestep.cuda.slabGroupNorm=false}), {@link EmulatedDevice}
+     * in its timed mode.
+     */
+    public void slabGroupNorm(boolean on) {
+        slabGroupNorm = on;
+    }
+
     /** Runs per timing in a choice (after two warm-up runs); the emulated device, whose clock says nothing, uses 1. */
     int choiceReps = 10;
 
@@ -577,7 +610,8 @@ public abstract class Device implements AutoCloseable {
 
     /**
      * Per shape, in first-use order: the timed choices between one of our kernels and the route it would replace
-     * (convolutions: "conv," / "biased," / "residual," / "upsample," + the shape; attention: "attention," + it).
+     * (convolutions: "conv," / "biased," / "residual," / "upsample," + the shape; attention: "attention," + it; group
+     * norm: "groupnorm," + it).
      */
     private final java.util.Map<String, Choice> choices = new java.util.LinkedHashMap<>();
 
@@ -713,30 +747,85 @@ public abstract class Device implements AutoCloseable {
             return 0;
         }
         String key = "attention,n=" + n + ",heads=" + heads + ",t=" + t + ",d=" + d + "," + type.label();
-        Choice c = choices.get(key);
-        if (c == null && !capturing) {
-            float defaultMs = timeMs(() -> attentionQkv(qkv, bias, o, lse, n, heads, t, d, 0, type, what),
-                    choiceReps);
-            float splitMs = timeMs(() -> attentionQkv(qkv, bias, o, lse, n, heads, t, d, 1, type, what), choiceReps);
-            String verdict = "default faster";
-            int kernel = 0;
-            if (Boolean.TRUE.equals(forceChoice) || (forceChoice == null && splitMs < defaultMs)) {
-                try (Temporary tmp = new Temporary()) {
+        return twoWayChoice(key, "split keys", "default kernel",
+                kernel -> attentionQkv(qkv, bias, o, lse, n, heads, t, d, kernel, type, what), tmp -> {
                     long elems = (long) n * t * heads * d;
                     long ref = tmp.allocate(elems * type.bytes, "attention check");
                     long refLse = tmp.allocate((long) n * heads * t * Float.BYTES, "attention check lse");
                     attentionQkv(qkv, bias, ref, refLse, n, heads, t, d, 0, type, what);
                     attentionQkv(qkv, bias, o, lse, n, heads, t, d, 1, type, what);  // o: the candidate's, last
-                    boolean ok = agrees(o, ref, elems, type, tmp, what, "the split-keys attention " + key,
+                    return agrees(o, ref, elems, type, tmp, what, "the split-keys attention " + key,
                             "the default kernel for this shape");
+                });
+    }
+
+    /**
+     * A timed choice between an incumbent kernel (0) and a candidate (1) that ask for no scratch, so it can be made
+     * inside a pass's first run: on the key's first use outside a capture, both are timed back to back ({@link
+     * #timeMs}; a candidate whose launch is refused keeps the incumbent), and the candidate is kept if it is faster
+     * (or {@link #forceChoice} says so) and {@code check} finds it agrees with the incumbent (it runs both, the
+     * candidate last, into the op's outputs). Returns the kernel to run.
+     */
+    private int twoWayChoice(String key, String candidate, String incumbent, java.util.function.IntConsumer launch,
+                             java.util.function.Predicate<Temporary> check) {
+        Choice c = choices.get(key);
+        if (c == null && !capturing) {
+            float incumbentMs = timeMs(() -> launch.accept(0), choiceReps);
+            float candidateMs;
+            try {
+                candidateMs = timeMs(() -> launch.accept(1), choiceReps);
+            } catch (CudaException e) {
+                // Outside the candidate's conditions after all (say, an arena address it cannot align to).
+                c = new Choice(key, 0, candidate, Float.NaN, incumbent, incumbentMs,
+                        candidate + " refused (" + e.getMessage() + ")");
+                choices.put(key, c);
+                return 0;
+            }
+            String verdict = incumbent + " faster";
+            int kernel = 0;
+            if (Boolean.TRUE.equals(forceChoice) || (forceChoice == null && candidateMs < incumbentMs)) {
+                try (Temporary tmp = new Temporary()) {
+                    boolean ok = check.test(tmp);
                     kernel = ok ? 1 : 0;
-                    verdict = ok ? "split keys faster" : "split keys disagreed";
+                    verdict = candidate + (ok ? " faster" : " disagreed");
                 }
             }
-            c = new Choice(key, kernel, "split keys", splitMs, "default kernel", defaultMs, verdict);
+            c = new Choice(key, kernel, candidate, candidateMs, incumbent, incumbentMs, verdict);
             choices.put(key, c);
         }
         return c == null ? 0 : c.config();
+    }
+
+    /**
+     * The kernel {@link #groupNorm} runs a shape with: 1 (the slab kernel: a block per sample and 16 channels, x read
+     * once and held in registers) where, timed against kernel 0 on the shape's first use outside a capture, it was
+     * faster and its result agreed; else 0. Only where kernel 0 takes two kernels (above 2^20 values: batch 64, and
+     * training), with groups of 4, 8 or 16 channels, C a multiple of 16, at most 2048 pixels, and y apart from x and
+     * add (each timed run rewrites y from the inputs). Neither kernel asks for scratch.
+     */
+    protected final int groupNormKernel(long x, long xBias, long add, long addBias, long gamma, long beta, long scale,
+                                        long shift, long y, long mean, long rstd, int n, int hw, int c, int groups,
+                                        float eps, boolean silu, Precision type, Supplier<String> what) {
+        int cg = groups > 0 ? c / groups : 0;
+        if (!slabGroupNorm || (long) n * hw * c <= 1L << 20 || (cg != 4 && cg != 8 && cg != 16) || c % 16 != 0
+                || hw > 2048 || y == x || y == add) {
+            return 0;
+        }
+        String key = "groupnorm,n=" + n + ",hw=" + hw + ",c=" + c + ",g=" + groups + (silu ? ",silu" : "")
+                + (scale != 0 ? ",modulated" : "") + (xBias != 0 || add != 0 ? ",pre-add" : "") + "," + type.label();
+        return twoWayChoice(key, "slab kernel", "default kernels",
+                kernel -> groupNorm(x, xBias, add, addBias, gamma, beta, scale, shift, y, mean, rstd, n, hw, c, groups,
+                        eps, silu, kernel, type, what), tmp -> {
+                    long elems = (long) n * hw * c;
+                    long ref = tmp.allocate(elems * type.bytes, "group norm check");
+                    long refStats = tmp.allocate(2L * n * groups * Float.BYTES, "group norm check stats");
+                    groupNorm(x, xBias, add, addBias, gamma, beta, scale, shift, ref, refStats,
+                            refStats + (long) n * groups * Float.BYTES, n, hw, c, groups, eps, silu, 0, type, what);
+                    groupNorm(x, xBias, add, addBias, gamma, beta, scale, shift, y, mean, rstd, n, hw, c, groups, eps,
+                            silu, 1, type, what);  // y: the candidate's, last
+                    return agrees(y, ref, elems, type, tmp, what, "the slab group norm " + key,
+                            "the default kernels for this shape");
+                });
     }
 
     /**

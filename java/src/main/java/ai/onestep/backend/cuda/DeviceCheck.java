@@ -505,12 +505,14 @@ public final class DeviceCheck {
             }
             if (d instanceof CudaDevice cd) {
                 // Each shape's timed choice: our tensor-core implicit GEMM against cuDNN (kernels/src/conv.cu), the
-                // split-keys attention against the default kernel.
+                // split-keys attention against the default kernel (group norms: only above 2^20 values, none here).
                 java.util.List<Device.Choice> choices = cd.timedChoices();
-                long convs = choices.stream().filter(o -> !o.shape().startsWith("attention,")).count();
+                long attention = choices.stream().filter(o -> o.shape().startsWith("attention,")).count();
+                long norms = choices.stream().filter(o -> o.shape().startsWith("groupnorm,")).count();
+                long convs = choices.size() - attention - norms;
                 fact(p.label() + " pass: " + choices.stream().filter(o -> o.config() > 0).count() + " of "
                         + choices.size() + " shapes on our candidate kernels (" + convs + " convolution shapes timed "
-                        + "against cuDNN, " + (choices.size() - convs) + " attention shapes)",
+                        + "against cuDNN, " + attention + " attention shapes, " + norms + " group norms)",
                         convs > 0 || !cd.ownsConvolutions());
                 choices.forEach(o -> System.out.println("    " + o));
             } else {

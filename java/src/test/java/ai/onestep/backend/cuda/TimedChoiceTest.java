@@ -91,6 +91,81 @@ class TimedChoiceTest {
     }
 
     @Test
+    void groupNormAboveTwoToTheTwentyChoosesTheSlabKernelWhereItAgrees() {
+        // 1 x 2048 pixels x 528 channels in 33 groups of 16: 1,081,344 values, where kernel 0 runs two kernels. The
+        // slab kernel, forced to win, runs from then on and agrees with kernel 0 to the sums' rounding; forced to
+        // lose, kernel 0's bits stay. A shape below 2^20 values, or one y == x, is not timed at all.
+        EmulatedDeviceTest.require();
+        int n = 1, hw = 2048, c = 528, g = 33;
+        int elems = n * hw * c;
+        for (Boolean force : new Boolean[] {Boolean.TRUE, Boolean.FALSE}) {
+            for (Precision p : new Precision[] {Precision.FP32, Precision.FP16}) {
+                try (EmulatedDevice d = new EmulatedDevice(CudaBackend.emulatedLibrary().toString(), false, false,
+                        EmulatedDevice.Candidates.TIMED);
+                     DeviceArena a = new DeviceArena(d, "group norm choice test", 64L << 20);
+                     TensorArena host = new TensorArena()) {
+                    d.forceChoice = force;
+                    java.util.SplittableRandom r = new java.util.SplittableRandom(5);
+                    Tensor hx = host.allocate(elems), hgb = host.allocate(2 * c);
+                    for (long i = 0; i < elems; i++) {
+                        hx.set(i, (float) (0.5 + r.nextGaussian()));
+                    }
+                    for (long i = 0; i < 2L * c; i++) {
+                        hgb.set(i, (float) (i < c ? 1 + 0.3 * r.nextGaussian() : 0.3 * r.nextGaussian()));
+                    }
+                    long wide = a.allocate(4L * elems, "fp32 x"), wgb = a.allocate(8L * c, "fp32 gamma beta");
+                    d.upload(wide, hx.segment(), 4L * elems, () -> "x");
+                    d.upload(wgb, hgb.segment(), 8L * c, () -> "gamma beta");
+                    long x = wide, gb = wgb;
+                    if (p != Precision.FP32) {
+                        x = a.allocate(p.bytes * elems, "x");
+                        gb = a.allocate(p.bytes * 2L * c, "gamma beta");
+                        d.convert(wide, Precision.FP32, x, p, elems, "x", () -> "test");
+                        d.convert(wgb, Precision.FP32, gb, p, 2L * c, "gamma beta", () -> "test");
+                    }
+                    long gamma = gb, beta = gb + (long) p.bytes * c;
+                    long[] y = {a.allocate(p.bytes * elems, "y0"), a.allocate(p.bytes * elems, "y")};
+                    long stats = a.allocate(8L * n * g, "mean rstd");
+                    d.groupNorm(x, 0, 0, 0, gamma, beta, 0, 0, y[0], stats, stats + 4L * n * g, n, hw, c, g, 1e-5f, true,
+                            0, p, () -> "test");
+                    d.groupNorm(x, 0, 0, 0, gamma, beta, 0, 0, y[1], stats, stats + 4L * n * g, n, hw, c, g, 1e-5f, true,
+                            p, () -> "test");
+                    List<Device.Choice> made = d.timedChoices();
+                    assertEquals(1, made.size(), made.toString());
+                    Device.Choice choice = made.get(0);
+                    assertTrue(choice.shape().startsWith("groupnorm,n=1,hw=2048,c=528,g=33,silu"), choice.toString());
+                    assertEquals(force ? 1 : 0, choice.config(), choice.toString());
+                    float[][] got = new float[2][];
+                    for (int k = 0; k < 2; k++) {
+                        long y32 = y[k];
+                        if (p != Precision.FP32) {
+                            y32 = a.allocate(4L * elems, "y32");
+                            d.convert(y[k], p, y32, Precision.FP32, elems, "y", () -> "test");
+                        }
+                        Tensor h = host.allocate(elems);
+                        d.download(h.segment(), y32, 4L * elems, () -> "y");
+                        got[k] = h.toArray();
+                    }
+                    if (force) {
+                        double err = IgemmConvTest.relL2(got[1], got[0]), bound = p == Precision.FP32 ? 1e-5 : 1e-3;
+                        assertTrue(err < bound, p.label() + ": slab vs default, relative L2 " + err);
+                        // ...and it is the slab kernel's result: its sums run in another order than Welford's.
+                        assertFalse(Arrays.equals(got[0], got[1]), p.label() + ": the slab kernel did not run");
+                    } else {
+                        assertArrayEquals(got[0], got[1], p.label() + ": the default's bits where the slab lost");
+                    }
+                    // Below 2^20 values (one sample of 1024 pixels), and with y == x: no choice is made.
+                    d.groupNorm(x, 0, 0, 0, gamma, beta, 0, 0, y[1], stats, stats + 4L * n * g, n, 1024, c, g, 1e-5f,
+                            true, p, () -> "test");
+                    d.groupNorm(y[1], 0, 0, 0, gamma, beta, 0, 0, y[1], stats, stats + 4L * n * g, n, hw, c, g, 1e-5f,
+                            false, p, () -> "test");
+                    assertEquals(1, d.timedChoices().size(), d.timedChoices().toString());
+                }
+            }
+        }
+    }
+
+    @Test
     void candidatesThatLoseLeaveTheIncumbentsBits() {
         EmulatedDeviceTest.require();
         Precision p = Precision.FP16;
