@@ -260,14 +260,17 @@ __global__ void fused_kernel(const T* __restrict__ x, const T* __restrict__ gamm
 // across warps through shared memory, then summed over the quads of a group. Normalization reads the registers, so
 // x crosses the bus once and y once. The pre-add terms are added as x is loaded, as the other paths add them.
 // Needs Cg % 4 == 0 and kSlab % Cg == 0 (Cg 4, 8 or 16: the U-Net's 128 to 512 channels in 32 groups),
-// C % kSlab == 0, x and y aligned for 4-vectors, and HW <= (blockDim / 4) * ITERS. Its sums run in another order
-// than Welford's, so its bits differ from the other paths' in the last places: the CUDA backend runs it only where
-// a timed choice found it faster and its result agreed (Device.groupNormKernel).
-template <int ITERS, bool EMB, bool SILU, bool PRE, typename T>
+// C % kSlab == 0, x and y aligned for 4-vectors, and HW <= (blockDim / 4) * ITERS (at most 2048 pixels). Its sums
+// run in another order than Welford's, so its bits differ from the other paths' in the last places: the CUDA backend
+// runs it only where a timed choice found it faster and its result agreed (Device.groupNormKernel).
+// The modulation (scale/shift non-null), SiLU and the pre-add terms are runtime flags here, uniform across the grid:
+// the kernel is bound by memory, and one instance per (ITERS, T) instead of one per flag combination keeps nvcc's
+// time for this file in check (the unrolled register arrays make each instance large).
+template <int ITERS, typename T>
 __global__ void slab_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
                             const T* __restrict__ scale, const T* __restrict__ shift, T* __restrict__ y,
                             float* __restrict__ mean, float* __restrict__ rstd, int HW, int C, int G, float eps,
-                            PreAdd<T> pre_all) {
+                            bool silu, PreAdd<T> pre_all) {
     await_predecessors();
     constexpr int Q = kSlab / 4;     // quads per pixel of the slab
     __shared__ float part[32][Q];    // per warp, per quad
@@ -286,8 +289,8 @@ __global__ void slab_kernel(const T* __restrict__ x, const T* __restrict__ gamma
         v[i] = make_float4(0.f, 0.f, 0.f, 0.f);  // pixels past HW stay 0: they add nothing to the sum
         if (p < HW) {
             const float4 r = load4(x + offset + (long long)p * C);
-            v[i] = make_float4(pre_add<PRE>(pre, r.x, c + 0), pre_add<PRE>(pre, r.y, c + 1),
-                               pre_add<PRE>(pre, r.z, c + 2), pre_add<PRE>(pre, r.w, c + 3));
+            v[i] = make_float4(pre_add<true>(pre, r.x, c + 0), pre_add<true>(pre, r.y, c + 1),
+                               pre_add<true>(pre, r.z, c + 2), pre_add<true>(pre, r.w, c + 3));
         }
     }
     // The sum over the block of each quad's per-thread partials, then over the quads of each group, into
@@ -331,29 +334,35 @@ __global__ void slab_kernel(const T* __restrict__ x, const T* __restrict__ gamma
         mean[n * G + g] = mu;
         rstd[n * G + g] = rs;
     }
-    const T* scale_n = EMB ? scale + (long long)n * C : nullptr;
-    const T* shift_n = EMB ? shift + (long long)n * C : nullptr;
+    // This thread's four channels' affine terms, once: apply_v's arithmetic with its flags read at run time.
+    float ga[4], be[4], sc[4] = {0.f, 0.f, 0.f, 0.f}, sh[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int k = 0; k < 4; k++) {
+        ga[k] = to_f32(gamma[c + k]), be[k] = to_f32(beta[c + k]);
+        if (scale) sc[k] = to_f32(scale[(long long)n * C + c + k]), sh[k] = to_f32(shift[(long long)n * C + c + k]);
+    }
+    auto apply = [&](float xv, int k) {
+        float u = (xv - mu) * rs * ga[k] + be[k];
+        if (scale) u = u * (1.0f + sc[k]) + sh[k];
+        if (silu) u = u * sigmoid(u);
+        return u;
+    };
 #pragma unroll
     for (int i = 0; i < ITERS; i++) {
         const int p = threadIdx.x / Q + i * rows;
-        if (p < HW) {
-            float4 r;
-            r.x = apply_v<EMB, SILU>(v[i].x, c + 0, mu, rs, gamma, beta, scale_n, shift_n);
-            r.y = apply_v<EMB, SILU>(v[i].y, c + 1, mu, rs, gamma, beta, scale_n, shift_n);
-            r.z = apply_v<EMB, SILU>(v[i].z, c + 2, mu, rs, gamma, beta, scale_n, shift_n);
-            r.w = apply_v<EMB, SILU>(v[i].w, c + 3, mu, rs, gamma, beta, scale_n, shift_n);
-            store4(y + offset + (long long)p * C, r);
-        }
+        if (p < HW) store4(y + offset + (long long)p * C,
+                           make_float4(apply(v[i].x, 0), apply(v[i].y, 1), apply(v[i].z, 2), apply(v[i].w, 3)));
     }
 }
 
 int slab_iters(int HW, int C, int G, int block) {
     const int Cg = C / G, rows = block / (kSlab / 4);
     if (Cg % 4 != 0 || kSlab % Cg != 0 || C % kSlab != 0 || block % 32 != 0 || block < 32 || block > 1024) return 0;
-    // ITERS 4-vectors are 4 * ITERS registers a thread, plus ~40 (ptxas, sm_90a: 47 at ITERS 4, 168 at 32); a block
-    // must stay within the SM's 64K registers, or the launch fails.
-    for (int it = 1; it <= 32; it *= 2)
-        if (HW <= rows * it && (4 * it + 40) * block <= 65536) return it;
+    // ITERS 4-vectors are 4 * ITERS registers a thread, plus up to 64 (ptxas, sm_90a: 32 at ITERS 1, 60 at 4, 126
+    // at 16); a block must stay within the SM's 64K registers, or the launch fails (a device that needs more refuses
+    // the launch, and the backend's timed choice then keeps the default). ITERS stops at 16: 32 would allow 2048
+    // pixels at 256 threads, which 512 threads at 16 already do, for an instance twice as large to compile.
+    for (int it = 1; it <= 16; it *= 2)
+        if (HW <= rows * it && (4 * it + 64) * block <= 65536) return it;
     return 0;
 }
 
@@ -413,9 +422,9 @@ static cudaError_t launch_fused(const T* x, const T* gamma, const T* beta, const
 
 // The slab kernel where its conditions hold (slab_supported), else cudaErrorNotSupported. block 0: the smallest of
 // 256, 512 and 1024 threads whose ITERS holds the sample within the register budget.
-template <bool EMB, bool SILU, bool PRE, typename T>
+template <typename T>
 static cudaError_t launch_slab(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
-                               float* mean, float* rstd, int N, int HW, int C, int G, float eps, int block,
+                               float* mean, float* rstd, int N, int HW, int C, int G, float eps, bool silu, int block,
                                PreAdd<T> pre, cudaStream_t stream) {
     if (!aligned4(x) || !aligned4(y)) return cudaErrorNotSupported;
     const int b = block > 0 ? block : slab_block(HW, C, G);
@@ -424,9 +433,9 @@ static cudaError_t launch_slab(const T* x, const T* gamma, const T* beta, const 
     const dim3 grid(unsigned(N * (C / kSlab)));
 #define ONESTEP_SLAB(IT)                                                                                            \
     if (iters == IT)                                                                                                \
-        return launch_dependent(slab_kernel<IT, EMB, SILU, PRE, T>, grid, dim3(b), 0, stream, x, gamma, beta, scale, \
-                                shift, y, mean, rstd, HW, C, G, eps, pre);
-    ONESTEP_SLAB(1) ONESTEP_SLAB(2) ONESTEP_SLAB(4) ONESTEP_SLAB(8) ONESTEP_SLAB(16) ONESTEP_SLAB(32)
+        return launch_dependent(slab_kernel<IT, T>, grid, dim3(b), 0, stream, x, gamma, beta, scale, shift, y, mean, \
+                                rstd, HW, C, G, eps, silu, pre);
+    ONESTEP_SLAB(1) ONESTEP_SLAB(2) ONESTEP_SLAB(4) ONESTEP_SLAB(8) ONESTEP_SLAB(16)
 #undef ONESTEP_SLAB
     return cudaErrorNotSupported;
 }
@@ -438,8 +447,8 @@ static cudaError_t launch_variant(const T* x, const T* gamma, const T* beta, con
                                   float* mean, float* rstd, int N, int HW, int C, int G, float eps, int stats_block,
                                   int apply_block, PreAdd<T> pre, cudaStream_t stream, int fused) {
     if (fused == 2)
-        return launch_slab<EMB, SILU, PRE>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps, stats_block,
-                                           pre, stream);
+        return launch_slab<T>(x, gamma, beta, EMB ? scale : nullptr, EMB ? shift : nullptr, y, mean, rstd, N, HW, C,
+                              G, eps, SILU, stats_block, PRE ? pre : PreAdd<T>{}, stream);
     if (fused > 0 || (fused < 0 && (long long)N * HW * C <= kFusedMaxElems))
         // The block size of the statistics, so they are the two-kernel path's bits.
         return launch_fused<EMB, SILU, PRE>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps,

@@ -24,7 +24,7 @@ int production_stats_block(int N, int HW, int C, int G);
 // the 4-vectors a thread holds at this block size, 0 where the shape or block is outside its conditions; and the
 // block the C API gives it (the smallest of 256, 512, 1024 that holds the sample).
 constexpr int kSlab = 16;
-constexpr int kSlabMaxHW = 2048;  // 256 threads x 32 4-vectors, or 512 x 16: the register budget's largest sample
+constexpr int kSlabMaxHW = 2048;  // 512 threads x 16 4-vectors: the register budget's largest sample
 int slab_iters(int HW, int C, int G, int block);
 int slab_block(int HW, int C, int G);
 
