@@ -41,6 +41,7 @@
 #include <sys/mman.h>
 #include <ucontext.h>
 
+#include <climits>
 #include <cmath>
 #include <cstdarg>
 #include <cstddef>
@@ -209,12 +210,14 @@ constexpr size_t kFiberStack = 128 * 1024;
 
 enum class Wait { None, Block, Warp, Done };
 
-// One 16-byte (or smaller) cp.async in flight: where it lands, what it reads, zero-fill when !valid.
+// One 16-byte (or smaller) cp.async in flight: where it lands, what it reads, zero-fill when !valid, and the commit
+// group it belongs to (the issuing thread's count of commits when it was issued).
 struct AsyncCopy {
     void* dst;
     const void* src;
     unsigned bytes;
     bool valid;
+    long group;
 };
 
 struct Fiber {
@@ -226,8 +229,8 @@ struct Fiber {
     uint3 tid;
     Wait wait = Wait::None;
     unsigned mask = 0;  // the mask given to the warp primitive it waits at
-    std::vector<AsyncCopy> async_open;                   // cp.async issued since this thread's last commit
-    std::vector<std::vector<AsyncCopy>> async_groups;    // committed groups not yet waited for, oldest first
+    std::vector<AsyncCopy> in_flight;  // this thread's cp.async not yet landed, in issue (hence group) order
+    long commits = 0;                  // cp.async.commit_group calls so far: the open group's number
     bool awaited = false;  // called await_predecessors() (launch_dependent's kernels must, first)
 };
 
@@ -303,11 +306,15 @@ inline unsigned char* fiber_stack(int i) {
     return pool[i];
 }
 
-inline void land(const std::vector<AsyncCopy>& group) {
-    for (const AsyncCopy& c : group) {
+// Lands the thread's copies of groups before `group` (all of them: LONG_MAX), oldest first.
+inline void land_before(Fiber& f, long group) {
+    size_t k = 0;
+    for (; k < f.in_flight.size() && f.in_flight[k].group < group; k++) {
+        const AsyncCopy& c = f.in_flight[k];
         if (c.valid) std::memcpy(c.dst, c.src, c.bytes);
         else std::memset(c.dst, 0, c.bytes);
     }
+    f.in_flight.erase(f.in_flight.begin(), f.in_flight.begin() + long(k));
 }
 
 inline void fiber_entry() {
@@ -320,10 +327,7 @@ inline void fiber_entry() {
                 "(thread %u of block %u): on a GPU with programmatic dependent launch it could read its inputs "
                 "before the kernel that writes them has finished",
                 f.tid.x, b->block_idx.x);
-        for (auto& group : f.async_groups) land(group);
-        land(f.async_open);
-        f.async_groups.clear();
-        f.async_open.clear();
+        land_before(f, LONG_MAX);
     }
     b->fibers[b->current].wait = Wait::Done;
 #if ONESTEP_EMU_FAST_SWITCH
@@ -407,8 +411,8 @@ inline void run_block(BlockState& b) {
     for (int i = 0; i < b.nthreads; i++) {
         Fiber& f = b.fibers[i];
         f.wait = Wait::None;
-        f.async_open.clear();
-        f.async_groups.clear();
+        f.in_flight.clear();
+        f.commits = 0;
         f.awaited = false;
 #if ONESTEP_EMU_FAST_SWITCH
         // The frame emu_switch_context pops: FP control words, r15 r14 r13 r12 rbx rbp, then the return
@@ -527,19 +531,13 @@ inline void cp_async(void* dst, const void* src, unsigned bytes, bool valid) {
     if (g_block->dependent && !f.awaited)
         die("a kernel launched by onestep::launch_dependent issued cp.async before await_predecessors()");
     std::memset(dst, 0xFF, bytes);
-    f.async_open.push_back(AsyncCopy{dst, src, bytes, valid});
+    f.in_flight.push_back(AsyncCopy{dst, src, bytes, valid, f.commits});
 }
-inline void cp_async_commit() {
-    Fiber& f = current_fiber("cp.async.commit_group");
-    f.async_groups.push_back(std::move(f.async_open));
-    f.async_open.clear();
-}
+inline void cp_async_commit() { current_fiber("cp.async.commit_group").commits++; }
 // Lands this thread's committed groups but the newest `pending`; copies not yet committed stay in flight.
 inline void cp_async_wait(int pending) {
     Fiber& f = current_fiber("cp.async.wait_group");
-    size_t retire = f.async_groups.size() > size_t(pending) ? f.async_groups.size() - size_t(pending) : 0;
-    for (size_t i = 0; i < retire; i++) land(f.async_groups[i]);
-    f.async_groups.erase(f.async_groups.begin(), f.async_groups.begin() + long(retire));
+    land_before(f, f.commits - pending);
 }
 
 // ---- warp primitives: exchange through the warp's slots between two warp barriers ------------------
