@@ -279,13 +279,20 @@ inline int linear_tid() {
     return int(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
 }
 
+// A launch_dependent kernel's thread must have called await_predecessors() before it does `what`.
+inline void require_awaited(const BlockState& b, const Fiber& f, const char* what) {
+    if (b.dependent && !f.awaited)
+        die("a kernel launched by onestep::launch_dependent %s (thread %u of block %u): await_predecessors() must be "
+            "its first statement, or on a GPU with programmatic dependent launch it could read its inputs before the "
+            "kernel that writes them has finished",
+            what, f.tid.x, b.block_idx.x);
+}
+
 inline void yield_to_scheduler(Wait why, unsigned mask) {
     BlockState* b = g_block;
     if (!b || b->current < 0) die("barrier or warp primitive called outside a kernel");
     Fiber& f = b->fibers[b->current];
-    if (b->dependent && !f.awaited)
-        die("a kernel launched by onestep::launch_dependent reached a barrier or warp primitive before "
-            "await_predecessors(), which must be its first statement");
+    require_awaited(*b, f, "reached a barrier or warp primitive before await_predecessors()");
     f.wait = why;
     f.mask = mask;
 #if ONESTEP_EMU_FAST_SWITCH
@@ -322,11 +329,7 @@ inline void fiber_entry() {
     b->body();
     {  // copies still in flight at exit land anyway (no one can read them any more)
         Fiber& f = b->fibers[b->current];
-        if (b->dependent && !f.awaited)
-            die("a kernel launched by onestep::launch_dependent returned without calling await_predecessors() "
-                "(thread %u of block %u): on a GPU with programmatic dependent launch it could read its inputs "
-                "before the kernel that writes them has finished",
-                f.tid.x, b->block_idx.x);
+        require_awaited(*b, f, "returned without calling await_predecessors()");
         land_before(f, LONG_MAX);
     }
     b->fibers[b->current].wait = Wait::Done;
@@ -510,26 +513,22 @@ cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t share
     return launch_as(false, kernel, grid, block, shared_bytes, args...);
 }
 
-// griddepcontrol.wait (PTX ISA, sm_90): on a GPU it waits until the grids this one depends on have completed
-// and their writes are visible. Blocks here run one launch after another, so it only records the call.
-inline void await_predecessors() {
-    BlockState* b = g_block;
-    if (!b || b->current < 0) die("await_predecessors() called outside a kernel");
-    b->fibers[b->current].awaited = true;
-}
-
-// ---- cp.async (PTX ISA, "cp.async", "cp.async.commit_group", "cp.async.wait_group") ---------------
 inline Fiber& current_fiber(const char* what) {
     BlockState* b = g_block;
     if (!b || b->current < 0) die("%s called outside a kernel", what);
     return b->fibers[b->current];
 }
+
+// griddepcontrol.wait (PTX ISA, sm_90): on a GPU it waits until the grids this one depends on have completed
+// and their writes are visible. Blocks here run one launch after another, so it only records the call.
+inline void await_predecessors() { current_fiber("await_predecessors()").awaited = true; }
+
+// ---- cp.async (PTX ISA, "cp.async", "cp.async.commit_group", "cp.async.wait_group") ---------------
 // Issues a copy of `bytes` from global `src` to shared `dst` (zeros when !valid). The destination reads as
 // 0xFF bytes until the copy lands at the wait that retires its group.
 inline void cp_async(void* dst, const void* src, unsigned bytes, bool valid) {
     Fiber& f = current_fiber("cp.async");
-    if (g_block->dependent && !f.awaited)
-        die("a kernel launched by onestep::launch_dependent issued cp.async before await_predecessors()");
+    require_awaited(*g_block, f, "issued cp.async before await_predecessors()");
     std::memset(dst, 0xFF, bytes);
     f.in_flight.push_back(AsyncCopy{dst, src, bytes, valid, f.commits});
 }

@@ -420,7 +420,7 @@ static cudaError_t launch_fused(const T* x, const T* gamma, const T* beta, const
                             scale, shift, y, mean, rstd, HW, C, G, eps, pre);
 }
 
-// The slab kernel where its conditions hold (slab_supported), else cudaErrorNotSupported. block 0: the smallest of
+// The slab kernel where its conditions hold (slab_iters > 0, x and y aligned), else cudaErrorNotSupported. block 0: the smallest of
 // 256, 512 and 1024 threads whose ITERS holds the sample within the register budget.
 template <typename T>
 static cudaError_t launch_slab(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,

@@ -762,7 +762,7 @@ public abstract class Device implements AutoCloseable {
     /**
      * A timed choice between an incumbent kernel (0) and a candidate (1) that ask for no scratch, so it can be made
      * inside a pass's first run: on the key's first use outside a capture, both are timed back to back ({@link
-     * #timeMs}; a candidate whose launch is refused keeps the incumbent), and the candidate is kept if it is faster
+     * #timeMs}; a candidate the library refuses keeps the incumbent untimed), and the candidate is kept if it is faster
      * (or {@link #forceChoice} says so) and {@code check} finds it agrees with the incumbent (it runs both, the
      * candidate last, into the op's outputs). Returns the kernel to run.
      */
@@ -770,17 +770,18 @@ public abstract class Device implements AutoCloseable {
                              java.util.function.Predicate<Temporary> check) {
         Choice c = choices.get(key);
         if (c == null && !capturing) {
-            float incumbentMs = timeMs(() -> launch.accept(0), choiceReps);
             float candidateMs;
             try {
                 candidateMs = timeMs(() -> launch.accept(1), choiceReps);
             } catch (CudaException e) {
-                // Outside the candidate's conditions after all (say, an arena address it cannot align to).
-                c = new Choice(key, 0, candidate, Float.NaN, incumbent, incumbentMs,
+                // Outside the candidate's conditions, which the library checks (a shape it has no instance for, an
+                // address it cannot align to): the incumbent runs, untimed.
+                c = new Choice(key, 0, candidate, Float.NaN, incumbent, Float.NaN,
                         candidate + " refused (" + e.getMessage() + ")");
                 choices.put(key, c);
                 return 0;
             }
+            float incumbentMs = timeMs(() -> launch.accept(0), choiceReps);
             String verdict = incumbent + " faster";
             int kernel = 0;
             if (Boolean.TRUE.equals(forceChoice) || (forceChoice == null && candidateMs < incumbentMs)) {
@@ -800,15 +801,14 @@ public abstract class Device implements AutoCloseable {
      * The kernel {@link #groupNorm} runs a shape with: 1 (the slab kernel: a block per sample and 16 channels, x read
      * once and held in registers) where, timed against kernel 0 on the shape's first use outside a capture, it was
      * faster and its result agreed; else 0. Only where kernel 0 takes two kernels (above 2^20 values: batch 64, and
-     * training), with groups of 4, 8 or 16 channels, C a multiple of 16, at most 2048 pixels, and y apart from x and
-     * add (each timed run rewrites y from the inputs). Neither kernel asks for scratch.
+     * training) and y is apart from x and add (each timed run rewrites y from the inputs); the library refuses the
+     * shapes the slab kernel has no instance for (groups other than 4, 8 or 16 channels, more than 2048 pixels), and
+     * the choice records that. Neither kernel asks for scratch.
      */
     protected final int groupNormKernel(long x, long xBias, long add, long addBias, long gamma, long beta, long scale,
                                         long shift, long y, long mean, long rstd, int n, int hw, int c, int groups,
                                         float eps, boolean silu, Precision type, Supplier<String> what) {
-        int cg = groups > 0 ? c / groups : 0;
-        if (!slabGroupNorm || (long) n * hw * c <= 1L << 20 || (cg != 4 && cg != 8 && cg != 16) || c % 16 != 0
-                || hw > 2048 || y == x || y == add) {
+        if (!slabGroupNorm || (long) n * hw * c <= 1L << 20 || y == x || y == add) {
             return 0;
         }
         String key = "groupnorm,n=" + n + ",hw=" + hw + ",c=" + c + ",g=" + groups + (silu ? ",silu" : "")
