@@ -3,6 +3,11 @@
 //
 // Execution model (why it is faithful enough for kernel logic):
 //   * Blocks run one after another on the calling OS thread, in blockIdx order (x fastest).
+//   * The schedule inside a block differs from block to block (by blockIdx, so every run is the same): in a third of
+//     the blocks all warps advance in lockstep from barrier to barrier; in the others one warp at a time runs as far
+//     as it can before the next starts, lowest warp first or highest first. So a read that needs a __syncthreads
+//     after another warp's write, and a write into memory another warp has yet to read, each meet the wrong order
+//     in some block of any launch with three or more blocks (with cp.async's poisoned destinations, below).
 //   * The threads of one block are cooperative fibers on that one OS thread (a hand-written x86-64
 //     context switch; ucontext elsewhere or with -DONESTEP_EMU_USE_UCONTEXT). A fiber runs
 //     until it reaches a barrier (__syncthreads, __syncwarp, or any *_sync warp primitive) or exits;
@@ -30,7 +35,8 @@
 //   * Tensor cores: only mma.sync.m16n8k16 with fp16 or bf16 A/B and fp32 C/D (emu::mma_m16n8k16, the
 //     PTX ISA's fragment layouts), as a warp collective. A kernel spells it through its own wrapper: inline
 //     PTX under nvcc, this function here.
-//   * Not emulated: half/bfloat16 math (storage and conversions only), WMMA, wgmma, ldmatrix, cooperative
+//   * ldmatrix: only .x4 (with or without .trans) of 16-bit elements (emu::ldmatrix_x4), as a warp collective.
+//   * Not emulated: half/bfloat16 math (storage and conversions only), WMMA, wgmma, cooperative
 //     groups, streams as concurrency (every call is synchronous), textures, clusters. Kernels that need those
 //     keep a portable fp32 path that this emulation runs.
 #pragma once
@@ -41,6 +47,7 @@
 #include <sys/mman.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdarg>
@@ -358,45 +365,43 @@ inline unsigned lanes_present(int warp, int nthreads) {
         why, b.block_idx.x, b.block_idx.y, b.block_idx.z, b.nthreads, at_block, at_warp, done, running);
 }
 
-// Releases every barrier whose participants have all arrived; returns whether anything was released.
-inline bool release_barriers(BlockState& b) {
-    bool released = false;
-    int nwarps = (b.nthreads + kWarpSize - 1) / kWarpSize;
-    for (int w = 0; w < nwarps; w++) {
-        // A warp barrier is ready when every lane named by the masks of its waiting lanes waits there
-        // with the same mask.
-        unsigned waiting = 0, mask = 0;
-        bool any = false;
-        for (int l = 0; l < kWarpSize && w * kWarpSize + l < b.nthreads; l++) {
-            Fiber& f = b.fibers[w * kWarpSize + l];
-            if (f.wait != Wait::Warp) continue;
-            if (any && f.mask != mask)
-                die("warp %d of block (%u,%u,%u): lanes wait at warp primitives with different masks "
-                    "(0x%08x and 0x%08x)", w, b.block_idx.x, b.block_idx.y, b.block_idx.z, mask, f.mask);
-            mask = f.mask;
-            any = true;
-            waiting |= 1u << l;
-        }
-        if (!any) continue;
-        unsigned present = lanes_present(w, b.nthreads);
-        if (mask & ~present)
-            die("warp %d of block (%u,%u,%u): mask 0x%08x names lanes that do not exist (present 0x%08x); "
-                "use a block size that is a multiple of 32 or a partial mask",
-                w, b.block_idx.x, b.block_idx.y, b.block_idx.z, mask, present);
-        if (waiting == mask) {
-            for (int l = 0; l < kWarpSize; l++)
-                if (mask & (1u << l)) b.fibers[w * kWarpSize + l].wait = Wait::None;
-            released = true;
-        } else {
-            for (int l = 0; l < kWarpSize; l++) {
-                if (!(mask & (1u << l))) continue;
-                if (b.fibers[w * kWarpSize + l].wait == Wait::Done)
-                    die("warp %d of block (%u,%u,%u): lane %d exited but mask 0x%08x of a warp primitive names it",
-                        w, b.block_idx.x, b.block_idx.y, b.block_idx.z, l, mask);
-            }
-        }
+// Releases warp w's barrier if every lane its waiting lanes' mask names waits there (with the same mask); returns
+// whether it did.
+inline bool release_warp(BlockState& b, int w) {
+    unsigned waiting = 0, mask = 0;
+    bool any = false;
+    for (int l = 0; l < kWarpSize && w * kWarpSize + l < b.nthreads; l++) {
+        Fiber& f = b.fibers[w * kWarpSize + l];
+        if (f.wait != Wait::Warp) continue;
+        if (any && f.mask != mask)
+            die("warp %d of block (%u,%u,%u): lanes wait at warp primitives with different masks "
+                "(0x%08x and 0x%08x)", w, b.block_idx.x, b.block_idx.y, b.block_idx.z, mask, f.mask);
+        mask = f.mask;
+        any = true;
+        waiting |= 1u << l;
     }
-    if (released) return true;
+    if (!any) return false;
+    unsigned present = lanes_present(w, b.nthreads);
+    if (mask & ~present)
+        die("warp %d of block (%u,%u,%u): mask 0x%08x names lanes that do not exist (present 0x%08x); "
+            "use a block size that is a multiple of 32 or a partial mask",
+            w, b.block_idx.x, b.block_idx.y, b.block_idx.z, mask, present);
+    if (waiting == mask) {
+        for (int l = 0; l < kWarpSize; l++)
+            if (mask & (1u << l)) b.fibers[w * kWarpSize + l].wait = Wait::None;
+        return true;
+    }
+    for (int l = 0; l < kWarpSize; l++) {
+        if (!(mask & (1u << l))) continue;
+        if (b.fibers[w * kWarpSize + l].wait == Wait::Done)
+            die("warp %d of block (%u,%u,%u): lane %d exited but mask 0x%08x of a warp primitive names it",
+                w, b.block_idx.x, b.block_idx.y, b.block_idx.z, l, mask);
+    }
+    return false;
+}
+
+// Releases __syncthreads once every thread waits there or has exited (some exited: a deadlock on the GPU, reported).
+inline bool release_block(BlockState& b) {
     int at_block = 0, done = 0;
     for (auto& f : b.fibers) {
         if (f.wait == Wait::Block) at_block++;
@@ -408,6 +413,27 @@ inline bool release_barriers(BlockState& b) {
         return true;
     }
     return false;
+}
+
+// Releases every barrier whose participants have all arrived (the warps' first); returns whether anything was.
+inline bool release_barriers(BlockState& b) {
+    bool released = false;
+    const int nwarps = (b.nthreads + kWarpSize - 1) / kWarpSize;
+    for (int w = 0; w < nwarps; w++) released |= release_warp(b, w);
+    return released || release_block(b);
+}
+
+// Runs fiber i until its next barrier or its end.
+inline void resume(BlockState& b, int i) {
+    Fiber& f = b.fibers[i];
+    b.current = i;
+    threadIdx = f.tid;
+#if ONESTEP_EMU_FAST_SWITCH
+    emu_switch_context(&b.scheduler_sp, f.sp);
+#else
+    swapcontext(&b.scheduler, &f.ctx);
+#endif
+    b.current = -1;
 }
 
 inline void run_block(BlockState& b) {
@@ -437,25 +463,47 @@ inline void run_block(BlockState& b) {
 #endif
     }
     std::memset(b.dynamic_shared.data(), 0xFF, b.dynamic_shared.size());
+    // The order fibers run in between block barriers (see the header: the schedule). Lockstep: every runnable
+    // thread to its next barrier, then the barriers released, so all warps advance together. Greedy: one warp at a
+    // time runs as far as it can (through its own warp barriers) before the next starts, lowest warp first or
+    // highest first, so a warp that overwrites shared memory another warp has yet to read, with no __syncthreads
+    // between them, poisons or changes that read.
+    const int nwarps = (b.nthreads + kWarpSize - 1) / kWarpSize;
+    const unsigned long linear = b.block_idx.x + 7ul * b.block_idx.y + 13ul * b.block_idx.z;
+    const int policy = nwarps > 1 ? int(linear % 3) : 0;  // 0 lockstep, 1 lowest warp first, 2 highest first
     int done = 0;
     while (done < b.nthreads) {
-        bool ran = false;
-        for (int i = 0; i < b.nthreads; i++) {
-            Fiber& f = b.fibers[i];
-            if (f.wait != Wait::None) continue;
-            b.current = i;
-            threadIdx = f.tid;
-#if ONESTEP_EMU_FAST_SWITCH
-            emu_switch_context(&b.scheduler_sp, f.sp);
-#else
-            swapcontext(&b.scheduler, &f.ctx);
-#endif
-            b.current = -1;
-            if (f.wait == Wait::Done) done++;
-            ran = true;
+        bool progress = false;
+        if (policy == 0) {
+            for (int i = 0; i < b.nthreads; i++) {
+                if (b.fibers[i].wait != Wait::None) continue;
+                resume(b, i);
+                if (b.fibers[i].wait == Wait::Done) done++;
+                progress = true;
+            }
+            if (done == b.nthreads) break;
+            progress |= release_barriers(b);
+        } else {
+            for (int k = 0; k < nwarps; k++) {
+                const int w = policy == 1 ? k : nwarps - 1 - k;
+                const int end = std::min(b.nthreads, (w + 1) * kWarpSize);
+                for (;;) {
+                    bool ran = false;
+                    for (int i = w * kWarpSize; i < end; i++) {
+                        if (b.fibers[i].wait != Wait::None) continue;
+                        resume(b, i);
+                        if (b.fibers[i].wait == Wait::Done) done++;
+                        ran = true;
+                    }
+                    const bool released = release_warp(b, w);
+                    progress |= ran || released;
+                    if (!released) break;
+                }
+            }
+            if (done == b.nthreads) break;
+            progress |= release_block(b);
         }
-        if (done == b.nthreads) break;
-        if (!release_barriers(b) && !ran) deadlock(b, "deadlock: no thread can proceed");
+        if (!progress) deadlock(b, "deadlock: no thread can proceed");
     }
 }
 
@@ -649,6 +697,32 @@ inline void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uin
         }
         c[i] = acc;
     }
+}
+
+// ---- ldmatrix.sync.aligned.m8n8.x4{.trans}.shared.b16 (PTX ISA, "Warp-level matrix load instruction: ldmatrix") ----
+// Four 8x8 matrices of 16-bit elements from shared memory, as a warp collective: lanes 8m .. 8m + 7 give the addresses
+// of matrix m's rows 0 .. 7 (each row 8 contiguous elements, 16-byte aligned), and register m of lane 4 g + t receives
+// row g, elements 2t and 2t + 1 (the lower in the low half), or with .trans the transposed matrix's: elements 2t and
+// 2t + 1 of column g. Those are the B fragments of mma.m16n8k16 for a K tile stored [n][k] and a V tile stored [k][n].
+// Every lane reads between the two barriers, so the load is one point in the warp's program order as on the GPU.
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* row, bool trans) {
+    const int tid = linear_tid(), lane = tid % kWarpSize;
+    if (reinterpret_cast<uintptr_t>(row) & 15u)
+        die("ldmatrix: thread %d gives the row address %p, which is not 16-byte aligned", tid, row);
+    WarpExchange& w = g_block->warps[tid / kWarpSize];
+    w.slot[lane] = reinterpret_cast<uintptr_t>(row);
+    warp_barrier(0xffffffffu);
+    const int g = lane / 4, t = lane % 4;
+    for (int m = 0; m < 4; m++) {
+        unsigned short e[2];
+        for (int j = 0; j < 2; j++) {
+            const unsigned char* p = trans ? reinterpret_cast<const unsigned char*>(w.slot[8 * m + 2 * t + j]) + 2 * g
+                                           : reinterpret_cast<const unsigned char*>(w.slot[8 * m + g]) + 2 * (2 * t + j);
+            std::memcpy(&e[j], p, 2);
+        }
+        r[m] = uint32_t(e[0]) | uint32_t(e[1]) << 16;
+    }
+    warp_barrier(0xffffffffu);
 }
 }  // namespace emu
 inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == mask; }

@@ -32,6 +32,29 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
 #endif
 }
 
+// ldmatrix.sync.aligned.m8n8.x4{.trans}.shared.b16 (sm_75+): four 8x8 matrices of 16-bit values from shared memory
+// into four registers of each lane. Lanes 8m .. 8m + 7 pass the addresses of matrix m's rows (16 contiguous, 16-byte
+// aligned bytes each); register m of lane 4 g + t gets row g, elements 2t and 2t + 1 of matrix m, or with TRANS
+// elements 2t and 2t + 1 of its column g. So one instruction loads the B fragments of two m16n8k16 steps: from K stored
+// [key][d] (rows are keys) without TRANS, from V stored [key][d] with TRANS (what would otherwise need V transposed in
+// shared memory, one 16-bit store per element).
+template <bool TRANS>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem_row) {
+#ifdef ONESTEP_EMULATION
+    emu::ldmatrix_x4(r, smem_row, TRANS);
+#else
+    const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
+    if constexpr (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a));
+#endif
+}
+
 // Two values rounded to T and packed as one fragment register, lo (the lower column) in the low 16 bits.
 template <typename T>
 __device__ __forceinline__ uint32_t pack(float lo, float hi) {

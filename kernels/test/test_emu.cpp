@@ -1,8 +1,8 @@
 // test_emu.cpp: the CUDA emulation itself. Each check is a kernel whose result on a GPU is known
 // (shuffle and ballot semantics, shared-memory tiles behind barriers, index coverage of 3-D grids,
-// atomics, launch-configuration errors, the one tensor-core instruction, cp.async's in-flight and wait_group
-// semantics, launch_dependent's kernels awaiting their predecessors first), plus misuse that must abort with a
-// message rather than hang:
+// atomics, launch-configuration errors, the one tensor-core instruction and ldmatrix, cp.async's in-flight and
+// wait_group semantics, launch_dependent's kernels awaiting their predecessors first), or whose result here is fixed
+// by the emulation's per-block schedules (a racy kernel), plus misuse that must abort with a message rather than hang:
 // run in a forked child whose exit signal and stderr are inspected.
 #include "cuda_compat.cuh"
 #include "tensor_core.cuh"
@@ -317,6 +317,112 @@ void check_misuse() {
                  [&] { onestep::launch_dependent(barrier_before_await_kernel, dim3(1), dim3(64), 0, nullptr, out); });
 }
 
+// The schedule (cuda_emu.h): block (x, y, z) runs its warps in lockstep when (x + 7y + 13z) % 3 == 0, else one warp
+// at a time, lowest first (1) or highest first (2). A racy kernel: after a barrier, warp 0 reads a shared word that
+// warp 1 overwrites with no barrier between. In lockstep warp 0's lanes run first in each round, so they read the old
+// value; lowest-first too; highest-first runs warp 1 to its end before warp 0 starts, so warp 0 reads the new one.
+// And warp 0 writes a word that warp 1 then reads with no __syncthreads between: lockstep (warp 0's write a round
+// earlier) and lowest-first show warp 1 the write, highest-first the value before it.
+__global__ void race_kernel(int* out) {
+    __shared__ int word, early;
+    if (threadIdx.x == 0) word = 1, early = 0;
+    __syncthreads();
+    if (threadIdx.x == 0) out[blockIdx.x * 2] = word;  // the write-after-read race
+    if (threadIdx.x == 32) word = 2;
+    __syncwarp();
+    if (threadIdx.x == 1) early = 5;                        // the read-after-write race
+    __syncwarp();
+    if (threadIdx.x == 33) out[blockIdx.x * 2 + 1] = early;
+}
+
+void check_schedules() {
+    std::vector<int> out(6, -1);
+    onestep::launch(race_kernel, dim3(3), dim3(64), 0, nullptr, out.data());
+    expect(out[0] == 1 && out[2] == 1 && out[4] == 2,
+           "the write-after-read race does not read the old value in lockstep and lowest-first blocks and the new one "
+           "highest-first%s");
+    expect(out[1] == 5 && out[3] == 5 && out[5] == 0,
+           "the read-after-write race does not read the old value highest-first only%s");
+}
+
+// ldmatrix.x4 with and without .trans against the PTX ISA's fragment of it ("Warp-level matrix load instruction:
+// ldmatrix"): register m of lane 4 g + t is row g, elements 2t, 2t + 1 of matrix m (the lower in the low half), or
+// with .trans elements 2t, 2t + 1 of its column g. Lanes 8m .. 8m + 7 point at the rows of matrix m, here rows
+// 8m .. 8m + 7 of a 32-row tile whose element (row, col) holds 100 row + col, stored with a padded pitch (rows are
+// not adjacent). Then the fragments feed mma.m16n8k16 as the attention kernel uses them: K^T from a [key][d] tile
+// without .trans, V from a [key][d] tile with it, each against A B in exact arithmetic.
+constexpr int kLdmPitch = 24;  // 16-bit elements a row: 48 bytes, a multiple of 16 as ldmatrix needs
+__global__ void ldmatrix_kernel(uint32_t* frags, float* products) {
+    __shared__ __align__(16) unsigned short tile[32 * kLdmPitch];
+    const int lane = threadIdx.x;
+    for (int c = 0; c < kLdmPitch; c++) tile[lane * kLdmPitch + c] = static_cast<unsigned short>(100 * lane + c);
+    __syncwarp();
+    uint32_t r[4];
+    onestep::tensor_core::ldmatrix_x4<false>(r, tile + lane * kLdmPitch + 8);  // columns 8 .. 15 of each row
+    for (int m = 0; m < 4; m++) frags[lane * 8 + m] = r[m];
+    onestep::tensor_core::ldmatrix_x4<true>(r, tile + lane * kLdmPitch + 8);
+    for (int m = 0; m < 4; m++) frags[lane * 8 + 4 + m] = r[m];
+    __syncwarp();
+    // A (16 x 16) = rows 0..15 of a second tile of small integers: 2-3 a row, as the MMA's row-major A fragments.
+    // B = K^T where K is the 8 x 16 (key x d) tile Ks, and B = V for the 16 x 8 (key x d) tile Vs.
+    for (int c = 0; c < kLdmPitch; c++) {
+        const float k = float((lane * 7 + c * 3) % 9 - 4), v = float((lane * 5 + c) % 7 - 3);
+        tile[lane * kLdmPitch + c] = __half_as_ushort(__float2half_rn(lane < 8 ? k : v));
+    }
+    __syncwarp();
+    const int g = lane / 4, t = lane % 4;
+    uint32_t a[4];
+    for (int i = 0; i < 4; i++) {
+        const int row = g + 8 * (i % 2), col = 2 * t + 8 * (i / 2);
+        auto av = [](int rr, int cc) { return __half_as_ushort(__float2half_rn(float((rr + 2 * cc) % 5 - 2))); };
+        a[i] = uint32_t(av(row, col)) | uint32_t(av(row, col + 1)) << 16;
+    }
+    // K: rows 0..7 (keys), d 0..15: matrices (keys 0-7, d 0-7), (keys 0-7, d 8-15); lanes 16-31 repeat them.
+    onestep::tensor_core::ldmatrix_x4<false>(r, tile + (lane & 7) * kLdmPitch + 8 * ((lane >> 3) & 1));
+    float s[4] = {0.f, 0.f, 0.f, 0.f};
+    onestep::tensor_core::mma<__half>(s, a, r[0], r[1]);
+    // V: rows 8..23 (keys 0..15), d 0..7: matrices (keys 0-7), (keys 8-15); lanes 16-31 repeat them.
+    onestep::tensor_core::ldmatrix_x4<true>(r, tile + (8 + (lane & 15)) * kLdmPitch);
+    float o[4] = {0.f, 0.f, 0.f, 0.f};
+    onestep::tensor_core::mma<__half>(o, a, r[0], r[1]);
+    for (int i = 0; i < 4; i++) {
+        products[(g + 8 * (i / 2)) * 8 + 2 * t + i % 2] = s[i];
+        products[128 + (g + 8 * (i / 2)) * 8 + 2 * t + i % 2] = o[i];
+    }
+}
+
+void check_ldmatrix() {
+    std::vector<uint32_t> frags(32 * 8, 0);
+    std::vector<float> products(256, NAN);
+    onestep::launch(ldmatrix_kernel, dim3(1), dim3(32), 0, nullptr, frags.data(), products.data());
+    size_t bad_plain = 0, bad_trans = 0;
+    for (int lane = 0; lane < 32; lane++) {
+        const int g = lane / 4, t = lane % 4;
+        for (int m = 0; m < 4; m++) {
+            auto at = [](int row, int col) { return uint32_t(100 * row + 8 + col); };  // column 8 + col of the tile
+            const int row0 = 8 * m;
+            bad_plain += frags[lane * 8 + m] != (at(row0 + g, 2 * t) | at(row0 + g, 2 * t + 1) << 16);
+            bad_trans += frags[lane * 8 + 4 + m] != (at(row0 + 2 * t, g) | at(row0 + 2 * t + 1, g) << 16);
+        }
+    }
+    expect(bad_plain == 0, "ldmatrix.x4 gives other elements than row g, columns 2t, 2t + 1%s");
+    expect(bad_trans == 0, "ldmatrix.x4.trans gives other elements than column g, rows 2t, 2t + 1%s");
+    size_t bad_k = 0, bad_v = 0;
+    for (int i = 0; i < 16; i++)
+        for (int n = 0; n < 8; n++) {
+            double qk = 0, pv = 0;
+            for (int k = 0; k < 16; k++) {
+                const double a = (i + 2 * k) % 5 - 2;
+                qk += a * ((n * 7 + k * 3) % 9 - 4);   // K[key n][d k]
+                pv += a * (((8 + k) * 5 + n) % 7 - 3);  // V[key k][d n], stored at tile row 8 + k
+            }
+            bad_k += products[i * 8 + n] != float(qk);
+            bad_v += products[128 + i * 8 + n] != float(pv);
+        }
+    expect(bad_k == 0, "ldmatrix.x4 fragments of a [key][d] tile do not multiply as K^T%s");
+    expect(bad_v == 0, "ldmatrix.x4.trans fragments of a [key][d] tile do not multiply as V%s");
+}
+
 }  // namespace
 
 int main() {
@@ -330,6 +436,8 @@ int main() {
     check_launch_errors();
     check_mma<__half>("__half");
     check_mma<__nv_bfloat16>("__nv_bfloat16");
+    check_ldmatrix();
+    check_schedules();
     check_misuse();
     return ktest::finish("test_emu", start);
 }
