@@ -59,7 +59,10 @@ run() {  # run <label> <binary> [args...]
 # step's time cap stops the later ones.
 run "convolution forward, the CIFAR U-Net's shapes at batch 1 and 64 (v1 portable, v2-9 the implicit GEMM)" \
     "$build/dev_conv_forward"
-run "attention forward, CIFAR 16x16, B=1 H=4 T=256 D=64 (v11: split keys)" "$build/dev_attention_forward" 0 1 4 256 64
+run "attention forward, CIFAR 16x16, B=1 H=4 T=256 D=64 (v11: split keys, v12-14: pipelined)" \
+    "$build/dev_attention_forward" 0 1 4 256 64
+run "attention forward, CIFAR 16x16, B=64 H=4 T=256 D=64 (v12-14: pipelined, against v8-10)" \
+    "$build/dev_attention_forward" 0 64 4 256 64
 run "group norm forward, 8x32x32x256, G=32" "$build/dev_groupnorm_forward"
 run "group norm forward, 8x16x16x512, G=32" "$build/dev_groupnorm_forward" 0 8 256 512 32
 run "group norm backward, 8x32x32x256, G=32" "$build/dev_groupnorm_backward"
@@ -71,7 +74,6 @@ run "attention forward, fmnist 14x14, B=64 H=2 T=196 D=32 (v2)" "$build/dev_atte
 run "attention forward, fmnist 14x14, B=64 H=2 T=196 D=32 (v8)" "$build/dev_attention_forward" 8 64 2 196 32
 run "attention forward, fmnist 7x7, B=64 H=4 T=49 D=32 (v2)" "$build/dev_attention_forward" 2 64 4 49 32
 run "attention forward, fmnist 7x7, B=64 H=4 T=49 D=32 (v8)" "$build/dev_attention_forward" 8 64 4 49 32
-run "attention forward, CIFAR 16x16, B=64 H=4 T=256 D=64" "$build/dev_attention_forward" 0 64 4 256 64
 run "attention forward, fmnist 14x14, B=1 H=2 T=196 D=32 (v10)" "$build/dev_attention_forward" 10 1 2 196 32
 run "attention forward, fmnist 14x14, B=1 H=2 T=196 D=32 (v11: keys split over the warps)" "$build/dev_attention_forward" 11 1 2 196 32
 run "group norm forward, fmnist 64x28x28x32, G=8" "$build/dev_groupnorm_forward" 0 64 784 32 8

@@ -279,9 +279,9 @@ public final class StepTiming {
                 // plain convolution gets); folded but with the upsamplers as the upsampling and a 3x3 convolution
                 // instead of one transposed convolution; and, on a GPU, with cuDNN's heuristic algorithms instead of
                 // its timed search, with every convolution on cuDNN (none on our implicit GEMM, even where it timed
-                // faster), with every attention on the default kernel (no split keys), with every group norm on the
-                // default kernels (no slab kernel, which only large shapes time); and with programmatic
-                // dependent launch on (Device#programmaticLaunch: sm_90+, off by default). Then all back to the
+                // faster), with every attention on the default kernel (no split-keys or pipelined one), with every
+                // group norm on the default kernels (no slab kernel, which only large shapes time); and with
+                // programmatic dependent launch on (Device#programmaticLaunch: sm_90+, off by default). Then all back to the
                 // defaults for the next batch.
                 boolean folding = co.foldsConstants();
                 var cudnnDevice = co.device() instanceof ai.onestep.backend.cuda.CudaDevice cd ? cd : null;
@@ -301,6 +301,7 @@ public final class StepTiming {
                         cudnnDevice.searchConvolutions(!variant.equals("heuristic convolutions"));
                         cudnnDevice.ownConvolutions(!variant.equals("cuDNN convolutions only"));
                         cudnnDevice.splitKeys(!variant.equals("default attention only"));
+                        cudnnDevice.pipelinedAttention(!variant.equals("default attention only"));
                         cudnnDevice.slabGroupNorm(!variant.equals("default group norm only"));
                     }
                     if (variant.equals("programmatic dependent launch")) {
@@ -343,6 +344,7 @@ public final class StepTiming {
                             cudnnDevice.searchConvolutions(true);
                             cudnnDevice.ownConvolutions(true);
                             cudnnDevice.splitKeys(true);
+                            cudnnDevice.pipelinedAttention(true);
                             cudnnDevice.slabGroupNorm(true);
                         }
                         ai.onestep.backend.cuda.Device.programmaticLaunch(pdlBefore);
@@ -351,7 +353,8 @@ public final class StepTiming {
                 }
                 if (cudnnDevice != null) {
                     // Each shape's timed choice so far: our implicit GEMM's best tile against the route cuDNN would
-                    // take (kernels/src/conv.cu; Device#ownConv), the split-keys attention against the default.
+                    // take (kernels/src/conv.cu; Device#ownConv), the split-keys and pipelined attention against the
+                    // default, the slab group norm against the default kernels.
                     for (var choice : cudnnDevice.timedChoices()) {
                         row("  (choice) " + choice);
                     }

@@ -629,7 +629,7 @@ def summary(paths):
                               ("unfused upsampling", "folded, the upsamplers as upsampling + 3x3 convolution"),
                               ("heuristic convolutions", "with cuDNN's heuristic algorithms, not its timed search"),
                               ("cuDNN convolutions only", "with every convolution on cuDNN (none on our implicit GEMM)"),
-                              ("default attention only", "with every attention on the default kernel (no split keys)"),
+                              ("default attention only", "with every attention on the default kernel (no split-keys or pipelined one)"),
                               ("default group norm only", "with every group norm on the default kernels (no slab kernel)"),
                               ("programmatic dependent launch", "with programmatic dependent launch on")):
             sel = [r for r in unf if r.get("variant", "unfolded") == variant]

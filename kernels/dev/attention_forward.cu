@@ -5,7 +5,8 @@
 //   versions: 1 naive, 2 production fp32, 3/4 WMMA fp16/bf16 (nvcc only), 5/6 production fp16/bf16 storage,
 //             7 production fp16 on the engine's token layout (B, T, H*D), what the Java backend launches,
 //             8/9 production fp16/bf16 on tensor cores (mma.sync, FA2's register-resident tiles; emulated too),
-//             10 version 8 on the token layout, 11 version 10 with the keys split over the block's warps (batch 1)
+//             10 version 8 on the token layout, 11 version 10 with the keys split over the block's warps (batch 1),
+//             12/13 versions 8/9 pipelined (cp.async double buffering, ldmatrix), 14 version 10 pipelined
 //   emulated:    cmake target dev_attention_forward_emu (validation only, small shape; a CTest test)
 //
 // TFLOP/s counts the two matrix products, 4 * B * H * Tq * Tk * D flops (softmax not counted).
@@ -320,9 +321,21 @@ static Tokens tokens_f16;
 // C entry onestep_attention_forward_qkv_kernel_typed with kernel 1, which the CUDA backend times against version 10
 // per shape); this version calls it on the token layout. D <= 64 (the shared memory of 4 warps' tiles).
 
-// Versions 5-7 are the portable kernel on 16-bit storage, 8-10 the same calls on the tensor-core path.
+// ---- versions 12, 13 and 14: versions 8, 9 and 10 pipelined (src/attention.cu, tc::pipelined_forward_kernel,
+// attention::Path::Pipelined; kernel 2 of onestep_attention_forward_qkv_kernel_typed, which the CUDA backend times
+// against version 10 per shape). Version 10 stages each 64-key tile through registers between two barriers: the
+// loads' latency is exposed every tile, and V is transposed into shared memory one 16-bit store at a time (32 store
+// instructions a thread a tile at D = 64, against 64 mma.sync a warp). Here K and V are copied as they are ([key][d])
+// by cp.async into two stages, tile i + 1 in flight while tile i is computed, one barrier a tile, and the B fragments
+// come from ldmatrix.x4 (.trans for V), 4 registers an instruction instead of one 32-bit load each. Same fragments,
+// same mma order: version 8's bits (test_attention checks them). Aimed at version 9's 47.0 us at the CIFAR U-Net's
+// B=64 H=4 T=256 D=64 (H100, 2026-11-26), 66% of PyTorch's fastest bf16 SDPA (30.9 us); not yet timed. D <= 64.
+
+// Versions 5-7 are the portable kernel on 16-bit storage, 8-10 the same calls on the tensor-core path, 12-14 on the
+// pipelined one.
 static attention::Path path(int version) {
-    return version >= 8 ? attention::Path::TensorCores : attention::Path::Portable;
+    return version >= 12 ? attention::Path::Pipelined : version >= 8 ? attention::Path::TensorCores
+                                                                      : attention::Path::Portable;
 }
 
 static cudaError_t run_version(int version, const float* q, const float* k, const float* v, float* o, float* lse,
@@ -335,15 +348,18 @@ static cudaError_t run_version(int version, const float* q, const float* k, cons
             return attention::launch_forward(q, k, v, o, lse, B, H, T, T, D, nullptr, scale, nullptr);
         case 5:
         case 8:
+        case 12:
             return attention::launch_forward<__half>(typed_f16.q, typed_f16.k, typed_f16.v, typed_f16.o, lse, B, H, T,
                                                      T, D, nullptr, scale, nullptr, false, path(version));
         case 6:
         case 9:
+        case 13:
             return attention::launch_forward<__nv_bfloat16>(typed_bf16.q, typed_bf16.k, typed_bf16.v, typed_bf16.o,
                                                             lse, B, H, T, T, D, nullptr, scale, nullptr, false,
                                                             path(version));
         case 7:
         case 10:
+        case 14:
             return attention::launch_forward<__half>(tokens_f16.t.q, tokens_f16.t.k, tokens_f16.t.v, tokens_f16.t.o,
                                                      lse, B, H, T, T, D, nullptr, scale, nullptr, true, path(version));
         case 11:
@@ -391,25 +407,26 @@ int main(int argc, char** argv) {
     wmma_attention::f16.make(q, k, v);
     wmma_attention::bf16.make(q, k, v);
 #endif
-    for (int version = 1; version <= 11; version++) {
+    for (int version = 1; version <= 14; version++) {
         if (only && version != only) continue;
         if (!tensor_cores && (version == 3 || version == 4)) continue;
-        if (version == 11 && D > 64) {
-            std::printf("version 11: n/a (D > 64)\n");
+        if (version >= 11 && D > 64) {
+            std::printf("version %d: n/a (D > 64)\n", version);
             continue;
         }
         // The block shapes of versions 2-4 are part of their design (4 warps); only version 1 is swept.
         std::vector<int> blocks = version == 1 ? std::vector<int>{32, 64, 128, 256} : std::vector<int>{128};
         // fp16 keeps 11 significant bits, bf16 8: inputs and P are rounded to them, accumulation is fp32.
-        const bool f16 = version == 3 || version == 5 || version == 7 || version == 8 || version == 10 || version == 11;
-        const bool bf16 = version == 4 || version == 6 || version == 9;
+        const bool f16 = version == 3 || version == 5 || version == 7 || version == 8 || version == 10 || version == 11 ||
+                         version == 12 || version == 14;
+        const bool bf16 = version == 4 || version == 6 || version == 9 || version == 13;
         const double tol = f16 ? 4e-3 : bf16 ? 3e-2 : 2e-5;
         const double rel = f16 ? 1e-2 : bf16 ? 5e-2 : 2e-4;
         for (int block : blocks) {
             dev_check(cudaMemset(d_o, 0xFF, nq * 4));
             dev_check(run_version(version, d_q, d_k, d_v, d_o, d_lse, B, H, T, D, scale, block));
             dev_check(cudaDeviceSynchronize());
-            if (version == 7 || version == 10 || version == 11) {
+            if (version == 7 || version == 10 || version == 11 || version == 14) {
                 tokens_f16.heads_into(d_o, nq, B, H, T, D);
             } else if (version >= 5) {  // O in 16 bits: widened into d_o for the comparison
                 const void* o16 = f16 ? static_cast<const void*>(typed_f16.o) : typed_bf16.o;

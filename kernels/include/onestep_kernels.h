@@ -208,8 +208,10 @@ onestep_status onestep_attention_forward_qkv_typed(const void* qkv, const void* 
 /* onestep_attention_forward_qkv_typed with a choice of kernel: 0 the default (the same call), 1 the split-keys
  * tensor-core kernel (fp16/bf16, D 32 or 64, else ONESTEP_ERROR_UNSUPPORTED): 16 query rows a block and the key tiles
  * dealt to its 4 warps, merged in shared memory, for shapes with few query blocks (batch 1). Its results agree with
- * kernel 0's to the 16-bit rounding, not bit for bit (the sums run in another order); the CUDA backend times the two
- * per shape and keeps the faster. */
+ * kernel 0's to the 16-bit rounding, not bit for bit (the sums run in another order). 2 the pipelined tensor-core
+ * kernel (fp16/bf16, D 32 or 64, else ONESTEP_ERROR_UNSUPPORTED): kernel 0's arithmetic with the key/value tiles
+ * double-buffered by cp.async and read by ldmatrix, so kernel 0's bits. The CUDA backend times them per shape and
+ * keeps the fastest. */
 onestep_status onestep_attention_forward_qkv_kernel_typed(const void* qkv, const void* qkv_bias, void* o, float* lse,
                                                           int B, int H, int T, int D, const int* kv_len,
                                                           float softmax_scale, int kernel, onestep_dtype dtype,

@@ -210,6 +210,10 @@ namespace tc {
 constexpr int kWarps = 4, kRows = 16 * kWarps, kKeys = 64, kVec = 8;  // kVec: 16-bit elements per 16-byte move
 
 // The tensor-core primitives (mma.sync m16n8k16, fragment packing, 16-bit moves) shared with conv.cu.
+using tensor_core::cp_async16;
+using tensor_core::cp_async_commit;
+using tensor_core::cp_async_wait;
+using tensor_core::ldmatrix_x4;
 using tensor_core::load_as;
 using tensor_core::mma;
 using tensor_core::pack;
@@ -302,17 +306,35 @@ __device__ __forceinline__ float quad_sum(float x) {
 // Q fragments qa and the tile's K (Ks, [key][d] with pitch PK) on tensor cores, masked past kv_end and scaled
 // (base 2), the online softmax update of m, l and the O accumulator (FA2, Alg. 1, lines 8-10), and O += P V with
 // V^T in Vt ([d][key], pitch PV). Shared by the production kernel (64-key tiles) and the dev file's version 11.
-template <typename T, int D, int NK, int PK, int PV>
+// LDM (the pipelined kernel): the B fragments come from ldmatrix.x4, two mma steps' worth an instruction, and V is
+// stored [key][d] like K (pitch PV) and read with .trans. The fragments hold the same values and the mma.sync calls
+// run in the same order as the 32-bit loads', so both give the same bits.
+template <typename T, int D, int NK, int PK, int PV, bool LDM = false>
 __device__ __forceinline__ void tile_step(const uint32_t (&qa)[D / 16][4], const T* Ks, const T* Vt, int k0,
                                           int kv_end, float scale_log2, int g, int t, float& m_lo, float& m_hi,
                                           float& l_lo, float& l_hi, float (&oacc)[D / 8][4]) {
+    static_assert(!LDM || (D % 32 == 0 && NK % 32 == 0), "ldmatrix.x4 loads two 16-wide steps at a time");
+    const int lane = 4 * g + t;
     float s[NK / 8][4];  // S tile n: keys n*8 + 2t, +1 of rows r_lo (0, 1) and r_hi (2, 3)
 #pragma unroll
     for (int n = 0; n < NK / 8; n++) {
         s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-        const T* kr = Ks + (n * 8 + g) * PK + 2 * t;  // B = K^T: column g of the tile is key n*8 + g
+        if constexpr (LDM) {
+            // Matrix m of one ldmatrix: keys n*8 .. n*8 + 7 (lane & 7 gives the row) at d 16 kk + 8 m: the b0, b1 of
+            // steps kk and kk + 1.
+            const T* kr = Ks + (n * 8 + (lane & 7)) * PK + 8 * (lane >> 3);
 #pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) mma<T>(s[n], qa[kk], load_as<uint32_t>(kr + 16 * kk), load_as<uint32_t>(kr + 16 * kk + 8));
+            for (int kk = 0; kk < D / 16; kk += 2) {
+                uint32_t b[4];
+                ldmatrix_x4<false>(b, kr + 16 * kk);
+                mma<T>(s[n], qa[kk], b[0], b[1]);
+                mma<T>(s[n], qa[kk + 1], b[2], b[3]);
+            }
+        } else {
+            const T* kr = Ks + (n * 8 + g) * PK + 2 * t;  // B = K^T: column g of the tile is key n*8 + g
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) mma<T>(s[n], qa[kk], load_as<uint32_t>(kr + 16 * kk), load_as<uint32_t>(kr + 16 * kk + 8));
+        }
     }
     float mx_lo = -INFINITY, mx_hi = -INFINITY;
 #pragma unroll
@@ -351,9 +373,22 @@ __device__ __forceinline__ void tile_step(const uint32_t (&qa)[D / 16][4], const
     }
 #pragma unroll
     for (int dn = 0; dn < D / 8; dn++) {
-        const T* vr = Vt + (dn * 8 + g) * PV + 2 * t;  // B = V: column g of the tile is d = dn*8 + g
+        if constexpr (LDM) {
+            // Matrix m of one ldmatrix.trans: keys 16 j + 8 m .. + 7 (lane & 7 the row) at d dn*8 .. dn*8 + 7: the b0,
+            // b1 of key steps j and j + 1.
+            const T* vr = Vt + lane * PV + dn * 8;
 #pragma unroll
-        for (int j = 0; j < NK / 16; j++) mma<T>(oacc[dn], pa[j], load_as<uint32_t>(vr + 16 * j), load_as<uint32_t>(vr + 16 * j + 8));
+            for (int j = 0; j < NK / 16; j += 2) {
+                uint32_t b[4];
+                ldmatrix_x4<true>(b, vr + 16 * j * PV);
+                mma<T>(oacc[dn], pa[j], b[0], b[1]);
+                mma<T>(oacc[dn], pa[j + 1], b[2], b[3]);
+            }
+        } else {
+            const T* vr = Vt + (dn * 8 + g) * PV + 2 * t;  // B = V: column g of the tile is d = dn*8 + g
+#pragma unroll
+            for (int j = 0; j < NK / 16; j++) mma<T>(oacc[dn], pa[j], load_as<uint32_t>(vr + 16 * j), load_as<uint32_t>(vr + 16 * j + 8));
+        }
     }
 }
 
@@ -384,6 +419,108 @@ __global__ void __launch_bounds__(kWarps * 32)
         __syncthreads();
 
         tile_step<T, D, kKeys, kPitchK, kPitchV>(qa, Ks, Vt, k0, kv_end, scale_log2, g, t, m_lo, m_hi, l_lo, l_hi, oacc);
+    }
+    l_lo = quad_sum(l_lo), l_hi = quad_sum(l_hi);
+    const float inv_lo = l_lo > 0.0f ? 1.0f / l_lo : 0.0f, inv_hi = l_hi > 0.0f ? 1.0f / l_hi : 0.0f;
+    const long long head_o = out_base(H, D, Tq, tokens), ld_o = out_ld(H, D, tokens);
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) {
+        const int c = dn * 8 + 2 * t;
+        if (r_lo < Tq) store_as<uint32_t>(o + head_o + r_lo * ld_o + c, pack<T>(oacc[dn][0] * inv_lo, oacc[dn][1] * inv_lo));
+        if (r_hi < Tq) store_as<uint32_t>(o + head_o + r_hi * ld_o + c, pack<T>(oacc[dn][2] * inv_hi, oacc[dn][3] * inv_hi));
+    }
+    if (t == 0) {
+        if (r_lo < Tq) lse[(long long)bh * Tq + r_lo] = l_lo > 0.0f ? 0.69314718056f * (m_lo + log2f(l_lo)) : -INFINITY;
+        if (r_hi < Tq) lse[(long long)bh * Tq + r_hi] = l_hi > 0.0f ? 0.69314718056f * (m_hi + log2f(l_hi)) : -INFINITY;
+    }
+}
+
+// ---- pipelined: the kernel above with its K/V tiles double-buffered by cp.async and read by ldmatrix (dev version 12)
+// The kernel above stages each tile through registers (a load, then stores, with V transposed one 16-bit element at a
+// time: 8 stores per 16 bytes) between two barriers, so every tile's global latency is exposed and the stores cost
+// more issue slots than the tile's 64 mma.sync a warp. Here (FA2's own pipeline, Dao 2023, Sec. 3.3):
+//   - K and V are both stored [key][d] (pitch D + 8: ldmatrix's 8 row addresses fall in 8 different 16-byte bank
+//     groups) and copied with cp.async, 16 bytes a copy, into one of two stages;
+//   - tile i + 1's copies are issued right after the barrier that publishes tile i, so they are in flight while
+//     tile i is computed; one __syncthreads a tile (it also tells every thread that the stage it is about to fill
+//     was read by all in the previous iteration);
+//   - the B fragments come from ldmatrix.x4 (K) and ldmatrix.x4.trans (V): 4 registers an instruction instead of 1;
+//   - with q/k/v biases (the engine's pending projection biases) each thread adds them to its own 16-byte chunks once
+//     its copies have landed, before that barrier: the same rounding as stage_kv's, so the same bits.
+// The Q fragments, the tile step's arithmetic and its mma order are the kernel above's, so the results are its bits
+// (test_attention compares them; DeviceCheck and dev_attention_forward do so on a GPU). D 32 and 64 (two stages at
+// D = 128 would need 69 KB of dynamic shared memory; the U-Net's heads are 32 or 64). Registers (ptxas, sm_90a): 158
+// at D = 64 unbounded, which would leave 3 blocks an SM where the kernel above has 4; __launch_bounds__(128, 4) holds
+// it to 128, as the kernel above, with 36 bytes spilled, so the timing compares the pipeline at the same occupancy.
+template <typename T, int D>
+struct PipeSmem {
+    static constexpr int kPitch = D + 8;
+    static constexpr int kStage = 2 * kKeys * kPitch;  // K then V, elements
+    static_assert(2 * kStage * int(sizeof(T)) <= 48 * 1024, "static shared memory");
+};
+
+// Issues this thread's cp.async of the kKeys-key tile at k0 (K and V, [key][d], pitch P; keys >= kv_end zero-filled)
+// and commits them as one group.
+template <typename T, int D>
+__device__ __forceinline__ void issue_kv(T* Ks, T* Vs, const T* k, const T* v, long long head_k, long long ld, int k0,
+                                         int kv_end) {
+    constexpr int P = PipeSmem<T, D>::kPitch;
+    for (int i = threadIdx.x; i < kKeys * D / kVec; i += blockDim.x) {
+        const int r = i / (D / kVec), c = (i % (D / kVec)) * kVec;
+        const bool in = k0 + r < kv_end;
+        const long long at = in ? head_k + (k0 + r) * ld + c : 0;  // a zero-fill still needs a valid address
+        cp_async16(Ks + r * P + c, k + at, in);
+        cp_async16(Vs + r * P + c, v + at, in);
+    }
+    cp_async_commit();
+}
+
+// Adds the k and v biases to the chunks this thread copied (issue_kv's loop): after its own wait_group, before the
+// barrier that publishes the tile. Keys past kv_end stay zero, as stage_kv leaves them.
+template <typename T, int D>
+__device__ __forceinline__ void bias_kv(T* Ks, T* Vs, int k0, int kv_end, int h, const Biases<T>& bias) {
+    constexpr int P = PipeSmem<T, D>::kPitch;
+    if (!bias.k && !bias.v) return;
+    for (int i = threadIdx.x; i < kKeys * D / kVec; i += blockDim.x) {
+        const int r = i / (D / kVec), c = (i % (D / kVec)) * kVec;
+        if (k0 + r >= kv_end) continue;
+        if (bias.k) store_as<int4>(Ks + r * P + c, biased8<T>(load_as<int4>(Ks + r * P + c), bias.k, h * D + c));
+        if (bias.v) store_as<int4>(Vs + r * P + c, biased8<T>(load_as<int4>(Vs + r * P + c), bias.v, h * D + c));
+    }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kWarps * 32, 4)
+    pipelined_forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                             T* __restrict__ o, float* __restrict__ lse, int Tq, int Tk,
+                             const int* __restrict__ kv_len, int H, float scale_log2, int tokens, Biases<T> bias) {
+    await_predecessors();
+    using S = PipeSmem<T, D>;
+    __shared__ __align__(16) T smem[2 * S::kStage];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int r_lo = blockIdx.x * kRows + warp * 16 + g, r_hi = r_lo + 8;
+    const Head hd = head(H, D, Tq, Tk, kv_len, tokens);
+    const int h = hd.h, bh = blockIdx.y, kv_end = hd.kv_end;
+    const long long head_q = hd.q, head_k = hd.k, ld = hd.ld;
+
+    if (kv_end > 0) issue_kv<T, D>(smem, smem + kKeys * S::kPitch, k, v, head_k, ld, 0, kv_end);  // lands under Q's loads
+    uint32_t qa[D / 16][4];
+    float oacc[D / 8][4];
+    load_q<T, D>(qa, oacc, q, head_q, ld, r_lo, r_hi, Tq, t, h, bias.q);
+    float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
+
+    for (int k0 = 0, stage = 0; k0 < kv_end; k0 += kKeys, stage ^= 1) {
+        T* Ks = smem + stage * S::kStage;
+        T* Vs = Ks + kKeys * S::kPitch;
+        cp_async_wait<0>();  // this thread's copies of tile k0 (the only group in flight)
+        bias_kv<T, D>(Ks, Vs, k0, kv_end, h, bias);
+        __syncthreads();  // tile k0 complete for all; everyone is past the previous tile, so its stage may be refilled
+        if (k0 + kKeys < kv_end) {
+            T* next = smem + (stage ^ 1) * S::kStage;
+            issue_kv<T, D>(next, next + kKeys * S::kPitch, k, v, head_k, ld, k0 + kKeys, kv_end);
+        }
+        tile_step<T, D, kKeys, S::kPitch, S::kPitch, true>(qa, Ks, Vs, k0, kv_end, scale_log2, g, t, m_lo, m_hi, l_lo,
+                                                            l_hi, oacc);
     }
     l_lo = quad_sum(l_lo), l_hi = quad_sum(l_hi);
     const float inv_lo = l_lo > 0.0f ? 1.0f / l_lo : 0.0f, inv_hi = l_hi > 0.0f ? 1.0f / l_hi : 0.0f;
@@ -506,6 +643,21 @@ static cudaError_t split_launch(const T* q, const T* k, const T* v, T* o, float*
 }
 
 template <typename T>
+static cudaError_t pipelined_launch(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk,
+                                   int D, const int* kv_len, float scale, cudaStream_t stream, int tokens,
+                                   Biases<T> bias) {
+    const dim3 grid(ceil_div(Tq, kRows), unsigned(B * H)), block(kWarps * 32);
+    const float scale_log2 = scale * 1.4426950408889634f;  // log2(e)
+    if (D == 32)
+        return ::onestep::launch_dependent(pipelined_forward_kernel<T, 32>, grid, block, 0, stream, q, k, v, o, lse, Tq,
+                                           Tk, kv_len, H, scale_log2, tokens, bias);
+    if (D == 64)
+        return ::onestep::launch_dependent(pipelined_forward_kernel<T, 64>, grid, block, 0, stream, q, k, v, o, lse, Tq,
+                                           Tk, kv_len, H, scale_log2, tokens, bias);
+    return cudaErrorInvalidValue;  // D = 128: two stages would not fit 48 KB of static shared memory
+}
+
+template <typename T>
 static cudaError_t launch(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk, int D,
                           const int* kv_len, float scale, cudaStream_t stream, int tokens, Biases<T> bias) {
     const dim3 grid(ceil_div(Tq, kRows), unsigned(B * H)), block(kWarps * 32);
@@ -549,10 +701,13 @@ cudaError_t launch_forward(const T* q, const T* k, const T* v, T* o, float* lse,
         if (path == Path::SplitKeys)
             return o_pairs ? tc::split_launch(q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, scale, stream, tokens, bias)
                            : cudaErrorInvalidValue;
+        if (path == Path::Pipelined)
+            return o_pairs ? tc::pipelined_launch(q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, scale, stream, tokens, bias)
+                           : cudaErrorInvalidValue;
         if (path == Path::TensorCores || (path == Path::Auto && o_pairs))
             return o_pairs ? tc::launch(q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, scale, stream, tokens, bias)
                            : cudaErrorInvalidValue;
-    } else if (path == Path::TensorCores || path == Path::SplitKeys) {
+    } else if (path == Path::TensorCores || path == Path::SplitKeys || path == Path::Pipelined) {
         return cudaErrorInvalidValue;  // fp32 has no tensor-core path here (the portable kernel is exact fp32)
     }
     switch (D) {
@@ -620,6 +775,8 @@ static onestep_status forward(const char* fn, const void* q, const void* k, cons
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "softmax_scale must be finite");
     if (path == attention::Path::SplitKeys && (dtype == ONESTEP_FLOAT32 || D > 64))
         return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the split-keys kernel takes fp16 or bf16 with D 32 or 64");
+    if (path == attention::Path::Pipelined && (dtype == ONESTEP_FLOAT32 || D > 64))
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the pipelined kernel takes fp16 or bf16 with D 32 or 64");
     const float scale = attention::resolve_scale(softmax_scale, D);
     cudaError_t e = cudaErrorInvalidValue;
     switch (dtype) {
@@ -687,18 +844,20 @@ extern "C" onestep_status onestep_attention_forward_qkv_kernel_typed(const void*
                                                                      const int* kv_len, float softmax_scale, int kernel,
                                                                      onestep_dtype dtype, cudaStream_t stream) {
     const char* fn = "onestep_attention_forward_qkv_kernel_typed";
-    if (kernel != 0 && kernel != 1) {
+    if (kernel < 0 || kernel > 2) {
         char shapes[160];
         attention::describe(shapes, sizeof shapes, B, H, T, T, D, dtype);
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "kernel must be 0 (default) or 1 (split keys), not %d",
-                    kernel);
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
+                    "kernel must be 0 (default), 1 (split keys) or 2 (pipelined), not %d", kernel);
     }
     const size_t third = (size_t)H * D * dtype_bytes(dtype);
     const char* p = static_cast<const char*>(qkv);
     const char* b = static_cast<const char*>(qkv_bias);
     return forward(fn, p, p ? p + third : nullptr, p ? p + 2 * third : nullptr, o, lse, B, H, T, T, D, kv_len,
                    softmax_scale, dtype, stream, 3, b, b ? b + third : nullptr, b ? b + 2 * third : nullptr,
-                   kernel == 1 ? attention::Path::SplitKeys : attention::Path::Auto);
+                   kernel == 1   ? attention::Path::SplitKeys
+                   : kernel == 2 ? attention::Path::Pipelined
+                                 : attention::Path::Auto);
 }
 
 extern "C" onestep_status onestep_attention_forward(const float* q, const float* k, const float* v, float* o,

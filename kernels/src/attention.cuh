@@ -17,8 +17,10 @@ size_t shared_bytes(int D);
 // one that fp32 uses (the dev file compares the two). fp32 always runs the portable kernel. SplitKeys (16-bit, D 32
 // or 64) is the tensor-core kernel for few query blocks: 16 query rows a block and the keys dealt to its 4 warps,
 // merged in shared memory (flash-decoding's split-KV inside one block), 4x the blocks at a quarter of the serial
-// chain; the CUDA backend times it against Auto per shape (onestep_attention_forward_qkv_kernel_typed).
-enum class Path { Auto, Portable, TensorCores, SplitKeys };
+// chain; the CUDA backend times it against Auto per shape (onestep_attention_forward_qkv_kernel_typed). Pipelined
+// (16-bit, D 32 or 64) is the tensor-core kernel with its K/V tiles double-buffered by cp.async and its B fragments
+// loaded by ldmatrix: Auto's bits, timed against it the same way.
+enum class Path { Auto, Portable, TensorCores, SplitKeys, Pipelined };
 
 // Per-feature biases (H*D each, or null) added to q, k, v as they are read, each sum rounded to T once: the bits of
 // adding them first (onestep_add_per_channel_typed), without that kernel.

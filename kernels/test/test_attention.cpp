@@ -580,6 +580,51 @@ void check_split(const Case& c, onestep_dtype dtype, uint64_t seed) {
            "kernel 0 gives the bits of onestep_attention_forward_qkv_typed%s");
 }
 
+// The pipelined kernel (kernel 2: K/V tiles double-buffered by cp.async, B fragments by ldmatrix) must give kernel 0's
+// bits, o and lse, with the packed projection's bias and without it (its two staging paths: the copies as they land,
+// or each thread's chunks biased after its wait). The emulation keeps every cp.async in flight until its wait_group
+// and poisons its destination, so a tile read before its barrier, or refilled while still read, shows up here.
+void check_pipelined(const Case& c, onestep_dtype dtype, uint64_t seed) {
+    const ktest::Format16& f = dtype == ONESTEP_FLOAT16 ? ktest::kHalf : ktest::kBf16;
+    std::printf("  pipelined %s B=%d H=%d T=%d D=%d qk_std=%g kv_len=%d\n", dtype == ONESTEP_FLOAT16 ? "fp16" : "bf16",
+                c.B, c.H, c.Tq, c.D, c.qk_std, c.use_kv_len);
+    ktest::Rng rng(seed);
+    vector<float> x[3];
+    vector<int> kv_len;
+    make_inputs(c, rng, x[0], x[1], x[2], kv_len);
+    const int HD = c.H * c.D, T = c.Tq;
+    vector<float> packed(size_t(c.B) * T * 3 * HD);
+    for (int j = 0; j < 3; j++)
+        for (int b = 0; b < c.B; b++)
+            for (int h = 0; h < c.H; h++)
+                for (int t = 0; t < T; t++)
+                    for (int d = 0; d < c.D; d++)
+                        packed[(size_t(b) * T + t) * 3 * HD + j * HD + h * c.D + d] =
+                            x[j][((size_t(b) * c.H + h) * T + t) * c.D + d];
+    vector<float> bias_values = rng.normals(3 * size_t(HD), 0, 0.5);
+    Buf16 qkv(narrow(f, packed)), qkv_b(narrow(f, bias_values));
+    const int* lens = c.use_kv_len ? kv_len.data() : nullptr;
+    for (const void* bias : {static_cast<const void*>(nullptr), static_cast<const void*>(qkv_b.p)}) {
+        Buf16 o(size_t(c.B) * T * HD), o0(o.n);
+        Buf lse(size_t(c.B) * c.H * T, NAN), lse0(lse.n, NAN);
+        if (!ok(onestep_attention_forward_qkv_kernel_typed(qkv.p, bias, o.p, lse.p, c.B, c.H, T, c.D, lens, 0.f, 2,
+                                                           dtype, nullptr), "pipelined: %s") ||
+            !ok(onestep_attention_forward_qkv_kernel_typed(qkv.p, bias, o0.p, lse0.p, c.B, c.H, T, c.D, lens, 0.f, 0,
+                                                           dtype, nullptr), "kernel 0: %s") ||
+            !ktest::sync())
+            return;
+        size_t differ = 0;
+        for (size_t i = 0; i < o.n; i++) differ += std::memcmp(o.p + i, o0.p + i, 2) != 0;
+        for (size_t i = 0; i < lse.n; i++) differ += std::memcmp(lse.p + i, lse0.p + i, 4) != 0;
+        size_t nans = 0;
+        for (size_t i = 0; i < lse.n; i++) nans += std::isnan(lse.p[i]);
+        char what[160];
+        std::snprintf(what, sizeof what, "pipelined %s bias: %zu of %zu values differ from kernel 0's bits, %zu lse NaN",
+                      bias ? "with" : "without", differ, o.n + lse.n, nans);
+        expect(differ == 0 && nans == 0, "%s", what);
+    }
+}
+
 void check_split_refusals() {
     Buf16 b(3 * 4 * 128);
     Buf l(16, 0.f);
@@ -590,9 +635,17 @@ void check_split_refusals() {
     expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 32, nullptr, 0.f, 1,
                                                       ONESTEP_FLOAT32, nullptr) == ONESTEP_ERROR_UNSUPPORTED,
            "split keys refuses fp32: %s", onestep_last_error_message());
+    expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 128, nullptr, 0.f, 2,
+                                                      ONESTEP_BFLOAT16, nullptr) == ONESTEP_ERROR_UNSUPPORTED &&
+               std::strstr(onestep_last_error_message(), "D=128") &&
+               std::strstr(onestep_last_error_message(), "pipelined"),
+           "the pipelined kernel refuses D = 128 by name: %s", onestep_last_error_message());
     expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 32, nullptr, 0.f, 2,
+                                                      ONESTEP_FLOAT32, nullptr) == ONESTEP_ERROR_UNSUPPORTED,
+           "the pipelined kernel refuses fp32: %s", onestep_last_error_message());
+    expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 32, nullptr, 0.f, 3,
                                                       ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
-               std::strstr(onestep_last_error_message(), "not 2"),
+               std::strstr(onestep_last_error_message(), "not 3"),
            "an unknown kernel is refused: %s", onestep_last_error_message());
 }
 
@@ -657,6 +710,15 @@ int main() {
     };
     for (const Case& c : split)
         for (onestep_dtype t : {ONESTEP_FLOAT16, ONESTEP_BFLOAT16}) check_split(c, t, seed++);
+    const Case pipelined[] = {
+        {1, 1, 1, 1, 32, 1.0, false},      // one token, one partial tile
+        {2, 3, 45, 45, 32, 1.0, false},    // ragged: rows past T, a partial tile
+        {3, 2, 150, 150, 64, 1.0, true},   // three tiles, key lengths ending mid-tile, batch 0 with no key
+        {2, 1, 130, 130, 32, 4.0, false},  // scores of order +-100 over three tiles: the running max
+        {1, 4, 256, 256, 64, 1.0, false},  // the CIFAR U-Net's 16x16 level: four whole tiles
+    };
+    for (const Case& c : pipelined)
+        for (onestep_dtype t : {ONESTEP_FLOAT16, ONESTEP_BFLOAT16}) check_pipelined(c, t, seed++);
     check_split_refusals();
     return ktest::finish("test_attention", start);
 }

@@ -96,6 +96,7 @@ public final class CudaDevice extends Device {
         super(library);
         ownConvolutions(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.igemm")));
         splitKeys(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.splitKeys")));
+        pipelinedAttention(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.pipelinedAttention")));
         slabGroupNorm(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.slabGroupNorm")));
         if (Boolean.getBoolean("onestep.cuda.pdl")) {
             try {

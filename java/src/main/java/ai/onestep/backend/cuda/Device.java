@@ -521,8 +521,9 @@ public abstract class Device implements AutoCloseable {
     /**
      * Self-attention on one packed (n, t, 3 heads d) projection with its pending bias (0: none), o (n, t, heads d),
      * lse (n, heads, t) fp32: {@code onestep_attention_forward_qkv_kernel_typed} with {@code kernel} 0 (the default
-     * tensor-core kernel, 64 query rows a block) or 1 (split keys: 16 rows a block, the keys over its 4 warps; fp16/bf16,
-     * d 32 or 64), as {@link #attentionKernel} chose for the shape (0 unless this device times the split-keys one).
+     * tensor-core kernel, 64 query rows a block), 1 (split keys: 16 rows a block, the keys over its 4 warps) or 2
+     * (pipelined: kernel 0 with its key/value tiles double-buffered by cp.async and read by ldmatrix; its bits), 1 and
+     * 2 fp16/bf16 with d 32 or 64, as {@link #attentionKernel} chose for the shape (0 unless this device times them).
      */
     public final void attentionQkv(long qkv, long bias, long o, long lse, int n, int heads, int t, int d,
                                    Precision type, Supplier<String> what) {
@@ -569,13 +570,14 @@ public abstract class Device implements AutoCloseable {
 
     /**
      * Whether convolutions may run our implicit GEMM ({@link #igemmConv}) where {@link #ownConv} chose it, and
-     * attention the split-keys kernel where {@link #attentionKernel} did. Off here; {@link CudaDevice} turns both on
-     * (unless {@code -Donestep.cuda.igemm=false} / {@code -Donestep.cuda.splitKeys=false}), {@link EmulatedDevice}
-     * in its timed mode. Shapes already timed keep their verdicts and run the incumbent while this is off; it takes
-     * effect for passes captured from now on.
+     * attention the split-keys or the pipelined kernel where {@link #attentionKernel} did. Off here; {@link CudaDevice}
+     * turns them on (unless {@code -Donestep.cuda.igemm=false} / {@code -Donestep.cuda.splitKeys=false} /
+     * {@code -Donestep.cuda.pipelinedAttention=false}), {@link EmulatedDevice} in its timed mode. Shapes already timed
+     * keep their verdicts and run the incumbent while this is off; it takes effect for passes captured from now on.
      */
     private boolean ownConvolutions;
     private boolean splitKeys;
+    private boolean pipelinedAttention;
     private boolean slabGroupNorm;
 
     public void ownConvolutions(boolean on) {
@@ -588,6 +590,10 @@ public abstract class Device implements AutoCloseable {
 
     public void splitKeys(boolean on) {
         splitKeys = on;
+    }
+
+    public void pipelinedAttention(boolean on) {
+        pipelinedAttention = on;
     }
 
     /**
@@ -617,10 +623,11 @@ public abstract class Device implements AutoCloseable {
 
     /**
      * A shape's verdict between a candidate kernel of ours and the incumbent route: {@code config} >= 1 runs the
-     * candidate (for convolutions, our implicit GEMM's tile {@code config}; for attention, the split-keys kernel), 0
-     * keeps the incumbent (cuDNN, the portable kernel where cuDNN refuses the shape or there is none, or the default
-     * attention kernel). Times are per launch, back to back on the device ({@link #timeMs}); candidateMs is the
-     * candidate's best.
+     * candidate (for convolutions, our implicit GEMM's tile {@code config}; for attention, the split-keys kernel 1 or
+     * the pipelined kernel 2; for group norm, the slab kernel), 0 keeps the incumbent (cuDNN, the portable kernel where
+     * cuDNN refuses the shape or there is none, the default attention kernel, the default group-norm kernels). Times
+     * are per launch, back to back on the device ({@link #timeMs}); candidate and candidateMs are the fastest
+     * candidate's (the verdict names the others' times where there were several).
      */
     public record Choice(String shape, int config, String candidate, float candidateMs, String incumbent,
                          float incumbentMs, String verdict) {
@@ -736,62 +743,95 @@ public abstract class Device implements AutoCloseable {
     }
 
     /**
-     * The kernel {@link #attentionQkv} runs a shape with: 1 (split keys) where, timed against the default kernel on the
-     * shape's first use outside a capture, it was faster and its result agreed with the default's; else 0. Neither
-     * kernel asks for scratch, so the choice can be made inside a pass's first run. Off ({@link #splitKeys}), fp32 or
-     * a head dim other than 32 and 64: 0.
+     * The kernel {@link #attentionQkv} runs a shape with: 1 (split keys) or 2 (pipelined), whichever was fastest when
+     * timed against the default kernel on the shape's first use outside a capture, if it was faster than the default
+     * and its result agreed with the default's; else 0. Neither asks for scratch, so the choice can be made inside a
+     * pass's first run. Both off ({@link #splitKeys}, {@link #pipelinedAttention}), fp32 or a head dim other than 32
+     * and 64: 0.
      */
     protected final int attentionKernel(long qkv, long bias, long o, long lse, int n, int heads, int t, int d,
                                         Precision type, Supplier<String> what) {
-        if (!splitKeys || type == Precision.FP32 || (d != 32 && d != 64)) {
+        if (!(splitKeys || pipelinedAttention) || type == Precision.FP32 || (d != 32 && d != 64)) {
             return 0;
         }
+        java.util.List<Candidate> candidates = new java.util.ArrayList<>();
+        if (splitKeys) {
+            candidates.add(new Candidate(1, "split keys"));
+        }
+        if (pipelinedAttention) {
+            candidates.add(new Candidate(2, "pipelined"));
+        }
         String key = "attention,n=" + n + ",heads=" + heads + ",t=" + t + ",d=" + d + "," + type.label();
-        return twoWayChoice(key, "split keys", "default kernel",
-                kernel -> attentionQkv(qkv, bias, o, lse, n, heads, t, d, kernel, type, what), tmp -> {
+        return timedChoice(key, "default kernel", candidates,
+                kernel -> attentionQkv(qkv, bias, o, lse, n, heads, t, d, kernel, type, what), (kernel, tmp) -> {
                     long elems = (long) n * t * heads * d;
                     long ref = tmp.allocate(elems * type.bytes, "attention check");
                     long refLse = tmp.allocate((long) n * heads * t * Float.BYTES, "attention check lse");
                     attentionQkv(qkv, bias, ref, refLse, n, heads, t, d, 0, type, what);
-                    attentionQkv(qkv, bias, o, lse, n, heads, t, d, 1, type, what);  // o: the candidate's, last
-                    return agrees(o, ref, elems, type, tmp, what, "the split-keys attention " + key,
-                            "the default kernel for this shape");
+                    attentionQkv(qkv, bias, o, lse, n, heads, t, d, kernel, type, what);  // o: the candidate's, last
+                    return agrees(o, ref, elems, type, tmp, what, "the " + (kernel == 1 ? "split-keys" : "pipelined")
+                            + " attention " + key, "the default kernel for this shape");
                 });
     }
 
+    /** A candidate kernel of a timed choice: the number the library's entry takes for it, and its name. */
+    private record Candidate(int kernel, String name) {
+    }
+
     /**
-     * A timed choice between an incumbent kernel (0) and a candidate (1) that ask for no scratch, so it can be made
-     * inside a pass's first run: on the key's first use outside a capture, both are timed back to back ({@link
-     * #timeMs}; a candidate the library refuses keeps the incumbent untimed), and the candidate is kept if it is faster
-     * (or {@link #forceChoice} says so) and {@code check} finds it agrees with the incumbent (it runs both, the
-     * candidate last, into the op's outputs). Returns the kernel to run.
+     * A timed choice between an incumbent kernel (0) and candidates that ask for no scratch, so it can be made inside a
+     * pass's first run: on the key's first use outside a capture, each candidate and then the incumbent are timed back
+     * to back ({@link #timeMs}; a candidate the library refuses is left out, and with none left the incumbent runs
+     * untimed), and the fastest candidate is kept if it is faster than the incumbent (or {@link #forceChoice} says so)
+     * and {@code check} finds it agrees with the incumbent (it runs both, the candidate last, into the op's outputs).
+     * Returns the kernel to run.
      */
-    private int twoWayChoice(String key, String candidate, String incumbent, java.util.function.IntConsumer launch,
-                             java.util.function.Predicate<Temporary> check) {
+    private int timedChoice(String key, String incumbent, java.util.List<Candidate> candidates,
+                            java.util.function.IntConsumer launch,
+                            java.util.function.BiPredicate<Integer, Temporary> check) {
         Choice c = choices.get(key);
         if (c == null && !capturing) {
-            float candidateMs;
-            try {
-                candidateMs = timeMs(() -> launch.accept(1), choiceReps);
-            } catch (CudaException e) {
-                // Outside the candidate's conditions, which the library checks (a shape it has no instance for, an
-                // address it cannot align to): the incumbent runs, untimed.
-                c = new Choice(key, 0, candidate, Float.NaN, incumbent, Float.NaN,
-                        candidate + " refused (" + e.getMessage() + ")");
+            Candidate best = null;
+            float bestMs = Float.POSITIVE_INFINITY;
+            java.util.List<String> others = new java.util.ArrayList<>();
+            for (Candidate candidate : candidates) {
+                float ms;
+                try {
+                    ms = timeMs(() -> launch.accept(candidate.kernel()), choiceReps);
+                } catch (CudaException e) {
+                    // Outside the candidate's conditions, which the library checks (a shape it has no instance for, an
+                    // address it cannot align to): the others still compete.
+                    others.add(candidate.name() + " refused (" + e.getMessage() + ")");
+                    continue;
+                }
+                if (best != null) {
+                    boolean faster = ms < bestMs;
+                    others.add(String.format(java.util.Locale.ROOT, "%s %.1f us", (faster ? best : candidate).name(),
+                            (faster ? bestMs : ms) * 1e3));
+                }
+                if (best == null || ms < bestMs) {
+                    best = candidate;
+                    bestMs = ms;
+                }
+            }
+            String also = others.isEmpty() ? "" : " (" + String.join("; ", others) + ")";
+            if (best == null) {
+                String names = String.join(", ", candidates.stream().map(Candidate::name).toList());
+                c = new Choice(key, 0, names, Float.NaN, incumbent, Float.NaN, "none ran" + also);
                 choices.put(key, c);
                 return 0;
             }
             float incumbentMs = timeMs(() -> launch.accept(0), choiceReps);
             String verdict = incumbent + " faster";
             int kernel = 0;
-            if (Boolean.TRUE.equals(forceChoice) || (forceChoice == null && candidateMs < incumbentMs)) {
+            if (Boolean.TRUE.equals(forceChoice) || (forceChoice == null && bestMs < incumbentMs)) {
                 try (Temporary tmp = new Temporary()) {
-                    boolean ok = check.test(tmp);
-                    kernel = ok ? 1 : 0;
-                    verdict = candidate + (ok ? " faster" : " disagreed");
+                    boolean ok = check.test(best.kernel(), tmp);
+                    kernel = ok ? best.kernel() : 0;
+                    verdict = best.name() + (ok ? " faster" : " disagreed");
                 }
             }
-            c = new Choice(key, kernel, candidate, candidateMs, incumbent, incumbentMs, verdict);
+            c = new Choice(key, kernel, best.name(), bestMs, incumbent, incumbentMs, verdict + also);
             choices.put(key, c);
         }
         return c == null ? 0 : c.config();
@@ -813,16 +853,16 @@ public abstract class Device implements AutoCloseable {
         }
         String key = "groupnorm,n=" + n + ",hw=" + hw + ",c=" + c + ",g=" + groups + (silu ? ",silu" : "")
                 + (scale != 0 ? ",modulated" : "") + (xBias != 0 || add != 0 ? ",pre-add" : "") + "," + type.label();
-        return twoWayChoice(key, "slab kernel", "default kernels",
+        return timedChoice(key, "default kernels", java.util.List.of(new Candidate(1, "slab kernel")),
                 kernel -> groupNorm(x, xBias, add, addBias, gamma, beta, scale, shift, y, mean, rstd, n, hw, c, groups,
-                        eps, silu, kernel, type, what), tmp -> {
+                        eps, silu, kernel, type, what), (kernel, tmp) -> {
                     long elems = (long) n * hw * c;
                     long ref = tmp.allocate(elems * type.bytes, "group norm check");
                     long refStats = tmp.allocate(2L * n * groups * Float.BYTES, "group norm check stats");
                     groupNorm(x, xBias, add, addBias, gamma, beta, scale, shift, ref, refStats,
                             refStats + (long) n * groups * Float.BYTES, n, hw, c, groups, eps, silu, 0, type, what);
                     groupNorm(x, xBias, add, addBias, gamma, beta, scale, shift, y, mean, rstd, n, hw, c, groups, eps,
-                            silu, 1, type, what);  // y: the candidate's, last
+                            silu, kernel, type, what);  // y: the candidate's, last
                     return agrees(y, ref, elems, type, tmp, what, "the slab group norm " + key,
                             "the default kernels for this shape");
                 });

@@ -67,6 +67,7 @@ public final class EmulatedDevice extends Device {
         this.candidates = candidates != Candidates.NONE;
         ownConvolutions(this.candidates);
         splitKeys(candidates == Candidates.TIMED);
+        pipelinedAttention(candidates == Candidates.TIMED);
         slabGroupNorm(candidates == Candidates.TIMED);
         if (candidates == Candidates.ALWAYS) {
             forceChoice = Boolean.TRUE;

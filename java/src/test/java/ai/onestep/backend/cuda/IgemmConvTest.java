@@ -17,7 +17,7 @@ import org.junit.jupiter.api.Test;
  */
 class IgemmConvTest {
 
-    /** ||got - want|| / ||want||, in double (shared by TimedChoiceTest and SplitKeysAttentionTest). */
+    /** ||got - want|| / ||want||, in double (shared by TimedChoiceTest and AttentionKernelsTest). */
     static double relL2(float[] got, float[] want) {
         double num = 0, den = 0;
         for (int i = 0; i < want.length; i++) {
