@@ -19,7 +19,8 @@
 //
 // Per warp and 16-deep step: cp.async moves the A tile (BM x 16) and B tile (BN x 16) into this warp's ring of STAGES
 // shared-memory buffers (rows of 32 bytes; the two 16-byte halves of rows 4..7 mod 8 swapped, so a fragment's 8 rows x
-// 4 words hit 32 distinct banks), then every fragment is one 32-bit shared load and (BM/16)(BN/8) mma.sync.m16n8k16.
+// 4 words hit 32 distinct banks), then every four fragment registers are one ldmatrix.x4 (the same values as four
+// 32-bit shared loads; sixteenth session) and (BM/16)(BN/8) mma.sync.m16n8k16.
 // Steps are dealt to the KSPLIT warps round robin. Development record and timings: kernels/dev/conv_forward.cu.
 #include "cuda_compat.cuh"
 #include "dtype.cuh"
@@ -35,7 +36,7 @@ namespace igemm {
 using tensor_core::cp_async16;
 using tensor_core::cp_async_commit;
 using tensor_core::cp_async_wait;
-using tensor_core::load_as;
+using tensor_core::ldmatrix_x4;
 using tensor_core::mma;
 
 struct Shape {
@@ -52,7 +53,7 @@ struct Shape {
 template <int BM_, int BN_, int KSPLIT_, int STAGES_>
 struct Tile {
     static constexpr int BM = BM_, BN = BN_, KSPLIT = KSPLIT_, STAGES = STAGES_;
-    static_assert(BM % 16 == 0 && BN % 16 == 0 && STAGES >= 2, "m16n8k16 fragments; a ring of at least two");
+    static_assert(BM % 16 == 0 && BN % 16 == 0 && STAGES >= 2, "m16n8k16 fragments (B two at a time); a ring of two+");
     static constexpr int kThreads = 32 * KSPLIT;
     static constexpr int kAChunks = BM * 2 / 32, kBChunks = BN * 2 / 32;  // 16-byte moves per lane and step
     static constexpr int kStageBytes = (BM + BN) * 32;
@@ -138,18 +139,24 @@ __global__ void __launch_bounds__(C::kThreads)
         cp_async_commit();
         const unsigned char* a_tile = ring + (i % C::STAGES) * C::kStageBytes;
         const unsigned char* b_tile = a_tile + C::BM * 32;
+        // Fragments by ldmatrix.x4, lane L giving the row address of matrix L / 8 (row L % 8 of it): B's matrices are
+        // (channels ni*8.., depth 0-7), (ni*8.., 8-15), ((ni+1)*8.., 0-7), ((ni+1)*8.., 8-15), i.e. b[ni][0..1] and
+        // b[ni+1][0..1]; A's are (rows 0-7, depth 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15) of the 16-row slice,
+        // i.e. a[0..3]. The same values as one 32-bit load per register (lane 4g + t: row g, elements 2t, 2t + 1),
+        // four registers an instruction; each phase's 8 rows still hit 8 distinct 16-byte bank groups (the swizzle).
         uint32_t b[C::BN / 8][2];
 #pragma unroll
-        for (int ni = 0; ni < C::BN / 8; ni++) {
-            b[ni][0] = load_as<uint32_t>(b_tile + swizzled(ni * 8 + g, 0) + 4 * t);
-            b[ni][1] = load_as<uint32_t>(b_tile + swizzled(ni * 8 + g, 1) + 4 * t);
+        for (int ni = 0; ni < C::BN / 8; ni += 2) {
+            const int m = lane >> 3;
+            uint32_t r[4];
+            ldmatrix_x4<false>(r, b_tile + swizzled((ni + (m >> 1)) * 8 + (lane & 7), m & 1));
+            b[ni][0] = r[0], b[ni][1] = r[1], b[ni + 1][0] = r[2], b[ni + 1][1] = r[3];
         }
 #pragma unroll
         for (int mi = 0; mi < C::BM / 16; mi++) {
-            const uint32_t a[4] = {load_as<uint32_t>(a_tile + swizzled(mi * 16 + g, 0) + 4 * t),
-                                   load_as<uint32_t>(a_tile + swizzled(mi * 16 + g + 8, 0) + 4 * t),
-                                   load_as<uint32_t>(a_tile + swizzled(mi * 16 + g, 1) + 4 * t),
-                                   load_as<uint32_t>(a_tile + swizzled(mi * 16 + g + 8, 1) + 4 * t)};
+            const int m = lane >> 3;
+            uint32_t a[4];
+            ldmatrix_x4<false>(a, a_tile + swizzled(mi * 16 + 8 * (m & 1) + (lane & 7), m >> 1));
 #pragma unroll
             for (int ni = 0; ni < C::BN / 8; ni++) mma<T>(acc[mi][ni], a, b[ni][0], b[ni][1]);
         }
