@@ -302,6 +302,29 @@ __device__ __forceinline__ float quad_sum(float x) {
     return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
+// The end of a warp's 16 rows (r_lo, r_hi in this lane): l summed over each row's quad, O divided by it and stored in
+// T (a row without keys: 0), and lse = ln 2 (m + log2 l) in natural-log units (-inf without keys). Rows past Tq are
+// not stored. Shared by the default and the pipelined kernel.
+template <typename T, int D>
+__device__ __forceinline__ void finish_rows(T* o, float* lse, const float (&oacc)[D / 8][4], float m_lo, float m_hi,
+                                            float l_lo, float l_hi, int r_lo, int r_hi, int Tq, int H, int tokens,
+                                            int t) {
+    const int bh = blockIdx.y;
+    l_lo = quad_sum(l_lo), l_hi = quad_sum(l_hi);
+    const float inv_lo = l_lo > 0.0f ? 1.0f / l_lo : 0.0f, inv_hi = l_hi > 0.0f ? 1.0f / l_hi : 0.0f;
+    const long long head_o = out_base(H, D, Tq, tokens), ld_o = out_ld(H, D, tokens);
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) {
+        const int c = dn * 8 + 2 * t;
+        if (r_lo < Tq) store_as<uint32_t>(o + head_o + r_lo * ld_o + c, pack<T>(oacc[dn][0] * inv_lo, oacc[dn][1] * inv_lo));
+        if (r_hi < Tq) store_as<uint32_t>(o + head_o + r_hi * ld_o + c, pack<T>(oacc[dn][2] * inv_hi, oacc[dn][3] * inv_hi));
+    }
+    if (t == 0) {
+        if (r_lo < Tq) lse[(long long)bh * Tq + r_lo] = l_lo > 0.0f ? 0.69314718056f * (m_lo + log2f(l_lo)) : -INFINITY;
+        if (r_hi < Tq) lse[(long long)bh * Tq + r_hi] = l_hi > 0.0f ? 0.69314718056f * (m_hi + log2f(l_hi)) : -INFINITY;
+    }
+}
+
 // One tile of NK keys (its first key k0) for this warp's 16 rows (g and g + 8 in this lane): S = Q K^T from the
 // Q fragments qa and the tile's K (Ks, [key][d] with pitch PK) on tensor cores, masked past kv_end and scaled
 // (base 2), the online softmax update of m, l and the O accumulator (FA2, Alg. 1, lines 8-10), and O += P V with
@@ -404,7 +427,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int r_lo = blockIdx.x * kRows + warp * 16 + g, r_hi = r_lo + 8;
     const Head hd = head(H, D, Tq, Tk, kv_len, tokens);
-    const int h = hd.h, bh = blockIdx.y, kv_end = hd.kv_end;
+    const int h = hd.h, kv_end = hd.kv_end;
     const long long head_q = hd.q, head_k = hd.k, ld = hd.ld;
 
     uint32_t qa[D / 16][4];  // A fragments of this warp's 16 rows of Q, one per 16-wide step over d
@@ -420,19 +443,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
         tile_step<T, D, kKeys, kPitchK, kPitchV>(qa, Ks, Vt, k0, kv_end, scale_log2, g, t, m_lo, m_hi, l_lo, l_hi, oacc);
     }
-    l_lo = quad_sum(l_lo), l_hi = quad_sum(l_hi);
-    const float inv_lo = l_lo > 0.0f ? 1.0f / l_lo : 0.0f, inv_hi = l_hi > 0.0f ? 1.0f / l_hi : 0.0f;
-    const long long head_o = out_base(H, D, Tq, tokens), ld_o = out_ld(H, D, tokens);
-#pragma unroll
-    for (int dn = 0; dn < D / 8; dn++) {
-        const int c = dn * 8 + 2 * t;
-        if (r_lo < Tq) store_as<uint32_t>(o + head_o + r_lo * ld_o + c, pack<T>(oacc[dn][0] * inv_lo, oacc[dn][1] * inv_lo));
-        if (r_hi < Tq) store_as<uint32_t>(o + head_o + r_hi * ld_o + c, pack<T>(oacc[dn][2] * inv_hi, oacc[dn][3] * inv_hi));
-    }
-    if (t == 0) {
-        if (r_lo < Tq) lse[(long long)bh * Tq + r_lo] = l_lo > 0.0f ? 0.69314718056f * (m_lo + log2f(l_lo)) : -INFINITY;
-        if (r_hi < Tq) lse[(long long)bh * Tq + r_hi] = l_hi > 0.0f ? 0.69314718056f * (m_hi + log2f(l_hi)) : -INFINITY;
-    }
+    finish_rows<T, D>(o, lse, oacc, m_lo, m_hi, l_lo, l_hi, r_lo, r_hi, Tq, H, tokens, t);
 }
 
 // ---- pipelined: the kernel above with its K/V tiles double-buffered by cp.async and read by ldmatrix (dev version 12)
@@ -500,7 +511,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int r_lo = blockIdx.x * kRows + warp * 16 + g, r_hi = r_lo + 8;
     const Head hd = head(H, D, Tq, Tk, kv_len, tokens);
-    const int h = hd.h, bh = blockIdx.y, kv_end = hd.kv_end;
+    const int h = hd.h, kv_end = hd.kv_end;
     const long long head_q = hd.q, head_k = hd.k, ld = hd.ld;
 
     if (kv_end > 0) issue_kv<T, D>(smem, smem + kKeys * S::kPitch, k, v, head_k, ld, 0, kv_end);  // lands under Q's loads
@@ -522,19 +533,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
         tile_step<T, D, kKeys, S::kPitch, S::kPitch, true>(qa, Ks, Vs, k0, kv_end, scale_log2, g, t, m_lo, m_hi, l_lo,
                                                             l_hi, oacc);
     }
-    l_lo = quad_sum(l_lo), l_hi = quad_sum(l_hi);
-    const float inv_lo = l_lo > 0.0f ? 1.0f / l_lo : 0.0f, inv_hi = l_hi > 0.0f ? 1.0f / l_hi : 0.0f;
-    const long long head_o = out_base(H, D, Tq, tokens), ld_o = out_ld(H, D, tokens);
-#pragma unroll
-    for (int dn = 0; dn < D / 8; dn++) {
-        const int c = dn * 8 + 2 * t;
-        if (r_lo < Tq) store_as<uint32_t>(o + head_o + r_lo * ld_o + c, pack<T>(oacc[dn][0] * inv_lo, oacc[dn][1] * inv_lo));
-        if (r_hi < Tq) store_as<uint32_t>(o + head_o + r_hi * ld_o + c, pack<T>(oacc[dn][2] * inv_hi, oacc[dn][3] * inv_hi));
-    }
-    if (t == 0) {
-        if (r_lo < Tq) lse[(long long)bh * Tq + r_lo] = l_lo > 0.0f ? 0.69314718056f * (m_lo + log2f(l_lo)) : -INFINITY;
-        if (r_hi < Tq) lse[(long long)bh * Tq + r_hi] = l_hi > 0.0f ? 0.69314718056f * (m_hi + log2f(l_hi)) : -INFINITY;
-    }
+    finish_rows<T, D>(o, lse, oacc, m_lo, m_hi, l_lo, l_hi, r_lo, r_hi, Tq, H, tokens, t);
 }
 
 // ---- split keys: 16 query rows a block, the key tiles dealt to its warps (dev/attention_forward.cu version 11) ----
