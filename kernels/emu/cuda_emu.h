@@ -57,7 +57,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <condition_variable>
 #include <map>
+#include <mutex>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -215,7 +218,7 @@ constexpr size_t kFiberStack = 128 * 1024;
     std::abort();
 }
 
-enum class Wait { None, Block, Warp, Done };
+enum class Wait { None, Block, Warp, Cluster, Done };
 
 // One 16-byte (or smaller) cp.async in flight: where it lands, what it reads, zero-fill when !valid, and the commit
 // group it belongs to (the issuing thread's count of commits when it was issued).
@@ -243,6 +246,8 @@ struct Fiber {
 
 struct WarpExchange { uint64_t slot[kWarpSize]; };
 
+struct ClusterState;
+
 struct BlockState {
     std::vector<Fiber> fibers;
     std::vector<WarpExchange> warps;
@@ -256,6 +261,20 @@ struct BlockState {
     uint3 block_idx{0, 0, 0};
     std::function<void()> body;  // calls the kernel with the launch's arguments
     std::vector<unsigned char> dynamic_shared;
+    ClusterState* cluster = nullptr;  // the thread block cluster it belongs to (launch_cluster), or none
+    unsigned rank = 0;                // its rank in that cluster
+};
+
+// A thread block cluster (sm_90; CUDA programming guide, "Thread Block Clusters"): its blocks run at the same time,
+// each on an OS thread of its own (so each has its own `__shared__`), and meet at the cluster barrier, which
+// releases once every thread of every block waits there. Distributed shared memory (emu::cluster_map) reaches a
+// peer's dynamic shared memory.
+struct ClusterState {
+    std::vector<BlockState*> blocks;  // by rank, filled before any block runs
+    std::mutex m;
+    std::condition_variable cv;
+    int arrived = 0, exited = 0;
+    long generation = 0;
 };
 
 inline thread_local BlockState* g_block = nullptr;
@@ -310,14 +329,21 @@ inline void yield_to_scheduler(Wait why, unsigned mask) {
 }
 
 // Fiber stacks are mapped once per OS thread and reused by every launch (pages are touched lazily).
+// (A cluster's blocks run on threads of their own, which unmap their stacks when they end.)
+struct StackPool {
+    std::vector<unsigned char*> stacks;
+    ~StackPool() {
+        for (unsigned char* p : stacks) munmap(p, kFiberStack);
+    }
+};
 inline unsigned char* fiber_stack(int i) {
-    static thread_local std::vector<unsigned char*> pool;
-    while ((int)pool.size() <= i) {
+    static thread_local StackPool pool;
+    while ((int)pool.stacks.size() <= i) {
         void* p = mmap(nullptr, kFiberStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED) die("cannot map a %zu-byte fiber stack", kFiberStack);
-        pool.push_back(static_cast<unsigned char*>(p));
+        pool.stacks.push_back(static_cast<unsigned char*>(p));
     }
-    return pool[i];
+    return pool.stacks[i];
 }
 
 // Lands the thread's copies of groups before `group` (all of them: LONG_MAX), oldest first.
@@ -353,16 +379,17 @@ inline unsigned lanes_present(int warp, int nthreads) {
 }
 
 [[noreturn]] inline void deadlock(BlockState& b, const char* why) {
-    int at_block = 0, at_warp = 0, done = 0, running = 0;
+    int at_block = 0, at_warp = 0, at_cluster = 0, done = 0, running = 0;
     for (auto& f : b.fibers) {
         if (f.wait == Wait::Block) at_block++;
         else if (f.wait == Wait::Warp) at_warp++;
+        else if (f.wait == Wait::Cluster) at_cluster++;
         else if (f.wait == Wait::Done) done++;
         else running++;
     }
     die("%s in block (%u,%u,%u) of %d threads: %d wait at __syncthreads, %d wait at a warp primitive, "
-        "%d exited, %d running",
-        why, b.block_idx.x, b.block_idx.y, b.block_idx.z, b.nthreads, at_block, at_warp, done, running);
+        "%d at the cluster barrier, %d exited, %d running",
+        why, b.block_idx.x, b.block_idx.y, b.block_idx.z, b.nthreads, at_block, at_warp, at_cluster, done, running);
 }
 
 // Releases warp w's barrier if every lane its waiting lanes' mask names waits there (with the same mask); returns
@@ -421,6 +448,33 @@ inline bool release_barriers(BlockState& b) {
     const int nwarps = (b.nthreads + kWarpSize - 1) / kWarpSize;
     for (int w = 0; w < nwarps; w++) released |= release_warp(b, w);
     return released || release_block(b);
+}
+
+// The cluster barrier (barrier.cluster.arrive + wait): once every thread of this block waits there, the block
+// waits for its peers, and all are released together. A thread that exited, or a peer block that ended, before the
+// barrier is a deadlock on the GPU: reported here.
+inline bool release_cluster(BlockState& b) {
+    int at_cluster = 0, done = 0;
+    for (auto& f : b.fibers) {
+        if (f.wait == Wait::Cluster) at_cluster++;
+        else if (f.wait == Wait::Done) done++;
+    }
+    if (at_cluster == 0 || at_cluster + done != b.nthreads) return false;
+    if (done > 0) deadlock(b, "the cluster barrier not reached by every thread (some exited)");
+    ClusterState& c = *b.cluster;
+    std::unique_lock<std::mutex> lock(c.m);
+    const long generation = c.generation;
+    if (++c.arrived == int(c.blocks.size())) {
+        c.arrived = 0;
+        c.generation++;
+        c.cv.notify_all();
+    } else {
+        c.cv.wait(lock, [&] { return c.generation != generation || c.exited > 0; });
+        if (c.generation == generation)
+            deadlock(b, "a block of its cluster ended while this one waits at the cluster barrier");
+    }
+    for (auto& f : b.fibers) f.wait = Wait::None;
+    return true;
 }
 
 // Runs fiber i until its next barrier or its end.
@@ -503,18 +557,23 @@ inline void run_block(BlockState& b) {
             if (done == b.nthreads) break;
             progress |= release_block(b);
         }
+        if (!progress && b.cluster) progress = release_cluster(b);
         if (!progress) deadlock(b, "deadlock: no thread can proceed");
+    }
+    if (b.cluster) {  // a peer still waiting at a cluster barrier will never be released: it reports that
+        // A block's shared memory is gone when it ends: a peer that reads it later (no cluster_sync after its last
+        // remote read) reads NaN bytes.
+        std::memset(b.dynamic_shared.data(), 0xFF, b.dynamic_shared.size());
+        std::lock_guard<std::mutex> lock(b.cluster->m);
+        b.cluster->exited++;
+        b.cluster->cv.notify_all();
     }
 }
 
-// Launches `kernel` over the grid, synchronously. Returns the error a real launch would report for an
-// invalid configuration (and records it for cudaGetLastError).
-// `dependent`: launched as onestep::launch_dependent would be on a GPU with programmatic dependent launch,
-// so every thread must call await_predecessors() before anything else (checked: see Fiber::awaited).
-template <typename... KArgs, typename... Args>
-cudaError_t launch_as(bool dependent, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t shared_bytes,
-                      Args... args) {
-    static_assert(sizeof...(KArgs) == sizeof...(Args), "kernel launched with the wrong number of arguments");
+// The launch checks of the hardware: the error a real launch would report for an invalid configuration (recorded
+// for cudaGetLastError), or cudaSuccess.
+template <typename... KArgs>
+cudaError_t check_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t shared_bytes) {
     unsigned long threads = (unsigned long)block.x * block.y * block.z;
     cudaError_t err = cudaSuccess;
     if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
@@ -525,12 +584,13 @@ cudaError_t launch_as(bool dependent, void (*kernel)(KArgs...), dim3 grid, dim3 
         auto it = func_max_dynamic_shared().find((const void*)kernel);
         if (it == func_max_dynamic_shared().end() || (size_t)it->second < shared_bytes) err = cudaErrorInvalidValue;
     }
-    if (err != cudaSuccess) {
-        g_last_error = err;
-        return err;
-    }
-    if (g_block) die("kernel launched from inside a kernel (dynamic parallelism is not emulated)");
-    BlockState b;
+    if (err != cudaSuccess) g_last_error = err;
+    return err;
+}
+
+// A block's threads (fibers on this OS thread's stacks), warps and dynamic shared memory, ready to run `body`.
+inline void prepare_block(BlockState& b, bool dependent, dim3 block, size_t shared_bytes, std::function<void()> body) {
+    const unsigned long threads = (unsigned long)block.x * block.y * block.z;
     b.nthreads = int(threads);
     b.dependent = dependent;
     b.fibers.resize(threads);
@@ -541,7 +601,22 @@ cudaError_t launch_as(bool dependent, void (*kernel)(KArgs...), dim3 grid, dim3 
     }
     b.warps.resize((threads + kWarpSize - 1) / kWarpSize);
     b.dynamic_shared.resize(shared_bytes + 16);
-    b.body = [=]() { kernel(args...); };
+    b.body = std::move(body);
+}
+
+// Launches `kernel` over the grid, synchronously. Returns the error a real launch would report for an
+// invalid configuration (and records it for cudaGetLastError).
+// `dependent`: launched as onestep::launch_dependent would be on a GPU with programmatic dependent launch,
+// so every thread must call await_predecessors() before anything else (checked: see Fiber::awaited).
+template <typename... KArgs, typename... Args>
+cudaError_t launch_as(bool dependent, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t shared_bytes,
+                      Args... args) {
+    static_assert(sizeof...(KArgs) == sizeof...(Args), "kernel launched with the wrong number of arguments");
+    const cudaError_t err = check_launch(kernel, grid, block, shared_bytes);
+    if (err != cudaSuccess) return err;
+    if (g_block) die("kernel launched from inside a kernel (dynamic parallelism is not emulated)");
+    BlockState b;
+    prepare_block(b, dependent, block, shared_bytes, [=]() { kernel(args...); });
     g_block = &b;
     blockDim = block;
     gridDim = grid;
@@ -553,6 +628,53 @@ cudaError_t launch_as(bool dependent, void (*kernel)(KArgs...), dim3 grid, dim3 
                 run_block(b);
             }
     g_block = nullptr;
+    return cudaSuccess;
+}
+
+// launch_as with thread block clusters of cluster_x blocks along x (cudaLaunchAttributeClusterDimension; sm_90):
+// grid.x must be a multiple of cluster_x, at most 8 (the portable size). The clusters run one after another; the
+// blocks of one run at the same time, each on its own OS thread (so `__shared__` stays per block), and meet at
+// emu::cluster_sync. The calling thread runs rank 0.
+template <typename... KArgs, typename... Args>
+cudaError_t launch_cluster_as(bool dependent, unsigned cluster_x, void (*kernel)(KArgs...), dim3 grid, dim3 block,
+                              size_t shared_bytes, Args... args) {
+    static_assert(sizeof...(KArgs) == sizeof...(Args), "kernel launched with the wrong number of arguments");
+    if (cluster_x == 0 || cluster_x > 8 || grid.x % cluster_x != 0) {
+        g_last_error = cudaErrorInvalidValue;  // the runtime's answer to a cluster size the grid does not fit
+        return cudaErrorInvalidValue;
+    }
+    const cudaError_t e = check_launch(kernel, grid, block, shared_bytes);
+    if (e != cudaSuccess) return e;
+    if (g_block) die("kernel launched from inside a kernel (dynamic parallelism is not emulated)");
+    std::function<void()> body = [=]() { kernel(args...); };
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x0 = 0; x0 < grid.x; x0 += cluster_x) {
+                ClusterState cluster;
+                std::vector<BlockState> blocks(cluster_x);
+                for (unsigned r = 0; r < cluster_x; r++) {
+                    prepare_block(blocks[r], dependent, block, 0, body);
+                    blocks[r].dynamic_shared.resize(shared_bytes + 16);
+                    blocks[r].block_idx = uint3{x0 + r, y, z};
+                    blocks[r].cluster = &cluster;
+                    blocks[r].rank = r;
+                    cluster.blocks.push_back(&blocks[r]);
+                }
+                auto run = [&](unsigned r) {
+                    BlockState& b = blocks[r];
+                    for (unsigned long i = 0; i < (unsigned long)b.nthreads; i++) b.fibers[i].stack = fiber_stack(int(i));
+                    g_block = &b;
+                    blockDim = block;
+                    gridDim = grid;
+                    blockIdx = b.block_idx;
+                    run_block(b);
+                    g_block = nullptr;
+                };
+                std::vector<std::thread> peers;
+                for (unsigned r = 1; r < cluster_x; r++) peers.emplace_back(run, r);
+                run(0);
+                for (std::thread& t : peers) t.join();
+            }
     return cudaSuccess;
 }
 
@@ -570,6 +692,32 @@ inline Fiber& current_fiber(const char* what) {
 // griddepcontrol.wait (PTX ISA, sm_90): on a GPU it waits until the grids this one depends on have completed
 // and their writes are visible. Blocks here run one launch after another, so it only records the call.
 inline void await_predecessors() { current_fiber("await_predecessors()").awaited = true; }
+
+// ---- thread block clusters (launch_cluster_as) ------------------------------------------------------
+inline BlockState& cluster_block(const char* what) {
+    BlockState* b = g_block;
+    if (!b || b->current < 0) die("%s called outside a kernel", what);
+    if (!b->cluster) die("%s in a kernel not launched as a cluster (onestep::launch_cluster)", what);
+    return *b;
+}
+// %cluster_ctarank.
+inline unsigned cluster_rank() { return cluster_block("cluster_rank()").rank; }
+// barrier.cluster.arrive.release + barrier.cluster.wait.acquire: every thread of every block of the cluster.
+inline void cluster_sync() {
+    cluster_block("cluster_sync()");
+    yield_to_scheduler(Wait::Cluster, 0);
+}
+// mapa: the address in block `rank`'s shared memory of what p addresses in this block's. Only dynamic shared memory
+// (ONESTEP_DYNAMIC_SHARED) can be mapped here: static `__shared__` lives in each block's OS thread.
+inline void* cluster_map(const void* p, unsigned rank) {
+    BlockState& b = cluster_block("cluster_map()");
+    const unsigned char* base = b.dynamic_shared.data();
+    const unsigned char* q = static_cast<const unsigned char*>(p);
+    if (q < base || q >= base + b.dynamic_shared.size())
+        die("cluster_map(%p): not in this block's dynamic shared memory (the emulation maps only that)", p);
+    if (rank >= b.cluster->blocks.size()) die("cluster_map: rank %u of a cluster of %zu blocks", rank, b.cluster->blocks.size());
+    return b.cluster->blocks[rank]->dynamic_shared.data() + (q - base);
+}
 
 // ---- cp.async (PTX ISA, "cp.async", "cp.async.commit_group", "cp.async.wait_group") ---------------
 // Issues a copy of `bytes` from global `src` to shared `dst` (zeros when !valid). The destination reads as

@@ -81,6 +81,28 @@ __device__ __forceinline__ void await_predecessors() {
 #endif
 }
 
+#ifndef ONESTEP_EMULATION
+// cudaLaunchKernelEx with the first n of these attributes.
+template <typename... KArgs, typename... Args>
+inline cudaError_t launch_ex(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
+                             cudaLaunchAttribute* attributes, unsigned n, Args... args) {
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = shared_bytes;
+    config.stream = stream;
+    config.attrs = attributes;
+    config.numAttrs = n;
+    return cudaLaunchKernelEx(&config, kernel, static_cast<KArgs>(args)...);
+}
+// Sets attributes[i] to programmatic stream serialization (PDL); returns the count with it, i + 1.
+inline unsigned with_programmatic(cudaLaunchAttribute* attributes, unsigned i) {
+    attributes[i].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attributes[i].val.programmaticStreamSerializationAllowed = 1;
+    return i + 1;
+}
+#endif
+
 // The library's launch: as launch, or with the programmatic-serialization attribute while
 // programmatic_launch_flag() is on. The kernel must begin with await_predecessors() (the emulation checks it).
 template <typename... KArgs, typename... Args>
@@ -97,16 +119,72 @@ inline cudaError_t launch_dependent(void (*kernel)(KArgs...), dim3 grid, dim3 bl
     if (!programmatic_launch_flag().load(std::memory_order_relaxed))
         return launch(kernel, grid, block, shared_bytes, stream, args...);
     cudaLaunchAttribute attribute[1];
-    attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attribute[0].val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t config = {};
-    config.gridDim = grid;
-    config.blockDim = block;
-    config.dynamicSmemBytes = shared_bytes;
-    config.stream = stream;
-    config.attrs = attribute;
-    config.numAttrs = 1;
-    return cudaLaunchKernelEx(&config, kernel, static_cast<KArgs>(args)...);
+    return launch_ex(kernel, grid, block, shared_bytes, stream, attribute, with_programmatic(attribute, 0), args...);
+#endif
+}
+
+// ---- thread block clusters (sm_90; CUDA programming guide, "Thread Block Clusters", "Distributed Shared Memory") ----
+// launch_dependent with clusters of cluster_x blocks along x (grid.x a multiple of it, at most 8): the blocks of a
+// cluster are scheduled together on one GPC, can wait for each other (cluster_sync) and read each other's shared
+// memory (cluster_map). The kernel must begin with await_predecessors(), and must not end while a peer may still
+// read its shared memory (a cluster_sync after the last remote read). Below sm_90 the launch fails.
+template <typename... KArgs, typename... Args>
+inline cudaError_t launch_cluster(void (*kernel)(KArgs...), dim3 grid, dim3 block, unsigned cluster_x,
+                                  size_t shared_bytes, cudaStream_t stream, Args... args) {
+#ifdef ONESTEP_EMULATION
+    if (emu::CaptureList* capture = emu::capture_of(stream)) {
+        capture->ops.push_back([=]() {
+            return emu::launch_cluster_as(true, cluster_x, kernel, grid, block, shared_bytes, static_cast<KArgs>(args)...);
+        });
+        return cudaSuccess;
+    }
+    return emu::launch_cluster_as(true, cluster_x, kernel, grid, block, shared_bytes, static_cast<KArgs>(args)...);
+#else
+    cudaLaunchAttribute attribute[2];
+    attribute[0].id = cudaLaunchAttributeClusterDimension;
+    attribute[0].val.clusterDim.x = cluster_x;
+    attribute[0].val.clusterDim.y = 1;
+    attribute[0].val.clusterDim.z = 1;
+    const unsigned n = programmatic_launch_flag().load(std::memory_order_relaxed) ? with_programmatic(attribute, 1) : 1;
+    return launch_ex(kernel, grid, block, shared_bytes, stream, attribute, n, args...);
+#endif
+}
+
+// %cluster_ctarank: this block's rank in its cluster (0 .. cluster size - 1).
+__device__ __forceinline__ unsigned cluster_rank() {
+#ifdef ONESTEP_EMULATION
+    return emu::cluster_rank();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+    return r;
+#else
+    return 0;  // never launched below sm_90 (launch_cluster fails there)
+#endif
+}
+
+// Every thread of every block of the cluster arrives, then waits for all (release/acquire: shared-memory writes
+// before it are visible to the cluster's reads after it).
+__device__ __forceinline__ void cluster_sync() {
+#ifdef ONESTEP_EMULATION
+    emu::cluster_sync();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#endif
+}
+
+// The generic address, in block `rank`'s shared memory, of what p (this block's dynamic shared memory) addresses
+// here (mapa): loads through it read the peer's shared memory. The emulation maps dynamic shared memory only.
+template <typename T>
+__device__ __forceinline__ const T* cluster_map(const T* p, unsigned rank) {
+#ifdef ONESTEP_EMULATION
+    return static_cast<const T*>(emu::cluster_map(p, rank));
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    unsigned long long out;
+    asm volatile("mapa.u64 %0, %1, %2;\n" : "=l"(out) : "l"(p), "r"(rank));
+    return reinterpret_cast<const T*>(out);
+#else
+    return p;
 #endif
 }
 

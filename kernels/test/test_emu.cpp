@@ -1,7 +1,8 @@
 // test_emu.cpp: the CUDA emulation itself. Each check is a kernel whose result on a GPU is known
 // (shuffle and ballot semantics, shared-memory tiles behind barriers, index coverage of 3-D grids,
 // atomics, launch-configuration errors, the one tensor-core instruction and ldmatrix, cp.async's in-flight and
-// wait_group semantics, launch_dependent's kernels awaiting their predecessors first), or whose result here is fixed
+// wait_group semantics, launch_dependent's kernels awaiting their predecessors first, thread block clusters and their
+// distributed shared memory), or whose result here is fixed
 // by the emulation's per-block schedules (a racy kernel), plus misuse that must abort with a message rather than hang:
 // run in a forked child whose exit signal and stderr are inspected.
 #include "cuda_compat.cuh"
@@ -297,6 +298,50 @@ void expect_abort(const char* what, const char* needle, const std::function<void
     expect(aborted && named, "%s", (std::string(what) + ": did not abort with \"" + needle + "\"; stderr: " + err).c_str());
 }
 
+// Thread block clusters: 4 blocks a cluster along x, two clusters, 64 threads a block. Each block puts 100 * its
+// block index + rank in dynamic shared memory, and static __shared__ a value of its own; after the cluster barrier
+// every thread reads its peers' words through cluster_map (in rank order), and its own static word; a second barrier
+// keeps every block alive until the peers have read. Two rounds, so the barrier is reused.
+__global__ void cluster_kernel(int* out) {
+    onestep::await_predecessors();
+    ONESTEP_DYNAMIC_SHARED(int, word);
+    __shared__ int mine;
+    const unsigned rank = onestep::cluster_rank();
+    int total = 0;
+    for (int round = 0; round < 2; round++) {
+        if (threadIdx.x == 0) word[round] = 100 * int(blockIdx.x) + int(rank) + 1000 * round, mine = int(blockIdx.x);
+        onestep::cluster_sync();
+        for (unsigned r = 0; r < 4; r++) total += *onestep::cluster_map(word + round, r);
+        total += 10000 * (mine == int(blockIdx.x));
+        onestep::cluster_sync();
+    }
+    if (threadIdx.x == 63) out[blockIdx.x] = total;
+}
+__global__ void cluster_early_exit_kernel(int* out) {
+    onestep::await_predecessors();
+    if (onestep::cluster_rank() == 1) return;  // block 1 of the cluster ends without meeting the barrier
+    onestep::cluster_sync();
+    out[blockIdx.x] = 1;
+}
+
+void check_clusters() {
+    std::vector<int> out(8, -1);
+    const cudaError_t e = onestep::launch_cluster(cluster_kernel, dim3(8), dim3(64), 4, 2 * sizeof(int), nullptr,
+                                                  out.data());
+    bool ok = e == cudaSuccess;
+    for (int b = 0; b < 8; b++) {
+        const int first = b / 4 * 4;  // the cluster's first block
+        int want = 2 * 10000;
+        for (int round = 0; round < 2; round++)
+            for (int r = 0; r < 4; r++) want += 100 * (first + r) + r + 1000 * round;
+        ok &= out[b] == want;
+    }
+    expect(ok, "a cluster's blocks do not see each other's dynamic shared memory after cluster_sync, or share "
+               "their static __shared__%s");
+    expect(onestep::launch_cluster(cluster_kernel, dim3(6), dim3(64), 4, 8, nullptr, out.data()) ==
+               cudaErrorInvalidValue, "a grid of 6 blocks in clusters of 4 was accepted%s");
+}
+
 void check_misuse() {
     float out[64];
     expect_abort("__syncthreads in a branch", "not reached by every thread",
@@ -315,6 +360,11 @@ void check_misuse() {
                  [&] { onestep::launch_dependent(some_threads_return_early_kernel, dim3(1), dim3(64), 0, nullptr, out); });
     expect_abort("barrier before await_predecessors()", "before await_predecessors()",
                  [&] { onestep::launch_dependent(barrier_before_await_kernel, dim3(1), dim3(64), 0, nullptr, out); });
+    int iout[4];
+    expect_abort("a block of a cluster ends before the cluster barrier", "ended while this one waits",
+                 [&] { onestep::launch_cluster(cluster_early_exit_kernel, dim3(4), dim3(32), 4, 0, nullptr, iout); });
+    expect_abort("cluster_sync outside a cluster launch", "not launched as a cluster",
+                 [&] { onestep::launch_dependent(cluster_kernel, dim3(1), dim3(64), 8, nullptr, iout); });
 }
 
 // The schedule (cuda_emu.h): block (x, y, z) runs its warps in lockstep when (x + 7y + 13z) % 3 == 0, else one warp
@@ -438,6 +488,7 @@ int main() {
     check_mma<__nv_bfloat16>("__nv_bfloat16");
     check_ldmatrix();
     check_schedules();
+    check_clusters();
     check_misuse();
     return ktest::finish("test_emu", start);
 }
