@@ -63,6 +63,9 @@ run "attention forward, CIFAR 16x16, B=1 H=4 T=256 D=64 (v11: split keys, v12-14
     "$build/dev_attention_forward" 0 1 4 256 64
 run "attention forward, CIFAR 16x16, B=64 H=4 T=256 D=64 (v12-14: pipelined, against v8-10)" \
     "$build/dev_attention_forward" 0 64 4 256 64
+run "group norm forward, CIFAR 1x32x32x128, G=32 (batch 1: v6 production, v12-14 the cluster kernel)" \
+    "$build/dev_groupnorm_forward" 0 1 1024 128 32
+run "group norm forward, CIFAR 1x16x16x256, G=32 (v6 against v12-14)" "$build/dev_groupnorm_forward" 0 1 256 256 32
 run "group norm forward, 8x32x32x256, G=32" "$build/dev_groupnorm_forward"
 run "group norm forward, 8x16x16x512, G=32" "$build/dev_groupnorm_forward" 0 8 256 512 32
 run "group norm backward, 8x32x32x256, G=32" "$build/dev_groupnorm_backward"
@@ -78,8 +81,6 @@ run "attention forward, fmnist 14x14, B=1 H=2 T=196 D=32 (v10)" "$build/dev_atte
 run "attention forward, fmnist 14x14, B=1 H=2 T=196 D=32 (v11: keys split over the warps)" "$build/dev_attention_forward" 11 1 2 196 32
 run "group norm forward, fmnist 64x28x28x32, G=8" "$build/dev_groupnorm_forward" 0 64 784 32 8
 run "group norm forward, CIFAR 64x32x32x128, G=32" "$build/dev_groupnorm_forward" 0 64 1024 128 32
-run "group norm forward, CIFAR 1x32x32x128, G=32 (batch 1: version 6 is production)" "$build/dev_groupnorm_forward" 0 1 1024 128 32
-run "group norm forward, CIFAR 1x16x16x256, G=32" "$build/dev_groupnorm_forward" 0 1 256 256 32
 run "group norm forward, CIFAR up block 1x32x32x384, G=32 (v11: the concat fused)" "$build/dev_groupnorm_forward" 11 1 1024 384 32
 run "attention backward, B=8 H=8 T=1024 D=64" "$build/dev_attention_backward"
 run "attention backward, B=8 H=4 T=256 D=128" "$build/dev_attention_backward" 0 8 4 256 128

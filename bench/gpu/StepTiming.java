@@ -280,7 +280,7 @@ public final class StepTiming {
                 // instead of one transposed convolution; and, on a GPU, with cuDNN's heuristic algorithms instead of
                 // its timed search, with every convolution on cuDNN (none on our implicit GEMM, even where it timed
                 // faster), with every attention on the default kernel (no split-keys or pipelined one), with every
-                // group norm on the default kernels (no slab kernel, which only large shapes time); and with
+                // group norm on the default kernels (no slab or cluster kernel); and with
                 // programmatic dependent launch on (Device#programmaticLaunch: sm_90+, off by default). Then all back to the
                 // defaults for the next batch.
                 boolean folding = co.foldsConstants();
@@ -303,6 +303,7 @@ public final class StepTiming {
                         cudnnDevice.splitKeys(!variant.equals("default attention only"));
                         cudnnDevice.pipelinedAttention(!variant.equals("default attention only"));
                         cudnnDevice.slabGroupNorm(!variant.equals("default group norm only"));
+                        cudnnDevice.clusterGroupNorm(!variant.equals("default group norm only"));
                     }
                     if (variant.equals("programmatic dependent launch")) {
                         try {
@@ -346,6 +347,7 @@ public final class StepTiming {
                             cudnnDevice.splitKeys(true);
                             cudnnDevice.pipelinedAttention(true);
                             cudnnDevice.slabGroupNorm(true);
+                            cudnnDevice.clusterGroupNorm(true);
                         }
                         ai.onestep.backend.cuda.Device.programmaticLaunch(pdlBefore);
                         co.forgetCapturedPasses();
@@ -354,7 +356,7 @@ public final class StepTiming {
                 if (cudnnDevice != null) {
                     // Each shape's timed choice so far: our implicit GEMM's best tile against the route cuDNN would
                     // take (kernels/src/conv.cu; Device#ownConv), the split-keys and pipelined attention against the
-                    // default, the slab group norm against the default kernels.
+                    // default, the slab and cluster group norms against the default kernels.
                     for (var choice : cudnnDevice.timedChoices()) {
                         row("  (choice) " + choice);
                     }

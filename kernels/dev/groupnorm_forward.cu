@@ -16,13 +16,18 @@
 // sample and 16-channel slab, held in registers) to reach the bandwidth version 3 misses at large shapes; versions
 // 9 and 10 are version 8 on fp16 and bf16 storage, against versions 4 and 5. Version 11 is production's
 // concatenating variant (an up block's norm1 over cat(h, skip), writing the concatenation too), against a concat
-// kernel followed by the group norm.
+// kernel followed by the group norm. Versions 12, 13 and 14 (fp32, fp16, bf16; sm_90) are production's cluster kernel
+// (kernel 2 of onestep_groupnorm_forward_add_kernel_typed): each group split over a thread block cluster of up to 8
+// blocks that meet in distributed shared memory, x read once, for batch 1, where version 6 runs N x G = 32 blocks
+// (the tenth session's H100 profile: ~7 us each, 51 per CIFAR-size sample). They choose their own launch shape
+// (cluster_shape), so the block sweep does not apply: one row each, "block auto".
 #include "../src/status.cu"
 #include "../src/groupnorm.cu"
 #include "dev_common.cuh"
 
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 using namespace onestep;
@@ -224,6 +229,9 @@ static cudaError_t run_version(int version, const Args& a, int block) {
                                   a.eps, true, block, block, nullptr, 1);
         case 8:
             return run_version8(a, block);
+        case 12:
+            return launch_forward(a.x, a.gamma, a.beta, a.scale, a.shift, a.y, a.mean, a.rstd, a.N, a.HW, a.C, a.G,
+                                  a.eps, true, block, block, nullptr, 3);
     }
     std::fprintf(stderr, "unknown version %d\n", version);
     std::exit(2);
@@ -265,6 +273,12 @@ int main(int argc, char** argv) {
         if (version == 10)
             return launch_v8<__nv_bfloat16>(b16.x, b16.gamma, b16.beta, b16.scale, b16.shift, b16.y, a.mean, a.rstd, N,
                                             HW, C, G, eps, block);
+        if (version == 13)
+            return launch_forward_t<__half>(h16.x, h16.gamma, h16.beta, h16.scale, h16.shift, h16.y, a.mean, a.rstd,
+                                            N, HW, C, G, eps, true, block, block, nullptr, 3);
+        if (version == 14)
+            return launch_forward_t<__nv_bfloat16>(b16.x, b16.gamma, b16.beta, b16.scale, b16.shift, b16.y, a.mean,
+                                                   a.rstd, N, HW, C, G, eps, true, block, block, nullptr, 3);
         if (version == 4)
             return launch_forward_t<__half>(h16.x, h16.gamma, h16.beta, h16.scale, h16.shift, h16.y, a.mean, a.rstd,
                                             N, HW, C, G, eps, true, block, block, nullptr, 0);
@@ -273,16 +287,16 @@ int main(int argc, char** argv) {
     };
     // Version 3's y per block size: version 6 (production's other path) must give exactly its bits.
     std::vector<std::vector<float>> v3(sizeof block_sizes / sizeof block_sizes[0]);
-    for (int version : {1, 2, 3, 6, 8}) {
+    for (int version : {1, 2, 3, 6, 8, 12}) {
         if (only && version != only) continue;
-        for (size_t bi = 0; bi < v3.size(); bi++) {
+        for (size_t bi = 0; bi < (version == 12 ? 1 : v3.size()); bi++) {
             const int block = block_sizes[bi];
             dev_check(cudaMemset(a.y, 0xFF, nx * sizeof(float)));  // NaN: a value the kernel skips fails
             dev_check(cudaMemset(a.mean, 0xFF, size_t(N) * G * sizeof(float)));
             dev_check(cudaMemset(a.rstd, 0xFF, size_t(N) * G * sizeof(float)));
             const cudaError_t launched = run_version(version, a, block);
-            if (version == 8 && launched == cudaErrorNotSupported) {
-                std::printf("version 8 block %4d: n/a (shape or block outside its conditions)\n", block);
+            if ((version == 8 || version == 12) && launched == cudaErrorNotSupported) {
+                std::printf("version %d block %4d: n/a (shape or block outside its conditions)\n", version, block);
                 continue;
             }
             dev_check(launched);
@@ -302,18 +316,20 @@ int main(int argc, char** argv) {
             ok &= dev::validate("rstd", a.rstd, rstd_ref, 1e-5, 1e-4);
             all_ok &= ok;
 #ifdef ONESTEP_EMULATION
-            std::printf("version %d block %4d: %s\n", version, block, ok ? "ok" : "MISMATCH");
+            std::printf("version %d block %4s: %s\n", version, version >= 12 ? "auto" : std::to_string(block).c_str(), ok ? "ok" : "MISMATCH");
 #else
             const float ms = dev::time_ms([&] { dev_check(run_version(version, a, block)); });
             const double gbs = 2.0 * nx * sizeof(float) / (ms * 1e-3) / 1e9;
-            std::printf("version %d block %4d: %s  %8.4f ms  %7.1f GB/s\n", version, block, ok ? "ok      " : "MISMATCH", ms, gbs);
+            std::printf("version %d block %4s: %s  %8.4f ms  %7.1f GB/s\n", version,
+                        version >= 12 ? "auto" : std::to_string(block).c_str(), ok ? "ok      " : "MISMATCH", ms, gbs);
 #endif
         }
     }
-    for (int version : {4, 5, 9, 10}) {
+    for (int version : {4, 5, 9, 10, 13, 14}) {
         if (only && version != only) continue;
-        const bool half = version == 4 || version == 9;
+        const bool half = version == 4 || version == 9 || version == 13;
         for (int block : block_sizes) {
+            if (version >= 13 && block != block_sizes[0]) break;  // the cluster kernel picks its own shape
             const cudaError_t launched = run_typed(version, block);
             if (version >= 9 && launched == cudaErrorNotSupported) {
                 std::printf("version %d block %4d: n/a (shape or block outside its conditions)\n", version, block);
@@ -328,12 +344,13 @@ int main(int argc, char** argv) {
             ok &= dev::validate("rstd", a.rstd, half ? r16 : rbf, 1e-5, 1e-4);
             all_ok &= ok;
 #ifdef ONESTEP_EMULATION
-            std::printf("version %d block %4d: %s\n", version, block, ok ? "ok" : "MISMATCH");
+            std::printf("version %d block %4s: %s\n", version, version >= 12 ? "auto" : std::to_string(block).c_str(), ok ? "ok" : "MISMATCH");
 #else
             const float ms = dev::time_ms([&] { dev_check(run_typed(version, block)); });
             const double gbs = 2.0 * nx * 2 / (ms * 1e-3) / 1e9;  // 2 bytes per element read and written
-            std::printf("version %d block %4d: %s  %8.4f ms  %7.1f GB/s  (%s)\n", version, block,
-                        ok ? "ok      " : "MISMATCH", ms, gbs, half ? "fp16" : "bf16");
+            std::printf("version %d block %4s: %s  %8.4f ms  %7.1f GB/s  (%s)\n", version,
+                        version >= 12 ? "auto" : std::to_string(block).c_str(), ok ? "ok      " : "MISMATCH", ms, gbs,
+                        half ? "fp16" : "bf16");
 #endif
         }
     }

@@ -121,8 +121,11 @@ onestep_status onestep_groupnorm_forward_add_typed(const void* x, const void* x_
  * (a block per sample and 16 channels, held in registers; two exact passes for the statistics) for large tensors,
  * where the default runs a statistics kernel and a normalize kernel. It needs C/G of 4, 8 or 16, C a multiple of 16,
  * HW <= 2048, x and y aligned to 4 elements and y apart from x and add (else ONESTEP_ERROR_UNSUPPORTED or
- * INVALID_ARGUMENT); its sums run in another order, so its results differ from kernel 0's by rounding. The CUDA
- * backend times both per shape and runs the faster where they agree. */
+ * INVALID_ARGUMENT). 2 the cluster kernel, for few groups (batch 1): each group split over a thread block cluster of
+ * up to 8 blocks that meet in distributed shared memory, x read once; it needs compute capability 9.0, C/G a
+ * multiple of 4, x and y aligned to 4 elements and y apart from x and add (else the same errors). Both sum in another
+ * order than kernel 0, so their results differ from its by rounding. The CUDA backend times them per shape and runs
+ * the fastest where they agree. */
 onestep_status onestep_groupnorm_forward_add_kernel_typed(const void* x, const void* x_bias, const void* add,
                                                           const void* add_bias, const void* gamma, const void* beta,
                                                           const void* scale, const void* shift, void* y, float* mean,

@@ -354,6 +354,124 @@ __global__ void slab_kernel(const T* __restrict__ x, const T* __restrict__ gamma
     }
 }
 
+// ---- the cluster kernel (version 11 of the dev file): one group over a thread block cluster, x read once ----------
+// At batch 1 the U-Net's group norms have N*G = 32 groups, so the one-kernel path (version 6) runs 32 blocks on 132
+// SMs, each streaming its group twice; the tenth session's profile timed them at ~7 us each, 51 of them per CIFAR
+// sample. Here a group is split over a cluster of CS blocks (sm_90 thread block clusters, CS up to 8): block `rank`
+// holds a contiguous 1/CS of the group's 4-vectors (one pixel's 4 channels of the group each) in registers, and the
+// group's two sums meet in distributed shared memory: each block's total goes to its own shared memory, a cluster
+// barrier, then every block adds the CS totals in rank order (so all get the same mean and rstd). As in the slab
+// kernel, the statistics are two exact passes (the sum, then the sum of squared deviations from the mean) over the
+// registers, so x crosses the bus once and y once. A last cluster barrier keeps each block's shared memory alive until
+// its peers have read it. Needs Cg % 4 == 0 and x, y aligned for 4-vectors; its sums run in another order than
+// Welford's, so the CUDA backend runs it only where a timed choice found it faster and its result agreed.
+// Flags at run time as in the slab kernel (one instance per (ITERS, T)).
+template <int ITERS, typename T>
+__global__ void cluster_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
+                               const T* __restrict__ scale, const T* __restrict__ shift, T* __restrict__ y,
+                               float* __restrict__ mean, float* __restrict__ rstd, int HW, int C, int G, float eps,
+                               bool silu, int cs, PreAdd<T> pre_all) {
+    await_predecessors();
+    ONESTEP_DYNAMIC_SHARED(float, totals);  // [0]: this block's sum, [1]: its squared deviations (the peers read both)
+    __shared__ float warp_part[32];
+    __shared__ float stat[2];  // the group's mean and rstd, for this block's threads
+    const unsigned rank = cluster_rank();
+    const int group = blockIdx.x / cs, n = group / G, g = group - n * G, Cg = C / G, qg = Cg / 4;
+    const int quads = HW * qg, per = (quads + cs - 1) / cs, first = int(rank) * per;
+    const int end = first + per < quads ? first + per : quads;
+    const long long base = (long long)n * HW * C + (long long)g * Cg;
+    const float count = float(HW) * float(Cg);
+    const PreAdd<T> pre = pre_all.sample(n, C);
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+
+    float4 v[ITERS];
+#pragma unroll
+    for (int i = 0; i < ITERS; i++) {
+        const int j = first + int(threadIdx.x) + i * int(blockDim.x);
+        v[i] = make_float4(0.f, 0.f, 0.f, 0.f);  // past this block's share: zeros, which add nothing to the sum
+        if (j < end) {
+            const int p = j / qg, c = g * Cg + 4 * (j - p * qg);
+            const float4 r = load4(x + base + (long long)p * C + 4 * (j - p * qg));
+            v[i] = make_float4(pre_add<true>(pre, r.x, c + 0), pre_add<true>(pre, r.y, c + 1),
+                               pre_add<true>(pre, r.z, c + 2), pre_add<true>(pre, r.w, c + 3));
+        }
+    }
+    // The group's total of t: the block's (warps, then the warp totals in order, into totals[k]), then the cluster's
+    // (every block sums the CS block totals in rank order). Ends at a barrier, with the total in stat[k].
+    auto group_total = [&](float t, int k) {
+        for (int o = 16; o > 0; o /= 2) t += __shfl_xor_sync(0xffffffffu, t, o);
+        if (lane == 0) warp_part[warp] = t;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            float b = 0.f;
+            for (int w = 0; w < warps; w++) b += warp_part[w];
+            totals[k] = b;
+        }
+        cluster_sync();  // every block's totals[k] is written (and warp_part read)
+        if (threadIdx.x == 0) {
+            float sum = 0.f;
+            for (int r = 0; r < cs; r++) sum += cluster_map(totals, unsigned(r))[k];
+            stat[k] = sum;
+        }
+        __syncthreads();
+    };
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < ITERS; i++) s += (v[i].x + v[i].y) + (v[i].z + v[i].w);
+    group_total(s, 0);
+    const float mu = stat[0] / count;
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < ITERS; i++) {
+        if (first + int(threadIdx.x) + i * int(blockDim.x) < end) {  // the padding holds zeros, not x - mu
+            const float a = v[i].x - mu, b = v[i].y - mu, d = v[i].z - mu, e = v[i].w - mu;
+            ss += (a * a + b * b) + (d * d + e * e);
+        }
+    }
+    group_total(ss, 1);
+    const float rs = rsqrtf(stat[1] / count + eps);
+    if (rank == 0 && threadIdx.x == 0) mean[n * G + g] = mu, rstd[n * G + g] = rs;
+#pragma unroll
+    for (int i = 0; i < ITERS; i++) {
+        const int j = first + int(threadIdx.x) + i * int(blockDim.x);
+        if (j >= end) continue;
+        const int p = j / qg, c = g * Cg + 4 * (j - p * qg);
+        float o[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float u = (o[k] - mu) * rs * to_f32(gamma[c + k]) + to_f32(beta[c + k]);
+            if (scale) u = u * (1.0f + to_f32(scale[(long long)n * C + c + k])) + to_f32(shift[(long long)n * C + c + k]);
+            if (silu) u = u * sigmoid(u);
+            o[k] = u;
+        }
+        store4(y + base + (long long)p * C + 4 * (j - p * qg), make_float4(o[0], o[1], o[2], o[3]));
+    }
+    cluster_sync();  // the peers have read this block's totals: its shared memory may go
+}
+
+// The cluster kernel's launch shape for a tensor: blocks per group (cs: 1, 2, 4 or 8), threads a block and 4-vectors
+// a thread (iters); false where it has no instance (Cg % 4 != 0, or more than 8 x 1024 x 8 4-vectors a group).
+bool cluster_shape(int N, int HW, int C, int G, int& cs, int& block, int& iters) {
+    const int Cg = C / G;
+    if (Cg % 4 != 0) return false;
+    const long long quads = (long long)HW * (Cg / 4);
+    // Enough blocks to fill an H100's 132 SMs, each with at least 64 4-vectors (below that a block is mostly its
+    // barriers).
+    cs = 1;
+    while (cs < 8 && (long long)N * G * cs < 128 && quads / (2 * cs) >= 64) cs *= 2;
+    const long long per = (quads + cs - 1) / cs;
+    if (per <= 256) {  // one 4-vector a thread
+        block = int((per + 31) / 32 * 32), iters = 1;
+        return true;
+    }
+    for (block = 256; block <= 1024; block *= 4) {  // 256 threads with up to 8 4-vectors each, then 1024
+        iters = 1;
+        while ((long long)iters * block < per) iters *= 2;
+        if (iters <= 8) return true;
+    }
+    return false;
+}
+
 int slab_iters(int HW, int C, int G, int block) {
     const int Cg = C / G, rows = block / (kSlab / 4);
     if (Cg % 4 != 0 || kSlab % Cg != 0 || C % kSlab != 0 || block % 32 != 0 || block < 32 || block > 1024) return 0;
@@ -440,8 +558,26 @@ static cudaError_t launch_slab(const T* x, const T* gamma, const T* beta, const 
     return cudaErrorNotSupported;
 }
 
+// The cluster kernel where its conditions hold (cluster_shape, x and y aligned), else cudaErrorNotSupported.
+template <typename T>
+static cudaError_t launch_cluster_gn(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
+                                     float* mean, float* rstd, int N, int HW, int C, int G, float eps, bool silu,
+                                     PreAdd<T> pre, cudaStream_t stream) {
+    int cs = 0, block = 0, iters = 0;
+    if (!aligned4(x) || !aligned4(y) || !cluster_shape(N, HW, C, G, cs, block, iters)) return cudaErrorNotSupported;
+    const dim3 grid(unsigned(N * G * cs));
+#define ONESTEP_CLUSTER_GN(IT)                                                                                     \
+    if (iters == IT)                                                                                               \
+        return launch_cluster(cluster_kernel<IT, T>, grid, dim3(block), unsigned(cs), 2 * sizeof(float), stream, x, \
+                              gamma, beta, scale, shift, y, mean, rstd, HW, C, G, eps, silu, cs, pre);
+    ONESTEP_CLUSTER_GN(1) ONESTEP_CLUSTER_GN(2) ONESTEP_CLUSTER_GN(4) ONESTEP_CLUSTER_GN(8)
+#undef ONESTEP_CLUSTER_GN
+    return cudaErrorNotSupported;
+}
+
 // One variant's launch: version 6 (one kernel) up to kFusedMaxElems values (fused = -1), else version 3; fused = 2:
-// the slab kernel (version 8; stats_block is its block, 0 to pick), which may answer cudaErrorNotSupported.
+// the slab kernel (version 8; stats_block is its block, 0 to pick), which may answer cudaErrorNotSupported; fused = 3:
+// the cluster kernel (version 11), likewise.
 template <bool EMB, bool SILU, bool PRE, typename T>
 static cudaError_t launch_variant(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
                                   float* mean, float* rstd, int N, int HW, int C, int G, float eps, int stats_block,
@@ -449,6 +585,9 @@ static cudaError_t launch_variant(const T* x, const T* gamma, const T* beta, con
     if (fused == 2)
         return launch_slab<T>(x, gamma, beta, EMB ? scale : nullptr, EMB ? shift : nullptr, y, mean, rstd, N, HW, C,
                               G, eps, SILU, stats_block, PRE ? pre : PreAdd<T>{}, stream);
+    if (fused == 3)
+        return launch_cluster_gn<T>(x, gamma, beta, EMB ? scale : nullptr, EMB ? shift : nullptr, y, mean, rstd, N, HW,
+                                    C, G, eps, SILU, PRE ? pre : PreAdd<T>{}, stream);
     if (fused > 0 || (fused < 0 && (long long)N * HW * C <= kFusedMaxElems))
         // The block size of the statistics, so they are the two-kernel path's bits.
         return launch_fused<EMB, SILU, PRE>(x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps,
@@ -782,8 +921,29 @@ static onestep_status groupnorm_forward_impl(const char* fn, const void* x, cons
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "scale and shift must both be given or both be NULL");
     if (add_bias && !add) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "add_bias is given without add");
     if (!(eps > 0.0f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be positive (got %g)", eps);
-    if (kernel != 0 && kernel != 1)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "kernel must be 0 (default) or 1 (slab), got %d", kernel);
+    if (kernel < 0 || kernel > 2)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
+                    "kernel must be 0 (default), 1 (slab) or 2 (cluster), got %d", kernel);
+    if (kernel == 2) {
+        int cs, block, iters;
+        if (y == x || (add && y == add))
+            return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "the cluster kernel needs y apart from x and add");
+        if (!groupnorm::cluster_shape(N, HW, C, G, cs, block, iters))
+            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
+                        "the cluster kernel needs C/G a multiple of 4 and at most 65536 4-vectors a group");
+        const int align = 4 * dtype_bytes(dtype) - 1;
+        if ((reinterpret_cast<uintptr_t>(x) & align) || (reinterpret_cast<uintptr_t>(y) & align))
+            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the cluster kernel needs x and y aligned to %d bytes",
+                        align + 1);
+#ifndef ONESTEP_EMULATION
+        int device = 0, major = 0;
+        if (cudaGetDevice(&device) == cudaSuccess &&
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major < 9)
+            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
+                        "the cluster kernel needs compute capability 9.0 or newer (thread block clusters); this "
+                        "device is %d.x", major);
+#endif
+    }
     if (kernel == 1) {
         if (y == x || (add && y == add))
             return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "the slab kernel needs y apart from x and add");
@@ -802,8 +962,9 @@ static onestep_status groupnorm_forward_impl(const char* fn, const void* x, cons
                                                    static_cast<const T*>(beta), static_cast<const T*>(scale),
                                                    static_cast<const T*>(shift), static_cast<T*>(y), mean, rstd, N, HW,
                                                    C, G, eps, apply_silu != 0,
-                                                   kernel == 1 ? 0 : groupnorm::production_stats_block(N, HW, C, G),
-                                                   groupnorm::kApplyBlock, stream, kernel == 1 ? 2 : -1,
+                                                   kernel >= 1 ? 0 : groupnorm::production_stats_block(N, HW, C, G),
+                                                   groupnorm::kApplyBlock, stream,
+                                                   kernel == 1 ? 2 : kernel == 2 ? 3 : -1,
                                                    groupnorm::PreAdd<T>{static_cast<const T*>(x_bias),
                                                                         static_cast<const T*>(add),
                                                                         static_cast<const T*>(add_bias)})),

@@ -28,8 +28,14 @@ constexpr int kSlabMaxHW = 2048;  // 512 threads x 16 4-vectors: the register bu
 int slab_iters(int HW, int C, int G, int block);
 int slab_block(int HW, int C, int G);
 
+// The cluster kernel (groupnorm.cu, version 11 of the dev file: a group split over a thread block cluster of cs
+// blocks, x read once, sm_90): the cluster size, block and 4-vectors a thread for a tensor; false where it has no
+// instance (C/G not a multiple of 4, or a group too large).
+bool cluster_shape(int N, int HW, int C, int G, int& cs, int& block, int& iters);
+
 // Block sizes: multiples of 32 up to 1024. fused: -1 by size (kFusedMaxElems), 0 two kernels, 1 one kernel, 2 the
-// slab kernel (stats_block is its block, 0 picks; cudaErrorNotSupported outside its conditions).
+// slab kernel (stats_block is its block, 0 picks; cudaErrorNotSupported outside its conditions), 3 the cluster
+// kernel (its own shape; cudaErrorNotSupported outside its conditions).
 cudaError_t launch_forward(const float* x, const float* gamma, const float* beta, const float* scale,
                            const float* shift, float* y, float* mean, float* rstd, int N, int HW, int C, int G,
                            float eps, bool silu, int stats_block, int apply_block, cudaStream_t stream,

@@ -243,11 +243,14 @@ void check_pre_add(const Shape& s, bool emb, bool silu, uint64_t seed) {
     }
 }
 
-// The slab kernel (kernel 1 of onestep_groupnorm_forward_add_kernel_typed: a block per sample and 16-channel slab,
-// x held in registers, two exact passes for the statistics) against the double reference on x' = (x + x_bias) +
+// A candidate kernel of onestep_groupnorm_forward_add_kernel_typed against the double reference on x' = (x + x_bias) +
 // (add + add_bias), for the given pre-add terms, in fp32 and on fp16 and bf16 storage (inputs already representable,
 // so the reference sees the kernel's inputs; y rounded once more), with its mean and rstd; and against kernel 0.
-void check_slab(const Shape& s, bool emb, bool silu, int terms, uint64_t seed) {
+// Kernel 1, the slab kernel: a block per sample and 16-channel slab, x held in registers, two exact passes for the
+// statistics. Kernel 2, the cluster kernel: each group split over a thread block cluster, the same two passes with
+// the blocks' totals met in distributed shared memory.
+void check_candidate(int candidate, const Shape& s, bool emb, bool silu, int terms, uint64_t seed) {
+    const char* name = candidate == 1 ? "slab" : "cluster";
     const bool use_xb = terms & 1, use_add = terms & 2, use_ab = (terms & 4) && use_add;
     const size_t nx = size_t(s.N) * s.HW * s.C, nc = size_t(s.N) * s.C, ng = size_t(s.N) * s.G;
     const ktest::Type16 fp32{ktest::kHalf, ONESTEP_FLOAT32, "fp32"};
@@ -270,32 +273,34 @@ void check_slab(const Shape& s, bool emb, bool silu, int terms, uint64_t seed) {
         forward_ref(s, ktest::to_double(xp), ktest::to_double(gamma), ktest::to_double(beta), emb ? scd.data() : nullptr,
                     emb ? shd.data() : nullptr, silu, 1e-5, yr, mr, rr);
         char what[200];
-        std::snprintf(what, sizeof what, "slab %s N=%d HW=%d C=%d G=%d emb=%d silu=%d terms=%d", t.name, s.N, s.HW, s.C,
-                      s.G, emb, silu, terms);
+        std::snprintf(what, sizeof what, "%s %s N=%d HW=%d C=%d G=%d emb=%d silu=%d terms=%d", name, t.name, s.N, s.HW,
+                      s.C, s.G, emb, silu, terms);
         vector<float> y32[2], mean[2], rstd[2];
-        for (int kernel = 0; kernel < 2; kernel++) {
+        for (int k = 0; k < 2; k++) {
+            const int kernel = k == 0 ? 0 : candidate;
             vector<float> yf(half ? 0 : nx, NAN);
             ktest::Buf16 y16(half ? nx : 1);
-            mean[kernel].assign(ng, NAN), rstd[kernel].assign(ng, NAN);
+            mean[k].assign(ng, NAN), rstd[k].assign(ng, NAN);
             void* y = half ? static_cast<void*>(y16.p) : static_cast<void*>(yf.data());
             const onestep_status st = onestep_groupnorm_forward_add_kernel_typed(
                 ptr(0, true), ptr(5, use_xb), ptr(6, use_add), ptr(7, use_ab), ptr(1, true), ptr(2, true),
-                ptr(3, emb), ptr(4, emb), y, mean[kernel].data(), rstd[kernel].data(), s.N, s.HW, s.C, s.G, 1e-5f, silu,
+                ptr(3, emb), ptr(4, emb), y, mean[k].data(), rstd[k].data(), s.N, s.HW, s.C, s.G, 1e-5f, silu,
                 kernel, t.dt, nullptr);
-            if (!expect(st == ONESTEP_OK, "slab test: a kernel returned an error: %s", onestep_last_error_message()) ||
+            if (!expect(st == ONESTEP_OK, "candidate test: a kernel returned an error: %s", onestep_last_error_message()) ||
                 !ktest::sync())
                 break;
-            y32[kernel] = half ? ktest::widen(t.f, y16.p, nx) : yf;
+            y32[k] = half ? ktest::widen(t.f, y16.p, nx) : yf;
         }
         for (ktest::Buf16* b : bufs) delete b;
         if (y32[1].size() != nx) return;
         // fp32: the reference to ~1e-4 (the sums' rounding); 16-bit: plus y's one rounding (half an ulp, relative).
         const double rel = half ? 2 * ktest::unit_roundoff(t.f) : 2e-4;
         expect_close(what, y32[1].data(), yr.data(), nx, 2e-4, rel);
-        expect_close("slab mean", mean[1].data(), mr.data(), ng, 1e-5, 1e-5);
-        expect_close("slab rstd", rstd[1].data(), rr.data(), ng, 1e-5, 1e-4);
+        expect_close((std::string(name) + " mean").c_str(), mean[1].data(), mr.data(), ng, 1e-5, 1e-5);
+        expect_close((std::string(name) + " rstd").c_str(), rstd[1].data(), rr.data(), ng, 1e-5, 1e-4);
         vector<double> y0 = ktest::to_double(y32[0]);
-        expect_close("slab vs kernel 0", y32[1].data(), y0.data(), nx, 2e-4, half ? 2 * rel : 2e-4);
+        expect_close((std::string(name) + " vs kernel 0").c_str(), y32[1].data(), y0.data(), nx, 2e-4,
+                     half ? 2 * rel : 2e-4);
     }
 }
 
@@ -392,11 +397,25 @@ void check_argument_errors() {
     expect(st == ONESTEP_ERROR_UNSUPPORTED && std::strstr(onestep_last_error_message(), "aligned") != nullptr,
            "the slab kernel took a misaligned y: %s", onestep_last_error_message());
     st = onestep_groupnorm_forward_add_kernel_typed(abuf, nullptr, nullptr, nullptr, abuf, abuf, nullptr, nullptr,
-                                                    abuf + 64, abuf, abuf, 1, 2, 64, 16, 1e-5f, 0, 2, ONESTEP_FLOAT32,
+                                                    abuf + 64, abuf, abuf, 1, 2, 64, 16, 1e-5f, 0, 3, ONESTEP_FLOAT32,
                                                     nullptr);
     expect(st == ONESTEP_ERROR_INVALID_ARGUMENT && std::strstr(onestep_last_error_message(),
                                                                "onestep_groupnorm_forward_add_kernel_typed(N=1") != nullptr,
-           "kernel 2 was accepted, or the message does not name the function: %s", onestep_last_error_message());
+           "kernel 3 was accepted, or the message does not name the function: %s", onestep_last_error_message());
+    // The cluster kernel's: C/G a multiple of 4 (here 2), y apart from x, x and y aligned.
+    st = onestep_groupnorm_forward_add_kernel_typed(abuf, nullptr, nullptr, nullptr, abuf, abuf, nullptr, nullptr,
+                                                    abuf + 64, abuf, abuf, 1, 2, 64, 32, 1e-5f, 0, 2, ONESTEP_FLOAT32,
+                                                    nullptr);
+    expect(st == ONESTEP_ERROR_UNSUPPORTED && std::strstr(onestep_last_error_message(), "cluster") != nullptr,
+           "the cluster kernel took groups of 2: %s", onestep_last_error_message());
+    st = onestep_groupnorm_forward_add_kernel_typed(abuf, nullptr, nullptr, nullptr, abuf, abuf, nullptr, nullptr,
+                                                    abuf, abuf, abuf, 1, 2, 64, 16, 1e-5f, 0, 2, ONESTEP_FLOAT32, nullptr);
+    expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "the cluster kernel took y == x%s");
+    st = onestep_groupnorm_forward_add_kernel_typed(abuf, nullptr, nullptr, nullptr, abuf, abuf, nullptr, nullptr,
+                                                    abuf + 2, abuf, abuf, 1, 2, 64, 16, 1e-5f, 0, 2, ONESTEP_FLOAT32,
+                                                    nullptr);
+    expect(st == ONESTEP_ERROR_UNSUPPORTED && std::strstr(onestep_last_error_message(), "aligned") != nullptr,
+           "the cluster kernel took a misaligned y: %s", onestep_last_error_message());
     st = onestep_groupnorm_forward_add_kernel_typed(abuf, nullptr, nullptr, nullptr, abuf, abuf, nullptr, nullptr,
                                                     abuf + 64, abuf, abuf, 1, 3000, 64, 16, 1e-5f, 0, 1,
                                                     ONESTEP_FLOAT32, nullptr);
@@ -444,11 +463,18 @@ int main() {
     check_pre_add(Shape{1, 64, 256, 32}, false, false, seed++);
     check_pre_add(Shape{2, 4100, 128, 32}, false, true, seed++);  // above kFusedMaxElems: the two-kernel path
     std::printf("slab kernel (kernel 1) vs the reference and kernel 0, fp32/fp16/bf16\n");
-    check_slab(Shape{2, 37, 128, 32}, true, true, 0, seed++);    // Cg 4, ragged HW (37 of 64 rows: ITERS 1)
-    check_slab(Shape{1, 300, 64, 8}, false, true, 3, seed++);    // Cg 8, x_bias and add; ITERS 8
-    check_slab(Shape{3, 129, 32, 2}, true, false, 7, seed++);    // Cg 16, every pre-add term; one past 128 rows
-    check_slab(Shape{1, 1024, 256, 32}, false, false, 1, seed++); // the CIFAR 32x32 level at the width of 256
-    check_slab(Shape{2, 2048, 16, 4}, true, true, 6, seed++);    // HW at the limit (256 threads x 32 4-vectors)
+    check_candidate(1, Shape{2, 37, 128, 32}, true, true, 0, seed++);    // Cg 4, ragged HW (37 of 64 rows: ITERS 1)
+    check_candidate(1, Shape{1, 300, 64, 8}, false, true, 3, seed++);    // Cg 8, x_bias and add; ITERS 8
+    check_candidate(1, Shape{3, 129, 32, 2}, true, false, 7, seed++);    // Cg 16, every pre-add term; one past 128 rows
+    check_candidate(1, Shape{1, 1024, 256, 32}, false, false, 1, seed++); // the CIFAR 32x32 level at the width of 256
+    check_candidate(1, Shape{2, 2048, 16, 4}, true, true, 6, seed++);    // HW at the limit (256 threads x 32 4-vectors)
+    std::printf("cluster kernel (kernel 2) vs the reference and kernel 0, fp32/fp16/bf16\n");
+    check_candidate(2, Shape{1, 1024, 128, 32}, true, true, 3, seed++);   // CIFAR batch 1, 32x32: clusters of 4 x 256
+    check_candidate(2, Shape{1, 256, 256, 32}, false, true, 1, seed++);   // 16x16, Cg 8: clusters of 4 x 128
+    check_candidate(2, Shape{1, 64, 256, 32}, true, false, 7, seed++);    // 8x8: clusters of 2
+    check_candidate(2, Shape{1, 300, 48, 4}, true, true, 6, seed++);      // Cg 12, clusters of 8 x 113 (the last 109)
+    check_candidate(2, Shape{3, 49, 64, 16}, false, true, 0, seed++);     // batch 3, 7x7: one block a group
+    check_candidate(2, Shape{1, 16384, 8, 2}, false, false, 0, seed++);   // 2048 4-vectors a block: 256 x 8 (ITERS 8)
     std::printf("concatenating forward vs concat + group norm and the reference\n");
     for (int silu = 0; silu < 2; silu++) {
         check_concat(Shape{2, 7, 12, 4}, 8, silu, seed++);    // groups of 3 straddle channel 8

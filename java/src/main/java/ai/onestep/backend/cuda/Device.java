@@ -579,6 +579,7 @@ public abstract class Device implements AutoCloseable {
     private boolean splitKeys;
     private boolean pipelinedAttention;
     private boolean slabGroupNorm;
+    private boolean clusterGroupNorm;
 
     public void ownConvolutions(boolean on) {
         ownConvolutions = on;
@@ -603,6 +604,15 @@ public abstract class Device implements AutoCloseable {
      */
     public void slabGroupNorm(boolean on) {
         slabGroupNorm = on;
+    }
+
+    /**
+     * Whether group norms may run the cluster kernel (each group split over a thread block cluster; sm_90) where
+     * {@link #groupNormKernel} chose it. Off here; {@link CudaDevice} turns it on (unless {@code
+     * -Donestep.cuda.clusterGroupNorm=false}), {@link EmulatedDevice} in its timed mode.
+     */
+    public void clusterGroupNorm(boolean on) {
+        clusterGroupNorm = on;
     }
 
     /** Runs per timing in a choice (after two warm-up runs); the emulated device, whose clock says nothing, uses 1. */
@@ -839,21 +849,31 @@ public abstract class Device implements AutoCloseable {
 
     /**
      * The kernel {@link #groupNorm} runs a shape with: 1 (the slab kernel: a block per sample and 16 channels, x read
-     * once and held in registers) where, timed against kernel 0 on the shape's first use outside a capture, it was
-     * faster and its result agreed; else 0. Only where kernel 0 takes two kernels (above 2^20 values: batch 64, and
-     * training) and y is apart from x and add (each timed run rewrites y from the inputs); the library refuses the
-     * shapes the slab kernel has no instance for (groups other than 4, 8 or 16 channels, more than 2048 pixels), and
-     * the choice records that. Neither kernel asks for scratch.
+     * once and held in registers) or 2 (the cluster kernel: each group split over a thread block cluster whose blocks
+     * meet in distributed shared memory, x read once), whichever was fastest when timed against kernel 0 on the shape's
+     * first use outside a capture, if it was faster and its result agreed; else 0. The slab kernel competes only where
+     * kernel 0 takes two kernels (above 2^20 values: batch 64, and training); the cluster kernel everywhere, above all
+     * at batch 1, where kernel 0 has only N x G = 32 blocks. Only where y is apart from x and add (each timed run
+     * rewrites y from the inputs). The library refuses the shapes a candidate has no instance for (the slab kernel:
+     * groups other than 4, 8 or 16 channels, more than 2048 pixels; the cluster kernel: groups not a multiple of 4
+     * channels, a device below sm_90), and the choice records that. Neither asks for scratch.
      */
     protected final int groupNormKernel(long x, long xBias, long add, long addBias, long gamma, long beta, long scale,
                                         long shift, long y, long mean, long rstd, int n, int hw, int c, int groups,
                                         float eps, boolean silu, Precision type, Supplier<String> what) {
-        if (!slabGroupNorm || (long) n * hw * c <= 1L << 20 || y == x || y == add) {
+        java.util.List<Candidate> candidates = new java.util.ArrayList<>();
+        if (slabGroupNorm && (long) n * hw * c > 1L << 20) {
+            candidates.add(new Candidate(1, "slab kernel"));
+        }
+        if (clusterGroupNorm) {
+            candidates.add(new Candidate(2, "cluster kernel"));
+        }
+        if (candidates.isEmpty() || y == x || y == add) {
             return 0;
         }
         String key = "groupnorm,n=" + n + ",hw=" + hw + ",c=" + c + ",g=" + groups + (silu ? ",silu" : "")
                 + (scale != 0 ? ",modulated" : "") + (xBias != 0 || add != 0 ? ",pre-add" : "") + "," + type.label();
-        return timedChoice(key, "default kernels", java.util.List.of(new Candidate(1, "slab kernel")),
+        return timedChoice(key, "default kernels", candidates,
                 kernel -> groupNorm(x, xBias, add, addBias, gamma, beta, scale, shift, y, mean, rstd, n, hw, c, groups,
                         eps, silu, kernel, type, what), (kernel, tmp) -> {
                     long elems = (long) n * hw * c;
@@ -863,7 +883,8 @@ public abstract class Device implements AutoCloseable {
                             refStats + (long) n * groups * Float.BYTES, n, hw, c, groups, eps, silu, 0, type, what);
                     groupNorm(x, xBias, add, addBias, gamma, beta, scale, shift, y, mean, rstd, n, hw, c, groups, eps,
                             silu, kernel, type, what);  // y: the candidate's, last
-                    return agrees(y, ref, elems, type, tmp, what, "the slab group norm " + key,
+                    return agrees(y, ref, elems, type, tmp, what, "the " + (kernel == 1 ? "slab" : "cluster")
+                            + " group norm " + key,
                             "the default kernels for this shape");
                 });
     }

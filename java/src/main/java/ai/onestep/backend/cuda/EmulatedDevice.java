@@ -69,6 +69,7 @@ public final class EmulatedDevice extends Device {
         splitKeys(candidates == Candidates.TIMED);
         pipelinedAttention(candidates == Candidates.TIMED);
         slabGroupNorm(candidates == Candidates.TIMED);
+        clusterGroupNorm(candidates == Candidates.TIMED);
         if (candidates == Candidates.ALWAYS) {
             forceChoice = Boolean.TRUE;
         }

@@ -100,11 +100,23 @@ class TimedChoiceTest {
     @Test
     void groupNormAboveTwoToTheTwentyChoosesTheSlabKernelWhereItAgrees() {
         // 1 x 2048 pixels x 528 channels in 33 groups of 16: 1,081,344 values, where kernel 0 runs two kernels. The
-        // slab kernel, forced to win, runs from then on and agrees with kernel 0 to the sums' rounding; forced to
-        // lose, kernel 0's bits stay. A shape below 2^20 values, or one y == x, is not timed at all.
+        // slab kernel (the cluster kernel left out), forced to win, runs from then on and agrees with kernel 0 to the
+        // sums' rounding; forced to lose, kernel 0's bits stay. A shape below 2^20 values, or one y == x, is not
+        // timed at all.
+        groupNormChoice(1, 1, 2048, 528, 33);
+    }
+
+    @Test
+    void groupNormAtBatchOneChoosesTheClusterKernelWhereItAgrees() {
+        // The CIFAR U-Net's 32x32 level at batch 1: 1 x 1024 pixels x 128 channels in 32 groups, where kernel 0 runs
+        // one block a group; the cluster kernel (clusters of 4 blocks a group), likewise forced to win or lose.
+        groupNormChoice(2, 1, 1024, 128, 32);
+    }
+
+    private static void groupNormChoice(int candidate, int n, int hw, int c, int g) {
         EmulatedDeviceTest.require();
-        int n = 1, hw = 2048, c = 528, g = 33;
         int elems = n * hw * c;
+        String name = candidate == 1 ? "slab" : "cluster";
         for (Boolean force : new Boolean[] {Boolean.TRUE, Boolean.FALSE}) {
             for (Precision p : new Precision[] {Precision.FP32, Precision.FP16}) {
                 try (EmulatedDevice d = new EmulatedDevice(CudaBackend.emulatedLibrary().toString(), false, false,
@@ -112,6 +124,8 @@ class TimedChoiceTest {
                      DeviceArena a = new DeviceArena(d, "group norm choice test", 64L << 20);
                      TensorArena host = new TensorArena()) {
                     d.forceChoice = force;
+                    d.slabGroupNorm(candidate == 1);
+                    d.clusterGroupNorm(candidate == 2);
                     java.util.SplittableRandom r = new java.util.SplittableRandom(5);
                     Tensor hx = host.allocate(elems), hgb = host.allocate(2 * c);
                     for (long i = 0; i < elems; i++) {
@@ -140,8 +154,9 @@ class TimedChoiceTest {
                     List<Device.Choice> made = d.timedChoices();
                     assertEquals(1, made.size(), made.toString());
                     Device.Choice choice = made.get(0);
-                    assertTrue(choice.shape().startsWith("groupnorm,n=1,hw=2048,c=528,g=33,silu"), choice.toString());
-                    assertEquals(force ? 1 : 0, choice.config(), choice.toString());
+                    assertTrue(choice.shape().startsWith("groupnorm,n=" + n + ",hw=" + hw + ",c=" + c + ",g=" + g
+                            + ",silu"), choice.toString());
+                    assertEquals(force ? candidate : 0, choice.config(), choice.toString());
                     float[][] got = new float[2][];
                     for (int k = 0; k < 2; k++) {
                         long y32 = y[k];
@@ -155,15 +170,18 @@ class TimedChoiceTest {
                     }
                     if (force) {
                         double err = IgemmConvTest.relL2(got[1], got[0]), bound = p == Precision.FP32 ? 1e-5 : 1e-3;
-                        assertTrue(err < bound, p.label() + ": slab vs default, relative L2 " + err);
-                        // ...and it is the slab kernel's result: its sums run in another order than Welford's.
-                        assertFalse(Arrays.equals(got[0], got[1]), p.label() + ": the slab kernel did not run");
+                        assertTrue(err < bound, p.label() + ": " + name + " vs default, relative L2 " + err);
+                        // ...and it is the candidate's result: its sums run in another order than Welford's.
+                        assertFalse(Arrays.equals(got[0], got[1]), p.label() + ": the " + name + " kernel did not run");
                     } else {
-                        assertArrayEquals(got[0], got[1], p.label() + ": the default's bits where the slab lost");
+                        assertArrayEquals(got[0], got[1], p.label() + ": the default's bits where the " + name + " lost");
                     }
-                    // Below 2^20 values (one sample of 1024 pixels), and with y == x: no choice is made.
-                    d.groupNorm(x, 0, 0, 0, gamma, beta, 0, 0, y[1], stats, stats + 4L * n * g, n, 1024, c, g, 1e-5f,
-                            true, p, () -> "test");
+                    // With y == x no choice is made; nor, for the slab kernel, below 2^20 values (one sample of 1024
+                    // pixels).
+                    if (candidate == 1) {
+                        d.groupNorm(x, 0, 0, 0, gamma, beta, 0, 0, y[1], stats, stats + 4L * n * g, n, 1024, c, g,
+                                1e-5f, true, p, () -> "test");
+                    }
                     d.groupNorm(y[1], 0, 0, 0, gamma, beta, 0, 0, y[1], stats, stats + 4L * n * g, n, hw, c, g, 1e-5f,
                             false, p, () -> "test");
                     assertEquals(1, d.timedChoices().size(), d.timedChoices().toString());
