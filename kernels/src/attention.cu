@@ -296,6 +296,23 @@ __device__ __forceinline__ void stage_kv(T* Ks, T* Vt, const T* k, const T* v, l
     }
 }
 
+// stage_kv with V stored as it is read, [key][d] like K (pitch P for both), for tile_step's LDM path: one 16-byte
+// store each, no transposition.
+template <typename T, int D, int NK, int P>
+__device__ __forceinline__ void stage_kv_rows(T* Ks, T* Vs, const T* k, const T* v, long long head_k, long long ld,
+                                              int k0, int kv_end, int h, const Biases<T>& bias, int first, int stride) {
+    for (int i = first; i < NK * D / kVec; i += stride) {
+        const int r = i / (D / kVec), c = (i % (D / kVec)) * kVec;
+        int4 kv = make_int4(0, 0, 0, 0), vv = kv;
+        if (k0 + r < kv_end) {
+            kv = biased8<T>(load_as<int4>(k + head_k + (k0 + r) * ld + c), bias.k, h * D + c);
+            vv = biased8<T>(load_as<int4>(v + head_k + (k0 + r) * ld + c), bias.v, h * D + c);
+        }
+        store_as<int4>(Ks + r * P + c, kv);
+        store_as<int4>(Vs + r * P + c, vv);
+    }
+}
+
 // A row's sum over the 4 lanes of its quad (lanes 4g .. 4g + 3 hold parts of rows g and g + 8).
 __device__ __forceinline__ float quad_sum(float x) {
     x += __shfl_xor_sync(0xffffffffu, x, 1);
@@ -544,10 +561,13 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
 // per tile; the merge changes only the order of the sums.
 constexpr int kSplitWarps = 4, kSplitKeys = 32;
 
+// Each warp's K and V tiles are stored [key][d] (pitch D + 8, as the pipelined kernel's) and read by ldmatrix
+// (tile_step's LDM): the values and mma order of V^T read by 32-bit loads, so the same bits, with no transposed
+// 16-bit stores of V and a quarter of the shared-load instructions (sixteenth session).
 template <typename T, int D>
 struct SplitSmem {
-    static constexpr int kPitchK = D + 8, kPitchV = kSplitKeys + 8;
-    static constexpr int kTileBytes = (kSplitKeys * kPitchK + D * kPitchV) * int(sizeof(T));  // one warp's K and V^T
+    static constexpr int kPitch = D + 8;
+    static constexpr int kTileBytes = 2 * kSplitKeys * kPitch * int(sizeof(T));  // one warp's K and V
     static constexpr int kMergeBytes = (kSplitWarps * 16 * D + 2 * kSplitWarps * 16) * 4;      // O, m, l per warp
     static constexpr int kBytes = kSplitWarps * kTileBytes > kMergeBytes ? kSplitWarps * kTileBytes : kMergeBytes;
     static_assert(kBytes <= 48 * 1024, "static shared memory");
@@ -563,7 +583,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
     __shared__ __align__(16) unsigned char smem[S::kBytes];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     T* Ks = reinterpret_cast<T*>(smem + warp * S::kTileBytes);
-    T* Vt = Ks + kSplitKeys * S::kPitchK;
+    T* Vs = Ks + kSplitKeys * S::kPitch;
     const int r_lo = blockIdx.x * 16 + g, r_hi = r_lo + 8;
     const Head hd = head(H, D, Tq, Tk, kv_len, tokens);
     const int h = hd.h, kv_end = hd.kv_end;
@@ -576,10 +596,10 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
 
     for (int k0 = warp * kSplitKeys; k0 < kv_end; k0 += kSplitWarps * kSplitKeys) {
         __syncwarp();  // this warp's previous tile is read
-        stage_kv<T, D, kSplitKeys, S::kPitchK, S::kPitchV>(Ks, Vt, k, v, head_k, ld, k0, kv_end, h, bias, lane, 32);
+        stage_kv_rows<T, D, kSplitKeys, S::kPitch>(Ks, Vs, k, v, head_k, ld, k0, kv_end, h, bias, lane, 32);
         __syncwarp();
-        tile_step<T, D, kSplitKeys, S::kPitchK, S::kPitchV>(qa, Ks, Vt, k0, kv_end, scale_log2, g, t, m_lo, m_hi, l_lo,
-                                                            l_hi, oacc);
+        tile_step<T, D, kSplitKeys, S::kPitch, S::kPitch, true>(qa, Ks, Vs, k0, kv_end, scale_log2, g, t, m_lo, m_hi,
+                                                                l_lo, l_hi, oacc);
     }
     l_lo = quad_sum(l_lo), l_hi = quad_sum(l_hi);
 
