@@ -141,6 +141,15 @@ onestep_status onestep_groupnorm_concat_typed(const void* a, const void* a_bias,
                                               const void* gamma, const void* beta, void* cat, void* y, float* mean,
                                               float* rstd, int N, int HW, int Ca, int Cb, int G, float eps,
                                               int apply_silu, onestep_dtype dtype, cudaStream_t stream);
+/* onestep_groupnorm_concat_typed with a choice of kernel: 0 the default (the same call), 2 the cluster kernel of
+ * onestep_groupnorm_forward_add_kernel_typed on the concatenation (each group over a thread block cluster; compute
+ * capability 9.0, Ca and Cb multiples of 4, C/G a multiple of 4, a, b, cat and y aligned to 4 elements, else
+ * ONESTEP_ERROR_UNSUPPORTED). cat is the same bits; y, mean and rstd agree with kernel 0's to the sums' rounding. */
+onestep_status onestep_groupnorm_concat_kernel_typed(const void* a, const void* a_bias, const void* b,
+                                                     const void* b_bias, const void* gamma, const void* beta, void* cat,
+                                                     void* y, float* mean, float* rstd, int N, int HW, int Ca, int Cb,
+                                                     int G, float eps, int apply_silu, int kernel, onestep_dtype dtype,
+                                                     cudaStream_t stream);
 onestep_status onestep_add_typed(const void* a, const void* b, void* out, long long n, onestep_dtype dtype,
                                  cudaStream_t stream);
 onestep_status onestep_axpy_typed(float alpha, const void* x, void* y, long long n, onestep_dtype dtype,

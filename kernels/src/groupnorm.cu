@@ -40,6 +40,7 @@
 #include "status.cuh"
 
 #include <cstdint>
+#include <initializer_list>
 #include <cstdio>
 
 namespace onestep {
@@ -354,6 +355,28 @@ __global__ void slab_kernel(const T* __restrict__ x, const T* __restrict__ gamma
     }
 }
 
+// The sources of a channel concatenation [a + a_bias, b + b_bias] (onestep_groupnorm_concat_typed's, below; the
+// cluster kernel reads them too).
+template <typename T>
+struct ConcatSrc {
+    const T* a;       // (N*HW, Ca)
+    const T* a_bias;  // (Ca) or null
+    const T* b;       // (N*HW, Cb)
+    const T* b_bias;  // (Cb) or null
+    int Ca, Cb;
+
+    // Channel c of the concatenation at pixel p (counted over the whole batch), as concat_biased_kernel stores it.
+    __device__ __forceinline__ T at(long long p, int c) const {
+        if (c < Ca) {
+            const T v = a[p * Ca + c];
+            return a_bias ? from_f32<T>(to_f32(v) + to_f32(a_bias[c])) : v;
+        }
+        c -= Ca;
+        const T v = b[p * Cb + c];
+        return b_bias ? from_f32<T>(to_f32(v) + to_f32(b_bias[c])) : v;
+    }
+};
+
 // ---- the cluster kernel (version 11 of the dev file): one group over a thread block cluster, x read once ----------
 // At batch 1 the U-Net's group norms have N*G = 32 groups, so the one-kernel path (version 6) runs 32 blocks on 132
 // SMs, each streaming its group twice; the tenth session's profile timed them at ~7 us each, 51 of them per CIFAR
@@ -365,12 +388,15 @@ __global__ void slab_kernel(const T* __restrict__ x, const T* __restrict__ gamma
 // registers, so x crosses the bus once and y once. A last cluster barrier keeps each block's shared memory alive until
 // its peers have read it. Needs Cg % 4 == 0 and x, y aligned for 4-vectors; its sums run in another order than
 // Welford's, so the CUDA backend runs it only where a timed choice found it faster and its result agreed.
-// Flags at run time as in the slab kernel (one instance per (ITERS, T)).
-template <int ITERS, typename T>
+// Flags at run time as in the slab kernel (one instance per (ITERS, T, CONCAT)).
+// CONCAT: the values normalized are the concatenation [a + a_bias, b + b_bias] of src (onestep_groupnorm_concat_typed),
+// each rounded to T as concat_biased_kernel stores it, and the kernel writes that concatenation to cat as well (x,
+// pre_all, scale and shift unused); it needs Ca and Cb multiples of 4, so a 4-vector lies in a or in b.
+template <int ITERS, typename T, bool CONCAT = false>
 __global__ void cluster_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
                                const T* __restrict__ scale, const T* __restrict__ shift, T* __restrict__ y,
                                float* __restrict__ mean, float* __restrict__ rstd, int HW, int C, int G, float eps,
-                               bool silu, int cs, PreAdd<T> pre_all) {
+                               bool silu, int cs, PreAdd<T> pre_all, ConcatSrc<T> src, T* __restrict__ cat) {
     await_predecessors();
     ONESTEP_DYNAMIC_SHARED(float, totals);  // [0]: this block's sum, [1]: its squared deviations (the peers read both)
     __shared__ float warp_part[32];
@@ -391,9 +417,24 @@ __global__ void cluster_kernel(const T* __restrict__ x, const T* __restrict__ ga
         v[i] = make_float4(0.f, 0.f, 0.f, 0.f);  // past this block's share: zeros, which add nothing to the sum
         if (j < end) {
             const int p = j / qg, c = g * Cg + 4 * (j - p * qg);
-            const float4 r = load4(x + base + (long long)p * C + 4 * (j - p * qg));
-            v[i] = make_float4(pre_add<true>(pre, r.x, c + 0), pre_add<true>(pre, r.y, c + 1),
-                               pre_add<true>(pre, r.z, c + 2), pre_add<true>(pre, r.w, c + 3));
+            if constexpr (CONCAT) {
+                const long long pix = (long long)n * HW + p;
+                const bool in_a = c < src.Ca;
+                const T* bias = in_a ? src.a_bias : src.b_bias;
+                const int cc = in_a ? c : c - src.Ca;
+                float4 r = load4(in_a ? src.a + pix * src.Ca + cc : src.b + pix * src.Cb + cc);
+                if (bias)  // added in fp32 and rounded once to T, as concat_biased_kernel stores the value
+                    r = make_float4(to_f32(from_f32<T>(r.x + to_f32(bias[cc + 0]))),
+                                    to_f32(from_f32<T>(r.y + to_f32(bias[cc + 1]))),
+                                    to_f32(from_f32<T>(r.z + to_f32(bias[cc + 2]))),
+                                    to_f32(from_f32<T>(r.w + to_f32(bias[cc + 3]))));
+                store4(cat + base + (long long)p * C + 4 * (j - p * qg), r);
+                v[i] = r;
+            } else {
+                const float4 r = load4(x + base + (long long)p * C + 4 * (j - p * qg));
+                v[i] = make_float4(pre_add<true>(pre, r.x, c + 0), pre_add<true>(pre, r.y, c + 1),
+                                   pre_add<true>(pre, r.z, c + 2), pre_add<true>(pre, r.w, c + 3));
+            }
         }
     }
     // The group's total of t: the block's (warps, then the warp totals in order, into totals[k]), then the cluster's
@@ -558,18 +599,27 @@ static cudaError_t launch_slab(const T* x, const T* gamma, const T* beta, const 
     return cudaErrorNotSupported;
 }
 
-// The cluster kernel where its conditions hold (cluster_shape, x and y aligned), else cudaErrorNotSupported.
+// The cluster kernel where its conditions hold (cluster_shape, x and y aligned), else cudaErrorNotSupported. With a
+// concatenation (cat non-null): src's a and b instead of x and the pre-add terms, Ca and Cb multiples of 4, a, b and
+// cat aligned too.
 template <typename T>
 static cudaError_t launch_cluster_gn(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
                                      float* mean, float* rstd, int N, int HW, int C, int G, float eps, bool silu,
-                                     PreAdd<T> pre, cudaStream_t stream) {
+                                     PreAdd<T> pre, cudaStream_t stream, ConcatSrc<T> src = {}, T* cat = nullptr) {
     int cs = 0, block = 0, iters = 0;
-    if (!aligned4(x) || !aligned4(y) || !cluster_shape(N, HW, C, G, cs, block, iters)) return cudaErrorNotSupported;
+    if (!aligned4(y) || !cluster_shape(N, HW, C, G, cs, block, iters)) return cudaErrorNotSupported;
+    if (cat ? (src.Ca % 4 != 0 || src.Cb % 4 != 0 || !aligned4(src.a) || !aligned4(src.b) || !aligned4(cat))
+            : !aligned4(x))
+        return cudaErrorNotSupported;
     const dim3 grid(unsigned(N * G * cs));
-#define ONESTEP_CLUSTER_GN(IT)                                                                                     \
-    if (iters == IT)                                                                                               \
-        return launch_cluster(cluster_kernel<IT, T>, grid, dim3(block), unsigned(cs), 2 * sizeof(float), stream, x, \
-                              gamma, beta, scale, shift, y, mean, rstd, HW, C, G, eps, silu, cs, pre);
+#define ONESTEP_CLUSTER_GN(IT)                                                                                      \
+    if (iters == IT)                                                                                                \
+        return cat ? launch_cluster(cluster_kernel<IT, T, true>, grid, dim3(block), unsigned(cs), 2 * sizeof(float), \
+                                    stream, x, gamma, beta, scale, shift, y, mean, rstd, HW, C, G, eps, silu, cs, pre,  \
+                                    src, cat)                                                                       \
+                   : launch_cluster(cluster_kernel<IT, T, false>, grid, dim3(block), unsigned(cs), 2 * sizeof(float),\
+                                    stream, x, gamma, beta, scale, shift, y, mean, rstd, HW, C, G, eps, silu, cs, pre,  \
+                                    src, cat);
     ONESTEP_CLUSTER_GN(1) ONESTEP_CLUSTER_GN(2) ONESTEP_CLUSTER_GN(4) ONESTEP_CLUSTER_GN(8)
 #undef ONESTEP_CLUSTER_GN
     return cudaErrorNotSupported;
@@ -641,25 +691,6 @@ cudaError_t launch_forward(const float* x, const float* gamma, const float* beta
 // Bits: a value of the concatenation is what concat_biased_kernel stores (a pending producer bias added in fp32
 // and rounded once to T), and the statistics and the normalization read that stored value, in group_welford's
 // order and with apply_v, so cat, y, mean and rstd are exactly those of the concat followed by the group norm.
-template <typename T>
-struct ConcatSrc {
-    const T* a;       // (N*HW, Ca)
-    const T* a_bias;  // (Ca) or null
-    const T* b;       // (N*HW, Cb)
-    const T* b_bias;  // (Cb) or null
-    int Ca, Cb;
-
-    // Channel c of the concatenation at pixel p (counted over the whole batch), as concat_biased_kernel stores it.
-    __device__ __forceinline__ T at(long long p, int c) const {
-        if (c < Ca) {
-            const T v = a[p * Ca + c];
-            return a_bias ? from_f32<T>(to_f32(v) + to_f32(a_bias[c])) : v;
-        }
-        c -= Ca;
-        const T v = b[p * Cb + c];
-        return b_bias ? from_f32<T>(to_f32(v) + to_f32(b_bias[c])) : v;
-    }
-};
 
 // This thread's Welford accumulator over one group of one sample in group_welford's order: ORDER4 is its float4
 // loop (4 consecutive channels per step), taken where the group norm of the stored concatenation would take it.
@@ -756,9 +787,14 @@ static cudaError_t launch_concat_silu(ConcatSrc<T> s, const T* gamma, const T* b
                             HW, G);
 }
 
+// kernel 2: the cluster kernel on the concatenation (cudaErrorNotSupported outside its conditions); else the
+// default.
 template <typename T>
 cudaError_t launch_concat_t(ConcatSrc<T> s, const T* gamma, const T* beta, T* cat, T* y, float* mean, float* rstd,
-                            int N, int HW, int G, float eps, bool silu, cudaStream_t stream) {
+                            int N, int HW, int G, float eps, bool silu, cudaStream_t stream, int kernel = 0) {
+    if (kernel == 2)
+        return launch_cluster_gn<T>(nullptr, gamma, beta, nullptr, nullptr, y, mean, rstd, N, HW, s.Ca + s.Cb, G, eps,
+                                    silu, PreAdd<T>{}, stream, s, cat);
     // The plain group norm's block for this shape, so the Welford order (and the bits) are its.
     const int block = production_stats_block(N, HW, s.Ca + s.Cb, G);
     if (silu) return launch_concat_silu<true>(s, gamma, beta, cat, y, mean, rstd, N, HW, G, eps, block, stream);
@@ -903,6 +939,30 @@ static onestep_status check_shape(const char* fn, const char* shapes, int N, int
 
 using namespace onestep;
 
+// The cluster kernel's conditions, said by name (its launcher answers cudaErrorNotSupported past them, without saying
+// why): a launch shape for the tensor, the given tensors aligned to 4 elements, compute capability 9.0.
+static onestep_status check_cluster(const char* fn, const char* shapes, int N, int HW, int C, int G,
+                                    onestep_dtype dtype, std::initializer_list<const void*> aligned) {
+    int cs, block, iters;
+    if (!groupnorm::cluster_shape(N, HW, C, G, cs, block, iters))
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
+                    "the cluster kernel needs C/G a multiple of 4 and at most 65536 4-vectors a group");
+    const int align = 4 * dtype_bytes(dtype) - 1;
+    for (const void* p : aligned)
+        if (reinterpret_cast<uintptr_t>(p) & align)
+            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the cluster kernel needs its tensors aligned to %d bytes",
+                        align + 1);
+#ifndef ONESTEP_EMULATION
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) == cudaSuccess &&
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major < 9)
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
+                    "the cluster kernel needs compute capability 9.0 or newer (thread block clusters); this device is "
+                    "%d.x", major);
+#endif
+    return ONESTEP_OK;
+}
+
 static onestep_status groupnorm_forward_impl(const char* fn, const void* x, const void* x_bias, const void* add,
                                              const void* add_bias, const void* gamma, const void* beta,
                                              const void* scale, const void* shift, void* y, float* mean, float* rstd,
@@ -925,24 +985,9 @@ static onestep_status groupnorm_forward_impl(const char* fn, const void* x, cons
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
                     "kernel must be 0 (default), 1 (slab) or 2 (cluster), got %d", kernel);
     if (kernel == 2) {
-        int cs, block, iters;
         if (y == x || (add && y == add))
             return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "the cluster kernel needs y apart from x and add");
-        if (!groupnorm::cluster_shape(N, HW, C, G, cs, block, iters))
-            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
-                        "the cluster kernel needs C/G a multiple of 4 and at most 65536 4-vectors a group");
-        const int align = 4 * dtype_bytes(dtype) - 1;
-        if ((reinterpret_cast<uintptr_t>(x) & align) || (reinterpret_cast<uintptr_t>(y) & align))
-            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the cluster kernel needs x and y aligned to %d bytes",
-                        align + 1);
-#ifndef ONESTEP_EMULATION
-        int device = 0, major = 0;
-        if (cudaGetDevice(&device) == cudaSuccess &&
-            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major < 9)
-            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
-                        "the cluster kernel needs compute capability 9.0 or newer (thread block clusters); this "
-                        "device is %d.x", major);
-#endif
+        if (onestep_status s = check_cluster(fn, shapes, N, HW, C, G, dtype, {x, y})) return s;
     }
     if (kernel == 1) {
         if (y == x || (add && y == add))
@@ -1005,12 +1050,11 @@ extern "C" onestep_status onestep_groupnorm_forward_add_kernel_typed(
                                   scale, shift, y, mean, rstd, N, HW, C, G, eps, apply_silu, dtype, stream, kernel);
 }
 
-extern "C" onestep_status onestep_groupnorm_concat_typed(const void* a, const void* a_bias, const void* b,
-                                                           const void* b_bias, const void* gamma, const void* beta,
-                                                           void* cat, void* y, float* mean, float* rstd, int N, int HW,
-                                                           int Ca, int Cb, int G, float eps, int apply_silu,
-                                                           onestep_dtype dtype, cudaStream_t stream) {
-    const char* fn = "onestep_groupnorm_concat_typed";
+static onestep_status groupnorm_concat_impl(const char* fn, const void* a, const void* a_bias, const void* b,
+                                            const void* b_bias, const void* gamma, const void* beta, void* cat,
+                                            void* y, float* mean, float* rstd, int N, int HW, int Ca, int Cb, int G,
+                                            float eps, int apply_silu, int kernel, onestep_dtype dtype,
+                                            cudaStream_t stream) {
     char shapes[160];
     std::snprintf(shapes, sizeof shapes, "N=%d, HW=%d, Ca=%d, Cb=%d, G=%d, %s", N, HW, Ca, Cb, G, dtype_name(dtype));
     if (dtype_bytes(dtype) == 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
@@ -1022,6 +1066,14 @@ extern "C" onestep_status onestep_groupnorm_concat_typed(const void* a, const vo
     if (cat == y || cat == a || cat == b || y == a || y == b)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "cat and y must not alias each other, a or b");
     if (!(eps > 0.0f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be positive (got %g)", eps);
+    if (kernel != 0 && kernel != 2)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "kernel must be 0 (default) or 2 (cluster), got %d",
+                    kernel);
+    if (kernel == 2) {
+        if (Ca % 4 != 0 || Cb % 4 != 0)
+            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the cluster kernel needs Ca and Cb multiples of 4");
+        if (onestep_status s = check_cluster(fn, shapes, N, HW, Ca + Cb, G, dtype, {a, b, cat, y})) return s;
+    }
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,
                                                groupnorm::launch_concat_t<T>(
                                                    groupnorm::ConcatSrc<T>{static_cast<const T*>(a),
@@ -1030,8 +1082,27 @@ extern "C" onestep_status onestep_groupnorm_concat_typed(const void* a, const vo
                                                                            static_cast<const T*>(b_bias), Ca, Cb},
                                                    static_cast<const T*>(gamma), static_cast<const T*>(beta),
                                                    static_cast<T*>(cat), static_cast<T*>(y), mean, rstd, N, HW, G, eps,
-                                                   apply_silu != 0, stream)),
+                                                   apply_silu != 0, stream, kernel)),
                         fn, shapes);
+}
+
+extern "C" onestep_status onestep_groupnorm_concat_typed(const void* a, const void* a_bias, const void* b,
+                                                           const void* b_bias, const void* gamma, const void* beta,
+                                                           void* cat, void* y, float* mean, float* rstd, int N, int HW,
+                                                           int Ca, int Cb, int G, float eps, int apply_silu,
+                                                           onestep_dtype dtype, cudaStream_t stream) {
+    return groupnorm_concat_impl("onestep_groupnorm_concat_typed", a, a_bias, b, b_bias, gamma, beta, cat, y, mean,
+                                 rstd, N, HW, Ca, Cb, G, eps, apply_silu, 0, dtype, stream);
+}
+
+extern "C" onestep_status onestep_groupnorm_concat_kernel_typed(const void* a, const void* a_bias, const void* b,
+                                                                  const void* b_bias, const void* gamma,
+                                                                  const void* beta, void* cat, void* y, float* mean,
+                                                                  float* rstd, int N, int HW, int Ca, int Cb, int G,
+                                                                  float eps, int apply_silu, int kernel,
+                                                                  onestep_dtype dtype, cudaStream_t stream) {
+    return groupnorm_concat_impl("onestep_groupnorm_concat_kernel_typed", a, a_bias, b, b_bias, gamma, beta, cat, y,
+                                 mean, rstd, N, HW, Ca, Cb, G, eps, apply_silu, kernel, dtype, stream);
 }
 
 extern "C" onestep_status onestep_groupnorm_backward(const float* dy, const float* x, const float* mean,

@@ -304,6 +304,66 @@ void check_candidate(int candidate, const Shape& s, bool emb, bool silu, int ter
     }
 }
 
+// The cluster kernel on a concatenation (onestep_groupnorm_concat_kernel_typed, kernel 2) against kernel 0 of the same
+// entry, in fp32, fp16 and bf16, with both producer biases or none: cat must be kernel 0's bits (the values the concat
+// kernel stores), y, mean and rstd kernel 0's to the sums' rounding (y: plus one rounding in 16 bits).
+void check_concat_cluster(const Shape& s, int Ca, bool silu, uint64_t seed) {
+    const int Cb = s.C - Ca;
+    const size_t rows = size_t(s.N) * s.HW, nx = rows * s.C, ng = size_t(s.N) * s.G;
+    const ktest::Type16 types[] = {{ktest::kHalf, ONESTEP_FLOAT32, "fp32"}, {ktest::kHalf, ONESTEP_FLOAT16, "fp16"},
+                                   {ktest::kBf16, ONESTEP_BFLOAT16, "bf16"}};
+    for (const ktest::Type16& t : types)
+        for (int biased = 0; biased < 2; biased++) {
+            std::printf("  concat cluster %s N=%d HW=%d Ca=%d Cb=%d G=%d silu=%d biases=%d\n", t.name, s.N, s.HW, Ca, Cb,
+                        s.G, silu, biased);
+            ktest::Rng rng(seed);
+            const bool half = t.dt != ONESTEP_FLOAT32;
+            vector<float> in[6] = {rng.normals(rows * Ca, 0.5, 1.0), rng.normals(rows * Cb, -0.3, 2.0),
+                                   rng.normals(Ca, 0, 0.5),          rng.normals(Cb, 0, 0.5),
+                                   rng.normals(s.C, 1.0, 0.3),       rng.normals(s.C, 0, 0.3)};
+            vector<ktest::Buf16*> bufs;
+            for (vector<float>& v : in) bufs.push_back(half ? new ktest::Buf16(ktest::narrow(t.f, v)) : nullptr);
+            auto ptr = [&](int i) -> const void* {
+                if ((i == 2 || i == 3) && !biased) return nullptr;
+                return half ? static_cast<const void*>(bufs[i]->p) : static_cast<const void*>(in[i].data());
+            };
+            const size_t bytes = half ? 2 : 4;
+            vector<unsigned char> cat[2], y[2];
+            vector<float> mean[2], rstd[2];
+            bool ran = true;
+            for (int k = 0; k < 2 && ran; k++) {
+                ktest::Buf16 cat16(half ? nx : 1), y16(half ? nx : 1);
+                vector<float> cat32(half ? 1 : nx, NAN), y32(half ? 1 : nx, NAN);
+                mean[k].assign(ng, NAN), rstd[k].assign(ng, NAN);
+                void* pc = half ? static_cast<void*>(cat16.p) : static_cast<void*>(cat32.data());
+                void* py = half ? static_cast<void*>(y16.p) : static_cast<void*>(y32.data());
+                const onestep_status st = onestep_groupnorm_concat_kernel_typed(
+                    ptr(0), ptr(2), ptr(1), ptr(3), ptr(4), ptr(5), pc, py, mean[k].data(), rstd[k].data(), s.N, s.HW,
+                    Ca, Cb, s.G, 1e-5f, silu, k == 0 ? 0 : 2, t.dt, nullptr);
+                ran = expect(st == ONESTEP_OK, "concat cluster: a kernel returned an error: %s",
+                             onestep_last_error_message()) && ktest::sync();
+                cat[k].assign(static_cast<unsigned char*>(pc), static_cast<unsigned char*>(pc) + nx * bytes);
+                y[k].assign(static_cast<unsigned char*>(py), static_cast<unsigned char*>(py) + nx * bytes);
+            }
+            for (ktest::Buf16* b : bufs) delete b;
+            if (!ran) return;
+            expect(cat[0] == cat[1], "concat cluster: cat differs from kernel 0's bits%s");
+            auto widened = [&](const vector<unsigned char>& raw) {
+                if (half) return ktest::widen(t.f, reinterpret_cast<const uint16_t*>(raw.data()), nx);
+                vector<float> v(nx);
+                std::memcpy(v.data(), raw.data(), nx * 4);
+                return v;
+            };
+            const vector<float> y1 = widened(y[1]);
+            const vector<double> y0 = ktest::to_double(widened(y[0])), m0 = ktest::to_double(mean[0]),
+                                 r0 = ktest::to_double(rstd[0]);
+            const double rel = half ? 4 * ktest::unit_roundoff(t.f) : 2e-4;
+            expect_close("concat cluster y vs kernel 0", y1.data(), y0.data(), nx, 2e-4, rel);
+            expect_close("concat cluster mean", mean[1].data(), m0.data(), ng, 1e-5, 1e-5);
+            expect_close("concat cluster rstd", rstd[1].data(), r0.data(), ng, 1e-5, 1e-4);
+        }
+}
+
 // The concatenating forward (onestep_groupnorm_concat_typed): cat must be onestep_concat_channels_biased_typed's
 // result and y, mean, rstd the group norm's of it, bit for bit, and y close to the double reference. Groups that
 // straddle the a|b boundary, 4-channel groups whose vectors straddle it, both Welford orders and both paths.
@@ -475,6 +535,22 @@ int main() {
     check_candidate(2, Shape{1, 300, 48, 4}, true, true, 6, seed++);      // Cg 12, clusters of 8 x 113 (the last 109)
     check_candidate(2, Shape{3, 49, 64, 16}, false, true, 0, seed++);     // batch 3, 7x7: one block a group
     check_candidate(2, Shape{1, 16384, 8, 2}, false, false, 0, seed++);   // 2048 4-vectors a block: 256 x 8 (ITERS 8)
+    std::printf("cluster kernel on a concatenation (kernel 2) vs kernel 0\n");
+    check_concat_cluster(Shape{1, 256, 384, 32}, 256, true, seed++);   // an up block at 16x16, batch 1: clusters of 4
+    check_concat_cluster(Shape{1, 64, 512, 32}, 256, true, seed++);    // 8x8, groups of 16
+    check_concat_cluster(Shape{2, 9, 24, 6}, 16, false, seed++);       // groups of 4, one straddling nothing: Ca 16
+    {
+        alignas(16) float cbuf[512] = {};
+        const onestep_status st = onestep_groupnorm_concat_kernel_typed(
+            cbuf, nullptr, cbuf + 64, nullptr, cbuf, cbuf, cbuf + 128, cbuf + 256, cbuf, cbuf, 1, 4, 6, 10, 4, 1e-5f, 1,
+            2, ONESTEP_FLOAT32, nullptr);
+        expect(st == ONESTEP_ERROR_UNSUPPORTED && std::strstr(onestep_last_error_message(), "multiples of 4"),
+               "the cluster concat took Ca = 6: %s", onestep_last_error_message());
+        expect(onestep_groupnorm_concat_kernel_typed(cbuf, nullptr, cbuf + 64, nullptr, cbuf, cbuf, cbuf + 128,
+                                                     cbuf + 256, cbuf, cbuf, 1, 4, 8, 8, 4, 1e-5f, 1, 1,
+                                                     ONESTEP_FLOAT32, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT,
+               "the concat entry took kernel 1%s");
+    }
     std::printf("concatenating forward vs concat + group norm and the reference\n");
     for (int silu = 0; silu < 2; silu++) {
         check_concat(Shape{2, 7, 12, 4}, 8, silu, seed++);    // groups of 3 straddle channel 8

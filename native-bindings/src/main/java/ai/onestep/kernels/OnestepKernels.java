@@ -372,6 +372,23 @@ public final class OnestepKernels {
                                                             @Cast("onestep_dtype") int dtype,
                                                             @Cast("cudaStream_t") long stream);
 
+    /**
+     * {@link #onestep_groupnorm_concat_typed} with a choice of kernel: 0 the default, 2 the cluster kernel (each group
+     * over a thread block cluster; sm_90, ca and cb multiples of 4).
+     */
+    public static native int onestep_groupnorm_concat_kernel_typed(@Cast("const void*") long a,
+                                                                   @Cast("const void*") long aBias,
+                                                                   @Cast("const void*") long b,
+                                                                   @Cast("const void*") long bBias,
+                                                                   @Cast("const void*") long gamma,
+                                                                   @Cast("const void*") long beta,
+                                                                   @Cast("void*") long cat, @Cast("void*") long y,
+                                                                   @Cast("float*") long mean, @Cast("float*") long rstd,
+                                                                   int n, int hw, int ca, int cb, int g, float eps,
+                                                                   int applySilu, int kernel,
+                                                                   @Cast("onestep_dtype") int dtype,
+                                                                   @Cast("cudaStream_t") long stream);
+
     /** k (cin, 4, 4, cout): the stride-2 transposed-convolution kernel of an upsampling 3x3 convolution's w. */
     public static native int onestep_subpixel_weights_typed(@Cast("const void*") long w, @Cast("void*") long k, int cin,
                                                             int cout, @Cast("onestep_dtype") int dtype,

@@ -561,6 +561,29 @@ public abstract class Device implements AutoCloseable {
                 n, hw, c, groups, eps, silu ? 1 : 0, kernel, type.code, stream), "groupNorm", what);
     }
 
+    /**
+     * Group norm (+ SiLU) of the channel concatenation [a + aBias, b + bBias] (either bias 0), which it also writes to
+     * cat, by {@code onestep_groupnorm_concat_kernel_typed}, mean and rstd fp32: kernel 0 (the default) or 2 (the
+     * cluster kernel), as {@link #groupNormConcatKernel} chose for the shape.
+     */
+    public final void groupNormConcat(long a, long aBias, long b, long bBias, long gamma, long beta, long cat, long y,
+                                      long mean, long rstd, int n, int hw, int ca, int cb, int groups, float eps,
+                                      boolean silu, Precision type, Supplier<String> what) {
+        int kernel = groupNormConcatKernel(a, aBias, b, bBias, gamma, beta, cat, y, mean, rstd, n, hw, ca, cb, groups,
+                eps, silu, type, what);
+        groupNormConcat(a, aBias, b, bBias, gamma, beta, cat, y, mean, rstd, n, hw, ca, cb, groups, eps, silu, kernel,
+                type, what);
+    }
+
+    /** {@link #groupNormConcat} with the kernel given. */
+    public final void groupNormConcat(long a, long aBias, long b, long bBias, long gamma, long beta, long cat, long y,
+                                      long mean, long rstd, int n, int hw, int ca, int cb, int groups, float eps,
+                                      boolean silu, int kernel, Precision type, Supplier<String> what) {
+        check(onestep_groupnorm_concat_kernel_typed(a, aBias, b, bBias, gamma, beta, cat, y, mean, rstd, n, hw, ca, cb,
+                groups, eps, silu ? 1 : 0, kernel, type.code, stream), silu ? "groupNormSiluConcat" : "groupNormConcat",
+                what);
+    }
+
     /** Launches of {@link #igemmConv} so far (timing runs included). */
     public long igemmLaunches() {
         return igemmLaunches;
@@ -781,6 +804,37 @@ public abstract class Device implements AutoCloseable {
                     attentionQkv(qkv, bias, o, lse, n, heads, t, d, kernel, type, what);  // o: the candidate's, last
                     return agrees(o, ref, elems, type, tmp, what, "the " + (kernel == 1 ? "split-keys" : "pipelined")
                             + " attention " + key, "the default kernel for this shape");
+                });
+    }
+
+    /**
+     * The kernel {@link #groupNormConcat} runs a shape with: 2 (the cluster kernel on the concatenation) where, timed
+     * against kernel 0 on the shape's first use outside a capture, it was faster and its y agreed (cat is the same bits
+     * either way); else 0. Off with {@link #clusterGroupNorm}; the library refuses what the cluster kernel has no
+     * instance for (ca or cb not a multiple of 4, groups not a multiple of 4 channels, a device below sm_90).
+     */
+    protected final int groupNormConcatKernel(long a, long aBias, long b, long bBias, long gamma, long beta, long cat,
+                                              long y, long mean, long rstd, int n, int hw, int ca, int cb, int groups,
+                                              float eps, boolean silu, Precision type, Supplier<String> what) {
+        if (!clusterGroupNorm) {
+            return 0;
+        }
+        String key = "groupnormconcat,n=" + n + ",hw=" + hw + ",ca=" + ca + ",cb=" + cb + ",g=" + groups
+                + (silu ? ",silu" : "") + (aBias != 0 || bBias != 0 ? ",biased" : "") + "," + type.label();
+        return timedChoice(key, "default kernel", java.util.List.of(new Candidate(2, "cluster kernel")),
+                kernel -> groupNormConcat(a, aBias, b, bBias, gamma, beta, cat, y, mean, rstd, n, hw, ca, cb, groups,
+                        eps, silu, kernel, type, what), (kernel, tmp) -> {
+                    long elems = (long) n * hw * (ca + cb);
+                    long refCat = tmp.allocate(elems * type.bytes, "group norm concat check cat");
+                    long ref = tmp.allocate(elems * type.bytes, "group norm concat check");
+                    long refStats = tmp.allocate(2L * n * groups * Float.BYTES, "group norm concat check stats");
+                    groupNormConcat(a, aBias, b, bBias, gamma, beta, refCat, ref, refStats,
+                            refStats + (long) n * groups * Float.BYTES, n, hw, ca, cb, groups, eps, silu, 0, type,
+                            what);
+                    groupNormConcat(a, aBias, b, bBias, gamma, beta, cat, y, mean, rstd, n, hw, ca, cb, groups, eps,
+                            silu, kernel, type, what);  // cat and y: the candidate's, last
+                    return agrees(y, ref, elems, type, tmp, what, "the cluster group norm of a concatenation " + key,
+                            "the default kernel for this shape");
                 });
     }
 

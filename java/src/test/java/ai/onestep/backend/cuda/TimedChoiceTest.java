@@ -74,11 +74,14 @@ class TimedChoiceTest {
             assertTrue(none.isEmpty(), "a device without candidates makes no choice");
             float[] ours = run(p, EmulatedDevice.Candidates.TIMED, Boolean.TRUE, taken, launches);
             assertCallsAgree(ours, p.label());
-            // Every convolution shape whose Cin is a multiple of 16, the upsampler's, and the attention's: each chosen
-            // once, on its first use, for our kernel.
+            // Every convolution shape whose Cin is a multiple of 16, the upsampler's, the attention's and the group
+            // norms': each chosen once, on its first use, for our kernel.
             assertTrue(taken.stream().anyMatch(c -> c.shape().startsWith("conv,")), taken.toString());
             assertTrue(taken.stream().anyMatch(c -> c.shape().startsWith("upsample,")), taken.toString());
             assertTrue(taken.stream().anyMatch(c -> c.shape().startsWith("attention,")), taken.toString());
+            // The group norms (cluster kernel at this batch of 2), the up blocks' concatenating ones too.
+            assertTrue(taken.stream().anyMatch(c -> c.shape().startsWith("groupnorm,")), taken.toString());
+            assertTrue(taken.stream().anyMatch(c -> c.shape().startsWith("groupnormconcat,")), taken.toString());
             assertEquals(taken.size(), taken.stream().map(Device.Choice::shape).distinct().count(), "once per shape");
             for (Device.Choice c : taken) {
                 assertTrue(c.config() >= 1, c.toString());
