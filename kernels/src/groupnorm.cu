@@ -40,8 +40,8 @@
 #include "status.cuh"
 
 #include <cstdint>
-#include <initializer_list>
 #include <cstdio>
+#include <initializer_list>
 
 namespace onestep {
 namespace groupnorm {
@@ -377,7 +377,7 @@ struct ConcatSrc {
     }
 };
 
-// ---- the cluster kernel (version 11 of the dev file): one group over a thread block cluster, x read once ----------
+// ---- the cluster kernel (versions 12-14 of the dev file): one group over a thread block cluster, x read once ------
 // At batch 1 the U-Net's group norms have N*G = 32 groups, so the one-kernel path (version 6) runs 32 blocks on 132
 // SMs, each streaming its group twice; the tenth session's profile timed them at ~7 us each, 51 of them per CIFAR
 // sample. Here a group is split over a cluster of CS blocks (sm_90 thread block clusters, CS up to 8): block `rank`
@@ -400,7 +400,7 @@ __global__ void cluster_kernel(const T* __restrict__ x, const T* __restrict__ ga
     await_predecessors();
     ONESTEP_DYNAMIC_SHARED(float, totals);  // [0]: this block's sum, [1]: its squared deviations (the peers read both)
     __shared__ float warp_part[32];
-    __shared__ float stat[2];  // the group's mean and rstd, for this block's threads
+    __shared__ float stat[2];  // the group's two totals (sum, squared deviations), for this block's threads
     const unsigned rank = cluster_rank();
     const int group = blockIdx.x / cs, n = group / G, g = group - n * G, Cg = C / G, qg = Cg / 4;
     const int quads = HW * qg, per = (quads + cs - 1) / cs, first = int(rank) * per;
@@ -627,7 +627,7 @@ static cudaError_t launch_cluster_gn(const T* x, const T* gamma, const T* beta, 
 
 // One variant's launch: version 6 (one kernel) up to kFusedMaxElems values (fused = -1), else version 3; fused = 2:
 // the slab kernel (version 8; stats_block is its block, 0 to pick), which may answer cudaErrorNotSupported; fused = 3:
-// the cluster kernel (version 11), likewise.
+// the cluster kernel (versions 12-14), likewise.
 template <bool EMB, bool SILU, bool PRE, typename T>
 static cudaError_t launch_variant(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
                                   float* mean, float* rstd, int N, int HW, int C, int G, float eps, int stats_block,

@@ -28,7 +28,7 @@ constexpr int kSlabMaxHW = 2048;  // 512 threads x 16 4-vectors: the register bu
 int slab_iters(int HW, int C, int G, int block);
 int slab_block(int HW, int C, int G);
 
-// The cluster kernel (groupnorm.cu, version 11 of the dev file: a group split over a thread block cluster of cs
+// The cluster kernel (groupnorm.cu, versions 12-14 of the dev file: a group split over a thread block cluster of cs
 // blocks, x read once, sm_90): the cluster size, block and 4-vectors a thread for a tensor; false where it has no
 // instance (C/G not a multiple of 4, or a group too large).
 bool cluster_shape(int N, int HW, int C, int G, int& cs, int& block, int& iters);
