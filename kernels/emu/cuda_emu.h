@@ -2,7 +2,8 @@
 // kernel source compiles with g++ (-DONESTEP_EMULATION) and its logic is tested where no GPU exists.
 //
 // Execution model (why it is faithful enough for kernel logic):
-//   * Blocks run one after another on the calling OS thread, in blockIdx order (x fastest).
+//   * Blocks run one after another on the calling OS thread, in blockIdx order (x fastest); the blocks of a
+//     thread block cluster (launch_cluster_as) run at the same time, each on an OS thread of its own.
 //   * The schedule inside a block differs from block to block (by blockIdx, so every run is the same): in a third of
 //     the blocks all warps advance in lockstep from barrier to barrier; in the others one warp at a time runs as far
 //     as it can before the next starts, lowest warp first or highest first. So a read that needs a __syncthreads
@@ -13,8 +14,9 @@
 //     until it reaches a barrier (__syncthreads, __syncwarp, or any *_sync warp primitive) or exits;
 //     the scheduler then runs the next fiber. A barrier is released once every thread it names has
 //     arrived, so code that is only correct with barriers (shared-memory tiles, warp shuffles) is
-//     only correct here with barriers as well; code that races without one still runs in a fixed
-//     order here, so races are not detected.
+//     only correct here with barriers as well. Code that races without one runs in the fixed orders of the
+//     schedules above: a race between warps meets the wrong order in some block; one between the lanes of a
+//     warp is not detected.
 //   * Misuse aborts with a message instead of hanging: a __syncthreads that some threads never reach
 //     (they exited, or wait at a different barrier), a warp primitive whose mask names a lane that
 //     exited, waits elsewhere, or does not exist, a shuffle reading a lane outside the mask, and
@@ -36,8 +38,11 @@
 //     PTX ISA's fragment layouts), as a warp collective. A kernel spells it through its own wrapper: inline
 //     PTX under nvcc, this function here.
 //   * ldmatrix: only .x4 (with or without .trans) of 16-bit elements (emu::ldmatrix_x4), as a warp collective.
+//   * Thread block clusters along x, up to 8 blocks (ClusterState): cluster_sync is a barrier of every thread of
+//     every block of the cluster; cluster_map reaches a peer's dynamic shared memory (only that); a block that
+//     ends poisons its dynamic shared memory, and one that ends while its peers wait at the barrier aborts.
 //   * Not emulated: half/bfloat16 math (storage and conversions only), WMMA, wgmma, cooperative
-//     groups, streams as concurrency (every call is synchronous), textures, clusters. Kernels that need those
+//     groups, streams as concurrency (every call is synchronous), textures, TMA. Kernels that need those
 //     keep a portable fp32 path that this emulation runs.
 #pragma once
 #ifndef ONESTEP_EMULATION
