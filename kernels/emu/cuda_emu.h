@@ -249,7 +249,15 @@ struct Fiber {
     bool awaited = false;  // called await_predecessors() (launch_dependent's kernels must, first)
 };
 
-struct WarpExchange { uint64_t slot[kWarpSize]; };
+// A warp's exchange for its collectives: two banks of slots, used in turn. A collective writes its lanes' values to
+// the current bank, waits at one warp barrier (whose release switches the bank), and reads them back. One barrier
+// is enough: a released lane reads as soon as it resumes, and every released lane resumes before the warp's next
+// barrier can be released (the schedulers resume all runnable threads between releases), so the next collective
+// writes the other bank and the one after it can reuse this one only once everyone has read it.
+struct WarpExchange {
+    uint64_t slot[2][kWarpSize];
+    int bank = 0;
+};
 
 struct ClusterState;
 
@@ -421,6 +429,7 @@ inline bool release_warp(BlockState& b, int w) {
     if (waiting == mask) {
         for (int l = 0; l < kWarpSize; l++)
             if (mask & (1u << l)) b.fibers[w * kWarpSize + l].wait = Wait::None;
+        b.warps[w].bank ^= 1;  // the next collective writes the other bank (WarpExchange)
         return true;
     }
     for (int l = 0; l < kWarpSize; l++) {
@@ -753,13 +762,13 @@ inline T shuffle_from(unsigned mask, T v, int src_lane_in_warp) {
     WarpExchange& w = g_block->warps[tid / kWarpSize];
     uint64_t bits = 0;
     std::memcpy(&bits, &v, sizeof(T));
-    w.slot[lane] = bits;
+    const int bank = w.bank;
+    w.slot[bank][lane] = bits;
     warp_barrier(mask);
     if (!(mask & (1u << src_lane_in_warp)))
         die("thread %d reads lane %d, outside the shuffle mask 0x%08x (undefined on the GPU)", tid,
             src_lane_in_warp, mask);
-    bits = w.slot[src_lane_in_warp];
-    warp_barrier(mask);
+    bits = w.slot[bank][src_lane_in_warp];
     T r;
     std::memcpy(&r, &bits, sizeof(T));
     return r;
@@ -798,12 +807,12 @@ inline unsigned __ballot_sync(unsigned mask, int pred) {
     int tid = emu::linear_tid();
     int lane = tid % 32;
     emu::WarpExchange& w = emu::g_block->warps[tid / 32];
-    w.slot[lane] = pred ? 1 : 0;
+    const int bank = w.bank;
+    w.slot[bank][lane] = pred ? 1 : 0;
     emu::warp_barrier(mask);
     unsigned r = 0;
     for (int l = 0; l < 32; l++)
-        if ((mask & (1u << l)) && w.slot[l]) r |= 1u << l;
-    emu::warp_barrier(mask);
+        if ((mask & (1u << l)) && w.slot[bank][l]) r |= 1u << l;
     return r;
 }
 inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
@@ -831,13 +840,13 @@ inline void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uin
     uint32_t A[kWarpSize][4], B[kWarpSize][2];
     const uint64_t mine[3] = {a[0] | uint64_t(a[1]) << 32, a[2] | uint64_t(a[3]) << 32, b0 | uint64_t(b1) << 32};
     for (int round = 0; round < 3; round++) {
-        w.slot[lane] = mine[round];
+        const int bank = w.bank;
+        w.slot[bank][lane] = mine[round];
         warp_barrier(0xffffffffu);
         for (int l = 0; l < kWarpSize; l++) {
             uint32_t* dst = round < 2 ? &A[l][2 * round] : B[l];
-            dst[0] = uint32_t(w.slot[l]), dst[1] = uint32_t(w.slot[l] >> 32);
+            dst[0] = uint32_t(w.slot[bank][l]), dst[1] = uint32_t(w.slot[bank][l] >> 32);
         }
-        warp_barrier(0xffffffffu);
     }
     const int g = lane / 4, t = lane % 4;
     for (int i = 0; i < 4; i++) {
@@ -863,14 +872,15 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const void* row, bool trans) {
     if (reinterpret_cast<uintptr_t>(row) & 15u)
         die("ldmatrix: thread %d gives the row address %p, which is not 16-byte aligned", tid, row);
     WarpExchange& w = g_block->warps[tid / kWarpSize];
-    w.slot[lane] = reinterpret_cast<uintptr_t>(row);
+    const int bank = w.bank;
+    w.slot[bank][lane] = reinterpret_cast<uintptr_t>(row);
     warp_barrier(0xffffffffu);
     const int g = lane / 4, t = lane % 4;
     for (int m = 0; m < 4; m++) {
         unsigned short e[2];
         for (int j = 0; j < 2; j++) {
-            const unsigned char* p = trans ? reinterpret_cast<const unsigned char*>(w.slot[8 * m + 2 * t + j]) + 2 * g
-                                           : reinterpret_cast<const unsigned char*>(w.slot[8 * m + g]) + 2 * (2 * t + j);
+            const unsigned char* p = trans ? reinterpret_cast<const unsigned char*>(w.slot[bank][8 * m + 2 * t + j]) + 2 * g
+                                           : reinterpret_cast<const unsigned char*>(w.slot[bank][8 * m + g]) + 2 * (2 * t + j);
             std::memcpy(&e[j], p, 2);
         }
         r[m] = uint32_t(e[0]) | uint32_t(e[1]) << 16;
