@@ -749,7 +749,7 @@ inline void cp_async_wait(int pending) {
     land_before(f, f.commits - pending);
 }
 
-// ---- warp primitives: exchange through the warp's slots between two warp barriers ------------------
+// ---- warp primitives: exchange through the warp's current bank of slots, across one warp barrier --------------
 inline void warp_barrier(unsigned mask) { yield_to_scheduler(Wait::Warp, mask); }
 
 template <typename T>
