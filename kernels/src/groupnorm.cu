@@ -612,14 +612,11 @@ static cudaError_t launch_cluster_gn(const T* x, const T* gamma, const T* beta, 
             : !aligned4(x))
         return cudaErrorNotSupported;
     const dim3 grid(unsigned(N * G * cs));
-#define ONESTEP_CLUSTER_GN(IT)                                                                                      \
-    if (iters == IT)                                                                                                \
-        return cat ? launch_cluster(cluster_kernel<IT, T, true>, grid, dim3(block), unsigned(cs), 2 * sizeof(float), \
-                                    stream, x, gamma, beta, scale, shift, y, mean, rstd, HW, C, G, eps, silu, cs, pre,  \
-                                    src, cat)                                                                       \
-                   : launch_cluster(cluster_kernel<IT, T, false>, grid, dim3(block), unsigned(cs), 2 * sizeof(float),\
-                                    stream, x, gamma, beta, scale, shift, y, mean, rstd, HW, C, G, eps, silu, cs, pre,  \
-                                    src, cat);
+#define ONESTEP_CLUSTER_GN(IT)                                                                                    \
+    if (iters == IT)                                                                                              \
+        return launch_cluster(cat ? cluster_kernel<IT, T, true> : cluster_kernel<IT, T, false>, grid, dim3(block), \
+                              unsigned(cs), 2 * sizeof(float), stream, x, gamma, beta, scale, shift, y, mean, rstd, \
+                              HW, C, G, eps, silu, cs, pre, src, cat);
     ONESTEP_CLUSTER_GN(1) ONESTEP_CLUSTER_GN(2) ONESTEP_CLUSTER_GN(4) ONESTEP_CLUSTER_GN(8)
 #undef ONESTEP_CLUSTER_GN
     return cudaErrorNotSupported;
@@ -952,15 +949,7 @@ static onestep_status check_cluster(const char* fn, const char* shapes, int N, i
         if (reinterpret_cast<uintptr_t>(p) & align)
             return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the cluster kernel needs its tensors aligned to %d bytes",
                         align + 1);
-#ifndef ONESTEP_EMULATION
-    int device = 0, major = 0;
-    if (cudaGetDevice(&device) == cudaSuccess &&
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major < 9)
-        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
-                    "the cluster kernel needs compute capability 9.0 or newer (thread block clusters); this device is "
-                    "%d.x", major);
-#endif
-    return ONESTEP_OK;
+    return require_sm90(fn, shapes, "the cluster kernel (thread block clusters)");
 }
 
 static onestep_status groupnorm_forward_impl(const char* fn, const void* x, const void* x_bias, const void* add,

@@ -30,6 +30,7 @@ struct onestep_graph_st {
 
 using onestep::check_launch;
 using onestep::fail;
+using onestep::require_sm90;
 
 extern "C" const char* onestep_runtime_kind(void) {
 #ifdef ONESTEP_EMULATION
@@ -237,20 +238,10 @@ extern "C" onestep_status onestep_graph_node_count(onestep_graph graph, long lon
 }
 
 extern "C" onestep_status onestep_set_programmatic_launch(int enabled) {
-#ifndef ONESTEP_EMULATION
     if (enabled) {
-        int device = 0, major = 0;
-        onestep_status s = check_launch(cudaGetDevice(&device), "onestep_set_programmatic_launch", "");
-        if (s == ONESTEP_OK)
-            s = check_launch(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
-                             "onestep_set_programmatic_launch", "");
+        const onestep_status s = require_sm90("onestep_set_programmatic_launch", "", "programmatic dependent launch");
         if (s != ONESTEP_OK) return s;
-        if (major < 9)
-            return fail(ONESTEP_ERROR_UNSUPPORTED, "onestep_set_programmatic_launch", "",
-                        "programmatic dependent launch needs compute capability 9.0 or newer; this device is %d.x",
-                        major);
     }
-#endif
     onestep::programmatic_launch_flag().store(enabled != 0);
     return ONESTEP_OK;
 }

@@ -20,6 +20,23 @@ onestep_status fail(onestep_status code, const char* function, const char* shape
     return code;
 }
 
+onestep_status require_sm90(const char* function, const char* shapes, const char* feature) {
+#ifdef ONESTEP_EMULATION
+    (void)function, (void)shapes, (void)feature;
+    return ONESTEP_OK;
+#else
+    int device = 0, major = 0;
+    onestep_status s = check_launch(cudaGetDevice(&device), function, shapes);
+    if (s == ONESTEP_OK)
+        s = check_launch(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), function, shapes);
+    if (s != ONESTEP_OK) return s;
+    if (major < 9)
+        return fail(ONESTEP_ERROR_UNSUPPORTED, function, shapes,
+                    "%s needs compute capability 9.0 or newer; this device is %d.x", feature, major);
+    return ONESTEP_OK;
+#endif
+}
+
 }  // namespace onestep
 
 extern "C" const char* onestep_last_error_message(void) { return g_message; }

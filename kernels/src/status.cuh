@@ -23,4 +23,9 @@ inline onestep_status check_launch(cudaError_t e, const char* function, const ch
     return fail(ONESTEP_ERROR_CUDA, function, shapes, "%s: %s", cudaGetErrorName(e), cudaGetErrorString(e));
 }
 
+// ONESTEP_OK where the current device has compute capability 9.0 or newer (and always in the emulation); else the
+// failure "<function>(<shapes>): <feature> needs compute capability 9.0 or newer; this device is X.x", or the CUDA
+// error of asking. For the sm_90 features: programmatic dependent launch, thread block clusters.
+onestep_status require_sm90(const char* function, const char* shapes, const char* feature);
+
 }  // namespace onestep
