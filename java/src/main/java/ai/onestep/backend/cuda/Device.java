@@ -4,6 +4,7 @@ import static ai.onestep.kernels.OnestepKernels.*;
 
 import ai.onestep.kernels.OnestepKernels;
 import java.lang.foreign.MemorySegment;
+import java.util.List;
 import java.util.function.Supplier;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.FloatPointer;
@@ -787,13 +788,8 @@ public abstract class Device implements AutoCloseable {
         if (!(splitKeys || pipelinedAttention) || type == Precision.FP32 || (d != 32 && d != 64)) {
             return 0;
         }
-        java.util.List<Candidate> candidates = new java.util.ArrayList<>();
-        if (splitKeys) {
-            candidates.add(new Candidate(1, "split keys"));
-        }
-        if (pipelinedAttention) {
-            candidates.add(new Candidate(2, "pipelined"));
-        }
+        List<Candidate> candidates = splitKeys && pipelinedAttention ? List.of(SPLIT_KEYS, PIPELINED)
+                : List.of(splitKeys ? SPLIT_KEYS : PIPELINED);
         String key = "attention,n=" + n + ",heads=" + heads + ",t=" + t + ",d=" + d + "," + type.label();
         return timedChoice(key, "default kernel", candidates,
                 kernel -> attentionQkv(qkv, bias, o, lse, n, heads, t, d, kernel, type, what), (kernel, tmp) -> {
@@ -821,7 +817,7 @@ public abstract class Device implements AutoCloseable {
         }
         String key = "groupnormconcat,n=" + n + ",hw=" + hw + ",ca=" + ca + ",cb=" + cb + ",g=" + groups
                 + (silu ? ",silu" : "") + (aBias != 0 || bBias != 0 ? ",biased" : "") + "," + type.label();
-        return timedChoice(key, "default kernel", java.util.List.of(new Candidate(2, "cluster kernel")),
+        return timedChoice(key, "default kernel", List.of(CLUSTER),
                 kernel -> groupNormConcat(a, aBias, b, bBias, gamma, beta, cat, y, mean, rstd, n, hw, ca, cb, groups,
                         eps, silu, kernel, type, what), (kernel, tmp) -> {
                     long elems = (long) n * hw * (ca + cb);
@@ -842,6 +838,11 @@ public abstract class Device implements AutoCloseable {
     private record Candidate(int kernel, String name) {
     }
 
+    private static final Candidate SPLIT_KEYS = new Candidate(1, "split keys");
+    private static final Candidate PIPELINED = new Candidate(2, "pipelined");
+    private static final Candidate SLAB = new Candidate(1, "slab kernel");
+    private static final Candidate CLUSTER = new Candidate(2, "cluster kernel");
+
     /**
      * A timed choice between an incumbent kernel (0) and candidates that ask for no scratch, so it can be made inside a
      * pass's first run: on the key's first use outside a capture, each candidate and then the incumbent are timed back
@@ -850,34 +851,28 @@ public abstract class Device implements AutoCloseable {
      * and {@code check} finds it agrees with the incumbent (it runs both, the candidate last, into the op's outputs).
      * Returns the kernel to run.
      */
-    private int timedChoice(String key, String incumbent, java.util.List<Candidate> candidates,
+    private int timedChoice(String key, String incumbent, List<Candidate> candidates,
                             java.util.function.IntConsumer launch,
                             java.util.function.BiPredicate<Integer, Temporary> check) {
         Choice c = choices.get(key);
         if (c == null && !capturing) {
-            Candidate best = null;
-            float bestMs = Float.POSITIVE_INFINITY;
+            // Each candidate's time, or why the library refused it (a shape it has no instance for, an address it
+            // cannot align to): the others still compete.
+            java.util.Map<Candidate, Float> ms = new java.util.LinkedHashMap<>();
             java.util.List<String> others = new java.util.ArrayList<>();
             for (Candidate candidate : candidates) {
-                float ms;
                 try {
-                    ms = timeMs(() -> launch.accept(candidate.kernel()), choiceReps);
+                    ms.put(candidate, timeMs(() -> launch.accept(candidate.kernel()), choiceReps));
                 } catch (CudaException e) {
-                    // Outside the candidate's conditions, which the library checks (a shape it has no instance for, an
-                    // address it cannot align to): the others still compete.
                     others.add(candidate.name() + " refused (" + e.getMessage() + ")");
-                    continue;
-                }
-                if (best != null) {
-                    boolean faster = ms < bestMs;
-                    others.add(String.format(java.util.Locale.ROOT, "%s %.1f us", (faster ? best : candidate).name(),
-                            (faster ? bestMs : ms) * 1e3));
-                }
-                if (best == null || ms < bestMs) {
-                    best = candidate;
-                    bestMs = ms;
                 }
             }
+            Candidate best = ms.keySet().stream().min(java.util.Comparator.comparing(ms::get)).orElse(null);
+            ms.forEach((candidate, t) -> {
+                if (candidate != best) {
+                    others.add(String.format(java.util.Locale.ROOT, "%s %.1f us", candidate.name(), t * 1e3));
+                }
+            });
             String also = others.isEmpty() ? "" : " (" + String.join("; ", others) + ")";
             if (best == null) {
                 String names = String.join(", ", candidates.stream().map(Candidate::name).toList());
@@ -885,7 +880,7 @@ public abstract class Device implements AutoCloseable {
                 choices.put(key, c);
                 return 0;
             }
-            float incumbentMs = timeMs(() -> launch.accept(0), choiceReps);
+            float bestMs = ms.get(best), incumbentMs = timeMs(() -> launch.accept(0), choiceReps);
             String verdict = incumbent + " faster";
             int kernel = 0;
             if (Boolean.TRUE.equals(forceChoice) || (forceChoice == null && bestMs < incumbentMs)) {
@@ -915,16 +910,12 @@ public abstract class Device implements AutoCloseable {
     protected final int groupNormKernel(long x, long xBias, long add, long addBias, long gamma, long beta, long scale,
                                         long shift, long y, long mean, long rstd, int n, int hw, int c, int groups,
                                         float eps, boolean silu, Precision type, Supplier<String> what) {
-        java.util.List<Candidate> candidates = new java.util.ArrayList<>();
-        if (slabGroupNorm && (long) n * hw * c > 1L << 20) {
-            candidates.add(new Candidate(1, "slab kernel"));
-        }
-        if (clusterGroupNorm) {
-            candidates.add(new Candidate(2, "cluster kernel"));
-        }
-        if (candidates.isEmpty() || y == x || y == add) {
+        boolean slab = slabGroupNorm && (long) n * hw * c > 1L << 20;
+        if (!(slab || clusterGroupNorm) || y == x || y == add) {
             return 0;
         }
+        List<Candidate> candidates = slab && clusterGroupNorm ? List.of(SLAB, CLUSTER)
+                : List.of(slab ? SLAB : CLUSTER);
         String key = "groupnorm,n=" + n + ",hw=" + hw + ",c=" + c + ",g=" + groups + (silu ? ",silu" : "")
                 + (scale != 0 ? ",modulated" : "") + (xBias != 0 || add != 0 ? ",pre-add" : "") + "," + type.label();
         return timedChoice(key, "default kernels", candidates,
