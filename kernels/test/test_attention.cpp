@@ -521,6 +521,21 @@ void check_packed(const Case& c, onestep_dtype dtype, uint64_t seed) {
                                                   const int* lens) { compare_packed(c, dtype, q, k, v, bias, lens); });
 }
 
+// q, k, v as (B, H, T, D) blocks packed into one (B, T, 3*H*D) projection: each token's H*D q features, then its k
+// and its v features (onestep_attention_forward_qkv_typed's layout). Self-attention: c.Tq tokens.
+vector<float> pack_qkv(const Case& c, const vector<float> (&x)[3]) {
+    const int HD = c.H * c.D, T = c.Tq;
+    vector<float> packed(size_t(c.B) * T * 3 * HD);
+    for (int j = 0; j < 3; j++)
+        for (int b = 0; b < c.B; b++)
+            for (int h = 0; h < c.H; h++)
+                for (int t = 0; t < T; t++)
+                    for (int d = 0; d < c.D; d++)
+                        packed[(size_t(b) * T + t) * 3 * HD + j * HD + h * c.D + d] =
+                            x[j][((size_t(b) * c.H + h) * T + t) * c.D + d];
+    return packed;
+}
+
 // The split-keys kernel (onestep_attention_forward_qkv_kernel_typed, kernel 1: 16 query rows a block, the key tiles
 // dealt to 4 warps and merged in shared memory) on a packed (B, T, 3*H*D) projection with its bias, against the double
 // reference on the biased inputs rounded to the format as the kernel rounds them (q + b in fp32, then once to T): the
@@ -537,18 +552,13 @@ void check_split(const Case& c, onestep_dtype dtype, uint64_t seed) {
     const int HD = c.H * c.D, T = c.Tq;
     vector<float> bias = rng.normals(3 * size_t(HD), 0, 0.5);
     narrow(f, bias);
-    vector<float> packed(size_t(c.B) * T * 3 * HD);
-    for (int j = 0; j < 3; j++) {
-        narrow(f, x[j]);
-        for (int b = 0; b < c.B; b++)
-            for (int h = 0; h < c.H; h++)
-                for (int t = 0; t < T; t++)
-                    for (int d = 0; d < c.D; d++) {
-                        float& e = x[j][((size_t(b) * c.H + h) * T + t) * c.D + d];
-                        packed[(size_t(b) * T + t) * 3 * HD + j * HD + h * c.D + d] = e;
-                        e = float(ktest::round_to(f, double(e) + bias[j * HD + h * c.D + d]));  // what the kernel reads
-                    }
-    }
+    for (vector<float>& xj : x) narrow(f, xj);
+    vector<float> packed = pack_qkv(c, x);
+    for (int j = 0; j < 3; j++)  // what the kernel reads: each value plus its bias, rounded once
+        for (size_t i = 0; i < x[j].size(); i++) {
+            const int h = int(i / (size_t(T) * c.D)) % c.H, d = int(i % c.D);
+            x[j][i] = float(ktest::round_to(f, double(x[j][i]) + bias[j * HD + h * c.D + d]));
+        }
     Buf16 qkv(narrow(f, packed)), qkv_b(narrow(f, bias)), o(size_t(c.B) * T * HD), o0(o.n);
     Buf lse(size_t(c.B) * c.H * T, NAN), lse0(lse.n, NAN);
     const int* lens = c.use_kv_len ? kv_len.data() : nullptr;
@@ -593,14 +603,7 @@ void check_pipelined(const Case& c, onestep_dtype dtype, uint64_t seed) {
     vector<int> kv_len;
     make_inputs(c, rng, x[0], x[1], x[2], kv_len);
     const int HD = c.H * c.D, T = c.Tq;
-    vector<float> packed(size_t(c.B) * T * 3 * HD);
-    for (int j = 0; j < 3; j++)
-        for (int b = 0; b < c.B; b++)
-            for (int h = 0; h < c.H; h++)
-                for (int t = 0; t < T; t++)
-                    for (int d = 0; d < c.D; d++)
-                        packed[(size_t(b) * T + t) * 3 * HD + j * HD + h * c.D + d] =
-                            x[j][((size_t(b) * c.H + h) * T + t) * c.D + d];
+    vector<float> packed = pack_qkv(c, x);
     vector<float> bias_values = rng.normals(3 * size_t(HD), 0, 0.5);
     Buf16 qkv(narrow(f, packed)), qkv_b(narrow(f, bias_values));
     const int* lens = c.use_kv_len ? kv_len.data() : nullptr;
