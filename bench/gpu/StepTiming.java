@@ -46,6 +46,12 @@ public final class StepTiming {
     private static int failures;
     /** Only the first step of each model (the 1-step sample, the teacher's denoiser call): for a profiler. */
     private static boolean firstStepOnly;
+    /**
+     * Brackets each step's last timed run with cudaProfilerStart/Stop, so that a profiler started with its collection
+     * off (ncu --profile-from-start off) sees that run's kernels alone: with warm-up, the captured graph's replay, not
+     * the first call's timed choices and searches.
+     */
+    private static boolean profileLast;
     /** Also time each model's first step with constant folding off (CudaOps#foldConstants): the fold's gain. */
     private static boolean unfoldedToo;
     private static boolean variantsNow;
@@ -68,6 +74,7 @@ public final class StepTiming {
                 case "--no-compare" -> compare = false;
                 case "--compare" -> forceCompare = true;
                 case "--first-step-only" -> firstStepOnly = true;
+                case "--profile-last" -> profileLast = true;
                 case "--unfolded-too" -> unfoldedToo = true;
                 case "--precision" -> precisions = args[++i].split(",");
                 default -> models.add(Path.of(args[i]));
@@ -76,7 +83,7 @@ public final class StepTiming {
         if (models.isEmpty()) {
             System.err.println("usage: StepTiming [--backend B] [--batches 1,64] [--reps N] [--warmup N] [--jsonl F] "
                     + "[--library libonestep_kernels.so] [--precision fp16,bf16,fp32] [--no-compare | --compare] "
-                    + "[--first-step-only] [--unfolded-too] MODEL...   (--unfolded-too: the first step also without "
+                    + "[--first-step-only] [--profile-last] [--unfolded-too] MODEL...   (--unfolded-too: the first step also without "
                     + "constant folding, without the residual fusions, and on a GPU with cuDNN's heuristics, in the "
                     + "first precision listed)");
             System.exit(2);
@@ -220,9 +227,16 @@ public final class StepTiming {
                 }
                 double[] t = new double[reps];
                 for (int i = 0; i < reps; i++) {
+                    boolean profiled = profileLast && i == reps - 1;
+                    if (profiled) {
+                        profiler("cuProfilerStart");
+                    }
                     long t0 = System.nanoTime();
                     step.run();
                     t[i] = (System.nanoTime() - t0) / 1e3;
+                    if (profiled) {
+                        profiler("cuProfilerStop");
+                    }
                 }
                 Tensor result = results.get(k);
                 boolean finite = allFinite(result);
@@ -362,6 +376,25 @@ public final class StepTiming {
                     }
                 }
             }
+        }
+    }
+
+    /**
+     * The driver's cuProfilerStart or cuProfilerStop (on the calling thread's current context, the runtime's primary
+     * one), through the FFM linker: the bytedeco presets map no profiler API. A failure is reported, not fatal.
+     */
+    private static void profiler(String function) {
+        try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
+            java.lang.foreign.SymbolLookup cuda = java.lang.foreign.SymbolLookup.libraryLookup("libcuda.so.1", arena);
+            java.lang.invoke.MethodHandle h = java.lang.foreign.Linker.nativeLinker().downcallHandle(
+                    cuda.find(function).orElseThrow(),
+                    java.lang.foreign.FunctionDescriptor.of(java.lang.foreign.ValueLayout.JAVA_INT));
+            int rc = (int) h.invokeExact();
+            if (rc != 0) {
+                System.err.println("StepTiming: " + function + " returned CUresult " + rc);
+            }
+        } catch (Throwable e) {
+            System.err.println("StepTiming: " + function + " unavailable: " + e);
         }
     }
 

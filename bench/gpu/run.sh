@@ -103,12 +103,12 @@ if has java; then
 fi
 
 cifar=build/gpu-run/cifar-random.safetensors
-if has steps || has torch; then
+if has steps || has torch || has profile; then
   [ -f "$cifar" ] || "$py" bench/gpu/torch_peers.py --write-cifar "$cifar" || fail 2
 fi
 export ONESTEP_CIFAR_CHECKPOINT=$cifar   # the same random weights for our engine and for PyTorch
 
-if has steps || has train; then  # the Java runtime and the arguments of StepTiming and TrainTiming
+if has steps || has train || has profile; then  # the Java runtime, the arguments of StepTiming and TrainTiming
   : > "$out/steps.jsonl"
   if [ $dry = 1 ]; then
     JAVA_HOME=$(bin/find-jdk) || exit 2
@@ -166,12 +166,14 @@ fi
 
 if has profile; then  # opt-in (--only ...,profile): where a batch-1 CIFAR sample's time goes, kernel by kernel
   echo "==== 3c. Nsight Compute: every kernel of one CIFAR-size fp16 1-step sample at batch 1 (ncu.csv)"
-  # The first call runs the pass op by op (measuring it), the second captures and replays it: the same kernels,
-  # so the first call's rows are the graph's nodes. --clock-control none: the card's own clocks, as timed above.
+  # The first call runs the pass op by op, making its timed choices (thousands of kernels), the warm-up call captures
+  # the graph, and the one timed call replays it between cudaProfilerStart and Stop (--profile-last): with
+  # --profile-from-start off, ncu sees the replay's kernels alone. --clock-control none: the card's own clocks.
   if command -v ncu > /dev/null && [ -f "$cifar" ]; then
-    timeout "$(cap 80 30)" ncu --clock-control none --metrics gpu__time_duration.sum --csv --log-file "$out/ncu.csv" \
-      --launch-count 2000 "$java" "${flags[@]}" -cp "$cp" StepTiming --backend cuda --library "$lib" --batches 1 \
-      --reps 1 --warmup 0 --precision fp16 --no-compare --first-step-only "$cifar" > build/gpu-run/ncu-run.log 2>&1
+    timeout "$(cap 80 30)" ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \
+      --log-file "$out/ncu.csv" --launch-count 2000 "$java" "${flags[@]}" -cp "$cp" StepTiming --backend cuda \
+      --library "$lib" --batches 1 --reps 1 --warmup 1 --precision fp16 --no-compare --first-step-only \
+      --profile-last "$cifar" > build/gpu-run/ncu-run.log 2>&1
     echo "ncu: exit $?, $(grep -c '"gpu__time_duration.sum"' "$out/ncu.csv" 2>/dev/null) kernels profiled"
     "$py" - "$out/ncu.csv" <<'PY' || true
 import csv, sys, collections
@@ -179,10 +181,7 @@ rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('
         if r.get("Metric Name") == "gpu__time_duration.sum"]
 scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}
 us = [(r["Kernel Name"], float(r["Metric Value"].replace(",", "")) * scale[r["Metric Unit"]]) for r in rows]
-# The first call also narrows the weights to fp16 once; both calls begin with the pass's first kernel, so the
-# graph replay is everything from that kernel's last occurrence on.
-start = max(i for i, (name, _) in enumerate(us) if name == us[0][0]) if us else 0
-replay = us[start:]
+replay = us  # the profiled range is the graph's replay alone (StepTiming --profile-last)
 agg = collections.defaultdict(lambda: [0, 0.0])
 for name, t in replay:
     key = name.replace("void ", "").split("(")[0][:70]
