@@ -8,7 +8,10 @@ Times, on the same machine as our kernels and our Java CUDA backend:
   unet   one denoiser evaluation D(x; sigma) of the same U-Net with the same weights (our safetensors checkpoints,
          loaded into the compact UNet2DModel re-implementation below), batch 1 and 64, in eager mode, eager
          captured as a CUDA graph, torch.compile, and torch.compile mode="reduce-overhead" (CUDA graphs).
-Timing: CUDA events around each call (perf_counter on the CPU), warm-up first, median of --reps calls.
+Timing: CUDA events around each call (perf_counter on the CPU), warm-up first, median of --reps calls. A single
+kernel such as SDPA or a group norm is also timed as a CUDA graph of GRAPH_CALLS calls replayed (events around each
+replay, divided by the calls): that takes Python's and the dispatcher's ~20 us a call out of its time, which the events
+around one call include for such short kernels; the faster of the two is its "us" (us_call and us_graph give both).
 Prints a table last and writes one JSON object per measurement to --jsonl.
 
   --check-cpu  parity instead of timing: the re-implementation against the diffusers fixtures in
@@ -326,6 +329,44 @@ def timer(device, reps, warmup):
     return run
 
 
+GRAPH_CALLS = 20
+
+
+def graph_timer(device, reps, warmup):
+    """The per-call time of fn as a CUDA graph of GRAPH_CALLS back-to-back calls, replayed (median and min of reps
+    replays); None where fn cannot be captured (or on the CPU). The calls reuse fn's inputs, so for small tensors they
+    run from L2, as they do in a captured U-Net pass."""
+    def run(fn):
+        if device != "cuda":
+            return None
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up off the capture stream, as torch.cuda.graphs asks
+                for _ in range(max(warmup, 3)):
+                    fn()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                for _ in range(GRAPH_CALLS):
+                    fn()
+        except Exception as e:  # a backend that cannot be captured keeps its per-call time
+            print(f"  (no graph timing: {type(e).__name__}: {str(e)[:120]})", flush=True)
+            return None
+        graph.replay()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(reps):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            graph.replay()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b) * 1e3 / GRAPH_CALLS)
+        return statistics.median(times), min(times)
+    return run
+
+
 def bandwidth(device):
     """The memory-bandwidth ceiling the kernel targets are measured against (METHOD.md: measure it, don't take the
     datasheet's): a 2 GiB device-to-device copy, bytes read plus bytes written, median of 20 after 3 warm-ups."""
@@ -357,6 +398,7 @@ class Results:
 
 def bench_sdpa(args, res, shapes, run):
     from torch.nn.attention import sdpa_kernel, SDPBackend
+    graphed = graph_timer(args.device, args.reps, args.warmup)
     backends = [b for b in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH") if hasattr(SDPBackend, b)]
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     for (model, tokens, heads, d) in shapes:
@@ -372,15 +414,17 @@ def bench_sdpa(args, res, shapes, run):
                         with sdpa_kernel(getattr(SDPBackend, b)):
                             F.scaled_dot_product_attention(q, k, v)
                             med, mn = run(lambda: F.scaled_dot_product_attention(q, k, v))
+                            g = graphed(lambda: F.scaled_dot_product_attention(q, k, v))
                     except Exception:
                         continue  # backend unavailable for this dtype / shape
-                    if best is None or med < best[1]:
-                        best = (b, med)
+                    us = min(med, g[0]) if g else med
+                    if best is None or us < best[1]:
+                        best = (b, us, med, g[0] if g else None)
                 if best is None:
                     continue
                 flops = 4 * batch * heads * tokens * tokens * d
                 res.add(bench="sdpa", model=model, batch=batch, tokens=tokens, heads=heads, head_dim=d, dtype=dname,
-                        backend=best[0], us=best[1], tflops=flops / best[1] / 1e6)
+                        backend=best[0], us=best[1], us_call=best[2], us_graph=best[3], tflops=flops / best[1] / 1e6)
 
 
 def bench_groupnorm(args, res, shapes, run):
@@ -393,14 +437,18 @@ def bench_groupnorm(args, res, shapes, run):
             torch._dynamo.reset()
             fused = torch.compile(lambda t: F.silu(F.group_norm(t, g, gamma, beta, 1e-5)), dynamic=False)
             variants.append(("group_norm+silu compiled", lambda: fused(x)))
+        graphed = graph_timer(args.device, args.reps, args.warmup)
         for name, fn in variants:
             try:
                 med, mn = run(fn)
+                gr = graphed(fn)
             except Exception as e:  # a compile failure must not stop the other peers
                 print(f"  {name} {n}x{h}x{w}x{c}: {type(e).__name__}: {e}", flush=True)
                 continue
-            gbs = 2 * x.numel() * 4 / med / 1e3
-            res.add(bench="groupnorm", variant=name, shape=f"{n}x{h}x{w}x{c}", groups=g, us=med, gbs=gbs)
+            us = min(med, gr[0]) if gr else med
+            gbs = 2 * x.numel() * 4 / us / 1e3
+            res.add(bench="groupnorm", variant=name, shape=f"{n}x{h}x{w}x{c}", groups=g, us=us, us_call=med,
+                    us_graph=gr[0] if gr else None, gbs=gbs)
 
 
 def bench_unet(args, res, models, run):
@@ -572,14 +620,20 @@ def write_cifar(path):
 
 # ----------------------------------------------------------------------------------------------------------------
 
+def call_graph(r):
+    """A single kernel's two timings (per call, and per call in a CUDA graph), where the graph ran."""
+    return f"  (per call {r['us_call']:.1f}, in a graph {r['us_graph']:.1f})" if r.get("us_graph") else ""
+
+
 def print_table(res):
     print("\nPyTorch peers on", res.device_name)
     rows = res.rows
     for r in (r for r in rows if r["bench"] == "sdpa"):
         print(f"  sdpa {r['model']:7s} b{r['batch']:<3d} T={r['tokens']:<4d} H={r['heads']} D={r['head_dim']:<3d} "
-              f"{r['dtype']:4s} {r['us']:10.1f} us  {r['tflops']:7.2f} TFLOP/s  ({r['backend']})")
+              f"{r['dtype']:4s} {r['us']:10.1f} us  {r['tflops']:7.2f} TFLOP/s  ({r['backend']}){call_graph(r)}")
     for r in (r for r in rows if r["bench"] == "groupnorm"):
-        print(f"  {r['variant']:26s} {r['shape']:>14s} G={r['groups']:<3d} {r['us']:10.1f} us  {r['gbs']:7.1f} GB/s")
+        print(f"  {r['variant']:26s} {r['shape']:>14s} G={r['groups']:<3d} {r['us']:10.1f} us  {r['gbs']:7.1f} GB/s"
+              f"{call_graph(r)}")
     unet = [r for r in rows if r["bench"] == "unet"]
     if unet:
         modes = list(dict.fromkeys(r["mode"] for r in unet))
@@ -607,9 +661,10 @@ def summary(paths):
                       [r for r in rows if r.get("bench") == "unet" and r.get("dtype") == prec])
     sd = [r for r in rows if r.get("bench") == "sdpa"]
     if sd:
-        print("PyTorch SDPA, fastest backend (us): " + "; ".join(
+        print("PyTorch SDPA, fastest backend, the faster of per call and in a CUDA graph (us; per call/in a graph): "
+              + "; ".join(
             f"{r['model']} b{r['batch']} T{r['tokens']} H{r['heads']} D{r['head_dim']} {r['dtype']} {r['us']:.1f}"
-            for r in sd))
+            + (f" ({r['us_call']:.1f}/{r['us_graph']:.1f})" if r.get("us_graph") else "") for r in sd))
     mem = [r for r in rows if r.get("bench") == "pass-memory"]
     if mem:
         print("captured passes' activations, MiB: planned and shared (one arena per graph, no reuse): " + "; ".join(
