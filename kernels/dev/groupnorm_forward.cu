@@ -20,9 +20,13 @@
 // (kernel 2 of onestep_groupnorm_forward_add_kernel_typed): each group split over a thread block cluster of up to 8
 // blocks that meet in distributed shared memory, x read once, for batch 1, where version 6 runs N x G = 32 blocks
 // (the tenth session's H100 profile: ~7 us each, 51 per CIFAR-size sample). They choose their own launch shape
-// (cluster_shape), so the block sweep does not apply: one row each, "block auto".
+// (cluster_shape), so the block sweep does not apply: one row each, "block auto". Versions 15, 16 and 17 (fp32, fp16,
+// bf16) are a persistent slab kernel (this file only: it lost to version 8 on the H100): version 8's arithmetic on a
+// grid of one 512-thread block an SM that loops over the slabs, the next copied into shared memory by cp.async while
+// the current is normalized; "block auto" too.
 #include "../src/status.cu"
 #include "../src/groupnorm.cu"
+#include "../src/tensor_core.cuh"
 #include "dev_common.cuh"
 
 #include <cstdlib>
@@ -213,6 +217,100 @@ static cudaError_t run_version8(const Args& a, int block) {
                             block);
 }
 
+// ---- versions 15-17: the persistent slab kernel (seventeenth session), a try at the bandwidth version 8 misses ----
+// Version 8 (the slab kernel) reached half the H100's copy bandwidth at 64x32x32x128 fp32 (1.48 of 2.97 TB/s): each
+// block loads its slab, reduces, then stores, and with two blocks an SM (its registers) the SM's loads and stores come
+// in bursts with the reductions' barriers between them. Here one 512-thread block an SM loops over the slabs (a
+// persistent grid) and copies the next slab into shared memory with cp.async while it reduces and stores the current
+// one, two stages, so that reads and writes overlap. Each slab is version 8's arithmetic (slab_normalize: the same
+// registers, sums and formula). Predicted ~27 us at 64x32x32x128 fp32 (the bytes at the copy rate plus one slab's
+// load); measured on the H100 40.8 us, slower than version 8 once version 8 issued its loads first (37.6 us), and
+// slower in fp16 (36.3 against 31.7 us) and at 8x32x32x256 (15.1 against 14.2 us): one block of 16 warps an SM does
+// not hide the reductions and SiLU that two independent blocks overlap. So it stays here, not in the library.
+// Needs version 8's conditions at 512 threads, HW <= 1024 (two fp32 stages of 64 KB) and x 16-byte aligned.
+constexpr int kPersistBlock = 512;
+
+template <int ITERS, typename T>
+__global__ void __launch_bounds__(kPersistBlock, 1)
+    persistent_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
+                      const T* __restrict__ scale, const T* __restrict__ shift, T* __restrict__ y,
+                      float* __restrict__ mean, float* __restrict__ rstd, int N, int HW, int C, int G, float eps,
+                      bool silu) {
+    constexpr int Q = kSlab / 4;
+    constexpr int CHUNK = 16 / sizeof(T);     // elements a 16-byte copy moves
+    constexpr int PER_PIXEL = kSlab / CHUNK;  // copies a pixel of the slab: 4 in fp32, 2 in 16 bits
+    __shared__ float part[32][Q];
+    __shared__ float group_stat[Q];
+    ONESTEP_DYNAMIC_SHARED(unsigned char, stage_bytes);
+    T* const stages = reinterpret_cast<T*>(stage_bytes);  // [2][HW][kSlab]
+    const int slabs = C / kSlab, total = N * slabs, stage = HW * kSlab;
+    const int q = threadIdx.x % Q, rows = blockDim.x / Q;
+
+    auto issue = [&](int s, int st) {  // slab s into stage st, one commit group
+        const int n = s / slabs, c0 = (s - n * slabs) * kSlab;
+        const T* src = x + (long long)n * HW * C + c0;
+        T* dst = stages + st * stage;
+        for (int i = threadIdx.x; i < HW * PER_PIXEL; i += blockDim.x) {
+            const int p = i / PER_PIXEL, k = i - p * PER_PIXEL;
+            tensor_core::cp_async16(dst + p * kSlab + k * CHUNK, src + (long long)p * C + k * CHUNK, true);
+        }
+        tensor_core::cp_async_commit();
+    };
+    if (int(blockIdx.x) < total) issue(blockIdx.x, 0);
+    for (int s = blockIdx.x, k = 0; s < total; s += gridDim.x, k++) {
+        // The next slab into the other stage (read into registers by the iteration before last, whose barriers every
+        // thread has passed), then wait for this one's group: an empty group at the end keeps the count.
+        if (s + int(gridDim.x) < total) issue(s + gridDim.x, (k + 1) & 1);
+        else tensor_core::cp_async_commit();
+        tensor_core::cp_async_wait<1>();
+        __syncthreads();  // every thread's copies of this stage have landed
+        const int n = s / slabs, c0 = (s - n * slabs) * kSlab;
+        const T* sl = stages + (k & 1) * stage;
+        float4 v[ITERS];
+#pragma unroll
+        for (int i = 0; i < ITERS; i++) {
+            const int p = threadIdx.x / Q + i * rows;
+            v[i] = p < HW ? load4(sl + p * kSlab + 4 * q) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        slab_normalize<ITERS, Q, T>(v, part, group_stat, gamma, beta, scale, shift, y + (long long)n * HW * C, mean,
+                                    rstd, n, c0, HW, C, G, eps, silu);
+    }
+    tensor_core::cp_async_wait<0>();  // no copy outlives the block (the last, empty group)
+}
+
+// One block an SM (3 when emulated, so that the emulated blocks loop over several slabs and both stages).
+static int sm_count() {
+#ifdef ONESTEP_EMULATION
+    return 3;
+#else
+    int device = 0, sms = 0;
+    dev_check(cudaGetDevice(&device));
+    dev_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    return sms;
+#endif
+}
+
+template <typename T>
+static cudaError_t launch_persistent(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
+                                     float* mean, float* rstd, int N, int HW, int C, int G, float eps) {
+    const int it = slab_iters(HW, C, G, kPersistBlock);
+    if (HW > 1024 || it == 0 || it > 8 || (reinterpret_cast<uintptr_t>(x) & 15)) return cudaErrorNotSupported;
+    const int total = N * (C / kSlab);
+    const dim3 grid(unsigned(std::min(total, sm_count())));
+    const size_t smem = 2 * size_t(HW) * kSlab * sizeof(T);
+#define PERSIST(IT)                                                                                                \
+    if (it == IT) {                                                                                                \
+        cudaError_t e = cudaFuncSetAttribute(persistent_kernel<IT, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                                             int(smem));                                                          \
+        if (e != cudaSuccess) return e;                                                                            \
+        return launch(persistent_kernel<IT, T>, grid, dim3(kPersistBlock), smem, nullptr, x, gamma, beta, scale,   \
+                      shift, y, mean, rstd, N, HW, C, G, eps, true);                                               \
+    }
+    PERSIST(1) PERSIST(2) PERSIST(4) PERSIST(8)
+#undef PERSIST
+    return cudaErrorNotSupported;
+}
+
 static cudaError_t run_version(int version, const Args& a, int block) {
     switch (version) {
         case 1:
@@ -232,6 +330,9 @@ static cudaError_t run_version(int version, const Args& a, int block) {
         case 12:
             return launch_forward(a.x, a.gamma, a.beta, a.scale, a.shift, a.y, a.mean, a.rstd, a.N, a.HW, a.C, a.G,
                                   a.eps, true, block, block, nullptr, 3);
+        case 15:
+            return launch_persistent<float>(a.x, a.gamma, a.beta, a.scale, a.shift, a.y, a.mean, a.rstd, a.N, a.HW,
+                                            a.C, a.G, a.eps);
     }
     std::fprintf(stderr, "unknown version %d\n", version);
     std::exit(2);
@@ -279,6 +380,12 @@ int main(int argc, char** argv) {
         if (version == 14)
             return launch_forward_t<__nv_bfloat16>(b16.x, b16.gamma, b16.beta, b16.scale, b16.shift, b16.y, a.mean,
                                                    a.rstd, N, HW, C, G, eps, true, block, block, nullptr, 3);
+        if (version == 16)
+            return launch_persistent<__half>(h16.x, h16.gamma, h16.beta, h16.scale, h16.shift, h16.y, a.mean, a.rstd,
+                                             N, HW, C, G, eps);
+        if (version == 17)
+            return launch_persistent<__nv_bfloat16>(b16.x, b16.gamma, b16.beta, b16.scale, b16.shift, b16.y, a.mean,
+                                                    a.rstd, N, HW, C, G, eps);
         if (version == 4)
             return launch_forward_t<__half>(h16.x, h16.gamma, h16.beta, h16.scale, h16.shift, h16.y, a.mean, a.rstd,
                                             N, HW, C, G, eps, true, block, block, nullptr, 0);
@@ -287,15 +394,15 @@ int main(int argc, char** argv) {
     };
     // Version 3's y per block size: version 6 (production's other path) must give exactly its bits.
     std::vector<std::vector<float>> v3(sizeof block_sizes / sizeof block_sizes[0]);
-    for (int version : {1, 2, 3, 6, 8, 12}) {
+    for (int version : {1, 2, 3, 6, 8, 12, 15}) {
         if (only && version != only) continue;
-        for (size_t bi = 0; bi < (version == 12 ? 1 : v3.size()); bi++) {
+        for (size_t bi = 0; bi < (version >= 12 ? 1 : v3.size()); bi++) {
             const int block = block_sizes[bi];
             dev_check(cudaMemset(a.y, 0xFF, nx * sizeof(float)));  // NaN: a value the kernel skips fails
             dev_check(cudaMemset(a.mean, 0xFF, size_t(N) * G * sizeof(float)));
             dev_check(cudaMemset(a.rstd, 0xFF, size_t(N) * G * sizeof(float)));
             const cudaError_t launched = run_version(version, a, block);
-            if ((version == 8 || version == 12) && launched == cudaErrorNotSupported) {
+            if ((version == 8 || version >= 12) && launched == cudaErrorNotSupported) {
                 std::printf("version %d block %4d: n/a (shape or block outside its conditions)\n", version, block);
                 continue;
             }
@@ -325,11 +432,11 @@ int main(int argc, char** argv) {
 #endif
         }
     }
-    for (int version : {4, 5, 9, 10, 13, 14}) {
+    for (int version : {4, 5, 9, 10, 13, 14, 16, 17}) {
         if (only && version != only) continue;
-        const bool half = version == 4 || version == 9 || version == 13;
+        const bool half = version == 4 || version == 9 || version == 13 || version == 16;
         for (int block : block_sizes) {
-            if (version >= 13 && block != block_sizes[0]) break;  // the cluster kernel picks its own shape
+            if (version >= 13 && block != block_sizes[0]) break;  // the cluster and persistent kernels pick their own
             const cudaError_t launched = run_typed(version, block);
             if (version >= 9 && launched == cudaErrorNotSupported) {
                 std::printf("version %d block %4d: n/a (shape or block outside its conditions)\n", version, block);

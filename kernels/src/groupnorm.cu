@@ -250,74 +250,77 @@ __global__ void fused_kernel(const T* __restrict__ x, const T* __restrict__ gamm
     }
 }
 
-// ---- forward in one kernel that reads x once (version 8 of dev/groupnorm_forward.cu), for large tensors -----
-// The two-kernel path reads each group twice (statistics, then normalize), and its blocks of one (n, g) read 4 of a
-// pixel's channels at Cg = 4: 16 bytes of each 32-byte sector, so half of what DRAM moves is wasted (the tenth
-// session measured it at 36% of the H100's bandwidth, 64x32x32x128 fp32). Here a block takes one sample's slab of
-// kSlab = 16 channels (64 bytes a pixel in fp32: whole sectors) over every pixel and keeps it in registers: ITERS
-// 4-vectors a thread, the thread's four channels fixed (quad q = thread % 4), its pixels strided by blockDim / 4.
-// The statistics are two exact passes over the registers (the group's mean, then its squared deviations: no
-// Welford merge, no E[x^2] - E[x]^2 cancellation), each reduced per quad by warp shuffles over the pixel lanes and
-// across warps through shared memory, then summed over the quads of a group. Normalization reads the registers, so
-// x crosses the bus once and y once. The pre-add terms are added as x is loaded, as the other paths add them.
-// Needs Cg % 4 == 0 and kSlab % Cg == 0 (Cg 4, 8 or 16: the U-Net's 128 to 512 channels in 32 groups),
-// C % kSlab == 0, x and y aligned for 4-vectors, and HW <= (blockDim / 4) * ITERS (at most 2048 pixels). Its sums
-// run in another order than Welford's, so its bits differ from the other paths' in the last places: the CUDA backend
-// runs it only where a timed choice found it faster and its result agreed (Device.groupNormKernel).
-// The modulation (scale/shift non-null), SiLU and the pre-add terms are runtime flags here, uniform across the grid:
-// the kernel is bound by memory, and one instance per (ITERS, T) instead of one per flag combination keeps nvcc's
-// time for this file in check (the unrolled register arrays make each instance large).
-template <int ITERS, typename T>
-__global__ void slab_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
-                            const T* __restrict__ scale, const T* __restrict__ shift, T* __restrict__ y,
-                            float* __restrict__ mean, float* __restrict__ rstd, int HW, int C, int G, float eps,
-                            bool silu, PreAdd<T> pre_all) {
-    await_predecessors();
-    constexpr int Q = kSlab / 4;     // quads per pixel of the slab
-    __shared__ float part[32][Q];    // per warp, per quad
-    __shared__ float group_stat[Q];  // per quad: its group's sum
-    const int slabs = C / kSlab, n = blockIdx.x / slabs, c0 = (blockIdx.x - n * slabs) * kSlab;
-    const int q = threadIdx.x % Q, rows = blockDim.x / Q, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int Cg = C / G, quads_per_group = Cg / 4, c = c0 + 4 * q;
-    const long long offset = (long long)n * HW * C + c;
-    const float count = float(HW) * float(Cg);
-    const PreAdd<T> pre = pre_all.sample(n, C);
+// The slab kernel's pieces (the dev file's persistent slab kernel, versions 15-17, shares them). A thread holds ITERS
+// 4-vectors of its quad q's four channels (c = c0 + 4q), pixels threadIdx.x / Q + i * rows; v[i] is zero past HW.
 
-    float4 v[ITERS];
-#pragma unroll
-    for (int i = 0; i < ITERS; i++) {
-        const int p = threadIdx.x / Q + i * rows;
-        v[i] = make_float4(0.f, 0.f, 0.f, 0.f);  // pixels past HW stay 0: they add nothing to the sum
-        if (p < HW) {
-            const float4 r = load4(x + offset + (long long)p * C);
-            v[i] = make_float4(pre_add<true>(pre, r.x, c + 0), pre_add<true>(pre, r.y, c + 1),
-                               pre_add<true>(pre, r.z, c + 2), pre_add<true>(pre, r.w, c + 3));
+// The pre-add terms of this thread's four channels, read once (pre_add's arithmetic, element by element: the same
+// values in the same order, so the same bits).
+template <typename T>
+struct QuadPreAdd {
+    bool xb_on = false, add_on = false;
+    float xb[4] = {0.f, 0.f, 0.f, 0.f}, ad[4] = {0.f, 0.f, 0.f, 0.f};
+
+    __device__ __forceinline__ QuadPreAdd(const PreAdd<T>& p, int c) {
+        xb_on = p.x_bias != nullptr, add_on = p.add != nullptr;
+        for (int k = 0; k < 4; k++) {
+            if (xb_on) xb[k] = to_f32(p.x_bias[c + k]);
+            if (add_on) {
+                ad[k] = to_f32(p.add[c + k]);
+                if (p.add_bias) ad[k] += to_f32(p.add_bias[c + k]);
+            }
         }
     }
-    // The sum over the block of each quad's per-thread partials, then over the quads of each group, into
-    // group_stat[q] for every quad q of the group (ending at a barrier, so the caller may read it).
-    auto group_total = [&](float t) {
-        for (int o = Q; o < 32; o *= 2) t += __shfl_xor_sync(0xffffffffu, t, o);  // the lanes of the same quad
-        if (lane < Q) part[warp][lane] = t;
-        __syncthreads();
-        if (threadIdx.x < Q) {
-            float quad = 0.f;
-            for (int w = 0; w < int(blockDim.x / 32); w++) quad += part[w][threadIdx.x];
-            part[0][threadIdx.x] = quad;  // each reader's own slot: no other thread reads it before the barrier
+    __device__ __forceinline__ float4 operator()(float4 r) const {
+        float e[4] = {r.x, r.y, r.z, r.w};
+        for (int k = 0; k < 4; k++) {
+            if (xb_on) e[k] += xb[k];
+            if (add_on) e[k] += ad[k];
         }
-        __syncthreads();
-        if (threadIdx.x < Q) {
-            const int first = threadIdx.x / quads_per_group * quads_per_group;
-            float g = 0.f;
-            for (int j = 0; j < quads_per_group; j++) g += part[0][first + j];
-            group_stat[threadIdx.x] = g;
-        }
-        __syncthreads();
-    };
+        return make_float4(e[0], e[1], e[2], e[3]);
+    }
+};
+
+// The sum over the block of each quad's per-thread partials, then over the quads of each group, into group_stat[q]
+// for every quad q of the group (ending at a barrier, so the caller may read it).
+template <int Q>
+__device__ __forceinline__ void slab_group_total(float t, float (&part)[32][Q], float (&group_stat)[Q],
+                                                 int quads_per_group) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    for (int o = Q; o < 32; o *= 2) t += __shfl_xor_sync(0xffffffffu, t, o);  // the lanes of the same quad
+    if (lane < Q) part[warp][lane] = t;
+    __syncthreads();
+    if (threadIdx.x < Q) {
+        float quad = 0.f;
+        for (int w = 0; w < int(blockDim.x / 32); w++) quad += part[w][threadIdx.x];
+        part[0][threadIdx.x] = quad;  // each reader's own slot: no other thread reads it before the barrier
+    }
+    __syncthreads();
+    if (threadIdx.x < Q) {
+        const int first = threadIdx.x / quads_per_group * quads_per_group;
+        float g = 0.f;
+        for (int j = 0; j < quads_per_group; j++) g += part[0][first + j];
+        group_stat[threadIdx.x] = g;
+    }
+    __syncthreads();
+}
+
+// A slab's statistics from the registers, two exact passes (the group's mean, then its squared deviations: no
+// Welford merge, no E[x^2] - E[x]^2 cancellation), and its normalization stored to y (sample base y_sample, this
+// thread's channel c). Writes mean and rstd of the slab's groups (index n * G + g).
+template <int ITERS, int Q, typename T>
+__device__ __forceinline__ void slab_normalize(const float4 (&v)[ITERS], float (&part)[32][Q], float (&group_stat)[Q],
+                                               const T* __restrict__ gamma, const T* __restrict__ beta,
+                                               const T* __restrict__ scale, const T* __restrict__ shift,
+                                               T* __restrict__ y_sample, float* __restrict__ mean,
+                                               float* __restrict__ rstd, int n, int c0, int HW, int C, int G,
+                                               float eps, bool silu) {
+    const int q = threadIdx.x % Q, rows = blockDim.x / Q;
+    const int Cg = C / G, quads_per_group = Cg / 4, c = c0 + 4 * q;
+    const float count = float(HW) * float(Cg);
     float s = 0.f;
 #pragma unroll
     for (int i = 0; i < ITERS; i++) s += (v[i].x + v[i].y) + (v[i].z + v[i].w);
-    group_total(s);
+    slab_group_total<Q>(s, part, group_stat, quads_per_group);
     const float mu = group_stat[q] / count;
     __syncthreads();  // every thread has its mean before group_stat is reused
     float ss = 0.f;
@@ -328,7 +331,7 @@ __global__ void slab_kernel(const T* __restrict__ x, const T* __restrict__ gamma
             ss += (a * a + b * b) + (d * d + e * e);
         }
     }
-    group_total(ss);
+    slab_group_total<Q>(ss, part, group_stat, quads_per_group);
     const float rs = rsqrtf(group_stat[q] / count + eps);
     if (threadIdx.x < Q && threadIdx.x % quads_per_group == 0) {
         const int g = (c0 + 4 * threadIdx.x) / Cg;
@@ -350,9 +353,61 @@ __global__ void slab_kernel(const T* __restrict__ x, const T* __restrict__ gamma
 #pragma unroll
     for (int i = 0; i < ITERS; i++) {
         const int p = threadIdx.x / Q + i * rows;
-        if (p < HW) store4(y + offset + (long long)p * C,
+        if (p < HW) store4(y_sample + (long long)p * C + c,
                            make_float4(apply(v[i].x, 0), apply(v[i].y, 1), apply(v[i].z, 2), apply(v[i].w, 3)));
     }
+}
+
+// ---- forward in one kernel that reads x once (version 8 of dev/groupnorm_forward.cu), for large tensors -----
+// The two-kernel path reads each group twice (statistics, then normalize), and its blocks of one (n, g) read 4 of a
+// pixel's channels at Cg = 4: 16 bytes of each 32-byte sector, so half of what DRAM moves is wasted (the tenth
+// session measured it at 36% of the H100's bandwidth, 64x32x32x128 fp32). Here a block takes one sample's slab of
+// kSlab = 16 channels (64 bytes a pixel in fp32: whole sectors) over every pixel and keeps it in registers: ITERS
+// 4-vectors a thread, the thread's four channels fixed (quad q = thread % 4), its pixels strided by blockDim / 4.
+// The statistics are two exact passes over the registers (the group's mean, then its squared deviations: no
+// Welford merge, no E[x^2] - E[x]^2 cancellation), each reduced per quad by warp shuffles over the pixel lanes and
+// across warps through shared memory, then summed over the quads of a group. Normalization reads the registers, so
+// x crosses the bus once and y once. The pre-add terms are added, as the other paths add them, once every load is
+// in flight. Added as each vector arrived, with a branch on each term's pointer between one load and the next, they
+// left ptxas no block to schedule the loads together in (the PTX shows it; there is no SASS disassembler here). Issuing the loads first took the kernel from 45.2 to 37.6 us
+// at 64x32x32x128 fp32 (1.48 to 1.79 TB/s of the H100's 2.97), and fp16 from 42.4 to 31.7 us (seventeenth session).
+// Needs Cg % 4 == 0 and kSlab % Cg == 0 (Cg 4, 8 or 16: the U-Net's 128 to 512 channels in 32 groups),
+// C % kSlab == 0, x and y aligned for 4-vectors, and HW <= (blockDim / 4) * ITERS (at most 2048 pixels). Its sums
+// run in another order than Welford's, so its bits differ from the other paths' in the last places: the CUDA backend
+// runs it only where a timed choice found it faster and its result agreed (Device.groupNormKernel).
+// The modulation (scale/shift non-null), SiLU and the pre-add terms are runtime flags here, uniform across the grid:
+// the kernel is bound by memory, and one instance per (ITERS, T) instead of one per flag combination keeps nvcc's
+// time for this file in check (the unrolled register arrays make each instance large).
+template <int ITERS, typename T>
+__global__ void slab_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
+                            const T* __restrict__ scale, const T* __restrict__ shift, T* __restrict__ y,
+                            float* __restrict__ mean, float* __restrict__ rstd, int HW, int C, int G, float eps,
+                            bool silu, PreAdd<T> pre_all) {
+    await_predecessors();
+    constexpr int Q = kSlab / 4;     // quads per pixel of the slab
+    __shared__ float part[32][Q];    // per warp, per quad
+    __shared__ float group_stat[Q];  // per quad: its group's sum
+    const int slabs = C / kSlab, n = blockIdx.x / slabs, c0 = (blockIdx.x - n * slabs) * kSlab;
+    const int q = threadIdx.x % Q, rows = blockDim.x / Q, c = c0 + 4 * q;
+    const long long offset = (long long)n * HW * C + c;
+
+    // Every load is issued before the first use of any: the pre-add terms are added in a second loop, since adding
+    // them as each vector arrives made each load wait for the one before it (one memory latency a 4-vector).
+    float4 v[ITERS];
+#pragma unroll
+    for (int i = 0; i < ITERS; i++) {
+        const int p = threadIdx.x / Q + i * rows;
+        v[i] = p < HW ? load4(x + offset + (long long)p * C) : make_float4(0.f, 0.f, 0.f, 0.f);  // padding adds 0
+    }
+    const PreAdd<T> pre = pre_all.sample(n, C);
+    if (pre.x_bias || pre.add) {
+        const QuadPreAdd<T> terms(pre, c);
+#pragma unroll
+        for (int i = 0; i < ITERS; i++)
+            if (int(threadIdx.x) / Q + i * rows < HW) v[i] = terms(v[i]);
+    }
+    slab_normalize<ITERS, Q, T>(v, part, group_stat, gamma, beta, scale, shift, y + (long long)n * HW * C, mean, rstd,
+                                n, c0, HW, C, G, eps, silu);
 }
 
 // The sources of a channel concatenation [a + a_bias, b + b_bias] (onestep_groupnorm_concat_typed's, below; the
