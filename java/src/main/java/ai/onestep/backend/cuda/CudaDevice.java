@@ -98,6 +98,7 @@ public final class CudaDevice extends Device {
         splitKeys(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.splitKeys")));
         pipelinedAttention(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.pipelinedAttention")));
         slabGroupNorm(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.slabGroupNorm")));
+        graphTiming(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.graphTiming")));
         clusterGroupNorm(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.clusterGroupNorm")));
         if (Boolean.getBoolean("onestep.cuda.pdl")) {
             try {

@@ -425,9 +425,13 @@ public abstract class Device implements AutoCloseable {
 
     /**
      * Milliseconds per run of {@code work} (queued on this device's stream): two runs to warm up, then {@code reps}
-     * between a pair of device events ({@code onestep_timer_*}; the emulation's host clock). Not while capturing.
-     * Each call has its own timer, so {@code work} may time something itself (a timed choice whose library route
-     * makes another choice on its first run).
+     * between a pair of device events ({@code onestep_timer_*}; the emulation's host clock). The {@code reps} runs are
+     * captured into a CUDA graph and the timer brackets its replay ({@link #graphTiming}), as a pass runs them: timed
+     * as launches, a route whose host side costs more than its kernels (cuDNN's calls at batch 1: ~50 us a call on the
+     * seventeenth session's H100, against ~10 us of kernel) would be charged for that host time, which a captured pass
+     * never pays, and lose choices its kernels win. Work that cannot be captured (or that times something itself, a
+     * timed choice whose library route makes another choice on its first run) is timed as launches. Not while
+     * capturing. Each call has its own timer.
      */
     public float timeMs(Runnable work, int reps) {
         if (capturing) {
@@ -435,6 +439,7 @@ public abstract class Device implements AutoCloseable {
         }
         work.run();
         work.run();
+        long graph = graphTiming ? captureRuns(work, reps) : 0;
         LongPointer p = new LongPointer(1);
         FloatPointer ms = new FloatPointer(1);
         long timer = 0;
@@ -442,8 +447,12 @@ public abstract class Device implements AutoCloseable {
             check(onestep_timer_create(p), "timer", () -> "");
             timer = p.get();
             check(onestep_timer_start(timer, stream), "timer", () -> "");
-            for (int i = 0; i < reps; i++) {
-                work.run();
+            if (graph != 0) {
+                launchGraph(graph);
+            } else {
+                for (int i = 0; i < reps; i++) {
+                    work.run();
+                }
             }
             check(onestep_timer_stop(timer, stream, ms), "timer", () -> "");
             return ms.get() / reps;
@@ -451,9 +460,52 @@ public abstract class Device implements AutoCloseable {
             if (timer != 0) {
                 onestep_timer_destroy(timer);
             }
+            if (graph != 0) {
+                destroyGraph(graph);
+            }
             p.close();
             ms.close();
         }
+    }
+
+    /** {@code reps} runs of {@code work} as a graph, or 0 where the capture failed (the stream is usable again). */
+    private long captureRuns(Runnable work, int reps) {
+        beginCapture();
+        try {
+            for (int i = 0; i < reps; i++) {
+                work.run();
+            }
+        } catch (RuntimeException e) {
+            try {
+                destroyGraph(endCapture());
+            } catch (RuntimeException ended) {
+                // the capture was already invalidated and is over
+            }
+            uncapturedTimings++;
+            return 0;
+        }
+        try {
+            return endCapture();
+        } catch (CudaException e) {
+            uncapturedTimings++;
+            return 0;
+        }
+    }
+
+    /**
+     * Whether {@link #timeMs} times the runs as a replayed graph (the default); {@code -Donestep.cuda.graphTiming=false}
+     * in {@link CudaDevice}: as launches on the stream, host time included.
+     */
+    public void graphTiming(boolean on) {
+        graphTiming = on;
+    }
+
+    private boolean graphTiming = true;
+    private long uncapturedTimings;
+
+    /** Timings {@link #timeMs} made as launches because their work could not be captured. */
+    public long uncapturedTimings() {
+        return uncapturedTimings;
     }
 
     /**

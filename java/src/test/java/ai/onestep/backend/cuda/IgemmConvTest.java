@@ -69,12 +69,23 @@ class IgemmConvTest {
             float ms = d.timeMs(() -> d.igemmConv(x, w, 0, 0, y, 1, 4, 4, 16, 3, 3, 16, 1, 1, 0, Precision.FP16,
                     () -> "test"), 3);
             assertTrue(ms >= 0 && Float.isFinite(ms), "time " + ms);
-            assertEquals(5, d.igemmLaunches(), "two warm-up runs and three timed");
-            // A timing whose work times something itself (a choice made inside another's library route).
+            assertEquals(5, d.igemmLaunches(), "two warm-up runs and three captured, timed as one graph replay");
+            assertEquals(0, d.uncapturedTimings(), "the three timed runs were captured");
+            // A timing whose work times something itself (a choice made inside another's library route): the inner
+            // timings capture their runs, the outer one cannot (no timing inside a capture) and times launches.
             float outer = d.timeMs(() -> d.timeMs(() -> d.igemmConv(x, w, 0, 0, y, 1, 4, 4, 16, 3, 3, 16, 1, 1, 0,
                     Precision.FP16, () -> "test"), 1), 2);
             assertTrue(outer >= 0 && Float.isFinite(outer), "nested time " + outer);
             assertEquals(5 + 4 * 3, d.igemmLaunches(), "the outer work ran 4 times, each 3 launches");
+            assertEquals(1, d.uncapturedTimings(), "the outer timing, as launches");
+            // As launches on the stream (-Donestep.cuda.graphTiming=false): the same runs, none captured.
+            d.graphTiming(false);
+            float launched = d.timeMs(() -> d.igemmConv(x, w, 0, 0, y, 1, 4, 4, 16, 3, 3, 16, 1, 1, 0,
+                    Precision.FP16, () -> "test"), 3);
+            assertTrue(launched >= 0 && Float.isFinite(launched), "time " + launched);
+            assertEquals(5 + 4 * 3 + 5, d.igemmLaunches());
+            assertEquals(1, d.uncapturedTimings());
+            d.graphTiming(true);
             assertTrue(Device.igemmConfigs() >= 1 && Device.igemmConfigName(0).equals("auto"));
             assertTrue(Device.igemmTakes(x, w, 16, Precision.BF16));
             assertFalse(Device.igemmTakes(x, w, 16, Precision.FP32), "fp32");

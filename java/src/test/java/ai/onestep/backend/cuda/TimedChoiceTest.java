@@ -50,6 +50,9 @@ class TimedChoiceTest {
             assertTrue(ops.eagerOnlyPasses().isEmpty(), p.label() + ": no pass fell back to op by op");
             choices.addAll(d.timedChoices());
             launches[0] = d.igemmLaunches();
+            // Each candidate and incumbent was timed as a captured graph's replay (Device.timeMs), as the pass runs
+            // it: the library routes, their scratch included, capture.
+            assertEquals(0, d.uncapturedTimings(), p.label() + ": timings made as launches");
             return out;
         }
     }
