@@ -57,7 +57,7 @@ run() {  # run <label> <binary> [args...]
 }
 # First the runs the newest candidates need (the backend times them itself, but these say by how much), in case the
 # step's time cap stops the later ones.
-run "convolution forward, the CIFAR U-Net's shapes at batch 1 and 64 (v1 portable, v2-9 the implicit GEMM)" \
+run "convolution forward, the CIFAR U-Net's shapes at batch 1 and 64 (v1 portable, v2-13 the implicit GEMM, v9-12 split over clusters)" \
     "$build/dev_conv_forward"
 run "attention forward, CIFAR 16x16, B=1 H=4 T=256 D=64 (v11: split keys, v12-14: pipelined)" \
     "$build/dev_attention_forward" 0 1 4 256 64
@@ -100,7 +100,7 @@ awk '/^== /{label=substr($0, 4); sub(/:.*/, "", label)}
 awk '/^== convolution forward/{on=1; next} /^== /{on=0}
      on && / MFLOP\)$/ {if (shape != "") print shape "\t" p "\t" best; shape=$0; sub(/ \(.*/, "", shape); best="-"; bt=1e30; p="-"}
      on && /^  v1 / && / us / {p=$(NF-3) " us"}
-     on && /^  v[2-9] / && / us / {t=$(NF-3)+0; if (t < bt) {bt=t; best=$1 " " $(NF-3) " us, " $(NF-1) " TFLOP/s"}}
+     on && /^  v([2-9]|1[0-9]) / && / us / {t=$(NF-3)+0; if (t < bt) {bt=t; best=$1 " " $(NF-3) " us, " $(NF-1) " TFLOP/s"}}
      END {if (shape != "") print shape "\t" p "\t" best}' "$log" |
     awk -F'\t' 'NR==1{printf "%-60s %-14s %s\n", "convolution (fp16)", "portable", "fastest implicit GEMM"} {printf "%-60s %-14s %s\n", $1, $2, $3}'
 grep -q "SOME VERSIONS DO NOT MATCH\|SOME VERSIONS FAILED" "$log" && status=1

@@ -4,11 +4,12 @@
 // validated against the reference, then (nvcc only) timed with an L2 flush, in us and TFLOP/s.
 //   version 1: the portable direct convolution (src/layers.cu, onestep_conv2d_nhwc_typed): one thread per output,
 //              fp32 FMAs on CUDA cores; the correctness twin.
-//   versions 2-8: the tensor-core implicit GEMM (src/conv.cu, onestep_conv2d_igemm_typed) with tile configurations
-//              1-7 (onestep_conv2d_igemm_config_name): output tiles of 16-64 pixels x 32-64 channels, the GEMM depth
-//              split over 2-8 warps of a block, each with its own cp.async ring of 3-4 stages.
-//   version 9: the same with config 0, the cost model's pick.
-// The upsamplers (nearest 2x, then the 3x3 convolution) run versions 2-9 as onestep_upsample_conv_igemm_typed, the
+//   versions 2-12: the tensor-core implicit GEMM (src/conv.cu, onestep_conv2d_igemm_typed) with tile configurations
+//              1-11 (onestep_conv2d_igemm_config_name): output tiles of 16-64 pixels x 32-64 channels, the GEMM
+//              depth split over 2-8 warps of a block, each with its own cp.async ring of 3-4 stages; configs 8-11
+//              (versions 9-12, sm_90) also split it over a thread block cluster of 2-8 blocks.
+//   version 13: the same with config 0, the cost model's pick.
+// The upsamplers (nearest 2x, then the 3x3 convolution) run versions 2-13 as onestep_upsample_conv_igemm_typed, the
 // upsampled pixels gathered from x on the fly.
 // The CUDA backend times these tiles against cuDNN on each shape's first use (Device#ownConv); this file is where
 // to see which tile wins where, and how far from the tensor cores' peak each runs.
@@ -74,9 +75,10 @@ static std::vector<__half> as_half(const std::vector<float>& v) {
     return h;
 }
 
-constexpr int kVersions = 9;
+// 1 + the library's configurations + config 0.
+static const int kVersions = onestep_conv2d_igemm_configs() + 2;
 
-// Runs version v (1: portable on HWIO weights; 2-8: igemm config v - 1; 9: igemm config 0).
+// Runs version v (1: portable on HWIO weights; 2 .. kVersions - 1: igemm config v - 1; kVersions: igemm config 0).
 static onestep_status run_version(int v, const ConvShape& s, const __half* x, const __half* w_krsc,
                                   const __half* w_hwio, const __half* bias, __half* y) {
     if (s.up)

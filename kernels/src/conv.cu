@@ -22,6 +22,14 @@
 // 4 words hit 32 distinct banks), then every four fragment registers are one ldmatrix.x4 (the same values as four
 // 32-bit shared loads; sixteenth session) and (BM/16)(BN/8) mma.sync.m16n8k16.
 // Steps are dealt to the KSPLIT warps round robin. Development record and timings: kernels/dev/conv_forward.cu.
+//
+// Split over a cluster (CS > 1; sm_90, seventeenth session): the seventeenth session's H100 profile put a batch-1
+// sample's convolutions at 73% of its kernel time, 5.5-50 us each, where their FLOPs need well under 1 us: the 4x4 and
+// 8x8 levels have 8-32 output tiles for 132 SMs, and every warp walks 18-36 steps of 16 in series. A tile with CS > 1
+// is computed by a thread block cluster of CS blocks, each taking every CS-th group of KSPLIT steps, so the serial
+// walk is CS times shorter on CS times the SMs. Each block sums its warps' partials in its own shared memory; after a
+// cluster barrier, block `rank` adds the CS blocks' sums (distributed shared memory, rank order, so every run gives
+// the same bits) for its 1/CS of the tile's outputs, and a last barrier keeps each block's sums alive for its peers.
 #include "cuda_compat.cuh"
 #include "dtype.cuh"
 #include "onestep_kernels.h"
@@ -50,9 +58,10 @@ struct Shape {
 
 // A tile shape: BM output pixels x BN output channels a block, the depth split over KSPLIT warps, each with a ring of
 // STAGES cp.async buffers. The shared memory serves the pipeline, then the KSPLIT partial sums (fp32) for the epilogue.
-template <int BM_, int BN_, int KSPLIT_, int STAGES_>
+template <int BM_, int BN_, int KSPLIT_, int STAGES_, int CS_ = 1>
 struct Tile {
-    static constexpr int BM = BM_, BN = BN_, KSPLIT = KSPLIT_, STAGES = STAGES_;
+    static constexpr int BM = BM_, BN = BN_, KSPLIT = KSPLIT_, STAGES = STAGES_, CS = CS_;
+    static_assert(CS == 1 || CS == 2 || CS == 4 || CS == 8, "a portable cluster size");
     static_assert(BM % 16 == 0 && BN % 16 == 0 && STAGES >= 2, "m16n8k16 fragments (B two at a time); a ring of two+");
     static constexpr int kThreads = 32 * KSPLIT;
     static constexpr int kAChunks = BM * 2 / 32, kBChunks = BN * 2 / 32;  // 16-byte moves per lane and step
@@ -71,7 +80,12 @@ using Tile4 = Tile<64, 32, 4, 3>;
 using Tile5 = Tile<32, 32, 8, 3>;  // deep K (Cin 256-512, 3x3)
 using Tile6 = Tile<64, 64, 2, 3>;  // large M (batch 64): fewer, fuller blocks
 using Tile7 = Tile<16, 32, 8, 3>;
-constexpr int kConfigs = 7;
+using Tile8 = Tile<16, 32, 4, 4, 2>;   // the depth over a cluster of 2 blocks (sm_90): the 16x16 level
+using Tile9 = Tile<16, 32, 4, 4, 4>;   // ... of 4: the 8x8 level
+using Tile10 = Tile<16, 32, 4, 4, 8>;  // ... of 8: the 4x4 level (8 tiles: 64 blocks)
+using Tile11 = Tile<32, 32, 4, 4, 2>;  // the 32x32 level
+constexpr int kConfigs = 11;
+constexpr int kFirstClusterConfig = 8;  // configs from here on need thread block clusters
 
 // Byte offset of 16-byte half `chunk` (0 or 1) of tile row `row` (rows of 32 bytes, halves swapped on rows 4..7 mod 8).
 __device__ __forceinline__ int swizzled(int row, int chunk) { return row * 32 + ((chunk ^ ((row >> 2) & 1)) << 4); }
@@ -83,8 +97,11 @@ __global__ void __launch_bounds__(C::kThreads)
     await_predecessors();
     ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int m0 = blockIdx.x * C::BM, n0 = blockIdx.y * C::BN;
+    const unsigned rank = C::CS > 1 ? cluster_rank() : 0u;
+    const int m0 = (blockIdx.x / C::CS) * C::BM, n0 = blockIdx.y * C::BN;
     unsigned char* ring = smem + warp * C::STAGES * C::kStageBytes;
+    // This warp among the cluster's CS x KSPLIT, which deal the steps round robin.
+    const int wid = int(rank) * C::KSPLIT + warp, warps = C::CS * C::KSPLIT;
 
     // The output pixels of this lane's A moves (move i: tile row (lane + 32 i) / 2, half (lane + 32 i) % 2): the
     // sample's base offset and the top-left input coordinate of the window; rows past M get a coordinate no tap
@@ -125,17 +142,17 @@ __global__ void __launch_bounds__(C::kThreads)
     };
 
     float acc[C::BM / 16][C::BN / 8][4] = {};
-    const int mine = warp < s.steps ? (s.steps - warp + C::KSPLIT - 1) / C::KSPLIT : 0;  // warp-uniform
+    const int mine = wid < s.steps ? (s.steps - wid + warps - 1) / warps : 0;  // warp-uniform
 #pragma unroll
     for (int j = 0; j < C::STAGES - 1; j++) {
-        if (j < mine) load(warp + j * C::KSPLIT, j);
+        if (j < mine) load(wid + j * warps, j);
         cp_async_commit();  // empty groups too: the wait below counts groups
     }
     for (int i = 0; i < mine; i++) {
         cp_async_wait<C::STAGES - 2>();  // this lane's moves of step i have landed...
         __syncwarp();                    // ...and everyone's; also, every lane is done reading step i - 1's buffer
         const int next = i + C::STAGES - 1;
-        if (next < mine) load(warp + next * C::KSPLIT, next % C::STAGES);
+        if (next < mine) load(wid + next * warps, next % C::STAGES);
         cp_async_commit();
         const unsigned char* a_tile = ring + (i % C::STAGES) * C::kStageBytes;
         const unsigned char* b_tile = a_tile + C::BM * 32;
@@ -174,23 +191,46 @@ __global__ void __launch_bounds__(C::kThreads)
             p[8 * C::BN] = acc[mi][ni][2], p[8 * C::BN + 1] = acc[mi][ni][3];
         }
     __syncthreads();
-    // Epilogue: a block-wide pass over the tile, consecutive threads on consecutive output channels (coalesced).
-    for (int e = threadIdx.x; e < C::BM * C::BN; e += C::kThreads) {
-        const int row = e / C::BN, col = e - row * C::BN, m = m0 + row, co = n0 + col;
-        if (m >= s.M || co >= s.Cout) continue;
-        float v = 0.f;
+    if constexpr (C::CS == 1) {
+        // Epilogue: a block-wide pass over the tile, consecutive threads on consecutive output channels (coalesced).
+        for (int e = threadIdx.x; e < C::BM * C::BN; e += C::kThreads) {
+            const int row = e / C::BN, col = e - row * C::BN, m = m0 + row, co = n0 + col;
+            if (m >= s.M || co >= s.Cout) continue;
+            float v = 0.f;
 #pragma unroll
-        for (int k = 0; k < C::KSPLIT; k++) v += part[k * C::BM * C::BN + e];
-        const long long o = (long long)m * s.Cout + co;
-        if (bias) v += to_f32(bias[co]);
-        if (z) v += to_f32(z[o]);  // z may be y itself: read before the write, by the same thread
-        y[o] = from_f32<T>(v);
+            for (int k = 0; k < C::KSPLIT; k++) v += part[k * C::BM * C::BN + e];
+            const long long o = (long long)m * s.Cout + co;
+            if (bias) v += to_f32(bias[co]);
+            if (z) v += to_f32(z[o]);  // z may be y itself: read before the write, by the same thread
+            y[o] = from_f32<T>(v);
+        }
+    } else {
+        // This block's sum over its warps, in place (each e read and written by one thread).
+        for (int e = threadIdx.x; e < C::BM * C::BN; e += C::kThreads) {
+            float v = 0.f;
+#pragma unroll
+            for (int k = 0; k < C::KSPLIT; k++) v += part[k * C::BM * C::BN + e];
+            part[e] = v;
+        }
+        cluster_sync();  // every block's sum is written
+        // Block `rank` finishes every CS-th run of kThreads outputs: the CS sums in rank order, then the epilogue.
+        for (int e = threadIdx.x + int(rank) * C::kThreads; e < C::BM * C::BN; e += C::kThreads * C::CS) {
+            const int row = e / C::BN, col = e - row * C::BN, m = m0 + row, co = n0 + col;
+            if (m >= s.M || co >= s.Cout) continue;
+            float v = 0.f;
+            for (int r = 0; r < C::CS; r++) v += cluster_map(part, unsigned(r))[e];
+            const long long o = (long long)m * s.Cout + co;
+            if (bias) v += to_f32(bias[co]);
+            if (z) v += to_f32(z[o]);
+            y[o] = from_f32<T>(v);
+        }
+        cluster_sync();  // the peers have read this block's sum: its shared memory may go
     }
 }
 
 template <class C>
 long long blocks_of(const Shape& s) {
-    return (long long)((s.M + C::BM - 1) / C::BM) * ((s.Cout + C::BN - 1) / C::BN);
+    return (long long)((s.M + C::BM - 1) / C::BM) * ((s.Cout + C::BN - 1) / C::BN) * C::CS;
 }
 
 // A cost model for config 0, in units of one warp's mma step: waves of warps (assuming ~132 SMs x 8 resident warps)
@@ -203,12 +243,14 @@ double modeled_cost(const Shape& s) {
     return waves * (steps * (C::BM / 16) * (C::BN / 8) + 4.0 * C::BM * C::BN / C::kThreads);
 }
 
+// Among the tiles every device runs (not the cluster ones, which need sm_90).
 int pick(const Shape& s) {
-    const double cost[kConfigs] = {modeled_cost<Tile1>(s), modeled_cost<Tile2>(s), modeled_cost<Tile3>(s),
-                                   modeled_cost<Tile4>(s), modeled_cost<Tile5>(s), modeled_cost<Tile6>(s),
-                                   modeled_cost<Tile7>(s)};
+    const double cost[] = {modeled_cost<Tile1>(s), modeled_cost<Tile2>(s), modeled_cost<Tile3>(s),
+                           modeled_cost<Tile4>(s), modeled_cost<Tile5>(s), modeled_cost<Tile6>(s),
+                           modeled_cost<Tile7>(s)};
+    static_assert(sizeof cost / sizeof cost[0] == kFirstClusterConfig - 1, "one cost a portable tile");
     int best = 0;
-    for (int c = 1; c < kConfigs; c++)
+    for (int c = 1; c < kFirstClusterConfig - 1; c++)
         if (cost[c] < cost[best]) best = c;
     return best + 1;
 }
@@ -216,7 +258,11 @@ int pick(const Shape& s) {
 template <typename T, class C>
 cudaError_t run(const void* x, const void* w, const void* bias, const void* z, void* y, const Shape& s,
                 cudaStream_t stream) {
-    const dim3 grid(unsigned((s.M + C::BM - 1) / C::BM), unsigned((s.Cout + C::BN - 1) / C::BN));
+    const dim3 grid(unsigned((s.M + C::BM - 1) / C::BM * C::CS), unsigned((s.Cout + C::BN - 1) / C::BN));
+    if constexpr (C::CS > 1)
+        return launch_cluster(conv_kernel<T, C>, grid, dim3(C::kThreads), unsigned(C::CS), size_t(C::kSharedBytes),
+                              stream, static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
+                              static_cast<const T*>(z), static_cast<T*>(y), s);
     return launch_dependent(conv_kernel<T, C>, grid, dim3(C::kThreads), size_t(C::kSharedBytes), stream,
                             static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
                             static_cast<const T*>(z), static_cast<T*>(y), s);
@@ -232,7 +278,11 @@ cudaError_t dispatch(int config, const void* x, const void* w, const void* bias,
         case 4: return run<T, Tile4>(x, w, bias, z, y, s, stream);
         case 5: return run<T, Tile5>(x, w, bias, z, y, s, stream);
         case 6: return run<T, Tile6>(x, w, bias, z, y, s, stream);
-        default: return run<T, Tile7>(x, w, bias, z, y, s, stream);
+        case 7: return run<T, Tile7>(x, w, bias, z, y, s, stream);
+        case 8: return run<T, Tile8>(x, w, bias, z, y, s, stream);
+        case 9: return run<T, Tile9>(x, w, bias, z, y, s, stream);
+        case 10: return run<T, Tile10>(x, w, bias, z, y, s, stream);
+        default: return run<T, Tile11>(x, w, bias, z, y, s, stream);
     }
 }
 
@@ -247,7 +297,9 @@ extern "C" const char* onestep_conv2d_igemm_config_name(int config) {
     static const char* const names[igemm::kConfigs + 1] = {
         "auto", "16x32 tile, 4 warps, 4 stages", "32x32 tile, 4 warps, 4 stages", "32x64 tile, 4 warps, 3 stages",
         "64x32 tile, 4 warps, 3 stages", "32x32 tile, 8 warps, 3 stages", "64x64 tile, 2 warps, 3 stages",
-        "16x32 tile, 8 warps, 3 stages"};
+        "16x32 tile, 8 warps, 3 stages", "16x32 tile, 4 warps, 4 stages, depth over 2 blocks",
+        "16x32 tile, 4 warps, 4 stages, depth over 4 blocks", "16x32 tile, 4 warps, 4 stages, depth over 8 blocks",
+        "32x32 tile, 4 warps, 4 stages, depth over 2 blocks"};
     return config >= 0 && config <= igemm::kConfigs ? names[config] : nullptr;
 }
 
@@ -286,6 +338,8 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "too large");
     const igemm::Shape s{N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo, N * Ho * Wo, KH * KW * Cin,
                          KH * KW * Cin / 16, up};
+    if (config >= igemm::kFirstClusterConfig)
+        if (onestep_status st = require_sm90(fn, shapes, "a tile whose depth is split over a cluster")) return st;
     if (config == 0) config = igemm::pick(s);
     const cudaError_t e = dtype == ONESTEP_FLOAT16
                               ? igemm::dispatch<__half>(config, x, w_krsc, bias, z, y, s, stream)
