@@ -97,6 +97,30 @@ float time_ms(F launch, int repeats = 20) {
     dev_check(cudaFree(flush));
     return total / repeats;
 }
+
+// Mean time of `launch` in ms over `repeats` runs queued back to back between one pair of events, after a warm-up:
+// no L2 flush and no gap, the way a captured pass (or PyTorch's peers replayed in a CUDA graph, bench/gpu/
+// torch_peers.py) runs a kernel. With kernels longer than a launch (a few us), the host's launch time hides behind
+// the device's work. time_ms's single launches on a flushed L2 are the conservative number; this one is the number
+// to set next to a graph-timed peer.
+template <class F>
+float time_ms_back_to_back(F launch, int repeats = 20) {
+    cudaEvent_t start, stop;
+    dev_check(cudaEventCreate(&start));
+    dev_check(cudaEventCreate(&stop));
+    launch();
+    dev_check(cudaDeviceSynchronize());
+    dev_check(cudaEventRecord(start));
+    for (int i = 0; i < repeats; i++) launch();
+    dev_check(cudaEventRecord(stop));
+    dev_check(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    dev_check(cudaEventElapsedTime(&ms, start, stop));
+    dev_check(cudaGetLastError());
+    dev_check(cudaEventDestroy(start));
+    dev_check(cudaEventDestroy(stop));
+    return ms / repeats;
+}
 #endif
 
 }  // namespace dev
