@@ -166,14 +166,21 @@ fi
 
 if has profile; then  # opt-in (--only ...,profile): where a batch-1 CIFAR sample's time goes, kernel by kernel
   echo "==== 3c. Nsight Compute: every kernel of one CIFAR-size fp16 1-step sample at batch 1 (ncu.csv)"
-  # The first call runs the pass op by op, making its timed choices (thousands of kernels), the warm-up call captures
-  # the graph, and the one timed call replays it between cudaProfilerStart and Stop (--profile-last): with
-  # --profile-from-start off, ncu sees the replay's kernels alone. --clock-control none: the card's own clocks.
+  # The timed choices are made by a run without ncu, whose per-launch overhead would skew them, and written to a file
+  # (-Donestep.cuda.choices) that the profiled run loads. There the first call runs the pass op by op, the warm-up
+  # call captures the graph, and the one timed call replays it between cudaProfilerStart and Stop (--profile-last):
+  # with --profile-from-start off, ncu sees the replay's kernels alone. --clock-control none: the card's own clocks.
   if command -v ncu > /dev/null && [ -f "$cifar" ]; then
+    chosen=(-Donestep.cuda.choices=build/gpu-run/profile-choices.tsv)
+    rm -f build/gpu-run/profile-choices.tsv
+    timeout "$(cap 40 60)" "$java" "${flags[@]}" "${chosen[@]}" -cp "$cp" StepTiming --backend cuda --library "$lib" \
+      --batches 1 --reps 1 --warmup 1 --precision fp16 --no-compare --first-step-only "$cifar" \
+      > build/gpu-run/profile-choices.log 2>&1
+    echo "choices for the profile: $(grep -c . build/gpu-run/profile-choices.tsv 2>/dev/null) lines"
     timeout "$(cap 80 30)" ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \
-      --log-file "$out/ncu.csv" --launch-count 2000 "$java" "${flags[@]}" -cp "$cp" StepTiming --backend cuda \
-      --library "$lib" --batches 1 --reps 1 --warmup 1 --precision fp16 --no-compare --first-step-only \
-      --profile-last "$cifar" > build/gpu-run/ncu-run.log 2>&1
+      --log-file "$out/ncu.csv" --launch-count 2000 "$java" "${flags[@]}" "${chosen[@]}" -cp "$cp" StepTiming \
+      --backend cuda --library "$lib" --batches 1 --reps 1 --warmup 1 --precision fp16 --no-compare \
+      --first-step-only --profile-last "$cifar" > build/gpu-run/ncu-run.log 2>&1
     echo "ncu: exit $?, $(grep -c '"gpu__time_duration.sum"' "$out/ncu.csv" 2>/dev/null) kernels profiled"
     "$py" - "$out/ncu.csv" <<'PY' || true
 import csv, sys, collections

@@ -156,11 +156,30 @@ public final class CudaDevice extends Device {
         }
         this.ltHandle = lt;
         this.ltStream = new CUstream_st(address(stream()));
+        useChoicesFile();
     }
 
     @Override
     public String kind() {
         return "cuda";
+    }
+
+    /** The GPU's name and compute capability, the driver, and cuDNN's version, besides the library. */
+    @Override
+    protected String choiceIdentity() {
+        String gpu;
+        try (org.bytedeco.cuda.cudart.cudaDeviceProp prop = new org.bytedeco.cuda.cudart.cudaDeviceProp();
+             org.bytedeco.javacpp.IntPointer v = new org.bytedeco.javacpp.IntPointer(1)) {
+            int[] dev = new int[1];
+            org.bytedeco.cuda.global.cudart.cudaGetDevice(dev);
+            org.bytedeco.cuda.global.cudart.cudaGetDeviceProperties(prop, dev[0]);
+            org.bytedeco.cuda.global.cudart.cudaDriverGetVersion(v);
+            gpu = prop.name().getString().trim() + " (sm_" + prop.major() + prop.minor() + "), driver " + v.get();
+        } catch (RuntimeException | LinkageError e) {
+            gpu = "an unidentified GPU";
+        }
+        String dnn = cudnnHandle != null ? "cuDNN " + org.bytedeco.cuda.global.cudnn.cudnnGetVersion() : "no cuDNN";
+        return super.choiceIdentity() + "; " + gpu + "; " + dnn;
     }
 
     @Override

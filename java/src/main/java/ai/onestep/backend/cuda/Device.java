@@ -415,9 +415,41 @@ public abstract class Device implements AutoCloseable {
 
     @Override
     public void close() {
+        if (choicesFile != null) {
+            try {
+                saveChoices(choicesFile);
+            } catch (java.io.IOException | RuntimeException e) {
+                System.err.println("cuda: could not write the timed choices to " + choicesFile + ": " + e.getMessage());
+            }
+            choicesFile = null;
+        }
         if (stream != 0) {
             onestep_stream_destroy(stream);
             stream = 0;
+        }
+    }
+
+    private java.nio.file.Path choicesFile;
+
+    /**
+     * {@code -Donestep.cuda.choices=FILE}: this device starts with the timed choices in FILE, if it exists and was
+     * made under this device's identity (else one log line, and it times as usual), and writes its choices back on
+     * close ({@link #loadChoices}, {@link #saveChoices}). For a process that should skip the first pass's timing, and
+     * for a profiler, whose overhead would skew the timing, to run what an unprofiled process chose. Called at the end
+     * of a device's constructor.
+     */
+    protected final void useChoicesFile() {
+        String f = System.getProperty("onestep.cuda.choices");
+        if (f == null || f.isBlank()) {
+            return;
+        }
+        choicesFile = java.nio.file.Path.of(f);
+        if (java.nio.file.Files.exists(choicesFile)) {
+            try {
+                loadChoices(choicesFile);
+            } catch (java.io.IOException | IllegalArgumentException e) {
+                System.err.println("cuda: timed choices not loaded: " + e.getMessage());
+            }
         }
     }
 
@@ -729,6 +761,110 @@ public abstract class Device implements AutoCloseable {
         return java.util.List.copyOf(choices.values());
     }
 
+    /** Loaded choices that run a candidate and have not yet been checked against the incumbent on this device. */
+    private final java.util.Set<String> unverified = new java.util.HashSet<>();
+
+    private static final String CHOICES_HEADER = "# onestep timed choices 1";
+
+    /**
+     * What a timed choice depends on, beyond the shape: the device kind and the library file (its path, size and
+     * modification time); {@link CudaDevice} adds the GPU, the driver and cuDNN. A choices file made under another
+     * identity is not used ({@link #loadChoices}).
+     */
+    protected String choiceIdentity() {
+        java.io.File f = new java.io.File(library);
+        return kind() + "; library " + library + " (" + f.length() + " bytes, modified " + f.lastModified() + ")";
+    }
+
+    /**
+     * Writes the timed choices made so far to {@code file}, with those already in it under the same identity (this
+     * device's take precedence), atomically (a temporary file in the same folder, then a rename): a process can then
+     * start with them ({@link #loadChoices}) instead of timing every shape again on its first pass, as cuDNN's and
+     * PyTorch's tuning caches do. One line a choice, tab-separated.
+     */
+    public void saveChoices(java.nio.file.Path file) throws java.io.IOException {
+        java.util.Map<String, Choice> all = new java.util.LinkedHashMap<>();
+        if (java.nio.file.Files.exists(file)) {
+            try {
+                for (Choice c : readChoices(file)) {
+                    all.put(c.shape(), c);
+                }
+            } catch (java.io.IOException | IllegalArgumentException e) {
+                // another identity, or unreadable: replaced by this device's choices
+            }
+        }
+        all.putAll(choices);
+        StringBuilder out = new StringBuilder(CHOICES_HEADER).append('\n').append("# ").append(choiceIdentity())
+                .append('\n');
+        for (Choice c : all.values()) {
+            out.append(String.join("\t", c.shape(), Integer.toString(c.config()), c.candidate(),
+                    Float.toString(c.candidateMs()), c.incumbent(), Float.toString(c.incumbentMs()),
+                    c.verdict().replace('\t', ' ').replace('\n', ' '))).append('\n');
+        }
+        java.nio.file.Path dir = file.toAbsolutePath().getParent();
+        java.nio.file.Files.createDirectories(dir);
+        java.nio.file.Path tmp = java.nio.file.Files.createTempFile(dir, file.getFileName().toString(), ".tmp");
+        try {
+            java.nio.file.Files.writeString(tmp, out);
+            java.nio.file.Files.move(tmp, file, java.nio.file.StandardCopyOption.REPLACE_EXISTING,
+                    java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+        } finally {
+            java.nio.file.Files.deleteIfExists(tmp);
+        }
+    }
+
+    /**
+     * Takes the choices {@link #saveChoices} wrote to {@code file}, so their shapes are not timed again. A loaded
+     * choice that runs a candidate is checked against the incumbent on its shape's first use outside a capture (and
+     * the incumbent runs until then); one that disagrees, or that the library refuses here, falls back to the
+     * incumbent. Returns how many were loaded.
+     *
+     * @throws IllegalArgumentException naming the file (and the line) if it is not a choices file, or was made under
+     *                                  another identity (another GPU, driver, cuDNN or library build)
+     */
+    public int loadChoices(java.nio.file.Path file) throws java.io.IOException {
+        List<Choice> loaded = readChoices(file);
+        for (Choice c : loaded) {
+            if (!choices.containsKey(c.shape())) {
+                choices.put(c.shape(), c);
+                if (c.config() != 0) {
+                    unverified.add(c.shape());
+                }
+            }
+        }
+        return loaded.size();
+    }
+
+    private List<Choice> readChoices(java.nio.file.Path file) throws java.io.IOException {
+        List<String> lines = java.nio.file.Files.readAllLines(file);
+        if (lines.size() < 2 || !lines.get(0).equals(CHOICES_HEADER)) {
+            throw new IllegalArgumentException(file + ": not a timed-choices file (its first line is not \""
+                    + CHOICES_HEADER + "\")");
+        }
+        if (!lines.get(1).equals("# " + choiceIdentity())) {
+            throw new IllegalArgumentException(file + ": made for " + lines.get(1).substring(Math.min(2,
+                    lines.get(1).length())) + ", not this device (" + choiceIdentity() + ")");
+        }
+        List<Choice> out = new java.util.ArrayList<>();
+        for (int i = 2; i < lines.size(); i++) {
+            String[] f = lines.get(i).split("\t", -1);
+            try {
+                if (f.length != 7) {
+                    throw new IllegalArgumentException("7 tab-separated fields expected, got " + f.length);
+                }
+                int config = Integer.parseInt(f[1]);
+                if (config < 0) {
+                    throw new IllegalArgumentException("config " + config + " is negative");
+                }
+                out.add(new Choice(f[0], config, f[2], Float.parseFloat(f[3]), f[4], Float.parseFloat(f[5]),
+                        f[6].endsWith(" (loaded)") ? f[6] : f[6] + " (loaded)"));
+            } catch (IllegalArgumentException e) {  // NumberFormatException too
+                throw new IllegalArgumentException(file + " line " + (i + 1) + ": " + e.getMessage());
+            }
+        }
+        return out;
+    }
+
     /** A convolution's shape for a choice's key, after {@link #incumbentTag}. */
     final String shapeKey(int n, int h, int wd, int cin, int kh, int kw, int cout, int stride, int padding,
                           Precision type) {
@@ -762,6 +898,32 @@ public abstract class Device implements AutoCloseable {
             return false;
         }
         Choice own = choices.get(key);
+        if (own != null && unverified.contains(key)) {  // loaded from a file (loadChoices): checked before it runs
+            if (capturing) {
+                return false;
+            }
+            unverified.remove(key);
+            long unfused = residualsUnfused;
+            boolean ok;
+            try (Temporary tmp = new Temporary()) {
+                ours.accept(own.config());
+                long ref = tmp.allocate(outElems * type.bytes, "implicit-GEMM convolution check");
+                reference.accept(ref);
+                ok = agrees(y, ref, outElems, type, tmp, what, "our implicit-GEMM convolution " + key + " (loaded)",
+                        "the library route");
+            } catch (CudaException e) {
+                System.err.println("cuda: the loaded choice for " + key + " did not run (" + e.getMessage()
+                        + "): the library route instead");
+                ok = false;
+            } finally {
+                residualsUnfused = unfused;
+            }
+            if (!ok) {
+                own = new Choice(key, 0, own.candidate(), own.candidateMs(), own.incumbent(), own.incumbentMs(),
+                        "loaded, but disagreed or did not run here: library route instead");
+                choices.put(key, own);
+            }
+        }
         if (own == null) {
             if (capturing) {
                 return false;
@@ -910,6 +1072,23 @@ public abstract class Device implements AutoCloseable {
                             java.util.function.IntConsumer launch,
                             java.util.function.BiPredicate<Integer, Temporary> check) {
         Choice c = choices.get(key);
+        if (c != null && unverified.contains(key)) {  // loaded from a file (loadChoices): checked before it runs
+            if (capturing) {
+                return 0;
+            }
+            unverified.remove(key);
+            boolean ok;
+            try (Temporary tmp = new Temporary()) {
+                ok = check.test(c.config(), tmp);
+            } catch (CudaException e) {
+                ok = false;
+            }
+            if (!ok) {
+                c = new Choice(key, 0, c.candidate(), c.candidateMs(), c.incumbent(), c.incumbentMs(),
+                        "loaded, but disagreed or did not run here: " + incumbent + " instead");
+                choices.put(key, c);
+            }
+        }
         if (c == null && !capturing) {
             // Each candidate's time, or why the library refused it (a shape it has no instance for, an address it
             // cannot align to): the others still compete.

@@ -74,6 +74,7 @@ public final class EmulatedDevice extends Device {
             forceChoice = Boolean.TRUE;
         }
         choiceReps = 1;  // the emulation's times decide nothing: run each candidate 3 times, not 12
+        useChoicesFile();
     }
 
     private final boolean separateBias;
