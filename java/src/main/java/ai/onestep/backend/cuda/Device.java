@@ -744,7 +744,7 @@ public abstract class Device implements AutoCloseable {
      * candidate (for convolutions, our implicit GEMM's tile {@code config}; for attention, the split-keys kernel 1 or
      * the pipelined kernel 2; for group norm, the slab kernel 1 or the cluster kernel 2), 0 keeps the incumbent (cuDNN,
      * the portable kernel where cuDNN refuses the shape or there is none, the default attention kernel, the default
-     * group-norm kernels). Times are per launch, back to back on the device ({@link #timeMs}); candidate and
+     * group-norm kernels). Times are per run, of runs replayed as a graph ({@link #timeMs}); candidate and
      * candidateMs are the fastest candidate's (the verdict names the others' times where there were several).
      */
     public record Choice(String shape, int config, String candidate, float candidateMs, String incumbent,
