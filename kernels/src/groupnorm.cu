@@ -369,8 +369,9 @@ __device__ __forceinline__ void slab_normalize(const float4 (&v)[ITERS], float (
 // across warps through shared memory, then summed over the quads of a group. Normalization reads the registers, so
 // x crosses the bus once and y once. The pre-add terms are added, as the other paths add them, once every load is
 // in flight. Added as each vector arrived, with a branch on each term's pointer between one load and the next, they
-// left ptxas no block to schedule the loads together in (the PTX shows it; there is no SASS disassembler here). Issuing the loads first took the kernel from 45.2 to 37.6 us
-// at 64x32x32x128 fp32 (1.48 to 1.79 TB/s of the H100's 2.97), and fp16 from 42.4 to 31.7 us (seventeenth session).
+// left ptxas no block to schedule the loads together in (the PTX shows it; there is no SASS disassembler here).
+// Issuing the loads first took the kernel from 45.2 to 37.6 us at 64x32x32x128 fp32 (1.48 to 1.79 TB/s of the
+// H100's 2.97), and fp16 from 42.4 to 31.7 us (seventeenth session).
 // Needs Cg % 4 == 0 and kSlab % Cg == 0 (Cg 4, 8 or 16: the U-Net's 128 to 512 channels in 32 groups),
 // C % kSlab == 0, x and y aligned for 4-vectors, and HW <= (blockDim / 4) * ITERS (at most 2048 pixels). Its sums
 // run in another order than Welford's, so its bits differ from the other paths' in the last places: the CUDA backend
