@@ -324,6 +324,9 @@ onestep_status onestep_upsample_conv_igemm_typed(const void* x, const void* w_kr
 int onestep_conv2d_igemm_configs(void);
 /* "auto" for 0, a tile's description for 1 .. onestep_conv2d_igemm_configs(), NULL otherwise. */
 const char* onestep_conv2d_igemm_config_name(int config);
+/* The thread block cluster a tile's depth is split over: 1 for 0 and the plain tiles, 2, 4 or 8 for the tiles that
+ * need sm_90 (ONESTEP_ERROR_UNSUPPORTED below it), 0 for a config out of range. */
+int onestep_conv2d_igemm_config_cluster(int config);
 /* The config that 0 runs for this shape, or 0 where onestep_conv2d_igemm_typed refuses the shape. */
 int onestep_conv2d_igemm_choice(int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride, int padding);
 /* k (Cin, 4, 4, Cout) from 3x3 weights w (3, 3, Cin, Cout) HWIO: the kernel of the stride-2 transposed convolution

@@ -303,6 +303,13 @@ extern "C" const char* onestep_conv2d_igemm_config_name(int config) {
     return config >= 0 && config <= igemm::kConfigs ? names[config] : nullptr;
 }
 
+extern "C" int onestep_conv2d_igemm_config_cluster(int config) {
+    using namespace igemm;
+    static const int cs[kConfigs + 1] = {1,         Tile1::CS, Tile2::CS, Tile3::CS,  Tile4::CS, Tile5::CS,
+                                         Tile6::CS, Tile7::CS, Tile8::CS, Tile9::CS, Tile10::CS, Tile11::CS};
+    return config >= 0 && config <= igemm::kConfigs ? cs[config] : 0;
+}
+
 extern "C" int onestep_conv2d_igemm_choice(int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride,
                                            int padding) {
     if (N < 1 || H < 1 || W < 1 || Cin < 16 || Cin % 16 || KH < 1 || KW < 1 || Cout < 1 || stride < 1 || padding < 0 ||
@@ -338,7 +345,7 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "too large");
     const igemm::Shape s{N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo, N * Ho * Wo, KH * KW * Cin,
                          KH * KW * Cin / 16, up};
-    if (config >= igemm::kFirstClusterConfig)
+    if (onestep_conv2d_igemm_config_cluster(config) > 1)
         if (onestep_status st = require_sm90(fn, shapes, "a tile whose depth is split over a cluster")) return st;
     if (config == 0) config = igemm::pick(s);
     const cudaError_t e = dtype == ONESTEP_FLOAT16

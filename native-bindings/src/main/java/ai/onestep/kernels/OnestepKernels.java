@@ -413,6 +413,8 @@ public final class OnestepKernels {
 
     public static native @Cast("const char*") BytePointer onestep_conv2d_igemm_config_name(int config);
 
+    public static native int onestep_conv2d_igemm_config_cluster(int config);
+
     public static native int onestep_conv2d_igemm_choice(int n, int h, int wd, int cin, int kh, int kw, int cout,
                                                          int stride, int padding);
 

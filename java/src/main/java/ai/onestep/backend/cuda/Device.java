@@ -563,6 +563,16 @@ public abstract class Device implements AutoCloseable {
         return onestep_conv2d_igemm_configs();
     }
 
+    /** The thread block cluster a tile's depth is split over: 1 for the plain tiles, 2-8 for those needing sm_90. */
+    public static int igemmConfigCluster(int config) {
+        return onestep_conv2d_igemm_config_cluster(config);
+    }
+
+    /** Whether a timed convolution choice times the tiles split over a cluster; {@link EmulatedDevice}: no. */
+    protected boolean timesClusterTiles() {
+        return true;
+    }
+
     /** "auto" for 0, else the tile configuration's description. */
     public static String igemmConfigName(int config) {
         BytePointer name = onestep_conv2d_igemm_config_name(config);
@@ -958,6 +968,9 @@ public abstract class Device implements AutoCloseable {
             int best = 0;
             float bestMs = Float.POSITIVE_INFINITY;
             for (int c = 1; c <= igemmConfigs(); c++) {
+                if (igemmConfigCluster(c) > 1 && !timesClusterTiles()) {
+                    continue;
+                }
                 int config = c;
                 float ms;
                 try {

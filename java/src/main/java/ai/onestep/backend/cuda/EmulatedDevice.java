@@ -80,6 +80,16 @@ public final class EmulatedDevice extends Device {
     private final boolean separateBias;
     private final boolean candidates;
 
+    /**
+     * No: its clock decides nothing, and an emulated cluster runs each of its blocks on an OS thread of its own (the
+     * DeviceCheck pass took 200 s longer when its choices timed them). test_conv checks those tiles' kernels, and
+     * IgemmConvTest runs them through {@link #igemmConv}.
+     */
+    @Override
+    protected boolean timesClusterTiles() {
+        return false;
+    }
+
     @Override
     public boolean convUsesKrsc() {
         return krsc || candidates;

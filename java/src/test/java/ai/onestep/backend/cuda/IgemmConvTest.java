@@ -18,6 +18,31 @@ import org.junit.jupiter.api.Test;
 class IgemmConvTest {
 
     /** ||got - want|| / ||want||, in double (shared by TimedChoiceTest and AttentionKernelsTest). */
+    /** values, narrowed to fp16 on the device. */
+    private static long upload16(Device d, DeviceArena a, float[] values, String name) {
+        try (ai.onestep.tensor.TensorArena host = new ai.onestep.tensor.TensorArena()) {
+            ai.onestep.tensor.Tensor h = host.allocate(values.length);
+            for (int i = 0; i < values.length; i++) {
+                h.set(i, values[i]);
+            }
+            long wide = a.allocate(4L * values.length, name + " fp32"), half = a.allocate(2L * values.length, name);
+            d.upload(wide, h.segment(), 4L * values.length, () -> name);
+            d.convert(wide, Precision.FP32, half, Precision.FP16, values.length, name, () -> "test");
+            return half;
+        }
+    }
+
+    /** n fp16 values from the device, widened. */
+    private static float[] download16(Device d, DeviceArena a, long y, int n) {
+        try (ai.onestep.tensor.TensorArena host = new ai.onestep.tensor.TensorArena()) {
+            long wide = a.allocate(4L * n, "y fp32");
+            d.convert(y, Precision.FP16, wide, Precision.FP32, n, "y", () -> "test");
+            ai.onestep.tensor.Tensor h = host.allocate(n);
+            d.download(h.segment(), wide, 4L * n, () -> "y");
+            return h.toArray();
+        }
+    }
+
     static double relL2(float[] got, float[] want) {
         double num = 0, den = 0;
         for (int i = 0; i < want.length; i++) {
@@ -87,6 +112,34 @@ class IgemmConvTest {
             assertEquals(1, d.uncapturedTimings());
             d.graphTiming(true);
             assertTrue(Device.igemmConfigs() >= 1 && Device.igemmConfigName(0).equals("auto"));
+            // The tiles split over a thread block cluster (sm_90; the emulated device's choices leave them out, so
+            // they run here through the same entry): each gives the plain tile's result to the sums' rounding.
+            long y0 = a.allocate(2L * 4 * 4 * 48, "y0"), y1 = a.allocate(2L * 4 * 4 * 48, "y1");
+            java.util.SplittableRandom r = new java.util.SplittableRandom(3);
+            float[] hx = new float[4 * 4 * 32], hw = new float[9 * 32 * 48];
+            for (int i = 0; i < hx.length; i++) {
+                hx[i] = (float) r.nextGaussian();
+            }
+            for (int i = 0; i < hw.length; i++) {
+                hw[i] = (float) (r.nextGaussian() / 17);
+            }
+            long x2 = upload16(d, a, hx, "x2"), w2 = upload16(d, a, hw, "w2");
+            d.igemmConv(x2, w2, 0, 0, y0, 1, 4, 4, 32, 3, 3, 48, 1, 1, 1, Precision.FP16, () -> "test");
+            float[] plain = download16(d, a, y0, 4 * 4 * 48);
+            int clustered = 0;
+            for (int c = 1; c <= Device.igemmConfigs(); c++) {
+                int cs = Device.igemmConfigCluster(c);
+                assertTrue(cs == 1 || cs == 2 || cs == 4 || cs == 8, "config " + c + ": cluster " + cs);
+                if (cs > 1) {
+                    clustered++;
+                    d.igemmConv(x2, w2, 0, 0, y1, 1, 4, 4, 32, 3, 3, 48, 1, 1, c, Precision.FP16, () -> "test");
+                    float[] got = download16(d, a, y1, 4 * 4 * 48);
+                    assertTrue(relL2(got, plain) < 2e-3, Device.igemmConfigName(c) + ": " + relL2(got, plain));
+                }
+            }
+            assertTrue(clustered > 0, "the library offers cluster tiles");
+            assertEquals(1, Device.igemmConfigCluster(0));
+            assertEquals(0, Device.igemmConfigCluster(Device.igemmConfigs() + 1));
             assertTrue(Device.igemmTakes(x, w, 16, Precision.BF16));
             assertFalse(Device.igemmTakes(x, w, 16, Precision.FP32), "fp32");
             assertFalse(Device.igemmTakes(x, w, 24, Precision.FP16), "Cin not a multiple of 16");
