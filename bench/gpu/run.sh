@@ -68,10 +68,25 @@ mkdir -p "$out" build/gpu-run
 status=0
 fail() { [ "$status" -ge "${1}" ] || status=$1; }
 flags=(--enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -Dorg.bytedeco.javacpp.cachedir=build/javacpp-cache)
+# ONESTEP_JAVA_FLAGS: more JVM options for every Java step, e.g. "-Donestep.cuda.slabGroupNorm=false" to bisect.
+read -r -a extra_flags <<< "${ONESTEP_JAVA_FLAGS:-}"
+flags+=("${extra_flags[@]}")
 lib=build/kernels-gpu/libonestep_kernels.so
 card="(dry run: no GPU)"
 # cap DEFAULT RESERVE: seconds for the next step, at most DEFAULT, leaving RESERVE for the steps after it, so that one
 # slow or hung step cannot eat the call (GNU timeout signals the step's whole process group).
+# later STEP: that reserve, the usual seconds of the steps after STEP that --only selects, plus 30 for the summary (a
+# fixed reserve once left the kernels step 10 s of a 165 s call that ran no Java step).
+order=(kernels java steps train profile torch)
+declare -A usual=([java]=100 [steps]=150 [train]=60 [profile]=120 [torch]=60)
+later() {
+  local t=30 seen=0 s
+  for s in "${order[@]}"; do
+    if [ $seen = 1 ] && has "$s"; then t=$((t + ${usual[$s]:-0})); fi
+    [ "$s" != "$1" ] || seen=1
+  done
+  echo $t
+}
 # rows LOG PROGRAM: a timing program's output, its table when it finished, else the rows it printed as it went.
 rows() {
   if grep -q "^$2:" "$1"; then grep -v "^WARNING\|^row: " "$1"; else grep "^row: " "$1"; echo "$2: did not finish"; fi
@@ -88,7 +103,7 @@ fi
 
 if has kernels; then
   echo "==== 1. kernels: build, check, time (kernels/run_gpu_checks.sh)"
-  timeout "$(cap 150 300)" kernels/run_gpu_checks.sh build/kernels-gpu > "$out/kernels.log" 2>&1
+  timeout "$(cap 150 "$(later kernels)")" kernels/run_gpu_checks.sh build/kernels-gpu > "$out/kernels.log" 2>&1
   rc=$?; [ $rc != 124 ] || echo "kernels: stopped at its time cap" >> "$out/kernels.log"; [ $rc = 0 ] || fail $((rc == 2 ? 2 : 1))
   tail -40 "$out/kernels.log"
   echo "kernels: exit $rc"
@@ -96,7 +111,7 @@ fi
 
 if has java; then
   echo "==== 2. Java CUDA backend: DeviceCheck (bench/gpu/java_cuda_check.sh run)"
-  timeout "$(cap 100 220)" bench/gpu/java_cuda_check.sh run > "$out/java_check.log" 2>&1
+  timeout "$(cap 100 "$(later java)")" bench/gpu/java_cuda_check.sh run > "$out/java_check.log" 2>&1
   rc=$?; [ $rc != 124 ] || echo "java check: stopped at its time cap" >> "$out/java_check.log"; [ $rc = 0 ] || fail $((rc == 1 ? 1 : 2))
   tail -30 "$out/java_check.log"
   echo "java check: exit $rc"
@@ -151,14 +166,14 @@ if has steps || has train || has profile; then  # the Java runtime, the argument
 fi
 if has steps; then
   echo "==== 3. one sampling step of the engine (StepTiming)"
-  timeout "$(cap 150 130)" "$java" "${flags[@]}" -cp "$cp" StepTiming --jsonl "$out/steps.jsonl" "${args[@]}" > "$out/steps.log" 2>&1
+  timeout "$(cap 150 "$(later steps)")" "$java" "${flags[@]}" -cp "$cp" StepTiming --jsonl "$out/steps.jsonl" "${args[@]}" > "$out/steps.log" 2>&1
   rc=$?; [ $rc = 0 ] || fail $((rc == 1 ? 1 : 2))
   rows "$out/steps.log" StepTiming | tail -25
   echo "steps: exit $rc"
 fi
 if has train; then
   echo "==== 3b. teacher training steps, op by op and resident (TrainTiming)"
-  timeout "$(cap 60 100)" "$java" "${flags[@]}" -cp "$cp" TrainTiming --jsonl "$out/steps.jsonl" "${targs[@]}" > build/gpu-run/train.log 2>&1
+  timeout "$(cap 60 "$(later train)")" "$java" "${flags[@]}" -cp "$cp" TrainTiming --jsonl "$out/steps.jsonl" "${targs[@]}" > build/gpu-run/train.log 2>&1
   rc=$?; [ $rc = 0 ] || fail $((rc == 1 ? 1 : 2))
   rows build/gpu-run/train.log TrainTiming | tee -a "$out/steps.log" | tail -8
   echo "train steps: exit $rc"
@@ -173,11 +188,11 @@ if has profile; then  # opt-in (--only ...,profile): where a batch-1 CIFAR sampl
   if command -v ncu > /dev/null && [ -f "$cifar" ]; then
     chosen=(-Donestep.cuda.choices=build/gpu-run/profile-choices.tsv)
     rm -f build/gpu-run/profile-choices.tsv
-    timeout "$(cap 40 60)" "$java" "${flags[@]}" "${chosen[@]}" -cp "$cp" StepTiming --backend cuda --library "$lib" \
+    timeout "$(cap 40 $(($(later profile) + 80)))" "$java" "${flags[@]}" "${chosen[@]}" -cp "$cp" StepTiming --backend cuda --library "$lib" \
       --batches 1 --reps 1 --warmup 1 --precision fp16 --no-compare --first-step-only "$cifar" \
       > build/gpu-run/profile-choices.log 2>&1
     echo "choices for the profile: $(grep -c . build/gpu-run/profile-choices.tsv 2>/dev/null) lines"
-    timeout "$(cap 80 30)" ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \
+    timeout "$(cap 80 "$(later profile)")" ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \
       --log-file "$out/ncu.csv" --launch-count 2000 "$java" "${flags[@]}" "${chosen[@]}" -cp "$cp" StepTiming \
       --backend cuda --library "$lib" --batches 1 --reps 1 --warmup 1 --precision fp16 --no-compare \
       --first-step-only --profile-last "$cifar" > build/gpu-run/ncu-run.log 2>&1
