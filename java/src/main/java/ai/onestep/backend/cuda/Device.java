@@ -908,30 +908,18 @@ public abstract class Device implements AutoCloseable {
             return false;
         }
         Choice own = choices.get(key);
-        if (own != null && unverified.contains(key)) {  // loaded from a file (loadChoices): checked before it runs
-            if (capturing) {
+        if (own != null && unverified.contains(key)) {
+            Choice loaded = own;
+            own = checkedLoaded(key, own, "library route", tmp -> {
+                long unfused = residualsUnfused;  // the check's runs are not the pass's launches
+                try {
+                    return ownAgrees(loaded.config(), key, y, outElems, type, what, ours, reference, tmp);
+                } finally {
+                    residualsUnfused = unfused;
+                }
+            });
+            if (own == null) {
                 return false;
-            }
-            unverified.remove(key);
-            long unfused = residualsUnfused;
-            boolean ok;
-            try (Temporary tmp = new Temporary()) {
-                ours.accept(own.config());
-                long ref = tmp.allocate(outElems * type.bytes, "implicit-GEMM convolution check");
-                reference.accept(ref);
-                ok = agrees(y, ref, outElems, type, tmp, what, "our implicit-GEMM convolution " + key + " (loaded)",
-                        "the library route");
-            } catch (CudaException e) {
-                System.err.println("cuda: the loaded choice for " + key + " did not run (" + e.getMessage()
-                        + "): the library route instead");
-                ok = false;
-            } finally {
-                residualsUnfused = unfused;
-            }
-            if (!ok) {
-                own = new Choice(key, 0, own.candidate(), own.candidateMs(), own.incumbent(), own.incumbentMs(),
-                        "loaded, but disagreed or did not run here: library route instead");
-                choices.put(key, own);
             }
         }
         if (own == null) {
@@ -946,6 +934,46 @@ public abstract class Device implements AutoCloseable {
         }
         ours.accept(own.config());
         return true;
+    }
+
+    /** Runs tile {@code config} into y and whether y agrees with the portable kernel's result ({@link #agrees}). */
+    private boolean ownAgrees(int config, String key, long y, long outElems, Precision type, Supplier<String> what,
+                              java.util.function.IntConsumer ours, java.util.function.LongConsumer reference,
+                              Temporary tmp) {
+        ours.accept(config);
+        long ref = tmp.allocate(outElems * type.bytes, "implicit-GEMM convolution check");
+        reference.accept(ref);
+        return agrees(y, ref, outElems, type, tmp, what, "our implicit-GEMM convolution " + key,
+                "the library route for this shape");
+    }
+
+    /**
+     * The choice to run for key now. A choice loaded from a file ({@link #loadChoices}) that runs a candidate is
+     * checked first, once, on its shape's first use outside a capture: {@code agrees} runs the candidate and compares
+     * it with the incumbent; one that disagrees or that the library refuses here becomes an incumbent verdict. Null
+     * while a capture defers that check: the incumbent runs.
+     */
+    private Choice checkedLoaded(String key, Choice c, String incumbent,
+                                 java.util.function.Predicate<Temporary> agrees) {
+        if (capturing) {
+            return null;
+        }
+        unverified.remove(key);
+        boolean ok;
+        try (Temporary tmp = new Temporary()) {
+            ok = agrees.test(tmp);
+        } catch (CudaException e) {
+            System.err.println("cuda: the loaded choice for " + key + " did not run (" + e.getMessage() + "): the "
+                    + incumbent + " instead");
+            ok = false;
+        }
+        if (ok) {
+            return c;
+        }
+        Choice kept = new Choice(key, 0, c.candidate(), c.candidateMs(), c.incumbent(), c.incumbentMs(),
+                "loaded, but disagreed or did not run here: " + incumbent + " instead");
+        choices.put(key, kept);
+        return kept;
     }
 
     private Choice chooseOwn(String key, long y, long outElems, Precision type, Supplier<String> what,
@@ -994,11 +1022,7 @@ public abstract class Device implements AutoCloseable {
             if (best == 0 || Boolean.FALSE.equals(forceChoice) || (forceChoice == null && !(bestMs < libraryMs))) {
                 return new Choice(key, 0, candidate, bestMs, incumbent, libraryMs, "library faster");
             }
-            ours.accept(best);
-            long ref = tmp.allocate(outElems * type.bytes, "implicit-GEMM convolution check");
-            reference.accept(ref);
-            boolean ok = agrees(y, ref, outElems, type, tmp, what, "our implicit-GEMM convolution " + key,
-                    "the library route for this shape");
+            boolean ok = ownAgrees(best, key, y, outElems, type, what, ours, reference, tmp);
             return new Choice(key, ok ? best : 0, candidate, bestMs, incumbent, libraryMs,
                     ok ? "ours faster" : "ours disagreed");
         } finally {
@@ -1085,21 +1109,11 @@ public abstract class Device implements AutoCloseable {
                             java.util.function.IntConsumer launch,
                             java.util.function.BiPredicate<Integer, Temporary> check) {
         Choice c = choices.get(key);
-        if (c != null && unverified.contains(key)) {  // loaded from a file (loadChoices): checked before it runs
-            if (capturing) {
+        if (c != null && unverified.contains(key)) {
+            int config = c.config();
+            c = checkedLoaded(key, c, incumbent, tmp -> check.test(config, tmp));
+            if (c == null) {
                 return 0;
-            }
-            unverified.remove(key);
-            boolean ok;
-            try (Temporary tmp = new Temporary()) {
-                ok = check.test(c.config(), tmp);
-            } catch (CudaException e) {
-                ok = false;
-            }
-            if (!ok) {
-                c = new Choice(key, 0, c.candidate(), c.candidateMs(), c.incumbent(), c.incumbentMs(),
-                        "loaded, but disagreed or did not run here: " + incumbent + " instead");
-                choices.put(key, c);
             }
         }
         if (c == null && !capturing) {
