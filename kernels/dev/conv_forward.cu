@@ -9,6 +9,12 @@
 //              depth split over 2-8 warps of a block, each with its own cp.async ring of 3-4 stages; configs 8-11
 //              (versions 9-12, sm_90) also split it over a thread block cluster of 2-8 blocks.
 //   version 13: the same with config 0, the cost model's pick.
+//   versions 14-25 (the shapes a ResnetBlock2D's group norm feeds; eighteenth session): the same convolution with the
+//              group norm (32 groups) + SiLU as its prologue (onestep_groupnorm_conv2d_igemm_typed), config 0 (v14)
+//              and configs 1-11: every block computes its sample's statistics from x, then normalizes its A tiles in
+//              shared memory as they land. Against versions 2-13 of the same shape, the difference is what the
+//              prologue costs; against that plus dev_groupnorm_forward's time at the shape, what the fusion saves.
+//              Tiles whose rows do not fit one sample (Ho Wo % BM) are refused, and print so.
 // The upsamplers (nearest 2x, then the 3x3 convolution) run versions 2-13 as onestep_upsample_conv_igemm_typed, the
 // upsampled pixels gathered from x on the fly.
 // The CUDA backend times these tiles against cuDNN on each shape's first use (Device#ownConv); this file is where
@@ -35,6 +41,7 @@ using namespace onestep;
 struct ConvShape {
     const char* name;
     int N, H, W, Cin, KH, KW, Cout, stride, padding, up = 0;
+    int norm = 0;  // also the group norm prologue's versions (a convolution a ResnetBlock2D's group norm feeds)
     int ho() const { return (H + 2 * padding - KH) / stride + 1; }
     int wo() const { return (W + 2 * padding - KW) / stride + 1; }
     size_t x_elems() const { return size_t(N) * (H >> up) * (W >> up) * Cin; }
@@ -64,6 +71,31 @@ static std::vector<double> conv_cpu(const ConvShape& s, const std::vector<float>
     return y;
 }
 
+// silu(group_norm(x)) in double (the biased variance, eps 1e-5), the input of the prologue versions' reference.
+static std::vector<float> group_norm_silu_cpu(const ConvShape& s, const std::vector<float>& x,
+                                              const std::vector<float>& gamma, const std::vector<float>& beta,
+                                              int groups) {
+    std::vector<float> g(x.size());
+    const int HW = s.H * s.W, Cg = s.Cin / groups;
+    for (int n = 0; n < s.N; n++)
+        for (int gr = 0; gr < groups; gr++) {
+            double sum = 0, ssd = 0;
+            auto at = [&](int p, int c) { return double(x[(size_t(n) * HW + p) * s.Cin + c]); };
+            for (int p = 0; p < HW; p++)
+                for (int c = gr * Cg; c < (gr + 1) * Cg; c++) sum += at(p, c);
+            const double mean = sum / (double(HW) * Cg);
+            for (int p = 0; p < HW; p++)
+                for (int c = gr * Cg; c < (gr + 1) * Cg; c++) ssd += (at(p, c) - mean) * (at(p, c) - mean);
+            const double rstd = 1.0 / std::sqrt(ssd / (double(HW) * Cg) + 1e-5);
+            for (int p = 0; p < HW; p++)
+                for (int c = gr * Cg; c < (gr + 1) * Cg; c++) {
+                    const double u = (at(p, c) - mean) * rstd * gamma[c] + beta[c];
+                    g[(size_t(n) * HW + p) * s.Cin + c] = float(u / (1.0 + std::exp(-u)));
+                }
+        }
+    return g;
+}
+
 static std::vector<float> rounded_half(std::vector<float> v) {
     for (auto& x : v) x = __half2float(__float2half_rn(x));
     return v;
@@ -77,10 +109,25 @@ static std::vector<__half> as_half(const std::vector<float>& v) {
 
 // 1 + the library's configurations + config 0.
 static const int kVersions = onestep_conv2d_igemm_configs() + 2;
+// ... then the group norm prologue's: config 0, then 1 .. the configurations.
+static const int kNormVersions = onestep_conv2d_igemm_configs() + 1;
+static constexpr int kNormGroups = 32;
+
+static bool is_norm_version(int v) { return v > kVersions; }
+
+// The group norm prologue's operands (gamma, beta) for the versions past kVersions.
+struct NormOperands {
+    const __half *gamma, *beta;
+};
 
 // Runs version v (1: portable on HWIO weights; 2 .. kVersions - 1: igemm config v - 1; kVersions: igemm config 0).
 static onestep_status run_version(int v, const ConvShape& s, const __half* x, const __half* w_krsc,
-                                  const __half* w_hwio, const __half* bias, __half* y) {
+                                  const __half* w_hwio, const __half* bias, __half* y, const NormOperands& nm) {
+    if (is_norm_version(v))
+        return onestep_groupnorm_conv2d_igemm_typed(x, nullptr, nullptr, nullptr, nm.gamma, nm.beta, kNormGroups, 1e-5f,
+                                                    1, w_krsc, bias, nullptr, y, s.N, s.H, s.W, s.Cin, s.KH, s.KW,
+                                                    s.Cout, s.stride, s.padding, v - kVersions - 1, ONESTEP_FLOAT16,
+                                                    nullptr);
     if (s.up)
         return v == 1 ? ONESTEP_ERROR_UNSUPPORTED
                       : onestep_upsample_conv_igemm_typed(x, w_krsc, bias, y, s.N, s.H / 2, s.W / 2, s.Cin, s.Cout,
@@ -95,6 +142,10 @@ static onestep_status run_version(int v, const ConvShape& s, const __half* x, co
 static const char* version_name(int v) {
     static char buf[96];
     if (v == 1) return "portable direct (CUDA cores)";
+    if (is_norm_version(v)) {
+        std::snprintf(buf, sizeof buf, "norm prologue, %s", onestep_conv2d_igemm_config_name(v - kVersions - 1));
+        return buf;
+    }
     std::snprintf(buf, sizeof buf, "igemm %s", onestep_conv2d_igemm_config_name(v == kVersions ? 0 : v - 1));
     return buf;
 }
@@ -111,22 +162,35 @@ static bool run_shape(const ConvShape& s, int only, bool timing) {
     for (int co = 0; co < s.Cout; co++)
         for (int k = 0; k < K; k++) w_hwio[size_t(k) * s.Cout + co] = w[size_t(co) * K + k];
     const std::vector<double> ref = conv_cpu(s, x, w, b);
+    // The prologue's: gamma around 1, beta around 0, as a trained norm's; its input is x itself.
+    const std::vector<float> gamma = rounded_half(dev::random_normal(s.Cin, 4, 1.0f, 0.2f)),
+                             beta = rounded_half(dev::random_normal(s.Cin, 5, 0.0f, 0.2f));
+    const std::vector<double> norm_ref =
+        s.norm ? conv_cpu(s, group_norm_silu_cpu(s, x, gamma, beta, kNormGroups), w, b) : std::vector<double>();
     __half *dx = dev::to_device(as_half(x)), *dw = dev::to_device(as_half(w)), *dwh = dev::to_device(as_half(w_hwio)),
            *db = dev::to_device(as_half(b)), *dy = nullptr;
+    const NormOperands nm{dev::to_device(as_half(gamma)), dev::to_device(as_half(beta))};
     float* dy32 = nullptr;
     dev_check(cudaMalloc(&dy, ny * sizeof(__half)));
     dev_check(cudaMalloc(&dy32, ny * sizeof(float)));
     std::printf("%s: N=%d %dx%dx%d -> %d, %dx%d stride %d (%.1f MFLOP)\n", s.name, s.N, s.H, s.W, s.Cin, s.Cout, s.KH,
                 s.KW, s.stride, s.flops() / 1e6);
     bool all = true;
-    for (int v = 1; v <= kVersions; v++) {
+    for (int v = 1; v <= kVersions + (s.norm ? kNormVersions : 0); v++) {
         if (only && v != only) continue;
         if (s.up && v == 1) {
             std::printf("  v%d %-40s n/a (an upsampler)\n", v, version_name(v));
             continue;
         }
         dev_check(cudaMemset(dy, 0xFF, ny * sizeof(__half)));
-        if (run_version(v, s, dx, dw, dwh, db, dy) != ONESTEP_OK) {
+        const onestep_status st = run_version(v, s, dx, dw, dwh, db, dy, nm);
+        if (st == ONESTEP_ERROR_UNSUPPORTED && is_norm_version(v)) {
+            // The library names why (a tile's rows must lie in one sample): after the shapes, the message's tail.
+            const char* why = std::strstr(onestep_last_error_message(), "): ");
+            std::printf("  v%d %-40s n/a (refused%s)\n", v, version_name(v), why ? why + 1 : "");
+            continue;
+        }
+        if (st != ONESTEP_OK) {
             std::printf("  v%d %-40s FAILED to launch: %s\n", v, version_name(v), onestep_last_error_message());
             all = false;
             continue;
@@ -134,12 +198,14 @@ static bool run_shape(const ConvShape& s, int only, bool timing) {
         dev_check(cudaDeviceSynchronize());
         onestep_convert(dy, ONESTEP_FLOAT16, dy32, ONESTEP_FLOAT32, (long long)ny, nullptr);
         dev_check(cudaDeviceSynchronize());
-        // fp16 output: one rounding (2^-11 relative) on top of fp32 accumulation over K terms of order 1/sqrt(K).
-        const bool ok = dev::validate(version_name(v), dy32, ref, 2e-3, 2e-3);
+        // fp16 output: one rounding (2^-11 relative) on top of fp32 accumulation over K terms of order 1/sqrt(K);
+        // with the prologue also each normalized input's rounding to fp16, as the group norm kernel stores it.
+        const bool ok = is_norm_version(v) ? dev::validate(version_name(v), dy32, norm_ref, 4e-3, 4e-3)
+                                           : dev::validate(version_name(v), dy32, ref, 2e-3, 2e-3);
         all = all && ok;
 #ifndef ONESTEP_EMULATION
         if (timing && ok) {
-            const float ms = dev::time_ms([&] { run_version(v, s, dx, dw, dwh, db, dy); });
+            const float ms = dev::time_ms([&] { run_version(v, s, dx, dw, dwh, db, dy, nm); });
             std::printf("  v%d %-40s %9.2f us  %7.2f TFLOP/s\n", v, version_name(v), ms * 1e3,
                         s.flops() / (ms * 1e-3) / 1e12);
         } else
@@ -148,6 +214,7 @@ static bool run_shape(const ConvShape& s, int only, bool timing) {
     }
     (void)timing;
     cudaFree(dx), cudaFree(dw), cudaFree(dwh), cudaFree(db), cudaFree(dy), cudaFree(dy32);
+    cudaFree(const_cast<__half*>(nm.gamma)), cudaFree(const_cast<__half*>(nm.beta));
     return all;
 }
 
@@ -156,6 +223,7 @@ int main(int argc, char** argv) {
 #ifdef ONESTEP_EMULATION
     // Small ragged shapes: the emulation runs every mma lane by lane.
     const ConvShape shapes[] = {{"ragged 3x3", 1, 6, 5, 32, 3, 3, 24, 1, 1},
+                                {"norm prologue 4x4, 4-channel groups", 2, 4, 4, 128, 3, 3, 40, 1, 1, 0, 1},
                                 {"ragged stride 2", 2, 5, 4, 48, 3, 3, 40, 2, 1},
                                 {"1x1 shortcut", 1, 4, 4, 64, 1, 1, 72, 1, 0},
                                 {"upsampler 3x5 -> 6x10", 1, 6, 10, 32, 3, 3, 24, 1, 1, 1}};
@@ -163,11 +231,12 @@ int main(int argc, char** argv) {
 #else
     // The CIFAR-size U-Net's convolutions (block_out_channels 128/256/256/256, two layers per block) at batch 1, in
     // the order of a pass, then its busiest one at batch 64.
-    const ConvShape shapes[] = {{"down 32x32 conv", 1, 32, 32, 128, 3, 3, 128, 1, 1},
+    // norm = 1: a ResnetBlock2D's group norm feeds it (also versions 14-25).
+    const ConvShape shapes[] = {{"down 32x32 conv", 1, 32, 32, 128, 3, 3, 128, 1, 1, 0, 1},
                                 {"downsample 32->16", 1, 32, 32, 128, 3, 3, 128, 2, 1},
-                                {"down 16x16 conv", 1, 16, 16, 256, 3, 3, 256, 1, 1},
-                                {"down 8x8 conv", 1, 8, 8, 256, 3, 3, 256, 1, 1},
-                                {"mid 4x4 conv", 1, 4, 4, 256, 3, 3, 256, 1, 1},
+                                {"down 16x16 conv", 1, 16, 16, 256, 3, 3, 256, 1, 1, 0, 1},
+                                {"down 8x8 conv", 1, 8, 8, 256, 3, 3, 256, 1, 1, 0, 1},
+                                {"mid 4x4 conv", 1, 4, 4, 256, 3, 3, 256, 1, 1, 0, 1},
                                 {"up 4x4 conv, concat in", 1, 4, 4, 512, 3, 3, 256, 1, 1},
                                 {"up 4x4 shortcut 1x1", 1, 4, 4, 512, 1, 1, 256, 1, 0},
                                 {"up 16x16 conv, concat in", 1, 16, 16, 512, 3, 3, 256, 1, 1},
@@ -175,7 +244,7 @@ int main(int argc, char** argv) {
                                 {"up 32x32 shortcut 1x1", 1, 32, 32, 256, 1, 1, 128, 1, 0},
                                 {"upsampler 8x8 -> 16x16", 1, 16, 16, 256, 3, 3, 256, 1, 1, 1},
                                 {"upsampler 16x16 -> 32x32", 1, 32, 32, 256, 3, 3, 256, 1, 1, 1},
-                                {"down 32x32 conv, batch 64", 64, 32, 32, 128, 3, 3, 128, 1, 1}};
+                                {"down 32x32 conv, batch 64", 64, 32, 32, 128, 3, 3, 128, 1, 1, 0, 1}};
     const bool timing = true;
 #endif
     bool all = true;

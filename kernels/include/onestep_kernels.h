@@ -314,6 +314,23 @@ onestep_status onestep_conv2d_nhwc_residual_typed(const void* x, const void* w, 
 onestep_status onestep_conv2d_igemm_typed(const void* x, const void* w_krsc, const void* bias, const void* z, void* y,
                                           int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride,
                                           int padding, int config, onestep_dtype dtype, cudaStream_t stream);
+/* y = conv2d(silu(group_norm(x')), w) + bias + z with x' = (x + x_bias[c]) + (add[n, c] + add_bias[c]): a
+ * ResnetBlock2D's norm1 -> conv1 or norm2 (of h + time_emb_proj(temb)) -> conv2 + shortcut in one launch, the
+ * normalized tensor never stored. The convolution is onestep_conv2d_igemm_typed's (same operands, dtypes, tiles and
+ * checks); each block first computes the group statistics of its sample from x (fp32, one pass of shifted sums merged
+ * in a fixed order; rstd = 1 / sqrt(var + eps), the biased variance) and normalizes its A tiles in shared memory
+ * as they land, with group norm's formula ((x' - mean) rstd gamma + beta, then SiLU where silu != 0) and its rounding
+ * to the storage type; the zero padding stays zero. x_bias, add (N, Cin) and add_bias may each be NULL; gamma and beta
+ * (Cin) may not. groups must divide Cin into multiples of 4 channels, and a tile takes the prologue only where Ho*Wo is
+ * a multiple of its rows (a tile's statistics are one sample's) and its shared memory stays within 99 KB
+ * (ONESTEP_ERROR_UNSUPPORTED otherwise; config 0 picks among those). Meant for small inputs (batch 1), where x stays
+ * in L2 and every block reading its sample costs less than a group norm launch: callers time it against the two ops. */
+onestep_status onestep_groupnorm_conv2d_igemm_typed(const void* x, const void* x_bias, const void* add,
+                                                    const void* add_bias, const void* gamma, const void* beta,
+                                                    int groups, float eps, int silu, const void* w_krsc,
+                                                    const void* bias, const void* z, void* y, int N, int H, int W,
+                                                    int Cin, int KH, int KW, int Cout, int stride, int padding,
+                                                    int config, onestep_dtype dtype, cudaStream_t stream);
 /* y (N, 2H, 2W, Cout) = conv3x3(upsample_nearest2x(x), w, padding 1) + bias for x (N, H, W, Cin): the same kernel
  * gathering each upsampled pixel from x (the upsampled tensor is never stored), on the 3x3 weights' KRSC layout (Cout,
  * 3, 3, Cin): diffusers' Upsample2D in one launch, the tensor-core twin of onestep_upsample_conv_typed. bias may be

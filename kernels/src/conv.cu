@@ -30,6 +30,18 @@
 // walk is CS times shorter on CS times the SMs. Each block sums its warps' partials in its own shared memory; after a
 // cluster barrier, block `rank` adds the CS blocks' sums (distributed shared memory, rank order, so every run gives
 // the same bits) for its 1/CS of the tile's outputs, and a last barrier keeps each block's sums alive for its peers.
+//
+// Group norm (+ SiLU) as the convolution's prologue (NORM; eighteenth session): a ResnetBlock2D's norm1 -> conv1 and
+// norm2 -> conv2 are a group norm kernel, then the convolution reading its output. At batch 1 the group norm is ~5 us
+// of pure latency (the seventeenth session's profile: 51 of them, 17% of the sample's kernel time) for a few KB, and
+// one of the ~140 graph nodes whose count bounds the sample's latency. With NORM the convolution normalizes its own
+// input: each block first computes the group statistics of its sample (the tile's rows lie in one sample) from x,
+// which is small and hot in L2 where this pays, in one pass of 16-byte loads (norm_prologue: shifted sums merged per
+// group in a fixed order; rstd = 1 / sqrt(var + eps), the biased variance, Wu & He 2018, Eq. 3-4); then every lane,
+// once its own cp.async moves of a step's A tile have landed, rewrites them in shared memory with groupnorm.cu's
+// formula, u = ((x + x_bias) + (add + add_bias) - mean) rstd gamma + beta, SiLU(u), rounded to T as the group norm
+// kernel would have stored it. Chunks outside the image keep the zeros cp.async filled them with: the convolution
+// pads its (normalized) input with zeros, never normalizes them. The normalized tensor is never stored.
 #include "cuda_compat.cuh"
 #include "dtype.cuh"
 #include "onestep_kernels.h"
@@ -55,6 +67,20 @@ struct Shape {
     int up;     // 1: the input is x upsampled 2x (nearest), never stored: H, W are the upsampled sizes, and pixel
                 // (iy, ix) reads x's (iy / 2, ix / 2) (diffusers' Upsample2D, then its 3x3 convolution, in one launch)
 };
+
+// The group norm (+ SiLU) applied to x as it is loaded (NORM): x' = (x + x_bias[c]) + (add[n, c] + add_bias[c]) (each
+// term optional), normalized over its groups of Cin / groups channels, times gamma plus beta, then SiLU if silu.
+template <typename T>
+struct NormIn {
+    const T *gamma, *beta, *x_bias, *add, *add_bias;
+    int groups;
+    float eps;
+    int silu;
+};
+
+// The prologue's shared memory after the tile's: per channel {x_bias, add + add_bias, gamma, beta}, per group
+// {mean, rstd}.
+inline int norm_shared_bytes(int Cin, int groups) { return 16 * Cin + 8 * groups; }
 
 // A tile shape: BM output pixels x BN output channels a block, the depth split over KSPLIT warps, each with a ring of
 // STAGES cp.async buffers. The shared memory serves the pipeline, then the KSPLIT partial sums (fp32) for the epilogue.
@@ -90,10 +116,101 @@ constexpr int kFirstClusterConfig = 8;  // configs from here on need thread bloc
 // Byte offset of 16-byte half `chunk` (0 or 1) of tile row `row` (rows of 32 bytes, halves swapped on rows 4..7 mod 8).
 __device__ __forceinline__ int swizzled(int row, int chunk) { return row * 32 + ((chunk ^ ((row >> 2) & 1)) << 4); }
 
-template <typename T, class C>
+__device__ __forceinline__ float sigmoid(float u) { return 1.0f / (1.0f + __expf(-u)); }  // groupnorm.cu's
+
+// NORM: sample n's normalization constants into shared memory (chan, gstat: norm_shared_bytes), ending at a barrier;
+// `red` (64 bytes a thread, or a chunk where Cin / 8 is more: the tile's pipeline memory, not yet in use) holds the
+// partial sums. One pass over x with every load in flight that a thread can issue: the sample is Cin / 8 columns of
+// 16-byte chunks (8 channels) by HW pixels; item (j, r) sums column j over pixels r, r + rows, ..., each channel's
+// values shifted by its first pixel's, K_c (sums of x' - K_c and of its square: a shift keeps the squares from
+// cancelling; Chan et al. 1979). Then one thread per group merges its channels' items in a fixed order (every run gives
+// the same bits): mean = sum_c (HW K_c + S1_c) / (HW Cg), and the squared deviations about it
+// sum_c [S2_c - S1_c^2 / HW + HW (m_c - mean)^2] with m_c = K_c + S1_c / HW, the biased variance their mean.
+template <int THREADS, typename T>
+__device__ __forceinline__ void norm_prologue(const T* __restrict__ x, const Shape& s, const NormIn<T>& nm, int n,
+                                              float4* chan, float2* gstat, float* red) {
+    for (int c = threadIdx.x; c < s.Cin; c += THREADS) {
+        float ab = 0.f;
+        if (nm.add) {
+            ab = to_f32(nm.add[(long long)n * s.Cin + c]);
+            if (nm.add_bias) ab += to_f32(nm.add_bias[c]);
+        }
+        chan[c] = make_float4(nm.x_bias ? to_f32(nm.x_bias[c]) : 0.f, ab, to_f32(nm.gamma[c]), to_f32(nm.beta[c]));
+    }
+    __syncthreads();
+    const int cols = s.Cin / 8, HW = s.H * s.W, rows = cols >= THREADS ? 1 : THREADS / cols;
+    const T* xs = x + (long long)n * HW * s.Cin;
+    // x' of the 8 channels of column j at pixel p, in fp32: groupnorm.cu's pre_add, element by element.
+    auto chunk = [&](int p, int j, float (&v)[8]) {
+        const float4 lo = load4(xs + (long long)p * s.Cin + 8 * j), hi = load4(xs + (long long)p * s.Cin + 8 * j + 4);
+        const float raw[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[e] = (raw[e] + chan[8 * j + e].x) + chan[8 * j + e].y;
+    };
+    for (int i = threadIdx.x; i < cols * rows; i += THREADS) {
+        const int j = i % cols, r = i / cols;
+        float k[8], s1[8] = {}, s2[8] = {};
+        chunk(0, j, k);
+        int p = r;
+        for (; p + 3 * rows < HW; p += 4 * rows) {  // four chunks in flight
+            float v[4][8];
+#pragma unroll
+            for (int u = 0; u < 4; u++) chunk(p + u * rows, j, v[u]);
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+#pragma unroll
+                for (int e = 0; e < 8; e++) {
+                    const float d = v[u][e] - k[e];
+                    s1[e] += d, s2[e] += d * d;
+                }
+        }
+        for (; p < HW; p += rows) {
+            float v[8];
+            chunk(p, j, v);
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                const float d = v[e] - k[e];
+                s1[e] += d, s2[e] += d * d;
+            }
+        }
+#pragma unroll
+        for (int e = 0; e < 8; e++) red[16 * i + e] = s1[e], red[16 * i + 8 + e] = s2[e];
+    }
+    __syncthreads();
+    const int Cg = s.Cin / nm.groups;
+    const float hw = float(HW);
+    for (int g = threadIdx.x; g < nm.groups; g += THREADS) {
+        // Channel c's sums over its items (rows in order), and its shift, again from x.
+        auto sums = [&](int c, float& kc, float& s1, float& s2) {
+            kc = (to_f32(xs[c]) + chan[c].x) + chan[c].y, s1 = 0.f, s2 = 0.f;
+            for (int r = 0; r < rows; r++) {
+                const float* it = red + 16 * (r * cols + c / 8);
+                s1 += it[c % 8], s2 += it[8 + c % 8];
+            }
+        };
+        float total = 0.f;
+        for (int c = g * Cg; c < (g + 1) * Cg; c++) {
+            float kc, s1, s2;
+            sums(c, kc, s1, s2);
+            total += hw * kc + s1;
+        }
+        const float mean = total / (hw * float(Cg));
+        float m2 = 0.f;
+        for (int c = g * Cg; c < (g + 1) * Cg; c++) {
+            float kc, s1, s2;
+            sums(c, kc, s1, s2);
+            const float dm = kc + s1 / hw - mean;
+            m2 += (s2 - s1 * s1 / hw) + hw * dm * dm;
+        }
+        gstat[g] = make_float2(mean, 1.0f / sqrtf(fmaxf(m2, 0.f) / (hw * float(Cg)) + nm.eps));
+    }
+    __syncthreads();
+}
+
+template <typename T, class C, bool NORM = false>
 __global__ void __launch_bounds__(C::kThreads)
     conv_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, const T* z, T* y,
-                Shape s) {
+                Shape s, NormIn<T> nm) {
     await_predecessors();
     ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -141,6 +258,12 @@ __global__ void __launch_bounds__(C::kThreads)
         }
     };
 
+    // NORM: the statistics first, their partial sums in the pipeline's memory (the constants sit past it).
+    float4* chan = reinterpret_cast<float4*>(smem + C::kSharedBytes);
+    float2* gstat = reinterpret_cast<float2*>(chan + s.Cin);
+    if constexpr (NORM)
+        norm_prologue<C::kThreads>(x, s, nm, m0 / (s.Ho * s.Wo), chan, gstat, reinterpret_cast<float*>(smem));
+
     float acc[C::BM / 16][C::BN / 8][4] = {};
     const int mine = wid < s.steps ? (s.steps - wid + warps - 1) / warps : 0;  // warp-uniform
 #pragma unroll
@@ -150,6 +273,35 @@ __global__ void __launch_bounds__(C::kThreads)
     }
     for (int i = 0; i < mine; i++) {
         cp_async_wait<C::STAGES - 2>();  // this lane's moves of step i have landed...
+        if constexpr (NORM) {
+            // ...so it normalizes them in place (its own moves: visible to it after the wait, to the warp after the
+            // __syncwarp below), leaving the zero padding as it is.
+            const int k0 = (wid + i * warps) * 16, tap = k0 / s.Cin, c0 = k0 - tap * s.Cin, r = tap / s.KW,
+                      q = tap - r * s.KW, Cg = s.Cin / nm.groups;
+            unsigned char* a_tile = ring + (i % C::STAGES) * C::kStageBytes;
+#pragma unroll
+            for (int j = 0; j < C::kAChunks; j++) {
+                const int id = lane + 32 * j, iy = a_iy[j] + r, ix = a_ix[j] + q;
+                if (!(unsigned(iy) < unsigned(s.H) && unsigned(ix) < unsigned(s.W))) continue;
+                T* v = reinterpret_cast<T*>(a_tile + swizzled(id / 2, id % 2));
+                const int c = c0 + (id % 2) * 8;
+#pragma unroll
+                for (int e = 0; e < 8; e += 4) {
+                    const float4 raw = load4(v + e);
+                    const float vs[4] = {raw.x, raw.y, raw.z, raw.w};
+                    float o[4];
+#pragma unroll
+                    for (int f = 0; f < 4; f++) {
+                        const float4 k = chan[c + e + f];
+                        const float2 st = gstat[(c + e + f) / Cg];
+                        float u = ((vs[f] + k.x) + k.y - st.x) * st.y * k.z + k.w;
+                        if (nm.silu) u = u * sigmoid(u);
+                        o[f] = u;
+                    }
+                    store4(v + e, make_float4(o[0], o[1], o[2], o[3]));
+                }
+            }
+        }
         __syncwarp();                    // ...and everyone's; also, every lane is done reading step i - 1's buffer
         const int next = i + C::STAGES - 1;
         if (next < mine) load(wid + next * warps, next % C::STAGES);
@@ -243,47 +395,105 @@ double modeled_cost(const Shape& s) {
     return waves * (steps * (C::BM / 16) * (C::BN / 8) + 4.0 * C::BM * C::BN / C::kThreads);
 }
 
-// Among the tiles every device runs (not the cluster ones, which need sm_90).
-int pick(const Shape& s) {
+// Among the tiles every device runs (not the cluster ones, which need sm_90); groups > 0: among those that take the
+// group norm prologue for this shape (norm_fits).
+int pick(const Shape& s, int groups = 0);
+
+// nm null: the plain convolution; else the group norm prologue (NORM), with its constants' shared memory.
+template <typename T, class C>
+cudaError_t run(const void* x, const void* w, const void* bias, const void* z, void* y, const Shape& s,
+                const NormIn<T>* nm, cudaStream_t stream) {
+    const dim3 grid(unsigned((s.M + C::BM - 1) / C::BM * C::CS), unsigned((s.Cout + C::BN - 1) / C::BN));
+    const size_t shared = size_t(C::kSharedBytes) + (nm ? size_t(norm_shared_bytes(s.Cin, nm->groups)) : 0);
+    const NormIn<T> args = nm ? *nm : NormIn<T>{};
+    auto kernel = nm ? conv_kernel<T, C, true> : conv_kernel<T, C, false>;
+    if (shared > 48 * 1024)  // the constants past a large tile's 48 KB (norm_fits bounds it)
+        if (const cudaError_t e =
+                cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared)))
+            return e;
+    if constexpr (C::CS > 1)
+        return launch_cluster(kernel, grid, dim3(C::kThreads), unsigned(C::CS), shared, stream,
+                              static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
+                              static_cast<const T*>(z), static_cast<T*>(y), s, args);
+    return launch_dependent(kernel, grid, dim3(C::kThreads), shared, stream, static_cast<const T*>(x),
+                            static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<const T*>(z),
+                            static_cast<T*>(y), s, args);
+}
+
+template <typename T>
+cudaError_t dispatch(int config, const void* x, const void* w, const void* bias, const void* z, void* y,
+                     const Shape& s, const NormIn<T>* nm, cudaStream_t stream) {
+    switch (config) {
+        case 1: return run<T, Tile1>(x, w, bias, z, y, s, nm, stream);
+        case 2: return run<T, Tile2>(x, w, bias, z, y, s, nm, stream);
+        case 3: return run<T, Tile3>(x, w, bias, z, y, s, nm, stream);
+        case 4: return run<T, Tile4>(x, w, bias, z, y, s, nm, stream);
+        case 5: return run<T, Tile5>(x, w, bias, z, y, s, nm, stream);
+        case 6: return run<T, Tile6>(x, w, bias, z, y, s, nm, stream);
+        case 7: return run<T, Tile7>(x, w, bias, z, y, s, nm, stream);
+        case 8: return run<T, Tile8>(x, w, bias, z, y, s, nm, stream);
+        case 9: return run<T, Tile9>(x, w, bias, z, y, s, nm, stream);
+        case 10: return run<T, Tile10>(x, w, bias, z, y, s, nm, stream);
+        default: return run<T, Tile11>(x, w, bias, z, y, s, nm, stream);
+    }
+}
+
+// Per config (1..kConfigs): its BM and the tile's shared memory, for the checks of the group norm prologue.
+inline int config_rows(int config) {
+    static const int bm[kConfigs + 1] = {0,         Tile1::BM, Tile2::BM, Tile3::BM,  Tile4::BM,  Tile5::BM,
+                                         Tile6::BM, Tile7::BM, Tile8::BM, Tile9::BM, Tile10::BM, Tile11::BM};
+    return bm[config];
+}
+inline int config_threads(int config) {
+    static const int t[kConfigs + 1] = {0,
+                                        Tile1::kThreads,
+                                        Tile2::kThreads,
+                                        Tile3::kThreads,
+                                        Tile4::kThreads,
+                                        Tile5::kThreads,
+                                        Tile6::kThreads,
+                                        Tile7::kThreads,
+                                        Tile8::kThreads,
+                                        Tile9::kThreads,
+                                        Tile10::kThreads,
+                                        Tile11::kThreads};
+    return t[config];
+}
+inline int config_shared(int config) {
+    static const int b[kConfigs + 1] = {0,
+                                        Tile1::kSharedBytes,
+                                        Tile2::kSharedBytes,
+                                        Tile3::kSharedBytes,
+                                        Tile4::kSharedBytes,
+                                        Tile5::kSharedBytes,
+                                        Tile6::kSharedBytes,
+                                        Tile7::kSharedBytes,
+                                        Tile8::kSharedBytes,
+                                        Tile9::kSharedBytes,
+                                        Tile10::kSharedBytes,
+                                        Tile11::kSharedBytes};
+    return b[config];
+}
+
+// Whether tile `config` can run the group norm prologue on s: its rows lie in one sample (Ho Wo a multiple of BM; the
+// statistics are the sample's) and its shared memory with the constants' stays within 99 KB (what every sm_80+
+// device lets a block opt in to; Cin up to 3000 or so).
+constexpr int kNormSharedLimit = 99 * 1024;
+inline bool norm_fits(int config, const Shape& s, int groups) {
+    return (s.Ho * s.Wo) % config_rows(config) == 0 &&
+           config_shared(config) + norm_shared_bytes(s.Cin, groups) <= kNormSharedLimit &&
+           config_shared(config) >= 64 * (s.Cin / 8 > config_threads(config) ? s.Cin / 8 : config_threads(config));
+}
+
+int pick(const Shape& s, int groups) {
     const double cost[] = {modeled_cost<Tile1>(s), modeled_cost<Tile2>(s), modeled_cost<Tile3>(s),
                            modeled_cost<Tile4>(s), modeled_cost<Tile5>(s), modeled_cost<Tile6>(s),
                            modeled_cost<Tile7>(s)};
     static_assert(sizeof cost / sizeof cost[0] == kFirstClusterConfig - 1, "one cost a portable tile");
     int best = 0;
-    for (int c = 1; c < kFirstClusterConfig - 1; c++)
-        if (cost[c] < cost[best]) best = c;
-    return best + 1;
-}
-
-template <typename T, class C>
-cudaError_t run(const void* x, const void* w, const void* bias, const void* z, void* y, const Shape& s,
-                cudaStream_t stream) {
-    const dim3 grid(unsigned((s.M + C::BM - 1) / C::BM * C::CS), unsigned((s.Cout + C::BN - 1) / C::BN));
-    if constexpr (C::CS > 1)
-        return launch_cluster(conv_kernel<T, C>, grid, dim3(C::kThreads), unsigned(C::CS), size_t(C::kSharedBytes),
-                              stream, static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
-                              static_cast<const T*>(z), static_cast<T*>(y), s);
-    return launch_dependent(conv_kernel<T, C>, grid, dim3(C::kThreads), size_t(C::kSharedBytes), stream,
-                            static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
-                            static_cast<const T*>(z), static_cast<T*>(y), s);
-}
-
-template <typename T>
-cudaError_t dispatch(int config, const void* x, const void* w, const void* bias, const void* z, void* y,
-                     const Shape& s, cudaStream_t stream) {
-    switch (config) {
-        case 1: return run<T, Tile1>(x, w, bias, z, y, s, stream);
-        case 2: return run<T, Tile2>(x, w, bias, z, y, s, stream);
-        case 3: return run<T, Tile3>(x, w, bias, z, y, s, stream);
-        case 4: return run<T, Tile4>(x, w, bias, z, y, s, stream);
-        case 5: return run<T, Tile5>(x, w, bias, z, y, s, stream);
-        case 6: return run<T, Tile6>(x, w, bias, z, y, s, stream);
-        case 7: return run<T, Tile7>(x, w, bias, z, y, s, stream);
-        case 8: return run<T, Tile8>(x, w, bias, z, y, s, stream);
-        case 9: return run<T, Tile9>(x, w, bias, z, y, s, stream);
-        case 10: return run<T, Tile10>(x, w, bias, z, y, s, stream);
-        default: return run<T, Tile11>(x, w, bias, z, y, s, stream);
-    }
+    for (int c = 1; c < kFirstClusterConfig; c++)
+        if ((groups == 0 || norm_fits(c, s, groups)) && (best == 0 || cost[c - 1] < cost[best - 1])) best = c;
+    return best;
 }
 
 }  // namespace igemm
@@ -321,10 +531,27 @@ extern "C" int onestep_conv2d_igemm_choice(int N, int H, int W, int Cin, int KH,
     return igemm::pick(s);
 }
 
-// The checks and launch of both entry points; `up`: x is (N, H / 2, W / 2, Cin), upsampled 2x on the fly.
+// The group norm prologue's operands as the API takes them (untyped).
+struct NormArgs {
+    const void *gamma, *beta, *x_bias, *add, *add_bias;
+    int groups;
+    float eps;
+    int silu;
+};
+
+template <typename T>
+static igemm::NormIn<T> typed(const NormArgs& a) {
+    return igemm::NormIn<T>{static_cast<const T*>(a.gamma), static_cast<const T*>(a.beta),
+                            static_cast<const T*>(a.x_bias), static_cast<const T*>(a.add),
+                            static_cast<const T*>(a.add_bias), a.groups, a.eps, a.silu};
+}
+
+// The checks and launch of the entry points; `up`: x is (N, H / 2, W / 2, Cin), upsampled 2x on the fly; norm: the
+// group norm prologue's operands, or null.
 static onestep_status igemm_impl(const char* fn, const void* x, const void* w_krsc, const void* bias, const void* z,
                                  void* y, int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride,
-                                 int padding, int up, int config, onestep_dtype dtype, cudaStream_t stream) {
+                                 int padding, int up, int config, onestep_dtype dtype, cudaStream_t stream,
+                                 const NormArgs* norm = nullptr) {
     ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d, KH=%d, KW=%d, Cout=%d, stride=%d, padding=%d, config=%d, %s", N,
                    H >> up, W >> up, Cin, KH, KW, Cout, stride, padding, config, onestep::dtype_name(dtype));
     if (dtype != ONESTEP_FLOAT16 && dtype != ONESTEP_BFLOAT16)
@@ -345,12 +572,37 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "too large");
     const igemm::Shape s{N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo, N * Ho * Wo, KH * KW * Cin,
                          KH * KW * Cin / 16, up};
+    if (norm) {
+        if (norm->groups < 1 || Cin % norm->groups || (Cin / norm->groups) % 4)
+            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
+                        "groups=%d: the group norm prologue needs groups dividing Cin into multiples of 4 channels",
+                        norm->groups);
+        if (!(norm->eps > 0.f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be > 0");
+        if (!norm->gamma || !norm->beta) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL gamma or beta");
+        if (z == x) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "z must not alias x");
+        if (config == 0 && (config = igemm::pick(s, norm->groups)) == 0)
+            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "no tile takes the group norm prologue here");
+        if ((Ho * Wo) % igemm::config_rows(config))
+            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
+                        "Ho*Wo=%d is not a multiple of tile %d's %d rows (with the group norm prologue a tile's rows "
+                        "must lie in one sample)",
+                        Ho * Wo, config, igemm::config_rows(config));
+        if (!igemm::norm_fits(config, s, norm->groups))
+            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
+                        "tile %d's shared memory with the prologue's %d bytes of constants exceeds %d KB", config,
+                        igemm::norm_shared_bytes(Cin, norm->groups), igemm::kNormSharedLimit / 1024);
+    }
     if (onestep_conv2d_igemm_config_cluster(config) > 1)
         if (onestep_status st = require_sm90(fn, shapes, "a tile whose depth is split over a cluster")) return st;
     if (config == 0) config = igemm::pick(s);
-    const cudaError_t e = dtype == ONESTEP_FLOAT16
-                              ? igemm::dispatch<__half>(config, x, w_krsc, bias, z, y, s, stream)
-                              : igemm::dispatch<__nv_bfloat16>(config, x, w_krsc, bias, z, y, s, stream);
+    cudaError_t e;
+    if (dtype == ONESTEP_FLOAT16) {
+        const igemm::NormIn<__half> nm = norm ? typed<__half>(*norm) : igemm::NormIn<__half>{};
+        e = igemm::dispatch<__half>(config, x, w_krsc, bias, z, y, s, norm ? &nm : nullptr, stream);
+    } else {
+        const igemm::NormIn<__nv_bfloat16> nm = norm ? typed<__nv_bfloat16>(*norm) : igemm::NormIn<__nv_bfloat16>{};
+        e = igemm::dispatch<__nv_bfloat16>(config, x, w_krsc, bias, z, y, s, norm ? &nm : nullptr, stream);
+    }
     return check_launch(e, fn, shapes);
 }
 
@@ -360,6 +612,15 @@ extern "C" onestep_status onestep_conv2d_igemm_typed(const void* x, const void* 
                                                      cudaStream_t stream) {
     return igemm_impl("onestep_conv2d_igemm_typed", x, w_krsc, bias, z, y, N, H, W, Cin, KH, KW, Cout, stride,
                       padding, 0, config, dtype, stream);
+}
+
+extern "C" onestep_status onestep_groupnorm_conv2d_igemm_typed(
+    const void* x, const void* x_bias, const void* add, const void* add_bias, const void* gamma, const void* beta,
+    int groups, float eps, int silu, const void* w_krsc, const void* bias, const void* z, void* y, int N, int H, int W,
+    int Cin, int KH, int KW, int Cout, int stride, int padding, int config, onestep_dtype dtype, cudaStream_t stream) {
+    const NormArgs norm{gamma, beta, x_bias, add, add_bias, groups, eps, silu};
+    return igemm_impl("onestep_groupnorm_conv2d_igemm_typed", x, w_krsc, bias, z, y, N, H, W, Cin, KH, KW, Cout,
+                      stride, padding, 0, config, dtype, stream, &norm);
 }
 
 extern "C" onestep_status onestep_upsample_conv_igemm_typed(const void* x, const void* w_krsc, const void* bias,

@@ -164,6 +164,128 @@ void check_against_portable(const Type& t, ktest::Rng& rng) {
     expect(worst <= 4 * ktest::unit_roundoff(t.f) * scale, "%s", msg);
 }
 
+// The group norm prologue (onestep_groupnorm_conv2d_igemm_typed): conv2d(silu(group_norm(x')), w) + bias + z against
+// the same double reference written on a normalized tensor computed in double, x' = (x + x_bias) + (add + add_bias).
+// The kernel rounds the normalized values to the storage format (as the group norm kernel stores them) before the
+// products, so each output may move by up to (u + 2^-16) sum |w g| besides the convolution's own bound (2^-16 for the
+// fp32 statistics); a normalized zero-padding tap, a wrong group's statistics or a missed pre-add term moves it by
+// O(sqrt(K)) times that. Every tile: those whose rows do not fit one sample (Ho Wo % BM) must refuse, the rest agree.
+void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int variant) {
+    const int Ho = (c.H + 2 * c.padding - c.KH) / c.stride + 1, Wo = (c.W + 2 * c.padding - c.KW) / c.stride + 1;
+    const size_t nx = size_t(c.N) * c.H * c.W * c.Cin, nw = size_t(c.Cout) * c.KH * c.KW * c.Cin,
+                 ny = size_t(c.N) * Ho * Wo * c.Cout;
+    // x with a large common offset (its mean: the statistics must not cancel it away), and every operand drawn in T.
+    Input x(t, rng, nx), w(t, rng, nw), b(t, rng, c.Cout), z(t, rng, ny), gamma(t, rng, c.Cin), beta(t, rng, c.Cin),
+        xb(t, rng, c.Cin, 4.0), add(t, rng, size_t(c.N) * c.Cin), ab(t, rng, c.Cin);
+    const bool silu = variant != 1, pre = variant != 1, resid = variant != 1, with_ab = variant == 0;
+    const int Cg = c.Cin / groups;
+    vector<double> g(nx);
+    for (int n = 0; n < c.N; n++)
+        for (int gr = 0; gr < groups; gr++) {
+            auto value = [&](size_t i, int ch) {
+                double v = x.v[i];
+                if (pre) v += double(xb.v[ch]) + (double(add.v[size_t(n) * c.Cin + ch]) + (with_ab ? ab.v[ch] : 0.0));
+                return v;
+            };
+            double sum = 0, ssd = 0;
+            const double count = double(c.H) * c.W * Cg;
+            for (int p = 0; p < c.H * c.W; p++)
+                for (int ch = gr * Cg; ch < (gr + 1) * Cg; ch++)
+                    sum += value((size_t(n) * c.H * c.W + p) * c.Cin + ch, ch);
+            const double mean = sum / count;
+            for (int p = 0; p < c.H * c.W; p++)
+                for (int ch = gr * Cg; ch < (gr + 1) * Cg; ch++) {
+                    const double d = value((size_t(n) * c.H * c.W + p) * c.Cin + ch, ch) - mean;
+                    ssd += d * d;
+                }
+            const double rstd = 1.0 / std::sqrt(ssd / count + 1e-5);
+            for (int p = 0; p < c.H * c.W; p++)
+                for (int ch = gr * Cg; ch < (gr + 1) * Cg; ch++) {
+                    const size_t i = (size_t(n) * c.H * c.W + p) * c.Cin + ch;
+                    double u = (value(i, ch) - mean) * rstd * gamma.v[ch] + beta.v[ch];
+                    if (silu) u = u / (1.0 + std::exp(-u));
+                    g[i] = u;
+                }
+        }
+    vector<double> ref(ny), mag(ny);
+    for (int n = 0; n < c.N; n++)
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++)
+                for (int co = 0; co < c.Cout; co++) {
+                    double acc = 0, m = 0;
+                    for (int r = 0; r < c.KH; r++)
+                        for (int s = 0; s < c.KW; s++) {
+                            const int iy = oy * c.stride - c.padding + r, ix = ox * c.stride - c.padding + s;
+                            if (iy < 0 || iy >= c.H || ix < 0 || ix >= c.W) continue;
+                            for (int ci = 0; ci < c.Cin; ci++) {
+                                const double p = g[((size_t(n) * c.H + iy) * c.W + ix) * c.Cin + ci] *
+                                                 w.v[((size_t(co) * c.KH + r) * c.KW + s) * c.Cin + ci];
+                                acc += p, m += std::fabs(p);
+                            }
+                        }
+                    const size_t o = ((size_t(n) * Ho + oy) * Wo + ox) * c.Cout + co;
+                    ref[o] = acc + (resid ? double(b.v[co]) + z.v[o] : 0.0), mag[o] = m;
+                }
+    const double u = ktest::unit_roundoff(t.f), K = double(c.KH) * c.KW * c.Cin + 2;
+    for (int config = 0; config <= onestep_conv2d_igemm_configs(); config++) {
+        int bm = 0, bn = 0;
+        if (config) std::sscanf(onestep_conv2d_igemm_config_name(config), "%dx%d", &bm, &bn);
+        const bool fits = config == 0 || (Ho * Wo) % bm == 0;
+        Buf16 y(ny);
+        const onestep_status st = onestep_groupnorm_conv2d_igemm_typed(
+            x.b.p, pre ? xb.b.p : nullptr, pre ? add.b.p : nullptr, with_ab ? ab.b.p : nullptr, gamma.b.p, beta.b.p,
+            groups, 1e-5f, silu, w.b.p, resid ? b.b.p : nullptr, resid ? z.b.p : nullptr, y.p, c.N, c.H, c.W, c.Cin,
+            c.KH, c.KW, c.Cout, c.stride, c.padding, config, t.dt, nullptr);
+        char msg[400];
+        if (!fits) {
+            std::snprintf(msg, sizeof msg, "%s norm conv config=%d (BM %d) on Ho*Wo=%d is refused, naming why: %s",
+                          t.name, config, bm, Ho * Wo, onestep_last_error_message());
+            expect(st == ONESTEP_ERROR_UNSUPPORTED && std::strstr(onestep_last_error_message(), "multiple of"), "%s",
+                   msg);
+            continue;
+        }
+        ok(st, "groupnorm_conv2d_igemm: %s");
+        ktest::sync();
+        size_t bad = 0, first = 0;
+        for (size_t o = 0; o < ny; o++) {
+            const int co = int(o % c.Cout);
+            const double m = mag[o] + (resid ? std::fabs(b.v[co]) + std::fabs(z.v[o]) : 0.0);
+            const double got = ktest::decode16(t.f, y.p[o]);
+            if (!(std::fabs(got - ref[o]) <= u * std::fabs(ref[o]) + std::ldexp(K * m, -22) +
+                                                 (u + std::ldexp(1.0, -16)) * mag[o]) &&
+                bad++ == 0)
+                first = o;
+        }
+        std::snprintf(msg, sizeof msg,
+               "%s norm conv N=%d %dx%dx%d %dx%d s%d p%d -> %d groups=%d variant=%d config=%d (%s): %zu of %zu off "
+               "(first at %zu: got %.6g, want %.6g)",
+               t.name, c.N, c.H, c.W, c.Cin, c.KH, c.KW, c.stride, c.padding, c.Cout, groups, variant, config,
+               onestep_conv2d_igemm_config_name(config), bad, ny, first, bad ? ktest::decode16(t.f, y.p[first]) : 0.0,
+               ref[first]);
+        expect(bad == 0, "%s", msg);
+    }
+}
+
+// The prologue's refusals, by name: groups not dividing Cin into multiples of 4, no tile fitting the output.
+void check_norm_errors() {
+    alignas(16) uint16_t buf[4096] = {};
+    auto refused = [&](onestep_status got, const char* needle) {
+        return got == ONESTEP_ERROR_UNSUPPORTED &&
+               std::strstr(onestep_last_error_message(), "onestep_groupnorm_conv2d_igemm_typed(") &&
+               std::strstr(onestep_last_error_message(), needle);
+    };
+    expect(refused(onestep_groupnorm_conv2d_igemm_typed(buf, nullptr, nullptr, nullptr, buf, buf, 8, 1e-5f, 1, buf,
+                                                        nullptr, nullptr, buf + 2048, 1, 4, 4, 16, 3, 3, 16, 1, 1, 0,
+                                                        ONESTEP_FLOAT16, nullptr),
+                   "groups=8"),
+           "2-channel groups are refused: %s", onestep_last_error_message());
+    expect(refused(onestep_groupnorm_conv2d_igemm_typed(buf, nullptr, nullptr, nullptr, buf, buf, 4, 1e-5f, 1, buf,
+                                                        nullptr, nullptr, buf + 2048, 1, 3, 3, 16, 3, 3, 16, 1, 1, 0,
+                                                        ONESTEP_FLOAT16, nullptr),
+                   "no tile"),
+           "a 3x3 output no tile's rows divide is refused: %s", onestep_last_error_message());
+}
+
 void check_errors() {
     alignas(16) uint16_t buf[4096] = {};
     const char* msg = nullptr;
@@ -222,11 +344,20 @@ int main() {
         {1, 8, 8, 128, 3, 3, 16, 1, 1},  // deep: 72 steps, several per warp for every split
         {3, 2, 2, 16, 2, 2, 20, 1, 0},   // padding 0, a 2x2 window as large as the image: one output pixel each
     };
+    check_norm_errors();
     for (const Type& t : types) {
         for (const Case& c : cases) check_case(t, rng, c);
         check_against_portable(t, rng);
         check_upsample(t, rng, 2, 3, 5, 32, 24);  // odd sizes: every parity of the gather
         check_upsample(t, rng, 1, 1, 1, 16, 8);   // one pixel: a 2x2 output, every tap at an edge
+        // The group norm prologue: 4-channel groups at batch 2 (only 16-row tiles fit 4x4), 16-channel groups with
+        // every tile, 12-channel groups that a 16-deep step straddles (48 channels: 6 columns of 8, 21 pixel rows of
+        // them for 128 threads), on a 1x1 convolution.
+        check_norm(t, rng, {2, 4, 4, 32, 3, 3, 24, 1, 1}, 8, 0);
+        check_norm(t, rng, {1, 8, 8, 64, 3, 3, 40, 1, 1}, 4, 1);
+        check_norm(t, rng, {1, 4, 4, 48, 1, 1, 16, 1, 0}, 4, 2);
+        // 80 columns of 8 channels: more than the 64-thread tile's threads, so some sum two columns each.
+        check_norm(t, rng, {1, 8, 8, 640, 1, 1, 16, 1, 0}, 32, 0);
     }
     check_errors();
     return ktest::finish("test_conv", start);
