@@ -291,7 +291,9 @@ public final class StepTiming {
                 // device, in the graph); folded but with conv2 and to_out.0 apart from their residual adds (cuDNN's
                 // conv + bias + z fusion runs IMPLICIT_PRECOMP_GEMM, which may be slower than the algorithm the
                 // plain convolution gets); folded but with the upsamplers as the upsampling and a 3x3 convolution
-                // instead of one transposed convolution; and, on a GPU, with cuDNN's heuristic algorithms instead of
+                // instead of one transposed convolution; folded but with each ResnetBlock2D's group norms apart from
+                // the convolutions they feed (Ops#groupNormConv2d not called: the group norm kernels and the plain
+                // convolutions); and, on a GPU, with cuDNN's heuristic algorithms instead of
                 // its timed search, with every convolution on cuDNN (none on our implicit GEMM, even where it timed
                 // faster), with every attention on the default kernel (no split-keys or pipelined one), with every
                 // group norm on the default kernels (no slab or cluster kernel); and with
@@ -301,16 +303,17 @@ public final class StepTiming {
                 var cudnnDevice = co.device() instanceof ai.onestep.backend.cuda.CudaDevice cd ? cd : null;
                 boolean searching = cudnnDevice != null && cudnnDevice.searchesConvolutions();
                 String[] variants = searching
-                        ? new String[] {"unfolded", "unfused residual", "unfused upsampling", "heuristic convolutions",
-                                        "cuDNN convolutions only", "default attention only",
+                        ? new String[] {"unfolded", "unfused residual", "unfused upsampling", "norms apart",
+                                        "heuristic convolutions", "cuDNN convolutions only", "default attention only",
                                         "default group norm only", "programmatic dependent launch"}
-                        : new String[] {"unfolded", "unfused residual", "unfused upsampling",
+                        : new String[] {"unfolded", "unfused residual", "unfused upsampling", "norms apart",
                                         "programmatic dependent launch"};
                 boolean pdlBefore = ai.onestep.backend.cuda.Device.programmaticLaunch();
                 for (String variant : variants) {
                     co.foldConstants(!variant.equals("unfolded") && folding);
                     co.fuseResiduals(!variant.equals("unfused residual"));
                     co.fuseUpsampling(!variant.equals("unfused upsampling"));
+                    co.fuseNormConvs(!variant.equals("norms apart"));
                     if (searching) {
                         cudnnDevice.searchConvolutions(!variant.equals("heuristic convolutions"));
                         cudnnDevice.ownConvolutions(!variant.equals("cuDNN convolutions only"));
@@ -355,6 +358,7 @@ public final class StepTiming {
                         co.foldConstants(folding);
                         co.fuseResiduals(true);
                         co.fuseUpsampling(true);
+                        co.fuseNormConvs(true);
                         if (searching) {
                             cudnnDevice.searchConvolutions(true);
                             cudnnDevice.ownConvolutions(true);

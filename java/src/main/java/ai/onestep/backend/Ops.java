@@ -399,6 +399,56 @@ public abstract class Ops {
     }
 
     /**
+     * {@code y = conv2d(g, w, b) (+ z)} with {@code g} = {@link #groupNorm} (+ SiLU) of {@code x + add[n, c]}, as one
+     * op: a ResnetBlock2D's norm1 and conv1, or norm2 and conv2 with its residual z (y must not alias z), at
+     * inference where {@link #fusesNormConv} holds. g (x's shape), mean and rstd (N, groups) are the norm's outputs,
+     * which a backend that fuses the two (the cuda backend's convolution with the group norm as its prologue) may
+     * leave unwritten: read y only. Host backends run the two ops, with their bits.
+     */
+    public final void groupNormConv2d(Tensor x, Tensor add, Tensor gamma, Tensor beta, int groups, float eps,
+                                      boolean silu, Tensor g, Tensor mean, Tensor rstd, Tensor w, Tensor b, Tensor z,
+                                      int stride, int padding, Tensor y) {
+        String op = silu ? "groupNormSiluConv2d" : "groupNormConv2d";
+        alive(op, x, add, gamma, beta, g, mean, rstd);
+        checkGroupNorm(op, x, gamma, beta, null, null, groups, mean, rstd);
+        if (add != null) {
+            shape(op, "add", add, x.dim(0), x.dim(3));
+        }
+        sameShape(op, "g", g, "x", x);
+        if (!(eps > 0)) {
+            throw new TensorException(op + ": eps must be > 0, got " + eps);
+        }
+        checkConv(op, g, w, b, z, stride, padding, y);
+        disjoint(op, "y", y, "x", x);
+        disjoint(op, "y", y, "g", g);
+        if (z != null) {
+            disjoint(op, "y", y, "residual z", z);
+        }
+        groupNormConvKernel(x, add, gamma, beta, groups, eps, silu, g, mean, rstd, w, b, z, stride, padding, y);
+    }
+
+    /** Host backends: {@link #groupNormKernel} into g, then {@link #convKernel} or {@link #convResidualKernel}. */
+    protected void groupNormConvKernel(Tensor x, Tensor add, Tensor gamma, Tensor beta, int groups, float eps,
+                                       boolean silu, Tensor g, Tensor mean, Tensor rstd, Tensor w, Tensor b, Tensor z,
+                                       int stride, int padding, Tensor y) {
+        groupNormKernel(x, add, gamma, beta, null, null, groups, eps, silu, g, mean, rstd);
+        if (z == null) {
+            convKernel(g, w, b, stride, padding, y);
+        } else {
+            convResidualKernel(g, w, b, z, stride, padding, y);
+        }
+    }
+
+    /**
+     * True where {@link #groupNormConv2d} may run as one launch in the work being recorded now, so a model should call
+     * it instead of the norm and then the convolution: the cuda backend inside a pass that fuses residuals
+     * ({@link #fusesResidual}). Host backends answer false.
+     */
+    public boolean fusesNormConv() {
+        return false;
+    }
+
+    /**
      * {@link #concatChannels concat(a, b)} into {@code cat} and {@link #groupNorm} (+ SiLU) of it into {@code y}, as
      * one op: a U-Net up block's {@code norm1(cat(h, skip))}, whose concatenation stays for the conv_shortcut. a is
      * (N, H, W, Ca), b (N, H, W, Cb), cat and y (N, H, W, Ca + Cb), mean and rstd (N, groups); cat and y must not

@@ -60,6 +60,11 @@ public final class Conv2d {
         return y;
     }
 
+    /** Forgets a saved input: this forward ran inside a fused op (GroupNorm.forwardConv), with no backward from it. */
+    void keepNoInput() {
+        this.x = null;
+    }
+
     /** Returns dx; accumulates the weight and bias gradients. */
     Tensor backward(Context c, Tensor dy) {
         return backward(c, dy, true);

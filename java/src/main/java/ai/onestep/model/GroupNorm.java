@@ -58,6 +58,23 @@ public final class GroupNorm {
         return y;
     }
 
+    /**
+     * At inference where the backend fuses them ({@code Ops.fusesNormConv}): {@code conv} of this norm of
+     * {@code x + add[n, c]} (add (N, C) or null), with bias {@code b} (conv's own, or a sum the caller folded) and the
+     * residual z (or null), as one op ({@code Ops.groupNormConv2d}); returns the convolution's output. The norm's output is scratch
+     * that op may leave unwritten; neither layer keeps anything for a backward.
+     */
+    Tensor forwardConv(Context c, Tensor x, Tensor add, Conv2d conv, Tensor b, Tensor z) {
+        Tensor g = keep(c, x, null, null, null);
+        Tensor w = conv.weight.value();
+        Tensor y = c.alloc(ai.onestep.tensor.Layout.NHWC,
+                ai.onestep.backend.Ops.convOutputShape(x, w, conv.stride, conv.padding));
+        conv.keepNoInput();
+        c.ops.groupNormConv2d(x, add, gamma.value(), beta.value(), groups, eps, silu, g, mean, rstd, w, b, z,
+                conv.stride, conv.padding, y);
+        return y;
+    }
+
     /** Keeps what the backward reads; with {@code add} there is none (an inference pass: x + add is never stored). */
     private Tensor normalize(Context c, Tensor x, Tensor add, Tensor scale, Tensor shift) {
         Tensor y = keep(c, x, add == null ? x : null, scale, shift);

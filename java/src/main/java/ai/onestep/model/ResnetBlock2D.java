@@ -80,6 +80,9 @@ final class ResnetBlock2D implements AutoCloseable {
     /** The block on {@code x}, with the time conditioning {@link #condition} computed last. */
     Tensor forward(Context c, Tensor x) {
         checkConditioned(x.dim(0));
+        if (!c.training && c.ops.fusesNormConv()) {
+            return afterConv1(c, x, norm1.forwardConv(c, x, null, conv1, conv1.bias.value(), null));
+        }
         return afterNorm1(c, x, norm1.forward(c, x));
     }
 
@@ -102,21 +105,36 @@ final class ResnetBlock2D implements AutoCloseable {
 
     /** The rest of the block on x, given norm1's output {@code n1} (silu(norm1(x))). */
     private Tensor afterNorm1(Context c, Tensor x, Tensor n1) {
+        return afterConv1(c, x, conv1.forward(c, n1));
+    }
+
+    /**
+     * The rest of the block on x, given conv1's output h. At inference where the backend fuses a norm into the
+     * convolution after it (Ops.fusesNormConv), norm2 of h + time_emb_proj(temb) and conv2 with its residual are one op
+     * (the default time_embedding_norm; scale_shift modulates after the norm, which that op does not take).
+     */
+    private Tensor afterConv1(Context c, Tensor x, Tensor h) {
         int n = x.dim(0);
-        Tensor h = conv1.forward(c, n1);
-        Tensor g;
-        if (scaleShift) {
-            g = norm2.forward(c, h, scale.reshape(Layout.ROWS, n, outChannels), shift.reshape(Layout.ROWS, n, outChannels));
-        } else {
-            g = norm2.forwardAdded(c, h, tp);
-        }
+        boolean fuse2 = !c.training && !scaleShift && c.ops.fusesNormConv();
+        Tensor g = null;
         mask = null;
-        if (c.training && dropout > 0) {
-            mask = dropoutMask(c, g);
-            c.ops.mul(g, mask, g);
+        if (!fuse2) {
+            if (scaleShift) {
+                g = norm2.forward(c, h, scale.reshape(Layout.ROWS, n, outChannels),
+                        shift.reshape(Layout.ROWS, n, outChannels));
+            } else {
+                g = norm2.forwardAdded(c, h, tp);
+            }
+            if (c.training && dropout > 0) {
+                mask = dropoutMask(c, g);
+                c.ops.mul(g, mask, g);
+            }
         }
-        Tensor y = c.training || !c.ops.fusesResidual() ? null : conv2Residual(c, x, g);
+        Tensor y = c.training || !c.ops.fusesResidual() ? null : conv2Residual(c, x, h, g);
         if (y == null) {
+            if (g == null) {
+                g = norm2.forwardAdded(c, h, tp);
+            }
             y = conv2.forward(c, g);
             Tensor sc = convShortcut != null ? convShortcut.forward(c, x) : x;
             c.ops.add(sc, y, y);
@@ -132,8 +150,9 @@ final class ResnetBlock2D implements AutoCloseable {
      * conv2 takes b_conv2 + b_shortcut, computed with the pass's constant folding into memory this block keeps
      * (rewritten with the same values each time, so a pass that read it as a constant stays right; a weight update
      * drops such a pass). Null where the folding is refused (weights the device owns): then the two ops run as usual.
+     * g null: norm2 of h + time_emb_proj(temb) is fused into conv2 (GroupNorm.forwardConv).
      */
-    private Tensor conv2Residual(Context c, Tensor x, Tensor g) {
+    private Tensor conv2Residual(Context c, Tensor x, Tensor h, Tensor g) {
         Tensor bias = conv2.bias.value(), sc = x;
         if (convShortcut != null) {
             Ops fold = c.ops.passConstants(List.of(conv2.bias.value(), convShortcut.bias.value()));
@@ -149,6 +168,9 @@ final class ResnetBlock2D implements AutoCloseable {
             Tensor w = convShortcut.weight.value();
             sc = c.alloc(Layout.NHWC, Ops.convOutputShape(x, w, convShortcut.stride, convShortcut.padding));
             c.ops.conv2d(x, w, null, convShortcut.stride, convShortcut.padding, sc);
+        }
+        if (g == null) {
+            return norm2.forwardConv(c, h, tp, conv2, bias, sc);
         }
         Tensor w = conv2.weight.value();
         Tensor y = c.alloc(Layout.NHWC, Ops.convOutputShape(g, w, conv2.stride, conv2.padding));

@@ -409,6 +409,22 @@ public final class OnestepKernels {
                                                                @Cast("onestep_dtype") int dtype,
                                                                @Cast("cudaStream_t") long stream);
 
+    /** conv2d(silu(group_norm((x + xBias) + (add + addBias))), w) + bias + z in one launch (see the header). */
+    public static native int onestep_groupnorm_conv2d_igemm_typed(@Cast("const void*") long x,
+                                                                  @Cast("const void*") long xBias,
+                                                                  @Cast("const void*") long add,
+                                                                  @Cast("const void*") long addBias,
+                                                                  @Cast("const void*") long gamma,
+                                                                  @Cast("const void*") long beta, int groups,
+                                                                  float eps, int silu,
+                                                                  @Cast("const void*") long wKrsc,
+                                                                  @Cast("const void*") long bias,
+                                                                  @Cast("const void*") long z, @Cast("void*") long y,
+                                                                  int n, int h, int wd, int cin, int kh, int kw,
+                                                                  int cout, int stride, int padding, int config,
+                                                                  @Cast("onestep_dtype") int dtype,
+                                                                  @Cast("cudaStream_t") long stream);
+
     public static native int onestep_conv2d_igemm_configs();
 
     public static native @Cast("const char*") BytePointer onestep_conv2d_igemm_config_name(int config);

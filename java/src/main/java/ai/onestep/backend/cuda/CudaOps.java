@@ -1044,6 +1044,60 @@ public final class CudaOps extends Ops implements AutoCloseable {
         });
     }
 
+    /**
+     * Whether folding passes run a ResnetBlock2D's norm and convolution as one op ({@link #fusesNormConv};
+     * {@code -Donestep.cuda.fuseNormConv=false}: never, for timing the fusion against the two ops).
+     */
+    private boolean fuseNormConvs = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.fuseNormConv"));
+
+    /** Turns {@link #fusesNormConv} on or off for passes captured from now on. */
+    public void fuseNormConvs(boolean on) {
+        fuseNormConvs = on;
+    }
+
+    /**
+     * Where residuals fuse ({@link #fusesResidual}) on a device that runs our convolutions ({@link
+     * Device#ownsConvolutions}); the device still times the fused route against the two ops, per shape.
+     */
+    @Override
+    public boolean fusesNormConv() {
+        return fuseNormConvs && fusesResidual() && device.ownsConvolutions();
+    }
+
+    /**
+     * {@link Device#groupNormConv}: our convolution with the group norm as its prologue where the shape's timed choice
+     * took it, else the two ops, each as {@link #groupNormKernel} and {@link #convKernel} / {@link #convResidualKernel}
+     * would run it (pending biases taken on the fly, conv1's bias left to its reader where the device's convolution
+     * has no bias epilogue). Outside such a pass, or with a residual the convolution cannot take in its launch: the
+     * two ops themselves.
+     */
+    @Override
+    protected void groupNormConvKernel(Tensor x, Tensor add, Tensor gamma, Tensor beta, int groups, float eps,
+                                       boolean silu, Tensor g, Tensor mean, Tensor rstd, Tensor w, Tensor b, Tensor z,
+                                       int stride, int padding, Tensor y) {
+        Precision type = dt();
+        if (!fusesNormConv() || (z != null && !residualFuses(device.convFusesResidual(), b, z, type))) {
+            super.groupNormConvKernel(x, add, gamma, beta, groups, eps, silu, g, mean, rstd, w, b, z, stride, padding,
+                    y);
+            return;
+        }
+        String op = silu ? "groupNormSiluConv2d" : "groupNormConv2d";
+        run(op, () -> {
+            long[] x2 = inTakingBias(x, op, type), a2 = inTakingBias(add, op, type);
+            long pgam = in(gamma, op, type), pbet = in(beta, op, type);
+            long pw = in(w, op, type), pb = in(b, op, type), pz = in(z, op, type);
+            long wk = 0;
+            if (device.convUsesKrsc() && pw == parameters.peek(w.segment().address(), w.size() * Float.BYTES, type)) {
+                wk = parameters.krsc(w, type, (long) w.dim(0) * w.dim(1) * w.dim(2), w.dim(3));
+            }
+            long pg = out(g, op, type), pm = out(mean, op), pr = out(rstd, op), py = out(y, op, type);
+            boolean deferred = z == null && deferBias(device.convBiasSeparate(), y, pb, type);
+            device.groupNormConv(x2[0], x2[1], a2[0], a2[1], pgam, pbet, groups, eps, silu, pg, pm, pr, pw, wk,
+                    deferred ? 0 : pb, pz, py, x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(1), w.dim(3),
+                    stride, padding, type, (bytes, why) -> res().scratch((bytes + 3) / 4, why), what(x, add, w, z, y));
+        });
+    }
+
     @Override
     protected void groupNormConcatKernel(Tensor a, Tensor b, Tensor gamma, Tensor beta, int groups, float eps,
                                          boolean silu, Tensor cat, Tensor y, Tensor mean, Tensor rstd) {

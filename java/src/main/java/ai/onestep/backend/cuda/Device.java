@@ -679,6 +679,206 @@ public abstract class Device implements AutoCloseable {
                 what);
     }
 
+    /**
+     * {@code y = conv2d(silu(groupNorm(x')), w) + bias + z} with {@code x' = (x + xBias) + (add + addBias)} (each term
+     * 0 for none; z 0 for none): a ResnetBlock2D's norm1 and conv1, or norm2 and conv2 with its residual, at inference.
+     * Where the shape's timed choice ({@link #normConvConfig}) took it, one launch of our implicit GEMM with the group
+     * norm as its prologue ({@code onestep_groupnorm_conv2d_igemm_typed}: the normalized tensor is never stored, and
+     * g, mean and rstd are left as they were); else the two ops, {@link #groupNorm} into g (with mean and rstd) and
+     * {@link #conv2d} or {@link #conv2dResidual} from it, each with its own timed choices.
+     */
+    public final void groupNormConv(long x, long xBias, long add, long addBias, long gamma, long beta, int groups,
+                                    float eps, boolean silu, long g, long mean, long rstd, long w, long wKrsc,
+                                    long bias, long z, long y, int n, int h, int wd, int cin, int kh, int kw, int cout,
+                                    int stride, int padding, Precision type, Scratch scratch, Supplier<String> what) {
+        NormConv op = new NormConv(x, xBias, add, addBias, gamma, beta, groups, eps, silu, g, mean, rstd, w, wKrsc,
+                bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, what);
+        int config = normConvConfig(op);
+        if (config == 0) {
+            normConvsUnfused++;
+            op.unfused(scratch);
+        } else {
+            op.fused(config);
+        }
+    }
+
+    private long normConvsUnfused;
+
+    /**
+     * Calls of {@link #groupNormConv} that ran as the two ops (two launches or more): shapes our convolution does not
+     * take, the fused route slower or disagreeing, or a shape's first use inside a capture. Timing runs not counted.
+     */
+    public long normConvsUnfused() {
+        return normConvsUnfused;
+    }
+
+    /** The operands of one {@link #groupNormConv}, and its two routes. */
+    private final class NormConv {
+        final long x, xBias, add, addBias, gamma, beta, g, mean, rstd, w, wKrsc, bias, z, y;
+        final int groups, n, h, wd, cin, kh, kw, cout, stride, padding;
+        final float eps;
+        final boolean silu;
+        final Precision type;
+        final Supplier<String> what;
+
+        NormConv(long x, long xBias, long add, long addBias, long gamma, long beta, int groups, float eps, boolean silu,
+                 long g, long mean, long rstd, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd,
+                 int cin, int kh, int kw, int cout, int stride, int padding, Precision type, Supplier<String> what) {
+            this.x = x;
+            this.xBias = xBias;
+            this.add = add;
+            this.addBias = addBias;
+            this.gamma = gamma;
+            this.beta = beta;
+            this.groups = groups;
+            this.eps = eps;
+            this.silu = silu;
+            this.g = g;
+            this.mean = mean;
+            this.rstd = rstd;
+            this.w = w;
+            this.wKrsc = wKrsc;
+            this.bias = bias;
+            this.z = z;
+            this.y = y;
+            this.n = n;
+            this.h = h;
+            this.wd = wd;
+            this.cin = cin;
+            this.kh = kh;
+            this.kw = kw;
+            this.cout = cout;
+            this.stride = stride;
+            this.padding = padding;
+            this.type = type;
+            this.what = what;
+        }
+
+        /** The two ops: the group norm into g, then the convolution from it. */
+        void unfused(Scratch scratch) {
+            groupNorm(x, xBias, add, addBias, gamma, beta, 0, 0, g, mean, rstd, n, h * wd, cin, groups, eps, silu, type,
+                    what);
+            if (z == 0) {
+                conv2d(g, w, wKrsc, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch, what);
+            } else {
+                conv2dResidual(g, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch,
+                        what);
+            }
+        }
+
+        /** One launch: tile {@code config} with the group norm as its prologue. */
+        void fused(int config) {
+            check(onestep_groupnorm_conv2d_igemm_typed(x, xBias, add, addBias, gamma, beta, groups, eps, silu ? 1 : 0,
+                    wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, config, type.code, stream),
+                    "groupNormConv2d", what);
+            igemmLaunches++;
+        }
+
+        String key() {
+            return "normconv," + shapeKey(n, h, wd, cin, kh, kw, cout, stride, padding, type) + ",g=" + groups
+                    + (silu ? ",silu" : "") + (xBias != 0 || add != 0 ? ",pre-add" : "") + (z != 0 ? ",residual" : "");
+        }
+    }
+
+    /**
+     * The tile {@link #groupNormConv} runs a shape's fused route with, or 0 for the two ops. On the shape's first use
+     * outside a capture the two ops run once (making their own choices), then each tile that takes the shape and the
+     * two ops are timed back to back ({@link #timeMs}; the ops' scratch lent by a temporary, so a pass's runs make
+     * the same allocations every time), and the fastest tile is kept if it is faster (or {@link #forceChoice} says so)
+     * and its y agrees with the two ops'. Only with our convolutions on ({@link #ownConvolutions}), on fp16/bf16 and
+     * the KRSC weights our implicit GEMM reads, and y apart from x, add and z; the library refuses the tiles whose
+     * rows do not fit one sample and the cluster tiles below sm_90.
+     */
+    private int normConvConfig(NormConv op) {
+        if (!ownConvolutions || !igemmTakes(op.x, op.wKrsc, op.cin, op.type) || op.y == op.x || op.y == op.add
+                || op.y == op.z) {
+            return 0;
+        }
+        String key = op.key();
+        Choice own = choices.get(key);
+        if (own != null && unverified.contains(key)) {
+            Choice loaded = own;
+            own = checkedLoaded(key, own, "group norm and convolution",
+                    tmp -> normConvAgrees(op, loaded.config(), tmp));
+            if (own == null) {
+                return 0;
+            }
+        }
+        if (own == null) {
+            if (capturing) {
+                return 0;
+            }
+            own = chooseNormConv(op, key);
+            choices.put(key, own);
+        }
+        return own.config();
+    }
+
+    private Choice chooseNormConv(NormConv op, String key) {
+        long unfused = residualsUnfused;  // the timing runs are not the pass's launches
+        try (Temporary tmp = new Temporary()) {
+            java.util.Map<String, long[]> lent = new java.util.HashMap<>();
+            Scratch reused = (bytes, label) -> {
+                long[] b = lent.get(label);
+                if (b == null || b[1] < bytes) {
+                    b = new long[] {tmp.allocate(bytes, label), bytes};
+                    lent.put(label, b);
+                }
+                return b[0];
+            };
+            op.unfused(reused);  // the two ops' own choices, outside the timing
+            float twoOpsMs = timeMs(() -> op.unfused(reused), choiceReps);
+            int best = 0;
+            float bestMs = Float.POSITIVE_INFINITY;
+            java.util.List<String> refused = new java.util.ArrayList<>();
+            for (int c = 1; c <= igemmConfigs(); c++) {
+                if (igemmConfigCluster(c) > 1 && !timesClusterTiles()) {
+                    continue;
+                }
+                int config = c;
+                float ms;
+                try {
+                    ms = timeMs(() -> op.fused(config), choiceReps);
+                } catch (CudaException e) {
+                    // A tile whose rows do not fit one sample, or that this device cannot launch: the others compete.
+                    if (e.status() != OnestepKernels.ERROR_UNSUPPORTED) {
+                        refused.add(igemmConfigName(config) + ": " + e.getMessage());
+                    }
+                    continue;
+                }
+                if (ms < bestMs) {
+                    best = c;
+                    bestMs = ms;
+                }
+            }
+            String also = refused.isEmpty() ? "" : " (" + String.join("; ", refused) + ")";
+            String candidate = best == 0 ? "group norm prologue (no tile ran)"
+                    : "group norm prologue, " + igemmConfigName(best);
+            String incumbent = "group norm and convolution";
+            if (best == 0 || Boolean.FALSE.equals(forceChoice) || (forceChoice == null && !(bestMs < twoOpsMs))) {
+                return new Choice(key, 0, candidate, bestMs, incumbent, twoOpsMs, "two ops faster" + also);
+            }
+            boolean ok = normConvAgrees(op, best, tmp);
+            return new Choice(key, ok ? best : 0, candidate, bestMs, incumbent, twoOpsMs,
+                    (ok ? "fused faster" : "fused disagreed") + also);
+        } finally {
+            residualsUnfused = unfused;
+        }
+    }
+
+    /** Runs tile {@code config} fused into y and whether y agrees with the two ops' result ({@link #agrees}). */
+    private boolean normConvAgrees(NormConv op, int config, Temporary tmp) {
+        long elems = outElems(op.n, op.h, op.wd, op.kh, op.kw, op.cout, op.stride, op.padding);
+        long ref = tmp.allocate(elems * op.type.bytes, "group norm convolution check");
+        NormConv two = new NormConv(op.x, op.xBias, op.add, op.addBias, op.gamma, op.beta, op.groups, op.eps, op.silu,
+                op.g, op.mean, op.rstd, op.w, op.wKrsc, op.bias, op.z, ref, op.n, op.h, op.wd, op.cin, op.kh, op.kw,
+                op.cout, op.stride, op.padding, op.type, op.what);
+        two.unfused(tmp);
+        op.fused(config);  // y: the candidate's, last
+        return agrees(op.y, ref, elems, op.type, tmp, op.what, "the group norm prologue convolution " + op.key(),
+                "the group norm and the convolution for this shape");
+    }
+
     /** Launches of {@link #igemmConv} so far (timing runs included). */
     public long igemmLaunches() {
         return igemmLaunches;
@@ -745,16 +945,17 @@ public abstract class Device implements AutoCloseable {
     /**
      * Per shape, in first-use order: the timed choices between one of our kernels and the route it would replace
      * (convolutions: "conv," / "biased," / "residual," / "upsample," + the shape; attention: "attention," + it; group
-     * norm: "groupnorm," + it).
+     * norm: "groupnorm," / "groupnormconcat," + it; a group norm and the convolution it feeds: "normconv," + both).
      */
     private final java.util.Map<String, Choice> choices = new java.util.LinkedHashMap<>();
 
     /**
      * A shape's verdict between a candidate kernel of ours and the incumbent route: {@code config} >= 1 runs the
-     * candidate (for convolutions, our implicit GEMM's tile {@code config}; for attention, the split-keys kernel 1 or
-     * the pipelined kernel 2; for group norm, the slab kernel 1 or the cluster kernel 2), 0 keeps the incumbent (cuDNN,
-     * the portable kernel where cuDNN refuses the shape or there is none, the default attention kernel, the default
-     * group-norm kernels). Times are per run, of runs replayed as a graph ({@link #timeMs}); candidate and
+     * candidate (for convolutions, our implicit GEMM's tile {@code config}, with the group norm as its prologue for a
+     * norm and convolution; for attention, the split-keys kernel 1 or the pipelined kernel 2; for group norm, the slab
+     * kernel 1 or the cluster kernel 2), 0 keeps the incumbent (cuDNN, the portable kernel where cuDNN refuses the
+     * shape or there is none, the default attention kernel, the default group-norm kernels, the group norm and the
+     * convolution as two ops). Times are per run, of runs replayed as a graph ({@link #timeMs}); candidate and
      * candidateMs are the fastest candidate's (the verdict names the others' times where there were several).
      */
     public record Choice(String shape, int config, String candidate, float candidateMs, String incumbent,

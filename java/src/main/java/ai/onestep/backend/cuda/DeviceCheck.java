@@ -412,8 +412,13 @@ public final class DeviceCheck {
                     .orElse(java.util.Map.of());
             long fusedConvs = ops.getOrDefault("conv2dResidual", 0L);
             long fusedGemms = ops.getOrDefault("linearResidual", 0L);
+            // Where the device runs our convolutions, a block's norm and convolution are one op
+            // (Ops#groupNormConv2d), fused where the shape's timed choice took our convolution's norm prologue.
+            long normConvs = ops.getOrDefault("groupNormSiluConv2d", 0L) + ops.getOrDefault("groupNormConv2d", 0L);
             fact("folded graph: " + fusedConvs + " convolutions and " + fusedGemms + " GEMMs took their residual, "
-                    + dev.device().residualsUnfused() + " calls as two launches", fusedConvs > 0 && fusedGemms > 0);
+                    + dev.device().residualsUnfused() + " calls as two launches; " + normConvs + " norm + convolution"
+                    + " ops, " + dev.device().normConvsUnfused() + " calls as the two ops",
+                    fusedConvs + normConvs > 0 && fusedGemms > 0);
             dev.foldConstants(folding);
 
             // Registered weights, as api.Sampler has them: on cuDNN the convolutions read kept KRSC copies. An
