@@ -79,8 +79,8 @@ struct NormIn {
 };
 
 // The prologue's shared memory after the tile's: per channel {x_bias, add + add_bias, gamma, beta}, per group
-// {mean, rstd}.
-inline int norm_shared_bytes(int Cin, int groups) { return 16 * Cin + 8 * groups; }
+// {mean, rstd}, per channel the statistics' shift.
+inline int norm_shared_bytes(int Cin, int groups) { return 16 * Cin + 8 * groups + 4 * Cin; }
 
 // A tile shape: BM output pixels x BN output channels a block, the depth split over KSPLIT warps, each with a ring of
 // STAGES cp.async buffers. The shared memory serves the pipeline, then the KSPLIT partial sums (fp32) for the epilogue.
@@ -118,13 +118,13 @@ __device__ __forceinline__ int swizzled(int row, int chunk) { return row * 32 + 
 
 __device__ __forceinline__ float sigmoid(float u) { return 1.0f / (1.0f + __expf(-u)); }  // groupnorm.cu's
 
-// NORM: sample n's normalization constants into shared memory (chan, gstat: norm_shared_bytes), ending at a barrier;
-// `red` (64 bytes a thread, or a chunk where Cin / 8 is more: the tile's pipeline memory, not yet in use) holds the
-// partial sums. One pass over x with every load in flight that a thread can issue: the sample is Cin / 8 columns of
-// 16-byte chunks (8 channels) by HW pixels; item (j, r) sums column j over pixels r, r + rows, ..., each channel's
-// values shifted by its first pixel's, K_c (sums of x' - K_c and of its square: a shift keeps the squares from
-// cancelling; Chan et al. 1979). Then one thread per group merges its channels' items in a fixed order (every run gives
-// the same bits): mean = sum_c (HW K_c + S1_c) / (HW Cg), and the squared deviations about it
+// NORM: sample n's normalization constants into shared memory (chan, gstat, shift: norm_shared_bytes), ending at a
+// barrier; `red` (64 bytes a thread, or a chunk where Cin / 8 is more: the tile's pipeline memory, not yet in use)
+// holds the partial sums. One pass over x with as many loads in flight as a thread can hold: the sample is Cin / 8
+// columns of 16-byte chunks (8 channels) by HW pixels; item (j, r) sums column j over pixels r, r + rows, ..., each
+// channel's values shifted by its first pixel's, K_c (sums of x' - K_c and of its square: a shift keeps the squares
+// from cancelling; Chan et al. 1979). Then one thread per group merges its channels' items in a fixed order (every
+// run gives the same bits): mean = sum_c (HW K_c + S1_c) / (HW Cg), and the squared deviations about it
 // sum_c [S2_c - S1_c^2 / HW + HW (m_c - mean)^2] with m_c = K_c + S1_c / HW, the biased variance their mean.
 template <int THREADS, typename T>
 __device__ __forceinline__ void norm_prologue(const T* __restrict__ x, const Shape& s, const NormIn<T>& nm, int n,
@@ -138,41 +138,43 @@ __device__ __forceinline__ void norm_prologue(const T* __restrict__ x, const Sha
         chan[c] = make_float4(nm.x_bias ? to_f32(nm.x_bias[c]) : 0.f, ab, to_f32(nm.gamma[c]), to_f32(nm.beta[c]));
     }
     __syncthreads();
+    float* shift = reinterpret_cast<float*>(gstat + nm.groups);
     const int cols = s.Cin / 8, HW = s.H * s.W, rows = cols >= THREADS ? 1 : THREADS / cols;
     const T* xs = x + (long long)n * HW * s.Cin;
-    // x' of the 8 channels of column j at pixel p, in fp32: groupnorm.cu's pre_add, element by element.
-    auto chunk = [&](int p, int j, float (&v)[8]) {
-        const float4 lo = load4(xs + (long long)p * s.Cin + 8 * j), hi = load4(xs + (long long)p * s.Cin + 8 * j + 4);
-        const float raw[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+    // Column j's chunk at pixel p (8 values of T), and its x' in fp32: groupnorm.cu's pre_add, element by element.
+    struct alignas(16) Chunk {  // T itself, not words: read as T (no aliasing of other types)
+        T v[8];
+    };
+    auto load = [&](int p, int j) { return *reinterpret_cast<const Chunk*>(xs + (long long)p * s.Cin + 8 * j); };
+    auto widen = [&](const Chunk& q, int j, float (&v)[8]) {
 #pragma unroll
-        for (int e = 0; e < 8; e++) v[e] = (raw[e] + chan[8 * j + e].x) + chan[8 * j + e].y;
+        for (int e = 0; e < 8; e++) v[e] = (to_f32(q.v[e]) + chan[8 * j + e].x) + chan[8 * j + e].y;
     };
     for (int i = threadIdx.x; i < cols * rows; i += THREADS) {
         const int j = i % cols, r = i / cols;
         float k[8], s1[8] = {}, s2[8] = {};
-        chunk(0, j, k);
-        int p = r;
-        for (; p + 3 * rows < HW; p += 4 * rows) {  // four chunks in flight
-            float v[4][8];
+        widen(load(0, j), j, k);
+        if (r == 0)
 #pragma unroll
-            for (int u = 0; u < 4; u++) chunk(p + u * rows, j, v[u]);
-#pragma unroll
-            for (int u = 0; u < 4; u++)
-#pragma unroll
-                for (int e = 0; e < 8; e++) {
-                    const float d = v[u][e] - k[e];
-                    s1[e] += d, s2[e] += d * d;
-                }
-        }
-        for (; p < HW; p += rows) {
+            for (int e = 0; e < 8; e++) shift[8 * j + e] = k[e];
+        auto accumulate = [&](const Chunk& q) {
             float v[8];
-            chunk(p, j, v);
+            widen(q, j, v);
 #pragma unroll
             for (int e = 0; e < 8; e++) {
                 const float d = v[e] - k[e];
                 s1[e] += d, s2[e] += d * d;
             }
+        };
+        int p = r;
+        for (; p + 7 * rows < HW; p += 8 * rows) {  // eight 16-byte loads in flight (as 4 registers each)
+            Chunk q[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++) q[u] = load(p + u * rows, j);
+#pragma unroll
+            for (int u = 0; u < 8; u++) accumulate(q[u]);
         }
+        for (; p < HW; p += rows) accumulate(load(p, j));
 #pragma unroll
         for (int e = 0; e < 8; e++) red[16 * i + e] = s1[e], red[16 * i + 8 + e] = s2[e];
     }
@@ -180,9 +182,9 @@ __device__ __forceinline__ void norm_prologue(const T* __restrict__ x, const Sha
     const int Cg = s.Cin / nm.groups;
     const float hw = float(HW);
     for (int g = threadIdx.x; g < nm.groups; g += THREADS) {
-        // Channel c's sums over its items (rows in order), and its shift, again from x.
+        // Channel c's sums over its items (rows in order), and its shift.
         auto sums = [&](int c, float& kc, float& s1, float& s2) {
-            kc = (to_f32(xs[c]) + chan[c].x) + chan[c].y, s1 = 0.f, s2 = 0.f;
+            kc = shift[c], s1 = 0.f, s2 = 0.f;
             for (int r = 0; r < rows; r++) {
                 const float* it = red + 16 * (r * cols + c / 8);
                 s1 += it[c % 8], s2 += it[8 + c % 8];
