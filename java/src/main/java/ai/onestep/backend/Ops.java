@@ -400,8 +400,8 @@ public abstract class Ops {
 
     /**
      * {@code y = conv2d(g, w, b) (+ z)} with {@code g} = {@link #groupNorm} (+ SiLU) of {@code x + add[n, c]}, as one
-     * op: a ResnetBlock2D's norm1 and conv1, or norm2 and conv2 with its residual z (y must not alias z), at
-     * inference where {@link #fusesNormConv} holds. g (x's shape), mean and rstd (N, groups) are the norm's outputs,
+     * op: a ResnetBlock2D's norm1 and conv1, or norm2 and conv2 with its residual z (y must not alias z), or the
+     * U-Net's conv_norm_out and conv_out, at inference where {@link #fusesNormConv} holds. g (x's shape), mean and rstd (N, groups) are the norm's outputs,
      * which a backend that fuses the two (the cuda backend's convolution with the group norm as its prologue) may
      * leave unwritten: read y only. Host backends run the two ops, with their bits.
      */

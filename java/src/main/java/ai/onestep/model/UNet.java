@@ -278,8 +278,10 @@ public final class UNet implements AutoCloseable {
             h = b.forward(c, h, skips);
             taps.add(h);
         }
-        h = convNormOut.forward(c, h);
-        Tensor y = convOut.forward(c, h);
+        // At inference where the backend fuses a norm into the convolution it feeds (Ops.fusesNormConv), one op.
+        Tensor y = !c.training && c.ops.fusesNormConv()
+                ? convNormOut.forwardConv(c, h, null, convOut, convOut.bias.value(), null)
+                : convOut.forward(c, convNormOut.forward(c, h));
         if (config.fourier()) {
             // diffusers divides the output by the timesteps for Fourier embeddings (score-SDE's NCSN++ convention).
             yRaw = y;
