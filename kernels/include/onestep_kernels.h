@@ -321,7 +321,7 @@ onestep_status onestep_conv2d_igemm_typed(const void* x, const void* w_krsc, con
  * in a fixed order; rstd = 1 / sqrt(var + eps), the biased variance) and normalizes its A tiles in shared memory
  * as they land, with group norm's formula ((x' - mean) rstd gamma + beta, then SiLU where silu != 0) and its rounding
  * to the storage type; the zero padding stays zero. x_bias, add (N, Cin) and add_bias may each be NULL; gamma and beta
- * (Cin) may not. groups must divide Cin into multiples of 4 channels, and a tile takes the prologue only where Ho*Wo is
+ * (Cin) may not; y may alias none of them, nor x (z may be y itself, not x). groups must divide Cin into multiples of 4 channels, and a tile takes the prologue only where Ho*Wo is
  * a multiple of its rows (a tile's statistics are one sample's) and its shared memory stays within 99 KB
  * (ONESTEP_ERROR_UNSUPPORTED otherwise; config 0 picks among those). Meant for small inputs (batch 1), where x stays
  * in L2 and every block reading its sample costs less than a group norm launch: callers time it against the two ops. */

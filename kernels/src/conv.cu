@@ -440,51 +440,26 @@ cudaError_t dispatch(int config, const void* x, const void* w, const void* bias,
     }
 }
 
-// Per config (1..kConfigs): its BM and the tile's shared memory, for the checks of the group norm prologue.
-inline int config_rows(int config) {
-    static const int bm[kConfigs + 1] = {0,         Tile1::BM, Tile2::BM, Tile3::BM,  Tile4::BM,  Tile5::BM,
-                                         Tile6::BM, Tile7::BM, Tile8::BM, Tile9::BM, Tile10::BM, Tile11::BM};
-    return bm[config];
+// Per config (0 .. kConfigs): what the checks need of its tile (config 0: none, a cluster of 1).
+struct TileInfo {
+    int rows, threads, shared, cluster;
+};
+template <class C>
+constexpr TileInfo info() {
+    return TileInfo{C::BM, C::kThreads, C::kSharedBytes, C::CS};
 }
-inline int config_threads(int config) {
-    static const int t[kConfigs + 1] = {0,
-                                        Tile1::kThreads,
-                                        Tile2::kThreads,
-                                        Tile3::kThreads,
-                                        Tile4::kThreads,
-                                        Tile5::kThreads,
-                                        Tile6::kThreads,
-                                        Tile7::kThreads,
-                                        Tile8::kThreads,
-                                        Tile9::kThreads,
-                                        Tile10::kThreads,
-                                        Tile11::kThreads};
-    return t[config];
-}
-inline int config_shared(int config) {
-    static const int b[kConfigs + 1] = {0,
-                                        Tile1::kSharedBytes,
-                                        Tile2::kSharedBytes,
-                                        Tile3::kSharedBytes,
-                                        Tile4::kSharedBytes,
-                                        Tile5::kSharedBytes,
-                                        Tile6::kSharedBytes,
-                                        Tile7::kSharedBytes,
-                                        Tile8::kSharedBytes,
-                                        Tile9::kSharedBytes,
-                                        Tile10::kSharedBytes,
-                                        Tile11::kSharedBytes};
-    return b[config];
-}
+constexpr TileInfo kTiles[kConfigs + 1] = {{0, 0, 0, 1},   info<Tile1>(), info<Tile2>(),  info<Tile3>(),
+                                           info<Tile4>(),  info<Tile5>(), info<Tile6>(),  info<Tile7>(),
+                                           info<Tile8>(),  info<Tile9>(), info<Tile10>(), info<Tile11>()};
 
 // Whether tile `config` can run the group norm prologue on s: its rows lie in one sample (Ho Wo a multiple of BM; the
 // statistics are the sample's) and its shared memory with the constants' stays within 99 KB (what every sm_80+
 // device lets a block opt in to; Cin up to 3000 or so).
 constexpr int kNormSharedLimit = 99 * 1024;
 inline bool norm_fits(int config, const Shape& s, int groups) {
-    return (s.Ho * s.Wo) % config_rows(config) == 0 &&
-           config_shared(config) + norm_shared_bytes(s.Cin, groups) <= kNormSharedLimit &&
-           config_shared(config) >= 64 * (s.Cin / 8 > config_threads(config) ? s.Cin / 8 : config_threads(config));
+    const TileInfo& t = kTiles[config];
+    return (s.Ho * s.Wo) % t.rows == 0 && t.shared + norm_shared_bytes(s.Cin, groups) <= kNormSharedLimit &&
+           t.shared >= 64 * (s.Cin / 8 > t.threads ? s.Cin / 8 : t.threads);
 }
 
 int pick(const Shape& s, int groups) {
@@ -516,10 +491,7 @@ extern "C" const char* onestep_conv2d_igemm_config_name(int config) {
 }
 
 extern "C" int onestep_conv2d_igemm_config_cluster(int config) {
-    using namespace igemm;
-    static const int cs[kConfigs + 1] = {1,         Tile1::CS, Tile2::CS, Tile3::CS,  Tile4::CS, Tile5::CS,
-                                         Tile6::CS, Tile7::CS, Tile8::CS, Tile9::CS, Tile10::CS, Tile11::CS};
-    return config >= 0 && config <= igemm::kConfigs ? cs[config] : 0;
+    return config >= 0 && config <= igemm::kConfigs ? igemm::kTiles[config].cluster : 0;
 }
 
 extern "C" int onestep_conv2d_igemm_choice(int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride,
@@ -581,18 +553,24 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
                         norm->groups);
         if (!(norm->eps > 0.f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be > 0");
         if (!norm->gamma || !norm->beta) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL gamma or beta");
-        if (z == x) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "z must not alias x");
+        // Every block reads these while others may already write y.
+        for (const void* p : {norm->gamma, norm->beta, norm->x_bias, norm->add, norm->add_bias})
+            if (p && p == y)
+                return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
+                            "y must not alias gamma, beta, x_bias, add or add_bias");
         if (config == 0 && (config = igemm::pick(s, norm->groups)) == 0)
             return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "no tile takes the group norm prologue here");
-        if ((Ho * Wo) % igemm::config_rows(config))
+        if ((Ho * Wo) % igemm::kTiles[config].rows)
             return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
                         "Ho*Wo=%d is not a multiple of tile %d's %d rows (with the group norm prologue a tile's rows "
                         "must lie in one sample)",
-                        Ho * Wo, config, igemm::config_rows(config));
+                        Ho * Wo, config, igemm::kTiles[config].rows);
         if (!igemm::norm_fits(config, s, norm->groups))
             return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
-                        "tile %d's shared memory with the prologue's %d bytes of constants exceeds %d KB", config,
-                        igemm::norm_shared_bytes(Cin, norm->groups), igemm::kNormSharedLimit / 1024);
+                        "tile %d cannot hold the prologue: %d bytes of constants past its %d (at most %d KB in all), "
+                        "and 64 bytes of partial sums for each of max(%d threads, Cin / 8) items in its own",
+                        config, igemm::norm_shared_bytes(Cin, norm->groups), igemm::kTiles[config].shared,
+                        igemm::kNormSharedLimit / 1024, igemm::kTiles[config].threads);
     }
     if (onestep_conv2d_igemm_config_cluster(config) > 1)
         if (onestep_status st = require_sm90(fn, shapes, "a tile whose depth is split over a cluster")) return st;

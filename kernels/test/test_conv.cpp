@@ -33,13 +33,13 @@ using ktest::ok;
 
 using Input = ktest::Input16;
 
-void check_case(const Type& t, ktest::Rng& rng, const Case& c) {
+// The convolution written out in double on the input `in` (N, H, W, Cin) and the KRSC weights w: each output's sum
+// (ref) and the sum of its terms' magnitudes (mag), zero padding outside the image.
+template <typename In>
+void conv_reference(const Case& c, const vector<In>& in, const vector<float>& w, vector<double>& ref,
+                    vector<double>& mag) {
     const int Ho = (c.H + 2 * c.padding - c.KH) / c.stride + 1, Wo = (c.W + 2 * c.padding - c.KW) / c.stride + 1;
-    const size_t nx = size_t(c.N) * c.H * c.W * c.Cin, nw = size_t(c.Cout) * c.KH * c.KW * c.Cin,
-                 ny = size_t(c.N) * Ho * Wo * c.Cout;
-    Input x(t, rng, nx), w(t, rng, nw), b(t, rng, c.Cout), z(t, rng, ny);
-    // The reference with and without bias and z, and each output's error bound.
-    vector<double> ref(ny), mag(ny);
+    ref.assign(size_t(c.N) * Ho * Wo * c.Cout, 0.0), mag.assign(ref.size(), 0.0);
     for (int n = 0; n < c.N; n++)
         for (int oy = 0; oy < Ho; oy++)
             for (int ox = 0; ox < Wo; ox++)
@@ -50,14 +50,24 @@ void check_case(const Type& t, ktest::Rng& rng, const Case& c) {
                             const int iy = oy * c.stride - c.padding + r, ix = ox * c.stride - c.padding + s;
                             if (iy < 0 || iy >= c.H || ix < 0 || ix >= c.W) continue;
                             for (int ci = 0; ci < c.Cin; ci++) {
-                                const double p = double(x.v[((size_t(n) * c.H + iy) * c.W + ix) * c.Cin + ci]) *
-                                                 w.v[((size_t(co) * c.KH + r) * c.KW + s) * c.Cin + ci];
+                                const double p = double(in[((size_t(n) * c.H + iy) * c.W + ix) * c.Cin + ci]) *
+                                                 w[((size_t(co) * c.KH + r) * c.KW + s) * c.Cin + ci];
                                 acc += p, m += std::fabs(p);
                             }
                         }
                     const size_t o = ((size_t(n) * Ho + oy) * Wo + ox) * c.Cout + co;
                     ref[o] = acc, mag[o] = m;
                 }
+}
+
+void check_case(const Type& t, ktest::Rng& rng, const Case& c) {
+    const int Ho = (c.H + 2 * c.padding - c.KH) / c.stride + 1, Wo = (c.W + 2 * c.padding - c.KW) / c.stride + 1;
+    const size_t nx = size_t(c.N) * c.H * c.W * c.Cin, nw = size_t(c.Cout) * c.KH * c.KW * c.Cin,
+                 ny = size_t(c.N) * Ho * Wo * c.Cout;
+    Input x(t, rng, nx), w(t, rng, nw), b(t, rng, c.Cout), z(t, rng, ny);
+    // The reference without bias and z, and each output's error bound.
+    vector<double> ref, mag;
+    conv_reference(c, x.v, w.v, ref, mag);
     const double u = ktest::unit_roundoff(t.f), K = double(c.KH) * c.KW * c.Cin + 2;
     for (int config = 0; config <= onestep_conv2d_igemm_configs(); config++)
         for (int variant = 0; variant < 3; variant++) {  // plain; + bias + z; + bias + z in place (z is y)
@@ -170,13 +180,19 @@ void check_against_portable(const Type& t, ktest::Rng& rng) {
 // products, so each output may move by up to (u + 2^-16) sum |w g| besides the convolution's own bound (2^-16 for the
 // fp32 statistics); a normalized zero-padding tap, a wrong group's statistics or a missed pre-add term moves it by
 // O(sqrt(K)) times that. Every tile: those whose rows do not fit one sample (Ho Wo % BM) must refuse, the rest agree.
-void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int variant) {
+void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int variant, double offset = 0) {
     const int Ho = (c.H + 2 * c.padding - c.KH) / c.stride + 1, Wo = (c.W + 2 * c.padding - c.KW) / c.stride + 1;
     const size_t nx = size_t(c.N) * c.H * c.W * c.Cin, nw = size_t(c.Cout) * c.KH * c.KW * c.Cin,
                  ny = size_t(c.N) * Ho * Wo * c.Cout;
-    // x with a large common offset (its mean: the statistics must not cancel it away), and every operand drawn in T.
-    Input x(t, rng, nx), w(t, rng, nw), b(t, rng, c.Cout), z(t, rng, ny), gamma(t, rng, c.Cin), beta(t, rng, c.Cin),
-        xb(t, rng, c.Cin, 4.0), add(t, rng, size_t(c.N) * c.Cin), ab(t, rng, c.Cin);
+    // Every operand drawn in T; x_bias spreads the channels' means, and `offset` moves x's whole distribution (a
+    // variance from plain sums of squares would cancel away: the statistics must shift their sums).
+    Input x(t, rng, nx), w(t, rng, nw), b(t, rng, c.Cout), z(t, rng, ny), gamma(t, rng, c.Cin),
+        beta(t, rng, c.Cin), xb(t, rng, c.Cin, 4.0), add(t, rng, size_t(c.N) * c.Cin), ab(t, rng, c.Cin);
+    if (offset != 0) {
+        for (float& v : x.v) v += float(offset);
+        const std::vector<uint16_t> bits = ktest::narrow(t.f, x.v);  // x.v now the values T holds
+        std::memcpy(x.b.p, bits.data(), nx * 2);
+    }
     const bool silu = variant != 1, pre = variant != 1, resid = variant != 1, with_ab = variant == 0;
     const int Cg = c.Cin / groups;
     vector<double> g(nx);
@@ -207,25 +223,10 @@ void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int v
                     g[i] = u;
                 }
         }
-    vector<double> ref(ny), mag(ny);
-    for (int n = 0; n < c.N; n++)
-        for (int oy = 0; oy < Ho; oy++)
-            for (int ox = 0; ox < Wo; ox++)
-                for (int co = 0; co < c.Cout; co++) {
-                    double acc = 0, m = 0;
-                    for (int r = 0; r < c.KH; r++)
-                        for (int s = 0; s < c.KW; s++) {
-                            const int iy = oy * c.stride - c.padding + r, ix = ox * c.stride - c.padding + s;
-                            if (iy < 0 || iy >= c.H || ix < 0 || ix >= c.W) continue;
-                            for (int ci = 0; ci < c.Cin; ci++) {
-                                const double p = g[((size_t(n) * c.H + iy) * c.W + ix) * c.Cin + ci] *
-                                                 w.v[((size_t(co) * c.KH + r) * c.KW + s) * c.Cin + ci];
-                                acc += p, m += std::fabs(p);
-                            }
-                        }
-                    const size_t o = ((size_t(n) * Ho + oy) * Wo + ox) * c.Cout + co;
-                    ref[o] = acc + (resid ? double(b.v[co]) + z.v[o] : 0.0), mag[o] = m;
-                }
+    vector<double> ref, mag;
+    conv_reference(c, g, w.v, ref, mag);
+    if (resid)
+        for (size_t o = 0; o < ny; o++) ref[o] += double(b.v[o % c.Cout]) + z.v[o];
     const double u = ktest::unit_roundoff(t.f), K = double(c.KH) * c.KW * c.Cin + 2;
     for (int config = 0; config <= onestep_conv2d_igemm_configs(); config++) {
         int bm = 0, bn = 0;
@@ -266,7 +267,8 @@ void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int v
     }
 }
 
-// The prologue's refusals, by name: groups not dividing Cin into multiples of 4, no tile fitting the output.
+// The prologue's refusals, by name: groups not dividing Cin into multiples of 4, no tile fitting the output, y over
+// an operand the blocks still read.
 void check_norm_errors() {
     alignas(16) uint16_t buf[4096] = {};
     auto refused = [&](onestep_status got, const char* needle) {
@@ -284,6 +286,12 @@ void check_norm_errors() {
                                                         ONESTEP_FLOAT16, nullptr),
                    "no tile"),
            "a 3x3 output no tile's rows divide is refused: %s", onestep_last_error_message());
+    // y over gamma: other blocks may still read gamma while one writes y.
+    const onestep_status st = onestep_groupnorm_conv2d_igemm_typed(
+        buf, nullptr, nullptr, nullptr, buf + 2048, buf + 1024, 4, 1e-5f, 1, buf, nullptr, nullptr, buf + 2048, 1, 4,
+        4, 16, 3, 3, 16, 1, 1, 0, ONESTEP_FLOAT16, nullptr);
+    expect(st == ONESTEP_ERROR_INVALID_ARGUMENT && std::strstr(onestep_last_error_message(), "must not alias gamma"),
+           "y aliasing gamma is refused: %s", onestep_last_error_message());
 }
 
 void check_errors() {
@@ -358,6 +366,10 @@ int main() {
         check_norm(t, rng, {1, 4, 4, 48, 1, 1, 16, 1, 0}, 4, 2);
         // 80 columns of 8 channels: more than the 64-thread tile's threads, so some sum two columns each.
         check_norm(t, rng, {1, 8, 8, 640, 1, 1, 16, 1, 0}, 32, 0);
+        // Outputs smaller than the input (stride 2; padding 0): the statistics are over x's H W pixels, not Ho Wo. With
+        // x around 1000, where a variance from plain sums of squares loses its digits in fp32.
+        check_norm(t, rng, {2, 8, 8, 32, 3, 3, 16, 2, 1}, 8, 0, 1000.0);
+        check_norm(t, rng, {2, 6, 6, 32, 3, 3, 16, 1, 0}, 8, 2, 1000.0);
     }
     check_errors();
     return ktest::finish("test_conv", start);

@@ -696,9 +696,9 @@ public abstract class Device implements AutoCloseable {
         int config = normConvConfig(op);
         if (config == 0) {
             normConvsUnfused++;
-            op.unfused(scratch);
+            unfusedNormConv(op, scratch);
         } else {
-            op.fused(config);
+            fusedNormConv(op, config);
         }
     }
 
@@ -712,72 +712,45 @@ public abstract class Device implements AutoCloseable {
         return normConvsUnfused;
     }
 
-    /** The operands of one {@link #groupNormConv}, and its two routes. */
-    private final class NormConv {
-        final long x, xBias, add, addBias, gamma, beta, g, mean, rstd, w, wKrsc, bias, z, y;
-        final int groups, n, h, wd, cin, kh, kw, cout, stride, padding;
-        final float eps;
-        final boolean silu;
-        final Precision type;
-        final Supplier<String> what;
-
-        NormConv(long x, long xBias, long add, long addBias, long gamma, long beta, int groups, float eps, boolean silu,
-                 long g, long mean, long rstd, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd,
-                 int cin, int kh, int kw, int cout, int stride, int padding, Precision type, Supplier<String> what) {
-            this.x = x;
-            this.xBias = xBias;
-            this.add = add;
-            this.addBias = addBias;
-            this.gamma = gamma;
-            this.beta = beta;
-            this.groups = groups;
-            this.eps = eps;
-            this.silu = silu;
-            this.g = g;
-            this.mean = mean;
-            this.rstd = rstd;
-            this.w = w;
-            this.wKrsc = wKrsc;
-            this.bias = bias;
-            this.z = z;
-            this.y = y;
-            this.n = n;
-            this.h = h;
-            this.wd = wd;
-            this.cin = cin;
-            this.kh = kh;
-            this.kw = kw;
-            this.cout = cout;
-            this.stride = stride;
-            this.padding = padding;
-            this.type = type;
-            this.what = what;
+    /** The operands of one {@link #groupNormConv} (device pointers; 0 for an absent term). */
+    private record NormConv(long x, long xBias, long add, long addBias, long gamma, long beta, int groups, float eps,
+                            boolean silu, long g, long mean, long rstd, long w, long wKrsc, long bias, long z, long y,
+                            int n, int h, int wd, int cin, int kh, int kw, int cout, int stride, int padding,
+                            Precision type, Supplier<String> what) {
+        /** The same operands with the result into {@code y2}. */
+        NormConv into(long y2) {
+            return new NormConv(x, xBias, add, addBias, gamma, beta, groups, eps, silu, g, mean, rstd, w, wKrsc, bias,
+                    z, y2, n, h, wd, cin, kh, kw, cout, stride, padding, type, what);
         }
+    }
 
-        /** The two ops: the group norm into g, then the convolution from it. */
-        void unfused(Scratch scratch) {
-            groupNorm(x, xBias, add, addBias, gamma, beta, 0, 0, g, mean, rstd, n, h * wd, cin, groups, eps, silu, type,
-                    what);
-            if (z == 0) {
-                conv2d(g, w, wKrsc, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch, what);
-            } else {
-                conv2dResidual(g, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch,
-                        what);
-            }
-        }
+    /** The choices' key of a {@link #groupNormConv}: the convolution's shape, the groups and the terms present. */
+    private String normConvKey(NormConv o) {
+        return "normconv," + shapeKey(o.n(), o.h(), o.wd(), o.cin(), o.kh(), o.kw(), o.cout(), o.stride(), o.padding(),
+                o.type()) + ",g=" + o.groups() + (o.silu() ? ",silu" : "") + (o.xBias() != 0 || o.add() != 0
+                ? ",pre-add" : "") + (o.z() != 0 ? ",residual" : "");
+    }
 
-        /** One launch: tile {@code config} with the group norm as its prologue. */
-        void fused(int config) {
-            check(onestep_groupnorm_conv2d_igemm_typed(x, xBias, add, addBias, gamma, beta, groups, eps, silu ? 1 : 0,
-                    wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, config, type.code, stream),
-                    "groupNormConv2d", what);
-            igemmLaunches++;
+    /** The two ops: the group norm into g, then the convolution from it. */
+    private void unfusedNormConv(NormConv o, Scratch scratch) {
+        groupNorm(o.x(), o.xBias(), o.add(), o.addBias(), o.gamma(), o.beta(), 0, 0, o.g(), o.mean(), o.rstd(), o.n(),
+                o.h() * o.wd(), o.cin(), o.groups(), o.eps(), o.silu(), o.type(), o.what());
+        if (o.z() == 0) {
+            conv2d(o.g(), o.w(), o.wKrsc(), o.bias(), o.y(), o.n(), o.h(), o.wd(), o.cin(), o.kh(), o.kw(), o.cout(),
+                    o.stride(), o.padding(), o.type(), scratch, o.what());
+        } else {
+            conv2dResidual(o.g(), o.w(), o.wKrsc(), o.bias(), o.z(), o.y(), o.n(), o.h(), o.wd(), o.cin(), o.kh(),
+                    o.kw(), o.cout(), o.stride(), o.padding(), o.type(), scratch, o.what());
         }
+    }
 
-        String key() {
-            return "normconv," + shapeKey(n, h, wd, cin, kh, kw, cout, stride, padding, type) + ",g=" + groups
-                    + (silu ? ",silu" : "") + (xBias != 0 || add != 0 ? ",pre-add" : "") + (z != 0 ? ",residual" : "");
-        }
+    /** One launch: tile {@code config} with the group norm as its prologue. */
+    private void fusedNormConv(NormConv o, int config) {
+        check(onestep_groupnorm_conv2d_igemm_typed(o.x(), o.xBias(), o.add(), o.addBias(), o.gamma(), o.beta(),
+                o.groups(), o.eps(), o.silu() ? 1 : 0, o.wKrsc(), o.bias(), o.z(), o.y(), o.n(), o.h(), o.wd(), o.cin(),
+                o.kh(), o.kw(), o.cout(), o.stride(), o.padding(), config, o.type().code, stream), "groupNormConv2d",
+                o.what());
+        igemmLaunches++;
     }
 
     /**
@@ -790,76 +763,33 @@ public abstract class Device implements AutoCloseable {
      * rows do not fit one sample and the cluster tiles below sm_90.
      */
     private int normConvConfig(NormConv op) {
-        if (!ownConvolutions || !igemmTakes(op.x, op.wKrsc, op.cin, op.type) || op.y == op.x || op.y == op.add
-                || op.y == op.z) {
+        if (!ownConvolutions || !igemmTakes(op.x(), op.wKrsc(), op.cin(), op.type()) || op.y() == op.x()
+                || op.y() == op.add() || op.y() == op.z()) {
             return 0;
         }
-        String key = op.key();
-        Choice own = choices.get(key);
-        if (own != null && unverified.contains(key)) {
-            Choice loaded = own;
-            own = checkedLoaded(key, own, "group norm and convolution",
-                    tmp -> normConvAgrees(op, loaded.config(), tmp));
-            if (own == null) {
-                return 0;
-            }
-        }
-        if (own == null) {
-            if (capturing) {
-                return 0;
-            }
-            own = chooseNormConv(op, key);
-            choices.put(key, own);
-        }
-        return own.config();
+        String key = normConvKey(op);
+        return tileChoice(key, "group norm and convolution", (config, tmp) -> normConvAgrees(op, config, tmp),
+                () -> chooseNormConv(op, key));
     }
 
     private Choice chooseNormConv(NormConv op, String key) {
         long unfused = residualsUnfused;  // the timing runs are not the pass's launches
         try (Temporary tmp = new Temporary()) {
-            java.util.Map<String, long[]> lent = new java.util.HashMap<>();
-            Scratch reused = (bytes, label) -> {
-                long[] b = lent.get(label);
-                if (b == null || b[1] < bytes) {
-                    b = new long[] {tmp.allocate(bytes, label), bytes};
-                    lent.put(label, b);
-                }
-                return b[0];
-            };
-            op.unfused(reused);  // the two ops' own choices, outside the timing
-            float twoOpsMs = timeMs(() -> op.unfused(reused), choiceReps);
-            int best = 0;
-            float bestMs = Float.POSITIVE_INFINITY;
+            Scratch lent = lender(tmp);
+            unfusedNormConv(op, lent);  // the two ops' own choices, outside the timing
+            float twoOpsMs = timeMs(() -> unfusedNormConv(op, lent), choiceReps);
             java.util.List<String> refused = new java.util.ArrayList<>();
-            for (int c = 1; c <= igemmConfigs(); c++) {
-                if (igemmConfigCluster(c) > 1 && !timesClusterTiles()) {
-                    continue;
-                }
-                int config = c;
-                float ms;
-                try {
-                    ms = timeMs(() -> op.fused(config), choiceReps);
-                } catch (CudaException e) {
-                    // A tile whose rows do not fit one sample, or that this device cannot launch: the others compete.
-                    if (e.status() != OnestepKernels.ERROR_UNSUPPORTED) {
-                        refused.add(igemmConfigName(config) + ": " + e.getMessage());
-                    }
-                    continue;
-                }
-                if (ms < bestMs) {
-                    best = c;
-                    bestMs = ms;
-                }
-            }
+            TileTime best = fastestTile(key, config -> fusedNormConv(op, config), refused);
             String also = refused.isEmpty() ? "" : " (" + String.join("; ", refused) + ")";
-            String candidate = best == 0 ? "group norm prologue (no tile ran)"
-                    : "group norm prologue, " + igemmConfigName(best);
+            String candidate = best.config() == 0 ? "group norm prologue (no tile ran)"
+                    : "group norm prologue, " + igemmConfigName(best.config());
             String incumbent = "group norm and convolution";
-            if (best == 0 || Boolean.FALSE.equals(forceChoice) || (forceChoice == null && !(bestMs < twoOpsMs))) {
-                return new Choice(key, 0, candidate, bestMs, incumbent, twoOpsMs, "two ops faster" + also);
+            if (best.config() == 0 || Boolean.FALSE.equals(forceChoice)
+                    || (forceChoice == null && !(best.ms() < twoOpsMs))) {
+                return new Choice(key, 0, candidate, best.ms(), incumbent, twoOpsMs, "two ops faster" + also);
             }
-            boolean ok = normConvAgrees(op, best, tmp);
-            return new Choice(key, ok ? best : 0, candidate, bestMs, incumbent, twoOpsMs,
+            boolean ok = normConvAgrees(op, best.config(), tmp);
+            return new Choice(key, ok ? best.config() : 0, candidate, best.ms(), incumbent, twoOpsMs,
                     (ok ? "fused faster" : "fused disagreed") + also);
         } finally {
             residualsUnfused = unfused;
@@ -868,14 +798,11 @@ public abstract class Device implements AutoCloseable {
 
     /** Runs tile {@code config} fused into y and whether y agrees with the two ops' result ({@link #agrees}). */
     private boolean normConvAgrees(NormConv op, int config, Temporary tmp) {
-        long elems = outElems(op.n, op.h, op.wd, op.kh, op.kw, op.cout, op.stride, op.padding);
-        long ref = tmp.allocate(elems * op.type.bytes, "group norm convolution check");
-        NormConv two = new NormConv(op.x, op.xBias, op.add, op.addBias, op.gamma, op.beta, op.groups, op.eps, op.silu,
-                op.g, op.mean, op.rstd, op.w, op.wKrsc, op.bias, op.z, ref, op.n, op.h, op.wd, op.cin, op.kh, op.kw,
-                op.cout, op.stride, op.padding, op.type, op.what);
-        two.unfused(tmp);
-        op.fused(config);  // y: the candidate's, last
-        return agrees(op.y, ref, elems, op.type, tmp, op.what, "the group norm prologue convolution " + op.key(),
+        long elems = outElems(op.n(), op.h(), op.wd(), op.kh(), op.kw(), op.cout(), op.stride(), op.padding());
+        long ref = tmp.allocate(elems * op.type().bytes, "group norm convolution check");
+        unfusedNormConv(op.into(ref), tmp);
+        fusedNormConv(op, config);  // y: the candidate's, last
+        return agrees(op.y(), ref, elems, op.type(), tmp, op.what(), "the group norm prologue convolution " + normConvKey(op),
                 "the group norm and the convolution for this shape");
     }
 
@@ -1108,33 +1035,47 @@ public abstract class Device implements AutoCloseable {
         if (!ownConvolutions || !takes) {
             return false;
         }
+        int config = tileChoice(key, "library route",
+                (c, tmp) -> ownAgrees(c, key, y, outElems, type, what, ours, reference, tmp),
+                () -> chooseOwn(key, y, outElems, type, what, ours, library, reference));
+        if (config == 0) {
+            return false;
+        }
+        ours.accept(config);
+        return true;
+    }
+
+    /**
+     * The tile of our implicit GEMM that a choice against an incumbent route runs for {@code key}, or 0 for the
+     * incumbent. A choice loaded from a file is checked once ({@link #checkedLoaded}: {@code agrees} runs the tile into
+     * the op's output and compares it with the incumbent's); a new one is made by {@code choose} on the key's first use
+     * outside a capture (inside one, the incumbent runs until then). Neither counts as the pass's launches.
+     */
+    private int tileChoice(String key, String incumbent, java.util.function.BiPredicate<Integer, Temporary> agrees,
+                           Supplier<Choice> choose) {
         Choice own = choices.get(key);
         if (own != null && unverified.contains(key)) {
             Choice loaded = own;
-            own = checkedLoaded(key, own, "library route", tmp -> {
+            own = checkedLoaded(key, own, incumbent, tmp -> {
                 long unfused = residualsUnfused;  // the check's runs are not the pass's launches
                 try {
-                    return ownAgrees(loaded.config(), key, y, outElems, type, what, ours, reference, tmp);
+                    return agrees.test(loaded.config(), tmp);
                 } finally {
                     residualsUnfused = unfused;
                 }
             });
             if (own == null) {
-                return false;
+                return 0;
             }
         }
         if (own == null) {
             if (capturing) {
-                return false;
+                return 0;
             }
-            own = chooseOwn(key, y, outElems, type, what, ours, library, reference);
+            own = choose.get();
             choices.put(key, own);
         }
-        if (own.config() == 0) {
-            return false;
-        }
-        ours.accept(own.config());
-        return true;
+        return own.config();
     }
 
     /** Runs tile {@code config} into y and whether y agrees with the portable kernel's result ({@link #agrees}). */
@@ -1182,53 +1123,78 @@ public abstract class Device implements AutoCloseable {
                              java.util.function.LongConsumer reference) {
         long unfused = residualsUnfused;  // the library's timing runs are not the pass's launches
         try (Temporary tmp = new Temporary()) {
-            // The library route asks for the same scratch (KRSC weights, cuDNN workspace) on every run: lend one
-            // block per request instead of a new one per timed run.
-            java.util.Map<String, long[]> lent = new java.util.HashMap<>();
-            Scratch reused = (bytes, label) -> {
-                long[] b = lent.get(label);
-                if (b == null || b[1] < bytes) {
-                    b = new long[] {tmp.allocate(bytes, label), bytes};
-                    lent.put(label, b);
-                }
-                return b[0];
-            };
-            float libraryMs = timeMs(() -> library.accept(reused), choiceReps);
-            int best = 0;
-            float bestMs = Float.POSITIVE_INFINITY;
-            for (int c = 1; c <= igemmConfigs(); c++) {
-                if (igemmConfigCluster(c) > 1 && !timesClusterTiles()) {
-                    continue;
-                }
-                int config = c;
-                float ms;
-                try {
-                    ms = timeMs(() -> ours.accept(config), choiceReps);
-                } catch (CudaException e) {
-                    // A tile this device cannot launch (registers, shared memory): the others still compete. The
-                    // tiles split over a cluster need sm_90, and the library says so: no line for those.
-                    if (e.status() != OnestepKernels.ERROR_UNSUPPORTED) {
-                        System.err.println("cuda: implicit-GEMM tile " + igemmConfigName(config) + " on " + key
-                                + " did not run (" + e.getMessage() + ")");
-                    }
-                    continue;
-                }
-                if (ms < bestMs) {
-                    best = c;
-                    bestMs = ms;
-                }
-            }
-            String candidate = best == 0 ? "implicit GEMM (no tile ran)" : "implicit GEMM " + igemmConfigName(best);
+            float libraryMs = timeMs(() -> library.accept(lender(tmp)), choiceReps);
+            TileTime best = fastestTile(key, ours, null);
+            String candidate = best.config() == 0 ? "implicit GEMM (no tile ran)"
+                    : "implicit GEMM " + igemmConfigName(best.config());
             String incumbent = "library route";
-            if (best == 0 || Boolean.FALSE.equals(forceChoice) || (forceChoice == null && !(bestMs < libraryMs))) {
-                return new Choice(key, 0, candidate, bestMs, incumbent, libraryMs, "library faster");
+            if (best.config() == 0 || Boolean.FALSE.equals(forceChoice)
+                    || (forceChoice == null && !(best.ms() < libraryMs))) {
+                return new Choice(key, 0, candidate, best.ms(), incumbent, libraryMs, "library faster");
             }
-            boolean ok = ownAgrees(best, key, y, outElems, type, what, ours, reference, tmp);
-            return new Choice(key, ok ? best : 0, candidate, bestMs, incumbent, libraryMs,
+            boolean ok = ownAgrees(best.config(), key, y, outElems, type, what, ours, reference, tmp);
+            return new Choice(key, ok ? best.config() : 0, candidate, best.ms(), incumbent, libraryMs,
                     ok ? "ours faster" : "ours disagreed");
         } finally {
             residualsUnfused = unfused;
         }
+    }
+
+    /**
+     * Device memory from {@code tmp} for a route's timed runs, which ask for the same scratch (KRSC weights, cuDNN's
+     * workspace) every run: one block per request label, lent again instead of a new one per run.
+     */
+    private static Scratch lender(Temporary tmp) {
+        java.util.Map<String, long[]> lent = new java.util.HashMap<>();
+        return (bytes, label) -> {
+            long[] b = lent.get(label);
+            if (b == null || b[1] < bytes) {
+                b = new long[] {tmp.allocate(bytes, label), bytes};
+                lent.put(label, b);
+            }
+            return b[0];
+        };
+    }
+
+    /** A tile of our implicit GEMM ({@link #igemmConfigs}; 0: none ran) and its time per run. */
+    private record TileTime(int config, float ms) {
+    }
+
+    /**
+     * Times {@code run} on each tile of our implicit GEMM ({@link #timeMs}; the cluster tiles only where {@link
+     * #timesClusterTiles}) and returns the fastest. A tile the library refuses for the shape (UNSUPPORTED: a cluster
+     * tile below sm_90, rows that do not fit) is left out silently; one that fails otherwise (registers, shared memory)
+     * too, with a line naming it, logged (null) or added to {@code refusals}.
+     */
+    private TileTime fastestTile(String key, java.util.function.IntConsumer run, java.util.List<String> refusals) {
+        int best = 0;
+        float bestMs = Float.POSITIVE_INFINITY;
+        for (int c = 1; c <= igemmConfigs(); c++) {
+            if (igemmConfigCluster(c) > 1 && !timesClusterTiles()) {
+                continue;
+            }
+            int config = c;
+            float ms;
+            try {
+                ms = timeMs(() -> run.accept(config), choiceReps);
+            } catch (CudaException e) {
+                if (e.status() != OnestepKernels.ERROR_UNSUPPORTED) {
+                    String line = "implicit-GEMM tile " + igemmConfigName(config) + " on " + key + " did not run ("
+                            + e.getMessage() + ")";
+                    if (refusals == null) {
+                        System.err.println("cuda: " + line);
+                    } else {
+                        refusals.add(line);
+                    }
+                }
+                continue;
+            }
+            if (ms < bestMs) {
+                best = c;
+                bestMs = ms;
+            }
+        }
+        return new TileTime(best, bestMs);
     }
 
     /**
