@@ -401,9 +401,9 @@ public abstract class Ops {
     /**
      * {@code y = conv2d(g, w, b) (+ z)} with {@code g} = {@link #groupNorm} (+ SiLU) of {@code x + add[n, c]}, as one
      * op: a ResnetBlock2D's norm1 and conv1, or norm2 and conv2 with its residual z (y must not alias z), or the
-     * U-Net's conv_norm_out and conv_out, at inference where {@link #fusesNormConv} holds. g (x's shape), mean and rstd (N, groups) are the norm's outputs,
-     * which a backend that fuses the two (the cuda backend's convolution with the group norm as its prologue) may
-     * leave unwritten: read y only. Host backends run the two ops, with their bits.
+     * U-Net's conv_norm_out and conv_out, at inference where {@link #fusesNormConv} holds. g (x's shape), mean and
+     * rstd (N, groups) are the norm's outputs, which a backend that fuses the two (the cuda backend's convolution with
+     * the group norm as its prologue) may leave unwritten: read y only. Host backends run the two ops, with their bits.
      */
     public final void groupNormConv2d(Tensor x, Tensor add, Tensor gamma, Tensor beta, int groups, float eps,
                                       boolean silu, Tensor g, Tensor mean, Tensor rstd, Tensor w, Tensor b, Tensor z,
@@ -442,7 +442,7 @@ public abstract class Ops {
     /**
      * True where {@link #groupNormConv2d} may run as one launch in the work being recorded now, so a model should call
      * it instead of the norm and then the convolution: the cuda backend inside a pass that fuses residuals
-     * ({@link #fusesResidual}). Host backends answer false.
+     * ({@link #fusesResidual}) on a device that runs its own convolutions. Host backends answer false.
      */
     public boolean fusesNormConv() {
         return false;

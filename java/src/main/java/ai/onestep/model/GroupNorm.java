@@ -61,8 +61,8 @@ public final class GroupNorm {
     /**
      * At inference where the backend fuses them ({@code Ops.fusesNormConv}): {@code conv} of this norm of
      * {@code x + add[n, c]} (add (N, C) or null), with bias {@code b} (conv's own, or a sum the caller folded) and the
-     * residual z (or null), as one op ({@code Ops.groupNormConv2d}); returns the convolution's output. The norm's output is scratch
-     * that op may leave unwritten; neither layer keeps anything for a backward.
+     * residual z (or null), as one op ({@code Ops.groupNormConv2d}); returns the convolution's output. The norm's
+     * output is scratch that op may leave unwritten; neither layer keeps anything for a backward.
      */
     Tensor forwardConv(Context c, Tensor x, Tensor add, Conv2d conv, Tensor b, Tensor z) {
         Tensor g = keep(c, x, null, null, null);
