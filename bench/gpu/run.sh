@@ -249,6 +249,9 @@ echo "==== 5. summary on ${card}"
   if has steps; then
     grep -v "^row: " "$out/steps.log" | grep -E "^StepTiming:|FAIL|NON-FINITE" || echo "StepTiming: did not finish: $(tail -1 "$out/steps.log")"
     sed -n '/^teacher training step/,/^TrainTiming:/p' "$out/steps.log" | grep . || echo "TrainTiming: did not finish"
+    # The group norm prologue (eighteenth session): how many norm-and-convolution choices took it (rows of all runs).
+    nc=$(grep -c "(choice) normconv," "$out/steps.log"); fused=$(grep -c "(choice) normconv,.*: fused faster" "$out/steps.log")
+    echo "group norm prologue: taken in $fused of $nc norm-and-convolution choices (steps.log: '(choice) normconv,')"
   fi
   "$py" bench/gpu/torch_peers.py --summary "$out/steps.jsonl" "$out/torch.jsonl"
   echo "overall: $([ $status = 0 ] && echo 'all checks passed' || echo "FAILED (exit $status)")"
