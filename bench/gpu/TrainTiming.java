@@ -94,8 +94,12 @@ public final class TrainTiming {
         if (out != null) {
             out.close();
         }
-        System.out.printf("%n%-44s %6s %12s %12s %9s %12s %8s%n", "teacher training step (" + backend + ")", "batch",
-                "median ms", "min ms", "img/s", "copies/step", "MB/step");
+        // fp32 convolutions run exact unless -Donestep.cuda.tf32=true (CudaDevice): the tenth session's 215.5 ms CIFAR
+        // step was TF32, the seventeenth's 292.1 ms exact, so the header says which.
+        String math = backend.equals("cpu") ? "" : Boolean.getBoolean("onestep.cuda.tf32") ? ", TF32 convolutions"
+                : ", exact fp32 convolutions";
+        System.out.printf("%n%-44s %6s %12s %12s %9s %12s %8s%n", "teacher training step (" + backend + math + ")",
+                "batch", "median ms", "min ms", "img/s", "copies/step", "MB/step");
         rows.forEach(System.out::println);
         System.out.println("TrainTiming: " + (failures == 0 ? "ok" : failures + " FAILED"));
         System.exit(failures == 0 ? 0 : 1);
