@@ -387,14 +387,7 @@ public abstract class Ops {
                                 int groups, float eps, boolean silu, Tensor y, Tensor mean, Tensor rstd) {
         String op = silu ? "groupNormSilu" : "groupNorm";
         alive(op, x, add, gamma, beta, scale, shift, y, mean, rstd);
-        checkGroupNorm(op, x, gamma, beta, scale, shift, groups, mean, rstd);
-        if (add != null) {
-            shape(op, "add", add, x.dim(0), x.dim(3));
-        }
-        sameShape(op, "y", y, "x", x);
-        if (!(eps > 0)) {
-            throw new TensorException(op + ": eps must be > 0, got " + eps);
-        }
+        checkNormOf(op, x, add, gamma, beta, scale, shift, groups, eps, "y", y, mean, rstd);
         groupNormKernel(x, add, gamma, beta, scale, shift, groups, eps, silu, y, mean, rstd);
     }
 
@@ -410,14 +403,7 @@ public abstract class Ops {
                                       int stride, int padding, Tensor y) {
         String op = silu ? "groupNormSiluConv2d" : "groupNormConv2d";
         alive(op, x, add, gamma, beta, g, mean, rstd);
-        checkGroupNorm(op, x, gamma, beta, null, null, groups, mean, rstd);
-        if (add != null) {
-            shape(op, "add", add, x.dim(0), x.dim(3));
-        }
-        sameShape(op, "g", g, "x", x);
-        if (!(eps > 0)) {
-            throw new TensorException(op + ": eps must be > 0, got " + eps);
-        }
+        checkNormOf(op, x, add, gamma, beta, null, null, groups, eps, "g", g, mean, rstd);
         checkConv(op, g, w, b, z, stride, padding, y);
         disjoint(op, "y", y, "x", x);
         disjoint(op, "y", y, "g", g);
@@ -425,6 +411,20 @@ public abstract class Ops {
             disjoint(op, "y", y, "residual z", z);
         }
         groupNormConvKernel(x, add, gamma, beta, groups, eps, silu, g, mean, rstd, w, b, z, stride, padding, y);
+    }
+
+    /** The operands of a group norm of {@code x + add[n, c]} (add (N, C) or null) into {@code out} ({@code name}). */
+    private static void checkNormOf(String op, Tensor x, Tensor add, Tensor gamma, Tensor beta, Tensor scale,
+                                    Tensor shift, int groups, float eps, String name, Tensor out, Tensor mean,
+                                    Tensor rstd) {
+        checkGroupNorm(op, x, gamma, beta, scale, shift, groups, mean, rstd);
+        if (add != null) {
+            shape(op, "add", add, x.dim(0), x.dim(3));
+        }
+        sameShape(op, name, out, "x", x);
+        if (!(eps > 0)) {
+            throw new TensorException(op + ": eps must be > 0, got " + eps);
+        }
     }
 
     /** Host backends: {@link #groupNormKernel} into g, then {@link #convKernel} or {@link #convResidualKernel}. */

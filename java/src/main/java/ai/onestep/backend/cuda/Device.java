@@ -755,8 +755,8 @@ public abstract class Device implements AutoCloseable {
 
     /**
      * The tile {@link #groupNormConv} runs a shape's fused route with, or 0 for the two ops. On the shape's first use
-     * outside a capture the two ops run once (making their own choices), then each tile that takes the shape and the
-     * two ops are timed back to back ({@link #timeMs}; the ops' scratch lent by a temporary, so a pass's runs make
+     * outside a capture the two ops (whose timing's warm-up runs make their own choices) and each tile that takes the
+     * shape are timed back to back ({@link #timeMs}; the ops' scratch lent by a temporary, so a pass's runs make
      * the same allocations every time), and the fastest tile is kept if it is faster (or {@link #forceChoice} says so)
      * and its y agrees with the two ops'. Only with our convolutions on ({@link #ownConvolutions}), on fp16/bf16 and
      * the KRSC weights our implicit GEMM reads, and y apart from x, add and z; the library refuses the tiles whose
@@ -776,7 +776,7 @@ public abstract class Device implements AutoCloseable {
         long unfused = residualsUnfused;  // the timing runs are not the pass's launches
         try (Temporary tmp = new Temporary()) {
             Scratch lent = lender(tmp);
-            unfusedNormConv(op, lent);  // the two ops' own choices, outside the timing
+            // timeMs's warm-up runs, before its capture, make the two ops' own choices.
             float twoOpsMs = timeMs(() -> unfusedNormConv(op, lent), choiceReps);
             java.util.List<String> refused = new java.util.ArrayList<>();
             TileTime best = fastestTile(key, config -> fusedNormConv(op, config), refused);
