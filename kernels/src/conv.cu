@@ -292,10 +292,11 @@ __global__ void __launch_bounds__(C::kThreads)
                     const float4 raw = load4(v + e);
                     const float vs[4] = {raw.x, raw.y, raw.z, raw.w};
                     float o[4];
+                    // c + e is a multiple of 4 and so is Cg: the four share one group (one division, not four).
+                    const float2 st = gstat[(c + e) / Cg];
 #pragma unroll
                     for (int f = 0; f < 4; f++) {
                         const float4 k = chan[c + e + f];
-                        const float2 st = gstat[(c + e + f) / Cg];
                         float u = ((vs[f] + k.x) + k.y - st.x) * st.y * k.z + k.w;
                         if (nm.silu) u = u * sigmoid(u);
                         o[f] = u;
