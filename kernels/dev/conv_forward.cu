@@ -14,7 +14,10 @@
 //              and configs 1-11: every block computes its sample's statistics from x, then normalizes its A tiles in
 //              shared memory as they land. Against versions 2-13 of the same shape, the difference is what the
 //              prologue costs; against that plus dev_groupnorm_forward's time at the shape, what the fusion saves.
-//              Tiles whose rows do not fit one sample (Ho Wo % BM) are refused, and print so.
+//              Tiles whose rows do not fit one sample (Ho Wo % BM) are refused, and print so. Where the input is an
+//              up block's cat(h, skip) (nineteenth session), versions 14-25 gather it from h and skip instead, never
+//              stored: conv1 with the prologue (onestep_groupnorm_concat_conv2d_igemm_typed), the 1x1 shortcut
+//              without it (onestep_concat_conv2d_igemm_typed); against versions 2-13, what the gather costs.
 // The upsamplers (nearest 2x, then the 3x3 convolution) run versions 2-13 as onestep_upsample_conv_igemm_typed, the
 // upsampled pixels gathered from x on the fly.
 // The CUDA backend times these tiles against cuDNN on each shape's first use (Device#ownConv); this file is where
@@ -42,6 +45,8 @@ struct ConvShape {
     const char* name;
     int N, H, W, Cin, KH, KW, Cout, stride, padding, up = 0;
     int norm = 0;  // also the group norm prologue's versions (a convolution a ResnetBlock2D's group norm feeds)
+    int ca = 0;    // > 0: x is an up block's cat(h, skip), h's ca channels first; versions 14-25 then gather it from
+                   // the two (onestep_groupnorm_concat_conv2d_igemm_typed where norm, else onestep_concat_conv2d_...)
     int ho() const { return (H + 2 * padding - KH) / stride + 1; }
     int wo() const { return (W + 2 * padding - KW) / stride + 1; }
     size_t x_elems() const { return size_t(N) * (H >> up) * (W >> up) * Cin; }
@@ -115,14 +120,26 @@ static constexpr int kNormGroups = 32;
 
 static bool is_norm_version(int v) { return v > kVersions; }
 
-// The group norm prologue's operands (gamma, beta) for the versions past kVersions.
+// The group norm prologue's operands (gamma, beta) for the versions past kVersions, and x split into its two sources
+// where the shape's input is a concatenation (a: ca channels, b: the rest).
 struct NormOperands {
-    const __half *gamma, *beta;
+    const __half *gamma, *beta, *a, *b;
 };
+
+static bool has_concat_versions(const ConvShape& s) { return s.norm || s.ca; }
 
 // Runs version v (1: portable on HWIO weights; 2 .. kVersions - 1: igemm config v - 1; kVersions: igemm config 0).
 static onestep_status run_version(int v, const ConvShape& s, const __half* x, const __half* w_krsc,
                                   const __half* w_hwio, const __half* bias, __half* y, const NormOperands& nm) {
+    if (is_norm_version(v) && s.ca && s.norm)
+        return onestep_groupnorm_concat_conv2d_igemm_typed(nm.a, nullptr, nm.b, nullptr, nm.gamma, nm.beta, kNormGroups,
+                                                           1e-5f, 1, w_krsc, bias, nullptr, y, s.N, s.H, s.W, s.ca,
+                                                           s.Cin - s.ca, s.KH, s.KW, s.Cout, s.stride, s.padding,
+                                                           v - kVersions - 1, ONESTEP_FLOAT16, nullptr);
+    if (is_norm_version(v) && s.ca)
+        return onestep_concat_conv2d_igemm_typed(nm.a, nullptr, nm.b, nullptr, w_krsc, bias, nullptr, y, s.N, s.H, s.W,
+                                                 s.ca, s.Cin - s.ca, s.KH, s.KW, s.Cout, s.stride, s.padding,
+                                                 v - kVersions - 1, ONESTEP_FLOAT16, nullptr);
     if (is_norm_version(v))
         return onestep_groupnorm_conv2d_igemm_typed(x, nullptr, nullptr, nullptr, nm.gamma, nm.beta, kNormGroups, 1e-5f,
                                                     1, w_krsc, bias, nullptr, y, s.N, s.H, s.W, s.Cin, s.KH, s.KW,
@@ -139,11 +156,13 @@ static onestep_status run_version(int v, const ConvShape& s, const __half* x, co
                                       s.padding, v == kVersions ? 0 : v - 1, ONESTEP_FLOAT16, nullptr);
 }
 
-static const char* version_name(int v) {
+static const char* version_name(const ConvShape& s, int v) {
     static char buf[96];
     if (v == 1) return "portable direct (CUDA cores)";
     if (is_norm_version(v)) {
-        std::snprintf(buf, sizeof buf, "norm prologue, %s", onestep_conv2d_igemm_config_name(v - kVersions - 1));
+        std::snprintf(buf, sizeof buf, "%s, %s", s.ca ? (s.norm ? "norm prologue over a, b" : "gathered from a, b")
+                                                      : "norm prologue",
+                      onestep_conv2d_igemm_config_name(v - kVersions - 1));
         return buf;
     }
     std::snprintf(buf, sizeof buf, "igemm %s", onestep_conv2d_igemm_config_name(v == kVersions ? 0 : v - 1));
@@ -169,17 +188,22 @@ static bool run_shape(const ConvShape& s, int only, bool timing) {
         s.norm ? conv_cpu(s, group_norm_silu_cpu(s, x, gamma, beta, kNormGroups), w, b) : std::vector<double>();
     __half *dx = dev::to_device(as_half(x)), *dw = dev::to_device(as_half(w)), *dwh = dev::to_device(as_half(w_hwio)),
            *db = dev::to_device(as_half(b)), *dy = nullptr;
-    const NormOperands nm{dev::to_device(as_half(gamma)), dev::to_device(as_half(beta))};
+    // x's channels split between the two sources: the same values, so the same references.
+    std::vector<float> xa, xb;
+    for (size_t p = 0; s.ca && p < nx / s.Cin; p++)
+        for (int c = 0; c < s.Cin; c++) (c < s.ca ? xa : xb).push_back(x[p * s.Cin + c]);
+    const NormOperands nm{dev::to_device(as_half(gamma)), dev::to_device(as_half(beta)),
+                          s.ca ? dev::to_device(as_half(xa)) : nullptr, s.ca ? dev::to_device(as_half(xb)) : nullptr};
     float* dy32 = nullptr;
     dev_check(cudaMalloc(&dy, ny * sizeof(__half)));
     dev_check(cudaMalloc(&dy32, ny * sizeof(float)));
     std::printf("%s: N=%d %dx%dx%d -> %d, %dx%d stride %d (%.1f MFLOP)\n", s.name, s.N, s.H, s.W, s.Cin, s.Cout, s.KH,
                 s.KW, s.stride, s.flops() / 1e6);
     bool all = true;
-    for (int v = 1; v <= kVersions + (s.norm ? kNormVersions : 0); v++) {
+    for (int v = 1; v <= kVersions + (has_concat_versions(s) ? kNormVersions : 0); v++) {
         if (only && v != only) continue;
         if (s.up && v == 1) {
-            std::printf("  v%d %-40s n/a (an upsampler)\n", v, version_name(v));
+            std::printf("  v%d %-40s n/a (an upsampler)\n", v, version_name(s, v));
             continue;
         }
         dev_check(cudaMemset(dy, 0xFF, ny * sizeof(__half)));
@@ -187,11 +211,11 @@ static bool run_shape(const ConvShape& s, int only, bool timing) {
         if (st == ONESTEP_ERROR_UNSUPPORTED && is_norm_version(v)) {
             // The library names why (a tile's rows must lie in one sample): after the shapes, the message's tail.
             const char* why = std::strstr(onestep_last_error_message(), "): ");
-            std::printf("  v%d %-40s n/a (refused%s)\n", v, version_name(v), why ? why + 1 : "");
+            std::printf("  v%d %-40s n/a (refused%s)\n", v, version_name(s, v), why ? why + 1 : "");
             continue;
         }
         if (st != ONESTEP_OK) {
-            std::printf("  v%d %-40s FAILED to launch: %s\n", v, version_name(v), onestep_last_error_message());
+            std::printf("  v%d %-40s FAILED to launch: %s\n", v, version_name(s, v), onestep_last_error_message());
             all = false;
             continue;
         }
@@ -200,21 +224,22 @@ static bool run_shape(const ConvShape& s, int only, bool timing) {
         dev_check(cudaDeviceSynchronize());
         // fp16 output: one rounding (2^-11 relative) on top of fp32 accumulation over K terms of order 1/sqrt(K);
         // with the prologue also each normalized input's rounding to fp16, as the group norm kernel stores it.
-        const bool ok = is_norm_version(v) ? dev::validate(version_name(v), dy32, norm_ref, 4e-3, 4e-3)
-                                           : dev::validate(version_name(v), dy32, ref, 2e-3, 2e-3);
+        const bool ok = is_norm_version(v) && s.norm ? dev::validate(version_name(s, v), dy32, norm_ref, 4e-3, 4e-3)
+                                           : dev::validate(version_name(s, v), dy32, ref, 2e-3, 2e-3);
         all = all && ok;
 #ifndef ONESTEP_EMULATION
         if (timing && ok) {
             const float ms = dev::time_ms([&] { run_version(v, s, dx, dw, dwh, db, dy, nm); });
-            std::printf("  v%d %-40s %9.2f us  %7.2f TFLOP/s\n", v, version_name(v), ms * 1e3,
+            std::printf("  v%d %-40s %9.2f us  %7.2f TFLOP/s\n", v, version_name(s, v), ms * 1e3,
                         s.flops() / (ms * 1e-3) / 1e12);
         } else
 #endif
-            std::printf("  v%d %-40s %s\n", v, version_name(v), ok ? "ok" : "MISMATCH");
+            std::printf("  v%d %-40s %s\n", v, version_name(s, v), ok ? "ok" : "MISMATCH");
     }
     (void)timing;
     cudaFree(dx), cudaFree(dw), cudaFree(dwh), cudaFree(db), cudaFree(dy), cudaFree(dy32);
     cudaFree(const_cast<__half*>(nm.gamma)), cudaFree(const_cast<__half*>(nm.beta));
+    if (s.ca) cudaFree(const_cast<__half*>(nm.a)), cudaFree(const_cast<__half*>(nm.b));
     return all;
 }
 
@@ -224,6 +249,8 @@ int main(int argc, char** argv) {
     // Small ragged shapes: the emulation runs every mma lane by lane.
     const ConvShape shapes[] = {{"ragged 3x3", 1, 6, 5, 32, 3, 3, 24, 1, 1},
                                 {"norm prologue 4x4, 4-channel groups", 2, 4, 4, 128, 3, 3, 40, 1, 1, 0, 1},
+                                {"norm prologue over cat(a, b), 64 + 64", 1, 4, 4, 128, 3, 3, 24, 1, 1, 0, 1, 64},
+                                {"1x1 of cat(a, b), 48 + 16", 1, 4, 3, 64, 1, 1, 40, 1, 0, 0, 0, 48},
                                 {"ragged stride 2", 2, 5, 4, 48, 3, 3, 40, 2, 1},
                                 {"1x1 shortcut", 1, 4, 4, 64, 1, 1, 72, 1, 0},
                                 {"upsampler 3x5 -> 6x10", 1, 6, 10, 32, 3, 3, 24, 1, 1, 1}};
@@ -231,17 +258,18 @@ int main(int argc, char** argv) {
 #else
     // The CIFAR-size U-Net's convolutions (block_out_channels 128/256/256/256, two layers per block) at batch 1, in
     // the order of a pass, then its busiest one at batch 64.
-    // norm = 1: a ResnetBlock2D's group norm feeds it (also versions 14-25).
+    // norm = 1: a ResnetBlock2D's group norm feeds it (also versions 14-25); ca > 0: an up block's cat(h, skip), h
+    // with ca channels (versions 14-25 gather it).
     const ConvShape shapes[] = {{"down 32x32 conv", 1, 32, 32, 128, 3, 3, 128, 1, 1, 0, 1},
                                 {"downsample 32->16", 1, 32, 32, 128, 3, 3, 128, 2, 1},
                                 {"down 16x16 conv", 1, 16, 16, 256, 3, 3, 256, 1, 1, 0, 1},
                                 {"down 8x8 conv", 1, 8, 8, 256, 3, 3, 256, 1, 1, 0, 1},
                                 {"mid 4x4 conv", 1, 4, 4, 256, 3, 3, 256, 1, 1, 0, 1},
-                                {"up 4x4 conv, concat in", 1, 4, 4, 512, 3, 3, 256, 1, 1},
-                                {"up 4x4 shortcut 1x1", 1, 4, 4, 512, 1, 1, 256, 1, 0},
-                                {"up 16x16 conv, concat in", 1, 16, 16, 512, 3, 3, 256, 1, 1},
-                                {"up 32x32 conv, concat in", 1, 32, 32, 384, 3, 3, 128, 1, 1},
-                                {"up 32x32 shortcut 1x1", 1, 32, 32, 256, 1, 1, 128, 1, 0},
+                                {"up 4x4 conv, concat in", 1, 4, 4, 512, 3, 3, 256, 1, 1, 0, 1, 256},
+                                {"up 4x4 shortcut 1x1", 1, 4, 4, 512, 1, 1, 256, 1, 0, 0, 0, 256},
+                                {"up 16x16 conv, concat in", 1, 16, 16, 512, 3, 3, 256, 1, 1, 0, 1, 256},
+                                {"up 32x32 conv, concat in", 1, 32, 32, 384, 3, 3, 128, 1, 1, 0, 1, 256},
+                                {"up 32x32 shortcut 1x1", 1, 32, 32, 256, 1, 1, 128, 1, 0, 0, 0, 128},
                                 {"upsampler 8x8 -> 16x16", 1, 16, 16, 256, 3, 3, 256, 1, 1, 1},
                                 {"upsampler 16x16 -> 32x32", 1, 32, 32, 256, 3, 3, 256, 1, 1, 1},
                                 {"down 32x32 conv, batch 64", 64, 32, 32, 128, 3, 3, 128, 1, 1, 0, 1}};

@@ -331,6 +331,27 @@ onestep_status onestep_groupnorm_conv2d_igemm_typed(const void* x, const void* x
                                                     const void* bias, const void* z, void* y, int N, int H, int W,
                                                     int Cin, int KH, int KW, int Cout, int stride, int padding,
                                                     int config, onestep_dtype dtype, cudaStream_t stream);
+/* y = conv2d(cat(a + a_bias, b + b_bias), w) + bias + z, the concatenation along channels never stored: a (N, H, W,
+ * Ca) and b (N, H, W, Cb), each source's sum rounded to the storage type as onestep_concat_channels_biased_typed would
+ * store it (a_bias (Ca) and b_bias (Cb) may be NULL: the sources read as they are); Cin = Ca + Cb. An up block's 1x1
+ * conv_shortcut of cat(h, skip) without the concatenation. Ca and Cb must be multiples of 16 (each 16-deep step of
+ * the GEMM in one source), b 16-byte aligned like a; y may alias neither, nor the biases; z neither a nor b. The
+ * rest as onestep_conv2d_igemm_typed (config 0 picks among the tiles that hold the biases' constants). */
+onestep_status onestep_concat_conv2d_igemm_typed(const void* a, const void* a_bias, const void* b, const void* b_bias,
+                                                 const void* w_krsc, const void* bias, const void* z, void* y, int N,
+                                                 int H, int W, int Ca, int Cb, int KH, int KW, int Cout, int stride,
+                                                 int padding, int config, onestep_dtype dtype, cudaStream_t stream);
+/* onestep_groupnorm_conv2d_igemm_typed on x = cat(a + a_bias, b + b_bias) (as onestep_concat_conv2d_igemm_typed
+ * reads it; no add term): an up block's norm1(cat(h, skip)) -> conv1 in one launch, neither the concatenation nor the
+ * normalized tensor stored. The statistics are those of the rounded concatenation, as
+ * onestep_groupnorm_concat_kernel_typed computes them from the cat it writes; groups may straddle a and b. */
+onestep_status onestep_groupnorm_concat_conv2d_igemm_typed(const void* a, const void* a_bias, const void* b,
+                                                           const void* b_bias, const void* gamma, const void* beta,
+                                                           int groups, float eps, int silu, const void* w_krsc,
+                                                           const void* bias, const void* z, void* y, int N, int H,
+                                                           int W, int Ca, int Cb, int KH, int KW, int Cout, int stride,
+                                                           int padding, int config, onestep_dtype dtype,
+                                                           cudaStream_t stream);
 /* y (N, 2H, 2W, Cout) = conv3x3(upsample_nearest2x(x), w, padding 1) + bias for x (N, H, W, Cin): the same kernel
  * gathering each upsampled pixel from x (the upsampled tensor is never stored), on the 3x3 weights' KRSC layout (Cout,
  * 3, 3, Cin): diffusers' Upsample2D in one launch, the tensor-core twin of onestep_upsample_conv_typed. bias may be

@@ -42,6 +42,15 @@
 // formula, u = ((x + x_bias) + (add + add_bias) - mean) rstd gamma + beta, SiLU(u), rounded to T as the group norm
 // kernel would have stored it. Chunks outside the image keep the zeros cp.async filled them with: the convolution
 // pads its (normalized) input with zeros, never normalizes them. The normalized tensor is never stored.
+//
+// Two sources (x2; nineteenth session): an up block's resnet reads cat(h, skip) along channels, which its norm1 ->
+// conv1 and its 1x1 conv_shortcut both consume; stored, it is one more kernel and graph node per such block (12 in
+// the CIFAR-size sample). Here the input is [x, x2] with x's Ca channels first: every 16-deep step of the GEMM lies in
+// one source (Ca a multiple of 16), so a step's gather just takes that source's base and row length, and the
+// prologue's 8-channel columns do the same. The producers' pending biases are added and the sum rounded to T, as the
+// concatenation kernel stores it, before anything else reads the value: the statistics and the products see the
+// bits the stored concatenation would hold. The shortcut without a group norm runs the prologue's instance with
+// stats = 0 where there are biases to add (the A tiles get only x + bias, rounded), else the plain instance.
 #include "cuda_compat.cuh"
 #include "dtype.cuh"
 #include "onestep_kernels.h"
@@ -49,6 +58,7 @@
 #include "tensor_core.cuh"
 
 #include <climits>
+#include <cstdio>
 
 namespace onestep {
 namespace igemm {
@@ -66,16 +76,22 @@ struct Shape {
     int steps;  // K / 16
     int up;     // 1: the input is x upsampled 2x (nearest), never stored: H, W are the upsampled sizes, and pixel
                 // (iy, ix) reads x's (iy / 2, ix / 2) (diffusers' Upsample2D, then its 3x3 convolution, in one launch)
+    int Ca;     // channels 0 .. Ca - 1 come from x (N, H, W, Ca), the rest from x2 (N, H, W, Cin - Ca): the input is
+                // their concatenation, never stored (an up block's cat(h, skip)); Ca = Cin where there is one source
 };
 
 // The group norm (+ SiLU) applied to x as it is loaded (NORM): x' = (x + x_bias[c]) + (add[n, c] + add_bias[c]) (each
 // term optional), normalized over its groups of Cin / groups channels, times gamma plus beta, then SiLU if silu.
+// With two sources (x2), x_bias is x's (Ca channels) and x2_bias x2's, and each source's x + bias is rounded to T
+// first, as the concatenation kernel stores it (groupnorm.cu's ConcatSrc). stats = 0: no group norm, only the pending
+// biases added (and rounded) as the A tiles land: a convolution of the concatenation of two biased inputs.
 template <typename T>
 struct NormIn {
-    const T *gamma, *beta, *x_bias, *add, *add_bias;
+    const T *gamma, *beta, *x_bias, *add, *add_bias, *x2_bias;
     int groups;
     float eps;
     int silu;
+    int stats;
 };
 
 // The prologue's shared memory after the tile's: per channel {x_bias, add + add_bias, gamma, beta}, per group
@@ -126,29 +142,46 @@ __device__ __forceinline__ float sigmoid(float u) { return 1.0f / (1.0f + __expf
 // from cancelling; Chan et al. 1979). Then one thread per group merges its channels' items in a fixed order (every
 // run gives the same bits): mean = sum_c (HW K_c + S1_c) / (HW Cg), and the squared deviations about it
 // sum_c [S2_c - S1_c^2 / HW + HW (m_c - mean)^2] with m_c = K_c + S1_c / HW, the biased variance their mean.
+// x' of one input value of channel c (its constants k = chan[c]): groupnorm.cu's pre_add, and with two sources the
+// concatenation's rounding of x + bias to T first (x2 non-null).
+template <typename T>
+__device__ __forceinline__ float pre_added(float v, const float4& k, const T* x2) {
+    float t = v + k.x;
+    if (x2) t = to_f32(from_f32<T>(t));
+    return t + k.y;
+}
+
+// NORM with stats = 0 (a concatenation's pending biases alone): only chan's x_bias terms, then the barrier.
 template <int THREADS, typename T>
-__device__ __forceinline__ void norm_prologue(const T* __restrict__ x, const Shape& s, const NormIn<T>& nm, int n,
-                                              float4* chan, float2* gstat, float* red) {
+__device__ __forceinline__ void norm_prologue(const T* __restrict__ x, const T* __restrict__ x2, const Shape& s,
+                                              const NormIn<T>& nm, int n, float4* chan, float2* gstat, float* red) {
     for (int c = threadIdx.x; c < s.Cin; c += THREADS) {
         float ab = 0.f;
         if (nm.add) {
             ab = to_f32(nm.add[(long long)n * s.Cin + c]);
             if (nm.add_bias) ab += to_f32(nm.add_bias[c]);
         }
-        chan[c] = make_float4(nm.x_bias ? to_f32(nm.x_bias[c]) : 0.f, ab, to_f32(nm.gamma[c]), to_f32(nm.beta[c]));
+        const T* xb = c < s.Ca ? nm.x_bias : nm.x2_bias;
+        chan[c] = make_float4(xb ? to_f32(xb[c < s.Ca ? c : c - s.Ca]) : 0.f, ab, nm.stats ? to_f32(nm.gamma[c]) : 1.f,
+                              nm.stats ? to_f32(nm.beta[c]) : 0.f);
     }
     __syncthreads();
+    if (!nm.stats) return;
     float* shift = reinterpret_cast<float*>(gstat + nm.groups);
     const int cols = s.Cin / 8, HW = s.H * s.W, rows = cols >= THREADS ? 1 : THREADS / cols;
-    const T* xs = x + (long long)n * HW * s.Cin;
-    // Column j's chunk at pixel p (8 values of T), and its x' in fp32: groupnorm.cu's pre_add, element by element.
+    const long long pix0 = (long long)n * HW;  // the sample's first pixel
+    // Column j's chunk at pixel p (8 values of T; Ca is a multiple of 16, so a column lies in one source), and its x'
+    // in fp32.
     struct alignas(16) Chunk {  // T itself, not words: read as T (no aliasing of other types)
         T v[8];
     };
-    auto load = [&](int p, int j) { return *reinterpret_cast<const Chunk*>(xs + (long long)p * s.Cin + 8 * j); };
+    auto load = [&](int p, int j) {
+        const T* src = 8 * j < s.Ca ? x + (pix0 + p) * s.Ca + 8 * j : x2 + (pix0 + p) * (s.Cin - s.Ca) + 8 * j - s.Ca;
+        return *reinterpret_cast<const Chunk*>(src);
+    };
     auto widen = [&](const Chunk& q, int j, float (&v)[8]) {
 #pragma unroll
-        for (int e = 0; e < 8; e++) v[e] = (to_f32(q.v[e]) + chan[8 * j + e].x) + chan[8 * j + e].y;
+        for (int e = 0; e < 8; e++) v[e] = pre_added(to_f32(q.v[e]), chan[8 * j + e], x2);
     };
     for (int i = threadIdx.x; i < cols * rows; i += THREADS) {
         const int j = i % cols, r = i / cols;
@@ -211,8 +244,8 @@ __device__ __forceinline__ void norm_prologue(const T* __restrict__ x, const Sha
 
 template <typename T, class C, bool NORM = false>
 __global__ void __launch_bounds__(C::kThreads)
-    conv_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, const T* z, T* y,
-                Shape s, NormIn<T> nm) {
+    conv_kernel(const T* __restrict__ x, const T* __restrict__ x2, const T* __restrict__ w, const T* __restrict__ bias,
+                const T* z, T* y, Shape s, NormIn<T> nm) {
     await_predecessors();
     ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -223,17 +256,17 @@ __global__ void __launch_bounds__(C::kThreads)
     const int wid = int(rank) * C::KSPLIT + warp, warps = C::CS * C::KSPLIT;
 
     // The output pixels of this lane's A moves (move i: tile row (lane + 32 i) / 2, half (lane + 32 i) % 2): the
-    // sample's base offset and the top-left input coordinate of the window; rows past M get a coordinate no tap
+    // sample's first pixel and the top-left input coordinate of the window; rows past M get a coordinate no tap
     // brings inside the image, so they load zeros.
-    long long a_base[C::kAChunks];
+    long long a_pix[C::kAChunks];
     int a_iy[C::kAChunks], a_ix[C::kAChunks];
 #pragma unroll
     for (int i = 0; i < C::kAChunks; i++) {
         const int m = m0 + (lane + 32 * i) / 2;
-        a_base[i] = 0, a_iy[i] = INT_MIN / 2, a_ix[i] = 0;
+        a_pix[i] = 0, a_iy[i] = INT_MIN / 2, a_ix[i] = 0;
         if (m < s.M) {
             const int hw = s.Ho * s.Wo, n = m / hw, rem = m - n * hw, oy = rem / s.Wo, ox = rem - oy * s.Wo;
-            a_base[i] = (long long)n * (s.H >> s.up) * (s.W >> s.up) * s.Cin + ((lane + 32 * i) % 2) * 8;
+            a_pix[i] = (long long)n * (s.H >> s.up) * (s.W >> s.up);
             a_iy[i] = oy * s.stride - s.padding, a_ix[i] = ox * s.stride - s.padding;
         }
     }
@@ -243,12 +276,16 @@ __global__ void __launch_bounds__(C::kThreads)
         unsigned char* a_tile = ring + buf * C::kStageBytes;
         unsigned char* b_tile = a_tile + C::BM * 32;
         const int k0 = step * 16, tap = k0 / s.Cin, c0 = k0 - tap * s.Cin, r = tap / s.KW, q = tap - r * s.KW;
+        // The step's 16 channels lie in one source (Ca is a multiple of 16): its base and row length, warp-uniform.
+        const bool first = c0 < s.Ca;
+        const T* base = first ? x + c0 : x2 + (c0 - s.Ca);
+        const int row = first ? s.Ca : s.Cin - s.Ca;
 #pragma unroll
         for (int i = 0; i < C::kAChunks; i++) {
             const int id = lane + 32 * i, iy = a_iy[i] + r, ix = a_ix[i] + q;
             const bool valid = unsigned(iy) < unsigned(s.H) && unsigned(ix) < unsigned(s.W);
-            const T* src =
-                valid ? x + a_base[i] + ((long long)(iy >> s.up) * (s.W >> s.up) + (ix >> s.up)) * s.Cin + c0 : x;
+            const long long pix = a_pix[i] + (long long)(iy >> s.up) * (s.W >> s.up) + (ix >> s.up);
+            const T* src = valid ? base + pix * row + (id % 2) * 8 : x;
             cp_async16(a_tile + swizzled(id / 2, id % 2), src, valid);
         }
 #pragma unroll
@@ -264,7 +301,7 @@ __global__ void __launch_bounds__(C::kThreads)
     float4* chan = reinterpret_cast<float4*>(smem + C::kSharedBytes);
     float2* gstat = reinterpret_cast<float2*>(chan + s.Cin);
     if constexpr (NORM)
-        norm_prologue<C::kThreads>(x, s, nm, m0 / (s.Ho * s.Wo), chan, gstat, reinterpret_cast<float*>(smem));
+        norm_prologue<C::kThreads>(x, x2, s, nm, m0 / (s.Ho * s.Wo), chan, gstat, reinterpret_cast<float*>(smem));
 
     float acc[C::BM / 16][C::BN / 8][4] = {};
     const int mine = wid < s.steps ? (s.steps - wid + warps - 1) / warps : 0;  // warp-uniform
@@ -279,7 +316,7 @@ __global__ void __launch_bounds__(C::kThreads)
             // ...so it normalizes them in place (its own moves: visible to it after the wait, to the warp after the
             // __syncwarp below), leaving the zero padding as it is.
             const int k0 = (wid + i * warps) * 16, tap = k0 / s.Cin, c0 = k0 - tap * s.Cin, r = tap / s.KW,
-                      q = tap - r * s.KW, Cg = s.Cin / nm.groups;
+                      q = tap - r * s.KW, Cg = nm.stats ? s.Cin / nm.groups : 1;
             unsigned char* a_tile = ring + (i % C::STAGES) * C::kStageBytes;
 #pragma unroll
             for (int j = 0; j < C::kAChunks; j++) {
@@ -293,12 +330,15 @@ __global__ void __launch_bounds__(C::kThreads)
                     const float vs[4] = {raw.x, raw.y, raw.z, raw.w};
                     float o[4];
                     // c + e is a multiple of 4 and so is Cg: the four share one group (one division, not four).
-                    const float2 st = gstat[(c + e) / Cg];
+                    const float2 st = nm.stats ? gstat[(c + e) / Cg] : make_float2(0.f, 1.f);
 #pragma unroll
                     for (int f = 0; f < 4; f++) {
                         const float4 k = chan[c + e + f];
-                        float u = ((vs[f] + k.x) + k.y - st.x) * st.y * k.z + k.w;
-                        if (nm.silu) u = u * sigmoid(u);
+                        float u = pre_added(vs[f], k, x2);
+                        if (nm.stats) {
+                            u = (u - st.x) * st.y * k.z + k.w;
+                            if (nm.silu) u = u * sigmoid(u);
+                        }
                         o[f] = u;
                     }
                     store4(v + e, make_float4(o[0], o[1], o[2], o[3]));
@@ -399,12 +439,12 @@ double modeled_cost(const Shape& s) {
 }
 
 // Among the tiles every device runs (not the cluster ones, which need sm_90); groups > 0: among those that take the
-// group norm prologue for this shape (norm_fits).
-int pick(const Shape& s, int groups = 0);
+// group norm prologue for this shape (norm_fits; stats false: the prologue of pending biases alone).
+int pick(const Shape& s, int groups = 0, bool stats = true);
 
 // nm null: the plain convolution; else the group norm prologue (NORM), with its constants' shared memory.
 template <typename T, class C>
-cudaError_t run(const void* x, const void* w, const void* bias, const void* z, void* y, const Shape& s,
+cudaError_t run(const void* x, const void* x2, const void* w, const void* bias, const void* z, void* y, const Shape& s,
                 const NormIn<T>* nm, cudaStream_t stream) {
     const dim3 grid(unsigned((s.M + C::BM - 1) / C::BM * C::CS), unsigned((s.Cout + C::BN - 1) / C::BN));
     const size_t shared = size_t(C::kSharedBytes) + (nm ? size_t(norm_shared_bytes(s.Cin, nm->groups)) : 0);
@@ -416,28 +456,28 @@ cudaError_t run(const void* x, const void* w, const void* bias, const void* z, v
             return e;
     if constexpr (C::CS > 1)
         return launch_cluster(kernel, grid, dim3(C::kThreads), unsigned(C::CS), shared, stream,
-                              static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
-                              static_cast<const T*>(z), static_cast<T*>(y), s, args);
+                              static_cast<const T*>(x), static_cast<const T*>(x2), static_cast<const T*>(w),
+                              static_cast<const T*>(bias), static_cast<const T*>(z), static_cast<T*>(y), s, args);
     return launch_dependent(kernel, grid, dim3(C::kThreads), shared, stream, static_cast<const T*>(x),
-                            static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<const T*>(z),
-                            static_cast<T*>(y), s, args);
+                            static_cast<const T*>(x2), static_cast<const T*>(w), static_cast<const T*>(bias),
+                            static_cast<const T*>(z), static_cast<T*>(y), s, args);
 }
 
 template <typename T>
-cudaError_t dispatch(int config, const void* x, const void* w, const void* bias, const void* z, void* y,
+cudaError_t dispatch(int config, const void* x, const void* x2, const void* w, const void* bias, const void* z, void* y,
                      const Shape& s, const NormIn<T>* nm, cudaStream_t stream) {
     switch (config) {
-        case 1: return run<T, Tile1>(x, w, bias, z, y, s, nm, stream);
-        case 2: return run<T, Tile2>(x, w, bias, z, y, s, nm, stream);
-        case 3: return run<T, Tile3>(x, w, bias, z, y, s, nm, stream);
-        case 4: return run<T, Tile4>(x, w, bias, z, y, s, nm, stream);
-        case 5: return run<T, Tile5>(x, w, bias, z, y, s, nm, stream);
-        case 6: return run<T, Tile6>(x, w, bias, z, y, s, nm, stream);
-        case 7: return run<T, Tile7>(x, w, bias, z, y, s, nm, stream);
-        case 8: return run<T, Tile8>(x, w, bias, z, y, s, nm, stream);
-        case 9: return run<T, Tile9>(x, w, bias, z, y, s, nm, stream);
-        case 10: return run<T, Tile10>(x, w, bias, z, y, s, nm, stream);
-        default: return run<T, Tile11>(x, w, bias, z, y, s, nm, stream);
+        case 1: return run<T, Tile1>(x, x2, w, bias, z, y, s, nm, stream);
+        case 2: return run<T, Tile2>(x, x2, w, bias, z, y, s, nm, stream);
+        case 3: return run<T, Tile3>(x, x2, w, bias, z, y, s, nm, stream);
+        case 4: return run<T, Tile4>(x, x2, w, bias, z, y, s, nm, stream);
+        case 5: return run<T, Tile5>(x, x2, w, bias, z, y, s, nm, stream);
+        case 6: return run<T, Tile6>(x, x2, w, bias, z, y, s, nm, stream);
+        case 7: return run<T, Tile7>(x, x2, w, bias, z, y, s, nm, stream);
+        case 8: return run<T, Tile8>(x, x2, w, bias, z, y, s, nm, stream);
+        case 9: return run<T, Tile9>(x, x2, w, bias, z, y, s, nm, stream);
+        case 10: return run<T, Tile10>(x, x2, w, bias, z, y, s, nm, stream);
+        default: return run<T, Tile11>(x, x2, w, bias, z, y, s, nm, stream);
     }
 }
 
@@ -455,22 +495,24 @@ constexpr TileInfo kTiles[kConfigs + 1] = {{0, 0, 0, 1},   info<Tile1>(), info<T
 
 // Whether tile `config` can run the group norm prologue on s: its rows lie in one sample (Ho Wo a multiple of BM; the
 // statistics are the sample's) and its shared memory with the constants' stays within 99 KB (what every sm_80+
-// device lets a block opt in to; Cin up to 3000 or so).
+// device lets a block opt in to; Cin up to 3000 or so). Without statistics (stats false: pending biases alone), only
+// the constants must fit.
 constexpr int kNormSharedLimit = 99 * 1024;
-inline bool norm_fits(int config, const Shape& s, int groups) {
+inline bool norm_fits(int config, const Shape& s, int groups, bool stats = true) {
     const TileInfo& t = kTiles[config];
+    if (!stats) return t.shared + norm_shared_bytes(s.Cin, 1) <= kNormSharedLimit;
     return (s.Ho * s.Wo) % t.rows == 0 && t.shared + norm_shared_bytes(s.Cin, groups) <= kNormSharedLimit &&
            t.shared >= 64 * (s.Cin / 8 > t.threads ? s.Cin / 8 : t.threads);
 }
 
-int pick(const Shape& s, int groups) {
+int pick(const Shape& s, int groups, bool stats) {
     const double cost[] = {modeled_cost<Tile1>(s), modeled_cost<Tile2>(s), modeled_cost<Tile3>(s),
                            modeled_cost<Tile4>(s), modeled_cost<Tile5>(s), modeled_cost<Tile6>(s),
                            modeled_cost<Tile7>(s)};
     static_assert(sizeof cost / sizeof cost[0] == kFirstClusterConfig - 1, "one cost a portable tile");
     int best = 0;
     for (int c = 1; c < kFirstClusterConfig; c++)
-        if ((groups == 0 || norm_fits(c, s, groups)) && (best == 0 || cost[c - 1] < cost[best - 1])) best = c;
+        if ((groups == 0 || norm_fits(c, s, groups, stats)) && (best == 0 || cost[c - 1] < cost[best - 1])) best = c;
     return best;
 }
 
@@ -502,33 +544,39 @@ extern "C" int onestep_conv2d_igemm_choice(int N, int H, int W, int Cin, int KH,
         return 0;
     const int Ho = (H + 2 * padding - KH) / stride + 1, Wo = (W + 2 * padding - KW) / stride + 1;
     const igemm::Shape s{N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo, N * Ho * Wo, KH * KW * Cin,
-                         KH * KW * Cin / 16, 0};
+                         KH * KW * Cin / 16, 0, Cin};
     return igemm::pick(s);
 }
 
-// The group norm prologue's operands as the API takes them (untyped).
+// The group norm prologue's operands as the API takes them (untyped); stats 0: the pending biases of a concatenation
+// alone (gamma, beta, groups, eps and silu unused).
 struct NormArgs {
-    const void *gamma, *beta, *x_bias, *add, *add_bias;
+    const void *gamma, *beta, *x_bias, *add, *add_bias, *x2_bias;
     int groups;
     float eps;
     int silu;
+    int stats;
 };
 
 template <typename T>
 static igemm::NormIn<T> typed(const NormArgs& a) {
-    return igemm::NormIn<T>{static_cast<const T*>(a.gamma), static_cast<const T*>(a.beta),
-                            static_cast<const T*>(a.x_bias), static_cast<const T*>(a.add),
-                            static_cast<const T*>(a.add_bias), a.groups, a.eps, a.silu};
+    return igemm::NormIn<T>{static_cast<const T*>(a.gamma),    static_cast<const T*>(a.beta),
+                            static_cast<const T*>(a.x_bias),   static_cast<const T*>(a.add),
+                            static_cast<const T*>(a.add_bias), static_cast<const T*>(a.x2_bias),
+                            a.groups,                          a.eps,
+                            a.silu,                            a.stats};
 }
 
-// The checks and launch of the entry points; `up`: x is (N, H / 2, W / 2, Cin), upsampled 2x on the fly; norm: the
-// group norm prologue's operands, or null.
+// The checks and launch of the entry points; `up`: x is (N, H / 2, W / 2, Cin), upsampled 2x on the fly; x2 non-null:
+// the input is [x, x2] along channels, x with Ca of the Cin; norm: the prologue's operands, or null.
 static onestep_status igemm_impl(const char* fn, const void* x, const void* w_krsc, const void* bias, const void* z,
                                  void* y, int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride,
                                  int padding, int up, int config, onestep_dtype dtype, cudaStream_t stream,
-                                 const NormArgs* norm = nullptr) {
-    ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d, KH=%d, KW=%d, Cout=%d, stride=%d, padding=%d, config=%d, %s", N,
-                   H >> up, W >> up, Cin, KH, KW, Cout, stride, padding, config, onestep::dtype_name(dtype));
+                                 const NormArgs* norm = nullptr, const void* x2 = nullptr, int Ca = 0) {
+    char cat[48] = "";
+    if (x2) std::snprintf(cat, sizeof cat, " (Ca=%d, Cb=%d)", Ca, Cin - Ca);
+    ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d%s, KH=%d, KW=%d, Cout=%d, stride=%d, padding=%d, config=%d, %s", N,
+                   H >> up, W >> up, Cin, cat, KH, KW, Cout, stride, padding, config, onestep::dtype_name(dtype));
     if (dtype != ONESTEP_FLOAT16 && dtype != ONESTEP_BFLOAT16)
         return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "fp16 or bf16 only (tensor cores)");
     if (N < 1 || H < 1 || W < 1 || Cin < 1 || KH < 1 || KW < 1 || Cout < 1 || stride < 1 || padding < 0)
@@ -539,15 +587,37 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "config must be 0 (auto) to %d", igemm::kConfigs);
     if (Cin % 16) return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "Cin must be a multiple of 16");
     if (!x || !w_krsc || !y) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL pointer");
-    if (y == x) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "y must not alias x");
+    if (y == x) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, x2 ? "y must not alias a" : "y must not alias x");
     if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w_krsc)) % 16)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "x and w must be 16-byte aligned (cp.async)");
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
+                    x2 ? "a and w must be 16-byte aligned (cp.async)" : "x and w must be 16-byte aligned (cp.async)");
+    if (x2) {
+        // Each 16-deep step's channels in one source: both widths multiples of 16.
+        if (Ca < 16 || Ca % 16 || Cin - Ca < 16)
+            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "Ca and Cb must be multiples of 16 (at least 16)");
+        if (y == x2) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "y must not alias b");
+        if (z && (z == x || z == x2))
+            return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "z must not alias a or b");
+        if (reinterpret_cast<uintptr_t>(x2) % 16)
+            return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "b must be 16-byte aligned (cp.async)");
+    } else {
+        Ca = Cin;
+    }
     const int Ho = (H + 2 * padding - KH) / stride + 1, Wo = (W + 2 * padding - KW) / stride + 1;
     if ((long long)N * Ho * Wo > INT_MAX / 2 || (long long)KH * KW * Cin > INT_MAX / 2)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "too large");
     const igemm::Shape s{N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo, N * Ho * Wo, KH * KW * Cin,
-                         KH * KW * Cin / 16, up};
-    if (norm) {
+                         KH * KW * Cin / 16, up, Ca};
+    if (norm && !norm->stats) {
+        for (const void* p : {norm->x_bias, norm->x2_bias})
+            if (p && p == y)
+                return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "y must not alias a_bias or b_bias");
+        if (config == 0) config = igemm::pick(s, 1, false);
+        if (config == 0 || !igemm::norm_fits(config, s, 1, false))
+            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
+                        "no tile holds the biases' %d bytes of constants past its own (at most %d KB in all)",
+                        igemm::norm_shared_bytes(Cin, 1), igemm::kNormSharedLimit / 1024);
+    } else if (norm) {
         if (norm->groups < 1 || Cin % norm->groups || (Cin / norm->groups) % 4)
             return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
                         "groups=%d: the group norm prologue needs groups dividing Cin into multiples of 4 channels",
@@ -555,10 +625,11 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
         if (!(norm->eps > 0.f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be > 0");
         if (!norm->gamma || !norm->beta) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL gamma or beta");
         // Every block reads these while others may already write y.
-        for (const void* p : {norm->gamma, norm->beta, norm->x_bias, norm->add, norm->add_bias})
+        for (const void* p : {norm->gamma, norm->beta, norm->x_bias, norm->add, norm->add_bias, norm->x2_bias})
             if (p && p == y)
                 return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
-                            "y must not alias gamma, beta, x_bias, add or add_bias");
+                            x2 ? "y must not alias gamma, beta, a_bias or b_bias"
+                               : "y must not alias gamma, beta, x_bias, add or add_bias");
         if (config == 0 && (config = igemm::pick(s, norm->groups)) == 0)
             return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "no tile takes the group norm prologue here");
         if ((Ho * Wo) % igemm::kTiles[config].rows)
@@ -579,10 +650,10 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
     cudaError_t e;
     if (dtype == ONESTEP_FLOAT16) {
         const igemm::NormIn<__half> nm = norm ? typed<__half>(*norm) : igemm::NormIn<__half>{};
-        e = igemm::dispatch<__half>(config, x, w_krsc, bias, z, y, s, norm ? &nm : nullptr, stream);
+        e = igemm::dispatch<__half>(config, x, x2, w_krsc, bias, z, y, s, norm ? &nm : nullptr, stream);
     } else {
         const igemm::NormIn<__nv_bfloat16> nm = norm ? typed<__nv_bfloat16>(*norm) : igemm::NormIn<__nv_bfloat16>{};
-        e = igemm::dispatch<__nv_bfloat16>(config, x, w_krsc, bias, z, y, s, norm ? &nm : nullptr, stream);
+        e = igemm::dispatch<__nv_bfloat16>(config, x, x2, w_krsc, bias, z, y, s, norm ? &nm : nullptr, stream);
     }
     return check_launch(e, fn, shapes);
 }
@@ -599,9 +670,41 @@ extern "C" onestep_status onestep_groupnorm_conv2d_igemm_typed(
     const void* x, const void* x_bias, const void* add, const void* add_bias, const void* gamma, const void* beta,
     int groups, float eps, int silu, const void* w_krsc, const void* bias, const void* z, void* y, int N, int H, int W,
     int Cin, int KH, int KW, int Cout, int stride, int padding, int config, onestep_dtype dtype, cudaStream_t stream) {
-    const NormArgs norm{gamma, beta, x_bias, add, add_bias, groups, eps, silu};
+    const NormArgs norm{gamma, beta, x_bias, add, add_bias, nullptr, groups, eps, silu, 1};
     return igemm_impl("onestep_groupnorm_conv2d_igemm_typed", x, w_krsc, bias, z, y, N, H, W, Cin, KH, KW, Cout,
                       stride, padding, 0, config, dtype, stream, &norm);
+}
+
+extern "C" onestep_status onestep_concat_conv2d_igemm_typed(const void* a, const void* a_bias, const void* b,
+                                                            const void* b_bias, const void* w_krsc, const void* bias,
+                                                            const void* z, void* y, int N, int H, int W, int Ca,
+                                                            int Cb, int KH, int KW, int Cout, int stride, int padding,
+                                                            int config, onestep_dtype dtype, cudaStream_t stream) {
+    // Without pending biases the tiles read the two sources as they are (the plain kernel); with them, the biases
+    // are added and rounded as the tiles land (the prologue's instance, without statistics).
+    const NormArgs biases{nullptr, nullptr, a_bias, nullptr, nullptr, b_bias, 1, 1.f, 0, 0};
+    const bool biased = a_bias || b_bias;
+    if (!b) {
+        ONESTEP_SHAPES("N=%d, H=%d, W=%d, Ca=%d, Cb=%d", N, H, W, Ca, Cb);
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_concat_conv2d_igemm_typed", shapes, "NULL pointer");
+    }
+    return igemm_impl("onestep_concat_conv2d_igemm_typed", a, w_krsc, bias, z, y, N, H, W, Ca + Cb, KH, KW, Cout,
+                      stride, padding, 0, config, dtype, stream, biased ? &biases : nullptr, b, Ca);
+}
+
+extern "C" onestep_status onestep_groupnorm_concat_conv2d_igemm_typed(
+    const void* a, const void* a_bias, const void* b, const void* b_bias, const void* gamma, const void* beta,
+    int groups, float eps, int silu, const void* w_krsc, const void* bias, const void* z, void* y, int N, int H, int W,
+    int Ca, int Cb, int KH, int KW, int Cout, int stride, int padding, int config, onestep_dtype dtype,
+    cudaStream_t stream) {
+    if (!b) {
+        ONESTEP_SHAPES("N=%d, H=%d, W=%d, Ca=%d, Cb=%d", N, H, W, Ca, Cb);
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_groupnorm_concat_conv2d_igemm_typed", shapes,
+                    "NULL pointer");
+    }
+    const NormArgs norm{gamma, beta, a_bias, nullptr, nullptr, b_bias, groups, eps, silu, 1};
+    return igemm_impl("onestep_groupnorm_concat_conv2d_igemm_typed", a, w_krsc, bias, z, y, N, H, W, Ca + Cb, KH, KW,
+                      Cout, stride, padding, 0, config, dtype, stream, &norm, b, Ca);
 }
 
 extern "C" onestep_status onestep_upsample_conv_igemm_typed(const void* x, const void* w_krsc, const void* bias,

@@ -267,6 +267,145 @@ void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int v
     }
 }
 
+// The concatenation gathered by the convolution (onestep_concat_conv2d_igemm_typed) and under the group norm prologue
+// (onestep_groupnorm_concat_conv2d_igemm_typed): x = cat(round(a + a_bias), round(b + b_bias)) is built here as the
+// concatenation kernel stores it (the sum in fp32, rounded to T), then the oracles above on it: check_case's bound for
+// the plain convolution, check_norm's for the normalized one (its statistics over x's channels of every group,
+// groups straddling a and b included). variant 0: no biases, plain; 1: both biases, plain (the biases' prologue);
+// 2: a's bias only, normalized with SiLU, conv bias and z; 3: no biases, normalized without SiLU. `offset` moves a's
+// bias: around 1000, a + a_bias keeps only 1 (bf16: 3) of a's fraction bits once rounded, so a kernel that skipped the
+// rounding (normalizing the fp32 sum) would be far off.
+void check_concat(const Type& t, ktest::Rng& rng, const Case& c, int Ca, int groups, int variant, double offset = 0) {
+    const int Cb = c.Cin - Ca;
+    const int Ho = (c.H + 2 * c.padding - c.KH) / c.stride + 1, Wo = (c.W + 2 * c.padding - c.KW) / c.stride + 1;
+    const size_t px = size_t(c.N) * c.H * c.W, nx = px * c.Cin, nw = size_t(c.Cout) * c.KH * c.KW * c.Cin,
+                 ny = size_t(c.N) * Ho * Wo * c.Cout;
+    Input a(t, rng, px * Ca), b(t, rng, px * Cb), ab(t, rng, Ca, 4.0), bb(t, rng, Cb, 4.0), w(t, rng, nw),
+        bias(t, rng, c.Cout), z(t, rng, ny), gamma(t, rng, c.Cin), beta(t, rng, c.Cin);
+    if (offset != 0) {
+        for (float& v : ab.v) v += float(offset);
+        const std::vector<uint16_t> bits = ktest::narrow(t.f, ab.v);  // ab.v now the values T holds
+        std::memcpy(ab.b.p, bits.data(), size_t(Ca) * 2);
+    }
+    const bool norm = variant >= 2, a_biased = variant == 1 || variant == 2, b_biased = variant == 1,
+               silu = variant == 2, resid = variant == 2;
+    vector<double> x(nx);
+    for (size_t p = 0; p < px; p++)
+        for (int ch = 0; ch < c.Cin; ch++) {
+            const bool from_a = ch < Ca;
+            const float v = from_a ? a.v[p * Ca + ch] : b.v[p * Cb + ch - Ca];
+            const bool biased = from_a ? a_biased : b_biased;
+            const float sum = biased ? v + (from_a ? ab.v[ch] : bb.v[ch - Ca]) : v;  // fp32, as the kernel adds
+            x[p * c.Cin + ch] = ktest::round_to(t.f, double(sum));
+        }
+    vector<double> g = x;
+    if (norm) {
+        const int Cg = c.Cin / groups, HW = c.H * c.W;
+        const double count = double(HW) * Cg;
+        for (int n = 0; n < c.N; n++)
+            for (int gr = 0; gr < groups; gr++) {
+                double sum = 0, ssd = 0;
+                for (int p = 0; p < HW; p++)
+                    for (int ch = gr * Cg; ch < (gr + 1) * Cg; ch++) sum += x[(size_t(n) * HW + p) * c.Cin + ch];
+                const double mean = sum / count;
+                for (int p = 0; p < HW; p++)
+                    for (int ch = gr * Cg; ch < (gr + 1) * Cg; ch++) {
+                        const double d = x[(size_t(n) * HW + p) * c.Cin + ch] - mean;
+                        ssd += d * d;
+                    }
+                const double rstd = 1.0 / std::sqrt(ssd / count + 1e-5);
+                for (int p = 0; p < HW; p++)
+                    for (int ch = gr * Cg; ch < (gr + 1) * Cg; ch++) {
+                        const size_t i = (size_t(n) * HW + p) * c.Cin + ch;
+                        double u = (x[i] - mean) * rstd * gamma.v[ch] + beta.v[ch];
+                        if (silu) u = u / (1.0 + std::exp(-u));
+                        g[i] = u;
+                    }
+            }
+    }
+    vector<double> ref, mag;
+    conv_reference(c, g, w.v, ref, mag);
+    if (resid)
+        for (size_t o = 0; o < ny; o++) ref[o] += double(bias.v[o % c.Cout]) + z.v[o];
+    const double u = ktest::unit_roundoff(t.f), K = double(c.KH) * c.KW * c.Cin + 2;
+    for (int config = 0; config <= onestep_conv2d_igemm_configs(); config++) {
+        int bm = 0, bn = 0;
+        if (config) std::sscanf(onestep_conv2d_igemm_config_name(config), "%dx%d", &bm, &bn);
+        const bool fits = !norm || config == 0 || (Ho * Wo) % bm == 0;
+        Buf16 y(ny);
+        const void* pab = a_biased ? ab.b.p : nullptr;
+        const void* pbb = b_biased ? bb.b.p : nullptr;
+        const onestep_status st =
+            norm ? onestep_groupnorm_concat_conv2d_igemm_typed(
+                       a.b.p, pab, b.b.p, pbb, gamma.b.p, beta.b.p, groups, 1e-5f, silu, w.b.p,
+                       resid ? bias.b.p : nullptr, resid ? z.b.p : nullptr, y.p, c.N, c.H, c.W, Ca, Cb, c.KH, c.KW,
+                       c.Cout, c.stride, c.padding, config, t.dt, nullptr)
+                 : onestep_concat_conv2d_igemm_typed(a.b.p, pab, b.b.p, pbb, w.b.p, nullptr, nullptr, y.p, c.N, c.H,
+                                                     c.W, Ca, Cb, c.KH, c.KW, c.Cout, c.stride, c.padding, config,
+                                                     t.dt, nullptr);
+        char msg[400];
+        if (!fits) {
+            std::snprintf(msg, sizeof msg, "%s norm concat conv config=%d (BM %d) on Ho*Wo=%d is refused: %s", t.name,
+                          config, bm, Ho * Wo, onestep_last_error_message());
+            expect(st == ONESTEP_ERROR_UNSUPPORTED && std::strstr(onestep_last_error_message(), "multiple of"), "%s",
+                   msg);
+            continue;
+        }
+        ok(st, "concat_conv2d_igemm: %s");
+        ktest::sync();
+        size_t bad = 0, first = 0;
+        for (size_t o = 0; o < ny; o++) {
+            const int co = int(o % c.Cout);
+            const double m = mag[o] + (resid ? std::fabs(bias.v[co]) + std::fabs(z.v[o]) : 0.0);
+            const double slack = norm ? (u + std::ldexp(1.0, -16)) * mag[o] : 0.0;
+            const double got = ktest::decode16(t.f, y.p[o]);
+            if (!(std::fabs(got - ref[o]) <= u * std::fabs(ref[o]) + std::ldexp(K * m, -22) + slack) && bad++ == 0)
+                first = o;
+        }
+        std::snprintf(msg, sizeof msg,
+                      "%s concat conv N=%d %dx%dx(%d+%d) %dx%d s%d p%d -> %d groups=%d variant=%d config=%d (%s): %zu "
+                      "of %zu off (first at %zu: got %.6g, want %.6g)",
+                      t.name, c.N, c.H, c.W, Ca, Cb, c.KH, c.KW, c.stride, c.padding, c.Cout, groups, variant, config,
+                      onestep_conv2d_igemm_config_name(config), bad, ny, first,
+                      bad ? ktest::decode16(t.f, y.p[first]) : 0.0, ref[first]);
+        expect(bad == 0, "%s", msg);
+    }
+}
+
+// The concatenation's refusals: widths that split a 16-deep step between the sources, y over b, a missing b.
+void check_concat_errors() {
+    alignas(16) uint16_t buf[4096] = {};
+    auto refused = [&](onestep_status want, onestep_status got, const char* fn, const char* needle) {
+        return got == want && std::strstr(onestep_last_error_message(), fn) &&
+               std::strstr(onestep_last_error_message(), needle);
+    };
+    expect(refused(ONESTEP_ERROR_UNSUPPORTED,
+                   onestep_concat_conv2d_igemm_typed(buf, nullptr, buf + 512, nullptr, buf + 1024, nullptr, nullptr,
+                                                     buf + 2048, 1, 4, 4, 24, 8, 1, 1, 16, 1, 0, 0, ONESTEP_FLOAT16,
+                                                     nullptr),
+                   "onestep_concat_conv2d_igemm_typed(", "Ca=24, Cb=8"),
+           "Ca = 24 (not a multiple of 16) is refused, naming both widths: %s", onestep_last_error_message());
+    expect(refused(ONESTEP_ERROR_INVALID_ARGUMENT,
+                   onestep_groupnorm_concat_conv2d_igemm_typed(buf, nullptr, buf + 512, nullptr, buf + 1024,
+                                                               buf + 1024, 8, 1e-5f, 1, buf + 1024, nullptr, nullptr,
+                                                               buf + 512, 1, 4, 4, 16, 16, 1, 1, 16, 1, 0, 0,
+                                                               ONESTEP_FLOAT16, nullptr),
+                   "onestep_groupnorm_concat_conv2d_igemm_typed(", "must not alias b"),
+           "y over b is refused: %s", onestep_last_error_message());
+    expect(refused(ONESTEP_ERROR_INVALID_ARGUMENT,
+                   onestep_concat_conv2d_igemm_typed(buf, buf + 64, buf + 512, nullptr, buf + 1024, nullptr, nullptr,
+                                                     buf + 64, 1, 1, 1, 16, 16, 1, 1, 16, 1, 0, 0, ONESTEP_FLOAT16,
+                                                     nullptr),
+                   "onestep_concat_conv2d_igemm_typed(", "must not alias a_bias"),
+           "y over a_bias is refused: %s", onestep_last_error_message());
+    expect(refused(ONESTEP_ERROR_INVALID_ARGUMENT,
+                   onestep_concat_conv2d_igemm_typed(buf, nullptr, nullptr, nullptr, buf + 1024, nullptr, nullptr,
+                                                     buf + 2048, 1, 4, 4, 16, 16, 1, 1, 16, 1, 0, 0, ONESTEP_FLOAT16,
+                                                     nullptr),
+                   "onestep_concat_conv2d_igemm_typed(", "NULL"),
+           "a missing b is refused: %s", onestep_last_error_message());
+}
+
 // The prologue's refusals, by name: groups not dividing Cin into multiples of 4, no tile fitting the output, y over
 // an operand the blocks still read.
 void check_norm_errors() {
@@ -353,6 +492,7 @@ int main() {
         {3, 2, 2, 16, 2, 2, 20, 1, 0},   // padding 0, a 2x2 window as large as the image: one output pixel each
     };
     check_norm_errors();
+    check_concat_errors();
     for (const Type& t : types) {
         for (const Case& c : cases) check_case(t, rng, c);
         check_against_portable(t, rng);
@@ -370,6 +510,13 @@ int main() {
         // x around 1000, where a variance from plain sums of squares loses its digits in fp32.
         check_norm(t, rng, {2, 8, 8, 32, 3, 3, 16, 2, 1}, 8, 0, 1000.0);
         check_norm(t, rng, {2, 6, 6, 32, 3, 3, 16, 1, 0}, 8, 2, 1000.0);
+        // The concatenation [a, b]: an up block's 1x1 shortcut (ragged M, Cout), its 3x3 conv1 under the prologue
+        // with 12-channel groups straddling a (16) and b (32), batch 2, and 16 + 16 at stride 2.
+        check_concat(t, rng, {1, 5, 3, 48, 1, 1, 24, 1, 0}, 32, 0, 0);
+        check_concat(t, rng, {2, 3, 5, 48, 1, 1, 24, 1, 0}, 16, 0, 1);
+        check_concat(t, rng, {2, 4, 4, 48, 3, 3, 24, 1, 1}, 16, 4, 2);
+        check_concat(t, rng, {1, 8, 8, 32, 3, 3, 16, 2, 1}, 16, 8, 3);
+        check_concat(t, rng, {1, 4, 4, 64, 3, 3, 40, 1, 1}, 32, 4, 2, 1000.0);
     }
     check_errors();
     return ktest::finish("test_conv", start);
