@@ -216,9 +216,15 @@ public abstract class Ops {
     /** A convolution's operands, and a residual z of y's shape unless null. */
     private static void checkConv(String op, Tensor x, Tensor w, Tensor b, Tensor z, int stride, int padding,
                                   Tensor y) {
+        checkConv(op, x, w, b, z, stride, padding, "y", y);
+    }
+
+    /** {@link #checkConv(String, Tensor, Tensor, Tensor, Tensor, int, int, Tensor)} with the output named yName. */
+    private static void checkConv(String op, Tensor x, Tensor w, Tensor b, Tensor z, int stride, int padding,
+                                  String yName, Tensor y) {
         alive(op, x, w, b, z, y);
         int[] o = convShapes(op, x, w, stride, padding);
-        shape(op, "y", y, o);
+        shape(op, yName, y, o);
         if (z != null) {
             shape(op, "residual z", z, o);
         }
@@ -471,6 +477,61 @@ public abstract class Ops {
         disjoint(op, "y", y, "b", b);
         disjoint(op, "y", y, "cat", cat);
         groupNormConcatKernel(a, b, gamma, beta, groups, eps, silu, cat, y, mean, rstd);
+    }
+
+    /**
+     * An up block's ResnetBlock2D entry at inference, as one op where {@link #fusesNormConv} holds:
+     * {@code cat = concat(a, b)}, {@code g = groupNorm(cat)} (+ SiLU), {@code y = conv2d(g, w, b1)} (conv1) and
+     * {@code sc = conv2d(cat, wShortcut)} without a bias (the 1x1 conv_shortcut, whose bias the caller folds into
+     * conv2's; wShortcut and sc both null: none). cat, g, mean and rstd are the two first ops' outputs, which a
+     * backend that fuses (the cuda backend's convolutions gathering from a and b, the group norm as conv1's prologue)
+     * may leave unwritten: read y and sc only. Host backends run {@link #groupNormConcat} and the convolutions, with
+     * their bits.
+     */
+    public final void groupNormConcatConv2d(Tensor a, Tensor b, Tensor gamma, Tensor beta, int groups, float eps,
+                                            boolean silu, Tensor cat, Tensor g, Tensor mean, Tensor rstd, Tensor w,
+                                            Tensor b1, int stride, int padding, Tensor y, Tensor wShortcut,
+                                            Tensor sc) {
+        String op = silu ? "groupNormSiluConcatConv2d" : "groupNormConcatConv2d";
+        alive(op, a, b, gamma, beta, cat, g, mean, rstd, w, b1, y, wShortcut, sc);
+        checkConcat(op, a, b, cat, "cat");
+        checkNormOf(op, cat, null, gamma, beta, null, null, groups, eps, "g", g, mean, rstd);
+        checkConv(op, g, w, b1, null, stride, padding, y);
+        if ((wShortcut == null) != (sc == null)) {
+            throw new TensorException(op + ": the shortcut's weights and output come together (wShortcut "
+                    + (wShortcut == null ? "null" : "given") + ", sc " + (sc == null ? "null" : "given") + ")");
+        }
+        if (wShortcut != null) {
+            checkConv(op, cat, wShortcut, null, null, 1, 0, "shortcut output sc", sc);
+        }
+        for (Tensor out : new Tensor[] {cat, g, y, sc}) {
+            String name = out == cat ? "cat" : out == g ? "g" : out == y ? "y" : "sc";
+            if (out != null) {
+                disjoint(op, name, out, "a", a);
+                disjoint(op, name, out, "b", b);
+            }
+        }
+        disjoint(op, "g", g, "cat", cat);
+        disjoint(op, "y", y, "cat", cat);
+        disjoint(op, "y", y, "g", g);
+        if (sc != null) {
+            disjoint(op, "sc", sc, "cat", cat);
+            disjoint(op, "sc", sc, "y", y);
+        }
+        groupNormConcatConvKernel(a, b, gamma, beta, groups, eps, silu, cat, g, mean, rstd, w, b1, stride, padding, y,
+                wShortcut, sc);
+    }
+
+    /** Host backends: {@link #groupNormConcatKernel}, then {@link #convKernel} of g and (with a shortcut) of cat. */
+    protected void groupNormConcatConvKernel(Tensor a, Tensor b, Tensor gamma, Tensor beta, int groups, float eps,
+                                             boolean silu, Tensor cat, Tensor g, Tensor mean, Tensor rstd, Tensor w,
+                                             Tensor b1, int stride, int padding, Tensor y, Tensor wShortcut,
+                                             Tensor sc) {
+        groupNormConcatKernel(a, b, gamma, beta, groups, eps, silu, cat, g, mean, rstd);
+        convKernel(g, w, b1, stride, padding, y);
+        if (wShortcut != null) {
+            convKernel(cat, wShortcut, null, 1, 0, sc);
+        }
     }
 
     /** Host backends: {@link #concatChannelsKernel}, then {@link #groupNormKernel} on cat. */

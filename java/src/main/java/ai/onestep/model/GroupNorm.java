@@ -75,6 +75,26 @@ public final class GroupNorm {
         return y;
     }
 
+    /**
+     * At inference where the backend fuses them ({@code Ops.fusesNormConv}): an up block's resnet entry as one op
+     * ({@code Ops.groupNormConcatConv2d}): {@code conv} of this norm of {@code cat(a, b)} with bias {@code b1}, and
+     * {@code shortcut} (the 1x1 conv_shortcut) of cat without its bias, which the caller folds into conv2's. Returns
+     * {conv's output, the shortcut's}. cat and the norm's output are scratch that op may leave unwritten; nothing is
+     * kept for a backward.
+     */
+    Tensor[] forwardConcatConv(Context c, Tensor a, Tensor b, Tensor cat, Conv2d conv, Tensor b1, Conv2d shortcut) {
+        Tensor g = keep(c, cat, null, null, null);
+        Tensor w = conv.weight.value(), ws = shortcut.weight.value();
+        Tensor y = c.alloc(ai.onestep.tensor.Layout.NHWC,
+                ai.onestep.backend.Ops.convOutputShape(cat, w, conv.stride, conv.padding));
+        Tensor sc = c.alloc(ai.onestep.tensor.Layout.NHWC, ai.onestep.backend.Ops.convOutputShape(cat, ws, 1, 0));
+        conv.keepNoInput();
+        shortcut.keepNoInput();
+        c.ops.groupNormConcatConv2d(a, b, gamma.value(), beta.value(), groups, eps, silu, cat, g, mean, rstd, w, b1,
+                conv.stride, conv.padding, y, ws, sc);
+        return new Tensor[] {y, sc};
+    }
+
     /** Keeps what the backward reads; with {@code add} there is none (an inference pass: x + add is never stored). */
     private Tensor normalize(Context c, Tensor x, Tensor add, Tensor scale, Tensor shift) {
         Tensor y = keep(c, x, add == null ? x : null, scale, shift);

@@ -89,11 +89,17 @@ final class ResnetBlock2D implements AutoCloseable {
     /**
      * The block on {@code cat(a, b)} along channels (an up block's [h, skip]), with the concatenation and norm1 as one
      * op (Ops.groupNormConcat): the concatenation is still made, for the shortcut and the backward, but in the same
-     * pass as the norm.
+     * pass as the norm. At inference where the backend fuses a norm into its convolution (Ops.fusesNormConv) and the
+     * shortcut's bias folds into conv2's ({@link #foldedBiasSum}), norm1, conv1 and the conv_shortcut are one op
+     * (Ops.groupNormConcatConv2d), whose convolutions may gather cat from a and b without it ever being stored.
      */
     Tensor forwardConcat(Context c, Tensor a, Tensor b) {
         checkConditioned(a.dim(0));
         Tensor cat = c.alloc(Layout.NHWC, a.dim(0), a.dim(1), a.dim(2), a.dim(3) + b.dim(3));
+        if (!c.training && c.ops.fusesNormConv() && convShortcut != null && foldedBiasSum(c) != null) {
+            Tensor[] hs = norm1.forwardConcatConv(c, a, b, cat, conv1, conv1.bias.value(), convShortcut);
+            return afterConv1(c, cat, hs[0], hs[1]);
+        }
         return afterNorm1(c, cat, norm1.forwardConcat(c, a, b, cat));
     }
 
@@ -108,12 +114,18 @@ final class ResnetBlock2D implements AutoCloseable {
         return afterConv1(c, x, conv1.forward(c, n1));
     }
 
+    private Tensor afterConv1(Context c, Tensor x, Tensor h) {
+        return afterConv1(c, x, h, null);
+    }
+
     /**
      * The rest of the block on x, given conv1's output h. At inference where the backend fuses a norm into the
      * convolution after it (Ops.fusesNormConv), norm2 of h + time_emb_proj(temb) and conv2 with its residual are one op
      * (the default time_embedding_norm; scale_shift modulates after the norm, which that op does not take).
+     * {@code sc}: conv_shortcut(x) without its bias where the caller computed it (the bias then in
+     * {@link #foldedBiasSum}), else null.
      */
-    private Tensor afterConv1(Context c, Tensor x, Tensor h) {
+    private Tensor afterConv1(Context c, Tensor x, Tensor h, Tensor sc) {
         int n = x.dim(0);
         boolean fuse2 = !c.training && !scaleShift && c.ops.fusesNormConv();
         Tensor g = null;
@@ -130,14 +142,16 @@ final class ResnetBlock2D implements AutoCloseable {
                 c.ops.mul(g, mask, g);
             }
         }
-        Tensor y = c.training || !c.ops.fusesResidual() ? null : conv2Residual(c, x, h, g);
+        Tensor y = c.training || !c.ops.fusesResidual() ? null : conv2Residual(c, x, h, g, sc);
         if (y == null) {
+            if (sc != null) {  // forwardConcat took the fused entry only where the bias sum folds
+                throw new IllegalStateException("resnet block: a shortcut computed without its bias, and no bias sum");
+            }
             if (g == null) {
                 g = norm2.forwardAdded(c, h, tp);
             }
             y = conv2.forward(c, g);
-            Tensor sc = convShortcut != null ? convShortcut.forward(c, x) : x;
-            c.ops.add(sc, y, y);
+            c.ops.add(convShortcut != null ? convShortcut.forward(c, x) : x, y, y);
         }
         if (outputScale != 1) {
             c.ops.scale(y, (float) (1 / outputScale), y);
@@ -150,24 +164,22 @@ final class ResnetBlock2D implements AutoCloseable {
      * conv2 takes b_conv2 + b_shortcut, computed with the pass's constant folding into memory this block keeps
      * (rewritten with the same values each time, so a pass that read it as a constant stays right; a weight update
      * drops such a pass). Null where the folding is refused (weights the device owns): then the two ops run as usual.
-     * g null: norm2 of h + time_emb_proj(temb) is fused into conv2 (GroupNorm.forwardConv).
+     * g null: norm2 of h + time_emb_proj(temb) is fused into conv2 (GroupNorm.forwardConv). scGiven: the shortcut
+     * without its bias, already computed (see afterConv1), or null.
      */
-    private Tensor conv2Residual(Context c, Tensor x, Tensor h, Tensor g) {
+    private Tensor conv2Residual(Context c, Tensor x, Tensor h, Tensor g, Tensor scGiven) {
         Tensor bias = conv2.bias.value(), sc = x;
         if (convShortcut != null) {
-            Ops fold = c.ops.passConstants(List.of(conv2.bias.value(), convShortcut.bias.value()));
-            if (fold == c.ops) {
+            bias = foldedBiasSum(c);
+            if (bias == null) {
                 return null;
             }
-            if (biasArena == null) {
-                biasArena = new TensorArena();
-                biasSum = biasArena.allocate(Layout.ROWS, outChannels);
+            sc = scGiven;
+            if (sc == null) {
+                Tensor w = convShortcut.weight.value();
+                sc = c.alloc(Layout.NHWC, Ops.convOutputShape(x, w, convShortcut.stride, convShortcut.padding));
+                c.ops.conv2d(x, w, null, convShortcut.stride, convShortcut.padding, sc);
             }
-            fold.add(conv2.bias.value(), convShortcut.bias.value(), biasSum);
-            bias = biasSum;
-            Tensor w = convShortcut.weight.value();
-            sc = c.alloc(Layout.NHWC, Ops.convOutputShape(x, w, convShortcut.stride, convShortcut.padding));
-            c.ops.conv2d(x, w, null, convShortcut.stride, convShortcut.padding, sc);
         }
         if (g == null) {
             return norm2.forwardConv(c, h, tp, conv2, bias, sc);
@@ -176,6 +188,25 @@ final class ResnetBlock2D implements AutoCloseable {
         Tensor y = c.alloc(Layout.NHWC, Ops.convOutputShape(g, w, conv2.stride, conv2.padding));
         c.ops.conv2dResidual(g, w, bias, sc, conv2.stride, conv2.padding, y);
         return y;
+    }
+
+    /**
+     * b_conv2 + b_shortcut, computed with the pass's constant folding into memory this block keeps (rewritten with the
+     * same values each time, so a pass that read it as a constant stays right; a weight update drops such a pass), for
+     * a conv2 that adds the shortcut's result computed without its bias. Null where the folding is refused (weights
+     * the device owns, or no pass that folds).
+     */
+    private Tensor foldedBiasSum(Context c) {
+        Ops fold = c.ops.passConstants(List.of(conv2.bias.value(), convShortcut.bias.value()));
+        if (fold == c.ops) {
+            return null;
+        }
+        if (biasArena == null) {
+            biasArena = new TensorArena();
+            biasSum = biasArena.allocate(Layout.ROWS, outChannels);
+        }
+        fold.add(conv2.bias.value(), convShortcut.bias.value(), biasSum);
+        return biasSum;
     }
 
     @Override

@@ -394,7 +394,7 @@ public final class OnestepKernels {
                                                             int cout, @Cast("onestep_dtype") int dtype,
                                                             @Cast("cudaStream_t") long stream);
 
-    /** y (n, 2h, 2w, cout) = conv3x3(upsample2x(x)) + bias from k = onestep_subpixel_weights_typed(w). */
+    /** y = conv2d(x, w) + bias + z on tensor cores, w in KRSC (see the header). */
     public static native int onestep_conv2d_igemm_typed(@Cast("const void*") long x, @Cast("const void*") long wKrsc,
                                                         @Cast("const void*") long bias, @Cast("const void*") long z,
                                                         @Cast("void*") long y, int n, int h, int wd, int cin, int kh,
@@ -402,6 +402,37 @@ public final class OnestepKernels {
                                                         @Cast("onestep_dtype") int dtype,
                                                         @Cast("cudaStream_t") long stream);
 
+    /** y = conv2d(cat(a + aBias, b + bBias), w) + bias + z, the concatenation never stored (see the header). */
+    public static native int onestep_concat_conv2d_igemm_typed(@Cast("const void*") long a,
+                                                               @Cast("const void*") long aBias,
+                                                               @Cast("const void*") long b,
+                                                               @Cast("const void*") long bBias,
+                                                               @Cast("const void*") long wKrsc,
+                                                               @Cast("const void*") long bias,
+                                                               @Cast("const void*") long z, @Cast("void*") long y,
+                                                               int n, int h, int wd, int ca, int cb, int kh, int kw,
+                                                               int cout, int stride, int padding, int config,
+                                                               @Cast("onestep_dtype") int dtype,
+                                                               @Cast("cudaStream_t") long stream);
+
+    /** conv2d(silu(group_norm(cat(a + aBias, b + bBias))), w) + bias + z in one launch (see the header). */
+    public static native int onestep_groupnorm_concat_conv2d_igemm_typed(@Cast("const void*") long a,
+                                                                         @Cast("const void*") long aBias,
+                                                                         @Cast("const void*") long b,
+                                                                         @Cast("const void*") long bBias,
+                                                                         @Cast("const void*") long gamma,
+                                                                         @Cast("const void*") long beta, int groups,
+                                                                         float eps, int silu,
+                                                                         @Cast("const void*") long wKrsc,
+                                                                         @Cast("const void*") long bias,
+                                                                         @Cast("const void*") long z,
+                                                                         @Cast("void*") long y, int n, int h, int wd,
+                                                                         int ca, int cb, int kh, int kw, int cout,
+                                                                         int stride, int padding, int config,
+                                                                         @Cast("onestep_dtype") int dtype,
+                                                                         @Cast("cudaStream_t") long stream);
+
+    /** y (n, 2h, 2w, cout) = conv3x3(upsample2x(x), w) + bias, the upsampled tensor never stored (see the header). */
     public static native int onestep_upsample_conv_igemm_typed(@Cast("const void*") long x,
                                                                @Cast("const void*") long wKrsc,
                                                                @Cast("const void*") long bias, @Cast("void*") long y,

@@ -869,10 +869,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
             long px = in(x, "conv2d", type), pw = in(w, "conv2d", type), pb = in(b, "conv2d", type);
             // Registered weights come with a KRSC copy for cuDNN (kept, not transposed per call); only where w is
             // read from the registered copy itself (not owned training state, not a tensor an op of this pass wrote).
-            long wk = 0;
-            if (device.convUsesKrsc() && pw == parameters.peek(w.segment().address(), w.size() * Float.BYTES, type)) {
-                wk = parameters.krsc(w, type, (long) w.dim(0) * w.dim(1) * w.dim(2), w.dim(3));
-            }
+            long wk = krscOf(w, pw, type);
             long py = out(y, "conv2d", type);
             // cuDNN's convolution then a bias kernel: the bias goes to y's readers instead where they can take it
             // (a group norm or a residual add adds it on the fly; ResnetBlock2D's conv1 and conv2 both feed one).
@@ -990,10 +987,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
                            Precision type) {
         run(op, () -> {
             long px = in(x, op, type), pw = in(w, op, type), pb = in(b, op, type), pz = in(z, op, type);
-            long wk = 0;
-            if (device.convUsesKrsc() && pw == parameters.peek(w.segment().address(), w.size() * Float.BYTES, type)) {
-                wk = parameters.krsc(w, type, (long) w.dim(0) * w.dim(1) * w.dim(2), w.dim(3));
-            }
+            long wk = krscOf(w, pw, type);
             long py = out(y, op, type);
             device.conv2dResidual(px, pw, wk, pb, pz, py, x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(1),
                     w.dim(3), stride, padding, type, (bytes, why) -> res().scratch((bytes + 3) / 4, why),
@@ -1086,16 +1080,54 @@ public final class CudaOps extends Ops implements AutoCloseable {
             long[] x2 = inTakingBias(x, op, type), a2 = inTakingBias(add, op, type);
             long pgam = in(gamma, op, type), pbet = in(beta, op, type);
             long pw = in(w, op, type), pb = in(b, op, type), pz = in(z, op, type);
-            long wk = 0;
-            if (device.convUsesKrsc() && pw == parameters.peek(w.segment().address(), w.size() * Float.BYTES, type)) {
-                wk = parameters.krsc(w, type, (long) w.dim(0) * w.dim(1) * w.dim(2), w.dim(3));
-            }
+            long wk = krscOf(w, pw, type);
             long pg = out(g, op, type), pm = out(mean, op), pr = out(rstd, op), py = out(y, op, type);
             boolean deferred = z == null && deferBias(device.convBiasSeparate(), y, pb, type);
             device.groupNormConv(x2[0], x2[1], a2[0], a2[1], pgam, pbet, groups, eps, silu, pg, pm, pr, pw, wk,
                     deferred ? 0 : pb, pz, py, x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(1), w.dim(3),
                     stride, padding, type, (bytes, why) -> res().scratch((bytes + 3) / 4, why), what(x, add, w, z, y));
         });
+    }
+
+    /**
+     * {@link Device#groupNormConcatConv}: conv1 as our convolution with the group norm as its prologue and the shortcut
+     * as our convolution, both gathering the concatenation from a and b (their pending biases taken on the fly), where
+     * the shape's timed choice took it; else the group norm writing cat and g, and the two convolutions. Outside such
+     * a pass: those ops themselves.
+     */
+    @Override
+    protected void groupNormConcatConvKernel(Tensor a, Tensor b, Tensor gamma, Tensor beta, int groups, float eps,
+                                             boolean silu, Tensor cat, Tensor g, Tensor mean, Tensor rstd, Tensor w,
+                                             Tensor b1, int stride, int padding, Tensor y, Tensor wShortcut,
+                                             Tensor sc) {
+        if (!fusesNormConv()) {
+            super.groupNormConcatConvKernel(a, b, gamma, beta, groups, eps, silu, cat, g, mean, rstd, w, b1, stride,
+                    padding, y, wShortcut, sc);
+            return;
+        }
+        Precision type = dt();
+        String op = silu ? "groupNormSiluConcatConv2d" : "groupNormConcatConv2d";
+        run(op, () -> {
+            long[] a2 = inTakingBias(a, op, type), b2 = inTakingBias(b, op, type);
+            long pgam = in(gamma, op, type), pbet = in(beta, op, type);
+            long pw = in(w, op, type), pb = in(b1, op, type), pws = in(wShortcut, op, type);
+            long wk = krscOf(w, pw, type), wsk = wShortcut == null ? 0 : krscOf(wShortcut, pws, type);
+            long pc = out(cat, op, type), pg = out(g, op, type), pm = out(mean, op), pr = out(rstd, op);
+            long py = out(y, op, type), psc = out(sc, op, type);
+            boolean deferred = deferBias(device.convBiasSeparate(), y, pb, type);
+            device.groupNormConcatConv(a2[0], a2[1], b2[0], b2[1], pgam, pbet, groups, eps, silu, pc, pg, pm, pr, pw,
+                    wk, deferred ? 0 : pb, pws, wsk, py, psc, a.dim(0), a.dim(1), a.dim(2), a.dim(3), b.dim(3),
+                    w.dim(0), w.dim(1), w.dim(3), stride, padding, type,
+                    (bytes, why) -> res().scratch((bytes + 3) / 4, why), what(a, b, w, y));
+        });
+    }
+
+    /** The KRSC copy of registered convolution weights w (device copy pw) where the device reads KRSC, else 0. */
+    private long krscOf(Tensor w, long pw, Precision type) {
+        if (device.convUsesKrsc() && pw == parameters.peek(w.segment().address(), w.size() * Float.BYTES, type)) {
+            return parameters.krsc(w, type, (long) w.dim(0) * w.dim(1) * w.dim(2), w.dim(3));
+        }
+        return 0;
     }
 
     @Override

@@ -413,8 +413,10 @@ public final class DeviceCheck {
             long fusedConvs = ops.getOrDefault("conv2dResidual", 0L);
             long fusedGemms = ops.getOrDefault("linearResidual", 0L);
             // Where the device runs our convolutions, a block's norm and convolution are one op
-            // (Ops#groupNormConv2d), fused where the shape's timed choice took our convolution's norm prologue.
-            long normConvs = ops.getOrDefault("groupNormSiluConv2d", 0L) + ops.getOrDefault("groupNormConv2d", 0L);
+            // (Ops#groupNormConv2d; over an up block's concatenation Ops#groupNormConcatConv2d, with the shortcut),
+            // fused where the shape's timed choice took our convolution's norm prologue.
+            long normConvs = ops.getOrDefault("groupNormSiluConv2d", 0L) + ops.getOrDefault("groupNormConv2d", 0L)
+                    + ops.getOrDefault("groupNormSiluConcatConv2d", 0L) + ops.getOrDefault("groupNormConcatConv2d", 0L);
             fact("folded graph: " + fusedConvs + " convolutions and " + fusedGemms + " GEMMs took their residual, "
                     + dev.device().residualsUnfused() + " calls as two launches; " + normConvs + " norm + convolution"
                     + " ops, " + dev.device().normConvsUnfused() + " calls as the two ops",
