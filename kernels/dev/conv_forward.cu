@@ -133,7 +133,8 @@ static onestep_status run_version(int v, const ConvShape& s, const __half* x, co
                                   const __half* w_hwio, const __half* bias, __half* y, const NormOperands& nm) {
     if (is_norm_version(v) && s.ca && s.norm)
         return onestep_groupnorm_concat_conv2d_igemm_typed(nm.a, nullptr, nm.b, nullptr, nm.gamma, nm.beta, kNormGroups,
-                                                           1e-5f, 1, w_krsc, bias, nullptr, y, s.N, s.H, s.W, s.ca,
+                                                           1e-5f, 1, w_krsc, bias, nullptr, y, nullptr, nullptr, s.N,
+                                                           s.H, s.W, s.ca,
                                                            s.Cin - s.ca, s.KH, s.KW, s.Cout, s.stride, s.padding,
                                                            v - kVersions - 1, ONESTEP_FLOAT16, nullptr);
     if (is_norm_version(v) && s.ca)

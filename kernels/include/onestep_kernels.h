@@ -344,12 +344,16 @@ onestep_status onestep_concat_conv2d_igemm_typed(const void* a, const void* a_bi
 /* onestep_groupnorm_conv2d_igemm_typed on x = cat(a + a_bias, b + b_bias) (as onestep_concat_conv2d_igemm_typed
  * reads it; no add term): an up block's norm1(cat(h, skip)) -> conv1 in one launch, neither the concatenation nor the
  * normalized tensor stored. The statistics are those of the rounded concatenation, as
- * onestep_groupnorm_concat_kernel_typed computes them from the cat it writes; groups may straddle a and b. */
+ * onestep_groupnorm_concat_kernel_typed computes them from the cat it writes; groups may straddle a and b.
+ * w_sc_krsc (Cout, 1, 1, Ca + Cb) and y_sc (N, H, W, Cout), both NULL or both given: the block's 1x1 conv_shortcut of
+ * the same concatenation (not normalized, no bias) in the same launch, by the blocks past conv1's; it needs conv1's
+ * output the size of its input (stride 1, 'same' padding), and y_sc may alias no other operand. */
 onestep_status onestep_groupnorm_concat_conv2d_igemm_typed(const void* a, const void* a_bias, const void* b,
                                                            const void* b_bias, const void* gamma, const void* beta,
                                                            int groups, float eps, int silu, const void* w_krsc,
-                                                           const void* bias, const void* z, void* y, int N, int H,
-                                                           int W, int Ca, int Cb, int KH, int KW, int Cout, int stride,
+                                                           const void* bias, const void* z, void* y,
+                                                           const void* w_sc_krsc, void* y_sc, int N, int H, int W,
+                                                           int Ca, int Cb, int KH, int KW, int Cout, int stride,
                                                            int padding, int config, onestep_dtype dtype,
                                                            cudaStream_t stream);
 /* y (N, 2H, 2W, Cout) = conv3x3(upsample_nearest2x(x), w, padding 1) + bias for x (N, H, W, Cin): the same kernel

@@ -50,7 +50,9 @@
 // prologue's 8-channel columns do the same. The producers' pending biases are added and the sum rounded to T, as the
 // concatenation kernel stores it, before anything else reads the value: the statistics and the products see the
 // bits the stored concatenation would hold. The shortcut without a group norm runs the prologue's instance with
-// stats = 0 where there are biases to add (the A tiles get only x + bias, rounded), else the plain instance.
+// stats = 0 where there are biases to add (the A tiles get only x + bias, rounded), else the plain instance; and the
+// up block's own shortcut can ride in conv1's launch (Pair: the blocks past conv1's column tiles take the 1x1 weights,
+// stats off), so norm1, conv1 and the shortcut are one graph node where they were three.
 #include "cuda_compat.cuh"
 #include "dtype.cuh"
 #include "onestep_kernels.h"
@@ -92,6 +94,17 @@ struct NormIn {
     float eps;
     int silu;
     int stats;
+};
+
+// A second convolution in the same launch (NORM only; first_tiles > 0): an up block's 1x1 conv_shortcut of the same
+// concatenation as its norm1 -> conv1, with the same output pixels (stride 1, Ho Wo = H W) and channels. The blocks
+// with blockIdx.y >= first_tiles (conv1's column tiles) compute it: KRSC weights w (Cout, KH, KW, Cin), no bias and
+// no residual, on the input with only its pending biases added (stats off), into y. One graph node instead of two.
+template <typename T>
+struct Pair {
+    const T* w;
+    T* y;
+    int KH, KW, padding, first_tiles;
 };
 
 // The prologue's shared memory after the tile's: per channel {x_bias, add + add_bias, gamma, beta}, per group
@@ -245,12 +258,20 @@ __device__ __forceinline__ void norm_prologue(const T* __restrict__ x, const T* 
 template <typename T, class C, bool NORM = false>
 __global__ void __launch_bounds__(C::kThreads)
     conv_kernel(const T* __restrict__ x, const T* __restrict__ x2, const T* __restrict__ w, const T* __restrict__ bias,
-                const T* z, T* y, Shape s, NormIn<T> nm) {
+                const T* z, T* y, Shape s, NormIn<T> nm, Pair<T> pair) {
     await_predecessors();
     ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const unsigned rank = C::CS > 1 ? cluster_rank() : 0u;
-    const int m0 = (blockIdx.x / C::CS) * C::BM, n0 = blockIdx.y * C::BN;
+    int tile_y = blockIdx.y;
+    if constexpr (NORM) {
+        if (pair.first_tiles > 0 && tile_y >= pair.first_tiles) {  // this block computes the second convolution
+            tile_y -= pair.first_tiles;
+            s.KH = pair.KH, s.KW = pair.KW, s.padding = pair.padding, s.K = s.KH * s.KW * s.Cin, s.steps = s.K / 16;
+            w = pair.w, y = pair.y, bias = nullptr, z = nullptr, nm.stats = 0;
+        }
+    }
+    const int m0 = (blockIdx.x / C::CS) * C::BM, n0 = tile_y * C::BN;
     unsigned char* ring = smem + warp * C::STAGES * C::kStageBytes;
     // This warp among the cluster's CS x KSPLIT, which deal the steps round robin.
     const int wid = int(rank) * C::KSPLIT + warp, warps = C::CS * C::KSPLIT;
@@ -445,8 +466,11 @@ int pick(const Shape& s, int groups = 0, bool stats = true);
 // nm null: the plain convolution; else the group norm prologue (NORM), with its constants' shared memory.
 template <typename T, class C>
 cudaError_t run(const void* x, const void* x2, const void* w, const void* bias, const void* z, void* y, const Shape& s,
-                const NormIn<T>* nm, cudaStream_t stream) {
-    const dim3 grid(unsigned((s.M + C::BM - 1) / C::BM * C::CS), unsigned((s.Cout + C::BN - 1) / C::BN));
+                const NormIn<T>* nm, const Pair<T>& pair, cudaStream_t stream) {
+    const unsigned tiles_y = unsigned((s.Cout + C::BN - 1) / C::BN);
+    Pair<T> pr = pair;
+    if (pr.w) pr.first_tiles = int(tiles_y);
+    const dim3 grid(unsigned((s.M + C::BM - 1) / C::BM * C::CS), pr.w ? 2 * tiles_y : tiles_y);
     const size_t shared = size_t(C::kSharedBytes) + (nm ? size_t(norm_shared_bytes(s.Cin, nm->groups)) : 0);
     const NormIn<T> args = nm ? *nm : NormIn<T>{};
     auto kernel = nm ? conv_kernel<T, C, true> : conv_kernel<T, C, false>;
@@ -457,27 +481,27 @@ cudaError_t run(const void* x, const void* x2, const void* w, const void* bias, 
     if constexpr (C::CS > 1)
         return launch_cluster(kernel, grid, dim3(C::kThreads), unsigned(C::CS), shared, stream,
                               static_cast<const T*>(x), static_cast<const T*>(x2), static_cast<const T*>(w),
-                              static_cast<const T*>(bias), static_cast<const T*>(z), static_cast<T*>(y), s, args);
+                              static_cast<const T*>(bias), static_cast<const T*>(z), static_cast<T*>(y), s, args, pr);
     return launch_dependent(kernel, grid, dim3(C::kThreads), shared, stream, static_cast<const T*>(x),
                             static_cast<const T*>(x2), static_cast<const T*>(w), static_cast<const T*>(bias),
-                            static_cast<const T*>(z), static_cast<T*>(y), s, args);
+                            static_cast<const T*>(z), static_cast<T*>(y), s, args, pr);
 }
 
 template <typename T>
 cudaError_t dispatch(int config, const void* x, const void* x2, const void* w, const void* bias, const void* z, void* y,
-                     const Shape& s, const NormIn<T>* nm, cudaStream_t stream) {
+                     const Shape& s, const NormIn<T>* nm, const Pair<T>& pair, cudaStream_t stream) {
     switch (config) {
-        case 1: return run<T, Tile1>(x, x2, w, bias, z, y, s, nm, stream);
-        case 2: return run<T, Tile2>(x, x2, w, bias, z, y, s, nm, stream);
-        case 3: return run<T, Tile3>(x, x2, w, bias, z, y, s, nm, stream);
-        case 4: return run<T, Tile4>(x, x2, w, bias, z, y, s, nm, stream);
-        case 5: return run<T, Tile5>(x, x2, w, bias, z, y, s, nm, stream);
-        case 6: return run<T, Tile6>(x, x2, w, bias, z, y, s, nm, stream);
-        case 7: return run<T, Tile7>(x, x2, w, bias, z, y, s, nm, stream);
-        case 8: return run<T, Tile8>(x, x2, w, bias, z, y, s, nm, stream);
-        case 9: return run<T, Tile9>(x, x2, w, bias, z, y, s, nm, stream);
-        case 10: return run<T, Tile10>(x, x2, w, bias, z, y, s, nm, stream);
-        default: return run<T, Tile11>(x, x2, w, bias, z, y, s, nm, stream);
+        case 1: return run<T, Tile1>(x, x2, w, bias, z, y, s, nm, pair, stream);
+        case 2: return run<T, Tile2>(x, x2, w, bias, z, y, s, nm, pair, stream);
+        case 3: return run<T, Tile3>(x, x2, w, bias, z, y, s, nm, pair, stream);
+        case 4: return run<T, Tile4>(x, x2, w, bias, z, y, s, nm, pair, stream);
+        case 5: return run<T, Tile5>(x, x2, w, bias, z, y, s, nm, pair, stream);
+        case 6: return run<T, Tile6>(x, x2, w, bias, z, y, s, nm, pair, stream);
+        case 7: return run<T, Tile7>(x, x2, w, bias, z, y, s, nm, pair, stream);
+        case 8: return run<T, Tile8>(x, x2, w, bias, z, y, s, nm, pair, stream);
+        case 9: return run<T, Tile9>(x, x2, w, bias, z, y, s, nm, pair, stream);
+        case 10: return run<T, Tile10>(x, x2, w, bias, z, y, s, nm, pair, stream);
+        default: return run<T, Tile11>(x, x2, w, bias, z, y, s, nm, pair, stream);
     }
 }
 
@@ -572,7 +596,8 @@ static igemm::NormIn<T> typed(const NormArgs& a) {
 static onestep_status igemm_impl(const char* fn, const void* x, const void* w_krsc, const void* bias, const void* z,
                                  void* y, int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride,
                                  int padding, int up, int config, onestep_dtype dtype, cudaStream_t stream,
-                                 const NormArgs* norm = nullptr, const void* x2 = nullptr, int Ca = 0) {
+                                 const NormArgs* norm = nullptr, const void* x2 = nullptr, int Ca = 0,
+                                 const void* pair_w = nullptr, void* pair_y = nullptr) {
     char cat[48] = "";
     if (x2) std::snprintf(cat, sizeof cat, " (Ca=%d, Cb=%d)", Ca, Cin - Ca);
     ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d%s, KH=%d, KW=%d, Cout=%d, stride=%d, padding=%d, config=%d, %s", N,
@@ -608,6 +633,20 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "too large");
     const igemm::Shape s{N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo, N * Ho * Wo, KH * KW * Cin,
                          KH * KW * Cin / 16, up, Ca};
+    if (pair_w || pair_y) {  // the 1x1 shortcut in the same launch (the prologue's blocks past conv1's)
+        if (!pair_w || !pair_y || !norm || !norm->stats)
+            return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "w_sc and y_sc come together, with the group norm");
+        if (stride != 1 || Ho != H || Wo != W)
+            return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
+                        "the shortcut needs conv1's output the size of its input (stride 1, 'same' padding)");
+        if (reinterpret_cast<uintptr_t>(pair_w) % 16)
+            return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "w_sc must be 16-byte aligned (cp.async)");
+        for (const void* p : {x, x2, static_cast<const void*>(y), z, norm->gamma, norm->beta, norm->x_bias,
+                              norm->x2_bias, pair_w})
+            if (p && p == pair_y)
+                return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
+                            "y_sc must not alias a, b, y, z, gamma, beta, a_bias, b_bias or w_sc");
+    }
     if (norm && !norm->stats) {
         for (const void* p : {norm->x_bias, norm->x2_bias})
             if (p && p == y)
@@ -650,10 +689,13 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
     cudaError_t e;
     if (dtype == ONESTEP_FLOAT16) {
         const igemm::NormIn<__half> nm = norm ? typed<__half>(*norm) : igemm::NormIn<__half>{};
-        e = igemm::dispatch<__half>(config, x, x2, w_krsc, bias, z, y, s, norm ? &nm : nullptr, stream);
+        const igemm::Pair<__half> pair{static_cast<const __half*>(pair_w), static_cast<__half*>(pair_y), 1, 1, 0, 0};
+        e = igemm::dispatch<__half>(config, x, x2, w_krsc, bias, z, y, s, norm ? &nm : nullptr, pair, stream);
     } else {
         const igemm::NormIn<__nv_bfloat16> nm = norm ? typed<__nv_bfloat16>(*norm) : igemm::NormIn<__nv_bfloat16>{};
-        e = igemm::dispatch<__nv_bfloat16>(config, x, x2, w_krsc, bias, z, y, s, norm ? &nm : nullptr, stream);
+        const igemm::Pair<__nv_bfloat16> pair{static_cast<const __nv_bfloat16*>(pair_w),
+                                              static_cast<__nv_bfloat16*>(pair_y), 1, 1, 0, 0};
+        e = igemm::dispatch<__nv_bfloat16>(config, x, x2, w_krsc, bias, z, y, s, norm ? &nm : nullptr, pair, stream);
     }
     return check_launch(e, fn, shapes);
 }
@@ -694,9 +736,9 @@ extern "C" onestep_status onestep_concat_conv2d_igemm_typed(const void* a, const
 
 extern "C" onestep_status onestep_groupnorm_concat_conv2d_igemm_typed(
     const void* a, const void* a_bias, const void* b, const void* b_bias, const void* gamma, const void* beta,
-    int groups, float eps, int silu, const void* w_krsc, const void* bias, const void* z, void* y, int N, int H, int W,
-    int Ca, int Cb, int KH, int KW, int Cout, int stride, int padding, int config, onestep_dtype dtype,
-    cudaStream_t stream) {
+    int groups, float eps, int silu, const void* w_krsc, const void* bias, const void* z, void* y,
+    const void* w_sc_krsc, void* y_sc, int N, int H, int W, int Ca, int Cb, int KH, int KW, int Cout, int stride,
+    int padding, int config, onestep_dtype dtype, cudaStream_t stream) {
     if (!b) {
         ONESTEP_SHAPES("N=%d, H=%d, W=%d, Ca=%d, Cb=%d", N, H, W, Ca, Cb);
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_groupnorm_concat_conv2d_igemm_typed", shapes,
@@ -704,7 +746,7 @@ extern "C" onestep_status onestep_groupnorm_concat_conv2d_igemm_typed(
     }
     const NormArgs norm{gamma, beta, a_bias, nullptr, nullptr, b_bias, groups, eps, silu, 1};
     return igemm_impl("onestep_groupnorm_concat_conv2d_igemm_typed", a, w_krsc, bias, z, y, N, H, W, Ca + Cb, KH, KW,
-                      Cout, stride, padding, 0, config, dtype, stream, &norm, b, Ca);
+                      Cout, stride, padding, 0, config, dtype, stream, &norm, b, Ca, w_sc_krsc, y_sc);
 }
 
 extern "C" onestep_status onestep_upsample_conv_igemm_typed(const void* x, const void* w_krsc, const void* bias,

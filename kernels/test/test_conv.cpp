@@ -274,8 +274,10 @@ void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int v
 // groups straddling a and b included). variant 0: no biases, plain; 1: both biases, plain (the biases' prologue);
 // 2: a's bias only, normalized with SiLU, conv bias and z; 3: no biases, normalized without SiLU. `offset` moves a's
 // bias: around 1000, a + a_bias keeps only 1 (bf16: 3) of a's fraction bits once rounded, so a kernel that skipped the
-// rounding (normalizing the fp32 sum) would be far off.
-void check_concat(const Type& t, ktest::Rng& rng, const Case& c, int Ca, int groups, int variant, double offset = 0) {
+// rounding (normalizing the fp32 sum) would be far off. shortcut (normalized variants): the 1x1 shortcut of the same
+// concatenation in the same launch (y_sc), against the 1x1 convolution of x written out in double.
+void check_concat(const Type& t, ktest::Rng& rng, const Case& c, int Ca, int groups, int variant, double offset = 0,
+                  bool shortcut = false) {
     const int Cb = c.Cin - Ca;
     const int Ho = (c.H + 2 * c.padding - c.KH) / c.stride + 1, Wo = (c.W + 2 * c.padding - c.KW) / c.stride + 1;
     const size_t px = size_t(c.N) * c.H * c.W, nx = px * c.Cin, nw = size_t(c.Cout) * c.KH * c.KW * c.Cin,
@@ -327,19 +329,25 @@ void check_concat(const Type& t, ktest::Rng& rng, const Case& c, int Ca, int gro
     conv_reference(c, g, w.v, ref, mag);
     if (resid)
         for (size_t o = 0; o < ny; o++) ref[o] += double(bias.v[o % c.Cout]) + z.v[o];
+    const Case c1{c.N, c.H, c.W, c.Cin, 1, 1, c.Cout, 1, 0};  // the shortcut
+    const size_t nsc = size_t(c.N) * c.H * c.W * c.Cout;
+    Input wsc(t, rng, size_t(c.Cout) * c.Cin);
+    vector<double> sc_ref, sc_mag;
+    if (shortcut) conv_reference(c1, x, wsc.v, sc_ref, sc_mag);
     const double u = ktest::unit_roundoff(t.f), K = double(c.KH) * c.KW * c.Cin + 2;
     for (int config = 0; config <= onestep_conv2d_igemm_configs(); config++) {
         int bm = 0, bn = 0;
         if (config) std::sscanf(onestep_conv2d_igemm_config_name(config), "%dx%d", &bm, &bn);
         const bool fits = !norm || config == 0 || (Ho * Wo) % bm == 0;
-        Buf16 y(ny);
+        Buf16 y(ny), ysc(nsc);
         const void* pab = a_biased ? ab.b.p : nullptr;
         const void* pbb = b_biased ? bb.b.p : nullptr;
         const onestep_status st =
             norm ? onestep_groupnorm_concat_conv2d_igemm_typed(
                        a.b.p, pab, b.b.p, pbb, gamma.b.p, beta.b.p, groups, 1e-5f, silu, w.b.p,
-                       resid ? bias.b.p : nullptr, resid ? z.b.p : nullptr, y.p, c.N, c.H, c.W, Ca, Cb, c.KH, c.KW,
-                       c.Cout, c.stride, c.padding, config, t.dt, nullptr)
+                       resid ? bias.b.p : nullptr, resid ? z.b.p : nullptr, y.p, shortcut ? wsc.b.p : nullptr,
+                       shortcut ? ysc.p : nullptr, c.N, c.H, c.W, Ca, Cb, c.KH, c.KW, c.Cout, c.stride, c.padding,
+                       config, t.dt, nullptr)
                  : onestep_concat_conv2d_igemm_typed(a.b.p, pab, b.b.p, pbb, w.b.p, nullptr, nullptr, y.p, c.N, c.H,
                                                      c.W, Ca, Cb, c.KH, c.KW, c.Cout, c.stride, c.padding, config,
                                                      t.dt, nullptr);
@@ -369,6 +377,21 @@ void check_concat(const Type& t, ktest::Rng& rng, const Case& c, int Ca, int gro
                       onestep_conv2d_igemm_config_name(config), bad, ny, first,
                       bad ? ktest::decode16(t.f, y.p[first]) : 0.0, ref[first]);
         expect(bad == 0, "%s", msg);
+        if (!shortcut) continue;
+        bad = 0, first = 0;
+        const double K1 = double(c.Cin) + 2;
+        for (size_t o = 0; o < nsc; o++) {
+            const double got = ktest::decode16(t.f, ysc.p[o]);
+            if (!(std::fabs(got - sc_ref[o]) <= u * std::fabs(sc_ref[o]) + std::ldexp(K1 * sc_mag[o], -22)) &&
+                bad++ == 0)
+                first = o;
+        }
+        std::snprintf(msg, sizeof msg,
+                      "%s concat conv's shortcut N=%d %dx%dx(%d+%d) -> %d variant=%d config=%d (%s): %zu of %zu off "
+                      "(first at %zu: got %.6g, want %.6g)",
+                      t.name, c.N, c.H, c.W, Ca, Cb, c.Cout, variant, config, onestep_conv2d_igemm_config_name(config),
+                      bad, nsc, first, bad ? ktest::decode16(t.f, ysc.p[first]) : 0.0, sc_ref[first]);
+        expect(bad == 0, "%s", msg);
     }
 }
 
@@ -388,8 +411,8 @@ void check_concat_errors() {
     expect(refused(ONESTEP_ERROR_INVALID_ARGUMENT,
                    onestep_groupnorm_concat_conv2d_igemm_typed(buf, nullptr, buf + 512, nullptr, buf + 1024,
                                                                buf + 1024, 8, 1e-5f, 1, buf + 1024, nullptr, nullptr,
-                                                               buf + 512, 1, 4, 4, 16, 16, 1, 1, 16, 1, 0, 0,
-                                                               ONESTEP_FLOAT16, nullptr),
+                                                               buf + 512, nullptr, nullptr, 1, 4, 4, 16, 16, 1, 1, 16,
+                                                               1, 0, 0, ONESTEP_FLOAT16, nullptr),
                    "onestep_groupnorm_concat_conv2d_igemm_typed(", "must not alias b"),
            "y over b is refused: %s", onestep_last_error_message());
     expect(refused(ONESTEP_ERROR_INVALID_ARGUMENT,
@@ -404,6 +427,21 @@ void check_concat_errors() {
                                                      nullptr),
                    "onestep_concat_conv2d_igemm_typed(", "NULL"),
            "a missing b is refused: %s", onestep_last_error_message());
+    // The shortcut in conv1's launch: only where conv1 keeps the input's size, and y_sc over nothing it reads.
+    expect(refused(ONESTEP_ERROR_UNSUPPORTED,
+                   onestep_groupnorm_concat_conv2d_igemm_typed(buf, nullptr, buf + 512, nullptr, buf + 1024,
+                                                               buf + 1024, 8, 1e-5f, 1, buf + 1024, nullptr, nullptr,
+                                                               buf + 2048, buf + 1024, buf + 3072, 1, 4, 4, 16, 16, 3,
+                                                               3, 16, 2, 1, 0, ONESTEP_FLOAT16, nullptr),
+                   "onestep_groupnorm_concat_conv2d_igemm_typed(", "the size of its input"),
+           "a shortcut next to a stride-2 conv1 is refused: %s", onestep_last_error_message());
+    expect(refused(ONESTEP_ERROR_INVALID_ARGUMENT,
+                   onestep_groupnorm_concat_conv2d_igemm_typed(buf, nullptr, buf + 512, nullptr, buf + 1024,
+                                                               buf + 1024, 8, 1e-5f, 1, buf + 1024, nullptr, nullptr,
+                                                               buf + 2048, buf + 1024, buf + 2048, 1, 4, 4, 16, 16, 3,
+                                                               3, 16, 1, 1, 0, ONESTEP_FLOAT16, nullptr),
+                   "onestep_groupnorm_concat_conv2d_igemm_typed(", "y_sc must not alias"),
+           "y_sc over y is refused: %s", onestep_last_error_message());
 }
 
 // The prologue's refusals, by name: groups not dividing Cin into multiples of 4, no tile fitting the output, y over
@@ -514,9 +552,10 @@ int main() {
         // with 12-channel groups straddling a (16) and b (32), batch 2, and 16 + 16 at stride 2.
         check_concat(t, rng, {1, 5, 3, 48, 1, 1, 24, 1, 0}, 32, 0, 0);
         check_concat(t, rng, {2, 3, 5, 48, 1, 1, 24, 1, 0}, 16, 0, 1);
-        check_concat(t, rng, {2, 4, 4, 48, 3, 3, 24, 1, 1}, 16, 4, 2);
+        check_concat(t, rng, {2, 4, 4, 48, 3, 3, 24, 1, 1}, 16, 4, 2, 0, true);
         check_concat(t, rng, {1, 8, 8, 32, 3, 3, 16, 2, 1}, 16, 8, 3);
-        check_concat(t, rng, {1, 4, 4, 64, 3, 3, 40, 1, 1}, 32, 4, 2, 1000.0);
+        check_concat(t, rng, {1, 4, 4, 64, 3, 3, 40, 1, 1}, 32, 4, 2, 1000.0, true);
+        check_concat(t, rng, {1, 8, 8, 32, 3, 3, 16, 1, 1}, 16, 8, 3, 0, true);
     }
     check_errors();
     return ktest::finish("test_conv", start);

@@ -415,7 +415,10 @@ public final class OnestepKernels {
                                                                @Cast("onestep_dtype") int dtype,
                                                                @Cast("cudaStream_t") long stream);
 
-    /** conv2d(silu(group_norm(cat(a + aBias, b + bBias))), w) + bias + z in one launch (see the header). */
+    /**
+     * conv2d(silu(group_norm(cat(a + aBias, b + bBias))), w) + bias + z, and (wScKrsc, ySc non-zero) the 1x1
+     * conv2d(cat, wSc), in one launch (see the header).
+     */
     public static native int onestep_groupnorm_concat_conv2d_igemm_typed(@Cast("const void*") long a,
                                                                          @Cast("const void*") long aBias,
                                                                          @Cast("const void*") long b,
@@ -426,7 +429,9 @@ public final class OnestepKernels {
                                                                          @Cast("const void*") long wKrsc,
                                                                          @Cast("const void*") long bias,
                                                                          @Cast("const void*") long z,
-                                                                         @Cast("void*") long y, int n, int h, int wd,
+                                                                         @Cast("void*") long y,
+                                                                         @Cast("const void*") long wScKrsc,
+                                                                         @Cast("void*") long ySc, int n, int h, int wd,
                                                                          int ca, int cb, int kh, int kw, int cout,
                                                                          int stride, int padding, int config,
                                                                          @Cast("onestep_dtype") int dtype,

@@ -1090,10 +1090,10 @@ public final class CudaOps extends Ops implements AutoCloseable {
     }
 
     /**
-     * {@link Device#groupNormConcatConv}: conv1 as our convolution with the group norm as its prologue and the shortcut
-     * as our convolution, both gathering the concatenation from a and b (their pending biases taken on the fly), where
-     * the shape's timed choice took it; else the group norm writing cat and g, and the two convolutions. Outside such
-     * a pass: those ops themselves.
+     * {@link Device#groupNormConcatConv}: one launch of our convolution, conv1 with the group norm as its prologue and
+     * the shortcut by its other blocks, both gathering the concatenation from a and b (their pending biases taken on
+     * the fly), where the shape's timed choice took it; else the group norm writing cat and g, and the two
+     * convolutions. Outside such a pass: those ops themselves.
      */
     @Override
     protected void groupNormConcatConvKernel(Tensor a, Tensor b, Tensor gamma, Tensor beta, int groups, float eps,

@@ -810,10 +810,11 @@ public abstract class Device implements AutoCloseable {
      * An up block's ResnetBlock2D entry at inference: {@code y = conv2d(silu(groupNorm(cat)), w) + bias} (conv1) and
      * {@code sc = conv2d(cat, wSc)} (the 1x1 conv_shortcut without its bias; wSc 0: none) with {@code cat = [a + aBias,
      * b + bBias]} along channels (either bias 0). Where the shape's timed choice ({@link #normConcatConvConfig}) took
-     * it, conv1 is one launch of our implicit GEMM gathering cat from a and b with the group norm as its prologue
-     * ({@code onestep_groupnorm_concat_conv2d_igemm_typed}), and the shortcut {@link #concatConv2d}: neither cat nor
-     * the normalized tensor is stored, and cat, g, mean and rstd are left as they were. Else the three ops:
-     * {@link #groupNormConcat} into cat and g, {@link #conv2d} of g and of cat, each with its own timed choices.
+     * it, one launch of our implicit GEMM gathering cat from a and b ({@code
+     * onestep_groupnorm_concat_conv2d_igemm_typed}): conv1 with the group norm as its prologue, and the shortcut by
+     * the launch's other blocks. Neither cat nor the normalized tensor is stored, and cat, g, mean and rstd are left as
+     * they were. Else the three ops: {@link #groupNormConcat} into cat and g, {@link #conv2d} of g and of cat, each
+     * with its own timed choices.
      */
     public final void groupNormConcatConv(long a, long aBias, long b, long bBias, long gamma, long beta, int groups,
                                           float eps, boolean silu, long cat, long g, long mean, long rstd, long w,
@@ -827,7 +828,7 @@ public abstract class Device implements AutoCloseable {
             normConvsUnfused++;
             unfusedNormConcatConv(op, scratch);
         } else {
-            fusedNormConcatConv(op, config, scratch);
+            fusedNormConcatConv(op, config);
         }
     }
 
@@ -836,10 +837,10 @@ public abstract class Device implements AutoCloseable {
                                  boolean silu, long cat, long g, long mean, long rstd, long w, long wKrsc, long bias,
                                  long wSc, long wScKrsc, long y, long sc, int n, int h, int wd, int ca, int cb, int kh,
                                  int kw, int cout, int stride, int padding, Precision type, Supplier<String> what) {
-        /** The same operands without the shortcut, conv1's result into {@code y2}. */
-        NormConcatConv conv1Into(long y2) {
+        /** The same operands with the results into {@code y2} and {@code sc2}. */
+        NormConcatConv into(long y2, long sc2) {
             return new NormConcatConv(a, aBias, b, bBias, gamma, beta, groups, eps, silu, cat, g, mean, rstd, w, wKrsc,
-                    bias, 0, 0, y2, 0, n, h, wd, ca, cb, kh, kw, cout, stride, padding, type, what);
+                    bias, wSc, wScKrsc, y2, sc2, n, h, wd, ca, cb, kh, kw, cout, stride, padding, type, what);
         }
 
         int cin() {
@@ -866,34 +867,28 @@ public abstract class Device implements AutoCloseable {
         }
     }
 
-    /** conv1 by tile {@code config} with the prologue, gathering from a and b; then the shortcut's own route. */
-    private void fusedNormConcatConv(NormConcatConv o, int config, Scratch scratch) {
-        fusedConv1(o, config);
-        if (o.wSc() != 0) {
-            concatConv2d(o.a(), o.aBias(), o.b(), o.bBias(), o.cat(), o.wSc(), o.wScKrsc(), o.sc(), o.n(), o.h(),
-                    o.wd(), o.ca(), o.cb(), 1, 1, o.cout(), 1, 0, o.type(), scratch, o.what());
-        }
-    }
-
-    private void fusedConv1(NormConcatConv o, int config) {
+    /** One launch, tile {@code config}: conv1 with the prologue and the shortcut, both gathering from a and b. */
+    private void fusedNormConcatConv(NormConcatConv o, int config) {
         check(onestep_groupnorm_concat_conv2d_igemm_typed(o.a(), o.aBias(), o.b(), o.bBias(), o.gamma(), o.beta(),
-                o.groups(), o.eps(), o.silu() ? 1 : 0, o.wKrsc(), o.bias(), 0, o.y(), o.n(), o.h(), o.wd(), o.ca(),
-                o.cb(), o.kh(), o.kw(), o.cout(), o.stride(), o.padding(), config, o.type().code, stream),
-                o.silu() ? "groupNormSiluConcatConv2d" : "groupNormConcatConv2d", o.what());
+                o.groups(), o.eps(), o.silu() ? 1 : 0, o.wKrsc(), o.bias(), 0, o.y(), o.wScKrsc(), o.sc(), o.n(),
+                o.h(), o.wd(), o.ca(), o.cb(), o.kh(), o.kw(), o.cout(), o.stride(), o.padding(), config,
+                o.type().code, stream), o.silu() ? "groupNormSiluConcatConv2d" : "groupNormConcatConv2d", o.what());
         igemmLaunches++;
     }
 
     /**
-     * The tile {@link #groupNormConcatConv} runs conv1's fused route with, or 0 for the three ops: timed like
-     * {@link #normConvConfig}, the fused route's time being the tile's plus the shortcut's own route
-     * ({@link #concatConv2d}), against the three ops. Only where our implicit GEMM reads both sources (fp16/bf16, the
-     * KRSC weights of both convolutions, a, b and each source's width aligned to a 16-deep step) and y and sc lie
-     * apart from a and b.
+     * The tile {@link #groupNormConcatConv} runs its fused launch with, or 0 for the three ops: timed like
+     * {@link #normConvConfig}, against the three ops. Only where our implicit GEMM reads both sources (fp16/bf16, the
+     * KRSC weights of both convolutions, a, b and each source's width aligned to a 16-deep step), conv1 keeps its
+     * input's size where there is a shortcut (the launch's two convolutions share their output pixels), and y and sc
+     * lie apart from a and b.
      */
     private int normConcatConvConfig(NormConcatConv op) {
+        boolean shortcutFits = op.wSc() == 0 || (op.wScKrsc() != 0 && op.wScKrsc() % 16 == 0 && op.stride() == 1
+                && op.kh() == 2 * op.padding() + 1 && op.kw() == 2 * op.padding() + 1);
         if (!ownConvolutions || !igemmTakes(op.a(), op.wKrsc(), op.cin(), op.type()) || !concatGathers(op.b(),
-                op.ca(), op.cb()) || (op.wSc() != 0 && op.wScKrsc() % 16 != 0) || (op.wSc() != 0 && op.wScKrsc() == 0)
-                || op.y() == op.a() || op.y() == op.b() || (op.sc() != 0 && (op.sc() == op.a() || op.sc() == op.b()))) {
+                op.ca(), op.cb()) || !shortcutFits || op.y() == op.a() || op.y() == op.b()
+                || (op.sc() != 0 && (op.sc() == op.a() || op.sc() == op.b()))) {
             return 0;
         }
         String key = normConcatConvKey(op);
@@ -910,14 +905,10 @@ public abstract class Device implements AutoCloseable {
         long unfused = residualsUnfused;  // the timing runs are not the pass's launches
         try (Temporary tmp = new Temporary()) {
             Scratch lent = lender(tmp);
-            // timeMs's warm-up runs, before its capture, make the ops' own choices (the shortcut's included).
+            // timeMs's warm-up runs, before its capture, make the ops' own choices.
             float threeOpsMs = timeMs(() -> unfusedNormConcatConv(op, lent), choiceReps);
-            float shortcutMs = op.wSc() == 0 ? 0f : timeMs(() -> concatConv2d(op.a(), op.aBias(), op.b(), op.bBias(),
-                    op.cat(), op.wSc(), op.wScKrsc(), op.sc(), op.n(), op.h(), op.wd(), op.ca(), op.cb(), 1, 1,
-                    op.cout(), 1, 0, op.type(), lent, op.what()), choiceReps);
             java.util.List<String> refused = new java.util.ArrayList<>();
-            TileTime conv1 = fastestTile(key, config -> fusedConv1(op, config), refused);
-            TileTime best = new TileTime(conv1.config(), conv1.ms() + shortcutMs);
+            TileTime best = fastestTile(key, config -> fusedNormConcatConv(op, config), refused);
             String also = refused.isEmpty() ? "" : " (" + String.join("; ", refused) + ")";
             String candidate = best.config() == 0 ? "group norm prologue over a and b (no tile ran)"
                     : "group norm prologue over a and b, " + igemmConfigName(best.config());
@@ -934,50 +925,19 @@ public abstract class Device implements AutoCloseable {
         }
     }
 
-    /** Runs tile {@code config}'s conv1 into y and whether y agrees with the three ops' (the shortcut checks itself). */
+    /** Runs tile {@code config} into y and sc and whether both agree with the three ops' ({@link #agrees}). */
     private boolean normConcatConvAgrees(NormConcatConv op, int config, Temporary tmp) {
         long elems = outElems(op.n(), op.h(), op.wd(), op.kh(), op.kw(), op.cout(), op.stride(), op.padding());
+        long scElems = op.wSc() == 0 ? 0 : outElems(op.n(), op.h(), op.wd(), 1, 1, op.cout(), 1, 0);
         long ref = tmp.allocate(elems * op.type().bytes, "concatenating group norm convolution check");
-        unfusedNormConcatConv(op.conv1Into(ref), lender(tmp));
-        fusedConv1(op, config);  // y: the candidate's, last
-        return agrees(op.y(), ref, elems, op.type(), tmp, op.what(),
-                "the group norm prologue convolution over a and b " + normConcatConvKey(op),
-                "the concatenating group norm and the convolution for this shape");
-    }
-
-    /**
-     * {@code y = conv2d(cat(a + aBias, b + bBias), w)} without a bias (an up block's conv_shortcut; either source bias
-     * 0). Our implicit GEMM gathering from a and b ({@code onestep_concat_conv2d_igemm_typed}: cat never stored)
-     * where the shape's timed choice took it ({@link #ownConv}), else the concatenation into {@code cat} and
-     * {@link #conv2d} of it.
-     */
-    public final void concatConv2d(long a, long aBias, long b, long bBias, long cat, long w, long wKrsc, long y, int n,
-                                   int h, int wd, int ca, int cb, int kh, int kw, int cout, int stride, int padding,
-                                   Precision type, Scratch scratch, Supplier<String> what) {
-        int cin = ca + cb;
-        long rows = (long) n * h * wd;
-        Runnable concat = () -> check(onestep_concat_channels_biased_typed(a, aBias, b, bBias, cat, rows, ca, cb,
-                type.code, stream), "concatChannels", what);
-        String key = "catconv," + shapeKey(n, h, wd, cin, kh, kw, cout, stride, padding, type) + ",ca=" + ca
-                + (aBias != 0 || bBias != 0 ? ",biased" : "");
-        if (!ownConv(key, igemmTakes(a, wKrsc, cin, type) && concatGathers(b, ca, cb) && y != a && y != b, y,
-                outElems(n, h, wd, kh, kw, cout, stride, padding), type, what,
-                c -> {
-                    check(onestep_concat_conv2d_igemm_typed(a, aBias, b, bBias, wKrsc, 0, 0, y, n, h, wd, ca, cb, kh,
-                            kw, cout, stride, padding, c, type.code, stream), "concatConv2d", what);
-                    igemmLaunches++;
-                },
-                s -> {
-                    concat.run();
-                    conv2d(cat, w, wKrsc, 0, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, s, what);
-                },
-                ref -> {
-                    concat.run();
-                    portableConv(cat, w, 0, 0, ref, n, h, wd, cin, kh, kw, cout, stride, padding, type, what);
-                })) {
-            concat.run();
-            conv2d(cat, w, wKrsc, 0, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, scratch, what);
-        }
+        long scRef = scElems == 0 ? 0 : tmp.allocate(scElems * op.type().bytes, "its shortcut's check");
+        unfusedNormConcatConv(op.into(ref, scRef), lender(tmp));
+        fusedNormConcatConv(op, config);  // y and sc: the candidate's, last
+        String what = "the group norm prologue convolution over a and b " + normConcatConvKey(op);
+        String incumbent = "the concatenating group norm and the convolutions for this shape";
+        return agrees(op.y(), ref, elems, op.type(), tmp, op.what(), what, incumbent)
+                && (scElems == 0 || agrees(op.sc(), scRef, scElems, op.type(), tmp, op.what(), what + " (shortcut)",
+                incumbent));
     }
 
     /** Launches of {@link #igemmConv} so far (timing runs included). */
