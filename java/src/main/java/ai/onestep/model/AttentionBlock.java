@@ -17,7 +17,9 @@ import java.util.List;
  * that folds constants ({@link Ops#passConstants}), q, k and v come from one GEMM against the three weights
  * concatenated, [W_q | W_k | W_v] (C, 3C), whose concatenation the fold does once per capture: one launch instead
  * of three, the same products. There too ({@link Ops#fusesResidual}), to_out.0 and the residual run as one
- * {@link Ops#linearResidual}.
+ * {@link Ops#linearResidual}. Where the backend also fuses a group norm into the convolution it feeds
+ * ({@link Ops#fusesNormConv}), the group norm and that GEMM are one {@link Ops#groupNormConv2d}: the packed weights are
+ * a 1x1 convolution's.
  */
 final class AttentionBlock implements AutoCloseable {
     final GroupNorm groupNorm;
@@ -42,13 +44,23 @@ final class AttentionBlock implements AutoCloseable {
 
     Tensor forward(Context c, Tensor x) {
         int n = x.dim(0), t = x.dim(1) * x.dim(2), ch = x.dim(3);
-        Tensor h = groupNorm != null ? groupNorm.forward(c, x) : x;
-        Tensor tokens = h.reshape(Layout.ROWS, n, t, ch);
         o = c.alloc(Layout.ROWS, n, t, ch);
         lse = c.alloc(Layout.ROWS, n, heads, t);
         Ops fold = c.training || !c.ops.packsQkv(ch / heads) ? c.ops : c.ops.passConstants(List.of(
                 toQ.weight.value(), toQ.bias.value(), toK.weight.value(), toK.bias.value(), toV.weight.value(),
                 toV.bias.value()));
+        if (fold != c.ops && groupNorm != null && c.ops.fusesNormConv()) {
+            // The norm and the packed projection as one op: [W_q | W_k | W_v] (C, 3C) is a 1x1 convolution's HWIO
+            // weights, and the tokens are the NHWC map itself.
+            pack(fold, ch);
+            Tensor qkv = groupNorm.forwardConv(c, x, null, packedWeight.reshape(Layout.HWIO, 1, 1, ch, 3 * ch),
+                    packedBias, 1, 0, null);
+            c.ops.attentionPacked(qkv.reshape(Layout.ROWS, n, t, 3 * ch), heads, o, lse);
+            q = k = v = null;  // (inference: no backward)
+            return afterAttention(c, x, n, t, ch);
+        }
+        Tensor h = groupNorm != null ? groupNorm.forward(c, x) : x;
+        Tensor tokens = h.reshape(Layout.ROWS, n, t, ch);
         if (fold != c.ops) {
             pack(fold, ch);
             Tensor qkv = c.alloc(Layout.ROWS, n, t, 3 * ch);
@@ -61,6 +73,11 @@ final class AttentionBlock implements AutoCloseable {
             v = toV.forward(c, tokens);
             c.ops.attention(q, k, v, heads, o, lse);
         }
+        return afterAttention(c, x, n, t, ch);
+    }
+
+    /** to_out.0 of this forward's attention output o, the residual x and the rescaling. */
+    private Tensor afterAttention(Context c, Tensor x, int n, int t, int ch) {
         Tensor y;
         if (!c.training && c.ops.fusesResidual()) {
             // to_out.0 and the residual in one op (cuBLASLt's bias epilogue with C = x inside a captured pass).

@@ -65,13 +65,16 @@ public final class GroupNorm {
      * output is scratch that op may leave unwritten; neither layer keeps anything for a backward.
      */
     Tensor forwardConv(Context c, Tensor x, Tensor add, Conv2d conv, Tensor b, Tensor z) {
-        Tensor g = keep(c, x, null, null, null);
-        Tensor w = conv.weight.value();
-        Tensor y = c.alloc(ai.onestep.tensor.Layout.NHWC,
-                ai.onestep.backend.Ops.convOutputShape(x, w, conv.stride, conv.padding));
         conv.keepNoInput();
-        c.ops.groupNormConv2d(x, add, gamma.value(), beta.value(), groups, eps, silu, g, mean, rstd, w, b, z,
-                conv.stride, conv.padding, y);
+        return forwardConv(c, x, add, conv.weight.value(), b, conv.stride, conv.padding, z);
+    }
+
+    /** {@link #forwardConv(Context, Tensor, Tensor, Conv2d, Tensor, Tensor)} with HWIO weights w not of a layer. */
+    Tensor forwardConv(Context c, Tensor x, Tensor add, Tensor w, Tensor b, int stride, int padding, Tensor z) {
+        Tensor g = keep(c, x, null, null, null);
+        Tensor y = c.alloc(ai.onestep.tensor.Layout.NHWC, ai.onestep.backend.Ops.convOutputShape(x, w, stride, padding));
+        c.ops.groupNormConv2d(x, add, gamma.value(), beta.value(), groups, eps, silu, g, mean, rstd, w, b, z, stride,
+                padding, y);
         return y;
     }
 

@@ -1080,7 +1080,12 @@ public final class CudaOps extends Ops implements AutoCloseable {
             long[] x2 = inTakingBias(x, op, type), a2 = inTakingBias(add, op, type);
             long pgam = in(gamma, op, type), pbet = in(beta, op, type);
             long pw = in(w, op, type), pb = in(b, op, type), pz = in(z, op, type);
+            // Weights a folding pass computed (the attention's packed q/k/v projection) are a constant of the pass:
+            // their KRSC copy is kept with it.
             long wk = krscOf(w, pw, type);
+            if (wk == 0 && pass != null && device.convUsesKrsc()) {
+                wk = pass.krscOfConstant(w, type, (long) w.dim(0) * w.dim(1) * w.dim(2), w.dim(3), op);
+            }
             long pg = out(g, op, type), pm = out(mean, op), pr = out(rstd, op), py = out(y, op, type);
             boolean deferred = z == null && deferBias(device.convBiasSeparate(), y, pb, type);
             device.groupNormConv(x2[0], x2[1], a2[0], a2[1], pgam, pbet, groups, eps, silu, pg, pm, pr, pw, wk,

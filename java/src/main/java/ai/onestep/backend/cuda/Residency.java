@@ -61,6 +61,8 @@ final class Residency {
         boolean poisoned;
         /** A constant's converted copies, by precision ordinal (0: not made yet). */
         long[] converted;
+        /** A constant's KRSC copies ({@link #krscOfConstant}), by precision ordinal (0: not made yet). */
+        long[] krsc;
         /** Its allocation's index in the activations allocator, for lifetimes ({@link ActivationPlan}); -1: none. */
         int alloc = -1;
         /** A pass's input or output: bound to one device address for the whole pass. */
@@ -388,6 +390,34 @@ final class Residency {
             pending.add(new Pending(scratch, type, e.devAt(addr), e.type, elems));
         }
         return scratch;
+    }
+
+    /**
+     * Convolution weights {@code w} (HWIO: a (rows, cols) matrix, rows = KH*KW*Cin, cols = Cout) that are a whole
+     * constant of this residency (host data an op read, such as weights a folding pass computed: AttentionBlock's
+     * packed q/k/v projection) transposed to KRSC as {@code type} elements, made on the first request and kept with
+     * the constant (which never changes); the twin of {@link ParameterStore#krsc} for registered weights. 0 when w is
+     * not a whole constant already read, or the copy would have to be made while the stream is being captured.
+     */
+    long krscOfConstant(Tensor w, Precision type, long rows, int cols, String op) {
+        long addr = w.segment().address(), bytes = w.size() * Float.BYTES;
+        Entry e = map.get(addr);
+        if (e == null || !e.constant || e.bytes != bytes || e.written) {
+            return 0;
+        }
+        if (e.krsc == null) {
+            e.krsc = new long[Precision.values().length];
+        }
+        if (e.krsc[type.ordinal()] == 0) {
+            if (device.capturing()) {
+                return 0;
+            }
+            long src = resolve(w, Access.IN, op, type);
+            long dst = constants.allocate(rows * cols * type.bytes, op + " KRSC copy of " + w.describe());
+            device.transpose(src, dst, rows, cols, type, () -> op + " KRSC copy of " + w.describe());
+            e.krsc[type.ordinal()] = dst;
+        }
+        return e.krsc[type.ordinal()];
     }
 
     private void convert(long from, Precision fromType, long to, Precision toType, long elems, String op, Tensor t) {

@@ -55,7 +55,9 @@ class NormConvTest {
 
     /**
      * Every norm1 that is not over a concatenation, every norm2, and conv_norm_out are one op with the convolution
-     * they feed (conv2's residual included), the graph has one node fewer per such op (each took the prologue), and
+     * they feed (conv2's residual included), each norm1 over a concatenation one op with conv1 and the shortcut, and
+     * each attention block's norm one with its packed q/k/v projection; the graph has one node fewer per such op (each
+     * took the prologue; two per concatenating op), and
      * the sample stays within the 16-bit type's rounding of the cpu backend's and of the same device's with the fusion
      * off.
      */
@@ -78,6 +80,11 @@ class NormConvTest {
                 assertEquals(fusable, (long) counts.getOrDefault("groupNormSiluConv2d", 0L),
                         p.label() + ": one op per fusable norm: " + counts);
                 assertEquals(0, (long) counts.getOrDefault("conv2dResidual", 0L), "conv2 runs inside it: " + counts);
+                // Each attention block's group norm and its packed q/k/v projection, a 1x1 convolution.
+                long attentions = count(net, "group_norm.weight");
+                assertTrue(attentions > 0);
+                assertEquals(attentions, (long) counts.getOrDefault("groupNormConv2d", 0L), counts.toString());
+                assertFalse(counts.containsKey("groupNorm") || counts.containsKey("linear"), counts.toString());
                 long[] graph = ops.capturedPasses().values().iterator().next();
                 assertEquals(0, ops.device().normConvsUnfused(), "every call took the prologue");
 
@@ -88,12 +95,13 @@ class NormConvTest {
                 Map<String, Long> apartCounts = ops.capturedOpCounts().values().iterator().next();
                 assertFalse(apartCounts.containsKey("groupNormSiluConv2d"));
                 assertEquals(concats, (long) apartCounts.getOrDefault("groupNormSiluConcat", 0L), apartCounts.toString());
-                // One graph node fewer per fused op (the group norm's), two per concatenating one (conv1 and the
-                // shortcut gather from h and skip in one launch, where the concatenating norm, conv1 and the shortcut
-                // took three), and no other launch added or lost (the emulated KRSC route's transposition for
-                // conv_in, which our convolution does not take, is in both).
+                assertEquals(attentions, (long) apartCounts.getOrDefault("linear", 0L), apartCounts.toString());
+                // One graph node fewer per fused op (the group norm's, in the attention blocks the GEMM's), two per
+                // concatenating one (conv1 and the shortcut gather from h and skip in one launch, where the
+                // concatenating norm, conv1 and the shortcut took three), and no other launch added or lost (the
+                // emulated KRSC route's transposition for conv_in, which our convolution does not take, is in both).
                 long[] twoOps = ops.capturedPasses().values().iterator().next();
-                assertEquals(fusable + 2 * concats, twoOps[0] - graph[0],
+                assertEquals(fusable + 2 * concats + attentions, twoOps[0] - graph[0],
                         p.label() + ": nodes " + twoOps[0] + " -> " + graph[0]);
                 assertEquals(twoOps[0] - twoOps[1], graph[0] - graph[1], "launches beyond one per op: the same");
                 // The fused route rounds the normalized values to the type as the group norm kernel stores them, but
