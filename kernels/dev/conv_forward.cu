@@ -259,13 +259,15 @@ int main(int argc, char** argv) {
 #else
     // The CIFAR-size U-Net's convolutions (block_out_channels 128/256/256/256, two layers per block) at batch 1, in
     // the order of a pass, then its busiest one at batch 64.
-    // norm = 1: a ResnetBlock2D's group norm feeds it (also versions 14-25); ca > 0: an up block's cat(h, skip), h
-    // with ca channels (versions 14-25 gather it).
+    // norm = 1: a ResnetBlock2D's group norm feeds it, or an attention block's its packed q/k/v projection (also
+    // versions 14-25, with SiLU: the attention's norm has none, which costs the same); ca > 0: an up block's
+    // cat(h, skip), h with ca channels (versions 14-25 gather it).
     const ConvShape shapes[] = {{"down 32x32 conv", 1, 32, 32, 128, 3, 3, 128, 1, 1, 0, 1},
                                 {"downsample 32->16", 1, 32, 32, 128, 3, 3, 128, 2, 1},
                                 {"down 16x16 conv", 1, 16, 16, 256, 3, 3, 256, 1, 1, 0, 1},
                                 {"down 8x8 conv", 1, 8, 8, 256, 3, 3, 256, 1, 1, 0, 1},
                                 {"mid 4x4 conv", 1, 4, 4, 256, 3, 3, 256, 1, 1, 0, 1},
+                                {"attention 16x16 norm -> q/k/v (1x1)", 1, 16, 16, 256, 1, 1, 768, 1, 0, 0, 1},
                                 {"up 4x4 conv, concat in", 1, 4, 4, 512, 3, 3, 256, 1, 1, 0, 1, 256},
                                 {"up 4x4 shortcut 1x1", 1, 4, 4, 512, 1, 1, 256, 1, 0, 0, 0, 256},
                                 {"up 16x16 conv, concat in", 1, 16, 16, 512, 3, 3, 256, 1, 1, 0, 1, 256},

@@ -773,23 +773,35 @@ public abstract class Device implements AutoCloseable {
     }
 
     private Choice chooseNormConv(NormConv op, String key) {
+        return chooseFused(key, "group norm prologue", "group norm and convolution", "two ops faster",
+                scratch -> unfusedNormConv(op, scratch), config -> fusedNormConv(op, config),
+                (config, tmp) -> normConvAgrees(op, config, tmp));
+    }
+
+    /**
+     * A fused launch's choice against the ops it replaces: the ops ({@code apart}, their scratch lent by a temporary;
+     * timeMs's warm-up runs, before its capture, make their own choices) and each tile ({@code fused}) timed back to
+     * back; the fastest tile kept if it is faster (or {@link #forceChoice} says so) and {@code agrees}. The verdict
+     * reads {@code slower} where the ops win, "fused faster" or "fused disagreed" otherwise.
+     */
+    private Choice chooseFused(String key, String candidateName, String incumbent, String slower,
+                               java.util.function.Consumer<Scratch> apart, java.util.function.IntConsumer fused,
+                               java.util.function.BiPredicate<Integer, Temporary> agrees) {
         long unfused = residualsUnfused;  // the timing runs are not the pass's launches
         try (Temporary tmp = new Temporary()) {
             Scratch lent = lender(tmp);
-            // timeMs's warm-up runs, before its capture, make the two ops' own choices.
-            float twoOpsMs = timeMs(() -> unfusedNormConv(op, lent), choiceReps);
+            float apartMs = timeMs(() -> apart.accept(lent), choiceReps);
             java.util.List<String> refused = new java.util.ArrayList<>();
-            TileTime best = fastestTile(key, config -> fusedNormConv(op, config), refused);
+            TileTime best = fastestTile(key, fused, refused);
             String also = refused.isEmpty() ? "" : " (" + String.join("; ", refused) + ")";
-            String candidate = best.config() == 0 ? "group norm prologue (no tile ran)"
-                    : "group norm prologue, " + igemmConfigName(best.config());
-            String incumbent = "group norm and convolution";
+            String candidate = best.config() == 0 ? candidateName + " (no tile ran)"
+                    : candidateName + ", " + igemmConfigName(best.config());
             if (best.config() == 0 || Boolean.FALSE.equals(forceChoice)
-                    || (forceChoice == null && !(best.ms() < twoOpsMs))) {
-                return new Choice(key, 0, candidate, best.ms(), incumbent, twoOpsMs, "two ops faster" + also);
+                    || (forceChoice == null && !(best.ms() < apartMs))) {
+                return new Choice(key, 0, candidate, best.ms(), incumbent, apartMs, slower + also);
             }
-            boolean ok = normConvAgrees(op, best.config(), tmp);
-            return new Choice(key, ok ? best.config() : 0, candidate, best.ms(), incumbent, twoOpsMs,
+            boolean ok = agrees.test(best.config(), tmp);
+            return new Choice(key, ok ? best.config() : 0, candidate, best.ms(), incumbent, apartMs,
                     (ok ? "fused faster" : "fused disagreed") + also);
         } finally {
             residualsUnfused = unfused;
@@ -902,27 +914,9 @@ public abstract class Device implements AutoCloseable {
     }
 
     private Choice chooseNormConcatConv(NormConcatConv op, String key) {
-        long unfused = residualsUnfused;  // the timing runs are not the pass's launches
-        try (Temporary tmp = new Temporary()) {
-            Scratch lent = lender(tmp);
-            // timeMs's warm-up runs, before its capture, make the ops' own choices.
-            float threeOpsMs = timeMs(() -> unfusedNormConcatConv(op, lent), choiceReps);
-            java.util.List<String> refused = new java.util.ArrayList<>();
-            TileTime best = fastestTile(key, config -> fusedNormConcatConv(op, config), refused);
-            String also = refused.isEmpty() ? "" : " (" + String.join("; ", refused) + ")";
-            String candidate = best.config() == 0 ? "group norm prologue over a and b (no tile ran)"
-                    : "group norm prologue over a and b, " + igemmConfigName(best.config());
-            String incumbent = "concatenating group norm and convolutions";
-            if (best.config() == 0 || Boolean.FALSE.equals(forceChoice)
-                    || (forceChoice == null && !(best.ms() < threeOpsMs))) {
-                return new Choice(key, 0, candidate, best.ms(), incumbent, threeOpsMs, "ops apart faster" + also);
-            }
-            boolean ok = normConcatConvAgrees(op, best.config(), tmp);
-            return new Choice(key, ok ? best.config() : 0, candidate, best.ms(), incumbent, threeOpsMs,
-                    (ok ? "fused faster" : "fused disagreed") + also);
-        } finally {
-            residualsUnfused = unfused;
-        }
+        return chooseFused(key, "group norm prologue over a and b", "concatenating group norm and convolutions",
+                "ops apart faster", scratch -> unfusedNormConcatConv(op, scratch),
+                config -> fusedNormConcatConv(op, config), (config, tmp) -> normConcatConvAgrees(op, config, tmp));
     }
 
     /** Runs tile {@code config} into y and sc and whether both agree with the three ops' ({@link #agrees}). */
