@@ -101,6 +101,33 @@ void check_case(const Type& t, ktest::Rng& rng, const Case& c) {
         }
 }
 
+// gamma (x - mean) rstd + beta (then SiLU if silu) over each sample's groups of x (N, H, W, Cin) in double: the biased
+// variance about the exact mean, eps 1e-5 (Wu & He 2018, Eq. 3-4).
+vector<double> group_norm_reference(const Case& c, const vector<double>& x, const vector<float>& gamma,
+                                    const vector<float>& beta, int groups, bool silu) {
+    vector<double> g(x.size());
+    const int Cg = c.Cin / groups, HW = c.H * c.W;
+    const double count = double(HW) * Cg;
+    for (int n = 0; n < c.N; n++)
+        for (int gr = 0; gr < groups; gr++) {
+            auto at = [&](int p, int ch) { return (size_t(n) * HW + p) * c.Cin + ch; };
+            double sum = 0, ssd = 0;
+            for (int p = 0; p < HW; p++)
+                for (int ch = gr * Cg; ch < (gr + 1) * Cg; ch++) sum += x[at(p, ch)];
+            const double mean = sum / count;
+            for (int p = 0; p < HW; p++)
+                for (int ch = gr * Cg; ch < (gr + 1) * Cg; ch++) ssd += (x[at(p, ch)] - mean) * (x[at(p, ch)] - mean);
+            const double rstd = 1.0 / std::sqrt(ssd / count + 1e-5);
+            for (int p = 0; p < HW; p++)
+                for (int ch = gr * Cg; ch < (gr + 1) * Cg; ch++) {
+                    double u = (x[at(p, ch)] - mean) * rstd * gamma[ch] + beta[ch];
+                    if (silu) u = u / (1.0 + std::exp(-u));
+                    g[at(p, ch)] = u;
+                }
+        }
+    return g;
+}
+
 // The upsampling convolution (onestep_upsample_conv_igemm_typed): conv3x3(upsample2x(x)) + bias against the double
 // reference written out on the upsampled tensor, every tile, odd and 1-pixel inputs, with and without the bias.
 void check_upsample(const Type& t, ktest::Rng& rng, int N, int H, int W, int Cin, int Cout) {
@@ -194,35 +221,14 @@ void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int v
         std::memcpy(x.b.p, bits.data(), nx * 2);
     }
     const bool silu = variant != 1, pre = variant != 1, resid = variant != 1, with_ab = variant == 0;
-    const int Cg = c.Cin / groups;
-    vector<double> g(nx);
-    for (int n = 0; n < c.N; n++)
-        for (int gr = 0; gr < groups; gr++) {
-            auto value = [&](size_t i, int ch) {
-                double v = x.v[i];
-                if (pre) v += double(xb.v[ch]) + (double(add.v[size_t(n) * c.Cin + ch]) + (with_ab ? ab.v[ch] : 0.0));
-                return v;
-            };
-            double sum = 0, ssd = 0;
-            const double count = double(c.H) * c.W * Cg;
-            for (int p = 0; p < c.H * c.W; p++)
-                for (int ch = gr * Cg; ch < (gr + 1) * Cg; ch++)
-                    sum += value((size_t(n) * c.H * c.W + p) * c.Cin + ch, ch);
-            const double mean = sum / count;
-            for (int p = 0; p < c.H * c.W; p++)
-                for (int ch = gr * Cg; ch < (gr + 1) * Cg; ch++) {
-                    const double d = value((size_t(n) * c.H * c.W + p) * c.Cin + ch, ch) - mean;
-                    ssd += d * d;
-                }
-            const double rstd = 1.0 / std::sqrt(ssd / count + 1e-5);
-            for (int p = 0; p < c.H * c.W; p++)
-                for (int ch = gr * Cg; ch < (gr + 1) * Cg; ch++) {
-                    const size_t i = (size_t(n) * c.H * c.W + p) * c.Cin + ch;
-                    double u = (value(i, ch) - mean) * rstd * gamma.v[ch] + beta.v[ch];
-                    if (silu) u = u / (1.0 + std::exp(-u));
-                    g[i] = u;
-                }
-        }
+    vector<double> xs(nx);  // x' = x + x_bias + (add + add_bias), in double
+    for (size_t i = 0; i < nx; i++) {
+        const int ch = int(i % c.Cin);
+        const size_t n = i / (size_t(c.H) * c.W * c.Cin);
+        xs[i] = x.v[i];
+        if (pre) xs[i] += double(xb.v[ch]) + (double(add.v[n * c.Cin + ch]) + (with_ab ? ab.v[ch] : 0.0));
+    }
+    const vector<double> g = group_norm_reference(c, xs, gamma.v, beta.v, groups, silu);
     vector<double> ref, mag;
     conv_reference(c, g, w.v, ref, mag);
     if (resid)
@@ -300,31 +306,7 @@ void check_concat(const Type& t, ktest::Rng& rng, const Case& c, int Ca, int gro
             const float sum = biased ? v + (from_a ? ab.v[ch] : bb.v[ch - Ca]) : v;  // fp32, as the kernel adds
             x[p * c.Cin + ch] = ktest::round_to(t.f, double(sum));
         }
-    vector<double> g = x;
-    if (norm) {
-        const int Cg = c.Cin / groups, HW = c.H * c.W;
-        const double count = double(HW) * Cg;
-        for (int n = 0; n < c.N; n++)
-            for (int gr = 0; gr < groups; gr++) {
-                double sum = 0, ssd = 0;
-                for (int p = 0; p < HW; p++)
-                    for (int ch = gr * Cg; ch < (gr + 1) * Cg; ch++) sum += x[(size_t(n) * HW + p) * c.Cin + ch];
-                const double mean = sum / count;
-                for (int p = 0; p < HW; p++)
-                    for (int ch = gr * Cg; ch < (gr + 1) * Cg; ch++) {
-                        const double d = x[(size_t(n) * HW + p) * c.Cin + ch] - mean;
-                        ssd += d * d;
-                    }
-                const double rstd = 1.0 / std::sqrt(ssd / count + 1e-5);
-                for (int p = 0; p < HW; p++)
-                    for (int ch = gr * Cg; ch < (gr + 1) * Cg; ch++) {
-                        const size_t i = (size_t(n) * HW + p) * c.Cin + ch;
-                        double u = (x[i] - mean) * rstd * gamma.v[ch] + beta.v[ch];
-                        if (silu) u = u / (1.0 + std::exp(-u));
-                        g[i] = u;
-                    }
-            }
-    }
+    const vector<double> g = norm ? group_norm_reference(c, x, gamma.v, beta.v, groups, silu) : x;
     vector<double> ref, mag;
     conv_reference(c, g, w.v, ref, mag);
     if (resid)
