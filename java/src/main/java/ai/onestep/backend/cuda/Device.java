@@ -568,8 +568,8 @@ public abstract class Device implements AutoCloseable {
         return onestep_conv2d_igemm_config_cluster(config);
     }
 
-    /** Whether a timed convolution choice times the tiles split over a cluster; {@link EmulatedDevice}: no. */
-    protected boolean timesClusterTiles() {
+    /** Whether a timed convolution choice times tile {@code config}; {@link EmulatedDevice}: three of the plain ones. */
+    protected boolean timesTile(int config) {
         return true;
     }
 
@@ -1289,8 +1289,8 @@ public abstract class Device implements AutoCloseable {
     }
 
     /**
-     * Times {@code run} on each tile of our implicit GEMM ({@link #timeMs}; the cluster tiles only where {@link
-     * #timesClusterTiles}) and returns the fastest. A tile the library refuses for the shape (UNSUPPORTED: a cluster
+     * Times {@code run} on each tile of our implicit GEMM that {@link #timesTile} allows ({@link #timeMs}) and returns
+     * the fastest. A tile the library refuses for the shape (UNSUPPORTED: a cluster
      * tile below sm_90, rows that do not fit) is left out silently; one that fails otherwise (registers, shared memory)
      * too, with a line naming it, logged (null) or added to {@code refusals}.
      */
@@ -1298,7 +1298,7 @@ public abstract class Device implements AutoCloseable {
         int best = 0;
         float bestMs = Float.POSITIVE_INFINITY;
         for (int c = 1; c <= igemmConfigs(); c++) {
-            if (igemmConfigCluster(c) > 1 && !timesClusterTiles()) {
+            if (!timesTile(c)) {
                 continue;
             }
             int config = c;
