@@ -591,15 +591,15 @@ static igemm::NormIn<T> typed(const NormArgs& a) {
                             a.silu,                            a.stats};
 }
 
-// The checks and launch of the entry points; `up`: x is (N, H / 2, W / 2, Cin), upsampled 2x on the fly; x2 non-null:
-// the input is [x, x2] along channels, x with Ca of the Cin; norm: the prologue's operands, or null.
+// The checks and launch of the entry points; `up`: x is (N, H / 2, W / 2, Cin), upsampled 2x on the fly; concat: the
+// input is [x, x2] along channels (x2 may not be null), x with Ca of the Cin; norm: the prologue's operands, or null.
 static onestep_status igemm_impl(const char* fn, const void* x, const void* w_krsc, const void* bias, const void* z,
                                  void* y, int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride,
                                  int padding, int up, int config, onestep_dtype dtype, cudaStream_t stream,
-                                 const NormArgs* norm = nullptr, const void* x2 = nullptr, int Ca = 0,
-                                 const void* pair_w = nullptr, void* pair_y = nullptr) {
+                                 const NormArgs* norm = nullptr, bool concat = false, const void* x2 = nullptr,
+                                 int Ca = 0, const void* pair_w = nullptr, void* pair_y = nullptr) {
     char cat[48] = "";
-    if (x2) std::snprintf(cat, sizeof cat, " (Ca=%d, Cb=%d)", Ca, Cin - Ca);
+    if (concat) std::snprintf(cat, sizeof cat, " (Ca=%d, Cb=%d)", Ca, Cin - Ca);
     ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d%s, KH=%d, KW=%d, Cout=%d, stride=%d, padding=%d, config=%d, %s", N,
                    H >> up, W >> up, Cin, cat, KH, KW, Cout, stride, padding, config, onestep::dtype_name(dtype));
     if (dtype != ONESTEP_FLOAT16 && dtype != ONESTEP_BFLOAT16)
@@ -611,12 +611,14 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
     if (config < 0 || config > igemm::kConfigs)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "config must be 0 (auto) to %d", igemm::kConfigs);
     if (Cin % 16) return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "Cin must be a multiple of 16");
-    if (!x || !w_krsc || !y) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL pointer");
-    if (y == x) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, x2 ? "y must not alias a" : "y must not alias x");
+    if (!x || !w_krsc || !y || (concat && !x2))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL pointer");
+    if (y == x)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, concat ? "y must not alias a" : "y must not alias x");
     if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w_krsc)) % 16)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
-                    x2 ? "a and w must be 16-byte aligned (cp.async)" : "x and w must be 16-byte aligned (cp.async)");
-    if (x2) {
+                    concat ? "a and w must be 16-byte aligned (cp.async)" : "x and w must be 16-byte aligned (cp.async)");
+    if (concat) {
         // Each 16-deep step's channels in one source: both widths multiples of 16.
         if (Ca < 16 || Ca % 16 || Cin - Ca < 16)
             return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "Ca and Cb must be multiples of 16 (at least 16)");
@@ -667,7 +669,7 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
         for (const void* p : {norm->gamma, norm->beta, norm->x_bias, norm->add, norm->add_bias, norm->x2_bias})
             if (p && p == y)
                 return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
-                            x2 ? "y must not alias gamma, beta, a_bias or b_bias"
+                            concat ? "y must not alias gamma, beta, a_bias or b_bias"
                                : "y must not alias gamma, beta, x_bias, add or add_bias");
         if (config == 0 && (config = igemm::pick(s, norm->groups)) == 0)
             return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "no tile takes the group norm prologue here");
@@ -726,12 +728,8 @@ extern "C" onestep_status onestep_concat_conv2d_igemm_typed(const void* a, const
     // are added and rounded as the tiles land (the prologue's instance, without statistics).
     const NormArgs biases{nullptr, nullptr, a_bias, nullptr, nullptr, b_bias, 1, 1.f, 0, 0};
     const bool biased = a_bias || b_bias;
-    if (!b) {
-        ONESTEP_SHAPES("N=%d, H=%d, W=%d, Ca=%d, Cb=%d", N, H, W, Ca, Cb);
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_concat_conv2d_igemm_typed", shapes, "NULL pointer");
-    }
     return igemm_impl("onestep_concat_conv2d_igemm_typed", a, w_krsc, bias, z, y, N, H, W, Ca + Cb, KH, KW, Cout,
-                      stride, padding, 0, config, dtype, stream, biased ? &biases : nullptr, b, Ca);
+                      stride, padding, 0, config, dtype, stream, biased ? &biases : nullptr, true, b, Ca);
 }
 
 extern "C" onestep_status onestep_groupnorm_concat_conv2d_igemm_typed(
@@ -739,14 +737,9 @@ extern "C" onestep_status onestep_groupnorm_concat_conv2d_igemm_typed(
     int groups, float eps, int silu, const void* w_krsc, const void* bias, const void* z, void* y,
     const void* w_sc_krsc, void* y_sc, int N, int H, int W, int Ca, int Cb, int KH, int KW, int Cout, int stride,
     int padding, int config, onestep_dtype dtype, cudaStream_t stream) {
-    if (!b) {
-        ONESTEP_SHAPES("N=%d, H=%d, W=%d, Ca=%d, Cb=%d", N, H, W, Ca, Cb);
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_groupnorm_concat_conv2d_igemm_typed", shapes,
-                    "NULL pointer");
-    }
     const NormArgs norm{gamma, beta, a_bias, nullptr, nullptr, b_bias, groups, eps, silu, 1};
     return igemm_impl("onestep_groupnorm_concat_conv2d_igemm_typed", a, w_krsc, bias, z, y, N, H, W, Ca + Cb, KH, KW,
-                      Cout, stride, padding, 0, config, dtype, stream, &norm, b, Ca, w_sc_krsc, y_sc);
+                      Cout, stride, padding, 0, config, dtype, stream, &norm, true, b, Ca, w_sc_krsc, y_sc);
 }
 
 extern "C" onestep_status onestep_upsample_conv_igemm_typed(const void* x, const void* w_krsc, const void* bias,

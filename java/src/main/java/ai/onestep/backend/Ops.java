@@ -504,17 +504,18 @@ public abstract class Ops {
         if (wShortcut != null) {
             checkConv(op, cat, wShortcut, null, null, 1, 0, "shortcut output sc", sc);
         }
-        for (Tensor out : new Tensor[] {cat, g, y, sc}) {
-            String name = out == cat ? "cat" : out == g ? "g" : out == y ? "y" : "sc";
-            if (out != null) {
-                disjoint(op, name, out, "a", a);
-                disjoint(op, name, out, "b", b);
-            }
-        }
+        disjoint(op, "cat", cat, "a", a);
+        disjoint(op, "cat", cat, "b", b);
+        disjoint(op, "g", g, "a", a);
+        disjoint(op, "g", g, "b", b);
+        disjoint(op, "y", y, "a", a);
+        disjoint(op, "y", y, "b", b);
         disjoint(op, "g", g, "cat", cat);
         disjoint(op, "y", y, "cat", cat);
         disjoint(op, "y", y, "g", g);
         if (sc != null) {
+            disjoint(op, "sc", sc, "a", a);
+            disjoint(op, "sc", sc, "b", b);
             disjoint(op, "sc", sc, "cat", cat);
             disjoint(op, "sc", sc, "y", y);
         }

@@ -170,7 +170,7 @@ final class ResnetBlock2D implements AutoCloseable {
     private Tensor conv2Residual(Context c, Tensor x, Tensor h, Tensor g, Tensor scGiven) {
         Tensor bias = conv2.bias.value(), sc = x;
         if (convShortcut != null) {
-            bias = foldedBiasSum(c);
+            bias = scGiven != null ? biasSum : foldedBiasSum(c);  // scGiven: forwardConcat folded it this forward
             if (bias == null) {
                 return null;
             }

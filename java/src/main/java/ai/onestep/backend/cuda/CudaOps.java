@@ -1080,12 +1080,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
             long[] x2 = inTakingBias(x, op, type), a2 = inTakingBias(add, op, type);
             long pgam = in(gamma, op, type), pbet = in(beta, op, type);
             long pw = in(w, op, type), pb = in(b, op, type), pz = in(z, op, type);
-            // Weights a folding pass computed (the attention's packed q/k/v projection) are a constant of the pass:
-            // their KRSC copy is kept with it.
             long wk = krscOf(w, pw, type);
-            if (wk == 0 && pass != null && device.convUsesKrsc()) {
-                wk = pass.krscOfConstant(w, type, (long) w.dim(0) * w.dim(1) * w.dim(2), w.dim(3), op);
-            }
             long pg = out(g, op, type), pm = out(mean, op), pr = out(rstd, op), py = out(y, op, type);
             boolean deferred = z == null && deferBias(device.convBiasSeparate(), y, pb, type);
             device.groupNormConv(x2[0], x2[1], a2[0], a2[1], pgam, pbet, groups, eps, silu, pg, pm, pr, pw, wk,
@@ -1127,12 +1122,20 @@ public final class CudaOps extends Ops implements AutoCloseable {
         });
     }
 
-    /** The KRSC copy of registered convolution weights w (device copy pw) where the device reads KRSC, else 0. */
+    /**
+     * The kept KRSC copy of convolution weights w (device copy pw) where the device reads KRSC, else 0: a registered
+     * parameter's ({@link ParameterStore#krsc}), or inside a pass a constant's, such as weights the pass's folding
+     * computed (the attention's packed q/k/v projection; {@link Residency#krscOfConstant}).
+     */
     private long krscOf(Tensor w, long pw, Precision type) {
-        if (device.convUsesKrsc() && pw == parameters.peek(w.segment().address(), w.size() * Float.BYTES, type)) {
-            return parameters.krsc(w, type, (long) w.dim(0) * w.dim(1) * w.dim(2), w.dim(3));
+        if (!device.convUsesKrsc()) {
+            return 0;
         }
-        return 0;
+        long rows = (long) w.dim(0) * w.dim(1) * w.dim(2);
+        if (pw == parameters.peek(w.segment().address(), w.size() * Float.BYTES, type)) {
+            return parameters.krsc(w, type, rows, w.dim(3));
+        }
+        return pass != null ? pass.krscOfConstant(w, type, rows, w.dim(3), "conv2d") : 0;
     }
 
     @Override
