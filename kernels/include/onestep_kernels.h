@@ -229,6 +229,19 @@ onestep_status onestep_attention_forward_qkv_kernel_typed(const void* qkv, const
                                                           float softmax_scale, int kernel, onestep_dtype dtype,
                                                           cudaStream_t stream);
 
+/* An attention block's attention, output projection and residual in one launch (fp16/bf16, D 32 or 64, else
+ * ONESTEP_ERROR_UNSUPPORTED): y (B, T, H*D) = attention(qkv) w + out_bias + z, where attention(qkv) is
+ * onestep_attention_forward_qkv_typed's o on the packed projection and its bias (no key lengths), rounded to dtype as
+ * that kernel stores it (not its bits: the softmax runs over 32-key tiles), and w_krsc is the projection's (H*D, H*D)
+ * weight transposed, [out][in] (a 1x1 convolution's KRSC weights; to_out.0's (in, out) weight transposed). out_bias
+ * (H*D) and z (B, T, H*D) may be NULL; the product is accumulated in fp32, the bias and z added in fp32 and y rounded
+ * once, as onestep_linear_residual_typed does. z may be y itself; y must not overlap qkv or w_krsc. No o and no lse
+ * are written: an inference graph's node where there were two. */
+onestep_status onestep_attention_residual_qkv_typed(const void* qkv, const void* qkv_bias, const void* w_krsc,
+                                                    const void* out_bias, const void* z, void* y, int B, int H, int T,
+                                                    int D, float softmax_scale, onestep_dtype dtype,
+                                                    cudaStream_t stream);
+
 /* y (n elements of type `to`) = x (n elements of type `from`), rounding to nearest even when narrowing
  * (NaN stays NaN, overflow gives inf); from == to copies. */
 onestep_status onestep_convert(const void* x, onestep_dtype from, void* y, onestep_dtype to, long long n,

@@ -661,6 +661,124 @@ static cudaError_t split_launch(const T* q, const T* k, const T* v, T* o, float*
     return cudaErrorInvalidValue;  // D = 128: four warps' K and V^T tiles would not fit 48 KB
 }
 
+// ---- the attention with its output projection and residual in one launch (twentieth session) -------------------
+// An attention block at inference is the attention, then to_out.0 with the residual (y = O W + b + x, cuBLASLt's bias
+// epilogue): two graph nodes, at batch 1 ~12 us of attention and ~5 us of GEMM launch for 16 MFLOP (the seventeenth
+// session's profile), with O stored and read back between them. Here a block owns 16 query rows of one sample, every
+// head of them, and then their output rows:
+//   1. warp w computes heads w, w + 4, ... for the 16 rows: FA2's tile step over all keys, 32-key tiles staged by the
+//      warp itself (the split-keys kernel's [key][d] layout, read by ldmatrix), O divided by l and rounded to T into a
+//      shared 16 x C tile, the bits the attention kernel would have stored for O (not its bits: 32-key tiles instead
+//      of 64 change the order of the online softmax's rescaling, as the split-keys kernel's do);
+//   2. after one barrier, warp w computes output columns [32 w, 32 w + 32), [32 (w + 4), ...) of the 16 rows on
+//      tensor cores: A fragments from the O tile, B fragments straight from W's KRSC copy (w[co][ci], to_out's weight
+//      transposed: two consecutive input channels of one output channel are one 32-bit load), fp32 accumulation; the
+//      bias and the residual z are added in fp32 and y is rounded once, as the unfused GEMM's epilogue does.
+// So the two nodes are one, O never reaches memory, and each block reads all of W (C^2 values, from L2). That pays at
+// batch 1 (16 blocks at the CIFAR U-Net's T = 256) and is a loss at batch 64 (1024 blocks each reading W); the CUDA
+// backend times it against the two ops per shape and keeps the faster.
+constexpr int kOutWarps = 4, kOutKeys = 32;
+
+template <typename T, int D>
+struct OutSmem {
+    static constexpr int kPitch = D + 8;                                         // a K or V row, elements
+    static constexpr int kTileBytes = 2 * kOutKeys * kPitch * int(sizeof(T));  // one warp's K and V
+    // The warps' tiles, then O's 16 rows of C + 8 elements: a row is C / 2 + 4 words, so the A fragments' 8 rows x 4
+    // words fall in 32 different banks.
+    static size_t bytes(int C) { return size_t(kOutWarps) * kTileBytes + 16 * size_t(C + 8) * sizeof(T); }
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kOutWarps * 32)
+    out_forward_kernel(const T* __restrict__ qkv, Biases<T> bias, const T* __restrict__ w,
+                       const T* __restrict__ out_bias, const T* z, T* y, int Tn, int H, float scale_log2) {
+    await_predecessors();
+    using S = OutSmem<T, D>;
+    ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int C = H * D, P = C + 8;
+    T* Ks = reinterpret_cast<T*>(smem + warp * S::kTileBytes);
+    T* Vs = Ks + kOutKeys * S::kPitch;
+    T* Os = reinterpret_cast<T*>(smem + kOutWarps * S::kTileBytes);
+    const int r_lo = blockIdx.x * 16 + g, r_hi = r_lo + 8;
+    const long long ld = 3LL * C, sample = (long long)blockIdx.y * Tn * ld;  // packed rows: q, k, v features
+    const T *q = qkv, *k = qkv + C, *v = qkv + 2 * C;
+
+    for (int h = warp; h < H; h += kOutWarps) {
+        const long long head = sample + (long long)h * D;
+        uint32_t qa[D / 16][4];
+        float oacc[D / 8][4];
+        load_q<T, D>(qa, oacc, q, head, ld, r_lo, r_hi, Tn, t, h, bias.q);
+        float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
+        for (int k0 = 0; k0 < Tn; k0 += kOutKeys) {
+            __syncwarp();  // this warp's previous tile is read
+            stage_kv_rows<T, D, kOutKeys, S::kPitch>(Ks, Vs, k, v, head, ld, k0, Tn, h, bias, lane, 32);
+            __syncwarp();
+            tile_step<T, D, kOutKeys, S::kPitch, S::kPitch, true>(qa, Ks, Vs, k0, Tn, scale_log2, g, t, m_lo, m_hi,
+                                                                  l_lo, l_hi, oacc);
+        }
+        // Every row sees all Tn >= 1 keys (rows past Tn too, with q = 0: computed, never stored), so l >= 1.
+        const float inv_lo = 1.0f / quad_sum(l_lo), inv_hi = 1.0f / quad_sum(l_hi);
+#pragma unroll
+        for (int dn = 0; dn < D / 8; dn++) {
+            const int c = h * D + dn * 8 + 2 * t;
+            store_as<uint32_t>(Os + g * P + c, pack<T>(oacc[dn][0] * inv_lo, oacc[dn][1] * inv_lo));
+            store_as<uint32_t>(Os + (g + 8) * P + c, pack<T>(oacc[dn][2] * inv_hi, oacc[dn][3] * inv_hi));
+        }
+    }
+    __syncthreads();  // the 16 x C tile of O is complete
+
+    for (int c0 = warp * 32; c0 < C; c0 += kOutWarps * 32) {
+        float acc[4][4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+        for (int kk = 0; kk < C; kk += 16) {
+            const uint32_t a[4] = {load_as<uint32_t>(Os + g * P + kk + 2 * t),
+                                   load_as<uint32_t>(Os + (g + 8) * P + kk + 2 * t),
+                                   load_as<uint32_t>(Os + g * P + kk + 8 + 2 * t),
+                                   load_as<uint32_t>(Os + (g + 8) * P + kk + 8 + 2 * t)};
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const T* wr = w + (long long)(c0 + 8 * j + g) * C + kk + 2 * t;  // B column g: output channel
+                mma<T>(acc[j], a, load_as<uint32_t>(wr), load_as<uint32_t>(wr + 8));
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int col = c0 + 8 * j + 2 * t;
+            const float b0 = out_bias ? to_f32(out_bias[col]) : 0.0f, b1 = out_bias ? to_f32(out_bias[col + 1]) : 0.0f;
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                const int r = half ? r_hi : r_lo;
+                if (r >= Tn) continue;
+                const long long at = ((long long)blockIdx.y * Tn + r) * C + col;
+                float z0 = 0.0f, z1 = 0.0f;
+                if (z) z0 = to_f32(z[at]), z1 = to_f32(z[at + 1]);
+                store_as<uint32_t>(y + at, pack<T>(acc[j][2 * half] + b0 + z0, acc[j][2 * half + 1] + b1 + z1));
+            }
+        }
+    }
+}
+
+template <typename T>
+static cudaError_t out_launch(const T* qkv, Biases<T> bias, const T* w, const T* out_bias, const T* z, T* y, int B,
+                              int H, int Tn, int D, float scale, cudaStream_t stream) {
+    const dim3 grid(ceil_div(Tn, 16), unsigned(B)), block(kOutWarps * 32);
+    const float scale_log2 = scale * 1.4426950408889634f;  // log2(e)
+    const auto run = [&](auto kernel, size_t smem) {
+        if (smem > 48 * 1024) {
+            // Above 48 KiB a kernel must opt in (sm_80: up to 163 KiB, sm_90: 227 KiB).
+            const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+            if (e != cudaSuccess) return e;
+        }
+        return ::onestep::launch_dependent(kernel, grid, block, smem, stream, qkv, bias, w, out_bias, z, y, Tn, H,
+                                           scale_log2);
+    };
+    if (D == 32) return run(out_forward_kernel<T, 32>, OutSmem<T, 32>::bytes(H * D));
+    if (D == 64) return run(out_forward_kernel<T, 64>, OutSmem<T, 64>::bytes(H * D));
+    return cudaErrorInvalidValue;
+}
+
 template <typename T>
 static cudaError_t pipelined_launch(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk,
                                    int D, const int* kv_len, float scale, cudaStream_t stream, int tokens,
@@ -877,6 +995,57 @@ extern "C" onestep_status onestep_attention_forward_qkv_kernel_typed(const void*
                    kernel == 1   ? attention::Path::SplitKeys
                    : kernel == 2 ? attention::Path::Pipelined
                                  : attention::Path::Auto);
+}
+
+extern "C" onestep_status onestep_attention_residual_qkv_typed(const void* qkv, const void* qkv_bias,
+                                                               const void* w_krsc, const void* out_bias, const void* z,
+                                                               void* y, int B, int H, int T, int D,
+                                                               float softmax_scale, onestep_dtype dtype,
+                                                               cudaStream_t stream) {
+    const char* fn = "onestep_attention_residual_qkv_typed";
+    char shapes[160];
+    attention::describe(shapes, sizeof shapes, B, H, T, T, D, dtype);
+    if (const onestep_status s = attention::check_shapes(fn, shapes, B, H, T, T, D, dtype)) return s;
+    if (dtype == ONESTEP_FLOAT32 || D > 64)
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the attention with its output projection takes fp16 or "
+                    "bf16 with D 32 or 64");
+    if (!qkv || !w_krsc || !y) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "qkv, w_krsc and y must be non-null");
+    const auto misaligned = [](const void* p, unsigned bytes) {
+        return (reinterpret_cast<unsigned long long>(p) & (bytes - 1)) != 0;
+    };
+    if (misaligned(qkv, 16) || misaligned(qkv_bias, 16))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "qkv and qkv_bias must be 16-byte aligned (vector loads)");
+    if (misaligned(w_krsc, 4) || misaligned(out_bias, 4) || misaligned(z, 4) || misaligned(y, 4))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "w_krsc, out_bias, z and y must be 4-byte aligned");
+    if (!std::isfinite(softmax_scale))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "softmax_scale must be finite");
+    const size_t C = size_t(H) * D, elem = dtype_bytes(dtype);
+    const size_t smem = D == 32 ? attention::tc::OutSmem<__half, 32>::bytes(int(C))
+                                : attention::tc::OutSmem<__half, 64>::bytes(int(C));
+    if (smem > 227 * 1024)
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "H * D = %zu channels need %zu bytes of shared memory, "
+                    "above 227 KiB", C, smem);
+    // Every block reads all of qkv's keys and values while others write their rows of y: they must not overlap.
+    const auto overlap = [](const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
+        const auto pa = reinterpret_cast<unsigned long long>(a), pb = reinterpret_cast<unsigned long long>(b);
+        return pa < pb + b_bytes && pb < pa + a_bytes;
+    };
+    const size_t rows = size_t(B) * T;
+    if (overlap(y, rows * C * elem, qkv, rows * 3 * C * elem) || overlap(y, rows * C * elem, w_krsc, C * C * elem))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "y must not overlap qkv or w_krsc");
+    const float scale = attention::resolve_scale(softmax_scale, D);
+    cudaError_t e = cudaErrorInvalidValue;
+    const auto go = [&](auto tag) {
+        using E = decltype(tag);
+        const E* b = static_cast<const E*>(qkv_bias);
+        return attention::tc::out_launch(static_cast<const E*>(qkv),
+                                         attention::Biases<E>{b, b ? b + C : nullptr, b ? b + 2 * C : nullptr},
+                                         static_cast<const E*>(w_krsc), static_cast<const E*>(out_bias),
+                                         static_cast<const E*>(z), static_cast<E*>(y), B, H, T, D, scale, stream);
+    };
+    if (dtype == ONESTEP_FLOAT16) e = go(__half{});
+    else e = go(__nv_bfloat16{});
+    return check_launch(e, fn, shapes);
 }
 
 extern "C" onestep_status onestep_attention_forward(const float* q, const float* k, const float* v, float* o,

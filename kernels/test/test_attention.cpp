@@ -652,6 +652,139 @@ void check_split_refusals() {
            "an unknown kernel is refused: %s", onestep_last_error_message());
 }
 
+// The attention with its output projection and residual in one launch (onestep_attention_residual_qkv_typed) against
+// the double reference: the attention on the biased inputs as the kernel reads them (check_split's rounding), O rounded
+// to the format as the kernel stores it in shared memory, then O W + out_bias + z. Bound per element: O's error (the
+// typed forward's 2e-5 + u max|v| absolute, u |o| relative for the P and O roundings) through |W|'s column sums, plus
+// y's own rounding (u relative). And the L2 error of the projection's part, y - z - bias, at most 2u times the scale
+// of O's rounding errors carried through W (sqrt of the sum over y of sum_ci w^2 (o^2 + mean v^2): O's own rounding
+// and P's), which a wrong head, column or row (errors the size of O W itself) cannot meet. Variants: z = y in place, no z, no bias, no qkv bias.
+void check_residual(const Case& c, onestep_dtype dtype, uint64_t seed) {
+    const ktest::Format16& f = dtype == ONESTEP_FLOAT16 ? ktest::kHalf : ktest::kBf16;
+    std::printf("  attention + to_out %s B=%d H=%d T=%d D=%d qk_std=%g\n", dtype == ONESTEP_FLOAT16 ? "fp16" : "bf16",
+                c.B, c.H, c.Tq, c.D, c.qk_std);
+    ktest::Rng rng(seed);
+    vector<float> x[3];
+    vector<int> kv_len;
+    make_inputs(c, rng, x[0], x[1], x[2], kv_len);  // (B, H, T, D) each; no key lengths
+    const int HD = c.H * c.D, T = c.Tq;
+    const size_t rows = size_t(c.B) * T, C = size_t(HD);
+    vector<float> bias = rng.normals(3 * C, 0, 0.5), w = rng.normals(C * C, 0, 1 / std::sqrt(double(C)));
+    vector<float> out_bias = rng.normals(C, 0, 0.5), z = rng.normals(rows * C);
+    narrow(f, bias);
+    for (vector<float>& xj : x) narrow(f, xj);
+    vector<float> packed = pack_qkv(c, x);
+    for (int j = 0; j < 3; j++)  // what the kernel reads: each value plus its bias, rounded once
+        for (size_t i = 0; i < x[j].size(); i++) {
+            const int h = int(i / (size_t(T) * c.D)) % c.H, d = int(i % c.D);
+            x[j][i] = float(ktest::round_to(f, double(x[j][i]) + bias[j * HD + h * c.D + d]));
+        }
+    narrow(f, w);
+    vector<float> w_krsc(C * C);  // w is to_out's (in, out) weight; the kernel reads it as [out][in]
+    for (size_t ci = 0; ci < C; ci++)
+        for (size_t co = 0; co < C; co++) w_krsc[co * C + ci] = w[ci * C + co];
+    Buf16 qkv(narrow(f, packed)), qkv_b(narrow(f, bias)), w_out(narrow(f, w_krsc)), ob(narrow(f, out_bias));
+    Buf16 zb(narrow(f, z));
+    vector<double> o, lse;
+    reference(c, x[0], x[1], x[2], kv_len, 1.0 / std::sqrt(double(c.D)), o, lse);
+    double vmax = 0, omax = 0, wsum = 0;
+    for (float e : x[2]) vmax = std::max(vmax, double(std::fabs(e)));
+    for (double e : o) omax = std::max(omax, std::fabs(e));
+    for (size_t co = 0; co < C; co++) {
+        double s = 0;
+        for (size_t ci = 0; ci < C; ci++) s += std::fabs(w[ci * C + co]);
+        wsum = std::max(wsum, s);
+    }
+    const double u = ktest::unit_roundoff(f), o_err = 2e-5 + u * vmax + u * omax;
+    double vrms2 = 0;
+    for (float e : x[2]) vrms2 += double(e) * e / double(x[2].size());
+    // variant 0: everything; 1: z = y (in place); 2: no z; 3: no out bias; 4: no qkv bias (the reference then reads
+    // the unbiased values).
+    for (int variant = 0; variant < 5; variant++) {
+        const bool has_z = variant != 2, has_b = variant != 3, has_qb = variant != 4;
+        vector<double> want(rows * C, 0.0), proj(rows * C, 0.0);
+        double spread2 = 0;  // sum over y of sum_ci w^2 (o^2 + mean v^2): the scale of O's rounding errors through W
+        vector<double> oh = o;
+        if (!has_qb) {
+            vector<float> raw[3];
+            for (int j = 0; j < 3; j++) raw[j] = vector<float>(x[j].size());
+            for (int j = 0; j < 3; j++)  // the packed values without their bias (already in the format)
+                for (int b = 0; b < c.B; b++)
+                    for (int h = 0; h < c.H; h++)
+                        for (int t = 0; t < T; t++)
+                            for (int d = 0; d < c.D; d++)
+                                raw[j][((size_t(b) * c.H + h) * T + t) * c.D + d] =
+                                    packed[(size_t(b) * T + t) * 3 * C + j * C + h * c.D + d];
+            reference(c, raw[0], raw[1], raw[2], kv_len, 1.0 / std::sqrt(double(c.D)), oh, lse);
+        }
+        for (int b = 0; b < c.B; b++)
+            for (int t = 0; t < T; t++) {
+                const size_t r = size_t(b) * T + t;
+                for (size_t co = 0; co < C; co++) {
+                    double s = 0;
+                    for (int h = 0; h < c.H; h++)
+                        for (int d = 0; d < c.D; d++) {
+                            const double oe = ktest::round_to(f, oh[((size_t(b) * c.H + h) * T + t) * c.D + d]);
+                            const double we = w[(size_t(h) * c.D + d) * C + co];
+                            s += oe * we;
+                            spread2 += we * we * (oe * oe + vrms2);
+                        }
+                    proj[r * C + co] = s;
+                    want[r * C + co] = s + (has_b ? out_bias[co] : 0.0) + (has_z ? z[r * C + co] : 0.0);
+                }
+            }
+        Buf16 y(rows * C);
+        if (variant == 1) std::memcpy(y.p, zb.p, rows * C * 2);
+        const void* zp = variant == 1 ? static_cast<const void*>(y.p) : has_z ? zb.p : nullptr;
+        if (!ok(onestep_attention_residual_qkv_typed(qkv.p, has_qb ? qkv_b.p : nullptr, w_out.p, has_b ? ob.p : nullptr,
+                                                     zp, y.p, c.B, c.H, T, c.D, 0.f, dtype, nullptr),
+                "attention + to_out: %s") ||
+            !ktest::sync())
+            return;
+        vector<float> got = widen(f, y.p, y.n);
+        char what[96];
+        std::snprintf(what, sizeof what, "attention + to_out y (variant %d)", variant);
+        expect_close(what, got.data(), want.data(), want.size(), wsum * o_err + 1e-5, u + 1e-6);
+        double err2 = 0, ref2 = 0;
+        for (size_t i = 0; i < want.size(); i++) {
+            const double part = got[i] - (want[i] - proj[i]);  // the kernel's projection, bias and z taken off
+            err2 += (part - proj[i]) * (part - proj[i]);
+            ref2 += proj[i] * proj[i];
+        }
+        const double rel = std::sqrt(err2 / spread2);
+        char line[160];
+        std::snprintf(line, sizeof line, "attention + to_out (variant %d): L2 error of O W %.3g of its scale, at most "
+                      "2u = %.3g", variant, rel, 2 * u);
+        expect(rel <= 2 * u, "%s", line);
+        if (variant == 0)
+            std::printf("    L2 error of O W: %.3g of its rounding scale, %.3g relative (u = %.3g)\n", rel,
+                        std::sqrt(err2 / ref2), u);
+    }
+}
+
+void check_residual_refusals() {
+    Buf16 qkv(3 * 4 * 128), y(4 * 128), w(128 * 128);
+    expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, w.p, nullptr, nullptr, y.p, 1, 1, 4, 128, 0.f,
+                                                ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_UNSUPPORTED &&
+               std::strstr(onestep_last_error_message(), "D=128"),
+           "attention + to_out refuses D = 128 by name: %s", onestep_last_error_message());
+    expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, w.p, nullptr, nullptr, y.p, 1, 1, 4, 32, 0.f,
+                                                ONESTEP_FLOAT32, nullptr) == ONESTEP_ERROR_UNSUPPORTED,
+           "attention + to_out refuses fp32: %s", onestep_last_error_message());
+    expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, nullptr, nullptr, nullptr, y.p, 1, 1, 4, 32, 0.f,
+                                                ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "w_krsc"),
+           "attention + to_out refuses a null w_krsc by name: %s", onestep_last_error_message());
+    expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, w.p, nullptr, nullptr, qkv.p + 64, 1, 1, 4, 32, 0.f,
+                                                ONESTEP_BFLOAT16, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "overlap"),
+           "attention + to_out refuses y over qkv: %s", onestep_last_error_message());
+    expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, w.p, nullptr, nullptr, y.p + 1, 1, 1, 4, 32, 0.f,
+                                                ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "aligned"),
+           "attention + to_out refuses a misaligned y: %s", onestep_last_error_message());
+}
+
 int main() {
     const auto start = std::chrono::steady_clock::now();
     check_argument_errors();
@@ -723,5 +856,16 @@ int main() {
     for (const Case& c : pipelined)
         for (onestep_dtype t : {ONESTEP_FLOAT16, ONESTEP_BFLOAT16}) check_pipelined(c, t, seed++);
     check_split_refusals();
+    const Case residual[] = {
+        {1, 1, 1, 1, 32, 1.0, false},      // one token, one head: three warps idle
+        {2, 3, 45, 45, 32, 1.0, false},    // ragged: rows past T, a partial key tile, three heads
+        {2, 2, 70, 70, 32, 4.0, false},    // scores of order +-100 over three tiles: the running max
+        {1, 5, 40, 40, 64, 1.0, false},    // five heads: warp 0 takes two
+        {1, 8, 33, 33, 64, 1.0, false},    // C = 512: above 48 KiB of shared memory (the opt-in)
+        {1, 4, 256, 256, 64, 1.0, false},  // the CIFAR U-Net's 16x16 level at batch 1
+    };
+    for (const Case& c : residual)
+        for (onestep_dtype t : {ONESTEP_FLOAT16, ONESTEP_BFLOAT16}) check_residual(c, t, seed++);
+    check_residual_refusals();
     return ktest::finish("test_attention", start);
 }
