@@ -647,6 +647,11 @@ public abstract class Ops {
     public final void attentionPacked(Tensor qkv, int heads, Tensor o, Tensor lse) {
         String op = "attentionPacked";
         alive(op, qkv, o, lse);
+        checkPacked(op, qkv, heads, o, lse);
+        attentionPackedKernel(qkv, heads, o, lse);
+    }
+
+    private static void checkPacked(String op, Tensor qkv, int heads, Tensor o, Tensor lse) {
         rank(op, "qkv", qkv, 3);
         if (qkv.dim(2) % 3 != 0) {
             throw new TensorException(op + ": qkv " + qkv.describe() + " has " + qkv.dim(2)
@@ -659,7 +664,6 @@ public abstract class Ops {
         }
         shape(op, "o", o, qkv.dim(0), qkv.dim(1), c);
         shape(op, "lse", lse, qkv.dim(0), heads, qkv.dim(1));
-        attentionPackedKernel(qkv, heads, o, lse);
     }
 
     /**
@@ -676,6 +680,35 @@ public abstract class Ops {
             attentionKernel(q.reshape(Layout.ROWS, n, t, c), k.reshape(Layout.ROWS, n, t, c),
                     v.reshape(Layout.ROWS, n, t, c), heads, o, lse);
         }
+    }
+
+    /**
+     * {@code y = attentionPacked(qkv) w + b + z}: an attention block's attention, its output projection (w (C, C), b
+     * (C)) and its residual z, y and z (N, T, C), for inference graphs where {@link #fusesResidual} holds. o and lse
+     * are {@link #attentionPacked}'s outputs where the backend runs the ops apart; one that runs them as one launch
+     * leaves them as they were. y must not alias z or qkv.
+     */
+    public final void attentionResidual(Tensor qkv, int heads, Tensor o, Tensor lse, Tensor w, Tensor b, Tensor z,
+                                        Tensor y) {
+        String op = "attentionResidual";
+        if (z == null) {
+            throw new TensorException(op + ": residual z is null");
+        }
+        alive(op, qkv, o, lse, w, b, z, y);
+        checkPacked(op, qkv, heads, o, lse);
+        int rows = linearRows(op, o, w, y);
+        sameShape(op, "residual z", z, "y", y);
+        if (b != null) {
+            shape(op, "bias b", b, w.dim(1));
+        }
+        attentionResidualKernel(qkv, heads, o, lse, w, b, z, y, rows, w.dim(0), w.dim(1));
+    }
+
+    /** Host backends: {@link #attentionPackedKernel}, then {@link #linearResidualKernel} (those ops' bits). */
+    protected void attentionResidualKernel(Tensor qkv, int heads, Tensor o, Tensor lse, Tensor w, Tensor b, Tensor z,
+                                           Tensor y, int rows, int in, int out) {
+        attentionPackedKernel(qkv, heads, o, lse);
+        linearResidualKernel(o, w, b, z, y, rows, in, out);
     }
 
     /**

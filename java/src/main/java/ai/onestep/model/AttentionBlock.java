@@ -17,9 +17,10 @@ import java.util.List;
  * that folds constants ({@link Ops#passConstants}), q, k and v come from one GEMM against the three weights
  * concatenated, [W_q | W_k | W_v] (C, 3C), whose concatenation the fold does once per capture: one launch instead
  * of three, the same products. There too ({@link Ops#fusesResidual}), to_out.0 and the residual run as one
- * {@link Ops#linearResidual}. Where the backend also fuses a group norm into the convolution it feeds
- * ({@link Ops#fusesNormConv}), the group norm and that GEMM are one {@link Ops#groupNormConv2d}: the packed weights are
- * a 1x1 convolution's.
+ * {@link Ops#linearResidual}, and with the attention before them as one {@link Ops#attentionResidual} where the block
+ * does not rescale its output (the backend may run those as one launch). Where the backend also fuses a group norm
+ * into the convolution it feeds ({@link Ops#fusesNormConv}), the group norm and that GEMM are one
+ * {@link Ops#groupNormConv2d}: the packed weights are a 1x1 convolution's.
  */
 final class AttentionBlock implements AutoCloseable {
     final GroupNorm groupNorm;
@@ -55,9 +56,7 @@ final class AttentionBlock implements AutoCloseable {
             pack(fold, ch);
             Tensor qkv = groupNorm.forwardConv(c, x, null, packedWeight.reshape(Layout.HWIO, 1, 1, ch, 3 * ch),
                     packedBias, 1, 0, null);
-            c.ops.attentionPacked(qkv.reshape(Layout.ROWS, n, t, 3 * ch), heads, o, lse);
-            q = k = v = null;  // (inference: no backward)
-            return afterAttention(c, x, n, t, ch);
+            return packedAttention(c, x, qkv.reshape(Layout.ROWS, n, t, 3 * ch), n, t, ch);
         }
         Tensor h = groupNorm != null ? groupNorm.forward(c, x) : x;
         Tensor tokens = h.reshape(Layout.ROWS, n, t, ch);
@@ -65,14 +64,30 @@ final class AttentionBlock implements AutoCloseable {
             pack(fold, ch);
             Tensor qkv = c.alloc(Layout.ROWS, n, t, 3 * ch);
             c.ops.linear(tokens, packedWeight, packedBias, qkv);
-            c.ops.attentionPacked(qkv, heads, o, lse);
-            q = k = v = null;  // (inference: no backward)
+            return packedAttention(c, x, qkv, n, t, ch);
         } else {
             q = toQ.forward(c, tokens);
             k = toK.forward(c, tokens);
             v = toV.forward(c, tokens);
             c.ops.attention(q, k, v, heads, o, lse);
         }
+        return afterAttention(c, x, n, t, ch);
+    }
+
+    /**
+     * The attention on the packed projection qkv (n, t, 3 ch), then to_out.0, the residual x and the rescaling. Where
+     * residuals fuse and there is no rescaling, the three as one {@link Ops#attentionResidual}, which the backend may
+     * run as one launch.
+     */
+    private Tensor packedAttention(Context c, Tensor x, Tensor qkv, int n, int t, int ch) {
+        q = k = v = null;  // (inference: no backward)
+        if (c.ops.fusesResidual() && rescale == 1) {
+            Tensor y = c.alloc(Layout.ROWS, n, t, ch);
+            c.ops.attentionResidual(qkv, heads, o, lse, toOut.weight.value(), toOut.bias.value(),
+                    x.reshape(Layout.ROWS, n, t, ch), y);
+            return y.reshape(Layout.NHWC, x.shape());
+        }
+        c.ops.attentionPacked(qkv, heads, o, lse);
         return afterAttention(c, x, n, t, ch);
     }
 

@@ -232,6 +232,20 @@ public final class OnestepKernels {
                                                                         @Cast("onestep_dtype") int dtype,
                                                                         @Cast("cudaStream_t") long stream);
 
+    /**
+     * The attention on one packed projection, to_out's projection and the residual in one launch (fp16/bf16, d 32 or
+     * 64): y (B, T, H*D) = attention(qkv) w + outBias + z, with {@code wKrsc} the projection's weight as [out][in];
+     * outBias and z may be 0, z may be y. No o or lse is written.
+     */
+    public static native int onestep_attention_residual_qkv_typed(@Cast("const void*") long qkv,
+                                                                  @Cast("const void*") long qkvBias,
+                                                                  @Cast("const void*") long wKrsc,
+                                                                  @Cast("const void*") long outBias,
+                                                                  @Cast("const void*") long z, @Cast("void*") long y,
+                                                                  int b, int h, int t, int d, float softmaxScale,
+                                                                  @Cast("onestep_dtype") int dtype,
+                                                                  @Cast("cudaStream_t") long stream);
+
     public static native int onestep_attention_backward_typed(@Cast("const void*") long q, @Cast("const void*") long k,
                                                               @Cast("const void*") long v, @Cast("const void*") long o,
                                                               @Cast("const void*") long dout,

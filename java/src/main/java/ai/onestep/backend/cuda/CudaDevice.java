@@ -100,6 +100,7 @@ public final class CudaDevice extends Device {
         slabGroupNorm(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.slabGroupNorm")));
         graphTiming(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.graphTiming")));
         clusterGroupNorm(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.clusterGroupNorm")));
+        fuseAttentionResidual(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.fuseAttentionOut")));
         if (Boolean.getBoolean("onestep.cuda.pdl")) {
             try {
                 programmaticLaunch(true);

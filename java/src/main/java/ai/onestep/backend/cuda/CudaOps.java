@@ -1123,7 +1123,8 @@ public final class CudaOps extends Ops implements AutoCloseable {
     }
 
     /**
-     * The kept KRSC copy of convolution weights w (device copy pw) where the device reads KRSC, else 0: a registered
+     * The kept KRSC copy of convolution weights w (device copy pw; or a linear's (in, out) weights, whose copy is
+     * [out][in], a 1x1 convolution's) where the device reads KRSC, else 0: a registered
      * parameter's ({@link ParameterStore#krsc}), or inside a pass a constant's, such as weights the pass's folding
      * computed (the attention's packed q/k/v projection; {@link Residency#krscOfConstant}).
      */
@@ -1131,11 +1132,13 @@ public final class CudaOps extends Ops implements AutoCloseable {
         if (!device.convUsesKrsc()) {
             return 0;
         }
-        long rows = (long) w.dim(0) * w.dim(1) * w.dim(2);
+        // HWIO convolution weights (KH, KW, Cin, Cout) or a linear's (in, out): rows of Cout (out) values either way.
+        int cols = w.dim(w.rank() - 1);
+        long rows = w.size() / cols;
         if (pw == parameters.peek(w.segment().address(), w.size() * Float.BYTES, type)) {
-            return parameters.krsc(w, type, rows, w.dim(3));
+            return parameters.krsc(w, type, rows, cols);
         }
-        return pass != null ? pass.krscOfConstant(w, type, rows, w.dim(3), "conv2d") : 0;
+        return pass != null ? pass.krscOfConstant(w, type, rows, cols, "conv2d") : 0;
     }
 
     @Override
@@ -1268,6 +1271,34 @@ public final class CudaOps extends Ops implements AutoCloseable {
             long[] p = inTakingBias(qkv, op, type);
             long po = out(o, op, type), pl = out(lse, op);
             device().attentionQkv(p[0], p[1], po, pl, n, heads, t, d, type, what(qkv, o, lse));  // a 0 bias: none
+        });
+    }
+
+    /**
+     * {@link Device#attentionResidual}: the attention, to_out's projection and the residual in one launch where the
+     * shape's timed choice took it, else the attention and the linear with the residual (cuBLASLt's epilogue), as
+     * {@link #attentionPackedKernel} and {@link #linearResidualKernel} run them. On a device that never fuses them
+     * ({@link Device#fusesAttentionResidual}), outside a folding pass, for a head dim the packed attention lacks, or a
+     * residual the linear cannot take in its launch: those two ops themselves (two ops, one node each).
+     */
+    @Override
+    protected void attentionResidualKernel(Tensor qkv, int heads, Tensor o, Tensor lse, Tensor w, Tensor b, Tensor z,
+                                           Tensor y, int rows, int in, int out) {
+        int n = qkv.dim(0), t = qkv.dim(1), d = qkv.dim(2) / 3 / heads;
+        Precision type = dt();
+        if (!device.fusesAttentionResidual() || !packsQkv(d)
+                || !residualFuses(device.linearFusesResidual(), b, z, type)) {
+            super.attentionResidualKernel(qkv, heads, o, lse, w, b, z, y, rows, in, out);
+            return;
+        }
+        String op = "attentionResidual";
+        run(op, () -> {
+            long[] p = inTakingBias(qkv, op, type);  // the packed projection and the bias its GEMM left pending
+            long pw = in(w, op, type), pb = in(b, op, type), pz = in(z, op, type);
+            long wk = krscOf(w, pw, type);
+            long po = out(o, op, type), pl = out(lse, op), py = out(y, op, type);
+            device.attentionResidual(p[0], p[1], po, pl, pw, wk, pb, pz, py, n, heads, t, d, type,
+                    what(qkv, w, z, y));
         });
     }
 

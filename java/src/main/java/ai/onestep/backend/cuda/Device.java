@@ -634,6 +634,76 @@ public abstract class Device implements AutoCloseable {
     }
 
     /**
+     * An attention block's attention, output projection and residual at inference: {@code y = attention(qkv) w +
+     * bias + z} on one packed (n, t, 3 heads d) projection with its pending bias (0: none), w (heads d, heads d) the
+     * projection's weights and wKrsc their [out][in] copy, z and y (n, t, heads d). Where the shape's timed choice
+     * ({@link #attentionResidualKernel}) took it, one launch ({@code onestep_attention_residual_qkv_typed}), which
+     * writes neither o nor lse; else {@link #attentionQkv} into o and lse, then {@link #linearResidual}.
+     */
+    public final void attentionResidual(long qkv, long qkvBias, long o, long lse, long w, long wKrsc, long bias, long z,
+                                        long y, int n, int heads, int t, int d, Precision type, Supplier<String> what) {
+        int kernel = attentionResidualKernel(qkv, qkvBias, o, lse, w, wKrsc, bias, z, y, n, heads, t, d, type, what);
+        if (kernel == 0) {
+            attentionResidualsApart++;
+        }
+        attentionResidual(qkv, qkvBias, o, lse, w, wKrsc, bias, z, y, n, heads, t, d, kernel, type, what);
+    }
+
+    private long attentionResidualsApart;
+
+    /** Calls of {@link #attentionResidual} that ran as the two ops (timing runs not counted); DeviceCheck reports them. */
+    public long attentionResidualsApart() {
+        return attentionResidualsApart;
+    }
+
+    /** {@link #attentionResidual} with the route given: 0 the two ops, 1 the one launch. */
+    public final void attentionResidual(long qkv, long qkvBias, long o, long lse, long w, long wKrsc, long bias, long z,
+                                        long y, int n, int heads, int t, int d, int kernel, Precision type,
+                                        Supplier<String> what) {
+        if (kernel == 0) {
+            attentionQkv(qkv, qkvBias, o, lse, n, heads, t, d, type, what);
+            linearResidual(o, w, bias, z, y, (long) n * t, heads * d, heads * d, type, what);
+        } else {
+            check(onestep_attention_residual_qkv_typed(qkv, qkvBias, wKrsc, bias, z, y, n, heads, t, d, 0f, type.code,
+                    stream), "attentionResidual", what);
+        }
+    }
+
+    /**
+     * The route {@link #attentionResidual} runs a shape with: 1 (one launch) where, timed against the two ops on the
+     * shape's first use outside a capture (their own choices made in the timing's warm-up runs), it was faster and its
+     * y agreed; else 0. Off with {@link #fuseAttentionResidual}; only on fp16/bf16 with d 32 or 64, the KRSC copy of
+     * the weights, and y apart from qkv and z. Neither route asks for the pass's scratch.
+     */
+    protected final int attentionResidualKernel(long qkv, long qkvBias, long o, long lse, long w, long wKrsc, long bias,
+                                                long z, long y, int n, int heads, int t, int d, Precision type,
+                                                Supplier<String> what) {
+        if (!fuseAttentionResidual || wKrsc == 0 || type == Precision.FP32 || (d != 32 && d != 64) || y == qkv
+                || y == z) {
+            return 0;
+        }
+        String key = "attnres,n=" + n + ",heads=" + heads + ",t=" + t + ",d=" + d + (qkvBias != 0 ? ",biased" : "")
+                + "," + type.label();
+        long unfused = residualsUnfused;  // the timing runs are not the pass's launches
+        try {
+            return timedChoice(key, "attention and to_out apart", List.of(ONE_LAUNCH),
+                    kernel -> attentionResidual(qkv, qkvBias, o, lse, w, wKrsc, bias, z, y, n, heads, t, d, kernel,
+                            type, what), (kernel, tmp) -> {
+                        long elems = (long) n * t * heads * d;
+                        long ref = tmp.allocate(elems * type.bytes, "attention and to_out check");
+                        attentionResidual(qkv, qkvBias, o, lse, w, wKrsc, bias, z, ref, n, heads, t, d, 0, type, what);
+                        // y: the candidate's, last
+                        attentionResidual(qkv, qkvBias, o, lse, w, wKrsc, bias, z, y, n, heads, t, d, kernel, type,
+                                what);
+                        return agrees(y, ref, elems, type, tmp, what, "the attention with to_out in one launch " + key,
+                                "the attention and to_out apart for this shape");
+                    });
+        } finally {
+            residualsUnfused = unfused;
+        }
+    }
+
+    /**
      * Group norm (+ SiLU, the time modulation scale/shift, and the pre-add x' = (x + xBias) + (add + addBias); each of
      * those pointers may be 0) by {@code onestep_groupnorm_forward_add_kernel_typed}, mean and rstd fp32: kernel 0 (a
      * statistics kernel and a normalize kernel above 2^20 values, one kernel below) or 1 (the slab kernel, x read once),
@@ -987,6 +1057,22 @@ public abstract class Device implements AutoCloseable {
     public void clusterGroupNorm(boolean on) {
         clusterGroupNorm = on;
     }
+
+    /**
+     * Whether an attention block's attention, output projection and residual may run as one launch where
+     * {@link #attentionResidualKernel} chose it. Off here; {@link CudaDevice} turns it on (unless {@code
+     * -Donestep.cuda.fuseAttentionOut=false}), {@link EmulatedDevice} with its candidates.
+     */
+    public void fuseAttentionResidual(boolean on) {
+        fuseAttentionResidual = on;
+    }
+
+    /** Whether {@link #attentionResidual} may run as one launch (its timed choice decides per shape). */
+    public boolean fusesAttentionResidual() {
+        return fuseAttentionResidual;
+    }
+
+    private boolean fuseAttentionResidual;
 
     /** Runs per timing in a choice (after two warm-up runs); the emulated device, whose clock says nothing, uses 1. */
     int choiceReps = 10;
@@ -1391,6 +1477,7 @@ public abstract class Device implements AutoCloseable {
     private static final Candidate PIPELINED = new Candidate(2, "pipelined");
     private static final Candidate SLAB = new Candidate(1, "slab kernel");
     private static final Candidate CLUSTER = new Candidate(2, "cluster kernel");
+    private static final Candidate ONE_LAUNCH = new Candidate(1, "one launch");
 
     /**
      * A timed choice between an incumbent kernel (0) and candidates that ask for no scratch, so it can be made inside a

@@ -411,7 +411,10 @@ public final class DeviceCheck {
             java.util.Map<String, Long> ops = dev.capturedOpCounts().values().stream().findFirst()
                     .orElse(java.util.Map.of());
             long fusedConvs = ops.getOrDefault("conv2dResidual", 0L);
-            long fusedGemms = ops.getOrDefault("linearResidual", 0L);
+            // An attention block's to_out.0 with its residual, alone or inside the attention's op (Ops#attentionResidual,
+            // one launch where the shape's timed choice took it).
+            long attentionOuts = ops.getOrDefault("attentionResidual", 0L);
+            long fusedGemms = ops.getOrDefault("linearResidual", 0L) + attentionOuts;
             // Where the device runs our convolutions, a block's norm and convolution are one op
             // (Ops#groupNormConv2d; over an up block's concatenation Ops#groupNormConcatConv2d, with the shortcut),
             // fused where the shape's timed choice took our convolution's norm prologue.
@@ -419,7 +422,8 @@ public final class DeviceCheck {
                     + ops.getOrDefault("groupNormSiluConcatConv2d", 0L) + ops.getOrDefault("groupNormConcatConv2d", 0L);
             fact("folded graph: " + fusedConvs + " convolutions and " + fusedGemms + " GEMMs took their residual, "
                     + dev.device().residualsUnfused() + " calls as two launches; " + normConvs + " norm + convolution"
-                    + " ops, " + dev.device().normConvsUnfused() + " calls as the two ops",
+                    + " ops, " + dev.device().normConvsUnfused() + " calls as the two ops; " + attentionOuts
+                    + " attention + to_out ops, " + dev.device().attentionResidualsApart() + " calls as the two ops",
                     fusedConvs + normConvs > 0 && fusedGemms > 0);
             dev.foldConstants(folding);
 

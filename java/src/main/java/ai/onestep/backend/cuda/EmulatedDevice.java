@@ -70,6 +70,7 @@ public final class EmulatedDevice extends Device {
         pipelinedAttention(candidates == Candidates.TIMED);
         slabGroupNorm(candidates == Candidates.TIMED);
         clusterGroupNorm(candidates == Candidates.TIMED);
+        fuseAttentionResidual(this.candidates);
         if (candidates == Candidates.ALWAYS) {
             forceChoice = Boolean.TRUE;
         }
