@@ -25,7 +25,8 @@
 // features at h*D and a row's stride is H*D. Only the two base offsets and the row stride differ, so both give the
 // same bits; the token layout saves the four head split/merge kernels (and their memory traffic) around each call.
 // This is the portable path, and fp32's. fp16 and bf16 take the tensor-core path (namespace tc below) unless a caller
-// asks for the portable one; both run in the CPU emulation.
+// asks for the portable one; both run in the CPU emulation. The tc namespace also holds the attention fused with the
+// block's output projection and residual (tc::out_forward_kernel, onestep_attention_residual_qkv_typed).
 #include "attention.cuh"
 #include "dtype.cuh"
 #include "onestep_kernels.h"
