@@ -293,7 +293,8 @@ public final class StepTiming {
                 // plain convolution gets); folded but with the upsamplers as the upsampling and a 3x3 convolution
                 // instead of one transposed convolution; folded but with each ResnetBlock2D's group norms apart from
                 // the convolutions they feed (Ops#groupNormConv2d not called: the group norm kernels and the plain
-                // convolutions); and, on a GPU, with cuDNN's heuristic algorithms instead of
+                // convolutions); folded but with each attention block's attention and to_out.0 as two launches (no
+                // onestep_attention_residual_qkv_typed); and, on a GPU, with cuDNN's heuristic algorithms instead of
                 // its timed search, with every convolution on cuDNN (none on our implicit GEMM, even where it timed
                 // faster), with every attention on the default kernel (no split-keys or pipelined one), with every
                 // group norm on the default kernels (no slab or cluster kernel); and with
@@ -304,16 +305,18 @@ public final class StepTiming {
                 boolean searching = cudnnDevice != null && cudnnDevice.searchesConvolutions();
                 String[] variants = searching
                         ? new String[] {"unfolded", "unfused residual", "unfused upsampling", "norms apart",
-                                        "heuristic convolutions", "cuDNN convolutions only", "default attention only",
+                                        "attention and to_out apart", "heuristic convolutions", "cuDNN convolutions only", "default attention only",
                                         "default group norm only", "programmatic dependent launch"}
                         : new String[] {"unfolded", "unfused residual", "unfused upsampling", "norms apart",
-                                        "programmatic dependent launch"};
+                                        "attention and to_out apart", "programmatic dependent launch"};
                 boolean pdlBefore = ai.onestep.backend.cuda.Device.programmaticLaunch();
+                boolean attentionOut = co.device().fusesAttentionResidual();
                 for (String variant : variants) {
                     co.foldConstants(!variant.equals("unfolded") && folding);
                     co.fuseResiduals(!variant.equals("unfused residual"));
                     co.fuseUpsampling(!variant.equals("unfused upsampling"));
                     co.fuseNormConvs(!variant.equals("norms apart"));
+                    co.device().fuseAttentionResidual(attentionOut && !variant.equals("attention and to_out apart"));
                     if (searching) {
                         cudnnDevice.searchConvolutions(!variant.equals("heuristic convolutions"));
                         cudnnDevice.ownConvolutions(!variant.equals("cuDNN convolutions only"));
@@ -359,6 +362,7 @@ public final class StepTiming {
                         co.fuseResiduals(true);
                         co.fuseUpsampling(true);
                         co.fuseNormConvs(true);
+                        co.device().fuseAttentionResidual(attentionOut);
                         if (searching) {
                             cudnnDevice.searchConvolutions(true);
                             cudnnDevice.ownConvolutions(true);

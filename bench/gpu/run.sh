@@ -255,6 +255,9 @@ echo "==== 5. summary on ${card}"
     # ... and over an up block's concatenation (nineteenth session): conv1 and the shortcut in one launch from h and skip.
     nc=$(grep -c "(choice) normcatconv," "$out/steps.log"); fused=$(grep -c "(choice) normcatconv,.*: fused faster" "$out/steps.log")
     echo "over a concatenation: one launch for norm1, conv1 and the shortcut in $fused of $nc choices (steps.log: '(choice) normcatconv,')"
+    # ... and the attention with to_out.0 and the residual (twentieth session).
+    nc=$(grep -c "(choice) attnres," "$out/steps.log"); fused=$(grep -c "(choice) attnres,.*: one launch, [^:]* faster" "$out/steps.log")
+    echo "attention + to_out: one launch in $fused of $nc choices (steps.log: '(choice) attnres,')"
   fi
   "$py" bench/gpu/torch_peers.py --summary "$out/steps.jsonl" "$out/torch.jsonl"
   echo "overall: $([ $status = 0 ] && echo 'all checks passed' || echo "FAILED (exit $status)")"

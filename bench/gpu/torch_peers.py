@@ -682,6 +682,8 @@ def summary(paths):
         for variant, what in (("unfolded", "without constant folding (the time path in the graph)"),
                               ("unfused residual", "folded, conv2 and to_out.0 apart from their residual adds"),
                               ("unfused upsampling", "folded, the upsamplers as upsampling + 3x3 convolution"),
+                              ("norms apart", "folded, each group norm apart from the convolution it feeds"),
+                              ("attention and to_out apart", "folded, each attention and its to_out.0 as two launches"),
                               ("heuristic convolutions", "with cuDNN's heuristic algorithms, not its timed search"),
                               ("cuDNN convolutions only", "with every convolution on cuDNN (none on our implicit GEMM)"),
                               ("default attention only", "with every attention on the default kernel (no split-keys or pipelined one)"),

@@ -7,7 +7,8 @@
 //             8/9 production fp16/bf16 on tensor cores (mma.sync, FA2's register-resident tiles; emulated too),
 //             10 version 8 on the token layout, 11 version 10 with the keys split over the block's warps (batch 1),
 //             12/13 versions 8/9 pipelined (cp.async double buffering, ldmatrix), 14 version 10 pipelined,
-//             15 the attention with to_out.0 and the residual in one launch (fp16, packed q/k/v), W = I here
+//             15/16/17 the attention with to_out.0 and the residual in one launch (fp16, packed q/k/v) with 1, 2
+//             and 4 warps a head, W = I here
 //   emulated:    cmake target dev_attention_forward_emu (validation only, small shape; a CTest test)
 //
 // TFLOP/s counts the two matrix products, 4 * B * H * Tq * Tk * D flops (softmax not counted).
@@ -332,10 +333,11 @@ static Tokens tokens_f16;
 // same mma order: version 8's bits (test_attention checks them). Aimed at version 9's 47.0 us at the CIFAR U-Net's
 // B=64 H=4 T=256 D=64 (H100, 2026-11-26), 66% of PyTorch's fastest bf16 SDPA (30.9 us); not yet timed. D <= 64.
 
-// ---- version 15 (production, onestep_attention_residual_qkv_typed; twentieth session): an attention block's
+// ---- versions 15, 16, 17 (production, onestep_attention_residual_qkv_typed with 1, 2 and 4 warps a head;
+// twentieth session): an attention block's
 // attention, to_out.0 and residual in one launch, on the packed (B, T, 3 H D) projection the engine's attention
-// reads. A block owns 16 query rows and all their heads (one warp a head, 32-key tiles as version 11's warps), keeps
-// O in shared memory, then multiplies it by to_out's [out][in] weights on tensor cores, adding the bias and z before
+// reads. A block owns 16 query rows and all their heads (1, 2 or 4 warps a head splitting its keys, 32-key tiles as
+// version 11's warps), keeps O in shared memory, then multiplies it by to_out's [out][in] weights on tensor cores, adding the bias and z before
 // y's one rounding: at batch 1 one node instead of the attention's and cuBLASLt's two (~12 + ~5 us in the
 // seventeenth session's H100 profile). Here W is the identity and there is no bias or z, so y = O exactly (an fp16
 // O times 1, summed in fp32, rounds back to itself) and validates against the same reference; the time is that of
@@ -418,8 +420,11 @@ static cudaError_t run_version(int version, const float* q, const float* k, cons
                                                      lse, B, H, T, T, D, nullptr, scale, nullptr, 1,
                                                      attention::Path::SplitKeys);
         case 15:
+        case 16:
+        case 17:
             if (onestep_attention_residual_qkv_typed(packed_f16.qkv, nullptr, packed_f16.w, nullptr, nullptr,
-                                                     packed_f16.y, B, H, T, D, scale, ONESTEP_FLOAT16,
+                                                     packed_f16.y, B, H, T, D, scale, version == 15 ? 1
+                                                     : version == 16 ? 2 : 4, ONESTEP_FLOAT16,
                                                      nullptr) != ONESTEP_OK) {
                 std::fprintf(stderr, "%s\n", onestep_last_error_message());
                 return cudaErrorInvalidValue;
@@ -467,7 +472,7 @@ int main(int argc, char** argv) {
     wmma_attention::f16.make(q, k, v);
     wmma_attention::bf16.make(q, k, v);
 #endif
-    for (int version = 1; version <= 15; version++) {
+    for (int version = 1; version <= 17; version++) {
         if (only && version != only) continue;
         if (!tensor_cores && (version == 3 || version == 4)) continue;
         if (version >= 11 && D > 64) {
@@ -478,7 +483,7 @@ int main(int argc, char** argv) {
         std::vector<int> blocks = version == 1 ? std::vector<int>{32, 64, 128, 256} : std::vector<int>{128};
         // fp16 keeps 11 significant bits, bf16 8: inputs and P are rounded to them, accumulation is fp32.
         const bool f16 = version == 3 || version == 5 || version == 7 || version == 8 || version == 10 || version == 11 ||
-                         version == 12 || version == 14 || version == 15;
+                         version == 12 || version == 14 || version >= 15;
         const bool bf16 = version == 4 || version == 6 || version == 9 || version == 13;
         const double tol = f16 ? 4e-3 : bf16 ? 3e-2 : 2e-5;
         const double rel = f16 ? 1e-2 : bf16 ? 5e-2 : 2e-4;
@@ -486,7 +491,7 @@ int main(int argc, char** argv) {
             dev_check(cudaMemset(d_o, 0xFF, nq * 4));
             dev_check(run_version(version, d_q, d_k, d_v, d_o, d_lse, B, H, T, D, scale, block));
             dev_check(cudaDeviceSynchronize());
-            if (version == 15) {
+            if (version >= 15) {
                 packed_f16.heads_into(d_o, nq, B, H, T, D);
             } else if (version == 7 || version == 10 || version == 11 || version == 14) {
                 tokens_f16.heads_into(d_o, nq, B, H, T, D);
@@ -498,7 +503,7 @@ int main(int argc, char** argv) {
                 dev_check(cudaDeviceSynchronize());
             }
             bool ok = dev::validate("o", d_o, o_ref, tol, rel);
-            if (version != 15) ok &= dev::validate("lse", d_lse, lse_ref, tol, rel);  // 15 writes no lse
+            if (version < 15) ok &= dev::validate("lse", d_lse, lse_ref, tol, rel);  // 15-17 write no lse
             all_ok &= ok;
 #ifdef ONESTEP_EMULATION
             std::printf("version %d block %4d: %s\n", version, block, ok ? "ok" : "MISMATCH");
@@ -507,7 +512,7 @@ int main(int argc, char** argv) {
                 dev_check(run_version(version, d_q, d_k, d_v, d_o, d_lse, B, H, T, D, scale, block));
             }, version == 1 ? 3 : 20);
             const double C = double(H) * D;
-            const double tflops = (4.0 * B * H * double(T) * T * D + (version == 15 ? 2.0 * B * T * C * C : 0.0)) /
+            const double tflops = (4.0 * B * H * double(T) * T * D + (version >= 15 ? 2.0 * B * T * C * C : 0.0)) /
                                   (ms * 1e-3) / 1e12;
             // Also back to back on a warm L2 (what torch_peers.py's graph-replayed SDPA measures), tensor-core
             // versions only (the others take milliseconds).

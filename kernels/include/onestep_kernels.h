@@ -236,11 +236,13 @@ onestep_status onestep_attention_forward_qkv_kernel_typed(const void* qkv, const
  * weight transposed, [out][in] (a 1x1 convolution's KRSC weights; to_out.0's (in, out) weight transposed). out_bias
  * (H*D) and z (B, T, H*D) may be NULL; the product is accumulated in fp32, the bias and z added in fp32 and y rounded
  * once, as onestep_linear_residual_typed does. z may be y itself; y must not overlap qkv or w_krsc. No o and no lse
- * are written: an inference graph's node where there were two. */
+ * are written: an inference graph's node where there were two. warps_per_head (1, 2 or 4) picks the kernel: that
+ * many warps attend each head of a block's 16 query rows, splitting its keys (the CUDA backend times the three; they
+ * agree to the rounding of O). */
 onestep_status onestep_attention_residual_qkv_typed(const void* qkv, const void* qkv_bias, const void* w_krsc,
                                                     const void* out_bias, const void* z, void* y, int B, int H, int T,
-                                                    int D, float softmax_scale, onestep_dtype dtype,
-                                                    cudaStream_t stream);
+                                                    int D, float softmax_scale, int warps_per_head,
+                                                    onestep_dtype dtype, cudaStream_t stream);
 
 /* y (n elements of type `to`) = x (n elements of type `from`), rounding to nearest even when narrowing
  * (NaN stays NaN, overflow gives inf); from == to copies. */

@@ -667,85 +667,152 @@ static cudaError_t split_launch(const T* q, const T* k, const T* v, T* o, float*
 // epilogue): two graph nodes, at batch 1 ~12 us of attention and ~5 us of GEMM launch for 16 MFLOP (the seventeenth
 // session's profile), with O stored and read back between them. Here a block owns 16 query rows of one sample, every
 // head of them, and then their output rows:
-//   1. warp w computes heads w, w + 4, ... for the 16 rows: FA2's tile step over all keys, 32-key tiles staged by the
-//      warp itself (the split-keys kernel's [key][d] layout, read by ldmatrix), O divided by l and rounded to T into a
-//      shared 16 x C tile, the bits the attention kernel would have stored for O (not its bits: 32-key tiles instead
-//      of 64 change the order of the online softmax's rescaling, as the split-keys kernel's do);
-//   2. after one barrier, warp w computes output columns [32 w, 32 w + 32), [32 (w + 4), ...) of the 16 rows on
-//      tensor cores: A fragments from the O tile, B fragments straight from W's KRSC copy (w[co][ci], to_out's weight
-//      transposed: two consecutive input channels of one output channel are one 32-bit load), fp32 accumulation; the
-//      bias and the residual z are added in fp32 and y is rounded once, as the unfused GEMM's epilogue does.
-// So the two nodes are one, O never reaches memory, and each block reads all of W (C^2 values, from L2). That pays at
-// batch 1 (16 blocks at the CIFAR U-Net's T = 256) and is a loss at batch 64 (1024 blocks each reading W); the CUDA
-// backend times it against the two ops per shape and keeps the faster.
-constexpr int kOutWarps = 4, kOutKeys = 32;
+//   1. S warps per head (S = 1, 2 or 4; 4 S warps a block): heads hw, hw + 4, ... go to the warps with warp % 4 = hw,
+//      and warp s = warp / 4 of them takes key tiles s, s + S, ... (the split-keys kernel's 32-key tile step, K and V
+//      staged [key][d] by the warp itself and read by ldmatrix). S = 1 divides by l and rounds O to T into a shared
+//      16 x C tile; S > 1 merges the S warps' (m, l, O) through shared memory first, as the split-keys kernel does.
+//      Either way the tile holds O rounded as the attention kernel would store it (not its bits: 32-key tiles and
+//      the split change the order of the online softmax's sums, as they do in the split-keys kernel). Why S > 1: at
+//      batch 1 the grid is ceil(T / 16) blocks (16 at the CIFAR U-Net's T = 256), and with S = 1 every warp walks all
+//      256 keys, 8 tiles whose loads wait in series; S = 4 makes that 2, the split-keys kernel's chain.
+//   2. after a barrier, the warps take output columns in chunks (32 columns for S = 1, 16 otherwise, so that 4 S
+//      warps have work at C = 256) for the 16 rows on tensor cores: A fragments from the O tile, B fragments straight
+//      from W's KRSC copy (w[co][ci], to_out's weight transposed: two consecutive input channels of one output
+//      channel are one 32-bit load; the depth loop unrolled by 4 so that four steps' loads are in flight at once),
+//      fp32 accumulation; the bias and the residual z are added in fp32 and y is rounded once, as the unfused
+//      GEMM's epilogue does.
+// So the two nodes are one, O never reaches memory, and each block reads all of W (C^2 values, from L2). That should
+// pay at batch 1 and lose at batch 64 (1024 blocks each reading W); the CUDA backend times S = 1, 2 and 4 against
+// the two ops per shape and keeps the fastest.
+constexpr int kOutWarps = 4, kOutKeys = 32;  // kOutWarps: the warps of one key share, one per head of a round
 
 template <typename T, int D>
 struct OutSmem {
     static constexpr int kPitch = D + 8;                                         // a K or V row, elements
     static constexpr int kTileBytes = 2 * kOutKeys * kPitch * int(sizeof(T));  // one warp's K and V
+    // S > 1: after a round's tiles, each warp's slot holds its partial O [16][D], m [16] and l [16] in fp32 (in its
+    // own tile's bytes, which it no longer reads).
+    static constexpr int kSlotBytes = (16 * D + 32) * 4;
+    static_assert(kSlotBytes <= kTileBytes, "a warp's merge slot fits in its tile");
     // The warps' tiles, then O's 16 rows of C + 8 elements: a row is C / 2 + 4 words, so the A fragments' 8 rows x 4
     // words fall in 32 different banks.
-    static size_t bytes(int C) { return size_t(kOutWarps) * kTileBytes + 16 * size_t(C + 8) * sizeof(T); }
+    static size_t bytes(int C, int S) { return size_t(kOutWarps) * S * kTileBytes + 16 * size_t(C + 8) * sizeof(T); }
 };
 
-template <typename T, int D>
-__global__ void __launch_bounds__(kOutWarps * 32)
+template <typename T, int D, int S>
+__global__ void __launch_bounds__(kOutWarps * S * 32)
     out_forward_kernel(const T* __restrict__ qkv, Biases<T> bias, const T* __restrict__ w,
                        const T* __restrict__ out_bias, const T* z, T* y, int Tn, int H, float scale_log2) {
+    static_assert(S == 1 || S == 2 || S == 4, "1, 2 or 4 warps a head");
     await_predecessors();
-    using S = OutSmem<T, D>;
+    using M = OutSmem<T, D>;
     ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int hw = warp % kOutWarps, s = warp / kOutWarps;  // this warp's head in a round, its share of the keys
     const int C = H * D, P = C + 8;
-    T* Ks = reinterpret_cast<T*>(smem + warp * S::kTileBytes);
-    T* Vs = Ks + kOutKeys * S::kPitch;
-    T* Os = reinterpret_cast<T*>(smem + kOutWarps * S::kTileBytes);
+    T* Ks = reinterpret_cast<T*>(smem + warp * M::kTileBytes);
+    T* Vs = Ks + kOutKeys * M::kPitch;
+    T* Os = reinterpret_cast<T*>(smem + kOutWarps * S * M::kTileBytes);
     const int r_lo = blockIdx.x * 16 + g, r_hi = r_lo + 8;
     const long long ld = 3LL * C, sample = (long long)blockIdx.y * Tn * ld;  // packed rows: q, k, v features
     const T *q = qkv, *k = qkv + C, *v = qkv + 2 * C;
 
-    for (int h = warp; h < H; h += kOutWarps) {
+    // The same number of rounds in every warp: with S > 1 each round has block barriers.
+    const int rounds = (H + kOutWarps - 1) / kOutWarps;
+    for (int round = 0; round < rounds; round++) {
+        const int h = round * kOutWarps + hw;
+        const bool active = h < H;
         const long long head = sample + (long long)h * D;
         uint32_t qa[D / 16][4];
         float oacc[D / 8][4];
-        load_q<T, D>(qa, oacc, q, head, ld, r_lo, r_hi, Tn, t, h, bias.q);
         float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
-        for (int k0 = 0; k0 < Tn; k0 += kOutKeys) {
-            __syncwarp();  // this warp's previous tile is read
-            stage_kv_rows<T, D, kOutKeys, S::kPitch>(Ks, Vs, k, v, head, ld, k0, Tn, h, bias, lane, 32);
-            __syncwarp();
-            tile_step<T, D, kOutKeys, S::kPitch, S::kPitch, true>(qa, Ks, Vs, k0, Tn, scale_log2, g, t, m_lo, m_hi,
-                                                                  l_lo, l_hi, oacc);
+        if (active) {
+            load_q<T, D>(qa, oacc, q, head, ld, r_lo, r_hi, Tn, t, h, bias.q);
+            for (int k0 = s * kOutKeys; k0 < Tn; k0 += S * kOutKeys) {
+                __syncwarp();  // this warp's previous tile is read
+                stage_kv_rows<T, D, kOutKeys, M::kPitch>(Ks, Vs, k, v, head, ld, k0, Tn, h, bias, lane, 32);
+                __syncwarp();
+                tile_step<T, D, kOutKeys, M::kPitch, M::kPitch, true>(qa, Ks, Vs, k0, Tn, scale_log2, g, t, m_lo, m_hi,
+                                                                      l_lo, l_hi, oacc);
+            }
         }
-        // Every row sees all Tn >= 1 keys (rows past Tn too, with q = 0: computed, never stored), so l >= 1.
-        const float inv_lo = 1.0f / quad_sum(l_lo), inv_hi = 1.0f / quad_sum(l_hi);
+        l_lo = quad_sum(l_lo), l_hi = quad_sum(l_hi);
+        if constexpr (S == 1) {
+            // Every row sees all Tn >= 1 keys (rows past Tn too, with q = 0: computed, never stored), so l >= 1.
+            if (active) {
+                const float inv_lo = 1.0f / l_lo, inv_hi = 1.0f / l_hi;
 #pragma unroll
-        for (int dn = 0; dn < D / 8; dn++) {
-            const int c = h * D + dn * 8 + 2 * t;
-            store_as<uint32_t>(Os + g * P + c, pack<T>(oacc[dn][0] * inv_lo, oacc[dn][1] * inv_lo));
-            store_as<uint32_t>(Os + (g + 8) * P + c, pack<T>(oacc[dn][2] * inv_hi, oacc[dn][3] * inv_hi));
+                for (int dn = 0; dn < D / 8; dn++) {
+                    const int c = h * D + dn * 8 + 2 * t;
+                    store_as<uint32_t>(Os + g * P + c, pack<T>(oacc[dn][0] * inv_lo, oacc[dn][1] * inv_lo));
+                    store_as<uint32_t>(Os + (g + 8) * P + c, pack<T>(oacc[dn][2] * inv_hi, oacc[dn][3] * inv_hi));
+                }
+            }
+        } else {
+            // The merge (split_forward_kernel's): each warp's (m, l, O) into its slot, then the head's S warps
+            // combine them, O = sum_j 2^(m_j - m) O_j / sum_j 2^(m_j - m) l_j; a warp that saw no key has m = -inf
+            // and weighs 0 (warp s = 0 always sees one, Tn >= 1).
+            __syncthreads();  // every warp's tiles are read: the slots may overwrite them
+            float* Om = reinterpret_cast<float*>(smem + warp * M::kTileBytes);
+            if (active) {
+#pragma unroll
+                for (int dn = 0; dn < D / 8; dn++) {
+                    const int c = dn * 8 + 2 * t;
+                    Om[g * D + c] = oacc[dn][0], Om[g * D + c + 1] = oacc[dn][1];
+                    Om[(g + 8) * D + c] = oacc[dn][2], Om[(g + 8) * D + c + 1] = oacc[dn][3];
+                }
+                if (t == 0) {
+                    Om[16 * D + g] = m_lo, Om[16 * D + g + 8] = m_hi;
+                    Om[16 * D + 16 + g] = l_lo, Om[16 * D + 16 + g + 8] = l_hi;
+                }
+            }
+            __syncthreads();
+            if (active) {
+                for (int i = s * 32 + lane; i < 16 * D / 2; i += S * 32) {
+                    const int row = i / (D / 2), c = (i % (D / 2)) * 2;
+                    const float* slot[S];
+#pragma unroll
+                    for (int j = 0; j < S; j++)
+                        slot[j] = reinterpret_cast<const float*>(smem + (hw + kOutWarps * j) * M::kTileBytes);
+                    float m = -INFINITY;
+#pragma unroll
+                    for (int j = 0; j < S; j++) m = fmaxf(m, slot[j][16 * D + row]);
+                    float l = 0.0f, o0 = 0.0f, o1 = 0.0f;
+#pragma unroll
+                    for (int j = 0; j < S; j++) {
+                        const float a = exp2f(slot[j][16 * D + row] - m);
+                        l += a * slot[j][16 * D + 16 + row];
+                        o0 += a * slot[j][row * D + c];
+                        o1 += a * slot[j][row * D + c + 1];
+                    }
+                    const float inv = 1.0f / l;
+                    store_as<uint32_t>(Os + row * P + h * D + c, pack<T>(o0 * inv, o1 * inv));
+                }
+            }
+            __syncthreads();  // the slots are read before the next round's tiles overwrite them
         }
     }
-    __syncthreads();  // the 16 x C tile of O is complete
+    if constexpr (S == 1) __syncthreads();  // the 16 x C tile of O is complete (S > 1: the last round's barrier)
 
-    for (int c0 = warp * 32; c0 < C; c0 += kOutWarps * 32) {
-        float acc[4][4];
+    constexpr int NJ = S == 1 ? 4 : 2;  // n-tiles (8 columns each) a chunk
+    for (int c0 = warp * 8 * NJ; c0 < C; c0 += kOutWarps * S * 8 * NJ) {
+        float acc[NJ][4];
 #pragma unroll
-        for (int j = 0; j < 4; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+        for (int j = 0; j < NJ; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+#pragma unroll 4
         for (int kk = 0; kk < C; kk += 16) {
             const uint32_t a[4] = {load_as<uint32_t>(Os + g * P + kk + 2 * t),
                                    load_as<uint32_t>(Os + (g + 8) * P + kk + 2 * t),
                                    load_as<uint32_t>(Os + g * P + kk + 8 + 2 * t),
                                    load_as<uint32_t>(Os + (g + 8) * P + kk + 8 + 2 * t)};
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
+            for (int j = 0; j < NJ; j++) {
                 const T* wr = w + (long long)(c0 + 8 * j + g) * C + kk + 2 * t;  // B column g: output channel
                 mma<T>(acc[j], a, load_as<uint32_t>(wr), load_as<uint32_t>(wr + 8));
             }
         }
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
+        for (int j = 0; j < NJ; j++) {
             const int col = c0 + 8 * j + 2 * t;
             const float b0 = out_bias ? to_f32(out_bias[col]) : 0.0f, b1 = out_bias ? to_f32(out_bias[col + 1]) : 0.0f;
 #pragma unroll
@@ -761,10 +828,11 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     }
 }
 
+// S warps a head (1, 2 or 4); anything else is refused by the C entry.
 template <typename T>
 static cudaError_t out_launch(const T* qkv, Biases<T> bias, const T* w, const T* out_bias, const T* z, T* y, int B,
-                              int H, int Tn, int D, float scale, cudaStream_t stream) {
-    const dim3 grid(ceil_div(Tn, 16), unsigned(B)), block(kOutWarps * 32);
+                              int H, int Tn, int D, float scale, int S, cudaStream_t stream) {
+    const dim3 grid(ceil_div(Tn, 16), unsigned(B)), block(kOutWarps * S * 32);
     const float scale_log2 = scale * 1.4426950408889634f;  // log2(e)
     const auto run = [&](auto kernel, size_t smem) {
         if (smem > 48 * 1024) {
@@ -775,8 +843,15 @@ static cudaError_t out_launch(const T* qkv, Biases<T> bias, const T* w, const T*
         return ::onestep::launch_dependent(kernel, grid, block, smem, stream, qkv, bias, w, out_bias, z, y, Tn, H,
                                            scale_log2);
     };
-    if (D == 32) return run(out_forward_kernel<T, 32>, OutSmem<T, 32>::bytes(H * D));
-    if (D == 64) return run(out_forward_kernel<T, 64>, OutSmem<T, 64>::bytes(H * D));
+#define ONESTEP_OUT_CASE(DD, SS) \
+    if (D == DD && S == SS) return run(out_forward_kernel<T, DD, SS>, OutSmem<T, DD>::bytes(H * D, SS));
+    ONESTEP_OUT_CASE(32, 1)
+    ONESTEP_OUT_CASE(32, 2)
+    ONESTEP_OUT_CASE(32, 4)
+    ONESTEP_OUT_CASE(64, 1)
+    ONESTEP_OUT_CASE(64, 2)
+    ONESTEP_OUT_CASE(64, 4)
+#undef ONESTEP_OUT_CASE
     return cudaErrorInvalidValue;
 }
 
@@ -1001,11 +1076,14 @@ extern "C" onestep_status onestep_attention_forward_qkv_kernel_typed(const void*
 extern "C" onestep_status onestep_attention_residual_qkv_typed(const void* qkv, const void* qkv_bias,
                                                                const void* w_krsc, const void* out_bias, const void* z,
                                                                void* y, int B, int H, int T, int D,
-                                                               float softmax_scale, onestep_dtype dtype,
-                                                               cudaStream_t stream) {
+                                                               float softmax_scale, int warps_per_head,
+                                                               onestep_dtype dtype, cudaStream_t stream) {
     const char* fn = "onestep_attention_residual_qkv_typed";
     char shapes[160];
     attention::describe(shapes, sizeof shapes, B, H, T, T, D, dtype);
+    if (warps_per_head != 1 && warps_per_head != 2 && warps_per_head != 4)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "warps_per_head must be 1, 2 or 4, not %d",
+                    warps_per_head);
     if (const onestep_status s = attention::check_shapes(fn, shapes, B, H, T, T, D, dtype)) return s;
     if (dtype == ONESTEP_FLOAT32 || D > 64)
         return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the attention with its output projection takes fp16 or "
@@ -1021,11 +1099,11 @@ extern "C" onestep_status onestep_attention_residual_qkv_typed(const void* qkv, 
     if (!std::isfinite(softmax_scale))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "softmax_scale must be finite");
     const size_t C = size_t(H) * D, elem = dtype_bytes(dtype);
-    const size_t smem = D == 32 ? attention::tc::OutSmem<__half, 32>::bytes(int(C))
-                                : attention::tc::OutSmem<__half, 64>::bytes(int(C));
+    const size_t smem = D == 32 ? attention::tc::OutSmem<__half, 32>::bytes(int(C), warps_per_head)
+                                : attention::tc::OutSmem<__half, 64>::bytes(int(C), warps_per_head);
     if (smem > 227 * 1024)
-        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "H * D = %zu channels need %zu bytes of shared memory, "
-                    "above 227 KiB", C, smem);
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "H * D = %zu channels with %d warps a head need %zu bytes "
+                    "of shared memory, above 227 KiB", C, warps_per_head, smem);
     // Every block reads all of qkv's keys and values while others write their rows of y: they must not overlap.
     const auto overlap = [](const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
         const auto pa = reinterpret_cast<unsigned long long>(a), pb = reinterpret_cast<unsigned long long>(b);
@@ -1042,7 +1120,8 @@ extern "C" onestep_status onestep_attention_residual_qkv_typed(const void* qkv, 
         return attention::tc::out_launch(static_cast<const E*>(qkv),
                                          attention::Biases<E>{b, b ? b + C : nullptr, b ? b + 2 * C : nullptr},
                                          static_cast<const E*>(w_krsc), static_cast<const E*>(out_bias),
-                                         static_cast<const E*>(z), static_cast<E*>(y), B, H, T, D, scale, stream);
+                                         static_cast<const E*>(z), static_cast<E*>(y), B, H, T, D, scale,
+                                         warps_per_head, stream);
     };
     if (dtype == ONESTEP_FLOAT16) e = go(__half{});
     else e = go(__nv_bfloat16{});

@@ -699,8 +699,10 @@ void check_residual(const Case& c, onestep_dtype dtype, uint64_t seed) {
     double vrms2 = 0;
     for (float e : x[2]) vrms2 += double(e) * e / double(x[2].size());
     // variant 0: everything; 1: z = y (in place); 2: no z; 3: no out bias; 4: no qkv bias (the reference then reads
-    // the unbiased values).
-    for (int variant = 0; variant < 5; variant++) {
+    // the unbiased values). Variant 0 on each kernel (1, 2 and 4 warps a head: 0, 5, 6), the others on one each.
+    for (int run = 0; run < 7; run++) {
+        static const int kWarpsOf[7] = {1, 2, 4, 1, 2, 2, 4};
+        const int variant = run < 5 ? run : 0, warps = kWarpsOf[run];
         const bool has_z = variant != 2, has_b = variant != 3, has_qb = variant != 4;
         vector<double> want(rows * C, 0.0), proj(rows * C, 0.0);
         double spread2 = 0;  // sum over y of sum_ci w^2 (o^2 + mean v^2): the scale of O's rounding errors through W
@@ -737,13 +739,13 @@ void check_residual(const Case& c, onestep_dtype dtype, uint64_t seed) {
         if (variant == 1) std::memcpy(y.p, zb.p, rows * C * 2);
         const void* zp = variant == 1 ? static_cast<const void*>(y.p) : has_z ? zb.p : nullptr;
         if (!ok(onestep_attention_residual_qkv_typed(qkv.p, has_qb ? qkv_b.p : nullptr, w_out.p, has_b ? ob.p : nullptr,
-                                                     zp, y.p, c.B, c.H, T, c.D, 0.f, dtype, nullptr),
+                                                     zp, y.p, c.B, c.H, T, c.D, 0.f, warps, dtype, nullptr),
                 "attention + to_out: %s") ||
             !ktest::sync())
             return;
         vector<float> got = widen(f, y.p, y.n);
         char what[96];
-        std::snprintf(what, sizeof what, "attention + to_out y (variant %d)", variant);
+        std::snprintf(what, sizeof what, "attention + to_out y (variant %d, %d warps a head)", variant, warps);
         expect_close(what, got.data(), want.data(), want.size(), wsum * o_err + 1e-5, u + 1e-6);
         double err2 = 0, ref2 = 0;
         for (size_t i = 0; i < want.size(); i++) {
@@ -753,36 +755,40 @@ void check_residual(const Case& c, onestep_dtype dtype, uint64_t seed) {
         }
         const double rel = std::sqrt(err2 / spread2);
         char line[160];
-        std::snprintf(line, sizeof line, "attention + to_out (variant %d): L2 error of O W %.3g of its scale, at most "
-                      "2u = %.3g", variant, rel, 2 * u);
+        std::snprintf(line, sizeof line, "attention + to_out (variant %d, %d warps a head): L2 error of O W %.3g of "
+                      "its scale, at most 2u = %.3g", variant, warps, rel, 2 * u);
         expect(rel <= 2 * u, "%s", line);
         if (variant == 0)
-            std::printf("    L2 error of O W: %.3g of its rounding scale, %.3g relative (u = %.3g)\n", rel,
-                        std::sqrt(err2 / ref2), u);
+            std::printf("    %d warps a head: L2 error of O W %.3g of its rounding scale, %.3g relative (u = %.3g)\n",
+                        warps, rel, std::sqrt(err2 / ref2), u);
     }
 }
 
 void check_residual_refusals() {
     Buf16 qkv(3 * 4 * 128), y(4 * 128), w(128 * 128);
-    expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, w.p, nullptr, nullptr, y.p, 1, 1, 4, 128, 0.f,
+    expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, w.p, nullptr, nullptr, y.p, 1, 1, 4, 128, 0.f, 1,
                                                 ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_UNSUPPORTED &&
                std::strstr(onestep_last_error_message(), "D=128"),
            "attention + to_out refuses D = 128 by name: %s", onestep_last_error_message());
-    expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, w.p, nullptr, nullptr, y.p, 1, 1, 4, 32, 0.f,
+    expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, w.p, nullptr, nullptr, y.p, 1, 1, 4, 32, 0.f, 1,
                                                 ONESTEP_FLOAT32, nullptr) == ONESTEP_ERROR_UNSUPPORTED,
            "attention + to_out refuses fp32: %s", onestep_last_error_message());
-    expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, nullptr, nullptr, nullptr, y.p, 1, 1, 4, 32, 0.f,
+    expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, nullptr, nullptr, nullptr, y.p, 1, 1, 4, 32, 0.f, 1,
                                                 ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
                std::strstr(onestep_last_error_message(), "w_krsc"),
            "attention + to_out refuses a null w_krsc by name: %s", onestep_last_error_message());
     expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, w.p, nullptr, nullptr, qkv.p + 64, 1, 1, 4, 32, 0.f,
-                                                ONESTEP_BFLOAT16, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
+                                                2, ONESTEP_BFLOAT16, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
                std::strstr(onestep_last_error_message(), "overlap"),
            "attention + to_out refuses y over qkv: %s", onestep_last_error_message());
-    expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, w.p, nullptr, nullptr, y.p + 1, 1, 1, 4, 32, 0.f,
+    expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, w.p, nullptr, nullptr, y.p + 1, 1, 1, 4, 32, 0.f, 4,
                                                 ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
                std::strstr(onestep_last_error_message(), "aligned"),
            "attention + to_out refuses a misaligned y: %s", onestep_last_error_message());
+    expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, w.p, nullptr, nullptr, y.p, 1, 1, 4, 32, 0.f, 3,
+                                                ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "not 3"),
+           "attention + to_out refuses 3 warps a head by name: %s", onestep_last_error_message());
 }
 
 int main() {

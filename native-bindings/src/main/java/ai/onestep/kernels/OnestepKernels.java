@@ -235,7 +235,7 @@ public final class OnestepKernels {
     /**
      * The attention on one packed projection, to_out's projection and the residual in one launch (fp16/bf16, d 32 or
      * 64): y (B, T, H*D) = attention(qkv) w + outBias + z, with {@code wKrsc} the projection's weight as [out][in];
-     * outBias and z may be 0, z may be y. No o or lse is written.
+     * outBias and z may be 0, z may be y. No o or lse is written. warpsPerHead (1, 2, 4): the kernel.
      */
     public static native int onestep_attention_residual_qkv_typed(@Cast("const void*") long qkv,
                                                                   @Cast("const void*") long qkvBias,
@@ -243,7 +243,7 @@ public final class OnestepKernels {
                                                                   @Cast("const void*") long outBias,
                                                                   @Cast("const void*") long z, @Cast("void*") long y,
                                                                   int b, int h, int t, int d, float softmaxScale,
-                                                                  @Cast("onestep_dtype") int dtype,
+                                                                  int warpsPerHead, @Cast("onestep_dtype") int dtype,
                                                                   @Cast("cudaStream_t") long stream);
 
     public static native int onestep_attention_backward_typed(@Cast("const void*") long q, @Cast("const void*") long k,

@@ -656,7 +656,10 @@ public abstract class Device implements AutoCloseable {
         return attentionResidualsApart;
     }
 
-    /** {@link #attentionResidual} with the route given: 0 the two ops, 1 the one launch. */
+    /**
+     * {@link #attentionResidual} with the route given: 0 the two ops, else the one launch with that many warps
+     * attending each head (1, 2 or 4; they split its keys).
+     */
     public final void attentionResidual(long qkv, long qkvBias, long o, long lse, long w, long wKrsc, long bias, long z,
                                         long y, int n, int heads, int t, int d, int kernel, Precision type,
                                         Supplier<String> what) {
@@ -664,15 +667,15 @@ public abstract class Device implements AutoCloseable {
             attentionQkv(qkv, qkvBias, o, lse, n, heads, t, d, type, what);
             linearResidual(o, w, bias, z, y, (long) n * t, heads * d, heads * d, type, what);
         } else {
-            check(onestep_attention_residual_qkv_typed(qkv, qkvBias, wKrsc, bias, z, y, n, heads, t, d, 0f, type.code,
-                    stream), "attentionResidual", what);
+            check(onestep_attention_residual_qkv_typed(qkv, qkvBias, wKrsc, bias, z, y, n, heads, t, d, 0f, kernel,
+                    type.code, stream), "attentionResidual", what);
         }
     }
 
     /**
-     * The route {@link #attentionResidual} runs a shape with: 1 (one launch) where, timed against the two ops on the
-     * shape's first use outside a capture (their own choices made in the timing's warm-up runs), it was faster and its
-     * y agreed; else 0. Off with {@link #fuseAttentionResidual}; only on fp16/bf16 with d 32 or 64, the KRSC copy of
+     * The route {@link #attentionResidual} runs a shape with: the one launch with 1, 2 or 4 warps a head, the fastest
+     * of the three where, timed against the two ops on the shape's first use outside a capture (their own choices made
+     * in the timing's warm-up runs), it was faster and its y agreed; else 0. Off with {@link #fuseAttentionResidual}; only on fp16/bf16 with d 32 or 64, the KRSC copy of
      * the weights, and y apart from qkv and z. Neither route asks for the pass's scratch.
      */
     protected final int attentionResidualKernel(long qkv, long qkvBias, long o, long lse, long w, long wKrsc, long bias,
@@ -686,7 +689,7 @@ public abstract class Device implements AutoCloseable {
                 + "," + type.label();
         long unfused = residualsUnfused;  // the timing runs are not the pass's launches
         try {
-            return timedChoice(key, "attention and to_out apart", List.of(ONE_LAUNCH),
+            return timedChoice(key, "attention and to_out apart", ONE_LAUNCH,
                     kernel -> attentionResidual(qkv, qkvBias, o, lse, w, wKrsc, bias, z, y, n, heads, t, d, kernel,
                             type, what), (kernel, tmp) -> {
                         long elems = (long) n * t * heads * d;
@@ -1477,7 +1480,8 @@ public abstract class Device implements AutoCloseable {
     private static final Candidate PIPELINED = new Candidate(2, "pipelined");
     private static final Candidate SLAB = new Candidate(1, "slab kernel");
     private static final Candidate CLUSTER = new Candidate(2, "cluster kernel");
-    private static final Candidate ONE_LAUNCH = new Candidate(1, "one launch");
+    private static final List<Candidate> ONE_LAUNCH = List.of(new Candidate(1, "one launch, a warp a head"),
+            new Candidate(2, "one launch, 2 warps a head"), new Candidate(4, "one launch, 4 warps a head"));
 
     /**
      * A timed choice between an incumbent kernel (0) and candidates that ask for no scratch, so it can be made inside a

@@ -76,8 +76,9 @@ class AttentionResidualTest {
                         .toList();
                 assertFalse(verdicts.isEmpty());
                 for (Device.Choice c : verdicts) {
-                    assertTrue(c.config() == 1 && c.verdict().startsWith("one launch faster")
-                            && c.shape().contains(",heads=2,") && c.shape().contains(",d=32,"), c.toString());
+                    assertTrue(c.config() >= 1 && c.verdict().startsWith("one launch, ")
+                            && c.verdict().contains(" faster") && c.shape().contains(",heads=2,")
+                            && c.shape().contains(",d=32,"), c.toString());
                 }
 
                 float[] cpu = ConstantFoldingTest.denoise(new CpuOps(2), net, x);
@@ -146,8 +147,9 @@ class AttentionResidualTest {
                     .filter(c -> c.shape().startsWith("attnres,")).toList();
             assertFalse(verdicts.isEmpty());
             for (Device.Choice c : verdicts) {
-                assertTrue(c.config() == 1 && c.candidate().equals("one launch")
-                        && c.verdict().startsWith("one launch faster"), c.toString());
+                // Forced, the first of the three candidates the emulated clock found fastest: any, by name.
+                assertTrue(c.config() >= 1 && c.candidate().startsWith("one launch, ")
+                        && c.verdict().startsWith(c.candidate() + " faster"), c.toString());
             }
         }
     }
