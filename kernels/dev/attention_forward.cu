@@ -288,6 +288,16 @@ static Typed<__nv_bfloat16> typed_bf16;
 // still one contiguous 2D-byte run). Validated by widening O, relaying it out to heads and comparing as the others.
 using layout_ref::relaid;  // (kernels/test/layout_ref.h, shared with test_attention)
 
+// fp16 (B, T, H*D) tokens widened to fp32 and relaid out to (B, H, T, D) in d_o, for dev::validate.
+static void tokens_to_heads(const void* tokens, float* d_o, size_t n, int B, int H, int T, int D) {
+    if (onestep_convert(tokens, ONESTEP_FLOAT16, d_o, ONESTEP_FLOAT32, (long long)n, nullptr) != ONESTEP_OK) std::exit(1);
+    dev_check(cudaDeviceSynchronize());
+    std::vector<float> host(n);
+    dev_check(cudaMemcpy(host.data(), d_o, n * 4, cudaMemcpyDeviceToHost));
+    std::vector<float> heads = relaid(host, B, H, T, D, false);
+    dev_check(cudaMemcpy(d_o, heads.data(), n * 4, cudaMemcpyHostToDevice));
+}
+
 struct Tokens {
     Typed<__half> t;
     void make(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v, int B, int H, int T,
@@ -301,14 +311,7 @@ struct Tokens {
         dev_check(cudaFree(dv));
     }
     // O widened to fp32 and relaid out to (B, H, T, D) in d_o, for dev::validate.
-    void heads_into(float* d_o, size_t n, int B, int H, int T, int D) {
-        if (onestep_convert(t.o, ONESTEP_FLOAT16, d_o, ONESTEP_FLOAT32, (long long)n, nullptr) != ONESTEP_OK) std::exit(1);
-        dev_check(cudaDeviceSynchronize());
-        std::vector<float> host(n);
-        dev_check(cudaMemcpy(host.data(), d_o, n * 4, cudaMemcpyDeviceToHost));
-        std::vector<float> heads = relaid(host, B, H, T, D, false);
-        dev_check(cudaMemcpy(d_o, heads.data(), n * 4, cudaMemcpyHostToDevice));
-    }
+    void heads_into(float* d_o, size_t n, int B, int H, int T, int D) { tokens_to_heads(t.o, d_o, n, B, H, T, D); }
 };
 static Tokens tokens_f16;
 
@@ -373,14 +376,7 @@ struct Packed {
         return out;
     }
     // y widened to fp32 and relaid out to (B, H, T, D) in d_o, for dev::validate.
-    void heads_into(float* d_o, size_t n, int B, int H, int T, int D) {
-        if (onestep_convert(y, ONESTEP_FLOAT16, d_o, ONESTEP_FLOAT32, (long long)n, nullptr) != ONESTEP_OK) std::exit(1);
-        dev_check(cudaDeviceSynchronize());
-        std::vector<float> host(n);
-        dev_check(cudaMemcpy(host.data(), d_o, n * 4, cudaMemcpyDeviceToHost));
-        std::vector<float> heads = relaid(host, B, H, T, D, false);
-        dev_check(cudaMemcpy(d_o, heads.data(), n * 4, cudaMemcpyHostToDevice));
-    }
+    void heads_into(float* d_o, size_t n, int B, int H, int T, int D) { tokens_to_heads(y, d_o, n, B, H, T, D); }
 };
 static Packed packed_f16;
 

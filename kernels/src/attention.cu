@@ -433,6 +433,23 @@ __device__ __forceinline__ void tile_step(const uint32_t (&qa)[D / 16][4], const
     }
 }
 
+// One warp's walk over the NK-key tiles first, first + step, ... below kv_end, each staged by the warp itself into
+// its own Ks and Vs ([key][d], pitch P) and then taken by tile_step's ldmatrix path: the loop of the split-keys
+// kernel's warps and of the attention with its output projection.
+template <typename T, int D, int NK, int P>
+__device__ __forceinline__ void warp_tiles(const uint32_t (&qa)[D / 16][4], T* Ks, T* Vs, const T* k, const T* v,
+                                           long long head_k, long long ld, int first, int step, int kv_end, int h,
+                                           const Biases<T>& bias, float scale_log2, int lane, float& m_lo, float& m_hi,
+                                           float& l_lo, float& l_hi, float (&oacc)[D / 8][4]) {
+    for (int k0 = first; k0 < kv_end; k0 += step) {
+        __syncwarp();  // this warp's previous tile is read
+        stage_kv_rows<T, D, NK, P>(Ks, Vs, k, v, head_k, ld, k0, kv_end, h, bias, lane, 32);
+        __syncwarp();
+        tile_step<T, D, NK, P, P, true>(qa, Ks, Vs, k0, kv_end, scale_log2, lane >> 2, lane & 3, m_lo, m_hi, l_lo,
+                                        l_hi, oacc);
+    }
+}
+
 template <typename T, int D>
 __global__ void __launch_bounds__(kWarps * 32)
     forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
@@ -595,13 +612,8 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
     load_q<T, D>(qa, oacc, q, head_q, ld, r_lo, r_hi, Tq, t, h, bias.q);
     float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
 
-    for (int k0 = warp * kSplitKeys; k0 < kv_end; k0 += kSplitWarps * kSplitKeys) {
-        __syncwarp();  // this warp's previous tile is read
-        stage_kv_rows<T, D, kSplitKeys, S::kPitch>(Ks, Vs, k, v, head_k, ld, k0, kv_end, h, bias, lane, 32);
-        __syncwarp();
-        tile_step<T, D, kSplitKeys, S::kPitch, S::kPitch, true>(qa, Ks, Vs, k0, kv_end, scale_log2, g, t, m_lo, m_hi,
-                                                                l_lo, l_hi, oacc);
-    }
+    warp_tiles<T, D, kSplitKeys, S::kPitch>(qa, Ks, Vs, k, v, head_k, ld, warp * kSplitKeys, kSplitWarps * kSplitKeys,
+                                            kv_end, h, bias, scale_log2, lane, m_lo, m_hi, l_lo, l_hi, oacc);
     l_lo = quad_sum(l_lo), l_hi = quad_sum(l_hi);
 
     // The merge: every warp's (m, l, O) for the block's 16 rows into shared memory (over the tiles, now read), then
@@ -728,13 +740,8 @@ __global__ void __launch_bounds__(kOutWarps * S * 32)
         float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
         if (active) {
             load_q<T, D>(qa, oacc, q, head, ld, r_lo, r_hi, Tn, t, h, bias.q);
-            for (int k0 = s * kOutKeys; k0 < Tn; k0 += S * kOutKeys) {
-                __syncwarp();  // this warp's previous tile is read
-                stage_kv_rows<T, D, kOutKeys, M::kPitch>(Ks, Vs, k, v, head, ld, k0, Tn, h, bias, lane, 32);
-                __syncwarp();
-                tile_step<T, D, kOutKeys, M::kPitch, M::kPitch, true>(qa, Ks, Vs, k0, Tn, scale_log2, g, t, m_lo, m_hi,
-                                                                      l_lo, l_hi, oacc);
-            }
+            warp_tiles<T, D, kOutKeys, M::kPitch>(qa, Ks, Vs, k, v, head, ld, s * kOutKeys, S * kOutKeys, Tn, h, bias,
+                                                  scale_log2, lane, m_lo, m_hi, l_lo, l_hi, oacc);
         }
         l_lo = quad_sum(l_lo), l_hi = quad_sum(l_hi);
         if constexpr (S == 1) {

@@ -536,6 +536,28 @@ vector<float> pack_qkv(const Case& c, const vector<float> (&x)[3]) {
     return packed;
 }
 
+// A case's q, k, v (B, H, T, D) rounded to the format and packed into one (B, T, 3*H*D) projection, with a packed
+// bias (spread 0.5, rounded); x[j] then holds what the kernels read: each value plus its bias, rounded once.
+struct PackedInputs {
+    vector<float> x[3], packed, bias;
+    vector<int> kv_len;
+};
+PackedInputs packed_inputs(const Case& c, const ktest::Format16& f, ktest::Rng& rng) {
+    PackedInputs in;
+    make_inputs(c, rng, in.x[0], in.x[1], in.x[2], in.kv_len);
+    const int HD = c.H * c.D, T = c.Tq;
+    in.bias = rng.normals(3 * size_t(HD), 0, 0.5);
+    narrow(f, in.bias);
+    for (vector<float>& xj : in.x) narrow(f, xj);
+    in.packed = pack_qkv(c, in.x);
+    for (int j = 0; j < 3; j++)
+        for (size_t i = 0; i < in.x[j].size(); i++) {
+            const int h = int(i / (size_t(T) * c.D)) % c.H, d = int(i % c.D);
+            in.x[j][i] = float(ktest::round_to(f, double(in.x[j][i]) + in.bias[j * HD + h * c.D + d]));
+        }
+    return in;
+}
+
 // The split-keys kernel (onestep_attention_forward_qkv_kernel_typed, kernel 1: 16 query rows a block, the key tiles
 // dealt to 4 warps and merged in shared memory) on a packed (B, T, 3*H*D) projection with its bias, against the double
 // reference on the biased inputs rounded to the format as the kernel rounds them (q + b in fp32, then once to T): the
@@ -546,20 +568,11 @@ void check_split(const Case& c, onestep_dtype dtype, uint64_t seed) {
     std::printf("  split keys %s B=%d H=%d T=%d D=%d qk_std=%g kv_len=%d\n", dtype == ONESTEP_FLOAT16 ? "fp16" : "bf16",
                 c.B, c.H, c.Tq, c.D, c.qk_std, c.use_kv_len);
     ktest::Rng rng(seed);
-    vector<float> x[3];
-    vector<int> kv_len;
-    make_inputs(c, rng, x[0], x[1], x[2], kv_len);  // (B, H, T, D) each
+    PackedInputs in = packed_inputs(c, f, rng);
+    vector<float>(&x)[3] = in.x;
+    const vector<int>& kv_len = in.kv_len;
     const int HD = c.H * c.D, T = c.Tq;
-    vector<float> bias = rng.normals(3 * size_t(HD), 0, 0.5);
-    narrow(f, bias);
-    for (vector<float>& xj : x) narrow(f, xj);
-    vector<float> packed = pack_qkv(c, x);
-    for (int j = 0; j < 3; j++)  // what the kernel reads: each value plus its bias, rounded once
-        for (size_t i = 0; i < x[j].size(); i++) {
-            const int h = int(i / (size_t(T) * c.D)) % c.H, d = int(i % c.D);
-            x[j][i] = float(ktest::round_to(f, double(x[j][i]) + bias[j * HD + h * c.D + d]));
-        }
-    Buf16 qkv(narrow(f, packed)), qkv_b(narrow(f, bias)), o(size_t(c.B) * T * HD), o0(o.n);
+    Buf16 qkv(narrow(f, in.packed)), qkv_b(narrow(f, in.bias)), o(size_t(c.B) * T * HD), o0(o.n);
     Buf lse(size_t(c.B) * c.H * T, NAN), lse0(lse.n, NAN);
     const int* lens = c.use_kv_len ? kv_len.data() : nullptr;
     if (!ok(onestep_attention_forward_qkv_kernel_typed(qkv.p, qkv_b.p, o.p, lse.p, c.B, c.H, T, c.D, lens, 0.f, 1,
@@ -664,21 +677,14 @@ void check_residual(const Case& c, onestep_dtype dtype, uint64_t seed) {
     std::printf("  attention + to_out %s B=%d H=%d T=%d D=%d qk_std=%g\n", dtype == ONESTEP_FLOAT16 ? "fp16" : "bf16",
                 c.B, c.H, c.Tq, c.D, c.qk_std);
     ktest::Rng rng(seed);
-    vector<float> x[3];
-    vector<int> kv_len;
-    make_inputs(c, rng, x[0], x[1], x[2], kv_len);  // (B, H, T, D) each; no key lengths
+    PackedInputs in = packed_inputs(c, f, rng);  // no key lengths in this case
+    vector<float>(&x)[3] = in.x;
+    vector<float>&packed = in.packed, &bias = in.bias;
+    const vector<int>& kv_len = in.kv_len;
     const int HD = c.H * c.D, T = c.Tq;
     const size_t rows = size_t(c.B) * T, C = size_t(HD);
-    vector<float> bias = rng.normals(3 * C, 0, 0.5), w = rng.normals(C * C, 0, 1 / std::sqrt(double(C)));
+    vector<float> w = rng.normals(C * C, 0, 1 / std::sqrt(double(C)));
     vector<float> out_bias = rng.normals(C, 0, 0.5), z = rng.normals(rows * C);
-    narrow(f, bias);
-    for (vector<float>& xj : x) narrow(f, xj);
-    vector<float> packed = pack_qkv(c, x);
-    for (int j = 0; j < 3; j++)  // what the kernel reads: each value plus its bias, rounded once
-        for (size_t i = 0; i < x[j].size(); i++) {
-            const int h = int(i / (size_t(T) * c.D)) % c.H, d = int(i % c.D);
-            x[j][i] = float(ktest::round_to(f, double(x[j][i]) + bias[j * HD + h * c.D + d]));
-        }
     narrow(f, w);
     vector<float> w_krsc(C * C);  // w is to_out's (in, out) weight; the kernel reads it as [out][in]
     for (size_t ci = 0; ci < C; ci++)
