@@ -59,7 +59,7 @@ run() {  # run <label> <binary> [args...]
 # step's time cap stops the later ones.
 run "convolution forward, the CIFAR U-Net's shapes at batch 1 and 64 (v1 portable, v2-13 the implicit GEMM, v9-12 split over clusters)" \
     "$build/dev_conv_forward"
-run "attention forward, CIFAR 16x16, B=1 H=4 T=256 D=64 (v11: split keys, v12-14: pipelined)" \
+run "attention forward, CIFAR 16x16, B=1 H=4 T=256 D=64 (v11: split keys, v12-14: pipelined, v15-17: + to_out)" \
     "$build/dev_attention_forward" 0 1 4 256 64
 run "attention forward, CIFAR 16x16, B=64 H=4 T=256 D=64 (v12-14: pipelined, against v8-10)" \
     "$build/dev_attention_forward" 0 64 4 256 64
