@@ -356,6 +356,18 @@ onestep_status onestep_concat_conv2d_igemm_typed(const void* a, const void* a_bi
                                                  const void* w_krsc, const void* bias, const void* z, void* y, int N,
                                                  int H, int W, int Ca, int Cb, int KH, int KW, int Cout, int stride,
                                                  int padding, int config, onestep_dtype dtype, cudaStream_t stream);
+/* onestep_groupnorm_conv2d_igemm_typed without the pre-add and the residual, and with a down block's 1x1
+ * conv_shortcut of x in the same launch: y_sc (N, H, W, Cout) = conv2d(x + x_bias, w_sc_krsc) (Cout, 1, 1, Cin), no bias,
+ * each x + x_bias rounded to dtype as a stored tensor holds it, computed by the launch's blocks past conv1's column
+ * tiles. conv1 must keep the input's size (stride 1, 'same' padding); y_sc must not alias x, y or the other operands.
+ * One graph node where the group norm, conv1 and the shortcut were three. */
+onestep_status onestep_groupnorm_conv2d_shortcut_igemm_typed(const void* x, const void* x_bias, const void* gamma,
+                                                             const void* beta, int groups, float eps, int silu,
+                                                             const void* w_krsc, const void* bias, void* y,
+                                                             const void* w_sc_krsc, void* y_sc, int N, int H, int W,
+                                                             int Cin, int KH, int KW, int Cout, int stride,
+                                                             int padding, int config, onestep_dtype dtype,
+                                                             cudaStream_t stream);
 /* onestep_groupnorm_conv2d_igemm_typed on x = cat(a + a_bias, b + b_bias) (as onestep_concat_conv2d_igemm_typed
  * reads it; no add term): an up block's norm1(cat(h, skip)) -> conv1 in one launch, neither the concatenation nor the
  * normalized tensor stored. The statistics are those of the rounded concatenation, as

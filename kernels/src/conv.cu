@@ -719,6 +719,17 @@ extern "C" onestep_status onestep_groupnorm_conv2d_igemm_typed(
                       stride, padding, 0, config, dtype, stream, &norm);
 }
 
+extern "C" onestep_status onestep_groupnorm_conv2d_shortcut_igemm_typed(
+    const void* x, const void* x_bias, const void* gamma, const void* beta, int groups, float eps, int silu,
+    const void* w_krsc, const void* bias, void* y, const void* w_sc_krsc, void* y_sc, int N, int H, int W, int Cin,
+    int KH, int KW, int Cout, int stride, int padding, int config, onestep_dtype dtype, cudaStream_t stream) {
+    // A down block's norm1 -> conv1 with its 1x1 conv_shortcut of x (+ x_bias, rounded) in the blocks past conv1's
+    // column tiles: the up blocks' Pair on one source.
+    const NormArgs norm{gamma, beta, x_bias, nullptr, nullptr, nullptr, groups, eps, silu, 1};
+    return igemm_impl("onestep_groupnorm_conv2d_shortcut_igemm_typed", x, w_krsc, bias, nullptr, y, N, H, W, Cin, KH,
+                      KW, Cout, stride, padding, 0, config, dtype, stream, &norm, false, nullptr, 0, w_sc_krsc, y_sc);
+}
+
 extern "C" onestep_status onestep_concat_conv2d_igemm_typed(const void* a, const void* a_bias, const void* b,
                                                             const void* b_bias, const void* w_krsc, const void* bias,
                                                             const void* z, void* y, int N, int H, int W, int Ca,

@@ -273,6 +273,66 @@ void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int v
     }
 }
 
+// A down block's norm1 -> conv1 with its 1x1 conv_shortcut in the same launch (onestep_groupnorm_conv2d_shortcut_igemm_
+// typed): conv1 against check_norm's oracle (the group norm of x + x_bias in double, then the convolution), the
+// shortcut against the 1x1 convolution of x + x_bias as the launch's other blocks read it: the fp32 sum rounded to T,
+// as a stored tensor holds it. Every tile; those whose rows do not fit one sample must refuse.
+void check_norm_shortcut(const Type& t, ktest::Rng& rng, const Case& c, int groups, bool x_biased) {
+    const size_t nx = size_t(c.N) * c.H * c.W * c.Cin, nw = size_t(c.Cout) * c.KH * c.KW * c.Cin,
+                 ny = size_t(c.N) * c.H * c.W * c.Cout;  // stride 1, 'same' padding
+    Input x(t, rng, nx), xb(t, rng, c.Cin, 4.0), w(t, rng, nw), b(t, rng, c.Cout), gamma(t, rng, c.Cin),
+        beta(t, rng, c.Cin), wsc(t, rng, size_t(c.Cout) * c.Cin);
+    vector<double> xs(nx), xr(nx);  // x + x_bias in double (the normalized path), and rounded (the shortcut's)
+    for (size_t i = 0; i < nx; i++) {
+        const float bias = x_biased ? xb.v[i % c.Cin] : 0.f;
+        xs[i] = double(x.v[i]) + bias;
+        xr[i] = ktest::round_to(t.f, double(x.v[i] + bias));  // the sum in fp32, as the kernel adds
+    }
+    const vector<double> g = group_norm_reference(c, xs, gamma.v, beta.v, groups, true);
+    vector<double> ref, mag, sc_ref, sc_mag;
+    conv_reference(c, g, w.v, ref, mag);
+    for (size_t o = 0; o < ny; o++) ref[o] += double(b.v[o % c.Cout]);
+    conv_reference(Case{c.N, c.H, c.W, c.Cin, 1, 1, c.Cout, 1, 0}, xr, wsc.v, sc_ref, sc_mag);
+    const double u = ktest::unit_roundoff(t.f), K = double(c.KH) * c.KW * c.Cin + 2, K1 = double(c.Cin) + 2;
+    for (int config = 0; config <= onestep_conv2d_igemm_configs(); config++) {
+        int bm = 0, bn = 0;
+        if (config) std::sscanf(onestep_conv2d_igemm_config_name(config), "%dx%d", &bm, &bn);
+        Buf16 y(ny), ysc(ny);
+        const onestep_status st = onestep_groupnorm_conv2d_shortcut_igemm_typed(
+            x.b.p, x_biased ? xb.b.p : nullptr, gamma.b.p, beta.b.p, groups, 1e-5f, 1, w.b.p, b.b.p, y.p, wsc.b.p,
+            ysc.p, c.N, c.H, c.W, c.Cin, c.KH, c.KW, c.Cout, 1, c.padding, config, t.dt, nullptr);
+        char msg[400];
+        if (config != 0 && (c.H * c.W) % bm != 0) {
+            std::snprintf(msg, sizeof msg, "%s norm conv + shortcut config=%d (BM %d) on H*W=%d is refused: %s",
+                          t.name, config, bm, c.H * c.W, onestep_last_error_message());
+            expect(st == ONESTEP_ERROR_UNSUPPORTED && std::strstr(onestep_last_error_message(), "multiple of"), "%s",
+                   msg);
+            continue;
+        }
+        ok(st, "groupnorm_conv2d_shortcut_igemm: %s");
+        ktest::sync();
+        size_t bad = 0, bad_sc = 0, first = 0, first_sc = 0;
+        for (size_t o = 0; o < ny; o++) {
+            const double m = mag[o] + std::fabs(b.v[o % c.Cout]);
+            const double got = ktest::decode16(t.f, y.p[o]), got_sc = ktest::decode16(t.f, ysc.p[o]);
+            if (!(std::fabs(got - ref[o]) <= u * std::fabs(ref[o]) + std::ldexp(K * m, -22) +
+                                                 (u + std::ldexp(1.0, -16)) * mag[o]) &&
+                bad++ == 0)
+                first = o;
+            if (!(std::fabs(got_sc - sc_ref[o]) <= u * std::fabs(sc_ref[o]) + std::ldexp(K1 * sc_mag[o], -22)) &&
+                bad_sc++ == 0)
+                first_sc = o;
+        }
+        std::snprintf(msg, sizeof msg,
+                      "%s norm conv + shortcut N=%d %dx%dx%d %dx%d -> %d groups=%d x_bias=%d config=%d (%s): conv1 %zu "
+                      "of %zu off (first at %zu), shortcut %zu off (first at %zu: got %.6g, want %.6g)",
+                      t.name, c.N, c.H, c.W, c.Cin, c.KH, c.KW, c.Cout, groups, x_biased, config,
+                      onestep_conv2d_igemm_config_name(config), bad, ny, first, bad_sc, first_sc,
+                      bad_sc ? ktest::decode16(t.f, ysc.p[first_sc]) : 0.0, sc_ref[first_sc]);
+        expect(bad == 0 && bad_sc == 0, "%s", msg);
+    }
+}
+
 // The concatenation gathered by the convolution (onestep_concat_conv2d_igemm_typed) and under the group norm prologue
 // (onestep_groupnorm_concat_conv2d_igemm_typed): x = cat(round(a + a_bias), round(b + b_bias)) is built here as the
 // concatenation kernel stores it (the sum in fp32, rounded to T), then the oracles above on it: check_case's bound for
@@ -451,6 +511,19 @@ void check_norm_errors() {
         4, 16, 3, 3, 16, 1, 1, 0, ONESTEP_FLOAT16, nullptr);
     expect(st == ONESTEP_ERROR_INVALID_ARGUMENT && std::strstr(onestep_last_error_message(), "must not alias gamma"),
            "y aliasing gamma is refused: %s", onestep_last_error_message());
+    // The shortcut beside a stride-2 conv1 (other output pixels), and y_sc over x.
+    expect(onestep_groupnorm_conv2d_shortcut_igemm_typed(buf, nullptr, buf, buf, 4, 1e-5f, 1, buf, nullptr,
+                                                         buf + 2048, buf, buf + 3072, 1, 4, 4, 16, 3, 3, 16, 2, 1, 0,
+                                                         ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_UNSUPPORTED &&
+               std::strstr(onestep_last_error_message(), "onestep_groupnorm_conv2d_shortcut_igemm_typed(") &&
+               std::strstr(onestep_last_error_message(), "stride 1"),
+           "a shortcut beside a stride-2 conv1 is refused: %s", onestep_last_error_message());
+    expect(onestep_groupnorm_conv2d_shortcut_igemm_typed(buf, nullptr, buf + 1024, buf + 1024, 4, 1e-5f, 1, buf,
+                                                         nullptr, buf + 2048, buf, buf, 1, 4, 4, 16, 3, 3, 16, 1, 1,
+                                                         0, ONESTEP_FLOAT16, nullptr) ==
+                   ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "y_sc must not alias"),
+           "y_sc over x is refused: %s", onestep_last_error_message());
 }
 
 void check_errors() {
@@ -538,6 +611,10 @@ int main() {
         check_concat(t, rng, {1, 8, 8, 32, 3, 3, 16, 2, 1}, 16, 8, 3);
         check_concat(t, rng, {1, 4, 4, 64, 3, 3, 40, 1, 1}, 32, 4, 2, 1000.0, true);
         check_concat(t, rng, {1, 8, 8, 32, 3, 3, 16, 1, 1}, 16, 8, 3, 0, true);
+        // A down block's entry: norm1, a 3x3 conv1 and the 1x1 shortcut in one launch (ragged Cout, batch 2; and
+        // with x's pending bias, which the shortcut's blocks add and round).
+        check_norm_shortcut(t, rng, {2, 4, 4, 32, 3, 3, 40, 1, 1}, 8, false);
+        check_norm_shortcut(t, rng, {1, 8, 8, 48, 3, 3, 24, 1, 1}, 4, true);
     }
     check_errors();
     return ktest::finish("test_conv", start);
