@@ -419,6 +419,46 @@ public abstract class Ops {
         groupNormConvKernel(x, add, gamma, beta, groups, eps, silu, g, mean, rstd, w, b, z, stride, padding, y);
     }
 
+    /**
+     * A down block's ResnetBlock2D entry where it has a conv_shortcut, as one op: {@code y = conv2d(g, w, b)} with
+     * {@code g} = {@link #groupNorm} (+ SiLU) of x (norm1 and conv1), and {@code sc = conv2d(x, wShortcut)}, the 1x1
+     * shortcut without its bias (the caller folds it into conv2's), for inference where {@link #fusesNormConv} holds.
+     * conv1 keeps x's size (stride 1, 'same' padding), so sc and y share their pixels. g, mean and rstd are the norm's
+     * outputs, which a backend that fuses the three may leave unwritten. Host backends run the three ops.
+     */
+    public final void groupNormConvShortcut2d(Tensor x, Tensor gamma, Tensor beta, int groups, float eps, boolean silu,
+                                              Tensor g, Tensor mean, Tensor rstd, Tensor w, Tensor b, int padding,
+                                              Tensor y, Tensor wShortcut, Tensor sc) {
+        String op = silu ? "groupNormSiluConvShortcut2d" : "groupNormConvShortcut2d";
+        alive(op, x, gamma, beta, g, mean, rstd, w, b, y, wShortcut, sc);
+        if (wShortcut == null || sc == null) {
+            throw new TensorException(op + ": the shortcut's weights and output are required (wShortcut "
+                    + (wShortcut == null ? "null" : "given") + ", sc " + (sc == null ? "null" : "given") + ")");
+        }
+        checkNormOf(op, x, null, gamma, beta, null, null, groups, eps, "g", g, mean, rstd);
+        checkConv(op, g, w, b, null, 1, padding, y);
+        if (y.dim(1) != x.dim(1) || y.dim(2) != x.dim(2)) {
+            throw new TensorException(op + ": conv1's output y " + y.describe() + " must keep x's " + x.dim(1) + "x"
+                    + x.dim(2) + " pixels, as the shortcut's does ('same' padding)");
+        }
+        checkConv(op, x, wShortcut, null, null, 1, 0, "shortcut output sc", sc);
+        disjoint(op, "y", y, "x", x);
+        disjoint(op, "y", y, "g", g);
+        disjoint(op, "sc", sc, "x", x);
+        disjoint(op, "sc", sc, "g", g);
+        disjoint(op, "sc", sc, "y", y);
+        groupNormConvShortcutKernel(x, gamma, beta, groups, eps, silu, g, mean, rstd, w, b, padding, y, wShortcut, sc);
+    }
+
+    /** Host backends: {@link #groupNormKernel} into g, then {@link #convKernel} of g and of x. */
+    protected void groupNormConvShortcutKernel(Tensor x, Tensor gamma, Tensor beta, int groups, float eps,
+                                               boolean silu, Tensor g, Tensor mean, Tensor rstd, Tensor w, Tensor b,
+                                               int padding, Tensor y, Tensor wShortcut, Tensor sc) {
+        groupNormKernel(x, null, gamma, beta, null, null, groups, eps, silu, g, mean, rstd);
+        convKernel(g, w, b, 1, padding, y);
+        convKernel(x, wShortcut, null, 1, 0, sc);
+    }
+
     /** The operands of a group norm of {@code x + add[n, c]} (add (N, C) or null) into {@code out} ({@code name}). */
     private static void checkNormOf(String op, Tensor x, Tensor add, Tensor gamma, Tensor beta, Tensor scale,
                                     Tensor shift, int groups, float eps, String name, Tensor out, Tensor mean,

@@ -79,6 +79,24 @@ public final class GroupNorm {
     }
 
     /**
+     * At inference where the backend fuses them ({@code Ops.fusesNormConv}): a down block's resnet entry as one op
+     * ({@code Ops.groupNormConvShortcut2d}): {@code conv} (stride 1, 'same' padding) of this norm of x with bias
+     * {@code b1}, and {@code shortcut} (the 1x1 conv_shortcut) of x without its bias, which the caller folds into
+     * conv2's. Returns {conv's output, the shortcut's}; nothing is kept for a backward.
+     */
+    Tensor[] forwardConvShortcut(Context c, Tensor x, Conv2d conv, Tensor b1, Conv2d shortcut) {
+        Tensor g = keep(c, x, null, null, null);
+        Tensor w = conv.weight.value(), ws = shortcut.weight.value();
+        Tensor y = c.alloc(ai.onestep.tensor.Layout.NHWC, ai.onestep.backend.Ops.convOutputShape(x, w, 1, conv.padding));
+        Tensor sc = c.alloc(ai.onestep.tensor.Layout.NHWC, ai.onestep.backend.Ops.convOutputShape(x, ws, 1, 0));
+        conv.keepNoInput();
+        shortcut.keepNoInput();
+        c.ops.groupNormConvShortcut2d(x, gamma.value(), beta.value(), groups, eps, silu, g, mean, rstd, w, b1,
+                conv.padding, y, ws, sc);
+        return new Tensor[] {y, sc};
+    }
+
+    /**
      * At inference where the backend fuses them ({@code Ops.fusesNormConv}): an up block's resnet entry as one op
      * ({@code Ops.groupNormConcatConv2d}): {@code conv} of this norm of {@code cat(a, b)} with bias {@code b1}, and
      * {@code shortcut} (the 1x1 conv_shortcut) of cat without its bias, which the caller folds into conv2's. Returns

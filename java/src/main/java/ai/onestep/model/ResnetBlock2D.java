@@ -81,9 +81,24 @@ final class ResnetBlock2D implements AutoCloseable {
     Tensor forward(Context c, Tensor x) {
         checkConditioned(x.dim(0));
         if (!c.training && c.ops.fusesNormConv()) {
+            if (shortcutRidesWithConv1() && foldedBiasSum(c) != null) {
+                // A down block's channel change: norm1, conv1 and the 1x1 shortcut as one op (its bias in conv2's).
+                Tensor[] hs = norm1.forwardConvShortcut(c, x, conv1, conv1.bias.value(), convShortcut);
+                return afterConv1(c, x, hs[0], hs[1]);
+            }
             return afterConv1(c, x, norm1.forwardConv(c, x, null, conv1, conv1.bias.value(), null));
         }
         return afterNorm1(c, x, norm1.forward(c, x));
+    }
+
+    /** A 1x1 conv_shortcut next to a conv1 that keeps x's size: the two share their output pixels. */
+    private boolean shortcutRidesWithConv1() {
+        if (convShortcut == null || convShortcut.stride != 1 || convShortcut.padding != 0 || conv1.stride != 1) {
+            return false;
+        }
+        Tensor ws = convShortcut.weight.value(), w1 = conv1.weight.value();
+        return ws.dim(0) == 1 && ws.dim(1) == 1 && w1.dim(0) == 2 * conv1.padding + 1
+                && w1.dim(1) == 2 * conv1.padding + 1;
     }
 
     /**
@@ -144,7 +159,7 @@ final class ResnetBlock2D implements AutoCloseable {
         }
         Tensor y = c.training || !c.ops.fusesResidual() ? null : conv2Residual(c, x, h, g, sc);
         if (y == null) {
-            if (sc != null) {  // forwardConcat took the fused entry only where the bias sum folds
+            if (sc != null) {  // forward and forwardConcat take the fused entries only where the bias sum folds
                 throw new IllegalStateException("resnet block: a shortcut computed without its bias, and no bias sum");
             }
             if (g == null) {
@@ -170,7 +185,8 @@ final class ResnetBlock2D implements AutoCloseable {
     private Tensor conv2Residual(Context c, Tensor x, Tensor h, Tensor g, Tensor scGiven) {
         Tensor bias = conv2.bias.value(), sc = x;
         if (convShortcut != null) {
-            bias = scGiven != null ? biasSum : foldedBiasSum(c);  // scGiven: forwardConcat folded it this forward
+            // scGiven: forward or forwardConcat folded it this forward
+            bias = scGiven != null ? biasSum : foldedBiasSum(c);
             if (bias == null) {
                 return null;
             }

@@ -430,6 +430,25 @@ public final class OnestepKernels {
                                                                @Cast("cudaStream_t") long stream);
 
     /**
+     * A down block's conv2d(silu(group_norm(x + xBias)), w) + bias and the 1x1 conv2d(x + xBias, wSc) (no bias) in one
+     * launch (see the header); conv1 at stride 1 with 'same' padding.
+     */
+    public static native int onestep_groupnorm_conv2d_shortcut_igemm_typed(@Cast("const void*") long x,
+                                                                           @Cast("const void*") long xBias,
+                                                                           @Cast("const void*") long gamma,
+                                                                           @Cast("const void*") long beta, int groups,
+                                                                           float eps, int silu,
+                                                                           @Cast("const void*") long wKrsc,
+                                                                           @Cast("const void*") long bias,
+                                                                           @Cast("void*") long y,
+                                                                           @Cast("const void*") long wScKrsc,
+                                                                           @Cast("void*") long ySc, int n, int h,
+                                                                           int w, int cin, int kh, int kw, int cout,
+                                                                           int stride, int padding, int config,
+                                                                           @Cast("onestep_dtype") int dtype,
+                                                                           @Cast("cudaStream_t") long stream);
+
+    /**
      * conv2d(silu(group_norm(cat(a + aBias, b + bBias))), w) + bias + z, and (wScKrsc, ySc non-zero) the 1x1
      * conv2d(cat, wSc), in one launch (see the header).
      */

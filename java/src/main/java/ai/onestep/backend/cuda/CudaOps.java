@@ -1090,6 +1090,36 @@ public final class CudaOps extends Ops implements AutoCloseable {
     }
 
     /**
+     * {@link Device#groupNormConvShortcut}: one launch of our convolution, conv1 with the group norm as its prologue and
+     * the 1x1 shortcut by its other blocks, where the shape's timed choice took it; else the group norm, conv1 and the
+     * shortcut. Outside such a pass, or where x carries a bias its producer left pending (the ops apart take it their
+     * own way): those ops themselves.
+     */
+    @Override
+    protected void groupNormConvShortcutKernel(Tensor x, Tensor gamma, Tensor beta, int groups, float eps,
+                                               boolean silu, Tensor g, Tensor mean, Tensor rstd, Tensor w, Tensor b,
+                                               int padding, Tensor y, Tensor wShortcut, Tensor sc) {
+        Precision type = dt();
+        if (!fusesNormConv() || pass == null || pass.pendingBias(x, type) != 0) {
+            super.groupNormConvShortcutKernel(x, gamma, beta, groups, eps, silu, g, mean, rstd, w, b, padding, y,
+                    wShortcut, sc);
+            return;
+        }
+        String op = silu ? "groupNormSiluConvShortcut2d" : "groupNormConvShortcut2d";
+        run(op, () -> {
+            long px = in(x, op, type), pgam = in(gamma, op, type), pbet = in(beta, op, type);
+            long pw = in(w, op, type), pb = in(b, op, type), pws = in(wShortcut, op, type);
+            long wk = krscOf(w, pw, type), wsk = krscOf(wShortcut, pws, type);
+            long pg = out(g, op, type), pm = out(mean, op), pr = out(rstd, op);
+            long py = out(y, op, type), psc = out(sc, op, type);
+            boolean deferred = deferBias(device.convBiasSeparate(), y, pb, type);
+            device.groupNormConvShortcut(px, 0, pgam, pbet, groups, eps, silu, pg, pm, pr, pw, wk, deferred ? 0 : pb,
+                    pws, wsk, py, psc, x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(1), w.dim(3), 1, padding,
+                    type, (bytes, why) -> res().scratch((bytes + 3) / 4, why), what(x, w, wShortcut, y));
+        });
+    }
+
+    /**
      * {@link Device#groupNormConcatConv}: one launch of our convolution, conv1 with the group norm as its prologue and
      * the shortcut by its other blocks, both gathering the concatenation from a and b (their pending biases taken on
      * the fly), where the shape's timed choice took it; else the group norm writing cat and g, and the two

@@ -892,6 +892,91 @@ public abstract class Device implements AutoCloseable {
     }
 
     /**
+     * A down block's ResnetBlock2D entry at inference where it has a conv_shortcut: {@code y = conv2d(silu(groupNorm(x
+     * + xBias)), w) + bias} (conv1) and {@code sc = conv2d(x + xBias, wSc)} (the 1x1 shortcut without its bias). Where
+     * the shape's timed choice took it, one launch of our implicit GEMM ({@code
+     * onestep_groupnorm_conv2d_shortcut_igemm_typed}: conv1 with the group norm as its prologue, the shortcut by the
+     * launch's other blocks); g, mean and rstd are then left as they were. Else {@link #groupNormConv}'s two ops and
+     * the shortcut's {@link #conv2d} (where x carries no pending bias: with one, the caller runs the ops itself).
+     */
+    public final void groupNormConvShortcut(long x, long xBias, long gamma, long beta, int groups, float eps,
+                                            boolean silu, long g, long mean, long rstd, long w, long wKrsc, long bias,
+                                            long wSc, long wScKrsc, long y, long sc, int n, int h, int wd, int cin,
+                                            int kh, int kw, int cout, int stride, int padding, Precision type,
+                                            Scratch scratch, Supplier<String> what) {
+        NormConvShortcut op = new NormConvShortcut(new NormConv(x, xBias, 0, 0, gamma, beta, groups, eps, silu, g, mean,
+                rstd, w, wKrsc, bias, 0, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, what), wSc, wScKrsc,
+                sc);
+        int config = normConvShortcutConfig(op);
+        if (config == 0) {
+            normConvsUnfused++;
+            unfusedNormConvShortcut(op, scratch);
+        } else {
+            fusedNormConvShortcut(op, config);
+        }
+    }
+
+    /** The operands of one {@link #groupNormConvShortcut}: conv1's as a {@link NormConv}, and the shortcut's. */
+    private record NormConvShortcut(NormConv conv1, long wSc, long wScKrsc, long sc) {
+        NormConvShortcut into(long y2, long sc2) {
+            return new NormConvShortcut(conv1.into(y2), wSc, wScKrsc, sc2);
+        }
+    }
+
+    /** The group norm and conv1 ({@link #unfusedNormConv}), then the shortcut of x. */
+    private void unfusedNormConvShortcut(NormConvShortcut op, Scratch scratch) {
+        NormConv o = op.conv1();
+        unfusedNormConv(o, scratch);
+        conv2d(o.x(), op.wSc(), op.wScKrsc(), 0, op.sc(), o.n(), o.h(), o.wd(), o.cin(), 1, 1, o.cout(), 1, 0, o.type(),
+                scratch, o.what());
+    }
+
+    /** One launch, tile {@code config}: conv1 with the prologue, and the shortcut. */
+    private void fusedNormConvShortcut(NormConvShortcut op, int config) {
+        NormConv o = op.conv1();
+        check(onestep_groupnorm_conv2d_shortcut_igemm_typed(o.x(), o.xBias(), o.gamma(), o.beta(), o.groups(), o.eps(),
+                o.silu() ? 1 : 0, o.wKrsc(), o.bias(), o.y(), op.wScKrsc(), op.sc(), o.n(), o.h(), o.wd(), o.cin(),
+                o.kh(), o.kw(), o.cout(), o.stride(), o.padding(), config, o.type().code, stream),
+                o.silu() ? "groupNormSiluConvShortcut2d" : "groupNormConvShortcut2d", o.what());
+        igemmLaunches++;
+    }
+
+    /**
+     * The tile {@link #groupNormConvShortcut} runs its fused launch with, or 0 for the ops apart: timed like
+     * {@link #normConvConfig}. Only where our implicit GEMM takes conv1 and the shortcut (fp16/bf16, their KRSC
+     * weights), conv1 keeps x's size (the launch's two convolutions share their output pixels), x has no pending bias
+     * the unfused shortcut would miss, and y and sc lie apart from x.
+     */
+    private int normConvShortcutConfig(NormConvShortcut op) {
+        NormConv o = op.conv1();
+        if (!ownConvolutions || !igemmTakes(o.x(), o.wKrsc(), o.cin(), o.type()) || op.wScKrsc() == 0
+                || op.wScKrsc() % 16 != 0 || o.stride() != 1 || o.kh() != 2 * o.padding() + 1
+                || o.kw() != 2 * o.padding() + 1 || o.y() == o.x() || op.sc() == o.x() || op.sc() == o.y()) {
+            return 0;
+        }
+        String key = normConvKey(o) + ",shortcut";
+        return tileChoice(key, "group norm and convolutions", (config, tmp) -> normConvShortcutAgrees(op, config, tmp),
+                () -> chooseFused(key, "group norm prologue with the shortcut", "group norm and convolutions",
+                        "ops apart faster", scratch -> unfusedNormConvShortcut(op, scratch),
+                        config -> fusedNormConvShortcut(op, config),
+                        (config, tmp) -> normConvShortcutAgrees(op, config, tmp)));
+    }
+
+    /** Runs tile {@code config} into y and sc and whether both agree with the ops apart ({@link #agrees}). */
+    private boolean normConvShortcutAgrees(NormConvShortcut op, int config, Temporary tmp) {
+        NormConv o = op.conv1();
+        long elems = outElems(o.n(), o.h(), o.wd(), o.kh(), o.kw(), o.cout(), o.stride(), o.padding());
+        long ref = tmp.allocate(elems * o.type().bytes, "group norm convolution with shortcut check");
+        long scRef = tmp.allocate(elems * o.type().bytes, "its shortcut's check");
+        unfusedNormConvShortcut(op.into(ref, scRef), lender(tmp));
+        fusedNormConvShortcut(op, config);  // y and sc: the candidate's, last
+        String what = "the group norm prologue convolution with its shortcut " + normConvKey(o);
+        return agrees(o.y(), ref, elems, o.type(), tmp, o.what(), what, "the ops apart for this shape")
+                && agrees(op.sc(), scRef, elems, o.type(), tmp, o.what(), what + " (shortcut)",
+                "the shortcut's convolution for this shape");
+    }
+
+    /**
      * An up block's ResnetBlock2D entry at inference: {@code y = conv2d(silu(groupNorm(cat)), w) + bias} (conv1) and
      * {@code sc = conv2d(cat, wSc)} (the 1x1 conv_shortcut without its bias; wSc 0: none) with {@code cat = [a + aBias,
      * b + bBias]} along channels (either bias 0). Where the shape's timed choice ({@link #normConcatConvConfig}) took

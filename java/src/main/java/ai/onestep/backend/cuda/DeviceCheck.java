@@ -416,10 +416,13 @@ public final class DeviceCheck {
             long attentionOuts = ops.getOrDefault("attentionResidual", 0L);
             long fusedGemms = ops.getOrDefault("linearResidual", 0L) + attentionOuts;
             // Where the device runs our convolutions, a block's norm and convolution are one op
-            // (Ops#groupNormConv2d; over an up block's concatenation Ops#groupNormConcatConv2d, with the shortcut),
+            // (Ops#groupNormConv2d; over an up block's concatenation Ops#groupNormConcatConv2d, with the shortcut; with
+            // a down block's shortcut Ops#groupNormConvShortcut2d),
             // fused where the shape's timed choice took our convolution's norm prologue.
             long normConvs = ops.getOrDefault("groupNormSiluConv2d", 0L) + ops.getOrDefault("groupNormConv2d", 0L)
-                    + ops.getOrDefault("groupNormSiluConcatConv2d", 0L) + ops.getOrDefault("groupNormConcatConv2d", 0L);
+                    + ops.getOrDefault("groupNormSiluConcatConv2d", 0L) + ops.getOrDefault("groupNormConcatConv2d", 0L)
+                    + ops.getOrDefault("groupNormSiluConvShortcut2d", 0L)
+                    + ops.getOrDefault("groupNormConvShortcut2d", 0L);
             fact("folded graph: " + fusedConvs + " convolutions and " + fusedGemms + " GEMMs took their residual, "
                     + dev.device().residualsUnfused() + " calls as two launches; " + normConvs + " norm + convolution"
                     + " ops, " + dev.device().normConvsUnfused() + " calls as the two ops; " + attentionOuts
