@@ -72,9 +72,7 @@ class AttentionResidualTest {
                 assertEquals(attentions, (long) counts.getOrDefault("attentionResidual", 0L), counts.toString());
                 assertFalse(counts.containsKey("attention") || counts.containsKey("linearResidual"), counts.toString());
                 long[] graph = ops.capturedPasses().values().iterator().next();
-                var verdicts = ops.device().timedChoices().stream().filter(c -> c.shape().startsWith("attnres,"))
-                        .toList();
-                assertFalse(verdicts.isEmpty());
+                List<Device.Choice> verdicts = NormConvTest.choices(ops, "attnres,");
                 for (Device.Choice c : verdicts) {
                     assertTrue(c.config() >= 1 && c.verdict().startsWith("one launch, ")
                             && c.verdict().contains(" faster") && c.shape().contains(",heads=2,")
@@ -129,9 +127,7 @@ class AttentionResidualTest {
             Map<String, Long> counts = ops.capturedOpCounts().values().iterator().next();
             assertEquals(attentions(net), (long) counts.getOrDefault("attentionResidual", 0L), counts.toString());
             assertEquals(apartNodes, ops.capturedPasses().values().iterator().next()[0], "two launches each");
-            List<Device.Choice> verdicts = ops.device().timedChoices().stream()
-                    .filter(c -> c.shape().startsWith("attnres,")).toList();
-            assertFalse(verdicts.isEmpty());
+            List<Device.Choice> verdicts = NormConvTest.choices(ops, "attnres,");
             for (Device.Choice c : verdicts) {
                 assertTrue(c.config() == 0 && c.incumbent().equals("attention and to_out apart")
                         && c.verdict().startsWith("attention and to_out apart faster"), c.toString());
@@ -143,9 +139,7 @@ class AttentionResidualTest {
             float[] taken = ConstantFoldingTest.denoise(ops, net, input(a));
             // Every other choice forced too (our convolutions, attention and group norm kernels).
             assertTrue(IgemmConvTest.relL2(taken, apart) < 4e-3, "fused vs apart " + IgemmConvTest.relL2(taken, apart));
-            List<Device.Choice> verdicts = ops.device().timedChoices().stream()
-                    .filter(c -> c.shape().startsWith("attnres,")).toList();
-            assertFalse(verdicts.isEmpty());
+            List<Device.Choice> verdicts = NormConvTest.choices(ops, "attnres,");
             for (Device.Choice c : verdicts) {
                 // Forced, the first of the three candidates the emulated clock found fastest: any, by name.
                 assertTrue(c.config() >= 1 && c.candidate().startsWith("one launch, ")

@@ -16,6 +16,7 @@ import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
 import ai.onestep.tensor.TensorException;
+import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 
@@ -33,6 +34,13 @@ class NormConvTest {
         Map<String, Object> cfg = CudaGraphTest.configMap(32);
         cfg.put("resnet_time_scale_shift", "default");
         return CudaGraphTest.randomNet(UNetConfig.fromMap(cfg), seed);
+    }
+
+    /** The timed choices so far whose key starts with {@code prefix}; at least one. */
+    static List<Device.Choice> choices(CudaOps ops, String prefix) {
+        List<Device.Choice> c = ops.device().timedChoices().stream().filter(x -> x.shape().startsWith(prefix)).toList();
+        assertFalse(c.isEmpty(), "no " + prefix + " choice among " + ops.device().timedChoices());
+        return c;
     }
 
     private static long count(UNet net, String suffix) {
@@ -140,8 +148,8 @@ class NormConvTest {
                         counts.toString());
                 long[] graph = ops.capturedPasses().values().iterator().next();
                 assertEquals(0, ops.device().normConvsUnfused(), "every call took the prologue");
-                var verdicts = ops.device().timedChoices().stream()
-                        .filter(c -> c.shape().startsWith("normconv,") && c.shape().endsWith(",shortcut")).toList();
+                List<Device.Choice> verdicts = choices(ops, "normconv,").stream()
+                        .filter(c -> c.shape().endsWith(",shortcut")).toList();
                 assertFalse(verdicts.isEmpty());
                 for (Device.Choice c : verdicts) {
                     assertTrue(c.config() >= 1 && c.candidate().startsWith("group norm prologue with the shortcut, ")
@@ -195,16 +203,13 @@ class NormConvTest {
             long[] graph = ops.capturedPasses().values().iterator().next();
             assertTrue(graph[0] >= graph[1] + normConvs, "at least one more node per declined op: " + graph[0] + " for "
                     + graph[1]);
-            var verdicts = ops.device().timedChoices().stream().filter(c -> c.shape().startsWith("normconv,")).toList();
-            assertFalse(verdicts.isEmpty());
+            List<Device.Choice> verdicts = NormConvTest.choices(ops, "normconv,");
             for (Device.Choice c : verdicts) {
                 assertEquals(0, c.config(), c.toString());
                 assertTrue(c.incumbent().equals("group norm and convolution") && c.verdict().startsWith("two ops"),
                         c.toString());
             }
-            var concatVerdicts = ops.device().timedChoices().stream()
-                    .filter(c -> c.shape().startsWith("normcatconv,")).toList();
-            assertFalse(concatVerdicts.isEmpty());
+            List<Device.Choice> concatVerdicts = NormConvTest.choices(ops, "normcatconv,");
             for (Device.Choice c : concatVerdicts) {
                 assertTrue(c.config() == 0 && c.incumbent().equals("concatenating group norm and convolutions")
                         && c.verdict().startsWith("ops apart faster"), c.toString());
@@ -216,16 +221,13 @@ class NormConvTest {
             float[] taken = ConstantFoldingTest.denoise(ops, net, input(a));
             // Every other choice forced too (our convolutions, attention and group norm kernels): 9.5e-4 measured.
             assertTrue(IgemmConvTest.relL2(taken, apart) < 4e-3, "fused vs apart " + IgemmConvTest.relL2(taken, apart));
-            var verdicts = ops.device().timedChoices().stream().filter(c -> c.shape().startsWith("normconv,")).toList();
-            assertFalse(verdicts.isEmpty());
+            List<Device.Choice> verdicts = NormConvTest.choices(ops, "normconv,");
             for (Device.Choice c : verdicts) {
                 assertTrue(c.config() >= 1 && c.verdict().startsWith("fused faster")
                         && c.candidate().startsWith("group norm prologue, "), c.toString());
             }
             // Over a concatenation: conv1 with the prologue and the shortcut in one launch, gathering from h and skip.
-            var concatVerdicts = ops.device().timedChoices().stream()
-                    .filter(c -> c.shape().startsWith("normcatconv,")).toList();
-            assertFalse(concatVerdicts.isEmpty());
+            List<Device.Choice> concatVerdicts = NormConvTest.choices(ops, "normcatconv,");
             for (Device.Choice c : concatVerdicts) {
                 assertTrue(c.config() >= 1 && c.verdict().startsWith("fused faster") && c.shape().endsWith(",shortcut")
                         && c.candidate().startsWith("group norm prologue over a and b, "), c.toString());
