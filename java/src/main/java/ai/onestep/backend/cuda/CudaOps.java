@@ -1113,7 +1113,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
             long pg = out(g, op, type), pm = out(mean, op), pr = out(rstd, op);
             long py = out(y, op, type), psc = out(sc, op, type);
             boolean deferred = deferBias(device.convBiasSeparate(), y, pb, type);
-            device.groupNormConvShortcut(px, 0, pgam, pbet, groups, eps, silu, pg, pm, pr, pw, wk, deferred ? 0 : pb,
+            device.groupNormConvShortcut(px, pgam, pbet, groups, eps, silu, pg, pm, pr, pw, wk, deferred ? 0 : pb,
                     pws, wsk, py, psc, x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(1), w.dim(3), 1, padding,
                     type, (bytes, why) -> res().scratch((bytes + 3) / 4, why), what(x, w, wShortcut, y));
         });

@@ -675,8 +675,9 @@ public abstract class Device implements AutoCloseable {
     /**
      * The route {@link #attentionResidual} runs a shape with: the one launch with 1, 2 or 4 warps a head, the fastest
      * of the three where, timed against the two ops on the shape's first use outside a capture (their own choices made
-     * in the timing's warm-up runs), it was faster and its y agreed; else 0. Off with {@link #fuseAttentionResidual}; only on fp16/bf16 with d 32 or 64, the KRSC copy of
-     * the weights, and y apart from qkv and z. Neither route asks for the pass's scratch.
+     * in the timing's warm-up runs), it was faster and its y agreed; else 0. Off with {@link #fuseAttentionResidual};
+     * only on fp16/bf16 with d 32 or 64, the KRSC copy of the weights, and y apart from qkv and z. Neither route asks
+     * for the pass's scratch.
      */
     protected final int attentionResidualKernel(long qkv, long qkvBias, long o, long lse, long w, long wKrsc, long bias,
                                                 long z, long y, int n, int heads, int t, int d, Precision type,
@@ -892,19 +893,19 @@ public abstract class Device implements AutoCloseable {
     }
 
     /**
-     * A down block's ResnetBlock2D entry at inference where it has a conv_shortcut: {@code y = conv2d(silu(groupNorm(x
-     * + xBias)), w) + bias} (conv1) and {@code sc = conv2d(x + xBias, wSc)} (the 1x1 shortcut without its bias). Where
-     * the shape's timed choice took it, one launch of our implicit GEMM ({@code
-     * onestep_groupnorm_conv2d_shortcut_igemm_typed}: conv1 with the group norm as its prologue, the shortcut by the
-     * launch's other blocks); g, mean and rstd are then left as they were. Else {@link #groupNormConv}'s two ops and
-     * the shortcut's {@link #conv2d} (where x carries no pending bias: with one, the caller runs the ops itself).
+     * A down block's ResnetBlock2D entry at inference where it has a conv_shortcut: {@code y = conv2d(silu(groupNorm(x)),
+     * w) + bias} (conv1) and {@code sc = conv2d(x, wSc)} (the 1x1 shortcut without its bias). Where the shape's timed
+     * choice took it, one launch of our implicit GEMM ({@code onestep_groupnorm_conv2d_shortcut_igemm_typed}: conv1
+     * with the group norm as its prologue, the shortcut by the launch's other blocks); g, mean and rstd are then left
+     * as they were. Else {@link #groupNormConv}'s two ops and the shortcut's {@link #conv2d}. x carries no pending
+     * bias here (with one, the caller runs the ops itself, each taking it its own way).
      */
-    public final void groupNormConvShortcut(long x, long xBias, long gamma, long beta, int groups, float eps,
+    public final void groupNormConvShortcut(long x, long gamma, long beta, int groups, float eps,
                                             boolean silu, long g, long mean, long rstd, long w, long wKrsc, long bias,
                                             long wSc, long wScKrsc, long y, long sc, int n, int h, int wd, int cin,
                                             int kh, int kw, int cout, int stride, int padding, Precision type,
                                             Scratch scratch, Supplier<String> what) {
-        NormConvShortcut op = new NormConvShortcut(new NormConv(x, xBias, 0, 0, gamma, beta, groups, eps, silu, g, mean,
+        NormConvShortcut op = new NormConvShortcut(new NormConv(x, 0, 0, 0, gamma, beta, groups, eps, silu, g, mean,
                 rstd, w, wKrsc, bias, 0, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, what), wSc, wScKrsc,
                 sc);
         int config = normConvShortcutConfig(op);
@@ -944,8 +945,8 @@ public abstract class Device implements AutoCloseable {
     /**
      * The tile {@link #groupNormConvShortcut} runs its fused launch with, or 0 for the ops apart: timed like
      * {@link #normConvConfig}. Only where our implicit GEMM takes conv1 and the shortcut (fp16/bf16, their KRSC
-     * weights), conv1 keeps x's size (the launch's two convolutions share their output pixels), x has no pending bias
-     * the unfused shortcut would miss, and y and sc lie apart from x.
+     * weights), conv1 keeps x's size (the launch's two convolutions share their output pixels), and y and sc lie apart
+     * from x.
      */
     private int normConvShortcutConfig(NormConvShortcut op) {
         NormConv o = op.conv1();
