@@ -256,6 +256,7 @@ struct Fiber {
 // writes the other bank and the one after it can reuse this one only once everyone has read it.
 struct WarpExchange {
     uint64_t slot[2][kWarpSize];
+    uint32_t fragment[2][kWarpSize][6];  // mma_m16n8k16's operands, the A and B registers of each lane
     int bank = 0;
 };
 
@@ -837,26 +838,29 @@ inline void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uin
     static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>, "fp16 or bf16 operands");
     const int tid = linear_tid(), lane = tid % kWarpSize;
     WarpExchange& w = g_block->warps[tid / kWarpSize];
-    uint32_t A[kWarpSize][4], B[kWarpSize][2];
-    const uint64_t mine[3] = {a[0] | uint64_t(a[1]) << 32, a[2] | uint64_t(a[3]) << 32, b0 | uint64_t(b1) << 32};
-    for (int round = 0; round < 3; round++) {
-        const int bank = w.bank;
-        w.slot[bank][lane] = mine[round];
-        warp_barrier(0xffffffffu);
-        for (int l = 0; l < kWarpSize; l++) {
-            uint32_t* dst = round < 2 ? &A[l][2 * round] : B[l];
-            dst[0] = uint32_t(w.slot[bank][l]), dst[1] = uint32_t(w.slot[bank][l] >> 32);
+    // One exchange of all six registers (three 64-bit shuffles cost three warp barriers, each 32 fiber switches,
+    // and made the emulated mma the largest item of the emulated tests' profile).
+    const int bank = w.bank;
+    uint32_t* mine = w.fragment[bank][lane];
+    mine[0] = a[0], mine[1] = a[1], mine[2] = a[2], mine[3] = a[3], mine[4] = b0, mine[5] = b1;
+    warp_barrier(0xffffffffu);
+    const uint32_t(&F)[kWarpSize][6] = w.fragment[bank];
+    // This lane's rows g, g + 8 of A and columns 2t, 2t + 1 of B, converted once: element (row, k) of A is half
+    // k % 2 of register row / 8 + 2 (k / 8) of lane 4 (row % 8) + (k % 8) / 2; element (k, col) of B is half k % 2
+    // of register k / 8 of lane 4 col + (k % 8) / 2.
+    const int g = lane / 4, t = lane % 4;
+    float av[2][16], bv[2][16];
+    for (int h = 0; h < 2; h++) {
+        for (int k = 0; k < 16; k++) {
+            av[h][k] = mma_element<T>(F[g * 4 + (k % 8) / 2][h + 2 * (k / 8)], k % 2);
+            bv[h][k] = mma_element<T>(F[(2 * t + h) * 4 + (k % 8) / 2][4 + k / 8], k % 2);
         }
     }
-    const int g = lane / 4, t = lane % 4;
     for (int i = 0; i < 4; i++) {
-        const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+        const float* ar = av[i / 2];
+        const float* bc = bv[i % 2];
         float acc = c[i];
-        for (int k = 0; k < 16; k++) {
-            const float av = mma_element<T>(A[(row % 8) * 4 + (k % 8) / 2][row / 8 + 2 * (k / 8)], k % 2);
-            const float bv = mma_element<T>(B[col * 4 + (k % 8) / 2][k / 8], k % 2);
-            acc += av * bv;
-        }
+        for (int k = 0; k < 16; k++) acc += ar[k] * bc[k];
         c[i] = acc;
     }
 }
