@@ -456,21 +456,22 @@ public abstract class Device implements AutoCloseable {
     // ---- our tensor-core convolution and the timer that chooses it ------------------------------------------
 
     /**
-     * Milliseconds per run of {@code work} (queued on this device's stream): two runs to warm up, then {@code reps}
-     * between a pair of device events ({@code onestep_timer_*}; the emulation's host clock). The {@code reps} runs are
-     * captured into a CUDA graph and the timer brackets its replay ({@link #graphTiming}), as a pass runs them: timed
-     * as launches, a route whose host side costs more than its kernels (cuDNN's calls at batch 1: ~50 us a call on the
-     * seventeenth session's H100, against ~10 us of kernel) would be charged for that host time, which a captured pass
-     * never pays, and lose choices its kernels win. Work that cannot be captured (or that times something itself, a
-     * timed choice whose library route makes another choice on its first run) is timed as launches. Not while
-     * capturing. Each call has its own timer.
+     * Milliseconds per run of {@code work} (queued on this device's stream): {@link #timingWarmups} runs to warm up,
+     * then {@code reps} between a pair of device events ({@code onestep_timer_*}; the emulation's host clock). The
+     * {@code reps} runs are captured into a CUDA graph and the timer brackets its replay ({@link #graphTiming}), as a
+     * pass runs them: timed as launches, a route whose host side costs more than its kernels (cuDNN's calls at batch 1:
+     * ~50 us a call on the seventeenth session's H100, against ~10 us of kernel) would be charged for that host time,
+     * which a captured pass never pays, and lose choices its kernels win. Work that cannot be captured (or that times
+     * something itself, a timed choice whose library route makes another choice on its first run) is timed as launches.
+     * Not while capturing. Each call has its own timer.
      */
     public float timeMs(Runnable work, int reps) {
         if (capturing) {
             throw new IllegalStateException("timeMs: the stream is capturing");
         }
-        work.run();
-        work.run();
+        for (int i = 0; i < timingWarmups; i++) {
+            work.run();
+        }
         long graph = graphTiming ? captureRuns(work, reps) : 0;
         LongPointer p = new LongPointer(1);
         FloatPointer ms = new FloatPointer(1);
@@ -1163,8 +1164,14 @@ public abstract class Device implements AutoCloseable {
 
     private boolean fuseAttentionResidual;
 
-    /** Runs per timing in a choice (after two warm-up runs); the emulated device, whose clock says nothing, uses 1. */
+    /** Runs per timing in a choice (after the warm-up runs); the emulated device, whose clock says nothing, uses 1. */
     int choiceReps = 10;
+
+    /**
+     * Untimed runs before {@link #timeMs} times (at least one: it makes the scratch a route asks for outside the
+     * capture); two on a GPU, where the second also finds the caches and clocks warm; one on the emulated device.
+     */
+    int timingWarmups = 2;
 
     /**
      * For tests: null decides each choice by time; TRUE takes the candidate wherever it agrees with the reference,

@@ -74,7 +74,8 @@ public final class EmulatedDevice extends Device {
         if (candidates == Candidates.ALWAYS) {
             forceChoice = Boolean.TRUE;
         }
-        choiceReps = 1;  // the emulation's times decide nothing: run each candidate 3 times, not 12
+        choiceReps = 1;  // the emulation's times decide nothing: run each candidate twice, not 12 times
+        timingWarmups = 1;
         useChoicesFile();
     }
 
