@@ -39,8 +39,14 @@ import org.openjdk.jmh.annotations.Warmup;
 @Measurement(iterations = 5, time = 1)
 public class TorchConvBench {
     static {
-        // JavaCPP unpacks libtorch (about 350 MB) into ~/.javacpp/cache unless told otherwise: keep it under
-        // bench/target, next to benchmarks.jar (shared/ENVIRONMENT.md).
+        javacppCache();
+    }
+
+    /**
+     * JavaCPP unpacks libtorch (about 350 MB) into ~/.javacpp/cache unless told otherwise: keep it under bench/target,
+     * next to benchmarks.jar (shared/ENVIRONMENT.md). Before the first libtorch class loads.
+     */
+    static void javacppCache() {
         if (System.getProperty("org.bytedeco.javacpp.cachedir") == null) {
             try {
                 Path jar = Path.of(TorchConvBench.class.getProtectionDomain().getCodeSource().getLocation().toURI());
