@@ -30,6 +30,9 @@ import java.util.function.IntConsumer;
  * A teacher samples with EDM's Heun method ({@code steps} noise levels, 2 steps - 1 network evaluations); a
  * consistency student with Algorithm 1 of Song et al. 2023 ({@code steps} evaluations, at the time points stored
  * in its checkpoint).
+ * <p>One sampler serves one call at a time: its workspace, and on the cuda backend its graphs, belong to the call in
+ * flight, so calls from several threads queue behind each other (the cpu backend already uses every core for one
+ * batch). For independent streams on a many-core machine, load one sampler per stream with a share of the threads.
  */
 public final class Sampler implements AutoCloseable {
     /** See {@link ConsistencySampler#TIMEPOINTS}. */
@@ -89,7 +92,7 @@ public final class Sampler implements AutoCloseable {
      * Sets the largest batch one network evaluation gets (memory against throughput). The samples do not depend
      * on it: sample i is a function of (seed, i) only.
      */
-    public Sampler maxBatch(int max) {
+    public synchronized Sampler maxBatch(int max) {
         if (max < 1) {
             throw new IllegalArgumentException("sample: the batch limit must be >= 1, got " + max);
         }
@@ -103,8 +106,12 @@ public final class Sampler implements AutoCloseable {
     }
 
     /** Draws {@code n} samples (N, H, W, C) into {@code into}; sample i depends only on (seed, i). */
-    public Tensor sample(int n, int steps, long seed, int[] classLabels, TensorArena into, IntConsumer onStep) {
+    public synchronized Tensor sample(int n, int steps, long seed, int[] classLabels, TensorArena into,
+            IntConsumer onStep) {
         var cfg = model.net().config();
+        if (n < 0) {
+            throw new IllegalArgumentException("sample: the number of samples must be >= 0, got " + n);
+        }
         if (cfg.sampleSize() <= 0) {
             throw new IllegalArgumentException("sample: the checkpoint's config has no sample_size");
         }
@@ -149,11 +156,16 @@ public final class Sampler implements AutoCloseable {
         }
         String spec = model.metadata().get(TIMEPOINTS);
         if (spec != null) {
-            for (String part : spec.split(";")) {
-                String[] kv = part.split(":");
-                if (kv.length == 2 && Integer.parseInt(kv[0].trim()) == steps) {
-                    return Arrays.stream(kv[1].split(",")).mapToDouble(s -> Double.parseDouble(s.trim())).toArray();
+            try {
+                for (String part : spec.split(";")) {
+                    String[] kv = part.split(":");
+                    if (kv.length == 2 && Integer.parseInt(kv[0].trim()) == steps) {
+                        return Arrays.stream(kv[1].split(",")).mapToDouble(s -> Double.parseDouble(s.trim())).toArray();
+                    }
                 }
+            } catch (NumberFormatException e) {
+                throw new IllegalArgumentException("sample: " + model.path() + ": metadata " + TIMEPOINTS
+                        + " is not 'steps:t1,t2,...;...' (" + spec + ")");
             }
         }
         throw new IllegalArgumentException("sample: " + model.path() + " stores no time points for " + steps
@@ -161,7 +173,7 @@ public final class Sampler implements AutoCloseable {
     }
 
     @Override
-    public void close() {
+    public synchronized void close() {
         ws.close();
         model.net().close();
         if (ops instanceof AutoCloseable device) {

@@ -39,6 +39,50 @@ class SamplerTest {
         assertArrayEquals(draw(TEACHER, 3, 2, Sampler.DEFAULT_MAX_BATCH), draw(TEACHER, 3, 2, 1));
     }
 
+    /**
+     * Calls from several threads on one sampler give each caller the samples a lone call gives: the workspace the
+     * network's activations live in belongs to one call at a time.
+     */
+    @Test
+    void concurrentCallsGiveTheSamplesOfSequentialOnes() throws Exception {
+        try (Sampler s = Sampler.load(STUDENT, "cpu")) {
+            float[][] alone = new float[4][];
+            for (int t = 0; t < alone.length; t++) {
+                try (TensorArena a = new TensorArena()) {
+                    alone[t] = s.sample(3, 2, 100 + t, a).toArray();
+                }
+            }
+            float[][] together = new float[alone.length][];
+            Thread[] threads = new Thread[alone.length];
+            for (int t = 0; t < threads.length; t++) {
+                int seed = 100 + t;
+                int slot = t;
+                threads[t] = new Thread(() -> {
+                    try (TensorArena a = new TensorArena()) {
+                        together[slot] = s.sample(3, 2, seed, a).toArray();
+                    }
+                });
+            }
+            for (Thread th : threads) {
+                th.start();
+            }
+            for (Thread th : threads) {
+                th.join();
+            }
+            for (int t = 0; t < alone.length; t++) {
+                assertArrayEquals(alone[t], together[t], "seed " + (100 + t));
+            }
+        }
+    }
+
+    @Test
+    void aNegativeSampleCountIsRefused() {
+        try (Sampler s = Sampler.load(STUDENT, "cpu"); TensorArena a = new TensorArena()) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> s.sample(-1, 1, 0, a));
+            assertTrue(e.getMessage().contains("number of samples"), e.getMessage());
+        }
+    }
+
     @Test
     void aBatchLimitBelowOneIsRefused() {
         try (Sampler s = Sampler.load(STUDENT, "cpu")) {
