@@ -227,8 +227,9 @@ public final class TeacherTrainer {
         try (Safetensors.Reader r = Safetensors.open(path)) {
             String stepText = r.metadata().get(STEP);
             if (stepText == null || !r.entries().containsKey(RAW + net.parameters().list().get(0).name())) {
-                throw new CheckpointException(path + ": has no training state to resume from (it was saved without "
-                        + "train/ tensors); start a new run with it as --init instead");
+                throw new CheckpointException(path + ": has no training state to resume from (it was saved with "
+                        + "--no-train-state, or by distill or export); --resume needs a checkpoint train-teacher wrote "
+                        + "without --no-train-state");
             }
             String cfg = r.metadata().get(UNetCheckpoint.CONFIG);
             if (cfg != null && !net.config().toJson().equals(ai.onestep.model.UNetConfig.parse(cfg, path.toString()).toJson())) {

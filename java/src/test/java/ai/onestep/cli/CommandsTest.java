@@ -111,6 +111,18 @@ class CommandsTest {
     }
 
     @Test
+    void infoDescribesTheCommittedFilesThatAreNotUNets() {
+        Run stats = run("info", Path.of("../models/fmnist-fid-stats.safetensors").toString());
+        assertEquals(0, stats.code(), stats.err());
+        assertTrue(stats.out().contains("role        fid-stats") && stats.out().contains("sigma F32 [192, 192]"),
+                stats.out());
+        Run classifier = run("info", Path.of("../models/fmnist-classifier.safetensors").toString());
+        assertEquals(0, classifier.code(), classifier.err());
+        assertTrue(classifier.out().contains("role        classifier")
+                && classifier.out().contains("meta        test_accuracy = 0.9036"), classifier.out());
+    }
+
+    @Test
     void infoSampleAndEvalWork() throws Exception {
         Run info = run("info", teacher.toString());
         assertEquals(0, info.code(), info.err());
