@@ -6,7 +6,7 @@ import ai.onestep.diffusion.Denoiser;
 import ai.onestep.diffusion.EdmDenoiser;
 import ai.onestep.diffusion.EdmSampler;
 import ai.onestep.diffusion.KarrasSchedule;
-import ai.onestep.diffusion.Noise;
+import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;

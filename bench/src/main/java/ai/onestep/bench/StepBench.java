@@ -2,7 +2,7 @@ package ai.onestep.bench;
 
 import ai.onestep.backend.cpu.CpuOps;
 import ai.onestep.diffusion.ConsistencyDenoiser;
-import ai.onestep.diffusion.Noise;
+import ai.onestep.tensor.Noise;
 import ai.onestep.model.UNetCheckpoint;
 import ai.onestep.model.UNetConfig;
 import ai.onestep.tensor.Layout;

@@ -5,7 +5,7 @@ import ai.onestep.diffusion.ConsistencyDenoiser;
 import ai.onestep.diffusion.ConsistencyParameterization;
 import ai.onestep.diffusion.Edm;
 import ai.onestep.diffusion.EdmDenoiser;
-import ai.onestep.diffusion.Noise;
+import ai.onestep.tensor.Noise;
 import ai.onestep.io.Safetensors;
 import ai.onestep.model.UNetCheckpoint;
 import ai.onestep.model.UNetConfig;

@@ -9,7 +9,7 @@ import ai.onestep.diffusion.ConsistencySampler;
 import ai.onestep.diffusion.EdmDenoiser;
 import ai.onestep.diffusion.EdmSampler;
 import ai.onestep.diffusion.KarrasSchedule;
-import ai.onestep.diffusion.Noise;
+import ai.onestep.tensor.Noise;
 import ai.onestep.model.UNet;
 import ai.onestep.model.UNetCheckpoint;
 import ai.onestep.tensor.Layout;

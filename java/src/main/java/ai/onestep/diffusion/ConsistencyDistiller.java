@@ -17,6 +17,7 @@ import ai.onestep.nn.Parameter;
 import ai.onestep.nn.TrainingState;
 import ai.onestep.nn.RAdam;
 import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
 import ai.onestep.tensor.NonFiniteException;

@@ -1,6 +1,7 @@
 package ai.onestep.diffusion;
 
 import ai.onestep.backend.Ops;
+import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
 import java.util.Arrays;

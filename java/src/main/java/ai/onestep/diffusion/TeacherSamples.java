@@ -6,6 +6,7 @@ import ai.onestep.io.CheckpointException;
 import ai.onestep.io.Safetensors;
 import ai.onestep.model.UNet;
 import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
 import ai.onestep.tensor.Workspace;

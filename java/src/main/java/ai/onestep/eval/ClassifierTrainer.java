@@ -2,7 +2,7 @@ package ai.onestep.eval;
 
 import ai.onestep.backend.Ops;
 import ai.onestep.data.ImageDataset;
-import ai.onestep.diffusion.Noise;
+import ai.onestep.tensor.Noise;
 import ai.onestep.diffusion.TrainingProgress;
 import ai.onestep.model.Classifier;
 import ai.onestep.model.Context;

@@ -5,7 +5,7 @@ import ai.onestep.diffusion.ConsistencyDenoiser;
 import ai.onestep.diffusion.ConsistencyParameterization;
 import ai.onestep.diffusion.ConsistencySampler;
 import ai.onestep.diffusion.KarrasSchedule;
-import ai.onestep.diffusion.Noise;
+import ai.onestep.tensor.Noise;
 import ai.onestep.model.UNet;
 import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;

@@ -1,6 +1,6 @@
 package ai.onestep.model;
 
-import ai.onestep.diffusion.Noise;
+import ai.onestep.tensor.Noise;
 import ai.onestep.nn.Parameter;
 import ai.onestep.nn.ParameterSet;
 import ai.onestep.tensor.Tensor;

@@ -1,7 +1,7 @@
 package ai.onestep.model;
 
 import ai.onestep.backend.Ops;
-import ai.onestep.diffusion.Noise;
+import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Layout;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;

@@ -7,7 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.onestep.backend.OpsTesting;
 import ai.onestep.diffusion.EdmDenoiser;
-import ai.onestep.diffusion.Noise;
+import ai.onestep.tensor.Noise;
 import ai.onestep.eval.FeatureNet;
 import ai.onestep.eval.FidStats;
 import ai.onestep.eval.Frechet;

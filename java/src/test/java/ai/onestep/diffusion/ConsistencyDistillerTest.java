@@ -15,6 +15,7 @@ import ai.onestep.model.UNetCheckpoint;
 import ai.onestep.model.UNetConfig;
 import ai.onestep.nn.Parameter;
 import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
 import ai.onestep.tensor.Workspace;

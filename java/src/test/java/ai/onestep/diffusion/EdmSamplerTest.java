@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.onestep.backend.OpsTesting;
 import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
 import java.util.concurrent.atomic.AtomicInteger;

@@ -14,6 +14,7 @@ import ai.onestep.model.UNet;
 import ai.onestep.model.UNetCheckpoint;
 import ai.onestep.model.UNetConfig;
 import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
 import ai.onestep.tensor.Workspace;

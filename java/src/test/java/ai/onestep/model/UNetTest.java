@@ -7,7 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.onestep.backend.Ops;
 import ai.onestep.backend.OpsTesting;
-import ai.onestep.diffusion.Noise;
+import ai.onestep.tensor.Noise;
 import ai.onestep.io.CheckpointException;
 import ai.onestep.io.Safetensors;
 import ai.onestep.nn.Parameter;

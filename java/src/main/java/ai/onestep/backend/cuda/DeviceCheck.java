@@ -4,7 +4,7 @@ import ai.onestep.backend.Ops;
 import ai.onestep.backend.cpu.CpuOps;
 import ai.onestep.diffusion.ConsistencyDenoiser;
 import ai.onestep.diffusion.EdmDenoiser;
-import ai.onestep.diffusion.Noise;
+import ai.onestep.tensor.Noise;
 import ai.onestep.model.Context;
 import ai.onestep.model.UNet;
 import ai.onestep.model.UNetConfig;

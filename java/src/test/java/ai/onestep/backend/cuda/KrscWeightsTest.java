@@ -5,7 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.onestep.diffusion.ConsistencyDenoiser;
-import ai.onestep.diffusion.Noise;
+import ai.onestep.tensor.Noise;
 import ai.onestep.model.UNet;
 import ai.onestep.nn.Parameter;
 import ai.onestep.tensor.Layout;

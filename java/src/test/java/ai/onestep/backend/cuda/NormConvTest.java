@@ -9,7 +9,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import ai.onestep.backend.Ops;
 import ai.onestep.backend.OpsTesting;
 import ai.onestep.backend.cpu.CpuOps;
-import ai.onestep.diffusion.Noise;
+import ai.onestep.tensor.Noise;
 import ai.onestep.model.UNet;
 import ai.onestep.model.UNetConfig;
 import ai.onestep.tensor.Layout;

@@ -10,7 +10,7 @@ import ai.onestep.backend.OpsTesting;
 import ai.onestep.data.ImageDataset;
 import ai.onestep.diffusion.ConsistencyDistiller;
 import ai.onestep.diffusion.EdmDenoiser;
-import ai.onestep.diffusion.Noise;
+import ai.onestep.tensor.Noise;
 import ai.onestep.diffusion.TeacherTrainer;
 import ai.onestep.model.Init;
 import ai.onestep.model.StudentInit;

@@ -1,6 +1,5 @@
-package ai.onestep.diffusion;
+package ai.onestep.tensor;
 
-import ai.onestep.tensor.Tensor;
 import java.lang.foreign.MemorySegment;
 import java.util.SplittableRandom;
 
