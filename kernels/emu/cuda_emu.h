@@ -164,6 +164,7 @@ enum cudaMemcpyKind {
     cudaMemcpyDeviceToDevice = 3, cudaMemcpyDefault = 4
 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 };
 
 // The fiber switch. On x86-64 a hand-written switch saves only the callee-saved registers and the FP
 // control words (a few ns); glibc's swapcontext also saves the signal mask with a system call on every
@@ -210,6 +211,14 @@ namespace emu {
 constexpr int kWarpSize = 32;
 constexpr size_t kDefaultDynamicSharedLimit = 48 * 1024;  // without the opt-in attribute
 constexpr size_t kMaxDynamicShared = 227 * 1024;          // sm_90 opt-in maximum per block
+
+// The opt-in maximum this emulated device reports and enforces: sm_90's 227 KiB, or ONESTEP_EMU_MAX_SHARED_KB to act
+// like a card with less (sm_80: 163, sm_86/89: 99), read on every query so that a test can change it.
+inline size_t max_dynamic_shared() {
+    const char* v = std::getenv("ONESTEP_EMU_MAX_SHARED_KB");
+    const long kb = v ? std::strtol(v, nullptr, 10) : 0;
+    return kb > 0 ? size_t(kb) * 1024 : kMaxDynamicShared;
+}
 constexpr size_t kFiberStack = 128 * 1024;
 
 [[noreturn]] inline void die(const char* fmt, ...) {
@@ -599,7 +608,7 @@ cudaError_t check_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t
     if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
         grid.y > 65535 || grid.z > 65535)
         err = cudaErrorInvalidConfiguration;
-    if (shared_bytes > kMaxDynamicShared) err = cudaErrorInvalidValue;
+    if (shared_bytes > max_dynamic_shared()) err = cudaErrorInvalidValue;
     if (shared_bytes > kDefaultDynamicSharedLimit) {
         auto it = func_max_dynamic_shared().find((const void*)kernel);
         if (it == func_max_dynamic_shared().end() || (size_t)it->second < shared_bytes) err = cudaErrorInvalidValue;
@@ -985,9 +994,18 @@ inline cudaError_t cudaMemset(void* p, int v, size_t bytes) { std::memset(p, v, 
 inline cudaError_t cudaMemsetAsync(void* p, int v, size_t bytes, cudaStream_t = nullptr) { return cudaMemset(p, v, bytes); }
 inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaGetDevice(int* device) {
+    *device = 0;
+    return cudaSuccess;
+}
+inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+    if (attr != cudaDevAttrMaxSharedMemoryPerBlockOptin || device != 0) return emu::g_last_error = cudaErrorInvalidValue;
+    *value = int(emu::max_dynamic_shared());
+    return cudaSuccess;
+}
 template <typename... KArgs>
 inline cudaError_t cudaFuncSetAttribute(void (*kernel)(KArgs...), cudaFuncAttribute attr, int value) {
-    if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || (size_t)value > emu::kMaxDynamicShared)
+    if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || (size_t)value > emu::max_dynamic_shared())
         return emu::g_last_error = cudaErrorInvalidValue;
     emu::func_max_dynamic_shared()[(const void*)kernel] = value;
     return cudaSuccess;

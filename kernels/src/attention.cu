@@ -997,6 +997,12 @@ static onestep_status forward(const char* fn, const void* q, const void* k, cons
         return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the split-keys kernel takes fp16 or bf16 with D 32 or 64");
     if (path == attention::Path::Pipelined && (dtype == ONESTEP_FLOAT32 || D > 64))
         return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the pipelined kernel takes fp16 or bf16 with D 32 or 64");
+    // The tensor-core kernels store o as 32-bit pairs; the default path falls back to the portable kernel instead.
+    if (path != attention::Path::Auto && (reinterpret_cast<unsigned long long>(o) & 3u))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
+                    "o must be 4-byte aligned for the %s kernel (it stores pairs)",
+                    path == attention::Path::SplitKeys ? "split-keys" : path == attention::Path::Pipelined ? "pipelined"
+                                                                                                         : "tensor-core");
     const float scale = attention::resolve_scale(softmax_scale, D);
     cudaError_t e = cudaErrorInvalidValue;
     switch (dtype) {
@@ -1108,9 +1114,9 @@ extern "C" onestep_status onestep_attention_residual_qkv_typed(const void* qkv, 
     const size_t C = size_t(H) * D, elem = dtype_bytes(dtype);
     const size_t smem = D == 32 ? attention::tc::OutSmem<__half, 32>::bytes(int(C), warps_per_head)
                                 : attention::tc::OutSmem<__half, 64>::bytes(int(C), warps_per_head);
-    if (smem > 227 * 1024)
-        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "H * D = %zu channels with %d warps a head need %zu bytes "
-                    "of shared memory, above 227 KiB", C, warps_per_head, smem);
+    char what[96];
+    std::snprintf(what, sizeof what, "H * D = %zu channels with %d warps a head", C, warps_per_head);
+    if (const onestep_status s = require_shared(fn, shapes, smem, what)) return s;
     // Every block reads all of qkv's keys and values while others write their rows of y: they must not overlap.
     const auto overlap = [](const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
         const auto pa = reinterpret_cast<unsigned long long>(a), pb = reinterpret_cast<unsigned long long>(b);

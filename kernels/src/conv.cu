@@ -517,6 +517,9 @@ constexpr TileInfo kTiles[kConfigs + 1] = {{0, 0, 0, 1},   info<Tile1>(), info<T
                                            info<Tile4>(),  info<Tile5>(), info<Tile6>(),  info<Tile7>(),
                                            info<Tile8>(),  info<Tile9>(), info<Tile10>(), info<Tile11>()};
 
+// grid.y is Cout's column tiles (twice that with the paired shortcut), at most 65535, and a tile is at least 16 wide.
+constexpr int kMaxCout = 65535 / 2 * 16;
+
 // Whether tile `config` can run the group norm prologue on s: its rows lie in one sample (Ho Wo a multiple of BM; the
 // statistics are the sample's) and its shared memory with the constants' stays within 99 KB (what every sm_80+
 // device lets a block opt in to; Cin up to 3000 or so). Without statistics (stats false: pending biases alone), only
@@ -567,6 +570,8 @@ extern "C" int onestep_conv2d_igemm_choice(int N, int H, int W, int Cin, int KH,
         H + 2 * padding < KH || W + 2 * padding < KW)
         return 0;
     const int Ho = (H + 2 * padding - KH) / stride + 1, Wo = (W + 2 * padding - KW) / stride + 1;
+    if ((long long)N * Ho * Wo > INT_MAX / 2 || (long long)KH * KW * Cin > INT_MAX / 2 || Cout > igemm::kMaxCout)
+        return 0;  // what the entry points refuse as too large
     const igemm::Shape s{N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo, N * Ho * Wo, KH * KW * Cin,
                          KH * KW * Cin / 16, 0, Cin};
     return igemm::pick(s);
@@ -631,8 +636,9 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
         Ca = Cin;
     }
     const int Ho = (H + 2 * padding - KH) / stride + 1, Wo = (W + 2 * padding - KW) / stride + 1;
-    if ((long long)N * Ho * Wo > INT_MAX / 2 || (long long)KH * KW * Cin > INT_MAX / 2)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "too large");
+    if ((long long)N * Ho * Wo > INT_MAX / 2 || (long long)KH * KW * Cin > INT_MAX / 2 || Cout > igemm::kMaxCout)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "too large (N*Ho*Wo and KH*KW*Cin at most %d, Cout at most %d)",
+                    INT_MAX / 2, igemm::kMaxCout);
     const igemm::Shape s{N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo, N * Ho * Wo, KH * KW * Cin,
                          KH * KW * Cin / 16, up, Ca};
     if (pair_w || pair_y) {  // the 1x1 shortcut in the same launch (the prologue's blocks past conv1's)
@@ -665,6 +671,9 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
                         norm->groups);
         if (!(norm->eps > 0.f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be > 0");
         if (!norm->gamma || !norm->beta) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL gamma or beta");
+        // add_bias is a term of add (time_emb_proj's bias), read only with it: alone it would be dropped silently.
+        if (norm->add_bias && !norm->add)
+            return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "add_bias is given without add");
         // Every block reads these while others may already write y.
         for (const void* p : {norm->gamma, norm->beta, norm->x_bias, norm->add, norm->add_bias, norm->x2_bias})
             if (p && p == y)

@@ -45,6 +45,16 @@ inline CaptureList* capture_of(cudaStream_t stream) {
 
 namespace onestep {
 
+#ifdef ONESTEP_EMULATION
+// An emulated launch's status as a <<<>>> launch followed by cudaGetLastError gives it: the thread's last error, which
+// a failed call before the launch may have left, comes back with it (check_launch takes such errors, so the tests
+// catch a path that forgets to).
+inline cudaError_t with_last_error(cudaError_t launched) {
+    const cudaError_t last = cudaGetLastError();
+    return launched != cudaSuccess ? launched : last;
+}
+#endif
+
 // Launches kernel<<<grid, block, shared_bytes, stream>>>(args...) and returns the launch error.
 template <typename... KArgs, typename... Args>
 inline cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
@@ -54,7 +64,7 @@ inline cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_
         capture->ops.push_back([=]() { return emu::launch(kernel, grid, block, shared_bytes, static_cast<KArgs>(args)...); });
         return cudaSuccess;
     }
-    return emu::launch(kernel, grid, block, shared_bytes, static_cast<KArgs>(args)...);
+    return with_last_error(emu::launch(kernel, grid, block, shared_bytes, static_cast<KArgs>(args)...));
 #else
     kernel<<<grid, block, shared_bytes, stream>>>(static_cast<KArgs>(args)...);
     return cudaGetLastError();
@@ -114,7 +124,7 @@ inline cudaError_t launch_dependent(void (*kernel)(KArgs...), dim3 grid, dim3 bl
             [=]() { return emu::launch_as(true, kernel, grid, block, shared_bytes, static_cast<KArgs>(args)...); });
         return cudaSuccess;
     }
-    return emu::launch_as(true, kernel, grid, block, shared_bytes, static_cast<KArgs>(args)...);
+    return with_last_error(emu::launch_as(true, kernel, grid, block, shared_bytes, static_cast<KArgs>(args)...));
 #else
     if (!programmatic_launch_flag().load(std::memory_order_relaxed))
         return launch(kernel, grid, block, shared_bytes, stream, args...);

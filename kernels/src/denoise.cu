@@ -177,8 +177,8 @@ extern "C" onestep_status onestep_edm_euler_step(const float* x, const float* de
     ONESTEP_SHAPES("n=%lld, sigma=%g, sigma_next=%g", n, sigma, sigma_next);
     if (onestep_status s = check_n(fn, shapes, n)) return s;
     if (!x || !denoised || !x_next) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "x, denoised and x_next must be non-null");
-    if (!(sigma > 0.0) || !(sigma_next >= 0.0) || !std::isfinite(sigma))
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "need sigma > 0 and sigma_next >= 0");
+    if (!(sigma > 0.0) || !(sigma_next >= 0.0) || !std::isfinite(sigma) || !std::isfinite(sigma_next))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "need finite sigma > 0 and sigma_next >= 0");
     const double h_over_s = (sigma_next - sigma) / sigma;
     if (d_out)
         return check_launch(run_map(EulerOp{float(1.0 + h_over_s), float(h_over_s), float(1.0 / sigma)},
@@ -197,9 +197,9 @@ extern "C" onestep_status onestep_edm_heun_step(const float* x, const float* d, 
     if (onestep_status s = check_n(fn, shapes, n)) return s;
     if (!x || !d || !x_euler || !denoised_next || !x_next)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "every tensor must be non-null");
-    if (!(sigma > 0.0) || !(sigma_next > 0.0))
+    if (!(sigma > 0.0) || !(sigma_next > 0.0) || !std::isfinite(sigma) || !std::isfinite(sigma_next))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
-                    "need sigma > 0 and sigma_next > 0 (the step to sigma = 0 is Euler only)");
+                    "need finite sigma > 0 and sigma_next > 0 (the step to sigma = 0 is Euler only)");
     const double h = sigma_next - sigma;
     return check_launch(run_map(HeunOp{float(h / 2.0), float(h / (2.0 * sigma_next))},
                                 Ptrs<4>{{x, d, x_euler, denoised_next}}, OutPtrs<1>{{x_next}}, n, stream),

@@ -401,7 +401,8 @@ static onestep_status gemm_impl(const char* fn, const void* a, int trans_a, cons
                    onestep::dtype_name(dtype));
     if (bad_dtype(dtype)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "unknown dtype");
     if (M < 0 || N < 0 || K < 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "negative size");
-    if ((long long)M * N > 0 && (!a || !b || !c) && K > 0)
+    // c is read and written whenever the product has elements (K = 0 leaves c = beta c); a and b only when K > 0.
+    if ((long long)M * N > 0 && (!c || (K > 0 && (!a || !b))))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "NULL pointer");
     if ((long long)M * N == 0) return ONESTEP_OK;
     return check_launch(ONESTEP_DISPATCH_DTYPE(dtype, T,

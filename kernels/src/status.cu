@@ -37,6 +37,19 @@ onestep_status require_sm90(const char* function, const char* shapes, const char
 #endif
 }
 
+onestep_status require_shared(const char* function, const char* shapes, size_t bytes, const char* what) {
+    int device = 0, limit = 0;
+    onestep_status s = check_launch(cudaGetDevice(&device), function, shapes);
+    if (s == ONESTEP_OK)
+        s = check_launch(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), function,
+                         shapes);
+    if (s != ONESTEP_OK) return s;
+    if (bytes > size_t(limit))
+        return fail(ONESTEP_ERROR_UNSUPPORTED, function, shapes,
+                    "%s needs %zu bytes of shared memory; this device allows %d a block", what, bytes, limit);
+    return ONESTEP_OK;
+}
+
 }  // namespace onestep
 
 extern "C" const char* onestep_last_error_message(void) { return g_message; }

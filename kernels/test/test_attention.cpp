@@ -659,6 +659,16 @@ void check_split_refusals() {
     expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 32, nullptr, 0.f, 2,
                                                       ONESTEP_FLOAT32, nullptr) == ONESTEP_ERROR_UNSUPPORTED,
            "the pipelined kernel refuses fp32: %s", onestep_last_error_message());
+    // The tensor-core kernels store o in 32-bit pairs: an o 2 bytes off is refused by name (it came back as a bare
+    // cudaErrorInvalidValue), for each kernel asked for by number.
+    Buf16 q(3 * 16 * 32), o(16 * 32 + 2);
+    for (int kernel : {1, 2})
+        expect(onestep_attention_forward_qkv_kernel_typed(q.p, nullptr, o.p + 1, l.p, 1, 1, 16, 32, nullptr, 0.f,
+                                                          kernel, ONESTEP_FLOAT16, nullptr) ==
+                       ONESTEP_ERROR_INVALID_ARGUMENT &&
+                   std::strstr(onestep_last_error_message(), "o must be 4-byte aligned"),
+               kernel == 1 ? "kernel 1 refuses an o 2 bytes off: %s" : "kernel 2 refuses an o 2 bytes off: %s",
+               onestep_last_error_message());
     expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 32, nullptr, 0.f, 3,
                                                       ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
                std::strstr(onestep_last_error_message(), "not 3"),
@@ -797,9 +807,36 @@ void check_residual_refusals() {
            "attention + to_out refuses 3 warps a head by name: %s", onestep_last_error_message());
 }
 
+// A card with less shared memory than the H100 (the emulated device's opt-in limit lowered to 64 KiB through
+// ONESTEP_EMU_MAX_SHARED_KB). The attention with its output projection at 4 warps a head needs more: refused by name
+// as unsupported, not a CUDA error. The fp32 backward at D = 128 (74 KiB) fails in cudaFuncSetAttribute: that error is
+// named, and the next call, which does nothing wrong, succeeds (it used to be handed the stale error).
+void check_smaller_card() {
+    setenv("ONESTEP_EMU_MAX_SHARED_KB", "64", 1);
+    Buf16 qkv(3 * 16 * 64), w(64 * 64), y(16 * 64);
+    expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, w.p, nullptr, nullptr, y.p, 1, 1, 16, 64, 0.f, 4,
+                                                ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_UNSUPPORTED &&
+               std::strstr(onestep_last_error_message(), "4 warps a head needs") &&
+               std::strstr(onestep_last_error_message(), "allows 65536"),
+           "a 64 KiB card refuses attention + to_out at 4 warps a head by name: %s", onestep_last_error_message());
+    const int n = 16 * 128;
+    Buf q(n, 0.1f), k(n, 0.2f), v(n, 0.3f), o(n, 0.f), dout(n, 1.f), lse(16, 0.f), delta(16, 0.f), dq(n, 0.f),
+        dk(n, 0.f), dv(n, 0.f);
+    expect(onestep_attention_backward(q.p, k.p, v.p, o.p, dout.p, lse.p, delta.p, dq.p, dk.p, dv.p, 1, 1, 16, 16, 128,
+                                      nullptr, 0.f, nullptr) == ONESTEP_ERROR_CUDA &&
+               std::strstr(onestep_last_error_message(), "onestep_attention_backward("),
+           "a 64 KiB card fails the D = 128 backward, naming it: %s", onestep_last_error_message());
+    expect(onestep_scale(2.f, q.p, o.p, n, nullptr) == ONESTEP_OK,
+           "the call after a failed one is not handed its error: %s", onestep_last_error_message());
+    ktest::sync();
+    expect(o.p[n - 1] == 0.2f, "and it ran (2 x 0.1)%s", "");
+    unsetenv("ONESTEP_EMU_MAX_SHARED_KB");
+}
+
 int main() {
     const auto start = std::chrono::steady_clock::now();
     check_argument_errors();
+    check_smaller_card();
     check_backward_reference_by_finite_differences();
     const Case cases[] = {
         {1, 1, 1, 1, 32, 1.0, false},      // one token

@@ -511,6 +511,13 @@ void check_norm_errors() {
         4, 16, 3, 3, 16, 1, 1, 0, ONESTEP_FLOAT16, nullptr);
     expect(st == ONESTEP_ERROR_INVALID_ARGUMENT && std::strstr(onestep_last_error_message(), "must not alias gamma"),
            "y aliasing gamma is refused: %s", onestep_last_error_message());
+    // add_bias without add: refused by name, as the group norm kernel refuses it (it used to be dropped silently).
+    const onestep_status lone = onestep_groupnorm_conv2d_igemm_typed(
+        buf, nullptr, nullptr, buf + 1024, buf, buf, 4, 1e-5f, 1, buf, nullptr, nullptr, buf + 2048, 1, 4, 4, 16, 3,
+        3, 16, 1, 1, 0, ONESTEP_FLOAT16, nullptr);
+    expect(lone == ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "add_bias is given without add"),
+           "add_bias without add is refused: %s", onestep_last_error_message());
     // The shortcut beside a stride-2 conv1 (other output pixels), and y_sc over x.
     expect(onestep_groupnorm_conv2d_shortcut_igemm_typed(buf, nullptr, buf, buf, 4, 1e-5f, 1, buf, nullptr,
                                                          buf + 2048, buf, buf + 3072, 1, 4, 4, 16, 3, 3, 16, 2, 1, 0,
@@ -543,6 +550,16 @@ void check_errors() {
                                               ONESTEP_FLOAT16, nullptr),
                    "Cin=8"),
            "Cin = 8 is refused, naming the shape: %s", msg);
+    // A Cout whose column tiles overflow grid.y is refused by name (it came back as a bare launch error), and the
+    // choice says no tile, as for every shape the entry points refuse.
+    expect(refused(ONESTEP_ERROR_INVALID_ARGUMENT,
+                   onestep_conv2d_igemm_typed(buf, buf, nullptr, nullptr, buf + 1024, 1, 4, 4, 16, 3, 3, 1 << 20, 1,
+                                              1, 0, ONESTEP_FLOAT16, nullptr),
+                   "Cout at most"),
+           "Cout = 2^20 is refused as too large: %s", msg);
+    expect(onestep_conv2d_igemm_choice(1, 4, 4, 16, 3, 3, 1 << 20, 1, 1) == 0 &&
+               onestep_conv2d_igemm_choice(1 << 20, 64, 64, 16, 3, 3, 16, 1, 1) == 0,
+           "the choice refuses Cout = 2^20 and N*Ho*Wo past INT_MAX / 2%s", "");
     expect(refused(ONESTEP_ERROR_INVALID_ARGUMENT,
                    onestep_conv2d_igemm_typed(buf + 1, buf, nullptr, nullptr, buf, 1, 4, 4, 16, 3, 3, 16, 1, 1, 0,
                                               ONESTEP_FLOAT16, nullptr),

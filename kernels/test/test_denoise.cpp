@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <functional>
 #include <vector>
 
@@ -113,6 +114,13 @@ void check_argument_errors() {
            "message does not name the kernel: %s", onestep_last_error_message());
     expect(onestep_edm_heun_step(b, b, b, b, b, 8, 1.0, 0.0, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT,
            "heun to sigma_next = 0 was accepted%s");
+    const double inf = std::numeric_limits<double>::infinity();
+    expect(onestep_edm_heun_step(b, b, b, b, b, 8, 1.0, inf, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT,
+           "heun to sigma_next = inf was accepted%s");
+    expect(onestep_edm_heun_step(b, b, b, b, b, 8, inf, 1.0, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT,
+           "heun from sigma = inf was accepted%s");
+    expect(onestep_edm_euler_step(b, b, b, nullptr, 8, 1.0, inf, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT,
+           "euler to sigma_next = inf was accepted%s");
     expect(onestep_consistency_renoise(b, b, b, 8, 0.001, 0.002, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT,
            "renoise with tau < eps was accepted%s");
     expect(onestep_add(b, b, b, -1, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT, "n = -1 was accepted%s");

@@ -38,6 +38,16 @@ void check_gemm() {
             expect_close(ta ? (tb ? "gemm TT" : "gemm TN") : (tb ? "gemm NT" : "gemm NN"), c.data(), want.data(),
                          want.size(), 1e-5, 1e-5);
         }
+    // K = 0: an empty sum, so c = beta c, with a and b never read; a NULL c is refused, not written through.
+    vector<float> c = rng.normals(size_t(M) * N);
+    vector<double> want(c.begin(), c.end());
+    for (double& w : want) w *= 0.25;
+    ok(onestep_gemm(nullptr, 0, nullptr, 0, c.data(), M, N, 0, 0.5f, 0.25f, nullptr), "gemm K=0: %s");
+    ktest::sync();
+    expect_close("gemm K=0", c.data(), want.data(), want.size(), 1e-6, 1e-6);
+    expect(onestep_gemm(nullptr, 0, nullptr, 0, nullptr, M, N, 0, 0.5f, 0.25f, nullptr) ==
+               ONESTEP_ERROR_INVALID_ARGUMENT,
+           "gemm K=0 refuses a NULL c: %s", onestep_last_error_message());
 }
 
 // linear and its residual twin: y = x w + b (+ z), against double sums, with and without the bias, into a separate y
