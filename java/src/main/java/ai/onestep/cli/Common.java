@@ -69,6 +69,31 @@ final class Common {
         return home().resolve("models").resolve(name);
     }
 
+    /**
+     * Refuses an output that is one of the command's inputs (distill --out over its --teacher, denoise --out over its
+     * --input): the run would replace the file it reads. {@code inputs} alternates flag names and paths (null: absent).
+     */
+    static void requireNotInput(String outFlag, Path out, Object... inputs) {
+        for (int i = 0; i < inputs.length; i += 2) {
+            Path in = (Path) inputs[i + 1];
+            if (in != null && sameFile(out, in)) {
+                throw new IllegalArgumentException(outFlag + " " + out + " is also the " + inputs[i]
+                        + " file: the run would replace what it reads; write to another file");
+            }
+        }
+    }
+
+    private static boolean sameFile(Path a, Path b) {
+        try {
+            if (Files.exists(a) && Files.exists(b)) {
+                return Files.isSameFile(a, b);
+            }
+        } catch (java.io.IOException e) {
+            // Unreadable attributes: fall back to comparing the paths.
+        }
+        return a.toAbsolutePath().normalize().equals(b.toAbsolutePath().normalize());
+    }
+
     static Path requireFile(Path p, String what) {
         if (!Files.exists(p)) {
             throw new IllegalArgumentException(p + ": " + what + " not found");

@@ -34,7 +34,9 @@ final class Demo implements Callable<Integer> {
                 "--out", student.toString(), "--steps", Long.toString(steps), "--batch", "8", "--validate-every",
                 Long.toString(steps), "--val-n", "128", "--teacher-samples", "256", "--teacher-steps", "9", "--lr", "2e-4"));
         args.addAll(common.forwarded());  // the same backend, precision and threads
-        int rc = new CommandLine(new Distill()).execute(args.toArray(String[]::new));
+        // The nested command reports its errors as every command does: one line, exit code 2.
+        int rc = new CommandLine(new Distill()).setExecutionExceptionHandler(new Main.Errors())
+                .execute(args.toArray(String[]::new));
         if (rc != 0) {
             return rc;
         }

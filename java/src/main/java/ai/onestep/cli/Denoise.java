@@ -33,6 +33,7 @@ final class Denoise implements Callable<Integer> {
     @Override
     public Integer call() {
         Common.requireFile(model, "model");
+        Common.requireNotInput("--out", out, "--input", input, "--model", model);
         try (Sampler s = common.sampler(model); TensorArena a = new TensorArena();
              Workspace ws = new Workspace(); Safetensors.Reader r = Safetensors.open(input)) {
             var cfg = s.net().config();

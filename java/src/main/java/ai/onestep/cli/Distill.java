@@ -68,6 +68,8 @@ final class Distill implements Callable<Integer> {
 
     @Override
     public Integer call() {
+        Common.requireNotInput("--out", out, "--teacher", teacher == null ? Common.model("fmnist-teacher.safetensors") : teacher,
+                "--guide", guide);
         var dist = switch (loss) {
             case "l2" -> ConsistencyDistiller.Distance.L2;
             case "pseudo-huber" -> ConsistencyDistiller.Distance.PSEUDO_HUBER;

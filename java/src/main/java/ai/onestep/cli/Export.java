@@ -22,6 +22,7 @@ final class Export implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
+        Common.requireNotInput("--out", out, "--model", model);
         try (UNetCheckpoint.Loaded l = UNetCheckpoint.load(Common.requireFile(model, "checkpoint"), false)) {
             if (raw) {
                 try (ai.onestep.io.Safetensors.Reader r = ai.onestep.io.Safetensors.open(model);

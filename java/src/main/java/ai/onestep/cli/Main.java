@@ -24,7 +24,19 @@ public final class Main implements Runnable {
     public static int run(String... args) {
         CommandLine cl = new CommandLine(new Main());
         cl.setExecutionExceptionHandler(new Errors());
-        return cl.execute(args);
+        try {
+            return cl.execute(args);
+        } catch (OutOfMemoryError e) {
+            // picocli hands only Exceptions to the handler; an allocation too large for the heap or for off-heap
+            // memory (a huge --batch or --n) is bad input too, and gets one line like the rest.
+            boolean verbose = java.util.Arrays.asList(args).contains("--verbose");
+            System.err.println("onestep: out of memory (" + e.getMessage() + "): ask for less (--batch, --n), or give the "
+                    + "JVM more (ONESTEP_JAVA_OPTS=-Xmx...)");
+            if (verbose) {
+                e.printStackTrace();
+            }
+            return 2;
+        }
     }
 
     @Override

@@ -22,6 +22,7 @@ import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
 import ai.onestep.tensor.NonFiniteException;
 import ai.onestep.tensor.Workspace;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -606,6 +607,14 @@ public final class ConsistencyDistiller {
     private void save(long step, Validation v) {
         if (state != null) {
             state.syncToHost();  // the student's weights (the EMA's, when swapped in) live where the backend keeps them
+        }
+        // A finite loss can still give an update that overflows; such a student would only ever sample NaN.
+        for (var p : student.parameters()) {
+            if (!p.value().allFinite()) {
+                throw new TrainingStopped(step - 1, "distillation stopped at step " + step + ": weight " + p.name()
+                        + " is not finite after this step's update; " + (Files.exists(out) ? out + " was kept as it was"
+                        : "no checkpoint was written"));
+            }
         }
         Map<String, String> m = new LinkedHashMap<>(meta);
         m.put(UNetCheckpoint.ROLE, "student");

@@ -176,7 +176,7 @@ public final class TeacherTrainer {
                         + "\"images_per_s\":%.2f}", done, loss, lr, norm, (done - start) * b / Math.max(secs, 1e-9)));
                 String note = null;
                 if (done % o.checkpointEvery() == 0 || done == o.steps()) {
-                    save(done, opt, ema, state);
+                    save(done, opt, ema, state, step, lastSave);
                     lastSave = done;
                     note = "saved " + out.getFileName() + " @" + done;
                 }
@@ -189,14 +189,28 @@ public final class TeacherTrainer {
         }
     }
 
+    private void requireFinite(String what, long step, long lastSave) {
+        for (Parameter p : net.parameters()) {
+            if (!p.value().allFinite()) {
+                throw stop(step, what + " " + p.name() + " is not finite after this step's update", lastSave);
+            }
+        }
+    }
+
     private TrainingStopped stop(long step, String why, long lastSave) {
         return new TrainingStopped(step, "training stopped at step " + (step + 1) + ": " + why + "; "
                 + (lastSave >= 0 ? "the last good checkpoint " + out + " (step " + lastSave + ") is kept"
                 : Files.exists(out) ? out + " was not overwritten" : "no checkpoint was written yet"));
     }
 
-    private void save(long step, AdamW opt, Ema ema, TrainingState state) {
+    /**
+     * Writes the checkpoint of {@code step}, unless a weight or its EMA is not finite: a finite loss and gradient can
+     * still give an update that overflows (a learning rate far too high), and such a checkpoint would only ever
+     * sample NaN; then training stops as for a NaN loss, and the last checkpoint stays.
+     */
+    private void save(long step, AdamW opt, Ema ema, TrainingState state, long index, long lastSave) {
         state.syncToHost();  // the raw weights and the moments, read below
+        requireFinite("weight", index, lastSave);
         try (TensorArena copies = new TensorArena()) {
             Map<String, Tensor> extra = new LinkedHashMap<>();
             if (o.keepTrainState()) {
@@ -216,6 +230,7 @@ public final class TeacherTrainer {
             ema.swap();
             try {
                 state.syncToHost();  // the swap ran where the weights live
+                requireFinite("EMA weight", index, lastSave);
                 UNetCheckpoint.save(out, net, meta, extra);
             } finally {
                 ema.swap();

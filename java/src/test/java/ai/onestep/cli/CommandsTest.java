@@ -111,6 +111,28 @@ class CommandsTest {
     }
 
     @Test
+    void anOutputOverAnInputIsRefusedBeforeAnyWork() throws Exception {
+        byte[] before = Files.readAllBytes(teacher);
+        Run distill = run("distill", "--teacher", teacher.toString(), "--out", teacher.toString(), "--steps", "1");
+        assertEquals(2, distill.code(), distill.err());
+        assertTrue(distill.err().contains("--out " + teacher + " is also the --teacher file"), distill.err());
+        Run export = run("export", "--model", teacher.toString(), "--out", teacher.toString());
+        assertEquals(2, export.code(), export.err());
+        assertTrue(export.err().contains("is also the --model file"), export.err());
+        assertArrayEquals(before, Files.readAllBytes(teacher));
+    }
+
+    @Test
+    void tooLargeARequestIsOneLineNotAStackTrace() {
+        Run huge = run("sample", "--n", "2000000000", "--steps", "1", "--out", home.resolve("h.png").toString());
+        assertEquals(2, huge.code(), huge.err());
+        assertTrue(huge.err().startsWith("onestep: out of memory") && huge.err().strip().lines().count() == 1, huge.err());
+        Run threads = run("sample", "--threads", "100000", "--n", "1", "--out", home.resolve("t.png").toString());
+        assertEquals(2, threads.code(), threads.err());
+        assertTrue(threads.err().contains("thread count must be in 1..1024"), threads.err());
+    }
+
+    @Test
     void infoDescribesTheCommittedFilesThatAreNotUNets() {
         Run stats = run("info", Path.of("../models/fmnist-fid-stats.safetensors").toString());
         assertEquals(0, stats.code(), stats.err());

@@ -85,6 +85,11 @@ class TeacherTrainerTest {
             byte[] kept = Files.readAllBytes(out);
             try (var l = UNetCheckpoint.load(out, false)) {
                 assertEquals(Long.toString(e.step), l.metadata().get("onestep.train.step"));
+                // "Good": an update can overflow the weights while the loss and gradient that made it were finite;
+                // the checkpoint of such a step would only ever sample NaN.
+                for (var p : l.net().parameters()) {
+                    assertTrue(p.value().allFinite(), p.name() + " of the kept checkpoint is not finite");
+                }
             }
             assertTrue(kept.length > 0);
         }

@@ -124,10 +124,14 @@ public final class CpuPool {
         }
     }
 
+    /** More helpers than this only oversubscribe (and each is an OS thread that spins between ops). */
+    public static final int MAX_THREADS = 1024;
+
     /** The shared pool with this many threads (created once per count). */
     public static CpuPool of(int threads) {
-        if (threads < 1) {
-            throw new IllegalArgumentException("cpu backend: thread count must be >= 1, got " + threads);
+        if (threads < 1 || threads > MAX_THREADS) {
+            throw new IllegalArgumentException("cpu backend: thread count must be in 1.." + MAX_THREADS + " (this machine has "
+                    + Runtime.getRuntime().availableProcessors() + " cores), got " + threads);
         }
         return POOLS.computeIfAbsent(threads, CpuPool::new);
     }
