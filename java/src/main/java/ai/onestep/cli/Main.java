@@ -24,6 +24,15 @@ public final class Main implements Runnable {
     public static int run(String... args) {
         CommandLine cl = new CommandLine(new Main());
         cl.setExecutionExceptionHandler(new Errors());
+        cl.setExecutionStrategy(parsed -> {
+            String bad = nonPositiveCount(parsed);
+            if (bad != null) {
+                CommandLine last = parsed.asCommandLineList().getLast();
+                last.getErr().println("onestep " + last.getCommandName() + ": " + bad);
+                return 2;
+            }
+            return new CommandLine.RunLast().execute(parsed);
+        });
         try {
             return cl.execute(args);
         } catch (OutOfMemoryError e) {
@@ -42,6 +51,27 @@ public final class Main implements Runnable {
     @Override
     public void run() {
         spec.commandLine().usage(System.out);
+    }
+
+    /**
+     * Counts that must be at least 1 wherever a command takes them (a batch of 0 divided by zero deep in a loop, a
+     * negative one made a tensor with a negative dimension; the message named neither flag).
+     */
+    static final java.util.Set<String> COUNTS = java.util.Set.of("--batch", "--steps", "--n", "--checkpoint-every",
+            "--val-n", "--width", "--reps", "--limit", "--teacher-samples", "--teacher-steps", "--max-steps");
+
+    /** "--batch must be >= 1, got 0" for the first count given below 1, else null. */
+    static String nonPositiveCount(CommandLine.ParseResult parsed) {
+        CommandLine.ParseResult last = parsed;
+        while (last.subcommand() != null) {
+            last = last.subcommand();
+        }
+        for (CommandLine.Model.OptionSpec o : last.matchedOptions()) {
+            if (COUNTS.contains(o.longestName()) && o.getValue() instanceof Number v && v.longValue() < 1) {
+                return o.longestName() + " must be >= 1, got " + v;
+            }
+        }
+        return null;
     }
 
     /** Reads the version Maven filtered into version.properties. */

@@ -43,6 +43,11 @@ final class Sample implements Callable<Integer> {
             int st = steps != null ? steps : s.isStudent() ? 1 : 18;
             long t0 = System.nanoTime();
             Tensor x = s.sample(n, st, seed, null, a, null);
+            if (!x.allFinite()) {
+                // A checkpoint whose weights overflow gives NaN pixels, which a PNG would show as a black grid.
+                throw new IllegalArgumentException(m + ": the samples are not finite (NaN or inf): its weights "
+                        + "do not give a working network");
+            }
             double secs = (System.nanoTime() - t0) / 1e9;
             Png.writeGrid(x, cols != null ? cols : (int) Math.ceil(Math.sqrt(n)), out);
             System.out.printf(Locale.ROOT, "%d samples, %d steps (%d NFE) in %.2f s on %s; wrote %s%n", n, st, s.nfe(st),

@@ -123,6 +123,16 @@ class CommandsTest {
     }
 
     @Test
+    void aCountBelowOneNamesItsFlag() {
+        Run batch = run("distill", "--batch", "0", "--out", home.resolve("s.safetensors").toString());
+        assertEquals(2, batch.code(), batch.err());
+        assertEquals("onestep distill: --batch must be >= 1, got 0", batch.err().strip());
+        Run n = run("timepoints", "--model", teacher.toString(), "--n", "-3");
+        assertEquals(2, n.code(), n.err());
+        assertTrue(n.err().contains("--n must be >= 1, got -3"), n.err());
+    }
+
+    @Test
     void tooLargeARequestIsOneLineNotAStackTrace() {
         Run huge = run("sample", "--n", "2000000000", "--steps", "1", "--out", home.resolve("h.png").toString());
         assertEquals(2, huge.code(), huge.err());
