@@ -609,12 +609,10 @@ public final class ConsistencyDistiller {
             state.syncToHost();  // the student's weights (the EMA's, when swapped in) live where the backend keeps them
         }
         // A finite loss can still give an update that overflows; such a student would only ever sample NaN.
-        for (var p : student.parameters()) {
-            if (!p.value().allFinite()) {
-                throw new TrainingStopped(step - 1, "distillation stopped at step " + step + ": weight " + p.name()
-                        + " is not finite after this step's update; " + (Files.exists(out) ? out + " was kept as it was"
-                        : "no checkpoint was written"));
-            }
+        String bad = WeightsProbe.nonFinite(student);
+        if (bad != null) {
+            throw new TrainingStopped(step - 1, "distillation stopped at step " + step + ": " + bad + " after this "
+                    + "step's update; " + (Files.exists(out) ? out + " was kept as it was" : "no checkpoint was written"));
         }
         Map<String, String> m = new LinkedHashMap<>(meta);
         m.put(UNetCheckpoint.ROLE, "student");

@@ -189,11 +189,10 @@ public final class TeacherTrainer {
         }
     }
 
-    private void requireFinite(String what, long step, long lastSave) {
-        for (Parameter p : net.parameters()) {
-            if (!p.value().allFinite()) {
-                throw stop(step, what + " " + p.name() + " is not finite after this step's update", lastSave);
-            }
+    private void requireFinite(String which, long step, long lastSave) {
+        String bad = WeightsProbe.nonFinite(net);
+        if (bad != null) {
+            throw stop(step, which + " after this step's update: " + bad, lastSave);
         }
     }
 
@@ -204,13 +203,13 @@ public final class TeacherTrainer {
     }
 
     /**
-     * Writes the checkpoint of {@code step}, unless a weight or its EMA is not finite: a finite loss and gradient can
-     * still give an update that overflows (a learning rate far too high), and such a checkpoint would only ever
-     * sample NaN; then training stops as for a NaN loss, and the last checkpoint stays.
+     * Writes the checkpoint of {@code step}, unless the raw weights or their EMA fail {@link WeightsProbe}: a finite
+     * loss and gradient can still give an update that overflows (a learning rate far too high), and such a checkpoint
+     * would only ever sample NaN; then training stops as for a NaN loss, and the last checkpoint stays.
      */
     private void save(long step, AdamW opt, Ema ema, TrainingState state, long index, long lastSave) {
         state.syncToHost();  // the raw weights and the moments, read below
-        requireFinite("weight", index, lastSave);
+        requireFinite("the raw weights", index, lastSave);
         try (TensorArena copies = new TensorArena()) {
             Map<String, Tensor> extra = new LinkedHashMap<>();
             if (o.keepTrainState()) {
@@ -230,7 +229,7 @@ public final class TeacherTrainer {
             ema.swap();
             try {
                 state.syncToHost();  // the swap ran where the weights live
-                requireFinite("EMA weight", index, lastSave);
+                requireFinite("the EMA weights", index, lastSave);
                 UNetCheckpoint.save(out, net, meta, extra);
             } finally {
                 ema.swap();
