@@ -24,8 +24,18 @@ public final class Main implements Runnable {
     public static int run(String... args) {
         CommandLine cl = new CommandLine(new Main());
         cl.setExecutionExceptionHandler(new Errors());
+        // A mistyped flag or value: one line naming it, not the command's whole usage.
+        cl.setParameterExceptionHandler((e, argv) -> {
+            CommandLine at = e.getCommandLine();
+            String name = at.getCommandSpec().qualifiedName();
+            at.getErr().println(name + ": " + e.getMessage() + " (" + name + " --help lists the options)");
+            return 2;
+        });
         cl.setExecutionStrategy(parsed -> {
             String bad = nonPositiveCount(parsed);
+            if (bad == null) {
+                bad = unwritableOutput(parsed);
+            }
             if (bad != null) {
                 CommandLine last = parsed.asCommandLineList().getLast();
                 last.getErr().println("onestep " + last.getCommandName() + ": " + bad);
@@ -74,6 +84,44 @@ public final class Main implements Runnable {
         return null;
     }
 
+    /** The options that name a folder to write into; every other --out and --stats-out names a file. */
+    static final java.util.Set<String> FOLDER_OUTPUTS = java.util.Set.of("demo --out", "report --out", "export --diffusers");
+
+    /**
+     * "--out x.png: folder /a/b does not exist" for the first output that cannot be written, else null: checked before
+     * the work, so a typo costs seconds, not the minutes of sampling or training that used to come first.
+     */
+    static String unwritableOutput(CommandLine.ParseResult parsed) {
+        CommandLine.ParseResult last = parsed;
+        while (last.subcommand() != null) {
+            last = last.subcommand();
+        }
+        for (String flag : new String[] {"--out", "--stats-out", "--diffusers"}) {
+            CommandLine.Model.OptionSpec o = last.commandSpec().findOption(flag);
+            if (o == null || !(o.getValue() instanceof java.nio.file.Path p)) {
+                continue;
+            }
+            boolean folder = FOLDER_OUTPUTS.contains(last.commandSpec().name() + " " + flag);
+            java.nio.file.Path abs = p.toAbsolutePath().normalize();
+            if (folder ? java.nio.file.Files.exists(abs) && !java.nio.file.Files.isDirectory(abs)
+                    : java.nio.file.Files.isDirectory(abs)) {
+                return flag + " " + p + " is a " + (folder ? "file; name a folder" : "folder; name a file");
+            }
+            // The nearest folder that exists must let us write (a file's own folder must exist).
+            java.nio.file.Path dir = folder ? abs : abs.getParent();
+            if (!folder && (dir == null || !java.nio.file.Files.isDirectory(dir))) {
+                return flag + " " + p + ": folder " + dir + " does not exist";
+            }
+            while (dir != null && !java.nio.file.Files.exists(dir)) {
+                dir = dir.getParent();
+            }
+            if (dir != null && !java.nio.file.Files.isWritable(dir)) {
+                return flag + " " + p + ": folder " + dir + " is not writable";
+            }
+        }
+        return null;
+    }
+
     /** Reads the version Maven filtered into version.properties. */
     static final class Version implements CommandLine.IVersionProvider {
         @Override
@@ -97,7 +145,12 @@ public final class Main implements Runnable {
         @Override
         public int handleExecutionException(Exception e, CommandLine cl, CommandLine.ParseResult parsed) {
             boolean verbose = parsed.originalArgs().contains("--verbose") || "1".equals(System.getenv("ONESTEP_VERBOSE"));
-            cl.getErr().println("onestep " + cl.getCommandName() + ": " + (e.getMessage() == null ? e : e.getMessage()));
+            String message = e.getMessage() == null ? e.toString() : e.getMessage();
+            String prefix = cl.getCommandName() + ": ";  // the engine's messages often name the command already
+            if (message.startsWith(prefix)) {
+                message = message.substring(prefix.length());
+            }
+            cl.getErr().println("onestep " + prefix + message);
             if (verbose) {
                 e.printStackTrace(cl.getErr());
             }

@@ -133,6 +133,24 @@ class CommandsTest {
     }
 
     @Test
+    void anOutputThatCannotBeWrittenIsRefusedBeforeTheWork() throws Exception {
+        Run missing = run("sample", "--n", "1", "--out", home.resolve("no/such/g.png").toString());
+        assertEquals(2, missing.code(), missing.err());
+        assertTrue(missing.err().contains("folder " + home.resolve("no/such").toAbsolutePath() + " does not exist"),
+                missing.err());
+        Run folder = run("distill", "--out", home.toString(), "--steps", "1");
+        assertEquals(2, folder.code(), folder.err());
+        assertTrue(folder.err().contains("is a folder; name a file"), folder.err());
+        Path file = Files.writeString(home.resolve("a-file"), "x");
+        Run report = run("report", "--out", file.toString());
+        assertEquals(2, report.code(), report.err());
+        assertTrue(report.err().contains("is a file; name a folder"), report.err());
+        Run typo = run("sample", "--nn", "3");
+        assertEquals(2, typo.code(), typo.err());
+        assertEquals(1, typo.err().strip().lines().count(), typo.err());
+    }
+
+    @Test
     void tooLargeARequestIsOneLineNotAStackTrace() {
         Run huge = run("sample", "--n", "2000000000", "--steps", "1", "--out", home.resolve("h.png").toString());
         assertEquals(2, huge.code(), huge.err());
