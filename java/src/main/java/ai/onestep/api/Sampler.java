@@ -106,8 +106,16 @@ public final class Sampler implements AutoCloseable {
     }
 
     /** Draws {@code n} samples (N, H, W, C) into {@code into}; sample i depends only on (seed, i). */
+    public Tensor sample(int n, int steps, long seed, int[] classLabels, TensorArena into, IntConsumer onStep) {
+        return sample(n, steps, seed, classLabels, into, onStep, null);
+    }
+
+    /**
+     * As above; {@code onBatch} (may be null) hears the number of samples finished after each batch of at most
+     * {@link #maxBatch} (a progress report for long requests).
+     */
     public synchronized Tensor sample(int n, int steps, long seed, int[] classLabels, TensorArena into,
-            IntConsumer onStep) {
+            IntConsumer onStep, IntConsumer onBatch) {
         var cfg = model.net().config();
         if (n < 0) {
             throw new IllegalArgumentException("sample: the number of samples must be >= 0, got " + n);
@@ -140,6 +148,9 @@ public final class Sampler implements AutoCloseable {
                 // evaluations); elsewhere step by step, so the progress report is live.
                 EdmSampler.sample(ops, new EdmDenoiser(model.net(), ops, ws, true), EdmSampler.Method.HEUN, xb, sigmas,
                         labels, from == 0 ? onStep : null, ops.capturesPasses());
+            }
+            if (onBatch != null) {
+                onBatch.accept(to);
             }
         }
         return x;

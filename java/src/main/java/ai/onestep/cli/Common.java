@@ -70,6 +70,23 @@ final class Common {
     }
 
     /**
+     * {@code n} samples of {@code s}; when they take more than one batch, in batches of about a tenth of n (at least
+     * 32, at most the sampler's default) with a progress report on stderr: an eval of the teacher at its default
+     * 1,000 samples ran for a quarter of an hour on 2 cores without a word. The samples are the same bits either way.
+     */
+    static ai.onestep.tensor.Tensor sample(ai.onestep.api.Sampler s, int n, int steps, long seed,
+            ai.onestep.tensor.TensorArena into) {
+        if (n <= 64) {
+            return s.sample(n, steps, seed, null, into, null);
+        }
+        s.maxBatch(Math.min(ai.onestep.api.Sampler.DEFAULT_MAX_BATCH, Math.max(32, (n + 9) / 10)));
+        try (Progress p = new Progress("sampling", n, 0, "samples")) {
+            p.countFromZero();
+            return s.sample(n, steps, seed, null, into, null, done -> p.step(done, Double.NaN, null));
+        }
+    }
+
+    /**
      * Refuses an output that is one of the command's inputs (distill --out over its --teacher, denoise --out over its
      * --input): the run would replace the file it reads. {@code inputs} alternates flag names and paths (null: absent).
      */

@@ -175,7 +175,7 @@ final class Distill implements Callable<Integer> {
             } else {
                 System.err.printf(Locale.ROOT, "distill: data-free: %d teacher samples with %d Heun steps (cached)%n",
                         teacherSamples, teacherSteps);
-                try (Progress p = new Progress("teacher samples", teacherSamples, 0)) {
+                try (Progress p = new Progress("teacher samples", teacherSamples, 0, "samples")) {
                     ds = TeacherSamples.load(ops, t.net(), tpath, out.toAbsolutePath().getParent().resolve(".onestep-cache"),
                             teacherSamples, teacherSteps, seed, k -> p.step(k, Double.NaN, null));
                 }

@@ -20,15 +20,30 @@ final class Progress implements TrainingProgress, AutoCloseable {
     private long lastLine = System.nanoTime();
     private long lastStep;
     private String lastNote = "";
+    private final String unit;
 
     Progress(String task, long max, long start) {
+        this(task, max, start, "steps");
+    }
+
+    /** {@code unit}: what one count is, for the rate ("samples/s"). */
+    Progress(String task, long max, long start, String unit) {
         this.task = task;
+        this.unit = unit;
         this.max = max;
         boolean terminal = System.console() != null && System.console().isTerminal();
         bar = terminal ? new ProgressBarBuilder().setTaskName(task).setInitialMax(max)
                 .startsFrom(start, java.time.Duration.ZERO).setStyle(ProgressBarStyle.ASCII)
-                .setUpdateIntervalMillis(500).showSpeed().setConsumer(new ConsoleProgressBarConsumer(System.err))
+                .setUpdateIntervalMillis(500).setUnit(" " + unit, 1).showSpeed().setConsumer(new ConsoleProgressBarConsumer(System.err))
                 .build() : null;
+    }
+
+    /**
+     * The rate counts every step from 0 (a fresh count, such as samples drawn). By default it counts from the step
+     * before the first reported one, so that a resumed run's rate is not inflated by the steps it skipped.
+     */
+    void countFromZero() {
+        start = 0;
     }
 
     @Override
@@ -51,8 +66,8 @@ final class Progress implements TrainingProgress, AutoCloseable {
             double rate = (step - start) / Math.max(secs, 1e-9);
             long eta = rate > 0 ? (long) ((max - step) / rate) : 0;
             String lossText = Double.isNaN(loss) ? "" : String.format(Locale.ROOT, "  loss %.4f", loss);
-            System.err.printf(Locale.ROOT, "%s %d/%d%s  %.2f steps/s  ETA %d:%02d:%02d  %s%n", task, step, max, lossText,
-                    rate, eta / 3600, eta / 60 % 60, eta % 60, lastNote);
+            System.err.printf(Locale.ROOT, "%s %d/%d%s  %.2f %s/s  ETA %d:%02d:%02d  %s%n", task, step, max, lossText,
+                    rate, unit, eta / 3600, eta / 60 % 60, eta % 60, lastNote);
             lastLine = now;
             lastStep = step;
         }

@@ -42,7 +42,7 @@ final class Sample implements Callable<Integer> {
         try (Sampler s = common.sampler(m); TensorArena a = new TensorArena()) {
             int st = steps != null ? steps : s.isStudent() ? 1 : 18;
             long t0 = System.nanoTime();
-            Tensor x = s.sample(n, st, seed, null, a, null);
+            Tensor x = Common.sample(s, n, st, seed, a);
             if (!x.allFinite()) {
                 // A checkpoint whose weights overflow gives NaN pixels, which a PNG would show as a black grid.
                 throw new IllegalArgumentException(m + ": the samples are not finite (NaN or inf): its weights "
