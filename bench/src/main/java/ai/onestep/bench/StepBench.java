@@ -2,10 +2,10 @@ package ai.onestep.bench;
 
 import ai.onestep.backend.cpu.CpuOps;
 import ai.onestep.diffusion.ConsistencyDenoiser;
-import ai.onestep.tensor.Noise;
 import ai.onestep.model.UNetCheckpoint;
 import ai.onestep.model.UNetConfig;
 import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
 import ai.onestep.tensor.Workspace;

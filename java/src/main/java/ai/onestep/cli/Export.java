@@ -41,8 +41,11 @@ final class Export implements Callable<Integer> {
             System.out.println("wrote " + out + " (" + Files.size(out) / 1024 + " KiB)");
             if (diffusers != null) {
                 Files.createDirectories(diffusers);
-                UNetCheckpoint.save(diffusers.resolve("diffusion_pytorch_model.safetensors"), l.net(),
-                        java.util.Map.of("format", "pt"), null);
+                // diffusers reads "format"; the role and a student's time points ride along (diffusers ignores them),
+                // so the folder loads back as what it was, not as a teacher.
+                java.util.Map<String, String> meta = new LinkedHashMap<>(l.metadata());
+                meta.put("format", "pt");
+                UNetCheckpoint.save(diffusers.resolve("diffusion_pytorch_model.safetensors"), l.net(), meta, null);
                 Files.writeString(diffusers.resolve("config.json"), l.net().config().toJson());
                 System.out.println("wrote " + diffusers + "/{config.json, diffusion_pytorch_model.safetensors}");
             }

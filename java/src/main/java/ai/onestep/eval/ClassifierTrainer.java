@@ -2,7 +2,6 @@ package ai.onestep.eval;
 
 import ai.onestep.backend.Ops;
 import ai.onestep.data.ImageDataset;
-import ai.onestep.tensor.Noise;
 import ai.onestep.diffusion.TrainingProgress;
 import ai.onestep.model.Classifier;
 import ai.onestep.model.Context;
@@ -12,6 +11,7 @@ import ai.onestep.nn.AdamW;
 import ai.onestep.nn.LearningRateSchedule;
 import ai.onestep.nn.TrainingState;
 import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.Workspace;
 import java.util.SplittableRandom;

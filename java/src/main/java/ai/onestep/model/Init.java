@@ -1,8 +1,8 @@
 package ai.onestep.model;
 
-import ai.onestep.tensor.Noise;
 import ai.onestep.nn.Parameter;
 import ai.onestep.nn.ParameterSet;
+import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Tensor;
 import java.util.SplittableRandom;
 

@@ -1,8 +1,8 @@
 package ai.onestep.model;
 
 import ai.onestep.backend.Ops;
-import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
 import java.lang.foreign.MemorySegment;

@@ -65,6 +65,11 @@ public final class UNetCheckpoint {
         }
         try (Safetensors.Reader r = Safetensors.open(file)) {
             Map<String, String> meta = new LinkedHashMap<>(r.metadata());
+            String role = meta.get(ROLE);
+            if (role != null && !role.equals("teacher") && !role.equals("student")) {
+                // The FID classifier and statistics are safetensors too; any other role is no U-Net of ours.
+                throw new CheckpointException(file + ": holds a " + role + ", not a U-Net checkpoint (teacher or student)");
+            }
             if (cfg == null) {
                 String text = meta.get(CONFIG);
                 if (text == null) {

@@ -5,9 +5,9 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import ai.onestep.api.Sampler;
 import ai.onestep.backend.OpsTesting;
 import ai.onestep.diffusion.EdmDenoiser;
-import ai.onestep.tensor.Noise;
 import ai.onestep.eval.FeatureNet;
 import ai.onestep.eval.FidStats;
 import ai.onestep.eval.Frechet;
@@ -19,6 +19,7 @@ import ai.onestep.model.UNet;
 import ai.onestep.model.UNetCheckpoint;
 import ai.onestep.model.UNetConfig;
 import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
 import ai.onestep.tensor.Workspace;
@@ -130,6 +131,26 @@ class CommandsTest {
         Run n = run("timepoints", "--model", teacher.toString(), "--n", "-3");
         assertEquals(2, n.code(), n.err());
         assertTrue(n.err().contains("--n must be >= 1, got -3"), n.err());
+    }
+
+    @Test
+    void aStudentExportedForDiffusersLoadsBackAsAStudent() throws Exception {
+        Path student = Path.of("../models/fmnist-student-half.safetensors");
+        Path folder = home.resolve("diffusers-student");
+        Run export = run("export", "--model", student.toString(), "--out", home.resolve("e.safetensors").toString(),
+                "--diffusers", folder.toString());
+        assertEquals(0, export.code(), export.err());
+        Run info = run("info", folder.toString());
+        assertEquals(0, info.code(), info.err());
+        assertTrue(info.out().contains("role        student") && info.out().contains(Sampler.TIMEPOINTS), info.out());
+        // A role the engine does not know is refused, not read as a teacher.
+        try (UNetCheckpoint.Loaded l = UNetCheckpoint.load(teacher, false)) {
+            UNetCheckpoint.save(home.resolve("b.safetensors"), l.net(), Map.of(UNetCheckpoint.ROLE, "banana"), null);
+        }
+        Run banana = run("sample", "--model", home.resolve("b.safetensors").toString(), "--n", "1",
+                "--out", home.resolve("b.png").toString());
+        assertEquals(2, banana.code(), banana.err());
+        assertTrue(banana.err().contains("holds a banana, not a U-Net checkpoint"), banana.err());
     }
 
     @Test

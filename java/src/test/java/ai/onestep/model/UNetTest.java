@@ -7,11 +7,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.onestep.backend.Ops;
 import ai.onestep.backend.OpsTesting;
-import ai.onestep.tensor.Noise;
 import ai.onestep.io.CheckpointException;
 import ai.onestep.io.Safetensors;
 import ai.onestep.nn.Parameter;
 import ai.onestep.tensor.Layout;
+import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
 import ai.onestep.tensor.Workspace;
