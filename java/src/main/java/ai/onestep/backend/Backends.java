@@ -55,7 +55,7 @@ public final class Backends {
                 }
             }
             default -> throw new IllegalArgumentException("unknown backend '" + name
-                    + "': choose cpu, cuda, auto or naive");
+                    + "': choose cpu, cuda, auto, naive or cuda-emulated");
         };
     }
 

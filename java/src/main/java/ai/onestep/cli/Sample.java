@@ -20,7 +20,7 @@ final class Sample implements Callable<Integer> {
     @Option(names = "--model", description = "Checkpoint (default: models/fmnist-teacher.safetensors).")
     Path model;
 
-    @Option(names = "--steps", description = "Teacher: Heun noise levels (default 18 = 35 NFE). Student: 1, 2 or 4 (default 1).")
+    @Option(names = "--steps", description = "Teacher: Heun noise levels (default 18 = 35 NFE). Student: 1, or a count whose time points the checkpoint stores (info lists them; default 1).")
     Integer steps;
 
     @Option(names = "--n", defaultValue = "16", description = "Number of samples (default: ${DEFAULT-VALUE}).")

@@ -23,10 +23,14 @@ final class Timepoints implements Callable<Integer> {
     @Option(names = "--model", required = true, description = "Student checkpoint; the time points are written into its metadata.") Path model;
     @Option(names = "--N", defaultValue = "18", description = "The grid the candidates come from.") int gridN;
     @Option(names = "--n", defaultValue = "256", description = "Samples per candidate FID.") int n;
-    @Option(names = "--max-steps", defaultValue = "4", description = "Search 2-step points, and 3 and 4 up to this (2, 3 or 4; default: ${DEFAULT-VALUE}); stored points for more steps are kept.") int maxSteps;
+    @Option(names = "--max-steps", defaultValue = "4", description = "Search 2-step points, and 3 and 4 up to this (2 or more; default: ${DEFAULT-VALUE}); stored points for more steps are kept.") int maxSteps;
 
     @Override
     public Integer call() {
+        if (maxSteps < 2) {
+            throw new IllegalArgumentException("--max-steps must be >= 2 (one step has no time points to search), got "
+                    + maxSteps);
+        }
         System.out.println(search(common, model, gridN, n, maxSteps));
         return 0;
     }

@@ -42,9 +42,9 @@ final class TrainTeacher implements Callable<Integer> {
 
     @Option(names = "--batch", defaultValue = "32", description = "Batch size (default: ${DEFAULT-VALUE}).") int batch;
     @Option(names = "--lr", defaultValue = "1e-3", description = "Peak learning rate (default: ${DEFAULT-VALUE}).") double lr;
-    @Option(names = "--warmup", defaultValue = "200", description = "Linear learning-rate warm-up steps.") long warmup;
-    @Option(names = "--ema", defaultValue = "0.999", description = "EMA decay per step.") double ema;
-    @Option(names = "--clip", defaultValue = "1.0", description = "Gradient-norm clipping threshold.") double clip;
+    @Option(names = "--warmup", defaultValue = "200", description = "Linear learning-rate warm-up steps (default: ${DEFAULT-VALUE}).") long warmup;
+    @Option(names = "--ema", defaultValue = "0.999", description = "EMA decay per step, in [0, 1) (default: ${DEFAULT-VALUE}).") double ema;
+    @Option(names = "--clip", defaultValue = "1.0", description = "Gradient-norm clipping threshold (default: ${DEFAULT-VALUE}).") double clip;
     @Option(names = "--weight-decay", defaultValue = "0", description = "Decoupled weight decay (default: ${DEFAULT-VALUE}).") double weightDecay;
     @Option(names = "--checkpoint-every", defaultValue = "500", description = "Steps between (atomic) checkpoints (default: ${DEFAULT-VALUE}).") long every;
     @Option(names = "--seed", defaultValue = "1", description = "Seed of the initialization, data order and noise (default: ${DEFAULT-VALUE}).") long seed;

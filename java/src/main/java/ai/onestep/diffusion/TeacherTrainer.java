@@ -48,6 +48,31 @@ public final class TeacherTrainer {
     /** Training settings; {@link #defaults()} are the ones the default Fashion-MNIST teacher uses. */
     public record Options(long steps, int batch, double lr, long warmup, double ema, double clip, double weightDecay,
                           long checkpointEvery, long seed, boolean flip, boolean keepTrainState) {
+        /** Each setting checked by the name train-teacher gives it, before any work. */
+        public Options {
+            if (steps < 1 || batch < 1 || checkpointEvery < 1) {
+                throw new IllegalArgumentException("train-teacher: --steps, --batch and --checkpoint-every must be >= 1, got "
+                        + steps + ", " + batch + " and " + checkpointEvery);
+            }
+            if (!(lr > 0) || !Double.isFinite(lr)) {
+                throw new IllegalArgumentException("train-teacher: --lr must be a finite number > 0, got " + lr);
+            }
+            if (warmup < 0) {
+                throw new IllegalArgumentException("train-teacher: --warmup must be >= 0, got " + warmup);
+            }
+            if (!(ema >= 0 && ema < 1)) {
+                throw new IllegalArgumentException("train-teacher: --ema must lie in [0, 1), got " + ema);
+            }
+            if (!(clip > 0)) {
+                throw new IllegalArgumentException("train-teacher: --clip must be > 0 (a large value turns it off), got "
+                        + clip);
+            }
+            if (!(weightDecay >= 0) || !Double.isFinite(weightDecay)) {
+                throw new IllegalArgumentException("train-teacher: --weight-decay must be a finite number >= 0, got "
+                        + weightDecay);
+            }
+        }
+
         public static Options defaults() {
             return new Options(4000, 32, 1e-3, 200, 0.999, 1.0, 0.0, 500, 1, false, true);
         }

@@ -115,6 +115,19 @@ class TeacherTrainerTest {
     }
 
     @Test
+    void settingsOutsideTheirRangeNameTheirFlag() {
+        var ema = assertThrows(IllegalArgumentException.class,
+                () -> new TeacherTrainer.Options(10, 4, 1e-3, 0, 2.0, 1.0, 0, 5, 1, false, true));
+        assertTrue(ema.getMessage().contains("--ema must lie in [0, 1), got 2.0"), ema.getMessage());
+        var warmup = assertThrows(IllegalArgumentException.class,
+                () -> new TeacherTrainer.Options(10, 4, 1e-3, -5, 0.9, 1.0, 0, 5, 1, false, true));
+        assertTrue(warmup.getMessage().contains("--warmup must be >= 0, got -5"), warmup.getMessage());
+        var clip = assertThrows(IllegalArgumentException.class,
+                () -> new TeacherTrainer.Options(10, 4, 1e-3, 0, 0.9, 0, 0, 5, 1, false, true));
+        assertTrue(clip.getMessage().contains("--clip must be > 0"), clip.getMessage());
+    }
+
+    @Test
     void emaRateRampsUpToItsTarget() {
         assertEquals(2.0 / 11, TeacherTrainer.emaRate(0.999, 1), 1e-15);
         assertEquals(0.5, TeacherTrainer.emaRate(0.999, 8), 1e-15);

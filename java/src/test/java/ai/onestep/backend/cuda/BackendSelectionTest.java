@@ -55,7 +55,7 @@ class BackendSelectionTest {
         assertEquals("backend cuda: no CUDA kernel library at " + missing + " (built by cmake where nvcc exists)",
                 e.getMessage());
         IllegalArgumentException u = assertThrows(IllegalArgumentException.class, () -> Backends.byName("tpu", 1));
-        assertTrue(u.getMessage().contains("choose cpu, cuda, auto or naive"), u.getMessage());
+        assertTrue(u.getMessage().contains("choose cpu, cuda, auto, naive or cuda-emulated"), u.getMessage());
     }
 
     @Test
