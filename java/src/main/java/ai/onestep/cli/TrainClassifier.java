@@ -28,8 +28,8 @@ final class TrainClassifier implements Callable<Integer> {
     @Option(names = "--lr", defaultValue = "2e-3", description = "Learning rate (default: ${DEFAULT-VALUE}).") double lr;
     @Option(names = "--width", defaultValue = "32", description = "Channels of the first conv layer (default: ${DEFAULT-VALUE}).") int width;
     @Option(names = "--seed", defaultValue = "1", description = "Seed of the initialization and data order (default: ${DEFAULT-VALUE}).") long seed;
-    @Option(names = "--out", defaultValue = "models/fmnist-classifier.safetensors", description = "Classifier checkpoint to write (default: ${DEFAULT-VALUE}).") Path out;
-    @Option(names = "--stats-out", defaultValue = "models/fmnist-fid-stats.safetensors", description = "FID reference statistics of the test set to write (default: ${DEFAULT-VALUE}).") Path statsOut;
+    @Option(names = "--out", defaultValue = "fmnist-classifier.safetensors", description = "Classifier checkpoint to write (default: ${DEFAULT-VALUE} in the working folder; the committed one in models/ is replaced only when named).") Path out;
+    @Option(names = "--stats-out", defaultValue = "fmnist-fid-stats.safetensors", description = "FID reference statistics of the test set to write (default: ${DEFAULT-VALUE} in the working folder).") Path statsOut;
     @Option(names = "--floor-n", defaultValue = "1000", description = "Train images for the FID floor (default: ${DEFAULT-VALUE}).")
     int floorN;
 
