@@ -43,19 +43,17 @@ public final class Png {
             }
         }
         try {
-            Path dir = path.toAbsolutePath().getParent();
-            Files.createDirectories(dir);
-            Path tmp = Files.createTempFile(dir, "." + path.getFileName(), ".tmp");
+            Path tmp = TempFiles.beside(path);
             try {
                 if (!ImageIO.write(img, "png", tmp.toFile())) {
                     throw new IOException("no PNG writer available");
                 }
                 Files.move(tmp, path, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
             } finally {
-                Files.deleteIfExists(tmp);
+                TempFiles.release(tmp);
             }
         } catch (IOException e) {
-            throw new CheckpointException(path + ": cannot write PNG: " + e.getMessage(), e);
+            throw new CheckpointException(path + ": cannot write PNG: " + TempFiles.reason(e), e);
         }
     }
 

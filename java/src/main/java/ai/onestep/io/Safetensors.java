@@ -303,11 +303,9 @@ public final class Safetensors {
         int padded = (json.length + 7) / 8 * 8;
         byte[] h = Arrays.copyOf(json, padded);
         Arrays.fill(h, json.length, padded, (byte) ' ');
-        Path dir = path.toAbsolutePath().getParent();
         Path tmp = null;
         try {
-            Files.createDirectories(dir);
-            tmp = Files.createTempFile(dir, "." + path.getFileName(), ".tmp");
+            tmp = TempFiles.beside(path);
             try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING);
                  Arena a = Arena.ofConfined()) {
                 ByteBuffer len = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(0, padded);
@@ -326,16 +324,11 @@ public final class Safetensors {
             } catch (AtomicMoveNotSupportedException e) {
                 Files.move(tmp, path, StandardCopyOption.REPLACE_EXISTING);
             }
-            tmp = null;
         } catch (IOException e) {
-            throw new CheckpointException(path + ": cannot write: " + e.getMessage(), e);
+            throw new CheckpointException(path + ": cannot write: " + TempFiles.reason(e), e);
         } finally {
             if (tmp != null) {
-                try {
-                    Files.deleteIfExists(tmp);
-                } catch (IOException ignored) {
-                    // The temporary file is hidden and harmless; the target was not touched.
-                }
+                TempFiles.release(tmp);  // after the move, nothing is there to delete
             }
         }
     }

@@ -14,7 +14,9 @@ import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -46,6 +48,26 @@ class SafetensorsTest {
         assertTrue(e.getMessage().startsWith(p.toString()), e.getMessage());
         for (String f : fragments) {
             assertTrue(e.getMessage().contains(f), "'" + e.getMessage() + "' lacks '" + f + "'");
+        }
+    }
+
+    /**
+     * A new file is readable by others (rw-r--r--), as files written any other way here are; an overwrite keeps the
+     * file's own permissions; no temporary file stays behind. (createTempFile's rw------- made every checkpoint private.)
+     */
+    @Test
+    void writesKeepSensiblePermissionsAndLeaveNoTemporaryFile() throws IOException {
+        Path p = dir.resolve("perm.safetensors");
+        try (TensorArena a = new TensorArena()) {
+            Map<String, Tensor> ts = Map.of("w", a.of(Layout.ROWS, new float[] {1, 2}, 2));
+            Safetensors.write(p, ts, Map.of());
+            assertEquals("rw-r--r--", PosixFilePermissions.toString(Files.getPosixFilePermissions(p)));
+            Files.setPosixFilePermissions(p, PosixFilePermissions.fromString("rw-r-----"));
+            Safetensors.write(p, ts, Map.of());
+            assertEquals("rw-r-----", PosixFilePermissions.toString(Files.getPosixFilePermissions(p)));
+        }
+        try (var files = Files.list(dir)) {
+            assertEquals(List.of(p), files.toList());
         }
     }
 
