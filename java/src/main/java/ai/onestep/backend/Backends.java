@@ -60,20 +60,44 @@ public final class Backends {
     }
 
     private static Ops auto(int threads, Consumer<String> log, Precision precision) {
-        String reason;
-        try {
-            Ops cuda = CudaBackend.open(threads, precision);
-            CudaOps c = (CudaOps) cuda;
+        String[] reason = new String[1];
+        CudaOps c = tryCuda(threads, precision, reason);
+        if (c != null) {
             sayOnce(log, "backend auto: using cuda (" + c.device().describe() + "; sampling passes in "
                     + c.precision().label() + ")");
-            return cuda;
-        } catch (CudaBackend.Unavailable e) {
-            reason = e.getMessage();
-        } catch (UnsatisfiedLinkError | NoClassDefFoundError e) {
-            reason = "the CUDA bindings did not load (" + e.getMessage() + ")";
+            return c;
         }
-        sayOnce(log, "backend auto: " + reason + ": using cpu");
+        sayOnce(log, "backend auto: " + reason[0] + ": using cpu");
         return new CpuOps(threads);
+    }
+
+    /**
+     * What {@code --backend cuda} would get here, in one line: the device it opens, or why it cannot (no kernel
+     * library, no driver, no device). The device is closed again.
+     */
+    public static String cudaStatus() {
+        String[] reason = new String[1];
+        CudaOps c = tryCuda(1, null, reason);
+        if (c == null) {
+            return "unavailable: " + reason[0];
+        }
+        try {
+            return "available: " + c.device().describe();
+        } finally {
+            c.close();
+        }
+    }
+
+    /** The cuda backend, or null with {@code reason[0]} saying why not. */
+    private static CudaOps tryCuda(int threads, Precision precision, String[] reason) {
+        try {
+            return (CudaOps) CudaBackend.open(threads, precision);
+        } catch (CudaBackend.Unavailable e) {
+            reason[0] = e.getMessage();
+        } catch (UnsatisfiedLinkError | NoClassDefFoundError e) {
+            reason[0] = "the CUDA bindings did not load (" + e.getMessage() + ")";
+        }
+        return null;
     }
 
     /** auto reports its choice once per process, however many models a command loads. */

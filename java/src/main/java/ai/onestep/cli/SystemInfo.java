@@ -25,7 +25,7 @@ final class SystemInfo implements Callable<Integer> {
         System.out.println("simd      " + FloatVector.SPECIES_PREFERRED.vectorBitSize() + "-bit ("
                 + FloatVector.SPECIES_PREFERRED.length() + " floats)");
         System.out.println("backend   " + ops.name() + " with " + threads + " thread(s); naive (oracle) available");
-        System.out.println("cuda      not built into this version");
+        System.out.println("cuda      " + Backends.cudaStatus());
         return 0;
     }
 }

@@ -58,6 +58,15 @@ class MainTest {
         assertTrue(r[1].contains("system"), r[1]);
     }
 
+    /** The cuda line says what --backend cuda would get here (it said "not built" long after it was built). */
+    @Test
+    void systemSaysWhetherCudaIsAvailableAndWhy() {
+        String[] r = capture("system");
+        assertEquals("0", r[0], r[2]);
+        String cuda = r[1].lines().filter(l -> l.startsWith("cuda ")).findFirst().orElse("");
+        assertTrue(cuda.matches("cuda +(available: .+|unavailable: .+)"), r[1]);
+    }
+
     @Test
     void badOptionGivesOneLineAndExitCode2() {
         String[] r = capture("system", "--threads", "0");
