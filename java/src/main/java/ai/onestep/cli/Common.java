@@ -111,6 +111,16 @@ final class Common {
         return a.toAbsolutePath().normalize().equals(b.toAbsolutePath().normalize());
     }
 
+    /**
+     * Refuses to replace an existing file that the run does not continue from: a new training run over a trained
+     * checkpoint threw the checkpoint away. {@code continuing}: the file the run resumes or starts from (null: none).
+     */
+    static void requireNewOrForced(Path out, Path continuing, boolean force, String how) {
+        if (!force && Files.exists(out) && (continuing == null || !sameFile(out, continuing))) {
+            throw new IllegalArgumentException("--out " + out + " exists; " + how + ", or pass --force to replace it");
+        }
+    }
+
     static Path requireFile(Path p, String what) {
         if (!Files.exists(p)) {
             throw new IllegalArgumentException(p + ": " + what + " not found");

@@ -30,7 +30,8 @@ final class Demo implements Callable<Integer> {
         Path teacher = Common.requireFile(Common.model("fmnist-teacher.safetensors"), "the committed teacher");
         Path student = out.resolve("student.safetensors");
         System.err.println("demo 1/3: data-free consistency distillation of " + teacher.getFileName() + " (" + steps + " steps)");
-        java.util.List<String> args = new java.util.ArrayList<>(java.util.List.of("--teacher", teacher.toString(),
+        // --force: the demo's own folder, whose student each run replaces.
+        java.util.List<String> args = new java.util.ArrayList<>(java.util.List.of("--force", "--teacher", teacher.toString(),
                 "--out", student.toString(), "--steps", Long.toString(steps), "--batch", "8", "--validate-every",
                 Long.toString(steps), "--val-n", "128", "--teacher-samples", "256", "--teacher-steps", "9", "--lr", "2e-4"));
         args.addAll(common.forwarded());  // the same backend, precision and threads

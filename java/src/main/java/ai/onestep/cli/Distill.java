@@ -38,6 +38,7 @@ final class Distill implements Callable<Integer> {
     @Option(names = "--out", required = true, description = "Student checkpoint to write (.safetensors): the best validation so far.") Path out;
     @Option(names = "--student-width", description = "Channel multiplier of the student (default 1.0).") Double width;
     @Option(names = "--student-layers", description = "Res blocks per level (default: the teacher's).") Integer layers;
+    @Option(names = "--force", description = "Replace --out if it exists (without --init of it).") boolean force;
     @Option(names = "--init", description = "Start from this student checkpoint (continue a distillation) instead of the teacher's weights.") Path init;
     @Option(names = "--guide", description = "A trained consistency student to distill from as well (e.g. the full-width "
             + "one for a smaller student): the target mixes its output at the student's input with Algorithm 2's target.") Path guide;
@@ -70,6 +71,7 @@ final class Distill implements Callable<Integer> {
     public Integer call() {
         Common.requireNotInput("--out", out, "--teacher", teacher == null ? Common.model("fmnist-teacher.safetensors") : teacher,
                 "--guide", guide);
+        Common.requireNewOrForced(out, init, force, "--init it to continue that distillation");
         var dist = switch (loss) {
             case "l2" -> ConsistencyDistiller.Distance.L2;
             case "pseudo-huber" -> ConsistencyDistiller.Distance.PSEUDO_HUBER;

@@ -37,6 +37,7 @@ final class TrainTeacher implements Callable<Integer> {
     @Option(names = "--out", required = true, description = "Checkpoint to write (.safetensors).")
     Path out;
 
+    @Option(names = "--force", description = "Replace --out if it exists (without --resume of it).") boolean force;
     @Option(names = "--resume", description = "Continue from this checkpoint's step, weights, optimizer and EMA.")
     Path resume;
 
@@ -56,6 +57,7 @@ final class TrainTeacher implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
+        Common.requireNewOrForced(out, resume, force, "--resume it to continue its training");
         UNetConfig cfg = loadConfig(config);
         ImageDataset ds = Datasets.load(data, true);
         if (limit != null) {

@@ -172,6 +172,21 @@ class CommandsTest {
     }
 
     @Test
+    void aNewRunDoesNotReplaceAnExistingCheckpointUnlessForced() throws Exception {
+        Path trained = home.resolve("trained.safetensors");
+        Files.copy(teacher, trained);
+        byte[] before = Files.readAllBytes(trained);
+        Run teach = run("train-teacher", "--data", home.toString(), "--out", trained.toString(), "--steps", "1");
+        assertEquals(2, teach.code(), teach.err());
+        assertTrue(teach.err().contains("exists; --resume it to continue its training, or pass --force"), teach.err());
+        Run distill = run("distill", "--out", trained.toString(), "--steps", "1");
+        assertEquals(2, distill.code(), distill.err());
+        assertTrue(distill.err().contains("exists; --init it to continue that distillation, or pass --force"),
+                distill.err());
+        assertArrayEquals(before, Files.readAllBytes(trained));
+    }
+
+    @Test
     void tooLargeARequestIsOneLineNotAStackTrace() {
         Run huge = run("sample", "--n", "2000000000", "--steps", "1", "--out", home.resolve("h.png").toString());
         assertEquals(2, huge.code(), huge.err());
@@ -302,10 +317,10 @@ class CommandsTest {
             }
             assertEquals(half.toString(), m.metadata().get("onestep.distill.init"));
         }
-        Run wrongRole = run("distill", "--init", teacher.toString(), "--out", more.toString(), "--steps", "1");
+        Run wrongRole = run("distill", "--force", "--init", teacher.toString(), "--out", more.toString(), "--steps", "1");
         assertEquals(2, wrongRole.code());
         assertTrue(wrongRole.err().contains("--init needs a student"), wrongRole.err());
-        Run both = run("distill", "--init", half.toString(), "--student-width", "0.5", "--out", more.toString());
+        Run both = run("distill", "--force", "--init", half.toString(), "--student-width", "0.5", "--out", more.toString());
         assertEquals(2, both.code());
         assertTrue(both.err().contains("drop --student-width"), both.err());
     }
@@ -326,13 +341,13 @@ class CommandsTest {
         try (UNetCheckpoint.Loaded h = UNetCheckpoint.load(half, false)) {
             assertEquals(guide + " (weight 1.0)", h.metadata().get("onestep.distill.guide"));
         }
-        Run wrongRole = run("distill", "--guide", teacher.toString(), "--out", half.toString(), "--steps", "1");
+        Run wrongRole = run("distill", "--force", "--guide", teacher.toString(), "--out", half.toString(), "--steps", "1");
         assertEquals(2, wrongRole.code());
         assertTrue(wrongRole.err().contains("--guide needs a consistency student"), wrongRole.err());
-        Run badWeight = run("distill", "--guide", guide.toString(), "--guide-weight", "0", "--out", half.toString());
+        Run badWeight = run("distill", "--force", "--guide", guide.toString(), "--guide-weight", "0", "--out", half.toString());
         assertEquals(2, badWeight.code());
         assertTrue(badWeight.err().contains("--guide-weight must lie in (0, 1]"), badWeight.err());
-        Run noGuide = run("distill", "--guide-weight", "0.5", "--out", half.toString());
+        Run noGuide = run("distill", "--force", "--guide-weight", "0.5", "--out", half.toString());
         assertEquals(2, noGuide.code());
         assertTrue(noGuide.err().contains("--guide-weight needs --guide"), noGuide.err());
     }
