@@ -5,6 +5,7 @@ import ai.onestep.eval.FeatureNet;
 import ai.onestep.eval.FidStats;
 import ai.onestep.eval.Frechet;
 import ai.onestep.eval.Report;
+import ai.onestep.model.UNetCheckpoint;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -42,6 +43,14 @@ final class ReportCmd implements Callable<Integer> {
         Path t = Common.requireFile(teacher != null ? teacher : Common.model("fmnist-teacher.safetensors"), "teacher");
         Path c = Common.requireFile(Common.model("fmnist-classifier.safetensors"), "classifier");
         Frechet.Stats ref = FidStats.load(Common.requireFile(Common.model("fmnist-fid-stats.safetensors"), "FID statistics"));
+        // Every student is checked before the teacher's rows, which take minutes at the default --n.
+        for (Path sp : students) {
+            try (UNetCheckpoint.Loaded l = UNetCheckpoint.load(Common.requireFile(sp, "student"), false)) {
+                if (!l.role().equals("student")) {
+                    throw new IllegalArgumentException(sp + " is a " + l.role() + "; --student needs a consistency student");
+                }
+            }
+        }
         List<Report.Row> rows = new ArrayList<>();
         String backend;
         try (Sampler s = common.sampler(t); FeatureNet f = FeatureNet.load(c, s.ops())) {

@@ -100,6 +100,15 @@ final class TrainTeacher implements Callable<Integer> {
             throw new IllegalArgumentException("--config " + nameOrFile
                     + ": neither a built-in config (fmnist-small, fmnist-tiny) nor a file");
         }
-        return UNetConfig.parse(Files.readString(p), p.toString());
+        if (!Files.isRegularFile(p)) {
+            throw new IllegalArgumentException("--config " + nameOrFile + ": is a folder; give a config.json file");
+        }
+        String text;
+        try {
+            text = Files.readString(p);
+        } catch (java.nio.charset.CharacterCodingException e) {
+            throw new IllegalArgumentException("--config " + nameOrFile + ": not UTF-8 text (a config.json is JSON)");
+        }
+        return UNetConfig.parse(text, p.toString());
     }
 }

@@ -36,7 +36,7 @@ public final class Datasets {
         }
         Path p = Path.of(spec);
         if (!Files.isDirectory(p)) {
-            throw new DataException(spec + ": no such folder (give a folder of images, IDX or CIFAR-10 files, "
+            throw new DataException(spec + (Files.exists(p) ? ": a file, not a folder" : ": no such folder") + " (give a folder of images, IDX or CIFAR-10 files, "
                     + "or the name fashion-mnist)");
         }
         String split = train ? "train" : "t10k";

@@ -187,6 +187,21 @@ class CommandsTest {
     }
 
     @Test
+    void wrongInputsAreNamedBeforeTheLongWork() throws Exception {
+        Run report = run("report", "--student", teacher.toString(), "--n", "8", "--out", home.resolve("r").toString());
+        assertEquals(2, report.code(), report.err());
+        assertTrue(report.err().contains("is a teacher; --student needs a consistency student"), report.err());
+        assertTrue(!report.err().contains("teacher fmnist"), "no teacher rows were measured first: " + report.err());
+        Run config = run("train-teacher", "--config", home.toString(), "--data", home.toString(), "--out",
+                home.resolve("c.safetensors").toString());
+        assertEquals(2, config.code(), config.err());
+        assertTrue(config.err().contains("is a folder; give a config.json file"), config.err());
+        Run data = run("train-teacher", "--data", teacher.toString(), "--out", home.resolve("d.safetensors").toString());
+        assertEquals(2, data.code(), data.err());
+        assertTrue(data.err().contains("a file, not a folder"), data.err());
+    }
+
+    @Test
     void tooLargeARequestIsOneLineNotAStackTrace() {
         Run huge = run("sample", "--n", "2000000000", "--steps", "1", "--out", home.resolve("h.png").toString());
         assertEquals(2, huge.code(), huge.err());
