@@ -61,7 +61,7 @@ final class Distill implements Callable<Integer> {
     @Option(names = "--mu", defaultValue = "0.95", description = "EMA rate of the target (0 allowed).") double mu;
     @Option(names = "--clip", defaultValue = "1.0", description = "Gradient-norm clipping threshold (default: ${DEFAULT-VALUE}).") double clip;
     @Option(names = "--seed", defaultValue = "1", description = "Seed of the data order, noise and time steps (default: ${DEFAULT-VALUE}).") long seed;
-    @Option(names = "--validate-every", defaultValue = "200", description = "Steps between validation FIDs (default: ${DEFAULT-VALUE}).") long validateEvery;
+    @Option(names = "--validate-every", defaultValue = "200", description = "Steps between validation FIDs; 0 turns validation off and keeps the last checkpoint (default: ${DEFAULT-VALUE}).") long validateEvery;
     @Option(names = "--patience", defaultValue = "4", description = "Stop after this many validations without improvement (default: ${DEFAULT-VALUE}).") int patience;
     @Option(names = "--val-n", defaultValue = "256", description = "Samples per validation FID.") int valN;
     @Option(names = "--teacher-samples", defaultValue = "512", description = "Data-free: teacher samples to cache.") int teacherSamples;

@@ -68,7 +68,8 @@ public final class Main implements Runnable {
      * negative one made a tensor with a negative dimension; the message named neither flag).
      */
     static final java.util.Set<String> COUNTS = java.util.Set.of("--batch", "--steps", "--n", "--checkpoint-every",
-            "--val-n", "--width", "--reps", "--limit", "--teacher-samples", "--teacher-steps", "--max-steps");
+            "--val-n", "--width", "--reps", "--limit", "--teacher-samples", "--teacher-steps", "--max-steps", "--cols",
+            "--patience");
 
     /** "--batch must be >= 1, got 0" for the first count given below 1, else null. */
     static String nonPositiveCount(CommandLine.ParseResult parsed) {

@@ -87,6 +87,9 @@ public final class ConsistencyDistiller {
             if (!(emaRate >= 0 && emaRate < 1)) {
                 throw new IllegalArgumentException("distill: the evaluation EMA rate must lie in [0, 1), got " + emaRate);
             }
+            if (validateEvery < 0) {
+                throw new IllegalArgumentException("distill: --validate-every must be >= 0 (0: off), got " + validateEvery);
+            }
         }
 
         public static Options defaults() {
@@ -369,7 +372,10 @@ public final class ConsistencyDistiller {
                         progress.step(done, loss, note + " (no improvement in " + stale + ": early stop)");
                         break;
                     }
-                } else if (fid == null && (last || done % Math.max(1, o.validateEvery()) == 0)) {
+                } else if ((fid == null || o.validateEvery() == 0)
+                        && (last || o.validateEvery() > 0 && done % o.validateEvery() == 0)) {
+                    // No validation (no scorer, or --validate-every 0): a checkpoint every validateEvery steps and at
+                    // the end. With a scorer and validation off this saved nothing at all.
                     swap(ema);
                     try {
                         save(done, null);

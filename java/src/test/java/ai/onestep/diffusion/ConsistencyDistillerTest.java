@@ -86,6 +86,17 @@ class ConsistencyDistillerTest {
         }
     }
 
+    /** --validate-every 0 with a scorer: no validation, and the last step's student is the checkpoint (none was written). */
+    @Test
+    void validationOffKeepsTheLastStudent() {
+        distill(opts(3, 0.95, ConsistencyDistiller.Distance.L2, 0, 2), x -> {
+            throw new AssertionError("validation is off");
+        }, null, null);
+        try (var s = UNetCheckpoint.load(dir.resolve("s.safetensors"), false)) {
+            assertEquals("3", s.metadata().get("onestep.train.step"));
+        }
+    }
+
     @Test
     void boundaryConditionHoldsForAnyNetwork() {
         try (UNet net = new UNet(TeacherTrainerTest.cfg(), false); TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
