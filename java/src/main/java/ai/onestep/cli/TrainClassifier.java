@@ -37,6 +37,15 @@ final class TrainClassifier implements Callable<Integer> {
     public Integer call() {
         ImageDataset train = Datasets.load(data, true);
         ImageDataset test = Datasets.load(data, false);
+        if (train.labels() == null || test.labels() == null) {
+            throw new IllegalArgumentException("--data " + data + ": has no class labels (a classifier needs them: "
+                    + "fashion-mnist, or IDX / CIFAR-10 files with their labels)");
+        }
+        // Checked here, not after training: the floor's covariance needs 2 images, and it cannot use more than exist.
+        if (floorN < 2 || floorN > train.count()) {
+            throw new IllegalArgumentException("--floor-n must lie in [2, " + train.count() + "] (the training images), got "
+                    + floorN);
+        }
         long t0 = System.nanoTime();
         var ops = common.ops();
         try (Classifier net = new Classifier(train.channels(), width, Math.max(train.classes(), test.classes()), true)) {

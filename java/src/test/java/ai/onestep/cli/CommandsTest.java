@@ -202,6 +202,14 @@ class CommandsTest {
     }
 
     @Test
+    void trainClassifierChecksItsFloorBeforeTraining() {
+        Run r = run("train-classifier", "--floor-n", "1", "--steps", "1", "--out", home.resolve("c.safetensors").toString(),
+                "--stats-out", home.resolve("s.safetensors").toString());
+        assertEquals(2, r.code(), r.err());
+        assertTrue(r.err().contains("--floor-n must lie in [2, 60000]"), r.err());
+    }
+
+    @Test
     void tooLargeARequestIsOneLineNotAStackTrace() {
         Run huge = run("sample", "--n", "2000000000", "--steps", "1", "--out", home.resolve("h.png").toString());
         assertEquals(2, huge.code(), huge.err());
