@@ -32,8 +32,10 @@ public final class Main implements Runnable {
             return 2;
         });
         cl.setExecutionStrategy(parsed -> {
-            String bad = nonPositiveCount(parsed);
-            if (bad == null) {
+            boolean help = parsed.asCommandLineList().stream().anyMatch(c -> c.isUsageHelpRequested()
+                    || c.isVersionHelpRequested());
+            String bad = help ? null : nonPositiveCount(parsed);
+            if (bad == null && !help) {
                 bad = unwritableOutput(parsed);
             }
             if (bad != null) {

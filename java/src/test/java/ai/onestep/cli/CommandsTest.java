@@ -131,6 +131,8 @@ class CommandsTest {
         Run n = run("timepoints", "--model", teacher.toString(), "--n", "-3");
         assertEquals(2, n.code(), n.err());
         assertTrue(n.err().contains("--n must be >= 1, got -3"), n.err());
+        Run help = run("sample", "--n", "0", "--help");  // help wins over the checks
+        assertEquals(0, help.code(), help.err());
     }
 
     @Test
