@@ -212,6 +212,24 @@ class CommandsTest {
     }
 
     @Test
+    void timepointsCanWriteItsResultElsewhere() throws Exception {
+        Path student = Files.copy(Path.of("../models/fmnist-student-half.safetensors"), home.resolve("st.safetensors"));
+        byte[] before = Files.readAllBytes(student);
+        Path searched = home.resolve("searched.safetensors");
+        Run r = run("timepoints", "--model", student.toString(), "--out", searched.toString(), "--N", "4", "--n", "4",
+                "--max-steps", "2");
+        assertEquals(0, r.code(), r.err());
+        assertArrayEquals(before, Files.readAllBytes(student), "--model is left as it was");
+        try (UNetCheckpoint.Loaded l = UNetCheckpoint.load(searched, false)) {
+            assertEquals("student", l.role());
+            assertTrue(l.metadata().get(Sampler.TIMEPOINTS).startsWith("2:"), l.metadata().toString());
+        }
+        Run same = run("timepoints", "--model", student.toString(), "--out", student.toString());
+        assertEquals(2, same.code(), same.err());
+        assertTrue(same.err().contains("is also the --model file"), same.err());
+    }
+
+    @Test
     void tooLargeARequestIsOneLineNotAStackTrace() {
         Run huge = run("sample", "--n", "2000000000", "--steps", "1", "--out", home.resolve("h.png").toString());
         assertEquals(2, huge.code(), huge.err());
