@@ -43,7 +43,8 @@ onestep_status onestep_memcpy_dtoh(void* dst, const void* src, size_t bytes, cud
  * host returns only once it is done (CUDA's rules for pageable memory); never captured either. */
 onestep_status onestep_memcpy_htod_async(void* dst, const void* src, size_t bytes, cudaStream_t stream);
 onestep_status onestep_memcpy_dtoh_async(void* dst, const void* src, size_t bytes, cudaStream_t stream);
-/* Device-to-device copy and memset: asynchronous on `stream`, and captured into a graph like a kernel. */
+/* Device-to-device copy and memset: asynchronous on `stream`, and captured into a graph like a kernel. The copy's
+ * ranges must not overlap (ONESTEP_ERROR_INVALID_ARGUMENT; dst == src is a no-op). */
 onestep_status onestep_memcpy_dtod(void* dst, const void* src, size_t bytes, cudaStream_t stream);
 onestep_status onestep_memset(void* dst, int value, size_t bytes, cudaStream_t stream);
 

@@ -96,6 +96,13 @@ extern "C" onestep_status onestep_memcpy_dtoh_async(void* dst, const void* src, 
 extern "C" onestep_status onestep_memcpy_dtod(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
     if (bytes && (!dst || !src))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_memcpy_dtod", bytes_shape(bytes), "NULL pointer");
+    if (dst == src) return ONESTEP_OK;  // nothing to move
+    // cudaMemcpy's result is undefined for overlapping ranges (the emulation's memmove would hide it).
+    const auto d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
+    if (bytes && d < s + bytes && s < d + bytes)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_memcpy_dtod", bytes_shape(bytes),
+                    "dst and src overlap (%td bytes apart): a device copy needs disjoint ranges",
+                    static_cast<ptrdiff_t>(d - s));
 #ifdef ONESTEP_EMULATION
     if (emu::CaptureList* c = emu::capture_of(stream)) {
         c->ops.push_back([=]() { return cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice); });

@@ -395,6 +395,11 @@ void check_capture() {
     vector<float> host(n, 1.0f), out(n);
     ok(onestep_memcpy_htod(x, host.data(), n * sizeof(float), s), "htod: %s");
     ok(onestep_memset(y, 0, n * sizeof(float), s), "memset: %s");
+    // Overlapping ranges are undefined for a device copy: refused by name (the emulation's memmove would hide it).
+    expect(onestep_memcpy_dtod(x + 1, x, 10 * sizeof(float), s) == ONESTEP_ERROR_INVALID_ARGUMENT &&
+               std::strstr(onestep_last_error_message(), "overlap") != nullptr,
+           "an overlapping device copy is refused: %s", onestep_last_error_message());
+    ok(onestep_memcpy_dtod(x, x, n * sizeof(float), s), "a copy onto itself is a no-op: %s");
     ok(onestep_graph_begin_capture(s), "begin capture: %s");
     ok(onestep_axpy(2.0f, x, y, n, s), "axpy: %s");         // y += 2 x
     ok(onestep_memcpy_dtod(x, y, n * sizeof(float), s), "dtod: %s");  // x = y
