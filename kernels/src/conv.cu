@@ -520,6 +520,12 @@ constexpr TileInfo kTiles[kConfigs + 1] = {{0, 0, 0, 1},   info<Tile1>(), info<T
 // grid.y is Cout's column tiles (twice that with the paired shortcut), at most 65535, and a tile is at least 16 wide.
 constexpr int kMaxCout = 65535 / 2 * 16;
 
+// Shapes past the 32-bit index arithmetic (M = N Ho Wo and K = KH KW Cin, with headroom) or grid.y: refused by the
+// entry points, and given no tile by the choice.
+inline bool too_large(int N, int Ho, int Wo, int KH, int KW, int Cin, int Cout) {
+    return (long long)N * Ho * Wo > INT_MAX / 2 || (long long)KH * KW * Cin > INT_MAX / 2 || Cout > kMaxCout;
+}
+
 // Whether tile `config` can run the group norm prologue on s: its rows lie in one sample (Ho Wo a multiple of BM; the
 // statistics are the sample's) and its shared memory with the constants' stays within 99 KB (what every sm_80+
 // device lets a block opt in to; Cin up to 3000 or so). Without statistics (stats false: pending biases alone), only
@@ -570,8 +576,7 @@ extern "C" int onestep_conv2d_igemm_choice(int N, int H, int W, int Cin, int KH,
         H + 2 * padding < KH || W + 2 * padding < KW)
         return 0;
     const int Ho = (H + 2 * padding - KH) / stride + 1, Wo = (W + 2 * padding - KW) / stride + 1;
-    if ((long long)N * Ho * Wo > INT_MAX / 2 || (long long)KH * KW * Cin > INT_MAX / 2 || Cout > igemm::kMaxCout)
-        return 0;  // what the entry points refuse as too large
+    if (igemm::too_large(N, Ho, Wo, KH, KW, Cin, Cout)) return 0;
     const igemm::Shape s{N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo, N * Ho * Wo, KH * KW * Cin,
                          KH * KW * Cin / 16, 0, Cin};
     return igemm::pick(s);
@@ -636,7 +641,7 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
         Ca = Cin;
     }
     const int Ho = (H + 2 * padding - KH) / stride + 1, Wo = (W + 2 * padding - KW) / stride + 1;
-    if ((long long)N * Ho * Wo > INT_MAX / 2 || (long long)KH * KW * Cin > INT_MAX / 2 || Cout > igemm::kMaxCout)
+    if (igemm::too_large(N, Ho, Wo, KH, KW, Cin, Cout))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "too large (N*Ho*Wo and KH*KW*Cin at most %d, Cout at most %d)",
                     INT_MAX / 2, igemm::kMaxCout);
     const igemm::Shape s{N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo, N * Ho * Wo, KH * KW * Cin,

@@ -70,20 +70,29 @@ final class Common {
     }
 
     /**
-     * {@code n} samples of {@code s}; when they take more than one batch, in batches of about a tenth of n (at least
-     * 32, at most the sampler's default) with a progress report on stderr: an eval of the teacher at its default
-     * 1,000 samples ran for a quarter of an hour on 2 cores without a word. The samples are the same bits either way.
+     * {@code n} samples of the model at {@code model} loaded as {@code s}; when they take more than one batch, in
+     * batches of about a tenth of n (at least 32, at most the sampler's default) with a progress report on stderr: an
+     * eval of the teacher at its default 1,000 samples ran for a quarter of an hour on 2 cores without a word. The
+     * samples are the same bits either way. Non-finite samples are refused: a checkpoint whose weights overflow gives
+     * NaN pixels, which a PNG shows as a black grid and an FID as NaN.
      */
-    static ai.onestep.tensor.Tensor sample(ai.onestep.api.Sampler s, int n, int steps, long seed,
+    static ai.onestep.tensor.Tensor sample(ai.onestep.api.Sampler s, Path model, int n, int steps, long seed,
             ai.onestep.tensor.TensorArena into) {
+        ai.onestep.tensor.Tensor x;
         if (n <= 64) {
-            return s.sample(n, steps, seed, null, into, null);
+            x = s.sample(n, steps, seed, null, into, null);
+        } else {
+            s.maxBatch(Math.min(ai.onestep.api.Sampler.DEFAULT_MAX_BATCH, Math.max(32, (n + 9) / 10)));
+            try (Progress p = new Progress("sampling", n, 0, "samples")) {
+                p.countFromZero();
+                x = s.sample(n, steps, seed, null, into, null, done -> p.step(done, Double.NaN, null));
+            }
         }
-        s.maxBatch(Math.min(ai.onestep.api.Sampler.DEFAULT_MAX_BATCH, Math.max(32, (n + 9) / 10)));
-        try (Progress p = new Progress("sampling", n, 0, "samples")) {
-            p.countFromZero();
-            return s.sample(n, steps, seed, null, into, null, done -> p.step(done, Double.NaN, null));
+        if (!x.allFinite()) {
+            throw new IllegalArgumentException(model + ": the samples are not finite (NaN or inf): its weights do not "
+                    + "give a working network");
         }
+        return x;
     }
 
     /**

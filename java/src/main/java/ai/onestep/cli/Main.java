@@ -2,7 +2,11 @@ package ai.onestep.cli;
 
 import java.io.IOException;
 import java.io.InputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
 import java.util.Properties;
+import java.util.Set;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -39,7 +43,7 @@ public final class Main implements Runnable {
                 bad = unwritableOutput(parsed);
             }
             if (bad != null) {
-                CommandLine last = parsed.asCommandLineList().getLast();
+                CommandLine last = commandRun(parsed).commandSpec().commandLine();
                 last.getErr().println("onestep " + last.getCommandName() + ": " + bad);
                 return 2;
             }
@@ -50,7 +54,7 @@ public final class Main implements Runnable {
         } catch (OutOfMemoryError e) {
             // picocli hands only Exceptions to the handler; an allocation too large for the heap or for off-heap
             // memory (a huge --batch or --n) is bad input too, and gets one line like the rest.
-            boolean verbose = java.util.Arrays.asList(args).contains("--verbose");
+            boolean verbose = Arrays.asList(args).contains("--verbose");
             System.err.println("onestep: out of memory (" + e.getMessage() + "): ask for less (--batch, --n), or give the "
                     + "JVM more (ONESTEP_JAVA_OPTS=-Xmx...)");
             if (verbose) {
@@ -69,16 +73,22 @@ public final class Main implements Runnable {
      * Counts that must be at least 1 wherever a command takes them (a batch of 0 divided by zero deep in a loop, a
      * negative one made a tensor with a negative dimension; the message named neither flag).
      */
-    static final java.util.Set<String> COUNTS = java.util.Set.of("--batch", "--steps", "--n", "--checkpoint-every",
+    static final Set<String> COUNTS = Set.of("--batch", "--steps", "--n", "--checkpoint-every",
             "--val-n", "--width", "--reps", "--limit", "--teacher-samples", "--teacher-steps", "--max-steps", "--cols",
             "--patience");
 
-    /** "--batch must be >= 1, got 0" for the first count given below 1, else null. */
-    static String nonPositiveCount(CommandLine.ParseResult parsed) {
+    /** The parse result of the subcommand that runs (the last of the chain). */
+    private static CommandLine.ParseResult commandRun(CommandLine.ParseResult parsed) {
         CommandLine.ParseResult last = parsed;
         while (last.subcommand() != null) {
             last = last.subcommand();
         }
+        return last;
+    }
+
+    /** "--batch must be >= 1, got 0" for the first count given below 1, else null. */
+    static String nonPositiveCount(CommandLine.ParseResult parsed) {
+        CommandLine.ParseResult last = commandRun(parsed);
         for (CommandLine.Model.OptionSpec o : last.matchedOptions()) {
             if (COUNTS.contains(o.longestName()) && o.getValue() instanceof Number v && v.longValue() < 1) {
                 return o.longestName() + " must be >= 1, got " + v;
@@ -88,37 +98,34 @@ public final class Main implements Runnable {
     }
 
     /** The options that name a folder to write into; every other --out and --stats-out names a file. */
-    static final java.util.Set<String> FOLDER_OUTPUTS = java.util.Set.of("demo --out", "report --out", "export --diffusers");
+    static final Set<String> FOLDER_OUTPUTS = Set.of("demo --out", "report --out", "export --diffusers");
 
     /**
      * "--out x.png: folder /a/b does not exist" for the first output that cannot be written, else null: checked before
      * the work, so a typo costs seconds, not the minutes of sampling or training that used to come first.
      */
     static String unwritableOutput(CommandLine.ParseResult parsed) {
-        CommandLine.ParseResult last = parsed;
-        while (last.subcommand() != null) {
-            last = last.subcommand();
-        }
+        CommandLine.ParseResult last = commandRun(parsed);
         for (String flag : new String[] {"--out", "--stats-out", "--diffusers"}) {
             CommandLine.Model.OptionSpec o = last.commandSpec().findOption(flag);
-            if (o == null || !(o.getValue() instanceof java.nio.file.Path p)) {
+            if (o == null || !(o.getValue() instanceof Path p)) {
                 continue;
             }
             boolean folder = FOLDER_OUTPUTS.contains(last.commandSpec().name() + " " + flag);
-            java.nio.file.Path abs = p.toAbsolutePath().normalize();
-            if (folder ? java.nio.file.Files.exists(abs) && !java.nio.file.Files.isDirectory(abs)
-                    : java.nio.file.Files.isDirectory(abs)) {
+            Path abs = p.toAbsolutePath().normalize();
+            if (folder ? Files.exists(abs) && !Files.isDirectory(abs)
+                    : Files.isDirectory(abs)) {
                 return flag + " " + p + " is a " + (folder ? "file; name a folder" : "folder; name a file");
             }
             // The nearest folder that exists must let us write (a file's own folder must exist).
-            java.nio.file.Path dir = folder ? abs : abs.getParent();
-            if (!folder && (dir == null || !java.nio.file.Files.isDirectory(dir))) {
+            Path dir = folder ? abs : abs.getParent();
+            if (!folder && (dir == null || !Files.isDirectory(dir))) {
                 return flag + " " + p + ": folder " + dir + " does not exist";
             }
-            while (dir != null && !java.nio.file.Files.exists(dir)) {
+            while (dir != null && !Files.exists(dir)) {
                 dir = dir.getParent();
             }
-            if (dir != null && !java.nio.file.Files.isWritable(dir)) {
+            if (dir != null && !Files.isWritable(dir)) {
                 return flag + " " + p + ": folder " + dir + " is not writable";
             }
         }
