@@ -160,6 +160,9 @@ public final class StepTiming {
                 }
             }
         }
+        // Timed choices that could not capture their runs and were timed as launches, host time included (each a
+        // route that allocates or synchronizes per run; 0 expected: a nonzero count skews those choices).
+        sb.append("; ").append(co.device().uncapturedTimings()).append(" timings as launches so far");
         row(String.format(Locale.ROOT, "%-56s %6d   %s", "  (graphs) " + name, n, sb));
         // And the ops they were made of, by name (a profile of what to fuse next, also without a GPU).
         for (var e : co.capturedOpCounts().entrySet()) {

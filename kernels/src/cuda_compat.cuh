@@ -12,14 +12,21 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 namespace emu {
 // Stream capture, emulated: while a stream is under capture (onestep_graph_begin_capture), every launch,
 // device copy and memset queued on it is appended to its list instead of running; the graph made from the
 // list replays it in order. The legacy stream (NULL) is never under capture, as on the GPU.
+// As cudaStreamCaptureModeThreadLocal (the mode the CUDA build captures in), the thread that began a capture may not
+// allocate or free device memory until it ends: CUDA refuses such a call with cudaErrorStreamCaptureUnsupported and
+// invalidates the capture, so end_capture fails (a route that allocates per run cannot be captured on a GPU, and the
+// emulation must not let it).
 struct CaptureList {
     std::vector<std::function<cudaError_t()>> ops;
+    std::thread::id owner = std::this_thread::get_id();
+    bool invalidated = false;
 };
 inline std::mutex& capture_mutex() {
     static std::mutex m;
@@ -28,6 +35,14 @@ inline std::mutex& capture_mutex() {
 inline std::map<cudaStream_t, CaptureList*>& captures() {
     static std::map<cudaStream_t, CaptureList*> m;
     return m;
+}
+// Whether the calling thread has a capture under way; if so, each such capture is invalidated (an unsafe call).
+inline bool invalidate_own_captures() {
+    std::lock_guard<std::mutex> lock(capture_mutex());
+    bool any = false;
+    for (auto& [stream, list] : captures())
+        if (list->owner == std::this_thread::get_id()) list->invalidated = any = true;
+    return any;
 }
 inline CaptureList* capture_of(cudaStream_t stream) {
     if (!stream) return nullptr;

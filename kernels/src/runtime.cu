@@ -54,10 +54,24 @@ extern "C" onestep_status onestep_device_count(int* count) {
 extern "C" onestep_status onestep_malloc(void** ptr, size_t bytes) {
     if (!ptr) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_malloc", bytes_shape(bytes), "ptr is NULL");
     *ptr = nullptr;
+#ifdef ONESTEP_EMULATION
+    if (emu::invalidate_own_captures())
+        return fail(ONESTEP_ERROR_CUDA, "onestep_malloc", bytes_shape(bytes),
+                    "cudaErrorStreamCaptureUnsupported: this thread is capturing a stream (allocate before the capture; "
+                    "the capture is now invalidated)");
+#endif
     return check_launch(cudaMalloc(ptr, bytes), "onestep_malloc", bytes_shape(bytes));
 }
 
-extern "C" onestep_status onestep_free(void* ptr) { return check_launch(cudaFree(ptr), "onestep_free", ""); }
+extern "C" onestep_status onestep_free(void* ptr) {
+#ifdef ONESTEP_EMULATION
+    if (ptr && emu::invalidate_own_captures())
+        return fail(ONESTEP_ERROR_CUDA, "onestep_free", "",
+                    "cudaErrorStreamCaptureUnsupported: this thread is capturing a stream (free after the capture; the "
+                    "capture is now invalidated)");
+#endif
+    return check_launch(cudaFree(ptr), "onestep_free", "");
+}
 
 static onestep_status copy_host(const char* name, void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                                 cudaStream_t stream, bool wait) {
@@ -180,6 +194,11 @@ extern "C" onestep_status onestep_graph_end_capture(cudaStream_t stream, onestep
             return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_graph_end_capture", "", "stream is not capturing");
         list = it->second;
         emu::captures().erase(it);
+    }
+    if (list->invalidated) {
+        delete list;
+        return fail(ONESTEP_ERROR_CUDA, "onestep_graph_end_capture", "",
+                    "cudaErrorStreamCaptureInvalidated: an allocation or free on the capturing thread invalidated it");
     }
     onestep_graph g = new onestep_graph_st();
     g->ops = std::move(list->ops);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 using ktest::expect;
@@ -421,6 +422,36 @@ void check_capture() {
     vector<double> six(n, 6.0);
     expect_close("two replays of y += 2x; x = y", out.data(), six.data(), n, 0, 0);
     expect(onestep_graph_begin_capture(nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT, "the legacy stream cannot be captured%s");
+    // An allocation or free by the capturing thread is refused and invalidates the capture (CUDA's thread-local
+    // capture mode): a route that allocates per run cannot be timed or replayed as a graph, on the emulation either.
+    {
+        ok(onestep_graph_begin_capture(s), "begin capture (allocation): %s");
+        ok(onestep_axpy(2.0f, x, y, n, s), "axpy: %s");
+        void* extra = nullptr;
+        expect(onestep_malloc(&extra, 256) == ONESTEP_ERROR_CUDA && extra == nullptr &&
+                   std::strstr(onestep_last_error_message(), "StreamCaptureUnsupported") != nullptr,
+               "an allocation while this thread captures is refused: %s", onestep_last_error_message());
+        if (std::strcmp(onestep_runtime_kind(), "emulated") == 0) {
+            // Another thread's allocation is not this capture's business (thread-local mode).
+            onestep_status allocated = ONESTEP_ERROR_CUDA, freed = ONESTEP_ERROR_CUDA;
+            std::thread t([&] {
+                void* theirs = nullptr;
+                allocated = onestep_malloc(&theirs, 256);
+                freed = onestep_free(theirs);
+            });
+            t.join();
+            expect(allocated == ONESTEP_OK && freed == ONESTEP_OK, "another thread allocates and frees meanwhile%s");
+        }
+        expect(onestep_free(x) == ONESTEP_ERROR_CUDA, "a free while this thread captures is refused%s");
+        onestep_graph bad = nullptr;
+        expect(onestep_graph_end_capture(s, &bad) == ONESTEP_ERROR_CUDA && bad == nullptr &&
+                   std::strstr(onestep_last_error_message(), "Invalidated") != nullptr,
+               "the capture is invalidated: %s", onestep_last_error_message());
+        ok(onestep_memcpy_dtoh(out.data(), y, n * sizeof(float), s), "dtoh: %s");
+        expect_close("the invalidated capture ran nothing", out.data(), six.data(), n, 0, 0);
+        ok(onestep_malloc(&extra, 256), "after the capture, allocation works again: %s");
+        ok(onestep_free(extra), "free: %s");
+    }
     // Programmatic dependent launch: a chain of dependent kernels captured with it on replays to the chain's values
     // (on a GPU the second kernel of each pair waits at its first statement for the first one's writes); a device
     // below sm_90 refuses it and it stays off.

@@ -1433,7 +1433,12 @@ public abstract class Device implements AutoCloseable {
                              java.util.function.LongConsumer reference) {
         long unfused = residualsUnfused;  // the library's timing runs are not the pass's launches
         try (Temporary tmp = new Temporary()) {
-            float libraryMs = timeMs(() -> library.accept(lender(tmp)), choiceReps);
+            // One lender for every run: its blocks are allocated by the warm-up runs and lent again to the captured
+            // ones. A lender per run allocated inside the capture, which CUDA refuses (and invalidates the capture),
+            // so the library route was timed as launches with a cudaMalloc and cuDNN's host calls each: charged
+            // 50-300 us where its kernels take 5-20 (2026-11-27 H200 run), it lost choices it should have won.
+            Scratch lent = lender(tmp);
+            float libraryMs = timeMs(() -> library.accept(lent), choiceReps);
             TileTime best = fastestTile(key, ours, null);
             String candidate = best.config() == 0 ? "implicit GEMM (no tile ran)"
                     : "implicit GEMM " + igemmConfigName(best.config());
