@@ -301,17 +301,20 @@ public final class StepTiming {
                 // its timed search, with every convolution on cuDNN (none on our implicit GEMM, even where it timed
                 // faster), with every attention on the default kernel (no split-keys or pipelined one), with every
                 // group norm on the default kernels (no slab or cluster kernel); and with
-                // programmatic dependent launch on (Device#programmaticLaunch: sm_90+, off by default). Then all back to the
-                // defaults for the next batch.
+                // programmatic dependent launch on (Device#programmaticLaunch: sm_90+, off by default). Last, the default
+                // again, captured anew after the others: the same graph as the default row (the choices are kept), so
+                // its difference from that row is the spread between two timings of one graph in this process, the
+                // noise any variant's difference must exceed to mean something (on an H200, 2026-11-27, two variants
+                // that were the default's graph came out 5% under it). Then all back to the defaults for the next batch.
                 boolean folding = co.foldsConstants();
                 var cudnnDevice = co.device() instanceof ai.onestep.backend.cuda.CudaDevice cd ? cd : null;
                 boolean searching = cudnnDevice != null && cudnnDevice.searchesConvolutions();
                 String[] variants = searching
                         ? new String[] {"unfolded", "unfused residual", "unfused upsampling", "norms apart",
                                         "attention and to_out apart", "heuristic convolutions", "cuDNN convolutions only", "default attention only",
-                                        "default group norm only", "programmatic dependent launch"}
+                                        "default group norm only", "programmatic dependent launch", "default again"}
                         : new String[] {"unfolded", "unfused residual", "unfused upsampling", "norms apart",
-                                        "attention and to_out apart", "programmatic dependent launch"};
+                                        "attention and to_out apart", "programmatic dependent launch", "default again"};
                 boolean pdlBefore = ai.onestep.backend.cuda.Device.programmaticLaunch();
                 boolean attentionOut = co.device().fusesAttentionResidual();
                 for (String variant : variants) {

@@ -688,7 +688,8 @@ def summary(paths):
                               ("cuDNN convolutions only", "with every convolution on cuDNN (none on our implicit GEMM)"),
                               ("default attention only", "with every attention on the default kernel (no split-keys or pipelined one)"),
                               ("default group norm only", "with every group norm on the default kernels (no slab kernel)"),
-                              ("programmatic dependent launch", "with programmatic dependent launch on")):
+                              ("programmatic dependent launch", "with programmatic dependent launch on"),
+                              ("default again", "again as the default, captured anew last (the spread between two timings of one graph)")):
             sel = [r for r in unf if r.get("variant", "unfolded") == variant]
             if sel:
                 print(f"first step {what}, us and nodes, vs the default: " + "; ".join(
