@@ -449,10 +449,11 @@ struct ConcatSrc {
 // each rounded to T as concat_biased_kernel stores it, and the kernel writes that concatenation to cat as well (x,
 // pre_all, scale and shift unused); it needs Ca and Cb multiples of 4, so a 4-vector lies in a or in b.
 template <int ITERS, typename T, bool CONCAT = false>
-__global__ void cluster_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
-                               const T* __restrict__ scale, const T* __restrict__ shift, T* __restrict__ y,
-                               float* __restrict__ mean, float* __restrict__ rstd, int HW, int C, int G, float eps,
-                               bool silu, int cs, PreAdd<T> pre_all, ConcatSrc<T> src, T* __restrict__ cat) {
+__global__ void __launch_bounds__(cluster_max_block(ITERS), 1)
+    cluster_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
+                   const T* __restrict__ scale, const T* __restrict__ shift, T* __restrict__ y,
+                   float* __restrict__ mean, float* __restrict__ rstd, int HW, int C, int G, float eps, bool silu,
+                   int cs, PreAdd<T> pre_all, ConcatSrc<T> src, T* __restrict__ cat) {
     await_predecessors();
     ONESTEP_DYNAMIC_SHARED(float, totals);  // [0]: this block's sum, [1]: its squared deviations (the peers read both)
     __shared__ float warp_part[32];
@@ -547,7 +548,8 @@ __global__ void cluster_kernel(const T* __restrict__ x, const T* __restrict__ ga
 }
 
 // The cluster kernel's launch shape for a tensor: blocks per group (cs: 1, 2, 4 or 8), threads a block and 4-vectors
-// a thread (iters); false where it has no instance (Cg % 4 != 0, or more than 8 x 1024 x 8 4-vectors a group).
+// a thread (iters); false where it has no instance (Cg % 4 != 0, or more than 4096 4-vectors a block: 1024 threads
+// hold at most 4 each, cluster_max_block).
 bool cluster_shape(int N, int HW, int C, int G, int& cs, int& block, int& iters) {
     const int Cg = C / G;
     if (Cg % 4 != 0) return false;
@@ -561,10 +563,10 @@ bool cluster_shape(int N, int HW, int C, int G, int& cs, int& block, int& iters)
         block = int((per + 31) / 32 * 32), iters = 1;
         return true;
     }
-    for (block = 256; block <= 1024; block *= 4) {  // 256 threads with up to 8 4-vectors each, then 1024
+    for (block = 256; block <= 1024; block *= 4) {  // 256 threads with up to 8 4-vectors each, then 1024 with up to 4
         iters = 1;
         while ((long long)iters * block < per) iters *= 2;
-        if (iters <= 8) return true;
+        if (iters <= 8 && block <= cluster_max_block(iters)) return true;
     }
     return false;
 }
@@ -999,7 +1001,8 @@ static onestep_status check_cluster(const char* fn, const char* shapes, int N, i
     int cs, block, iters;
     if (!groupnorm::cluster_shape(N, HW, C, G, cs, block, iters))
         return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
-                    "the cluster kernel needs C/G a multiple of 4 and at most 65536 4-vectors a group");
+                    "the cluster kernel needs C/G a multiple of 4 and at most 4096 4-vectors a block (1024 "
+                    "threads x 4: the register budget)");
     const int align = 4 * dtype_bytes(dtype) - 1;
     for (const void* p : aligned)
         if (reinterpret_cast<uintptr_t>(p) & align)

@@ -32,6 +32,12 @@ int slab_block(int HW, int C, int G);
 // blocks, x read once, sm_90): the cluster size, block and 4-vectors a thread for a tensor; false where it has no
 // instance (C/G not a multiple of 4, or a group too large).
 bool cluster_shape(int N, int HW, int C, int G, int& cs, int& block, int& iters);
+// The largest block the cluster kernel's ITERS instance may run: a block holds at most 64K registers (sm_80, sm_90),
+// and ptxas (nvcc 13.0, sm_90a) gives the ITERS = 8 instances 71-80 registers a thread, the ITERS = 4 ones 54-56:
+// 1024 threads x 80 would fail every launch (cudaErrorLaunchOutOfResources), which the emulation, with no registers,
+// cannot see. The kernel's __launch_bounds__(cluster_max_block(ITERS), 1) holds ptxas to it (then: 80 registers at
+// ITERS 8, 62-64 at 4, no spills), and cluster_shape never picks a larger block.
+constexpr int cluster_max_block(int iters) { return iters >= 8 ? 256 : 1024; }
 
 // Block sizes: multiples of 32 up to 1024. fused: -1 by size (kFusedMaxElems), 0 two kernels, 1 one kernel, 2 the
 // slab kernel (stats_block is its block, 0 picks; cudaErrorNotSupported outside its conditions), 3 the cluster

@@ -468,6 +468,18 @@ void check_argument_errors() {
                                                     nullptr);
     expect(st == ONESTEP_ERROR_UNSUPPORTED && std::strstr(onestep_last_error_message(), "cluster") != nullptr,
            "the cluster kernel took groups of 2: %s", onestep_last_error_message());
+    // A group too large for 1024 threads x 4 4-vectors (a 128x128 level at 256 channels: clusters of 4 x 8192
+    // 4-vectors), which 1024 threads x 8 would take with 80 registers a thread, past a block's 64K: refused by name
+    // before any launch (on a GPU that launch failed; the emulation, without registers, ran it).
+    {
+        const int hw = 16384, c = 256, g = 32;  // real sizes: a kernel that takes the shape runs (and this check fails)
+        std::vector<float> bx(size_t(hw) * c, 0.5f), by(bx.size()), bgamma(c, 1.0f), bbeta(c, 0.0f), bm(g), br(g);
+        st = onestep_groupnorm_forward_add_kernel_typed(bx.data(), nullptr, nullptr, nullptr, bgamma.data(),
+                                                        bbeta.data(), nullptr, nullptr, by.data(), bm.data(), br.data(),
+                                                        1, hw, c, g, 1e-5f, 0, 2, ONESTEP_FLOAT32, nullptr);
+        expect(st == ONESTEP_ERROR_UNSUPPORTED && std::strstr(onestep_last_error_message(), "register") != nullptr,
+               "the cluster kernel took 8192 4-vectors a block: %s", onestep_last_error_message());
+    }
     st = onestep_groupnorm_forward_add_kernel_typed(abuf, nullptr, nullptr, nullptr, abuf, abuf, nullptr, nullptr,
                                                     abuf, abuf, abuf, 1, 2, 64, 16, 1e-5f, 0, 2, ONESTEP_FLOAT32, nullptr);
     expect(st == ONESTEP_ERROR_INVALID_ARGUMENT, "the cluster kernel took y == x%s");
