@@ -85,7 +85,7 @@ public abstract class Device implements AutoCloseable {
     public final void conv2d(long x, long w, long wKrsc, long bias, long y, int n, int h, int wd, int cin, int kh,
                              int kw, int cout, int stride, int padding, Precision type, Scratch scratch,
                              Supplier<String> what) {
-        if (!ownConv("conv," + shapeKey(n, h, wd, cin, kh, kw, cout, stride, padding, type),
+        if (!ownConv("conv," + shapeKey(n, h, wd, cin, kh, kw, cout, stride, padding, type) + biasKey(bias),
                 igemmTakes(x, wKrsc, cin, type), y, outElems(n, h, wd, kh, kw, cout, stride, padding), type, what,
                 c -> igemmConv(x, wKrsc, bias, 0, y, n, h, wd, cin, kh, kw, cout, stride, padding, c, type, what),
                 s -> libraryConv2d(x, w, wKrsc, bias, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, s, what),
@@ -118,7 +118,8 @@ public abstract class Device implements AutoCloseable {
     public final void conv2dResidual(long x, long w, long wKrsc, long bias, long z, long y, int n, int h, int wd,
                                      int cin, int kh, int kw, int cout, int stride, int padding, Precision type,
                                      Scratch scratch, Supplier<String> what) {
-        if (!ownConv((z == 0 ? "biased," : "residual,") + shapeKey(n, h, wd, cin, kh, kw, cout, stride, padding, type),
+        if (!ownConv((z == 0 ? "biased," : "residual,") + shapeKey(n, h, wd, cin, kh, kw, cout, stride, padding, type)
+                + biasKey(bias),
                 igemmTakes(x, wKrsc, cin, type), y, outElems(n, h, wd, kh, kw, cout, stride, padding), type, what,
                 c -> igemmConv(x, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, c, type, what),
                 s -> libraryConv2dResidual(x, w, wKrsc, bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type,
@@ -161,8 +162,8 @@ public abstract class Device implements AutoCloseable {
      */
     public final void upsampleConv(long x, long w, long wKrsc, long k, long bias, long y, int n, int h, int wd,
                                    int cin, int cout, Precision type, Scratch scratch, Supplier<String> what) {
-        if (!ownConv("upsample," + shapeKey(n, h, wd, cin, 3, 3, cout, 1, 1, type), igemmTakes(x, wKrsc, cin, type), y,
-                4L * n * h * wd * cout, type, what,
+        if (!ownConv("upsample," + shapeKey(n, h, wd, cin, 3, 3, cout, 1, 1, type) + biasKey(bias),
+                igemmTakes(x, wKrsc, cin, type), y, 4L * n * h * wd * cout, type, what,
                 c -> igemmUpsampleConv(x, wKrsc, bias, y, n, h, wd, cin, cout, c, type, what),
                 s -> libraryUpsampleConv(x, w, wKrsc, k, bias, y, n, h, wd, cin, cout, type, s, what),
                 ref -> portableUpsampleConv(x, k, bias, ref, n, h, wd, cin, cout, type, what))) {
@@ -477,11 +478,21 @@ public abstract class Device implements AutoCloseable {
         FloatPointer ms = new FloatPointer(1);
         long timer = 0;
         try {
+            if (graph != 0) {
+                // Once untimed: a new graph's first launch uploads it and pays one-time costs, and the device sits
+                // idle after the capture (host work), so a timer started now would also count the host's launch
+                // latency. Replayed first, the graph is still running when the timer starts and the timed replay is
+                // queued behind it. (On the H200, 2026-11-27, the first timing of a process read 24.4 us for a
+                // group norm kernel that took 7.4 moments later.)
+                launchGraph(graph);
+                timingReplays++;
+            }
             check(onestep_timer_create(p), "timer", () -> "");
             timer = p.get();
             check(onestep_timer_start(timer, stream), "timer", () -> "");
             if (graph != 0) {
                 launchGraph(graph);
+                timingReplays++;
             } else {
                 for (int i = 0; i < reps; i++) {
                     work.run();
@@ -535,6 +546,8 @@ public abstract class Device implements AutoCloseable {
 
     private boolean graphTiming = true;
     private long uncapturedTimings;
+    /** Graph replays made by {@link #timeMs}, the untimed first one included (tests count them). */
+    long timingReplays;
 
     /** Timings {@link #timeMs} made as launches because their work could not be captured. */
     public long uncapturedTimings() {
@@ -803,7 +816,16 @@ public abstract class Device implements AutoCloseable {
     private String normConvKey(NormConv o) {
         return "normconv," + shapeKey(o.n(), o.h(), o.wd(), o.cin(), o.kh(), o.kw(), o.cout(), o.stride(), o.padding(),
                 o.type()) + ",g=" + o.groups() + (o.silu() ? ",silu" : "") + (o.xBias() != 0 || o.add() != 0
-                ? ",pre-add" : "") + (o.z() != 0 ? ",residual" : "");
+                ? ",pre-add" : "") + (o.z() != 0 ? ",residual" : "") + biasKey(o.bias());
+    }
+
+    /**
+     * A convolution choice's bias term: on cuDNN a bias is a kernel of its own, in our implicit GEMM's epilogue it is
+     * free, so a choice timed without one does not carry over to a call with one (the residual fallback's conv2d
+     * with its bias shared conv1's key, timed with the bias deferred to its reader).
+     */
+    static String biasKey(long bias) {
+        return bias != 0 ? ",bias" : "";
     }
 
     /** The two ops: the group norm into g, then the convolution from it. */
@@ -1215,14 +1237,27 @@ public abstract class Device implements AutoCloseable {
     private static final String CHOICES_HEADER = "# onestep timed choices 1";
 
     /**
-     * What a timed choice depends on, beyond the shape: the device kind and the library file (its path, size and
-     * modification time); {@link CudaDevice} adds the GPU, the driver and cuDNN. A choices file made under another
-     * identity is not used ({@link #loadChoices}).
+     * What a timed choice depends on, beyond the shape: the device kind, the library file (its path, size and
+     * modification time), and how the timings were taken ({@link #TIMING_METHOD}, graph replays or launches,
+     * programmatic dependent launch on or off, the runs timed); {@link CudaDevice} adds the GPU, the driver and cuDNN.
+     * A choices file made under another identity is not used ({@link #loadChoices}): verdicts timed by an older or
+     * another method stay out.
      */
     protected String choiceIdentity() {
         java.io.File f = new java.io.File(library);
-        return kind() + "; library " + library + " (" + f.length() + " bytes, modified " + f.lastModified() + ")";
+        return kind() + "; library " + library + " (" + f.length() + " bytes, modified " + f.lastModified() + ")"
+                + "; timing method " + TIMING_METHOD + ", " + (graphTiming ? "graph replays" : "launches")
+                + (programmaticLaunch() ? ", programmatic dependent launch" : "") + ", " + timingWarmups
+                + " warm-ups, " + choiceReps + " runs";
     }
+
+    /**
+     * The version of how {@link #timeMs} and the choices time their routes, part of a choices file's identity: bumped
+     * when a change could move verdicts. 2 (2026-11-27): each route's scratch lent to all its runs (the library
+     * route had allocated in every run, so on a GPU it was timed as launches with a cudaMalloc each), and the graph
+     * replayed once untimed before the timed replay.
+     */
+    static final int TIMING_METHOD = 2;
 
     /**
      * Writes the timed choices made so far to {@code file}, with those already in it under the same identity (this
@@ -1638,7 +1673,13 @@ public abstract class Device implements AutoCloseable {
             c = new Choice(key, kernel, best.name(), bestMs, incumbent, incumbentMs, verdict + also);
             choices.put(key, c);
         }
-        return c == null ? 0 : c.config();
+        if (c == null) {
+            return 0;
+        }
+        // A verdict (made earlier, or loaded from a file) for a candidate switched off since runs the incumbent: the
+        // switches (-Donestep.cuda.splitKeys=false, ...) hold whatever was timed before.
+        int config = c.config();
+        return candidates.stream().anyMatch(k -> k.kernel() == config) ? config : 0;
     }
 
     /**

@@ -99,6 +99,7 @@ class IgemmConvTest {
             assertTrue(warm >= 1, "at least one warm-up run, outside the capture");
             assertEquals(one, d.igemmLaunches(), "the warm-up runs and three captured, timed as one graph replay");
             assertEquals(0, d.uncapturedTimings(), "the three timed runs were captured");
+            assertEquals(2, d.timingReplays, "the graph replayed once untimed (its first launch), then timed");
             // A timing whose work times something itself (a choice made inside another's library route): the inner
             // timings capture their runs, the outer one cannot (no timing inside a capture) and times launches.
             float outer = d.timeMs(() -> d.timeMs(() -> d.igemmConv(x, w, 0, 0, y, 1, 4, 4, 16, 3, 3, 16, 1, 1, 0,
