@@ -754,6 +754,12 @@ inline void* cluster_map(const void* p, unsigned rank) {
 inline void cp_async(void* dst, const void* src, unsigned bytes, bool valid) {
     Fiber& f = current_fiber("cp.async");
     require_awaited(*g_block, f, "issued cp.async before await_predecessors()");
+    // The PTX ISA requires both addresses aligned to the copy size (a GPU faults with a misaligned address, which
+    // loses the context); x86 would copy anyway, so a kernel reached with an offset operand would pass here.
+    const auto misaligned = [bytes](const void* p) { return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) != 0; };
+    if (misaligned(dst) || (valid && misaligned(src)))
+        die("cp.async of %u bytes: misaligned %s address %p", bytes, misaligned(dst) ? "shared" : "global",
+            misaligned(dst) ? dst : src);
     std::memset(dst, 0xFF, bytes);
     f.in_flight.push_back(AsyncCopy{dst, src, bytes, valid, f.commits});
 }

@@ -119,6 +119,16 @@ __global__ void cp_async_kernel(const float* src, int* seen) {
     o[5] = 1;
 }
 
+// A 16-byte cp.async from a global address 8 bytes off (a sub-tensor offset an entry forgot to check): a GPU faults
+// with a misaligned address; the emulation must stop too, not copy.
+__global__ void misaligned_cp_async_kernel(const float* src) {
+    namespace tc = onestep::tensor_core;
+    ONESTEP_DYNAMIC_SHARED(float, slots);
+    tc::cp_async16(slots + 4 * threadIdx.x, src + 2 + 4 * threadIdx.x, true);
+    tc::cp_async_commit();
+    tc::cp_async_wait<0>();
+}
+
 void check_cp_async() {
     std::vector<float> src(32 * 12);
     for (size_t i = 0; i < src.size(); i++) src[i] = float(i) + 0.25f;
@@ -365,6 +375,9 @@ void check_misuse() {
                  [&] { onestep::launch_cluster(cluster_early_exit_kernel, dim3(4), dim3(32), 4, 0, nullptr, iout); });
     expect_abort("cluster_sync outside a cluster launch", "not launched as a cluster",
                  [&] { onestep::launch_dependent(cluster_kernel, dim3(1), dim3(64), 8, nullptr, iout); });
+    alignas(16) float src[4 * 32 + 4] = {};
+    expect_abort("a 16-byte cp.async from a global address 8 bytes off", "misaligned global address",
+                 [&] { onestep::launch(misaligned_cp_async_kernel, dim3(1), dim3(32), 512, nullptr, src); });
 }
 
 // The schedule (cuda_emu.h): block (x, y, z) runs its warps in lockstep when (x + 7y + 13z) % 3 == 0, else one warp
