@@ -51,6 +51,46 @@ class ChoiceRulesTest {
         }
     }
 
+    /**
+     * The verdict by time alone (no forceChoice), with the choice timer scripted: a run that launched our implicit
+     * GEMM takes {@code oursMs}, anything else (the library route) 1 ms. Returns {config, timings, verdict's margin}.
+     */
+    private static Object[] convVerdict(double oursMs) {
+        int n = 1, h = 4, w = 4, cin = 16, cout = 16;
+        try (EmulatedDevice d = new EmulatedDevice(CudaBackend.emulatedLibrary().toString(), false, false,
+                EmulatedDevice.Candidates.TIMED); DeviceArena a = new DeviceArena(d, "choice rules", 1 << 22)) {
+            long x = a.allocate(2L * n * h * w * cin, "x"), wt = a.allocate(2L * 9 * cin * cout, "w");
+            long wk = a.allocate(2L * 9 * cin * cout, "w krsc"), y = a.allocate(2L * n * h * w * cout, "y");
+            for (long p : new long[] {x, wt, wk}) {  // 0x3C3C: fp16 1.06 everywhere, so the results agree
+                Device.check(ai.onestep.kernels.OnestepKernels.onestep_memset(p, 0x3C,
+                        p == x ? 2L * n * h * w * cin : 2L * 9 * cin * cout, d.stream()), "memset", () -> "");
+            }
+            int[] timings = {0};
+            d.choiceTimer = work -> {
+                timings[0]++;
+                long before = d.igemmLaunches();
+                work.run();
+                return d.igemmLaunches() > before ? oursMs : 1.0;
+            };
+            d.conv2d(x, wt, wk, 0, y, n, h, w, cin, 3, 3, cout, 1, 1, Precision.FP16, a::allocate, () -> "margin");
+            Device.Choice c = d.timedChoices().get(0);
+            return new Object[] {c.config(), timings[0], c.verdict()};
+        }
+    }
+
+    @Test
+    void aCandidateFasterByLessThanTheMarginLeavesTheIncumbent() {
+        EmulatedDeviceTest.require();
+        Object[] slower = convVerdict(1.02), close = convVerdict(0.99), clear = convVerdict(0.9);
+        assertEquals(0, slower[0], "a slower candidate: " + slower[2]);
+        assertEquals(0, close[0], "1% faster, inside the 3% margin: " + close[2]);
+        assertTrue(((String) close[2]).contains("margin"), (String) close[2]);
+        assertTrue((int) clear[0] > 0, "10% faster: " + clear[2]);
+        // Where the candidate looks faster both sides are timed again; where it looks slower, not.
+        assertEquals((int) slower[1] + 2, (int) close[1]);
+        assertEquals((int) close[1], (int) clear[1]);
+    }
+
     @Test
     void aCandidateSwitchedOffAfterItsVerdictNoLongerRuns() {
         EmulatedDeviceTest.require();
