@@ -46,7 +46,7 @@ final class Export implements Callable<Integer> {
                 java.util.Map<String, String> meta = new LinkedHashMap<>(l.metadata());
                 meta.put("format", "pt");
                 UNetCheckpoint.save(diffusers.resolve("diffusion_pytorch_model.safetensors"), l.net(), meta, null);
-                Files.writeString(diffusers.resolve("config.json"), l.net().config().toJson());
+                ai.onestep.io.AtomicFile.writeString(diffusers.resolve("config.json"), l.net().config().toJson());
                 System.out.println("wrote " + diffusers + "/{config.json, diffusion_pytorch_model.safetensors}");
             }
         }

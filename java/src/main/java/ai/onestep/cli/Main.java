@@ -54,7 +54,7 @@ public final class Main implements Runnable {
         } catch (OutOfMemoryError e) {
             // picocli hands only Exceptions to the handler; an allocation too large for the heap or for off-heap
             // memory (a huge --batch or --n) is bad input too, and gets one line like the rest.
-            boolean verbose = Arrays.asList(args).contains("--verbose");
+            boolean verbose = verbose(Arrays.asList(args));
             System.err.println("onestep: out of memory (" + e.getMessage() + "): ask for less (--batch, --n), or give the "
                     + "JVM more (ONESTEP_JAVA_OPTS=-Xmx...)");
             if (verbose) {
@@ -132,6 +132,11 @@ public final class Main implements Runnable {
         return null;
     }
 
+    /** Whether a failure prints its stack trace too: --verbose on the command line, or ONESTEP_VERBOSE=1. */
+    static boolean verbose(java.util.List<String> args) {
+        return args.contains("--verbose") || "1".equals(System.getenv("ONESTEP_VERBOSE"));
+    }
+
     /** Reads the version Maven filtered into version.properties. */
     static final class Version implements CommandLine.IVersionProvider {
         @Override
@@ -154,7 +159,7 @@ public final class Main implements Runnable {
     static final class Errors implements CommandLine.IExecutionExceptionHandler {
         @Override
         public int handleExecutionException(Exception e, CommandLine cl, CommandLine.ParseResult parsed) {
-            boolean verbose = parsed.originalArgs().contains("--verbose") || "1".equals(System.getenv("ONESTEP_VERBOSE"));
+            boolean verbose = verbose(parsed.originalArgs());
             String message = e.getMessage() == null ? e.toString() : e.getMessage();
             String prefix = cl.getCommandName() + ": ";  // the engine's messages often name the command already
             if (message.startsWith(prefix)) {

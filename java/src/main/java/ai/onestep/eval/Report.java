@@ -1,6 +1,7 @@
 package ai.onestep.eval;
 
 import ai.onestep.api.Sampler;
+import ai.onestep.io.AtomicFile;
 import ai.onestep.io.CheckpointException;
 import ai.onestep.io.Json;
 import ai.onestep.tensor.Tensor;
@@ -90,7 +91,7 @@ public final class Report {
     public static void write(List<Row> rows, Path dir, String machine) {
         try {
             Files.createDirectories(dir);
-            Files.writeString(dir.resolve("report.md"), markdown(rows, machine));
+            AtomicFile.writeString(dir.resolve("report.md"), markdown(rows, machine));
             List<Object> js = new ArrayList<>();
             for (Row r : rows) {
                 Map<String, Object> m = new LinkedHashMap<>();
@@ -106,10 +107,10 @@ public final class Report {
                 m.put("machine", machine);
                 js.add(m);
             }
-            Files.writeString(dir.resolve("report.json"), Json.write(js) + "\n");
-            ImageIO.write(plot(rows), "png", dir.resolve("report.png").toFile());
+            AtomicFile.writeString(dir.resolve("report.json"), Json.write(js) + "\n");
+            AtomicFile.write(dir.resolve("report.png"), tmp -> ImageIO.write(plot(rows), "png", tmp.toFile()));
         } catch (IOException e) {
-            throw new CheckpointException(dir + ": cannot write the report: " + e.getMessage(), e);
+            throw new CheckpointException(dir + ": cannot write the report: " + AtomicFile.reason(e), e);
         }
     }
 

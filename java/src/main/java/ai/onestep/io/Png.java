@@ -3,9 +3,7 @@ package ai.onestep.io;
 import ai.onestep.tensor.Tensor;
 import java.awt.image.BufferedImage;
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import javax.imageio.ImageIO;
 
 /** Writes image batches as one PNG grid (javax.imageio), from NHWC tensors with pixels in [-1, 1]. */
@@ -43,17 +41,13 @@ public final class Png {
             }
         }
         try {
-            Path tmp = TempFiles.beside(path);
-            try {
+            AtomicFile.write(path, tmp -> {
                 if (!ImageIO.write(img, "png", tmp.toFile())) {
                     throw new IOException("no PNG writer available");
                 }
-                Files.move(tmp, path, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-            } finally {
-                TempFiles.release(tmp);
-            }
+            });
         } catch (IOException e) {
-            throw new CheckpointException(path + ": cannot write PNG: " + TempFiles.reason(e), e);
+            throw new CheckpointException(path + ": cannot write PNG: " + AtomicFile.reason(e), e);
         }
     }
 

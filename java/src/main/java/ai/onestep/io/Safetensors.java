@@ -11,10 +11,8 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -303,33 +301,24 @@ public final class Safetensors {
         int padded = (json.length + 7) / 8 * 8;
         byte[] h = Arrays.copyOf(json, padded);
         Arrays.fill(h, json.length, padded, (byte) ' ');
-        Path tmp = null;
         try {
-            tmp = TempFiles.beside(path);
-            try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING);
-                 Arena a = Arena.ofConfined()) {
-                ByteBuffer len = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(0, padded);
-                writeFully(ch, len);
-                writeFully(ch, ByteBuffer.wrap(h));
-                for (Tensor t : tensors.values()) {
-                    // Tensors are float32 in native (little-endian) order, exactly the F32 layout of the format.
-                    MemorySegment buf = a.allocate(t.size() * Float.BYTES);
-                    MemorySegment.copy(t.segment(), 0, buf, 0, buf.byteSize());
-                    writeFully(ch, buf.asByteBuffer());
+            AtomicFile.write(path, tmp -> {
+                try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE,
+                        StandardOpenOption.TRUNCATE_EXISTING); Arena a = Arena.ofConfined()) {
+                    ByteBuffer len = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(0, padded);
+                    writeFully(ch, len);
+                    writeFully(ch, ByteBuffer.wrap(h));
+                    for (Tensor t : tensors.values()) {
+                        // Tensors are float32 in native (little-endian) order, exactly the F32 layout of the format.
+                        MemorySegment buf = a.allocate(t.size() * Float.BYTES);
+                        MemorySegment.copy(t.segment(), 0, buf, 0, buf.byteSize());
+                        writeFully(ch, buf.asByteBuffer());
+                    }
+                    ch.force(true);
                 }
-                ch.force(true);
-            }
-            try {
-                Files.move(tmp, path, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-            } catch (AtomicMoveNotSupportedException e) {
-                Files.move(tmp, path, StandardCopyOption.REPLACE_EXISTING);
-            }
+            });
         } catch (IOException e) {
-            throw new CheckpointException(path + ": cannot write: " + TempFiles.reason(e), e);
-        } finally {
-            if (tmp != null) {
-                TempFiles.release(tmp);  // after the move, nothing is there to delete
-            }
+            throw new CheckpointException(path + ": cannot write: " + AtomicFile.reason(e), e);
         }
     }
 

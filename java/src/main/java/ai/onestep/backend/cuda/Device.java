@@ -875,40 +875,11 @@ public abstract class Device implements AutoCloseable {
                 (config, tmp) -> normConvAgrees(op, config, tmp));
     }
 
-    /**
-     * A fused launch's choice against the ops it replaces: the ops ({@code apart}, their scratch lent by a temporary;
-     * timeMs's warm-up runs, before its capture, make their own choices) and each tile ({@code fused}) timed back to
-     * back, and again if the tile looks faster; the tile kept if it is faster by {@link #CHOICE_MARGIN} in the better
-     * round (or {@link #forceChoice} says so) and {@code agrees}. The verdict
-     * reads {@code slower} where the ops win, "fused faster" or "fused disagreed" otherwise.
-     */
+    /** A fused launch's choice against the ops it replaces ({@code apart}): {@link #chooseTile}, "fused faster". */
     private Choice chooseFused(String key, String candidateName, String incumbent, String slower,
                                java.util.function.Consumer<Scratch> apart, java.util.function.IntConsumer fused,
                                java.util.function.BiPredicate<Integer, Temporary> agrees) {
-        long unfused = residualsUnfused;  // the timing runs are not the pass's launches
-        try (Temporary tmp = new Temporary()) {
-            Scratch lent = lender(tmp);
-            Runnable apartRun = () -> apart.accept(lent);
-            float apartMs = timeChoice(apartRun);
-            java.util.List<String> refused = new java.util.ArrayList<>();
-            TileTime best = fastestTile(key, fused, refused);
-            String also = refused.isEmpty() ? "" : " (" + String.join("; ", refused) + ")";
-            String candidate = best.config() == 0 ? candidateName + " (no tile ran)"
-                    : candidateName + ", " + igemmConfigName(best.config());
-            if (best.config() == 0) {
-                return new Choice(key, 0, candidate, best.ms(), incumbent, apartMs, slower + also);
-            }
-            float[] t = confirmed(() -> fused.accept(best.config()), best.ms(), apartRun, apartMs);
-            if (!takes(t[0], t[1])) {
-                return new Choice(key, 0, candidate, t[0], incumbent, t[1],
-                        (forceChoice == null && t[0] < t[1] ? withinMargin(incumbent, "fused") : slower) + also);
-            }
-            boolean ok = agrees.test(best.config(), tmp);
-            return new Choice(key, ok ? best.config() : 0, candidate, t[0], incumbent, t[1],
-                    (ok ? "fused faster" : "fused disagreed") + also);
-        } finally {
-            residualsUnfused = unfused;
-        }
+        return chooseTile(key, candidateName, "fused", incumbent, slower, apart, fused, agrees, true);
     }
 
     /** Runs tile {@code config} fused into y and whether y agrees with the two ops' result ({@link #agrees}). */
@@ -1334,16 +1305,7 @@ public abstract class Device implements AutoCloseable {
                     Float.toString(c.candidateMs()), c.incumbent(), Float.toString(c.incumbentMs()),
                     c.verdict().replace('\t', ' ').replace('\n', ' '))).append('\n');
         }
-        java.nio.file.Path dir = file.toAbsolutePath().getParent();
-        java.nio.file.Files.createDirectories(dir);
-        java.nio.file.Path tmp = java.nio.file.Files.createTempFile(dir, file.getFileName().toString(), ".tmp");
-        try {
-            java.nio.file.Files.writeString(tmp, out);
-            java.nio.file.Files.move(tmp, file, java.nio.file.StandardCopyOption.REPLACE_EXISTING,
-                    java.nio.file.StandardCopyOption.ATOMIC_MOVE);
-        } finally {
-            java.nio.file.Files.deleteIfExists(tmp);
-        }
+        ai.onestep.io.AtomicFile.writeString(file, out);
     }
 
     /**
@@ -1517,30 +1479,47 @@ public abstract class Device implements AutoCloseable {
     private Choice chooseOwn(String key, long y, long outElems, Precision type, Supplier<String> what,
                              java.util.function.IntConsumer ours, java.util.function.Consumer<Scratch> library,
                              java.util.function.LongConsumer reference) {
-        long unfused = residualsUnfused;  // the library's timing runs are not the pass's launches
+        return chooseTile(key, "implicit GEMM", "ours", "library route", "library faster", library, ours,
+                (config, tmp) -> ownAgrees(config, key, y, outElems, type, what, ours, reference, tmp), false);
+    }
+
+    /**
+     * A choice between an incumbent route and our implicit GEMM's tiles: a plain convolution against the library's
+     * ({@link #chooseOwn}), a fused launch against the ops it replaces ({@link #chooseFused}). The incumbent (its
+     * scratch lent by a temporary; timeMs's warm-up runs, before its capture, make its own choices) and each tile are
+     * timed back to back, both again where the fastest tile looks faster ({@link #confirmed}); the tile is kept if it
+     * is faster by {@link #CHOICE_MARGIN} in the better round (or {@link #forceChoice} says so) and {@code agrees}.
+     * The verdict reads {@code slower} where the incumbent wins, "{@code word} faster" or "{@code word} disagreed"
+     * otherwise. {@code collectRefusals}: tiles that failed to run are named in the verdict (else on stderr).
+     */
+    private Choice chooseTile(String key, String candidateName, String word, String incumbent, String slower,
+                              java.util.function.Consumer<Scratch> incumbentRoute, java.util.function.IntConsumer tile,
+                              java.util.function.BiPredicate<Integer, Temporary> agrees, boolean collectRefusals) {
+        long unfused = residualsUnfused;  // the timing runs are not the pass's launches
         try (Temporary tmp = new Temporary()) {
             // One lender for every run: its blocks are allocated by the warm-up runs and lent again to the captured
             // ones. A lender per run allocated inside the capture, which CUDA refuses (and invalidates the capture),
             // so the library route was timed as launches with a cudaMalloc and cuDNN's host calls each: charged
             // 50-300 us where its kernels take 5-20 (2026-11-27 H200 run), it lost choices it should have won.
             Scratch lent = lender(tmp);
-            Runnable libraryRun = () -> library.accept(lent);
-            float libraryMs = timeChoice(libraryRun);
-            TileTime best = fastestTile(key, ours, null);
-            String candidate = best.config() == 0 ? "implicit GEMM (no tile ran)"
-                    : "implicit GEMM " + igemmConfigName(best.config());
-            String incumbent = "library route";
+            Runnable incumbentRun = () -> incumbentRoute.accept(lent);
+            float incumbentMs = timeChoice(incumbentRun);
+            java.util.List<String> refused = collectRefusals ? new java.util.ArrayList<>() : null;
+            TileTime best = fastestTile(key, tile, refused);
+            String also = refused == null || refused.isEmpty() ? "" : " (" + String.join("; ", refused) + ")";
+            String candidate = best.config() == 0 ? candidateName + " (no tile ran)"
+                    : candidateName + ", " + igemmConfigName(best.config());
             if (best.config() == 0) {
-                return new Choice(key, 0, candidate, best.ms(), incumbent, libraryMs, "library faster");
+                return new Choice(key, 0, candidate, best.ms(), incumbent, incumbentMs, slower + also);
             }
-            float[] t = confirmed(() -> ours.accept(best.config()), best.ms(), libraryRun, libraryMs);
+            float[] t = confirmed(() -> tile.accept(best.config()), best.ms(), incumbentRun, incumbentMs);
             if (!takes(t[0], t[1])) {
                 return new Choice(key, 0, candidate, t[0], incumbent, t[1],
-                        forceChoice == null && t[0] < t[1] ? withinMargin(incumbent, "ours") : "library faster");
+                        (forceChoice == null && t[0] < t[1] ? withinMargin(incumbent, word) : slower) + also);
             }
-            boolean ok = ownAgrees(best.config(), key, y, outElems, type, what, ours, reference, tmp);
+            boolean ok = agrees.test(best.config(), tmp);
             return new Choice(key, ok ? best.config() : 0, candidate, t[0], incumbent, t[1],
-                    ok ? "ours faster" : "ours disagreed");
+                    word + (ok ? " faster" : " disagreed") + also);
         } finally {
             residualsUnfused = unfused;
         }
