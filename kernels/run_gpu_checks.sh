@@ -57,7 +57,7 @@ run() {  # run <label> <binary> [args...]
 }
 # First the runs the newest candidates need (the backend times them itself, but these say by how much), in case the
 # step's time cap stops the later ones.
-run "convolution forward, the CIFAR U-Net's shapes at batch 1 and 64 (v1 portable, v2-13 the implicit GEMM, v9-12 split over clusters)" \
+run "convolution forward, the CIFAR U-Net's shapes at batch 1 and 64 (v1 portable, v2-13 the implicit GEMM, v9-12 split over clusters, v14-25 the group norm prologue, v26-37 the statistics epilogue, v38-49 the prologue on given statistics)" \
     "$build/dev_conv_forward"
 run "attention forward, CIFAR 16x16, B=1 H=4 T=256 D=64 (v11: split keys, v12-14: pipelined, v15-17: + to_out)" \
     "$build/dev_attention_forward" 0 1 4 256 64
@@ -96,13 +96,21 @@ awk '/^== /{label=substr($0, 4); sub(/:.*/, "", label)}
         order[key]=++n }
      END { for (k in order) print order[k] "\t" k "\t" line[k] (bad[k] ? "   <-- MISMATCH" : "") }' "$log" |
     sort -n | cut -f2- | awk -F'\t' '{printf "%-62s %s\n", $1, $2}'
-# The convolutions: per shape, the portable kernel and the fastest implicit-GEMM tile (dev/conv_forward.cu).
+# The convolutions: per shape, the portable kernel and the fastest implicit-GEMM tile (dev/conv_forward.cu), then
+# the fastest tile leaving a group norm's statistics in its epilogue and the fastest normalizing on given ones
+# (versions 26-49: what replaces the group norm's launch; "-" where the shape has none).
 awk '/^== convolution forward/{on=1; next} /^== /{on=0}
-     on && / MFLOP\)$/ {if (shape != "") print shape "\t" p "\t" best; shape=$0; sub(/ \(.*/, "", shape); best="-"; bt=1e30; p="-"}
+     function flush() { if (shape != "") print shape "\t" p "\t" best[1] "\t" best[2] "\t" best[3] }
+     function take(k, tail) { t=$(NF-3)+0; if (t < bt[k]) {bt[k]=t; best[k]=$1 " " $(NF-3) " us" tail} }
+     on && / MFLOP\)$/ {flush(); shape=$0; sub(/ \(.*/, "", shape); p="-"
+                        for (k=1; k<=3; k++) {best[k]="-"; bt[k]=1e30}}
      on && /^  v1 / && / us / {p=$(NF-3) " us"}
-     on && /^  v([2-9]|1[0-9]) / && / us / {t=$(NF-3)+0; if (t < bt) {bt=t; best=$1 " " $(NF-3) " us, " $(NF-1) " TFLOP/s"}}
-     END {if (shape != "") print shape "\t" p "\t" best}' "$log" |
-    awk -F'\t' 'NR==1{printf "%-60s %-14s %s\n", "convolution (fp16)", "portable", "fastest implicit GEMM"} {printf "%-60s %-14s %s\n", $1, $2, $3}'
+     on && / us / && / igemm / {take(1, ", " $(NF-1) " TFLOP/s")}
+     on && / us / && /stats epilogue/ {take(2, "")}
+     on && / us / && /norm on given stats/ {take(3, "")}
+     END {flush()}' "$log" |
+    awk -F'\t' 'NR==1{printf "%-60s %-12s %-28s %-18s %s\n", "convolution (fp16)", "portable", "fastest implicit GEMM", "+ stats epilogue", "norm on given stats"}
+                {printf "%-60s %-12s %-28s %-18s %s\n", $1, $2, $3, $4, $5}'
 grep -q "SOME VERSIONS DO NOT MATCH\|SOME VERSIONS FAILED" "$log" && status=1
 grep -E "^test_[a-z]+: " "$log" || true
 exit $status

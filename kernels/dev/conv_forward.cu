@@ -18,6 +18,14 @@
 //              up block's cat(h, skip) (nineteenth session), versions 14-25 gather it from h and skip instead, never
 //              stored: conv1 with the prologue (onestep_groupnorm_concat_conv2d_igemm_typed), the 1x1 shortcut
 //              without it (onestep_concat_conv2d_igemm_typed); against versions 2-13, what the gather costs.
+//   versions 26-37 (twenty-fourth session; configs 0-11): the plain convolution that also leaves, in its epilogue,
+//              the statistics of a group norm of its output (32 groups of Cout; onestep_conv2d_igemm_stats_typed): a
+//              (mean, M2) pair per run of 16 output pixels and group. Against versions 2-13, what the epilogue costs.
+//   versions 38-49 (configs 0-11, the shapes a ResnetBlock2D's group norm feeds): the group norm prologue on given
+//              statistics (onestep_groupnorm_conv2d_igemm_stats_typed, the pairs of versions 26-37 for x, here
+//              computed on the host): each block merges its sample's pairs instead of reading the whole sample.
+//              Against versions 2-13, what normalizing the tiles costs; with 26-37, what replaces the group norm's
+//              launch (dev_groupnorm_forward at the shape) and versions 14-25.
 // The upsamplers (nearest 2x, then the 3x3 convolution) run versions 2-13 as onestep_upsample_conv_igemm_typed, the
 // upsampled pixels gathered from x on the fly.
 // The CUDA backend times these tiles against cuDNN on each shape's first use (Device#ownConv); this file is where
@@ -101,6 +109,28 @@ static std::vector<float> group_norm_silu_cpu(const ConvShape& s, const std::vec
     return g;
 }
 
+// The statistics in onestep_conv2d_igemm_stats_typed's layout, (N, HW / 16, groups) x (mean, M2) per run of 16
+// pixels, in double from v (N, HW, C) and rounded once: versions 38-49's given statistics (of x) and versions
+// 26-37's reference (of the y they stored).
+static std::vector<float> run_stats_cpu(const std::vector<float>& v, int N, int HW, int C, int groups) {
+    const int Cg = C / groups, runs = HW / 16;
+    std::vector<float> out(size_t(N) * runs * groups * 2);
+    for (int n = 0; n < N; n++)
+        for (int r = 0; r < runs; r++)
+            for (int g = 0; g < groups; g++) {
+                double sum = 0, m2 = 0;
+                auto at = [&](int p, int c) { return double(v[(size_t(n) * HW + 16 * r + p) * C + g * Cg + c]); };
+                for (int p = 0; p < 16; p++)
+                    for (int c = 0; c < Cg; c++) sum += at(p, c);
+                const double mean = sum / (16.0 * Cg);
+                for (int p = 0; p < 16; p++)
+                    for (int c = 0; c < Cg; c++) m2 += (at(p, c) - mean) * (at(p, c) - mean);
+                const size_t o = ((size_t(n) * runs + r) * groups + g) * 2;
+                out[o] = float(mean), out[o + 1] = float(m2);
+            }
+    return out;
+}
+
 static std::vector<float> rounded_half(std::vector<float> v) {
     for (auto& x : v) x = __half2float(__float2half_rn(x));
     return v;
@@ -118,33 +148,61 @@ static const int kVersions = onestep_conv2d_igemm_configs() + 2;
 static const int kNormVersions = onestep_conv2d_igemm_configs() + 1;
 static constexpr int kNormGroups = 32;
 
-static bool is_norm_version(int v) { return v > kVersions; }
+// Versions 26-37 (the statistics epilogue) and 38-49 (the prologue on given statistics): configs 0-11 each.
+static bool is_norm_version(int v) { return v > kVersions && v <= kVersions + kNormVersions; }
+static bool is_stats_version(int v) { return v > kVersions + kNormVersions && v <= kVersions + 2 * kNormVersions; }
+static bool is_given_version(int v) { return v > kVersions + 2 * kNormVersions && v <= kVersions + 3 * kNormVersions; }
+static int last_version() { return kVersions + 3 * kNormVersions; }
+// The config of a version past kVersions: 0 .. configs within its group of kNormVersions.
+static int config_of(int v) { return (v - kVersions - 1) % kNormVersions; }
 
 // The group norm prologue's operands (gamma, beta) for the versions past kVersions, and x split into its two sources
 // where the shape's input is a concatenation (a: ca channels, b: the rest).
 struct NormOperands {
     const __half *gamma, *beta, *a, *b;
+    float* stats_out;     // versions 26-37: the epilogue's statistics of y
+    const float* given;   // versions 38-49: the statistics of x (the host's)
 };
 
 static bool has_concat_versions(const ConvShape& s) { return s.norm || s.ca; }
+static bool applies(const ConvShape& s, int v) {
+    if (is_norm_version(v)) return has_concat_versions(s);
+    // Where the pairs' runs and groups fit (the library refuses the rest): the producers of a group norm's input, 32
+    // groups of Cout (at most 32 channels each) and runs of 16 pixels; the readers' inputs in runs of 16.
+    if (is_stats_version(v))
+        return !s.up && !s.ca && s.Cout % kNormGroups == 0 && 32 % (s.Cout / kNormGroups) == 0 &&
+               (s.ho() * s.wo()) % 16 == 0;
+    if (is_given_version(v)) return s.norm && !s.ca && (s.H * s.W) % 16 == 0;
+    return true;
+}
 
 // Runs version v (1: portable on HWIO weights; 2 .. kVersions - 1: igemm config v - 1; kVersions: igemm config 0).
 static onestep_status run_version(int v, const ConvShape& s, const __half* x, const __half* w_krsc,
                                   const __half* w_hwio, const __half* bias, __half* y, const NormOperands& nm) {
+    if (is_stats_version(v))
+        return onestep_conv2d_igemm_stats_typed(x, w_krsc, bias, nullptr, y, s.N, s.H, s.W, s.Cin, s.KH, s.KW, s.Cout,
+                                                s.stride, s.padding, config_of(v), nm.stats_out, kNormGroups, nullptr,
+                                                nullptr, nullptr, ONESTEP_FLOAT16, nullptr);
+    if (is_given_version(v))
+        return onestep_groupnorm_conv2d_igemm_stats_typed(x, nullptr, nullptr, nullptr, nm.gamma, nm.beta, kNormGroups,
+                                                          1e-5f, 1, nm.given, w_krsc, bias, nullptr, y, s.N, s.H, s.W,
+                                                          s.Cin, s.KH, s.KW, s.Cout, s.stride, s.padding,
+                                                          config_of(v), nullptr, 0, nullptr, nullptr, nullptr,
+                                                          ONESTEP_FLOAT16, nullptr);
     if (is_norm_version(v) && s.ca && s.norm)
         return onestep_groupnorm_concat_conv2d_igemm_typed(nm.a, nullptr, nm.b, nullptr, nm.gamma, nm.beta, kNormGroups,
                                                            1e-5f, 1, w_krsc, bias, nullptr, y, nullptr, nullptr, s.N,
                                                            s.H, s.W, s.ca,
                                                            s.Cin - s.ca, s.KH, s.KW, s.Cout, s.stride, s.padding,
-                                                           v - kVersions - 1, ONESTEP_FLOAT16, nullptr);
+                                                           config_of(v), ONESTEP_FLOAT16, nullptr);
     if (is_norm_version(v) && s.ca)
         return onestep_concat_conv2d_igemm_typed(nm.a, nullptr, nm.b, nullptr, w_krsc, bias, nullptr, y, s.N, s.H, s.W,
                                                  s.ca, s.Cin - s.ca, s.KH, s.KW, s.Cout, s.stride, s.padding,
-                                                 v - kVersions - 1, ONESTEP_FLOAT16, nullptr);
+                                                 config_of(v), ONESTEP_FLOAT16, nullptr);
     if (is_norm_version(v))
         return onestep_groupnorm_conv2d_igemm_typed(x, nullptr, nullptr, nullptr, nm.gamma, nm.beta, kNormGroups, 1e-5f,
                                                     1, w_krsc, bias, nullptr, y, s.N, s.H, s.W, s.Cin, s.KH, s.KW,
-                                                    s.Cout, s.stride, s.padding, v - kVersions - 1, ONESTEP_FLOAT16,
+                                                    s.Cout, s.stride, s.padding, config_of(v), ONESTEP_FLOAT16,
                                                     nullptr);
     if (s.up)
         return v == 1 ? ONESTEP_ERROR_UNSUPPORTED
@@ -160,10 +218,12 @@ static onestep_status run_version(int v, const ConvShape& s, const __half* x, co
 static const char* version_name(const ConvShape& s, int v) {
     static char buf[96];
     if (v == 1) return "portable direct (CUDA cores)";
-    if (is_norm_version(v)) {
-        std::snprintf(buf, sizeof buf, "%s, %s", s.ca ? (s.norm ? "norm prologue over a, b" : "gathered from a, b")
-                                                      : "norm prologue",
-                      onestep_conv2d_igemm_config_name(v - kVersions - 1));
+    if (is_norm_version(v) || is_stats_version(v) || is_given_version(v)) {
+        const char* kind = is_stats_version(v)   ? "stats epilogue"
+                           : is_given_version(v) ? "norm on given stats"
+                           : s.ca                ? (s.norm ? "norm prologue over a, b" : "gathered from a, b")
+                                                 : "norm prologue";
+        std::snprintf(buf, sizeof buf, "%s, %s", kind, onestep_conv2d_igemm_config_name(config_of(v)));
         return buf;
     }
     std::snprintf(buf, sizeof buf, "igemm %s", onestep_conv2d_igemm_config_name(v == kVersions ? 0 : v - 1));
@@ -193,23 +253,29 @@ static bool run_shape(const ConvShape& s, int only, bool timing) {
     std::vector<float> xa, xb;
     for (size_t p = 0; s.ca && p < nx / s.Cin; p++)
         for (int c = 0; c < s.Cin; c++) (c < s.ca ? xa : xb).push_back(x[p * s.Cin + c]);
+    // Versions 26-37 write (N, Ho Wo / 16, 32) pairs; 38-49 read x's (N, H W / 16, 32), where the runs fit.
+    const bool runs_out = (s.ho() * s.wo()) % 16 == 0, runs_in = (s.H * s.W) % 16 == 0 && !s.up;
+    const size_t n_stats = runs_out ? size_t(s.N) * (s.ho() * s.wo() / 16) * kNormGroups * 2 : 2;
+    const std::vector<float> x_stats =
+        runs_in && s.norm && !s.ca ? run_stats_cpu(x, s.N, s.H * s.W, s.Cin, kNormGroups) : std::vector<float>(2);
     const NormOperands nm{dev::to_device(as_half(gamma)), dev::to_device(as_half(beta)),
-                          s.ca ? dev::to_device(as_half(xa)) : nullptr, s.ca ? dev::to_device(as_half(xb)) : nullptr};
+                          s.ca ? dev::to_device(as_half(xa)) : nullptr, s.ca ? dev::to_device(as_half(xb)) : nullptr,
+                          dev::to_device(std::vector<float>(n_stats)), dev::to_device(x_stats)};
     float* dy32 = nullptr;
     dev_check(cudaMalloc(&dy, ny * sizeof(__half)));
     dev_check(cudaMalloc(&dy32, ny * sizeof(float)));
     std::printf("%s: N=%d %dx%dx%d -> %d, %dx%d stride %d (%.1f MFLOP)\n", s.name, s.N, s.H, s.W, s.Cin, s.Cout, s.KH,
                 s.KW, s.stride, s.flops() / 1e6);
     bool all = true;
-    for (int v = 1; v <= kVersions + (has_concat_versions(s) ? kNormVersions : 0); v++) {
-        if (only && v != only) continue;
+    for (int v = 1; v <= last_version(); v++) {
+        if ((only && v != only) || !applies(s, v)) continue;
         if (s.up && v == 1) {
             std::printf("  v%d %-40s n/a (an upsampler)\n", v, version_name(s, v));
             continue;
         }
         dev_check(cudaMemset(dy, 0xFF, ny * sizeof(__half)));
         const onestep_status st = run_version(v, s, dx, dw, dwh, db, dy, nm);
-        if (st == ONESTEP_ERROR_UNSUPPORTED && is_norm_version(v)) {
+        if (st == ONESTEP_ERROR_UNSUPPORTED && v > kVersions) {
             // The library names why (a tile's rows must lie in one sample): after the shapes, the message's tail.
             const char* why = std::strstr(onestep_last_error_message(), "): ");
             std::printf("  v%d %-40s n/a (refused%s)\n", v, version_name(s, v), why ? why + 1 : "");
@@ -225,8 +291,30 @@ static bool run_shape(const ConvShape& s, int only, bool timing) {
         dev_check(cudaDeviceSynchronize());
         // fp16 output: one rounding (2^-11 relative) on top of fp32 accumulation over K terms of order 1/sqrt(K);
         // with the prologue also each normalized input's rounding to fp16, as the group norm kernel stores it.
-        const bool ok = is_norm_version(v) && s.norm ? dev::validate(version_name(s, v), dy32, norm_ref, 4e-3, 4e-3)
-                                           : dev::validate(version_name(s, v), dy32, ref, 2e-3, 2e-3);
+        bool ok = (is_norm_version(v) && s.norm) || is_given_version(v)
+                      ? dev::validate(version_name(s, v), dy32, norm_ref, 4e-3, 4e-3)
+                      : dev::validate(version_name(s, v), dy32, ref, 2e-3, 2e-3);
+        if (ok && is_stats_version(v)) {
+            // The pairs against those of the y this launch stored: the mean within 2^-16 of the run's largest
+            // magnitude, M2 within 2^-12 of itself plus 2^-16 of the run's sum of squares (fp32 sums of 16 Cg values).
+            std::vector<float> got(n_stats), yv(ny);
+            dev_check(cudaMemcpy(got.data(), nm.stats_out, n_stats * sizeof(float), cudaMemcpyDeviceToHost));
+            dev_check(cudaMemcpy(yv.data(), dy32, ny * sizeof(float), cudaMemcpyDeviceToHost));
+            const std::vector<float> want = run_stats_cpu(yv, s.N, s.ho() * s.wo(), s.Cout, kNormGroups);
+            const int Cg = s.Cout / kNormGroups;
+            for (size_t i = 0; ok && i < want.size() / 2; i++) {
+                const size_t nr = i / kNormGroups, g = i % kNormGroups;
+                double ss = 0;
+                for (int p = 0; p < 16; p++)
+                    for (int c = 0; c < Cg; c++) ss += double(yv[(nr * 16 + p) * s.Cout + g * Cg + c]) * yv[(nr * 16 + p) * s.Cout + g * Cg + c];
+                ok = std::fabs(got[2 * i] - want[2 * i]) <= std::ldexp(std::sqrt(ss), -16) &&
+                     std::fabs(got[2 * i + 1] - want[2 * i + 1]) <= std::ldexp(double(want[2 * i + 1]), -12) +
+                                                                     std::ldexp(ss, -16);
+                if (!ok)
+                    std::printf("  %s: statistics of run-group %zu: got (%g, %g), want (%g, %g)\n", version_name(s, v), i,
+                                got[2 * i], got[2 * i + 1], want[2 * i], want[2 * i + 1]);
+            }
+        }
         all = all && ok;
 #ifndef ONESTEP_EMULATION
         if (timing && ok) {
@@ -241,6 +329,7 @@ static bool run_shape(const ConvShape& s, int only, bool timing) {
     cudaFree(dx), cudaFree(dw), cudaFree(dwh), cudaFree(db), cudaFree(dy), cudaFree(dy32);
     cudaFree(const_cast<__half*>(nm.gamma)), cudaFree(const_cast<__half*>(nm.beta));
     if (s.ca) cudaFree(const_cast<__half*>(nm.a)), cudaFree(const_cast<__half*>(nm.b));
+    cudaFree(nm.stats_out), cudaFree(const_cast<float*>(nm.given));
     return all;
 }
 
@@ -250,6 +339,7 @@ int main(int argc, char** argv) {
     // Small ragged shapes: the emulation runs every mma lane by lane.
     const ConvShape shapes[] = {{"ragged 3x3", 1, 6, 5, 32, 3, 3, 24, 1, 1},
                                 {"norm prologue 4x4, 4-channel groups", 2, 4, 4, 128, 3, 3, 40, 1, 1, 0, 1},
+                                {"norm prologue and statistics 4x8", 1, 4, 8, 128, 3, 3, 128, 1, 1, 0, 1},
                                 {"norm prologue over cat(a, b), 64 + 64", 1, 4, 4, 128, 3, 3, 24, 1, 1, 0, 1, 64},
                                 {"1x1 of cat(a, b), 48 + 16", 1, 4, 3, 64, 1, 1, 40, 1, 0, 0, 0, 48},
                                 {"ragged stride 2", 2, 5, 4, 48, 3, 3, 40, 2, 1},

@@ -207,7 +207,32 @@ void check_against_portable(const Type& t, ktest::Rng& rng) {
 // products, so each output may move by up to (u + 2^-16) sum |w g| besides the convolution's own bound (2^-16 for the
 // fp32 statistics); a normalized zero-padding tap, a wrong group's statistics or a missed pre-add term moves it by
 // O(sqrt(K)) times that. Every tile: those whose rows do not fit one sample (Ho Wo % BM) must refuse, the rest agree.
-void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int variant, double offset = 0) {
+// Group statistics per run of 16 pixels, in the layout onestep_conv2d_igemm_stats_typed leaves them (N, HW / 16,
+// groups) x (mean, M2), computed in double from the values v (N, HW, C) and rounded to float once: the oracle of the
+// producer's epilogue, and the given statistics of check_norm's consumer.
+vector<float> run_stats_reference(const vector<double>& v, int N, int HW, int C, int groups) {
+    const int Cg = C / groups, runs = HW / 16;
+    vector<float> out(size_t(N) * runs * groups * 2);
+    for (int n = 0; n < N; n++)
+        for (int r = 0; r < runs; r++)
+            for (int g = 0; g < groups; g++) {
+                double sum = 0, m2 = 0;
+                auto at = [&](int p, int ch) { return v[(size_t(n) * HW + 16 * r + p) * C + g * Cg + ch]; };
+                for (int p = 0; p < 16; p++)
+                    for (int ch = 0; ch < Cg; ch++) sum += at(p, ch);
+                const double mean = sum / (16.0 * Cg);
+                for (int p = 0; p < 16; p++)
+                    for (int ch = 0; ch < Cg; ch++) m2 += (at(p, ch) - mean) * (at(p, ch) - mean);
+                const size_t o = ((size_t(n) * runs + r) * groups + g) * 2;
+                out[o] = float(mean), out[o + 1] = float(m2);
+            }
+    return out;
+}
+
+// given: the statistics come from run_stats_reference of x' (onestep_groupnorm_conv2d_igemm_stats_typed), not from
+// the kernel's own pass over x; the same oracle and bound must hold (H W a multiple of 16).
+void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int variant, double offset = 0,
+                bool given = false) {
     const int Ho = (c.H + 2 * c.padding - c.KH) / c.stride + 1, Wo = (c.W + 2 * c.padding - c.KW) / c.stride + 1;
     const size_t nx = size_t(c.N) * c.H * c.W * c.Cin, nw = size_t(c.Cout) * c.KH * c.KW * c.Cin,
                  ny = size_t(c.N) * Ho * Wo * c.Cout;
@@ -229,6 +254,7 @@ void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int v
         if (pre) xs[i] += double(xb.v[ch]) + (double(add.v[n * c.Cin + ch]) + (with_ab ? ab.v[ch] : 0.0));
     }
     const vector<double> g = group_norm_reference(c, xs, gamma.v, beta.v, groups, silu);
+    const vector<float> stats = given ? run_stats_reference(xs, c.N, c.H * c.W, c.Cin, groups) : vector<float>();
     vector<double> ref, mag;
     conv_reference(c, g, w.v, ref, mag);
     if (resid)
@@ -239,10 +265,16 @@ void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int v
         if (config) std::sscanf(onestep_conv2d_igemm_config_name(config), "%dx%d", &bm, &bn);
         const bool fits = config == 0 || (Ho * Wo) % bm == 0;
         Buf16 y(ny);
-        const onestep_status st = onestep_groupnorm_conv2d_igemm_typed(
-            x.b.p, pre ? xb.b.p : nullptr, pre ? add.b.p : nullptr, with_ab ? ab.b.p : nullptr, gamma.b.p, beta.b.p,
-            groups, 1e-5f, silu, w.b.p, resid ? b.b.p : nullptr, resid ? z.b.p : nullptr, y.p, c.N, c.H, c.W, c.Cin,
-            c.KH, c.KW, c.Cout, c.stride, c.padding, config, t.dt, nullptr);
+        const onestep_status st =
+            given ? onestep_groupnorm_conv2d_igemm_stats_typed(
+                        x.b.p, pre ? xb.b.p : nullptr, pre ? add.b.p : nullptr, with_ab ? ab.b.p : nullptr, gamma.b.p,
+                        beta.b.p, groups, 1e-5f, silu, stats.data(), w.b.p, resid ? b.b.p : nullptr,
+                        resid ? z.b.p : nullptr, y.p, c.N, c.H, c.W, c.Cin, c.KH, c.KW, c.Cout, c.stride, c.padding,
+                        config, nullptr, 0, nullptr, nullptr, nullptr, t.dt, nullptr)
+                  : onestep_groupnorm_conv2d_igemm_typed(
+                        x.b.p, pre ? xb.b.p : nullptr, pre ? add.b.p : nullptr, with_ab ? ab.b.p : nullptr, gamma.b.p,
+                        beta.b.p, groups, 1e-5f, silu, w.b.p, resid ? b.b.p : nullptr, resid ? z.b.p : nullptr, y.p,
+                        c.N, c.H, c.W, c.Cin, c.KH, c.KW, c.Cout, c.stride, c.padding, config, t.dt, nullptr);
         char msg[400];
         if (!fits) {
             std::snprintf(msg, sizeof msg, "%s norm conv config=%d (BM %d) on Ho*Wo=%d is refused, naming why: %s",
@@ -264,13 +296,224 @@ void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int v
                 first = o;
         }
         std::snprintf(msg, sizeof msg,
-               "%s norm conv N=%d %dx%dx%d %dx%d s%d p%d -> %d groups=%d variant=%d config=%d (%s): %zu of %zu off "
+               "%s norm conv%s N=%d %dx%dx%d %dx%d s%d p%d -> %d groups=%d variant=%d config=%d (%s): %zu of %zu off "
                "(first at %zu: got %.6g, want %.6g)",
-               t.name, c.N, c.H, c.W, c.Cin, c.KH, c.KW, c.stride, c.padding, c.Cout, groups, variant, config,
+               t.name, given ? " (statistics given)" : "", c.N, c.H, c.W, c.Cin, c.KH, c.KW, c.stride, c.padding, c.Cout, groups, variant, config,
                onestep_conv2d_igemm_config_name(config), bad, ny, first, bad ? ktest::decode16(t.f, y.p[first]) : 0.0,
                ref[first]);
         expect(bad == 0, "%s", msg);
     }
+}
+
+// The values a reader's prologue normalizes, u = (y + xb[c]) + (add[n, c] + ab[c]) in fp32 as the kernels add them
+// (each term optional: null), from the y a launch stored; in double for run_stats_reference.
+vector<double> pre_added_values(const Type& t, const Buf16& y, int N, int HW, int C, const Input* xb, const Input* add,
+                                const Input* ab) {
+    vector<double> u(size_t(N) * HW * C);
+    for (size_t i = 0; i < u.size(); i++) {
+        const int ch = int(i % C);
+        const size_t n = i / (size_t(HW) * C);
+        float v = float(ktest::decode16(t.f, y.p[i]));
+        if (xb) v += xb->v[ch];
+        if (add) {
+            float a = add->v[n * C + ch];
+            if (ab) a += ab->v[ch];
+            v += a;
+        }
+        u[i] = v;
+    }
+    return u;
+}
+
+// An epilogue's statistics (got, the kernel's) against run_stats_reference of the values u it summarized: the mean
+// within 2^-17 of u's root mean square and M2 within 2^-13 of itself plus 2^-17 of the run's sum of squares (fp32 sums
+// of 16 Cg values, lane-strided then across a warp, where the reference is exact and rounded once). A wrong run,
+// group or channel, or a value before its pre-add terms, is off by O(1) of those.
+bool check_run_stats(const char* what, const vector<float>& got, const vector<double>& u, int N, int HW, int C,
+                     int groups) {
+    const vector<float> want = run_stats_reference(u, N, HW, C, groups);
+    const int Cg = C / groups, runs = HW / 16;
+    size_t bad = 0, first = 0;
+    for (size_t item = 0; item < want.size() / 2; item++) {
+        const int g = int(item % groups);
+        const size_t nr = item / groups;  // n * runs + r
+        double ss = 0;
+        for (int p = 0; p < 16; p++)
+            for (int ch = 0; ch < Cg; ch++) {
+                const double v = u[(nr * 16 + p) * C + g * Cg + ch];
+                ss += v * v;
+            }
+        const double rms = std::sqrt(ss / (16.0 * Cg));
+        const bool fine = std::fabs(got[2 * item] - want[2 * item]) <= std::ldexp(rms, -17) &&
+                          std::fabs(got[2 * item + 1] - want[2 * item + 1]) <=
+                              std::ldexp(double(want[2 * item + 1]), -13) + std::ldexp(ss, -17);
+        if (!fine && bad++ == 0) first = item;
+    }
+    (void)runs;
+    char msg[600];
+    std::snprintf(msg, sizeof msg,
+                  "%s: %zu of %zu (run, group) statistics off (first: item %zu, got mean %.7g M2 %.7g, want %.7g %.7g)",
+                  what, bad, want.size() / 2, first, bad ? got[2 * first] : 0.f, bad ? got[2 * first + 1] : 0.f,
+                  bad ? want[2 * first] : 0.f, bad ? want[2 * first + 1] : 0.f);
+    return expect(bad == 0, "%s", msg);
+}
+
+// The statistics for the next group norm left by a convolution's epilogue (onestep_conv2d_igemm_stats_typed), for
+// every tile: y bit for bit the plain convolution's with the same tile, and the (run, group) statistics those of the
+// values the reader will normalize (variant 0: y itself, with bias and a residual z shifted by `offset`, where plain
+// sums of squares would cancel; 1: plus x_bias, add and add_bias; 2: plus add alone, no bias). Then the chain they
+// serve: onestep_groupnorm_conv2d_igemm_stats_typed normalizing y with those statistics must agree with the same call
+// computing them from y (4 u of the largest output: a statistic of the wrong run or group moves outputs by O(1)),
+// for every tile that takes it, and leave its own output's statistics (with an add term) as above.
+void check_stats(const Type& t, ktest::Rng& rng, const Case& c, int groups, int variant, double offset = 0) {
+    const int Ho = (c.H + 2 * c.padding - c.KH) / c.stride + 1, Wo = (c.W + 2 * c.padding - c.KW) / c.stride + 1;
+    const size_t nx = size_t(c.N) * c.H * c.W * c.Cin, nw = size_t(c.Cout) * c.KH * c.KW * c.Cin,
+                 ny = size_t(c.N) * Ho * Wo * c.Cout, ns = size_t(c.N) * (Ho * Wo / 16) * groups * 2;
+    Input x(t, rng, nx), w(t, rng, nw), b(t, rng, c.Cout), z(t, rng, ny), xb(t, rng, c.Cout, 4.0),
+        add(t, rng, size_t(c.N) * c.Cout), ab(t, rng, c.Cout);
+    if (offset != 0) {
+        for (float& v : z.v) v += float(offset);
+        const std::vector<uint16_t> bits = ktest::narrow(t.f, z.v);
+        std::memcpy(z.b.p, bits.data(), ny * 2);
+    }
+    const bool biased = variant != 2, resid = variant == 0, pre = variant == 1, with_add = variant != 0;
+    const Input *pxb = pre ? &xb : nullptr, *padd = with_add ? &add : nullptr, *pab = pre ? &ab : nullptr;
+    char what[240];
+    vector<float> stats;
+    Buf16 y(ny);
+    for (int config = 0; config <= onestep_conv2d_igemm_configs(); config++) {
+        Buf16 plain(ny);
+        stats.assign(ns, std::nanf(""));
+        std::memset(y.p, 0xFF, ny * 2);
+        ok(onestep_conv2d_igemm_typed(x.b.p, w.b.p, biased ? b.b.p : nullptr, resid ? z.b.p : nullptr, plain.p, c.N,
+                                      c.H, c.W, c.Cin, c.KH, c.KW, c.Cout, c.stride, c.padding, config, t.dt, nullptr),
+           "conv2d_igemm (the stats' twin): %s");
+        ok(onestep_conv2d_igemm_stats_typed(x.b.p, w.b.p, biased ? b.b.p : nullptr, resid ? z.b.p : nullptr, y.p, c.N,
+                                            c.H, c.W, c.Cin, c.KH, c.KW, c.Cout, c.stride, c.padding, config,
+                                            stats.data(), groups, pxb ? pxb->b.p : nullptr,
+                                            padd ? padd->b.p : nullptr, pab ? pab->b.p : nullptr, t.dt, nullptr),
+           "conv2d_igemm_stats: %s");
+        ktest::sync();
+        std::snprintf(what, sizeof what, "%s conv stats N=%d %dx%dx%d %dx%d s%d -> %d groups=%d variant=%d config=%d (%s)",
+                      t.name, c.N, c.H, c.W, c.Cin, c.KH, c.KW, c.stride, c.Cout, groups, variant, config,
+                      onestep_conv2d_igemm_config_name(config));
+        expect(std::memcmp(y.p, plain.p, ny * 2) == 0, "%s: y bit for bit the plain convolution's", what);
+        check_run_stats(what, stats, pre_added_values(t, y, c.N, Ho * Wo, c.Cout, pxb, padd, pab), c.N, Ho * Wo,
+                        c.Cout, groups);
+    }
+    // The chain, from config 0's y and statistics (the last launch above was config 11's: run config 0 again), where
+    // the reader takes y (Cin a multiple of 16, groups of a multiple of 4 channels).
+    if (c.Cout % 16 || (c.Cout / groups) % 4) return;
+    stats.assign(ns, std::nanf(""));
+    ok(onestep_conv2d_igemm_stats_typed(x.b.p, w.b.p, biased ? b.b.p : nullptr, resid ? z.b.p : nullptr, y.p, c.N, c.H,
+                                        c.W, c.Cin, c.KH, c.KW, c.Cout, c.stride, c.padding, 0, stats.data(), groups,
+                                        pxb ? pxb->b.p : nullptr, padd ? padd->b.p : nullptr,
+                                        pab ? pab->b.p : nullptr, t.dt, nullptr),
+       "conv2d_igemm_stats: %s");
+    const Case c2{c.N, Ho, Wo, c.Cout, 3, 3, 32, 1, 1};
+    const int groups2 = 8;
+    const size_t ny2 = size_t(c.N) * Ho * Wo * c2.Cout, ns2 = size_t(c.N) * (Ho * Wo / 16) * groups2 * 2;
+    Input w2(t, rng, size_t(c2.Cout) * 9 * c.Cout), gamma(t, rng, c.Cout), beta(t, rng, c.Cout),
+        add2(t, rng, size_t(c.N) * c2.Cout);
+    Buf16 self(ny2);
+    ok(onestep_groupnorm_conv2d_igemm_typed(y.p, pxb ? pxb->b.p : nullptr, padd ? padd->b.p : nullptr,
+                                            pab ? pab->b.p : nullptr, gamma.b.p, beta.b.p, groups, 1e-5f, 1, w2.b.p,
+                                            nullptr, nullptr, self.p, c2.N, c2.H, c2.W, c2.Cin, 3, 3, c2.Cout, 1, 1, 0,
+                                            t.dt, nullptr),
+       "groupnorm_conv2d_igemm (statistics from x): %s");
+    ktest::sync();
+    double scale = 0;
+    for (size_t o = 0; o < ny2; o++) scale = std::max(scale, std::fabs(ktest::decode16(t.f, self.p[o])));
+    vector<float> stats2;
+    for (int config = 0; config <= onestep_conv2d_igemm_configs(); config++) {
+        Buf16 y2(ny2);
+        stats2.assign(ns2, std::nanf(""));
+        const onestep_status st = onestep_groupnorm_conv2d_igemm_stats_typed(
+            y.p, pxb ? pxb->b.p : nullptr, padd ? padd->b.p : nullptr, pab ? pab->b.p : nullptr, gamma.b.p, beta.b.p,
+            groups, 1e-5f, 1, stats.data(), w2.b.p, nullptr, nullptr, y2.p, c2.N, c2.H, c2.W, c2.Cin, 3, 3, c2.Cout, 1,
+            1, config, stats2.data(), groups2, nullptr, add2.b.p, nullptr, t.dt, nullptr);
+        int bm = 0, bn = 0;
+        if (config) std::sscanf(onestep_conv2d_igemm_config_name(config), "%dx%d", &bm, &bn);
+        std::snprintf(what, sizeof what, "%s norm conv on given statistics, %dx%dx%d -> %d, config=%d (%s)", t.name,
+                      Ho, Wo, c.Cout, c2.Cout, config, onestep_conv2d_igemm_config_name(config));
+        if (config && (Ho * Wo) % bm) {  // the prologue's own rule: a tile's rows in one sample
+            expect(st == ONESTEP_ERROR_UNSUPPORTED, "%s: refused", what);
+            continue;
+        }
+        if (!ok(st, "groupnorm_conv2d_igemm_stats: %s")) continue;
+        ktest::sync();
+        double worst = 0;
+        for (size_t o = 0; o < ny2; o++)
+            worst = std::max(worst, std::fabs(ktest::decode16(t.f, y2.p[o]) - ktest::decode16(t.f, self.p[o])));
+        expect(worst <= 4 * ktest::unit_roundoff(t.f) * scale, "%s: agrees with the statistics computed from x",
+               what);
+        check_run_stats(what, stats2, pre_added_values(t, y2, c.N, Ho * Wo, c2.Cout, nullptr, &add2, nullptr), c.N,
+                        Ho * Wo, c2.Cout, groups2);
+    }
+}
+
+// The refusals of the statistics' entry points, each naming the rule.
+void check_stats_errors() {
+    Buf16 buf(8192);
+    vector<float> st(4096);
+    char msg[400];
+    auto refused = [&](onestep_status s, onestep_status want, const char* needle) {
+        std::snprintf(msg, sizeof msg, "%s", onestep_last_error_message());
+        return s == want && std::strstr(onestep_last_error_message(), needle);
+    };
+    expect(refused(onestep_conv2d_igemm_stats_typed(buf.p, buf.p + 1024, nullptr, nullptr, buf.p + 4096, 1, 4, 4, 16,
+                                                    3, 3, 48, 1, 1, 0, st.data(), 1, nullptr, nullptr, nullptr,
+                                                    ONESTEP_FLOAT16, nullptr),
+                   ONESTEP_ERROR_UNSUPPORTED, "out_groups=1"),
+           "48-channel groups are refused: %s", msg);
+    expect(refused(onestep_conv2d_igemm_stats_typed(buf.p, buf.p + 1024, nullptr, nullptr, buf.p + 4096, 1, 4, 4, 16,
+                                                    3, 3, 48, 1, 1, 0, st.data(), 5, nullptr, nullptr, nullptr,
+                                                    ONESTEP_FLOAT16, nullptr),
+                   ONESTEP_ERROR_UNSUPPORTED, "out_groups=5"),
+           "groups not dividing Cout are refused: %s", msg);
+    expect(refused(onestep_conv2d_igemm_stats_typed(buf.p, buf.p + 1024, nullptr, nullptr, buf.p + 4096, 1, 3, 3, 16,
+                                                    3, 3, 16, 1, 1, 0, st.data(), 4, nullptr, nullptr, nullptr,
+                                                    ONESTEP_FLOAT16, nullptr),
+                   ONESTEP_ERROR_UNSUPPORTED, "Ho*Wo=9"),
+           "an output of 9 pixels is refused (runs of 16): %s", msg);
+    expect(refused(onestep_conv2d_igemm_stats_typed(buf.p, buf.p + 1024, nullptr, nullptr, buf.p + 4096, 1, 4, 4, 16,
+                                                    3, 3, 16, 1, 1, 0, nullptr, 4, nullptr, nullptr, nullptr,
+                                                    ONESTEP_FLOAT16, nullptr),
+                   ONESTEP_ERROR_INVALID_ARGUMENT, "NULL stats_out"),
+           "a NULL stats_out is refused: %s", msg);
+    expect(refused(onestep_conv2d_igemm_stats_typed(buf.p, buf.p + 1024, nullptr, nullptr, buf.p + 4096, 1, 4, 4, 16,
+                                                    3, 3, 16, 1, 1, 0, st.data(), 4, nullptr, nullptr, buf.p + 6000,
+                                                    ONESTEP_FLOAT16, nullptr),
+                   ONESTEP_ERROR_INVALID_ARGUMENT, "without out_add"),
+           "out_add_bias without out_add is refused: %s", msg);
+    expect(refused(onestep_conv2d_igemm_stats_typed(buf.p, buf.p + 1024, nullptr, nullptr, buf.p + 4096, 1, 4, 4, 16,
+                                                    3, 3, 16, 1, 1, 0, st.data(), 4, buf.p + 4096, nullptr, nullptr,
+                                                    ONESTEP_FLOAT16, nullptr),
+                   ONESTEP_ERROR_INVALID_ARGUMENT, "must not alias out_x_bias"),
+           "y aliasing out_x_bias is refused: %s", msg);
+    expect(refused(onestep_conv2d_igemm_stats_typed(buf.p, buf.p + 1024, nullptr, nullptr, buf.p + 4096, 1, 4, 4, 16,
+                                                    3, 3, 16, 1, 1, 0, reinterpret_cast<float*>(buf.p + 1024), 4,
+                                                    nullptr, nullptr, nullptr, ONESTEP_FLOAT16, nullptr),
+                   ONESTEP_ERROR_INVALID_ARGUMENT, "stats_out must not alias"),
+           "stats_out aliasing w is refused: %s", msg);
+    expect(refused(onestep_conv2d_igemm_stats_typed(buf.p, buf.p + 1024, nullptr, nullptr, buf.p + 4096, 1, 4, 4, 16,
+                                                    3, 3, 16, 1, 1, 0, st.data() + 1, 4, nullptr, nullptr, nullptr,
+                                                    ONESTEP_FLOAT16, nullptr),
+                   ONESTEP_ERROR_INVALID_ARGUMENT, "8-byte aligned"),
+           "a misaligned stats_out is refused: %s", msg);
+    // The reader: given statistics need H*W in runs of 16, and must not be its own stats_out.
+    expect(refused(onestep_groupnorm_conv2d_igemm_stats_typed(
+                       buf.p, nullptr, nullptr, nullptr, buf.p + 6000, buf.p + 6100, 4, 1e-5f, 1, st.data(),
+                       buf.p + 1024, nullptr, nullptr, buf.p + 4096, 1, 2, 2, 16, 1, 1, 16, 1, 0, 1, nullptr, 0,
+                       nullptr, nullptr, nullptr, ONESTEP_FLOAT16, nullptr),
+                   ONESTEP_ERROR_UNSUPPORTED, "H*W=4"),
+           "given statistics on 4 pixels are refused: %s", msg);
+    expect(refused(onestep_groupnorm_conv2d_igemm_stats_typed(
+                       buf.p, nullptr, nullptr, nullptr, buf.p + 6000, buf.p + 6100, 4, 1e-5f, 1, st.data(),
+                       buf.p + 1024, nullptr, nullptr, buf.p + 4096, 1, 4, 4, 16, 1, 1, 16, 1, 0, 1, st.data(), 4,
+                       nullptr, nullptr, nullptr, ONESTEP_FLOAT16, nullptr),
+                   ONESTEP_ERROR_INVALID_ARGUMENT, "must not alias y or stats_out"),
+           "stats aliasing stats_out is refused: %s", msg);
 }
 
 // A down block's norm1 -> conv1 with its 1x1 conv_shortcut in the same launch (onestep_groupnorm_conv2d_shortcut_igemm_
@@ -603,6 +846,7 @@ int main() {
     };
     check_norm_errors();
     check_concat_errors();
+    check_stats_errors();
     for (const Type& t : types) {
         for (const Case& c : cases) check_case(t, rng, c);
         check_against_portable(t, rng);
@@ -632,6 +876,17 @@ int main() {
         // with x's pending bias, which the shortcut's blocks add and round).
         check_norm_shortcut(t, rng, {2, 4, 4, 32, 3, 3, 40, 1, 1}, 8, false);
         check_norm_shortcut(t, rng, {1, 8, 8, 48, 3, 3, 24, 1, 1}, 4, true);
+        // The statistics computed once, by the producer. The reader on given statistics, against check_norm's
+        // oracle: batch 2 with every pre-add term, and a 1x1 with x around 1000.
+        check_norm(t, rng, {2, 4, 4, 32, 3, 3, 24, 1, 1}, 8, 0, 0, true);
+        check_norm(t, rng, {1, 8, 8, 48, 1, 1, 16, 1, 0}, 4, 1, 1000.0, true);
+        // The producer: Cout 40 in 4-channel groups (ragged for every tile's columns) over 3 samples of one run each
+        // (ragged rows for the 32- and 64-row tiles), z around 1000; 8-channel groups with every pre-add term; a
+        // stride-2 output of 16 pixels in one 32-channel group; 1-channel groups.
+        check_stats(t, rng, {3, 4, 4, 32, 3, 3, 40, 1, 1}, 10, 0, 1000.0);
+        check_stats(t, rng, {1, 8, 8, 48, 3, 3, 64, 1, 1}, 8, 1);
+        check_stats(t, rng, {2, 8, 8, 32, 3, 3, 32, 2, 1}, 1, 2);
+        check_stats(t, rng, {1, 4, 8, 16, 1, 1, 16, 1, 0}, 16, 0);
     }
     check_errors();
     return ktest::finish("test_conv", start);
