@@ -349,33 +349,31 @@ onestep_status onestep_groupnorm_conv2d_igemm_typed(const void* x, const void* x
 /* The group norm's statistics computed once, by the producer (twenty-fourth session). The prologue above has every
  * block read its whole sample of x, which lost its timed choices on the H200 (bench/README.md, twenty-third session:
  * 33-37 us where the plain tile takes 7.7 us at 16x16x256 -> 768). Here the convolution that writes the tensor a group
- * norm will read also writes its statistics, and the convolution that normalizes it reads those (a few hundred bytes)
- * instead of x: the group norm's launch is gone and no block reads more than its tiles.
+ * norm will read also writes statistics of it, and the convolution that normalizes it merges those (a few KB) instead
+ * of reading x: the group norm's launch is gone and no block reads more than its tiles.
  *
  * onestep_conv2d_igemm_stats_typed: onestep_conv2d_igemm_typed, and in its epilogue stats_out (N, Ho*Wo / 16,
  * out_groups) pairs of floats: for each run of 16 output pixels and each group of Cout / out_groups channels, the mean
- * and the sum of squared deviations about it (M2, in fp32 over the run's values) of u = (y + out_x_bias[c]) +
- * (out_add[n, c] + out_add_bias[c]), y as stored (rounded to dtype): what the reader's prologue normalizes, its x_bias
- * and add (each may be NULL; out_add_bias needs out_add). Cout / out_groups must divide 32 and Ho*Wo be a multiple of
- * 16 (ONESTEP_ERROR_UNSUPPORTED otherwise); stats_out 8-byte aligned and aliasing no operand; y not aliasing out_x_bias,
- * out_add or out_add_bias. Every tile takes it; the rest as onestep_conv2d_igemm_typed. */
+ * and the sum of squared deviations about it (M2, fp32, two passes) of y as stored (rounded to dtype). A reader takes
+ * them per channel (out_groups = Cout). Cout / out_groups must divide 32 and Ho*Wo be a multiple of 16
+ * (ONESTEP_ERROR_UNSUPPORTED otherwise); stats_out 8-byte aligned, aliasing no operand. Every tile takes it; the rest
+ * as onestep_conv2d_igemm_typed. */
 onestep_status onestep_conv2d_igemm_stats_typed(const void* x, const void* w_krsc, const void* bias, const void* z,
                                                 void* y, int N, int H, int W, int Cin, int KH, int KW, int Cout,
                                                 int stride, int padding, int config, float* stats_out, int out_groups,
-                                                const void* out_x_bias, const void* out_add, const void* out_add_bias,
                                                 onestep_dtype dtype, cudaStream_t stream);
-/* onestep_groupnorm_conv2d_igemm_typed with the statistics given: stats (N, H*W / 16, groups) as
- * onestep_conv2d_igemm_stats_typed left them for x with this call's x_bias and add (NULL: computed from x as that
- * function does; H*W a multiple of 16 otherwise), merged per group in run order (Chan et al. 1979), x read only by the
- * tiles. stats_out, out_groups and the out_ terms: as onestep_conv2d_igemm_stats_typed, for y (NULL stats_out: none),
- * so conv1 can leave norm2's statistics (out_add: the time embedding's projection). stats must not alias y or
- * stats_out. The rest as onestep_groupnorm_conv2d_igemm_typed. */
+/* onestep_groupnorm_conv2d_igemm_typed with x's statistics given: stats (N, H*W / 16, Cin) as
+ * onestep_conv2d_igemm_stats_typed left them for x with out_groups = Cin (per channel, of x as stored; NULL: computed
+ * from x as that function does). Each block merges its sample's pairs per group (Chan et al. 1979), each channel's
+ * mean shifted by its pre-add terms x_bias[c] + (add[n, c] + add_bias[c]), which are constant over the pixels; x is
+ * read only by the tiles. H*W must be a multiple of 16. stats_out and out_groups: as onestep_conv2d_igemm_stats_typed,
+ * for y (NULL: none), so conv1 can leave norm2's statistics. stats must not alias y or stats_out. The rest as
+ * onestep_groupnorm_conv2d_igemm_typed. */
 onestep_status onestep_groupnorm_conv2d_igemm_stats_typed(
     const void* x, const void* x_bias, const void* add, const void* add_bias, const void* gamma, const void* beta,
     int groups, float eps, int silu, const float* stats, const void* w_krsc, const void* bias, const void* z, void* y,
     int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride, int padding, int config, float* stats_out,
-    int out_groups, const void* out_x_bias, const void* out_add, const void* out_add_bias, onestep_dtype dtype,
-    cudaStream_t stream);
+    int out_groups, onestep_dtype dtype, cudaStream_t stream);
 /* y = conv2d(cat(a + a_bias, b + b_bias), w) + bias + z, the concatenation along channels never stored: a (N, H, W,
  * Ca) and b (N, H, W, Cb), each source's sum rounded to the storage type as onestep_concat_channels_biased_typed would
  * store it (a_bias (Ca) and b_bias (Cb) may be NULL: the sources read as they are); Cin = Ca + Cb. An up block's 1x1

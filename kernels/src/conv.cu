@@ -95,7 +95,7 @@ struct NormIn {
     float eps;
     int silu;
     int stats;
-    const float2* given;  // non-null: the statistics as a producer's epilogue left them (StatsOut), not from x
+    const float2* given;  // non-null: x's per-channel statistics as a producer's epilogue left them (StatsOut)
 };
 
 // A second convolution in the same launch (NORM only; first_tiles > 0): an up block's 1x1 conv_shortcut of the same
@@ -109,15 +109,13 @@ struct Pair {
     int KH, KW, padding, first_tiles;
 };
 
-// The statistics of a group norm of y, left by the epilogue for the convolution that normalizes y next (its NormIn's
-// `given`; twenty-fourth session). part (N, Ho Wo / 16, groups) gets, for each run of 16 output pixels and each group
-// of Cout / groups channels, the mean and the sum of squared deviations about it (M2) of the values the reader will
-// normalize: y as stored (rounded to T), then (+ x_bias[c]) + (add[n, c] + add_bias[c]) in fp32, norm_prologue's
-// pre_added. part null: none.
-template <typename T>
+// Statistics of y left by the epilogue for the convolution that normalizes y next (its NormIn's `given`; twenty-fourth
+// session). part (N, Ho Wo / 16, groups) gets, for each run of 16 output pixels and each group of Cout / groups
+// channels, the mean and the sum of squared deviations about it (M2) of y as stored (rounded to T). The reader takes
+// them per channel (groups = Cout), so it can add its own pre-add terms, which are constant over a run's pixels.
+// part null: none.
 struct StatsOut {
     float2* part;
-    const T *x_bias, *add, *add_bias;
     int groups;
 };
 
@@ -195,24 +193,45 @@ __device__ __forceinline__ void norm_prologue(const T* __restrict__ x, const T* 
     __syncthreads();
     if (!nm.stats) return;
     if (nm.given) {
-        // A producer's epilogue left (mean, M2) per run of 16 pixels (StatsOut): merged here in run order, Chan et
-        // al. 1979's pairwise update with equal counts written out, mean = the runs' means' mean and
-        // M2 = sum_t M2_t + 16 Cg sum_t (mean_t - mean)^2; x itself is not read. A few hundred bytes a block, where
-        // the pass below reads the whole sample in every block.
-        const int runs = s.H * s.W / 16, Cg = s.Cin / nm.groups;
-        for (int g = threadIdx.x; g < nm.groups; g += THREADS) {
-            const float2* p = nm.given + (long long)n * runs * nm.groups + g;
+        // A producer's epilogue left (mean, M2) per run of 16 pixels and channel of x as stored (StatsOut with groups
+        // = Cin). The pre-add terms shift a channel's values by s_c = x_bias[c] + (add[n, c] + add_bias[c]), the same
+        // at every pixel, so group g's statistics of x' are the pairs' merge (Chan et al. 1979, equal counts of 16):
+        // mean = the mean of m_tc + s_c over the group's runs t and channels c, M2 = sum_tc [M2_tc + 16 (m_tc + s_c -
+        // mean)^2]. `lanes` threads share a group (a power of two: the block's threads over the groups), each summing
+        // a strided share of the pairs, then a fixed butterfly (the same bits every run); every thread takes part in
+        // the shuffles (idle ones add zeros). x itself is not read: a few KB a block, where the pass below reads the
+        // whole sample in every block.
+        const int runs = s.H * s.W / 16, Cg = s.Cin / nm.groups, pairs = runs * Cg;
+        int lanes = 1;
+        while (lanes < 32 && 2 * lanes * nm.groups <= THREADS) lanes *= 2;
+        const int lane = threadIdx.x % lanes;
+        const float2* base = nm.given + (long long)n * runs * s.Cin;
+        for (int first = 0; first < nm.groups * lanes; first += THREADS) {
+            const int g = (first + int(threadIdx.x)) / lanes;
+            const bool mine = g < nm.groups;
+            auto pair = [&](int i, float& m) {  // pair i of group g: run i / Cg, channel g Cg + i % Cg, shifted
+                const int c = g * Cg + i % Cg;
+                const float2 q = base[(long long)(i / Cg) * s.Cin + c];
+                m = q.x + (chan[c].x + chan[c].y);
+                return q.y;
+            };
             float sum = 0.f;
-            for (int t = 0; t < runs; t++) sum += p[(long long)t * nm.groups].x;
-            const float mean = sum / float(runs);
-            float m2 = 0.f, spread = 0.f;
-            for (int t = 0; t < runs; t++) {
-                const float2 q = p[(long long)t * nm.groups];
-                const float d = q.x - mean;
-                m2 += q.y, spread += d * d;
+            for (int i = lane; mine && i < pairs; i += lanes) {
+                float m;
+                pair(i, m);
+                sum += m;
             }
-            m2 += float(16 * Cg) * spread;
-            gstat[g] = make_float2(mean, 1.0f / sqrtf(fmaxf(m2, 0.f) / (float(s.H * s.W) * float(Cg)) + nm.eps));
+            for (int o = lanes / 2; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            const float mean = sum / float(pairs);
+            float m2 = 0.f;
+            for (int i = lane; mine && i < pairs; i += lanes) {
+                float m;
+                const float q2 = pair(i, m);
+                m2 += q2 + 16.f * (m - mean) * (m - mean);
+            }
+            for (int o = lanes / 2; o > 0; o /= 2) m2 += __shfl_xor_sync(0xffffffffu, m2, o);
+            if (mine && lane == 0)
+                gstat[g] = make_float2(mean, 1.0f / sqrtf(fmaxf(m2, 0.f) / (float(s.H * s.W) * float(Cg)) + nm.eps));
         }
         __syncthreads();
         return;
@@ -294,11 +313,12 @@ __device__ __forceinline__ void norm_prologue(const T* __restrict__ x, const T* 
 
 // StatsOut: the tile's (mean, M2) per run of 16 output pixels and group, from the values `keep` left in `kept` (the
 // whole tile's in one block; with a cluster each output's in the block that finished it, CS-th runs of kThreads
-// outputs, read through distributed shared memory). One warp of the cluster's a (run, group) item: a sum over its
-// 16 Cg values, the mean, then the squared deviations about it (two passes over values in shared memory: no
-// cancellation), each summed lane-strided and then across the warp in a fixed order (the same bits every run).
-template <class C, typename T>
-__device__ __forceinline__ void tile_stats(const float* kept, const Shape& s, const StatsOut<T>& so, int m0, int n0,
+// outputs, read through distributed shared memory). Two passes over values in shared memory (the mean, then the
+// squared deviations about it: no cancellation), in a fixed order (the same bits every run). Per channel (the
+// reader's layout), one thread an item, its 16 values in order; for wider groups one warp an item, lane-strided sums
+// then a butterfly across the warp.
+template <class C>
+__device__ __forceinline__ void tile_stats(const float* kept, const Shape& s, const StatsOut& so, int m0, int n0,
                                            int wid, int lane) {
     static_assert(C::KSPLIT >= 2, "kept values live in the second warp's slice");
     const int Cg = s.Cout / so.groups, per_tile = C::BN / Cg, items = (C::BM / 16) * per_tile, cnt = 16 * Cg;
@@ -307,9 +327,27 @@ __device__ __forceinline__ void tile_stats(const float* kept, const Shape& s, co
         if constexpr (C::CS == 1) return kept[e];
         else return cluster_map(kept, unsigned((e / C::kThreads) % C::CS))[e];
     };
+    auto out = [&](int row0, int col0) -> float2& {
+        return so.part[(long long)((m0 + row0) / 16) * so.groups + (n0 + col0) / Cg];
+    };
+    if (Cg == 1) {
+        for (int it = wid * 32 + lane; it < items; it += C::CS * C::kThreads) {
+            const int row0 = (it / per_tile) * 16, col0 = it % per_tile;
+            if (m0 + row0 >= s.M || n0 + col0 >= s.Cout) continue;  // a run lies in one sample (HW % 16)
+            float sum = 0.f, m2 = 0.f;
+            for (int i = 0; i < 16; i++) sum += value(row0, col0, i);
+            const float mean = sum / 16.f;
+            for (int i = 0; i < 16; i++) {
+                const float d = value(row0, col0, i) - mean;
+                m2 += d * d;
+            }
+            out(row0, col0) = make_float2(mean, m2);
+        }
+        return;
+    }
     for (int it = wid; it < items; it += C::CS * C::KSPLIT) {
         const int row0 = (it / per_tile) * 16, col0 = (it % per_tile) * Cg;
-        if (m0 + row0 >= s.M || n0 + col0 >= s.Cout) continue;  // warp-uniform; a run lies in one sample (HW % 16)
+        if (m0 + row0 >= s.M || n0 + col0 >= s.Cout) continue;  // warp-uniform
         float sum = 0.f;
         for (int i = lane; i < cnt; i += 32) sum += value(row0, col0, i);
         const float mean = warp_sum(sum) / float(cnt);
@@ -319,14 +357,14 @@ __device__ __forceinline__ void tile_stats(const float* kept, const Shape& s, co
             m2 += d * d;
         }
         m2 = warp_sum(m2);
-        if (lane == 0) so.part[(long long)((m0 + row0) / 16) * so.groups + (n0 + col0) / Cg] = make_float2(mean, m2);
+        if (lane == 0) out(row0, col0) = make_float2(mean, m2);
     }
 }
 
 template <typename T, class C, bool NORM = false>
 __global__ void __launch_bounds__(C::kThreads)
     conv_kernel(const T* __restrict__ x, const T* __restrict__ x2, const T* __restrict__ w, const T* __restrict__ bias,
-                const T* z, T* y, Shape s, NormIn<T> nm, Pair<T> pair, StatsOut<T> so) {
+                const T* z, T* y, Shape s, NormIn<T> nm, Pair<T> pair, StatsOut so) {
     await_predecessors();
     ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -466,20 +504,9 @@ __global__ void __launch_bounds__(C::kThreads)
     __syncthreads();  // every warp is out of its ring: the shared memory now holds the partial sums
 
     float* part = reinterpret_cast<float*>(smem);
-    // StatsOut: each output's value as the next group norm reads it, kept in the second warp's slice of the partial
-    // sums (KSPLIT >= 2; only the thread finishing output e reads that slice's e, and the cluster's peers read the
-    // first slice only).
+    // StatsOut: each output's value as stored, kept in the second warp's slice of the partial sums (KSPLIT >= 2; only
+    // the thread finishing output e reads that slice's e, and the cluster's peers read the first slice only).
     float* kept = part + C::BM * C::BN;
-    auto keep = [&](int e, T stored, int m, int co) {
-        float u = to_f32(stored);
-        if (so.x_bias) u += to_f32(so.x_bias[co]);
-        if (so.add) {
-            float ab = to_f32(so.add[(long long)(m / (s.Ho * s.Wo)) * s.Cout + co]);
-            if (so.add_bias) ab += to_f32(so.add_bias[co]);
-            u += ab;
-        }
-        kept[e] = u;
-    };
 #pragma unroll
     for (int mi = 0; mi < C::BM / 16; mi++)
 #pragma unroll
@@ -502,7 +529,7 @@ __global__ void __launch_bounds__(C::kThreads)
             if (z) v += to_f32(z[o]);  // z may be y itself: read before the write, by the same thread
             const T stored = from_f32<T>(v);
             y[o] = stored;
-            if (so.part) keep(e, stored, m, co);
+            if (so.part) kept[e] = to_f32(stored);
         }
         if (so.part) {
             __syncthreads();
@@ -528,7 +555,7 @@ __global__ void __launch_bounds__(C::kThreads)
             if (z) v += to_f32(z[o]);
             const T stored = from_f32<T>(v);
             y[o] = stored;
-            if (so.part) keep(e, stored, m, co);
+            if (so.part) kept[e] = to_f32(stored);
         }
         if (so.part) {
             cluster_sync();  // every block's kept values are written
@@ -560,7 +587,7 @@ int pick(const Shape& s, int groups = 0, bool stats = true);
 // nm null: the plain convolution; else the group norm prologue (NORM), with its constants' shared memory.
 template <typename T, class C>
 cudaError_t run(const void* x, const void* x2, const void* w, const void* bias, const void* z, void* y, const Shape& s,
-                const NormIn<T>* nm, const Pair<T>& pair, const StatsOut<T>& so, cudaStream_t stream) {
+                const NormIn<T>* nm, const Pair<T>& pair, const StatsOut& so, cudaStream_t stream) {
     const unsigned tiles_y = unsigned((s.Cout + C::BN - 1) / C::BN);
     Pair<T> pr = pair;
     if (pr.w) pr.first_tiles = int(tiles_y);
@@ -583,7 +610,7 @@ cudaError_t run(const void* x, const void* x2, const void* w, const void* bias, 
 
 template <typename T>
 cudaError_t dispatch(int config, const void* x, const void* x2, const void* w, const void* bias, const void* z, void* y,
-                     const Shape& s, const NormIn<T>* nm, const Pair<T>& pair, const StatsOut<T>& so,
+                     const Shape& s, const NormIn<T>* nm, const Pair<T>& pair, const StatsOut& so,
                      cudaStream_t stream) {
     switch (config) {
         case 1: return run<T, Tile1>(x, x2, w, bias, z, y, s, nm, pair, so, stream);
@@ -685,15 +712,11 @@ struct NormArgs {
     float eps;
     int silu;
     int stats;
-    const float* given = nullptr;  // the statistics a producer left (N, H W / 16, groups) float2, or null: from x
+    const float* given = nullptr;  // x's per-channel statistics a producer left (N, H W / 16, Cin) float2, or null
 };
 
-// The statistics the epilogue leaves for the next group norm (igemm::StatsOut), untyped; part null: none.
-struct StatsArgs {
-    float* part;
-    const void *x_bias, *add, *add_bias;
-    int groups;
-};
+// The statistics the epilogue leaves for the next group norm (igemm::StatsOut); part null: none.
+using igemm::StatsOut;
 
 template <typename T>
 static igemm::NormIn<T> typed(const NormArgs& a) {
@@ -705,13 +728,6 @@ static igemm::NormIn<T> typed(const NormArgs& a) {
                             reinterpret_cast<const float2*>(a.given)};
 }
 
-template <typename T>
-static igemm::StatsOut<T> typed(const StatsArgs* a) {
-    if (!a) return igemm::StatsOut<T>{};
-    return igemm::StatsOut<T>{reinterpret_cast<float2*>(a->part), static_cast<const T*>(a->x_bias),
-                              static_cast<const T*>(a->add), static_cast<const T*>(a->add_bias), a->groups};
-}
-
 // The checks and launch of the entry points; `up`: x is (N, H / 2, W / 2, Cin), upsampled 2x on the fly; concat: the
 // input is [x, x2] along channels (x2 may not be null), x with Ca of the Cin; norm: the prologue's operands, or null.
 static onestep_status igemm_impl(const char* fn, const void* x, const void* w_krsc, const void* bias, const void* z,
@@ -719,7 +735,7 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
                                  int padding, int up, int config, onestep_dtype dtype, cudaStream_t stream,
                                  const NormArgs* norm = nullptr, bool concat = false, const void* x2 = nullptr,
                                  int Ca = 0, const void* pair_w = nullptr, void* pair_y = nullptr,
-                                 const StatsArgs* stats_out = nullptr) {
+                                 const StatsOut* stats_out = nullptr) {
     char cat[48] = "";
     if (concat) std::snprintf(cat, sizeof cat, " (Ca=%d, Cb=%d)", Ca, Cin - Ca);
     ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d%s, KH=%d, KW=%d, Cout=%d, stride=%d, padding=%d, config=%d, %s", N,
@@ -778,7 +794,8 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
                         "H*W=%d: given statistics come in runs of 16 pixels (H*W a multiple of 16)", H * W);
         if (reinterpret_cast<uintptr_t>(norm->given) % 8)
             return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "stats must be 8-byte aligned (float2)");
-        if (static_cast<const void*>(norm->given) == y || (stats_out && stats_out->part == norm->given))
+        if (static_cast<const void*>(norm->given) == y ||
+            (stats_out && static_cast<const void*>(stats_out->part) == static_cast<const void*>(norm->given)))
             return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "stats must not alias y or stats_out");
     }
     if (norm && !norm->stats) {
@@ -821,7 +838,7 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
                         igemm::kNormSharedLimit / 1024, igemm::kTiles[config].threads);
     }
     if (stats_out && stats_out->part) {
-        const StatsArgs& so = *stats_out;
+        const StatsOut& so = *stats_out;
         if (so.groups < 1 || Cout % so.groups || 32 % (Cout / so.groups))
             return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
                         "out_groups=%d: the statistics' groups must divide Cout into 1, 2, 4, 8, 16 or 32 channels "
@@ -832,14 +849,7 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
                         "Ho*Wo=%d: the statistics come in runs of 16 pixels (Ho*Wo a multiple of 16)", Ho * Wo);
         if (reinterpret_cast<uintptr_t>(so.part) % 8)
             return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "stats_out must be 8-byte aligned (float2)");
-        if (so.add_bias && !so.add)
-            return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "out_add_bias is given without out_add");
-        // The epilogue reads them while other blocks write y, and stats_out must hold nothing else it reads.
-        for (const void* p : {so.x_bias, so.add, so.add_bias})
-            if (p && p == y)
-                return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
-                            "y must not alias out_x_bias, out_add or out_add_bias");
-        for (const void* p : {x, x2, w_krsc, bias, z, static_cast<const void*>(y), so.x_bias, so.add, so.add_bias})
+        for (const void* p : {x, x2, w_krsc, bias, z, static_cast<const void*>(y)})
             if (p && p == so.part)
                 return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "stats_out must not alias another operand");
     }
@@ -851,13 +861,13 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
         const igemm::NormIn<__half> nm = norm ? typed<__half>(*norm) : igemm::NormIn<__half>{};
         const igemm::Pair<__half> pair{static_cast<const __half*>(pair_w), static_cast<__half*>(pair_y), 1, 1, 0, 0};
         e = igemm::dispatch<__half>(config, x, x2, w_krsc, bias, z, y, s, norm ? &nm : nullptr, pair,
-                                    typed<__half>(stats_out), stream);
+                                    stats_out ? *stats_out : StatsOut{}, stream);
     } else {
         const igemm::NormIn<__nv_bfloat16> nm = norm ? typed<__nv_bfloat16>(*norm) : igemm::NormIn<__nv_bfloat16>{};
         const igemm::Pair<__nv_bfloat16> pair{static_cast<const __nv_bfloat16*>(pair_w),
                                               static_cast<__nv_bfloat16*>(pair_y), 1, 1, 0, 0};
         e = igemm::dispatch<__nv_bfloat16>(config, x, x2, w_krsc, bias, z, y, s, norm ? &nm : nullptr, pair,
-                                           typed<__nv_bfloat16>(stats_out), stream);
+                                           stats_out ? *stats_out : StatsOut{}, stream);
     }
     return check_launch(e, fn, shapes);
 }
@@ -883,10 +893,8 @@ extern "C" onestep_status onestep_conv2d_igemm_stats_typed(const void* x, const 
                                                            const void* z, void* y, int N, int H, int W, int Cin,
                                                            int KH, int KW, int Cout, int stride, int padding,
                                                            int config, float* stats_out, int out_groups,
-                                                           const void* out_x_bias, const void* out_add,
-                                                           const void* out_add_bias, onestep_dtype dtype,
-                                                           cudaStream_t stream) {
-    const StatsArgs so{stats_out, out_x_bias, out_add, out_add_bias, out_groups};
+                                                           onestep_dtype dtype, cudaStream_t stream) {
+    const StatsOut so{reinterpret_cast<float2*>(stats_out), out_groups};
     if (!stats_out) {
         ONESTEP_SHAPES("N=%d, H=%d, W=%d, Cin=%d, Cout=%d", N, H, W, Cin, Cout);
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, "onestep_conv2d_igemm_stats_typed", shapes, "NULL stats_out");
@@ -899,11 +907,10 @@ extern "C" onestep_status onestep_groupnorm_conv2d_igemm_stats_typed(
     const void* x, const void* x_bias, const void* add, const void* add_bias, const void* gamma, const void* beta,
     int groups, float eps, int silu, const float* stats, const void* w_krsc, const void* bias, const void* z, void* y,
     int N, int H, int W, int Cin, int KH, int KW, int Cout, int stride, int padding, int config, float* stats_out,
-    int out_groups, const void* out_x_bias, const void* out_add, const void* out_add_bias, onestep_dtype dtype,
-    cudaStream_t stream) {
+    int out_groups, onestep_dtype dtype, cudaStream_t stream) {
     NormArgs norm{gamma, beta, x_bias, add, add_bias, nullptr, groups, eps, silu, 1};
     norm.given = stats;
-    const StatsArgs so{stats_out, out_x_bias, out_add, out_add_bias, out_groups};
+    const StatsOut so{reinterpret_cast<float2*>(stats_out), out_groups};
     return igemm_impl("onestep_groupnorm_conv2d_igemm_stats_typed", x, w_krsc, bias, z, y, N, H, W, Cin, KH, KW, Cout,
                       stride, padding, 0, config, dtype, stream, &norm, false, nullptr, 0, nullptr, nullptr, &so);
 }
