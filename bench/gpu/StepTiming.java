@@ -297,7 +297,8 @@ public final class StepTiming {
                 // instead of one transposed convolution; folded but with each ResnetBlock2D's group norms apart from
                 // the convolutions they feed (Ops#groupNormConv2d not called: the group norm kernels and the plain
                 // convolutions); folded but with each attention block's attention and to_out.0 as two launches (no
-                // onestep_attention_residual_qkv_typed); and, on a GPU, with cuDNN's heuristic algorithms instead of
+                // onestep_attention_residual_qkv_typed); with each group norm's statistics computed by its reader,
+                // not left by the convolution before it (Device#chainNormConvs); and, on a GPU, with cuDNN's heuristic algorithms instead of
                 // its timed search, with every convolution on cuDNN (none on our implicit GEMM, even where it timed
                 // faster), with every attention on the default kernel (no split-keys or pipelined one), with every
                 // group norm on the default kernels (no slab or cluster kernel); and with
@@ -311,10 +312,11 @@ public final class StepTiming {
                 boolean searching = cudnnDevice != null && cudnnDevice.searchesConvolutions();
                 String[] variants = searching
                         ? new String[] {"unfolded", "unfused residual", "unfused upsampling", "norms apart",
-                                        "attention and to_out apart", "heuristic convolutions", "cuDNN convolutions only", "default attention only",
+                                        "norm statistics not chained", "attention and to_out apart", "heuristic convolutions", "cuDNN convolutions only", "default attention only",
                                         "default group norm only", "programmatic dependent launch", "default again"}
                         : new String[] {"unfolded", "unfused residual", "unfused upsampling", "norms apart",
-                                        "attention and to_out apart", "programmatic dependent launch", "default again"};
+                                        "norm statistics not chained", "attention and to_out apart",
+                                        "programmatic dependent launch", "default again"};
                 boolean pdlBefore = ai.onestep.backend.cuda.Device.programmaticLaunch();
                 boolean attentionOut = co.device().fusesAttentionResidual();
                 for (String variant : variants) {
@@ -322,6 +324,7 @@ public final class StepTiming {
                     co.fuseResiduals(!variant.equals("unfused residual"));
                     co.fuseUpsampling(!variant.equals("unfused upsampling"));
                     co.fuseNormConvs(!variant.equals("norms apart"));
+                    co.device().chainNormConvs(!variant.equals("norm statistics not chained"));
                     co.device().fuseAttentionResidual(attentionOut && !variant.equals("attention and to_out apart"));
                     if (searching) {
                         cudnnDevice.searchConvolutions(!variant.equals("heuristic convolutions"));
@@ -368,6 +371,7 @@ public final class StepTiming {
                         co.fuseResiduals(true);
                         co.fuseUpsampling(true);
                         co.fuseNormConvs(true);
+                        co.device().chainNormConvs(true);
                         co.device().fuseAttentionResidual(attentionOut);
                         if (searching) {
                             cudnnDevice.searchConvolutions(true);

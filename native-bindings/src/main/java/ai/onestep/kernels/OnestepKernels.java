@@ -494,6 +494,42 @@ public final class OnestepKernels {
                                                                   @Cast("onestep_dtype") int dtype,
                                                                   @Cast("cudaStream_t") long stream);
 
+    /**
+     * {@code onestep_conv2d_igemm_typed} leaving, in its epilogue, y's statistics for a later group norm: (n, ho*wo/16,
+     * outGroups) pairs of fp32 (mean, M2) per run of 16 pixels (see the header).
+     */
+    public static native int onestep_conv2d_igemm_stats_typed(@Cast("const void*") long x,
+                                                              @Cast("const void*") long wKrsc,
+                                                              @Cast("const void*") long bias,
+                                                              @Cast("const void*") long z, @Cast("void*") long y, int n,
+                                                              int h, int wd, int cin, int kh, int kw, int cout,
+                                                              int stride, int padding, int config,
+                                                              @Cast("float*") long statsOut, int outGroups,
+                                                              @Cast("onestep_dtype") int dtype,
+                                                              @Cast("cudaStream_t") long stream);
+
+    /**
+     * {@code onestep_groupnorm_conv2d_igemm_typed} on x's per-channel statistics {@code stats} as a producer left them
+     * (0: computed from x), leaving y's in {@code statsOut} (0: none; see the header).
+     */
+    public static native int onestep_groupnorm_conv2d_igemm_stats_typed(@Cast("const void*") long x,
+                                                                        @Cast("const void*") long xBias,
+                                                                        @Cast("const void*") long add,
+                                                                        @Cast("const void*") long addBias,
+                                                                        @Cast("const void*") long gamma,
+                                                                        @Cast("const void*") long beta, int groups,
+                                                                        float eps, int silu,
+                                                                        @Cast("const float*") long stats,
+                                                                        @Cast("const void*") long wKrsc,
+                                                                        @Cast("const void*") long bias,
+                                                                        @Cast("const void*") long z,
+                                                                        @Cast("void*") long y, int n, int h, int wd,
+                                                                        int cin, int kh, int kw, int cout, int stride,
+                                                                        int padding, int config,
+                                                                        @Cast("float*") long statsOut, int outGroups,
+                                                                        @Cast("onestep_dtype") int dtype,
+                                                                        @Cast("cudaStream_t") long stream);
+
     public static native int onestep_conv2d_igemm_configs();
 
     public static native @Cast("const char*") BytePointer onestep_conv2d_igemm_config_name(int config);

@@ -459,6 +459,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
     void enterPass(Residency r) {
         pass = r;
         passType = precision;
+        device.pass(true);
     }
 
     void exitPass() {
@@ -468,6 +469,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
         pass = null;
         resident = false;
         passType = Precision.FP32;
+        device.pass(false);
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -640,6 +642,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
     /** Runs {@code body} (which resolves its tensors and launches) as one device op. */
     private void run(String op, Runnable body) {
         deviceOps++;
+        device.opBoundary();
         if (opCounts != null) {
             opCounts.merge(op, 1L, Long::sum);
         }
@@ -680,6 +683,7 @@ public final class CudaOps extends Ops implements AutoCloseable {
             throw new NoDeviceKernel(op + ": has no device kernel yet, so it cannot run inside a device pass");
         }
         hostOps++;
+        device.opBoundary();
         if (parameters.owned.size() == 0) {
             cpu.run();
             return;

@@ -416,6 +416,10 @@ public abstract class Device implements AutoCloseable {
 
     @Override
     public void close() {
+        for (long b : statsBuffers.values()) {
+            free(b);
+        }
+        statsBuffers.clear();
         if (choicesFile != null) {
             try {
                 saveChoices(choicesFile);
@@ -781,13 +785,257 @@ public abstract class Device implements AutoCloseable {
                                     int stride, int padding, Precision type, Scratch scratch, Supplier<String> what) {
         NormConv op = new NormConv(x, xBias, add, addBias, gamma, beta, groups, eps, silu, g, mean, rstd, w, wKrsc,
                 bias, z, y, n, h, wd, cin, kh, kw, cout, stride, padding, type, what);
-        int config = normConvConfig(op);
-        if (config == 0) {
-            normConvsUnfused++;
-            unfusedNormConv(op, scratch);
-        } else {
-            fusedNormConv(op, config);
+        Link prev = last;
+        last = null;
+        String at = (normConvsInPass++) + "|" + normConvKey(op);
+        boolean chains = chainsNormConvs();
+        // This call as the reader of the last one's statistics, where it reads that one's y right after it.
+        int given = 0;
+        long statsIn = 0;
+        if (chains && prev != null && prev.seq() == opSeq - 1 && prev.op().y() == x && readsStats(op)) {
+            boolean fresh = !choices.containsKey(normConvKey(op) + ",given");
+            given = givenConfig(op, prev);
+            if (given != 0) {
+                wanted.add(prev.at());
+                statsIn = prev.stats() != 0 ? prev.stats() : restat(prev);
+                if (statsIn == 0) {
+                    given = 0;  // inside a capture, where the producer did not leave them: the own route
+                }
+            } else {
+                wanted.remove(prev.at());
+                if (fresh && !capturing) {
+                    prev.asRan().accept(scratch);  // the timing's last producer run may have left other bits in x
+                }
+            }
         }
+        // This call as a producer of statistics for the next, where a reader took them in an earlier run.
+        long statsOut = chains && leavesStats(op) && wanted.contains(at) ? statsBuffer(at, op) : 0;
+        Route route;
+        if (given != 0) {
+            normConvsGiven++;
+            long in = statsIn;
+            int cfg = given;
+            route = new Route(s -> givenNormConv(op, in, cfg, 0), buf -> givenNormConv(op, in, cfg, buf));
+        } else {
+            int config = normConvConfig(op);
+            if (config == 0) {
+                normConvsUnfused++;
+                route = new Route(s -> unfusedNormConv(op, s), buf -> unfusedNormConvStats(op, buf));
+            } else {
+                route = new Route(s -> fusedNormConv(op, config), buf -> fusedNormConvStats(op, config, buf));
+            }
+        }
+        if (statsOut != 0) {
+            normConvStatsLeft++;
+            route.withStats().accept(statsOut);
+        } else {
+            route.asRan().accept(scratch);
+        }
+        if (chains && leavesStats(op)) {
+            last = new Link(op, opSeq, at, statsOut != 0 ? s -> route.withStats().accept(statsOut) : route.asRan(),
+                    route.withStats(), statsOut);
+        }
+    }
+
+    // ---- group norm statistics left by the producer (twenty-fourth session) ---------------------------------
+    //
+    // A pass's ResnetBlock2Ds chain their groupNormConv calls: conv1's output is norm2's input, conv2's the next
+    // block's norm1's (or an attention block's norm's). Each reader's group norm needs statistics of its whole sample,
+    // which the group norm prologue recomputed in every block of its launch (it lost every timed choice on an H200).
+    // Here the producing call leaves per-channel statistics of its output in its epilogue
+    // (onestep_conv2d_igemm_stats_typed, onestep_groupnorm_conv2d_igemm_stats_typed), and the reader merges them,
+    // shifted by its own pre-add terms, instead of launching a group norm or reading its sample in every block.
+    //
+    // A reader takes them only from the call right before it in the pass (no op in between, so nothing else wrote its
+    // x) whose y is its x. Whether it does is a timed choice per reader shape (key ",given"), made on its first use
+    // outside a capture: the producer re-run as it ran and the reader's own route, against the producer re-run leaving
+    // statistics and the reader on them (so the epilogue's cost is counted), and kept if faster and in agreement. A
+    // producer leaves statistics where a reader took them in an earlier run of the pass: it cannot know its reader, so
+    // it learns it by its position among the pass's groupNormConv calls (the same in the pass's measuring run and its
+    // capture, whose addresses differ). A wrong guess costs only time: a reader uses statistics only from its
+    // producer's launch in this run.
+
+    /** A groupNormConv launch's routes: as it ran (its scratch), and leaving its output's statistics in a buffer. */
+    private record Route(java.util.function.Consumer<Scratch> asRan, java.util.function.LongConsumer withStats) {
+    }
+
+    /**
+     * The last groupNormConv launched in a pass: its operands, the op it ran in ({@link #opBoundary}), its position
+     * in the pass, how to run it again (as it ran; leaving statistics), and the statistics it left (0: none).
+     */
+    private record Link(NormConv op, long seq, String at, java.util.function.Consumer<Scratch> asRan,
+                        java.util.function.LongConsumer withStats, long stats) {
+    }
+
+    private Link last;
+    private long opSeq;
+    private int normConvsInPass;
+    private boolean inPass;
+    private boolean chainNormConvs = !"false".equalsIgnoreCase(System.getProperty("onestep.cuda.chainNormStats"));
+    /** Producers (by position in their pass) whose reader took their statistics. */
+    private final java.util.Set<String> wanted = new java.util.HashSet<>();
+    /** Each producer position's statistics buffer, allocated outside captures and kept while the device lives. */
+    private final java.util.Map<String, Long> statsBuffers = new java.util.HashMap<>();
+    private long normConvsGiven;
+    private long normConvStatsLeft;
+
+    /** An op of the backend begins (CudaOps runs every op through this): a reader chains only to the op before it. */
+    public void opBoundary() {
+        opSeq++;
+    }
+
+    /** A pass's run begins (true) or ends: its groupNormConv calls count from 0 again, and may chain. */
+    public void pass(boolean started) {
+        inPass = started;
+        normConvsInPass = 0;
+        last = null;
+    }
+
+    /**
+     * Turns the statistics chain on or off ({@code -Donestep.cuda.chainNormStats=false}: never; for timing it against
+     * the group norm launches).
+     */
+    public void chainNormConvs(boolean on) {
+        chainNormConvs = on;
+    }
+
+    /** groupNormConv calls that read their statistics from the call before them (timing runs not counted). */
+    public long normConvsGiven() {
+        return normConvsGiven;
+    }
+
+    /** groupNormConv calls that left their output's statistics for the call after them. */
+    public long normConvStatsLeft() {
+        return normConvStatsLeft;
+    }
+
+    private boolean chainsNormConvs() {
+        return chainNormConvs && inPass && ownConvolutions;
+    }
+
+    /**
+     * Whether op can leave its output's statistics: our implicit GEMM takes it (fp16/bf16, KRSC weights), its output
+     * comes in runs of 16 pixels, and it can run again with the same result (its y is none of its inputs).
+     */
+    private boolean leavesStats(NormConv o) {
+        long hw = (long) ((o.h() + 2 * o.padding() - o.kh()) / o.stride() + 1)
+                * ((o.wd() + 2 * o.padding() - o.kw()) / o.stride() + 1);
+        return igemmTakes(o.x(), o.wKrsc(), o.cin(), o.type()) && o.g() % 16 == 0 && hw % 16 == 0
+                && o.y() != o.x() && o.y() != o.z() && o.y() != o.add() && o.y() != o.xBias() && o.y() != o.g();
+    }
+
+    /** Whether op can read given statistics: its input in runs of 16 pixels, y apart from its operands. */
+    private boolean readsStats(NormConv o) {
+        return igemmTakes(o.x(), o.wKrsc(), o.cin(), o.type()) && (long) o.h() * o.wd() % 16 == 0 && o.y() != o.x()
+                && o.y() != o.add() && o.y() != o.z();
+    }
+
+    /** Producer position {@code at}'s statistics buffer, allocated on first use outside a capture; 0 inside one. */
+    private long statsBuffer(String at, NormConv o) {
+        Long b = statsBuffers.get(at);
+        if (b == null) {
+            if (capturing) {
+                return 0;
+            }
+            long hw = (long) ((o.h() + 2 * o.padding() - o.kh()) / o.stride() + 1)
+                    * ((o.wd() + 2 * o.padding() - o.kw()) / o.stride() + 1);
+            b = malloc((long) o.n() * (hw / 16) * o.cout() * 8, () -> "group norm statistics left at " + at);
+            statsBuffers.put(at, b);
+        }
+        return b;
+    }
+
+    /**
+     * prev run again leaving its statistics, their buffer: outside a capture only (a pass's first run, before its
+     * producers learn that their readers take them). Inside one, 0: a second launch of the producer would cost the
+     * graph a node, so the reader runs its own route.
+     */
+    private long restat(Link prev) {
+        if (capturing) {
+            return 0;
+        }
+        long buf = statsBuffer(prev.at(), prev.op());
+        prev.withStats().accept(buf);
+        return buf;
+    }
+
+    /** The tile a plain convolution of op's shape was timed to (its choice key), or 0 (the library's pick). */
+    private int convTile(NormConv o) {
+        String key = (o.z() == 0 ? "conv," : "residual,") + shapeKey(o.n(), o.h(), o.wd(), o.cin(), o.kh(), o.kw(),
+                o.cout(), o.stride(), o.padding(), o.type()) + biasKey(o.bias());
+        Choice c = choices.get(key);
+        return c != null ? c.config() : 0;
+    }
+
+    /** The two ops, the convolution by our implicit GEMM leaving its output's per-channel statistics in buf. */
+    private void unfusedNormConvStats(NormConv o, long buf) {
+        groupNorm(o.x(), o.xBias(), o.add(), o.addBias(), o.gamma(), o.beta(), 0, 0, o.g(), o.mean(), o.rstd(), o.n(),
+                o.h() * o.wd(), o.cin(), o.groups(), o.eps(), o.silu(), o.type(), o.what());
+        check(onestep_conv2d_igemm_stats_typed(o.g(), o.wKrsc(), o.bias(), o.z(), o.y(), o.n(), o.h(), o.wd(), o.cin(),
+                o.kh(), o.kw(), o.cout(), o.stride(), o.padding(), convTile(o), buf, o.cout(), o.type().code, stream),
+                o.z() == 0 ? "conv2d" : "conv2dResidual", o.what());
+        igemmLaunches++;
+    }
+
+    /** Tile config with the group norm prologue (statistics from x), leaving y's per-channel statistics in buf. */
+    private void fusedNormConvStats(NormConv o, int config, long buf) {
+        givenNormConv(o, 0, config, buf);
+    }
+
+    /**
+     * Tile config with the group norm prologue on x's statistics {@code in} (0: its own, from x), leaving y's in
+     * {@code out} (0: none).
+     */
+    private void givenNormConv(NormConv o, long in, int config, long out) {
+        check(onestep_groupnorm_conv2d_igemm_stats_typed(o.x(), o.xBias(), o.add(), o.addBias(), o.gamma(), o.beta(),
+                o.groups(), o.eps(), o.silu() ? 1 : 0, in, o.wKrsc(), o.bias(), o.z(), o.y(), o.n(), o.h(), o.wd(),
+                o.cin(), o.kh(), o.kw(), o.cout(), o.stride(), o.padding(), config, out, out != 0 ? o.cout() : 0,
+                o.type().code, stream), o.silu() ? "groupNormSiluConv2d" : "groupNormConv2d", o.what());
+        igemmLaunches++;
+    }
+
+    /** The reader's own route (as {@link #groupNormConv} runs it without given statistics). */
+    private void ownNormConv(NormConv o, Scratch scratch) {
+        int config = normConvConfig(o);
+        if (config == 0) {
+            unfusedNormConv(o, scratch);
+        } else {
+            fusedNormConv(o, config);
+        }
+    }
+
+    /**
+     * The tile op reads prev's statistics with, or 0 for its own route: timed on the shape's first use outside a
+     * capture ({@link #chooseTile}), each route with the producer re-run before it (as it ran, or leaving its
+     * statistics), so the epilogue's cost counts.
+     */
+    private int givenConfig(NormConv op, Link prev) {
+        String key = normConvKey(op) + ",given";
+        return tileChoice(key, "own route", (config, tmp) -> givenAgrees(op, prev, config, tmp), () -> {
+            long buf = statsBuffer(prev.at(), prev.op());
+            return chooseTile(key, "group norm on the producer's statistics", "given", "own route",
+                    "own route faster", s -> {
+                        prev.asRan().accept(s);
+                        ownNormConv(op, s);
+                    }, config -> {
+                        prev.withStats().accept(buf);
+                        givenNormConv(op, buf, config, 0);
+                    }, (config, tmp) -> givenAgrees(op, prev, config, tmp), true);
+        });
+    }
+
+    /** Tile config on prev's statistics into y, and whether y agrees with the own route's ({@link #agrees}). */
+    private boolean givenAgrees(NormConv op, Link prev, int config, Temporary tmp) {
+        long elems = outElems(op.n(), op.h(), op.wd(), op.kh(), op.kw(), op.cout(), op.stride(), op.padding());
+        long ref = tmp.allocate(elems * op.type().bytes, "group norm statistics check");
+        prev.asRan().accept(tmp);
+        ownNormConv(op.into(ref), tmp);
+        long buf = statsBuffer(prev.at(), prev.op());
+        prev.withStats().accept(buf);
+        givenNormConv(op, buf, config, 0);  // y: the candidate's, last
+        return agrees(op.y(), ref, elems, op.type(), tmp, op.what(),
+                "the group norm on the producer's statistics " + normConvKey(op),
+                "the group norm and the convolution for this shape");
     }
 
     private long normConvsUnfused;

@@ -425,7 +425,8 @@ public final class DeviceCheck {
                     + ops.getOrDefault("groupNormConvShortcut2d", 0L);
             fact("folded graph: " + fusedConvs + " convolutions and " + fusedGemms + " GEMMs took their residual, "
                     + dev.device().residualsUnfused() + " calls as two launches; " + normConvs + " norm + convolution"
-                    + " ops, " + dev.device().normConvsUnfused() + " calls as the two ops; " + attentionOuts
+                    + " ops, " + dev.device().normConvsUnfused() + " calls as the two ops, "
+                    + dev.device().normConvsGiven() + " on statistics the convolution before left; " + attentionOuts
                     + " attention + to_out ops, " + dev.device().attentionResidualsApart() + " calls as the two ops",
                     fusedConvs + normConvs > 0 && fusedGemms > 0);
             dev.foldConstants(folding);
