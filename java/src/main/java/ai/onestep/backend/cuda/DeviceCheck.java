@@ -425,8 +425,7 @@ public final class DeviceCheck {
                     + ops.getOrDefault("groupNormConvShortcut2d", 0L);
             fact("folded graph: " + fusedConvs + " convolutions and " + fusedGemms + " GEMMs took their residual, "
                     + dev.device().residualsUnfused() + " calls as two launches; " + normConvs + " norm + convolution"
-                    + " ops, " + dev.device().normConvsUnfused() + " calls as the two ops, "
-                    + dev.device().normConvsGiven() + " on statistics the convolution before left; " + attentionOuts
+                    + " ops, " + dev.device().normConvsUnfused() + " calls as the two ops; " + attentionOuts
                     + " attention + to_out ops, " + dev.device().attentionResidualsApart() + " calls as the two ops",
                     fusedConvs + normConvs > 0 && fusedGemms > 0);
             dev.foldConstants(folding);
@@ -538,6 +537,10 @@ public final class DeviceCheck {
                         + "against cuDNN, " + attention + " attention shapes, " + norms + " group norms)",
                         convs > 0 || !cd.ownsConvolutions());
                 choices.forEach(o -> System.out.println("    " + o));
+                // The statistics chain (Device#groupNormConv): readers that took the statistics their producer left,
+                // in this precision's runs so far (the ",given" rows above are their choices).
+                System.out.println("    " + p.label() + ": " + cd.normConvsGiven() + " group norms read statistics "
+                        + "the convolution before them left (" + cd.normConvStatsLeft() + " producers left them)");
             } else {
                 fact(p.label() + " pass: " + d.igemmLaunches() + " convolutions by our implicit GEMM (emulated mma)",
                         d.igemmLaunches() > 0);
