@@ -538,9 +538,9 @@ public final class DeviceCheck {
                         convs > 0 || !cd.ownsConvolutions());
                 choices.forEach(o -> System.out.println("    " + o));
                 // The statistics chain (Device#groupNormConv): readers that took the statistics their producer left,
-                // in this precision's runs so far (the ",given" rows above are their choices).
-                System.out.println("    " + p.label() + ": " + cd.normConvsGiven() + " group norms read statistics "
-                        + "the convolution before them left (" + cd.normConvStatsLeft() + " producers left them)");
+                // counted over the device's runs so far, every precision (the ",given" rows above are their choices).
+                System.out.println("    so far " + cd.normConvsGiven() + " group norms read statistics the "
+                        + "convolution before them left (" + cd.normConvStatsLeft() + " producers left them)");
             } else {
                 fact(p.label() + " pass: " + d.igemmLaunches() + " convolutions by our implicit GEMM (emulated mma)",
                         d.igemmLaunches() > 0);
