@@ -411,6 +411,14 @@ onestep_status onestep_groupnorm_concat_conv2d_igemm_typed(const void* a, const 
                                                            int Ca, int Cb, int KH, int KW, int Cout, int stride,
                                                            int padding, int config, onestep_dtype dtype,
                                                            cudaStream_t stream);
+/* onestep_groupnorm_concat_conv2d_igemm_typed leaving y's statistics in stats_out (N, Ho*Wo / 16, out_groups) as
+ * onestep_conv2d_igemm_stats_typed does (NULL: none; the shortcut's y_sc gets none): an up block's conv1 leaving
+ * norm2's statistics. */
+onestep_status onestep_groupnorm_concat_conv2d_igemm_stats_typed(
+    const void* a, const void* a_bias, const void* b, const void* b_bias, const void* gamma, const void* beta,
+    int groups, float eps, int silu, const void* w_krsc, const void* bias, const void* z, void* y,
+    const void* w_sc_krsc, void* y_sc, int N, int H, int W, int Ca, int Cb, int KH, int KW, int Cout, int stride,
+    int padding, int config, float* stats_out, int out_groups, onestep_dtype dtype, cudaStream_t stream);
 /* y (N, 2H, 2W, Cout) = conv3x3(upsample_nearest2x(x), w, padding 1) + bias for x (N, H, W, Cin): the same kernel
  * gathering each upsampled pixel from x (the upsampled tensor is never stored), on the 3x3 weights' KRSC layout (Cout,
  * 3, 3, Cin): diffusers' Upsample2D in one launch, the tensor-core twin of onestep_upsample_conv_typed. bias may be

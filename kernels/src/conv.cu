@@ -949,6 +949,18 @@ extern "C" onestep_status onestep_groupnorm_concat_conv2d_igemm_typed(
                       Cout, stride, padding, 0, config, dtype, stream, &norm, true, b, Ca, w_sc_krsc, y_sc);
 }
 
+extern "C" onestep_status onestep_groupnorm_concat_conv2d_igemm_stats_typed(
+    const void* a, const void* a_bias, const void* b, const void* b_bias, const void* gamma, const void* beta,
+    int groups, float eps, int silu, const void* w_krsc, const void* bias, const void* z, void* y,
+    const void* w_sc_krsc, void* y_sc, int N, int H, int W, int Ca, int Cb, int KH, int KW, int Cout, int stride,
+    int padding, int config, float* stats_out, int out_groups, onestep_dtype dtype, cudaStream_t stream) {
+    // conv1's blocks leave y's statistics; the shortcut's (Pair) leave none.
+    const NormArgs norm{gamma, beta, a_bias, nullptr, nullptr, b_bias, groups, eps, silu, 1};
+    const StatsOut so{reinterpret_cast<float2*>(stats_out), out_groups};
+    return igemm_impl("onestep_groupnorm_concat_conv2d_igemm_stats_typed", a, w_krsc, bias, z, y, N, H, W, Ca + Cb, KH,
+                      KW, Cout, stride, padding, 0, config, dtype, stream, &norm, true, b, Ca, w_sc_krsc, y_sc, &so);
+}
+
 extern "C" onestep_status onestep_upsample_conv_igemm_typed(const void* x, const void* w_krsc, const void* bias,
                                                             void* y, int N, int H, int W, int Cin, int Cout, int config,
                                                             onestep_dtype dtype, cudaStream_t stream) {

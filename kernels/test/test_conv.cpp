@@ -634,6 +634,23 @@ void check_concat(const Type& t, ktest::Rng& rng, const Case& c, int Ca, int gro
                       onestep_conv2d_igemm_config_name(config), bad, ny, first,
                       bad ? ktest::decode16(t.f, y.p[first]) : 0.0, ref[first]);
         expect(bad == 0, "%s", msg);
+        if (norm && (Ho * Wo) % 16 == 0) {
+            // The same launch leaving y's per-channel statistics (an up block's conv1 leaving norm2's): y bit for bit
+            // the same, y_sc too, and the pairs those of y as stored; the shortcut's blocks leave none.
+            Buf16 y3(ny), ysc3(nsc);
+            vector<float> stats(size_t(c.N) * (Ho * Wo / 16) * c.Cout * 2, std::nanf(""));
+            ok(onestep_groupnorm_concat_conv2d_igemm_stats_typed(
+                   a.b.p, pab, b.b.p, pbb, gamma.b.p, beta.b.p, groups, 1e-5f, silu, w.b.p, resid ? bias.b.p : nullptr,
+                   resid ? z.b.p : nullptr, y3.p, shortcut ? wsc.b.p : nullptr, shortcut ? ysc3.p : nullptr, c.N, c.H,
+                   c.W, Ca, Cb, c.KH, c.KW, c.Cout, c.stride, c.padding, config, stats.data(), c.Cout, t.dt, nullptr),
+               "groupnorm_concat_conv2d_igemm_stats: %s");
+            ktest::sync();
+            std::snprintf(msg, sizeof msg, "%s concat conv leaving statistics variant=%d config=%d", t.name, variant,
+                          config);
+            expect(std::memcmp(y3.p, y.p, ny * 2) == 0 && (!shortcut || std::memcmp(ysc3.p, ysc.p, nsc * 2) == 0),
+                   "%s: y and y_sc bit for bit the launch's without", msg);
+            check_run_stats(msg, stats, stored_values(t, y3), c.N, Ho * Wo, c.Cout, c.Cout);
+        }
         if (!shortcut) continue;
         bad = 0, first = 0;
         const double K1 = double(c.Cin) + 2;

@@ -530,6 +530,31 @@ public final class OnestepKernels {
                                                                         @Cast("onestep_dtype") int dtype,
                                                                         @Cast("cudaStream_t") long stream);
 
+    /**
+     * {@code onestep_groupnorm_concat_conv2d_igemm_typed} leaving conv1's output statistics in {@code statsOut} (see
+     * the header).
+     */
+    public static native int onestep_groupnorm_concat_conv2d_igemm_stats_typed(@Cast("const void*") long a,
+                                                                               @Cast("const void*") long aBias,
+                                                                               @Cast("const void*") long b,
+                                                                               @Cast("const void*") long bBias,
+                                                                               @Cast("const void*") long gamma,
+                                                                               @Cast("const void*") long beta,
+                                                                               int groups, float eps, int silu,
+                                                                               @Cast("const void*") long wKrsc,
+                                                                               @Cast("const void*") long bias,
+                                                                               @Cast("const void*") long z,
+                                                                               @Cast("void*") long y,
+                                                                               @Cast("const void*") long wScKrsc,
+                                                                               @Cast("void*") long ySc, int n, int h,
+                                                                               int wd, int ca, int cb, int kh, int kw,
+                                                                               int cout, int stride, int padding,
+                                                                               int config,
+                                                                               @Cast("float*") long statsOut,
+                                                                               int outGroups,
+                                                                               @Cast("onestep_dtype") int dtype,
+                                                                               @Cast("cudaStream_t") long stream);
+
     public static native int onestep_conv2d_igemm_configs();
 
     public static native @Cast("const char*") BytePointer onestep_conv2d_igemm_config_name(int config);

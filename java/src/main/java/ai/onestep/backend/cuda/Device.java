@@ -792,7 +792,7 @@ public abstract class Device implements AutoCloseable {
         // This call as the reader of the last one's statistics, where it reads that one's y right after it.
         int given = 0;
         long statsIn = 0;
-        if (chains && prev != null && prev.seq() == opSeq - 1 && prev.op().y() == x && readsStats(op)) {
+        if (chains && prev != null && prev.seq() == opSeq - 1 && prev.y() == x && readsStats(op)) {
             boolean fresh = !choices.containsKey(normConvKey(op) + ",given");
             given = givenConfig(op, prev);
             if (given != 0) {
@@ -809,7 +809,8 @@ public abstract class Device implements AutoCloseable {
             }
         }
         // This call as a producer of statistics for the next, where a reader took them in an earlier run.
-        long statsOut = chains && leavesStats(op) && wanted.contains(at) ? statsBuffer(at, op) : 0;
+        long statsBytes = statsBytes(op.n(), op.h(), op.wd(), op.kh(), op.kw(), op.cout(), op.stride(), op.padding());
+        long statsOut = chains && leavesStats(op) && wanted.contains(at) ? statsBuffer(at, statsBytes) : 0;
         Route route;
         if (given != 0) {
             normConvsGiven++;
@@ -832,8 +833,9 @@ public abstract class Device implements AutoCloseable {
             route.asRan().accept(scratch);
         }
         if (chains && leavesStats(op)) {
-            last = new Link(op, opSeq, at, statsOut != 0 ? s -> route.withStats().accept(statsOut) : route.asRan(),
-                    route.withStats(), statsOut);
+            last = new Link(y, opSeq, at, statsBytes,
+                    statsOut != 0 ? s -> route.withStats().accept(statsOut) : route.asRan(), route.withStats(),
+                    statsOut);
         }
     }
 
@@ -860,10 +862,11 @@ public abstract class Device implements AutoCloseable {
     }
 
     /**
-     * The last groupNormConv launched in a pass: its operands, the op it ran in ({@link #opBoundary}), its position
-     * in the pass, how to run it again (as it ran; leaving statistics), and the statistics it left (0: none).
+     * The last groupNormConv (or groupNormConcatConv) launched in a pass: its output, the op it ran in
+     * ({@link #opBoundary}), its position in the pass, its statistics' size, how to run it again (as it ran; leaving
+     * statistics), and the statistics it left (0: none).
      */
-    private record Link(NormConv op, long seq, String at, java.util.function.Consumer<Scratch> asRan,
+    private record Link(long y, long seq, String at, long statsBytes, java.util.function.Consumer<Scratch> asRan,
                         java.util.function.LongConsumer withStats, long stats) {
     }
 
@@ -930,16 +933,20 @@ public abstract class Device implements AutoCloseable {
                 && o.y() != o.add() && o.y() != o.z();
     }
 
+    /** Bytes of a convolution output's per-channel statistics: (n, Ho Wo / 16, cout) pairs of floats. */
+    private static long statsBytes(int n, int h, int wd, int kh, int kw, int cout, int stride, int padding) {
+        long hw = (long) ((h + 2 * padding - kh) / stride + 1) * ((wd + 2 * padding - kw) / stride + 1);
+        return (long) n * (hw / 16) * cout * 8;
+    }
+
     /** Producer position {@code at}'s statistics buffer, allocated on first use outside a capture; 0 inside one. */
-    private long statsBuffer(String at, NormConv o) {
+    private long statsBuffer(String at, long bytes) {
         Long b = statsBuffers.get(at);
         if (b == null) {
             if (capturing) {
                 return 0;
             }
-            long hw = (long) ((o.h() + 2 * o.padding() - o.kh()) / o.stride() + 1)
-                    * ((o.wd() + 2 * o.padding() - o.kw()) / o.stride() + 1);
-            b = malloc((long) o.n() * (hw / 16) * o.cout() * 8, () -> "group norm statistics left at " + at);
+            b = malloc(bytes, () -> "group norm statistics left at " + at);
             statsBuffers.put(at, b);
         }
         return b;
@@ -954,15 +961,18 @@ public abstract class Device implements AutoCloseable {
         if (capturing) {
             return 0;
         }
-        long buf = statsBuffer(prev.at(), prev.op());
+        long buf = statsBuffer(prev.at(), prev.statsBytes());
         prev.withStats().accept(buf);
         return buf;
     }
 
     /** The tile a plain convolution of op's shape was timed to (its choice key), or 0 (the library's pick). */
     private int convTile(NormConv o) {
-        String key = (o.z() == 0 ? "conv," : "residual,") + shapeKey(o.n(), o.h(), o.wd(), o.cin(), o.kh(), o.kw(),
-                o.cout(), o.stride(), o.padding(), o.type()) + biasKey(o.bias());
+        return convTile((o.z() == 0 ? "conv," : "residual,") + shapeKey(o.n(), o.h(), o.wd(), o.cin(), o.kh(), o.kw(),
+                o.cout(), o.stride(), o.padding(), o.type()) + biasKey(o.bias()));
+    }
+
+    private int convTile(String key) {
         Choice c = choices.get(key);
         return c != null ? c.config() : 0;
     }
@@ -1012,7 +1022,7 @@ public abstract class Device implements AutoCloseable {
     private int givenConfig(NormConv op, Link prev) {
         String key = normConvKey(op) + ",given";
         return tileChoice(key, "own route", (config, tmp) -> givenAgrees(op, prev, config, tmp), () -> {
-            long buf = statsBuffer(prev.at(), prev.op());
+            long buf = statsBuffer(prev.at(), prev.statsBytes());
             return chooseTile(key, "group norm on the producer's statistics", "given", "own route",
                     "own route faster", s -> {
                         prev.asRan().accept(s);
@@ -1030,7 +1040,7 @@ public abstract class Device implements AutoCloseable {
         long ref = tmp.allocate(elems * op.type().bytes, "group norm statistics check");
         prev.asRan().accept(tmp);
         ownNormConv(op.into(ref), tmp);
-        long buf = statsBuffer(prev.at(), prev.op());
+        long buf = statsBuffer(prev.at(), prev.statsBytes());
         prev.withStats().accept(buf);
         givenNormConv(op, buf, config, 0);  // y: the candidate's, last
         return agrees(op.y(), ref, elems, op.type(), tmp, op.what(),
@@ -1242,13 +1252,74 @@ public abstract class Device implements AutoCloseable {
                                           Precision type, Scratch scratch, Supplier<String> what) {
         NormConcatConv op = new NormConcatConv(a, aBias, b, bBias, gamma, beta, groups, eps, silu, cat, g, mean, rstd,
                 w, wKrsc, bias, wSc, wScKrsc, y, sc, n, h, wd, ca, cb, kh, kw, cout, stride, padding, type, what);
+        last = null;  // a reader of a and b: no statistics given (its statistics are of the concatenation)
+        // An up block's conv1, whose output norm2 reads next: a producer of statistics as groupNormConv's are.
+        String at = (normConvsInPass++) + "|" + normConcatConvKey(op);
+        boolean leaves = chainsNormConvs() && concatLeavesStats(op);
+        long statsBytes = statsBytes(n, h, wd, kh, kw, cout, stride, padding);
+        long statsOut = leaves && wanted.contains(at) ? statsBuffer(at, statsBytes) : 0;
         int config = normConcatConvConfig(op);
+        Route route;
         if (config == 0) {
             normConvsUnfused++;
-            unfusedNormConcatConv(op, scratch);
+            route = new Route(s -> unfusedNormConcatConv(op, s), buf -> unfusedNormConcatConvStats(op, buf, scratch));
         } else {
-            fusedNormConcatConv(op, config);
+            route = new Route(s -> fusedNormConcatConv(op, config), buf -> fusedNormConcatConvStats(op, config, buf));
         }
+        if (statsOut != 0) {
+            normConvStatsLeft++;
+            route.withStats().accept(statsOut);
+        } else {
+            route.asRan().accept(scratch);
+        }
+        if (leaves) {
+            last = new Link(y, opSeq, at, statsBytes,
+                    statsOut != 0 ? s -> route.withStats().accept(statsOut) : route.asRan(), route.withStats(),
+                    statsOut);
+        }
+    }
+
+    /**
+     * Whether an up block's entry can leave conv1's output statistics ({@link #leavesStats}): our implicit GEMM takes
+     * conv1 (of g apart, of a and b fused), its output comes in runs of 16 pixels, and it can run again with the same
+     * results (its outputs are none of its inputs).
+     */
+    private boolean concatLeavesStats(NormConcatConv o) {
+        long hw = (long) ((o.h() + 2 * o.padding() - o.kh()) / o.stride() + 1)
+                * ((o.wd() + 2 * o.padding() - o.kw()) / o.stride() + 1);
+        long[] outs = {o.y(), o.sc(), o.cat(), o.g()};
+        for (long out : outs) {
+            if (out != 0 && (out == o.a() || out == o.b())) {
+                return false;
+            }
+        }
+        return igemmTakes(o.g(), o.wKrsc(), o.cin(), o.type()) && hw % 16 == 0 && o.y() != o.cat()
+                && o.y() != o.g();
+    }
+
+    /** The three ops, conv1 by our implicit GEMM leaving its output's per-channel statistics in buf. */
+    private void unfusedNormConcatConvStats(NormConcatConv o, long buf, Scratch scratch) {
+        groupNormConcat(o.a(), o.aBias(), o.b(), o.bBias(), o.gamma(), o.beta(), o.cat(), o.g(), o.mean(), o.rstd(),
+                o.n(), o.h() * o.wd(), o.ca(), o.cb(), o.groups(), o.eps(), o.silu(), o.type(), o.what());
+        check(onestep_conv2d_igemm_stats_typed(o.g(), o.wKrsc(), o.bias(), 0, o.y(), o.n(), o.h(), o.wd(), o.cin(),
+                o.kh(), o.kw(), o.cout(), o.stride(), o.padding(), convTile("conv," + shapeKey(o.n(), o.h(), o.wd(),
+                o.cin(), o.kh(), o.kw(), o.cout(), o.stride(), o.padding(), o.type()) + biasKey(o.bias())), buf,
+                o.cout(), o.type().code, stream), "conv2d", o.what());
+        igemmLaunches++;
+        if (o.wSc() != 0) {
+            conv2d(o.cat(), o.wSc(), o.wScKrsc(), 0, o.sc(), o.n(), o.h(), o.wd(), o.cin(), 1, 1, o.cout(), 1, 0,
+                    o.type(), scratch, o.what());
+        }
+    }
+
+    /** One launch, tile config, leaving conv1's output statistics in buf. */
+    private void fusedNormConcatConvStats(NormConcatConv o, int config, long buf) {
+        check(onestep_groupnorm_concat_conv2d_igemm_stats_typed(o.a(), o.aBias(), o.b(), o.bBias(), o.gamma(),
+                o.beta(), o.groups(), o.eps(), o.silu() ? 1 : 0, o.wKrsc(), o.bias(), 0, o.y(), o.wScKrsc(), o.sc(),
+                o.n(), o.h(), o.wd(), o.ca(), o.cb(), o.kh(), o.kw(), o.cout(), o.stride(), o.padding(), config, buf,
+                o.cout(), o.type().code, stream), o.silu() ? "groupNormSiluConcatConv2d" : "groupNormConcatConv2d",
+                o.what());
+        igemmLaunches++;
     }
 
     /** The operands of one {@link #groupNormConcatConv} (device pointers; 0 for an absent term). */
