@@ -826,13 +826,22 @@ public abstract class Device implements AutoCloseable {
                 route = new Route(s -> fusedNormConv(op, config), buf -> fusedNormConvStats(op, config, buf));
             }
         }
+        produce(route, statsOut, scratch, chains && leavesStats(op), y, at, statsBytes);
+    }
+
+    /**
+     * Runs a call's route, leaving its output's statistics in statsOut where that is not 0, and, where the call can
+     * leave them ({@code leaves}), makes it the link the next call may read.
+     */
+    private void produce(Route route, long statsOut, Scratch scratch, boolean leaves, long y, String at,
+                         long statsBytes) {
         if (statsOut != 0) {
             normConvStatsLeft++;
             route.withStats().accept(statsOut);
         } else {
             route.asRan().accept(scratch);
         }
-        if (chains && leavesStats(op)) {
+        if (leaves) {
             last = new Link(y, opSeq, at, statsBytes,
                     statsOut != 0 ? s -> route.withStats().accept(statsOut) : route.asRan(), route.withStats(),
                     statsOut);
@@ -1266,17 +1275,7 @@ public abstract class Device implements AutoCloseable {
         } else {
             route = new Route(s -> fusedNormConcatConv(op, config), buf -> fusedNormConcatConvStats(op, config, buf));
         }
-        if (statsOut != 0) {
-            normConvStatsLeft++;
-            route.withStats().accept(statsOut);
-        } else {
-            route.asRan().accept(scratch);
-        }
-        if (leaves) {
-            last = new Link(y, opSeq, at, statsBytes,
-                    statsOut != 0 ? s -> route.withStats().accept(statsOut) : route.asRan(), route.withStats(),
-                    statsOut);
-        }
+        produce(route, statsOut, scratch, leaves, y, at, statsBytes);
     }
 
     /**
