@@ -302,12 +302,16 @@ static bool run_shape(const ConvShape& s, int only, bool timing) {
             for (size_t i = 0; ok && i < want.size() / 2; i++) {
                 const size_t nr = i / s.Cout, c = i % s.Cout;
                 double ss = 0;
-                for (int p = 0; p < 16; p++) ss += double(yv[(nr * 16 + p) * s.Cout + c]) * yv[(nr * 16 + p) * s.Cout + c];
+                for (int p = 0; p < 16; p++) {
+                    const double v = yv[(nr * 16 + p) * s.Cout + c];
+                    ss += v * v;
+                }
                 ok = std::fabs(got[2 * i] - want[2 * i]) <= std::ldexp(std::sqrt(ss), -16) &&
                      std::fabs(got[2 * i + 1] - want[2 * i + 1]) <= std::ldexp(double(want[2 * i + 1]), -12) +
                                                                      std::ldexp(ss, -16);
                 if (!ok)
-                    std::printf("  %s: statistics of run-group %zu: got (%g, %g), want (%g, %g)\n", version_name(s, v), i,
+                    std::printf("  %s: statistics of run-channel %zu: got (%g, %g), want (%g, %g)\n",
+                                version_name(s, v), i,
                                 got[2 * i], got[2 * i + 1], want[2 * i], want[2 * i + 1]);
             }
         }

@@ -53,6 +53,12 @@
 // stats = 0 where there are biases to add (the A tiles get only x + bias, rounded), else the plain instance; and the
 // up block's own shortcut can ride in conv1's launch (Pair: the blocks past conv1's column tiles take the 1x1 weights,
 // stats off), so norm1, conv1 and the shortcut are one graph node where they were three.
+//
+// Statistics computed once (StatsOut, NormIn::given; twenty-fourth session): on an H200 the prologue above lost every
+// timed choice, because each block read its whole sample for the statistics (L2 traffic blocks x sample: 33-37 us
+// against 7.7 for the plain tile at 16x16x256 -> 768). So the convolution that writes a tensor a group norm reads next
+// leaves, in its epilogue, (mean, M2) per run of 16 output pixels and channel, and the reader's prologue merges its
+// sample's pairs per group (each channel shifted by the reader's pre-add terms) instead of reading x.
 #include "cuda_compat.cuh"
 #include "dtype.cuh"
 #include "onestep_kernels.h"
@@ -311,8 +317,8 @@ __device__ __forceinline__ void norm_prologue(const T* __restrict__ x, const T* 
     __syncthreads();
 }
 
-// StatsOut: the tile's (mean, M2) per run of 16 output pixels and group, from the values `keep` left in `kept` (the
-// whole tile's in one block; with a cluster each output's in the block that finished it, CS-th runs of kThreads
+// StatsOut: the tile's (mean, M2) per run of 16 output pixels and group, from the values the epilogue left in
+// `kept` (the whole tile's in one block; with a cluster each output's in the block that finished it, CS-th runs of kThreads
 // outputs, read through distributed shared memory). Two passes over values in shared memory (the mean, then the
 // squared deviations about it: no cancellation), in a fixed order (the same bits every run). Per channel (the
 // reader's layout), one thread an item, its 16 values in order; for wider groups one warp an item, lane-strided sums

@@ -301,7 +301,8 @@ void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int v
         std::snprintf(msg, sizeof msg,
                "%s norm conv%s N=%d %dx%dx%d %dx%d s%d p%d -> %d groups=%d variant=%d config=%d (%s): %zu of %zu off "
                "(first at %zu: got %.6g, want %.6g)",
-               t.name, given ? " (statistics given)" : "", c.N, c.H, c.W, c.Cin, c.KH, c.KW, c.stride, c.padding, c.Cout, groups, variant, config,
+               t.name, given ? " (statistics given)" : "", c.N, c.H, c.W, c.Cin, c.KH, c.KW, c.stride, c.padding, c.Cout,
+               groups, variant, config,
                onestep_conv2d_igemm_config_name(config), bad, ny, first, bad ? ktest::decode16(t.f, y.p[first]) : 0.0,
                ref[first]);
         expect(bad == 0, "%s", msg);
@@ -385,8 +386,8 @@ void check_stats(const Type& t, ktest::Rng& rng, const Case& c, int groups, int 
            "conv2d_igemm (the stats' twin): %s");
         ok(produce(config, groups), "conv2d_igemm_stats: %s");
         ktest::sync();
-        std::snprintf(what, sizeof what, "%s conv stats N=%d %dx%dx%d %dx%d s%d -> %d groups=%d variant=%d config=%d (%s)",
-                      t.name, c.N, c.H, c.W, c.Cin, c.KH, c.KW, c.stride, c.Cout, groups, variant, config,
+        std::snprintf(what, sizeof what,
+                      "%s conv stats N=%d %dx%dx%d %dx%d s%d -> %d groups=%d variant=%d config=%d (%s)", t.name, c.N, c.H, c.W, c.Cin, c.KH, c.KW, c.stride, c.Cout, groups, variant, config,
                       onestep_conv2d_igemm_config_name(config));
         expect(std::memcmp(y.p, plain.p, ny * 2) == 0, "%s: y bit for bit the plain convolution's", what);
         check_run_stats(what, stats, stored_values(t, y), c.N, Ho * Wo, c.Cout, groups);
