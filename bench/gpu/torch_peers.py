@@ -683,6 +683,7 @@ def summary(paths):
                               ("unfused residual", "folded, conv2 and to_out.0 apart from their residual adds"),
                               ("unfused upsampling", "folded, the upsamplers as upsampling + 3x3 convolution"),
                               ("norms apart", "folded, each group norm apart from the convolution it feeds"),
+                              ("norm statistics not chained", "folded, each group norm's statistics computed by its reader, not left by the convolution before it"),
                               ("attention and to_out apart", "folded, each attention and its to_out.0 as two launches"),
                               ("heuristic convolutions", "with cuDNN's heuristic algorithms, not its timed search"),
                               ("cuDNN convolutions only", "with every convolution on cuDNN (none on our implicit GEMM)"),
