@@ -322,9 +322,11 @@ __device__ __forceinline__ void norm_prologue(const T* __restrict__ x, const T* 
 // outputs, read through distributed shared memory). Two passes over values in shared memory (the mean, then the
 // squared deviations about it: no cancellation), in a fixed order (the same bits every run). Per channel (the
 // reader's layout), one thread an item, its 16 values in order; for wider groups one warp an item, lane-strided sums
-// then a butterfly across the warp.
+// then a butterfly across the warp. Not inlined: inlined, its code changed the register allocation of the plain
+// kernels, which never run it (sm_90a: a 4-byte spill in the 32x32 tile); as a call, no instance spills (the 32x64
+// prologue instance's 28 bytes before it are gone too).
 template <class C>
-__device__ __forceinline__ void tile_stats(const float* kept, const Shape& s, const StatsOut& so, int m0, int n0,
+__device__ __noinline__ void tile_stats(const float* kept, const Shape& s, const StatsOut& so, int m0, int n0,
                                            int wid, int lane) {
     static_assert(C::KSPLIT >= 2, "kept values live in the second warp's slice");
     const int Cg = s.Cout / so.groups, per_tile = C::BN / Cg, items = (C::BM / 16) * per_tile, cnt = 16 * Cg;
