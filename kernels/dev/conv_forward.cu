@@ -41,6 +41,7 @@
 #include "../src/conv.cu"
 #include "../src/convert.cu"
 #include "dev_common.cuh"
+#include "../test/stats_ref.h"  // the statistics oracle, shared with test_conv
 
 #include <cstdlib>
 #include <vector>
@@ -108,28 +109,6 @@ static std::vector<float> group_norm_silu_cpu(const ConvShape& s, const std::vec
                 }
         }
     return g;
-}
-
-// The statistics in onestep_conv2d_igemm_stats_typed's layout per channel, (N, HW / 16, C) x (mean, M2) per run of
-// 16 pixels, in double from v (N, HW, C) and rounded once: versions 38-49's given statistics (of x) and versions
-// 26-37's reference (of the y they stored).
-static std::vector<float> run_stats_cpu(const std::vector<float>& v, int N, int HW, int C) {
-    const int groups = C, Cg = 1, runs = HW / 16;
-    std::vector<float> out(size_t(N) * runs * groups * 2);
-    for (int n = 0; n < N; n++)
-        for (int r = 0; r < runs; r++)
-            for (int g = 0; g < groups; g++) {
-                double sum = 0, m2 = 0;
-                auto at = [&](int p, int c) { return double(v[(size_t(n) * HW + 16 * r + p) * C + g * Cg + c]); };
-                for (int p = 0; p < 16; p++)
-                    for (int c = 0; c < Cg; c++) sum += at(p, c);
-                const double mean = sum / (16.0 * Cg);
-                for (int p = 0; p < 16; p++)
-                    for (int c = 0; c < Cg; c++) m2 += (at(p, c) - mean) * (at(p, c) - mean);
-                const size_t o = ((size_t(n) * runs + r) * groups + g) * 2;
-                out[o] = float(mean), out[o + 1] = float(m2);
-            }
-    return out;
 }
 
 static std::vector<float> rounded_half(std::vector<float> v) {
@@ -255,7 +234,7 @@ static bool run_shape(const ConvShape& s, int only, bool timing) {
     const bool runs_out = (s.ho() * s.wo()) % 16 == 0, runs_in = (s.H * s.W) % 16 == 0 && !s.up;
     const size_t n_stats = runs_out ? size_t(s.N) * (s.ho() * s.wo() / 16) * s.Cout * 2 : 2;
     const std::vector<float> x_stats =
-        runs_in && s.norm && !s.ca ? run_stats_cpu(x, s.N, s.H * s.W, s.Cin) : std::vector<float>(2);
+        runs_in && s.norm && !s.ca ? stats_ref::run_stats(x, s.N, s.H * s.W, s.Cin, s.Cin) : std::vector<float>(2);
     const NormOperands nm{dev::to_device(as_half(gamma)), dev::to_device(as_half(beta)),
                           s.ca ? dev::to_device(as_half(xa)) : nullptr, s.ca ? dev::to_device(as_half(xb)) : nullptr,
                           dev::to_device(std::vector<float>(n_stats)), dev::to_device(x_stats)};
@@ -298,7 +277,7 @@ static bool run_shape(const ConvShape& s, int only, bool timing) {
             std::vector<float> got(n_stats), yv(ny);
             dev_check(cudaMemcpy(got.data(), nm.stats_out, n_stats * sizeof(float), cudaMemcpyDeviceToHost));
             dev_check(cudaMemcpy(yv.data(), dy32, ny * sizeof(float), cudaMemcpyDeviceToHost));
-            const std::vector<float> want = run_stats_cpu(yv, s.N, s.ho() * s.wo(), s.Cout);
+            const std::vector<float> want = stats_ref::run_stats(yv, s.N, s.ho() * s.wo(), s.Cout, s.Cout);
             for (size_t i = 0; ok && i < want.size() / 2; i++) {
                 const size_t nr = i / s.Cout, c = i % s.Cout;
                 double ss = 0;

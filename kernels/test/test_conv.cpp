@@ -9,6 +9,7 @@
 // channel or swizzle moves an output by O(S / K)). Shapes are ragged: M and Cout not multiples of any tile,
 // strides 1 and 2, 1x1, 3x3 and 1x3 kernels, padding 0 and 1, depths from 1 to many steps per warp.
 #include "onestep_kernels.h"
+#include "stats_ref.h"
 #include "test_common.h"
 
 #include <cmath>
@@ -207,29 +208,7 @@ void check_against_portable(const Type& t, ktest::Rng& rng) {
 // products, so each output may move by up to (u + 2^-16) sum |w g| besides the convolution's own bound (2^-16 for the
 // fp32 statistics); a normalized zero-padding tap, a wrong group's statistics or a missed pre-add term moves it by
 // O(sqrt(K)) times that. Every tile: those whose rows do not fit one sample (Ho Wo % BM) must refuse, the rest agree.
-// Group statistics per run of 16 pixels, in the layout onestep_conv2d_igemm_stats_typed leaves them (N, HW / 16,
-// groups) x (mean, M2), computed in double from the values v (N, HW, C) and rounded to float once: the oracle of the
-// producer's epilogue, and the given statistics of check_norm's consumer.
-vector<float> run_stats_reference(const vector<double>& v, int N, int HW, int C, int groups) {
-    const int Cg = C / groups, runs = HW / 16;
-    vector<float> out(size_t(N) * runs * groups * 2);
-    for (int n = 0; n < N; n++)
-        for (int r = 0; r < runs; r++)
-            for (int g = 0; g < groups; g++) {
-                double sum = 0, m2 = 0;
-                auto at = [&](int p, int ch) { return v[(size_t(n) * HW + 16 * r + p) * C + g * Cg + ch]; };
-                for (int p = 0; p < 16; p++)
-                    for (int ch = 0; ch < Cg; ch++) sum += at(p, ch);
-                const double mean = sum / (16.0 * Cg);
-                for (int p = 0; p < 16; p++)
-                    for (int ch = 0; ch < Cg; ch++) m2 += (at(p, ch) - mean) * (at(p, ch) - mean);
-                const size_t o = ((size_t(n) * runs + r) * groups + g) * 2;
-                out[o] = float(mean), out[o + 1] = float(m2);
-            }
-    return out;
-}
-
-// given: the statistics come from run_stats_reference of x per channel, as a producer leaves them
+// given: the statistics come from stats_ref::run_stats of x per channel, as a producer leaves them
 // (onestep_groupnorm_conv2d_igemm_stats_typed), the kernel shifting them by the pre-add terms instead of its own pass
 // over x; the same oracle and bound must hold (H W a multiple of 16).
 void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int variant, double offset = 0,
@@ -256,7 +235,7 @@ void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int v
     }
     const vector<double> g = group_norm_reference(c, xs, gamma.v, beta.v, groups, silu);
     const vector<float> stats =
-        given ? run_stats_reference(vector<double>(x.v.begin(), x.v.end()), c.N, c.H * c.W, c.Cin, c.Cin)
+        given ? stats_ref::run_stats(x.v, c.N, c.H * c.W, c.Cin, c.Cin)
               : vector<float>();
     vector<double> ref, mag;
     conv_reference(c, g, w.v, ref, mag);
@@ -309,21 +288,21 @@ void check_norm(const Type& t, ktest::Rng& rng, const Case& c, int groups, int v
     }
 }
 
-// y as a launch stored it, in double for run_stats_reference.
+// y as a launch stored it, in double for stats_ref::run_stats.
 vector<double> stored_values(const Type& t, const Buf16& y) {
     vector<double> u(y.n);
     for (size_t i = 0; i < u.size(); i++) u[i] = ktest::decode16(t.f, y.p[i]);
     return u;
 }
 
-// An epilogue's statistics (got, the kernel's) against run_stats_reference of the values u it summarized: the mean
+// An epilogue's statistics (got, the kernel's) against stats_ref::run_stats of the values u it summarized: the mean
 // within 2^-17 of u's root mean square and M2 within 2^-13 of itself plus 2^-17 of the run's sum of squares (fp32 sums
 // of 16 Cg values, where the reference is exact and rounded once). A wrong run, group or channel is off by O(1) of
 // those.
 bool check_run_stats(const char* what, const vector<float>& got, const vector<double>& u, int N, int HW, int C,
                      int groups) {
-    const vector<float> want = run_stats_reference(u, N, HW, C, groups);
-    const int Cg = C / groups, runs = HW / 16;
+    const vector<float> want = stats_ref::run_stats(u, N, HW, C, groups);
+    const int Cg = C / groups;
     size_t bad = 0, first = 0;
     for (size_t item = 0; item < want.size() / 2; item++) {
         const int g = int(item % groups);
@@ -340,7 +319,6 @@ bool check_run_stats(const char* what, const vector<float>& got, const vector<do
                               std::ldexp(double(want[2 * item + 1]), -13) + std::ldexp(ss, -17);
         if (!fine && bad++ == 0) first = item;
     }
-    (void)runs;
     char msg[600];
     std::snprintf(msg, sizeof msg,
                   "%s: %zu of %zu (run, group) statistics off (first: item %zu, got mean %.7g M2 %.7g, want %.7g %.7g)",

@@ -823,7 +823,7 @@ public abstract class Device implements AutoCloseable {
                 normConvsUnfused++;
                 route = new Route(s -> unfusedNormConv(op, s), buf -> unfusedNormConvStats(op, buf));
             } else {
-                route = new Route(s -> fusedNormConv(op, config), buf -> fusedNormConvStats(op, config, buf));
+                route = new Route(s -> fusedNormConv(op, config), buf -> givenNormConv(op, 0, config, buf));
             }
         }
         produce(route, statsOut, scratch, chains && leavesStats(op), y, at, statsBytes);
@@ -930,8 +930,7 @@ public abstract class Device implements AutoCloseable {
      * comes in runs of 16 pixels, and it can run again with the same result (its y is none of its inputs).
      */
     private boolean leavesStats(NormConv o) {
-        long hw = (long) ((o.h() + 2 * o.padding() - o.kh()) / o.stride() + 1)
-                * ((o.wd() + 2 * o.padding() - o.kw()) / o.stride() + 1);
+        long hw = outElems(1, o.h(), o.wd(), o.kh(), o.kw(), 1, o.stride(), o.padding());
         return igemmTakes(o.x(), o.wKrsc(), o.cin(), o.type()) && o.g() % 16 == 0 && hw % 16 == 0
                 && o.y() != o.x() && o.y() != o.z() && o.y() != o.add() && o.y() != o.xBias() && o.y() != o.g();
     }
@@ -944,8 +943,7 @@ public abstract class Device implements AutoCloseable {
 
     /** Bytes of a convolution output's per-channel statistics: (n, Ho Wo / 16, cout) pairs of floats. */
     private static long statsBytes(int n, int h, int wd, int kh, int kw, int cout, int stride, int padding) {
-        long hw = (long) ((h + 2 * padding - kh) / stride + 1) * ((wd + 2 * padding - kw) / stride + 1);
-        return (long) n * (hw / 16) * cout * 8;
+        return outElems(n, h, wd, kh, kw, cout, stride, padding) / 16 * 8;
     }
 
     /** Producer position {@code at}'s statistics buffer, allocated on first use outside a capture; 0 inside one. */
@@ -994,11 +992,6 @@ public abstract class Device implements AutoCloseable {
                 o.kh(), o.kw(), o.cout(), o.stride(), o.padding(), convTile(o), buf, o.cout(), o.type().code, stream),
                 o.z() == 0 ? "conv2d" : "conv2dResidual", o.what());
         igemmLaunches++;
-    }
-
-    /** Tile config with the group norm prologue (statistics from x), leaving y's per-channel statistics in buf. */
-    private void fusedNormConvStats(NormConv o, int config, long buf) {
-        givenNormConv(o, 0, config, buf);
     }
 
     /**
@@ -1284,8 +1277,7 @@ public abstract class Device implements AutoCloseable {
      * results (its outputs are none of its inputs).
      */
     private boolean concatLeavesStats(NormConcatConv o) {
-        long hw = (long) ((o.h() + 2 * o.padding() - o.kh()) / o.stride() + 1)
-                * ((o.wd() + 2 * o.padding() - o.kw()) / o.stride() + 1);
+        long hw = outElems(1, o.h(), o.wd(), o.kh(), o.kw(), 1, o.stride(), o.padding());
         long[] outs = {o.y(), o.sc(), o.cat(), o.g()};
         for (long out : outs) {
             if (out != 0 && (out == o.a() || out == o.b())) {
