@@ -59,9 +59,9 @@ run() {  # run <label> <binary> [args...]
 # step's time cap stops the later ones.
 run "convolution forward, the CIFAR U-Net's shapes at batch 1 and 64 (v1 portable, v2-13 the implicit GEMM, v9-12 split over clusters, v14-25 the group norm prologue, v26-37 the statistics epilogue, v38-49 the prologue on given statistics)" \
     "$build/dev_conv_forward"
-run "attention forward, CIFAR 16x16, B=1 H=4 T=256 D=64 (v11: split keys, v12-14: pipelined, v15-17: + to_out)" \
+run "attention forward, CIFAR 16x16, B=1 H=4 T=256 D=64 (v11: split keys, v12-14: pipelined, v15-17: + to_out, v18-20: wide)" \
     "$build/dev_attention_forward" 0 1 4 256 64
-run "attention forward, CIFAR 16x16, B=64 H=4 T=256 D=64 (v12-14: pipelined, against v8-10)" \
+run "attention forward, CIFAR 16x16, B=64 H=4 T=256 D=64 (v12-14: pipelined, v18-20: wide, against v8-10)" \
     "$build/dev_attention_forward" 0 64 4 256 64
 run "group norm forward, CIFAR 1x32x32x128, G=32 (batch 1: v6 production, v12-14 the cluster kernel)" \
     "$build/dev_groupnorm_forward" 0 1 1024 128 32

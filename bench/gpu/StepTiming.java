@@ -300,7 +300,7 @@ public final class StepTiming {
                 // onestep_attention_residual_qkv_typed); with each group norm's statistics computed by its reader,
                 // not left by the convolution before it (Device#chainNormConvs); and, on a GPU, with cuDNN's heuristic algorithms instead of
                 // its timed search, with every convolution on cuDNN (none on our implicit GEMM, even where it timed
-                // faster), with every attention on the default kernel (no split-keys or pipelined one), with every
+                // faster), with every attention on the default kernel (no split-keys, pipelined or wide one), with every
                 // group norm on the default kernels (no slab or cluster kernel); and with
                 // programmatic dependent launch on (Device#programmaticLaunch: sm_90+, off by default). Last, the default
                 // again, captured anew after the others: the same graph as the default row (the choices are kept), so

@@ -687,7 +687,7 @@ def summary(paths):
                               ("attention and to_out apart", "folded, each attention and its to_out.0 as two launches"),
                               ("heuristic convolutions", "with cuDNN's heuristic algorithms, not its timed search"),
                               ("cuDNN convolutions only", "with every convolution on cuDNN (none on our implicit GEMM)"),
-                              ("default attention only", "with every attention on the default kernel (no split-keys or pipelined one)"),
+                              ("default attention only", "with every attention on the default kernel (no split-keys, pipelined or wide one)"),
                               ("default group norm only", "with every group norm on the default kernels (no slab kernel)"),
                               ("programmatic dependent launch", "with programmatic dependent launch on"),
                               ("default again", "again as the default, captured anew last (the spread between two timings of one graph)")):

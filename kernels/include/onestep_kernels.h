@@ -222,8 +222,9 @@ onestep_status onestep_attention_forward_qkv_typed(const void* qkv, const void* 
  * dealt to its 4 warps, merged in shared memory, for shapes with few query blocks (batch 1). Its results agree with
  * kernel 0's to the 16-bit rounding, not bit for bit (the sums run in another order). 2 the pipelined tensor-core
  * kernel (fp16/bf16, D 32 or 64, else ONESTEP_ERROR_UNSUPPORTED): kernel 0's arithmetic with the key/value tiles
- * double-buffered by cp.async and read by ldmatrix, so kernel 0's bits. The CUDA backend times them per shape and
- * keeps the fastest. */
+ * double-buffered by cp.async and read by ldmatrix, so kernel 0's bits. 3 the wide kernel (fp16/bf16, D 32 or 64, else
+ * ONESTEP_ERROR_UNSUPPORTED): kernel 2 with 32 query rows a warp and 128 a block, each key/value fragment read once for
+ * both 16-row halves, so kernel 0's bits too. The CUDA backend times them per shape and keeps the fastest. */
 onestep_status onestep_attention_forward_qkv_kernel_typed(const void* qkv, const void* qkv_bias, void* o, float* lse,
                                                           int B, int H, int T, int D, const int* kv_len,
                                                           float softmax_scale, int kernel, onestep_dtype dtype,

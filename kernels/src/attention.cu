@@ -343,23 +343,27 @@ __device__ __forceinline__ void finish_rows(T* o, float* lse, const float (&oacc
     }
 }
 
-// One tile of NK keys (its first key k0) for this warp's 16 rows (g and g + 8 in this lane): S = Q K^T from the
-// Q fragments qa and the tile's K (Ks, [key][d] with pitch PK) on tensor cores, masked past kv_end and scaled
-// (base 2), the online softmax update of m, l and the O accumulator (FA2, Alg. 1, lines 8-10), and O += P V with
-// V^T in Vt ([d][key], pitch PV). Shared by the production kernel (64-key tiles) and the dev file's version 11.
-// LDM (the pipelined kernel): the B fragments come from ldmatrix.x4, two mma steps' worth an instruction, and V is
+// One tile of NK keys (its first key k0) for MT m-tiles of 16 query rows a warp (m-tile i: rows g and g + 8 of its
+// 16 in this lane): S = Q K^T from the Q fragments qa[i] and the tile's K (Ks, [key][d] with pitch PK) on tensor
+// cores, masked past kv_end and scaled (base 2), the online softmax update of m[i] = (m_lo, m_hi), l[i] and the O
+// accumulator (FA2, Alg. 1, lines 8-10), and O += P V with V^T in Vt ([d][key], pitch PV). Each B fragment of K and V
+// is loaded once and multiplies all MT m-tiles: with MT = 2 a warp's shared-memory reads per mma.sync halve (FA2's
+// 128-row blocks, 32 rows a warp, for head dim 64). Shared by every tensor-core kernel here (tile_step below is MT 1).
+// LDM (the pipelined kernels): the B fragments come from ldmatrix.x4, two mma steps' worth an instruction, and V is
 // stored [key][d] like K (pitch PV) and read with .trans. The fragments hold the same values and the mma.sync calls
-// run in the same order as the 32-bit loads', so both give the same bits.
-template <typename T, int D, int NK, int PK, int PV, bool LDM = false>
-__device__ __forceinline__ void tile_step(const uint32_t (&qa)[D / 16][4], const T* Ks, const T* Vt, int k0,
-                                          int kv_end, float scale_log2, int g, int t, float& m_lo, float& m_hi,
-                                          float& l_lo, float& l_hi, float (&oacc)[D / 8][4]) {
+// run in the same order as the 32-bit loads', so both give the same bits; so does every MT, since each accumulator
+// sees the same mma sequence whatever the other m-tiles do.
+template <typename T, int D, int NK, int PK, int PV, bool LDM, int MT>
+__device__ __forceinline__ void tile_step_m(const uint32_t (&qa)[MT][D / 16][4], const T* Ks, const T* Vt, int k0,
+                                            int kv_end, float scale_log2, int g, int t, float (&m)[MT][2],
+                                            float (&l)[MT][2], float (&oacc)[MT][D / 8][4]) {
     static_assert(!LDM || (D % 32 == 0 && NK % 32 == 0), "ldmatrix.x4 loads two 16-wide steps at a time");
     const int lane = 4 * g + t;
-    float s[NK / 8][4];  // S tile n: keys n*8 + 2t, +1 of rows r_lo (0, 1) and r_hi (2, 3)
+    float s[MT][NK / 8][4];  // S tile n of m-tile i: keys n*8 + 2t, +1 of rows r_lo (0, 1) and r_hi (2, 3)
 #pragma unroll
     for (int n = 0; n < NK / 8; n++) {
-        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < MT; i++) s[i][n][0] = s[i][n][1] = s[i][n][2] = s[i][n][3] = 0.0f;
         if constexpr (LDM) {
             // Matrix m of one ldmatrix: keys n*8 .. n*8 + 7 (lane & 7 gives the row) at d 16 kk + 8 m: the b0, b1 of
             // steps kk and kk + 1.
@@ -368,49 +372,59 @@ __device__ __forceinline__ void tile_step(const uint32_t (&qa)[D / 16][4], const
             for (int kk = 0; kk < D / 16; kk += 2) {
                 uint32_t b[4];
                 ldmatrix_x4<false>(b, kr + 16 * kk);
-                mma<T>(s[n], qa[kk], b[0], b[1]);
-                mma<T>(s[n], qa[kk + 1], b[2], b[3]);
+#pragma unroll
+                for (int i = 0; i < MT; i++) {
+                    mma<T>(s[i][n], qa[i][kk], b[0], b[1]);
+                    mma<T>(s[i][n], qa[i][kk + 1], b[2], b[3]);
+                }
             }
         } else {
             const T* kr = Ks + (n * 8 + g) * PK + 2 * t;  // B = K^T: column g of the tile is key n*8 + g
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) mma<T>(s[n], qa[kk], load_as<uint32_t>(kr + 16 * kk), load_as<uint32_t>(kr + 16 * kk + 8));
+            for (int kk = 0; kk < D / 16; kk++) {
+                const uint32_t b0 = load_as<uint32_t>(kr + 16 * kk), b1 = load_as<uint32_t>(kr + 16 * kk + 8);
+#pragma unroll
+                for (int i = 0; i < MT; i++) mma<T>(s[i][n], qa[i][kk], b0, b1);
+            }
         }
     }
-    float mx_lo = -INFINITY, mx_hi = -INFINITY;
+    uint32_t pa[MT][NK / 16][4];  // P as A fragments: tiles 2j and 2j + 1 are keys [16j, 16j + 16)
 #pragma unroll
-    for (int n = 0; n < NK / 8; n++)
+    for (int i = 0; i < MT; i++) {
+        float mx_lo = -INFINITY, mx_hi = -INFINITY;
 #pragma unroll
-        for (int j = 0; j < 2; j++) {
-            const bool in = k0 + n * 8 + 2 * t + j < kv_end;
-            s[n][j] = in ? s[n][j] * scale_log2 : -INFINITY;
-            s[n][2 + j] = in ? s[n][2 + j] * scale_log2 : -INFINITY;
-            mx_lo = fmaxf(mx_lo, s[n][j]);
-            mx_hi = fmaxf(mx_hi, s[n][2 + j]);
+        for (int n = 0; n < NK / 8; n++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const bool in = k0 + n * 8 + 2 * t + j < kv_end;
+                s[i][n][j] = in ? s[i][n][j] * scale_log2 : -INFINITY;
+                s[i][n][2 + j] = in ? s[i][n][2 + j] * scale_log2 : -INFINITY;
+                mx_lo = fmaxf(mx_lo, s[i][n][j]);
+                mx_hi = fmaxf(mx_hi, s[i][n][2 + j]);
+            }
+        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
+        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
+        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
+        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
+        const float new_lo = fmaxf(m[i][0], mx_lo), new_hi = fmaxf(m[i][1], mx_hi);
+        // All keys masked so far: 0 as the reference, so exp2(-inf - 0) = 0 instead of NaN (as the portable path).
+        const float ref_lo = new_lo == -INFINITY ? 0.0f : new_lo, ref_hi = new_hi == -INFINITY ? 0.0f : new_hi;
+        const float alpha_lo = exp2f(m[i][0] - ref_lo), alpha_hi = exp2f(m[i][1] - ref_hi);
+        m[i][0] = new_lo, m[i][1] = new_hi;
+        l[i][0] *= alpha_lo, l[i][1] *= alpha_hi;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; dn++) {
+            oacc[i][dn][0] *= alpha_lo, oacc[i][dn][1] *= alpha_lo;
+            oacc[i][dn][2] *= alpha_hi, oacc[i][dn][3] *= alpha_hi;
         }
-    mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
-    mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
-    mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
-    mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
-    const float new_lo = fmaxf(m_lo, mx_lo), new_hi = fmaxf(m_hi, mx_hi);
-    // All keys masked so far: 0 as the reference, so exp2(-inf - 0) = 0 instead of NaN (as the portable path).
-    const float ref_lo = new_lo == -INFINITY ? 0.0f : new_lo, ref_hi = new_hi == -INFINITY ? 0.0f : new_hi;
-    const float alpha_lo = exp2f(m_lo - ref_lo), alpha_hi = exp2f(m_hi - ref_hi);
-    m_lo = new_lo, m_hi = new_hi;
-    l_lo *= alpha_lo, l_hi *= alpha_hi;
 #pragma unroll
-    for (int dn = 0; dn < D / 8; dn++) {
-        oacc[dn][0] *= alpha_lo, oacc[dn][1] *= alpha_lo;
-        oacc[dn][2] *= alpha_hi, oacc[dn][3] *= alpha_hi;
-    }
-    uint32_t pa[NK / 16][4];  // P as A fragments: tiles 2j and 2j + 1 are keys [16j, 16j + 16)
-#pragma unroll
-    for (int n = 0; n < NK / 8; n++) {
-        const float p0 = exp2f(s[n][0] - ref_lo), p1 = exp2f(s[n][1] - ref_lo);
-        const float p2 = exp2f(s[n][2] - ref_hi), p3 = exp2f(s[n][3] - ref_hi);
-        l_lo += p0 + p1, l_hi += p2 + p3;
-        pa[n / 2][(n % 2) * 2 + 0] = pack<T>(p0, p1);  // row g: registers 0 (keys 2t..) and 2 (keys 8 + 2t..)
-        pa[n / 2][(n % 2) * 2 + 1] = pack<T>(p2, p3);  // row g + 8: registers 1 and 3
+        for (int n = 0; n < NK / 8; n++) {
+            const float p0 = exp2f(s[i][n][0] - ref_lo), p1 = exp2f(s[i][n][1] - ref_lo);
+            const float p2 = exp2f(s[i][n][2] - ref_hi), p3 = exp2f(s[i][n][3] - ref_hi);
+            l[i][0] += p0 + p1, l[i][1] += p2 + p3;
+            pa[i][n / 2][(n % 2) * 2 + 0] = pack<T>(p0, p1);  // row g: registers 0 (keys 2t..) and 2 (keys 8 + 2t..)
+            pa[i][n / 2][(n % 2) * 2 + 1] = pack<T>(p2, p3);  // row g + 8: registers 1 and 3
+        }
     }
 #pragma unroll
     for (int dn = 0; dn < D / 8; dn++) {
@@ -422,15 +436,34 @@ __device__ __forceinline__ void tile_step(const uint32_t (&qa)[D / 16][4], const
             for (int j = 0; j < NK / 16; j += 2) {
                 uint32_t b[4];
                 ldmatrix_x4<true>(b, vr + 16 * j * PV);
-                mma<T>(oacc[dn], pa[j], b[0], b[1]);
-                mma<T>(oacc[dn], pa[j + 1], b[2], b[3]);
+#pragma unroll
+                for (int i = 0; i < MT; i++) {
+                    mma<T>(oacc[i][dn], pa[i][j], b[0], b[1]);
+                    mma<T>(oacc[i][dn], pa[i][j + 1], b[2], b[3]);
+                }
             }
         } else {
             const T* vr = Vt + (dn * 8 + g) * PV + 2 * t;  // B = V: column g of the tile is d = dn*8 + g
 #pragma unroll
-            for (int j = 0; j < NK / 16; j++) mma<T>(oacc[dn], pa[j], load_as<uint32_t>(vr + 16 * j), load_as<uint32_t>(vr + 16 * j + 8));
+            for (int j = 0; j < NK / 16; j++) {
+                const uint32_t b0 = load_as<uint32_t>(vr + 16 * j), b1 = load_as<uint32_t>(vr + 16 * j + 8);
+#pragma unroll
+                for (int i = 0; i < MT; i++) mma<T>(oacc[i][dn], pa[i][j], b0, b1);
+            }
         }
     }
+}
+
+// tile_step_m for one m-tile (a warp's 16 rows), its state as scalars: the default, split-keys and output-projection
+// kernels' step.
+template <typename T, int D, int NK, int PK, int PV, bool LDM = false>
+__device__ __forceinline__ void tile_step(const uint32_t (&qa)[D / 16][4], const T* Ks, const T* Vt, int k0,
+                                          int kv_end, float scale_log2, int g, int t, float& m_lo, float& m_hi,
+                                          float& l_lo, float& l_hi, float (&oacc)[D / 8][4]) {
+    float m[1][2] = {{m_lo, m_hi}}, l[1][2] = {{l_lo, l_hi}};
+    tile_step_m<T, D, NK, PK, PV, LDM, 1>(reinterpret_cast<const uint32_t(&)[1][D / 16][4]>(qa), Ks, Vt, k0, kv_end,
+                                          scale_log2, g, t, m, l, reinterpret_cast<float(&)[1][D / 8][4]>(oacc));
+    m_lo = m[0][0], m_hi = m[0][1], l_lo = l[0][0], l_hi = l[0][1];
 }
 
 // One warp's walk over the NK-key tiles first, first + step, ... below kv_end, each staged by the warp itself into
@@ -498,6 +531,16 @@ __global__ void __launch_bounds__(kWarps * 32)
 // D = 128 would need 69 KB of dynamic shared memory; the U-Net's heads are 32 or 64). Registers (ptxas, sm_90a): 158
 // at D = 64 unbounded, which would leave 3 blocks an SM where the kernel above has 4; __launch_bounds__(128, 4) holds
 // it to 128, as the kernel above, with 36 bytes spilled, so the timing compares the pipeline at the same occupancy.
+//
+// MT = 2 (the wide kernel, dev versions 18-20, kernel 3 of onestep_attention_forward_qkv_kernel_typed): each warp owns
+// two m-tiles of 16 rows (rows 16 w + g (+ 8) and 64 + 16 w + g (+ 8) of a 128-row block), FA2's own shape for head dim
+// 64 (kBlockM = 128 with 4 warps). Every K and V fragment a warp reads from shared memory feeds two mma.sync instead
+// of one, each staged tile serves 128 query rows instead of 64 (half the L2-to-shared traffic and cp.async issue per
+// row), and a warp has two independent mma chains to interleave. At 4 blocks an SM the kernel above keeps 16 warps
+// resident; here 2 blocks (__launch_bounds__(128, 2): up to 255 registers, for twice the Q, S and O fragments) keep 8
+// warps with twice the work each in flight. The H200 run put version 13 at 52% of cuDNN's SDPA at B=64 H=4 T=256
+// D=64 (32.3 against 16.7 us) with its mma pipes far from busy: the aim is more independent work per warp. Same
+// per-row arithmetic and mma order, so kernel 0's bits (test_attention compares them).
 template <typename T, int D>
 struct PipeSmem {
     static constexpr int kPitch = D + 8;
@@ -535,8 +578,8 @@ __device__ __forceinline__ void bias_kv(T* Ks, T* Vs, int k0, int kv_end, int h,
     }
 }
 
-template <typename T, int D>
-__global__ void __launch_bounds__(kWarps * 32, 4)
+template <typename T, int D, int MT>
+__global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 4 : 2)
     pipelined_forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                              T* __restrict__ o, float* __restrict__ lse, int Tq, int Tk,
                              const int* __restrict__ kv_len, int H, float scale_log2, int tokens, Biases<T> bias) {
@@ -544,16 +587,19 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
     using S = PipeSmem<T, D>;
     __shared__ __align__(16) T smem[2 * S::kStage];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int r_lo = blockIdx.x * kRows + warp * 16 + g, r_hi = r_lo + 8;
+    const int r0 = blockIdx.x * kRows * MT + warp * 16 + g;  // m-tile i: rows r0 + i * kRows and + 8
     const Head hd = head(H, D, Tq, Tk, kv_len, tokens);
     const int h = hd.h, kv_end = hd.kv_end;
     const long long head_q = hd.q, head_k = hd.k, ld = hd.ld;
 
     if (kv_end > 0) issue_kv<T, D>(smem, smem + kKeys * S::kPitch, k, v, head_k, ld, 0, kv_end);  // lands under Q's loads
-    uint32_t qa[D / 16][4];
-    float oacc[D / 8][4];
-    load_q<T, D>(qa, oacc, q, head_q, ld, r_lo, r_hi, Tq, t, h, bias.q);
-    float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
+    uint32_t qa[MT][D / 16][4];
+    float oacc[MT][D / 8][4], m[MT][2], l[MT][2];
+#pragma unroll
+    for (int i = 0; i < MT; i++) {
+        load_q<T, D>(qa[i], oacc[i], q, head_q, ld, r0 + i * kRows, r0 + i * kRows + 8, Tq, t, h, bias.q);
+        m[i][0] = m[i][1] = -INFINITY, l[i][0] = l[i][1] = 0.0f;
+    }
 
     for (int k0 = 0, stage = 0; k0 < kv_end; k0 += kKeys, stage ^= 1) {
         T* Ks = smem + stage * S::kStage;
@@ -565,10 +611,12 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
             T* next = smem + (stage ^ 1) * S::kStage;
             issue_kv<T, D>(next, next + kKeys * S::kPitch, k, v, head_k, ld, k0 + kKeys, kv_end);
         }
-        tile_step<T, D, kKeys, S::kPitch, S::kPitch, true>(qa, Ks, Vs, k0, kv_end, scale_log2, g, t, m_lo, m_hi, l_lo,
-                                                            l_hi, oacc);
+        tile_step_m<T, D, kKeys, S::kPitch, S::kPitch, true, MT>(qa, Ks, Vs, k0, kv_end, scale_log2, g, t, m, l, oacc);
     }
-    finish_rows<T, D>(o, lse, oacc, m_lo, m_hi, l_lo, l_hi, r_lo, r_hi, Tq, H, tokens, t);
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+        finish_rows<T, D>(o, lse, oacc[i], m[i][0], m[i][1], l[i][0], l[i][1], r0 + i * kRows, r0 + i * kRows + 8, Tq,
+                          H, tokens, t);
 }
 
 // ---- split keys: 16 query rows a block, the key tiles dealt to its warps (dev/attention_forward.cu version 11) ----
@@ -862,18 +910,19 @@ static cudaError_t out_launch(const T* qkv, Biases<T> bias, const T* w, const T*
     return cudaErrorInvalidValue;
 }
 
-template <typename T>
+// The pipelined kernel with MT m-tiles a warp: 1 (kernel 2, 64-row blocks) or 2 (kernel 3, the wide kernel's 128).
+template <typename T, int MT>
 static cudaError_t pipelined_launch(const T* q, const T* k, const T* v, T* o, float* lse, int B, int H, int Tq, int Tk,
                                    int D, const int* kv_len, float scale, cudaStream_t stream, int tokens,
                                    Biases<T> bias) {
-    const dim3 grid(ceil_div(Tq, kRows), unsigned(B * H)), block(kWarps * 32);
+    const dim3 grid(ceil_div(Tq, kRows * MT), unsigned(B * H)), block(kWarps * 32);
     const float scale_log2 = scale * 1.4426950408889634f;  // log2(e)
     if (D == 32)
-        return ::onestep::launch_dependent(pipelined_forward_kernel<T, 32>, grid, block, 0, stream, q, k, v, o, lse, Tq,
-                                           Tk, kv_len, H, scale_log2, tokens, bias);
+        return ::onestep::launch_dependent(pipelined_forward_kernel<T, 32, MT>, grid, block, 0, stream, q, k, v, o, lse,
+                                           Tq, Tk, kv_len, H, scale_log2, tokens, bias);
     if (D == 64)
-        return ::onestep::launch_dependent(pipelined_forward_kernel<T, 64>, grid, block, 0, stream, q, k, v, o, lse, Tq,
-                                           Tk, kv_len, H, scale_log2, tokens, bias);
+        return ::onestep::launch_dependent(pipelined_forward_kernel<T, 64, MT>, grid, block, 0, stream, q, k, v, o, lse,
+                                           Tq, Tk, kv_len, H, scale_log2, tokens, bias);
     return cudaErrorInvalidValue;  // D = 128: two stages would not fit 48 KB of static shared memory
 }
 
@@ -921,13 +970,15 @@ cudaError_t launch_forward(const T* q, const T* k, const T* v, T* o, float* lse,
         if (path == Path::SplitKeys)
             return o_pairs ? tc::split_launch(q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, scale, stream, tokens, bias)
                            : cudaErrorInvalidValue;
-        if (path == Path::Pipelined)
-            return o_pairs ? tc::pipelined_launch(q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, scale, stream, tokens, bias)
-                           : cudaErrorInvalidValue;
+        if (path == Path::Pipelined || path == Path::Wide)
+            return !o_pairs ? cudaErrorInvalidValue
+                   : path == Path::Wide
+                       ? tc::pipelined_launch<T, 2>(q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, scale, stream, tokens, bias)
+                       : tc::pipelined_launch<T, 1>(q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, scale, stream, tokens, bias);
         if (path == Path::TensorCores || (path == Path::Auto && o_pairs))
             return o_pairs ? tc::launch(q, k, v, o, lse, B, H, Tq, Tk, D, kv_len, scale, stream, tokens, bias)
                            : cudaErrorInvalidValue;
-    } else if (path == Path::TensorCores || path == Path::SplitKeys || path == Path::Pipelined) {
+    } else if (path != Path::Auto && path != Path::Portable) {
         return cudaErrorInvalidValue;  // fp32 has no tensor-core path here (the portable kernel is exact fp32)
     }
     switch (D) {
@@ -997,12 +1048,16 @@ static onestep_status forward(const char* fn, const void* q, const void* k, cons
         return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the split-keys kernel takes fp16 or bf16 with D 32 or 64");
     if (path == attention::Path::Pipelined && (dtype == ONESTEP_FLOAT32 || D > 64))
         return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the pipelined kernel takes fp16 or bf16 with D 32 or 64");
+    if (path == attention::Path::Wide && (dtype == ONESTEP_FLOAT32 || D > 64))
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the wide kernel takes fp16 or bf16 with D 32 or 64");
     // The tensor-core kernels store o as 32-bit pairs; the default path falls back to the portable kernel instead.
     if (path != attention::Path::Auto && (reinterpret_cast<unsigned long long>(o) & 3u))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
                     "o must be 4-byte aligned for the %s kernel (it stores pairs)",
-                    path == attention::Path::SplitKeys ? "split-keys" : path == attention::Path::Pipelined ? "pipelined"
-                                                                                                         : "tensor-core");
+                    path == attention::Path::SplitKeys   ? "split-keys"
+                    : path == attention::Path::Pipelined ? "pipelined"
+                    : path == attention::Path::Wide      ? "wide"
+                                                         : "tensor-core");
     const float scale = attention::resolve_scale(softmax_scale, D);
     cudaError_t e = cudaErrorInvalidValue;
     switch (dtype) {
@@ -1070,11 +1125,11 @@ extern "C" onestep_status onestep_attention_forward_qkv_kernel_typed(const void*
                                                                      const int* kv_len, float softmax_scale, int kernel,
                                                                      onestep_dtype dtype, cudaStream_t stream) {
     const char* fn = "onestep_attention_forward_qkv_kernel_typed";
-    if (kernel < 0 || kernel > 2) {
+    if (kernel < 0 || kernel > 3) {
         char shapes[160];
         attention::describe(shapes, sizeof shapes, B, H, T, T, D, dtype);
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
-                    "kernel must be 0 (default), 1 (split keys) or 2 (pipelined), not %d", kernel);
+                    "kernel must be 0 (default), 1 (split keys), 2 (pipelined) or 3 (wide), not %d", kernel);
     }
     const size_t third = (size_t)H * D * dtype_bytes(dtype);
     const char* p = static_cast<const char*>(qkv);
@@ -1083,6 +1138,7 @@ extern "C" onestep_status onestep_attention_forward_qkv_kernel_typed(const void*
                    softmax_scale, dtype, stream, 3, b, b ? b + third : nullptr, b ? b + 2 * third : nullptr,
                    kernel == 1   ? attention::Path::SplitKeys
                    : kernel == 2 ? attention::Path::Pipelined
+                   : kernel == 3 ? attention::Path::Wide
                                  : attention::Path::Auto);
 }
 

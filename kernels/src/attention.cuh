@@ -19,8 +19,9 @@ size_t shared_bytes(int D);
 // merged in shared memory (flash-decoding's split-KV inside one block), 4x the blocks at a quarter of the serial
 // chain; the CUDA backend times it against Auto per shape (onestep_attention_forward_qkv_kernel_typed). Pipelined
 // (16-bit, D 32 or 64) is the tensor-core kernel with its K/V tiles double-buffered by cp.async and its B fragments
-// loaded by ldmatrix: Auto's bits, timed against it the same way.
-enum class Path { Auto, Portable, TensorCores, SplitKeys, Pipelined };
+// loaded by ldmatrix: Auto's bits, timed against it the same way. Wide is Pipelined with two 16-row m-tiles a warp
+// (128-row blocks, each K/V fragment read once for both): Auto's bits too.
+enum class Path { Auto, Portable, TensorCores, SplitKeys, Pipelined, Wide };
 
 // Per-feature biases (H*D each, or null) added to q, k, v as they are read, each sum rounded to T once: the bits of
 // adding them first (onestep_add_per_channel_typed), without that kernel.

@@ -603,13 +603,16 @@ void check_split(const Case& c, onestep_dtype dtype, uint64_t seed) {
            "kernel 0 gives the bits of onestep_attention_forward_qkv_typed%s");
 }
 
-// The pipelined kernel (kernel 2: K/V tiles double-buffered by cp.async, B fragments by ldmatrix) must give kernel 0's
-// bits, o and lse, with the packed projection's bias and without it (its two staging paths: the copies as they land,
-// or each thread's chunks biased after its wait). The emulation keeps every cp.async in flight until its wait_group
-// and poisons its destination, so a tile read before its barrier, or refilled while still read, shows up here.
-void check_pipelined(const Case& c, onestep_dtype dtype, uint64_t seed) {
+// The pipelined kernel (kernel 2: K/V tiles double-buffered by cp.async, B fragments by ldmatrix) and the wide one
+// (kernel 3: the same with two 16-row m-tiles a warp, 128-row blocks) must give kernel 0's bits, o and lse, with the
+// packed projection's bias and without it (the two staging paths: the copies as they land, or each thread's chunks
+// biased after its wait). The emulation keeps every cp.async in flight until its wait_group and poisons its
+// destination, so a tile read before its barrier, or refilled while still read, shows up here; for the wide kernel,
+// a second m-tile given the first one's rows or state does too.
+void check_pipelined(const Case& c, onestep_dtype dtype, int kernel, uint64_t seed) {
     const ktest::Format16& f = dtype == ONESTEP_FLOAT16 ? ktest::kHalf : ktest::kBf16;
-    std::printf("  pipelined %s B=%d H=%d T=%d D=%d qk_std=%g kv_len=%d\n", dtype == ONESTEP_FLOAT16 ? "fp16" : "bf16",
+    const char* name = kernel == 3 ? "wide" : "pipelined";
+    std::printf("  %s %s B=%d H=%d T=%d D=%d qk_std=%g kv_len=%d\n", name, dtype == ONESTEP_FLOAT16 ? "fp16" : "bf16",
                 c.B, c.H, c.Tq, c.D, c.qk_std, c.use_kv_len);
     ktest::Rng rng(seed);
     vector<float> x[3];
@@ -623,8 +626,8 @@ void check_pipelined(const Case& c, onestep_dtype dtype, uint64_t seed) {
     for (const void* bias : {static_cast<const void*>(nullptr), static_cast<const void*>(qkv_b.p)}) {
         Buf16 o(size_t(c.B) * T * HD), o0(o.n);
         Buf lse(size_t(c.B) * c.H * T, NAN), lse0(lse.n, NAN);
-        if (!ok(onestep_attention_forward_qkv_kernel_typed(qkv.p, bias, o.p, lse.p, c.B, c.H, T, c.D, lens, 0.f, 2,
-                                                           dtype, nullptr), "pipelined: %s") ||
+        if (!ok(onestep_attention_forward_qkv_kernel_typed(qkv.p, bias, o.p, lse.p, c.B, c.H, T, c.D, lens, 0.f, kernel,
+                                                           dtype, nullptr), "kernel 2 or 3: %s") ||
             !ok(onestep_attention_forward_qkv_kernel_typed(qkv.p, bias, o0.p, lse0.p, c.B, c.H, T, c.D, lens, 0.f, 0,
                                                            dtype, nullptr), "kernel 0: %s") ||
             !ktest::sync())
@@ -635,8 +638,8 @@ void check_pipelined(const Case& c, onestep_dtype dtype, uint64_t seed) {
         size_t nans = 0;
         for (size_t i = 0; i < lse.n; i++) nans += std::isnan(lse.p[i]);
         char what[160];
-        std::snprintf(what, sizeof what, "pipelined %s bias: %zu of %zu values differ from kernel 0's bits, %zu lse NaN",
-                      bias ? "with" : "without", differ, o.n + lse.n, nans);
+        std::snprintf(what, sizeof what, "%s %s bias: %zu of %zu values differ from kernel 0's bits, %zu lse NaN",
+                      name, bias ? "with" : "without", differ, o.n + lse.n, nans);
         expect(differ == 0 && nans == 0, "%s", what);
     }
 }
@@ -659,19 +662,28 @@ void check_split_refusals() {
     expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 32, nullptr, 0.f, 2,
                                                       ONESTEP_FLOAT32, nullptr) == ONESTEP_ERROR_UNSUPPORTED,
            "the pipelined kernel refuses fp32: %s", onestep_last_error_message());
+    expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 128, nullptr, 0.f, 3,
+                                                      ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_UNSUPPORTED &&
+               std::strstr(onestep_last_error_message(), "D=128") && std::strstr(onestep_last_error_message(), "wide"),
+           "the wide kernel refuses D = 128 by name: %s", onestep_last_error_message());
+    expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 32, nullptr, 0.f, 3,
+                                                      ONESTEP_FLOAT32, nullptr) == ONESTEP_ERROR_UNSUPPORTED,
+           "the wide kernel refuses fp32: %s", onestep_last_error_message());
     // The tensor-core kernels store o in 32-bit pairs: an o 2 bytes off is refused by name (it came back as a bare
     // cudaErrorInvalidValue), for each kernel asked for by number.
     Buf16 q(3 * 16 * 32), o(16 * 32 + 2);
-    for (int kernel : {1, 2})
+    for (int kernel : {1, 2, 3}) {
+        char what[64];
+        std::snprintf(what, sizeof what, "kernel %d refuses an o 2 bytes off: %%s", kernel);
         expect(onestep_attention_forward_qkv_kernel_typed(q.p, nullptr, o.p + 1, l.p, 1, 1, 16, 32, nullptr, 0.f,
                                                           kernel, ONESTEP_FLOAT16, nullptr) ==
                        ONESTEP_ERROR_INVALID_ARGUMENT &&
                    std::strstr(onestep_last_error_message(), "o must be 4-byte aligned"),
-               kernel == 1 ? "kernel 1 refuses an o 2 bytes off: %s" : "kernel 2 refuses an o 2 bytes off: %s",
-               onestep_last_error_message());
-    expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 32, nullptr, 0.f, 3,
+               what, onestep_last_error_message());
+    }
+    expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 32, nullptr, 0.f, 4,
                                                       ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_INVALID_ARGUMENT &&
-               std::strstr(onestep_last_error_message(), "not 3"),
+               std::strstr(onestep_last_error_message(), "not 4"),
            "an unknown kernel is refused: %s", onestep_last_error_message());
 }
 
@@ -901,9 +913,11 @@ int main() {
         {3, 2, 150, 150, 64, 1.0, true},   // three tiles, key lengths ending mid-tile, batch 0 with no key
         {2, 1, 130, 130, 32, 4.0, false},  // scores of order +-100 over three tiles: the running max
         {1, 4, 256, 256, 64, 1.0, false},  // the CIFAR U-Net's 16x16 level: four whole tiles
+        {1, 2, 200, 200, 32, 1.0, true},   // the wide kernel's second block partly past T (rows 128-199 of 256)
     };
     for (const Case& c : pipelined)
-        for (onestep_dtype t : {ONESTEP_FLOAT16, ONESTEP_BFLOAT16}) check_pipelined(c, t, seed++);
+        for (onestep_dtype t : {ONESTEP_FLOAT16, ONESTEP_BFLOAT16})
+            for (int kernel : {2, 3}) check_pipelined(c, t, kernel, seed++);
     check_split_refusals();
     const Case residual[] = {
         {1, 1, 1, 1, 32, 1.0, false},      // one token, one head: three warps idle

@@ -4,6 +4,7 @@ import static ai.onestep.kernels.OnestepKernels.*;
 
 import ai.onestep.kernels.OnestepKernels;
 import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.function.Supplier;
 import org.bytedeco.javacpp.BytePointer;
@@ -634,9 +635,10 @@ public abstract class Device implements AutoCloseable {
     /**
      * Self-attention on one packed (n, t, 3 heads d) projection with its pending bias (0: none), o (n, t, heads d),
      * lse (n, heads, t) fp32: {@code onestep_attention_forward_qkv_kernel_typed} with {@code kernel} 0 (the default
-     * tensor-core kernel, 64 query rows a block), 1 (split keys: 16 rows a block, the keys over its 4 warps) or 2
-     * (pipelined: kernel 0 with its key/value tiles double-buffered by cp.async and read by ldmatrix; its bits), 1 and
-     * 2 fp16/bf16 with d 32 or 64, as {@link #attentionKernel} chose for the shape (0 unless this device times them).
+     * tensor-core kernel, 64 query rows a block), 1 (split keys: 16 rows a block, the keys over its 4 warps), 2
+     * (pipelined: kernel 0 with its key/value tiles double-buffered by cp.async and read by ldmatrix; its bits) or 3
+     * (wide: kernel 2 with 32 rows a warp and 128 a block; its bits too), 1 to 3 fp16/bf16 with d 32 or 64, as
+     * {@link #attentionKernel} chose for the shape (0 unless this device times them).
      */
     public final void attentionQkv(long qkv, long bias, long o, long lse, int n, int heads, int t, int d,
                                    Precision type, Supplier<String> what) {
@@ -1893,19 +1895,26 @@ public abstract class Device implements AutoCloseable {
     }
 
     /**
-     * The kernel {@link #attentionQkv} runs a shape with: 1 (split keys) or 2 (pipelined), whichever was fastest when
-     * timed against the default kernel on the shape's first use outside a capture, if it was faster than the default
-     * and its result agreed with the default's; else 0. Neither asks for scratch, so the choice can be made inside a
-     * pass's first run. Both off ({@link #splitKeys}, {@link #pipelinedAttention}), fp32 or a head dim other than 32
-     * and 64: 0.
+     * The kernel {@link #attentionQkv} runs a shape with: 1 (split keys), 2 (pipelined) or 3 (wide: the pipelined
+     * kernel with 32 query rows a warp, 128 a block), whichever was fastest when timed against the default kernel on
+     * the shape's first use outside a capture, if it was faster than the default and its result agreed with the
+     * default's; else 0. None asks for scratch, so the choice can be made inside a pass's first run.
+     * {@link #pipelinedAttention} switches 2 and 3 together, {@link #splitKeys} 1; both off, fp32 or a head dim other
+     * than 32 and 64: 0.
      */
     protected final int attentionKernel(long qkv, long bias, long o, long lse, int n, int heads, int t, int d,
                                         Precision type, Supplier<String> what) {
         if (!(splitKeys || pipelinedAttention) || type == Precision.FP32 || (d != 32 && d != 64)) {
             return 0;
         }
-        List<Candidate> candidates = splitKeys && pipelinedAttention ? List.of(SPLIT_KEYS, PIPELINED)
-                : List.of(splitKeys ? SPLIT_KEYS : PIPELINED);
+        List<Candidate> candidates = new ArrayList<>();
+        if (splitKeys) {
+            candidates.add(SPLIT_KEYS);
+        }
+        if (pipelinedAttention) {
+            candidates.add(PIPELINED);
+            candidates.add(WIDE);
+        }
         String key = "attention,n=" + n + ",heads=" + heads + ",t=" + t + ",d=" + d + "," + type.label();
         return timedChoice(key, "default kernel", candidates,
                 kernel -> attentionQkv(qkv, bias, o, lse, n, heads, t, d, kernel, type, what), (kernel, tmp) -> {
@@ -1914,8 +1923,9 @@ public abstract class Device implements AutoCloseable {
                     long refLse = tmp.allocate((long) n * heads * t * Float.BYTES, "attention check lse");
                     attentionQkv(qkv, bias, ref, refLse, n, heads, t, d, 0, type, what);
                     attentionQkv(qkv, bias, o, lse, n, heads, t, d, kernel, type, what);  // o: the candidate's, last
-                    return agrees(o, ref, elems, type, tmp, what, "the " + (kernel == 1 ? "split-keys" : "pipelined")
-                            + " attention " + key, "the default kernel for this shape");
+                    return agrees(o, ref, elems, type, tmp, what, "the " + (kernel == 1 ? "split-keys"
+                            : kernel == 2 ? "pipelined" : "wide") + " attention " + key,
+                            "the default kernel for this shape");
                 });
     }
 
@@ -1956,6 +1966,7 @@ public abstract class Device implements AutoCloseable {
 
     private static final Candidate SPLIT_KEYS = new Candidate(1, "split keys");
     private static final Candidate PIPELINED = new Candidate(2, "pipelined");
+    private static final Candidate WIDE = new Candidate(3, "wide");
     private static final Candidate SLAB = new Candidate(1, "slab kernel");
     private static final Candidate CLUSTER = new Candidate(2, "cluster kernel");
     private static final List<Candidate> ONE_LAUNCH = List.of(new Candidate(1, "one launch, a warp a head"),

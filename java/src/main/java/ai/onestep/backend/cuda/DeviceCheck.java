@@ -526,7 +526,7 @@ public final class DeviceCheck {
             }
             if (d instanceof CudaDevice cd) {
                 // Each shape's timed choice: our tensor-core implicit GEMM against cuDNN (kernels/src/conv.cu), the
-                // split-keys and pipelined attention against the default kernel, the cluster group norm (the slab
+                // split-keys, pipelined and wide attention against the default kernel, the cluster group norm (the slab
                 // one only above 2^20 values, none here) against the default kernels.
                 java.util.List<Device.Choice> choices = cd.timedChoices();
                 long attention = choices.stream().filter(o -> o.shape().startsWith("attention,")).count();

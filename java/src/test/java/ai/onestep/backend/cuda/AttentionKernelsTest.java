@@ -44,9 +44,9 @@ class AttentionKernelsTest {
                 dev.upload(wideB, hb.segment(), 4L * hb.size(), () -> "bias");
                 dev.convert(wide, Precision.FP32, qkv, p, elems, "qkv", () -> "test");
                 dev.convert(wideB, Precision.FP32, bias, p, hb.size(), "bias", () -> "test");
-                long[] o = new long[3];
-                float[][] got = new float[3][];
-                for (int kernel = 0; kernel < 3; kernel++) {
+                long[] o = new long[4];
+                float[][] got = new float[4][];
+                for (int kernel = 0; kernel < 4; kernel++) {
                     o[kernel] = a.allocate(2L * outs, "o");
                     long lse = a.allocate(4L * n * heads * t, "lse"), o32 = a.allocate(4L * outs, "o32");
                     dev.attentionQkv(qkv, bias, o[kernel], lse, n, heads, t, d, kernel, p, () -> "test");
@@ -59,13 +59,14 @@ class AttentionKernelsTest {
                 // (emulated: fp16 1.5e-4, bf16 1.3e-3; the bounds are ~4x).
                 double err = IgemmConvTest.relL2(got[1], got[0]), bound = p == Precision.FP16 ? 6e-4 : 5e-3;
                 assertTrue(err < bound, p.label() + ": split keys vs default, relative L2 " + err);
-                byte[][] bits = new byte[3][];
-                for (int kernel : new int[] {0, 2}) {
+                byte[][] bits = new byte[4][];
+                for (int kernel : new int[] {0, 2, 3}) {
                     Tensor raw = host.allocate(outs / 2);  // the 16-bit o's bytes
                     dev.download(raw.segment(), o[kernel], 2L * outs, () -> "o");
                     bits[kernel] = raw.segment().asSlice(0, 2L * outs).toArray(ValueLayout.JAVA_BYTE);
                 }
                 assertArrayEquals(bits[0], bits[2], p.label() + ": the pipelined kernel gives the default's bits");
+                assertArrayEquals(bits[0], bits[3], p.label() + ": the wide kernel gives the default's bits");
             }
             long any = a.allocate(1 << 16, "any");
             CudaException refused = assertThrows(CudaException.class, () -> dev.attentionQkv(any, 0, any, any, 1, 1, 4,
@@ -73,6 +74,9 @@ class AttentionKernelsTest {
             assertEquals(OnestepKernels.ERROR_UNSUPPORTED, refused.status());
             assertTrue(refused.getMessage().contains("pipelined") && refused.getMessage().contains("D=128"),
                     refused.getMessage());
+            CudaException wide = assertThrows(CudaException.class, () -> dev.attentionQkv(any, 0, any, any, 1, 1, 4,
+                    128, 3, Precision.FP16, () -> "mid_block.attentions.0"));
+            assertTrue(wide.getMessage().contains("wide") && wide.getMessage().contains("D=128"), wide.getMessage());
             CudaException e = assertThrows(CudaException.class, () -> dev.attentionQkv(any, 0, any, any, 1, 1, 4, 128,
                     1, Precision.FP16, () -> "mid_block.attentions.0"));
             assertEquals(OnestepKernels.ERROR_UNSUPPORTED, e.status());

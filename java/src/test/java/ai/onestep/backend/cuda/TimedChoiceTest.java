@@ -19,7 +19,7 @@ import org.junit.jupiter.api.Test;
 /**
  * The timed choices a GPU makes between our candidate kernels and the routes they would replace ({@link
  * Device#ownConv}: the implicit-GEMM convolutions against cuDNN; {@link Device#attentionKernel}: the split-keys
- * and the pipelined attention against the default kernel), run here by an emulated device in {@link EmulatedDevice.Candidates#TIMED}
+ * pipelined and wide attention against the default kernel), run here by an emulated device in {@link EmulatedDevice.Candidates#TIMED}
  * mode with the portable kernels as the incumbents. The emulation's clock says nothing, so {@code forceChoice}
  * decides; everything else is the GPU's code: the choice on a shape's first use outside a capture, inside a pass's
  * first call (after which the pass still captures and replays that call's bits), the check against the reference,
@@ -90,11 +90,16 @@ class TimedChoiceTest {
                 assertTrue(c.config() >= 1, c.toString());
                 assertTrue(c.verdict().split(" \\(")[0].endsWith("faster"), c.toString());  // before the others' times
             }
-            // Attention has two candidates, split keys and pipelined: both timed, the slower named in the verdict.
+            // Attention has three candidates, split keys, pipelined and wide: all timed, the slower two named in the
+            // verdict.
             for (Device.Choice c : taken) {
                 if (c.shape().startsWith("attention,")) {
-                    String other = c.candidate().equals("pipelined") ? "split keys" : "pipelined";
-                    assertTrue(c.verdict().contains("(" + other + " "), c.toString());
+                    for (String other : List.of("split keys", "pipelined", "wide")) {
+                        if (!other.equals(c.candidate())) {
+                            assertTrue(c.verdict().contains(other + " ") && c.verdict().contains(" us"),
+                                    other + " timed: " + c);
+                        }
+                    }
                 }
             }
             assertTrue(launches[0] > 0);
