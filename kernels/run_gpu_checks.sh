@@ -80,7 +80,7 @@ run "attention forward, fmnist 7x7, B=64 H=4 T=49 D=32 (v8)" "$build/dev_attenti
 run "attention forward, fmnist 14x14, B=1 H=2 T=196 D=32 (v10)" "$build/dev_attention_forward" 10 1 2 196 32
 run "attention forward, fmnist 14x14, B=1 H=2 T=196 D=32 (v11: keys split over the warps)" "$build/dev_attention_forward" 11 1 2 196 32
 run "group norm forward, fmnist 64x28x28x32, G=8" "$build/dev_groupnorm_forward" 0 64 784 32 8
-run "group norm forward, CIFAR 64x32x32x128, G=32" "$build/dev_groupnorm_forward" 0 64 1024 128 32
+run "group norm forward, CIFAR 64x32x32x128, G=32 (the target shape: v8-10 slab, v21-23 two chunked passes)" "$build/dev_groupnorm_forward" 0 64 1024 128 32
 run "group norm forward, CIFAR up block 1x32x32x384, G=32 (v11: the concat fused)" "$build/dev_groupnorm_forward" 11 1 1024 384 32
 run "attention backward, B=8 H=8 T=1024 D=64" "$build/dev_attention_backward"
 run "attention backward, B=8 H=4 T=256 D=128" "$build/dev_attention_backward" 0 8 4 256 128

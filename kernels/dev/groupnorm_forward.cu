@@ -23,7 +23,9 @@
 // (cluster_shape), so the block sweep does not apply: one row each, "block auto". Versions 15, 16 and 17 (fp32, fp16,
 // bf16) are a persistent slab kernel (this file only: it lost to version 8 on the H100): version 8's arithmetic on a
 // grid of one 512-thread block an SM that loops over the slabs, the next copied into shared memory by cp.async while
-// the current is normalized; "block auto" too.
+// the current is normalized; "block auto" too. Versions 21, 22 and 23 (fp32, fp16, bf16; this file only, not yet timed)
+// split the work in two streaming kernels over chunks of whole pixels, statistics then normalization, the second
+// reading x back from L2 (the comment above launch_chunked has the reasoning).
 #include "../src/status.cu"
 #include "../src/groupnorm.cu"
 #include "../src/tensor_core.cuh"
@@ -311,6 +313,207 @@ static cudaError_t launch_persistent(const T* x, const T* gamma, const T* beta, 
     return cudaErrorNotSupported;
 }
 
+// ---- versions 21, 22, 23 (fp32, fp16, bf16; twenty-fifth session): two passes over contiguous pixel chunks, the
+// second read from L2 ------------------------------------------------------------------------------------------------
+// Version 8 holds a whole (sample, 16-channel slab) in registers: 512 blocks at 64x32x32x128, two an SM, so the grid
+// runs in two waves in which every block loads, then reduces behind barriers, then stores. The loads and stores of
+// an SM come in bursts, and the DRAM idles through the reductions. The H200 (2026-11-27) put it at 48% of the copy
+// bandwidth in fp32, and the fp16 version, with half the bytes, took 87% of the fp32 time: the kernel is bound by
+// that schedule, not by the bytes. Here the work is split in two streaming kernels over chunks of whole pixels (all
+// C channels, so a warp reads 32 consecutive 16-byte vectors: whole 128-byte lines):
+//   1. statistics: a block per (chunk, sample) loads its chunk once (kChunkIters 4-vectors a thread, all issued
+//      before the first use), and writes each group's (mean, M2) over the chunk: two exact passes over the registers,
+//      as version 8 does, summed in a fixed order (the quads of a group by warp shuffles, the warps in order);
+//   2. normalize: the same blocks in reverse order merge their sample's chunk pairs (Chan et al.'s pairwise update,
+//      reduce.cuh's welford_merge, chunks in order: the same mean and rstd in every block), then read the chunk again
+//      and store y. x's second read is meant to come from L2 (H100 and H200: 50 MB; x is 33.5 MB in fp32 at
+//      64x32x32x128 and 16.8 MB in fp16). Two choices serve that. The second read and y's stores are "cache
+//      streaming" (ld/st.global.cs: evict first), so y's lines go before x's. The blocks run in reverse, so the
+//      chunks read last by kernel 1 are read first: were L2 too small, the misses would be the oldest lines only,
+//      not a thrash.
+// DRAM then moves x once and y once, as in version 8, in two grids of short blocks with no wave in lockstep. Same
+// formula per element as version 8 (gamma, beta, scale, shift, SiLU); the statistics differ from its bits in the last
+// places (another summation order). Plain group norm only (no pre-add terms). Needs C / 4 dividing the block, G <= 32
+// and Cg a multiple of 4. Not timed yet.
+constexpr int kChunkIters = 8;  // 4-vectors a thread holds in the statistics pass
+
+// Thread t's quad (4 channels) is t % QC, QC = C / 4; its pixels in a chunk are t / QC + i * rows, i < kChunkIters.
+struct ChunkShape {
+    int QC, rows, pixels, chunks;  // quads a pixel, pixels a round of the block, pixels a chunk, chunks a sample
+};
+
+__host__ __device__ inline ChunkShape chunk_shape(int HW, int C, int block) {
+    const int QC = C / 4, rows = block / QC, pixels = rows * kChunkIters;
+    return {QC, rows, pixels, (HW + pixels - 1) / pixels};
+}
+
+// Values of group g in chunk k: its pixels (the last chunk may be short) times Cg.
+__host__ __device__ inline float chunk_count(const ChunkShape& s, int k, int HW, int Cg) {
+    const int left = HW - k * s.pixels;
+    return float(left < s.pixels ? left : s.pixels) * float(Cg);
+}
+
+// The block's sum, per group, of one value a thread (its quad's group), in a fixed order: the group's quads and the
+// warp's pixels by shuffles, then the warps in order. tot[g] holds group g's sum for every thread after the return.
+__device__ __forceinline__ void chunk_group_sum(float v, float (&part)[32][32], float (&tot)[32], int QC, int Cg,
+                                                int G) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, QG = Cg / 4;
+    for (int o = 1; o < QG; o *= 2) v += __shfl_xor_sync(0xffffffffu, v, o);   // the group's quads of a pixel
+    for (int o = QC; o < 32; o *= 2) v += __shfl_xor_sync(0xffffffffu, v, o);  // the warp's other pixels (QC < 32)
+    part[warp][lane] = v;
+    __syncthreads();
+    if (int(threadIdx.x) < G) {
+        const int q0 = threadIdx.x * QG;  // the group's first quad
+        float s = 0.f;
+        for (int w = 0; w < int(blockDim.x / 32); w++) {
+            const int wq = QC >= 32 ? (w * 32) % QC : 0;  // the warp's first quad
+            if (q0 >= wq && q0 < wq + 32) s += part[w][q0 - wq];
+        }
+        tot[threadIdx.x] = s;
+    }
+    __syncthreads();
+}
+
+template <typename T>
+__global__ void chunk_stats_kernel(const T* __restrict__ x, float2* __restrict__ partial, int HW, int C, int G) {
+    __shared__ float part[32][32], tot[32];
+    const ChunkShape s = chunk_shape(HW, C, blockDim.x);
+    const int n = blockIdx.y, chunk = blockIdx.x, q = threadIdx.x % s.QC, Cg = C / G, g = 4 * q / Cg;
+    const int p0 = chunk * s.pixels + threadIdx.x / s.QC;
+    const T* xs = x + (long long)n * HW * C + 4 * q;
+    float4 v[kChunkIters];
+#pragma unroll
+    for (int i = 0; i < kChunkIters; i++) {
+        const int p = p0 + i * s.rows;
+        v[i] = p < HW ? load4(xs + (long long)p * C) : make_float4(0.f, 0.f, 0.f, 0.f);  // padding adds 0
+    }
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < kChunkIters; i++) sum += (v[i].x + v[i].y) + (v[i].z + v[i].w);
+    chunk_group_sum(sum, part, tot, s.QC, Cg, G);
+    const float count = chunk_count(s, chunk, HW, Cg);
+    const float mu = tot[g] / count;
+    const float my_mean = int(threadIdx.x) < G ? tot[threadIdx.x] / count : 0.f;  // read before tot is rewritten
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < kChunkIters; i++) {
+        if (p0 + i * s.rows < HW) {  // the padding holds zeros, not x - mu
+            const float a = v[i].x - mu, b = v[i].y - mu, d = v[i].z - mu, e = v[i].w - mu;
+            ss += (a * a + b * b) + (d * d + e * e);
+        }
+    }
+    chunk_group_sum(ss, part, tot, s.QC, Cg, G);
+    if (int(threadIdx.x) < G)
+        partial[((long long)n * gridDim.x + chunk) * G + threadIdx.x] = make_float2(my_mean, tot[threadIdx.x]);
+}
+
+// Four elements at p, read or written "cache streaming" (evict first), as load4/store4 convert them. The emulation
+// has no cache: plain moves there.
+template <typename T>
+__device__ __forceinline__ float4 load4_streaming(const T* p) {
+#ifdef ONESTEP_EMULATION
+    return load4(p);
+#else
+    if constexpr (sizeof(T) == 4) {
+        return __ldcs(reinterpret_cast<const float4*>(p));
+    } else {
+        const uint2 u = __ldcs(reinterpret_cast<const uint2*>(p));
+        const Pack4<T> pk = *reinterpret_cast<const Pack4<T>*>(&u);
+        return make_float4(to_f32(pk.v[0]), to_f32(pk.v[1]), to_f32(pk.v[2]), to_f32(pk.v[3]));
+    }
+#endif
+}
+
+template <typename T>
+__device__ __forceinline__ void store4_streaming(T* p, float4 v) {
+#ifdef ONESTEP_EMULATION
+    store4(p, v);
+#else
+    if constexpr (sizeof(T) == 4) {
+        __stcs(reinterpret_cast<float4*>(p), v);
+    } else {
+        Pack4<T> pk;
+        pk.v[0] = from_f32<T>(v.x), pk.v[1] = from_f32<T>(v.y), pk.v[2] = from_f32<T>(v.z), pk.v[3] = from_f32<T>(v.w);
+        __stcs(reinterpret_cast<uint2*>(p), *reinterpret_cast<const uint2*>(&pk));
+    }
+#endif
+}
+
+template <typename T>
+__global__ void chunk_normalize_kernel(const T* __restrict__ x, const T* __restrict__ gamma,
+                                       const T* __restrict__ beta, const T* __restrict__ scale,
+                                       const T* __restrict__ shift, T* __restrict__ y, float* __restrict__ mean,
+                                       float* __restrict__ rstd, const float2* __restrict__ partial, int HW, int C,
+                                       int G, float eps, bool silu) {
+    __shared__ float mu_s[32], rs_s[32];
+    const ChunkShape s = chunk_shape(HW, C, blockDim.x);
+    // Reverse order: the chunks kernel 1 read last (the likeliest still in L2) first.
+    const int n = gridDim.y - 1 - blockIdx.y, chunk = gridDim.x - 1 - blockIdx.x;
+    const int q = threadIdx.x % s.QC, Cg = C / G, g = 4 * q / Cg, c = 4 * q;
+    if (int(threadIdx.x) < G) {
+        Welford w{0.f, 0.f, 0.f};
+        for (int k = 0; k < s.chunks; k++) {
+            const float2 pk = partial[((long long)n * s.chunks + k) * G + threadIdx.x];
+            w = welford_merge(w, Welford{chunk_count(s, k, HW, Cg), pk.x, pk.y});
+        }
+        mu_s[threadIdx.x] = w.mean, rs_s[threadIdx.x] = rsqrtf(w.m2 / w.n + eps);
+        if (chunk == 0) mean[n * G + threadIdx.x] = mu_s[threadIdx.x], rstd[n * G + threadIdx.x] = rs_s[threadIdx.x];
+    }
+    __syncthreads();
+    const float mu = mu_s[g], rs = rs_s[g];
+    float ga[4], be[4], sc[4] = {0.f, 0.f, 0.f, 0.f}, sh[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int k = 0; k < 4; k++) {
+        ga[k] = to_f32(gamma[c + k]), be[k] = to_f32(beta[c + k]);
+        if (scale) sc[k] = to_f32(scale[(long long)n * C + c + k]), sh[k] = to_f32(shift[(long long)n * C + c + k]);
+    }
+    auto apply = [&](float xv, int k) {  // slab_normalize's formula
+        float u = (xv - mu) * rs * ga[k] + be[k];
+        if (scale) u = u * (1.0f + sc[k]) + sh[k];
+        if (silu) u = u * sigmoid(u);
+        return u;
+    };
+    const int p0 = chunk * s.pixels + threadIdx.x / s.QC;
+    const long long base = (long long)n * HW * C + c;
+    float4 v[kChunkIters];
+#pragma unroll
+    for (int i = 0; i < kChunkIters; i++) {
+        const int p = p0 + i * s.rows;
+        if (p < HW) v[i] = load4_streaming(x + base + (long long)p * C);
+    }
+#pragma unroll
+    for (int i = 0; i < kChunkIters; i++) {
+        const int p = p0 + i * s.rows;
+        if (p < HW)
+            store4_streaming(y + base + (long long)p * C,
+                             make_float4(apply(v[i].x, 0), apply(v[i].y, 1), apply(v[i].z, 2), apply(v[i].w, 3)));
+    }
+}
+
+// The two kernels, or cudaErrorNotSupported outside their conditions. partial: N * chunks * G float2, grown as needed
+// (allocated on the first call, the untimed warm-up).
+template <typename T>
+static cudaError_t launch_chunked(const T* x, const T* gamma, const T* beta, const T* scale, const T* shift, T* y,
+                                  float* mean, float* rstd, int N, int HW, int C, int G, float eps, int block) {
+    const int Cg = C / G, QC = C / 4;
+    if (C % 4 || Cg % 4 || G > 32 || G > block || block % 32 || QC > block || block % QC || (QC & (QC - 1)) ||
+        (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(y)) % (4 * sizeof(T)))
+        return cudaErrorNotSupported;
+    const ChunkShape s = chunk_shape(HW, C, block);
+    static float2* partial = nullptr;
+    static size_t capacity = 0;
+    const size_t need = size_t(N) * s.chunks * G;
+    if (need > capacity) {
+        if (partial) dev_check(cudaFree(partial));
+        dev_check(cudaMalloc(&partial, need * sizeof(float2)));
+        capacity = need;
+    }
+    const dim3 grid(unsigned(s.chunks), unsigned(N));
+    const cudaError_t e = launch(chunk_stats_kernel<T>, grid, dim3(block), 0, nullptr, x, partial, HW, C, G);
+    if (e != cudaSuccess) return e;
+    return launch(chunk_normalize_kernel<T>, grid, dim3(block), 0, nullptr, x, gamma, beta, scale, shift, y, mean, rstd,
+                  static_cast<const float2*>(partial), HW, C, G, eps, true);
+}
+
 static cudaError_t run_version(int version, const Args& a, int block) {
     switch (version) {
         case 1:
@@ -333,6 +536,9 @@ static cudaError_t run_version(int version, const Args& a, int block) {
         case 15:
             return launch_persistent<float>(a.x, a.gamma, a.beta, a.scale, a.shift, a.y, a.mean, a.rstd, a.N, a.HW,
                                             a.C, a.G, a.eps);
+        case 21:
+            return launch_chunked<float>(a.x, a.gamma, a.beta, a.scale, a.shift, a.y, a.mean, a.rstd, a.N, a.HW, a.C,
+                                         a.G, a.eps, block);
     }
     std::fprintf(stderr, "unknown version %d\n", version);
     std::exit(2);
@@ -386,6 +592,12 @@ int main(int argc, char** argv) {
         if (version == 17)
             return launch_persistent<__nv_bfloat16>(b16.x, b16.gamma, b16.beta, b16.scale, b16.shift, b16.y, a.mean,
                                                     a.rstd, N, HW, C, G, eps);
+        if (version == 22)
+            return launch_chunked<__half>(h16.x, h16.gamma, h16.beta, h16.scale, h16.shift, h16.y, a.mean, a.rstd, N,
+                                          HW, C, G, eps, block);
+        if (version == 23)
+            return launch_chunked<__nv_bfloat16>(b16.x, b16.gamma, b16.beta, b16.scale, b16.shift, b16.y, a.mean,
+                                                 a.rstd, N, HW, C, G, eps, block);
         if (version == 4)
             return launch_forward_t<__half>(h16.x, h16.gamma, h16.beta, h16.scale, h16.shift, h16.y, a.mean, a.rstd,
                                             N, HW, C, G, eps, true, block, block, nullptr, 0);
@@ -394,9 +606,11 @@ int main(int argc, char** argv) {
     };
     // Version 3's y per block size: version 6 (production's other path) must give exactly its bits.
     std::vector<std::vector<float>> v3(sizeof block_sizes / sizeof block_sizes[0]);
-    for (int version : {1, 2, 3, 6, 8, 12, 15}) {
+    // The cluster and persistent kernels (12-17) choose their own launch shape: one row each, "block auto".
+    const auto picks_block = [](int version) { return version >= 12 && version <= 17; };
+    for (int version : {1, 2, 3, 6, 8, 12, 15, 21}) {
         if (only && version != only) continue;
-        for (size_t bi = 0; bi < (version >= 12 ? 1 : v3.size()); bi++) {
+        for (size_t bi = 0; bi < (picks_block(version) ? 1 : v3.size()); bi++) {
             const int block = block_sizes[bi];
             dev_check(cudaMemset(a.y, 0xFF, nx * sizeof(float)));  // NaN: a value the kernel skips fails
             dev_check(cudaMemset(a.mean, 0xFF, size_t(N) * G * sizeof(float)));
@@ -423,20 +637,20 @@ int main(int argc, char** argv) {
             ok &= dev::validate("rstd", a.rstd, rstd_ref, 1e-5, 1e-4);
             all_ok &= ok;
 #ifdef ONESTEP_EMULATION
-            std::printf("version %d block %4s: %s\n", version, version >= 12 ? "auto" : std::to_string(block).c_str(), ok ? "ok" : "MISMATCH");
+            std::printf("version %d block %4s: %s\n", version, picks_block(version) ? "auto" : std::to_string(block).c_str(), ok ? "ok" : "MISMATCH");
 #else
             const float ms = dev::time_ms([&] { dev_check(run_version(version, a, block)); });
             const double gbs = 2.0 * nx * sizeof(float) / (ms * 1e-3) / 1e9;
             std::printf("version %d block %4s: %s  %8.4f ms  %7.1f GB/s\n", version,
-                        version >= 12 ? "auto" : std::to_string(block).c_str(), ok ? "ok      " : "MISMATCH", ms, gbs);
+                        picks_block(version) ? "auto" : std::to_string(block).c_str(), ok ? "ok      " : "MISMATCH", ms, gbs);
 #endif
         }
     }
-    for (int version : {4, 5, 9, 10, 13, 14, 16, 17}) {
+    for (int version : {4, 5, 9, 10, 13, 14, 16, 17, 22, 23}) {
         if (only && version != only) continue;
-        const bool half = version == 4 || version == 9 || version == 13 || version == 16;
+        const bool half = version == 4 || version == 9 || version == 13 || version == 16 || version == 22;
         for (int block : block_sizes) {
-            if (version >= 13 && block != block_sizes[0]) break;  // the cluster and persistent kernels pick their own
+            if (picks_block(version) && block != block_sizes[0]) break;
             const cudaError_t launched = run_typed(version, block);
             if (version >= 9 && launched == cudaErrorNotSupported) {
                 std::printf("version %d block %4d: n/a (shape or block outside its conditions)\n", version, block);
@@ -451,12 +665,12 @@ int main(int argc, char** argv) {
             ok &= dev::validate("rstd", a.rstd, half ? r16 : rbf, 1e-5, 1e-4);
             all_ok &= ok;
 #ifdef ONESTEP_EMULATION
-            std::printf("version %d block %4s: %s\n", version, version >= 12 ? "auto" : std::to_string(block).c_str(), ok ? "ok" : "MISMATCH");
+            std::printf("version %d block %4s: %s\n", version, picks_block(version) ? "auto" : std::to_string(block).c_str(), ok ? "ok" : "MISMATCH");
 #else
             const float ms = dev::time_ms([&] { dev_check(run_typed(version, block)); });
             const double gbs = 2.0 * nx * 2 / (ms * 1e-3) / 1e9;  // 2 bytes per element read and written
             std::printf("version %d block %4s: %s  %8.4f ms  %7.1f GB/s  (%s)\n", version,
-                        version >= 12 ? "auto" : std::to_string(block).c_str(), ok ? "ok      " : "MISMATCH", ms, gbs,
+                        picks_block(version) ? "auto" : std::to_string(block).c_str(), ok ? "ok      " : "MISMATCH", ms, gbs,
                         half ? "fp16" : "bf16");
 #endif
         }
