@@ -17,9 +17,10 @@ unpack_kernels() {
 pack_kernels() {
   local build=$1 archive=$2 files=(libonestep_kernels.so)
   local name
-  for name in groupnorm_forward groupnorm_backward attention_forward attention_backward denoise_update conv_forward; do
+  for name in groupnorm_forward groupnorm_backward attention_forward attention_backward denoise_update conv_forward \
+              resnet_forward; do
     files+=("dev_$name"); done
-  for name in groupnorm denoise attention layers typed conv; do files+=("test_${name}_gpu"); done
+  for name in groupnorm denoise attention layers typed conv resnet; do files+=("test_${name}_gpu"); done
   { nvcc --version | tail -1; echo "git $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo '+changes')";
     date -u +%FT%TZ; } > "$build/PREBUILT"
   XZ_OPT="-9 -T0" tar -C "$build" -cJf "$archive" PREBUILT "${files[@]}"

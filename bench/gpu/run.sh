@@ -40,8 +40,8 @@ case "${1:-}" in
     if command -v nvcc > /dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
       kb=build/gpu-kernels-build
       targets=(onestep_kernels dev_groupnorm_forward dev_groupnorm_backward dev_attention_forward
-               dev_attention_backward dev_denoise_update dev_conv_forward test_groupnorm_gpu test_denoise_gpu
-               test_attention_gpu test_layers_gpu test_typed_gpu test_conv_gpu)
+               dev_attention_backward dev_denoise_update dev_conv_forward dev_resnet_forward test_groupnorm_gpu
+               test_denoise_gpu test_attention_gpu test_layers_gpu test_typed_gpu test_conv_gpu test_resnet_gpu)
       # sm_90a only (the lent machines are Hoppers): half the binaries' size, and of what travels.
       cmake -S cmake -B "$kb" -DCMAKE_BUILD_TYPE=Release -DONESTEP_CUDA_ARCHS=90a > /dev/null &&
         cmake --build "$kb" -j"$(nproc)" --target "${targets[@]}" > "$kb.log" 2>&1 ||

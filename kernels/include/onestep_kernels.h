@@ -484,6 +484,24 @@ onestep_status onestep_sinusoidal_embedding_typed(const float* t, void* y, int N
                                                   float downscale_freq_shift, float scale, float max_period,
                                                   onestep_dtype dtype, cudaStream_t stream);
 
+/* ---- a whole ResnetBlock2D in one launch (kernels/src/resnet.cu), inference at small levels -------------
+ * y = x' + conv2(silu(norm2(conv1(silu(norm1(x'))) + b1 + t))) + b2 with x' = x + x_bias[c] and
+ * t = add[n, c] + add_bias[c] (time_emb_proj(silu(temb)) and its bias): diffusers' ResnetBlock2D with the default
+ * time_embedding_norm, no conv_shortcut and output_scale_factor 1. x and y (N, H, W, C) NHWC; w1_krsc and w2_krsc
+ * (C, 3, 3, C) KRSC, 'same' padding, stride 1; norm1/norm2 group norms of `groups` groups with gamma/beta (C) and
+ * eps; x_bias, add (N, C), add_bias, b1 and b2 may be NULL (add_bias only with add). All tensors `dtype`, fp16 or
+ * bf16; statistics, products and sums in fp32, and the tensors the unfused ops would store (norm1's and norm2's
+ * outputs, conv1's output before b1, y) rounded to dtype as they would be. One thread block cluster of 8 blocks a
+ * sample (compute capability 9.0), each computing C / 8 output channels of both convolutions; norm2's input
+ * exchanged through distributed shared memory. Needs C 128 or 256, H*W 16 or 64, C/groups a multiple of 8 that
+ * divides C/8, x, the weights and y 16-byte aligned and y apart from x (else ONESTEP_ERROR_UNSUPPORTED or
+ * ONESTEP_ERROR_INVALID_ARGUMENT, naming the condition). */
+onestep_status onestep_resnet_block_typed(const void* x, const void* x_bias, const void* add, const void* add_bias,
+                                          const void* gamma1, const void* beta1, const void* w1_krsc, const void* b1,
+                                          const void* gamma2, const void* beta2, const void* w2_krsc, const void* b2,
+                                          void* y, int N, int H, int W, int C, int groups, float eps,
+                                          onestep_dtype dtype, cudaStream_t stream);
+
 /* ---- losses and norms (kernels/src/loss.cu): sums in double, in a fixed order ---------------------------
  * onestep_row_sq_dist: out[n] (N doubles) = sum over d of (pred[n, d] - target[n, d])^2, rows of D floats.
  * onestep_row_scaled_diff: out[n, d] = coef[n] (pred[n, d] - target[n, d]) (the losses' gradients; coef has N floats).

@@ -246,6 +246,26 @@ public final class OnestepKernels {
                                                                   int warpsPerHead, @Cast("onestep_dtype") int dtype,
                                                                   @Cast("cudaStream_t") long stream);
 
+    /**
+     * A whole ResnetBlock2D in one launch (kernels/src/resnet.cu; fp16/bf16, C 128 or 256, H*W 16 or 64, compute
+     * capability 9.0): y = x' + conv2(silu(norm2(conv1(silu(norm1(x'))) + b1 + add + addBias))) + b2, x' = x + xBias,
+     * weights KRSC (C, 3, 3, C); xBias, add (N, C), addBias, b1 and b2 may be 0.
+     */
+    public static native int onestep_resnet_block_typed(@Cast("const void*") long x, @Cast("const void*") long xBias,
+                                                        @Cast("const void*") long add,
+                                                        @Cast("const void*") long addBias,
+                                                        @Cast("const void*") long gamma1,
+                                                        @Cast("const void*") long beta1,
+                                                        @Cast("const void*") long w1Krsc,
+                                                        @Cast("const void*") long b1,
+                                                        @Cast("const void*") long gamma2,
+                                                        @Cast("const void*") long beta2,
+                                                        @Cast("const void*") long w2Krsc,
+                                                        @Cast("const void*") long b2, @Cast("void*") long y, int n,
+                                                        int h, int w, int c, int groups, float eps,
+                                                        @Cast("onestep_dtype") int dtype,
+                                                        @Cast("cudaStream_t") long stream);
+
     public static native int onestep_attention_backward_typed(@Cast("const void*") long q, @Cast("const void*") long k,
                                                               @Cast("const void*") long v, @Cast("const void*") long o,
                                                               @Cast("const void*") long dout,

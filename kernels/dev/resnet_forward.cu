@@ -1,0 +1,164 @@
+// resnet_forward.cu: development record of a whole ResnetBlock2D in one launch (src/resnet.cu) at the U-Net's small
+// levels, batch 1, fp16:  y = x + conv2(SiLU(norm2(conv1(SiLU(norm1(x))) + b1 + t))) + b2.
+//
+//   nvcc build:  cmake target dev_resnet_forward;  run: ./dev_resnet_forward [version] [N H W C G]
+//   versions:    1 the four launches the engine runs today at batch 1 (onestep_groupnorm_forward_add_typed, then
+//                onestep_conv2d_igemm_typed with its cost-model tile, twice; the norms take the biases and the time
+//                projection on the fly, conv2 the residual), 2 onestep_resnet_block_typed (one launch)
+//   emulated:    cmake target dev_resnet_forward_emu (validation only; a CTest test)
+//
+// Version 1 is the ops the CUDA backend's batch-1 graph runs for a block (bench/results/2026-11-27-h200-run2.txt: at
+// 4x4 a norm of 4.1-4.8 us and a convolution of 5.9-7.5 us, twice, ~21 us). Version 2 must beat their sum by enough
+// to be worth a node; the backend would time the two per shape, as it times its other fusions. Both are checked
+// against a double reference rounded where the tensors are stored (kernels/test/test_resnet.cpp's). Timed as single
+// launches after an L2 flush, and back to back (what a graph replay of the pass sees).
+#include "../src/status.cu"
+#include "../src/groupnorm.cu"
+#include "../src/conv.cu"
+#include "../src/resnet.cu"
+#include "../src/convert.cu"
+#include "dev_common.cuh"
+
+#include <cstdlib>
+#include <vector>
+
+using namespace onestep;
+
+namespace {
+
+double silu_d(double u) { return u / (1.0 + std::exp(-u)); }
+
+// fp16 rounding of a double (through float: the same value as the device's __float2half_rn for these magnitudes).
+double to_half(double v) { return double(__half2float(__float2half_rn(float(v)))); }
+
+void norm_silu(const std::vector<double>& v, std::vector<double>& out, int HW, int C, int G,
+               const std::vector<float>& gamma, const std::vector<float>& beta, double eps) {
+    const int Cg = C / G;
+    for (int g = 0; g < G; g++) {
+        double s = 0, ss = 0;
+        for (int p = 0; p < HW; p++)
+            for (int c = g * Cg; c < (g + 1) * Cg; c++) s += v[p * C + c];
+        const double mu = s / (double(HW) * Cg);
+        for (int p = 0; p < HW; p++)
+            for (int c = g * Cg; c < (g + 1) * Cg; c++) ss += (v[p * C + c] - mu) * (v[p * C + c] - mu);
+        const double rs = 1.0 / std::sqrt(ss / (double(HW) * Cg) + eps);
+        for (int p = 0; p < HW; p++)
+            for (int c = g * Cg; c < (g + 1) * Cg; c++)
+                out[p * C + c] = to_half(silu_d((v[p * C + c] - mu) * rs * gamma[c] + beta[c]));
+    }
+}
+
+void conv3(const std::vector<double>& a, const std::vector<float>& w, std::vector<double>& out, int H, int W, int C) {
+    for (int h = 0; h < H; h++)
+        for (int x = 0; x < W; x++)
+            for (int co = 0; co < C; co++) {
+                double s = 0;
+                for (int r = 0; r < 3; r++)
+                    for (int q = 0; q < 3; q++) {
+                        const int hh = h + r - 1, ww = x + q - 1;
+                        if (hh < 0 || hh >= H || ww < 0 || ww >= W) continue;
+                        for (int ci = 0; ci < C; ci++)
+                            s += a[(hh * W + ww) * C + ci] * w[((size_t(co) * 3 + r) * 3 + q) * C + ci];
+                    }
+                out[(h * W + x) * C + co] = s;
+            }
+}
+
+// Host values rounded to fp16 in place, and their device copy.
+__half* half_device(std::vector<float>& v) {
+    std::vector<__half> h(v.size());
+    for (size_t i = 0; i < v.size(); i++) h[i] = __float2half_rn(v[i]), v[i] = __half2float(h[i]);
+    return dev::to_device(h);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    int N = 1, H = 4, W = 4, C = 256, G = 32;  // the CIFAR U-Net's 4x4 level at batch 1
+    int only = 0;
+    if (argc > 1) only = std::atoi(argv[1]);
+    if (argc > 6) N = std::atoi(argv[2]), H = std::atoi(argv[3]), W = std::atoi(argv[4]), C = std::atoi(argv[5]),
+                  G = std::atoi(argv[6]);
+    std::printf("resnet block forward (fp16), N=%d H=%d W=%d C=%d G=%d\n", N, H, W, C, G);
+    const int HW = H * W;
+    const size_t nx = size_t(N) * HW * C, nw = size_t(C) * 9 * C;
+    const float eps = 1e-5f;
+    std::vector<float> x = dev::random_normal(nx, 1), g1 = dev::random_normal(C, 2, 1.0f, 0.2f),
+                       be1 = dev::random_normal(C, 3, 0.0f, 0.2f), g2 = dev::random_normal(C, 4, 1.0f, 0.2f),
+                       be2 = dev::random_normal(C, 5, 0.0f, 0.2f), add = dev::random_normal(size_t(N) * C, 6),
+                       addb = dev::random_normal(C, 7, 0.0f, 0.5f), b1 = dev::random_normal(C, 8, 0.0f, 0.5f),
+                       b2 = dev::random_normal(C, 9, 0.0f, 0.5f),
+                       w1 = dev::random_normal(nw, 10, 0.0f, float(1.0 / std::sqrt(9.0 * C))),
+                       w2 = dev::random_normal(nw, 11, 0.0f, float(1.0 / std::sqrt(9.0 * C)));
+    __half *dx = half_device(x), *dg1 = half_device(g1), *dbe1 = half_device(be1), *dg2 = half_device(g2),
+           *dbe2 = half_device(be2), *dadd = half_device(add), *daddb = half_device(addb), *db1 = half_device(b1),
+           *db2 = half_device(b2), *dw1 = half_device(w1), *dw2 = half_device(w2);
+    std::vector<double> ref(nx);
+    for (int n = 0; n < N; n++) {
+        std::vector<double> xp(size_t(HW) * C), a1(xp.size()), h(xp.size()), v2(xp.size()), a2(xp.size()), o(xp.size());
+        for (size_t i = 0; i < xp.size(); i++) xp[i] = x[size_t(n) * HW * C + i];
+        norm_silu(xp, a1, HW, C, G, g1, be1, eps);
+        conv3(a1, w1, h, H, W, C);
+        for (int p = 0; p < HW; p++)
+            for (int c = 0; c < C; c++)
+                v2[p * C + c] = (to_half(h[p * C + c]) + b1[c]) + (double(add[size_t(n) * C + c]) + addb[c]);
+        norm_silu(v2, a2, HW, C, G, g2, be2, eps);
+        conv3(a2, w2, o, H, W, C);
+        for (size_t i = 0; i < xp.size(); i++) ref[size_t(n) * HW * C + i] = to_half(o[i] + b2[i % C] + xp[i]);
+    }
+    __half *y = nullptr, *a = nullptr, *hbuf = nullptr;
+    float *mean = nullptr, *rstd = nullptr, *y32 = nullptr;
+    dev_check(cudaMalloc(&y, nx * sizeof(__half)));
+    dev_check(cudaMalloc(&a, nx * sizeof(__half)));
+    dev_check(cudaMalloc(&hbuf, nx * sizeof(__half)));
+    dev_check(cudaMalloc(&mean, size_t(N) * G * sizeof(float)));
+    dev_check(cudaMalloc(&rstd, size_t(N) * G * sizeof(float)));
+    dev_check(cudaMalloc(&y32, nx * sizeof(float)));
+
+    auto run = [&](int version) -> onestep_status {
+        if (version == 2)
+            return onestep_resnet_block_typed(dx, nullptr, dadd, daddb, dg1, dbe1, dw1, db1, dg2, dbe2, dw2, db2, y, N,
+                                              H, W, C, G, eps, ONESTEP_FLOAT16, nullptr);
+        onestep_status s = onestep_groupnorm_forward_add_typed(dx, nullptr, nullptr, nullptr, dg1, dbe1, nullptr,
+                                                               nullptr, a, mean, rstd, N, HW, C, G, eps, 1,
+                                                               ONESTEP_FLOAT16, nullptr);
+        if (s == ONESTEP_OK)
+            s = onestep_conv2d_igemm_typed(a, dw1, nullptr, nullptr, hbuf, N, H, W, C, 3, 3, C, 1, 1, 0,
+                                           ONESTEP_FLOAT16, nullptr);
+        if (s == ONESTEP_OK)
+            s = onestep_groupnorm_forward_add_typed(hbuf, db1, dadd, daddb, dg2, dbe2, nullptr, nullptr, a, mean, rstd,
+                                                    N, HW, C, G, eps, 1, ONESTEP_FLOAT16, nullptr);
+        if (s == ONESTEP_OK)
+            s = onestep_conv2d_igemm_typed(a, dw2, db2, dx, y, N, H, W, C, 3, 3, C, 1, 1, 0, ONESTEP_FLOAT16, nullptr);
+        return s;
+    };
+    const char* names[] = {"", "four launches (2 group norms, 2 implicit GEMMs)", "one launch (onestep_resnet_block_typed)"};
+    bool all_ok = true;
+    for (int version = 1; version <= 2; version++) {
+        if (only && version != only) continue;
+        dev_check(cudaMemset(y, 0xFF, nx * sizeof(__half)));
+        if (run(version) != ONESTEP_OK) {
+            std::printf("version %d: n/a (%s)\n", version, onestep_last_error_message());
+            continue;
+        }
+        dev_check(cudaDeviceSynchronize());
+        if (onestep_convert(y, ONESTEP_FLOAT16, y32, ONESTEP_FLOAT32, (long long)nx, nullptr) != ONESTEP_OK) std::exit(1);
+        dev_check(cudaDeviceSynchronize());
+        // fp16's unit roundoff is 2^-11: y within a few of its own rounding (the roundings of the stored tensors
+        // that land the other way now and then included).
+        const bool ok = dev::validate("y", y32, ref, 2e-3, 2e-3);
+        all_ok &= ok;
+#ifdef ONESTEP_EMULATION
+        std::printf("version %d: %s  %s\n", version, ok ? "ok" : "MISMATCH", names[version]);
+#else
+        const float ms = dev::time_ms([&] { if (run(version) != ONESTEP_OK) std::exit(1); });
+        const float warm = dev::time_ms_back_to_back([&] { if (run(version) != ONESTEP_OK) std::exit(1); });
+        const double weights_mb = 2.0 * nw * 2 / 1e6;
+        std::printf("version %d: %s  %8.1f us  (back to back %.1f us; %.2f MB of weights: %.0f GB/s)  %s\n", version,
+                    ok ? "ok      " : "MISMATCH", ms * 1e3, warm * 1e3, weights_mb, weights_mb / 1e3 / (ms * 1e-3),
+                    names[version]);
+#endif
+    }
+    std::printf(all_ok ? "all versions match the CPU reference\n" : "SOME VERSIONS DO NOT MATCH the CPU reference\n");
+    return all_ok ? 0 : 1;
+}

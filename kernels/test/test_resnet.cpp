@@ -1,0 +1,189 @@
+// test_resnet: onestep_resnet_block_typed (src/resnet.cu), a whole ResnetBlock2D in one launch, against a double
+// reference that rounds where the kernel (and the unfused ops) store a tensor: norm1's output, conv1's output, norm2's
+// output and y. Runs in the emulation (clusters, distributed shared memory, cp.async and mma.sync) and, built as
+// test_resnet_gpu, against the real library (run_gpu_checks.sh).
+#include "onestep_runtime.h"
+#include "test_common.h"
+
+using std::vector;
+
+namespace {
+
+using Type = ktest::Type16;
+
+struct Case {
+    int N, H, W, C, G;
+    bool x_bias, add, add_bias, b1, b2;
+    double offset;  // x's mean: the statistics' conditioning
+};
+
+double silu(double u) { return u / (1.0 + std::exp(-u)); }
+
+// The group norm + SiLU of v (HW x C of one sample, double) into out, each value rounded to the format.
+void norm_silu(const ktest::Format16& f, const vector<double>& v, vector<double>& out, int HW, int C, int G,
+               const vector<float>& gamma, const vector<float>& beta, double eps) {
+    const int Cg = C / G;
+    for (int g = 0; g < G; g++) {
+        double s = 0, ss = 0;
+        for (int p = 0; p < HW; p++)
+            for (int c = g * Cg; c < (g + 1) * Cg; c++) s += v[p * C + c];
+        const double mu = s / (double(HW) * Cg);
+        for (int p = 0; p < HW; p++)
+            for (int c = g * Cg; c < (g + 1) * Cg; c++) ss += (v[p * C + c] - mu) * (v[p * C + c] - mu);
+        const double rs = 1.0 / std::sqrt(ss / (double(HW) * Cg) + eps);
+        for (int p = 0; p < HW; p++)
+            for (int c = g * Cg; c < (g + 1) * Cg; c++)
+                out[p * C + c] = ktest::round_to(f, silu((v[p * C + c] - mu) * rs * gamma[c] + beta[c]));
+    }
+}
+
+// A 3x3 'same' convolution of a (HW x C) with w (C, 3, 3, C) KRSC, in double.
+void conv3(const vector<double>& a, const vector<float>& w, vector<double>& out, int H, int W, int C) {
+    for (int h = 0; h < H; h++)
+        for (int x = 0; x < W; x++)
+            for (int co = 0; co < C; co++) {
+                double s = 0;
+                for (int r = 0; r < 3; r++)
+                    for (int q = 0; q < 3; q++) {
+                        const int hh = h + r - 1, ww = x + q - 1;
+                        if (hh < 0 || hh >= H || ww < 0 || ww >= W) continue;
+                        const double* ap = &a[(hh * W + ww) * C];
+                        const float* wp = &w[((size_t(co) * 3 + r) * 3 + q) * C];
+                        for (int ci = 0; ci < C; ci++) s += ap[ci] * wp[ci];
+                    }
+                out[(h * W + x) * C + co] = s;
+            }
+}
+
+void check_case(const Type& t, ktest::Rng& rng, const Case& k) {
+    std::printf("  %s N=%d %dx%d C=%d G=%d x_bias=%d add=%d add_bias=%d b1=%d b2=%d offset=%g\n", t.name, k.N, k.H,
+                k.W, k.C, k.G, k.x_bias, k.add, k.add_bias, k.b1, k.b2, k.offset);
+    const int HW = k.H * k.W, C = k.C;
+    const size_t nx = size_t(k.N) * HW * C, nw = size_t(C) * 9 * C;
+    const float eps = 1e-5f;
+    vector<float> xv = rng.normals(nx, k.offset, 1.0);
+    ktest::Buf16 x(ktest::narrow(t.f, xv));
+    vector<float> g1 = rng.normals(C, 1.0, 0.2), be1 = rng.normals(C, 0.0, 0.2), g2 = rng.normals(C, 1.0, 0.2),
+                  be2 = rng.normals(C, 0.0, 0.2), xb = rng.normals(C, 0.0, 0.5), ad = rng.normals(size_t(k.N) * C, 0, 1),
+                  adb = rng.normals(C, 0.0, 0.5), b1 = rng.normals(C, 0.0, 0.5), b2 = rng.normals(C, 0.0, 0.5),
+                  w1 = rng.normals(nw, 0.0, 1.0 / std::sqrt(9.0 * C)), w2 = rng.normals(nw, 0.0, 1.0 / std::sqrt(9.0 * C));
+    ktest::Buf16 G1(ktest::narrow(t.f, g1)), BE1(ktest::narrow(t.f, be1)), G2(ktest::narrow(t.f, g2)),
+        BE2(ktest::narrow(t.f, be2)), XB(ktest::narrow(t.f, xb)), AD(ktest::narrow(t.f, ad)),
+        ADB(ktest::narrow(t.f, adb)), B1(ktest::narrow(t.f, b1)), B2(ktest::narrow(t.f, b2)),
+        W1(ktest::narrow(t.f, w1)), W2(ktest::narrow(t.f, w2));
+    ktest::Buf16 y(nx);
+    if (!ktest::ok(onestep_resnet_block_typed(x.p, k.x_bias ? XB.p : nullptr, k.add ? AD.p : nullptr,
+                                       k.add_bias ? ADB.p : nullptr, G1.p, BE1.p, W1.p, k.b1 ? B1.p : nullptr, G2.p,
+                                       BE2.p, W2.p, k.b2 ? B2.p : nullptr, y.p, k.N, k.H, k.W, C, k.G, eps, t.dt,
+                                       nullptr),
+            "onestep_resnet_block_typed: %s") ||
+        !ktest::sync())
+        return;
+    vector<double> ref(nx);
+    for (int n = 0; n < k.N; n++) {
+        vector<double> xp(size_t(HW) * C), a1(xp.size()), h(xp.size()), v2(xp.size()), a2(xp.size()), o(xp.size());
+        for (int p = 0; p < HW; p++)
+            for (int c = 0; c < C; c++)
+                xp[p * C + c] = double(xv[(size_t(n) * HW + p) * C + c]) + (k.x_bias ? xb[c] : 0.0);
+        norm_silu(t.f, xp, a1, HW, C, k.G, g1, be1, eps);
+        conv3(a1, w1, h, k.H, k.W, C);
+        for (int p = 0; p < HW; p++)
+            for (int c = 0; c < C; c++) {
+                const double tv = k.add ? double(ad[size_t(n) * C + c]) + (k.add_bias ? adb[c] : 0.0) : 0.0;
+                v2[p * C + c] = (ktest::round_to(t.f, h[p * C + c]) + (k.b1 ? b1[c] : 0.0)) + tv;
+            }
+        norm_silu(t.f, v2, a2, HW, C, k.G, g2, be2, eps);
+        conv3(a2, w2, o, k.H, k.W, C);
+        for (int p = 0; p < HW; p++)
+            for (int c = 0; c < C; c++)
+                ref[(size_t(n) * HW + p) * C + c] =
+                    ktest::round_to(t.f, o[p * C + c] + (k.b2 ? b2[c] : 0.0) + xp[p * C + c]);
+    }
+    const vector<float> got = ktest::widen(t.f, y.p, nx);
+    // fp32 sums against double ones, and a stored intermediate that rounds the other way now and then: y within a
+    // few units of its own rounding.
+    const double u = ktest::unit_roundoff(t.f);
+    char what[96];
+    std::snprintf(what, sizeof what, "%s resnet block y (N=%d %dx%d C=%d)", t.name, k.N, k.H, k.W, C);
+    ktest::expect_close(what, got.data(), ref.data(), nx, 4 * u, 4 * u);
+}
+
+// A launch at 64 pixels captured in a graph, then one at 16 pixels of the same instance (C = 128 both): the graph's
+// replay must still run. The instance's shared-memory attribute was once set per launch, so the 16-pixel launch
+// lowered it below what the captured 64-pixel launch needs and the replay was refused (the Java backend's pass hit
+// it: cudaErrorInvalidValue at a graph node).
+void check_capture(const Type& t, ktest::Rng& rng) {
+    std::printf("  %s a captured 8x8 launch replayed after a 4x4 one\n", t.name);
+    const int C = 128, G = 16;
+    const size_t nw = size_t(C) * 9 * C;
+    ktest::Input16 x8(t, rng, 64 * C), x4(t, rng, 16 * C), w(t, rng, nw, 0.03), g(t, rng, C, 0.2), b(t, rng, C, 0.2);
+    ktest::Buf16 y8(64 * C), y8again(64 * C), y4(16 * C);
+    auto run = [&](const ktest::Input16& x, ktest::Buf16& y, int H, int W, cudaStream_t s) {
+        return onestep_resnet_block_typed(x.b.p, nullptr, nullptr, nullptr, g.b.p, b.b.p, w.b.p, nullptr, g.b.p, b.b.p,
+                                          w.b.p, nullptr, y.p, 1, H, W, C, G, 1e-5f, t.dt, s);
+    };
+    cudaStream_t s = nullptr;
+    onestep_graph graph = nullptr;
+    if (!ktest::ok(onestep_stream_create(&s), "stream: %s") || !ktest::ok(run(x8, y8, 8, 8, nullptr), "8x8: %s") ||
+        !ktest::ok(onestep_graph_begin_capture(s), "begin capture: %s") ||
+        !ktest::ok(run(x8, y8again, 8, 8, s), "8x8 captured: %s") ||
+        !ktest::ok(onestep_graph_end_capture(s, &graph), "end capture: %s") ||
+        !ktest::ok(run(x4, y4, 4, 4, nullptr), "4x4: %s") || !ktest::sync())
+        return;
+    ktest::ok(onestep_graph_launch(graph, s), "the 8x8 replay after a 4x4 launch: %s");
+    ktest::ok(onestep_synchronize(s), "the replay: %s");
+    ktest::expect(std::memcmp(y8.p, y8again.p, y8.n * 2) == 0, "the replay gives the eager launch's bits%s");
+    onestep_graph_destroy(graph);
+    onestep_stream_destroy(s);
+}
+
+void check_errors() {
+    std::printf("  refusals\n");
+    ktest::Buf16 a(2 * 64 * 256 + 8), w(9 * 256 * 256 + 8), v(256), y(2 * 64 * 256);
+    auto call = [&](const void* x, const void* add, const void* add_bias, void* out, int N, int H, int W, int C, int G,
+                    onestep_dtype dt) {
+        return onestep_resnet_block_typed(x, nullptr, add, add_bias, v.p, v.p, w.p, nullptr, v.p, v.p, w.p, nullptr,
+                                          out, N, H, W, C, G, 1e-5f, dt, nullptr);
+    };
+    auto refused = [&](onestep_status got, onestep_status want, const char* needle, const char* what) {
+        const bool named = std::strstr(onestep_last_error_message(), needle) != nullptr &&
+                           std::strstr(onestep_last_error_message(), "onestep_resnet_block_typed") != nullptr;
+        ktest::expect(got == want && named, what, onestep_last_error_message());
+    };
+    refused(call(a.p, nullptr, nullptr, y.p, 1, 4, 4, 256, 32, ONESTEP_FLOAT32), ONESTEP_ERROR_UNSUPPORTED, "fp16 or bf16",
+            "fp32 is refused by name: %s");
+    refused(call(a.p, nullptr, nullptr, y.p, 1, 4, 4, 64, 8, ONESTEP_FLOAT16), ONESTEP_ERROR_UNSUPPORTED, "C must be",
+            "C = 64 is refused by name: %s");
+    refused(call(a.p, nullptr, nullptr, y.p, 1, 4, 8, 256, 32, ONESTEP_FLOAT16), ONESTEP_ERROR_UNSUPPORTED, "H*W",
+            "H*W = 32 is refused by name: %s");
+    refused(call(a.p, nullptr, nullptr, y.p, 1, 4, 4, 128, 32, ONESTEP_BFLOAT16), ONESTEP_ERROR_UNSUPPORTED,
+            "C/groups (4)", "4-channel groups are refused by name: %s");
+    refused(call(a.p + 1, nullptr, nullptr, y.p, 1, 4, 4, 256, 32, ONESTEP_FLOAT16), ONESTEP_ERROR_INVALID_ARGUMENT,
+            "16-byte aligned", "a misaligned x is refused by name: %s");
+    refused(call(a.p, nullptr, nullptr, a.p + 8, 1, 4, 4, 256, 32, ONESTEP_FLOAT16), ONESTEP_ERROR_INVALID_ARGUMENT,
+            "overlap", "y overlapping x is refused by name: %s");
+    refused(call(a.p, nullptr, v.p, y.p, 1, 4, 4, 256, 32, ONESTEP_FLOAT16), ONESTEP_ERROR_INVALID_ARGUMENT,
+            "add_bias needs add", "add_bias without add is refused by name: %s");
+    refused(call(a.p, nullptr, nullptr, y.p, 0, 4, 4, 256, 32, ONESTEP_FLOAT16), ONESTEP_ERROR_INVALID_ARGUMENT,
+            "positive", "N = 0 is refused by name: %s");
+}
+
+}  // namespace
+
+int main() {
+    const auto start = std::chrono::steady_clock::now();
+    ktest::Rng rng(20261128);
+    const Type types[] = {{ktest::kHalf, ONESTEP_FLOAT16, "fp16"}, {ktest::kBf16, ONESTEP_BFLOAT16, "bf16"}};
+    const Case cases[] = {
+        {1, 4, 4, 256, 32, true, true, true, true, true, 0.0},       // the CIFAR U-Net's 4x4 level, every term
+        {2, 8, 8, 256, 32, false, true, false, false, false, 0.0},   // its 8x8 level at batch 2: two clusters
+        {1, 2, 8, 128, 16, true, true, true, true, true, 0.0},       // not square; 16-channel blocks, 8-channel groups
+        {1, 8, 8, 128, 8, true, false, false, true, true, 100.0},    // a group per block; x around 100
+    };
+    for (const Type& t : types) {
+        for (const Case& c : cases) check_case(t, rng, c);
+        check_capture(t, rng);
+    }
+    check_errors();
+    return ktest::finish("test_resnet", start);
+}
