@@ -163,6 +163,9 @@ public final class StepTiming {
         // Timed choices that could not capture their runs and were timed as launches, host time included (each a
         // route that allocates or synchronizes per run; 0 expected: a nonzero count skews those choices).
         sb.append("; ").append(co.device().uncapturedTimings()).append(" timings as launches so far");
+        // Resnet blocks as one launch (onestep_resnet_block_typed) and as their two ops, over the device's runs so far.
+        sb.append("; resnet blocks so far: ").append(co.device().resnetBlocksFused()).append(" as one launch, ")
+                .append(co.device().resnetBlocksApart()).append(" apart");
         row(String.format(Locale.ROOT, "%-56s %6d   %s", "  (graphs) " + name, n, sb));
         // And the ops they were made of, by name (a profile of what to fuse next, also without a GPU).
         for (var e : co.capturedOpCounts().entrySet()) {
@@ -297,7 +300,8 @@ public final class StepTiming {
                 // instead of one transposed convolution; folded but with each ResnetBlock2D's group norms apart from
                 // the convolutions they feed (Ops#groupNormConv2d not called: the group norm kernels and the plain
                 // convolutions); folded but with each attention block's attention and to_out.0 as two launches (no
-                // onestep_attention_residual_qkv_typed); with each group norm's statistics computed by its reader,
+                // onestep_attention_residual_qkv_typed); with each small-level ResnetBlock2D as its two norm-convolution
+                // ops (no onestep_resnet_block_typed); with each group norm's statistics computed by its reader,
                 // not left by the convolution before it (Device#chainNormConvs); and, on a GPU, with cuDNN's heuristic algorithms instead of
                 // its timed search, with every convolution on cuDNN (none on our implicit GEMM, even where it timed
                 // faster), with every attention on the default kernel (no split-keys, pipelined or wide one), with every
@@ -312,13 +316,16 @@ public final class StepTiming {
                 boolean searching = cudnnDevice != null && cudnnDevice.searchesConvolutions();
                 String[] variants = searching
                         ? new String[] {"unfolded", "unfused residual", "unfused upsampling", "norms apart",
-                                        "norm statistics not chained", "attention and to_out apart", "heuristic convolutions", "cuDNN convolutions only", "default attention only",
+                                        "norm statistics not chained", "attention and to_out apart",
+                                        "resnet blocks apart", "heuristic convolutions", "cuDNN convolutions only",
+                                        "default attention only",
                                         "default group norm only", "programmatic dependent launch", "default again"}
                         : new String[] {"unfolded", "unfused residual", "unfused upsampling", "norms apart",
                                         "norm statistics not chained", "attention and to_out apart",
-                                        "programmatic dependent launch", "default again"};
+                                        "resnet blocks apart", "programmatic dependent launch", "default again"};
                 boolean pdlBefore = ai.onestep.backend.cuda.Device.programmaticLaunch();
                 boolean attentionOut = co.device().fusesAttentionResidual();
+                boolean resnets = co.device().fusesResnetBlocks();
                 for (String variant : variants) {
                     co.foldConstants(!variant.equals("unfolded") && folding);
                     co.fuseResiduals(!variant.equals("unfused residual"));
@@ -326,6 +333,7 @@ public final class StepTiming {
                     co.fuseNormConvs(!variant.equals("norms apart"));
                     co.device().chainNormConvs(!variant.equals("norm statistics not chained"));
                     co.device().fuseAttentionResidual(attentionOut && !variant.equals("attention and to_out apart"));
+                    co.device().fuseResnetBlocks(resnets && !variant.equals("resnet blocks apart"));
                     if (searching) {
                         cudnnDevice.searchConvolutions(!variant.equals("heuristic convolutions"));
                         cudnnDevice.ownConvolutions(!variant.equals("cuDNN convolutions only"));
@@ -373,6 +381,7 @@ public final class StepTiming {
                         co.fuseNormConvs(true);
                         co.device().chainNormConvs(true);
                         co.device().fuseAttentionResidual(attentionOut);
+                        co.device().fuseResnetBlocks(resnets);
                         if (searching) {
                             cudnnDevice.searchConvolutions(true);
                             cudnnDevice.ownConvolutions(true);

@@ -685,6 +685,7 @@ def summary(paths):
                               ("norms apart", "folded, each group norm apart from the convolution it feeds"),
                               ("norm statistics not chained", "folded, each group norm's statistics computed by its reader, not left by the convolution before it"),
                               ("attention and to_out apart", "folded, each attention and its to_out.0 as two launches"),
+                              ("resnet blocks apart", "folded, each small-level resnet block as its two norm-convolution ops (no onestep_resnet_block_typed)"),
                               ("heuristic convolutions", "with cuDNN's heuristic algorithms, not its timed search"),
                               ("cuDNN convolutions only", "with every convolution on cuDNN (none on our implicit GEMM)"),
                               ("default attention only", "with every attention on the default kernel (no split-keys, pipelined or wide one)"),

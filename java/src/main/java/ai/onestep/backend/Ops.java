@@ -420,6 +420,46 @@ public abstract class Ops {
     }
 
     /**
+     * A whole ResnetBlock2D at inference where {@link #fusesNormConv} and {@link #fusesResidual} hold (diffusers'
+     * default time_embedding_norm, no conv_shortcut, output scale 1), as one op:
+     * {@code h = conv2d(g1, w1, b1)} with {@code g1} = {@link #groupNorm} + SiLU of x, then
+     * {@code y = conv2d(g2, w2, b2) + x} with {@code g2} = {@link #groupNorm} + SiLU of {@code h + add[n, c]} (add, the
+     * block's time projection (N, C), or null); 3x3 'same' convolutions of C channels, norm1 and norm2 both of
+     * {@code groups} groups with eps. g1, h, g2 and the norms' mean and rstd are the ops' outputs, which a backend that
+     * fuses the block (the cuda backend's one launch for its small levels) may leave unwritten: read y only. Host
+     * backends run {@link #groupNormConv2d} twice, with its bits.
+     */
+    public final void resnetBlock2d(Tensor x, Tensor add, Tensor gamma1, Tensor beta1, Tensor g1, Tensor mean1,
+                                    Tensor rstd1, Tensor w1, Tensor b1, Tensor h, Tensor gamma2, Tensor beta2,
+                                    Tensor g2, Tensor mean2, Tensor rstd2, Tensor w2, Tensor b2, int groups, float eps,
+                                    Tensor y) {
+        String op = "resnetBlock2d";
+        alive(op, x, add, gamma1, beta1, g1, mean1, rstd1, w1, b1, h, gamma2, beta2, g2, mean2, rstd2, w2, b2, y);
+        checkNormOf(op, x, null, gamma1, beta1, null, null, groups, eps, "g1", g1, mean1, rstd1);
+        checkConv(op, g1, w1, b1, null, 1, 1, h);
+        checkNormOf(op, h, add, gamma2, beta2, null, null, groups, eps, "g2", g2, mean2, rstd2);
+        checkConv(op, g2, w2, b2, x, 1, 1, y);
+        if (w1.dim(0) != 3 || w1.dim(1) != 3 || w2.dim(0) != 3 || w2.dim(1) != 3 || h.dim(3) != x.dim(3)) {
+            throw new TensorException(op + ": 3x3 convolutions that keep x's " + x.dim(3) + " channels are required "
+                    + "(w1 " + w1.describe() + ", w2 " + w2.describe() + ", h " + h.describe() + ")");
+        }
+        disjoint(op, "y", y, "x", x);
+        disjoint(op, "y", y, "h", h);
+        disjoint(op, "h", h, "x", x);
+        resnetBlockKernel(x, add, gamma1, beta1, g1, mean1, rstd1, w1, b1, h, gamma2, beta2, g2, mean2, rstd2, w2, b2,
+                groups, eps, y);
+    }
+
+    /** {@link #resnetBlock2d}'s work, its arguments checked: the two fused norm-convolution ops. */
+    protected void resnetBlockKernel(Tensor x, Tensor add, Tensor gamma1, Tensor beta1, Tensor g1, Tensor mean1,
+                                     Tensor rstd1, Tensor w1, Tensor b1, Tensor h, Tensor gamma2, Tensor beta2,
+                                     Tensor g2, Tensor mean2, Tensor rstd2, Tensor w2, Tensor b2, int groups, float eps,
+                                     Tensor y) {
+        groupNormConv2d(x, null, gamma1, beta1, groups, eps, true, g1, mean1, rstd1, w1, b1, null, 1, 1, h);
+        groupNormConv2d(h, add, gamma2, beta2, groups, eps, true, g2, mean2, rstd2, w2, b2, x, 1, 1, y);
+    }
+
+    /**
      * A down block's ResnetBlock2D entry where it has a conv_shortcut, as one op: {@code y = conv2d(g, w, b)} with
      * {@code g} = {@link #groupNorm} (+ SiLU) of x (norm1 and conv1), and {@code sc = conv2d(x, wShortcut)}, the 1x1
      * shortcut without its bias (the caller folds it into conv2's), for inference where {@link #fusesNormConv} holds.

@@ -127,6 +127,24 @@ public final class GroupNorm {
      * Notes what the backward reads ({@code saved}: the normalized input, or null) and makes this forward's mean and
      * rstd; returns the output, shaped like x.
      */
+    /**
+     * At inference, inside an op that fuses this norm with more ({@code Ops.resnetBlock2d}): the tensor for its output
+     * (x's shape) and, in {@link #mean()} and {@link #rstd()}, its statistics'; nothing is kept for a backward.
+     */
+    Tensor scratch(Context c, Tensor x) {
+        return keep(c, x, null, null, null);
+    }
+
+    /** The statistics tensors of the last {@link #scratch} or forward, (N, groups) each. */
+    Tensor mean() {
+        return mean;
+    }
+
+    /** See {@link #mean()}. */
+    Tensor rstd() {
+        return rstd;
+    }
+
     private Tensor keep(Context c, Tensor x, Tensor saved, Tensor scale, Tensor shift) {
         this.x = saved;
         this.scale = scale;

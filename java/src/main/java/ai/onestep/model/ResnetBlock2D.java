@@ -86,9 +86,44 @@ final class ResnetBlock2D implements AutoCloseable {
                 Tensor[] hs = norm1.forwardConvShortcut(c, x, conv1, conv1.bias.value(), convShortcut);
                 return afterConv1(c, x, hs[0], hs[1]);
             }
+            if (isWholeBlock(c)) {
+                return wholeBlock(c, x);
+            }
             return afterConv1(c, x, norm1.forwardConv(c, x, null, conv1, conv1.bias.value(), null));
         }
         return afterNorm1(c, x, norm1.forward(c, x));
+    }
+
+    /**
+     * At inference where the backend fuses norms into convolutions and residuals into conv2: a block without a
+     * conv_shortcut, with the default time_embedding_norm, output scale 1, and two 3x3 'same' convolutions whose norms
+     * agree (groups, eps, SiLU) runs as one op ({@link Ops#resnetBlock2d}), which the cuda backend may launch as one
+     * kernel at its small levels; the same two ops as {@link #afterConv1}'s fused path otherwise.
+     */
+    private boolean isWholeBlock(Context c) {
+        return convShortcut == null && !scaleShift && outputScale == 1 && c.ops.fusesResidual()
+                && norm1.groups == norm2.groups && norm1.eps == norm2.eps && norm1.silu && norm2.silu
+                && isSame3x3(conv1) && isSame3x3(conv2);
+    }
+
+    private static boolean isSame3x3(Conv2d conv) {
+        Tensor w = conv.weight.value();
+        return conv.stride == 1 && conv.padding == 1 && w.dim(0) == 3 && w.dim(1) == 3;
+    }
+
+    private Tensor wholeBlock(Context c, Tensor x) {
+        Tensor w1 = conv1.weight.value(), w2 = conv2.weight.value();
+        Tensor g1 = norm1.scratch(c, x);
+        Tensor h = c.alloc(Layout.NHWC, Ops.convOutputShape(x, w1, 1, 1));
+        Tensor g2 = norm2.scratch(c, h);
+        Tensor y = c.alloc(Layout.NHWC, Ops.convOutputShape(h, w2, 1, 1));
+        conv1.keepNoInput();
+        conv2.keepNoInput();
+        mask = null;
+        c.ops.resnetBlock2d(x, tp, norm1.gamma.value(), norm1.beta.value(), g1, norm1.mean(), norm1.rstd(), w1,
+                conv1.bias.value(), h, norm2.gamma.value(), norm2.beta.value(), g2, norm2.mean(), norm2.rstd(), w2,
+                conv2.bias.value(), norm1.groups, norm1.eps, y);
+        return y;
     }
 
     /** A 1x1 conv_shortcut next to a conv1 that keeps x's size: the two share their output pixels. */

@@ -101,6 +101,7 @@ public final class CudaDevice extends Device {
         graphTiming(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.graphTiming")));
         clusterGroupNorm(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.clusterGroupNorm")));
         fuseAttentionResidual(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.fuseAttentionOut")));
+        fuseResnetBlocks(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.fuseResnet")));
         if (Boolean.getBoolean("onestep.cuda.pdl")) {
             try {
                 programmaticLaunch(true);

@@ -1094,6 +1094,42 @@ public final class CudaOps extends Ops implements AutoCloseable {
     }
 
     /**
+     * {@link Device#resnetBlock}: the whole block in one launch where the shape's timed choice took it, else the two
+     * norm-convolution ops as {@link #groupNormConvKernel} runs them. Outside a pass that fuses them, for a shape the
+     * kernel has no instance for ({@link Device#resnetBlockFits}), where conv2 cannot take the residual, or where x
+     * carries a bias its producer left pending (the residual would need it added, which the ops apart do their own
+     * way): the two ops themselves, each its own op.
+     */
+    @Override
+    protected void resnetBlockKernel(Tensor x, Tensor add, Tensor gamma1, Tensor beta1, Tensor g1, Tensor mean1,
+                                     Tensor rstd1, Tensor w1, Tensor b1, Tensor h, Tensor gamma2, Tensor beta2,
+                                     Tensor g2, Tensor mean2, Tensor rstd2, Tensor w2, Tensor b2, int groups, float eps,
+                                     Tensor y) {
+        Precision type = dt();
+        if (!fusesNormConv() || !device.fusesResnetBlocks()
+                || !Device.resnetBlockFits(x.dim(1), x.dim(2), x.dim(3), groups, type)
+                || !residualFuses(device.convFusesResidual(), b2, x, type) || pass.pendingBias(x, type) != 0) {
+            super.resnetBlockKernel(x, add, gamma1, beta1, g1, mean1, rstd1, w1, b1, h, gamma2, beta2, g2, mean2, rstd2,
+                    w2, b2, groups, eps, y);
+            return;
+        }
+        String op = "resnetBlock2d";
+        run(op, () -> {
+            long px = in(x, op, type);
+            long[] a2 = inTakingBias(add, op, type);
+            long pg1 = in(gamma1, op, type), pb1n = in(beta1, op, type), pg2 = in(gamma2, op, type);
+            long pb2n = in(beta2, op, type);
+            long pw1 = in(w1, op, type), pw2 = in(w2, op, type), pb1 = in(b1, op, type), pb2 = in(b2, op, type);
+            long wk1 = krscOf(w1, pw1, type), wk2 = krscOf(w2, pw2, type);
+            long og1 = out(g1, op, type), om1 = out(mean1, op), or1 = out(rstd1, op), oh = out(h, op, type);
+            long og2 = out(g2, op, type), om2 = out(mean2, op), or2 = out(rstd2, op), py = out(y, op, type);
+            device.resnetBlock(px, a2[0], a2[1], pg1, pb1n, pw1, wk1, pb1, pg2, pb2n, pw2, wk2, pb2, og1, om1, or1,
+                    oh, og2, om2, or2, py, x.dim(0), x.dim(1), x.dim(2), x.dim(3), groups, eps, type,
+                    (bytes, why) -> res().scratch((bytes + 3) / 4, why), what(x, add, w1, w2, y));
+        });
+    }
+
+    /**
      * {@link Device#groupNormConvShortcut}: one launch of our convolution, conv1 with the group norm as its prologue and
      * the 1x1 shortcut by its other blocks, where the shape's timed choice took it; else the group norm, conv1 and the
      * shortcut. Outside such a pass, or where x carries a bias its producer left pending (the ops apart take it their

@@ -728,6 +728,153 @@ public abstract class Device implements AutoCloseable {
     }
 
     /**
+     * A whole ResnetBlock2D at inference (diffusers' default time_embedding_norm, no conv_shortcut, output scale 1) on
+     * x (n, h, w, c) with no pending bias: {@code y = x + conv2(g2) + b2}, {@code g2 = silu(norm2(hh + add + addBias))},
+     * {@code hh = conv1(g1) + b1}, {@code g1 = silu(norm1(x))}, 3x3 'same' convolutions (w1, w2 HWIO and their KRSC
+     * copies). Where the shape's timed choice ({@link #resnetBlockKernel}) took it, one launch
+     * ({@code onestep_resnet_block_typed}: a cluster of 8 blocks a sample), which writes none of g1, hh, g2 and the
+     * norms' statistics; else the two {@link #groupNormConv} calls the pass ran before this op existed, conv1's bias
+     * left to norm2 where this device runs biases apart ({@link #convBiasSeparate}), each call its own op for the
+     * statistics chain.
+     */
+    public final void resnetBlock(long x, long add, long addBias, long gamma1, long beta1, long w1, long w1Krsc, long b1,
+                                  long gamma2, long beta2, long w2, long w2Krsc, long b2, long g1, long mean1,
+                                  long rstd1, long hh, long g2, long mean2, long rstd2, long y, int n, int h, int wd,
+                                  int c, int groups, float eps, Precision type, Scratch scratch,
+                                  Supplier<String> what) {
+        ResnetOp op = new ResnetOp(x, add, addBias, gamma1, beta1, w1, w1Krsc, b1, gamma2, beta2, w2, w2Krsc, b2, g1,
+                mean1, rstd1, hh, g2, mean2, rstd2, y, n, h, wd, c, groups, eps, type, scratch, what);
+        int kernel = resnetBlockKernel(op);
+        if (kernel == 0) {
+            resnetBlocksApart++;
+            resnetApart(op, y);
+        } else {
+            resnetBlocksFused++;
+            // The statistics chain: the call before this op left statistics for a reader that is not launched now,
+            // and the two calls' positions stay taken, so later calls keep theirs whichever route a block takes.
+            if (last != null) {
+                wanted.remove(last.at());
+            }
+            last = null;
+            normConvsInPass += 2;
+            resnetFused(op, y);
+        }
+    }
+
+    /** {@link #resnetBlock}'s operands. */
+    private record ResnetOp(long x, long add, long addBias, long gamma1, long beta1, long w1, long w1Krsc, long b1,
+                            long gamma2, long beta2, long w2, long w2Krsc, long b2, long g1, long mean1, long rstd1,
+                            long hh, long g2, long mean2, long rstd2, long y, int n, int h, int wd, int c, int groups,
+                            float eps, Precision type, Scratch scratch, Supplier<String> what) {
+    }
+
+    private void resnetApart(ResnetOp o, long y) {
+        boolean defer = convBiasSeparate();  // as CudaOps defers a convolution's bias to its reader
+        groupNormConv(o.x(), 0, 0, 0, o.gamma1(), o.beta1(), o.groups(), o.eps(), true, o.g1(), o.mean1(), o.rstd1(),
+                o.w1(), o.w1Krsc(), defer ? 0 : o.b1(), 0, o.hh(), o.n(), o.h(), o.wd(), o.c(), 3, 3, o.c(), 1, 1,
+                o.type(), o.scratch(), o.what());
+        opBoundary();  // norm2's call is the next op, as when the model issued the two
+        groupNormConv(o.hh(), defer ? o.b1() : 0, o.add(), o.addBias(), o.gamma2(), o.beta2(), o.groups(), o.eps(),
+                true, o.g2(), o.mean2(), o.rstd2(), o.w2(), o.w2Krsc(), o.b2(), o.x(), y, o.n(), o.h(), o.wd(), o.c(),
+                3, 3, o.c(), 1, 1, o.type(), o.scratch(), o.what());
+    }
+
+    private void resnetFused(ResnetOp o, long y) {
+        check(onestep_resnet_block_typed(o.x(), 0, o.add(), o.addBias(), o.gamma1(), o.beta1(), o.w1Krsc(), o.b1(),
+                o.gamma2(), o.beta2(), o.w2Krsc(), o.b2(), y, o.n(), o.h(), o.wd(), o.c(), o.groups(), o.eps(),
+                o.type().code, stream), "resnetBlock2d", o.what());
+    }
+
+    private long resnetBlocksApart;
+    private long resnetBlocksFused;
+
+    /** Calls of {@link #resnetBlock} that ran as one launch, and as the two ops (timing runs not counted). */
+    public long resnetBlocksFused() {
+        return resnetBlocksFused;
+    }
+
+    /** See {@link #resnetBlocksFused}. */
+    public long resnetBlocksApart() {
+        return resnetBlocksApart;
+    }
+
+    /**
+     * The route {@link #resnetBlock} runs a shape with: 1, the one launch, where, timed against the two ops on the
+     * shape's first use outside a capture (their own choices, the statistics chain's included, made in the timing's
+     * warm-up runs), it was faster and its y agreed; else 0. Off with {@link #fuseResnetBlocks}; only where the kernel
+     * has an instance (fp16/bf16, c 128 or 256, h w 16 or 64, c / groups a multiple of 8 dividing c / 8) and both
+     * weights have their KRSC copies. Each of the timing's runs of the two ops starts from this op's state of the
+     * chain (its calls' positions, the link before it), so every run is the one the pass would make.
+     */
+    private int resnetBlockKernel(ResnetOp o) {
+        if (!fuseResnetBlocks || o.w1Krsc() == 0 || o.w2Krsc() == 0
+                || !resnetBlockFits(o.h(), o.wd(), o.c(), o.groups(), o.type())) {
+            return 0;
+        }
+        String key = "resnet,n=" + o.n() + ",hw=" + o.h() + "x" + o.wd() + ",c=" + o.c() + ",g=" + o.groups()
+                + (o.add() != 0 ? ",add" : "") + (o.b1() != 0 || o.b2() != 0 ? ",biased" : "") + "," + o.type().label();
+        Link before = last;
+        int position = normConvsInPass;
+        long seq = opSeq, given = normConvsGiven, left = normConvStatsLeft, unfused = normConvsUnfused;
+        Runnable reset = () -> {
+            last = before;
+            normConvsInPass = position;
+            opSeq = seq;
+        };
+        try {
+            return timedChoice(key, "norms and convolutions apart", RESNET_ONE_LAUNCH, kernel -> {
+                if (kernel == 0) {
+                    reset.run();
+                    resnetApart(o, o.y());
+                } else {
+                    resnetFused(o, o.y());
+                }
+            }, (kernel, tmp) -> {
+                long elems = (long) o.n() * o.h() * o.wd() * o.c();
+                long ref = tmp.allocate(elems * o.type().bytes, "resnet block check");
+                reset.run();
+                resnetApart(o, ref);
+                resnetFused(o, o.y());  // y: the candidate's, last
+                return agrees(o.y(), ref, elems, o.type(), tmp, o.what(), "the resnet block in one launch " + key,
+                        "the norms and convolutions apart for this shape");
+            });
+        } finally {
+            reset.run();
+            normConvsGiven = given;
+            normConvStatsLeft = left;
+            normConvsUnfused = unfused;
+        }
+    }
+
+    private static final List<Candidate> RESNET_ONE_LAUNCH = List.of(new Candidate(1, "one launch"));
+
+    /**
+     * Whether {@code onestep_resnet_block_typed} has an instance for the shape: fp16 or bf16, c 128 or 256, h w 16 or
+     * 64, c / groups a multiple of 8 that divides c / 8 (a block's channels are whole groups of norm2).
+     */
+    public static boolean resnetBlockFits(int h, int wd, int c, int groups, Precision type) {
+        int cg = groups > 0 && c % groups == 0 ? c / groups : 0;
+        return type != Precision.FP32 && (c == 128 || c == 256) && (h * wd == 16 || h * wd == 64) && cg != 0
+                && cg % 8 == 0 && (c / 8) % cg == 0;
+    }
+
+    /**
+     * Whether {@link #resnetBlock} may run as one launch where {@link #resnetBlockKernel} chose it. Off here;
+     * {@link CudaDevice} turns it on (unless {@code -Donestep.cuda.fuseResnet=false}), {@link EmulatedDevice} with its
+     * candidates.
+     */
+    public void fuseResnetBlocks(boolean on) {
+        fuseResnetBlocks = on;
+    }
+
+    /** Whether {@link #resnetBlock} may run as one launch (its timed choice decides per shape). */
+    public boolean fusesResnetBlocks() {
+        return fuseResnetBlocks;
+    }
+
+    private boolean fuseResnetBlocks;
+
+    /**
      * Group norm (+ SiLU, the time modulation scale/shift, and the pre-add x' = (x + xBias) + (add + addBias); each of
      * those pointers may be 0) by {@code onestep_groupnorm_forward_add_kernel_typed}, mean and rstd fp32: kernel 0 (a
      * statistics kernel and a normalize kernel above 2^20 values, one kernel below) or 1 (the slab kernel, x read once),

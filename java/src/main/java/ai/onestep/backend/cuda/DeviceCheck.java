@@ -541,6 +541,8 @@ public final class DeviceCheck {
                 // counted over the device's runs so far, every precision (the ",given" rows above are their choices).
                 System.out.println("    so far " + cd.normConvsGiven() + " group norms read statistics the "
                         + "convolution before them left (" + cd.normConvStatsLeft() + " producers left them)");
+                System.out.println("    so far " + cd.resnetBlocksFused() + " resnet blocks ran as one launch, "
+                        + cd.resnetBlocksApart() + " as their two ops");
             } else {
                 fact(p.label() + " pass: " + d.igemmLaunches() + " convolutions by our implicit GEMM (emulated mma)",
                         d.igemmLaunches() > 0);

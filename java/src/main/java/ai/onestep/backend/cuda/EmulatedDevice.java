@@ -71,6 +71,7 @@ public final class EmulatedDevice extends Device {
         slabGroupNorm(candidates == Candidates.TIMED);
         clusterGroupNorm(candidates == Candidates.TIMED);
         fuseAttentionResidual(this.candidates);
+        fuseResnetBlocks(this.candidates);
         if (candidates == Candidates.ALWAYS) {
             forceChoice = Boolean.TRUE;
         }
