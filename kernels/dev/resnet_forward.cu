@@ -18,6 +18,7 @@
 #include "../src/resnet.cu"
 #include "../src/convert.cu"
 #include "dev_common.cuh"
+#include "../test/resnet_ref.h"  // the block's oracle, shared with test_resnet
 
 #include <cstdlib>
 #include <vector>
@@ -26,43 +27,8 @@ using namespace onestep;
 
 namespace {
 
-double silu_d(double u) { return u / (1.0 + std::exp(-u)); }
-
 // fp16 rounding of a double (through float: the same value as the device's __float2half_rn for these magnitudes).
 double to_half(double v) { return double(__half2float(__float2half_rn(float(v)))); }
-
-void norm_silu(const std::vector<double>& v, std::vector<double>& out, int HW, int C, int G,
-               const std::vector<float>& gamma, const std::vector<float>& beta, double eps) {
-    const int Cg = C / G;
-    for (int g = 0; g < G; g++) {
-        double s = 0, ss = 0;
-        for (int p = 0; p < HW; p++)
-            for (int c = g * Cg; c < (g + 1) * Cg; c++) s += v[p * C + c];
-        const double mu = s / (double(HW) * Cg);
-        for (int p = 0; p < HW; p++)
-            for (int c = g * Cg; c < (g + 1) * Cg; c++) ss += (v[p * C + c] - mu) * (v[p * C + c] - mu);
-        const double rs = 1.0 / std::sqrt(ss / (double(HW) * Cg) + eps);
-        for (int p = 0; p < HW; p++)
-            for (int c = g * Cg; c < (g + 1) * Cg; c++)
-                out[p * C + c] = to_half(silu_d((v[p * C + c] - mu) * rs * gamma[c] + beta[c]));
-    }
-}
-
-void conv3(const std::vector<double>& a, const std::vector<float>& w, std::vector<double>& out, int H, int W, int C) {
-    for (int h = 0; h < H; h++)
-        for (int x = 0; x < W; x++)
-            for (int co = 0; co < C; co++) {
-                double s = 0;
-                for (int r = 0; r < 3; r++)
-                    for (int q = 0; q < 3; q++) {
-                        const int hh = h + r - 1, ww = x + q - 1;
-                        if (hh < 0 || hh >= H || ww < 0 || ww >= W) continue;
-                        for (int ci = 0; ci < C; ci++)
-                            s += a[(hh * W + ww) * C + ci] * w[((size_t(co) * 3 + r) * 3 + q) * C + ci];
-                    }
-                out[(h * W + x) * C + co] = s;
-            }
-}
 
 // Host values rounded to fp16 in place, and their device copy.
 __half* half_device(std::vector<float>& v) {
@@ -93,19 +59,8 @@ int main(int argc, char** argv) {
     __half *dx = half_device(x), *dg1 = half_device(g1), *dbe1 = half_device(be1), *dg2 = half_device(g2),
            *dbe2 = half_device(be2), *dadd = half_device(add), *daddb = half_device(addb), *db1 = half_device(b1),
            *db2 = half_device(b2), *dw1 = half_device(w1), *dw2 = half_device(w2);
-    std::vector<double> ref(nx);
-    for (int n = 0; n < N; n++) {
-        std::vector<double> xp(size_t(HW) * C), a1(xp.size()), h(xp.size()), v2(xp.size()), a2(xp.size()), o(xp.size());
-        for (size_t i = 0; i < xp.size(); i++) xp[i] = x[size_t(n) * HW * C + i];
-        norm_silu(xp, a1, HW, C, G, g1, be1, eps);
-        conv3(a1, w1, h, H, W, C);
-        for (int p = 0; p < HW; p++)
-            for (int c = 0; c < C; c++)
-                v2[p * C + c] = (to_half(h[p * C + c]) + b1[c]) + (double(add[size_t(n) * C + c]) + addb[c]);
-        norm_silu(v2, a2, HW, C, G, g2, be2, eps);
-        conv3(a2, w2, o, H, W, C);
-        for (size_t i = 0; i < xp.size(); i++) ref[size_t(n) * HW * C + i] = to_half(o[i] + b2[i % C] + xp[i]);
-    }
+    const std::vector<double> ref = resnet_ref::block(x, nullptr, add.data(), addb.data(), g1, be1, w1, b1.data(), g2,
+                                                      be2, w2, b2.data(), N, H, W, C, G, eps, to_half);
     __half *y = nullptr, *a = nullptr, *hbuf = nullptr;
     float *mean = nullptr, *rstd = nullptr, *y32 = nullptr;
     dev_check(cudaMalloc(&y, nx * sizeof(__half)));

@@ -1,8 +1,9 @@
 // test_resnet: onestep_resnet_block_typed (src/resnet.cu), a whole ResnetBlock2D in one launch, against a double
 // reference that rounds where the kernel (and the unfused ops) store a tensor: norm1's output, conv1's output, norm2's
-// output and y. Runs in the emulation (clusters, distributed shared memory, cp.async and mma.sync) and, built as
+// output and y (resnet_ref.h, shared with dev/resnet_forward.cu). Runs in the emulation (clusters, distributed shared memory, cp.async and mma.sync) and, built as
 // test_resnet_gpu, against the real library (run_gpu_checks.sh).
 #include "onestep_runtime.h"
+#include "resnet_ref.h"
 #include "test_common.h"
 
 using std::vector;
@@ -16,44 +17,6 @@ struct Case {
     bool x_bias, add, add_bias, b1, b2;
     double offset;  // x's mean: the statistics' conditioning
 };
-
-double silu(double u) { return u / (1.0 + std::exp(-u)); }
-
-// The group norm + SiLU of v (HW x C of one sample, double) into out, each value rounded to the format.
-void norm_silu(const ktest::Format16& f, const vector<double>& v, vector<double>& out, int HW, int C, int G,
-               const vector<float>& gamma, const vector<float>& beta, double eps) {
-    const int Cg = C / G;
-    for (int g = 0; g < G; g++) {
-        double s = 0, ss = 0;
-        for (int p = 0; p < HW; p++)
-            for (int c = g * Cg; c < (g + 1) * Cg; c++) s += v[p * C + c];
-        const double mu = s / (double(HW) * Cg);
-        for (int p = 0; p < HW; p++)
-            for (int c = g * Cg; c < (g + 1) * Cg; c++) ss += (v[p * C + c] - mu) * (v[p * C + c] - mu);
-        const double rs = 1.0 / std::sqrt(ss / (double(HW) * Cg) + eps);
-        for (int p = 0; p < HW; p++)
-            for (int c = g * Cg; c < (g + 1) * Cg; c++)
-                out[p * C + c] = ktest::round_to(f, silu((v[p * C + c] - mu) * rs * gamma[c] + beta[c]));
-    }
-}
-
-// A 3x3 'same' convolution of a (HW x C) with w (C, 3, 3, C) KRSC, in double.
-void conv3(const vector<double>& a, const vector<float>& w, vector<double>& out, int H, int W, int C) {
-    for (int h = 0; h < H; h++)
-        for (int x = 0; x < W; x++)
-            for (int co = 0; co < C; co++) {
-                double s = 0;
-                for (int r = 0; r < 3; r++)
-                    for (int q = 0; q < 3; q++) {
-                        const int hh = h + r - 1, ww = x + q - 1;
-                        if (hh < 0 || hh >= H || ww < 0 || ww >= W) continue;
-                        const double* ap = &a[(hh * W + ww) * C];
-                        const float* wp = &w[((size_t(co) * 3 + r) * 3 + q) * C];
-                        for (int ci = 0; ci < C; ci++) s += ap[ci] * wp[ci];
-                    }
-                out[(h * W + x) * C + co] = s;
-            }
-}
 
 void check_case(const Type& t, ktest::Rng& rng, const Case& k) {
     std::printf("  %s N=%d %dx%d C=%d G=%d x_bias=%d add=%d add_bias=%d b1=%d b2=%d offset=%g\n", t.name, k.N, k.H,
@@ -79,26 +42,10 @@ void check_case(const Type& t, ktest::Rng& rng, const Case& k) {
             "onestep_resnet_block_typed: %s") ||
         !ktest::sync())
         return;
-    vector<double> ref(nx);
-    for (int n = 0; n < k.N; n++) {
-        vector<double> xp(size_t(HW) * C), a1(xp.size()), h(xp.size()), v2(xp.size()), a2(xp.size()), o(xp.size());
-        for (int p = 0; p < HW; p++)
-            for (int c = 0; c < C; c++)
-                xp[p * C + c] = double(xv[(size_t(n) * HW + p) * C + c]) + (k.x_bias ? xb[c] : 0.0);
-        norm_silu(t.f, xp, a1, HW, C, k.G, g1, be1, eps);
-        conv3(a1, w1, h, k.H, k.W, C);
-        for (int p = 0; p < HW; p++)
-            for (int c = 0; c < C; c++) {
-                const double tv = k.add ? double(ad[size_t(n) * C + c]) + (k.add_bias ? adb[c] : 0.0) : 0.0;
-                v2[p * C + c] = (ktest::round_to(t.f, h[p * C + c]) + (k.b1 ? b1[c] : 0.0)) + tv;
-            }
-        norm_silu(t.f, v2, a2, HW, C, k.G, g2, be2, eps);
-        conv3(a2, w2, o, k.H, k.W, C);
-        for (int p = 0; p < HW; p++)
-            for (int c = 0; c < C; c++)
-                ref[(size_t(n) * HW + p) * C + c] =
-                    ktest::round_to(t.f, o[p * C + c] + (k.b2 ? b2[c] : 0.0) + xp[p * C + c]);
-    }
+    const vector<double> ref = resnet_ref::block(
+        xv, k.x_bias ? xb.data() : nullptr, k.add ? ad.data() : nullptr, k.add_bias ? adb.data() : nullptr, g1, be1, w1,
+        k.b1 ? b1.data() : nullptr, g2, be2, w2, k.b2 ? b2.data() : nullptr, k.N, k.H, k.W, C, k.G, eps,
+        [&](double v) { return ktest::round_to(t.f, v); });
     const vector<float> got = ktest::widen(t.f, y.p, nx);
     // fp32 sums against double ones, and a stored intermediate that rounds the other way now and then: y within a
     // few units of its own rounding.

@@ -12,7 +12,6 @@ import ai.onestep.backend.cpu.CpuOps;
 import ai.onestep.model.UNet;
 import ai.onestep.model.UNetConfig;
 import ai.onestep.tensor.Layout;
-import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
 import ai.onestep.tensor.TensorException;
@@ -37,16 +36,11 @@ class AttentionResidualTest {
     }
 
     private static CudaOps open(EmulatedDevice.Candidates candidates, Precision p) {
-        CudaOps ops = new CudaOps(new EmulatedDevice(CudaBackend.emulatedLibrary().toString(), true, true, candidates),
-                64L << 20, 2, p);
-        ops.foldConstants(true);
-        return ops;
+        return NormConvTest.open(candidates, p);
     }
 
     private static Tensor input(TensorArena a) {
-        Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2);
-        Noise.gaussian(x, 31, 0);
-        return x;
+        return NormConvTest.input(a, 31);
     }
 
     private static long attentions(UNet net) {

@@ -47,8 +47,11 @@ class NormConvTest {
         return net.parameters().list().stream().filter(p -> p.name().endsWith(suffix)).count();
     }
 
-    private static CudaOps open(EmulatedDevice.Candidates candidates, Precision p) {
-        // KRSC weights and biases left to their readers, as on cuDNN: conv1's bias reaches the fused norm2 pending.
+    /**
+     * A folding backend on an emulated device with KRSC weights and biases left to their readers, as on cuDNN (conv1's
+     * bias reaches the fused norm2 pending): the fusion tests' device (AttentionResidualTest, ResnetBlockTest too).
+     */
+    static CudaOps open(EmulatedDevice.Candidates candidates, Precision p) {
         CudaOps ops = new CudaOps(new EmulatedDevice(CudaBackend.emulatedLibrary().toString(), true, true, candidates),
                 64L << 20, 2, p);
         ops.foldConstants(true);
@@ -56,8 +59,18 @@ class NormConvTest {
     }
 
     private static Tensor input(TensorArena a) {
-        Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2);
-        Noise.gaussian(x, 29, 0);
+        return input(a, 29);
+    }
+
+    /** A (2, 8, 8, 2) sample of the test U-Nets, Gaussian with the seed. */
+    static Tensor input(TensorArena a, long seed) {
+        return input(a, seed, 2);
+    }
+
+    /** A (n, 8, 8, 2) sample of the test U-Nets, Gaussian with the seed. */
+    static Tensor input(TensorArena a, long seed, int n) {
+        Tensor x = a.allocate(Layout.NHWC, n, 8, 8, 2);
+        Noise.gaussian(x, seed, 0);
         return x;
     }
 

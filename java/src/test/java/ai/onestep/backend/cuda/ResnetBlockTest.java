@@ -11,7 +11,6 @@ import ai.onestep.backend.cpu.CpuOps;
 import ai.onestep.model.UNet;
 import ai.onestep.model.UNetConfig;
 import ai.onestep.tensor.Layout;
-import ai.onestep.tensor.Noise;
 import ai.onestep.tensor.Tensor;
 import ai.onestep.tensor.TensorArena;
 import ai.onestep.tensor.TensorException;
@@ -41,16 +40,12 @@ class ResnetBlockTest {
     }
 
     private static CudaOps open(EmulatedDevice.Candidates candidates, Precision p) {
-        CudaOps ops = new CudaOps(new EmulatedDevice(CudaBackend.emulatedLibrary().toString(), true, true, candidates),
-                64L << 20, 2, p);
-        ops.foldConstants(true);
-        return ops;
+        return NormConvTest.open(candidates, p);
     }
 
+    /** Batch 1 (the sampling latency case; the kernel's batch 2 is test_resnet's): the emulated passes cost half. */
     private static Tensor input(TensorArena a) {
-        Tensor x = a.allocate(Layout.NHWC, 2, 8, 8, 2);
-        Noise.gaussian(x, 37, 0);
-        return x;
+        return NormConvTest.input(a, 37, 1);
     }
 
     /**
@@ -79,6 +74,15 @@ class ResnetBlockTest {
                 }
 
                 float[] cpu = ConstantFoldingTest.denoise(new CpuOps(2), net, x);
+                // Measured (emulated): fp16 vs cpu 1.7e-3 and vs the two ops 1.2e-3 (the kernel sums conv1's depth over
+                // its warps in another order, and its statistics too); bounds ~2x, as NormConvTest's.
+                double bound = p == Precision.FP16 ? 4e-3 : 3e-2;
+                double vsCpu = IgemmConvTest.relL2(fused, cpu);
+                assertTrue(vsCpu < bound, p.label() + ": fused vs cpu " + vsCpu);
+                System.out.printf("resnet block test %s: fused vs cpu %.2e%n", p.label(), vsCpu);
+                if (p != Precision.FP16) {
+                    continue;  // the pass without the fusion once (fp16): an emulated pass costs tens of seconds
+                }
                 ops.device().fuseResnetBlocks(false);
                 ops.forgetCapturedPasses();
                 float[] apart = ConstantFoldingTest.denoise(ops, net, x);
@@ -87,55 +91,41 @@ class ResnetBlockTest {
                 long[] twoOps = ops.capturedPasses().values().iterator().next();
                 assertTrue(twoOps[0] - graph[0] >= blocks, p.label() + ": nodes " + twoOps[0] + " -> " + graph[0]
                         + " for " + blocks + " blocks");
-                double vsCpu = IgemmConvTest.relL2(fused, cpu), vsApart = IgemmConvTest.relL2(fused, apart);
-                double bound = p == Precision.FP16 ? 4e-3 : 3e-2;
-                assertTrue(vsCpu < bound, p.label() + ": fused vs cpu " + vsCpu);
+                double vsApart = IgemmConvTest.relL2(fused, apart);
                 assertTrue(vsApart < bound, p.label() + ": fused vs the two ops " + vsApart);
+                System.out.printf("resnet block test %s: fused vs the two ops %.2e%n", p.label(), vsApart);
             }
         }
     }
 
     /**
-     * The timed choice: forced against the one launch, each block runs the two norm-convolution calls inside the op,
-     * with the bits and the graph of a pass that never took the op (the same kernels, the statistics chain's links
-     * included); forced for it, each shape's verdict names it.
+     * The timed choice declined (forced against every candidate): each block runs the two norm-convolution calls inside
+     * the op, with the bits and the graph of a pass that never took the op. (Forced for the one launch, each shape's
+     * verdict names it: {@link #aHalfPassRunsItsSmallResnetBlocksAsOneLaunch}.) The other candidate families are the
+     * ALWAYS device's, whose choices are fewer than a TIMED one's: this test's cost is the emulated timing runs.
      */
     @Test
-    void theTimedChoiceKeepsTheTwoOpsBitsOrTakesTheOneLaunch() {
+    void theTimedChoiceDeclinedKeepsTheTwoOpsBits() {
         EmulatedDeviceTest.require();
         float[] apart;
-        long[] apartGraph;
-        long apartGiven;
+        long apartNodes;
         try (UNet net = net(89); TensorArena a = new TensorArena();
-             CudaOps ops = open(EmulatedDevice.Candidates.TIMED, Precision.FP16)) {
+             CudaOps ops = open(EmulatedDevice.Candidates.ALWAYS, Precision.FP16)) {
             ops.device().forceChoice = Boolean.FALSE;
             ops.device().fuseResnetBlocks(false);
             apart = ConstantFoldingTest.denoise(ops, net, input(a));
-            apartGraph = ops.capturedPasses().values().iterator().next();
-            apartGiven = ops.device().normConvsGiven();
+            apartNodes = ops.capturedPasses().values().iterator().next()[0];
         }
         try (UNet net = net(89); TensorArena a = new TensorArena();
-             CudaOps ops = open(EmulatedDevice.Candidates.TIMED, Precision.FP16)) {
+             CudaOps ops = open(EmulatedDevice.Candidates.ALWAYS, Precision.FP16)) {
             ops.device().forceChoice = Boolean.FALSE;
             float[] declined = ConstantFoldingTest.denoise(ops, net, input(a));
             assertArrayEquals(apart, declined, "the two ops inside the op: the bits of the pass without it");
-            long[] graph = ops.capturedPasses().values().iterator().next();
-            assertEquals(apartGraph[0], graph[0], "the same launches");
-            assertEquals(apartGiven, ops.device().normConvsGiven(), "the same statistics links, timing runs aside");
+            assertEquals(apartNodes, ops.capturedPasses().values().iterator().next()[0], "the same launches");
             assertTrue(ops.device().resnetBlocksApart() > 0 && ops.device().resnetBlocksFused() == 0);
             for (Device.Choice c : NormConvTest.choices(ops, "resnet,")) {
                 assertTrue(c.config() == 0 && c.incumbent().equals("norms and convolutions apart")
                         && c.verdict().startsWith("norms and convolutions apart faster"), c.toString());
-            }
-        }
-        try (UNet net = net(89); TensorArena a = new TensorArena();
-             CudaOps ops = open(EmulatedDevice.Candidates.TIMED, Precision.FP16)) {
-            ops.device().forceChoice = Boolean.TRUE;
-            float[] taken = ConstantFoldingTest.denoise(ops, net, input(a));
-            assertTrue(IgemmConvTest.relL2(taken, apart) < 4e-3, "fused vs apart " + IgemmConvTest.relL2(taken, apart));
-            assertTrue(ops.device().resnetBlocksFused() > 0);
-            for (Device.Choice c : NormConvTest.choices(ops, "resnet,")) {
-                assertTrue(c.config() == 1 && c.verdict().startsWith("one launch faster"), c.toString());
             }
         }
     }
