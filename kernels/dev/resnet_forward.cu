@@ -12,11 +12,12 @@
 // to be worth a node; the backend would time the two per shape, as it times its other fusions. Both are checked
 // against a double reference rounded where the tensors are stored (kernels/test/test_resnet.cpp's). Timed as single
 // launches after an L2 flush, and back to back (what a graph replay of the pass sees).
-#include "../src/status.cu"
-#include "../src/groupnorm.cu"
-#include "../src/conv.cu"
-#include "../src/resnet.cu"
-#include "../src/convert.cu"
+//
+// Unlike the other dev files, this one compiles no kernel source: it calls the library's C entries only, and links
+// the library (libonestep_kernels.so under nvcc, the emulated static library here). Compiling conv.cu and
+// groupnorm.cu into it made it the largest binary that travels to the GPU machine (3.5 MB compressed), past the
+// device tool's 64 MiB with the rest.
+#include "../src/dtype.cuh"
 #include "dev_common.cuh"
 #include "../test/resnet_ref.h"  // the block's oracle, shared with test_resnet
 
