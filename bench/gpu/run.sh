@@ -42,8 +42,10 @@ case "${1:-}" in
       targets=(onestep_kernels dev_groupnorm_forward dev_groupnorm_backward dev_attention_forward
                dev_attention_backward dev_denoise_update dev_conv_forward dev_resnet_forward test_groupnorm_gpu
                test_denoise_gpu test_attention_gpu test_layers_gpu test_typed_gpu test_conv_gpu test_resnet_gpu)
-      # sm_90a only (the lent machines are Hoppers): half the binaries' size, and of what travels.
-      cmake -S cmake -B "$kb" -DCMAKE_BUILD_TYPE=Release -DONESTEP_CUDA_ARCHS=90a > /dev/null &&
+      # sm_90a only (the lent machines are Hoppers): half the binaries' size, and of what travels. No -lineinfo: the
+      # line tables more than doubled the archive (8.9 MB with them, which took the carry past 64 MiB); Nsight still
+      # names and times every kernel without them.
+      cmake -S cmake -B "$kb" -DCMAKE_BUILD_TYPE=Release -DONESTEP_CUDA_ARCHS=90a -DONESTEP_CUDA_LINEINFO=OFF > /dev/null &&
         cmake --build "$kb" -j"$(nproc)" --target "${targets[@]}" > "$kb.log" 2>&1 ||
         { tail -30 "$kb.log"; exit 2; }
       pack_kernels "$kb" "$carry/kernels.txz" || exit 2
