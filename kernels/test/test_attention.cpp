@@ -647,28 +647,25 @@ void check_pipelined(const Case& c, onestep_dtype dtype, int kernel, uint64_t se
 void check_split_refusals() {
     Buf16 b(3 * 4 * 128);
     Buf l(16, 0.f);
-    expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 128, nullptr, 0.f, 1,
-                                                      ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_UNSUPPORTED &&
-               std::strstr(onestep_last_error_message(), "D=128") && std::strstr(onestep_last_error_message(), "split"),
-           "split keys refuses D = 128 by name: %s", onestep_last_error_message());
-    expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 32, nullptr, 0.f, 1,
-                                                      ONESTEP_FLOAT32, nullptr) == ONESTEP_ERROR_UNSUPPORTED,
-           "split keys refuses fp32: %s", onestep_last_error_message());
-    expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 128, nullptr, 0.f, 2,
-                                                      ONESTEP_BFLOAT16, nullptr) == ONESTEP_ERROR_UNSUPPORTED &&
-               std::strstr(onestep_last_error_message(), "D=128") &&
-               std::strstr(onestep_last_error_message(), "pipelined"),
-           "the pipelined kernel refuses D = 128 by name: %s", onestep_last_error_message());
-    expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 32, nullptr, 0.f, 2,
-                                                      ONESTEP_FLOAT32, nullptr) == ONESTEP_ERROR_UNSUPPORTED,
-           "the pipelined kernel refuses fp32: %s", onestep_last_error_message());
-    expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 128, nullptr, 0.f, 3,
-                                                      ONESTEP_FLOAT16, nullptr) == ONESTEP_ERROR_UNSUPPORTED &&
-               std::strstr(onestep_last_error_message(), "D=128") && std::strstr(onestep_last_error_message(), "wide"),
-           "the wide kernel refuses D = 128 by name: %s", onestep_last_error_message());
-    expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 32, nullptr, 0.f, 3,
-                                                      ONESTEP_FLOAT32, nullptr) == ONESTEP_ERROR_UNSUPPORTED,
-           "the wide kernel refuses fp32: %s", onestep_last_error_message());
+    // Kernels 1-3 take fp16/bf16 with D 32 or 64: D = 128 is refused naming the kernel, and fp32.
+    const struct {
+        int kernel;
+        const char* name;
+        onestep_dtype dtype;  // of the D = 128 call
+    } kernels[] = {{1, "split", ONESTEP_FLOAT16}, {2, "pipelined", ONESTEP_BFLOAT16}, {3, "wide", ONESTEP_FLOAT16}};
+    for (const auto& k : kernels) {
+        char what[96];
+        std::snprintf(what, sizeof what, "kernel %d (%s) refuses D = 128 by name: %%s", k.kernel, k.name);
+        expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 128, nullptr, 0.f, k.kernel,
+                                                          k.dtype, nullptr) == ONESTEP_ERROR_UNSUPPORTED &&
+                   std::strstr(onestep_last_error_message(), "D=128") &&
+                   std::strstr(onestep_last_error_message(), k.name),
+               what, onestep_last_error_message());
+        std::snprintf(what, sizeof what, "kernel %d (%s) refuses fp32: %%s", k.kernel, k.name);
+        expect(onestep_attention_forward_qkv_kernel_typed(b.p, nullptr, b.p, l.p, 1, 1, 4, 32, nullptr, 0.f, k.kernel,
+                                                          ONESTEP_FLOAT32, nullptr) == ONESTEP_ERROR_UNSUPPORTED,
+               what, onestep_last_error_message());
+    }
     // The tensor-core kernels store o in 32-bit pairs: an o 2 bytes off is refused by name (it came back as a bare
     // cudaErrorInvalidValue), for each kernel asked for by number.
     Buf16 q(3 * 16 * 32), o(16 * 32 + 2);
