@@ -323,7 +323,7 @@ static cudaError_t launch_persistent(const T* x, const T* gamma, const T* beta, 
 // C channels, so a warp reads 32 consecutive 16-byte vectors: whole 128-byte lines):
 //   1. statistics: a block per (chunk, sample) loads its chunk once (kChunkIters 4-vectors a thread, all issued
 //      before the first use), and writes each group's (mean, M2) over the chunk: two exact passes over the registers,
-//      as version 8 does, summed in a fixed order (the quads of a group by warp shuffles, the warps in order);
+//      as version 8 does, summed in a fixed order (reduce.cuh's group_totals: the rows in order, then the group's quads);
 //   2. normalize: the same blocks in reverse order merge their sample's chunk pairs (Chan et al.'s pairwise update,
 //      reduce.cuh's welford_merge, chunks in order: the same mean and rstd in every block), then read the chunk again
 //      and store y. x's second read is meant to come from L2 (H100 and H200: 50 MB; x is 33.5 MB in fp32 at
@@ -353,30 +353,9 @@ __host__ __device__ inline float chunk_count(const ChunkShape& s, int k, int HW,
     return float(left < s.pixels ? left : s.pixels) * float(Cg);
 }
 
-// The block's sum, per group, of one value a thread (its quad's group), in a fixed order: the group's quads and the
-// warp's pixels by shuffles, then the warps in order. tot[g] holds group g's sum for every thread after the return.
-__device__ __forceinline__ void chunk_group_sum(float v, float (&part)[32][32], float (&tot)[32], int QC, int Cg,
-                                                int G) {
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, QG = Cg / 4;
-    for (int o = 1; o < QG; o *= 2) v += __shfl_xor_sync(0xffffffffu, v, o);   // the group's quads of a pixel
-    for (int o = QC; o < 32; o *= 2) v += __shfl_xor_sync(0xffffffffu, v, o);  // the warp's other pixels (QC < 32)
-    part[warp][lane] = v;
-    __syncthreads();
-    if (int(threadIdx.x) < G) {
-        const int q0 = threadIdx.x * QG;  // the group's first quad
-        float s = 0.f;
-        for (int w = 0; w < int(blockDim.x / 32); w++) {
-            const int wq = QC >= 32 ? (w * 32) % QC : 0;  // the warp's first quad
-            if (q0 >= wq && q0 < wq + 32) s += part[w][q0 - wq];
-        }
-        tot[threadIdx.x] = s;
-    }
-    __syncthreads();
-}
-
 template <typename T>
 __global__ void chunk_stats_kernel(const T* __restrict__ x, float2* __restrict__ partial, int HW, int C, int G) {
-    __shared__ float part[32][32], tot[32];
+    __shared__ float part[1024], tot[32];  // reduce.cuh's group_totals: a float a thread, a total a group
     const ChunkShape s = chunk_shape(HW, C, blockDim.x);
     const int n = blockIdx.y, chunk = blockIdx.x, q = threadIdx.x % s.QC, Cg = C / G, g = 4 * q / Cg;
     const int p0 = chunk * s.pixels + threadIdx.x / s.QC;
@@ -390,10 +369,11 @@ __global__ void chunk_stats_kernel(const T* __restrict__ x, float2* __restrict__
     float sum = 0.f;
 #pragma unroll
     for (int i = 0; i < kChunkIters; i++) sum += (v[i].x + v[i].y) + (v[i].z + v[i].w);
-    chunk_group_sum(sum, part, tot, s.QC, Cg, G);
+    group_totals(sum, part, tot, s.QC, Cg / 4, G);  // thread t's quad t % QC, Cg / 4 quads a group
     const float count = chunk_count(s, chunk, HW, Cg);
     const float mu = tot[g] / count;
-    const float my_mean = int(threadIdx.x) < G ? tot[threadIdx.x] / count : 0.f;  // read before tot is rewritten
+    const float my_mean = int(threadIdx.x) < G ? tot[threadIdx.x] / count : 0.f;
+    __syncthreads();  // every thread has read tot before the next call rewrites it
     float ss = 0.f;
 #pragma unroll
     for (int i = 0; i < kChunkIters; i++) {
@@ -402,7 +382,7 @@ __global__ void chunk_stats_kernel(const T* __restrict__ x, float2* __restrict__
             ss += (a * a + b * b) + (d * d + e * e);
         }
     }
-    chunk_group_sum(ss, part, tot, s.QC, Cg, G);
+    group_totals(ss, part, tot, s.QC, Cg / 4, G);
     if (int(threadIdx.x) < G)
         partial[((long long)n * gridDim.x + chunk) * G + threadIdx.x] = make_float2(my_mean, tot[threadIdx.x]);
 }

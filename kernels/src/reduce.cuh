@@ -79,4 +79,23 @@ __device__ __forceinline__ Welford block_welford(Welford w, Welford* scratch) {
     return warp_welford(w);
 }
 
+// Per-group totals of one value a thread, summed in a fixed order (every run and every block gets the same bits).
+// Thread i's value belongs to group (i % cols) / per_group: cols threads make a row of the caller's layout (a pixel's
+// channel vectors, say), per_group consecutive columns a group, and the block's blockDim / cols rows are summed in
+// order, then the group's columns. part holds blockDim floats of shared memory, stat at least ngroups; ngroups <=
+// blockDim. Ends at a barrier: stat[k] then holds group k's total for every thread. The caller keeps a barrier between
+// reading stat and the next call (which rewrites it). Shared by the fused resnet block (src/resnet.cu) and the
+// two-pass group norm of dev/groupnorm_forward.cu.
+__device__ __forceinline__ void group_totals(float v, float* part, float* stat, int cols, int per_group, int ngroups) {
+    part[threadIdx.x] = v;
+    __syncthreads();
+    if (int(threadIdx.x) < ngroups) {
+        float s = 0.0f;
+        for (int r = 0; r < int(blockDim.x) / cols; r++)
+            for (int j = 0; j < per_group; j++) s += part[r * cols + threadIdx.x * per_group + j];
+        stat[threadIdx.x] = s;
+    }
+    __syncthreads();
+}
+
 }  // namespace onestep

@@ -34,6 +34,7 @@
 #include "cuda_compat.cuh"
 #include "dtype.cuh"
 #include "onestep_kernels.h"
+#include "reduce.cuh"
 #include "status.cuh"
 #include "tensor_core.cuh"
 
@@ -141,21 +142,6 @@ __device__ __forceinline__ void conv(const T* A, const T* W, float* sums, const 
         for (int q = 0; q < L.KP; q++) v += sums[(long long)q * L.HW * L.BN + e];
         out(e / L.BN, e % L.BN, v);
     }
-}
-
-// Per-group totals of one value a thread, in a fixed order. Thread i's value belongs to group (i % cols) / per_group
-// (cols: threads a row of the layout, per_group: consecutive columns a group); groups < ngroups. Ends at a barrier:
-// stat[k] then holds group k's total for every thread.
-__device__ __forceinline__ void group_totals(float v, float* part, float* stat, int cols, int per_group, int ngroups) {
-    part[threadIdx.x] = v;
-    __syncthreads();
-    if (int(threadIdx.x) < ngroups) {
-        float s = 0.0f;
-        for (int r = 0; r < kThreads / cols; r++)
-            for (int j = 0; j < per_group; j++) s += part[r * cols + threadIdx.x * per_group + j];
-        stat[threadIdx.x] = s;
-    }
-    __syncthreads();
 }
 
 template <typename T, int NT>
@@ -350,7 +336,6 @@ extern "C" onestep_status onestep_resnet_block_typed(const void* x, const void* 
     const char *xb = static_cast<const char*>(x), *yb = static_cast<const char*>(y);
     if (xb < yb + bytes && yb < xb + bytes)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "y must not overlap x");
-    const resnet::Layout L(C, H * W, int(dtype_bytes(dtype)));
     // The launch sets the instance's attribute for its largest shape (see resnet::launch): that must fit.
     if (onestep_status s = require_shared(fn, shapes, resnet::Layout(C, 64, int(dtype_bytes(dtype))).total(),
                                           "the fused resnet block")) return s;
