@@ -501,6 +501,22 @@ onestep_status onestep_resnet_block_typed(const void* x, const void* x_bias, con
                                           const void* gamma2, const void* beta2, const void* w2_krsc, const void* b2,
                                           void* y, int N, int H, int W, int C, int groups, float eps,
                                           onestep_dtype dtype, cudaStream_t stream);
+/* An up block's ResnetBlock2D in one launch: the same block on x = cat(a + a_bias, b + b_bias) (a (N, H, W, Ca) and
+ * b (N, H, W, Cb), each source's sum rounded to dtype as onestep_concat_channels_biased_typed stores it; either bias
+ * may be NULL), Cin = Ca + Cb channels in and C out, with a 1x1 conv_shortcut ws_krsc (C, 1, 1, Cin) in place of the
+ * identity: y = round(ws x) + conv2(silu(norm2(conv1(silu(norm1(x))) + b1 + t))) + b2, the shortcut's bias folded
+ * into b2 by the caller (as the unfused ops run it). w1_krsc (C, 3, 3, Cin), w2_krsc (C, 3, 3, C). The weights
+ * stream through shared memory a tap at a time, so Cin may be 512 (an up block's [h, skip] at 256 channels).
+ * Needs Ca and Cb multiples of 8, Cin 128, 256 or 512, C 128 or 256, H*W 16 or 64, C/groups a multiple of 8 that
+ * divides C/8 and Cin/groups a multiple of 8, a, b, the weights and y 16-byte aligned, y apart from a and b; the rest
+ * as onestep_resnet_block_typed. */
+onestep_status onestep_resnet_block_concat_typed(const void* a, const void* a_bias, const void* b, const void* b_bias,
+                                                 const void* add, const void* add_bias, const void* gamma1,
+                                                 const void* beta1, const void* w1_krsc, const void* b1,
+                                                 const void* gamma2, const void* beta2, const void* w2_krsc,
+                                                 const void* b2, const void* ws_krsc, void* y, int N, int H, int W,
+                                                 int Ca, int Cb, int C, int groups, float eps, onestep_dtype dtype,
+                                                 cudaStream_t stream);
 
 /* ---- losses and norms (kernels/src/loss.cu): sums in double, in a fixed order ---------------------------
  * onestep_row_sq_dist: out[n] (N doubles) = sum over d of (pred[n, d] - target[n, d])^2, rows of D floats.

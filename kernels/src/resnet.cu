@@ -87,31 +87,48 @@ __device__ __forceinline__ void issue_weights(T* W, const T* w, const Layout& L,
     cp_async_commit();
 }
 
+// The output pixels of m-tile mt whose A rows this lane loads (m16n8k16: rows g and g + 8), as (row, column).
+struct Rows {
+    int h_lo, w_lo, h_hi, w_hi;
+};
+__device__ __forceinline__ Rows rows_of(int mt, int Wd) {
+    const int g = threadIdx.x % 32 / 4, p_lo = mt * 16 + g, p_hi = p_lo + 8;
+    return Rows{p_lo / Wd, p_lo % Wd, p_hi / Wd, p_hi % Wd};
+}
+
+// This lane's A fragment of a 16-deep k step at channel c0 of A (pixels x channels, pitch elements a row): the rows'
+// pixels moved by (dr, ds), zero outside the H x Wd image (a 3x3 'same' convolution's tap; (0, 0) for a 1x1).
+template <typename T>
+__device__ __forceinline__ void a_fragment(uint32_t (&a)[4], const T* A, int pitch, const Rows& r, int H, int Wd,
+                                           int dr, int ds, int c0) {
+    const int t = threadIdx.x % 4;
+    const int hl = r.h_lo + dr, wl = r.w_lo + ds, hh = r.h_hi + dr, wh = r.w_hi + ds;
+    const bool in_lo = hl >= 0 && hl < H && wl >= 0 && wl < Wd, in_hi = hh >= 0 && hh < H && wh >= 0 && wh < Wd;
+    const T* a_lo = A + (in_lo ? hl * Wd + wl : 0) * pitch + c0 + 2 * t;
+    const T* a_hi = A + (in_hi ? hh * Wd + wh : 0) * pitch + c0 + 2 * t;
+    a[0] = in_lo ? load_as<uint32_t>(a_lo) : 0u;
+    a[1] = in_hi ? load_as<uint32_t>(a_hi) : 0u;
+    a[2] = in_lo ? load_as<uint32_t>(a_lo + 8) : 0u;
+    a[3] = in_hi ? load_as<uint32_t>(a_hi + 8) : 0u;
+}
+
 // This warp's share of a 3x3 'same' convolution of A (HW x C, pitch_a) with W (BN x K): m-tile mt (pixels 16 mt ..
 // 16 mt + 15) over the K range of part kp, all BN / 8 n-tiles, into acc. A k step of 16 lies in one tap (C is a
 // multiple of 16): its input pixel is the output pixel moved by (r - 1, s - 1), zero outside the image.
 template <typename T, int NT>
 __device__ __forceinline__ void conv_part(float (&acc)[NT][4], const T* A, const T* W, const Layout& L, int H, int Wd,
                                           int mt, int kp) {
-    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int p_lo = mt * 16 + g, p_hi = p_lo + 8;
-    const int h_lo = p_lo / Wd, w_lo = p_lo - h_lo * Wd, h_hi = p_hi / Wd, w_hi = p_hi - h_hi * Wd;
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+    const Rows rw = rows_of(mt, Wd);
 #pragma unroll
     for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
     const int span = L.K / L.KP, k_begin = kp * span;
     // Unrolled so that the next steps' shared loads issue under this step's mma (span is at least 9 steps).
 #pragma unroll 4
     for (int k0 = k_begin; k0 < k_begin + span; k0 += 16) {
-        const int tap = k0 / L.C, c0 = k0 - tap * L.C, dr = tap / 3 - 1, ds = tap % 3 - 1;
-        const int hl = h_lo + dr, wl = w_lo + ds, hh = h_hi + dr, wh = w_hi + ds;
-        const bool in_lo = hl >= 0 && hl < H && wl >= 0 && wl < Wd, in_hi = hh >= 0 && hh < H && wh >= 0 && wh < Wd;
-        const T* a_lo = A + (in_lo ? hl * Wd + wl : 0) * L.pitch_a + c0 + 2 * t;
-        const T* a_hi = A + (in_hi ? hh * Wd + wh : 0) * L.pitch_a + c0 + 2 * t;
+        const int tap = k0 / L.C, c0 = k0 - tap * L.C;
         uint32_t a[4];
-        a[0] = in_lo ? load_as<uint32_t>(a_lo) : 0u;
-        a[1] = in_hi ? load_as<uint32_t>(a_hi) : 0u;
-        a[2] = in_lo ? load_as<uint32_t>(a_lo + 8) : 0u;
-        a[3] = in_hi ? load_as<uint32_t>(a_hi + 8) : 0u;
+        a_fragment(a, A, L.pitch_a, rw, H, Wd, tap / 3 - 1, tap % 3 - 1, c0);
 #pragma unroll
         for (int j = 0; j < NT; j++) {
             const T* b = W + (j * 8 + g) * L.pitch_w + k0 + 2 * t;  // B = W^T: column g of n-tile j is channel 8j + g
@@ -120,28 +137,75 @@ __device__ __forceinline__ void conv_part(float (&acc)[NT][4], const T* A, const
     }
 }
 
-// The block's conv: each warp's part into sums (fp32, [kp][pixel][n]), then every thread's share of the HW x BN
-// outputs summed over the parts in order: out(p, n, s) is called with the sum (one call per output).
+// The warps' parts (m-tile mt, K part kp of KP) summed: each warp's acc into sums (fp32, [kp][pixel][n]), then every
+// thread's share of the HW x BN outputs summed over the parts in order: out(p, n, s) is called with the sum (one call
+// per output). Begins with a barrier (every warp is done with its operands, so sums may alias them), so every thread
+// calls it; ends without one.
+template <int NT, typename Out>
+__device__ __forceinline__ void reduce_parts(const float (&acc)[NT][4], float* sums, int HW, int BN, int KP, int mt,
+                                             int kp, Out out) {
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4, p_lo = mt * 16 + g;
+    __syncthreads();
+    float* s = sums + (long long)kp * HW * BN;
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        const int n = j * 8 + 2 * t;
+        s[p_lo * BN + n] = acc[j][0], s[p_lo * BN + n + 1] = acc[j][1];
+        s[(p_lo + 8) * BN + n] = acc[j][2], s[(p_lo + 8) * BN + n + 1] = acc[j][3];
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < HW * BN; e += kThreads) {
+        float v = 0.0f;
+        for (int q = 0; q < KP; q++) v += sums[(long long)q * HW * BN + e];
+        out(e / BN, e % BN, v);
+    }
+}
+
+// The block's conv: each warp's part, summed by reduce_parts.
 template <typename T, int NT, typename Out>
 __device__ __forceinline__ void conv(const T* A, const T* W, float* sums, const Layout& L, int H, int Wd, Out out) {
     const int warp = threadIdx.x / 32, MT = L.HW / 16, mt = warp % MT, kp = warp / MT;
     float acc[NT][4];
     conv_part<T, NT>(acc, A, W, L, H, Wd, mt, kp);
-    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4, p_lo = mt * 16 + g;
-    __syncthreads();  // every warp is done with A and W (sums may alias the other activation buffer only)
-    float* s = sums + (long long)kp * L.HW * L.BN;
-#pragma unroll
-    for (int j = 0; j < NT; j++) {
-        const int n = j * 8 + 2 * t;
-        s[p_lo * L.BN + n] = acc[j][0], s[p_lo * L.BN + n + 1] = acc[j][1];
-        s[(p_lo + 8) * L.BN + n] = acc[j][2], s[(p_lo + 8) * L.BN + n + 1] = acc[j][3];
-    }
+    reduce_parts<NT>(acc, sums, L.HW, L.BN, L.KP, mt, kp, out);
+}
+
+// norm2 of v2 (HW x BN fp32: this block's channels co0 .., whole groups of Cg, so the statistics are its own) + SiLU
+// into its slice of A2 (HW rows of C, pitch_a), then the 7 other slices from the peers' A2 through distributed shared
+// memory: A2 is conv2's whole input after it. v2[e] must have been written by thread e % kThreads (reduce_parts'
+// stride) or be complete past a barrier; ends at a cluster barrier after the last remote read.
+template <typename T>
+__device__ __forceinline__ void norm2_exchange(const float* v2, T* A2, float* part, float* stat, int HW, int BN,
+                                               int pitch_a, int Cg, int co0, unsigned rank, const T* gamma2,
+                                               const T* beta2, float eps) {
+    // Thread i's channel is i % BN (kThreads is a multiple of BN), its pixels i / BN + j kThreads / BN.
+    const int nn = threadIdx.x % BN, g2 = nn / Cg;
+    const float count2 = float(HW) * float(Cg);
+    float s2 = 0.0f;
+    for (int e = threadIdx.x; e < HW * BN; e += kThreads) s2 += v2[e];
+    group_totals(s2, part, stat, BN, Cg, BN / Cg);
+    const float mu2 = stat[g2] / count2;
+    float ss2 = 0.0f;
+    for (int e = threadIdx.x; e < HW * BN; e += kThreads) ss2 += (v2[e] - mu2) * (v2[e] - mu2);
     __syncthreads();
-    for (int e = threadIdx.x; e < L.HW * L.BN; e += kThreads) {
-        float v = 0.0f;
-        for (int q = 0; q < L.KP; q++) v += sums[(long long)q * L.HW * L.BN + e];
-        out(e / L.BN, e % L.BN, v);
+    group_totals(ss2, part, stat, BN, Cg, BN / Cg);
+    const float rs2 = rsqrtf(stat[g2] / count2 + eps);
+    {
+        const int co = co0 + nn;
+        const float ga = to_f32(gamma2[co]), be = to_f32(beta2[co]);
+        for (int e = threadIdx.x; e < HW * BN; e += kThreads)
+            A2[(e / BN) * pitch_a + co] = from_f32<T>(silu((v2[e] - mu2) * rs2 * ga + be));
     }
+    cluster_sync();  // every block's slice is written
+    // The 7 other slices from the peers' A2 (16 bytes at a time: BN / 8 a pixel and peer).
+    const int chunks = BN / 8;
+    for (int i = threadIdx.x; i < (kCluster - 1) * HW * chunks; i += kThreads) {
+        const int k = i / (HW * chunks), rest = i - k * HW * chunks, p = rest / chunks, ch = rest - p * chunks;
+        const unsigned peer = (rank + 1 + k) % kCluster;
+        const int at = p * pitch_a + int(peer) * BN + ch * 8;
+        store_as<int4>(A2 + at, load_as<int4>(cluster_map(A2, peer) + at));
+    }
+    cluster_sync();  // A2 complete here; the peers are done reading this block's slice (no remote read follows)
 }
 
 template <typename T, int NT>
@@ -235,36 +299,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     __syncthreads();  // conv1 is done with W: conv2's weights may land there
     issue_weights(W, w2, L, co0);
 
-    // ---- norm2 on this block's BN channels (whole groups), its slice of conv2's input into A2 ------------------------
-    // Thread i's channel is i % BN (kThreads is a multiple of BN), its pixels i / BN + j kThreads / BN.
-    const int nn = threadIdx.x % L.BN, g2 = nn / Cg;
-    const float count2 = float(HW) * float(Cg);
-    float s2 = 0.0f;
-    for (int e = threadIdx.x; e < HW * L.BN; e += kThreads) s2 += v2[e];
-    group_totals(s2, part, stat, L.BN, Cg, L.BN / Cg);
-    const float mu2 = stat[g2] / count2;
-    float ss2 = 0.0f;
-    for (int e = threadIdx.x; e < HW * L.BN; e += kThreads) ss2 += (v2[e] - mu2) * (v2[e] - mu2);
-    __syncthreads();
-    group_totals(ss2, part, stat, L.BN, Cg, L.BN / Cg);
-    const float rs2 = rsqrtf(stat[g2] / count2 + eps);
+    // ---- norm2 on this block's BN channels (whole groups), the slices exchanged: conv2's input in A2 -----------------
     T* const A2 = reinterpret_cast<T*>(a2);
-    {
-        const int co = co0 + nn;
-        const float ga = to_f32(gamma2[co]), be = to_f32(beta2[co]);
-        for (int e = threadIdx.x; e < HW * L.BN; e += kThreads)
-            A2[(e / L.BN) * L.pitch_a + co] = from_f32<T>(silu((v2[e] - mu2) * rs2 * ga + be));
-    }
-    cluster_sync();  // every block's slice is written
-    // The 7 other slices from the peers' A2 (16 bytes at a time: BN / 8 a pixel and peer).
-    const int chunks = L.BN / 8;
-    for (int i = threadIdx.x; i < (kCluster - 1) * HW * chunks; i += kThreads) {
-        const int k = i / (HW * chunks), rest = i - k * HW * chunks, p = rest / chunks, ch = rest - p * chunks;
-        const unsigned peer = (rank + 1 + k) % kCluster;
-        const int at = p * L.pitch_a + int(peer) * L.BN + ch * 8;
-        store_as<int4>(A2 + at, load_as<int4>(cluster_map(A2, peer) + at));
-    }
-    cluster_sync();  // A2 complete here; the peers are done reading this block's slice (no remote read follows)
+    norm2_exchange(v2, A2, part, stat, HW, L.BN, L.pitch_a, Cg, co0, rank, gamma2, beta2, eps);
     cp_async_wait<0>();
     __syncthreads();  // conv2's weights complete
 
@@ -294,6 +331,241 @@ static cudaError_t launch(const T* x, const T* x_bias, const T* add, const T* ad
     };
     // NT = BN / 8 n-tiles: BN 32 at C = 256, 16 at C = 128.
     return C == 256 ? run(block_kernel<T, 4>) : run(block_kernel<T, 2>);
+}
+
+// ---- An up block's ResnetBlock2D: the concatenation, a 1x1 conv_shortcut, conv1's weights streamed -------------------
+// The same block on x = cat(a + a_bias, b + b_bias) (an up block's [h, skip], each source's sum rounded to T as the
+// concatenation stores it), Cin = Ca + Cb channels in, C out, with the 1x1 conv_shortcut ws (C x Cin, its bias folded
+// into b2 by the caller, as the unfused ops run it):
+//   y = round(ws x) + conv2(SiLU(norm2(conv1(SiLU(norm1(x))) + b1 + t))) + b2
+// At Cin = 512, C = 256 a block's conv1 rows are 295 KB, past shared memory, so the weights do not sit there whole:
+// they stream through a ring of kStages slots, one stage a tap (BN rows of Cin, or of C for conv2), the 19 stages
+// (the shortcut, conv1's 9 taps, conv2's 9) in the order they are used. A slot is refilled as soon as every warp is
+// done with it (one barrier a stage), so kStages - 1 stages are in flight under the work between the GEMMs (norm1's
+// statistics, norm2 and the exchange) as under the GEMMs. x itself sits in shared memory (64 pixels x 512 channels:
+// 65 KB): norm1's statistics are two exact passes over it, the shortcut reads it, and norm1 + SiLU then overwrites it
+// in place as conv1's input. Every warp keeps its accumulators across a GEMM's stages, over its m-tile and its share
+// of each stage's columns, so a stage is one k range of the same split as the resident kernel's.
+constexpr int kStages = 3, kShortcutStage = 0, kConv1Stage = 1, kConv2Stage = 10, kStageCount = 19;
+
+// Dynamic shared memory of the streamed kernel:
+//   X:    x (HW rows of Cin, pitch Cin + 8), then conv1's input in place; then v2 (fp32 HW x BN) and conv2's sums;
+//   A2:   the shortcut's and conv1's sums (fp32, KP x HW x BN); then conv2's input (HW rows of C, pitch C + 8);
+//   SC:   the shortcut's output (fp32 HW x BN, rounded to T);
+//   ring: kStages slots of BN rows, pitch max(Cin, C) + 8 (the bank reason of Layout);
+//   part, stat: as Layout.
+struct ConcatLayout {
+    int Cin, C, HW, BN, KP, pitch_x, pitch_a, pitch_s;
+    size_t x_bytes, a_bytes, sc_bytes, slot_bytes;
+    __host__ __device__ static size_t up16(size_t b) { return (b + 15) / 16 * 16; }
+    __host__ __device__ ConcatLayout(int Cin_, int C_, int HW_, int elem) : Cin(Cin_), C(C_), HW(HW_) {
+        BN = C / kCluster, KP = kWarps / (HW / 16), pitch_x = Cin + 8, pitch_a = C + 8;
+        pitch_s = (Cin > C ? Cin : C) + 8;
+        const size_t sums = size_t(KP) * HW * BN * 4, x = size_t(HW) * pitch_x * elem, a = size_t(HW) * pitch_a * elem;
+        x_bytes = up16(x > sums ? x : sums);
+        a_bytes = up16(a > sums ? a : sums);
+        sc_bytes = size_t(HW) * BN * 4;
+        slot_bytes = up16(size_t(BN) * pitch_s * elem);
+    }
+    __host__ __device__ size_t total() const {
+        return x_bytes + a_bytes + sc_bytes + kStages * slot_bytes + (kThreads + 64) * 4;
+    }
+};
+
+// This warp's share of one stage: its m-tile's rows against the stage's weights Ws (BN rows, pitch_w) over part kp
+// of the stage's `cols` columns (a tap's channels), A read at the tap's shift (dr, ds), accumulated into acc.
+template <typename T, int NT>
+__device__ __forceinline__ void stage_part(float (&acc)[NT][4], const T* A, int pitch_a, const T* Ws, int pitch_w,
+                                           int cols, int kp, int KP, const Rows& rw, int H, int Wd, int dr, int ds) {
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4, span = cols / KP, k_begin = kp * span;
+#pragma unroll 4
+    for (int k0 = k_begin; k0 < k_begin + span; k0 += 16) {
+        uint32_t a[4];
+        a_fragment(a, A, pitch_a, rw, H, Wd, dr, ds, k0);
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            const T* b = Ws + (j * 8 + g) * pitch_w + k0 + 2 * t;
+            mma<T>(acc[j], a, load_as<uint32_t>(b), load_as<uint32_t>(b + 8));
+        }
+    }
+}
+
+template <int NT>
+__device__ __forceinline__ void zero(float (&acc)[NT][4]) {
+#pragma unroll
+    for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+}
+
+template <typename T, int NT>
+__global__ void __launch_bounds__(kThreads, 1)
+    concat_block_kernel(const T* __restrict__ a, const T* __restrict__ a_bias, const T* __restrict__ b,
+                        const T* __restrict__ b_bias, const T* __restrict__ add, const T* __restrict__ add_bias,
+                        const T* __restrict__ gamma1, const T* __restrict__ beta1, const T* __restrict__ w1,
+                        const T* __restrict__ b1, const T* __restrict__ gamma2, const T* __restrict__ beta2,
+                        const T* __restrict__ w2, const T* __restrict__ b2, const T* __restrict__ ws,
+                        T* __restrict__ y, int H, int Wd, int Ca, int Cb, int C, int G, float eps) {
+    await_predecessors();
+    const int Cin = Ca + Cb;
+    const ConcatLayout L(Cin, C, H * Wd, int(sizeof(T)));
+    ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
+    T* const X = reinterpret_cast<T*>(smem);
+    unsigned char* const a2 = smem + L.x_bytes;
+    float* const SC = reinterpret_cast<float*>(a2 + L.a_bytes);
+    T* const ring = reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(SC) + L.sc_bytes);
+    float* const part = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(ring) + kStages * L.slot_bytes);
+    float* const stat = part + kThreads;
+    const unsigned rank = cluster_rank();
+    const int n = blockIdx.x / kCluster, co0 = int(rank) * L.BN, HW = L.HW, BN = L.BN;
+    const int slot_elems = int(L.slot_bytes / sizeof(T));
+
+    // The weight stages, issued in order into the ring's slots (an empty commit group past the last, so that every
+    // wait counts the same groups).
+    int issued = 0;
+    const auto issue = [&]() {
+        const int s = issued++;
+        if (s < kStageCount) {
+            const T* src;
+            int cols;
+            long long row;
+            if (s == kShortcutStage) src = ws + (long long)co0 * Cin, cols = Cin, row = Cin;
+            else if (s < kConv2Stage) src = w1 + (long long)co0 * 9 * Cin + (s - kConv1Stage) * Cin, cols = Cin, row = 9LL * Cin;
+            else src = w2 + (long long)co0 * 9 * C + (s - kConv2Stage) * C, cols = C, row = 9LL * C;
+            T* slot = ring + (s % kStages) * slot_elems;
+            const int per_row = cols / 8;
+            for (int i = threadIdx.x; i < BN * per_row; i += kThreads) {
+                const int r = i / per_row, k = (i - r * per_row) * 8;
+                cp_async16(slot + r * L.pitch_s + k, src + r * row + k, true);
+            }
+        }
+        cp_async_commit();
+    };
+    // Stage s's slot once its copies have landed for every thread; refills the slot of stage s - 1, which every warp
+    // is done with past the barrier.
+    const auto stage = [&](int s) -> const T* {
+        cp_async_wait<kStages - 2>();
+        __syncthreads();
+        issue();
+        return ring + (s % kStages) * slot_elems;
+    };
+    for (int i = 0; i < kStages - 1; i++) issue();
+
+    // ---- x = cat(a + a_bias, b + b_bias), rounded per source as stored, into X; norm1's statistics over it --------
+    // Thread i holds the 8-channel vectors i, i + kThreads, ...: its channels c8 .. c8 + 7 are fixed (Cin / 8 divides
+    // kThreads), in one source (Ca a multiple of 8) and one group (Cin / G a multiple of 8).
+    const int cols = Cin / 8, vecs = HW * cols / kThreads, c8 = (threadIdx.x % cols) * 8, Cg1 = Cin / G;
+    const bool in_a = c8 < Ca;
+    const T* src = in_a ? a + (long long)n * HW * Ca + c8 : b + (long long)n * HW * Cb + (c8 - Ca);
+    const T* sbias = in_a ? (a_bias ? a_bias + c8 : nullptr) : (b_bias ? b_bias + (c8 - Ca) : nullptr);
+    const int spitch = in_a ? Ca : Cb;
+    float sum = 0.0f;
+    for (int i = 0; i < vecs; i++) {
+        const int p = (threadIdx.x + i * kThreads) / cols;
+        int4 raw = load_as<int4>(src + (long long)p * spitch);
+        T e[8];
+        memcpy(e, &raw, sizeof raw);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            if (sbias) e[k] = from_f32<T>(to_f32(e[k]) + to_f32(sbias[k]));
+            sum += to_f32(e[k]);
+        }
+        memcpy(&raw, e, sizeof raw);
+        store_as<int4>(X + p * L.pitch_x + c8, raw);
+    }
+    const int g1 = c8 / Cg1, per_group1 = Cg1 / 8;
+    const float count1 = float(HW) * float(Cg1);
+    group_totals(sum, part, stat, cols, per_group1, G);
+    const float mu1 = stat[g1] / count1;
+    float ss = 0.0f;
+    for (int i = 0; i < vecs; i++) {  // this thread's own vectors: no barrier needed to read them back
+        const int p = (threadIdx.x + i * kThreads) / cols;
+        const int4 raw = load_as<int4>(X + p * L.pitch_x + c8);
+        T e[8];
+        memcpy(e, &raw, sizeof raw);
+#pragma unroll
+        for (int k = 0; k < 8; k++) ss += (to_f32(e[k]) - mu1) * (to_f32(e[k]) - mu1);
+    }
+    __syncthreads();  // every thread has read its mean before stat is rewritten
+    group_totals(ss, part, stat, cols, per_group1, G);
+    const float rs1 = rsqrtf(stat[g1] / count1 + eps);
+
+    const int warp = threadIdx.x / 32, MT = HW / 16, mt = warp % MT, kp = warp / MT;
+    const Rows rw = rows_of(mt, Wd);
+    float acc[NT][4];
+
+    // ---- the shortcut: ws x, rounded as the unfused op stores it, into SC --------------------------------------------
+    zero(acc);
+    stage_part<T, NT>(acc, X, L.pitch_x, stage(kShortcutStage), L.pitch_s, Cin, kp, L.KP, rw, H, Wd, 0, 0);
+    reduce_parts<NT>(acc, reinterpret_cast<float*>(a2), HW, BN, L.KP, mt, kp,
+                     [&](int p, int nn, float v) { SC[p * BN + nn] = to_f32(from_f32<T>(v)); });
+
+    // ---- norm1 + SiLU in place: X becomes conv1's input (every warp is done reading x: reduce_parts' barrier) -------
+    {
+        float ga[8], be[8];
+#pragma unroll
+        for (int k = 0; k < 8; k++) ga[k] = to_f32(gamma1[c8 + k]), be[k] = to_f32(beta1[c8 + k]);
+        for (int i = 0; i < vecs; i++) {
+            const int p = (threadIdx.x + i * kThreads) / cols;
+            int4 raw = load_as<int4>(X + p * L.pitch_x + c8);
+            T e[8];
+            memcpy(e, &raw, sizeof raw);
+#pragma unroll
+            for (int k = 0; k < 8; k++) e[k] = from_f32<T>(silu((to_f32(e[k]) - mu1) * rs1 * ga[k] + be[k]));
+            memcpy(&raw, e, sizeof raw);
+            store_as<int4>(X + p * L.pitch_x + c8, raw);
+        }
+    }
+
+    // ---- conv1 over its 9 tap stages, then h + b1 + t (fp32, h rounded to T as stored) into X as norm2's input -------
+    zero(acc);
+    for (int tap = 0; tap < 9; tap++)
+        stage_part<T, NT>(acc, X, L.pitch_x, stage(kConv1Stage + tap), L.pitch_s, Cin, kp, L.KP, rw, H, Wd,
+                          tap / 3 - 1, tap % 3 - 1);
+    float* const v2 = reinterpret_cast<float*>(X);  // HW x BN, once conv1 has read X (reduce_parts' barrier)
+    reduce_parts<NT>(acc, reinterpret_cast<float*>(a2), HW, BN, L.KP, mt, kp, [&](int p, int nn, float s) {
+        const int co = co0 + nn;
+        const float h = to_f32(from_f32<T>(s));
+        float tv = 0.0f;
+        if (add) {
+            tv = to_f32(add[(long long)n * C + co]);
+            if (add_bias) tv += to_f32(add_bias[co]);
+        }
+        v2[p * BN + nn] = (h + (b1 ? to_f32(b1[co]) : 0.0f)) + tv;
+    });
+    // No barrier: a thread reads back only the v2 elements it wrote (reduce_parts and norm2_exchange stride the same
+    // way), and norm2_exchange's first reduction is a barrier before anything overwrites conv1's sums in A2.
+
+    // ---- norm2 and the exchange: conv2's input in A2 ------------------------------------------------------------------
+    T* const A2 = reinterpret_cast<T*>(a2);
+    norm2_exchange(v2, A2, part, stat, HW, BN, L.pitch_a, C / G, co0, rank, gamma2, beta2, eps);
+
+    // ---- conv2 over its 9 tap stages, + b2 + the shortcut -> y -----------------------------------------------------
+    zero(acc);
+    for (int tap = 0; tap < 9; tap++)
+        stage_part<T, NT>(acc, A2, L.pitch_a, stage(kConv2Stage + tap), L.pitch_s, C, kp, L.KP, rw, H, Wd,
+                          tap / 3 - 1, tap % 3 - 1);
+    T* ys = y + (long long)n * HW * C;
+    reduce_parts<NT>(acc, reinterpret_cast<float*>(X), HW, BN, L.KP, mt, kp, [&](int p, int m, float s) {
+        const int co = co0 + m;
+        ys[(long long)p * C + co] = from_f32<T>(s + (b2 ? to_f32(b2[co]) : 0.0f) + SC[p * BN + m]);
+    });
+}
+
+template <typename T>
+static cudaError_t launch_concat(const T* a, const T* a_bias, const T* b, const T* b_bias, const T* add,
+                                 const T* add_bias, const T* gamma1, const T* beta1, const T* w1, const T* b1,
+                                 const T* gamma2, const T* beta2, const T* w2, const T* b2, const T* ws, T* y, int N,
+                                 int H, int W, int Ca, int Cb, int C, int G, float eps, cudaStream_t stream) {
+    const size_t smem = ConcatLayout(Ca + Cb, C, H * W, int(sizeof(T))).total();
+    const auto run = [&](auto kernel) {
+        // As launch: the attribute for the largest shape this instance takes (64 pixels, 512 channels in).
+        const size_t most = ConcatLayout(512, C, 64, int(sizeof(T))).total();
+        const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(most));
+        if (e != cudaSuccess) return e;
+        return launch_cluster(kernel, dim3(unsigned(N) * kCluster), dim3(kThreads), kCluster, smem, stream, a, a_bias,
+                              b, b_bias, add, add_bias, gamma1, beta1, w1, b1, gamma2, beta2, w2, b2, ws, y, H, W, Ca,
+                              Cb, C, G, eps);
+    };
+    return C == 256 ? run(concat_block_kernel<T, 4>) : run(concat_block_kernel<T, 2>);
 }
 
 }  // namespace resnet
@@ -348,6 +620,63 @@ extern "C" onestep_status onestep_resnet_block_typed(const void* x, const void* 
                                  static_cast<const T*>(b1), static_cast<const T*>(gamma2), static_cast<const T*>(beta2),
                                  static_cast<const T*>(w2_krsc), static_cast<const T*>(b2), static_cast<T*>(y), N, H,
                                  W, C, groups, eps, stream);
+    };
+    return check_launch(dtype == ONESTEP_FLOAT16 ? go(__half()) : go(__nv_bfloat16()), fn, shapes);
+}
+
+extern "C" onestep_status onestep_resnet_block_concat_typed(
+    const void* a, const void* a_bias, const void* b, const void* b_bias, const void* add, const void* add_bias,
+    const void* gamma1, const void* beta1, const void* w1_krsc, const void* b1, const void* gamma2, const void* beta2,
+    const void* w2_krsc, const void* b2, const void* ws_krsc, void* y, int N, int H, int W, int Ca, int Cb, int C,
+    int groups, float eps, onestep_dtype dtype, cudaStream_t stream) {
+    const char* fn = "onestep_resnet_block_concat_typed";
+    char shapes[192];
+    std::snprintf(shapes, sizeof shapes, "N=%d, H=%d, W=%d, Ca=%d, Cb=%d, C=%d, groups=%d, dtype=%s", N, H, W, Ca, Cb,
+                  C, groups, dtype_bytes(dtype) ? dtype_name(dtype) : "unknown");
+    if (dtype != ONESTEP_FLOAT16 && dtype != ONESTEP_BFLOAT16)
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the fused resnet block takes fp16 or bf16 (tensor cores)");
+    if (N <= 0 || H <= 0 || W <= 0 || Ca <= 0 || Cb <= 0)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "N, H, W, Ca and Cb must be positive");
+    if (C != 128 && C != 256) return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "C must be 128 or 256");
+    const int Cin = Ca + Cb;
+    if (Ca % 8 != 0 || Cb % 8 != 0 || (Cin != 128 && Cin != 256 && Cin != 512))
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
+                    "Ca and Cb must be multiples of 8 and Ca+Cb (%d) one of 128, 256 and 512", Cin);
+    if (H * W != 16 && H * W != 64) return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "H*W must be 16 or 64");
+    if (groups <= 0 || C % groups != 0 || Cin % groups != 0)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "groups must divide Ca+Cb and C");
+    const int Cg = C / groups, BN = C / resnet::kCluster;
+    if (Cg % 8 != 0 || BN % Cg != 0 || (Cin / groups) % 8 != 0)
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
+                    "C/groups (%d) must be a multiple of 8 that divides a block's %d channels (C/8), and (Ca+Cb)/groups "
+                    "(%d) a multiple of 8", Cg, BN, Cin / groups);
+    if (N > (1 << 27)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "N is too large for one launch");
+    if (!(eps > 0.0f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be positive");
+    if (!a || !b || !gamma1 || !beta1 || !w1_krsc || !gamma2 || !beta2 || !w2_krsc || !ws_krsc || !y)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
+                    "a, b, gamma1, beta1, w1_krsc, gamma2, beta2, w2_krsc, ws_krsc and y must be non-null");
+    if (add_bias && !add) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "add_bias needs add");
+    const auto misaligned = [](const void* p) { return (reinterpret_cast<unsigned long long>(p) & 15u) != 0; };
+    if (misaligned(a) || misaligned(b) || misaligned(w1_krsc) || misaligned(w2_krsc) || misaligned(ws_krsc) ||
+        misaligned(y))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
+                    "a, b, w1_krsc, w2_krsc, ws_krsc and y must be 16-byte aligned (vector loads and cp.async)");
+    const size_t elem = dtype_bytes(dtype), pixels = size_t(N) * H * W;
+    const auto overlaps = [&](const void* p, size_t bytes) {
+        const char *pb = static_cast<const char*>(p), *yb = static_cast<const char*>(y);
+        return pb < yb + pixels * C * elem && yb < pb + bytes;
+    };
+    if (overlaps(a, pixels * Ca * elem) || overlaps(b, pixels * Cb * elem))
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "y must overlap neither a nor b");
+    if (onestep_status s = require_shared(fn, shapes, resnet::ConcatLayout(512, C, 64, int(elem)).total(),
+                                          "the fused resnet block")) return s;
+    if (onestep_status s = require_sm90(fn, shapes, "the fused resnet block (thread block clusters)")) return s;
+    const auto go = [&](auto tag) {
+        using T = decltype(tag);
+        const auto c = [](const void* p) { return static_cast<const T*>(p); };
+        return resnet::launch_concat<T>(c(a), c(a_bias), c(b), c(b_bias), c(add), c(add_bias), c(gamma1), c(beta1),
+                                        c(w1_krsc), c(b1), c(gamma2), c(beta2), c(w2_krsc), c(b2), c(ws_krsc),
+                                        static_cast<T*>(y), N, H, W, Ca, Cb, C, groups, eps, stream);
     };
     return check_launch(dtype == ONESTEP_FLOAT16 ? go(__half()) : go(__nv_bfloat16()), fn, shapes);
 }

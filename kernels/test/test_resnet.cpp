@@ -55,6 +55,52 @@ void check_case(const Type& t, ktest::Rng& rng, const Case& k) {
     ktest::expect_close(what, got.data(), ref.data(), nx, 4 * u, 4 * u);
 }
 
+struct ConcatCase {
+    int N, H, W, Ca, Cb, C, G;
+    bool a_bias, b_bias, add, b1, b2;
+    double offset;
+};
+
+// onestep_resnet_block_concat_typed: an up block's resnet on cat(a + a_bias, b + b_bias) with its 1x1 shortcut.
+void check_concat_case(const Type& t, ktest::Rng& rng, const ConcatCase& k) {
+    std::printf("  %s concat N=%d %dx%d Ca=%d Cb=%d C=%d G=%d a_bias=%d b_bias=%d add=%d b1=%d b2=%d offset=%g\n", t.name,
+                k.N, k.H, k.W, k.Ca, k.Cb, k.C, k.G, k.a_bias, k.b_bias, k.add, k.b1, k.b2, k.offset);
+    const int HW = k.H * k.W, C = k.C, Cin = k.Ca + k.Cb;
+    const size_t na = size_t(k.N) * HW * k.Ca, nb = size_t(k.N) * HW * k.Cb, ny = size_t(k.N) * HW * C;
+    const float eps = 1e-5f;
+    vector<float> av = rng.normals(na, k.offset, 1.0), bv = rng.normals(nb, -k.offset, 1.0);
+    vector<float> g1 = rng.normals(Cin, 1.0, 0.2), be1 = rng.normals(Cin, 0.0, 0.2), g2 = rng.normals(C, 1.0, 0.2),
+                  be2 = rng.normals(C, 0.0, 0.2), ab = rng.normals(k.Ca, 0.0, 0.5), bb = rng.normals(k.Cb, 0.0, 0.5),
+                  ad = rng.normals(size_t(k.N) * C, 0, 1), adb = rng.normals(C, 0.0, 0.5), b1 = rng.normals(C, 0.0, 0.5),
+                  b2 = rng.normals(C, 0.0, 0.5), w1 = rng.normals(size_t(C) * 9 * Cin, 0.0, 1.0 / std::sqrt(9.0 * Cin)),
+                  w2 = rng.normals(size_t(C) * 9 * C, 0.0, 1.0 / std::sqrt(9.0 * C)),
+                  ws = rng.normals(size_t(C) * Cin, 0.0, 1.0 / std::sqrt(double(Cin)));
+    ktest::Buf16 A(ktest::narrow(t.f, av)), B(ktest::narrow(t.f, bv)), G1(ktest::narrow(t.f, g1)),
+        BE1(ktest::narrow(t.f, be1)), G2(ktest::narrow(t.f, g2)), BE2(ktest::narrow(t.f, be2)),
+        AB(ktest::narrow(t.f, ab)), BB(ktest::narrow(t.f, bb)), AD(ktest::narrow(t.f, ad)),
+        ADB(ktest::narrow(t.f, adb)), B1(ktest::narrow(t.f, b1)), B2(ktest::narrow(t.f, b2)),
+        W1(ktest::narrow(t.f, w1)), W2(ktest::narrow(t.f, w2)), WS(ktest::narrow(t.f, ws));
+    ktest::Buf16 y(ny);
+    if (!ktest::ok(onestep_resnet_block_concat_typed(A.p, k.a_bias ? AB.p : nullptr, B.p, k.b_bias ? BB.p : nullptr,
+                                                     k.add ? AD.p : nullptr, k.add ? ADB.p : nullptr, G1.p, BE1.p,
+                                                     W1.p, k.b1 ? B1.p : nullptr, G2.p, BE2.p, W2.p,
+                                                     k.b2 ? B2.p : nullptr, WS.p, y.p, k.N, k.H, k.W, k.Ca, k.Cb, C,
+                                                     k.G, eps, t.dt, nullptr),
+                   "onestep_resnet_block_concat_typed: %s") ||
+        !ktest::sync())
+        return;
+    const vector<double> ref = resnet_ref::concat_block(
+        av, k.a_bias ? ab.data() : nullptr, bv, k.b_bias ? bb.data() : nullptr, k.add ? ad.data() : nullptr,
+        k.add ? adb.data() : nullptr, g1, be1, w1, k.b1 ? b1.data() : nullptr, g2, be2, w2, k.b2 ? b2.data() : nullptr,
+        ws, k.N, k.H, k.W, k.Ca, k.Cb, C, k.G, eps, [&](double v) { return ktest::round_to(t.f, v); });
+    const vector<float> got = ktest::widen(t.f, y.p, ny);
+    const double u = ktest::unit_roundoff(t.f);
+    char what[128];
+    std::snprintf(what, sizeof what, "%s concat resnet block y (N=%d %dx%d Ca=%d Cb=%d C=%d)", t.name, k.N, k.H, k.W,
+                  k.Ca, k.Cb, C);
+    ktest::expect_close(what, got.data(), ref.data(), ny, 4 * u, 4 * u);
+}
+
 // A launch at 64 pixels captured in a graph, then one at 16 pixels of the same instance (C = 128 both): the graph's
 // replay must still run. The instance's shared-memory attribute was once set per launch, so the 16-pixel launch
 // lowered it below what the captured 64-pixel launch needs and the replay was refused (the Java backend's pass hit
@@ -115,6 +161,38 @@ void check_errors() {
             "positive", "N = 0 is refused by name: %s");
 }
 
+void check_concat_errors() {
+    std::printf("  concat refusals\n");
+    ktest::Buf16 a(64 * 256 + 8), w(9 * 512 * 256 + 8), v(512), y(64 * 256);
+    auto call = [&](const void* pa, const void* ws, void* out, int H, int W, int Ca, int Cb, int C, int G,
+                    onestep_dtype dt) {
+        return onestep_resnet_block_concat_typed(pa, nullptr, a.p, nullptr, nullptr, nullptr, v.p, v.p, w.p, nullptr,
+                                                 v.p, v.p, w.p, nullptr, ws, out, 1, H, W, Ca, Cb, C, G, 1e-5f, dt,
+                                                 nullptr);
+    };
+    auto refused = [&](onestep_status got, onestep_status want, const char* needle, const char* what) {
+        const bool named = std::strstr(onestep_last_error_message(), needle) != nullptr &&
+                           std::strstr(onestep_last_error_message(), "onestep_resnet_block_concat_typed") != nullptr;
+        ktest::expect(got == want && named, what, onestep_last_error_message());
+    };
+    refused(call(a.p, w.p, y.p, 4, 4, 256, 256, 256, 32, ONESTEP_FLOAT32), ONESTEP_ERROR_UNSUPPORTED, "fp16 or bf16",
+            "fp32 is refused by name: %s");
+    refused(call(a.p, w.p, y.p, 4, 4, 256, 128, 256, 32, ONESTEP_FLOAT16), ONESTEP_ERROR_UNSUPPORTED, "(384)",
+            "384 channels in are refused by name: %s");
+    refused(call(a.p, w.p, y.p, 4, 4, 252, 4, 256, 32, ONESTEP_FLOAT16), ONESTEP_ERROR_UNSUPPORTED, "multiples of 8",
+            "a 4-channel source is refused by name: %s");
+    refused(call(a.p, nullptr, y.p, 4, 4, 256, 256, 256, 32, ONESTEP_FLOAT16), ONESTEP_ERROR_INVALID_ARGUMENT,
+            "ws_krsc", "a missing shortcut is refused by name: %s");
+    refused(call(a.p, w.p + 1, y.p, 4, 4, 256, 256, 256, 32, ONESTEP_BFLOAT16), ONESTEP_ERROR_INVALID_ARGUMENT,
+            "16-byte aligned", "a misaligned shortcut is refused by name: %s");
+    refused(call(a.p, w.p, a.p + 8, 4, 4, 128, 128, 128, 16, ONESTEP_FLOAT16), ONESTEP_ERROR_INVALID_ARGUMENT,
+            "overlap", "y overlapping b is refused by name: %s");
+    refused(call(a.p, w.p, y.p, 4, 8, 256, 256, 256, 32, ONESTEP_FLOAT16), ONESTEP_ERROR_UNSUPPORTED, "H*W",
+            "H*W = 32 is refused by name: %s");
+    refused(call(a.p, w.p, y.p, 4, 4, 64, 64, 128, 32, ONESTEP_FLOAT16), ONESTEP_ERROR_UNSUPPORTED, "C/groups (4)",
+            "4-channel groups are refused by name: %s");
+}
+
 }  // namespace
 
 int main() {
@@ -127,10 +205,18 @@ int main() {
         {1, 2, 8, 128, 16, true, true, true, true, true, 0.0},       // not square; 16-channel blocks, 8-channel groups
         {1, 8, 8, 128, 8, true, false, false, true, true, 100.0},    // a group per block; x around 100
     };
+    const ConcatCase concat_cases[] = {
+        {1, 4, 4, 256, 256, 256, 32, true, true, true, true, true, 0.0},      // the CIFAR up block at 4x4, every term
+        {1, 8, 8, 256, 256, 256, 32, false, true, true, false, true, 0.0},    // at 8x8: 64 pixels, 4 m-tiles
+        {2, 2, 8, 96, 32, 128, 16, true, false, false, true, false, 0.0},     // a source split inside a group, batch 2
+        {1, 8, 8, 128, 128, 128, 8, true, true, true, true, true, 100.0},     // a group per block; x around +-100
+    };
     for (const Type& t : types) {
         for (const Case& c : cases) check_case(t, rng, c);
+        for (const ConcatCase& c : concat_cases) check_concat_case(t, rng, c);
         check_capture(t, rng);
     }
     check_errors();
+    check_concat_errors();
     return ktest::finish("test_resnet", start);
 }
