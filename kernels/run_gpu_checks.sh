@@ -59,9 +59,9 @@ run() {  # run <label> <binary> [args...]
 # step's time cap stops the later ones.
 run "convolution forward, the CIFAR U-Net's shapes at batch 1 and 64 (v1 portable, v2-13 the implicit GEMM, v9-12 split over clusters, v14-25 the group norm prologue, v26-37 the statistics epilogue, v38-49 the prologue on given statistics)" \
     "$build/dev_conv_forward"
-run "resnet block, CIFAR 4x4x256 at batch 1 (v1 four launches, v2 one)" "$build/dev_resnet_forward" 0 1 4 4 256 32
-run "resnet block, CIFAR 8x8x256 at batch 1 (v1 four launches, v2 one)" "$build/dev_resnet_forward" 0 1 8 8 256 32
-run "resnet block, CIFAR 4x4x256 at batch 64 (v1 four launches, v2 one)" "$build/dev_resnet_forward" 0 64 4 4 256 32
+run "resnet block, CIFAR 4x4x256 at batch 1 (v1 four launches, v2 one; the up block: v3 five, v4 one)" "$build/dev_resnet_forward" 0 1 4 4 256 32
+run "resnet block, CIFAR 8x8x256 at batch 1 (v1 four launches, v2 one; the up block: v3 five, v4 one)" "$build/dev_resnet_forward" 0 1 8 8 256 32
+run "resnet block, CIFAR 4x4x256 at batch 64 (v1 four launches, v2 one; the up block: v3 five, v4 one)" "$build/dev_resnet_forward" 0 64 4 4 256 32
 run "attention forward, CIFAR 16x16, B=1 H=4 T=256 D=64 (v11: split keys, v12-14: pipelined, v15-17: + to_out, v18-20: wide)" \
     "$build/dev_attention_forward" 0 1 4 256 64
 run "attention forward, CIFAR 16x16, B=64 H=4 T=256 D=64 (v12-14: pipelined, v18-20: wide, against v8-10)" \
@@ -114,7 +114,8 @@ awk '/^== convolution forward/{on=1; next} /^== /{on=0}
      END {flush()}' "$log" |
     awk -F'\t' 'NR==1{printf "%-60s %-12s %-28s %-18s %s\n", "convolution (fp16)", "portable", "fastest implicit GEMM", "+ stats epilogue", "norm on given stats"}
                 {printf "%-60s %-12s %-28s %-18s %s\n", $1, $2, $3, $4, $5}'
-# The resnet block in one launch against the four it replaces (dev/resnet_forward.cu), per shape.
+# The resnet block in one launch against the four it replaces, and the up block's against its five
+# (dev/resnet_forward.cu), per shape.
 awk '/^== resnet block/{label=substr($0, 4); sub(/ \(.*/, "", label); on=1; next} /^== /{on=0}
      on && /^version [0-9]+:/ {printf "%-44s %s\n", label, $0}' "$log"
 grep -q "SOME VERSIONS DO NOT MATCH\|SOME VERSIONS FAILED" "$log" && status=1

@@ -4,7 +4,11 @@
 //   nvcc build:  cmake target dev_resnet_forward;  run: ./dev_resnet_forward [version] [N H W C G]
 //   versions:    1 the four launches the engine runs today at batch 1 (onestep_groupnorm_forward_add_typed, then
 //                onestep_conv2d_igemm_typed with its cost-model tile, twice; the norms take the biases and the time
-//                projection on the fly, conv2 the residual), 2 onestep_resnet_block_typed (one launch)
+//                projection on the fly, conv2 the residual), 2 onestep_resnet_block_typed (one launch);
+//                the up block's resnet at the same level, on cat(h, skip) of 2C channels with a 1x1 shortcut:
+//                3 its five launches (onestep_groupnorm_concat_typed writing cat and norm1's output, conv1, the
+//                shortcut on cat, norm2, conv2 + the shortcut's output), 4 onestep_resnet_block_concat_typed (one
+//                launch, the weights streamed a tap at a time)
 //   emulated:    cmake target dev_resnet_forward_emu (validation only; a CTest test)
 //
 // Version 1 is the ops the CUDA backend's batch-1 graph runs for a block (bench/results/2026-11-27-h200-run2.txt: at
@@ -62,7 +66,19 @@ int main(int argc, char** argv) {
            *db2 = half_device(b2), *dw1 = half_device(w1), *dw2 = half_device(w2);
     const std::vector<double> ref = resnet_ref::block(x, nullptr, add.data(), addb.data(), g1, be1, w1, b1.data(), g2,
                                                       be2, w2, b2.data(), N, H, W, C, G, eps, to_half);
-    __half *y = nullptr, *a = nullptr, *hbuf = nullptr;
+    // The up block's operands: skip (the cat's second source, C channels), its norm1 over 2C, conv1 2C -> C, the 1x1
+    // shortcut; the other operands as above (conv2, norm2, the time projection, b1 and b2).
+    const size_t nw1c = size_t(C) * 9 * 2 * C;
+    std::vector<float> skip = dev::random_normal(nx, 12), g1c = dev::random_normal(2 * C, 13, 1.0f, 0.2f),
+                       be1c = dev::random_normal(2 * C, 14, 0.0f, 0.2f),
+                       w1c = dev::random_normal(nw1c, 15, 0.0f, float(1.0 / std::sqrt(18.0 * C))),
+                       wsc = dev::random_normal(size_t(C) * 2 * C, 16, 0.0f, float(1.0 / std::sqrt(2.0 * C)));
+    __half *dskip = half_device(skip), *dg1c = half_device(g1c), *dbe1c = half_device(be1c), *dw1c = half_device(w1c),
+           *dwsc = half_device(wsc);
+    const std::vector<double> ref_concat =
+        resnet_ref::concat_block(x, nullptr, skip, nullptr, add.data(), addb.data(), g1c, be1c, w1c, b1.data(), g2,
+                                 be2, w2, b2.data(), wsc, N, H, W, C, C, C, G, eps, to_half);
+    __half *y = nullptr, *a = nullptr, *hbuf = nullptr, *cat = nullptr, *a2c = nullptr, *sc = nullptr;
     float *mean = nullptr, *rstd = nullptr, *y32 = nullptr;
     dev_check(cudaMalloc(&y, nx * sizeof(__half)));
     dev_check(cudaMalloc(&a, nx * sizeof(__half)));
@@ -70,8 +86,32 @@ int main(int argc, char** argv) {
     dev_check(cudaMalloc(&mean, size_t(N) * G * sizeof(float)));
     dev_check(cudaMalloc(&rstd, size_t(N) * G * sizeof(float)));
     dev_check(cudaMalloc(&y32, nx * sizeof(float)));
+    dev_check(cudaMalloc(&cat, 2 * nx * sizeof(__half)));
+    dev_check(cudaMalloc(&a2c, 2 * nx * sizeof(__half)));
+    dev_check(cudaMalloc(&sc, nx * sizeof(__half)));
 
     auto run = [&](int version) -> onestep_status {
+        if (version == 4)
+            return onestep_resnet_block_concat_typed(dx, nullptr, dskip, nullptr, dadd, daddb, dg1c, dbe1c, dw1c, db1,
+                                                     dg2, dbe2, dw2, db2, dwsc, y, N, H, W, C, C, C, G, eps,
+                                                     ONESTEP_FLOAT16, nullptr);
+        if (version == 3) {
+            onestep_status s = onestep_groupnorm_concat_typed(dx, nullptr, dskip, nullptr, dg1c, dbe1c, cat, a2c, mean,
+                                                              rstd, N, HW, C, C, G, eps, 1, ONESTEP_FLOAT16, nullptr);
+            if (s == ONESTEP_OK)
+                s = onestep_conv2d_igemm_typed(a2c, dw1c, nullptr, nullptr, hbuf, N, H, W, 2 * C, 3, 3, C, 1, 1, 0,
+                                               ONESTEP_FLOAT16, nullptr);
+            if (s == ONESTEP_OK)
+                s = onestep_conv2d_igemm_typed(cat, dwsc, nullptr, nullptr, sc, N, H, W, 2 * C, 1, 1, C, 1, 0, 0,
+                                               ONESTEP_FLOAT16, nullptr);
+            if (s == ONESTEP_OK)
+                s = onestep_groupnorm_forward_add_typed(hbuf, db1, dadd, daddb, dg2, dbe2, nullptr, nullptr, a, mean,
+                                                        rstd, N, HW, C, G, eps, 1, ONESTEP_FLOAT16, nullptr);
+            if (s == ONESTEP_OK)
+                s = onestep_conv2d_igemm_typed(a, dw2, db2, sc, y, N, H, W, C, 3, 3, C, 1, 1, 0, ONESTEP_FLOAT16,
+                                               nullptr);
+            return s;
+        }
         if (version == 2)
             return onestep_resnet_block_typed(dx, nullptr, dadd, daddb, dg1, dbe1, dw1, db1, dg2, dbe2, dw2, db2, y, N,
                                               H, W, C, G, eps, ONESTEP_FLOAT16, nullptr);
@@ -88,9 +128,11 @@ int main(int argc, char** argv) {
             s = onestep_conv2d_igemm_typed(a, dw2, db2, dx, y, N, H, W, C, 3, 3, C, 1, 1, 0, ONESTEP_FLOAT16, nullptr);
         return s;
     };
-    const char* names[] = {"", "four launches (2 group norms, 2 implicit GEMMs)", "one launch (onestep_resnet_block_typed)"};
+    const char* names[] = {"", "four launches (2 group norms, 2 implicit GEMMs)", "one launch (onestep_resnet_block_typed)",
+                           "up block, five launches (norm1 + cat, conv1, shortcut, norm2, conv2)",
+                           "up block, one launch (onestep_resnet_block_concat_typed)"};
     bool all_ok = true;
-    for (int version = 1; version <= 2; version++) {
+    for (int version = 1; version <= 4; version++) {
         if (only && version != only) continue;
         dev_check(cudaMemset(y, 0xFF, nx * sizeof(__half)));
         if (run(version) != ONESTEP_OK) {
@@ -102,14 +144,14 @@ int main(int argc, char** argv) {
         dev_check(cudaDeviceSynchronize());
         // fp16's unit roundoff is 2^-11: y within a few of its own rounding (the roundings of the stored tensors
         // that land the other way now and then included).
-        const bool ok = dev::validate("y", y32, ref, 2e-3, 2e-3);
+        const bool ok = dev::validate("y", y32, version <= 2 ? ref : ref_concat, 2e-3, 2e-3);
         all_ok &= ok;
 #ifdef ONESTEP_EMULATION
         std::printf("version %d: %s  %s\n", version, ok ? "ok" : "MISMATCH", names[version]);
 #else
         const float ms = dev::time_ms([&] { if (run(version) != ONESTEP_OK) std::exit(1); });
         const float warm = dev::time_ms_back_to_back([&] { if (run(version) != ONESTEP_OK) std::exit(1); });
-        const double weights_mb = 2.0 * nw * 2 / 1e6;
+        const double weights_mb = (version <= 2 ? 2.0 * nw : double(nw1c + nw + 2 * C * C)) * 2 / 1e6;
         std::printf("version %d: %s  %8.1f us  (back to back %.1f us; %.2f MB of weights: %.0f GB/s)  %s\n", version,
                     ok ? "ok      " : "MISMATCH", ms * 1e3, warm * 1e3, weights_mb, weights_mb / 1e3 / (ms * 1e-3),
                     names[version]);
