@@ -460,6 +460,63 @@ public abstract class Ops {
     }
 
     /**
+     * An up block's ResnetBlock2D as one op, at inference where {@link #fusesNormConv} and {@link #fusesResidual} hold
+     * (diffusers' default time_embedding_norm, output scale 1): {@code x = cat(a, b)} along channels into cat, then
+     * {@code h = conv2d(g1, w1, b1)} with {@code g1} = {@link #groupNorm} + SiLU of x, {@code sc = conv2d(x, wShortcut)}
+     * (the 1x1 conv_shortcut without its bias: b2 is conv2's bias plus the shortcut's, which the caller folds), and
+     * {@code y = conv2d(g2, w2, b2) + sc} with {@code g2} = {@link #groupNorm} + SiLU of {@code h + add[n, c]};
+     * 3x3 'same' convolutions, norm1 and norm2 both of {@code groups} groups with eps. cat, g1, h, sc, g2 and the
+     * norms' statistics are the ops' outputs, which a backend that fuses the block (the cuda backend's one launch at its
+     * small levels) may leave unwritten: read y only. Host backends run {@link #groupNormConcatConv2d} and
+     * {@link #groupNormConv2d}, with their bits.
+     */
+    public final void resnetBlock2dConcat(Tensor a, Tensor b, Tensor add, Tensor gamma1, Tensor beta1, Tensor cat,
+                                          Tensor g1, Tensor mean1, Tensor rstd1, Tensor w1, Tensor b1, Tensor h,
+                                          Tensor wShortcut, Tensor sc, Tensor gamma2, Tensor beta2, Tensor g2,
+                                          Tensor mean2, Tensor rstd2, Tensor w2, Tensor b2, int groups, float eps,
+                                          Tensor y) {
+        String op = "resnetBlock2dConcat";
+        alive(op, a, b, add, gamma1, beta1, cat, g1, mean1, rstd1, w1, b1, h, wShortcut, sc, gamma2, beta2, g2, mean2,
+                rstd2, w2, b2, y);
+        if (wShortcut == null || sc == null) {
+            throw new TensorException(op + ": the shortcut's weights and output are required (wShortcut "
+                    + (wShortcut == null ? "null" : "given") + ", sc " + (sc == null ? "null" : "given") + ")");
+        }
+        checkConcat(op, a, b, cat, "cat");
+        checkNormOf(op, cat, null, gamma1, beta1, null, null, groups, eps, "g1", g1, mean1, rstd1);
+        checkConv(op, g1, w1, b1, null, 1, 1, h);
+        checkConv(op, cat, wShortcut, null, null, 1, 0, "shortcut output sc", sc);
+        checkNormOf(op, h, add, gamma2, beta2, null, null, groups, eps, "g2", g2, mean2, rstd2);
+        checkConv(op, g2, w2, b2, sc, 1, 1, y);
+        if (w1.dim(0) != 3 || w1.dim(1) != 3 || w2.dim(0) != 3 || w2.dim(1) != 3) {
+            throw new TensorException(op + ": 3x3 convolutions are required (w1 " + w1.describe() + ", w2 "
+                    + w2.describe() + ")");
+        }
+        Tensor[] outs = {cat, g1, h, sc, y};
+        String[] names = {"cat", "g1", "h", "sc", "y"};
+        for (int i = 0; i < outs.length; i++) {
+            disjoint(op, names[i], outs[i], "a", a);
+            disjoint(op, names[i], outs[i], "b", b);
+            for (int j = i + 1; j < outs.length; j++) {
+                disjoint(op, names[i], outs[i], names[j], outs[j]);
+            }
+        }
+        resnetBlockConcatKernel(a, b, add, gamma1, beta1, cat, g1, mean1, rstd1, w1, b1, h, wShortcut, sc, gamma2, beta2,
+                g2, mean2, rstd2, w2, b2, groups, eps, y);
+    }
+
+    /** {@link #resnetBlock2dConcat}'s work, its arguments checked: the two fused norm-convolution ops. */
+    protected void resnetBlockConcatKernel(Tensor a, Tensor b, Tensor add, Tensor gamma1, Tensor beta1, Tensor cat,
+                                           Tensor g1, Tensor mean1, Tensor rstd1, Tensor w1, Tensor b1, Tensor h,
+                                           Tensor wShortcut, Tensor sc, Tensor gamma2, Tensor beta2, Tensor g2,
+                                           Tensor mean2, Tensor rstd2, Tensor w2, Tensor b2, int groups, float eps,
+                                           Tensor y) {
+        groupNormConcatConv2d(a, b, gamma1, beta1, groups, eps, true, cat, g1, mean1, rstd1, w1, b1, 1, 1, h, wShortcut,
+                sc);
+        groupNormConv2d(h, add, gamma2, beta2, groups, eps, true, g2, mean2, rstd2, w2, b2, sc, 1, 1, y);
+    }
+
+    /**
      * A down block's ResnetBlock2D entry where it has a conv_shortcut, as one op: {@code y = conv2d(g, w, b)} with
      * {@code g} = {@link #groupNorm} (+ SiLU) of x (norm1 and conv1), and {@code sc = conv2d(x, wShortcut)}, the 1x1
      * shortcut without its bias (the caller folds it into conv2's), for inference where {@link #fusesNormConv} holds.

@@ -147,10 +147,43 @@ final class ResnetBlock2D implements AutoCloseable {
         checkConditioned(a.dim(0));
         Tensor cat = c.alloc(Layout.NHWC, a.dim(0), a.dim(1), a.dim(2), a.dim(3) + b.dim(3));
         if (!c.training && c.ops.fusesNormConv() && convShortcut != null && foldedBiasSum(c) != null) {
+            if (isWholeConcatBlock(c)) {
+                return wholeConcatBlock(c, a, b, cat);
+            }
             Tensor[] hs = norm1.forwardConcatConv(c, a, b, cat, conv1, conv1.bias.value(), convShortcut);
             return afterConv1(c, cat, hs[0], hs[1]);
         }
         return afterNorm1(c, cat, norm1.forwardConcat(c, a, b, cat));
+    }
+
+    /**
+     * An up block's block whose 1x1 conv_shortcut rides with conv1 (its bias folded into conv2's), with the default
+     * time_embedding_norm, output scale 1 and the norms and convolutions {@link #isWholeBlock} asks for: one op
+     * ({@link Ops#resnetBlock2dConcat}), which the cuda backend may launch as one kernel at its small levels; the same
+     * two ops as the fused path of {@link #forwardConcat} otherwise.
+     */
+    private boolean isWholeConcatBlock(Context c) {
+        return shortcutRidesWithConv1() && !scaleShift && outputScale == 1 && c.ops.fusesResidual()
+                && norm1.groups == norm2.groups && norm1.eps == norm2.eps && norm1.silu && norm2.silu
+                && isSame3x3(conv1) && isSame3x3(conv2);
+    }
+
+    /** Allocates as the fused path of {@link #forwardConcat} does (so the pass plans the same activations). */
+    private Tensor wholeConcatBlock(Context c, Tensor a, Tensor b, Tensor cat) {
+        Tensor w1 = conv1.weight.value(), ws = convShortcut.weight.value(), w2 = conv2.weight.value();
+        Tensor g1 = norm1.scratch(c, cat);
+        Tensor h = c.alloc(Layout.NHWC, Ops.convOutputShape(cat, w1, 1, 1));
+        Tensor sc = c.alloc(Layout.NHWC, Ops.convOutputShape(cat, ws, 1, 0));
+        conv1.keepNoInput();
+        convShortcut.keepNoInput();
+        mask = null;
+        conv2.keepNoInput();
+        Tensor g2 = norm2.scratch(c, h);
+        Tensor y = c.alloc(Layout.NHWC, Ops.convOutputShape(h, w2, 1, 1));
+        c.ops.resnetBlock2dConcat(a, b, tp, norm1.gamma.value(), norm1.beta.value(), cat, g1, norm1.mean(),
+                norm1.rstd(), w1, conv1.bias.value(), h, ws, sc, norm2.gamma.value(), norm2.beta.value(), g2,
+                norm2.mean(), norm2.rstd(), w2, biasSum, norm1.groups, norm1.eps, y);
+        return y;
     }
 
     private void checkConditioned(int n) {

@@ -266,6 +266,31 @@ public final class OnestepKernels {
                                                         @Cast("onestep_dtype") int dtype,
                                                         @Cast("cudaStream_t") long stream);
 
+    /**
+     * An up block's ResnetBlock2D in one launch (kernels/src/resnet.cu): the same block on x = cat(a + aBias, b + bBias)
+     * (Ca + Cb = 128, 256 or 512 channels in, C out) with the 1x1 shortcut wsKrsc (C, 1, 1, Ca + Cb) in place of the
+     * identity, its bias folded into b2; w1Krsc (C, 3, 3, Ca + Cb), w2Krsc (C, 3, 3, C).
+     */
+    public static native int onestep_resnet_block_concat_typed(@Cast("const void*") long a,
+                                                               @Cast("const void*") long aBias,
+                                                               @Cast("const void*") long b,
+                                                               @Cast("const void*") long bBias,
+                                                               @Cast("const void*") long add,
+                                                               @Cast("const void*") long addBias,
+                                                               @Cast("const void*") long gamma1,
+                                                               @Cast("const void*") long beta1,
+                                                               @Cast("const void*") long w1Krsc,
+                                                               @Cast("const void*") long b1,
+                                                               @Cast("const void*") long gamma2,
+                                                               @Cast("const void*") long beta2,
+                                                               @Cast("const void*") long w2Krsc,
+                                                               @Cast("const void*") long b2,
+                                                               @Cast("const void*") long wsKrsc,
+                                                               @Cast("void*") long y, int n, int h, int w, int ca,
+                                                               int cb, int c, int groups, float eps,
+                                                               @Cast("onestep_dtype") int dtype,
+                                                               @Cast("cudaStream_t") long stream);
+
     public static native int onestep_attention_backward_typed(@Cast("const void*") long q, @Cast("const void*") long k,
                                                               @Cast("const void*") long v, @Cast("const void*") long o,
                                                               @Cast("const void*") long dout,

@@ -1130,6 +1130,46 @@ public final class CudaOps extends Ops implements AutoCloseable {
     }
 
     /**
+     * {@link Device#resnetConcatBlock}: an up block's whole block in one launch where the shape's timed choice took it,
+     * else the two norm-convolution ops as {@link #groupNormConcatConvKernel} and {@link #groupNormConvKernel} run them
+     * (a's and b's pending biases taken on the fly either way). Outside a pass that fuses them, for a shape the kernel
+     * has no instance for ({@link Device#resnetConcatBlockFits}) or where conv2 cannot take the residual: the two ops
+     * themselves, each its own op.
+     */
+    @Override
+    protected void resnetBlockConcatKernel(Tensor a, Tensor b, Tensor add, Tensor gamma1, Tensor beta1, Tensor cat,
+                                           Tensor g1, Tensor mean1, Tensor rstd1, Tensor w1, Tensor b1, Tensor h,
+                                           Tensor wShortcut, Tensor sc, Tensor gamma2, Tensor beta2, Tensor g2,
+                                           Tensor mean2, Tensor rstd2, Tensor w2, Tensor b2, int groups, float eps,
+                                           Tensor y) {
+        Precision type = dt();
+        // conv2's residual is sc, which this op writes in type with no pending bias: residualFuses' other conditions.
+        if (!fusesNormConv() || !device.fusesResnetBlocks() || pass == null || resident || b2 == null
+                || !device.convFusesResidual()
+                || !Device.resnetConcatBlockFits(a.dim(1), a.dim(2), a.dim(3), b.dim(3), y.dim(3), groups, type)) {
+            super.resnetBlockConcatKernel(a, b, add, gamma1, beta1, cat, g1, mean1, rstd1, w1, b1, h, wShortcut, sc,
+                    gamma2, beta2, g2, mean2, rstd2, w2, b2, groups, eps, y);
+            return;
+        }
+        String op = "resnetBlock2dConcat";
+        run(op, () -> {
+            long[] pa = inTakingBias(a, op, type), pb = inTakingBias(b, op, type), pt = inTakingBias(add, op, type);
+            long pg1 = in(gamma1, op, type), pb1n = in(beta1, op, type), pg2 = in(gamma2, op, type);
+            long pb2n = in(beta2, op, type);
+            long pw1 = in(w1, op, type), pws = in(wShortcut, op, type), pw2 = in(w2, op, type);
+            long pb1 = in(b1, op, type), pb2 = in(b2, op, type);
+            long wk1 = krscOf(w1, pw1, type), wks = krscOf(wShortcut, pws, type), wk2 = krscOf(w2, pw2, type);
+            long oc = out(cat, op, type), og1 = out(g1, op, type), om1 = out(mean1, op), or1 = out(rstd1, op);
+            long oh = out(h, op, type), osc = out(sc, op, type), og2 = out(g2, op, type), om2 = out(mean2, op);
+            long or2 = out(rstd2, op), py = out(y, op, type);
+            device.resnetConcatBlock(new Device.ConcatResnetOp(pa[0], pa[1], pb[0], pb[1], pt[0], pt[1], pg1, pb1n, pw1,
+                    wk1, pb1, pws, wks, pg2, pb2n, pw2, wk2, pb2, oc, og1, om1, or1, oh, osc, og2, om2, or2, py,
+                    a.dim(0), a.dim(1), a.dim(2), a.dim(3), b.dim(3), y.dim(3), groups, eps, type,
+                    (bytes, why) -> res().scratch((bytes + 3) / 4, why), what(a, b, add, w1, w2, y)));
+        });
+    }
+
+    /**
      * {@link Device#groupNormConvShortcut}: one launch of our convolution, conv1 with the group norm as its prologue and
      * the 1x1 shortcut by its other blocks, where the shape's timed choice took it; else the group norm, conv1 and the
      * shortcut. Outside such a pass, or where x carries a bias its producer left pending (the ops apart take it their

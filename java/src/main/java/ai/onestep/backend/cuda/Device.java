@@ -6,6 +6,7 @@ import ai.onestep.kernels.OnestepKernels;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.LongConsumer;
 import java.util.function.Supplier;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.FloatPointer;
@@ -785,6 +786,88 @@ public abstract class Device implements AutoCloseable {
                 o.type().code, stream), "resnetBlock2d", o.what());
     }
 
+    /**
+     * An up block's whole ResnetBlock2D at inference on x = cat(a + aBias, b + bBias) (a (n, h, wd, ca), b (n, h, wd,
+     * cb)) with its 1x1 shortcut ws (its bias folded into b2): {@code y = sc + conv2(g2) + b2}, {@code sc = ws x},
+     * {@code g2 = silu(norm2(hh + add + addBias))}, {@code hh = conv1(g1) + b1}, {@code g1 = silu(norm1(x))}, 3x3 'same'
+     * convolutions (weights HWIO with their KRSC copies). Where the shape's timed choice ({@link
+     * #resnetConcatBlockKernel}) took it, one launch ({@code onestep_resnet_block_concat_typed}), which writes none of
+     * cat, g1, hh, sc, g2 and the statistics; else the {@link #groupNormConcatConv} and {@link #groupNormConv} calls the
+     * pass ran before this op existed, as {@link #resnetBlock}'s two.
+     */
+    public final void resnetConcatBlock(ConcatResnetOp op) {
+        int kernel = resnetConcatBlockKernel(op);
+        if (kernel == 0) {
+            resnetBlocksApart++;
+            resnetConcatApart(op, op.y());
+        } else {
+            resnetBlocksFused++;
+            if (last != null) {  // as resnetBlock: the two calls' positions stay taken
+                wanted.remove(last.at());
+            }
+            last = null;
+            normConvsInPass += 2;
+            resnetConcatFused(op, op.y());
+        }
+    }
+
+    /** {@link #resnetConcatBlock}'s operands: device pointers (0 where absent), then the shape. */
+    record ConcatResnetOp(long a, long aBias, long b, long bBias, long add, long addBias, long gamma1, long beta1,
+                          long w1, long w1Krsc, long b1, long ws, long wsKrsc, long gamma2, long beta2, long w2,
+                          long w2Krsc, long b2, long cat, long g1, long mean1, long rstd1, long hh, long sc, long g2,
+                          long mean2, long rstd2, long y, int n, int h, int wd, int ca, int cb, int c, int groups,
+                          float eps, Precision type, Scratch scratch, Supplier<String> what) {
+    }
+
+    private void resnetConcatApart(ConcatResnetOp o, long y) {
+        boolean defer = convBiasSeparate();  // as resnetApart
+        groupNormConcatConv(o.a(), o.aBias(), o.b(), o.bBias(), o.gamma1(), o.beta1(), o.groups(), o.eps(), true,
+                o.cat(), o.g1(), o.mean1(), o.rstd1(), o.w1(), o.w1Krsc(), defer ? 0 : o.b1(), o.ws(), o.wsKrsc(),
+                o.hh(), o.sc(), o.n(), o.h(), o.wd(), o.ca(), o.cb(), 3, 3, o.c(), 1, 1, o.type(), o.scratch(),
+                o.what());
+        opBoundary();  // norm2's call is the next op, as when the model issued the two
+        groupNormConv(o.hh(), defer ? o.b1() : 0, o.add(), o.addBias(), o.gamma2(), o.beta2(), o.groups(), o.eps(),
+                true, o.g2(), o.mean2(), o.rstd2(), o.w2(), o.w2Krsc(), o.b2(), o.sc(), y, o.n(), o.h(), o.wd(), o.c(),
+                3, 3, o.c(), 1, 1, o.type(), o.scratch(), o.what());
+    }
+
+    private void resnetConcatFused(ConcatResnetOp o, long y) {
+        check(onestep_resnet_block_concat_typed(o.a(), o.aBias(), o.b(), o.bBias(), o.add(), o.addBias(), o.gamma1(),
+                o.beta1(), o.w1Krsc(), o.b1(), o.gamma2(), o.beta2(), o.w2Krsc(), o.b2(), o.wsKrsc(), y, o.n(), o.h(),
+                o.wd(), o.ca(), o.cb(), o.c(), o.groups(), o.eps(), o.type().code, stream), "resnetBlock2dConcat",
+                o.what());
+    }
+
+    /**
+     * {@link #resnetBlockKernel}'s choice for {@link #resnetConcatBlock} (key {@code resnetcat,...}): 1, the one launch,
+     * where it was faster than the two calls and its y agreed; else 0. Only where the kernel has an instance ({@link
+     * #resnetConcatBlockFits}) and the three weights have their KRSC copies.
+     */
+    private int resnetConcatBlockKernel(ConcatResnetOp o) {
+        if (!fuseResnetBlocks || o.w1Krsc() == 0 || o.w2Krsc() == 0 || o.wsKrsc() == 0
+                || !resnetConcatBlockFits(o.h(), o.wd(), o.ca(), o.cb(), o.c(), o.groups(), o.type())) {
+            return 0;
+        }
+        String key = "resnetcat,n=" + o.n() + ",hw=" + o.h() + "x" + o.wd() + ",cin=" + o.ca() + "+" + o.cb() + ",c="
+                + o.c() + ",g=" + o.groups() + (o.aBias() != 0 || o.bBias() != 0 ? ",cat-biased" : "")
+                + (o.add() != 0 ? ",add" : "") + (o.b1() != 0 || o.b2() != 0 ? ",biased" : "") + ","
+                + o.type().label();
+        return chooseWithChainReset(key, () -> resnetConcatApart(o, o.y()), () -> resnetConcatFused(o, o.y()),
+                ref -> resnetConcatApart(o, ref), o.y(), (long) o.n() * o.h() * o.wd() * o.c(), o.type(), o.what());
+    }
+
+    /**
+     * Whether {@code onestep_resnet_block_concat_typed} has an instance for the shape: fp16 or bf16, ca and cb
+     * multiples of 8 with ca + cb 128, 256 or 512, c 128 or 256, h wd 16 or 64, groups dividing ca + cb and c,
+     * c / groups a multiple of 8 dividing c / 8, (ca + cb) / groups a multiple of 8.
+     */
+    public static boolean resnetConcatBlockFits(int h, int wd, int ca, int cb, int c, int groups, Precision type) {
+        int cin = ca + cb;
+        return ca > 0 && cb > 0 && ca % 8 == 0 && cb % 8 == 0 && (cin == 128 || cin == 256 || cin == 512)
+                && groups > 0 && cin % groups == 0 && (cin / groups) % 8 == 0
+                && resnetBlockFits(h, wd, c, groups, type);
+    }
+
     private long resnetBlocksApart;
     private long resnetBlocksFused;
 
@@ -813,6 +896,18 @@ public abstract class Device implements AutoCloseable {
         }
         String key = "resnet,n=" + o.n() + ",hw=" + o.h() + "x" + o.wd() + ",c=" + o.c() + ",g=" + o.groups()
                 + (o.add() != 0 ? ",add" : "") + (o.b1() != 0 || o.b2() != 0 ? ",biased" : "") + "," + o.type().label();
+        return chooseWithChainReset(key, () -> resnetApart(o, o.y()), () -> resnetFused(o, o.y()),
+                ref -> resnetApart(o, ref), o.y(), (long) o.n() * o.h() * o.wd() * o.c(), o.type(), o.what());
+    }
+
+    /**
+     * A whole resnet block's timed choice: the one launch ({@code fused}, writing y) against the two calls the pass
+     * would make ({@code apart}; {@code apartInto} writes the check's reference instead of y), y's {@code elems}
+     * values compared at y. Each of the two calls' runs starts from the block's state of the statistics chain (its calls'
+     * positions, the link before it), so every run is the one the pass would make; the state is restored after.
+     */
+    private int chooseWithChainReset(String key, Runnable apart, Runnable fused, LongConsumer apartInto, long y,
+                                     long elems, Precision type, Supplier<String> what) {
         Link before = last;
         int position = normConvsInPass;
         long seq = opSeq, given = normConvsGiven, left = normConvStatsLeft, unfused = normConvsUnfused;
@@ -825,17 +920,16 @@ public abstract class Device implements AutoCloseable {
             return timedChoice(key, "norms and convolutions apart", RESNET_ONE_LAUNCH, kernel -> {
                 if (kernel == 0) {
                     reset.run();
-                    resnetApart(o, o.y());
+                    apart.run();
                 } else {
-                    resnetFused(o, o.y());
+                    fused.run();
                 }
             }, (kernel, tmp) -> {
-                long elems = (long) o.n() * o.h() * o.wd() * o.c();
-                long ref = tmp.allocate(elems * o.type().bytes, "resnet block check");
+                long ref = tmp.allocate(elems * type.bytes, "resnet block check");
                 reset.run();
-                resnetApart(o, ref);
-                resnetFused(o, o.y());  // y: the candidate's, last
-                return agrees(o.y(), ref, elems, o.type(), tmp, o.what(), "the resnet block in one launch " + key,
+                apartInto.accept(ref);
+                fused.run();  // y: the candidate's, last
+                return agrees(y, ref, elems, type, tmp, what, "the resnet block in one launch " + key,
                         "the norms and convolutions apart for this shape");
             });
         } finally {

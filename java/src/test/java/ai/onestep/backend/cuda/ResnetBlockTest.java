@@ -19,9 +19,10 @@ import java.util.Map;
 import org.junit.jupiter.api.Test;
 
 /**
- * A whole ResnetBlock2D as one op ({@link ai.onestep.backend.Ops#resnetBlock2d}), which the cuda backend runs as one
- * launch ({@code onestep_resnet_block_typed}, a thread block cluster a sample) at its small levels where the shape's
- * timed choice took it: whole fp16/bf16 U-Net passes against the cpu backend and against the same device with the
+ * A whole ResnetBlock2D as one op ({@link ai.onestep.backend.Ops#resnetBlock2d}, and an up block's on cat(h, skip) with
+ * its 1x1 shortcut, {@link ai.onestep.backend.Ops#resnetBlock2dConcat}), which the cuda backend runs as one launch
+ * ({@code onestep_resnet_block_typed}, {@code onestep_resnet_block_concat_typed}: a thread block cluster a sample) at
+ * its small levels where the shape's timed choice took it: whole fp16/bf16 U-Net passes against the cpu backend and against the same device with the
  * fusion off, the timed choice's two verdicts (declined: the two ops' bits), and the host backends' two ops. The
  * kernel's own checks against a double reference are in kernels/test/test_resnet.cpp.
  */
@@ -62,8 +63,12 @@ class ResnetBlockTest {
                 Tensor x = input(a);
                 float[] fused = ConstantFoldingTest.denoise(ops, net, x);
                 Map<String, Long> counts = ops.capturedOpCounts().values().iterator().next();
-                long blocks = counts.getOrDefault("resnetBlock2d", 0L);
-                assertTrue(blocks >= 2, p.label() + ": the mid block's two resnets at least: " + counts);
+                long down = counts.getOrDefault("resnetBlock2d", 0L);
+                long up = counts.getOrDefault("resnetBlock2dConcat", 0L);
+                assertTrue(down >= 2, p.label() + ": the mid block's two resnets at least: " + counts);
+                // Both up blocks' resnets (cat(h, skip) of 256 channels to 128, a 1x1 shortcut): two each.
+                assertEquals(4, up, p.label() + ": the up blocks' resnets: " + counts);
+                long blocks = down + up;
                 assertTrue(ops.device().resnetBlocksFused() >= 2 * blocks, "both runs of the pass: "
                         + ops.device().resnetBlocksFused() + " launches for " + blocks + " blocks");
                 assertEquals(0, ops.device().resnetBlocksApart());
@@ -71,6 +76,12 @@ class ResnetBlockTest {
                 for (Device.Choice c : NormConvTest.choices(ops, "resnet,")) {
                     assertTrue(c.config() == 1 && c.verdict().startsWith("one launch faster") && c.shape().contains(
                             ",c=128,g=16,add,biased,"), c.toString());
+                }
+                List<Device.Choice> cat = NormConvTest.choices(ops, "resnetcat,");
+                assertFalse(cat.isEmpty(), "the up blocks' shapes were timed");
+                for (Device.Choice c : cat) {
+                    assertTrue(c.config() == 1 && c.verdict().startsWith("one launch faster") && c.shape().contains(
+                            ",cin=128+128,c=128,g=16,"), c.toString());
                 }
 
                 float[] cpu = ConstantFoldingTest.denoise(new CpuOps(2), net, x);
@@ -87,7 +98,8 @@ class ResnetBlockTest {
                 ops.forgetCapturedPasses();
                 float[] apart = ConstantFoldingTest.denoise(ops, net, x);
                 Map<String, Long> apartCounts = ops.capturedOpCounts().values().iterator().next();
-                assertFalse(apartCounts.containsKey("resnetBlock2d"), apartCounts.toString());
+                assertFalse(apartCounts.containsKey("resnetBlock2d") || apartCounts.containsKey("resnetBlock2dConcat"),
+                        apartCounts.toString());
                 long[] twoOps = ops.capturedPasses().values().iterator().next();
                 assertTrue(twoOps[0] - graph[0] >= blocks, p.label() + ": nodes " + twoOps[0] + " -> " + graph[0]
                         + " for " + blocks + " blocks");
@@ -123,7 +135,10 @@ class ResnetBlockTest {
             assertArrayEquals(apart, declined, "the two ops inside the op: the bits of the pass without it");
             assertEquals(apartNodes, ops.capturedPasses().values().iterator().next()[0], "the same launches");
             assertTrue(ops.device().resnetBlocksApart() > 0 && ops.device().resnetBlocksFused() == 0);
-            for (Device.Choice c : NormConvTest.choices(ops, "resnet,")) {
+            List<Device.Choice> choices = new java.util.ArrayList<>(NormConvTest.choices(ops, "resnet,"));
+            choices.addAll(NormConvTest.choices(ops, "resnetcat,"));
+            assertTrue(choices.size() >= 2, "both kinds of block were timed: " + choices);
+            for (Device.Choice c : choices) {
                 assertTrue(c.config() == 0 && c.incumbent().equals("norms and convolutions apart")
                         && c.verdict().startsWith("norms and convolutions apart faster"), c.toString());
             }
@@ -158,5 +173,54 @@ class ResnetBlockTest {
                     r1, w5, b1, h, g2, be2, s2, m2, r2, w2, b2, groups, 1e-5f, y));
             assertTrue(e2.getMessage().startsWith("resnetBlock2d: "), e2.getMessage());
         }
+    }
+
+    /** The up block's op: host backends run its two ops (their bits); bad operands are refused by name. */
+    @Test
+    void hostBackendsRunTheUpBlocksTwoOpsAndRefuseBadOperands() {
+        try (TensorArena a = new TensorArena()) {
+            int n = 2, hw = 4, ca = 8, cb = 4, cin = ca + cb, c = 8, groups = 2;
+            Tensor xa = OpsTesting.randn(a, 1, Layout.NHWC, n, hw, hw, ca);
+            Tensor xb = OpsTesting.randn(a, 2, Layout.NHWC, n, hw, hw, cb);
+            Tensor add = OpsTesting.randn(a, 3, Layout.ROWS, n, c);
+            Tensor g1 = OpsTesting.randn(a, 4, cin), be1 = OpsTesting.randn(a, 5, cin), g2 = OpsTesting.randn(a, 6, c);
+            Tensor be2 = OpsTesting.randn(a, 7, c), b1 = OpsTesting.randn(a, 8, c), b2 = OpsTesting.randn(a, 9, c);
+            Tensor w1 = OpsTesting.randn(a, 10, Layout.HWIO, 3, 3, cin, c);
+            Tensor ws = OpsTesting.randn(a, 11, Layout.HWIO, 1, 1, cin, c);
+            Tensor w2 = OpsTesting.randn(a, 12, Layout.HWIO, 3, 3, c, c);
+            Tensor[] one = upOutputs(a, n, hw, cin, c, groups), two = upOutputs(a, n, hw, cin, c, groups);
+            CpuOps cpu = new CpuOps(2);
+            cpu.resnetBlock2dConcat(xa, xb, add, g1, be1, one[0], one[1], one[2], one[3], w1, b1, one[4], ws, one[5], g2,
+                    be2, one[6], one[7], one[8], w2, b2, groups, 1e-5f, one[9]);
+            cpu.groupNormConcatConv2d(xa, xb, g1, be1, groups, 1e-5f, true, two[0], two[1], two[2], two[3], w1, b1, 1, 1,
+                    two[4], ws, two[5]);
+            cpu.groupNormConv2d(two[4], add, g2, be2, groups, 1e-5f, true, two[6], two[7], two[8], w2, b2, two[5], 1, 1,
+                    two[9]);
+            assertArrayEquals(two[9].toArray(), one[9].toArray(), "the two ops' bits");
+            TensorException e = assertThrows(TensorException.class, () -> cpu.resnetBlock2dConcat(xa, xb, add, g1, be1,
+                    one[0], one[1], one[2], one[3], w1, b1, one[4], ws, one[5], g2, be2, one[6], one[7], one[8], w2, b2,
+                    groups, 1e-5f, one[5]));
+            assertTrue(e.getMessage().startsWith("resnetBlock2dConcat: ") && e.getMessage().contains("sc"),
+                    e.getMessage());
+            TensorException e2 = assertThrows(TensorException.class, () -> cpu.resnetBlock2dConcat(xa, xb, add, g1,
+                    be1, one[0], one[1], one[2], one[3], w1, b1, one[4], null, one[5], g2, be2, one[6], one[7], one[8],
+                    w2, b2, groups, 1e-5f, one[9]));
+            assertTrue(e2.getMessage().startsWith("resnetBlock2dConcat: ") && e2.getMessage().contains("shortcut"),
+                    e2.getMessage());
+            Tensor wrongW1 = OpsTesting.randn(a, 13, Layout.HWIO, 3, 3, ca, c);  // cat has ca + cb channels
+            TensorException e3 = assertThrows(TensorException.class, () -> cpu.resnetBlock2dConcat(xa, xb, add, g1,
+                    be1, one[0], one[1], one[2], one[3], wrongW1, b1, one[4], ws, one[5], g2, be2, one[6], one[7],
+                    one[8], w2, b2, groups, 1e-5f, one[9]));
+            assertTrue(e3.getMessage().startsWith("resnetBlock2dConcat: "), e3.getMessage());
+        }
+    }
+
+    /** cat, g1, mean1, rstd1, h, sc, g2, mean2, rstd2, y of an up block's op. */
+    private static Tensor[] upOutputs(TensorArena a, int n, int hw, int cin, int c, int groups) {
+        return new Tensor[] {a.allocate(Layout.NHWC, n, hw, hw, cin), a.allocate(Layout.NHWC, n, hw, hw, cin),
+            a.allocate(Layout.ROWS, n, groups), a.allocate(Layout.ROWS, n, groups),
+            a.allocate(Layout.NHWC, n, hw, hw, c), a.allocate(Layout.NHWC, n, hw, hw, c),
+            a.allocate(Layout.NHWC, n, hw, hw, c), a.allocate(Layout.ROWS, n, groups),
+            a.allocate(Layout.ROWS, n, groups), a.allocate(Layout.NHWC, n, hw, hw, c)};
     }
 }
