@@ -31,6 +31,10 @@
 // The emulation runs it (clusters, distributed shared memory, cp.async and mma.sync are in its subset), so CTest
 // checks it against a double reference (kernels/test/test_resnet.cpp); dev/resnet_forward.cu times it against the
 // four launches it replaces. Not yet timed on a GPU (twenty-fifth session).
+//
+// The second kernel (concat_block_kernel, after the first's launch) is an up block's: the block on cat(h, skip) with a
+// 1x1 conv_shortcut, whose conv1 weights (295 KB a block at 512 -> 256 channels) do not fit shared memory whole, so
+// they stream through a ring of slots a tap at a time (twenty-sixth session; not yet timed on a GPU either).
 #include "cuda_compat.cuh"
 #include "dtype.cuh"
 #include "onestep_kernels.h"
