@@ -8,7 +8,8 @@
 //                the up block's resnet at the same level, on cat(h, skip) of 2C channels with a 1x1 shortcut:
 //                3 its five launches (onestep_groupnorm_concat_typed writing cat and norm1's output, conv1, the
 //                shortcut on cat, norm2, conv2 + the shortcut's output), 4 onestep_resnet_block_concat_typed (one
-//                launch, the weights streamed a tap at a time)
+//                launch, the weights streamed a tap at a time); 5 and 6 versions 2 and 4 with a cluster of 16 blocks
+//                a sample (non-portable: half the weights and the work a block, twice the SMs at batch 1)
 //   emulated:    cmake target dev_resnet_forward_emu (validation only; a CTest test)
 //
 // Version 1 is the ops the CUDA backend's batch-1 graph runs for a block (bench/results/2026-11-27-h200-run2.txt: at
@@ -91,9 +92,10 @@ int main(int argc, char** argv) {
     dev_check(cudaMalloc(&sc, nx * sizeof(__half)));
 
     auto run = [&](int version) -> onestep_status {
-        if (version == 4)
+        const int cluster = version >= 5 ? 16 : 8;
+        if (version == 4 || version == 6)
             return onestep_resnet_block_concat_typed(dx, nullptr, dskip, nullptr, dadd, daddb, dg1c, dbe1c, dw1c, db1,
-                                                     dg2, dbe2, dw2, db2, dwsc, y, N, H, W, C, C, C, G, eps,
+                                                     dg2, dbe2, dw2, db2, dwsc, y, N, H, W, C, C, C, G, eps, cluster,
                                                      ONESTEP_FLOAT16, nullptr);
         if (version == 3) {
             onestep_status s = onestep_groupnorm_concat_typed(dx, nullptr, dskip, nullptr, dg1c, dbe1c, cat, a2c, mean,
@@ -112,9 +114,9 @@ int main(int argc, char** argv) {
                                                nullptr);
             return s;
         }
-        if (version == 2)
+        if (version == 2 || version == 5)
             return onestep_resnet_block_typed(dx, nullptr, dadd, daddb, dg1, dbe1, dw1, db1, dg2, dbe2, dw2, db2, y, N,
-                                              H, W, C, G, eps, ONESTEP_FLOAT16, nullptr);
+                                              H, W, C, G, eps, cluster, ONESTEP_FLOAT16, nullptr);
         onestep_status s = onestep_groupnorm_forward_add_typed(dx, nullptr, nullptr, nullptr, dg1, dbe1, nullptr,
                                                                nullptr, a, mean, rstd, N, HW, C, G, eps, 1,
                                                                ONESTEP_FLOAT16, nullptr);
@@ -130,9 +132,10 @@ int main(int argc, char** argv) {
     };
     const char* names[] = {"", "four launches (2 group norms, 2 implicit GEMMs)", "one launch (onestep_resnet_block_typed)",
                            "up block, five launches (norm1 + cat, conv1, shortcut, norm2, conv2)",
-                           "up block, one launch (onestep_resnet_block_concat_typed)"};
+                           "up block, one launch (onestep_resnet_block_concat_typed)",
+                           "one launch, a cluster of 16", "up block, one launch, a cluster of 16"};
     bool all_ok = true;
-    for (int version = 1; version <= 4; version++) {
+    for (int version = 1; version <= 6; version++) {
         if (only && version != only) continue;
         dev_check(cudaMemset(y, 0xFF, nx * sizeof(__half)));
         if (run(version) != ONESTEP_OK) {
@@ -144,14 +147,15 @@ int main(int argc, char** argv) {
         dev_check(cudaDeviceSynchronize());
         // fp16's unit roundoff is 2^-11: y within a few of its own rounding (the roundings of the stored tensors
         // that land the other way now and then included).
-        const bool ok = dev::validate("y", y32, version <= 2 ? ref : ref_concat, 2e-3, 2e-3);
+        const bool up = version == 3 || version == 4 || version == 6;
+        const bool ok = dev::validate("y", y32, up ? ref_concat : ref, 2e-3, 2e-3);
         all_ok &= ok;
 #ifdef ONESTEP_EMULATION
         std::printf("version %d: %s  %s\n", version, ok ? "ok" : "MISMATCH", names[version]);
 #else
         const float ms = dev::time_ms([&] { if (run(version) != ONESTEP_OK) std::exit(1); });
         const float warm = dev::time_ms_back_to_back([&] { if (run(version) != ONESTEP_OK) std::exit(1); });
-        const double weights_mb = (version <= 2 ? 2.0 * nw : double(nw1c + nw + 2 * C * C)) * 2 / 1e6;
+        const double weights_mb = (up ? double(nw1c + nw + 2 * C * C) : 2.0 * nw) * 2 / 1e6;
         std::printf("version %d: %s  %8.1f us  (back to back %.1f us; %.2f MB of weights: %.0f GB/s)  %s\n", version,
                     ok ? "ok      " : "MISMATCH", ms * 1e3, warm * 1e3, weights_mb, weights_mb / 1e3 / (ms * 1e-3),
                     names[version]);

@@ -38,7 +38,8 @@
 //     PTX ISA's fragment layouts), as a warp collective. A kernel spells it through its own wrapper: inline
 //     PTX under nvcc, this function here.
 //   * ldmatrix: only .x4 (with or without .trans) of 16-bit elements (emu::ldmatrix_x4), as a warp collective.
-//   * Thread block clusters along x, up to 8 blocks (ClusterState): cluster_sync is a barrier of every thread of
+//   * Thread block clusters along x, up to 8 blocks, or 16 for a kernel whose non-portable cluster size attribute
+//     is set (ClusterState): cluster_sync is a barrier of every thread of
 //     every block of the cluster; cluster_map reaches a peer's dynamic shared memory (only that); a block that
 //     ends poisons its dynamic shared memory, and one that ends while its peers wait at the barrier aborts.
 //   * Not emulated: half/bfloat16 math (storage and conversions only), WMMA, wgmma, cooperative
@@ -163,7 +164,10 @@ enum cudaMemcpyKind {
     cudaMemcpyHostToHost = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2,
     cudaMemcpyDeviceToDevice = 3, cudaMemcpyDefault = 4
 };
-enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+enum cudaFuncAttribute {
+    cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
+    cudaFuncAttributeNonPortableClusterSizeAllowed = 14
+};
 enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 };
 
 // The fiber switch. On x86-64 a hand-written switch saves only the callee-saved registers and the FP
@@ -308,6 +312,12 @@ struct ClusterState {
 ONESTEP_EMU_TLS BlockState* g_block = nullptr;
 ONESTEP_EMU_TLS cudaError_t g_last_error = cudaSuccess;
 inline std::map<const void*, int>& func_max_dynamic_shared() {
+    static std::map<const void*, int> m;
+    return m;
+}
+// Kernels whose cudaFuncAttributeNonPortableClusterSizeAllowed is set: they may launch clusters of up to 16 blocks
+// (what H100 and H200 allow), the others only the portable 8.
+inline std::map<const void*, int>& func_non_portable_cluster() {
     static std::map<const void*, int> m;
     return m;
 }
@@ -661,14 +671,17 @@ cudaError_t launch_as(bool dependent, void (*kernel)(KArgs...), dim3 grid, dim3 
 }
 
 // launch_as with thread block clusters of cluster_x blocks along x (cudaLaunchAttributeClusterDimension; sm_90):
-// grid.x must be a multiple of cluster_x, at most 8 (the portable size). The clusters run one after another; the
+// grid.x must be a multiple of cluster_x, at most 8 (the portable size), or 16 where the kernel's
+// cudaFuncAttributeNonPortableClusterSizeAllowed is set (H100/H200). The clusters run one after another; the
 // blocks of one run at the same time, each on its own OS thread (so `__shared__` stays per block), and meet at
 // emu::cluster_sync. The calling thread runs rank 0.
 template <typename... KArgs, typename... Args>
 cudaError_t launch_cluster_as(bool dependent, unsigned cluster_x, void (*kernel)(KArgs...), dim3 grid, dim3 block,
                               size_t shared_bytes, Args... args) {
     static_assert(sizeof...(KArgs) == sizeof...(Args), "kernel launched with the wrong number of arguments");
-    if (cluster_x == 0 || cluster_x > 8 || grid.x % cluster_x != 0) {
+    const auto np = func_non_portable_cluster().find((const void*)kernel);
+    const unsigned most = np != func_non_portable_cluster().end() && np->second ? 16 : 8;
+    if (cluster_x == 0 || cluster_x > most || grid.x % cluster_x != 0) {
         g_last_error = cudaErrorInvalidValue;  // the runtime's answer to a cluster size the grid does not fit
         return cudaErrorInvalidValue;
     }
@@ -1011,6 +1024,10 @@ inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int d
 }
 template <typename... KArgs>
 inline cudaError_t cudaFuncSetAttribute(void (*kernel)(KArgs...), cudaFuncAttribute attr, int value) {
+    if (attr == cudaFuncAttributeNonPortableClusterSizeAllowed) {
+        emu::func_non_portable_cluster()[(const void*)kernel] = value;
+        return cudaSuccess;
+    }
     if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || (size_t)value > emu::max_dynamic_shared())
         return emu::g_last_error = cudaErrorInvalidValue;
     emu::func_max_dynamic_shared()[(const void*)kernel] = value;

@@ -491,16 +491,18 @@ onestep_status onestep_sinusoidal_embedding_typed(const float* t, void* y, int N
  * (C, 3, 3, C) KRSC, 'same' padding, stride 1; norm1/norm2 group norms of `groups` groups with gamma/beta (C) and
  * eps; x_bias, add (N, C), add_bias, b1 and b2 may be NULL (add_bias only with add). All tensors `dtype`, fp16 or
  * bf16; statistics, products and sums in fp32, and the tensors the unfused ops would store (norm1's and norm2's
- * outputs, conv1's output before b1, y) rounded to dtype as they would be. One thread block cluster of 8 blocks a
- * sample (compute capability 9.0), each computing C / 8 output channels of both convolutions; norm2's input
- * exchanged through distributed shared memory. Needs C 128 or 256, H*W 16 or 64, C/groups a multiple of 8 that
- * divides C/8, x, the weights and y 16-byte aligned and y apart from x (else ONESTEP_ERROR_UNSUPPORTED or
+ * outputs, conv1's output before b1, y) rounded to dtype as they would be. One thread block cluster a sample
+ * (compute capability 9.0), each block computing C / cluster output channels of both convolutions; norm2's input
+ * exchanged through distributed shared memory. cluster: 0 or 8 (the portable size), or 16 (non-portable, as H100
+ * and H200 allow: half the weights and the work a block; ONESTEP_ERROR_UNSUPPORTED where the occupancy API finds no
+ * room for such a cluster). Needs C 128 or 256, H*W 16 or 64, C/groups a multiple of 8 that divides C/cluster, x,
+ * the weights and y 16-byte aligned and y apart from x (else ONESTEP_ERROR_UNSUPPORTED or
  * ONESTEP_ERROR_INVALID_ARGUMENT, naming the condition). */
 onestep_status onestep_resnet_block_typed(const void* x, const void* x_bias, const void* add, const void* add_bias,
                                           const void* gamma1, const void* beta1, const void* w1_krsc, const void* b1,
                                           const void* gamma2, const void* beta2, const void* w2_krsc, const void* b2,
                                           void* y, int N, int H, int W, int C, int groups, float eps,
-                                          onestep_dtype dtype, cudaStream_t stream);
+                                          int cluster, onestep_dtype dtype, cudaStream_t stream);
 /* An up block's ResnetBlock2D in one launch: the same block on x = cat(a + a_bias, b + b_bias) (a (N, H, W, Ca) and
  * b (N, H, W, Cb), each source's sum rounded to dtype as onestep_concat_channels_biased_typed stores it; either bias
  * may be NULL), Cin = Ca + Cb channels in and C out, with a 1x1 conv_shortcut ws_krsc (C, 1, 1, Cin) in place of the
@@ -508,15 +510,15 @@ onestep_status onestep_resnet_block_typed(const void* x, const void* x_bias, con
  * into b2 by the caller (as the unfused ops run it). w1_krsc (C, 3, 3, Cin), w2_krsc (C, 3, 3, C). The weights
  * stream through shared memory a tap at a time, so Cin may be 512 (an up block's [h, skip] at 256 channels).
  * Needs Ca and Cb multiples of 8, Cin 128, 256 or 512, C 128 or 256, H*W 16 or 64, C/groups a multiple of 8 that
- * divides C/8 and Cin/groups a multiple of 8, a, b, the weights and y 16-byte aligned, y apart from a and b; the rest
- * as onestep_resnet_block_typed. */
+ * divides C/cluster and Cin/groups a multiple of 8, a, b, the weights and y 16-byte aligned, y apart from a and b;
+ * the rest (cluster too) as onestep_resnet_block_typed. */
 onestep_status onestep_resnet_block_concat_typed(const void* a, const void* a_bias, const void* b, const void* b_bias,
                                                  const void* add, const void* add_bias, const void* gamma1,
                                                  const void* beta1, const void* w1_krsc, const void* b1,
                                                  const void* gamma2, const void* beta2, const void* w2_krsc,
                                                  const void* b2, const void* ws_krsc, void* y, int N, int H, int W,
-                                                 int Ca, int Cb, int C, int groups, float eps, onestep_dtype dtype,
-                                                 cudaStream_t stream);
+                                                 int Ca, int Cb, int C, int groups, float eps, int cluster,
+                                                 onestep_dtype dtype, cudaStream_t stream);
 
 /* ---- losses and norms (kernels/src/loss.cu): sums in double, in a fixed order ---------------------------
  * onestep_row_sq_dist: out[n] (N doubles) = sum over d of (pred[n, d] - target[n, d])^2, rows of D floats.

@@ -8,26 +8,26 @@
 // each, and at the 8x8 and 4x4 levels (256 channels) every one of them is latency: a group norm over 8-32 KB takes
 // 4-5 us, a convolution 6-7 us, so a resnet block's four launches take ~21 us for ~10 MFLOP and 2.4 MB of weights.
 // "300 us needs fewer, larger kernels." Here the four are one launch:
-//   - a cluster of kCluster = 8 blocks a sample (sm_90 thread block clusters); block r computes output channels
-//     [r BN, (r + 1) BN), BN = C / 8, of both convolutions;
+//   - a cluster of cl = 8 blocks a sample (sm_90 thread block clusters), or 16 (non-portable; H100 and H200 have it);
+//     block r computes output channels [r BN, (r + 1) BN), BN = C / cl, of both convolutions;
 //   - every block loads the whole sample x' (at most 64 pixels x 256 channels: 32 KB) and computes norm1's statistics
 //     itself (two exact passes over registers, the sums in a fixed order), so the first convolution needs nothing from
-//     its peers; its weights (BN rows of the KRSC tensor: one contiguous span, 147 KB at C = 256) are copied into
-//     shared memory by cp.async from the first instruction on, under x's loads and the statistics;
+//     its peers; its weights (BN rows of the KRSC tensor: one contiguous span, 147 KB at C = 256 with 8 blocks) are
+//     copied into shared memory by cp.async from the first instruction on, under x's loads and the statistics;
 //   - conv1 and conv2 are implicit GEMMs on mma.sync m16n8k16 (M = the pixels, N = BN, K = 9 C), the K range split
 //     over the warps that the pixel rows leave (8 warps: 4 m-tiles x 2 at 8x8, 1 x 8 at 4x4), the parts summed in a
 //     fixed order through shared memory;
 //   - a block's BN channels are whole groups of norm2, so norm2's statistics are the block's own too; its normalized
-//     slice is written into its shared memory, and after a cluster barrier each block copies the 7 other slices from
-//     its peers' shared memory (distributed shared memory), the whole conv2 input, while conv2's weights are already
-//     in flight into the buffer conv1's weights left;
+//     slice is written into its shared memory, and after a cluster barrier each block copies the cl - 1 other slices
+//     from its peers' shared memory (distributed shared memory), the whole conv2 input, while conv2's weights are
+//     already in flight into the buffer conv1's weights left;
 //   - conv2's epilogue adds b2 and the residual x' before y's one rounding.
 // Roundings as the unfused ops store their tensors (so its results agree with them to T's rounding, not bits): norm1's
 // output, conv1's output h (its bias b1 pending, added by norm2 in fp32 as onestep_groupnorm_forward_add_typed does:
 // (h + b1) + (add + add_bias)), norm2's output, and y. Statistics, products and sums are fp32.
 //
 // Conditions (the C entry names each): fp16 or bf16; C 128 or 256; H * W 16 or 64 (4x4, 8x8, 2x8, ...); C / G a
-// multiple of 8 that divides BN; x, the weights and y 16-byte aligned, y apart from x; compute capability 9.0.
+// multiple of 8 that divides BN; at 16 blocks, room for such a cluster (the occupancy API asked first); x, the weights and y 16-byte aligned, y apart from x; compute capability 9.0.
 // The emulation runs it (clusters, distributed shared memory, cp.async and mma.sync are in its subset), so CTest
 // checks it against a double reference (kernels/test/test_resnet.cpp); dev/resnet_forward.cu times it against the
 // four launches it replaces. Not yet timed on a GPU (twenty-fifth session).
@@ -55,11 +55,13 @@ using tensor_core::load_as;
 using tensor_core::mma;
 using tensor_core::store_as;
 
-constexpr int kCluster = 8, kThreads = 256, kWarps = kThreads / 32;
+// A sample's cluster is 8 blocks (the portable size) or 16 (H100/H200 allow it with the kernel's non-portable
+// attribute): the launch's `cl`, which halves each block's channels, weights and GEMM work at 16.
+constexpr int kThreads = 256, kWarps = kThreads / 32;
 
 __device__ __forceinline__ float silu(float u) { return u / (1.0f + __expf(-u)); }
 
-// The layout of a block's dynamic shared memory for C channels (BN = C / 8 of them this block's) and HW pixels:
+// The layout of a block's dynamic shared memory for C channels (BN = C / cl of them this block's) and HW pixels:
 //   W:    BN rows of K = 9 C weights, pitch K + 8 (conv1's, then conv2's): the 8 rows a B fragment reads fall in 8
 //         different 4-bank groups, so its 32 lanes hit 32 banks;
 //   A1:   conv1's input, HW rows of C, pitch C + 8 (the same reason); then norm2's input (fp32, HW x BN); then conv2's
@@ -70,8 +72,8 @@ __device__ __forceinline__ float silu(float u) { return u / (1.0f + __expf(-u));
 struct Layout {
     int C, HW, BN, K, KP, pitch_w, pitch_a;
     size_t w_bytes, a_bytes;
-    __host__ __device__ Layout(int C_, int HW_, int elem) : C(C_), HW(HW_) {
-        BN = C / kCluster, K = 9 * C, KP = kWarps / (HW / 16), pitch_w = K + 8, pitch_a = C + 8;
+    __host__ __device__ Layout(int C_, int HW_, int elem, int cl) : C(C_), HW(HW_) {
+        BN = C / cl, K = 9 * C, KP = kWarps / (HW / 16), pitch_w = K + 8, pitch_a = C + 8;
         w_bytes = size_t(BN) * pitch_w * elem;
         const size_t act = size_t(HW) * pitch_a * elem, sums = size_t(KP) * HW * BN * 4;
         a_bytes = (act > sums ? act : sums + 15) / 16 * 16;
@@ -175,13 +177,13 @@ __device__ __forceinline__ void conv(const T* A, const T* W, float* sums, const 
 }
 
 // norm2 of v2 (HW x BN fp32: this block's channels co0 .., whole groups of Cg, so the statistics are its own) + SiLU
-// into its slice of A2 (HW rows of C, pitch_a), then the 7 other slices from the peers' A2 through distributed shared
+// into its slice of A2 (HW rows of C, pitch_a), then the cl - 1 other slices from the peers' A2 through distributed shared
 // memory: A2 is conv2's whole input after it. v2[e] must have been written by thread e % kThreads (reduce_parts'
 // stride) or be complete past a barrier; ends at a cluster barrier after the last remote read.
 template <typename T>
 __device__ __forceinline__ void norm2_exchange(const float* v2, T* A2, float* part, float* stat, int HW, int BN,
-                                               int pitch_a, int Cg, int co0, unsigned rank, const T* gamma2,
-                                               const T* beta2, float eps) {
+                                               int pitch_a, int Cg, int co0, unsigned rank, int cl,
+                                               const T* gamma2, const T* beta2, float eps) {
     // Thread i's channel is i % BN (kThreads is a multiple of BN), its pixels i / BN + j kThreads / BN.
     const int nn = threadIdx.x % BN, g2 = nn / Cg;
     const float count2 = float(HW) * float(Cg);
@@ -201,11 +203,11 @@ __device__ __forceinline__ void norm2_exchange(const float* v2, T* A2, float* pa
             A2[(e / BN) * pitch_a + co] = from_f32<T>(silu((v2[e] - mu2) * rs2 * ga + be));
     }
     cluster_sync();  // every block's slice is written
-    // The 7 other slices from the peers' A2 (16 bytes at a time: BN / 8 a pixel and peer).
+    // The cl - 1 other slices from the peers' A2 (16 bytes at a time: BN / 8 a pixel and peer).
     const int chunks = BN / 8;
-    for (int i = threadIdx.x; i < (kCluster - 1) * HW * chunks; i += kThreads) {
+    for (int i = threadIdx.x; i < (cl - 1) * HW * chunks; i += kThreads) {
         const int k = i / (HW * chunks), rest = i - k * HW * chunks, p = rest / chunks, ch = rest - p * chunks;
-        const unsigned peer = (rank + 1 + k) % kCluster;
+        const unsigned peer = (rank + 1 + unsigned(k)) % unsigned(cl);
         const int at = p * pitch_a + int(peer) * BN + ch * 8;
         store_as<int4>(A2 + at, load_as<int4>(cluster_map(A2, peer) + at));
     }
@@ -218,9 +220,9 @@ __global__ void __launch_bounds__(kThreads, 1)
                  const T* __restrict__ add_bias, const T* __restrict__ gamma1, const T* __restrict__ beta1,
                  const T* __restrict__ w1, const T* __restrict__ b1, const T* __restrict__ gamma2,
                  const T* __restrict__ beta2, const T* __restrict__ w2, const T* __restrict__ b2, T* __restrict__ y,
-                 int H, int Wd, int C, int G, float eps) {
+                 int H, int Wd, int C, int G, float eps, int cl) {
     await_predecessors();
-    const Layout L(C, H * Wd, int(sizeof(T)));
+    const Layout L(C, H * Wd, int(sizeof(T)), cl);
     ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
     T* const W = reinterpret_cast<T*>(smem);
     unsigned char* const a1 = smem + L.w_bytes;
@@ -228,7 +230,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     float* const part = reinterpret_cast<float*>(a2 + L.a_bytes);
     float* const stat = part + kThreads;  // [0, 32): mean, [32, 64): rstd
     const unsigned rank = cluster_rank();
-    const int n = blockIdx.x / kCluster, co0 = int(rank) * L.BN, HW = L.HW, Cg = C / G;
+    const int n = blockIdx.x / cl, co0 = int(rank) * L.BN, HW = L.HW, Cg = C / G;
     const T* xs = x + (long long)n * HW * C;
 
     issue_weights(W, w1, L, co0);  // conv1's weights land under everything up to conv1
@@ -305,7 +307,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     // ---- norm2 on this block's BN channels (whole groups), the slices exchanged: conv2's input in A2 -----------------
     T* const A2 = reinterpret_cast<T*>(a2);
-    norm2_exchange(v2, A2, part, stat, HW, L.BN, L.pitch_a, Cg, co0, rank, gamma2, beta2, eps);
+    norm2_exchange(v2, A2, part, stat, HW, L.BN, L.pitch_a, Cg, co0, rank, cl, gamma2, beta2, eps);
     cp_async_wait<0>();
     __syncthreads();  // conv2's weights complete
 
@@ -318,23 +320,75 @@ __global__ void __launch_bounds__(kThreads, 1)
     });
 }
 
+// Sets a kernel instance's attributes and launches it, a cluster of cl blocks a sample. Its dynamic shared memory
+// limit is set for the largest shape the instance takes (`most`), not this launch's: a smaller value set by a smaller
+// launch would refuse the replay of a larger one captured in a graph (the Java pass found that; test_resnet checks
+// it). Above the portable 8 blocks the kernel needs the non-portable cluster attribute, and room for one cluster of cl
+// blocks of `smem` bytes on one GPC (a GPC has 16-18 SMs, some fewer after floorsweeping): the occupancy API is asked
+// first, and *no_room set (nothing launched) where it finds none.
+template <typename... KArgs, typename... Args>
+static cudaError_t launch_block(void (*kernel)(KArgs...), size_t most, size_t smem, int N, int cl,
+                                cudaStream_t stream, bool* no_room, Args... args) {
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(most));
+    if (e != cudaSuccess) return e;
+    const dim3 grid(unsigned(N) * unsigned(cl)), block(kThreads);
+    if (cl > 8) {
+        e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+        if (e != cudaSuccess) return e;
+#ifndef ONESTEP_EMULATION
+        cudaLaunchAttribute attribute;
+        attribute.id = cudaLaunchAttributeClusterDimension;
+        attribute.val.clusterDim.x = unsigned(cl);
+        attribute.val.clusterDim.y = 1;
+        attribute.val.clusterDim.z = 1;
+        cudaLaunchConfig_t config = {};
+        config.gridDim = grid;
+        config.blockDim = block;
+        config.dynamicSmemBytes = smem;
+        config.stream = stream;
+        config.attrs = &attribute;
+        config.numAttrs = 1;
+        int clusters = 0;
+        e = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config);
+        if (e != cudaSuccess) return e;
+        if (clusters < 1) {
+            *no_room = true;
+            return cudaSuccess;
+        }
+#endif
+    }
+    return launch_cluster(kernel, grid, block, unsigned(cl), smem, stream, args...);
+}
+
+// The n-tiles a block's BN = C / cl channels make: the kernels' NT.
+inline int n_tiles(int C, int cl) { return C / cl / 8; }
+
+// The most shared memory a resident-kernel instance (its NT) takes: over the channel counts and cluster sizes that
+// give that NT, at 64 pixels.
+inline size_t resident_most(int C, int cl, int elem) {
+    size_t most = 0;
+    for (int c : {128, 256})
+        for (int k : {8, 16})
+            if (n_tiles(c, k) == n_tiles(C, cl)) {
+                const size_t t = Layout(c, 64, elem, k).total();
+                most = t > most ? t : most;
+            }
+    return most;
+}
+
 template <typename T>
 static cudaError_t launch(const T* x, const T* x_bias, const T* add, const T* add_bias, const T* gamma1,
                           const T* beta1, const T* w1, const T* b1, const T* gamma2, const T* beta2, const T* w2,
-                          const T* b2, T* y, int N, int H, int W, int C, int G, float eps, cudaStream_t stream) {
-    const Layout L(C, H * W, int(sizeof(T)));
-    const size_t smem = L.total();
+                          const T* b2, T* y, int N, int H, int W, int C, int G, float eps, int cl, cudaStream_t stream,
+                          bool* no_room) {
+    const size_t smem = Layout(C, H * W, int(sizeof(T)), cl).total(), most = resident_most(C, cl, int(sizeof(T)));
     const auto run = [&](auto kernel) {
-        // The attribute is the instance's, not the launch's: set for its largest shape (64 pixels), so that a launch
-        // at 64 pixels captured in a graph stays valid after one at 16 (a smaller value would refuse its replay).
-        const size_t most = Layout(C, 64, int(sizeof(T))).total();
-        const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(most));
-        if (e != cudaSuccess) return e;
-        return launch_cluster(kernel, dim3(unsigned(N) * kCluster), dim3(kThreads), kCluster, smem, stream, x, x_bias,
-                              add, add_bias, gamma1, beta1, w1, b1, gamma2, beta2, w2, b2, y, H, W, C, G, eps);
+        return launch_block(kernel, most, smem, N, cl, stream, no_room, x, x_bias, add, add_bias, gamma1, beta1, w1,
+                            b1, gamma2, beta2, w2, b2, y, H, W, C, G, eps, cl);
     };
-    // NT = BN / 8 n-tiles: BN 32 at C = 256, 16 at C = 128.
-    return C == 256 ? run(block_kernel<T, 4>) : run(block_kernel<T, 2>);
+    // NT = BN / 8 n-tiles: BN 32 (C = 256, 8 blocks), 16 (C = 128 with 8, C = 256 with 16) or 8 (C = 128, 16 blocks).
+    const int nt = n_tiles(C, cl);
+    return nt == 4 ? run(block_kernel<T, 4>) : nt == 2 ? run(block_kernel<T, 2>) : run(block_kernel<T, 1>);
 }
 
 // ---- An up block's ResnetBlock2D: the concatenation, a 1x1 conv_shortcut, conv1's weights streamed -------------------
@@ -362,8 +416,8 @@ struct ConcatLayout {
     int Cin, C, HW, BN, KP, pitch_x, pitch_a, pitch_s;
     size_t x_bytes, a_bytes, sc_bytes, slot_bytes;
     __host__ __device__ static size_t up16(size_t b) { return (b + 15) / 16 * 16; }
-    __host__ __device__ ConcatLayout(int Cin_, int C_, int HW_, int elem) : Cin(Cin_), C(C_), HW(HW_) {
-        BN = C / kCluster, KP = kWarps / (HW / 16), pitch_x = Cin + 8, pitch_a = C + 8;
+    __host__ __device__ ConcatLayout(int Cin_, int C_, int HW_, int elem, int cl) : Cin(Cin_), C(C_), HW(HW_) {
+        BN = C / cl, KP = kWarps / (HW / 16), pitch_x = Cin + 8, pitch_a = C + 8;
         pitch_s = (Cin > C ? Cin : C) + 8;
         const size_t sums = size_t(KP) * HW * BN * 4, x = size_t(HW) * pitch_x * elem, a = size_t(HW) * pitch_a * elem;
         x_bytes = up16(x > sums ? x : sums);
@@ -407,10 +461,10 @@ __global__ void __launch_bounds__(kThreads, 1)
                         const T* __restrict__ gamma1, const T* __restrict__ beta1, const T* __restrict__ w1,
                         const T* __restrict__ b1, const T* __restrict__ gamma2, const T* __restrict__ beta2,
                         const T* __restrict__ w2, const T* __restrict__ b2, const T* __restrict__ ws,
-                        T* __restrict__ y, int H, int Wd, int Ca, int Cb, int C, int G, float eps) {
+                        T* __restrict__ y, int H, int Wd, int Ca, int Cb, int C, int G, float eps, int cl) {
     await_predecessors();
     const int Cin = Ca + Cb;
-    const ConcatLayout L(Cin, C, H * Wd, int(sizeof(T)));
+    const ConcatLayout L(Cin, C, H * Wd, int(sizeof(T)), cl);
     ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
     T* const X = reinterpret_cast<T*>(smem);
     unsigned char* const a2 = smem + L.x_bytes;
@@ -419,7 +473,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     float* const part = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(ring) + kStages * L.slot_bytes);
     float* const stat = part + kThreads;
     const unsigned rank = cluster_rank();
-    const int n = blockIdx.x / kCluster, co0 = int(rank) * L.BN, HW = L.HW, BN = L.BN;
+    const int n = blockIdx.x / cl, co0 = int(rank) * L.BN, HW = L.HW, BN = L.BN;
     const int slot_elems = int(L.slot_bytes / sizeof(T));
 
     // The weight stages, issued in order into the ring's slots (an empty commit group past the last, so that every
@@ -540,7 +594,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     // ---- norm2 and the exchange: conv2's input in A2 ------------------------------------------------------------------
     T* const A2 = reinterpret_cast<T*>(a2);
-    norm2_exchange(v2, A2, part, stat, HW, BN, L.pitch_a, C / G, co0, rank, gamma2, beta2, eps);
+    norm2_exchange(v2, A2, part, stat, HW, BN, L.pitch_a, C / G, co0, rank, cl, gamma2, beta2, eps);
 
     // ---- conv2 over its 9 tap stages, + b2 + the shortcut -> y -----------------------------------------------------
     zero(acc);
@@ -554,22 +608,33 @@ __global__ void __launch_bounds__(kThreads, 1)
     });
 }
 
+// As resident_most, for the streamed kernel (its largest input: 512 channels).
+inline size_t concat_most(int C, int cl, int elem) {
+    size_t most = 0;
+    for (int c : {128, 256})
+        for (int k : {8, 16})
+            if (n_tiles(c, k) == n_tiles(C, cl)) {
+                const size_t t = ConcatLayout(512, c, 64, elem, k).total();
+                most = t > most ? t : most;
+            }
+    return most;
+}
+
 template <typename T>
 static cudaError_t launch_concat(const T* a, const T* a_bias, const T* b, const T* b_bias, const T* add,
                                  const T* add_bias, const T* gamma1, const T* beta1, const T* w1, const T* b1,
                                  const T* gamma2, const T* beta2, const T* w2, const T* b2, const T* ws, T* y, int N,
-                                 int H, int W, int Ca, int Cb, int C, int G, float eps, cudaStream_t stream) {
-    const size_t smem = ConcatLayout(Ca + Cb, C, H * W, int(sizeof(T))).total();
+                                 int H, int W, int Ca, int Cb, int C, int G, float eps, int cl, cudaStream_t stream,
+                                 bool* no_room) {
+    const size_t smem = ConcatLayout(Ca + Cb, C, H * W, int(sizeof(T)), cl).total();
+    const size_t most = concat_most(C, cl, int(sizeof(T)));
     const auto run = [&](auto kernel) {
-        // As launch: the attribute for the largest shape this instance takes (64 pixels, 512 channels in).
-        const size_t most = ConcatLayout(512, C, 64, int(sizeof(T))).total();
-        const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(most));
-        if (e != cudaSuccess) return e;
-        return launch_cluster(kernel, dim3(unsigned(N) * kCluster), dim3(kThreads), kCluster, smem, stream, a, a_bias,
-                              b, b_bias, add, add_bias, gamma1, beta1, w1, b1, gamma2, beta2, w2, b2, ws, y, H, W, Ca,
-                              Cb, C, G, eps);
+        return launch_block(kernel, most, smem, N, cl, stream, no_room, a, a_bias, b, b_bias, add, add_bias, gamma1,
+                            beta1, w1, b1, gamma2, beta2, w2, b2, ws, y, H, W, Ca, Cb, C, G, eps, cl);
     };
-    return C == 256 ? run(concat_block_kernel<T, 4>) : run(concat_block_kernel<T, 2>);
+    const int nt = n_tiles(C, cl);
+    return nt == 4 ? run(concat_block_kernel<T, 4>) : nt == 2 ? run(concat_block_kernel<T, 2>)
+                                                               : run(concat_block_kernel<T, 1>);
 }
 
 }  // namespace resnet
@@ -581,12 +646,12 @@ extern "C" onestep_status onestep_resnet_block_typed(const void* x, const void* 
                                                      const void* add_bias, const void* gamma1, const void* beta1,
                                                      const void* w1_krsc, const void* b1, const void* gamma2,
                                                      const void* beta2, const void* w2_krsc, const void* b2, void* y,
-                                                     int N, int H, int W, int C, int groups, float eps,
+                                                     int N, int H, int W, int C, int groups, float eps, int cluster,
                                                      onestep_dtype dtype, cudaStream_t stream) {
     const char* fn = "onestep_resnet_block_typed";
-    char shapes[160];
-    std::snprintf(shapes, sizeof shapes, "N=%d, H=%d, W=%d, C=%d, groups=%d, dtype=%s", N, H, W, C, groups,
-                  dtype_bytes(dtype) ? dtype_name(dtype) : "unknown");
+    char shapes[176];
+    std::snprintf(shapes, sizeof shapes, "N=%d, H=%d, W=%d, C=%d, groups=%d, cluster=%d, dtype=%s", N, H, W, C, groups,
+                  cluster, dtype_bytes(dtype) ? dtype_name(dtype) : "unknown");
     if (dtype != ONESTEP_FLOAT16 && dtype != ONESTEP_BFLOAT16)
         return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the fused resnet block takes fp16 or bf16 (tensor cores)");
     if (N <= 0 || H <= 0 || W <= 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "N, H and W must be positive");
@@ -594,10 +659,13 @@ extern "C" onestep_status onestep_resnet_block_typed(const void* x, const void* 
     if (H * W != 16 && H * W != 64) return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "H*W must be 16 or 64");
     if (groups <= 0 || C % groups != 0)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "groups must divide C");
-    const int Cg = C / groups, BN = C / resnet::kCluster;
+    if (cluster != 0 && cluster != 8 && cluster != 16)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "cluster must be 0 (8), 8 or 16");
+    const int cl = cluster == 0 ? 8 : cluster;
+    const int Cg = C / groups, BN = C / cl;
     if (Cg % 8 != 0 || BN % Cg != 0)
         return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
-                    "C/groups (%d) must be a multiple of 8 that divides a block's %d channels (C/8)", Cg, BN);
+                    "C/groups (%d) must be a multiple of 8 that divides a block's %d channels (C/%d)", Cg, BN, cl);
     if (N > (1 << 27)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "N is too large for one launch");
     if (!(eps > 0.0f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be positive");
     if (!x || !gamma1 || !beta1 || !w1_krsc || !gamma2 || !beta2 || !w2_krsc || !y)
@@ -613,9 +681,10 @@ extern "C" onestep_status onestep_resnet_block_typed(const void* x, const void* 
     if (xb < yb + bytes && yb < xb + bytes)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "y must not overlap x");
     // The launch sets the instance's attribute for its largest shape (see resnet::launch): that must fit.
-    if (onestep_status s = require_shared(fn, shapes, resnet::Layout(C, 64, int(dtype_bytes(dtype))).total(),
+    if (onestep_status s = require_shared(fn, shapes, resnet::resident_most(C, cl, int(dtype_bytes(dtype))),
                                           "the fused resnet block")) return s;
     if (onestep_status s = require_sm90(fn, shapes, "the fused resnet block (thread block clusters)")) return s;
+    bool no_room = false;
     const auto go = [&](auto tag) {  // tensor cores: the 16-bit types only
         using T = decltype(tag);
         return resnet::launch<T>(static_cast<const T*>(x), static_cast<const T*>(x_bias), static_cast<const T*>(add),
@@ -623,20 +692,25 @@ extern "C" onestep_status onestep_resnet_block_typed(const void* x, const void* 
                                  static_cast<const T*>(beta1), static_cast<const T*>(w1_krsc),
                                  static_cast<const T*>(b1), static_cast<const T*>(gamma2), static_cast<const T*>(beta2),
                                  static_cast<const T*>(w2_krsc), static_cast<const T*>(b2), static_cast<T*>(y), N, H,
-                                 W, C, groups, eps, stream);
+                                 W, C, groups, eps, cl, stream, &no_room);
     };
-    return check_launch(dtype == ONESTEP_FLOAT16 ? go(__half()) : go(__nv_bfloat16()), fn, shapes);
+    const cudaError_t e = dtype == ONESTEP_FLOAT16 ? go(__half()) : go(__nv_bfloat16());
+    if (e == cudaSuccess && no_room)
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
+                    "no cluster of %d blocks of %zu bytes of shared memory fits this device (cudaOccupancyMaxActiveClusters)",
+                    cl, resnet::Layout(C, H * W, int(dtype_bytes(dtype)), cl).total());
+    return check_launch(e, fn, shapes);
 }
 
 extern "C" onestep_status onestep_resnet_block_concat_typed(
     const void* a, const void* a_bias, const void* b, const void* b_bias, const void* add, const void* add_bias,
     const void* gamma1, const void* beta1, const void* w1_krsc, const void* b1, const void* gamma2, const void* beta2,
     const void* w2_krsc, const void* b2, const void* ws_krsc, void* y, int N, int H, int W, int Ca, int Cb, int C,
-    int groups, float eps, onestep_dtype dtype, cudaStream_t stream) {
+    int groups, float eps, int cluster, onestep_dtype dtype, cudaStream_t stream) {
     const char* fn = "onestep_resnet_block_concat_typed";
-    char shapes[192];
-    std::snprintf(shapes, sizeof shapes, "N=%d, H=%d, W=%d, Ca=%d, Cb=%d, C=%d, groups=%d, dtype=%s", N, H, W, Ca, Cb,
-                  C, groups, dtype_bytes(dtype) ? dtype_name(dtype) : "unknown");
+    char shapes[208];
+    std::snprintf(shapes, sizeof shapes, "N=%d, H=%d, W=%d, Ca=%d, Cb=%d, C=%d, groups=%d, cluster=%d, dtype=%s", N, H,
+                  W, Ca, Cb, C, groups, cluster, dtype_bytes(dtype) ? dtype_name(dtype) : "unknown");
     if (dtype != ONESTEP_FLOAT16 && dtype != ONESTEP_BFLOAT16)
         return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the fused resnet block takes fp16 or bf16 (tensor cores)");
     if (N <= 0 || H <= 0 || W <= 0 || Ca <= 0 || Cb <= 0)
@@ -649,11 +723,14 @@ extern "C" onestep_status onestep_resnet_block_concat_typed(
     if (H * W != 16 && H * W != 64) return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "H*W must be 16 or 64");
     if (groups <= 0 || C % groups != 0 || Cin % groups != 0)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "groups must divide Ca+Cb and C");
-    const int Cg = C / groups, BN = C / resnet::kCluster;
+    if (cluster != 0 && cluster != 8 && cluster != 16)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "cluster must be 0 (8), 8 or 16");
+    const int cl = cluster == 0 ? 8 : cluster;
+    const int Cg = C / groups, BN = C / cl;
     if (Cg % 8 != 0 || BN % Cg != 0 || (Cin / groups) % 8 != 0)
         return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
-                    "C/groups (%d) must be a multiple of 8 that divides a block's %d channels (C/8), and (Ca+Cb)/groups "
-                    "(%d) a multiple of 8", Cg, BN, Cin / groups);
+                    "C/groups (%d) must be a multiple of 8 that divides a block's %d channels (C/%d), and (Ca+Cb)/groups "
+                    "(%d) a multiple of 8", Cg, BN, cl, Cin / groups);
     if (N > (1 << 27)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "N is too large for one launch");
     if (!(eps > 0.0f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be positive");
     if (!a || !b || !gamma1 || !beta1 || !w1_krsc || !gamma2 || !beta2 || !w2_krsc || !ws_krsc || !y)
@@ -672,15 +749,21 @@ extern "C" onestep_status onestep_resnet_block_concat_typed(
     };
     if (overlaps(a, pixels * Ca * elem) || overlaps(b, pixels * Cb * elem))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "y must overlap neither a nor b");
-    if (onestep_status s = require_shared(fn, shapes, resnet::ConcatLayout(512, C, 64, int(elem)).total(),
-                                          "the fused resnet block")) return s;
+    if (onestep_status s = require_shared(fn, shapes, resnet::concat_most(C, cl, int(elem)), "the fused resnet block"))
+        return s;
     if (onestep_status s = require_sm90(fn, shapes, "the fused resnet block (thread block clusters)")) return s;
+    bool no_room = false;
     const auto go = [&](auto tag) {
         using T = decltype(tag);
         const auto c = [](const void* p) { return static_cast<const T*>(p); };
         return resnet::launch_concat<T>(c(a), c(a_bias), c(b), c(b_bias), c(add), c(add_bias), c(gamma1), c(beta1),
                                         c(w1_krsc), c(b1), c(gamma2), c(beta2), c(w2_krsc), c(b2), c(ws_krsc),
-                                        static_cast<T*>(y), N, H, W, Ca, Cb, C, groups, eps, stream);
+                                        static_cast<T*>(y), N, H, W, Ca, Cb, C, groups, eps, cl, stream, &no_room);
     };
-    return check_launch(dtype == ONESTEP_FLOAT16 ? go(__half()) : go(__nv_bfloat16()), fn, shapes);
+    const cudaError_t e = dtype == ONESTEP_FLOAT16 ? go(__half()) : go(__nv_bfloat16());
+    if (e == cudaSuccess && no_room)
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
+                    "no cluster of %d blocks of %zu bytes of shared memory fits this device (cudaOccupancyMaxActiveClusters)",
+                    cl, resnet::ConcatLayout(Cin, C, H * W, int(elem), cl).total());
+    return check_launch(e, fn, shapes);
 }

@@ -19,9 +19,12 @@ struct Case {
     double offset;  // x's mean: the statistics' conditioning
 };
 
-void check_case(const Type& t, ktest::Rng& rng, const Case& k) {
-    std::printf("  %s N=%d %dx%d C=%d G=%d x_bias=%d add=%d add_bias=%d b1=%d b2=%d offset=%g\n", t.name, k.N, k.H,
-                k.W, k.C, k.G, k.x_bias, k.add, k.add_bias, k.b1, k.b2, k.offset);
+// Whether a cluster of cl blocks takes C channels in groups of G: each block's C / cl channels whole groups.
+bool fits(int C, int G, int cl) { return (C / cl) % (C / G) == 0; }
+
+void check_case(const Type& t, ktest::Rng& rng, const Case& k, int cl) {
+    std::printf("  %s N=%d %dx%d C=%d G=%d x_bias=%d add=%d add_bias=%d b1=%d b2=%d offset=%g, %d blocks\n", t.name,
+                k.N, k.H, k.W, k.C, k.G, k.x_bias, k.add, k.add_bias, k.b1, k.b2, k.offset, cl);
     const int HW = k.H * k.W, C = k.C;
     const size_t nx = size_t(k.N) * HW * C, nw = size_t(C) * 9 * C;
     const float eps = 1e-5f;
@@ -38,8 +41,8 @@ void check_case(const Type& t, ktest::Rng& rng, const Case& k) {
     ktest::Buf16 y(nx);
     if (!ktest::ok(onestep_resnet_block_typed(x.p, k.x_bias ? XB.p : nullptr, k.add ? AD.p : nullptr,
                                        k.add_bias ? ADB.p : nullptr, G1.p, BE1.p, W1.p, k.b1 ? B1.p : nullptr, G2.p,
-                                       BE2.p, W2.p, k.b2 ? B2.p : nullptr, y.p, k.N, k.H, k.W, C, k.G, eps, t.dt,
-                                       nullptr),
+                                       BE2.p, W2.p, k.b2 ? B2.p : nullptr, y.p, k.N, k.H, k.W, C, k.G, eps, cl,
+                                       t.dt, nullptr),
             "onestep_resnet_block_typed: %s") ||
         !ktest::sync())
         return;
@@ -52,7 +55,7 @@ void check_case(const Type& t, ktest::Rng& rng, const Case& k) {
     // few units of its own rounding.
     const double u = ktest::unit_roundoff(t.f);
     char what[96];
-    std::snprintf(what, sizeof what, "%s resnet block y (N=%d %dx%d C=%d)", t.name, k.N, k.H, k.W, C);
+    std::snprintf(what, sizeof what, "%s resnet block y (N=%d %dx%d C=%d, %d blocks)", t.name, k.N, k.H, k.W, C, cl);
     ktest::expect_close(what, got.data(), ref.data(), nx, 4 * u, 4 * u);
 }
 
@@ -63,9 +66,9 @@ struct ConcatCase {
 };
 
 // onestep_resnet_block_concat_typed: an up block's resnet on cat(a + a_bias, b + b_bias) with its 1x1 shortcut.
-void check_concat_case(const Type& t, ktest::Rng& rng, const ConcatCase& k) {
-    std::printf("  %s concat N=%d %dx%d Ca=%d Cb=%d C=%d G=%d a_bias=%d b_bias=%d add=%d b1=%d b2=%d offset=%g\n", t.name,
-                k.N, k.H, k.W, k.Ca, k.Cb, k.C, k.G, k.a_bias, k.b_bias, k.add, k.b1, k.b2, k.offset);
+void check_concat_case(const Type& t, ktest::Rng& rng, const ConcatCase& k, int cl) {
+    std::printf("  %s concat N=%d %dx%d Ca=%d Cb=%d C=%d G=%d a_bias=%d b_bias=%d add=%d b1=%d b2=%d offset=%g, %d blocks\n",
+                t.name, k.N, k.H, k.W, k.Ca, k.Cb, k.C, k.G, k.a_bias, k.b_bias, k.add, k.b1, k.b2, k.offset, cl);
     const int HW = k.H * k.W, C = k.C, Cin = k.Ca + k.Cb;
     const size_t na = size_t(k.N) * HW * k.Ca, nb = size_t(k.N) * HW * k.Cb, ny = size_t(k.N) * HW * C;
     const float eps = 1e-5f;
@@ -86,7 +89,7 @@ void check_concat_case(const Type& t, ktest::Rng& rng, const ConcatCase& k) {
                                                      k.add ? AD.p : nullptr, k.add ? ADB.p : nullptr, G1.p, BE1.p,
                                                      W1.p, k.b1 ? B1.p : nullptr, G2.p, BE2.p, W2.p,
                                                      k.b2 ? B2.p : nullptr, WS.p, y.p, k.N, k.H, k.W, k.Ca, k.Cb, C,
-                                                     k.G, eps, t.dt, nullptr),
+                                                     k.G, eps, cl, t.dt, nullptr),
                    "onestep_resnet_block_concat_typed: %s") ||
         !ktest::sync())
         return;
@@ -97,32 +100,35 @@ void check_concat_case(const Type& t, ktest::Rng& rng, const ConcatCase& k) {
     const vector<float> got = ktest::widen(t.f, y.p, ny);
     const double u = ktest::unit_roundoff(t.f);
     char what[128];
-    std::snprintf(what, sizeof what, "%s concat resnet block y (N=%d %dx%d Ca=%d Cb=%d C=%d)", t.name, k.N, k.H, k.W,
-                  k.Ca, k.Cb, C);
+    std::snprintf(what, sizeof what, "%s concat resnet block y (N=%d %dx%d Ca=%d Cb=%d C=%d, %d blocks)", t.name, k.N,
+                  k.H, k.W, k.Ca, k.Cb, C, cl);
     ktest::expect_close(what, got.data(), ref.data(), ny, 4 * u, 4 * u);
 }
 
-// A launch at 64 pixels captured in a graph, then one at 16 pixels of the same instance (C = 128 both): the graph's
-// replay must still run. The instance's shared-memory attribute was once set per launch, so the 16-pixel launch
-// lowered it below what the captured 64-pixel launch needs and the replay was refused (the Java backend's pass hit
-// it: cudaErrorInvalidValue at a graph node).
-void check_capture(const Type& t, ktest::Rng& rng) {
-    std::printf("  %s a captured 8x8 launch replayed after a 4x4 one\n", t.name);
-    const int C = 128, G = 16;
-    const size_t nw = size_t(C) * 9 * C;
-    ktest::Input16 x8(t, rng, 64 * C), x4(t, rng, 16 * C), w(t, rng, nw, 0.03), g(t, rng, C, 0.2), b(t, rng, C, 0.2);
-    ktest::Buf16 y8(64 * C), y8again(64 * C), y4(16 * C);
-    auto run = [&](const ktest::Input16& x, ktest::Buf16& y, int H, int W, cudaStream_t s) {
+// A launch at 64 pixels captured in a graph, then a smaller one of the same kernel instance (the same n-tiles a
+// block: C = 128 with 8 blocks as C = 256 with 16): the graph's replay must still run. The instance's shared-memory
+// attribute was once set per launch, so the smaller launch lowered it below what the captured one needs and the
+// replay was refused (the Java backend's pass hit it: cudaErrorInvalidValue at a graph node).
+void check_capture(const Type& t, ktest::Rng& rng, int C8, int cl8, int C4, int cl4) {
+    std::printf("  %s a captured 8x8 launch (C=%d, %d blocks) replayed after a 4x4 one (C=%d, %d blocks)\n", t.name, C8,
+                cl8, C4, cl4);
+    const int G = 16, Cmax = C8 > C4 ? C8 : C4;  // 8- or 16-channel groups: whole groups in every block either way
+    const size_t nw = size_t(Cmax) * 9 * Cmax;
+    ktest::Input16 x8(t, rng, 64 * C8), x4(t, rng, 16 * C4), w(t, rng, nw, 0.03), g(t, rng, Cmax, 0.2),
+        b(t, rng, Cmax, 0.2);
+    ktest::Buf16 y8(64 * C8), y8again(64 * C8), y4(16 * C4);
+    auto run = [&](const ktest::Input16& x, ktest::Buf16& y, int H, int W, int C, int cl, cudaStream_t s) {
         return onestep_resnet_block_typed(x.b.p, nullptr, nullptr, nullptr, g.b.p, b.b.p, w.b.p, nullptr, g.b.p, b.b.p,
-                                          w.b.p, nullptr, y.p, 1, H, W, C, G, 1e-5f, t.dt, s);
+                                          w.b.p, nullptr, y.p, 1, H, W, C, G, 1e-5f, cl, t.dt, s);
     };
     cudaStream_t s = nullptr;
     onestep_graph graph = nullptr;
-    if (!ktest::ok(onestep_stream_create(&s), "stream: %s") || !ktest::ok(run(x8, y8, 8, 8, nullptr), "8x8: %s") ||
+    if (!ktest::ok(onestep_stream_create(&s), "stream: %s") ||
+        !ktest::ok(run(x8, y8, 8, 8, C8, cl8, nullptr), "8x8: %s") ||
         !ktest::ok(onestep_graph_begin_capture(s), "begin capture: %s") ||
-        !ktest::ok(run(x8, y8again, 8, 8, s), "8x8 captured: %s") ||
+        !ktest::ok(run(x8, y8again, 8, 8, C8, cl8, s), "8x8 captured: %s") ||
         !ktest::ok(onestep_graph_end_capture(s, &graph), "end capture: %s") ||
-        !ktest::ok(run(x4, y4, 4, 4, nullptr), "4x4: %s") || !ktest::sync())
+        !ktest::ok(run(x4, y4, 4, 4, C4, cl4, nullptr), "4x4: %s") || !ktest::sync())
         return;
     ktest::ok(onestep_graph_launch(graph, s), "the 8x8 replay after a 4x4 launch: %s");
     ktest::ok(onestep_synchronize(s), "the replay: %s");
@@ -134,10 +140,11 @@ void check_capture(const Type& t, ktest::Rng& rng) {
 void check_errors() {
     std::printf("  refusals\n");
     ktest::Buf16 a(2 * 64 * 256 + 8), w(9 * 256 * 256 + 8), v(256), y(2 * 64 * 256);
+    int cluster = 8;
     auto call = [&](const void* x, const void* add, const void* add_bias, void* out, int N, int H, int W, int C, int G,
                     onestep_dtype dt) {
         return onestep_resnet_block_typed(x, nullptr, add, add_bias, v.p, v.p, w.p, nullptr, v.p, v.p, w.p, nullptr,
-                                          out, N, H, W, C, G, 1e-5f, dt, nullptr);
+                                          out, N, H, W, C, G, 1e-5f, cluster, dt, nullptr);
     };
     auto refused = [&](onestep_status got, onestep_status want, const char* needle, const char* what) {
         const bool named = std::strstr(onestep_last_error_message(), needle) != nullptr &&
@@ -160,6 +167,12 @@ void check_errors() {
             "add_bias needs add", "add_bias without add is refused by name: %s");
     refused(call(a.p, nullptr, nullptr, y.p, 0, 4, 4, 256, 32, ONESTEP_FLOAT16), ONESTEP_ERROR_INVALID_ARGUMENT,
             "positive", "N = 0 is refused by name: %s");
+    cluster = 12;
+    refused(call(a.p, nullptr, nullptr, y.p, 1, 4, 4, 256, 32, ONESTEP_FLOAT16), ONESTEP_ERROR_INVALID_ARGUMENT,
+            "cluster must be", "a cluster of 12 is refused by name: %s");
+    cluster = 16;  // 16-channel groups do not divide a block's 8 channels (C = 128 over 16 blocks)
+    refused(call(a.p, nullptr, nullptr, y.p, 1, 4, 4, 128, 8, ONESTEP_FLOAT16), ONESTEP_ERROR_UNSUPPORTED,
+            "8 channels (C/16)", "16-channel groups over 16 blocks are refused by name: %s");
 }
 
 void check_concat_errors() {
@@ -168,8 +181,8 @@ void check_concat_errors() {
     auto call = [&](const void* pa, const void* ws, void* out, int H, int W, int Ca, int Cb, int C, int G,
                     onestep_dtype dt) {
         return onestep_resnet_block_concat_typed(pa, nullptr, a.p, nullptr, nullptr, nullptr, v.p, v.p, w.p, nullptr,
-                                                 v.p, v.p, w.p, nullptr, ws, out, 1, H, W, Ca, Cb, C, G, 1e-5f, dt,
-                                                 nullptr);
+                                                 v.p, v.p, w.p, nullptr, ws, out, 1, H, W, Ca, Cb, C, G, 1e-5f, 8,
+                                                 dt, nullptr);
     };
     auto refused = [&](onestep_status got, onestep_status want, const char* needle, const char* what) {
         const bool named = std::strstr(onestep_last_error_message(), needle) != nullptr &&
@@ -213,9 +226,14 @@ int main() {
         {1, 8, 8, 128, 128, 128, 8, true, true, true, true, true, 100.0},     // a group per block; x around +-100
     };
     for (const Type& t : types) {
-        for (const Case& c : cases) check_case(t, rng, c);
-        for (const ConcatCase& c : concat_cases) check_concat_case(t, rng, c);
-        check_capture(t, rng);
+        for (int cl : {8, 16}) {  // the portable cluster and the non-portable one, where its blocks hold whole groups
+            for (const Case& c : cases)
+                if (fits(c.C, c.G, cl)) check_case(t, rng, c, cl);
+            for (const ConcatCase& c : concat_cases)
+                if (fits(c.C, c.G, cl)) check_concat_case(t, rng, c, cl);
+        }
+        check_capture(t, rng, 128, 8, 128, 8);
+        check_capture(t, rng, 256, 16, 128, 8);  // one instance (2 n-tiles a block), the larger shape captured
     }
     check_errors();
     check_concat_errors();
