@@ -249,7 +249,8 @@ public final class OnestepKernels {
     /**
      * A whole ResnetBlock2D in one launch (kernels/src/resnet.cu; fp16/bf16, C 128 or 256, H*W 16 or 64, compute
      * capability 9.0): y = x' + conv2(silu(norm2(conv1(silu(norm1(x'))) + b1 + add + addBias))) + b2, x' = x + xBias,
-     * weights KRSC (C, 3, 3, C); xBias, add (N, C), addBias, b1 and b2 may be 0.
+     * weights KRSC (C, 3, 3, C); xBias, add (N, C), addBias, b1 and b2 may be 0. cluster: the blocks a sample, 0 or 8
+     * (portable), or 16 (non-portable; refused where no such cluster fits the device).
      */
     public static native int onestep_resnet_block_typed(@Cast("const void*") long x, @Cast("const void*") long xBias,
                                                         @Cast("const void*") long add,
@@ -262,7 +263,7 @@ public final class OnestepKernels {
                                                         @Cast("const void*") long beta2,
                                                         @Cast("const void*") long w2Krsc,
                                                         @Cast("const void*") long b2, @Cast("void*") long y, int n,
-                                                        int h, int w, int c, int groups, float eps,
+                                                        int h, int w, int c, int groups, float eps, int cluster,
                                                         @Cast("onestep_dtype") int dtype,
                                                         @Cast("cudaStream_t") long stream);
 
@@ -287,7 +288,7 @@ public final class OnestepKernels {
                                                                @Cast("const void*") long b2,
                                                                @Cast("const void*") long wsKrsc,
                                                                @Cast("void*") long y, int n, int h, int w, int ca,
-                                                               int cb, int c, int groups, float eps,
+                                                               int cb, int c, int groups, float eps, int cluster,
                                                                @Cast("onestep_dtype") int dtype,
                                                                @Cast("cudaStream_t") long stream);
 

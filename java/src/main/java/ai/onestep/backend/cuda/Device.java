@@ -6,6 +6,7 @@ import ai.onestep.kernels.OnestepKernels;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.IntConsumer;
 import java.util.function.LongConsumer;
 import java.util.function.Supplier;
 import org.bytedeco.javacpp.BytePointer;
@@ -758,7 +759,7 @@ public abstract class Device implements AutoCloseable {
             }
             last = null;
             normConvsInPass += 2;
-            resnetFused(op, y);
+            resnetFused(op, y, kernel);
         }
     }
 
@@ -780,10 +781,11 @@ public abstract class Device implements AutoCloseable {
                 3, 3, o.c(), 1, 1, o.type(), o.scratch(), o.what());
     }
 
-    private void resnetFused(ResnetOp o, long y) {
+    /** The one launch: kernel 1 a cluster of 8 blocks a sample, 2 a cluster of 16. */
+    private void resnetFused(ResnetOp o, long y, int kernel) {
         check(onestep_resnet_block_typed(o.x(), 0, o.add(), o.addBias(), o.gamma1(), o.beta1(), o.w1Krsc(), o.b1(),
                 o.gamma2(), o.beta2(), o.w2Krsc(), o.b2(), y, o.n(), o.h(), o.wd(), o.c(), o.groups(), o.eps(),
-                o.type().code, stream), "resnetBlock2d", o.what());
+                clusterOf(kernel), o.type().code, stream), "resnetBlock2d", o.what());
     }
 
     /**
@@ -807,7 +809,7 @@ public abstract class Device implements AutoCloseable {
             }
             last = null;
             normConvsInPass += 2;
-            resnetConcatFused(op, op.y());
+            resnetConcatFused(op, op.y(), kernel);
         }
     }
 
@@ -831,10 +833,11 @@ public abstract class Device implements AutoCloseable {
                 3, 3, o.c(), 1, 1, o.type(), o.scratch(), o.what());
     }
 
-    private void resnetConcatFused(ConcatResnetOp o, long y) {
+    private void resnetConcatFused(ConcatResnetOp o, long y, int kernel) {
         check(onestep_resnet_block_concat_typed(o.a(), o.aBias(), o.b(), o.bBias(), o.add(), o.addBias(), o.gamma1(),
                 o.beta1(), o.w1Krsc(), o.b1(), o.gamma2(), o.beta2(), o.w2Krsc(), o.b2(), o.wsKrsc(), y, o.n(), o.h(),
-                o.wd(), o.ca(), o.cb(), o.c(), o.groups(), o.eps(), o.type().code, stream), "resnetBlock2dConcat",
+                o.wd(), o.ca(), o.cb(), o.c(), o.groups(), o.eps(), clusterOf(kernel), o.type().code, stream),
+                "resnetBlock2dConcat",
                 o.what());
     }
 
@@ -852,7 +855,8 @@ public abstract class Device implements AutoCloseable {
                 + o.c() + ",g=" + o.groups() + (o.aBias() != 0 || o.bBias() != 0 ? ",cat-biased" : "")
                 + (o.add() != 0 ? ",add" : "") + (o.b1() != 0 || o.b2() != 0 ? ",biased" : "") + ","
                 + o.type().label();
-        return chooseWithChainReset(key, () -> resnetConcatApart(o, o.y()), () -> resnetConcatFused(o, o.y()),
+        return chooseWithChainReset(key, resnetCandidates(o.c(), o.groups()), () -> resnetConcatApart(o, o.y()),
+                kernel -> resnetConcatFused(o, o.y(), kernel),
                 ref -> resnetConcatApart(o, ref), o.y(), (long) o.n() * o.h() * o.wd() * o.c(), o.type(), o.what());
     }
 
@@ -882,7 +886,8 @@ public abstract class Device implements AutoCloseable {
     }
 
     /**
-     * The route {@link #resnetBlock} runs a shape with: 1, the one launch, where, timed against the two ops on the
+     * The route {@link #resnetBlock} runs a shape with: 1 or 2, the one launch (a cluster of 8 or 16 blocks a sample:
+     * {@link #resnetCandidates}), where, timed against the two ops on the
      * shape's first use outside a capture (their own choices, the statistics chain's included, made in the timing's
      * warm-up runs), it was faster and its y agreed; else 0. Off with {@link #fuseResnetBlocks}; only where the kernel
      * has an instance (fp16/bf16, c 128 or 256, h w 16 or 64, c / groups a multiple of 8 dividing c / 8) and both
@@ -896,7 +901,8 @@ public abstract class Device implements AutoCloseable {
         }
         String key = "resnet,n=" + o.n() + ",hw=" + o.h() + "x" + o.wd() + ",c=" + o.c() + ",g=" + o.groups()
                 + (o.add() != 0 ? ",add" : "") + (o.b1() != 0 || o.b2() != 0 ? ",biased" : "") + "," + o.type().label();
-        return chooseWithChainReset(key, () -> resnetApart(o, o.y()), () -> resnetFused(o, o.y()),
+        return chooseWithChainReset(key, resnetCandidates(o.c(), o.groups()), () -> resnetApart(o, o.y()),
+                kernel -> resnetFused(o, o.y(), kernel),
                 ref -> resnetApart(o, ref), o.y(), (long) o.n() * o.h() * o.wd() * o.c(), o.type(), o.what());
     }
 
@@ -906,8 +912,12 @@ public abstract class Device implements AutoCloseable {
      * values compared at y. Each of the two calls' runs starts from the block's state of the statistics chain (its calls'
      * positions, the link before it), so every run is the one the pass would make; the state is restored after.
      */
-    private int chooseWithChainReset(String key, Runnable apart, Runnable fused, LongConsumer apartInto, long y,
+    private int chooseWithChainReset(String key, List<Candidate> candidates, Runnable apart, IntConsumer fused,
+                                     LongConsumer apartInto, long y,
                                      long elems, Precision type, Supplier<String> what) {
+        if (candidates.isEmpty()) {
+            return 0;
+        }
         Link before = last;
         int position = normConvsInPass;
         long seq = opSeq, given = normConvsGiven, left = normConvStatsLeft, unfused = normConvsUnfused;
@@ -917,18 +927,18 @@ public abstract class Device implements AutoCloseable {
             opSeq = seq;
         };
         try {
-            return timedChoice(key, "norms and convolutions apart", RESNET_ONE_LAUNCH, kernel -> {
+            return timedChoice(key, "norms and convolutions apart", candidates, kernel -> {
                 if (kernel == 0) {
                     reset.run();
                     apart.run();
                 } else {
-                    fused.run();
+                    fused.accept(kernel);
                 }
             }, (kernel, tmp) -> {
                 long ref = tmp.allocate(elems * type.bytes, "resnet block check");
                 reset.run();
                 apartInto.accept(ref);
-                fused.run();  // y: the candidate's, last
+                fused.accept(kernel);  // y: the candidate's, last
                 return agrees(y, ref, elems, type, tmp, what, "the resnet block in one launch " + key,
                         "the norms and convolutions apart for this shape");
             });
@@ -940,7 +950,30 @@ public abstract class Device implements AutoCloseable {
         }
     }
 
-    private static final List<Candidate> RESNET_ONE_LAUNCH = List.of(new Candidate(1, "one launch"));
+    /**
+     * The one-launch candidates for a block of c channels in the given groups: a cluster of 8 blocks a sample (kernel
+     * 1), and of 16 (kernel 2: non-portable, half the weights and work a block; the library refuses it where no such
+     * cluster fits the device, and the choice records that) where its blocks' c / 16 channels are whole groups. Only
+     * the sizes {@link #resnetClusters} lists.
+     */
+    private List<Candidate> resnetCandidates(int c, int groups) {
+        List<Candidate> list = new ArrayList<>();
+        for (int size : resnetClusters) {
+            if (size == 8) {
+                list.add(new Candidate(1, "one launch"));
+            } else if (size == 16 && (c / 16) % (c / groups) == 0) {
+                list.add(new Candidate(2, "one launch, 16 blocks"));
+            }
+        }
+        return list;
+    }
+
+    private static int clusterOf(int kernel) {
+        return kernel == 2 ? 16 : 8;
+    }
+
+    /** The cluster sizes the resnet blocks' choices time (tests narrow it to one). */
+    int[] resnetClusters = {8, 16};
 
     /**
      * Whether {@code onestep_resnet_block_typed} has an instance for the shape: fp16 or bf16, c 128 or 256, h w 16 or
