@@ -44,6 +44,9 @@
 
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <utility>
 
 namespace onestep {
 namespace resnet {
@@ -118,6 +121,12 @@ __device__ __forceinline__ void a_fragment(uint32_t (&a)[4], const T* A, int pit
     a[3] = in_hi ? load_as<uint32_t>(a_hi + 8) : 0u;
 }
 
+template <int NT>
+__device__ __forceinline__ void zero(float (&acc)[NT][4]) {
+#pragma unroll
+    for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+}
+
 // This warp's share of a 3x3 'same' convolution of A (HW x C, pitch_a) with W (BN x K): m-tile mt (pixels 16 mt ..
 // 16 mt + 15) over the K range of part kp, all BN / 8 n-tiles, into acc. A k step of 16 lies in one tap (C is a
 // multiple of 16): its input pixel is the output pixel moved by (r - 1, s - 1), zero outside the image.
@@ -126,8 +135,7 @@ __device__ __forceinline__ void conv_part(float (&acc)[NT][4], const T* A, const
                                           int mt, int kp) {
     const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
     const Rows rw = rows_of(mt, Wd);
-#pragma unroll
-    for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    zero(acc);
     const int span = L.K / L.KP, k_begin = kp * span;
     // Unrolled so that the next steps' shared loads issue under this step's mma (span is at least 9 steps).
 #pragma unroll 4
@@ -336,6 +344,16 @@ static cudaError_t launch_block(void (*kernel)(KArgs...), size_t most, size_t sm
         e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
         if (e != cudaSuccess) return e;
 #ifndef ONESTEP_EMULATION
+        // Asked once per instance and shared-memory size, on the first launch: the backend's timing runs come before
+        // a graph capture, so a captured launch only reads the answer.
+        static std::mutex mutex;
+        static std::map<std::pair<const void*, size_t>, int> answers;
+        std::lock_guard<std::mutex> lock(mutex);
+        const auto known = answers.find({reinterpret_cast<const void*>(kernel), smem});
+        if (known != answers.end()) {
+            *no_room = known->second < 1;
+            return *no_room ? cudaSuccess : launch_cluster(kernel, grid, block, unsigned(cl), smem, stream, args...);
+        }
         cudaLaunchAttribute attribute;
         attribute.id = cudaLaunchAttributeClusterDimension;
         attribute.val.clusterDim.x = unsigned(cl);
@@ -351,6 +369,7 @@ static cudaError_t launch_block(void (*kernel)(KArgs...), size_t most, size_t sm
         int clusters = 0;
         e = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config);
         if (e != cudaSuccess) return e;
+        answers[{reinterpret_cast<const void*>(kernel), smem}] = clusters;
         if (clusters < 1) {
             *no_room = true;
             return cudaSuccess;
@@ -446,12 +465,6 @@ __device__ __forceinline__ void stage_part(float (&acc)[NT][4], const T* A, int 
             mma<T>(acc[j], a, load_as<uint32_t>(b), load_as<uint32_t>(b + 8));
         }
     }
-}
-
-template <int NT>
-__device__ __forceinline__ void zero(float (&acc)[NT][4]) {
-#pragma unroll
-    for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
 }
 
 template <typename T, int NT>
