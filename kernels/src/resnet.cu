@@ -184,6 +184,20 @@ __device__ __forceinline__ void conv(const T* A, const T* W, float* sums, const 
     reduce_parts<NT>(acc, sums, L.HW, L.BN, L.KP, mt, kp, out);
 }
 
+// norm2's input at channel co of sample n from conv1's sum s: h rounded to T as stored, then (h + b1) + t in fp32, as
+// onestep_groupnorm_forward_add_typed adds them (t = add[n] + add_bias: the time projection).
+template <typename T>
+__device__ __forceinline__ float norm2_input(float s, int co, int n, int C, const T* add, const T* add_bias,
+                                             const T* b1) {
+    const float h = to_f32(from_f32<T>(s));
+    float tv = 0.0f;
+    if (add) {
+        tv = to_f32(add[(long long)n * C + co]);
+        if (add_bias) tv += to_f32(add_bias[co]);
+    }
+    return (h + (b1 ? to_f32(b1[co]) : 0.0f)) + tv;
+}
+
 // norm2 of v2 (HW x BN fp32: this block's channels co0 .., whole groups of Cg, so the statistics are its own) + SiLU
 // into its slice of A2 (HW rows of C, pitch_a), then the cl - 1 other slices from the peers' A2 through distributed shared
 // memory: A2 is conv2's whole input after it. v2[e] must have been written by thread e % kThreads (reduce_parts'
@@ -301,14 +315,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     // ---- conv1, then h + b1 + t (fp32, h rounded to T as stored) into a1 as norm2's input ----------------------------
     float* const v2 = reinterpret_cast<float*>(a1);  // HW x BN, once conv1 has read A1
     conv<T, NT>(reinterpret_cast<const T*>(a1), W, reinterpret_cast<float*>(a2), L, H, Wd, [&](int p, int nn, float s) {
-        const int co = co0 + nn;
-        const float h = to_f32(from_f32<T>(s));
-        float tv = 0.0f;
-        if (add) {
-            tv = to_f32(add[(long long)n * C + co]);
-            if (add_bias) tv += to_f32(add_bias[co]);
-        }
-        v2[p * L.BN + nn] = (h + (b1 ? to_f32(b1[co]) : 0.0f)) + tv;
+        v2[p * L.BN + nn] = norm2_input(s, co0 + nn, n, C, add, add_bias, b1);
     });
     __syncthreads();  // conv1 is done with W: conv2's weights may land there
     issue_weights(W, w2, L, co0);
@@ -593,14 +600,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                           tap / 3 - 1, tap % 3 - 1);
     float* const v2 = reinterpret_cast<float*>(X);  // HW x BN, once conv1 has read X (reduce_parts' barrier)
     reduce_parts<NT>(acc, reinterpret_cast<float*>(a2), HW, BN, L.KP, mt, kp, [&](int p, int nn, float s) {
-        const int co = co0 + nn;
-        const float h = to_f32(from_f32<T>(s));
-        float tv = 0.0f;
-        if (add) {
-            tv = to_f32(add[(long long)n * C + co]);
-            if (add_bias) tv += to_f32(add_bias[co]);
-        }
-        v2[p * BN + nn] = (h + (b1 ? to_f32(b1[co]) : 0.0f)) + tv;
+        v2[p * BN + nn] = norm2_input(s, co0 + nn, n, C, add, add_bias, b1);
     });
     // No barrier: a thread reads back only the v2 elements it wrote (reduce_parts and norm2_exchange stride the same
     // way), and norm2_exchange's first reduction is a barrier before anything overwrites conv1's sums in A2.
