@@ -531,10 +531,12 @@ public final class DeviceCheck {
                 java.util.List<Device.Choice> choices = cd.timedChoices();
                 long attention = choices.stream().filter(o -> o.shape().startsWith("attention,")).count();
                 long norms = choices.stream().filter(o -> o.shape().startsWith("groupnorm,")).count();
-                long convs = choices.size() - attention - norms;
+                long resnets = choices.stream().filter(o -> o.shape().startsWith("resnet")).count();
+                long convs = choices.size() - attention - norms - resnets;
                 fact(p.label() + " pass: " + choices.stream().filter(o -> o.config() > 0).count() + " of "
                         + choices.size() + " shapes on our candidate kernels (" + convs + " convolution shapes timed "
-                        + "against cuDNN, " + attention + " attention shapes, " + norms + " group norms)",
+                        + "against cuDNN, " + attention + " attention shapes, " + norms + " group norms, " + resnets
+                        + " whole resnet blocks)",
                         convs > 0 || !cd.ownsConvolutions());
                 choices.forEach(o -> System.out.println("    " + o));
                 // The statistics chain (Device#groupNormConv): readers that took the statistics their producer left,
