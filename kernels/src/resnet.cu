@@ -67,21 +67,28 @@ __device__ __forceinline__ float silu(float u) { return u / (1.0f + __expf(-u));
 // The layout of a block's dynamic shared memory for C channels (BN = C / cl of them this block's) and HW pixels:
 //   W:    BN rows of K = 9 C weights, pitch K + 8 (conv1's, then conv2's): the 8 rows a B fragment reads fall in 8
 //         different 4-bank groups, so its 32 lanes hit 32 banks;
+//   W2:   where a second such buffer fits (`both`: everything but the C = 256, 8-block case), conv2's weights, copied
+//         from the first instruction too instead of after conv1;
 //   A1:   conv1's input, HW rows of C, pitch C + 8 (the same reason); then norm2's input (fp32, HW x BN); then conv2's
 //         K-part sums (fp32, KP x HW x BN);
 //   A2:   conv1's K-part sums; then conv2's input, HW rows of C, pitch C + 8;
 //   part: one float a thread, stat: mean and rstd of up to 32 groups.
 // A1 and A2 are each the larger of their uses.
+constexpr size_t kMaxShared = 227 * 1024;  // sm_90's opt-in dynamic shared memory a block
+
 struct Layout {
     int C, HW, BN, K, KP, pitch_w, pitch_a;
     size_t w_bytes, a_bytes;
+    bool both;
     __host__ __device__ Layout(int C_, int HW_, int elem, int cl) : C(C_), HW(HW_) {
         BN = C / cl, K = 9 * C, KP = kWarps / (HW / 16), pitch_w = K + 8, pitch_a = C + 8;
-        w_bytes = size_t(BN) * pitch_w * elem;
+        w_bytes = size_t(BN) * pitch_w * elem;  // a multiple of 16 (BN a multiple of 8)
         const size_t act = size_t(HW) * pitch_a * elem, sums = size_t(KP) * HW * BN * 4;
         a_bytes = (act > sums ? act : sums + 15) / 16 * 16;
+        both = one() + w_bytes <= kMaxShared;
     }
-    __host__ __device__ size_t total() const { return w_bytes + 2 * a_bytes + (kThreads + 64) * 4; }
+    __host__ __device__ size_t one() const { return w_bytes + 2 * a_bytes + (kThreads + 64) * 4; }
+    __host__ __device__ size_t total() const { return one() + (both ? w_bytes : 0); }
 };
 
 // Copies this block's BN weight rows (contiguous in the KRSC tensor) into W by cp.async, one commit group.
@@ -247,7 +254,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     const Layout L(C, H * Wd, int(sizeof(T)), cl);
     ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
     T* const W = reinterpret_cast<T*>(smem);
-    unsigned char* const a1 = smem + L.w_bytes;
+    T* const W2 = L.both ? reinterpret_cast<T*>(smem + L.w_bytes) : W;
+    unsigned char* const a1 = smem + (L.both ? 2 : 1) * L.w_bytes;
     unsigned char* const a2 = a1 + L.a_bytes;
     float* const part = reinterpret_cast<float*>(a2 + L.a_bytes);
     float* const stat = part + kThreads;  // [0, 32): mean, [32, 64): rstd
@@ -256,6 +264,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const T* xs = x + (long long)n * HW * C;
 
     issue_weights(W, w1, L, co0);  // conv1's weights land under everything up to conv1
+    if (L.both) issue_weights(W2, w2, L, co0);  // and conv2's, a second group, under everything up to conv2
 
     // ---- norm1 on x' = x + x_bias, every channel (each block the whole sample) -------------------------------------
     // Thread i holds the 8-channel vectors i, i + kThreads, ...: its channels c8 .. c8 + 7 are fixed (kThreads is a
@@ -309,7 +318,10 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
         }
     }
-    cp_async_wait<0>();
+    if (L.both)
+        cp_async_wait<1>();  // conv1's group; conv2's may still fly
+    else
+        cp_async_wait<0>();
     __syncthreads();  // A1 and conv1's weights complete
 
     // ---- conv1, then h + b1 + t (fp32, h rounded to T as stored) into a1 as norm2's input ----------------------------
@@ -318,7 +330,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         v2[p * L.BN + nn] = norm2_input(s, co0 + nn, n, C, add, add_bias, b1);
     });
     __syncthreads();  // conv1 is done with W: conv2's weights may land there
-    issue_weights(W, w2, L, co0);
+    if (!L.both) issue_weights(W, w2, L, co0);
 
     // ---- norm2 on this block's BN channels (whole groups), the slices exchanged: conv2's input in A2 -----------------
     T* const A2 = reinterpret_cast<T*>(a2);
@@ -328,7 +340,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     // ---- conv2 + b2 + x' -> y --------------------------------------------------------------------------------------
     T* ys = y + (long long)n * HW * C;
-    conv<T, NT>(A2, W, reinterpret_cast<float*>(a1), L, H, Wd, [&](int p, int m, float s) {
+    conv<T, NT>(A2, W2, reinterpret_cast<float*>(a1), L, H, Wd, [&](int p, int m, float s) {
         const int co = co0 + m;
         const float r = to_f32(xs[(long long)p * C + co]) + (x_bias ? to_f32(x_bias[co]) : 0.0f);
         ys[(long long)p * C + co] = from_f32<T>(s + (b2 ? to_f32(b2[co]) : 0.0f) + r);
