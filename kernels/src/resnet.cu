@@ -435,23 +435,38 @@ static cudaError_t launch(const T* x, const T* x_bias, const T* add, const T* ad
 // into b2 by the caller, as the unfused ops run it):
 //   y = round(ws x) + conv2(SiLU(norm2(conv1(SiLU(norm1(x))) + b1 + t))) + b2
 // At Cin = 512, C = 256 a block's conv1 rows are 295 KB, past shared memory, so the weights do not sit there whole:
-// they stream through a ring of kStages slots, one stage a tap (BN rows of Cin, or of C for conv2), the 19 stages
+// they stream through a ring of slots, one stage a tap (BN rows of Cin, or of C for conv2), the 19 stages
 // (the shortcut, conv1's 9 taps, conv2's 9) in the order they are used. A slot is refilled as soon as every warp is
-// done with it (one barrier a stage), so kStages - 1 stages are in flight under the work between the GEMMs (norm1's
-// statistics, norm2 and the exchange) as under the GEMMs. x itself sits in shared memory (64 pixels x 512 channels:
+// done with it (one barrier a stage), so all slots but one are in flight under the work between the GEMMs (norm1's
+// statistics, norm2 and the exchange) as under the GEMMs. The ring has as many slots as shared memory leaves, 3 to
+// kMaxStages: the bytes in flight bound a block's streaming rate (Little's law: ~1.5 us of latency at 100 GB/s wants
+// ~150 KB in flight), so 3 slots of 33 KB (8 blocks, 8x8) stream at a third of what 7 of 17 KB (16 blocks) do. x itself sits in shared memory (64 pixels x 512 channels:
 // 65 KB): norm1's statistics are two exact passes over it, the shortcut reads it, and norm1 + SiLU then overwrites it
 // in place as conv1's input. Every warp keeps its accumulators across a GEMM's stages, over its m-tile and its share
 // of each stage's columns, so a stage is one k range of the same split as the resident kernel's.
-constexpr int kStages = 3, kShortcutStage = 0, kConv1Stage = 1, kConv2Stage = 10, kStageCount = 19;
+constexpr int kMinStages = 3, kMaxStages = 8, kShortcutStage = 0, kConv1Stage = 1, kConv2Stage = 10, kStageCount = 19;
+
+// cp.async.wait_group takes an immediate: this thread's groups but the newest n landed, n in [1, kMaxStages - 2].
+__device__ __forceinline__ void cp_async_wait_all_but(int n) {
+    switch (n) {
+        case 1: cp_async_wait<1>(); break;
+        case 2: cp_async_wait<2>(); break;
+        case 3: cp_async_wait<3>(); break;
+        case 4: cp_async_wait<4>(); break;
+        case 5: cp_async_wait<5>(); break;
+        default: cp_async_wait<6>(); break;
+    }
+}
+static_assert(kMaxStages - 2 == 6, "cp_async_wait_all_but covers 1 .. kMaxStages - 2");
 
 // Dynamic shared memory of the streamed kernel:
 //   X:    x (HW rows of Cin, pitch Cin + 8), then conv1's input in place; then v2 (fp32 HW x BN) and conv2's sums;
 //   A2:   the shortcut's and conv1's sums (fp32, KP x HW x BN); then conv2's input (HW rows of C, pitch C + 8);
 //   SC:   the shortcut's output (fp32 HW x BN, rounded to T);
-//   ring: kStages slots of BN rows, pitch max(Cin, C) + 8 (the bank reason of Layout);
+//   ring: `stages` slots of BN rows, pitch max(Cin, C) + 8 (the bank reason of Layout): as many as fit, 3 to 8;
 //   part, stat: as Layout.
 struct ConcatLayout {
-    int Cin, C, HW, BN, KP, pitch_x, pitch_a, pitch_s;
+    int Cin, C, HW, BN, KP, pitch_x, pitch_a, pitch_s, stages;
     size_t x_bytes, a_bytes, sc_bytes, slot_bytes;
     __host__ __device__ static size_t up16(size_t b) { return (b + 15) / 16 * 16; }
     __host__ __device__ ConcatLayout(int Cin_, int C_, int HW_, int elem, int cl) : Cin(Cin_), C(C_), HW(HW_) {
@@ -462,9 +477,12 @@ struct ConcatLayout {
         a_bytes = up16(a > sums ? a : sums);
         sc_bytes = size_t(HW) * BN * 4;
         slot_bytes = up16(size_t(BN) * pitch_s * elem);
+        const size_t fixed = x_bytes + a_bytes + sc_bytes + (kThreads + 64) * 4;
+        const size_t fit = fixed < kMaxShared ? (kMaxShared - fixed) / slot_bytes : 0;
+        stages = fit < size_t(kMinStages) ? kMinStages : fit > size_t(kMaxStages) ? kMaxStages : int(fit);
     }
     __host__ __device__ size_t total() const {
-        return x_bytes + a_bytes + sc_bytes + kStages * slot_bytes + (kThreads + 64) * 4;
+        return x_bytes + a_bytes + sc_bytes + stages * slot_bytes + (kThreads + 64) * 4;
     }
 };
 
@@ -502,7 +520,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     unsigned char* const a2 = smem + L.x_bytes;
     float* const SC = reinterpret_cast<float*>(a2 + L.a_bytes);
     T* const ring = reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(SC) + L.sc_bytes);
-    float* const part = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(ring) + kStages * L.slot_bytes);
+    float* const part = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(ring) + L.stages * L.slot_bytes);
     float* const stat = part + kThreads;
     const unsigned rank = cluster_rank();
     const int n = blockIdx.x / cl, co0 = int(rank) * L.BN, HW = L.HW, BN = L.BN;
@@ -520,7 +538,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             if (s == kShortcutStage) src = ws + (long long)co0 * Cin, cols = Cin, row = Cin;
             else if (s < kConv2Stage) src = w1 + (long long)co0 * 9 * Cin + (s - kConv1Stage) * Cin, cols = Cin, row = 9LL * Cin;
             else src = w2 + (long long)co0 * 9 * C + (s - kConv2Stage) * C, cols = C, row = 9LL * C;
-            T* slot = ring + (s % kStages) * slot_elems;
+            T* slot = ring + (s % L.stages) * slot_elems;
             const int per_row = cols / 8;
             for (int i = threadIdx.x; i < BN * per_row; i += kThreads) {
                 const int r = i / per_row, k = (i - r * per_row) * 8;
@@ -532,12 +550,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     // Stage s's slot once its copies have landed for every thread; refills the slot of stage s - 1, which every warp
     // is done with past the barrier.
     const auto stage = [&](int s) -> const T* {
-        cp_async_wait<kStages - 2>();
+        cp_async_wait_all_but(L.stages - 2);
         __syncthreads();
         issue();
-        return ring + (s % kStages) * slot_elems;
+        return ring + (s % L.stages) * slot_elems;
     };
-    for (int i = 0; i < kStages - 1; i++) issue();
+    for (int i = 0; i < L.stages - 1; i++) issue();
 
     // ---- x = cat(a + a_bias, b + b_bias), rounded per source as stored, into X; norm1's statistics over it --------
     // Thread i holds the 8-channel vectors i, i + kThreads, ...: its channels c8 .. c8 + 7 are fixed (Cin / 8 divides
