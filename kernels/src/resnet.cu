@@ -27,10 +27,11 @@
 // (h + b1) + (add + add_bias)), norm2's output, and y. Statistics, products and sums are fp32.
 //
 // Conditions (the C entry names each): fp16 or bf16; C 128 or 256; H * W 16 or 64 (4x4, 8x8, 2x8, ...); C / G a
-// multiple of 8 that divides BN; at 16 blocks, room for such a cluster (the occupancy API asked first); x, the weights and y 16-byte aligned, y apart from x; compute capability 9.0.
-// The emulation runs it (clusters, distributed shared memory, cp.async and mma.sync are in its subset), so CTest
-// checks it against a double reference (kernels/test/test_resnet.cpp); dev/resnet_forward.cu times it against the
-// four launches it replaces. Not yet timed on a GPU (twenty-fifth session).
+// multiple of 8 that divides BN; at 16 blocks, room for such a cluster (the occupancy API asked first); x, the weights
+// and y 16-byte aligned, y apart from x; compute capability 9.0. The emulation runs it (clusters, distributed shared
+// memory, cp.async and mma.sync are in its subset), so CTest checks it against a double reference
+// (kernels/test/test_resnet.cpp); dev/resnet_forward.cu times it against the four launches it replaces. Not yet timed
+// on a GPU (twenty-fifth session).
 //
 // The second kernel (concat_block_kernel, after the first's launch) is an up block's: the block on cat(h, skip) with a
 // 1x1 conv_shortcut, whose conv1 weights (295 KB a block at 512 -> 256 channels) do not fit shared memory whole, so
@@ -206,8 +207,8 @@ __device__ __forceinline__ float norm2_input(float s, int co, int n, int C, cons
 }
 
 // norm2 of v2 (HW x BN fp32: this block's channels co0 .., whole groups of Cg, so the statistics are its own) + SiLU
-// into its slice of A2 (HW rows of C, pitch_a), then the cl - 1 other slices from the peers' A2 through distributed shared
-// memory: A2 is conv2's whole input after it. v2[e] must have been written by thread e % kThreads (reduce_parts'
+// into its slice of A2 (HW rows of C, pitch_a), then the cl - 1 other slices from the peers' A2 through distributed
+// shared memory: A2 is conv2's whole input after it. v2[e] must have been written by thread e % kThreads (reduce_parts'
 // stride) or be complete past a barrier; ends at a cluster barrier after the last remote read.
 template <typename T>
 __device__ __forceinline__ void norm2_exchange(const float* v2, T* A2, float* part, float* stat, int HW, int BN,
@@ -435,15 +436,16 @@ static cudaError_t launch(const T* x, const T* x_bias, const T* add, const T* ad
 // into b2 by the caller, as the unfused ops run it):
 //   y = round(ws x) + conv2(SiLU(norm2(conv1(SiLU(norm1(x))) + b1 + t))) + b2
 // At Cin = 512, C = 256 a block's conv1 rows are 295 KB, past shared memory, so the weights do not sit there whole:
-// they stream through a ring of slots, one stage a tap (BN rows of Cin, or of C for conv2), the 19 stages
-// (the shortcut, conv1's 9 taps, conv2's 9) in the order they are used. A slot is refilled as soon as every warp is
-// done with it (one barrier a stage), so all slots but one are in flight under the work between the GEMMs (norm1's
+// they stream through a ring of slots, one stage a tap (BN rows of Cin, or of C for conv2), the 19 stages (the
+// shortcut, conv1's 9 taps, conv2's 9) in the order they are used. A slot is refilled as soon as every warp is done
+// with it (one barrier a stage), so all slots but one are in flight under the work between the GEMMs (norm1's
 // statistics, norm2 and the exchange) as under the GEMMs. The ring has as many slots as shared memory leaves, 3 to
-// kMaxStages: the bytes in flight bound a block's streaming rate (Little's law: ~1.5 us of latency at 100 GB/s wants
-// ~150 KB in flight), so 3 slots of 33 KB (8 blocks, 8x8) stream at a third of what 7 of 17 KB (16 blocks) do. x itself sits in shared memory (64 pixels x 512 channels:
-// 65 KB): norm1's statistics are two exact passes over it, the shortcut reads it, and norm1 + SiLU then overwrites it
-// in place as conv1's input. Every warp keeps its accumulators across a GEMM's stages, over its m-tile and its share
-// of each stage's columns, so a stage is one k range of the same split as the resident kernel's.
+// kMaxStages: the bytes in flight bound a block's streaming rate (Little's law: at an assumed ~1.5 us of memory
+// latency, 100 GB/s into one SM wants ~150 KB in flight). 8 blocks at 8x8 get 3 slots of 33 KB (66 KB in flight), 16
+// blocks 7 of 17 KB (100 KB). x itself sits in shared memory (64 pixels x 512 channels: 65 KB): norm1's statistics are
+// two exact passes over it, the shortcut reads it, and norm1 + SiLU then overwrites it in place as conv1's input. Every
+// warp keeps its accumulators across a GEMM's stages, over its m-tile and its share of each stage's columns, so a stage
+// is one k range of the same split as the resident kernel's.
 constexpr int kMinStages = 3, kMaxStages = 8, kShortcutStage = 0, kConv1Stage = 1, kConv2Stage = 10, kStageCount = 19;
 
 // cp.async.wait_group takes an immediate: this thread's groups but the newest n landed, n in [1, kMaxStages - 2].
@@ -536,7 +538,8 @@ __global__ void __launch_bounds__(kThreads, 1)
             int cols;
             long long row;
             if (s == kShortcutStage) src = ws + (long long)co0 * Cin, cols = Cin, row = Cin;
-            else if (s < kConv2Stage) src = w1 + (long long)co0 * 9 * Cin + (s - kConv1Stage) * Cin, cols = Cin, row = 9LL * Cin;
+            else if (s < kConv2Stage)
+                src = w1 + (long long)co0 * 9 * Cin + (s - kConv1Stage) * Cin, cols = Cin, row = 9LL * Cin;
             else src = w2 + (long long)co0 * 9 * C + (s - kConv2Stage) * C, cols = C, row = 9LL * C;
             T* slot = ring + (s % L.stages) * slot_elems;
             const int per_row = cols / 8;

@@ -1,8 +1,8 @@
-// test_resnet: onestep_resnet_block_typed and onestep_resnet_block_concat_typed (src/resnet.cu), a whole
-// ResnetBlock2D in one launch (a down or mid block's; an up block's on cat(h, skip) with its 1x1 shortcut), against a double
+// test_resnet: onestep_resnet_block_typed and onestep_resnet_block_concat_typed (src/resnet.cu), a whole ResnetBlock2D
+// in one launch (a down or mid block's; an up block's on cat(h, skip) with its 1x1 shortcut), against a double
 // reference that rounds where the kernel (and the unfused ops) store a tensor: norm1's output, conv1's output, norm2's
-// output and y (resnet_ref.h, shared with dev/resnet_forward.cu). Runs in the emulation (clusters, distributed shared memory, cp.async and mma.sync) and, built as
-// test_resnet_gpu, against the real library (run_gpu_checks.sh).
+// output and y (resnet_ref.h, shared with dev/resnet_forward.cu). Runs in the emulation (clusters, distributed shared
+// memory, cp.async and mma.sync) and, built as test_resnet_gpu, against the real library (run_gpu_checks.sh).
 #include "onestep_runtime.h"
 #include "resnet_ref.h"
 #include "test_common.h"

@@ -837,14 +837,13 @@ public abstract class Device implements AutoCloseable {
         check(onestep_resnet_block_concat_typed(o.a(), o.aBias(), o.b(), o.bBias(), o.add(), o.addBias(), o.gamma1(),
                 o.beta1(), o.w1Krsc(), o.b1(), o.gamma2(), o.beta2(), o.w2Krsc(), o.b2(), o.wsKrsc(), y, o.n(), o.h(),
                 o.wd(), o.ca(), o.cb(), o.c(), o.groups(), o.eps(), clusterOf(kernel), o.type().code, stream),
-                "resnetBlock2dConcat",
-                o.what());
+                "resnetBlock2dConcat", o.what());
     }
 
     /**
-     * {@link #resnetBlockKernel}'s choice for {@link #resnetConcatBlock} (key {@code resnetcat,...}): 1, the one launch,
-     * where it was faster than the two calls and its y agreed; else 0. Only where the kernel has an instance ({@link
-     * #resnetConcatBlockFits}) and the three weights have their KRSC copies.
+     * {@link #resnetBlockKernel}'s choice for {@link #resnetConcatBlock} (key {@code resnetcat,...}): 1 or 2, the one
+     * launch on 8 or 16 blocks a sample, where it was faster than the two calls and its y agreed; else 0. Only where
+     * the kernel has an instance ({@link #resnetConcatBlockFits}) and the three weights have their KRSC copies.
      */
     private int resnetConcatBlockKernel(ConcatResnetOp o) {
         if (!fuseResnetBlocks || o.w1Krsc() == 0 || o.w2Krsc() == 0 || o.wsKrsc() == 0
@@ -909,12 +908,12 @@ public abstract class Device implements AutoCloseable {
     /**
      * A whole resnet block's timed choice: the one launch ({@code fused}, writing y) against the two calls the pass
      * would make ({@code apart}; {@code apartInto} writes the check's reference instead of y), y's {@code elems}
-     * values compared at y. Each of the two calls' runs starts from the block's state of the statistics chain (its calls'
-     * positions, the link before it), so every run is the one the pass would make; the state is restored after.
+     * values compared at y. Each of the two calls' runs starts from the block's state of the statistics chain (its
+     * calls' positions, the link before it), so every run is the one the pass would make; the state is restored after.
      */
     private int chooseWithChainReset(String key, List<Candidate> candidates, Runnable apart, IntConsumer fused,
-                                     LongConsumer apartInto, long y,
-                                     long elems, Precision type, Supplier<String> what) {
+                                     LongConsumer apartInto, long y, long elems, Precision type,
+                                     Supplier<String> what) {
         if (candidates.isEmpty()) {
             return 0;
         }

@@ -22,9 +22,9 @@ import org.junit.jupiter.api.Test;
  * A whole ResnetBlock2D as one op ({@link ai.onestep.backend.Ops#resnetBlock2d}, and an up block's on cat(h, skip) with
  * its 1x1 shortcut, {@link ai.onestep.backend.Ops#resnetBlock2dConcat}), which the cuda backend runs as one launch
  * ({@code onestep_resnet_block_typed}, {@code onestep_resnet_block_concat_typed}: a thread block cluster a sample) at
- * its small levels where the shape's timed choice took it: whole fp16/bf16 U-Net passes against the cpu backend and against the same device with the
- * fusion off, the timed choice's two verdicts (declined: the two ops' bits), and the host backends' two ops. The
- * kernel's own checks against a double reference are in kernels/test/test_resnet.cpp.
+ * its small levels where the shape's timed choice took it: whole fp16/bf16 U-Net passes against the cpu backend and
+ * against the same device with the fusion off, the timed choice's two verdicts (declined: the two ops' bits), and the
+ * host backends' two ops. The kernel's own checks against a double reference are in kernels/test/test_resnet.cpp.
  */
 class ResnetBlockTest {
 
