@@ -141,7 +141,9 @@ final class ResnetBlock2D implements AutoCloseable {
      * op (Ops.groupNormConcat): the concatenation is still made, for the shortcut and the backward, but in the same
      * pass as the norm. At inference where the backend fuses a norm into its convolution (Ops.fusesNormConv) and the
      * shortcut's bias folds into conv2's ({@link #foldedBiasSum}), norm1, conv1 and the conv_shortcut are one op
-     * (Ops.groupNormConcatConv2d), whose convolutions may gather cat from a and b without it ever being stored.
+     * (Ops.groupNormConcatConv2d), whose convolutions may gather cat from a and b without it ever being stored; and
+     * where the rest of the block allows ({@link #isWholeConcatBlock}), the whole block is one op
+     * (Ops.resnetBlock2dConcat).
      */
     Tensor forwardConcat(Context c, Tensor a, Tensor b) {
         checkConditioned(a.dim(0));
