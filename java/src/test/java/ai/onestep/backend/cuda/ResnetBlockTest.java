@@ -37,7 +37,18 @@ class ResnetBlockTest {
         cfg.put("block_out_channels", List.of(128L, 128L));
         cfg.put("norm_num_groups", 16L);
         cfg.put("resnet_time_scale_shift", "default");
-        return CudaGraphTest.randomNet(UNetConfig.fromMap(cfg), seed);
+        UNet net = CudaGraphTest.randomNet(UNetConfig.fromMap(cfg), seed);
+        // The biases the backend leaves pending into an up block's concatenation (conv_in's, the upsampler's) scaled up
+        // 10x from randomNet's +-0.3: at that size a fused launch that dropped them moves the sample well past the
+        // bounds below (at +-0.3 it moved it by 2e-4).
+        for (ai.onestep.nn.Parameter q : net.parameters()) {
+            if (q.name().equals("conv_in.bias") || q.name().contains("upsamplers") && q.name().endsWith("bias")) {
+                for (long i = 0; i < q.value().size(); i++) {
+                    q.value().set(i, 10 * q.value().get(i));
+                }
+            }
+        }
+        return net;
     }
 
     private static CudaOps open(EmulatedDevice.Candidates candidates, Precision p) {
@@ -84,6 +95,9 @@ class ResnetBlockTest {
                             ",c=128,g=16,add,biased,"), c.toString());
                 }
                 List<Device.Choice> cat = NormConvTest.choices(ops, "resnetcat,");
+                // The device runs convolution biases apart, so the upsampler's output reaches the 8x8 up block with its
+                // bias pending: the kernel takes it as a_bias (key ",cat-biased").
+                assertTrue(cat.stream().anyMatch(c -> c.shape().contains(",cat-biased,")), cat.toString());
                 assertFalse(cat.isEmpty(), "the up blocks' shapes were timed");
                 for (Device.Choice c : cat) {
                     assertTrue(c.config() == kernel && c.verdict().startsWith(won) && c.shape().contains(
@@ -91,8 +105,9 @@ class ResnetBlockTest {
                 }
 
                 float[] cpu = ConstantFoldingTest.denoise(new CpuOps(2), net, x);
-                // Measured (emulated): fp16 vs cpu 1.7e-3 and vs the two ops 1.2e-3 (the kernel sums conv1's depth over
-                // its warps in another order, and its statistics too); bounds ~2x, as NormConvTest's.
+                // Measured (emulated): fp16 (16-block clusters) vs cpu 2.2e-3 and vs the two ops 1.6e-3, bf16 (8) vs
+                // cpu 1.5e-2 (the kernel sums conv1's depth over its warps in another order, and its statistics too);
+                // bounds ~2x, as NormConvTest's. Dropping the concatenation's pending biases gives 5.4e-3.
                 double bound = p == Precision.FP16 ? 4e-3 : 3e-2;
                 double vsCpu = IgemmConvTest.relL2(fused, cpu);
                 assertTrue(vsCpu < bound, p.label() + ": fused vs cpu " + vsCpu);
