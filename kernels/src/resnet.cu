@@ -357,6 +357,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 template <typename... KArgs, typename... Args>
 static cudaError_t launch_block(void (*kernel)(KArgs...), size_t most, size_t smem, int N, int cl,
                                 cudaStream_t stream, bool* no_room, Args... args) {
+    (void)no_room;  // only the GPU asks the occupancy API (the emulation runs clusters of 16 anywhere)
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(most));
     if (e != cudaSuccess) return e;
     const dim3 grid(unsigned(N) * unsigned(cl)), block(kThreads);
@@ -402,17 +403,23 @@ static cudaError_t launch_block(void (*kernel)(KArgs...), size_t most, size_t sm
 // The n-tiles a block's BN = C / cl channels make: the kernels' NT.
 inline int n_tiles(int C, int cl) { return C / cl / 8; }
 
-// The most shared memory a resident-kernel instance (its NT) takes: over the channel counts and cluster sizes that
-// give that NT, at 64 pixels.
-inline size_t resident_most(int C, int cl, int elem) {
+// The most shared memory a kernel instance (its NT, that of C channels on cl blocks) takes: total(c, k) over the
+// channel counts c and cluster sizes k that give that NT.
+template <typename Total>
+inline size_t instance_most(int C, int cl, Total total) {
     size_t most = 0;
     for (int c : {128, 256})
         for (int k : {8, 16})
             if (n_tiles(c, k) == n_tiles(C, cl)) {
-                const size_t t = Layout(c, 64, elem, k).total();
+                const size_t t = total(c, k);
                 most = t > most ? t : most;
             }
     return most;
+}
+
+// The resident kernel's (at 64 pixels).
+inline size_t resident_most(int C, int cl, int elem) {
+    return instance_most(C, cl, [&](int c, int k) { return Layout(c, 64, elem, k).total(); });
 }
 
 template <typename T>
@@ -654,16 +661,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     });
 }
 
-// As resident_most, for the streamed kernel (its largest input: 512 channels).
+// The streamed kernel's (at 64 pixels and its largest input, 512 channels).
 inline size_t concat_most(int C, int cl, int elem) {
-    size_t most = 0;
-    for (int c : {128, 256})
-        for (int k : {8, 16})
-            if (n_tiles(c, k) == n_tiles(C, cl)) {
-                const size_t t = ConcatLayout(512, c, 64, elem, k).total();
-                most = t > most ? t : most;
-            }
-    return most;
+    return instance_most(C, cl, [&](int c, int k) { return ConcatLayout(512, c, 64, elem, k).total(); });
 }
 
 template <typename T>
@@ -683,6 +683,42 @@ static cudaError_t launch_concat(const T* a, const T* a_bias, const T* b, const 
                                                                : run(concat_block_kernel<T, 1>);
 }
 
+// The conditions both C entries share, each refused by name: the type, positive sizes, C, the pixels, groups dividing
+// C, the cluster size and a block's channels as whole groups of norm2, N's range, eps, add_bias only with add. *cl
+// gets the cluster size.
+static onestep_status check_block(const char* fn, const char* shapes, onestep_dtype dtype, int N, int H, int W, int C,
+                                  int groups, float eps, int cluster, const void* add, const void* add_bias, int* cl) {
+    if (dtype != ONESTEP_FLOAT16 && dtype != ONESTEP_BFLOAT16)
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the fused resnet block takes fp16 or bf16 (tensor cores)");
+    if (N <= 0 || H <= 0 || W <= 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "N, H and W must be positive");
+    if (C != 128 && C != 256) return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "C must be 128 or 256");
+    if (H * W != 16 && H * W != 64) return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "H*W must be 16 or 64");
+    if (groups <= 0 || C % groups != 0)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "groups must divide C");
+    if (cluster != 0 && cluster != 8 && cluster != 16)
+        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "cluster must be 0 (8), 8 or 16");
+    *cl = cluster == 0 ? 8 : cluster;
+    const int Cg = C / groups, BN = C / *cl;
+    if (Cg % 8 != 0 || BN % Cg != 0)
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
+                    "C/groups (%d) must be a multiple of 8 that divides a block's %d channels (C/%d)", Cg, BN, *cl);
+    if (N > (1 << 27)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "N is too large for one launch");
+    if (!(eps > 0.0f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be positive");
+    if (add_bias && !add) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "add_bias needs add");
+    return ONESTEP_OK;
+}
+
+static bool misaligned16(const void* p) { return (reinterpret_cast<unsigned long long>(p) & 15u) != 0; }
+
+// A launch's status: where the occupancy API found no room for a cluster of cl blocks of smem bytes, that, by name.
+static onestep_status launched(const char* fn, const char* shapes, cudaError_t e, bool no_room, int cl, size_t smem) {
+    if (e == cudaSuccess && no_room)
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
+                    "no cluster of %d blocks of %zu bytes of shared memory fits this device (cudaOccupancyMaxActiveClusters)",
+                    cl, smem);
+    return check_launch(e, fn, shapes);
+}
+
 }  // namespace resnet
 }  // namespace onestep
 
@@ -698,28 +734,14 @@ extern "C" onestep_status onestep_resnet_block_typed(const void* x, const void* 
     char shapes[176];
     std::snprintf(shapes, sizeof shapes, "N=%d, H=%d, W=%d, C=%d, groups=%d, cluster=%d, dtype=%s", N, H, W, C, groups,
                   cluster, dtype_bytes(dtype) ? dtype_name(dtype) : "unknown");
-    if (dtype != ONESTEP_FLOAT16 && dtype != ONESTEP_BFLOAT16)
-        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the fused resnet block takes fp16 or bf16 (tensor cores)");
-    if (N <= 0 || H <= 0 || W <= 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "N, H and W must be positive");
-    if (C != 128 && C != 256) return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "C must be 128 or 256");
-    if (H * W != 16 && H * W != 64) return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "H*W must be 16 or 64");
-    if (groups <= 0 || C % groups != 0)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "groups must divide C");
-    if (cluster != 0 && cluster != 8 && cluster != 16)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "cluster must be 0 (8), 8 or 16");
-    const int cl = cluster == 0 ? 8 : cluster;
-    const int Cg = C / groups, BN = C / cl;
-    if (Cg % 8 != 0 || BN % Cg != 0)
-        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
-                    "C/groups (%d) must be a multiple of 8 that divides a block's %d channels (C/%d)", Cg, BN, cl);
-    if (N > (1 << 27)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "N is too large for one launch");
-    if (!(eps > 0.0f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be positive");
+    int cl = 8;
+    if (onestep_status s = resnet::check_block(fn, shapes, dtype, N, H, W, C, groups, eps, cluster, add, add_bias, &cl))
+        return s;
     if (!x || !gamma1 || !beta1 || !w1_krsc || !gamma2 || !beta2 || !w2_krsc || !y)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
                     "x, gamma1, beta1, w1_krsc, gamma2, beta2, w2_krsc and y must be non-null");
-    if (add_bias && !add) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "add_bias needs add");
-    const auto misaligned = [](const void* p) { return (reinterpret_cast<unsigned long long>(p) & 15u) != 0; };
-    if (misaligned(x) || misaligned(w1_krsc) || misaligned(w2_krsc) || misaligned(y))
+    using resnet::misaligned16;
+    if (misaligned16(x) || misaligned16(w1_krsc) || misaligned16(w2_krsc) || misaligned16(y))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
                     "x, w1_krsc, w2_krsc and y must be 16-byte aligned (vector loads and cp.async)");
     const size_t bytes = size_t(N) * H * W * C * dtype_bytes(dtype);
@@ -741,11 +763,7 @@ extern "C" onestep_status onestep_resnet_block_typed(const void* x, const void* 
                                  W, C, groups, eps, cl, stream, &no_room);
     };
     const cudaError_t e = dtype == ONESTEP_FLOAT16 ? go(__half()) : go(__nv_bfloat16());
-    if (e == cudaSuccess && no_room)
-        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
-                    "no cluster of %d blocks of %zu bytes of shared memory fits this device (cudaOccupancyMaxActiveClusters)",
-                    cl, resnet::Layout(C, H * W, int(dtype_bytes(dtype)), cl).total());
-    return check_launch(e, fn, shapes);
+    return resnet::launched(fn, shapes, e, no_room, cl, resnet::Layout(C, H * W, int(dtype_bytes(dtype)), cl).total());
 }
 
 extern "C" onestep_status onestep_resnet_block_concat_typed(
@@ -757,35 +775,23 @@ extern "C" onestep_status onestep_resnet_block_concat_typed(
     char shapes[208];
     std::snprintf(shapes, sizeof shapes, "N=%d, H=%d, W=%d, Ca=%d, Cb=%d, C=%d, groups=%d, cluster=%d, dtype=%s", N, H,
                   W, Ca, Cb, C, groups, cluster, dtype_bytes(dtype) ? dtype_name(dtype) : "unknown");
-    if (dtype != ONESTEP_FLOAT16 && dtype != ONESTEP_BFLOAT16)
-        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "the fused resnet block takes fp16 or bf16 (tensor cores)");
-    if (N <= 0 || H <= 0 || W <= 0 || Ca <= 0 || Cb <= 0)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "N, H, W, Ca and Cb must be positive");
-    if (C != 128 && C != 256) return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "C must be 128 or 256");
+    int cl = 8;
+    if (onestep_status s = resnet::check_block(fn, shapes, dtype, N, H, W, C, groups, eps, cluster, add, add_bias, &cl))
+        return s;
     const int Cin = Ca + Cb;
+    if (Ca <= 0 || Cb <= 0) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "Ca and Cb must be positive");
     if (Ca % 8 != 0 || Cb % 8 != 0 || (Cin != 128 && Cin != 256 && Cin != 512))
         return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
                     "Ca and Cb must be multiples of 8 and Ca+Cb (%d) one of 128, 256 and 512", Cin);
-    if (H * W != 16 && H * W != 64) return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "H*W must be 16 or 64");
-    if (groups <= 0 || C % groups != 0 || Cin % groups != 0)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "groups must divide Ca+Cb and C");
-    if (cluster != 0 && cluster != 8 && cluster != 16)
-        return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "cluster must be 0 (8), 8 or 16");
-    const int cl = cluster == 0 ? 8 : cluster;
-    const int Cg = C / groups, BN = C / cl;
-    if (Cg % 8 != 0 || BN % Cg != 0 || (Cin / groups) % 8 != 0)
-        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
-                    "C/groups (%d) must be a multiple of 8 that divides a block's %d channels (C/%d), and (Ca+Cb)/groups "
-                    "(%d) a multiple of 8", Cg, BN, cl, Cin / groups);
-    if (N > (1 << 27)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "N is too large for one launch");
-    if (!(eps > 0.0f)) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "eps must be positive");
+    if (Cin % groups != 0 || (Cin / groups) % 8 != 0)
+        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes, "(Ca+Cb)/groups (%d/%d) must be a whole multiple of 8", Cin,
+                    groups);
     if (!a || !b || !gamma1 || !beta1 || !w1_krsc || !gamma2 || !beta2 || !w2_krsc || !ws_krsc || !y)
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
                     "a, b, gamma1, beta1, w1_krsc, gamma2, beta2, w2_krsc, ws_krsc and y must be non-null");
-    if (add_bias && !add) return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "add_bias needs add");
-    const auto misaligned = [](const void* p) { return (reinterpret_cast<unsigned long long>(p) & 15u) != 0; };
-    if (misaligned(a) || misaligned(b) || misaligned(w1_krsc) || misaligned(w2_krsc) || misaligned(ws_krsc) ||
-        misaligned(y))
+    using resnet::misaligned16;
+    if (misaligned16(a) || misaligned16(b) || misaligned16(w1_krsc) || misaligned16(w2_krsc) || misaligned16(ws_krsc) ||
+        misaligned16(y))
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes,
                     "a, b, w1_krsc, w2_krsc, ws_krsc and y must be 16-byte aligned (vector loads and cp.async)");
     const size_t elem = dtype_bytes(dtype), pixels = size_t(N) * H * W;
@@ -807,9 +813,5 @@ extern "C" onestep_status onestep_resnet_block_concat_typed(
                                         static_cast<T*>(y), N, H, W, Ca, Cb, C, groups, eps, cl, stream, &no_room);
     };
     const cudaError_t e = dtype == ONESTEP_FLOAT16 ? go(__half()) : go(__nv_bfloat16());
-    if (e == cudaSuccess && no_room)
-        return fail(ONESTEP_ERROR_UNSUPPORTED, fn, shapes,
-                    "no cluster of %d blocks of %zu bytes of shared memory fits this device (cudaOccupancyMaxActiveClusters)",
-                    cl, resnet::ConcatLayout(Cin, C, H * W, int(elem), cl).total());
-    return check_launch(e, fn, shapes);
+    return resnet::launched(fn, shapes, e, no_room, cl, resnet::ConcatLayout(Cin, C, H * W, int(elem), cl).total());
 }

@@ -101,9 +101,16 @@ final class ResnetBlock2D implements AutoCloseable {
      * kernel at its small levels; the same two ops as {@link #afterConv1}'s fused path otherwise.
      */
     private boolean isWholeBlock(Context c) {
-        return convShortcut == null && !scaleShift && outputScale == 1 && c.ops.fusesResidual()
-                && norm1.groups == norm2.groups && norm1.eps == norm2.eps && norm1.silu && norm2.silu
-                && isSame3x3(conv1) && isSame3x3(conv2);
+        return convShortcut == null && fusesWhole(c);
+    }
+
+    /**
+     * What both whole-block ops ask of the rest of the block: the default time_embedding_norm, output scale 1, residuals
+     * fused, the two norms alike (groups, eps, SiLU), two 3x3 'same' convolutions.
+     */
+    private boolean fusesWhole(Context c) {
+        return !scaleShift && outputScale == 1 && c.ops.fusesResidual() && norm1.groups == norm2.groups
+                && norm1.eps == norm2.eps && norm1.silu && norm2.silu && isSame3x3(conv1) && isSame3x3(conv2);
     }
 
     private static boolean isSame3x3(Conv2d conv) {
@@ -165,9 +172,7 @@ final class ResnetBlock2D implements AutoCloseable {
      * two ops as the fused path of {@link #forwardConcat} otherwise.
      */
     private boolean isWholeConcatBlock(Context c) {
-        return shortcutRidesWithConv1() && !scaleShift && outputScale == 1 && c.ops.fusesResidual()
-                && norm1.groups == norm2.groups && norm1.eps == norm2.eps && norm1.silu && norm2.silu
-                && isSame3x3(conv1) && isSame3x3(conv2);
+        return shortcutRidesWithConv1() && fusesWhole(c);
     }
 
     /** Allocates as the fused path of {@link #forwardConcat} does (so the pass plans the same activations). */

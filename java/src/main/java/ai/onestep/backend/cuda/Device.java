@@ -746,21 +746,27 @@ public abstract class Device implements AutoCloseable {
                                   Supplier<String> what) {
         ResnetOp op = new ResnetOp(x, add, addBias, gamma1, beta1, w1, w1Krsc, b1, gamma2, beta2, w2, w2Krsc, b2, g1,
                 mean1, rstd1, hh, g2, mean2, rstd2, y, n, h, wd, c, groups, eps, type, scratch, what);
-        int kernel = resnetBlockKernel(op);
+        runWholeBlock(resnetBlockKernel(op), () -> resnetApart(op, y), kernel -> resnetFused(op, y, kernel));
+    }
+
+    /**
+     * A whole block by the route its choice gave: the two calls (kernel 0), or the one launch. The statistics chain
+     * then: the call before this op left statistics for a reader that is not launched now, and the two calls'
+     * positions stay taken, so later calls keep theirs whichever route a block takes.
+     */
+    private void runWholeBlock(int kernel, Runnable apart, IntConsumer fused) {
         if (kernel == 0) {
             resnetBlocksApart++;
-            resnetApart(op, y);
-        } else {
-            resnetBlocksFused++;
-            // The statistics chain: the call before this op left statistics for a reader that is not launched now,
-            // and the two calls' positions stay taken, so later calls keep theirs whichever route a block takes.
-            if (last != null) {
-                wanted.remove(last.at());
-            }
-            last = null;
-            normConvsInPass += 2;
-            resnetFused(op, y, kernel);
+            apart.run();
+            return;
         }
+        resnetBlocksFused++;
+        if (last != null) {
+            wanted.remove(last.at());
+        }
+        last = null;
+        normConvsInPass += 2;
+        fused.accept(kernel);
     }
 
     /** {@link #resnetBlock}'s operands. */
@@ -798,19 +804,8 @@ public abstract class Device implements AutoCloseable {
      * pass ran before this op existed, as {@link #resnetBlock}'s two.
      */
     public final void resnetConcatBlock(ConcatResnetOp op) {
-        int kernel = resnetConcatBlockKernel(op);
-        if (kernel == 0) {
-            resnetBlocksApart++;
-            resnetConcatApart(op, op.y());
-        } else {
-            resnetBlocksFused++;
-            if (last != null) {  // as resnetBlock: the two calls' positions stay taken
-                wanted.remove(last.at());
-            }
-            last = null;
-            normConvsInPass += 2;
-            resnetConcatFused(op, op.y(), kernel);
-        }
+        runWholeBlock(resnetConcatBlockKernel(op), () -> resnetConcatApart(op, op.y()),
+                kernel -> resnetConcatFused(op, op.y(), kernel));
     }
 
     /** {@link #resnetConcatBlock}'s operands: device pointers (0 where absent), then the shape. */
