@@ -12,8 +12,11 @@ import sys
 rows = [json.loads(line) for path in sys.argv[1:] for line in open(path) if line.strip()]
 if not rows:
     sys.exit("make_table: no rows")
+# Rows written before 2026-11-28 carry no peak: they divided by 522 GFLOP/s, the 2 Zen 5 cores of 2026-11-25.
+peak = rows[0].get("peak_gflops", 522.0)
+source = rows[0].get("peak_source", "assumed: 2 Zen 5 cores")
 print(f"Machine: {rows[0]['machine']}, JDK {rows[0]['jdk']}, date {rows[0]['date']}; times are medians (p99) "
-      "of JMH SampleTime, 2 threads; % is of the 2-core FP32 FMA peak, 522 GFLOP/s.\n")
+      f"of JMH SampleTime, {rows[0]['threads']} threads; % is of the FP32 FMA peak, {peak:.0f} GFLOP/s ({source}).\n")
 
 def key(r):
     return r["benchmark"].split(".", 1)[1], r["params"]

@@ -1,5 +1,6 @@
 package ai.onestep.bench;
 
+import ai.onestep.backend.cpu.FmaPeak;
 import java.io.IOException;
 import java.lang.reflect.Method;
 import java.nio.file.Files;
@@ -26,8 +27,10 @@ import org.openjdk.jmh.util.Statistics;
  *   java ... -jar bench/target/benchmarks.jar ...            plain JMH
  *   java ... -cp bench/target/benchmarks.jar ai.onestep.bench.BenchMain [JMH options] [regex]
  * </pre>
- * System properties: {@code onestep.peak.gflops} (default 522: 2 Zen 5 cores x 261 GFLOP/s, ENVIRONMENT.md),
- * {@code onestep.peak.gbs} (default 0: unknown, no percentage), {@code onestep.bench.json} (output file).
+ * System properties: {@code onestep.peak.gflops} (default: measured by {@link FmaPeak} on all cores before the
+ * benchmarks run, since the project's "2-core AVX-512" machines have been a Zen 5 at 522 GFLOP/s and a Xeon at ~270),
+ * {@code onestep.peak.gbs} (default 0: unknown, no percentage), {@code onestep.bench.json} (output file). The peak
+ * used goes into every JSON row ({@code peak_gflops}, {@code peak_source}).
  */
 public final class BenchMain {
     private BenchMain() {
@@ -42,11 +45,26 @@ public final class BenchMain {
             System.exit(2);
             return;
         }
+        // Measured before the benchmarks, with the cores otherwise idle (JMH's forks have not started).
+        String given = System.getProperty("onestep.peak.gflops");
+        double peakGflops;
+        String peakSource;
+        if (given != null) {
+            peakGflops = Double.parseDouble(given);
+            peakSource = "given";
+        } else {
+            FmaPeak.Result peak = FmaPeak.measure(Runtime.getRuntime().availableProcessors(), 200);
+            peakGflops = peak.gflops();
+            peakSource = "measured";
+            System.out.println("bench: FP32 FMA peak " + peak + " (the %floor of compute-bound rows; "
+                    + "-Donestep.peak.gflops=N to give one)");
+        }
         Collection<RunResult> results = new Runner(options).run();
-        double peakGflops = Double.parseDouble(System.getProperty("onestep.peak.gflops", "522"));
         double peakGbs = Double.parseDouble(System.getProperty("onestep.peak.gbs", "0"));
         List<String> json = new ArrayList<>();
         System.out.println();
+        System.out.printf(Locale.ROOT, "%%floor: of the FP32 FMA peak, %.0f GFLOP/s (%s), for compute-bound rows%n",
+                peakGflops, peakSource);
         System.out.printf(Locale.ROOT, "%-44s %-34s %10s %10s %9s %8s %8s%n", "benchmark", "params", "median_us",
                 "p99_us", "GFLOP/s", "GB/s", "%floor");
         for (RunResult r : results) {
@@ -74,9 +92,9 @@ public final class BenchMain {
             json.add(String.format(Locale.ROOT,
                     "{\"date\":\"%s\",\"machine\":\"%s\",\"jdk\":\"%s\",\"benchmark\":\"%s\",\"params\":\"%s\","
                             + "\"threads\":%d,\"median_us\":%.3f,\"p99_us\":%.3f,\"gflops\":%.2f,\"gbs\":%.2f,"
-                            + "\"pct_floor\":%.2f}",
+                            + "\"pct_floor\":%.2f,\"peak_gflops\":%.1f,\"peak_source\":\"%s\"}",
                     LocalDate.now(), machine(), Runtime.version(), shortName, p, Runtime.getRuntime().availableProcessors(),
-                    median, p99, nan0(gflops), nan0(gbs), nan0(pct)));
+                    median, p99, nan0(gflops), nan0(gbs), nan0(pct), peakGflops, peakSource));
         }
         String out = System.getProperty("onestep.bench.json");
         if (out != null) {

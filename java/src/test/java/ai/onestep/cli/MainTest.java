@@ -65,6 +65,11 @@ class MainTest {
         assertEquals("0", r[0], r[2]);
         String cuda = r[1].lines().filter(l -> l.startsWith("cuda ")).findFirst().orElse("");
         assertTrue(cuda.matches("cuda +(available: .+|unavailable: .+)"), r[1]);
+        // The floor bench/ divides by: measured here, so a positive rate on all threads and on one.
+        String peak = r[1].lines().filter(l -> l.startsWith("fp32 peak ")).findFirst().orElse("");
+        assertTrue(peak.matches("fp32 peak [1-9][0-9]* GFLOP/s on [0-9]+ thread\\(s\\) \\([1-9][0-9]* on one; "
+                + "[0-9]+-bit FMA\\), measured .*"), r[1]);
+        assertTrue(capture("system", "--no-peak")[1].lines().noneMatch(l -> l.startsWith("fp32 peak")));
     }
 
     @Test
