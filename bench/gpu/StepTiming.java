@@ -305,8 +305,10 @@ public final class StepTiming {
                 // not left by the convolution before it (Device#chainNormConvs); and, on a GPU, with cuDNN's heuristic algorithms instead of
                 // its timed search, with every convolution on cuDNN (none on our implicit GEMM, even where it timed
                 // faster), with every attention on the default kernel (no split-keys, pipelined or wide one), with every
-                // group norm on the default kernels (no slab or cluster kernel); and with
-                // programmatic dependent launch on (Device#programmaticLaunch: sm_90+, off by default). Last, the default
+                // group norm on the default kernels (no slab or cluster kernel); with the kernels' weights not asked of
+                // L2 before their wait (Device#weightPrefetch, on by default); and with programmatic dependent launch
+                // on (Device#programmaticLaunch: sm_90+, off by default), with and without the prefetch, which is what
+                // gives the launch's early start something to do. Last, the default
                 // again, captured anew after the others: the same graph as the default row (the choices are kept), so
                 // its difference from that row is the spread between two timings of one graph in this process, the
                 // noise any variant's difference must exceed to mean something (on an H200, 2026-11-27, two variants
@@ -319,11 +321,16 @@ public final class StepTiming {
                                         "norm statistics not chained", "attention and to_out apart",
                                         "resnet blocks apart", "heuristic convolutions", "cuDNN convolutions only",
                                         "default attention only",
-                                        "default group norm only", "programmatic dependent launch", "default again"}
+                                        "default group norm only", "weights not prefetched",
+                                        "programmatic dependent launch", "programmatic launch, weights not prefetched",
+                                        "default again"}
                         : new String[] {"unfolded", "unfused residual", "unfused upsampling", "norms apart",
                                         "norm statistics not chained", "attention and to_out apart",
-                                        "resnet blocks apart", "programmatic dependent launch", "default again"};
+                                        "resnet blocks apart", "weights not prefetched",
+                                        "programmatic dependent launch", "programmatic launch, weights not prefetched",
+                                        "default again"};
                 boolean pdlBefore = ai.onestep.backend.cuda.Device.programmaticLaunch();
+                boolean prefetchBefore = ai.onestep.backend.cuda.Device.weightPrefetch();
                 boolean attentionOut = co.device().fusesAttentionResidual();
                 boolean resnets = co.device().fusesResnetBlocks();
                 for (String variant : variants) {
@@ -342,7 +349,8 @@ public final class StepTiming {
                         cudnnDevice.slabGroupNorm(!variant.equals("default group norm only"));
                         cudnnDevice.clusterGroupNorm(!variant.equals("default group norm only"));
                     }
-                    if (variant.equals("programmatic dependent launch")) {
+                    ai.onestep.backend.cuda.Device.weightPrefetch(!variant.endsWith("weights not prefetched"));
+                    if (variant.startsWith("programmatic")) {
                         try {
                             ai.onestep.backend.cuda.Device.programmaticLaunch(true);
                         } catch (ai.onestep.backend.cuda.CudaException e) {
@@ -391,6 +399,7 @@ public final class StepTiming {
                             cudnnDevice.clusterGroupNorm(true);
                         }
                         ai.onestep.backend.cuda.Device.programmaticLaunch(pdlBefore);
+                        ai.onestep.backend.cuda.Device.weightPrefetch(prefetchBefore);
                         co.forgetCapturedPasses();
                     }
                 }

@@ -54,6 +54,7 @@
 #include <ucontext.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <cstdarg>
@@ -734,6 +735,19 @@ inline Fiber& current_fiber(const char* what) {
 // griddepcontrol.wait (PTX ISA, sm_90): on a GPU it waits until the grids this one depends on have completed
 // and their writes are visible. Blocks here run one launch after another, so it only records the call.
 inline void await_predecessors() { current_fiber("await_predecessors()").awaited = true; }
+
+// prefetch.global.L2 over a range (onestep::prefetch_l2): a hint with no effect here. Allowed before
+// await_predecessors(), as on a GPU; checks that it runs inside a kernel and that its part is one of its parts.
+// Counts the calls (prefetch_calls(): tests check that the library's switch reaches its kernels).
+inline std::atomic<long long>& prefetch_calls() {
+    static std::atomic<long long> calls{0};
+    return calls;
+}
+inline void prefetch_l2(const void* p, size_t bytes, unsigned part, unsigned parts) {
+    current_fiber("prefetch_l2()");
+    if (parts == 0 || part >= parts) die("prefetch_l2(%p, %zu): part %u of %u", p, bytes, part, parts);
+    prefetch_calls().fetch_add(1, std::memory_order_relaxed);
+}
 
 // ---- thread block clusters (launch_cluster_as) ------------------------------------------------------
 inline BlockState& cluster_block(const char* what) {

@@ -80,6 +80,14 @@ onestep_status onestep_timer_destroy(onestep_timer timer);
 onestep_status onestep_set_programmatic_launch(int enabled);
 int onestep_programmatic_launch(void);
 
+/* Weight prefetch: the kernels that read a layer's weights at small batches (the implicit-GEMM convolution, the
+ * one-launch resnet blocks, the attention with to_out.0) ask L2 for them (prefetch.global.L2) before
+ * griddepcontrol.wait, so that with programmatic dependent launch they come from HBM under the preceding kernel's
+ * tail. A hint: results are the same bits either way. Read at each launch (a captured graph keeps the value it was
+ * captured with). On by default; off to time what it gives. */
+onestep_status onestep_set_weight_prefetch(int enabled);
+int onestep_weight_prefetch(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -762,8 +762,15 @@ struct OutSmem {
 template <typename T, int D, int S>
 __global__ void __launch_bounds__(kOutWarps * S * 32)
     out_forward_kernel(const T* __restrict__ qkv, Biases<T> bias, const T* __restrict__ w,
-                       const T* __restrict__ out_bias, const T* z, T* y, int Tn, int H, float scale_log2) {
+                       const T* __restrict__ out_bias, const T* z, T* y, int Tn, int H, float scale_log2,
+                       int prefetch) {
     static_assert(S == 1 || S == 2 || S == 4, "1, 2 or 4 warps a head");
+    // to_out's weights (C x C, every block reads all of them, last) asked of L2 before the wait (prefetch_l2), each
+    // block of the first sample its share.
+    if (prefetch && blockIdx.y == 0) {
+        const long long C = (long long)H * D;
+        prefetch_l2(w, size_t(C * C) * sizeof(T), blockIdx.x, gridDim.x);
+    }
     await_predecessors();
     using M = OutSmem<T, D>;
     ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
@@ -896,7 +903,7 @@ static cudaError_t out_launch(const T* qkv, Biases<T> bias, const T* w, const T*
             if (e != cudaSuccess) return e;
         }
         return ::onestep::launch_dependent(kernel, grid, block, smem, stream, qkv, bias, w, out_bias, z, y, Tn, H,
-                                           scale_log2);
+                                           scale_log2, weight_prefetch());
     };
 #define ONESTEP_OUT_CASE(DD, SS) \
     if (D == DD && S == SS) return run(out_forward_kernel<T, DD, SS>, OutSmem<T, DD>::bytes(H * D, SS));

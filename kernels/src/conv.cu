@@ -87,6 +87,7 @@ struct Shape {
                 // (iy, ix) reads x's (iy / 2, ix / 2) (diffusers' Upsample2D, then its 3x3 convolution, in one launch)
     int Ca;     // channels 0 .. Ca - 1 come from x (N, H, W, Ca), the rest from x2 (N, H, W, Cin - Ca): the input is
                 // their concatenation, never stored (an up block's cat(h, skip)); Ca = Cin where there is one source
+    int prefetch;  // 1: the tile's weight rows are asked of L2 before the wait (weight_prefetch(), at launch)
 };
 
 // The group norm (+ SiLU) applied to x as it is loaded (NORM): x' = (x + x_bias[c]) + (add[n, c] + add_bias[c]) (each
@@ -373,10 +374,6 @@ template <typename T, class C, bool NORM = false>
 __global__ void __launch_bounds__(C::kThreads)
     conv_kernel(const T* __restrict__ x, const T* __restrict__ x2, const T* __restrict__ w, const T* __restrict__ bias,
                 const T* z, T* y, Shape s, NormIn<T> nm, Pair<T> pair, StatsOut so) {
-    await_predecessors();
-    ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const unsigned rank = C::CS > 1 ? cluster_rank() : 0u;
     int tile_y = blockIdx.y;
     if constexpr (NORM) {
         if (pair.first_tiles > 0 && tile_y >= pair.first_tiles) {  // this block computes the second convolution
@@ -386,6 +383,17 @@ __global__ void __launch_bounds__(C::kThreads)
         }
     }
     const int m0 = (blockIdx.x / C::CS) * C::BM, n0 = tile_y * C::BN;
+    // The tile's weight rows (KRSC: out channels n0 .. n0 + BN - 1, one contiguous span) asked of L2 before the wait
+    // (prefetch_l2): the ring's later steps then find them there. Only the first row of tiles asks (the others read
+    // the same rows), each block of a cluster its 1/CS of the span (block r of a cluster is rank r along x).
+    if (s.prefetch && m0 == 0) {
+        const int rows = s.Cout - n0 < C::BN ? s.Cout - n0 : C::BN;
+        prefetch_l2(w + (long long)n0 * s.K, size_t(rows) * s.K * sizeof(T), blockIdx.x % C::CS, C::CS);
+    }
+    await_predecessors();
+    ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const unsigned rank = C::CS > 1 ? cluster_rank() : 0u;
     unsigned char* ring = smem + warp * C::STAGES * C::kStageBytes;
     // This warp among the cluster's CS x KSPLIT, which deal the steps round robin.
     const int wid = int(rank) * C::KSPLIT + warp, warps = C::CS * C::KSPLIT;
@@ -708,7 +716,7 @@ extern "C" int onestep_conv2d_igemm_choice(int N, int H, int W, int Cin, int KH,
     const int Ho = (H + 2 * padding - KH) / stride + 1, Wo = (W + 2 * padding - KW) / stride + 1;
     if (igemm::too_large(N, Ho, Wo, KH, KW, Cin, Cout)) return 0;
     const igemm::Shape s{N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo, N * Ho * Wo, KH * KW * Cin,
-                         KH * KW * Cin / 16, 0, Cin};
+                         KH * KW * Cin / 16, 0, Cin, 0};
     return igemm::pick(s);
 }
 
@@ -781,7 +789,7 @@ static onestep_status igemm_impl(const char* fn, const void* x, const void* w_kr
         return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "too large (N*Ho*Wo and KH*KW*Cin at most %d, Cout at most %d)",
                     INT_MAX / 2, igemm::kMaxCout);
     const igemm::Shape s{N, H, W, Cin, KH, KW, Cout, stride, padding, Ho, Wo, N * Ho * Wo, KH * KW * Cin,
-                         KH * KW * Cin / 16, up, Ca};
+                         KH * KW * Cin / 16, up, Ca, weight_prefetch()};
     if (pair_w || pair_y) {  // the 1x1 shortcut in the same launch (the prologue's blocks past conv1's)
         if (!pair_w || !pair_y || !norm || !norm->stats)
             return fail(ONESTEP_ERROR_INVALID_ARGUMENT, fn, shapes, "w_sc and y_sc come together, with the group norm");

@@ -104,6 +104,21 @@ __device__ __forceinline__ void issue_weights(T* W, const T* w, const Layout& L,
     cp_async_commit();
 }
 
+// Before await_predecessors(): this block's rows of the weights (out channels [r C / cl, (r + 1) C / cl) of w1 and
+// w2, KRSC rows of k1 and k2 values, and of the 1x1 shortcut ws, k_s values a row, where there is one) asked of L2 by
+// prefetch_l2, for the copies the kernel starts after the wait; only the first sample's cluster asks (the rows are
+// the same for every sample). Block r of a cluster is rank r (clusters run along x).
+template <typename T>
+__device__ __forceinline__ void prefetch_rows(const T* w1, const T* w2, const T* ws, int k1, int k2, int k_s, int C,
+                                              int cl) {
+    if (blockIdx.x >= unsigned(cl)) return;
+    const long long co0 = (long long)(blockIdx.x % unsigned(cl)) * (C / cl);
+    const size_t rows = size_t(C / cl) * sizeof(T);
+    prefetch_l2(w1 + co0 * k1, rows * k1, 0, 1);
+    prefetch_l2(w2 + co0 * k2, rows * k2, 0, 1);
+    if (ws) prefetch_l2(ws + co0 * k_s, rows * k_s, 0, 1);
+}
+
 // The output pixels of m-tile mt whose A rows this lane loads (m16n8k16: rows g and g + 8), as (row, column).
 struct Rows {
     int h_lo, w_lo, h_hi, w_hi;
@@ -250,7 +265,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                  const T* __restrict__ add_bias, const T* __restrict__ gamma1, const T* __restrict__ beta1,
                  const T* __restrict__ w1, const T* __restrict__ b1, const T* __restrict__ gamma2,
                  const T* __restrict__ beta2, const T* __restrict__ w2, const T* __restrict__ b2, T* __restrict__ y,
-                 int H, int Wd, int C, int G, float eps, int cl) {
+                 int H, int Wd, int C, int G, float eps, int cl, int prefetch) {
+    if (prefetch) prefetch_rows<T>(w1, w2, nullptr, 9 * C, 9 * C, 0, C, cl);
     await_predecessors();
     const Layout L(C, H * Wd, int(sizeof(T)), cl);
     ONESTEP_DYNAMIC_SHARED(unsigned char, smem);
@@ -430,7 +446,7 @@ static cudaError_t launch(const T* x, const T* x_bias, const T* add, const T* ad
     const size_t smem = Layout(C, H * W, int(sizeof(T)), cl).total(), most = resident_most(C, cl, int(sizeof(T)));
     const auto run = [&](auto kernel) {
         return launch_block(kernel, most, smem, N, cl, stream, no_room, x, x_bias, add, add_bias, gamma1, beta1, w1,
-                            b1, gamma2, beta2, w2, b2, y, H, W, C, G, eps, cl);
+                            b1, gamma2, beta2, w2, b2, y, H, W, C, G, eps, cl, weight_prefetch());
     };
     // NT = BN / 8 n-tiles: BN 32 (C = 256, 8 blocks), 16 (C = 128 with 8, C = 256 with 16) or 8 (C = 128, 16 blocks).
     const int nt = n_tiles(C, cl);
@@ -520,7 +536,9 @@ __global__ void __launch_bounds__(kThreads, 1)
                         const T* __restrict__ gamma1, const T* __restrict__ beta1, const T* __restrict__ w1,
                         const T* __restrict__ b1, const T* __restrict__ gamma2, const T* __restrict__ beta2,
                         const T* __restrict__ w2, const T* __restrict__ b2, const T* __restrict__ ws,
-                        T* __restrict__ y, int H, int Wd, int Ca, int Cb, int C, int G, float eps, int cl) {
+                        T* __restrict__ y, int H, int Wd, int Ca, int Cb, int C, int G, float eps, int cl,
+                        int prefetch) {
+    if (prefetch) prefetch_rows(w1, w2, ws, 9 * (Ca + Cb), 9 * C, Ca + Cb, C, cl);
     await_predecessors();
     const int Cin = Ca + Cb;
     const ConcatLayout L(Cin, C, H * Wd, int(sizeof(T)), cl);
@@ -676,7 +694,8 @@ static cudaError_t launch_concat(const T* a, const T* a_bias, const T* b, const 
     const size_t most = concat_most(C, cl, int(sizeof(T)));
     const auto run = [&](auto kernel) {
         return launch_block(kernel, most, smem, N, cl, stream, no_room, a, a_bias, b, b_bias, add, add_bias, gamma1,
-                            beta1, w1, b1, gamma2, beta2, w2, b2, ws, y, H, W, Ca, Cb, C, G, eps, cl);
+                            beta1, w1, b1, gamma2, beta2, w2, b2, ws, y, H, W, Ca, Cb, C, G, eps, cl,
+                            weight_prefetch());
     };
     const int nt = n_tiles(C, cl);
     return nt == 4 ? run(concat_block_kernel<T, 4>) : nt == 2 ? run(concat_block_kernel<T, 2>)

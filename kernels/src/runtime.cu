@@ -274,6 +274,13 @@ extern "C" onestep_status onestep_set_programmatic_launch(int enabled) {
 
 extern "C" int onestep_programmatic_launch(void) { return onestep::programmatic_launch_flag().load() ? 1 : 0; }
 
+extern "C" onestep_status onestep_set_weight_prefetch(int enabled) {
+    onestep::weight_prefetch_flag().store(enabled != 0);
+    return ONESTEP_OK;
+}
+
+extern "C" int onestep_weight_prefetch(void) { return onestep::weight_prefetch(); }
+
 #ifdef ONESTEP_EMULATION
 struct onestep_timer_st {
     std::chrono::steady_clock::time_point start;

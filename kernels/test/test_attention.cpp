@@ -5,6 +5,7 @@
 // enough that a softmax without the running max would overflow. The backward reference is checked against
 // finite differences of the forward reference first.
 #include "onestep_kernels.h"
+#include "onestep_runtime.h"
 #include "layout_ref.h"
 #include "test_common.h"
 
@@ -789,6 +790,34 @@ void check_residual(const Case& c, onestep_dtype dtype, uint64_t seed) {
     }
 }
 
+// The weight prefetch (onestep_set_weight_prefetch, on by default): the attention with to_out gives the same bits
+// with it off; in the emulation, which counts prefetch_l2's calls, only a launch with it on asks for W.
+void check_residual_prefetch() {
+    std::printf("  attention + to_out, weight prefetch on and off\n");
+    const ktest::Type16 t{ktest::kHalf, ONESTEP_FLOAT16, "fp16"};
+    ktest::Rng rng(28);
+    const int B = 1, H = 2, T = 40, D = 32, C = H * D;
+    ktest::Input16 qkv(t, rng, size_t(B) * T * 3 * C), w(t, rng, size_t(C) * C, 0.1);
+    Buf16 y_on(size_t(B) * T * C), y_off(size_t(B) * T * C);
+    auto run = [&](Buf16& y) {
+        return onestep_attention_residual_qkv_typed(qkv.b.p, nullptr, w.b.p, nullptr, nullptr, y.p, B, H, T, D,
+                                                    1.0f / std::sqrt(float(D)), 1, t.dt, nullptr);
+    };
+    const long long before = ktest::prefetch_calls();
+    if (!ok(run(y_on), "prefetch on: %s") || !ktest::sync()) return;
+    const long long on = ktest::prefetch_calls();
+    ok(onestep_set_weight_prefetch(0), "weight prefetch off: %s");
+    const bool ran = ok(run(y_off), "prefetch off: %s") && ktest::sync();
+    const long long off = ktest::prefetch_calls();
+    ok(onestep_set_weight_prefetch(1), "weight prefetch back on: %s");
+    if (!ran) return;
+    expect(std::memcmp(y_on.p, y_off.p, y_on.n * 2) == 0, "attention + to_out: the same bits with or without%s");
+    if (before >= 0) {
+        expect(on > before, "with it on, the first sample's blocks prefetch W%s");
+        expect(off == on, "with it off, nothing is prefetched%s");
+    }
+}
+
 void check_residual_refusals() {
     Buf16 qkv(3 * 4 * 128), y(4 * 128), w(128 * 128);
     expect(onestep_attention_residual_qkv_typed(qkv.p, nullptr, w.p, nullptr, nullptr, y.p, 1, 1, 4, 128, 0.f, 1,
@@ -927,5 +956,6 @@ int main() {
     for (const Case& c : residual)
         for (onestep_dtype t : {ONESTEP_FLOAT16, ONESTEP_BFLOAT16}) check_residual(c, t, seed++);
     check_residual_refusals();
+    check_residual_prefetch();
     return ktest::finish("test_attention", start);
 }

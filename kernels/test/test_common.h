@@ -2,6 +2,9 @@
 // first mismatches (llm.c's tol + |ref| * rel rule), and a pass/fail tally whose closing line CTest shows.
 #pragma once
 #include "onestep_kernels.h"
+#ifdef ONESTEP_EMULATION
+#include "cuda_emu.h"  // emu::prefetch_calls
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -73,6 +76,15 @@ inline bool expect_close(const char* what, const float* got, const double* ref, 
         return false;
     }
     return true;
+}
+
+// How many times the kernels have called prefetch_l2 (the emulation counts them), or -1 on a GPU, which does not.
+inline long long prefetch_calls() {
+#ifdef ONESTEP_EMULATION
+    return emu::prefetch_calls().load();
+#else
+    return -1;
+#endif
 }
 
 inline bool expect(bool cond, const char* fmt, const char* detail = "") {

@@ -9,6 +9,7 @@
 // channel or swizzle moves an output by O(S / K)). Shapes are ragged: M and Cout not multiples of any tile,
 // strides 1 and 2, 1x1, 3x3 and 1x3 kernels, padding 0 and 1, depths from 1 to many steps per warp.
 #include "onestep_kernels.h"
+#include "onestep_runtime.h"
 #include "stats_ref.h"
 #include "test_common.h"
 
@@ -800,6 +801,32 @@ void check_errors() {
 
 }  // namespace
 
+// The weight prefetch (onestep_set_weight_prefetch, on by default): the same bits with it off; in the emulation, which
+// counts prefetch_l2's calls, only a launch with it on asks for the weights.
+void check_prefetch(const Type& t, ktest::Rng& rng) {
+    std::printf("  %s weight prefetch on and off\n", t.name);
+    const int N = 1, H = 8, W = 8, Cin = 64, Cout = 40;  // 40 out channels: a ragged last column tile
+    ktest::Input16 x(t, rng, size_t(N) * H * W * Cin), w(t, rng, size_t(Cout) * 9 * Cin, 0.05);
+    ktest::Buf16 y_on(size_t(N) * H * W * Cout), y_off(size_t(N) * H * W * Cout);
+    auto run = [&](ktest::Buf16& y) {
+        return onestep_conv2d_igemm_typed(x.b.p, w.b.p, nullptr, nullptr, y.p, N, H, W, Cin, 3, 3, Cout, 1, 1, 0, t.dt,
+                                          nullptr);
+    };
+    const long long before = ktest::prefetch_calls();
+    if (!ktest::ok(run(y_on), "prefetch on: %s") || !ktest::sync()) return;
+    const long long on = ktest::prefetch_calls();
+    ktest::ok(onestep_set_weight_prefetch(0), "weight prefetch off: %s");
+    const bool ran = ktest::ok(run(y_off), "prefetch off: %s") && ktest::sync();
+    const long long off = ktest::prefetch_calls();
+    ktest::ok(onestep_set_weight_prefetch(1), "weight prefetch back on: %s");
+    if (!ran) return;
+    ktest::expect(std::memcmp(y_on.p, y_off.p, y_on.n * 2) == 0, "the same bits with or without%s");
+    if (before >= 0) {
+        ktest::expect(on > before, "with it on, the first row of tiles prefetches its weight rows%s");
+        ktest::expect(off == on, "with it off, nothing is prefetched%s");
+    }
+}
+
 int main() {
     const auto start = std::chrono::steady_clock::now();
     ktest::Rng rng(20261127);
@@ -818,6 +845,7 @@ int main() {
     for (const Type& t : types) {
         for (const Case& c : cases) check_case(t, rng, c);
         check_against_portable(t, rng);
+        check_prefetch(t, rng);
         check_upsample(t, rng, 2, 3, 5, 32, 24);  // odd sizes: every parity of the gather
         check_upsample(t, rng, 1, 1, 1, 16, 8);   // one pixel: a 2x2 output, every tap at an edge
         // The group norm prologue: 4-channel groups at batch 2 (only 16-row tiles fit 4x4), 16-channel groups with

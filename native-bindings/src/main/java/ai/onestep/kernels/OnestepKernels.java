@@ -99,6 +99,11 @@ public final class OnestepKernels {
 
     public static native int onestep_programmatic_launch();
 
+    // Weight prefetch before griddepcontrol.wait in the weight-reading kernels (on by default; a hint, same bits).
+    public static native int onestep_set_weight_prefetch(int enabled);
+
+    public static native int onestep_weight_prefetch();
+
     // ---- group norm ----
     public static native int onestep_groupnorm_forward(@Cast("const float*") long x, @Cast("const float*") long gamma,
                                                        @Cast("const float*") long beta, @Cast("const float*") long scale,

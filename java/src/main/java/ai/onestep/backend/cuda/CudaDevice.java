@@ -102,6 +102,9 @@ public final class CudaDevice extends Device {
         clusterGroupNorm(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.clusterGroupNorm")));
         fuseAttentionResidual(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.fuseAttentionOut")));
         fuseResnetBlocks(!"false".equalsIgnoreCase(System.getProperty("onestep.cuda.fuseResnet")));
+        if ("false".equalsIgnoreCase(System.getProperty("onestep.cuda.prefetchWeights"))) {
+            weightPrefetch(false);
+        }
         if (Boolean.getBoolean("onestep.cuda.pdl")) {
             try {
                 programmaticLaunch(true);

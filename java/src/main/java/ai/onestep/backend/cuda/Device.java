@@ -579,6 +579,22 @@ public abstract class Device implements AutoCloseable {
         return onestep_programmatic_launch() != 0;
     }
 
+    /**
+     * Whether the library's weight-reading kernels (our implicit-GEMM convolution, the one-launch resnet blocks, the
+     * attention with to_out.0) ask L2 for their weights before they wait for their predecessor ({@code
+     * onestep_set_weight_prefetch}): with {@link #programmaticLaunch} on, the weights then come from HBM under the
+     * preceding kernel's tail. A hint: the same bits either way. One flag per process (the library's); on by default
+     * ({@code -Donestep.cuda.prefetchWeights=false} turns it off in {@link CudaDevice}). Takes effect for launches and
+     * captures from now on.
+     */
+    public static void weightPrefetch(boolean on) {
+        check(onestep_set_weight_prefetch(on ? 1 : 0), "weightPrefetch", () -> "enabled=" + on);
+    }
+
+    public static boolean weightPrefetch() {
+        return onestep_weight_prefetch() != 0;
+    }
+
     /** The implicit-GEMM convolution's tile configurations, 1 .. this ({@code onestep_conv2d_igemm_configs}). */
     public static int igemmConfigs() {
         return onestep_conv2d_igemm_configs();
@@ -1839,7 +1855,7 @@ public abstract class Device implements AutoCloseable {
     /**
      * What a timed choice depends on, beyond the shape: the device kind, the library file (its path, size and
      * modification time), and how the timings were taken ({@link #TIMING_METHOD}, graph replays or launches,
-     * programmatic dependent launch on or off, the runs timed); {@link CudaDevice} adds the GPU, the driver and cuDNN.
+     * programmatic dependent launch on or off, weight prefetch off, the runs timed); {@link CudaDevice} adds the GPU, the driver and cuDNN.
      * A choices file made under another identity is not used ({@link #loadChoices}): verdicts timed by an older or
      * another method stay out.
      */
@@ -1847,7 +1863,8 @@ public abstract class Device implements AutoCloseable {
         java.io.File f = new java.io.File(library);
         return kind() + "; library " + library + " (" + f.length() + " bytes, modified " + f.lastModified() + ")"
                 + "; timing method " + TIMING_METHOD + ", " + (graphTiming ? "graph replays" : "launches")
-                + (programmaticLaunch() ? ", programmatic dependent launch" : "") + ", " + timingWarmups
+                + (programmaticLaunch() ? ", programmatic dependent launch" : "")
+                + (weightPrefetch() ? "" : ", no weight prefetch") + ", " + timingWarmups
                 + " warm-ups, " + choiceReps + " runs";
     }
 

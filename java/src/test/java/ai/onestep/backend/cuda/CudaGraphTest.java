@@ -222,6 +222,37 @@ class CudaGraphTest {
     }
 
     @Test
+    void weightPrefetchIsOnByDefaultAndOffGivesTheSameBits() {
+        // Device#weightPrefetch: the library's flag (its kernels take it as an argument at launch; test_resnet,
+        // test_conv and test_attention count the emulated prefetches). A hint: the pass captured with it off replays
+        // the bits of the one captured with it on.
+        assertTrue(Device.weightPrefetch(), "on by default");
+        try (UNet net = randomNet(config(32), 3); TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
+            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
+            double[] t = {1.5, 1.5};
+            Tensor x = noise(a, 2, 8);
+            Tensor with = a.allocate(Layout.NHWC, 2, 8, 8, 2), without = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            ops.forgetCapturedPasses();
+            for (int i = 0; i < 3; i++) {
+                f.denoise(x, t, null, with);
+            }
+            try {
+                Device.weightPrefetch(false);
+                assertFalse(Device.weightPrefetch());
+                ops.forgetCapturedPasses();
+                for (int i = 0; i < 3; i++) {
+                    f.denoise(x, t, null, without);
+                }
+            } finally {
+                Device.weightPrefetch(true);
+                ops.forgetCapturedPasses();
+            }
+            assertTrue(Device.weightPrefetch());
+            assertArrayEquals(with.toArray(), without.toArray(), "replay without weight prefetch vs with");
+        }
+    }
+
+    @Test
     void capturedPassReplaysBitForBitAndRecapturesOnANewShapeOrTimePoint() {
         try (UNet net = randomNet(config(32), 2); TensorArena a = new TensorArena(); Workspace ws = new Workspace();
              Workspace wsCpu = new Workspace()) {
