@@ -260,6 +260,12 @@ echo "==== 5. summary on ${card}"
     # ... and the attention with to_out.0 and the residual (twentieth session).
     nc=$(grep -c "(choice) attnres," "$out/steps.log"); fused=$(grep -c "(choice) attnres,.*: one launch, [^:]* faster" "$out/steps.log")
     echo "attention + to_out: one launch in $fused of $nc choices (steps.log: '(choice) attnres,')"
+    # ... and whole resnet blocks (twenty-fifth and twenty-sixth sessions): one launch on clusters of 8 or 16 blocks.
+    for kind in resnet resnetcat; do
+      nc=$(grep -c "(choice) $kind," "$out/steps.log"); c8=$(grep -c "(choice) $kind,.*: one launch faster" "$out/steps.log")
+      c16=$(grep -c "(choice) $kind,.*: one launch, 16 blocks faster" "$out/steps.log")
+      echo "$kind blocks: one launch in $c8 (8 blocks) + $c16 (16 blocks) of $nc choices (steps.log: '(choice) $kind,')"
+    done
   fi
   "$py" bench/gpu/torch_peers.py --summary "$out/steps.jsonl" "$out/torch.jsonl"
   echo "overall: $([ $status = 0 ] && echo 'all checks passed' || echo "FAILED (exit $status)")"

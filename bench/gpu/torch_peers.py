@@ -690,7 +690,9 @@ def summary(paths):
                               ("cuDNN convolutions only", "with every convolution on cuDNN (none on our implicit GEMM)"),
                               ("default attention only", "with every attention on the default kernel (no split-keys, pipelined or wide one)"),
                               ("default group norm only", "with every group norm on the default kernels (no slab kernel)"),
+                              ("weights not prefetched", "with the kernels' weights not asked of L2 before their wait"),
                               ("programmatic dependent launch", "with programmatic dependent launch on"),
+                              ("programmatic launch, weights not prefetched", "with programmatic dependent launch on and the weights not prefetched"),
                               ("default again", "again as the default, captured anew last (the spread between two timings of one graph)")):
             sel = [r for r in unf if r.get("variant", "unfolded") == variant]
             if sel:
