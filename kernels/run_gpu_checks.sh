@@ -59,9 +59,9 @@ run() {  # run <label> <binary> [args...]
 # step's time cap stops the later ones.
 run "convolution forward, the CIFAR U-Net's shapes at batch 1 and 64 (v1 portable, v2-13 the implicit GEMM, v9-12 split over clusters, v14-25 the group norm prologue, v26-37 the statistics epilogue, v38-49 the prologue on given statistics)" \
     "$build/dev_conv_forward"
-run "resnet block, CIFAR 4x4x256 at batch 1 (v1 four launches, v2 one; the up block: v3 five, v4 one; v5, v6: v2, v4 on 16-block clusters)" "$build/dev_resnet_forward" 0 1 4 4 256 32
-run "resnet block, CIFAR 8x8x256 at batch 1 (v1 four launches, v2 one; the up block: v3 five, v4 one; v5, v6: v2, v4 on 16-block clusters)" "$build/dev_resnet_forward" 0 1 8 8 256 32
-run "resnet block, CIFAR 4x4x256 at batch 64 (v1 four launches, v2 one; the up block: v3 five, v4 one; v5, v6: v2, v4 on 16-block clusters)" "$build/dev_resnet_forward" 0 64 4 4 256 32
+run "resnet block, CIFAR 4x4x256 at batch 1 (v1 four launches, v2 one; the up block: v3 five, v4 one; v5, v6: v2, v4 on 16-block clusters; v7, v8: v4, v6 without the weight prefetch)" "$build/dev_resnet_forward" 0 1 4 4 256 32
+run "resnet block, CIFAR 8x8x256 at batch 1 (v1 four launches, v2 one; the up block: v3 five, v4 one; v5, v6: v2, v4 on 16-block clusters; v7, v8: v4, v6 without the weight prefetch)" "$build/dev_resnet_forward" 0 1 8 8 256 32
+run "resnet block, CIFAR 4x4x256 at batch 64 (v1 four launches, v2 one; the up block: v3 five, v4 one; v5, v6: v2, v4 on 16-block clusters; v7, v8: v4, v6 without the weight prefetch)" "$build/dev_resnet_forward" 0 64 4 4 256 32
 run "attention forward, CIFAR 16x16, B=1 H=4 T=256 D=64 (v11: split keys, v12-14: pipelined, v15-17: + to_out, v18-20: wide)" \
     "$build/dev_attention_forward" 0 1 4 256 64
 run "attention forward, CIFAR 16x16, B=64 H=4 T=256 D=64 (v12-14: pipelined, v18-20: wide, against v8-10)" \

@@ -9,7 +9,10 @@
 //                3 its five launches (onestep_groupnorm_concat_typed writing cat and norm1's output, conv1, the
 //                shortcut on cat, norm2, conv2 + the shortcut's output), 4 onestep_resnet_block_concat_typed (one
 //                launch, the weights streamed a tap at a time); 5 and 6 versions 2 and 4 with a cluster of 16 blocks
-//                a sample (non-portable: half the weights and the work a block, twice the SMs at batch 1)
+//                a sample (non-portable: half the weights and the work a block, twice the SMs at batch 1);
+//                7 and 8 versions 4 and 6 with the weight prefetch off (onestep_set_weight_prefetch(0)): the streamed
+//                kernel's ring holds 2-7 of its 19 weight stages in flight, so it is the one kernel where prefetching
+//                the block's rows to L2 at its start should pay without programmatic launch
 //   emulated:    cmake target dev_resnet_forward_emu (validation only; a CTest test)
 //
 // Version 1 is the ops the CUDA backend's batch-1 graph runs for a block (bench/results/2026-11-27-h200-run2.txt: at
@@ -24,6 +27,7 @@
 // device tool's 64 MiB with the rest.
 #include "../src/dtype.cuh"
 #include "dev_common.cuh"
+#include "onestep_runtime.h"
 #include "../test/resnet_ref.h"  // the block's oracle, shared with test_resnet
 
 #include <cstdlib>
@@ -92,6 +96,14 @@ int main(int argc, char** argv) {
     dev_check(cudaMalloc(&sc, nx * sizeof(__half)));
 
     auto run = [&](int version) -> onestep_status {
+        if (version == 7 || version == 8) {  // 4 and 6 without the weight prefetch
+            onestep_set_weight_prefetch(0);
+            const onestep_status s = onestep_resnet_block_concat_typed(
+                dx, nullptr, dskip, nullptr, dadd, daddb, dg1c, dbe1c, dw1c, db1, dg2, dbe2, dw2, db2, dwsc, y, N, H,
+                W, C, C, C, G, eps, version == 8 ? 16 : 8, ONESTEP_FLOAT16, nullptr);
+            onestep_set_weight_prefetch(1);
+            return s;
+        }
         const int cluster = version >= 5 ? 16 : 8;
         if (version == 4 || version == 6)
             return onestep_resnet_block_concat_typed(dx, nullptr, dskip, nullptr, dadd, daddb, dg1c, dbe1c, dw1c, db1,
@@ -133,9 +145,10 @@ int main(int argc, char** argv) {
     const char* names[] = {"", "four launches (2 group norms, 2 implicit GEMMs)", "one launch (onestep_resnet_block_typed)",
                            "up block, five launches (norm1 + cat, conv1, shortcut, norm2, conv2)",
                            "up block, one launch (onestep_resnet_block_concat_typed)",
-                           "one launch, a cluster of 16", "up block, one launch, a cluster of 16"};
+                           "one launch, a cluster of 16", "up block, one launch, a cluster of 16",
+                           "up block, one launch, no weight prefetch", "up block, one launch, a cluster of 16, no weight prefetch"};
     bool all_ok = true;
-    for (int version = 1; version <= 6; version++) {
+    for (int version = 1; version <= 8; version++) {
         if (only && version != only) continue;
         dev_check(cudaMemset(y, 0xFF, nx * sizeof(__half)));
         if (run(version) != ONESTEP_OK) {
@@ -147,7 +160,7 @@ int main(int argc, char** argv) {
         dev_check(cudaDeviceSynchronize());
         // fp16's unit roundoff is 2^-11: y within a few of its own rounding (the roundings of the stored tensors
         // that land the other way now and then included).
-        const bool up = version == 3 || version == 4 || version == 6;
+        const bool up = version == 3 || version == 4 || version >= 6;
         const bool ok = dev::validate("y", y32, up ? ref_concat : ref, 2e-3, 2e-3);
         all_ok &= ok;
 #ifdef ONESTEP_EMULATION
