@@ -195,30 +195,11 @@ class CudaGraphTest {
         // to await their predecessors whether it is on or not); the pass captured with it on replays the bits of
         // the one captured without it. On a GPU, DeviceCheck and test_layers check the same with real overlap.
         assertFalse(Device.programmaticLaunch(), "off by default");
-        try (UNet net = randomNet(config(32), 3); TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
-            ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
-            double[] t = {1.5, 1.5};
-            Tensor x = noise(a, 2, 8);
-            Tensor plain = a.allocate(Layout.NHWC, 2, 8, 8, 2), dependent = a.allocate(Layout.NHWC, 2, 8, 8, 2);
-            ops.forgetCapturedPasses();
-            for (int i = 0; i < 3; i++) {
-                f.denoise(x, t, null, plain);
-            }
-            try {
-                Device.programmaticLaunch(true);
-                assertTrue(Device.programmaticLaunch());
-                ops.forgetCapturedPasses();
-                for (int i = 0; i < 3; i++) {
-                    f.denoise(x, t, null, dependent);
-                }
-                assertEquals(1, ops.capturedPasses().size(), "captured with programmatic launch on");
-            } finally {
-                Device.programmaticLaunch(false);
-                ops.forgetCapturedPasses();
-            }
-            assertFalse(Device.programmaticLaunch());
-            assertArrayEquals(plain.toArray(), dependent.toArray(), "replay with programmatic launch vs without");
-        }
+        capturedWithAndWithout(on -> {
+            Device.programmaticLaunch(on);
+            assertEquals(on, Device.programmaticLaunch());
+        }, "programmatic launch");
+        assertFalse(Device.programmaticLaunch());
     }
 
     @Test
@@ -227,28 +208,40 @@ class CudaGraphTest {
         // test_conv and test_attention count the emulated prefetches). A hint: the pass captured with it off replays
         // the bits of the one captured with it on.
         assertTrue(Device.weightPrefetch(), "on by default");
+        capturedWithAndWithout(off -> {
+            Device.weightPrefetch(!off);
+            assertEquals(!off, Device.weightPrefetch());
+        }, "the weight prefetch off");
+        assertTrue(Device.weightPrefetch());
+    }
+
+    /**
+     * A consistency pass captured and replayed as the process runs it, then again with {@code flip.accept(true)} (a
+     * library switch turned from its default), which must give the same bits; {@code flip.accept(false)} restores
+     * the default.
+     */
+    private void capturedWithAndWithout(java.util.function.Consumer<Boolean> flip, String what) {
         try (UNet net = randomNet(config(32), 3); TensorArena a = new TensorArena(); Workspace ws = new Workspace()) {
             ConsistencyDenoiser f = new ConsistencyDenoiser(net, ops, ws, true);
             double[] t = {1.5, 1.5};
             Tensor x = noise(a, 2, 8);
-            Tensor with = a.allocate(Layout.NHWC, 2, 8, 8, 2), without = a.allocate(Layout.NHWC, 2, 8, 8, 2);
+            Tensor plain = a.allocate(Layout.NHWC, 2, 8, 8, 2), flipped = a.allocate(Layout.NHWC, 2, 8, 8, 2);
             ops.forgetCapturedPasses();
             for (int i = 0; i < 3; i++) {
-                f.denoise(x, t, null, with);
+                f.denoise(x, t, null, plain);
             }
             try {
-                Device.weightPrefetch(false);
-                assertFalse(Device.weightPrefetch());
+                flip.accept(true);
                 ops.forgetCapturedPasses();
                 for (int i = 0; i < 3; i++) {
-                    f.denoise(x, t, null, without);
+                    f.denoise(x, t, null, flipped);
                 }
+                assertEquals(1, ops.capturedPasses().size(), "captured with " + what);
             } finally {
-                Device.weightPrefetch(true);
+                flip.accept(false);
                 ops.forgetCapturedPasses();
             }
-            assertTrue(Device.weightPrefetch());
-            assertArrayEquals(with.toArray(), without.toArray(), "replay without weight prefetch vs with");
+            assertArrayEquals(plain.toArray(), flipped.toArray(), "replay with " + what + " vs without");
         }
     }
 
