@@ -790,32 +790,18 @@ void check_residual(const Case& c, onestep_dtype dtype, uint64_t seed) {
     }
 }
 
-// The weight prefetch (onestep_set_weight_prefetch, on by default): the attention with to_out gives the same bits
-// with it off; in the emulation, which counts prefetch_l2's calls, only a launch with it on asks for W.
+// The weight prefetch: the attention with to_out gives the same bits with it off; with it on, the first sample's
+// blocks ask for W.
 void check_residual_prefetch() {
-    std::printf("  attention + to_out, weight prefetch on and off\n");
     const ktest::Type16 t{ktest::kHalf, ONESTEP_FLOAT16, "fp16"};
     ktest::Rng rng(28);
     const int B = 1, H = 2, T = 40, D = 32, C = H * D;
     ktest::Input16 qkv(t, rng, size_t(B) * T * 3 * C), w(t, rng, size_t(C) * C, 0.1);
     Buf16 y_on(size_t(B) * T * C), y_off(size_t(B) * T * C);
-    auto run = [&](Buf16& y) {
-        return onestep_attention_residual_qkv_typed(qkv.b.p, nullptr, w.b.p, nullptr, nullptr, y.p, B, H, T, D,
+    ktest::check_prefetch_switch("attention + to_out", y_on.p, y_off.p, y_on.n * 2, [&](void* y) {
+        return onestep_attention_residual_qkv_typed(qkv.b.p, nullptr, w.b.p, nullptr, nullptr, y, B, H, T, D,
                                                     1.0f / std::sqrt(float(D)), 1, t.dt, nullptr);
-    };
-    const long long before = ktest::prefetch_calls();
-    if (!ok(run(y_on), "prefetch on: %s") || !ktest::sync()) return;
-    const long long on = ktest::prefetch_calls();
-    ok(onestep_set_weight_prefetch(0), "weight prefetch off: %s");
-    const bool ran = ok(run(y_off), "prefetch off: %s") && ktest::sync();
-    const long long off = ktest::prefetch_calls();
-    ok(onestep_set_weight_prefetch(1), "weight prefetch back on: %s");
-    if (!ran) return;
-    expect(std::memcmp(y_on.p, y_off.p, y_on.n * 2) == 0, "attention + to_out: the same bits with or without%s");
-    if (before >= 0) {
-        expect(on > before, "with it on, the first sample's blocks prefetch W%s");
-        expect(off == on, "with it off, nothing is prefetched%s");
-    }
+    });
 }
 
 void check_residual_refusals() {

@@ -2,6 +2,7 @@
 // first mismatches (llm.c's tol + |ref| * rel rule), and a pass/fail tally whose closing line CTest shows.
 #pragma once
 #include "onestep_kernels.h"
+#include "onestep_runtime.h"
 #ifdef ONESTEP_EMULATION
 #include "cuda_emu.h"  // emu::prefetch_calls
 #endif
@@ -106,6 +107,36 @@ inline bool ok(onestep_status s, const char* what) { return expect(s == ONESTEP_
 inline bool sync() {
     const onestep_status s = onestep_synchronize(nullptr);
     return expect(s == ONESTEP_OK, "onestep_synchronize: %s", onestep_last_error_message());
+}
+
+// The weight prefetch (onestep_set_weight_prefetch, on by default) changes no bit: run(out) queues the kernels under
+// test, writing `bytes` at out; once with it on into `on`, once with it off into `off`, and the two must match. In
+// the emulation, which counts prefetch_l2's calls (one a thread), only the first run may prefetch: exactly `calls`
+// times where that is given, else at least once.
+template <typename Run>
+inline void check_prefetch_switch(const char* what, void* on, void* off, size_t bytes, Run run,
+                                  long long calls = -1) {
+    std::printf("  %s: weight prefetch on and off\n", what);
+    expect(onestep_weight_prefetch() == 1, "weight prefetch is on by default%s");
+    const long long before = prefetch_calls();
+    if (!ok(run(on), "prefetch on: %s") || !sync()) return;
+    const long long with = prefetch_calls();
+    ok(onestep_set_weight_prefetch(0), "weight prefetch off: %s");
+    expect(onestep_weight_prefetch() == 0, "the switch reads back as off%s");
+    const bool ran = ok(run(off), "prefetch off: %s") && sync();
+    const long long without = prefetch_calls();
+    ok(onestep_set_weight_prefetch(1), "weight prefetch back on: %s");
+    if (!ran) return;
+    char line[160];
+    std::snprintf(line, sizeof line, "%s: the same bits with or without the prefetch%%s", what);
+    expect(std::memcmp(on, off, bytes) == 0, line);
+    if (before >= 0) {
+        std::snprintf(line, sizeof line, "%s: with it on, %lld prefetch calls (%lld wanted)%%s", what, with - before,
+                      calls);
+        expect(calls >= 0 ? with - before == calls : with > before, line);
+        std::snprintf(line, sizeof line, "%s: with it off, nothing is prefetched%%s", what);
+        expect(without == with, line);
+    }
 }
 
 inline std::vector<double> to_double(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }

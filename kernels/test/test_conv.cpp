@@ -801,30 +801,17 @@ void check_errors() {
 
 }  // namespace
 
-// The weight prefetch (onestep_set_weight_prefetch, on by default): the same bits with it off; in the emulation, which
-// counts prefetch_l2's calls, only a launch with it on asks for the weights.
+// The weight prefetch: the same bits with it off; with it on, the first row of tiles asks for its weight rows.
 void check_prefetch(const Type& t, ktest::Rng& rng) {
-    std::printf("  %s weight prefetch on and off\n", t.name);
     const int N = 1, H = 8, W = 8, Cin = 64, Cout = 40;  // 40 out channels: a ragged last column tile
     ktest::Input16 x(t, rng, size_t(N) * H * W * Cin), w(t, rng, size_t(Cout) * 9 * Cin, 0.05);
     ktest::Buf16 y_on(size_t(N) * H * W * Cout), y_off(size_t(N) * H * W * Cout);
-    auto run = [&](ktest::Buf16& y) {
-        return onestep_conv2d_igemm_typed(x.b.p, w.b.p, nullptr, nullptr, y.p, N, H, W, Cin, 3, 3, Cout, 1, 1, 0, t.dt,
+    char what[48];
+    std::snprintf(what, sizeof what, "%s implicit GEMM", t.name);
+    ktest::check_prefetch_switch(what, y_on.p, y_off.p, y_on.n * 2, [&](void* y) {
+        return onestep_conv2d_igemm_typed(x.b.p, w.b.p, nullptr, nullptr, y, N, H, W, Cin, 3, 3, Cout, 1, 1, 0, t.dt,
                                           nullptr);
-    };
-    const long long before = ktest::prefetch_calls();
-    if (!ktest::ok(run(y_on), "prefetch on: %s") || !ktest::sync()) return;
-    const long long on = ktest::prefetch_calls();
-    ktest::ok(onestep_set_weight_prefetch(0), "weight prefetch off: %s");
-    const bool ran = ktest::ok(run(y_off), "prefetch off: %s") && ktest::sync();
-    const long long off = ktest::prefetch_calls();
-    ktest::ok(onestep_set_weight_prefetch(1), "weight prefetch back on: %s");
-    if (!ran) return;
-    ktest::expect(std::memcmp(y_on.p, y_off.p, y_on.n * 2) == 0, "the same bits with or without%s");
-    if (before >= 0) {
-        ktest::expect(on > before, "with it on, the first row of tiles prefetches its weight rows%s");
-        ktest::expect(off == on, "with it off, nothing is prefetched%s");
-    }
+    });
 }
 
 int main() {
