@@ -777,6 +777,12 @@ inline void* cluster_map(const void* p, unsigned rank) {
 
 // ---- cp.async (PTX ISA, "cp.async", "cp.async.commit_group", "cp.async.wait_group") ---------------
 // Issues a copy of `bytes` from global `src` to shared `dst` (zeros when !valid). The destination reads as
+// A vector load or store of `bytes` (a power of two) at p: a GPU faults on a misaligned one ("misaligned address",
+// which loses the context), x86 does not, so the emulation stops here instead of passing a kernel that would fail.
+inline void require_aligned(const void* p, size_t bytes, const char* what) {
+    if ((reinterpret_cast<uintptr_t>(p) & (bytes - 1)) != 0) die("%s of %zu bytes: misaligned address %p", what, bytes, p);
+}
+
 // 0xFF bytes until the copy lands at the wait that retires its group.
 inline void cp_async(void* dst, const void* src, unsigned bytes, bool valid) {
     Fiber& f = current_fiber("cp.async");

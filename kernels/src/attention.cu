@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(kWarps * 32)
             }
             float* kr = Ks + j * (D + 1) + c;
             kr[0] = kk.x, kr[1] = kk.y, kr[2] = kk.z, kr[3] = kk.w;
-            *reinterpret_cast<float4*>(Vs + j * D + c) = vv;
+            store4(Vs + j * D + c, vv);
         }
         __syncthreads();
 

@@ -129,6 +129,16 @@ __global__ void misaligned_cp_async_kernel(const float* src) {
     tc::cp_async_wait<0>();
 }
 
+// A 16-byte vector load 8 bytes off, and a 4-float store 4 bytes off (an offset into a tensor that an entry did not
+// check): a GPU faults with a misaligned address, so the emulation must stop, not load.
+__global__ void misaligned_load_kernel(const __half* src, int* out) {
+    const int4 v = onestep::tensor_core::load_as<int4>(src + 4 + 8 * threadIdx.x);
+    out[threadIdx.x] = v.x;
+}
+__global__ void misaligned_store4_kernel(float* dst) {
+    onestep::store4(dst + 1 + 4 * threadIdx.x, make_float4(1.f, 2.f, 3.f, 4.f));
+}
+
 void check_cp_async() {
     std::vector<float> src(32 * 12);
     for (size_t i = 0; i < src.size(); i++) src[i] = float(i) + 0.25f;
@@ -378,6 +388,12 @@ void check_misuse() {
     alignas(16) float src[4 * 32 + 4] = {};
     expect_abort("a 16-byte cp.async from a global address 8 bytes off", "misaligned global address",
                  [&] { onestep::launch(misaligned_cp_async_kernel, dim3(1), dim3(32), 512, nullptr, src); });
+    alignas(16) __half halves[8 * 32 + 8] = {};
+    int got[32] = {};
+    expect_abort("a 16-byte vector load 8 bytes off", "vector load (load_as) of 16 bytes: misaligned",
+                 [&] { onestep::launch(misaligned_load_kernel, dim3(1), dim3(32), 0, nullptr, halves, got); });
+    expect_abort("a float4 store 4 bytes off", "vector store (store4) of 16 bytes: misaligned",
+                 [&] { onestep::launch(misaligned_store4_kernel, dim3(1), dim3(32), 0, nullptr, src); });
 }
 
 // The schedule (cuda_emu.h): block (x, y, z) runs its warps in lockstep when (x + 7y + 13z) % 3 == 0, else one warp
