@@ -777,10 +777,13 @@ inline void* cluster_map(const void* p, unsigned rank) {
 
 // ---- cp.async (PTX ISA, "cp.async", "cp.async.commit_group", "cp.async.wait_group") ---------------
 // Issues a copy of `bytes` from global `src` to shared `dst` (zeros when !valid). The destination reads as
-// A vector load or store of `bytes` (a power of two) at p: a GPU faults on a misaligned one ("misaligned address",
-// which loses the context), x86 does not, so the emulation stops here instead of passing a kernel that would fail.
+// Whether p is off a multiple of `bytes` (a power of two). A GPU faults on a vector access, cp.async or ldmatrix at
+// such an address ("misaligned address", which loses the context); x86 does not, so the emulation checks each.
+inline bool misaligned(const void* p, size_t bytes) { return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) != 0; }
+
+// A vector load or store of `bytes` at p: stops on a misaligned address instead of passing a kernel that would fail.
 inline void require_aligned(const void* p, size_t bytes, const char* what) {
-    if ((reinterpret_cast<uintptr_t>(p) & (bytes - 1)) != 0) die("%s of %zu bytes: misaligned address %p", what, bytes, p);
+    if (misaligned(p, bytes)) die("%s of %zu bytes: misaligned address %p", what, bytes, p);
 }
 
 // 0xFF bytes until the copy lands at the wait that retires its group.
@@ -789,10 +792,9 @@ inline void cp_async(void* dst, const void* src, unsigned bytes, bool valid) {
     require_awaited(*g_block, f, "issued cp.async before await_predecessors()");
     // The PTX ISA requires both addresses aligned to the copy size (a GPU faults with a misaligned address, which
     // loses the context); x86 would copy anyway, so a kernel reached with an offset operand would pass here.
-    const auto misaligned = [bytes](const void* p) { return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) != 0; };
-    if (misaligned(dst) || (valid && misaligned(src)))
-        die("cp.async of %u bytes: misaligned %s address %p", bytes, misaligned(dst) ? "shared" : "global",
-            misaligned(dst) ? dst : src);
+    const bool bad_dst = misaligned(dst, bytes);
+    if (bad_dst || (valid && misaligned(src, bytes)))
+        die("cp.async of %u bytes: misaligned %s address %p", bytes, bad_dst ? "shared" : "global", bad_dst ? dst : src);
     std::memset(dst, 0xFF, bytes);
     f.in_flight.push_back(AsyncCopy{dst, src, bytes, valid, f.commits});
 }
@@ -926,7 +928,7 @@ inline void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uin
 // Every lane reads between the two barriers, so the load is one point in the warp's program order as on the GPU.
 inline void ldmatrix_x4(uint32_t (&r)[4], const void* row, bool trans) {
     const int tid = linear_tid(), lane = tid % kWarpSize;
-    if (reinterpret_cast<uintptr_t>(row) & 15u)
+    if (misaligned(row, 16))
         die("ldmatrix: thread %d gives the row address %p, which is not 16-byte aligned", tid, row);
     WarpExchange& w = g_block->warps[tid / kWarpSize];
     const int bank = w.bank;

@@ -115,6 +115,16 @@ __device__ __forceinline__ void await_predecessors() {
 #endif
 }
 
+// A vector load or store of `bytes` at p (dtype.cuh's load4/store4, tensor_core.cuh's load_as/store_as): the
+// emulation stops on a misaligned address, as a GPU faults (emu::require_aligned); nothing under nvcc.
+__device__ __forceinline__ void require_aligned(const void* p, size_t bytes, const char* what) {
+#ifdef ONESTEP_EMULATION
+    emu::require_aligned(p, bytes, what);
+#else
+    (void)p, (void)bytes, (void)what;
+#endif
+}
+
 // Asks L2 for part `part` of `parts` of [p, p + bytes), one prefetch.global.L2 a 128-byte line, strided over the
 // block's threads. For the weights a kernel will read, issued before await_predecessors(): weights are no
 // predecessor's output, and a prefetch is only a hint that writes nothing (L2 is the point of coherence, so a line

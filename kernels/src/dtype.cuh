@@ -38,32 +38,24 @@ struct alignas(4 * sizeof(T)) Pack4 {
 };
 // The emulation checks the alignment a GPU needs (require_aligned): x86 would load anyway.
 __device__ __forceinline__ float4 load4(const float* p) {
-#ifdef ONESTEP_EMULATION
-    emu::require_aligned(p, 16, "a vector load (load4)");
-#endif
+    require_aligned(p, 16, "a vector load (load4)");
     return *reinterpret_cast<const float4*>(p);
 }
 template <typename T>
 __device__ __forceinline__ float4 load4(const T* p) {
-#ifdef ONESTEP_EMULATION
-    emu::require_aligned(p, sizeof(Pack4<T>), "a vector load (load4)");
-#endif
+    require_aligned(p, sizeof(Pack4<T>), "a vector load (load4)");
     const Pack4<T> pk = *reinterpret_cast<const Pack4<T>*>(p);
     return make_float4(to_f32(pk.v[0]), to_f32(pk.v[1]), to_f32(pk.v[2]), to_f32(pk.v[3]));
 }
 
 // Four consecutive elements narrowed from float and stored at once (the partner of load4).
 __device__ __forceinline__ void store4(float* p, float4 v) {
-#ifdef ONESTEP_EMULATION
-    emu::require_aligned(p, 16, "a vector store (store4)");
-#endif
+    require_aligned(p, 16, "a vector store (store4)");
     *reinterpret_cast<float4*>(p) = v;
 }
 template <typename T>
 __device__ __forceinline__ void store4(T* p, float4 v) {
-#ifdef ONESTEP_EMULATION
-    emu::require_aligned(p, sizeof(Pack4<T>), "a vector store (store4)");
-#endif
+    require_aligned(p, sizeof(Pack4<T>), "a vector store (store4)");
     Pack4<T> pk;
     pk.v[0] = from_f32<T>(v.x);
     pk.v[1] = from_f32<T>(v.y);

@@ -70,8 +70,8 @@ __device__ __forceinline__ uint32_t pack(float lo, float hi) {
 // violations and may reorder them.
 template <typename W>
 __device__ __forceinline__ W load_as(const void* p) {
+    require_aligned(p, sizeof(W), "a vector load (load_as)");
 #ifdef ONESTEP_EMULATION
-    emu::require_aligned(p, sizeof(W), "a vector load (load_as)");
     W w;
     std::memcpy(&w, p, sizeof(W));
     return w;
@@ -81,8 +81,8 @@ __device__ __forceinline__ W load_as(const void* p) {
 }
 template <typename W>
 __device__ __forceinline__ void store_as(void* p, W w) {
+    require_aligned(p, sizeof(W), "a vector store (store_as)");
 #ifdef ONESTEP_EMULATION
-    emu::require_aligned(p, sizeof(W), "a vector store (store_as)");
     std::memcpy(p, &w, sizeof(W));
 #else
     *reinterpret_cast<W*>(p) = w;

@@ -49,8 +49,9 @@ public final class FmaPeak {
      * check it against {@link #chainsReference}.
      */
     public static float[] chains(long rounds) {
-        // Broadcasts and one lane vector: starting values loaded from an array per chain kept C2 from keeping the
-        // chains in registers (~2 GFLOP/s instead of ~150).
+        // The chains are twelve locals, written out, start to end: gathered into an array after the loop (to store
+        // them in one loop) they escape, C2 boxes them inside the loop too, and it runs at ~2 GFLOP/s instead of
+        // ~150 (measured on 2026-11-28).
         FloatVector lane = FloatVector.fromArray(S, LANES, 0);
         FloatVector a0 = lane.add(chainTerm(0)), a1 = lane.add(chainTerm(1)), a2 = lane.add(chainTerm(2));
         FloatVector a3 = lane.add(chainTerm(3)), a4 = lane.add(chainTerm(4)), a5 = lane.add(chainTerm(5));
@@ -130,8 +131,8 @@ public final class FmaPeak {
         if (threads < 1) {
             throw new IllegalArgumentException("FmaPeak: threads must be at least 1, got " + threads);
         }
-        // Warm-up: enough short calls for C2 to compile chains as a whole method (an on-stack replacement of the loop
-        // alone kept the vectors boxed, ~100x slower), then rounds chosen so that a call takes ~millis.
+        // Warm-up: enough short calls for C2 to compile chains as a whole method before anything is timed, then
+        // rounds chosen so that a call takes ~millis.
         for (int i = 0; i < 20_000; i++) {
             sink(chains(64));
         }

@@ -1855,7 +1855,8 @@ public abstract class Device implements AutoCloseable {
     /**
      * What a timed choice depends on, beyond the shape: the device kind, the library file (its path, size and
      * modification time), and how the timings were taken ({@link #TIMING_METHOD}, graph replays or launches,
-     * programmatic dependent launch on or off, weight prefetch off, the runs timed); {@link CudaDevice} adds the GPU, the driver and cuDNN.
+     * programmatic dependent launch on or off, weight prefetch off, the runs timed); {@link CudaDevice} adds the GPU,
+     * the driver and cuDNN.
      * A choices file made under another identity is not used ({@link #loadChoices}): verdicts timed by an older or
      * another method stay out.
      */
