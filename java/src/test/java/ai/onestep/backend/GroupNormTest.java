@@ -225,11 +225,13 @@ class GroupNormTest {
 
     /**
      * The schedule depends on the thread count (whole samples per task for a large enough batch, else slabs of
-     * pixels of one sample, the passes as parallel sweeps); the bits must not. Batch 1 and 5 with 1 to 3 threads
-     * cover both schedules, several slabs per sample, a ragged last chunk and a masked channel tail.
+     * pixels of one sample, the passes as parallel sweeps, the second split over channels too where slabs are fewer
+     * than threads); the bits must not. Batch 1 and 5 with 1 to 3 threads cover both schedules, several slabs per
+     * sample, a ragged last chunk, a masked channel tail, and one slab split over channels (9x9, and 7x7 with the
+     * masked tail in a part of its own).
      */
     @ParameterizedTest(name = "n={0} {1}x{2}x{3} groups={4}")
-    @CsvSource({"1, 20, 21, 40, 4", "5, 17, 17, 64, 32", "1, 9, 9, 128, 32"})
+    @CsvSource({"1, 20, 21, 40, 4", "5, 17, 17, 64, 32", "1, 9, 9, 128, 32", "1, 7, 7, 40, 4"})
     void bitIdenticalAcrossSchedules(int n, int h, int w, int c, int groups) {
         try (TensorArena a = new TensorArena()) {
             for (boolean silu : new boolean[] {true, false}) {

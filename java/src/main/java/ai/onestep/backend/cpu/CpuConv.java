@@ -42,6 +42,8 @@ final class CpuConv {
     private static final int CHUNK = 128;
     /** Micro-tiles of rows per forward task: a task reuses one packed B panel (L2-resident) over MB tiles. */
     private static final int MB = 8;
+    /** Floats per task of a copy (the padded input, a linear's input): 32 KB, a few microseconds. */
+    private static final long COPY_GRAIN = 1 << 13;
     /** Fewest input and output channels for which a 3x3 forward goes through {@link CpuWinograd}. */
     static final int WINOGRAD_MIN_CHANNELS = 8;
     private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
@@ -112,7 +114,7 @@ final class CpuConv {
         if (bp == null) {
             bp = GemmKernels.packRows(w.segment(), in, out);
         }
-        gemm(rows, out, x.toArray(), stridedRows(rows, in), new int[] {0}, 1, in, bp, paddedBias(b, out),
+        gemm(rows, out, rowsOf(x, 0), stridedRows(rows, in), new int[] {0}, 1, in, bp, paddedBias(b, out),
                 y.segment(), 1f, 0f);
     }
 
@@ -136,6 +138,21 @@ final class CpuConv {
         if (db != null) {
             biasGrad(dy.segment(), rows, out, db.segment());
         }
+    }
+
+    /**
+     * x's floats in the calling thread's scratch slot (its tail stale), copied in parallel: the micro-kernel reads a
+     * heap array, and {@code toArray} would allocate and zero one per call (a batch-1 attention block's q, k and v
+     * projections each copied their 196 x 64 tokens on one thread).
+     */
+    private float[] rowsOf(Tensor x, int slot) {
+        long size = x.size();
+        checkIndexable(size, "linear");
+        float[] a = scratch(slot, (int) size);
+        MemorySegment xs = x.segment();
+        pool.parallelRange(size, COPY_GRAIN, (from, to) ->
+                MemorySegment.copy(xs, Tensor.F32, from * Float.BYTES, a, (int) from, (int) (to - from)));
+        return a;
     }
 
     private static int[] stridedRows(int rows, int stride) {
@@ -359,10 +376,12 @@ final class CpuConv {
         float[] xp = scratch(slot, (int) size);
         MemorySegment xs = x.segment();
         int row = g.w * g.cin, pad = g.padding * g.cin, prow = wp * g.cin;
-        pool.parallelFor(g.n, n -> {
-            for (int hh = 0; hh < hp; hh++) {
-                int dst = (n * hp + hh) * prow;
-                int ih = hh - g.padding;
+        // Split over padded rows, not samples: at batch 1 (a sampler's case) a per-sample split left this copy,
+        // 5-10 us before each of a step's 36 convolutions, to one thread while the others waited.
+        pool.parallelRange((long) g.n * hp, Math.max(1, COPY_GRAIN / prow), (r0, r1) -> {
+            for (int r = (int) r0; r < r1; r++) {
+                int dst = r * prow;
+                int n = r / hp, ih = r % hp - g.padding;
                 if (ih < 0 || ih >= g.h) {
                     Arrays.fill(xp, dst, dst + prow, 0f);
                     continue;

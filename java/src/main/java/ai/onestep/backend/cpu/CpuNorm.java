@@ -66,13 +66,18 @@ final class CpuNorm {
 
         void finish(int nb);
 
-        void apply(int nb, int chunk0, int chunk1);
+        /** Writes chunks [chunk0, chunk1) of sample nb, channels [c0, c1) (c0 a multiple of L). */
+        void apply(int nb, int chunk0, int chunk1, int c0, int c1);
+
+        /** Channels. */
+        int channels();
     }
 
     /**
      * Runs the passes for {@code n} samples of {@code chunks} chunks: whole samples per task when there are enough
-     * of them, else slabs of SLAB chunks in two parallel sweeps. Either way each chunk is reduced and applied by the
-     * same code with the same inputs, so the schedule (chosen from the thread count) does not change the result.
+     * of them, else slabs of SLAB chunks in two parallel sweeps (the second also split over channels where slabs
+     * are fewer than threads). Either way each chunk is reduced and each element applied by the same code with the
+     * same inputs, so the schedule (chosen from the thread count) does not change the result.
      */
     private void schedule(int n, int chunks, Passes p) {
         if (n >= SAMPLES_PER_THREAD * pool.threads()) {
@@ -80,7 +85,7 @@ final class CpuNorm {
                 p.prepare(nb);
                 p.reduce(nb, 0, chunks);
                 p.finish(nb);
-                p.apply(nb, 0, chunks);
+                p.apply(nb, 0, chunks, 0, p.channels());
             });
             return;
         }
@@ -95,9 +100,15 @@ final class CpuNorm {
         for (int nb = 0; nb < n; nb++) {
             p.finish(nb);
         }
-        pool.parallelFor(n * slabs, t -> {
-            int s = t % slabs;
-            p.apply(t / slabs, s * SLAB, Math.min(chunks, s * SLAB + SLAB));
+        // The normalization is elementwise once the statistics are known: where there are fewer slabs than
+        // threads (a 7x7 map at batch 1 is one chunk), each slab's channels are split too, in whole vectors.
+        int c = p.channels(), vectors = (c + L - 1) / L;
+        int parts = Math.min(vectors, Math.ceilDiv(pool.threads(), n * slabs));
+        int perPart = Math.ceilDiv(vectors, parts) * L;
+        pool.parallelFor(n * slabs * parts, t -> {
+            int part = t % parts, s = t / parts % slabs;
+            p.apply(t / parts / slabs, s * SLAB, Math.min(chunks, s * SLAB + SLAB), part * perPart,
+                    Math.min(c, part * perPart + perPart));
         });
     }
 
@@ -114,6 +125,11 @@ final class CpuNorm {
     /** The forward pass's per-call state; per-channel arrays are indexed (sample, channel). */
     private static final class Forward implements Passes {
         final int n, hw, c, groups, chunks;
+
+        @Override
+        public int channels() {
+            return c;
+        }
         final float eps;
         final boolean silu;
         final MemorySegment xs, ys, ms, rs;
@@ -225,12 +241,12 @@ final class CpuNorm {
         }
 
         @Override
-        public void apply(int nb, int chunk0, int chunk1) {
+        public void apply(int nb, int chunk0, int chunk1, int c0, int c1) {
             for (int ch = chunk0; ch < chunk1; ch++) {
                 int p0 = ch * CHUNK;
                 int pixels = Math.min(hw, p0 + CHUNK) - p0;
                 long base = ((long) nb * hw + p0) * c;
-                for (int kc = 0; kc < c; kc += L) {
+                for (int kc = c0; kc < c1; kc += L) {
                     if (silu) {
                         normalizeSilu(xs, ys, base, c, kc, pixels, mHi, mLo, a, b, nb * c);
                     } else {
@@ -416,6 +432,11 @@ final class CpuNorm {
      */
     private static final class Backward implements Passes {
         final int n, hw, c, groups, chunks;
+
+        @Override
+        public int channels() {
+            return c;
+        }
         final boolean silu;
         final MemorySegment xs, dys, dxs;
         final float[] gamma, scale;
@@ -522,7 +543,7 @@ final class CpuNorm {
         }
 
         @Override
-        public void apply(int nb, int chunk0, int chunk1) {
+        public void apply(int nb, int chunk0, int chunk1, int c0, int c1) {
             if (dxs == null) {
                 return;
             }
@@ -532,7 +553,7 @@ final class CpuNorm {
                 int p0 = ch * CHUNK;
                 int pixels = Math.min(hw, p0 + CHUNK) - p0;
                 long base = ((long) nb * hw + p0) * c;
-                for (int kc = 0; kc < c; kc += L) {
+                for (int kc = c0; kc < c1; kc += L) {
                     dx(xs, dh2, dxs, base, c, kc, pixels, m, r, kf, q, u, nb * c);
                 }
             }
