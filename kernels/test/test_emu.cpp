@@ -139,6 +139,22 @@ __global__ void misaligned_store4_kernel(float* dst) {
     onestep::store4(dst + 1 + 4 * threadIdx.x, make_float4(1.f, 2.f, 3.f, 4.f));
 }
 
+#ifdef ONESTEP_EMU_SANITIZE
+// The same faults through plain C++ (UBSan's checks, cmake/CMakeLists.txt): a float4 read through a typed pointer
+// 4 bytes off, which x86 loads anyway and a GPU faults on; and a store one past a static __shared__ array, which a
+// GPU lets corrupt whatever lies next to it.
+__global__ void misaligned_typed_float4_kernel(const float* src, float* out) {
+    const float4 v = reinterpret_cast<const float4*>(src + 1)[threadIdx.x];
+    out[threadIdx.x] = v.x;
+}
+__global__ void shared_overrun_kernel(float* out) {
+    __shared__ float tile[32];
+    tile[threadIdx.x + 1] = 1.f;
+    __syncthreads();
+    out[threadIdx.x] = tile[threadIdx.x];
+}
+#endif
+
 void check_cp_async() {
     std::vector<float> src(32 * 12);
     for (size_t i = 0; i < src.size(); i++) src[i] = float(i) + 0.25f;
@@ -293,7 +309,7 @@ void check_dependent_launch() {
     expect(out[0] == 1.f, "a plain launch does not need await_predecessors()%s");
 }
 
-void expect_abort(const char* what, const char* needle, const std::function<void()>& body) {
+void expect_abort(const char* what, const char* needle, const std::function<void()>& body, bool ubsan = false) {
     std::fflush(stdout);
     int fds[2];
     if (pipe(fds) != 0) std::abort();
@@ -314,8 +330,14 @@ void expect_abort(const char* what, const char* needle, const std::function<void
     int status = 0;
     waitpid(pid, &status, 0);
     const bool aborted = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+    const bool stopped = aborted || (ubsan && WIFEXITED(status) && WEXITSTATUS(status) != 0);
     const bool named = err.find(needle) != std::string::npos;
-    expect(aborted && named, "%s", (std::string(what) + ": did not abort with \"" + needle + "\"; stderr: " + err).c_str());
+    expect(stopped && named, "%s", (std::string(what) + ": did not stop with \"" + needle + "\"; stderr: " + err).c_str());
+}
+
+// UBSan's checks end the process with its message and exit code 1 (UBSAN_OPTIONS may make that an abort).
+void expect_stop(const char* what, const char* needle, const std::function<void()>& body) {
+    expect_abort(what, needle, body, true);
 }
 
 // Thread block clusters: 4 blocks a cluster along x, two clusters, 64 threads a block. Each block puts 100 * its
@@ -394,6 +416,15 @@ void check_misuse() {
                  [&] { onestep::launch(misaligned_load_kernel, dim3(1), dim3(32), 0, nullptr, halves, got); });
     expect_abort("a float4 store 4 bytes off", "vector store (store4) of 16 bytes: misaligned",
                  [&] { onestep::launch(misaligned_store4_kernel, dim3(1), dim3(32), 0, nullptr, src); });
+#ifdef ONESTEP_EMU_SANITIZE
+    float fout[32] = {};
+    expect_stop("a float4 read through a typed pointer 4 bytes off", "misaligned address",
+                 [&] { onestep::launch(misaligned_typed_float4_kernel, dim3(1), dim3(32), 0, nullptr, src, fout); });
+    expect_stop("a store one past a __shared__ array", "index 32 out of bounds",
+                 [&] { onestep::launch(shared_overrun_kernel, dim3(1), dim3(32), 0, nullptr, fout); });
+#else
+    std::printf("test_emu: built without ONESTEP_EMU_SANITIZE: typed misaligned and out-of-bounds accesses unchecked\n");
+#endif
 }
 
 // The schedule (cuda_emu.h): block (x, y, z) runs its warps in lockstep when (x + 7y + 13z) % 3 == 0, else one warp
