@@ -125,11 +125,6 @@ final class CpuNorm {
     /** The forward pass's per-call state; per-channel arrays are indexed (sample, channel). */
     private static final class Forward implements Passes {
         final int n, hw, c, groups, chunks;
-
-        @Override
-        public int channels() {
-            return c;
-        }
         final float eps;
         final boolean silu;
         final MemorySegment xs, ys, ms, rs;
@@ -165,6 +160,11 @@ final class CpuNorm {
             a = new float[n * c];
             b = new float[n * c];
             part = new float[n][];
+        }
+
+        @Override
+        public int channels() {
+            return c;
         }
 
         /** K = the mean of the first chunk's pixels, per channel (any value near the mean will do). */
@@ -432,11 +432,6 @@ final class CpuNorm {
      */
     private static final class Backward implements Passes {
         final int n, hw, c, groups, chunks;
-
-        @Override
-        public int channels() {
-            return c;
-        }
         final boolean silu;
         final MemorySegment xs, dys, dxs;
         final float[] gamma, scale;
@@ -485,6 +480,11 @@ final class CpuNorm {
             part = new float[n][];
             sumDh2 = new double[n * c];
             sumDh2Xhat = new double[n * c];
+        }
+
+        @Override
+        public int channels() {
+            return c;
         }
 
         @Override
