@@ -276,6 +276,11 @@ struct WarpExchange {
 
 struct ClusterState;
 
+// Bytes of 0xFF past the end of each block's dynamic shared memory. A GPU faults on a shared access past the block's
+// allocation (or, inside the SM's carve-out, hits another block's data); here a read past the end reads NaN bytes,
+// and a write there is caught when the block ends (run_block), naming the launch's size and the first byte changed.
+constexpr size_t kSharedGuard = 64;
+
 struct BlockState {
     std::vector<Fiber> fibers;
     std::vector<WarpExchange> warps;
@@ -530,6 +535,16 @@ inline void resume(BlockState& b, int i) {
     b.current = -1;
 }
 
+// The guard past the dynamic shared memory (kSharedGuard) must still hold the 0xFF bytes it was filled with.
+inline void check_shared_guard(const BlockState& b) {
+    const size_t size = b.dynamic_shared.size() - kSharedGuard;
+    for (size_t k = 0; k < kSharedGuard; k++) {
+        if (b.dynamic_shared[size + k] != 0xFF) {
+            die("dynamic shared memory written past its end: byte %zu of a %zu-byte allocation", size + k, size);
+        }
+    }
+}
+
 inline void run_block(BlockState& b) {
     for (int i = 0; i < b.nthreads; i++) {
         Fiber& f = b.fibers[i];
@@ -600,6 +615,7 @@ inline void run_block(BlockState& b) {
         if (!progress && b.cluster) progress = release_cluster(b);
         if (!progress) deadlock(b, "deadlock: no thread can proceed");
     }
+    check_shared_guard(b);
     if (b.cluster) {  // a peer still waiting at a cluster barrier will never be released: it reports that
         // A block's shared memory is gone when it ends: a peer that reads it later (no cluster_sync after its last
         // remote read) reads NaN bytes.
@@ -640,7 +656,7 @@ inline void prepare_block(BlockState& b, bool dependent, dim3 block, size_t shar
                                 unsigned(i / ((unsigned long)block.x * block.y))};
     }
     b.warps.resize((threads + kWarpSize - 1) / kWarpSize);
-    b.dynamic_shared.resize(shared_bytes + 16);
+    b.dynamic_shared.resize(shared_bytes + kSharedGuard);
     b.body = std::move(body);
 }
 
@@ -697,7 +713,7 @@ cudaError_t launch_cluster_as(bool dependent, unsigned cluster_x, void (*kernel)
                 std::vector<BlockState> blocks(cluster_x);
                 for (unsigned r = 0; r < cluster_x; r++) {
                     prepare_block(blocks[r], dependent, block, 0, body);
-                    blocks[r].dynamic_shared.resize(shared_bytes + 16);
+                    blocks[r].dynamic_shared.resize(shared_bytes + kSharedGuard);
                     blocks[r].block_idx = uint3{x0 + r, y, z};
                     blocks[r].cluster = &cluster;
                     blocks[r].rank = r;

@@ -139,6 +139,13 @@ __global__ void misaligned_store4_kernel(float* dst) {
     onestep::store4(dst + 1 + 4 * threadIdx.x, make_float4(1.f, 2.f, 3.f, 4.f));
 }
 
+// One float past a 128-byte dynamic shared allocation (a tile size computed for one block size, launched with
+// another): a GPU faults or overwrites a neighbour; the emulation's guard bytes catch it when the block ends.
+__global__ void dynamic_shared_overrun_kernel() {
+    ONESTEP_DYNAMIC_SHARED(float, buf);
+    buf[threadIdx.x + 1] = 1.f;
+}
+
 #ifdef ONESTEP_EMU_SANITIZE
 // The same faults through plain C++ (UBSan's checks, cmake/CMakeLists.txt): a float4 read through a typed pointer
 // 4 bytes off, which x86 loads anyway and a GPU faults on; and a store one past a static __shared__ array, which a
@@ -416,6 +423,8 @@ void check_misuse() {
                  [&] { onestep::launch(misaligned_load_kernel, dim3(1), dim3(32), 0, nullptr, halves, got); });
     expect_abort("a float4 store 4 bytes off", "vector store (store4) of 16 bytes: misaligned",
                  [&] { onestep::launch(misaligned_store4_kernel, dim3(1), dim3(32), 0, nullptr, src); });
+    expect_abort("a store one past the dynamic shared memory", "written past its end: byte 128 of a 128-byte",
+                 [&] { onestep::launch(dynamic_shared_overrun_kernel, dim3(1), dim3(32), 128, nullptr); });
 #ifdef ONESTEP_EMU_SANITIZE
     float fout[32] = {};
     expect_stop("a float4 read through a typed pointer 4 bytes off", "misaligned address",
