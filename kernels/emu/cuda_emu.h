@@ -791,8 +791,7 @@ inline void* cluster_map(const void* p, unsigned rank) {
     return b.cluster->blocks[rank]->dynamic_shared.data() + (q - base);
 }
 
-// ---- cp.async (PTX ISA, "cp.async", "cp.async.commit_group", "cp.async.wait_group") ---------------
-// Issues a copy of `bytes` from global `src` to shared `dst` (zeros when !valid). The destination reads as
+// ---- alignment ----------------------------------------------------------------------------------------
 // Whether p is off a multiple of `bytes` (a power of two). A GPU faults on a vector access, cp.async or ldmatrix at
 // such an address ("misaligned address", which loses the context); x86 does not, so the emulation checks each.
 inline bool misaligned(const void* p, size_t bytes) { return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) != 0; }
@@ -802,6 +801,8 @@ inline void require_aligned(const void* p, size_t bytes, const char* what) {
     if (misaligned(p, bytes)) die("%s of %zu bytes: misaligned address %p", what, bytes, p);
 }
 
+// ---- cp.async (PTX ISA, "cp.async", "cp.async.commit_group", "cp.async.wait_group") ---------------
+// Issues a copy of `bytes` from global `src` to shared `dst` (zeros when !valid). The destination reads as
 // 0xFF bytes until the copy lands at the wait that retires its group.
 inline void cp_async(void* dst, const void* src, unsigned bytes, bool valid) {
     Fiber& f = current_fiber("cp.async");
